@@ -1,0 +1,19 @@
+//! What the accept loop knows about a client connection, attached to every
+//! request as an extension so handlers (proxy headers, rate limits, logs) can
+//! read it without reaching back into the server.
+
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// The client's address as seen on the socket.
+    pub peer: SocketAddr,
+    /// The local address the client connected to.
+    pub local: SocketAddr,
+    /// Whether the connection arrived over TLS (drives `X-Forwarded-Proto`).
+    pub tls: bool,
+    /// Server name the client asked for in SNI, if any.
+    pub sni: Option<String>,
+    /// A process-unique connection id, used in logs and `X-Pushgate-Connection`.
+    pub id: u64,
+}

@@ -1,0 +1,56 @@
+//! Response helpers shared by every HTTP surface: one body type for the whole
+//! service and one shape for refusals (`{"error":code,"message":…}`), so that a
+//! client sees the same JSON whether the proxy, a transport or the admin API said no.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+
+/// Error type carried by response bodies (hyper errors from a proxied backend,
+/// or our own stream errors).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The one response body type used by every handler.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A body holding `bytes` in one frame.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A JSON response with the given status.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The documented refusal shape: `{"error": code, "message": message}`.
+pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({ "error": code, "message": message.to_string() }),
+    )
+}
+
+/// A 429 with `Retry-After` (whole seconds, at least 1).
+pub fn rate_limited(retry_after: std::time::Duration, message: &str) -> Response<Body> {
+    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
