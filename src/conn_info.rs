@@ -17,3 +17,9 @@ pub struct ConnInfo {
     /// A process-unique connection id, used in logs and `X-Pushgate-Connection`.
     pub id: u64,
 }
+
+/// Cancelling this drops the client's whole connection at once. A streaming
+/// response whose client stopped reading uses it: ending the body would leave
+/// hyper waiting on a socket that never drains.
+#[derive(Clone, Debug, Default)]
+pub struct ConnKill(pub tokio_util::sync::CancellationToken);

@@ -1,5 +1,142 @@
 #![forbid(unsafe_code)]
-//! pushgate: a TLS-terminating reverse proxy that adds realtime delivery.
+//! pushgate: a TLS-terminating reverse proxy that adds realtime delivery
+//! (WebSocket, Server-Sent Events, long-polling) to an existing application.
+//!
+//! Where to look:
+//! - a message **enters** through `admin/publish.rs` (or a client `publish`
+//!   op in `transport/ws.rs`) and gets its id and history in `broker/`;
+//! - it **fans out** in `hub.rs`, into each connection's bounded `hub/inbox.rs`;
+//! - it **leaves** the process through `transport/{ws,sse,poll}.rs`, which
+//!   share the resume logic in `transport/session.rs`.
+//!
+//! Ordinary requests go `server.rs -> router.rs -> proxy.rs`.
 
+pub mod admin;
+pub mod auth;
+pub mod broker;
+pub mod config;
 pub mod conn_info;
+pub mod hub;
+pub mod proxy;
 pub mod reply;
+pub mod router;
+pub mod rules;
+pub mod server;
+pub mod state;
+pub mod tls;
+pub mod transport;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::broker::{Broker, MemoryBroker};
+use crate::config::{BrokerKind, Config};
+use crate::hub::Hub;
+use crate::server::Surface;
+use crate::state::{AppState, Settings};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("broker.kind: redis is not available in this build; use `memory`")]
+    BrokerUnsupported,
+}
+
+/// The two listening sockets, bound by the caller (port 0 in tests).
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Bind the addresses from `listen:` with a deep accept backlog.
+    pub fn bind(config: &Config) -> Result<Listeners, StartError> {
+        Ok(Listeners {
+            public: bind(config.listen.public)?,
+            admin: bind(config.listen.admin)?,
+        })
+    }
+}
+
+/// Bind a listening socket with `SO_REUSEADDR` and a 4096-deep backlog.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let make = || -> std::io::Result<TcpListener> {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        TcpListener::from_std(socket.into())
+    };
+    make().map_err(|source| StartError::Bind { addr, source })
+}
+
+pub struct Gateway;
+
+/// A running gateway.
+pub struct Handle {
+    state: AppState,
+    public: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Gateway {
+    /// Start serving on `listeners` with `config`. Must be called inside a Tokio runtime.
+    pub fn start(config: Config, listeners: Listeners) -> Result<Handle, StartError> {
+        tls::install_crypto_provider();
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let hub = Hub::new();
+        let memory = match config.broker.kind {
+            BrokerKind::Memory => MemoryBroker::new(hub.clone()),
+            BrokerKind::Redis => return Err(StartError::BrokerUnsupported),
+        };
+        let broker: Arc<dyn Broker> = memory.clone();
+        let public = listeners.public.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen.public,
+            source,
+        })?;
+        let admin = listeners.admin.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen.admin,
+            source,
+        })?;
+        let state = AppState::new(Settings::new(config), hub, broker);
+        memory.spawn_sweeper(Duration::from_secs(5), state.shutdown.clone());
+        tokio::spawn(server::accept_loop(state.clone(), listeners.public, Surface::Public, tls));
+        tokio::spawn(server::accept_loop(state.clone(), listeners.admin, Surface::Admin, None));
+        tracing::info!(%public, %admin, "pushgate listening");
+        Ok(Handle { state, public, admin })
+    }
+}
+
+impl Handle {
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Drain: stop accepting, tell realtime clients to reconnect elsewhere,
+    /// let in-flight requests finish, and give up after `grace`.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.state.shutdown.cancel();
+        self.state.tasks.close();
+        let clean = tokio::time::timeout(grace, self.state.tasks.wait()).await.is_ok();
+        if !clean {
+            tracing::warn!(?grace, "grace period over; closing the remaining connections");
+        }
+        clean
+    }
+}

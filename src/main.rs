@@ -1,1 +1,123 @@
-fn main() {}
+//! The `pushgate` command: parse the CLI, load the config, set up logging,
+//! bind, and hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pushgate::config::{self, Config, LogFormat};
+use pushgate::{Gateway, Listeners};
+
+const EXAMPLES: &str = "\
+Examples:
+  pushgate                              run with ./gateway.yaml
+  pushgate run -c /etc/pushgate.yaml    run with another config
+  pushgate check -c gateway.yaml        validate a config and print what it sets up
+
+  # publish, then watch it arrive:
+  curl -sk -N 'https://localhost:8443/realtime/sse?channels=public.news' &
+  curl -s localhost:9090/publish -d '{\"channel\":\"public.news\",\"data\":{\"hello\":1}}'";
+
+#[derive(Parser)]
+#[command(name = "pushgate", version, about = "Realtime gateway: TLS reverse proxy with WebSocket, SSE and long-poll delivery", after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file.
+    #[arg(short, long, global = true, default_value = "gateway.yaml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run {
+        /// How long a shutdown waits for connections to finish.
+        #[arg(long, default_value = "10", value_name = "SECONDS")]
+        grace: u64,
+    },
+    /// Validate the configuration and print a summary; exits non-zero on errors.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run { grace: 10 }) {
+        Command::Check => check(&cli.config),
+        Command::Run { grace } => match run(&cli.config, Duration::from_secs(grace)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pushgate: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => {
+            println!("{}", cfg.summary());
+            println!("{}: configuration OK", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: configuration has errors", path.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(path: &std::path::Path, grace: Duration) -> anyhow::Result<()> {
+    let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_logging(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let listeners = Listeners::bind(&cfg)?;
+        let handle = Gateway::start(cfg, listeners)?;
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        handle.shutdown(grace).await;
+        Ok(())
+    })
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

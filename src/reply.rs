@@ -54,3 +54,28 @@ pub fn rate_limited(retry_after: std::time::Duration, message: &str) -> Response
     }
     resp
 }
+
+/// A streaming body fed by a channel: each `Bytes` sent becomes one data frame,
+/// and the body ends when the sender is dropped. The bounded channel is the
+/// back-pressure between a producer task and hyper's writes.
+pub fn channel_body(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+    ChannelBody { rx }.boxed()
+}
+
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}

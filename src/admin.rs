@@ -1,0 +1,74 @@
+//! The admin listener: where the application (or ops) talks to pushgate.
+//! Plain HTTP, bound to loopback by default: `POST /publish`, `GET /healthz`,
+//! `GET /readyz`, `GET /stats`.
+
+pub mod publish;
+
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::reply::{self, Body};
+use crate::state::AppState;
+
+/// Largest admin request body: room for a big batch of small messages, or
+/// one maximal message.
+pub fn body_limit(max_message: usize) -> usize {
+    (max_message * 2).max(8 * 1024 * 1024)
+}
+
+pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/publish") => publish(state, req).await,
+        (&Method::GET, "/healthz") => reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => readyz(&state),
+        (&Method::GET, "/stats") => {
+            let mut v = state.stats.snapshot();
+            v["channels"] = state.hub.channel_count().into();
+            reply::json(StatusCode::OK, &v)
+        }
+        (_, "/publish" | "/healthz" | "/readyz" | "/stats") => {
+            reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "wrong method for this path")
+        }
+        _ => reply::error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+    }
+}
+
+fn readyz(state: &AppState) -> Response<Body> {
+    let draining = state.shutdown.is_cancelled();
+    let broker = state.broker.is_ready();
+    let ready = !draining && broker;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    reply::json(
+        status,
+        &serde_json::json!({"ready": ready, "draining": draining, "broker": broker}),
+    )
+}
+
+async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {
+    let settings = state.settings();
+    let limit = body_limit(settings.config.realtime.max_message);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {limit} bytes"));
+    }
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {limit} bytes"));
+        }
+        Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("reading body: {e}")),
+    };
+    let result = match publish::parse(&body, &settings) {
+        Ok(batch) => publish::publish_all(&state, batch).await,
+        Err(rejected) => Err(rejected),
+    };
+    match result {
+        Ok(v) => reply::json(StatusCode::OK, &v),
+        Err(publish::Rejected(status, code, msg)) => reply::error(status, code, msg),
+    }
+}

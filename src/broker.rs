@@ -1,0 +1,74 @@
+//! The broker: where a published message gets its id, is kept in history, and
+//! is handed to the hub for fan-out.
+//!
+//! Transports and ingest only see the [`Broker`] trait, so the embedded memory
+//! broker (the default) and a multi-node broker can be swapped without touching
+//! them. The contract every implementation keeps:
+//! - ids increase within one epoch, and a channel's messages reach the hub in id order;
+//! - `replay` either returns every retained message after a position, or says
+//!   [`Replay::Gap`] — it never returns a partial answer silently.
+
+pub mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::value::RawValue;
+
+use crate::hub::Message;
+
+pub use memory::MemoryBroker;
+
+/// History retention for one channel, resolved from the channel rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    pub size: usize,
+    pub ttl: Duration,
+}
+
+/// A message to publish.
+#[derive(Debug)]
+pub struct Publish {
+    pub channel: Arc<str>,
+    pub event: Arc<str>,
+    pub data: Box<RawValue>,
+    /// Publisher-supplied idempotency key: a retry with the same key while the
+    /// first message is still in history returns the first message's id.
+    pub key: Option<Box<str>>,
+    pub history: HistoryPolicy,
+}
+
+/// Answer to a resume request.
+#[derive(Debug)]
+pub enum Replay {
+    /// Every retained message after the position, in order (possibly none).
+    Messages(Vec<Arc<Message>>),
+    /// History no longer reaches back to the position: the client must be told.
+    Gap,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub trait Broker: Send + Sync + 'static {
+    /// Identifies this broker's id space; a cursor from another epoch cannot be resumed.
+    fn epoch(&self) -> u64;
+
+    /// The newest id assigned so far: "now", for a subscriber starting live.
+    fn head(&self) -> u64;
+
+    fn publish(&self, msg: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>>;
+
+    /// Retained messages of `channel` with ids greater than `after`.
+    fn replay<'a>(&'a self, channel: &'a str, after: u64) -> BoxFuture<'a, Result<Replay, BrokerError>>;
+
+    /// Retained history length and oldest id of `channel` (for the admin API).
+    fn history_info(&self, channel: &str) -> (usize, Option<u64>);
+
+    /// Whether the broker can take publishes (drives `/readyz`).
+    fn is_ready(&self) -> bool;
+}

@@ -1,0 +1,169 @@
+//! The hub: which connection follows which channel, and fan-out.
+//!
+//! Channels appear on first subscribe and vanish with their last subscriber.
+//! The hub knows nothing about transports or history: the broker hands it each
+//! message once, in channel order, and it pushes an `Arc` of that message into
+//! every subscriber's [`Inbox`] without waiting on any of them.
+
+pub mod cursor;
+pub mod inbox;
+pub mod message;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use cursor::Cursor;
+pub use inbox::{Drained, Inbox};
+pub use message::Message;
+
+use crate::config::SlowClient;
+
+const SHARDS: usize = 32;
+
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    shards: Vec<Mutex<HashMap<Arc<str>, Arc<Subscribers>>>>,
+    hasher: RandomState,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Subscribers {
+    list: RwLock<Vec<Subscriber>>,
+}
+
+struct Subscriber {
+    id: u64,
+    inbox: Inbox,
+    policy: SlowClient,
+}
+
+/// Proof of one subscription; give it back to [`Hub::unsubscribe`].
+#[derive(Debug)]
+pub struct SubscriptionId {
+    pub channel: Arc<str>,
+    id: u64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub {
+            inner: Arc::new(HubInner {
+                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                hasher: RandomState::new(),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &Mutex<HashMap<Arc<str>, Arc<Subscribers>>> {
+        let i = self.inner.hasher.hash_one(channel) as usize % SHARDS;
+        &self.inner.shards[i]
+    }
+
+    /// Add `inbox` to `channel`'s subscribers.
+    pub fn subscribe(&self, channel: &Arc<str>, inbox: &Inbox, policy: SlowClient) -> SubscriptionId {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut map) = self.shard(channel).lock() {
+            let subs = map.entry(channel.clone()).or_default();
+            if let Ok(mut list) = subs.list.write() {
+                list.push(Subscriber {
+                    id,
+                    inbox: inbox.clone(),
+                    policy,
+                });
+            }
+        }
+        SubscriptionId {
+            channel: channel.clone(),
+            id,
+        }
+    }
+
+    pub fn unsubscribe(&self, sub: &SubscriptionId) {
+        let Ok(mut map) = self.shard(&sub.channel).lock() else {
+            return;
+        };
+        let empty = match map.get(&sub.channel) {
+            Some(subs) => match subs.list.write() {
+                Ok(mut list) => {
+                    list.retain(|s| s.id != sub.id);
+                    list.is_empty()
+                }
+                Err(_) => false,
+            },
+            None => false,
+        };
+        if empty {
+            map.remove(&sub.channel);
+        }
+    }
+
+    /// Deliver `msg` to every local subscriber of its channel; returns how many.
+    pub fn fanout(&self, msg: &Arc<Message>) -> usize {
+        let subs = match self.shard(&msg.channel).lock() {
+            Ok(map) => map.get(&msg.channel).cloned(),
+            Err(_) => None,
+        };
+        let Some(subs) = subs else { return 0 };
+        let Ok(list) = subs.list.read() else { return 0 };
+        for s in list.iter() {
+            s.inbox.push(msg, s.policy);
+        }
+        list.len()
+    }
+
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.shard(channel)
+            .lock()
+            .ok()
+            .and_then(|m| m.get(channel).and_then(|s| s.list.read().ok().map(|l| l.len())))
+            .unwrap_or(0)
+    }
+
+    /// Number of channels with at least one local subscriber.
+    pub fn channel_count(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_come_and_go_with_subscribers() {
+        let hub = Hub::new();
+        let a: Arc<str> = "a".into();
+        let i1 = Inbox::new(8);
+        let i2 = Inbox::new(8);
+        let s1 = hub.subscribe(&a, &i1, SlowClient::Disconnect);
+        let s2 = hub.subscribe(&a, &i2, SlowClient::Disconnect);
+        assert_eq!(hub.channel_count(), 1);
+        let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
+        let m = Arc::new(Message::new(a.clone(), "message".into(), &data, 1, None));
+        assert_eq!(hub.fanout(&m), 2);
+        assert_eq!(i1.len(), 1);
+        hub.unsubscribe(&s1);
+        assert_eq!(hub.subscriber_count("a"), 1);
+        hub.unsubscribe(&s2);
+        assert_eq!(hub.channel_count(), 0);
+        assert_eq!(hub.fanout(&m), 0);
+    }
+}

@@ -1,0 +1,175 @@
+//! A connection's inbox: the bounded queue between fan-out and the transport
+//! that writes to the socket.
+//!
+//! The rule: fan-out never waits and never grows memory. A push takes a short
+//! lock and returns; when the queue is full, the channel's slow-client policy
+//! decides: `disconnect` evicts the connection (the transport closes it with a
+//! resume cursor), `drop_oldest` discards the oldest queued message and records
+//! a gap for its channel, `conflate` replaces the queued message of the same
+//! channel with the newer one.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::message::Message;
+use crate::config::SlowClient;
+
+#[derive(Clone)]
+pub struct Inbox {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    evicted: CancellationToken,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Arc<Message>>,
+    /// Channels that lost messages to `drop_oldest`/`conflate` since the last drain.
+    gaps: Vec<Arc<str>>,
+}
+
+/// What a drain produced.
+#[derive(Default)]
+pub struct Drained {
+    pub messages: Vec<Arc<Message>>,
+    pub gaps: Vec<Arc<str>>,
+}
+
+impl Inbox {
+    pub fn new(capacity: usize) -> Inbox {
+        Inbox {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                ready: Notify::new(),
+                evicted: CancellationToken::new(),
+                capacity: capacity.max(1),
+            }),
+        }
+    }
+
+    /// Queue `msg` for this connection without waiting.
+    pub fn push(&self, msg: &Arc<Message>, policy: SlowClient) {
+        if self.shared.evicted.is_cancelled() {
+            return;
+        }
+        {
+            let Ok(mut q) = self.shared.queue.lock() else {
+                return;
+            };
+            if q.items.len() >= self.shared.capacity {
+                match policy {
+                    SlowClient::Disconnect => {
+                        drop(q);
+                        self.shared.evicted.cancel();
+                        self.shared.ready.notify_one();
+                        return;
+                    }
+                    SlowClient::Conflate => {
+                        if let Some(slot) = q.items.iter_mut().rev().find(|m| m.channel == msg.channel) {
+                            *slot = msg.clone();
+                            note_gap(&mut q.gaps, &msg.channel);
+                            return;
+                        }
+                        drop_oldest(&mut q);
+                    }
+                    SlowClient::DropOldest => drop_oldest(&mut q),
+                }
+            }
+            q.items.push_back(msg.clone());
+        }
+        self.shared.ready.notify_one();
+    }
+
+    /// Wait until something was pushed (or the inbox was evicted).
+    pub async fn ready(&self) {
+        self.shared.ready.notified().await
+    }
+
+    /// Take everything queued.
+    pub fn drain(&self, out: &mut Drained) {
+        if let Ok(mut q) = self.shared.queue.lock() {
+            out.messages.extend(q.items.drain(..));
+            out.gaps.append(&mut q.gaps);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shared.queue.lock().map(|q| q.items.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cancelled when the connection fell too far behind under `disconnect`.
+    pub fn evicted(&self) -> &CancellationToken {
+        &self.shared.evicted
+    }
+}
+
+fn drop_oldest(q: &mut Queue) {
+    if let Some(old) = q.items.pop_front() {
+        note_gap(&mut q.gaps, &old.channel);
+    }
+}
+
+fn note_gap(gaps: &mut Vec<Arc<str>>, channel: &Arc<str>) {
+    if !gaps.contains(channel) {
+        gaps.push(channel.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(channel: &str, seq: u64) -> Arc<Message> {
+        let data = serde_json::value::RawValue::from_string(seq.to_string()).unwrap();
+        Arc::new(Message::new(channel.into(), "message".into(), &data, seq, None))
+    }
+
+    #[test]
+    fn disconnect_policy_evicts_and_stays_bounded() {
+        let inbox = Inbox::new(2);
+        for i in 0..10 {
+            inbox.push(&msg("a", i), SlowClient::Disconnect);
+        }
+        assert_eq!(inbox.len(), 2);
+        assert!(inbox.evicted().is_cancelled());
+    }
+
+    #[test]
+    fn drop_oldest_keeps_newest_and_records_gap() {
+        let inbox = Inbox::new(2);
+        for i in 1..=5 {
+            inbox.push(&msg("a", i), SlowClient::DropOldest);
+        }
+        let mut d = Drained::default();
+        inbox.drain(&mut d);
+        let seqs: Vec<u64> = d.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![4, 5]);
+        assert_eq!(d.gaps, vec![Arc::<str>::from("a")]);
+        assert!(!inbox.evicted().is_cancelled());
+    }
+
+    #[test]
+    fn conflate_replaces_same_channel() {
+        let inbox = Inbox::new(2);
+        inbox.push(&msg("a", 1), SlowClient::Conflate);
+        inbox.push(&msg("b", 2), SlowClient::Conflate);
+        inbox.push(&msg("a", 3), SlowClient::Conflate);
+        inbox.push(&msg("a", 4), SlowClient::Conflate);
+        let mut d = Drained::default();
+        inbox.drain(&mut d);
+        let seqs: Vec<u64> = d.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![4, 2]);
+    }
+}

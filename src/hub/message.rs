@@ -1,0 +1,136 @@
+//! A published message as it travels from the broker to every subscriber.
+//!
+//! The rule this file keeps: a message is serialized to JSON exactly once, when
+//! it is created, and every transport shares those bytes. Only the short
+//! per-connection cursor is appended per delivery.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::value::RawValue;
+
+/// Channel names: 1–200 characters of ASCII letters, digits and `. _ - : @ =`.
+pub const MAX_CHANNEL_LEN: usize = 200;
+
+/// Whether `name` is a valid channel name.
+pub fn valid_channel(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CHANNEL_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@' | b'='))
+}
+
+/// Event names: 1–64 printable ASCII characters other than `"` and `\`, so they
+/// are safe in an SSE `event:` line and need no JSON escaping.
+pub fn valid_event(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// One message on one channel.
+#[derive(Debug)]
+pub struct Message {
+    pub channel: Arc<str>,
+    pub event: Arc<str>,
+    /// Position of this message, unique and increasing within the broker's epoch.
+    pub seq: u64,
+    /// Publisher-supplied idempotency key, if any.
+    pub key: Option<Box<str>>,
+    /// When the broker accepted it (for publish-to-delivery latency and TTL).
+    pub published_at: Instant,
+    /// `{"type":"message","channel":…,"event":…,"id":…,"data":…` — the shared
+    /// JSON object without its closing brace; transports add `,"cursor":…}`.
+    wire: Bytes,
+    /// Compact JSON of `data` alone.
+    data_len: usize,
+}
+
+impl Message {
+    pub fn new(
+        channel: Arc<str>,
+        event: Arc<str>,
+        data: &RawValue,
+        seq: u64,
+        key: Option<Box<str>>,
+    ) -> Message {
+        let data = data.get();
+        let mut wire = BytesMut::with_capacity(64 + channel.len() + event.len() + data.len());
+        wire.put_slice(b"{\"type\":\"message\",\"channel\":\"");
+        wire.put_slice(channel.as_bytes());
+        wire.put_slice(b"\",\"event\":\"");
+        wire.put_slice(event.as_bytes());
+        wire.put_slice(b"\",\"id\":\"");
+        wire.put_slice(seq.to_string().as_bytes());
+        wire.put_slice(b"\",\"data\":");
+        wire.put_slice(data.as_bytes());
+        Message {
+            channel,
+            event,
+            seq,
+            key,
+            published_at: Instant::now(),
+            wire: wire.freeze(),
+            data_len: data.len(),
+        }
+    }
+
+    /// The message id as clients see it.
+    pub fn id(&self) -> String {
+        self.seq.to_string()
+    }
+
+    /// Size of the JSON `data`, for limits.
+    pub fn data_len(&self) -> usize {
+        self.data_len
+    }
+
+    /// The shared JSON prefix (an object missing its closing brace).
+    pub fn wire_prefix(&self) -> &Bytes {
+        &self.wire
+    }
+
+    /// Append the complete JSON object, with `cursor`, to `out`.
+    pub fn write_json(&self, cursor: &str, out: &mut BytesMut) {
+        out.reserve(self.wire.len() + cursor.len() + 13);
+        out.put_slice(&self.wire);
+        out.put_slice(b",\"cursor\":\"");
+        out.put_slice(cursor.as_bytes());
+        out.put_slice(b"\"}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_json_is_valid_and_shared() {
+        let data = serde_json::value::to_raw_value(&serde_json::json!({"a":[1,"x\ny"]})).unwrap();
+        let m = Message::new("orders.1".into(), "created".into(), &data, 42, None);
+        let mut out = BytesMut::new();
+        m.write_json("c1", &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["channel"], "orders.1");
+        assert_eq!(v["event"], "created");
+        assert_eq!(v["id"], "42");
+        assert_eq!(v["cursor"], "c1");
+        assert_eq!(v["data"]["a"][1], "x\ny");
+        assert!(!out.contains(&b'\n'), "no raw newline may reach an SSE data line");
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_channel("orders.42"));
+        assert!(valid_channel("user.alice@example.com"));
+        assert!(!valid_channel(""));
+        assert!(!valid_channel("a b"));
+        assert!(!valid_channel("a~b"));
+        assert!(!valid_channel(&"x".repeat(201)));
+        assert!(valid_event("created"));
+        assert!(!valid_event("a\nb"));
+        assert!(!valid_event("a\"b"));
+    }
+}

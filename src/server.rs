@@ -1,0 +1,151 @@
+//! Listeners and connections: the accept loop, the per-connection task (TLS
+//! handshake under a timeout, then hyper HTTP/1.1 + HTTP/2 with upgrades), and
+//! the graceful end of both.
+//!
+//! The accept loop never waits on a client: it only accepts, sets
+//! `TCP_NODELAY` and spawns. Running out of file descriptors backs off instead
+//! of spinning. On shutdown every connection is asked to finish its in-flight
+//! requests; the gateway's grace period bounds how long that may take.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, warn};
+
+use crate::conn_info::{ConnInfo, ConnKill};
+use crate::state::{AppState, Gauge};
+
+/// How long a client gets to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client gets to send a complete request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (HTTP/1) we buffer.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    Public,
+    Admin,
+}
+
+/// Accept connections until shutdown.
+pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Surface, tls: Option<Arc<rustls::ServerConfig>>) {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let shutdown = state.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let local = stream.local_addr().unwrap_or(peer);
+                let state2 = state.clone();
+                let acceptor = acceptor.clone();
+                state.tasks.spawn(connection(state2, stream, peer, local, surface, acceptor));
+            }
+            Err(error) => {
+                // EMFILE/ENFILE and friends: back off rather than spin.
+                warn!(%error, "accept failed; pausing");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    state: AppState,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    surface: Surface,
+    acceptor: Option<TlsAcceptor>,
+) {
+    let _gauge = Gauge::enter(&state.stats, |s| &s.connections);
+    let id = state.stats.conn_id();
+    let span = tracing::debug_span!("conn", %peer, id, surface = ?surface);
+    async move {
+        let mut info = ConnInfo {
+            peer,
+            local,
+            tls: acceptor.is_some(),
+            sni: None,
+            id,
+        };
+        match acceptor {
+            Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    info.sni = tls.get_ref().1.server_name().map(str::to_string);
+                    serve(state, TokioIo::new(tls), info, surface).await
+                }
+                Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
+                Err(_) => debug!("TLS handshake timed out"),
+            },
+            None => serve(state, TokioIo::new(stream), info, surface).await,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve<I>(state: AppState, io: TokioIo<I>, info: ConnInfo, surface: Surface)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let kill = ConnKill::default();
+    let service = {
+        let state = state.clone();
+        let kill = kill.clone();
+        service_fn(move |mut req| {
+            req.extensions_mut().insert(info.clone());
+            req.extensions_mut().insert(kill.clone());
+            let state = state.clone();
+            async move {
+                let resp = match surface {
+                    Surface::Public => crate::router::route(state, req).await,
+                    Surface::Admin => crate::admin::route(state, req).await,
+                };
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let shutdown = state.shutdown.clone();
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(error) = r {
+                debug!(%error, "connection ended with an error");
+            }
+            return;
+        }
+        _ = kill.0.cancelled() => return,
+        _ = shutdown.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = kill.0.cancelled() => {}
+    }
+}

@@ -1,0 +1,120 @@
+//! The handles every request handler needs, each cheap to clone.
+//!
+//! Configuration-derived pieces live together in [`Settings`] behind an
+//! `ArcSwap`, so a reload swaps them in one step while requests in flight keep
+//! the snapshot they started with.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::proxy::Proxy;
+use crate::rules::ChannelRules;
+
+/// Everything derived from one version of the configuration.
+pub struct Settings {
+    pub config: Config,
+    pub rules: ChannelRules,
+    pub proxy: Proxy,
+}
+
+impl Settings {
+    pub fn new(config: Config) -> Settings {
+        let rules = ChannelRules::new(&config.channels, &config.realtime.history);
+        let proxy = Proxy::new(&config.backend);
+        Settings { config, rules, proxy }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    settings: Arc<ArcSwap<Settings>>,
+    pub hub: Hub,
+    pub broker: Arc<dyn Broker>,
+    /// Cancelled once, when the gateway starts draining.
+    pub shutdown: CancellationToken,
+    /// Every connection and session task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    pub stats: Arc<Stats>,
+}
+
+impl AppState {
+    pub fn new(settings: Settings, hub: Hub, broker: Arc<dyn Broker>) -> AppState {
+        AppState {
+            settings: Arc::new(ArcSwap::from_pointee(settings)),
+            hub,
+            broker,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Put new settings in force for everything that starts from now on.
+    pub fn replace_settings(&self, settings: Settings) {
+        self.settings.store(Arc::new(settings));
+    }
+}
+
+/// Live counters, read by `/stats`, `/readyz` and tests.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub connections: AtomicUsize,
+    pub ws: AtomicUsize,
+    pub sse: AtomicUsize,
+    pub poll: AtomicUsize,
+    pub published: AtomicU64,
+    pub delivered: AtomicU64,
+    pub evicted: AtomicU64,
+    pub next_conn_id: AtomicU64,
+}
+
+impl Stats {
+    pub fn conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let l = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+        let q = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "connections": l(&self.connections),
+            "transports": { "ws": l(&self.ws), "sse": l(&self.sse), "poll": l(&self.poll) },
+            "messages": { "published": q(&self.published), "delivered": q(&self.delivered) },
+            "evicted": q(&self.evicted),
+        })
+    }
+}
+
+/// Increments one of the [`Stats`] gauges for as long as it lives.
+pub struct Gauge {
+    stats: Arc<Stats>,
+    pick: fn(&Stats) -> &AtomicUsize,
+}
+
+impl Gauge {
+    pub fn enter(stats: &Arc<Stats>, pick: fn(&Stats) -> &AtomicUsize) -> Gauge {
+        pick(stats).fetch_add(1, Ordering::Relaxed);
+        Gauge {
+            stats: stats.clone(),
+            pick,
+        }
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        (self.pick)(&self.stats).fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,134 @@
+//! Realtime endpoints under `realtime.path`: `/ws`, `/sse`, `/poll`.
+//!
+//! This file parses what the three transports share (channels, cursor,
+//! Origin) and dispatches; each transport then drives a [`session::Session`].
+//! Everything a subscriber may be refused is checked here, before a response
+//! or an upgrade is started, so refusals are plain HTTP answers.
+
+pub mod ops;
+pub mod poll;
+pub mod session;
+pub mod sse;
+pub mod ws;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use crate::auth::Identity;
+use crate::config::SlowClient;
+use crate::hub::Cursor;
+use crate::reply::{self, Body};
+use crate::state::{AppState, Settings};
+
+/// Most channels one request may name.
+pub const MAX_CHANNELS: usize = 100;
+
+/// Route a request whose path is under `realtime.path`; `rest` is what follows it.
+pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Response<Body> {
+    let settings = state.settings();
+    if let Err(resp) = check_origin(&settings, &req) {
+        return resp;
+    }
+    match (req.method(), rest) {
+        (&http::Method::GET, "/ws") => ws::upgrade(state, settings, req).await,
+        (&http::Method::GET, "/sse") => sse::open(state, settings, req).await,
+        (&http::Method::GET, "/poll") => poll::poll(state, settings, req).await,
+        (_, "/ws" | "/sse" | "/poll") => {
+            let mut r = reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
+            r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET"));
+            r
+        }
+        _ => reply::error(StatusCode::NOT_FOUND, "not_found", "no such realtime endpoint"),
+    }
+}
+
+/// Query parameters as a map (last value wins).
+pub fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// A subscriber's request: channels with their policy, and where to resume.
+pub struct Subscription {
+    pub channels: Vec<(Arc<str>, SlowClient)>,
+    pub cursor: Option<Cursor>,
+}
+
+/// Parse and authorize `channels` and the resume cursor (`cursor`, or for SSE
+/// the `Last-Event-ID` header / `last_event_id` query). With no `channels`
+/// parameter, the channels named in the cursor are used.
+pub fn subscription(
+    settings: &Settings,
+    req: &Request<Incoming>,
+    q: &HashMap<String, String>,
+    who: Option<&Identity>,
+    require_channels: bool,
+) -> Result<Subscription, Response<Body>> {
+    let text = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| q.get("last_event_id").cloned())
+        .or_else(|| q.get("cursor").cloned())
+        .filter(|t| !t.is_empty());
+    let cursor = match text {
+        Some(t) => Some(Cursor::decode(&t).map_err(|_| {
+            reply::error(StatusCode::BAD_REQUEST, "bad_cursor", "the cursor is malformed; reconnect without it")
+        })?),
+        None => None,
+    };
+    let names: Vec<Arc<str>> = match q.get("channels") {
+        Some(list) => list.split(',').filter(|c| !c.is_empty()).map(Arc::from).collect(),
+        None => cursor.iter().flat_map(|c| c.channels().cloned()).collect(),
+    };
+    if names.is_empty() && require_channels {
+        return Err(reply::error(
+            StatusCode::BAD_REQUEST,
+            "missing_channels",
+            "name at least one channel: ?channels=a,b",
+        ));
+    }
+    if names.len() > MAX_CHANNELS {
+        return Err(reply::error(
+            StatusCode::BAD_REQUEST,
+            "too_many_channels",
+            format!("at most {MAX_CHANNELS} channels per connection"),
+        ));
+    }
+    let mut channels = Vec::with_capacity(names.len());
+    for name in names {
+        let rule = settings
+            .rules
+            .check_subscribe(&name, who)
+            .map_err(|r| reply::error(r.status(), r.code(), &r))?;
+        if !channels.iter().any(|(c, _)| *c == name) {
+            channels.push((name, rule.slow_client));
+        }
+    }
+    Ok(Subscription { channels, cursor })
+}
+
+/// Browser `Origin` check against `realtime.allowed_origins` ("*" allows all;
+/// requests without Origin are not from a browser page and pass).
+fn check_origin(settings: &Settings, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+    let allowed = &settings.config.realtime.allowed_origins;
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        Ok(())
+    } else {
+        Err(reply::error(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this Origin is not in realtime.allowed_origins",
+        ))
+    }
+}

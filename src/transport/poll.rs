@@ -1,0 +1,102 @@
+//! Long-polling transport (`GET /realtime/poll?channels=a,b&cursor=…`).
+//!
+//! Stateless between requests: each poll resumes from the cursor it carries,
+//! answers at once when history already holds newer messages, and otherwise
+//! waits up to `poll_timeout` for the first live one. The answer is
+//! `{"cursor":…,"messages":[…]}` with the same message objects as the other
+//! transports, so a client may switch transport with the cursor in hand.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use super::session::{Out, Session, reset_json};
+use super::{query, subscription};
+use crate::reply::{self, Body};
+use crate::state::{AppState, Gauge, Settings};
+
+/// Past this many bytes of messages a response is cut short; the cursor then
+/// points at the last message included and the next poll continues.
+const MAX_RESPONSE: usize = 1024 * 1024;
+
+/// After the first live message, wait this long for more to batch them.
+const LINGER: Duration = Duration::from_millis(5);
+
+pub async fn poll(state: AppState, settings: Arc<Settings>, req: Request<Incoming>) -> Response<Body> {
+    let q = query(&req);
+    let sub = match subscription(&settings, &req, &q, None, true) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let _gauge = Gauge::enter(&state.stats, |s| &s.poll);
+    let rt = &settings.config.realtime;
+    let timeout = q
+        .get("timeout")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .map_or(rt.poll_timeout, |t| t.min(rt.poll_timeout));
+    let mut session = Session::new(state.hub.clone(), state.broker.clone(), rt.client_queue);
+    let mut out = Vec::new();
+    for (channel, policy) in &sub.channels {
+        if let Err(e) = session.subscribe(channel, *policy, sub.cursor.as_ref(), &mut out).await {
+            return reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
+        }
+    }
+    if out.is_empty() {
+        let inbox = session.inbox().clone();
+        tokio::select! {
+            _ = inbox.ready() => {
+                tokio::time::sleep(LINGER).await;
+            }
+            _ = tokio::time::sleep(timeout) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+        session.drain(&mut out);
+    }
+    let body = render(&state, &mut session, out);
+    let mut resp = Response::new(reply::full(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn render(state: &AppState, session: &mut Session, out: Vec<Out>) -> bytes::Bytes {
+    let mut items = BytesMut::with_capacity(256);
+    let mut delivered = 0;
+    let mut first = true;
+    for item in out {
+        let full = items.len() > MAX_RESPONSE;
+        if full && matches!(item, Out::Message(_)) {
+            continue;
+        }
+        if !session.advance(&item) {
+            continue;
+        }
+        if !first {
+            items.put_u8(b',');
+        }
+        first = false;
+        let cursor = session.cursor_text();
+        match &item {
+            Out::Message(m) => {
+                m.write_json(cursor, &mut items);
+                delivered += 1;
+            }
+            Out::Reset { channels, reason } => reset_json(channels, reason, cursor, &mut items),
+        }
+    }
+    state.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+    let cursor = session.cursor_text();
+    let mut body = BytesMut::with_capacity(items.len() + cursor.len() + 32);
+    body.put_slice(b"{\"cursor\":\"");
+    body.put_slice(cursor.as_bytes());
+    body.put_slice(b"\",\"messages\":[");
+    body.put_slice(&items);
+    body.put_slice(b"]}");
+    body.freeze()
+}

@@ -1,0 +1,180 @@
+//! What every transport shares: a connection's subscriptions, its inbox and
+//! its cursor, and the resume logic.
+//!
+//! The rule: a subscription is registered with the hub *before* history is
+//! read, so nothing published in between can fall through; anything that then
+//! arrives twice (once from history, once live) is dropped by comparing ids
+//! with the cursor. A resume the broker cannot satisfy becomes an explicit
+//! [`Out::Reset`], never a silent gap.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::broker::{Broker, BrokerError, Replay};
+use crate::config::SlowClient;
+use crate::hub::{Cursor, Drained, Hub, Inbox, Message, SubscriptionId};
+
+/// Something to send to the client, in order.
+#[derive(Debug)]
+pub enum Out {
+    Message(Arc<Message>),
+    /// Missed messages can't be replayed for these channels (history gone,
+    /// other epoch, or dropped for a slow client); delivery continues live.
+    Reset { channels: Vec<Arc<str>>, reason: &'static str },
+}
+
+pub struct Session {
+    hub: Hub,
+    broker: Arc<dyn Broker>,
+    inbox: Inbox,
+    subs: Vec<SubscriptionId>,
+    cursor: Cursor,
+    scratch: String,
+}
+
+impl Session {
+    pub fn new(hub: Hub, broker: Arc<dyn Broker>, queue: usize) -> Session {
+        let epoch = broker.epoch();
+        Session {
+            hub,
+            broker,
+            inbox: Inbox::new(queue),
+            subs: Vec::new(),
+            cursor: Cursor::new(epoch),
+            scratch: String::new(),
+        }
+    }
+
+    pub fn inbox(&self) -> &Inbox {
+        &self.inbox
+    }
+
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.subs.iter().any(|s| &*s.channel == channel)
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// Subscribe to `channel`, resuming from `from` (a client cursor) when it
+    /// names this channel. Replayed messages and resets are appended to `out`.
+    pub async fn subscribe(
+        &mut self,
+        channel: &Arc<str>,
+        policy: SlowClient,
+        from: Option<&Cursor>,
+        out: &mut Vec<Out>,
+    ) -> Result<(), BrokerError> {
+        if self.is_subscribed(channel) {
+            return Ok(());
+        }
+        let resume = from.and_then(|c| c.get(channel).map(|pos| (c.epoch, pos)));
+        let head = self.broker.head();
+        let sub = self.hub.subscribe(channel, &self.inbox, policy);
+        self.subs.push(sub);
+        match resume {
+            None => self.cursor.set(channel, head),
+            Some((epoch, _)) if epoch != self.broker.epoch() => {
+                self.cursor.set(channel, head);
+                out.push(Out::Reset {
+                    channels: vec![channel.clone()],
+                    reason: "history",
+                });
+            }
+            Some((_, pos)) => match self.broker.replay(channel, pos).await {
+                Ok(Replay::Messages(msgs)) => {
+                    self.cursor.set(channel, pos);
+                    out.extend(msgs.into_iter().map(Out::Message));
+                }
+                Ok(Replay::Gap) => {
+                    self.cursor.set(channel, head);
+                    out.push(Out::Reset {
+                        channels: vec![channel.clone()],
+                        reason: "history",
+                    });
+                }
+                Err(e) => {
+                    self.unsubscribe(channel);
+                    return Err(e);
+                }
+            },
+        }
+        Ok(())
+    }
+
+    pub fn unsubscribe(&mut self, channel: &str) -> bool {
+        let Some(i) = self.subs.iter().position(|s| &*s.channel == channel) else {
+            return false;
+        };
+        let sub = self.subs.swap_remove(i);
+        self.hub.unsubscribe(&sub);
+        self.cursor.remove(channel);
+        true
+    }
+
+    /// Move whatever the inbox holds into `out`, keeping only what this
+    /// connection has not seen yet.
+    pub fn drain(&mut self, out: &mut Vec<Out>) {
+        let mut d = Drained::default();
+        self.inbox.drain(&mut d);
+        if !d.gaps.is_empty() {
+            let channels: Vec<_> = d.gaps.into_iter().filter(|c| self.is_subscribed(c)).collect();
+            if !channels.is_empty() {
+                out.push(Out::Reset {
+                    channels,
+                    reason: "slow_client",
+                });
+            }
+        }
+        out.extend(d.messages.into_iter().map(Out::Message));
+    }
+
+    /// Account for `out` being sent: advances the cursor. Returns false when the
+    /// item must be skipped (a duplicate, or a channel no longer followed).
+    pub fn advance(&mut self, item: &Out) -> bool {
+        match item {
+            Out::Message(m) => match self.cursor.get(&m.channel) {
+                Some(pos) if m.seq > pos => {
+                    self.cursor.set(&m.channel, m.seq);
+                    true
+                }
+                _ => false,
+            },
+            Out::Reset { .. } => true,
+        }
+    }
+
+    /// The current cursor, encoded into a buffer reused across deliveries.
+    pub fn cursor_text(&mut self) -> &str {
+        self.scratch.clear();
+        self.cursor.encode_into(&mut self.scratch);
+        &self.scratch
+    }
+
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for sub in self.subs.drain(..) {
+            self.hub.unsubscribe(&sub);
+        }
+    }
+}
+
+/// JSON for a reset notice: `{"type":"reset","reason":…,"channels":[…],"cursor":…}`.
+pub fn reset_json(channels: &[Arc<str>], reason: &str, cursor: &str, out: &mut BytesMut) {
+    let v = serde_json::json!({
+        "type": "reset",
+        "reason": reason,
+        "channels": channels.iter().map(|c| &**c).collect::<Vec<_>>(),
+        "cursor": cursor,
+    });
+    if let Ok(bytes) = serde_json::to_vec(&v) {
+        out.put_slice(&bytes);
+    }
+}

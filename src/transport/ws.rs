@@ -1,0 +1,397 @@
+//! WebSocket transport (`/realtime/ws`, subprotocol `pushgate.v1`).
+//!
+//! After the upgrade a connection is two tasks: a reader that only parses
+//! frames into ops, and the session task that owns the [`Session`] and the
+//! socket's write half. Only the session task writes, so replies, replays and
+//! live messages leave in one order. Every write races the inbox's eviction
+//! signal: a client that stops reading is cut off instead of stalling anyone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame, Utf8Bytes, handshake::derive_accept_key};
+use tracing::{Instrument, debug};
+
+use super::ops::{self, Op};
+use super::session::{Out, Session, reset_json};
+use super::{Subscription, query, subscription};
+use crate::broker::Publish;
+use crate::conn_info::ConnInfo;
+use crate::hub::{Cursor, message};
+use crate::reply::{self, Body};
+use crate::state::{AppState, Gauge, Settings};
+
+pub const SUBPROTOCOL: &str = "pushgate.v1";
+
+type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Frame>;
+
+/// Validate the handshake and the requested channels, answer 101, and run the
+/// session on the upgraded connection.
+pub async fn upgrade(state: AppState, settings: Arc<Settings>, mut req: Request<Incoming>) -> Response<Body> {
+    let headers = req.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = headers.get("sec-websocket-key").cloned();
+    let version_ok = headers.get("sec-websocket-version").is_some_and(|v| v == "13");
+    let (true, Some(key), true, http::Version::HTTP_11) = (is_upgrade, key, version_ok, req.version()) else {
+        let mut r = reply::error(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this endpoint speaks WebSocket (HTTP/1.1 Upgrade, version 13)",
+        );
+        r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return r;
+    };
+    let offers_ours = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    let q = query(&req);
+    let sub = match subscription(&settings, &req, &q, None, false) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let conn = req.extensions().get::<ConnInfo>().cloned();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let span = tracing::debug_span!(
+        "ws",
+        peer = conn.as_ref().map(|c| c.peer.to_string()),
+        conn = conn.as_ref().map(|c| c.id),
+    );
+    let tasks = state.tasks.clone();
+    tasks.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => run(state, settings, upgraded, sub).await,
+                Err(error) => debug!(%error, "websocket upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    let mut resp = Response::new(reply::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert("sec-websocket-accept", accept);
+    }
+    if offers_ours {
+        h.insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
+    }
+    resp
+}
+
+/// What the reader task hands to the session task.
+enum Inbound {
+    Text(Utf8Bytes),
+    Binary,
+    /// The reader stopped: peer closed, I/O error, or a protocol violation
+    /// (with the close code to answer).
+    End(Option<(CloseCode, &'static str)>),
+}
+
+/// Why a session ends, and what to tell the peer.
+enum Ending {
+    Close(CloseCode, String),
+    Gone,
+}
+
+struct WsSession {
+    state: AppState,
+    settings: Arc<Settings>,
+    session: Session,
+    sink: Sink,
+    out: Vec<Out>,
+    buf: BytesMut,
+}
+
+async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, sub: Subscription) {
+    let rt = &settings.config.realtime;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(rt.max_message * 2 + 64 * 1024)
+        .max_message_size(Some(rt.max_message + 4096))
+        .max_frame_size(Some(rt.max_message + 4096));
+    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let (sink, stream) = ws.split();
+    let _gauge = Gauge::enter(&state.stats, |s| &s.ws);
+    let started = Instant::now();
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel(32);
+    let reader = tokio::spawn(read_loop(stream, tx, last_seen.clone(), started));
+    let session = Session::new(state.hub.clone(), state.broker.clone(), rt.client_queue);
+    let mut ws = WsSession {
+        state,
+        settings,
+        session,
+        sink,
+        out: Vec::new(),
+        buf: BytesMut::with_capacity(1024),
+    };
+    let ending = ws.serve(sub, rx, last_seen, started).await;
+    reader.abort();
+    if let Ending::Close(code, reason) = ending {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), ws.sink.send(Frame::Close(Some(frame)))).await;
+    }
+}
+
+async fn read_loop(
+    mut stream: futures_util::stream::SplitStream<WebSocketStream<TokioIo<Upgraded>>>,
+    tx: mpsc::Sender<Inbound>,
+    last_seen: Arc<AtomicU64>,
+    started: Instant,
+) {
+    loop {
+        let item = stream.next().await;
+        last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let inbound = match item {
+            Some(Ok(Frame::Text(t))) => Inbound::Text(t),
+            Some(Ok(Frame::Binary(_))) => Inbound::Binary,
+            Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => continue,
+            Some(Ok(Frame::Close(_))) | None => Inbound::End(None),
+            Some(Err(e)) => Inbound::End(close_for(&e)),
+        };
+        let end = matches!(inbound, Inbound::End(_));
+        if tx.send(inbound).await.is_err() || end {
+            return;
+        }
+    }
+}
+
+/// The close code owed to a peer whose frames broke the protocol.
+fn close_for(e: &WsError) -> Option<(CloseCode, &'static str)> {
+    match e {
+        WsError::Capacity(_) => Some((CloseCode::Size, "message too big")),
+        WsError::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8")),
+        WsError::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+        _ => None,
+    }
+}
+
+impl WsSession {
+    async fn serve(
+        &mut self,
+        sub: Subscription,
+        mut rx: mpsc::Receiver<Inbound>,
+        last_seen: Arc<AtomicU64>,
+        started: Instant,
+    ) -> Ending {
+        for (channel, policy) in &sub.channels {
+            if let Err(e) = self.session.subscribe(channel, *policy, sub.cursor.as_ref(), &mut self.out).await {
+                return Ending::Close(CloseCode::Again, e.to_string());
+            }
+        }
+        if self.flush_out().await.is_err() {
+            return Ending::Gone;
+        }
+        let heartbeat = self.settings.config.realtime.heartbeat;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        let shutdown = self.state.shutdown.clone();
+        let evicted = self.session.inbox().evicted().clone();
+        let inbox = self.session.inbox().clone();
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    let frame = json!({"type": "reconnect", "reason": "restart", "cursor": self.session.cursor_text()});
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.write_unguarded(vec![Frame::Text(frame.to_string().into())])).await;
+                    return Ending::Close(CloseCode::Restart, "server restart: reconnect and resume".into());
+                }
+                _ = evicted.cancelled() => {
+                    self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    let frame = json!({
+                        "type": "error",
+                        "code": "slow_consumer",
+                        "message": "too far behind; reconnect and resume with this cursor",
+                        "cursor": self.session.cursor_text(),
+                    });
+                    let frames = vec![Frame::Text(frame.to_string().into())];
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.write_unguarded(frames)).await;
+                    return Ending::Close(CloseCode::Again, "slow consumer: resume with cursor".into());
+                }
+                inbound = rx.recv() => match inbound {
+                    Some(Inbound::Text(t)) => self.on_text(&t).await,
+                    Some(Inbound::Binary) => {
+                        self.send_text(ops::error(None, "bad_request", "binary frames are not supported; send JSON text")).await
+                    }
+                    Some(Inbound::End(Some((code, why)))) => return Ending::Close(code, why.into()),
+                    Some(Inbound::End(None)) | None => return Ending::Gone,
+                },
+                _ = inbox.ready() => {
+                    self.session.drain(&mut self.out);
+                    self.flush_out().await
+                }
+                _ = tick.tick() => {
+                    let idle = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
+                    if idle > 3 * heartbeat.as_millis() as u64 {
+                        return Ending::Close(CloseCode::Away, "no pong".into());
+                    }
+                    self.write(vec![Frame::Ping(Default::default())]).await
+                }
+            };
+            if step.is_err() {
+                return Ending::Gone;
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), WsError> {
+        let (op, reference) = match ops::parse(text) {
+            Ok(x) => x,
+            Err(e) => return self.send_text(ops::error(e.reference.as_deref(), e.code, &e.message)).await,
+        };
+        let r = reference.as_deref();
+        match op {
+            Op::Ping => self.send_text(ops::ack(r, json!({"op": "ping"}))).await,
+            Op::Subscribe { channel, cursor } => self.on_subscribe(r, channel, cursor).await,
+            Op::Unsubscribe { channel } => {
+                self.session.unsubscribe(&channel);
+                self.send_text(ops::ack(r, json!({"op": "unsubscribe", "channel": channel}))).await
+            }
+            Op::Publish { channel, event, data } => self.on_publish(r, channel, event, data).await,
+            Op::Send { .. } => {
+                self.send_text(ops::error(r, "not_configured", "client_messages.forward_to is not configured"))
+                    .await
+            }
+            Op::Auth { .. } => {
+                self.send_text(ops::error(r, "unsupported", "token auth is not enabled on this gateway"))
+                    .await
+            }
+        }
+    }
+
+    async fn on_subscribe(&mut self, r: Option<&str>, channel: String, cursor: Option<String>) -> Result<(), WsError> {
+        let cursor = match cursor.filter(|c| !c.is_empty()).map(|c| Cursor::decode(&c)) {
+            Some(Err(_)) => return self.send_text(ops::error(r, "bad_cursor", "the cursor is malformed")).await,
+            Some(Ok(c)) => Some(c),
+            None => None,
+        };
+        let policy = match self.settings.rules.check_subscribe(&channel, None) {
+            Ok(rule) => rule.slow_client,
+            Err(refusal) => return self.send_text(ops::error(r, refusal.code(), &refusal.to_string())).await,
+        };
+        if self.session.channel_count() >= super::MAX_CHANNELS && !self.session.is_subscribed(&channel) {
+            let msg = format!("at most {} channels per connection", super::MAX_CHANNELS);
+            return self.send_text(ops::error(r, "too_many_channels", &msg)).await;
+        }
+        let channel: Arc<str> = channel.into();
+        let mut replay = Vec::new();
+        if let Err(e) = self.session.subscribe(&channel, policy, cursor.as_ref(), &mut replay).await {
+            return self.send_text(ops::error(r, "unavailable", &e.to_string())).await;
+        }
+        let ack = ops::ack(r, json!({"op": "subscribe", "channel": &*channel, "cursor": self.session.cursor_text()}));
+        self.send_text(ack).await?;
+        self.out.append(&mut replay);
+        self.flush_out().await
+    }
+
+    async fn on_publish(
+        &mut self,
+        r: Option<&str>,
+        channel: String,
+        event: Option<String>,
+        data: Box<serde_json::value::RawValue>,
+    ) -> Result<(), WsError> {
+        let rule = match self.settings.rules.check_client_publish(&channel, None) {
+            Ok(rule) => rule,
+            Err(refusal) => return self.send_text(ops::error(r, refusal.code(), &refusal.to_string())).await,
+        };
+        let event = event.unwrap_or_else(|| "message".into());
+        if !message::valid_event(&event) {
+            return self.send_text(ops::error(r, "bad_request", "invalid event name")).await;
+        }
+        let data = match crate::admin::publish::compact(&data) {
+            Some(d) if d.get().len() <= self.settings.config.realtime.max_message => d,
+            Some(_) => return self.send_text(ops::error(r, "too_large", "data exceeds realtime.max_message")).await,
+            None => return self.send_text(ops::error(r, "bad_request", "data is not valid JSON")).await,
+        };
+        let publish = Publish {
+            channel: channel.into(),
+            event: event.into(),
+            data,
+            key: None,
+            history: rule.history,
+        };
+        match self.state.broker.publish(publish).await {
+            Ok(m) => {
+                self.state.stats.published.fetch_add(1, Ordering::Relaxed);
+                self.send_text(ops::ack(r, json!({"op": "publish", "channel": &*m.channel, "id": m.id()})))
+                    .await
+            }
+            Err(e) => self.send_text(ops::error(r, "unavailable", &e.to_string())).await,
+        }
+    }
+
+    /// Send everything in `self.out` as one batch of frames.
+    async fn flush_out(&mut self) -> Result<(), WsError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let mut frames = Vec::with_capacity(self.out.len());
+        let mut delivered = 0u64;
+        for item in std::mem::take(&mut self.out) {
+            if !self.session.advance(&item) {
+                continue;
+            }
+            let cursor = self.session.cursor_text();
+            match &item {
+                Out::Message(m) => {
+                    m.write_json(cursor, &mut self.buf);
+                    delivered += 1;
+                }
+                Out::Reset { channels, reason } => reset_json(channels, reason, cursor, &mut self.buf),
+            }
+            match Utf8Bytes::try_from(self.buf.split().freeze()) {
+                Ok(text) => frames.push(Frame::Text(text)),
+                Err(_) => debug!("dropped a frame that was not UTF-8"),
+            }
+        }
+        self.state.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+        self.write(frames).await
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), WsError> {
+        self.write(vec![Frame::Text(text.into())]).await
+    }
+
+    /// Write frames and flush once, unless the connection is evicted first.
+    async fn write(&mut self, frames: Vec<Frame>) -> Result<(), WsError> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let evicted = self.session.inbox().evicted().clone();
+        tokio::select! {
+            r = self.write_unguarded(frames) => r,
+            _ = evicted.cancelled() => Err(WsError::ConnectionClosed),
+        }
+    }
+
+    async fn write_unguarded(&mut self, frames: Vec<Frame>) -> Result<(), WsError> {
+        for f in frames {
+            self.sink.feed(f).await?;
+        }
+        self.sink.flush().await
+    }
+}
