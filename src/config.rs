@@ -30,7 +30,7 @@ pub enum SlowClient { Disconnect, DropOldest, Conflate }
 #[derive(Clone, Debug)]
 pub struct HistoryOverride { pub size: Option<usize>, pub ttl: Option<Duration> }
 #[derive(Clone, Debug)]
-pub struct Limits { pub max_connections: usize }
+pub struct Limits { pub per_client: PerClient, pub per_ip: PerIp, pub publish: RateLimit, pub max_connections: usize }
 #[derive(Clone, Debug)]
 pub struct RateLimit { pub rate: Rate, pub burst: NonZeroU32 }
 #[derive(Clone, Debug)]
@@ -48,3 +48,13 @@ pub struct ConfigErrors(pub Vec<String>);
 impl std::fmt::Display for ConfigErrors { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{}", self.0.join("\n")) } }
 pub fn load(_p: &std::path::Path) -> Result<Config, ConfigErrors> { Err(ConfigErrors(vec!["stub".into()])) }
 impl Config { pub fn summary(&self) -> String { String::new() } }
+#[derive(Clone, Debug, Default)]
+pub struct Auth { pub jwt: Option<Jwt>, pub static_tokens: Vec<StaticToken>, pub admin_keys: Vec<String>, pub cookie: Option<String> }
+#[derive(Clone, Debug)]
+pub struct Jwt { pub hs256_secret: Option<String>, pub rs256_public_key: Option<PathBuf>, pub es256_public_key: Option<PathBuf>, pub issuer: Option<String>, pub audience: Option<String>, pub leeway: Duration }
+#[derive(Clone, Debug)]
+pub struct StaticToken { pub token: String, pub subject: String, pub channels: Vec<String> }
+#[derive(Clone, Debug)]
+pub struct PerClient { pub connections: u32, pub messages: RateLimit, pub subscribes: RateLimit }
+#[derive(Clone, Debug)]
+pub struct PerIp { pub connects: RateLimit }

@@ -17,6 +17,7 @@ pub mod broker;
 pub mod config;
 pub mod conn_info;
 pub mod hub;
+pub mod limits;
 pub mod proxy;
 pub mod reply;
 pub mod router;

@@ -1,0 +1,40 @@
+//! The binary itself: `check`, `--version`, `--help`.
+
+use std::process::Command;
+
+use crate::common::temp_dir;
+
+fn pushgate(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pushgate")).args(args).output().unwrap()
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml");
+    let out = pushgate(&["check", "-c", shipped]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("configuration OK"));
+    assert!(stdout.contains("/realtime"), "summary names the realtime endpoints: {stdout}");
+}
+
+#[test]
+fn check_names_file_line_and_key() {
+    let dir = temp_dir("cli");
+    let path = dir.join("bad.yaml");
+    std::fs::write(&path, "realtime:\n  path: /rt\n  histroy: { size: 1 }\n").unwrap();
+    let out = pushgate(&["check", "-c", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.yaml:3"), "{stderr}");
+    assert!(stderr.contains("realtime.histroy"), "{stderr}");
+}
+
+#[test]
+fn version_and_help() {
+    let out = pushgate(&["--version"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = pushgate(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("check") && help.contains("Examples"), "{help}");
+}

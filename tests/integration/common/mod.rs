@@ -1,0 +1,292 @@
+//! Test harness: a real gateway on 127.0.0.1:0 with a self-signed certificate,
+//! a stand-in backend, and real clients (reqwest over TLS, tokio-tungstenite
+//! over tokio-rustls, an SSE reader). Helpers wait for conditions with a
+//! deadline; no test sleeps to synchronise.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use pushgate::{Gateway, Handle, Listeners};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+pub mod backend;
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A fresh temp directory per call.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pushgate-test-{}-{}-{}",
+        tag,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub struct TestGateway {
+    pub handle: Option<Handle>,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub http: reqwest::Client,
+    pub cert_pem: Vec<u8>,
+}
+
+/// Minimal config: TLS with a generated cert, permissive channel rules. `extra`
+/// is appended (top-level YAML sections), `realtime` replaces the realtime block.
+pub fn yaml(dir: &std::path::Path, backend: &str, realtime: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen: {{ public: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+tls:
+  cert: {dir}/gw.crt
+  key: {dir}/gw.key
+  self_signed_if_missing: true
+backend: {{ url: "{backend}", connect_timeout: 500ms, timeout: 2s }}
+realtime:
+  path: /realtime
+{realtime}
+channels:
+  - {{ pattern: "public.*", subscribe: anyone }}
+  - {{ pattern: "small.*", subscribe: anyone, history: {{ size: 2 }} }}
+  - {{ pattern: "chat.*", subscribe: anyone, publish: clients }}
+  - {{ pattern: "orders.*", subscribe: token }}
+{extra}
+"#,
+        dir = dir.display()
+    )
+}
+
+impl TestGateway {
+    pub async fn start() -> TestGateway {
+        Self::with("http://127.0.0.1:9", "  heartbeat: 15s", "").await
+    }
+
+    pub async fn with(backend: &str, realtime: &str, extra: &str) -> TestGateway {
+        let dir = temp_dir("gw");
+        Self::start_yaml(&yaml(&dir, backend, realtime, extra), dir).await
+    }
+
+    pub async fn start_yaml(text: &str, dir: PathBuf) -> TestGateway {
+        let path = dir.join("gateway.yaml");
+        std::fs::write(&path, text).unwrap();
+        let config = pushgate::config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
+        let listeners = Listeners {
+            public: pushgate::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+            admin: pushgate::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+        };
+        let handle = Gateway::start(config, listeners).expect("gateway starts");
+        let cert_pem = std::fs::read(dir.join("gw.crt")).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem).unwrap())
+            .resolve("localhost", handle.public_addr())
+            .build()
+            .unwrap();
+        TestGateway {
+            public: handle.public_addr(),
+            admin: handle.admin_addr(),
+            handle: Some(handle),
+            dir,
+            http,
+            cert_pem,
+        }
+    }
+
+    /// `https://localhost:PORT{path}` (the certificate is for localhost).
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{}", self.public.port(), path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub async fn publish(&self, body: Value) -> Value {
+        let resp = self.http.post(self.admin_url("/publish")).json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "publish failed: {}", resp.text().await.unwrap());
+        resp.json().await.unwrap()
+    }
+
+    /// Publish one message; returns its id.
+    pub async fn publish_one(&self, channel: &str, data: Value) -> String {
+        let v = self.publish(serde_json::json!({"channel": channel, "data": data})).await;
+        v["ids"][0].as_str().unwrap().to_string()
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.http.get(self.admin_url("/stats")).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types_certs(&self.cert_pem) {
+            roots.add(cert).unwrap();
+        }
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    /// A TLS stream to the public listener.
+    pub async fn tls_stream(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tcp = tokio::net::TcpStream::connect(self.public).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        self.tls_connector().connect(name, tcp).await.unwrap()
+    }
+
+    /// Open a WebSocket to `path` (e.g. `/realtime/ws?channels=a`).
+    pub async fn ws(&self, path: &str) -> Ws {
+        self.try_ws(path).await.expect("websocket handshake")
+    }
+
+    pub async fn try_ws(&self, path: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("wss://localhost:{}{}", self.public.port(), path).into_client_request()?;
+        req.headers_mut().insert("sec-websocket-protocol", "pushgate.v1".parse().unwrap());
+        let stream = self.tls_stream().await;
+        tokio_tungstenite::client_async(req, stream).await.map(|(ws, _)| ws)
+    }
+
+    pub async fn sse(&self, path: &str, last_event_id: Option<&str>) -> SseReader {
+        let mut req = self.http.get(self.url(path));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200, "sse open failed");
+        SseReader::new(resp)
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+fn rustls_pki_types_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem).map(|c| c.unwrap()).collect()
+}
+
+/// Read the next JSON text frame (skipping pings), within a deadline.
+pub async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("stream ended")
+            .expect("websocket error");
+        match frame {
+            Frame::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Frame::Ping(_) | Frame::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, v: Value) {
+    ws.send(Frame::Text(v.to_string().into())).await.unwrap();
+}
+
+/// One parsed SSE event.
+#[derive(Debug, Clone, Default)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+    pub retry: Option<u64>,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap()
+    }
+}
+
+/// A minimal, strict SSE parser over a streaming response.
+pub struct SseReader {
+    pub resp_headers: reqwest::header::HeaderMap,
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+    pub comments: usize,
+    pub last_retry: Option<u64>,
+}
+
+impl SseReader {
+    pub fn new(resp: reqwest::Response) -> SseReader {
+        SseReader {
+            resp_headers: resp.headers().clone(),
+            stream: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+            comments: 0,
+            last_retry: None,
+        }
+    }
+
+    /// Next event with data; None when the stream ended.
+    pub async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(pos) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..pos + 2).collect();
+                let mut ev = SseEvent { event: "message".into(), ..Default::default() };
+                let mut has_data = false;
+                for line in block.lines() {
+                    if line.starts_with(':') {
+                        self.comments += 1;
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        ev.id = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        ev.event = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        if has_data {
+                            ev.data.push('\n');
+                        }
+                        ev.data.push_str(v);
+                        has_data = true;
+                    } else if let Some(v) = line.strip_prefix("retry: ") {
+                        ev.retry = v.parse().ok();
+                        self.last_retry = ev.retry;
+                    }
+                }
+                if has_data {
+                    return Some(ev);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(5), self.stream.next())
+                .await
+                .expect("timed out waiting for SSE data")?;
+            self.buf.push_str(std::str::from_utf8(&chunk.ok()?).unwrap());
+        }
+    }
+
+    /// Next event, which must arrive.
+    pub async fn expect(&mut self) -> SseEvent {
+        self.next_event().await.expect("SSE stream ended")
+    }
+}
+
+/// Wait until `cond` holds, polling, or panic after `secs`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("condition not met within {secs}s: {what}");
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real gateway on port 0, real sockets, real clients.
+//! One binary (one link) for the whole suite keeps CI fast.
+
+mod common;
+
+mod cli;
+mod poll;
+mod proxy;
+mod publish;
+mod shutdown;
+mod slow;
+mod sse;
+mod ws;

@@ -1,0 +1,95 @@
+//! The reverse proxy seen through the whole gateway (TLS in front).
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::common::*;
+
+async fn gateway() -> TestGateway {
+    let backend = backend::start().await;
+    TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await
+}
+
+#[tokio::test]
+async fn proxies_requests_intact_with_forwarding_headers() {
+    let gw = gateway().await;
+    let r = gw
+        .http
+        .post(gw.url("/api/orders?x=1&y=two"))
+        .header("x-custom", "kept")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "dropped")
+        .body("hello backend")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-backend"], "yes");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["uri"], "/api/orders?x=1&y=two");
+    assert_eq!(v["body"], "hello backend");
+    assert_eq!(v["version"], "HTTP/1.1");
+    let h = &v["headers"];
+    assert_eq!(h["x-custom"], "kept");
+    assert!(h.get("x-hop").is_none(), "headers named in Connection are hop-by-hop");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert!(h["x-forwarded-host"].as_str().unwrap().starts_with("localhost"));
+    assert!(h["forwarded"].as_str().unwrap().contains("for=127.0.0.1"));
+    assert!(h["host"].as_str().unwrap().starts_with("localhost"), "original Host kept");
+}
+
+#[tokio::test]
+async fn http2_clients_reach_an_http1_backend() {
+    let gw = gateway().await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&gw.cert_pem).unwrap())
+        .resolve("localhost", gw.public)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = client.get(gw.url("/h2?q=1")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["version"], "HTTP/1.1");
+    assert_eq!(v["uri"], "/h2?q=1");
+}
+
+#[tokio::test]
+async fn backend_down_is_502_and_slow_is_504() {
+    let down = TestGateway::start().await; // backend 127.0.0.1:9: nothing listens
+    let r = down.http.get(down.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_gateway");
+
+    let gw = gateway().await; // timeout: 2s
+    let r = gw.http.get(gw.url("/slow")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "gateway_timeout");
+}
+
+#[tokio::test]
+async fn backend_sse_streams_through_unbuffered() {
+    let gw = gateway().await;
+    let r = gw.http.get(gw.url("/events")).send().await.unwrap();
+    let mut stream = r.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_millis(250), stream.next())
+        .await
+        .expect("first event arrives before the backend finishes")
+        .unwrap()
+        .unwrap();
+    assert!(std::str::from_utf8(&first).unwrap().contains("tick 0"));
+}
+
+#[tokio::test]
+async fn websocket_to_a_backend_path_is_tunnelled() {
+    let gw = gateway().await;
+    let mut ws = gw.ws("/ws").await;
+    ws.send(Frame::Text("echo me".into())).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(reply, Frame::Text("echo me".into()));
+}

@@ -1,0 +1,199 @@
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn ws_subscribe_ack_message_unsubscribe() {
+    let gw = TestGateway::start().await;
+    let mut ws = gw.ws("/realtime/ws").await;
+    send_json(&mut ws, json!({"op": "subscribe", "channel": "public.w", "ref": 1})).await;
+    let ack = next_json(&mut ws).await;
+    assert_eq!(ack["type"], "ack");
+    assert_eq!(ack["ref"], 1);
+    assert_eq!(ack["channel"], "public.w");
+    assert!(ack["cursor"].is_string());
+
+    let id = gw.publish_one("public.w", json!({"n": 1})).await;
+    let m = next_json(&mut ws).await;
+    assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("message"), Some(id.as_str())));
+    assert_eq!(m["data"]["n"], 1);
+    assert_eq!(m["event"], "message");
+
+    send_json(&mut ws, json!({"op": "ping", "ref": "p"})).await;
+    assert_eq!(next_json(&mut ws).await["ref"], "p");
+
+    send_json(&mut ws, json!({"op": "unsubscribe", "channel": "public.w", "ref": 2})).await;
+    assert_eq!(next_json(&mut ws).await["ref"], 2);
+    gw.publish_one("public.w", json!({"n": 2})).await;
+    send_json(&mut ws, json!({"op": "ping", "ref": 3})).await;
+    let next = next_json(&mut ws).await;
+    assert_eq!(next["type"], "ack", "no message after unsubscribe, got {next}");
+    assert_eq!(next["ref"], 3);
+}
+
+#[tokio::test]
+async fn ws_channels_on_the_url_and_resume_with_cursor() {
+    let gw = TestGateway::start().await;
+    let mut ws = gw.ws("/realtime/ws?channels=public.u1,public.u2").await;
+    gw.publish_one("public.u1", json!(1)).await;
+    gw.publish_one("public.u2", json!(2)).await;
+    assert_eq!(next_json(&mut ws).await["data"], 1);
+    let m = next_json(&mut ws).await;
+    assert_eq!(m["data"], 2);
+    let cursor = m["cursor"].as_str().unwrap().to_string();
+    drop(ws);
+    gw.publish_one("public.u2", json!(3)).await;
+    gw.publish_one("public.u1", json!(4)).await;
+    let mut ws = gw.ws(&format!("/realtime/ws?channels=public.u1,public.u2&cursor={cursor}")).await;
+    let mut got: Vec<i64> = Vec::new();
+    for _ in 0..2 {
+        got.push(next_json(&mut ws).await["data"].as_i64().unwrap());
+    }
+    got.sort();
+    assert_eq!(got, vec![3, 4]);
+
+    // The same cursor works per subscribe op, and over SSE (one cursor for all transports).
+    let mut ws = gw.ws("/realtime/ws").await;
+    send_json(&mut ws, json!({"op": "subscribe", "channel": "public.u2", "cursor": cursor, "ref": 9})).await;
+    assert_eq!(next_json(&mut ws).await["type"], "ack");
+    assert_eq!(next_json(&mut ws).await["data"], 3);
+    let mut sse = gw.sse("/realtime/sse?channels=public.u1", Some(&cursor)).await;
+    assert_eq!(sse.expect().await.json()["data"], 4);
+}
+
+#[tokio::test]
+async fn ws_negotiates_subprotocol() {
+    let gw = TestGateway::start().await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = gw.url("/realtime/ws").replace("https", "wss").into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "other, pushgate.v1".parse().unwrap());
+    let (_ws, resp) = tokio_tungstenite::client_async(req, gw.tls_stream().await).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "pushgate.v1");
+}
+
+#[tokio::test]
+async fn ws_bad_input_gets_errors_not_disconnects() {
+    let gw = TestGateway::start().await;
+    let mut ws = gw.ws("/realtime/ws").await;
+    ws.send(Frame::Text("{not json".into())).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["code"], "bad_request");
+    send_json(&mut ws, json!({"op": "dance", "ref": 5})).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!((e["type"].as_str(), e["code"].as_str(), e["ref"].as_i64()), (Some("error"), Some("unknown_op"), Some(5)));
+    send_json(&mut ws, json!({"op": "subscribe", "channel": "secret.x", "ref": 6})).await;
+    let e = next_json(&mut ws).await;
+    assert_eq!((e["code"].as_str(), e["ref"].as_i64()), (Some("forbidden"), Some(6)));
+    send_json(&mut ws, json!({"op": "subscribe", "channel": "orders.1", "ref": 7})).await;
+    assert_eq!(next_json(&mut ws).await["code"], "unauthorized");
+    send_json(&mut ws, json!({"op": "subscribe", "channel": "public.x", "cursor": "zz~", "ref": 8})).await;
+    assert_eq!(next_json(&mut ws).await["code"], "bad_cursor");
+    ws.send(Frame::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["code"], "bad_request");
+    // Publishing is only for channels whose rule says `publish: clients`.
+    send_json(&mut ws, json!({"op": "publish", "channel": "public.x", "data": 1, "ref": 10})).await;
+    assert_eq!(next_json(&mut ws).await["code"], "forbidden");
+    // Still alive and serving.
+    send_json(&mut ws, json!({"op": "subscribe", "channel": "public.ok", "ref": 11})).await;
+    assert_eq!(next_json(&mut ws).await["type"], "ack");
+    gw.publish_one("public.ok", json!("fine")).await;
+    assert_eq!(next_json(&mut ws).await["data"], "fine");
+}
+
+#[tokio::test]
+async fn ws_client_publish_where_allowed() {
+    let gw = TestGateway::start().await;
+    let mut a = gw.ws("/realtime/ws?channels=chat.room").await;
+    let mut b = gw.ws("/realtime/ws").await;
+    send_json(&mut b, json!({"op": "publish", "channel": "chat.room", "event": "typing", "data": {"who": "b"}, "ref": 1})).await;
+    let ack = next_json(&mut b).await;
+    assert_eq!(ack["type"], "ack");
+    let m = next_json(&mut a).await;
+    assert_eq!((m["event"].as_str(), m["id"].as_str()), (Some("typing"), ack["id"].as_str()));
+}
+
+#[tokio::test]
+async fn ws_refused_before_upgrade() {
+    let gw = TestGateway::start().await;
+    let err = gw.try_ws("/realtime/ws?channels=secret.x").await.unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 403),
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+    // A plain GET (no upgrade) is told to upgrade.
+    let r = gw.http.get(gw.url("/realtime/ws")).send().await.unwrap();
+    assert_eq!(r.status(), 426);
+}
+
+async fn expect_close(ws: &mut Ws) -> CloseCode {
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await.expect("close in time") {
+            Some(Ok(Frame::Close(Some(f)))) => return f.code,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn ws_oversize_and_invalid_utf8_frames_close_with_codes() {
+    let gw = TestGateway::with("http://127.0.0.1:9", "  max_message: 1KiB", "").await;
+    let mut ws = gw.ws("/realtime/ws").await;
+    ws.send(Frame::Text("x".repeat(64 * 1024).into())).await.unwrap();
+    assert_eq!(expect_close(&mut ws).await, CloseCode::Size);
+
+    // Invalid UTF-8 in a text frame, written raw: FIN+text, masked, 2-byte payload.
+    use tokio::io::AsyncWriteExt;
+    let ws = gw.ws("/realtime/ws").await;
+    let mut raw = ws.into_inner();
+    raw.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe]).await.unwrap();
+    raw.flush().await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        raw,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    assert_eq!(expect_close(&mut ws).await, CloseCode::Invalid);
+
+    // An unmasked client frame is a protocol error.
+    let ws = gw.ws("/realtime/ws").await;
+    let mut raw = ws.into_inner();
+    raw.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    raw.flush().await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        raw,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    assert_eq!(expect_close(&mut ws).await, CloseCode::Protocol);
+}
+
+#[tokio::test]
+async fn ws_fragmented_message_is_reassembled() {
+    let gw = TestGateway::start().await;
+    let ws = gw.ws("/realtime/ws").await;
+    use tokio::io::AsyncWriteExt;
+    let mut raw = ws.into_inner();
+    let text = br#"{"op":"ping","ref":42}"#;
+    let (a, b) = text.split_at(10);
+    let frame = |first: bool, fin: bool, payload: &[u8]| {
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | (if first { 0x1 } else { 0x0 }), 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    };
+    raw.write_all(&frame(true, false, a)).await.unwrap();
+    raw.write_all(&[0x89, 0x80, 0, 0, 0, 0]).await.unwrap(); // a ping between fragments
+    raw.write_all(&frame(false, true, b)).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        raw,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    let reply = next_json(&mut ws).await;
+    assert_eq!(reply["ref"], 42);
+}
