@@ -8,6 +8,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::auth::{AdminRefusal, Authenticator};
 use crate::reply::{self, Body};
 use crate::state::AppState;
 
@@ -18,6 +19,31 @@ pub fn body_limit(max_message: usize) -> usize {
 }
 
 pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    // Health probes carry no secrets and must work for load balancers without a key.
+    if path != "/healthz" && path != "/readyz" {
+        let settings = state.settings();
+        let peer = req.extensions().get::<crate::conn_info::ConnInfo>().map(|c| c.peer);
+        let refused = match peer {
+            Some(peer) => settings.auth.check_admin(req.headers(), peer).err(),
+            None => Some(AdminRefusal::NotLoopback),
+        };
+        match refused {
+            None => {}
+            Some(AdminRefusal::BadKey) => {
+                let mut r = reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "admin key required: Authorization: Bearer <key>");
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                return r;
+            }
+            Some(AdminRefusal::NotLoopback) => {
+                return reply::error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "no admin_keys configured: the admin API only answers loopback peers",
+                );
+            }
+        }
+    }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/publish") => publish(state, req).await,
         (&Method::GET, "/healthz") => reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
@@ -56,6 +82,7 @@ async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {
     if declared.is_some_and(|n| n > limit) {
         return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {limit} bytes"));
     }
+    let headers = req.headers().clone();
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -63,10 +90,15 @@ async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("reading body: {e}")),
     };
-    let result = match publish::parse(&body, &settings) {
-        Ok(batch) => publish::publish_all(&state, batch).await,
-        Err(rejected) => Err(rejected),
+    let batch = match publish::parse(&body, &settings) {
+        Ok(batch) => batch,
+        Err(publish::Rejected(status, code, msg)) => return reply::error(status, code, msg),
     };
+    let key = Authenticator::admin_key_of(&headers);
+    if let Err(l) = settings.limits.publish(key, batch.len()) {
+        return crate::transport::limited(l);
+    }
+    let result = publish::publish_all(&state, batch).await;
     match result {
         Ok(v) => reply::json(StatusCode::OK, &v),
         Err(publish::Rejected(status, code, msg)) => reply::error(status, code, msg),

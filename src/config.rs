@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
-pub struct Config { pub listen: Listen, pub tls: Option<Tls>, pub backend: Backend, pub realtime: Realtime, pub channels: Vec<ChannelRule>, pub limits: Limits, pub broker: BrokerConfig, pub log: Log, pub source: PathBuf }
+pub struct Config { pub listen: Listen, pub tls: Option<Tls>, pub backend: Backend, pub realtime: Realtime, pub auth: Auth, pub channels: Vec<ChannelRule>, pub limits: Limits, pub broker: BrokerConfig, pub log: Log, pub source: PathBuf }
 #[derive(Clone, Debug)]
 pub struct Listen { pub public: SocketAddr, pub admin: SocketAddr }
 #[derive(Clone, Debug)]

@@ -44,6 +44,8 @@ use crate::state::{AppState, Settings};
 pub enum StartError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("auth.jwt: {0}")]
+    Key(#[from] auth::KeyError),
     #[error("binding {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("broker.kind: redis is not available in this build; use `memory`")]
@@ -107,13 +109,28 @@ impl Gateway {
             addr: config.listen.admin,
             source,
         })?;
-        let state = AppState::new(Settings::new(config), hub, broker);
+        let state = AppState::new(Settings::new(config)?, hub, broker);
         memory.spawn_sweeper(Duration::from_secs(5), state.shutdown.clone());
+        spawn_limit_eviction(&state);
         tokio::spawn(server::accept_loop(state.clone(), listeners.public, Surface::Public, tls));
         tokio::spawn(server::accept_loop(state.clone(), listeners.admin, Surface::Admin, None));
         tracing::info!(%public, %admin, "pushgate listening");
         Ok(Handle { state, public, admin })
     }
+}
+
+/// Keep rate-limiter state bounded: forget idle keys every minute.
+fn spawn_limit_eviction(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tick.tick() => state.settings().limits.evict_idle(),
+            }
+        }
+    });
 }
 
 impl Handle {

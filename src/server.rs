@@ -20,7 +20,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, warn};
 
+use http::{HeaderValue, Response, StatusCode, header};
+
 use crate::conn_info::{ConnInfo, ConnKill};
+use crate::limits::Limited;
+use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge};
 
 /// How long a client gets to finish the TLS handshake.
@@ -50,9 +54,13 @@ pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Surfac
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().unwrap_or(peer);
+                let gate = match surface {
+                    Surface::Public => gate(&state, peer),
+                    Surface::Admin => None,
+                };
                 let state2 = state.clone();
                 let acceptor = acceptor.clone();
-                state.tasks.spawn(connection(state2, stream, peer, local, surface, acceptor));
+                state.tasks.spawn(connection(state2, stream, peer, local, surface, acceptor, gate));
             }
             Err(error) => {
                 // EMFILE/ENFILE and friends: back off rather than spin.
@@ -63,6 +71,36 @@ pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Surfac
     }
 }
 
+/// A connection admitted only to be told no: every request on it gets this
+/// refusal (503 at `max_connections`, 429 over `per_ip.connects`).
+#[derive(Clone, Copy, Debug)]
+pub enum Gate {
+    Full,
+    Limited(Limited),
+}
+
+fn gate(state: &AppState, peer: SocketAddr) -> Option<Gate> {
+    let settings = state.settings();
+    let open = state.stats.connections.load(std::sync::atomic::Ordering::Relaxed);
+    if settings.limits.at_capacity(open + 1) {
+        return Some(Gate::Full);
+    }
+    settings.limits.connect(peer.ip()).err().map(Gate::Limited)
+}
+
+fn refusal(gate: Gate) -> Response<Body> {
+    let mut resp = match gate {
+        Gate::Full => {
+            let mut r = reply::error(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", "the gateway is at max_connections; retry shortly");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        Gate::Limited(l) => crate::transport::limited(l),
+    };
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 async fn connection(
     state: AppState,
     stream: TcpStream,
@@ -70,6 +108,7 @@ async fn connection(
     local: SocketAddr,
     surface: Surface,
     acceptor: Option<TlsAcceptor>,
+    gate: Option<Gate>,
 ) {
     let _gauge = Gauge::enter(&state.stats, |s| &s.connections);
     let id = state.stats.conn_id();
@@ -86,19 +125,19 @@ async fn connection(
             Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     info.sni = tls.get_ref().1.server_name().map(str::to_string);
-                    serve(state, TokioIo::new(tls), info, surface).await
+                    serve(state, TokioIo::new(tls), info, surface, gate).await
                 }
                 Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
                 Err(_) => debug!("TLS handshake timed out"),
             },
-            None => serve(state, TokioIo::new(stream), info, surface).await,
+            None => serve(state, TokioIo::new(stream), info, surface, gate).await,
         }
     }
     .instrument(span)
     .await
 }
 
-async fn serve<I>(state: AppState, io: TokioIo<I>, info: ConnInfo, surface: Surface)
+async fn serve<I>(state: AppState, io: TokioIo<I>, info: ConnInfo, surface: Surface, gate: Option<Gate>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -111,9 +150,10 @@ where
             req.extensions_mut().insert(kill.clone());
             let state = state.clone();
             async move {
-                let resp = match surface {
-                    Surface::Public => crate::router::route(state, req).await,
-                    Surface::Admin => crate::admin::route(state, req).await,
+                let resp = match (gate, surface) {
+                    (Some(gate), _) => refusal(gate),
+                    (None, Surface::Public) => crate::router::route(state, req).await,
+                    (None, Surface::Admin) => crate::admin::route(state, req).await,
                 };
                 Ok::<_, Infallible>(resp)
             }

@@ -11,9 +11,11 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Authenticator, KeyError};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::limits::Limits;
 use crate::proxy::Proxy;
 use crate::rules::ChannelRules;
 
@@ -22,13 +24,24 @@ pub struct Settings {
     pub config: Config,
     pub rules: ChannelRules,
     pub proxy: Proxy,
+    pub auth: Authenticator,
+    pub limits: Arc<Limits>,
 }
 
 impl Settings {
-    pub fn new(config: Config) -> Settings {
+    /// Build everything a config implies; fails on unusable key files.
+    pub fn new(config: Config) -> Result<Settings, KeyError> {
         let rules = ChannelRules::new(&config.channels, &config.realtime.history);
         let proxy = Proxy::new(&config.backend);
-        Settings { config, rules, proxy }
+        let auth = Authenticator::new(&config.auth)?;
+        let limits = Limits::new(&config.limits);
+        Ok(Settings {
+            config,
+            rules,
+            proxy,
+            auth,
+            limits,
+        })
     }
 }
 

@@ -19,7 +19,9 @@ use hyper::body::Incoming;
 
 use crate::auth::Identity;
 use crate::config::SlowClient;
+use crate::conn_info::ConnInfo;
 use crate::hub::Cursor;
+use crate::limits::{ConnectionSlot, Limited};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Settings};
 
@@ -53,6 +55,39 @@ pub fn query(req: &Request<Incoming>) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Who is asking, after token verification and the per-client limits.
+pub struct Client {
+    pub identity: Option<Identity>,
+    /// The rate-limit key: the token subject, else the peer IP.
+    pub key: String,
+    /// Held for the life of a realtime connection (`per_client.connections`).
+    pub slot: Option<ConnectionSlot>,
+}
+
+/// The documented refusal for a rate limit: 429 with `Retry-After`.
+pub fn limited(l: Limited) -> Response<Body> {
+    reply::rate_limited(l.retry_after, &format!("rate limit exceeded ({})", l.kind.label()))
+}
+
+/// Verify the request's token (if any) and charge it to the client's limits.
+pub fn admit(settings: &Settings, req: &Request<Incoming>, q: &HashMap<String, String>) -> Result<Client, Response<Body>> {
+    let identity = settings
+        .auth
+        .identify(req.headers(), q)
+        .map_err(|e| reply::error(StatusCode::UNAUTHORIZED, e.code(), &e))?;
+    let key = match &identity {
+        Some(id) => id.subject.clone(),
+        None => req
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|c| c.peer.ip().to_string())
+            .unwrap_or_default(),
+    };
+    settings.limits.message(&key).map_err(limited)?;
+    let slot = Some(settings.limits.open_connection(&key).map_err(limited)?);
+    Ok(Client { identity, key, slot })
+}
+
 /// A subscriber's request: channels with their policy, and where to resume.
 pub struct Subscription {
     pub channels: Vec<(Arc<str>, SlowClient)>,
@@ -66,9 +101,10 @@ pub fn subscription(
     settings: &Settings,
     req: &Request<Incoming>,
     q: &HashMap<String, String>,
-    who: Option<&Identity>,
+    client: &Client,
     require_channels: bool,
 ) -> Result<Subscription, Response<Body>> {
+    let who = client.identity.as_ref();
     let text = req
         .headers()
         .get("last-event-id")
@@ -100,6 +136,9 @@ pub fn subscription(
             "too_many_channels",
             format!("at most {MAX_CHANNELS} channels per connection"),
         ));
+    }
+    if !names.is_empty() {
+        settings.limits.subscribe(&client.key, names.len()).map_err(limited)?;
     }
     let mut channels = Vec::with_capacity(names.len());
     for name in names {

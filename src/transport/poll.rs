@@ -15,7 +15,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use super::session::{Out, Session, reset_json};
-use super::{query, subscription};
+use super::{admit, query, subscription};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
 
@@ -28,7 +28,11 @@ const LINGER: Duration = Duration::from_millis(5);
 
 pub async fn poll(state: AppState, settings: Arc<Settings>, req: Request<Incoming>) -> Response<Body> {
     let q = query(&req);
-    let sub = match subscription(&settings, &req, &q, None, true) {
+    let client = match admit(&settings, &req, &q) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let sub = match subscription(&settings, &req, &q, &client, true) {
         Ok(s) => s,
         Err(resp) => return resp,
     };

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::session::{Out, Session, reset_json};
-use super::{query, subscription};
+use super::{admit, query, subscription};
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
@@ -28,7 +28,11 @@ const RETRY_MS: u32 = 2000;
 
 pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incoming>) -> Response<Body> {
     let q = query(&req);
-    let sub = match subscription(&settings, &req, &q, None, true) {
+    let client = match admit(&settings, &req, &q) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let sub = match subscription(&settings, &req, &q, &client, true) {
         Ok(s) => s,
         Err(resp) => return resp,
     };
@@ -52,6 +56,7 @@ pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incomin
     state.tasks.clone().spawn(
         Pump {
             state,
+            _client: client,
             session,
             tx,
             kill,
@@ -70,6 +75,8 @@ pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incomin
 
 struct Pump {
     state: AppState,
+    /// Holds the client's connection slot while the stream is open.
+    _client: super::Client,
     session: Session,
     tx: mpsc::Sender<Bytes>,
     kill: ConnKill,

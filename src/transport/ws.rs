@@ -26,7 +26,7 @@ use tracing::{Instrument, debug};
 
 use super::ops::{self, Op};
 use super::session::{Out, Session, reset_json};
-use super::{Subscription, query, subscription};
+use super::{Client, Subscription, admit, query, subscription};
 use crate::broker::Publish;
 use crate::conn_info::ConnInfo;
 use crate::hub::{Cursor, message};
@@ -34,6 +34,17 @@ use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
 
 pub const SUBPROTOCOL: &str = "pushgate.v1";
+
+/// A client that keeps sending after this many refused frames in a row is
+/// closed with 1013.
+const FLOOD_CLOSE_AFTER: u32 = 20;
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Frame>;
 
@@ -63,7 +74,11 @@ pub async fn upgrade(state: AppState, settings: Arc<Settings>, mut req: Request<
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
     let q = query(&req);
-    let sub = match subscription(&settings, &req, &q, None, false) {
+    let client = match admit(&settings, &req, &q) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let sub = match subscription(&settings, &req, &q, &client, false) {
         Ok(s) => s,
         Err(resp) => return resp,
     };
@@ -78,7 +93,7 @@ pub async fn upgrade(state: AppState, settings: Arc<Settings>, mut req: Request<
     tasks.spawn(
         async move {
             match on_upgrade.await {
-                Ok(upgraded) => run(state, settings, upgraded, sub).await,
+                Ok(upgraded) => run(state, settings, upgraded, client, sub).await,
                 Err(error) => debug!(%error, "websocket upgrade failed"),
             }
         }
@@ -116,13 +131,16 @@ enum Ending {
 struct WsSession {
     state: AppState,
     settings: Arc<Settings>,
+    client: Client,
+    /// Frames refused by the rate limit since the last accepted one.
+    refused: u32,
     session: Session,
     sink: Sink,
     out: Vec<Out>,
     buf: BytesMut,
 }
 
-async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, sub: Subscription) {
+async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, client: Client, sub: Subscription) {
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -141,6 +159,8 @@ async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, sub: 
     let mut ws = WsSession {
         state,
         settings,
+        client,
+        refused: 0,
         session,
         sink,
         out: Vec::new(),
@@ -212,6 +232,7 @@ impl WsSession {
         let evicted = self.session.inbox().evicted().clone();
         let inbox = self.session.inbox().clone();
         loop {
+            let expiry = self.expiry();
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -231,7 +252,18 @@ impl WsSession {
                     let _ = tokio::time::timeout(Duration::from_secs(1), self.write_unguarded(frames)).await;
                     return Ending::Close(CloseCode::Again, "slow consumer: resume with cursor".into());
                 }
+                _ = sleep_until_opt(expiry) => {
+                    let text = ops::error(None, "token_expired", "the token expired; send a fresh `auth` op to continue");
+                    let _ = self.send_text(text).await;
+                    return Ending::Close(CloseCode::Policy, "token expired".into());
+                }
                 inbound = rx.recv() => match inbound {
+                    Some(Inbound::Text(_) | Inbound::Binary) if !self.allow_frame() => {
+                        if self.refused > FLOOD_CLOSE_AFTER {
+                            return Ending::Close(CloseCode::Again, "rate limited".into());
+                        }
+                        self.send_text(ops::error(None, "rate_limited", "too many frames; slow down")).await
+                    }
                     Some(Inbound::Text(t)) => self.on_text(&t).await,
                     Some(Inbound::Binary) => {
                         self.send_text(ops::error(None, "bad_request", "binary frames are not supported; send JSON text")).await
@@ -257,6 +289,42 @@ impl WsSession {
         }
     }
 
+    /// When the connection's token stops being valid, as a Tokio instant.
+    fn expiry(&self) -> Option<tokio::time::Instant> {
+        let at = self.client.identity.as_ref()?.expires?;
+        let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        Some(tokio::time::Instant::now() + left)
+    }
+
+    /// Charge one inbound frame to the client's message limit.
+    fn allow_frame(&mut self) -> bool {
+        match self.settings.limits.message(&self.client.key) {
+            Ok(()) => {
+                self.refused = 0;
+                true
+            }
+            Err(_) => {
+                self.refused += 1;
+                false
+            }
+        }
+    }
+
+    async fn on_auth(&mut self, r: Option<&str>, token: String) -> Result<(), WsError> {
+        match self.settings.auth.verify(&token) {
+            Ok(identity) => {
+                let expires = identity
+                    .expires
+                    .and_then(|e| e.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs());
+                let ack = ops::ack(r, json!({"op": "auth", "subject": &identity.subject, "expires": expires}));
+                self.client.identity = Some(identity);
+                self.send_text(ack).await
+            }
+            Err(e) => self.send_text(ops::error(r, e.code(), &e.to_string())).await,
+        }
+    }
+
     async fn on_text(&mut self, text: &str) -> Result<(), WsError> {
         let (op, reference) = match ops::parse(text) {
             Ok(x) => x,
@@ -275,10 +343,7 @@ impl WsSession {
                 self.send_text(ops::error(r, "not_configured", "client_messages.forward_to is not configured"))
                     .await
             }
-            Op::Auth { .. } => {
-                self.send_text(ops::error(r, "unsupported", "token auth is not enabled on this gateway"))
-                    .await
-            }
+            Op::Auth { token } => self.on_auth(r, token).await,
         }
     }
 
@@ -288,7 +353,11 @@ impl WsSession {
             Some(Ok(c)) => Some(c),
             None => None,
         };
-        let policy = match self.settings.rules.check_subscribe(&channel, None) {
+        if let Err(l) = self.settings.limits.subscribe(&self.client.key, 1) {
+            let msg = format!("too many subscribes; retry in {}ms", l.retry_after.as_millis());
+            return self.send_text(ops::error(r, "rate_limited", &msg)).await;
+        }
+        let policy = match self.settings.rules.check_subscribe(&channel, self.client.identity.as_ref()) {
             Ok(rule) => rule.slow_client,
             Err(refusal) => return self.send_text(ops::error(r, refusal.code(), &refusal.to_string())).await,
         };
@@ -314,7 +383,7 @@ impl WsSession {
         event: Option<String>,
         data: Box<serde_json::value::RawValue>,
     ) -> Result<(), WsError> {
-        let rule = match self.settings.rules.check_client_publish(&channel, None) {
+        let rule = match self.settings.rules.check_client_publish(&channel, self.client.identity.as_ref()) {
             Ok(rule) => rule,
             Err(refusal) => return self.send_text(ops::error(r, refusal.code(), &refusal.to_string())).await,
         };
