@@ -56,8 +56,21 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         (_, "/publish" | "/healthz" | "/readyz" | "/stats") => {
             reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "wrong method for this path")
         }
-        _ => reply::error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+        _ => webhook(state, req).await,
     }
+}
+
+/// Paths from `webhooks:` rules.
+async fn webhook(state: AppState, req: Request<Incoming>) -> Response<Body> {
+    let settings = state.settings();
+    let path = req.uri().path().to_string();
+    if let Some((rule, params)) = settings.webhooks.find(req.method(), &path) {
+        return crate::ingest::webhook::handle(&state, &settings, rule, params, req).await;
+    }
+    if settings.webhooks.path_known(&path) {
+        return reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "wrong method for this webhook");
+    }
+    reply::error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint or webhook")
 }
 
 fn readyz(state: &AppState) -> Response<Body> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
-pub struct Config { pub listen: Listen, pub tls: Option<Tls>, pub backend: Backend, pub realtime: Realtime, pub auth: Auth, pub channels: Vec<ChannelRule>, pub limits: Limits, pub broker: BrokerConfig, pub log: Log, pub source: PathBuf }
+pub struct Config { pub listen: Listen, pub tls: Option<Tls>, pub backend: Backend, pub realtime: Realtime, pub auth: Auth, pub webhooks: Vec<Webhook>, pub channels: Vec<ChannelRule>, pub limits: Limits, pub broker: BrokerConfig, pub log: Log, pub source: PathBuf }
 #[derive(Clone, Debug)]
 pub struct Listen { pub public: SocketAddr, pub admin: SocketAddr }
 #[derive(Clone, Debug)]
@@ -58,3 +58,11 @@ pub struct StaticToken { pub token: String, pub subject: String, pub channels: V
 pub struct PerClient { pub connections: u32, pub messages: RateLimit, pub subscribes: RateLimit }
 #[derive(Clone, Debug)]
 pub struct PerIp { pub connects: RateLimit }
+#[derive(Clone, Debug)]
+pub struct Webhook { pub name: String, pub matcher: WebhookMatch, pub verify: Option<Verify>, pub channel: String, pub event: Option<String>, pub data: Option<String> }
+#[derive(Clone, Debug)]
+pub struct WebhookMatch { pub method: String, pub path: String }
+#[derive(Clone, Debug)]
+pub struct Verify { pub hmac_sha256: HmacVerify }
+#[derive(Clone, Debug)]
+pub struct HmacVerify { pub header: String, pub secret: String }

@@ -17,6 +17,7 @@ pub mod broker;
 pub mod config;
 pub mod conn_info;
 pub mod hub;
+pub mod ingest;
 pub mod limits;
 pub mod proxy;
 pub mod reply;
@@ -44,8 +45,8 @@ use crate::state::{AppState, Settings};
 pub enum StartError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    #[error("auth.jwt: {0}")]
-    Key(#[from] auth::KeyError),
+    #[error(transparent)]
+    Settings(#[from] state::SettingsError),
     #[error("binding {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("broker.kind: redis is not available in this build; use `memory`")]

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, KeyError};
+use crate::ingest::webhook::{RuleError, Webhooks};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -26,16 +27,28 @@ pub struct Settings {
     pub proxy: Proxy,
     pub auth: Authenticator,
     pub limits: Arc<Limits>,
+    pub webhooks: Webhooks,
+}
+
+/// A config that parsed but cannot be put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("auth.jwt: {0}")]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Webhook(#[from] RuleError),
 }
 
 impl Settings {
     /// Build everything a config implies; fails on unusable key files.
-    pub fn new(config: Config) -> Result<Settings, KeyError> {
+    pub fn new(config: Config) -> Result<Settings, SettingsError> {
         let rules = ChannelRules::new(&config.channels, &config.realtime.history);
         let proxy = Proxy::new(&config.backend);
         let auth = Authenticator::new(&config.auth)?;
         let limits = Limits::new(&config.limits);
+        let webhooks = Webhooks::new(&config.webhooks)?;
         Ok(Settings {
+            webhooks,
             config,
             rules,
             proxy,
