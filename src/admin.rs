@@ -46,6 +46,15 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/publish") => publish(state, req).await,
+        (&Method::GET, "/metrics") => {
+            let text = state.metrics.encode(&state.stats, state.hub.channel_count());
+            let mut r = Response::new(reply::full(text));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
         (&Method::GET, "/healthz") => reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         (&Method::GET, "/readyz") => readyz(&state),
         (&Method::GET, "/stats") => {
@@ -53,7 +62,7 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
             v["channels"] = state.hub.channel_count().into();
             reply::json(StatusCode::OK, &v)
         }
-        (_, "/publish" | "/healthz" | "/readyz" | "/stats") => {
+        (_, "/publish" | "/healthz" | "/readyz" | "/stats" | "/metrics") => {
             reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "wrong method for this path")
         }
         _ => webhook(state, req).await,

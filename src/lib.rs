@@ -19,6 +19,7 @@ pub mod conn_info;
 pub mod hub;
 pub mod ingest;
 pub mod limits;
+pub mod metrics;
 pub mod proxy;
 pub mod reply;
 pub mod router;

@@ -4,6 +4,9 @@
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use http::StatusCode;
+
+use crate::metrics::{ClassLabel, KindLabel};
 use crate::reply::Body;
 use crate::state::AppState;
 use crate::transport;
@@ -17,5 +20,22 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
             return transport::handle(state, req, &rest).await;
         }
     }
-    settings.proxy.forward(req).await
+    let started = std::time::Instant::now();
+    let resp = settings.proxy.forward(req).await;
+    let m = &state.metrics;
+    m.proxy_latency.observe(started.elapsed().as_secs_f64());
+    let class = match resp.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    m.proxied.get_or_create(&ClassLabel { class }).inc();
+    match resp.status() {
+        StatusCode::BAD_GATEWAY => m.backend_errors.get_or_create(&KindLabel { kind: "unavailable" }).inc(),
+        StatusCode::GATEWAY_TIMEOUT => m.backend_errors.get_or_create(&KindLabel { kind: "timeout" }).inc(),
+        _ => 0,
+    };
+    resp
 }

@@ -127,8 +127,14 @@ async fn connection(
                     info.sni = tls.get_ref().1.server_name().map(str::to_string);
                     serve(state, TokioIo::new(tls), info, surface, gate).await
                 }
-                Ok(Err(error)) => debug!(%error, "TLS handshake failed"),
-                Err(_) => debug!("TLS handshake timed out"),
+                Ok(Err(error)) => {
+                    state.metrics.tls_failures.inc();
+                    debug!(%error, "TLS handshake failed")
+                }
+                Err(_) => {
+                    state.metrics.tls_failures.inc();
+                    debug!("TLS handshake timed out")
+                }
             },
             None => serve(state, TokioIo::new(stream), info, surface, gate).await,
         }
@@ -151,7 +157,13 @@ where
             let state = state.clone();
             async move {
                 let resp = match (gate, surface) {
-                    (Some(gate), _) => refusal(gate),
+                    (Some(gate), _) => {
+                        match gate {
+                            Gate::Full => state.metrics.limited("max_connections"),
+                            Gate::Limited(l) => state.metrics.limited(l.kind.label()),
+                        }
+                        refusal(gate)
+                    }
                     (None, Surface::Public) => crate::router::route(state, req).await,
                     (None, Surface::Admin) => crate::admin::route(state, req).await,
                 };

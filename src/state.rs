@@ -68,6 +68,7 @@ pub struct AppState {
     /// Every connection and session task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     pub stats: Arc<Stats>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -79,6 +80,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stats: Arc::new(Stats::default()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }
     }
 

@@ -70,11 +70,20 @@ pub fn limited(l: Limited) -> Response<Body> {
 }
 
 /// Verify the request's token (if any) and charge it to the client's limits.
-pub fn admit(settings: &Settings, req: &Request<Incoming>, q: &HashMap<String, String>) -> Result<Client, Response<Body>> {
-    let identity = settings
-        .auth
-        .identify(req.headers(), q)
-        .map_err(|e| reply::error(StatusCode::UNAUTHORIZED, e.code(), &e))?;
+pub fn admit(
+    state: &AppState,
+    settings: &Settings,
+    req: &Request<Incoming>,
+    q: &HashMap<String, String>,
+) -> Result<Client, Response<Body>> {
+    let identity = settings.auth.identify(req.headers(), q).map_err(|e| {
+        state.metrics.auth_failed(e.reason());
+        reply::error(StatusCode::UNAUTHORIZED, e.code(), &e)
+    })?;
+    let limited = |l: Limited| {
+        state.metrics.limited(l.kind.label());
+        limited(l)
+    };
     let key = match &identity {
         Some(id) => id.subject.clone(),
         None => req
@@ -98,6 +107,7 @@ pub struct Subscription {
 /// the `Last-Event-ID` header / `last_event_id` query). With no `channels`
 /// parameter, the channels named in the cursor are used.
 pub fn subscription(
+    state: &AppState,
     settings: &Settings,
     req: &Request<Incoming>,
     q: &HashMap<String, String>,
@@ -138,7 +148,10 @@ pub fn subscription(
         ));
     }
     if !names.is_empty() {
-        settings.limits.subscribe(&client.key, names.len()).map_err(limited)?;
+        settings.limits.subscribe(&client.key, names.len()).map_err(|l| {
+            state.metrics.limited(l.kind.label());
+            limited(l)
+        })?;
     }
     let mut channels = Vec::with_capacity(names.len());
     for name in names {

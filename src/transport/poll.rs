@@ -28,22 +28,23 @@ const LINGER: Duration = Duration::from_millis(5);
 
 pub async fn poll(state: AppState, settings: Arc<Settings>, req: Request<Incoming>) -> Response<Body> {
     let q = query(&req);
-    let client = match admit(&settings, &req, &q) {
+    let client = match admit(&state, &settings, &req, &q) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let sub = match subscription(&settings, &req, &q, &client, true) {
+    let sub = match subscription(&state, &settings, &req, &q, &client, true) {
         Ok(s) => s,
         Err(resp) => return resp,
     };
     let _gauge = Gauge::enter(&state.stats, |s| &s.poll);
+    state.metrics.connect("poll");
     let rt = &settings.config.realtime;
     let timeout = q
         .get("timeout")
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .map_or(rt.poll_timeout, |t| t.min(rt.poll_timeout));
-    let mut session = Session::new(state.hub.clone(), state.broker.clone(), rt.client_queue);
+    let mut session = Session::new(&state, rt.client_queue);
     let mut out = Vec::new();
     for (channel, policy) in &sub.channels {
         if let Err(e) = session.subscribe(channel, *policy, sub.cursor.as_ref(), &mut out).await {

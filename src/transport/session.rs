@@ -12,6 +12,8 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 
 use crate::broker::{Broker, BrokerError, Replay};
+use crate::metrics::Metrics;
+use crate::state::AppState;
 use crate::config::SlowClient;
 use crate::hub::{Cursor, Drained, Hub, Inbox, Message, SubscriptionId};
 
@@ -25,6 +27,7 @@ pub enum Out {
 }
 
 pub struct Session {
+    metrics: Arc<Metrics>,
     hub: Hub,
     broker: Arc<dyn Broker>,
     inbox: Inbox,
@@ -34,10 +37,12 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(hub: Hub, broker: Arc<dyn Broker>, queue: usize) -> Session {
+    pub fn new(state: &AppState, queue: usize) -> Session {
+        let broker = state.broker.clone();
         let epoch = broker.epoch();
         Session {
-            hub,
+            metrics: state.metrics.clone(),
+            hub: state.hub.clone(),
             broker,
             inbox: Inbox::new(queue),
             subs: Vec::new(),
@@ -77,6 +82,7 @@ impl Session {
         match resume {
             None => self.cursor.set(channel, head),
             Some((epoch, _)) if epoch != self.broker.epoch() => {
+                self.metrics.replay("reset");
                 self.cursor.set(channel, head);
                 out.push(Out::Reset {
                     channels: vec![channel.clone()],
@@ -85,10 +91,12 @@ impl Session {
             }
             Some((_, pos)) => match self.broker.replay(channel, pos).await {
                 Ok(Replay::Messages(msgs)) => {
+                    self.metrics.replay("hit");
                     self.cursor.set(channel, pos);
                     out.extend(msgs.into_iter().map(Out::Message));
                 }
                 Ok(Replay::Gap) => {
+                    self.metrics.replay("reset");
                     self.cursor.set(channel, head);
                     out.push(Out::Reset {
                         channels: vec![channel.clone()],
@@ -122,6 +130,7 @@ impl Session {
         if !d.gaps.is_empty() {
             let channels: Vec<_> = d.gaps.into_iter().filter(|c| self.is_subscribed(c)).collect();
             if !channels.is_empty() {
+                self.metrics.dropped.get_or_create(&crate::metrics::ReasonLabel { reason: "slow_client" }).inc();
                 out.push(Out::Reset {
                     channels,
                     reason: "slow_client",
@@ -131,13 +140,16 @@ impl Session {
         out.extend(d.messages.into_iter().map(Out::Message));
     }
 
-    /// Account for `out` being sent: advances the cursor. Returns false when the
-    /// item must be skipped (a duplicate, or a channel no longer followed).
+    /// Account for `out` being sent: advances the cursor and counts the
+    /// delivery. Returns false when the item must be skipped (a duplicate, or
+    /// a channel no longer followed).
     pub fn advance(&mut self, item: &Out) -> bool {
         match item {
             Out::Message(m) => match self.cursor.get(&m.channel) {
                 Some(pos) if m.seq > pos => {
                     self.cursor.set(&m.channel, m.seq);
+                    self.metrics.delivered.inc();
+                    self.metrics.observe_delivery(m.published_at.elapsed());
                     true
                 }
                 _ => false,

@@ -28,16 +28,16 @@ const RETRY_MS: u32 = 2000;
 
 pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incoming>) -> Response<Body> {
     let q = query(&req);
-    let client = match admit(&settings, &req, &q) {
+    let client = match admit(&state, &settings, &req, &q) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let sub = match subscription(&settings, &req, &q, &client, true) {
+    let sub = match subscription(&state, &settings, &req, &q, &client, true) {
         Ok(s) => s,
         Err(resp) => return resp,
     };
     let rt = &settings.config.realtime;
-    let mut session = Session::new(state.hub.clone(), state.broker.clone(), rt.client_queue);
+    let mut session = Session::new(&state, rt.client_queue);
     let mut out = Vec::new();
     for (channel, policy) in &sub.channels {
         if let Err(e) = session.subscribe(channel, *policy, sub.cursor.as_ref(), &mut out).await {
@@ -84,12 +84,18 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(mut self, mut out: Vec<Out>, heartbeat: Duration) {
+    async fn run(mut self, out: Vec<Out>, heartbeat: Duration) {
         let _gauge = Gauge::enter(&self.state.stats, |s| &s.sse);
+        self.state.metrics.connect("sse");
+        let reason = self.pump(out, heartbeat).await;
+        self.state.metrics.disconnect("sse", reason);
+    }
+
+    async fn pump(&mut self, mut out: Vec<Out>, heartbeat: Duration) -> &'static str {
         let _ = write!(self.buf, "retry: {RETRY_MS}\n: pushgate\n\n");
         self.render(&mut out);
         if !self.send().await {
-            return;
+            return "client";
         }
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         let inbox = self.session.inbox().clone();
@@ -101,10 +107,10 @@ impl Pump {
                 _ = shutdown.cancelled() => {
                     let _ = write!(self.buf, "retry: 500\nevent: reconnect\ndata: {{\"type\":\"reconnect\",\"reason\":\"restart\"}}\n\n");
                     let _ = tokio::time::timeout(Duration::from_secs(1), self.send()).await;
-                    return;
+                    return "shutdown";
                 }
                 _ = evicted.cancelled() => false,
-                _ = self.tx.closed() => return,
+                _ = self.tx.closed() => return "client",
                 _ = inbox.ready() => {
                     self.session.drain(&mut out);
                     self.render(&mut out);
@@ -124,7 +130,9 @@ impl Pump {
             self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("slow SSE client cut off");
             self.kill.0.cancel();
+            return "slow_client";
         }
+        "client"
     }
 
     /// Append SSE text for `out` to the buffer.

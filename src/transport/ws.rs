@@ -74,11 +74,11 @@ pub async fn upgrade(state: AppState, settings: Arc<Settings>, mut req: Request<
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
     let q = query(&req);
-    let client = match admit(&settings, &req, &q) {
+    let client = match admit(&state, &settings, &req, &q) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let sub = match subscription(&settings, &req, &q, &client, false) {
+    let sub = match subscription(&state, &settings, &req, &q, &client, false) {
         Ok(s) => s,
         Err(resp) => return resp,
     };
@@ -128,6 +128,23 @@ enum Ending {
     Gone,
 }
 
+impl Ending {
+    /// Label for the disconnect metric.
+    fn reason(&self) -> &'static str {
+        match self {
+            Ending::Gone => "client",
+            Ending::Close(code, _) => match code {
+                CloseCode::Restart => "shutdown",
+                CloseCode::Again => "slow_or_flooding",
+                CloseCode::Policy => "token_expired",
+                CloseCode::Away => "timeout",
+                CloseCode::Size => "too_big",
+                _ => "protocol",
+            },
+        }
+    }
+}
+
 struct WsSession {
     state: AppState,
     settings: Arc<Settings>,
@@ -155,7 +172,7 @@ async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, clien
     let last_seen = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel(32);
     let reader = tokio::spawn(read_loop(stream, tx, last_seen.clone(), started));
-    let session = Session::new(state.hub.clone(), state.broker.clone(), rt.client_queue);
+    let session = Session::new(&state, rt.client_queue);
     let mut ws = WsSession {
         state,
         settings,
@@ -166,8 +183,10 @@ async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, clien
         out: Vec::new(),
         buf: BytesMut::with_capacity(1024),
     };
+    ws.state.metrics.connect("ws");
     let ending = ws.serve(sub, rx, last_seen, started).await;
     reader.abort();
+    ws.state.metrics.disconnect("ws", ending.reason());
     if let Ending::Close(code, reason) = ending {
         let frame = CloseFrame {
             code,
@@ -303,7 +322,8 @@ impl WsSession {
                 self.refused = 0;
                 true
             }
-            Err(_) => {
+            Err(l) => {
+                self.state.metrics.limited(l.kind.label());
                 self.refused += 1;
                 false
             }

@@ -1,0 +1,188 @@
+//! Prometheus metrics (`GET /metrics` on the admin listener).
+//!
+//! One registry per gateway, filled by cheap atomic updates on the hot paths
+//! and encoded only when scraped. Live gauges (connections per transport,
+//! channels) are read from the counters the gateway already keeps, at scrape
+//! time, so nothing is counted twice.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::state::Stats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DisconnectLabels {
+    pub transport: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabel {
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    connections: Family<TransportLabel, Gauge>,
+    tcp_connections: Gauge,
+    channels: Gauge,
+    pub connects: Family<TransportLabel, Counter>,
+    pub disconnects: Family<DisconnectLabels, Counter>,
+    pub published: Counter,
+    pub delivered: Counter,
+    pub dropped: Family<ReasonLabel, Counter>,
+    pub delivery_latency: Histogram,
+    pub history: Family<ResultLabel, Counter>,
+    pub rate_limited: Family<KindLabel, Counter>,
+    pub auth_failures: Family<ReasonLabel, Counter>,
+    pub proxied: Family<ClassLabel, Counter>,
+    pub proxy_latency: Histogram,
+    pub backend_errors: Family<KindLabel, Counter>,
+    pub reloads: Family<ResultLabel, Counter>,
+    pub tls_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::with_prefix("pushgate");
+        let m = Metrics {
+            connections: Family::default(),
+            tcp_connections: Gauge::default(),
+            channels: Gauge::default(),
+            connects: Family::default(),
+            disconnects: Family::default(),
+            published: Counter::default(),
+            delivered: Counter::default(),
+            dropped: Family::default(),
+            // 50µs .. ~3.3s
+            delivery_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 17)),
+            history: Family::default(),
+            rate_limited: Family::default(),
+            auth_failures: Family::default(),
+            proxied: Family::default(),
+            proxy_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            backend_errors: Family::default(),
+            reloads: Family::default(),
+            tls_failures: Counter::default(),
+            registry: Registry::default(),
+        };
+        r.register("realtime_connections", "Open realtime connections by transport", m.connections.clone());
+        r.register("tcp_connections", "Open client TCP connections (public and admin)", m.tcp_connections.clone());
+        r.register("channels", "Channels with local subscribers", m.channels.clone());
+        r.register("connects", "Realtime connections opened", m.connects.clone());
+        r.register("disconnects", "Realtime connections closed, by reason", m.disconnects.clone());
+        r.register("messages_published", "Messages accepted for publishing", m.published.clone());
+        r.register("messages_delivered", "Messages written to clients", m.delivered.clone());
+        r.register("messages_dropped", "Messages not delivered to a connection, by reason", m.dropped.clone());
+        r.register(
+            "delivery_latency_seconds",
+            "Time from publish to hand-off to a client's socket",
+            m.delivery_latency.clone(),
+        );
+        r.register("history_replays", "Resumes by result (hit: replayed, reset: history gone)", m.history.clone());
+        r.register("rate_limited", "Refusals by limit", m.rate_limited.clone());
+        r.register("auth_failures", "Token refusals by reason", m.auth_failures.clone());
+        r.register("proxy_requests", "Proxied requests by status class", m.proxied.clone());
+        r.register("proxy_latency_seconds", "Proxied request time to response headers", m.proxy_latency.clone());
+        r.register("backend_errors", "Backend failures by kind", m.backend_errors.clone());
+        r.register("reloads", "Configuration reloads by result", m.reloads.clone());
+        r.register("tls_handshake_failures", "Failed TLS handshakes", m.tls_failures.clone());
+        Metrics { registry: r, ..m }
+    }
+
+    /// Prometheus text exposition, with live gauges refreshed from `stats`.
+    pub fn encode(&self, stats: &Stats, channels: usize) -> String {
+        for (t, n) in [("ws", &stats.ws), ("sse", &stats.sse), ("poll", &stats.poll)] {
+            self.connections
+                .get_or_create(&TransportLabel { transport: t })
+                .set(n.load(Ordering::Relaxed) as i64);
+        }
+        self.tcp_connections.set(stats.connections.load(Ordering::Relaxed) as i64);
+        self.channels.set(channels as i64);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn observe_delivery(&self, since_publish: Duration) {
+        self.delivery_latency.observe(since_publish.as_secs_f64());
+    }
+
+    pub fn connect(&self, transport: &'static str) {
+        self.connects.get_or_create(&TransportLabel { transport }).inc();
+    }
+
+    pub fn disconnect(&self, transport: &'static str, reason: &'static str) {
+        self.disconnects.get_or_create(&DisconnectLabels { transport, reason }).inc();
+    }
+
+    pub fn limited(&self, kind: &'static str) {
+        self.rate_limited.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn auth_failed(&self, reason: &'static str) {
+        self.auth_failures.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn replay(&self, result: &'static str) {
+        self.history.get_or_create(&ResultLabel { result }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_family() {
+        let m = Metrics::new();
+        m.connect("ws");
+        m.limited("messages");
+        m.observe_delivery(Duration::from_micros(300));
+        let text = m.encode(&Stats::default(), 3);
+        for name in [
+            "pushgate_realtime_connections{transport=\"ws\"} 0",
+            "pushgate_connects_total{transport=\"ws\"} 1",
+            "pushgate_rate_limited_total{kind=\"messages\"} 1",
+            "pushgate_delivery_latency_seconds_count 1",
+            "pushgate_channels 3",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}
