@@ -85,11 +85,13 @@ async fn webhook(state: AppState, req: Request<Incoming>) -> Response<Body> {
 fn readyz(state: &AppState) -> Response<Body> {
     let draining = state.shutdown.is_cancelled();
     let broker = state.broker.is_ready();
+    let reload_failed = state.stats.reload_failed.load(std::sync::atomic::Ordering::Relaxed);
+    // A refused reload leaves the previous config serving: report it, but stay in rotation.
     let ready = !draining && broker;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     reply::json(
         status,
-        &serde_json::json!({"ready": ready, "draining": draining, "broker": broker}),
+        &serde_json::json!({"ready": ready, "draining": draining, "broker": broker, "last_reload_failed": reload_failed}),
     )
 }
 

@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod reply;
 pub mod router;
 pub mod rules;
@@ -44,8 +45,6 @@ use crate::state::{AppState, Settings};
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Settings(#[from] state::SettingsError),
     #[error("binding {addr}: {source}")]
@@ -96,7 +95,6 @@ impl Gateway {
     /// Start serving on `listeners` with `config`. Must be called inside a Tokio runtime.
     pub fn start(config: Config, listeners: Listeners) -> Result<Handle, StartError> {
         tls::install_crypto_provider();
-        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         let hub = Hub::new();
         let memory = match config.broker.kind {
             BrokerKind::Memory => MemoryBroker::new(hub.clone()),
@@ -114,8 +112,8 @@ impl Gateway {
         let state = AppState::new(Settings::new(config)?, hub, broker);
         memory.spawn_sweeper(Duration::from_secs(5), state.shutdown.clone());
         spawn_limit_eviction(&state);
-        tokio::spawn(server::accept_loop(state.clone(), listeners.public, Surface::Public, tls));
-        tokio::spawn(server::accept_loop(state.clone(), listeners.admin, Surface::Admin, None));
+        tokio::spawn(server::accept_loop(state.clone(), listeners.public, Surface::Public));
+        tokio::spawn(server::accept_loop(state.clone(), listeners.admin, Surface::Admin));
         tracing::info!(%public, %admin, "pushgate listening");
         Ok(Handle { state, public, admin })
     }

@@ -81,6 +81,7 @@ fn run(path: &std::path::Path, grace: Duration) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listeners = Listeners::bind(&cfg)?;
         let handle = Gateway::start(cfg, listeners)?;
+        pushgate::reload::spawn(handle.state().clone(), path.to_path_buf());
         wait_for_signal().await;
         tracing::info!("shutting down");
         handle.shutdown(grace).await;

@@ -9,7 +9,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -42,8 +41,7 @@ pub enum Surface {
 }
 
 /// Accept connections until shutdown.
-pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Surface, tls: Option<Arc<rustls::ServerConfig>>) {
-    let acceptor = tls.map(TlsAcceptor::from);
+pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Surface) {
     let shutdown = state.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -59,7 +57,11 @@ pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Surfac
                     Surface::Admin => None,
                 };
                 let state2 = state.clone();
-                let acceptor = acceptor.clone();
+                // Read per connection: a reload may have brought new certificates.
+                let acceptor = match surface {
+                    Surface::Public => state.settings().tls.clone().map(TlsAcceptor::from),
+                    Surface::Admin => None,
+                };
                 state.tasks.spawn(connection(state2, stream, peer, local, surface, acceptor, gate));
             }
             Err(error) => {

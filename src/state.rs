@@ -28,6 +28,8 @@ pub struct Settings {
     pub auth: Authenticator,
     pub limits: Arc<Limits>,
     pub webhooks: Webhooks,
+    /// Certificates, re-read from disk on every reload.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// A config that parsed but cannot be put in force.
@@ -37,6 +39,8 @@ pub enum SettingsError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Webhook(#[from] RuleError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl Settings {
@@ -47,7 +51,9 @@ impl Settings {
         let auth = Authenticator::new(&config.auth)?;
         let limits = Limits::new(&config.limits);
         let webhooks = Webhooks::new(&config.webhooks)?;
+        let tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
         Ok(Settings {
+            tls,
             webhooks,
             config,
             rules,
@@ -69,6 +75,9 @@ pub struct AppState {
     pub tasks: TaskTracker,
     pub stats: Arc<Stats>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Bumped on every successful reload; live sessions re-check their
+    /// subscriptions when it changes.
+    pub generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl AppState {
@@ -81,6 +90,7 @@ impl AppState {
             tasks: TaskTracker::new(),
             stats: Arc::new(Stats::default()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
@@ -105,6 +115,8 @@ pub struct Stats {
     pub published: AtomicU64,
     pub delivered: AtomicU64,
     pub evicted: AtomicU64,
+    /// The last reload attempt was refused (shown by `/readyz`).
+    pub reload_failed: std::sync::atomic::AtomicBool,
     pub next_conn_id: AtomicU64,
 }
 

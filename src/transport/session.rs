@@ -59,6 +59,24 @@ impl Session {
         self.subs.iter().any(|s| &*s.channel == channel)
     }
 
+    pub fn channels(&self) -> Vec<Arc<str>> {
+        self.subs.iter().map(|s| s.channel.clone()).collect()
+    }
+
+    /// Drop subscriptions the current rules no longer allow for `who`;
+    /// returns the channels dropped.
+    pub fn revoke_forbidden(&mut self, rules: &crate::rules::ChannelRules, who: Option<&crate::auth::Identity>) -> Vec<Arc<str>> {
+        let gone: Vec<Arc<str>> = self
+            .channels()
+            .into_iter()
+            .filter(|c| rules.check_subscribe(c, who).is_err())
+            .collect();
+        for c in &gone {
+            self.unsubscribe(c);
+        }
+        gone
+    }
+
     pub fn channel_count(&self) -> usize {
         self.subs.len()
     }

@@ -56,7 +56,7 @@ pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incomin
     state.tasks.clone().spawn(
         Pump {
             state,
-            _client: client,
+            client: client,
             session,
             tx,
             kill,
@@ -76,7 +76,7 @@ pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incomin
 struct Pump {
     state: AppState,
     /// Holds the client's connection slot while the stream is open.
-    _client: super::Client,
+    client: super::Client,
     session: Session,
     tx: mpsc::Sender<Bytes>,
     kill: ConnKill,
@@ -101,6 +101,7 @@ impl Pump {
         let inbox = self.session.inbox().clone();
         let evicted = inbox.evicted().clone();
         let shutdown = self.state.shutdown.clone();
+        let mut generation = self.state.generation.subscribe();
         loop {
             let ok = tokio::select! {
                 biased;
@@ -120,6 +121,21 @@ impl Pump {
                     self.buf.put_slice(b": hb\n\n");
                     self.send().await
                 }
+                _ = generation.changed() => {
+                    let settings = self.state.settings();
+                    let gone = self.session.revoke_forbidden(&settings.rules, self.client.identity.as_ref());
+                    for channel in &gone {
+                        let _ = write!(
+                            self.buf,
+                            "event: error\ndata: {{\"type\":\"error\",\"code\":\"forbidden\",\"channel\":\"{channel}\",\"message\":\"subscription closed: the channel rules changed\"}}\n\n"
+                        );
+                    }
+                    if !gone.is_empty() && self.session.channel_count() == 0 {
+                        let _ = self.send().await;
+                        return "forbidden";
+                    }
+                    self.send().await
+                }
             };
             if !ok {
                 break;
@@ -130,7 +146,7 @@ impl Pump {
             self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("slow SSE client cut off");
             self.kill.0.cancel();
-            return "slow_client";
+            return "slowclient";
         }
         "client"
     }

@@ -250,6 +250,7 @@ impl WsSession {
         let shutdown = self.state.shutdown.clone();
         let evicted = self.session.inbox().evicted().clone();
         let inbox = self.session.inbox().clone();
+        let mut generation = self.state.generation.subscribe();
         loop {
             let expiry = self.expiry();
             let step = tokio::select! {
@@ -271,6 +272,7 @@ impl WsSession {
                     let _ = tokio::time::timeout(Duration::from_secs(1), self.write_unguarded(frames)).await;
                     return Ending::Close(CloseCode::Again, "slow consumer: resume with cursor".into());
                 }
+                _ = generation.changed() => self.on_reload().await,
                 _ = sleep_until_opt(expiry) => {
                     let text = ops::error(None, "token_expired", "the token expired; send a fresh `auth` op to continue");
                     let _ = self.send_text(text).await;
@@ -306,6 +308,23 @@ impl WsSession {
                 return Ending::Gone;
             }
         }
+    }
+
+    /// A new configuration is in force: adopt it, and close the subscriptions
+    /// its rules no longer allow (only those).
+    async fn on_reload(&mut self) -> Result<(), WsError> {
+        self.settings = self.state.settings();
+        let gone = self.session.revoke_forbidden(&self.settings.rules, self.client.identity.as_ref());
+        for channel in gone {
+            let frame = json!({
+                "type": "error",
+                "code": "forbidden",
+                "channel": &*channel,
+                "message": "subscription closed: the channel rules changed",
+            });
+            self.send_text(frame.to_string()).await?;
+        }
+        Ok(())
     }
 
     /// When the connection's token stops being valid, as a Tokio instant.
