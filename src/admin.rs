@@ -55,6 +55,8 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
             );
             r
         }
+        (&Method::POST, "/disconnect") => disconnect(state, req).await,
+        (&Method::GET, p) if p.starts_with("/channels/") => channel_info(&state, &p["/channels/".len()..]),
         (&Method::GET, "/healthz") => reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
         (&Method::GET, "/readyz") => readyz(&state),
         (&Method::GET, "/stats") => {
@@ -62,11 +64,56 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
             v["channels"] = state.hub.channel_count().into();
             reply::json(StatusCode::OK, &v)
         }
-        (_, "/publish" | "/healthz" | "/readyz" | "/stats" | "/metrics") => {
+        (_, "/publish" | "/healthz" | "/readyz" | "/stats" | "/metrics" | "/disconnect") => {
             reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "wrong method for this path")
         }
         _ => webhook(state, req).await,
     }
+}
+
+/// `GET /channels/{name}`: local subscribers and retained history.
+fn channel_info(state: &AppState, name: &str) -> Response<Body> {
+    if !crate::hub::message::valid_channel(name) {
+        return reply::error(StatusCode::BAD_REQUEST, "invalid_channel", "invalid channel name");
+    }
+    let (history, oldest) = state.broker.history_info(name);
+    let settings = state.settings();
+    let rule = settings.rules.find(name);
+    reply::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "channel": name,
+            "subscribers": state.hub.subscriber_count(name),
+            "history": { "length": history, "oldest_id": oldest.map(|o| o.to_string()) },
+            "rule": rule.map(|r| r.source.as_str()),
+        }),
+    )
+}
+
+/// `POST /disconnect` with `{"subject": "…"}` or `{"connection": id}`.
+async fn disconnect(state: AppState, req: Request<Incoming>) -> Response<Body> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Target {
+        subject: Option<String>,
+        connection: Option<u64>,
+    }
+    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body over 64 KiB"),
+    };
+    let target: Target = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_json", e),
+    };
+    let n = match (target.subject, target.connection) {
+        (Some(s), None) => state.connections.disconnect_subject(&s),
+        (None, Some(id)) => usize::from(state.connections.disconnect_id(id)),
+        _ => {
+            return reply::error(StatusCode::BAD_REQUEST, "bad_request", "give exactly one of `subject` or `connection`");
+        }
+    };
+    reply::json(StatusCode::OK, &serde_json::json!({ "disconnected": n }))
 }
 
 /// Paths from `webhooks:` rules.

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod conn_info;
+pub mod connections;
 pub mod hub;
 pub mod ingest;
 pub mod limits;

@@ -78,6 +78,7 @@ pub struct AppState {
     /// Bumped on every successful reload; live sessions re-check their
     /// subscriptions when it changes.
     pub generation: Arc<tokio::sync::watch::Sender<u64>>,
+    pub connections: Arc<crate::connections::Connections>,
 }
 
 impl AppState {
@@ -91,6 +92,7 @@ impl AppState {
             stats: Arc::new(Stats::default()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             generation: Arc::new(tokio::sync::watch::Sender::new(0)),
+            connections: Arc::default(),
         }
     }
 

@@ -56,7 +56,8 @@ pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incomin
     state.tasks.clone().spawn(
         Pump {
             state,
-            client: client,
+            client,
+            kick: Default::default(),
             session,
             tx,
             kill,
@@ -77,6 +78,8 @@ struct Pump {
     state: AppState,
     /// Holds the client's connection slot while the stream is open.
     client: super::Client,
+    /// Cancelled by `POST /disconnect`.
+    kick: tokio_util::sync::CancellationToken,
     session: Session,
     tx: mpsc::Sender<Bytes>,
     kill: ConnKill,
@@ -87,6 +90,9 @@ impl Pump {
     async fn run(mut self, out: Vec<Out>, heartbeat: Duration) {
         let _gauge = Gauge::enter(&self.state.stats, |s| &s.sse);
         self.state.metrics.connect("sse");
+        let subject = self.client.identity.as_ref().map(|i| i.subject.clone());
+        let registration = self.state.connections.register(self.state.stats.conn_id(), subject.as_deref(), "sse");
+        self.kick = registration.kick.clone();
         let reason = self.pump(out, heartbeat).await;
         self.state.metrics.disconnect("sse", reason);
     }
@@ -102,9 +108,11 @@ impl Pump {
         let evicted = inbox.evicted().clone();
         let shutdown = self.state.shutdown.clone();
         let mut generation = self.state.generation.subscribe();
+        let kick = self.kick.clone();
         loop {
             let ok = tokio::select! {
                 biased;
+                _ = kick.cancelled() => return "operator",
                 _ = shutdown.cancelled() => {
                     let _ = write!(self.buf, "retry: 500\nevent: reconnect\ndata: {{\"type\":\"reconnect\",\"reason\":\"restart\"}}\n\n");
                     let _ = tokio::time::timeout(Duration::from_secs(1), self.send()).await;

@@ -149,6 +149,8 @@ struct WsSession {
     state: AppState,
     settings: Arc<Settings>,
     client: Client,
+    /// Cancelled by `POST /disconnect`.
+    kick: tokio_util::sync::CancellationToken,
     /// Frames refused by the rate limit since the last accepted one.
     refused: u32,
     session: Session,
@@ -177,6 +179,7 @@ async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, clien
         state,
         settings,
         client,
+        kick: Default::default(),
         refused: 0,
         session,
         sink,
@@ -184,6 +187,9 @@ async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, clien
         buf: BytesMut::with_capacity(1024),
     };
     ws.state.metrics.connect("ws");
+    let subject = ws.client.identity.as_ref().map(|i| i.subject.clone());
+    let registration = ws.state.connections.register(ws.state.stats.conn_id(), subject.as_deref(), "ws");
+    ws.kick = registration.kick.clone();
     let ending = ws.serve(sub, rx, last_seen, started).await;
     reader.abort();
     ws.state.metrics.disconnect("ws", ending.reason());
@@ -251,10 +257,14 @@ impl WsSession {
         let evicted = self.session.inbox().evicted().clone();
         let inbox = self.session.inbox().clone();
         let mut generation = self.state.generation.subscribe();
+        let kick = self.kick.clone();
         loop {
             let expiry = self.expiry();
             let step = tokio::select! {
                 biased;
+                _ = kick.cancelled() => {
+                    return Ending::Close(CloseCode::Policy, "disconnected by the operator".into());
+                }
                 _ = shutdown.cancelled() => {
                     let frame = json!({"type": "reconnect", "reason": "restart", "cursor": self.session.cursor_text()});
                     let _ = tokio::time::timeout(Duration::from_secs(1), self.write_unguarded(vec![Frame::Text(frame.to_string().into())])).await;

@@ -1,0 +1,110 @@
+//! The live realtime sessions, by id and subject, so the admin API can list
+//! them and disconnect one client (`POST /disconnect`) wherever it is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+pub struct Connections {
+    inner: Mutex<HashMap<u64, Entry>>,
+}
+
+struct Entry {
+    subject: Option<String>,
+    transport: &'static str,
+    kick: CancellationToken,
+}
+
+/// A session's place in the registry; removed on drop.
+pub struct Registration {
+    registry: Arc<Connections>,
+    pub id: u64,
+    /// Cancelled when an operator disconnects this session.
+    pub kick: CancellationToken,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.registry.inner.lock() {
+            m.remove(&self.id);
+        }
+    }
+}
+
+impl Connections {
+    pub fn register(self: &Arc<Self>, id: u64, subject: Option<&str>, transport: &'static str) -> Registration {
+        let kick = CancellationToken::new();
+        if let Ok(mut m) = self.inner.lock() {
+            m.insert(
+                id,
+                Entry {
+                    subject: subject.map(str::to_string),
+                    transport,
+                    kick: kick.clone(),
+                },
+            );
+        }
+        Registration {
+            registry: self.clone(),
+            id,
+            kick,
+        }
+    }
+
+    /// Disconnect every session of `subject`; returns how many.
+    pub fn disconnect_subject(&self, subject: &str) -> usize {
+        let Ok(m) = self.inner.lock() else { return 0 };
+        let mut n = 0;
+        for e in m.values().filter(|e| e.subject.as_deref() == Some(subject)) {
+            e.kick.cancel();
+            n += 1;
+        }
+        n
+    }
+
+    /// Disconnect the session with this id.
+    pub fn disconnect_id(&self, id: u64) -> bool {
+        let Ok(m) = self.inner.lock() else { return false };
+        m.get(&id).map(|e| e.kick.cancel()).is_some()
+    }
+
+    /// Number of sessions per transport.
+    pub fn count_by_transport(&self) -> HashMap<&'static str, usize> {
+        let mut out = HashMap::new();
+        if let Ok(m) = self.inner.lock() {
+            for e in m.values() {
+                *out.entry(e.transport).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_kick_and_forget() {
+        let c = Arc::new(Connections::default());
+        let a = c.register(1, Some("alice"), "ws");
+        let b = c.register(2, Some("alice"), "sse");
+        let _x = c.register(3, None, "ws");
+        assert_eq!(c.disconnect_subject("alice"), 2);
+        assert!(a.kick.is_cancelled() && b.kick.is_cancelled());
+        assert!(c.disconnect_id(3));
+        assert!(!c.disconnect_id(4));
+        drop(a);
+        assert_eq!(c.len(), 2);
+    }
+}
