@@ -1,68 +1,201 @@
-//! TEMPORARY stub while the real config module is written.
-#![allow(dead_code)]
-use std::net::SocketAddr;
-use std::num::NonZeroU32;
-use std::path::PathBuf;
-use std::time::Duration;
+//! Configuration: `gateway.yaml` read, `${ENV}`-interpolated, parsed into typed
+//! sections and validated, in that order (`load` → `parse` → validate → `Config`).
+//! The rule it keeps: a bad file never half-loads. Every problem comes back as a
+//! `ConfigError` naming the file, the 1-based line and the dotted key path, all
+//! validation problems at once, and no message ever contains a secret or a value
+//! that came from the environment.
 
-#[derive(Clone, Debug)]
-pub struct Config { pub listen: Listen, pub tls: Option<Tls>, pub backend: Backend, pub realtime: Realtime, pub auth: Auth, pub webhooks: Vec<Webhook>, pub channels: Vec<ChannelRule>, pub limits: Limits, pub broker: BrokerConfig, pub log: Log, pub source: PathBuf }
-#[derive(Clone, Debug)]
-pub struct Listen { pub public: SocketAddr, pub admin: SocketAddr }
-#[derive(Clone, Debug)]
-pub struct Tls { pub cert: PathBuf, pub key: PathBuf, pub self_signed_if_missing: bool, pub sni: Vec<SniCert> }
-#[derive(Clone, Debug)]
-pub struct SniCert { pub hosts: Vec<String>, pub cert: PathBuf, pub key: PathBuf }
-#[derive(Clone, Debug)]
-pub struct Backend { pub url: url::Url, pub connect_timeout: Duration, pub timeout: Duration }
-#[derive(Clone, Debug)]
-pub struct Realtime { pub path: String, pub heartbeat: Duration, pub poll_timeout: Duration, pub history: History, pub max_message: usize, pub client_queue: usize, pub allowed_origins: Vec<String> }
-#[derive(Clone, Debug)]
-pub struct History { pub size: usize, pub ttl: Duration }
-#[derive(Clone, Debug)]
-pub struct ChannelRule { pub pattern: String, pub subscribe: Subscribe, pub publish: PublishBy, pub presence: bool, pub history: Option<HistoryOverride>, pub slow_client: SlowClient }
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Subscribe { Anyone, Owner, Token }
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PublishBy { Server, Clients }
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SlowClient { Disconnect, DropOldest, Conflate }
-#[derive(Clone, Debug)]
-pub struct HistoryOverride { pub size: Option<usize>, pub ttl: Option<Duration> }
-#[derive(Clone, Debug)]
-pub struct Limits { pub per_client: PerClient, pub per_ip: PerIp, pub publish: RateLimit, pub max_connections: usize }
-#[derive(Clone, Debug)]
-pub struct RateLimit { pub rate: Rate, pub burst: NonZeroU32 }
-#[derive(Clone, Debug)]
-pub struct Rate { pub count: NonZeroU32, pub per: Duration }
-#[derive(Clone, Debug)]
-pub struct BrokerConfig { pub kind: BrokerKind }
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BrokerKind { Memory, Redis }
-#[derive(Clone, Debug)]
-pub struct Log { pub format: LogFormat, pub level: String }
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat { Pretty, Json }
-#[derive(Debug)]
-pub struct ConfigErrors(pub Vec<String>);
-impl std::fmt::Display for ConfigErrors { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{}", self.0.join("\n")) } }
-pub fn load(_p: &std::path::Path) -> Result<Config, ConfigErrors> { Err(ConfigErrors(vec!["stub".into()])) }
-impl Config { pub fn summary(&self) -> String { String::new() } }
-#[derive(Clone, Debug, Default)]
-pub struct Auth { pub jwt: Option<Jwt>, pub static_tokens: Vec<StaticToken>, pub admin_keys: Vec<String>, pub cookie: Option<String> }
-#[derive(Clone, Debug)]
-pub struct Jwt { pub hs256_secret: Option<String>, pub rs256_public_key: Option<PathBuf>, pub es256_public_key: Option<PathBuf>, pub issuer: Option<String>, pub audience: Option<String>, pub leeway: Duration }
-#[derive(Clone, Debug)]
-pub struct StaticToken { pub token: String, pub subject: String, pub channels: Vec<String> }
-#[derive(Clone, Debug)]
-pub struct PerClient { pub connections: u32, pub messages: RateLimit, pub subscribes: RateLimit }
-#[derive(Clone, Debug)]
-pub struct PerIp { pub connects: RateLimit }
-#[derive(Clone, Debug)]
-pub struct Webhook { pub name: String, pub matcher: WebhookMatch, pub verify: Option<Verify>, pub channel: String, pub event: Option<String>, pub data: Option<String> }
-#[derive(Clone, Debug)]
-pub struct WebhookMatch { pub method: String, pub path: String }
-#[derive(Clone, Debug)]
-pub struct Verify { pub hmac_sha256: HmacVerify }
-#[derive(Clone, Debug)]
-pub struct HmacVerify { pub header: String, pub secret: String }
+mod access;
+mod error;
+mod interpolate;
+mod lenient;
+mod locate;
+mod normalize;
+mod rules;
+mod schema;
+mod summary;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use access::{Auth, Jwt, Limits, PerClient, PerIp, RateLimit, StaticToken};
+pub use error::{ConfigError, ConfigErrors};
+pub use rules::{
+    ChannelRule, ClientMessages, HistoryOverride, HmacVerify, PublishBy, SlowClient, Subscribe,
+    Tap, TapMatch, Verify, Webhook, WebhookMatch,
+};
+pub use schema::{
+    Backend, BrokerConfig, BrokerKind, Config, History, Listen, Log, LogFormat, Realtime,
+    RedisConfig, SniCert, Tls,
+};
+pub use units::{Rate, format_duration, parse_duration, parse_size};
+
+use interpolate::{Env, Problem, Substitution};
+use locate::{KeyPath, line_of};
+use serde_yaml::Value;
+use std::path::Path;
+
+/// Reads `path`, interpolates the environment, parses and validates.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    parse(&text, path)
+}
+
+/// Like [`load`] from text already read; `file` names the source in messages and is
+/// the base for relative paths in the config.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    parse_with_env(text, file, &|name| std::env::var(name).ok())
+}
+
+/// [`parse`] with an explicit environment (tests must not mutate the process env).
+pub(crate) fn parse_with_env(
+    text: &str,
+    file: &Path,
+    env: Env<'_>,
+) -> Result<Config, ConfigErrors> {
+    let name = file.display().to_string();
+
+    let mut value: Value = serde_yaml::from_str(text).map_err(|e| {
+        let line = e.location().map_or(1, |l| l.line());
+        ConfigError::Syntax {
+            file: name.clone(),
+            line,
+            message: syntax_message(&e.to_string(), text, line),
+        }
+    })?;
+    if value.is_null() {
+        // An empty file (or only comments) is the all-defaults config.
+        value = Value::Mapping(serde_yaml::Mapping::new());
+    }
+
+    let (subs, problems) = interpolate::interpolate(&mut value, env);
+    if !problems.is_empty() {
+        let errors = problems
+            .into_iter()
+            .map(|(key, problem)| {
+                let (file, line, key_text) = (name.clone(), line_of(text, &key), key.to_string());
+                match problem {
+                    Problem::Unset { var } => ConfigError::UnsetVar {
+                        file,
+                        line,
+                        key: key_text,
+                        var,
+                    },
+                    Problem::Malformed { message } => ConfigError::Interpolation {
+                        file,
+                        line,
+                        key: key_text,
+                        message,
+                    },
+                }
+            })
+            .collect();
+        return Err(ConfigErrors(sorted(errors)));
+    }
+
+    let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = KeyPath::from_serde(e.path());
+        let message = e.into_inner().to_string();
+        ConfigError::Schema {
+            file: name.clone(),
+            line: line_of(text, &key),
+            message: hide(message, &key, &subs),
+            key: key.to_string(),
+        }
+    })?;
+
+    let violations = validate::validate(&config);
+    if !violations.is_empty() {
+        let errors = violations
+            .into_iter()
+            .map(|v| ConfigError::Invalid {
+                file: name.clone(),
+                line: line_of(text, &v.key),
+                message: hide(v.message, &v.key, &subs),
+                key: v.key.to_string(),
+            })
+            .collect();
+        return Err(ConfigErrors(sorted(errors)));
+    }
+
+    normalize::normalize(&mut config, file);
+    Ok(config)
+}
+
+/// Keeps secrets and environment-provided values out of a message about `key`.
+fn hide(message: String, key: &KeyPath, subs: &[Substitution]) -> String {
+    let message = interpolate::redact(message, key, subs);
+    if !is_secret(key) {
+        return message;
+    }
+    match message.find("expected") {
+        Some(at) => format!("invalid value (not shown), {}", &message[at..]),
+        None => "invalid value (not shown)".to_owned(),
+    }
+}
+
+/// Keys whose values are credentials.
+fn is_secret(key: &KeyPath) -> bool {
+    let under_admin_keys = key
+        .0
+        .iter()
+        .any(|s| matches!(s, locate::Seg::Key(k) if k == "admin_keys"));
+    under_admin_keys || matches!(key.last_key(), Some("hs256_secret" | "secret" | "token"))
+}
+
+fn sorted(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    errors.sort_by_key(|e| e.line());
+    errors
+}
+
+/// The parser's message without its positions, plus a hint for the classic mistake
+/// of an unquoted `${...}` inside `[ ]` or `{ }` (where `{`/`}` are YAML syntax).
+fn syntax_message(raw: &str, text: &str, line: usize) -> String {
+    let mut message = strip_positions(raw);
+    let near = text
+        .lines()
+        .skip(line.saturating_sub(2))
+        .take(2)
+        .any(|l| l.contains("${"));
+    if near && message.contains("flow") {
+        message.push_str(" (inside [ ] or { }, quote interpolations: \"${NAME}\")");
+    }
+    message
+}
+
+/// Drops the parser's own " at line L column C" / " at position N" notes: the line is
+/// already in front of every message.
+fn strip_positions(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(" at ") {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 4..];
+        if let Some(after) = skip_position(tail) {
+            rest = after;
+        } else {
+            out.push_str(" at ");
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// If `s` starts with `line N column M` or `position N`, what follows it.
+fn skip_position(s: &str) -> Option<&str> {
+    fn number(s: &str) -> Option<&str> {
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        (digits > 0).then(|| &s[digits..])
+    }
+    if let Some(s) = s.strip_prefix("line ") {
+        let s = number(s)?;
+        return number(s.strip_prefix(" column ")?);
+    }
+    number(s.strip_prefix("position ")?)
+}

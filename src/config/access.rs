@@ -1,0 +1,164 @@
+//! Who may connect and how much: token verification settings (`auth:`) and the rate
+//! and connection limits (`limits:`). Rates are typed (`Rate`, `NonZeroU32` burst) so
+//! a zero quota cannot reach the limiter. Empty static tokens and admin keys (from
+//! `${X:-}`) mean "unset" and are dropped on load, so an empty string can never
+//! authenticate anyone.
+
+use super::lenient;
+use super::units::{self, Rate};
+use serde::Deserialize;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub jwt: Option<Jwt>,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub static_tokens: Vec<StaticToken>,
+    /// Empty list: the admin listener is open (on loopback only).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub admin_keys: Vec<String>,
+    /// Name of a cookie carrying a token.
+    pub cookie: Option<String>,
+}
+
+/// JWT verification. Key file paths are resolved against the config file's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Jwt {
+    /// An empty secret (from `${X:-}`) is treated as absent.
+    pub hs256_secret: Option<String>,
+    pub rs256_public_key: Option<PathBuf>,
+    pub es256_public_key: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    #[serde(deserialize_with = "units::duration")]
+    pub leeway: Duration,
+}
+
+impl Default for Jwt {
+    fn default() -> Self {
+        Jwt {
+            hs256_secret: None,
+            rs256_public_key: None,
+            es256_public_key: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    pub token: String,
+    pub subject: String,
+    /// Channel patterns this token may subscribe to.
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub per_client: PerClient,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub per_ip: PerIp,
+    /// Admin publishes, per admin key.
+    pub publish: RateLimit,
+    #[serde(deserialize_with = "lenient::usize")]
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_client: PerClient::default(),
+            per_ip: PerIp::default(),
+            publish: RateLimit::new(5000, Duration::from_secs(1), 10_000),
+            max_connections: 100_000,
+        }
+    }
+}
+
+/// A client is the token subject, else the IP.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerClient {
+    #[serde(deserialize_with = "lenient::u32")]
+    pub connections: u32,
+    /// Frames or requests a client sends.
+    pub messages: RateLimit,
+    pub subscribes: RateLimit,
+}
+
+impl Default for PerClient {
+    fn default() -> Self {
+        PerClient {
+            connections: 20,
+            messages: RateLimit::new(20, Duration::from_secs(1), 40),
+            subscribes: RateLimit::new(60, Duration::from_secs(60), 20),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerIp {
+    pub connects: RateLimit,
+}
+
+impl Default for PerIp {
+    fn default() -> Self {
+        PerIp {
+            connects: RateLimit::new(10, Duration::from_secs(1), 50),
+        }
+    }
+}
+
+/// A token bucket: `rate` refill, up to `burst` at once. `burst` defaults to the
+/// rate's count when omitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(from = "RawRateLimit")]
+pub struct RateLimit {
+    pub rate: Rate,
+    pub burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// A limit from plain numbers; zero counts are raised to 1.
+    pub fn new(count: u32, per: Duration, burst: u32) -> Self {
+        RateLimit {
+            rate: Rate {
+                count: nonzero(count),
+                per,
+            },
+            burst: nonzero(burst),
+        }
+    }
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    rate: Rate,
+    #[serde(default, deserialize_with = "lenient::opt_nonzero_u32")]
+    burst: Option<NonZeroU32>,
+}
+
+impl From<RawRateLimit> for RateLimit {
+    fn from(raw: RawRateLimit) -> Self {
+        RateLimit {
+            rate: raw.rate,
+            burst: raw.burst.unwrap_or(raw.rate.count),
+        }
+    }
+}

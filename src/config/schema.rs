@@ -1,0 +1,223 @@
+//! The top of the configuration schema: the `Config` root and the sections about
+//! where pushgate listens, what it proxies to, how realtime endpoints behave, which
+//! broker carries messages and how it logs. Field names are the YAML keys; every
+//! struct refuses unknown keys, and every section has defaults so that an empty file
+//! is a working configuration. Channel, webhook and tap rules live in `rules.rs`;
+//! authentication and limits in `access.rs`.
+
+use super::access::{Auth, Limits};
+use super::rules::{ChannelRule, ClientMessages, Tap, Webhook};
+use super::{lenient, units};
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole gateway configuration, as read from `gateway.yaml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub listen: Listen,
+    pub tls: Option<Tls>,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub backend: Backend,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub realtime: Realtime,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub auth: Auth,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub channels: Vec<ChannelRule>,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub limits: Limits,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub webhooks: Vec<Webhook>,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub taps: Vec<Tap>,
+    pub client_messages: Option<ClientMessages>,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub broker: BrokerConfig,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub log: Log,
+    /// The file this configuration came from (not a YAML key).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+/// The two listeners.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// Browsers and proxied traffic (TLS when `tls:` is present).
+    pub public: SocketAddr,
+    /// Publish, hooks, metrics, dashboard: plain HTTP, loopback by default.
+    pub admin: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            public: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8443)),
+            admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 9090)),
+        }
+    }
+}
+
+/// TLS on the public listener. Paths are resolved against the config file's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Development only: generate a self-signed pair at `cert`/`key` when absent.
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub self_signed_if_missing: bool,
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub sni: Vec<SniCert>,
+}
+
+/// An extra certificate chosen by server name.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCert {
+    pub hosts: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The application pushgate fronts.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backend {
+    /// Must be `http://` (an https backend is not supported yet).
+    #[serde(deserialize_with = "lenient::url")]
+    pub url: url::Url,
+    #[serde(deserialize_with = "units::duration")]
+    pub connect_timeout: Duration,
+    /// Whole request; streaming responses are not cut while bytes flow.
+    #[serde(deserialize_with = "units::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        Backend {
+            // A constant literal, not file input: it always parses.
+            url: url::Url::parse("http://127.0.0.1:8080").expect("default backend URL parses"),
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The realtime endpoints: `{path}/ws`, `{path}/sse`, `{path}/poll`, `{path}/send`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Realtime {
+    /// Starts with `/`, no trailing `/` (normalised on load).
+    pub path: String,
+    #[serde(deserialize_with = "units::duration")]
+    pub heartbeat: Duration,
+    #[serde(deserialize_with = "units::duration")]
+    pub poll_timeout: Duration,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub history: History,
+    #[serde(deserialize_with = "units::size")]
+    pub max_message: usize,
+    /// Messages buffered per connection; overflow closes it with a resume cursor.
+    #[serde(deserialize_with = "lenient::usize")]
+    pub client_queue: usize,
+    /// Browser `Origin` check for ws/sse/poll; `"*"` allows all.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Realtime {
+    fn default() -> Self {
+        Realtime {
+            path: "/realtime".to_owned(),
+            heartbeat: Duration::from_secs(15),
+            poll_timeout: Duration::from_secs(25),
+            history: History::default(),
+            max_message: 64 * 1024,
+            client_queue: 1024,
+            allowed_origins: vec!["*".to_owned()],
+        }
+    }
+}
+
+/// Per-channel history kept for resume.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct History {
+    #[serde(deserialize_with = "lenient::usize")]
+    pub size: usize,
+    #[serde(deserialize_with = "units::duration")]
+    pub ttl: Duration,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            size: 1000,
+            ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Which broker carries messages between ingest and hub.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    pub kind: BrokerKind,
+    /// Filled with defaults on load when `kind: redis` and this is absent.
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            prefix: "pushgate".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, or directives like `pushgate=debug,hyper=info`.
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}

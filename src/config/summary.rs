@@ -1,0 +1,163 @@
+//! The short human summary `pushgate check` prints: what will listen where, whether
+//! TLS is on, where traffic goes and which channel rules apply. It shows counts and
+//! names, never secrets (URL passwords are masked, tokens and keys are only counted).
+
+use super::Config;
+use super::rules::SlowClient;
+use super::schema::BrokerKind;
+use super::units::format_duration;
+use std::fmt::Write;
+
+impl Config {
+    /// A few lines describing this configuration, for `pushgate check`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_summary(&mut out);
+        out
+    }
+
+    fn write_summary(&self, out: &mut String) -> std::fmt::Result {
+        let tls_mode = if self.tls.is_some() {
+            "TLS"
+        } else {
+            "plain HTTP"
+        };
+        writeln!(
+            out,
+            "listen: public {} ({tls_mode}), admin {} (plain HTTP)",
+            self.listen.public, self.listen.admin
+        )?;
+        match &self.tls {
+            None => writeln!(out, "tls: off")?,
+            Some(tls) => {
+                write!(
+                    out,
+                    "tls: on, cert {}, key {}",
+                    tls.cert.display(),
+                    tls.key.display()
+                )?;
+                if tls.self_signed_if_missing {
+                    write!(out, " (self-signed if missing)")?;
+                }
+                for sni in &tls.sni {
+                    write!(
+                        out,
+                        "; sni {} -> {}",
+                        sni.hosts.join(","),
+                        sni.cert.display()
+                    )?;
+                }
+                writeln!(out)?;
+            }
+        }
+        let b = &self.backend;
+        writeln!(
+            out,
+            "backend: {} (connect timeout {}, timeout {})",
+            masked(b.url.as_str()),
+            format_duration(b.connect_timeout),
+            format_duration(b.timeout)
+        )?;
+        let rt = &self.realtime;
+        let p = &rt.path;
+        writeln!(
+            out,
+            "realtime: {p}/ws {p}/sse {p}/poll (heartbeat {}, poll timeout {}, history {} / {}, \
+             max message {} bytes, client queue {})",
+            format_duration(rt.heartbeat),
+            format_duration(rt.poll_timeout),
+            rt.history.size,
+            format_duration(rt.history.ttl),
+            rt.max_message,
+            rt.client_queue
+        )?;
+        let jwt = match &self.auth.jwt {
+            None => "off".to_owned(),
+            Some(j) => {
+                let mut algs = Vec::new();
+                if j.hs256_secret.is_some() {
+                    algs.push("HS256");
+                }
+                if j.rs256_public_key.is_some() {
+                    algs.push("RS256");
+                }
+                if j.es256_public_key.is_some() {
+                    algs.push("ES256");
+                }
+                algs.join("+")
+            }
+        };
+        writeln!(
+            out,
+            "auth: jwt {jwt}, {} static token(s), {} admin key(s){}",
+            self.auth.static_tokens.len(),
+            self.auth.admin_keys.len(),
+            if self.auth.admin_keys.is_empty() {
+                " (admin open)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            out,
+            "channels: {} rule(s), first match wins",
+            self.channels.len()
+        )?;
+        for rule in &self.channels {
+            let subscribe = format!("{:?}", rule.subscribe).to_ascii_lowercase();
+            let publish = format!("{:?}", rule.publish).to_ascii_lowercase();
+            write!(
+                out,
+                "  {:<20} subscribe {subscribe}, publish {publish}",
+                rule.pattern
+            )?;
+            if rule.presence {
+                write!(out, ", presence")?;
+            }
+            if let Some(h) = &rule.history {
+                if let Some(size) = h.size {
+                    write!(out, ", history size {size}")?;
+                }
+                if let Some(ttl) = h.ttl {
+                    write!(out, ", history ttl {}", format_duration(ttl))?;
+                }
+            }
+            let slow = match rule.slow_client {
+                SlowClient::Disconnect => "disconnect",
+                SlowClient::DropOldest => "drop_oldest",
+                SlowClient::Conflate => "conflate",
+            };
+            writeln!(out, ", slow clients: {slow}")?;
+        }
+        writeln!(
+            out,
+            "webhooks: {}, taps: {}",
+            self.webhooks.len(),
+            self.taps.len()
+        )?;
+        match (&self.broker.kind, &self.broker.redis) {
+            (BrokerKind::Redis, Some(redis)) => writeln!(
+                out,
+                "broker: redis {} (prefix {})",
+                masked(&redis.url),
+                redis.prefix
+            )?,
+            (BrokerKind::Redis, None) => writeln!(out, "broker: redis")?,
+            (BrokerKind::Memory, _) => writeln!(out, "broker: memory")?,
+        }
+        Ok(())
+    }
+}
+
+/// A URL with any password replaced by `***`.
+fn masked(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        Ok(url) => url.to_string(),
+        Err(_) => "(invalid url)".to_owned(),
+    }
+}

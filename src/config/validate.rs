@@ -1,0 +1,396 @@
+//! Rules that span fields or need more than a type: URL schemes, path shapes, channel
+//! pattern syntax, duplicate names, listener clashes. Runs on the freshly parsed
+//! (not yet normalised) config and reports every problem, each with the key path it
+//! belongs to, so the operator fixes the whole file in one round.
+
+use super::Config;
+use super::locate::KeyPath;
+use super::rules::Subscribe;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// One broken rule: where, and what is wrong (never the value of a secret).
+#[derive(Clone, Debug)]
+pub(crate) struct Violation {
+    pub key: KeyPath,
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Report(Vec<Violation>);
+
+impl Report {
+    fn add(&mut self, key: KeyPath, message: impl Into<String>) {
+        self.0.push(Violation {
+            key,
+            message: message.into(),
+        });
+    }
+}
+
+pub(crate) fn validate(c: &Config) -> Vec<Violation> {
+    let mut r = Report::default();
+    let root = KeyPath::root();
+    listen(c, &mut r);
+    tls(c, &mut r);
+    backend(c, &mut r);
+    realtime(c, &mut r);
+    auth(c, &mut r);
+    channels(c, &mut r);
+    limits(c, &mut r);
+    ingest(c, &mut r);
+    if let Some(cm) = &c.client_messages {
+        if !cm.forward_to.starts_with('/') {
+            let key = root.key("client_messages").key("forward_to");
+            r.add(key, "must be a backend path starting with '/'");
+        }
+    }
+    broker(c, &mut r);
+    r.0
+}
+
+fn listen(c: &Config, r: &mut Report) {
+    let (public, admin) = (c.listen.public, c.listen.admin);
+    // Port 0 asks the OS for a free port, so two port-0 listeners never clash.
+    if public == admin && public.port() != 0 {
+        r.add(
+            KeyPath::root().key("listen").key("admin"),
+            format!("must differ from listen.public (both are {public})"),
+        );
+    }
+}
+
+fn tls(c: &Config, r: &mut Report) {
+    let Some(tls) = &c.tls else { return };
+    let key = KeyPath::root().key("tls");
+    if tls.cert.as_os_str().is_empty() {
+        r.add(key.key("cert"), "must not be empty");
+    }
+    if tls.key.as_os_str().is_empty() {
+        r.add(key.key("key"), "must not be empty");
+    }
+    for (i, sni) in tls.sni.iter().enumerate() {
+        let at = key.key("sni").index(i);
+        if sni.hosts.is_empty() {
+            r.add(at.key("hosts"), "must list at least one host name");
+        }
+        for (j, host) in sni.hosts.iter().enumerate() {
+            if host.trim().is_empty() || host.contains(['/', ':', ' ']) {
+                r.add(
+                    at.key("hosts").index(j),
+                    format!("{host:?} is not a host name"),
+                );
+            }
+        }
+        if sni.cert.as_os_str().is_empty() {
+            r.add(at.key("cert"), "must not be empty");
+        }
+        if sni.key.as_os_str().is_empty() {
+            r.add(at.key("key"), "must not be empty");
+        }
+    }
+}
+
+fn backend(c: &Config, r: &mut Report) {
+    let key = KeyPath::root().key("backend");
+    let url = &c.backend.url;
+    match url.scheme() {
+        "http" => {}
+        "https" => r.add(
+            key.key("url"),
+            "an https:// backend is not supported yet; use http:// (pushgate terminates TLS in front)",
+        ),
+        other => r.add(key.key("url"), format!("scheme `{other}` is not supported; use http://")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        r.add(
+            key.key("url"),
+            "must name a host, e.g. http://127.0.0.1:8080",
+        );
+    }
+    nonzero(r, &key.key("connect_timeout"), c.backend.connect_timeout);
+    nonzero(r, &key.key("timeout"), c.backend.timeout);
+}
+
+fn realtime(c: &Config, r: &mut Report) {
+    let rt = &c.realtime;
+    let key = KeyPath::root().key("realtime");
+    if let Err(message) = check_mount_path(&rt.path) {
+        r.add(key.key("path"), message);
+    }
+    nonzero(r, &key.key("heartbeat"), rt.heartbeat);
+    nonzero(r, &key.key("poll_timeout"), rt.poll_timeout);
+    if rt.history.size == 0 {
+        r.add(key.key("history").key("size"), "must be at least 1");
+    }
+    nonzero(r, &key.key("history").key("ttl"), rt.history.ttl);
+    if rt.max_message == 0 {
+        r.add(key.key("max_message"), "must be at least 1 byte");
+    }
+    if rt.client_queue == 0 {
+        r.add(key.key("client_queue"), "must be at least 1");
+    }
+    for (i, origin) in rt.allowed_origins.iter().enumerate() {
+        if origin != "*" && !is_origin(origin) {
+            r.add(
+                key.key("allowed_origins").index(i),
+                format!("{origin:?} is not an origin like \"https://app.example.com\" or \"*\""),
+            );
+        }
+    }
+}
+
+/// `/realtime` or `/realtime/`: starts with '/', not the root, no query or spaces.
+fn check_mount_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with '/'"));
+    }
+    if path.trim_end_matches('/').is_empty() {
+        return Err("must not be the root path \"/\"; the root belongs to the backend".into());
+    }
+    if path.contains(['?', '#', ' ', '\t', '{', '}', '*']) || path.contains("//") {
+        return Err(format!("{path:?} is not a plain URL path"));
+    }
+    Ok(())
+}
+
+fn is_origin(origin: &str) -> bool {
+    match url::Url::parse(origin) {
+        Ok(u) => {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.path() == "/"
+                && !origin.ends_with('/')
+                && u.query().is_none()
+        }
+        Err(_) => false,
+    }
+}
+
+fn auth(c: &Config, r: &mut Report) {
+    let key = KeyPath::root().key("auth");
+    if let Some(jwt) = &c.auth.jwt {
+        let has_secret = jwt.hs256_secret.as_deref().is_some_and(|s| !s.is_empty());
+        if !has_secret && jwt.rs256_public_key.is_none() && jwt.es256_public_key.is_none() {
+            r.add(
+                key.key("jwt"),
+                "needs a key: hs256_secret, rs256_public_key or es256_public_key",
+            );
+        }
+    }
+    for (i, token) in c.auth.static_tokens.iter().enumerate() {
+        let at = key.key("static_tokens").index(i);
+        // An empty token (from `${X:-}`) means "unset": the entry is dropped on load.
+        if !token.token.is_empty() && token.subject.trim().is_empty() {
+            r.add(at.key("subject"), "must not be empty");
+        }
+        for (j, pattern) in token.channels.iter().enumerate() {
+            if let Err(message) = check_pattern(pattern, false) {
+                r.add(at.key("channels").index(j), message);
+            }
+        }
+    }
+    if c.auth
+        .cookie
+        .as_deref()
+        .is_some_and(|name| !is_token(name) && !name.is_empty())
+    {
+        r.add(
+            key.key("cookie"),
+            "must be a cookie name (letters, digits, `-`, `_`)",
+        );
+    }
+}
+
+fn channels(c: &Config, r: &mut Report) {
+    for (i, rule) in c.channels.iter().enumerate() {
+        let at = KeyPath::root().key("channels").index(i);
+        match check_pattern(&rule.pattern, true) {
+            Err(message) => r.add(at.key("pattern"), message),
+            Ok(placeholders) => {
+                if rule.subscribe == Subscribe::Owner && !placeholders.iter().any(|p| p == "sub") {
+                    r.add(
+                        at.key("subscribe"),
+                        "`owner` needs a `{sub}` placeholder in the pattern, e.g. \"user.{sub}\"",
+                    );
+                }
+            }
+        }
+        if let Some(history) = &rule.history {
+            if history.size == Some(0) {
+                r.add(at.key("history").key("size"), "must be at least 1");
+            }
+            if history.ttl == Some(Duration::ZERO) {
+                r.add(at.key("history").key("ttl"), "must be greater than 0");
+            }
+        }
+    }
+}
+
+/// Checks a channel pattern; returns its `{placeholder}` names.
+/// Channel characters: ASCII letters, digits and `. _ - : @ =`; patterns add `*`
+/// and (when `placeholders`) `{name}`.
+pub(crate) fn check_pattern(pattern: &str, placeholders: bool) -> Result<Vec<String>, String> {
+    if pattern.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let mut names = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            c if c.is_ascii_alphanumeric() || ".-_:@=*".contains(c) => {}
+            '{' if placeholders => {
+                let mut name = String::new();
+                let mut closed = false;
+                for c in chars.by_ref() {
+                    if c == '}' {
+                        closed = true;
+                        break;
+                    }
+                    name.push(c);
+                }
+                let valid = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !closed || name.is_empty() || !valid {
+                    return Err(format!(
+                        "{pattern:?} has a malformed placeholder; write `{{name}}` with letters, digits or `_`"
+                    ));
+                }
+                names.push(name);
+            }
+            other => {
+                return Err(format!(
+                    "{pattern:?} contains {other:?}; allowed are ASCII letters, digits, `. _ - : @ =`, \
+                     `*`{}",
+                    if placeholders {
+                        " and `{placeholder}`"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+    }
+    Ok(names)
+}
+
+fn limits(c: &Config, r: &mut Report) {
+    let key = KeyPath::root().key("limits");
+    if c.limits.max_connections == 0 {
+        r.add(key.key("max_connections"), "must be at least 1");
+    }
+    if c.limits.per_client.connections == 0 {
+        r.add(
+            key.key("per_client").key("connections"),
+            "must be at least 1",
+        );
+    }
+}
+
+fn ingest(c: &Config, r: &mut Report) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, hook) in c.webhooks.iter().enumerate() {
+        let at = KeyPath::root().key("webhooks").index(i);
+        if hook.name.trim().is_empty() {
+            r.add(at.key("name"), "must not be empty");
+        } else if let Some(first) = seen.insert(hook.name.as_str(), i) {
+            seen.insert(hook.name.as_str(), first);
+            r.add(
+                at.key("name"),
+                format!(
+                    "duplicate webhook name {:?} (also webhooks[{first}])",
+                    hook.name
+                ),
+            );
+        }
+        check_method(r, &at.key("match").key("method"), &hook.matcher.method);
+        check_route(r, &at.key("match").key("path"), &hook.matcher.path);
+        if hook.channel.trim().is_empty() {
+            r.add(at.key("channel"), "must not be empty");
+        }
+        if let Some(verify) = &hook.verify {
+            if !is_token(&verify.hmac_sha256.header) {
+                r.add(
+                    at.key("verify").key("hmac_sha256").key("header"),
+                    "must be an HTTP header name",
+                );
+            }
+        }
+    }
+    for (i, tap) in c.taps.iter().enumerate() {
+        let at = KeyPath::root().key("taps").index(i);
+        if let Some(method) = &tap.matcher.method {
+            check_method(r, &at.key("match").key("method"), method);
+        }
+        check_route(r, &at.key("match").key("path"), &tap.matcher.path);
+        if let Some(status) = &tap.matcher.status {
+            if !is_status_pattern(status) {
+                r.add(
+                    at.key("match").key("status"),
+                    format!("{status:?} is not a status like \"2xx\", \"20x\" or \"201\""),
+                );
+            }
+        }
+        if tap.channel.trim().is_empty() {
+            r.add(at.key("channel"), "must not be empty");
+        }
+    }
+}
+
+fn check_method(r: &mut Report, key: &KeyPath, method: &str) {
+    if method.is_empty()
+        || http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).is_err()
+    {
+        r.add(key.clone(), format!("{method:?} is not an HTTP method"));
+    }
+}
+
+fn check_route(r: &mut Report, key: &KeyPath, path: &str) {
+    if !path.starts_with('/') {
+        r.add(key.clone(), format!("{path:?} must start with '/'"));
+    } else if path.contains(['?', '#', ' ']) {
+        r.add(
+            key.clone(),
+            format!("{path:?} must be a plain path without query or spaces"),
+        );
+    }
+}
+
+/// `2xx`, `20x`, `201` (first digit 1-5; an `x` may only be followed by `x`).
+pub(crate) fn is_status_pattern(status: &str) -> bool {
+    let b = status.to_ascii_lowercase().into_bytes();
+    let class = |c: u8| (b'1'..=b'5').contains(&c);
+    match b.as_slice() {
+        [first, b'x', b'x'] => class(*first),
+        [first, second, b'x'] => class(*first) && second.is_ascii_digit(),
+        [first, second, third] => {
+            class(*first) && second.is_ascii_digit() && third.is_ascii_digit()
+        }
+        _ => false,
+    }
+}
+
+fn broker(c: &Config, r: &mut Report) {
+    if let Some(redis) = &c.broker.redis {
+        let ok = url::Url::parse(&redis.url)
+            .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss" | "redis+unix" | "unix"));
+        if !ok {
+            r.add(
+                KeyPath::root().key("broker").key("redis").key("url"),
+                "must be a redis:// or rediss:// URL",
+            );
+        }
+    }
+}
+
+fn nonzero(r: &mut Report, key: &KeyPath, d: Duration) {
+    if d.is_zero() {
+        r.add(key.clone(), "must be greater than 0");
+    }
+}
+
+/// An HTTP token (header or cookie name).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
