@@ -46,10 +46,8 @@ pub async fn poll(state: AppState, settings: Arc<Settings>, req: Request<Incomin
         .map_or(rt.poll_timeout, |t| t.min(rt.poll_timeout));
     let mut session = Session::new(&state, rt.client_queue);
     let mut out = Vec::new();
-    for (channel, policy) in &sub.channels {
-        if let Err(e) = session.subscribe(channel, *policy, sub.cursor.as_ref(), &mut out).await {
-            return reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
-        }
+    if let Err(e) = session.subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out).await {
+        return reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
     }
     if out.is_empty() {
         let inbox = session.inbox().clone();

@@ -130,6 +130,26 @@ impl Session {
         Ok(())
     }
 
+    /// Subscribe to several channels at once (a connect URL's `channels=`),
+    /// replaying what each missed merged into one publication order.
+    pub async fn subscribe_all(
+        &mut self,
+        channels: &[(Arc<str>, SlowClient)],
+        from: Option<&Cursor>,
+        out: &mut Vec<Out>,
+    ) -> Result<(), BrokerError> {
+        let start = out.len();
+        for (channel, policy) in channels {
+            self.subscribe(channel, *policy, from, out).await?;
+        }
+        // Resets first, then messages by id (ids share one sequence per epoch).
+        out[start..].sort_by_key(|o| match o {
+            Out::Reset { .. } => (0, 0),
+            Out::Message(m) => (1, m.seq),
+        });
+        Ok(())
+    }
+
     pub fn unsubscribe(&mut self, channel: &str) -> bool {
         let Some(i) = self.subs.iter().position(|s| &*s.channel == channel) else {
             return false;

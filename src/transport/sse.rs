@@ -39,10 +39,8 @@ pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incomin
     let rt = &settings.config.realtime;
     let mut session = Session::new(&state, rt.client_queue);
     let mut out = Vec::new();
-    for (channel, policy) in &sub.channels {
-        if let Err(e) = session.subscribe(channel, *policy, sub.cursor.as_ref(), &mut out).await {
-            return reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
-        }
+    if let Err(e) = session.subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out).await {
+        return reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
     }
     let kill = req.extensions().get::<ConnKill>().cloned().unwrap_or_default();
     let conn = req.extensions().get::<ConnInfo>().cloned();
@@ -154,7 +152,7 @@ impl Pump {
             self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("slow SSE client cut off");
             self.kill.0.cancel();
-            return "slowclient";
+            return "slow_client";
         }
         "client"
     }

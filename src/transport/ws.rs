@@ -125,6 +125,8 @@ enum Inbound {
 /// Why a session ends, and what to tell the peer.
 enum Ending {
     Close(CloseCode, String),
+    /// Evicted while its socket would take no more bytes.
+    Stuck,
     Gone,
 }
 
@@ -133,6 +135,7 @@ impl Ending {
     fn reason(&self) -> &'static str {
         match self {
             Ending::Gone => "client",
+            Ending::Stuck => "slow_client",
             Ending::Close(code, _) => match code {
                 CloseCode::Restart => "shutdown",
                 CloseCode::Again => "slow_or_flooding",
@@ -243,10 +246,8 @@ impl WsSession {
         last_seen: Arc<AtomicU64>,
         started: Instant,
     ) -> Ending {
-        for (channel, policy) in &sub.channels {
-            if let Err(e) = self.session.subscribe(channel, *policy, sub.cursor.as_ref(), &mut self.out).await {
-                return Ending::Close(CloseCode::Again, e.to_string());
-            }
+        if let Err(e) = self.session.subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut self.out).await {
+            return Ending::Close(CloseCode::Again, e.to_string());
         }
         if self.flush_out().await.is_err() {
             return Ending::Gone;
@@ -315,6 +316,11 @@ impl WsSession {
                 }
             };
             if step.is_err() {
+                if evicted.is_cancelled() {
+                    // Cut off mid-write: the socket is stuck, so no notice can be sent.
+                    self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    return Ending::Stuck;
+                }
                 return Ending::Gone;
             }
         }

@@ -9,7 +9,7 @@ const N: usize = 2000;
 
 #[tokio::test]
 async fn stuck_clients_are_evicted_and_others_get_everything() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  client_queue: 16\n  max_message: 64KiB", "").await;
+    let gw = TestGateway::with("http://127.0.0.1:9", "  client_queue: 64\n  max_message: 64KiB", "").await;
     // A WebSocket client that never reads after the handshake.
     let stuck_ws = gw.ws("/realtime/ws?channels=public.flood").await;
     // An SSE client that never reads: raw request over TLS, response never consumed.
@@ -36,9 +36,10 @@ async fn stuck_clients_are_evicted_and_others_get_everything() {
         }
     };
     let publisher = async {
-        for chunk in 0..(N / 100) {
-            let batch: Vec<_> = (0..100)
-                .map(|i| json!({"channel": "public.flood", "data": {"n": chunk * 100 + i, "pad": payload}}))
+        // Small batches: a burst larger than the queue would (rightly) evict anyone.
+        for chunk in 0..(N / 10) {
+            let batch: Vec<_> = (0..10)
+                .map(|i| json!({"channel": "public.flood", "data": {"n": chunk * 10 + i, "pad": payload}}))
                 .collect();
             gw.publish(json!(batch)).await;
         }
