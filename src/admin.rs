@@ -23,7 +23,10 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     // Health probes carry no secrets and must work for load balancers without a key.
     if path != "/healthz" && path != "/readyz" {
         let settings = state.settings();
-        let peer = req.extensions().get::<crate::conn_info::ConnInfo>().map(|c| c.peer);
+        let peer = req
+            .extensions()
+            .get::<crate::conn_info::ConnInfo>()
+            .map(|c| c.peer);
         let refused = match peer {
             Some(peer) => settings.auth.check_admin(req.headers(), peer).err(),
             None => Some(AdminRefusal::NotLoopback),
@@ -31,8 +34,15 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         match refused {
             None => {}
             Some(AdminRefusal::BadKey) => {
-                let mut r = reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "admin key required: Authorization: Bearer <key>");
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                let mut r = reply::error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "admin key required: Authorization: Bearer <key>",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
                 return r;
             }
             Some(AdminRefusal::NotLoopback) => {
@@ -47,7 +57,9 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/publish") => publish(state, req).await,
         (&Method::GET, "/metrics") => {
-            let text = state.metrics.encode(&state.stats, state.hub.channel_count());
+            let text = state
+                .metrics
+                .encode(&state.stats, state.hub.channel_count());
             let mut r = Response::new(reply::full(text));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -56,8 +68,12 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
             r
         }
         (&Method::POST, "/disconnect") => disconnect(state, req).await,
-        (&Method::GET, p) if p.starts_with("/channels/") => channel_info(&state, &p["/channels/".len()..]),
-        (&Method::GET, "/healthz") => reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (&Method::GET, p) if p.starts_with("/channels/") => {
+            channel_info(&state, &p["/channels/".len()..])
+        }
+        (&Method::GET, "/healthz") => {
+            reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+        }
         (&Method::GET, "/readyz") => readyz(&state),
         (&Method::GET, "/stats") => {
             let mut v = state.stats.snapshot();
@@ -65,7 +81,11 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
             reply::json(StatusCode::OK, &v)
         }
         (_, "/publish" | "/healthz" | "/readyz" | "/stats" | "/metrics" | "/disconnect") => {
-            reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "wrong method for this path")
+            reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "wrong method for this path",
+            )
         }
         _ => webhook(state, req).await,
     }
@@ -74,7 +94,11 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
 /// `GET /channels/{name}`: local subscribers and retained history.
 fn channel_info(state: &AppState, name: &str) -> Response<Body> {
     if !crate::hub::message::valid_channel(name) {
-        return reply::error(StatusCode::BAD_REQUEST, "invalid_channel", "invalid channel name");
+        return reply::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_channel",
+            "invalid channel name",
+        );
     }
     let (history, oldest) = state.broker.history_info(name);
     let settings = state.settings();
@@ -100,7 +124,13 @@ async fn disconnect(state: AppState, req: Request<Incoming>) -> Response<Body> {
     }
     let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "body over 64 KiB"),
+        Err(_) => {
+            return reply::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "body over 64 KiB",
+            );
+        }
     };
     let target: Target = match serde_json::from_slice(&body) {
         Ok(t) => t,
@@ -110,7 +140,11 @@ async fn disconnect(state: AppState, req: Request<Incoming>) -> Response<Body> {
         (Some(s), None) => state.connections.disconnect_subject(&s),
         (None, Some(id)) => usize::from(state.connections.disconnect_id(id)),
         _ => {
-            return reply::error(StatusCode::BAD_REQUEST, "bad_request", "give exactly one of `subject` or `connection`");
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give exactly one of `subject` or `connection`",
+            );
         }
     };
     reply::json(StatusCode::OK, &serde_json::json!({ "disconnected": n }))
@@ -124,18 +158,33 @@ async fn webhook(state: AppState, req: Request<Incoming>) -> Response<Body> {
         return crate::ingest::webhook::handle(&state, &settings, rule, params, req).await;
     }
     if settings.webhooks.path_known(&path) {
-        return reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "wrong method for this webhook");
+        return reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "wrong method for this webhook",
+        );
     }
-    reply::error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint or webhook")
+    reply::error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such admin endpoint or webhook",
+    )
 }
 
 fn readyz(state: &AppState) -> Response<Body> {
     let draining = state.shutdown.is_cancelled();
     let broker = state.broker.is_ready();
-    let reload_failed = state.stats.reload_failed.load(std::sync::atomic::Ordering::Relaxed);
+    let reload_failed = state
+        .stats
+        .reload_failed
+        .load(std::sync::atomic::Ordering::Relaxed);
     // A refused reload leaves the previous config serving: report it, but stay in rotation.
     let ready = !draining && broker;
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     reply::json(
         status,
         &serde_json::json!({"ready": ready, "draining": draining, "broker": broker, "last_reload_failed": reload_failed}),
@@ -151,15 +200,29 @@ async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {limit} bytes"));
+        return reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("body over {limit} bytes"),
+        );
     }
     let headers = req.headers().clone();
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {limit} bytes"));
+            return reply::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("body over {limit} bytes"),
+            );
         }
-        Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_request", format!("reading body: {e}")),
+        Err(e) => {
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("reading body: {e}"),
+            );
+        }
     };
     let batch = match publish::parse(&body, &settings) {
         Ok(batch) => batch,

@@ -78,7 +78,10 @@ impl AuthError {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: not a usable {kind} public key in PEM")]
     Pem { path: String, kind: &'static str },
 }
@@ -138,20 +141,33 @@ impl Authenticator {
         let jwt = match &cfg.jwt {
             None => None,
             Some(j) => {
-                let read = |p: &std::path::Path, kind: &'static str| -> Result<DecodingKey, KeyError> {
-                    let path = p.display().to_string();
-                    let pem = std::fs::read(p).map_err(|source| KeyError::Read { path: path.clone(), source })?;
-                    let key = if kind == "RSA" {
-                        DecodingKey::from_rsa_pem(&pem)
-                    } else {
-                        DecodingKey::from_ec_pem(&pem)
+                let read =
+                    |p: &std::path::Path, kind: &'static str| -> Result<DecodingKey, KeyError> {
+                        let path = p.display().to_string();
+                        let pem = std::fs::read(p).map_err(|source| KeyError::Read {
+                            path: path.clone(),
+                            source,
+                        })?;
+                        let key = if kind == "RSA" {
+                            DecodingKey::from_rsa_pem(&pem)
+                        } else {
+                            DecodingKey::from_ec_pem(&pem)
+                        };
+                        key.map_err(|_| KeyError::Pem { path, kind })
                     };
-                    key.map_err(|_| KeyError::Pem { path, kind })
-                };
                 Some(JwtKeys {
-                    hs256: non_empty(&j.hs256_secret).map(|s| DecodingKey::from_secret(s.as_bytes())),
-                    rs256: j.rs256_public_key.as_deref().map(|p| read(p, "RSA")).transpose()?,
-                    es256: j.es256_public_key.as_deref().map(|p| read(p, "EC P-256")).transpose()?,
+                    hs256: non_empty(&j.hs256_secret)
+                        .map(|s| DecodingKey::from_secret(s.as_bytes())),
+                    rs256: j
+                        .rs256_public_key
+                        .as_deref()
+                        .map(|p| read(p, "RSA"))
+                        .transpose()?,
+                    es256: j
+                        .es256_public_key
+                        .as_deref()
+                        .map(|p| read(p, "EC P-256"))
+                        .transpose()?,
                     issuer: non_empty(&j.issuer).map(str::to_string),
                     audience: non_empty(&j.audience).map(str::to_string),
                     leeway: j.leeway,
@@ -174,7 +190,12 @@ impl Authenticator {
         Ok(Authenticator {
             jwt,
             statics,
-            admin_keys: cfg.admin_keys.iter().filter(|k| !k.is_empty()).cloned().collect(),
+            admin_keys: cfg
+                .admin_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
             cookie: cfg.cookie.clone().filter(|c| !c.is_empty()),
         })
     }
@@ -234,7 +255,11 @@ impl Authenticator {
 
     /// The token a request carries: `Authorization: Bearer`, then `?token=`,
     /// then the configured cookie.
-    pub fn token<'a>(&self, headers: &'a HeaderMap, query: &'a HashMap<String, String>) -> Option<String> {
+    pub fn token<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        query: &'a HashMap<String, String>,
+    ) -> Option<String> {
         if let Some(t) = bearer(headers) {
             return Some(t.to_string());
         }
@@ -254,8 +279,14 @@ impl Authenticator {
     }
 
     /// Identify a request: `Ok(None)` when it carries no token at all.
-    pub fn identify(&self, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Option<Identity>, AuthError> {
-        self.token(headers, query).map(|t| self.verify(&t)).transpose()
+    pub fn identify(
+        &self,
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+    ) -> Result<Option<Identity>, AuthError> {
+        self.token(headers, query)
+            .map(|t| self.verify(&t))
+            .transpose()
     }
 
     /// Admin access: with keys configured, a matching bearer key; without,
@@ -273,7 +304,11 @@ impl Authenticator {
         for k in &self.admin_keys {
             ok |= verify_slices_are_equal(k.as_bytes(), given.as_bytes()).is_ok();
         }
-        if ok { Ok(()) } else { Err(AdminRefusal::BadKey) }
+        if ok {
+            Ok(())
+        } else {
+            Err(AdminRefusal::BadKey)
+        }
     }
 
     /// The admin key a request used (the publish rate-limit key).
@@ -285,7 +320,10 @@ impl Authenticator {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 #[derive(Serialize)]
@@ -309,7 +347,10 @@ pub fn mint_hs256(
     issuer: Option<&str>,
     audience: Option<&str>,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let claims = MintClaims {
         sub: subject,
         channels,
@@ -318,7 +359,11 @@ pub fn mint_hs256(
         iss: issuer,
         aud: audience,
     };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
 }
 
 #[cfg(test)]
@@ -337,7 +382,11 @@ mod tests {
             }),
             statics: vec![(
                 "static-1".into(),
-                Identity { subject: "dash".into(), channels: vec!["metrics".into()], expires: None },
+                Identity {
+                    subject: "dash".into(),
+                    channels: vec!["metrics".into()],
+                    expires: None,
+                },
             )],
             admin_keys: vec!["adm".into()],
             cookie: Some("pg".into()),
@@ -347,7 +396,15 @@ mod tests {
     #[test]
     fn verifies_hs256_and_static() {
         let a = auth(Some("app"), Some("browsers"));
-        let t = mint_hs256("s3cret", "alice", &["orders.*".into()], Duration::from_secs(60), Some("app"), Some("browsers")).unwrap();
+        let t = mint_hs256(
+            "s3cret",
+            "alice",
+            &["orders.*".into()],
+            Duration::from_secs(60),
+            Some("app"),
+            Some("browsers"),
+        )
+        .unwrap();
         let id = a.verify(&t).unwrap();
         assert_eq!(id.subject, "alice");
         assert_eq!(id.channels, vec!["orders.*".to_string()]);
@@ -358,11 +415,25 @@ mod tests {
     #[test]
     fn refuses_bad_tokens() {
         let a = auth(Some("app"), Some("browsers"));
-        let mint = |secret, ttl, iss, aud| mint_hs256(secret, "a", &[], Duration::from_secs(ttl), iss, aud).unwrap();
-        assert_eq!(a.verify(&mint("other", 60, Some("app"), Some("browsers"))), Err(AuthError::BadSignature));
-        assert_eq!(a.verify(&mint("s3cret", 60, Some("evil"), Some("browsers"))), Err(AuthError::WrongIssuer));
-        assert_eq!(a.verify(&mint("s3cret", 60, Some("app"), Some("servers"))), Err(AuthError::WrongAudience));
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let mint = |secret, ttl, iss, aud| {
+            mint_hs256(secret, "a", &[], Duration::from_secs(ttl), iss, aud).unwrap()
+        };
+        assert_eq!(
+            a.verify(&mint("other", 60, Some("app"), Some("browsers"))),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            a.verify(&mint("s3cret", 60, Some("evil"), Some("browsers"))),
+            Err(AuthError::WrongIssuer)
+        );
+        assert_eq!(
+            a.verify(&mint("s3cret", 60, Some("app"), Some("servers"))),
+            Err(AuthError::WrongAudience)
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let expired = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &serde_json::json!({"sub": "a", "exp": now - 60, "iss": "app", "aud": "browsers"}),
@@ -396,8 +467,17 @@ mod tests {
         assert_eq!(a.check_admin(&h, remote), Err(AdminRefusal::BadKey));
         h.insert(header::AUTHORIZATION, "Bearer adm".parse().unwrap());
         assert_eq!(a.check_admin(&h, remote), Ok(()));
-        let open = Authenticator { admin_keys: vec![], ..auth(None, None) };
-        assert_eq!(open.check_admin(&HeaderMap::new(), remote), Err(AdminRefusal::NotLoopback));
-        assert_eq!(open.check_admin(&HeaderMap::new(), "127.0.0.1:1".parse().unwrap()), Ok(()));
+        let open = Authenticator {
+            admin_keys: vec![],
+            ..auth(None, None)
+        };
+        assert_eq!(
+            open.check_admin(&HeaderMap::new(), remote),
+            Err(AdminRefusal::NotLoopback)
+        );
+        assert_eq!(
+            open.check_admin(&HeaderMap::new(), "127.0.0.1:1".parse().unwrap()),
+            Ok(())
+        );
     }
 }

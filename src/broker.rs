@@ -64,7 +64,11 @@ pub trait Broker: Send + Sync + 'static {
     fn publish(&self, msg: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>>;
 
     /// Retained messages of `channel` with ids greater than `after`.
-    fn replay<'a>(&'a self, channel: &'a str, after: u64) -> BoxFuture<'a, Result<Replay, BrokerError>>;
+    fn replay<'a>(
+        &'a self,
+        channel: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Replay, BrokerError>>;
 
     /// Retained history length and oldest id of `channel` (for the admin API).
     fn history_info(&self, channel: &str) -> (usize, Option<u64>);

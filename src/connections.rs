@@ -34,7 +34,12 @@ impl Drop for Registration {
 }
 
 impl Connections {
-    pub fn register(self: &Arc<Self>, id: u64, subject: Option<&str>, transport: &'static str) -> Registration {
+    pub fn register(
+        self: &Arc<Self>,
+        id: u64,
+        subject: Option<&str>,
+        transport: &'static str,
+    ) -> Registration {
         let kick = CancellationToken::new();
         if let Ok(mut m) = self.inner.lock() {
             m.insert(
@@ -66,7 +71,9 @@ impl Connections {
 
     /// Disconnect the session with this id.
     pub fn disconnect_id(&self, id: u64) -> bool {
-        let Ok(m) = self.inner.lock() else { return false };
+        let Ok(m) = self.inner.lock() else {
+            return false;
+        };
         m.get(&id).map(|e| e.kick.cancel()).is_some()
     }
 

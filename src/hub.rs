@@ -74,7 +74,12 @@ impl Hub {
     }
 
     /// Add `inbox` to `channel`'s subscribers.
-    pub fn subscribe(&self, channel: &Arc<str>, inbox: &Inbox, policy: SlowClient) -> SubscriptionId {
+    pub fn subscribe(
+        &self,
+        channel: &Arc<str>,
+        inbox: &Inbox,
+        policy: SlowClient,
+    ) -> SubscriptionId {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut map) = self.shard(channel).lock() {
             let subs = map.entry(channel.clone()).or_default();
@@ -129,7 +134,10 @@ impl Hub {
         self.shard(channel)
             .lock()
             .ok()
-            .and_then(|m| m.get(channel).and_then(|s| s.list.read().ok().map(|l| l.len())))
+            .and_then(|m| {
+                m.get(channel)
+                    .and_then(|s| s.list.read().ok().map(|l| l.len()))
+            })
             .unwrap_or(0)
     }
 

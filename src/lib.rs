@@ -1,4 +1,6 @@
 #![forbid(unsafe_code)]
+// Handlers return `Result<_, Response>`: the refusal *is* the error, built once where it is decided.
+#![allow(clippy::result_large_err)]
 //! pushgate: a TLS-terminating reverse proxy that adds realtime delivery
 //! (WebSocket, Server-Sent Events, long-polling) to an existing application.
 //!
@@ -49,7 +51,10 @@ pub enum StartError {
     #[error(transparent)]
     Settings(#[from] state::SettingsError),
     #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("broker.kind: redis is not available in this build; use `memory`")]
     BrokerUnsupported,
 }
@@ -73,7 +78,11 @@ impl Listeners {
 /// Bind a listening socket with `SO_REUSEADDR` and a 4096-deep backlog.
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     let make = || -> std::io::Result<TcpListener> {
-        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
         socket.set_reuse_address(true)?;
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
@@ -102,21 +111,39 @@ impl Gateway {
             BrokerKind::Redis => return Err(StartError::BrokerUnsupported),
         };
         let broker: Arc<dyn Broker> = memory.clone();
-        let public = listeners.public.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen.public,
-            source,
-        })?;
-        let admin = listeners.admin.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen.admin,
-            source,
-        })?;
+        let public = listeners
+            .public
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.public,
+                source,
+            })?;
+        let admin = listeners
+            .admin
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.listen.admin,
+                source,
+            })?;
         let state = AppState::new(Settings::new(config)?, hub, broker);
         memory.spawn_sweeper(Duration::from_secs(5), state.shutdown.clone());
         spawn_limit_eviction(&state);
-        tokio::spawn(server::accept_loop(state.clone(), listeners.public, Surface::Public));
-        tokio::spawn(server::accept_loop(state.clone(), listeners.admin, Surface::Admin));
+        tokio::spawn(server::accept_loop(
+            state.clone(),
+            listeners.public,
+            Surface::Public,
+        ));
+        tokio::spawn(server::accept_loop(
+            state.clone(),
+            listeners.admin,
+            Surface::Admin,
+        ));
         tracing::info!(%public, %admin, "pushgate listening");
-        Ok(Handle { state, public, admin })
+        Ok(Handle {
+            state,
+            public,
+            admin,
+        })
     }
 }
 
@@ -152,9 +179,14 @@ impl Handle {
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.state.shutdown.cancel();
         self.state.tasks.close();
-        let clean = tokio::time::timeout(grace, self.state.tasks.wait()).await.is_ok();
+        let clean = tokio::time::timeout(grace, self.state.tasks.wait())
+            .await
+            .is_ok();
         if !clean {
-            tracing::warn!(?grace, "grace period over; closing the remaining connections");
+            tracing::warn!(
+                ?grace,
+                "grace period over; closing the remaining connections"
+            );
         }
         clean
     }

@@ -112,7 +112,12 @@ impl Limits {
 
     /// `n` channel subscribes by `client`.
     pub fn subscribe(&self, client: &str, n: usize) -> Result<(), Limited> {
-        self.check(&self.subscribes, &client.to_string(), n.min(u32::MAX as usize) as u32, Kind::Subscribes)
+        self.check(
+            &self.subscribes,
+            &client.to_string(),
+            n.min(u32::MAX as usize) as u32,
+            Kind::Subscribes,
+        )
     }
 
     /// A new connection from `ip`.
@@ -122,7 +127,12 @@ impl Limits {
 
     /// `n` messages published with admin key `key`.
     pub fn publish(&self, key: &str, n: usize) -> Result<(), Limited> {
-        self.check(&self.publish, &key.to_string(), n.min(u32::MAX as usize) as u32, Kind::Publish)
+        self.check(
+            &self.publish,
+            &key.to_string(),
+            n.min(u32::MAX as usize) as u32,
+            Kind::Publish,
+        )
     }
 
     /// Whether the gateway is at `max_connections` with `current` open.
@@ -133,7 +143,10 @@ impl Limits {
     /// Take one of `client`'s realtime connection slots, released on drop.
     pub fn open_connection(self: &Arc<Self>, client: &str) -> Result<ConnectionSlot, Limited> {
         let Ok(mut open) = self.open.lock() else {
-            return Err(Limited { kind: Kind::Connections, retry_after: Duration::from_secs(1) });
+            return Err(Limited {
+                kind: Kind::Connections,
+                retry_after: Duration::from_secs(1),
+            });
         };
         let n = open.entry(client.to_string()).or_insert(0);
         if *n >= self.per_client_connections {
@@ -198,7 +211,10 @@ mod tests {
 
     fn rl(count: u32, per: Duration, burst: u32) -> config::RateLimit {
         config::RateLimit {
-            rate: config::Rate { count: NonZeroU32::new(count).unwrap(), per },
+            rate: config::Rate {
+                count: NonZeroU32::new(count).unwrap(),
+                per,
+            },
             burst: NonZeroU32::new(burst).unwrap(),
         }
     }
@@ -210,7 +226,9 @@ mod tests {
                 messages: rl(10, Duration::from_secs(1), 3),
                 subscribes: rl(60, Duration::from_secs(60), 5),
             },
-            per_ip: config::PerIp { connects: rl(1, Duration::from_secs(1), 2) },
+            per_ip: config::PerIp {
+                connects: rl(1, Duration::from_secs(1), 2),
+            },
             publish: rl(100, Duration::from_secs(1), 100),
             max_connections: 10,
         })
@@ -224,7 +242,10 @@ mod tests {
         }
         let refused = l.message("a").unwrap_err();
         assert_eq!(refused.kind, Kind::Messages);
-        assert!(refused.retry_after > Duration::ZERO && refused.retry_after <= Duration::from_millis(100));
+        assert!(
+            refused.retry_after > Duration::ZERO
+                && refused.retry_after <= Duration::from_millis(100)
+        );
         l.message("b").expect("other clients have their own bucket");
         assert!(l.subscribe("a", 5).is_ok());
         assert!(l.subscribe("a", 1).is_err());
@@ -251,7 +272,9 @@ mod tests {
                 messages: rl(1000, Duration::from_millis(1), 1),
                 subscribes: rl(1000, Duration::from_millis(1), 1),
             },
-            per_ip: config::PerIp { connects: rl(1000, Duration::from_millis(1), 1) },
+            per_ip: config::PerIp {
+                connects: rl(1000, Duration::from_millis(1), 1),
+            },
             publish: rl(1000, Duration::from_millis(1), 1),
             max_connections: 10,
         });

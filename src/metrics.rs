@@ -99,38 +99,103 @@ impl Metrics {
             tls_failures: Counter::default(),
             registry: Registry::default(),
         };
-        r.register("realtime_connections", "Open realtime connections by transport", m.connections.clone());
-        r.register("tcp_connections", "Open client TCP connections (public and admin)", m.tcp_connections.clone());
-        r.register("channels", "Channels with local subscribers", m.channels.clone());
-        r.register("connects", "Realtime connections opened", m.connects.clone());
-        r.register("disconnects", "Realtime connections closed, by reason", m.disconnects.clone());
-        r.register("messages_published", "Messages accepted for publishing", m.published.clone());
-        r.register("messages_delivered", "Messages written to clients", m.delivered.clone());
-        r.register("messages_dropped", "Messages not delivered to a connection, by reason", m.dropped.clone());
+        r.register(
+            "realtime_connections",
+            "Open realtime connections by transport",
+            m.connections.clone(),
+        );
+        r.register(
+            "tcp_connections",
+            "Open client TCP connections (public and admin)",
+            m.tcp_connections.clone(),
+        );
+        r.register(
+            "channels",
+            "Channels with local subscribers",
+            m.channels.clone(),
+        );
+        r.register(
+            "connects",
+            "Realtime connections opened",
+            m.connects.clone(),
+        );
+        r.register(
+            "disconnects",
+            "Realtime connections closed, by reason",
+            m.disconnects.clone(),
+        );
+        r.register(
+            "messages_published",
+            "Messages accepted for publishing",
+            m.published.clone(),
+        );
+        r.register(
+            "messages_delivered",
+            "Messages written to clients",
+            m.delivered.clone(),
+        );
+        r.register(
+            "messages_dropped",
+            "Messages not delivered to a connection, by reason",
+            m.dropped.clone(),
+        );
         r.register(
             "delivery_latency_seconds",
             "Time from publish to hand-off to a client's socket",
             m.delivery_latency.clone(),
         );
-        r.register("history_replays", "Resumes by result (hit: replayed, reset: history gone)", m.history.clone());
+        r.register(
+            "history_replays",
+            "Resumes by result (hit: replayed, reset: history gone)",
+            m.history.clone(),
+        );
         r.register("rate_limited", "Refusals by limit", m.rate_limited.clone());
-        r.register("auth_failures", "Token refusals by reason", m.auth_failures.clone());
-        r.register("proxy_requests", "Proxied requests by status class", m.proxied.clone());
-        r.register("proxy_latency_seconds", "Proxied request time to response headers", m.proxy_latency.clone());
-        r.register("backend_errors", "Backend failures by kind", m.backend_errors.clone());
-        r.register("reloads", "Configuration reloads by result", m.reloads.clone());
-        r.register("tls_handshake_failures", "Failed TLS handshakes", m.tls_failures.clone());
+        r.register(
+            "auth_failures",
+            "Token refusals by reason",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "proxy_requests",
+            "Proxied requests by status class",
+            m.proxied.clone(),
+        );
+        r.register(
+            "proxy_latency_seconds",
+            "Proxied request time to response headers",
+            m.proxy_latency.clone(),
+        );
+        r.register(
+            "backend_errors",
+            "Backend failures by kind",
+            m.backend_errors.clone(),
+        );
+        r.register(
+            "reloads",
+            "Configuration reloads by result",
+            m.reloads.clone(),
+        );
+        r.register(
+            "tls_handshake_failures",
+            "Failed TLS handshakes",
+            m.tls_failures.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
     /// Prometheus text exposition, with live gauges refreshed from `stats`.
     pub fn encode(&self, stats: &Stats, channels: usize) -> String {
-        for (t, n) in [("ws", &stats.ws), ("sse", &stats.sse), ("poll", &stats.poll)] {
+        for (t, n) in [
+            ("ws", &stats.ws),
+            ("sse", &stats.sse),
+            ("poll", &stats.poll),
+        ] {
             self.connections
                 .get_or_create(&TransportLabel { transport: t })
                 .set(n.load(Ordering::Relaxed) as i64);
         }
-        self.tcp_connections.set(stats.connections.load(Ordering::Relaxed) as i64);
+        self.tcp_connections
+            .set(stats.connections.load(Ordering::Relaxed) as i64);
         self.channels.set(channels as i64);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -144,11 +209,15 @@ impl Metrics {
     }
 
     pub fn connect(&self, transport: &'static str) {
-        self.connects.get_or_create(&TransportLabel { transport }).inc();
+        self.connects
+            .get_or_create(&TransportLabel { transport })
+            .inc();
     }
 
     pub fn disconnect(&self, transport: &'static str, reason: &'static str) {
-        self.disconnects.get_or_create(&DisconnectLabels { transport, reason }).inc();
+        self.disconnects
+            .get_or_create(&DisconnectLabels { transport, reason })
+            .inc();
     }
 
     pub fn limited(&self, kind: &'static str) {
@@ -156,7 +225,9 @@ impl Metrics {
     }
 
     pub fn auth_failed(&self, reason: &'static str) {
-        self.auth_failures.get_or_create(&ReasonLabel { reason }).inc();
+        self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn replay(&self, result: &'static str) {

@@ -1,10 +1,347 @@
-//! TEMPORARY stub.
-use crate::reply::{self, Body};
+//! The reverse proxy: every request that is not a realtime endpoint goes to
+//! the application, unchanged apart from hop-by-hop headers and the
+//! `X-Forwarded-*`/`Forwarded` headers a proxy owes it.
+//!
+//! Bodies stream both ways and are never collected, so a large upload or an
+//! endless SSE response from the backend costs a few buffers, not its size.
+//! `backend.timeout` bounds the wait for response headers; once they arrive
+//! the body flows as long as the backend sends. Upgrades (WebSocket to the
+//! application's own paths) are tunnelled byte for byte.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tracing::{Instrument, debug, warn};
+
+use crate::config;
+use crate::conn_info::ConnInfo;
+use crate::reply::{self, Body, BoxError};
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 #[derive(Clone)]
-pub struct Proxy;
+pub struct Proxy {
+    client: Client<HttpConnector, Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    base_path: String,
+    timeout: Duration,
+}
+
 impl Proxy {
-    pub fn new(_b: &crate::config::Backend) -> Proxy { Proxy }
-    pub async fn forward(&self, _req: http::Request<hyper::body::Incoming>) -> http::Response<Body> {
-        reply::error(http::StatusCode::BAD_GATEWAY, "bad_gateway", "stub")
+    pub fn new(backend: &config::Backend) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(backend.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(512)
+            .build(connector);
+        let url = &backend.url;
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let authority = match url.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        };
+        Proxy {
+            client,
+            scheme: http::uri::Scheme::HTTP,
+            authority: authority
+                .parse()
+                .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1:8080")),
+            base_path: url.path().trim_end_matches('/').to_string(),
+            timeout: backend.timeout,
+        }
+    }
+
+    /// Forward `req` to the backend and stream its answer back.
+    pub async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+        let span = tracing::debug_span!("proxy", method = %req.method(), path = %req.uri().path());
+        self.forward_inner(req).instrument(span).await
+    }
+
+    async fn forward_inner(&self, mut req: Request<Incoming>) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let info = req.extensions().get::<ConnInfo>().cloned();
+        let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let backend_req = match self.backend_request(req, info.as_ref(), upgrade) {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        };
+        let result = tokio::time::timeout(self.timeout, self.client.request(backend_req)).await;
+        let mut resp = match result {
+            Err(_) => {
+                warn!(timeout = ?self.timeout, "backend did not answer in time");
+                return reply::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway_timeout",
+                    "the application did not answer in time",
+                );
+            }
+            Ok(Err(error)) => {
+                warn!(%error, connect = error.is_connect(), "backend request failed");
+                return reply::error(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "the application is unreachable",
+                );
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        debug!(status = resp.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
+        if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+            (client_upgrade, resp.status())
+        {
+            let backend_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(
+                async move {
+                    match tokio::try_join!(client_upgrade, backend_upgrade) {
+                        Ok((client, backend)) => {
+                            let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
+                            if let Err(error) = tokio::io::copy_bidirectional(&mut c, &mut b).await
+                            {
+                                debug!(%error, "upgraded tunnel ended");
+                            }
+                        }
+                        Err(error) => debug!(%error, "upgrade failed"),
+                    }
+                }
+                .in_current_span(),
+            );
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, reply::empty());
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+    }
+
+    fn backend_request(
+        &self,
+        req: Request<Incoming>,
+        info: Option<&ConnInfo>,
+        upgrade: bool,
+    ) -> Result<Request<Body>, Response<Body>> {
+        let (mut parts, body) = req.into_parts();
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{}", self.base_path, path_and_query))
+            .build()
+            .map_err(|_| {
+                reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "unusable request target",
+                )
+            })?;
+        let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if upgrade {
+            if let Some(u) = upgrade_to {
+                parts.headers.insert(header::UPGRADE, u);
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            }
+        }
+        if let Some(info) = info {
+            forwarded_headers(&mut parts.headers, info, host.as_deref());
+        }
+        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            parts.headers.insert(header::HOST, h);
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        Ok(Request::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed(),
+        ))
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Remove hop-by-hop headers, including any named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.to_ascii_lowercase().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`.
+fn forwarded_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<&str>) {
+    let ip = info.peer.ip();
+    let proto = if info.tls { "https" } else { "http" };
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip.to_string(),
+    };
+    let node = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut forwarded = format!("for={node};proto={proto}");
+    if let Some(h) = host {
+        forwarded.push_str(&format!(";host=\"{}\"", h.replace('"', "")));
+    }
+    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {forwarded}"),
+        _ => forwarded,
+    };
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    set("x-forwarded-for", &xff);
+    set("x-forwarded-proto", proto);
+    if let Some(h) = host {
+        set("x-forwarded-host", h);
+    }
+    set("forwarded", &forwarded);
+}
+
+/// POST a small JSON body to a backend path (client messages); returns the
+/// status and body, bounded by `limit` bytes.
+impl Proxy {
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<(StatusCode, Bytes), BackendError> {
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{}", self.base_path, path))
+            .build()
+            .map_err(|e| BackendError::Request(e.to_string()))?;
+        let mut req = Request::post(uri)
+            .body(reply::full(body))
+            .map_err(|e| BackendError::Request(e.to_string()))?;
+        *req.headers_mut() = headers;
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| BackendError::Timeout)?
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        let status = resp.status();
+        let body = tokio::time::timeout(
+            self.timeout,
+            http_body_util::Limited::new(resp.into_body(), limit).collect(),
+        )
+        .await
+        .map_err(|_| BackendError::Timeout)?
+        .map_err(|e| BackendError::Unavailable(e.to_string()))?
+        .to_bytes();
+        Ok((status, body))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("the application did not answer in time")]
+    Timeout,
+    #[error("the application is unreachable: {0}")]
+    Unavailable(String),
+    #[error("bad request to the application: {0}")]
+    Request(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
+        h.insert("x-secret-hop", "1".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_ipv6_and_chain() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        let info = ConnInfo {
+            peer: "[::1]:5000".parse().unwrap(),
+            local: "[::1]:443".parse().unwrap(),
+            tls: true,
+            sni: None,
+            id: 1,
+        };
+        forwarded_headers(&mut h, &info, Some("app.example.com"));
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, ::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[::1]\";proto=https;host=\"app.example.com\""
+        );
     }
 }

@@ -47,11 +47,17 @@ pub fn reload(state: &AppState, path: &Path) -> Result<(), ReloadError> {
         }
         Ok(new) => {
             let old = state.settings();
-            if old.config.listen.public != new.config.listen.public || old.config.listen.admin != new.config.listen.admin {
-                warn!("listen addresses changed: restart pushgate to apply them; everything else is applied now");
+            if old.config.listen.public != new.config.listen.public
+                || old.config.listen.admin != new.config.listen.admin
+            {
+                warn!(
+                    "listen addresses changed: restart pushgate to apply them; everything else is applied now"
+                );
             }
             if old.config.broker.kind != new.config.broker.kind {
-                warn!("broker.kind changed: restart pushgate to apply it; everything else is applied now");
+                warn!(
+                    "broker.kind changed: restart pushgate to apply it; everything else is applied now"
+                );
             }
             state.replace_settings(new);
             state.generation.send_modify(|g| *g += 1);
@@ -73,7 +79,9 @@ pub fn spawn(state: AppState, path: PathBuf) {
         let shutdown = state.shutdown.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -108,7 +116,10 @@ fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWa
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         let relevant = matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_))
-            && event.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()));
+            && event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()));
         if relevant {
             let _ = tx.try_send(());
         }

@@ -33,8 +33,16 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     };
     m.proxied.get_or_create(&ClassLabel { class }).inc();
     match resp.status() {
-        StatusCode::BAD_GATEWAY => m.backend_errors.get_or_create(&KindLabel { kind: "unavailable" }).inc(),
-        StatusCode::GATEWAY_TIMEOUT => m.backend_errors.get_or_create(&KindLabel { kind: "timeout" }).inc(),
+        StatusCode::BAD_GATEWAY => m
+            .backend_errors
+            .get_or_create(&KindLabel {
+                kind: "unavailable",
+            })
+            .inc(),
+        StatusCode::GATEWAY_TIMEOUT => m
+            .backend_errors
+            .get_or_create(&KindLabel { kind: "timeout" })
+            .inc(),
         _ => 0,
     };
     resp

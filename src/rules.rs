@@ -66,14 +66,26 @@ fn flush(lit: &mut String, pieces: &mut Vec<Piece>) {
 }
 
 /// Backtracking match; patterns are short, so this stays cheap.
-fn match_from<'p, 'n>(pieces: &'p [Piece], name: &'n str, caps: &mut Vec<(&'p str, &'n str)>) -> bool {
+fn match_from<'p, 'n>(
+    pieces: &'p [Piece],
+    name: &'n str,
+    caps: &mut Vec<(&'p str, &'n str)>,
+) -> bool {
     let Some((first, rest)) = pieces.split_first() else {
         return name.is_empty();
     };
     match first {
-        Piece::Lit(l) => name.strip_prefix(l.as_str()).is_some_and(|n| match_from(rest, n, caps)),
+        Piece::Lit(l) => name
+            .strip_prefix(l.as_str())
+            .is_some_and(|n| match_from(rest, n, caps)),
         Piece::Any | Piece::Capture(_) => {
-            for i in name.char_indices().map(|(i, _)| i).skip(1).chain([name.len()]).filter(|&i| i > 0) {
+            for i in name
+                .char_indices()
+                .map(|(i, _)| i)
+                .skip(1)
+                .chain([name.len()])
+                .filter(|&i| i > 0)
+            {
                 let before = caps.len();
                 if let Piece::Capture(c) = first {
                     caps.push((c.as_str(), &name[..i]));
@@ -152,8 +164,16 @@ impl ChannelRules {
                 publish: r.publish,
                 presence: r.presence,
                 history: HistoryPolicy {
-                    size: r.history.as_ref().and_then(|h| h.size).unwrap_or(history.size),
-                    ttl: r.history.as_ref().and_then(|h| h.ttl).unwrap_or(history.ttl),
+                    size: r
+                        .history
+                        .as_ref()
+                        .and_then(|h| h.size)
+                        .unwrap_or(history.size),
+                    ttl: r
+                        .history
+                        .as_ref()
+                        .and_then(|h| h.ttl)
+                        .unwrap_or(history.ttl),
                 },
                 slow_client: r.slow_client,
             })
@@ -174,15 +194,23 @@ impl ChannelRules {
 
     /// History retention for `channel` (its rule's override, else the default).
     pub fn history_for(&self, channel: &str) -> HistoryPolicy {
-        self.find(channel).map(|r| r.history).unwrap_or(self.default_history)
+        self.find(channel)
+            .map(|r| r.history)
+            .unwrap_or(self.default_history)
     }
 
     /// May this client subscribe to `channel`?
-    pub fn check_subscribe(&self, channel: &str, who: Option<&Identity>) -> Result<&ChannelRule, Refusal> {
+    pub fn check_subscribe(
+        &self,
+        channel: &str,
+        who: Option<&Identity>,
+    ) -> Result<&ChannelRule, Refusal> {
         if !crate::hub::message::valid_channel(channel) {
             return Err(Refusal::InvalidName);
         }
-        let rule = self.find(channel).ok_or_else(|| Refusal::NoRule(channel.to_string()))?;
+        let rule = self
+            .find(channel)
+            .ok_or_else(|| Refusal::NoRule(channel.to_string()))?;
         match rule.subscribe {
             Subscribe::Anyone => Ok(rule),
             Subscribe::Owner | Subscribe::Token => {
@@ -197,7 +225,11 @@ impl ChannelRules {
     }
 
     /// May this client publish into `channel` itself (chat, typing indicators)?
-    pub fn check_client_publish(&self, channel: &str, who: Option<&Identity>) -> Result<&ChannelRule, Refusal> {
+    pub fn check_client_publish(
+        &self,
+        channel: &str,
+        who: Option<&Identity>,
+    ) -> Result<&ChannelRule, Refusal> {
         let rule = self.check_subscribe(channel, who)?;
         match rule.publish {
             PublishBy::Clients => Ok(rule),
@@ -212,7 +244,10 @@ impl ChannelRules {
                 .pattern
                 .captures(channel)
                 .is_some_and(|caps| caps.iter().any(|(k, v)| *k == "sub" && *v == who.subject)),
-            Subscribe::Token => who.channels.iter().any(|p| Pattern::new(p).matches(channel)),
+            Subscribe::Token => who
+                .channels
+                .iter()
+                .any(|p| Pattern::new(p).matches(channel)),
         }
     }
 }
@@ -232,7 +267,10 @@ mod tests {
         let p = Pattern::new("user.{sub}");
         assert_eq!(p.captures("user.alice"), Some(vec![("sub", "alice")]));
         assert_eq!(p.captures("user.a.b@c"), Some(vec![("sub", "a.b@c")]));
-        assert_eq!(Pattern::new("a.{x}.b.*").captures("a.1.b.2"), Some(vec![("x", "1")]));
+        assert_eq!(
+            Pattern::new("a.{x}.b.*").captures("a.1.b.2"),
+            Some(vec![("x", "1")])
+        );
         assert!(Pattern::new("*").matches("anything"));
     }
 
@@ -268,13 +306,31 @@ mod tests {
             expires: None,
         };
         assert!(r.check_subscribe("public.x", None).is_ok());
-        assert_eq!(r.check_subscribe("secret", None).unwrap_err(), Refusal::NoRule("secret".into()));
-        assert_eq!(r.check_subscribe("bad name", None).unwrap_err(), Refusal::InvalidName);
-        assert!(matches!(r.check_subscribe("user.alice", None), Err(Refusal::TokenRequired(_))));
+        assert_eq!(
+            r.check_subscribe("secret", None).unwrap_err(),
+            Refusal::NoRule("secret".into())
+        );
+        assert_eq!(
+            r.check_subscribe("bad name", None).unwrap_err(),
+            Refusal::InvalidName
+        );
+        assert!(matches!(
+            r.check_subscribe("user.alice", None),
+            Err(Refusal::TokenRequired(_))
+        ));
         assert!(r.check_subscribe("user.alice", Some(&alice)).is_ok());
-        assert!(matches!(r.check_subscribe("user.bob", Some(&alice)), Err(Refusal::Forbidden(_))));
+        assert!(matches!(
+            r.check_subscribe("user.bob", Some(&alice)),
+            Err(Refusal::Forbidden(_))
+        ));
         assert!(r.check_subscribe("orders.77", Some(&alice)).is_ok());
-        assert!(matches!(r.check_subscribe("orders.8", Some(&alice)), Err(Refusal::Forbidden(_))));
-        assert!(matches!(r.check_client_publish("public.x", None), Err(Refusal::Forbidden(_))));
+        assert!(matches!(
+            r.check_subscribe("orders.8", Some(&alice)),
+            Err(Refusal::Forbidden(_))
+        ));
+        assert!(matches!(
+            r.check_client_publish("public.x", None),
+            Err(Refusal::Forbidden(_))
+        ));
     }
 }

@@ -62,7 +62,9 @@ pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Surfac
                     Surface::Public => state.settings().tls.clone().map(TlsAcceptor::from),
                     Surface::Admin => None,
                 };
-                state.tasks.spawn(connection(state2, stream, peer, local, surface, acceptor, gate));
+                state.tasks.spawn(connection(
+                    state2, stream, peer, local, surface, acceptor, gate,
+                ));
             }
             Err(error) => {
                 // EMFILE/ENFILE and friends: back off rather than spin.
@@ -83,7 +85,10 @@ pub enum Gate {
 
 fn gate(state: &AppState, peer: SocketAddr) -> Option<Gate> {
     let settings = state.settings();
-    let open = state.stats.connections.load(std::sync::atomic::Ordering::Relaxed);
+    let open = state
+        .stats
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed);
     if settings.limits.at_capacity(open + 1) {
         return Some(Gate::Full);
     }
@@ -93,13 +98,19 @@ fn gate(state: &AppState, peer: SocketAddr) -> Option<Gate> {
 fn refusal(gate: Gate) -> Response<Body> {
     let mut resp = match gate {
         Gate::Full => {
-            let mut r = reply::error(StatusCode::SERVICE_UNAVAILABLE, "at_capacity", "the gateway is at max_connections; retry shortly");
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let mut r = reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "at_capacity",
+                "the gateway is at max_connections; retry shortly",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
         Gate::Limited(l) => crate::transport::limited(l),
     };
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 
@@ -124,20 +135,22 @@ async fn connection(
             id,
         };
         match acceptor {
-            Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    info.sni = tls.get_ref().1.server_name().map(str::to_string);
-                    serve(state, TokioIo::new(tls), info, surface, gate).await
+            Some(acceptor) => {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        info.sni = tls.get_ref().1.server_name().map(str::to_string);
+                        serve(state, TokioIo::new(tls), info, surface, gate).await
+                    }
+                    Ok(Err(error)) => {
+                        state.metrics.tls_failures.inc();
+                        debug!(%error, "TLS handshake failed")
+                    }
+                    Err(_) => {
+                        state.metrics.tls_failures.inc();
+                        debug!("TLS handshake timed out")
+                    }
                 }
-                Ok(Err(error)) => {
-                    state.metrics.tls_failures.inc();
-                    debug!(%error, "TLS handshake failed")
-                }
-                Err(_) => {
-                    state.metrics.tls_failures.inc();
-                    debug!("TLS handshake timed out")
-                }
-            },
+            }
             None => serve(state, TokioIo::new(stream), info, surface, gate).await,
         }
     }
@@ -145,8 +158,13 @@ async fn connection(
     .await
 }
 
-async fn serve<I>(state: AppState, io: TokioIo<I>, info: ConnInfo, surface: Surface, gate: Option<Gate>)
-where
+async fn serve<I>(
+    state: AppState,
+    io: TokioIo<I>,
+    info: ConnInfo,
+    surface: Surface,
+    gate: Option<Gate>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let kill = ConnKill::default();

@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, KeyError};
-use crate::ingest::webhook::{RuleError, Webhooks};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::ingest::webhook::{RuleError, Webhooks};
 use crate::limits::Limits;
 use crate::proxy::Proxy;
 use crate::rules::ChannelRules;
@@ -51,7 +51,11 @@ impl Settings {
         let auth = Authenticator::new(&config.auth)?;
         let limits = Limits::new(&config.limits);
         let webhooks = Webhooks::new(&config.webhooks)?;
-        let tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::server_config)
+            .transpose()?;
         Ok(Settings {
             tls,
             webhooks,

@@ -70,22 +70,34 @@ pub fn server_config(tls: &config::Tls) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(cfg))
 }
 
-fn load_key_pair(provider: &CryptoProvider, cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+fn load_key_pair(
+    provider: &CryptoProvider,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| file_error(cert, format!("cannot read certificate: {e}")))?
         .collect::<Result<_, _>>()
         .map_err(|e| file_error(cert, format!("bad PEM: {e}")))?;
     if chain.is_empty() {
-        return Err(file_error(cert, "no certificate found (expected a PEM chain)"));
+        return Err(file_error(
+            cert,
+            "no certificate found (expected a PEM chain)",
+        ));
     }
-    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, format!("no usable private key: {e}")))?;
+    let der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| file_error(key, format!("no usable private key: {e}")))?;
     let signer = provider
         .key_provider
         .load_private_key(der)
         .map_err(|e| file_error(key, format!("unsupported private key: {e}")))?;
     let pair = CertifiedKey::new(chain, signer);
-    pair.keys_match()
-        .map_err(|_| file_error(key, format!("does not match the certificate {}", cert.display())))?;
+    pair.keys_match().map_err(|_| {
+        file_error(
+            key,
+            format!("does not match the certificate {}", cert.display()),
+        )
+    })?;
     Ok(Arc::new(pair))
 }
 
@@ -126,8 +138,13 @@ pub fn generate_dev_cert(cert: &Path, key: &Path) -> Result<(), TlsError> {
         path: path.to_path_buf(),
         message,
     };
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| err(cert, e.to_string()))?;
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let generated =
+        rcgen::generate_simple_self_signed(names).map_err(|e| err(cert, e.to_string()))?;
     for path in [cert, key] {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(path, e.to_string()))?;
@@ -180,7 +197,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(d.join("a.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(d.join("a.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let mut missing = tls(&d, vec![]);
@@ -206,7 +226,10 @@ mod tests {
         let b = load_key_pair(&p, &d.join("b.crt"), &d.join("b.key")).unwrap();
         let r = SniResolver {
             default: a.clone(),
-            by_name: vec![("app.example.com".into(), b.clone()), ("*.other.org".into(), b.clone())],
+            by_name: vec![
+                ("app.example.com".into(), b.clone()),
+                ("*.other.org".into(), b.clone()),
+            ],
         };
         assert!(Arc::ptr_eq(&r.pick(Some("APP.example.com")), &b));
         assert!(Arc::ptr_eq(&r.pick(Some("x.other.org")), &b));

@@ -39,11 +39,20 @@ pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Resp
         (&http::Method::GET, "/sse") => sse::open(state, settings, req).await,
         (&http::Method::GET, "/poll") => poll::poll(state, settings, req).await,
         (_, "/ws" | "/sse" | "/poll") => {
-            let mut r = reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET");
-            r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static("GET"));
+            let mut r = reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, http::HeaderValue::from_static("GET"));
             r
         }
-        _ => reply::error(StatusCode::NOT_FOUND, "not_found", "no such realtime endpoint"),
+        _ => reply::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such realtime endpoint",
+        ),
     }
 }
 
@@ -51,7 +60,11 @@ pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Resp
 pub fn query(req: &Request<Incoming>) -> HashMap<String, String> {
     req.uri()
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -66,7 +79,10 @@ pub struct Client {
 
 /// The documented refusal for a rate limit: 429 with `Retry-After`.
 pub fn limited(l: Limited) -> Response<Body> {
-    reply::rate_limited(l.retry_after, &format!("rate limit exceeded ({})", l.kind.label()))
+    reply::rate_limited(
+        l.retry_after,
+        &format!("rate limit exceeded ({})", l.kind.label()),
+    )
 }
 
 /// Verify the request's token (if any) and charge it to the client's limits.
@@ -94,7 +110,11 @@ pub fn admit(
     };
     settings.limits.message(&key).map_err(limited)?;
     let slot = Some(settings.limits.open_connection(&key).map_err(limited)?);
-    Ok(Client { identity, key, slot })
+    Ok(Client {
+        identity,
+        key,
+        slot,
+    })
 }
 
 /// A subscriber's request: channels with their policy, and where to resume.
@@ -125,12 +145,20 @@ pub fn subscription(
         .filter(|t| !t.is_empty());
     let cursor = match text {
         Some(t) => Some(Cursor::decode(&t).map_err(|_| {
-            reply::error(StatusCode::BAD_REQUEST, "bad_cursor", "the cursor is malformed; reconnect without it")
+            reply::error(
+                StatusCode::BAD_REQUEST,
+                "bad_cursor",
+                "the cursor is malformed; reconnect without it",
+            )
         })?),
         None => None,
     };
     let names: Vec<Arc<str>> = match q.get("channels") {
-        Some(list) => list.split(',').filter(|c| !c.is_empty()).map(Arc::from).collect(),
+        Some(list) => list
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(Arc::from)
+            .collect(),
         None => cursor.iter().flat_map(|c| c.channels().cloned()).collect(),
     };
     if names.is_empty() && require_channels {
@@ -148,10 +176,13 @@ pub fn subscription(
         ));
     }
     if !names.is_empty() {
-        settings.limits.subscribe(&client.key, names.len()).map_err(|l| {
-            state.metrics.limited(l.kind.label());
-            limited(l)
-        })?;
+        settings
+            .limits
+            .subscribe(&client.key, names.len())
+            .map_err(|l| {
+                state.metrics.limited(l.kind.label());
+                limited(l)
+            })?;
     }
     let mut channels = Vec::with_capacity(names.len());
     for name in names {
@@ -174,7 +205,10 @@ fn check_origin(settings: &Settings, req: &Request<Incoming>) -> Result<(), Resp
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("");
-    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
         Ok(())
     } else {
         Err(reply::error(

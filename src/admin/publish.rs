@@ -45,7 +45,12 @@ pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected>
     let bad = |code, msg: String| Rejected(StatusCode::BAD_REQUEST, code, msg);
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let entries: Vec<Entry> = match first {
-        None => return Err(bad("bad_json", "empty body; expected a JSON object or array".into())),
+        None => {
+            return Err(bad(
+                "bad_json",
+                "empty body; expected a JSON object or array".into(),
+            ));
+        }
         Some(b'[') => serde_json::from_slice(body),
         Some(_) => serde_json::from_slice(body).map(|e| vec![e]),
     }
@@ -54,7 +59,10 @@ pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected>
         return Err(bad("bad_request", "empty array: nothing to publish".into()));
     }
     if entries.len() > MAX_BATCH {
-        return Err(bad("bad_request", format!("at most {MAX_BATCH} messages per request")));
+        return Err(bad(
+            "bad_request",
+            format!("at most {MAX_BATCH} messages per request"),
+        ));
     }
     let max = settings.config.realtime.max_message;
     let mut out = Vec::with_capacity(entries.len());
@@ -63,21 +71,37 @@ pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected>
         let channels = match (e.channel, e.channels) {
             (Some(c), None) => vec![c],
             (None, Some(cs)) if !cs.is_empty() => cs,
-            (Some(_), Some(_)) => return Err(bad("bad_request", format!("message {n}: give `channel` or `channels`, not both"))),
-            _ => return Err(bad("missing_channel", format!("message {n}: missing `channel` (or `channels`)"))),
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "bad_request",
+                    format!("message {n}: give `channel` or `channels`, not both"),
+                ));
+            }
+            _ => {
+                return Err(bad(
+                    "missing_channel",
+                    format!("message {n}: missing `channel` (or `channels`)"),
+                ));
+            }
         };
         if let Some(c) = channels.iter().find(|c| !valid_channel(c)) {
             return Err(bad(
                 "invalid_channel",
-                format!("message {n}: invalid channel name {c:?} (1-200 of A-Z a-z 0-9 . _ - : @ =)"),
+                format!(
+                    "message {n}: invalid channel name {c:?} (1-200 of A-Z a-z 0-9 . _ - : @ =)"
+                ),
             ));
         }
         let event = e.event.unwrap_or_else(|| "message".into());
         if !valid_event(&event) {
-            return Err(bad("bad_request", format!("message {n}: invalid event name")));
+            return Err(bad(
+                "bad_request",
+                format!("message {n}: invalid event name"),
+            ));
         }
         let data = match e.data {
-            Some(raw) => compact(&raw).ok_or_else(|| bad("bad_json", format!("message {n}: invalid `data`")))?,
+            Some(raw) => compact(&raw)
+                .ok_or_else(|| bad("bad_json", format!("message {n}: invalid `data`")))?,
             None => serde_json::value::to_raw_value(&serde_json::Value::Null)
                 .map_err(|e| bad("bad_json", e.to_string()))?,
         };
@@ -85,11 +109,20 @@ pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected>
             return Err(Rejected(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!("message {n}: data is {} bytes, over realtime.max_message ({max})", data.get().len()),
+                format!(
+                    "message {n}: data is {} bytes, over realtime.max_message ({max})",
+                    data.get().len()
+                ),
             ));
         }
-        if e.id.as_ref().is_some_and(|id| id.is_empty() || id.len() > 200) {
-            return Err(bad("bad_request", format!("message {n}: `id` must be 1-200 characters")));
+        if e.id
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > 200)
+        {
+            return Err(bad(
+                "bad_request",
+                format!("message {n}: `id` must be 1-200 characters"),
+            ));
         }
         let event: Arc<str> = event.into();
         for channel in channels {
@@ -106,7 +139,10 @@ pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected>
 }
 
 /// Publish validated messages; returns `[{channel, id}]` in request order.
-pub async fn publish_all(state: &AppState, batch: Vec<Publish>) -> Result<serde_json::Value, Rejected> {
+pub async fn publish_all(
+    state: &AppState,
+    batch: Vec<Publish>,
+) -> Result<serde_json::Value, Rejected> {
     let mut published = Vec::with_capacity(batch.len());
     for p in batch {
         match state.broker.publish(p).await {
@@ -120,7 +156,10 @@ pub async fn publish_all(state: &AppState, batch: Vec<Publish>) -> Result<serde_
             }
         }
     }
-    state.stats.published.fetch_add(published.len() as u64, Ordering::Relaxed);
+    state
+        .stats
+        .published
+        .fetch_add(published.len() as u64, Ordering::Relaxed);
     let ids: Vec<_> = published.iter().map(|p| p["id"].clone()).collect();
     Ok(serde_json::json!({ "published": published, "ids": ids }))
 }

@@ -22,11 +22,13 @@ use crate::hub::{Hub, Message};
 
 const SHARDS: usize = 32;
 
+type Shard = Mutex<HashMap<Arc<str>, Arc<Mutex<ChannelLog>>>>;
+
 pub struct MemoryBroker {
     hub: Hub,
     epoch: u64,
     seq: AtomicU64,
-    shards: Vec<Mutex<HashMap<Arc<str>, Arc<Mutex<ChannelLog>>>>>,
+    shards: Vec<Shard>,
     hasher: RandomState,
     /// Highest floor of any log dropped while idle: a recreated log starts there.
     dropped_floor: AtomicU64,
@@ -68,7 +70,7 @@ impl MemoryBroker {
         })
     }
 
-    fn shard(&self, channel: &str) -> &Mutex<HashMap<Arc<str>, Arc<Mutex<ChannelLog>>>> {
+    fn shard(&self, channel: &str) -> &Shard {
         &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
     }
 
@@ -112,7 +114,11 @@ impl MemoryBroker {
         if after > self.seq.load(Ordering::Acquire) {
             return Replay::Gap;
         }
-        let log = self.shard(channel).lock().ok().and_then(|m| m.get(channel).cloned());
+        let log = self
+            .shard(channel)
+            .lock()
+            .ok()
+            .and_then(|m| m.get(channel).cloned());
         let Some(log) = log else {
             return if after >= self.dropped_floor.load(Ordering::Acquire) {
                 Replay::Messages(Vec::new())
@@ -137,7 +143,9 @@ impl MemoryBroker {
         for shard in &self.shards {
             let Ok(mut map) = shard.lock() else { continue };
             map.retain(|_, log| {
-                let Ok(mut log) = log.lock() else { return false };
+                let Ok(mut log) = log.lock() else {
+                    return false;
+                };
                 log.expire(now);
                 if log.ring.is_empty() {
                     log.dead = true;
@@ -183,14 +191,26 @@ impl Broker for MemoryBroker {
         Box::pin(future::ready(self.publish_now(msg)))
     }
 
-    fn replay<'a>(&'a self, channel: &'a str, after: u64) -> BoxFuture<'a, Result<Replay, BrokerError>> {
+    fn replay<'a>(
+        &'a self,
+        channel: &'a str,
+        after: u64,
+    ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
         Box::pin(future::ready(Ok(self.replay_now(channel, after))))
     }
 
     fn history_info(&self, channel: &str) -> (usize, Option<u64>) {
-        let log = self.shard(channel).lock().ok().and_then(|m| m.get(channel).cloned());
-        log.and_then(|l| l.lock().ok().map(|l| (l.ring.len(), l.ring.front().map(|m| m.seq))))
-            .unwrap_or((0, None))
+        let log = self
+            .shard(channel)
+            .lock()
+            .ok()
+            .and_then(|m| m.get(channel).cloned());
+        log.and_then(|l| {
+            l.lock()
+                .ok()
+                .map(|l| (l.ring.len(), l.ring.front().map(|m| m.seq)))
+        })
+        .unwrap_or((0, None))
     }
 
     fn is_ready(&self) -> bool {
@@ -227,7 +247,10 @@ mod tests {
         let ids: Vec<u64> = (0..5).map(|_| publish(&b, "a", 3, ttl)).collect();
         publish(&b, "b", 3, ttl);
         assert_eq!(seqs(b.replay_now("a", ids[2])), Some(vec![ids[3], ids[4]]));
-        assert_eq!(seqs(b.replay_now("a", ids[1])), Some(vec![ids[2], ids[3], ids[4]]));
+        assert_eq!(
+            seqs(b.replay_now("a", ids[1])),
+            Some(vec![ids[2], ids[3], ids[4]])
+        );
         assert_eq!(seqs(b.replay_now("a", ids[0])), None, "ids[1] was evicted");
         assert_eq!(seqs(b.replay_now("a", 10_000)), None, "future position");
         assert_eq!(seqs(b.replay_now("never", b.head())), Some(vec![]));
@@ -252,7 +275,10 @@ mod tests {
             event: "message".into(),
             data: serde_json::value::RawValue::from_string("1".into()).unwrap(),
             key: Some("k1".into()),
-            history: HistoryPolicy { size: 10, ttl: Duration::from_secs(60) },
+            history: HistoryPolicy {
+                size: 10,
+                ttl: Duration::from_secs(60),
+            },
         };
         let a = b.publish_now(mk()).unwrap().seq;
         let c = b.publish_now(mk()).unwrap().seq;

@@ -118,7 +118,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "zz", "1~a", "1~a~x", "1~a b~2", "1~~2", &"1".repeat(20_000)] {
+        for bad in [
+            "",
+            "zz",
+            "1~a",
+            "1~a~x",
+            "1~a b~2",
+            "1~~2",
+            &"1".repeat(20_000),
+        ] {
             assert_eq!(Cursor::decode(bad), Err(CursorError), "{bad:.20}");
         }
     }

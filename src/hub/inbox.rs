@@ -73,7 +73,9 @@ impl Inbox {
                         return;
                     }
                     SlowClient::Conflate => {
-                        if let Some(slot) = q.items.iter_mut().rev().find(|m| m.channel == msg.channel) {
+                        if let Some(slot) =
+                            q.items.iter_mut().rev().find(|m| m.channel == msg.channel)
+                        {
                             *slot = msg.clone();
                             note_gap(&mut q.gaps, &msg.channel);
                             return;
@@ -133,7 +135,13 @@ mod tests {
 
     fn msg(channel: &str, seq: u64) -> Arc<Message> {
         let data = serde_json::value::RawValue::from_string(seq.to_string()).unwrap();
-        Arc::new(Message::new(channel.into(), "message".into(), &data, seq, None))
+        Arc::new(Message::new(
+            channel.into(),
+            "message".into(),
+            &data,
+            seq,
+            None,
+        ))
     }
 
     #[test]

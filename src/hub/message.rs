@@ -17,9 +17,9 @@ pub const MAX_CHANNEL_LEN: usize = 200;
 pub fn valid_channel(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_CHANNEL_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@' | b'='))
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@' | b'=')
+        })
 }
 
 /// Event names: 1–64 printable ASCII characters other than `"` and `\`, so they
@@ -27,7 +27,9 @@ pub fn valid_channel(name: &str) -> bool {
 pub fn valid_event(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        && name
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// One message on one channel.
@@ -118,7 +120,10 @@ mod tests {
         assert_eq!(v["id"], "42");
         assert_eq!(v["cursor"], "c1");
         assert_eq!(v["data"]["a"][1], "x\ny");
-        assert!(!out.contains(&b'\n'), "no raw newline may reach an SSE data line");
+        assert!(
+            !out.contains(&b'\n'),
+            "no raw newline may reach an SSE data line"
+        );
     }
 
     #[test]

@@ -36,7 +36,11 @@ enum Source {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
     Lit(String),
-    Field { source: Source, keys: Vec<String>, text: String },
+    Field {
+        source: Source,
+        keys: Vec<String>,
+        text: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,12 +74,15 @@ pub enum RenderError {
 }
 
 const WEBHOOK_ROOTS: &str = "body, body.KEY…, header.NAME, path.NAME or query.NAME";
-const TAP_ROOTS: &str =
-    "request.body…, request.header.NAME, request.path, request.query.NAME, response.body…, response.status or response.header.NAME";
+const TAP_ROOTS: &str = "request.body…, request.header.NAME, request.path, request.query.NAME, response.body…, response.status or response.header.NAME";
 
 impl Template {
     /// Parse `text`; `path_params` are the `{names}` of the rule's match path.
-    pub fn parse(text: &str, ctx: Context, path_params: &[String]) -> Result<Template, TemplateError> {
+    pub fn parse(
+        text: &str,
+        ctx: Context,
+        path_params: &[String],
+    ) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut chars = text.chars().peekable();
@@ -115,11 +122,27 @@ impl Template {
 
     /// Whether rendering reads the request body (webhook body / tap request body).
     pub fn uses_body(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Field { source: Source::Body, .. }))
+        self.parts.iter().any(|p| {
+            matches!(
+                p,
+                Part::Field {
+                    source: Source::Body,
+                    ..
+                }
+            )
+        })
     }
 
     pub fn uses_response_body(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Field { source: Source::ResponseBody, .. }))
+        self.parts.iter().any(|p| {
+            matches!(
+                p,
+                Part::Field {
+                    source: Source::ResponseBody,
+                    ..
+                }
+            )
+        })
     }
 
     /// Render as text (channel and event names).
@@ -133,7 +156,9 @@ impl Template {
                     Value::Number(n) => out.push_str(&n.to_string()),
                     Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
                     Value::Null => return Err(RenderError::Missing(text.clone())),
-                    Value::Array(_) | Value::Object(_) => return Err(RenderError::NotText(text.clone())),
+                    Value::Array(_) | Value::Object(_) => {
+                        return Err(RenderError::NotText(text.clone()));
+                    }
                 },
             }
         }
@@ -155,11 +180,16 @@ fn field(inner: &str, ctx: Context, path_params: &[String]) -> Result<Part, Temp
     let unknown = || {
         TemplateError::Unknown(
             inner.to_string(),
-            if ctx == Context::Webhook { WEBHOOK_ROOTS } else { TAP_ROOTS },
+            if ctx == Context::Webhook {
+                WEBHOOK_ROOTS
+            } else {
+                TAP_ROOTS
+            },
         )
     };
     let mut segs = inner.split('.');
-    let mut rest = |n: usize| -> Vec<String> { segs.by_ref().skip(n).map(str::to_string).collect() };
+    let mut rest =
+        |n: usize| -> Vec<String> { segs.by_ref().skip(n).map(str::to_string).collect() };
     let (source, keys) = match ctx {
         Context::Webhook => {
             let first = inner.split('.').next().unwrap_or("");
@@ -224,8 +254,16 @@ pub struct Body<'a> {
 
 impl<'a> Body<'a> {
     pub fn new(bytes: &'a [u8], truncated: bool) -> Body<'a> {
-        let json = if truncated { None } else { serde_json::from_slice(bytes).ok() };
-        Body { bytes, json, truncated }
+        let json = if truncated {
+            None
+        } else {
+            serde_json::from_slice(bytes).ok()
+        };
+        Body {
+            bytes,
+            json,
+            truncated,
+        }
     }
 }
 
@@ -243,19 +281,33 @@ fn lookup(part: &Part, input: &Input<'_>) -> Result<Value, RenderError> {
     match source {
         Source::Header(n) => header(input.headers, n),
         Source::ResponseHeader(n) => header(input.response_headers, n),
-        Source::PathParam(n) => input.path_params.get(n).map(|v| Value::String(v.clone())).ok_or_else(missing),
-        Source::Query(n) => input.query.get(n).map(|v| Value::String(v.clone())).ok_or_else(missing),
+        Source::PathParam(n) => input
+            .path_params
+            .get(n)
+            .map(|v| Value::String(v.clone()))
+            .ok_or_else(missing),
+        Source::Query(n) => input
+            .query
+            .get(n)
+            .map(|v| Value::String(v.clone()))
+            .ok_or_else(missing),
         Source::RequestPath => Ok(Value::String(input.path.to_string())),
         Source::ResponseStatus => input.response_status.map(Value::from).ok_or_else(missing),
         Source::Body | Source::ResponseBody => {
-            let body = if *source == Source::Body { &input.body } else { &input.response_body };
+            let body = if *source == Source::Body {
+                &input.body
+            } else {
+                &input.response_body
+            };
             let body = body.as_ref().ok_or_else(missing)?;
             if body.truncated {
                 return Err(RenderError::Truncated(text.clone()));
             }
             match (&body.json, keys.is_empty()) {
                 (Some(v), _) => walk(v, keys).cloned().ok_or_else(missing),
-                (None, true) => Ok(Value::String(String::from_utf8_lossy(body.bytes).into_owned())),
+                (None, true) => Ok(Value::String(
+                    String::from_utf8_lossy(body.bytes).into_owned(),
+                )),
                 (None, false) => Err(RenderError::NotJson(text.clone())),
             }
         }
@@ -294,25 +346,72 @@ mod tests {
             query: [("q".to_string(), "1".to_string())].into(),
             ..Default::default()
         };
-        assert_eq!(hook("orders.{body.customer_id}").render_text(&input).unwrap(), "orders.42");
-        assert_eq!(hook("{header.X-Event-Type}").render_text(&input).unwrap(), "order.created");
-        assert_eq!(hook("{body.items.0.sku}").render_json(&input).unwrap(), json!("a-1"));
-        assert_eq!(hook("{body.message}").render_json(&input).unwrap(), json!({"x": true}));
-        assert_eq!(hook("{body}").render_json(&input).unwrap()["customer_id"], 42);
-        assert_eq!(hook("user.{path.user}").render_text(&input).unwrap(), "user.alice");
-        assert_eq!(hook("{query.q}-{{lit}}").render_text(&input).unwrap(), "1-{lit}");
-        assert_eq!(hook("{body.nope}").render_text(&input), Err(RenderError::Missing("body.nope".into())));
-        assert_eq!(hook("{body.message}").render_text(&input), Err(RenderError::NotText("body.message".into())));
-        assert_eq!(hook("{body.items.9}").render_json(&input), Err(RenderError::Missing("body.items.9".into())));
+        assert_eq!(
+            hook("orders.{body.customer_id}")
+                .render_text(&input)
+                .unwrap(),
+            "orders.42"
+        );
+        assert_eq!(
+            hook("{header.X-Event-Type}").render_text(&input).unwrap(),
+            "order.created"
+        );
+        assert_eq!(
+            hook("{body.items.0.sku}").render_json(&input).unwrap(),
+            json!("a-1")
+        );
+        assert_eq!(
+            hook("{body.message}").render_json(&input).unwrap(),
+            json!({"x": true})
+        );
+        assert_eq!(
+            hook("{body}").render_json(&input).unwrap()["customer_id"],
+            42
+        );
+        assert_eq!(
+            hook("user.{path.user}").render_text(&input).unwrap(),
+            "user.alice"
+        );
+        assert_eq!(
+            hook("{query.q}-{{lit}}").render_text(&input).unwrap(),
+            "1-{lit}"
+        );
+        assert_eq!(
+            hook("{body.nope}").render_text(&input),
+            Err(RenderError::Missing("body.nope".into()))
+        );
+        assert_eq!(
+            hook("{body.message}").render_text(&input),
+            Err(RenderError::NotText("body.message".into()))
+        );
+        assert_eq!(
+            hook("{body.items.9}").render_json(&input),
+            Err(RenderError::Missing("body.items.9".into()))
+        );
     }
 
     #[test]
     fn non_json_bodies() {
-        let input = Input { body: Some(Body::new(b"plain text", false)), ..Default::default() };
-        assert_eq!(hook("{body}").render_json(&input).unwrap(), json!("plain text"));
-        assert_eq!(hook("{body.a}").render_json(&input), Err(RenderError::NotJson("body.a".into())));
-        let input = Input { body: Some(Body::new(b"{}", true)), ..Default::default() };
-        assert!(matches!(hook("{body}").render_json(&input), Err(RenderError::Truncated(_))));
+        let input = Input {
+            body: Some(Body::new(b"plain text", false)),
+            ..Default::default()
+        };
+        assert_eq!(
+            hook("{body}").render_json(&input).unwrap(),
+            json!("plain text")
+        );
+        assert_eq!(
+            hook("{body.a}").render_json(&input),
+            Err(RenderError::NotJson("body.a".into()))
+        );
+        let input = Input {
+            body: Some(Body::new(b"{}", true)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            hook("{body}").render_json(&input),
+            Err(RenderError::Truncated(_))
+        ));
     }
 
     #[test]
@@ -323,7 +422,10 @@ mod tests {
         assert!(matches!(p("{body..x}"), Err(TemplateError::Unknown(..))));
         assert_eq!(p("{body"), Err(TemplateError::Unclosed));
         assert_eq!(p("a}"), Err(TemplateError::Unmatched));
-        assert_eq!(p("{path.user}"), Err(TemplateError::NoSuchPathParam("user".into())));
+        assert_eq!(
+            p("{path.user}"),
+            Err(TemplateError::NoSuchPathParam("user".into()))
+        );
         let t = |s: &str| Template::parse(s, Context::Tap, &[]);
         assert!(t("{response.body.id}").unwrap().uses_response_body());
         assert!(t("{request.body}").unwrap().uses_body());

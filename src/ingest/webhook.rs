@@ -38,10 +38,12 @@ impl PathPattern {
     pub fn new(path: &str) -> PathPattern {
         let segments = path
             .split('/')
-            .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                Some(name) => Segment::Param(name.to_string()),
-                None => Segment::Lit(s.to_string()),
-            })
+            .map(
+                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => Segment::Param(name.to_string()),
+                    None => Segment::Lit(s.to_string()),
+                },
+            )
             .collect();
         PathPattern { segments }
     }
@@ -114,7 +116,11 @@ impl Webhooks {
             let path = PathPattern::new(&w.matcher.path);
             let params = path.params();
             let parse = |text: &str, key| {
-                Template::parse(text, Context::Webhook, &params).map_err(|error| RuleError { index, key, error })
+                Template::parse(text, Context::Webhook, &params).map_err(|error| RuleError {
+                    index,
+                    key,
+                    error,
+                })
             };
             let hmac = w
                 .verify
@@ -126,7 +132,8 @@ impl Webhooks {
                 });
             rules.push(WebhookRule {
                 name: w.name.clone(),
-                method: Method::from_bytes(w.matcher.method.to_ascii_uppercase().as_bytes()).unwrap_or(Method::POST),
+                method: Method::from_bytes(w.matcher.method.to_ascii_uppercase().as_bytes())
+                    .unwrap_or(Method::POST),
                 path,
                 hmac,
                 channel: parse(&w.channel, "channel")?,
@@ -137,7 +144,11 @@ impl Webhooks {
         Ok(Webhooks { rules })
     }
 
-    pub fn find(&self, method: &Method, path: &str) -> Option<(&WebhookRule, HashMap<String, String>)> {
+    pub fn find(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Option<(&WebhookRule, HashMap<String, String>)> {
         self.rules
             .iter()
             .filter(|r| r.method == method)
@@ -152,7 +163,9 @@ impl Webhooks {
 
 /// Check a signature header against the raw body.
 fn verify_signature(key: &hmac::Key, header: Option<&str>, body: &[u8]) -> bool {
-    let Some(given) = header.map(str::trim) else { return false };
+    let Some(given) = header.map(str::trim) else {
+        return false;
+    };
     let hex_sig = given.strip_prefix("sha256=").unwrap_or(given);
     match hex::decode(hex_sig) {
         Ok(tag) => hmac::verify(key, body, &tag).is_ok(),
@@ -172,19 +185,33 @@ pub async fn handle(
     let limit = crate::admin::body_limit(settings.config.realtime.max_message);
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body over {limit} bytes")),
+        Err(_) => {
+            return reply::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("body over {limit} bytes"),
+            );
+        }
     };
     if let Some((header, key)) = &rule.hmac {
         let given = parts.headers.get(header).and_then(|v| v.to_str().ok());
         if !verify_signature(key, given, &bytes) {
             tracing::warn!(webhook = %rule.name, "webhook signature did not verify");
-            return reply::error(StatusCode::UNAUTHORIZED, "bad_signature", format!("the {header} signature does not match the body"));
+            return reply::error(
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                format!("the {header} signature does not match the body"),
+            );
         }
     }
     let query = parts
         .uri
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let input = Input {
         body: Some(Body::new(&bytes, false)),
@@ -214,27 +241,49 @@ type Refusal = (StatusCode, &'static str, String);
 
 fn render(rule: &WebhookRule, input: &Input<'_>, settings: &Settings) -> Result<Publish, Refusal> {
     let unprocessable = |what: &str, e: &dyn std::fmt::Display| {
-        (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", format!("webhook {}: {what}: {e}", rule.name))
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            format!("webhook {}: {what}: {e}", rule.name),
+        )
     };
-    let channel = rule.channel.render_text(input).map_err(|e| unprocessable("channel", &e))?;
+    let channel = rule
+        .channel
+        .render_text(input)
+        .map_err(|e| unprocessable("channel", &e))?;
     if !valid_channel(&channel) {
-        return Err(unprocessable("channel", &format!("{channel:?} is not a valid channel name")));
+        return Err(unprocessable(
+            "channel",
+            &format!("{channel:?} is not a valid channel name"),
+        ));
     }
     let event = match &rule.event {
-        Some(t) => t.render_text(input).map_err(|e| unprocessable("event", &e))?,
+        Some(t) => t
+            .render_text(input)
+            .map_err(|e| unprocessable("event", &e))?,
         None => "message".to_string(),
     };
     if !valid_event(&event) {
-        return Err(unprocessable("event", &format!("{event:?} is not a valid event name")));
+        return Err(unprocessable(
+            "event",
+            &format!("{event:?} is not a valid event name"),
+        ));
     }
-    let data = rule.data.render_json(input).map_err(|e| unprocessable("data", &e))?;
+    let data = rule
+        .data
+        .render_json(input)
+        .map_err(|e| unprocessable("data", &e))?;
     let data = serde_json::value::to_raw_value(&data).map_err(|e| unprocessable("data", &e))?;
     let max = settings.config.realtime.max_message;
     if data.get().len() > max {
         return Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("webhook {}: data is {} bytes, over realtime.max_message ({max})", rule.name, data.get().len()),
+            format!(
+                "webhook {}: data is {} bytes, over realtime.max_message ({max})",
+                rule.name,
+                data.get().len()
+            ),
         ));
     }
     Ok(Publish {
@@ -254,10 +303,17 @@ mod tests {
     fn path_patterns() {
         let p = PathPattern::new("/hooks/notify/{user}");
         assert_eq!(p.params(), vec!["user".to_string()]);
-        assert_eq!(p.matches("/hooks/notify/al%40ice").unwrap()["user"], "al@ice");
+        assert_eq!(
+            p.matches("/hooks/notify/al%40ice").unwrap()["user"],
+            "al@ice"
+        );
         assert!(p.matches("/hooks/notify/").is_none());
         assert!(p.matches("/hooks/notify/a/b").is_none());
-        assert!(PathPattern::new("/hooks/orders").matches("/hooks/orders").is_some());
+        assert!(
+            PathPattern::new("/hooks/orders")
+                .matches("/hooks/orders")
+                .is_some()
+        );
     }
 
     #[test]
@@ -265,7 +321,11 @@ mod tests {
         let key = hmac::Key::new(hmac::HMAC_SHA256, b"secret");
         let tag = hex::encode(hmac::sign(&key, b"body").as_ref());
         assert!(verify_signature(&key, Some(&tag), b"body"));
-        assert!(verify_signature(&key, Some(&format!("sha256={tag}")), b"body"));
+        assert!(verify_signature(
+            &key,
+            Some(&format!("sha256={tag}")),
+            b"body"
+        ));
         assert!(!verify_signature(&key, Some(&tag), b"body2"));
         assert!(!verify_signature(&key, Some("zz"), b"body"));
         assert!(!verify_signature(&key, None, b"body"));

@@ -24,11 +24,24 @@ pub struct Envelope {
 
 #[derive(Debug)]
 pub enum Op {
-    Subscribe { channel: String, cursor: Option<String> },
-    Unsubscribe { channel: String },
-    Publish { channel: String, event: Option<String>, data: Box<RawValue> },
-    Send { data: Box<RawValue> },
-    Auth { token: String },
+    Subscribe {
+        channel: String,
+        cursor: Option<String>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        channel: String,
+        event: Option<String>,
+        data: Box<RawValue>,
+    },
+    Send {
+        data: Box<RawValue>,
+    },
+    Auth {
+        token: String,
+    },
     Ping,
 }
 
@@ -57,7 +70,11 @@ pub fn parse(text: &str) -> Result<(Op, Option<String>), OpError> {
         code,
         message: message.to_string(),
     };
-    let need_channel = || env.channel.clone().ok_or_else(|| fail("bad_request", "missing `channel`"));
+    let need_channel = || {
+        env.channel
+            .clone()
+            .ok_or_else(|| fail("bad_request", "missing `channel`"))
+    };
     let op = match env.op.as_str() {
         "subscribe" => Op::Subscribe {
             channel: need_channel()?,
@@ -69,16 +86,30 @@ pub fn parse(text: &str) -> Result<(Op, Option<String>), OpError> {
         "publish" => Op::Publish {
             channel: need_channel()?,
             event: env.event.clone(),
-            data: env.data.clone().ok_or_else(|| fail("bad_request", "missing `data`"))?,
+            data: env
+                .data
+                .clone()
+                .ok_or_else(|| fail("bad_request", "missing `data`"))?,
         },
         "send" => Op::Send {
-            data: env.data.clone().ok_or_else(|| fail("bad_request", "missing `data`"))?,
+            data: env
+                .data
+                .clone()
+                .ok_or_else(|| fail("bad_request", "missing `data`"))?,
         },
         "auth" => Op::Auth {
-            token: env.token.clone().ok_or_else(|| fail("bad_request", "missing `token`"))?,
+            token: env
+                .token
+                .clone()
+                .ok_or_else(|| fail("bad_request", "missing `token`"))?,
         },
         "ping" => Op::Ping,
-        _ => return Err(fail("unknown_op", "unknown op; expected subscribe, unsubscribe, publish, send, auth or ping")),
+        _ => {
+            return Err(fail(
+                "unknown_op",
+                "unknown op; expected subscribe, unsubscribe, publish, send, auth or ping",
+            ));
+        }
     };
     Ok((op, reference))
 }
@@ -116,12 +147,14 @@ mod tests {
 
     #[test]
     fn parses_ops() {
-        let (op, r) = parse(r#"{"op":"subscribe","channel":"a","cursor":"1~a~2","ref":7}"#).unwrap();
+        let (op, r) =
+            parse(r#"{"op":"subscribe","channel":"a","cursor":"1~a~2","ref":7}"#).unwrap();
         assert!(matches!(op, Op::Subscribe { ref channel, cursor: Some(_) } if channel == "a"));
         assert_eq!(r.as_deref(), Some("7"));
         let (op, r) = parse(r#"{"op":"ping","ref":"x"}"#).unwrap();
         assert!(matches!(op, Op::Ping));
-        let v: serde_json::Value = serde_json::from_str(&ack(r.as_deref(), serde_json::json!({}))).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&ack(r.as_deref(), serde_json::json!({}))).unwrap();
         assert_eq!(v, serde_json::json!({"type": "ack", "ref": "x"}));
     }
 
@@ -131,15 +164,22 @@ mod tests {
         assert_eq!(parse(r#"{"channel":"a"}"#).unwrap_err().code, "bad_request");
         let e = parse(r#"{"op":"dance","ref":3}"#).unwrap_err();
         assert_eq!((e.code, e.reference.as_deref()), ("unknown_op", Some("3")));
-        assert_eq!(parse(r#"{"op":"subscribe","ref":1}"#).unwrap_err().message, "missing `channel`");
-        assert_eq!(parse(r#"{"op":"publish","channel":"a"}"#).unwrap_err().code, "bad_request");
+        assert_eq!(
+            parse(r#"{"op":"subscribe","ref":1}"#).unwrap_err().message,
+            "missing `channel`"
+        );
+        assert_eq!(
+            parse(r#"{"op":"publish","channel":"a"}"#).unwrap_err().code,
+            "bad_request"
+        );
         let long_ref = format!(r#"{{"op":"x","ref":"{}"}}"#, "r".repeat(500));
         assert_eq!(parse(&long_ref).unwrap_err().reference, None);
     }
 
     #[test]
     fn error_json_shape() {
-        let v: serde_json::Value = serde_json::from_str(&error(Some("1"), "forbidden", "no \"way\"")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&error(Some("1"), "forbidden", "no \"way\"")).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["ref"], 1);
         assert_eq!(v["code"], "forbidden");

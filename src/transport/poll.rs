@@ -26,7 +26,11 @@ const MAX_RESPONSE: usize = 1024 * 1024;
 /// After the first live message, wait this long for more to batch them.
 const LINGER: Duration = Duration::from_millis(5);
 
-pub async fn poll(state: AppState, settings: Arc<Settings>, req: Request<Incoming>) -> Response<Body> {
+pub async fn poll(
+    state: AppState,
+    settings: Arc<Settings>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let q = query(&req);
     let client = match admit(&state, &settings, &req, &q) {
         Ok(c) => c,
@@ -46,7 +50,10 @@ pub async fn poll(state: AppState, settings: Arc<Settings>, req: Request<Incomin
         .map_or(rt.poll_timeout, |t| t.min(rt.poll_timeout));
     let mut session = Session::new(&state, rt.client_queue);
     let mut out = Vec::new();
-    if let Err(e) = session.subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out).await {
+    if let Err(e) = session
+        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
+        .await
+    {
         return reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
     }
     if out.is_empty() {
@@ -63,7 +70,10 @@ pub async fn poll(state: AppState, settings: Arc<Settings>, req: Request<Incomin
     let body = render(&state, &mut session, out);
     let mut resp = Response::new(reply::full(body));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -93,7 +103,10 @@ fn render(state: &AppState, session: &mut Session, out: Vec<Out>) -> bytes::Byte
             Out::Reset { channels, reason } => reset_json(channels, reason, cursor, &mut items),
         }
     }
-    state.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+    state
+        .stats
+        .delivered
+        .fetch_add(delivered, Ordering::Relaxed);
     let cursor = session.cursor_text();
     let mut body = BytesMut::with_capacity(items.len() + cursor.len() + 32);
     body.put_slice(b"{\"cursor\":\"");

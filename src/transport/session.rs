@@ -12,10 +12,10 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 
 use crate::broker::{Broker, BrokerError, Replay};
-use crate::metrics::Metrics;
-use crate::state::AppState;
 use crate::config::SlowClient;
 use crate::hub::{Cursor, Drained, Hub, Inbox, Message, SubscriptionId};
+use crate::metrics::Metrics;
+use crate::state::AppState;
 
 /// Something to send to the client, in order.
 #[derive(Debug)]
@@ -23,7 +23,10 @@ pub enum Out {
     Message(Arc<Message>),
     /// Missed messages can't be replayed for these channels (history gone,
     /// other epoch, or dropped for a slow client); delivery continues live.
-    Reset { channels: Vec<Arc<str>>, reason: &'static str },
+    Reset {
+        channels: Vec<Arc<str>>,
+        reason: &'static str,
+    },
 }
 
 pub struct Session {
@@ -65,7 +68,11 @@ impl Session {
 
     /// Drop subscriptions the current rules no longer allow for `who`;
     /// returns the channels dropped.
-    pub fn revoke_forbidden(&mut self, rules: &crate::rules::ChannelRules, who: Option<&crate::auth::Identity>) -> Vec<Arc<str>> {
+    pub fn revoke_forbidden(
+        &mut self,
+        rules: &crate::rules::ChannelRules,
+        who: Option<&crate::auth::Identity>,
+    ) -> Vec<Arc<str>> {
         let gone: Vec<Arc<str>> = self
             .channels()
             .into_iter()
@@ -166,9 +173,18 @@ impl Session {
         let mut d = Drained::default();
         self.inbox.drain(&mut d);
         if !d.gaps.is_empty() {
-            let channels: Vec<_> = d.gaps.into_iter().filter(|c| self.is_subscribed(c)).collect();
+            let channels: Vec<_> = d
+                .gaps
+                .into_iter()
+                .filter(|c| self.is_subscribed(c))
+                .collect();
             if !channels.is_empty() {
-                self.metrics.dropped.get_or_create(&crate::metrics::ReasonLabel { reason: "slow_client" }).inc();
+                self.metrics
+                    .dropped
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: "slow_client",
+                    })
+                    .inc();
                 out.push(Out::Reset {
                     channels,
                     reason: "slow_client",

@@ -26,7 +26,11 @@ use crate::state::{AppState, Gauge, Settings};
 /// How long a browser waits before reconnecting after the stream ends (ms).
 const RETRY_MS: u32 = 2000;
 
-pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incoming>) -> Response<Body> {
+pub async fn open(
+    state: AppState,
+    settings: Arc<Settings>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let q = query(&req);
     let client = match admit(&state, &settings, &req, &q) {
         Ok(c) => c,
@@ -39,10 +43,17 @@ pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incomin
     let rt = &settings.config.realtime;
     let mut session = Session::new(&state, rt.client_queue);
     let mut out = Vec::new();
-    if let Err(e) = session.subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out).await {
+    if let Err(e) = session
+        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
+        .await
+    {
         return reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
     }
-    let kill = req.extensions().get::<ConnKill>().cloned().unwrap_or_default();
+    let kill = req
+        .extensions()
+        .get::<ConnKill>()
+        .cloned()
+        .unwrap_or_default();
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let span = tracing::debug_span!(
         "sse",
@@ -66,7 +77,10 @@ pub async fn open(state: AppState, settings: Arc<Settings>, req: Request<Incomin
     );
     let mut resp = Response::new(reply::channel_body(rx));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
@@ -89,7 +103,10 @@ impl Pump {
         let _gauge = Gauge::enter(&self.state.stats, |s| &s.sse);
         self.state.metrics.connect("sse");
         let subject = self.client.identity.as_ref().map(|i| i.subject.clone());
-        let registration = self.state.connections.register(self.state.stats.conn_id(), subject.as_deref(), "sse");
+        let registration =
+            self.state
+                .connections
+                .register(self.state.stats.conn_id(), subject.as_deref(), "sse");
         self.kick = registration.kick.clone();
         let reason = self.pump(out, heartbeat).await;
         self.state.metrics.disconnect("sse", reason);
@@ -182,7 +199,10 @@ impl Pump {
             }
             self.buf.put_slice(b"\n\n");
         }
-        self.state.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+        self.state
+            .stats
+            .delivered
+            .fetch_add(delivered, Ordering::Relaxed);
     }
 
     /// Hand the buffered text to the body; false when the client is gone or evicted.

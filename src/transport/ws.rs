@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame, Utf8Bytes, handshake::derive_accept_key};
+use tokio_tungstenite::tungstenite::{
+    Error as WsError, Message as Frame, Utf8Bytes, handshake::derive_accept_key,
+};
 use tracing::{Instrument, debug};
 
 use super::ops::{self, Op};
@@ -50,21 +52,30 @@ type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Frame>;
 
 /// Validate the handshake and the requested channels, answer 101, and run the
 /// session on the upgraded connection.
-pub async fn upgrade(state: AppState, settings: Arc<Settings>, mut req: Request<Incoming>) -> Response<Body> {
+pub async fn upgrade(
+    state: AppState,
+    settings: Arc<Settings>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let headers = req.headers();
     let is_upgrade = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     let key = headers.get("sec-websocket-key").cloned();
-    let version_ok = headers.get("sec-websocket-version").is_some_and(|v| v == "13");
-    let (true, Some(key), true, http::Version::HTTP_11) = (is_upgrade, key, version_ok, req.version()) else {
+    let version_ok = headers
+        .get("sec-websocket-version")
+        .is_some_and(|v| v == "13");
+    let (true, Some(key), true, http::Version::HTTP_11) =
+        (is_upgrade, key, version_ok, req.version())
+    else {
         let mut r = reply::error(
             StatusCode::UPGRADE_REQUIRED,
             "upgrade_required",
             "this endpoint speaks WebSocket (HTTP/1.1 Upgrade, version 13)",
         );
-        r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         return r;
     };
     let offers_ours = headers
@@ -108,7 +119,10 @@ pub async fn upgrade(state: AppState, settings: Arc<Settings>, mut req: Request<
         h.insert("sec-websocket-accept", accept);
     }
     if offers_ours {
-        h.insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
     }
     resp
 }
@@ -162,7 +176,13 @@ struct WsSession {
     buf: BytesMut,
 }
 
-async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, client: Client, sub: Subscription) {
+async fn run(
+    state: AppState,
+    settings: Arc<Settings>,
+    upgraded: Upgraded,
+    client: Client,
+    sub: Subscription,
+) {
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -170,7 +190,8 @@ async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, clien
         .max_write_buffer_size(rt.max_message * 2 + 64 * 1024)
         .max_message_size(Some(rt.max_message + 4096))
         .max_frame_size(Some(rt.max_message + 4096));
-    let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let (sink, stream) = ws.split();
     let _gauge = Gauge::enter(&state.stats, |s| &s.ws);
     let started = Instant::now();
@@ -191,7 +212,10 @@ async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, clien
     };
     ws.state.metrics.connect("ws");
     let subject = ws.client.identity.as_ref().map(|i| i.subject.clone());
-    let registration = ws.state.connections.register(ws.state.stats.conn_id(), subject.as_deref(), "ws");
+    let registration =
+        ws.state
+            .connections
+            .register(ws.state.stats.conn_id(), subject.as_deref(), "ws");
     ws.kick = registration.kick.clone();
     let ending = ws.serve(sub, rx, last_seen, started).await;
     reader.abort();
@@ -201,7 +225,11 @@ async fn run(state: AppState, settings: Arc<Settings>, upgraded: Upgraded, clien
             code,
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(2), ws.sink.send(Frame::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            ws.sink.send(Frame::Close(Some(frame))),
+        )
+        .await;
     }
 }
 
@@ -246,7 +274,11 @@ impl WsSession {
         last_seen: Arc<AtomicU64>,
         started: Instant,
     ) -> Ending {
-        if let Err(e) = self.session.subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut self.out).await {
+        if let Err(e) = self
+            .session
+            .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut self.out)
+            .await
+        {
             return Ending::Close(CloseCode::Again, e.to_string());
         }
         if self.flush_out().await.is_err() {
@@ -330,7 +362,9 @@ impl WsSession {
     /// its rules no longer allow (only those).
     async fn on_reload(&mut self) -> Result<(), WsError> {
         self.settings = self.state.settings();
-        let gone = self.session.revoke_forbidden(&self.settings.rules, self.client.identity.as_ref());
+        let gone = self
+            .session
+            .revoke_forbidden(&self.settings.rules, self.client.identity.as_ref());
         for channel in gone {
             let frame = json!({
                 "type": "error",
@@ -346,7 +380,9 @@ impl WsSession {
     /// When the connection's token stops being valid, as a Tokio instant.
     fn expiry(&self) -> Option<tokio::time::Instant> {
         let at = self.client.identity.as_ref()?.expires?;
-        let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
         Some(tokio::time::Instant::now() + left)
     }
 
@@ -372,18 +408,28 @@ impl WsSession {
                     .expires
                     .and_then(|e| e.duration_since(std::time::UNIX_EPOCH).ok())
                     .map(|d| d.as_secs());
-                let ack = ops::ack(r, json!({"op": "auth", "subject": &identity.subject, "expires": expires}));
+                let ack = ops::ack(
+                    r,
+                    json!({"op": "auth", "subject": &identity.subject, "expires": expires}),
+                );
                 self.client.identity = Some(identity);
                 self.send_text(ack).await
             }
-            Err(e) => self.send_text(ops::error(r, e.code(), &e.to_string())).await,
+            Err(e) => {
+                self.send_text(ops::error(r, e.code(), &e.to_string()))
+                    .await
+            }
         }
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), WsError> {
         let (op, reference) = match ops::parse(text) {
             Ok(x) => x,
-            Err(e) => return self.send_text(ops::error(e.reference.as_deref(), e.code, &e.message)).await,
+            Err(e) => {
+                return self
+                    .send_text(ops::error(e.reference.as_deref(), e.code, &e.message))
+                    .await;
+            }
         };
         let r = reference.as_deref();
         match op {
@@ -391,41 +437,86 @@ impl WsSession {
             Op::Subscribe { channel, cursor } => self.on_subscribe(r, channel, cursor).await,
             Op::Unsubscribe { channel } => {
                 self.session.unsubscribe(&channel);
-                self.send_text(ops::ack(r, json!({"op": "unsubscribe", "channel": channel}))).await
+                self.send_text(ops::ack(
+                    r,
+                    json!({"op": "unsubscribe", "channel": channel}),
+                ))
+                .await
             }
-            Op::Publish { channel, event, data } => self.on_publish(r, channel, event, data).await,
+            Op::Publish {
+                channel,
+                event,
+                data,
+            } => self.on_publish(r, channel, event, data).await,
             Op::Send { .. } => {
-                self.send_text(ops::error(r, "not_configured", "client_messages.forward_to is not configured"))
-                    .await
+                self.send_text(ops::error(
+                    r,
+                    "not_configured",
+                    "client_messages.forward_to is not configured",
+                ))
+                .await
             }
             Op::Auth { token } => self.on_auth(r, token).await,
         }
     }
 
-    async fn on_subscribe(&mut self, r: Option<&str>, channel: String, cursor: Option<String>) -> Result<(), WsError> {
+    async fn on_subscribe(
+        &mut self,
+        r: Option<&str>,
+        channel: String,
+        cursor: Option<String>,
+    ) -> Result<(), WsError> {
         let cursor = match cursor.filter(|c| !c.is_empty()).map(|c| Cursor::decode(&c)) {
-            Some(Err(_)) => return self.send_text(ops::error(r, "bad_cursor", "the cursor is malformed")).await,
+            Some(Err(_)) => {
+                return self
+                    .send_text(ops::error(r, "bad_cursor", "the cursor is malformed"))
+                    .await;
+            }
             Some(Ok(c)) => Some(c),
             None => None,
         };
         if let Err(l) = self.settings.limits.subscribe(&self.client.key, 1) {
-            let msg = format!("too many subscribes; retry in {}ms", l.retry_after.as_millis());
+            let msg = format!(
+                "too many subscribes; retry in {}ms",
+                l.retry_after.as_millis()
+            );
             return self.send_text(ops::error(r, "rate_limited", &msg)).await;
         }
-        let policy = match self.settings.rules.check_subscribe(&channel, self.client.identity.as_ref()) {
+        let policy = match self
+            .settings
+            .rules
+            .check_subscribe(&channel, self.client.identity.as_ref())
+        {
             Ok(rule) => rule.slow_client,
-            Err(refusal) => return self.send_text(ops::error(r, refusal.code(), &refusal.to_string())).await,
+            Err(refusal) => {
+                return self
+                    .send_text(ops::error(r, refusal.code(), &refusal.to_string()))
+                    .await;
+            }
         };
-        if self.session.channel_count() >= super::MAX_CHANNELS && !self.session.is_subscribed(&channel) {
+        if self.session.channel_count() >= super::MAX_CHANNELS
+            && !self.session.is_subscribed(&channel)
+        {
             let msg = format!("at most {} channels per connection", super::MAX_CHANNELS);
-            return self.send_text(ops::error(r, "too_many_channels", &msg)).await;
+            return self
+                .send_text(ops::error(r, "too_many_channels", &msg))
+                .await;
         }
         let channel: Arc<str> = channel.into();
         let mut replay = Vec::new();
-        if let Err(e) = self.session.subscribe(&channel, policy, cursor.as_ref(), &mut replay).await {
-            return self.send_text(ops::error(r, "unavailable", &e.to_string())).await;
+        if let Err(e) = self
+            .session
+            .subscribe(&channel, policy, cursor.as_ref(), &mut replay)
+            .await
+        {
+            return self
+                .send_text(ops::error(r, "unavailable", &e.to_string()))
+                .await;
         }
-        let ack = ops::ack(r, json!({"op": "subscribe", "channel": &*channel, "cursor": self.session.cursor_text()}));
+        let ack = ops::ack(
+            r,
+            json!({"op": "subscribe", "channel": &*channel, "cursor": self.session.cursor_text()}),
+        );
         self.send_text(ack).await?;
         self.out.append(&mut replay);
         self.flush_out().await
@@ -438,18 +529,40 @@ impl WsSession {
         event: Option<String>,
         data: Box<serde_json::value::RawValue>,
     ) -> Result<(), WsError> {
-        let rule = match self.settings.rules.check_client_publish(&channel, self.client.identity.as_ref()) {
+        let rule = match self
+            .settings
+            .rules
+            .check_client_publish(&channel, self.client.identity.as_ref())
+        {
             Ok(rule) => rule,
-            Err(refusal) => return self.send_text(ops::error(r, refusal.code(), &refusal.to_string())).await,
+            Err(refusal) => {
+                return self
+                    .send_text(ops::error(r, refusal.code(), &refusal.to_string()))
+                    .await;
+            }
         };
         let event = event.unwrap_or_else(|| "message".into());
         if !message::valid_event(&event) {
-            return self.send_text(ops::error(r, "bad_request", "invalid event name")).await;
+            return self
+                .send_text(ops::error(r, "bad_request", "invalid event name"))
+                .await;
         }
         let data = match crate::admin::publish::compact(&data) {
             Some(d) if d.get().len() <= self.settings.config.realtime.max_message => d,
-            Some(_) => return self.send_text(ops::error(r, "too_large", "data exceeds realtime.max_message")).await,
-            None => return self.send_text(ops::error(r, "bad_request", "data is not valid JSON")).await,
+            Some(_) => {
+                return self
+                    .send_text(ops::error(
+                        r,
+                        "too_large",
+                        "data exceeds realtime.max_message",
+                    ))
+                    .await;
+            }
+            None => {
+                return self
+                    .send_text(ops::error(r, "bad_request", "data is not valid JSON"))
+                    .await;
+            }
         };
         let publish = Publish {
             channel: channel.into(),
@@ -461,10 +574,16 @@ impl WsSession {
         match self.state.broker.publish(publish).await {
             Ok(m) => {
                 self.state.stats.published.fetch_add(1, Ordering::Relaxed);
-                self.send_text(ops::ack(r, json!({"op": "publish", "channel": &*m.channel, "id": m.id()})))
+                self.send_text(ops::ack(
+                    r,
+                    json!({"op": "publish", "channel": &*m.channel, "id": m.id()}),
+                ))
+                .await
+            }
+            Err(e) => {
+                self.send_text(ops::error(r, "unavailable", &e.to_string()))
                     .await
             }
-            Err(e) => self.send_text(ops::error(r, "unavailable", &e.to_string())).await,
         }
     }
 
@@ -485,14 +604,19 @@ impl WsSession {
                     m.write_json(cursor, &mut self.buf);
                     delivered += 1;
                 }
-                Out::Reset { channels, reason } => reset_json(channels, reason, cursor, &mut self.buf),
+                Out::Reset { channels, reason } => {
+                    reset_json(channels, reason, cursor, &mut self.buf)
+                }
             }
             match Utf8Bytes::try_from(self.buf.split().freeze()) {
                 Ok(text) => frames.push(Frame::Text(text)),
                 Err(_) => debug!("dropped a frame that was not UTF-8"),
             }
         }
-        self.state.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+        self.state
+            .stats
+            .delivered
+            .fetch_add(delivered, Ordering::Relaxed);
         self.write(frames).await
     }
 

@@ -5,7 +5,10 @@ use std::process::Command;
 use crate::common::temp_dir;
 
 fn pushgate(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pushgate")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -13,9 +16,16 @@ fn check_accepts_the_shipped_config() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml");
     let out = pushgate(&["check", "-c", shipped]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("configuration OK"));
-    assert!(stdout.contains("/realtime"), "summary names the realtime endpoints: {stdout}");
+    assert!(
+        stdout.contains("/realtime"),
+        "summary names the realtime endpoints: {stdout}"
+    );
 }
 
 #[test]
@@ -36,5 +46,8 @@ fn version_and_help() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
     let out = pushgate(&["--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("check") && help.contains("Examples"), "{help}");
+    assert!(
+        help.contains("check") && help.contains("Examples"),
+        "{help}"
+    );
 }

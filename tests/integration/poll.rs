@@ -5,7 +5,12 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 async fn poll(gw: &TestGateway, query: &str) -> (u16, Value) {
-    let r = gw.http.get(gw.url(&format!("/realtime/poll?{query}"))).send().await.unwrap();
+    let r = gw
+        .http
+        .get(gw.url(&format!("/realtime/poll?{query}")))
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
@@ -30,13 +35,22 @@ async fn poll_holds_until_a_message_then_resumes_by_cursor() {
     let started = Instant::now();
     let (_, body) = poll(&gw, &format!("channels=public.p&cursor={cursor}")).await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    let data: Vec<Value> = body["messages"].as_array().unwrap().iter().map(|m| m["data"].clone()).collect();
+    let data: Vec<Value> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].clone())
+        .collect();
     assert_eq!(data, vec![json!(0), json!(1), json!(2)]);
     let cursor2 = body["cursor"].as_str().unwrap();
     assert_eq!(body["messages"][2]["cursor"], cursor2);
 
     // Nothing new: held for the poll timeout, then an empty answer keeping the cursor.
-    let (_, body) = poll(&gw, &format!("channels=public.p&cursor={cursor2}&timeout=1")).await;
+    let (_, body) = poll(
+        &gw,
+        &format!("channels=public.p&cursor={cursor2}&timeout=1"),
+    )
+    .await;
     assert_eq!(body["messages"], json!([]));
     assert_eq!(body["cursor"], cursor2);
 }
@@ -49,7 +63,10 @@ async fn poll_timeout_is_bounded_by_config() {
     assert_eq!(status, 200);
     assert_eq!(body["messages"], json!([]));
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -59,7 +76,9 @@ async fn poll_cursor_switches_to_websocket_and_back() {
     let (_, body) = poll(&gw, "channels=public.s&timeout=1").await;
     let cursor = body["cursor"].as_str().unwrap().to_string();
     gw.publish_one("public.s", json!("missed")).await;
-    let mut ws = gw.ws(&format!("/realtime/ws?channels=public.s&cursor={cursor}")).await;
+    let mut ws = gw
+        .ws(&format!("/realtime/ws?channels=public.s&cursor={cursor}"))
+        .await;
     let m = next_json(&mut ws).await;
     assert_eq!(m["data"], "missed");
     let ws_cursor = m["cursor"].as_str().unwrap().to_string();

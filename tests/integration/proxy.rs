@@ -35,12 +35,23 @@ async fn proxies_requests_intact_with_forwarding_headers() {
     assert_eq!(v["version"], "HTTP/1.1");
     let h = &v["headers"];
     assert_eq!(h["x-custom"], "kept");
-    assert!(h.get("x-hop").is_none(), "headers named in Connection are hop-by-hop");
+    assert!(
+        h.get("x-hop").is_none(),
+        "headers named in Connection are hop-by-hop"
+    );
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
-    assert!(h["x-forwarded-host"].as_str().unwrap().starts_with("localhost"));
+    assert!(
+        h["x-forwarded-host"]
+            .as_str()
+            .unwrap()
+            .starts_with("localhost")
+    );
     assert!(h["forwarded"].as_str().unwrap().contains("for=127.0.0.1"));
-    assert!(h["host"].as_str().unwrap().starts_with("localhost"), "original Host kept");
+    assert!(
+        h["host"].as_str().unwrap().starts_with("localhost"),
+        "original Host kept"
+    );
 }
 
 #[tokio::test]
@@ -88,8 +99,15 @@ async fn backend_sse_streams_through_unbuffered() {
 #[tokio::test]
 async fn websocket_to_a_backend_path_is_tunnelled() {
     let gw = gateway().await;
-    let mut ws = gw.ws("/ws").await;
+    let mut ws = gw
+        .try_ws_with("/ws", None)
+        .await
+        .expect("tunnelled handshake");
     ws.send(Frame::Text("echo me".into())).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(reply, Frame::Text("echo me".into()));
 }

@@ -3,7 +3,13 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 async fn post(gw: &TestGateway, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let r = gw.http.post(gw.admin_url("/publish")).body(body).send().await.unwrap();
+    let r = gw
+        .http
+        .post(gw.admin_url("/publish"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
@@ -11,14 +17,21 @@ async fn post(gw: &TestGateway, body: impl Into<reqwest::Body>) -> (u16, Value) 
 #[tokio::test]
 async fn publish_batches_and_channel_lists_return_ids_in_order() {
     let gw = TestGateway::start().await;
-    let mut sse = gw.sse("/realtime/sse?channels=public.b1,public.b2", None).await;
+    let mut sse = gw
+        .sse("/realtime/sse?channels=public.b1,public.b2", None)
+        .await;
     let v = gw
         .publish(json!([
             {"channel": "public.b1", "data": 1},
             {"channels": ["public.b1", "public.b2"], "event": "both", "data": 2},
         ]))
         .await;
-    let ids: Vec<u64> = v["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().parse().unwrap()).collect();
+    let ids: Vec<u64> = v["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap().parse().unwrap())
+        .collect();
     assert_eq!(ids.len(), 3);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
     assert_eq!(v["published"][2]["channel"], "public.b2");
@@ -45,21 +58,48 @@ async fn publish_rejects_bad_input_and_publishes_nothing() {
         ("{\"channel\":".into(), 400, "bad_json"),
         ("".into(), 400, "bad_json"),
         (json!({"data": 1}).to_string(), 400, "missing_channel"),
-        (json!({"channel": "has space", "data": 1}).to_string(), 400, "invalid_channel"),
-        (json!({"channel": "public.bad", "event": "a\nb", "data": 1}).to_string(), 400, "bad_request"),
-        (json!({"channel": "public.bad", "data": "x".repeat(200)}).to_string(), 413, "too_large"),
-        (json!({"channel": "public.bad", "data": 1, "extra": true}).to_string(), 400, "bad_json"),
+        (
+            json!({"channel": "has space", "data": 1}).to_string(),
+            400,
+            "invalid_channel",
+        ),
+        (
+            json!({"channel": "public.bad", "event": "a\nb", "data": 1}).to_string(),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"channel": "public.bad", "data": "x".repeat(200)}).to_string(),
+            413,
+            "too_large",
+        ),
+        (
+            json!({"channel": "public.bad", "data": 1, "extra": true}).to_string(),
+            400,
+            "bad_json",
+        ),
         (json!([]).to_string(), 400, "bad_request"),
         // One bad entry in a batch: nothing from the batch is published.
-        (json!([{"channel": "public.bad", "data": 1}, {"data": 2}]).to_string(), 400, "missing_channel"),
+        (
+            json!([{"channel": "public.bad", "data": 1}, {"data": 2}]).to_string(),
+            400,
+            "missing_channel",
+        ),
     ];
     for (body, status, code) in cases {
         let (got, v) = post(&gw, body.clone()).await;
-        assert_eq!((got, v["error"].as_str()), (status, Some(code)), "body {body:.60}: {v}");
+        assert_eq!(
+            (got, v["error"].as_str()),
+            (status, Some(code)),
+            "body {body:.60}: {v}"
+        );
         assert!(v["message"].is_string());
     }
     let (status, v) = post(&gw, json!({"data": 2}).to_string()).await;
-    assert!(v["message"].as_str().unwrap().contains("message 1"), "{status} {v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("message 1"),
+        "{status} {v}"
+    );
     // Oversize bodies are refused without being read whole.
     let (status, v) = post(&gw, vec![b' '; 9 * 1024 * 1024]).await;
     assert_eq!((status, v["error"].as_str()), (413, Some("too_large")));

@@ -26,7 +26,14 @@ async fn shutdown_drains_every_kind_of_client() {
     });
     let poll = tokio::spawn({
         let req = gw.http.get(gw.url("/realtime/poll?channels=public.d"));
-        async move { req.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
     });
     eventually(5, "poll and proxied request in flight", || async {
         gw.stats().await["transports"]["poll"] == 1
@@ -37,13 +44,19 @@ async fn shutdown_drains_every_kind_of_client() {
     let public = gw.public;
     let started = std::time::Instant::now();
     gw.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(5), "drained within the grace period");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drained within the grace period"
+    );
 
     // WebSocket: a reconnect notice with the cursor, then close 1012.
     let notice = next_json(&mut ws).await;
     assert_eq!(notice["type"], "reconnect");
     assert!(notice["cursor"].is_string());
-    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+    match tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+    {
         Some(Ok(Frame::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1012),
         other => panic!("expected close 1012, got {other:?}"),
     }

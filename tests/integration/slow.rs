@@ -9,7 +9,12 @@ const N: usize = 2000;
 
 #[tokio::test]
 async fn stuck_clients_are_evicted_and_others_get_everything() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  client_queue: 64\n  max_message: 64KiB", "").await;
+    let gw = TestGateway::with(
+        "http://127.0.0.1:9",
+        "  client_queue: 64\n  max_message: 64KiB",
+        "",
+    )
+    .await;
     // A WebSocket client that never reads after the handshake.
     let stuck_ws = gw.ws("/realtime/ws?channels=public.flood").await;
     // An SSE client that never reads: raw request over TLS, response never consumed.
@@ -48,7 +53,9 @@ async fn stuck_clients_are_evicted_and_others_get_everything() {
 
     eventually(10, "both stuck clients evicted and closed", || async {
         let s = gw.stats().await;
-        s["evicted"].as_u64() >= Some(2) && s["transports"]["ws"] == 0 && s["transports"]["sse"] == 1
+        s["evicted"].as_u64() >= Some(2)
+            && s["transports"]["ws"] == 0
+            && s["transports"]["sse"] == 1
     })
     .await;
     drop(stuck_ws);
@@ -57,7 +64,12 @@ async fn stuck_clients_are_evicted_and_others_get_everything() {
 
 #[tokio::test]
 async fn evicted_websocket_gets_its_cursor_and_resumes_without_loss() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  client_queue: 4\n  history: { size: 100000, ttl: 10m }", "").await;
+    let gw = TestGateway::with(
+        "http://127.0.0.1:9",
+        "  client_queue: 4\n  history: { size: 100000, ttl: 10m }",
+        "",
+    )
+    .await;
     let mut ws = gw.ws("/realtime/ws?channels=public.lag").await;
     // Publish a burst far larger than queue + socket buffers while not reading.
     let payload = "y".repeat(16 * 1024);
@@ -73,7 +85,9 @@ async fn evicted_websocket_gets_its_cursor_and_resumes_without_loss() {
     use tokio_tungstenite::tungstenite::Message as Frame;
     let mut seen = Vec::new();
     let mut cursor = None;
-    while let Ok(Some(Ok(frame))) = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+    while let Ok(Some(Ok(frame))) =
+        tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await
+    {
         match frame {
             Frame::Text(t) => {
                 let v: serde_json::Value = serde_json::from_str(&t).unwrap();
@@ -94,11 +108,18 @@ async fn evicted_websocket_gets_its_cursor_and_resumes_without_loss() {
     assert!(seen.len() < total, "the client must have been cut off");
     assert!(gw.stats().await["evicted"].as_u64() >= Some(1));
     let resume_from = cursor.expect("at least one message arrived before the cut");
-    let mut ws = gw.ws(&format!("/realtime/ws?channels=public.lag&cursor={resume_from}")).await;
+    let mut ws = gw
+        .ws(&format!(
+            "/realtime/ws?channels=public.lag&cursor={resume_from}"
+        ))
+        .await;
     let mut next = seen.last().map_or(0, |n| n + 1);
     while next < total as u64 {
         let m = next_json(&mut ws).await;
-        assert_eq!(m["data"]["n"], next, "resumed in order without loss or duplicates");
+        assert_eq!(
+            m["data"]["n"], next,
+            "resumed in order without loss or duplicates"
+        );
         next += 1;
     }
 }

@@ -10,18 +10,29 @@ async fn sse_delivers_over_tls_with_cursor_ids() {
     assert_eq!(sse.resp_headers["cache-control"], "no-cache");
     assert_eq!(sse.resp_headers["x-accel-buffering"], "no");
 
-    let id = gw.publish_one("public.news", json!({"hello": "world\nline2"})).await;
+    let id = gw
+        .publish_one("public.news", json!({"hello": "world\nline2"}))
+        .await;
     let ev = sse.expect().await;
-    assert_eq!(sse.last_retry, Some(2000), "retry: is set before the first event");
+    assert_eq!(
+        sse.last_retry,
+        Some(2000),
+        "retry: is set before the first event"
+    );
     assert_eq!(ev.event, "message");
     let msg = ev.json();
     assert_eq!(msg["type"], "message");
     assert_eq!(msg["channel"], "public.news");
     assert_eq!(msg["id"], id);
     assert_eq!(msg["data"]["hello"], "world\nline2");
-    assert_eq!(msg["cursor"].as_str(), ev.id.as_deref(), "SSE id is the cursor");
+    assert_eq!(
+        msg["cursor"].as_str(),
+        ev.id.as_deref(),
+        "SSE id is the cursor"
+    );
 
-    gw.publish(json!({"channel": "public.news", "event": "created", "data": 2})).await;
+    gw.publish(json!({"channel": "public.news", "event": "created", "data": 2}))
+        .await;
     let ev = sse.expect().await;
     assert_eq!(ev.event, "created");
     assert_eq!(ev.json()["data"], 2);
@@ -30,9 +41,12 @@ async fn sse_delivers_over_tls_with_cursor_ids() {
 #[tokio::test]
 async fn sse_resumes_with_last_event_id_without_loss_or_duplicates() {
     let gw = TestGateway::start().await;
-    let mut sse = gw.sse("/realtime/sse?channels=public.a,public.b", None).await;
+    let mut sse = gw
+        .sse("/realtime/sse?channels=public.a,public.b", None)
+        .await;
     for i in 0..3 {
-        gw.publish_one(if i % 2 == 0 { "public.a" } else { "public.b" }, json!(i)).await;
+        gw.publish_one(if i % 2 == 0 { "public.a" } else { "public.b" }, json!(i))
+            .await;
     }
     let mut last = None;
     for i in 0..3 {
@@ -42,7 +56,8 @@ async fn sse_resumes_with_last_event_id_without_loss_or_duplicates() {
     }
     drop(sse);
     for i in 3..8 {
-        gw.publish_one(if i % 2 == 0 { "public.a" } else { "public.b" }, json!(i)).await;
+        gw.publish_one(if i % 2 == 0 { "public.a" } else { "public.b" }, json!(i))
+            .await;
     }
     // The channels come from the cursor when the URL names none, and the query
     // parameter works like the header.
@@ -55,7 +70,9 @@ async fn sse_resumes_with_last_event_id_without_loss_or_duplicates() {
     assert_eq!(sse.expect().await.json()["data"], "live");
 
     // The header takes precedence and yields the same replay.
-    let mut sse = gw.sse("/realtime/sse?channels=public.a,public.b", last.as_deref()).await;
+    let mut sse = gw
+        .sse("/realtime/sse?channels=public.a,public.b", last.as_deref())
+        .await;
     for i in 3..8 {
         assert_eq!(sse.expect().await.json()["data"], i);
     }
@@ -71,7 +88,9 @@ async fn sse_reset_when_history_no_longer_reaches_back() {
     for i in 1..=5 {
         gw.publish_one("small.x", json!(i)).await; // history keeps only 2
     }
-    let mut sse = gw.sse("/realtime/sse?channels=small.x", Some(&cursor)).await;
+    let mut sse = gw
+        .sse("/realtime/sse?channels=small.x", Some(&cursor))
+        .await;
     let ev = sse.expect().await;
     assert_eq!(ev.event, "reset");
     let reset = ev.json();
@@ -90,7 +109,9 @@ async fn cursor_from_another_process_resets() {
     // A second gateway is a "restarted" memory broker: another epoch.
     let b = TestGateway::start().await;
     b.publish_one("public.r", json!(2)).await;
-    let mut sse = b.sse("/realtime/sse?channels=public.r", Some(&cursor)).await;
+    let mut sse = b
+        .sse("/realtime/sse?channels=public.r", Some(&cursor))
+        .await;
     let ev = sse.expect().await;
     assert_eq!(ev.event, "reset");
     assert_eq!(ev.json()["channels"], json!(["public.r"]));
@@ -109,18 +130,33 @@ async fn sse_refusals_are_plain_http() {
     assert_eq!(r.status(), 401, "token channels need a token");
     let r = get("/realtime/sse").await.unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "missing_channels");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "missing_channels"
+    );
     let r = get("/realtime/sse?channels=bad%20name").await.unwrap();
     assert_eq!(r.status(), 400);
-    let r = get("/realtime/sse?channels=public.a&cursor=~~~").await.unwrap();
+    let r = get("/realtime/sse?channels=public.a&cursor=~~~")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "bad_cursor");
-    let r = gw.http.post(gw.url("/realtime/sse?channels=public.a")).send().await.unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "bad_cursor"
+    );
+    let r = gw
+        .http
+        .post(gw.url("/realtime/sse?channels=public.a"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     let r = get("/realtime/nope").await.unwrap();
     assert_eq!(r.status(), 404);
     let many: Vec<String> = (0..101).map(|i| format!("public.{i}")).collect();
-    let r = get(&format!("/realtime/sse?channels={}", many.join(","))).await.unwrap();
+    let r = get(&format!("/realtime/sse?channels={}", many.join(",")))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -135,7 +171,11 @@ async fn sse_heartbeat_comments_flow() {
     };
     let (_, ev) = tokio::join!(publisher, sse.expect());
     assert_eq!(ev.json()["data"], "x");
-    assert!(sse.comments >= 3, "expected heartbeat comments, saw {}", sse.comments);
+    assert!(
+        sse.comments >= 3,
+        "expected heartbeat comments, saw {}",
+        sse.comments
+    );
 }
 
 #[tokio::test]
@@ -147,7 +187,11 @@ async fn http2_clients_get_sse() {
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let resp = client.get(gw.url("/realtime/sse?channels=public.h2")).send().await.unwrap();
+    let resp = client
+        .get(gw.url("/realtime/sse?channels=public.h2"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     let mut sse = SseReader::new(resp);
     gw.publish_one("public.h2", json!("over h2")).await;

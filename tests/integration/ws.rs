@@ -9,7 +9,11 @@ use crate::common::*;
 async fn ws_subscribe_ack_message_unsubscribe() {
     let gw = TestGateway::start().await;
     let mut ws = gw.ws("/realtime/ws").await;
-    send_json(&mut ws, json!({"op": "subscribe", "channel": "public.w", "ref": 1})).await;
+    send_json(
+        &mut ws,
+        json!({"op": "subscribe", "channel": "public.w", "ref": 1}),
+    )
+    .await;
     let ack = next_json(&mut ws).await;
     assert_eq!(ack["type"], "ack");
     assert_eq!(ack["ref"], 1);
@@ -18,19 +22,29 @@ async fn ws_subscribe_ack_message_unsubscribe() {
 
     let id = gw.publish_one("public.w", json!({"n": 1})).await;
     let m = next_json(&mut ws).await;
-    assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("message"), Some(id.as_str())));
+    assert_eq!(
+        (m["type"].as_str(), m["id"].as_str()),
+        (Some("message"), Some(id.as_str()))
+    );
     assert_eq!(m["data"]["n"], 1);
     assert_eq!(m["event"], "message");
 
     send_json(&mut ws, json!({"op": "ping", "ref": "p"})).await;
     assert_eq!(next_json(&mut ws).await["ref"], "p");
 
-    send_json(&mut ws, json!({"op": "unsubscribe", "channel": "public.w", "ref": 2})).await;
+    send_json(
+        &mut ws,
+        json!({"op": "unsubscribe", "channel": "public.w", "ref": 2}),
+    )
+    .await;
     assert_eq!(next_json(&mut ws).await["ref"], 2);
     gw.publish_one("public.w", json!({"n": 2})).await;
     send_json(&mut ws, json!({"op": "ping", "ref": 3})).await;
     let next = next_json(&mut ws).await;
-    assert_eq!(next["type"], "ack", "no message after unsubscribe, got {next}");
+    assert_eq!(
+        next["type"], "ack",
+        "no message after unsubscribe, got {next}"
+    );
     assert_eq!(next["ref"], 3);
 }
 
@@ -47,7 +61,11 @@ async fn ws_channels_on_the_url_and_resume_with_cursor() {
     drop(ws);
     gw.publish_one("public.u2", json!(3)).await;
     gw.publish_one("public.u1", json!(4)).await;
-    let mut ws = gw.ws(&format!("/realtime/ws?channels=public.u1,public.u2&cursor={cursor}")).await;
+    let mut ws = gw
+        .ws(&format!(
+            "/realtime/ws?channels=public.u1,public.u2&cursor={cursor}"
+        ))
+        .await;
     let mut got: Vec<i64> = Vec::new();
     for _ in 0..2 {
         got.push(next_json(&mut ws).await["data"].as_i64().unwrap());
@@ -57,10 +75,16 @@ async fn ws_channels_on_the_url_and_resume_with_cursor() {
 
     // The same cursor works per subscribe op, and over SSE (one cursor for all transports).
     let mut ws = gw.ws("/realtime/ws").await;
-    send_json(&mut ws, json!({"op": "subscribe", "channel": "public.u2", "cursor": cursor, "ref": 9})).await;
+    send_json(
+        &mut ws,
+        json!({"op": "subscribe", "channel": "public.u2", "cursor": cursor, "ref": 9}),
+    )
+    .await;
     assert_eq!(next_json(&mut ws).await["type"], "ack");
     assert_eq!(next_json(&mut ws).await["data"], 3);
-    let mut sse = gw.sse("/realtime/sse?channels=public.u1", Some(&cursor)).await;
+    let mut sse = gw
+        .sse("/realtime/sse?channels=public.u1", Some(&cursor))
+        .await;
     assert_eq!(sse.expect().await.json()["data"], 4);
 }
 
@@ -68,9 +92,18 @@ async fn ws_channels_on_the_url_and_resume_with_cursor() {
 async fn ws_negotiates_subprotocol() {
     let gw = TestGateway::start().await;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = gw.url("/realtime/ws").replace("https", "wss").into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", "other, pushgate.v1".parse().unwrap());
-    let (_ws, resp) = tokio_tungstenite::client_async(req, gw.tls_stream().await).await.unwrap();
+    let mut req = gw
+        .url("/realtime/ws")
+        .replace("https", "wss")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "other, pushgate.v1".parse().unwrap(),
+    );
+    let (_ws, resp) = tokio_tungstenite::client_async(req, gw.tls_stream().await)
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["sec-websocket-protocol"], "pushgate.v1");
 }
 
@@ -82,21 +115,47 @@ async fn ws_bad_input_gets_errors_not_disconnects() {
     assert_eq!(next_json(&mut ws).await["code"], "bad_request");
     send_json(&mut ws, json!({"op": "dance", "ref": 5})).await;
     let e = next_json(&mut ws).await;
-    assert_eq!((e["type"].as_str(), e["code"].as_str(), e["ref"].as_i64()), (Some("error"), Some("unknown_op"), Some(5)));
-    send_json(&mut ws, json!({"op": "subscribe", "channel": "secret.x", "ref": 6})).await;
+    assert_eq!(
+        (e["type"].as_str(), e["code"].as_str(), e["ref"].as_i64()),
+        (Some("error"), Some("unknown_op"), Some(5))
+    );
+    send_json(
+        &mut ws,
+        json!({"op": "subscribe", "channel": "secret.x", "ref": 6}),
+    )
+    .await;
     let e = next_json(&mut ws).await;
-    assert_eq!((e["code"].as_str(), e["ref"].as_i64()), (Some("forbidden"), Some(6)));
-    send_json(&mut ws, json!({"op": "subscribe", "channel": "orders.1", "ref": 7})).await;
+    assert_eq!(
+        (e["code"].as_str(), e["ref"].as_i64()),
+        (Some("forbidden"), Some(6))
+    );
+    send_json(
+        &mut ws,
+        json!({"op": "subscribe", "channel": "orders.1", "ref": 7}),
+    )
+    .await;
     assert_eq!(next_json(&mut ws).await["code"], "unauthorized");
-    send_json(&mut ws, json!({"op": "subscribe", "channel": "public.x", "cursor": "zz~", "ref": 8})).await;
+    send_json(
+        &mut ws,
+        json!({"op": "subscribe", "channel": "public.x", "cursor": "zz~", "ref": 8}),
+    )
+    .await;
     assert_eq!(next_json(&mut ws).await["code"], "bad_cursor");
     ws.send(Frame::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(next_json(&mut ws).await["code"], "bad_request");
     // Publishing is only for channels whose rule says `publish: clients`.
-    send_json(&mut ws, json!({"op": "publish", "channel": "public.x", "data": 1, "ref": 10})).await;
+    send_json(
+        &mut ws,
+        json!({"op": "publish", "channel": "public.x", "data": 1, "ref": 10}),
+    )
+    .await;
     assert_eq!(next_json(&mut ws).await["code"], "forbidden");
     // Still alive and serving.
-    send_json(&mut ws, json!({"op": "subscribe", "channel": "public.ok", "ref": 11})).await;
+    send_json(
+        &mut ws,
+        json!({"op": "subscribe", "channel": "public.ok", "ref": 11}),
+    )
+    .await;
     assert_eq!(next_json(&mut ws).await["type"], "ack");
     gw.publish_one("public.ok", json!("fine")).await;
     assert_eq!(next_json(&mut ws).await["data"], "fine");
@@ -111,13 +170,19 @@ async fn ws_client_publish_where_allowed() {
     let ack = next_json(&mut b).await;
     assert_eq!(ack["type"], "ack");
     let m = next_json(&mut a).await;
-    assert_eq!((m["event"].as_str(), m["id"].as_str()), (Some("typing"), ack["id"].as_str()));
+    assert_eq!(
+        (m["event"].as_str(), m["id"].as_str()),
+        (Some("typing"), ack["id"].as_str())
+    );
 }
 
 #[tokio::test]
 async fn ws_refused_before_upgrade() {
     let gw = TestGateway::start().await;
-    let err = gw.try_ws("/realtime/ws?channels=secret.x").await.unwrap_err();
+    let err = gw
+        .try_ws("/realtime/ws?channels=secret.x")
+        .await
+        .unwrap_err();
     match err {
         tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 403),
         other => panic!("expected an HTTP refusal, got {other}"),
@@ -129,7 +194,10 @@ async fn ws_refused_before_upgrade() {
 
 async fn expect_close(ws: &mut Ws) -> CloseCode {
     loop {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await.expect("close in time") {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("close in time")
+        {
             Some(Ok(Frame::Close(Some(f)))) => return f.code,
             Some(Ok(_)) => continue,
             other => panic!("expected a close frame, got {other:?}"),
@@ -141,14 +209,18 @@ async fn expect_close(ws: &mut Ws) -> CloseCode {
 async fn ws_oversize_and_invalid_utf8_frames_close_with_codes() {
     let gw = TestGateway::with("http://127.0.0.1:9", "  max_message: 1KiB", "").await;
     let mut ws = gw.ws("/realtime/ws").await;
-    ws.send(Frame::Text("x".repeat(64 * 1024).into())).await.unwrap();
+    ws.send(Frame::Text("x".repeat(64 * 1024).into()))
+        .await
+        .unwrap();
     assert_eq!(expect_close(&mut ws).await, CloseCode::Size);
 
     // Invalid UTF-8 in a text frame, written raw: FIN+text, masked, 2-byte payload.
     use tokio::io::AsyncWriteExt;
     let ws = gw.ws("/realtime/ws").await;
     let mut raw = ws.into_inner();
-    raw.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe]).await.unwrap();
+    raw.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .unwrap();
     raw.flush().await.unwrap();
     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
         raw,
@@ -181,7 +253,14 @@ async fn ws_fragmented_message_is_reassembled() {
     let text = br#"{"op":"ping","ref":42}"#;
     let (a, b) = text.split_at(10);
     let frame = |first: bool, fin: bool, payload: &[u8]| {
-        let mut f = vec![(if fin { 0x80 } else { 0 }) | (if first { 0x1 } else { 0x0 }), 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        let mut f = vec![
+            (if fin { 0x80 } else { 0 }) | (if first { 0x1 } else { 0x0 }),
+            0x80 | payload.len() as u8,
+            0,
+            0,
+            0,
+            0,
+        ];
         f.extend_from_slice(payload);
         f
     };

@@ -21,7 +21,9 @@ pub async fn start() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(handle);
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -61,7 +63,8 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<B>, Infallible> {
                 Some((Ok::<_, Infallible>(Frame::data(chunk)), n + 1))
             });
             let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-            resp.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            resp.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
             Ok(resp)
         }
         "/ws" => {
@@ -83,7 +86,9 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<B>, Infallible> {
                 }
             });
             let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(
-                key.map(|k| k.as_bytes().to_vec()).unwrap_or_default().as_slice(),
+                key.map(|k| k.as_bytes().to_vec())
+                    .unwrap_or_default()
+                    .as_slice(),
             );
             let resp = Response::builder()
                 .status(101)
@@ -103,14 +108,21 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<B>, Infallible> {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
                 .collect();
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let v = serde_json::json!({
                 "method": method, "uri": uri, "version": version, "headers": headers,
                 "body_len": body.len(), "body": String::from_utf8_lossy(&body[..body.len().min(1024)]),
             });
             let mut resp = Response::new(full(v.to_string()));
-            resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
-            resp.headers_mut().insert("x-backend", "yes".parse().unwrap());
+            resp.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            resp.headers_mut()
+                .insert("x-backend", "yes".parse().unwrap());
             Ok(resp)
         }
     }

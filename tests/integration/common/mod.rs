@@ -17,7 +17,8 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 pub mod backend;
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// A fresh temp directory per call.
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -111,19 +112,39 @@ impl TestGateway {
     }
 
     pub async fn publish(&self, body: Value) -> Value {
-        let resp = self.http.post(self.admin_url("/publish")).json(&body).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "publish failed: {}", resp.text().await.unwrap());
+        let resp = self
+            .http
+            .post(self.admin_url("/publish"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "publish failed: {}",
+            resp.text().await.unwrap()
+        );
         resp.json().await.unwrap()
     }
 
     /// Publish one message; returns its id.
     pub async fn publish_one(&self, channel: &str, data: Value) -> String {
-        let v = self.publish(serde_json::json!({"channel": channel, "data": data})).await;
+        let v = self
+            .publish(serde_json::json!({"channel": channel, "data": data}))
+            .await;
         v["ids"][0].as_str().unwrap().to_string()
     }
 
     pub async fn stats(&self) -> Value {
-        self.http.get(self.admin_url("/stats")).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(self.admin_url("/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
@@ -131,7 +152,9 @@ impl TestGateway {
         for cert in rustls_pki_types_certs(&self.cert_pem) {
             roots.add(cert).unwrap();
         }
-        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 
@@ -148,11 +171,25 @@ impl TestGateway {
     }
 
     pub async fn try_ws(&self, path: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+        self.try_ws_with(path, Some("pushgate.v1")).await
+    }
+
+    pub async fn try_ws_with(
+        &self,
+        path: &str,
+        protocol: Option<&str>,
+    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = format!("wss://localhost:{}{}", self.public.port(), path).into_client_request()?;
-        req.headers_mut().insert("sec-websocket-protocol", "pushgate.v1".parse().unwrap());
+        let mut req =
+            format!("wss://localhost:{}{}", self.public.port(), path).into_client_request()?;
+        if let Some(p) = protocol {
+            req.headers_mut()
+                .insert("sec-websocket-protocol", p.parse().unwrap());
+        }
         let stream = self.tls_stream().await;
-        tokio_tungstenite::client_async(req, stream).await.map(|(ws, _)| ws)
+        tokio_tungstenite::client_async(req, stream)
+            .await
+            .map(|(ws, _)| ws)
     }
 
     pub async fn sse(&self, path: &str, last_event_id: Option<&str>) -> SseReader {
@@ -174,7 +211,9 @@ impl TestGateway {
 
 fn rustls_pki_types_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem).map(|c| c.unwrap()).collect()
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.unwrap())
+        .collect()
 }
 
 /// Read the next JSON text frame (skipping pings), within a deadline.
@@ -215,7 +254,8 @@ impl SseEvent {
 /// A minimal, strict SSE parser over a streaming response.
 pub struct SseReader {
     pub resp_headers: reqwest::header::HeaderMap,
-    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    stream:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buf: String,
     pub comments: usize,
     pub last_retry: Option<u64>,
@@ -237,7 +277,10 @@ impl SseReader {
         loop {
             if let Some(pos) = self.buf.find("\n\n") {
                 let block: String = self.buf.drain(..pos + 2).collect();
-                let mut ev = SseEvent { event: "message".into(), ..Default::default() };
+                let mut ev = SseEvent {
+                    event: "message".into(),
+                    ..Default::default()
+                };
                 let mut has_data = false;
                 for line in block.lines() {
                     if line.starts_with(':') {
@@ -265,7 +308,8 @@ impl SseReader {
             let chunk = tokio::time::timeout(Duration::from_secs(5), self.stream.next())
                 .await
                 .expect("timed out waiting for SSE data")?;
-            self.buf.push_str(std::str::from_utf8(&chunk.ok()?).unwrap());
+            self.buf
+                .push_str(std::str::from_utf8(&chunk.ok()?).unwrap());
         }
     }
 
