@@ -4,6 +4,7 @@
 //! belongs to, so the operator fixes the whole file in one round.
 
 use super::Config;
+use crate::ingest::template::{Context, Template};
 use super::locate::KeyPath;
 use super::rules::Subscribe;
 use std::collections::HashMap;
@@ -307,6 +308,15 @@ fn ingest(c: &Config, r: &mut Report) {
         if hook.channel.trim().is_empty() {
             r.add(at.key("channel"), "must not be empty");
         }
+        let params = crate::ingest::webhook::PathPattern::new(&hook.matcher.path).params();
+        let templates = [("channel", Some(&hook.channel)), ("event", hook.event.as_ref()), ("data", hook.data.as_ref())];
+        for (key, text) in templates {
+            if let Some(text) = text {
+                if let Err(e) = Template::parse(text, Context::Webhook, &params) {
+                    r.add(at.key(key), e.to_string());
+                }
+            }
+        }
         if let Some(verify) = &hook.verify {
             if !is_token(&verify.hmac_sha256.header) {
                 r.add(
@@ -332,6 +342,14 @@ fn ingest(c: &Config, r: &mut Report) {
         }
         if tap.channel.trim().is_empty() {
             r.add(at.key("channel"), "must not be empty");
+        }
+        let templates = [("channel", Some(&tap.channel)), ("event", tap.event.as_ref()), ("data", tap.data.as_ref())];
+        for (key, text) in templates {
+            if let Some(text) = text {
+                if let Err(e) = Template::parse(text, Context::Tap, &[]) {
+                    r.add(at.key(key), e.to_string());
+                }
+            }
         }
     }
 }

@@ -374,3 +374,21 @@ fn defaults_absent_from_the_file_point_at_their_section() {
     let text = "log: { level: debug }\nlisten:\n  public: 127.0.0.1:9090\n";
     rejects(text, 2, "listen.admin", "must differ");
 }
+
+#[test]
+fn unknown_template_placeholder_in_a_webhook() {
+    let text = "webhooks:\n  - name: orders\n    match: { path: /hooks/orders }\n    channel: \"orders.{bdy.id}\"\n";
+    rejects(text, 4, "webhooks[0].channel", "unknown placeholder `{bdy.id}`");
+}
+
+#[test]
+fn webhook_path_placeholder_not_in_match_path() {
+    let text = "webhooks:\n  - name: n\n    match: { path: \"/hooks/{user}\" }\n    channel: \"user.{path.usr}\"\n";
+    rejects(text, 4, "webhooks[0].channel", "`{path.usr}`");
+}
+
+#[test]
+fn unknown_template_placeholder_in_a_tap() {
+    let text = "taps:\n  - match: { path: /api/orders }\n    channel: orders.all\n    data: \"{body}\"\n";
+    rejects(text, 4, "taps[0].data", "unknown placeholder `{body}`");
+}
