@@ -3,5 +3,6 @@
 //! response taps (publish when a proxied request succeeds). Both use the
 //! template language in `template.rs`.
 
+pub mod tap;
 pub mod template;
 pub mod webhook;

@@ -15,6 +15,8 @@ Examples:
   pushgate                              run with ./gateway.yaml
   pushgate run -c /etc/pushgate.yaml    run with another config
   pushgate check -c gateway.yaml        validate a config and print what it sets up
+  pushgate token --sub alice --channels 'orders.*' --ttl 1h
+                                        mint a development token (HS256 secret from the config)
 
   # publish, then watch it arrive:
   curl -sk -N 'https://localhost:8443/realtime/sse?channels=public.news' &
@@ -40,12 +42,25 @@ enum Command {
     },
     /// Validate the configuration and print a summary; exits non-zero on errors.
     Check,
+    /// Mint a development token signed with the configured HS256 secret.
+    Token {
+        /// Token subject (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Channel patterns the token may subscribe to (comma-separated).
+        #[arg(long, default_value = "")]
+        channels: String,
+        /// Lifetime, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run { grace: 10 }) {
         Command::Check => check(&cli.config),
+        Command::Token { sub, channels, ttl } => token(&cli.config, &sub, &channels, &ttl),
         Command::Run { grace } => match run(&cli.config, Duration::from_secs(grace)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -68,6 +83,35 @@ fn check(path: &std::path::Path) -> ExitCode {
             eprintln!("{}: configuration has errors", path.display());
             ExitCode::from(1)
         }
+    }
+}
+
+fn token(path: &std::path::Path, sub: &str, channels: &str, ttl: &str) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("pushgate token: {msg}");
+        ExitCode::from(1)
+    };
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let ttl = match config::parse_duration(ttl) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("--ttl: {e}")),
+    };
+    let Some(jwt) = cfg.auth.jwt.as_ref() else {
+        return fail("auth.jwt is not configured".into());
+    };
+    let Some(secret) = jwt.hs256_secret.as_deref() else {
+        return fail("auth.jwt.hs256_secret is not set".into());
+    };
+    let channels: Vec<String> = channels.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect();
+    match pushgate::auth::mint_hs256(secret, sub, &channels, ttl, jwt.issuer.as_deref(), jwt.audience.as_deref()) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
     }
 }
 

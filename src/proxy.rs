@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -80,12 +79,12 @@ impl Proxy {
     }
 
     /// Forward `req` to the backend and stream its answer back.
-    pub async fn forward(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn forward(&self, req: Request<Body>) -> Response<Body> {
         let span = tracing::debug_span!("proxy", method = %req.method(), path = %req.uri().path());
         self.forward_inner(req).instrument(span).await
     }
 
-    async fn forward_inner(&self, mut req: Request<Incoming>) -> Response<Body> {
+    async fn forward_inner(&self, mut req: Request<Body>) -> Response<Body> {
         let started = std::time::Instant::now();
         let info = req.extensions().get::<ConnInfo>().cloned();
         let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
@@ -144,7 +143,7 @@ impl Proxy {
 
     fn backend_request(
         &self,
-        req: Request<Incoming>,
+        req: Request<Body>,
         info: Option<&ConnInfo>,
         upgrade: bool,
     ) -> Result<Request<Body>, Response<Body>> {
@@ -190,10 +189,7 @@ impl Proxy {
         }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        Ok(Request::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed(),
-        ))
+        Ok(Request::from_parts(parts, body))
     }
 }
 

@@ -7,7 +7,9 @@ use hyper::body::Incoming;
 use http::StatusCode;
 
 use crate::metrics::{ClassLabel, KindLabel};
-use crate::reply::Body;
+use http_body_util::BodyExt;
+
+use crate::reply::{Body, BoxError};
 use crate::state::AppState;
 use crate::transport;
 
@@ -21,7 +23,8 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         }
     }
     let started = std::time::Instant::now();
-    let resp = settings.proxy.forward(req).await;
+    let req = req.map(|b| b.map_err(BoxError::from).boxed());
+    let resp = crate::ingest::tap::proxy_with_taps(&state, &settings, req).await;
     let m = &state.metrics;
     m.proxy_latency.observe(started.elapsed().as_secs_f64());
     let class = match resp.status().as_u16() {

@@ -15,6 +15,7 @@ use crate::auth::{Authenticator, KeyError};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::ingest::tap::Taps;
 use crate::ingest::webhook::{RuleError, Webhooks};
 use crate::limits::Limits;
 use crate::proxy::Proxy;
@@ -28,6 +29,7 @@ pub struct Settings {
     pub auth: Authenticator,
     pub limits: Arc<Limits>,
     pub webhooks: Webhooks,
+    pub taps: Taps,
     /// Certificates, re-read from disk on every reload.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -50,6 +52,7 @@ impl Settings {
         let proxy = Proxy::new(&config.backend);
         let auth = Authenticator::new(&config.auth)?;
         let limits = Limits::new(&config.limits);
+        let taps = Taps::new(&config.taps)?;
         let webhooks = Webhooks::new(&config.webhooks)?;
         let tls = config
             .tls
@@ -59,6 +62,7 @@ impl Settings {
         Ok(Settings {
             tls,
             webhooks,
+            taps,
             config,
             rules,
             proxy,

@@ -97,8 +97,9 @@ pub struct WebhookRule {
 
 /// A webhook rule whose template does not parse: which rule, which key, why.
 #[derive(Debug, thiserror::Error)]
-#[error("webhooks[{index}].{key}: {error}")]
+#[error("{section}[{index}].{key}: {error}")]
 pub struct RuleError {
+    pub section: &'static str,
     pub index: usize,
     pub key: &'static str,
     pub error: TemplateError,
@@ -117,6 +118,7 @@ impl Webhooks {
             let params = path.params();
             let parse = |text: &str, key| {
                 Template::parse(text, Context::Webhook, &params).map_err(|error| RuleError {
+                    section: "webhooks",
                     index,
                     key,
                     error,

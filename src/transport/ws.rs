@@ -166,6 +166,8 @@ struct WsSession {
     state: AppState,
     settings: Arc<Settings>,
     client: Client,
+    /// Session id (`X-Pushgate-Connection`, `POST /disconnect`).
+    id: u64,
     /// Cancelled by `POST /disconnect`.
     kick: tokio_util::sync::CancellationToken,
     /// Frames refused by the rate limit since the last accepted one.
@@ -174,7 +176,14 @@ struct WsSession {
     sink: Sink,
     out: Vec<Out>,
     buf: BytesMut,
+    /// Answers of `send` ops forwarded to the backend, written in arrival order.
+    replies: (mpsc::Sender<String>, mpsc::Receiver<String>),
+    /// `send` ops awaiting the backend.
+    pending_sends: usize,
 }
+
+/// Most `send` ops one connection may have waiting on the backend.
+const MAX_PENDING_SENDS: usize = 16;
 
 async fn run(
     state: AppState,
@@ -203,19 +212,20 @@ async fn run(
         state,
         settings,
         client,
+        id: 0,
         kick: Default::default(),
         refused: 0,
         session,
         sink,
         out: Vec::new(),
         buf: BytesMut::with_capacity(1024),
+        replies: mpsc::channel(MAX_PENDING_SENDS),
+        pending_sends: 0,
     };
     ws.state.metrics.connect("ws");
     let subject = ws.client.identity.as_ref().map(|i| i.subject.clone());
-    let registration =
-        ws.state
-            .connections
-            .register(ws.state.stats.conn_id(), subject.as_deref(), "ws");
+    ws.id = ws.state.stats.conn_id();
+    let registration = ws.state.connections.register(ws.id, subject.as_deref(), "ws");
     ws.kick = registration.kick.clone();
     let ending = ws.serve(sub, rx, last_seen, started).await;
     reader.abort();
@@ -321,6 +331,10 @@ impl WsSession {
                     let _ = self.send_text(text).await;
                     return Ending::Close(CloseCode::Policy, "token expired".into());
                 }
+                Some(reply) = self.replies.1.recv() => {
+                    self.pending_sends = self.pending_sends.saturating_sub(1);
+                    self.send_text(reply).await
+                }
                 inbound = rx.recv() => match inbound {
                     Some(Inbound::Text(_) | Inbound::Binary) if !self.allow_frame() => {
                         if self.refused > FLOOD_CLOSE_AFTER {
@@ -374,6 +388,32 @@ impl WsSession {
             });
             self.send_text(frame.to_string()).await?;
         }
+        Ok(())
+    }
+
+    /// Forward a `send` op to the backend without holding up this session:
+    /// the answer arrives later through `replies`.
+    async fn on_send(&mut self, r: Option<&str>, data: Box<serde_json::value::RawValue>) -> Result<(), WsError> {
+        if self.pending_sends >= MAX_PENDING_SENDS {
+            return self.send_text(ops::error(r, "rate_limited", "too many sends awaiting the application")).await;
+        }
+        if data.get().len() > self.settings.config.realtime.max_message {
+            return self.send_text(ops::error(r, "too_large", "data exceeds realtime.max_message")).await;
+        }
+        self.pending_sends += 1;
+        let settings = self.settings.clone();
+        let subject = self.client.identity.as_ref().map(|i| i.subject.clone());
+        let connection = self.id;
+        let tx = self.replies.0.clone();
+        let reference = r.map(str::to_string);
+        tokio::spawn(async move {
+            let r = reference.as_deref();
+            let reply = match super::send::forward(&settings, subject.as_deref(), connection, &data).await {
+                Ok(answer) => ops::ack(r, json!({"op": "send", "data": answer})),
+                Err(e) => ops::error(r, e.code(), &e.to_string()),
+            };
+            let _ = tx.send(reply).await;
+        });
         Ok(())
     }
 
@@ -448,14 +488,7 @@ impl WsSession {
                 event,
                 data,
             } => self.on_publish(r, channel, event, data).await,
-            Op::Send { .. } => {
-                self.send_text(ops::error(
-                    r,
-                    "not_configured",
-                    "client_messages.forward_to is not configured",
-                ))
-                .await
-            }
+            Op::Send { data } => self.on_send(r, data).await,
             Op::Auth { token } => self.on_auth(r, token).await,
         }
     }

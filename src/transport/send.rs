@@ -1,0 +1,112 @@
+//! Client messages: what browsers send to the application through pushgate
+//! (`POST /realtime/send`, or the WebSocket `send` op).
+//!
+//! Each is POSTed as JSON to `client_messages.forward_to` on the backend with
+//! `X-Pushgate-Subject` (the token subject, when there is one) and
+//! `X-Pushgate-Connection`; the backend's JSON answer comes back to the
+//! client. A backend failure is an error reply, never a dropped connection.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::{admit, query};
+use crate::conn_info::ConnInfo;
+use crate::proxy::BackendError;
+use crate::reply::{self, Body};
+use crate::state::{AppState, Settings};
+
+/// Why a client message could not be delivered; each maps to one code.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("client_messages.forward_to is not configured")]
+    NotConfigured,
+    #[error("the application answered {0}")]
+    Status(u16),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl SendError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            SendError::NotConfigured => "not_configured",
+            SendError::Status(_) | SendError::Backend(_) => "backend_error",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            SendError::NotConfigured => StatusCode::NOT_FOUND,
+            SendError::Backend(BackendError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// Forward `data` to the backend; returns the backend's JSON answer (or
+/// `null` for an empty 2xx body, or the body as a string when not JSON).
+pub async fn forward(
+    settings: &Settings,
+    subject: Option<&str>,
+    connection: u64,
+    data: &RawValue,
+) -> Result<Value, SendError> {
+    let path = settings
+        .config
+        .client_messages
+        .as_ref()
+        .map(|c| c.forward_to.clone())
+        .ok_or(SendError::NotConfigured)?;
+    let mut headers = HeaderMap::new();
+    if let Some(v) = subject.and_then(|s| HeaderValue::from_str(s).ok()) {
+        headers.insert("x-pushgate-subject", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&connection.to_string()) {
+        headers.insert("x-pushgate-connection", v);
+    }
+    let limit = settings.config.realtime.max_message;
+    let body = Bytes::copy_from_slice(data.get().as_bytes());
+    let (status, answer) = settings.proxy.post(&path, headers, body, limit).await?;
+    if !status.is_success() {
+        return Err(SendError::Status(status.as_u16()));
+    }
+    if answer.is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_slice(&answer).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer).into_owned())))
+}
+
+/// `POST /realtime/send` with `{"data": …}`.
+pub async fn post(state: AppState, settings: std::sync::Arc<Settings>, req: Request<Incoming>) -> Response<Body> {
+    let q: HashMap<String, String> = query(&req);
+    let client = match admit(&state, &settings, &req, &q) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let connection = req.extensions().get::<ConnInfo>().map_or(0, |c| c.id);
+    let limit = settings.config.realtime.max_message + 64;
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "message over realtime.max_message"),
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SendBody {
+        data: Box<RawValue>,
+    }
+    let parsed: SendBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_json", format!("expected {{\"data\": …}}: {e}")),
+    };
+    let subject = client.identity.as_ref().map(|i| i.subject.as_str());
+    match forward(&settings, subject, connection, &parsed.data).await {
+        Ok(answer) => reply::json(StatusCode::OK, &serde_json::json!({ "data": answer })),
+        Err(e) => reply::error(e.status(), e.code(), &e),
+    }
+}
