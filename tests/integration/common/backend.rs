@@ -47,6 +47,11 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<B>, Infallible> {
             tokio::time::sleep(Duration::from_secs(30)).await;
             Ok(Response::new(full("late")))
         }
+        "/fail" => {
+            let mut resp = Response::new(full("{\"error\":\"boom\"}"));
+            *resp.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            Ok(resp)
+        }
         "/delay" => {
             tokio::time::sleep(Duration::from_millis(600)).await;
             Ok(Response::new(full("done after delay")))

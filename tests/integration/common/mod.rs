@@ -61,6 +61,7 @@ channels:
   - {{ pattern: "small.*", subscribe: anyone, history: {{ size: 2 }} }}
   - {{ pattern: "chat.*", subscribe: anyone, publish: clients }}
   - {{ pattern: "orders.*", subscribe: token }}
+  - {{ pattern: "user.{{sub}}", subscribe: owner }}
 {extra}
 "#,
         dir = dir.display()
