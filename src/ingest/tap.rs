@@ -125,12 +125,13 @@ impl<F: FnOnce(Captured) + Send + Sync + Unpin + 'static> HttpBody for TeeBody<F
                         this.captured.bytes.extend_from_slice(data);
                     }
                 }
-            }
-            Poll::Ready(None) => {
-                if let Some(done) = this.done.take() {
-                    done(std::mem::take(&mut this.captured));
+                // hyper stops polling a body that says it has ended, so the
+                // last data frame may be the last call we get.
+                if this.inner.is_end_stream() {
+                    this.finish();
                 }
             }
+            Poll::Ready(None) => this.finish(),
             _ => {}
         }
         polled
@@ -145,7 +146,20 @@ impl<F: FnOnce(Captured) + Send + Sync + Unpin + 'static> HttpBody for TeeBody<F
     }
 }
 
+impl<F: FnOnce(Captured) + Send + Sync + 'static> TeeBody<F> {
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(std::mem::take(&mut self.captured));
+        }
+    }
+}
+
 fn tee<F: FnOnce(Captured) + Send + Sync + Unpin + 'static>(inner: ReplyBody, cap: usize, done: F) -> ReplyBody {
+    if inner.is_end_stream() {
+        // An empty body is never polled: there is nothing to wait for.
+        done(Captured::default());
+        return inner;
+    }
     TeeBody {
         inner,
         cap,

@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod cli;
+mod ingest;
 mod poll;
 mod proxy;
 mod publish;
