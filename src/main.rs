@@ -105,8 +105,19 @@ fn token(path: &std::path::Path, sub: &str, channels: &str, ttl: &str) -> ExitCo
     let Some(secret) = jwt.hs256_secret.as_deref() else {
         return fail("auth.jwt.hs256_secret is not set".into());
     };
-    let channels: Vec<String> = channels.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect();
-    match pushgate::auth::mint_hs256(secret, sub, &channels, ttl, jwt.issuer.as_deref(), jwt.audience.as_deref()) {
+    let channels: Vec<String> = channels
+        .split(',')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    match pushgate::auth::mint_hs256(
+        secret,
+        sub,
+        &channels,
+        ttl,
+        jwt.issuer.as_deref(),
+        jwt.audience.as_deref(),
+    ) {
         Ok(t) => {
             println!("{t}");
             ExitCode::SUCCESS

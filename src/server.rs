@@ -123,7 +123,9 @@ async fn connection(
     acceptor: Option<TlsAcceptor>,
     gate: Option<Gate>,
 ) {
-    let _gauge = Gauge::enter(&state.stats, |s| &s.connections);
+    // `max_connections` is about client connections: the admin listener is not counted.
+    let _gauge =
+        (surface == Surface::Public).then(|| Gauge::enter(&state.stats, |s| &s.connections));
     let id = state.stats.conn_id();
     let span = tracing::debug_span!("conn", %peer, id, surface = ?surface);
     async move {

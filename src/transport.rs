@@ -43,18 +43,34 @@ pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Resp
         (&http::Method::GET, "/poll") => poll::poll(state, settings, req).await,
         (&http::Method::POST, "/send") => send::post(state, settings, req).await,
         (_, "/ws" | "/sse" | "/poll" | "/send") => {
-            let allow = if rest == "/send" { "POST, OPTIONS" } else { "GET, OPTIONS" };
-            let mut r = reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("use {allow}"));
-            r.headers_mut().insert(header::ALLOW, http::HeaderValue::from_static(allow));
+            let allow = if rest == "/send" {
+                "POST, OPTIONS"
+            } else {
+                "GET, OPTIONS"
+            };
+            let mut r = reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("use {allow}"),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, http::HeaderValue::from_static(allow));
             r
         }
-        _ => reply::error(StatusCode::NOT_FOUND, "not_found", "no such realtime endpoint"),
+        _ => reply::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such realtime endpoint",
+        ),
     };
     if let Some(origin) = origin {
         // Cross-origin pages (EventSource withCredentials, fetch for poll/send) may read the answer.
         let h = resp.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, http::HeaderValue::from_static("true"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            http::HeaderValue::from_static("true"),
+        );
         h.append(header::VARY, http::HeaderValue::from_static("Origin"));
     }
     resp
@@ -65,12 +81,18 @@ fn preflight() -> Response<Body> {
     let mut r = Response::new(reply::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, http::HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        http::HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         http::HeaderValue::from_static("authorization, content-type, last-event-id"),
     );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, http::HeaderValue::from_static("600"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        http::HeaderValue::from_static("600"),
+    );
     r
 }
 
@@ -217,13 +239,19 @@ pub fn subscription(
 
 /// Browser `Origin` check against `realtime.allowed_origins` ("*" allows all;
 /// requests without Origin are not from a browser page and pass).
-fn check_origin(settings: &Settings, req: &Request<Incoming>) -> Result<Option<http::HeaderValue>, Response<Body>> {
+fn check_origin(
+    settings: &Settings,
+    req: &Request<Incoming>,
+) -> Result<Option<http::HeaderValue>, Response<Body>> {
     let allowed = &settings.config.realtime.allowed_origins;
     let Some(value) = req.headers().get(header::ORIGIN) else {
         return Ok(None);
     };
     let origin = value.to_str().unwrap_or("");
-    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
         Ok(Some(value.clone()))
     } else {
         Err(reply::error(

@@ -4,9 +4,9 @@
 //! belongs to, so the operator fixes the whole file in one round.
 
 use super::Config;
-use crate::ingest::template::{Context, Template};
 use super::locate::KeyPath;
 use super::rules::Subscribe;
+use crate::ingest::template::{Context, Template};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -309,7 +309,11 @@ fn ingest(c: &Config, r: &mut Report) {
             r.add(at.key("channel"), "must not be empty");
         }
         let params = crate::ingest::webhook::PathPattern::new(&hook.matcher.path).params();
-        let templates = [("channel", Some(&hook.channel)), ("event", hook.event.as_ref()), ("data", hook.data.as_ref())];
+        let templates = [
+            ("channel", Some(&hook.channel)),
+            ("event", hook.event.as_ref()),
+            ("data", hook.data.as_ref()),
+        ];
         for (key, text) in templates {
             if let Some(text) = text {
                 if let Err(e) = Template::parse(text, Context::Webhook, &params) {
@@ -343,7 +347,11 @@ fn ingest(c: &Config, r: &mut Report) {
         if tap.channel.trim().is_empty() {
             r.add(at.key("channel"), "must not be empty");
         }
-        let templates = [("channel", Some(&tap.channel)), ("event", tap.event.as_ref()), ("data", tap.data.as_ref())];
+        let templates = [
+            ("channel", Some(&tap.channel)),
+            ("event", tap.event.as_ref()),
+            ("data", tap.data.as_ref()),
+        ];
         for (key, text) in templates {
             if let Some(text) = text {
                 if let Err(e) = Template::parse(text, Context::Tap, &[]) {

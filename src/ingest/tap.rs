@@ -68,7 +68,11 @@ impl Taps {
             let data = parse(t.data.as_deref().unwrap_or("{response.body}"), "data")?;
             let all = [Some(&channel), event.as_ref(), Some(&data)];
             rules.push(Arc::new(TapRule {
-                method: t.matcher.method.as_deref().and_then(|m| Method::from_bytes(m.as_bytes()).ok()),
+                method: t
+                    .matcher
+                    .method
+                    .as_deref()
+                    .and_then(|m| Method::from_bytes(m.as_bytes()).ok()),
                 path: PathPattern::new(&t.matcher.path),
                 status: t.matcher.status.clone(),
                 reads_request: all.iter().flatten().any(|t| t.uses_body()),
@@ -85,7 +89,9 @@ impl Taps {
     fn candidates(&self, method: &Method, path: &str) -> Vec<Arc<TapRule>> {
         self.rules
             .iter()
-            .filter(|r| r.method.as_ref().is_none_or(|m| m == method) && r.path.matches(path).is_some())
+            .filter(|r| {
+                r.method.as_ref().is_none_or(|m| m == method) && r.path.matches(path).is_some()
+            })
             .cloned()
             .collect()
     }
@@ -111,7 +117,10 @@ impl<F: FnOnce(Captured) + Send + Sync + Unpin + 'static> HttpBody for TeeBody<F
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -154,7 +163,11 @@ impl<F: FnOnce(Captured) + Send + Sync + 'static> TeeBody<F> {
     }
 }
 
-fn tee<F: FnOnce(Captured) + Send + Sync + Unpin + 'static>(inner: ReplyBody, cap: usize, done: F) -> ReplyBody {
+fn tee<F: FnOnce(Captured) + Send + Sync + Unpin + 'static>(
+    inner: ReplyBody,
+    cap: usize,
+    done: F,
+) -> ReplyBody {
     if inner.is_end_stream() {
         // An empty body is never polled: there is nothing to wait for.
         done(Captured::default());
@@ -173,7 +186,11 @@ type Slot = Arc<Mutex<Option<Captured>>>;
 
 /// Proxy `req` and fire the taps that match it. Without a candidate tap this
 /// is the plain proxy path.
-pub async fn proxy_with_taps(state: &AppState, settings: &Arc<Settings>, req: Request<ReplyBody>) -> Response<ReplyBody> {
+pub async fn proxy_with_taps(
+    state: &AppState,
+    settings: &Arc<Settings>,
+    req: Request<ReplyBody>,
+) -> Response<ReplyBody> {
     let taps = settings.taps.candidates(req.method(), req.uri().path());
     if taps.is_empty() {
         return settings.proxy.forward(req).await;
@@ -184,12 +201,20 @@ pub async fn proxy_with_taps(state: &AppState, settings: &Arc<Settings>, req: Re
     let query: HashMap<String, String> = req
         .uri()
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
     let request_body: Slot = Arc::default();
     let req = if taps.iter().any(|t| t.reads_request) {
         let slot = request_body.clone();
-        req.map(|b| tee(b, cap, move |c| *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c)))
+        req.map(|b| {
+            tee(b, cap, move |c| {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c)
+            })
+        })
     } else {
         req
     };
@@ -197,7 +222,11 @@ pub async fn proxy_with_taps(state: &AppState, settings: &Arc<Settings>, req: Re
     let status = resp.status();
     let fired: Vec<Arc<TapRule>> = taps
         .into_iter()
-        .filter(|t| t.status.as_deref().map_or(status.is_success(), |p| status_matches(p, status)))
+        .filter(|t| {
+            t.status
+                .as_deref()
+                .map_or(status.is_success(), |p| status_matches(p, status))
+        })
         .collect();
     if fired.is_empty() {
         return resp;
@@ -237,7 +266,11 @@ struct TapJob {
 impl TapJob {
     fn spawn(self, response_body: Option<Captured>) {
         tokio::spawn(async move {
-            let request = self.request_body.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let request = self
+                .request_body
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             let input = Input {
                 body: request.as_ref().map(|c| Body::new(&c.bytes, c.truncated)),
                 headers: Some(&self.request_headers),
@@ -245,18 +278,29 @@ impl TapJob {
                 query: self.query.clone(),
                 response_status: Some(self.status.as_u16()),
                 response_headers: Some(&self.response_headers),
-                response_body: response_body.as_ref().map(|c| Body::new(&c.bytes, c.truncated)),
+                response_body: response_body
+                    .as_ref()
+                    .map(|c| Body::new(&c.bytes, c.truncated)),
                 ..Default::default()
             };
-            let publishes: Vec<_> = self.rules.iter().map(|rule| render(rule, &input, &self.settings)).collect();
+            let publishes: Vec<_> = self
+                .rules
+                .iter()
+                .map(|rule| render(rule, &input, &self.settings))
+                .collect();
             for p in publishes {
                 match p {
                     Ok(p) => match self.state.broker.publish(p).await {
                         Ok(_) => {
                             self.state.metrics.published.inc();
-                            self.state.stats.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            self.state
+                                .stats
+                                .published
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                        Err(error) => tracing::warn!(%error, path = %self.path, "tap could not publish"),
+                        Err(error) => {
+                            tracing::warn!(%error, path = %self.path, "tap could not publish")
+                        }
                     },
                     Err(error) => tracing::warn!(%error, path = %self.path, "tap skipped"),
                 }
@@ -266,7 +310,10 @@ impl TapJob {
 }
 
 fn render(rule: &TapRule, input: &Input<'_>, settings: &Settings) -> Result<Publish, String> {
-    let channel = rule.channel.render_text(input).map_err(|e| format!("channel: {e}"))?;
+    let channel = rule
+        .channel
+        .render_text(input)
+        .map_err(|e| format!("channel: {e}"))?;
     if !valid_channel(&channel) {
         return Err(format!("channel: {channel:?} is not a valid channel name"));
     }
@@ -277,7 +324,10 @@ fn render(rule: &TapRule, input: &Input<'_>, settings: &Settings) -> Result<Publ
     if !valid_event(&event) {
         return Err(format!("event: {event:?} is not a valid event name"));
     }
-    let data = rule.data.render_json(input).map_err(|e| format!("data: {e}"))?;
+    let data = rule
+        .data
+        .render_json(input)
+        .map_err(|e| format!("data: {e}"))?;
     let data = serde_json::value::to_raw_value(&data).map_err(|e| format!("data: {e}"))?;
     if data.get().len() > settings.config.realtime.max_message {
         return Err("data: over realtime.max_message".into());

@@ -79,11 +79,16 @@ pub async fn forward(
     if answer.is_empty() {
         return Ok(Value::Null);
     }
-    Ok(serde_json::from_slice(&answer).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer).into_owned())))
+    Ok(serde_json::from_slice(&answer)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer).into_owned())))
 }
 
 /// `POST /realtime/send` with `{"data": …}`.
-pub async fn post(state: AppState, settings: std::sync::Arc<Settings>, req: Request<Incoming>) -> Response<Body> {
+pub async fn post(
+    state: AppState,
+    settings: std::sync::Arc<Settings>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let q: HashMap<String, String> = query(&req);
     let client = match admit(&state, &settings, &req, &q) {
         Ok(c) => c,
@@ -93,7 +98,13 @@ pub async fn post(state: AppState, settings: std::sync::Arc<Settings>, req: Requ
     let limit = settings.config.realtime.max_message + 64;
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "message over realtime.max_message"),
+        Err(_) => {
+            return reply::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "message over realtime.max_message",
+            );
+        }
     };
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -102,7 +113,13 @@ pub async fn post(state: AppState, settings: std::sync::Arc<Settings>, req: Requ
     }
     let parsed: SendBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
-        Err(e) => return reply::error(StatusCode::BAD_REQUEST, "bad_json", format!("expected {{\"data\": …}}: {e}")),
+        Err(e) => {
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!("expected {{\"data\": …}}: {e}"),
+            );
+        }
     };
     let subject = client.identity.as_ref().map(|i| i.subject.as_str());
     match forward(&settings, subject, connection, &parsed.data).await {

@@ -206,7 +206,7 @@ async fn run(
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel(32);
-    let reader = tokio::spawn(read_loop(stream, tx, last_seen.clone(), started));
+    let mut reader = tokio::spawn(read_loop(stream, tx, last_seen.clone(), started));
     let session = Session::new(&state, rt.client_queue);
     let mut ws = WsSession {
         state,
@@ -225,22 +225,30 @@ async fn run(
     ws.state.metrics.connect("ws");
     let subject = ws.client.identity.as_ref().map(|i| i.subject.clone());
     ws.id = ws.state.stats.conn_id();
-    let registration = ws.state.connections.register(ws.id, subject.as_deref(), "ws");
+    let registration = ws
+        .state
+        .connections
+        .register(ws.id, subject.as_deref(), "ws");
     ws.kick = registration.kick.clone();
     let ending = ws.serve(sub, rx, last_seen, started).await;
-    reader.abort();
     ws.state.metrics.disconnect("ws", ending.reason());
     if let Ending::Close(code, reason) = ending {
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
-        let _ = tokio::time::timeout(
+        let sent = tokio::time::timeout(
             Duration::from_secs(2),
             ws.sink.send(Frame::Close(Some(frame))),
         )
         .await;
+        if matches!(sent, Ok(Ok(()))) {
+            // Closing handshake: keep reading (and discarding) until the peer's
+            // Close, so unread frames do not turn our close into a reset.
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut reader).await;
+        }
     }
+    reader.abort();
 }
 
 async fn read_loop(
@@ -260,8 +268,14 @@ async fn read_loop(
             Some(Err(e)) => Inbound::End(close_for(&e)),
         };
         let end = matches!(inbound, Inbound::End(_));
-        if tx.send(inbound).await.is_err() || end {
+        if end {
+            let _ = tx.send(inbound).await;
             return;
+        }
+        // Once the session has stopped listening, frames are read and dropped
+        // until the peer closes (the closing handshake).
+        if !tx.is_closed() {
+            let _ = tx.send(inbound).await;
         }
     }
 }
@@ -393,12 +407,28 @@ impl WsSession {
 
     /// Forward a `send` op to the backend without holding up this session:
     /// the answer arrives later through `replies`.
-    async fn on_send(&mut self, r: Option<&str>, data: Box<serde_json::value::RawValue>) -> Result<(), WsError> {
+    async fn on_send(
+        &mut self,
+        r: Option<&str>,
+        data: Box<serde_json::value::RawValue>,
+    ) -> Result<(), WsError> {
         if self.pending_sends >= MAX_PENDING_SENDS {
-            return self.send_text(ops::error(r, "rate_limited", "too many sends awaiting the application")).await;
+            return self
+                .send_text(ops::error(
+                    r,
+                    "rate_limited",
+                    "too many sends awaiting the application",
+                ))
+                .await;
         }
         if data.get().len() > self.settings.config.realtime.max_message {
-            return self.send_text(ops::error(r, "too_large", "data exceeds realtime.max_message")).await;
+            return self
+                .send_text(ops::error(
+                    r,
+                    "too_large",
+                    "data exceeds realtime.max_message",
+                ))
+                .await;
         }
         self.pending_sends += 1;
         let settings = self.settings.clone();
@@ -408,7 +438,9 @@ impl WsSession {
         let reference = r.map(str::to_string);
         tokio::spawn(async move {
             let r = reference.as_deref();
-            let reply = match super::send::forward(&settings, subject.as_deref(), connection, &data).await {
+            let reply = match super::send::forward(&settings, subject.as_deref(), connection, &data)
+                .await
+            {
                 Ok(answer) => ops::ack(r, json!({"op": "send", "data": answer})),
                 Err(e) => ops::error(r, e.code(), &e.to_string()),
             };

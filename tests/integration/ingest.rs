@@ -45,14 +45,24 @@ fn sign(body: &[u8]) -> String {
 }
 
 async fn history_len(gw: &TestGateway, channel: &str) -> u64 {
-    let v: Value = gw.http.get(gw.admin_url(&format!("/channels/{channel}"))).send().await.unwrap().json().await.unwrap();
+    let v: Value = gw
+        .http
+        .get(gw.admin_url(&format!("/channels/{channel}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     v["history"]["length"].as_u64().unwrap()
 }
 
 #[tokio::test]
 async fn signed_webhooks_become_channel_messages() {
     let gw = gateway().await;
-    let mut sse = gw.sse("/realtime/sse?channels=public.orders.42", None).await;
+    let mut sse = gw
+        .sse("/realtime/sse?channels=public.orders.42", None)
+        .await;
     let body = br#"{"customer_id": 42, "total": 9.5}"#;
     let post = |sig: String| {
         gw.http
@@ -63,7 +73,11 @@ async fn signed_webhooks_become_channel_messages() {
             .send()
     };
     // Bad signatures publish nothing.
-    for bad in ["deadbeef".to_string(), format!("sha256={}", "0".repeat(64)), String::new()] {
+    for bad in [
+        "deadbeef".to_string(),
+        format!("sha256={}", "0".repeat(64)),
+        String::new(),
+    ] {
         let r = post(bad).await.unwrap();
         assert_eq!(r.status(), 401);
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_signature");
@@ -84,16 +98,46 @@ async fn signed_webhooks_become_channel_messages() {
 #[tokio::test]
 async fn webhook_templates_that_cannot_be_filled_get_422() {
     let gw = gateway().await;
-    let mut sse = gw.sse("/realtime/sse?channels=public.user.alice", None).await;
-    let r = gw.http.post(gw.admin_url("/hooks/notify/alice")).body("not json").send().await.unwrap();
+    let mut sse = gw
+        .sse("/realtime/sse?channels=public.user.alice", None)
+        .await;
+    let r = gw
+        .http
+        .post(gw.admin_url("/hooks/notify/alice"))
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
-    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("body.message"));
-    let r = gw.http.post(gw.admin_url("/hooks/notify/alice")).json(&json!({"other": 1})).send().await.unwrap();
+    assert!(
+        r.json::<Value>().await.unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("body.message")
+    );
+    let r = gw
+        .http
+        .post(gw.admin_url("/hooks/notify/alice"))
+        .json(&json!({"other": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
-    let r = gw.http.get(gw.admin_url("/hooks/notify/alice")).send().await.unwrap();
+    let r = gw
+        .http
+        .get(gw.admin_url("/hooks/notify/alice"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(history_len(&gw, "public.user.alice").await, 0);
-    let r = gw.http.post(gw.admin_url("/hooks/notify/alice")).json(&json!({"message": {"text": "hi"}})).send().await.unwrap();
+    let r = gw
+        .http
+        .post(gw.admin_url("/hooks/notify/alice"))
+        .json(&json!({"message": {"text": "hi"}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let ev = sse.expect().await;
     assert_eq!(ev.event, "notification");
@@ -105,12 +149,27 @@ async fn taps_publish_successful_proxied_requests() {
     let gw = gateway().await;
     let mut sse = gw.sse("/realtime/sse?channels=public.taps", None).await;
     // A failing request fires nothing; the response still reaches the client.
-    let r = gw.http.post(gw.url("/fail")).body("x").send().await.unwrap();
+    let r = gw
+        .http
+        .post(gw.url("/fail"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 500);
-    let r = gw.http.post(gw.url("/api/orders")).body("order #1").send().await.unwrap();
+    let r = gw
+        .http
+        .post(gw.url("/api/orders"))
+        .body("order #1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let echoed: Value = r.json().await.unwrap();
-    assert_eq!(echoed["body"], "order #1", "the client gets the full response");
+    assert_eq!(
+        echoed["body"], "order #1",
+        "the client gets the full response"
+    );
     let ev = sse.expect().await;
     assert_eq!(ev.event, "created");
     assert_eq!(ev.json()["data"], "order #1");
@@ -119,7 +178,13 @@ async fn taps_publish_successful_proxied_requests() {
 #[tokio::test]
 async fn client_messages_reach_the_backend_and_its_answer_comes_back() {
     let gw = gateway().await;
-    let r = gw.http.post(gw.url("/realtime/send")).json(&json!({"data": {"hello": 1}})).send().await.unwrap();
+    let r = gw
+        .http
+        .post(gw.url("/realtime/send"))
+        .json(&json!({"data": {"hello": 1}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     let answer = &v["data"];
@@ -127,21 +192,41 @@ async fn client_messages_reach_the_backend_and_its_answer_comes_back() {
     assert_eq!(answer["body"], r#"{"hello":1}"#);
     assert!(answer["headers"]["x-pushgate-connection"].is_string());
 
-    let r = gw.http.post(gw.url("/realtime/send")).body("{not json").send().await.unwrap();
+    let r = gw
+        .http
+        .post(gw.url("/realtime/send"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 
     let mut ws = gw.ws("/realtime/ws?channels=public.s").await;
     send_json(&mut ws, json!({"op": "send", "data": [1, 2], "ref": 5})).await;
     let ack = next_json(&mut ws).await;
-    assert_eq!((ack["type"].as_str(), ack["ref"].as_i64()), (Some("ack"), Some(5)));
+    assert_eq!(
+        (ack["type"].as_str(), ack["ref"].as_i64()),
+        (Some("ack"), Some(5))
+    );
     assert_eq!(ack["data"]["body"], "[1,2]");
 }
 
 #[tokio::test]
 async fn backend_errors_on_send_are_replies_not_disconnects() {
     let backend = backend::start().await;
-    let gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "client_messages: { forward_to: /fail }").await;
-    let r = gw.http.post(gw.url("/realtime/send")).json(&json!({"data": 1})).send().await.unwrap();
+    let gw = TestGateway::with(
+        &format!("http://{backend}"),
+        "  heartbeat: 15s",
+        "client_messages: { forward_to: /fail }",
+    )
+    .await;
+    let r = gw
+        .http
+        .post(gw.url("/realtime/send"))
+        .json(&json!({"data": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "backend_error");
     let mut ws = gw.ws("/realtime/ws?channels=public.e").await;
@@ -151,6 +236,12 @@ async fn backend_errors_on_send_are_replies_not_disconnects() {
     assert_eq!(next_json(&mut ws).await["data"], "alive");
 
     let unconfigured = TestGateway::start().await;
-    let r = unconfigured.http.post(unconfigured.url("/realtime/send")).json(&json!({"data": 1})).send().await.unwrap();
+    let r = unconfigured
+        .http
+        .post(unconfigured.url("/realtime/send"))
+        .json(&json!({"data": 1}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }

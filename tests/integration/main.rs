@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod cli;
 mod ingest;
+mod limits;
 mod poll;
 mod proxy;
 mod publish;

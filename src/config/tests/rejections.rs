@@ -378,7 +378,12 @@ fn defaults_absent_from_the_file_point_at_their_section() {
 #[test]
 fn unknown_template_placeholder_in_a_webhook() {
     let text = "webhooks:\n  - name: orders\n    match: { path: /hooks/orders }\n    channel: \"orders.{bdy.id}\"\n";
-    rejects(text, 4, "webhooks[0].channel", "unknown placeholder `{bdy.id}`");
+    rejects(
+        text,
+        4,
+        "webhooks[0].channel",
+        "unknown placeholder `{bdy.id}`",
+    );
 }
 
 #[test]
@@ -389,6 +394,7 @@ fn webhook_path_placeholder_not_in_match_path() {
 
 #[test]
 fn unknown_template_placeholder_in_a_tap() {
-    let text = "taps:\n  - match: { path: /api/orders }\n    channel: orders.all\n    data: \"{body}\"\n";
+    let text =
+        "taps:\n  - match: { path: /api/orders }\n    channel: orders.all\n    data: \"{body}\"\n";
     rejects(text, 4, "taps[0].data", "unknown placeholder `{body}`");
 }

@@ -1,0 +1,210 @@
+//! Rate and connection limits: each refusal is the documented answer, and a
+//! flooding client does not slow anyone else down.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::common::*;
+
+const SECRET: &str = "limits-secret";
+
+fn token(sub: &str) -> String {
+    pushgate::auth::mint_hs256(SECRET, sub, &[], Duration::from_secs(600), None, None).unwrap()
+}
+
+async fn gateway(limits: &str) -> TestGateway {
+    let extra = format!("auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}\nlimits:\n{limits}");
+    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
+}
+
+#[tokio::test]
+async fn a_flooding_client_is_cut_off_and_others_keep_their_latency() {
+    let gw = gateway("  per_client: { messages: { rate: 20/s, burst: 40 } }").await;
+    let mut calm = gw
+        .ws(&format!(
+            "/realtime/ws?channels=public.lat&token={}",
+            token("calm")
+        ))
+        .await;
+    let flooder = gw
+        .ws(&format!("/realtime/ws?token={}", token("flood")))
+        .await;
+    let (mut tx, mut rx) = flooder.split();
+    let flood = tokio::spawn(async move {
+        for i in 0..5000 {
+            let frame = Frame::Text(json!({"op": "ping", "ref": i}).to_string().into());
+            if tx.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    // The flooder sees rate_limited errors, then close 1013.
+    let mut limited = 0;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.next())
+            .await
+            .expect("flooder answered")
+        {
+            Some(Ok(Frame::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["code"] == "rate_limited" {
+                    limited += 1;
+                }
+            }
+            Some(Ok(Frame::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            // Closing a socket with unread flood in its buffer resets it: the
+            // close frame may be lost with it.
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert!(limited > 0);
+    assert!(matches!(close, Some(1013) | None), "close {close:?}");
+    flood.abort();
+
+    // Meanwhile and after, the calm client's deliveries stay prompt.
+    let mut worst = Duration::ZERO;
+    for i in 0..30 {
+        let sent = Instant::now();
+        gw.publish_one("public.lat", json!(i)).await;
+        assert_eq!(next_json(&mut calm).await["data"], i);
+        worst = worst.max(sent.elapsed());
+    }
+    assert!(
+        worst < Duration::from_millis(500),
+        "calm client's worst latency {worst:?}"
+    );
+}
+
+#[tokio::test]
+async fn per_client_connection_cap_is_429_with_retry_after() {
+    let gw = gateway("  per_client: { connections: 2 }").await;
+    let t = token("capped");
+    let _a = gw
+        .sse(&format!("/realtime/sse?channels=public.c&token={t}"), None)
+        .await;
+    let _b = gw
+        .sse(&format!("/realtime/sse?channels=public.c&token={t}"), None)
+        .await;
+    let r = gw
+        .http
+        .get(gw.url(&format!("/realtime/sse?channels=public.c&token={t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "rate_limited");
+    // Someone else is not affected.
+    let _c = gw
+        .sse(
+            &format!("/realtime/sse?channels=public.c&token={}", token("other")),
+            None,
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn new_connections_per_ip_are_rate_limited() {
+    let gw = gateway("  per_ip: { connects: { rate: 1/m, burst: 3 } }").await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        // A fresh client each time: a new TCP connection per request.
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&gw.cert_pem).unwrap())
+            .resolve("localhost", gw.public)
+            .build()
+            .unwrap();
+        let r = client
+            .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429]);
+}
+
+#[tokio::test]
+async fn max_connections_answers_503() {
+    let gw = gateway("  max_connections: 2").await;
+    let _a = gw.tls_stream().await;
+    let _b = gw.tls_stream().await;
+    eventually(5, "two connections counted", || async {
+        gw.stats().await["connections"] == 2
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&gw.cert_pem).unwrap())
+        .resolve("localhost", gw.public)
+        .build()
+        .unwrap();
+    let r = client
+        .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "at_capacity");
+}
+
+#[tokio::test]
+async fn publish_and_subscribe_limits() {
+    let gw = gateway(
+        "  publish: { rate: 5/s, burst: 5 }\n  per_client: { subscribes: { rate: 1/m, burst: 3 } }",
+    )
+    .await;
+    let batch: Vec<_> = (0..6)
+        .map(|i| json!({"channel": "public.p", "data": i}))
+        .collect();
+    let r = gw
+        .http
+        .post(gw.admin_url("/publish"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = gw
+        .http
+        .get(gw.admin_url("/channels/public.p"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["history"]["length"], 0,
+        "a refused batch publishes nothing"
+    );
+
+    let mut ws = gw
+        .ws(&format!("/realtime/ws?token={}", token("subscriber")))
+        .await;
+    for i in 0..3 {
+        send_json(
+            &mut ws,
+            json!({"op": "subscribe", "channel": format!("public.s{i}"), "ref": i}),
+        )
+        .await;
+        assert_eq!(next_json(&mut ws).await["type"], "ack");
+    }
+    send_json(
+        &mut ws,
+        json!({"op": "subscribe", "channel": "public.s9", "ref": 9}),
+    )
+    .await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(
+        (e["code"].as_str(), e["ref"].as_i64()),
+        (Some("rate_limited"), Some(9))
+    );
+}
