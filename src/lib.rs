@@ -22,6 +22,7 @@ pub mod connections;
 pub mod hub;
 pub mod ingest;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pushgate::config::{self, Config, LogFormat};
+use pushgate::config;
 use pushgate::{Gateway, Listeners};
 
 const EXAMPLES: &str = "\
@@ -128,7 +128,7 @@ fn token(path: &std::path::Path, sub: &str, channels: &str, ttl: &str) -> ExitCo
 
 fn run(path: &std::path::Path, grace: Duration) -> anyhow::Result<()> {
     let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    init_logging(&cfg);
+    pushgate::logging::init(&cfg);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,17 +144,6 @@ fn run(path: &std::path::Path, grace: Duration) -> anyhow::Result<()> {
     })
 }
 
-fn init_logging(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match cfg.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
 
 async fn wait_for_signal() {
     #[cfg(unix)]
