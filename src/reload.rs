@@ -75,13 +75,17 @@ pub fn spawn(state: AppState, path: PathBuf) {
     let watcher = watch_file(&path, tx.clone());
     #[cfg(unix)]
     {
+        use tokio::signal::unix::{SignalKind, signal};
         let tx = tx.clone();
         let shutdown = state.shutdown.clone();
+        // Registered before returning, so a SIGHUP right after start reloads
+        // instead of taking the default action (terminate).
+        let hup = signal(SignalKind::hangup());
+        if let Err(error) = &hup {
+            warn!(%error, "cannot listen for SIGHUP; reload by editing the file");
+        }
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
+            let Ok(mut hup) = hup else { return };
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

@@ -10,6 +10,7 @@ mod limits;
 mod poll;
 mod proxy;
 mod publish;
+mod reload;
 mod shutdown;
 mod slow;
 mod sse;
