@@ -108,6 +108,7 @@ fn channel_info(state: &AppState, name: &str) -> Response<Body> {
         &serde_json::json!({
             "channel": name,
             "subscribers": state.hub.subscriber_count(name),
+            "queued": state.hub.queued(name),
             "history": { "length": history, "oldest_id": oldest.map(|o| o.to_string()) },
             "rule": rule.map(|r| r.source.as_str()),
         }),

@@ -130,6 +130,23 @@ impl Hub {
         list.len()
     }
 
+    /// Messages waiting in the inboxes of `channel`'s subscribers (all of
+    /// their channels): what slow clients are holding in memory right now.
+    pub fn queued(&self, channel: &str) -> usize {
+        let subs = self
+            .shard(channel)
+            .lock()
+            .ok()
+            .and_then(|m| m.get(channel).cloned());
+        subs.and_then(|s| {
+            s.list
+                .read()
+                .ok()
+                .map(|l| l.iter().map(|s| s.inbox.len()).sum())
+        })
+        .unwrap_or(0)
+    }
+
     pub fn subscriber_count(&self, channel: &str) -> usize {
         self.shard(channel)
             .lock()

@@ -11,7 +11,14 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{Config, LogFormat};
 
 /// Dependencies whose trace/debug output may contain payloads.
-const PAYLOAD_CRATES: [&str; 6] = ["tungstenite", "tokio_tungstenite", "h2", "hyper", "hyper_util", "rustls"];
+const PAYLOAD_CRATES: [&str; 6] = [
+    "tungstenite",
+    "tokio_tungstenite",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "rustls",
+];
 
 /// The filter for `level` (an `EnvFilter` directive such as `info` or
 /// `pushgate=debug`), with payload-carrying dependencies capped at `info`.

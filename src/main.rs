@@ -144,7 +144,6 @@ fn run(path: &std::path::Path, grace: Duration) -> anyhow::Result<()> {
     })
 }
 
-
 async fn wait_for_signal() {
     #[cfg(unix)]
     {

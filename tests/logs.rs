@@ -58,12 +58,31 @@ webhooks:
 "#
     );
     let gw = TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await;
-    let jwt = pushgate::auth::mint_hs256(JWT_SECRET, "alice", &["orders.*".into()], Duration::from_secs(60), None, None).unwrap();
+    let jwt = pushgate::auth::mint_hs256(
+        JWT_SECRET,
+        "alice",
+        &["orders.*".into()],
+        Duration::from_secs(60),
+        None,
+        None,
+    )
+    .unwrap();
     let bad_jwt = format!("{jwt}tampered");
 
     for token in [&jwt, &bad_jwt, &STATIC_TOKEN.to_string()] {
-        let _ = gw.http.get(gw.url(&format!("/realtime/poll?channels=orders.1&timeout=0&token={token}"))).send().await;
-        let _ = gw.http.get(gw.url("/realtime/poll?channels=orders.1&timeout=0")).bearer_auth(token).send().await;
+        let _ = gw
+            .http
+            .get(gw.url(&format!(
+                "/realtime/poll?channels=orders.1&timeout=0&token={token}"
+            )))
+            .send()
+            .await;
+        let _ = gw
+            .http
+            .get(gw.url("/realtime/poll?channels=orders.1&timeout=0"))
+            .bearer_auth(token)
+            .send()
+            .await;
         let _ = gw
             .http
             .get(gw.url("/realtime/poll?channels=orders.1&timeout=0"))
@@ -71,7 +90,11 @@ webhooks:
             .send()
             .await;
         // Proxied requests carry tokens in queries too.
-        let _ = gw.http.get(gw.url(&format!("/app/page?token={token}"))).send().await;
+        let _ = gw
+            .http
+            .get(gw.url(&format!("/app/page?token={token}")))
+            .send()
+            .await;
     }
     let mut ws = gw.ws(&format!("/realtime/ws?token={jwt}")).await;
     send_json(&mut ws, json!({"op": "auth", "token": bad_jwt, "ref": 1})).await;
@@ -79,9 +102,22 @@ webhooks:
     send_json(&mut ws, json!({"op": "auth", "token": jwt, "ref": 2})).await;
     let _ = next_json(&mut ws).await;
     for key in [ADMIN_KEY, "wrong-admin-key"] {
-        let _ = gw.http.post(gw.admin_url("/publish")).bearer_auth(key).json(&json!({"channel": "public.x", "data": 1})).send().await;
+        let _ = gw
+            .http
+            .post(gw.admin_url("/publish"))
+            .bearer_auth(key)
+            .json(&json!({"channel": "public.x", "data": 1}))
+            .send()
+            .await;
     }
-    let _ = gw.http.post(gw.admin_url("/hooks/signed")).bearer_auth(ADMIN_KEY).header("x-sig", "00").body("{}").send().await;
+    let _ = gw
+        .http
+        .post(gw.admin_url("/hooks/signed"))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-sig", "00")
+        .body("{}")
+        .send()
+        .await;
 
     // A bad config on reload must not echo secrets either.
     let _ = pushgate::config::parse(
@@ -94,7 +130,15 @@ webhooks:
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
     assert!(logs.contains("pushgate listening"), "the capture works");
     assert!(logs.len() > 1000, "trace output was produced");
-    for secret in [JWT_SECRET, ADMIN_KEY, HOOK_SECRET, STATIC_TOKEN, jwt.as_str(), "tampered", "wrong-admin-key"] {
+    for secret in [
+        JWT_SECRET,
+        ADMIN_KEY,
+        HOOK_SECRET,
+        STATIC_TOKEN,
+        jwt.as_str(),
+        "tampered",
+        "wrong-admin-key",
+    ] {
         assert!(!logs.contains(secret), "{secret:.12}… appears in the logs");
     }
 }

@@ -32,7 +32,8 @@ struct Shared {
 #[derive(Default)]
 struct Queue {
     items: VecDeque<Arc<Message>>,
-    /// Channels that lost messages to `drop_oldest`/`conflate` since the last drain.
+    /// Channels that lost messages to `drop_oldest` since the last drain (a
+    /// conflated channel only ever skips to its newest value: no gap to report).
     gaps: Vec<Arc<str>>,
 }
 
@@ -77,7 +78,6 @@ impl Inbox {
                             q.items.iter_mut().rev().find(|m| m.channel == msg.channel)
                         {
                             *slot = msg.clone();
-                            note_gap(&mut q.gaps, &msg.channel);
                             return;
                         }
                         drop_oldest(&mut q);

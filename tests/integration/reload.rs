@@ -24,24 +24,45 @@ async fn reload_revokes_only_forbidden_subscriptions_and_keeps_connections() {
     let gw = TestGateway::start().await;
     let mut ws = gw.ws("/realtime/ws?channels=public.keep,chat.gone").await;
     let mut sse = gw.sse("/realtime/sse?channels=chat.gone2", None).await;
-    let mut both = gw.sse("/realtime/sse?channels=public.keep,chat.gone3", None).await;
+    let mut both = gw
+        .sse("/realtime/sse?channels=public.keep,chat.gone3", None)
+        .await;
     // chat.* disappears from the rules.
-    rewrite(&gw, r#"  - { pattern: "chat.*", subscribe: anyone, publish: clients }"#, "");
+    rewrite(
+        &gw,
+        r#"  - { pattern: "chat.*", subscribe: anyone, publish: clients }"#,
+        "",
+    );
     pushgate::reload::reload(state(&gw), &gw.dir.join("gateway.yaml")).unwrap();
 
     let e = next_json(&mut ws).await;
-    assert_eq!((e["code"].as_str(), e["channel"].as_str()), (Some("forbidden"), Some("chat.gone")));
+    assert_eq!(
+        (e["code"].as_str(), e["channel"].as_str()),
+        (Some("forbidden"), Some("chat.gone"))
+    );
     let ev = both.expect().await;
-    assert_eq!((ev.event.as_str(), ev.json()["channel"].as_str()), ("error", Some("chat.gone3")));
+    assert_eq!(
+        (ev.event.as_str(), ev.json()["channel"].as_str()),
+        ("error", Some("chat.gone3"))
+    );
     // An SSE stream left with no channel ends (the browser's retry then gets 403).
     assert_eq!(sse.expect().await.event, "error");
     assert!(sse.next_event().await.is_none());
 
     gw.publish_one("chat.gone", json!("revoked")).await;
     gw.publish_one("public.keep", json!("kept")).await;
-    assert_eq!(next_json(&mut ws).await["data"], "kept", "same connection, still subscribed");
+    assert_eq!(
+        next_json(&mut ws).await["data"],
+        "kept",
+        "same connection, still subscribed"
+    );
     assert_eq!(both.expect().await.json()["data"], "kept");
-    let r = gw.http.get(gw.url("/realtime/sse?channels=chat.new")).send().await.unwrap();
+    let r = gw
+        .http
+        .get(gw.url("/realtime/sse?channels=chat.new"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "new requests see the new rules");
 }
 
@@ -49,14 +70,37 @@ async fn reload_revokes_only_forbidden_subscriptions_and_keeps_connections() {
 async fn an_invalid_file_is_refused_and_the_old_config_stays() {
     let gw = TestGateway::start().await;
     let mut ws = gw.ws("/realtime/ws?channels=public.a").await;
-    rewrite(&gw, "  path: /realtime", "  path: /realtime\n  histroy: { size: 1 }");
+    rewrite(
+        &gw,
+        "  path: /realtime",
+        "  path: /realtime\n  histroy: { size: 1 }",
+    );
     let err = pushgate::reload::reload(state(&gw), &gw.dir.join("gateway.yaml")).unwrap_err();
     assert!(err.to_string().contains("gateway.yaml:"), "{err}");
     assert!(err.to_string().contains("realtime.histroy"), "{err}");
-    let ready: Value = gw.http.get(gw.admin_url("/readyz")).send().await.unwrap().json().await.unwrap();
+    let ready: Value = gw
+        .http
+        .get(gw.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["last_reload_failed"], true);
-    let metrics = gw.http.get(gw.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("pushgate_reloads_total{result=\"failed\"} 1"), "{metrics}");
+    let metrics = gw
+        .http
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("pushgate_reloads_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
     gw.publish_one("public.a", json!("still served")).await;
     assert_eq!(next_json(&mut ws).await["data"], "still served");
 }
@@ -68,10 +112,25 @@ async fn file_changes_and_sighup_trigger_reloads() {
     tokio::time::sleep(Duration::from_millis(100)).await; // the watcher is registering
     rewrite(&gw, r#"pattern: "public.*""#, r#"pattern: "news.*""#);
     eventually(10, "the file change is applied", || async {
-        gw.http.get(gw.url("/realtime/poll?channels=news.a&timeout=0")).send().await.unwrap().status() == 200
+        gw.http
+            .get(gw.url("/realtime/poll?channels=news.a&timeout=0"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
     })
     .await;
-    let metrics = || async { gw.http.get(gw.admin_url("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let metrics = || async {
+        gw.http
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
     let before = metrics().await;
     let ok_count = |m: &str| {
         m.lines()
@@ -81,8 +140,17 @@ async fn file_changes_and_sighup_trigger_reloads() {
     };
     let n = ok_count(&before);
     let pid = std::process::id().to_string();
-    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
-    eventually(10, "SIGHUP reloads", || async { ok_count(&metrics().await) > n }).await;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually(10, "SIGHUP reloads", || async {
+        ok_count(&metrics().await) > n
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -94,16 +162,27 @@ async fn renewed_certificates_serve_the_next_handshake() {
     std::fs::remove_file(&cert).unwrap();
     std::fs::remove_file(&key).unwrap();
     pushgate::tls::generate_dev_cert(&cert, &key).unwrap();
-    assert_eq!(peer_cert(&gw).await, first, "nothing changes before a reload");
+    assert_eq!(
+        peer_cert(&gw).await,
+        first,
+        "nothing changes before a reload"
+    );
     pushgate::reload::reload(state(&gw), &gw.dir.join("gateway.yaml")).unwrap();
     let second = peer_cert(&gw).await;
     assert_ne!(second, first);
-    assert_eq!(second, std::fs::read(&cert).map(|pem| pem_der(&pem)).unwrap());
+    assert_eq!(
+        second,
+        std::fs::read(&cert).map(|pem| pem_der(&pem)).unwrap()
+    );
 }
 
 fn pem_der(pem: &[u8]) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem).next().unwrap().unwrap().to_vec()
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
 }
 
 /// The leaf certificate the server presents (verification off: the point is which one).
@@ -138,7 +217,9 @@ async fn peer_cert(gw: &TestGateway) -> Vec<u8> {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
+            rustls::crypto::aws_lc_rs::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
     let config = rustls::ClientConfig::builder()
@@ -147,6 +228,9 @@ async fn peer_cert(gw: &TestGateway) -> Vec<u8> {
         .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(gw.public).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }

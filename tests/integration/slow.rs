@@ -123,3 +123,109 @@ async fn evicted_websocket_gets_its_cursor_and_resumes_without_loss() {
         next += 1;
     }
 }
+
+/// Publish `n` messages of `pad` bytes to `channel` while watching how much
+/// the channel's subscribers hold queued; returns the largest amount seen.
+async fn flood(gw: &TestGateway, channel: &str, n: usize, pad: usize) -> usize {
+    let payload = "z".repeat(pad);
+    let mut most = 0;
+    for chunk in 0..n / 50 {
+        let batch: Vec<_> = (0..50)
+            .map(|i| json!({"channel": channel, "data": {"n": chunk * 50 + i, "pad": payload}}))
+            .collect();
+        gw.publish(json!(batch)).await;
+        let info: serde_json::Value = gw
+            .http
+            .get(gw.admin_url(&format!("/channels/{channel}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        most = most.max(info["queued"].as_u64().unwrap() as usize);
+    }
+    most
+}
+
+/// Read frames until `until` says stop; returns them.
+async fn read_until(
+    ws: &mut Ws,
+    mut until: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut got = Vec::new();
+    loop {
+        let v = next_json(ws).await;
+        let stop = until(&v);
+        got.push(v);
+        if stop {
+            return got;
+        }
+    }
+}
+
+#[tokio::test]
+async fn drop_oldest_keeps_the_connection_and_reports_the_gap() {
+    let gw = TestGateway::with("http://127.0.0.1:9", "  client_queue: 8", "").await;
+    let mut ws = gw.ws("/realtime/ws?channels=lossy.feed").await;
+    let most = flood(&gw, "lossy.feed", 1500, 8 * 1024).await;
+    assert!(most <= 8, "queue stayed bounded: {most}");
+    let frames = read_until(&mut ws, |v| v["data"]["n"] == 1499).await;
+    let reset = frames
+        .iter()
+        .find(|v| v["type"] == "reset")
+        .expect("a gap notice");
+    assert_eq!(reset["reason"], "slow_client");
+    assert_eq!(reset["channels"], json!(["lossy.feed"]));
+    let ns: Vec<u64> = frames
+        .iter()
+        .filter_map(|v| v["data"]["n"].as_u64())
+        .collect();
+    assert!(
+        ns.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates"
+    );
+    assert!(ns.len() < 1500, "some were dropped");
+    gw.publish_one("lossy.feed", json!("live")).await;
+    assert_eq!(
+        next_json(&mut ws).await["data"],
+        "live",
+        "the connection stayed open"
+    );
+}
+
+#[tokio::test]
+async fn conflate_delivers_the_newest_value() {
+    let gw = TestGateway::with("http://127.0.0.1:9", "  client_queue: 8", "").await;
+    let mut ws = gw.ws("/realtime/ws?channels=latest.cpu").await;
+    let most = flood(&gw, "latest.cpu", 1500, 8 * 1024).await;
+    assert!(most <= 8, "queue stayed bounded: {most}");
+    let frames = read_until(&mut ws, |v| v["data"]["n"] == 1499).await;
+    assert!(
+        frames.iter().all(|v| v["type"] == "message"),
+        "no gap notice for conflation"
+    );
+    let ns: Vec<u64> = frames
+        .iter()
+        .filter_map(|v| v["data"]["n"].as_u64())
+        .collect();
+    assert!(ns.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(ns.len() < 1500, "intermediate values were conflated");
+    assert_eq!(
+        gw.stats().await["transports"]["ws"],
+        1,
+        "the connection stayed open"
+    );
+}
+
+#[tokio::test]
+async fn disconnect_policy_bounds_the_queue_too() {
+    let gw = TestGateway::with("http://127.0.0.1:9", "  client_queue: 8", "").await;
+    let _ws = gw.ws("/realtime/ws?channels=public.bounded").await;
+    let most = flood(&gw, "public.bounded", 1500, 8 * 1024).await;
+    assert!(most <= 8, "queue stayed bounded: {most}");
+    eventually(5, "the stuck client was cut off", || async {
+        gw.stats().await["transports"]["ws"] == 0
+    })
+    .await;
+}

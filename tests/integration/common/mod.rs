@@ -62,6 +62,8 @@ channels:
   - {{ pattern: "chat.*", subscribe: anyone, publish: clients }}
   - {{ pattern: "orders.*", subscribe: token }}
   - {{ pattern: "user.{{sub}}", subscribe: owner }}
+  - {{ pattern: "lossy.*", subscribe: anyone, slow_client: drop_oldest, history: {{ size: 10 }} }}
+  - {{ pattern: "latest.*", subscribe: anyone, slow_client: conflate, history: {{ size: 10 }} }}
 {extra}
 "#,
         dir = dir.display()
