@@ -231,6 +231,7 @@ mod tests {
             },
             publish: rl(100, Duration::from_secs(1), 100),
             max_connections: 10,
+            ..config::Limits::default()
         })
     }
 
@@ -277,6 +278,7 @@ mod tests {
             },
             publish: rl(1000, Duration::from_millis(1), 1),
             max_connections: 10,
+            ..config::Limits::default()
         });
         for i in 0..1000 {
             l.message(&format!("client-{i}")).unwrap();

@@ -129,6 +129,11 @@ fn token(path: &std::path::Path, sub: &str, channels: &str, ttl: &str) -> ExitCo
 fn run(path: &std::path::Path, grace: Duration) -> anyhow::Result<()> {
     let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     pushgate::logging::init(&cfg);
+    // Every client is a file descriptor: take the hard limit (see README, Operations).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open files limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open files limit"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

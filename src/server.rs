@@ -9,6 +9,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -25,13 +27,6 @@ use crate::conn_info::{ConnInfo, ConnKill};
 use crate::limits::Limited;
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge};
-
-/// How long a client gets to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client gets to send a complete request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head (HTTP/1) we buffer.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Which listener a connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +133,12 @@ async fn connection(
         };
         match acceptor {
             Some(acceptor) => {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                match tokio::time::timeout(
+                    state.settings().config.limits.handshake_timeout,
+                    acceptor.accept(stream),
+                )
+                .await
+                {
                     Ok(Ok(tls)) => {
                         info.sni = tls.get_ref().1.server_name().map(str::to_string);
                         serve(state, TokioIo::new(tls), info, surface, gate).await
@@ -170,10 +170,15 @@ async fn serve<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let kill = ConnKill::default();
+    // Protocol detection waits for the first bytes with no timer of its own:
+    // a connection that never sends a request is dropped at `header_timeout`.
+    let seen_request = Arc::new(AtomicBool::new(false));
     let service = {
         let state = state.clone();
         let kill = kill.clone();
+        let seen_request = seen_request.clone();
         service_fn(move |mut req| {
+            seen_request.store(true, Ordering::Relaxed);
             req.extensions_mut().insert(info.clone());
             req.extensions_mut().insert(kill.clone());
             let state = state.clone();
@@ -193,12 +198,14 @@ async fn serve<I>(
             }
         })
     };
+    let settings = state.settings();
+    let limits = &settings.config.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_size.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -207,7 +214,18 @@ async fn serve<I>(
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let shutdown = state.shutdown.clone();
+    let header_timeout = limits.header_timeout;
+    let silent = async {
+        tokio::time::sleep(header_timeout).await;
+        if seen_request.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
+        _ = silent => {
+            debug!("no request within the header timeout");
+            return;
+        }
         r = conn.as_mut() => {
             if let Err(error) = r {
                 debug!(%error, "connection ended with an error");

@@ -26,9 +26,6 @@ use crate::limits::{ConnectionSlot, Limited};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Settings};
 
-/// Most channels one request may name.
-pub const MAX_CHANNELS: usize = 100;
-
 /// Route a request whose path is under `realtime.path`; `rest` is what follows it.
 pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Response<Body> {
     let settings = state.settings();
@@ -208,11 +205,12 @@ pub fn subscription(
             "name at least one channel: ?channels=a,b",
         ));
     }
-    if names.len() > MAX_CHANNELS {
+    let max = settings.config.limits.max_channels_per_connection;
+    if names.len() > max {
         return Err(reply::error(
             StatusCode::BAD_REQUEST,
             "too_many_channels",
-            format!("at most {MAX_CHANNELS} channels per connection"),
+            format!("at most {max} channels per connection"),
         ));
     }
     if !names.is_empty() {
@@ -230,11 +228,27 @@ pub fn subscription(
             .rules
             .check_subscribe(&name, who)
             .map_err(|r| reply::error(r.status(), r.code(), &r))?;
+        if channel_full(state, settings, &name) {
+            return Err(reply::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "channel_full",
+                format!("channel `{name}` has reached limits.max_subscribers_per_channel"),
+            ));
+        }
         if !channels.iter().any(|(c, _)| *c == name) {
             channels.push((name, rule.slow_client));
         }
     }
     Ok(Subscription { channels, cursor })
+}
+
+/// Whether `channel` is at `limits.max_subscribers_per_channel` on this instance.
+pub fn channel_full(state: &AppState, settings: &Settings, channel: &str) -> bool {
+    settings
+        .config
+        .limits
+        .max_subscribers_per_channel
+        .is_some_and(|max| state.hub.subscriber_count(channel) >= max)
 }
 
 /// Browser `Origin` check against `realtime.allowed_origins` ("*" allows all;

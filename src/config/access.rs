@@ -72,6 +72,22 @@ pub struct Limits {
     pub publish: RateLimit,
     #[serde(deserialize_with = "lenient::usize")]
     pub max_connections: usize,
+    /// Channels one connection may follow.
+    #[serde(deserialize_with = "lenient::usize")]
+    pub max_channels_per_connection: usize,
+    /// Subscribers one channel may have on this instance (unset: no cap).
+    #[serde(deserialize_with = "lenient::opt_usize")]
+    pub max_subscribers_per_channel: Option<usize>,
+    /// Time a client gets to finish the TLS handshake.
+    #[serde(deserialize_with = "super::units::duration")]
+    pub handshake_timeout: Duration,
+    /// Time a client gets to send a complete request head; also closes
+    /// keep-alive connections idle between requests.
+    #[serde(deserialize_with = "super::units::duration")]
+    pub header_timeout: Duration,
+    /// Largest request head accepted (HTTP/1; 431 over it).
+    #[serde(deserialize_with = "super::units::size")]
+    pub max_header_size: usize,
 }
 
 impl Default for Limits {
@@ -81,6 +97,11 @@ impl Default for Limits {
             per_ip: PerIp::default(),
             publish: RateLimit::new(5000, Duration::from_secs(1), 10_000),
             max_connections: 100_000,
+            max_channels_per_connection: 100,
+            max_subscribers_per_channel: None,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            max_header_size: 64 * 1024,
         }
     }
 }

@@ -279,6 +279,20 @@ fn limits(c: &Config, r: &mut Report) {
     if c.limits.max_connections == 0 {
         r.add(key.key("max_connections"), "must be at least 1");
     }
+    if c.limits.max_channels_per_connection == 0 {
+        r.add(key.key("max_channels_per_connection"), "must be at least 1");
+    }
+    if c.limits.max_subscribers_per_channel == Some(0) {
+        r.add(
+            key.key("max_subscribers_per_channel"),
+            "must be at least 1 (omit it for no cap)",
+        );
+    }
+    nonzero(r, &key.key("handshake_timeout"), c.limits.handshake_timeout);
+    nonzero(r, &key.key("header_timeout"), c.limits.header_timeout);
+    if c.limits.max_header_size < 1024 {
+        r.add(key.key("max_header_size"), "must be at least 1KiB");
+    }
     if c.limits.per_client.connections == 0 {
         r.add(
             key.key("per_client").key("connections"),

@@ -559,13 +559,22 @@ impl WsSession {
                     .await;
             }
         };
-        if self.session.channel_count() >= super::MAX_CHANNELS
+        if self.session.channel_count() >= self.settings.config.limits.max_channels_per_connection
             && !self.session.is_subscribed(&channel)
         {
-            let msg = format!("at most {} channels per connection", super::MAX_CHANNELS);
+            let msg = format!(
+                "at most {} channels per connection",
+                self.settings.config.limits.max_channels_per_connection
+            );
             return self
                 .send_text(ops::error(r, "too_many_channels", &msg))
                 .await;
+        }
+        if !self.session.is_subscribed(&channel)
+            && super::channel_full(&self.state, &self.settings, &channel)
+        {
+            let msg = "the channel has reached limits.max_subscribers_per_channel";
+            return self.send_text(ops::error(r, "channel_full", msg)).await;
         }
         let channel: Arc<str> = channel.into();
         let mut replay = Vec::new();

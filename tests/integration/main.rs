@@ -3,6 +3,7 @@
 
 mod common;
 
+mod abuse;
 mod auth;
 mod cli;
 mod ingest;

@@ -1,0 +1,227 @@
+//! Hostile traffic: slow and idle connections, oversize heads, a backend that
+//! never reads, connect loops, huge publishes, garbage frames. Each is handled
+//! with bounded resources while normal clients carry on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+
+fn roomy_limits(extra: &str) -> String {
+    format!(
+        "limits:\n  per_ip: {{ connects: {{ rate: 10000/s, burst: 10000 }} }}\n  per_client: {{ messages: {{ rate: 10000/s, burst: 10000 }} }}\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn slowloris_connections_do_not_stop_normal_clients() {
+    let _ = rlimit::increase_nofile_limit(65_536);
+    let gw = TestGateway::with(
+        "http://127.0.0.1:9",
+        "  heartbeat: 15s",
+        &roomy_limits("  handshake_timeout: 2s\n  header_timeout: 2s"),
+    )
+    .await;
+    // 1,000 connections that dribble a byte a second into the TLS handshake.
+    let mut slow = Vec::new();
+    for _ in 0..1000 {
+        match tokio::net::TcpStream::connect(gw.public).await {
+            Ok(s) => slow.push(s),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    let dribble = tokio::spawn(async move {
+        for i in 0..5u8 {
+            for s in slow.iter_mut() {
+                let _ = s.write_all(&[if i == 0 { 0x16 } else { 0x03 }]).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        slow
+    });
+    // Normal clients are served promptly meanwhile.
+    for i in 0..20 {
+        let started = Instant::now();
+        let r = gw
+            .http
+            .get(gw.url(&format!("/realtime/poll?channels=public.n{i}&timeout=0")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "request {i} took {:?}",
+            started.elapsed()
+        );
+    }
+    // The slow ones are cut at the handshake timeout.
+    eventually(15, "slow connections dropped", || async {
+        gw.stats().await["connections"].as_u64() < Some(50)
+    })
+    .await;
+    drop(dribble.await.unwrap());
+}
+
+#[tokio::test]
+async fn idle_and_oversize_requests_are_cut_off() {
+    let gw = TestGateway::with(
+        "http://127.0.0.1:9",
+        "  heartbeat: 15s",
+        &roomy_limits("  header_timeout: 1s\n  max_header_size: 16KiB"),
+    )
+    .await;
+    // A TLS connection that never sends a request is closed.
+    let mut idle = gw.tls_stream().await;
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "idle connection closed");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    // A head over max_header_size: 431, not a buffer that grows.
+    let r = gw
+        .http
+        .get(gw.url("/realtime/poll?channels=public.h"))
+        .header("x-big", "a".repeat(32 * 1024))
+        .send()
+        .await;
+    match r {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(
+            e.is_request() || e.is_connect() || e.to_string().contains("closed"),
+            "{e}"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_backend_that_never_reads_does_not_grow_memory() {
+    // A "backend" that accepts connections and never reads a byte.
+    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = blackhole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = blackhole.accept().await {
+            conns.push(s);
+        }
+    });
+    let gw = TestGateway::with(&format!("http://{addr}"), "  heartbeat: 15s", "").await;
+    let pulled = Arc::new(AtomicU64::new(0));
+    let counter = pulled.clone();
+    let chunk = bytes::Bytes::from(vec![b'u'; 64 * 1024]);
+    let body = futures_util::stream::unfold((), move |_| {
+        let counter = counter.clone();
+        let chunk = chunk.clone();
+        async move {
+            counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            Some((Ok::<_, std::io::Error>(chunk), ()))
+        }
+    });
+    let upload = tokio::spawn({
+        let req = gw
+            .http
+            .post(gw.url("/upload"))
+            .body(reqwest::Body::wrap_stream(body));
+        async move { req.send().await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a = pulled.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = pulled.load(Ordering::Relaxed);
+    assert!(
+        b < 64 * 1024 * 1024,
+        "only socket buffers' worth was taken: {b} bytes"
+    );
+    assert!(
+        b - a < 4 * 1024 * 1024,
+        "the upload is stalled by back-pressure ({a} -> {b})"
+    );
+    upload.abort();
+    held.abort();
+}
+
+#[tokio::test]
+async fn connect_loops_garbage_and_huge_publishes_stay_bounded() {
+    let gw = TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &roomy_limits("")).await;
+    // Open and close connections in a tight loop.
+    for _ in 0..300 {
+        let s = gw.tls_stream().await;
+        drop(s);
+    }
+    // WebSocket peers that send garbage.
+    for _ in 0..20 {
+        let ws = gw.ws("/realtime/ws").await;
+        let mut raw = ws.into_inner();
+        let _ = raw.write_all(&[0xff; 64]).await;
+        let _ = raw.flush().await;
+        let mut buf = [0u8; 256];
+        let _ = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf)).await;
+    }
+    eventually(10, "every connection is gone", || async {
+        gw.stats().await["connections"] == 0
+    })
+    .await;
+
+    // 10,000 messages in one request: accepted, history stays at its size,
+    // a subscriber's queue stays at client_queue.
+    let _sub = gw.sse("/realtime/sse?channels=public.huge", None).await;
+    let batch: Vec<Value> = (0..10_000)
+        .map(|i| json!({"channel": "public.huge", "data": i}))
+        .collect();
+    let v = gw.publish(json!(batch)).await;
+    assert_eq!(v["ids"].as_array().unwrap().len(), 10_000);
+    let info: Value = gw
+        .http
+        .get(gw.admin_url("/channels/public.huge"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["history"]["length"], 1000);
+    assert!(info["queued"].as_u64().unwrap() <= 1024);
+}
+
+#[tokio::test]
+async fn channel_caps() {
+    let gw = TestGateway::with(
+        "http://127.0.0.1:9",
+        "  heartbeat: 15s",
+        &roomy_limits("  max_subscribers_per_channel: 2\n  max_channels_per_connection: 3"),
+    )
+    .await;
+    let _a = gw.sse("/realtime/sse?channels=public.cap", None).await;
+    let _b = gw.sse("/realtime/sse?channels=public.cap", None).await;
+    let r = gw
+        .http
+        .get(gw.url("/realtime/sse?channels=public.cap"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "channel_full");
+    let r = gw
+        .http
+        .get(gw.url("/realtime/sse?channels=public.a,public.b,public.c,public.d"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let mut ws = gw
+        .ws("/realtime/ws?channels=public.a,public.b,public.c")
+        .await;
+    send_json(
+        &mut ws,
+        json!({"op": "subscribe", "channel": "public.d", "ref": 1}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["code"], "too_many_channels");
+}
