@@ -111,6 +111,7 @@ fn channel_info(state: &AppState, name: &str) -> Response<Body> {
             "queued": state.hub.queued(name),
             "history": { "length": history, "oldest_id": oldest.map(|o| o.to_string()) },
             "rule": rule.map(|r| r.source.as_str()),
+            "presence": rule.filter(|r| r.presence).map(|_| state.presence.list(name)),
         }),
     )
 }

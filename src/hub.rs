@@ -8,6 +8,7 @@
 pub mod cursor;
 pub mod inbox;
 pub mod message;
+pub mod presence;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

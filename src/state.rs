@@ -87,10 +87,12 @@ pub struct AppState {
     /// subscriptions when it changes.
     pub generation: Arc<tokio::sync::watch::Sender<u64>>,
     pub connections: Arc<crate::connections::Connections>,
+    pub presence: Arc<crate::hub::presence::Presence>,
 }
 
 impl AppState {
     pub fn new(settings: Settings, hub: Hub, broker: Arc<dyn Broker>) -> AppState {
+        let presence_broker = broker.clone();
         AppState {
             settings: Arc::new(ArcSwap::from_pointee(settings)),
             hub,
@@ -101,6 +103,7 @@ impl AppState {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             generation: Arc::new(tokio::sync::watch::Sender::new(0)),
             connections: Arc::default(),
+            presence: crate::hub::presence::Presence::new(presence_broker),
         }
     }
 

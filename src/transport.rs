@@ -19,7 +19,6 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::auth::Identity;
-use crate::config::SlowClient;
 use crate::conn_info::ConnInfo;
 use crate::hub::Cursor;
 use crate::limits::{ConnectionSlot, Limited};
@@ -156,7 +155,7 @@ pub fn admit(
 
 /// A subscriber's request: channels with their policy, and where to resume.
 pub struct Subscription {
-    pub channels: Vec<(Arc<str>, SlowClient)>,
+    pub channels: Vec<(Arc<str>, session::Terms)>,
     pub cursor: Option<Cursor>,
 }
 
@@ -236,7 +235,7 @@ pub fn subscription(
             ));
         }
         if !channels.iter().any(|(c, _)| *c == name) {
-            channels.push((name, rule.slow_client));
+            channels.push((name, session::Terms::from(rule)));
         }
     }
     Ok(Subscription { channels, cursor })

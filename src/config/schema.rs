@@ -129,6 +129,10 @@ pub struct Realtime {
     pub client_queue: usize,
     /// Browser `Origin` check for ws/sse/poll; `"*"` allows all.
     pub allowed_origins: Vec<String>,
+    /// How long a presence member who lost every connection stays listed, so
+    /// a reconnect does not flap leave/join.
+    #[serde(deserialize_with = "units::duration")]
+    pub presence_grace: Duration,
 }
 
 impl Default for Realtime {
@@ -141,6 +145,7 @@ impl Default for Realtime {
             max_message: 64 * 1024,
             client_queue: 1024,
             allowed_origins: vec!["*".to_owned()],
+            presence_grace: Duration::from_secs(5),
         }
     }
 }

@@ -49,6 +49,7 @@ pub async fn poll(
         .map(Duration::from_secs)
         .map_or(rt.poll_timeout, |t| t.min(rt.poll_timeout));
     let mut session = Session::new(&state, rt.client_queue);
+    session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
     let mut out = Vec::new();
     if let Err(e) = session
         .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)

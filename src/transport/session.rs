@@ -12,9 +12,14 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 
 use crate::broker::{Broker, BrokerError, Replay};
+use std::time::Duration;
+
+use crate::broker::HistoryPolicy;
 use crate::config::SlowClient;
+use crate::hub::presence::Presence;
 use crate::hub::{Cursor, Drained, Hub, Inbox, Message, SubscriptionId};
 use crate::metrics::Metrics;
+use crate::rules::ChannelRule;
 use crate::state::AppState;
 
 /// Something to send to the client, in order.
@@ -29,12 +34,42 @@ pub enum Out {
     },
 }
 
+/// What a channel's rule asks of a subscription.
+#[derive(Clone, Copy, Debug)]
+pub struct Terms {
+    pub slow_client: SlowClient,
+    pub presence: bool,
+    pub history: HistoryPolicy,
+}
+
+impl From<&ChannelRule> for Terms {
+    fn from(rule: &ChannelRule) -> Terms {
+        Terms {
+            slow_client: rule.slow_client,
+            presence: rule.presence,
+            history: rule.history,
+        }
+    }
+}
+
+/// One followed channel: the hub registration and, on presence channels,
+/// the member it counts as.
+struct Followed {
+    sub: SubscriptionId,
+    terms: Terms,
+    member: Option<String>,
+}
+
 pub struct Session {
     metrics: Arc<Metrics>,
     hub: Hub,
     broker: Arc<dyn Broker>,
+    presence: Arc<Presence>,
+    presence_grace: Duration,
+    /// The token subject, for presence.
+    subject: Option<String>,
     inbox: Inbox,
-    subs: Vec<SubscriptionId>,
+    subs: Vec<Followed>,
     cursor: Cursor,
     scratch: String,
 }
@@ -47,6 +82,9 @@ impl Session {
             metrics: state.metrics.clone(),
             hub: state.hub.clone(),
             broker,
+            presence: state.presence.clone(),
+            presence_grace: state.settings().config.realtime.presence_grace,
+            subject: None,
             inbox: Inbox::new(queue),
             subs: Vec::new(),
             cursor: Cursor::new(epoch),
@@ -54,16 +92,21 @@ impl Session {
         }
     }
 
+    /// Who this connection is (presence counts subjects, not connections).
+    pub fn set_subject(&mut self, subject: Option<String>) {
+        self.subject = subject;
+    }
+
     pub fn inbox(&self) -> &Inbox {
         &self.inbox
     }
 
     pub fn is_subscribed(&self, channel: &str) -> bool {
-        self.subs.iter().any(|s| &*s.channel == channel)
+        self.subs.iter().any(|f| &*f.sub.channel == channel)
     }
 
     pub fn channels(&self) -> Vec<Arc<str>> {
-        self.subs.iter().map(|s| s.channel.clone()).collect()
+        self.subs.iter().map(|f| f.sub.channel.clone()).collect()
     }
 
     /// Drop subscriptions the current rules no longer allow for `who`;
@@ -93,7 +136,7 @@ impl Session {
     pub async fn subscribe(
         &mut self,
         channel: &Arc<str>,
-        policy: SlowClient,
+        terms: Terms,
         from: Option<&Cursor>,
         out: &mut Vec<Out>,
     ) -> Result<(), BrokerError> {
@@ -102,8 +145,12 @@ impl Session {
         }
         let resume = from.and_then(|c| c.get(channel).map(|pos| (c.epoch, pos)));
         let head = self.broker.head();
-        let sub = self.hub.subscribe(channel, &self.inbox, policy);
-        self.subs.push(sub);
+        let sub = self.hub.subscribe(channel, &self.inbox, terms.slow_client);
+        let member = self.subject.clone().filter(|_| terms.presence);
+        if let Some(m) = &member {
+            self.presence.join(channel, m, terms.history);
+        }
+        self.subs.push(Followed { sub, terms, member });
         match resume {
             None => self.cursor.set(channel, head),
             Some((epoch, _)) if epoch != self.broker.epoch() => {
@@ -141,13 +188,13 @@ impl Session {
     /// replaying what each missed merged into one publication order.
     pub async fn subscribe_all(
         &mut self,
-        channels: &[(Arc<str>, SlowClient)],
+        channels: &[(Arc<str>, Terms)],
         from: Option<&Cursor>,
         out: &mut Vec<Out>,
     ) -> Result<(), BrokerError> {
         let start = out.len();
-        for (channel, policy) in channels {
-            self.subscribe(channel, *policy, from, out).await?;
+        for (channel, terms) in channels {
+            self.subscribe(channel, *terms, from, out).await?;
         }
         // Resets first, then messages by id (ids share one sequence per epoch).
         out[start..].sort_by_key(|o| match o {
@@ -158,11 +205,11 @@ impl Session {
     }
 
     pub fn unsubscribe(&mut self, channel: &str) -> bool {
-        let Some(i) = self.subs.iter().position(|s| &*s.channel == channel) else {
+        let Some(i) = self.subs.iter().position(|f| &*f.sub.channel == channel) else {
             return false;
         };
-        let sub = self.subs.swap_remove(i);
-        self.hub.unsubscribe(&sub);
+        let followed = self.subs.swap_remove(i);
+        self.forget(followed);
         self.cursor.remove(channel);
         true
     }
@@ -224,10 +271,20 @@ impl Session {
     }
 }
 
+impl Session {
+    fn forget(&self, f: Followed) {
+        self.hub.unsubscribe(&f.sub);
+        if let Some(m) = &f.member {
+            self.presence
+                .leave(&f.sub.channel, m, self.presence_grace, f.terms.history);
+        }
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
-        for sub in self.subs.drain(..) {
-            self.hub.unsubscribe(&sub);
+        for f in std::mem::take(&mut self.subs) {
+            self.forget(f);
         }
     }
 }

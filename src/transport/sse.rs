@@ -42,6 +42,7 @@ pub async fn open(
     };
     let rt = &settings.config.realtime;
     let mut session = Session::new(&state, rt.client_queue);
+    session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
     let mut out = Vec::new();
     if let Err(e) = session
         .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)

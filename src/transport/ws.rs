@@ -207,7 +207,8 @@ async fn run(
     let last_seen = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel(32);
     let mut reader = tokio::spawn(read_loop(stream, tx, last_seen.clone(), started));
-    let session = Session::new(&state, rt.client_queue);
+    let mut session = Session::new(&state, rt.client_queue);
+    session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
     let mut ws = WsSession {
         state,
         settings,
@@ -484,6 +485,7 @@ impl WsSession {
                     r,
                     json!({"op": "auth", "subject": &identity.subject, "expires": expires}),
                 );
+                self.session.set_subject(Some(identity.subject.clone()));
                 self.client.identity = Some(identity);
                 self.send_text(ack).await
             }
@@ -547,12 +549,12 @@ impl WsSession {
             );
             return self.send_text(ops::error(r, "rate_limited", &msg)).await;
         }
-        let policy = match self
+        let terms = match self
             .settings
             .rules
             .check_subscribe(&channel, self.client.identity.as_ref())
         {
-            Ok(rule) => rule.slow_client,
+            Ok(rule) => super::session::Terms::from(rule),
             Err(refusal) => {
                 return self
                     .send_text(ops::error(r, refusal.code(), &refusal.to_string()))
@@ -580,7 +582,7 @@ impl WsSession {
         let mut replay = Vec::new();
         if let Err(e) = self
             .session
-            .subscribe(&channel, policy, cursor.as_ref(), &mut replay)
+            .subscribe(&channel, terms, cursor.as_ref(), &mut replay)
             .await
         {
             return self

@@ -9,6 +9,7 @@ mod cli;
 mod ingest;
 mod limits;
 mod poll;
+mod presence;
 mod proxy;
 mod publish;
 mod reload;

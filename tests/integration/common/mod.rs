@@ -60,6 +60,7 @@ channels:
   - {{ pattern: "public.*", subscribe: anyone }}
   - {{ pattern: "small.*", subscribe: anyone, history: {{ size: 2 }} }}
   - {{ pattern: "chat.*", subscribe: anyone, publish: clients }}
+  - {{ pattern: "room.*", subscribe: anyone, presence: true }}
   - {{ pattern: "orders.*", subscribe: token }}
   - {{ pattern: "user.{{sub}}", subscribe: owner }}
   - {{ pattern: "lossy.*", subscribe: anyone, slow_client: drop_oldest, history: {{ size: 10 }} }}
