@@ -19,6 +19,7 @@ pub mod broker;
 pub mod config;
 pub mod conn_info;
 pub mod connections;
+pub mod fuzzing;
 pub mod hub;
 pub mod ingest;
 pub mod limits;
