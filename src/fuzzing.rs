@@ -13,20 +13,29 @@ use crate::state::Settings;
 
 /// YAML config: a Config or errors naming the file; never a panic.
 pub fn config(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Err(errors) = config::parse(text, Path::new("fuzz.yaml")) {
         for e in errors.iter() {
-            assert!(e.to_string().starts_with("fuzz.yaml"), "error without its file: {e}");
+            assert!(
+                e.to_string().starts_with("fuzz.yaml"),
+                "error without its file: {e}"
+            );
         }
     }
 }
 
 /// First line: a template; the rest: a request body.
 pub fn template(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let (tpl, body) = text.split_once('\n').unwrap_or((text, ""));
     for ctx in [Context::Webhook, Context::Tap] {
-        let Ok(t) = Template::parse(tpl, ctx, &["p".to_string()]) else { continue };
+        let Ok(t) = Template::parse(tpl, ctx, &["p".to_string()]) else {
+            continue;
+        };
         let input = Input {
             body: Some(Body::new(body.as_bytes(), false)),
             response_body: Some(Body::new(body.as_bytes(), false)),
@@ -63,7 +72,9 @@ pub fn publish(data: &[u8]) {
 
 /// WebSocket op frames: parse or a coded error; echoed refs stay small.
 pub fn ws_op(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match crate::transport::ops::parse(text) {
         Ok((_, r)) => assert!(r.is_none_or(|r| r.len() <= 128)),
         Err(e) => {
@@ -76,7 +87,9 @@ pub fn ws_op(data: &[u8]) {
 
 /// Cursors: whatever decodes re-encodes to something that decodes the same.
 pub fn cursor(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(c) = Cursor::decode(text) {
         let again = Cursor::decode(&c.encode());
         assert_eq!(again.as_ref(), Ok(&c));

@@ -57,9 +57,11 @@ pub async fn open(
         .unwrap_or_default();
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let span = tracing::debug_span!(
-        "sse",
+        "session",
+        transport = "sse",
         peer = conn.as_ref().map(|c| c.peer.to_string()),
         conn = conn.as_ref().map(|c| c.id),
+        subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );
     let (tx, rx) = mpsc::channel(4);
     let heartbeat = rt.heartbeat;

@@ -96,9 +96,11 @@ pub async fn upgrade(
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::debug_span!(
-        "ws",
+        "session",
+        transport = "ws",
         peer = conn.as_ref().map(|c| c.peer.to_string()),
         conn = conn.as_ref().map(|c| c.id),
+        subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );
     let tasks = state.tasks.clone();
     tasks.spawn(
