@@ -153,6 +153,38 @@ pub fn admit(
     })
 }
 
+/// A streaming request admitted and subscribed: what SSE and long-poll start from.
+pub struct Opened {
+    pub client: Client,
+    pub session: session::Session,
+    /// Replayed messages and resets, to send first.
+    pub out: Vec<session::Out>,
+}
+
+/// Admit the client, authorize its channels, and open a session subscribed
+/// to them (resuming from its cursor).
+pub async fn open_session(
+    state: &AppState,
+    settings: &Settings,
+    req: &Request<Incoming>,
+    q: &HashMap<String, String>,
+) -> Result<Opened, Response<Body>> {
+    let client = admit(state, settings, req, q)?;
+    let sub = subscription(state, settings, req, q, &client, true)?;
+    let mut session = session::Session::new(state, settings.config.realtime.client_queue);
+    session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
+    let mut out = Vec::new();
+    session
+        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
+        .await
+        .map_err(|e| reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
+    Ok(Opened {
+        client,
+        session,
+        out,
+    })
+}
+
 /// A subscriber's request: channels with their policy, and where to resume.
 pub struct Subscription {
     pub channels: Vec<(Arc<str>, session::Terms)>,

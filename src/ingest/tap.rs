@@ -17,11 +17,10 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
 
+use super::MessageTemplates;
 use super::template::{Body, Context, Input, Template};
 use super::webhook::{PathPattern, RuleError};
-use crate::broker::Publish;
 use crate::config;
-use crate::hub::message::{valid_channel, valid_event};
 use crate::reply::{Body as ReplyBody, BoxError};
 use crate::state::{AppState, Settings};
 
@@ -29,9 +28,7 @@ pub struct TapRule {
     method: Option<Method>,
     path: PathPattern,
     status: Option<String>,
-    channel: Template,
-    event: Option<Template>,
-    data: Template,
+    templates: MessageTemplates,
     reads_request: bool,
     reads_response: bool,
 }
@@ -77,9 +74,11 @@ impl Taps {
                 status: t.matcher.status.clone(),
                 reads_request: all.iter().flatten().any(|t| t.uses_body()),
                 reads_response: all.iter().flatten().any(|t| t.uses_response_body()),
-                channel,
-                event,
-                data,
+                templates: MessageTemplates {
+                    channel,
+                    event,
+                    data,
+                },
             }));
         }
         Ok(Taps { rules })
@@ -286,7 +285,7 @@ impl TapJob {
             let publishes: Vec<_> = self
                 .rules
                 .iter()
-                .map(|rule| render(rule, &input, &self.settings))
+                .map(|rule| rule.templates.fill(&input, &self.settings))
                 .collect();
             for p in publishes {
                 match p {
@@ -307,38 +306,6 @@ impl TapJob {
             }
         });
     }
-}
-
-fn render(rule: &TapRule, input: &Input<'_>, settings: &Settings) -> Result<Publish, String> {
-    let channel = rule
-        .channel
-        .render_text(input)
-        .map_err(|e| format!("channel: {e}"))?;
-    if !valid_channel(&channel) {
-        return Err(format!("channel: {channel:?} is not a valid channel name"));
-    }
-    let event = match &rule.event {
-        Some(t) => t.render_text(input).map_err(|e| format!("event: {e}"))?,
-        None => "message".into(),
-    };
-    if !valid_event(&event) {
-        return Err(format!("event: {event:?} is not a valid event name"));
-    }
-    let data = rule
-        .data
-        .render_json(input)
-        .map_err(|e| format!("data: {e}"))?;
-    let data = serde_json::value::to_raw_value(&data).map_err(|e| format!("data: {e}"))?;
-    if data.get().len() > settings.config.realtime.max_message {
-        return Err("data: over realtime.max_message".into());
-    }
-    Ok(Publish {
-        history: settings.rules.history_for(&channel),
-        channel: channel.into(),
-        event: event.into(),
-        data,
-        key: None,
-    })
 }
 
 #[cfg(test)]

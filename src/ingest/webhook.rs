@@ -16,9 +16,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::template::{Body, Context, Input, Template, TemplateError};
+use super::{MessageTemplates, Unfilled};
 use crate::broker::Publish;
 use crate::config;
-use crate::hub::message::{valid_channel, valid_event};
 use crate::reply;
 use crate::state::{AppState, Settings};
 
@@ -90,9 +90,7 @@ pub struct WebhookRule {
     method: Method,
     path: PathPattern,
     hmac: Option<(String, hmac::Key)>,
-    channel: Template,
-    event: Option<Template>,
-    data: Template,
+    templates: MessageTemplates,
 }
 
 /// A webhook rule whose template does not parse: which rule, which key, why.
@@ -138,9 +136,11 @@ impl Webhooks {
                     .unwrap_or(Method::POST),
                 path,
                 hmac,
-                channel: parse(&w.channel, "channel")?,
-                event: w.event.as_deref().map(|e| parse(e, "event")).transpose()?,
-                data: parse(w.data.as_deref().unwrap_or("{body}"), "data")?,
+                templates: MessageTemplates {
+                    channel: parse(&w.channel, "channel")?,
+                    event: w.event.as_deref().map(|e| parse(e, "event")).transpose()?,
+                    data: parse(w.data.as_deref().unwrap_or("{body}"), "data")?,
+                },
             });
         }
         Ok(Webhooks { rules })
@@ -242,58 +242,17 @@ pub async fn handle(
 type Refusal = (StatusCode, &'static str, String);
 
 fn render(rule: &WebhookRule, input: &Input<'_>, settings: &Settings) -> Result<Publish, Refusal> {
-    let unprocessable = |what: &str, e: &dyn std::fmt::Display| {
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-            format!("webhook {}: {what}: {e}", rule.name),
-        )
-    };
-    let channel = rule
-        .channel
-        .render_text(input)
-        .map_err(|e| unprocessable("channel", &e))?;
-    if !valid_channel(&channel) {
-        return Err(unprocessable(
-            "channel",
-            &format!("{channel:?} is not a valid channel name"),
-        ));
-    }
-    let event = match &rule.event {
-        Some(t) => t
-            .render_text(input)
-            .map_err(|e| unprocessable("event", &e))?,
-        None => "message".to_string(),
-    };
-    if !valid_event(&event) {
-        return Err(unprocessable(
-            "event",
-            &format!("{event:?} is not a valid event name"),
-        ));
-    }
-    let data = rule
-        .data
-        .render_json(input)
-        .map_err(|e| unprocessable("data", &e))?;
-    let data = serde_json::value::to_raw_value(&data).map_err(|e| unprocessable("data", &e))?;
-    let max = settings.config.realtime.max_message;
-    if data.get().len() > max {
-        return Err((
+    rule.templates.fill(input, settings).map_err(|e| match e {
+        Unfilled::TooLarge(_) => (
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!(
-                "webhook {}: data is {} bytes, over realtime.max_message ({max})",
-                rule.name,
-                data.get().len()
-            ),
-        ));
-    }
-    Ok(Publish {
-        history: settings.rules.history_for(&channel),
-        channel: channel.into(),
-        event: event.into(),
-        data,
-        key: None,
+            format!("webhook {}: {e}", rule.name),
+        ),
+        Unfilled::Template { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            format!("webhook {}: {e}", rule.name),
+        ),
     })
 }
 

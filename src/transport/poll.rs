@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 
 use super::session::{Out, Session, reset_json};
-use super::{admit, query, subscription};
+use super::{Opened, open_session, query};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
 
@@ -32,12 +32,12 @@ pub async fn poll(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let q = query(&req);
-    let client = match admit(&state, &settings, &req, &q) {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
-    let sub = match subscription(&state, &settings, &req, &q, &client, true) {
-        Ok(s) => s,
+    let Opened {
+        client: _client,
+        mut session,
+        mut out,
+    } = match open_session(&state, &settings, &req, &q).await {
+        Ok(o) => o,
         Err(resp) => return resp,
     };
     let _gauge = Gauge::enter(&state.stats, |s| &s.poll);
@@ -48,15 +48,6 @@ pub async fn poll(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .map_or(rt.poll_timeout, |t| t.min(rt.poll_timeout));
-    let mut session = Session::new(&state, rt.client_queue);
-    session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
-    let mut out = Vec::new();
-    if let Err(e) = session
-        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
-        .await
-    {
-        return reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
-    }
     if out.is_empty() {
         let inbox = session.inbox().clone();
         tokio::select! {

@@ -12,13 +12,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::session::{Out, Session, reset_json};
-use super::{admit, query, subscription};
+use super::{Opened, open_session, query};
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
@@ -32,24 +32,15 @@ pub async fn open(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let q = query(&req);
-    let client = match admit(&state, &settings, &req, &q) {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
-    let sub = match subscription(&state, &settings, &req, &q, &client, true) {
-        Ok(s) => s,
+    let Opened {
+        client,
+        session,
+        out,
+    } = match open_session(&state, &settings, &req, &q).await {
+        Ok(o) => o,
         Err(resp) => return resp,
     };
     let rt = &settings.config.realtime;
-    let mut session = Session::new(&state, rt.client_queue);
-    session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
-    let mut out = Vec::new();
-    if let Err(e) = session
-        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
-        .await
-    {
-        return reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
-    }
     let kill = req
         .extensions()
         .get::<ConnKill>()
