@@ -51,3 +51,61 @@ fn version_and_help() {
         "{help}"
     );
 }
+
+#[test]
+fn token_mints_a_verifiable_token() {
+    let dir = temp_dir("cli-token");
+    let path = dir.join("gw.yaml");
+    std::fs::write(
+        &path,
+        "auth: { jwt: { hs256_secret: cli-secret, issuer: app } }\n",
+    )
+    .unwrap();
+    let out = pushgate(&[
+        "token",
+        "-c",
+        path.to_str().unwrap(),
+        "--sub",
+        "alice",
+        "--channels",
+        "orders.*,user.alice",
+        "--ttl",
+        "1h",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let cfg = pushgate::config::load(&path).unwrap();
+    let id = pushgate::auth::Authenticator::new(&cfg.auth)
+        .unwrap()
+        .verify(&token)
+        .unwrap();
+    assert_eq!(id.subject, "alice");
+    assert_eq!(
+        id.channels,
+        vec!["orders.*".to_string(), "user.alice".to_string()]
+    );
+    let left = id
+        .expires
+        .unwrap()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(
+        left > std::time::Duration::from_secs(3500) && left <= std::time::Duration::from_secs(3700)
+    );
+
+    let out = pushgate(&[
+        "token",
+        "-c",
+        path.to_str().unwrap(),
+        "--sub",
+        "a",
+        "--ttl",
+        "soon",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"));
+}
