@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod conn_info;

@@ -42,6 +42,8 @@ enum Command {
     },
     /// Validate the configuration and print a summary; exits non-zero on errors.
     Check,
+    /// Measure a running server: subscribers, publish rate, delivery latency.
+    Bench(BenchArgs),
     /// Mint a development token signed with the configured HS256 secret.
     Token {
         /// Token subject (`sub`).
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run { grace: 10 }) {
         Command::Check => check(&cli.config),
+        Command::Bench(args) => bench(args),
         Command::Token { sub, channels, ttl } => token(&cli.config, &sub, &channels, &ttl),
         Command::Run { grace } => match run(&cli.config, Duration::from_secs(grace)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -84,6 +87,126 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The server's public URL (subscribers connect here).
+    #[arg(long, default_value = "http://127.0.0.1:18080")]
+    url: url::Url,
+    /// The publish API base (pushgate: the admin listener).
+    #[arg(long, default_value = "http://127.0.0.1:19090")]
+    publish: url::Url,
+    /// ws | sse | poll
+    #[arg(long, default_value = "sse")]
+    transport: String,
+    /// Run ws, sse and poll one after the other and print the comparison.
+    #[arg(long)]
+    compare_transports: bool,
+    #[arg(long, short = 'n', default_value = "1000")]
+    subscribers: usize,
+    /// Channels the subscribers are spread over (messages round-robin).
+    #[arg(long, default_value = "1")]
+    channels: usize,
+    /// Messages to publish in all.
+    #[arg(long, short = 'm', default_value = "1000")]
+    messages: usize,
+    /// Message size in bytes.
+    #[arg(long, short = 's', default_value = "512")]
+    size: usize,
+    /// Messages per second.
+    #[arg(long, short = 'r', default_value = "50")]
+    rate: u64,
+    /// pushgate | pushpin | nchan
+    #[arg(long, default_value = "pushgate")]
+    target: String,
+    /// The server's pid: report its memory per connection.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// pushgate's realtime.path.
+    #[arg(long, default_value = "/realtime")]
+    realtime_path: String,
+    /// Channel name prefix: channels are `{prefix}.0`, `{prefix}.1`, …
+    #[arg(long, default_value = "public.bench")]
+    prefix: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn bench(a: BenchArgs) -> ExitCode {
+    use pushgate::bench::{self, publisher::Target, subscriber::Transport};
+    let parse_transport = |t: &str| match t {
+        "ws" => Some(Transport::Ws),
+        "sse" => Some(Transport::Sse),
+        "poll" => Some(Transport::Poll),
+        _ => None,
+    };
+    let target = match a.target.as_str() {
+        "pushgate" => Target::Pushgate,
+        "pushpin" => Target::Pushpin,
+        "nchan" => Target::Nchan,
+        other => {
+            eprintln!("pushgate bench: unknown --target {other} (pushgate | pushpin | nchan)");
+            return ExitCode::from(2);
+        }
+    };
+    let transports: Vec<Transport> = if a.compare_transports {
+        vec![Transport::Ws, Transport::Sse, Transport::Poll]
+    } else {
+        match parse_transport(&a.transport) {
+            Some(t) => vec![t],
+            None => {
+                eprintln!(
+                    "pushgate bench: unknown --transport {} (ws | sse | poll)",
+                    a.transport
+                );
+                return ExitCode::from(2);
+            }
+        }
+    };
+    pushgate::tls::install_crypto_provider();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pushgate bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut reports = Vec::new();
+    for transport in transports {
+        let plan = bench::Plan {
+            url: a.url.clone(),
+            publish: a.publish.clone(),
+            transport,
+            subscribers: a.subscribers,
+            channels: a.channels.max(1),
+            messages: a.messages,
+            size: a.size,
+            rate: a.rate.max(1),
+            target,
+            pid: a.pid,
+            realtime_path: a.realtime_path.clone(),
+            prefix: a.prefix.clone(),
+        };
+        match rt.block_on(bench::run(&plan, !a.json)) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!("pushgate bench: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if a.json {
+        println!("{}", bench::json(&reports));
+    } else {
+        print!("{}", bench::table(&reports));
+    }
+    ExitCode::SUCCESS
 }
 
 fn token(path: &std::path::Path, sub: &str, channels: &str, ttl: &str) -> ExitCode {

@@ -1,0 +1,214 @@
+//! `pushgate bench`: a load generator for realtime servers (pushgate, and
+//! the peers users compare it with). It opens subscribers over WebSocket,
+//! SSE or long-poll, publishes timestamped messages at a fixed rate through
+//! the server's publish API, and measures every delivery: latency (HDR
+//! histogram), throughput, loss, duplicates, connection success, and the
+//! server's memory per connection when its pid is given.
+//!
+//! It shares no code path with the gateway: only the crate's dependencies.
+
+pub mod net;
+pub mod publisher;
+pub mod subscriber;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use net::Dialer;
+use subscriber::{Endpoint, Tally, Transport};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Subscriber side: `http(s)://host:port` of the server.
+    pub url: url::Url,
+    /// Publish API base (pushgate: the admin listener).
+    pub publish: url::Url,
+    pub transport: Transport,
+    pub subscribers: usize,
+    pub channels: usize,
+    pub messages: usize,
+    pub size: usize,
+    /// Messages per second, all channels together.
+    pub rate: u64,
+    pub target: publisher::Target,
+    /// Server pid, for memory per connection.
+    pub pid: Option<u32>,
+    pub realtime_path: String,
+    /// Channel names are `{prefix}.{k}`.
+    pub prefix: String,
+}
+
+/// What a run measured.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    pub transport: &'static str,
+    pub subscribers: usize,
+    pub connected: usize,
+    pub messages: usize,
+    pub expected: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub msgs_per_sec: f64,
+    pub latency_ms: Latency,
+    pub memory_per_connection_kib: Option<f64>,
+    pub publish_errors: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Latency {
+    pub avg: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn endpoint(plan: &Plan, i: usize) -> Endpoint {
+    let channel = format!("{}.{}", plan.prefix, i % plan.channels.max(1));
+    let path = match (plan.target, plan.transport) {
+        (publisher::Target::Nchan, _) => format!("/sub/{channel}"),
+        (publisher::Target::Pushpin, _) => format!("/stream?channel={channel}"),
+        (publisher::Target::Pushgate, t) => {
+            format!("{}/{}?channels={channel}", plan.realtime_path, t.name())
+        }
+    };
+    Endpoint {
+        transport: plan.transport,
+        path,
+    }
+}
+
+/// Run one plan to completion.
+pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
+    let host = plan
+        .url
+        .host_str()
+        .ok_or("the URL has no host")?
+        .to_string();
+    let addr: SocketAddr = plan
+        .url
+        .socket_addrs(|| None)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .ok_or("the URL does not resolve")?;
+    let dialer = std::sync::Arc::new(Dialer::new(addr, host, plan.url.scheme() == "https"));
+    let epoch = Instant::now();
+    let stop = CancellationToken::new();
+    let rss_before = plan.pid.and_then(rss_kib);
+
+    let mut ready = Vec::with_capacity(plan.subscribers);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..plan.subscribers {
+        let (tx, rx) = oneshot::channel();
+        ready.push(rx);
+        let (dialer, ep, stop) = (dialer.clone(), endpoint(plan, i), stop.clone());
+        tasks.spawn(async move { subscriber::run(&dialer, i, ep, epoch, tx, stop).await });
+        if i % 500 == 499 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let mut connected = 0;
+    for (k, rx) in ready.into_iter().enumerate() {
+        if matches!(
+            tokio::time::timeout(Duration::from_secs(30), rx).await,
+            Ok(Ok(true))
+        ) {
+            connected += 1;
+        }
+        if progress && k % 1000 == 999 {
+            eprint!("\rconnected {connected}/{}", plan.subscribers);
+        }
+    }
+    if progress {
+        eprintln!("\rconnected {connected}/{}", plan.subscribers);
+    }
+    // Let subscriptions settle (poll clients are between requests).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let memory_per_connection_kib = match (rss_before, plan.pid.and_then(rss_kib)) {
+        (Some(a), Some(b)) if connected > 0 => Some(b.saturating_sub(a) as f64 / connected as f64),
+        _ => None,
+    };
+
+    let started = Instant::now();
+    let publish_errors = publisher::publish(plan, epoch, progress).await;
+    // Drain: wait until deliveries stop growing (or 5 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let mut merged =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let (mut delivered, mut duplicates) = (0, 0);
+    let mut last: Option<Instant> = None;
+    while let Some(done) = tasks.join_next().await {
+        let t: Tally = done.map_err(|e| e.to_string())?;
+        delivered += t.received;
+        duplicates += t.duplicates;
+        let _ = merged.add(&t.latency);
+        last = last.max(t.last_at);
+    }
+    let per_channel = plan.messages as u64 / plan.channels.max(1) as u64;
+    let expected = connected as u64 * per_channel;
+    let seconds = last.map_or(0.0, |l| l.saturating_duration_since(started).as_secs_f64());
+    let ms = |v: u64| v as f64 / 1000.0;
+    Ok(Report {
+        transport: plan.transport.name(),
+        subscribers: plan.subscribers,
+        connected,
+        messages: plan.messages,
+        expected,
+        delivered,
+        lost: expected.saturating_sub(delivered),
+        duplicates,
+        msgs_per_sec: if seconds > 0.0 {
+            delivered as f64 / seconds
+        } else {
+            0.0
+        },
+        latency_ms: Latency {
+            avg: merged.mean() / 1000.0,
+            p50: ms(merged.value_at_quantile(0.50)),
+            p95: ms(merged.value_at_quantile(0.95)),
+            p99: ms(merged.value_at_quantile(0.99)),
+            max: ms(merged.max()),
+        },
+        memory_per_connection_kib,
+        publish_errors,
+        seconds,
+    })
+}
+
+/// The comparison table teams ask for.
+pub fn table(reports: &[Report]) -> String {
+    let mut out = String::from(
+        "| transport | subscribers | connected | delivered | lost | dup | msgs/s | avg ms | p50 ms | p95 ms | p99 ms | max ms | KiB/conn |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        let mem = r
+            .memory_per_connection_kib
+            .map_or("-".to_string(), |m| format!("{m:.1}"));
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+            r.transport, r.subscribers, r.connected, r.delivered, r.lost, r.duplicates, r.msgs_per_sec,
+            r.latency_ms.avg, r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99, r.latency_ms.max, mem
+        ));
+    }
+    out
+}
+
+pub fn json(reports: &[Report]) -> String {
+    json!({ "runs": reports }).to_string()
+}

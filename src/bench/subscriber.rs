@@ -1,0 +1,273 @@
+//! Subscribers of the load generator, one task each: they connect, then
+//! record every delivery (publish-to-delivery latency, order, duplicates)
+//! while parsing as little as possible — the generator shares the machine
+//! with the server it measures.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use super::net::{Dialer, Io};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Ws,
+    Sse,
+    Poll,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::Poll => "poll",
+        }
+    }
+}
+
+/// What one subscriber saw.
+pub struct Tally {
+    pub latency: Histogram<u64>,
+    pub received: u64,
+    pub duplicates: u64,
+    pub last_at: Option<Instant>,
+    last_n: Option<u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            // 1µs .. 60s, 3 significant digits.
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            received: 0,
+            duplicates: 0,
+            last_at: None,
+            last_n: None,
+        }
+    }
+
+    /// Record every `"n":…,"t":…` pair in `frame`.
+    fn record(&mut self, frame: &[u8], epoch: Instant) {
+        let mut rest = frame;
+        while let Some((n, t, after)) = next_stamp(rest) {
+            rest = after;
+            let now = epoch.elapsed().as_micros() as u64;
+            if self.last_n.is_some_and(|last| n <= last) {
+                self.duplicates += 1;
+                continue;
+            }
+            self.last_n = Some(n);
+            self.received += 1;
+            self.last_at = Some(Instant::now());
+            let _ = self.latency.record(now.saturating_sub(t).max(1));
+        }
+    }
+}
+
+/// Find the next `"n":<digits>,"t":<digits>` in `s`.
+fn next_stamp(s: &[u8]) -> Option<(u64, u64, &[u8])> {
+    let i = find(s, b"\"n\":")?;
+    let (n, rest) = digits(&s[i + 4..])?;
+    let j = find(rest, b"\"t\":")?;
+    let (t, rest) = digits(&rest[j + 4..])?;
+    Some((n, t, rest))
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn digits(s: &[u8]) -> Option<(u64, &[u8])> {
+    let end = s
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
+    let v = std::str::from_utf8(&s[..end]).ok()?.parse().ok()?;
+    Some((v, &s[end..]))
+}
+
+/// Where a subscriber connects, for each target server.
+pub struct Endpoint {
+    pub transport: Transport,
+    /// Request path with query, e.g. `/realtime/sse?channels=bench.0`.
+    pub path: String,
+}
+
+/// Connect; `ready` fires once connected (or failed). Records until `stop`.
+pub async fn run(
+    dialer: &Dialer,
+    i: usize,
+    endpoint: Endpoint,
+    epoch: Instant,
+    ready: tokio::sync::oneshot::Sender<bool>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Tally {
+    let mut tally = Tally::new();
+    let io = match dialer.dial(i).await {
+        Ok(io) => io,
+        Err(_) => {
+            let _ = ready.send(false);
+            return tally;
+        }
+    };
+    let host = dialer.host.clone();
+    let result = match endpoint.transport {
+        Transport::Ws => ws(io, &host, &endpoint.path, &mut tally, epoch, ready, &stop).await,
+        Transport::Sse => sse(io, &host, &endpoint.path, &mut tally, epoch, ready, &stop).await,
+        Transport::Poll => poll(io, &host, &endpoint.path, &mut tally, epoch, ready, &stop).await,
+    };
+    let _ = result;
+    tally
+}
+
+type Ready = tokio::sync::oneshot::Sender<bool>;
+
+async fn ws(
+    io: Box<dyn Io>,
+    host: &str,
+    path: &str,
+    tally: &mut Tally,
+    epoch: Instant,
+    ready: Ready,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<()> {
+    let url = format!("ws://{host}{path}");
+    let Ok((mut ws, _)) = tokio_tungstenite::client_async(url, io).await else {
+        let _ = ready.send(false);
+        return None;
+    };
+    let _ = ready.send(true);
+    loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => return Some(()),
+            f = ws.next() => f?.ok()?,
+        };
+        if let Frame::Text(t) = frame {
+            tally.record(t.as_bytes(), epoch);
+        }
+    }
+}
+
+async fn sse(
+    mut io: Box<dyn Io>,
+    host: &str,
+    path: &str,
+    tally: &mut Tally,
+    epoch: Instant,
+    ready: Ready,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<()> {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
+    if io.write_all(head.as_bytes()).await.is_err() {
+        let _ = ready.send(false);
+        return None;
+    }
+    let mut reader = BufReader::with_capacity(16 * 1024, io);
+    let mut line = Vec::with_capacity(1024);
+    let mut status_ok = false;
+    // Response head.
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).await.ok()? == 0 {
+            let _ = ready.send(false);
+            return None;
+        }
+        if line.starts_with(b"HTTP/1.1 200") {
+            status_ok = true;
+        }
+        if line == b"\r\n" {
+            break;
+        }
+    }
+    let _ = ready.send(status_ok);
+    loop {
+        line.clear();
+        let n = tokio::select! {
+            _ = stop.cancelled() => return Some(()),
+            n = reader.read_until(b'\n', &mut line) => n.ok()?,
+        };
+        if n == 0 {
+            return Some(());
+        }
+        // Chunked framing lines and SSE fields alike: only `data:` lines carry stamps.
+        if line.starts_with(b"data:") {
+            tally.record(&line, epoch);
+        }
+    }
+}
+
+async fn poll(
+    io: Box<dyn Io>,
+    host: &str,
+    path: &str,
+    tally: &mut Tally,
+    epoch: Instant,
+    ready: Ready,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<()> {
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    else {
+        let _ = ready.send(false);
+        return None;
+    };
+    tokio::spawn(conn);
+    let mut cursor = String::new();
+    let mut first = Some(ready);
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let uri = if cursor.is_empty() {
+            format!("{path}{sep}timeout=5")
+        } else {
+            format!("{path}{sep}timeout=5&cursor={cursor}")
+        };
+        let req = http::Request::get(uri)
+            .header("host", host)
+            .body(Empty::new())
+            .ok()?;
+        let resp = tokio::select! {
+            _ = stop.cancelled() => return Some(()),
+            r = sender.send_request(req) => r.ok()?,
+        };
+        if let Some(r) = first.take() {
+            let _ = r.send(resp.status().is_success());
+        }
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        tally.record(&body, epoch);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            if let Some(c) = v["cursor"].as_str() {
+                cursor = c.to_string();
+            }
+        }
+        if stop.is_cancelled() {
+            return Some(());
+        }
+        tokio::time::sleep(Duration::from_millis(0)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_found_in_any_framing() {
+        let f = br#"data: {"type":"message","channel":"bench.0","id":"9","data":{"n":41,"t":1234,"p":"xx"},"cursor":"a~b~9"}"#;
+        let (n, t, _) = next_stamp(f).unwrap();
+        assert_eq!((n, t), (41, 1234));
+        let poll = br#"{"cursor":"c","messages":[{"data":{"n":1,"t":5}},{"data":{"n":2,"t":6}}]}"#;
+        let mut tally = Tally::new();
+        tally.record(poll, Instant::now());
+        assert_eq!(tally.received, 2);
+        tally.record(poll, Instant::now());
+        assert_eq!(tally.duplicates, 2);
+    }
+}
