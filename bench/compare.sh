@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: pushgate vs nginx + Nchan (and the proxy path vs
+# plain nginx), same load generator, same machine, one run. Writes the
+# tables to bench/RESULTS.md (appends a dated section).
+#
+#   bench/compare.sh            # full scenarios
+#   QUICK=1 bench/compare.sh    # smaller numbers, for a quick look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for p in nginx libnginx-mod-nchan wrk; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [ "${#need[@]}" -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+cargo build --release --quiet
+PG=target/release/pushgate
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# nginx: a static "application", a plain reverse proxy to it, and Nchan.
+cat > "$work/nginx.conf" <<NGINX
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+worker_processes 2;
+worker_rlimit_nofile 200000;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 100000; }
+http {
+  access_log off;
+  client_body_temp_path $work/body; proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
+  upstream app { server 127.0.0.1:18081; keepalive 64; }
+  server { listen 127.0.0.1:18081; location / { return 200 "hello from the application\n"; } }
+  server { listen 127.0.0.1:28081; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  server {
+    listen 127.0.0.1:28080;
+    location = /pub { nchan_publisher; nchan_channel_id \$arg_id; nchan_message_buffer_length 1000; nchan_message_timeout 10m; }
+    location ~ ^/sub/(.+)$ { nchan_subscriber; nchan_channel_id \$1; }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+$PG run -c bench/pushgate.yaml & pgpid=$!; pids+=($pgpid)
+sleep 1
+nginx_rss() { ps -o rss= -C nginx | awk '{s+=$1} END {print s}'; }
+
+if [ -n "${QUICK:-}" ]; then S=500; M=200; SECS=4; C=1000; CH=100; IDLE=2000; else S=5000; M=1000; SECS=20; C=10000; CH=1000; IDLE=20000; fi
+
+out="$work/results.md"
+{
+  echo "## Run of $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); load before: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Versions: pushgate $($PG --version | cut -d' ' -f2), $(nginx -v 2>&1 | cut -d' ' -f3), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan), wrk $(dpkg-query -W -f='${Version}' wrk)."
+  echo "Load generator, servers and publisher share the same cores. Command: \`bench/compare.sh\` (QUICK=${QUICK:-})."
+  echo
+} > "$out"
+
+run() { # title, then pushgate bench arguments
+  local title=$1; shift
+  echo "### $title" >> "$out"; echo >> "$out"
+  echo "\`pushgate bench $*\`" >> "$out"; echo >> "$out"
+  $PG bench "$@" >> "$out"
+  echo >> "$out"
+}
+rate=$((M / SECS))
+for t in sse ws; do
+  run "pushgate: $S $t subscribers, one channel, $rate msgs/s of 512 B" --transport $t -n $S -m $M -r $rate -s 512 --pid $pgpid
+  run "nginx+Nchan: $S $t subscribers, one channel, $rate msgs/s of 512 B" --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 --transport $t -n $S -m $M -r $rate -s 512
+done
+run "pushgate: $C sse subscribers on $CH channels, $((CH * 2)) msgs/s" --transport sse -n $C --channels $CH -m $((CH * 2 * SECS / 2)) -r $((CH * 2)) -s 512 --pid $pgpid
+run "nginx+Nchan: $C sse subscribers on $CH channels, $((CH * 2)) msgs/s" --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 --transport sse -n $C --channels $CH -m $((CH * 2 * SECS / 2)) -r $((CH * 2)) -s 512
+
+# Idle memory: connections held, one message so each is verified live.
+echo "### Idle memory: $IDLE SSE connections" >> "$out"; echo >> "$out"
+run "pushgate idle" --transport sse -n $IDLE -m 1 -r 1 --pid $pgpid
+before=$(nginx_rss)
+$PG bench --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 --transport sse -n $IDLE -m 1 -r 1 --json > "$work/nchan-idle.json" &
+benchpid=$!
+sleep $((IDLE / 2000 + 3))
+after=$(nginx_rss)
+wait $benchpid || true
+echo "nginx+Nchan: RSS of all nginx processes grew by $(( (after - before) )) KiB while $IDLE SSE connections were open: $(awk -v a=$after -v b=$before -v n=$IDLE 'BEGIN {printf "%.1f", (a-b)/n}') KiB per connection (sampled mid-run)." >> "$out"
+echo >> "$out"
+
+# Proxy pass-through.
+echo "### Proxy pass-through (wrk, 2 threads, 64 connections, 10 s)" >> "$out"; echo >> "$out"
+echo '| path | requests/s | p50 | p99 |' >> "$out"; echo '|---|---|---|---|' >> "$out"
+for pair in "direct to the application:18081" "through nginx:28081" "through pushgate:18080"; do
+  name=${pair%%:*}; port=${pair##*:}
+  res=$(wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$port/" 2>&1)
+  rps=$(echo "$res" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$res" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$res" | awk '$1=="99%" {print $2}')
+  echo "| $name | $rps | $p50 | $p99 |" >> "$out"
+done
+echo >> "$out"
+
+cat "$out"
+{ echo; cat "$out"; } >> bench/RESULTS.md
