@@ -40,7 +40,7 @@ http {
   server {
     listen 127.0.0.1:28080;
     location = /pub { nchan_publisher; nchan_channel_id \$arg_id; nchan_message_buffer_length 1000; nchan_message_timeout 10m; }
-    location ~ ^/sub/(.+)$ { nchan_subscriber; nchan_channel_id \$1; }
+    location ~ ^/sub/(.+)$ { nchan_subscriber; nchan_channel_id \$1; nchan_subscriber_first_message newest; }
   }
 }
 NGINX
@@ -50,12 +50,15 @@ sleep 1
 nginx_rss() { ps -o rss= -C nginx | awk '{s+=$1} END {print s}'; }
 
 if [ -n "${QUICK:-}" ]; then S=500; M=200; SECS=4; C=1000; CH=100; IDLE=2000; else S=5000; M=1000; SECS=20; C=10000; CH=1000; IDLE=20000; fi
+# Both the generator and a server hold one descriptor per connection.
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$IDLE" -gt $((hard - 1000)) ]; then IDLE=$((hard - 1000)); fi
 
 out="$work/results.md"
 {
   echo "## Run of $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); load before: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); open-files limit $(ulimit -Hn); load before: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Versions: pushgate $($PG --version | cut -d' ' -f2), $(nginx -v 2>&1 | cut -d' ' -f3), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan), wrk $(dpkg-query -W -f='${Version}' wrk)."
   echo "Load generator, servers and publisher share the same cores. Command: \`bench/compare.sh\` (QUICK=${QUICK:-})."
   echo
@@ -78,13 +81,20 @@ run "nginx+Nchan: $C sse subscribers on $CH channels, $((CH * 2)) msgs/s" --targ
 
 # Idle memory: connections held, one message so each is verified live.
 echo "### Idle memory: $IDLE SSE connections" >> "$out"; echo >> "$out"
-run "pushgate idle" --transport sse -n $IDLE -m 1 -r 1 --pid $pgpid
+run "pushgate idle" --transport sse -n $IDLE -m 1 -r 1 --hold 2 --pid $pgpid
 before=$(nginx_rss)
-$PG bench --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 --transport sse -n $IDLE -m 1 -r 1 --json > "$work/nchan-idle.json" &
+$PG bench --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 --transport sse -n $IDLE -m 1 -r 1 --hold 20 --json > "$work/nchan-idle.json" 2>/dev/null &
 benchpid=$!
-sleep $((IDLE / 2000 + 3))
+# Sample while the generator holds every connection open.
+for _ in $(seq 1 60); do
+  sleep 1
+  n=$(ss -Htn state established '( sport = :28080 )' | wc -l)
+  [ "$n" -ge "$IDLE" ] && break
+done
+sleep 2
 after=$(nginx_rss)
 wait $benchpid || true
+echo "nginx+Nchan generator report: $(cat "$work/nchan-idle.json")" >> "$out"
 echo "nginx+Nchan: RSS of all nginx processes grew by $(( (after - before) )) KiB while $IDLE SSE connections were open: $(awk -v a=$after -v b=$before -v n=$IDLE 'BEGIN {printf "%.1f", (a-b)/n}') KiB per connection (sampled mid-run)." >> "$out"
 echo >> "$out"
 

@@ -42,6 +42,8 @@ pub struct Plan {
     pub realtime_path: String,
     /// Channel names are `{prefix}.{k}`.
     pub prefix: String,
+    /// Hold the connections this long before publishing (to sample memory).
+    pub hold: Duration,
 }
 
 /// What a run measured.
@@ -144,6 +146,7 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
         _ => None,
     };
 
+    tokio::time::sleep(plan.hold).await;
     let started = Instant::now();
     let publish_errors = publisher::publish(plan, epoch, progress).await;
     // Drain: wait until deliveries stop growing (or 5 s).

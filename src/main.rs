@@ -129,6 +129,9 @@ struct BenchArgs {
     /// Channel name prefix: channels are `{prefix}.0`, `{prefix}.1`, …
     #[arg(long, default_value = "public.bench")]
     prefix: String,
+    /// Seconds to hold the connections open before publishing.
+    #[arg(long, default_value = "0")]
+    hold: u64,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -191,7 +194,10 @@ fn bench(a: BenchArgs) -> ExitCode {
             target,
             pid: a.pid,
             realtime_path: a.realtime_path.clone(),
-            prefix: a.prefix.clone(),
+            // A fresh tag per run: a server that keeps history (Nchan's
+            // message buffer) must not replay an earlier run's messages.
+            prefix: format!("{}.r{:x}", a.prefix, rand::random::<u32>()),
+            hold: std::time::Duration::from_secs(a.hold),
         };
         match rt.block_on(bench::run(&plan, !a.json)) {
             Ok(r) => reports.push(r),

@@ -28,15 +28,34 @@ limits:
     let (public, admin) = (handle.public_addr(), handle.admin_addr());
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .args(["bench", "--compare-transports", "--json", "-n", "20", "-m", "50", "-r", "200"])
-            .args(["--url", &format!("http://{public}"), "--publish", &format!("http://{admin}")])
+            .args([
+                "bench",
+                "--compare-transports",
+                "--json",
+                "-n",
+                "20",
+                "-m",
+                "50",
+                "-r",
+                "200",
+            ])
+            .args([
+                "--url",
+                &format!("http://{public}"),
+                "--publish",
+                &format!("http://{admin}"),
+            ])
             .args(["--pid", &std::process::id().to_string()])
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let runs = v["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 3);

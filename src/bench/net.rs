@@ -19,8 +19,10 @@ pub struct Dialer {
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
-/// Subscribers per source address before moving to the next 127.0.0.x.
-const PER_SOURCE: usize = 20_000;
+/// Loopback source addresses used round-robin (127.0.0.1 ..= 127.0.0.16):
+/// each has its own ephemeral ports, so sockets left in TIME_WAIT by an
+/// earlier run do not exhaust them.
+const SOURCES: usize = 16;
 
 impl Dialer {
     pub fn new(addr: SocketAddr, host: String, tls: bool) -> Dialer {
@@ -43,11 +45,8 @@ impl Dialer {
         };
         if let IpAddr::V4(v4) = self.addr.ip() {
             if v4.is_loopback() {
-                let n = (i / PER_SOURCE) as u8;
-                socket.bind(SocketAddr::new(
-                    IpAddr::from([127, 0, 0, 1u8.saturating_add(n)]),
-                    0,
-                ))?;
+                let n = (i % SOURCES) as u8;
+                socket.bind(SocketAddr::new(IpAddr::from([127, 0, 0, 1 + n]), 0))?;
             }
         }
         let tcp: TcpStream = socket.connect(self.addr).await?;

@@ -63,7 +63,7 @@ pub async fn publish(plan: &Plan, epoch: Instant, progress: bool) -> u64 {
             .collect();
         sent = due;
         errors += send(&client, plan, batch).await;
-        if progress {
+        if progress && (sent == plan.messages || sent % plan.rate.max(1) as usize == 0) {
             eprint!("\rpublished {sent}/{}", plan.messages);
         }
     }
