@@ -43,7 +43,7 @@ enum Command {
     /// Validate the configuration and print a summary; exits non-zero on errors.
     Check,
     /// Measure a running server: subscribers, publish rate, delivery latency.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Mint a development token signed with the configured HS256 secret.
     Token {
         /// Token subject (`sub`).
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run { grace: 10 }) {
         Command::Check => check(&cli.config),
-        Command::Bench(args) => bench(args),
+        Command::Bench(args) => bench(*args),
         Command::Token { sub, channels, ttl } => token(&cli.config, &sub, &channels, &ttl),
         Command::Run { grace } => match run(&cli.config, Duration::from_secs(grace)) {
             Ok(()) => ExitCode::SUCCESS,
