@@ -9,7 +9,6 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY assets ./assets
 RUN cargo build --release --locked && strip target/release/pushgate
 
 FROM debian:bookworm-slim

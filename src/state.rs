@@ -112,6 +112,12 @@ impl AppState {
         self.settings.load_full()
     }
 
+    /// Count messages accepted for publishing (stats and metrics alike).
+    pub fn count_published(&self, n: u64) {
+        self.stats.published.fetch_add(n, Ordering::Relaxed);
+        self.metrics.published.inc_by(n);
+    }
+
     /// Put new settings in force for everything that starts from now on.
     pub fn replace_settings(&self, settings: Settings) {
         self.settings.store(Arc::new(settings));

@@ -255,10 +255,12 @@ pub fn subscription(
     }
     let mut channels = Vec::with_capacity(names.len());
     for name in names {
-        let rule = settings
-            .rules
-            .check_subscribe(&name, who)
-            .map_err(|r| reply::error(r.status(), r.code(), &r))?;
+        let rule = settings.rules.check_subscribe(&name, who).map_err(|r| {
+            if matches!(r, crate::rules::Refusal::TokenRequired(_)) {
+                state.metrics.auth_failed("missing");
+            }
+            reply::error(r.status(), r.code(), &r)
+        })?;
         if channel_full(state, settings, &name) {
             return Err(reply::error(
                 StatusCode::SERVICE_UNAVAILABLE,

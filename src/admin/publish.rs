@@ -6,7 +6,6 @@
 //! message got, in order.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use http::StatusCode;
 use serde::Deserialize;
@@ -156,10 +155,7 @@ pub async fn publish_all(
             }
         }
     }
-    state
-        .stats
-        .published
-        .fetch_add(published.len() as u64, Ordering::Relaxed);
+    state.count_published(published.len() as u64);
     let ids: Vec<_> = published.iter().map(|p| p["id"].clone()).collect();
     Ok(serde_json::json!({ "published": published, "ids": ids }))
 }

@@ -291,11 +291,7 @@ impl TapJob {
                 match p {
                     Ok(p) => match self.state.broker.publish(p).await {
                         Ok(_) => {
-                            self.state.metrics.published.inc();
-                            self.state
-                                .stats
-                                .published
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            self.state.count_published(1);
                         }
                         Err(error) => {
                             tracing::warn!(%error, path = %self.path, "tap could not publish")

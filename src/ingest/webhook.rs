@@ -8,7 +8,6 @@
 //! A request whose templates cannot be filled gets 422 and publishes nothing.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 
 use aws_lc_rs::hmac;
 use http::{Method, Request, Response, StatusCode};
@@ -229,7 +228,7 @@ pub async fn handle(
     };
     match state.broker.publish(publish).await {
         Ok(m) => {
-            state.stats.published.fetch_add(1, Ordering::Relaxed);
+            state.count_published(1);
             reply::json(
                 StatusCode::OK,
                 &serde_json::json!({"published": [{"channel": &*m.channel, "id": m.id()}], "ids": [m.id()]}),

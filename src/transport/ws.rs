@@ -651,7 +651,7 @@ impl WsSession {
         };
         match self.state.broker.publish(publish).await {
             Ok(m) => {
-                self.state.stats.published.fetch_add(1, Ordering::Relaxed);
+                self.state.count_published(1);
                 self.send_text(ops::ack(
                     r,
                     json!({"op": "publish", "channel": &*m.channel, "id": m.id()}),

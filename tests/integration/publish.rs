@@ -124,3 +124,115 @@ async fn admin_health_ready_stats() {
     let r = gw.http.get(gw.admin_url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn operators_can_disconnect_by_subject_or_connection() {
+    let secret = "disconnect-secret";
+    let gw = TestGateway::with(
+        "http://127.0.0.1:9",
+        "  heartbeat: 15s",
+        &format!("auth: {{ jwt: {{ hs256_secret: {secret} }} }}"),
+    )
+    .await;
+    let token = |sub: &str| {
+        pushgate::auth::mint_hs256(
+            secret,
+            sub,
+            &[],
+            std::time::Duration::from_secs(60),
+            None,
+            None,
+        )
+        .unwrap()
+    };
+    let mut mallory = gw
+        .ws(&format!(
+            "/realtime/ws?channels=public.d&token={}",
+            token("mallory")
+        ))
+        .await;
+    let mut sse = gw
+        .sse(
+            &format!("/realtime/sse?channels=public.d&token={}", token("mallory")),
+            None,
+        )
+        .await;
+    let mut alice = gw
+        .ws(&format!(
+            "/realtime/ws?channels=public.d&token={}",
+            token("alice")
+        ))
+        .await;
+    let r = gw
+        .http
+        .post(gw.admin_url("/disconnect"))
+        .json(&json!({"subject": "mallory"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["disconnected"], 2);
+    use futures_util::StreamExt;
+    match tokio::time::timeout(std::time::Duration::from_secs(5), mallory.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 1008)
+        }
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+    assert!(sse.next_event().await.is_none(), "the SSE stream ends");
+    gw.publish_one("public.d", json!("for alice")).await;
+    assert_eq!(next_json(&mut alice).await["data"], "for alice");
+    let r = gw
+        .http
+        .post(gw.admin_url("/disconnect"))
+        .json(&json!({"subject": "a", "connection": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = gw
+        .http
+        .post(gw.admin_url("/disconnect"))
+        .json(&json!({"connection": 999999}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["disconnected"], 0);
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let gw = TestGateway::start().await;
+    let mut ws = gw.ws("/realtime/ws?channels=public.m").await;
+    gw.publish_one("public.m", json!(1)).await;
+    let _ = next_json(&mut ws).await;
+    let _ = gw
+        .http
+        .get(gw.url("/realtime/sse?channels=orders.1"))
+        .send()
+        .await; // 401: no token
+    let _ = gw.http.get(gw.url("/some/page")).send().await; // proxied: backend down
+    let text = gw
+        .http
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "pushgate_realtime_connections{transport=\"ws\"} 1",
+        "pushgate_connects_total{transport=\"ws\"} 1",
+        "pushgate_messages_published_total 1",
+        "pushgate_messages_delivered_total 1",
+        "pushgate_auth_failures_total",
+        "pushgate_delivery_latency_seconds_count 1",
+        "pushgate_proxy_requests_total{class=\"5xx\"} 1",
+        "pushgate_backend_errors_total{kind=\"unavailable\"} 1",
+    ] {
+        assert!(text.contains(line), "missing {line}:\n{text}");
+    }
+}
