@@ -480,4 +480,68 @@ mod tests {
             Ok(())
         );
     }
+
+    #[test]
+    fn rs256_and_es256_public_keys_from_pem() {
+        let dir = std::env::temp_dir().join(format!("pushgate-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            (&rcgen::PKCS_RSA_SHA256, Algorithm::RS256, "rs.pem"),
+            (&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256, "es.pem"),
+        ];
+        for (rc_alg, alg, file) in cases {
+            let pair = rcgen::KeyPair::generate_for(rc_alg).unwrap();
+            let public = dir.join(file);
+            std::fs::write(&public, pair.public_key_pem()).unwrap();
+            let jwt = config::Jwt {
+                rs256_public_key: (alg == Algorithm::RS256).then(|| public.clone()),
+                es256_public_key: (alg == Algorithm::ES256).then(|| public.clone()),
+                ..config::Jwt::default()
+            };
+            let auth = Authenticator::new(&config::Auth {
+                jwt: Some(jwt),
+                ..config::Auth::default()
+            })
+            .unwrap();
+            let private = pair.serialize_pem();
+            let key = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(private.as_bytes()).unwrap(),
+                _ => EncodingKey::from_ec_pem(private.as_bytes()).unwrap(),
+            };
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let claims = serde_json::json!({"sub": "carol", "channels": "orders.1 orders.2", "exp": now + 60});
+            let token = jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap();
+            let id = auth.verify(&token).unwrap();
+            assert_eq!(id.subject, "carol");
+            assert_eq!(
+                id.channels,
+                vec!["orders.1".to_string(), "orders.2".to_string()]
+            );
+            let mut forged = token.clone();
+            forged.truncate(forged.len() - 4);
+            forged.push_str("AAAA");
+            assert!(auth.verify(&forged).is_err());
+            let hs = mint_hs256("s", "carol", &[], Duration::from_secs(60), None, None).unwrap();
+            assert_eq!(
+                auth.verify(&hs),
+                Err(AuthError::Algorithm),
+                "no HS256 key configured"
+            );
+        }
+        std::fs::write(dir.join("bad.pem"), "not a key").unwrap();
+        let jwt = config::Jwt {
+            rs256_public_key: Some(dir.join("bad.pem")),
+            ..config::Jwt::default()
+        };
+        let err = Authenticator::new(&config::Auth {
+            jwt: Some(jwt),
+            ..config::Auth::default()
+        })
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("bad.pem"), "{err}");
+    }
 }
