@@ -56,7 +56,7 @@ async fn slowloris_connections_do_not_stop_normal_clients() {
             .unwrap();
         assert_eq!(r.status(), 200);
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(3),
             "request {i} took {:?}",
             started.elapsed()
         );

@@ -74,7 +74,7 @@ async fn a_flooding_client_is_cut_off_and_others_keep_their_latency() {
         worst = worst.max(sent.elapsed());
     }
     assert!(
-        worst < Duration::from_millis(500),
+        worst < Duration::from_millis(1500),
         "calm client's worst latency {worst:?}"
     );
 }
