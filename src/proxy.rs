@@ -173,6 +173,9 @@ impl Proxy {
             })?;
         let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
+        // hyper already answered the client's `Expect: 100-continue`.
+        parts.headers.remove(header::EXPECT);
+        join_cookies(&mut parts.headers);
         if upgrade {
             if let Some(u) = upgrade_to {
                 parts.headers.insert(header::UPGRADE, u);
@@ -221,9 +224,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// HTTP/2 may split `Cookie` over several fields; HTTP/1.1 wants one.
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`.
 fn forwarded_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<&str>) {
-    let ip = info.peer.ip();
+    // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+    let ip = info.peer.ip().to_canonical();
     let proto = if info.tls { "https" } else { "http" };
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
@@ -319,6 +338,26 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn cookies_are_joined_and_mapped_ipv4_is_plain() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", "a=1".parse().unwrap());
+        h.append("cookie", "b=2".parse().unwrap());
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+        let mut h = HeaderMap::new();
+        let info = ConnInfo {
+            peer: "[::ffff:10.1.2.3]:5000".parse().unwrap(),
+            local: "[::]:443".parse().unwrap(),
+            tls: false,
+            sni: None,
+            id: 1,
+        };
+        forwarded_headers(&mut h, &info, None);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
     }
 
     #[test]
