@@ -138,7 +138,8 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+        let body = IdleTimeout::new(body.map_err(BoxError::from).boxed(), self.timeout);
+        Response::from_parts(parts, body.boxed())
     }
 
     fn backend_request(
@@ -193,6 +194,63 @@ impl Proxy {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
+    }
+}
+
+/// A response body that fails once the backend has sent nothing for
+/// `backend.timeout` (like nginx's `proxy_read_timeout`): a stream is never
+/// cut while bytes flow, and a hung backend does not hold the client forever.
+struct IdleTimeout {
+    inner: Body,
+    idle: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimeout {
+    fn new(inner: Body, idle: Duration) -> IdleTimeout {
+        IdleTimeout {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl http_body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    warn!(idle = ?this.idle, "backend response stalled; closing it");
+                    Poll::Ready(Some(Err(
+                        "backend response idle past backend.timeout".into()
+                    )))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

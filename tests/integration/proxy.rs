@@ -111,3 +111,21 @@ async fn websocket_to_a_backend_path_is_tunnelled() {
         .unwrap();
     assert_eq!(reply, Frame::Text("echo me".into()));
 }
+
+#[tokio::test]
+async fn a_stalled_backend_stream_is_cut_after_the_timeout() {
+    let backend = backend::start().await;
+    let gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await;
+    // The test config's backend.timeout is 2s; /events keeps sending and survives it.
+    let r = gw.http.get(gw.url("/stall")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"first\n");
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("cut, not hung");
+    assert!(matches!(end, None | Some(Err(_))), "{end:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+}

@@ -56,6 +56,19 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<B>, Infallible> {
             tokio::time::sleep(Duration::from_millis(600)).await;
             Ok(Response::new(full("done after delay")))
         }
+        "/stall" => {
+            // One chunk, then silence.
+            let stream = futures_util::stream::unfold(0u32, |n| async move {
+                if n > 0 {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from("first\n"))),
+                    n + 1,
+                ))
+            });
+            Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
+        }
         "/events" => {
             let stream = futures_util::stream::unfold(0u32, |n| async move {
                 if n >= 3 {
