@@ -179,15 +179,7 @@ async fn connect_loops_garbage_and_huge_publishes_stay_bounded() {
         .collect();
     let v = gw.publish(json!(batch)).await;
     assert_eq!(v["ids"].as_array().unwrap().len(), 10_000);
-    let info: Value = gw
-        .http
-        .get(gw.admin_url("/channels/public.huge"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = gw.admin_get("/channels/public.huge").await;
     assert_eq!(info["history"]["length"], 1000);
     assert!(info["queued"].as_u64().unwrap() <= 1024);
 }

@@ -45,15 +45,7 @@ fn sign(body: &[u8]) -> String {
 }
 
 async fn history_len(gw: &TestGateway, channel: &str) -> u64 {
-    let v: Value = gw
-        .http
-        .get(gw.admin_url(&format!("/channels/{channel}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.admin_get(&format!("/channels/{channel}")).await;
     v["history"]["length"].as_u64().unwrap()
 }
 

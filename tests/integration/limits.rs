@@ -172,15 +172,7 @@ async fn publish_and_subscribe_limits() {
         .unwrap();
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
-    let v: Value = gw
-        .http
-        .get(gw.admin_url("/channels/public.p"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.admin_get("/channels/public.p").await;
     assert_eq!(
         v["history"]["length"], 0,
         "a refused batch publishes nothing"

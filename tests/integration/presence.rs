@@ -14,15 +14,7 @@ fn token(sub: &str) -> String {
 }
 
 async fn members(gw: &TestGateway, channel: &str) -> Value {
-    let v: Value = gw
-        .http
-        .get(gw.admin_url(&format!("/channels/{channel}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = gw.admin_get(&format!("/channels/{channel}")).await;
     v["presence"].clone()
 }
 

@@ -78,15 +78,7 @@ async fn an_invalid_file_is_refused_and_the_old_config_stays() {
     let err = pushgate::reload::reload(state(&gw), &gw.dir.join("gateway.yaml")).unwrap_err();
     assert!(err.to_string().contains("gateway.yaml:"), "{err}");
     assert!(err.to_string().contains("realtime.histroy"), "{err}");
-    let ready: Value = gw
-        .http
-        .get(gw.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = gw.admin_get("/readyz").await;
     assert_eq!(ready["last_reload_failed"], true);
     let metrics = gw
         .http

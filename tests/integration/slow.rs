@@ -134,15 +134,7 @@ async fn flood(gw: &TestGateway, channel: &str, n: usize, pad: usize) -> usize {
             .map(|i| json!({"channel": channel, "data": {"n": chunk * 50 + i, "pad": payload}}))
             .collect();
         gw.publish(json!(batch)).await;
-        let info: serde_json::Value = gw
-            .http
-            .get(gw.admin_url(&format!("/channels/{channel}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let info: serde_json::Value = gw.admin_get(&format!("/channels/{channel}")).await;
         most = most.max(info["queued"].as_u64().unwrap() as usize);
     }
     most

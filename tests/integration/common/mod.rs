@@ -140,15 +140,20 @@ impl TestGateway {
         v["ids"][0].as_str().unwrap().to_string()
     }
 
-    pub async fn stats(&self) -> Value {
+    /// GET an admin endpoint and parse its JSON answer.
+    pub async fn admin_get(&self, path: &str) -> Value {
         self.http
-            .get(self.admin_url("/stats"))
+            .get(self.admin_url(path))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.admin_get("/stats").await
     }
 
     pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
