@@ -113,11 +113,7 @@ async fn new_connections_per_ip_are_rate_limited() {
     let mut statuses = Vec::new();
     for _ in 0..5 {
         // A fresh client each time: a new TCP connection per request.
-        let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&gw.cert_pem).unwrap())
-            .resolve("localhost", gw.public)
-            .build()
-            .unwrap();
+        let client = gw.fresh_client();
         let r = client
             .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
             .send()
@@ -140,11 +136,7 @@ async fn max_connections_answers_503() {
         gw.stats().await["connections"] == 2
     })
     .await;
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&gw.cert_pem).unwrap())
-        .resolve("localhost", gw.public)
-        .build()
-        .unwrap();
+    let client = gw.fresh_client();
     let r = client
         .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
         .send()

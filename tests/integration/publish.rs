@@ -214,15 +214,7 @@ async fn metrics_count_what_happened() {
         .send()
         .await; // 401: no token
     let _ = gw.http.get(gw.url("/some/page")).send().await; // proxied: backend down
-    let text = gw
-        .http
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     for line in [
         "pushgate_realtime_connections{transport=\"ws\"} 1",
         "pushgate_connects_total{transport=\"ws\"} 1",

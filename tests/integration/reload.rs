@@ -80,15 +80,7 @@ async fn an_invalid_file_is_refused_and_the_old_config_stays() {
     assert!(err.to_string().contains("realtime.histroy"), "{err}");
     let ready: Value = gw.admin_get("/readyz").await;
     assert_eq!(ready["last_reload_failed"], true);
-    let metrics = gw
-        .http
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_text().await;
     assert!(
         metrics.contains("pushgate_reloads_total{result=\"failed\"} 1"),
         "{metrics}"
@@ -113,16 +105,7 @@ async fn file_changes_and_sighup_trigger_reloads() {
             == 200
     })
     .await;
-    let metrics = || async {
-        gw.http
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || async { gw.metrics_text().await };
     let before = metrics().await;
     let ok_count = |m: &str| {
         m.lines()

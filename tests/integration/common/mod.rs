@@ -152,6 +152,27 @@ impl TestGateway {
             .unwrap()
     }
 
+    /// The Prometheus exposition from `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// A new HTTP client (its own connections) that trusts the test certificate.
+    pub fn fresh_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.cert_pem).unwrap())
+            .resolve("localhost", self.public)
+            .build()
+            .unwrap()
+    }
+
     pub async fn stats(&self) -> Value {
         self.admin_get("/stats").await
     }
