@@ -69,7 +69,7 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::POST, "/disconnect") => disconnect(state, req).await,
         (&Method::GET, p) if p.starts_with("/channels/") => {
-            channel_info(&state, &p["/channels/".len()..])
+            channel_info(&state, &p["/channels/".len()..]).await
         }
         (&Method::GET, "/healthz") => {
             reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
@@ -92,7 +92,7 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `GET /channels/{name}`: local subscribers and retained history.
-fn channel_info(state: &AppState, name: &str) -> Response<Body> {
+async fn channel_info(state: &AppState, name: &str) -> Response<Body> {
     if !crate::hub::message::valid_channel(name) {
         return reply::error(
             StatusCode::BAD_REQUEST,
@@ -100,7 +100,7 @@ fn channel_info(state: &AppState, name: &str) -> Response<Body> {
             "invalid channel name",
         );
     }
-    let (history, oldest) = state.broker.history_info(name);
+    let (history, oldest) = state.broker.history_info(name).await;
     let settings = state.settings();
     let rule = settings.rules.find(name);
     reply::json(

@@ -79,6 +79,9 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     /// Cancelled once, when the gateway starts draining.
     pub shutdown: CancellationToken,
+    /// Cancelled after the drain: background broker links stop last, so
+    /// publishes keep working while connections drain.
+    pub broker_stop: CancellationToken,
     /// Every connection and session task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     pub stats: Arc<Stats>,
@@ -98,6 +101,7 @@ impl AppState {
             hub,
             broker,
             shutdown: CancellationToken::new(),
+            broker_stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stats: Arc::new(Stats::default()),
             metrics: Arc::new(crate::metrics::Metrics::new()),

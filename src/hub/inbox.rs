@@ -35,13 +35,19 @@ struct Queue {
     /// Channels that lost messages to `drop_oldest` since the last drain (a
     /// conflated channel only ever skips to its newest value: no gap to report).
     gaps: Vec<Arc<str>>,
+    /// Channels whose messages the broker could not deliver (history did not
+    /// cover a broker outage).
+    lost: Vec<Arc<str>>,
 }
 
 /// What a drain produced.
 #[derive(Default)]
 pub struct Drained {
     pub messages: Vec<Arc<Message>>,
+    /// Channels that lost messages because this connection was slow.
     pub gaps: Vec<Arc<str>>,
+    /// Channels that lost messages upstream of the hub.
+    pub lost: Vec<Arc<str>>,
 }
 
 impl Inbox {
@@ -100,7 +106,16 @@ impl Inbox {
         if let Ok(mut q) = self.shared.queue.lock() {
             out.messages.extend(q.items.drain(..));
             out.gaps.append(&mut q.gaps);
+            out.lost.append(&mut q.lost);
         }
+    }
+
+    /// Record that `channel` lost messages before they reached the hub.
+    pub fn mark_lost(&self, channel: &Arc<str>) {
+        if let Ok(mut q) = self.shared.queue.lock() {
+            note_gap(&mut q.lost, channel);
+        }
+        self.shared.ready.notify_one();
     }
 
     pub fn len(&self) -> usize {
@@ -141,6 +156,7 @@ mod tests {
             &data,
             seq,
             None,
+            1,
         ))
     }
 
