@@ -101,6 +101,10 @@ async fn channel_info(state: &AppState, name: &str) -> Response<Body> {
         );
     }
     let (history, oldest) = state.broker.history_info(name).await;
+    let presence = match state.settings().rules.find(name) {
+        Some(r) if r.presence => Some(state.presence.list(name).await),
+        _ => None,
+    };
     let settings = state.settings();
     let rule = settings.rules.find(name);
     reply::json(
@@ -111,7 +115,7 @@ async fn channel_info(state: &AppState, name: &str) -> Response<Body> {
             "queued": state.hub.queued(name),
             "history": { "length": history, "oldest_id": oldest.map(|o| o.to_string()) },
             "rule": rule.map(|r| r.source.as_str()),
-            "presence": rule.filter(|r| r.presence).map(|_| state.presence.list(name)),
+            "presence": presence,
         }),
     )
 }

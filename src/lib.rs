@@ -134,12 +134,27 @@ impl Gateway {
                 addr: config.listen.admin,
                 source,
             })?;
-        let state = AppState::new(Settings::new(config)?, hub, broker);
+        let state = AppState::new(Settings::new(config)?, hub, broker, redis.clone());
         if let Some(memory) = memory {
             memory.spawn_sweeper(Duration::from_secs(5), state.shutdown.clone());
         }
         if let Some(redis) = redis {
             redis.spawn_link(state.broker_stop.clone());
+            let (a, b) = (state.clone(), state.clone());
+            state.presence.spawn_refresh(
+                move || a.settings().config.realtime.presence_grace,
+                move |channel| {
+                    let settings = b.settings();
+                    match settings.rules.find(channel) {
+                        Some(rule) => rule.history,
+                        None => crate::broker::HistoryPolicy {
+                            size: settings.config.realtime.history.size,
+                            ttl: settings.config.realtime.history.ttl,
+                        },
+                    }
+                },
+                state.broker_stop.clone(),
+            );
         }
         spawn_limit_eviction(&state);
         tokio::spawn(server::accept_loop(

@@ -94,7 +94,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(settings: Settings, hub: Hub, broker: Arc<dyn Broker>) -> AppState {
+    pub fn new(
+        settings: Settings,
+        hub: Hub,
+        broker: Arc<dyn Broker>,
+        shared_presence: Option<Arc<crate::broker::RedisBroker>>,
+    ) -> AppState {
         let presence_broker = broker.clone();
         AppState {
             settings: Arc::new(ArcSwap::from_pointee(settings)),
@@ -107,7 +112,7 @@ impl AppState {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             generation: Arc::new(tokio::sync::watch::Sender::new(0)),
             connections: Arc::default(),
-            presence: crate::hub::presence::Presence::new(presence_broker),
+            presence: crate::hub::presence::Presence::new(presence_broker, shared_presence),
         }
     }
 

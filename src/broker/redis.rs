@@ -19,6 +19,7 @@
 //!   channel is caught up from history before live delivery resumes.
 
 mod link;
+mod presence;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -106,6 +107,8 @@ pub struct RedisBroker {
     wake: Notify,
     publish_script: redis::Script,
     replay_script: redis::Script,
+    presence_join_script: redis::Script,
+    presence_refresh_script: redis::Script,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,8 @@ impl RedisBroker {
             wake: Notify::new(),
             publish_script: redis::Script::new(include_str!("redis/publish.lua")),
             replay_script: redis::Script::new(include_str!("redis/replay.lua")),
+            presence_join_script: redis::Script::new(include_str!("redis/presence_join.lua")),
+            presence_refresh_script: redis::Script::new(include_str!("redis/presence_refresh.lua")),
         });
         Ok(broker)
     }

@@ -168,7 +168,8 @@ impl Session {
             f.followed = true;
             f.member = self.subject.clone().filter(|_| terms.presence);
             if let Some(m) = &f.member {
-                self.presence.join(channel, m, terms.history);
+                self.presence
+                    .join(channel, m, terms.history, self.presence_grace);
             }
         }
         match resume {

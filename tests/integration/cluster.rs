@@ -1,6 +1,8 @@
 //! Scale-out over Redis: several real gateways sharing one real `redis-server`.
 //! Publish anywhere, receive everywhere, resume anywhere, survive outages.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::common::redis::RedisServer;
@@ -398,4 +400,93 @@ async fn a_lost_link_catches_up_from_history_before_going_live() {
     assert_eq!(got, ids, "caught up in order, nothing twice");
     let live = a.publish_one("public.cu", json!("live")).await;
     assert_eq!(next_json(&mut ws).await["id"], live);
+}
+
+#[tokio::test]
+async fn presence_is_shared_and_a_dead_instance_members_leave_once() {
+    const SECRET: &str = "cluster-presence";
+    let token = |sub: &str| {
+        pushgate::auth::mint_hs256(SECRET, sub, &[], Duration::from_secs(600), None, None).unwrap()
+    };
+    let redis = RedisServer::start().await;
+    let prefix = format!("p{}", rand_suffix());
+    let extra = format!(
+        "auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}\n{}",
+        redis.broker_yaml(&prefix)
+    );
+    let mut gws = Vec::new();
+    for _ in 0..3 {
+        let gw = TestGateway::with("http://127.0.0.1:9", "  presence_grace: 600ms", &extra).await;
+        eventually(10, "ready", || ready(&gw)).await;
+        gws.push(gw);
+    }
+    let members = |gw: &TestGateway| {
+        let gw_admin = gw.admin_url("/channels/room.c");
+        let http = gw.http.clone();
+        async move {
+            let v: Value = http
+                .get(gw_admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["presence"].clone()
+        }
+    };
+
+    let mut watcher = gws[0]
+        .ws(&format!(
+            "/realtime/ws?channels=room.c&token={}",
+            token("watcher")
+        ))
+        .await;
+    assert_eq!(next_json(&mut watcher).await["data"]["subject"], "watcher");
+    let alice = gws[1]
+        .ws(&format!(
+            "/realtime/ws?channels=room.c&token={}",
+            token("alice")
+        ))
+        .await;
+    let j = next_json(&mut watcher).await;
+    assert_eq!(
+        (j["data"]["action"].as_str(), j["data"]["subject"].as_str()),
+        (Some("join"), Some("alice"))
+    );
+    // A second connection of alice on another instance is not a second join.
+    let alice2 = gws[2]
+        .sse(
+            &format!("/realtime/sse?channels=room.c&token={}", token("alice")),
+            None,
+        )
+        .await;
+    for gw in &gws {
+        eventually(5, "every instance lists both", || async {
+            members(gw).await == json!(["alice", "watcher"])
+        })
+        .await;
+    }
+    drop(alice2);
+    gws[2].stop().await;
+    // B goes away with alice's last connection: her entry expires, one leave.
+    drop(alice);
+    gws[1].stop().await;
+    let leave = next_json(&mut watcher).await;
+    assert_eq!(
+        (
+            leave["data"]["action"].as_str(),
+            leave["data"]["subject"].as_str()
+        ),
+        (Some("leave"), Some("alice")),
+        "{leave}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let marker = gws[0].publish_one("room.c", json!("marker")).await;
+    assert_eq!(
+        next_json(&mut watcher).await["id"],
+        marker,
+        "exactly one leave"
+    );
+    assert_eq!(members(&gws[0]).await, json!(["watcher"]));
 }
