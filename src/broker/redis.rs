@@ -192,15 +192,39 @@ impl RedisBroker {
         let epoch = current
             .and_then(|e| u64::from_str_radix(&e, 16).ok())
             .ok_or_else(|| unavailable("epoch key holds no epoch"))?;
-        let old = self.epoch.swap(epoch, Ordering::AcqRel);
-        if old != 0 && old != epoch {
-            tracing::warn!(
-                old = format_args!("{old:x}"),
-                new = format_args!("{epoch:x}"),
-                "redis epoch changed (redis lost its data): clients resume with a reset"
-            );
-        }
+        self.adopt_epoch(epoch);
         Ok(epoch)
+    }
+
+    /// Switch to `epoch` (read from Redis, or seen on a message the publish
+    /// script stamped after checking it). When it differs from a previous
+    /// one, Redis lost its data: ids restart, so per-channel dedupe restarts
+    /// too, and every local subscriber is told its history is gone.
+    fn adopt_epoch(&self, epoch: u64) {
+        let old = self.epoch.swap(epoch, Ordering::AcqRel);
+        if old == 0 || old == epoch {
+            return;
+        }
+        tracing::warn!(
+            old = format_args!("{old:x}"),
+            new = format_args!("{epoch:x}"),
+            "redis epoch changed (redis lost its data): clients resume with a reset"
+        );
+        let channels: Vec<Arc<str>> = match self.follows.lock() {
+            Ok(mut follows) => follows
+                .iter_mut()
+                .map(|(name, f)| {
+                    f.last = 0;
+                    f.base = 0;
+                    f.catch_up = false;
+                    name.clone()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for c in &channels {
+            self.hub.lost(c);
+        }
     }
 
     async fn head_now(&self) -> Result<u64, BrokerError> {
@@ -306,6 +330,41 @@ impl RedisBroker {
         }
     }
 
+    async fn follow_inner(&self, channel: &Arc<str>) -> Result<u64, BrokerError> {
+        let wait = {
+            let mut follows = self.follows.lock().map_err(|_| unavailable("poisoned"))?;
+            let f = follows.entry(channel.clone()).or_default();
+            f.count += 1;
+            if f.subscribed {
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                f.waiters.push(tx);
+                Some(rx)
+            }
+        };
+        if let Some(rx) = wait {
+            if !self.linked.load(Ordering::Acquire) {
+                // Fail fast: the client retries, rather than hanging on an outage.
+                return Err(unavailable("not connected"));
+            }
+            self.wake.notify_one();
+            match tokio::time::timeout(FOLLOW_TIMEOUT, rx).await {
+                Ok(Ok(())) => {}
+                _ => return Err(unavailable("channel subscription not confirmed")),
+            }
+        }
+        let head = self.head_now().await?;
+        if let Ok(mut follows) = self.follows.lock() {
+            if let Some(f) = follows.get_mut(channel) {
+                if f.base == 0 {
+                    f.base = head;
+                }
+            }
+        }
+        Ok(head)
+    }
+
     /// A message arrived on a followed topic: hand it to the hub once, in order.
     fn deliver(&self, topic: &str, payload: &[u8]) {
         let Some(channel) = topic.strip_prefix(&self.keys.topic_prefix()) else {
@@ -320,12 +379,9 @@ impl RedisBroker {
         let Ok(epoch) = u64::from_str_radix(epoch, 16) else {
             return;
         };
-        if epoch != self.epoch.load(Ordering::Acquire) {
-            // Published under an epoch we have not adopted yet: learn it first
-            // (the link re-reads it on the next reconnect; a publish does now).
-            tracing::debug!(channel, "message from another epoch skipped");
-            return;
-        }
+        // The publish script checked this epoch against Redis, and one link
+        // delivers in order: a new epoch here means Redis lost its data.
+        self.adopt_epoch(epoch);
         let (channel, seq) = {
             let Ok(mut follows) = self.follows.lock() else {
                 return;
@@ -422,34 +478,12 @@ impl Broker for RedisBroker {
 
     fn follow<'a>(&'a self, channel: &'a Arc<str>) -> BoxFuture<'a, Result<u64, BrokerError>> {
         Box::pin(async move {
-            let wait = {
-                let mut follows = self.follows.lock().map_err(|_| unavailable("poisoned"))?;
-                let f = follows.entry(channel.clone()).or_default();
-                f.count += 1;
-                if f.subscribed {
-                    None
-                } else {
-                    let (tx, rx) = oneshot::channel();
-                    f.waiters.push(tx);
-                    Some(rx)
-                }
-            };
-            if let Some(rx) = wait {
-                self.wake.notify_one();
-                match tokio::time::timeout(FOLLOW_TIMEOUT, rx).await {
-                    Ok(Ok(())) => {}
-                    _ => return Err(unavailable("channel subscription not confirmed")),
-                }
+            let head = self.follow_inner(channel).await;
+            if head.is_err() {
+                // The caller will not unfollow a failed follow.
+                self.unfollow(channel);
             }
-            let head = self.head_now().await?;
-            if let Ok(mut follows) = self.follows.lock() {
-                if let Some(f) = follows.get_mut(channel) {
-                    if f.base == 0 {
-                        f.base = head;
-                    }
-                }
-            }
-            Ok(head)
+            head
         })
     }
 

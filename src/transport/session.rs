@@ -240,11 +240,12 @@ impl Session {
     pub fn drain(&mut self, out: &mut Vec<Out>) {
         let mut d = Drained::default();
         self.inbox.drain(&mut d);
-        self.rebase(self.broker.epoch(), out);
+        // A rebase already resets every channel; a loss is then old news.
+        let rebased = self.rebase(self.broker.epoch(), out);
         let lost: Vec<_> = d
             .lost
             .into_iter()
-            .filter(|c| self.is_subscribed(c))
+            .filter(|c| !rebased && self.is_subscribed(c))
             .collect();
         if !lost.is_empty() {
             self.metrics.replay("reset");
@@ -307,9 +308,9 @@ impl Session {
     /// The broker's id space changed under us (a Redis that lost its data):
     /// positions from the old epoch mean nothing now. Start every followed
     /// channel from the beginning of the new epoch and tell the client.
-    fn rebase(&mut self, epoch: u64, out: &mut Vec<Out>) {
+    fn rebase(&mut self, epoch: u64, out: &mut Vec<Out>) -> bool {
         if self.cursor.epoch == epoch {
-            return;
+            return false;
         }
         let channels: Vec<Arc<str>> = self.cursor.channels().cloned().collect();
         self.cursor = Cursor::new(epoch);
@@ -323,6 +324,7 @@ impl Session {
                 reason: "history",
             });
         }
+        true
     }
 }
 

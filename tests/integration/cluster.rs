@@ -490,3 +490,46 @@ async fn presence_is_shared_and_a_dead_instance_members_leave_once() {
     );
     assert_eq!(members(&gws[0]).await, json!(["watcher"]));
 }
+
+#[tokio::test]
+async fn redis_losing_its_data_resets_clients_instead_of_skipping_messages() {
+    let redis = RedisServer::start().await;
+    let gws = cluster(&redis, 2).await;
+    let (a, b) = (&gws[0], &gws[1]);
+    let mut ws = b.ws("/realtime/ws?channels=public.e").await;
+    for i in 0..5 {
+        let id = a.publish_one("public.e", json!(i)).await;
+        assert_eq!(next_json(&mut ws).await["id"], id);
+    }
+    let mut sse = a.sse("/realtime/sse?channels=public.e", None).await;
+    let old_cursor = {
+        let id = a.publish_one("public.e", json!(5)).await;
+        assert_eq!(next_json(&mut ws).await["id"], id);
+        sse.expect().await.id.unwrap()
+    };
+    // Redis comes back empty (no persistence, or a failover to an empty replica).
+    let mut c = redis.client().await;
+    let _: () = ::redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+
+    // Ids restart from 1 under a new epoch: the clients are told, then follow on.
+    let fresh = a.publish_one("public.e", json!("after")).await;
+    assert_eq!(fresh, "1");
+    let reset = next_json(&mut ws).await;
+    assert_eq!(
+        (reset["type"].as_str(), &reset["channels"]),
+        (Some("reset"), &json!(["public.e"])),
+        "{reset}"
+    );
+    assert_eq!(next_json(&mut ws).await["id"], fresh);
+    let e = sse.expect().await;
+    assert_eq!(e.event, "reset", "{}", e.data);
+    assert_eq!(sse.expect().await.json()["id"], fresh);
+
+    // A cursor from before the loss resumes with a reset, never a silent hole.
+    let mut again = b
+        .sse("/realtime/sse?channels=public.e", Some(&old_cursor))
+        .await;
+    assert_eq!(again.expect().await.event, "reset");
+    let next = a.publish_one("public.e", json!("next")).await;
+    assert_eq!(again.expect().await.json()["id"], next);
+}
