@@ -90,6 +90,9 @@ struct Follow {
     base: u64,
     /// Set when the link was lost while following: replay before going live.
     catch_up: bool,
+    /// When `count` last dropped to zero: the subscription lingers a moment,
+    /// so long-poll clients coming back do not churn SUBSCRIBE/UNSUBSCRIBE.
+    idle_since: Option<Instant>,
     waiters: Vec<oneshot::Sender<()>>,
 }
 
@@ -335,6 +338,7 @@ impl RedisBroker {
             let mut follows = self.follows.lock().map_err(|_| unavailable("poisoned"))?;
             let f = follows.entry(channel.clone()).or_default();
             f.count += 1;
+            f.idle_since = None;
             if f.subscribed {
                 None
             } else {
@@ -492,7 +496,10 @@ impl Broker for RedisBroker {
             Ok(mut follows) => match follows.get_mut(channel) {
                 Some(f) => {
                     f.count = f.count.saturating_sub(1);
-                    f.count == 0
+                    if f.count == 0 {
+                        f.idle_since = Some(Instant::now());
+                    }
+                    f.count == 0 && !f.subscribed
                 }
                 None => false,
             },

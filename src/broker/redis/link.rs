@@ -24,6 +24,8 @@ use crate::broker::Replay;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long an instance stays subscribed to a channel nobody follows any more.
+const LINGER: Duration = Duration::from_secs(2);
 /// Catch-up replays take whatever history is still there, whatever its age.
 const CATCH_UP_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -94,6 +96,8 @@ impl RedisBroker {
         }
         self.linked.store(true, Ordering::Release);
         let mut dirty = true;
+        let mut tick = tokio::time::interval(LINGER / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if dirty {
                 dirty = false;
@@ -105,6 +109,8 @@ impl RedisBroker {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.wake.notified() => dirty = true,
+                // Lingering subscriptions expire.
+                _ = tick.tick() => dirty = true,
                 msg = stream.next() => match msg {
                     Some(msg) => self.deliver(msg.get_channel_name(), msg.get_payload_bytes()),
                     None => return,
@@ -123,7 +129,10 @@ impl RedisBroker {
             for (name, f) in follows.iter_mut() {
                 if f.count > 0 && !f.subscribed {
                     add.push(name.clone());
-                } else if f.count == 0 && f.subscribed {
+                } else if f.count == 0
+                    && f.subscribed
+                    && f.idle_since.is_none_or(|t| t.elapsed() >= LINGER)
+                {
                     // Cleared before the UNSUBSCRIBE goes out, so a session
                     // following again meanwhile waits for a fresh SUBSCRIBE.
                     f.subscribed = false;
