@@ -26,6 +26,8 @@ struct Shared {
     queue: Mutex<Queue>,
     ready: Notify,
     evicted: CancellationToken,
+    /// Also cancelled on eviction (a transport's connection killer).
+    linked: std::sync::OnceLock<CancellationToken>,
     capacity: usize,
 }
 
@@ -57,6 +59,7 @@ impl Inbox {
                 queue: Mutex::new(Queue::default()),
                 ready: Notify::new(),
                 evicted: CancellationToken::new(),
+                linked: std::sync::OnceLock::new(),
                 capacity: capacity.max(1),
             }),
         }
@@ -76,6 +79,9 @@ impl Inbox {
                     SlowClient::Disconnect => {
                         drop(q);
                         self.shared.evicted.cancel();
+                        if let Some(linked) = self.shared.linked.get() {
+                            linked.cancel();
+                        }
                         self.shared.ready.notify_one();
                         return;
                     }
@@ -124,6 +130,15 @@ impl Inbox {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Cancel `token` too when this inbox is evicted: for transports where
+    /// nothing would notice an eviction while the client's socket is full.
+    pub fn link_eviction(&self, token: CancellationToken) {
+        if self.shared.evicted.is_cancelled() {
+            token.cancel();
+        }
+        let _ = self.shared.linked.set(token);
     }
 
     /// Cancelled when the connection fell too far behind under `disconnect`.
