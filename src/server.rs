@@ -141,14 +141,14 @@ async fn connection(
             Some(acceptor) => {
                 match tokio::time::timeout(
                     state.settings().config.limits.handshake_timeout,
-                    acceptor.accept(stream),
+                    Box::pin(acceptor.accept(stream)),
                 )
                 .await
                 {
                     Ok(Ok(tls)) => {
                         info.sni = tls.get_ref().1.server_name().map(str::to_string);
                         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        serve(state, tls, info, surface, gate, h2).await
+                        Box::pin(serve(state, tls, info, surface, gate, h2)).await
                     }
                     Ok(Err(error)) => {
                         state.metrics.tls_failures.inc();
@@ -160,7 +160,8 @@ async fn connection(
                     }
                 }
             }
-            None => serve(state, stream, info, surface, gate, false).await,
+            // Boxed per transport: a plain connection's task is not sized for TLS.
+            None => Box::pin(serve(state, stream, info, surface, gate, false)).await,
         }
     }
     .instrument(span)
@@ -194,7 +195,7 @@ async fn serve<I>(
         let max_head = limits.max_header_size.max(8192);
         let first = tokio::time::timeout(
             limits.header_timeout,
-            first_request::read(&mut io, &sse_path, max_head),
+            Box::pin(first_request::read(&mut io, &sse_path, max_head)),
         )
         .await;
         match first {
@@ -224,7 +225,9 @@ where
     let kill = ConnKill::default();
     req.extensions_mut().insert(info);
     req.extensions_mut().insert(kill.clone());
-    let resp = crate::transport::sse_direct(state, req).await;
+    // Boxed, like every short-lived step of a connection: a task's future is
+    // as large as its largest state, and the stream outlives the opening.
+    let resp = Box::pin(crate::transport::sse_direct(state, req)).await;
     if let Err(error) = direct::write(&mut io, resp, &kill.0).await {
         debug!(%error, "SSE connection ended with an error");
     }
