@@ -121,12 +121,14 @@ pub async fn run(admin: SocketAddr, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        ticks += 1;
+        // Changed agents every tick; everyone every 2 s, for pages that just opened.
+        let everyone = ticks % 5 == 0;
         for a in agents.iter_mut() {
-            if a.step(&mut rng) {
+            if a.step(&mut rng) || everyone {
                 batch.push(update(a.json()));
             }
         }
-        ticks += 1;
         if ticks % 3 == 0 {
             let count = |s: Status| agents.iter().filter(|a| a.status == s).count();
             batch.push(json!({

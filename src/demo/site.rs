@@ -43,7 +43,7 @@ async fn serve(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallib
             Bytes::from_static(PAGE.as_bytes()),
         ),
         "/inbound" => {
-            let subject = req
+            let connection = req
                 .headers()
                 .get("x-pushgate-connection")
                 .and_then(|v| v.to_str().ok())
@@ -58,7 +58,7 @@ async fn serve(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallib
             let data: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let answer = serde_json::json!({
                 "received": data,
-                "connection": subject,
+                "connection": connection,
                 "answered_at": super::agents::now_ms(),
             });
             (

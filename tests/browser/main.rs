@@ -11,4 +11,5 @@ mod harness;
 
 mod client;
 mod dashboard;
+mod demo;
 mod tabs;
