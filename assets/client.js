@@ -108,6 +108,14 @@
       this._timers = {};
       this._closed = false;
       this._leader = true;
+      if (root.addEventListener) {
+        // Back online: skip the rest of the backoff.
+        root.addEventListener('online', () => {
+          if (!this._waiting) return;
+          clearTimeout(this._timers.reconnect);
+          this._connect();
+        });
+      }
       if (this.options.shareAcrossTabs && root.BroadcastChannel && root.navigator && navigator.locks) {
         share(this);
       } else {
@@ -213,6 +221,7 @@
     }
 
     async _connect() {
+      this._waiting = false;
       if (this._closed || !this._leader) return;
       this._state = 'connecting';
       try {
@@ -310,6 +319,7 @@
           delay = info.retryAfter != null ? info.retryAfter : this._backoff();
         }
       }
+      this._waiting = true;
       this._timer('reconnect', delay, () => this._connect());
     }
 

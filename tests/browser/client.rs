@@ -168,3 +168,85 @@ async fn token_expiry_calls_get_token_and_continues() {
         b.finish().await;
     }
 }
+
+/// publish and send made while disconnected wait in a bounded queue and go
+/// out in order once connected; overflow and timeout reject.
+#[tokio::test]
+async fn offline_calls_are_queued_and_flushed() {
+    let gw = gateway("").await;
+    let b = Browser::start().await;
+    b.open_page(
+        &gw,
+        "channels=chat.q&token=erin::600&opts={\"queueLimit\":3}",
+    )
+    .await;
+    b.until_transport("websocket", 15).await;
+    b.js("window.block(['websocket', 'sse', 'poll'])").await;
+    let r = gw
+        .http
+        .post(gw.admin_url("/disconnect"))
+        .json(&json!({"subject": "erin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    b.until(
+        10,
+        "the client to notice",
+        "return document.getElementById('state').textContent !== 'connected'",
+    )
+    .await;
+    let queued = b
+        .js(
+            "window.results = []; \
+             const rec = (i, p) => p.then((v) => results.push(`${i} ok ${JSON.stringify(v)}`), (e) => results.push(`${i} ${e.code}`)); \
+             rec(0, rt.publish('chat.q', 'first')); rec(1, rt.send({n: 1})); rec(2, rt.publish('chat.q', 'second')); \
+             rec(3, rt.publish('chat.q', 'overflow')); \
+             const short = new Pushgate('/realtime', {transports: ['poll'], queueTimeout: 300}); short.subscribe('chat.q', () => {}); \
+             rec(4, short.send({n: 4}).finally(() => short.close())); \
+             return rt.status().queued",
+        )
+        .await;
+    assert_eq!(queued, json!(3));
+    b.until(
+        5,
+        "overflow and timeout rejected",
+        "return results.includes('3 queue_full') && results.includes('4 timeout')",
+    )
+    .await;
+    assert_eq!(b.text("count").await, "0");
+
+    b.js("window.block([])").await;
+    b.until(
+        20,
+        "every queued call settled",
+        "return results.length === 5",
+    )
+    .await;
+    let results: Vec<String> = serde_json::from_value(b.js("return results").await).unwrap();
+    assert!(
+        results.contains(&"1 ok {\"echo\":{\"n\":1}}".to_string()),
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|r| r.starts_with("0 ok {\"channel\":\"chat.q\",\"id\":")),
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|r| r.starts_with("2 ok {\"channel\":\"chat.q\",\"id\":")),
+        "{results:?}"
+    );
+    // Published in the order they were made, once each.
+    b.until_count(2, 15).await;
+    let got = b.received().await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].ends_with("|\"first\"") && got[1].ends_with("|\"second\""),
+        "{got:?}"
+    );
+    b.finish().await;
+}
