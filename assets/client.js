@@ -353,6 +353,9 @@
           return this._emit('reset', { channels: f.channels || [], reason: f.reason });
         case 'presence': return this._emit('presence', f);
         case 'ack':
+          // A subscribe's ack carries the cursor including the new channel.
+          if (f.op === 'subscribe' && f.cursor) this._cursor = f.cursor;
+        // falls through
         case 'error': {
           const p = f.ref != null && this._pending.get(String(f.ref));
           if (p) {
@@ -659,8 +662,15 @@
           while ((i = buf.search(/\r?\n\r?\n/)) >= 0) {
             const block = buf.slice(0, i);
             buf = buf.slice(i + (buf[i] === '\r' ? 4 : 2));
-            const data = block.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, '')).join('\n');
-            if (!data) continue;
+            const lines = block.split(/\r?\n/);
+            const field = (name) => lines.filter((l) => l.startsWith(`${name}:`)).map((l) => l.slice(name.length + 1).replace(/^ /, ''));
+            const data = field('data').join('\n');
+            if (!data) {
+              // `id:` alone: the stream's starting cursor, covering channels just added.
+              const id = field('id').pop();
+              if (id && this === this.c._t) this.c._cursor = id;
+              continue;
+            }
             this.received = true;
             try { this.onframe(JSON.parse(data)); } catch (_) { /* not ours */ }
           }

@@ -107,7 +107,10 @@ impl Pump {
     }
 
     async fn pump(&mut self, mut out: Vec<Out>, heartbeat: Duration) -> &'static str {
-        let _ = write!(self.buf, "retry: {RETRY_MS}\n: pushgate\n\n");
+        // The starting cursor, before any message: a client that loses the
+        // stream before the first event still resumes every channel it asked for.
+        let cursor = self.session.cursor_text().to_string();
+        let _ = write!(self.buf, "retry: {RETRY_MS}\nid: {cursor}\n: pushgate\n\n");
         self.render(&mut out);
         if !self.send().await {
             return "client";

@@ -250,3 +250,60 @@ async fn offline_calls_are_queued_and_flushed() {
     );
     b.finish().await;
 }
+
+/// A channel subscribed while connected is in the cursor from then on: cut
+/// off before its first message arrives, the client still gets what was
+/// published in the meantime (WebSocket: the subscribe ack's cursor; SSE:
+/// the stream's opening `id:`; long-poll: every answer's cursor).
+#[tokio::test]
+async fn channels_added_later_resume_too() {
+    let gw = gateway("").await;
+    for transport in ["websocket", "sse", "poll"] {
+        let b = Browser::start().await;
+        let subject = format!("late-{transport}");
+        let channel = format!("public.late{transport}");
+        b.open_page(
+            &gw,
+            &format!("channels=public.base&transports={transport}&token={subject}::600"),
+        )
+        .await;
+        b.until_transport(transport, 15).await;
+        b.js(&format!("window.follow('{channel}')")).await;
+        let path = format!("/channels/{channel}");
+        crate::common::eventually(10, "the new subscription reaches the gateway", || async {
+            gw.admin_get(&path).await["subscribers"] == 1
+        })
+        .await;
+        // Poll needs its next answer to carry the new cursor: one round trip.
+        if transport == "poll" {
+            gw.publish_one("public.base", json!("tick")).await;
+            b.until_count(1, 10).await;
+        }
+        b.js("window.block(['websocket', 'sse', 'poll'])").await;
+        let r = gw
+            .http
+            .post(gw.admin_url("/disconnect"))
+            .json(&json!({"subject": subject}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        b.until(
+            10,
+            "the client to notice",
+            "return document.getElementById('state').textContent !== 'connected'",
+        )
+        .await;
+        let ids = publish_range(&gw, &channel, 0..3).await;
+        b.js("window.block([])").await;
+        let skip = usize::from(transport == "poll");
+        b.until_count(3 + skip, 20).await;
+        let got = b.received().await;
+        assert_eq!(
+            got[skip..].to_vec(),
+            lines(&channel, &ids, (0..3).map(|i| json!(i))),
+            "over {transport}"
+        );
+        b.finish().await;
+    }
+}
