@@ -263,7 +263,6 @@
       }
       const wasConnected = this._state === 'connected';
       this._state = 'connected';
-      this._attempt = 0;
       t.openedAt = Date.now();
       if (!wasConnected) this._emit('connect', { transport: t.kind });
       this._sync();
@@ -299,6 +298,9 @@
       if (this._closed) return;
       let delay;
       const lived = t.openedAt ? Date.now() - t.openedAt : 0;
+      // Only a connection that held for a while resets the backoff: one that
+      // opens and dies again and again must not reconnect in a tight loop.
+      if (lived > 5000) this._attempt = 0;
       if (info.auth && this.options.getToken) {
         try {
           await this._refreshToken();
