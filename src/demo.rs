@@ -13,6 +13,8 @@ mod site;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::io::Write;
+
 use anyhow::Context;
 use pushgate::{Gateway, Listeners};
 
@@ -57,10 +59,14 @@ pub fn run(port: u16) -> anyhow::Result<()> {
         let handle = Gateway::start(cfg, listeners)?;
         let page = format!("http://{}/", handle.public_addr());
         let dashboard = format!("http://{}/dashboard", handle.admin_addr());
-        println!("pushgate demo is running\n");
-        println!("  demo page:  {page}");
-        println!("  dashboard:  {dashboard}\n");
-        println!("Simulated agents publish to demo.agents and demo.metrics; Ctrl-C stops.");
+        // Not println!: a closed stdout (piped to a reader that left) must not end the demo.
+        let banner = format!(
+            "pushgate demo is running\n\n  demo page:  {page}\n  dashboard:  {dashboard}\n\n\
+             Simulated agents publish to demo.agents and demo.metrics; Ctrl-C stops.\n"
+        );
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes()).and_then(|()| out.flush());
+        drop(out);
         let stop = tokio_util::sync::CancellationToken::new();
         let agents = tokio::spawn(agents::run(handle.admin_addr(), stop.clone()));
         let _ = tokio::signal::ctrl_c().await;

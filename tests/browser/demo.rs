@@ -29,19 +29,22 @@ async fn demo_page_shows_live_agents_on_every_transport() {
         .expect("pushgate demo starts");
     let stdout = child.stdout.take().unwrap();
     let _demo = Demo(child);
-    let url = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.trim()
-                    .strip_prefix("demo page:")
-                    .map(|u| u.trim().to_string())
-            })
-    })
-    .await
-    .unwrap()
-    .expect("the demo prints its page URL");
+    // Read the banner for the URL, and keep draining stdout after that.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.trim().strip_prefix("demo page:") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        }
+    });
+    let url = tokio::time::timeout(Duration::from_secs(30), rx)
+        .await
+        .expect("the demo prints its page URL within 30 s")
+        .expect("the demo prints its page URL");
 
     let b = Browser::start().await;
     let opened = tokio::time::Instant::now();
