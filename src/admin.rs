@@ -73,7 +73,7 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::POST, "/disconnect") => disconnect(state, req).await,
         (&Method::GET, p) if p.starts_with("/channels/") => {
-            channel_info(&state, &p["/channels/".len()..])
+            channel_info(&state, &p["/channels/".len()..]).await
         }
         (&Method::GET, "/dashboard") => dashboard::page(),
         (&Method::GET, "/dashboard/events") => dashboard::events(state),
@@ -98,7 +98,7 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `GET /channels/{name}`: local subscribers and retained history.
-fn channel_info(state: &AppState, name: &str) -> Response<Body> {
+async fn channel_info(state: &AppState, name: &str) -> Response<Body> {
     if !crate::hub::message::valid_channel(name) {
         return reply::error(
             StatusCode::BAD_REQUEST,
@@ -106,7 +106,11 @@ fn channel_info(state: &AppState, name: &str) -> Response<Body> {
             "invalid channel name",
         );
     }
-    let (history, oldest) = state.broker.history_info(name);
+    let (history, oldest) = state.broker.history_info(name).await;
+    let presence = match state.settings().rules.find(name) {
+        Some(r) if r.presence => Some(state.presence.list(name).await),
+        _ => None,
+    };
     let settings = state.settings();
     let rule = settings.rules.find(name);
     reply::json(
@@ -117,7 +121,7 @@ fn channel_info(state: &AppState, name: &str) -> Response<Body> {
             "queued": state.hub.queued(name),
             "history": { "length": history, "oldest_id": oldest.map(|o| o.to_string()) },
             "rule": rule.map(|r| r.source.as_str()),
-            "presence": rule.filter(|r| r.presence).map(|_| state.presence.list(name)),
+            "presence": presence,
         }),
     )
 }

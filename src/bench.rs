@@ -25,8 +25,9 @@ use subscriber::{Endpoint, Tally, Transport};
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// Subscriber side: `http(s)://host:port` of the server.
-    pub url: url::Url,
+    /// Subscriber side: `http(s)://host:port` of the server, or of each
+    /// instance of a cluster (subscribers are spread round-robin).
+    pub urls: Vec<url::Url>,
     /// Publish API base (pushgate: the admin listener).
     pub publish: url::Url,
     pub transport: Transport,
@@ -96,19 +97,24 @@ fn endpoint(plan: &Plan, i: usize) -> Endpoint {
 
 /// Run one plan to completion.
 pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
-    let host = plan
-        .url
-        .host_str()
-        .ok_or("the URL has no host")?
-        .to_string();
-    let addr: SocketAddr = plan
-        .url
-        .socket_addrs(|| None)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .next()
-        .ok_or("the URL does not resolve")?;
-    let dialer = std::sync::Arc::new(Dialer::new(addr, host, plan.url.scheme() == "https"));
+    let mut dialers = Vec::with_capacity(plan.urls.len());
+    for url in &plan.urls {
+        let host = url.host_str().ok_or("the URL has no host")?.to_string();
+        let addr: SocketAddr = url
+            .socket_addrs(|| None)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .next()
+            .ok_or("the URL does not resolve")?;
+        dialers.push(std::sync::Arc::new(Dialer::new(
+            addr,
+            host,
+            url.scheme() == "https",
+        )));
+    }
+    if dialers.is_empty() {
+        return Err("no --url given".into());
+    }
     let epoch = Instant::now();
     let stop = CancellationToken::new();
     let rss_before = plan.pid.and_then(rss_kib);
@@ -118,7 +124,8 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
     for i in 0..plan.subscribers {
         let (tx, rx) = oneshot::channel();
         ready.push(rx);
-        let (dialer, ep, stop) = (dialer.clone(), endpoint(plan, i), stop.clone());
+        let dialer = dialers[i % dialers.len()].clone();
+        let (ep, stop) = (endpoint(plan, i), stop.clone());
         tasks.spawn(async move { subscriber::run(&dialer, i, ep, epoch, tx, stop).await });
         if i % 500 == 499 {
             tokio::task::yield_now().await;

@@ -9,6 +9,7 @@
 //!   [`Replay::Gap`] — it never returns a partial answer silently.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use serde_json::value::RawValue;
 use crate::hub::Message;
 
 pub use memory::MemoryBroker;
+pub use redis::RedisBroker;
 
 /// History retention for one channel, resolved from the channel rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,20 +60,28 @@ pub trait Broker: Send + Sync + 'static {
     /// Identifies this broker's id space; a cursor from another epoch cannot be resumed.
     fn epoch(&self) -> u64;
 
-    /// The newest id assigned so far: "now", for a subscriber starting live.
-    fn head(&self) -> u64;
+    /// A local session starts following `channel`: from when this resolves,
+    /// every message published to it reaches the hub. Returns the newest id
+    /// assigned so far ("now", where a subscriber starting live begins).
+    /// Pair every successful call with one [`Broker::unfollow`].
+    fn follow<'a>(&'a self, channel: &'a Arc<str>) -> BoxFuture<'a, Result<u64, BrokerError>>;
+
+    /// A local session stopped following `channel`.
+    fn unfollow(&self, channel: &str);
 
     fn publish(&self, msg: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>>;
 
-    /// Retained messages of `channel` with ids greater than `after`.
+    /// Retained messages of `channel` with ids greater than `after`; messages
+    /// older than `ttl` count as evicted.
     fn replay<'a>(
         &'a self,
         channel: &'a str,
         after: u64,
+        ttl: Duration,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>>;
 
     /// Retained history length and oldest id of `channel` (for the admin API).
-    fn history_info(&self, channel: &str) -> (usize, Option<u64>);
+    fn history_info<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, (usize, Option<u64>)>;
 
     /// Whether the broker can take publishes (drives `/readyz`).
     fn is_ready(&self) -> bool;

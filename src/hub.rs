@@ -131,6 +131,20 @@ impl Hub {
         list.len()
     }
 
+    /// Tell every local subscriber of `channel` that messages were lost
+    /// before reaching the hub, so each client gets an explicit reset.
+    pub fn lost(&self, channel: &Arc<str>) {
+        let subs = match self.shard(channel).lock() {
+            Ok(map) => map.get(channel).cloned(),
+            Err(_) => None,
+        };
+        let Some(subs) = subs else { return };
+        let Ok(list) = subs.list.read() else { return };
+        for s in list.iter() {
+            s.inbox.mark_lost(channel);
+        }
+    }
+
     /// Messages waiting in the inboxes of `channel`'s subscribers (all of
     /// their channels): what slow clients are holding in memory right now.
     pub fn queued(&self, channel: &str) -> usize {
@@ -198,7 +212,7 @@ mod tests {
         let s2 = hub.subscribe(&a, &i2, SlowClient::Disconnect);
         assert_eq!(hub.channel_count(), 1);
         let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
-        let m = Arc::new(Message::new(a.clone(), "message".into(), &data, 1, None));
+        let m = Arc::new(Message::new(a.clone(), "message".into(), &data, 1, None, 1));
         assert_eq!(hub.fanout(&m), 2);
         assert_eq!(i1.len(), 1);
         hub.unsubscribe(&s1);

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
 use crate::server::Surface;
@@ -58,8 +58,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("broker.kind: redis is not available in this build; use `memory`")]
-    BrokerUnsupported,
+    #[error(transparent)]
+    Redis(#[from] crate::broker::redis::RedisSetupError),
 }
 
 /// The two listening sockets, bound by the caller (port 0 in tests).
@@ -109,11 +109,17 @@ impl Gateway {
     pub fn start(config: Config, listeners: Listeners) -> Result<Handle, StartError> {
         tls::install_crypto_provider();
         let hub = Hub::new();
-        let memory = match config.broker.kind {
-            BrokerKind::Memory => MemoryBroker::new(hub.clone()),
-            BrokerKind::Redis => return Err(StartError::BrokerUnsupported),
+        let (broker, memory, redis): (Arc<dyn Broker>, _, _) = match config.broker.kind {
+            BrokerKind::Memory => {
+                let m = MemoryBroker::new(hub.clone());
+                (m.clone(), Some(m), None)
+            }
+            BrokerKind::Redis => {
+                let cfg = config.broker.redis.clone().unwrap_or_default();
+                let r = RedisBroker::new(hub.clone(), &cfg)?;
+                (r.clone(), None, Some(r))
+            }
         };
-        let broker: Arc<dyn Broker> = memory.clone();
         let public = listeners
             .public
             .local_addr()
@@ -128,8 +134,28 @@ impl Gateway {
                 addr: config.listen.admin,
                 source,
             })?;
-        let state = AppState::new(Settings::new(config)?, hub, broker);
-        memory.spawn_sweeper(Duration::from_secs(5), state.shutdown.clone());
+        let state = AppState::new(Settings::new(config)?, hub, broker, redis.clone());
+        if let Some(memory) = memory {
+            memory.spawn_sweeper(Duration::from_secs(5), state.shutdown.clone());
+        }
+        if let Some(redis) = redis {
+            redis.spawn_link(state.broker_stop.clone());
+            let (a, b) = (state.clone(), state.clone());
+            state.presence.spawn_refresh(
+                move || a.settings().config.realtime.presence_grace,
+                move |channel| {
+                    let settings = b.settings();
+                    match settings.rules.find(channel) {
+                        Some(rule) => rule.history,
+                        None => crate::broker::HistoryPolicy {
+                            size: settings.config.realtime.history.size,
+                            ttl: settings.config.realtime.history.ttl,
+                        },
+                    }
+                },
+                state.broker_stop.clone(),
+            );
+        }
         spawn_limit_eviction(&state);
         tokio::spawn(server::accept_loop(
             state.clone(),
@@ -191,6 +217,7 @@ impl Handle {
                 "grace period over; closing the remaining connections"
             );
         }
+        self.state.broker_stop.cancel();
         clean
     }
 }

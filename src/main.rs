@@ -107,9 +107,10 @@ fn check(path: &std::path::Path) -> ExitCode {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// The server's public URL (subscribers connect here).
+    /// The server's public URL (subscribers connect here). Repeat it to
+    /// spread subscribers round-robin over several instances of a cluster.
     #[arg(long, default_value = "http://127.0.0.1:18080")]
-    url: url::Url,
+    url: Vec<url::Url>,
     /// The publish API base (pushgate: the admin listener).
     #[arg(long, default_value = "http://127.0.0.1:19090")]
     publish: url::Url,
@@ -199,7 +200,7 @@ fn bench(a: BenchArgs) -> ExitCode {
     let mut reports = Vec::new();
     for transport in transports {
         let plan = bench::Plan {
-            url: a.url.clone(),
+            urls: a.url.clone(),
             publish: a.publish.clone(),
             transport,
             subscribers: a.subscribers,

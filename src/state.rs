@@ -79,6 +79,9 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     /// Cancelled once, when the gateway starts draining.
     pub shutdown: CancellationToken,
+    /// Cancelled after the drain: background broker links stop last, so
+    /// publishes keep working while connections drain.
+    pub broker_stop: CancellationToken,
     /// Every connection and session task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     pub stats: Arc<Stats>,
@@ -91,19 +94,25 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(settings: Settings, hub: Hub, broker: Arc<dyn Broker>) -> AppState {
+    pub fn new(
+        settings: Settings,
+        hub: Hub,
+        broker: Arc<dyn Broker>,
+        shared_presence: Option<Arc<crate::broker::RedisBroker>>,
+    ) -> AppState {
         let presence_broker = broker.clone();
         AppState {
             settings: Arc::new(ArcSwap::from_pointee(settings)),
             hub,
             broker,
             shutdown: CancellationToken::new(),
+            broker_stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stats: Arc::new(Stats::default()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             generation: Arc::new(tokio::sync::watch::Sender::new(0)),
             connections: Arc::default(),
-            presence: crate::hub::presence::Presence::new(presence_broker),
+            presence: crate::hub::presence::Presence::new(presence_broker, shared_presence),
         }
     }
 

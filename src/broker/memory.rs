@@ -102,7 +102,9 @@ impl MemoryBroker {
                 }
             }
             let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-            let msg = Arc::new(Message::new(p.channel, p.event, &p.data, seq, p.key));
+            let msg = Arc::new(Message::new(
+                p.channel, p.event, &p.data, seq, p.key, self.epoch,
+            ));
             log.ring.push_back(msg.clone());
             log.expire(msg.published_at);
             self.hub.fanout(&msg);
@@ -183,9 +185,12 @@ impl Broker for MemoryBroker {
         self.epoch
     }
 
-    fn head(&self) -> u64 {
-        self.seq.load(Ordering::Acquire)
+    fn follow<'a>(&'a self, _channel: &'a Arc<str>) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        // The hub registration already routes every later publish here.
+        Box::pin(future::ready(Ok(self.seq.load(Ordering::Acquire))))
     }
+
+    fn unfollow(&self, _channel: &str) {}
 
     fn publish(&self, msg: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>> {
         Box::pin(future::ready(self.publish_now(msg)))
@@ -195,11 +200,23 @@ impl Broker for MemoryBroker {
         &'a self,
         channel: &'a str,
         after: u64,
+        _ttl: Duration,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
+        // Each log carries its own policy, updated on every publish.
         Box::pin(future::ready(Ok(self.replay_now(channel, after))))
     }
 
-    fn history_info(&self, channel: &str) -> (usize, Option<u64>) {
+    fn history_info<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, (usize, Option<u64>)> {
+        Box::pin(future::ready(self.history_now(channel)))
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+impl MemoryBroker {
+    fn history_now(&self, channel: &str) -> (usize, Option<u64>) {
         let log = self
             .shard(channel)
             .lock()
@@ -211,10 +228,6 @@ impl Broker for MemoryBroker {
                 .map(|l| (l.ring.len(), l.ring.front().map(|m| m.seq)))
         })
         .unwrap_or((0, None))
-    }
-
-    fn is_ready(&self) -> bool {
-        true
     }
 }
 
@@ -253,7 +266,10 @@ mod tests {
         );
         assert_eq!(seqs(b.replay_now("a", ids[0])), None, "ids[1] was evicted");
         assert_eq!(seqs(b.replay_now("a", 10_000)), None, "future position");
-        assert_eq!(seqs(b.replay_now("never", b.head())), Some(vec![]));
+        assert_eq!(
+            seqs(b.replay_now("never", b.seq.load(Ordering::Acquire))),
+            Some(vec![])
+        );
     }
 
     #[test]
@@ -262,7 +278,7 @@ mod tests {
         let first = publish(&b, "a", 10, Duration::ZERO);
         std::thread::sleep(Duration::from_millis(2));
         b.sweep();
-        assert_eq!(b.history_info("a"), (0, None));
+        assert_eq!(b.history_now("a"), (0, None));
         assert_eq!(seqs(b.replay_now("a", first - 1)), None);
         assert_eq!(seqs(b.replay_now("a", first)), Some(vec![]));
     }
@@ -283,6 +299,6 @@ mod tests {
         let a = b.publish_now(mk()).unwrap().seq;
         let c = b.publish_now(mk()).unwrap().seq;
         assert_eq!(a, c);
-        assert_eq!(b.history_info("a").0, 1);
+        assert_eq!(b.history_now("a").0, 1);
     }
 }

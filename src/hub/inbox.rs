@@ -26,6 +26,8 @@ struct Shared {
     queue: Mutex<Queue>,
     ready: Notify,
     evicted: CancellationToken,
+    /// Also cancelled on eviction (a transport's connection killer).
+    linked: std::sync::OnceLock<CancellationToken>,
     capacity: usize,
 }
 
@@ -35,13 +37,19 @@ struct Queue {
     /// Channels that lost messages to `drop_oldest` since the last drain (a
     /// conflated channel only ever skips to its newest value: no gap to report).
     gaps: Vec<Arc<str>>,
+    /// Channels whose messages the broker could not deliver (history did not
+    /// cover a broker outage).
+    lost: Vec<Arc<str>>,
 }
 
 /// What a drain produced.
 #[derive(Default)]
 pub struct Drained {
     pub messages: Vec<Arc<Message>>,
+    /// Channels that lost messages because this connection was slow.
     pub gaps: Vec<Arc<str>>,
+    /// Channels that lost messages upstream of the hub.
+    pub lost: Vec<Arc<str>>,
 }
 
 impl Inbox {
@@ -51,6 +59,7 @@ impl Inbox {
                 queue: Mutex::new(Queue::default()),
                 ready: Notify::new(),
                 evicted: CancellationToken::new(),
+                linked: std::sync::OnceLock::new(),
                 capacity: capacity.max(1),
             }),
         }
@@ -70,6 +79,9 @@ impl Inbox {
                     SlowClient::Disconnect => {
                         drop(q);
                         self.shared.evicted.cancel();
+                        if let Some(linked) = self.shared.linked.get() {
+                            linked.cancel();
+                        }
                         self.shared.ready.notify_one();
                         return;
                     }
@@ -100,7 +112,16 @@ impl Inbox {
         if let Ok(mut q) = self.shared.queue.lock() {
             out.messages.extend(q.items.drain(..));
             out.gaps.append(&mut q.gaps);
+            out.lost.append(&mut q.lost);
         }
+    }
+
+    /// Record that `channel` lost messages before they reached the hub.
+    pub fn mark_lost(&self, channel: &Arc<str>) {
+        if let Ok(mut q) = self.shared.queue.lock() {
+            note_gap(&mut q.lost, channel);
+        }
+        self.shared.ready.notify_one();
     }
 
     pub fn len(&self) -> usize {
@@ -109,6 +130,15 @@ impl Inbox {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Cancel `token` too when this inbox is evicted: for transports where
+    /// nothing would notice an eviction while the client's socket is full.
+    pub fn link_eviction(&self, token: CancellationToken) {
+        if self.shared.evicted.is_cancelled() {
+            token.cancel();
+        }
+        let _ = self.shared.linked.set(token);
     }
 
     /// Cancelled when the connection fell too far behind under `disconnect`.
@@ -141,6 +171,7 @@ mod tests {
             &data,
             seq,
             None,
+            1,
         ))
     }
 

@@ -39,6 +39,8 @@ pub struct Message {
     pub event: Arc<str>,
     /// Position of this message, unique and increasing within the broker's epoch.
     pub seq: u64,
+    /// The broker epoch `seq` belongs to.
+    pub epoch: u64,
     /// Publisher-supplied idempotency key, if any.
     pub key: Option<Box<str>>,
     /// When the broker accepted it (for publish-to-delivery latency and TTL).
@@ -57,6 +59,7 @@ impl Message {
         data: &RawValue,
         seq: u64,
         key: Option<Box<str>>,
+        epoch: u64,
     ) -> Message {
         let data = data.get();
         let mut wire = BytesMut::with_capacity(64 + channel.len() + event.len() + data.len());
@@ -72,6 +75,7 @@ impl Message {
             channel,
             event,
             seq,
+            epoch,
             key,
             published_at: Instant::now(),
             wire: wire.freeze(),
@@ -111,7 +115,7 @@ mod tests {
     #[test]
     fn wire_json_is_valid_and_shared() {
         let data = serde_json::value::to_raw_value(&serde_json::json!({"a":[1,"x\ny"]})).unwrap();
-        let m = Message::new("orders.1".into(), "created".into(), &data, 42, None);
+        let m = Message::new("orders.1".into(), "created".into(), &data, 42, None, 1);
         let mut out = BytesMut::new();
         m.write_json("c1", &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -6,12 +6,17 @@
 //! `presence` events, `{"action":"join"|"leave","subject":…}`, through the
 //! broker like any message. The grace period means a reconnect does not make
 //! a member flap, and a vanished client is gone once it expires: no ghosts.
+//!
+//! With the Redis broker, membership is shared by every instance (see
+//! `broker/redis/presence.rs`): this instance keeps its local members'
+//! entries alive every third of the grace period, and the grace period is the
+//! entries' expiry, so a crashed instance's members disappear within it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::broker::{Broker, HistoryPolicy, Publish};
+use crate::broker::{Broker, HistoryPolicy, Publish, RedisBroker};
 
 #[derive(Default)]
 struct Member {
@@ -22,19 +27,54 @@ struct Member {
 
 pub struct Presence {
     broker: Arc<dyn Broker>,
+    /// Set when membership is shared through Redis.
+    shared: Option<Arc<RedisBroker>>,
     members: Mutex<HashMap<Arc<str>, HashMap<String, Member>>>,
 }
 
 impl Presence {
-    pub fn new(broker: Arc<dyn Broker>) -> Arc<Presence> {
+    pub fn new(broker: Arc<dyn Broker>, shared: Option<Arc<RedisBroker>>) -> Arc<Presence> {
         Arc::new(Presence {
             broker,
+            shared,
             members: Mutex::new(HashMap::new()),
         })
     }
 
     /// A connection of `subject` joined `channel`.
-    pub fn join(self: &Arc<Self>, channel: &Arc<str>, subject: &str, history: HistoryPolicy) {
+    pub fn join(
+        self: &Arc<Self>,
+        channel: &Arc<str>,
+        subject: &str,
+        history: HistoryPolicy,
+        grace: Duration,
+    ) {
+        if let Some(redis) = &self.shared {
+            let first_here = {
+                let Ok(mut all) = self.members.lock() else {
+                    return;
+                };
+                let member = all
+                    .entry(channel.clone())
+                    .or_default()
+                    .entry(subject.to_string())
+                    .or_default();
+                member.connections += 1;
+                member.connections == 1
+            };
+            if first_here {
+                let (this, redis) = (self.clone(), redis.clone());
+                let (channel, subject) = (channel.clone(), subject.to_string());
+                tokio::spawn(async move {
+                    match redis.presence_join(&channel, &subject, grace).await {
+                        Ok(true) => this.announce(&channel, &subject, "join", history),
+                        Ok(false) => {}
+                        Err(error) => tracing::warn!(%error, "presence join not shared"),
+                    }
+                });
+            }
+            return;
+        }
         let fresh = {
             let Ok(mut all) = self.members.lock() else {
                 return;
@@ -63,6 +103,24 @@ impl Presence {
         grace: Duration,
         history: HistoryPolicy,
     ) {
+        if self.shared.is_some() {
+            // Stop refreshing: the shared entry expires after `grace` unless
+            // this or another instance still holds the subject.
+            if let Ok(mut all) = self.members.lock() {
+                if let Some(members) = all.get_mut(channel) {
+                    if let Some(m) = members.get_mut(subject) {
+                        m.connections = m.connections.saturating_sub(1);
+                        if m.connections == 0 {
+                            members.remove(subject);
+                        }
+                    }
+                    if members.is_empty() {
+                        all.remove(channel);
+                    }
+                }
+            }
+            return;
+        }
         let generation = {
             let Ok(mut all) = self.members.lock() else {
                 return;
@@ -106,8 +164,60 @@ impl Presence {
         });
     }
 
-    /// Current members of `channel`, sorted.
-    pub fn list(&self, channel: &str) -> Vec<String> {
+    /// Current members of `channel`, sorted (on every instance when shared).
+    pub async fn list(&self, channel: &str) -> Vec<String> {
+        if let Some(redis) = &self.shared {
+            return redis.presence_list(channel).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "presence list unavailable");
+                Vec::new()
+            });
+        }
+        self.list_local(channel)
+    }
+
+    /// Keep shared entries alive and announce the leaves that expired, every
+    /// third of `grace()` until `stop`; `history` gives a channel's policy for
+    /// the leave events. Does nothing without Redis.
+    pub fn spawn_refresh(
+        self: &Arc<Self>,
+        grace: impl Fn() -> Duration + Send + 'static,
+        history: impl Fn(&str) -> HistoryPolicy + Send + 'static,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let Some(redis) = self.shared.clone() else {
+            return;
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let grace = grace();
+                let every = (grace / 3).max(Duration::from_millis(50));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                let local: Vec<(String, String)> = match this.members.lock() {
+                    Ok(all) => all
+                        .iter()
+                        .flat_map(|(c, m)| m.keys().map(move |s| (c.to_string(), s.clone())))
+                        .collect(),
+                    Err(_) => continue,
+                };
+                match redis.presence_refresh(&local, grace).await {
+                    Ok(gone) => {
+                        for (channel, subject) in gone {
+                            let channel: Arc<str> = channel.into();
+                            let policy = history(&channel);
+                            this.announce(&channel, &subject, "leave", policy);
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "presence refresh failed"),
+                }
+            }
+        });
+    }
+
+    fn list_local(&self, channel: &str) -> Vec<String> {
         let mut out: Vec<String> = self
             .members
             .lock()

@@ -58,6 +58,8 @@ struct Followed {
     sub: SubscriptionId,
     terms: Terms,
     member: Option<String>,
+    /// The broker confirmed it routes this channel here (paired with unfollow).
+    followed: bool,
 }
 
 pub struct Session {
@@ -144,16 +146,35 @@ impl Session {
             return Ok(());
         }
         let resume = from.and_then(|c| c.get(channel).map(|pos| (c.epoch, pos)));
-        let head = self.broker.head();
+        // Hub first, then the broker: once `follow` resolves, every message
+        // after `head` reaches this inbox, and history covers what came before.
         let sub = self.hub.subscribe(channel, &self.inbox, terms.slow_client);
-        let member = self.subject.clone().filter(|_| terms.presence);
-        if let Some(m) = &member {
-            self.presence.join(channel, m, terms.history);
+        self.subs.push(Followed {
+            sub,
+            terms,
+            member: None,
+            followed: false,
+        });
+        let head = match self.broker.follow(channel).await {
+            Ok(head) => head,
+            Err(e) => {
+                self.unsubscribe(channel);
+                return Err(e);
+            }
+        };
+        let epoch = self.broker.epoch();
+        self.rebase(epoch, out);
+        if let Some(f) = self.subs.last_mut() {
+            f.followed = true;
+            f.member = self.subject.clone().filter(|_| terms.presence);
+            if let Some(m) = &f.member {
+                self.presence
+                    .join(channel, m, terms.history, self.presence_grace);
+            }
         }
-        self.subs.push(Followed { sub, terms, member });
         match resume {
             None => self.cursor.set(channel, head),
-            Some((epoch, _)) if epoch != self.broker.epoch() => {
+            Some((from_epoch, _)) if from_epoch != epoch => {
                 self.metrics.replay("reset");
                 self.cursor.set(channel, head);
                 out.push(Out::Reset {
@@ -161,7 +182,7 @@ impl Session {
                     reason: "history",
                 });
             }
-            Some((_, pos)) => match self.broker.replay(channel, pos).await {
+            Some((_, pos)) => match self.broker.replay(channel, pos, terms.history.ttl).await {
                 Ok(Replay::Messages(msgs)) => {
                     self.metrics.replay("hit");
                     self.cursor.set(channel, pos);
@@ -219,6 +240,20 @@ impl Session {
     pub fn drain(&mut self, out: &mut Vec<Out>) {
         let mut d = Drained::default();
         self.inbox.drain(&mut d);
+        // A rebase already resets every channel; a loss is then old news.
+        let rebased = self.rebase(self.broker.epoch(), out);
+        let lost: Vec<_> = d
+            .lost
+            .into_iter()
+            .filter(|c| !rebased && self.is_subscribed(c))
+            .collect();
+        if !lost.is_empty() {
+            self.metrics.replay("reset");
+            out.push(Out::Reset {
+                channels: lost,
+                reason: "history",
+            });
+        }
         if !d.gaps.is_empty() {
             let channels: Vec<_> = d
                 .gaps
@@ -247,7 +282,7 @@ impl Session {
     pub fn advance(&mut self, item: &Out) -> bool {
         match item {
             Out::Message(m) => match self.cursor.get(&m.channel) {
-                Some(pos) if m.seq > pos => {
+                Some(pos) if m.seq > pos && m.epoch == self.cursor.epoch => {
                     self.cursor.set(&m.channel, m.seq);
                     self.metrics.delivered.inc();
                     self.metrics.observe_delivery(m.published_at.elapsed());
@@ -269,11 +304,36 @@ impl Session {
     pub fn cursor(&self) -> &Cursor {
         &self.cursor
     }
+
+    /// The broker's id space changed under us (a Redis that lost its data):
+    /// positions from the old epoch mean nothing now. Start every followed
+    /// channel from the beginning of the new epoch and tell the client.
+    fn rebase(&mut self, epoch: u64, out: &mut Vec<Out>) -> bool {
+        if self.cursor.epoch == epoch {
+            return false;
+        }
+        let channels: Vec<Arc<str>> = self.cursor.channels().cloned().collect();
+        self.cursor = Cursor::new(epoch);
+        for c in &channels {
+            self.cursor.set(c, 0);
+        }
+        if !channels.is_empty() {
+            self.metrics.replay("reset");
+            out.push(Out::Reset {
+                channels,
+                reason: "history",
+            });
+        }
+        true
+    }
 }
 
 impl Session {
     fn forget(&self, f: Followed) {
         self.hub.unsubscribe(&f.sub);
+        if f.followed {
+            self.broker.unfollow(&f.sub.channel);
+        }
         if let Some(m) = &f.member {
             self.presence
                 .leave(&f.sub.channel, m, self.presence_grace, f.terms.history);

@@ -1,10 +1,11 @@
 //! Server-Sent Events transport (`GET /realtime/sse?channels=a,b`).
 //!
 //! Each event's `id:` is the connection's cursor, so a browser's automatic
-//! reconnect (`Last-Event-ID`) resumes exactly. A pump task turns the
-//! session's output into SSE text and feeds it through a small bounded channel
-//! into the response body; when the client stops reading, the inbox is
-//! evicted and the pump drops the whole connection rather than wait on it.
+//! reconnect (`Last-Event-ID`) resumes exactly. The response body itself
+//! turns the session's output into SSE text when the connection polls it, so
+//! a delivery wakes one task, not two. When the client stops reading, its
+//! inbox fills and is evicted, which cuts the whole connection (nothing would
+//! poll the body of a connection whose socket is full).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -14,8 +15,11 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
-use tracing::Instrument;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body_util::BodyExt;
 
 use super::session::{Out, Session, reset_json};
 use super::{Opened, open_session, query};
@@ -54,22 +58,9 @@ pub async fn open(
         conn = conn.as_ref().map(|c| c.id),
         subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );
-    let (tx, rx) = mpsc::channel(4);
     let heartbeat = rt.heartbeat;
-    state.tasks.clone().spawn(
-        Pump {
-            state,
-            client,
-            kick: Default::default(),
-            session,
-            tx,
-            kill,
-            buf: BytesMut::with_capacity(512),
-        }
-        .run(out, heartbeat)
-        .instrument(span),
-    );
-    let mut resp = Response::new(reply::channel_body(rx));
+    let stream = SseStream::new(state, client, session, kill, out, heartbeat);
+    let mut resp = Response::new(SseBody::new(stream, span).boxed());
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -80,68 +71,153 @@ pub async fn open(
     resp
 }
 
-struct Pump {
+type NextChunk = Pin<Box<dyn Future<Output = Option<(Bytes, SseStream)>> + Send>>;
+
+/// The response body: polls the stream in the connection's own task, so a
+/// delivery costs one wake-up (no pump task, no channel in between).
+struct SseBody {
+    /// `Mutex` only to make the body `Sync`; `get_mut` never locks.
+    next: std::sync::Mutex<Option<NextChunk>>,
+    span: tracing::Span,
+}
+
+impl SseBody {
+    fn new(stream: SseStream, span: tracing::Span) -> SseBody {
+        SseBody {
+            next: std::sync::Mutex::new(Some(Box::pin(stream.next_owned()))),
+            span,
+        }
+    }
+}
+
+impl http_body::Body for SseBody {
+    type Data = Bytes;
+    type Error = reply::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, reply::BoxError>>> {
+        let this = self.get_mut();
+        let _enter = this.span.enter();
+        let slot = this.next.get_mut().unwrap_or_else(|e| e.into_inner());
+        let Some(fut) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match fut.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                *slot = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some((bytes, stream))) => {
+                *slot = Some(Box::pin(stream.next_owned()));
+                Poll::Ready(Some(Ok(http_body::Frame::data(bytes))))
+            }
+        }
+    }
+}
+
+/// One SSE subscriber: its session, what it owes the client, and why it ended.
+struct SseStream {
     state: AppState,
     /// Holds the client's connection slot while the stream is open.
     client: super::Client,
-    /// Cancelled by `POST /disconnect`.
-    kick: tokio_util::sync::CancellationToken,
     session: Session,
-    tx: mpsc::Sender<Bytes>,
-    kill: ConnKill,
+    out: Vec<Out>,
     buf: BytesMut,
+    tick: tokio::time::Interval,
+    generation: tokio::sync::watch::Receiver<u64>,
+    /// Cancelled by `POST /disconnect`.
+    registration: crate::connections::Registration,
+    started: bool,
+    done: bool,
+    reason: &'static str,
+    _gauge: Gauge,
 }
 
-impl Pump {
-    async fn run(mut self, out: Vec<Out>, heartbeat: Duration) {
-        let _gauge = Gauge::enter(&self.state.stats, |s| &s.sse);
-        self.state.metrics.connect("sse");
-        let subject = self.client.identity.as_ref().map(|i| i.subject.clone());
+impl SseStream {
+    fn new(
+        state: AppState,
+        client: super::Client,
+        session: Session,
+        kill: ConnKill,
+        out: Vec<Out>,
+        heartbeat: Duration,
+    ) -> SseStream {
+        // A client too slow for its queue is cut at the connection: nothing
+        // polls this body while its socket is full, so the inbox does it.
+        session.inbox().link_eviction(kill.0);
+        let subject = client.identity.as_ref().map(|i| i.subject.clone());
         let registration =
-            self.state
+            state
                 .connections
-                .register(self.state.stats.conn_id(), subject.as_deref(), "sse");
-        self.kick = registration.kick.clone();
-        let reason = self.pump(out, heartbeat).await;
-        self.state.metrics.disconnect("sse", reason);
+                .register(state.stats.conn_id(), subject.as_deref(), "sse");
+        state.metrics.connect("sse");
+        let generation = state.generation.subscribe();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        SseStream {
+            _gauge: Gauge::enter(&state.stats, |s| &s.sse),
+            state,
+            client,
+            session,
+            out,
+            buf: BytesMut::with_capacity(512),
+            tick,
+            generation,
+            registration,
+            started: false,
+            done: false,
+            reason: "client",
+        }
     }
 
-    async fn pump(&mut self, mut out: Vec<Out>, heartbeat: Duration) -> &'static str {
-        // The starting cursor, before any message: a client that loses the
-        // stream before the first event still resumes every channel it asked for.
-        let cursor = self.session.cursor_text().to_string();
-        let _ = write!(self.buf, "retry: {RETRY_MS}\nid: {cursor}\n: pushgate\n\n");
-        self.render(&mut out);
-        if !self.send().await {
-            return "client";
+    async fn next_owned(mut self) -> Option<(Bytes, SseStream)> {
+        let chunk = self.next_chunk().await?;
+        Some((chunk, self))
+    }
+
+    /// The next text to send, or `None` when the stream should end.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
         }
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        if !self.started {
+            self.started = true;
+            // The starting cursor, before any message: a client that loses the
+            // stream before the first event still resumes every channel it asked for.
+            let cursor = self.session.cursor_text().to_string();
+            let _ = write!(self.buf, "retry: {RETRY_MS}\nid: {cursor}\n: pushgate\n\n");
+            let mut out = std::mem::take(&mut self.out);
+            self.render(&mut out);
+            self.out = out;
+            return Some(self.buf.split().freeze());
+        }
         let inbox = self.session.inbox().clone();
-        let evicted = inbox.evicted().clone();
         let shutdown = self.state.shutdown.clone();
-        let mut generation = self.state.generation.subscribe();
-        let kick = self.kick.clone();
+        let kick = self.registration.kick.clone();
         loop {
-            let ok = tokio::select! {
+            tokio::select! {
                 biased;
-                _ = kick.cancelled() => return "operator",
+                _ = kick.cancelled() => {
+                    self.reason = "operator";
+                    return None;
+                }
                 _ = shutdown.cancelled() => {
                     let _ = write!(self.buf, "retry: 500\nevent: reconnect\ndata: {{\"type\":\"reconnect\",\"reason\":\"restart\"}}\n\n");
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.send()).await;
-                    return "shutdown";
+                    self.done = true;
+                    self.reason = "shutdown";
                 }
-                _ = evicted.cancelled() => false,
-                _ = self.tx.closed() => return "client",
+                _ = inbox.evicted().cancelled() => return None,
                 _ = inbox.ready() => {
+                    let mut out = std::mem::take(&mut self.out);
                     self.session.drain(&mut out);
                     self.render(&mut out);
-                    self.send().await
+                    self.out = out;
                 }
-                _ = tick.tick() => {
-                    self.buf.put_slice(b": hb\n\n");
-                    self.send().await
-                }
-                _ = generation.changed() => {
+                _ = self.tick.tick() => self.buf.put_slice(b": hb\n\n"),
+                _ = self.generation.changed() => {
                     let settings = self.state.settings();
                     let gone = self.session.revoke_forbidden(&settings.rules, self.client.identity.as_ref());
                     for channel in &gone {
@@ -151,24 +227,18 @@ impl Pump {
                         );
                     }
                     if !gone.is_empty() && self.session.channel_count() == 0 {
-                        let _ = self.send().await;
-                        return "forbidden";
+                        self.done = true;
+                        self.reason = "forbidden";
                     }
-                    self.send().await
                 }
-            };
-            if !ok {
-                break;
+            }
+            if !self.buf.is_empty() {
+                return Some(self.buf.split().freeze());
+            }
+            if self.done {
+                return None;
             }
         }
-        if evicted.is_cancelled() {
-            // The browser reconnects with its Last-Event-ID and resumes from history.
-            self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("slow SSE client cut off");
-            self.kill.0.cancel();
-            return "slow_client";
-        }
-        "client"
     }
 
     /// Append SSE text for `out` to the buffer.
@@ -201,17 +271,16 @@ impl Pump {
             .delivered
             .fetch_add(delivered, Ordering::Relaxed);
     }
+}
 
-    /// Hand the buffered text to the body; false when the client is gone or evicted.
-    async fn send(&mut self) -> bool {
-        if self.buf.is_empty() {
-            return true;
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        if self.session.inbox().evicted().is_cancelled() {
+            // The browser reconnects with its Last-Event-ID and resumes from history.
+            self.reason = "slow_client";
+            self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("slow SSE client cut off");
         }
-        let bytes = self.buf.split().freeze();
-        let evicted = self.session.inbox().evicted().clone();
-        tokio::select! {
-            r = self.tx.send(bytes) => r.is_ok(),
-            _ = evicted.cancelled() => false,
-        }
+        self.state.metrics.disconnect("sse", self.reason);
     }
 }

@@ -7,6 +7,7 @@ mod abuse;
 mod auth;
 mod cli;
 mod client_http;
+mod cluster;
 mod ingest;
 mod limits;
 mod poll;

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 pub mod backend;
+pub mod redis;
 
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;

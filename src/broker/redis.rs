@@ -1,0 +1,569 @@
+//! The multi-node broker: Redis holds the ids, the history and the fan-out
+//! between instances; each instance's hub still does the local fan-out.
+//!
+//! - Ids come from one Redis counter under one epoch, so a cursor issued by
+//!   any instance resumes on any other. The epoch is a random value stored in
+//!   Redis (`SET NX`); if Redis loses its data the epoch changes and every old
+//!   cursor gets an honest `reset`, never a silent hole.
+//! - A publish is one Lua script (`redis/publish.lua`): next id, append to the
+//!   channel's history (a sorted set scored by id), trim by size and age,
+//!   remember the newest evicted id (the channel's floor), and `PUBLISH` the
+//!   message to the channel's pub/sub topic — atomically, so every instance
+//!   sees a channel's messages in id order.
+//! - An instance subscribes to a channel's topic only while it has local
+//!   subscribers ([`Link`], in `redis/link.rs`): no node receives traffic it
+//!   cannot deliver.
+//! - While Redis is unreachable, publishes fail with [`BrokerError::Unavailable`]
+//!   (answered 503: never acknowledged and dropped), `/readyz` says not ready,
+//!   live connections stay open, and after the link returns every followed
+//!   channel is caught up from history before live delivery resumes.
+
+mod link;
+mod presence;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use futures_util::future::BoxFuture;
+use redis::aio::ConnectionManager;
+use serde_json::value::RawValue;
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Broker, BrokerError, Publish, Replay};
+use crate::config::RedisConfig;
+use crate::hub::{Hub, Message};
+
+/// How long a subscribe waits for the channel's Redis subscription.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on any single Redis command, so an outage answers instead of hanging.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Redis key names under the configured prefix.
+#[derive(Clone, Debug)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+    fn seq(&self) -> String {
+        format!("{}:seq", self.prefix)
+    }
+    fn history(&self, channel: &str) -> String {
+        format!("{}:h:{channel}", self.prefix)
+    }
+    fn last(&self) -> String {
+        format!("{}:last", self.prefix)
+    }
+    fn floor(&self) -> String {
+        format!("{}:floor", self.prefix)
+    }
+    fn idempotency(&self, channel: &str, key: &str) -> String {
+        format!("{}:k:{channel}:{key}", self.prefix)
+    }
+    /// The pub/sub topic carrying `channel`'s messages between instances.
+    fn topic(&self, channel: &str) -> String {
+        format!("{}:c:{channel}", self.prefix)
+    }
+    fn topic_prefix(&self) -> String {
+        format!("{}:c:", self.prefix)
+    }
+}
+
+/// One channel this instance follows because local clients subscribe to it.
+#[derive(Default)]
+struct Follow {
+    /// Local subscriptions (sessions) following the channel.
+    count: usize,
+    /// Whether the Redis subscription is confirmed on the current link.
+    subscribed: bool,
+    /// Newest id handed to the hub; older or equal ids are duplicates.
+    last: u64,
+    /// Head when the channel was first followed: catch-up starts here when
+    /// nothing was delivered yet.
+    base: u64,
+    /// Set when the link was lost while following: replay before going live.
+    catch_up: bool,
+    /// When `count` last dropped to zero: the subscription lingers a moment,
+    /// so long-poll clients coming back do not churn SUBSCRIBE/UNSUBSCRIBE.
+    idle_since: Option<Instant>,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+pub struct RedisBroker {
+    hub: Hub,
+    keys: Keys,
+    client: redis::Client,
+    /// Command connection; reconnects by itself. `None` until first created.
+    commands: ArcSwapOption<ConnectionManager>,
+    epoch: AtomicU64,
+    /// The pub/sub link is up (drives `/readyz`).
+    linked: AtomicBool,
+    follows: Mutex<HashMap<Arc<str>, Follow>>,
+    /// Wakes the link task to reconcile subscriptions with `follows`.
+    wake: Notify,
+    publish_script: redis::Script,
+    replay_script: redis::Script,
+    presence_join_script: redis::Script,
+    presence_refresh_script: redis::Script,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    #[error("broker.redis.url: {0}")]
+    Url(#[from] redis::RedisError),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisBroker {
+    /// Create the broker; [`RedisBroker::spawn_link`] connects it.
+    pub fn new(hub: Hub, config: &RedisConfig) -> Result<Arc<RedisBroker>, RedisSetupError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let broker = Arc::new(RedisBroker {
+            hub,
+            keys: Keys {
+                prefix: config.prefix.clone(),
+            },
+            client,
+            commands: ArcSwapOption::empty(),
+            epoch: AtomicU64::new(0),
+            linked: AtomicBool::new(false),
+            follows: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            publish_script: redis::Script::new(include_str!("redis/publish.lua")),
+            replay_script: redis::Script::new(include_str!("redis/replay.lua")),
+            presence_join_script: redis::Script::new(include_str!("redis/presence_join.lua")),
+            presence_refresh_script: redis::Script::new(include_str!("redis/presence_refresh.lua")),
+        });
+        Ok(broker)
+    }
+
+    /// Start the link to Redis in the background until `shutdown`. Redis need
+    /// not be up yet: the link retries with backoff, and until it is up the
+    /// broker reports not ready and refuses publishes.
+    pub fn spawn_link(self: &Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(link::run(Arc::downgrade(self), shutdown));
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, BrokerError> {
+        self.commands
+            .load_full()
+            .map(|c| (*c).clone())
+            .ok_or_else(|| unavailable("not connected yet"))
+    }
+
+    /// Run a command with the bound every Redis call here has.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BrokerError> {
+        match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("command timed out")),
+        }
+    }
+
+    /// Read the shared epoch, creating it when Redis has none (first start,
+    /// or Redis lost its data).
+    async fn establish_epoch(&self) -> Result<u64, BrokerError> {
+        let mut conn = self.connection()?;
+        let fresh = format!("{:x}", rand::random::<u64>() >> 12 | 1);
+        let key = self.keys.epoch();
+        let (current,): (Option<String>,) = self
+            .call(
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(&fresh)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let epoch = current
+            .and_then(|e| u64::from_str_radix(&e, 16).ok())
+            .ok_or_else(|| unavailable("epoch key holds no epoch"))?;
+        self.adopt_epoch(epoch);
+        Ok(epoch)
+    }
+
+    /// Switch to `epoch` (read from Redis, or seen on a message the publish
+    /// script stamped after checking it). When it differs from a previous
+    /// one, Redis lost its data: ids restart, so per-channel dedupe restarts
+    /// too, and every local subscriber is told its history is gone.
+    fn adopt_epoch(&self, epoch: u64) {
+        let old = self.epoch.swap(epoch, Ordering::AcqRel);
+        if old == 0 || old == epoch {
+            return;
+        }
+        tracing::warn!(
+            old = format_args!("{old:x}"),
+            new = format_args!("{epoch:x}"),
+            "redis epoch changed (redis lost its data): clients resume with a reset"
+        );
+        let channels: Vec<Arc<str>> = match self.follows.lock() {
+            Ok(mut follows) => follows
+                .iter_mut()
+                .map(|(name, f)| {
+                    f.last = 0;
+                    f.base = 0;
+                    f.catch_up = false;
+                    name.clone()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for c in &channels {
+            self.hub.lost(c);
+        }
+    }
+
+    async fn head_now(&self) -> Result<u64, BrokerError> {
+        let mut conn = self.connection()?;
+        let head: Option<u64> = self
+            .call(
+                redis::cmd("GET")
+                    .arg(self.keys.seq())
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(head.unwrap_or(0))
+    }
+
+    fn epoch_hex(&self) -> String {
+        format!("{:x}", self.epoch.load(Ordering::Acquire))
+    }
+
+    async fn publish_once(&self, p: &Publish, body: &str) -> Result<Published, BrokerError> {
+        let mut conn = self.connection()?;
+        let channel = &*p.channel;
+        let idem = match &p.key {
+            Some(k) => self.keys.idempotency(channel, k),
+            None => self.keys.idempotency(channel, ""),
+        };
+        let ttl_ms = p.history.ttl.as_millis().min(u64::MAX as u128) as u64;
+        let mut inv = self.publish_script.prepare_invoke();
+        inv.key(self.keys.epoch())
+            .key(self.keys.seq())
+            .key(self.keys.history(channel))
+            .key(self.keys.last())
+            .key(self.keys.floor())
+            .key(idem)
+            .arg(self.epoch_hex())
+            .arg(channel)
+            .arg(body)
+            .arg(p.history.size)
+            .arg(ttl_ms)
+            .arg(self.keys.topic(channel))
+            .arg(if p.key.is_some() { "1" } else { "0" });
+        let (code, payload): (i64, String) = self.call(inv.invoke_async(&mut conn)).await?;
+        Ok(match code {
+            -1 => Published::StaleEpoch,
+            _ => Published::Member(payload),
+        })
+    }
+
+    async fn replay_once(
+        &self,
+        channel: &str,
+        after: u64,
+        ttl: Duration,
+    ) -> Result<Option<ReplayAnswer>, BrokerError> {
+        let mut conn = self.connection()?;
+        let mut inv = self.replay_script.prepare_invoke();
+        inv.key(self.keys.epoch())
+            .key(self.keys.seq())
+            .key(self.keys.history(channel))
+            .key(self.keys.last())
+            .key(self.keys.floor())
+            .arg(self.epoch_hex())
+            .arg(channel)
+            .arg(after)
+            .arg(ttl.as_millis().min(u64::MAX as u128) as u64);
+        let answer: Vec<redis::Value> = self.call(inv.invoke_async(&mut conn)).await?;
+        let code = match answer.first() {
+            Some(redis::Value::Int(c)) => *c,
+            _ => return Err(unavailable("unexpected replay answer")),
+        };
+        match code {
+            -1 => Ok(None),
+            0 => Ok(Some(ReplayAnswer::Gap)),
+            _ => {
+                let epoch = self.epoch.load(Ordering::Acquire);
+                let mut msgs = Vec::with_capacity(answer.len() - 1);
+                for v in &answer[1..] {
+                    let redis::Value::BulkString(bytes) = v else {
+                        return Err(unavailable("unexpected history entry"));
+                    };
+                    let text = std::str::from_utf8(bytes).map_err(unavailable)?;
+                    msgs.push(Arc::new(decode_member(channel.into(), epoch, text)?));
+                }
+                Ok(Some(ReplayAnswer::Messages(msgs)))
+            }
+        }
+    }
+
+    /// Replay for the link's catch-up and for sessions. A position from an
+    /// epoch Redis no longer has is a gap (after adopting the new epoch).
+    async fn replay_checked(
+        &self,
+        channel: &str,
+        after: u64,
+        ttl: Duration,
+    ) -> Result<Replay, BrokerError> {
+        match self.replay_once(channel, after, ttl).await? {
+            Some(ReplayAnswer::Messages(m)) => Ok(Replay::Messages(m)),
+            Some(ReplayAnswer::Gap) => Ok(Replay::Gap),
+            None => {
+                self.establish_epoch().await?;
+                Ok(Replay::Gap)
+            }
+        }
+    }
+
+    async fn follow_inner(&self, channel: &Arc<str>) -> Result<u64, BrokerError> {
+        let wait = {
+            let mut follows = self.follows.lock().map_err(|_| unavailable("poisoned"))?;
+            let f = follows.entry(channel.clone()).or_default();
+            f.count += 1;
+            f.idle_since = None;
+            if f.subscribed {
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                f.waiters.push(tx);
+                Some(rx)
+            }
+        };
+        if let Some(rx) = wait {
+            if !self.linked.load(Ordering::Acquire) {
+                // Fail fast: the client retries, rather than hanging on an outage.
+                return Err(unavailable("not connected"));
+            }
+            self.wake.notify_one();
+            match tokio::time::timeout(FOLLOW_TIMEOUT, rx).await {
+                Ok(Ok(())) => {}
+                _ => return Err(unavailable("channel subscription not confirmed")),
+            }
+        }
+        let head = self.head_now().await?;
+        if let Ok(mut follows) = self.follows.lock() {
+            if let Some(f) = follows.get_mut(channel) {
+                if f.base == 0 {
+                    f.base = head;
+                }
+            }
+        }
+        Ok(head)
+    }
+
+    /// A message arrived on a followed topic: hand it to the hub once, in order.
+    fn deliver(&self, topic: &str, payload: &[u8]) {
+        let Some(channel) = topic.strip_prefix(&self.keys.topic_prefix()) else {
+            return;
+        };
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        let Some((epoch, member)) = text.split_once(':') else {
+            return;
+        };
+        let Ok(epoch) = u64::from_str_radix(epoch, 16) else {
+            return;
+        };
+        // The publish script checked this epoch against Redis, and one link
+        // delivers in order: a new epoch here means Redis lost its data.
+        self.adopt_epoch(epoch);
+        let (channel, seq) = {
+            let Ok(mut follows) = self.follows.lock() else {
+                return;
+            };
+            let Some(name) = follows.get_key_value(channel).map(|(k, _)| k.clone()) else {
+                return;
+            };
+            let Some(follow) = follows.get_mut(channel) else {
+                return;
+            };
+            let Some(seq) = member.split(':').next().and_then(|s| s.parse::<u64>().ok()) else {
+                return;
+            };
+            if seq <= follow.last {
+                return;
+            }
+            follow.last = seq;
+            (name.clone(), seq)
+        };
+        match decode_member(channel, epoch, member) {
+            Ok(msg) => {
+                debug_assert_eq!(msg.seq, seq);
+                self.hub.fanout(&Arc::new(msg));
+            }
+            Err(error) => tracing::warn!(%error, "undecodable message from redis skipped"),
+        }
+    }
+}
+
+enum Published {
+    Member(String),
+    StaleEpoch,
+}
+
+enum ReplayAnswer {
+    Messages(Vec<Arc<Message>>),
+    Gap,
+}
+
+/// The stored form of a message: `seq:unix_ms:{"e":event,"k":key,"d":data}`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Body<'a> {
+    #[serde(borrow)]
+    e: &'a str,
+    #[serde(borrow)]
+    k: Option<&'a str>,
+    #[serde(borrow)]
+    d: &'a RawValue,
+}
+
+fn encode_body(p: &Publish) -> Result<String, BrokerError> {
+    serde_json::to_string(&Body {
+        e: &p.event,
+        k: p.key.as_deref(),
+        d: &p.data,
+    })
+    .map_err(unavailable)
+}
+
+fn decode_member(channel: Arc<str>, epoch: u64, member: &str) -> Result<Message, BrokerError> {
+    let bad = || unavailable("malformed history entry");
+    let mut parts = member.splitn(3, ':');
+    let seq = parts
+        .next()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(bad)?;
+    let ms = parts
+        .next()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(bad)?;
+    let body: Body<'_> = serde_json::from_str(parts.next().ok_or_else(bad)?).map_err(|_| bad())?;
+    let mut msg = Message::new(
+        channel,
+        body.e.into(),
+        body.d,
+        seq,
+        body.k.map(Into::into),
+        epoch,
+    );
+    // Latency and age count from the publish, on whichever instance it was.
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(ms);
+    let age = Duration::from_millis(now_ms.saturating_sub(ms));
+    msg.published_at = Instant::now().checked_sub(age).unwrap_or(msg.published_at);
+    Ok(msg)
+}
+
+impl Broker for RedisBroker {
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn follow<'a>(&'a self, channel: &'a Arc<str>) -> BoxFuture<'a, Result<u64, BrokerError>> {
+        Box::pin(async move {
+            let head = self.follow_inner(channel).await;
+            if head.is_err() {
+                // The caller will not unfollow a failed follow.
+                self.unfollow(channel);
+            }
+            head
+        })
+    }
+
+    fn unfollow(&self, channel: &str) {
+        let idle = match self.follows.lock() {
+            Ok(mut follows) => match follows.get_mut(channel) {
+                Some(f) => {
+                    f.count = f.count.saturating_sub(1);
+                    if f.count == 0 {
+                        f.idle_since = Some(Instant::now());
+                    }
+                    f.count == 0 && !f.subscribed
+                }
+                None => false,
+            },
+            Err(_) => false,
+        };
+        if idle {
+            self.wake.notify_one();
+        }
+    }
+
+    fn publish(&self, p: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>> {
+        Box::pin(async move {
+            let body = encode_body(&p)?;
+            for _ in 0..2 {
+                match self.publish_once(&p, &body).await? {
+                    Published::Member(member) => {
+                        let epoch = self.epoch.load(Ordering::Acquire);
+                        return decode_member(p.channel.clone(), epoch, &member).map(Arc::new);
+                    }
+                    Published::StaleEpoch => {
+                        self.establish_epoch().await?;
+                    }
+                }
+            }
+            Err(unavailable("epoch keeps changing"))
+        })
+    }
+
+    fn replay<'a>(
+        &'a self,
+        channel: &'a str,
+        after: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
+        Box::pin(self.replay_checked(channel, after, ttl))
+    }
+
+    fn history_info<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, (usize, Option<u64>)> {
+        Box::pin(async move {
+            let Ok(mut conn) = self.connection() else {
+                return (0, None);
+            };
+            let key = self.keys.history(channel);
+            let answer: Result<(usize, Vec<(String, u64)>), _> = self
+                .call(
+                    redis::pipe()
+                        .cmd("ZCARD")
+                        .arg(&key)
+                        .cmd("ZRANGE")
+                        .arg(&key)
+                        .arg(0)
+                        .arg(0)
+                        .arg("WITHSCORES")
+                        .query_async(&mut conn),
+                )
+                .await;
+            match answer {
+                Ok((len, first)) => (len, first.first().map(|(_, s)| *s)),
+                Err(_) => (0, None),
+            }
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.linked.load(Ordering::Acquire)
+    }
+}

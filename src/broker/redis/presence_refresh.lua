@@ -1,0 +1,27 @@
+-- Keep this instance's present subjects alive; sweep expired ones everywhere.
+-- KEYS: 1 index set of presence channels
+-- ARGV: 1 key prefix for member zsets, 2 ttl ms, then channel, subject pairs
+-- Returns {channel, subject, ...} for members that expired: the caller (exactly
+-- one instance, since removal is atomic) announces their leave.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  redis.call('ZADD', ARGV[1] .. ARGV[i], 'GT', now + ttl, ARGV[i + 1])
+end
+local gone = {}
+for _, channel in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. channel
+  local expired = redis.call('ZRANGEBYSCORE', key, '-inf', now)
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    for _, subject in ipairs(expired) do
+      table.insert(gone, channel)
+      table.insert(gone, subject)
+    end
+  end
+  if redis.call('ZCARD', key) == 0 then
+    redis.call('SREM', KEYS[1], channel)
+  end
+end
+return gone
