@@ -135,7 +135,8 @@
       for (const fn of this._listeners.get(name) || []) {
         try { fn(detail); } catch (e) { setTimeout(() => { throw e; }); }
       }
-      if (this._relay) this._relay('event', { name, detail });
+      // `leader` is about this tab only; everything else is news for the followers too.
+      if (this._relay && name !== 'leader') this._relay('event', { name, detail });
     }
 
     /**

@@ -28,6 +28,11 @@ async fn websocket_delivers_in_order() {
     let ids = publish_range(&gw, "public.one", 0..100).await;
     b.until_count(100, 20).await;
     assert_received(&b, &lines("public.one", &ids, (0..100).map(|i| json!(i)))).await;
+    // The module form is the same class.
+    let module = b
+        .js("return import('/realtime/client.mjs').then((m) => m.Pushgate === window.Pushgate && m.default === m.Pushgate)")
+        .await;
+    assert_eq!(module, json!(true));
     // send() reaches the application and resolves to its answer.
     let answer = b
         .js("return window.rt.send({hello: 'app'}).then((a) => JSON.stringify(a))")

@@ -28,6 +28,13 @@ async fn tabs_share_one_connection_and_fail_over() {
         assert_received(&b, &expected(&ids, 20)).await;
     }
 
+    // A follower's send() goes through the leader's connection.
+    let answer = b
+        .js("return rt.send({from: 'follower'}).then((a) => JSON.stringify(a))")
+        .await;
+    assert_eq!(answer, json!("{\"echo\":{\"from\":\"follower\"}}"));
+    assert_eq!(ws_count().await, 1);
+
     // Close the leader: the other tab takes over and resumes from its cursor.
     b.client.switch_to_window(first).await.unwrap();
     b.client.close_window().await.unwrap();
