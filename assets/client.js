@@ -638,9 +638,13 @@
         if (r.restart) continue;
         clearTimeout(r.timer);
         if (!r.resp.ok) return this._end(await this._refusal(r.resp));
-        if (!this.open) this.c._latency = Date.now() - this.startedAt;
-        this._opened();
-        const ended = await this._read(r.resp.body.getReader(), r.ctl);
+        // Open on the first bytes, not the headers: a buffering proxy sends
+        // headers and then holds the stream, which must count as a failure.
+        const ended = await this._read(r.resp.body.getReader(), r.ctl, () => {
+          if (!this.open) this.c._latency = Date.now() - this.startedAt;
+          this._opened();
+        });
+        if (ended === 'silent') return this._end({ code: 0, reason: 'no data within connectTimeout (a buffering proxy?)' });
         if (ended === 'aborted' && !this.done) continue;
         return this._end({ code: 0, reason: 'stream ended' });
       }
@@ -649,17 +653,25 @@
     update() { if (this.wake) { const w = this.wake; this.wake = null; w(); } super.update(); }
 
     /** Parse `text/event-stream` by hand: fetch lets us see statuses EventSource hides. */
-    async _read(reader, ctl) {
+    async _read(reader, ctl, onFirst) {
       const dec = new TextDecoder();
       let buf = '';
       let stale;
-      const arm = () => { clearTimeout(stale); stale = setTimeout(() => ctl.abort(), this.c.options.staleAfter); };
-      arm();
+      let first = true;
+      let silent = false;
+      const arm = (ms) => {
+        clearTimeout(stale);
+        stale = setTimeout(() => { silent = true; ctl.abort(); reader.cancel().catch(() => {}); }, ms);
+      };
+      const timedOut = () => (first && !this.open ? 'silent' : 'aborted');
+      // The gateway writes its preamble at once: silence until connectTimeout is a failure.
+      arm(this.open ? this.c.options.staleAfter : this.c.options.connectTimeout);
       try {
         for (;;) {
           const { value, done } = await reader.read();
-          if (done) return 'done';
-          arm();
+          if (done) return silent ? timedOut() : 'done';
+          if (first) { first = false; onFirst(); }
+          arm(this.c.options.staleAfter);
           buf += dec.decode(value, { stream: true });
           let i;
           while ((i = buf.search(/\r?\n\r?\n/)) >= 0) {
@@ -679,6 +691,7 @@
           }
         }
       } catch (_) {
+        if (silent) return timedOut();
         return ctl.signal.aborted ? 'aborted' : 'error';
       } finally {
         clearTimeout(stale);

@@ -312,3 +312,26 @@ async fn channels_added_later_resume_too() {
         b.finish().await;
     }
 }
+
+/// A proxy that buffers SSE (headers, then silence) counts as a failed
+/// connect: the client moves on to long-poll instead of waiting forever.
+#[tokio::test]
+async fn buffered_sse_falls_back_to_poll() {
+    let gw = gateway("").await;
+    let b = Browser::start().await;
+    b.open_page(
+        &gw,
+        "channels=public.buf&block=websocket,sse-buffered&opts={\"connectTimeout\":1500}",
+    )
+    .await;
+    b.until_transport("poll", 20).await;
+    let ids = publish_range(&gw, "public.buf", 0..10).await;
+    b.until_count(10, 15).await;
+    assert_received(&b, &lines("public.buf", &ids, (0..10).map(|i| json!(i)))).await;
+    let events = b.events().await;
+    assert!(
+        events.iter().any(|e| e == "transport sse>poll"),
+        "{events:?}"
+    );
+    b.finish().await;
+}
