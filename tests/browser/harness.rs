@@ -247,9 +247,18 @@ impl Browser {
                 return;
             }
             if tokio::time::Instant::now() > deadline {
-                let events = self.events().await;
-                let count = self.text("count").await;
-                panic!("within {secs}s: {what} (events: {events:?}, received: {count})");
+                let page = self
+                    .client
+                    .execute(
+                        "return document.body ? document.body.innerText.slice(0, 1500) : ''",
+                        vec![],
+                    )
+                    .await
+                    .unwrap_or_default();
+                panic!(
+                    "within {secs}s: {what}\npage text:\n{}",
+                    page.as_str().unwrap_or("")
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
