@@ -161,3 +161,38 @@ async fn dashboard_streams_snapshots() {
     );
     assert_eq!(second["totals"]["delivered"], 5);
 }
+
+#[tokio::test]
+async fn dashboard_counts_refusals() {
+    let gw = TestGateway::with(
+        "http://127.0.0.1:9",
+        "  heartbeat: 15s",
+        "limits: { per_client: { messages: { rate: 1/m, burst: 1 } } }",
+    )
+    .await;
+    let resp = gw
+        .http
+        .get(gw.admin_url("/dashboard/events"))
+        .send()
+        .await
+        .unwrap();
+    let mut events = SseReader::new(resp);
+    assert_eq!(events.expect().await.json()["totals"]["rate_limited"], 0);
+    let poll = || {
+        gw.http
+            .get(gw.url("/realtime/poll?channels=public.rl&timeout=0"))
+            .send()
+    };
+    assert_eq!(poll().await.unwrap().status(), 200);
+    assert_eq!(poll().await.unwrap().status(), 429);
+    // The first snapshot that sees the refusal counts it in its second too.
+    let mut next = events.expect().await.json();
+    for _ in 0..5 {
+        if next["totals"]["rate_limited"] == 1 {
+            break;
+        }
+        next = events.expect().await.json();
+    }
+    assert_eq!(next["totals"]["rate_limited"], 1, "{next}");
+    assert_eq!(next["refusals"]["rate_limited"], 1, "{next}");
+}
