@@ -23,6 +23,12 @@ use tracing::{Instrument, debug, warn};
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+mod direct;
+mod first_request;
+
+use bytes::Bytes;
+use first_request::{First, Rewind};
+
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::limits::Limited;
 use crate::reply::{self, Body};
@@ -141,7 +147,8 @@ async fn connection(
                 {
                     Ok(Ok(tls)) => {
                         info.sni = tls.get_ref().1.server_name().map(str::to_string);
-                        serve(state, TokioIo::new(tls), info, surface, gate).await
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve(state, tls, info, surface, gate, h2).await
                     }
                     Ok(Err(error)) => {
                         state.metrics.tls_failures.inc();
@@ -153,22 +160,86 @@ async fn connection(
                     }
                 }
             }
-            None => serve(state, TokioIo::new(stream), info, surface, gate).await,
+            None => serve(state, stream, info, surface, gate, false).await,
         }
     }
     .instrument(span)
     .await
 }
 
+type ServiceFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<http::Response<crate::reply::Body>, Infallible>>
+            + Send,
+    >,
+>;
+
+/// Serve one connection: SSE subscribers on HTTP/1 directly (see
+/// `server/first_request.rs` for why), everything else through hyper.
 async fn serve<I>(
     state: AppState,
-    io: TokioIo<I>,
+    mut io: I,
+    info: ConnInfo,
+    surface: Surface,
+    gate: Option<Gate>,
+    h2: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut prefix = Bytes::new();
+    if surface == Surface::Public && gate.is_none() && !h2 {
+        let settings = state.settings();
+        let limits = &settings.config.limits;
+        let sse_path = format!("{}/sse", settings.config.realtime.path);
+        let max_head = limits.max_header_size.max(8192);
+        let first = tokio::time::timeout(
+            limits.header_timeout,
+            first_request::read(&mut io, &sse_path, max_head),
+        )
+        .await;
+        match first {
+            Err(_) => return debug!("no request within the header timeout"),
+            Ok(Err(error)) => return debug!(%error, "connection failed before a request"),
+            Ok(Ok(First::Closed)) => return,
+            Ok(Ok(First::Sse(req))) => return serve_sse(state, io, req, info).await,
+            Ok(Ok(First::Other(bytes))) => prefix = bytes,
+        }
+    }
+    // Boxed: hyper's connection state is large, and only hyper connections need it.
+    Box::pin(serve_hyper(
+        state,
+        Rewind::new(prefix, io),
+        info,
+        surface,
+        gate,
+    ))
+    .await
+}
+
+/// An SSE subscriber on HTTP/1, answered without hyper.
+async fn serve_sse<I>(state: AppState, mut io: I, mut req: http::Request<()>, info: ConnInfo)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let kill = ConnKill::default();
+    req.extensions_mut().insert(info);
+    req.extensions_mut().insert(kill.clone());
+    let resp = crate::transport::sse_direct(state, req).await;
+    if let Err(error) = direct::write(&mut io, resp, &kill.0).await {
+        debug!(%error, "SSE connection ended with an error");
+    }
+}
+
+async fn serve_hyper<I>(
+    state: AppState,
+    io: Rewind<I>,
     info: ConnInfo,
     surface: Surface,
     gate: Option<Gate>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let io = TokioIo::new(io);
     let kill = ConnKill::default();
     // Protocol detection waits for the first bytes with no timer of its own:
     // a connection that never sends a request is dropped at `header_timeout`.
@@ -182,7 +253,10 @@ async fn serve<I>(
             req.extensions_mut().insert(info.clone());
             req.extensions_mut().insert(kill.clone());
             let state = state.clone();
-            async move {
+            // Boxed: hyper keeps one in-flight slot per connection for the
+            // connection's whole life, sized like this future; a box makes
+            // that slot a pointer and frees the request's state once answered.
+            let answer: ServiceFuture = Box::pin(async move {
                 let resp = match (gate, surface) {
                     (Some(gate), _) => {
                         match gate {
@@ -195,7 +269,8 @@ async fn serve<I>(
                     (None, Surface::Admin) => crate::admin::route(state, req).await,
                 };
                 Ok::<_, Infallible>(resp)
-            }
+            });
+            answer
         })
     };
     let settings = state.settings();

@@ -67,6 +67,24 @@ pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Resp
             "no such realtime endpoint",
         ),
     };
+    allow_origin(&mut resp, origin);
+    resp
+}
+
+/// `GET <path>/sse` read by the server's own HTTP/1.1 reader (see
+/// `server/first_request.rs`): the same checks and answer as through hyper.
+pub async fn sse_direct(state: AppState, req: Request<()>) -> Response<Body> {
+    let settings = state.settings();
+    let origin = match check_origin(&settings, &req) {
+        Ok(origin) => origin,
+        Err(resp) => return resp,
+    };
+    let mut resp = sse::open(state, settings, req).await;
+    allow_origin(&mut resp, origin);
+    resp
+}
+
+fn allow_origin(resp: &mut Response<Body>, origin: Option<http::HeaderValue>) {
     if let Some(origin) = origin {
         // Cross-origin pages (EventSource withCredentials, fetch for poll/send) may read the answer.
         let h = resp.headers_mut();
@@ -77,7 +95,6 @@ pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Resp
         );
         h.append(header::VARY, http::HeaderValue::from_static("Origin"));
     }
-    resp
 }
 
 /// CORS preflight for the endpoints a page calls with fetch.
@@ -101,7 +118,7 @@ fn preflight() -> Response<Body> {
 }
 
 /// Query parameters as a map (last value wins).
-pub fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+pub fn query<B>(req: &Request<B>) -> HashMap<String, String> {
     req.uri()
         .query()
         .map(|q| {
@@ -130,10 +147,10 @@ pub fn limited(l: Limited) -> Response<Body> {
 }
 
 /// Verify the request's token (if any) and charge it to the client's limits.
-pub fn admit(
+pub fn admit<B>(
     state: &AppState,
     settings: &Settings,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     q: &HashMap<String, String>,
 ) -> Result<Client, Response<Body>> {
     let identity = settings.auth.identify(req.headers(), q).map_err(|e| {
@@ -171,10 +188,10 @@ pub struct Opened {
 
 /// Admit the client, authorize its channels, and open a session subscribed
 /// to them (resuming from its cursor).
-pub async fn open_session(
+pub async fn open_session<B: Sync>(
     state: &AppState,
     settings: &Settings,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     q: &HashMap<String, String>,
 ) -> Result<Opened, Response<Body>> {
     let client = admit(state, settings, req, q)?;
@@ -202,10 +219,10 @@ pub struct Subscription {
 /// Parse and authorize `channels` and the resume cursor (`cursor`, or for SSE
 /// the `Last-Event-ID` header / `last_event_id` query). With no `channels`
 /// parameter, the channels named in the cursor are used.
-pub fn subscription(
+pub fn subscription<B>(
     state: &AppState,
     settings: &Settings,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     q: &HashMap<String, String>,
     client: &Client,
     require_channels: bool,
@@ -298,9 +315,9 @@ pub fn channel_full(state: &AppState, settings: &Settings, channel: &str) -> boo
 
 /// Browser `Origin` check against `realtime.allowed_origins` ("*" allows all;
 /// requests without Origin are not from a browser page and pass).
-fn check_origin(
+fn check_origin<B>(
     settings: &Settings,
-    req: &Request<Incoming>,
+    req: &Request<B>,
 ) -> Result<Option<http::HeaderValue>, Response<Body>> {
     let allowed = &settings.config.realtime.allowed_origins;
     let Some(value) = req.headers().get(header::ORIGIN) else {

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -30,10 +29,10 @@ use crate::state::{AppState, Gauge, Settings};
 /// How long a browser waits before reconnecting after the stream ends (ms).
 const RETRY_MS: u32 = 2000;
 
-pub async fn open(
+pub async fn open<B: Sync>(
     state: AppState,
     settings: Arc<Settings>,
-    req: Request<Incoming>,
+    req: Request<B>,
 ) -> Response<Body> {
     let q = query(&req);
     let Opened {

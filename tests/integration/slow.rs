@@ -31,18 +31,31 @@ async fn stuck_clients_are_evicted_and_others_get_everything() {
     .await;
 
     let payload = "x".repeat(8 * 1024);
+    // Healthy means keeping up: the publisher stays within half the queue of
+    // the healthy reader, and runs as fast as that allows.
+    let read = std::sync::atomic::AtomicU64::new(0);
     let reader = async {
         let mut last_id = 0u64;
-        for _ in 0..N {
-            let m = healthy.expect().await.json();
+        for k in 0..N {
+            let Some(ev) = healthy.next_event().await else {
+                panic!(
+                    "healthy stream ended after id {last_id}: {}",
+                    gw.stats().await
+                )
+            };
+            let m = ev.json();
             let id: u64 = m["id"].as_str().unwrap().parse().unwrap();
             assert!(id > last_id, "in order, no duplicates");
             last_id = id;
+            read.store(k as u64 + 1, std::sync::atomic::Ordering::Relaxed);
         }
     };
     let publisher = async {
-        // Small batches: a burst larger than the queue would (rightly) evict anyone.
         for chunk in 0..(N / 10) {
+            let sent = chunk as u64 * 10;
+            while sent > read.load(std::sync::atomic::Ordering::Relaxed) + 20 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
             let batch: Vec<_> = (0..10)
                 .map(|i| json!({"channel": "public.flood", "data": {"n": chunk * 10 + i, "pad": payload}}))
                 .collect();

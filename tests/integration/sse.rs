@@ -120,7 +120,14 @@ async fn cursor_from_another_process_resets() {
 #[tokio::test]
 async fn sse_refusals_are_plain_http() {
     let gw = TestGateway::start().await;
-    let get = |p: &str| gw.http.get(gw.url(p)).send();
+    // HTTP/1.1 takes the direct path; HTTP/2 goes through hyper: same answers.
+    for client in [&gw.http1, &gw.http] {
+        refusals(&gw, client).await;
+    }
+}
+
+async fn refusals(gw: &TestGateway, client: &reqwest::Client) {
+    let get = |p: &str| client.get(gw.url(p)).send();
     let r = get("/realtime/sse?channels=secret.x").await.unwrap();
     assert_eq!(r.status(), 403);
     let body: serde_json::Value = r.json().await.unwrap();
@@ -144,8 +151,7 @@ async fn sse_refusals_are_plain_http() {
         r.json::<serde_json::Value>().await.unwrap()["error"],
         "bad_cursor"
     );
-    let r = gw
-        .http
+    let r = client
         .post(gw.url("/realtime/sse?channels=public.a"))
         .send()
         .await
@@ -196,4 +202,71 @@ async fn http2_clients_get_sse() {
     let mut sse = SseReader::new(resp);
     gw.publish_one("public.h2", json!("over h2")).await;
     assert_eq!(sse.expect().await.json()["data"], "over h2");
+}
+
+#[tokio::test]
+async fn http1_sse_is_framed_by_close_and_other_first_requests_still_work() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = TestGateway::start().await;
+    // A refusal on the direct path: status, Content-Length, JSON body, then close.
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(b"GET /realtime/sse?channels=orders.1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut raw))
+        .await
+        .expect("closed after the answer")
+        .ok();
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["error"],
+        "unauthorized"
+    );
+
+    // A stream: headers, then events, no chunked framing.
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(b"GET /realtime/sse?channels=public.h1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = String::new();
+    while !got.contains(": pushgate\n\n") {
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+    }
+    let lower = got.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200 ok\r\n"), "{got}");
+    assert!(
+        lower.contains("content-type: text/event-stream") && !lower.contains("transfer-encoding"),
+        "{got}"
+    );
+    let id = gw.publish_one("public.h1", json!("over http/1.1")).await;
+    while !got.contains("over http/1.1") {
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+    }
+    assert!(got.contains(&format!("\"id\":\"{id}\"")), "{got}");
+
+    // Other first requests on HTTP/1.1 reach hyper with their bytes intact,
+    // and the connection keeps serving requests after them.
+    for _ in 0..2 {
+        let r = gw
+            .http1
+            .get(gw.url("/realtime/poll?channels=public.h1&timeout=0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_11);
+        assert_eq!(r.status(), 200);
+    }
 }

@@ -39,7 +39,10 @@ pub struct TestGateway {
     pub public: SocketAddr,
     pub admin: SocketAddr,
     pub dir: PathBuf,
+    /// Negotiates HTTP/2 (ALPN), as browsers do over TLS.
     pub http: reqwest::Client,
+    /// HTTP/1.1 only: SSE through it takes the gateway's direct HTTP/1 path.
+    pub http1: reqwest::Client,
     pub cert_pem: Vec<u8>,
 }
 
@@ -97,7 +100,14 @@ impl TestGateway {
             .resolve("localhost", handle.public_addr())
             .build()
             .unwrap();
+        let http1 = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&cert_pem).unwrap())
+            .resolve("localhost", handle.public_addr())
+            .http1_only()
+            .build()
+            .unwrap();
         TestGateway {
+            http1,
             public: handle.public_addr(),
             admin: handle.admin_addr(),
             handle: Some(handle),
@@ -223,8 +233,10 @@ impl TestGateway {
             .map(|(ws, _)| ws)
     }
 
+    /// An SSE stream over HTTP/1.1 (the direct path; `http2_clients_get_sse`
+    /// covers HTTP/2).
     pub async fn sse(&self, path: &str, last_event_id: Option<&str>) -> SseReader {
-        let mut req = self.http.get(self.url(path));
+        let mut req = self.http1.get(self.url(path));
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
