@@ -269,7 +269,7 @@ async fn channels_added_later_resume_too() {
         let channel = format!("public.late{transport}");
         b.open_page(
             &gw,
-            &format!("channels=public.base&transports={transport}&token={subject}::600"),
+            &format!("channels=public.base&transports={transport}&token={subject}::600&opts={{\"pollTimeout\":2}}"),
         )
         .await;
         b.until_transport(transport, 15).await;
@@ -280,6 +280,8 @@ async fn channels_added_later_resume_too() {
         })
         .await;
         // Poll needs its next answer to carry the new cursor: one round trip.
+        // (A long-poll is not a session the operator can cut: it ends with its
+        // hold, 2 s here, and the next one meets the block.)
         if transport == "poll" {
             gw.publish_one("public.base", json!("tick")).await;
             b.until_count(1, 10).await;
