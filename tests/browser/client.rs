@@ -28,6 +28,25 @@ async fn websocket_delivers_in_order() {
     let ids = publish_range(&gw, "public.one", 0..100).await;
     b.until_count(100, 20).await;
     assert_received(&b, &lines("public.one", &ids, (0..100).map(|i| json!(i)))).await;
+    // subscribe() returns its unsubscribe: the gateway stops sending, the page stops seeing.
+    b.js("window.stopTwo = window.follow('public.two')").await;
+    crate::common::eventually(10, "public.two subscribed", || async {
+        gw.admin_get("/channels/public.two").await["subscribers"] == 1
+    })
+    .await;
+    let two = gw.publish_one("public.two", json!("seen")).await;
+    b.until_count(101, 10).await;
+    b.js("window.stopTwo()").await;
+    crate::common::eventually(10, "public.two unsubscribed", || async {
+        gw.admin_get("/channels/public.two").await["subscribers"] == 0
+    })
+    .await;
+    gw.publish_one("public.two", json!("unseen")).await;
+    let marker = gw.publish_one("public.one", json!("marker")).await;
+    b.until_count(102, 10).await;
+    let got = b.received().await;
+    assert_eq!(got[100], format!("public.two|{two}|\"seen\""));
+    assert_eq!(got[101], format!("public.one|{marker}|\"marker\""));
     // The module form is the same class.
     let module = b
         .js("return import('/realtime/client.mjs').then((m) => m.Pushgate === window.Pushgate && m.default === m.Pushgate)")
