@@ -39,6 +39,12 @@
     requestTimeout: 15000,
     /** Long-poll hold asked of the server (s). */
     pollTimeout: 25,
+    /**
+     * With `getToken`, a WebSocket renews a JWT this long before its `exp` (ms; at
+     * most a third of its remaining life) with an `auth` op, instead of being
+     * closed at expiry. 0: only when refused.
+     */
+    refreshEarly: 30000,
     /** A stream silent this long is presumed dead (ms); the server sends heartbeats. */
     staleAfter: 45000,
     /** One connection per browser: tabs of this origin elect a leader that relays. */
@@ -54,15 +60,21 @@
     }
   }
 
-  /** Whether a JWT's `exp` has passed (with a few seconds of margin). */
-  function jwtExpired(token) {
+  /** A JWT's `exp` in ms since the epoch, or null (not a JWT, or no exp). */
+  function jwtExp(token) {
     try {
       const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
       const exp = JSON.parse(atob(part)).exp;
-      return typeof exp === 'number' && exp * 1000 < Date.now() + 3000;
+      return typeof exp === 'number' ? exp * 1000 : null;
     } catch (_) {
-      return false;
+      return null;
     }
+  }
+
+  /** Whether a JWT's `exp` has passed (with a few seconds of margin). */
+  function jwtExpired(token) {
+    const exp = jwtExp(token);
+    return exp !== null && exp < Date.now() + 3000;
   }
 
   /** Is message id `a` after `b`? Ids are decimal sequence numbers; others compare as strings. */
@@ -512,6 +524,7 @@
         this.open = true;
         this.onopen();
         this._ping();
+        this._renewLater();
       };
       ws.onmessage = (ev) => {
         this.received = true;
@@ -543,6 +556,24 @@
       }, 20000);
     }
 
+    /** Renew the token on the open socket before it expires (`refreshEarly`). */
+    _renewLater() {
+      const { getToken, refreshEarly } = this.c.options;
+      const exp = this.c._token && jwtExp(this.c._token);
+      if (!getToken || !refreshEarly || !exp) return;
+      const left = exp - Date.now();
+      this.renewTimer = setTimeout(async () => {
+        try {
+          const token = await this.c._refreshToken();
+          if (this.done) return;
+          this.send({ op: 'auth', token, ref: `a${++this.c._ref}` });
+          this._renewLater();
+        } catch (e) {
+          // The server will say token_expired; the reactive path takes over.
+        }
+      }, Math.max(0, left - Math.min(refreshEarly, left / 3)));
+    }
+
     send(obj) { if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(obj)); }
 
     update(added, removed) {
@@ -555,6 +586,7 @@
       this.done = true;
       clearTimeout(this.timer);
       clearTimeout(this.pingTimer);
+      clearTimeout(this.renewTimer);
       if (this.ws) {
         this.ws.onclose = this.ws.onmessage = this.ws.onopen = null;
         try { this.ws.close(); } catch (_) { /* already closed */ }

@@ -161,34 +161,56 @@ async fn resumes_after_disconnect_and_reports_reset() {
     b.finish().await;
 }
 
-/// Short-lived tokens: the gateway ends the WebSocket at expiry, the client
-/// asks `getToken()` and carries on; long-poll gets 401 and does the same.
+/// Short-lived tokens (2 s). On WebSocket the client renews the token on the
+/// open socket before it expires (`auth` op), so nothing is cut; with that
+/// off, the gateway ends the socket at expiry (`token_expired`, 1008) and the
+/// client asks `getToken()` and resumes. Long-poll gets 401 and does the same.
 #[tokio::test]
 async fn token_expiry_calls_get_token_and_continues() {
     let gw = gateway("").await;
-    for transport in ["websocket", "poll"] {
+    let cases = [
+        // Renewal happens a third of the token's life ahead: 3 s tokens leave
+        // a loaded machine a second for getToken() and the `auth` op.
+        ("websocket", "renewed", 3, r#"{"pollTimeout":2}"#),
+        (
+            "websocket",
+            "refused",
+            2,
+            r#"{"pollTimeout":2,"refreshEarly":0}"#,
+        ),
+        ("poll", "refused", 2, r#"{"pollTimeout":2}"#),
+    ];
+    for (transport, how, ttl, opts) in cases {
         let b = Browser::start().await;
-        let channel = format!("orders.{transport}");
+        let channel = format!("orders.{transport}-{how}");
         b.open_page(
             &gw,
             &format!(
-                "channels={channel}&transports={transport}&token=dave:orders.*:2&opts={{\"pollTimeout\":2}}"
+                "channels={channel}&transports={transport}&token=dave:orders.*:{ttl}&opts={opts}"
             ),
         )
         .await;
         b.until_transport(transport, 15).await;
         let mut ids = publish_range(&gw, &channel, 0..10).await;
         b.until_count(10, 15).await;
+        // Past the first token's expiry, whichever way it was replaced.
         b.until(
             15,
-            "getToken() called after expiry",
-            "return Number(document.getElementById('token-calls').textContent) >= 1",
+            "getToken() called twice (two tokens expired)",
+            "return Number(document.getElementById('token-calls').textContent) >= 2",
         )
         .await;
         ids.extend(publish_range(&gw, &channel, 10..20).await);
         b.until_count(20, 15).await;
         assert_received(&b, &lines(&channel, &ids, (0..20).map(|i| json!(i)))).await;
         b.until_transport(transport, 15).await;
+        let cut = b.events().await.iter().any(|e| e.starts_with("disconnect"));
+        assert_eq!(
+            cut,
+            how == "refused",
+            "{transport} {how}: {:?}",
+            b.events().await
+        );
         b.finish().await;
     }
 }
