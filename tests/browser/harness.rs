@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -143,10 +144,13 @@ impl Browser {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
+        // Its own process group, which the Chromium it starts joins: a test
+        // that panics still takes the whole browser down with it (see Drop).
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {CHROMEDRIVER}: {e}"));
         let mut caps = serde_json::Map::new();
@@ -160,7 +164,8 @@ impl Browser {
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--window-size=1280,900", "--no-first-run", "--disable-extensions",
                     "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                    "--disable-backgrounding-occluded-windows",
+                    "--disable-backgrounding-occluded-windows", "--disable-crash-reporter",
+                    "--disable-breakpad",
                 ],
             }),
         );
@@ -296,15 +301,20 @@ impl Browser {
     }
 
     /// End the session (Chromium exits) and the driver.
-    pub async fn finish(mut self) {
+    pub async fn finish(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Drop ends the driver and anything left of the browser.
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The driver's process group holds Chromium and its helpers too.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
