@@ -9,6 +9,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The browser client, dashboard and demo page are embedded at compile time.
+COPY assets ./assets
 RUN cargo build --release --locked && strip target/release/pushgate
 
 FROM debian:bookworm-slim

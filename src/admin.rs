@@ -1,7 +1,8 @@
 //! The admin listener: where the application (or ops) talks to pushgate.
 //! Plain HTTP, bound to loopback by default: `POST /publish`, `GET /healthz`,
-//! `GET /readyz`, `GET /stats`.
+//! `GET /readyz`, `GET /stats`, `GET /dashboard`.
 
+pub mod dashboard;
 pub mod publish;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -28,7 +29,10 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
             .get::<crate::conn_info::ConnInfo>()
             .map(|c| c.peer);
         let refused = match peer {
-            Some(peer) => settings.auth.check_admin(req.headers(), peer).err(),
+            Some(peer) => settings
+                .auth
+                .check_admin(&dashboard::auth_headers(&req), peer)
+                .err(),
             None => Some(AdminRefusal::NotLoopback),
         };
         match refused {
@@ -71,6 +75,8 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, p) if p.starts_with("/channels/") => {
             channel_info(&state, &p["/channels/".len()..]).await
         }
+        (&Method::GET, "/dashboard") => dashboard::page(),
+        (&Method::GET, "/dashboard/events") => dashboard::events(state),
         (&Method::GET, "/healthz") => {
             reply::json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
         }

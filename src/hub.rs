@@ -181,6 +181,21 @@ impl Hub {
             .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
             .sum()
     }
+
+    /// The `n` channels with the most local subscribers, most first (for the
+    /// dashboard). Walks every shard, so call it about once a second, not per message.
+    pub fn busiest(&self, n: usize) -> Vec<(Arc<str>, usize)> {
+        let mut all: Vec<(Arc<str>, usize)> = Vec::new();
+        for shard in &self.inner.shards {
+            let Ok(map) = shard.lock() else { continue };
+            all.extend(map.iter().map(|(name, subs)| {
+                (name.clone(), subs.list.read().map(|l| l.len()).unwrap_or(0))
+            }));
+        }
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The `pushgate` command: parse the CLI, load the config, set up logging,
 //! bind, and hand over to the library.
 
+mod demo;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,6 +17,7 @@ Examples:
   pushgate                              run with ./gateway.yaml
   pushgate run -c /etc/pushgate.yaml    run with another config
   pushgate check -c gateway.yaml        validate a config and print what it sets up
+  pushgate demo                         a live demo page with simulated agents
   pushgate token --sub alice --channels 'orders.*' --ttl 1h
                                         mint a development token (HS256 secret from the config)
 
@@ -44,6 +47,12 @@ enum Command {
     Check,
     /// Measure a running server: subscribers, publish rate, delivery latency.
     Bench(Box<BenchArgs>),
+    /// Run a self-contained demo: gateway, demo page, simulated agents.
+    Demo {
+        /// Port of the demo page on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value = "8088")]
+        port: u16,
+    },
     /// Mint a development token signed with the configured HS256 secret.
     Token {
         /// Token subject (`sub`).
@@ -62,6 +71,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run { grace: 10 }) {
         Command::Check => check(&cli.config),
+        Command::Demo { port } => match demo::run(port) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pushgate demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench(args) => bench(*args),
         Command::Token { sub, channels, ttl } => token(&cli.config, &sub, &channels, &ttl),
         Command::Run { grace } => match run(&cli.config, Duration::from_secs(grace)) {

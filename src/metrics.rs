@@ -5,6 +5,8 @@
 //! channels) are read from the counters the gateway already keeps, at scrape
 //! time, so nothing is counted twice.
 
+pub mod window;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -67,6 +69,8 @@ pub struct Metrics {
     pub backend_errors: Family<KindLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
     pub tls_failures: Counter,
+    /// Delivery latency again, in buckets the dashboard can read back.
+    pub delivery_window: window::LatencyWindow,
 }
 
 impl Default for Metrics {
@@ -97,6 +101,7 @@ impl Metrics {
             backend_errors: Family::default(),
             reloads: Family::default(),
             tls_failures: Counter::default(),
+            delivery_window: window::LatencyWindow::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -206,6 +211,7 @@ impl Metrics {
 
     pub fn observe_delivery(&self, since_publish: Duration) {
         self.delivery_latency.observe(since_publish.as_secs_f64());
+        self.delivery_window.observe(since_publish);
     }
 
     pub fn connect(&self, transport: &'static str) {

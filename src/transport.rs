@@ -1,12 +1,15 @@
-//! Realtime endpoints under `realtime.path`: `/ws`, `/sse`, `/poll`.
+//! Realtime endpoints under `realtime.path`: `/ws`, `/sse`, `/poll`, `/send`,
+//! `/publish`, and the browser client (`/client.js`, `/client.mjs`).
 //!
 //! This file parses what the three transports share (channels, cursor,
 //! Origin) and dispatches; each transport then drives a [`session::Session`].
 //! Everything a subscriber may be refused is checked here, before a response
 //! or an upgrade is started, so refusals are plain HTTP answers.
 
+pub mod assets;
 pub mod ops;
 pub mod poll;
+pub mod publish;
 pub mod send;
 pub mod session;
 pub mod sse;
@@ -27,19 +30,24 @@ use crate::state::{AppState, Settings};
 
 /// Route a request whose path is under `realtime.path`; `rest` is what follows it.
 pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Response<Body> {
+    // The client script is public code: served to any page, before the Origin check.
+    if let Some(asset) = assets::find(rest) {
+        return asset.respond(req.method(), req.headers());
+    }
     let settings = state.settings();
     let origin = match check_origin(&settings, &req) {
         Ok(origin) => origin,
         Err(resp) => return resp,
     };
     let mut resp = match (req.method(), rest) {
-        (&http::Method::OPTIONS, "/poll" | "/send" | "/sse") => preflight(),
+        (&http::Method::OPTIONS, "/poll" | "/send" | "/sse" | "/publish") => preflight(),
         (&http::Method::GET, "/ws") => ws::upgrade(state, settings, req).await,
         (&http::Method::GET, "/sse") => sse::open(state, settings, req).await,
         (&http::Method::GET, "/poll") => poll::poll(state, settings, req).await,
         (&http::Method::POST, "/send") => send::post(state, settings, req).await,
-        (_, "/ws" | "/sse" | "/poll" | "/send") => {
-            let allow = if rest == "/send" {
+        (&http::Method::POST, "/publish") => publish::post(state, settings, req).await,
+        (_, "/ws" | "/sse" | "/poll" | "/send" | "/publish") => {
+            let allow = if rest == "/send" || rest == "/publish" {
                 "POST, OPTIONS"
             } else {
                 "GET, OPTIONS"
@@ -261,14 +269,18 @@ pub fn subscription<B>(
             format!("at most {max} channels per connection"),
         ));
     }
-    if !names.is_empty() {
-        settings
-            .limits
-            .subscribe(&client.key, names.len())
-            .map_err(|l| {
-                state.metrics.limited(l.kind.label());
-                limited(l)
-            })?;
+    // Channels the cursor already covers are a resume (every long-poll, every
+    // reconnect), not new subscriptions: only the others count against
+    // `per_client.subscribes`, or a busy long-poll client would exhaust it.
+    let fresh = names
+        .iter()
+        .filter(|n| cursor.as_ref().is_none_or(|c| c.get(n).is_none()))
+        .count();
+    if fresh > 0 {
+        settings.limits.subscribe(&client.key, fresh).map_err(|l| {
+            state.metrics.limited(l.kind.label());
+            limited(l)
+        })?;
     }
     let mut channels = Vec::with_capacity(names.len());
     for name in names {

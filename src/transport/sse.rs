@@ -184,7 +184,10 @@ impl SseStream {
         }
         if !self.started {
             self.started = true;
-            let _ = write!(self.buf, "retry: {RETRY_MS}\n: pushgate\n\n");
+            // The starting cursor, before any message: a client that loses the
+            // stream before the first event still resumes every channel it asked for.
+            let cursor = self.session.cursor_text().to_string();
+            let _ = write!(self.buf, "retry: {RETRY_MS}\nid: {cursor}\n: pushgate\n\n");
             let mut out = std::mem::take(&mut self.out);
             self.render(&mut out);
             self.out = out;

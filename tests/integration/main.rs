@@ -6,6 +6,7 @@ mod common;
 mod abuse;
 mod auth;
 mod cli;
+mod client_http;
 mod cluster;
 mod ingest;
 mod limits;

@@ -1,0 +1,15 @@
+//! Browser tests: the gateway's own `client.js` and dashboard in a real
+//! headless Chromium driven over WebDriver, asserting on what the pages render.
+//!
+//! They need the Debian packages `chromium` and `chromium-driver`
+//! (`./scripts/test` installs them) and fail with that message without them.
+
+#[path = "../integration/common/mod.rs"]
+mod common;
+
+mod harness;
+
+mod client;
+mod dashboard;
+mod demo;
+mod tabs;
