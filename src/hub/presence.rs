@@ -49,20 +49,11 @@ impl Presence {
         history: HistoryPolicy,
         grace: Duration,
     ) {
+        let Some((connections, generation)) = self.count_in(channel, subject) else {
+            return;
+        };
         if let Some(redis) = &self.shared {
-            let first_here = {
-                let Ok(mut all) = self.members.lock() else {
-                    return;
-                };
-                let member = all
-                    .entry(channel.clone())
-                    .or_default()
-                    .entry(subject.to_string())
-                    .or_default();
-                member.connections += 1;
-                member.connections == 1
-            };
-            if first_here {
+            if connections == 1 {
                 let (this, redis) = (self.clone(), redis.clone());
                 let (channel, subject) = (channel.clone(), subject.to_string());
                 tokio::spawn(async move {
@@ -75,23 +66,24 @@ impl Presence {
             }
             return;
         }
-        let fresh = {
-            let Ok(mut all) = self.members.lock() else {
-                return;
-            };
-            let member = all
-                .entry(channel.clone())
-                .or_default()
-                .entry(subject.to_string())
-                .or_default();
-            member.connections += 1;
-            member.generation += 1;
-            // A member still in its grace period (connections 0, kept) is not new.
-            member.connections == 1 && member.generation == 1
-        };
-        if fresh {
+        // A member still in its grace period (connections 0, kept) is not new.
+        if connections == 1 && generation == 1 {
             self.announce(channel, subject, "join", history);
         }
+    }
+
+    /// Count one more local connection of `subject` in `channel`; returns the
+    /// member's connections and generation after the change.
+    fn count_in(&self, channel: &Arc<str>, subject: &str) -> Option<(u32, u64)> {
+        let mut all = self.members.lock().ok()?;
+        let member = all
+            .entry(channel.clone())
+            .or_default()
+            .entry(subject.to_string())
+            .or_default();
+        member.connections += 1;
+        member.generation += 1;
+        Some((member.connections, member.generation))
     }
 
     /// A connection of `subject` left `channel`; the member leaves after `grace`

@@ -55,14 +55,9 @@ async fn try_publish(gw: &TestGateway, channel: &str, data: Value) -> (u16, Valu
 }
 
 async fn poll(gw: &TestGateway, query: &str) -> Value {
-    let r = gw
-        .http
-        .get(gw.url(&format!("/realtime/poll?{query}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
+    let (status, body) = gw.poll(query).await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 async fn numsub(redis: &RedisServer, topic: &str) -> i64 {

@@ -5,14 +5,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 
 async fn poll(gw: &TestGateway, query: &str) -> (u16, Value) {
-    let r = gw
-        .http
-        .get(gw.url(&format!("/realtime/poll?{query}")))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap())
+    gw.poll(query).await
 }
 
 #[tokio::test]

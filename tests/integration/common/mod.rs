@@ -233,6 +233,18 @@ impl TestGateway {
             .map(|(ws, _)| ws)
     }
 
+    /// One long-poll request: (status, JSON body).
+    pub async fn poll(&self, query: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(&format!("/realtime/poll?{query}")))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
     /// An SSE stream over HTTP/1.1 (the direct path; `http2_clients_get_sse`
     /// covers HTTP/2).
     pub async fn sse(&self, path: &str, last_event_id: Option<&str>) -> SseReader {
