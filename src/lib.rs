@@ -5,11 +5,14 @@
 //! (WebSocket, Server-Sent Events, long-polling) to an existing application.
 //!
 //! Where to look:
-//! - a message **enters** through `admin/publish.rs` (or a client `publish`
-//!   op in `transport/ws.rs`) and gets its id and history in `broker/`;
+//! - a message **enters** through `admin/publish.rs`, a webhook or tap in
+//!   `ingest/`, or a client publish (`transport/ws.rs`, `transport/publish.rs`),
+//!   and gets its id and history in `broker/`: `memory.rs`, or `redis.rs`,
+//!   whose Lua script also hands it to every other instance (`redis/link.rs`);
 //! - it **fans out** in `hub.rs`, into each connection's bounded `hub/inbox.rs`;
 //! - it **leaves** the process through `transport/{ws,sse,poll}.rs`, which
-//!   share the resume logic in `transport/session.rs`.
+//!   share the resume logic in `transport/session.rs` (SSE over HTTP/1 is
+//!   written by `server/direct.rs`, without hyper).
 //!
 //! Ordinary requests go `server.rs -> router.rs -> proxy.rs`.
 
