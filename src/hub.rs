@@ -117,59 +117,44 @@ impl Hub {
         }
     }
 
+    /// Run `f` over `channel`'s local subscribers (none: `f` is not called);
+    /// the shard lock is released first, only the channel's list is held.
+    fn with_subscribers<R>(&self, channel: &str, f: impl FnOnce(&[Subscriber]) -> R) -> Option<R> {
+        let subs = self.shard(channel).lock().ok()?.get(channel).cloned()?;
+        let list = subs.list.read().ok()?;
+        Some(f(&list))
+    }
+
     /// Deliver `msg` to every local subscriber of its channel; returns how many.
     pub fn fanout(&self, msg: &Arc<Message>) -> usize {
-        let subs = match self.shard(&msg.channel).lock() {
-            Ok(map) => map.get(&msg.channel).cloned(),
-            Err(_) => None,
-        };
-        let Some(subs) = subs else { return 0 };
-        let Ok(list) = subs.list.read() else { return 0 };
-        for s in list.iter() {
-            s.inbox.push(msg, s.policy);
-        }
-        list.len()
+        self.with_subscribers(&msg.channel, |list| {
+            for s in list {
+                s.inbox.push(msg, s.policy);
+            }
+            list.len()
+        })
+        .unwrap_or(0)
     }
 
     /// Tell every local subscriber of `channel` that messages were lost
     /// before reaching the hub, so each client gets an explicit reset.
     pub fn lost(&self, channel: &Arc<str>) {
-        let subs = match self.shard(channel).lock() {
-            Ok(map) => map.get(channel).cloned(),
-            Err(_) => None,
-        };
-        let Some(subs) = subs else { return };
-        let Ok(list) = subs.list.read() else { return };
-        for s in list.iter() {
-            s.inbox.mark_lost(channel);
-        }
+        self.with_subscribers(channel, |list| {
+            for s in list {
+                s.inbox.mark_lost(channel);
+            }
+        });
     }
 
     /// Messages waiting in the inboxes of `channel`'s subscribers (all of
     /// their channels): what slow clients are holding in memory right now.
     pub fn queued(&self, channel: &str) -> usize {
-        let subs = self
-            .shard(channel)
-            .lock()
-            .ok()
-            .and_then(|m| m.get(channel).cloned());
-        subs.and_then(|s| {
-            s.list
-                .read()
-                .ok()
-                .map(|l| l.iter().map(|s| s.inbox.len()).sum())
-        })
-        .unwrap_or(0)
+        self.with_subscribers(channel, |list| list.iter().map(|s| s.inbox.len()).sum())
+            .unwrap_or(0)
     }
 
     pub fn subscriber_count(&self, channel: &str) -> usize {
-        self.shard(channel)
-            .lock()
-            .ok()
-            .and_then(|m| {
-                m.get(channel)
-                    .and_then(|s| s.list.read().ok().map(|l| l.len()))
-            })
+        self.with_subscribers(channel, <[Subscriber]>::len)
             .unwrap_or(0)
     }
 

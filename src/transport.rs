@@ -337,3 +337,30 @@ fn check_origin<B>(
         ))
     }
 }
+
+/// Read a client's JSON request body of at most `limit` bytes into `T`;
+/// `shape` names the expected object in the 400 answer.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    body: Incoming,
+    limit: usize,
+    shape: &str,
+) -> Result<T, Response<Body>> {
+    use http_body_util::BodyExt;
+    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(reply::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "message over realtime.max_message",
+            ));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        reply::error(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("expected {shape}: {e}"),
+        )
+    })
+}

@@ -46,9 +46,18 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Clone, Debug)]
 struct Keys {
     prefix: String,
+    /// `{prefix}:c:`, stripped from every arriving message's topic.
+    topic_prefix: String,
 }
 
 impl Keys {
+    fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+            topic_prefix: format!("{prefix}:c:"),
+        }
+    }
+
     fn epoch(&self) -> String {
         format!("{}:epoch", self.prefix)
     }
@@ -69,10 +78,7 @@ impl Keys {
     }
     /// The pub/sub topic carrying `channel`'s messages between instances.
     fn topic(&self, channel: &str) -> String {
-        format!("{}:c:{channel}", self.prefix)
-    }
-    fn topic_prefix(&self) -> String {
-        format!("{}:c:", self.prefix)
+        format!("{}{channel}", self.topic_prefix)
     }
 }
 
@@ -130,9 +136,7 @@ impl RedisBroker {
         let client = redis::Client::open(config.url.as_str())?;
         let broker = Arc::new(RedisBroker {
             hub,
-            keys: Keys {
-                prefix: config.prefix.clone(),
-            },
+            keys: Keys::new(&config.prefix),
             client,
             commands: ArcSwapOption::empty(),
             epoch: AtomicU64::new(0),
@@ -371,7 +375,7 @@ impl RedisBroker {
 
     /// A message arrived on a followed topic: hand it to the hub once, in order.
     fn deliver(&self, topic: &str, payload: &[u8]) {
-        let Some(channel) = topic.strip_prefix(&self.keys.topic_prefix()) else {
+        let Some(channel) = topic.strip_prefix(self.keys.topic_prefix.as_str()) else {
             return;
         };
         let Ok(text) = std::str::from_utf8(payload) else {

@@ -5,14 +5,15 @@
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::value::RawValue;
 
-use super::{admit, query};
-use crate::broker::Publish;
-use crate::hub::message;
+use super::{admit, query, read_json};
+use crate::auth::Identity;
+use crate::broker::{BrokerError, Publish};
+use crate::hub::{Message, message};
 use crate::reply::{self, Body};
+use crate::rules::Refusal;
 use crate::state::{AppState, Settings};
 
 #[derive(serde::Deserialize)]
@@ -21,6 +22,74 @@ struct PublishBody {
     channel: String,
     event: Option<String>,
     data: Box<RawValue>,
+}
+
+/// Why a client's publish was not accepted; one status and code each.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientPublishError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("invalid event name")]
+    BadEvent,
+    #[error("data exceeds realtime.max_message")]
+    TooLarge,
+    #[error("data is not valid JSON")]
+    BadData,
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl ClientPublishError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ClientPublishError::Refused(r) => r.status(),
+            ClientPublishError::BadEvent | ClientPublishError::BadData => StatusCode::BAD_REQUEST,
+            ClientPublishError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ClientPublishError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClientPublishError::Refused(r) => r.code(),
+            ClientPublishError::BadEvent | ClientPublishError::BadData => "bad_request",
+            ClientPublishError::TooLarge => "too_large",
+            ClientPublishError::Broker(_) => "unavailable",
+        }
+    }
+}
+
+/// Publish for a client (the WebSocket `publish` op and `POST <path>/publish`):
+/// the channel rule must say `publish: clients` for `who`, and the message
+/// obeys the same limits as any other.
+pub async fn publish_as_client(
+    state: &AppState,
+    settings: &Settings,
+    who: Option<&Identity>,
+    channel: String,
+    event: Option<String>,
+    data: &RawValue,
+) -> Result<Arc<Message>, ClientPublishError> {
+    let rule = settings.rules.check_client_publish(&channel, who)?;
+    let event = event.unwrap_or_else(|| "message".into());
+    if !message::valid_event(&event) {
+        return Err(ClientPublishError::BadEvent);
+    }
+    let data = match crate::admin::publish::compact(data) {
+        Some(d) if d.get().len() <= settings.config.realtime.max_message => d,
+        Some(_) => return Err(ClientPublishError::TooLarge),
+        None => return Err(ClientPublishError::BadData),
+    };
+    let publish = Publish {
+        channel: channel.into(),
+        event: event.into(),
+        data,
+        key: None,
+        history: rule.history,
+    };
+    let m = state.broker.publish(publish).await?;
+    state.count_published(1);
+    Ok(m)
 }
 
 /// `POST /realtime/publish` with `{"channel", "event"?, "data"}`; answers `{"channel", "id"}`.
@@ -34,77 +103,27 @@ pub async fn post(
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let max = settings.config.realtime.max_message;
-    let body = match Limited::new(req.into_body(), max + 1024).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "message over realtime.max_message",
-            );
-        }
-    };
-    let parsed: PublishBody = match serde_json::from_slice(&body) {
+    let limit = settings.config.realtime.max_message + 1024;
+    let shape = "{\"channel\", \"event\"?, \"data\"}";
+    let parsed: PublishBody = match read_json(req.into_body(), limit, shape).await {
         Ok(b) => b,
-        Err(e) => {
-            return reply::error(
-                StatusCode::BAD_REQUEST,
-                "bad_json",
-                format!("expected {{\"channel\", \"event\"?, \"data\"}}: {e}"),
-            );
-        }
+        Err(resp) => return resp,
     };
-    if !message::valid_channel(&parsed.channel) {
-        return reply::error(
-            StatusCode::BAD_REQUEST,
-            "invalid_channel",
-            "invalid channel name",
-        );
-    }
-    let rule = match settings
-        .rules
-        .check_client_publish(&parsed.channel, client.identity.as_ref())
+    let who = client.identity.as_ref();
+    match publish_as_client(
+        &state,
+        &settings,
+        who,
+        parsed.channel,
+        parsed.event,
+        &parsed.data,
+    )
+    .await
     {
-        Ok(rule) => rule,
-        Err(refusal) => return reply::error(refusal.status(), refusal.code(), &refusal),
-    };
-    let event = parsed.event.unwrap_or_else(|| "message".into());
-    if !message::valid_event(&event) {
-        return reply::error(StatusCode::BAD_REQUEST, "bad_request", "invalid event name");
-    }
-    let data = match crate::admin::publish::compact(&parsed.data) {
-        Some(d) if d.get().len() <= max => d,
-        Some(_) => {
-            return reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "data exceeds realtime.max_message",
-            );
-        }
-        None => {
-            return reply::error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "data is not valid JSON",
-            );
-        }
-    };
-    let publish = Publish {
-        channel: parsed.channel.into(),
-        event: event.into(),
-        data,
-        key: None,
-        history: rule.history,
-    };
-    match state.broker.publish(publish).await {
-        Ok(m) => {
-            state.count_published(1);
-            reply::json(
-                StatusCode::OK,
-                &serde_json::json!({"channel": &*m.channel, "id": m.id()}),
-            )
-        }
-        Err(e) => reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e),
+        Ok(m) => reply::json(
+            StatusCode::OK,
+            &serde_json::json!({"channel": &*m.channel, "id": m.id()}),
+        ),
+        Err(e) => reply::error(e.status(), e.code(), &e),
     }
 }

@@ -10,12 +10,11 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{admit, query};
+use super::{admit, query, read_json};
 use crate::conn_info::ConnInfo;
 use crate::proxy::BackendError;
 use crate::reply::{self, Body};
@@ -95,31 +94,15 @@ pub async fn post(
         Err(resp) => return resp,
     };
     let connection = req.extensions().get::<ConnInfo>().map_or(0, |c| c.id);
-    let limit = settings.config.realtime.max_message + 64;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "message over realtime.max_message",
-            );
-        }
-    };
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct SendBody {
         data: Box<RawValue>,
     }
-    let parsed: SendBody = match serde_json::from_slice(&body) {
+    let limit = settings.config.realtime.max_message + 64;
+    let parsed: SendBody = match read_json(req.into_body(), limit, "{\"data\": …}").await {
         Ok(b) => b,
-        Err(e) => {
-            return reply::error(
-                StatusCode::BAD_REQUEST,
-                "bad_json",
-                format!("expected {{\"data\": …}}: {e}"),
-            );
-        }
+        Err(resp) => return resp,
     };
     let subject = client.identity.as_ref().map(|i| i.subject.as_str());
     match forward(&settings, subject, connection, &parsed.data).await {

@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
 use http::{HeaderValue, Request, Response, header};
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -70,20 +70,26 @@ pub async fn open<B: Sync>(
     resp
 }
 
-type NextChunk = Pin<Box<dyn Future<Output = Option<(Bytes, SseStream)>> + Send>>;
+type Chunks = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 
 /// The response body: polls the stream in the connection's own task, so a
-/// delivery costs one wake-up (no pump task, no channel in between).
+/// delivery costs one wake-up (no pump task, no channel in between) and no
+/// allocation beyond the text itself.
 struct SseBody {
     /// `Mutex` only to make the body `Sync`; `get_mut` never locks.
-    next: std::sync::Mutex<Option<NextChunk>>,
+    chunks: std::sync::Mutex<Chunks>,
     span: tracing::Span,
 }
 
 impl SseBody {
     fn new(stream: SseStream, span: tracing::Span) -> SseBody {
+        let chunks = futures_util::stream::unfold(stream, |mut s| async move {
+            let chunk = s.next_chunk().await?;
+            Some((chunk, s))
+        })
+        .fuse();
         SseBody {
-            next: std::sync::Mutex::new(Some(Box::pin(stream.next_owned()))),
+            chunks: std::sync::Mutex::new(Box::pin(chunks)),
             span,
         }
     }
@@ -99,21 +105,11 @@ impl http_body::Body for SseBody {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, reply::BoxError>>> {
         let this = self.get_mut();
         let _enter = this.span.enter();
-        let slot = this.next.get_mut().unwrap_or_else(|e| e.into_inner());
-        let Some(fut) = slot.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match fut.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                *slot = None;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some((bytes, stream))) => {
-                *slot = Some(Box::pin(stream.next_owned()));
-                Poll::Ready(Some(Ok(http_body::Frame::data(bytes))))
-            }
-        }
+        let chunks = this.chunks.get_mut().unwrap_or_else(|e| e.into_inner());
+        chunks
+            .as_mut()
+            .poll_next(cx)
+            .map(|chunk| chunk.map(|b| Ok(http_body::Frame::data(b))))
     }
 }
 
@@ -170,11 +166,6 @@ impl SseStream {
             done: false,
             reason: "client",
         }
-    }
-
-    async fn next_owned(mut self) -> Option<(Bytes, SseStream)> {
-        let chunk = self.next_chunk().await?;
-        Some((chunk, self))
     }
 
     /// The next text to send, or `None` when the stream should end.

@@ -29,9 +29,8 @@ use tracing::{Instrument, debug};
 use super::ops::{self, Op};
 use super::session::{Out, Session, reset_json};
 use super::{Client, Subscription, admit, query, subscription};
-use crate::broker::Publish;
 use crate::conn_info::ConnInfo;
-use crate::hub::{Cursor, message};
+use crate::hub::Cursor;
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
 
@@ -607,62 +606,24 @@ impl WsSession {
         event: Option<String>,
         data: Box<serde_json::value::RawValue>,
     ) -> Result<(), WsError> {
-        let rule = match self
-            .settings
-            .rules
-            .check_client_publish(&channel, self.client.identity.as_ref())
-        {
-            Ok(rule) => rule,
-            Err(refusal) => {
-                return self
-                    .send_text(ops::error(r, refusal.code(), &refusal.to_string()))
-                    .await;
-            }
+        let who = self.client.identity.as_ref();
+        let published = super::publish::publish_as_client(
+            &self.state,
+            &self.settings,
+            who,
+            channel,
+            event,
+            &data,
+        )
+        .await;
+        let frame = match published {
+            Ok(m) => ops::ack(
+                r,
+                json!({"op": "publish", "channel": &*m.channel, "id": m.id()}),
+            ),
+            Err(e) => ops::error(r, e.code(), &e.to_string()),
         };
-        let event = event.unwrap_or_else(|| "message".into());
-        if !message::valid_event(&event) {
-            return self
-                .send_text(ops::error(r, "bad_request", "invalid event name"))
-                .await;
-        }
-        let data = match crate::admin::publish::compact(&data) {
-            Some(d) if d.get().len() <= self.settings.config.realtime.max_message => d,
-            Some(_) => {
-                return self
-                    .send_text(ops::error(
-                        r,
-                        "too_large",
-                        "data exceeds realtime.max_message",
-                    ))
-                    .await;
-            }
-            None => {
-                return self
-                    .send_text(ops::error(r, "bad_request", "data is not valid JSON"))
-                    .await;
-            }
-        };
-        let publish = Publish {
-            channel: channel.into(),
-            event: event.into(),
-            data,
-            key: None,
-            history: rule.history,
-        };
-        match self.state.broker.publish(publish).await {
-            Ok(m) => {
-                self.state.count_published(1);
-                self.send_text(ops::ack(
-                    r,
-                    json!({"op": "publish", "channel": &*m.channel, "id": m.id()}),
-                ))
-                .await
-            }
-            Err(e) => {
-                self.send_text(ops::error(r, "unavailable", &e.to_string()))
-                    .await
-            }
-        }
+        self.send_text(frame).await
     }
 
     /// Send everything in `self.out` as one batch of frames.

@@ -84,6 +84,40 @@ async fn http_publish_follows_the_channel_rules() {
     assert_eq!(refused.status(), 403);
     let bad = post(json!({"channel": "chat.http"})).await.unwrap();
     assert_eq!(bad.status(), 400);
+    // Every bad input has its status and code, and publishes nothing.
+    let cases = [
+        (
+            json!({"channel": "chat.http", "event": "a b", "data": 1}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"channel": "bad name", "data": 1}),
+            400,
+            "invalid_channel",
+        ),
+        (
+            json!({"channel": "chat.http", "data": "x".repeat(70 * 1024)}),
+            413,
+            "too_large",
+        ),
+        (
+            json!({"channel": "chat.http", "data": 1, "extra": true}),
+            400,
+            "bad_json",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let r = post(body).await.unwrap();
+        assert_eq!(r.status(), status);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], code);
+    }
+    let marker = gw.publish_one("chat.http", json!("marker")).await;
+    assert_eq!(
+        sse.expect().await.json()["id"],
+        marker,
+        "nothing published by the refusals"
+    );
 }
 
 #[tokio::test]
