@@ -125,7 +125,9 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
         let (tx, rx) = oneshot::channel();
         ready.push(rx);
         let dialer = dialers[i % dialers.len()].clone();
-        let (ep, stop) = (endpoint(plan, i), stop.clone());
+        // A child token each: a subscriber polls it after every read, and a
+        // shared token's lock would make the generator contend with itself.
+        let (ep, stop) = (endpoint(plan, i), stop.child_token());
         tasks.spawn(async move { subscriber::run(&dialer, i, ep, epoch, tx, stop).await });
         if i % 500 == 499 {
             tokio::task::yield_now().await;

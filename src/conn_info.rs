@@ -18,8 +18,8 @@ pub struct ConnInfo {
     pub id: u64,
 }
 
-/// Cancelling this drops the client's whole connection at once. A streaming
+/// Ringing this drops the client's whole connection at once. A streaming
 /// response whose client stopped reading uses it: ending the body would leave
 /// hyper waiting on a socket that never drains.
 #[derive(Clone, Debug, Default)]
-pub struct ConnKill(pub tokio_util::sync::CancellationToken);
+pub struct ConnKill(pub std::sync::Arc<crate::bell::Bell>);

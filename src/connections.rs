@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tokio_util::sync::CancellationToken;
+use crate::bell::Bell;
 
 #[derive(Default)]
 pub struct Connections {
@@ -14,15 +14,15 @@ pub struct Connections {
 struct Entry {
     subject: Option<String>,
     transport: &'static str,
-    kick: CancellationToken,
+    kick: Arc<Bell>,
 }
 
 /// A session's place in the registry; removed on drop.
 pub struct Registration {
     registry: Arc<Connections>,
     pub id: u64,
-    /// Cancelled when an operator disconnects this session.
-    pub kick: CancellationToken,
+    /// Rung when an operator disconnects this session.
+    pub kick: Arc<Bell>,
 }
 
 impl Drop for Registration {
@@ -40,7 +40,7 @@ impl Connections {
         subject: Option<&str>,
         transport: &'static str,
     ) -> Registration {
-        let kick = CancellationToken::new();
+        let kick = Bell::new();
         if let Ok(mut m) = self.inner.lock() {
             m.insert(
                 id,
@@ -63,7 +63,7 @@ impl Connections {
         let Ok(m) = self.inner.lock() else { return 0 };
         let mut n = 0;
         for e in m.values().filter(|e| e.subject.as_deref() == Some(subject)) {
-            e.kick.cancel();
+            e.kick.ring();
             n += 1;
         }
         n
@@ -74,7 +74,7 @@ impl Connections {
         let Ok(m) = self.inner.lock() else {
             return false;
         };
-        m.get(&id).map(|e| e.kick.cancel()).is_some()
+        m.get(&id).map(|e| e.kick.ring()).is_some()
     }
 
     /// Number of sessions per transport.
@@ -108,7 +108,7 @@ mod tests {
         let b = c.register(2, Some("alice"), "sse");
         let _x = c.register(3, None, "ws");
         assert_eq!(c.disconnect_subject("alice"), 2);
-        assert!(a.kick.is_cancelled() && b.kick.is_cancelled());
+        assert!(a.kick.has_rung() && b.kick.has_rung());
         assert!(c.disconnect_id(3));
         assert!(!c.disconnect_id(4));
         drop(a);

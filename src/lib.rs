@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod bell;
 pub mod bench;
 pub mod broker;
 pub mod config;
@@ -210,6 +211,7 @@ impl Handle {
     /// let in-flight requests finish, and give up after `grace`.
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.state.shutdown.cancel();
+        self.state.stopping.ring();
         self.state.tasks.close();
         let clean = tokio::time::timeout(grace, self.state.tasks.wait())
             .await

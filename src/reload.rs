@@ -60,7 +60,7 @@ pub fn reload(state: &AppState, path: &Path) -> Result<(), ReloadError> {
                 );
             }
             state.replace_settings(new);
-            state.generation.send_modify(|g| *g += 1);
+            state.reloaded.ring();
             state.metrics.reloads.get_or_create(&label("ok")).inc();
             state.stats.reload_failed.store(false, Ordering::Relaxed);
             info!(file = %path.display(), "configuration reloaded");

@@ -291,7 +291,10 @@ async fn serve_hyper<I>(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let shutdown = state.shutdown.clone();
+    // Listeners, not token futures: this select is polled on every wake of
+    // the connection (see `bell.rs`).
+    let mut stopping = state.stopping.listen_from_start();
+    let mut killed = kill.0.listen_from_start();
     let header_timeout = limits.header_timeout;
     let silent = async {
         tokio::time::sleep(header_timeout).await;
@@ -310,12 +313,12 @@ async fn serve_hyper<I>(
             }
             return;
         }
-        _ = kill.0.cancelled() => return,
-        _ = shutdown.cancelled() => {}
+        _ = killed.rung() => return,
+        _ = stopping.rung() => {}
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {
         _ = conn.as_mut() => {}
-        _ = kill.0.cancelled() => {}
+        _ = killed.rung() => {}
     }
 }

@@ -77,8 +77,11 @@ pub struct AppState {
     settings: Arc<ArcSwap<Settings>>,
     pub hub: Hub,
     pub broker: Arc<dyn Broker>,
-    /// Cancelled once, when the gateway starts draining.
+    /// Cancelled once, when the gateway starts draining (for background tasks).
     pub shutdown: CancellationToken,
+    /// Rung at the same moment as `shutdown` is cancelled: what connection
+    /// loops listen to, since polling the token locks (see `bell.rs`).
+    pub stopping: Arc<crate::bell::Bell>,
     /// Cancelled after the drain: background broker links stop last, so
     /// publishes keep working while connections drain.
     pub broker_stop: CancellationToken,
@@ -86,9 +89,9 @@ pub struct AppState {
     pub tasks: TaskTracker,
     pub stats: Arc<Stats>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Bumped on every successful reload; live sessions re-check their
-    /// subscriptions when it changes.
-    pub generation: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Rung on every successful reload; live sessions re-check their
+    /// subscriptions when they hear it.
+    pub reloaded: Arc<crate::bell::Bell>,
     pub connections: Arc<crate::connections::Connections>,
     pub presence: Arc<crate::hub::presence::Presence>,
 }
@@ -106,11 +109,12 @@ impl AppState {
             hub,
             broker,
             shutdown: CancellationToken::new(),
+            stopping: crate::bell::Bell::new(),
             broker_stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stats: Arc::new(Stats::default()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
-            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
+            reloaded: crate::bell::Bell::new(),
             connections: Arc::default(),
             presence: crate::hub::presence::Presence::new(presence_broker, shared_presence),
         }

@@ -143,10 +143,14 @@ async fn ws(
         return None;
     };
     let _ = ready.send(true);
+    // Pinned once and polled after the read: a delivery costs no registration.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let frame = tokio::select! {
-            _ = stop.cancelled() => return Some(()),
+            biased;
             f = ws.next() => f?.ok()?,
+            _ = &mut stopped => return Some(()),
         };
         if let Frame::Text(t) = frame {
             tally.record(t.as_bytes(), epoch);
@@ -186,11 +190,14 @@ async fn sse(
         }
     }
     let _ = ready.send(status_ok);
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         line.clear();
         let n = tokio::select! {
-            _ = stop.cancelled() => return Some(()),
+            biased;
             n = reader.read_until(b'\n', &mut line) => n.ok()?,
+            _ = &mut stopped => return Some(()),
         };
         if n == 0 {
             return Some(());

@@ -12,7 +12,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+
+use crate::bell::Bell;
 
 use super::message::Message;
 use crate::config::SlowClient;
@@ -25,9 +26,12 @@ pub struct Inbox {
 struct Shared {
     queue: Mutex<Queue>,
     ready: Notify,
-    evicted: CancellationToken,
-    /// Also cancelled on eviction (a transport's connection killer).
-    linked: std::sync::OnceLock<CancellationToken>,
+    /// Rung once, when the connection fell too far behind under `disconnect`
+    /// (a bell, not a token: it is checked on every push, and a token's
+    /// check takes a lock). `ready` fires too.
+    evicted: Arc<Bell>,
+    /// Also rung on eviction (a transport's connection killer).
+    linked: std::sync::OnceLock<Arc<Bell>>,
     capacity: usize,
 }
 
@@ -58,7 +62,7 @@ impl Inbox {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
                 ready: Notify::new(),
-                evicted: CancellationToken::new(),
+                evicted: Bell::new(),
                 linked: std::sync::OnceLock::new(),
                 capacity: capacity.max(1),
             }),
@@ -67,7 +71,7 @@ impl Inbox {
 
     /// Queue `msg` for this connection without waiting.
     pub fn push(&self, msg: &Arc<Message>, policy: SlowClient) {
-        if self.shared.evicted.is_cancelled() {
+        if self.is_evicted() {
             return;
         }
         {
@@ -78,9 +82,9 @@ impl Inbox {
                 match policy {
                     SlowClient::Disconnect => {
                         drop(q);
-                        self.shared.evicted.cancel();
+                        self.shared.evicted.ring();
                         if let Some(linked) = self.shared.linked.get() {
-                            linked.cancel();
+                            linked.ring();
                         }
                         self.shared.ready.notify_one();
                         return;
@@ -102,7 +106,8 @@ impl Inbox {
         self.shared.ready.notify_one();
     }
 
-    /// Wait until something was pushed (or the inbox was evicted).
+    /// Wait until something was pushed (or the inbox was evicted: check
+    /// [`Inbox::is_evicted`] when it returns).
     pub async fn ready(&self) {
         self.shared.ready.notified().await
     }
@@ -132,17 +137,23 @@ impl Inbox {
         self.len() == 0
     }
 
-    /// Cancel `token` too when this inbox is evicted: for transports where
+    /// Ring `bell` too when this inbox is evicted: for transports where
     /// nothing would notice an eviction while the client's socket is full.
-    pub fn link_eviction(&self, token: CancellationToken) {
-        if self.shared.evicted.is_cancelled() {
-            token.cancel();
+    pub fn link_eviction(&self, bell: Arc<Bell>) {
+        // Link first, then check: an eviction in between rings it either way.
+        let _ = self.shared.linked.set(bell.clone());
+        if self.is_evicted() {
+            bell.ring();
         }
-        let _ = self.shared.linked.set(token);
     }
 
-    /// Cancelled when the connection fell too far behind under `disconnect`.
-    pub fn evicted(&self) -> &CancellationToken {
+    /// Whether the connection fell too far behind under `disconnect`.
+    pub fn is_evicted(&self) -> bool {
+        self.shared.evicted.has_rung()
+    }
+
+    /// Rung on eviction, for transports that must notice it mid-write.
+    pub fn eviction(&self) -> &Arc<Bell> {
         &self.shared.evicted
     }
 }
@@ -182,7 +193,7 @@ mod tests {
             inbox.push(&msg("a", i), SlowClient::Disconnect);
         }
         assert_eq!(inbox.len(), 2);
-        assert!(inbox.evicted().is_cancelled());
+        assert!(inbox.is_evicted());
     }
 
     #[test]
@@ -196,7 +207,7 @@ mod tests {
         let seqs: Vec<u64> = d.messages.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, vec![4, 5]);
         assert_eq!(d.gaps, vec![Arc::<str>::from("a")]);
-        assert!(!inbox.evicted().is_cancelled());
+        assert!(!inbox.is_evicted());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use bytes::{BufMut, BytesMut};
 use http::Response;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
+
+use crate::bell::Bell;
 
 use crate::reply::Body;
 
@@ -21,8 +22,9 @@ use crate::reply::Body;
 pub async fn write<I: AsyncRead + AsyncWrite + Unpin>(
     io: &mut I,
     resp: Response<Body>,
-    kill: &CancellationToken,
+    kill: &std::sync::Arc<Bell>,
 ) -> io::Result<()> {
+    let mut killed = kill.listen_from_start();
     let (parts, mut body) = resp.into_parts();
     let mut head = BytesMut::with_capacity(256);
     head.put_slice(b"HTTP/1.1 ");
@@ -49,7 +51,7 @@ pub async fn write<I: AsyncRead + AsyncWrite + Unpin>(
     loop {
         let frame = tokio::select! {
             biased;
-            _ = kill.cancelled() => return Ok(()),
+            _ = killed.rung() => return Ok(()),
             frame = body.frame() => frame,
             read = io.read(&mut scratch) => match read {
                 Ok(0) | Err(_) => return Ok(()),
@@ -69,8 +71,8 @@ pub async fn write<I: AsyncRead + AsyncWrite + Unpin>(
                     };
                     tokio::select! {
                         biased;
-                        _ = kill.cancelled() => return Ok(()),
                         sent = sent => sent?,
+                        _ = killed.rung() => return Ok(()),
                     }
                 }
             }

@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 
 use super::session::{Out, Session, reset_json};
 use super::{Opened, open_session, query};
+use crate::bell::Listener;
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
@@ -122,9 +123,13 @@ struct SseStream {
     out: Vec<Out>,
     buf: BytesMut,
     tick: tokio::time::Interval,
-    generation: tokio::sync::watch::Receiver<u64>,
-    /// Cancelled by `POST /disconnect`.
-    registration: crate::connections::Registration,
+    /// What ends or changes the stream, heard without a lock per delivery.
+    reloaded: Listener,
+    stopping: Listener,
+    /// Rung by `POST /disconnect`.
+    kicked: Listener,
+    /// Keeps this session listed for `POST /disconnect`.
+    _registration: crate::connections::Registration,
     started: bool,
     done: bool,
     reason: &'static str,
@@ -149,7 +154,9 @@ impl SseStream {
                 .connections
                 .register(state.stats.conn_id(), subject.as_deref(), "sse");
         state.metrics.connect("sse");
-        let generation = state.generation.subscribe();
+        let reloaded = state.reloaded.listen();
+        let stopping = state.stopping.listen_from_start();
+        let kicked = registration.kick.listen_from_start();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         SseStream {
@@ -160,8 +167,10 @@ impl SseStream {
             out,
             buf: BytesMut::with_capacity(512),
             tick,
-            generation,
-            registration,
+            reloaded,
+            stopping,
+            kicked,
+            _registration: registration,
             started: false,
             done: false,
             reason: "client",
@@ -185,29 +194,29 @@ impl SseStream {
             return Some(self.buf.split().freeze());
         }
         let inbox = self.session.inbox().clone();
-        let shutdown = self.state.shutdown.clone();
-        let kick = self.registration.kick.clone();
         loop {
             tokio::select! {
                 biased;
-                _ = kick.cancelled() => {
+                _ = self.kicked.rung() => {
                     self.reason = "operator";
                     return None;
                 }
-                _ = shutdown.cancelled() => {
+                _ = self.stopping.rung() => {
                     let _ = write!(self.buf, "retry: 500\nevent: reconnect\ndata: {{\"type\":\"reconnect\",\"reason\":\"restart\"}}\n\n");
                     self.done = true;
                     self.reason = "shutdown";
                 }
-                _ = inbox.evicted().cancelled() => return None,
                 _ = inbox.ready() => {
+                    if inbox.is_evicted() {
+                        return None;
+                    }
                     let mut out = std::mem::take(&mut self.out);
                     self.session.drain(&mut out);
                     self.render(&mut out);
                     self.out = out;
                 }
                 _ = self.tick.tick() => self.buf.put_slice(b": hb\n\n"),
-                _ = self.generation.changed() => {
+                _ = self.reloaded.rung() => {
                     let settings = self.state.settings();
                     let gone = self.session.revoke_forbidden(&settings.rules, self.client.identity.as_ref());
                     for channel in &gone {
@@ -265,7 +274,7 @@ impl SseStream {
 
 impl Drop for SseStream {
     fn drop(&mut self) {
-        if self.session.inbox().evicted().is_cancelled() {
+        if self.session.inbox().is_evicted() {
             // The browser reconnects with its Last-Event-ID and resumes from history.
             self.reason = "slow_client";
             self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);

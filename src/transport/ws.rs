@@ -29,6 +29,7 @@ use tracing::{Instrument, debug};
 use super::ops::{self, Op};
 use super::session::{Out, Session, reset_json};
 use super::{Client, Subscription, admit, query, subscription};
+use crate::bell::Listener;
 use crate::conn_info::ConnInfo;
 use crate::hub::Cursor;
 use crate::reply::{self, Body};
@@ -169,8 +170,10 @@ struct WsSession {
     client: Client,
     /// Session id (`X-Pushgate-Connection`, `POST /disconnect`).
     id: u64,
-    /// Cancelled by `POST /disconnect`.
-    kick: tokio_util::sync::CancellationToken,
+    /// Rung by `POST /disconnect`.
+    kicked: Option<Listener>,
+    /// Rung when the inbox overflows under `disconnect`: cuts a stuck write.
+    evicted: Listener,
     /// Frames refused by the rate limit since the last accepted one.
     refused: u32,
     session: Session,
@@ -215,7 +218,8 @@ async fn run(
         settings,
         client,
         id: 0,
-        kick: Default::default(),
+        kicked: None,
+        evicted: session.inbox().eviction().listen_from_start(),
         refused: 0,
         session,
         sink,
@@ -231,7 +235,7 @@ async fn run(
         .state
         .connections
         .register(ws.id, subject.as_deref(), "ws");
-    ws.kick = registration.kick.clone();
+    ws.kicked = Some(registration.kick.listen_from_start());
     let ending = ws.serve(sub, rx, last_seen, started).await;
     ws.state.metrics.disconnect("ws", ending.reason());
     if let Ending::Close(code, reason) = ending {
@@ -312,37 +316,36 @@ impl WsSession {
         }
         let heartbeat = self.settings.config.realtime.heartbeat;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-        let shutdown = self.state.shutdown.clone();
-        let evicted = self.session.inbox().evicted().clone();
         let inbox = self.session.inbox().clone();
-        let mut generation = self.state.generation.subscribe();
-        let kick = self.kick.clone();
+        // Listeners, not token futures: this select runs once per delivery
+        // (see `bell.rs`).
+        let mut stopping = self.state.stopping.listen_from_start();
+        let mut reloaded = self.state.reloaded.listen();
+        let mut kicked = self
+            .kicked
+            .take()
+            .unwrap_or_else(|| crate::bell::Bell::new().listen());
+        // One timer for the token's expiry, re-armed only when an `auth` op
+        // changes the token (not one timer per delivery).
+        let mut expires = self.expires();
+        let mut expiry = Box::pin(sleep_until_opt(self.expiry()));
         loop {
-            let expiry = self.expiry();
+            if self.expires() != expires {
+                expires = self.expires();
+                expiry.set(sleep_until_opt(self.expiry()));
+            }
             let step = tokio::select! {
                 biased;
-                _ = kick.cancelled() => {
+                _ = kicked.rung() => {
                     return Ending::Close(CloseCode::Policy, "disconnected by the operator".into());
                 }
-                _ = shutdown.cancelled() => {
+                _ = stopping.rung() => {
                     let frame = json!({"type": "reconnect", "reason": "restart", "cursor": self.session.cursor_text()});
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.write_unguarded(vec![Frame::Text(frame.to_string().into())])).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), write_frames(&mut self.sink, vec![Frame::Text(frame.to_string().into())])).await;
                     return Ending::Close(CloseCode::Restart, "server restart: reconnect and resume".into());
                 }
-                _ = evicted.cancelled() => {
-                    self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                    let frame = json!({
-                        "type": "error",
-                        "code": "slow_consumer",
-                        "message": "too far behind; reconnect and resume with this cursor",
-                        "cursor": self.session.cursor_text(),
-                    });
-                    let frames = vec![Frame::Text(frame.to_string().into())];
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.write_unguarded(frames)).await;
-                    return Ending::Close(CloseCode::Again, "slow consumer: resume with cursor".into());
-                }
-                _ = generation.changed() => self.on_reload().await,
-                _ = sleep_until_opt(expiry) => {
+                _ = reloaded.rung() => self.on_reload().await,
+                _ = expiry.as_mut() => {
                     let text = ops::error(None, "token_expired", "the token expired; send a fresh `auth` op to continue");
                     let _ = self.send_text(text).await;
                     return Ending::Close(CloseCode::Policy, "token expired".into());
@@ -366,6 +369,9 @@ impl WsSession {
                     Some(Inbound::End(None)) | None => return Ending::Gone,
                 },
                 _ = inbox.ready() => {
+                    if inbox.is_evicted() {
+                        return self.slow_consumer().await;
+                    }
                     self.session.drain(&mut self.out);
                     self.flush_out().await
                 }
@@ -378,7 +384,7 @@ impl WsSession {
                 }
             };
             if step.is_err() {
-                if evicted.is_cancelled() {
+                if inbox.is_evicted() {
                     // Cut off mid-write: the socket is stuck, so no notice can be sent.
                     self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
                     return Ending::Stuck;
@@ -452,6 +458,10 @@ impl WsSession {
     }
 
     /// When the connection's token stops being valid, as a Tokio instant.
+    fn expires(&self) -> Option<std::time::SystemTime> {
+        self.client.identity.as_ref()?.expires
+    }
+
     fn expiry(&self) -> Option<tokio::time::Instant> {
         let at = self.client.identity.as_ref()?.expires?;
         let left = at
@@ -668,17 +678,32 @@ impl WsSession {
         if frames.is_empty() {
             return Ok(());
         }
-        let evicted = self.session.inbox().evicted().clone();
         tokio::select! {
-            r = self.write_unguarded(frames) => r,
-            _ = evicted.cancelled() => Err(WsError::ConnectionClosed),
+            biased;
+            r = write_frames(&mut self.sink, frames) => r,
+            _ = self.evicted.rung() => Err(WsError::ConnectionClosed),
         }
     }
 
-    async fn write_unguarded(&mut self, frames: Vec<Frame>) -> Result<(), WsError> {
-        for f in frames {
-            self.sink.feed(f).await?;
-        }
-        self.sink.flush().await
+    /// The connection fell too far behind: tell it where to resume, then close.
+    async fn slow_consumer(&mut self) -> Ending {
+        self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
+        let frame = json!({
+            "type": "error",
+            "code": "slow_consumer",
+            "message": "too far behind; reconnect and resume with this cursor",
+            "cursor": self.session.cursor_text(),
+        });
+        let frames = vec![Frame::Text(frame.to_string().into())];
+        let _ = tokio::time::timeout(Duration::from_secs(1), write_frames(&mut self.sink, frames))
+            .await;
+        Ending::Close(CloseCode::Again, "slow consumer: resume with cursor".into())
     }
+}
+
+async fn write_frames(sink: &mut Sink, frames: Vec<Frame>) -> Result<(), WsError> {
+    for f in frames {
+        sink.feed(f).await?;
+    }
+    sink.flush().await
 }

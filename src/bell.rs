@@ -1,0 +1,228 @@
+//! A bell for the rare events a connection must notice while it delivers:
+//! shutdown, a reload, an operator's disconnect, its own eviction.
+//!
+//! Why not `CancellationToken` or `Notify`: a future waiting on either locks
+//! a mutex every time it is polled (and a token's `is_cancelled` locks too),
+//! and a connection's task is polled on every delivery. With thousands of
+//! connections waiting on one shutdown token, that shared lock was the hottest
+//! user-space symbol on the SSE delivery path. A [`Listener`] registers its
+//! task's waker once; after that a poll is one atomic load and a waker
+//! comparison. Ringing takes the lock once and wakes every listener.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+#[derive(Default)]
+pub struct Bell {
+    /// How many times it rang.
+    rung: AtomicU64,
+    waiters: Mutex<Waiters>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    next: u64,
+    wakers: HashMap<u64, Waker>,
+}
+
+impl std::fmt::Debug for Bell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bell").field("rung", &self.rung()).finish()
+    }
+}
+
+impl Bell {
+    pub fn new() -> Arc<Bell> {
+        Arc::new(Bell::default())
+    }
+
+    /// Wake every listener; each hears this ring once.
+    pub fn ring(&self) {
+        self.rung.fetch_add(1, Ordering::AcqRel);
+        // Listeners stay registered: their tasks' wakers remain valid for the
+        // next ring, and a listener re-registers only if its task changes.
+        if let Ok(w) = self.waiters.lock() {
+            for waker in w.wakers.values() {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    /// Whether it ever rang (for one-shot bells: shutdown, a kick).
+    pub fn has_rung(&self) -> bool {
+        self.rung() > 0
+    }
+
+    fn rung(&self) -> u64 {
+        self.rung.load(Ordering::Acquire)
+    }
+
+    /// A listener that hears the rings after this call.
+    pub fn listen(self: &Arc<Self>) -> Listener {
+        Listener {
+            seen: self.rung(),
+            bell: self.clone(),
+            key: None,
+            waker: None,
+        }
+    }
+
+    /// A listener that also hears a ring from before this call: for
+    /// one-shot bells, where a late listener must still see the event.
+    pub fn listen_from_start(self: &Arc<Self>) -> Listener {
+        Listener {
+            seen: 0,
+            bell: self.clone(),
+            key: None,
+            waker: None,
+        }
+    }
+}
+
+/// One connection's ear on a [`Bell`]; keep it for the connection's life.
+pub struct Listener {
+    bell: Arc<Bell>,
+    seen: u64,
+    key: Option<u64>,
+    /// The waker registered with the bell, to skip re-registering.
+    waker: Option<Waker>,
+}
+
+impl Listener {
+    /// Ready once per ring heard (several rings since the last poll count once).
+    pub fn poll_rung(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.take_ring() {
+            return Poll::Ready(());
+        }
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        let Ok(mut w) = self.bell.waiters.lock() else {
+            return Poll::Pending;
+        };
+        let key = *self.key.get_or_insert_with(|| {
+            w.next += 1;
+            w.next
+        });
+        w.wakers.insert(key, cx.waker().clone());
+        drop(w);
+        self.waker = Some(cx.waker().clone());
+        // A ring between the first check and the registration would have
+        // missed this waker; it did not miss the counter.
+        if self.take_ring() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Wait for the next ring.
+    pub async fn rung(&mut self) {
+        poll_fn(|cx| self.poll_rung(cx)).await
+    }
+
+    fn take_ring(&mut self) -> bool {
+        let now = self.bell.rung();
+        if now != self.seen {
+            self.seen = now;
+            return true;
+        }
+        false
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Some(key) = self.key
+            && let Ok(mut w) = self.bell.waiters.lock()
+        {
+            w.wakers.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn every_listener_hears_each_ring_once() {
+        let bell = Bell::new();
+        let mut a = bell.listen();
+        let mut b = bell.listen();
+        let waiting = tokio::spawn(async move {
+            a.rung().await;
+            a
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        bell.ring();
+        let mut a = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("the ring wakes a waiting listener")
+            .unwrap();
+        // b was not waiting but still hears it, once.
+        tokio::time::timeout(Duration::from_secs(2), b.rung())
+            .await
+            .expect("a ring is heard by a listener that polls later");
+        let again = tokio::time::timeout(Duration::from_millis(50), b.rung()).await;
+        assert!(again.is_err(), "one ring is heard once");
+        // The same listener hears the next ring too (registration kept).
+        bell.ring();
+        tokio::time::timeout(Duration::from_secs(2), a.rung())
+            .await
+            .expect("a second ring");
+    }
+
+    #[tokio::test]
+    async fn late_listeners_and_drop() {
+        let bell = Bell::new();
+        bell.ring();
+        let mut late = bell.listen();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), late.rung())
+                .await
+                .is_err(),
+            "listen() ignores earlier rings"
+        );
+        let mut from_start = bell.listen_from_start();
+        tokio::time::timeout(Duration::from_secs(1), from_start.rung())
+            .await
+            .expect("listen_from_start() hears an earlier ring");
+        assert!(bell.has_rung());
+        drop(late);
+        drop(from_start);
+        assert!(bell.waiters.lock().unwrap().wakers.is_empty());
+    }
+
+    #[test]
+    fn ring_from_many_threads_wakes_all_waiters() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let bell = Bell::new();
+            let tasks: Vec<_> = (0..200)
+                .map(|_| {
+                    let mut l = bell.listen_from_start();
+                    tokio::spawn(async move { l.rung().await })
+                })
+                .collect();
+            let ringer = {
+                let bell = bell.clone();
+                std::thread::spawn(move || bell.ring())
+            };
+            ringer.join().unwrap();
+            for t in tasks {
+                tokio::time::timeout(Duration::from_secs(5), t)
+                    .await
+                    .expect("every waiter woken")
+                    .unwrap();
+            }
+        });
+    }
+}
