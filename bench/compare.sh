@@ -76,6 +76,12 @@ for t in sse ws; do
   run "pushgate: $S $t subscribers, one channel, $rate msgs/s of 512 B" --transport $t -n $S -m $M -r $rate -s 512 --pid $pgpid
   run "nginx+Nchan: $S $t subscribers, one channel, $rate msgs/s of 512 B" --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 --transport $t -n $S -m $M -r $rate -s 512
 done
+# The latency targets, in the same run: 5,000 x 20 msgs/s and 1,000 x 5 msgs/s.
+for load in "$S 20" "$((S / 5)) 5"; do
+  read -r n r <<< "$load"
+  run "pushgate: $n sse subscribers, one channel, $r msgs/s of 512 B" --transport sse -n "$n" -m $((r * SECS)) -r "$r" -s 512
+  run "nginx+Nchan: $n sse subscribers, one channel, $r msgs/s of 512 B" --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 --transport sse -n "$n" -m $((r * SECS)) -r "$r" -s 512
+done
 run "pushgate: $C sse subscribers on $CH channels, $((CH * 2)) msgs/s" --transport sse -n $C --channels $CH -m $((CH * 2 * SECS / 2)) -r $((CH * 2)) -s 512 --pid $pgpid
 run "nginx+Nchan: $C sse subscribers on $CH channels, $((CH * 2)) msgs/s" --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 --transport sse -n $C --channels $CH -m $((CH * 2 * SECS / 2)) -r $((CH * 2)) -s 512
 
