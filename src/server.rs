@@ -125,47 +125,66 @@ async fn connection(
     gate: Option<Gate>,
 ) {
     // `max_connections` is about client connections: the admin listener is not counted.
-    let _gauge =
+    let gauge =
         (surface == Surface::Public).then(|| Gauge::enter(&state.stats, |s| &s.connections));
     let id = state.stats.conn_id();
     let span = tracing::debug_span!("conn", %peer, id, surface = ?surface);
     async move {
-        let mut info = ConnInfo {
+        let info = ConnInfo {
             peer,
             local,
             tls: acceptor.is_some(),
             sni: None,
             id,
         };
-        match acceptor {
+        // Boxed: the opening (TLS handshake, first request, session setup,
+        // or a whole hyper connection) takes several KiB that an idle SSE
+        // subscriber, which outlives it, must not keep: its stream moves to
+        // a task of its own and this one ends.
+        let tasks = state.tasks.clone();
+        let handoff = match acceptor {
             Some(acceptor) => {
-                match tokio::time::timeout(
-                    state.settings().config.limits.handshake_timeout,
-                    Box::pin(acceptor.accept(stream)),
-                )
-                .await
-                {
-                    Ok(Ok(tls)) => {
-                        info.sni = tls.get_ref().1.server_name().map(str::to_string);
-                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                        Box::pin(serve(state, tls, info, surface, gate, h2)).await
-                    }
-                    Ok(Err(error)) => {
-                        state.metrics.tls_failures.inc();
-                        debug!(%error, "TLS handshake failed")
-                    }
-                    Err(_) => {
-                        state.metrics.tls_failures.inc();
-                        debug!("TLS handshake timed out")
-                    }
-                }
+                Box::pin(serve_tls(state, stream, info, surface, gate, acceptor)).await
             }
-            // Boxed per transport: a plain connection's task is not sized for TLS.
             None => Box::pin(serve(state, stream, info, surface, gate, false)).await,
+        };
+        // The connection counts until its stream ends.
+        match handoff {
+            Some(sse) => sse.spawn(&tasks, gauge),
+            None => drop(gauge),
         }
     }
     .instrument(span)
     .await
+}
+
+/// The TLS handshake, then [`serve`] over it.
+async fn serve_tls(
+    state: AppState,
+    stream: TcpStream,
+    mut info: ConnInfo,
+    surface: Surface,
+    gate: Option<Gate>,
+    acceptor: TlsAcceptor,
+) -> Option<direct::SseHandoff> {
+    let timeout = state.settings().config.limits.handshake_timeout;
+    match tokio::time::timeout(timeout, Box::pin(acceptor.accept(stream))).await {
+        Ok(Ok(tls)) => {
+            info.sni = tls.get_ref().1.server_name().map(str::to_string);
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve(state, tls, info, surface, gate, h2).await
+        }
+        Ok(Err(error)) => {
+            state.metrics.tls_failures.inc();
+            debug!(%error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            state.metrics.tls_failures.inc();
+            debug!("TLS handshake timed out");
+            None
+        }
+    }
 }
 
 type ServiceFuture = std::pin::Pin<
@@ -176,7 +195,8 @@ type ServiceFuture = std::pin::Pin<
 >;
 
 /// Serve one connection: SSE subscribers on HTTP/1 directly (see
-/// `server/first_request.rs` for why), everything else through hyper.
+/// `server/first_request.rs` for why: they come back as a handoff to
+/// stream), everything else through hyper.
 async fn serve<I>(
     state: AppState,
     mut io: I,
@@ -184,7 +204,8 @@ async fn serve<I>(
     surface: Surface,
     gate: Option<Gate>,
     h2: bool,
-) where
+) -> Option<direct::SseHandoff>
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut prefix = Bytes::new();
@@ -198,13 +219,19 @@ async fn serve<I>(
             Box::pin(first_request::read(&mut io, &sse_path, max_head)),
         )
         .await;
-        match first {
-            Err(_) => return debug!("no request within the header timeout"),
-            Ok(Err(error)) => return debug!(%error, "connection failed before a request"),
-            Ok(Ok(First::Closed)) => return,
-            Ok(Ok(First::Sse(req))) => return serve_sse(state, io, req, info).await,
-            Ok(Ok(First::Other(bytes))) => prefix = bytes,
-        }
+        prefix = match first {
+            Ok(Ok(First::Other(bytes))) => bytes,
+            Ok(Ok(First::Sse(req))) => return Some(open_sse(state, io, req, info).await),
+            Ok(Ok(First::Closed)) => return None,
+            Ok(Err(error)) => {
+                debug!(%error, "connection failed before a request");
+                return None;
+            }
+            Err(_) => {
+                debug!("no request within the header timeout");
+                return None;
+            }
+        };
     }
     // Boxed: hyper's connection state is large, and only hyper connections need it.
     Box::pin(serve_hyper(
@@ -214,23 +241,26 @@ async fn serve<I>(
         surface,
         gate,
     ))
-    .await
+    .await;
+    None
 }
 
-/// An SSE subscriber on HTTP/1, answered without hyper.
-async fn serve_sse<I>(state: AppState, mut io: I, mut req: http::Request<()>, info: ConnInfo)
+/// Answer an SSE subscriber on HTTP/1 without hyper: open its session and
+/// hand back what streaming needs.
+async fn open_sse<I>(
+    state: AppState,
+    io: I,
+    mut req: http::Request<()>,
+    info: ConnInfo,
+) -> direct::SseHandoff
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let kill = ConnKill::default();
     req.extensions_mut().insert(info);
     req.extensions_mut().insert(kill.clone());
-    // Boxed, like every short-lived step of a connection: a task's future is
-    // as large as its largest state, and the stream outlives the opening.
     let resp = Box::pin(crate::transport::sse_direct(state, req)).await;
-    if let Err(error) = direct::write(&mut io, resp, &kill.0).await {
-        debug!(%error, "SSE connection ended with an error");
-    }
+    direct::SseHandoff::new(Box::new(io), resp, kill)
 }
 
 async fn serve_hyper<I>(

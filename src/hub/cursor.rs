@@ -70,6 +70,15 @@ impl Cursor {
         }
     }
 
+    /// At least the length of the encoded form (to size buffers).
+    pub fn encoded_len_hint(&self) -> usize {
+        16 + self
+            .positions
+            .iter()
+            .map(|(c, _)| c.len() + 22)
+            .sum::<usize>()
+    }
+
     pub fn encode(&self) -> String {
         let mut s = String::with_capacity(24 * (self.positions.len() + 1));
         self.encode_into(&mut s);
@@ -114,6 +123,10 @@ mod tests {
         assert_eq!(text, "abc~orders.1~43~user.a@b~7");
         assert_eq!(Cursor::decode(&text).unwrap(), c);
         assert_eq!(Cursor::decode("ff").unwrap(), Cursor::new(255));
+        let mut big = Cursor::new(u64::MAX);
+        big.set(&"c".into(), u64::MAX);
+        assert!(big.encoded_len_hint() >= big.encode().len());
+        assert!(c.encoded_len_hint() >= text.len());
     }
 
     #[test]

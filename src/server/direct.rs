@@ -13,38 +13,56 @@ use bytes::{BufMut, BytesMut};
 use http::Response;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug};
 
-use crate::bell::Bell;
-
+use crate::conn_info::ConnKill;
 use crate::reply::Body;
 
-/// Write `resp` and stream its body until it ends, the client leaves, or `kill`.
-pub async fn write<I: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut I,
+/// A connection's byte stream, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// An opened SSE response and its connection, handed from the opening to a
+/// task of its own that only streams: an idle subscriber then holds a few
+/// hundred bytes of task, not the opening's several KiB.
+pub struct SseHandoff {
+    io: Box<dyn Io>,
     resp: Response<Body>,
-    kill: &std::sync::Arc<Bell>,
+    kill: ConnKill,
+}
+
+impl SseHandoff {
+    pub fn new(io: Box<dyn Io>, resp: Response<Body>, kill: ConnKill) -> SseHandoff {
+        SseHandoff { io, resp, kill }
+    }
+
+    /// Stream on a task of `tasks` (in the current span) until the body
+    /// ends, the client leaves, or the connection is killed; `hold` lives as
+    /// long as the stream (the connection's gauge).
+    pub fn spawn<H: Send + 'static>(self, tasks: &TaskTracker, hold: H) {
+        let SseHandoff { io, resp, kill } = self;
+        let (head, body) = head(resp);
+        tasks.spawn(
+            async move {
+                let _hold = hold;
+                if let Err(error) = stream(io, head, body, kill).await {
+                    debug!(%error, "SSE connection ended with an error");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Write `head`, then stream `body` until it ends, the client leaves, or `kill`.
+async fn stream(
+    mut io: Box<dyn Io>,
+    head: BytesMut,
+    mut body: Body,
+    kill: ConnKill,
 ) -> io::Result<()> {
-    let mut killed = kill.listen_from_start();
-    let (parts, mut body) = resp.into_parts();
-    let mut head = BytesMut::with_capacity(256);
-    head.put_slice(b"HTTP/1.1 ");
-    head.put_slice(parts.status.as_str().as_bytes());
-    head.put_slice(b" ");
-    head.put_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    head.put_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        if name == http::header::CONNECTION || name == http::header::CONTENT_LENGTH {
-            continue;
-        }
-        head.put_slice(name.as_str().as_bytes());
-        head.put_slice(b": ");
-        head.put_slice(value.as_bytes());
-        head.put_slice(b"\r\n");
-    }
-    if let Some(len) = http_body::Body::size_hint(&body).exact() {
-        head.put_slice(format!("content-length: {len}\r\n").as_bytes());
-    }
-    head.put_slice(b"connection: close\r\n\r\n");
+    let mut killed = kill.0.listen_from_start();
     io.write_all(&head).await?;
     drop(head);
     let mut scratch = [0u8; 64];
@@ -80,4 +98,30 @@ pub async fn write<I: AsyncRead + AsyncWrite + Unpin>(
     }
     io.flush().await?;
     io.shutdown().await
+}
+
+/// The response head as bytes, and the body: the head's parts are dropped
+/// here, before streaming starts.
+fn head(resp: Response<Body>) -> (BytesMut, Body) {
+    let (parts, body) = resp.into_parts();
+    let mut head = BytesMut::with_capacity(256);
+    head.put_slice(b"HTTP/1.1 ");
+    head.put_slice(parts.status.as_str().as_bytes());
+    head.put_slice(b" ");
+    head.put_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    head.put_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name == http::header::CONNECTION || name == http::header::CONTENT_LENGTH {
+            continue;
+        }
+        head.put_slice(name.as_str().as_bytes());
+        head.put_slice(b": ");
+        head.put_slice(value.as_bytes());
+        head.put_slice(b"\r\n");
+    }
+    if let Some(len) = http_body::Body::size_hint(&body).exact() {
+        head.put_slice(format!("content-length: {len}\r\n").as_bytes());
+    }
+    head.put_slice(b"connection: close\r\n\r\n");
+    (head, body)
 }

@@ -214,6 +214,8 @@ impl Session {
         out: &mut Vec<Out>,
     ) -> Result<(), BrokerError> {
         let start = out.len();
+        // Sized once: a connection keeps this list for its whole life.
+        self.subs.reserve_exact(channels.len());
         for (channel, terms) in channels {
             self.subscribe(channel, *terms, from, out).await?;
         }

@@ -165,7 +165,7 @@ impl SseStream {
             client,
             session,
             out,
-            buf: BytesMut::with_capacity(512),
+            buf: BytesMut::new(),
             tick,
             reloaded,
             stopping,
@@ -191,7 +191,7 @@ impl SseStream {
             let mut out = std::mem::take(&mut self.out);
             self.render(&mut out);
             self.out = out;
-            return Some(self.buf.split().freeze());
+            return Some(self.take_chunk());
         }
         let inbox = self.session.inbox().clone();
         loop {
@@ -232,7 +232,7 @@ impl SseStream {
                 }
             }
             if !self.buf.is_empty() {
-                return Some(self.buf.split().freeze());
+                return Some(self.take_chunk());
             }
             if self.done {
                 return None;
@@ -240,8 +240,26 @@ impl SseStream {
         }
     }
 
+    /// The text written so far, leaving no buffer behind: an idle
+    /// subscriber keeps no allocation (a `split` would keep the whole block
+    /// alive through the empty remainder).
+    fn take_chunk(&mut self) -> Bytes {
+        std::mem::take(&mut self.buf).freeze()
+    }
+
     /// Append SSE text for `out` to the buffer.
     fn render(&mut self, out: &mut Vec<Out>) {
+        // One allocation per chunk: each event is its shared JSON plus
+        // the event name, the cursor (twice) and the field names.
+        let cursor_len = self.session.cursor().encoded_len_hint();
+        let need: usize = out
+            .iter()
+            .map(|item| match item {
+                Out::Message(m) => m.wire_prefix().len() + m.event.len() + 2 * cursor_len + 48,
+                Out::Reset { .. } => 256,
+            })
+            .sum();
+        self.buf.reserve(need);
         let mut delivered = 0;
         for item in out.drain(..) {
             if !self.session.advance(&item) {
