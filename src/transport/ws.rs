@@ -181,7 +181,8 @@ struct WsSession {
     out: Vec<Out>,
     buf: BytesMut,
     /// Answers of `send` ops forwarded to the backend, written in arrival order.
-    replies: (mpsc::Sender<String>, mpsc::Receiver<String>),
+    /// Created by the first `send` op: a channel costs ~1 KiB per connection.
+    replies: Option<(mpsc::Sender<String>, mpsc::Receiver<String>)>,
     /// `send` ops awaiting the backend.
     pending_sends: usize,
 }
@@ -198,14 +199,21 @@ async fn run(
 ) {
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        // Read in 2 KiB chunks: client frames are small ops, and the chunk
+        // is held for the connection's whole life.
+        .read_buffer_size(2048)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(rt.max_message * 2 + 64 * 1024)
         .max_message_size(Some(rt.max_message + 4096))
         .max_frame_size(Some(rt.max_message + 4096));
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let (sink, stream) = ws.split();
+    // Boxed and split at once: the unsplit stream, held inline, would size
+    // this session's future (about 2 KiB more) for its whole life.
+    let (sink, stream) = Box::pin(async move {
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+            .await
+            .split()
+    })
+    .await;
     let _gauge = Gauge::enter(&state.stats, |s| &s.ws);
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
@@ -224,8 +232,8 @@ async fn run(
         session,
         sink,
         out: Vec::new(),
-        buf: BytesMut::with_capacity(1024),
-        replies: mpsc::channel(MAX_PENDING_SENDS),
+        buf: BytesMut::new(),
+        replies: None,
         pending_sends: 0,
     };
     ws.state.metrics.connect("ws");
@@ -255,6 +263,16 @@ async fn run(
         }
     }
     reader.abort();
+}
+
+/// The next backend answer to a `send` op, if any channel was made.
+async fn next_reply(
+    replies: &mut Option<(mpsc::Sender<String>, mpsc::Receiver<String>)>,
+) -> Option<String> {
+    match replies {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn read_loop(
@@ -344,13 +362,15 @@ impl WsSession {
                     let _ = tokio::time::timeout(Duration::from_secs(1), write_frames(&mut self.sink, vec![Frame::Text(frame.to_string().into())])).await;
                     return Ending::Close(CloseCode::Restart, "server restart: reconnect and resume".into());
                 }
-                _ = reloaded.rung() => self.on_reload().await,
+                // Rare handlers are boxed: their state would otherwise
+                // size the session's future for its whole life.
+                _ = reloaded.rung() => Box::pin(self.on_reload()).await,
                 _ = expiry.as_mut() => {
                     let text = ops::error(None, "token_expired", "the token expired; send a fresh `auth` op to continue");
                     let _ = self.send_text(text).await;
                     return Ending::Close(CloseCode::Policy, "token expired".into());
                 }
-                Some(reply) = self.replies.1.recv() => {
+                Some(reply) = next_reply(&mut self.replies) => {
                     self.pending_sends = self.pending_sends.saturating_sub(1);
                     self.send_text(reply).await
                 }
@@ -361,7 +381,7 @@ impl WsSession {
                         }
                         self.send_text(ops::error(None, "rate_limited", "too many frames; slow down")).await
                     }
-                    Some(Inbound::Text(t)) => self.on_text(&t).await,
+                    Some(Inbound::Text(t)) => Box::pin(self.on_text(&t)).await,
                     Some(Inbound::Binary) => {
                         self.send_text(ops::error(None, "bad_request", "binary frames are not supported; send JSON text")).await
                     }
@@ -370,7 +390,7 @@ impl WsSession {
                 },
                 _ = inbox.ready() => {
                     if inbox.is_evicted() {
-                        return self.slow_consumer().await;
+                        return Box::pin(self.slow_consumer()).await;
                     }
                     self.session.drain(&mut self.out);
                     self.flush_out().await
@@ -442,7 +462,11 @@ impl WsSession {
         let settings = self.settings.clone();
         let subject = self.client.identity.as_ref().map(|i| i.subject.clone());
         let connection = self.id;
-        let tx = self.replies.0.clone();
+        let tx = self
+            .replies
+            .get_or_insert_with(|| mpsc::channel(MAX_PENDING_SENDS))
+            .0
+            .clone();
         let reference = r.map(str::to_string);
         tokio::spawn(async move {
             let r = reference.as_deref();
@@ -657,7 +681,9 @@ impl WsSession {
                     reset_json(channels, reason, cursor, &mut self.buf)
                 }
             }
-            match Utf8Bytes::try_from(self.buf.split().freeze()) {
+            // Taken whole: a `split` would keep the block alive through its
+            // empty remainder while the connection idles.
+            match Utf8Bytes::try_from(std::mem::take(&mut self.buf).freeze()) {
                 Ok(text) => frames.push(Frame::Text(text)),
                 Err(_) => debug!("dropped a frame that was not UTF-8"),
             }
