@@ -111,10 +111,18 @@ pub async fn upgrade(
         subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );
     let tasks = state.tasks.clone();
+    // One box for what the opening needs: the task's future then carries a
+    // pointer for it, not copies of each part for the connection's life.
+    let opening = Box::new(Opening {
+        state,
+        settings,
+        client,
+        sub,
+    });
     tasks.spawn(
         async move {
             match on_upgrade.await {
-                Ok(upgraded) => run(state, settings, upgraded, client, sub).await,
+                Ok(upgraded) => run(opening, upgraded).await,
                 Err(error) => debug!(%error, "websocket upgrade failed"),
             }
         }
@@ -214,32 +222,58 @@ struct WsSession {
 /// Most `send` ops one connection may have waiting on the backend.
 const MAX_PENDING_SENDS: usize = 16;
 
-async fn run(
+/// What an accepted upgrade needs to become a session.
+struct Opening {
     state: AppState,
     settings: Arc<Settings>,
-    upgraded: Upgraded,
     client: Client,
     sub: Subscription,
-) {
+}
+
+/// A session ready to serve, with what it holds for its whole life.
+struct Opened {
+    ws: WsSession,
+    stream: Stream,
+    sub: Subscription,
+    _registration: crate::connections::Registration,
+    _gauge: Gauge,
+}
+
+async fn run(opening: Box<Opening>, upgraded: Upgraded) {
+    // Boxed: the opening's state is freed once the session is built.
+    let Opened {
+        mut ws,
+        mut stream,
+        sub,
+        _registration,
+        _gauge,
+    } = Box::pin(open(opening, upgraded)).await;
+    let ending = ws.serve(sub, &mut stream).await;
+    ws.close(ending, &mut stream).await;
+}
+
+async fn open(opening: Box<Opening>, upgraded: Upgraded) -> Opened {
+    let Opening {
+        state,
+        settings,
+        client,
+        sub,
+    } = *opening;
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
-        // Read in 2 KiB chunks: client frames are small ops, and the chunk
-        // is held for the connection's whole life.
-        .read_buffer_size(2048)
+        // Read in 1 KiB chunks: client frames are small ops, the buffer is
+        // held for the connection's whole life, and a larger frame reserves
+        // its own length anyway.
+        .read_buffer_size(1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(rt.max_message * 2 + 64 * 1024)
         .max_message_size(Some(rt.max_message + 4096))
         .max_frame_size(Some(rt.max_message + 4096));
-    // Boxed and split at once: the unsplit stream, held inline, would size
-    // this session's future (about 2 KiB more) for its whole life.
-    let (sink, stream) = Box::pin(async move {
+    let (sink, stream) =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
             .await
-            .split()
-    })
-    .await;
-    let mut stream = stream;
-    let _gauge = Gauge::enter(&state.stats, |s| &s.ws);
+            .split();
+    let gauge = Gauge::enter(&state.stats, |s| &s.ws);
     let mut session = Session::new(&state, rt.client_queue);
     session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
     let mut ws = WsSession {
@@ -265,16 +299,30 @@ async fn run(
         .connections
         .register(ws.id, subject.as_deref(), "ws");
     ws.kicked = Some(registration.kick.listen_from_start());
-    let ending = ws.serve(sub, &mut stream).await;
-    ws.state.metrics.disconnect("ws", ending.reason());
-    if let Ending::Close(code, reason) = ending {
+    Opened {
+        ws,
+        stream,
+        sub,
+        _registration: registration,
+        _gauge: gauge,
+    }
+}
+
+impl WsSession {
+    /// Count the ending and, when owed, send the close frame and wait for
+    /// the peer's.
+    async fn close(&mut self, ending: Ending, stream: &mut Stream) {
+        self.state.metrics.disconnect("ws", ending.reason());
+        let Ending::Close(code, reason) = ending else {
+            return;
+        };
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
         let sent = tokio::time::timeout(
             Duration::from_secs(2),
-            ws.sink.send(Frame::Close(Some(frame))),
+            self.sink.send(Frame::Close(Some(frame))),
         )
         .await;
         if matches!(sent, Ok(Ok(()))) {
