@@ -11,7 +11,7 @@
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 #[derive(Default)]
@@ -69,11 +69,18 @@ impl Bell {
         self.rung.fetch_add(1, Ordering::AcqRel);
         // Listeners stay registered: their tasks' wakers remain valid for the
         // next ring, and a listener re-registers only if its task changes.
-        if let Ok(w) = self.waiters.lock() {
-            for waker in w.slots.iter().flatten() {
-                waker.wake_by_ref();
-            }
+        // Woken outside the lock: with a listener per connection the list
+        // is long, and connections opening or closing meanwhile must not wait.
+        let wakers: Vec<Waker> = self.waiters().slots.iter().flatten().cloned().collect();
+        for waker in wakers {
+            waker.wake();
         }
+    }
+
+    /// The waiter list; a panic elsewhere while it was held leaves it usable
+    /// (it is only wakers), so no wake-up is ever lost to poisoning.
+    fn waiters(&self) -> MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether it ever rang (for one-shot bells: shutdown, a kick).
@@ -125,9 +132,7 @@ impl Listener {
         if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             return Poll::Pending;
         }
-        let Ok(mut w) = self.bell.waiters.lock() else {
-            return Poll::Pending;
-        };
+        let mut w = self.bell.waiters();
         match self.key {
             Some(key) => {
                 if let Some(slot) = w.slots.get_mut(key) {
@@ -163,10 +168,8 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Some(key) = self.key
-            && let Ok(mut w) = self.bell.waiters.lock()
-        {
-            w.remove(key);
+        if let Some(key) = self.key {
+            self.bell.waiters().remove(key);
         }
     }
 }

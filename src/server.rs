@@ -148,7 +148,9 @@ async fn connection(
             }
             None => Box::pin(serve(state, stream, info, surface, gate, false)).await,
         };
-        // The connection counts until its stream ends.
+        // A handed-off SSE stream keeps counting until it ends. An upgraded
+        // WebSocket leaves this gauge when hyper hands it over (it counts in
+        // the `ws` gauge), so `max_connections` does not bound WebSockets.
         match handoff {
             Some(sse) => sse.spawn(&tasks, gauge),
             None => drop(gauge),

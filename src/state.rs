@@ -79,8 +79,10 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     /// Cancelled once, when the gateway starts draining (for background tasks).
     pub shutdown: CancellationToken,
-    /// Rung at the same moment as `shutdown` is cancelled: what connection
-    /// loops listen to, since polling the token locks (see `bell.rs`).
+    /// Rung at the same moment as `shutdown` is cancelled: what the SSE,
+    /// WebSocket and hyper connection loops listen to, since polling the
+    /// token locks on every wake-up (see `bell.rs`). Long-poll requests,
+    /// which wait once, use the token.
     pub stopping: Arc<crate::bell::Bell>,
     /// Cancelled after the drain: background broker links stop last, so
     /// publishes keep working while connections drain.

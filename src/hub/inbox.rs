@@ -81,9 +81,12 @@ impl Inbox {
             if q.items.len() >= self.shared.capacity {
                 match policy {
                     SlowClient::Disconnect => {
-                        drop(q);
+                        // Under the queue lock, like `link_eviction`: one of
+                        // the two always sees the other.
                         self.shared.evicted.ring();
-                        if let Some(linked) = self.shared.linked.get() {
+                        let linked = self.shared.linked.get().cloned();
+                        drop(q);
+                        if let Some(linked) = linked {
                             linked.ring();
                         }
                         self.shared.ready.notify_one();
@@ -140,9 +143,14 @@ impl Inbox {
     /// Ring `bell` too when this inbox is evicted: for transports where
     /// nothing would notice an eviction while the client's socket is full.
     pub fn link_eviction(&self, bell: Arc<Bell>) {
-        // Link first, then check: an eviction in between rings it either way.
-        let _ = self.shared.linked.set(bell.clone());
-        if self.is_evicted() {
+        // Linked and checked under the queue lock, where `push` evicts: an
+        // eviction is either seen here or rings the linked bell there.
+        let evicted = {
+            let _q = self.shared.queue.lock();
+            let _ = self.shared.linked.set(bell.clone());
+            self.is_evicted()
+        };
+        if evicted {
             bell.ring();
         }
     }

@@ -149,6 +149,8 @@ pub async fn upgrade(
 enum Inbound {
     Text(Utf8Bytes),
     Binary,
+    /// Ping or pong (tungstenite answers pings itself); proves the peer alive.
+    Control,
     /// Reading stopped: peer closed, I/O error, or a protocol violation
     /// (with the close code to answer).
     End(Option<(CloseCode, &'static str)>),
@@ -157,15 +159,14 @@ enum Inbound {
 type Stream = futures_util::stream::SplitStream<WebSocketStream<TokioIo<Upgraded>>>;
 
 impl Inbound {
-    /// What a read produced; `None` for control frames (tungstenite answers
-    /// pings itself; a pong only proves the peer is alive).
-    fn from_read(item: Option<Result<Frame, WsError>>) -> Option<Inbound> {
+    /// What a read produced.
+    fn from_read(item: Option<Result<Frame, WsError>>) -> Inbound {
         match item {
-            Some(Ok(Frame::Text(t))) => Some(Inbound::Text(t)),
-            Some(Ok(Frame::Binary(_))) => Some(Inbound::Binary),
-            Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => None,
-            Some(Ok(Frame::Close(_))) | None => Some(Inbound::End(None)),
-            Some(Err(e)) => Some(Inbound::End(close_for(&e))),
+            Some(Ok(Frame::Text(t))) => Inbound::Text(t),
+            Some(Ok(Frame::Binary(_))) => Inbound::Binary,
+            Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => Inbound::Control,
+            Some(Ok(Frame::Close(_))) | None => Inbound::End(None),
+            Some(Err(e)) => Inbound::End(close_for(&e)),
         }
     }
 }
@@ -363,11 +364,12 @@ fn close_for(e: &WsError) -> Option<(CloseCode, &'static str)> {
 impl WsSession {
     async fn serve(&mut self, sub: Subscription, stream: &mut Stream) -> Ending {
         let mut last_seen = Instant::now();
-        if let Err(e) = self
+        let subscribed = self
             .session
             .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut self.out)
-            .await
-        {
+            .await;
+        drop(sub);
+        if let Err(e) = subscribed {
             return Ending::Close(CloseCode::Again, e.to_string());
         }
         if self.flush_out().await.is_err() {
@@ -411,28 +413,8 @@ impl WsSession {
                     let _ = self.send_text(text).await;
                     return Ending::Close(CloseCode::Policy, "token expired".into());
                 }
-                Some(reply) = next_reply(&mut self.replies) => {
-                    self.pending_sends = self.pending_sends.saturating_sub(1);
-                    self.send_text(reply).await
-                }
-                read = stream.next() => {
-                    last_seen = Instant::now();
-                    match Inbound::from_read(read) {
-                        None => Ok(()),
-                        Some(Inbound::Text(_) | Inbound::Binary) if !self.allow_frame() => {
-                            if self.refused > FLOOD_CLOSE_AFTER {
-                                return Ending::Close(CloseCode::Again, "rate limited".into());
-                            }
-                            self.send_text(ops::error(None, "rate_limited", "too many frames; slow down")).await
-                        }
-                        Some(Inbound::Text(t)) => Box::pin(self.on_text(&t)).await,
-                        Some(Inbound::Binary) => {
-                            self.send_text(ops::error(None, "bad_request", "binary frames are not supported; send JSON text")).await
-                        }
-                        Some(Inbound::End(Some((code, why)))) => return Ending::Close(code, why.into()),
-                        Some(Inbound::End(None)) => return Ending::Gone,
-                    }
-                }
+                // Deliveries before client frames: a client that floods
+                // cannot hold up its own deliveries or its eviction.
                 _ = inbox.ready() => {
                     if inbox.is_evicted() {
                         return Box::pin(self.slow_consumer()).await;
@@ -440,6 +422,31 @@ impl WsSession {
                     self.session.drain(&mut self.out);
                     self.flush_out().await
                 }
+                Some(reply) = next_reply(&mut self.replies) => {
+                    self.pending_sends = self.pending_sends.saturating_sub(1);
+                    self.send_text(reply).await
+                }
+                read = stream.next() => {
+                    last_seen = Instant::now();
+                    match Inbound::from_read(read) {
+                        // Every frame counts against the client's rate, control
+                        // frames too: a ping flood is a flood.
+                        Inbound::Text(_) | Inbound::Binary | Inbound::Control if !self.allow_frame() => {
+                            if self.refused > FLOOD_CLOSE_AFTER {
+                                return Ending::Close(CloseCode::Again, "rate limited".into());
+                            }
+                            self.send_text(ops::error(None, "rate_limited", "too many frames; slow down")).await
+                        }
+                        Inbound::Text(t) => Box::pin(self.on_text(&t)).await,
+                        Inbound::Control => Ok(()),
+                        Inbound::Binary => {
+                            self.send_text(ops::error(None, "bad_request", "binary frames are not supported; send JSON text")).await
+                        }
+                        Inbound::End(Some((code, why))) => return Ending::Close(code, why.into()),
+                        Inbound::End(None) => return Ending::Gone,
+                    }
+                }
+                // Last: a frame waiting to be read proves the peer alive.
                 _ = tick.tick() => {
                     if last_seen.elapsed() > 3 * heartbeat {
                         return Ending::Close(CloseCode::Away, "no pong".into());
@@ -449,9 +456,9 @@ impl WsSession {
             };
             if step.is_err() {
                 if inbox.is_evicted() {
-                    // Cut off mid-write: the socket is stuck, so no notice can be sent.
-                    self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                    return Ending::Stuck;
+                    // Cut off mid-write: the notice still goes out if the
+                    // socket takes it within a second.
+                    return Box::pin(self.slow_consumer()).await;
                 }
                 return Ending::Gone;
             }
@@ -765,9 +772,15 @@ impl WsSession {
             "cursor": self.session.cursor_text(),
         });
         let frames = vec![Frame::Text(frame.to_string().into())];
-        let _ = tokio::time::timeout(Duration::from_secs(1), write_frames(&mut self.sink, frames))
-            .await;
-        Ending::Close(CloseCode::Again, "slow consumer: resume with cursor".into())
+        match tokio::time::timeout(Duration::from_secs(1), write_frames(&mut self.sink, frames))
+            .await
+        {
+            Ok(Ok(())) => {
+                Ending::Close(CloseCode::Again, "slow consumer: resume with cursor".into())
+            }
+            // The socket is stuck: no notice, no closing handshake.
+            _ => Ending::Stuck,
+        }
     }
 }
 
