@@ -314,8 +314,15 @@ impl WsSession {
     /// the peer's.
     async fn close(&mut self, ending: Ending, stream: &mut Stream) {
         self.state.metrics.disconnect("ws", ending.reason());
-        let Ending::Close(code, reason) = ending else {
-            return;
+        let (code, reason) = match ending {
+            Ending::Close(code, reason) => (code, reason),
+            Ending::Gone => {
+                // The peer closed: tungstenite queued our Close reply when it
+                // read theirs; send it, so the closing handshake completes.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.flush()).await;
+                return;
+            }
+            Ending::Stuck => return,
         };
         let frame = CloseFrame {
             code,

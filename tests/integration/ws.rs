@@ -276,3 +276,28 @@ async fn ws_fragmented_message_is_reassembled() {
     let reply = next_json(&mut ws).await;
     assert_eq!(reply["ref"], 42);
 }
+
+#[tokio::test]
+async fn ws_client_close_gets_a_close_back() {
+    let gw = TestGateway::start().await;
+    let mut ws = gw.ws("/realtime/ws?channels=public.closing").await;
+    send_json(&mut ws, json!({"op": "ping", "ref": 1})).await;
+    assert_eq!(next_json(&mut ws).await["ref"], 1);
+    ws.close(None).await.expect("close frame sent");
+    // The closing handshake: the server answers with its own Close.
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Frame::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return false,
+            }
+        }
+    })
+    .await
+    .expect("the server answers within 5 s");
+    assert!(
+        answer,
+        "the server's Close frame arrives before the stream ends"
+    );
+}
