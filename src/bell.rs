@@ -94,19 +94,18 @@ impl Bell {
 
     /// A listener that hears the rings after this call.
     pub fn listen(self: &Arc<Self>) -> Listener {
-        Listener {
-            seen: self.rung(),
-            bell: self.clone(),
-            key: None,
-            waker: None,
-        }
+        self.listener(self.rung())
     }
 
     /// A listener that also hears a ring from before this call: for
     /// one-shot bells, where a late listener must still see the event.
     pub fn listen_from_start(self: &Arc<Self>) -> Listener {
+        self.listener(0)
+    }
+
+    fn listener(self: &Arc<Self>, seen: u64) -> Listener {
         Listener {
-            seen: 0,
+            seen,
             bell: self.clone(),
             key: None,
             waker: None,

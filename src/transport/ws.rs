@@ -204,7 +204,7 @@ struct WsSession {
     /// Session id (`X-Pushgate-Connection`, `POST /disconnect`).
     id: u64,
     /// Rung by `POST /disconnect`.
-    kicked: Option<Listener>,
+    kicked: Listener,
     /// Rung when the inbox overflows under `disconnect`: cuts a stuck write.
     evicted: Listener,
     /// Frames refused by the rate limit since the last accepted one.
@@ -276,13 +276,16 @@ async fn open(opening: Box<Opening>, upgraded: Upgraded) -> Opened {
             .split();
     let gauge = Gauge::enter(&state.stats, |s| &s.ws);
     let mut session = Session::new(&state, rt.client_queue);
-    session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
-    let mut ws = WsSession {
+    let subject = client.identity.as_ref().map(|i| i.subject.clone());
+    session.set_subject(subject.clone());
+    let id = state.stats.conn_id();
+    let registration = state.connections.register(id, subject.as_deref(), "ws");
+    let ws = WsSession {
+        kicked: registration.kick.listen_from_start(),
         state,
         settings,
         client,
-        id: 0,
-        kicked: None,
+        id,
         evicted: session.inbox().eviction().listen_from_start(),
         refused: 0,
         session,
@@ -293,13 +296,6 @@ async fn open(opening: Box<Opening>, upgraded: Upgraded) -> Opened {
         pending_sends: 0,
     };
     ws.state.metrics.connect("ws");
-    let subject = ws.client.identity.as_ref().map(|i| i.subject.clone());
-    ws.id = ws.state.stats.conn_id();
-    let registration = ws
-        .state
-        .connections
-        .register(ws.id, subject.as_deref(), "ws");
-    ws.kicked = Some(registration.kick.listen_from_start());
     Opened {
         ws,
         stream,
@@ -389,10 +385,6 @@ impl WsSession {
         // (see `bell.rs`).
         let mut stopping = self.state.stopping.listen_from_start();
         let mut reloaded = self.state.reloaded.listen();
-        let mut kicked = self
-            .kicked
-            .take()
-            .unwrap_or_else(|| crate::bell::Bell::new().listen());
         // One timer for the token's expiry, re-armed only when an `auth` op
         // changes the token (not one timer per delivery).
         let mut expires = self.expires();
@@ -404,7 +396,7 @@ impl WsSession {
             }
             let step = tokio::select! {
                 biased;
-                _ = kicked.rung() => {
+                _ = self.kicked.rung() => {
                     return Ending::Close(CloseCode::Policy, "disconnected by the operator".into());
                 }
                 _ = stopping.rung() => {
@@ -545,7 +537,7 @@ impl WsSession {
     }
 
     fn expiry(&self) -> Option<tokio::time::Instant> {
-        let at = self.client.identity.as_ref()?.expires?;
+        let at = self.expires()?;
         let left = at
             .duration_since(std::time::SystemTime::now())
             .unwrap_or_default();

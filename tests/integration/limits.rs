@@ -192,3 +192,40 @@ async fn publish_and_subscribe_limits() {
         (Some("rate_limited"), Some(9))
     );
 }
+
+#[tokio::test]
+async fn a_ping_flood_counts_as_a_flood() {
+    let gw = gateway("  per_client: { messages: { rate: 20/s, burst: 40 } }").await;
+    let flooder = gw
+        .ws(&format!("/realtime/ws?token={}", token("pinger")))
+        .await;
+    let (mut tx, mut rx) = flooder.split();
+    let flood = tokio::spawn(async move {
+        for _ in 0..5000 {
+            if tx.send(Frame::Ping(Default::default())).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Control frames are charged like any frame: rate_limited errors, then 1013.
+    let mut limited = 0;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.next())
+            .await
+            .expect("pinger answered")
+        {
+            Some(Ok(Frame::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["code"] == "rate_limited" {
+                    limited += 1;
+                }
+            }
+            Some(Ok(Frame::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    flood.abort();
+    assert!(limited > 0, "a ping flood is refused like any other");
+    assert!(matches!(close, Some(1013) | None), "close {close:?}");
+}
