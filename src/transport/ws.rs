@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
@@ -56,7 +55,10 @@ fn timer_at(at: Option<tokio::time::Instant>) -> Option<std::pin::Pin<Box<tokio:
     at.map(|at| Box::pin(tokio::time::sleep_until(at)))
 }
 
-type Sink = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Frame>;
+mod outgoing;
+use outgoing::Outgoing;
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Validate the handshake and the requested channels, answer 101, and run the
 /// session on the upgraded connection.
@@ -119,15 +121,7 @@ pub async fn upgrade(
         client,
         sub,
     });
-    tasks.spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => run(opening, upgraded).await,
-                Err(error) => debug!(%error, "websocket upgrade failed"),
-            }
-        }
-        .instrument(span),
-    );
+    tasks.spawn(run(opening, on_upgrade).instrument(span));
     let mut resp = Response::new(reply::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -155,8 +149,6 @@ enum Inbound {
     /// (with the close code to answer).
     End(Option<(CloseCode, &'static str)>),
 }
-
-type Stream = futures_util::stream::SplitStream<WebSocketStream<TokioIo<Upgraded>>>;
 
 impl Inbound {
     /// What a read produced.
@@ -210,9 +202,12 @@ struct WsSession {
     /// Frames refused by the rate limit since the last accepted one.
     refused: u32,
     session: Session,
-    sink: Sink,
+    /// Unsplit: one task reads and writes, and a split would put the stream
+    /// behind a lock in an `Arc`.
+    socket: Socket,
     out: Vec<Out>,
-    buf: BytesMut,
+    /// Frames encoded and not yet written (see `outgoing.rs`).
+    outgoing: Outgoing,
     /// Answers of `send` ops forwarded to the backend, written in arrival order.
     /// Created by the first `send` op: a channel costs ~1 KiB per connection.
     replies: Option<(mpsc::Sender<String>, mpsc::Receiver<String>)>,
@@ -234,26 +229,35 @@ struct Opening {
 /// A session ready to serve, with what it holds for its whole life.
 struct Opened {
     ws: WsSession,
-    stream: Stream,
-    sub: Subscription,
+    /// Subscribing to the channels asked for on the URL, and the replay:
+    /// done, or the reason to close straight away.
+    started: Result<(), Ending>,
     _registration: crate::connections::Registration,
     _gauge: Gauge,
 }
 
-async fn run(opening: Box<Opening>, upgraded: Upgraded) {
-    // Boxed: the opening's state is freed once the session is built.
-    let Opened {
-        mut ws,
-        mut stream,
-        sub,
-        _registration,
-        _gauge,
-    } = Box::pin(open(opening, upgraded)).await;
-    let ending = ws.serve(sub, &mut stream).await;
-    ws.close(ending, &mut stream).await;
+/// The connection task: the upgrade and the opening in a box freed once the
+/// session runs (what they hold would otherwise size this task's future,
+/// which every open WebSocket keeps), then the session.
+async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) {
+    let Some(mut opened) = Box::pin(open(opening, on_upgrade)).await else {
+        return;
+    };
+    let ending = match std::mem::replace(&mut opened.started, Ok(())) {
+        Ok(()) => opened.ws.serve().await,
+        Err(ending) => ending,
+    };
+    opened.ws.close(ending).await;
 }
 
-async fn open(opening: Box<Opening>, upgraded: Upgraded) -> Opened {
+async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> Option<Opened> {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            debug!(%error, "websocket upgrade failed");
+            return None;
+        }
+    };
     let Opening {
         state,
         settings,
@@ -270,17 +274,15 @@ async fn open(opening: Box<Opening>, upgraded: Upgraded) -> Opened {
         .max_write_buffer_size(rt.max_message * 2 + 64 * 1024)
         .max_message_size(Some(rt.max_message + 4096))
         .max_frame_size(Some(rt.max_message + 4096));
-    let (sink, stream) =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-            .await
-            .split();
+    let socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let gauge = Gauge::enter(&state.stats, |s| &s.ws);
     let mut session = Session::new(&state, rt.client_queue);
     let subject = client.identity.as_ref().map(|i| i.subject.clone());
     session.set_subject(subject.clone());
     let id = state.stats.conn_id();
     let registration = state.connections.register(id, subject.as_deref(), "ws");
-    let ws = WsSession {
+    let mut ws = WsSession {
         kicked: registration.kick.listen_from_start(),
         state,
         settings,
@@ -289,51 +291,56 @@ async fn open(opening: Box<Opening>, upgraded: Upgraded) -> Opened {
         evicted: session.inbox().eviction().listen_from_start(),
         refused: 0,
         session,
-        sink,
+        socket,
         out: Vec::new(),
-        buf: BytesMut::new(),
+        outgoing: Outgoing::default(),
         replies: None,
         pending_sends: 0,
     };
     ws.state.metrics.connect("ws");
-    Opened {
+    let started = ws.start(sub).await;
+    Some(Opened {
         ws,
-        stream,
-        sub,
+        started,
         _registration: registration,
         _gauge: gauge,
-    }
+    })
 }
 
 impl WsSession {
     /// Count the ending and, when owed, send the close frame and wait for
     /// the peer's.
-    async fn close(&mut self, ending: Ending, stream: &mut Stream) {
+    async fn close(&mut self, ending: Ending) {
         self.state.metrics.disconnect("ws", ending.reason());
         let (code, reason) = match ending {
             Ending::Close(code, reason) => (code, reason),
             Ending::Gone => {
                 // The peer closed: tungstenite queued our Close reply when it
                 // read theirs; send it, so the closing handshake completes.
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.sink.flush()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.flush()).await;
                 return;
             }
             Ending::Stuck => return,
         };
+        // Frames of ours the socket has not taken go before the Close.
+        let owed = tokio::time::timeout(Duration::from_secs(2), self.write_owed()).await;
+        if !matches!(owed, Ok(Ok(()))) {
+            return;
+        }
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
         let sent = tokio::time::timeout(
             Duration::from_secs(2),
-            self.sink.send(Frame::Close(Some(frame))),
+            self.socket.send(Frame::Close(Some(frame))),
         )
         .await;
         if matches!(sent, Ok(Ok(()))) {
             // Closing handshake: keep reading (and discarding) until the peer's
             // Close, so unread frames do not turn our close into a reset.
             let drain = async {
-                while let Some(Ok(frame)) = stream.next().await {
+                while let Some(Ok(frame)) = self.socket.next().await {
                     if matches!(frame, Frame::Close(_)) {
                         break;
                     }
@@ -365,19 +372,17 @@ fn close_for(e: &WsError) -> Option<(CloseCode, &'static str)> {
 }
 
 impl WsSession {
-    async fn serve(&mut self, sub: Subscription, stream: &mut Stream) -> Ending {
-        let mut last_seen = Instant::now();
-        let subscribed = self
-            .session
+    /// Subscribe to the channels asked for on the URL and send the replay.
+    async fn start(&mut self, sub: Subscription) -> Result<(), Ending> {
+        self.session
             .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut self.out)
-            .await;
-        drop(sub);
-        if let Err(e) = subscribed {
-            return Ending::Close(CloseCode::Again, e.to_string());
-        }
-        if self.flush_out().await.is_err() {
-            return Ending::Gone;
-        }
+            .await
+            .map_err(|e| Ending::Close(CloseCode::Again, e.to_string()))?;
+        self.flush_out().await.map_err(|_| Ending::Gone)
+    }
+
+    async fn serve(&mut self) -> Ending {
+        let mut last_seen = Instant::now();
         let heartbeat = self.settings.config.realtime.heartbeat;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         let inbox = self.session.inbox().clone();
@@ -401,7 +406,8 @@ impl WsSession {
                 }
                 _ = stopping.rung() => {
                     let frame = json!({"type": "reconnect", "reason": "restart", "cursor": self.session.cursor_text()});
-                    let _ = tokio::time::timeout(Duration::from_secs(1), write_frames(&mut self.sink, vec![Frame::Text(frame.to_string().into())])).await;
+                    self.outgoing.text(&frame.to_string());
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.write_owed()).await;
                     return Ending::Close(CloseCode::Restart, "server restart: reconnect and resume".into());
                 }
                 // Rare handlers are boxed: their state would otherwise
@@ -425,7 +431,9 @@ impl WsSession {
                     self.pending_sends = self.pending_sends.saturating_sub(1);
                     self.send_text(reply).await
                 }
-                read = stream.next() => {
+                // Only with nothing of ours owed: tungstenite writes its pong
+                // replies while reading, and they must not land inside a frame.
+                read = self.socket.next(), if self.outgoing.is_empty() => {
                     last_seen = Instant::now();
                     match Inbound::from_read(read) {
                         // Every frame counts against the client's rate, control
@@ -450,7 +458,8 @@ impl WsSession {
                     if last_seen.elapsed() > 3 * heartbeat {
                         return Ending::Close(CloseCode::Away, "no pong".into());
                     }
-                    self.write(vec![Frame::Ping(Default::default())]).await
+                    self.outgoing.ping();
+                    self.write().await
                 }
             };
             if step.is_err() {
@@ -715,7 +724,18 @@ impl WsSession {
         if self.out.is_empty() {
             return Ok(());
         }
-        let mut frames = Vec::with_capacity(self.out.len());
+        // One allocation per batch: each frame is its header, the message's
+        // shared JSON and the cursor.
+        let cursor_len = self.session.cursor().encoded_len_hint();
+        let need: usize = self
+            .out
+            .iter()
+            .map(|item| match item {
+                Out::Message(m) => m.wire_prefix().len() + cursor_len + 24,
+                Out::Reset { .. } => 256,
+            })
+            .sum();
+        self.outgoing.reserve(need);
         let mut delivered = 0u64;
         for item in std::mem::take(&mut self.out) {
             if !self.session.advance(&item) {
@@ -724,41 +744,42 @@ impl WsSession {
             let cursor = self.session.cursor_text();
             match &item {
                 Out::Message(m) => {
-                    m.write_json(cursor, &mut self.buf);
+                    self.outgoing.text_with(|b| m.write_json(cursor, b));
                     delivered += 1;
                 }
-                Out::Reset { channels, reason } => {
-                    reset_json(channels, reason, cursor, &mut self.buf)
-                }
-            }
-            // Taken whole: a `split` would keep the block alive through its
-            // empty remainder while the connection idles.
-            match Utf8Bytes::try_from(std::mem::take(&mut self.buf).freeze()) {
-                Ok(text) => frames.push(Frame::Text(text)),
-                Err(_) => debug!("dropped a frame that was not UTF-8"),
+                Out::Reset { channels, reason } => self
+                    .outgoing
+                    .text_with(|b| reset_json(channels, reason, cursor, b)),
             }
         }
         self.state
             .stats
             .delivered
             .fetch_add(delivered, Ordering::Relaxed);
-        self.write(frames).await
+        self.write().await
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), WsError> {
-        self.write(vec![Frame::Text(text.into())]).await
+        self.outgoing.text(&text);
+        self.write().await
     }
 
-    /// Write frames and flush once, unless the connection is evicted first.
-    async fn write(&mut self, frames: Vec<Frame>) -> Result<(), WsError> {
-        if frames.is_empty() {
+    /// Write what is owed, unless the connection is evicted first.
+    async fn write(&mut self) -> Result<(), WsError> {
+        if self.outgoing.is_empty() {
             return Ok(());
         }
+        let evicted = &mut self.evicted;
         tokio::select! {
             biased;
-            r = write_frames(&mut self.sink, frames) => r,
-            _ = self.evicted.rung() => Err(WsError::ConnectionClosed),
+            r = write_owed(&mut self.socket, &mut self.outgoing) => r,
+            _ = evicted.rung() => Err(WsError::ConnectionClosed),
         }
+    }
+
+    /// Write what is owed, however long the socket takes (callers bound it).
+    async fn write_owed(&mut self) -> Result<(), WsError> {
+        write_owed(&mut self.socket, &mut self.outgoing).await
     }
 
     /// The connection fell too far behind: tell it where to resume, then close.
@@ -770,10 +791,9 @@ impl WsSession {
             "message": "too far behind; reconnect and resume with this cursor",
             "cursor": self.session.cursor_text(),
         });
-        let frames = vec![Frame::Text(frame.to_string().into())];
-        match tokio::time::timeout(Duration::from_secs(1), write_frames(&mut self.sink, frames))
-            .await
-        {
+        // After the rest of a write the eviction cut short, if any.
+        self.outgoing.text(&frame.to_string());
+        match tokio::time::timeout(Duration::from_secs(1), self.write_owed()).await {
             Ok(Ok(())) => {
                 Ending::Close(CloseCode::Again, "slow consumer: resume with cursor".into())
             }
@@ -783,9 +803,10 @@ impl WsSession {
     }
 }
 
-async fn write_frames(sink: &mut Sink, frames: Vec<Frame>) -> Result<(), WsError> {
-    for f in frames {
-        sink.feed(f).await?;
-    }
-    sink.flush().await
+/// Let tungstenite write what it queued (pong and close replies), then write
+/// our frames straight to the socket.
+async fn write_owed(socket: &mut Socket, outgoing: &mut Outgoing) -> Result<(), WsError> {
+    socket.flush().await?;
+    outgoing.write_to(socket.get_mut()).await?;
+    Ok(())
 }

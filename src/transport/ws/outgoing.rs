@@ -1,0 +1,183 @@
+//! Server-to-client WebSocket frames, encoded here and written straight to
+//! the socket.
+//!
+//! tungstenite copies each outgoing frame into a write buffer that it keeps,
+//! at its largest size, for the connection's whole life: ~600 B on every
+//! idle connection after its first delivery, and one copy per delivery. The
+//! frames a server sends are simple (RFC 6455 §5.2: FIN set, no mask, the
+//! shortest length encoding), so the session encodes its text and ping frames
+//! into an [`Outgoing`] that holds memory only while bytes are owed.
+//! tungstenite still reads, answers the client's pings and runs the closing
+//! handshake; the session lets it flush what it queued before writing here.
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+const OP_TEXT: u8 = 0x1;
+const OP_PING: u8 = 0x9;
+const FIN: u8 = 0x80;
+/// The longest header an unmasked frame has: 2 bytes and a 64-bit length.
+const MAX_HEAD: usize = 10;
+
+/// Encoded frames not yet written to the socket.
+#[derive(Default)]
+pub struct Outgoing {
+    bytes: BytesMut,
+}
+
+impl Outgoing {
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Room for `additional` more bytes of frames, in one allocation.
+    pub fn reserve(&mut self, additional: usize) {
+        self.bytes.reserve(additional);
+    }
+
+    /// Append a text frame whose payload `render` appends (valid UTF-8: the
+    /// session only renders JSON).
+    pub fn text_with(&mut self, render: impl FnOnce(&mut BytesMut)) {
+        let start = self.bytes.len();
+        // Rendered after room for the longest header; the gap left by a
+        // shorter one is closed by moving the payload down.
+        self.bytes.put_bytes(0, MAX_HEAD);
+        render(&mut self.bytes);
+        let len = self.bytes.len() - start - MAX_HEAD;
+        let mut head = [0u8; MAX_HEAD];
+        let n = encode_head(&mut head, OP_TEXT, len);
+        let gap = MAX_HEAD - n;
+        self.bytes[start + gap..start + MAX_HEAD].copy_from_slice(&head[..n]);
+        if gap > 0 {
+            self.bytes.copy_within(start + gap.., start);
+            self.bytes.truncate(self.bytes.len() - gap);
+        }
+    }
+
+    pub fn text(&mut self, payload: &str) {
+        self.reserve(MAX_HEAD + payload.len());
+        self.text_with(|b| b.extend_from_slice(payload.as_bytes()));
+    }
+
+    /// An empty ping (the heartbeat).
+    pub fn ping(&mut self) {
+        self.bytes.put_slice(&[FIN | OP_PING, 0]);
+    }
+
+    /// Write every owed byte and flush. Cancel-safe: what was not written
+    /// stays for the next call, after which the buffer is released.
+    pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, io: &mut W) -> std::io::Result<()> {
+        while !self.bytes.is_empty() {
+            let n = io.write(&self.bytes).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.bytes.advance(n);
+        }
+        self.bytes = BytesMut::new();
+        io.flush().await
+    }
+}
+
+/// Write the header of an unmasked final frame into `head`; its length.
+fn encode_head(head: &mut [u8; MAX_HEAD], opcode: u8, len: usize) -> usize {
+    head[0] = FIN | opcode;
+    if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if let Ok(short) = u16::try_from(len) {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&short.to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+    /// Parse `bytes` back with tungstenite's own decoder.
+    fn decode(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            let mut cursor = std::io::Cursor::new(bytes);
+            let (header, len) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            assert!(header.is_final);
+            assert!(header.mask.is_none(), "server frames are unmasked");
+            let at = cursor.position() as usize;
+            let len = len as usize;
+            let opcode: u8 = header.opcode.into();
+            frames.push((opcode, bytes[at..at + len].to_vec()));
+            bytes = &bytes[at + len..];
+        }
+        frames
+    }
+
+    #[test]
+    fn frames_of_every_length_class_decode() {
+        let mut out = Outgoing::default();
+        let payloads = [
+            "".to_string(),
+            "x".repeat(125),
+            "y".repeat(126),
+            "z".repeat(65_535),
+            "w".repeat(65_536),
+        ];
+        for p in &payloads {
+            out.text(p);
+        }
+        out.ping();
+        let frames = decode(&out.bytes);
+        assert_eq!(frames.len(), payloads.len() + 1);
+        for (frame, p) in frames.iter().zip(&payloads) {
+            assert_eq!(frame.0, OP_TEXT);
+            assert_eq!(frame.1, p.as_bytes());
+        }
+        assert_eq!(frames[payloads.len()], (OP_PING, Vec::new()));
+    }
+
+    #[test]
+    fn a_short_header_uses_the_shortest_encoding() {
+        let mut out = Outgoing::default();
+        out.text_with(|b| b.extend_from_slice(b"{}"));
+        assert_eq!(&out.bytes[..], b"\x81\x02{}");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_write_resumes_where_it_stopped() {
+        let (mut near, mut far) = tokio::io::duplex(64);
+        let mut out = Outgoing::default();
+        let payload = "p".repeat(1000);
+        out.text(&payload);
+        // The pipe holds 64 bytes: the write stalls and is abandoned.
+        let stalled = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            out.write_to(&mut near),
+        )
+        .await;
+        assert!(stalled.is_err());
+        assert!(!out.is_empty());
+        out.ping();
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut far, &mut all)
+                .await
+                .unwrap();
+            all
+        });
+        out.write_to(&mut near).await.unwrap();
+        assert!(out.is_empty());
+        assert_eq!(out.bytes.capacity(), 0, "the buffer is released");
+        drop(near);
+        let frames = decode(&reader.await.unwrap());
+        assert_eq!(
+            frames,
+            vec![(OP_TEXT, payload.into_bytes()), (OP_PING, Vec::new())]
+        );
+    }
+}
