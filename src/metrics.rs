@@ -64,9 +64,12 @@ pub struct Metrics {
     pub history: Family<ResultLabel, Counter>,
     pub rate_limited: Family<KindLabel, Counter>,
     pub auth_failures: Family<ReasonLabel, Counter>,
-    pub proxied: Family<ClassLabel, Counter>,
-    pub proxy_latency: Histogram,
-    pub backend_errors: Family<KindLabel, Counter>,
+    proxied: Family<ClassLabel, Counter>,
+    /// `proxied` by status class (1xx..5xx), looked up once: every proxied
+    /// request counts in one, and a family lookup takes a lock and a hash.
+    proxied_by_class: [Counter; 5],
+    proxy_latency: Histogram,
+    backend_errors: Family<KindLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
     pub tls_failures: Counter,
     /// Delivery latency again, in buckets the dashboard can read back.
@@ -82,7 +85,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("pushgate");
-        let m = Metrics {
+        let mut m = Metrics {
             connections: Family::default(),
             tcp_connections: Gauge::default(),
             channels: Gauge::default(),
@@ -97,6 +100,7 @@ impl Metrics {
             rate_limited: Family::default(),
             auth_failures: Family::default(),
             proxied: Family::default(),
+            proxied_by_class: Default::default(),
             proxy_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             backend_errors: Family::default(),
             reloads: Family::default(),
@@ -104,6 +108,8 @@ impl Metrics {
             delivery_window: window::LatencyWindow::default(),
             registry: Registry::default(),
         };
+        m.proxied_by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .map(|class| m.proxied.get_or_create(&ClassLabel { class }).clone());
         r.register(
             "realtime_connections",
             "Open realtime connections by transport",
@@ -207,6 +213,21 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// A proxied request was answered with `status` after `elapsed`.
+    pub fn proxied(&self, status: http::StatusCode, elapsed: Duration) {
+        self.proxy_latency.observe(elapsed.as_secs_f64());
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.proxied_by_class[class].inc();
+        let error = match status {
+            http::StatusCode::BAD_GATEWAY => "unavailable",
+            http::StatusCode::GATEWAY_TIMEOUT => "timeout",
+            _ => return,
+        };
+        self.backend_errors
+            .get_or_create(&KindLabel { kind: error })
+            .inc();
     }
 
     pub fn observe_delivery(&self, since_publish: Duration) {

@@ -4,9 +4,6 @@
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use http::StatusCode;
-
-use crate::metrics::{ClassLabel, KindLabel};
 use http_body_util::BodyExt;
 
 use crate::reply::{Body, BoxError};
@@ -25,28 +22,6 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let req = req.map(|b| b.map_err(BoxError::from).boxed());
     let resp = crate::ingest::tap::proxy_with_taps(&state, &settings, req).await;
-    let m = &state.metrics;
-    m.proxy_latency.observe(started.elapsed().as_secs_f64());
-    let class = match resp.status().as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    m.proxied.get_or_create(&ClassLabel { class }).inc();
-    match resp.status() {
-        StatusCode::BAD_GATEWAY => m
-            .backend_errors
-            .get_or_create(&KindLabel {
-                kind: "unavailable",
-            })
-            .inc(),
-        StatusCode::GATEWAY_TIMEOUT => m
-            .backend_errors
-            .get_or_create(&KindLabel { kind: "timeout" })
-            .inc(),
-        _ => 0,
-    };
+    state.metrics.proxied(resp.status(), started.elapsed());
     resp
 }
