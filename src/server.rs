@@ -148,9 +148,8 @@ async fn connection(
             }
             None => Box::pin(serve(state, stream, info, surface, gate, false)).await,
         };
-        // A handed-off SSE stream keeps counting until it ends. An upgraded
-        // WebSocket leaves this gauge when hyper hands it over (it counts in
-        // the `ws` gauge), so `max_connections` does not bound WebSockets.
+        // A handed-off SSE stream keeps counting until it ends; an upgraded
+        // WebSocket counts again in its session once hyper hands it over.
         match handoff {
             Some(sse) => sse.spawn(&tasks, gauge),
             None => drop(gauge),

@@ -234,6 +234,9 @@ struct Opened {
     started: Result<(), Ending>,
     _registration: crate::connections::Registration,
     _gauge: Gauge,
+    /// The upgraded connection still counts against `max_connections`:
+    /// hyper's connection task, which counted it, ended at the upgrade.
+    _connection: Gauge,
 }
 
 /// The connection task: the upgrade and the opening in a box freed once the
@@ -277,6 +280,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let gauge = Gauge::enter(&state.stats, |s| &s.ws);
+    let connection = Gauge::enter(&state.stats, |s| &s.connections);
     let mut session = Session::new(&state, rt.client_queue);
     let subject = client.identity.as_ref().map(|i| i.subject.clone());
     session.set_subject(subject.clone());
@@ -304,6 +308,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         started,
         _registration: registration,
         _gauge: gauge,
+        _connection: connection,
     })
 }
 

@@ -147,6 +147,40 @@ async fn max_connections_answers_503() {
 }
 
 #[tokio::test]
+async fn max_connections_counts_websockets() {
+    let gw = gateway("  max_connections: 2").await;
+    let mut a = gw.ws("/realtime/ws?channels=public.cap").await;
+    let _b = gw.ws("/realtime/ws?channels=public.cap").await;
+    eventually(5, "two WebSockets counted", || async {
+        let stats = gw.stats().await;
+        stats["connections"] == 2 && stats["transports"]["ws"] == 2
+    })
+    .await;
+    let r = gw
+        .fresh_client()
+        .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "upgraded connections fill the gateway too");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "at_capacity");
+    // One closes: its place is free again.
+    a.close(None).await.unwrap();
+    while a.next().await.is_some() {}
+    eventually(5, "the closed WebSocket no longer counted", || async {
+        gw.stats().await["connections"] == 1
+    })
+    .await;
+    let r = gw
+        .fresh_client()
+        .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
 async fn publish_and_subscribe_limits() {
     let gw = gateway(
         "  publish: { rate: 5/s, burst: 5 }\n  per_client: { subscribes: { rate: 1/m, burst: 3 } }",
