@@ -25,16 +25,22 @@ use crate::conn_info::ConnInfo;
 use crate::reply::{self, Body, BoxError};
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Names, not strings: every proxied request and answer is stripped of them,
+/// and a string would be parsed into a name each time.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 #[derive(Clone)]
 pub struct Proxy {
@@ -86,10 +92,9 @@ impl Proxy {
 
     async fn forward_inner(&self, mut req: Request<Body>) -> Response<Body> {
         let started = std::time::Instant::now();
-        let info = req.extensions().get::<ConnInfo>().cloned();
         let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let backend_req = match self.backend_request(req, info.as_ref(), upgrade) {
+        let backend_req = match self.backend_request(req, upgrade) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
@@ -145,26 +150,35 @@ impl Proxy {
     fn backend_request(
         &self,
         req: Request<Body>,
-        info: Option<&ConnInfo>,
         upgrade: bool,
     ) -> Result<Request<Body>, Response<Body>> {
         let (mut parts, body) = req.into_parts();
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{}", self.base_path, path_and_query))
-            .build()
+        // HTTP/1 names the host in `Host`; HTTP/2 in the URI's authority.
+        let from_uri = !parts.headers.contains_key(header::HOST);
+        let host = match parts.headers.get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let path_and_query = match (&*self.base_path, parts.uri.path_and_query()) {
+            // The usual case: the request's own target, shared, not re-parsed.
+            ("", Some(pq)) => Ok(pq.clone()),
+            (base, pq) => http::uri::PathAndQuery::try_from(format!(
+                "{base}{}",
+                pq.map_or("/", |p| p.as_str())
+            )),
+        };
+        let uri = path_and_query
+            .map_err(http::Error::from)
+            .and_then(|pq| {
+                Uri::builder()
+                    .scheme(self.scheme.clone())
+                    .authority(self.authority.clone())
+                    .path_and_query(pq)
+                    .build()
+            })
             .map_err(|_| {
                 reply::error(
                     StatusCode::BAD_REQUEST,
@@ -185,10 +199,10 @@ impl Proxy {
                     .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             }
         }
-        if let Some(info) = info {
-            forwarded_headers(&mut parts.headers, info, host.as_deref());
+        if let Some(info) = parts.extensions.get::<ConnInfo>() {
+            forwarded_headers(&mut parts.headers, info, host.as_ref());
         }
-        if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        if let (true, Some(h)) = (from_uri, host) {
             parts.headers.insert(header::HOST, h);
         }
         parts.uri = uri;
@@ -200,10 +214,13 @@ impl Proxy {
 /// A response body that fails once the backend has sent nothing for
 /// `backend.timeout` (like nginx's `proxy_read_timeout`): a stream is never
 /// cut while bytes flow, and a hung backend does not hold the client forever.
+///
+/// The timer is made the first time the backend keeps the body waiting (the
+/// wait counts from then): most answers arrive whole, and cost no timer.
 struct IdleTimeout {
     inner: Body,
     idle: Duration,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl IdleTimeout {
@@ -211,7 +228,7 @@ impl IdleTimeout {
         IdleTimeout {
             inner,
             idle,
-            deadline: Box::pin(tokio::time::sleep(idle)),
+            deadline: None,
         }
     }
 }
@@ -229,11 +246,19 @@ impl http_body::Body for IdleTimeout {
         let this = &mut *self;
         match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = tokio::time::Instant::now() + this.idle;
-                this.deadline.as_mut().reset(next);
+                if let Some(deadline) = &mut this.deadline {
+                    deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle);
+                }
                 Poll::Ready(frame)
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+            Poll::Pending => match this
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(this.idle)))
+                .as_mut()
+                .poll(cx)
+            {
                 Poll::Ready(()) => {
                     warn!(idle = ?this.idle, "backend response stalled; closing it");
                     Poll::Ready(Some(Err(
@@ -277,7 +302,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -298,37 +323,50 @@ fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`.
-fn forwarded_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<&str>) {
+fn forwarded_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<&HeaderValue>) {
+    use std::fmt::Write;
     // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
     let ip = info.peer.ip().to_canonical();
     let proto = if info.tls { "https" } else { "http" };
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip.to_string(),
-    };
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
-    if let Some(h) = host {
-        forwarded.push_str(&format!(";host=\"{}\"", h.replace('"', "")));
+    // Each value is written once into its own string, which becomes the
+    // header value without another copy.
+    let mut xff = String::with_capacity(48);
+    if let Some(prev) = non_empty(headers.get(&X_FORWARDED_FOR)) {
+        let _ = write!(xff, "{prev}, ");
     }
-    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {forwarded}"),
-        _ => forwarded,
+    let _ = write!(xff, "{ip}");
+    let mut forwarded = String::with_capacity(64);
+    if let Some(prev) = non_empty(headers.get(header::FORWARDED)) {
+        let _ = write!(forwarded, "{prev}, ");
+    }
+    let _ = match ip {
+        IpAddr::V4(v4) => write!(forwarded, "for={v4};proto={proto}"),
+        IpAddr::V6(v6) => write!(forwarded, "for=\"[{v6}]\";proto={proto}"),
     };
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
+    let host = host.and_then(|h| h.to_str().ok());
+    if let Some(h) = host {
+        forwarded.push_str(";host=\"");
+        forwarded.extend(h.chars().filter(|&c| c != '"'));
+        forwarded.push('"');
+    }
+    let mut set = |name: HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::try_from(value) {
             headers.insert(name, v);
         }
     };
-    set("x-forwarded-for", &xff);
-    set("x-forwarded-proto", proto);
-    if let Some(h) = host {
-        set("x-forwarded-host", h);
+    set(X_FORWARDED_FOR, xff);
+    set(header::FORWARDED, forwarded);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(X_FORWARDED_HOST, h);
     }
-    set("forwarded", &forwarded);
+}
+
+/// A header's text, unless it is missing, empty or not visible ASCII.
+fn non_empty(value: Option<&HeaderValue>) -> Option<&str> {
+    value
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
 }
 
 /// POST a small JSON body to a backend path (client messages); returns the
@@ -429,12 +467,23 @@ mod tests {
             sni: None,
             id: 1,
         };
-        forwarded_headers(&mut h, &info, Some("app.example.com"));
+        h.insert("forwarded", "for=1.2.3.4".parse().unwrap());
+        let host = HeaderValue::from_static("app.example.com");
+        forwarded_headers(&mut h, &info, Some(&host));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, ::1");
         assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
         assert_eq!(
             h["forwarded"],
-            "for=\"[::1]\";proto=https;host=\"app.example.com\""
+            "for=1.2.3.4, for=\"[::1]\";proto=https;host=\"app.example.com\""
+        );
+        // A quote in the host cannot break out of the quoted string.
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_static("evil\";x=\"y");
+        forwarded_headers(&mut h, &info, Some(&host));
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[::1]\";proto=https;host=\"evil;x=y\""
         );
     }
 }
