@@ -12,8 +12,9 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Whether the connection arrived over TLS (drives `X-Forwarded-Proto`).
     pub tls: bool,
-    /// Server name the client asked for in SNI, if any.
-    pub sni: Option<String>,
+    /// Server name the client asked for in SNI, if any (shared: every
+    /// request on the connection carries a copy of this struct).
+    pub sni: Option<std::sync::Arc<str>>,
     /// A process-unique connection id, used in logs and `X-Pushgate-Connection`.
     pub id: u64,
 }

@@ -143,7 +143,7 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = IdleTimeout::new(body.map_err(BoxError::from).boxed(), self.timeout);
+        let body = IdleTimeout::new(body, self.timeout);
         Response::from_parts(parts, body.boxed())
     }
 
@@ -153,15 +153,8 @@ impl Proxy {
         upgrade: bool,
     ) -> Result<Request<Body>, Response<Body>> {
         let (mut parts, body) = req.into_parts();
-        // HTTP/1 names the host in `Host`; HTTP/2 in the URI's authority.
-        let from_uri = !parts.headers.contains_key(header::HOST);
-        let host = match parts.headers.get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
+        let host = request_host(&parts)
+            .map_err(|why| reply::error(StatusCode::BAD_REQUEST, "bad_request", why))?;
         let path_and_query = match (&*self.base_path, parts.uri.path_and_query()) {
             // The usual case: the request's own target, shared, not re-parsed.
             ("", Some(pq)) => Ok(pq.clone()),
@@ -202,7 +195,7 @@ impl Proxy {
         if let Some(info) = parts.extensions.get::<ConnInfo>() {
             forwarded_headers(&mut parts.headers, info, host.as_ref());
         }
-        if let (true, Some(h)) = (from_uri, host) {
+        if let Some(h) = host {
             parts.headers.insert(header::HOST, h);
         }
         parts.uri = uri;
@@ -211,20 +204,43 @@ impl Proxy {
     }
 }
 
+/// The host a request names: the URI's authority when it has one (HTTP/2's
+/// `:authority`, an absolute-form target: RFC 9113 §8.3.1, RFC 9112
+/// §3.2.2), else its one `Host` field. More than one `Host`, or one that is
+/// not visible ASCII, is refused (RFC 9112 §3.2): the backend and the
+/// `X-Forwarded-Host` we add must not disagree about it.
+fn request_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'static str> {
+    let mut fields = parts.headers.get_all(header::HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return Err("more than one Host header");
+    }
+    if let Some(authority) = parts.uri.authority() {
+        return HeaderValue::from_str(authority.as_str())
+            .map(Some)
+            .map_err(|_| "unusable authority");
+    }
+    match field {
+        Some(h) if h.to_str().is_err() => Err("the Host header is not visible ASCII"),
+        other => Ok(other.cloned()),
+    }
+}
+
 /// A response body that fails once the backend has sent nothing for
 /// `backend.timeout` (like nginx's `proxy_read_timeout`): a stream is never
 /// cut while bytes flow, and a hung backend does not hold the client forever.
 ///
 /// The timer is made the first time the backend keeps the body waiting (the
-/// wait counts from then): most answers arrive whole, and cost no timer.
-struct IdleTimeout {
-    inner: Body,
+/// wait counts from then): most answers arrive whole, and cost no timer. It
+/// wraps hyper's body itself, so the answer is boxed once.
+struct IdleTimeout<B> {
+    inner: B,
     idle: Duration,
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl IdleTimeout {
-    fn new(inner: Body, idle: Duration) -> IdleTimeout {
+impl<B> IdleTimeout<B> {
+    fn new(inner: B, idle: Duration) -> IdleTimeout<B> {
         IdleTimeout {
             inner,
             idle,
@@ -233,7 +249,11 @@ impl IdleTimeout {
     }
 }
 
-impl http_body::Body for IdleTimeout {
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -251,7 +271,7 @@ impl http_body::Body for IdleTimeout {
                         .as_mut()
                         .reset(tokio::time::Instant::now() + this.idle);
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => match this
                 .deadline

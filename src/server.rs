@@ -171,7 +171,7 @@ async fn serve_tls(
     let timeout = state.settings().config.limits.handshake_timeout;
     match tokio::time::timeout(timeout, Box::pin(acceptor.accept(stream))).await {
         Ok(Ok(tls)) => {
-            info.sni = tls.get_ref().1.server_name().map(str::to_string);
+            info.sni = tls.get_ref().1.server_name().map(std::sync::Arc::from);
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             serve(state, tls, info, surface, gate, h2).await
         }

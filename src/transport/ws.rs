@@ -383,7 +383,15 @@ impl WsSession {
             .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut self.out)
             .await
             .map_err(|e| Ending::Close(CloseCode::Again, e.to_string()))?;
-        self.flush_out().await.map_err(|_| Ending::Gone)
+        if self.flush_out().await.is_err() {
+            // Evicted during a long replay: the notice still goes out.
+            return Err(if self.session.inbox().is_evicted() {
+                self.slow_consumer().await
+            } else {
+                Ending::Gone
+            });
+        }
+        Ok(())
     }
 
     async fn serve(&mut self) -> Ending {

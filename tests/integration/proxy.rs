@@ -68,6 +68,48 @@ async fn http2_clients_reach_an_http1_backend() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["version"], "HTTP/1.1");
     assert_eq!(v["uri"], "/h2?q=1");
+    let host = v["headers"]["host"].as_str().unwrap();
+    assert_eq!(
+        host,
+        format!("localhost:{}", gw.public.port()),
+        ":authority becomes Host"
+    );
+    assert_eq!(v["headers"]["x-forwarded-host"], host);
+}
+
+/// Send `head` as-is over TLS and return the whole answer as text.
+async fn raw(gw: &TestGateway, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn the_backend_sees_one_host() {
+    let gw = gateway().await;
+    // Two Host fields: refused (RFC 9112 §3.2), never passed on.
+    let answer = raw(
+        &gw,
+        "GET /twice HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad_request"), "{answer}");
+    // An absolute-form target names the host: Host and X-Forwarded-Host follow it.
+    let answer = raw(
+        &gw,
+        "GET http://app.example/abs?q=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let v: Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v["uri"], "/abs?q=1");
+    assert_eq!(v["headers"]["host"], "app.example");
+    assert_eq!(v["headers"]["x-forwarded-host"], "app.example");
 }
 
 #[tokio::test]
