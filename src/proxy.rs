@@ -9,6 +9,7 @@
 //! application's own paths) are tunnelled byte for byte.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use tracing::{Instrument, debug, warn};
 use crate::config;
 use crate::conn_info::ConnInfo;
 use crate::reply::{self, Body, BoxError};
+use crate::state::{Gauge, Stats};
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 /// Names, not strings: every proxied request and answer is stripped of them,
@@ -84,13 +86,15 @@ impl Proxy {
         }
     }
 
-    /// Forward `req` to the backend and stream its answer back.
-    pub async fn forward(&self, req: Request<Body>) -> Response<Body> {
+    /// Forward `req` to the backend and stream its answer back. An upgraded
+    /// tunnel counts in `stats.connections` while it lasts: hyper's
+    /// connection task, which counted the client, ends at the upgrade.
+    pub async fn forward(&self, req: Request<Body>, stats: &Arc<Stats>) -> Response<Body> {
         let span = tracing::debug_span!("proxy", method = %req.method(), path = %req.uri().path());
-        self.forward_inner(req).instrument(span).await
+        self.forward_inner(req, stats).instrument(span).await
     }
 
-    async fn forward_inner(&self, mut req: Request<Body>) -> Response<Body> {
+    async fn forward_inner(&self, mut req: Request<Body>, stats: &Arc<Stats>) -> Response<Body> {
         let started = std::time::Instant::now();
         let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -123,8 +127,10 @@ impl Proxy {
             (client_upgrade, resp.status())
         {
             let backend_upgrade = hyper::upgrade::on(&mut resp);
+            let counted = Gauge::enter(stats, |s| &s.connections);
             tokio::spawn(
                 async move {
+                    let _counted = counted;
                     match tokio::try_join!(client_upgrade, backend_upgrade) {
                         Ok((client, backend)) => {
                             let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));

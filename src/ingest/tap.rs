@@ -192,7 +192,7 @@ pub async fn proxy_with_taps(
 ) -> Response<ReplyBody> {
     let taps = settings.taps.candidates(req.method(), req.uri().path());
     if taps.is_empty() {
-        return settings.proxy.forward(req).await;
+        return settings.proxy.forward(req, &state.stats).await;
     }
     let cap = settings.config.realtime.max_message;
     let request_headers = req.headers().clone();
@@ -217,7 +217,7 @@ pub async fn proxy_with_taps(
     } else {
         req
     };
-    let resp = settings.proxy.forward(req).await;
+    let resp = settings.proxy.forward(req, &state.stats).await;
     let status = resp.status();
     let fired: Vec<Arc<TapRule>> = taps
         .into_iter()

@@ -155,6 +155,36 @@ async fn websocket_to_a_backend_path_is_tunnelled() {
 }
 
 #[tokio::test]
+async fn tunnelled_websockets_count_against_max_connections() {
+    let backend = backend::start().await;
+    let gw = TestGateway::with(
+        &format!("http://{backend}"),
+        "  heartbeat: 15s",
+        "limits:\n  max_connections: 2",
+    )
+    .await;
+    let mut a = gw.try_ws_with("/ws", None).await.expect("first tunnel");
+    let _b = gw.try_ws_with("/ws", None).await.expect("second tunnel");
+    eventually(5, "two tunnels counted", || async {
+        gw.stats().await["connections"] == 2
+    })
+    .await;
+    let r = gw.fresh_client().get(gw.url("/page")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "tunnels fill the gateway too");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "at_capacity");
+    // A tunnel that ends gives its place back.
+    a.close(None).await.unwrap();
+    while a.next().await.is_some() {}
+    drop(a);
+    eventually(5, "the closed tunnel no longer counted", || async {
+        gw.stats().await["connections"] == 1
+    })
+    .await;
+    let r = gw.fresh_client().get(gw.url("/page")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
 async fn a_stalled_backend_stream_is_cut_after_the_timeout() {
     let backend = backend::start().await;
     let gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await;
