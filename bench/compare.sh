@@ -8,51 +8,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for p in nginx libnginx-mod-nchan wrk; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-if [ "${#need[@]}" -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
-ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-cargo build --release --quiet
-PG=target/release/pushgate
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_need nginx libnginx-mod-nchan wrk
+bench_start
 
 # nginx: a static "application", a plain reverse proxy to it, and Nchan.
-cat > "$work/nginx.conf" <<NGINX
-load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes 2;
-worker_rlimit_nofile 200000;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 100000; }
-http {
-  access_log off;
-  client_body_temp_path $work/body; proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
-  upstream app { server 127.0.0.1:18081; keepalive 64; }
+nchan_conf "$work/nginx.conf" '  upstream app { server 127.0.0.1:18081; keepalive 64; }
   server { listen 127.0.0.1:18081; location / { return 200 "hello from the application\n"; } }
-  server { listen 127.0.0.1:28081; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-  server {
-    listen 127.0.0.1:28080;
-    location = /pub { nchan_publisher; nchan_channel_id \$arg_id; nchan_message_buffer_length 1000; nchan_message_timeout 10m; }
-    location ~ ^/sub/(.+)$ { nchan_subscriber; nchan_channel_id \$1; nchan_subscriber_first_message newest; }
-  }
-}
-NGINX
+  server { listen 127.0.0.1:28081; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }'
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 $PG run -c bench/pushgate.yaml & pgpid=$!; pids+=($pgpid)
 sleep 1
 nginx_rss() { ps -o rss= -C nginx | awk '{s+=$1} END {print s}'; }
 
 if [ -n "${QUICK:-}" ]; then S=500; M=200; SECS=4; C=1000; CH=100; IDLE=2000; else S=5000; M=1000; SECS=20; C=10000; CH=1000; IDLE=20000; fi
-# Both the generator and a server hold one descriptor per connection.
-hard=$(ulimit -Hn)
-if [ "$hard" != unlimited ] && [ "$IDLE" -gt $((hard - 1000)) ]; then IDLE=$((hard - 1000)); fi
+IDLE=$(fit_fd_limit "$IDLE")
 
 out="$work/results.md"
 {
@@ -92,11 +62,7 @@ before=$(nginx_rss)
 $PG bench --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 --transport sse -n $IDLE -m 1 -r 1 --hold 20 --json > "$work/nchan-idle.json" 2>/dev/null &
 benchpid=$!
 # Sample while the generator holds every connection open.
-for _ in $(seq 1 60); do
-  sleep 1
-  n=$(ss -Htn state established '( sport = :28080 )' | wc -l)
-  [ "$n" -ge "$IDLE" ] && break
-done
+wait_established 28080 "$IDLE"
 sleep 2
 after=$(nginx_rss)
 wait $benchpid || true

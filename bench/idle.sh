@@ -15,41 +15,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-for p in nginx libnginx-mod-nchan; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
-if [ "${#need[@]}" -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
-ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-N=${N:-19000}
-hard=$(ulimit -Hn)
-if [ "$hard" != unlimited ] && [ "$N" -gt $((hard - 1000)) ]; then N=$((hard - 1000)); fi
-
-cargo build --release --quiet
-PG=target/release/pushgate
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-cat > "$work/nginx.conf" <<NGINX
-load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes 2;
-worker_rlimit_nofile 200000;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 100000; }
-http {
-  access_log off;
-  client_body_temp_path $work/body; proxy_temp_path $work/proxy;
-  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
-  server {
-    listen 127.0.0.1:28080;
-    location = /pub { nchan_publisher; nchan_channel_id \$arg_id; nchan_message_buffer_length 1000; nchan_message_timeout 10m; }
-    location ~ ^/sub/(.+)$ { nchan_subscriber; nchan_channel_id \$1; nchan_subscriber_first_message newest; }
-  }
-}
-NGINX
+. bench/lib.sh
+bench_need nginx libnginx-mod-nchan
+bench_start
+N=$(fit_fd_limit "${N:-19000}")
+nchan_conf "$work/nginx.conf"
 
 # Summed RSS and PSS (KiB) of every nginx process.
 nginx_mem() {
@@ -88,11 +58,7 @@ for t in sse ws; do
   $PG bench --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 \
     --transport $t -n "$N" -m 1 -r 1 --hold 20 --json > "$work/nchan.json" 2>/dev/null & gen=$!
   # Sample while the generator holds every connection open.
-  for _ in $(seq 1 60); do
-    sleep 1
-    n=$(ss -Htn state established '( sport = :28080 )' | wc -l)
-    [ "$n" -ge "$N" ] && break
-  done
+  wait_established 28080 "$N"
   sleep 2
   read -r rss1 pss1 < <(nginx_mem)
   wait $gen || true

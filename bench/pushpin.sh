@@ -12,23 +12,14 @@
 #   QUICK=1 bench/pushpin.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dpkg -s pushpin >/dev/null 2>&1 || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pushpin
-}
-ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-cargo build --release --quiet
-PG=target/release/pushgate
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+. bench/lib.sh
+bench_need pushpin
+bench_start
+bench_cleanup_extra() {
   pkill -f "pushpin-proxy --config=$work" 2>/dev/null || true
   pkill -f "pushpin-handler --config=$work" 2>/dev/null || true
   pkill -f "condure --log-level=2 --listen=0.0.0.0:17999" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
 }
-trap cleanup EXIT
 
 mkdir -p "$work/run" "$work/log" /var/run/zurl
 sed -e "s|^rundir=.*|rundir=$work/run|" -e "s|^logdir=.*|logdir=$work/log|" \

@@ -10,17 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dpkg -s redis-server >/dev/null 2>&1 || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
-}
-ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-
-cargo build --release --quiet
-PG=target/release/pushgate
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/lib.sh
+bench_need redis-server
+bench_start
 
 if [ -n "${QUICK:-}" ]; then S=1000; M=200; RATES="20"; else S=5000; M=400; RATES="20 50"; fi
 

@@ -149,6 +149,13 @@ async fn max_connections_answers_503() {
 #[tokio::test]
 async fn max_connections_counts_websockets() {
     let gw = gateway("  max_connections: 2").await;
+    let poll_status = || async {
+        gw.fresh_client()
+            .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
+            .send()
+            .await
+            .unwrap()
+    };
     let mut a = gw.ws("/realtime/ws?channels=public.cap").await;
     let _b = gw.ws("/realtime/ws?channels=public.cap").await;
     eventually(5, "two WebSockets counted", || async {
@@ -156,12 +163,7 @@ async fn max_connections_counts_websockets() {
         stats["connections"] == 2 && stats["transports"]["ws"] == 2
     })
     .await;
-    let r = gw
-        .fresh_client()
-        .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
-        .send()
-        .await
-        .unwrap();
+    let r = poll_status().await;
     assert_eq!(r.status(), 503, "upgraded connections fill the gateway too");
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "at_capacity");
     // One closes: its place is free again.
@@ -171,13 +173,7 @@ async fn max_connections_counts_websockets() {
         gw.stats().await["connections"] == 1
     })
     .await;
-    let r = gw
-        .fresh_client()
-        .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(poll_status().await.status(), 200);
 }
 
 #[tokio::test]

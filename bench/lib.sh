@@ -1,0 +1,73 @@
+# What the bench scripts share; sourced by them, not run.
+
+# Install the Debian packages given that are missing.
+bench_need() {
+  local need=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+  if [ "${#need[@]}" -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  fi
+}
+
+# Raise the open-files limit, build pushgate, and set PG (the binary), work
+# (a temporary directory) and pids (processes to stop on exit). A script
+# with more to stop defines `bench_cleanup_extra`.
+bench_start() {
+  ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  cargo build --release --quiet
+  PG=target/release/pushgate
+  work=$(mktemp -d)
+  pids=()
+  trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if declare -F bench_cleanup_extra >/dev/null; then bench_cleanup_extra; fi
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+# $1, lowered to leave 1,000 descriptors below the open-files hard limit:
+# the generator and the server each hold one per connection.
+fit_fd_limit() {
+  local hard
+  hard=$(ulimit -Hn)
+  if [ "$hard" != unlimited ] && [ "$1" -gt $((hard - 1000)) ]; then echo $((hard - 1000)); else echo "$1"; fi
+}
+
+# Wait (up to a minute) until $2 connections to local port $1 are open.
+wait_established() {
+  local n
+  for _ in $(seq 1 60); do
+    sleep 1
+    n=$(ss -Htn state established "( sport = :$1 )" | wc -l)
+    [ "$n" -ge "$2" ] && return
+  done
+}
+
+# Write an nginx config to $1: Nchan on 127.0.0.1:28080 (publisher at
+# /pub?id=, subscribers at /sub/<channel>), two workers, temp files in
+# $work, and any extra `http` block lines from $2.
+nchan_conf() {
+  cat > "$1" <<NGINX
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+worker_processes 2;
+worker_rlimit_nofile 200000;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 100000; }
+http {
+  access_log off;
+  client_body_temp_path $work/body; proxy_temp_path $work/proxy;
+  fastcgi_temp_path $work/fcgi; uwsgi_temp_path $work/uwsgi; scgi_temp_path $work/scgi;
+${2:-}
+  server {
+    listen 127.0.0.1:28080;
+    location = /pub { nchan_publisher; nchan_channel_id \$arg_id; nchan_message_buffer_length 1000; nchan_message_timeout 10m; }
+    location ~ ^/sub/(.+)\$ { nchan_subscriber; nchan_channel_id \$1; nchan_subscriber_first_message newest; }
+  }
+}
+NGINX
+}
