@@ -269,10 +269,11 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
     } = *opening;
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
-        // Read in 1 KiB chunks: client frames are small ops, the buffer is
-        // held for the connection's whole life, and a larger frame reserves
-        // its own length anyway.
-        .read_buffer_size(1024)
+        // Read in 512 B chunks: the buffer is held for the connection's
+        // whole life (each 512 B is ~12% of an idle WebSocket's memory) and
+        // client frames are small ops. A large one takes several reads
+        // (128 for a 64 KiB `publish`), a fair price for a rare op.
+        .read_buffer_size(512)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(rt.max_message * 2 + 64 * 1024)
         .max_message_size(Some(rt.max_message + 4096))
