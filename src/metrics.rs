@@ -5,7 +5,10 @@
 //! channels) are read from the counters the gateway already keeps, at scrape
 //! time, so nothing is counted twice.
 
+mod atomic_histogram;
 pub mod window;
+
+use atomic_histogram::AtomicHistogram;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,7 +17,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::state::Stats;
@@ -60,7 +62,7 @@ pub struct Metrics {
     pub published: Counter,
     pub delivered: Counter,
     pub dropped: Family<ReasonLabel, Counter>,
-    pub delivery_latency: Histogram,
+    delivery_latency: AtomicHistogram,
     pub history: Family<ResultLabel, Counter>,
     pub rate_limited: Family<KindLabel, Counter>,
     pub auth_failures: Family<ReasonLabel, Counter>,
@@ -68,7 +70,7 @@ pub struct Metrics {
     /// `proxied` by status class (1xx..5xx), looked up once: every proxied
     /// request counts in one, and a family lookup takes a lock and a hash.
     proxied_by_class: [Counter; 5],
-    proxy_latency: Histogram,
+    proxy_latency: AtomicHistogram,
     backend_errors: Family<KindLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
     pub tls_failures: Counter,
@@ -95,13 +97,13 @@ impl Metrics {
             delivered: Counter::default(),
             dropped: Family::default(),
             // 50µs .. ~3.3s
-            delivery_latency: Histogram::new(exponential_buckets(0.00005, 2.0, 17)),
+            delivery_latency: AtomicHistogram::exponential(0.00005, 2.0, 17),
             history: Family::default(),
             rate_limited: Family::default(),
             auth_failures: Family::default(),
             proxied: Family::default(),
             proxied_by_class: Default::default(),
-            proxy_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            proxy_latency: AtomicHistogram::exponential(0.0001, 2.0, 18),
             backend_errors: Family::default(),
             reloads: Family::default(),
             tls_failures: Counter::default(),
@@ -217,7 +219,7 @@ impl Metrics {
 
     /// A proxied request was answered with `status` after `elapsed`.
     pub fn proxied(&self, status: http::StatusCode, elapsed: Duration) {
-        self.proxy_latency.observe(elapsed.as_secs_f64());
+        self.proxy_latency.observe(elapsed);
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.proxied_by_class[class].inc();
         let error = match status {
@@ -231,7 +233,7 @@ impl Metrics {
     }
 
     pub fn observe_delivery(&self, since_publish: Duration) {
-        self.delivery_latency.observe(since_publish.as_secs_f64());
+        self.delivery_latency.observe(since_publish);
         self.delivery_window.observe(since_publish);
     }
 
