@@ -66,6 +66,9 @@ limits:
         assert_eq!(r["duplicates"], 0, "{r}");
         assert_eq!(r["publish_errors"], 0, "{r}");
         assert!(r["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+        // pushgate's own histogram saw this run's deliveries.
+        assert_eq!(r["server_latency_ms"]["deliveries"], 1000, "{r}");
+        assert!(r["server_latency_ms"]["p50_at_most"].as_f64().unwrap() > 0.0);
     }
     handle.shutdown(std::time::Duration::from_secs(2)).await;
 }
