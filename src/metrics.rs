@@ -52,6 +52,15 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// Delivery latency buckets, 50 µs to 5 s, 1-1.5-2-3-5-7 per decade: each
+/// bound at most 1.5x the one before, so a quantile read from them (as
+/// `pushgate bench` does for a run) is bounded within that factor.
+const DELIVERY_BOUNDS: [f64; 31] = [
+    0.00005, 0.00007, 0.0001, 0.00015, 0.0002, 0.0003, 0.0005, 0.0007, 0.001, 0.0015, 0.002, 0.003,
+    0.005, 0.007, 0.01, 0.015, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5,
+    2.0, 3.0, 5.0,
+];
+
 pub struct Metrics {
     registry: Registry,
     connections: Family<TransportLabel, Gauge>,
@@ -97,7 +106,7 @@ impl Metrics {
             delivered: Counter::default(),
             dropped: Family::default(),
             // 50µs .. ~3.3s
-            delivery_latency: AtomicHistogram::exponential(0.00005, 2.0, 17),
+            delivery_latency: AtomicHistogram::with_bounds(&DELIVERY_BOUNDS),
             history: Family::default(),
             rate_limited: Family::default(),
             auth_failures: Family::default(),
@@ -280,6 +289,10 @@ mod tests {
             "pushgate_connects_total{transport=\"ws\"} 1",
             "pushgate_rate_limited_total{kind=\"messages\"} 1",
             "pushgate_delivery_latency_seconds_count 1",
+            // 300 µs lands on a bound, in its bucket; the one below is empty.
+            "pushgate_delivery_latency_seconds_bucket{le=\"0.0002\"} 0",
+            "pushgate_delivery_latency_seconds_bucket{le=\"0.0003\"} 1",
+            "pushgate_delivery_latency_seconds_bucket{le=\"5.0\"} 1",
             "pushgate_channels 3",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");

@@ -31,9 +31,15 @@ struct Inner {
 impl AtomicHistogram {
     /// Buckets `start`, `start * factor`, … (`length` of them), in seconds.
     pub fn exponential(start: f64, factor: f64, length: u16) -> AtomicHistogram {
-        let bounds: Box<[f64]> = (0..length)
+        let bounds: Vec<f64> = (0..length)
             .map(|i| start * factor.powi(i32::from(i)))
             .collect();
+        AtomicHistogram::with_bounds(&bounds)
+    }
+
+    /// Buckets with these upper bounds, in seconds, ascending.
+    pub fn with_bounds(bounds: &[f64]) -> AtomicHistogram {
+        let bounds: Box<[f64]> = bounds.into();
         let bounds_ns = bounds.iter().map(|b| (b * 1e9).round() as u64).collect();
         let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
         AtomicHistogram(Arc::new(Inner {
