@@ -43,8 +43,10 @@ wait_established() {
   for _ in $(seq 1 60); do
     sleep 1
     n=$(ss -Htn state established "( sport = :$1 )" | wc -l)
-    [ "$n" -ge "$2" ] && return
+    [ "$n" -ge "$2" ] && return 0
   done
+  # Not all open: measure what is (the report says how many connected).
+  return 0
 }
 
 # Write an nginx config to $1: Nchan on 127.0.0.1:28080 (publisher at

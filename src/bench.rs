@@ -183,7 +183,7 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
     let server_latency_ms = match server_before {
         Some(before) => server_side::scrape(&plan.publish)
             .await
-            .and_then(|after| after.since(&before).latency()),
+            .and_then(|after| after.since(&before)?.latency()),
         None => None,
     };
     let per_channel = plan.messages as u64 / plan.channels.max(1) as u64;

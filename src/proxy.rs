@@ -127,12 +127,14 @@ impl Proxy {
             (client_upgrade, resp.status())
         {
             let backend_upgrade = hyper::upgrade::on(&mut resp);
-            let counted = Gauge::enter(stats, |s| &s.connections);
+            let stats = stats.clone();
             tokio::spawn(
                 async move {
-                    let _counted = counted;
                     match tokio::try_join!(client_upgrade, backend_upgrade) {
                         Ok((client, backend)) => {
+                            // Counted from the hand-over, when hyper's
+                            // connection task stops counting the client.
+                            let _counted = Gauge::enter(&stats, |s| &s.connections);
                             let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
                             if let Err(error) = tokio::io::copy_bidirectional(&mut c, &mut b).await
                             {
@@ -222,7 +224,9 @@ fn request_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'s
         return Err("more than one Host header");
     }
     if let Some(authority) = parts.uri.authority() {
-        return HeaderValue::from_str(authority.as_str())
+        // Host is host and port only (RFC 9112 §3.2.2): no user:password@.
+        let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+        return HeaderValue::from_str(host_port)
             .map(Some)
             .map_err(|_| "unusable authority");
     }

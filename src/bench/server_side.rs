@@ -20,8 +20,8 @@ const SERIES: &str = "pushgate_delivery_latency_seconds_bucket{le=\"";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Buckets(Vec<(f64, u64)>);
 
-/// Upper bounds (the histogram's buckets double) of the server-side
-/// quantiles, in ms; `None` above the last finite bucket.
+/// Upper bounds of the server-side quantiles, in ms (the buckets are at
+/// most 1.5x apart); `None` above the last finite bucket.
 #[derive(Debug, serde::Serialize)]
 pub struct ServerLatency {
     pub p50_at_most: Option<f64>,
@@ -35,14 +35,18 @@ pub async fn scrape(publish: &url::Url) -> Option<Buckets> {
     let uri: http::Uri = publish.join("/metrics").ok()?.as_str().parse().ok()?;
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.get(uri))
+    // One deadline for the answer and its body: a stalled server must not
+    // hold up the bench.
+    let fetch = async {
+        let resp = client.get(uri).await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.into_body().collect().await.ok().map(|b| b.to_bytes())
+    };
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), fetch)
         .await
-        .ok()?
-        .ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let body = resp.into_body().collect().await.ok()?.to_bytes();
+        .ok()??;
     parse(std::str::from_utf8(&body).ok()?)
 }
 
@@ -64,15 +68,21 @@ fn parse(text: &str) -> Option<Buckets> {
 }
 
 impl Buckets {
-    /// What was counted between `before` and `self`.
-    pub fn since(&self, before: &Buckets) -> Buckets {
-        Buckets(
-            self.0
-                .iter()
-                .zip(&before.0)
-                .map(|(&(le, now), &(_, then))| (le, now.saturating_sub(then)))
-                .collect(),
-        )
+    /// What was counted between `before` and `self`; `None` when the two
+    /// are not the same histogram, or it went back (the server restarted).
+    pub fn since(&self, before: &Buckets) -> Option<Buckets> {
+        let same_buckets =
+            self.0.len() == before.0.len() && self.0.iter().zip(&before.0).all(|(a, b)| a.0 == b.0);
+        let grew = self.0.iter().zip(&before.0).all(|(a, b)| a.1 >= b.1);
+        (same_buckets && grew).then(|| {
+            Buckets(
+                self.0
+                    .iter()
+                    .zip(&before.0)
+                    .map(|(&(le, now), &(_, then))| (le, now - then))
+                    .collect(),
+            )
+        })
     }
 
     pub fn latency(&self) -> Option<ServerLatency> {
@@ -114,11 +124,14 @@ mod tests {
              pushgate_proxy_latency_seconds_bucket{le=\"0.001\"} 7\n",
         )
         .unwrap();
-        let l = after.since(&before).latency().unwrap();
+        let l = after.since(&before).unwrap().latency().unwrap();
         assert_eq!(l.deliveries, 100);
         assert_eq!(l.p50_at_most, Some(1.0));
         assert_eq!(l.p95_at_most, Some(2.0));
         assert_eq!(l.p99_at_most, None, "above the last finite bucket");
         assert!(parse("nothing here").is_none());
+        assert!(before.since(&after).is_none(), "a restart between scrapes");
+        let other = parse("pushgate_delivery_latency_seconds_bucket{le=\"+Inf\"} 9\n").unwrap();
+        assert!(other.since(&before).is_none(), "other buckets");
     }
 }

@@ -25,7 +25,9 @@ struct Inner {
     bounds_ns: Box<[u64]>,
     /// One count per bound, then the `+Inf` bucket.
     counts: Box<[AtomicU64]>,
-    sum_ns: AtomicU64,
+    /// In microseconds: room for ~580,000 years of summed latency (history
+    /// replays observe ages of minutes), where nanoseconds would wrap.
+    sum_us: AtomicU64,
 }
 
 impl AtomicHistogram {
@@ -46,7 +48,7 @@ impl AtomicHistogram {
             bounds,
             bounds_ns,
             counts,
-            sum_ns: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
         }))
     }
 
@@ -55,7 +57,8 @@ impl AtomicHistogram {
         // The first bucket whose bound is not below the value (`le`).
         let i = self.0.bounds_ns.partition_point(|&b| b < ns);
         self.0.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.0.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.0.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 }
 
@@ -75,7 +78,7 @@ impl EncodeMetric for AtomicHistogram {
             .chain(std::iter::once(f64::INFINITY))
             .zip(counts.iter().copied())
             .collect();
-        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self.0.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         encoder.encode_histogram::<NoLabelSet>(sum, counts.iter().sum(), &buckets, None)
     }
 

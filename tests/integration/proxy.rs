@@ -110,6 +110,17 @@ async fn the_backend_sees_one_host() {
     assert_eq!(v["uri"], "/abs?q=1");
     assert_eq!(v["headers"]["host"], "app.example");
     assert_eq!(v["headers"]["x-forwarded-host"], "app.example");
+    // Credentials in the target's authority never reach the backend.
+    let answer = raw(
+        &gw,
+        "GET http://user:secret@app.example:8080/abs HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let v: Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v["headers"]["host"], "app.example:8080");
+    assert!(!body.contains("secret"), "{body}");
 }
 
 #[tokio::test]
