@@ -96,7 +96,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut r = Registry::with_prefix("pushgate");
-        let mut m = Metrics {
+        let proxied: Family<ClassLabel, Counter> = Family::default();
+        let proxied_by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .map(|class| proxied.get_or_create(&ClassLabel { class }).clone());
+        let m = Metrics {
             connections: Family::default(),
             tcp_connections: Gauge::default(),
             channels: Gauge::default(),
@@ -110,8 +113,8 @@ impl Metrics {
             history: Family::default(),
             rate_limited: Family::default(),
             auth_failures: Family::default(),
-            proxied: Family::default(),
-            proxied_by_class: Default::default(),
+            proxied,
+            proxied_by_class,
             proxy_latency: AtomicHistogram::exponential(0.0001, 2.0, 18),
             backend_errors: Family::default(),
             reloads: Family::default(),
@@ -119,8 +122,6 @@ impl Metrics {
             delivery_window: window::LatencyWindow::default(),
             registry: Registry::default(),
         };
-        m.proxied_by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"]
-            .map(|class| m.proxied.get_or_create(&ClassLabel { class }).clone());
         r.register(
             "realtime_connections",
             "Open realtime connections by transport",

@@ -373,8 +373,7 @@ fn forwarded_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<&Hea
         IpAddr::V4(v4) => write!(forwarded, "for={v4};proto={proto}"),
         IpAddr::V6(v6) => write!(forwarded, "for=\"[{v6}]\";proto={proto}"),
     };
-    let host = host.and_then(|h| h.to_str().ok());
-    if let Some(h) = host {
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
         forwarded.push_str(";host=\"");
         forwarded.extend(h.chars().filter(|&c| c != '"'));
         forwarded.push('"');
@@ -387,8 +386,8 @@ fn forwarded_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<&Hea
     set(X_FORWARDED_FOR, xff);
     set(header::FORWARDED, forwarded);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(X_FORWARDED_HOST, h);
+    if let Some(h) = host {
+        headers.insert(X_FORWARDED_HOST, h.clone());
     }
 }
 

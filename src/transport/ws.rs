@@ -274,8 +274,9 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         // client frames are small ops. A large one takes several reads
         // (128 for a 64 KiB `publish`), a fair price for a rare op.
         .read_buffer_size(512)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(rt.max_message * 2 + 64 * 1024)
+        // tungstenite writes only pong and close replies (our frames go
+        // through `Outgoing`), and queues at most one of each: no write
+        // buffer limits to set.
         .max_message_size(Some(rt.max_message + 4096))
         .max_frame_size(Some(rt.max_message + 4096));
     let socket =

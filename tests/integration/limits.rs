@@ -20,6 +20,40 @@ async fn gateway(limits: &str) -> TestGateway {
     TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
 }
 
+/// Send up to 5,000 frames made by `frame` while reading the answers, until
+/// the gateway closes: how many `rate_limited` errors came, and the close
+/// code (`None` when the close frame was lost: closing a socket with unread
+/// flood in its buffer resets it).
+async fn flood(ws: Ws, frame: impl Fn(usize) -> Frame + Send + 'static) -> (usize, Option<u16>) {
+    let (mut tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        for i in 0..5000 {
+            if tx.send(frame(i)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut limited = 0;
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), rx.next())
+            .await
+            .expect("the flooder is answered")
+        {
+            Some(Ok(Frame::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["code"] == "rate_limited" {
+                    limited += 1;
+                }
+            }
+            Some(Ok(Frame::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    sender.abort();
+    (limited, close)
+}
+
 #[tokio::test]
 async fn a_flooding_client_is_cut_off_and_others_keep_their_latency() {
     let gw = gateway("  per_client: { messages: { rate: 20/s, burst: 40 } }").await;
@@ -32,38 +66,13 @@ async fn a_flooding_client_is_cut_off_and_others_keep_their_latency() {
     let flooder = gw
         .ws(&format!("/realtime/ws?token={}", token("flood")))
         .await;
-    let (mut tx, mut rx) = flooder.split();
-    let flood = tokio::spawn(async move {
-        for i in 0..5000 {
-            let frame = Frame::Text(json!({"op": "ping", "ref": i}).to_string().into());
-            if tx.send(frame).await.is_err() {
-                break;
-            }
-        }
-    });
     // The flooder sees rate_limited errors, then close 1013.
-    let mut limited = 0;
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(10), rx.next())
-            .await
-            .expect("flooder answered")
-        {
-            Some(Ok(Frame::Text(t))) => {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["code"] == "rate_limited" {
-                    limited += 1;
-                }
-            }
-            Some(Ok(Frame::Close(f))) => break f.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => {}
-            // Closing a socket with unread flood in its buffer resets it: the
-            // close frame may be lost with it.
-            Some(Err(_)) | None => break None,
-        }
-    };
+    let (limited, close) = flood(flooder, |i| {
+        Frame::Text(json!({"op": "ping", "ref": i}).to_string().into())
+    })
+    .await;
     assert!(limited > 0);
     assert!(matches!(close, Some(1013) | None), "close {close:?}");
-    flood.abort();
 
     // Meanwhile and after, the calm client's deliveries stay prompt.
     let mut worst = Duration::ZERO;
@@ -229,33 +238,8 @@ async fn a_ping_flood_counts_as_a_flood() {
     let flooder = gw
         .ws(&format!("/realtime/ws?token={}", token("pinger")))
         .await;
-    let (mut tx, mut rx) = flooder.split();
-    let flood = tokio::spawn(async move {
-        for _ in 0..5000 {
-            if tx.send(Frame::Ping(Default::default())).await.is_err() {
-                break;
-            }
-        }
-    });
     // Control frames are charged like any frame: rate_limited errors, then 1013.
-    let mut limited = 0;
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(10), rx.next())
-            .await
-            .expect("pinger answered")
-        {
-            Some(Ok(Frame::Text(t))) => {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["code"] == "rate_limited" {
-                    limited += 1;
-                }
-            }
-            Some(Ok(Frame::Close(f))) => break f.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => break None,
-        }
-    };
-    flood.abort();
+    let (limited, close) = flood(flooder, |_| Frame::Ping(Default::default())).await;
     assert!(limited > 0, "a ping flood is refused like any other");
     assert!(matches!(close, Some(1013) | None), "close {close:?}");
 }

@@ -87,6 +87,18 @@ async fn raw(gw: &TestGateway, head: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Send `head` as-is; the test backend's echo of the request it received
+/// (the answer must be a 200), as raw text and as JSON.
+async fn echoed(gw: &TestGateway, head: &str) -> (String, Value) {
+    let answer = raw(gw, head).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer[answer.find("\r\n\r\n").unwrap() + 4..]
+        .trim()
+        .to_string();
+    let v = serde_json::from_str(&body).unwrap();
+    (body, v)
+}
+
 #[tokio::test]
 async fn the_backend_sees_one_host() {
     let gw = gateway().await;
@@ -98,27 +110,29 @@ async fn the_backend_sees_one_host() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("bad_request"), "{answer}");
-    // An absolute-form target names the host: Host and X-Forwarded-Host follow it.
+    // A Host that is not visible ASCII: refused too.
     let answer = raw(
+        &gw,
+        "GET /odd HTTP/1.1\r\nHost: caf\u{e9}.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("not visible ASCII"), "{answer}");
+    // An absolute-form target names the host: Host and X-Forwarded-Host follow it.
+    let (_, v) = echoed(
         &gw,
         "GET http://app.example/abs?q=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
-    let v: Value = serde_json::from_str(body.trim()).unwrap();
     assert_eq!(v["uri"], "/abs?q=1");
     assert_eq!(v["headers"]["host"], "app.example");
     assert_eq!(v["headers"]["x-forwarded-host"], "app.example");
     // Credentials in the target's authority never reach the backend.
-    let answer = raw(
+    let (body, v) = echoed(
         &gw,
         "GET http://user:secret@app.example:8080/abs HTTP/1.1\r\nHost: app.example\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
-    let v: Value = serde_json::from_str(body.trim()).unwrap();
     assert_eq!(v["headers"]["host"], "app.example:8080");
     assert!(!body.contains("secret"), "{body}");
 }
