@@ -8,7 +8,6 @@
 //! the body flows as long as the backend sends. Upgrades (WebSocket to the
 //! application's own paths) are tunnelled byte for byte.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,10 +25,18 @@ use crate::conn_info::ConnInfo;
 use crate::reply::{self, Body, BoxError};
 use crate::state::{Gauge, Stats};
 
+mod chunked;
+mod forwarded;
+mod head;
+mod pool;
+pub mod relay;
+
+use forwarded::Forwarded;
+
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 /// Names, not strings: every proxied request and answer is stripped of them,
 /// and a string would be parsed into a name each time.
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -51,6 +58,8 @@ pub struct Proxy {
     authority: http::uri::Authority,
     base_path: String,
     timeout: Duration,
+    /// Backend connections of the HTTP/1 relay (`proxy/relay.rs`).
+    pool: Arc<pool::BackendPool>,
 }
 
 impl Proxy {
@@ -75,8 +84,13 @@ impl Proxy {
             Some(port) => format!("{host}:{port}"),
             None => host,
         };
+        let pool = Arc::new(pool::BackendPool::new(
+            authority.clone(),
+            backend.connect_timeout,
+        ));
         Proxy {
             client,
+            pool,
             scheme: http::uri::Scheme::HTTP,
             authority: authority
                 .parse()
@@ -84,6 +98,20 @@ impl Proxy {
             base_path: url.path().trim_end_matches('/').to_string(),
             timeout: backend.timeout,
         }
+    }
+
+    /// The backend URL's path, in front of every forwarded request's.
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// `backend.timeout`: for the answer head, and for each wait within its body.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn pool(&self) -> &pool::BackendPool {
+        &self.pool
     }
 
     /// Forward `req` to the backend and stream its answer back. An upgraded
@@ -354,48 +382,28 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`.
 fn forwarded_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<&HeaderValue>) {
-    use std::fmt::Write;
-    // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
-    let ip = info.peer.ip().to_canonical();
-    let proto = if info.tls { "https" } else { "http" };
-    // Each value is written once into its own string, which becomes the
+    fn text(v: Option<&HeaderValue>) -> Option<&str> {
+        v.and_then(|v| forwarded::visible(v.as_bytes()))
+    }
+    let values = Forwarded::new(
+        text(headers.get(&X_FORWARDED_FOR)),
+        text(headers.get(header::FORWARDED)),
+        info,
+        text(host),
+    );
+    // Each value was written once into its own string, which becomes the
     // header value without another copy.
-    let mut xff = String::with_capacity(48);
-    if let Some(prev) = non_empty(headers.get(&X_FORWARDED_FOR)) {
-        let _ = write!(xff, "{prev}, ");
-    }
-    let _ = write!(xff, "{ip}");
-    let mut forwarded = String::with_capacity(64);
-    if let Some(prev) = non_empty(headers.get(header::FORWARDED)) {
-        let _ = write!(forwarded, "{prev}, ");
-    }
-    let _ = match ip {
-        IpAddr::V4(v4) => write!(forwarded, "for={v4};proto={proto}"),
-        IpAddr::V6(v6) => write!(forwarded, "for=\"[{v6}]\";proto={proto}"),
-    };
-    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
-        forwarded.push_str(";host=\"");
-        forwarded.extend(h.chars().filter(|&c| c != '"'));
-        forwarded.push('"');
-    }
     let mut set = |name: HeaderName, value: String| {
         if let Ok(v) = HeaderValue::try_from(value) {
             headers.insert(name, v);
         }
     };
-    set(X_FORWARDED_FOR, xff);
-    set(header::FORWARDED, forwarded);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    set(X_FORWARDED_FOR, values.xff);
+    set(header::FORWARDED, values.forwarded);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(values.proto));
     if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST, h.clone());
     }
-}
-
-/// A header's text, unless it is missing, empty or not visible ASCII.
-fn non_empty(value: Option<&HeaderValue>) -> Option<&str> {
-    value
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
 }
 
 /// POST a small JSON body to a backend path (client messages); returns the

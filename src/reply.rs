@@ -47,6 +47,12 @@ pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) ->
     )
 }
 
+/// The body of [`error`], for answers written without hyper.
+pub fn error_json(code: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "error": code, "message": message }))
+        .unwrap_or_else(|_| b"{}".to_vec())
+}
+
 /// A 429 with `Retry-After` (whole seconds, at least 1).
 pub fn rate_limited(retry_after: std::time::Duration, message: &str) -> Response<Body> {
     let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);

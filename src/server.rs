@@ -31,6 +31,7 @@ use first_request::{First, Rewind};
 
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::limits::Limited;
+use crate::proxy::relay::{self, Relayed};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge};
 
@@ -220,7 +221,7 @@ where
             Box::pin(first_request::read(&mut io, &sse_path, max_head)),
         )
         .await;
-        prefix = match first {
+        let bytes = match first {
             Ok(Ok(First::Other(bytes))) => bytes,
             Ok(Ok(First::Sse(req))) => return Some(open_sse(state, io, req, info).await),
             Ok(Ok(First::Closed)) => return None,
@@ -232,6 +233,13 @@ where
                 debug!("no request within the header timeout");
                 return None;
             }
+        };
+        drop(settings);
+        // Plain proxied requests need no hyper (`proxy/relay.rs`); the first
+        // one that does gets the connection from there on.
+        prefix = match Box::pin(relay::serve(&state, &mut io, &info, bytes)).await {
+            Relayed::HandOver(bytes) => bytes.freeze(),
+            Relayed::Closed => return None,
         };
     }
     // Boxed: hyper's connection state is large, and only hyper connections need it.

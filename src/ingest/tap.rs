@@ -85,6 +85,14 @@ impl Taps {
     }
 
     /// Taps that may fire for this request (status not known yet).
+    /// Whether any tap watches `method` and `path` (the proxy forwards
+    /// unwatched requests on its fast path).
+    pub fn watches(&self, method: &Method, path: &str) -> bool {
+        self.rules.iter().any(|r| {
+            r.method.as_ref().is_none_or(|m| m == method) && r.path.matches(path).is_some()
+        })
+    }
+
     fn candidates(&self, method: &Method, path: &str) -> Vec<Arc<TapRule>> {
         self.rules
             .iter()

@@ -23,7 +23,7 @@ pub enum First {
     /// `GET <realtime.path>/sse`, complete, nothing after it.
     Sse(Request<()>),
     /// Anything else: hand these bytes and the connection to hyper.
-    Other(Bytes),
+    Other(BytesMut),
     /// The client closed before sending a whole head.
     Closed,
 }
@@ -42,13 +42,13 @@ pub async fn read<I: AsyncRead + Unpin>(
             return Ok(if buf.is_empty() {
                 First::Closed
             } else {
-                First::Other(buf.freeze())
+                First::Other(buf)
             });
         }
         match classify(&buf, sse_path) {
             Some(Some(req)) => return Ok(First::Sse(req)),
-            Some(None) => return Ok(First::Other(buf.freeze())),
-            None if buf.len() >= max_head => return Ok(First::Other(buf.freeze())),
+            Some(None) => return Ok(First::Other(buf)),
+            None if buf.len() >= max_head => return Ok(First::Other(buf)),
             None => {
                 if buf.capacity() == buf.len() {
                     buf.reserve(buf.len().min(max_head));

@@ -1,0 +1,201 @@
+//! Where a chunked body ends (RFC 9112 §7.1), found while its bytes pass
+//! through unchanged.
+//!
+//! The relay (`relay.rs`) forwards a backend's chunked answer to the client
+//! as it came, framing and all, so it never decodes the chunks. It only has
+//! to know where the message ends, to reuse the backend connection and to
+//! read the client's next request. This scanner follows the framing one byte
+//! of metadata at a time and skips chunk data in bulk.
+
+/// The body was not valid chunked framing.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("malformed chunked body")]
+pub struct Malformed;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Hex digits of a chunk size; `digits` read so far.
+    Size {
+        value: u64,
+        digits: u8,
+    },
+    /// After the size: an extension, skipped up to the line's end.
+    Extension {
+        value: u64,
+    },
+    /// The size line's CR was seen; its LF is due.
+    SizeLf {
+        value: u64,
+    },
+    /// Chunk data still to pass.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataCr,
+    DataLf,
+    /// The start of a trailer line, or of the final empty line.
+    TrailerStart,
+    /// Inside a trailer field, skipped up to its LF.
+    Trailer,
+    /// The final empty line's CR was seen; its LF ends the body.
+    FinalLf,
+    Done,
+}
+
+/// Follows one chunked body through the bytes fed to it.
+#[derive(Debug)]
+pub struct ChunkedEnd {
+    state: State,
+}
+
+impl Default for ChunkedEnd {
+    fn default() -> Self {
+        ChunkedEnd {
+            state: State::Size {
+                value: 0,
+                digits: 0,
+            },
+        }
+    }
+}
+
+impl ChunkedEnd {
+    /// Scan the next bytes of the body. `Some(n)`: the body ends after the
+    /// first `n` bytes of `buf` (whatever follows is not part of it);
+    /// `None`: all of `buf` belongs to the body and more is due.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<Option<usize>, Malformed> {
+        let mut i = 0;
+        while i < buf.len() {
+            if let State::Data(left) = self.state {
+                let take = left.min((buf.len() - i) as u64);
+                i += take as usize;
+                self.state = match left - take {
+                    0 => State::DataCr,
+                    left => State::Data(left),
+                };
+                continue;
+            }
+            let b = buf[i];
+            i += 1;
+            self.state = match (self.state, b) {
+                (State::Size { value, digits }, _) if b.is_ascii_hexdigit() => {
+                    // 16 hex digits fill a u64; more would overflow.
+                    if digits == 16 {
+                        return Err(Malformed);
+                    }
+                    let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
+                    State::Size {
+                        value: value << 4 | digit,
+                        digits: digits + 1,
+                    }
+                }
+                (State::Size { digits: 0, .. }, _) => return Err(Malformed),
+                (State::Size { value, .. }, b';' | b' ' | b'\t') => State::Extension { value },
+                (State::Size { value, .. } | State::Extension { value }, b'\r') => {
+                    State::SizeLf { value }
+                }
+                (
+                    State::Size { value, .. }
+                    | State::Extension { value }
+                    | State::SizeLf { value },
+                    b'\n',
+                ) => match value {
+                    0 => State::TrailerStart,
+                    n => State::Data(n),
+                },
+                (State::Size { .. } | State::SizeLf { .. }, _) => return Err(Malformed),
+                (State::Extension { value }, _) => State::Extension { value },
+                (State::DataCr, b'\r') => State::DataLf,
+                (State::DataCr | State::DataLf, b'\n') => State::Size {
+                    value: 0,
+                    digits: 0,
+                },
+                (State::DataCr | State::DataLf, _) => return Err(Malformed),
+                (State::TrailerStart, b'\r') => State::FinalLf,
+                (State::TrailerStart | State::FinalLf, b'\n') => {
+                    self.state = State::Done;
+                    return Ok(Some(i));
+                }
+                (State::FinalLf, _) => return Err(Malformed),
+                (State::Trailer, b'\n') => State::TrailerStart,
+                (State::TrailerStart | State::Trailer, _) => State::Trailer,
+                (State::Data(_), _) | (State::Done, _) => return Ok(Some(i - 1)),
+            };
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `body` split at every possible point, and whole.
+    fn end_of(body: &[u8]) -> Result<Option<usize>, Malformed> {
+        let whole = ChunkedEnd::default().feed(body);
+        for split in 0..body.len() {
+            let mut scan = ChunkedEnd::default();
+            let got = match scan.feed(&body[..split])? {
+                Some(n) => Some(n),
+                None => scan.feed(&body[split..])?.map(|n| n + split),
+            };
+            assert_eq!(Ok(got), whole, "split at {split}");
+        }
+        whole
+    }
+
+    #[test]
+    fn finds_the_end_of_a_body() {
+        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
+        assert_eq!(end_of(body), Ok(Some(body.len())));
+        // Whatever follows (the next answer) is not part of it.
+        let mut next = body.to_vec();
+        next.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(end_of(&next), Ok(Some(body.len())));
+    }
+
+    #[test]
+    fn trailers_and_bare_lf_are_followed() {
+        let body = b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n";
+        assert_eq!(end_of(body), Ok(Some(body.len())));
+        let lf = b"3\nabc\n0\n\n";
+        assert_eq!(end_of(lf), Ok(Some(lf.len())));
+    }
+
+    #[test]
+    fn an_unfinished_body_wants_more() {
+        assert_eq!(end_of(b"10\r\nonly part"), Ok(None));
+        assert_eq!(end_of(b"0\r\n"), Ok(None));
+        assert_eq!(end_of(b"0\r\nX-T: 1\r\n"), Ok(None));
+    }
+
+    #[test]
+    fn malformed_framing_is_refused() {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b"5\r\nhelloXX",
+            b"5x\r\n",
+            b"0\r\n\rX",
+            b"11111111111111111\r\n",
+        ] {
+            assert_eq!(ChunkedEnd::default().feed(bad), Err(Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_large_chunk_is_skipped_in_bulk() {
+        let mut body = b"100000\r\n".to_vec();
+        body.resize(body.len() + 0x100000, b'x');
+        body.extend_from_slice(b"\r\n0\r\n\r\n");
+        let mut scan = ChunkedEnd::default();
+        let mut fed = 0;
+        let mut end = None;
+        for piece in body.chunks(8192) {
+            if let Some(n) = scan.feed(piece).unwrap() {
+                end = Some(fed + n);
+            }
+            fed += piece.len();
+        }
+        assert_eq!(end, Some(body.len()));
+    }
+}

@@ -1,0 +1,559 @@
+//! Request and response heads as the HTTP/1 relay (`relay.rs`) sees them:
+//! which requests it may forward itself, and the rewritten heads it sends on.
+//!
+//! The relay takes only the plainest requests: `GET` or `HEAD`, HTTP/1.1,
+//! no body, no upgrade, no `Expect`, one `Host`, one `Cookie` at most, a
+//! `Connection` that says nothing but `close` or `keep-alive`, a path that is
+//! neither a realtime endpoint nor tapped. Everything else is "not ours" and
+//! goes to hyper, so the rules for unusual requests live in one place. What
+//! the relay forwards must match what the hyper path forwards: the same
+//! hop-by-hop headers go, the same `Host` and `X-Forwarded-*`/`Forwarded`
+//! values are set (`forwarded.rs`).
+
+use std::io::Write;
+
+use http::Method;
+
+use super::forwarded::{self, Forwarded};
+use crate::conn_info::ConnInfo;
+
+/// Header fields a head may have; more goes to hyper (request) or is
+/// refused (response).
+const MAX_HEADERS: usize = 64;
+/// A backend's answer head larger than this is refused as unusable.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// A request the relay forwards.
+#[derive(Debug)]
+pub struct Outbound {
+    /// Bytes of the client's buffer this request took.
+    pub len: usize,
+    /// The head to send the backend.
+    pub head: Vec<u8>,
+    pub method: Method,
+    /// The client asked to close after this answer.
+    pub close: bool,
+}
+
+/// What the bytes at the front of a client's buffer are.
+#[derive(Debug)]
+pub enum Request {
+    Relay(Outbound),
+    /// Complete or not, hyper must handle it.
+    NotOurs,
+    /// Not a whole head yet.
+    Partial,
+}
+
+/// What the relay needs to know about the gateway to classify a request.
+pub struct Route<'a> {
+    /// `realtime.path`: requests under it are realtime endpoints.
+    pub realtime: &'a str,
+    /// The backend URL's path, put in front of every request's.
+    pub base_path: &'a str,
+    /// Whether a tap watches this method and path.
+    pub tapped: &'a (dyn Fn(&Method, &str) -> bool + Sync),
+}
+
+/// Classify the head at the front of `buf` and, if the relay takes it,
+/// write the head for the backend.
+pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Request::Partial,
+        Err(_) => return Request::NotOurs,
+    };
+    let method = match parsed.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Request::NotOurs,
+    };
+    let (Some(1), Some(target)) = (parsed.version, parsed.path) else {
+        return Request::NotOurs;
+    };
+    // Origin form only, and a target hyper would accept too.
+    if !target.starts_with('/') || http::uri::PathAndQuery::try_from(target).is_err() {
+        return Request::NotOurs;
+    }
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let realtime = path
+        .strip_prefix(route.realtime)
+        .is_some_and(|rest| rest.starts_with('/'));
+    if realtime || (route.tapped)(&method, path) {
+        return Request::NotOurs;
+    }
+
+    let mut host = None;
+    let mut cookies = 0;
+    let mut close = false;
+    let mut prev_xff = None;
+    let mut prev_forwarded = None;
+    for h in parsed.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Request::NotOurs;
+            }
+            // hyper's path refuses a Host that is not visible ASCII.
+            let Some(value) = forwarded::visible(h.value) else {
+                return Request::NotOurs;
+            };
+            host = Some(value);
+        } else if name.eq_ignore_ascii_case("cookie") {
+            cookies += 1;
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    // It names hop-by-hop headers of its own.
+                    return Request::NotOurs;
+                }
+            }
+        } else if ["content-length", "transfer-encoding", "upgrade", "expect"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+        {
+            return Request::NotOurs;
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            prev_xff = prev_xff.or(Some(h.value));
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            prev_forwarded = prev_forwarded.or(Some(h.value));
+        }
+    }
+    let Some(host) = host else {
+        return Request::NotOurs;
+    };
+    if cookies > 1 {
+        return Request::NotOurs;
+    }
+
+    let mut head = Vec::with_capacity(len + 160);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(route.base_path.as_bytes());
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in parsed.headers.iter() {
+        if is_hop_by_hop(h.name) || replaced_on_the_way(h.name) {
+            continue;
+        }
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    let values = Forwarded::new(
+        prev_xff.and_then(forwarded::visible),
+        prev_forwarded.and_then(forwarded::visible),
+        info,
+        Some(host),
+    );
+    // Writes to a Vec cannot fail.
+    let _ = write!(
+        head,
+        "host: {host}\r\nx-forwarded-for: {}\r\nforwarded: {}\r\nx-forwarded-proto: {}\r\nx-forwarded-host: {host}\r\n\r\n",
+        values.xff, values.forwarded, values.proto
+    );
+    Request::Relay(Outbound {
+        len,
+        head,
+        method,
+        close,
+    })
+}
+
+/// Request headers the relay writes itself.
+fn replaced_on_the_way(name: &str) -> bool {
+    [
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1); the
+/// same list as the hyper path's.
+fn is_hop_by_hop(name: &str) -> bool {
+    super::HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+}
+
+/// How the body of a backend's answer is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: an answer to `HEAD`, a 204 or a 304.
+    Empty,
+    Length(u64),
+    /// Passed on as it comes, chunk framing included.
+    Chunked,
+    /// Until the backend closes; the client's connection closes too.
+    UntilClose,
+}
+
+/// A backend's final answer head, rewritten for the client.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Bytes of the backend's buffer the head took.
+    pub len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The backend connection may carry another request afterwards.
+    pub reusable: bool,
+    /// The head to send the client.
+    pub head: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub enum Response {
+    Final(Inbound),
+    /// A 1xx informational answer of this many bytes, skipped (as the hyper
+    /// client does).
+    Interim(usize),
+    Partial,
+    /// Not an answer the relay can pass on.
+    Unusable(&'static str),
+}
+
+/// Parse the backend's answer head at the front of `buf` and write the head
+/// for the client. `close`: the client's connection ends after this answer.
+pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Response {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Response::Partial,
+        Ok(httparse::Status::Partial) => return Response::Unusable("answer head too large"),
+        Err(_) => return Response::Unusable("malformed answer head"),
+    };
+    let status = parsed.code.unwrap_or(0);
+    match status {
+        101 => return Response::Unusable("switched protocols unasked"),
+        100..=199 => return Response::Interim(len),
+        _ => {}
+    }
+    let mut reusable = parsed.version == Some(1);
+    let mut length: Option<u64> = None;
+    let mut coding_last: Option<&[u8]> = None;
+    let mut has_date = false;
+    let mut named: Vec<&[u8]> = Vec::new();
+    for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                    named.push(token);
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            for v in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                let n = std::str::from_utf8(v)
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok());
+                match (n, length) {
+                    (Some(n), None) => length = Some(n),
+                    (Some(n), Some(l)) if n == l => {}
+                    _ => return Response::Unusable("invalid Content-Length"),
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            coding_last = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .map(<[u8]>::trim_ascii);
+        } else if h.name.eq_ignore_ascii_case("date") {
+            has_date = true;
+        }
+    }
+    let chunked = coding_last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+    let framing = if *method == Method::HEAD || status == 204 || status == 304 {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if coding_last.is_some() {
+        Framing::UntilClose
+    } else {
+        match length {
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    if framing == Framing::UntilClose {
+        reusable = false;
+    }
+
+    let mut head = Vec::with_capacity(len + 64);
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .or(parsed.reason)
+        .unwrap_or("");
+    let _ = write!(head, "HTTP/1.1 {status} {reason}\r\n");
+    for h in parsed.headers.iter() {
+        let keep_coding =
+            framing == Framing::Chunked && h.name.eq_ignore_ascii_case("transfer-encoding");
+        let framing_field = h.name.eq_ignore_ascii_case("content-length")
+            && matches!(framing, Framing::Chunked | Framing::UntilClose);
+        let dropped = (is_hop_by_hop(h.name) && !keep_coding)
+            || framing_field
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()));
+        if dropped {
+            continue;
+        }
+        head.extend_from_slice(h.name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    if !has_date {
+        head.extend_from_slice(b"date: ");
+        head.extend_from_slice(date);
+        head.extend_from_slice(b"\r\n");
+    }
+    if close || framing == Framing::UntilClose {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    Response::Final(Inbound {
+        len,
+        status,
+        framing,
+        reusable,
+        head,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> ConnInfo {
+        ConnInfo {
+            peer: "10.0.0.7:5000".parse().unwrap(),
+            local: "10.0.0.1:80".parse().unwrap(),
+            tls: false,
+            sni: None,
+            id: 1,
+        }
+    }
+
+    fn classify(raw: &str) -> Request {
+        let never = |_: &Method, _: &str| false;
+        let route = Route {
+            realtime: "/realtime",
+            base_path: "",
+            tapped: &never,
+        };
+        request(raw.as_bytes(), &route, &info())
+    }
+
+    fn relayed(raw: &str) -> (Outbound, String) {
+        match classify(raw) {
+            Request::Relay(out) => {
+                let head = String::from_utf8(out.head.clone()).unwrap();
+                (out, head)
+            }
+            other => panic!("{raw:?} not relayed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_get_is_rewritten_like_the_hyper_path() {
+        let raw = "GET /a/b?x=1 HTTP/1.1\r\nHost: app.example\r\nAccept: */*\r\nConnection: keep-alive\r\nTE: trailers\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Host: evil\r\n\r\nGET /next";
+        let (out, head) = relayed(raw);
+        assert_eq!(out.len, raw.len() - "GET /next".len());
+        assert!(!out.close);
+        assert!(head.starts_with("GET /a/b?x=1 HTTP/1.1\r\n"), "{head}");
+        for expected in [
+            "Accept: */*\r\n",
+            "host: app.example\r\n",
+            "x-forwarded-for: 1.2.3.4, 10.0.0.7\r\n",
+            "forwarded: for=10.0.0.7;proto=http;host=\"app.example\"\r\n",
+            "x-forwarded-proto: http\r\n",
+            "x-forwarded-host: app.example\r\n",
+        ] {
+            assert!(head.contains(expected), "{expected:?} missing in {head}");
+        }
+        for gone in ["Connection", "TE:", "evil", "Host: app"] {
+            assert!(!head.contains(gone), "{gone:?} kept in {head}");
+        }
+        assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn base_path_and_close_are_honoured() {
+        let never = |_: &Method, _: &str| false;
+        let route = Route {
+            realtime: "/realtime",
+            base_path: "/app",
+            tapped: &never,
+        };
+        let raw = b"HEAD /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+        let Request::Relay(out) = request(raw, &route, &info()) else {
+            panic!("not relayed");
+        };
+        assert!(out.close);
+        assert_eq!(out.method, Method::HEAD);
+        assert!(out.head.starts_with(b"HEAD /app/x HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn anything_unusual_goes_to_hyper() {
+        for raw in [
+            "POST /x HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /x HTTP/1.0\r\nHost: h\r\n\r\n",
+            "GET /x HTTP/1.1\r\n\r\n",
+            "GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+            "GET /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET /x HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+            "GET /x HTTP/1.1\r\nHost: h\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n",
+            "GET /x HTTP/1.1\r\nHost: h\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+            "GET /realtime/sse HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET /x HTTP/1.1\r\nBad Header: 1\r\n\r\n",
+        ] {
+            assert!(matches!(classify(raw), Request::NotOurs), "{raw:?}");
+        }
+        // A path that only starts like the realtime path is the application's.
+        relayed("GET /realtimex HTTP/1.1\r\nHost: h\r\n\r\n");
+        relayed("GET /realtime HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(matches!(
+            classify("GET /x HTTP/1.1\r\nHost: h\r\n"),
+            Request::Partial
+        ));
+    }
+
+    #[test]
+    fn tapped_paths_go_to_hyper() {
+        let tapped = |m: &Method, p: &str| *m == Method::GET && p == "/orders";
+        let route = Route {
+            realtime: "/realtime",
+            base_path: "",
+            tapped: &tapped,
+        };
+        let raw = b"GET /orders?page=2 HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert!(matches!(request(raw, &route, &info()), Request::NotOurs));
+    }
+
+    fn answer(raw: &str, method: Method, close: bool) -> (Inbound, String) {
+        match response(
+            raw.as_bytes(),
+            &method,
+            close,
+            b"Mon, 23 Nov 2026 18:00:00 GMT",
+        ) {
+            Response::Final(i) => {
+                let head = String::from_utf8(i.head.clone()).unwrap();
+                (i, head)
+            }
+            other => panic!("{raw:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn answers_keep_their_framing() {
+        let (i, head) = answer(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\nX-App: y\r\n\r\nhello",
+            Method::GET,
+            false,
+        );
+        assert_eq!(
+            (i.status, i.framing, i.reusable),
+            (200, Framing::Length(5), true)
+        );
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: y\r\ndate: Mon, 23 Nov 2026 18:00:00 GMT\r\n\r\n"
+        );
+        let (i, head) = answer(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\nDate: x\r\n\r\n",
+            Method::GET,
+            true,
+        );
+        assert_eq!(i.framing, Framing::Chunked);
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\nconnection: close\r\n\r\n"
+        );
+        let (i, head) = answer("HTTP/1.0 200 OK\r\nX-A: 1\r\n\r\n", Method::GET, false);
+        assert_eq!((i.framing, i.reusable), (Framing::UntilClose, false));
+        assert!(head.ends_with("connection: close\r\n\r\n"), "{head}");
+        let (i, _) = answer(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            Method::GET,
+            false,
+        );
+        assert_eq!((i.framing, i.reusable), (Framing::Length(1), false));
+        for (raw, method) in [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+                Method::HEAD,
+            ),
+            ("HTTP/1.1 204 No Content\r\n\r\n", Method::GET),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+                Method::GET,
+            ),
+        ] {
+            let (i, head) = answer(raw, method, false);
+            assert_eq!(i.framing, Framing::Empty, "{raw}");
+            assert!(i.reusable);
+            assert_eq!(
+                head.contains("Content-Length: 10"),
+                raw.contains("Content-Length")
+            );
+        }
+    }
+
+    #[test]
+    fn interim_and_unusable_answers() {
+        let m = Method::GET;
+        assert!(matches!(
+            response(
+                b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200",
+                &m,
+                false,
+                b""
+            ),
+            Response::Interim(40)
+        ));
+        assert!(matches!(
+            response(b"HTTP/1.1 200 OK\r\n", &m, false, b""),
+            Response::Partial
+        ));
+        for bad in [
+            &b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
+            b"garbage\r\n\r\n",
+        ] {
+            assert!(
+                matches!(response(bad, &m, false, b""), Response::Unusable(_)),
+                "{bad:?}"
+            );
+        }
+        let huge = vec![b'a'; MAX_RESPONSE_HEAD];
+        assert!(matches!(
+            response(&huge, &m, false, b""),
+            Response::Unusable(_)
+        ));
+    }
+}
