@@ -16,7 +16,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, warn};
@@ -239,7 +239,13 @@ where
         // one that does gets the connection from there on.
         prefix = match Box::pin(relay::serve(&state, &mut io, &info, bytes)).await {
             Relayed::HandOver(bytes) => bytes.freeze(),
-            Relayed::Closed => return None,
+            Relayed::Closed => {
+                // A clean end (TLS close_notify, FIN), as hyper ends its
+                // connections; bounded, since a client may not read.
+                let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                return None;
+            }
+            Relayed::Aborted => return None,
         };
     }
     // Boxed: hyper's connection state is large, and only hyper connections need it.

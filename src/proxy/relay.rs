@@ -30,8 +30,10 @@ use crate::state::{AppState, Settings};
 
 /// How the relay left a connection.
 pub enum Relayed {
-    /// Closed, or to be closed: nothing more to do.
+    /// To be closed cleanly (`shutdown`, a TLS `close_notify`).
     Closed,
+    /// To be dropped: an answer was cut short.
+    Aborted,
     /// A request the relay does not take: hyper serves the connection from
     /// these bytes on.
     HandOver(BytesMut),
@@ -41,7 +43,12 @@ pub enum Relayed {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Next {
     KeepAlive,
+    /// The answer is complete; close the connection cleanly.
     Close,
+    /// The answer was cut short: drop the connection without a clean close
+    /// (no TLS `close_notify`), so that a body delimited by the close
+    /// cannot pass for complete.
+    Abort,
 }
 
 /// Serve the requests in `buf` and after it, until the connection ends or a
@@ -69,6 +76,9 @@ where
                 buf.advance(out.len);
                 let span = tracing::debug_span!("proxy", method = %out.method);
                 let next = exchange(state, &settings, io, &out).instrument(span).await;
+                if next == Next::Abort {
+                    return Relayed::Aborted;
+                }
                 if next == Next::Close || out.close || state.stopping.has_rung() {
                     return Relayed::Closed;
                 }
@@ -165,9 +175,51 @@ where
         }
     };
     let status = StatusCode::from_u16(inbound.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    rbuf.advance(inbound.len);
+    let mut body = match inbound.framing {
+        Framing::Empty => Body::Length(0),
+        Framing::Length(n) => Body::Length(n),
+        Framing::Chunked => Body::Chunked(ChunkedEnd::default()),
+        Framing::UntilClose => Body::UntilClose,
+    };
+    // What has come of the body so far goes out with the head, in one write.
+    let Ok((n, done)) = body.take(&rbuf) else {
+        warn!("backend sent a malformed chunked body");
+        state
+            .metrics
+            .proxied(StatusCode::BAD_GATEWAY, started.elapsed());
+        return refuse(
+            io,
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            "the application is unreachable",
+            out.close,
+        )
+        .await;
+    };
     debug!(status = inbound.status, elapsed = ?started.elapsed(), "proxied");
     state.metrics.proxied(status, started.elapsed());
-    pass_on(io, backend, inbound, rbuf, proxy.timeout(), proxy.pool()).await
+    let mut first = inbound.head;
+    first.extend_from_slice(&rbuf[..n]);
+    rbuf.advance(n);
+    let answer = Answer {
+        first,
+        done,
+        body,
+        reusable: inbound.reusable,
+    };
+    pass_on(io, backend, answer, rbuf, proxy.timeout(), proxy.pool()).await
+}
+
+/// An answer whose head (and the body's start) is ready for the client.
+struct Answer {
+    /// The head and what has come of the body so far.
+    first: Vec<u8>,
+    /// The body is complete in `first`.
+    done: bool,
+    body: Body,
+    /// The backend connection may carry another request afterwards.
+    reusable: bool,
 }
 
 /// Send the request and read the answer head, on a pooled connection when
@@ -271,7 +323,7 @@ impl Body {
 async fn pass_on<I>(
     io: &mut I,
     mut backend: TcpStream,
-    inbound: Inbound,
+    answer: Answer,
     mut rbuf: BytesMut,
     idle: Duration,
     pool: &BackendPool,
@@ -279,24 +331,16 @@ async fn pass_on<I>(
 where
     I: AsyncWrite + Unpin,
 {
-    rbuf.advance(inbound.len);
-    let mut body = match inbound.framing {
-        Framing::Empty => Body::Length(0),
-        Framing::Length(n) => Body::Length(n),
-        Framing::Chunked => Body::Chunked(ChunkedEnd::default()),
-        Framing::UntilClose => Body::UntilClose,
-    };
-    // The head and what has come of the body so far, in one write.
-    let mut first = inbound.head;
-    let Ok((n, mut done)) = body.take(&rbuf) else {
-        warn!("backend sent a malformed chunked body");
-        return Next::Close;
-    };
-    first.extend_from_slice(&rbuf[..n]);
-    rbuf.advance(n);
+    let Answer {
+        first,
+        mut done,
+        mut body,
+        reusable,
+    } = answer;
+    // Bytes after a complete answer: the backend is out of step.
     let mut surplus = !rbuf.is_empty();
     if write(io, &first).await.is_err() {
-        return Next::Close;
+        return Next::Abort;
     }
     drop(first);
     while !done {
@@ -304,21 +348,21 @@ where
         match tokio::time::timeout(idle, backend.read_buf(&mut rbuf)).await {
             Err(_) => {
                 warn!(?idle, "backend response stalled; closing it");
-                return Next::Close;
+                return Next::Abort;
             }
             Ok(Ok(0)) if matches!(body, Body::UntilClose) => break,
             Ok(Ok(0)) | Ok(Err(_)) => {
                 debug!("backend closed in the middle of an answer");
-                return Next::Close;
+                return Next::Abort;
             }
             Ok(Ok(_)) => {}
         }
         let Ok((n, end)) = body.take(&rbuf) else {
             warn!("backend sent a malformed chunked body");
-            return Next::Close;
+            return Next::Abort;
         };
         if write(io, &rbuf[..n]).await.is_err() {
-            return Next::Close;
+            return Next::Abort;
         }
         done = end;
         surplus = n < rbuf.len();
@@ -326,7 +370,7 @@ where
     if matches!(body, Body::UntilClose) {
         return Next::Close;
     }
-    if inbound.reusable && !surplus {
+    if reusable && !surplus {
         pool.give(backend);
     }
     Next::KeepAlive
@@ -357,7 +401,7 @@ where
     answer.extend_from_slice(&body);
     match write(io, &answer).await {
         Ok(()) => Next::KeepAlive,
-        Err(_) => Next::Close,
+        Err(_) => Next::Abort,
     }
 }
 

@@ -14,6 +14,7 @@ mod poll;
 mod presence;
 mod proxy;
 mod publish;
+mod relay;
 mod reload;
 mod shutdown;
 mod slow;

@@ -1,0 +1,466 @@
+//! The proxy's HTTP/1 relay (plain `GET`/`HEAD` forwarded without hyper),
+//! against a scripted backend that answers in exactly the bytes each test
+//! needs: keep-alive, chunked bodies with trailers, close-delimited bodies,
+//! interim answers, garbage, and connections it closes behind our back.
+//! Clients talk HTTP/1.1 over TLS, as a browser without HTTP/2 would.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::common::*;
+
+/// What the scripted backend does with one request.
+struct Answer {
+    bytes: Vec<u8>,
+    /// Close the connection once the answer is written.
+    close: bool,
+    /// Written 100 ms after `bytes`.
+    then: &'static [u8],
+}
+
+fn answer(bytes: impl Into<Vec<u8>>) -> Answer {
+    Answer {
+        bytes: bytes.into(),
+        close: false,
+        then: b"",
+    }
+}
+
+fn sized(body: &str) -> Answer {
+    answer(format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nX-App: yes\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// A backend that reads bodiless request heads and answers each with
+/// `script(head)`. It records every head and counts its connections.
+struct Scripted {
+    url: String,
+    heads: Arc<Mutex<Vec<String>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+async fn scripted(script: fn(&str) -> Answer) -> Scripted {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (h, c) = (heads.clone(), connections.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let heads = h.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+                        buf.drain(..end + 4);
+                        let reply = script(&head);
+                        heads.lock().unwrap().push(head);
+                        if stream.write_all(&reply.bytes).await.is_err() {
+                            return;
+                        }
+                        if !reply.then.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            let _ = stream.write_all(reply.then).await;
+                        }
+                        if reply.close {
+                            return;
+                        }
+                    }
+                    let mut chunk = [0u8; 4096];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    Scripted {
+        url,
+        heads,
+        connections,
+    }
+}
+
+fn path_of(head: &str) -> &str {
+    head.split(' ').nth(1).unwrap_or("")
+}
+
+async fn gateway_for(backend: &str) -> TestGateway {
+    TestGateway::with(backend, "  heartbeat: 15s", "").await
+}
+
+/// An HTTP/1.1 client on one TLS connection (no ALPN: no HTTP/2).
+async fn http1(gw: &TestGateway) -> SendRequest<Empty<Bytes>> {
+    let tls = gw.tls_stream().await;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+async fn get(
+    send: &mut SendRequest<Empty<Bytes>>,
+    method: &str,
+    path: &str,
+) -> (u16, http::HeaderMap, String) {
+    send.ready().await.unwrap();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "app.example")
+        .body(Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Write `raw` on a new TLS connection and read until the gateway closes it.
+async fn raw(gw: &TestGateway, raw: &[u8]) -> String {
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(raw).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn proxied_2xx(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("pushgate_proxy_requests_total{class=\"2xx\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn keep_alive_requests_share_one_backend_connection() {
+    let app = scripted(|head| sized(&format!("you asked for {}", path_of(head)))).await;
+    let gw = gateway_for(&app.url).await;
+    let before = proxied_2xx(&gw.metrics_text().await);
+    let mut client = http1(&gw).await;
+    for i in 0..5 {
+        let (status, headers, body) = get(&mut client, "GET", &format!("/page/{i}?q=1")).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, format!("you asked for /page/{i}?q=1"));
+        assert_eq!(headers["x-app"], "yes");
+        assert!(
+            headers.contains_key("date"),
+            "a Date is added like hyper adds it"
+        );
+    }
+    assert_eq!(
+        app.connections.load(Ordering::SeqCst),
+        1,
+        "the backend connection is reused"
+    );
+    let heads = app.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 5);
+    let head = heads[0].to_ascii_lowercase();
+    for expected in [
+        "get /page/0?q=1 http/1.1\r\n",
+        "host: app.example\r\n",
+        "x-forwarded-for: 127.0.0.1\r\n",
+        "x-forwarded-proto: https\r\n",
+        "x-forwarded-host: app.example\r\n",
+        "forwarded: for=127.0.0.1;proto=https;host=\"app.example\"\r\n",
+    ] {
+        assert!(head.contains(expected), "{expected:?} missing in {head}");
+    }
+    assert_eq!(
+        proxied_2xx(&gw.metrics_text().await),
+        before + 5,
+        "counted like any proxied request"
+    );
+}
+
+#[tokio::test]
+async fn chunked_and_close_delimited_answers_pass_through() {
+    let app = scripted(|head| match path_of(head) {
+        "/chunked" => answer(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 999\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+        ),
+        "/until-close" => Answer {
+            close: true,
+            then: b", until the end",
+            ..answer("HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nall of this")
+        },
+        _ => sized("plain"),
+    })
+    .await;
+    let gw = gateway_for(&app.url).await;
+    let mut client = http1(&gw).await;
+    for _ in 0..2 {
+        let (status, headers, body) = get(&mut client, "GET", "/chunked").await;
+        assert_eq!((status, body.as_str()), (200, "hello world"));
+        assert!(
+            !headers.contains_key("content-length"),
+            "chunked wins over a length"
+        );
+    }
+    let (status, headers, body) = get(&mut client, "GET", "/until-close").await;
+    assert_eq!((status, body.as_str()), (200, "all of this, until the end"));
+    assert_eq!(headers["connection"], "close");
+    // The client's connection ends with that body; a new one works.
+    client
+        .ready()
+        .await
+        .expect_err("closed after a close-delimited body");
+    let mut client = http1(&gw).await;
+    assert_eq!(get(&mut client, "GET", "/other").await.2, "plain");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_backend_closed_is_retried() {
+    // Answers as if it kept the connection, then closes it: the race a
+    // backend's keep-alive timeout causes.
+    let app = scripted(|head| Answer {
+        close: true,
+        ..sized(&format!("fresh {}", path_of(head)))
+    })
+    .await;
+    let gw = gateway_for(&app.url).await;
+    let mut client = http1(&gw).await;
+    for i in 0..4 {
+        // Give the close time to arrive, so the pooled connection is dead.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (status, _, body) = get(&mut client, "GET", &format!("/r{i}")).await;
+        assert_eq!((status, body), (200, format!("fresh /r{i}")));
+    }
+    assert!(app.connections.load(Ordering::SeqCst) >= 4);
+}
+
+#[tokio::test]
+async fn interim_and_bodiless_answers_keep_the_connection_in_step() {
+    let app = scripted(|head| match (head.split(' ').next().unwrap(), path_of(head)) {
+        (_, "/early") => answer(
+            "HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        ),
+        (_, "/cached") => answer("HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\netag: \"v1\"\r\n\r\n"),
+        (_, "/empty") => answer("HTTP/1.1 204 No Content\r\n\r\n"),
+        ("HEAD", _) => answer("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n"),
+        _ => sized("0123456789"),
+    })
+    .await;
+    let gw = gateway_for(&app.url).await;
+    let mut client = http1(&gw).await;
+    assert_eq!(get(&mut client, "GET", "/early").await.2, "ok");
+    let (status, headers, body) = get(&mut client, "GET", "/cached").await;
+    assert_eq!((status, body.as_str()), (304, ""));
+    assert_eq!(headers["etag"], "\"v1\"");
+    assert_eq!(get(&mut client, "GET", "/empty").await.0, 204);
+    let (status, headers, body) = get(&mut client, "HEAD", "/doc").await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert_eq!(headers["content-length"], "10");
+    // Still in step: the next answer is the next request's.
+    assert_eq!(get(&mut client, "GET", "/doc").await.2, "0123456789");
+    assert_eq!(app.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let app = scripted(|head| sized(&format!("<{}>", path_of(head)))).await;
+    let gw = gateway_for(&app.url).await;
+    let answer = raw(
+        &gw,
+        b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 3, "{answer}");
+    let (a, b, c) = (
+        answer.find("</a>").unwrap(),
+        answer.find("</b>").unwrap(),
+        answer.find("</c>").unwrap(),
+    );
+    assert!(a < b && b < c, "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    // Passed on byte for byte (hyper would have lower-cased the name): the
+    // relay answered these.
+    assert_eq!(answer.matches("X-App: yes").count(), 3, "{answer}");
+}
+
+#[tokio::test]
+async fn a_request_the_relay_does_not_take_hands_the_connection_to_hyper() {
+    let backend = backend::start().await;
+    let gw = gateway_for(&format!("http://{backend}")).await;
+    let mut tls = gw.tls_stream().await;
+    // A plain GET (relayed), then a POST with a body (hyper), then a GET
+    // (hyper keeps the connection now), on one connection.
+    for raw in [
+        "GET /one HTTP/1.1\r\nHost: h\r\n\r\n",
+        "POST /two HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+        "GET /three HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    ] {
+        tls.write_all(raw.as_bytes()).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let bodies: Vec<Value> = answer
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|a| {
+            assert!(a.starts_with("200"), "{answer}");
+            let body = &a[a.find("\r\n\r\n").unwrap() + 4..];
+            // The hyper answers may be chunked: take the JSON object.
+            let json = &body[body.find('{').unwrap()..=body.rfind('}').unwrap()];
+            serde_json::from_str(json).unwrap()
+        })
+        .collect();
+    assert_eq!(bodies.len(), 3, "{answer}");
+    assert_eq!(bodies[0]["uri"], "/one");
+    assert_eq!(
+        (&bodies[1]["method"], &bodies[1]["body"]),
+        (&"POST".into(), &"hello".into())
+    );
+    assert_eq!(bodies[2]["uri"], "/three");
+    for b in &bodies {
+        assert_eq!(b["headers"]["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(b["headers"]["host"], "h");
+    }
+}
+
+#[tokio::test]
+async fn unusable_answers_are_502_and_the_client_connection_lives_on() {
+    let app = scripted(|head| match path_of(head) {
+        "/garbage" => answer("nonsense\r\n\r\n"),
+        "/two-lengths" => {
+            answer("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab")
+        }
+        "/hang-up" => Answer {
+            close: true,
+            ..answer("HTTP/1.1 200 OK\r\ncontent-le")
+        },
+        "/bad-chunks" => answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"),
+        "/bad-chunks-later" => Answer {
+            then: b"zz\r\n",
+            ..answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n")
+        },
+        _ => sized("fine"),
+    })
+    .await;
+    let gw = gateway_for(&app.url).await;
+    let mut client = http1(&gw).await;
+    for path in ["/garbage", "/two-lengths", "/hang-up", "/bad-chunks"] {
+        let (status, headers, body) = get(&mut client, "GET", path).await;
+        assert_eq!(status, 502, "{path}");
+        assert_eq!(headers["content-type"], "application/json");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "bad_gateway");
+        assert_eq!(
+            get(&mut client, "GET", "/ok").await.2,
+            "fine",
+            "after {path}"
+        );
+    }
+    // A body gone bad after its head was sent: the only honest signal left
+    // is to close the client's connection.
+    client.ready().await.unwrap();
+    let req = http::Request::get("/bad-chunks-later")
+        .header("host", "h")
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.send_request(req).await.unwrap();
+    assert!(resp.into_body().collect().await.is_err());
+    let mut client = http1(&gw).await;
+    assert_eq!(get(&mut client, "GET", "/ok").await.2, "fine");
+}
+
+#[tokio::test]
+async fn backend_down_slow_and_stalled_through_the_relay() {
+    let down = TestGateway::start().await; // nothing listens on port 9
+    let mut client = http1(&down).await;
+    let (status, _, body) = get(&mut client, "GET", "/x").await;
+    assert_eq!(status, 502);
+    assert!(body.contains("bad_gateway"), "{body}");
+
+    let backend = backend::start().await;
+    let gw = gateway_for(&format!("http://{backend}")).await; // backend timeout: 2s
+    let mut client = http1(&gw).await;
+    let (status, _, body) = get(&mut client, "GET", "/slow").await;
+    assert_eq!(status, 504);
+    assert!(body.contains("gateway_timeout"), "{body}");
+    // The same connection carries on after a refusal.
+    assert_eq!(
+        get(&mut client, "GET", "/delay").await.2,
+        "done after delay"
+    );
+    // A body that stops flowing is cut after the timeout, not held forever.
+    client.ready().await.unwrap();
+    let req = http::Request::get("/stall")
+        .header("host", "h")
+        .body(Empty::new())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let resp = client.send_request(req).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"first\n");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), body.collect())
+            .await
+            .expect("cut within the timeout")
+            .is_err()
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn large_bodies_stream_and_a_client_leaving_midway_harms_nothing() {
+    let app = scripted(|head| match path_of(head) {
+        "/large" => {
+            let body = "0123456789abcdef".repeat(64 * 1024); // 1 MiB
+            sized(&body)
+        }
+        _ => sized("small"),
+    })
+    .await;
+    let gw = gateway_for(&app.url).await;
+    let mut client = http1(&gw).await;
+    let (status, _, body) = get(&mut client, "GET", "/large").await;
+    assert_eq!((status, body.len()), (200, 1024 * 1024));
+    assert!(body.starts_with("0123456789abcdef0123"));
+    // Read a little of it, then go.
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(b"GET /large HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let mut some = [0u8; 1024];
+    let _ = tls.read(&mut some).await.unwrap();
+    drop(tls);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(get(&mut client, "GET", "/after").await.2, "small");
+}
+
+#[tokio::test]
+async fn an_oversized_head_gets_hypers_answer() {
+    let app = scripted(|_| sized("never")).await;
+    let gw = gateway_for(&app.url).await;
+    let big = format!(
+        "GET /x HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let answer = raw(&gw, big.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(
+        app.heads.lock().unwrap().is_empty(),
+        "nothing reached the backend"
+    );
+}
