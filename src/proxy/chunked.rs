@@ -19,6 +19,11 @@ enum State {
         value: u64,
         digits: u8,
     },
+    /// Blanks after the size (RFC 9112 §7.1.1's BWS): only `;` or the
+    /// line's end may follow.
+    SizeBlank {
+        value: u64,
+    },
     /// After the size: an extension, skipped up to the line's end.
     Extension {
         value: u64,
@@ -89,12 +94,21 @@ impl ChunkedEnd {
                     }
                 }
                 (State::Size { digits: 0, .. }, _) => return Err(Malformed),
-                (State::Size { value, .. }, b';' | b' ' | b'\t') => State::Extension { value },
-                (State::Size { value, .. } | State::Extension { value }, b'\r') => {
-                    State::SizeLf { value }
+                (State::Size { value, .. } | State::SizeBlank { value }, b' ' | b'\t') => {
+                    State::SizeBlank { value }
+                }
+                (State::Size { value, .. } | State::SizeBlank { value }, b';') => {
+                    State::Extension { value }
                 }
                 (
                     State::Size { value, .. }
+                    | State::SizeBlank { value }
+                    | State::Extension { value },
+                    b'\r',
+                ) => State::SizeLf { value },
+                (
+                    State::Size { value, .. }
+                    | State::SizeBlank { value }
                     | State::Extension { value }
                     | State::SizeLf { value },
                     b'\n',
@@ -102,7 +116,9 @@ impl ChunkedEnd {
                     0 => State::TrailerStart,
                     n => State::Data(n),
                 },
-                (State::Size { .. } | State::SizeLf { .. }, _) => return Err(Malformed),
+                (State::Size { .. } | State::SizeBlank { .. } | State::SizeLf { .. }, _) => {
+                    return Err(Malformed);
+                }
                 (State::Extension { value }, _) => State::Extension { value },
                 (State::DataCr, b'\r') => State::DataLf,
                 (State::DataCr | State::DataLf, b'\n') => State::Size {
@@ -145,7 +161,7 @@ mod tests {
 
     #[test]
     fn finds_the_end_of_a_body() {
-        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
+        let body = b"5 \r\nhello\r\n1a ;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
         assert_eq!(end_of(body), Ok(Some(body.len())));
         // Whatever follows (the next answer) is not part of it.
         let mut next = body.to_vec();
@@ -175,6 +191,8 @@ mod tests {
             b"\r\n",
             b"5\r\nhelloXX",
             b"5x\r\n",
+            b"5 6\r\n",
+            b"5 junk\r\n",
             b"0\r\n\rX",
             b"11111111111111111\r\n",
         ] {

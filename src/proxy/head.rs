@@ -17,9 +17,11 @@ use http::Method;
 use super::forwarded::{self, Forwarded};
 use crate::conn_info::ConnInfo;
 
-/// Header fields a head may have; more goes to hyper (request) or is
-/// refused (response).
+/// Header fields a request head may have; more goes to hyper.
 const MAX_HEADERS: usize = 64;
+/// Header fields a backend's answer may have, as many as hyper's client
+/// takes; more is refused.
+const MAX_RESPONSE_HEADERS: usize = 100;
 /// A backend's answer head larger than this is refused as unusable.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -73,8 +75,12 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     let (Some(1), Some(target)) = (parsed.version, parsed.path) else {
         return Request::NotOurs;
     };
-    // Origin form only, and a target hyper would accept too.
-    if !target.starts_with('/') || http::uri::PathAndQuery::try_from(target).is_err() {
+    // Origin form only, and a target hyper would accept too. A fragment
+    // (which hyper's URI parsing cuts off) goes to hyper as well.
+    if !target.starts_with('/')
+        || target.contains('#')
+        || http::uri::PathAndQuery::try_from(target).is_err()
+    {
         return Request::NotOurs;
     }
     let path = target.split_once('?').map_or(target, |(p, _)| p);
@@ -138,13 +144,9 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for h in parsed.headers.iter() {
-        if is_hop_by_hop(h.name) || replaced_on_the_way(h.name) {
-            continue;
+        if !is_hop_by_hop(h.name) && !replaced_on_the_way(h.name) {
+            write_field(&mut head, h.name, h.value);
         }
-        head.extend_from_slice(h.name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(h.value);
-        head.extend_from_slice(b"\r\n");
     }
     let values = Forwarded::new(
         prev_xff.and_then(forwarded::visible),
@@ -177,6 +179,13 @@ fn replaced_on_the_way(name: &str) -> bool {
     ]
     .iter()
     .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+fn write_field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1); the
@@ -226,7 +235,7 @@ pub enum Response {
 /// Parse the backend's answer head at the front of `buf` and write the head
 /// for the client. `close`: the client's connection ends after this answer.
 pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Response {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut headers);
     let len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -236,6 +245,7 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
     };
     let status = parsed.code.unwrap_or(0);
     match status {
+        0..=99 => return Response::Unusable("status below 100"),
         101 => return Response::Unusable("switched protocols unasked"),
         100..=199 => return Response::Interim(len),
         _ => {}
@@ -276,6 +286,10 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
             has_date = true;
         }
     }
+    if coding_last.is_some() && parsed.version != Some(1) {
+        // RFC 9112 §6.1: faulty framing, as hyper's client also judges it.
+        return Response::Unusable("Transfer-Encoding in an HTTP/1.0 answer");
+    }
     let chunked = coding_last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
     let framing = if *method == Method::HEAD || status == 204 || status == 304 {
         Framing::Empty
@@ -300,23 +314,34 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
         .or(parsed.reason)
         .unwrap_or("");
     let _ = write!(head, "HTTP/1.1 {status} {reason}\r\n");
+    // The framing fields are the relay's to write, whatever `Connection`
+    // names: a single `Content-Length`, or the `Transfer-Encoding` of a
+    // chunked body passed on as it is.
     for h in parsed.headers.iter() {
-        let keep_coding =
-            framing == Framing::Chunked && h.name.eq_ignore_ascii_case("transfer-encoding");
-        let framing_field = h.name.eq_ignore_ascii_case("content-length")
-            && matches!(framing, Framing::Chunked | Framing::UntilClose);
-        let dropped = (is_hop_by_hop(h.name) && !keep_coding)
-            || framing_field
-            || named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()));
-        if dropped {
+        if h.name.eq_ignore_ascii_case("content-length") {
             continue;
         }
-        head.extend_from_slice(h.name.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(h.value);
-        head.extend_from_slice(b"\r\n");
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if framing == Framing::Chunked {
+                write_field(&mut head, h.name, h.value);
+            }
+            continue;
+        }
+        let named_hop = named
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()));
+        if !is_hop_by_hop(h.name) && !named_hop {
+            write_field(&mut head, h.name, h.value);
+        }
+    }
+    let length = match framing {
+        Framing::Length(n) => Some(n),
+        // What a GET would have had: meaningful for HEAD and 304, not 204.
+        Framing::Empty if status != 204 => length,
+        _ => None,
+    };
+    if let Some(n) = length {
+        let _ = write!(head, "content-length: {n}\r\n");
     }
     if !has_date {
         head.extend_from_slice(b"date: ");
@@ -426,6 +451,7 @@ mod tests {
             "GET /realtime/sse HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "GET /orders#frag HTTP/1.1\r\nHost: h\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "GET /x HTTP/1.1\r\nBad Header: 1\r\n\r\n",
         ] {
@@ -480,7 +506,7 @@ mod tests {
         );
         assert_eq!(
             head,
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: y\r\ndate: Mon, 23 Nov 2026 18:00:00 GMT\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nX-App: y\r\ncontent-length: 5\r\ndate: Mon, 23 Nov 2026 18:00:00 GMT\r\n\r\n"
         );
         let (i, head) = answer(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\nDate: x\r\n\r\n",
@@ -516,10 +542,36 @@ mod tests {
             assert_eq!(i.framing, Framing::Empty, "{raw}");
             assert!(i.reusable);
             assert_eq!(
-                head.contains("Content-Length: 10"),
+                head.contains("content-length: 10"),
                 raw.contains("Content-Length")
             );
         }
+    }
+
+    #[test]
+    fn framing_fields_are_the_relays_own() {
+        // `Connection` may not take the framing away from the client.
+        let (i, head) = answer(
+            "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+            false,
+        );
+        assert_eq!(i.framing, Framing::Chunked);
+        assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
+        let (i, head) = answer(
+            "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n",
+            Method::GET,
+            false,
+        );
+        assert_eq!(i.framing, Framing::Length(5));
+        assert_eq!(head.matches("content-length").count(), 1, "{head}");
+        assert!(head.contains("content-length: 5\r\n"), "{head}");
+        let (_, head) = answer(
+            "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+            false,
+        );
+        assert!(!head.contains("content-length"), "{head}");
     }
 
     #[test]
@@ -543,6 +595,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
+            b"HTTP/1.1 042 Odd\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"garbage\r\n\r\n",
         ] {
             assert!(

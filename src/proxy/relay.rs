@@ -62,36 +62,41 @@ where
     // the connection is idle (`limits.header_timeout`).
     let mut head_deadline = None;
     loop {
-        let settings = state.settings();
-        let limits = &settings.config.limits;
-        let tapped = |m: &http::Method, p: &str| settings.taps.watches(m, p);
-        let route = Route {
-            realtime: &settings.config.realtime.path,
-            base_path: settings.proxy.base_path(),
-            tapped: &tapped,
+        let (max_head, header_timeout) = {
+            let settings = state.settings();
+            let limits = &settings.config.limits;
+            let tapped = |m: &http::Method, p: &str| settings.taps.watches(m, p);
+            let route = Route {
+                realtime: &settings.config.realtime.path,
+                base_path: settings.proxy.base_path(),
+                tapped: &tapped,
+            };
+            match head::request(&buf, &route, info) {
+                head::Request::NotOurs => return Relayed::HandOver(buf),
+                head::Request::Relay(out) => {
+                    buf.advance(out.len);
+                    let span = tracing::debug_span!("proxy", method = %out.method);
+                    let next = exchange(state, &settings, io, &out).instrument(span).await;
+                    if next == Next::Abort {
+                        return Relayed::Aborted;
+                    }
+                    if next == Next::Close || out.close || state.stopping.has_rung() {
+                        return Relayed::Closed;
+                    }
+                    head_deadline = None;
+                    continue;
+                }
+                head::Request::Partial => {}
+            }
+            // Not kept while the connection waits: a reload must be able
+            // to let the old settings (and their backend pool) go.
+            (limits.max_header_size.max(8192), limits.header_timeout)
         };
-        match head::request(&buf, &route, info) {
-            head::Request::NotOurs => return Relayed::HandOver(buf),
-            head::Request::Relay(out) => {
-                buf.advance(out.len);
-                let span = tracing::debug_span!("proxy", method = %out.method);
-                let next = exchange(state, &settings, io, &out).instrument(span).await;
-                if next == Next::Abort {
-                    return Relayed::Aborted;
-                }
-                if next == Next::Close || out.close || state.stopping.has_rung() {
-                    return Relayed::Closed;
-                }
-                head_deadline = None;
-                continue;
-            }
-            head::Request::Partial if buf.len() >= limits.max_header_size.max(8192) => {
-                return Relayed::HandOver(buf);
-            }
-            head::Request::Partial => {}
+        if buf.len() >= max_head {
+            return Relayed::HandOver(buf);
         }
-        let deadline = *head_deadline
-            .get_or_insert_with(|| tokio::time::Instant::now() + limits.header_timeout);
+        let deadline =
+            *head_deadline.get_or_insert_with(|| tokio::time::Instant::now() + header_timeout);
         if buf.capacity() == buf.len() {
             buf.reserve(1024);
         }
@@ -141,37 +146,20 @@ where
 {
     let proxy = &settings.proxy;
     let started = Instant::now();
+    // The last answer before a shutdown says so, as hyper's would.
+    let close = out.close || state.stopping.has_rung();
     let mut rbuf = BytesMut::with_capacity(8192);
-    let asked = tokio::time::timeout(proxy.timeout(), open(proxy.pool(), out, &mut rbuf)).await;
+    let asked =
+        tokio::time::timeout(proxy.timeout(), open(proxy.pool(), out, close, &mut rbuf)).await;
     let (backend, inbound) = match asked {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             warn!(%error, connect = matches!(error, BackendFailure::Connect(_)), "backend request failed");
-            state
-                .metrics
-                .proxied(StatusCode::BAD_GATEWAY, started.elapsed());
-            return refuse(
-                io,
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                "the application is unreachable",
-                out.close,
-            )
-            .await;
+            return refuse(state, io, Refusal::Unreachable, started, out, close).await;
         }
         Err(_) => {
             warn!(timeout = ?proxy.timeout(), "backend did not answer in time");
-            state
-                .metrics
-                .proxied(StatusCode::GATEWAY_TIMEOUT, started.elapsed());
-            return refuse(
-                io,
-                StatusCode::GATEWAY_TIMEOUT,
-                "gateway_timeout",
-                "the application did not answer in time",
-                out.close,
-            )
-            .await;
+            return refuse(state, io, Refusal::TimedOut, started, out, close).await;
         }
     };
     let status = StatusCode::from_u16(inbound.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -185,17 +173,7 @@ where
     // What has come of the body so far goes out with the head, in one write.
     let Ok((n, done)) = body.take(&rbuf) else {
         warn!("backend sent a malformed chunked body");
-        state
-            .metrics
-            .proxied(StatusCode::BAD_GATEWAY, started.elapsed());
-        return refuse(
-            io,
-            StatusCode::BAD_GATEWAY,
-            "bad_gateway",
-            "the application is unreachable",
-            out.close,
-        )
-        .await;
+        return refuse(state, io, Refusal::Unreachable, started, out, close).await;
     };
     debug!(status = inbound.status, elapsed = ?started.elapsed(), "proxied");
     state.metrics.proxied(status, started.elapsed());
@@ -229,6 +207,7 @@ struct Answer {
 async fn open(
     pool: &BackendPool,
     out: &Outbound,
+    close: bool,
     rbuf: &mut BytesMut,
 ) -> Result<(TcpStream, Inbound), BackendFailure> {
     let mut reuse = true;
@@ -240,7 +219,7 @@ async fn open(
                 false,
             ),
         };
-        match ask(&mut conn, out, rbuf).await {
+        match ask(&mut conn, out, close, rbuf).await {
             Ok(inbound) => return Ok((conn, inbound)),
             Err(BackendFailure::ClosedEarly) if reused => {
                 debug!("pooled backend connection was closed; retrying on a new one");
@@ -255,6 +234,7 @@ async fn open(
 async fn ask(
     conn: &mut TcpStream,
     out: &Outbound,
+    close: bool,
     rbuf: &mut BytesMut,
 ) -> Result<Inbound, BackendFailure> {
     let closed = |error: io::Error, rbuf: &BytesMut| match error.kind() {
@@ -280,7 +260,7 @@ async fn ask(
             });
         }
         loop {
-            match head::response(rbuf, &out.method, out.close, &date) {
+            match head::response(rbuf, &out.method, close, &date) {
                 head::Response::Final(inbound) => return Ok(inbound),
                 head::Response::Interim(len) => rbuf.advance(len),
                 head::Response::Partial => break,
@@ -382,12 +362,41 @@ async fn write<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> io::Result<()
     io.flush().await
 }
 
+/// Why the relay answers in the backend's stead.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// 502: no usable answer (connect failed, garbage, cut off).
+    Unreachable,
+    /// 504: no answer head within `backend.timeout`.
+    TimedOut,
+}
+
 /// Answer the client with the documented refusal shape
-/// (`{"error":code,"message":…}`), as hyper would have.
-async fn refuse<I>(io: &mut I, status: StatusCode, code: &str, message: &str, close: bool) -> Next
+/// (`{"error":code,"message":…}`), as the hyper path would, and count it.
+async fn refuse<I>(
+    state: &AppState,
+    io: &mut I,
+    refusal: Refusal,
+    started: Instant,
+    out: &Outbound,
+    close: bool,
+) -> Next
 where
     I: AsyncWrite + Unpin,
 {
+    let (status, code, message) = match refusal {
+        Refusal::Unreachable => (
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            "the application is unreachable",
+        ),
+        Refusal::TimedOut => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway_timeout",
+            "the application did not answer in time",
+        ),
+    };
+    state.metrics.proxied(status, started.elapsed());
     let body = crate::reply::error_json(code, message);
     let mut answer = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\ndate: {}\r\n{}\r\n",
@@ -398,8 +407,12 @@ where
         if close { "connection: close\r\n" } else { "" },
     )
     .into_bytes();
-    answer.extend_from_slice(&body);
+    // An answer to HEAD has no body (RFC 9110 §9.3.2), only its length.
+    if out.method != http::Method::HEAD {
+        answer.extend_from_slice(&body);
+    }
     match write(io, &answer).await {
+        Ok(()) if close => Next::Close,
         Ok(()) => Next::KeepAlive,
         Err(_) => Next::Abort,
     }

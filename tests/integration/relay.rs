@@ -464,3 +464,122 @@ async fn an_oversized_head_gets_hypers_answer() {
         "nothing reached the backend"
     );
 }
+
+#[tokio::test]
+async fn stray_bytes_after_an_answer_never_reach_another_client() {
+    // A HEAD answer followed, late, by a body that looks like an answer of
+    // its own: a pooled connection in that state must not be reused.
+    let app = scripted(|head| match head.split(' ').next() {
+        Some("HEAD") => Answer {
+            then: b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nSTOLEN",
+            ..answer("HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n")
+        },
+        _ => sized(&format!("yours: {}", path_of(head))),
+    })
+    .await;
+    let gw = gateway_for(&app.url).await;
+    let mut first = http1(&gw).await;
+    assert_eq!(get(&mut first, "HEAD", "/doc").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = http1(&gw).await;
+    for _ in 0..3 {
+        assert_eq!(get(&mut second, "GET", "/mine").await.2, "yours: /mine");
+    }
+}
+
+#[tokio::test]
+async fn refusals_to_head_have_no_body_and_keep_the_connection_in_step() {
+    let down = TestGateway::start().await; // nothing listens on port 9
+    let mut client = http1(&down).await;
+    let (status, headers, body) = get(&mut client, "HEAD", "/x").await;
+    assert_eq!((status, body.as_str()), (502, ""));
+    assert!(
+        headers["content-length"]
+            .to_str()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+            > 0
+    );
+    // The next answer on the connection is read from its own start.
+    let (status, _, body) = get(&mut client, "GET", "/x").await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "bad_gateway"
+    );
+}
+
+#[tokio::test]
+async fn connection_cannot_strip_an_answers_framing() {
+    let app = scripted(|head| match path_of(head) {
+        "/te" => answer(
+            "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ),
+        "/cl" => answer("HTTP/1.1 200 OK\r\nConnection: Content-Length\r\ncontent-length: 3\r\n\r\nxyz"),
+        _ => sized("next"),
+    })
+    .await;
+    let gw = gateway_for(&app.url).await;
+    let mut client = http1(&gw).await;
+    assert_eq!(get(&mut client, "GET", "/te").await.2, "abc");
+    assert_eq!(get(&mut client, "GET", "/cl").await.2, "xyz");
+    assert_eq!(get(&mut client, "GET", "/after").await.2, "next");
+}
+
+#[tokio::test]
+async fn tapped_paths_are_proxied_by_hyper_and_still_tapped() {
+    let app = scripted(|_| sized(r#"{"id":7}"#)).await;
+    let extra = r#"
+taps:
+  - match: { method: GET, path: /watched }
+    channel: public.tapped
+    data: "{response.body.id}"
+"#;
+    let gw = TestGateway::with(&app.url, "  heartbeat: 15s", extra).await;
+    let mut client = http1(&gw).await;
+    for path in [
+        "/watched",
+        "/watched?x=1",
+        "/watched#fragment",
+        "/unwatched",
+    ] {
+        assert_eq!(get(&mut client, "GET", path).await.0, 200, "{path}");
+    }
+    // Every request to the watched path published, fragment or not.
+    eventually(5, "three tapped messages", || async {
+        let v = gw.admin_get("/channels/public.tapped").await;
+        v["history"]["length"].as_u64() == Some(3)
+    })
+    .await;
+    // The backend never sees a fragment.
+    assert!(app.heads.lock().unwrap().iter().all(|h| !h.contains('#')));
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
+    let app = scripted(|_| sized("hi")).await;
+    let gw = TestGateway::with(
+        &app.url,
+        "  heartbeat: 15s",
+        "limits:\n  header_timeout: 1s",
+    )
+    .await;
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    assert!(
+        read.expect("closed by the gateway").is_ok(),
+        "a clean close"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("hi"),
+        "{answer}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
