@@ -76,7 +76,10 @@ where
                 head::Request::Relay(out) => {
                     buf.advance(out.len);
                     let span = tracing::debug_span!("proxy", method = %out.method);
-                    let next = exchange(state, &settings, io, &out).instrument(span).await;
+                    let max_head = limits.max_header_size.max(8192);
+                    let next = exchange(state, &settings, io, &mut buf, max_head, &out)
+                        .instrument(span)
+                        .await;
                     if next == Next::Abort {
                         return Relayed::Aborted;
                     }
@@ -140,7 +143,18 @@ enum BackendFailure {
 }
 
 /// One request to the backend and its answer back to the client.
-async fn exchange<I>(state: &AppState, settings: &Settings, io: &mut I, out: &Outbound) -> Next
+///
+/// `buf` takes what the client sends meanwhile (pipelined requests, up to
+/// `max_head`): a client that leaves while the backend works frees the
+/// backend connection at once, as hyper does, instead of at `backend.timeout`.
+async fn exchange<I>(
+    state: &AppState,
+    settings: &Settings,
+    io: &mut I,
+    buf: &mut BytesMut,
+    max_head: usize,
+    out: &Outbound,
+) -> Next
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -149,8 +163,21 @@ where
     // The last answer before a shutdown says so, as hyper's would.
     let close = out.close || state.stopping.has_rung();
     let mut rbuf = BytesMut::with_capacity(8192);
-    let asked =
-        tokio::time::timeout(proxy.timeout(), open(proxy.pool(), out, close, &mut rbuf)).await;
+    let asked = {
+        let asked =
+            tokio::time::timeout(proxy.timeout(), open(proxy.pool(), out, close, &mut rbuf));
+        tokio::pin!(asked);
+        loop {
+            tokio::select! {
+                biased;
+                asked = &mut asked => break asked,
+                gone = client_gone(io, buf, max_head) => if gone {
+                    debug!("client left before the answer");
+                    return Next::Abort;
+                },
+            }
+        }
+    };
     let (backend, inbound) = match asked {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
@@ -198,6 +225,18 @@ struct Answer {
     body: Body,
     /// The backend connection may carry another request afterwards.
     reusable: bool,
+}
+
+/// Read what the client sends while its answer is prepared: `true` once it
+/// has closed or failed. Never returns while `buf` is full.
+async fn client_gone<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut, max: usize) -> bool {
+    if buf.len() >= max {
+        return std::future::pending().await;
+    }
+    if buf.capacity() == buf.len() {
+        buf.reserve(1024);
+    }
+    !matches!(io.read_buf(buf).await, Ok(n) if n > 0)
 }
 
 /// Send the request and read the answer head, on a pooled connection when

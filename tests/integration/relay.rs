@@ -48,6 +48,8 @@ struct Scripted {
     url: String,
     heads: Arc<Mutex<Vec<String>>>,
     connections: Arc<AtomicUsize>,
+    /// Connections the gateway has closed.
+    closed: Arc<AtomicUsize>,
 }
 
 async fn scripted(script: fn(&str) -> Answer) -> Scripted {
@@ -55,11 +57,13 @@ async fn scripted(script: fn(&str) -> Answer) -> Scripted {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let heads = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(AtomicUsize::new(0));
-    let (h, c) = (heads.clone(), connections.clone());
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (h, c, gone) = (heads.clone(), connections.clone(), closed.clone());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             c.fetch_add(1, Ordering::SeqCst);
             let heads = h.clone();
+            let gone = gone.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -81,7 +85,10 @@ async fn scripted(script: fn(&str) -> Answer) -> Scripted {
                     }
                     let mut chunk = [0u8; 4096];
                     match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
+                        Ok(0) | Err(_) => {
+                            gone.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
@@ -92,6 +99,7 @@ async fn scripted(script: fn(&str) -> Answer) -> Scripted {
         url,
         heads,
         connections,
+        closed,
     }
 }
 
@@ -582,4 +590,25 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
         "{answer}"
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn a_client_leaving_frees_its_backend_connection_at_once() {
+    // This backend never answers; the gateway's backend timeout is 2 s.
+    let app = scripted(|_| answer("")).await;
+    let gw = gateway_for(&app.url).await;
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(b"GET /never HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    eventually(2, "the request reaches the backend", || async {
+        app.heads.lock().unwrap().len() == 1
+    })
+    .await;
+    drop(tls);
+    // Well before the backend timeout: the gateway noticed the client go.
+    eventually(1, "the backend connection closed", || async {
+        app.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
 }
