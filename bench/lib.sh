@@ -12,7 +12,24 @@ bench_need() {
 # Raise the open-files limit, build pushgate, and set PG (the binary), work
 # (a temporary directory) and pids (processes to stop on exit). A script
 # with more to stop defines `bench_cleanup_extra`.
+# The loopback ports the bench scripts' servers listen on.
+BENCH_PORTS="5561 17999 18080 18081 18091 18180 18280 19090 19190 28080 28081"
+
+# A server left over from an earlier run would answer in place of the one
+# a script starts (whose bind then fails), and measure the wrong build.
+bench_ports_free() {
+  local busy="" port
+  for port in $BENCH_PORTS; do
+    if ss -Hltn "sport = :$port" | grep -q .; then busy="$busy $port"; fi
+  done
+  if [ -n "$busy" ]; then
+    echo "already listening on port(s)$busy: stop what runs there first" >&2
+    exit 1
+  fi
+}
+
 bench_start() {
+  bench_ports_free
   ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
   cargo build --release --quiet
   PG=target/release/pushgate
