@@ -1,5 +1,6 @@
 //! A bell for the rare events a connection must notice while it delivers:
-//! shutdown, a reload, an operator's disconnect, its own eviction.
+//! shutdown, a reload, its own eviction. (An operator's disconnect rides
+//! on the connection's inbox, which its session already listens to.)
 //!
 //! Why not `CancellationToken` or `Notify`: a future waiting on either locks
 //! a mutex every time it is polled (and a token's `is_cancelled` locks too),

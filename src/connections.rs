@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::bell::Bell;
+use crate::hub::inbox::Inbox;
 
 #[derive(Default)]
 pub struct Connections {
@@ -14,15 +14,14 @@ pub struct Connections {
 struct Entry {
     subject: Option<String>,
     transport: &'static str,
-    kick: Arc<Bell>,
+    /// Kicked to disconnect the session (`Inbox::kick`).
+    inbox: Inbox,
 }
 
 /// A session's place in the registry; removed on drop.
 pub struct Registration {
     registry: Arc<Connections>,
     pub id: u64,
-    /// Rung when an operator disconnects this session.
-    pub kick: Arc<Bell>,
 }
 
 impl Drop for Registration {
@@ -34,27 +33,27 @@ impl Drop for Registration {
 }
 
 impl Connections {
+    /// List a session; `POST /disconnect` kicks its `inbox`.
     pub fn register(
         self: &Arc<Self>,
         id: u64,
         subject: Option<&str>,
         transport: &'static str,
+        inbox: &Inbox,
     ) -> Registration {
-        let kick = Bell::new();
         if let Ok(mut m) = self.inner.lock() {
             m.insert(
                 id,
                 Entry {
                     subject: subject.map(str::to_string),
                     transport,
-                    kick: kick.clone(),
+                    inbox: inbox.clone(),
                 },
             );
         }
         Registration {
             registry: self.clone(),
             id,
-            kick,
         }
     }
 
@@ -63,7 +62,7 @@ impl Connections {
         let Ok(m) = self.inner.lock() else { return 0 };
         let mut n = 0;
         for e in m.values().filter(|e| e.subject.as_deref() == Some(subject)) {
-            e.kick.ring();
+            e.inbox.kick();
             n += 1;
         }
         n
@@ -74,7 +73,7 @@ impl Connections {
         let Ok(m) = self.inner.lock() else {
             return false;
         };
-        m.get(&id).map(|e| e.kick.ring()).is_some()
+        m.get(&id).map(|e| e.inbox.kick()).is_some()
     }
 
     /// Number of sessions per transport.
@@ -104,12 +103,15 @@ mod tests {
     #[test]
     fn register_kick_and_forget() {
         let c = Arc::new(Connections::default());
-        let a = c.register(1, Some("alice"), "ws");
-        let b = c.register(2, Some("alice"), "sse");
-        let _x = c.register(3, None, "ws");
+        let inboxes: Vec<Inbox> = (0..3).map(|_| Inbox::new(4)).collect();
+        let a = c.register(1, Some("alice"), "ws", &inboxes[0]);
+        let _b = c.register(2, Some("alice"), "sse", &inboxes[1]);
+        let _x = c.register(3, None, "ws", &inboxes[2]);
         assert_eq!(c.disconnect_subject("alice"), 2);
-        assert!(a.kick.has_rung() && b.kick.has_rung());
+        assert!(inboxes[0].is_kicked() && inboxes[1].is_kicked());
+        assert!(!inboxes[2].is_kicked());
         assert!(c.disconnect_id(3));
+        assert!(inboxes[2].is_kicked());
         assert!(!c.disconnect_id(4));
         drop(a);
         assert_eq!(c.len(), 2);

@@ -9,6 +9,7 @@
 //! channel with the newer one.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -32,6 +33,11 @@ struct Shared {
     evicted: Arc<Bell>,
     /// Also rung on eviction (a transport's connection killer).
     linked: std::sync::OnceLock<Arc<Bell>>,
+    /// Set when an operator disconnects the connection (`POST /disconnect`);
+    /// `ready` fires too. Here rather than a bell of its own: the session
+    /// already wakes for its inbox, and a bell per connection cost ~190
+    /// bytes and a poll on every delivery.
+    kicked: AtomicBool,
     capacity: usize,
 }
 
@@ -64,6 +70,7 @@ impl Inbox {
                 ready: Notify::new(),
                 evicted: Bell::new(),
                 linked: std::sync::OnceLock::new(),
+                kicked: AtomicBool::new(false),
                 capacity: capacity.max(1),
             }),
         }
@@ -153,6 +160,18 @@ impl Inbox {
         if evicted {
             bell.ring();
         }
+    }
+
+    /// Ask the connection to end: an operator disconnected it.
+    pub fn kick(&self) {
+        self.shared.kicked.store(true, Ordering::Release);
+        self.shared.ready.notify_one();
+    }
+
+    /// Whether an operator disconnected the connection (check when
+    /// [`Inbox::ready`] returns).
+    pub fn is_kicked(&self) -> bool {
+        self.shared.kicked.load(Ordering::Acquire)
     }
 
     /// Whether the connection fell too far behind under `disconnect`.

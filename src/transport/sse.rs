@@ -126,8 +126,6 @@ struct SseStream {
     /// What ends or changes the stream, heard without a lock per delivery.
     reloaded: Listener,
     stopping: Listener,
-    /// Rung by `POST /disconnect`.
-    kicked: Listener,
     /// Keeps this session listed for `POST /disconnect`.
     _registration: crate::connections::Registration,
     started: bool,
@@ -149,14 +147,15 @@ impl SseStream {
         // polls this body while its socket is full, so the inbox does it.
         session.inbox().link_eviction(kill.0);
         let subject = client.identity.as_ref().map(|i| i.subject.clone());
-        let registration =
-            state
-                .connections
-                .register(state.stats.conn_id(), subject.as_deref(), "sse");
+        let registration = state.connections.register(
+            state.stats.conn_id(),
+            subject.as_deref(),
+            "sse",
+            session.inbox(),
+        );
         state.metrics.connect("sse");
         let reloaded = state.reloaded.listen();
         let stopping = state.stopping.listen_from_start();
-        let kicked = registration.kick.listen_from_start();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         SseStream {
@@ -169,7 +168,6 @@ impl SseStream {
             tick,
             reloaded,
             stopping,
-            kicked,
             _registration: registration,
             started: false,
             done: false,
@@ -197,16 +195,16 @@ impl SseStream {
         loop {
             tokio::select! {
                 biased;
-                _ = self.kicked.rung() => {
-                    self.reason = "operator";
-                    return None;
-                }
                 _ = self.stopping.rung() => {
                     let _ = write!(self.buf, "retry: 500\nevent: reconnect\ndata: {{\"type\":\"reconnect\",\"reason\":\"restart\"}}\n\n");
                     self.done = true;
                     self.reason = "shutdown";
                 }
                 _ = inbox.ready() => {
+                    if inbox.is_kicked() {
+                        self.reason = "operator";
+                        return None;
+                    }
                     if inbox.is_evicted() {
                         return None;
                     }

@@ -195,8 +195,6 @@ struct WsSession {
     client: Client,
     /// Session id (`X-Pushgate-Connection`, `POST /disconnect`).
     id: u64,
-    /// Rung by `POST /disconnect`.
-    kicked: Listener,
     /// Rung when the inbox overflows under `disconnect`: cuts a stuck write.
     evicted: Listener,
     /// Frames refused by the rate limit since the last accepted one.
@@ -287,9 +285,10 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
     let subject = client.identity.as_ref().map(|i| i.subject.clone());
     session.set_subject(subject.clone());
     let id = state.stats.conn_id();
-    let registration = state.connections.register(id, subject.as_deref(), "ws");
+    let registration = state
+        .connections
+        .register(id, subject.as_deref(), "ws", session.inbox());
     let mut ws = WsSession {
-        kicked: registration.kick.listen_from_start(),
         state,
         settings,
         client,
@@ -416,9 +415,6 @@ impl WsSession {
             }
             let step = tokio::select! {
                 biased;
-                _ = self.kicked.rung() => {
-                    return Ending::Close(CloseCode::Policy, "disconnected by the operator".into());
-                }
                 _ = stopping.rung() => {
                     let frame = json!({"type": "reconnect", "reason": "restart", "cursor": self.session.cursor_text()});
                     self.outgoing.text(&frame.to_string());
@@ -436,6 +432,9 @@ impl WsSession {
                 // Deliveries before client frames: a client that floods
                 // cannot hold up its own deliveries or its eviction.
                 _ = inbox.ready() => {
+                    if inbox.is_kicked() {
+                        return Ending::Close(CloseCode::Policy, "disconnected by the operator".into());
+                    }
                     if inbox.is_evicted() {
                         return Box::pin(self.slow_consumer()).await;
                     }
