@@ -121,11 +121,12 @@ async fn http1(gw: &TestGateway) -> SendRequest<Empty<Bytes>> {
     send
 }
 
-async fn get(
+/// Send `method path` with `Host: app.example`; the answer, body unread.
+async fn request(
     send: &mut SendRequest<Empty<Bytes>>,
     method: &str,
     path: &str,
-) -> (u16, http::HeaderMap, String) {
+) -> http::Response<hyper::body::Incoming> {
     send.ready().await.unwrap();
     let req = http::Request::builder()
         .method(method)
@@ -133,7 +134,16 @@ async fn get(
         .header("host", "app.example")
         .body(Empty::new())
         .unwrap();
-    let resp = send.send_request(req).await.unwrap();
+    send.send_request(req).await.unwrap()
+}
+
+/// Send `method path`; the status, headers and whole body.
+async fn get(
+    send: &mut SendRequest<Empty<Bytes>>,
+    method: &str,
+    path: &str,
+) -> (u16, http::HeaderMap, String) {
+    let resp = request(send, method, path).await;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -380,12 +390,7 @@ async fn unusable_answers_are_502_and_the_client_connection_lives_on() {
     }
     // A body gone bad after its head was sent: the only honest signal left
     // is to close the client's connection.
-    client.ready().await.unwrap();
-    let req = http::Request::get("/bad-chunks-later")
-        .header("host", "h")
-        .body(Empty::new())
-        .unwrap();
-    let resp = client.send_request(req).await.unwrap();
+    let resp = request(&mut client, "GET", "/bad-chunks-later").await;
     assert!(resp.into_body().collect().await.is_err());
     let mut client = http1(&gw).await;
     assert_eq!(get(&mut client, "GET", "/ok").await.2, "fine");
@@ -411,13 +416,8 @@ async fn backend_down_slow_and_stalled_through_the_relay() {
         "done after delay"
     );
     // A body that stops flowing is cut after the timeout, not held forever.
-    client.ready().await.unwrap();
-    let req = http::Request::get("/stall")
-        .header("host", "h")
-        .body(Empty::new())
-        .unwrap();
     let started = std::time::Instant::now();
-    let resp = client.send_request(req).await.unwrap();
+    let resp = request(&mut client, "GET", "/stall").await;
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&first[..], b"first\n");
