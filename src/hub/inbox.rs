@@ -116,8 +116,9 @@ impl Inbox {
         self.shared.ready.notify_one();
     }
 
-    /// Wait until something was pushed (or the inbox was evicted: check
-    /// [`Inbox::is_evicted`] when it returns).
+    /// Wait until something was pushed, or the inbox was kicked or evicted:
+    /// every caller checks [`Inbox::is_kicked`] and [`Inbox::is_evicted`]
+    /// when it returns (the wake-up is consumed here).
     pub async fn ready(&self) {
         self.shared.ready.notified().await
     }

@@ -76,8 +76,7 @@ where
                 head::Request::Relay(out) => {
                     buf.advance(out.len);
                     let span = tracing::debug_span!("proxy", method = %out.method);
-                    let max_head = limits.max_header_size.max(8192);
-                    let next = exchange(state, &settings, io, &mut buf, max_head, &out)
+                    let next = exchange(state, &settings, io, &mut buf, &out)
                         .instrument(span)
                         .await;
                     if next == Next::Abort {
@@ -144,15 +143,14 @@ enum BackendFailure {
 
 /// One request to the backend and its answer back to the client.
 ///
-/// `buf` takes what the client sends meanwhile (pipelined requests, up to
-/// `max_head`): a client that leaves while the backend works frees the
+/// `buf` takes what the client sends meanwhile (the start of a pipelined
+/// request): a client that leaves while the backend works frees the
 /// backend connection at once, as hyper does, instead of at `backend.timeout`.
 async fn exchange<I>(
     state: &AppState,
     settings: &Settings,
     io: &mut I,
     buf: &mut BytesMut,
-    max_head: usize,
     out: &Outbound,
 ) -> Next
 where
@@ -171,7 +169,7 @@ where
             tokio::select! {
                 biased;
                 asked = &mut asked => break asked,
-                gone = client_gone(io, buf, max_head) => if gone {
+                gone = client_gone(io, buf) => if gone {
                     debug!("client left before the answer");
                     return Next::Abort;
                 },
@@ -227,15 +225,15 @@ struct Answer {
     reusable: bool,
 }
 
-/// Read what the client sends while its answer is prepared: `true` once it
-/// has closed or failed. Never returns while `buf` is full.
-async fn client_gone<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut, max: usize) -> bool {
-    if buf.len() >= max {
+/// Watch the client while its answer is prepared: `true` once it has
+/// closed or failed. Only while nothing of its next request is buffered,
+/// as hyper watches (a client that pipelined a request and then closed
+/// its side still gets this answer); bytes read are kept in `buf`.
+async fn client_gone<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> bool {
+    if !buf.is_empty() {
         return std::future::pending().await;
     }
-    if buf.capacity() == buf.len() {
-        buf.reserve(1024);
-    }
+    buf.reserve(1024);
     !matches!(io.read_buf(buf).await, Ok(n) if n > 0)
 }
 

@@ -168,6 +168,8 @@ enum Ending {
     Close(CloseCode, String),
     /// Evicted while its socket would take no more bytes.
     Stuck,
+    /// Disconnected by an operator (`POST /disconnect`): closed with 1008.
+    Kicked,
     Gone,
 }
 
@@ -177,6 +179,7 @@ impl Ending {
         match self {
             Ending::Gone => "client",
             Ending::Stuck => "slow_client",
+            Ending::Kicked => "operator",
             Ending::Close(code, _) => match code {
                 CloseCode::Restart => "shutdown",
                 CloseCode::Again => "slow_or_flooding",
@@ -320,6 +323,7 @@ impl WsSession {
         self.state.metrics.disconnect("ws", ending.reason());
         let (code, reason) = match ending {
             Ending::Close(code, reason) => (code, reason),
+            Ending::Kicked => (CloseCode::Policy, "disconnected by the operator".into()),
             Ending::Gone => {
                 // The peer closed: tungstenite queued our Close reply when it
                 // read theirs; send it, so the closing handshake completes.
@@ -433,7 +437,7 @@ impl WsSession {
                 // cannot hold up its own deliveries or its eviction.
                 _ = inbox.ready() => {
                     if inbox.is_kicked() {
-                        return Ending::Close(CloseCode::Policy, "disconnected by the operator".into());
+                        return Ending::Kicked;
                     }
                     if inbox.is_evicted() {
                         return Box::pin(self.slow_consumer()).await;

@@ -182,6 +182,12 @@ async fn operators_can_disconnect_by_subject_or_connection() {
         other => panic!("expected close 1008, got {other:?}"),
     }
     assert!(sse.next_event().await.is_none(), "the SSE stream ends");
+    // Counted as the operator's doing, over both transports.
+    let metrics = gw.metrics_text().await;
+    for t in ["ws", "sse"] {
+        let line = format!("pushgate_disconnects_total{{transport=\"{t}\",reason=\"operator\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing");
+    }
     gw.publish_one("public.d", json!("for alice")).await;
     assert_eq!(next_json(&mut alice).await["data"], "for alice");
     let r = gw

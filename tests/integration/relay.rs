@@ -612,3 +612,42 @@ async fn a_client_leaving_frees_its_backend_connection_at_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_half_close_after_pipelined_requests_still_gets_the_first_answer() {
+    // Answers after 100 ms, so the gateway is still waiting when the
+    // client's close arrives.
+    let app = scripted(|head| Answer {
+        then: if head.contains("/first") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond"
+        },
+        ..answer("")
+    })
+    .await;
+    let gw = gateway_for(&app.url).await;
+    // Like hyper: the request being answered while nothing else is
+    // buffered is dropped when the client closes its side...
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    tls.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    // ...but one followed by a pipelined request is answered.
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    tls.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200 OK") && answer.contains("\r\n\r\nfirst"),
+        "{answer}"
+    );
+}
