@@ -216,8 +216,10 @@ where
         let limits = &settings.config.limits;
         let sse_path = format!("{}/sse", settings.config.realtime.path);
         let max_head = limits.max_header_size.max(8192);
-        let first = tokio::time::timeout(
-            limits.header_timeout,
+        // One deadline for the first head, whoever reads the rest of it.
+        let head_deadline = tokio::time::Instant::now() + limits.header_timeout;
+        let first = tokio::time::timeout_at(
+            head_deadline,
             Box::pin(first_request::read(&mut io, &sse_path, max_head)),
         )
         .await;
@@ -237,7 +239,7 @@ where
         drop(settings);
         // Plain proxied requests need no hyper (`proxy/relay.rs`); the first
         // one that does gets the connection from there on.
-        prefix = match Box::pin(relay::serve(&state, &mut io, &info, bytes)).await {
+        prefix = match Box::pin(relay::serve(&state, &mut io, &info, bytes, head_deadline)).await {
             Relayed::HandOver(bytes) => bytes.freeze(),
             Relayed::Closed => {
                 // A clean end (TLS close_notify, FIN), as hyper ends its

@@ -35,6 +35,16 @@ pub struct Outbound {
     pub method: Method,
     /// The client asked to close after this answer.
     pub close: bool,
+    /// Where the client's path (no query) stands in `head`, for the log.
+    path: std::ops::Range<usize>,
+}
+
+impl Outbound {
+    /// The path the client asked for, without its query (which may carry
+    /// secrets, so it is never logged).
+    pub fn path(&self) -> &str {
+        std::str::from_utf8(&self.head[self.path.clone()]).unwrap_or("")
+    }
 }
 
 /// What the bytes at the front of a client's buffer are.
@@ -141,7 +151,9 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(route.base_path.as_bytes());
+    let path_start = head.len();
     head.extend_from_slice(target.as_bytes());
+    let path_range = path_start..path_start + path.len();
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for h in parsed.headers.iter() {
         if !is_hop_by_hop(h.name) && !replaced_on_the_way(h.name) {
@@ -165,6 +177,7 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         head,
         method,
         close,
+        path: path_range,
     })
 }
 
@@ -400,6 +413,7 @@ mod tests {
         let raw = "GET /a/b?x=1 HTTP/1.1\r\nHost: app.example\r\nAccept: */*\r\nConnection: keep-alive\r\nTE: trailers\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Host: evil\r\n\r\nGET /next";
         let (out, head) = relayed(raw);
         assert_eq!(out.len, raw.len() - "GET /next".len());
+        assert_eq!(out.path(), "/a/b", "logged without the query");
         assert!(!out.close);
         assert!(head.starts_with("GET /a/b?x=1 HTTP/1.1\r\n"), "{head}");
         for expected in [
@@ -433,6 +447,7 @@ mod tests {
         assert!(out.close);
         assert_eq!(out.method, Method::HEAD);
         assert!(out.head.starts_with(b"HEAD /app/x HTTP/1.1\r\n"));
+        assert_eq!(out.path(), "/x", "the client's path, not the backend's");
     }
 
     #[test]

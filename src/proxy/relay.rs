@@ -52,15 +52,22 @@ enum Next {
 }
 
 /// Serve the requests in `buf` and after it, until the connection ends or a
-/// request is not the relay's to take.
-pub async fn serve<I>(state: &AppState, io: &mut I, info: &ConnInfo, mut buf: BytesMut) -> Relayed
+/// request is not the relay's to take. `first_deadline` bounds the rest of
+/// the first head, whose start the caller read.
+pub async fn serve<I>(
+    state: &AppState,
+    io: &mut I,
+    info: &ConnInfo,
+    mut buf: BytesMut,
+    first_deadline: tokio::time::Instant,
+) -> Relayed
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let mut stopping = state.stopping.listen_from_start();
     // Waiting for a head is bounded like hyper bounds it: from the moment
     // the connection is idle (`limits.header_timeout`).
-    let mut head_deadline = None;
+    let mut head_deadline = Some(first_deadline);
     loop {
         let (max_head, header_timeout) = {
             let settings = state.settings();
@@ -75,7 +82,8 @@ where
                 head::Request::NotOurs => return Relayed::HandOver(buf),
                 head::Request::Relay(out) => {
                     buf.advance(out.len);
-                    let span = tracing::debug_span!("proxy", method = %out.method);
+                    let span =
+                        tracing::debug_span!("proxy", method = %out.method, path = out.path());
                     let next = exchange(state, &settings, io, &mut buf, &out)
                         .instrument(span)
                         .await;

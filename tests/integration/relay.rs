@@ -651,3 +651,45 @@ async fn a_half_close_after_pipelined_requests_still_gets_the_first_answer() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_slow_head_gets_one_header_timeout_in_all() {
+    let app = scripted(|_| sized("never")).await;
+    let gw = TestGateway::with(
+        &app.url,
+        "  heartbeat: 15s",
+        "limits:\n  header_timeout: 1s",
+    )
+    .await;
+    let mut tls = gw.tls_stream().await;
+    let started = std::time::Instant::now();
+    // The first bytes slowly (read before the relay sees the connection),
+    // then the rest of the head trickling in.
+    tls.write_all(b"HEA").await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    tls.write_all(b"D /x HTTP/1.1\r\n").await.unwrap();
+    tls.flush().await.unwrap();
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if tls.write_all(b"X-Slow: 1\r\n").await.is_err() || tls.flush().await.is_err() {
+                break;
+            }
+            let mut byte = [0u8; 1];
+            // Closed: the read ends (EOF or error) instead of timing out.
+            if let Ok(r) = tokio::time::timeout(Duration::from_millis(1), tls.read(&mut byte)).await
+            {
+                if !matches!(r, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), trickle)
+        .await
+        .expect("the gateway closes a head that never ends");
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "closed after {took:?}");
+    assert!(app.heads.lock().unwrap().is_empty());
+}
