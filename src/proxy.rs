@@ -25,9 +25,9 @@ use crate::conn_info::ConnInfo;
 use crate::reply::{self, Body, BoxError};
 use crate::state::{Gauge, Stats};
 
-mod chunked;
+pub(crate) mod chunked;
 mod forwarded;
-mod head;
+pub(crate) mod head;
 mod pool;
 pub mod relay;
 
@@ -243,8 +243,9 @@ impl Proxy {
 /// The host a request names: the URI's authority when it has one (HTTP/2's
 /// `:authority`, an absolute-form target: RFC 9113 §8.3.1, RFC 9112
 /// §3.2.2), else its one `Host` field. More than one `Host`, or one that is
-/// not visible ASCII, is refused (RFC 9112 §3.2): the backend and the
-/// `X-Forwarded-Host` we add must not disagree about it.
+/// not `host[:port]`, is refused (RFC 9112 §3.2): the backend and the
+/// `X-Forwarded-Host` we add must not disagree about it. An empty `Host`
+/// (allowed when the target has no authority) names no host.
 fn request_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'static str> {
     let mut fields = parts.headers.get_all(header::HOST).iter();
     let field = fields.next();
@@ -254,12 +255,16 @@ fn request_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'s
     if let Some(authority) = parts.uri.authority() {
         // Host is host and port only (RFC 9112 §3.2.2): no user:password@.
         let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
-        return HeaderValue::from_str(host_port)
+        return forwarded::host(host_port.as_bytes())
+            .and_then(|h| HeaderValue::from_str(h).ok())
             .map(Some)
-            .map_err(|_| "unusable authority");
+            .ok_or("unusable authority");
     }
     match field {
-        Some(h) if h.to_str().is_err() => Err("the Host header is not visible ASCII"),
+        Some(h) if h.is_empty() => Ok(None),
+        Some(h) if forwarded::host(h.as_bytes()).is_none() => {
+            Err("the Host header is not host[:port]")
+        }
         other => Ok(other.cloned()),
     }
 }
@@ -401,6 +406,9 @@ fn forwarded_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<&Hea
     set(X_FORWARDED_FOR, values.xff);
     set(header::FORWARDED, values.forwarded);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(values.proto));
+    // The client's own `X-Forwarded-Host` never passes, host or not: the
+    // relay drops it too.
+    headers.remove(&X_FORWARDED_HOST);
     if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST, h.clone());
     }

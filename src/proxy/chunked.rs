@@ -39,8 +39,10 @@ enum State {
     DataLf,
     /// The start of a trailer line, or of the final empty line.
     TrailerStart,
-    /// Inside a trailer field, skipped up to its LF.
+    /// Inside a trailer field, skipped up to its CR.
     Trailer,
+    /// A trailer line's CR was seen; its LF is due.
+    TrailerLf,
     /// The final empty line's CR was seen; its LF ends the body.
     FinalLf,
     Done,
@@ -106,39 +108,46 @@ impl ChunkedEnd {
                     | State::Extension { value },
                     b'\r',
                 ) => State::SizeLf { value },
-                (
-                    State::Size { value, .. }
-                    | State::SizeBlank { value }
-                    | State::Extension { value }
-                    | State::SizeLf { value },
-                    b'\n',
-                ) => match value {
+                (State::SizeLf { value }, b'\n') => match value {
                     0 => State::TrailerStart,
                     n => State::Data(n),
                 },
                 (State::Size { .. } | State::SizeBlank { .. } | State::SizeLf { .. }, _) => {
                     return Err(Malformed);
                 }
+                (State::Extension { .. }, _) if is_control(b) => return Err(Malformed),
                 (State::Extension { value }, _) => State::Extension { value },
                 (State::DataCr, b'\r') => State::DataLf,
-                (State::DataCr | State::DataLf, b'\n') => State::Size {
+                (State::DataLf, b'\n') => State::Size {
                     value: 0,
                     digits: 0,
                 },
                 (State::DataCr | State::DataLf, _) => return Err(Malformed),
                 (State::TrailerStart, b'\r') => State::FinalLf,
-                (State::TrailerStart | State::FinalLf, b'\n') => {
+                (State::FinalLf, b'\n') => {
                     self.state = State::Done;
                     return Ok(Some(i));
                 }
                 (State::FinalLf, _) => return Err(Malformed),
-                (State::Trailer, b'\n') => State::TrailerStart,
+                (State::Trailer, b'\r') => State::TrailerLf,
+                (State::TrailerLf, b'\n') => State::TrailerStart,
+                (State::TrailerLf, _) => return Err(Malformed),
+                (State::TrailerStart | State::Trailer, _) if is_control(b) => {
+                    return Err(Malformed);
+                }
                 (State::TrailerStart | State::Trailer, _) => State::Trailer,
                 (State::Data(_), _) | (State::Done, _) => return Ok(Some(i - 1)),
             };
         }
         Ok(None)
     }
+}
+
+/// A byte no chunk extension or trailer field may hold (RFC 9110 §5.5:
+/// field values are visible characters, blanks and obs-text). A bare CR or
+/// LF among them is what lets two parsers disagree on where a body ends.
+fn is_control(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
 #[cfg(test)]
@@ -170,11 +179,30 @@ mod tests {
     }
 
     #[test]
-    fn trailers_and_bare_lf_are_followed() {
-        let body = b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n";
+    fn trailers_are_followed() {
+        let body = b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\nX-Other: 2\t3\r\n\r\n";
         assert_eq!(end_of(body), Ok(Some(body.len())));
-        let lf = b"3\nabc\n0\n\n";
-        assert_eq!(end_of(lf), Ok(Some(lf.len())));
+    }
+
+    /// The relay forwards the framing as it came, so it accepts only what a
+    /// strict parser downstream (hyper's, nginx's) reads the same way: a
+    /// body whose end two parsers could place differently is refused.
+    #[test]
+    fn framing_two_parsers_could_read_differently_is_refused() {
+        for bad in [
+            &b"3\nabc\r\n0\r\n\r\n"[..],
+            b"3\r\nabc\n0\r\n\r\n",
+            b"3\r\nabc\r\n0\n\r\n",
+            b"3\r\nabc\r\n0\r\n\n",
+            b"3\r\nabc\r\n0\r\nX: 1\n\r\n",
+            b"3\r\nabc\r\n0\r\nX: a\rb\r\n\r\n",
+            b"3\r\nabc\r\n0\r\nX: a\0b\r\n\r\n",
+            b"3;a=\x7f\r\nabc\r\n0\r\n\r\n",
+            b"3;a\nb\r\nabc\r\n0\r\n\r\n",
+            b"3\r\nabc\r\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(ChunkedEnd::default().feed(bad), Err(Malformed), "{bad:?}");
+        }
     }
 
     #[test]

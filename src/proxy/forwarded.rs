@@ -64,3 +64,86 @@ pub fn visible(value: &[u8]) -> Option<&str> {
     // All ASCII, so always UTF-8.
     ok.then(|| std::str::from_utf8(value).ok()).flatten()
 }
+
+/// `value` as a request's host, when it is `uri-host [":" port]` (RFC 9112
+/// §3.2, RFC 3986 §3.2.2): a registered name or IPv4 address of unreserved,
+/// percent-encoded and sub-delimiter characters, or a bracketed IP literal,
+/// then an optional port of digits. Anything else (a space, a `\`, a `/`, a
+/// `"`, a `user@`) is refused with 400 on both ways a request is forwarded:
+/// it would reach the application's `Host` and our `Forwarded` as-is.
+pub fn host(value: &[u8]) -> Option<&str> {
+    let (name, port) = match value.first() {
+        Some(b'[') => {
+            let end = value.iter().position(|&b| b == b']')?;
+            let literal = &value[1..end];
+            let ok = !literal.is_empty()
+                && literal
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b":.".contains(&b) || is_reg_name(b));
+            (ok.then_some(&value[..=end])?, &value[end + 1..])
+        }
+        _ => match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &value[value.len()..]),
+        },
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    let name_ok = name.first() == Some(&b'[') || name.iter().all(|&b| is_reg_name(b));
+    (!name.is_empty() && port_ok && name_ok)
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
+/// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2).
+fn is_reg_name(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host;
+
+    #[test]
+    fn a_host_is_a_name_or_address_and_a_port() {
+        for ok in [
+            "app.example.com",
+            "app.example.com:8443",
+            "localhost:",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8443",
+            "[v1.fe80::a+en1]",
+            "xn--bcher-kva.example",
+            "a_b",
+        ] {
+            assert_eq!(host(ok.as_bytes()), Some(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "a b",
+            "a\\",
+            "a\\b",
+            "a/b",
+            "a?b",
+            "a#b",
+            "a\"b",
+            "user@host",
+            "h:8x",
+            "h:80:90",
+            "[::1",
+            "[::1]x",
+            "[]",
+            "[::1]:8x",
+            "h\t",
+            "h\r\nx: y",
+            "\u{e9}t\u{e9}",
+        ] {
+            assert_eq!(host(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+}

@@ -112,8 +112,8 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
             if host.is_some() {
                 return Request::NotOurs;
             }
-            // hyper's path refuses a Host that is not visible ASCII.
-            let Some(value) = forwarded::visible(h.value) else {
+            // hyper's path refuses a Host that is not host[:port].
+            let Some(value) = forwarded::host(h.value) else {
                 return Request::NotOurs;
             };
             host = Some(value);
@@ -266,6 +266,7 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
     let mut reusable = parsed.version == Some(1);
     let mut length: Option<u64> = None;
     let mut coding_last: Option<&[u8]> = None;
+    let mut chunked_codings = 0u32;
     let mut has_date = false;
     let mut named: Vec<&[u8]> = Vec::new();
     for h in parsed.headers.iter() {
@@ -290,11 +291,15 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
                 }
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            coding_last = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .map(<[u8]>::trim_ascii);
+            for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if coding.is_empty() {
+                    continue;
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked_codings += 1;
+                }
+                coding_last = Some(coding);
+            }
         } else if h.name.eq_ignore_ascii_case("date") {
             has_date = true;
         }
@@ -302,6 +307,17 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
     if coding_last.is_some() && parsed.version != Some(1) {
         // RFC 9112 §6.1: faulty framing, as hyper's client also judges it.
         return Response::Unusable("Transfer-Encoding in an HTTP/1.0 answer");
+    }
+    if chunked_codings > 1 {
+        // RFC 9112 §6.1: chunked is applied at most once; which of two
+        // chunked layers ends the body is a guess no answer should need.
+        return Response::Unusable("chunked applied more than once");
+    }
+    if coding_last.is_some() && length.is_some() {
+        // RFC 9112 §6.3: Transfer-Encoding wins and Content-Length goes, but
+        // such an answer may be an attempt at response splitting: this one
+        // is passed on, and the connection is not trusted with another.
+        reusable = false;
     }
     let chunked = coding_last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
     let framing = if *method == Method::HEAD || status == 204 || status == 304 {
@@ -587,6 +603,35 @@ mod tests {
             false,
         );
         assert!(!head.contains("content-length"), "{head}");
+        // Both framings: Transfer-Encoding is followed, Content-Length goes,
+        // and the connection is not reused.
+        let (i, head) = answer(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+            false,
+        );
+        assert_eq!((i.framing, i.reusable), (Framing::Chunked, false));
+        assert!(!head.contains("content-length"), "{head}");
+        // Codings over several fields read as one list: chunked is last.
+        let (i, _) = answer(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::GET,
+            false,
+        );
+        assert_eq!((i.framing, i.reusable), (Framing::Chunked, true));
+        let (i, _) = answer(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            Method::GET,
+            false,
+        );
+        assert_eq!((i.framing, i.reusable), (Framing::UntilClose, false));
+        // Leading zeros are digits (RFC 9110 §8.6: 1*DIGIT).
+        let (i, _) = answer(
+            "HTTP/1.1 200 OK\r\nContent-Length: 007\r\n\r\n",
+            Method::GET,
+            false,
+        );
+        assert_eq!(i.framing, Framing::Length(7));
     }
 
     #[test]
@@ -612,6 +657,15 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
             b"HTTP/1.1 042 Odd\r\n\r\n",
             b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0x10\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 1\r\n\r\n",
             b"garbage\r\n\r\n",
         ] {
             assert!(

@@ -54,8 +54,14 @@ impl BackendPool {
             // did not account for (a body sent after a HEAD answer, a short
             // Content-Length) would be read as the next client's answer; a
             // close or an error makes it useless. Either way it goes.
-            let mut probe = [0u8; 1];
-            match stream.try_read(&mut probe) {
+            //
+            // Asked of the socket itself (`recv` with `MSG_PEEK` on the
+            // non-blocking socket), not through `try_read`: tokio answers
+            // that from its readiness flag, which a short read cleared, so
+            // bytes that arrived since would go unseen until its event loop
+            // next ran.
+            let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            match socket2::SockRef::from(&stream).peek(&mut probe) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(stream),
                 _ => continue,
             }
@@ -90,5 +96,63 @@ impl BackendPool {
         socket2::SockRef::from(&stream)
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(KEEP_FOR))?;
         Ok(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A pooled connection and the backend's end of it, as plain sockets.
+    async fn pair() -> (TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let backend = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (TcpStream::from_std(ours).unwrap(), backend)
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_is_reused() {
+        let pool = BackendPool::new("127.0.0.1:9".into(), Duration::from_secs(1));
+        let (ours, _backend) = pair().await;
+        pool.give(ours);
+        assert!(pool.take().is_some());
+        assert!(pool.take().is_none());
+    }
+
+    #[tokio::test]
+    async fn bytes_the_runtime_has_not_seen_yet_still_disqualify_a_connection() {
+        let pool = BackendPool::new("127.0.0.1:9".into(), Duration::from_secs(1));
+        let (mut ours, mut backend) = pair().await;
+        // A short read (the end of an answer) makes tokio forget the
+        // socket's readiness until its event loop next polls it.
+        backend.write_all(b"end").unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(ours.read(&mut buf).await.unwrap(), 3);
+        // Stray bytes arrive; the runtime does not turn in between (this
+        // test's runtime has one thread, and nothing here awaits). The
+        // blocking pause gives the kernel time to queue them, nothing else.
+        backend.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        pool.give(ours);
+        assert!(
+            pool.take().is_none(),
+            "a connection with unread bytes was reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_is_not_reused() {
+        let pool = BackendPool::new("127.0.0.1:9".into(), Duration::from_secs(1));
+        let (ours, backend) = pair().await;
+        drop(backend);
+        std::thread::sleep(Duration::from_millis(20));
+        pool.give(ours);
+        assert!(pool.take().is_none());
     }
 }

@@ -117,7 +117,39 @@ async fn the_backend_sees_one_host() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    assert!(answer.contains("not visible ASCII"), "{answer}");
+    assert!(answer.contains("not host[:port]"), "{answer}");
+    // Nor one that is not a host and port: it would reach the backend's
+    // Host and our Forwarded as-is (a `\` there would leave a quoted
+    // string open). Both the relay (GET) and hyper's path (POST) refuse.
+    for host in [
+        "a b.example",
+        "a.example\\",
+        "a.example/x",
+        "a\"b",
+        "u@a.example",
+        "a:8x",
+    ] {
+        for (method, body) in [("GET", ""), ("POST", "Content-Length: 0\r\n")] {
+            let answer = raw(
+                &gw,
+                &format!(
+                    "{method} /bad-host HTTP/1.1\r\nHost: {host}\r\n{body}Connection: close\r\n\r\n"
+                ),
+            )
+            .await;
+            assert!(
+                answer.starts_with("HTTP/1.1 400"),
+                "{method} {host}: {answer}"
+            );
+        }
+    }
+    // No Host at all: a client's X-Forwarded-Host does not pass for ours.
+    let (body, _) = echoed(
+        &gw,
+        "GET /no-host HTTP/1.1\r\nX-Forwarded-Host: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!body.contains("evil"), "{body}");
     // An absolute-form target names the host: Host and X-Forwarded-Host follow it.
     let (_, v) = echoed(
         &gw,

@@ -1,172 +1,23 @@
 //! The proxy's HTTP/1 relay (plain `GET`/`HEAD` forwarded without hyper),
-//! against a scripted backend that answers in exactly the bytes each test
-//! needs: keep-alive, chunked bodies with trailers, close-delimited bodies,
-//! interim answers, garbage, and connections it closes behind our back.
-//! Clients talk HTTP/1.1 over TLS, as a browser without HTTP/2 would.
+//! against a scripted backend (`relay/scripted.rs`) that answers in exactly
+//! the bytes each test needs: keep-alive, chunked bodies with trailers,
+//! close-delimited bodies, interim answers, and connections it closes behind
+//! our back. What the relay refuses, and how it keeps client and backend in
+//! step when the bytes are wrong, is in `relay/framing.rs`. Clients talk
+//! HTTP/1.1 over TLS, as a browser without HTTP/2 would.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod framing;
+mod scripted;
+
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::common::*;
-
-/// What the scripted backend does with one request.
-struct Answer {
-    bytes: Vec<u8>,
-    /// Close the connection once the answer is written.
-    close: bool,
-    /// Written 100 ms after `bytes`.
-    then: &'static [u8],
-}
-
-fn answer(bytes: impl Into<Vec<u8>>) -> Answer {
-    Answer {
-        bytes: bytes.into(),
-        close: false,
-        then: b"",
-    }
-}
-
-fn sized(body: &str) -> Answer {
-    answer(format!(
-        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nX-App: yes\r\n\r\n{body}",
-        body.len()
-    ))
-}
-
-/// A backend that reads bodiless request heads and answers each with
-/// `script(head)`. It records every head and counts its connections.
-struct Scripted {
-    url: String,
-    heads: Arc<Mutex<Vec<String>>>,
-    connections: Arc<AtomicUsize>,
-    /// Connections the gateway has closed.
-    closed: Arc<AtomicUsize>,
-}
-
-async fn scripted(script: fn(&str) -> Answer) -> Scripted {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let connections = Arc::new(AtomicUsize::new(0));
-    let closed = Arc::new(AtomicUsize::new(0));
-    let (h, c, gone) = (heads.clone(), connections.clone(), closed.clone());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            c.fetch_add(1, Ordering::SeqCst);
-            let heads = h.clone();
-            let gone = gone.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-                        buf.drain(..end + 4);
-                        let reply = script(&head);
-                        heads.lock().unwrap().push(head);
-                        if stream.write_all(&reply.bytes).await.is_err() {
-                            return;
-                        }
-                        if !reply.then.is_empty() {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            let _ = stream.write_all(reply.then).await;
-                        }
-                        if reply.close {
-                            return;
-                        }
-                    }
-                    let mut chunk = [0u8; 4096];
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => {
-                            gone.fetch_add(1, Ordering::SeqCst);
-                            return;
-                        }
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
-        }
-    });
-    Scripted {
-        url,
-        heads,
-        connections,
-        closed,
-    }
-}
-
-fn path_of(head: &str) -> &str {
-    head.split(' ').nth(1).unwrap_or("")
-}
-
-async fn gateway_for(backend: &str) -> TestGateway {
-    TestGateway::with(backend, "  heartbeat: 15s", "").await
-}
-
-/// An HTTP/1.1 client on one TLS connection (no ALPN: no HTTP/2).
-async fn http1(gw: &TestGateway) -> SendRequest<Empty<Bytes>> {
-    let tls = gw.tls_stream().await;
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    send
-}
-
-/// Send `method path` with `Host: app.example`; the answer, body unread.
-async fn request(
-    send: &mut SendRequest<Empty<Bytes>>,
-    method: &str,
-    path: &str,
-) -> http::Response<hyper::body::Incoming> {
-    send.ready().await.unwrap();
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "app.example")
-        .body(Empty::new())
-        .unwrap();
-    send.send_request(req).await.unwrap()
-}
-
-/// Send `method path`; the status, headers and whole body.
-async fn get(
-    send: &mut SendRequest<Empty<Bytes>>,
-    method: &str,
-    path: &str,
-) -> (u16, http::HeaderMap, String) {
-    let resp = request(send, method, path).await;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// Write `raw` on a new TLS connection and read until the gateway closes it.
-async fn raw(gw: &TestGateway, raw: &[u8]) -> String {
-    let mut tls = gw.tls_stream().await;
-    tls.write_all(raw).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-fn proxied_2xx(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("pushgate_proxy_requests_total{class=\"2xx\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
+use scripted::*;
 
 #[tokio::test]
 async fn keep_alive_requests_share_one_backend_connection() {
@@ -356,47 +207,6 @@ async fn a_request_the_relay_does_not_take_hands_the_connection_to_hyper() {
 }
 
 #[tokio::test]
-async fn unusable_answers_are_502_and_the_client_connection_lives_on() {
-    let app = scripted(|head| match path_of(head) {
-        "/garbage" => answer("nonsense\r\n\r\n"),
-        "/two-lengths" => {
-            answer("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab")
-        }
-        "/hang-up" => Answer {
-            close: true,
-            ..answer("HTTP/1.1 200 OK\r\ncontent-le")
-        },
-        "/bad-chunks" => answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"),
-        "/bad-chunks-later" => Answer {
-            then: b"zz\r\n",
-            ..answer("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n")
-        },
-        _ => sized("fine"),
-    })
-    .await;
-    let gw = gateway_for(&app.url).await;
-    let mut client = http1(&gw).await;
-    for path in ["/garbage", "/two-lengths", "/hang-up", "/bad-chunks"] {
-        let (status, headers, body) = get(&mut client, "GET", path).await;
-        assert_eq!(status, 502, "{path}");
-        assert_eq!(headers["content-type"], "application/json");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["error"], "bad_gateway");
-        assert_eq!(
-            get(&mut client, "GET", "/ok").await.2,
-            "fine",
-            "after {path}"
-        );
-    }
-    // A body gone bad after its head was sent: the only honest signal left
-    // is to close the client's connection.
-    let resp = request(&mut client, "GET", "/bad-chunks-later").await;
-    assert!(resp.into_body().collect().await.is_err());
-    let mut client = http1(&gw).await;
-    assert_eq!(get(&mut client, "GET", "/ok").await.2, "fine");
-}
-
-#[tokio::test]
 async fn backend_down_slow_and_stalled_through_the_relay() {
     let down = TestGateway::start().await; // nothing listens on port 9
     let mut client = http1(&down).await;
@@ -471,68 +281,6 @@ async fn an_oversized_head_gets_hypers_answer() {
         app.heads.lock().unwrap().is_empty(),
         "nothing reached the backend"
     );
-}
-
-#[tokio::test]
-async fn stray_bytes_after_an_answer_never_reach_another_client() {
-    // A HEAD answer followed, late, by a body that looks like an answer of
-    // its own: a pooled connection in that state must not be reused.
-    let app = scripted(|head| match head.split(' ').next() {
-        Some("HEAD") => Answer {
-            then: b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nSTOLEN",
-            ..answer("HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n")
-        },
-        _ => sized(&format!("yours: {}", path_of(head))),
-    })
-    .await;
-    let gw = gateway_for(&app.url).await;
-    let mut first = http1(&gw).await;
-    assert_eq!(get(&mut first, "HEAD", "/doc").await.0, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut second = http1(&gw).await;
-    for _ in 0..3 {
-        assert_eq!(get(&mut second, "GET", "/mine").await.2, "yours: /mine");
-    }
-}
-
-#[tokio::test]
-async fn refusals_to_head_have_no_body_and_keep_the_connection_in_step() {
-    let down = TestGateway::start().await; // nothing listens on port 9
-    let mut client = http1(&down).await;
-    let (status, headers, body) = get(&mut client, "HEAD", "/x").await;
-    assert_eq!((status, body.as_str()), (502, ""));
-    assert!(
-        headers["content-length"]
-            .to_str()
-            .unwrap()
-            .parse::<u32>()
-            .unwrap()
-            > 0
-    );
-    // The next answer on the connection is read from its own start.
-    let (status, _, body) = get(&mut client, "GET", "/x").await;
-    assert_eq!(status, 502);
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap()["error"],
-        "bad_gateway"
-    );
-}
-
-#[tokio::test]
-async fn connection_cannot_strip_an_answers_framing() {
-    let app = scripted(|head| match path_of(head) {
-        "/te" => answer(
-            "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-        ),
-        "/cl" => answer("HTTP/1.1 200 OK\r\nConnection: Content-Length\r\ncontent-length: 3\r\n\r\nxyz"),
-        _ => sized("next"),
-    })
-    .await;
-    let gw = gateway_for(&app.url).await;
-    let mut client = http1(&gw).await;
-    assert_eq!(get(&mut client, "GET", "/te").await.2, "abc");
-    assert_eq!(get(&mut client, "GET", "/cl").await.2, "xyz");
-    assert_eq!(get(&mut client, "GET", "/after").await.2, "next");
 }
 
 #[tokio::test]
