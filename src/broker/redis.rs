@@ -18,20 +18,26 @@
 //!   live connections stay open, and after the link returns every followed
 //!   channel is caught up from history before live delivery resumes.
 
+mod keys;
 mod link;
 mod presence;
+mod scripts;
+mod stored;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use futures_util::future::BoxFuture;
 use redis::aio::ConnectionManager;
-use serde_json::value::RawValue;
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
+
+use keys::Keys;
+use scripts::{Published, ReplayAnswer};
+use stored::{decode_member, encode_body};
 
 use super::{Broker, BrokerError, Publish, Replay};
 use crate::config::RedisConfig;
@@ -41,46 +47,6 @@ use crate::hub::{Hub, Message};
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on any single Redis command, so an outage answers instead of hanging.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Redis key names under the configured prefix.
-#[derive(Clone, Debug)]
-struct Keys {
-    prefix: String,
-    /// `{prefix}:c:`, stripped from every arriving message's topic.
-    topic_prefix: String,
-}
-
-impl Keys {
-    fn new(prefix: &str) -> Keys {
-        Keys {
-            prefix: prefix.to_owned(),
-            topic_prefix: format!("{prefix}:c:"),
-        }
-    }
-
-    fn epoch(&self) -> String {
-        format!("{}:epoch", self.prefix)
-    }
-    fn seq(&self) -> String {
-        format!("{}:seq", self.prefix)
-    }
-    fn history(&self, channel: &str) -> String {
-        format!("{}:h:{channel}", self.prefix)
-    }
-    fn last(&self) -> String {
-        format!("{}:last", self.prefix)
-    }
-    fn floor(&self) -> String {
-        format!("{}:floor", self.prefix)
-    }
-    fn idempotency(&self, channel: &str, key: &str) -> String {
-        format!("{}:k:{channel}:{key}", self.prefix)
-    }
-    /// The pub/sub topic carrying `channel`'s messages between instances.
-    fn topic(&self, channel: &str) -> String {
-        format!("{}{channel}", self.topic_prefix)
-    }
-}
 
 /// One channel this instance follows because local clients subscribe to it.
 #[derive(Default)]
@@ -250,75 +216,6 @@ impl RedisBroker {
         format!("{:x}", self.epoch.load(Ordering::Acquire))
     }
 
-    async fn publish_once(&self, p: &Publish, body: &str) -> Result<Published, BrokerError> {
-        let mut conn = self.connection()?;
-        let channel = &*p.channel;
-        let idem = match &p.key {
-            Some(k) => self.keys.idempotency(channel, k),
-            None => self.keys.idempotency(channel, ""),
-        };
-        let ttl_ms = p.history.ttl.as_millis().min(u64::MAX as u128) as u64;
-        let mut inv = self.publish_script.prepare_invoke();
-        inv.key(self.keys.epoch())
-            .key(self.keys.seq())
-            .key(self.keys.history(channel))
-            .key(self.keys.last())
-            .key(self.keys.floor())
-            .key(idem)
-            .arg(self.epoch_hex())
-            .arg(channel)
-            .arg(body)
-            .arg(p.history.size)
-            .arg(ttl_ms)
-            .arg(self.keys.topic(channel))
-            .arg(if p.key.is_some() { "1" } else { "0" });
-        let (code, payload): (i64, String) = self.call(inv.invoke_async(&mut conn)).await?;
-        Ok(match code {
-            -1 => Published::StaleEpoch,
-            _ => Published::Member(payload),
-        })
-    }
-
-    async fn replay_once(
-        &self,
-        channel: &str,
-        after: u64,
-        ttl: Duration,
-    ) -> Result<Option<ReplayAnswer>, BrokerError> {
-        let mut conn = self.connection()?;
-        let mut inv = self.replay_script.prepare_invoke();
-        inv.key(self.keys.epoch())
-            .key(self.keys.seq())
-            .key(self.keys.history(channel))
-            .key(self.keys.last())
-            .key(self.keys.floor())
-            .arg(self.epoch_hex())
-            .arg(channel)
-            .arg(after)
-            .arg(ttl.as_millis().min(u64::MAX as u128) as u64);
-        let answer: Vec<redis::Value> = self.call(inv.invoke_async(&mut conn)).await?;
-        let code = match answer.first() {
-            Some(redis::Value::Int(c)) => *c,
-            _ => return Err(unavailable("unexpected replay answer")),
-        };
-        match code {
-            -1 => Ok(None),
-            0 => Ok(Some(ReplayAnswer::Gap)),
-            _ => {
-                let epoch = self.epoch.load(Ordering::Acquire);
-                let mut msgs = Vec::with_capacity(answer.len() - 1);
-                for v in &answer[1..] {
-                    let redis::Value::BulkString(bytes) = v else {
-                        return Err(unavailable("unexpected history entry"));
-                    };
-                    let text = std::str::from_utf8(bytes).map_err(unavailable)?;
-                    msgs.push(Arc::new(decode_member(channel.into(), epoch, text)?));
-                }
-                Ok(Some(ReplayAnswer::Messages(msgs)))
-            }
-        }
-    }
-
     /// Replay for the link's catch-up and for sessions. A position from an
     /// epoch Redis no longer has is a gap (after adopting the new epoch).
     async fn replay_checked(
@@ -417,66 +314,6 @@ impl RedisBroker {
             Err(error) => tracing::warn!(%error, "undecodable message from redis skipped"),
         }
     }
-}
-
-enum Published {
-    Member(String),
-    StaleEpoch,
-}
-
-enum ReplayAnswer {
-    Messages(Vec<Arc<Message>>),
-    Gap,
-}
-
-/// The stored form of a message: `seq:unix_ms:{"e":event,"k":key,"d":data}`.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Body<'a> {
-    #[serde(borrow)]
-    e: &'a str,
-    #[serde(borrow)]
-    k: Option<&'a str>,
-    #[serde(borrow)]
-    d: &'a RawValue,
-}
-
-fn encode_body(p: &Publish) -> Result<String, BrokerError> {
-    serde_json::to_string(&Body {
-        e: &p.event,
-        k: p.key.as_deref(),
-        d: &p.data,
-    })
-    .map_err(unavailable)
-}
-
-fn decode_member(channel: Arc<str>, epoch: u64, member: &str) -> Result<Message, BrokerError> {
-    let bad = || unavailable("malformed history entry");
-    let mut parts = member.splitn(3, ':');
-    let seq = parts
-        .next()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(bad)?;
-    let ms = parts
-        .next()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(bad)?;
-    let body: Body<'_> = serde_json::from_str(parts.next().ok_or_else(bad)?).map_err(|_| bad())?;
-    let mut msg = Message::new(
-        channel,
-        body.e.into(),
-        body.d,
-        seq,
-        body.k.map(Into::into),
-        epoch,
-    );
-    // Latency and age count from the publish, on whichever instance it was.
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(ms);
-    let age = Duration::from_millis(now_ms.saturating_sub(ms));
-    msg.published_at = Instant::now().checked_sub(age).unwrap_or(msg.published_at);
-    Ok(msg)
 }
 
 impl Broker for RedisBroker {
