@@ -25,9 +25,11 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 mod direct;
 mod first_request;
+mod send_timeout;
 
 use bytes::Bytes;
 use first_request::{First, Rewind};
+use send_timeout::SendTimeout;
 
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::limits::Limited;
@@ -250,10 +252,12 @@ where
             Relayed::Aborted => return None,
         };
     }
+    // hyper has no bound of its own on a client that stops reading.
+    let send_timeout = state.settings().config.backend.timeout;
     // Boxed: hyper's connection state is large, and only hyper connections need it.
     Box::pin(serve_hyper(
         state,
-        Rewind::new(prefix, io),
+        Rewind::new(prefix, SendTimeout::new(io, send_timeout)),
         info,
         surface,
         gate,

@@ -188,11 +188,29 @@ where
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             warn!(%error, connect = matches!(error, BackendFailure::Connect(_)), "backend request failed");
-            return refuse(state, io, Refusal::Unreachable, started, out, close).await;
+            return refuse(
+                state,
+                io,
+                Refusal::Unreachable,
+                started,
+                out,
+                close,
+                proxy.timeout(),
+            )
+            .await;
         }
         Err(_) => {
             warn!(timeout = ?proxy.timeout(), "backend did not answer in time");
-            return refuse(state, io, Refusal::TimedOut, started, out, close).await;
+            return refuse(
+                state,
+                io,
+                Refusal::TimedOut,
+                started,
+                out,
+                close,
+                proxy.timeout(),
+            )
+            .await;
         }
     };
     let status = StatusCode::from_u16(inbound.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -206,7 +224,16 @@ where
     // What has come of the body so far goes out with the head, in one write.
     let Ok((n, done)) = body.take(&rbuf) else {
         warn!("backend sent a malformed chunked body");
-        return refuse(state, io, Refusal::Unreachable, started, out, close).await;
+        return refuse(
+            state,
+            io,
+            Refusal::Unreachable,
+            started,
+            out,
+            close,
+            proxy.timeout(),
+        )
+        .await;
     };
     debug!(status = inbound.status, elapsed = ?started.elapsed(), "proxied");
     state.metrics.proxied(status, started.elapsed());
@@ -364,7 +391,7 @@ where
     } = answer;
     // Bytes after a complete answer: the backend is out of step.
     let mut surplus = !rbuf.is_empty();
-    if write(io, &first).await.is_err() {
+    if write(io, &first, idle).await.is_err() {
         return Next::Abort;
     }
     drop(first);
@@ -386,7 +413,7 @@ where
             warn!("backend sent a malformed chunked body");
             return Next::Abort;
         };
-        if write(io, &rbuf[..n]).await.is_err() {
+        if write(io, &rbuf[..n], idle).await.is_err() {
             return Next::Abort;
         }
         done = end;
@@ -401,10 +428,24 @@ where
     Next::KeepAlive
 }
 
-async fn write<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> io::Result<()> {
-    io.write_all(bytes).await?;
-    // TLS keeps written bytes until flushed.
-    io.flush().await
+/// Write `bytes` to the client, which must take them within `idle` (as
+/// nginx's `send_timeout`): a client that stops reading would otherwise
+/// hold its backend connection, and the backend's answer, forever. The
+/// bound is on each piece, so a slow reader that keeps taking bytes is
+/// never cut. (A write that completes at once never arms the timer.)
+async fn write<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8], idle: Duration) -> io::Result<()> {
+    let whole = async {
+        io.write_all(bytes).await?;
+        // TLS keeps written bytes until flushed.
+        io.flush().await
+    };
+    match tokio::time::timeout(idle, whole).await {
+        Ok(written) => written,
+        Err(_) => {
+            debug!(?idle, "client stopped reading its answer; closing");
+            Err(io::ErrorKind::TimedOut.into())
+        }
+    }
 }
 
 /// Why the relay answers in the backend's stead.
@@ -425,6 +466,7 @@ async fn refuse<I>(
     started: Instant,
     out: &Outbound,
     close: bool,
+    idle: Duration,
 ) -> Next
 where
     I: AsyncWrite + Unpin,
@@ -456,7 +498,7 @@ where
     if out.method != http::Method::HEAD {
         answer.extend_from_slice(&body);
     }
-    match write(io, &answer).await {
+    match write(io, &answer, idle).await {
         Ok(()) if close => Next::Close,
         Ok(()) => Next::KeepAlive,
         Err(_) => Next::Abort,

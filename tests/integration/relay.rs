@@ -441,3 +441,37 @@ async fn a_slow_head_gets_one_header_timeout_in_all() {
     assert!(took < Duration::from_millis(1500), "closed after {took:?}");
     assert!(app.heads.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_at_the_timeout() {
+    // More than every socket buffer between the backend and the client holds.
+    const BODY: usize = 48 << 20;
+    let app = scripted(|_| {
+        let mut bytes = format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY}\r\n\r\n").into_bytes();
+        bytes.resize(bytes.len() + BODY, b'x');
+        answer(bytes)
+    })
+    .await;
+    let gw = gateway_for(&app.url).await; // backend.timeout: 2s
+    // The relay's way (a GET) and hyper's (a POST) alike.
+    for request in [
+        &b"GET /big HTTP/1.1\r\nHost: app.example\r\n\r\n"[..],
+        b"POST /big HTTP/1.1\r\nHost: app.example\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let mut tls = gw.tls_stream().await;
+        tls.write_all(request).await.unwrap();
+        // The client takes nothing for longer than backend.timeout (the
+        // pause is the behaviour under test)...
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        // ...then reads what it can: the gateway has let go of it, and of
+        // the backend connection that was waiting on it.
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut got)).await;
+        let what = String::from_utf8_lossy(&request[..4]);
+        assert!(read.is_ok(), "{what}: the connection stayed open");
+        assert!(
+            got.len() < BODY,
+            "{what}: the whole body was still delivered"
+        );
+    }
+}
