@@ -1,0 +1,229 @@
+//! The ops a client sends over its WebSocket, each checked and answered.
+//!
+//! Parsing is shared with the other transports (`transport/ops.rs`); what is
+//! WebSocket-specific is the answer: every op gets its ack or its error frame
+//! on the same connection, in the order the ops came, and a refused op is
+//! refused with an error frame, never by closing — only the session loop ends
+//! a session. A `send` waits on the backend, so it is forwarded without
+//! holding up the session, and its answer comes back through the loop.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+use super::{MAX_PENDING_SENDS, WsSession};
+use crate::hub::Cursor;
+use crate::transport::ops::{self, Op};
+use crate::transport::session::Terms;
+use crate::transport::{channel_full, publish, send};
+
+impl WsSession {
+    /// Forward a `send` op to the backend without holding up this session:
+    /// the answer arrives later through `replies`.
+    async fn on_send(
+        &mut self,
+        r: Option<&str>,
+        data: Box<serde_json::value::RawValue>,
+    ) -> Result<(), WsError> {
+        if self.pending_sends >= MAX_PENDING_SENDS {
+            return self
+                .send_text(ops::error(
+                    r,
+                    "rate_limited",
+                    "too many sends awaiting the application",
+                ))
+                .await;
+        }
+        if data.get().len() > self.settings.config.realtime.max_message {
+            return self
+                .send_text(ops::error(
+                    r,
+                    "too_large",
+                    "data exceeds realtime.max_message",
+                ))
+                .await;
+        }
+        self.pending_sends += 1;
+        let settings = self.settings.clone();
+        let subject = self.client.identity.as_ref().map(|i| i.subject.clone());
+        let connection = self.id;
+        let tx = self
+            .replies
+            .get_or_insert_with(|| mpsc::channel(MAX_PENDING_SENDS))
+            .0
+            .clone();
+        let reference = r.map(str::to_string);
+        tokio::spawn(async move {
+            let r = reference.as_deref();
+            let reply = match send::forward(&settings, subject.as_deref(), connection, &data).await
+            {
+                Ok(answer) => ops::ack(r, json!({"op": "send", "data": answer})),
+                Err(e) => ops::error(r, e.code(), &e.to_string()),
+            };
+            let _ = tx.send(reply).await;
+        });
+        Ok(())
+    }
+
+    /// Charge one inbound frame to the client's message limit.
+    pub(super) fn allow_frame(&mut self) -> bool {
+        match self.settings.limits.message(&self.client.key) {
+            Ok(()) => {
+                self.refused = 0;
+                true
+            }
+            Err(l) => {
+                self.state.metrics.limited(l.kind.label());
+                self.refused += 1;
+                false
+            }
+        }
+    }
+
+    async fn on_auth(&mut self, r: Option<&str>, token: String) -> Result<(), WsError> {
+        match self.settings.auth.verify(&token) {
+            Ok(identity) => {
+                let expires = identity
+                    .expires
+                    .and_then(|e| e.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs());
+                let ack = ops::ack(
+                    r,
+                    json!({"op": "auth", "subject": &identity.subject, "expires": expires}),
+                );
+                self.session.set_subject(Some(identity.subject.clone()));
+                self.client.identity = Some(identity);
+                self.send_text(ack).await
+            }
+            Err(e) => {
+                self.send_text(ops::error(r, e.code(), &e.to_string()))
+                    .await
+            }
+        }
+    }
+
+    pub(super) async fn on_text(&mut self, text: &str) -> Result<(), WsError> {
+        let (op, reference) = match ops::parse(text) {
+            Ok(x) => x,
+            Err(e) => {
+                return self
+                    .send_text(ops::error(e.reference.as_deref(), e.code, &e.message))
+                    .await;
+            }
+        };
+        let r = reference.as_deref();
+        match op {
+            Op::Ping => self.send_text(ops::ack(r, json!({"op": "ping"}))).await,
+            Op::Subscribe { channel, cursor } => self.on_subscribe(r, channel, cursor).await,
+            Op::Unsubscribe { channel } => {
+                self.session.unsubscribe(&channel);
+                self.send_text(ops::ack(
+                    r,
+                    json!({"op": "unsubscribe", "channel": channel}),
+                ))
+                .await
+            }
+            Op::Publish {
+                channel,
+                event,
+                data,
+            } => self.on_publish(r, channel, event, data).await,
+            Op::Send { data } => self.on_send(r, data).await,
+            Op::Auth { token } => self.on_auth(r, token).await,
+        }
+    }
+
+    async fn on_subscribe(
+        &mut self,
+        r: Option<&str>,
+        channel: String,
+        cursor: Option<String>,
+    ) -> Result<(), WsError> {
+        let cursor = match cursor.filter(|c| !c.is_empty()).map(|c| Cursor::decode(&c)) {
+            Some(Err(_)) => {
+                return self
+                    .send_text(ops::error(r, "bad_cursor", "the cursor is malformed"))
+                    .await;
+            }
+            Some(Ok(c)) => Some(c),
+            None => None,
+        };
+        if let Err(l) = self.settings.limits.subscribe(&self.client.key, 1) {
+            let msg = format!(
+                "too many subscribes; retry in {}ms",
+                l.retry_after.as_millis()
+            );
+            return self.send_text(ops::error(r, "rate_limited", &msg)).await;
+        }
+        let terms = match self
+            .settings
+            .rules
+            .check_subscribe(&channel, self.client.identity.as_ref())
+        {
+            Ok(rule) => Terms::from(rule),
+            Err(refusal) => {
+                return self
+                    .send_text(ops::error(r, refusal.code(), &refusal.to_string()))
+                    .await;
+            }
+        };
+        if self.session.channel_count() >= self.settings.config.limits.max_channels_per_connection
+            && !self.session.is_subscribed(&channel)
+        {
+            let msg = format!(
+                "at most {} channels per connection",
+                self.settings.config.limits.max_channels_per_connection
+            );
+            return self
+                .send_text(ops::error(r, "too_many_channels", &msg))
+                .await;
+        }
+        if !self.session.is_subscribed(&channel)
+            && channel_full(&self.state, &self.settings, &channel)
+        {
+            let msg = "the channel has reached limits.max_subscribers_per_channel";
+            return self.send_text(ops::error(r, "channel_full", msg)).await;
+        }
+        let channel: Arc<str> = channel.into();
+        let mut replay = Vec::new();
+        if let Err(e) = self
+            .session
+            .subscribe(&channel, terms, cursor.as_ref(), &mut replay)
+            .await
+        {
+            return self
+                .send_text(ops::error(r, "unavailable", &e.to_string()))
+                .await;
+        }
+        let ack = ops::ack(
+            r,
+            json!({"op": "subscribe", "channel": &*channel, "cursor": self.session.cursor_text()}),
+        );
+        self.send_text(ack).await?;
+        self.out.append(&mut replay);
+        self.flush_out().await
+    }
+
+    async fn on_publish(
+        &mut self,
+        r: Option<&str>,
+        channel: String,
+        event: Option<String>,
+        data: Box<serde_json::value::RawValue>,
+    ) -> Result<(), WsError> {
+        let who = self.client.identity.as_ref();
+        let published =
+            publish::publish_as_client(&self.state, &self.settings, who, channel, event, &data)
+                .await;
+        let frame = match published {
+            Ok(m) => ops::ack(
+                r,
+                json!({"op": "publish", "channel": &*m.channel, "id": m.id()}),
+            ),
+            Err(e) => ops::error(r, e.code(), &e.to_string()),
+        };
+        self.send_text(frame).await
+    }
+}

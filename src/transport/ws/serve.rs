@@ -1,0 +1,327 @@
+//! The session loop of one WebSocket connection, and its writes.
+//!
+//! One `select` waits on shutdown, reloads, the token's expiry, deliveries,
+//! backend answers, client frames and the heartbeat, biased in that order: a
+//! flooding client cannot hold up a shutdown, its own deliveries or its
+//! eviction, and its frames are read only while nothing of ours is owed, so
+//! tungstenite's pong replies never land inside one of our frames. Every
+//! write races the eviction signal, so a client that stops reading is cut off
+//! rather than waited for; and every way out of the loop is an [`Ending`]
+//! handed to `close`, the one place a session is counted and said goodbye to.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
+
+use super::ending::{Ending, Inbound};
+use super::outgoing::Outgoing;
+use super::{FLOOD_CLOSE_AFTER, Socket, WsSession};
+use crate::transport::Subscription;
+use crate::transport::ops;
+use crate::transport::session::{Out, reset_json};
+
+/// Wait for `timer`, or forever without one.
+async fn timer_opt(timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A timer only when there is a deadline (most connections have none).
+fn timer_at(at: Option<tokio::time::Instant>) -> Option<std::pin::Pin<Box<tokio::time::Sleep>>> {
+    at.map(|at| Box::pin(tokio::time::sleep_until(at)))
+}
+
+impl WsSession {
+    /// Count the ending and, when owed, send the close frame and wait for
+    /// the peer's.
+    pub(super) async fn close(&mut self, ending: Ending) {
+        self.state.metrics.disconnect("ws", ending.reason());
+        let (code, reason) = match ending {
+            Ending::Close(code, reason) => (code, reason),
+            Ending::Kicked => (CloseCode::Policy, "disconnected by the operator".into()),
+            Ending::Gone => {
+                // The peer closed: tungstenite queued our Close reply when it
+                // read theirs; send it, so the closing handshake completes.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.flush()).await;
+                return;
+            }
+            Ending::Stuck => return,
+        };
+        // Frames of ours the socket has not taken go before the Close.
+        let owed = tokio::time::timeout(Duration::from_secs(2), self.write_owed()).await;
+        if !matches!(owed, Ok(Ok(()))) {
+            return;
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let sent = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.socket.send(Frame::Close(Some(frame))),
+        )
+        .await;
+        if matches!(sent, Ok(Ok(()))) {
+            // Closing handshake: keep reading (and discarding) until the peer's
+            // Close, so unread frames do not turn our close into a reset.
+            let drain = async {
+                while let Some(Ok(frame)) = self.socket.next().await {
+                    if matches!(frame, Frame::Close(_)) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        }
+    }
+
+    /// Subscribe to the channels asked for on the URL and send the replay.
+    pub(super) async fn start(&mut self, sub: Subscription) -> Result<(), Ending> {
+        self.session
+            .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut self.out)
+            .await
+            .map_err(|e| Ending::Close(CloseCode::Again, e.to_string()))?;
+        if self.flush_out().await.is_err() {
+            // Evicted during a long replay: the notice still goes out.
+            return Err(if self.session.inbox().is_evicted() {
+                self.slow_consumer().await
+            } else {
+                Ending::Gone
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) async fn serve(&mut self) -> Ending {
+        let mut last_seen = Instant::now();
+        let heartbeat = self.settings.config.realtime.heartbeat;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        let inbox = self.session.inbox().clone();
+        // Listeners, not token futures: this select runs once per delivery
+        // (see `bell.rs`).
+        let mut stopping = self.state.stopping.listen_from_start();
+        let mut reloaded = self.state.reloaded.listen();
+        // One timer for the token's expiry, re-armed only when an `auth` op
+        // changes the token (not one timer per delivery).
+        let mut expires = self.expires();
+        let mut expiry = timer_at(self.expiry());
+        loop {
+            if self.expires() != expires {
+                expires = self.expires();
+                expiry = timer_at(self.expiry());
+            }
+            let step = tokio::select! {
+                biased;
+                _ = stopping.rung() => {
+                    let frame = json!({"type": "reconnect", "reason": "restart", "cursor": self.session.cursor_text()});
+                    self.outgoing.text(&frame.to_string());
+                    let _ = tokio::time::timeout(Duration::from_secs(1), self.write_owed()).await;
+                    return Ending::Close(CloseCode::Restart, "server restart: reconnect and resume".into());
+                }
+                // Rare handlers are boxed: their state would otherwise
+                // size the session's future for its whole life.
+                _ = reloaded.rung() => Box::pin(self.on_reload()).await,
+                _ = timer_opt(&mut expiry) => {
+                    let text = ops::error(None, "token_expired", "the token expired; send a fresh `auth` op to continue");
+                    let _ = self.send_text(text).await;
+                    return Ending::Close(CloseCode::Policy, "token expired".into());
+                }
+                // Deliveries before client frames: a client that floods
+                // cannot hold up its own deliveries or its eviction.
+                _ = inbox.ready() => {
+                    if inbox.is_kicked() {
+                        return Ending::Kicked;
+                    }
+                    if inbox.is_evicted() {
+                        return Box::pin(self.slow_consumer()).await;
+                    }
+                    self.session.drain(&mut self.out);
+                    self.flush_out().await
+                }
+                Some(reply) = next_reply(&mut self.replies) => {
+                    self.pending_sends = self.pending_sends.saturating_sub(1);
+                    self.send_text(reply).await
+                }
+                // Only with nothing of ours owed: tungstenite writes its pong
+                // replies while reading, and they must not land inside a frame.
+                read = self.socket.next(), if self.outgoing.is_empty() => {
+                    last_seen = Instant::now();
+                    match Inbound::from_read(read) {
+                        // Every frame counts against the client's rate, control
+                        // frames too: a ping flood is a flood.
+                        Inbound::Text(_) | Inbound::Binary | Inbound::Control if !self.allow_frame() => {
+                            if self.refused > FLOOD_CLOSE_AFTER {
+                                return Ending::Close(CloseCode::Again, "rate limited".into());
+                            }
+                            self.send_text(ops::error(None, "rate_limited", "too many frames; slow down")).await
+                        }
+                        Inbound::Text(t) => Box::pin(self.on_text(&t)).await,
+                        Inbound::Control => Ok(()),
+                        Inbound::Binary => {
+                            self.send_text(ops::error(None, "bad_request", "binary frames are not supported; send JSON text")).await
+                        }
+                        Inbound::End(Some((code, why))) => return Ending::Close(code, why.into()),
+                        Inbound::End(None) => return Ending::Gone,
+                    }
+                }
+                // Last: a frame waiting to be read proves the peer alive.
+                _ = tick.tick() => {
+                    if last_seen.elapsed() > 3 * heartbeat {
+                        return Ending::Close(CloseCode::Away, "no pong".into());
+                    }
+                    self.outgoing.ping();
+                    self.write().await
+                }
+            };
+            if step.is_err() {
+                if inbox.is_evicted() {
+                    // Cut off mid-write: the notice still goes out if the
+                    // socket takes it within a second.
+                    return Box::pin(self.slow_consumer()).await;
+                }
+                return Ending::Gone;
+            }
+        }
+    }
+
+    /// A new configuration is in force: adopt it, and close the subscriptions
+    /// its rules no longer allow (only those).
+    async fn on_reload(&mut self) -> Result<(), WsError> {
+        self.settings = self.state.settings();
+        let gone = self
+            .session
+            .revoke_forbidden(&self.settings.rules, self.client.identity.as_ref());
+        for channel in gone {
+            let frame = json!({
+                "type": "error",
+                "code": "forbidden",
+                "channel": &*channel,
+                "message": "subscription closed: the channel rules changed",
+            });
+            self.send_text(frame.to_string()).await?;
+        }
+        Ok(())
+    }
+
+    /// When the connection's token stops being valid, as a Tokio instant.
+    fn expires(&self) -> Option<std::time::SystemTime> {
+        self.client.identity.as_ref()?.expires
+    }
+
+    fn expiry(&self) -> Option<tokio::time::Instant> {
+        let at = self.expires()?;
+        let left = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Some(tokio::time::Instant::now() + left)
+    }
+
+    /// Send everything in `self.out` as one batch of frames.
+    pub(super) async fn flush_out(&mut self) -> Result<(), WsError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        // One allocation per batch: each frame is its header, the message's
+        // shared JSON and the cursor.
+        let cursor_len = self.session.cursor().encoded_len_hint();
+        let need: usize = self
+            .out
+            .iter()
+            .map(|item| match item {
+                Out::Message(m) => m.wire_prefix().len() + cursor_len + 24,
+                Out::Reset { .. } => 256,
+            })
+            .sum();
+        self.outgoing.reserve(need);
+        let mut delivered = 0u64;
+        for item in std::mem::take(&mut self.out) {
+            if !self.session.advance(&item) {
+                continue;
+            }
+            let cursor = self.session.cursor_text();
+            match &item {
+                Out::Message(m) => {
+                    self.outgoing.text_with(|b| m.write_json(cursor, b));
+                    delivered += 1;
+                }
+                Out::Reset { channels, reason } => self
+                    .outgoing
+                    .text_with(|b| reset_json(channels, reason, cursor, b)),
+            }
+        }
+        self.state
+            .stats
+            .delivered
+            .fetch_add(delivered, Ordering::Relaxed);
+        self.write().await
+    }
+
+    pub(super) async fn send_text(&mut self, text: String) -> Result<(), WsError> {
+        self.outgoing.text(&text);
+        self.write().await
+    }
+
+    /// Write what is owed, unless the connection is evicted first.
+    async fn write(&mut self) -> Result<(), WsError> {
+        if self.outgoing.is_empty() {
+            return Ok(());
+        }
+        let evicted = &mut self.evicted;
+        tokio::select! {
+            biased;
+            r = write_owed(&mut self.socket, &mut self.outgoing) => r,
+            _ = evicted.rung() => Err(WsError::ConnectionClosed),
+        }
+    }
+
+    /// Write what is owed, however long the socket takes (callers bound it).
+    async fn write_owed(&mut self) -> Result<(), WsError> {
+        write_owed(&mut self.socket, &mut self.outgoing).await
+    }
+
+    /// The connection fell too far behind: tell it where to resume, then close.
+    async fn slow_consumer(&mut self) -> Ending {
+        self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
+        let frame = json!({
+            "type": "error",
+            "code": "slow_consumer",
+            "message": "too far behind; reconnect and resume with this cursor",
+            "cursor": self.session.cursor_text(),
+        });
+        // After the rest of a write the eviction cut short, if any.
+        self.outgoing.text(&frame.to_string());
+        match tokio::time::timeout(Duration::from_secs(1), self.write_owed()).await {
+            Ok(Ok(())) => {
+                Ending::Close(CloseCode::Again, "slow consumer: resume with cursor".into())
+            }
+            // The socket is stuck: no notice, no closing handshake.
+            _ => Ending::Stuck,
+        }
+    }
+}
+
+/// The next backend answer to a `send` op, if any channel was made.
+async fn next_reply(
+    replies: &mut Option<(mpsc::Sender<String>, mpsc::Receiver<String>)>,
+) -> Option<String> {
+    match replies {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Let tungstenite write what it queued (pong and close replies), then write
+/// our frames straight to the socket.
+async fn write_owed(socket: &mut Socket, outgoing: &mut Outgoing) -> Result<(), WsError> {
+    socket.flush().await?;
+    outgoing.write_to(socket.get_mut()).await?;
+    Ok(())
+}
