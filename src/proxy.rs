@@ -222,6 +222,7 @@ impl Proxy {
         // hyper already answered the client's `Expect: 100-continue`.
         parts.headers.remove(header::EXPECT);
         join_cookies(&mut parts.headers);
+        drop_underscore_aliases(&mut parts.headers);
         if upgrade {
             if let Some(u) = upgrade_to {
                 parts.headers.insert(header::UPGRADE, u);
@@ -295,6 +296,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Fields that could pass for ours with a CGI-style application
+/// (`forwarded::is_underscore_alias`).
+fn drop_underscore_aliases(headers: &mut HeaderMap) {
+    // Names with `_` are rare: look before allocating anything.
+    if !headers
+        .keys()
+        .any(|k| forwarded::is_underscore_alias(k.as_str()))
+    {
+        return;
+    }
+    let aliases: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| forwarded::is_underscore_alias(k.as_str()))
+        .cloned()
+        .collect();
+    for name in aliases {
         headers.remove(name);
     }
 }

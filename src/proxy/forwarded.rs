@@ -103,9 +103,37 @@ fn is_reg_name(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
 }
 
+/// A request field name with `_` that CGI-style servers (PHP, WSGI, Rack)
+/// would read as a field the proxy owns: they turn both `-` and `_` into
+/// `_`, so `X_Forwarded_For: 1.2.3.4` would land where the application looks
+/// for our `X-Forwarded-For`, and `Transfer_Encoding` where it looks for the
+/// framing. Such fields are dropped on both ways a request is forwarded
+/// (nginx drops every name with `_` by default; this drops only the ones
+/// that can impersonate ours).
+pub fn is_underscore_alias(name: &str) -> bool {
+    const OURS: [&str; 8] = [
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+    ];
+    name.contains('_')
+        && OURS.iter().any(|ours| {
+            ours.len() == name.len()
+                && ours
+                    .bytes()
+                    .zip(name.bytes())
+                    .all(|(o, n)| o == n.to_ascii_lowercase() || (o == b'-' && n == b'_'))
+        })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::host;
+    use super::{host, is_underscore_alias};
 
     #[test]
     fn a_host_is_a_name_or_address_and_a_port() {
@@ -144,6 +172,28 @@ mod tests {
             "\u{e9}t\u{e9}",
         ] {
             assert_eq!(host(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn underscore_aliases_of_our_fields_are_caught() {
+        for alias in [
+            "X_Forwarded_For",
+            "x_forwarded-host",
+            "X-Forwarded_Proto",
+            "Content_Length",
+            "TRANSFER_ENCODING",
+        ] {
+            assert!(is_underscore_alias(alias), "{alias}");
+        }
+        for other in [
+            "X-Forwarded-For",
+            "content-length",
+            "X_Request_Id",
+            "x_forwarded_forr",
+            "my_header",
+        ] {
+            assert!(!is_underscore_alias(other), "{other}");
         }
     }
 }

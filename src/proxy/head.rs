@@ -156,7 +156,10 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     let path_range = path_start..path_start + path.len();
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for h in parsed.headers.iter() {
-        if !is_hop_by_hop(h.name) && !replaced_on_the_way(h.name) {
+        if !is_hop_by_hop(h.name)
+            && !replaced_on_the_way(h.name)
+            && !forwarded::is_underscore_alias(h.name)
+        {
             write_field(&mut head, h.name, h.value);
         }
     }

@@ -258,3 +258,30 @@ async fn a_stalled_backend_stream_is_cut_after_the_timeout() {
     assert!(matches!(end, None | Some(Err(_))), "{end:?}");
     assert!(started.elapsed() >= Duration::from_millis(1500));
 }
+
+#[tokio::test]
+async fn underscore_aliases_of_proxy_fields_never_reach_the_backend() {
+    let gw = gateway().await;
+    // The relay's way (a GET) and hyper's (a POST) alike.
+    for (method, body) in [("GET", ""), ("POST", "Content-Length: 0\r\n")] {
+        let (text, v) = echoed(
+            &gw,
+            &format!(
+                "{method} /alias HTTP/1.1\r\nHost: app.example\r\nX_Forwarded_For: 6.6.6.6\r\nx_forwarded_host: evil.example\r\nTransfer_Encoding: chunked\r\nX_Request_Id: r-1\r\n{body}Connection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(!text.contains("6.6.6.6"), "{method}: {text}");
+        assert!(!text.contains("evil"), "{method}: {text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("transfer_encoding"),
+            "{method}: {text}"
+        );
+        let h = &v["headers"];
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{method}");
+        assert_eq!(
+            h["x_request_id"], "r-1",
+            "{method}: other names with _ pass"
+        );
+    }
+}
