@@ -270,7 +270,6 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
     let mut length: Option<u64> = None;
     let mut coding_last: Option<&[u8]> = None;
     let mut chunked_codings = 0u32;
-    let mut has_date = false;
     let mut named: Vec<&[u8]> = Vec::new();
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("connection") {
@@ -303,8 +302,6 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
                 }
                 coding_last = Some(coding);
             }
-        } else if h.name.eq_ignore_ascii_case("date") {
-            has_date = true;
         }
     }
     if coding_last.is_some() && parsed.version != Some(1) {
@@ -349,6 +346,7 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
     // The framing fields are the relay's to write, whatever `Connection`
     // names: a single `Content-Length`, or the `Transfer-Encoding` of a
     // chunked body passed on as it is.
+    let mut has_date = false;
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             continue;
@@ -364,6 +362,8 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
             .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()));
         if !is_hop_by_hop(h.name) && !named_hop {
             write_field(&mut head, h.name, h.value);
+            // A `Date` that `Connection` named is gone: one is added below.
+            has_date |= h.name.eq_ignore_ascii_case("date");
         }
     }
     let length = match framing {
@@ -606,6 +606,18 @@ mod tests {
             false,
         );
         assert!(!head.contains("content-length"), "{head}");
+        // A Date that Connection names is replaced, not lost.
+        let (_, head) = answer(
+            "HTTP/1.1 200 OK\r\nConnection: date\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+            false,
+        );
+        assert_eq!(
+            head.to_ascii_lowercase().matches("date: ").count(),
+            1,
+            "{head}"
+        );
+        assert!(!head.contains("1970"), "{head}");
         // Both framings: Transfer-Encoding is followed, Content-Length goes,
         // and the connection is not reused.
         let (i, head) = answer(
