@@ -95,3 +95,79 @@ pub fn cursor(data: &[u8]) {
         assert_eq!(again.as_ref(), Ok(&c));
     }
 }
+
+/// The relay's reading of raw HTTP/1 bytes (`proxy/relay.rs`), from a
+/// client or a backend: never a panic; a request it takes is rewritten into
+/// one complete request it would take again; an answer head it accepts is
+/// rewritten into one complete answer; a chunked body ends at the same byte
+/// however its bytes arrive, and never past them.
+pub fn relay(data: &[u8]) {
+    use crate::conn_info::ConnInfo;
+    use crate::proxy::chunked::ChunkedEnd;
+    use crate::proxy::head::{self, Request, Response, Route};
+    use http::Method;
+
+    let info = ConnInfo {
+        peer: "10.0.0.7:5000".parse().expect("literal address"),
+        local: "10.0.0.1:80".parse().expect("literal address"),
+        tls: false,
+        sni: None,
+        id: 1,
+    };
+    let never = |_: &Method, _: &str| false;
+    let route = Route {
+        realtime: "/realtime",
+        base_path: "",
+        tapped: &never,
+    };
+    if let Request::Relay(out) = head::request(data, &route, &info) {
+        assert!(out.len <= data.len());
+        let mut headers = [httparse::EMPTY_HEADER; 80];
+        let mut again = httparse::Request::new(&mut headers);
+        assert_eq!(
+            again.parse(&out.head),
+            Ok(httparse::Status::Complete(out.head.len())),
+            "the rewritten head is one whole request"
+        );
+        // Taken again, unless the five fields it adds pass the relay's
+        // header count (such a request is still fine for the backend).
+        if again.headers.len() <= 64 {
+            assert!(matches!(
+                head::request(&out.head, &route, &info),
+                Request::Relay(_)
+            ));
+        }
+        assert!(out.path().starts_with('/'));
+    }
+    for method in [Method::GET, Method::HEAD] {
+        match head::response(data, &method, false, b"Mon, 23 Nov 2026 18:00:00 GMT") {
+            Response::Final(answer) => {
+                assert!(answer.len <= data.len());
+                let mut headers = [httparse::EMPTY_HEADER; 110];
+                let mut again = httparse::Response::new(&mut headers);
+                assert_eq!(
+                    again.parse(&answer.head),
+                    Ok(httparse::Status::Complete(answer.head.len())),
+                    "the rewritten head is one whole answer"
+                );
+            }
+            Response::Interim(len) => assert!(0 < len && len <= data.len()),
+            Response::Partial | Response::Unusable(_) => {}
+        }
+    }
+    let whole = ChunkedEnd::default().feed(data);
+    if let Ok(Some(n)) = whole {
+        assert!(n <= data.len());
+    }
+    if !data.is_empty() {
+        let split = usize::from(data[0]) % data.len();
+        let mut scan = ChunkedEnd::default();
+        let parts = scan.feed(&data[..split]).and_then(|first| match first {
+            Some(n) => Ok(Some(n)),
+            None => scan
+                .feed(&data[split..])
+                .map(|rest| rest.map(|n| n + split)),
+        });
+        assert_eq!(parts, whole, "the end does not depend on the split");
+    }
+}

@@ -42,3 +42,8 @@ fn ws_op_corpus() {
 fn cursor_corpus() {
     replay("cursor", pushgate::fuzzing::cursor);
 }
+
+#[test]
+fn relay_corpus() {
+    replay("relay", pushgate::fuzzing::relay);
+}
