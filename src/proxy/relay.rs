@@ -13,7 +13,9 @@
 //! `head.rs`). The first request it does not take hands the connection, with
 //! the bytes already read, to hyper for the rest of its life.
 
+use std::future::Future;
 use std::io;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -432,13 +434,22 @@ where
 /// nginx's `send_timeout`): a client that stops reading would otherwise
 /// hold its backend connection, and the backend's answer, forever. The
 /// bound is on each piece, so a slow reader that keeps taking bytes is
-/// never cut. (A write that completes at once never arms the timer.)
+/// never cut.
 async fn write<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8], idle: Duration) -> io::Result<()> {
     let whole = async {
         io.write_all(bytes).await?;
         // TLS keeps written bytes until flushed.
         io.flush().await
     };
+    let mut whole = std::pin::pin!(whole);
+    // Almost every write completes at once: only one that has to wait pays
+    // for a timer (making one reads the clock and clones the runtime's
+    // handle).
+    if let Poll::Ready(written) =
+        std::future::poll_fn(|cx| Poll::Ready(whole.as_mut().poll(cx))).await
+    {
+        return written;
+    }
     match tokio::time::timeout(idle, whole).await {
         Ok(written) => written,
         Err(_) => {
