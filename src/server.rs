@@ -145,6 +145,9 @@ async fn connection(
         // subscriber, which outlives it, must not keep: its stream moves to
         // a task of its own and this one ends.
         let tasks = state.tasks.clone();
+        // Under TLS, so that it sees the bytes the socket takes: TLS may
+        // still be writing out a record after our last write was accepted.
+        let stream = SendTimeout::new(stream, state.settings().config.backend.timeout);
         let handoff = match acceptor {
             Some(acceptor) => {
                 Box::pin(serve_tls(state, stream, info, surface, gate, acceptor)).await
@@ -165,7 +168,7 @@ async fn connection(
 /// The TLS handshake, then [`serve`] over it.
 async fn serve_tls(
     state: AppState,
-    stream: TcpStream,
+    stream: SendTimeout<TcpStream>,
     mut info: ConnInfo,
     surface: Surface,
     gate: Option<Gate>,
@@ -252,12 +255,10 @@ where
             Relayed::Aborted => return None,
         };
     }
-    // hyper has no bound of its own on a client that stops reading.
-    let send_timeout = state.settings().config.backend.timeout;
     // Boxed: hyper's connection state is large, and only hyper connections need it.
     Box::pin(serve_hyper(
         state,
-        Rewind::new(prefix, SendTimeout::new(io, send_timeout)),
+        Rewind::new(prefix, io),
         info,
         surface,
         gate,

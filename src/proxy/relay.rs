@@ -13,9 +13,7 @@
 //! `head.rs`). The first request it does not take hands the connection, with
 //! the bytes already read, to hyper for the rest of its life.
 
-use std::future::Future;
 use std::io;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -190,29 +188,11 @@ where
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             warn!(%error, connect = matches!(error, BackendFailure::Connect(_)), "backend request failed");
-            return refuse(
-                state,
-                io,
-                Refusal::Unreachable,
-                started,
-                out,
-                close,
-                proxy.timeout(),
-            )
-            .await;
+            return refuse(state, io, Refusal::Unreachable, started, out, close).await;
         }
         Err(_) => {
             warn!(timeout = ?proxy.timeout(), "backend did not answer in time");
-            return refuse(
-                state,
-                io,
-                Refusal::TimedOut,
-                started,
-                out,
-                close,
-                proxy.timeout(),
-            )
-            .await;
+            return refuse(state, io, Refusal::TimedOut, started, out, close).await;
         }
     };
     let status = StatusCode::from_u16(inbound.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -226,16 +206,7 @@ where
     // What has come of the body so far goes out with the head, in one write.
     let Ok((n, done)) = body.take(&rbuf) else {
         warn!("backend sent a malformed chunked body");
-        return refuse(
-            state,
-            io,
-            Refusal::Unreachable,
-            started,
-            out,
-            close,
-            proxy.timeout(),
-        )
-        .await;
+        return refuse(state, io, Refusal::Unreachable, started, out, close).await;
     };
     debug!(status = inbound.status, elapsed = ?started.elapsed(), "proxied");
     state.metrics.proxied(status, started.elapsed());
@@ -393,7 +364,7 @@ where
     } = answer;
     // Bytes after a complete answer: the backend is out of step.
     let mut surplus = !rbuf.is_empty();
-    if write(io, &first, idle).await.is_err() {
+    if write(io, &first).await.is_err() {
         return Next::Abort;
     }
     drop(first);
@@ -415,7 +386,7 @@ where
             warn!("backend sent a malformed chunked body");
             return Next::Abort;
         };
-        if write(io, &rbuf[..n], idle).await.is_err() {
+        if write(io, &rbuf[..n]).await.is_err() {
             return Next::Abort;
         }
         done = end;
@@ -430,33 +401,12 @@ where
     Next::KeepAlive
 }
 
-/// Write `bytes` to the client, which must take them within `idle` (as
-/// nginx's `send_timeout`): a client that stops reading would otherwise
-/// hold its backend connection, and the backend's answer, forever. The
-/// bound is on each piece, so a slow reader that keeps taking bytes is
-/// never cut.
-async fn write<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8], idle: Duration) -> io::Result<()> {
-    let whole = async {
-        io.write_all(bytes).await?;
-        // TLS keeps written bytes until flushed.
-        io.flush().await
-    };
-    let mut whole = std::pin::pin!(whole);
-    // Almost every write completes at once: only one that has to wait pays
-    // for a timer (making one reads the clock and clones the runtime's
-    // handle).
-    if let Poll::Ready(written) =
-        std::future::poll_fn(|cx| Poll::Ready(whole.as_mut().poll(cx))).await
-    {
-        return written;
-    }
-    match tokio::time::timeout(idle, whole).await {
-        Ok(written) => written,
-        Err(_) => {
-            debug!(?idle, "client stopped reading its answer; closing");
-            Err(io::ErrorKind::TimedOut.into())
-        }
-    }
+/// Write `bytes` to the client. A client that stops taking them is cut off
+/// under TLS, by the connection's `SendTimeout` (`server/send_timeout.rs`).
+async fn write<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    // TLS keeps written bytes until flushed.
+    io.flush().await
 }
 
 /// Why the relay answers in the backend's stead.
@@ -477,7 +427,6 @@ async fn refuse<I>(
     started: Instant,
     out: &Outbound,
     close: bool,
-    idle: Duration,
 ) -> Next
 where
     I: AsyncWrite + Unpin,
@@ -509,7 +458,7 @@ where
     if out.method != http::Method::HEAD {
         answer.extend_from_slice(&body);
     }
-    match write(io, &answer, idle).await {
+    match write(io, &answer).await {
         Ok(()) if close => Next::Close,
         Ok(()) => Next::KeepAlive,
         Err(_) => Next::Abort,

@@ -1,13 +1,17 @@
 //! A bound on how long a client may leave our writes waiting (nginx's
-//! `send_timeout`), for connections hyper serves.
+//! `send_timeout`), on every client connection's socket.
 //!
-//! hyper has no write timeout of its own: a client that stops reading while
-//! an answer is on its way holds the connection, its proxied backend request
-//! and the answer's buffers for as long as it likes. Here a write (or flush)
-//! that makes no progress for the bound fails with `TimedOut`, which ends the
-//! connection. The bound is on progress, not on the whole answer: a slow
-//! reader that keeps taking bytes is never cut, and a write that completes
-//! at once never touches the timer.
+//! Neither hyper nor the relay nor a session would otherwise notice a
+//! client that stops reading while something is on its way to it: it would
+//! hold the connection, a proxied backend request and the answer's buffers
+//! for as long as it liked. Here a write, flush or shutdown that makes no
+//! progress for the bound fails with `TimedOut`, which ends the connection.
+//!
+//! It wraps the TCP socket, under TLS: TLS may go on writing out a record
+//! long after our last write was accepted, and only the socket shows that
+//! such a client is still taking bytes. The bound is on progress, not on a
+//! whole answer: a slow reader that keeps taking bytes is never cut, and a
+//! write that completes at once never touches the timer.
 
 use std::future::Future;
 use std::io;
@@ -108,7 +112,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for SendTimeout<I> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.watch(cx, poll)
     }
 }
 

@@ -181,11 +181,16 @@ impl WsSession {
                     self.write().await
                 }
             };
-            if step.is_err() {
+            if let Err(error) = step {
                 if inbox.is_evicted() {
                     // Cut off mid-write: the notice still goes out if the
                     // socket takes it within a second.
                     return Box::pin(self.slow_consumer()).await;
+                }
+                if matches!(&error, WsError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+                    // The socket took nothing for the send timeout
+                    // (`server/send_timeout.rs`): as stuck as an eviction.
+                    return Ending::Stuck;
                 }
                 return Ending::Gone;
             }
