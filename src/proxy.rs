@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -26,32 +26,19 @@ use crate::reply::{self, Body};
 use crate::state::{Gauge, Stats};
 
 pub(crate) mod chunked;
+mod fields;
 mod forwarded;
 pub(crate) mod head;
 mod idle;
 mod pool;
 pub mod relay;
 
-use forwarded::Forwarded;
+pub(crate) use fields::HOP_BY_HOP;
+use fields::{
+    drop_underscore_aliases, forwarded_headers, is_upgrade, join_cookies, request_host,
+    strip_hop_by_hop,
+};
 use idle::IdleTimeout;
-
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-/// Names, not strings: every proxied request and answer is stripped of them,
-/// and a string would be parsed into a name each time.
-pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 #[derive(Clone)]
 pub struct Proxy {
@@ -243,127 +230,6 @@ impl Proxy {
     }
 }
 
-/// The host a request names: the URI's authority when it has one (HTTP/2's
-/// `:authority`, an absolute-form target: RFC 9113 §8.3.1, RFC 9112
-/// §3.2.2), else its one `Host` field. More than one `Host`, or one that is
-/// not `host[:port]`, is refused (RFC 9112 §3.2): the backend and the
-/// `X-Forwarded-Host` we add must not disagree about it. An empty `Host`
-/// (allowed when the target has no authority) names no host.
-fn request_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, &'static str> {
-    let mut fields = parts.headers.get_all(header::HOST).iter();
-    let field = fields.next();
-    if fields.next().is_some() {
-        return Err("more than one Host header");
-    }
-    if let Some(authority) = parts.uri.authority() {
-        // Host is host and port only (RFC 9112 §3.2.2): no user:password@.
-        let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
-        return forwarded::host(host_port.as_bytes())
-            .and_then(|h| HeaderValue::from_str(h).ok())
-            .map(Some)
-            .ok_or("unusable authority");
-    }
-    match field {
-        Some(h) if h.is_empty() => Ok(None),
-        Some(h) if forwarded::host(h.as_bytes()).is_none() => {
-            Err("the Host header is not host[:port]")
-        }
-        other => Ok(other.cloned()),
-    }
-}
-
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
-}
-
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
-/// Remove hop-by-hop headers, including any named in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.to_ascii_lowercase().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
-/// Fields that could pass for ours with a CGI-style application
-/// (`forwarded::is_underscore_alias`).
-fn drop_underscore_aliases(headers: &mut HeaderMap) {
-    // Names with `_` are rare: look before allocating anything.
-    if !headers
-        .keys()
-        .any(|k| forwarded::is_underscore_alias(k.as_str()))
-    {
-        return;
-    }
-    let aliases: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| forwarded::is_underscore_alias(k.as_str()))
-        .cloned()
-        .collect();
-    for name in aliases {
-        headers.remove(name);
-    }
-}
-
-/// HTTP/2 may split `Cookie` over several fields; HTTP/1.1 wants one.
-fn join_cookies(headers: &mut HeaderMap) {
-    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
-        return;
-    }
-    let joined: Vec<&str> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
-        headers.insert(header::COOKIE, v);
-    }
-}
-
-/// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`.
-fn forwarded_headers(headers: &mut HeaderMap, info: &ConnInfo, host: Option<&HeaderValue>) {
-    fn text(v: Option<&HeaderValue>) -> Option<&str> {
-        v.and_then(|v| forwarded::visible(v.as_bytes()))
-    }
-    let values = Forwarded::new(
-        text(headers.get(&X_FORWARDED_FOR)),
-        text(headers.get(header::FORWARDED)),
-        info,
-        text(host),
-    );
-    // Each value was written once into its own string, which becomes the
-    // header value without another copy.
-    let mut set = |name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::try_from(value) {
-            headers.insert(name, v);
-        }
-    };
-    set(X_FORWARDED_FOR, values.xff);
-    set(header::FORWARDED, values.forwarded);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(values.proto));
-    // The client's own `X-Forwarded-Host` never passes, host or not: the
-    // relay drops it too.
-    headers.remove(&X_FORWARDED_HOST);
-    if let Some(h) = host {
-        headers.insert(X_FORWARDED_HOST, h.clone());
-    }
-}
-
 /// POST a small JSON body to a backend path (client messages); returns the
 /// status and body, bounded by `limit` bytes.
 impl Proxy {
@@ -413,72 +279,4 @@ pub enum BackendError {
     Unavailable(String),
     #[error("bad request to the application: {0}")]
     Request(String),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, x-secret-hop".parse().unwrap());
-        h.insert("x-secret-hop", "1".parse().unwrap());
-        h.insert("transfer-encoding", "chunked".parse().unwrap());
-        h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
-    }
-
-    #[test]
-    fn cookies_are_joined_and_mapped_ipv4_is_plain() {
-        let mut h = HeaderMap::new();
-        h.append("cookie", "a=1".parse().unwrap());
-        h.append("cookie", "b=2".parse().unwrap());
-        join_cookies(&mut h);
-        assert_eq!(h.get_all("cookie").iter().count(), 1);
-        assert_eq!(h["cookie"], "a=1; b=2");
-        let mut h = HeaderMap::new();
-        let info = ConnInfo {
-            peer: "[::ffff:10.1.2.3]:5000".parse().unwrap(),
-            local: "[::]:443".parse().unwrap(),
-            tls: false,
-            sni: None,
-            id: 1,
-        };
-        forwarded_headers(&mut h, &info, None);
-        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
-    }
-
-    #[test]
-    fn forwarded_for_ipv6_and_chain() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
-        let info = ConnInfo {
-            peer: "[::1]:5000".parse().unwrap(),
-            local: "[::1]:443".parse().unwrap(),
-            tls: true,
-            sni: None,
-            id: 1,
-        };
-        h.insert("forwarded", "for=1.2.3.4".parse().unwrap());
-        let host = HeaderValue::from_static("app.example.com");
-        forwarded_headers(&mut h, &info, Some(&host));
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, ::1");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "app.example.com");
-        assert_eq!(
-            h["forwarded"],
-            "for=1.2.3.4, for=\"[::1]\";proto=https;host=\"app.example.com\""
-        );
-        // A quote in the host cannot break out of the quoted string.
-        let mut h = HeaderMap::new();
-        let host = HeaderValue::from_static("evil\";x=\"y");
-        forwarded_headers(&mut h, &info, Some(&host));
-        assert_eq!(
-            h["forwarded"],
-            "for=\"[::1]\";proto=https;host=\"evil;x=y\""
-        );
-    }
 }

@@ -7,14 +7,16 @@
 //! re-encoded twice: about 12 µs of CPU per request here, against nginx's 4.
 //! The relay parses the head once (`head.rs`), writes the rewritten head to
 //! a pooled backend connection (`pool.rs`), and passes the answer on as it
-//! comes, framing included (`chunked.rs` finds where a chunked body ends).
+//! comes, framing included (`relay/answer.rs`; `chunked.rs` finds where a
+//! chunked body ends). When the backend gives nothing to pass on, the relay
+//! answers 502 or 504 itself (`relay/refusal.rs`).
 //!
 //! It takes only what it can forward exactly as the hyper path would (see
 //! `head.rs`). The first request it does not take hands the connection, with
 //! the bytes already read, to hyper for the rest of its life.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
@@ -22,7 +24,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, warn};
 
-use super::chunked::{ChunkedEnd, Malformed};
+mod answer;
+mod refusal;
+
+use answer::{Answer, Body, pass_on};
+use refusal::{Refusal, refuse};
+
+use super::chunked::ChunkedEnd;
 use super::head::{self, Framing, Inbound, Outbound, Route};
 use super::pool::BackendPool;
 use crate::conn_info::ConnInfo;
@@ -222,17 +230,6 @@ where
     pass_on(io, backend, answer, rbuf, proxy.timeout(), proxy.pool()).await
 }
 
-/// An answer whose head (and the body's start) is ready for the client.
-struct Answer {
-    /// The head and what has come of the body so far.
-    first: Vec<u8>,
-    /// The body is complete in `first`.
-    done: bool,
-    body: Body,
-    /// The backend connection may carry another request afterwards.
-    reusable: bool,
-}
-
 /// Watch the client while its answer is prepared: `true` once it has
 /// closed or failed. Only while nothing of its next request is buffered,
 /// as hyper watches (a client that pipelined a request and then closed
@@ -315,153 +312,6 @@ async fn ask(
         if rbuf.capacity() == rbuf.len() {
             rbuf.reserve(8192);
         }
-    }
-}
-
-/// The part of a backend's answer still to come.
-enum Body {
-    Length(u64),
-    Chunked(ChunkedEnd),
-    UntilClose,
-}
-
-impl Body {
-    /// How many of `bytes` belong to the body, and whether it ends there.
-    fn take(&mut self, bytes: &[u8]) -> Result<(usize, bool), Malformed> {
-        match self {
-            Body::Length(left) => {
-                let n = (*left).min(bytes.len() as u64);
-                *left -= n;
-                Ok((n as usize, *left == 0))
-            }
-            Body::Chunked(scan) => Ok(match scan.feed(bytes)? {
-                Some(n) => (n, true),
-                None => (bytes.len(), false),
-            }),
-            Body::UntilClose => Ok((bytes.len(), false)),
-        }
-    }
-}
-
-/// Write the answer head, then the body as it arrives, to the client. The
-/// backend connection goes back to the pool if its answer ended cleanly.
-async fn pass_on<I>(
-    io: &mut I,
-    mut backend: TcpStream,
-    answer: Answer,
-    mut rbuf: BytesMut,
-    idle: Duration,
-    pool: &BackendPool,
-) -> Next
-where
-    I: AsyncWrite + Unpin,
-{
-    let Answer {
-        first,
-        mut done,
-        mut body,
-        reusable,
-    } = answer;
-    // Bytes after a complete answer: the backend is out of step.
-    let mut surplus = !rbuf.is_empty();
-    if write(io, &first).await.is_err() {
-        return Next::Abort;
-    }
-    drop(first);
-    while !done {
-        rbuf.clear();
-        match tokio::time::timeout(idle, backend.read_buf(&mut rbuf)).await {
-            Err(_) => {
-                warn!(?idle, "backend response stalled; closing it");
-                return Next::Abort;
-            }
-            Ok(Ok(0)) if matches!(body, Body::UntilClose) => break,
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                debug!("backend closed in the middle of an answer");
-                return Next::Abort;
-            }
-            Ok(Ok(_)) => {}
-        }
-        let Ok((n, end)) = body.take(&rbuf) else {
-            warn!("backend sent a malformed chunked body");
-            return Next::Abort;
-        };
-        if write(io, &rbuf[..n]).await.is_err() {
-            return Next::Abort;
-        }
-        done = end;
-        surplus = n < rbuf.len();
-    }
-    if matches!(body, Body::UntilClose) {
-        return Next::Close;
-    }
-    if reusable && !surplus {
-        pool.give(backend);
-    }
-    Next::KeepAlive
-}
-
-/// Write `bytes` to the client. A client that stops taking them is cut off
-/// under TLS, by the connection's `SendTimeout` (`server/send_timeout.rs`).
-async fn write<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> io::Result<()> {
-    io.write_all(bytes).await?;
-    // TLS keeps written bytes until flushed.
-    io.flush().await
-}
-
-/// Why the relay answers in the backend's stead.
-#[derive(Clone, Copy)]
-enum Refusal {
-    /// 502: no usable answer (connect failed, garbage, cut off).
-    Unreachable,
-    /// 504: no answer head within `backend.timeout`.
-    TimedOut,
-}
-
-/// Answer the client with the documented refusal shape
-/// (`{"error":code,"message":…}`), as the hyper path would, and count it.
-async fn refuse<I>(
-    state: &AppState,
-    io: &mut I,
-    refusal: Refusal,
-    started: Instant,
-    out: &Outbound,
-    close: bool,
-) -> Next
-where
-    I: AsyncWrite + Unpin,
-{
-    let (status, code, message) = match refusal {
-        Refusal::Unreachable => (
-            StatusCode::BAD_GATEWAY,
-            "bad_gateway",
-            "the application is unreachable",
-        ),
-        Refusal::TimedOut => (
-            StatusCode::GATEWAY_TIMEOUT,
-            "gateway_timeout",
-            "the application did not answer in time",
-        ),
-    };
-    state.metrics.proxied(status, started.elapsed());
-    let body = crate::reply::error_json(code, message);
-    let mut answer = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\ndate: {}\r\n{}\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len(),
-        String::from_utf8_lossy(&http_date()),
-        if close { "connection: close\r\n" } else { "" },
-    )
-    .into_bytes();
-    // An answer to HEAD has no body (RFC 9110 §9.3.2), only its length.
-    if out.method != http::Method::HEAD {
-        answer.extend_from_slice(&body);
-    }
-    match write(io, &answer).await {
-        Ok(()) if close => Next::Close,
-        Ok(()) => Next::KeepAlive,
-        Err(_) => Next::Abort,
     }
 }
 

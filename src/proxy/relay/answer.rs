@@ -1,0 +1,122 @@
+//! The backend's answer on its way to the client: its head and the body's
+//! start in one write, then the body as it arrives, with its own framing.
+//!
+//! The rule: the backend connection goes back to the pool only when its
+//! answer ended exactly where its framing said and nothing followed it;
+//! a body that stalls past `backend.timeout`, breaks off or turns malformed
+//! ends the client's connection without a clean close, so a body delimited
+//! by the close can never pass for complete.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::Next;
+use crate::proxy::chunked::{ChunkedEnd, Malformed};
+use crate::proxy::pool::BackendPool;
+
+/// An answer whose head (and the body's start) is ready for the client.
+pub(super) struct Answer {
+    /// The head and what has come of the body so far.
+    pub(super) first: Vec<u8>,
+    /// The body is complete in `first`.
+    pub(super) done: bool,
+    pub(super) body: Body,
+    /// The backend connection may carry another request afterwards.
+    pub(super) reusable: bool,
+}
+
+/// The part of a backend's answer still to come.
+pub(super) enum Body {
+    Length(u64),
+    Chunked(ChunkedEnd),
+    UntilClose,
+}
+
+impl Body {
+    /// How many of `bytes` belong to the body, and whether it ends there.
+    pub(super) fn take(&mut self, bytes: &[u8]) -> Result<(usize, bool), Malformed> {
+        match self {
+            Body::Length(left) => {
+                let n = (*left).min(bytes.len() as u64);
+                *left -= n;
+                Ok((n as usize, *left == 0))
+            }
+            Body::Chunked(scan) => Ok(match scan.feed(bytes)? {
+                Some(n) => (n, true),
+                None => (bytes.len(), false),
+            }),
+            Body::UntilClose => Ok((bytes.len(), false)),
+        }
+    }
+}
+
+/// Write the answer head, then the body as it arrives, to the client. The
+/// backend connection goes back to the pool if its answer ended cleanly.
+pub(super) async fn pass_on<I>(
+    io: &mut I,
+    mut backend: TcpStream,
+    answer: Answer,
+    mut rbuf: BytesMut,
+    idle: Duration,
+    pool: &BackendPool,
+) -> Next
+where
+    I: AsyncWrite + Unpin,
+{
+    let Answer {
+        first,
+        mut done,
+        mut body,
+        reusable,
+    } = answer;
+    // Bytes after a complete answer: the backend is out of step.
+    let mut surplus = !rbuf.is_empty();
+    if write(io, &first).await.is_err() {
+        return Next::Abort;
+    }
+    drop(first);
+    while !done {
+        rbuf.clear();
+        match tokio::time::timeout(idle, backend.read_buf(&mut rbuf)).await {
+            Err(_) => {
+                warn!(?idle, "backend response stalled; closing it");
+                return Next::Abort;
+            }
+            Ok(Ok(0)) if matches!(body, Body::UntilClose) => break,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                debug!("backend closed in the middle of an answer");
+                return Next::Abort;
+            }
+            Ok(Ok(_)) => {}
+        }
+        let Ok((n, end)) = body.take(&rbuf) else {
+            warn!("backend sent a malformed chunked body");
+            return Next::Abort;
+        };
+        if write(io, &rbuf[..n]).await.is_err() {
+            return Next::Abort;
+        }
+        done = end;
+        surplus = n < rbuf.len();
+    }
+    if matches!(body, Body::UntilClose) {
+        return Next::Close;
+    }
+    if reusable && !surplus {
+        pool.give(backend);
+    }
+    Next::KeepAlive
+}
+
+/// Write `bytes` to the client. A client that stops taking them is cut off
+/// under TLS, by the connection's `SendTimeout` (`server/send_timeout.rs`).
+pub(super) async fn write<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    // TLS keeps written bytes until flushed.
+    io.flush().await
+}
