@@ -36,7 +36,7 @@ pub mod relay;
 pub(crate) use fields::HOP_BY_HOP;
 use fields::{
     drop_underscore_aliases, forwarded_headers, is_upgrade, join_cookies, request_host,
-    strip_hop_by_hop,
+    strip_hop_by_hop, unknown_transfer_coding,
 };
 use idle::IdleTimeout;
 
@@ -131,6 +131,14 @@ impl Proxy {
             }
             Ok(Err(error)) => {
                 warn!(%error, connect = error.is_connect(), "backend request failed");
+                return reply::error(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "the application is unreachable",
+                );
+            }
+            Ok(Ok(resp)) if unknown_transfer_coding(resp.headers()) => {
+                warn!("backend answered with a transfer coding other than chunked");
                 return reply::error(
                     StatusCode::BAD_GATEWAY,
                     "bad_gateway",

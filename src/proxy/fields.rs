@@ -155,6 +155,20 @@ pub(super) fn forwarded_headers(
     }
 }
 
+/// Whether an answer's last transfer coding, over all its
+/// `Transfer-Encoding` fields, is something other than chunked: hyper would
+/// read such a body until the close and pass on coded bytes under a framing
+/// of its own, so it is refused (as the relay and nginx refuse it).
+pub(super) fn unknown_transfer_coding(headers: &HeaderMap) -> bool {
+    let last = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .rfind(|c| !c.is_empty());
+    last.is_some_and(|c| !c.eq_ignore_ascii_case(b"chunked"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,3 +232,34 @@ async fn hop_by_hop_request_fields_stop_at_the_relay() {
     }
     assert!(head.contains("upgrade-insecure-requests: 1"), "{head}");
 }
+
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_502_on_both_paths() {
+    let app = scripted(|head| match path_of(head) {
+        "/gzip" => answer("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n\x1fcoded"),
+        "/chunked-gzip" => answer(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n\x1fcoded",
+        ),
+        _ => sized("fine"),
+    })
+    .await;
+    let gw = gateway_for(&app.url).await;
+    for path in ["/gzip", "/chunked-gzip"] {
+        // The relay's way (a GET) and hyper's (a POST) alike.
+        for (method, body) in [("GET", ""), ("POST", "Content-Length: 0\r\n")] {
+            let answer = raw(
+                &gw,
+                format!(
+                    "{method} {path} HTTP/1.1\r\nHost: app.example\r\n{body}Connection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await;
+            assert!(
+                answer.starts_with("HTTP/1.1 502"),
+                "{method} {path}: {answer}"
+            );
+            assert!(!answer.contains("coded"), "{method} {path}: {answer}");
+        }
+    }
+}
