@@ -4,7 +4,7 @@
 # for 2 s, then loaded by wrk for 10 s; its utime+stime over those 10 s is
 # divided by the requests served. CPU per request swings far less than
 # requests/s on shared cores, so it is the figure to compare builds by.
-# Builds alternate over ROUNDS rounds. Appends a dated section to
+# Builds alternate over ROUNDS rounds, each round starting one build on. Appends a dated section to
 # bench/RESULTS.md.
 #
 #   bench/proxy-cpu.sh                                   # this checkout only
@@ -44,8 +44,14 @@ out="$work/results.md"
   echo
   echo "| build | requests in 10 s | server CPU s | CPU µs per request |"
   echo "|---|---|---|---|"
-  for _ in $(seq "$ROUNDS"); do
-    for b in "${builds[@]}"; do measure "${b%%=*}" "${b#*=}"; done
+  # Each round starts one build further on: this machine's speed drifts
+  # within a round, and a build always run last would look cheaper.
+  n=${#builds[@]}
+  for round in $(seq 0 $((ROUNDS - 1))); do
+    for i in $(seq 0 $((n - 1))); do
+      b=${builds[$(((round + i) % n))]}
+      measure "${b%%=*}" "${b#*=}"
+    done
   done
   echo
 } > "$out"
