@@ -90,13 +90,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Fields that could pass for ours with a CGI-style application
 /// (`forwarded::is_underscore_alias`).
 pub(super) fn drop_underscore_aliases(headers: &mut HeaderMap) {
-    // Names with `_` are rare: look before allocating anything.
-    if !headers
-        .keys()
-        .any(|k| forwarded::is_underscore_alias(k.as_str()))
-    {
-        return;
-    }
+    // Empty, as it almost always is, the list allocates nothing.
     let aliases: Vec<HeaderName> = headers
         .keys()
         .filter(|k| forwarded::is_underscore_alias(k.as_str()))
@@ -160,12 +154,8 @@ pub(super) fn forwarded_headers(
 /// read such a body until the close and pass on coded bytes under a framing
 /// of its own, so it is refused (as the relay and nginx refuse it).
 pub(super) fn unknown_transfer_coding(headers: &HeaderMap) -> bool {
-    let last = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .rfind(|c| !c.is_empty());
+    let fields = headers.get_all(header::TRANSFER_ENCODING);
+    let (last, _) = super::head::transfer_codings(fields.iter().map(HeaderValue::as_bytes));
     last.is_some_and(|c| !c.eq_ignore_ascii_case(b"chunked"))
 }
 

@@ -109,17 +109,14 @@ fn is_reg_name(b: u8) -> bool {
 /// for our `X-Forwarded-For`, and `Transfer_Encoding` where it looks for the
 /// framing. Such fields are dropped on both ways a request is forwarded
 /// (nginx drops every name with `_` by default; this drops only the ones
-/// that can impersonate ours).
+/// that can impersonate ours). Only names with a `-` have such an alias.
 pub fn is_underscore_alias(name: &str) -> bool {
-    const OURS: [&str; 8] = [
-        "host",
+    const OURS: [&str; 5] = [
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
-        "forwarded",
         "content-length",
         "transfer-encoding",
-        "connection",
     ];
     name.contains('_')
         && OURS.iter().any(|ours| {

@@ -212,6 +212,25 @@ fn is_hop_by_hop(name: &str) -> bool {
         .any(|h| name.eq_ignore_ascii_case(h.as_str()))
 }
 
+/// An answer's `Transfer-Encoding` fields read as one list of codings, as
+/// both ways of proxying read them: the last coding, and how many times
+/// chunked was applied.
+pub(super) fn transfer_codings<'a>(
+    fields: impl Iterator<Item = &'a [u8]>,
+) -> (Option<&'a [u8]>, u32) {
+    let mut last = None;
+    let mut chunked = 0;
+    for coding in fields
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+    {
+        chunked += u32::from(coding.eq_ignore_ascii_case(b"chunked"));
+        last = Some(coding);
+    }
+    (last, chunked)
+}
+
 /// How the body of a backend's answer is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
@@ -268,8 +287,6 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
     }
     let mut reusable = parsed.version == Some(1);
     let mut length: Option<u64> = None;
-    let mut coding_last: Option<&[u8]> = None;
-    let mut chunked_codings = 0u32;
     let mut named: Vec<&[u8]> = Vec::new();
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("connection") {
@@ -292,18 +309,15 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
                     _ => return Response::Unusable("invalid Content-Length"),
                 }
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if coding.is_empty() {
-                    continue;
-                }
-                if coding.eq_ignore_ascii_case(b"chunked") {
-                    chunked_codings += 1;
-                }
-                coding_last = Some(coding);
-            }
         }
     }
+    let (coding_last, chunked_codings) = transfer_codings(
+        parsed
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|h| h.value),
+    );
     if coding_last.is_some() && parsed.version != Some(1) {
         // RFC 9112 §6.1: faulty framing, as hyper's client also judges it.
         return Response::Unusable("Transfer-Encoding in an HTTP/1.0 answer");

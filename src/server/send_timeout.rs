@@ -42,31 +42,33 @@ impl<I> SendTimeout<I> {
     }
 
     /// A write answered `poll`: pass it on, starting the clock when it has
-    /// to wait and failing it once the clock runs out.
+    /// to wait and failing it once the clock runs out. The clock is read
+    /// only when a wait starts, not on every pending poll of it.
     fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if poll.is_ready() {
             self.armed = false;
             return poll;
         }
-        let deadline = Instant::now() + self.bound;
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.armed {
-            timer.as_mut().reset(deadline);
+            let deadline = Instant::now() + self.bound;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
             self.armed = true;
         }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.armed = false;
-                tracing::debug!(bound = ?self.bound, "client took no bytes within the bound; closing");
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client stopped reading",
-                )))
-            }
-            Poll::Pending => Poll::Pending,
+        let Some(timer) = &mut self.timer else {
+            return Poll::Pending;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
+        self.armed = false;
+        tracing::debug!(bound = ?self.bound, "client took no bytes within the bound; closing");
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client stopped reading",
+        )))
     }
 }
 

@@ -114,7 +114,7 @@ where
 }
 
 /// Write `bytes` to the client. A client that stops taking them is cut off
-/// under TLS, by the connection's `SendTimeout` (`server/send_timeout.rs`).
+/// by the `SendTimeout` around its socket (`server/send_timeout.rs`).
 pub(super) async fn write<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> io::Result<()> {
     io.write_all(bytes).await?;
     // TLS keeps written bytes until flushed.
