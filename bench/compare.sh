@@ -13,9 +13,7 @@ bench_need nginx libnginx-mod-nchan wrk
 bench_start
 
 # nginx: a static "application", a plain reverse proxy to it, and Nchan.
-nchan_conf "$work/nginx.conf" '  upstream app { server 127.0.0.1:18081; keepalive 64; }
-  server { listen 127.0.0.1:18081; location / { return 200 "hello from the application\n"; } }
-  server { listen 127.0.0.1:28081; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+nchan_conf "$work/nginx.conf" "$NGINX_PROXY"
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 $PG run -c bench/pushgate.yaml & pgpid=$!; pids+=($pgpid)
 sleep 1
@@ -75,15 +73,6 @@ echo >> "$out"
 if [ -n "${QUICK:-}" ]; then ROUNDS=${ROUNDS:-1}; else ROUNDS=${ROUNDS:-3}; fi
 echo "### Proxy pass-through (wrk, 2 threads, 64 connections, 10 s per run, $ROUNDS alternating rounds)" >> "$out"; echo >> "$out"
 echo '| round | path | requests/s | p50 | p99 |' >> "$out"; echo '|---|---|---|---|---|' >> "$out"
-wrk_row() { # round, name, port; prints the requests/s
-  local res rps p50 p99
-  res=$(wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$3/" 2>&1)
-  rps=$(echo "$res" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$res" | awk '$1=="50%" {print $2}')
-  p99=$(echo "$res" | awk '$1=="99%" {print $2}')
-  echo "| $1 | $2 | $rps | $p50 | $p99 |" >> "$out"
-  echo "$rps"
-}
 wrk_row - "direct to the application" 18081 > /dev/null
 ratios=()
 for round in $(seq "$ROUNDS"); do

@@ -90,3 +90,23 @@ ${2:-}
 }
 NGINX
 }
+
+# nginx `http` block lines for the proxy scenarios: a small "application"
+# on 127.0.0.1:18081, and nginx as a plain reverse proxy to it on 28081.
+APP_SERVER='  server { listen 127.0.0.1:18081; location / { return 200 "hello from the application\n"; } }'
+NGINX_PROXY="  upstream app { server 127.0.0.1:18081; keepalive 64; }
+$APP_SERVER
+  server { listen 127.0.0.1:28081; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
+
+# One wrk run against local port $3, as a row (round $1, path $2) of the
+# table in "$out"; prints the requests/s.
+wrk_row() {
+  local res rps p50 p99
+  res=$(wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$3/" 2>&1)
+  rps=$(echo "$res" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$res" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$res" | awk '$1=="99%" {print $2}')
+  echo "| $1 | $2 | $rps | $p50 | $p99 |" >> "$out"
+  echo "$rps"
+}
+

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 bench_need nginx libnginx-mod-nchan wrk
 bench_start
 ROUNDS=${ROUNDS:-2}
-nchan_conf "$work/nginx.conf" '  server { listen 127.0.0.1:18081; location / { return 200 "hello from the application\n"; } }'
+nchan_conf "$work/nginx.conf" "$APP_SERVER"
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 sleep 1
 

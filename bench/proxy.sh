@@ -17,9 +17,7 @@ bench_need nginx libnginx-mod-nchan wrk
 bench_start
 ROUNDS=${ROUNDS:-3}
 
-nchan_conf "$work/nginx.conf" '  upstream app { server 127.0.0.1:18081; keepalive 64; }
-  server { listen 127.0.0.1:18081; location / { return 200 "hello from the application\n"; } }
-  server { listen 127.0.0.1:28081; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }'
+nchan_conf "$work/nginx.conf" "$NGINX_PROXY"
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 $PG run -c bench/pushgate.yaml & pids+=($!)
 if [ -n "${OTHER:-}" ]; then
@@ -39,15 +37,6 @@ out="$work/results.md"
   echo '| round | path | requests/s | p50 | p99 |'
   echo '|---|---|---|---|---|'
 } > "$out"
-wrk_row() { # round, name, port; prints the requests/s
-  local res rps p50 p99
-  res=$(wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$3/" 2>&1)
-  rps=$(echo "$res" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$res" | awk '$1=="50%" {print $2}')
-  p99=$(echo "$res" | awk '$1=="99%" {print $2}')
-  echo "| $1 | $2 | $rps | $p50 | $p99 |" >> "$out"
-  echo "$rps"
-}
 ratio() { awk -v p="$1" -v n="$2" 'BEGIN {printf "%.0f%%", 100 * p / n}'; }
 wrk_row - "direct to the application" 18081 > /dev/null
 ratios=() others=()
