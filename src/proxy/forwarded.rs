@@ -1,6 +1,9 @@
 //! The values a proxy owes the application about the client (RFC 7239
 //! `Forwarded` and the `X-Forwarded-*` family), computed once for both ways
-//! a request is forwarded: hyper's (`proxy.rs`) and the relay's (`relay.rs`).
+//! a request is forwarded: hyper's (`proxy.rs`) and the relay's (`relay.rs`),
+//! and the rules both apply to what the client sends toward those values:
+//! which `Host` is one ([`host`]), and which field names could pass for
+//! ours ([`is_underscore_alias`]).
 
 use std::fmt::Write;
 use std::net::IpAddr;
