@@ -4,6 +4,7 @@
 
 pub mod dashboard;
 pub mod publish;
+pub mod webhook;
 
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
@@ -12,12 +13,6 @@ use hyper::body::Incoming;
 use crate::auth::{AdminRefusal, Authenticator};
 use crate::reply::{self, Body};
 use crate::state::AppState;
-
-/// Largest admin request body: room for a big batch of small messages, or
-/// one maximal message.
-pub fn body_limit(max_message: usize) -> usize {
-    (max_message * 2).max(8 * 1024 * 1024)
-}
 
 pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
@@ -167,7 +162,7 @@ async fn webhook(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let settings = state.settings();
     let path = req.uri().path().to_string();
     if let Some((rule, params)) = settings.webhooks.find(req.method(), &path) {
-        return crate::ingest::webhook::handle(&state, &settings, rule, params, req).await;
+        return webhook::handle(&state, &settings, rule, params, req).await;
     }
     if settings.webhooks.path_known(&path) {
         return reply::error(
@@ -205,7 +200,7 @@ fn readyz(state: &AppState) -> Response<Body> {
 
 async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let settings = state.settings();
-    let limit = body_limit(settings.config.realtime.max_message);
+    let limit = crate::ingest::body_limit(settings.config.realtime.max_message);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -242,7 +237,10 @@ async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {
     };
     let key = Authenticator::admin_key_of(&headers);
     if let Err(l) = settings.limits.publish(key, batch.len()) {
-        return crate::transport::limited(l);
+        return reply::rate_limited(
+            l.retry_after,
+            &format!("rate limit exceeded ({})", l.kind.label()),
+        );
     }
     let result = publish::publish_all(&state, batch).await;
     match result {

@@ -9,37 +9,20 @@
 //!   [`Replay::Gap`] — it never returns a partial answer silently.
 
 pub mod memory;
+pub mod presence;
 pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use serde_json::value::RawValue;
 
 use crate::hub::Message;
 
 pub use memory::MemoryBroker;
 pub use redis::RedisBroker;
 
-/// History retention for one channel, resolved from the channel rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HistoryPolicy {
-    pub size: usize,
-    pub ttl: Duration,
-}
-
-/// A message to publish.
-#[derive(Debug)]
-pub struct Publish {
-    pub channel: Arc<str>,
-    pub event: Arc<str>,
-    pub data: Box<RawValue>,
-    /// Publisher-supplied idempotency key: a retry with the same key while the
-    /// first message is still in history returns the first message's id.
-    pub key: Option<Box<str>>,
-    pub history: HistoryPolicy,
-}
+pub use crate::model::{HistoryPolicy, Publish};
 
 /// Answer to a resume request.
 #[derive(Debug)]
@@ -85,4 +68,34 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can take publishes (drives `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// Membership shared with every other instance, for a broker that spans
+    /// several; `None` (the default) keeps presence local to this process.
+    fn shared_presence(&self) -> Option<&dyn SharedPresence> {
+        None
+    }
+}
+
+/// Presence membership kept where every instance sees it. Entries expire
+/// unless refreshed, so a crashed instance's members disappear by themselves.
+pub trait SharedPresence: Send + Sync {
+    /// Mark `subject` present in `channel` for `ttl`; true when it is new to
+    /// the channel across all instances (a join to announce).
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        subject: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>>;
+
+    /// Refresh this instance's `members` (channel, subject) for another
+    /// `ttl` and sweep expired entries everywhere; returns the pairs that left.
+    fn refresh<'a>(
+        &'a self,
+        members: &'a [(String, String)],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, BrokerError>>;
+
+    /// Current members of `channel` on every instance, sorted.
+    fn list<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<String>, BrokerError>>;
 }

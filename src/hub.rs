@@ -5,21 +5,17 @@
 //! message once, in channel order, and it pushes an `Arc` of that message into
 //! every subscriber's [`Inbox`] without waiting on any of them.
 
-pub mod cursor;
 pub mod inbox;
-pub mod message;
-pub mod presence;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use cursor::Cursor;
+pub use crate::model::{Cursor, Message, cursor, message};
 pub use inbox::{Drained, Inbox};
-pub use message::Message;
 
-use crate::config::SlowClient;
+use crate::model::SlowClient;
 
 const SHARDS: usize = 32;
 

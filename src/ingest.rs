@@ -4,13 +4,19 @@
 //! template language in `template.rs`.
 
 pub mod tap;
-pub mod template;
+pub use crate::model::template;
 pub mod webhook;
 
-use crate::broker::Publish;
-use crate::hub::message::{valid_channel, valid_event};
-use crate::state::Settings;
+use crate::model::Publish;
+use crate::model::{valid_channel, valid_event};
+use crate::rules::ChannelRules;
 use template::{Input, Template};
+
+/// Largest admin request body (publish, webhooks): room for a big batch of
+/// small messages, or one maximal message.
+pub fn body_limit(max_message: usize) -> usize {
+    (max_message * 2).max(8 * 1024 * 1024)
+}
 
 /// The templates of one rule (webhook or tap) that make a message.
 pub struct MessageTemplates {
@@ -30,7 +36,12 @@ pub enum Unfilled {
 
 impl MessageTemplates {
     /// Fill the templates from `input` into a message ready for the broker.
-    pub fn fill(&self, input: &Input<'_>, settings: &Settings) -> Result<Publish, Unfilled> {
+    pub fn fill(
+        &self,
+        input: &Input<'_>,
+        max_message: usize,
+        rules: &ChannelRules,
+    ) -> Result<Publish, Unfilled> {
         let bad = |key, reason: String| Unfilled::Template { key, reason };
         let channel = self
             .channel
@@ -57,11 +68,11 @@ impl MessageTemplates {
             .map_err(|e| bad("data", e.to_string()))?;
         let data =
             serde_json::value::to_raw_value(&data).map_err(|e| bad("data", e.to_string()))?;
-        if data.get().len() > settings.config.realtime.max_message {
+        if data.get().len() > max_message {
             return Err(Unfilled::TooLarge(data.get().len()));
         }
         Ok(Publish {
-            history: settings.rules.history_for(&channel),
+            history: rules.history_for(&channel),
             channel: channel.into(),
             event: event.into(),
             data,

@@ -30,6 +30,7 @@ pub mod ingest;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod proxy;
 pub mod reload;
 pub mod reply;
@@ -138,7 +139,7 @@ impl Gateway {
                 addr: config.listen.admin,
                 source,
             })?;
-        let state = AppState::new(Settings::new(config)?, hub, broker, redis.clone());
+        let state = AppState::new(Settings::new(config)?, hub, broker);
         if let Some(memory) = memory {
             memory.spawn_sweeper(Duration::from_secs(5), state.shutdown.clone());
         }

@@ -6,6 +6,7 @@
 //! time, so nothing is counted twice.
 
 mod atomic_histogram;
+pub mod stats;
 pub mod window;
 
 use atomic_histogram::AtomicHistogram;
@@ -19,7 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::state::Stats;
+use stats::Stats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {

@@ -22,8 +22,8 @@ use tracing::{Instrument, debug, warn};
 
 use crate::config;
 use crate::conn_info::ConnInfo;
+use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
-use crate::state::{Gauge, Stats};
 
 pub(crate) mod chunked;
 mod fields;

@@ -1,6 +1,8 @@
 //! Which road a public request takes: a realtime endpoint under
 //! `realtime.path`, or the reverse proxy to the application.
 
+mod tapped;
+
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -21,7 +23,7 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     }
     let started = std::time::Instant::now();
     let req = req.map(|b| b.map_err(BoxError::from).boxed());
-    let resp = crate::ingest::tap::proxy_with_taps(&state, &settings, req).await;
+    let resp = tapped::proxy_with_taps(&state, &settings, req).await;
     state.metrics.proxied(resp.status(), started.elapsed());
     resp
 }

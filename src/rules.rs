@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use crate::auth::Identity;
-use crate::broker::HistoryPolicy;
 use crate::config::{self, PublishBy, SlowClient, Subscribe};
+use crate::model::HistoryPolicy;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
@@ -205,7 +205,7 @@ impl ChannelRules {
         channel: &str,
         who: Option<&Identity>,
     ) -> Result<&ChannelRule, Refusal> {
-        if !crate::hub::message::valid_channel(channel) {
+        if !crate::model::valid_channel(channel) {
             return Err(Refusal::InvalidName);
         }
         let rule = self

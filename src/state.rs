@@ -5,7 +5,7 @@
 //! the snapshot they started with.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,7 @@ use crate::hub::Hub;
 use crate::ingest::tap::Taps;
 use crate::ingest::webhook::{RuleError, Webhooks};
 use crate::limits::Limits;
+pub use crate::metrics::stats::{Gauge, Stats};
 use crate::proxy::Proxy;
 use crate::rules::ChannelRules;
 
@@ -109,16 +110,11 @@ pub struct Shared {
     /// subscriptions when they hear it.
     pub reloaded: Arc<crate::bell::Bell>,
     pub connections: Arc<crate::connections::Connections>,
-    pub presence: Arc<crate::hub::presence::Presence>,
+    pub presence: Arc<crate::broker::presence::Presence>,
 }
 
 impl AppState {
-    pub fn new(
-        settings: Settings,
-        hub: Hub,
-        broker: Arc<dyn Broker>,
-        shared_presence: Option<Arc<crate::broker::RedisBroker>>,
-    ) -> AppState {
+    pub fn new(settings: Settings, hub: Hub, broker: Arc<dyn Broker>) -> AppState {
         let presence_broker = broker.clone();
         AppState(Arc::new(Shared {
             settings: ArcSwap::from_pointee(settings),
@@ -132,7 +128,7 @@ impl AppState {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             reloaded: crate::bell::Bell::new(),
             connections: Arc::default(),
-            presence: crate::hub::presence::Presence::new(presence_broker, shared_presence),
+            presence: crate::broker::presence::Presence::new(presence_broker),
         }))
     }
 }
@@ -152,59 +148,5 @@ impl Shared {
     /// Put new settings in force for everything that starts from now on.
     pub fn replace_settings(&self, settings: Settings) {
         self.settings.store(Arc::new(settings));
-    }
-}
-
-/// Live counters, read by `/stats`, `/readyz` and tests.
-#[derive(Default, Debug)]
-pub struct Stats {
-    pub connections: AtomicUsize,
-    pub ws: AtomicUsize,
-    pub sse: AtomicUsize,
-    pub poll: AtomicUsize,
-    pub published: AtomicU64,
-    pub delivered: AtomicU64,
-    pub evicted: AtomicU64,
-    /// The last reload attempt was refused (shown by `/readyz`).
-    pub reload_failed: std::sync::atomic::AtomicBool,
-    pub next_conn_id: AtomicU64,
-}
-
-impl Stats {
-    pub fn conn_id(&self) -> u64 {
-        self.next_conn_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    pub fn snapshot(&self) -> serde_json::Value {
-        let l = |a: &AtomicUsize| a.load(Ordering::Relaxed);
-        let q = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({
-            "connections": l(&self.connections),
-            "transports": { "ws": l(&self.ws), "sse": l(&self.sse), "poll": l(&self.poll) },
-            "messages": { "published": q(&self.published), "delivered": q(&self.delivered) },
-            "evicted": q(&self.evicted),
-        })
-    }
-}
-
-/// Increments one of the [`Stats`] gauges for as long as it lives.
-pub struct Gauge {
-    stats: Arc<Stats>,
-    pick: fn(&Stats) -> &AtomicUsize,
-}
-
-impl Gauge {
-    pub fn enter(stats: &Arc<Stats>, pick: fn(&Stats) -> &AtomicUsize) -> Gauge {
-        pick(stats).fetch_add(1, Ordering::Relaxed);
-        Gauge {
-            stats: stats.clone(),
-            pick,
-        }
-    }
-}
-
-impl Drop for Gauge {
-    fn drop(&mut self) {
-        (self.pick)(&self.stats).fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::broker::Publish;
 use crate::hub::message::{valid_channel, valid_event};
+use crate::model::publish::compact;
 use crate::state::{AppState, Settings};
 
 /// Most messages one request may carry.
@@ -32,12 +33,6 @@ struct Entry {
 /// A publish request that failed validation: HTTP status, error code, message.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Rejected(pub StatusCode, pub &'static str, pub String);
-
-/// Re-serialize JSON compactly (no raw newlines can reach an SSE data line).
-pub fn compact(raw: &RawValue) -> Option<Box<RawValue>> {
-    let value: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
-    serde_json::value::to_raw_value(&value).ok()
-}
 
 /// Parse and validate a request body into messages ready for the broker.
 pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected> {

@@ -407,4 +407,8 @@ impl Broker for RedisBroker {
     fn is_ready(&self) -> bool {
         self.linked.load(Ordering::Acquire)
     }
+
+    fn shared_presence(&self) -> Option<&dyn crate::broker::SharedPresence> {
+        Some(self)
+    }
 }

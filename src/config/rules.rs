@@ -45,17 +45,7 @@ pub enum PublishBy {
     Clients,
 }
 
-/// What happens to a subscriber whose queue is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SlowClient {
-    /// Close it with a resume cursor.
-    #[default]
-    Disconnect,
-    DropOldest,
-    /// Keep only the latest message per channel.
-    Conflate,
-}
+pub use crate::model::SlowClient;
 
 /// Per-rule history settings; absent fields fall back to `realtime.history`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -6,7 +6,7 @@
 use super::Config;
 use super::locate::KeyPath;
 use super::rules::Subscribe;
-use crate::ingest::template::{Context, Template};
+use crate::model::template::{Context, Template};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -322,7 +322,7 @@ fn ingest(c: &Config, r: &mut Report) {
         if hook.channel.trim().is_empty() {
             r.add(at.key("channel"), "must not be empty");
         }
-        let params = crate::ingest::webhook::PathPattern::new(&hook.matcher.path).params();
+        let params = crate::model::PathPattern::new(&hook.matcher.path).params();
         let templates = [
             ("channel", Some(&hook.channel)),
             ("event", hook.event.as_ref()),

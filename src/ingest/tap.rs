@@ -7,22 +7,22 @@
 //! response is never held back. Publishing happens after the response body
 //! has been passed on completely, in a task of its own.
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{Method, StatusCode};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
 
-use super::MessageTemplates;
-use super::template::{Body, Context, Input, Template};
-use super::webhook::{PathPattern, RuleError};
+use super::template::{Context, Input, Template};
+use super::webhook::RuleError;
+use super::{MessageTemplates, Unfilled};
 use crate::config;
+use crate::model::{PathPattern, Publish};
 use crate::reply::{Body as ReplyBody, BoxError};
-use crate::state::{AppState, Settings};
+use crate::rules::ChannelRules;
 
 pub struct TapRule {
     method: Option<Method>,
@@ -93,7 +93,7 @@ impl Taps {
         })
     }
 
-    fn candidates(&self, method: &Method, path: &str) -> Vec<Arc<TapRule>> {
+    pub fn candidates(&self, method: &Method, path: &str) -> Vec<Arc<TapRule>> {
         self.rules
             .iter()
             .filter(|r| {
@@ -104,11 +104,41 @@ impl Taps {
     }
 }
 
-/// What a tee captured of a body.
+impl TapRule {
+    /// Whether the tap fires for an answer with `status`: its `status`
+    /// pattern, or any 2xx when it has none.
+    pub fn fires(&self, status: StatusCode) -> bool {
+        self.status
+            .as_deref()
+            .map_or(status.is_success(), |p| status_matches(p, status))
+    }
+
+    /// Whether its templates read the request body (so it must be captured).
+    pub fn reads_request(&self) -> bool {
+        self.reads_request
+    }
+
+    /// Whether its templates read the response body.
+    pub fn reads_response(&self) -> bool {
+        self.reads_response
+    }
+
+    /// Fill the tap's templates from one exchange.
+    pub fn fill(
+        &self,
+        input: &Input<'_>,
+        max_message: usize,
+        rules: &ChannelRules,
+    ) -> Result<Publish, Unfilled> {
+        self.templates.fill(input, max_message, rules)
+    }
+}
+
+/// What a tee captured of a body: its first bytes, and whether there was more.
 #[derive(Default)]
-struct Captured {
-    bytes: BytesMut,
-    truncated: bool,
+pub struct Captured {
+    pub bytes: BytesMut,
+    pub truncated: bool,
 }
 
 /// Passes a body through untouched while keeping a copy of its first `cap`
@@ -170,7 +200,7 @@ impl<F: FnOnce(Captured) + Send + Sync + 'static> TeeBody<F> {
     }
 }
 
-fn tee<F: FnOnce(Captured) + Send + Sync + Unpin + 'static>(
+pub fn tee<F: FnOnce(Captured) + Send + Sync + Unpin + 'static>(
     inner: ReplyBody,
     cap: usize,
     done: F,
@@ -187,129 +217,6 @@ fn tee<F: FnOnce(Captured) + Send + Sync + Unpin + 'static>(
         done: Some(done),
     }
     .boxed()
-}
-
-type Slot = Arc<Mutex<Option<Captured>>>;
-
-/// Proxy `req` and fire the taps that match it. Without a candidate tap this
-/// is the plain proxy path.
-pub async fn proxy_with_taps(
-    state: &AppState,
-    settings: &Arc<Settings>,
-    req: Request<ReplyBody>,
-) -> Response<ReplyBody> {
-    let taps = settings.taps.candidates(req.method(), req.uri().path());
-    if taps.is_empty() {
-        return settings.proxy.forward(req, &state.stats).await;
-    }
-    let cap = settings.config.realtime.max_message;
-    let request_headers = req.headers().clone();
-    let path = req.uri().path().to_string();
-    let query: HashMap<String, String> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let request_body: Slot = Arc::default();
-    let req = if taps.iter().any(|t| t.reads_request) {
-        let slot = request_body.clone();
-        req.map(|b| {
-            tee(b, cap, move |c| {
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c)
-            })
-        })
-    } else {
-        req
-    };
-    let resp = settings.proxy.forward(req, &state.stats).await;
-    let status = resp.status();
-    let fired: Vec<Arc<TapRule>> = taps
-        .into_iter()
-        .filter(|t| {
-            t.status
-                .as_deref()
-                .map_or(status.is_success(), |p| status_matches(p, status))
-        })
-        .collect();
-    if fired.is_empty() {
-        return resp;
-    }
-    let job = TapJob {
-        state: state.clone(),
-        settings: settings.clone(),
-        rules: fired,
-        request_headers,
-        path,
-        query,
-        request_body,
-        status,
-        response_headers: resp.headers().clone(),
-    };
-    if job.rules.iter().any(|t| t.reads_response) {
-        resp.map(|b| tee(b, cap, move |c| job.spawn(Some(c))))
-    } else {
-        job.spawn(None);
-        resp
-    }
-}
-
-/// Everything needed to fire taps after the exchange, owned.
-struct TapJob {
-    state: AppState,
-    settings: Arc<Settings>,
-    rules: Vec<Arc<TapRule>>,
-    request_headers: HeaderMap,
-    path: String,
-    query: HashMap<String, String>,
-    request_body: Slot,
-    status: StatusCode,
-    response_headers: HeaderMap,
-}
-
-impl TapJob {
-    fn spawn(self, response_body: Option<Captured>) {
-        tokio::spawn(async move {
-            let request = self
-                .request_body
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            let input = Input {
-                body: request.as_ref().map(|c| Body::new(&c.bytes, c.truncated)),
-                headers: Some(&self.request_headers),
-                path: &self.path,
-                query: self.query.clone(),
-                response_status: Some(self.status.as_u16()),
-                response_headers: Some(&self.response_headers),
-                response_body: response_body
-                    .as_ref()
-                    .map(|c| Body::new(&c.bytes, c.truncated)),
-                ..Default::default()
-            };
-            let publishes: Vec<_> = self
-                .rules
-                .iter()
-                .map(|rule| rule.templates.fill(&input, &self.settings))
-                .collect();
-            for p in publishes {
-                match p {
-                    Ok(p) => match self.state.broker.publish(p).await {
-                        Ok(_) => {
-                            self.state.count_published(1);
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, path = %self.path, "tap could not publish")
-                        }
-                    },
-                    Err(error) => tracing::warn!(%error, path = %self.path, "tap skipped"),
-                }
-            }
-        });
-    }
 }
 
 #[cfg(test)]

@@ -10,79 +10,14 @@
 use std::collections::HashMap;
 
 use aws_lc_rs::hmac;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http::{HeaderMap, Method, StatusCode};
 
-use super::template::{Body, Context, Input, Template, TemplateError};
+use super::template::{Context, Input, Template, TemplateError};
 use super::{MessageTemplates, Unfilled};
-use crate::broker::Publish;
 use crate::config;
-use crate::reply;
-use crate::state::{AppState, Settings};
-
-/// A path pattern like `/hooks/notify/{user}`: `{name}` matches one segment.
-#[derive(Clone, Debug)]
-pub struct PathPattern {
-    segments: Vec<Segment>,
-}
-
-#[derive(Clone, Debug)]
-enum Segment {
-    Lit(String),
-    Param(String),
-}
-
-impl PathPattern {
-    pub fn new(path: &str) -> PathPattern {
-        let segments = path
-            .split('/')
-            .map(
-                |s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                    Some(name) => Segment::Param(name.to_string()),
-                    None => Segment::Lit(s.to_string()),
-                },
-            )
-            .collect();
-        PathPattern { segments }
-    }
-
-    pub fn params(&self) -> Vec<String> {
-        self.segments
-            .iter()
-            .filter_map(|s| match s {
-                Segment::Param(p) => Some(p.clone()),
-                Segment::Lit(_) => None,
-            })
-            .collect()
-    }
-
-    pub fn matches(&self, path: &str) -> Option<HashMap<String, String>> {
-        let parts: Vec<&str> = path.split('/').collect();
-        if parts.len() != self.segments.len() {
-            return None;
-        }
-        let mut params = HashMap::new();
-        for (seg, part) in self.segments.iter().zip(parts) {
-            match seg {
-                Segment::Lit(l) if l == part => {}
-                Segment::Param(name) if !part.is_empty() => {
-                    let value = percent_decode(part);
-                    params.insert(name.clone(), value);
-                }
-                _ => return None,
-            }
-        }
-        Some(params)
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
+pub use crate::model::PathPattern;
+use crate::model::Publish;
+use crate::rules::ChannelRules;
 
 pub struct WebhookRule {
     pub name: String,
@@ -174,85 +109,50 @@ fn verify_signature(key: &hmac::Key, header: Option<&str>, body: &[u8]) -> bool 
     }
 }
 
-/// Serve one webhook call matched to `rule`.
-pub async fn handle(
-    state: &AppState,
-    settings: &Settings,
-    rule: &WebhookRule,
-    params: HashMap<String, String>,
-    req: Request<Incoming>,
-) -> Response<reply::Body> {
-    let (parts, body) = req.into_parts();
-    let limit = crate::admin::body_limit(settings.config.realtime.max_message);
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("body over {limit} bytes"),
-            );
-        }
-    };
-    if let Some((header, key)) = &rule.hmac {
-        let given = parts.headers.get(header).and_then(|v| v.to_str().ok());
-        if !verify_signature(key, given, &bytes) {
-            tracing::warn!(webhook = %rule.name, "webhook signature did not verify");
-            return reply::error(
-                StatusCode::UNAUTHORIZED,
-                "bad_signature",
-                format!("the {header} signature does not match the body"),
-            );
-        }
-    }
-    let query = parts
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let input = Input {
-        body: Some(Body::new(&bytes, false)),
-        headers: Some(&parts.headers),
-        path: parts.uri.path(),
-        path_params: params,
-        query,
-        ..Default::default()
-    };
-    let publish = match render(rule, &input, settings) {
-        Ok(p) => p,
-        Err((status, code, msg)) => return reply::error(status, code, msg),
-    };
-    match state.broker.publish(publish).await {
-        Ok(m) => {
-            state.count_published(1);
-            reply::json(
-                StatusCode::OK,
-                &serde_json::json!({"published": [{"channel": &*m.channel, "id": m.id()}], "ids": [m.id()]}),
-            )
-        }
-        Err(e) => reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e),
-    }
-}
+/// Why a webhook call publishes nothing: the status, code and message of
+/// its answer.
+pub type Refusal = (StatusCode, &'static str, String);
 
-type Refusal = (StatusCode, &'static str, String);
+impl WebhookRule {
+    /// Check the rule's signature, if it has one, against the raw body.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+        let Some((header, key)) = &self.hmac else {
+            return Ok(());
+        };
+        let given = headers.get(header).and_then(|v| v.to_str().ok());
+        if verify_signature(key, given, body) {
+            return Ok(());
+        }
+        tracing::warn!(webhook = %self.name, "webhook signature did not verify");
+        Err((
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            format!("the {header} signature does not match the body"),
+        ))
+    }
 
-fn render(rule: &WebhookRule, input: &Input<'_>, settings: &Settings) -> Result<Publish, Refusal> {
-    rule.templates.fill(input, settings).map_err(|e| match e {
-        Unfilled::TooLarge(_) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("webhook {}: {e}", rule.name),
-        ),
-        Unfilled::Template { .. } => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unprocessable",
-            format!("webhook {}: {e}", rule.name),
-        ),
-    })
+    /// Fill the rule's templates from one call into a message for the broker.
+    pub fn render(
+        &self,
+        input: &Input<'_>,
+        max_message: usize,
+        rules: &ChannelRules,
+    ) -> Result<Publish, Refusal> {
+        self.templates
+            .fill(input, max_message, rules)
+            .map_err(|e| match e {
+                Unfilled::TooLarge(_) => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("webhook {}: {e}", self.name),
+                ),
+                Unfilled::Template { .. } => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unprocessable",
+                    format!("webhook {}: {e}", self.name),
+                ),
+            })
+    }
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ pub async fn publish_as_client(
     if !message::valid_event(&event) {
         return Err(ClientPublishError::BadEvent);
     }
-    let data = match crate::admin::publish::compact(data) {
+    let data = match crate::model::publish::compact(data) {
         Some(d) if d.get().len() <= settings.config.realtime.max_message => d,
         Some(_) => return Err(ClientPublishError::TooLarge),
         None => return Err(ClientPublishError::BadData),

@@ -15,8 +15,8 @@ use crate::broker::{Broker, BrokerError, Replay};
 use std::time::Duration;
 
 use crate::broker::HistoryPolicy;
+use crate::broker::presence::Presence;
 use crate::config::SlowClient;
-use crate::hub::presence::Presence;
 use crate::hub::{Cursor, Drained, Hub, Inbox, Message, SubscriptionId};
 use crate::metrics::Metrics;
 use crate::rules::ChannelRule;

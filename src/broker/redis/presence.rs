@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use super::{RedisBroker, unavailable};
-use crate::broker::BrokerError;
+use futures_util::future::BoxFuture;
+
+use crate::broker::{BrokerError, SharedPresence};
 
 impl RedisBroker {
     fn presence_key(&self, channel: &str) -> String {
@@ -79,5 +81,28 @@ impl RedisBroker {
             .await?;
         members.sort();
         Ok(members)
+    }
+}
+
+impl SharedPresence for RedisBroker {
+    fn join<'a>(
+        &'a self,
+        channel: &'a str,
+        subject: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, BrokerError>> {
+        Box::pin(self.presence_join(channel, subject, ttl))
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        members: &'a [(String, String)],
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<(String, String)>, BrokerError>> {
+        Box::pin(self.presence_refresh(members, ttl))
+    }
+
+    fn list<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<String>, BrokerError>> {
+        Box::pin(self.presence_list(channel))
     }
 }

@@ -7,8 +7,9 @@
 //! broker like any message. The grace period means a reconnect does not make
 //! a member flap, and a vanished client is gone once it expires: no ghosts.
 //!
-//! With the Redis broker, membership is shared by every instance (see
-//! `broker/redis/presence.rs`): this instance keeps its local members'
+//! With a broker that spans instances ([`Broker::shared_presence`], the
+//! Redis broker: `broker/redis/presence.rs`), membership is shared by every
+//! instance: this instance keeps its local members'
 //! entries alive every third of the grace period, and the grace period is the
 //! entries' expiry, so a crashed instance's members disappear within it.
 
@@ -16,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::broker::{Broker, HistoryPolicy, Publish, RedisBroker};
+use crate::broker::{Broker, HistoryPolicy, Publish};
 
 #[derive(Default)]
 struct Member {
@@ -27,16 +28,17 @@ struct Member {
 
 pub struct Presence {
     broker: Arc<dyn Broker>,
-    /// Set when membership is shared through Redis.
-    shared: Option<Arc<RedisBroker>>,
+    /// Whether the broker shares membership across instances (fixed for
+    /// the broker's life, so asked once).
+    shared: bool,
     members: Mutex<HashMap<Arc<str>, HashMap<String, Member>>>,
 }
 
 impl Presence {
-    pub fn new(broker: Arc<dyn Broker>, shared: Option<Arc<RedisBroker>>) -> Arc<Presence> {
+    pub fn new(broker: Arc<dyn Broker>) -> Arc<Presence> {
         Arc::new(Presence {
+            shared: broker.shared_presence().is_some(),
             broker,
-            shared,
             members: Mutex::new(HashMap::new()),
         })
     }
@@ -52,12 +54,15 @@ impl Presence {
         let Some((connections, generation)) = self.count_in(channel, subject) else {
             return;
         };
-        if let Some(redis) = &self.shared {
+        if self.shared {
             if connections == 1 {
-                let (this, redis) = (self.clone(), redis.clone());
+                let this = self.clone();
                 let (channel, subject) = (channel.clone(), subject.to_string());
                 tokio::spawn(async move {
-                    match redis.presence_join(&channel, &subject, grace).await {
+                    let Some(shared) = this.broker.shared_presence() else {
+                        return;
+                    };
+                    match shared.join(&channel, &subject, grace).await {
                         Ok(true) => this.announce(&channel, &subject, "join", history),
                         Ok(false) => {}
                         Err(error) => tracing::warn!(%error, "presence join not shared"),
@@ -95,7 +100,7 @@ impl Presence {
         grace: Duration,
         history: HistoryPolicy,
     ) {
-        if self.shared.is_some() {
+        if self.shared {
             // Stop refreshing: the shared entry expires after `grace` unless
             // this or another instance still holds the subject.
             if let Ok(mut all) = self.members.lock() {
@@ -158,8 +163,8 @@ impl Presence {
 
     /// Current members of `channel`, sorted (on every instance when shared).
     pub async fn list(&self, channel: &str) -> Vec<String> {
-        if let Some(redis) = &self.shared {
-            return redis.presence_list(channel).await.unwrap_or_else(|error| {
+        if let Some(shared) = self.broker.shared_presence() {
+            return shared.list(channel).await.unwrap_or_else(|error| {
                 tracing::warn!(%error, "presence list unavailable");
                 Vec::new()
             });
@@ -169,16 +174,16 @@ impl Presence {
 
     /// Keep shared entries alive and announce the leaves that expired, every
     /// third of `grace()` until `stop`; `history` gives a channel's policy for
-    /// the leave events. Does nothing without Redis.
+    /// the leave events. Does nothing when membership is local.
     pub fn spawn_refresh(
         self: &Arc<Self>,
         grace: impl Fn() -> Duration + Send + 'static,
         history: impl Fn(&str) -> HistoryPolicy + Send + 'static,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        let Some(redis) = self.shared.clone() else {
+        if !self.shared {
             return;
-        };
+        }
         let this = self.clone();
         tokio::spawn(async move {
             loop {
@@ -195,7 +200,10 @@ impl Presence {
                         .collect(),
                     Err(_) => continue,
                 };
-                match redis.presence_refresh(&local, grace).await {
+                let Some(shared) = this.broker.shared_presence() else {
+                    return;
+                };
+                match shared.refresh(&local, grace).await {
                     Ok(gone) => {
                         for (channel, subject) in gone {
                             let channel: Arc<str> = channel.into();

@@ -1,0 +1,136 @@
+//! A proxied exchange that response taps watch: the request goes to the
+//! application as usual while the bodies the matching taps read are captured
+//! on the way through (`ingest/tap.rs`); once the answer has been passed on,
+//! the taps that fired publish in a task of their own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use http::{HeaderMap, Request, Response, StatusCode};
+
+use crate::ingest::tap::{Captured, TapRule, tee};
+use crate::ingest::template::{Body, Input};
+use crate::reply::Body as ReplyBody;
+use crate::state::{AppState, Settings};
+
+type Slot = Arc<Mutex<Option<Captured>>>;
+
+/// Proxy `req` and fire the taps that match it. Without a candidate tap this
+/// is the plain proxy path.
+pub async fn proxy_with_taps(
+    state: &AppState,
+    settings: &Arc<Settings>,
+    req: Request<ReplyBody>,
+) -> Response<ReplyBody> {
+    let taps = settings.taps.candidates(req.method(), req.uri().path());
+    if taps.is_empty() {
+        return settings.proxy.forward(req, &state.stats).await;
+    }
+    let cap = settings.config.realtime.max_message;
+    let request_headers = req.headers().clone();
+    let path = req.uri().path().to_string();
+    let query: HashMap<String, String> = req
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let request_body: Slot = Arc::default();
+    let req = if taps.iter().any(|t| t.reads_request()) {
+        let slot = request_body.clone();
+        req.map(|b| {
+            tee(b, cap, move |c| {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c)
+            })
+        })
+    } else {
+        req
+    };
+    let resp = settings.proxy.forward(req, &state.stats).await;
+    let status = resp.status();
+    let fired: Vec<Arc<TapRule>> = taps.into_iter().filter(|t| t.fires(status)).collect();
+    if fired.is_empty() {
+        return resp;
+    }
+    let job = TapJob {
+        state: state.clone(),
+        settings: settings.clone(),
+        rules: fired,
+        request_headers,
+        path,
+        query,
+        request_body,
+        status,
+        response_headers: resp.headers().clone(),
+    };
+    if job.rules.iter().any(|t| t.reads_response()) {
+        resp.map(|b| tee(b, cap, move |c| job.spawn(Some(c))))
+    } else {
+        job.spawn(None);
+        resp
+    }
+}
+
+/// Everything needed to fire taps after the exchange, owned.
+struct TapJob {
+    state: AppState,
+    settings: Arc<Settings>,
+    rules: Vec<Arc<TapRule>>,
+    request_headers: HeaderMap,
+    path: String,
+    query: HashMap<String, String>,
+    request_body: Slot,
+    status: StatusCode,
+    response_headers: HeaderMap,
+}
+
+impl TapJob {
+    fn spawn(self, response_body: Option<Captured>) {
+        tokio::spawn(async move {
+            let request = self
+                .request_body
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            let input = Input {
+                body: request.as_ref().map(|c| Body::new(&c.bytes, c.truncated)),
+                headers: Some(&self.request_headers),
+                path: &self.path,
+                query: self.query.clone(),
+                response_status: Some(self.status.as_u16()),
+                response_headers: Some(&self.response_headers),
+                response_body: response_body
+                    .as_ref()
+                    .map(|c| Body::new(&c.bytes, c.truncated)),
+                ..Default::default()
+            };
+            let publishes: Vec<_> = self
+                .rules
+                .iter()
+                .map(|rule| {
+                    rule.fill(
+                        &input,
+                        self.settings.config.realtime.max_message,
+                        &self.settings.rules,
+                    )
+                })
+                .collect();
+            for p in publishes {
+                match p {
+                    Ok(p) => match self.state.broker.publish(p).await {
+                        Ok(_) => {
+                            self.state.count_published(1);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, path = %self.path, "tap could not publish")
+                        }
+                    },
+                    Err(error) => tracing::warn!(%error, path = %self.path, "tap skipped"),
+                }
+            }
+        });
+    }
+}
