@@ -23,6 +23,8 @@ mod link;
 mod presence;
 mod scripts;
 mod stored;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -234,7 +236,15 @@ impl RedisBroker {
         }
     }
 
+    /// Follow `channel`: count this subscription and, when the channel is
+    /// not subscribed yet, wait for the link to confirm it. Every failure
+    /// leaves `follows` as it found it (no count, no waiter), so channels
+    /// tried during an outage are not kept in memory.
     async fn follow_inner(&self, channel: &Arc<str>) -> Result<u64, BrokerError> {
+        if !self.linked.load(Ordering::Acquire) {
+            // Fail fast: the client retries, rather than hanging on an outage.
+            return Err(unavailable("not connected"));
+        }
         let wait = {
             let mut follows = self.follows.lock().map_err(|_| unavailable("poisoned"))?;
             let f = follows.entry(channel.clone()).or_default();
@@ -249,17 +259,20 @@ impl RedisBroker {
             }
         };
         if let Some(rx) = wait {
-            if !self.linked.load(Ordering::Acquire) {
-                // Fail fast: the client retries, rather than hanging on an outage.
-                return Err(unavailable("not connected"));
-            }
             self.wake.notify_one();
-            match tokio::time::timeout(FOLLOW_TIMEOUT, rx).await {
-                Ok(Ok(())) => {}
-                _ => return Err(unavailable("channel subscription not confirmed")),
+            let confirmed = matches!(tokio::time::timeout(FOLLOW_TIMEOUT, rx).await, Ok(Ok(())));
+            if !confirmed {
+                self.unfollow(channel);
+                return Err(unavailable("channel subscription not confirmed"));
             }
         }
-        let head = self.head_now().await?;
+        let head = match self.head_now().await {
+            Ok(head) => head,
+            Err(e) => {
+                self.unfollow(channel);
+                return Err(e);
+            }
+        };
         if let Ok(mut follows) = self.follows.lock() {
             if let Some(f) = follows.get_mut(channel) {
                 if f.base == 0 {
@@ -322,14 +335,9 @@ impl Broker for RedisBroker {
     }
 
     fn follow<'a>(&'a self, channel: &'a Arc<str>) -> BoxFuture<'a, Result<u64, BrokerError>> {
-        Box::pin(async move {
-            let head = self.follow_inner(channel).await;
-            if head.is_err() {
-                // The caller will not unfollow a failed follow.
-                self.unfollow(channel);
-            }
-            head
-        })
+        // The caller will not unfollow a failed follow: follow_inner
+        // undoes its own count on every failure.
+        Box::pin(self.follow_inner(channel))
     }
 
     fn unfollow(&self, channel: &str) {
@@ -337,10 +345,19 @@ impl Broker for RedisBroker {
             Ok(mut follows) => match follows.get_mut(channel) {
                 Some(f) => {
                     f.count = f.count.saturating_sub(1);
+                    f.waiters.retain(|w| !w.is_closed());
                     if f.count == 0 {
                         f.idle_since = Some(Instant::now());
                     }
-                    f.count == 0 && !f.subscribed
+                    let idle = f.count == 0 && !f.subscribed;
+                    if idle && f.waiters.is_empty() {
+                        // Never subscribed and nobody waits: nothing to undo
+                        // in Redis, so nothing to keep.
+                        follows.remove(channel);
+                        false
+                    } else {
+                        idle
+                    }
                 }
                 None => false,
             },

@@ -123,7 +123,10 @@ impl RedisBroker {
     async fn reconcile(&self, sink: &mut PubSubSink) -> Result<(), BrokerError> {
         let (add, remove) = {
             let mut follows = self.follows.lock().map_err(|_| unavailable("poisoned"))?;
-            follows.retain(|_, f| f.count > 0 || f.subscribed || !f.waiters.is_empty());
+            follows.retain(|_, f| {
+                f.waiters.retain(|w| !w.is_closed());
+                f.count > 0 || f.subscribed || !f.waiters.is_empty()
+            });
             let mut add = Vec::new();
             let mut remove = Vec::new();
             for (name, f) in follows.iter_mut() {
@@ -164,9 +167,9 @@ impl RedisBroker {
         let mut catch_up = Vec::new();
         if let Ok(mut follows) = self.follows.lock() {
             for name in &add {
-                let Some(f) = follows.get_mut(name) else {
-                    continue;
-                };
+                // A follow that failed meanwhile may have removed its entry:
+                // keep one, idle, so the lingering subscription is undone.
+                let f = follows.entry(name.clone()).or_default();
                 f.subscribed = true;
                 for w in f.waiters.drain(..) {
                     let _ = w.send(());

@@ -1,0 +1,70 @@
+//! Follow bookkeeping when Redis is away: a failed follow keeps nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::RedisBroker;
+use crate::broker::Broker;
+use crate::config::RedisConfig;
+use crate::hub::Hub;
+
+fn broker() -> Arc<RedisBroker> {
+    // No link task runs: the broker stays unlinked unless a test says otherwise.
+    RedisBroker::new(Hub::default(), &RedisConfig::default()).expect("a valid default url")
+}
+
+fn followed(b: &RedisBroker) -> usize {
+    b.follows.lock().map(|f| f.len()).unwrap_or(usize::MAX)
+}
+
+#[tokio::test]
+async fn follows_tried_during_an_outage_are_not_kept() {
+    let b = broker();
+    for i in 0..100 {
+        let channel: Arc<str> = format!("public.c{i}").into();
+        assert!(b.follow(&channel).await.is_err());
+    }
+    assert_eq!(
+        followed(&b),
+        0,
+        "every channel tried during the outage stayed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follow_never_confirmed_is_not_kept() {
+    let b = broker();
+    // Linked, but no link task answers: each follow times out.
+    b.linked.store(true, Ordering::Release);
+    for i in 0..3 {
+        let channel: Arc<str> = format!("public.c{i}").into();
+        assert!(b.follow(&channel).await.is_err());
+    }
+    assert_eq!(
+        followed(&b),
+        0,
+        "timed-out follows stayed with dead waiters"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_follow_leaves_other_followers_counted() {
+    let b = broker();
+    let channel: Arc<str> = "public.shared".into();
+    b.linked.store(true, Ordering::Release);
+    // One follower already subscribed...
+    {
+        let mut follows = b.follows.lock().expect("not poisoned");
+        let f = follows.entry(channel.clone()).or_default();
+        f.count = 1;
+        f.subscribed = true;
+    }
+    // ...then the link drops and a second follow fails fast.
+    b.linked.store(false, Ordering::Release);
+    assert!(b.follow(&channel).await.is_err());
+    let count = b.follows.lock().expect("not poisoned")[&channel].count;
+    assert_eq!(
+        count, 1,
+        "a failed follow must not take the first follower's count"
+    );
+}
