@@ -126,8 +126,19 @@ webhooks:
     )
     .map_err(|e| tracing::error!(error = %e, "config refused"));
 
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    // Wait (with a deadline) until the last things this test did are logged.
+    let read = || String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !(read().contains("config refused")
+        && read().contains("webhook signature did not verify"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused config and the bad webhook signature were never logged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = read();
     assert!(logs.contains("pushgate listening"), "the capture works");
     assert!(logs.len() > 1000, "trace output was produced");
     for secret in [

@@ -21,7 +21,7 @@ async fn shutdown_drains_every_kind_of_client() {
 
     let http = gw.http.clone();
     let inflight = tokio::spawn({
-        let url = gw.url("/delay");
+        let url = gw.url("/delay?shutdown-drains");
         async move { http.get(url).send().await.unwrap().text().await.unwrap() }
     });
     let poll = tokio::spawn({
@@ -39,7 +39,10 @@ async fn shutdown_drains_every_kind_of_client() {
         gw.stats().await["transports"]["poll"] == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await; // let /delay reach the backend
+    eventually(5, "the proxied request reached the application", || async {
+        backend::seen("/delay?shutdown-drains")
+    })
+    .await;
 
     let public = gw.public;
     let started = std::time::Instant::now();

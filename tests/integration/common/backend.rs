@@ -16,6 +16,18 @@ use hyper_util::rt::TokioIo;
 
 type B = BoxBody<Bytes, Infallible>;
 
+/// Every path and query the stand-in application has received, so a test can
+/// wait until a request has reached it instead of sleeping.
+static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether a request for exactly `path_and_query` has reached a stand-in
+/// application (give each test its own query to tell them apart).
+pub fn seen(path_and_query: &str) -> bool {
+    SEEN.lock()
+        .map(|s| s.iter().any(|p| p == path_and_query))
+        .unwrap_or(false)
+}
+
 pub async fn start() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -42,6 +54,9 @@ fn full(b: impl Into<Bytes>) -> B {
 
 async fn handle(mut req: Request<Incoming>) -> Result<Response<B>, Infallible> {
     let path = req.uri().path().to_string();
+    if let (Ok(mut seen), Some(pq)) = (SEEN.lock(), req.uri().path_and_query()) {
+        seen.push(pq.to_string());
+    }
     match path.as_str() {
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
