@@ -241,7 +241,7 @@ async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {
         Err(publish::Rejected(status, code, msg)) => return reply::error(status, code, msg),
     };
     let key = Authenticator::admin_key_of(&headers);
-    if let Err(l) = settings.limits.publish(key, batch.len()) {
+    if let Err(l) = state.limits.publish(key, batch.len()) {
         return crate::transport::limited(l);
     }
     let result = publish::publish_all(&state, batch).await;
