@@ -362,6 +362,14 @@ fn summary_names_the_essentials_without_secrets() {
     );
     assert!(s.contains("user.{sub}"), "{s}");
     assert!(s.contains("webhooks: 2, taps: 1"), "{s}");
+    assert!(
+        s.contains("per client (subject) 20 connections, messages 20/s burst 40"),
+        "{s}"
+    );
+    assert!(
+        s.contains("per ip (anonymous) 5000 connections, connects 500/s burst 2000, subscribes 1000/s burst 5000"),
+        "{s}"
+    );
     assert!(s.contains("broker: memory"), "{s}");
     assert!(!s.contains("dev-secret"), "{s}");
 
