@@ -5,7 +5,9 @@
 //! one step while requests in flight keep the snapshot they started with.
 //! What clients have spent or hold (rate buckets and connection counts in
 //! [`Limits`], sessions, presence, the hub) lives in [`Shared`] beside it and
-//! outlasts every swap; a reload only hands the new quotas to [`Limits`].
+//! outlasts every swap; a reload only hands the new quotas to [`Limits`], and
+//! the new proxy takes over the backend connections while the backend stays
+//! the same.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -155,7 +157,12 @@ impl Shared {
 
     /// Put new settings in force for everything that starts from now on;
     /// live state stays, and the limits take the new quotas.
-    pub fn replace_settings(&self, settings: Settings) {
+    pub fn replace_settings(&self, mut settings: Settings) {
+        let old = self.settings();
+        let (was, now) = (&old.config.backend, &settings.config.backend);
+        let same_backend = was.url == now.url && was.connect_timeout == now.connect_timeout;
+        settings.proxy.keep_connections_of(&old.proxy, same_backend);
+        drop(old);
         self.limits.set_policy(&settings.config.limits);
         self.settings.store(Arc::new(settings));
     }
