@@ -236,7 +236,7 @@ async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {
         Err(publish::Rejected(status, code, msg)) => return reply::error(status, code, msg),
     };
     let key = Authenticator::admin_key_of(&headers);
-    if let Err(l) = settings.limits.publish(key, batch.len()) {
+    if let Err(l) = state.limits.publish(key, batch.len()) {
         return reply::rate_limited(
             l.retry_after,
             &format!("rate limit exceeded ({})", l.kind.label()),

@@ -189,7 +189,7 @@ fn spawn_limit_eviction(state: &AppState) {
         loop {
             tokio::select! {
                 _ = state.shutdown.cancelled() => return,
-                _ = tick.tick() => state.settings().limits.evict_idle(),
+                _ = tick.tick() => state.limits.evict_idle(),
             }
         }
     });

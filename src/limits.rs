@@ -1,24 +1,37 @@
-//! Rate and connection limits (governor's keyed GCRA limiters).
+//! Rate and connection limits: what clients have spent and hold, kept for the
+//! gateway's whole life, checked against the quotas in force now.
 //!
-//! A *client* is the token subject when there is one, else the IP. What is
-//! limited: frames/requests a client sends (`per_client.messages`), channel
-//! subscribes (`per_client.subscribes`), new connections per IP
-//! (`per_ip.connects`), admin publishes per admin key (`publish`), realtime
-//! connections per client (`per_client.connections`) and in all
-//! (`max_connections`). Checks never wait: over the limit is an immediate
-//! refusal with the time after which a retry can succeed. Idle keys are
-//! evicted periodically so limiter state stays bounded.
+//! The state (buckets, connection counts) outlives every reload; a reload only
+//! hands in new quotas ([`Limits::set_policy`]), which the next check reads.
+//! So a reload changes quotas, never what was spent: a client at its
+//! connection cap stays refused, a drained bucket stays drained.
+//!
+//! Who is counted where ([`ClientKey`]):
+//! - an authenticated subject under `per_client` (`connections`, `messages`,
+//!   `subscribes`), wherever it connects from;
+//! - an anonymous client by its address under `per_ip` (`connections`,
+//!   `subscribes`), sized for an office behind one NAT address. The frames
+//!   and requests an anonymous client sends are charged to the
+//!   `per_client.messages` quota per TCP connection: the address may be a
+//!   whole office, and what one address can send in all is already bounded
+//!   by `per_ip.connections` and `per_ip.connects`.
+//!
+//! New TCP connections per address (`per_ip.connects`), admin publishes per
+//! admin key (`publish`) and the gateway's total (`max_connections`) complete
+//! the set. Checks never wait: over a limit is an immediate refusal with the
+//! time after which a retry can succeed.
+
+mod bucket;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use arc_swap::ArcSwap;
 
 use crate::config;
+use bucket::{Buckets, Verdict};
 
 /// Which limit refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,54 +64,105 @@ pub struct Limited {
     pub retry_after: Duration,
 }
 
-fn quota(r: &config::RateLimit) -> Quota {
-    let per_one = r.rate.per / r.rate.count.get();
-    Quota::with_period(per_one.max(Duration::from_nanos(1)))
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(r.burst)
+/// Whom a realtime request is charged to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// A token or session subject: `per_client`.
+    Subject(Arc<str>),
+    /// No subject: `per_ip` by address; messages per connection.
+    Anonymous { addr: IpAddr, conn: u64 },
+}
+
+/// A key in one of the tables; the variants keep a subject that looks like
+/// an address apart from the address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Subject(Arc<str>),
+    Addr(IpAddr),
+    Conn(u64),
+}
+
+impl ClientKey {
+    /// Whose message bucket.
+    fn sender(&self) -> Key {
+        match self {
+            ClientKey::Subject(s) => Key::Subject(s.clone()),
+            ClientKey::Anonymous { conn, .. } => Key::Conn(*conn),
+        }
+    }
+
+    /// Whose subscribe bucket and connection count.
+    fn holder(&self) -> Key {
+        match self {
+            ClientKey::Subject(s) => Key::Subject(s.clone()),
+            ClientKey::Anonymous { addr, .. } => Key::Addr(*addr),
+        }
+    }
+}
+
+/// Where "now" comes from: the monotonic clock, or a hand-moved one in tests.
+enum Clock {
+    Real(Instant),
+    #[cfg(test)]
+    Manual(Arc<std::sync::atomic::AtomicU64>),
+}
+
+impl Clock {
+    fn now(&self) -> u64 {
+        match self {
+            Clock::Real(start) => u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            #[cfg(test)]
+            Clock::Manual(t) => t.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 pub struct Limits {
-    messages: DefaultKeyedRateLimiter<String>,
-    subscribes: DefaultKeyedRateLimiter<String>,
-    connects: DefaultKeyedRateLimiter<IpAddr>,
-    publish: DefaultKeyedRateLimiter<String>,
-    clock: DefaultClock,
-    per_client_connections: u32,
-    open: Mutex<HashMap<String, u32>>,
-    max_connections: usize,
+    policy: ArcSwap<config::Limits>,
+    messages: Buckets<Key>,
+    subscribes: Buckets<Key>,
+    connects: Buckets<IpAddr>,
+    publish: Buckets<String>,
+    open: Mutex<HashMap<Key, u32>>,
+    clock: Clock,
 }
 
 impl Limits {
-    pub fn new(cfg: &config::Limits) -> Arc<Limits> {
-        Arc::new(Limits {
-            messages: RateLimiter::keyed(quota(&cfg.per_client.messages)),
-            subscribes: RateLimiter::keyed(quota(&cfg.per_client.subscribes)),
-            connects: RateLimiter::keyed(quota(&cfg.per_ip.connects)),
-            publish: RateLimiter::keyed(quota(&cfg.publish)),
-            clock: DefaultClock::default(),
-            per_client_connections: cfg.per_client.connections,
+    pub fn new(policy: &config::Limits) -> Arc<Limits> {
+        Arc::new(Self::with_clock(policy, Clock::Real(Instant::now())))
+    }
+
+    fn with_clock(policy: &config::Limits, clock: Clock) -> Limits {
+        Limits {
+            policy: ArcSwap::from_pointee(policy.clone()),
+            messages: Buckets::new(),
+            subscribes: Buckets::new(),
+            connects: Buckets::new(),
+            publish: Buckets::new(),
             open: Mutex::new(HashMap::new()),
-            max_connections: cfg.max_connections,
-        })
+            clock,
+        }
+    }
+
+    /// Put new quotas in force (on reload); what was spent stays spent.
+    pub fn set_policy(&self, policy: &config::Limits) {
+        self.policy.store(Arc::new(policy.clone()));
     }
 
     fn check<K: std::hash::Hash + Eq + Clone>(
         &self,
-        limiter: &DefaultKeyedRateLimiter<K>,
+        buckets: &Buckets<K>,
         key: &K,
-        n: u32,
+        n: usize,
+        quota: &config::RateLimit,
         kind: Kind,
     ) -> Result<(), Limited> {
-        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        match limiter.check_key_n(key, n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(Limited {
-                kind,
-                retry_after: not_until.wait_time_from(self.clock.now()),
-            }),
+        let n = u32::try_from(n).unwrap_or(u32::MAX).max(1);
+        match buckets.check(key, n, quota, self.clock.now()) {
+            Verdict::Allowed => Ok(()),
+            Verdict::Wait(retry_after) => Err(Limited { kind, retry_after }),
             // More than the burst can ever allow at once.
-            Err(_) => Err(Limited {
+            Verdict::Never => Err(Limited {
                 kind,
                 retry_after: Duration::from_secs(1),
             }),
@@ -106,50 +170,72 @@ impl Limits {
     }
 
     /// One frame or request from `client`.
-    pub fn message(&self, client: &str) -> Result<(), Limited> {
-        self.check(&self.messages, &client.to_string(), 1, Kind::Messages)
+    pub fn message(&self, client: &ClientKey) -> Result<(), Limited> {
+        let policy = self.policy.load();
+        let quota = &policy.per_client.messages;
+        self.check(&self.messages, &client.sender(), 1, quota, Kind::Messages)
     }
 
     /// `n` channel subscribes by `client`.
-    pub fn subscribe(&self, client: &str, n: usize) -> Result<(), Limited> {
+    pub fn subscribe(&self, client: &ClientKey, n: usize) -> Result<(), Limited> {
+        let policy = self.policy.load();
+        let quota = match client {
+            ClientKey::Subject(_) => &policy.per_client.subscribes,
+            ClientKey::Anonymous { .. } => &policy.per_ip.subscribes,
+        };
         self.check(
             &self.subscribes,
-            &client.to_string(),
-            n.min(u32::MAX as usize) as u32,
+            &client.holder(),
+            n,
+            quota,
             Kind::Subscribes,
         )
     }
 
-    /// A new connection from `ip`.
+    /// A new TCP connection from `ip`.
     pub fn connect(&self, ip: IpAddr) -> Result<(), Limited> {
-        self.check(&self.connects, &ip, 1, Kind::Connects)
+        let policy = self.policy.load();
+        let quota = &policy.per_ip.connects;
+        self.check(&self.connects, &ip, 1, quota, Kind::Connects)
     }
 
     /// `n` messages published with admin key `key`.
     pub fn publish(&self, key: &str, n: usize) -> Result<(), Limited> {
+        let policy = self.policy.load();
         self.check(
             &self.publish,
             &key.to_string(),
-            n.min(u32::MAX as usize) as u32,
+            n,
+            &policy.publish,
             Kind::Publish,
         )
     }
 
-    /// Whether the gateway is at `max_connections` with `current` open.
+    /// Whether the gateway is over `max_connections` with `current` open.
     pub fn at_capacity(&self, current: usize) -> bool {
-        current > self.max_connections
+        current > self.policy.load().max_connections
     }
 
     /// Take one of `client`'s realtime connection slots, released on drop.
-    pub fn open_connection(self: &Arc<Self>, client: &str) -> Result<ConnectionSlot, Limited> {
-        let Ok(mut open) = self.open.lock() else {
-            return Err(Limited {
-                kind: Kind::Connections,
-                retry_after: Duration::from_secs(1),
-            });
+    pub fn open_connection(
+        self: &Arc<Self>,
+        client: &ClientKey,
+    ) -> Result<ConnectionSlot, Limited> {
+        let max = {
+            let policy = self.policy.load();
+            match client {
+                ClientKey::Subject(_) => policy.per_client.connections,
+                ClientKey::Anonymous { .. } => policy.per_ip.connections,
+            }
         };
-        let n = open.entry(client.to_string()).or_insert(0);
-        if *n >= self.per_client_connections {
+        let key = client.holder();
+        // Plain counts: a panic elsewhere cannot leave them torn.
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                open.remove(&key);
+            }
             return Err(Limited {
                 kind: Kind::Connections,
                 retry_after: Duration::from_secs(1),
@@ -158,32 +244,38 @@ impl Limits {
         *n += 1;
         Ok(ConnectionSlot {
             limits: self.clone(),
-            client: client.to_string(),
+            key,
         })
     }
 
-    /// Forget keys that are back to a full bucket (bounded state).
+    /// Forget keys whose buckets have drained (bounded state).
     pub fn evict_idle(&self) {
-        self.messages.retain_recent();
-        self.subscribes.retain_recent();
-        self.connects.retain_recent();
-        self.publish.retain_recent();
-        self.messages.shrink_to_fit();
-        self.subscribes.shrink_to_fit();
-        self.connects.shrink_to_fit();
-        self.publish.shrink_to_fit();
+        let policy = self.policy.load();
+        let now = self.clock.now();
+        self.messages
+            .evict_idle(|_| policy.per_client.messages, now);
+        self.subscribes.evict_idle(
+            |key| match key {
+                Key::Addr(_) => policy.per_ip.subscribes,
+                Key::Subject(_) | Key::Conn(_) => policy.per_client.subscribes,
+            },
+            now,
+        );
+        self.connects.evict_idle(|_| policy.per_ip.connects, now);
+        self.publish.evict_idle(|_| policy.publish, now);
     }
 
-    /// Number of keys held across limiters (for tests and stats).
+    /// Number of keys held across buckets (for tests and stats).
     pub fn tracked_keys(&self) -> usize {
         self.messages.len() + self.subscribes.len() + self.connects.len() + self.publish.len()
     }
 }
 
-/// A held realtime connection slot.
+/// A held realtime connection slot; gives it back to the same count on drop,
+/// whatever reloads came in between.
 pub struct ConnectionSlot {
     limits: Arc<Limits>,
-    client: String,
+    key: Key,
 }
 
 impl std::fmt::Debug for ConnectionSlot {
@@ -194,98 +286,15 @@ impl std::fmt::Debug for ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.limits.open.lock() {
-            if let Some(n) = open.get_mut(&self.client) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    open.remove(&self.client);
-                }
+        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rl(count: u32, per: Duration, burst: u32) -> config::RateLimit {
-        config::RateLimit {
-            rate: config::Rate {
-                count: NonZeroU32::new(count).unwrap(),
-                per,
-            },
-            burst: NonZeroU32::new(burst).unwrap(),
-        }
-    }
-
-    fn limits() -> Arc<Limits> {
-        Limits::new(&config::Limits {
-            per_client: config::PerClient {
-                connections: 2,
-                messages: rl(10, Duration::from_secs(1), 3),
-                subscribes: rl(60, Duration::from_secs(60), 5),
-            },
-            per_ip: config::PerIp {
-                connects: rl(1, Duration::from_secs(1), 2),
-            },
-            publish: rl(100, Duration::from_secs(1), 100),
-            max_connections: 10,
-            ..config::Limits::default()
-        })
-    }
-
-    #[test]
-    fn burst_then_refusal_with_retry_after() {
-        let l = limits();
-        for _ in 0..3 {
-            l.message("a").unwrap();
-        }
-        let refused = l.message("a").unwrap_err();
-        assert_eq!(refused.kind, Kind::Messages);
-        assert!(
-            refused.retry_after > Duration::ZERO
-                && refused.retry_after <= Duration::from_millis(100)
-        );
-        l.message("b").expect("other clients have their own bucket");
-        assert!(l.subscribe("a", 5).is_ok());
-        assert!(l.subscribe("a", 1).is_err());
-        assert!(l.subscribe("c", 6).is_err(), "more than the burst at once");
-    }
-
-    #[test]
-    fn connection_slots_are_released() {
-        let l = limits();
-        let a = l.open_connection("x").unwrap();
-        let _b = l.open_connection("x").unwrap();
-        assert_eq!(l.open_connection("x").unwrap_err().kind, Kind::Connections);
-        drop(a);
-        assert!(l.open_connection("x").is_ok());
-        assert!(!l.at_capacity(10));
-        assert!(l.at_capacity(11));
-    }
-
-    #[test]
-    fn idle_keys_are_evicted() {
-        let l = Limits::new(&config::Limits {
-            per_client: config::PerClient {
-                connections: 2,
-                messages: rl(1000, Duration::from_millis(1), 1),
-                subscribes: rl(1000, Duration::from_millis(1), 1),
-            },
-            per_ip: config::PerIp {
-                connects: rl(1000, Duration::from_millis(1), 1),
-            },
-            publish: rl(1000, Duration::from_millis(1), 1),
-            max_connections: 10,
-            ..config::Limits::default()
-        });
-        for i in 0..1000 {
-            l.message(&format!("client-{i}")).unwrap();
-        }
-        assert!(l.tracked_keys() >= 1000);
-        std::thread::sleep(Duration::from_millis(20));
-        l.evict_idle();
-        assert_eq!(l.tracked_keys(), 0);
-    }
-}
+mod tests;

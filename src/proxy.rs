@@ -89,6 +89,16 @@ impl Proxy {
         }
     }
 
+    /// Take over `old`'s backend connections (both pools) when both point
+    /// at the same backend the same way: a reload rebuilds the settings, and
+    /// the application's keep-alive connections should outlive that.
+    pub(crate) fn keep_connections_of(&mut self, old: &Proxy, same_backend: bool) {
+        if same_backend {
+            self.client = old.client.clone();
+            self.pool = old.pool.clone();
+        }
+    }
+
     /// The backend URL's path, in front of every forwarded request's.
     pub fn base_path(&self) -> &str {
         &self.base_path

@@ -88,15 +88,14 @@ pub enum Gate {
 }
 
 fn gate(state: &AppState, peer: SocketAddr) -> Option<Gate> {
-    let settings = state.settings();
     let open = state
         .stats
         .connections
         .load(std::sync::atomic::Ordering::Relaxed);
-    if settings.limits.at_capacity(open + 1) {
+    if state.limits.at_capacity(open + 1) {
         return Some(Gate::Full);
     }
-    settings.limits.connect(peer.ip()).err().map(Gate::Limited)
+    state.limits.connect(peer.ip()).err().map(Gate::Limited)
 }
 
 fn refusal(gate: Gate) -> Response<Body> {
@@ -328,14 +327,19 @@ async fn serve_hyper<I>(
             answer
         })
     };
-    let settings = state.settings();
-    let limits = &settings.config.limits;
+    // Read once, then let go: a connection may outlive many reloads, and
+    // each request reads the settings in force when it arrives.
+    let (header_timeout, max_header_size) = {
+        let settings = state.settings();
+        let limits = &settings.config.limits;
+        (limits.header_timeout, limits.max_header_size)
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_size.max(8192));
+        .header_read_timeout(header_timeout)
+        .max_buf_size(max_header_size.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -347,7 +351,6 @@ async fn serve_hyper<I>(
     // the connection (see `bell.rs`).
     let mut stopping = state.stopping.listen_from_start();
     let mut killed = kill.0.listen_from_start();
-    let header_timeout = limits.header_timeout;
     let silent = async {
         tokio::time::sleep(header_timeout).await;
         if seen_request.load(Ordering::Relaxed) {

@@ -1,8 +1,13 @@
 //! The handles every request handler needs, each cheap to clone.
 //!
-//! Configuration-derived pieces live together in [`Settings`] behind an
-//! `ArcSwap`, so a reload swaps them in one step while requests in flight keep
-//! the snapshot they started with.
+//! Policy — what a reload may replace (rules, quotas, routes, certificates) —
+//! lives together in [`Settings`] behind an `ArcSwap`, so a reload swaps it in
+//! one step while requests in flight keep the snapshot they started with.
+//! What clients have spent or hold (rate buckets and connection counts in
+//! [`Limits`], sessions, presence, the hub) lives in [`Shared`] beside it and
+//! outlasts every swap; a reload only hands the new quotas to [`Limits`], and
+//! the new proxy takes over the backend connections while the backend stays
+//! the same.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,7 +33,6 @@ pub struct Settings {
     pub rules: ChannelRules,
     pub proxy: Proxy,
     pub auth: Authenticator,
-    pub limits: Arc<Limits>,
     pub webhooks: Webhooks,
     pub taps: Taps,
     /// Certificates, re-read from disk on every reload.
@@ -52,7 +56,6 @@ impl Settings {
         let rules = ChannelRules::new(&config.channels, &config.realtime.history);
         let proxy = Proxy::new(&config.backend);
         let auth = Authenticator::new(&config.auth)?;
-        let limits = Limits::new(&config.limits);
         let taps = Taps::new(&config.taps)?;
         let webhooks = Webhooks::new(&config.webhooks)?;
         let tls = config
@@ -68,7 +71,6 @@ impl Settings {
             rules,
             proxy,
             auth,
-            limits,
         })
     }
 }
@@ -110,13 +112,17 @@ pub struct Shared {
     /// subscriptions when they hear it.
     pub reloaded: Arc<crate::bell::Bell>,
     pub connections: Arc<crate::connections::Connections>,
+    /// Buckets and connection counts; quotas come from the settings in force.
+    pub limits: Arc<Limits>,
     pub presence: Arc<crate::broker::presence::Presence>,
 }
 
 impl AppState {
     pub fn new(settings: Settings, hub: Hub, broker: Arc<dyn Broker>) -> AppState {
         let presence_broker = broker.clone();
+        let limits = Limits::new(&settings.config.limits);
         AppState(Arc::new(Shared {
+            limits,
             settings: ArcSwap::from_pointee(settings),
             hub,
             broker,
@@ -145,8 +151,15 @@ impl Shared {
         self.metrics.published.inc_by(n);
     }
 
-    /// Put new settings in force for everything that starts from now on.
-    pub fn replace_settings(&self, settings: Settings) {
+    /// Put new settings in force for everything that starts from now on;
+    /// live state stays, and the limits take the new quotas.
+    pub fn replace_settings(&self, mut settings: Settings) {
+        let old = self.settings();
+        let (was, now) = (&old.config.backend, &settings.config.backend);
+        let same_backend = was.url == now.url && was.connect_timeout == now.connect_timeout;
+        settings.proxy.keep_connections_of(&old.proxy, same_backend);
+        drop(old);
+        self.limits.set_policy(&settings.config.limits);
         self.settings.store(Arc::new(settings));
     }
 }

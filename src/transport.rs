@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use crate::auth::Identity;
 use crate::conn_info::ConnInfo;
 use crate::hub::Cursor;
-use crate::limits::{ConnectionSlot, Limited};
+use crate::limits::{ClientKey, ConnectionSlot, Limited};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Settings};
 
@@ -132,9 +132,11 @@ pub fn query<B>(req: &Request<B>) -> HashMap<String, String> {
 /// Who is asking, after token verification and the per-client limits.
 pub struct Client {
     pub identity: Option<Identity>,
-    /// The rate-limit key: the token subject, else the peer IP.
-    pub key: String,
-    /// Held for the life of a realtime connection (`per_client.connections`).
+    /// Whom the limits charge: the token subject, else the peer address
+    /// (and, for its messages, the connection).
+    pub key: ClientKey,
+    /// Held for the life of a realtime connection (`per_client.connections`,
+    /// or `per_ip.connections` when anonymous).
     pub slot: Option<ConnectionSlot>,
 }
 
@@ -162,15 +164,17 @@ pub fn admit<B>(
         limited(l)
     };
     let key = match &identity {
-        Some(id) => id.subject.clone(),
-        None => req
-            .extensions()
-            .get::<ConnInfo>()
-            .map(|c| c.peer.ip().to_string())
-            .unwrap_or_default(),
+        Some(id) => ClientKey::Subject(Arc::from(id.subject.as_str())),
+        None => {
+            let info = req.extensions().get::<ConnInfo>();
+            ClientKey::Anonymous {
+                addr: info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
+                conn: info.map_or(0, |c| c.id),
+            }
+        }
     };
-    settings.limits.message(&key).map_err(limited)?;
-    let slot = Some(settings.limits.open_connection(&key).map_err(limited)?);
+    state.limits.message(&key).map_err(limited)?;
+    let slot = Some(state.limits.open_connection(&key).map_err(limited)?);
     Ok(Client {
         identity,
         key,
@@ -277,7 +281,7 @@ pub fn subscription<B>(
         .filter(|n| cursor.as_ref().is_none_or(|c| c.get(n).is_none()))
         .count();
     if fresh > 0 {
-        settings.limits.subscribe(&client.key, fresh).map_err(|l| {
+        state.limits.subscribe(&client.key, fresh).map_err(|l| {
             state.metrics.limited(l.kind.label());
             limited(l)
         })?;

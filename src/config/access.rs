@@ -106,7 +106,7 @@ impl Default for Limits {
     }
 }
 
-/// A client is the token subject, else the IP.
+/// Limits of an authenticated client (token or session subject).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PerClient {
@@ -127,16 +127,27 @@ impl Default for PerClient {
     }
 }
 
+/// Limits per client address: new TCP connections from anyone, and what
+/// anonymous clients hold and do. Sized for an office or a carrier behind one
+/// NAT address.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PerIp {
+    /// Anonymous realtime connections from one address.
+    #[serde(deserialize_with = "lenient::u32")]
+    pub connections: u32,
+    /// New TCP connections.
     pub connects: RateLimit,
+    /// Anonymous subscribes from one address.
+    pub subscribes: RateLimit,
 }
 
 impl Default for PerIp {
     fn default() -> Self {
         PerIp {
-            connects: RateLimit::new(10, Duration::from_secs(1), 50),
+            connections: 5000,
+            connects: RateLimit::new(500, Duration::from_secs(1), 2000),
+            subscribes: RateLimit::new(1000, Duration::from_secs(1), 5000),
         }
     }
 }

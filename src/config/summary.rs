@@ -1,5 +1,5 @@
 //! The short human summary `pushgate check` prints: what will listen where, whether
-//! TLS is on, where traffic goes and which channel rules apply. It shows counts and
+//! TLS is on, where traffic goes, which channel rules and limits apply. It shows counts and
 //! names, never secrets (URL passwords are masked, tokens and keys are only counted).
 
 use super::Config;
@@ -130,6 +130,22 @@ impl Config {
             };
             writeln!(out, ", slow clients: {slow}")?;
         }
+        let l = &self.limits;
+        let rate = |r: &super::RateLimit| format!("{} burst {}", r.rate, r.burst);
+        writeln!(
+            out,
+            "limits: per client (subject) {} connections, messages {}, subscribes {}; \
+             per ip (anonymous) {} connections, connects {}, subscribes {}; \
+             publish {}; max connections {}",
+            l.per_client.connections,
+            rate(&l.per_client.messages),
+            rate(&l.per_client.subscribes),
+            l.per_ip.connections,
+            rate(&l.per_ip.connects),
+            rate(&l.per_ip.subscribes),
+            rate(&l.publish),
+            l.max_connections
+        )?;
         writeln!(
             out,
             "webhooks: {}, taps: {}",

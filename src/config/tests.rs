@@ -61,12 +61,11 @@ channels:                       # first matching pattern wins; a channel matchin
   - { pattern: "chat.*",    subscribe: token, publish: clients, presence: true }
   - { pattern: "metrics.*", subscribe: anyone, slow_client: conflate }   # disconnect (default) | drop_oldest | conflate
 limits:
-  per_client:                   # a client is the token subject, else the IP
-    connections: 20
-    messages: { rate: 20/s, burst: 40 }      # frames or requests a client sends
-    subscribes: { rate: 60/m, burst: 20 }
+  per_client: { connections: 20, messages: { rate: 20/s, burst: 40 }, subscribes: { rate: 60/m, burst: 20 } }
   per_ip:
-    connects: { rate: 10/s, burst: 50 }
+    connections: 5000           # anonymous realtime connections from one address
+    connects: { rate: 500/s, burst: 2000 }    # new TCP connections
+    subscribes: { rate: 1000/s, burst: 5000 } # anonymous subscribes from one address
   publish: { rate: 5000/s, burst: 10000 }    # admin publishes, per admin key
   max_connections: 100000
 webhooks:                       # backend webhooks / push callbacks -> channel messages (admin listener)
@@ -174,6 +173,16 @@ fn empty_file_gives_defaults() {
     assert_eq!(d.realtime.allowed_origins, ["*"]);
     assert_eq!(d.limits.per_client.subscribes.rate.to_string(), "60/m");
     assert_eq!(d.limits.per_client.subscribes.burst.get(), 20);
+    let ip = &d.limits.per_ip;
+    assert_eq!(ip.connections, 5000);
+    assert_eq!(
+        (ip.connects.rate.to_string(), ip.connects.burst.get()),
+        ("500/s".to_owned(), 2000)
+    );
+    assert_eq!(
+        (ip.subscribes.rate.to_string(), ip.subscribes.burst.get()),
+        ("1000/s".to_owned(), 5000)
+    );
     assert_eq!(d.limits.publish.burst.get(), 10_000);
     assert_eq!(d.limits.max_connections, 100_000);
     assert_eq!(d.broker.kind, BrokerKind::Memory);
@@ -353,6 +362,14 @@ fn summary_names_the_essentials_without_secrets() {
     );
     assert!(s.contains("user.{sub}"), "{s}");
     assert!(s.contains("webhooks: 2, taps: 1"), "{s}");
+    assert!(
+        s.contains("per client (subject) 20 connections, messages 20/s burst 40"),
+        "{s}"
+    );
+    assert!(
+        s.contains("per ip (anonymous) 5000 connections, connects 500/s burst 2000, subscribes 1000/s burst 5000"),
+        "{s}"
+    );
     assert!(s.contains("broker: memory"), "{s}");
     assert!(!s.contains("dev-secret"), "{s}");
 

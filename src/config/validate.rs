@@ -299,6 +299,9 @@ fn limits(c: &Config, r: &mut Report) {
             "must be at least 1",
         );
     }
+    if c.limits.per_ip.connections == 0 {
+        r.add(key.key("per_ip").key("connections"), "must be at least 1");
+    }
 }
 
 fn ingest(c: &Config, r: &mut Report) {

@@ -125,7 +125,8 @@ async fn resumes_are_not_charged_as_subscribes() {
     let gw = TestGateway::with(
         "http://127.0.0.1:9",
         "  heartbeat: 15s",
-        "limits: { per_client: { subscribes: { rate: 1/m, burst: 2 } } }",
+        // Anonymous: its subscribes count per address.
+        "limits: { per_ip: { subscribes: { rate: 1/m, burst: 2 } } }",
     )
     .await;
     let http = &gw.http;

@@ -243,3 +243,40 @@ async fn a_ping_flood_counts_as_a_flood() {
     assert!(limited > 0, "a ping flood is refused like any other");
     assert!(matches!(close, Some(1013) | None), "close {close:?}");
 }
+
+#[tokio::test]
+async fn anonymous_browsers_behind_one_address_connect_with_the_defaults() {
+    // The shipped defaults (only a JWT secret, so a subject can connect too).
+    let gw = gateway("").await;
+    let started = Instant::now();
+    let browsers: Vec<Ws> = futures_util::stream::iter(0..300)
+        .map(|_| gw.ws("/realtime/ws?channels=public.office"))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let took = started.elapsed();
+    assert_eq!(browsers.len(), 300);
+    assert!(
+        took < Duration::from_secs(15),
+        "300 anonymous browsers took {took:?}"
+    );
+    eventually(5, "all 300 counted", || async {
+        gw.stats().await["transports"]["ws"] == 300
+    })
+    .await;
+
+    // A subject over its own `per_client.connections` (20) is still refused.
+    let path = format!(
+        "/realtime/ws?channels=public.office&token={}",
+        token("desk")
+    );
+    let mut own = Vec::new();
+    for _ in 0..20 {
+        own.push(gw.ws(&path).await);
+    }
+    match gw.try_ws(&path).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        Err(e) => panic!("refused otherwise: {e}"),
+        Ok(_) => panic!("the 21st connection of one subject was accepted"),
+    }
+}

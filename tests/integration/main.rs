@@ -10,6 +10,7 @@ mod client_http;
 mod cluster;
 mod ingest;
 mod limits;
+mod live_state;
 mod poll;
 mod presence;
 mod proxy;

@@ -133,6 +133,12 @@ fn zero_burst() {
 }
 
 #[test]
+fn per_ip_connections_zero() {
+    let text = "limits:\n  per_ip:\n    connections: 0\n";
+    rejects(text, 3, "limits.per_ip.connections", "at least 1");
+}
+
+#[test]
 fn yaml_syntax_error() {
     let errors = parse_str("listen:\n  public: [0.0.0.0\nbackend: {}\n")
         .unwrap_err()

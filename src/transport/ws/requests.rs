@@ -69,7 +69,7 @@ impl WsSession {
 
     /// Charge one inbound frame to the client's message limit.
     pub(super) fn allow_frame(&mut self) -> bool {
-        match self.settings.limits.message(&self.client.key) {
+        match self.state.limits.message(&self.client.key) {
             Ok(()) => {
                 self.refused = 0;
                 true
@@ -150,7 +150,7 @@ impl WsSession {
             Some(Ok(c)) => Some(c),
             None => None,
         };
-        if let Err(l) = self.settings.limits.subscribe(&self.client.key, 1) {
+        if let Err(l) = self.state.limits.subscribe(&self.client.key, 1) {
             let msg = format!(
                 "too many subscribes; retry in {}ms",
                 l.retry_after.as_millis()

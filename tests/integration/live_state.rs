@@ -1,0 +1,207 @@
+//! What clients have spent and hold outlives a reload: connection counts and
+//! rate buckets carry over and only the quotas change; a long-lived
+//! connection serves what the new configuration says.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite;
+
+use crate::common::*;
+
+const SECRET: &str = "live-state-secret";
+
+fn token(sub: &str) -> String {
+    pushgate::auth::mint_hs256(SECRET, sub, &[], Duration::from_secs(600), None, None).unwrap()
+}
+
+async fn gateway(limits: &str) -> TestGateway {
+    let extra = format!("auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}\nlimits:\n{limits}");
+    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
+}
+
+/// Replace `from` with `to` in the gateway's file and reload it.
+fn reload_with(gw: &TestGateway, from: &str, to: &str) {
+    let path = gw.dir.join("gateway.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from} not in config");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    pushgate::reload::reload(gw.handle.as_ref().unwrap().state(), &path).unwrap();
+}
+
+/// The HTTP status a refused WebSocket handshake got.
+fn refused_status(r: Result<Ws, tungstenite::Error>) -> u16 {
+    match r {
+        Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("handshake failed otherwise: {e}"),
+        Ok(_) => panic!("handshake accepted"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_at_its_connection_limit_stays_refused_across_a_reload() {
+    let gw = gateway("  per_client: { connections: 2 }").await;
+    let path = format!("/realtime/ws?channels=public.cap&token={}", token("capped"));
+    let mut a = gw.ws(&path).await;
+    let _b = gw.ws(&path).await;
+    assert_eq!(refused_status(gw.try_ws(&path).await), 429);
+
+    // A reload that changes nothing about this client.
+    reload_with(&gw, "heartbeat: 15s", "heartbeat: 14s");
+    assert_eq!(
+        refused_status(gw.try_ws(&path).await),
+        429,
+        "a reload gives no new connections"
+    );
+
+    // A slot taken before the reload goes back to the same count.
+    a.close(None).await.unwrap();
+    while a.next().await.is_some() {}
+    eventually(5, "the closed slot is free again", || async {
+        gw.try_ws(&path).await.is_ok()
+    })
+    .await;
+
+    // A raised quota gives exactly the difference.
+    reload_with(&gw, "connections: 2", "connections: 3");
+    let _c = gw.ws(&path).await;
+    let _d = gw.ws(&path).await;
+    assert_eq!(refused_status(gw.try_ws(&path).await), 429);
+}
+
+#[tokio::test]
+async fn a_rate_limited_client_is_not_refreshed_by_a_reload() {
+    let gw = gateway("  per_ip: { connects: { rate: 1/m, burst: 3 } }").await;
+    let poll = || async {
+        // A fresh client each time: a new TCP connection per request.
+        gw.fresh_client()
+            .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for _ in 0..3 {
+        assert_eq!(poll().await, 200);
+    }
+    assert_eq!(poll().await, 429);
+    reload_with(&gw, "heartbeat: 15s", "heartbeat: 14s");
+    assert_eq!(poll().await, 429, "the reload refunds nothing");
+}
+
+/// Subscribe to `public.q{i}`: whether it was acknowledged.
+async fn subscribe(ws: &mut Ws, i: usize) -> bool {
+    send_json(
+        ws,
+        json!({"op": "subscribe", "channel": format!("public.q{i}"), "ref": i}),
+    )
+    .await;
+    let v: Value = next_json(ws).await;
+    assert_eq!(v["ref"], i, "{v}");
+    v["type"] == "ack"
+}
+
+#[tokio::test]
+async fn a_reload_changes_quotas_without_refunding_what_was_spent() {
+    let gw = gateway("  per_client: { subscribes: { rate: 1/m, burst: 3 } }").await;
+    let mut ws = gw.ws(&format!("/realtime/ws?token={}", token("sub"))).await;
+    let mut acks = Vec::new();
+    for i in 0..4 {
+        acks.push(subscribe(&mut ws, i).await);
+    }
+    assert_eq!(acks, [true, true, true, false]);
+    // Two more in the burst: two more subscribes, not five.
+    reload_with(&gw, "burst: 3", "burst: 5");
+    let mut acks = Vec::new();
+    for i in 4..7 {
+        acks.push(subscribe(&mut ws, i).await);
+    }
+    assert_eq!(acks, [true, true, false]);
+}
+
+#[tokio::test]
+async fn a_long_lived_http2_connection_serves_a_new_rule_after_a_reload() {
+    let gw = gateway("  max_connections: 1000").await;
+    let client = gw.fresh_client();
+    let poll = || async {
+        let r = client
+            .get(gw.url("/realtime/poll?channels=later.x&timeout=0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        r.status().as_u16()
+    };
+    assert_eq!(poll().await, 403, "no rule for later.* yet");
+    let state = gw.handle.as_ref().unwrap().state();
+    let before = Arc::downgrade(&state.settings());
+
+    reload_with(
+        &gw,
+        "channels:\n",
+        "channels:\n  - { pattern: \"later.*\", subscribe: anyone }\n",
+    );
+    // The open connection holds no old configuration.
+    eventually(5, "the old settings are let go", || async {
+        before.upgrade().is_none()
+    })
+    .await;
+    assert_eq!(poll().await, 200, "the same connection sees the new rule");
+    assert_eq!(
+        gw.stats().await["connections"],
+        1,
+        "one connection throughout"
+    );
+}
+
+/// A stand-in application that answers `ok` and counts the TCP connections
+/// it has accepted.
+async fn counting_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn backend_connections_outlive_a_reload() {
+    let (backend, accepted) = counting_backend().await;
+    let gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await;
+    for (client, name) in [(&gw.http1, "HTTP/1 relay"), (&gw.http, "HTTP/2 proxy")] {
+        let get = || async {
+            let r = client.get(gw.url("/app")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        };
+        assert_eq!(get().await, "ok");
+        let before = accepted.load(Ordering::SeqCst);
+        reload_with(&gw, "heartbeat: 15s", "heartbeat: 14s");
+        assert_eq!(get().await, "ok");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            before,
+            "{name}: the backend connection is reused after a reload"
+        );
+        reload_with(&gw, "heartbeat: 14s", "heartbeat: 15s");
+    }
+}
