@@ -32,11 +32,13 @@ pub(crate) mod head;
 mod idle;
 mod pool;
 pub mod relay;
+mod reuse;
+mod upload;
 
 pub(crate) use fields::HOP_BY_HOP;
 use fields::{
-    drop_underscore_aliases, forwarded_headers, is_upgrade, join_cookies, request_host,
-    strip_hop_by_hop, unknown_transfer_coding,
+    content_length, drop_forged_fields, forwarded_headers, is_upgrade, join_cookies, request_host,
+    strip_hop_by_hop,
 };
 use idle::IdleTimeout;
 
@@ -119,6 +121,15 @@ impl Proxy {
             Ok(r) => r,
             Err(resp) => return resp,
         };
+        let (mut backend_req, upload) = match upload::read_ahead(backend_req).await {
+            Ok(r) => r,
+            Err(error) => {
+                debug!(%error, "request body refused before forwarding");
+                return malformed_body();
+            }
+        };
+        let method = backend_req.method().clone();
+        let conn = reuse::Connection::watch(&mut backend_req);
         let result = tokio::time::timeout(self.timeout, self.client.request(backend_req)).await;
         let mut resp = match result {
             Err(_) => {
@@ -129,23 +140,23 @@ impl Proxy {
                     "the application did not answer in time",
                 );
             }
+            Ok(Err(error)) if upload.failed() => {
+                debug!(%error, "request body failed while forwarding");
+                return malformed_body();
+            }
             Ok(Err(error)) => {
                 warn!(%error, connect = error.is_connect(), "backend request failed");
-                return reply::error(
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    "the application is unreachable",
-                );
+                return bad_gateway();
             }
-            Ok(Ok(resp)) if unknown_transfer_coding(resp.headers()) => {
-                warn!("backend answered with a transfer coding other than chunked");
-                return reply::error(
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    "the application is unreachable",
-                );
+            Ok(Ok(mut resp)) => {
+                match reuse::check(&method, client_upgrade.is_some(), &mut resp, &conn) {
+                    Ok(()) => resp,
+                    Err(error) => {
+                        warn!(%error, "backend answer refused");
+                        return bad_gateway();
+                    }
+                }
             }
-            Ok(Ok(resp)) => resp,
         };
         debug!(status = resp.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
         if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
@@ -213,11 +224,25 @@ impl Proxy {
                 )
             })?;
         let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
+        // The length in its plain form: `0005` would reach the application
+        // as written, where a parser of its own may read it otherwise.
+        if parts.headers.contains_key(header::CONTENT_LENGTH) {
+            let n = content_length(&parts.headers).ok_or_else(|| {
+                reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "invalid Content-Length",
+                )
+            })?;
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         strip_hop_by_hop(&mut parts.headers);
         // hyper already answered the client's `Expect: 100-continue`.
         parts.headers.remove(header::EXPECT);
         join_cookies(&mut parts.headers);
-        drop_underscore_aliases(&mut parts.headers);
+        drop_forged_fields(&mut parts.headers);
         if upgrade {
             if let Some(u) = upgrade_to {
                 parts.headers.insert(header::UPGRADE, u);
@@ -236,6 +261,26 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
     }
+}
+
+fn bad_gateway() -> Response<Body> {
+    reply::error(
+        StatusCode::BAD_GATEWAY,
+        "bad_gateway",
+        "the application is unreachable",
+    )
+}
+
+fn malformed_body() -> Response<Body> {
+    let mut resp = reply::error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "malformed request body",
+    );
+    // The rest of the body cannot be read past the fault.
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// POST a small JSON body to a backend path (client messages); returns the
