@@ -1,9 +1,13 @@
 //! The reverse proxy: every request that is not a realtime endpoint goes to
-//! the application, unchanged apart from hop-by-hop headers and the
-//! `X-Forwarded-*`/`Forwarded` headers a proxy owes it.
+//! the application, unchanged apart from hop-by-hop headers, the
+//! `X-Forwarded-*`/`Forwarded` headers a proxy owes it, and the fields only
+//! the gateway may assert (`forwarded.rs`), which a client cannot forge.
 //!
 //! Bodies stream both ways and are never collected, so a large upload or an
-//! endless SSE response from the backend costs a few buffers, not its size.
+//! endless SSE response from the backend costs a few buffers, not its size
+//! (a body without a length is read ahead a little first: `upload.rs`).
+//! A backend connection carries another client's request only after an
+//! answer whose end its framing stated (`reuse.rs`).
 //! `backend.timeout` bounds the wait for response headers; once they arrive
 //! the body flows as long as the backend sends. Upgrades (WebSocket to the
 //! application's own paths) are tunnelled byte for byte.
@@ -27,7 +31,7 @@ use crate::state::{Gauge, Stats};
 
 pub(crate) mod chunked;
 mod fields;
-mod forwarded;
+pub(crate) mod forwarded;
 pub(crate) mod head;
 mod idle;
 mod pool;
@@ -307,9 +311,13 @@ impl Proxy {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+        // The same rules for reusing its connection as a proxied request's.
+        let conn = reuse::Connection::watch(&mut req);
+        let mut resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
             .map_err(|_| BackendError::Timeout)?
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        reuse::check(&http::Method::POST, false, &mut resp, &conn)
             .map_err(|e| BackendError::Unavailable(e.to_string()))?;
         let status = resp.status();
         let body = tokio::time::timeout(
