@@ -120,6 +120,7 @@ impl Proxy {
     async fn forward_inner(&self, mut req: Request<Body>, stats: &Arc<Stats>) -> Response<Body> {
         let started = std::time::Instant::now();
         let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
+        let http1 = req.version() < Version::HTTP_2;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let backend_req = match self.backend_request(req, upgrade) {
             Ok(r) => r,
@@ -129,7 +130,7 @@ impl Proxy {
             Ok(r) => r,
             Err(error) => {
                 debug!(%error, "request body refused before forwarding");
-                return malformed_body();
+                return malformed_body(http1);
             }
         };
         let method = backend_req.method().clone();
@@ -146,7 +147,7 @@ impl Proxy {
             }
             Ok(Err(error)) if upload.failed() => {
                 debug!(%error, "request body failed while forwarding");
-                return malformed_body();
+                return malformed_body(http1);
             }
             Ok(Err(error)) => {
                 warn!(%error, connect = error.is_connect(), "backend request failed");
@@ -275,15 +276,19 @@ fn bad_gateway() -> Response<Body> {
     )
 }
 
-fn malformed_body() -> Response<Body> {
+/// A 400 for a client body that broke its own framing. On HTTP/1 the
+/// connection closes after it: nothing past the fault can be read as the
+/// next request. (HTTP/2 ends only the stream, and has no `Connection`.)
+fn malformed_body(http1: bool) -> Response<Body> {
     let mut resp = reply::error(
         StatusCode::BAD_REQUEST,
         "bad_request",
         "malformed request body",
     );
-    // The rest of the body cannot be read past the fault.
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if http1 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 

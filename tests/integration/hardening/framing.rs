@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{VIA_HYPER, exchange};
+use crate::common::*;
 use crate::relay::scripted::*;
 
 #[tokio::test]
@@ -104,14 +105,12 @@ async fn a_chunk_gone_bad_after_forwarding_is_400_while_the_backend_has_not_answ
         .await
         .unwrap();
     // Past the read-ahead: the request reaches the application.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while app.heads.lock().unwrap().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the request never reached the backend"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let heads = app.heads.clone();
+    eventually(5, "the request reached the backend", || {
+        let heads = heads.clone();
+        async move { !heads.lock().unwrap().is_empty() }
+    })
+    .await;
     let sent_bad = Instant::now();
     tls.write_all(b"zz\r\n").await.unwrap();
     let mut answer = Vec::new();
@@ -122,13 +121,11 @@ async fn a_chunk_gone_bad_after_forwarding_is_400_while_the_backend_has_not_answ
         sent_bad.elapsed() < Duration::from_millis(1200),
         "answered at the fault, not when the backend did"
     );
+    // The application's connection is cut, so its half body never ends.
     let closed = app.closed.clone();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while closed.load(Ordering::SeqCst) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the cut-off request was kept open"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(5, "the cut-off request's connection closed", || {
+        let closed = closed.clone();
+        async move { closed.load(Ordering::SeqCst) > 0 }
+    })
+    .await;
 }
