@@ -22,7 +22,10 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         let peer = req
             .extensions()
             .get::<crate::conn_info::ConnInfo>()
-            .map(|c| c.peer);
+            .map(|c| c.peer)
+            // On a `[::]` listener an IPv4 peer shows as ::ffff:a.b.c.d,
+            // and IPv4 loopback must count as loopback there too.
+            .map(|p| std::net::SocketAddr::new(p.ip().to_canonical(), p.port()));
         let refused = match peer {
             Some(peer) => settings
                 .auth

@@ -99,7 +99,10 @@ pub fn cursor(data: &[u8]) {
 /// The relay's reading of raw HTTP/1 bytes (`proxy/relay.rs`), from a
 /// client or a backend: never a panic; a request it takes is rewritten into
 /// one complete request it would take again; an answer head it accepts is
-/// rewritten into one complete answer; a chunked body ends at the same byte
+/// rewritten into one complete answer, states one length at most, and
+/// leaves its connection out of the pool when its end is the backend's
+/// guess (a bodiless answer, or both framings); a field only the gateway
+/// asserts never reaches the backend; a chunked body ends at the same byte
 /// however its bytes arrive, and never past them.
 pub fn relay(data: &[u8]) {
     use crate::conn_info::ConnInfo;
@@ -138,6 +141,13 @@ pub fn relay(data: &[u8]) {
             ));
         }
         assert!(out.path().starts_with('/'));
+        assert!(
+            !again
+                .headers
+                .iter()
+                .any(|h| crate::proxy::forwarded::is_asserted(h.name)),
+            "a field only the gateway asserts was forwarded"
+        );
     }
     for method in [Method::GET, Method::HEAD] {
         match head::response(data, &method, false, b"Mon, 23 Nov 2026 18:00:00 GMT") {
@@ -150,6 +160,18 @@ pub fn relay(data: &[u8]) {
                     Ok(httparse::Status::Complete(answer.head.len())),
                     "the rewritten head is one whole answer"
                 );
+                let lengths = again
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .count();
+                assert!(lengths <= 1, "one length at most");
+                if answer.framing == head::Framing::Chunked {
+                    assert_eq!(lengths, 0, "no length beside chunked framing");
+                }
+                if answer.framing == head::Framing::Empty {
+                    assert!(!answer.reusable, "a bodiless answer's connection is pooled");
+                }
             }
             Response::Interim(len) => assert!(0 < len && len <= data.len()),
             Response::Partial | Response::Unusable(_) => {}

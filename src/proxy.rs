@@ -1,9 +1,13 @@
 //! The reverse proxy: every request that is not a realtime endpoint goes to
-//! the application, unchanged apart from hop-by-hop headers and the
-//! `X-Forwarded-*`/`Forwarded` headers a proxy owes it.
+//! the application, unchanged apart from hop-by-hop headers, the
+//! `X-Forwarded-*`/`Forwarded` headers a proxy owes it, and the fields only
+//! the gateway may assert (`forwarded.rs`), which a client cannot forge.
 //!
 //! Bodies stream both ways and are never collected, so a large upload or an
-//! endless SSE response from the backend costs a few buffers, not its size.
+//! endless SSE response from the backend costs a few buffers, not its size
+//! (a body without a length is read ahead a little first: `upload.rs`).
+//! A backend connection carries another client's request only after an
+//! answer whose end its framing stated (`reuse.rs`).
 //! `backend.timeout` bounds the wait for response headers; once they arrive
 //! the body flows as long as the backend sends. Upgrades (WebSocket to the
 //! application's own paths) are tunnelled byte for byte.
@@ -27,16 +31,18 @@ use crate::reply::{self, Body};
 
 pub(crate) mod chunked;
 mod fields;
-mod forwarded;
+pub(crate) mod forwarded;
 pub(crate) mod head;
 mod idle;
 mod pool;
 pub mod relay;
+mod reuse;
+mod upload;
 
 pub(crate) use fields::HOP_BY_HOP;
 use fields::{
-    drop_underscore_aliases, forwarded_headers, is_upgrade, join_cookies, request_host,
-    strip_hop_by_hop, unknown_transfer_coding,
+    content_length, drop_forged_fields, forwarded_headers, is_upgrade, join_cookies, request_host,
+    strip_hop_by_hop,
 };
 use idle::IdleTimeout;
 
@@ -124,11 +130,21 @@ impl Proxy {
     async fn forward_inner(&self, mut req: Request<Body>, stats: &Arc<Stats>) -> Response<Body> {
         let started = std::time::Instant::now();
         let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
+        let http1 = req.version() < Version::HTTP_2;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let backend_req = match self.backend_request(req, upgrade) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
+        let (mut backend_req, upload) = match upload::read_ahead(backend_req).await {
+            Ok(r) => r,
+            Err(error) => {
+                debug!(%error, "request body refused before forwarding");
+                return malformed_body(http1);
+            }
+        };
+        let method = backend_req.method().clone();
+        let conn = reuse::Connection::watch(&mut backend_req);
         let result = tokio::time::timeout(self.timeout, self.client.request(backend_req)).await;
         let mut resp = match result {
             Err(_) => {
@@ -139,23 +155,23 @@ impl Proxy {
                     "the application did not answer in time",
                 );
             }
+            Ok(Err(error)) if upload.failed() => {
+                debug!(%error, "request body failed while forwarding");
+                return malformed_body(http1);
+            }
             Ok(Err(error)) => {
                 warn!(%error, connect = error.is_connect(), "backend request failed");
-                return reply::error(
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    "the application is unreachable",
-                );
+                return bad_gateway();
             }
-            Ok(Ok(resp)) if unknown_transfer_coding(resp.headers()) => {
-                warn!("backend answered with a transfer coding other than chunked");
-                return reply::error(
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    "the application is unreachable",
-                );
+            Ok(Ok(mut resp)) => {
+                match reuse::check(&method, client_upgrade.is_some(), &mut resp, &conn) {
+                    Ok(()) => resp,
+                    Err(error) => {
+                        warn!(%error, "backend answer refused");
+                        return bad_gateway();
+                    }
+                }
             }
-            Ok(Ok(resp)) => resp,
         };
         debug!(status = resp.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
         if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
@@ -223,11 +239,25 @@ impl Proxy {
                 )
             })?;
         let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
+        // The length in its plain form: `0005` would reach the application
+        // as written, where a parser of its own may read it otherwise.
+        if parts.headers.contains_key(header::CONTENT_LENGTH) {
+            let n = content_length(&parts.headers).ok_or_else(|| {
+                reply::error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "invalid Content-Length",
+                )
+            })?;
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         strip_hop_by_hop(&mut parts.headers);
         // hyper already answered the client's `Expect: 100-continue`.
         parts.headers.remove(header::EXPECT);
         join_cookies(&mut parts.headers);
-        drop_underscore_aliases(&mut parts.headers);
+        drop_forged_fields(&mut parts.headers);
         if upgrade {
             if let Some(u) = upgrade_to {
                 parts.headers.insert(header::UPGRADE, u);
@@ -246,6 +276,30 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
     }
+}
+
+fn bad_gateway() -> Response<Body> {
+    reply::error(
+        StatusCode::BAD_GATEWAY,
+        "bad_gateway",
+        "the application is unreachable",
+    )
+}
+
+/// A 400 for a client body that broke its own framing. On HTTP/1 the
+/// connection closes after it: nothing past the fault can be read as the
+/// next request. (HTTP/2 ends only the stream, and has no `Connection`.)
+fn malformed_body(http1: bool) -> Response<Body> {
+    let mut resp = reply::error(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "malformed request body",
+    );
+    if http1 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// POST a small JSON body to a backend path (client messages); returns the
@@ -272,9 +326,13 @@ impl Proxy {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let resp = tokio::time::timeout(self.timeout, self.client.request(req))
+        // The same rules for reusing its connection as a proxied request's.
+        let conn = reuse::Connection::watch(&mut req);
+        let mut resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
             .map_err(|_| BackendError::Timeout)?
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        reuse::check(&http::Method::POST, false, &mut resp, &conn)
             .map_err(|e| BackendError::Unavailable(e.to_string()))?;
         let status = resp.status();
         let body = tokio::time::timeout(

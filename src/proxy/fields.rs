@@ -32,8 +32,12 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// `:authority`, an absolute-form target: RFC 9113 §8.3.1, RFC 9112
 /// §3.2.2), else its one `Host` field. More than one `Host`, or one that is
 /// not `host[:port]`, is refused (RFC 9112 §3.2): the backend and the
-/// `X-Forwarded-Host` we add must not disagree about it. An empty `Host`
-/// (allowed when the target has no authority) names no host.
+/// `X-Forwarded-Host` we add must not disagree about it. So is an HTTP/1.1
+/// request without `Host`, and an HTTP/2 one with neither `:authority` nor
+/// `Host` (RFC 9112 §3.2, RFC 9113 §8.3.1): forwarded, it would reach the
+/// application with the backend's own address as its host. An empty `Host`
+/// (allowed when the target has no authority) names no host; so does a
+/// missing one on HTTP/1.0, which predates it.
 pub(super) fn request_host(
     parts: &http::request::Parts,
 ) -> Result<Option<HeaderValue>, &'static str> {
@@ -41,6 +45,14 @@ pub(super) fn request_host(
     let field = fields.next();
     if fields.next().is_some() {
         return Err("more than one Host header");
+    }
+    let required = match parts.version {
+        http::Version::HTTP_11 => true,
+        http::Version::HTTP_2 => parts.uri.authority().is_none(),
+        _ => false,
+    };
+    if field.is_none() && required {
+        return Err("no Host header");
     }
     if let Some(authority) = parts.uri.authority() {
         // Host is host and port only (RFC 9112 §3.2.2): no user:password@.
@@ -87,13 +99,16 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Fields that could pass for ours with a CGI-style application
+/// Fields only the gateway may send (`forwarded::is_asserted`), and fields
+/// that could pass for ours with a CGI-style application
 /// (`forwarded::is_underscore_alias`).
-pub(super) fn drop_underscore_aliases(headers: &mut HeaderMap) {
+pub(super) fn drop_forged_fields(headers: &mut HeaderMap) {
     // Empty, as it almost always is, the list allocates nothing.
     let aliases: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| forwarded::is_underscore_alias(k.as_str()))
+        .filter(|k| {
+            forwarded::is_asserted(k.as_str()) || forwarded::is_underscore_alias(k.as_str())
+        })
         .cloned()
         .collect();
     for name in aliases {
@@ -157,6 +172,48 @@ pub(super) fn unknown_transfer_coding(headers: &HeaderMap) -> bool {
     let fields = headers.get_all(header::TRANSFER_ENCODING);
     let (last, _) = super::head::transfer_codings(fields.iter().map(HeaderValue::as_bytes));
     last.is_some_and(|c| !c.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// One `Content-Length` in its plain form (`0005` becomes `5`, `5, 5`
+/// becomes `5`); an unreadable or disagreeing one goes. hyper's client has
+/// refused such a length already wherever it frames a body: what is left
+/// is the length a bodiless answer states. (A request's length is
+/// rewritten by `proxy.rs`, which refuses one that does not read.)
+pub(super) fn normalize_length(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONTENT_LENGTH) {
+        return;
+    }
+    match content_length(headers) {
+        Some(n) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+    }
+}
+
+/// The one length all `Content-Length` values agree on (RFC 9110 §8.6:
+/// `1*DIGIT`, a list of one value repeated).
+pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for v in value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+        {
+            let n = std::str::from_utf8(v)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    length
 }
 
 #[cfg(test)]
@@ -224,5 +281,35 @@ mod tests {
             h["forwarded"],
             "for=\"[::1]\";proto=https;host=\"evil;x=y\""
         );
+    }
+
+    fn lengths(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn lengths_are_read_as_one_number() {
+        assert_eq!(content_length(&lengths(&["0005"])), Some(5));
+        assert_eq!(content_length(&lengths(&["5, 005", "5"])), Some(5));
+        assert_eq!(content_length(&lengths(&["0"])), Some(0));
+        for bad in [&["5", "6"][..], &["+5"], &["-1"], &[""], &["5,"], &["0x5"]] {
+            assert_eq!(content_length(&lengths(bad)), None, "{bad:?}");
+        }
+        assert_eq!(content_length(&lengths(&["99999999999999999999999"])), None);
+    }
+
+    #[test]
+    fn a_written_length_is_normalized_or_dropped() {
+        let mut h = lengths(&["0005", "5"]);
+        normalize_length(&mut h);
+        assert_eq!(h.get_all(header::CONTENT_LENGTH).iter().count(), 1);
+        assert_eq!(h[header::CONTENT_LENGTH], "5");
+        let mut h = lengths(&["5", "6"]);
+        normalize_length(&mut h);
+        assert!(!h.contains_key(header::CONTENT_LENGTH));
     }
 }

@@ -2,8 +2,9 @@
 //! `Forwarded` and the `X-Forwarded-*` family), computed once for both ways
 //! a request is forwarded: hyper's (`proxy.rs`) and the relay's (`relay.rs`),
 //! and the rules both apply to what the client sends toward those values:
-//! which `Host` is one ([`host`]), and which field names could pass for
-//! ours ([`is_underscore_alias`]).
+//! which `Host` is one ([`host`]), which field names could pass for ours
+//! ([`is_underscore_alias`]), and which fields only the gateway may send
+//! ([`ASSERTED`]).
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -106,6 +107,21 @@ fn is_reg_name(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
 }
 
+/// Request fields the gateway itself asserts to the application: the
+/// sender of a client message (`X-Pushgate-Subject`, `X-Pushgate-Connection`,
+/// set by `transport/send.rs`), and any identity a later check vouches for.
+/// A client's own copy would let anyone speak as anyone wherever the
+/// application trusts them, so every one of them, in any case and with `_`
+/// for `-`, is dropped from client requests on both ways a request is
+/// forwarded. The one list: a field the gateway starts to assert goes here.
+pub const ASSERTED: [&str; 2] = ["x-pushgate-subject", "x-pushgate-connection"];
+
+/// Whether a client's request field is one the gateway asserts
+/// ([`ASSERTED`]), or an underscore alias of one.
+pub fn is_asserted(name: &str) -> bool {
+    ASSERTED.iter().any(|ours| same_field(ours, name))
+}
+
 /// A request field name with `_` that CGI-style servers (PHP, WSGI, Rack)
 /// would read as a field the proxy owns: they turn both `-` and `_` into
 /// `_`, so `X_Forwarded_For: 1.2.3.4` would land where the application looks
@@ -121,19 +137,21 @@ pub fn is_underscore_alias(name: &str) -> bool {
         "content-length",
         "transfer-encoding",
     ];
-    name.contains('_')
-        && OURS.iter().any(|ours| {
-            ours.len() == name.len()
-                && ours
-                    .bytes()
-                    .zip(name.bytes())
-                    .all(|(o, n)| o == n.to_ascii_lowercase() || (o == b'-' && n == b'_'))
-        })
+    name.contains('_') && OURS.iter().any(|ours| same_field(ours, name))
+}
+
+/// `name` is `ours` (lower case) in any case, with `_` for any `-`.
+fn same_field(ours: &str, name: &str) -> bool {
+    ours.len() == name.len()
+        && ours
+            .bytes()
+            .zip(name.bytes())
+            .all(|(o, n)| o == n.to_ascii_lowercase() || (o == b'-' && n == b'_'))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{host, is_underscore_alias};
+    use super::{host, is_asserted, is_underscore_alias};
 
     #[test]
     fn a_host_is_a_name_or_address_and_a_port() {
@@ -194,6 +212,27 @@ mod tests {
             "my_header",
         ] {
             assert!(!is_underscore_alias(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn asserted_fields_are_caught_in_any_spelling() {
+        for forged in [
+            "x-pushgate-subject",
+            "X-Pushgate-Subject",
+            "X-PUSHGATE-CONNECTION",
+            "X_Pushgate_Subject",
+            "x-pushgate_connection",
+        ] {
+            assert!(is_asserted(forged), "{forged}");
+        }
+        for other in [
+            "x-pushgate-subjects",
+            "x-pushgate",
+            "x-subject",
+            "X_Pushgate",
+        ] {
+            assert!(!is_asserted(other), "{other}");
         }
     }
 }

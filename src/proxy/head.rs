@@ -159,6 +159,7 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         if !is_hop_by_hop(h.name)
             && !replaced_on_the_way(h.name)
             && !forwarded::is_underscore_alias(h.name)
+            && !forwarded::is_asserted(h.name)
         {
             write_field(&mut head, h.name, h.value);
         }
@@ -351,6 +352,14 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
         }
     };
     if framing == Framing::UntilClose {
+        reusable = false;
+    }
+    if framing == Framing::Empty {
+        // Where a bodiless answer ends is a rule the backend may not keep:
+        // one that sends a body after a HEAD answer, a 204 or a 304 sends
+        // it at a time of its choosing, perhaps after the connection's
+        // last check, where it would be read as the next client's answer.
+        // Not trusted with another request.
         reusable = false;
     }
 
@@ -592,7 +601,10 @@ mod tests {
         ] {
             let (i, head) = answer(raw, method, false);
             assert_eq!(i.framing, Framing::Empty, "{raw}");
-            assert!(i.reusable);
+            assert!(
+                !i.reusable,
+                "{raw}: a bodiless answer's connection is reused"
+            );
             assert_eq!(
                 head.contains("content-length: 10"),
                 raw.contains("Content-Length")

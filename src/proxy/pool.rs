@@ -1,6 +1,9 @@
 //! Idle connections to the backend for the HTTP/1 relay (`relay.rs`), shared
 //! by every client connection: a request takes one and gives it back once
-//! its answer has been read to the end and the backend did not ask to close.
+//! its answer has been read to the end, the backend did not ask to close,
+//! and the answer was one whose end the backend cannot misjudge
+//! (`relay/answer.rs`). Bytes that reach an idle connection disqualify it
+//! when it is next taken ([`BackendPool::take`]).
 //!
 //! Newest first: the connection used last is the one least likely to have
 //! been closed by the backend's own keep-alive timeout. A connection that was

@@ -293,6 +293,9 @@ async fn ask(
         .await
         .map_err(|e| closed(e, rbuf))?;
     let date = http_date();
+    // An interim answer is a second end the backend may misjudge: its
+    // connection is not trusted with another request.
+    let mut interim = false;
     loop {
         if conn.read_buf(rbuf).await.map_err(|e| closed(e, rbuf))? == 0 {
             return Err(if rbuf.is_empty() {
@@ -303,8 +306,14 @@ async fn ask(
         }
         loop {
             match head::response(rbuf, &out.method, close, &date) {
-                head::Response::Final(inbound) => return Ok(inbound),
-                head::Response::Interim(len) => rbuf.advance(len),
+                head::Response::Final(mut inbound) => {
+                    inbound.reusable &= !interim;
+                    return Ok(inbound);
+                }
+                head::Response::Interim(len) => {
+                    interim = true;
+                    rbuf.advance(len);
+                }
                 head::Response::Partial => break,
                 head::Response::Unusable(why) => return Err(BackendFailure::Unusable(why)),
             }

@@ -7,7 +7,7 @@
 //! HTTP/1.1 over TLS, as a browser without HTTP/2 would.
 
 mod framing;
-mod scripted;
+pub(crate) mod scripted;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -140,7 +140,10 @@ async fn interim_and_bodiless_answers_keep_the_connection_in_step() {
     assert_eq!(headers["content-length"], "10");
     // Still in step: the next answer is the next request's.
     assert_eq!(get(&mut client, "GET", "/doc").await.2, "0123456789");
-    assert_eq!(app.connections.load(Ordering::SeqCst), 1);
+    // An answer after an interim one, a 304, a 204 and a HEAD answer each
+    // retire their connection: where such an answer ends is the backend's
+    // guess (`hardening/stray.rs`).
+    assert_eq!(app.connections.load(Ordering::SeqCst), 5);
 }
 
 #[tokio::test]

@@ -2,7 +2,10 @@
 //! start in one write, then the body as it arrives, with its own framing.
 //!
 //! The rule: the backend connection goes back to the pool only when its
-//! answer ended exactly where its framing said and nothing followed it;
+//! answer ended exactly where its framing said, nothing followed it, and
+//! that end was not the backend's guess (`head.rs` marks answers to `HEAD`,
+//! 204s, 304s, answers after a 1xx and those with both framings as not
+//! reusable);
 //! a body that stalls past `backend.timeout`, breaks off or turns malformed
 //! ends the client's connection without a clean close, so a body delimited
 //! by the close can never pass for complete.

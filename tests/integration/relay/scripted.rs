@@ -17,23 +17,25 @@ use tokio::net::TcpListener;
 use crate::common::*;
 
 /// What the scripted backend does with one request.
-pub(super) struct Answer {
-    pub(super) bytes: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) bytes: Vec<u8>,
     /// Close the connection once the answer is written.
-    pub(super) close: bool,
-    /// Written 100 ms after `bytes`.
-    pub(super) then: &'static [u8],
+    pub(crate) close: bool,
+    /// Written `then_after` after `bytes`, in a write of its own.
+    pub(crate) then: &'static [u8],
+    pub(crate) then_after: Duration,
 }
 
-pub(super) fn answer(bytes: impl Into<Vec<u8>>) -> Answer {
+pub(crate) fn answer(bytes: impl Into<Vec<u8>>) -> Answer {
     Answer {
         bytes: bytes.into(),
         close: false,
         then: b"",
+        then_after: Duration::from_millis(100),
     }
 }
 
-pub(super) fn sized(body: &str) -> Answer {
+pub(crate) fn sized(body: &str) -> Answer {
     answer(format!(
         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nX-App: yes\r\n\r\n{body}",
         body.len()
@@ -42,26 +44,36 @@ pub(super) fn sized(body: &str) -> Answer {
 
 /// A backend that reads bodiless request heads and answers each with
 /// `script(head)`. It records every head and counts its connections.
-pub(super) struct Scripted {
-    pub(super) url: String,
-    pub(super) heads: Arc<Mutex<Vec<String>>>,
-    pub(super) connections: Arc<AtomicUsize>,
+pub(crate) struct Scripted {
+    pub(crate) url: String,
+    pub(crate) heads: Arc<Mutex<Vec<String>>>,
+    pub(crate) connections: Arc<AtomicUsize>,
     /// Connections the gateway has closed.
-    pub(super) closed: Arc<AtomicUsize>,
+    pub(crate) closed: Arc<AtomicUsize>,
+    /// `then` writes done: delivered to the gateway's socket, unless the
+    /// gateway had closed the connection.
+    pub(crate) late: Arc<AtomicUsize>,
 }
 
-pub(super) async fn scripted(script: fn(&str) -> Answer) -> Scripted {
+pub(crate) async fn scripted(script: fn(&str) -> Answer) -> Scripted {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let heads = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicUsize::new(0));
-    let (h, c, gone) = (heads.clone(), connections.clone(), closed.clone());
+    let late = Arc::new(AtomicUsize::new(0));
+    let (h, c, gone, wrote) = (
+        heads.clone(),
+        connections.clone(),
+        closed.clone(),
+        late.clone(),
+    );
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             c.fetch_add(1, Ordering::SeqCst);
             let heads = h.clone();
             let gone = gone.clone();
+            let wrote = wrote.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -74,8 +86,11 @@ pub(super) async fn scripted(script: fn(&str) -> Answer) -> Scripted {
                             return;
                         }
                         if !reply.then.is_empty() {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            let _ = stream.write_all(reply.then).await;
+                            tokio::time::sleep(reply.then_after).await;
+                            if stream.write_all(reply.then).await.is_ok() {
+                                delivered(&stream).await;
+                            }
+                            wrote.fetch_add(1, Ordering::SeqCst);
                         }
                         if reply.close {
                             return;
@@ -98,19 +113,56 @@ pub(super) async fn scripted(script: fn(&str) -> Answer) -> Scripted {
         heads,
         connections,
         closed,
+        late,
     }
 }
 
-pub(super) fn path_of(head: &str) -> &str {
+/// Wait (up to 5 s) until the peer's kernel has acknowledged everything
+/// written on `stream`: the bytes are then in its receive queue, whatever
+/// its process has made of them yet. Read from the socket table
+/// (`/proc/net/tcp`: the send queue of this connection is empty).
+async fn delivered(stream: &tokio::net::TcpStream) {
+    let (Ok(local), Ok(peer)) = (stream.local_addr(), stream.peer_addr()) else {
+        return;
+    };
+    let hex = |a: std::net::SocketAddr| match a.ip() {
+        std::net::IpAddr::V4(ip) => {
+            format!("{:08X}:{:04X}", u32::from_le_bytes(ip.octets()), a.port())
+        }
+        std::net::IpAddr::V6(_) => String::new(),
+    };
+    let (local, peer) = (hex(local), hex(peer));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let queued = table.lines().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.get(1) == Some(&local.as_str()) && f.get(2) == Some(&peer.as_str()))
+                .then(|| {
+                    f.get(4)
+                        .and_then(|q| q.split(':').next())
+                        .map(str::to_owned)
+                })
+                .flatten()
+        });
+        match queued {
+            Some(q) if q.trim_start_matches('0').is_empty() => return,
+            None => return,
+            Some(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
+
+pub(crate) fn path_of(head: &str) -> &str {
     head.split(' ').nth(1).unwrap_or("")
 }
 
-pub(super) async fn gateway_for(backend: &str) -> TestGateway {
+pub(crate) async fn gateway_for(backend: &str) -> TestGateway {
     TestGateway::with(backend, "  heartbeat: 15s", "").await
 }
 
 /// An HTTP/1.1 client on one TLS connection (no ALPN: no HTTP/2).
-pub(super) async fn http1(gw: &TestGateway) -> SendRequest<Empty<Bytes>> {
+pub(crate) async fn http1(gw: &TestGateway) -> SendRequest<Empty<Bytes>> {
     let tls = gw.tls_stream().await;
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -120,7 +172,7 @@ pub(super) async fn http1(gw: &TestGateway) -> SendRequest<Empty<Bytes>> {
 }
 
 /// Send `method path` with `Host: app.example`; the answer, body unread.
-pub(super) async fn request(
+pub(crate) async fn request(
     send: &mut SendRequest<Empty<Bytes>>,
     method: &str,
     path: &str,
@@ -136,7 +188,7 @@ pub(super) async fn request(
 }
 
 /// Send `method path`; the status, headers and whole body.
-pub(super) async fn get(
+pub(crate) async fn get(
     send: &mut SendRequest<Empty<Bytes>>,
     method: &str,
     path: &str,
@@ -149,7 +201,7 @@ pub(super) async fn get(
 }
 
 /// Write `raw` on a new TLS connection and read until the gateway closes it.
-pub(super) async fn raw(gw: &TestGateway, raw: &[u8]) -> String {
+pub(crate) async fn raw(gw: &TestGateway, raw: &[u8]) -> String {
     let mut tls = gw.tls_stream().await;
     tls.write_all(raw).await.unwrap();
     let mut answer = Vec::new();
@@ -157,7 +209,7 @@ pub(super) async fn raw(gw: &TestGateway, raw: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-pub(super) fn proxied_2xx(metrics: &str) -> u64 {
+pub(crate) fn proxied_2xx(metrics: &str) -> u64 {
     metrics
         .lines()
         .find(|l| l.starts_with("pushgate_proxy_requests_total{class=\"2xx\"}"))
