@@ -96,7 +96,7 @@ pub fn cursor(data: &[u8]) {
     }
 }
 
-/// The relay's reading of raw HTTP/1 bytes (`proxy/relay.rs`), from a
+/// The relay's reading of raw HTTP/1 bytes (`server/relay.rs`), from a
 /// client or a backend: never a panic; a request it takes is rewritten into
 /// one complete request it would take again; an answer head it accepts is
 /// rewritten into one complete answer, states one length at most, and

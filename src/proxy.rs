@@ -34,8 +34,7 @@ mod fields;
 pub(crate) mod forwarded;
 pub(crate) mod head;
 mod idle;
-mod pool;
-pub mod relay;
+pub(crate) mod pool;
 mod reuse;
 mod upload;
 
@@ -53,7 +52,7 @@ pub struct Proxy {
     authority: http::uri::Authority,
     base_path: String,
     timeout: Duration,
-    /// Backend connections of the HTTP/1 relay (`proxy/relay.rs`).
+    /// Backend connections of the HTTP/1 relay (`server/relay.rs`).
     pool: Arc<pool::BackendPool>,
 }
 
@@ -115,7 +114,7 @@ impl Proxy {
         self.timeout
     }
 
-    fn pool(&self) -> &pool::BackendPool {
+    pub(crate) fn pool(&self) -> &pool::BackendPool {
         &self.pool
     }
 

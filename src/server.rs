@@ -25,6 +25,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 mod direct;
 mod first_request;
+mod relay;
 mod send_timeout;
 
 use bytes::Bytes;
@@ -33,9 +34,9 @@ use send_timeout::SendTimeout;
 
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::limits::Limited;
-use crate::proxy::relay::{self, Relayed};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge};
+use relay::Relayed;
 
 /// Which listener a connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,7 +242,7 @@ where
             }
         };
         drop(settings);
-        // Plain proxied requests need no hyper (`proxy/relay.rs`); the first
+        // Plain proxied requests need no hyper (`server/relay.rs`); the first
         // one that does gets the connection from there on.
         prefix = match Box::pin(relay::serve(&state, &mut io, &info, bytes, head_deadline)).await {
             Relayed::HandOver(bytes) => bytes.freeze(),

@@ -5,14 +5,15 @@
 //! hyper each costs a server dispatch, a client pool checkout, a hand-off to
 //! the backend connection's task and back, and a header map built and
 //! re-encoded twice: about 12 µs of CPU per request here, against nginx's 4.
-//! The relay parses the head once (`head.rs`), writes the rewritten head to
-//! a pooled backend connection (`pool.rs`), and passes the answer on as it
-//! comes, framing included (`relay/answer.rs`; `chunked.rs` finds where a
-//! chunked body ends). When the backend gives nothing to pass on, the relay
+//! The relay parses the head once (`proxy/head.rs`), writes the rewritten
+//! head to a pooled backend connection (`proxy/pool.rs`), and passes the
+//! answer on as it comes, framing included (`relay/answer.rs`;
+//! `proxy/chunked.rs` finds where a chunked body ends). When the backend gives nothing to pass on, the relay
 //! answers 502 or 504 itself (`relay/refusal.rs`).
 //!
 //! It takes only what it can forward exactly as the hyper path would (see
-//! `head.rs`). The first request it does not take hands the connection, with
+//! `proxy/head.rs`). It lives with the server because it serves a client
+//! connection; the rules it forwards by are the proxy's. The first request it does not take hands the connection, with
 //! the bytes already read, to hyper for the rest of its life.
 
 use std::io;
@@ -30,10 +31,10 @@ mod refusal;
 use answer::{Answer, Body, pass_on};
 use refusal::{Refusal, refuse};
 
-use super::chunked::ChunkedEnd;
-use super::head::{self, Framing, Inbound, Outbound, Route};
-use super::pool::BackendPool;
 use crate::conn_info::ConnInfo;
+use crate::proxy::chunked::ChunkedEnd;
+use crate::proxy::head::{self, Framing, Inbound, Outbound, Route};
+use crate::proxy::pool::BackendPool;
 use crate::state::{AppState, Settings};
 
 /// How the relay left a connection.
