@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::{MAX_PENDING_SENDS, WsSession};
 use crate::hub::Cursor;
+use crate::hub::cursor::CursorError;
 use crate::transport::ops::{self, Op};
 use crate::transport::session::Terms;
 use crate::transport::{channel_full, publish, send};
@@ -141,8 +142,18 @@ impl WsSession {
         channel: String,
         cursor: Option<String>,
     ) -> Result<(), WsError> {
-        let cursor = match cursor.filter(|c| !c.is_empty()).map(|c| Cursor::decode(&c)) {
-            Some(Err(_)) => {
+        let max = self.settings.config.limits.max_channels_per_connection;
+        let cursor = match cursor
+            .filter(|c| !c.is_empty())
+            .map(|c| Cursor::decode_within(&c, max))
+        {
+            Some(Err(CursorError::TooLarge)) => {
+                let msg = format!("the cursor names more than {max} channels");
+                return self
+                    .send_text(ops::error(r, "too_many_channels", &msg))
+                    .await;
+            }
+            Some(Err(CursorError::Malformed)) => {
                 return self
                     .send_text(ops::error(r, "bad_cursor", "the cursor is malformed"))
                     .await;
