@@ -129,11 +129,10 @@ impl WsSession {
                 // Rare handlers are boxed: their state would otherwise
                 // size the session's future for its whole life.
                 _ = reloaded.rung() => Box::pin(self.on_reload()).await,
-                _ = timer_opt(&mut expiry) => {
-                    let text = ops::error(None, "token_expired", "the token expired; send a fresh `auth` op to continue");
-                    let _ = self.send_text(text).await;
-                    return Ending::Close(CloseCode::Policy, "token expired".into());
-                }
+                _ = timer_opt(&mut expiry) => match Box::pin(self.on_expiry()).await {
+                    Ok(step) => step,
+                    Err(ending) => return ending,
+                },
                 // Deliveries before client frames: a client that floods
                 // cannot hold up its own deliveries or its eviction.
                 // Not while a replay is owed: it goes first (`drain` waits).
@@ -221,19 +220,9 @@ impl WsSession {
     /// its rules no longer allow (only those).
     async fn on_reload(&mut self) -> Result<(), WsError> {
         self.settings = self.state.settings();
-        let gone = self
-            .session
-            .revoke_forbidden(&self.settings.rules, self.client.identity.as_ref());
-        for channel in gone {
-            let frame = json!({
-                "type": "error",
-                "code": "forbidden",
-                "channel": &*channel,
-                "message": "subscription closed: the channel rules changed",
-            });
-            self.send_text(frame.to_string()).await?;
-        }
-        Ok(())
+        self.revoke_forbidden("subscription closed: the channel rules changed")
+            .await
+            .map(|_| ())
     }
 
     /// When the connection's token stops being valid, as a Tokio instant.
