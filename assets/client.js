@@ -712,14 +712,19 @@
             const lines = block.split(/\r?\n/);
             const field = (name) => lines.filter((l) => l.startsWith(`${name}:`)).map((l) => l.slice(name.length + 1).replace(/^ /, ''));
             const data = field('data').join('\n');
+            const id = field('id').pop();
             if (!data) {
               // `id:` alone: the stream's starting cursor, covering channels just added.
-              const id = field('id').pop();
               if (id && this === this.c._t) this.c._cursor = id;
               continue;
             }
             this.received = true;
-            try { this.onframe(JSON.parse(data)); } catch (_) { /* not ours */ }
+            try {
+              const f = JSON.parse(data);
+              // A long cursor is left out of the JSON: `id:` always carries it.
+              if (id && f && f.cursor === undefined) f.cursor = id;
+              this.onframe(f);
+            } catch (_) { /* not ours */ }
           }
         }
       } catch (_) {

@@ -5,7 +5,8 @@
 //! broker (the default) and a multi-node broker can be swapped without touching
 //! them. The contract every implementation keeps:
 //! - ids increase within one epoch, and a channel's messages reach the hub in id order;
-//! - `replay` either returns every retained message after a position, or says
+//! - `replay` either returns the retained messages after a position (the
+//!   oldest `limit` of them, so a long replay is read page by page), or says
 //!   [`Replay::Gap`] — it never returns a partial answer silently.
 
 pub mod memory;
@@ -27,7 +28,8 @@ pub use crate::model::{HistoryPolicy, Publish};
 /// Answer to a resume request.
 #[derive(Debug)]
 pub enum Replay {
-    /// Every retained message after the position, in order (possibly none).
+    /// Retained messages after the position, in order, at most the limit
+    /// asked for (possibly none: nothing more after the position).
     Messages(Vec<Arc<Message>>),
     /// History no longer reaches back to the position: the client must be told.
     Gap,
@@ -54,13 +56,14 @@ pub trait Broker: Send + Sync + 'static {
 
     fn publish(&self, msg: Publish) -> BoxFuture<'_, Result<Arc<Message>, BrokerError>>;
 
-    /// Retained messages of `channel` with ids greater than `after`; messages
-    /// older than `ttl` count as evicted.
+    /// The oldest `limit` retained messages of `channel` with ids greater
+    /// than `after`; messages older than `ttl` count as evicted.
     fn replay<'a>(
         &'a self,
         channel: &'a str,
         after: u64,
         ttl: Duration,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>>;
 
     /// Retained history length and oldest id of `channel` (for the admin API).

@@ -84,6 +84,9 @@ pub struct Metrics {
     backend_errors: Family<KindLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
     pub tls_failures: Counter,
+    /// The most bytes any realtime connection rendered in one batch (what
+    /// it held at once before its socket took it).
+    batch_peak: Gauge,
     /// Delivery latency again, in buckets the dashboard can read back.
     pub delivery_window: window::LatencyWindow,
 }
@@ -120,6 +123,7 @@ impl Metrics {
             backend_errors: Family::default(),
             reloads: Family::default(),
             tls_failures: Counter::default(),
+            batch_peak: Gauge::default(),
             delivery_window: window::LatencyWindow::default(),
             registry: Registry::default(),
         };
@@ -204,6 +208,11 @@ impl Metrics {
             "Failed TLS handshakes",
             m.tls_failures.clone(),
         );
+        r.register(
+            "realtime_batch_peak_bytes",
+            "Largest batch of frames one realtime connection rendered before writing it",
+            m.batch_peak.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -268,6 +277,12 @@ impl Metrics {
         self.auth_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// A realtime connection rendered `bytes` of frames in one batch.
+    pub fn observe_batch(&self, bytes: usize) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.batch_peak.inner().fetch_max(bytes, Ordering::Relaxed);
     }
 
     pub fn replay(&self, result: &'static str) {

@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use crate::auth::Identity;
 use crate::conn_info::ConnInfo;
 use crate::hub::Cursor;
+use crate::hub::cursor::CursorError;
 use crate::limits::{ClientKey, ConnectionSlot, Limited};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Settings};
@@ -240,13 +241,20 @@ pub fn subscription<B>(
         .or_else(|| q.get("last_event_id").cloned())
         .or_else(|| q.get("cursor").cloned())
         .filter(|t| !t.is_empty());
+    // Bounded by what one connection may follow before anything is kept.
+    let max = settings.config.limits.max_channels_per_connection;
     let cursor = match text {
-        Some(t) => Some(Cursor::decode(&t).map_err(|_| {
-            reply::error(
+        Some(t) => Some(Cursor::decode_within(&t, max).map_err(|e| match e {
+            CursorError::TooLarge => reply::error(
+                StatusCode::BAD_REQUEST,
+                "too_many_channels",
+                format!("the cursor names more than {max} channels"),
+            ),
+            CursorError::Malformed => reply::error(
                 StatusCode::BAD_REQUEST,
                 "bad_cursor",
                 "the cursor is malformed; reconnect without it",
-            )
+            ),
         })?),
         None => None,
     };
@@ -265,7 +273,6 @@ pub fn subscription<B>(
             "name at least one channel: ?channels=a,b",
         ));
     }
-    let max = settings.config.limits.max_channels_per_connection;
     if names.len() > max {
         return Err(reply::error(
             StatusCode::BAD_REQUEST,

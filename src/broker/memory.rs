@@ -112,7 +112,7 @@ impl MemoryBroker {
         }
     }
 
-    fn replay_now(&self, channel: &str, after: u64) -> Replay {
+    fn replay_now(&self, channel: &str, after: u64, limit: usize) -> Replay {
         if after > self.seq.load(Ordering::Acquire) {
             return Replay::Gap;
         }
@@ -136,7 +136,7 @@ impl MemoryBroker {
             return Replay::Gap;
         }
         let start = log.ring.partition_point(|m| m.seq <= after);
-        Replay::Messages(log.ring.range(start..).cloned().collect())
+        Replay::Messages(log.ring.range(start..).take(limit).cloned().collect())
     }
 
     /// Drop expired messages everywhere and forget logs left empty.
@@ -201,9 +201,10 @@ impl Broker for MemoryBroker {
         channel: &'a str,
         after: u64,
         _ttl: Duration,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
         // Each log carries its own policy, updated on every publish.
-        Box::pin(future::ready(Ok(self.replay_now(channel, after))))
+        Box::pin(future::ready(Ok(self.replay_now(channel, after, limit))))
     }
 
     fn history_info<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, (usize, Option<u64>)> {
@@ -259,15 +260,31 @@ mod tests {
         let ttl = Duration::from_secs(60);
         let ids: Vec<u64> = (0..5).map(|_| publish(&b, "a", 3, ttl)).collect();
         publish(&b, "b", 3, ttl);
-        assert_eq!(seqs(b.replay_now("a", ids[2])), Some(vec![ids[3], ids[4]]));
         assert_eq!(
-            seqs(b.replay_now("a", ids[1])),
+            seqs(b.replay_now("a", ids[2], usize::MAX)),
+            Some(vec![ids[3], ids[4]])
+        );
+        assert_eq!(
+            seqs(b.replay_now("a", ids[1], usize::MAX)),
             Some(vec![ids[2], ids[3], ids[4]])
         );
-        assert_eq!(seqs(b.replay_now("a", ids[0])), None, "ids[1] was evicted");
-        assert_eq!(seqs(b.replay_now("a", 10_000)), None, "future position");
         assert_eq!(
-            seqs(b.replay_now("never", b.seq.load(Ordering::Acquire))),
+            seqs(b.replay_now("a", ids[0], usize::MAX)),
+            None,
+            "ids[1] was evicted"
+        );
+        assert_eq!(
+            seqs(b.replay_now("a", 10_000, usize::MAX)),
+            None,
+            "future position"
+        );
+        assert_eq!(
+            seqs(b.replay_now("a", ids[1], 2)),
+            Some(vec![ids[2], ids[3]]),
+            "a page: the oldest after the position"
+        );
+        assert_eq!(
+            seqs(b.replay_now("never", b.seq.load(Ordering::Acquire), usize::MAX)),
             Some(vec![])
         );
     }
@@ -279,8 +296,8 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         b.sweep();
         assert_eq!(b.history_now("a"), (0, None));
-        assert_eq!(seqs(b.replay_now("a", first - 1)), None);
-        assert_eq!(seqs(b.replay_now("a", first)), Some(vec![]));
+        assert_eq!(seqs(b.replay_now("a", first - 1, usize::MAX)), None);
+        assert_eq!(seqs(b.replay_now("a", first, usize::MAX)), Some(vec![]));
     }
 
     #[test]

@@ -225,8 +225,9 @@ impl RedisBroker {
         channel: &str,
         after: u64,
         ttl: Duration,
+        limit: usize,
     ) -> Result<Replay, BrokerError> {
-        match self.replay_once(channel, after, ttl).await? {
+        match self.replay_once(channel, after, ttl, limit).await? {
             Some(ReplayAnswer::Messages(m)) => Ok(Replay::Messages(m)),
             Some(ReplayAnswer::Gap) => Ok(Replay::Gap),
             None => {
@@ -391,8 +392,9 @@ impl Broker for RedisBroker {
         channel: &'a str,
         after: u64,
         ttl: Duration,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
-        Box::pin(self.replay_checked(channel, after, ttl))
+        Box::pin(self.replay_checked(channel, after, ttl, limit))
     }
 
     fn history_info<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, (usize, Option<u64>)> {

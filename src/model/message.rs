@@ -2,7 +2,7 @@
 //!
 //! The rule this file keeps: a message is serialized to JSON exactly once, when
 //! it is created, and every transport shares those bytes. Only the short
-//! per-connection cursor is appended per delivery.
+//! per-connection cursor is appended per delivery, when it is short.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,8 +98,14 @@ impl Message {
         &self.wire
     }
 
-    /// Append the complete JSON object, with `cursor`, to `out`.
-    pub fn write_json(&self, cursor: &str, out: &mut BytesMut) {
+    /// Append the complete JSON object to `out`, with `cursor` when given.
+    pub fn write_json(&self, cursor: Option<&str>, out: &mut BytesMut) {
+        let Some(cursor) = cursor else {
+            out.reserve(self.wire.len() + 1);
+            out.put_slice(&self.wire);
+            out.put_u8(b'}');
+            return;
+        };
         out.reserve(self.wire.len() + cursor.len() + 13);
         out.put_slice(&self.wire);
         out.put_slice(b",\"cursor\":\"");
@@ -117,7 +123,7 @@ mod tests {
         let data = serde_json::value::to_raw_value(&serde_json::json!({"a":[1,"x\ny"]})).unwrap();
         let m = Message::new("orders.1".into(), "created".into(), &data, 42, None, 1);
         let mut out = BytesMut::new();
-        m.write_json("c1", &mut out);
+        m.write_json(Some("c1"), &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["channel"], "orders.1");
         assert_eq!(v["event"], "created");
@@ -128,6 +134,10 @@ mod tests {
             !out.contains(&b'\n'),
             "no raw newline may reach an SSE data line"
         );
+        let mut bare = BytesMut::new();
+        m.write_json(None, &mut bare);
+        let v: serde_json::Value = serde_json::from_slice(&bare).unwrap();
+        assert_eq!((v["id"].as_str(), v.get("cursor")), (Some("42"), None));
     }
 
     #[test]

@@ -4,24 +4,26 @@
 //! answers at once when history already holds newer messages, and otherwise
 //! waits up to `poll_timeout` for the first live one. The answer is
 //! `{"cursor":…,"messages":[…]}` with the same message objects as the other
-//! transports, so a client may switch transport with the cursor in hand.
+//! transports, so a client may switch transport with the cursor in hand. A
+//! replay is answered a part at a time, each answer at most `MAX_RESPONSE`
+//! bytes, with the cursor where it stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use super::session::{Out, Session, reset_json};
+use super::session::{BATCH_BYTES, Out, Session, reset_json};
 use super::{Opened, open_session, query};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
 
 /// Past this many bytes of messages a response is cut short; the cursor then
 /// points at the last message included and the next poll continues.
-const MAX_RESPONSE: usize = 1024 * 1024;
+const MAX_RESPONSE: usize = 4 * BATCH_BYTES;
 
 /// After the first live message, wait this long for more to batch them.
 const LINGER: Duration = Duration::from_millis(5);
@@ -48,7 +50,15 @@ pub async fn poll(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .map_or(rt.poll_timeout, |t| t.min(rt.poll_timeout));
-    if out.is_empty() {
+    // A replay answers at once, a page at a time: what the answer cannot
+    // hold, the next poll (sent at once) gets.
+    if session.is_replaying() {
+        if let Err(e) = session.replay_next(&mut out).await {
+            return reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
+        }
+        session.drain(&mut out);
+    }
+    if out.is_empty() && !session.is_replaying() {
         let inbox = session.inbox().clone();
         tokio::select! {
             _ = inbox.ready() => {
@@ -74,6 +84,8 @@ fn render(state: &AppState, session: &mut Session, out: Vec<Out>) -> bytes::Byte
     let mut items = BytesMut::with_capacity(256);
     let mut delivered = 0;
     let mut first = true;
+    // The answer carries the cursor; each message repeats it only when short.
+    let short = session.cursor_is_short();
     for item in out {
         let full = items.len() > MAX_RESPONSE;
         if full && matches!(item, Out::Message(_)) {
@@ -89,7 +101,7 @@ fn render(state: &AppState, session: &mut Session, out: Vec<Out>) -> bytes::Byte
         let cursor = session.cursor_text();
         match &item {
             Out::Message(m) => {
-                m.write_json(cursor, &mut items);
+                m.write_json(short.then_some(cursor), &mut items);
                 delivered += 1;
             }
             Out::Reset { channels, reason } => reset_json(channels, reason, cursor, &mut items),
@@ -99,6 +111,7 @@ fn render(state: &AppState, session: &mut Session, out: Vec<Out>) -> bytes::Byte
         .stats
         .delivered
         .fetch_add(delivered, Ordering::Relaxed);
+    state.metrics.observe_batch(items.len());
     let cursor = session.cursor_text();
     let mut body = BytesMut::with_capacity(items.len() + cursor.len() + 32);
     body.put_slice(b"{\"cursor\":\"");

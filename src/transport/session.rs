@@ -5,11 +5,14 @@
 //! read, so nothing published in between can fall through; anything that then
 //! arrives twice (once from history, once live) is dropped by comparing ids
 //! with the cursor. A resume the broker cannot satisfy becomes an explicit
-//! [`Out::Reset`], never a silent gap.
+//! [`Out::Reset`], never a silent gap. A replay is read from history a page
+//! at a time as the transport asks for it (`replay.rs`), and the inbox is
+//! not drained until it is over, so replayed and live messages never cross.
+
+mod replay;
+mod wire;
 
 use std::sync::Arc;
-
-use bytes::{BufMut, BytesMut};
 
 use crate::broker::{Broker, BrokerError, Replay};
 use std::time::Duration;
@@ -21,6 +24,8 @@ use crate::hub::{Cursor, Drained, Hub, Inbox, Message, SubscriptionId};
 use crate::metrics::Metrics;
 use crate::rules::ChannelRule;
 use crate::state::AppState;
+use replay::Replays;
+pub use wire::{BATCH_BYTES, INLINE_CURSOR_MAX, reset_json};
 
 /// Something to send to the client, in order.
 #[derive(Debug)]
@@ -74,18 +79,29 @@ pub struct Session {
     subs: Vec<Followed>,
     cursor: Cursor,
     scratch: String,
+    replays: Replays,
+    /// Messages of one channel read from history at a time.
+    page: usize,
+    /// Replayed messages handed to the transport at a time.
+    queue: usize,
 }
 
 impl Session {
     pub fn new(state: &AppState, queue: usize) -> Session {
         let broker = state.broker.clone();
         let epoch = broker.epoch();
+        let settings = state.settings();
+        // Pages of all channels together hold about `client_queue` messages.
+        let channels = settings.config.limits.max_channels_per_connection.max(1);
         Session {
+            replays: Replays::default(),
+            page: (queue / channels).clamp(8, 64),
+            queue: queue.max(1),
             metrics: state.metrics.clone(),
             hub: state.hub.clone(),
             broker,
             presence: state.presence.clone(),
-            presence_grace: state.settings().config.realtime.presence_grace,
+            presence_grace: settings.config.realtime.presence_grace,
             subject: None,
             inbox: Inbox::new(queue),
             subs: Vec::new(),
@@ -182,11 +198,16 @@ impl Session {
                     reason: "history",
                 });
             }
-            Some((_, pos)) => match self.broker.replay(channel, pos, terms.history.ttl).await {
-                Ok(Replay::Messages(msgs)) => {
+            Some((_, pos)) => match self
+                .broker
+                .replay(channel, pos, terms.history.ttl, self.page)
+                .await
+            {
+                Ok(Replay::Messages(first)) => {
                     self.metrics.replay("hit");
                     self.cursor.set(channel, pos);
-                    out.extend(msgs.into_iter().map(Out::Message));
+                    self.replays
+                        .add(channel, terms.history.ttl, pos, head, first, self.page);
                 }
                 Ok(Replay::Gap) => {
                     self.metrics.replay("reset");
@@ -205,25 +226,47 @@ impl Session {
         Ok(())
     }
 
-    /// Subscribe to several channels at once (a connect URL's `channels=`),
-    /// replaying what each missed merged into one publication order.
+    /// Subscribe to several channels at once (a connect URL's `channels=`):
+    /// resets go to `out` at once, what each missed follows through
+    /// [`Session::replay_next`], merged into one publication order.
     pub async fn subscribe_all(
         &mut self,
         channels: &[(Arc<str>, Terms)],
         from: Option<&Cursor>,
         out: &mut Vec<Out>,
     ) -> Result<(), BrokerError> {
-        let start = out.len();
         // Sized once: a connection keeps this list for its whole life.
         self.subs.reserve_exact(channels.len());
         for (channel, terms) in channels {
             self.subscribe(channel, *terms, from, out).await?;
         }
-        // Resets first, then messages by id (ids share one sequence per epoch).
-        out[start..].sort_by_key(|o| match o {
-            Out::Reset { .. } => (0, 0),
-            Out::Message(m) => (1, m.seq),
-        });
+        Ok(())
+    }
+
+    /// Whether a replay is still owed: the transport sends it (through
+    /// [`Session::replay_next`]) before it takes anything from the inbox.
+    pub fn is_replaying(&self) -> bool {
+        !self.replays.is_empty()
+    }
+
+    /// Append the next replayed messages (about `client_queue` of them) to
+    /// `out`, reading history a page at a time; a channel whose history
+    /// stopped reaching back meanwhile gets a reset and continues live.
+    pub async fn replay_next(&mut self, out: &mut Vec<Out>) -> Result<(), BrokerError> {
+        let gaps = self
+            .replays
+            .next(&*self.broker, self.queue, self.page, out)
+            .await?;
+        for gap in gaps {
+            if self.cursor.get(&gap.channel).is_some() {
+                self.metrics.replay("reset");
+                self.cursor.set(&gap.channel, gap.head);
+                out.push(Out::Reset {
+                    channels: vec![gap.channel],
+                    reason: "history",
+                });
+            }
+        }
         Ok(())
     }
 
@@ -234,12 +277,18 @@ impl Session {
         let followed = self.subs.swap_remove(i);
         self.forget(followed);
         self.cursor.remove(channel);
+        self.replays.remove(channel);
         true
     }
 
     /// Move whatever the inbox holds into `out`, keeping only what this
     /// connection has not seen yet.
+    /// Nothing while a replay is owed: a live message would move the cursor
+    /// past replayed ones not yet sent.
     pub fn drain(&mut self, out: &mut Vec<Out>) {
+        if self.is_replaying() {
+            return;
+        }
         let mut d = Drained::default();
         self.inbox.drain(&mut d);
         // A rebase already resets every channel; a loss is then old news.
@@ -296,6 +345,11 @@ impl Session {
         }
     }
 
+    /// Whether the cursor is short enough to repeat in every message.
+    pub fn cursor_is_short(&self) -> bool {
+        self.cursor.encoded_len_hint() <= INLINE_CURSOR_MAX
+    }
+
     /// The current cursor, encoded into a buffer reused across deliveries.
     pub fn cursor_text(&mut self) -> &str {
         self.scratch.clear();
@@ -316,6 +370,7 @@ impl Session {
         }
         let channels: Vec<Arc<str>> = self.cursor.channels().cloned().collect();
         self.cursor = Cursor::new(epoch);
+        self.replays.clear();
         for c in &channels {
             self.cursor.set(c, 0);
         }
@@ -348,18 +403,5 @@ impl Drop for Session {
         for f in std::mem::take(&mut self.subs) {
             self.forget(f);
         }
-    }
-}
-
-/// JSON for a reset notice: `{"type":"reset","reason":…,"channels":[…],"cursor":…}`.
-pub fn reset_json(channels: &[Arc<str>], reason: &str, cursor: &str, out: &mut BytesMut) {
-    let v = serde_json::json!({
-        "type": "reset",
-        "reason": reason,
-        "channels": channels.iter().map(|c| &**c).collect::<Vec<_>>(),
-        "cursor": cursor,
-    });
-    if let Ok(bytes) = serde_json::to_vec(&v) {
-        out.put_slice(&bytes);
     }
 }

@@ -5,7 +5,10 @@
 //! turns the session's output into SSE text when the connection polls it, so
 //! a delivery wakes one task, not two. When the client stops reading, its
 //! inbox fills and is evicted, which cuts the whole connection (nothing would
-//! poll the body of a connection whose socket is full).
+//! poll the body of a connection whose socket is full). Output is made a
+//! batch at a time when the body is polled, so a connection never holds
+//! more than one batch beyond what the HTTP engine buffers, however long its
+//! replay.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
 
-use super::session::{Out, Session, reset_json};
+use super::session::{BATCH_BYTES, Out, Session, reset_json};
 use super::{Opened, open_session, query};
 use crate::bell::Listener;
 use crate::conn_info::{ConnInfo, ConnKill};
@@ -175,24 +178,43 @@ impl SseStream {
         }
     }
 
-    /// The next text to send, or `None` when the stream should end.
+    /// The next text to send, or `None` when the stream should end. What is
+    /// owed goes out a batch at a time, and the next batch (or page of a
+    /// replay) is made only when the engine asks again, after taking this one.
     async fn next_chunk(&mut self) -> Option<Bytes> {
-        if self.done {
-            return None;
-        }
         if !self.started {
             self.started = true;
             // The starting cursor, before any message: a client that loses the
             // stream before the first event still resumes every channel it asked for.
             let cursor = self.session.cursor_text().to_string();
             let _ = write!(self.buf, "retry: {RETRY_MS}\nid: {cursor}\n: pushgate\n\n");
-            let mut out = std::mem::take(&mut self.out);
-            self.render(&mut out);
-            self.out = out;
-            return Some(self.take_chunk());
         }
         let inbox = self.session.inbox().clone();
         loop {
+            if !self.out.is_empty() {
+                self.render();
+            }
+            if !self.buf.is_empty() {
+                return Some(self.take_chunk());
+            }
+            if self.done {
+                return None;
+            }
+            if self.session.is_replaying() && !self.state.stopping.has_rung() {
+                if inbox.is_kicked() {
+                    self.reason = "operator";
+                    return None;
+                }
+                if inbox.is_evicted() {
+                    return None;
+                }
+                if let Err(error) = self.session.replay_next(&mut self.out).await {
+                    tracing::debug!(%error, "replay failed");
+                    self.reason = "unavailable";
+                    return None;
+                }
+                continue;
+            }
             tokio::select! {
                 biased;
                 _ = self.stopping.rung() => {
@@ -208,10 +230,7 @@ impl SseStream {
                     if inbox.is_evicted() {
                         return None;
                     }
-                    let mut out = std::mem::take(&mut self.out);
-                    self.session.drain(&mut out);
-                    self.render(&mut out);
-                    self.out = out;
+                    self.session.drain(&mut self.out);
                 }
                 _ = self.tick.tick() => self.buf.put_slice(b": hb\n\n"),
                 _ = self.reloaded.rung() => {
@@ -229,12 +248,6 @@ impl SseStream {
                     }
                 }
             }
-            if !self.buf.is_empty() {
-                return Some(self.take_chunk());
-            }
-            if self.done {
-                return None;
-            }
         }
     }
 
@@ -245,33 +258,49 @@ impl SseStream {
         std::mem::take(&mut self.buf).freeze()
     }
 
-    /// Append SSE text for `out` to the buffer.
-    fn render(&mut self, out: &mut Vec<Out>) {
-        // One allocation per chunk: each event is its shared JSON plus
-        // the event name, the cursor (twice) and the field names.
+    /// Append SSE text for the next batch of `self.out` (about
+    /// [`BATCH_BYTES`]) to the buffer; the rest stays owed. Every event's
+    /// `id:` is the cursor, so EventSource resumes from any of them; the JSON
+    /// repeats it only when it is short.
+    fn render(&mut self) {
         let cursor_len = self.session.cursor().encoded_len_hint();
-        let need: usize = out
-            .iter()
-            .map(|item| match item {
-                Out::Message(m) => m.wire_prefix().len() + m.event.len() + 2 * cursor_len + 48,
-                Out::Reset { .. } => 256,
-            })
-            .sum();
+        let short = self.session.cursor_is_short();
+        let mut need = 0;
+        for item in &self.out {
+            if need >= BATCH_BYTES {
+                break;
+            }
+            need += match item {
+                Out::Message(m) => {
+                    m.wire_prefix().len()
+                        + m.event.len()
+                        + (1 + usize::from(short)) * cursor_len
+                        + 48
+                }
+                Out::Reset { .. } => 256 + cursor_len * 2,
+            };
+        }
         self.buf.reserve(need);
+        let start = self.buf.len();
+        let mut taken = 0;
         let mut delivered = 0;
-        for item in out.drain(..) {
-            if !self.session.advance(&item) {
+        for item in &self.out {
+            if self.buf.len() - start >= BATCH_BYTES {
+                break;
+            }
+            taken += 1;
+            if !self.session.advance(item) {
                 continue;
             }
             let cursor = self.session.cursor_text();
             self.buf.put_slice(b"id: ");
             self.buf.put_slice(cursor.as_bytes());
-            match &item {
+            match item {
                 Out::Message(m) => {
                     self.buf.put_slice(b"\nevent: ");
                     self.buf.put_slice(m.event.as_bytes());
                     self.buf.put_slice(b"\ndata: ");
-                    m.write_json(cursor, &mut self.buf);
+                    m.write_json(short.then_some(cursor), &mut self.buf);
                     delivered += 1;
                 }
                 Out::Reset { channels, reason } => {
@@ -281,6 +310,8 @@ impl SseStream {
             }
             self.buf.put_slice(b"\n\n");
         }
+        self.out.drain(..taken);
+        self.state.metrics.observe_batch(self.buf.len() - start);
         self.state
             .stats
             .delivered

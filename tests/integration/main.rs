@@ -18,6 +18,7 @@ mod proxy;
 mod publish;
 mod relay;
 mod reload;
+mod replay;
 mod shutdown;
 mod slow;
 mod sse;

@@ -301,3 +301,105 @@ async fn ws_client_close_gets_a_close_back() {
         "the server's Close frame arrives before the stream ends"
     );
 }
+
+const REAUTH_SECRET: &str = "reauth-secret-91c2";
+
+fn token_for(sub: &str, ttl_secs: u64) -> String {
+    pushgate::auth::mint_hs256(
+        REAUTH_SECRET,
+        sub,
+        &[],
+        std::time::Duration::from_secs(ttl_secs),
+        None,
+        None,
+    )
+    .unwrap()
+}
+
+async fn jwt_gateway() -> TestGateway {
+    let auth = format!("auth:\n  jwt: {{ hs256_secret: \"{REAUTH_SECRET}\", leeway: 0s }}\n");
+    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &auth).await
+}
+
+/// Subscribe to `channel` and expect the ack.
+async fn subscribed(ws: &mut Ws, channel: &str) {
+    send_json(
+        ws,
+        json!({"op": "subscribe", "channel": channel, "ref": channel}),
+    )
+    .await;
+    let ack = next_json(ws).await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["ref"].as_str()),
+        (Some("ack"), Some(channel)),
+        "{ack}"
+    );
+}
+
+/// Authenticate as `token`'s subject and expect the ack.
+async fn reauth(ws: &mut Ws, token: String) {
+    send_json(ws, json!({"op": "auth", "token": token, "ref": "auth"})).await;
+    assert_eq!(next_json(ws).await["type"], "ack");
+}
+
+#[tokio::test]
+async fn reauth_as_another_subject_revokes_what_the_first_could_follow() {
+    let gw = jwt_gateway().await;
+    let mut ws = gw
+        .ws(&format!("/realtime/ws?token={}", token_for("alice", 60)))
+        .await;
+    subscribed(&mut ws, "user.alice").await;
+    subscribed(&mut ws, "public.both").await;
+    reauth(&mut ws, token_for("bob", 60)).await;
+    // Told the way a reload revocation is told.
+    let revoked = next_json(&mut ws).await;
+    assert_eq!(
+        (
+            revoked["type"].as_str(),
+            revoked["code"].as_str(),
+            revoked["channel"].as_str()
+        ),
+        (Some("error"), Some("forbidden"), Some("user.alice")),
+        "{revoked}"
+    );
+    // Published in this order: the first frame shows alice's channel is gone.
+    gw.publish_one("user.alice", json!("for alice")).await;
+    gw.publish_one("public.both", json!("for anyone")).await;
+    assert_eq!(next_json(&mut ws).await["data"], "for anyone");
+    subscribed(&mut ws, "user.bob").await;
+    gw.publish_one("user.bob", json!("for bob")).await;
+    assert_eq!(next_json(&mut ws).await["data"], "for bob");
+}
+
+#[tokio::test]
+async fn token_expiry_after_reauth_rechecks_every_subscription() {
+    let gw = jwt_gateway().await;
+    // Follows a channel that needs the token: closed with 1008 at expiry.
+    let mut owner = gw
+        .ws(&format!("/realtime/ws?token={}", token_for("alice", 60)))
+        .await;
+    subscribed(&mut owner, "user.alice").await;
+    reauth(&mut owner, token_for("bob", 2)).await;
+    assert_eq!(next_json(&mut owner).await["channel"], "user.alice");
+    subscribed(&mut owner, "user.bob").await;
+    // Follows only public channels: told, and goes on without the token.
+    let mut public = gw
+        .ws(&format!("/realtime/ws?token={}", token_for("carol", 60)))
+        .await;
+    subscribed(&mut public, "public.after").await;
+    reauth(&mut public, token_for("dave", 2)).await;
+
+    gw.publish_one("user.alice", json!("for alice")).await;
+    let expired = next_json(&mut owner).await;
+    assert_eq!(expired["code"], "token_expired", "{expired}");
+    match tokio::time::timeout(std::time::Duration::from_secs(5), owner.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(Frame::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Policy),
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+    assert_eq!(next_json(&mut public).await["code"], "token_expired");
+    gw.publish_one("public.after", json!("still here")).await;
+    assert_eq!(next_json(&mut public).await["data"], "still here");
+}

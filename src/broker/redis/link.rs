@@ -188,7 +188,10 @@ impl RedisBroker {
     /// Deliver what `channel` missed while the link was down, before anything
     /// newer that queued up behind it on the stream.
     async fn catch_up(&self, channel: &std::sync::Arc<str>, from: u64) -> Result<(), BrokerError> {
-        match self.replay_checked(channel, from, CATCH_UP_TTL).await? {
+        match self
+            .replay_checked(channel, from, CATCH_UP_TTL, usize::MAX)
+            .await?
+        {
             Replay::Messages(msgs) => {
                 tracing::debug!(%channel, count = msgs.len(), "caught up after relink");
                 for m in msgs {

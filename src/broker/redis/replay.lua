@@ -2,8 +2,10 @@
 -- reaches back that far.
 --
 -- KEYS: 1 epoch, 2 seq, 3 history zset, 4 last-id hash, 5 floor hash
--- ARGV: 1 epoch (hex), 2 channel, 3 after, 4 history ttl ms
--- Returns {1, member...} (possibly no members), {0} for a gap, or
+-- ARGV: 1 epoch (hex), 2 channel, 3 after, 4 history ttl ms, 5 most members
+--       to return (negative: all)
+-- Returns {1, member...} (the oldest after the position; possibly no
+-- members), {0} for a gap, or
 -- {-1, current epoch} when the caller's epoch is stale.
 local epoch = redis.call('GET', KEYS[1])
 if epoch ~= ARGV[1] then
@@ -39,6 +41,6 @@ end
 if after < floor then
   return {0}
 end
-local out = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[3], '+inf')
+local out = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[3], '+inf', 'LIMIT', 0, ARGV[5])
 table.insert(out, 1, 1)
 return out

@@ -60,6 +60,7 @@ impl RedisBroker {
         channel: &str,
         after: u64,
         ttl: Duration,
+        limit: usize,
     ) -> Result<Option<ReplayAnswer>, BrokerError> {
         let mut conn = self.connection()?;
         let mut inv = self.replay_script.prepare_invoke();
@@ -71,7 +72,9 @@ impl RedisBroker {
             .arg(self.epoch_hex())
             .arg(channel)
             .arg(after)
-            .arg(ttl.as_millis().min(u64::MAX as u128) as u64);
+            .arg(ttl.as_millis().min(u64::MAX as u128) as u64)
+            // A negative count is "no limit" to ZRANGEBYSCORE.
+            .arg(i64::try_from(limit).unwrap_or(-1));
         let answer: Vec<redis::Value> = self.call(inv.invoke_async(&mut conn)).await?;
         let code = match answer.first() {
             Some(redis::Value::Int(c)) => *c,

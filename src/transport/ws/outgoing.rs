@@ -30,6 +30,11 @@ impl Outgoing {
         self.bytes.is_empty()
     }
 
+    /// Bytes owed.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Room for `additional` more bytes of frames, in one allocation.
     pub fn reserve(&mut self, additional: usize) {
         self.bytes.reserve(additional);

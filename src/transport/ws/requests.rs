@@ -13,11 +13,14 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
+use super::ending::Ending;
 use super::{MAX_PENDING_SENDS, WsSession};
 use crate::hub::Cursor;
+use crate::hub::cursor::CursorError;
 use crate::transport::ops::{self, Op};
 use crate::transport::session::Terms;
 use crate::transport::{channel_full, publish, send};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 impl WsSession {
     /// Forward a `send` op to the backend without holding up this session:
@@ -95,13 +98,58 @@ impl WsSession {
                 );
                 self.session.set_subject(Some(identity.subject.clone()));
                 self.client.identity = Some(identity);
-                self.send_text(ack).await
+                self.send_text(ack).await?;
+                // The new identity may follow less than the old one did.
+                self.revoke_forbidden("subscription closed: the new token does not allow it")
+                    .await
+                    .map(|_| ())
             }
             Err(e) => {
                 self.send_text(ops::error(r, e.code(), &e.to_string()))
                     .await
             }
         }
+    }
+
+    /// Close the subscriptions the current rules and identity no longer
+    /// allow, telling the client of each as `forbidden` with its channel;
+    /// returns how many.
+    pub(super) async fn revoke_forbidden(&mut self, why: &str) -> Result<usize, WsError> {
+        let gone = self
+            .session
+            .revoke_forbidden(&self.settings.rules, self.client.identity.as_ref());
+        for channel in &gone {
+            let frame = json!({
+                "type": "error",
+                "code": "forbidden",
+                "channel": &**channel,
+                "message": why,
+            });
+            self.send_text(frame.to_string()).await?;
+        }
+        Ok(gone.len())
+    }
+
+    /// The token expired: the connection goes on without it when everything
+    /// it follows allows that; a subscription that needs a token ends the
+    /// session with `token_expired` and 1008.
+    pub(super) async fn on_expiry(&mut self) -> Result<Result<(), WsError>, Ending> {
+        let text = ops::error(
+            None,
+            "token_expired",
+            "the token expired; send a fresh `auth` op to continue",
+        );
+        self.client.identity = None;
+        self.session.set_subject(None);
+        let needed_token = self
+            .session
+            .revoke_forbidden(&self.settings.rules, None)
+            .len();
+        if needed_token > 0 {
+            let _ = self.send_text(text).await;
+            return Err(Ending::Close(CloseCode::Policy, "token expired".into()));
+        }
+        Ok(self.send_text(text).await)
     }
 
     pub(super) async fn on_text(&mut self, text: &str) -> Result<(), WsError> {
@@ -141,8 +189,18 @@ impl WsSession {
         channel: String,
         cursor: Option<String>,
     ) -> Result<(), WsError> {
-        let cursor = match cursor.filter(|c| !c.is_empty()).map(|c| Cursor::decode(&c)) {
-            Some(Err(_)) => {
+        let max = self.settings.config.limits.max_channels_per_connection;
+        let cursor = match cursor
+            .filter(|c| !c.is_empty())
+            .map(|c| Cursor::decode_within(&c, max))
+        {
+            Some(Err(CursorError::TooLarge)) => {
+                let msg = format!("the cursor names more than {max} channels");
+                return self
+                    .send_text(ops::error(r, "too_many_channels", &msg))
+                    .await;
+            }
+            Some(Err(CursorError::Malformed)) => {
                 return self
                     .send_text(ops::error(r, "bad_cursor", "the cursor is malformed"))
                     .await;

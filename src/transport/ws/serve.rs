@@ -24,7 +24,7 @@ use super::outgoing::Outgoing;
 use super::{FLOOD_CLOSE_AFTER, Socket, WsSession};
 use crate::transport::Subscription;
 use crate::transport::ops;
-use crate::transport::session::{Out, reset_json};
+use crate::transport::session::{BATCH_BYTES, Out, reset_json};
 
 /// Wait for `timer`, or forever without one.
 async fn timer_opt(timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
@@ -129,14 +129,14 @@ impl WsSession {
                 // Rare handlers are boxed: their state would otherwise
                 // size the session's future for its whole life.
                 _ = reloaded.rung() => Box::pin(self.on_reload()).await,
-                _ = timer_opt(&mut expiry) => {
-                    let text = ops::error(None, "token_expired", "the token expired; send a fresh `auth` op to continue");
-                    let _ = self.send_text(text).await;
-                    return Ending::Close(CloseCode::Policy, "token expired".into());
-                }
+                _ = timer_opt(&mut expiry) => match Box::pin(self.on_expiry()).await {
+                    Ok(step) => step,
+                    Err(ending) => return ending,
+                },
                 // Deliveries before client frames: a client that floods
                 // cannot hold up its own deliveries or its eviction.
-                _ = inbox.ready() => {
+                // Not while a replay is owed: it goes first (`drain` waits).
+                _ = inbox.ready(), if !self.session.is_replaying() => {
                     if inbox.is_kicked() {
                         return Ending::Kicked;
                     }
@@ -180,6 +180,16 @@ impl WsSession {
                     self.outgoing.ping();
                     self.write().await
                 }
+                // The next page of a replay, once everything else had its turn.
+                _ = std::future::ready(()), if self.session.is_replaying() => {
+                    if inbox.is_kicked() {
+                        return Ending::Kicked;
+                    }
+                    match Box::pin(self.replay_step()).await {
+                        Ok(step) => step,
+                        Err(ending) => return ending,
+                    }
+                }
             };
             if let Err(error) = step {
                 if inbox.is_evicted() {
@@ -197,23 +207,22 @@ impl WsSession {
         }
     }
 
+    /// Send the next part of the replay; a broker failure ends the session
+    /// (the client resumes from its cursor).
+    async fn replay_step(&mut self) -> Result<Result<(), WsError>, Ending> {
+        if let Err(e) = self.session.replay_next(&mut self.out).await {
+            return Err(Ending::Close(CloseCode::Again, e.to_string()));
+        }
+        Ok(self.flush_out().await)
+    }
+
     /// A new configuration is in force: adopt it, and close the subscriptions
     /// its rules no longer allow (only those).
     async fn on_reload(&mut self) -> Result<(), WsError> {
         self.settings = self.state.settings();
-        let gone = self
-            .session
-            .revoke_forbidden(&self.settings.rules, self.client.identity.as_ref());
-        for channel in gone {
-            let frame = json!({
-                "type": "error",
-                "code": "forbidden",
-                "channel": &*channel,
-                "message": "subscription closed: the channel rules changed",
-            });
-            self.send_text(frame.to_string()).await?;
-        }
-        Ok(())
+        self.revoke_forbidden("subscription closed: the channel rules changed")
+            .await
+            .map(|_| ())
     }
 
     /// When the connection's token stops being valid, as a Tokio instant.
@@ -229,44 +238,68 @@ impl WsSession {
         Some(tokio::time::Instant::now() + left)
     }
 
-    /// Send everything in `self.out` as one batch of frames.
+    /// Send everything in `self.out`, a batch of about [`BATCH_BYTES`] at
+    /// a time: the next batch is rendered only once the socket took this one.
     pub(super) async fn flush_out(&mut self) -> Result<(), WsError> {
-        if self.out.is_empty() {
-            return Ok(());
+        while !self.out.is_empty() {
+            self.render_batch();
+            self.write().await?;
         }
-        // One allocation per batch: each frame is its header, the message's
-        // shared JSON and the cursor.
+        Ok(())
+    }
+
+    /// Encode the next batch of `self.out` into `outgoing`. A short cursor
+    /// rides in every message; a long one only in the batch's last frame
+    /// (a reset ends a batch, so its cursor is exact), so a client that
+    /// resumes mid-batch sees again the messages after its cursor, which
+    /// carry their ids.
+    fn render_batch(&mut self) {
+        let short = self.session.cursor_is_short();
         let cursor_len = self.session.cursor().encoded_len_hint();
-        let need: usize = self
-            .out
-            .iter()
-            .map(|item| match item {
-                Out::Message(m) => m.wire_prefix().len() + cursor_len + 24,
-                Out::Reset { .. } => 256,
-            })
-            .sum();
-        self.outgoing.reserve(need);
+        let start = self.outgoing.len();
+        let mut held = Vec::new();
+        let mut held_bytes = 0;
+        let mut taken = 0;
         let mut delivered = 0u64;
-        for item in std::mem::take(&mut self.out) {
-            if !self.session.advance(&item) {
+        for (i, item) in self.out.iter().enumerate() {
+            if self.outgoing.len() - start + held_bytes >= BATCH_BYTES {
+                break;
+            }
+            taken = i + 1;
+            if !self.session.advance(item) {
                 continue;
             }
-            let cursor = self.session.cursor_text();
-            match &item {
-                Out::Message(m) => {
-                    self.outgoing.text_with(|b| m.write_json(cursor, b));
-                    delivered += 1;
-                }
-                Out::Reset { channels, reason } => self
-                    .outgoing
-                    .text_with(|b| reset_json(channels, reason, cursor, b)),
+            if matches!(item, Out::Message(_)) {
+                delivered += 1;
+            }
+            if short {
+                let cursor = self.session.cursor_text();
+                self.outgoing.reserve(message_len(item) + cursor_len);
+                render(&mut self.outgoing, item, Some(cursor));
+                continue;
+            }
+            held.push(i);
+            held_bytes += message_len(item);
+            if matches!(item, Out::Reset { .. }) {
+                break;
             }
         }
+        if let Some((&last, rest)) = held.split_last() {
+            self.outgoing.reserve(held_bytes + cursor_len);
+            for &i in rest {
+                render(&mut self.outgoing, &self.out[i], None);
+            }
+            let cursor = self.session.cursor_text();
+            render(&mut self.outgoing, &self.out[last], Some(cursor));
+        }
+        self.out.drain(..taken);
+        self.state
+            .metrics
+            .observe_batch(self.outgoing.len() - start);
         self.state
             .stats
             .delivered
             .fetch_add(delivered, Ordering::Relaxed);
-        self.write().await
     }
 
     pub(super) async fn send_text(&mut self, text: String) -> Result<(), WsError> {
@@ -310,6 +343,24 @@ impl WsSession {
             // The socket is stuck: no notice, no closing handshake.
             _ => Ending::Stuck,
         }
+    }
+}
+
+/// Encode one item as a text frame.
+fn render(outgoing: &mut Outgoing, item: &Out, cursor: Option<&str>) {
+    match item {
+        Out::Message(m) => outgoing.text_with(|b| m.write_json(cursor, b)),
+        Out::Reset { channels, reason } => {
+            outgoing.text_with(|b| reset_json(channels, reason, cursor.unwrap_or_default(), b))
+        }
+    }
+}
+
+/// About the length of an item's frame, without the cursor.
+fn message_len(item: &Out) -> usize {
+    match item {
+        Out::Message(m) => m.wire_prefix().len() + 24,
+        Out::Reset { .. } => 256,
     }
 }
 
