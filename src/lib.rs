@@ -40,6 +40,7 @@ pub mod server;
 pub mod state;
 pub mod tls;
 pub mod transport;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -7,126 +7,70 @@
 //! endless SSE response from the backend costs a few buffers, not its size
 //! (a body without a length is read ahead a little first: `upload.rs`).
 //! A backend connection carries another client's request only after an
-//! answer whose end its framing stated (`reuse.rs`).
+//! answer whose end its framing stated (`upstream/reuse.rs`).
 //! `backend.timeout` bounds the wait for response headers; once they arrive
 //! the body flows as long as the backend sends. Upgrades (WebSocket to the
 //! application's own paths) are tunnelled byte for byte.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, warn};
 
-use crate::config;
 use crate::conn_info::ConnInfo;
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
+use crate::upstream::{Upstream, framing::content_length, reuse};
 
 pub(crate) mod chunked;
 mod fields;
 pub(crate) mod forwarded;
 pub(crate) mod head;
 mod idle;
-pub(crate) mod pool;
-mod reuse;
 mod upload;
 
 pub(crate) use fields::HOP_BY_HOP;
 use fields::{
-    content_length, drop_forged_fields, forwarded_headers, is_upgrade, join_cookies, request_host,
-    strip_hop_by_hop,
+    drop_forged_fields, forwarded_headers, is_upgrade, join_cookies, request_host, strip_hop_by_hop,
 };
 use idle::IdleTimeout;
 
-#[derive(Clone)]
-pub struct Proxy {
-    client: Client<HttpConnector, Body>,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    base_path: String,
-    timeout: Duration,
-    /// Backend connections of the HTTP/1 relay (`server/relay.rs`).
-    pool: Arc<pool::BackendPool>,
+/// Passes client requests on to the application's server: the request
+/// rewritten as a proxy owes it (`fields.rs`, `forwarded.rs`), the answer
+/// checked and streamed back.
+pub struct Proxy<'a> {
+    upstream: &'a Upstream,
 }
 
-impl Proxy {
-    pub fn new(backend: &config::Backend) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(backend.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .build(connector);
-        let url = &backend.url;
-        let host = url.host_str().unwrap_or("127.0.0.1");
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
-        let authority = match url.port_or_known_default() {
-            Some(port) => format!("{host}:{port}"),
-            None => host,
-        };
-        let pool = Arc::new(pool::BackendPool::new(
-            authority.clone(),
-            backend.connect_timeout,
-        ));
-        Proxy {
-            client,
-            pool,
-            scheme: http::uri::Scheme::HTTP,
-            authority: authority
-                .parse()
-                .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1:8080")),
-            base_path: url.path().trim_end_matches('/').to_string(),
-            timeout: backend.timeout,
-        }
-    }
+/// What an upgraded tunnel (a WebSocket to the application's own paths)
+/// lives by once the request that opened it is done: the gauge it counts
+/// in, the tracker shutdown waits on, and the signal that ends it.
+#[derive(Clone, Copy)]
+pub struct Tunnels<'a> {
+    pub stats: &'a Arc<Stats>,
+    pub tasks: &'a TaskTracker,
+    pub stop: &'a CancellationToken,
+}
 
-    /// Take over `old`'s backend connections (both pools) when both point
-    /// at the same backend the same way: a reload rebuilds the settings, and
-    /// the application's keep-alive connections should outlive that.
-    pub(crate) fn keep_connections_of(&mut self, old: &Proxy, same_backend: bool) {
-        if same_backend {
-            self.client = old.client.clone();
-            self.pool = old.pool.clone();
-        }
-    }
-
-    /// The backend URL's path, in front of every forwarded request's.
-    pub fn base_path(&self) -> &str {
-        &self.base_path
-    }
-
-    /// `backend.timeout`: for the answer head, and for each wait within its body.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    pub(crate) fn pool(&self) -> &pool::BackendPool {
-        &self.pool
+impl<'a> Proxy<'a> {
+    pub fn new(upstream: &'a Upstream) -> Proxy<'a> {
+        Proxy { upstream }
     }
 
     /// Forward `req` to the backend and stream its answer back. An upgraded
     /// tunnel counts in `stats.connections` while it lasts: hyper's
     /// connection task, which counted the client, ends at the upgrade.
-    pub async fn forward(&self, req: Request<Body>, stats: &Arc<Stats>) -> Response<Body> {
+    pub async fn forward(&self, req: Request<Body>, tunnels: Tunnels<'_>) -> Response<Body> {
         let span = tracing::debug_span!("proxy", method = %req.method(), path = %req.uri().path());
-        self.forward_inner(req, stats).instrument(span).await
+        self.forward_inner(req, tunnels).instrument(span).await
     }
 
-    async fn forward_inner(&self, mut req: Request<Body>, stats: &Arc<Stats>) -> Response<Body> {
+    async fn forward_inner(&self, mut req: Request<Body>, tunnels: Tunnels<'_>) -> Response<Body> {
         let started = std::time::Instant::now();
         let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
         let http1 = req.version() < Version::HTTP_2;
@@ -144,10 +88,14 @@ impl Proxy {
         };
         let method = backend_req.method().clone();
         let conn = reuse::Connection::watch(&mut backend_req);
-        let result = tokio::time::timeout(self.timeout, self.client.request(backend_req)).await;
+        let result = tokio::time::timeout(
+            self.upstream.timeout(),
+            self.upstream.client().request(backend_req),
+        )
+        .await;
         let mut resp = match result {
             Err(_) => {
-                warn!(timeout = ?self.timeout, "backend did not answer in time");
+                warn!(timeout = ?self.upstream.timeout(), "backend did not answer in time");
                 return reply::error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "gateway_timeout",
@@ -177,8 +125,12 @@ impl Proxy {
             (client_upgrade, resp.status())
         {
             let backend_upgrade = hyper::upgrade::on(&mut resp);
-            let stats = stats.clone();
-            tokio::spawn(
+            let stats = tunnels.stats.clone();
+            let stop = tunnels.stop.clone();
+            // On the gateway's task tracker, so shutdown waits for the
+            // tunnel, and ended by the shutdown signal: a byte tunnel has no
+            // way to ask its client to reconnect but closing.
+            tunnels.tasks.spawn(
                 async move {
                     match tokio::try_join!(client_upgrade, backend_upgrade) {
                         Ok((client, backend)) => {
@@ -186,9 +138,13 @@ impl Proxy {
                             // connection task stops counting the client.
                             let _counted = Gauge::enter(&stats, |s| &s.connections);
                             let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
-                            if let Err(error) = tokio::io::copy_bidirectional(&mut c, &mut b).await
-                            {
-                                debug!(%error, "upgraded tunnel ended");
+                            tokio::select! {
+                                ended = tokio::io::copy_bidirectional(&mut c, &mut b) => {
+                                    if let Err(error) = ended {
+                                        debug!(%error, "upgraded tunnel ended");
+                                    }
+                                }
+                                _ = stop.cancelled() => debug!("upgraded tunnel closed for shutdown"),
                             }
                         }
                         Err(error) => debug!(%error, "upgrade failed"),
@@ -201,7 +157,7 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = IdleTimeout::new(body, self.timeout);
+        let body = IdleTimeout::new(body, self.upstream.timeout());
         Response::from_parts(parts, body.boxed())
     }
 
@@ -213,7 +169,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let host = request_host(&parts)
             .map_err(|why| reply::error(StatusCode::BAD_REQUEST, "bad_request", why))?;
-        let path_and_query = match (&*self.base_path, parts.uri.path_and_query()) {
+        let path_and_query = match (self.upstream.base_path(), parts.uri.path_and_query()) {
             // The usual case: the request's own target, shared, not re-parsed.
             ("", Some(pq)) => Ok(pq.clone()),
             (base, pq) => http::uri::PathAndQuery::try_from(format!(
@@ -223,13 +179,7 @@ impl Proxy {
         };
         let uri = path_and_query
             .map_err(http::Error::from)
-            .and_then(|pq| {
-                Uri::builder()
-                    .scheme(self.scheme.clone())
-                    .authority(self.authority.clone())
-                    .path_and_query(pq)
-                    .build()
-            })
+            .and_then(|pq| self.upstream.uri(pq))
             .map_err(|_| {
                 reply::error(
                     StatusCode::BAD_REQUEST,
@@ -299,59 +249,4 @@ fn malformed_body(http1: bool) -> Response<Body> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
-}
-
-/// POST a small JSON body to a backend path (client messages); returns the
-/// status and body, bounded by `limit` bytes.
-impl Proxy {
-    pub async fn post(
-        &self,
-        path: &str,
-        headers: HeaderMap,
-        body: Bytes,
-        limit: usize,
-    ) -> Result<(StatusCode, Bytes), BackendError> {
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{}", self.base_path, path))
-            .build()
-            .map_err(|e| BackendError::Request(e.to_string()))?;
-        let mut req = Request::post(uri)
-            .body(reply::full(body))
-            .map_err(|e| BackendError::Request(e.to_string()))?;
-        *req.headers_mut() = headers;
-        req.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        // The same rules for reusing its connection as a proxied request's.
-        let conn = reuse::Connection::watch(&mut req);
-        let mut resp = tokio::time::timeout(self.timeout, self.client.request(req))
-            .await
-            .map_err(|_| BackendError::Timeout)?
-            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
-        reuse::check(&http::Method::POST, false, &mut resp, &conn)
-            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
-        let status = resp.status();
-        let body = tokio::time::timeout(
-            self.timeout,
-            http_body_util::Limited::new(resp.into_body(), limit).collect(),
-        )
-        .await
-        .map_err(|_| BackendError::Timeout)?
-        .map_err(|e| BackendError::Unavailable(e.to_string()))?
-        .to_bytes();
-        Ok((status, body))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("the application did not answer in time")]
-    Timeout,
-    #[error("the application is unreachable: {0}")]
-    Unavailable(String),
-    #[error("bad request to the application: {0}")]
-    Request(String),
 }

@@ -24,14 +24,15 @@ use crate::ingest::tap::Taps;
 use crate::ingest::webhook::{RuleError, Webhooks};
 use crate::limits::Limits;
 pub use crate::metrics::stats::{Gauge, Stats};
-use crate::proxy::Proxy;
 use crate::rules::ChannelRules;
+use crate::upstream::Upstream;
 
 /// Everything derived from one version of the configuration.
 pub struct Settings {
     pub config: Config,
     pub rules: ChannelRules,
-    pub proxy: Proxy,
+    /// The application's server; its connections carry over a reload.
+    pub upstream: Upstream,
     pub auth: Authenticator,
     pub webhooks: Webhooks,
     pub taps: Taps,
@@ -54,7 +55,7 @@ impl Settings {
     /// Build everything a config implies; fails on unusable key files.
     pub fn new(config: Config) -> Result<Settings, SettingsError> {
         let rules = ChannelRules::new(&config.channels, &config.realtime.history);
-        let proxy = Proxy::new(&config.backend);
+        let upstream = Upstream::new(&config.backend);
         let auth = Authenticator::new(&config.auth)?;
         let taps = Taps::new(&config.taps)?;
         let webhooks = Webhooks::new(&config.webhooks)?;
@@ -69,7 +70,7 @@ impl Settings {
             taps,
             config,
             rules,
-            proxy,
+            upstream,
             auth,
         })
     }
@@ -157,7 +158,9 @@ impl Shared {
         let old = self.settings();
         let (was, now) = (&old.config.backend, &settings.config.backend);
         let same_backend = was.url == now.url && was.connect_timeout == now.connect_timeout;
-        settings.proxy.keep_connections_of(&old.proxy, same_backend);
+        settings
+            .upstream
+            .keep_connections_of(&old.upstream, same_backend);
         drop(old);
         self.limits.set_policy(&settings.config.limits);
         self.settings.store(Arc::new(settings));

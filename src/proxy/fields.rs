@@ -9,6 +9,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::forwarded::{self, Forwarded};
 use crate::conn_info::ConnInfo;
+#[cfg(test)]
+use crate::upstream::framing::{content_length, normalize_length};
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 /// Names, not strings: every proxied request and answer is stripped of them,
@@ -162,58 +164,6 @@ pub(super) fn forwarded_headers(
     if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST, h.clone());
     }
-}
-
-/// Whether an answer's last transfer coding, over all its
-/// `Transfer-Encoding` fields, is something other than chunked: hyper would
-/// read such a body until the close and pass on coded bytes under a framing
-/// of its own, so it is refused (as the relay and nginx refuse it).
-pub(super) fn unknown_transfer_coding(headers: &HeaderMap) -> bool {
-    let fields = headers.get_all(header::TRANSFER_ENCODING);
-    let (last, _) = super::head::transfer_codings(fields.iter().map(HeaderValue::as_bytes));
-    last.is_some_and(|c| !c.eq_ignore_ascii_case(b"chunked"))
-}
-
-/// One `Content-Length` in its plain form (`0005` becomes `5`, `5, 5`
-/// becomes `5`); an unreadable or disagreeing one goes. hyper's client has
-/// refused such a length already wherever it frames a body: what is left
-/// is the length a bodiless answer states. (A request's length is
-/// rewritten by `proxy.rs`, which refuses one that does not read.)
-pub(super) fn normalize_length(headers: &mut HeaderMap) {
-    if !headers.contains_key(header::CONTENT_LENGTH) {
-        return;
-    }
-    match content_length(headers) {
-        Some(n) => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
-        None => {
-            headers.remove(header::CONTENT_LENGTH);
-        }
-    }
-}
-
-/// The one length all `Content-Length` values agree on (RFC 9110 §8.6:
-/// `1*DIGIT`, a list of one value repeated).
-pub(super) fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for v in value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-        {
-            let n = std::str::from_utf8(v)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())?;
-            if length.is_some_and(|l| l != n) {
-                return None;
-            }
-            length = Some(n);
-        }
-    }
-    length
 }
 
 #[cfg(test)]

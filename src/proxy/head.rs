@@ -16,6 +16,7 @@ use http::Method;
 
 use super::forwarded::{self, Forwarded};
 use crate::conn_info::ConnInfo;
+use crate::upstream::framing::transfer_codings;
 
 /// Header fields a request head may have; more goes to hyper.
 const MAX_HEADERS: usize = 64;
@@ -211,25 +212,6 @@ fn is_hop_by_hop(name: &str) -> bool {
     super::HOP_BY_HOP
         .iter()
         .any(|h| name.eq_ignore_ascii_case(h.as_str()))
-}
-
-/// An answer's `Transfer-Encoding` fields read as one list of codings, as
-/// both ways of proxying read them: the last coding, and how many times
-/// chunked was applied.
-pub(super) fn transfer_codings<'a>(
-    fields: impl Iterator<Item = &'a [u8]>,
-) -> (Option<&'a [u8]>, u32) {
-    let mut last = None;
-    let mut chunked = 0;
-    for coding in fields
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty())
-    {
-        chunked += u32::from(coding.eq_ignore_ascii_case(b"chunked"));
-        last = Some(coding);
-    }
-    (last, chunked)
 }
 
 /// How the body of a backend's answer is delimited.

@@ -10,6 +10,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 
 use crate::ingest::tap::{Captured, TapRule, tee};
 use crate::ingest::template::{Body, Input};
+use crate::proxy::{Proxy, Tunnels};
 use crate::reply::Body as ReplyBody;
 use crate::state::{AppState, Settings};
 
@@ -24,7 +25,9 @@ pub async fn proxy_with_taps(
 ) -> Response<ReplyBody> {
     let taps = settings.taps.candidates(req.method(), req.uri().path());
     if taps.is_empty() {
-        return settings.proxy.forward(req, &state.stats).await;
+        return Proxy::new(&settings.upstream)
+            .forward(req, tunnels(state))
+            .await;
     }
     let cap = settings.config.realtime.max_message;
     let request_headers = req.headers().clone();
@@ -49,7 +52,9 @@ pub async fn proxy_with_taps(
     } else {
         req
     };
-    let resp = settings.proxy.forward(req, &state.stats).await;
+    let resp = Proxy::new(&settings.upstream)
+        .forward(req, tunnels(state))
+        .await;
     let status = resp.status();
     let fired: Vec<Arc<TapRule>> = taps.into_iter().filter(|t| t.fires(status)).collect();
     if fired.is_empty() {
@@ -132,5 +137,14 @@ impl TapJob {
                 }
             }
         });
+    }
+}
+
+/// Where a tunnel opened by a proxied upgrade counts and ends.
+fn tunnels(state: &AppState) -> Tunnels<'_> {
+    Tunnels {
+        stats: &state.stats,
+        tasks: &state.tasks,
+        stop: &state.shutdown,
     }
 }

@@ -34,8 +34,8 @@ use refusal::{Refusal, refuse};
 use crate::conn_info::ConnInfo;
 use crate::proxy::chunked::ChunkedEnd;
 use crate::proxy::head::{self, Framing, Inbound, Outbound, Route};
-use crate::proxy::pool::BackendPool;
 use crate::state::{AppState, Settings};
+use crate::upstream::pool::BackendPool;
 
 /// How the relay left a connection.
 pub enum Relayed {
@@ -84,7 +84,7 @@ where
             let tapped = |m: &http::Method, p: &str| settings.taps.watches(m, p);
             let route = Route {
                 realtime: &settings.config.realtime.path,
-                base_path: settings.proxy.base_path(),
+                base_path: settings.upstream.base_path(),
                 tapped: &tapped,
             };
             match head::request(&buf, &route, info) {
@@ -173,14 +173,16 @@ async fn exchange<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let proxy = &settings.proxy;
+    let upstream = &settings.upstream;
     let started = Instant::now();
     // The last answer before a shutdown says so, as hyper's would.
     let close = out.close || state.stopping.has_rung();
     let mut rbuf = BytesMut::with_capacity(8192);
     let asked = {
-        let asked =
-            tokio::time::timeout(proxy.timeout(), open(proxy.pool(), out, close, &mut rbuf));
+        let asked = tokio::time::timeout(
+            upstream.timeout(),
+            open(upstream.pool(), out, close, &mut rbuf),
+        );
         tokio::pin!(asked);
         loop {
             tokio::select! {
@@ -200,7 +202,7 @@ where
             return refuse(state, io, Refusal::Unreachable, started, out, close).await;
         }
         Err(_) => {
-            warn!(timeout = ?proxy.timeout(), "backend did not answer in time");
+            warn!(timeout = ?upstream.timeout(), "backend did not answer in time");
             return refuse(state, io, Refusal::TimedOut, started, out, close).await;
         }
     };
@@ -228,7 +230,15 @@ where
         body,
         reusable: inbound.reusable,
     };
-    pass_on(io, backend, answer, rbuf, proxy.timeout(), proxy.pool()).await
+    pass_on(
+        io,
+        backend,
+        answer,
+        rbuf,
+        upstream.timeout(),
+        upstream.pool(),
+    )
+    .await
 }
 
 /// Watch the client while its answer is prepared: `true` once it has

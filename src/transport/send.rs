@@ -16,9 +16,9 @@ use serde_json::value::RawValue;
 
 use super::{admit, query, read_json};
 use crate::conn_info::ConnInfo;
-use crate::proxy::BackendError;
 use crate::reply::{self, Body};
 use crate::state::{AppState, Settings};
+use crate::upstream::BackendError;
 
 /// Why a client message could not be delivered; each maps to one code.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ pub async fn forward(
     }
     let limit = settings.config.realtime.max_message;
     let body = Bytes::copy_from_slice(data.get().as_bytes());
-    let (status, answer) = settings.proxy.post(&path, headers, body, limit).await?;
+    let (status, answer) = settings.upstream.post(&path, headers, body, limit).await?;
     if !status.is_success() {
         return Err(SendError::Status(status.as_u16()));
     }

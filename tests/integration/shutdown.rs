@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
@@ -73,4 +73,34 @@ async fn shutdown_drains_every_kind_of_client() {
     assert_eq!(inflight.await.unwrap(), "done after delay");
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(public).await.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_ends_websocket_tunnels_to_the_application() {
+    let backend = backend::start().await;
+    let mut gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await;
+    let mut ws = gw
+        .try_ws_with("/ws", None)
+        .await
+        .expect("tunnelled handshake");
+    ws.send(Frame::Text("before".into())).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    assert!(
+        matches!(echoed, Ok(Some(Ok(Frame::Text(_))))),
+        "the tunnel works"
+    );
+
+    gw.stop().await;
+
+    // The tunnel is closed by the shutdown, not left running past it.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Frame::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the tunnel outlived the gateway's shutdown");
 }

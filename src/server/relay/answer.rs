@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use super::Next;
 use crate::proxy::chunked::{ChunkedEnd, Malformed};
-use crate::proxy::pool::BackendPool;
+use crate::upstream::pool::BackendPool;
 
 /// An answer whose head (and the body's start) is ready for the client.
 pub(super) struct Answer {

@@ -12,21 +12,21 @@
 //! after every answer whose end the backend may misjudge: one to `HEAD`, a
 //! 204, a 304, one after an interim (1xx) answer, and one with both
 //! `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: a sign of
-//! response splitting). The relay keeps the same rule (`head.rs`).
+//! response splitting). The relay keeps the same rule (`proxy/head.rs`).
 
 use http::header;
 use http::{Method, Response, StatusCode};
 use hyper_util::client::legacy::connect::{CaptureConnection, capture_connection};
 
-use super::fields::{normalize_length, unknown_transfer_coding};
+use super::framing::{normalize_length, unknown_transfer_coding};
 
 /// The backend connection a request goes out on, as hyper's pool knows it.
-pub(super) struct Connection(CaptureConnection);
+pub(crate) struct Connection(CaptureConnection);
 
 impl Connection {
     /// Follow the connection `req` will be sent on. An interim answer
     /// retires it as it arrives, before the final answer is read.
-    pub(super) fn watch<B>(req: &mut http::Request<B>) -> Connection {
+    pub(crate) fn watch<B>(req: &mut http::Request<B>) -> Connection {
         let capture = capture_connection(req);
         let on_interim = capture.clone();
         hyper::ext::on_informational(req, move |_| retire(&on_interim));
@@ -34,7 +34,7 @@ impl Connection {
     }
 
     /// Never hand this connection to another request.
-    pub(super) fn retire(&self) {
+    pub(crate) fn retire(&self) {
         retire(&self.0);
     }
 }
@@ -47,7 +47,7 @@ fn retire(capture: &CaptureConnection) {
 
 /// Why an answer head is not passed on (a 502).
 #[derive(Debug, thiserror::Error)]
-pub(super) enum Refused {
+pub(crate) enum Refused {
     #[error("switched protocols unasked")]
     UnaskedUpgrade,
     #[error("a transfer coding other than chunked")]
@@ -57,7 +57,7 @@ pub(super) enum Refused {
 /// Judge the answer head to a `method` request that asked to upgrade or
 /// not, repairing its framing fields for the client and retiring `conn`
 /// where the answer's end is the backend's guess.
-pub(super) fn check<B>(
+pub(crate) fn check<B>(
     method: &Method,
     upgrade_asked: bool,
     resp: &mut Response<B>,

@@ -1,0 +1,169 @@
+//! The application's server as the gateway reaches it: where it is, the
+//! connections kept to it (hyper's client pool, and the relay's own pool in
+//! `pool.rs`), the timeouts, and how its answers' framing is read
+//! (`framing.rs`) and whether a connection may carry the next request
+//! (`reuse.rs`). The proxy (client requests passed on) and the transports'
+//! own requests (client messages forwarded to `client_messages.forward_to`)
+//! both go through here, so neither calls the other.
+//!
+//! It is live state: a reload that keeps the backend's address and connect
+//! timeout keeps these connections (`keep_connections_of`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config;
+use crate::reply::{self, Body};
+
+pub(crate) mod framing;
+pub(crate) mod pool;
+pub(crate) mod reuse;
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    base_path: String,
+    timeout: Duration,
+    /// Backend connections of the HTTP/1 relay (`server/relay.rs`).
+    pool: Arc<pool::BackendPool>,
+}
+
+impl Upstream {
+    pub fn new(backend: &config::Backend) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(backend.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(512)
+            .build(connector);
+        let url = &backend.url;
+        let host = url.host_str().unwrap_or("127.0.0.1");
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let authority = match url.port_or_known_default() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        };
+        let pool = Arc::new(pool::BackendPool::new(
+            authority.clone(),
+            backend.connect_timeout,
+        ));
+        Upstream {
+            client,
+            pool,
+            scheme: http::uri::Scheme::HTTP,
+            authority: authority
+                .parse()
+                .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1:8080")),
+            base_path: url.path().trim_end_matches('/').to_string(),
+            timeout: backend.timeout,
+        }
+    }
+
+    /// Take over `old`'s backend connections (both pools) when both point
+    /// at the same backend the same way: a reload rebuilds the settings, and
+    /// the application's keep-alive connections should outlive that.
+    pub(crate) fn keep_connections_of(&mut self, old: &Upstream, same_backend: bool) {
+        if same_backend {
+            self.client = old.client.clone();
+            self.pool = old.pool.clone();
+        }
+    }
+
+    /// The backend URL's path, in front of every forwarded request's.
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// `backend.timeout`: for the answer head, and for each wait within its body.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn pool(&self) -> &pool::BackendPool {
+        &self.pool
+    }
+
+    /// The hyper client that carries everything the relay does not.
+    pub(crate) fn client(&self) -> &Client<HttpConnector, Body> {
+        &self.client
+    }
+
+    /// The absolute URI of `path_and_query` on this upstream's server.
+    pub(crate) fn uri(&self, path_and_query: http::uri::PathAndQuery) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+/// POST a small JSON body to a backend path (client messages); returns the
+/// status and body, bounded by `limit` bytes.
+impl Upstream {
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<(StatusCode, Bytes), BackendError> {
+        let uri = http::uri::PathAndQuery::try_from(format!("{}{}", self.base_path, path))
+            .map_err(http::Error::from)
+            .and_then(|pq| self.uri(pq))
+            .map_err(|e| BackendError::Request(e.to_string()))?;
+        let mut req = Request::post(uri)
+            .body(reply::full(body))
+            .map_err(|e| BackendError::Request(e.to_string()))?;
+        *req.headers_mut() = headers;
+        req.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        // The same rules for reusing its connection as a proxied request's.
+        let conn = reuse::Connection::watch(&mut req);
+        let mut resp = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| BackendError::Timeout)?
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        reuse::check(&http::Method::POST, false, &mut resp, &conn)
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        let status = resp.status();
+        let body = tokio::time::timeout(
+            self.timeout,
+            http_body_util::Limited::new(resp.into_body(), limit).collect(),
+        )
+        .await
+        .map_err(|_| BackendError::Timeout)?
+        .map_err(|e| BackendError::Unavailable(e.to_string()))?
+        .to_bytes();
+        Ok((status, body))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("the application did not answer in time")]
+    Timeout,
+    #[error("the application is unreachable: {0}")]
+    Unavailable(String),
+    #[error("bad request to the application: {0}")]
+    Request(String),
+}
