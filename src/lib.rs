@@ -5,16 +5,20 @@
 //! (WebSocket, Server-Sent Events, long-polling) to an existing application.
 //!
 //! Where to look:
-//! - a message **enters** through `admin/publish.rs`, a webhook or tap in
-//!   `ingest/`, or a client publish (`transport/ws.rs`, `transport/publish.rs`),
-//!   and gets its id and history in `broker/`: `memory.rs`, or `redis.rs`,
-//!   whose Lua script also hands it to every other instance (`redis/link.rs`);
+//! - a message **enters** through `admin/publish.rs`, a webhook
+//!   (`admin/webhook.rs`, rules in `ingest/webhook.rs`), a response tap
+//!   (`router/tapped.rs`, rules in `ingest/tap.rs`), or a client publish
+//!   (`transport/ws/requests.rs`, `transport/publish.rs`), and gets its id
+//!   and history in `broker/`: `memory.rs`, or `redis.rs`, whose link also
+//!   hands it to every other instance (`redis/link.rs`);
 //! - it **fans out** in `hub.rs`, into each connection's bounded `hub/inbox.rs`;
 //! - it **leaves** the process through `transport/{ws,sse,poll}.rs`, which
-//!   share the resume logic in `transport/session.rs` (SSE over HTTP/1 is
-//!   written by `server/direct.rs`, without hyper).
+//!   share the resume and replay logic in `transport/session.rs`.
 //!
-//! Ordinary requests go `server.rs -> router.rs -> proxy.rs`.
+//! Ordinary requests go `server.rs -> server/relay.rs` (plain HTTP/1 `GET`
+//! and `HEAD`, without hyper) or `server.rs -> router.rs -> proxy.rs`
+//! (everything else); both reach the application through `upstream.rs`.
+//! The modules form the one-way layers of DESIGN.md, kept by `tests/layers.rs`.
 
 pub mod admin;
 pub mod auth;
