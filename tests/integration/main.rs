@@ -9,6 +9,7 @@ mod cli;
 mod client_http;
 mod cluster;
 mod ingest;
+mod jwt_claims;
 mod limits;
 mod poll;
 mod presence;
