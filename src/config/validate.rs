@@ -168,6 +168,9 @@ fn is_origin(origin: &str) -> bool {
     }
 }
 
+/// The largest `auth.jwt.leeway` accepted.
+const MAX_JWT_LEEWAY: Duration = Duration::from_secs(3600);
+
 fn auth(c: &Config, r: &mut Report) {
     let key = KeyPath::root().key("auth");
     if let Some(jwt) = &c.auth.jwt {
@@ -177,6 +180,11 @@ fn auth(c: &Config, r: &mut Report) {
                 key.key("jwt"),
                 "needs a key: hs256_secret, rs256_public_key or es256_public_key",
             );
+        }
+        // A clock-skew allowance, not a way to switch expiry off; the bound also
+        // keeps `now ± leeway` far from overflow.
+        if jwt.leeway > MAX_JWT_LEEWAY {
+            r.add(key.key("jwt").key("leeway"), "must be at most 1h");
         }
     }
     for (i, token) in c.auth.static_tokens.iter().enumerate() {

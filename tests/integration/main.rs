@@ -17,6 +17,7 @@ mod proxy;
 mod publish;
 mod relay;
 mod reload;
+mod reload_safety;
 mod shutdown;
 mod slow;
 mod sse;
