@@ -132,10 +132,11 @@ fn realtime(c: &Config, r: &mut Report) {
         r.add(key.key("client_queue"), "must be at least 1");
     }
     for (i, origin) in rt.allowed_origins.iter().enumerate() {
-        if origin != "*" && !is_origin(origin) {
+        // "null" (sandboxed frames, file: pages) only when written literally.
+        if origin != "*" && origin != "null" && !is_origin(origin) {
             r.add(
                 key.key("allowed_origins").index(i),
-                format!("{origin:?} is not an origin like \"https://app.example.com\" or \"*\""),
+                format!("{origin:?} is not an origin like \"https://app.example.com\", \"null\" or \"*\""),
             );
         }
     }

@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod client_http;
 mod cluster;
+mod cors;
 mod ingest;
 mod jwt_claims;
 mod limits;
