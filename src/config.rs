@@ -3,7 +3,9 @@
 //! The rule it keeps: a bad file never half-loads. Every problem comes back as a
 //! `ConfigError` naming the file, the 1-based line and the dotted key path, all
 //! validation problems at once, and no message ever contains a secret or a value
-//! that came from the environment.
+//! that came from the environment. An empty file (or one of only comments) is an
+//! error, never the all-defaults configuration: it is what a file caught
+//! mid-write looks like. What a reload additionally requires is in `sections`.
 
 mod access;
 mod error;
@@ -13,6 +15,7 @@ mod locate;
 mod normalize;
 mod rules;
 mod schema;
+mod sections;
 mod summary;
 mod units;
 mod validate;
@@ -30,6 +33,7 @@ pub use schema::{
     Backend, BrokerConfig, BrokerKind, Config, History, Listen, Log, LogFormat, Realtime,
     RedisConfig, SniCert, Tls,
 };
+pub use sections::Sections;
 pub use units::{Rate, format_duration, parse_duration, parse_size};
 
 use interpolate::{Env, Problem, Substitution};
@@ -39,11 +43,17 @@ use std::path::Path;
 
 /// Reads `path`, interpolates the environment, parses and validates.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_sections(path).map(|(config, _)| config)
+}
+
+/// [`load`], also telling which top-level sections the file wrote out (what a
+/// reload checks before it lets a section fall back to defaults).
+pub fn load_with_sections(path: &Path) -> Result<(Config, Sections), ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
         file: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    parse(&text, path)
+    parse_document(&text, path, &|name| std::env::var(name).ok())
 }
 
 /// Like [`load`] from text already read; `file` names the source in messages and is
@@ -58,6 +68,14 @@ pub(crate) fn parse_with_env(
     file: &Path,
     env: Env<'_>,
 ) -> Result<Config, ConfigErrors> {
+    parse_document(text, file, env).map(|(config, _)| config)
+}
+
+fn parse_document(
+    text: &str,
+    file: &Path,
+    env: Env<'_>,
+) -> Result<(Config, Sections), ConfigErrors> {
     let name = file.display().to_string();
 
     let mut value: Value = serde_yaml::from_str(text).map_err(|e| {
@@ -69,9 +87,9 @@ pub(crate) fn parse_with_env(
         }
     })?;
     if value.is_null() {
-        // An empty file (or only comments) is the all-defaults config.
-        value = Value::Mapping(serde_yaml::Mapping::new());
+        return Err(ConfigError::Empty { file: name }.into());
     }
+    let sections = Sections::of(&value);
 
     let (subs, problems) = interpolate::interpolate(&mut value, env);
     if !problems.is_empty() {
@@ -124,7 +142,7 @@ pub(crate) fn parse_with_env(
     }
 
     normalize::normalize(&mut config, file);
-    Ok(config)
+    Ok((config, sections))
 }
 
 /// Keeps secrets and environment-provided values out of a message about `key`.

@@ -90,9 +90,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// A file with neither `listen` nor `channels` starts (on defaults) but is
+/// almost certainly not what the operator meant; a reload refuses such a file.
+const UNCONFIGURED: &str = "the configuration sets neither `listen` nor `channels`: running on defaults, where every channel is refused";
+
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
-        Ok(cfg) => {
+    match config::load_with_sections(path) {
+        Ok((cfg, sections)) => {
+            if sections.is_unconfigured() {
+                eprintln!("warning: {}", UNCONFIGURED);
+            }
             println!("{}", cfg.summary());
             println!("{}: configuration OK", path.display());
             ExitCode::SUCCESS
@@ -273,8 +280,11 @@ fn token(path: &std::path::Path, sub: &str, channels: &str, ttl: &str) -> ExitCo
 }
 
 fn run(path: &std::path::Path, grace: Duration) -> anyhow::Result<()> {
-    let cfg = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (cfg, sections) = config::load_with_sections(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     pushgate::logging::init(&cfg);
+    if sections.is_unconfigured() {
+        tracing::warn!(file = %path.display(), "{UNCONFIGURED}");
+    }
     // Every client is a file descriptor: take the hard limit (see README, Operations).
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(limit = n, "open files limit"),

@@ -9,10 +9,17 @@
 //! allowed. Certificates are re-read, so a renewed certificate serves the next
 //! handshake. Listener addresses and the broker kind need a restart: a change
 //! to them is logged, not half-applied.
+//!
+//! A file caught mid-write is never applied: the watcher waits until the file
+//! is non-empty and its size and mtime hold still (`watch.rs`), an empty file
+//! is a load error, and a file that lacks a section the running configuration
+//! has (or its admin keys) is refused unless it writes the key out
+//! (`config::Sections`). SIGHUP loads at once: the operator says it is ready.
+
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -32,7 +39,16 @@ pub enum ReloadError {
 
 /// Load `path` and put it in force, or refuse it and keep the old settings.
 pub fn reload(state: &AppState, path: &Path) -> Result<(), ReloadError> {
-    let result = config::load(path)
+    let running = state.settings();
+    let result = config::load_with_sections(path)
+        .and_then(|(cfg, sections)| {
+            let refusals = sections.refusals(&running.config, &cfg, path);
+            if refusals.is_empty() {
+                Ok(cfg)
+            } else {
+                Err(config::ConfigErrors(refusals))
+            }
+        })
         .map_err(ReloadError::Config)
         .and_then(|cfg| Settings::new(cfg).map_err(ReloadError::from));
     let label = |result| ResultLabel { result };
@@ -46,7 +62,7 @@ pub fn reload(state: &AppState, path: &Path) -> Result<(), ReloadError> {
             Err(e)
         }
         Ok(new) => {
-            let old = state.settings();
+            let old = running;
             if old.config.listen.public != new.config.listen.public
                 || old.config.listen.admin != new.config.listen.admin
             {
@@ -69,10 +85,20 @@ pub fn reload(state: &AppState, path: &Path) -> Result<(), ReloadError> {
     }
 }
 
-/// Reload on SIGHUP and whenever the file changes (debounced), until shutdown.
+/// What asked for a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// SIGHUP: the operator says the file is ready; load it now.
+    Signal,
+    /// The file or its directory entry changed: wait for it to settle first.
+    FileChanged,
+}
+
+/// Reload on SIGHUP and whenever the file changes (once it has settled), until
+/// shutdown. The watch is registered before this returns.
 pub fn spawn(state: AppState, path: PathBuf) {
-    let (tx, mut rx) = mpsc::channel::<()>(8);
-    let watcher = watch_file(&path, tx.clone());
+    let (tx, mut rx) = mpsc::channel::<Trigger>(8);
+    let watcher = watch::watch_file(&path, tx.clone(), Trigger::FileChanged);
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -89,7 +115,7 @@ pub fn spawn(state: AppState, path: PathBuf) {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    r = hup.recv() => if r.is_none() || tx.send(()).await.is_err() { return },
+                    r = hup.recv() => if r.is_none() || tx.send(Trigger::Signal).await.is_err() { return },
                 }
             }
         });
@@ -97,42 +123,28 @@ pub fn spawn(state: AppState, path: PathBuf) {
     tokio::spawn(async move {
         let _watcher = watcher; // dropping it stops the watch
         loop {
-            tokio::select! {
+            let trigger = tokio::select! {
                 _ = state.shutdown.cancelled() => return,
-                r = rx.recv() => if r.is_none() { return },
+                r = rx.recv() => match r { Some(t) => t, None => return },
+            };
+            if trigger == Trigger::FileChanged {
+                let settled = tokio::select! {
+                    _ = state.shutdown.cancelled() => return,
+                    s = watch::settle(&path, watch::SETTLE_INTERVAL, &mut rx) => s,
+                };
+                if settled == watch::Settled::Unreadable {
+                    // Empty or gone: a writer is mid-way (truncate, then
+                    // write); its next write is another change event.
+                    info!(file = %path.display(), "config file is empty or missing; waiting for it to be written before reloading");
+                    state
+                        .metrics
+                        .reloads
+                        .get_or_create(&ResultLabel { result: "deferred" })
+                        .inc();
+                    continue;
+                }
             }
-            // Editors write a file in several steps: wait for them to settle.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            while rx.try_recv().is_ok() {}
             let _ = reload(&state, &path);
         }
     });
-}
-
-/// Watch the file's directory (editors and certbot replace files by rename).
-fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    use notify::{EventKind, RecursiveMode, Watcher};
-    let name = path.file_name()?.to_os_string();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        let relevant = matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_))
-            && event
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(name.as_os_str()));
-        if relevant {
-            let _ = tx.try_send(());
-        }
-    })
-    .map_err(|error| warn!(%error, "cannot watch the config file; reload with SIGHUP"))
-    .ok()?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(|error| warn!(%error, "cannot watch the config file; reload with SIGHUP"))
-        .ok()?;
-    Some(watcher)
 }

@@ -1,12 +1,13 @@
 //! Realtime endpoints under `realtime.path`: `/ws`, `/sse`, `/poll`, `/send`,
 //! `/publish`, and the browser client (`/client.js`, `/client.mjs`).
 //!
-//! This file parses what the three transports share (channels, cursor,
-//! Origin) and dispatches; each transport then drives a [`session::Session`].
+//! This file parses what the three transports share (channels, cursor; the
+//! Origin in `cors.rs`) and dispatches; each transport then drives a [`session::Session`].
 //! Everything a subscriber may be refused is checked here, before a response
 //! or an upgrade is started, so refusals are plain HTTP answers.
 
 pub mod assets;
+pub mod cors;
 pub mod ops;
 pub mod poll;
 pub mod publish;
@@ -30,18 +31,19 @@ use crate::reply::{self, Body};
 use crate::state::{AppState, Settings};
 
 /// Route a request whose path is under `realtime.path`; `rest` is what follows it.
-pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Response<Body> {
+pub async fn handle(state: AppState, mut req: Request<Incoming>, rest: &str) -> Response<Body> {
     // The client script is public code: served to any page, before the Origin check.
     if let Some(asset) = assets::find(rest) {
         return asset.respond(req.method(), req.headers());
     }
     let settings = state.settings();
-    let origin = match check_origin(&settings, &req) {
+    let origin = match cors::check(&settings, &req) {
         Ok(origin) => origin,
         Err(resp) => return resp,
     };
+    cors::strip_credentials(&origin, &mut req);
     let mut resp = match (req.method(), rest) {
-        (&http::Method::OPTIONS, "/poll" | "/send" | "/sse" | "/publish") => preflight(),
+        (&http::Method::OPTIONS, "/poll" | "/send" | "/sse" | "/publish") => cors::preflight(),
         (&http::Method::GET, "/ws") => ws::upgrade(state, settings, req).await,
         (&http::Method::GET, "/sse") => sse::open(state, settings, req).await,
         (&http::Method::GET, "/poll") => poll::poll(state, settings, req).await,
@@ -68,54 +70,22 @@ pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Resp
             "no such realtime endpoint",
         ),
     };
-    allow_origin(&mut resp, origin);
+    cors::apply(&mut resp, &origin);
     resp
 }
 
 /// `GET <path>/sse` read by the server's own HTTP/1.1 reader (see
 /// `server/first_request.rs`): the same checks and answer as through hyper.
-pub async fn sse_direct(state: AppState, req: Request<()>) -> Response<Body> {
+pub async fn sse_direct(state: AppState, mut req: Request<()>) -> Response<Body> {
     let settings = state.settings();
-    let origin = match check_origin(&settings, &req) {
+    let origin = match cors::check(&settings, &req) {
         Ok(origin) => origin,
         Err(resp) => return resp,
     };
+    cors::strip_credentials(&origin, &mut req);
     let mut resp = sse::open(state, settings, req).await;
-    allow_origin(&mut resp, origin);
+    cors::apply(&mut resp, &origin);
     resp
-}
-
-fn allow_origin(resp: &mut Response<Body>, origin: Option<http::HeaderValue>) {
-    if let Some(origin) = origin {
-        // Cross-origin pages (EventSource withCredentials, fetch for poll/send) may read the answer.
-        let h = resp.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            http::HeaderValue::from_static("true"),
-        );
-        h.append(header::VARY, http::HeaderValue::from_static("Origin"));
-    }
-}
-
-/// CORS preflight for the endpoints a page calls with fetch.
-fn preflight() -> Response<Body> {
-    let mut r = Response::new(reply::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        http::HeaderValue::from_static("GET, POST, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        http::HeaderValue::from_static("authorization, content-type, last-event-id"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        http::HeaderValue::from_static("600"),
-    );
-    r
 }
 
 /// Query parameters as a map (last value wins).
@@ -322,31 +292,6 @@ pub fn channel_full(state: &AppState, settings: &Settings, channel: &str) -> boo
         .limits
         .max_subscribers_per_channel
         .is_some_and(|max| state.hub.subscriber_count(channel) >= max)
-}
-
-/// Browser `Origin` check against `realtime.allowed_origins` ("*" allows all;
-/// requests without Origin are not from a browser page and pass).
-fn check_origin<B>(
-    settings: &Settings,
-    req: &Request<B>,
-) -> Result<Option<http::HeaderValue>, Response<Body>> {
-    let allowed = &settings.config.realtime.allowed_origins;
-    let Some(value) = req.headers().get(header::ORIGIN) else {
-        return Ok(None);
-    };
-    let origin = value.to_str().unwrap_or("");
-    if allowed
-        .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
-    {
-        Ok(Some(value.clone()))
-    } else {
-        Err(reply::error(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this Origin is not in realtime.allowed_origins",
-        ))
-    }
 }
 
 /// Read a client's JSON request body of at most `limit` bytes into `T`;

@@ -10,6 +10,19 @@ pub enum ConfigError {
     /// The file could not be read at all.
     #[error("{file}: cannot read: {reason}")]
     Read { file: String, reason: String },
+    /// The file holds no YAML document at all (empty, blank or only comments).
+    #[error(
+        "{file}: the file is empty (or only comments); refusing to treat it as an all-defaults configuration"
+    )]
+    Empty { file: String },
+    /// The file is valid on its own but would drop what the running
+    /// configuration has (see `sections.rs`); only a reload reports this.
+    #[error("{file}: {key}: {message}")]
+    Reload {
+        file: String,
+        key: String,
+        message: String,
+    },
     /// The text is not valid YAML.
     #[error("{file}:{line}: yaml syntax: {message}")]
     Syntax {
@@ -57,7 +70,9 @@ impl ConfigError {
     /// The 1-based line the error points at, when it points into the file.
     pub fn line(&self) -> Option<usize> {
         match self {
-            ConfigError::Read { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Empty { .. } | ConfigError::Reload { .. } => {
+                None
+            }
             ConfigError::Syntax { line, .. }
             | ConfigError::UnsetVar { line, .. }
             | ConfigError::Interpolation { line, .. }
@@ -69,8 +84,11 @@ impl ConfigError {
     /// The dotted key path (`realtime.history.size`), when the error has one.
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::Read { .. } | ConfigError::Syntax { .. } => None,
+            ConfigError::Read { .. } | ConfigError::Empty { .. } | ConfigError::Syntax { .. } => {
+                None
+            }
             ConfigError::UnsetVar { key, .. }
+            | ConfigError::Reload { key, .. }
             | ConfigError::Interpolation { key, .. }
             | ConfigError::Schema { key, .. }
             | ConfigError::Invalid { key, .. } => Some(key),

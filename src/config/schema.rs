@@ -1,8 +1,8 @@
 //! The top of the configuration schema: the `Config` root and the sections about
 //! where pushgate listens, what it proxies to, how realtime endpoints behave, which
 //! broker carries messages and how it logs. Field names are the YAML keys; every
-//! struct refuses unknown keys, and every section has defaults so that an empty file
-//! is a working configuration. Channel, webhook and tap rules live in `rules.rs`;
+//! struct refuses unknown keys, and every section has defaults so that a file need
+//! only write what it changes (an empty file is still an error: see `config.rs`). Channel, webhook and tap rules live in `rules.rs`;
 //! authentication and limits in `access.rs`.
 
 use super::access::{Auth, Limits};
@@ -127,7 +127,8 @@ pub struct Realtime {
     /// Messages buffered per connection; overflow closes it with a resume cursor.
     #[serde(deserialize_with = "lenient::usize")]
     pub client_queue: usize,
-    /// Browser `Origin` check for ws/sse/poll; `"*"` allows all.
+    /// Browser `Origin` check for ws/sse/poll/send: listed origins (and the
+    /// gateway's own) get credentials; `"*"` lets any other page in anonymously.
     pub allowed_origins: Vec<String>,
     /// How long a presence member who lost every connection stays listed, so
     /// a reconnect does not flap leave/join.

@@ -147,15 +147,32 @@ fn design_example_parses() {
 }
 
 #[test]
-fn empty_file_gives_defaults() {
-    for text in ["", "# only a comment\n", "---\n"] {
-        let c = parse_str(text).unwrap();
-        let expected = Config {
-            source: PathBuf::from("gateway.yaml"),
-            ..Config::default()
-        };
-        assert_eq!(c, expected);
+fn an_empty_file_is_an_error_not_defaults() {
+    for text in ["", "  \n\n", "# only a comment\n", "---\n"] {
+        let errors = parse_str(text).unwrap_err();
+        assert_eq!(
+            errors.0,
+            [ConfigError::Empty {
+                file: "gateway.yaml".into()
+            }]
+        );
+        assert!(
+            errors
+                .to_string()
+                .starts_with("gateway.yaml: the file is empty")
+        );
     }
+    // An explicit empty mapping is a choice: every section at its defaults.
+    let c = parse_str("{}\n").unwrap();
+    let expected = Config {
+        source: PathBuf::from("gateway.yaml"),
+        ..Config::default()
+    };
+    assert_eq!(c, expected);
+}
+
+#[test]
+fn defaults() {
     let d = Config::default();
     assert_eq!(d.listen.public.to_string(), "0.0.0.0:8443");
     assert_eq!(d.listen.admin.to_string(), "127.0.0.1:9090");
@@ -389,4 +406,16 @@ fn flow_context_interpolation_gets_a_quoting_hint() {
         "{errors}"
     );
     assert!(errors.contains("quote"), "{errors}");
+}
+
+#[test]
+fn jwt_leeway_is_bounded() {
+    let errors = parse_str("auth:\n  jwt: { hs256_secret: s, leeway: 2h }\n").unwrap_err();
+    assert!(
+        errors
+            .to_string()
+            .starts_with("gateway.yaml:2: auth.jwt.leeway: must be at most 1h"),
+        "{errors}"
+    );
+    assert!(parse_str("auth:\n  jwt: { hs256_secret: s, leeway: 1h }\n").is_ok());
 }

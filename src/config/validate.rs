@@ -132,10 +132,11 @@ fn realtime(c: &Config, r: &mut Report) {
         r.add(key.key("client_queue"), "must be at least 1");
     }
     for (i, origin) in rt.allowed_origins.iter().enumerate() {
-        if origin != "*" && !is_origin(origin) {
+        // "null" (sandboxed frames, file: pages) only when written literally.
+        if origin != "*" && origin != "null" && !is_origin(origin) {
             r.add(
                 key.key("allowed_origins").index(i),
-                format!("{origin:?} is not an origin like \"https://app.example.com\" or \"*\""),
+                format!("{origin:?} is not an origin like \"https://app.example.com\", \"null\" or \"*\""),
             );
         }
     }
@@ -168,6 +169,9 @@ fn is_origin(origin: &str) -> bool {
     }
 }
 
+/// The largest `auth.jwt.leeway` accepted.
+const MAX_JWT_LEEWAY: Duration = Duration::from_secs(3600);
+
 fn auth(c: &Config, r: &mut Report) {
     let key = KeyPath::root().key("auth");
     if let Some(jwt) = &c.auth.jwt {
@@ -177,6 +181,11 @@ fn auth(c: &Config, r: &mut Report) {
                 key.key("jwt"),
                 "needs a key: hs256_secret, rs256_public_key or es256_public_key",
             );
+        }
+        // A clock-skew allowance, not a way to switch expiry off; the bound also
+        // keeps `now ± leeway` far from overflow.
+        if jwt.leeway > MAX_JWT_LEEWAY {
+            r.add(key.key("jwt").key("leeway"), "must be at most 1h");
         }
     }
     for (i, token) in c.auth.static_tokens.iter().enumerate() {

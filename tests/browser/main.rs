@@ -10,6 +10,7 @@ mod common;
 mod harness;
 
 mod client;
+mod cors;
 mod dashboard;
 mod demo;
 mod tabs;

@@ -109,3 +109,16 @@ fn token_mints_a_verifiable_token() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl"));
 }
+
+#[test]
+fn check_refuses_an_empty_file() {
+    let dir = temp_dir("cli-empty");
+    let path = dir.join("empty.yaml");
+    for text in ["", "# nothing yet\n"] {
+        std::fs::write(&path, text).unwrap();
+        let out = pushgate(&["check", "-c", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("empty.yaml: the file is empty"), "{stderr}");
+    }
+}

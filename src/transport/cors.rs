@@ -1,0 +1,125 @@
+//! The browser `Origin` check and the CORS answer for the realtime endpoints.
+//!
+//! The rule kept here: a page may use the visitor's cookies with pushgate only
+//! when the operator trusts that page's origin. An origin is trusted when
+//! `realtime.allowed_origins` lists it literally (`null` included, only if
+//! written as `"null"`) or when it is the gateway's own origin. An origin let
+//! in only by `"*"` is served *anonymously*: the answer says
+//! `Access-Control-Allow-Origin: *` and never allows credentials, and the
+//! request's `Cookie` header is dropped before authentication, because
+//! browsers send cookies on cross-site WebSocket upgrades (and on same-site
+//! fetches) where CORS protects nothing. A token it presents itself (Bearer,
+//! `?token=`, the `auth` frame) still works. Any other origin is refused (403).
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+
+use crate::reply::{self, Body};
+use crate::state::Settings;
+
+/// How a request's `Origin` is treated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// No `Origin`: not a browser page's cross-origin request (curl, a server).
+    Absent,
+    /// A listed or same origin: reflected, with credentials.
+    Trusted(HeaderValue),
+    /// Let in by `"*"` only: answered for any page, without credentials.
+    Anonymous,
+}
+
+/// Judge the request's `Origin` against `realtime.allowed_origins`; a refusal
+/// is the 403 to send.
+pub fn check<B>(settings: &Settings, req: &Request<B>) -> Result<Origin, Response<Body>> {
+    let Some(value) = req.headers().get(header::ORIGIN) else {
+        return Ok(Origin::Absent);
+    };
+    let origin = value.to_str().unwrap_or("");
+    let allowed = &settings.config.realtime.allowed_origins;
+    let listed = allowed
+        .iter()
+        .any(|a| a != "*" && a.eq_ignore_ascii_case(origin));
+    if listed || is_same_origin(origin, req) {
+        return Ok(Origin::Trusted(value.clone()));
+    }
+    if allowed.iter().any(|a| a == "*") {
+        return Ok(Origin::Anonymous);
+    }
+    Err(reply::error(
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        "this Origin is not in realtime.allowed_origins",
+    ))
+}
+
+/// Drop what would let an anonymous request act as the visitor: cookies.
+pub fn strip_credentials<B>(origin: &Origin, req: &mut Request<B>) {
+    if *origin == Origin::Anonymous {
+        req.headers_mut().remove(header::COOKIE);
+    }
+}
+
+/// Whether `origin` names the host the request was sent to (a page of the
+/// gateway's own origin, e.g. the demo or an app it fronts).
+fn is_same_origin<B>(origin: &str, req: &Request<B>) -> bool {
+    let Ok(url) = url::Url::parse(origin) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    let target = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    target.is_some_and(|t| t.eq_ignore_ascii_case(&authority))
+}
+
+/// The CORS headers of an answer to a request with this `Origin`.
+pub fn apply(resp: &mut Response<Body>, origin: &Origin) {
+    let h = resp.headers_mut();
+    match origin {
+        Origin::Absent => return,
+        Origin::Trusted(value) => {
+            // The page may read the answer (EventSource withCredentials,
+            // fetch with credentials for poll/send).
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value.clone());
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        Origin::Anonymous => {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            h.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+        }
+    }
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// CORS preflight for the endpoints a page calls with fetch.
+pub fn preflight() -> Response<Body> {
+    let mut r = Response::new(reply::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, last-event-id"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
