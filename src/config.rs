@@ -18,6 +18,7 @@ mod schema;
 mod sections;
 mod summary;
 mod units;
+pub use units::MAX_DURATION;
 mod validate;
 
 #[cfg(test)]

@@ -12,6 +12,10 @@ use std::time::Duration;
 
 const DURATION_HINT: &str = "a number followed by ms, s, m, h or d, e.g. \"15s\"";
 
+/// The longest duration any key takes: ten years. Timers add durations to
+/// the clock, and one near `u64::MAX` seconds would overflow it.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
+
 /// Parses `250ms`, `15s`, `10m`, `2h`, `1d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -33,7 +37,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     let Some(scale) = unit_seconds(unit) else {
         if unit == "ms" {
-            return Ok(Duration::from_millis(n));
+            return at_most_max(Duration::from_millis(n), text);
         }
         return Err(format!(
             "invalid duration {text:?}: unknown unit {unit:?}, expected {DURATION_HINT}"
@@ -42,6 +46,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     n.checked_mul(scale)
         .map(Duration::from_secs)
         .ok_or_else(|| format!("duration {text:?} is too large"))
+        .and_then(|d| at_most_max(d, text))
+}
+
+fn at_most_max(d: Duration, text: &str) -> Result<Duration, String> {
+    if d > MAX_DURATION {
+        return Err(format!("duration {text:?} is too large (at most 3650d)"));
+    }
+    Ok(d)
 }
 
 /// Seconds in one `s`, `m`, `h` or `d` (with a few spelled-out aliases).
@@ -259,6 +271,19 @@ mod tests {
         assert!(parse_duration("1.5s").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
         assert!(parse_duration("999999999999999999d").is_err());
+        // Below u64's range, but past what a clock can have added to it.
+        assert!(
+            parse_duration("18446744073709551615s")
+                .unwrap_err()
+                .contains("at most")
+        );
+        assert!(parse_duration("3651d").unwrap_err().contains("at most"));
+        assert!(
+            parse_duration("99999999999999999ms")
+                .unwrap_err()
+                .contains("at most")
+        );
+        assert_eq!(parse_duration("3650d"), Ok(MAX_DURATION));
     }
 
     #[test]

@@ -404,3 +404,10 @@ fn unknown_template_placeholder_in_a_tap() {
         "taps:\n  - match: { path: /api/orders }\n    channel: orders.all\n    data: \"{body}\"\n";
     rejects(text, 4, "taps[0].data", "unknown placeholder `{body}`");
 }
+
+#[test]
+fn a_duration_past_what_a_clock_can_take() {
+    // Accepted before, this overflowed the clock at the first connection.
+    let text = "limits:\n  header_timeout: 18446744073709551615s\n";
+    rejects(text, 2, "limits.header_timeout", "at most 3650d");
+}

@@ -235,7 +235,13 @@ impl WsSession {
         let left = at
             .duration_since(std::time::SystemTime::now())
             .unwrap_or_default();
-        Some(tokio::time::Instant::now() + left)
+        // A far expiry (a token's `exp` is bounded, but not by much) must
+        // not overflow the clock: past its range, it never fires.
+        let now = tokio::time::Instant::now();
+        Some(
+            now.checked_add(left)
+                .unwrap_or(now + crate::config::MAX_DURATION),
+        )
     }
 
     /// Send everything in `self.out`, a batch of about [`BATCH_BYTES`] at
