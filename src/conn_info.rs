@@ -1,6 +1,7 @@
-//! What the accept loop knows about a client connection, attached to every
-//! request as an extension so handlers (proxy headers, rate limits, logs) can
-//! read it without reaching back into the server.
+//! What the accept loop knows about a client connection: attached to every
+//! request hyper serves as an extension, and lent to the relay and the
+//! direct SSE writer, so handlers (proxy headers, rate limits, logs) can read
+//! it without reaching back into the server.
 
 use std::net::SocketAddr;
 

@@ -1,5 +1,6 @@
-//! The live realtime sessions, by id and subject, so the admin API can list
-//! them and disconnect one client (`POST /disconnect`) wherever it is.
+//! The live realtime sessions, by id and subject, so the admin API can
+//! disconnect one session or every session of a subject (`POST /disconnect`)
+//! wherever it is. Each session's entry goes when its registration drops.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,11 @@
 //! names, the hop-by-hop fields that stop here, the `Cookie` fields HTTP/2
 //! may split, the aliases that could pass for ours, and the
 //! `X-Forwarded-*`/`Forwarded` values the application is owed. The relay
-//! (`relay.rs`, `head.rs`) writes the same values from the same rules
-//! (`forwarded.rs`), so the application cannot tell which way a request came.
+//! (`server/relay.rs`, `head.rs`) writes the same values from the same rules
+//! (`forwarded.rs`). What the two paths still pass on differently: the relay
+//! keeps the case of field names and passes trailers to every client, while
+//! hyper lowercases names and sends trailers only to a client that asked
+//! with `TE: trailers`.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
