@@ -2,7 +2,8 @@
 # Proxy pass-through alone: wrk against a small nginx "application"
 # directly, through nginx as a plain reverse proxy, and through pushgate,
 # in alternating rounds (single runs on shared cores swing by 10-20%).
-# With OTHER=<path to another pushgate binary> (and OTHER_NAME, what to
+# With OTHER=<path to another pushgate binary> (OTHER_CONFIG, the config it
+# runs with when it differs, and OTHER_NAME, what to
 # call it in the results, e.g. the commit it was built from), that build
 # runs in the same rounds too, for an A/B of two builds against the same
 # nginx. Appends a dated section to bench/RESULTS.md.
@@ -22,7 +23,7 @@ nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 $PG run -c bench/pushgate.yaml & pids+=($!)
 if [ -n "${OTHER:-}" ]; then
   # The same config on other ports: the public one is the only one used.
-  sed -e 's/18080/18180/; s/19090/19190/' bench/pushgate.yaml > "$work/other.yaml"
+  sed -e 's/18080/18180/; s/19090/19190/' "${OTHER_CONFIG:-bench/pushgate.yaml}" > "$work/other.yaml"
   "$OTHER" run -c "$work/other.yaml" & pids+=($!)
 fi
 sleep 1
