@@ -90,7 +90,7 @@ fn parse_document(
     if value.is_null() {
         return Err(ConfigError::Empty { file: name }.into());
     }
-    let sections = Sections::of(&value);
+    let sections = Sections::of(&value, text);
 
     let (subs, problems) = interpolate::interpolate(&mut value, env);
     if !problems.is_empty() {

@@ -95,8 +95,22 @@ impl ClientKey {
     fn holder(&self) -> Key {
         match self {
             ClientKey::Subject(s) => Key::Subject(s.clone()),
-            ClientKey::Anonymous { addr, .. } => Key::Addr(*addr),
+            ClientKey::Anonymous { addr, .. } => Key::Addr(address_key(*addr)),
         }
+    }
+}
+
+/// The address an anonymous client is counted under: IPv4 as it is (also
+/// when it arrives IPv4-mapped on an IPv6 listener), IPv6 by its /64, the
+/// block one host or one customer line is given, so a host cannot present
+/// a fresh address for every connection.
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
     }
 }
 
@@ -196,7 +210,7 @@ impl Limits {
     pub fn connect(&self, ip: IpAddr) -> Result<(), Limited> {
         let policy = self.policy.load();
         let quota = &policy.per_ip.connects;
-        self.check(&self.connects, &ip, 1, quota, Kind::Connects)
+        self.check(&self.connects, &address_key(ip), 1, quota, Kind::Connects)
     }
 
     /// `n` messages published with admin key `key`.

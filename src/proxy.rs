@@ -215,6 +215,14 @@ impl<'a> Proxy<'a> {
                     .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             }
         }
+        if parts.method == http::Method::HEAD {
+            // The connection is retired after a HEAD answer anyway
+            // (`upstream/reuse.rs`); saying so up front also keeps hyper from
+            // queueing it for the pool before the retirement lands.
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(info) = parts.extensions.get::<ConnInfo>() {
             forwarded_headers(&mut parts.headers, info, host.as_ref());
         }

@@ -8,7 +8,9 @@
 //! because the new file merely lacks it: the operator must write the key out
 //! (`channels: []`, `backend: {}`, `tls: ~`) to mean it. Admin keys are the
 //! sharpest case: keys in force never disappear unless the new file says
-//! `admin_keys: []` under `auth:`.
+//! `admin_keys: []` under `auth:`. A key left with no value at all
+//! (`channels:` and nothing after it, as a cut right after a key leaves it)
+//! counts as not written: `~` or `null` must be written to mean "none".
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -26,15 +28,17 @@ pub struct Sections {
 }
 
 impl Sections {
-    /// What the raw (not yet interpolated) YAML document writes out.
-    pub(crate) fn of(doc: &Value) -> Sections {
+    /// What the raw (not yet interpolated) YAML document, parsed from
+    /// `text`, writes out.
+    pub(crate) fn of(doc: &Value, text: &str) -> Sections {
         let Some(map) = doc.as_mapping() else {
             return Sections::default();
         };
         let keys = map
-            .keys()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str()?, v)))
+            .filter(|(k, v)| !v.is_null() || !left_without_value(text, k))
+            .map(|(k, _)| k.to_owned())
             .collect();
         let no_admin_keys = doc
             .get("auth")
@@ -96,6 +100,20 @@ impl Sections {
     }
 }
 
+/// Whether the top-level `key` stands in `text` with nothing after its
+/// colon (no `~`, no `null`, no flow value): YAML reads that as null too, but
+/// it is what a file cut right after the key looks like.
+fn left_without_value(text: &str, key: &str) -> bool {
+    text.lines().any(|line| {
+        line.strip_prefix(key)
+            .and_then(|rest| rest.trim_end().strip_prefix(':'))
+            .is_some_and(|value| {
+                let value = value.trim();
+                value.is_empty() || value.starts_with('#')
+            })
+    })
+}
+
 /// Every top-level section, with how to write it out empty.
 const SECTIONS: &[(&str, &str)] = &[
     ("listen", "{}"),
@@ -143,7 +161,7 @@ mod tests {
         let file = Path::new("/etc/pushgate/gateway.yaml");
         let c = parse_with_env(text, file, &|_| None).unwrap();
         let doc: Value = serde_yaml::from_str(text).unwrap();
-        (c, Sections::of(&doc))
+        (c, Sections::of(&doc, text))
     }
 
     fn refused_keys(running: &str, new: &str) -> Vec<String> {
@@ -210,5 +228,21 @@ mod tests {
         assert!(sections.is_unconfigured());
         let (_, sections) = load("channels: []\n");
         assert!(!sections.is_unconfigured());
+    }
+
+    #[test]
+    fn a_key_cut_off_before_its_value_is_not_a_choice() {
+        // A file cut after `limits:` and `channels:`: both parse as null.
+        let cut = "listen: { public: 127.0.0.1:8443 }\n\
+            backend: { url: http://127.0.0.1:3000 }\n\
+            auth: { admin_keys: [k1] }\n\
+            webhooks: [{ name: w, match: { path: /h }, channel: a.b, data: \"{body}\" }]\n\
+            channels:\n";
+        assert_eq!(refused_keys(RUNNING, cut), ["channels"]);
+        let commented = cut.replace("channels:\n", "channels:   # to do\n");
+        assert_eq!(refused_keys(RUNNING, &commented), ["channels"]);
+        // Written out as null, it is the operator's choice.
+        let chosen = cut.replace("channels:\n", "channels: ~\n");
+        assert!(refused_keys(RUNNING, &chosen).is_empty());
     }
 }

@@ -159,3 +159,23 @@ fn idle_keys_are_evicted() {
     l.evict_idle();
     assert_eq!(l.tracked_keys(), 0);
 }
+
+#[test]
+fn anonymous_addresses_count_by_host_not_by_spelling() {
+    use super::address_key;
+    use std::net::IpAddr;
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    // One IPv6 host's /64 is one key, whatever interface id it picks.
+    assert_eq!(
+        address_key(ip("2001:db8:1:2:aaaa::1")),
+        ip("2001:db8:1:2::")
+    );
+    assert_eq!(
+        address_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+        ip("2001:db8:1:2::")
+    );
+    assert_ne!(address_key(ip("2001:db8:1:3::1")), ip("2001:db8:1:2::"));
+    // IPv4 stays per address, also when mapped onto an IPv6 listener.
+    assert_eq!(address_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+    assert_eq!(address_key(ip("192.0.2.7")), ip("192.0.2.7"));
+}

@@ -18,7 +18,7 @@ use crate::upstream::framing::{content_length, normalize_length};
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 /// Names, not strings: every proxied request and answer is stripped of them,
 /// and a string would be parsed into a name each time.
-pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -27,6 +27,8 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // Only meaningful with `Upgrade: h2c`, which is never passed on.
+    HeaderName::from_static("http2-settings"),
 ];
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -76,9 +78,19 @@ pub(super) fn request_host(
     }
 }
 
+/// Whether the request asks to become a WebSocket, the one upgrade passed
+/// on: a tunnel to anything else (`h2c`, a protocol of the application's
+/// own) would carry requests the gateway never sees, forged identity fields
+/// included. Any other `Upgrade` is dropped as the hop-by-hop field it is.
 pub(super) fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+    let websocket = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|p| p.eq_ignore_ascii_case("websocket"));
+    websocket && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 pub(super) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {

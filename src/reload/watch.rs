@@ -95,6 +95,12 @@ pub(super) fn watch_file<T: Clone + Send + 'static>(
 ) -> Option<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher};
     let name = path.file_name()?.to_os_string();
+    // What a symlinked config points at: its own name and directory change.
+    let target = std::fs::canonicalize(path).ok();
+    let target_name = target
+        .as_ref()
+        .and_then(|t| t.file_name())
+        .map(|n| n.to_os_string());
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -108,10 +114,14 @@ pub(super) fn watch_file<T: Clone + Send + 'static>(
                 | EventKind::Access(notify::event::AccessKind::Close(
                     notify::event::AccessMode::Write
                 ))
-        ) && event
-            .paths
-            .iter()
-            .any(|p| p.file_name() == Some(name.as_os_str()));
+        ) && event.paths.iter().any(|p| {
+            // `..data`: Kubernetes swaps a mounted ConfigMap by renaming a
+            // fresh `..data` symlink into place; the file itself never
+            // changes name.
+            p.file_name() == Some(name.as_os_str())
+                || p.file_name() == Some(std::ffi::OsStr::new("..data"))
+                || (p.file_name().is_some() && p.file_name() == target_name.as_deref())
+        });
         if relevant {
             let _ = tx.try_send(trigger.clone());
         }
@@ -122,6 +132,17 @@ pub(super) fn watch_file<T: Clone + Send + 'static>(
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|error| warn!(%error, "cannot watch the config file; reload with SIGHUP"))
         .ok()?;
+    // A config that is a symlink into another directory changes there: watch
+    // that directory too (best effort; the file's own directory still counts).
+    if let Some(target_dir) = target
+        .as_ref()
+        .and_then(|t| t.parent().map(Path::to_path_buf))
+        .filter(|t| std::fs::canonicalize(&dir).ok().as_ref() != Some(t))
+    {
+        if let Err(error) = watcher.watch(&target_dir, RecursiveMode::NonRecursive) {
+            warn!(%error, dir = %target_dir.display(), "cannot watch the config file's target directory");
+        }
+    }
     Some(watcher)
 }
 

@@ -13,6 +13,7 @@
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 
+use crate::conn_info::ConnInfo;
 use crate::reply::{self, Body};
 use crate::state::Settings;
 
@@ -58,25 +59,43 @@ pub fn strip_credentials<B>(origin: &Origin, req: &mut Request<B>) {
     }
 }
 
-/// Whether `origin` names the host the request was sent to (a page of the
-/// gateway's own origin, e.g. the demo or an app it fronts).
+/// Whether `origin` names the scheme, host and port the request was sent
+/// to (a page of the gateway's own origin, e.g. the demo or an app it
+/// fronts). The scheme is the connection's own: a page served over plain
+/// HTTP (which anyone on the path can write) is not the TLS origin of the
+/// same name. Behind another TLS terminator, list the origin instead.
 fn is_same_origin<B>(origin: &str, req: &Request<B>) -> bool {
     let Ok(url) = url::Url::parse(origin) else {
         return false;
     };
-    let Some(host) = url.host_str() else {
+    let Some(info) = req.extensions().get::<ConnInfo>() else {
         return false;
     };
-    let authority = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
+    let scheme = if info.tls { "https" } else { "http" };
+    let default_port = if info.tls { 443 } else { 80 };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
     };
+    if url.scheme() != scheme {
+        return false;
+    }
     let target = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
-    target.is_some_and(|t| t.eq_ignore_ascii_case(&authority))
+    let Some(target) = target else {
+        return false;
+    };
+    // `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to the scheme's.
+    let (target_host, target_port) = match target.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => match p.parse::<u16>() {
+            Ok(p) => (h, p),
+            Err(_) => return false,
+        },
+        _ => (target, default_port),
+    };
+    target_host.eq_ignore_ascii_case(host) && target_port == port
 }
 
 /// The CORS headers of an answer to a request with this `Origin`.

@@ -146,3 +146,20 @@ async fn listed_origins_get_credentials_and_null_needs_listing() {
     assert_eq!(r.status(), 200, "listed literally");
     assert_eq!(cors(&r), (Some("null".into()), Some("true".into())));
 }
+
+#[tokio::test]
+async fn the_gateways_own_origin_must_match_its_scheme_too() {
+    let gw = gateway(r#"["https://app.example.com"]"#).await;
+    let own = gw.url("");
+    let own = own.trim_end_matches('/');
+    // The page the gateway itself serves over TLS: same origin, credentials.
+    let r = get_with_cookie(&gw, POLL, Some(own)).await;
+    assert_eq!(r.status(), 200, "{own}");
+    assert_eq!(cors(&r), (Some(own.to_string()), Some("true".into())));
+    // The same host and port over plain HTTP is another origin, one that
+    // anyone on the network path can write: not trusted with cookies.
+    let plain = own.replacen("https://", "http://", 1);
+    let r = get_with_cookie(&gw, POLL, Some(&plain)).await;
+    assert_eq!(r.status(), 403, "{plain}");
+    assert_eq!(cors(&r), (None, None), "{plain}");
+}

@@ -207,3 +207,32 @@ async fn peer_cert(gw: &TestGateway) -> Vec<u8> {
         .unwrap();
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
+
+#[tokio::test]
+async fn a_symlinked_config_reloads_when_its_target_changes() {
+    let gw = TestGateway::start().await;
+    // The file lives elsewhere and the gateway is given a link to it, as a
+    // config-management tool or a mounted volume arranges it.
+    let real_dir = temp_dir("reload-target");
+    let real = real_dir.join("pushgate-real.yaml");
+    std::fs::copy(gw.dir.join("gateway.yaml"), &real).unwrap();
+    let link = gw.dir.join("linked.yaml");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    pushgate::reload::spawn(state(&gw).clone(), link);
+    let text = std::fs::read_to_string(&real).unwrap();
+    std::fs::write(
+        &real,
+        text.replace(r#"pattern: "public.*""#, r#"pattern: "news.*""#),
+    )
+    .unwrap();
+    eventually(10, "the change to the link's target is applied", || async {
+        gw.http
+            .get(gw.url("/realtime/poll?channels=news.a&timeout=0"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+}

@@ -174,3 +174,32 @@ async fn ipv4_loopback_counts_as_loopback_on_a_dual_stack_admin_listener() {
     }
     drop(handle);
 }
+
+#[tokio::test]
+async fn only_a_websocket_upgrade_is_passed_on() {
+    // An h2c upgrade (or any protocol but WebSocket) would become a byte
+    // tunnel carrying requests the gateway never reads.
+    let gw = echo_gateway().await;
+    for upgrade in ["h2c", "my-protocol/1"] {
+        let answer = exchange(
+            &gw,
+            format!(
+                "GET /inbound HTTP/1.1\r\nHost: app.example\r\nUpgrade: {upgrade}\r\nConnection: Upgrade, HTTP2-Settings, close\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let v = echo_of(&answer);
+        let headers = v["headers"].as_object().unwrap();
+        for name in ["upgrade", "http2-settings", "connection"] {
+            let sent = headers.get(name).and_then(Value::as_str).unwrap_or("");
+            assert!(
+                !sent
+                    .to_ascii_lowercase()
+                    .contains(&upgrade.to_ascii_lowercase())
+                    && !(name == "http2-settings" && headers.contains_key(name)),
+                "{upgrade}: {name}: {sent} reached the application: {headers:?}"
+            );
+        }
+    }
+}
