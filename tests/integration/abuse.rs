@@ -41,6 +41,7 @@ async fn slowloris_connections_do_not_stop_normal_clients() {
             for s in slow.iter_mut() {
                 let _ = s.write_all(&[if i == 0 { 0x16 } else { 0x03 }]).await;
             }
+            // The dribbling pace is the attack, not a wait.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         slow
@@ -133,7 +134,16 @@ async fn a_backend_that_never_reads_does_not_grow_memory() {
             .body(reqwest::Body::wrap_stream(body));
         async move { req.send().await }
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Wait until the buffers between the client and the stalled backend
+    // are full: the upload stops moving...
+    eventually(20, "the upload stalls", || async {
+        let before = pulled.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        pulled.load(Ordering::Relaxed) - before < 1024 * 1024
+    })
+    .await;
+    // ...and stays stalled (the pause is the measurement: back-pressure
+    // shows as no progress over time).
     let a = pulled.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let b = pulled.load(Ordering::Relaxed);

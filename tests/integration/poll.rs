@@ -12,7 +12,11 @@ async fn poll(gw: &TestGateway, query: &str) -> (u16, Value) {
 async fn poll_holds_until_a_message_then_resumes_by_cursor() {
     let gw = TestGateway::start().await;
     let publisher = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Once the poll is held (subscribed, waiting for a live message).
+        eventually(5, "the poll is held", || async {
+            gw.stats().await["transports"]["poll"] == 1
+        })
+        .await;
         gw.publish_one("public.p", json!("first")).await
     };
     let (id, (status, body)) = tokio::join!(publisher, poll(&gw, "channels=public.p"));

@@ -98,22 +98,37 @@ async fn chunked_and_close_delimited_answers_pass_through() {
 
 #[tokio::test]
 async fn a_pooled_connection_the_backend_closed_is_retried() {
-    // Answers as if it kept the connection, then closes it: the race a
-    // backend's keep-alive timeout causes.
+    // The keep-alive race: each connection answers one request, stays open
+    // (so the pool's check finds it alive and the next request is written
+    // to it), then closes as that next request arrives, unanswered. Only a
+    // retry on a fresh connection gets the client its answer.
     let app = scripted(|head| Answer {
-        close: true,
+        hang_up_next: true,
         ..sized(&format!("fresh {}", path_of(head)))
     })
     .await;
     let gw = gateway_for(&app.url).await;
     let mut client = http1(&gw).await;
     for i in 0..4 {
-        // Give the close time to arrive, so the pooled connection is dead.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let (status, _, body) = get(&mut client, "GET", &format!("/r{i}")).await;
         assert_eq!((status, body), (200, format!("fresh /r{i}")));
     }
-    assert!(app.connections.load(Ordering::SeqCst) >= 4);
+    // Every request after the first was sent on the pooled connection,
+    // lost there, and sent again once on a new one.
+    assert_eq!(app.hung_up.load(Ordering::SeqCst), 3);
+    assert_eq!(app.connections.load(Ordering::SeqCst), 4);
+    let paths: Vec<String> = app
+        .heads
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|h| path_of(h).to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/r0", "/r1", "/r1", "/r2", "/r2", "/r3", "/r3"],
+        "each lost request is repeated once"
+    );
 }
 
 #[tokio::test]
@@ -245,10 +260,20 @@ async fn backend_down_slow_and_stalled_through_the_relay() {
 
 #[tokio::test]
 async fn large_bodies_stream_and_a_client_leaving_midway_harms_nothing() {
+    /// More than every socket buffer between the backend and the client
+    /// holds: a client that leaves after a few bytes leaves the answer
+    /// unfinished at the gateway.
+    const HUGE: usize = 48 << 20;
     let app = scripted(|head| match path_of(head) {
         "/large" => {
             let body = "0123456789abcdef".repeat(64 * 1024); // 1 MiB
             sized(&body)
+        }
+        "/huge" => {
+            let mut bytes =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {HUGE}\r\n\r\n").into_bytes();
+            bytes.resize(bytes.len() + HUGE, b'x');
+            answer(bytes)
         }
         _ => sized("small"),
     })
@@ -258,15 +283,20 @@ async fn large_bodies_stream_and_a_client_leaving_midway_harms_nothing() {
     let (status, _, body) = get(&mut client, "GET", "/large").await;
     assert_eq!((status, body.len()), (200, 1024 * 1024));
     assert!(body.starts_with("0123456789abcdef0123"));
-    // Read a little of it, then go.
+    // Another client reads a little of a body, then goes.
     let mut tls = gw.tls_stream().await;
-    tls.write_all(b"GET /large HTTP/1.1\r\nHost: h\r\n\r\n")
+    tls.write_all(b"GET /huge HTTP/1.1\r\nHost: h\r\n\r\n")
         .await
         .unwrap();
     let mut some = [0u8; 1024];
     let _ = tls.read(&mut some).await.unwrap();
     drop(tls);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The backend connection with half an answer on it is closed, not kept
+    // for another request (nor left waiting until the backend's timeout).
+    eventually(10, "the cut answer's backend connection closed", || async {
+        app.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
     assert_eq!(get(&mut client, "GET", "/after").await.2, "small");
 }
 
@@ -415,7 +445,8 @@ async fn a_slow_head_gets_one_header_timeout_in_all() {
     let mut tls = gw.tls_stream().await;
     let started = std::time::Instant::now();
     // The first bytes slowly (read before the relay sees the connection),
-    // then the rest of the head trickling in.
+    // then the rest of the head trickling in. The pauses are the slow
+    // client under test, not waits.
     tls.write_all(b"HEA").await.unwrap();
     tls.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;

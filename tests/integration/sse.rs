@@ -170,15 +170,14 @@ async fn refusals(gw: &TestGateway, client: &reqwest::Client) {
 async fn sse_heartbeat_comments_flow() {
     let gw = TestGateway::with("http://127.0.0.1:9", "  heartbeat: 100ms", "").await;
     let mut sse = gw.sse("/realtime/sse?channels=public.hb", None).await;
-    // No data is published: wait for a message that comes after several heartbeats.
-    let publisher = async {
-        tokio::time::sleep(std::time::Duration::from_millis(450)).await;
-        gw.publish_one("public.hb", json!("x")).await;
-    };
-    let (_, ev) = tokio::join!(publisher, sse.expect());
+    // Nothing is published until the stream has carried three heartbeats
+    // (after the opening comment); a message still gets through after them.
+    sse.expect_comments(4).await;
+    gw.publish_one("public.hb", json!("x")).await;
+    let ev = sse.expect().await;
     assert_eq!(ev.json()["data"], "x");
     assert!(
-        sse.comments >= 3,
+        sse.comments >= 4,
         "expected heartbeat comments, saw {}",
         sse.comments
     );

@@ -372,6 +372,33 @@ impl SseReader {
     pub async fn expect(&mut self) -> SseEvent {
         self.next_event().await.expect("SSE stream ended")
     }
+
+    /// Read until `n` comment lines (the preamble's, heartbeats) have been
+    /// seen in all, within a deadline per read. Stops at an event with
+    /// data, which stays buffered for `next_event`.
+    pub async fn expect_comments(&mut self, n: usize) {
+        loop {
+            while self.comments < n {
+                let Some(pos) = self.buf.find("\n\n") else {
+                    break;
+                };
+                if self.buf[..pos].lines().any(|l| l.starts_with("data: ")) {
+                    break;
+                }
+                let block: String = self.buf.drain(..pos + 2).collect();
+                self.comments += block.lines().filter(|l| l.starts_with(':')).count();
+            }
+            if self.comments >= n {
+                return;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(5), self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out after {} of {n} comments", self.comments))
+                .expect("SSE stream ended");
+            self.buf
+                .push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        }
+    }
 }
 
 /// Wait until `cond` holds, polling, or panic after `secs`.

@@ -3,7 +3,7 @@
 //! the application, and stray bytes that must never reach another client.
 //! Each case checks the client's answer and what the backend saw.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -80,7 +80,11 @@ async fn stray_bytes_after_an_answer_never_reach_another_client() {
     let gw = gateway_for(&app.url).await;
     let mut first = http1(&gw).await;
     assert_eq!(get(&mut first, "HEAD", "/doc").await.0, 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The late body has reached the gateway's side of the idle connection.
+    eventually(5, "the late body was delivered", || async {
+        app.late.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let mut second = http1(&gw).await;
     for _ in 0..3 {
         assert_eq!(get(&mut second, "GET", "/mine").await.2, "yours: /mine");

@@ -1,7 +1,8 @@
 //! The scripted backend the relay's tests talk to, and the clients they use:
 //! the backend answers each request head with exactly the bytes a test
-//! wants, records the heads and counts its connections, so a test can tell
-//! what reached the application and over how many connections.
+//! wants, records the heads and counts its connections (and what became of
+//! them), so a test can tell what reached the application and over how
+//! many connections.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,11 @@ pub(crate) struct Answer {
     /// Written `then_after` after `bytes`, in a write of its own.
     pub(crate) then: &'static [u8],
     pub(crate) then_after: Duration,
+    /// Keep the connection after this answer, but close it unanswered as
+    /// soon as the next request arrives on it: a backend whose keep-alive
+    /// timeout fires just as a request comes in. The connection looks alive
+    /// until then, so the request is written before the close is seen.
+    pub(crate) hang_up_next: bool,
 }
 
 pub(crate) fn answer(bytes: impl Into<Vec<u8>>) -> Answer {
@@ -32,6 +38,7 @@ pub(crate) fn answer(bytes: impl Into<Vec<u8>>) -> Answer {
         close: false,
         then: b"",
         then_after: Duration::from_millis(100),
+        hang_up_next: false,
     }
 }
 
@@ -48,8 +55,12 @@ pub(crate) struct Scripted {
     pub(crate) url: String,
     pub(crate) heads: Arc<Mutex<Vec<String>>>,
     pub(crate) connections: Arc<AtomicUsize>,
-    /// Connections the gateway has closed.
+    /// Connections the gateway has closed (or reset while the backend was
+    /// writing to them).
     pub(crate) closed: Arc<AtomicUsize>,
+    /// Requests whose connection the backend closed unanswered
+    /// (`Answer::hang_up_next`).
+    pub(crate) hung_up: Arc<AtomicUsize>,
     /// `then` writes done: delivered to the gateway's socket, unless the
     /// gateway had closed the connection.
     pub(crate) late: Arc<AtomicUsize>,
@@ -62,11 +73,13 @@ pub(crate) async fn scripted(script: fn(&str) -> Answer) -> Scripted {
     let connections = Arc::new(AtomicUsize::new(0));
     let closed = Arc::new(AtomicUsize::new(0));
     let late = Arc::new(AtomicUsize::new(0));
-    let (h, c, gone, wrote) = (
+    let hung_up = Arc::new(AtomicUsize::new(0));
+    let (h, c, gone, wrote, hung) = (
         heads.clone(),
         connections.clone(),
         closed.clone(),
         late.clone(),
+        hung_up.clone(),
     );
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
@@ -74,15 +87,24 @@ pub(crate) async fn scripted(script: fn(&str) -> Answer) -> Scripted {
             let heads = h.clone();
             let gone = gone.clone();
             let wrote = wrote.clone();
+            let hung = hung.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
+                let mut hang_up = false;
                 loop {
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
                         buf.drain(..end + 4);
+                        if hang_up {
+                            heads.lock().unwrap().push(head);
+                            hung.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
                         let reply = script(&head);
                         heads.lock().unwrap().push(head);
+                        hang_up = reply.hang_up_next;
                         if stream.write_all(&reply.bytes).await.is_err() {
+                            gone.fetch_add(1, Ordering::SeqCst);
                             return;
                         }
                         if !reply.then.is_empty() {
@@ -113,6 +135,7 @@ pub(crate) async fn scripted(script: fn(&str) -> Answer) -> Scripted {
         heads,
         connections,
         closed,
+        hung_up,
         late,
     }
 }
