@@ -280,3 +280,55 @@ async fn anonymous_browsers_behind_one_address_connect_with_the_defaults() {
         Ok(_) => panic!("the 21st connection of one subject was accepted"),
     }
 }
+
+#[tokio::test]
+async fn an_auth_op_counts_the_connection_against_its_subject() {
+    // Anonymous sockets that each authenticate as one subject must not get
+    // past that subject's `per_client.connections`.
+    let gw = gateway("  per_client: { connections: 2 }").await;
+    let t = token("capped");
+    let mut sockets = Vec::new();
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let mut ws = gw.ws("/realtime/ws").await;
+        ws.send(Frame::Text(
+            json!({"op": "auth", "token": t, "ref": i})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+        let answer = next_json(&mut ws).await;
+        answers.push((answer["type"].clone(), answer["code"].clone()));
+        sockets.push(ws);
+    }
+    assert_eq!(answers[0].0, "ack");
+    assert_eq!(answers[1].0, "ack");
+    assert_eq!(
+        answers[2],
+        (json!("error"), json!("rate_limited")),
+        "{answers:?}"
+    );
+    // A token connection of the same subject is refused too: both slots are held.
+    let r = gw
+        .http
+        .get(gw.url(&format!("/realtime/sse?channels=public.c&token={t}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // Closing one authenticated socket gives its slot back.
+    drop(sockets.remove(0));
+    eventually(5, "the closed socket's slot is free again", || async {
+        gw.http
+            .get(gw.url(&format!(
+                "/realtime/poll?channels=public.c&timeout=0&token={t}"
+            )))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+}

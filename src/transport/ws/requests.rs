@@ -17,6 +17,7 @@ use super::ending::Ending;
 use super::{MAX_PENDING_SENDS, WsSession};
 use crate::hub::Cursor;
 use crate::hub::cursor::CursorError;
+use crate::limits::ClientKey;
 use crate::transport::ops::{self, Op};
 use crate::transport::session::Terms;
 use crate::transport::{channel_full, publish, send};
@@ -88,6 +89,26 @@ impl WsSession {
     async fn on_auth(&mut self, r: Option<&str>, token: String) -> Result<(), WsError> {
         match self.settings.auth.verify(&token) {
             Ok(identity) => {
+                // The connection now counts against the new subject's
+                // `per_client.connections`, not what it was counted as
+                // before; over that limit, the auth is refused and the
+                // connection goes on as it was.
+                let key = ClientKey::Subject(Arc::from(identity.subject.as_str()));
+                if key != self.client.key {
+                    match self.state.limits.open_connection(&key) {
+                        Ok(slot) => {
+                            self.client.slot = Some(slot);
+                            self.client.key = key;
+                        }
+                        Err(l) => {
+                            self.state.metrics.limited(l.kind.label());
+                            let message = format!("rate limit exceeded ({})", l.kind.label());
+                            return self
+                                .send_text(ops::error(r, "rate_limited", &message))
+                                .await;
+                        }
+                    }
+                }
                 let expires = identity
                     .expires
                     .and_then(|e| e.duration_since(std::time::UNIX_EPOCH).ok())
