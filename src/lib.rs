@@ -11,8 +11,9 @@
 //!   whose Lua script also hands it to every other instance (`redis/link.rs`);
 //! - it **fans out** in `hub.rs`, into each connection's bounded `hub/inbox.rs`;
 //! - it **leaves** the process through `transport/{ws,sse,poll}.rs`, which
-//!   share the resume logic in `transport/session.rs` (SSE over HTTP/1 is
-//!   written by `server/direct.rs`, without hyper).
+//!   share the resume logic in `transport/session.rs` (SSE text is made in
+//!   `transport/sse/stream.rs` and written either by hyper, `sse/body.rs`, or
+//!   straight onto an HTTP/1 connection, `sse/http1.rs`).
 //!
 //! Ordinary requests go `server.rs -> router.rs -> proxy.rs`.
 

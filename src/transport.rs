@@ -43,7 +43,12 @@ pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Resp
     let mut resp = match (req.method(), rest) {
         (&http::Method::OPTIONS, "/poll" | "/send" | "/sse" | "/publish") => preflight(),
         (&http::Method::GET, "/ws") => ws::upgrade(state, settings, req).await,
-        (&http::Method::GET, "/sse") => sse::open(state, settings, req).await,
+        (&http::Method::GET, "/sse") => {
+            return match open_sse(state, settings, req, origin).await {
+                Ok(opening) => opening.into_response(),
+                Err(refusal) => refusal,
+            };
+        }
         (&http::Method::GET, "/poll") => poll::poll(state, settings, req).await,
         (&http::Method::POST, "/send") => send::post(state, settings, req).await,
         (&http::Method::POST, "/publish") => publish::post(state, settings, req).await,
@@ -73,29 +78,61 @@ pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Resp
 }
 
 /// `GET <path>/sse` read by the server's own HTTP/1.1 reader (see
-/// `server/first_request.rs`): the same checks and answer as through hyper.
-pub async fn sse_direct(state: AppState, req: Request<()>) -> Response<Body> {
+/// `server/first_request.rs`): the same checks and answer as through hyper,
+/// for `sse::http1` to write.
+pub async fn sse_direct(
+    state: AppState,
+    req: Request<()>,
+) -> Result<sse::SseOpening, Response<Body>> {
     let settings = state.settings();
-    let origin = match check_origin(&settings, &req) {
-        Ok(origin) => origin,
-        Err(resp) => return resp,
-    };
-    let mut resp = sse::open(state, settings, req).await;
-    allow_origin(&mut resp, origin);
-    resp
+    let origin = check_origin(&settings, &req)?;
+    open_sse(state, settings, req, origin).await
+}
+
+/// Open an SSE stream, with the CORS headers for `origin` on the stream's
+/// head or on the refusal.
+async fn open_sse<B: Sync>(
+    state: AppState,
+    settings: Arc<Settings>,
+    req: Request<B>,
+    origin: Option<http::HeaderValue>,
+) -> Result<sse::SseOpening, Response<Body>> {
+    match sse::open(state, settings, req).await {
+        Ok(mut opening) => {
+            opening.allow_origin(origin);
+            Ok(opening)
+        }
+        Err(mut refusal) => {
+            allow_origin(&mut refusal, origin);
+            Err(refusal)
+        }
+    }
 }
 
 fn allow_origin(resp: &mut Response<Body>, origin: Option<http::HeaderValue>) {
     if let Some(origin) = origin {
-        // Cross-origin pages (EventSource withCredentials, fetch for poll/send) may read the answer.
         let h = resp.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.insert(
+        for (name, value) in cors_headers(origin) {
+            if name == header::VARY {
+                h.append(name, value);
+            } else {
+                h.insert(name, value);
+            }
+        }
+    }
+}
+
+/// What lets a cross-origin page (EventSource withCredentials, fetch for
+/// poll/send) read an answer.
+pub fn cors_headers(origin: http::HeaderValue) -> [(http::HeaderName, http::HeaderValue); 3] {
+    [
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin),
+        (
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             http::HeaderValue::from_static("true"),
-        );
-        h.append(header::VARY, http::HeaderValue::from_static("Origin"));
-    }
+        ),
+        (header::VARY, http::HeaderValue::from_static("Origin")),
+    ]
 }
 
 /// CORS preflight for the endpoints a page calls with fetch.

@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod client_http;
 mod cluster;
+mod delivered;
 mod hardening;
 mod ingest;
 mod limits;
