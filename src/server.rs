@@ -281,7 +281,7 @@ where
     let kill = ConnKill::default();
     req.extensions_mut().insert(info);
     req.extensions_mut().insert(kill.clone());
-    let answer = Box::pin(crate::transport::sse_direct(state, req)).await;
+    let answer = Box::pin(crate::transport::sse::direct(state, req)).await;
     SseHandoff::new(Box::new(io), answer, kill)
 }
 

@@ -44,7 +44,7 @@ pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Resp
         (&http::Method::OPTIONS, "/poll" | "/send" | "/sse" | "/publish") => preflight(),
         (&http::Method::GET, "/ws") => ws::upgrade(state, settings, req).await,
         (&http::Method::GET, "/sse") => {
-            return match open_sse(state, settings, req, origin).await {
+            return match sse::answer(state, settings, req, origin).await {
                 Ok(opening) => opening.into_response(),
                 Err(refusal) => refusal,
             };
@@ -75,38 +75,6 @@ pub async fn handle(state: AppState, req: Request<Incoming>, rest: &str) -> Resp
     };
     allow_origin(&mut resp, origin);
     resp
-}
-
-/// `GET <path>/sse` read by the server's own HTTP/1.1 reader (see
-/// `server/first_request.rs`): the same checks and answer as through hyper,
-/// for `sse::http1` to write.
-pub async fn sse_direct(
-    state: AppState,
-    req: Request<()>,
-) -> Result<sse::SseOpening, Response<Body>> {
-    let settings = state.settings();
-    let origin = check_origin(&settings, &req)?;
-    open_sse(state, settings, req, origin).await
-}
-
-/// Open an SSE stream, with the CORS headers for `origin` on the stream's
-/// head or on the refusal.
-async fn open_sse<B: Sync>(
-    state: AppState,
-    settings: Arc<Settings>,
-    req: Request<B>,
-    origin: Option<http::HeaderValue>,
-) -> Result<sse::SseOpening, Response<Body>> {
-    match sse::open(state, settings, req).await {
-        Ok(mut opening) => {
-            opening.allow_origin(origin);
-            Ok(opening)
-        }
-        Err(mut refusal) => {
-            allow_origin(&mut refusal, origin);
-            Err(refusal)
-        }
-    }
 }
 
 fn allow_origin(resp: &mut Response<Body>, origin: Option<http::HeaderValue>) {

@@ -7,6 +7,8 @@
 //! onto an HTTP/1 connection read by the server itself, and `sse/body.rs`
 //! hands it to hyper as a response body (HTTP/2, and HTTP/1 that hyper
 //! serves). Refusals happen before a stream exists and are plain responses.
+//! Both routes in ([`answer`] from the router, [`direct`] from the server's
+//! own reader) end in the same opening, CORS headers included.
 
 mod body;
 pub mod http1;
@@ -65,8 +67,37 @@ impl SseOpening {
     }
 }
 
+/// `GET <path>/sse` read by the server's own HTTP/1.1 reader (see
+/// `server/first_request.rs`): the same checks and answer as through hyper,
+/// for `http1` to write.
+pub async fn direct(state: AppState, req: Request<()>) -> Result<SseOpening, Response<Body>> {
+    let settings = state.settings();
+    let origin = super::check_origin(&settings, &req)?;
+    answer(state, settings, req, origin).await
+}
+
+/// Open an SSE stream, with the CORS headers for `origin` on the stream's
+/// head or on the refusal.
+pub async fn answer<B: Sync>(
+    state: AppState,
+    settings: Arc<Settings>,
+    req: Request<B>,
+    origin: Option<HeaderValue>,
+) -> Result<SseOpening, Response<Body>> {
+    match open(state, settings, req).await {
+        Ok(mut opening) => {
+            opening.allow_origin(origin);
+            Ok(opening)
+        }
+        Err(mut refusal) => {
+            super::allow_origin(&mut refusal, origin);
+            Err(refusal)
+        }
+    }
+}
+
 /// Admit the client and open its session, or say why not.
-pub async fn open<B: Sync>(
+async fn open<B: Sync>(
     state: AppState,
     settings: Arc<Settings>,
     req: Request<B>,
