@@ -13,7 +13,9 @@
 //!   hands it to every other instance (`redis/link.rs`);
 //! - it **fans out** in `hub.rs`, into each connection's bounded `hub/inbox.rs`;
 //! - it **leaves** the process through `transport/{ws,sse,poll}.rs`, which
-//!   share the resume and replay logic in `transport/session.rs`.
+//!   share the resume and replay logic in `transport/session.rs` (SSE text
+//!   is made in `transport/sse/stream.rs` and written either by hyper,
+//!   `sse/body.rs`, or straight onto an HTTP/1 connection, `sse/http1.rs`).
 //!
 //! Ordinary requests go `server.rs -> server/relay.rs` (plain HTTP/1 `GET`
 //! and `HEAD`, without hyper) or `server.rs -> router.rs -> proxy.rs`

@@ -23,7 +23,6 @@ use tracing::{Instrument, debug, warn};
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-mod direct;
 mod first_request;
 mod relay;
 mod send_timeout;
@@ -36,6 +35,7 @@ use crate::conn_info::{ConnInfo, ConnKill};
 use crate::limits::Limited;
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge};
+use crate::transport::sse::http1::SseHandoff;
 use relay::Relayed;
 
 /// Which listener a connection came in on.
@@ -173,7 +173,7 @@ async fn serve_tls(
     surface: Surface,
     gate: Option<Gate>,
     acceptor: TlsAcceptor,
-) -> Option<direct::SseHandoff> {
+) -> Option<SseHandoff> {
     let timeout = state.settings().config.limits.handshake_timeout;
     match tokio::time::timeout(timeout, Box::pin(acceptor.accept(stream))).await {
         Ok(Ok(tls)) => {
@@ -211,7 +211,7 @@ async fn serve<I>(
     surface: Surface,
     gate: Option<Gate>,
     h2: bool,
-) -> Option<direct::SseHandoff>
+) -> Option<SseHandoff>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -274,15 +274,15 @@ async fn open_sse<I>(
     io: I,
     mut req: http::Request<()>,
     info: ConnInfo,
-) -> direct::SseHandoff
+) -> SseHandoff
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let kill = ConnKill::default();
     req.extensions_mut().insert(info);
     req.extensions_mut().insert(kill.clone());
-    let resp = Box::pin(crate::transport::sse_direct(state, req)).await;
-    direct::SseHandoff::new(Box::new(io), resp, kill)
+    let answer = Box::pin(crate::transport::sse::direct(state, req)).await;
+    SseHandoff::new(Box::new(io), answer, kill)
 }
 
 async fn serve_hyper<I>(

@@ -152,6 +152,13 @@ impl Shared {
         self.metrics.published.inc_by(n);
     }
 
+    /// Count messages written to subscribers (stats and metrics alike):
+    /// every transport counts its deliveries here and nowhere else.
+    pub fn count_delivered(&self, n: u64) {
+        self.stats.delivered.fetch_add(n, Ordering::Relaxed);
+        self.metrics.delivered.inc_by(n);
+    }
+
     /// Put new settings in force for everything that starts from now on;
     /// live state stays, and the limits take the new quotas.
     pub fn replace_settings(&self, mut settings: Settings) {

@@ -45,7 +45,12 @@ pub async fn handle(state: AppState, mut req: Request<Incoming>, rest: &str) -> 
     let mut resp = match (req.method(), rest) {
         (&http::Method::OPTIONS, "/poll" | "/send" | "/sse" | "/publish") => cors::preflight(),
         (&http::Method::GET, "/ws") => ws::upgrade(state, settings, req).await,
-        (&http::Method::GET, "/sse") => sse::open(state, settings, req).await,
+        (&http::Method::GET, "/sse") => {
+            return match sse::answer(state, settings, req, origin).await {
+                Ok(opening) => opening.into_response(),
+                Err(refusal) => refusal,
+            };
+        }
         (&http::Method::GET, "/poll") => poll::poll(state, settings, req).await,
         (&http::Method::POST, "/send") => send::post(state, settings, req).await,
         (&http::Method::POST, "/publish") => publish::post(state, settings, req).await,
@@ -70,20 +75,6 @@ pub async fn handle(state: AppState, mut req: Request<Incoming>, rest: &str) -> 
             "no such realtime endpoint",
         ),
     };
-    cors::apply(&mut resp, &origin);
-    resp
-}
-
-/// `GET <path>/sse` read by the server's own HTTP/1.1 reader (see
-/// `server/first_request.rs`): the same checks and answer as through hyper.
-pub async fn sse_direct(state: AppState, mut req: Request<()>) -> Response<Body> {
-    let settings = state.settings();
-    let origin = match cors::check(&settings, &req) {
-        Ok(origin) => origin,
-        Err(resp) => return resp,
-    };
-    cors::strip_credentials(&origin, &mut req);
-    let mut resp = sse::open(state, settings, req).await;
     cors::apply(&mut resp, &origin);
     resp
 }

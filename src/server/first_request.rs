@@ -3,7 +3,7 @@
 //! sends one small request and then only listens, for hours. Served by hyper,
 //! it keeps an HTTP/1 read buffer, a header write buffer and an in-flight
 //! slot for its whole life (over 30 KiB measured); served directly
-//! (`server/direct.rs`) it keeps only its session.
+//! (`transport/sse/http1.rs`) it keeps only its session.
 //!
 //! Anything else, and anything unusual about an SSE request (a body,
 //! pipelined bytes, an upgrade, a header hyper would reject), goes to hyper

@@ -98,29 +98,43 @@ fn is_same_origin<B>(origin: &str, req: &Request<B>) -> bool {
     target_host.eq_ignore_ascii_case(host) && target_port == port
 }
 
-/// The CORS headers of an answer to a request with this `Origin`.
-pub fn apply(resp: &mut Response<Body>, origin: &Origin) {
-    let h = resp.headers_mut();
-    match origin {
-        Origin::Absent => return,
-        Origin::Trusted(value) => {
-            // The page may read the answer (EventSource withCredentials,
-            // fetch with credentials for poll/send).
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value.clone());
-            h.insert(
+/// The CORS headers of an answer to a request with this `Origin`, for a
+/// response or for an SSE stream's hand-written head alike.
+pub fn headers(origin: &Origin) -> Vec<(header::HeaderName, HeaderValue)> {
+    let allow = match origin {
+        Origin::Absent => return Vec::new(),
+        // The page may read the answer (EventSource withCredentials, fetch
+        // with credentials for poll/send).
+        Origin::Trusted(value) => vec![
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, value.clone()),
+            (
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                 HeaderValue::from_static("true"),
-            );
-        }
-        Origin::Anonymous => {
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            );
-            h.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+            ),
+        ],
+        Origin::Anonymous => vec![(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        )],
+    };
+    let mut all = allow;
+    all.push((header::VARY, HeaderValue::from_static("Origin")));
+    all
+}
+
+/// Put the CORS headers for `origin` on `resp`.
+pub fn apply(resp: &mut Response<Body>, origin: &Origin) {
+    let h = resp.headers_mut();
+    if *origin == Origin::Anonymous {
+        h.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+    }
+    for (name, value) in headers(origin) {
+        if name == header::VARY {
+            h.append(name, value);
+        } else {
+            h.insert(name, value);
         }
     }
-    h.append(header::VARY, HeaderValue::from_static("Origin"));
 }
 
 /// CORS preflight for the endpoints a page calls with fetch.

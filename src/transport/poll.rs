@@ -9,7 +9,6 @@
 //! bytes, with the cursor where it stopped.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
@@ -107,10 +106,7 @@ fn render(state: &AppState, session: &mut Session, out: Vec<Out>) -> bytes::Byte
             Out::Reset { channels, reason } => reset_json(channels, reason, cursor, &mut items),
         }
     }
-    state
-        .stats
-        .delivered
-        .fetch_add(delivered, Ordering::Relaxed);
+    state.count_delivered(delivered);
     state.metrics.observe_batch(items.len());
     let cursor = session.cursor_text();
     let mut body = BytesMut::with_capacity(items.len() + cursor.len() + 32);

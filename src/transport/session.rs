@@ -327,15 +327,15 @@ impl Session {
         out.extend(d.messages.into_iter().map(Out::Message));
     }
 
-    /// Account for `out` being sent: advances the cursor and counts the
-    /// delivery. Returns false when the item must be skipped (a duplicate, or
-    /// a channel no longer followed).
+    /// Account for `out` being sent: advances the cursor and observes the
+    /// delivery's latency (the transport counts it, with
+    /// `count_delivered`, once per batch). Returns false when the item must
+    /// be skipped (a duplicate, or a channel no longer followed).
     pub fn advance(&mut self, item: &Out) -> bool {
         match item {
             Out::Message(m) => match self.cursor.get(&m.channel) {
                 Some(pos) if m.seq > pos && m.epoch == self.cursor.epoch => {
                     self.cursor.set(&m.channel, m.seq);
-                    self.metrics.delivered.inc();
                     self.metrics.observe_delivery(m.published_at.elapsed());
                     true
                 }

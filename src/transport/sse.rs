@@ -1,53 +1,113 @@
 //! Server-Sent Events transport (`GET /realtime/sse?channels=a,b`).
 //!
-//! Each event's `id:` is the connection's cursor, so a browser's automatic
-//! reconnect (`Last-Event-ID`) resumes exactly. The response body itself
-//! turns the session's output into SSE text when the connection polls it, so
-//! a delivery wakes one task, not two. When the client stops reading, its
-//! inbox fills and is evicted, which cuts the whole connection (nothing would
-//! poll the body of a connection whose socket is full). Output is made a
-//! batch at a time when the body is polled, so a connection never holds
-//! more than one batch beyond what the HTTP engine buffers, however long its
-//! replay.
+//! Opening a stream makes an [`SseOpening`]: the subscriber's stream
+//! (`sse/stream.rs`, the one place SSE text is made) and the head it is sent
+//! under (status and fixed headers). It is not an `http::Response`, because
+//! the two ways out differ in framing only: `sse/http1.rs` writes it straight
+//! onto an HTTP/1 connection read by the server itself, and `sse/body.rs`
+//! hands it to hyper as a response body (HTTP/2, and HTTP/1 that hyper
+//! serves). Refusals happen before a stream exists and are plain responses.
+//! Both routes in ([`answer`] from the router, [`direct`] from the server's
+//! own reader) end in the same opening, CORS headers included.
 
-use std::fmt::Write as _;
+mod body;
+pub mod http1;
+mod stream;
+
+use super::cors::{self, Origin};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
-use http::{HeaderValue, Request, Response, header};
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 
-use http_body_util::BodyExt;
-
-use super::session::{BATCH_BYTES, Out, Session, reset_json};
 use super::{Opened, open_session, query};
-use crate::bell::Listener;
 use crate::conn_info::{ConnInfo, ConnKill};
-use crate::reply::{self, Body};
-use crate::state::{AppState, Gauge, Settings};
+use crate::reply::Body;
+use crate::state::{AppState, Settings};
+use stream::SseStream;
 
-/// How long a browser waits before reconnecting after the stream ends (ms).
-const RETRY_MS: u32 = 2000;
+/// An opened SSE stream and the head to send it under.
+pub struct SseOpening {
+    head: SseHead,
+    stream: SseStream,
+    /// The session's span, entered whenever the stream makes text.
+    span: tracing::Span,
+}
 
-pub async fn open<B: Sync>(
+/// The response head of every SSE stream: 200 and these headers, whichever
+/// engine writes them.
+struct SseHead {
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl SseHead {
+    const STATUS: StatusCode = StatusCode::OK;
+
+    fn new() -> SseHead {
+        SseHead {
+            headers: vec![
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                (
+                    HeaderName::from_static("x-accel-buffering"),
+                    HeaderValue::from_static("no"),
+                ),
+            ],
+        }
+    }
+}
+
+impl SseOpening {
+    /// Add the CORS headers that let a page of `origin` read the stream.
+    pub fn allow_origin(&mut self, origin: &Origin) {
+        self.head.headers.extend(cors::headers(origin));
+    }
+}
+
+/// `GET <path>/sse` read by the server's own HTTP/1.1 reader (see
+/// `server/first_request.rs`): the same checks and answer as through hyper,
+/// for `http1` to write.
+pub async fn direct(state: AppState, mut req: Request<()>) -> Result<SseOpening, Response<Body>> {
+    let settings = state.settings();
+    let origin = cors::check(&settings, &req)?;
+    cors::strip_credentials(&origin, &mut req);
+    answer(state, settings, req, origin).await
+}
+
+/// Open an SSE stream, with the CORS headers for `origin` on the stream's
+/// head or on the refusal.
+pub async fn answer<B: Sync>(
     state: AppState,
     settings: Arc<Settings>,
     req: Request<B>,
-) -> Response<Body> {
+    origin: Origin,
+) -> Result<SseOpening, Response<Body>> {
+    match open(state, settings, req).await {
+        Ok(mut opening) => {
+            opening.allow_origin(&origin);
+            Ok(opening)
+        }
+        Err(mut refusal) => {
+            cors::apply(&mut refusal, &origin);
+            Err(refusal)
+        }
+    }
+}
+
+/// Admit the client and open its session, or say why not.
+async fn open<B: Sync>(
+    state: AppState,
+    settings: Arc<Settings>,
+    req: Request<B>,
+) -> Result<SseOpening, Response<Body>> {
     let q = query(&req);
     let Opened {
         client,
         session,
         out,
-    } = match open_session(&state, &settings, &req, &q).await {
-        Ok(o) => o,
-        Err(resp) => return resp,
-    };
-    let rt = &settings.config.realtime;
+    } = open_session(&state, &settings, &req, &q).await?;
     let kill = req
         .extensions()
         .get::<ConnKill>()
@@ -61,272 +121,11 @@ pub async fn open<B: Sync>(
         conn = conn.as_ref().map(|c| c.id),
         subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );
-    let heartbeat = rt.heartbeat;
+    let heartbeat = settings.config.realtime.heartbeat;
     let stream = SseStream::new(state, client, session, kill, out, heartbeat);
-    let mut resp = Response::new(SseBody::new(stream, span).boxed());
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp
-}
-
-type Chunks = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
-
-/// The response body: polls the stream in the connection's own task, so a
-/// delivery costs one wake-up (no pump task, no channel in between) and no
-/// allocation beyond the text itself.
-struct SseBody {
-    /// `Mutex` only to make the body `Sync`; `get_mut` never locks.
-    chunks: std::sync::Mutex<Chunks>,
-    span: tracing::Span,
-}
-
-impl SseBody {
-    fn new(stream: SseStream, span: tracing::Span) -> SseBody {
-        let chunks = futures_util::stream::unfold(stream, |mut s| async move {
-            let chunk = s.next_chunk().await?;
-            Some((chunk, s))
-        })
-        .fuse();
-        SseBody {
-            chunks: std::sync::Mutex::new(Box::pin(chunks)),
-            span,
-        }
-    }
-}
-
-impl http_body::Body for SseBody {
-    type Data = Bytes;
-    type Error = reply::BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, reply::BoxError>>> {
-        let this = self.get_mut();
-        let _enter = this.span.enter();
-        let chunks = this.chunks.get_mut().unwrap_or_else(|e| e.into_inner());
-        chunks
-            .as_mut()
-            .poll_next(cx)
-            .map(|chunk| chunk.map(|b| Ok(http_body::Frame::data(b))))
-    }
-}
-
-/// One SSE subscriber: its session, what it owes the client, and why it ended.
-struct SseStream {
-    state: AppState,
-    /// Holds the client's connection slot while the stream is open.
-    client: super::Client,
-    session: Session,
-    out: Vec<Out>,
-    buf: BytesMut,
-    tick: tokio::time::Interval,
-    /// What ends or changes the stream, heard without a lock per delivery.
-    reloaded: Listener,
-    stopping: Listener,
-    /// Keeps this session listed for `POST /disconnect`.
-    _registration: crate::connections::Registration,
-    started: bool,
-    done: bool,
-    reason: &'static str,
-    _gauge: Gauge,
-}
-
-impl SseStream {
-    fn new(
-        state: AppState,
-        client: super::Client,
-        session: Session,
-        kill: ConnKill,
-        out: Vec<Out>,
-        heartbeat: Duration,
-    ) -> SseStream {
-        // A client too slow for its queue is cut at the connection: nothing
-        // polls this body while its socket is full, so the inbox does it.
-        session.inbox().link_eviction(kill.0);
-        let subject = client.identity.as_ref().map(|i| i.subject.clone());
-        let registration = state.connections.register(
-            state.stats.conn_id(),
-            subject.as_deref(),
-            "sse",
-            session.inbox(),
-        );
-        state.metrics.connect("sse");
-        let reloaded = state.reloaded.listen();
-        let stopping = state.stopping.listen_from_start();
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        SseStream {
-            _gauge: Gauge::enter(&state.stats, |s| &s.sse),
-            state,
-            client,
-            session,
-            out,
-            buf: BytesMut::new(),
-            tick,
-            reloaded,
-            stopping,
-            _registration: registration,
-            started: false,
-            done: false,
-            reason: "client",
-        }
-    }
-
-    /// The next text to send, or `None` when the stream should end. What is
-    /// owed goes out a batch at a time, and the next batch (or page of a
-    /// replay) is made only when the engine asks again, after taking this one.
-    async fn next_chunk(&mut self) -> Option<Bytes> {
-        if !self.started {
-            self.started = true;
-            // The starting cursor, before any message: a client that loses the
-            // stream before the first event still resumes every channel it asked for.
-            let cursor = self.session.cursor_text().to_string();
-            let _ = write!(self.buf, "retry: {RETRY_MS}\nid: {cursor}\n: pushgate\n\n");
-        }
-        let inbox = self.session.inbox().clone();
-        loop {
-            if !self.out.is_empty() {
-                self.render();
-            }
-            if !self.buf.is_empty() {
-                return Some(self.take_chunk());
-            }
-            if self.done {
-                return None;
-            }
-            if self.session.is_replaying() && !self.state.stopping.has_rung() {
-                if inbox.is_kicked() {
-                    self.reason = "operator";
-                    return None;
-                }
-                if inbox.is_evicted() {
-                    return None;
-                }
-                if let Err(error) = self.session.replay_next(&mut self.out).await {
-                    tracing::debug!(%error, "replay failed");
-                    self.reason = "unavailable";
-                    return None;
-                }
-                continue;
-            }
-            tokio::select! {
-                biased;
-                _ = self.stopping.rung() => {
-                    let _ = write!(self.buf, "retry: 500\nevent: reconnect\ndata: {{\"type\":\"reconnect\",\"reason\":\"restart\"}}\n\n");
-                    self.done = true;
-                    self.reason = "shutdown";
-                }
-                _ = inbox.ready() => {
-                    if inbox.is_kicked() {
-                        self.reason = "operator";
-                        return None;
-                    }
-                    if inbox.is_evicted() {
-                        return None;
-                    }
-                    self.session.drain(&mut self.out);
-                }
-                _ = self.tick.tick() => self.buf.put_slice(b": hb\n\n"),
-                _ = self.reloaded.rung() => {
-                    let settings = self.state.settings();
-                    let gone = self.session.revoke_forbidden(&settings.rules, self.client.identity.as_ref());
-                    for channel in &gone {
-                        let _ = write!(
-                            self.buf,
-                            "event: error\ndata: {{\"type\":\"error\",\"code\":\"forbidden\",\"channel\":\"{channel}\",\"message\":\"subscription closed: the channel rules changed\"}}\n\n"
-                        );
-                    }
-                    if !gone.is_empty() && self.session.channel_count() == 0 {
-                        self.done = true;
-                        self.reason = "forbidden";
-                    }
-                }
-            }
-        }
-    }
-
-    /// The text written so far, leaving no buffer behind: an idle
-    /// subscriber keeps no allocation (a `split` would keep the whole block
-    /// alive through the empty remainder).
-    fn take_chunk(&mut self) -> Bytes {
-        std::mem::take(&mut self.buf).freeze()
-    }
-
-    /// Append SSE text for the next batch of `self.out` (about
-    /// [`BATCH_BYTES`]) to the buffer; the rest stays owed. Every event's
-    /// `id:` is the cursor, so EventSource resumes from any of them; the JSON
-    /// repeats it only when it is short.
-    fn render(&mut self) {
-        let cursor_len = self.session.cursor().encoded_len_hint();
-        let short = self.session.cursor_is_short();
-        let mut need = 0;
-        for item in &self.out {
-            if need >= BATCH_BYTES {
-                break;
-            }
-            need += match item {
-                Out::Message(m) => {
-                    m.wire_prefix().len()
-                        + m.event.len()
-                        + (1 + usize::from(short)) * cursor_len
-                        + 48
-                }
-                Out::Reset { .. } => 256 + cursor_len * 2,
-            };
-        }
-        self.buf.reserve(need);
-        let start = self.buf.len();
-        let mut taken = 0;
-        let mut delivered = 0;
-        for item in &self.out {
-            if self.buf.len() - start >= BATCH_BYTES {
-                break;
-            }
-            taken += 1;
-            if !self.session.advance(item) {
-                continue;
-            }
-            let cursor = self.session.cursor_text();
-            self.buf.put_slice(b"id: ");
-            self.buf.put_slice(cursor.as_bytes());
-            match item {
-                Out::Message(m) => {
-                    self.buf.put_slice(b"\nevent: ");
-                    self.buf.put_slice(m.event.as_bytes());
-                    self.buf.put_slice(b"\ndata: ");
-                    m.write_json(short.then_some(cursor), &mut self.buf);
-                    delivered += 1;
-                }
-                Out::Reset { channels, reason } => {
-                    self.buf.put_slice(b"\nevent: reset\ndata: ");
-                    reset_json(channels, reason, cursor, &mut self.buf);
-                }
-            }
-            self.buf.put_slice(b"\n\n");
-        }
-        self.out.drain(..taken);
-        self.state.metrics.observe_batch(self.buf.len() - start);
-        self.state
-            .stats
-            .delivered
-            .fetch_add(delivered, Ordering::Relaxed);
-    }
-}
-
-impl Drop for SseStream {
-    fn drop(&mut self) {
-        if self.session.inbox().is_evicted() {
-            // The browser reconnects with its Last-Event-ID and resumes from history.
-            self.reason = "slow_client";
-            self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("slow SSE client cut off");
-        }
-        self.state.metrics.disconnect("sse", self.reason);
-    }
+    Ok(SseOpening {
+        head: SseHead::new(),
+        stream,
+        span,
+    })
 }

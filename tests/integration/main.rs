@@ -9,6 +9,7 @@ mod cli;
 mod client_http;
 mod cluster;
 mod cors;
+mod delivered;
 mod hardening;
 mod ingest;
 mod jwt_claims;

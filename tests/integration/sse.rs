@@ -269,3 +269,42 @@ async fn http1_sse_is_framed_by_close_and_other_first_requests_still_work() {
         assert_eq!(r.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn sse_answers_carry_cors_for_allowed_origins_on_both_paths() {
+    let gw = TestGateway::with(
+        "http://127.0.0.1:9",
+        "  allowed_origins: [\"https://app.example.com\"]",
+        "",
+    )
+    .await;
+    let origin = "https://app.example.com";
+    // HTTP/1.1 takes the direct path; HTTP/2 goes through hyper.
+    for (client, version) in [
+        (&gw.http1, reqwest::Version::HTTP_11),
+        (&gw.http, reqwest::Version::HTTP_2),
+    ] {
+        for (query, status) in [("channels=public.cors", 200), ("channels=secret.x", 403)] {
+            let r = client
+                .get(gw.url(&format!("/realtime/sse?{query}")))
+                .header("origin", origin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!((r.version(), r.status().as_u16()), (version, status));
+            let h = r.headers();
+            assert_eq!(
+                h["access-control-allow-origin"], origin,
+                "{version:?} {query}"
+            );
+            assert_eq!(h["access-control-allow-credentials"], "true");
+            assert_eq!(h["vary"], "Origin");
+            if status == 200 {
+                assert_eq!(h["content-type"], "text/event-stream");
+                let mut sse = SseReader::new(r);
+                gw.publish_one("public.cors", json!(query)).await;
+                assert_eq!(sse.expect().await.json()["data"], query);
+            }
+        }
+    }
+}

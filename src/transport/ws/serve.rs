@@ -302,10 +302,7 @@ impl WsSession {
         self.state
             .metrics
             .observe_batch(self.outgoing.len() - start);
-        self.state
-            .stats
-            .delivered
-            .fetch_add(delivered, Ordering::Relaxed);
+        self.state.count_delivered(delivered);
     }
 
     pub(super) async fn send_text(&mut self, text: String) -> Result<(), WsError> {

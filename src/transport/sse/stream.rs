@@ -1,0 +1,255 @@
+//! One SSE subscriber's stream: what it owes the client, turned into SSE text
+//! a batch at a time, and why it ended.
+//!
+//! This is the only SSE writer; the HTTP/1 and HTTP/2 adapters beside it
+//! only move its chunks. Each event's `id:` is the connection's cursor, so a
+//! browser's automatic reconnect (`Last-Event-ID`) resumes exactly. Output is
+//! made when the writer asks for the next chunk, after taking the last one,
+//! so a connection never holds more than one batch beyond what its writer
+//! buffers, however long its replay. When the client stops reading, its
+//! inbox fills and is evicted, which cuts the whole connection (nothing asks
+//! for chunks while its socket is full).
+
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+
+use crate::bell::Listener;
+use crate::conn_info::ConnKill;
+use crate::state::{AppState, Gauge};
+use crate::transport::Client;
+use crate::transport::session::{BATCH_BYTES, Out, Session, reset_json};
+
+/// How long a browser waits before reconnecting after the stream ends (ms).
+const RETRY_MS: u32 = 2000;
+
+/// The text of a stream, chunk by chunk, until it ends.
+pub(crate) type Chunks = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
+/// One SSE subscriber: its session, what it owes the client, and why it ended.
+pub(crate) struct SseStream {
+    state: AppState,
+    /// Holds the client's connection slot while the stream is open.
+    client: Client,
+    session: Session,
+    out: Vec<Out>,
+    buf: BytesMut,
+    tick: tokio::time::Interval,
+    /// What ends or changes the stream, heard without a lock per delivery.
+    reloaded: Listener,
+    stopping: Listener,
+    /// Keeps this session listed for `POST /disconnect`.
+    _registration: crate::connections::Registration,
+    started: bool,
+    done: bool,
+    reason: &'static str,
+    _gauge: Gauge,
+}
+
+impl SseStream {
+    pub(super) fn new(
+        state: AppState,
+        client: Client,
+        session: Session,
+        kill: ConnKill,
+        out: Vec<Out>,
+        heartbeat: Duration,
+    ) -> SseStream {
+        // A client too slow for its queue is cut at the connection: nothing
+        // polls this body while its socket is full, so the inbox does it.
+        session.inbox().link_eviction(kill.0);
+        let subject = client.identity.as_ref().map(|i| i.subject.clone());
+        let registration = state.connections.register(
+            state.stats.conn_id(),
+            subject.as_deref(),
+            "sse",
+            session.inbox(),
+        );
+        state.metrics.connect("sse");
+        let reloaded = state.reloaded.listen();
+        let stopping = state.stopping.listen_from_start();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        SseStream {
+            _gauge: Gauge::enter(&state.stats, |s| &s.sse),
+            state,
+            client,
+            session,
+            out,
+            buf: BytesMut::new(),
+            tick,
+            reloaded,
+            stopping,
+            _registration: registration,
+            started: false,
+            done: false,
+            reason: "client",
+        }
+    }
+
+    /// The stream as the text it sends, chunk by chunk. Both writers poll
+    /// this, never `next_chunk` itself: a chunk being made (a replay page
+    /// being fetched) survives the writer's `select!` waking for something else.
+    pub(super) fn into_chunks(self) -> Chunks {
+        Box::pin(
+            futures_util::stream::unfold(self, |mut s| async move {
+                let chunk = s.next_chunk().await?;
+                Some((chunk, s))
+            })
+            .fuse(),
+        )
+    }
+
+    /// The next text to send, or `None` when the stream should end. What is
+    /// owed goes out a batch at a time, and the next batch (or page of a
+    /// replay) is made only when the engine asks again, after taking this one.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if !self.started {
+            self.started = true;
+            // The starting cursor, before any message: a client that loses the
+            // stream before the first event still resumes every channel it asked for.
+            let cursor = self.session.cursor_text().to_string();
+            let _ = write!(self.buf, "retry: {RETRY_MS}\nid: {cursor}\n: pushgate\n\n");
+        }
+        let inbox = self.session.inbox().clone();
+        loop {
+            if !self.out.is_empty() {
+                self.render();
+            }
+            if !self.buf.is_empty() {
+                return Some(self.take_chunk());
+            }
+            if self.done {
+                return None;
+            }
+            if self.session.is_replaying() && !self.state.stopping.has_rung() {
+                if inbox.is_kicked() {
+                    self.reason = "operator";
+                    return None;
+                }
+                if inbox.is_evicted() {
+                    return None;
+                }
+                if let Err(error) = self.session.replay_next(&mut self.out).await {
+                    tracing::debug!(%error, "replay failed");
+                    self.reason = "unavailable";
+                    return None;
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = self.stopping.rung() => {
+                    let _ = write!(self.buf, "retry: 500\nevent: reconnect\ndata: {{\"type\":\"reconnect\",\"reason\":\"restart\"}}\n\n");
+                    self.done = true;
+                    self.reason = "shutdown";
+                }
+                _ = inbox.ready() => {
+                    if inbox.is_kicked() {
+                        self.reason = "operator";
+                        return None;
+                    }
+                    if inbox.is_evicted() {
+                        return None;
+                    }
+                    self.session.drain(&mut self.out);
+                }
+                _ = self.tick.tick() => self.buf.put_slice(b": hb\n\n"),
+                _ = self.reloaded.rung() => {
+                    let settings = self.state.settings();
+                    let gone = self.session.revoke_forbidden(&settings.rules, self.client.identity.as_ref());
+                    for channel in &gone {
+                        let _ = write!(
+                            self.buf,
+                            "event: error\ndata: {{\"type\":\"error\",\"code\":\"forbidden\",\"channel\":\"{channel}\",\"message\":\"subscription closed: the channel rules changed\"}}\n\n"
+                        );
+                    }
+                    if !gone.is_empty() && self.session.channel_count() == 0 {
+                        self.done = true;
+                        self.reason = "forbidden";
+                    }
+                }
+            }
+        }
+    }
+
+    /// The text written so far, leaving no buffer behind: an idle
+    /// subscriber keeps no allocation (a `split` would keep the whole block
+    /// alive through the empty remainder).
+    fn take_chunk(&mut self) -> Bytes {
+        std::mem::take(&mut self.buf).freeze()
+    }
+
+    /// Append SSE text for the next batch of `self.out` (about
+    /// [`BATCH_BYTES`]) to the buffer; the rest stays owed. Every event's
+    /// `id:` is the cursor, so EventSource resumes from any of them; the JSON
+    /// repeats it only when it is short.
+    fn render(&mut self) {
+        let cursor_len = self.session.cursor().encoded_len_hint();
+        let short = self.session.cursor_is_short();
+        let mut need = 0;
+        for item in &self.out {
+            if need >= BATCH_BYTES {
+                break;
+            }
+            need += match item {
+                Out::Message(m) => {
+                    m.wire_prefix().len()
+                        + m.event.len()
+                        + (1 + usize::from(short)) * cursor_len
+                        + 48
+                }
+                Out::Reset { .. } => 256 + cursor_len * 2,
+            };
+        }
+        self.buf.reserve(need);
+        let start = self.buf.len();
+        let mut taken = 0;
+        let mut delivered = 0;
+        for item in &self.out {
+            if self.buf.len() - start >= BATCH_BYTES {
+                break;
+            }
+            taken += 1;
+            if !self.session.advance(item) {
+                continue;
+            }
+            let cursor = self.session.cursor_text();
+            self.buf.put_slice(b"id: ");
+            self.buf.put_slice(cursor.as_bytes());
+            match item {
+                Out::Message(m) => {
+                    self.buf.put_slice(b"\nevent: ");
+                    self.buf.put_slice(m.event.as_bytes());
+                    self.buf.put_slice(b"\ndata: ");
+                    m.write_json(short.then_some(cursor), &mut self.buf);
+                    delivered += 1;
+                }
+                Out::Reset { channels, reason } => {
+                    self.buf.put_slice(b"\nevent: reset\ndata: ");
+                    reset_json(channels, reason, cursor, &mut self.buf);
+                }
+            }
+            self.buf.put_slice(b"\n\n");
+        }
+        self.out.drain(..taken);
+        self.state.metrics.observe_batch(self.buf.len() - start);
+        self.state.count_delivered(delivered);
+    }
+}
+
+impl Drop for SseStream {
+    fn drop(&mut self) {
+        if self.session.inbox().is_evicted() {
+            // The browser reconnects with its Last-Event-ID and resumes from history.
+            self.reason = "slow_client";
+            self.state.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("slow SSE client cut off");
+        }
+        self.state.metrics.disconnect("sse", self.reason);
+    }
+}
