@@ -24,4 +24,4 @@ pub struct ConnInfo {
 /// response whose client stopped reading uses it: ending the body would leave
 /// hyper waiting on a socket that never drains.
 #[derive(Clone, Debug, Default)]
-pub struct ConnKill(pub std::sync::Arc<crate::bell::Bell>);
+pub struct ConnKill(pub std::sync::Arc<crate::alarm::Alarm>);

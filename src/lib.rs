@@ -23,8 +23,8 @@
 //! The modules form the one-way layers of DESIGN.md, kept by `tests/layers.rs`.
 
 pub mod admin;
+pub mod alarm;
 pub mod auth;
-pub mod bell;
 pub mod bench;
 pub mod broker;
 pub mod config;
@@ -57,7 +57,7 @@ use tokio::net::TcpListener;
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
-use crate::server::Surface;
+use crate::server::ListenerRole;
 use crate::state::{AppState, Settings};
 
 /// Why the gateway could not start.
@@ -172,12 +172,12 @@ impl Gateway {
         tokio::spawn(server::accept_loop(
             state.clone(),
             listeners.public,
-            Surface::Public,
+            ListenerRole::Public,
         ));
         tokio::spawn(server::accept_loop(
             state.clone(),
             listeners.admin,
-            Surface::Admin,
+            ListenerRole::Admin,
         ));
         tracing::info!(%public, %admin, "pushgate listening");
         Ok(Handle {

@@ -28,7 +28,7 @@ mod relay;
 mod send_timeout;
 
 use bytes::Bytes;
-use first_request::{First, Rewind};
+use first_request::{FirstRequest, Rewind};
 use send_timeout::SendTimeout;
 
 use crate::conn_info::{ConnInfo, ConnKill};
@@ -40,13 +40,13 @@ use relay::Relayed;
 
 /// Which listener a connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Surface {
+pub enum ListenerRole {
     Public,
     Admin,
 }
 
 /// Accept connections until shutdown.
-pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Surface) {
+pub async fn accept_loop(state: AppState, listener: TcpListener, surface: ListenerRole) {
     let shutdown = state.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -58,14 +58,14 @@ pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Surfac
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().unwrap_or(peer);
                 let gate = match surface {
-                    Surface::Public => gate(&state, peer),
-                    Surface::Admin => None,
+                    ListenerRole::Public => gate(&state, peer),
+                    ListenerRole::Admin => None,
                 };
                 let state2 = state.clone();
                 // Read per connection: a reload may have brought new certificates.
                 let acceptor = match surface {
-                    Surface::Public => state.settings().tls.clone().map(TlsAcceptor::from),
-                    Surface::Admin => None,
+                    ListenerRole::Public => state.settings().tls.clone().map(TlsAcceptor::from),
+                    ListenerRole::Admin => None,
                 };
                 state.tasks.spawn(connection(
                     state2, stream, peer, local, surface, acceptor, gate,
@@ -83,25 +83,29 @@ pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Surfac
 /// A connection admitted only to be told no: every request on it gets this
 /// refusal (503 at `max_connections`, 429 over `per_ip.connects`).
 #[derive(Clone, Copy, Debug)]
-pub enum Gate {
+pub enum ConnectionRefusal {
     Full,
     Limited(Limited),
 }
 
-fn gate(state: &AppState, peer: SocketAddr) -> Option<Gate> {
+fn gate(state: &AppState, peer: SocketAddr) -> Option<ConnectionRefusal> {
     let open = state
         .stats
         .connections
         .load(std::sync::atomic::Ordering::Relaxed);
     if state.limits.at_capacity(open + 1) {
-        return Some(Gate::Full);
+        return Some(ConnectionRefusal::Full);
     }
-    state.limits.connect(peer.ip()).err().map(Gate::Limited)
+    state
+        .limits
+        .connect(peer.ip())
+        .err()
+        .map(ConnectionRefusal::Limited)
 }
 
-fn refusal(gate: Gate) -> Response<Body> {
+fn refusal(gate: ConnectionRefusal) -> Response<Body> {
     let mut resp = match gate {
-        Gate::Full => {
+        ConnectionRefusal::Full => {
             let mut r = reply::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "at_capacity",
@@ -111,7 +115,7 @@ fn refusal(gate: Gate) -> Response<Body> {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
-        Gate::Limited(l) => crate::transport::limited(l),
+        ConnectionRefusal::Limited(l) => crate::transport::limited(l),
     };
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -123,13 +127,13 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    surface: Surface,
+    surface: ListenerRole,
     acceptor: Option<TlsAcceptor>,
-    gate: Option<Gate>,
+    gate: Option<ConnectionRefusal>,
 ) {
     // `max_connections` is about client connections: the admin listener is not counted.
     let gauge =
-        (surface == Surface::Public).then(|| Gauge::enter(&state.stats, |s| &s.connections));
+        (surface == ListenerRole::Public).then(|| Gauge::enter(&state.stats, |s| &s.connections));
     let id = state.stats.conn_id();
     let span = tracing::debug_span!("conn", %peer, id, surface = ?surface);
     async move {
@@ -170,8 +174,8 @@ async fn serve_tls(
     state: AppState,
     stream: SendTimeout<TcpStream>,
     mut info: ConnInfo,
-    surface: Surface,
-    gate: Option<Gate>,
+    surface: ListenerRole,
+    gate: Option<ConnectionRefusal>,
     acceptor: TlsAcceptor,
 ) -> Option<SseHandoff> {
     let timeout = state.settings().config.limits.handshake_timeout;
@@ -208,15 +212,15 @@ async fn serve<I>(
     state: AppState,
     mut io: I,
     info: ConnInfo,
-    surface: Surface,
-    gate: Option<Gate>,
+    surface: ListenerRole,
+    gate: Option<ConnectionRefusal>,
     h2: bool,
 ) -> Option<SseHandoff>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut prefix = Bytes::new();
-    if surface == Surface::Public && gate.is_none() && !h2 {
+    if surface == ListenerRole::Public && gate.is_none() && !h2 {
         let settings = state.settings();
         let limits = &settings.config.limits;
         let sse_path = format!("{}/sse", settings.config.realtime.path);
@@ -229,9 +233,9 @@ where
         )
         .await;
         let bytes = match first {
-            Ok(Ok(First::Other(bytes))) => bytes,
-            Ok(Ok(First::Sse(req))) => return Some(open_sse(state, io, req, info).await),
-            Ok(Ok(First::Closed)) => return None,
+            Ok(Ok(FirstRequest::Other(bytes))) => bytes,
+            Ok(Ok(FirstRequest::Sse(req))) => return Some(open_sse(state, io, req, info).await),
+            Ok(Ok(FirstRequest::Closed)) => return None,
             Ok(Err(error)) => {
                 debug!(%error, "connection failed before a request");
                 return None;
@@ -289,8 +293,8 @@ async fn serve_hyper<I>(
     state: AppState,
     io: Rewind<I>,
     info: ConnInfo,
-    surface: Surface,
-    gate: Option<Gate>,
+    surface: ListenerRole,
+    gate: Option<ConnectionRefusal>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -315,13 +319,13 @@ async fn serve_hyper<I>(
                 let resp = match (gate, surface) {
                     (Some(gate), _) => {
                         match gate {
-                            Gate::Full => state.metrics.limited("max_connections"),
-                            Gate::Limited(l) => state.metrics.limited(l.kind.label()),
+                            ConnectionRefusal::Full => state.metrics.limited("max_connections"),
+                            ConnectionRefusal::Limited(l) => state.metrics.limited(l.kind.label()),
                         }
                         refusal(gate)
                     }
-                    (None, Surface::Public) => crate::router::route(state, req).await,
-                    (None, Surface::Admin) => crate::admin::route(state, req).await,
+                    (None, ListenerRole::Public) => crate::router::route(state, req).await,
+                    (None, ListenerRole::Admin) => crate::admin::route(state, req).await,
                 };
                 Ok::<_, Infallible>(resp)
             });
@@ -349,7 +353,7 @@ async fn serve_hyper<I>(
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     // Listeners, not token futures: this select is polled on every wake of
-    // the connection (see `bell.rs`).
+    // the connection (see `alarm.rs`).
     let mut stopping = state.stopping.listen_from_start();
     let mut killed = kill.0.listen_from_start();
     let silent = async {

@@ -4,7 +4,7 @@
 //! lives together in [`Settings`] behind an `ArcSwap`, so a reload swaps it in
 //! one step while requests in flight keep the snapshot they started with.
 //! What clients have spent or hold (rate buckets and connection counts in
-//! [`Limits`], sessions, presence, the hub) lives in [`Shared`] beside it and
+//! [`Limits`], sessions, presence, the hub) lives in [`Handles`] beside it and
 //! outlasts every swap; a reload only hands the new quotas to [`Limits`], and
 //! the new proxy takes over the backend connections while the backend stays
 //! the same.
@@ -81,17 +81,17 @@ impl Settings {
 /// clone is one reference count and a session carries one pointer (as a
 /// struct of `Arc`s it was eleven counts to bump and 104 bytes to hold).
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState(Arc<Handles>);
 
 impl std::ops::Deref for AppState {
-    type Target = Shared;
+    type Target = Handles;
 
-    fn deref(&self) -> &Shared {
+    fn deref(&self) -> &Handles {
         &self.0
     }
 }
 
-pub struct Shared {
+pub struct Handles {
     settings: ArcSwap<Settings>,
     pub hub: Hub,
     pub broker: Arc<dyn Broker>,
@@ -99,9 +99,9 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Rung at the same moment as `shutdown` is cancelled: what the SSE,
     /// WebSocket and hyper connection loops listen to, since polling the
-    /// token locks on every wake-up (see `bell.rs`). Long-poll requests,
+    /// token locks on every wake-up (see `alarm.rs`). Long-poll requests,
     /// which wait once, use the token.
-    pub stopping: Arc<crate::bell::Bell>,
+    pub stopping: Arc<crate::alarm::Alarm>,
     /// Cancelled after the drain: background broker links stop last, so
     /// publishes keep working while connections drain.
     pub broker_stop: CancellationToken,
@@ -111,7 +111,7 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Rung on every successful reload; live sessions re-check their
     /// subscriptions when they hear it.
-    pub reloaded: Arc<crate::bell::Bell>,
+    pub reloaded: Arc<crate::alarm::Alarm>,
     pub connections: Arc<crate::connections::Connections>,
     /// Buckets and connection counts; quotas come from the settings in force.
     pub limits: Arc<Limits>,
@@ -122,25 +122,25 @@ impl AppState {
     pub fn new(settings: Settings, hub: Hub, broker: Arc<dyn Broker>) -> AppState {
         let presence_broker = broker.clone();
         let limits = Limits::new(&settings.config.limits);
-        AppState(Arc::new(Shared {
+        AppState(Arc::new(Handles {
             limits,
             settings: ArcSwap::from_pointee(settings),
             hub,
             broker,
             shutdown: CancellationToken::new(),
-            stopping: crate::bell::Bell::new(),
+            stopping: crate::alarm::Alarm::new(),
             broker_stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stats: Arc::new(Stats::default()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
-            reloaded: crate::bell::Bell::new(),
+            reloaded: crate::alarm::Alarm::new(),
             connections: Arc::default(),
             presence: crate::broker::presence::Presence::new(presence_broker),
         }))
     }
 }
 
-impl Shared {
+impl Handles {
     /// The settings in force now.
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.load_full()

@@ -149,7 +149,7 @@ pub struct Opened {
     pub client: Client,
     pub session: session::Session,
     /// Replayed messages and resets, to send first.
-    pub out: Vec<session::Out>,
+    pub out: Vec<session::Delivery>,
 }
 
 /// Admit the client, authorize its channels, and open a session subscribed
@@ -178,7 +178,7 @@ pub async fn open_session<B: Sync>(
 
 /// A subscriber's request: channels with their policy, and where to resume.
 pub struct Subscription {
-    pub channels: Vec<(Arc<str>, session::Terms)>,
+    pub channels: Vec<(Arc<str>, session::SubscriptionPolicy)>,
     pub cursor: Option<Cursor>,
 }
 
@@ -270,7 +270,7 @@ pub fn subscription<B>(
             ));
         }
         if !channels.iter().any(|(c, _)| *c == name) {
-            channels.push((name, session::Terms::from(rule)));
+            channels.push((name, session::SubscriptionPolicy::from(rule)));
         }
     }
     Ok(Subscription { channels, cursor })

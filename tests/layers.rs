@@ -17,7 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     // 0 model: plain types and small primitives, no I/O, no config
     ("model", 0),
     ("reply", 0),
-    ("bell", 0),
+    ("alarm", 0),
     ("conn_info", 0),
     // 1 config: YAML to typed, validated data
     ("config", 1),

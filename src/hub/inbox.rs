@@ -14,28 +14,28 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use crate::bell::Bell;
+use crate::alarm::Alarm;
 
 use super::message::Message;
 use crate::config::SlowClient;
 
 #[derive(Clone)]
 pub struct Inbox {
-    shared: Arc<Shared>,
+    shared: Arc<InboxState>,
 }
 
-struct Shared {
+struct InboxState {
     queue: Mutex<Queue>,
     ready: Notify,
     /// Rung once, when the connection fell too far behind under `disconnect`
-    /// (a bell, not a token: it is checked on every push, and a token's
+    /// (a alarm, not a token: it is checked on every push, and a token's
     /// check takes a lock). `ready` fires too.
-    evicted: Arc<Bell>,
+    evicted: Arc<Alarm>,
     /// Also rung on eviction (a transport's connection killer).
-    linked: std::sync::OnceLock<Arc<Bell>>,
+    linked: std::sync::OnceLock<Arc<Alarm>>,
     /// Set when an operator disconnects the connection (`POST /disconnect`);
-    /// `ready` fires too. Here rather than a bell of its own: the session
-    /// already wakes for its inbox, and a bell per connection cost ~190
+    /// `ready` fires too. Here rather than a alarm of its own: the session
+    /// already wakes for its inbox, and a alarm per connection cost ~190
     /// bytes and a poll on every delivery.
     kicked: AtomicBool,
     capacity: usize,
@@ -65,10 +65,10 @@ pub struct Drained {
 impl Inbox {
     pub fn new(capacity: usize) -> Inbox {
         Inbox {
-            shared: Arc::new(Shared {
+            shared: Arc::new(InboxState {
                 queue: Mutex::new(Queue::default()),
                 ready: Notify::new(),
-                evicted: Bell::new(),
+                evicted: Alarm::new(),
                 linked: std::sync::OnceLock::new(),
                 kicked: AtomicBool::new(false),
                 capacity: capacity.max(1),
@@ -148,18 +148,18 @@ impl Inbox {
         self.len() == 0
     }
 
-    /// Ring `bell` too when this inbox is evicted: for transports where
+    /// Ring `alarm` too when this inbox is evicted: for transports where
     /// nothing would notice an eviction while the client's socket is full.
-    pub fn link_eviction(&self, bell: Arc<Bell>) {
+    pub fn link_eviction(&self, alarm: Arc<Alarm>) {
         // Linked and checked under the queue lock, where `push` evicts: an
-        // eviction is either seen here or rings the linked bell there.
+        // eviction is either seen here or rings the linked alarm there.
         let evicted = {
             let _q = self.shared.queue.lock();
-            let _ = self.shared.linked.set(bell.clone());
+            let _ = self.shared.linked.set(alarm.clone());
             self.is_evicted()
         };
         if evicted {
-            bell.ring();
+            alarm.ring();
         }
     }
 
@@ -181,7 +181,7 @@ impl Inbox {
     }
 
     /// Rung on eviction, for transports that must notice it mid-write.
-    pub fn eviction(&self) -> &Arc<Bell> {
+    pub fn eviction(&self) -> &Arc<Alarm> {
         &self.shared.evicted
     }
 }

@@ -19,7 +19,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// What the first bytes of a connection are.
-pub enum First {
+pub enum FirstRequest {
     /// `GET <realtime.path>/sse`, complete, nothing after it.
     Sse(Request<()>),
     /// Anything else: hand these bytes and the connection to hyper.
@@ -35,20 +35,20 @@ pub async fn read<I: AsyncRead + Unpin>(
     io: &mut I,
     sse_path: &str,
     max_head: usize,
-) -> io::Result<First> {
+) -> io::Result<FirstRequest> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         if io.read_buf(&mut buf).await? == 0 {
             return Ok(if buf.is_empty() {
-                First::Closed
+                FirstRequest::Closed
             } else {
-                First::Other(buf)
+                FirstRequest::Other(buf)
             });
         }
         match classify(&buf, sse_path) {
-            Some(Some(req)) => return Ok(First::Sse(req)),
-            Some(None) => return Ok(First::Other(buf)),
-            None if buf.len() >= max_head => return Ok(First::Other(buf)),
+            Some(Some(req)) => return Ok(FirstRequest::Sse(req)),
+            Some(None) => return Ok(FirstRequest::Other(buf)),
+            None if buf.len() >= max_head => return Ok(FirstRequest::Other(buf)),
             None => {
                 if buf.capacity() == buf.len() {
                     buf.reserve(buf.len().min(max_head));

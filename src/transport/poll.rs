@@ -15,7 +15,7 @@ use bytes::{BufMut, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use super::session::{BATCH_BYTES, Out, Session, reset_json};
+use super::session::{BATCH_BYTES, Delivery, Session, reset_json};
 use super::{Opened, open_session, query};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
@@ -79,7 +79,7 @@ pub async fn poll(
     resp
 }
 
-fn render(state: &AppState, session: &mut Session, out: Vec<Out>) -> bytes::Bytes {
+fn render(state: &AppState, session: &mut Session, out: Vec<Delivery>) -> bytes::Bytes {
     let mut items = BytesMut::with_capacity(256);
     let mut delivered = 0;
     let mut first = true;
@@ -87,7 +87,7 @@ fn render(state: &AppState, session: &mut Session, out: Vec<Out>) -> bytes::Byte
     let short = session.cursor_is_short();
     for item in out {
         let full = items.len() > MAX_RESPONSE;
-        if full && matches!(item, Out::Message(_)) {
+        if full && matches!(item, Delivery::Message(_)) {
             continue;
         }
         if !session.advance(&item) {
@@ -99,11 +99,13 @@ fn render(state: &AppState, session: &mut Session, out: Vec<Out>) -> bytes::Byte
         first = false;
         let cursor = session.cursor_text();
         match &item {
-            Out::Message(m) => {
+            Delivery::Message(m) => {
                 m.write_json(short.then_some(cursor), &mut items);
                 delivered += 1;
             }
-            Out::Reset { channels, reason } => reset_json(channels, reason, cursor, &mut items),
+            Delivery::Reset { channels, reason } => {
+                reset_json(channels, reason, cursor, &mut items)
+            }
         }
     }
     state.count_delivered(delivered);

@@ -5,7 +5,7 @@
 //! read, so nothing published in between can fall through; anything that then
 //! arrives twice (once from history, once live) is dropped by comparing ids
 //! with the cursor. A resume the broker cannot satisfy becomes an explicit
-//! [`Out::Reset`], never a silent gap. A replay is read from history a page
+//! [`Delivery::Reset`], never a silent gap. A replay is read from history a page
 //! at a time as the transport asks for it (`replay.rs`), and the inbox is
 //! not drained until it is over, so replayed and live messages never cross.
 
@@ -29,7 +29,7 @@ pub use wire::{BATCH_BYTES, INLINE_CURSOR_MAX, reset_json};
 
 /// Something to send to the client, in order.
 #[derive(Debug)]
-pub enum Out {
+pub enum Delivery {
     Message(Arc<Message>),
     /// Missed messages can't be replayed for these channels (history gone,
     /// other epoch, or dropped for a slow client); delivery continues live.
@@ -41,15 +41,15 @@ pub enum Out {
 
 /// What a channel's rule asks of a subscription.
 #[derive(Clone, Copy, Debug)]
-pub struct Terms {
+pub struct SubscriptionPolicy {
     pub slow_client: SlowClient,
     pub presence: bool,
     pub history: HistoryPolicy,
 }
 
-impl From<&ChannelRule> for Terms {
-    fn from(rule: &ChannelRule) -> Terms {
-        Terms {
+impl From<&ChannelRule> for SubscriptionPolicy {
+    fn from(rule: &ChannelRule) -> SubscriptionPolicy {
+        SubscriptionPolicy {
             slow_client: rule.slow_client,
             presence: rule.presence,
             history: rule.history,
@@ -61,7 +61,7 @@ impl From<&ChannelRule> for Terms {
 /// the member it counts as.
 struct Followed {
     sub: SubscriptionId,
-    terms: Terms,
+    terms: SubscriptionPolicy,
     member: Option<String>,
     /// The broker confirmed it routes this channel here (paired with unfollow).
     followed: bool,
@@ -154,9 +154,9 @@ impl Session {
     pub async fn subscribe(
         &mut self,
         channel: &Arc<str>,
-        terms: Terms,
+        terms: SubscriptionPolicy,
         from: Option<&Cursor>,
-        out: &mut Vec<Out>,
+        out: &mut Vec<Delivery>,
     ) -> Result<(), BrokerError> {
         if self.is_subscribed(channel) {
             return Ok(());
@@ -193,7 +193,7 @@ impl Session {
             Some((from_epoch, _)) if from_epoch != epoch => {
                 self.metrics.replay("reset");
                 self.cursor.set(channel, head);
-                out.push(Out::Reset {
+                out.push(Delivery::Reset {
                     channels: vec![channel.clone()],
                     reason: "history",
                 });
@@ -212,7 +212,7 @@ impl Session {
                 Ok(Replay::Gap) => {
                     self.metrics.replay("reset");
                     self.cursor.set(channel, head);
-                    out.push(Out::Reset {
+                    out.push(Delivery::Reset {
                         channels: vec![channel.clone()],
                         reason: "history",
                     });
@@ -231,9 +231,9 @@ impl Session {
     /// [`Session::replay_next`], merged into one publication order.
     pub async fn subscribe_all(
         &mut self,
-        channels: &[(Arc<str>, Terms)],
+        channels: &[(Arc<str>, SubscriptionPolicy)],
         from: Option<&Cursor>,
-        out: &mut Vec<Out>,
+        out: &mut Vec<Delivery>,
     ) -> Result<(), BrokerError> {
         // Sized once: a connection keeps this list for its whole life.
         self.subs.reserve_exact(channels.len());
@@ -252,7 +252,7 @@ impl Session {
     /// Append the next replayed messages (about `client_queue` of them) to
     /// `out`, reading history a page at a time; a channel whose history
     /// stopped reaching back meanwhile gets a reset and continues live.
-    pub async fn replay_next(&mut self, out: &mut Vec<Out>) -> Result<(), BrokerError> {
+    pub async fn replay_next(&mut self, out: &mut Vec<Delivery>) -> Result<(), BrokerError> {
         let gaps = self
             .replays
             .next(&*self.broker, self.queue, self.page, out)
@@ -261,7 +261,7 @@ impl Session {
             if self.cursor.get(&gap.channel).is_some() {
                 self.metrics.replay("reset");
                 self.cursor.set(&gap.channel, gap.head);
-                out.push(Out::Reset {
+                out.push(Delivery::Reset {
                     channels: vec![gap.channel],
                     reason: "history",
                 });
@@ -285,7 +285,7 @@ impl Session {
     /// connection has not seen yet.
     /// Nothing while a replay is owed: a live message would move the cursor
     /// past replayed ones not yet sent.
-    pub fn drain(&mut self, out: &mut Vec<Out>) {
+    pub fn drain(&mut self, out: &mut Vec<Delivery>) {
         if self.is_replaying() {
             return;
         }
@@ -300,7 +300,7 @@ impl Session {
             .collect();
         if !lost.is_empty() {
             self.metrics.replay("reset");
-            out.push(Out::Reset {
+            out.push(Delivery::Reset {
                 channels: lost,
                 reason: "history",
             });
@@ -318,22 +318,22 @@ impl Session {
                         reason: "slow_client",
                     })
                     .inc();
-                out.push(Out::Reset {
+                out.push(Delivery::Reset {
                     channels,
                     reason: "slow_client",
                 });
             }
         }
-        out.extend(d.messages.into_iter().map(Out::Message));
+        out.extend(d.messages.into_iter().map(Delivery::Message));
     }
 
     /// Account for `out` being sent: advances the cursor and observes the
     /// delivery's latency (the transport counts it, with
     /// `count_delivered`, once per batch). Returns false when the item must
     /// be skipped (a duplicate, or a channel no longer followed).
-    pub fn advance(&mut self, item: &Out) -> bool {
+    pub fn advance(&mut self, item: &Delivery) -> bool {
         match item {
-            Out::Message(m) => match self.cursor.get(&m.channel) {
+            Delivery::Message(m) => match self.cursor.get(&m.channel) {
                 Some(pos) if m.seq > pos && m.epoch == self.cursor.epoch => {
                     self.cursor.set(&m.channel, m.seq);
                     self.metrics.observe_delivery(m.published_at.elapsed());
@@ -341,7 +341,7 @@ impl Session {
                 }
                 _ => false,
             },
-            Out::Reset { .. } => true,
+            Delivery::Reset { .. } => true,
         }
     }
 
@@ -364,7 +364,7 @@ impl Session {
     /// The broker's id space changed under us (a Redis that lost its data):
     /// positions from the old epoch mean nothing now. Start every followed
     /// channel from the beginning of the new epoch and tell the client.
-    fn rebase(&mut self, epoch: u64, out: &mut Vec<Out>) -> bool {
+    fn rebase(&mut self, epoch: u64, out: &mut Vec<Delivery>) -> bool {
         if self.cursor.epoch == epoch {
             return false;
         }
@@ -376,7 +376,7 @@ impl Session {
         }
         if !channels.is_empty() {
             self.metrics.replay("reset");
-            out.push(Out::Reset {
+            out.push(Delivery::Reset {
                 channels,
                 reason: "history",
             });

@@ -25,9 +25,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{Instrument, debug};
 
-use super::session::{Out, Session};
+use super::session::{Delivery, Session};
 use super::{Client, Subscription, admit, query, subscription};
-use crate::bell::Listener;
+use crate::alarm::Listener;
 use crate::conn_info::ConnInfo;
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
@@ -135,7 +135,7 @@ struct WsSession {
     /// Unsplit: one task reads and writes, and a split would put the stream
     /// behind a lock in an `Arc`.
     socket: Socket,
-    out: Vec<Out>,
+    out: Vec<Delivery>,
     /// Frames encoded and not yet written (see `outgoing.rs`).
     outgoing: Outgoing,
     /// Answers of `send` ops forwarded to the backend, written in arrival order.

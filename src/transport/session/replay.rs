@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::broker::{Broker, BrokerError, Replay};
 use crate::hub::Message;
 
-use super::Out;
+use super::Delivery;
 
 /// The channels still replaying, each with its current page.
 #[derive(Default)]
@@ -87,7 +87,7 @@ impl Replays {
         broker: &dyn Broker,
         max: usize,
         limit: usize,
-        out: &mut Vec<Out>,
+        out: &mut Vec<Delivery>,
     ) -> Result<Vec<Gap>, BrokerError> {
         let mut gaps = Vec::new();
         for _ in 0..max {
@@ -119,7 +119,7 @@ impl Replays {
                 .filter_map(|s| s.page.front().map(|m| m.seq).zip(Some(s)))
                 .min_by_key(|(seq, _)| *seq);
             match oldest.and_then(|(_, s)| s.page.pop_front()) {
-                Some(m) => out.push(Out::Message(m)),
+                Some(m) => out.push(Delivery::Message(m)),
                 None => break,
             }
         }
@@ -171,11 +171,11 @@ mod tests {
         b.publish(p).await.unwrap().seq
     }
 
-    fn seqs(out: &[Out]) -> Vec<u64> {
+    fn seqs(out: &[Delivery]) -> Vec<u64> {
         out.iter()
             .filter_map(|o| match o {
-                Out::Message(m) => Some(m.seq),
-                Out::Reset { .. } => None,
+                Delivery::Message(m) => Some(m.seq),
+                Delivery::Reset { .. } => None,
             })
             .collect()
     }

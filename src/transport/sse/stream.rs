@@ -18,11 +18,11 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
-use crate::bell::Listener;
+use crate::alarm::Listener;
 use crate::conn_info::ConnKill;
 use crate::state::{AppState, Gauge};
 use crate::transport::Client;
-use crate::transport::session::{BATCH_BYTES, Out, Session, reset_json};
+use crate::transport::session::{BATCH_BYTES, Delivery, Session, reset_json};
 
 /// How long a browser waits before reconnecting after the stream ends (ms).
 const RETRY_MS: u32 = 2000;
@@ -36,7 +36,7 @@ pub(crate) struct SseStream {
     /// Holds the client's connection slot while the stream is open.
     client: Client,
     session: Session,
-    out: Vec<Out>,
+    out: Vec<Delivery>,
     buf: BytesMut,
     tick: tokio::time::Interval,
     /// What ends or changes the stream, heard without a lock per delivery.
@@ -56,7 +56,7 @@ impl SseStream {
         client: Client,
         session: Session,
         kill: ConnKill,
-        out: Vec<Out>,
+        out: Vec<Delivery>,
         heartbeat: Duration,
     ) -> SseStream {
         // A client too slow for its queue is cut at the connection: nothing
@@ -197,13 +197,13 @@ impl SseStream {
                 break;
             }
             need += match item {
-                Out::Message(m) => {
+                Delivery::Message(m) => {
                     m.wire_prefix().len()
                         + m.event.len()
                         + (1 + usize::from(short)) * cursor_len
                         + 48
                 }
-                Out::Reset { .. } => 256 + cursor_len * 2,
+                Delivery::Reset { .. } => 256 + cursor_len * 2,
             };
         }
         self.buf.reserve(need);
@@ -222,14 +222,14 @@ impl SseStream {
             self.buf.put_slice(b"id: ");
             self.buf.put_slice(cursor.as_bytes());
             match item {
-                Out::Message(m) => {
+                Delivery::Message(m) => {
                     self.buf.put_slice(b"\nevent: ");
                     self.buf.put_slice(m.event.as_bytes());
                     self.buf.put_slice(b"\ndata: ");
                     m.write_json(short.then_some(cursor), &mut self.buf);
                     delivered += 1;
                 }
-                Out::Reset { channels, reason } => {
+                Delivery::Reset { channels, reason } => {
                     self.buf.put_slice(b"\nevent: reset\ndata: ");
                     reset_json(channels, reason, cursor, &mut self.buf);
                 }

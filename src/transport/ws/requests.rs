@@ -19,7 +19,7 @@ use crate::hub::Cursor;
 use crate::hub::cursor::CursorError;
 use crate::limits::ClientKey;
 use crate::transport::ops::{self, Op};
-use crate::transport::session::Terms;
+use crate::transport::session::SubscriptionPolicy;
 use crate::transport::{channel_full, publish, send};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -241,7 +241,7 @@ impl WsSession {
             .rules
             .check_subscribe(&channel, self.client.identity.as_ref())
         {
-            Ok(rule) => Terms::from(rule),
+            Ok(rule) => SubscriptionPolicy::from(rule),
             Err(refusal) => {
                 return self
                     .send_text(ops::error(r, refusal.code(), &refusal.to_string()))

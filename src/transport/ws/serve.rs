@@ -24,7 +24,7 @@ use super::outgoing::Outgoing;
 use super::{FLOOD_CLOSE_AFTER, Socket, WsSession};
 use crate::transport::Subscription;
 use crate::transport::ops;
-use crate::transport::session::{BATCH_BYTES, Out, reset_json};
+use crate::transport::session::{BATCH_BYTES, Delivery, reset_json};
 
 /// Wait for `timer`, or forever without one.
 async fn timer_opt(timer: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>) {
@@ -106,7 +106,7 @@ impl WsSession {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         let inbox = self.session.inbox().clone();
         // Listeners, not token futures: this select runs once per delivery
-        // (see `bell.rs`).
+        // (see `alarm.rs`).
         let mut stopping = self.state.stopping.listen_from_start();
         let mut reloaded = self.state.reloaded.listen();
         // One timer for the token's expiry, re-armed only when an `auth` op
@@ -275,7 +275,7 @@ impl WsSession {
             if !self.session.advance(item) {
                 continue;
             }
-            if matches!(item, Out::Message(_)) {
+            if matches!(item, Delivery::Message(_)) {
                 delivered += 1;
             }
             if short {
@@ -286,7 +286,7 @@ impl WsSession {
             }
             held.push(i);
             held_bytes += message_len(item);
-            if matches!(item, Out::Reset { .. }) {
+            if matches!(item, Delivery::Reset { .. }) {
                 break;
             }
         }
@@ -350,20 +350,20 @@ impl WsSession {
 }
 
 /// Encode one item as a text frame.
-fn render(outgoing: &mut Outgoing, item: &Out, cursor: Option<&str>) {
+fn render(outgoing: &mut Outgoing, item: &Delivery, cursor: Option<&str>) {
     match item {
-        Out::Message(m) => outgoing.text_with(|b| m.write_json(cursor, b)),
-        Out::Reset { channels, reason } => {
+        Delivery::Message(m) => outgoing.text_with(|b| m.write_json(cursor, b)),
+        Delivery::Reset { channels, reason } => {
             outgoing.text_with(|b| reset_json(channels, reason, cursor.unwrap_or_default(), b))
         }
     }
 }
 
 /// About the length of an item's frame, without the cursor.
-fn message_len(item: &Out) -> usize {
+fn message_len(item: &Delivery) -> usize {
     match item {
-        Out::Message(m) => m.wire_prefix().len() + 24,
-        Out::Reset { .. } => 256,
+        Delivery::Message(m) => m.wire_prefix().len() + 24,
+        Delivery::Reset { .. } => 256,
     }
 }
 

@@ -1,5 +1,6 @@
-//! A bell for the rare events a connection must notice while it delivers:
-//! shutdown, a reload, its own eviction. (An operator's disconnect rides
+//! An alarm: rung once in a while, it wakes every listener, for the rare
+//! events a connection must notice while it delivers: shutdown, a reload,
+//! its own eviction. (An operator's disconnect rides
 //! on the connection's inbox, which its session already listens to.)
 //!
 //! Why not `CancellationToken` or `Notify`: a future waiting on either locks
@@ -16,13 +17,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 #[derive(Default)]
-pub struct Bell {
+pub struct Alarm {
     /// How many times it rang.
     rung: AtomicU64,
     waiters: Mutex<Waiters>,
 }
 
-/// Registered wakers in reusable slots: most bells belong to one
+/// Registered wakers in reusable slots: most alarms belong to one
 /// connection and have a single listener, and a slot vector costs that
 /// connection 64 bytes where a hash map cost about 150.
 #[derive(Default)]
@@ -54,15 +55,15 @@ impl Waiters {
     }
 }
 
-impl std::fmt::Debug for Bell {
+impl std::fmt::Debug for Alarm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bell").field("rung", &self.rung()).finish()
+        f.debug_struct("Alarm").field("rung", &self.rung()).finish()
     }
 }
 
-impl Bell {
-    pub fn new() -> Arc<Bell> {
-        Arc::new(Bell::default())
+impl Alarm {
+    pub fn new() -> Arc<Alarm> {
+        Arc::new(Alarm::default())
     }
 
     /// Wake every listener; each hears this ring once.
@@ -84,7 +85,7 @@ impl Bell {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether it ever rang (for one-shot bells: shutdown, a kick).
+    /// Whether it ever rang (for one-shot alarms: shutdown, a kick).
     pub fn has_rung(&self) -> bool {
         self.rung() > 0
     }
@@ -99,7 +100,7 @@ impl Bell {
     }
 
     /// A listener that also hears a ring from before this call: for
-    /// one-shot bells, where a late listener must still see the event.
+    /// one-shot alarms, where a late listener must still see the event.
     pub fn listen_from_start(self: &Arc<Self>) -> Listener {
         self.listener(0)
     }
@@ -107,19 +108,19 @@ impl Bell {
     fn listener(self: &Arc<Self>, seen: u64) -> Listener {
         Listener {
             seen,
-            bell: self.clone(),
+            alarm: self.clone(),
             key: None,
             waker: None,
         }
     }
 }
 
-/// One connection's ear on a [`Bell`]; keep it for the connection's life.
+/// One connection's ear on a [`Alarm`]; keep it for the connection's life.
 pub struct Listener {
-    bell: Arc<Bell>,
+    alarm: Arc<Alarm>,
     seen: u64,
     key: Option<usize>,
-    /// The waker registered with the bell, to skip re-registering.
+    /// The waker registered with the alarm, to skip re-registering.
     waker: Option<Waker>,
 }
 
@@ -132,7 +133,7 @@ impl Listener {
         if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             return Poll::Pending;
         }
-        let mut w = self.bell.waiters();
+        let mut w = self.alarm.waiters();
         match self.key {
             Some(key) => {
                 if let Some(slot) = w.slots.get_mut(key) {
@@ -157,7 +158,7 @@ impl Listener {
     }
 
     fn take_ring(&mut self) -> bool {
-        let now = self.bell.rung();
+        let now = self.alarm.rung();
         if now != self.seen {
             self.seen = now;
             return true;
@@ -169,7 +170,7 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Some(key) = self.key {
-            self.bell.waiters().remove(key);
+            self.alarm.waiters().remove(key);
         }
     }
 }
@@ -181,15 +182,15 @@ mod tests {
 
     #[tokio::test]
     async fn every_listener_hears_each_ring_once() {
-        let bell = Bell::new();
-        let mut a = bell.listen();
-        let mut b = bell.listen();
+        let alarm = Alarm::new();
+        let mut a = alarm.listen();
+        let mut b = alarm.listen();
         let waiting = tokio::spawn(async move {
             a.rung().await;
             a
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        bell.ring();
+        alarm.ring();
         let mut a = tokio::time::timeout(Duration::from_secs(2), waiting)
             .await
             .expect("the ring wakes a waiting listener")
@@ -201,7 +202,7 @@ mod tests {
         let again = tokio::time::timeout(Duration::from_millis(50), b.rung()).await;
         assert!(again.is_err(), "one ring is heard once");
         // The same listener hears the next ring too (registration kept).
-        bell.ring();
+        alarm.ring();
         tokio::time::timeout(Duration::from_secs(2), a.rung())
             .await
             .expect("a second ring");
@@ -209,23 +210,23 @@ mod tests {
 
     #[tokio::test]
     async fn late_listeners_and_drop() {
-        let bell = Bell::new();
-        bell.ring();
-        let mut late = bell.listen();
+        let alarm = Alarm::new();
+        alarm.ring();
+        let mut late = alarm.listen();
         assert!(
             tokio::time::timeout(Duration::from_millis(50), late.rung())
                 .await
                 .is_err(),
             "listen() ignores earlier rings"
         );
-        let mut from_start = bell.listen_from_start();
+        let mut from_start = alarm.listen_from_start();
         tokio::time::timeout(Duration::from_secs(1), from_start.rung())
             .await
             .expect("listen_from_start() hears an earlier ring");
-        assert!(bell.has_rung());
+        assert!(alarm.has_rung());
         drop(late);
         drop(from_start);
-        let w = bell.waiters.lock().unwrap();
+        let w = alarm.waiters.lock().unwrap();
         assert!(w.slots.iter().all(Option::is_none));
         assert_eq!(w.free.len(), w.slots.len(), "every slot is reusable");
     }
@@ -238,16 +239,16 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let bell = Bell::new();
+            let alarm = Alarm::new();
             let tasks: Vec<_> = (0..200)
                 .map(|_| {
-                    let mut l = bell.listen_from_start();
+                    let mut l = alarm.listen_from_start();
                     tokio::spawn(async move { l.rung().await })
                 })
                 .collect();
             let ringer = {
-                let bell = bell.clone();
-                std::thread::spawn(move || bell.ring())
+                let alarm = alarm.clone();
+                std::thread::spawn(move || alarm.ring())
             };
             ringer.join().unwrap();
             for t in tasks {
