@@ -77,5 +77,7 @@ done
 cat "$out" >> bench/RESULTS.md
 cat "$out"
 
-# Proxy requests/s of both builds against the same nginx, in its own rounds.
+# Proxy requests/s of both builds against the same nginx, in its own rounds
+# (PROXY=0 skips it).
+[ "${PROXY:-1}" = 0 ] && exit 0
 OTHER_CONFIG="$BASE_CONFIG" OTHER="$BASE" OTHER_NAME="${BASE_NAME:-base}" ROUNDS="$ROUNDS" bench/proxy.sh
