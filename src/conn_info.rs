@@ -9,8 +9,6 @@ use std::net::SocketAddr;
 pub struct ConnInfo {
     /// The client's address as seen on the socket.
     pub peer: SocketAddr,
-    /// The local address the client connected to.
-    pub local: SocketAddr,
     /// Whether the connection arrived over TLS (drives `X-Forwarded-Proto`).
     pub tls: bool,
     /// Server name the client asked for in SNI, if any (shared: every

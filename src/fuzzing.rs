@@ -112,7 +112,6 @@ pub fn relay(data: &[u8]) {
 
     let info = ConnInfo {
         peer: "10.0.0.7:5000".parse().expect("literal address"),
-        local: "10.0.0.1:80".parse().expect("literal address"),
         tls: false,
         sni: None,
         id: 1,

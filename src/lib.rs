@@ -22,31 +22,31 @@
 //! (everything else); both reach the application through `upstream.rs`.
 //! The modules form the one-way layers of DESIGN.md, kept by `tests/layers.rs`.
 
-pub mod admin;
-pub mod alarm;
+pub(crate) mod admin;
+pub(crate) mod alarm;
 pub mod auth;
 pub mod bench;
-pub mod broker;
+pub(crate) mod broker;
 pub mod config;
-pub mod conn_info;
-pub mod connections;
+pub(crate) mod conn_info;
+pub(crate) mod connections;
 pub mod fuzzing;
-pub mod hub;
-pub mod ingest;
-pub mod limits;
+pub(crate) mod hub;
+pub(crate) mod ingest;
+pub(crate) mod limits;
 pub mod logging;
-pub mod metrics;
-pub mod model;
-pub mod proxy;
+pub(crate) mod metrics;
+pub(crate) mod model;
+pub(crate) mod proxy;
 pub mod reload;
-pub mod reply;
-pub mod router;
-pub mod rules;
-pub mod server;
+pub(crate) mod reply;
+pub(crate) mod router;
+pub(crate) mod rules;
+pub(crate) mod server;
 pub mod state;
 pub mod tls;
-pub mod transport;
-pub mod upstream;
+pub(crate) mod transport;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -56,7 +56,6 @@ pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Listen
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let local = stream.local_addr().unwrap_or(peer);
                 let gate = match surface {
                     ListenerRole::Public => gate(&state, peer),
                     ListenerRole::Admin => None,
@@ -67,9 +66,9 @@ pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Listen
                     ListenerRole::Public => state.settings().tls.clone().map(TlsAcceptor::from),
                     ListenerRole::Admin => None,
                 };
-                state.tasks.spawn(connection(
-                    state2, stream, peer, local, surface, acceptor, gate,
-                ));
+                state
+                    .tasks
+                    .spawn(connection(state2, stream, peer, surface, acceptor, gate));
             }
             Err(error) => {
                 // EMFILE/ENFILE and friends: back off rather than spin.
@@ -126,7 +125,6 @@ async fn connection(
     state: AppState,
     stream: TcpStream,
     peer: SocketAddr,
-    local: SocketAddr,
     surface: ListenerRole,
     acceptor: Option<TlsAcceptor>,
     gate: Option<ConnectionRefusal>,
@@ -139,7 +137,6 @@ async fn connection(
     async move {
         let info = ConnInfo {
             peer,
-            local,
             tls: acceptor.is_some(),
             sni: None,
             id,

@@ -208,7 +208,6 @@ mod tests {
         let mut h = HeaderMap::new();
         let info = ConnInfo {
             peer: "[::ffff:10.1.2.3]:5000".parse().unwrap(),
-            local: "[::]:443".parse().unwrap(),
             tls: false,
             sni: None,
             id: 1,
@@ -223,7 +222,6 @@ mod tests {
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
         let info = ConnInfo {
             peer: "[::1]:5000".parse().unwrap(),
-            local: "[::1]:443".parse().unwrap(),
             tls: true,
             sni: None,
             id: 1,

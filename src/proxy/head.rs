@@ -409,7 +409,6 @@ mod tests {
     fn info() -> ConnInfo {
         ConnInfo {
             peer: "10.0.0.7:5000".parse().unwrap(),
-            local: "10.0.0.1:80".parse().unwrap(),
             tls: false,
             sni: None,
             id: 1,
