@@ -81,14 +81,7 @@ pub async fn handle(state: AppState, mut req: Request<Incoming>, rest: &str) -> 
 
 /// Query parameters as a map (last value wins).
 pub fn query<B>(req: &Request<B>) -> HashMap<String, String> {
-    req.uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::model::template::query_of(req.uri())
 }
 
 /// Who is asking, after token verification and the per-client limits.

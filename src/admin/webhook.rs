@@ -36,15 +36,7 @@ pub async fn handle(
     if let Err((status, code, msg)) = rule.verify(&parts.headers, &bytes) {
         return reply::error(status, code, msg);
     }
-    let query = parts
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let query = crate::model::template::query_of(&parts.uri);
     let input = Input {
         body: Some(Body::new(&bytes, false)),
         headers: Some(&parts.headers),

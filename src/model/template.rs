@@ -325,6 +325,18 @@ fn walk<'v>(mut v: &'v Value, keys: &[String]) -> Option<&'v Value> {
     Some(v)
 }
 
+/// A URI's query as a map (the last value of a repeated name wins), as the
+/// templates' `query.NAME` and the realtime endpoints read it.
+pub fn query_of(uri: &http::Uri) -> HashMap<String, String> {
+    uri.query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

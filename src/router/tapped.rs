@@ -32,15 +32,7 @@ pub async fn proxy_with_taps(
     let cap = settings.config.realtime.max_message;
     let request_headers = req.headers().clone();
     let path = req.uri().path().to_string();
-    let query: HashMap<String, String> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let query: HashMap<String, String> = crate::model::template::query_of(req.uri());
     let request_body: Slot = Arc::default();
     let req = if taps.iter().any(|t| t.reads_request()) {
         let slot = request_body.clone();

@@ -95,13 +95,7 @@ async fn file_changes_and_sighup_trigger_reloads() {
     pushgate::reload::spawn(state(&gw).clone(), gw.dir.join("gateway.yaml"));
     rewrite(&gw, r#"pattern: "public.*""#, r#"pattern: "news.*""#);
     eventually(10, "the file change is applied", || async {
-        gw.http
-            .get(gw.url("/realtime/poll?channels=news.a&timeout=0"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
+        gw.poll_status("channels=news.a").await == 200
     })
     .await;
     let metrics = || async { gw.metrics_text().await };
@@ -226,13 +220,7 @@ async fn a_symlinked_config_reloads_when_its_target_changes() {
     )
     .unwrap();
     eventually(10, "the change to the link's target is applied", || async {
-        gw.http
-            .get(gw.url("/realtime/poll?channels=news.a&timeout=0"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
+        gw.poll_status("channels=news.a").await == 200
     })
     .await;
 }

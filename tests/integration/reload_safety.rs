@@ -170,13 +170,7 @@ async fn truncate_then_write_keeps_subscriptions_and_applies_the_finished_file()
     );
     std::fs::write(config_path(&gw), finished).unwrap();
     eventually(10, "the finished file is applied", || async {
-        gw.http
-            .get(gw.url("/realtime/poll?channels=news.a&timeout=0"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
+        gw.poll_status("channels=news.a").await == 200
     })
     .await;
     publish(&gw, "public.keep", json!("after")).await;

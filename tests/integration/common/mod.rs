@@ -122,6 +122,17 @@ impl TestGateway {
         format!("https://localhost:{}{}", self.public.port(), path)
     }
 
+    /// The status of a long-poll that answers at once (`timeout=0`).
+    pub async fn poll_status(&self, query: &str) -> u16 {
+        self.http
+            .get(self.url(&format!("/realtime/poll?{query}&timeout=0")))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
     }
