@@ -15,7 +15,7 @@ use template::{Input, Template};
 /// Largest admin request body (publish, webhooks): room for a big batch of
 /// small messages, or one maximal message.
 pub fn body_limit(max_message: usize) -> usize {
-    (max_message * 2).max(8 * 1024 * 1024)
+    max_message.saturating_mul(2).max(8 * 1024 * 1024)
 }
 
 /// The templates of one rule (webhook or tap) that make a message.

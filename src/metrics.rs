@@ -282,7 +282,12 @@ impl Metrics {
     /// A realtime connection rendered `bytes` of frames in one batch.
     pub fn observe_batch(&self, bytes: usize) {
         let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-        self.batch_peak.inner().fetch_max(bytes, Ordering::Relaxed);
+        // Read first: every delivery lands here, and a `fetch_max` that
+        // changes nothing still writes the one shared cache line.
+        let peak = self.batch_peak.inner();
+        if bytes > peak.load(Ordering::Relaxed) {
+            peak.fetch_max(bytes, Ordering::Relaxed);
+        }
     }
 
     pub fn replay(&self, result: &'static str) {

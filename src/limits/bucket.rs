@@ -70,7 +70,7 @@ fn take(level: &mut Level, n: u32, quota: &RateLimit, now: u64) -> Verdict {
     let per = quota.rate.per.as_nanos().max(1);
     let count = u128::from(quota.rate.count.get()) * TOKEN;
     // Rounded up: retrying after this long succeeds, not one tick before.
-    let nanos = (excess * per).div_ceil(count);
+    let nanos = excess.saturating_mul(per).div_ceil(count);
     Verdict::Wait(Duration::from_nanos(
         u64::try_from(nanos).unwrap_or(u64::MAX),
     ))

@@ -85,7 +85,7 @@ struct TapJob {
 }
 
 impl TapJob {
-    fn spawn(self, response_body: Option<Captured>) {
+    fn spawn(mut self, response_body: Option<Captured>) {
         tokio::spawn(async move {
             let request = self
                 .request_body
@@ -96,7 +96,7 @@ impl TapJob {
                 body: request.as_ref().map(|c| Body::new(&c.bytes, c.truncated)),
                 headers: Some(&self.request_headers),
                 path: &self.path,
-                query: self.query.clone(),
+                query: std::mem::take(&mut self.query),
                 response_status: Some(self.status.as_u16()),
                 response_headers: Some(&self.response_headers),
                 response_body: response_body

@@ -97,14 +97,15 @@ fn render(state: &AppState, session: &mut Session, out: Vec<Delivery>) -> bytes:
             items.put_u8(b',');
         }
         first = false;
-        let cursor = session.cursor_text();
+        // The cursor is encoded only where it is written: a long one is
+        // not repeated in messages, only at the answer's end.
         match &item {
             Delivery::Message(m) => {
-                m.write_json(short.then_some(cursor), &mut items);
+                m.write_json(short.then(|| session.cursor_text()), &mut items);
                 delivered += 1;
             }
             Delivery::Reset { channels, reason } => {
-                reset_json(channels, reason, cursor, &mut items)
+                reset_json(channels, reason, session.cursor_text(), &mut items)
             }
         }
     }
