@@ -115,47 +115,80 @@ impl Upstream {
     }
 }
 
-/// POST a small JSON body to a backend path (client messages); returns the
-/// status and body, bounded by `limit` bytes.
+/// What the gateway itself asks of the application (client messages
+/// forwarded to `client_messages.forward_to`, session and resource checks):
+/// small requests whose whole answer is read, bounded by `limit` bytes.
 impl Upstream {
+    /// POST a small JSON body to a backend path (client messages).
     pub async fn post(
         &self,
+        path: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<(StatusCode, Bytes), BackendError> {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let answer = self
+            .call(http::Method::POST, path, headers, body, limit)
+            .await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// Send one request to `path` (the upstream's base path in front) and
+    /// read its whole answer: status, head and at most `limit` bytes of body.
+    /// `headers` are sent as given; nothing of a client's is added here.
+    pub async fn call(
+        &self,
+        method: http::Method,
         path: &str,
         headers: HeaderMap,
         body: Bytes,
         limit: usize,
-    ) -> Result<(StatusCode, Bytes), BackendError> {
+    ) -> Result<Answer, BackendError> {
         let uri = http::uri::PathAndQuery::try_from(format!("{}{}", self.base_path, path))
             .map_err(http::Error::from)
             .and_then(|pq| self.uri(pq))
             .map_err(|e| BackendError::Request(e.to_string()))?;
-        let mut req = Request::post(uri)
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(uri)
             .body(reply::full(body))
             .map_err(|e| BackendError::Request(e.to_string()))?;
         *req.headers_mut() = headers;
-        req.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
         // The same rules for reusing its connection as a proxied request's.
         let conn = reuse::Connection::watch(&mut req);
         let mut resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
             .map_err(|_| BackendError::Timeout)?
             .map_err(|e| BackendError::Unavailable(e.to_string()))?;
-        reuse::check(&http::Method::POST, false, &mut resp, &conn)
+        reuse::check(&method, false, &mut resp, &conn)
             .map_err(|e| BackendError::Unavailable(e.to_string()))?;
-        let status = resp.status();
+        let (parts, body) = resp.into_parts();
         let body = tokio::time::timeout(
             self.timeout,
-            http_body_util::Limited::new(resp.into_body(), limit).collect(),
+            http_body_util::Limited::new(body, limit).collect(),
         )
         .await
         .map_err(|_| BackendError::Timeout)?
         .map_err(|e| BackendError::Unavailable(e.to_string()))?
         .to_bytes();
-        Ok((status, body))
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
+}
+
+/// A whole answer to [`Upstream::call`].
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 #[derive(Debug, thiserror::Error)]
