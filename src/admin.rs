@@ -2,12 +2,12 @@
 //! Plain HTTP, bound to loopback by default: `POST /publish`, `GET /healthz`,
 //! `GET /readyz`, `GET /stats`, `GET /dashboard`.
 
+mod body;
 pub mod dashboard;
 pub mod publish;
 pub mod webhook;
 
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::auth::{AdminRefusal, Authenticator};
@@ -132,15 +132,9 @@ async fn disconnect(state: AppState, req: Request<Incoming>) -> Response<Body> {
         subject: Option<String>,
         connection: Option<u64>,
     }
-    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "body over 64 KiB",
-            );
-        }
+    let (_, body) = match body::read(req, 64 * 1024).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
     let target: Target = match serde_json::from_slice(&body) {
         Ok(t) => t,
@@ -204,36 +198,11 @@ fn readyz(state: &AppState) -> Response<Body> {
 async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let settings = state.settings();
     let limit = crate::ingest::body_limit(settings.config.realtime.max_message);
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return reply::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("body over {limit} bytes"),
-        );
-    }
-    let headers = req.headers().clone();
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("body over {limit} bytes"),
-            );
-        }
-        Err(e) => {
-            return reply::error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("reading body: {e}"),
-            );
-        }
+    let (parts, body) = match body::read(req, limit).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
+    let headers = parts.headers;
     let batch = match publish::parse(&body, &settings) {
         Ok(batch) => batch,
         Err(publish::Rejected(status, code, msg)) => return reply::error(status, code, msg),

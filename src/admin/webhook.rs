@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::ingest::template::{Body, Input};
@@ -21,17 +20,10 @@ pub async fn handle(
     params: HashMap<String, String>,
     req: Request<Incoming>,
 ) -> Response<reply::Body> {
-    let (parts, body) = req.into_parts();
     let limit = crate::ingest::body_limit(settings.config.realtime.max_message);
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return reply::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("body over {limit} bytes"),
-            );
-        }
+    let (parts, bytes) = match super::body::read(req, limit).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
     if let Err((status, code, msg)) = rule.verify(&parts.headers, &bytes) {
         return reply::error(status, code, msg);

@@ -50,6 +50,9 @@ pub(crate) fn validate(c: &Config) -> Vec<Violation> {
     r.0
 }
 
+/// The largest `realtime.max_message` accepted.
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
 fn listen(c: &Config, r: &mut Report) {
     let (public, admin) = (c.listen.public, c.listen.admin);
     // Port 0 asks the OS for a free port, so two port-0 listeners never clash.
@@ -127,6 +130,11 @@ fn realtime(c: &Config, r: &mut Report) {
     nonzero(r, &key.key("history").key("ttl"), rt.history.ttl);
     if rt.max_message == 0 {
         r.add(key.key("max_message"), "must be at least 1 byte");
+    } else if rt.max_message > MAX_MESSAGE {
+        // Every channel keeps `history.size` of them and every slow
+        // connection may hold `client_queue`: a bound well past any real
+        // message keeps a typo (`64GiB`) from becoming an allocation.
+        r.add(key.key("max_message"), "must be at most 16MiB");
     }
     if rt.client_queue == 0 {
         r.add(key.key("client_queue"), "must be at least 1");

@@ -237,3 +237,43 @@ async fn backend_errors_on_send_are_replies_not_disconnects() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// A webhook body declared over the admin bound is refused before a byte of
+/// it is sent, as `POST /publish` refuses it; a body cut short is the
+/// sender's 400, not a 413.
+#[tokio::test]
+async fn webhook_bodies_declared_too_large_are_refused_up_front() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = gateway().await;
+    for path in ["/hooks/notify/alice", "/publish"] {
+        let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        // No body follows: the answer must come from the head alone.
+        let mut answer = vec![0u8; 512];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut answer))
+            .await
+            .expect("answered without waiting for the body")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+        assert!(text.contains("too_large"), "{path}: {text}");
+    }
+    let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+    s.write_all(
+        b"POST /hooks/notify/alice HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"message\":",
+    )
+    .await
+    .unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        s.read_to_string(&mut answer),
+    )
+    .await
+    .expect("answered");
+    assert!(!answer.starts_with("HTTP/1.1 413"), "{answer}");
+}

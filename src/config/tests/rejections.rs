@@ -121,6 +121,16 @@ fn bad_size() {
 }
 
 #[test]
+fn message_bound_past_reason() {
+    rejects(
+        "realtime:\n  max_message: 64GiB\n",
+        2,
+        "realtime.max_message",
+        "at most 16MiB",
+    );
+}
+
+#[test]
 fn bad_rate() {
     let text = "limits:\n  per_ip:\n    connects: { rate: 10 per second, burst: 5 }\n";
     rejects(text, 3, "limits.per_ip.connects.rate", "invalid rate");

@@ -185,6 +185,12 @@ impl WsSession {
                     if inbox.is_kicked() {
                         return Ending::Kicked;
                     }
+                    // Live messages overflowed the queue while the replay
+                    // was being sent: cut off now, with the cursor reached,
+                    // rather than after the rest of the replay.
+                    if inbox.is_evicted() {
+                        return Box::pin(self.slow_consumer()).await;
+                    }
                     match Box::pin(self.replay_step()).await {
                         Ok(step) => step,
                         Err(ending) => return ending,
