@@ -22,6 +22,7 @@ mod publish;
 mod relay;
 mod reload;
 mod reload_safety;
+mod routes;
 mod replay;
 mod shutdown;
 mod slow;
