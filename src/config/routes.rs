@@ -49,9 +49,7 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
         } else if !is_name(name) {
             add(
                 at,
-                format!(
-                    "{name:?} is not an upstream name (ASCII letters, digits, `-`, `_`, `.`)"
-                ),
+                format!("{name:?} is not an upstream name (ASCII letters, digits, `-`, `_`, `.`)"),
             );
         }
     }
@@ -86,10 +84,7 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
             }
         }
         if route.strip_prefix && route.path.is_none() {
-            add(
-                at.key("strip_prefix"),
-                "needs a `path` to strip".to_owned(),
-            );
+            add(at.key("strip_prefix"), "needs a `path` to strip".to_owned());
         }
         if !known(&route.upstream) {
             add(at.key("upstream"), unknown(&route.upstream));
@@ -108,12 +103,13 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
         }
         seen.push(id);
     }
-    if let Some(name) = c.client_messages.as_ref().and_then(|m| m.upstream.as_deref()) {
+    if let Some(name) = c
+        .client_messages
+        .as_ref()
+        .and_then(|m| m.upstream.as_deref())
+    {
         if !known(name) {
-            add(
-                root.key("client_messages").key("upstream"),
-                unknown(name),
-            );
+            add(root.key("client_messages").key("upstream"), unknown(name));
         }
     }
     for (i, tap) in c.taps.iter().enumerate() {

@@ -69,7 +69,11 @@ impl Config {
                 r.host.as_deref().unwrap_or("*"),
                 r.path.as_deref().unwrap_or("/"),
                 r.upstream,
-                if r.strip_prefix { " (prefix stripped)" } else { "" }
+                if r.strip_prefix {
+                    " (prefix stripped)"
+                } else {
+                    ""
+                }
             )?;
         }
         let rt = &self.realtime;

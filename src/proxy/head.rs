@@ -515,7 +515,10 @@ mod tests {
         assert_eq!(out.host(), "cdn.example:8443");
         out.retarget("/static", "/assets/".len());
         let head = String::from_utf8(out.head.clone()).unwrap();
-        assert!(head.starts_with("GET /static/app.js?v=1 HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.starts_with("GET /static/app.js?v=1 HTTP/1.1\r\n"),
+            "{head}"
+        );
         assert_eq!(out.path(), "/app.js");
         assert_eq!(out.host(), "cdn.example:8443", "the host range follows");
         let (mut out, _) = relayed("GET /assets HTTP/1.1\r\nHost: h\r\n\r\n");

@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, Request, Response, StatusCode};
+use tracing::Instrument;
 
 use crate::ingest::tap::{Captured, TapRule, tee};
 use crate::ingest::template::{Body, Input};
 use crate::proxy::{Proxy, Tunnels};
 use crate::reply::{self, Body as ReplyBody};
-use crate::upstream::routes::Rewrite;
 use crate::state::{AppState, Settings};
+use crate::upstream::routes::Rewrite;
 
 type Slot = Arc<Mutex<Option<Captured>>>;
 
@@ -37,6 +38,7 @@ pub async fn proxy_with_taps(
         };
         return Proxy::new(routed.upstream)
             .forward(req, tunnels(state))
+            .instrument(upstream_span(routed.name))
             .await;
     }
     let cap = settings.config.realtime.max_message;
@@ -60,6 +62,7 @@ pub async fn proxy_with_taps(
     };
     let resp = Proxy::new(routed.upstream)
         .forward(req, tunnels(state))
+        .instrument(upstream_span(routed.name))
         .await;
     let status = resp.status();
     let fired: Vec<Arc<TapRule>> = taps.into_iter().filter(|t| t.fires(status)).collect();
@@ -155,6 +158,11 @@ fn tunnels(state: &AppState) -> Tunnels<'_> {
     }
 }
 
+/// Around the proxy's own span: which upstream the request was routed to.
+fn upstream_span(name: &str) -> tracing::Span {
+    tracing::debug_span!("routed", upstream = name)
+}
+
 /// The host a request is routed by: its authority (HTTP/2, or an absolute
 /// target) without any `user@`, else its `Host` header; the proxy forwards
 /// the same one (`proxy/fields.rs`).
@@ -186,7 +194,8 @@ fn rewritten(
     };
     let (mut parts, body) = req.into_parts();
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let pq = http::uri::PathAndQuery::try_from(rewrite.apply(target).as_ref()).map_err(|_| bad())?;
+    let pq =
+        http::uri::PathAndQuery::try_from(rewrite.apply(target).as_ref()).map_err(|_| bad())?;
     let mut uri = parts.uri.clone().into_parts();
     uri.path_and_query = Some(pq);
     parts.uri = http::Uri::from_parts(uri).map_err(|_| bad())?;

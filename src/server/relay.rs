@@ -93,9 +93,8 @@ where
                 head::Request::NotOurs => return Relayed::HandOver(buf),
                 head::Request::Relay(mut out) => {
                     buf.advance(out.len);
-                    let span =
-                        tracing::debug_span!("proxy", method = %out.method, path = out.path());
                     let routed = settings.upstreams.route(Some(out.host()), out.path());
+                    let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name);
                     out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
                     let next = exchange(state, routed.upstream, io, &mut buf, &out)
                         .instrument(span)

@@ -95,14 +95,21 @@ async fn routed(gw: &TestGateway, roads: &Roads, host: &str, path: &str) -> (Str
         .unwrap();
     assert_eq!(resp.version(), Version::HTTP_2);
     let (a2, p2, _) = went(&resp.json().await.unwrap());
-    assert_eq!((&a2, &p2), (&app, &got), "HTTP/2 {host}{path} routed like the GET");
+    assert_eq!(
+        (&a2, &p2),
+        (&app, &got),
+        "HTTP/2 {host}{path} routed like the GET"
+    );
     (app, got)
 }
 
 fn upstreams_yaml(apps: &[(&str, &App, &str)]) -> String {
     let mut y = String::from("upstreams:\n");
     for (name, app, base) in apps {
-        y.push_str(&format!("  {name}: {{ url: \"{}{base}\", timeout: 5s }}\n", app.url));
+        y.push_str(&format!(
+            "  {name}: {{ url: \"{}{base}\", timeout: 5s }}\n",
+            app.url
+        ));
     }
     y
 }
@@ -121,7 +128,11 @@ async fn host_path_order_strip_and_default_route_alike_in_both_engines() {
          \x20 - {{ host: \"*.tenants.example\", upstream: tenant }}\n\
          \x20 - {{ path: /v2/, upstream: files }}\n\
          \x20 - {{ path: /assets/, upstream: files, strip_prefix: true }}\n",
-        upstreams_yaml(&[("api", &api, ""), ("tenant", &tenant, ""), ("files", &files, "/files")])
+        upstreams_yaml(&[
+            ("api", &api, ""),
+            ("tenant", &tenant, ""),
+            ("files", &files, "/files")
+        ])
     );
     let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
     let c = roads(&gw);
@@ -138,7 +149,12 @@ async fn host_path_order_strip_and_default_route_alike_in_both_engines() {
         // host's /v2/ goes to files, whose base path goes in front.
         ("other.example", "/v2/x", "files", "/files/v2/x"),
         // strip_prefix: the prefix goes, a leading `/` stays, then the base.
-        ("other.example", "/assets/app.js?v=3", "files", "/files/app.js?v=3"),
+        (
+            "other.example",
+            "/assets/app.js?v=3",
+            "files",
+            "/files/app.js?v=3",
+        ),
         ("localhost", "/assets/", "files", "/files/"),
         // No route: default.
         ("localhost", "/plain", "default", "/plain"),
@@ -209,7 +225,12 @@ async fn taps_fire_on_routed_requests_and_may_name_the_upstream() {
         "the tap matched the client's path; the app got the stripped one"
     );
     // A tapped GET leaves the relay for hyper, and is routed the same.
-    let r = gw.http1.get(gw.url("/api/items?page=2")).send().await.unwrap();
+    let r = gw
+        .http1
+        .get(gw.url("/api/items?page=2"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let e = sse.expect().await;
     assert_eq!(e.event, "listed");
@@ -241,11 +262,12 @@ async fn routes_change_by_reload_and_kept_upstreams_keep_their_connections() {
     assert_eq!(get("/v2/a").await.0, "default");
 
     let upstreams = upstreams_yaml(&[("api", &api, "")]);
-    let with_route = format!(
-        "{base}{upstreams}routes:\n  - {{ path: /v2/, upstream: api }}\n"
-    );
+    let with_route = format!("{base}{upstreams}routes:\n  - {{ path: /v2/, upstream: api }}\n");
     reload(&gw, &with_route).unwrap();
-    assert_eq!(get("/v2/b").await, ("api".into(), "/v2/b".into(), "relay".into()));
+    assert_eq!(
+        get("/v2/b").await,
+        ("api".into(), "/v2/b".into(), "relay".into())
+    );
     assert_eq!(get("/other").await.0, "default");
     assert_eq!(api.connections.load(Ordering::SeqCst), 1);
 
@@ -299,6 +321,13 @@ async fn a_removed_upstream_finishes_its_requests_in_flight() {
         assert_eq!(v["app"], "slow", "answered by the upstream it started on");
     }
     default.release.add_permits(1);
-    let v: Value = http1.get(url("/hold/3")).send().await.unwrap().json().await.unwrap();
+    let v: Value = http1
+        .get(url("/hold/3"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["app"], "default", "the next request takes the new routes");
 }

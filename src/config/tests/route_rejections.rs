@@ -22,12 +22,7 @@ fn a_duplicate_route() {
     let text = format!(
         "{UPSTREAMS}routes:\n  - {{ host: api.example.com, path: /v2/, upstream: api }}\n  - {{ host: API.example.com, path: /v2/, upstream: default }}\n"
     );
-    rejects(
-        &text,
-        5,
-        "routes[1]",
-        "same host and path as routes[0]",
-    );
+    rejects(&text, 5, "routes[1]", "same host and path as routes[0]");
 }
 
 #[test]
@@ -93,7 +88,12 @@ fn strip_prefix_without_a_path() {
 #[test]
 fn client_messages_to_an_unknown_upstream() {
     let text = format!("{UPSTREAMS}client_messages:\n  forward_to: /inbound\n  upstream: nope\n");
-    rejects(&text, 5, "client_messages.upstream", "names no upstream: \"nope\"");
+    rejects(
+        &text,
+        5,
+        "client_messages.upstream",
+        "names no upstream: \"nope\"",
+    );
 }
 
 #[test]
@@ -114,7 +114,10 @@ fn routes_and_upstreams_that_load() {
     assert!(c.routes[2].strip_prefix);
     assert_eq!(c.upstreams["api"].url.as_str(), "http://10.0.0.7:8080/");
     let summary = c.summary();
-    assert!(summary.contains("upstream api: http://10.0.0.7:8080/"), "{summary}");
+    assert!(
+        summary.contains("upstream api: http://10.0.0.7:8080/"),
+        "{summary}"
+    );
     assert!(
         summary.contains("route: host * path /assets/ -> default (prefix stripped)"),
         "{summary}"

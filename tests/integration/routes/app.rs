@@ -98,7 +98,8 @@ async fn serve(
         } else {
             "-"
         };
-        let answer = json!({ "app": name, "path": target, "engine": engine, "body": body }).to_string();
+        let answer =
+            json!({ "app": name, "path": target, "engine": engine, "body": body }).to_string();
         let reply = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
             answer.len()
