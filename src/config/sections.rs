@@ -185,6 +185,19 @@ mod tests {
         webhooks: [{ name: w, match: { path: /h }, channel: a.b, data: \"{body}\" }]\n";
 
     #[test]
+    fn routes_and_upstreams_in_force_must_be_dropped_in_writing() {
+        let routed = "listen: {}\nchannels: []\n\
+            upstreams: { api: { url: http://127.0.0.1:3001 } }\n\
+            routes: [{ path: /v2/, upstream: api }]\n";
+        assert_eq!(
+            refused_keys(routed, "listen: {}\nchannels: []\n"),
+            ["upstreams", "routes"]
+        );
+        let dropped = "listen: {}\nchannels: []\nupstreams: {}\nroutes: []\n";
+        assert!(refused_keys(routed, dropped).is_empty());
+    }
+
+    #[test]
     fn a_section_in_force_cannot_vanish_silently() {
         let without_channels =
             RUNNING.replace("channels: [{ pattern: \"a.*\", subscribe: anyone }]\n", "");
