@@ -13,6 +13,7 @@ mod interpolate;
 mod lenient;
 mod locate;
 mod normalize;
+mod routes;
 mod rules;
 mod schema;
 mod sections;
@@ -26,6 +27,7 @@ mod tests;
 
 pub use access::{Auth, Jwt, Limits, PerClient, PerIp, RateLimit, StaticToken};
 pub use error::{ConfigError, ConfigErrors};
+pub use routes::{DEFAULT_UPSTREAM, Route};
 pub use rules::{
     ChannelRule, ClientMessages, HistoryOverride, HmacVerify, PublishBy, SlowClient, Subscribe,
     Tap, TapMatch, Verify, Webhook, WebhookMatch,

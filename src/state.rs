@@ -6,8 +6,8 @@
 //! What clients have spent or hold (rate buckets and connection counts in
 //! [`Limits`], sessions, presence, the hub) lives in [`Handles`] beside it and
 //! outlasts every swap; a reload only hands the new quotas to [`Limits`], and
-//! the new proxy takes over the backend connections while the backend stays
-//! the same.
+//! each upstream takes over the connections of the upstream of the same name
+//! while it points at the same servers (routes are policy, swapped whole).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,14 +25,15 @@ use crate::ingest::webhook::{RuleError, Webhooks};
 use crate::limits::Limits;
 pub use crate::metrics::stats::{Gauge, Stats};
 use crate::rules::ChannelRules;
-use crate::upstream::Upstream;
+use crate::upstream::registry::Upstreams;
 
 /// Everything derived from one version of the configuration.
 pub struct Settings {
     pub config: Config,
     pub rules: ChannelRules,
-    /// The application's server; its connections carry over a reload.
-    pub upstream: Upstream,
+    /// The application's upstreams by name and the routes between them;
+    /// their connections carry over a reload.
+    pub upstreams: Upstreams,
     pub auth: Authenticator,
     pub webhooks: Webhooks,
     pub taps: Taps,
@@ -55,7 +56,7 @@ impl Settings {
     /// Build everything a config implies; fails on unusable key files.
     pub fn new(config: Config) -> Result<Settings, SettingsError> {
         let rules = ChannelRules::new(&config.channels, &config.realtime.history);
-        let upstream = Upstream::new(&config.backend);
+        let upstreams = Upstreams::new(&config);
         let auth = Authenticator::new(&config.auth)?;
         let taps = Taps::new(&config.taps)?;
         let webhooks = Webhooks::new(&config.webhooks)?;
@@ -70,7 +71,7 @@ impl Settings {
             taps,
             config,
             rules,
-            upstream,
+            upstreams,
             auth,
         })
     }
@@ -163,11 +164,11 @@ impl Handles {
     /// live state stays, and the limits take the new quotas.
     pub fn replace_settings(&self, mut settings: Settings) {
         let old = self.settings();
-        let (was, now) = (&old.config.backend, &settings.config.backend);
-        let same_backend = was.url == now.url && was.connect_timeout == now.connect_timeout;
         settings
-            .upstream
-            .keep_connections_of(&old.upstream, same_backend);
+            .upstreams
+            .keep_connections_of(&old.upstreams, |was, now| {
+                was.url == now.url && was.connect_timeout == now.connect_timeout
+            });
         drop(old);
         self.limits.set_policy(&settings.config.limits);
         self.settings.store(Arc::new(settings));

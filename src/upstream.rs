@@ -25,7 +25,9 @@ use crate::reply::{self, Body};
 
 pub(crate) mod framing;
 pub(crate) mod pool;
+pub(crate) mod registry;
 pub(crate) mod reuse;
+pub(crate) mod routes;
 
 #[derive(Clone)]
 pub struct Upstream {

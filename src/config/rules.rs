@@ -124,6 +124,9 @@ pub struct TapMatch {
     /// `2xx`, `201`, `20x`; any 2xx when absent is the tap module's choice.
     #[serde(default, deserialize_with = "lenient::opt_string_or_int")]
     pub status: Option<String>,
+    /// Only requests routed to this upstream (`routes:`); any when absent.
+    #[serde(default)]
+    pub upstream: Option<String>,
 }
 
 /// Where messages sent by browsers (ws frames, `POST {realtime.path}/send`) go.
@@ -132,4 +135,7 @@ pub struct TapMatch {
 pub struct ClientMessages {
     /// A backend path.
     pub forward_to: String,
+    /// The upstream it is sent to (`upstreams:`); `default` when absent.
+    #[serde(default)]
+    pub upstream: Option<String>,
 }

@@ -3,12 +3,14 @@
 //! broker carries messages and how it logs. Field names are the YAML keys; every
 //! struct refuses unknown keys, and every section has defaults so that a file need
 //! only write what it changes (an empty file is still an error: see `config.rs`). Channel, webhook and tap rules live in `rules.rs`;
-//! authentication and limits in `access.rs`.
+//! authentication and limits in `access.rs`; named upstreams' routes in `routes.rs`.
 
 use super::access::{Auth, Limits};
+use super::routes::Route;
 use super::rules::{ChannelRule, ClientMessages, Tap, Webhook};
 use super::{lenient, units};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +24,12 @@ pub struct Config {
     pub tls: Option<Tls>,
     #[serde(deserialize_with = "lenient::or_default")]
     pub backend: Backend,
+    /// More upstreams by name, each with the keys of `backend:` (`routes.rs`).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub upstreams: BTreeMap<String, Backend>,
+    /// Which upstream a proxied request goes to; first match wins.
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub routes: Vec<Route>,
     #[serde(deserialize_with = "lenient::or_default")]
     pub realtime: Realtime,
     #[serde(deserialize_with = "lenient::or_default")]

@@ -119,6 +119,8 @@ const SECTIONS: &[(&str, &str)] = &[
     ("listen", "{}"),
     ("tls", "~"),
     ("backend", "{}"),
+    ("upstreams", "{}"),
+    ("routes", "[]"),
     ("realtime", "{}"),
     ("auth", "{}"),
     ("channels", "[]"),
@@ -139,6 +141,8 @@ fn in_force(config: &Config, key: &str) -> bool {
         "listen" => config.listen != d.listen,
         "tls" => config.tls.is_some(),
         "backend" => config.backend != d.backend,
+        "upstreams" => !config.upstreams.is_empty(),
+        "routes" => !config.routes.is_empty(),
         "realtime" => config.realtime != d.realtime,
         "auth" => config.auth != d.auth,
         "channels" => !config.channels.is_empty(),
@@ -179,6 +183,19 @@ mod tests {
         auth: { admin_keys: [k1] }\n\
         channels: [{ pattern: \"a.*\", subscribe: anyone }]\n\
         webhooks: [{ name: w, match: { path: /h }, channel: a.b, data: \"{body}\" }]\n";
+
+    #[test]
+    fn routes_and_upstreams_in_force_must_be_dropped_in_writing() {
+        let routed = "listen: {}\nchannels: []\n\
+            upstreams: { api: { url: http://127.0.0.1:3001 } }\n\
+            routes: [{ path: /v2/, upstream: api }]\n";
+        assert_eq!(
+            refused_keys(routed, "listen: {}\nchannels: []\n"),
+            ["upstreams", "routes"]
+        );
+        let dropped = "listen: {}\nchannels: []\nupstreams: {}\nroutes: []\n";
+        assert!(refused_keys(routed, dropped).is_empty());
+    }
 
     #[test]
     fn a_section_in_force_cannot_vanish_silently() {

@@ -59,6 +59,23 @@ impl Config {
             format_duration(b.connect_timeout),
             format_duration(b.timeout)
         )?;
+        for (name, u) in &self.upstreams {
+            writeln!(out, "upstream {name}: {}", masked(u.url.as_str()))?;
+        }
+        for r in &self.routes {
+            writeln!(
+                out,
+                "route: host {} path {} -> {}{}",
+                r.host.as_deref().unwrap_or("*"),
+                r.path.as_deref().unwrap_or("/"),
+                r.upstream,
+                if r.strip_prefix {
+                    " (prefix stripped)"
+                } else {
+                    ""
+                }
+            )?;
+        }
         let rt = &self.realtime;
         let p = &rt.path;
         writeln!(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod rejections;
+mod route_rejections;
 
 pub(super) fn env(name: &str) -> Option<String> {
     match name {

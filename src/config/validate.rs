@@ -34,7 +34,11 @@ pub(crate) fn validate(c: &Config) -> Vec<Violation> {
     let root = KeyPath::root();
     listen(c, &mut r);
     tls(c, &mut r);
-    backend(c, &mut r);
+    backend(&c.backend, &root.key("backend"), &mut r);
+    for (name, upstream) in &c.upstreams {
+        backend(upstream, &root.key("upstreams").key(name), &mut r);
+    }
+    r.0.extend(super::routes::check(c));
     realtime(c, &mut r);
     auth(c, &mut r);
     channels(c, &mut r);
@@ -95,9 +99,9 @@ fn tls(c: &Config, r: &mut Report) {
     }
 }
 
-fn backend(c: &Config, r: &mut Report) {
-    let key = KeyPath::root().key("backend");
-    let url = &c.backend.url;
+/// The keys of `backend:`, which every entry of `upstreams:` takes too.
+fn backend(b: &super::Backend, key: &KeyPath, r: &mut Report) {
+    let url = &b.url;
     match url.scheme() {
         "http" => {}
         "https" => r.add(
@@ -112,8 +116,8 @@ fn backend(c: &Config, r: &mut Report) {
             "must name a host, e.g. http://127.0.0.1:8080",
         );
     }
-    nonzero(r, &key.key("connect_timeout"), c.backend.connect_timeout);
-    nonzero(r, &key.key("timeout"), c.backend.timeout);
+    nonzero(r, &key.key("connect_timeout"), b.connect_timeout);
+    nonzero(r, &key.key("timeout"), b.timeout);
 }
 
 fn realtime(c: &Config, r: &mut Report) {

@@ -1,7 +1,9 @@
 //! Response taps: publish when a proxied request succeeds, with no change to
 //! the application at all (`taps:` in the YAML).
 //!
-//! A tap matches method, path (`{param}` segments allowed) and status class.
+//! A tap matches method, path (`{param}` segments allowed; the path the
+//! client asked for, before a route strips its prefix), the upstream the
+//! request was routed to (`upstream:`, any when absent) and status class.
 //! Bodies are captured only for taps whose templates read them, only up to
 //! `realtime.max_message`, and while they stream through: the client's
 //! response is never held back. Publishing happens after the response body
@@ -28,6 +30,8 @@ pub struct TapRule {
     method: Option<Method>,
     path: PathPattern,
     status: Option<String>,
+    /// Only requests routed to this upstream.
+    upstream: Option<String>,
     templates: MessageTemplates,
     reads_request: bool,
     reads_response: bool,
@@ -72,6 +76,7 @@ impl Taps {
                     .and_then(|m| Method::from_bytes(m.as_bytes()).ok()),
                 path: PathPattern::new(&t.matcher.path),
                 status: t.matcher.status.clone(),
+                upstream: t.matcher.upstream.clone(),
                 reads_request: all.iter().flatten().any(|t| t.uses_body()),
                 reads_response: all.iter().flatten().any(|t| t.uses_response_body()),
                 templates: MessageTemplates {
@@ -84,20 +89,20 @@ impl Taps {
         Ok(Taps { rules })
     }
 
-    /// Taps that may fire for this request (status not known yet).
-    /// Whether any tap watches `method` and `path` (the proxy forwards
-    /// unwatched requests on its fast path).
+    /// Whether any tap may watch `method` and `path`, whatever upstream
+    /// the request is routed to (the proxy forwards unwatched requests on
+    /// its fast path, and leaves the rest, routes and all, to `candidates`).
     pub fn watches(&self, method: &Method, path: &str) -> bool {
-        self.rules.iter().any(|r| {
-            r.method.as_ref().is_none_or(|m| m == method) && r.path.matches(path).is_some()
-        })
+        self.rules.iter().any(|r| r.watches(method, path))
     }
 
-    pub fn candidates(&self, method: &Method, path: &str) -> Vec<Arc<TapRule>> {
+    /// Taps that may fire for this request, routed to `upstream` (status
+    /// not known yet).
+    pub fn candidates(&self, method: &Method, path: &str, upstream: &str) -> Vec<Arc<TapRule>> {
         self.rules
             .iter()
             .filter(|r| {
-                r.method.as_ref().is_none_or(|m| m == method) && r.path.matches(path).is_some()
+                r.watches(method, path) && r.upstream.as_deref().is_none_or(|u| u == upstream)
             })
             .cloned()
             .collect()
@@ -105,6 +110,10 @@ impl Taps {
 }
 
 impl TapRule {
+    fn watches(&self, method: &Method, path: &str) -> bool {
+        self.method.as_ref().is_none_or(|m| m == method) && self.path.matches(path).is_some()
+    }
+
     /// Whether the tap fires for an answer with `status`: its `status`
     /// pattern, or any 2xx when it has none.
     pub fn fires(&self, status: StatusCode) -> bool {

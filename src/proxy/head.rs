@@ -38,6 +38,8 @@ pub struct Outbound {
     pub close: bool,
     /// Where the client's path (no query) stands in `head`, for the log.
     path: std::ops::Range<usize>,
+    /// Where the `Host` value stands in `head`.
+    host: std::ops::Range<usize>,
 }
 
 impl Outbound {
@@ -45,6 +47,32 @@ impl Outbound {
     /// secrets, so it is never logged).
     pub fn path(&self) -> &str {
         std::str::from_utf8(&self.head[self.path.clone()]).unwrap_or("")
+    }
+
+    /// The request's host (`Host`, port and all), which routes match.
+    pub fn host(&self) -> &str {
+        std::str::from_utf8(&self.head[self.host.clone()]).unwrap_or("")
+    }
+
+    /// Send the request where its route says: the first `strip` bytes of
+    /// its path go (a route's `strip_prefix`; a leading `/` stays) and
+    /// `base`, the upstream URL's path, goes in front. `path()` is then
+    /// what remains of the client's path after `base`.
+    pub fn retarget(&mut self, base: &str, strip: usize) {
+        if base.is_empty() && strip == 0 {
+            return;
+        }
+        let start = self.path.start;
+        let strip = strip.min(self.path.len());
+        let mut insert = base.as_bytes().to_vec();
+        if strip > 0 && self.head.get(start + strip) != Some(&b'/') {
+            insert.push(b'/');
+        }
+        let added = insert.len();
+        self.head.splice(start..start + strip, insert);
+        let shift = |at: usize| at + added - strip;
+        self.path = start + base.len()..shift(self.path.end);
+        self.host = shift(self.host.start)..shift(self.host.end);
     }
 }
 
@@ -171,6 +199,8 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         info,
         Some(host),
     );
+    let host_at = head.len() + "host: ".len();
+    let host_range = host_at..host_at + host.len();
     // Writes to a Vec cannot fail.
     let _ = write!(
         head,
@@ -183,6 +213,7 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         method,
         close,
         path: path_range,
+        host: host_range,
     })
 }
 
@@ -475,6 +506,28 @@ mod tests {
         assert_eq!(out.method, Method::HEAD);
         assert!(out.head.starts_with(b"HEAD /app/x HTTP/1.1\r\n"));
         assert_eq!(out.path(), "/x", "the client's path, not the backend's");
+    }
+
+    #[test]
+    fn retarget_strips_and_prefixes_the_path() {
+        let raw = "GET /assets/app.js?v=1 HTTP/1.1\r\nHost: cdn.example:8443\r\n\r\n";
+        let (mut out, _) = relayed(raw);
+        assert_eq!(out.host(), "cdn.example:8443");
+        out.retarget("/static", "/assets/".len());
+        let head = String::from_utf8(out.head.clone()).unwrap();
+        assert!(
+            head.starts_with("GET /static/app.js?v=1 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert_eq!(out.path(), "/app.js");
+        assert_eq!(out.host(), "cdn.example:8443", "the host range follows");
+        let (mut out, _) = relayed("GET /assets HTTP/1.1\r\nHost: h\r\n\r\n");
+        out.retarget("", "/assets".len());
+        assert!(out.head.starts_with(b"GET / HTTP/1.1\r\n"));
+        assert_eq!((out.path(), out.host()), ("/", "h"));
+        let (mut out, head) = relayed("GET /x HTTP/1.1\r\nHost: h\r\n\r\n");
+        out.retarget("", 0);
+        assert_eq!(out.head, head.as_bytes(), "nothing to do");
     }
 
     #[test]

@@ -1,18 +1,22 @@
 //! A proxied exchange that response taps watch: the request goes to the
-//! application as usual while the bodies the matching taps read are captured
-//! on the way through (`ingest/tap.rs`); once the answer has been passed on,
-//! the taps that fired publish in a task of their own.
+//! upstream its route names (`upstream/routes.rs`) while the bodies the
+//! matching taps read are captured on the way through (`ingest/tap.rs`);
+//! once the answer has been passed on, the taps that fired publish in a task
+//! of their own. Taps see the request as the client sent it, before a route
+//! strips its path.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use http::{HeaderMap, Request, Response, StatusCode};
+use tracing::Instrument;
 
 use crate::ingest::tap::{Captured, TapRule, tee};
 use crate::ingest::template::{Body, Input};
 use crate::proxy::{Proxy, Tunnels};
-use crate::reply::Body as ReplyBody;
+use crate::reply::{self, Body as ReplyBody};
 use crate::state::{AppState, Settings};
+use crate::upstream::routes::Rewrite;
 
 type Slot = Arc<Mutex<Option<Captured>>>;
 
@@ -23,10 +27,18 @@ pub async fn proxy_with_taps(
     settings: &Arc<Settings>,
     req: Request<ReplyBody>,
 ) -> Response<ReplyBody> {
-    let taps = settings.taps.candidates(req.method(), req.uri().path());
+    let routed = settings.upstreams.route(host_of(&req), req.uri().path());
+    let taps = settings
+        .taps
+        .candidates(req.method(), req.uri().path(), routed.name);
     if taps.is_empty() {
-        return Proxy::new(&settings.upstream)
+        let req = match rewritten(req, routed.rewrite) {
+            Ok(req) => req,
+            Err(resp) => return resp,
+        };
+        return Proxy::new(routed.upstream)
             .forward(req, tunnels(state))
+            .instrument(upstream_span(routed.name))
             .await;
     }
     let cap = settings.config.realtime.max_message;
@@ -44,8 +56,13 @@ pub async fn proxy_with_taps(
     } else {
         req
     };
-    let resp = Proxy::new(&settings.upstream)
+    let req = match rewritten(req, routed.rewrite) {
+        Ok(req) => req,
+        Err(resp) => return resp,
+    };
+    let resp = Proxy::new(routed.upstream)
         .forward(req, tunnels(state))
+        .instrument(upstream_span(routed.name))
         .await;
     let status = resp.status();
     let fired: Vec<Arc<TapRule>> = taps.into_iter().filter(|t| t.fires(status)).collect();
@@ -139,4 +156,48 @@ fn tunnels(state: &AppState) -> Tunnels<'_> {
         tasks: &state.tasks,
         stop: &state.shutdown,
     }
+}
+
+/// Around the proxy's own span: which upstream the request was routed to.
+fn upstream_span(name: &str) -> tracing::Span {
+    tracing::debug_span!("routed", upstream = name)
+}
+
+/// The host a request is routed by: its authority (HTTP/2, or an absolute
+/// target) without any `user@`, else its `Host` header; the proxy forwards
+/// the same one (`proxy/fields.rs`).
+fn host_of<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(authority) => authority.as_str().rsplit('@').next(),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    }
+}
+
+/// `req` with its target rewritten as its route says (`strip_prefix`); the
+/// proxy puts the upstream's base path in front as for any request.
+fn rewritten(
+    req: Request<ReplyBody>,
+    rewrite: Rewrite,
+) -> Result<Request<ReplyBody>, Response<ReplyBody>> {
+    if rewrite.strip() == 0 {
+        return Ok(req);
+    }
+    let bad = || {
+        reply::error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "unusable request target",
+        )
+    };
+    let (mut parts, body) = req.into_parts();
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let pq =
+        http::uri::PathAndQuery::try_from(rewrite.apply(target).as_ref()).map_err(|_| bad())?;
+    let mut uri = parts.uri.clone().into_parts();
+    uri.path_and_query = Some(pq);
+    parts.uri = http::Uri::from_parts(uri).map_err(|_| bad())?;
+    Ok(Request::from_parts(parts, body))
 }

@@ -34,7 +34,8 @@ use refusal::{Refusal, refuse};
 use crate::conn_info::ConnInfo;
 use crate::proxy::chunked::ChunkedEnd;
 use crate::proxy::head::{self, Framing, Inbound, Outbound, Route};
-use crate::state::{AppState, Settings};
+use crate::state::AppState;
+use crate::upstream::Upstream;
 use crate::upstream::pool::BackendPool;
 
 /// How the relay left a connection.
@@ -84,16 +85,18 @@ where
             let tapped = |m: &http::Method, p: &str| settings.taps.watches(m, p);
             let route = Route {
                 realtime: &settings.config.realtime.path,
-                base_path: settings.upstream.base_path(),
+                // The routed upstream's, put in by `retarget` below.
+                base_path: "",
                 tapped: &tapped,
             };
             match head::request(&buf, &route, info) {
                 head::Request::NotOurs => return Relayed::HandOver(buf),
-                head::Request::Relay(out) => {
+                head::Request::Relay(mut out) => {
                     buf.advance(out.len);
-                    let span =
-                        tracing::debug_span!("proxy", method = %out.method, path = out.path());
-                    let next = exchange(state, &settings, io, &mut buf, &out)
+                    let routed = settings.upstreams.route(Some(out.host()), out.path());
+                    let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name);
+                    out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
+                    let next = exchange(state, routed.upstream, io, &mut buf, &out)
                         .instrument(span)
                         .await;
                     if next == Next::Abort {
@@ -165,7 +168,7 @@ enum BackendFailure {
 /// backend connection at once, as hyper does, instead of at `backend.timeout`.
 async fn exchange<I>(
     state: &AppState,
-    settings: &Settings,
+    upstream: &Upstream,
     io: &mut I,
     buf: &mut BytesMut,
     out: &Outbound,
@@ -173,7 +176,6 @@ async fn exchange<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let upstream = &settings.upstream;
     let started = Instant::now();
     // The last answer before a shutdown says so, as hyper's would.
     let close = out.close || state.stopping.has_rung();

@@ -1,7 +1,8 @@
 //! Client messages: what browsers send to the application through pushgate
 //! (`POST /realtime/send`, or the WebSocket `send` op).
 //!
-//! Each is POSTed as JSON to `client_messages.forward_to` on the backend with
+//! Each is POSTed as JSON to `client_messages.forward_to` on the backend
+//! (`client_messages.upstream`, else `default`) with
 //! `X-Pushgate-Subject` (the token subject, when there is one) and
 //! `X-Pushgate-Connection`; the backend's JSON answer comes back to the
 //! client. A backend failure is an error reply, never a dropped connection.
@@ -56,12 +57,19 @@ pub async fn forward(
     connection: u64,
     data: &RawValue,
 ) -> Result<Value, SendError> {
-    let path = settings
+    let target = settings
         .config
         .client_messages
         .as_ref()
-        .map(|c| c.forward_to.clone())
         .ok_or(SendError::NotConfigured)?;
+    let path = target.forward_to.as_str();
+    // Validation refuses a name no upstream has; were one to slip through,
+    // `default` is where client messages went before upstreams had names.
+    let upstream = target
+        .upstream
+        .as_deref()
+        .and_then(|name| settings.upstreams.get(name))
+        .unwrap_or_else(|| settings.upstreams.default());
     let mut headers = HeaderMap::new();
     if let Some(v) = subject.and_then(|s| HeaderValue::from_str(s).ok()) {
         headers.insert("x-pushgate-subject", v);
@@ -71,7 +79,7 @@ pub async fn forward(
     }
     let limit = settings.config.realtime.max_message;
     let body = Bytes::copy_from_slice(data.get().as_bytes());
-    let (status, answer) = settings.upstream.post(&path, headers, body, limit).await?;
+    let (status, answer) = upstream.post(path, headers, body, limit).await?;
     if !status.is_success() {
         return Err(SendError::Status(status.as_u16()));
     }

@@ -23,6 +23,7 @@ mod relay;
 mod reload;
 mod reload_safety;
 mod replay;
+mod routes;
 mod shutdown;
 mod slow;
 mod sse;

@@ -6,7 +6,7 @@ use super::parse_str;
 /// Parses `text`, expects exactly one error, and checks it starts with
 /// `gateway.yaml:{line}: {key}:` and mentions `fragment`.
 #[track_caller]
-fn rejects(text: &str, line: usize, key: &str, fragment: &str) {
+pub(super) fn rejects(text: &str, line: usize, key: &str, fragment: &str) {
     let errors = match parse_str(text) {
         Ok(_) => panic!("accepted:\n{text}"),
         Err(e) => e,

@@ -1,0 +1,160 @@
+//! The application's upstreams by name — `default` (`backend:`) and the
+//! entries of `upstreams:` — with the routes that choose between them.
+//!
+//! One registry is built per configuration and swapped with the rest of the
+//! policy on reload. The connections stay live state all the same: an
+//! upstream whose name a reload keeps, pointed at the same servers, takes
+//! over the old one's connections (`keep_connections_of`); a removed one
+//! lives on in the old settings until the requests holding them finish.
+
+use super::Upstream;
+use super::routes::{Choice, Rewrite, Routes};
+use crate::config::{self, DEFAULT_UPSTREAM};
+
+struct Entry {
+    name: String,
+    config: config::Backend,
+    upstream: Upstream,
+}
+
+impl Entry {
+    fn new(name: &str, config: &config::Backend) -> Entry {
+        Entry {
+            name: name.to_owned(),
+            config: config.clone(),
+            upstream: Upstream::new(config),
+        }
+    }
+}
+
+/// Every upstream of one configuration, and its routes.
+pub struct Upstreams {
+    default: Entry,
+    /// In name order.
+    named: Vec<Entry>,
+    routes: Routes,
+}
+
+/// Where a routed request goes.
+#[derive(Clone, Copy)]
+pub struct Routed<'a> {
+    pub upstream: &'a Upstream,
+    /// The upstream's name (`default` for `backend:`).
+    pub name: &'a str,
+    pub rewrite: Rewrite,
+}
+
+impl Upstreams {
+    pub fn new(c: &config::Config) -> Upstreams {
+        let named: Vec<Entry> = c
+            .upstreams
+            .iter()
+            .filter(|(name, _)| name.as_str() != DEFAULT_UPSTREAM)
+            .map(|(name, backend)| Entry::new(name, backend))
+            .collect();
+        let index = |name: &str| {
+            if name == DEFAULT_UPSTREAM {
+                return Some(0);
+            }
+            named.iter().position(|e| e.name == name).map(|i| i + 1)
+        };
+        let routes = Routes::new(&c.routes, index);
+        Upstreams {
+            default: Entry::new(DEFAULT_UPSTREAM, &c.backend),
+            named,
+            routes,
+        }
+    }
+
+    /// The upstream called `name` (`default` is `backend:`).
+    pub fn get(&self, name: &str) -> Option<&Upstream> {
+        self.entry(name).map(|e| &e.upstream)
+    }
+
+    /// `backend:`: where requests no route takes go.
+    pub fn default(&self) -> &Upstream {
+        &self.default.upstream
+    }
+
+    /// Whether any route is configured (without, every request goes to
+    /// `default` as it is).
+    pub fn has_routes(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
+    /// The upstream a proxied request for `host` (its `Host` or authority,
+    /// when it named one) and `path` (no query) goes to, and how its path
+    /// is rewritten.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Routed<'_> {
+        let Some(Choice { upstream, rewrite }) = self.routes.choose(host, path) else {
+            return self.routed(&self.default, Rewrite::default());
+        };
+        let entry = upstream
+            .checked_sub(1)
+            .and_then(|i| self.named.get(i))
+            .unwrap_or(&self.default);
+        self.routed(entry, rewrite)
+    }
+
+    fn routed<'a>(&'a self, entry: &'a Entry, rewrite: Rewrite) -> Routed<'a> {
+        Routed {
+            upstream: &entry.upstream,
+            name: &entry.name,
+            rewrite,
+        }
+    }
+
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        if name == DEFAULT_UPSTREAM {
+            return Some(&self.default);
+        }
+        self.named.iter().find(|e| e.name == name)
+    }
+
+    /// Take over `old`'s connections, upstream by upstream, where a name
+    /// stays and `same(was, now)` judges its configuration the same servers
+    /// reached the same way.
+    pub fn keep_connections_of(
+        &mut self,
+        old: &Upstreams,
+        same: impl Fn(&config::Backend, &config::Backend) -> bool,
+    ) {
+        for entry in std::iter::once(&mut self.default).chain(self.named.iter_mut()) {
+            if let Some(was) = old.entry(&entry.name) {
+                let keep = same(&was.config, &entry.config);
+                entry.upstream.keep_connections_of(&was.upstream, keep);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(yaml: &str) -> Upstreams {
+        let c = config::parse(yaml, std::path::Path::new("gateway.yaml")).unwrap();
+        Upstreams::new(&c)
+    }
+
+    #[test]
+    fn routes_name_upstreams_and_the_rest_goes_to_default() {
+        let u = registry(
+            "backend: { url: http://127.0.0.1:1/base }\n\
+             upstreams:\n  api: { url: http://127.0.0.1:2/ }\n  web: { url: http://127.0.0.1:3/w }\n\
+             routes:\n  - { host: api.example.com, upstream: api }\n  - { path: /w/, upstream: web, strip_prefix: true }\n",
+        );
+        let r = u.route(Some("api.example.com:443"), "/w/x");
+        assert_eq!(r.name, "api");
+        assert_eq!(r.rewrite, Rewrite::default());
+        let r = u.route(Some("other"), "/w/x");
+        assert_eq!((r.name, r.upstream.base_path()), ("web", "/w"));
+        assert_eq!(r.rewrite.apply("/w/x"), "/x");
+        let r = u.route(None, "/x");
+        assert_eq!((r.name, r.upstream.base_path()), ("default", "/base"));
+        assert!(u.get("web").is_some() && u.get("default").is_some());
+        assert!(u.get("nope").is_none());
+        assert_eq!(u.default().base_path(), "/base");
+        assert!(u.has_routes());
+    }
+}

@@ -1,0 +1,117 @@
+//! The stand-in applications behind routed requests: real HTTP/1.1 servers
+//! on port 0, each answering every request with its own name, the target it
+//! received and which of the gateway's engines sent it, so a test can tell
+//! where a request went, with which path, and by which road.
+//!
+//! The engine shows in a header's spelling: clients send `X-Route-Probe`
+//! with that case; the HTTP/1 relay forwards header names byte for byte,
+//! hyper (which parses and re-encodes them) sends them lowercase.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+pub(crate) const PROBE: &str = "X-Route-Probe";
+
+pub(crate) struct App {
+    pub(crate) url: String,
+    /// Connections the gateway has opened to it.
+    pub(crate) connections: Arc<AtomicUsize>,
+    /// Every target it received.
+    pub(crate) seen: Arc<Mutex<Vec<String>>>,
+    /// Requests for `/hold…` wait for a permit here before they are answered.
+    pub(crate) release: Arc<Semaphore>,
+}
+
+impl App {
+    pub(crate) fn has_seen(&self, target: &str) -> bool {
+        self.seen.lock().unwrap().iter().any(|t| t == target)
+    }
+}
+
+pub(crate) async fn app(name: &'static str) -> App {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let release = Arc::new(Semaphore::new(0));
+    let (c, s, r) = (connections.clone(), seen.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(name, stream, s.clone(), r.clone()));
+        }
+    });
+    App {
+        url,
+        connections,
+        seen,
+        release,
+    }
+}
+
+async fn serve(
+    name: &'static str,
+    mut stream: tokio::net::TcpStream,
+    seen: Arc<Mutex<Vec<String>>>,
+    release: Arc<Semaphore>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+        let length = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        while buf.len() < end + 4 + length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+        buf.drain(..end + 4 + length);
+        let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+        seen.lock().unwrap().push(target.clone());
+        if target.starts_with("/hold") {
+            let _ = release.acquire().await.map(|p| p.forget());
+        }
+        let engine = if head.contains(&format!("\r\n{PROBE}:")) {
+            "relay"
+        } else if head.contains(&format!("\r\n{}:", PROBE.to_ascii_lowercase())) {
+            "hyper"
+        } else {
+            "-"
+        };
+        let answer =
+            json!({ "app": name, "path": target, "engine": engine, "body": body }).to_string();
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if stream.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Where an answer says the request went: (app, path it received, engine).
+pub(crate) fn went(v: &Value) -> (String, String, String) {
+    let s = |k: &str| v[k].as_str().unwrap_or("?").to_owned();
+    (s("app"), s("path"), s("engine"))
+}
