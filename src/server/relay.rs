@@ -91,6 +91,11 @@ where
             };
             match head::request(&buf, &route, info) {
                 head::Request::NotOurs => return Relayed::HandOver(buf),
+                // The hyper path answers it (400), as it answers any
+                // request the relay does not take.
+                head::Request::Relay(out) if settings.upstreams.refuses(out.path()) => {
+                    return Relayed::HandOver(buf);
+                }
                 head::Request::Relay(mut out) => {
                     buf.advance(out.len);
                     let routed = settings.upstreams.route(Some(out.host()), out.path());

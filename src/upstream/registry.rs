@@ -82,6 +82,14 @@ impl Upstreams {
         !self.routes.is_empty()
     }
 
+    /// Whether a request for `path` is refused (400) rather than routed:
+    /// with routes in force, a path that could resolve to another one than
+    /// the route matched (`routes::ambiguous`). Without routes every
+    /// request goes to `default` and the application resolves it as ever.
+    pub fn refuses(&self, path: &str) -> bool {
+        self.has_routes() && super::routes::ambiguous(path)
+    }
+
     /// The upstream a proxied request for `host` (its `Host` or authority,
     /// when it named one) and `path` (no query) goes to, and how its path
     /// is rewritten.

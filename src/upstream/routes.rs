@@ -148,6 +148,27 @@ impl Routes {
     }
 }
 
+/// Whether `path` could mean another path to the upstream than the one its
+/// prefix was matched on: a dot segment (`/./`, `/../`, at the end too), or
+/// a dot, slash or backslash written percent-encoded or as `\`. An
+/// application resolves `/api/public/../admin` to `/api/admin`, so a route
+/// for `/api/public/` would pass a request for `/api/admin` to its
+/// upstream; nginx normalises before matching. Browsers never send these
+/// (they resolve dot segments themselves), so such a request is refused
+/// rather than normalised into a guess.
+pub fn ambiguous(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.contains(&b'\\') {
+        return true;
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") {
+        return true;
+    }
+    path.split('/')
+        .any(|segment| segment == "." || segment == "..")
+}
+
 /// The name in a `Host` value or authority: without its port, its IPv6
 /// brackets kept, and without a trailing dot (`example.com.` is the same
 /// name).
@@ -180,6 +201,32 @@ mod tests {
 
     fn to(r: &Routes, host: &str, path: &str) -> Option<usize> {
         r.choose(Some(host), path).map(|c| c.upstream)
+    }
+
+    #[test]
+    fn paths_that_could_resolve_elsewhere_are_ambiguous() {
+        for p in [
+            "/api/../admin",
+            "/api/..",
+            "/./api/",
+            "/api/%2e%2e/admin",
+            "/api/%2E./admin",
+            "/api%2fadmin",
+            "/api/..%5cadmin",
+            "/api\\..\\admin",
+        ] {
+            assert!(ambiguous(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/api/v1",
+            "/a..b/c",
+            "/.well-known/x",
+            "/file.tar.gz",
+            "/a/.b",
+        ] {
+            assert!(!ambiguous(p), "{p}");
+        }
     }
 
     #[test]

@@ -331,3 +331,58 @@ async fn a_removed_upstream_finishes_its_requests_in_flight() {
         .unwrap();
     assert_eq!(v["app"], "default", "the next request takes the new routes");
 }
+
+/// With routes in force, a path that an application would resolve to
+/// another one than the route matched (`/api/public/../admin`, or the same
+/// with encoded dots or slashes) is refused with 400 by both engines and
+/// reaches no application; the same path without routes is the
+/// application's to resolve, as before. Raw requests: an HTTP client would
+/// resolve the dot segments itself.
+#[tokio::test]
+async fn paths_that_could_escape_their_route_are_refused_by_both_engines() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (default, api) = (app("default").await, app("api").await);
+    let extra = format!(
+        "{}routes:\n  - {{ path: /api/public/, upstream: api }}\n",
+        upstreams_yaml(&[("api", &api, "")])
+    );
+    let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
+    let targets = [
+        "/api/public/../admin",
+        "/api/public/%2e%2e/admin",
+        "/api/public/..%2fadmin",
+        "/api/public/.%2E/admin",
+    ];
+    for method in ["GET", "POST"] {
+        for target in targets {
+            let mut s = gw.tls_stream().await;
+            let head = format!(
+                "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 400"),
+                "{method} {target}: {answer}"
+            );
+        }
+    }
+    assert!(
+        api.seen.lock().unwrap().is_empty(),
+        "nothing reached the api"
+    );
+    assert!(
+        default.seen.lock().unwrap().is_empty(),
+        "nothing reached the app"
+    );
+    // An ordinary routed request still goes where its route says.
+    let mut s = gw.tls_stream().await;
+    s.write_all(b"GET /api/public/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(api.has_seen("/api/public/x"));
+}
