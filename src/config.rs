@@ -33,7 +33,7 @@ pub use rules::{
     Tap, TapMatch, Verify, Webhook, WebhookMatch,
 };
 pub use schema::{
-    Backend, BrokerConfig, BrokerKind, Config, History, Listen, Log, LogFormat, Realtime,
+    Backend, Balance, BrokerConfig, BrokerKind, Config, History, Listen, Log, LogFormat, Realtime,
     RedisConfig, SniCert, Tls,
 };
 pub use sections::Sections;

@@ -25,6 +25,7 @@ use tracing::{Instrument, debug, warn};
 use crate::conn_info::ConnInfo;
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
+use crate::upstream::server::InFlight;
 use crate::upstream::{Upstream, framing::content_length, reuse};
 
 pub(crate) mod chunked;
@@ -57,7 +58,60 @@ pub struct Tunnels<'a> {
     pub stop: &'a CancellationToken,
 }
 
+type Sent = (
+    Result<
+        Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+        tokio::time::error::Elapsed,
+    >,
+    reuse::Connection,
+    InFlight,
+);
+
 impl<'a> Proxy<'a> {
+    /// Send `req` to one of the upstream's servers in `balance` order. A
+    /// connect that failed reached no server: a request without a body is
+    /// sent again to the next server, until one takes it or every one was
+    /// tried (`None`: all unreachable). One with a body cannot be sent
+    /// again (its bytes are streamed, not kept), so its failure is its own.
+    async fn send(&self, req: Request<Body>, client: Option<std::net::IpAddr>) -> Option<Sent> {
+        let servers = self.upstream.servers();
+        let mut tried = Vec::new();
+        let mut next = Some(req);
+        loop {
+            let mut req = next.take()?;
+            let Some(i) = servers.pick(client, &tried) else {
+                warn!("no server of the upstream could be reached");
+                return None;
+            };
+            tried.push(i);
+            let server = servers.list[i].clone();
+            let spare = http_body::Body::is_end_stream(req.body()).then(|| bodiless_copy(&req));
+            let mut parts = req.uri().clone().into_parts();
+            parts.authority = Some(server.authority.clone());
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+            let conn = reuse::Connection::watch(&mut req);
+            let in_flight = server.start();
+            let result =
+                tokio::time::timeout(self.upstream.timeout(), self.upstream.client().request(req))
+                    .await;
+            match &result {
+                Ok(Err(error)) if error.is_connect() => {
+                    warn!(server = %server.authority, %error, "upstream server unreachable");
+                    server.mark_down();
+                    if spare.is_some() && tried.len() < servers.list.len() {
+                        next = spare;
+                        continue;
+                    }
+                }
+                Ok(Ok(_)) => server.mark_up(),
+                _ => {}
+            }
+            return Some((result, conn, in_flight));
+        }
+    }
+
     pub fn new(upstream: &'a Upstream) -> Proxy<'a> {
         Proxy { upstream }
     }
@@ -72,6 +126,7 @@ impl<'a> Proxy<'a> {
 
     async fn forward_inner(&self, mut req: Request<Body>, tunnels: Tunnels<'_>) -> Response<Body> {
         let started = std::time::Instant::now();
+        let client = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
         let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
         let http1 = req.version() < Version::HTTP_2;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -79,7 +134,7 @@ impl<'a> Proxy<'a> {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let (mut backend_req, upload) = match upload::read_ahead(backend_req).await {
+        let (backend_req, upload) = match upload::read_ahead(backend_req).await {
             Ok(r) => r,
             Err(error) => {
                 debug!(%error, "request body refused before forwarding");
@@ -87,12 +142,10 @@ impl<'a> Proxy<'a> {
             }
         };
         let method = backend_req.method().clone();
-        let conn = reuse::Connection::watch(&mut backend_req);
-        let result = tokio::time::timeout(
-            self.upstream.timeout(),
-            self.upstream.client().request(backend_req),
-        )
-        .await;
+        let (result, conn, _in_flight) = match self.send(backend_req, client).await {
+            Some(sent) => sent,
+            None => return bad_gateway(),
+        };
         let mut resp = match result {
             Err(_) => {
                 warn!(timeout = ?self.upstream.timeout(), "backend did not answer in time");
@@ -257,4 +310,14 @@ fn malformed_body(http1: bool) -> Response<Body> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// The same request with no body, to send again to another server.
+fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(reply::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }

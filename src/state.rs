@@ -167,7 +167,7 @@ impl Handles {
         settings
             .upstreams
             .keep_connections_of(&old.upstreams, |was, now| {
-                was.url == now.url && was.connect_timeout == now.connect_timeout
+                was.connect_timeout == now.connect_timeout
             });
         drop(old);
         self.limits.set_policy(&settings.config.limits);

@@ -22,22 +22,24 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config;
 use crate::reply::{self, Body};
+use server::{Server, Servers};
 
 pub(crate) mod framing;
 pub(crate) mod pool;
 pub(crate) mod registry;
 pub(crate) mod reuse;
 pub(crate) mod routes;
+pub(crate) mod server;
 
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
     scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
+    /// Its servers (`url`, or `urls` with `balance`), each with the relay's
+    /// idle connections to it.
+    servers: Arc<Servers>,
     base_path: String,
     timeout: Duration,
-    /// Backend connections of the HTTP/1 relay (`server/relay.rs`).
-    pool: Arc<pool::BackendPool>,
 }
 
 impl Upstream {
@@ -51,41 +53,46 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(512)
             .build(connector);
-        let url = &backend.url;
-        let host = url.host_str().unwrap_or("127.0.0.1");
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
-        let authority = match url.port_or_known_default() {
-            Some(port) => format!("{host}:{port}"),
-            None => host,
-        };
-        let pool = Arc::new(pool::BackendPool::new(
-            authority.clone(),
-            backend.connect_timeout,
-        ));
+        let servers = backend
+            .servers()
+            .iter()
+            .map(|url| Arc::new(Server::new(authority_of(url), backend.connect_timeout)))
+            .collect();
+        let first = backend.servers().first().unwrap_or(&backend.url);
         Upstream {
             client,
-            pool,
+            servers: Arc::new(Servers::new(servers, backend.balance)),
             scheme: http::uri::Scheme::HTTP,
-            authority: authority
-                .parse()
-                .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1:8080")),
-            base_path: url.path().trim_end_matches('/').to_string(),
+            base_path: first.path().trim_end_matches('/').to_string(),
             timeout: backend.timeout,
         }
     }
 
-    /// Take over `old`'s backend connections (both pools) when both point
-    /// at the same backend the same way: a reload rebuilds the settings, and
-    /// the application's keep-alive connections should outlive that.
-    pub(crate) fn keep_connections_of(&mut self, old: &Upstream, same_backend: bool) {
-        if same_backend {
-            self.client = old.client.clone();
-            self.pool = old.pool.clone();
+    /// Take over `old`'s connections (both pools) server by server, when
+    /// both reach their servers the same way (`same_settings`): a reload
+    /// rebuilds the settings, and the application's keep-alive connections
+    /// should outlive that. A server that stays keeps its idle connections
+    /// and its down mark; a new one starts empty; a removed one is dropped
+    /// once the requests holding it finish.
+    pub(crate) fn keep_connections_of(&mut self, old: &Upstream, same_settings: bool) {
+        if !same_settings {
+            return;
         }
+        self.client = old.client.clone();
+        let list = self
+            .servers
+            .list
+            .iter()
+            .map(|new| {
+                old.servers
+                    .list
+                    .iter()
+                    .find(|was| was.authority == new.authority)
+                    .unwrap_or(new)
+                    .clone()
+            })
+            .collect();
+        self.servers = Arc::new(Servers::new(list, self.servers.balance()));
     }
 
     /// The backend URL's path, in front of every forwarded request's.
@@ -98,8 +105,8 @@ impl Upstream {
         self.timeout
     }
 
-    pub(crate) fn pool(&self) -> &pool::BackendPool {
-        &self.pool
+    pub(crate) fn servers(&self) -> &Servers {
+        &self.servers
     }
 
     /// The hyper client that carries everything the relay does not.
@@ -107,14 +114,44 @@ impl Upstream {
         &self.client
     }
 
-    /// The absolute URI of `path_and_query` on this upstream's server.
+    /// The absolute URI of `path_and_query` on the first server: where a
+    /// request is written before [`Servers::pick`] chooses its server.
     pub(crate) fn uri(&self, path_and_query: http::uri::PathAndQuery) -> Result<Uri, http::Error> {
+        match self.servers.list.first() {
+            Some(server) => self.uri_on(server, path_and_query),
+            // Never: an upstream has at least its `url`.
+            None => Uri::builder().path_and_query(path_and_query).build(),
+        }
+    }
+
+    /// The absolute URI of `path_and_query` on `server`.
+    pub(crate) fn uri_on(
+        &self,
+        server: &Server,
+        path_and_query: http::uri::PathAndQuery,
+    ) -> Result<Uri, http::Error> {
         Uri::builder()
             .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
+            .authority(server.authority.clone())
             .path_and_query(path_and_query)
             .build()
     }
+}
+
+/// `host:port` of a server URL, IPv6 hosts in brackets.
+fn authority_of(url: &url::Url) -> http::uri::Authority {
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let text = match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    };
+    text.parse()
+        .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1:8080"))
 }
 
 /// What the gateway itself asks of the application (client messages
@@ -150,22 +187,44 @@ impl Upstream {
         body: Bytes,
         limit: usize,
     ) -> Result<Answer, BackendError> {
-        let uri = http::uri::PathAndQuery::try_from(format!("{}{}", self.base_path, path))
-            .map_err(http::Error::from)
-            .and_then(|pq| self.uri(pq))
+        let pq = http::uri::PathAndQuery::try_from(format!("{}{}", self.base_path, path))
             .map_err(|e| BackendError::Request(e.to_string()))?;
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(uri)
-            .body(reply::full(body))
-            .map_err(|e| BackendError::Request(e.to_string()))?;
-        *req.headers_mut() = headers;
-        // The same rules for reusing its connection as a proxied request's.
-        let conn = reuse::Connection::watch(&mut req);
-        let mut resp = tokio::time::timeout(self.timeout, self.client.request(req))
-            .await
-            .map_err(|_| BackendError::Timeout)?
-            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        // A connect that failed reached no server: the next one is asked,
+        // whatever the method, as the body is still here to send again.
+        let mut tried = Vec::new();
+        let (mut resp, conn) = loop {
+            let Some(i) = self.servers.pick(None, &tried) else {
+                return Err(BackendError::Unavailable(
+                    "no server could be reached".into(),
+                ));
+            };
+            tried.push(i);
+            let server = &self.servers.list[i];
+            let uri = self
+                .uri_on(server, pq.clone())
+                .map_err(|e| BackendError::Request(e.to_string()))?;
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .body(reply::full(body.clone()))
+                .map_err(|e| BackendError::Request(e.to_string()))?;
+            *req.headers_mut() = headers.clone();
+            // The same rules for reusing its connection as a proxied request's.
+            let conn = reuse::Connection::watch(&mut req);
+            let _in_flight = server.start();
+            match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+                Err(_) => return Err(BackendError::Timeout),
+                Ok(Ok(resp)) => {
+                    server.mark_up();
+                    break (resp, conn);
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    server.mark_down();
+                    tracing::warn!(server = %server.authority, error = %e, "upstream server unreachable");
+                }
+                Ok(Err(e)) => return Err(BackendError::Unavailable(e.to_string())),
+            }
+        };
         reuse::check(&method, false, &mut resp, &conn)
             .map_err(|e| BackendError::Unavailable(e.to_string()))?;
         let (parts, body) = resp.into_parts();

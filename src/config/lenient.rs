@@ -131,6 +131,18 @@ pub(crate) fn opt_string_or_int<'de, D: Deserializer<'de>>(
     Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
 }
 
+/// A list of URLs (`urls:`).
+pub(crate) fn urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<url::Url>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|text| {
+            url::Url::parse(text.trim())
+                .map_err(|e| de::Error::custom(format!("invalid URL {text:?}: {e}")))
+        })
+        .collect()
+}
+
 /// A URL (the `url` crate is built without its serde feature).
 pub(crate) fn url<'de, D: Deserializer<'de>>(d: D) -> Result<url::Url, D::Error> {
     let text = String::deserialize(d)?;

@@ -97,9 +97,14 @@ pub struct SniCert {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Backend {
-    /// Must be `http://` (an https backend is not supported yet).
+    /// The one server, when there is one: `http://host:port[/base]`.
     #[serde(deserialize_with = "lenient::url")]
     pub url: url::Url,
+    /// Several servers (instead of `url`), all `http://` with the same base
+    /// path; `balance` chooses among them.
+    #[serde(deserialize_with = "lenient::urls")]
+    pub urls: Vec<url::Url>,
+    pub balance: Balance,
     #[serde(deserialize_with = "units::duration")]
     pub connect_timeout: Duration,
     /// Whole request; streaming responses are not cut while bytes flow.
@@ -112,10 +117,36 @@ impl Default for Backend {
         Backend {
             // A constant literal, not file input: it always parses.
             url: url::Url::parse("http://127.0.0.1:8080").expect("default backend URL parses"),
+            urls: Vec::new(),
+            balance: Balance::default(),
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
         }
     }
+}
+
+impl Backend {
+    /// The servers: `urls`, or `url` alone.
+    pub fn servers(&self) -> &[url::Url] {
+        if self.urls.is_empty() {
+            std::slice::from_ref(&self.url)
+        } else {
+            &self.urls
+        }
+    }
+}
+
+/// How an upstream's next server is chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each in turn.
+    #[default]
+    RoundRobin,
+    /// The one with the fewest requests in flight from this gateway.
+    LeastConn,
+    /// The same client address, the same server (while it is up).
+    IpHash,
 }
 
 /// The realtime endpoints: `{path}/ws`, `{path}/sse`, `{path}/poll`, `{path}/send`.

@@ -101,23 +101,62 @@ fn tls(c: &Config, r: &mut Report) {
 
 /// The keys of `backend:`, which every entry of `upstreams:` takes too.
 fn backend(b: &super::Backend, key: &KeyPath, r: &mut Report) {
-    let url = &b.url;
-    match url.scheme() {
-        "http" => {}
-        "https" => r.add(
-            key.key("url"),
-            "an https:// backend is not supported yet; use http:// (pushgate terminates TLS in front)",
-        ),
-        other => r.add(key.key("url"), format!("scheme `{other}` is not supported; use http://")),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
+    // `url` has a default, so "both given" is told by `url` differing from
+    // it: writing the default address beside `urls` goes unnoticed.
+    if !b.urls.is_empty() && b.url != super::Backend::default().url {
         r.add(
-            key.key("url"),
-            "must name a host, e.g. http://127.0.0.1:8080",
+            key.key("urls"),
+            "give `url` (one server) or `urls`, not both",
         );
+    }
+    let servers: Vec<(KeyPath, &url::Url)> = if b.urls.is_empty() {
+        vec![(key.key("url"), &b.url)]
+    } else {
+        let at = key.key("urls");
+        b.urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (at.index(i), u))
+            .collect()
+    };
+    for (at, url) in &servers {
+        server_url(url, at, r);
+    }
+    let base = |u: &url::Url| u.path().trim_end_matches('/').to_string();
+    if let Some((_, first)) = servers.first() {
+        for (at, url) in &servers[1..] {
+            if base(url) != base(first) {
+                r.add(
+                    at.clone(),
+                    "every server of an upstream must have the same base path",
+                );
+            }
+            if servers
+                .iter()
+                .filter(|(_, u)| u.as_str() == url.as_str())
+                .count()
+                > 1
+            {
+                r.add(at.clone(), "this server is listed twice");
+            }
+        }
     }
     nonzero(r, &key.key("connect_timeout"), b.connect_timeout);
     nonzero(r, &key.key("timeout"), b.timeout);
+}
+
+fn server_url(url: &url::Url, at: &KeyPath, r: &mut Report) {
+    match url.scheme() {
+        "http" => {}
+        "https" => r.add(
+            at.clone(),
+            "an https:// server is not supported yet; use http:// (pushgate terminates TLS in front)",
+        ),
+        other => r.add(at.clone(), format!("scheme `{other}` is not supported; use http://")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        r.add(at.clone(), "must name a host, e.g. http://127.0.0.1:8080");
+    }
 }
 
 fn realtime(c: &Config, r: &mut Report) {

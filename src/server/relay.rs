@@ -37,6 +37,8 @@ use crate::proxy::head::{self, Framing, Inbound, Outbound, Route};
 use crate::state::AppState;
 use crate::upstream::Upstream;
 use crate::upstream::pool::BackendPool;
+use crate::upstream::server::{InFlight, Server};
+use std::sync::Arc;
 
 /// How the relay left a connection.
 pub enum Relayed {
@@ -101,7 +103,7 @@ where
                     let routed = settings.upstreams.route(Some(out.host()), out.path());
                     let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name);
                     out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
-                    let next = exchange(state, routed.upstream, io, &mut buf, &out)
+                    let next = exchange(state, routed.upstream, info.peer.ip(), io, &mut buf, &out)
                         .instrument(span)
                         .await;
                     if next == Next::Abort {
@@ -174,6 +176,7 @@ enum BackendFailure {
 async fn exchange<I>(
     state: &AppState,
     upstream: &Upstream,
+    client: std::net::IpAddr,
     io: &mut I,
     buf: &mut BytesMut,
     out: &Outbound,
@@ -188,7 +191,7 @@ where
     let asked = {
         let asked = tokio::time::timeout(
             upstream.timeout(),
-            open(upstream.pool(), out, close, &mut rbuf),
+            open_any(upstream, client, out, close, &mut rbuf),
         );
         tokio::pin!(asked);
         loop {
@@ -202,7 +205,7 @@ where
             }
         }
     };
-    let (backend, inbound) = match asked {
+    let (server, _in_flight, backend, inbound) = match asked {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             warn!(%error, connect = matches!(error, BackendFailure::Connect(_)), "backend request failed");
@@ -237,15 +240,7 @@ where
         body,
         reusable: inbound.reusable,
     };
-    pass_on(
-        io,
-        backend,
-        answer,
-        rbuf,
-        upstream.timeout(),
-        upstream.pool(),
-    )
-    .await
+    pass_on(io, backend, answer, rbuf, upstream.timeout(), &server.pool).await
 }
 
 /// Watch the client while its answer is prepared: `true` once it has
@@ -264,6 +259,44 @@ async fn client_gone<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> bo
 /// there is one. A pooled connection the backend has closed meanwhile is
 /// replaced by a new one, once: the relay only takes `GET` and `HEAD`, which
 /// may be repeated (RFC 9110 §9.2.2).
+/// [`open`] on the upstream's servers in `balance` order: a server whose
+/// connect fails is marked down and the next one asked (the relay carries
+/// only `GET` and `HEAD`, so nothing of the request was lost), until one
+/// answers or every one failed.
+async fn open_any(
+    upstream: &Upstream,
+    client: std::net::IpAddr,
+    out: &Outbound,
+    close: bool,
+    rbuf: &mut BytesMut,
+) -> Result<(Arc<Server>, InFlight, TcpStream, Inbound), BackendFailure> {
+    let servers = upstream.servers();
+    let mut tried = Vec::new();
+    loop {
+        let Some(i) = servers.pick(Some(client), &tried) else {
+            return Err(BackendFailure::Connect(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "no server of the upstream could be reached",
+            )));
+        };
+        tried.push(i);
+        let server = servers.list[i].clone();
+        let in_flight = server.start();
+        match open(&server.pool, out, close, rbuf).await {
+            Ok((conn, inbound)) => {
+                server.mark_up();
+                return Ok((server, in_flight, conn, inbound));
+            }
+            Err(BackendFailure::Connect(error)) => {
+                warn!(server = %server.authority, %error, "upstream server unreachable");
+                server.mark_down();
+                rbuf.clear();
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 async fn open(
     pool: &BackendPool,
     out: &Outbound,

@@ -27,4 +27,5 @@ mod routes;
 mod shutdown;
 mod slow;
 mod sse;
+mod upstreams;
 mod ws;

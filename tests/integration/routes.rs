@@ -6,7 +6,7 @@
 //! fire on routed requests, and routes change by reload without a restart
 //! while the upstreams that stay keep their connections.
 
-mod app;
+pub(crate) mod app;
 
 use std::sync::atomic::Ordering;
 

@@ -421,3 +421,23 @@ fn a_duration_past_what_a_clock_can_take() {
     let text = "limits:\n  header_timeout: 18446744073709551615s\n";
     rejects(text, 2, "limits.header_timeout", "at most 3650d");
 }
+
+#[test]
+fn unknown_balance() {
+    rejects(
+        "backend:\n  urls: [http://10.0.0.5:8080, http://10.0.0.6:8080]\n  balance: random\n",
+        3,
+        "backend.balance",
+        "unknown variant",
+    );
+}
+
+#[test]
+fn url_and_urls_together() {
+    rejects(
+        "backend:\n  url: http://10.0.0.5:8080\n  urls: [http://10.0.0.6:8080]\n",
+        3,
+        "backend.urls",
+        "not both",
+    );
+}

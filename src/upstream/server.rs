@@ -1,0 +1,209 @@
+//! One server of an upstream, and how the next one is chosen (`balance`).
+//!
+//! A server whose connect failed is left out of the choice for
+//! [`DOWN_FOR`], then tried again; while every server is down they are all
+//! tried anyway (a refusal is better learnt from the server than assumed).
+//! The relay's idle connections live here, one pool per server; hyper's
+//! client pools by authority, so both engines keep one pool per server each.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::Balance;
+
+use super::pool::BackendPool;
+
+/// How long a server whose connect failed is skipped.
+pub const DOWN_FOR: Duration = Duration::from_secs(2);
+
+pub struct Server {
+    /// `host:port`, as in the request URI and the metrics.
+    pub authority: http::uri::Authority,
+    /// Idle connections of the HTTP/1 relay.
+    pub pool: BackendPool,
+    /// Requests this gateway has in flight on it (`least_conn`).
+    in_flight: AtomicUsize,
+    /// Milliseconds after `epoch` until which it is skipped (0: up).
+    down_until: AtomicU64,
+    epoch: Instant,
+}
+
+impl Server {
+    pub fn new(authority: http::uri::Authority, connect_timeout: Duration) -> Server {
+        Server {
+            pool: BackendPool::new(authority.to_string(), connect_timeout),
+            authority,
+            in_flight: AtomicUsize::new(0),
+            down_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether it is being skipped after a failed connect.
+    pub fn is_down(&self) -> bool {
+        self.now_ms() < self.down_until.load(Ordering::Relaxed)
+    }
+
+    /// Its connect failed: skip it for [`DOWN_FOR`].
+    pub fn mark_down(&self) {
+        let until = self.now_ms().saturating_add(DOWN_FOR.as_millis() as u64);
+        self.down_until.store(until, Ordering::Relaxed);
+    }
+
+    /// A connection to it worked.
+    pub fn mark_up(&self) {
+        if self.down_until.load(Ordering::Relaxed) != 0 {
+            self.down_until.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Count one request in flight until the guard drops.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+/// One request in flight on a server.
+pub struct InFlight(Arc<Server>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The servers of one upstream and the policy that picks among them.
+pub struct Servers {
+    pub list: Vec<Arc<Server>>,
+    balance: Balance,
+    next: AtomicUsize,
+}
+
+impl Servers {
+    pub fn new(list: Vec<Arc<Server>>, balance: Balance) -> Servers {
+        Servers {
+            list,
+            balance,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn balance(&self) -> Balance {
+        self.balance
+    }
+
+    /// The server for the next attempt of a request from `client`, leaving
+    /// out those in `tried` (indexes into `list`); `None` once every server
+    /// was tried. Servers that are down come last, in the same order.
+    pub fn pick(&self, client: Option<IpAddr>, tried: &[usize]) -> Option<usize> {
+        let n = self.list.len();
+        if tried.len() >= n {
+            return None;
+        }
+        let open = |i: &usize| !tried.contains(i);
+        let start = match self.balance {
+            Balance::RoundRobin | Balance::LeastConn => self.next.fetch_add(1, Ordering::Relaxed),
+            Balance::IpHash => client.map_or(0, ip_hash),
+        } % n;
+        let order = (0..n).map(|k| (start + k) % n).filter(open);
+        let up: Vec<usize> = order.clone().filter(|&i| !self.list[i].is_down()).collect();
+        let candidates = if up.is_empty() { order.collect() } else { up };
+        match self.balance {
+            Balance::LeastConn => candidates
+                .iter()
+                .copied()
+                .min_by_key(|&i| self.list[i].in_flight.load(Ordering::Relaxed)),
+            _ => candidates.first().copied(),
+        }
+    }
+}
+
+/// A stable hash of a client address: its IPv4 address, or the /64 of an
+/// IPv6 one (a client's own network), as FNV-1a.
+fn ip_hash(ip: IpAddr) -> usize {
+    let bytes: Vec<u8> = match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets()[..8].to_vec(),
+    };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servers(n: usize, balance: Balance) -> Servers {
+        let list = (0..n)
+            .map(|i| {
+                let a = format!("127.0.0.1:{}", 9000 + i).parse().unwrap();
+                Arc::new(Server::new(a, Duration::from_secs(1)))
+            })
+            .collect();
+        Servers::new(list, balance)
+    }
+
+    #[test]
+    fn round_robin_takes_each_in_turn_and_skips_the_down() {
+        let s = servers(3, Balance::RoundRobin);
+        let picks: Vec<_> = (0..6).map(|_| s.pick(None, &[]).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        s.list[1].mark_down();
+        let picks: Vec<_> = (0..4).map(|_| s.pick(None, &[]).unwrap()).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        s.list[1].mark_up();
+        assert!((0..3).any(|_| s.pick(None, &[]) == Some(1)));
+    }
+
+    #[test]
+    fn every_server_is_tried_once_then_none() {
+        let s = servers(3, Balance::RoundRobin);
+        let mut tried = Vec::new();
+        while let Some(i) = s.pick(None, &tried) {
+            tried.push(i);
+        }
+        tried.sort();
+        assert_eq!(tried, [0, 1, 2]);
+        // All down: still tried, rather than refused unasked.
+        for server in &s.list {
+            server.mark_down();
+        }
+        assert!(s.pick(None, &[]).is_some());
+    }
+
+    #[test]
+    fn ip_hash_keeps_a_client_on_one_server() {
+        let s = servers(4, Balance::IpHash);
+        let a: IpAddr = "10.1.2.3".parse().unwrap();
+        let first = s.pick(Some(a), &[]).unwrap();
+        assert!((0..10).all(|_| s.pick(Some(a), &[]) == Some(first)));
+        let spread: std::collections::HashSet<_> = (0..64u8)
+            .map(|i| s.pick(Some(IpAddr::from([10, 0, 0, i])), &[]).unwrap())
+            .collect();
+        assert!(spread.len() > 1, "addresses spread over servers");
+        // Its server down: another one, the same each time.
+        s.list[first].mark_down();
+        let other = s.pick(Some(a), &[]).unwrap();
+        assert_ne!(other, first);
+        assert_eq!(s.pick(Some(a), &[]), Some(other));
+    }
+
+    #[test]
+    fn least_conn_avoids_the_busy_server() {
+        let s = servers(2, Balance::LeastConn);
+        let busy = s.list[0].start();
+        assert!((0..4).all(|_| s.pick(None, &[]) == Some(1)));
+        drop(busy);
+    }
+}

@@ -1,0 +1,133 @@
+//! An upstream of several servers (`backend.urls`, `balance`): requests
+//! spread over them by both engines (a plain HTTP/1 GET through the relay,
+//! a POST through hyper), one client address stays on one server with
+//! `ip_hash`, and a server that refuses connections costs no request that
+//! can be sent again: it is left out and the next server answers. Only when
+//! every server refuses is the answer a 502.
+
+use std::collections::HashMap;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::common::*;
+use crate::routes::app::{App, PROBE, app, went};
+
+/// An address nothing listens on (bound, then let go).
+async fn dead() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}
+
+async fn gateway(urls: &[&str], balance: &str) -> TestGateway {
+    let list = urls.join(", ");
+    let dir = temp_dir("upstreams");
+    let text = yaml(&dir, "http://127.0.0.1:1", "  heartbeat: 15s", "").replace(
+        "backend: { url: \"http://127.0.0.1:1\", connect_timeout: 500ms, timeout: 2s }",
+        &format!(
+            "backend: {{ urls: [{list}], balance: {balance}, connect_timeout: 1s, timeout: 5s }}"
+        ),
+    );
+    assert!(
+        text.contains("urls:"),
+        "the test config names the servers: {text}"
+    );
+    TestGateway::start_yaml(&text, dir).await
+}
+
+/// `n` requests by `method` (GETs go through the relay, POSTs through
+/// hyper); which app answered each, and which engine carried it.
+async fn spread(gw: &TestGateway, method: Method, n: usize) -> HashMap<String, usize> {
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .http1_only()
+        .http1_title_case_headers()
+        .build()
+        .unwrap();
+    let mut count = HashMap::new();
+    for i in 0..n {
+        let resp = client
+            .request(method.clone(), gw.url(&format!("/x{i}")))
+            .header(PROBE, "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{method} /x{i}");
+        let v: Value = resp.json().await.unwrap();
+        let (app, _, engine) = went(&v);
+        let expected = if method == Method::GET {
+            "relay"
+        } else {
+            "hyper"
+        };
+        assert_eq!(engine, expected, "{method} went by the engine expected");
+        *count.entry(app).or_default() += 1;
+    }
+    count
+}
+
+fn urls(apps: &[&App]) -> Vec<String> {
+    apps.iter().map(|a| format!("\"{}\"", a.url)).collect()
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests_over_the_servers_in_both_engines() {
+    let (a, b) = (app("a").await, app("b").await);
+    let list = urls(&[&a, &b]);
+    let gw = gateway(&[&list[0], &list[1]], "round_robin").await;
+    for method in [Method::GET, Method::POST] {
+        let count = spread(&gw, method.clone(), 20).await;
+        assert_eq!(count.get("a"), Some(&10), "{method}: {count:?}");
+        assert_eq!(count.get("b"), Some(&10), "{method}: {count:?}");
+    }
+}
+
+#[tokio::test]
+async fn ip_hash_keeps_one_client_address_on_one_server() {
+    let (a, b, c) = (app("a").await, app("b").await, app("c").await);
+    let list = urls(&[&a, &b, &c]);
+    let gw = gateway(&[&list[0], &list[1], &list[2]], "ip_hash").await;
+    for method in [Method::GET, Method::POST] {
+        let count = spread(&gw, method.clone(), 12).await;
+        assert_eq!(
+            count.len(),
+            1,
+            "{method}: one server for 127.0.0.1: {count:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_connections_costs_no_request_that_can_be_sent_again() {
+    let a = app("a").await;
+    let list = urls(&[&a]);
+    let down = format!("\"{}\"", dead().await);
+    for balance in ["round_robin", "least_conn", "ip_hash"] {
+        let gw = gateway(&[&down, &list[0]], balance).await;
+        // GETs (relay) and bodiless POSTs (hyper): every one answered by `a`.
+        for method in [Method::GET, Method::POST] {
+            let count = spread(&gw, method.clone(), 10).await;
+            assert_eq!(count.get("a"), Some(&10), "{balance} {method}: {count:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_server_refusing_is_a_502() {
+    let (one, two) = (
+        format!("\"{}\"", dead().await),
+        format!("\"{}\"", dead().await),
+    );
+    let gw = gateway(&[&one, &two], "round_robin").await;
+    for method in [Method::GET, Method::POST] {
+        let resp = gw
+            .fresh_client()
+            .request(method.clone(), gw.url("/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 502, "{method}");
+    }
+}
