@@ -85,7 +85,10 @@ impl<'a> Proxy<'a> {
             };
             tried.push(i);
             let server = servers.list[i].clone();
-            let spare = http_body::Body::is_end_stream(req.body()).then(|| bodiless_copy(&req));
+            // Kept only where it could be sent: another server left to try.
+            let spare = (tried.len() < servers.list.len()
+                && http_body::Body::is_end_stream(req.body()))
+            .then(|| bodiless_copy(&req));
             let mut parts = req.uri().clone().into_parts();
             parts.authority = Some(server.authority.clone());
             if let Ok(uri) = http::Uri::from_parts(parts) {
@@ -100,7 +103,7 @@ impl<'a> Proxy<'a> {
                 Ok(Err(error)) if error.is_connect() => {
                     warn!(server = %server.authority, %error, "upstream server unreachable");
                     server.mark_down();
-                    if spare.is_some() && tried.len() < servers.list.len() {
+                    if spare.is_some() {
                         next = spare;
                         continue;
                     }

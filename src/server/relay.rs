@@ -17,6 +17,7 @@
 //! the bytes already read, to hyper for the rest of its life.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -38,7 +39,6 @@ use crate::state::AppState;
 use crate::upstream::Upstream;
 use crate::upstream::pool::BackendPool;
 use crate::upstream::server::{InFlight, Server};
-use std::sync::Arc;
 
 /// How the relay left a connection.
 pub enum Relayed {
@@ -255,10 +255,6 @@ async fn client_gone<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> bo
     !matches!(io.read_buf(buf).await, Ok(n) if n > 0)
 }
 
-/// Send the request and read the answer head, on a pooled connection when
-/// there is one. A pooled connection the backend has closed meanwhile is
-/// replaced by a new one, once: the relay only takes `GET` and `HEAD`, which
-/// may be repeated (RFC 9110 §9.2.2).
 /// [`open`] on the upstream's servers in `balance` order: a server whose
 /// connect fails is marked down and the next one asked (the relay carries
 /// only `GET` and `HEAD`, so nothing of the request was lost), until one
@@ -297,6 +293,10 @@ async fn open_any(
     }
 }
 
+/// Send the request and read the answer head, on a pooled connection when
+/// there is one. A pooled connection the backend has closed meanwhile is
+/// replaced by a new one, once: the relay only takes `GET` and `HEAD`, which
+/// may be repeated (RFC 9110 §9.2.2).
 async fn open(
     pool: &BackendPool,
     out: &Outbound,

@@ -107,21 +107,28 @@ impl Servers {
         if tried.len() >= n {
             return None;
         }
-        let open = |i: &usize| !tried.contains(i);
         let start = match self.balance {
             Balance::RoundRobin | Balance::LeastConn => self.next.fetch_add(1, Ordering::Relaxed),
             Balance::IpHash => client.map_or(0, ip_hash),
         } % n;
-        let order = (0..n).map(|k| (start + k) % n).filter(open);
-        let up: Vec<usize> = order.clone().filter(|&i| !self.list[i].is_down()).collect();
-        let candidates = if up.is_empty() { order.collect() } else { up };
-        match self.balance {
-            Balance::LeastConn => candidates
-                .iter()
-                .copied()
-                .min_by_key(|&i| self.list[i].in_flight.load(Ordering::Relaxed)),
-            _ => candidates.first().copied(),
-        }
+        // Servers not tried yet, in turn from `start`; those that are up
+        // first, the down ones only when no server is up. No allocation:
+        // this runs for every proxied request.
+        let order = || {
+            (0..n)
+                .map(move |k| (start + k) % n)
+                .filter(|i| !tried.contains(i))
+        };
+        let choose = |up: bool| {
+            let mut candidates = order().filter(move |&i| !up || !self.list[i].is_down());
+            match self.balance {
+                Balance::LeastConn => {
+                    candidates.min_by_key(|&i| self.list[i].in_flight.load(Ordering::Relaxed))
+                }
+                _ => candidates.next(),
+            }
+        };
+        choose(true).or_else(|| choose(false))
     }
 }
 

@@ -164,7 +164,7 @@ fn backend_https_is_not_supported() {
         "backend:\n  url: https://app.internal\n",
         2,
         "backend.url",
-        "https:// backend is not supported",
+        "https:// server is not supported",
     );
 }
 
