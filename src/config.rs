@@ -17,6 +17,7 @@ mod routes;
 mod rules;
 mod schema;
 mod sections;
+mod session;
 mod summary;
 mod units;
 pub use units::MAX_DURATION;
@@ -37,6 +38,7 @@ pub use schema::{
     RedisConfig, SniCert, Tls,
 };
 pub use sections::Sections;
+pub use session::{ResourceCheck, SessionAuth, check_placeholders, split_check};
 pub use units::{Rate, format_duration, parse_duration, parse_size};
 
 use interpolate::{Env, Problem, Substitution};

@@ -43,6 +43,7 @@ pub(crate) mod reply;
 pub(crate) mod router;
 pub(crate) mod rules;
 pub(crate) mod server;
+pub(crate) mod session_auth;
 pub mod state;
 pub mod tls;
 pub(crate) mod transport;

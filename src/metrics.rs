@@ -34,6 +34,12 @@ pub struct DisconnectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
 }
@@ -76,6 +82,9 @@ pub struct Metrics {
     pub history: Family<ResultLabel, Counter>,
     pub rate_limited: Family<KindLabel, Counter>,
     pub auth_failures: Family<ReasonLabel, Counter>,
+    /// Questions sent to the application's login (`session`) and resource
+    /// URLs (`resource`), by outcome; answers from the cache are not counted.
+    app_checks: Family<CheckLabels, Counter>,
     proxied: Family<ClassLabel, Counter>,
     /// `proxied` by status class (1xx..5xx), looked up once: every proxied
     /// request counts in one, and a family lookup takes a lock and a hash.
@@ -117,6 +126,7 @@ impl Metrics {
             history: Family::default(),
             rate_limited: Family::default(),
             auth_failures: Family::default(),
+            app_checks: Family::default(),
             proxied,
             proxied_by_class,
             proxy_latency: AtomicHistogram::exponential(0.0001, 2.0, 18),
@@ -182,6 +192,11 @@ impl Metrics {
             "auth_failures",
             "Token refusals by reason",
             m.auth_failures.clone(),
+        );
+        r.register(
+            "app_checks",
+            "Session and resource checks sent to the application, by outcome",
+            m.app_checks.clone(),
         );
         r.register(
             "proxy_requests",
@@ -271,6 +286,13 @@ impl Metrics {
 
     pub fn limited(&self, kind: &'static str) {
         self.rate_limited.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// A check the application was asked (`kind`: session or resource).
+    pub fn app_check(&self, kind: &'static str, outcome: &'static str) {
+        self.app_checks
+            .get_or_create(&CheckLabels { kind, outcome })
+            .inc();
     }
 
     pub fn auth_failed(&self, reason: &'static str) {

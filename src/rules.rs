@@ -160,8 +160,8 @@ impl ChannelRules {
             .map(|r| ChannelRule {
                 pattern: Pattern::new(&r.pattern),
                 source: r.pattern.clone(),
-                subscribe: r.subscribe,
-                publish: r.publish,
+                subscribe: r.subscribe.clone(),
+                publish: r.publish.clone(),
                 presence: r.presence,
                 history: HistoryPolicy {
                     size: r
@@ -188,6 +188,13 @@ impl ChannelRules {
         self.rules.iter().find(|r| r.pattern.matches(channel))
     }
 
+    /// Whether any rule leaves a decision to the application (`check`).
+    pub fn has_checks(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.subscribe.check().is_some() || r.publish.check().is_some())
+    }
+
     pub fn rules(&self) -> &[ChannelRule] {
         &self.rules
     }
@@ -199,24 +206,27 @@ impl ChannelRules {
             .unwrap_or(self.default_history)
     }
 
-    /// May this client subscribe to `channel`?
+    /// May this client subscribe to `channel`? A rule whose `subscribe`
+    /// is a `check` leaves the answer to the application: the caller asks
+    /// ([`Verdict::Ask`]) before it subscribes.
     pub fn check_subscribe(
         &self,
         channel: &str,
         who: Option<&Identity>,
-    ) -> Result<&ChannelRule, Refusal> {
+    ) -> Result<Verdict<'_>, Refusal> {
         if !crate::model::valid_channel(channel) {
             return Err(Refusal::InvalidName);
         }
         let rule = self
             .find(channel)
             .ok_or_else(|| Refusal::NoRule(channel.to_string()))?;
-        match rule.subscribe {
-            Subscribe::Anyone => Ok(rule),
+        match &rule.subscribe {
+            Subscribe::Anyone => Ok(Verdict::Allowed(rule)),
+            Subscribe::Check(check) => Ok(Verdict::Ask(rule, vec![check])),
             Subscribe::Owner | Subscribe::Token => {
                 let who = who.ok_or_else(|| Refusal::TokenRequired(channel.to_string()))?;
                 if self.token_allows(rule, channel, who) {
-                    Ok(rule)
+                    Ok(Verdict::Allowed(rule))
                 } else {
                     Err(Refusal::Forbidden(channel.to_string()))
                 }
@@ -224,22 +234,31 @@ impl ChannelRules {
         }
     }
 
-    /// May this client publish into `channel` itself (chat, typing indicators)?
+    /// May this client publish into `channel` itself (chat, typing
+    /// indicators)? It must be allowed to subscribe as well.
     pub fn check_client_publish(
         &self,
         channel: &str,
         who: Option<&Identity>,
-    ) -> Result<&ChannelRule, Refusal> {
-        let rule = self.check_subscribe(channel, who)?;
-        match rule.publish {
-            PublishBy::Clients => Ok(rule),
-            PublishBy::Server => Err(Refusal::Forbidden(channel.to_string())),
+    ) -> Result<Verdict<'_>, Refusal> {
+        let verdict = self.check_subscribe(channel, who)?;
+        let rule = verdict.rule();
+        match (&rule.publish, verdict) {
+            (PublishBy::Server, _) => Err(Refusal::Forbidden(channel.to_string())),
+            (PublishBy::Clients, verdict) => Ok(verdict),
+            (PublishBy::Check(check), Verdict::Allowed(rule)) => {
+                Ok(Verdict::Ask(rule, vec![check]))
+            }
+            (PublishBy::Check(check), Verdict::Ask(rule, mut checks)) => {
+                checks.push(check);
+                Ok(Verdict::Ask(rule, checks))
+            }
         }
     }
 
     fn token_allows(&self, rule: &ChannelRule, channel: &str, who: &Identity) -> bool {
         match rule.subscribe {
-            Subscribe::Anyone => true,
+            Subscribe::Anyone | Subscribe::Check(_) => true,
             Subscribe::Owner => rule
                 .pattern
                 .captures(channel)
@@ -248,6 +267,23 @@ impl ChannelRules {
                 .channels
                 .iter()
                 .any(|p| Pattern::new(p).matches(channel)),
+        }
+    }
+}
+
+/// A rule's answer for one channel: allowed, or allowed once the
+/// application's answers to these resource checks allow it.
+#[derive(Debug)]
+pub enum Verdict<'r> {
+    Allowed(&'r ChannelRule),
+    Ask(&'r ChannelRule, Vec<&'r config::ResourceCheck>),
+}
+
+impl<'r> Verdict<'r> {
+    /// The rule that matched. Its checks still decide when this is an `Ask`.
+    pub fn rule(&self) -> &'r ChannelRule {
+        match self {
+            Verdict::Allowed(r) | Verdict::Ask(r, _) => r,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! one step while requests in flight keep the snapshot they started with.
 //! What clients have spent or hold (rate buckets and connection counts in
 //! [`Limits`], sessions, presence, the hub) lives in [`Handles`] beside it and
-//! outlasts every swap; a reload only hands the new quotas to [`Limits`], and
+//! outlasts every swap (the application's session answers in `app_checks`
+//! too); a reload only hands the new quotas to [`Limits`], and
 //! each upstream takes over the connections of the upstream of the same name
 //! while it points at the same servers (routes are policy, swapped whole).
 
@@ -25,6 +26,7 @@ use crate::ingest::webhook::{RuleError, Webhooks};
 use crate::limits::Limits;
 pub use crate::metrics::stats::{Gauge, Stats};
 use crate::rules::ChannelRules;
+use crate::session_auth::{CheckPolicy, Checks};
 use crate::upstream::registry::Upstreams;
 
 /// Everything derived from one version of the configuration.
@@ -35,6 +37,8 @@ pub struct Settings {
     /// their connections carry over a reload.
     pub upstreams: Upstreams,
     pub auth: Authenticator,
+    /// What the application is asked (`auth.session`, resource checks).
+    pub checks: CheckPolicy,
     pub webhooks: Webhooks,
     pub taps: Taps,
     /// Certificates, re-read from disk on every reload.
@@ -50,6 +54,8 @@ pub enum SettingsError {
     Webhook(#[from] RuleError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("auth.session: {0}")]
+    Session(#[from] crate::model::template::TemplateError),
 }
 
 impl Settings {
@@ -58,6 +64,7 @@ impl Settings {
         let rules = ChannelRules::new(&config.channels, &config.realtime.history);
         let upstreams = Upstreams::new(&config);
         let auth = Authenticator::new(&config.auth)?;
+        let checks = CheckPolicy::new(&config.auth)?;
         let taps = Taps::new(&config.taps)?;
         let webhooks = Webhooks::new(&config.webhooks)?;
         let tls = config
@@ -73,6 +80,7 @@ impl Settings {
             rules,
             upstreams,
             auth,
+            checks,
         })
     }
 }
@@ -117,6 +125,9 @@ pub struct Handles {
     /// Buckets and connection counts; quotas come from the settings in force.
     pub limits: Arc<Limits>,
     pub presence: Arc<crate::broker::presence::Presence>,
+    /// The application's answers to session and resource checks, kept for
+    /// `auth.session.cache` across reloads.
+    pub app_checks: Checks,
 }
 
 impl AppState {
@@ -137,6 +148,7 @@ impl AppState {
             reloaded: crate::alarm::Alarm::new(),
             connections: Arc::default(),
             presence: crate::broker::presence::Presence::new(presence_broker),
+            app_checks: Checks::default(),
         }))
     }
 }

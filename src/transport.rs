@@ -8,6 +8,7 @@
 
 pub mod assets;
 pub mod cors;
+pub mod login;
 pub mod ops;
 pub mod poll;
 pub mod publish;
@@ -93,6 +94,12 @@ pub struct Client {
     /// Held for the life of a realtime connection (`per_client.connections`,
     /// or `per_ip.connections` when anonymous).
     pub slot: Option<ConnectionSlot>,
+    /// The identity is the application's answer (`auth.session`), asked
+    /// again at `recheck`.
+    pub by_session: bool,
+    /// The browser's `Cookie` and `Authorization`, when the application is
+    /// asked about it (session and resource checks); never logged.
+    pub credential: Option<crate::session_auth::Credential>,
 }
 
 /// The documented refusal for a rate limit: 429 with `Retry-After`.
@@ -103,17 +110,19 @@ pub fn limited(l: Limited) -> Response<Body> {
     )
 }
 
-/// Verify the request's token (if any) and charge it to the client's limits.
-pub fn admit<B>(
+/// Identify the client (its token, else the application's login) and
+/// charge it to its limits.
+pub async fn admit<B>(
     state: &AppState,
     settings: &Settings,
     req: &Request<B>,
     q: &HashMap<String, String>,
 ) -> Result<Client, Response<Body>> {
-    let identity = settings.auth.identify(req.headers(), q).map_err(|e| {
-        state.metrics.auth_failed(e.reason());
-        reply::error(StatusCode::UNAUTHORIZED, e.code(), &e)
-    })?;
+    let login::Identified {
+        identity,
+        by_session,
+        credential,
+    } = login::identify(state, settings, req.headers(), q).await?;
     let limited = |l: Limited| {
         state.metrics.limited(l.kind.label());
         limited(l)
@@ -134,6 +143,8 @@ pub fn admit<B>(
         identity,
         key,
         slot,
+        by_session,
+        credential,
     })
 }
 
@@ -153,8 +164,8 @@ pub async fn open_session<B: Sync>(
     req: &Request<B>,
     q: &HashMap<String, String>,
 ) -> Result<Opened, Response<Body>> {
-    let client = admit(state, settings, req, q)?;
-    let sub = subscription(state, settings, req, q, &client, true)?;
+    let client = admit(state, settings, req, q).await?;
+    let sub = subscription(state, settings, req, q, &client, true).await?;
     let mut session = session::Session::new(state, settings.config.realtime.client_queue);
     session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
     let mut out = Vec::new();
@@ -178,7 +189,7 @@ pub struct Subscription {
 /// Parse and authorize `channels` and the resume cursor (`cursor`, or for SSE
 /// the `Last-Event-ID` header / `last_event_id` query). With no `channels`
 /// parameter, the channels named in the cursor are used.
-pub fn subscription<B>(
+pub async fn subscription<B>(
     state: &AppState,
     settings: &Settings,
     req: &Request<B>,
@@ -249,12 +260,16 @@ pub fn subscription<B>(
     }
     let mut channels = Vec::with_capacity(names.len());
     for name in names {
-        let rule = settings.rules.check_subscribe(&name, who).map_err(|r| {
+        let verdict = settings.rules.check_subscribe(&name, who).map_err(|r| {
             if matches!(r, crate::rules::Refusal::TokenRequired(_)) {
                 state.metrics.auth_failed("missing");
             }
             reply::error(r.status(), r.code(), &r)
         })?;
+        let (rule, checked) =
+            login::allow(state, settings, client.credential.as_ref(), &name, verdict)
+                .await
+                .map_err(|d| d.response())?;
         if channel_full(state, settings, &name) {
             return Err(reply::error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -263,7 +278,9 @@ pub fn subscription<B>(
             ));
         }
         if !channels.iter().any(|(c, _)| *c == name) {
-            channels.push((name, session::SubscriptionPolicy::from(rule)));
+            let mut policy = session::SubscriptionPolicy::from(rule);
+            policy.checked = checked;
+            channels.push((name, policy));
         }
     }
     Ok(Subscription { channels, cursor })

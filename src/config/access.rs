@@ -22,6 +22,8 @@ pub struct Auth {
     pub admin_keys: Vec<String>,
     /// Name of a cookie carrying a token.
     pub cookie: Option<String>,
+    /// Ask the application who a browser is (its own login).
+    pub session: Option<super::session::SessionAuth>,
 }
 
 /// JWT verification. Key file paths are resolved against the config file's directory.

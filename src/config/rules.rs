@@ -25,8 +25,7 @@ pub struct ChannelRule {
 }
 
 /// Who may subscribe to a channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Subscribe {
     /// No token needed.
     Anyone,
@@ -34,17 +33,108 @@ pub enum Subscribe {
     Owner,
     /// A token whose channels claim matches.
     Token,
+    /// The application's answer to its own resource URL decides.
+    Check(ResourceCheck),
 }
 
 /// Who may publish to a channel besides the admin API.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub enum PublishBy {
     #[default]
     Server,
     Clients,
+    /// Clients, when the application's answer to its resource URL allows.
+    Check(ResourceCheck),
 }
 
+impl Subscribe {
+    /// The resource check, when the application decides.
+    pub fn check(&self) -> Option<&ResourceCheck> {
+        match self {
+            Subscribe::Check(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl PublishBy {
+    pub fn check(&self) -> Option<&ResourceCheck> {
+        match self {
+            PublishBy::Check(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Subscribe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let words = ["anyone", "owner", "token"];
+        d.deserialize_any(WordOrCheck::new(&words)).map(|w| match w {
+            Word::Named("anyone") => Subscribe::Anyone,
+            Word::Named("owner") => Subscribe::Owner,
+            Word::Named(_) => Subscribe::Token,
+            Word::Check(c) => Subscribe::Check(c),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for PublishBy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let words = ["server", "clients"];
+        d.deserialize_any(WordOrCheck::new(&words)).map(|w| match w {
+            Word::Named("server") => PublishBy::Server,
+            Word::Named(_) => PublishBy::Clients,
+            Word::Check(c) => PublishBy::Check(c),
+        })
+    }
+}
+
+/// `anyone` (one of a few words) or `{ check: "GET /path/{id}" }`.
+enum Word {
+    Named(&'static str),
+    Check(ResourceCheck),
+}
+
+struct WordOrCheck<'w> {
+    words: &'w [&'static str],
+}
+
+impl<'w> WordOrCheck<'w> {
+    fn new(words: &'w [&'static str]) -> Self {
+        WordOrCheck { words }
+    }
+
+    fn expected(&self) -> String {
+        let words: Vec<String> = self.words.iter().map(|w| format!("`{w}`")).collect();
+        format!(
+            "one of {}, or {{ check: \"GET /path/{{placeholder}}\" }}",
+            words.join(", ")
+        )
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for WordOrCheck<'_> {
+    type Value = Word;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.expected())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Word, E> {
+        self.words
+            .iter()
+            .find(|w| **w == v)
+            .map(|w| Word::Named(w))
+            .ok_or_else(|| E::custom(format!("unknown variant `{v}`, expected {}", self.expected())))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Word, A::Error> {
+        ResourceCheck::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            .map(Word::Check)
+    }
+}
+
+pub use super::session::ResourceCheck;
 pub use crate::model::SlowClient;
 
 /// Per-rule history settings; absent fields fall back to `realtime.history`.

@@ -116,14 +116,33 @@ impl Config {
                 ""
             }
         )?;
+        if let Some(s) = &self.auth.session {
+            writeln!(
+                out,
+                "auth.session: {} on upstream {}, subject {}, cache {}, recheck {}, timeout {}, {} at once",
+                s.check,
+                s.upstream.as_deref().unwrap_or(super::DEFAULT_UPSTREAM),
+                s.subject,
+                format_duration(s.cache),
+                format_duration(s.recheck),
+                format_duration(s.timeout),
+                s.concurrency
+            )?;
+        }
         writeln!(
             out,
             "channels: {} rule(s), first match wins",
             self.channels.len()
         )?;
         for rule in &self.channels {
-            let subscribe = format!("{:?}", rule.subscribe).to_ascii_lowercase();
-            let publish = format!("{:?}", rule.publish).to_ascii_lowercase();
+            let subscribe = match rule.subscribe.check() {
+                Some(c) => format!("if {} allows", c.check),
+                None => format!("{:?}", rule.subscribe).to_ascii_lowercase(),
+            };
+            let publish = match rule.publish.check() {
+                Some(c) => format!("if {} allows", c.check),
+                None => format!("{:?}", rule.publish).to_ascii_lowercase(),
+            };
             write!(
                 out,
                 "  {:<20} subscribe {subscribe}, publish {publish}",

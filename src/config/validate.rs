@@ -39,6 +39,7 @@ pub(crate) fn validate(c: &Config) -> Vec<Violation> {
         backend(upstream, &root.key("upstreams").key(name), &mut r);
     }
     r.0.extend(super::routes::check(c));
+    r.0.extend(super::session::check(c));
     realtime(c, &mut r);
     auth(c, &mut r);
     channels(c, &mut r);

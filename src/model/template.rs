@@ -4,7 +4,8 @@
 //! `{header.X-Event-Type}`, `{body}`. Placeholders name where the value comes
 //! from — `body`, `header.NAME`, `path.NAME`, `query.NAME` for webhooks;
 //! `request.body`, `request.header.NAME`, `request.path`, `response.body`,
-//! `response.status`, `response.header.NAME` for taps — and may walk into a
+//! `response.status`, `response.header.NAME` for taps; `body`, `header.NAME`
+//! for the application's answer to a session check — and may walk into a
 //! JSON body with dotted keys and array indexes (`body.items.0.sku`). `{{`
 //! and `}}` are literal braces. Templates are parsed once, at config load, so
 //! an unknown placeholder is a config error rather than a surprise at 3 a.m.
@@ -19,6 +20,8 @@ use serde_json::Value;
 pub enum Context {
     Webhook,
     Tap,
+    /// The application's answer to a session check: `body…`, `header.NAME`.
+    Answer,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +77,7 @@ pub enum RenderError {
 }
 
 const WEBHOOK_ROOTS: &str = "body, body.KEY…, header.NAME, path.NAME or query.NAME";
+const ANSWER_ROOTS: &str = "body, body.KEY… or header.NAME";
 const TAP_ROOTS: &str = "request.body…, request.header.NAME, request.path, request.query.NAME, response.body…, response.status or response.header.NAME";
 
 impl Template {
@@ -180,10 +184,10 @@ fn field(inner: &str, ctx: Context, path_params: &[String]) -> Result<Part, Temp
     let unknown = || {
         TemplateError::Unknown(
             inner.to_string(),
-            if ctx == Context::Webhook {
-                WEBHOOK_ROOTS
-            } else {
-                TAP_ROOTS
+            match ctx {
+                Context::Webhook => WEBHOOK_ROOTS,
+                Context::Tap => TAP_ROOTS,
+                Context::Answer => ANSWER_ROOTS,
             },
         )
     };
@@ -204,6 +208,14 @@ fn field(inner: &str, ctx: Context, path_params: &[String]) -> Result<Part, Temp
                     }
                     (Source::PathParam(n), vec![])
                 }
+                _ => return Err(unknown()),
+            }
+        }
+        Context::Answer => {
+            let first = inner.split('.').next().unwrap_or("");
+            match (first, inner.split_once('.').map(|(_, n)| n.to_string())) {
+                ("body", _) => (Source::Body, rest(1)),
+                ("header", Some(n)) => (Source::Header(n), vec![]),
                 _ => return Err(unknown()),
             }
         }

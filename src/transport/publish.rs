@@ -8,8 +8,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::value::RawValue;
 
-use super::{admit, query, read_json};
-use crate::auth::Identity;
+use super::login::{self, Denied};
+use super::{Client, admit, query, read_json};
 use crate::broker::{BrokerError, Publish};
 use crate::hub::{Message, message};
 use crate::reply::{self, Body};
@@ -29,6 +29,9 @@ struct PublishBody {
 pub enum ClientPublishError {
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// The application's answer to the channel's `publish: { check }`.
+    #[error("{}", .0.message)]
+    Denied(Denied),
     #[error("invalid event name")]
     BadEvent,
     #[error("data exceeds realtime.max_message")]
@@ -43,6 +46,7 @@ impl ClientPublishError {
     pub fn status(&self) -> StatusCode {
         match self {
             ClientPublishError::Refused(r) => r.status(),
+            ClientPublishError::Denied(d) => d.status,
             ClientPublishError::BadEvent | ClientPublishError::BadData => StatusCode::BAD_REQUEST,
             ClientPublishError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ClientPublishError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -52,6 +56,7 @@ impl ClientPublishError {
     pub fn code(&self) -> &'static str {
         match self {
             ClientPublishError::Refused(r) => r.code(),
+            ClientPublishError::Denied(d) => d.code,
             ClientPublishError::BadEvent | ClientPublishError::BadData => "bad_request",
             ClientPublishError::TooLarge => "too_large",
             ClientPublishError::Broker(_) => "unavailable",
@@ -60,17 +65,23 @@ impl ClientPublishError {
 }
 
 /// Publish for a client (the WebSocket `publish` op and `POST <path>/publish`):
-/// the channel rule must say `publish: clients` for `who`, and the message
-/// obeys the same limits as any other.
+/// the channel rule must say `publish: clients` for the client (or its
+/// `publish: { check }` must allow it), and the message obeys the same
+/// limits as any other.
 pub async fn publish_as_client(
     state: &AppState,
     settings: &Settings,
-    who: Option<&Identity>,
+    client: &Client,
     channel: String,
     event: Option<String>,
     data: &RawValue,
 ) -> Result<Arc<Message>, ClientPublishError> {
-    let rule = settings.rules.check_client_publish(&channel, who)?;
+    let verdict = settings
+        .rules
+        .check_client_publish(&channel, client.identity.as_ref())?;
+    let (rule, _) = login::allow(state, settings, client.credential.as_ref(), &channel, verdict)
+        .await
+        .map_err(ClientPublishError::Denied)?;
     let event = event.unwrap_or_else(|| "message".into());
     if !message::valid_event(&event) {
         return Err(ClientPublishError::BadEvent);
@@ -99,7 +110,7 @@ pub async fn post(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let q = query(&req);
-    let client = match admit(&state, &settings, &req, &q) {
+    let client = match admit(&state, &settings, &req, &q).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -109,11 +120,10 @@ pub async fn post(
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let who = client.identity.as_ref();
     match publish_as_client(
         &state,
         &settings,
-        who,
+        &client,
         parsed.channel,
         parsed.event,
         &parsed.data,

@@ -97,7 +97,7 @@ pub async fn post(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let q: HashMap<String, String> = query(&req);
-    let client = match admit(&state, &settings, &req, &q) {
+    let client = match admit(&state, &settings, &req, &q).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };

@@ -45,6 +45,8 @@ pub struct SubscriptionPolicy {
     pub slow_client: SlowClient,
     pub presence: bool,
     pub history: HistoryPolicy,
+    /// The application allowed it (a `check` rule): asked again at `recheck`.
+    pub checked: bool,
 }
 
 impl From<&ChannelRule> for SubscriptionPolicy {
@@ -53,6 +55,7 @@ impl From<&ChannelRule> for SubscriptionPolicy {
             slow_client: rule.slow_client,
             presence: rule.presence,
             history: rule.history,
+            checked: false,
         }
     }
 }
@@ -123,26 +126,44 @@ impl Session {
         self.subs.iter().any(|f| &*f.sub.channel == channel)
     }
 
-    pub fn channels(&self) -> Vec<Arc<str>> {
-        self.subs.iter().map(|f| f.sub.channel.clone()).collect()
-    }
-
     /// Drop subscriptions the current rules no longer allow for `who`;
-    /// returns the channels dropped.
+    /// returns the channels dropped. One whose rule now asks the application
+    /// stays only if the application allowed it (it is asked again at
+    /// `recheck`); one it never was asked about goes.
     pub fn revoke_forbidden(
         &mut self,
         rules: &crate::rules::ChannelRules,
         who: Option<&crate::auth::Identity>,
     ) -> Vec<Arc<str>> {
+        use crate::rules::Verdict;
         let gone: Vec<Arc<str>> = self
-            .channels()
-            .into_iter()
-            .filter(|c| rules.check_subscribe(c, who).is_err())
+            .subs
+            .iter()
+            .filter(|f| match rules.check_subscribe(&f.sub.channel, who) {
+                Err(_) => true,
+                Ok(Verdict::Allowed(_)) => false,
+                Ok(Verdict::Ask(..)) => !f.terms.checked,
+            })
+            .map(|f| f.sub.channel.clone())
             .collect();
         for c in &gone {
             self.unsubscribe(c);
         }
         gone
+    }
+
+    /// Whether a subscription was allowed by the application.
+    pub fn has_checked(&self) -> bool {
+        self.subs.iter().any(|f| f.terms.checked)
+    }
+
+    /// The channels the application allowed, to ask again.
+    pub fn checked_channels(&self) -> Vec<Arc<str>> {
+        self.subs
+            .iter()
+            .filter(|f| f.terms.checked)
+            .map(|f| f.sub.channel.clone())
+            .collect()
     }
 
     pub fn channel_count(&self) -> usize {

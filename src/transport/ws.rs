@@ -77,11 +77,11 @@ pub async fn upgrade(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
     let q = query(&req);
-    let client = match admit(&state, &settings, &req, &q) {
+    let client = match admit(&state, &settings, &req, &q).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let sub = match subscription(&state, &settings, &req, &q, &client, false) {
+    let sub = match subscription(&state, &settings, &req, &q, &client, false).await {
         Ok(s) => s,
         Err(resp) => return resp,
     };

@@ -22,6 +22,7 @@ use crate::alarm::Listener;
 use crate::conn_info::ConnKill;
 use crate::state::{AppState, Gauge};
 use crate::transport::Client;
+use crate::transport::login::{needs_recheck, recheck};
 use crate::transport::session::{BATCH_BYTES, Delivery, Session, reset_json};
 
 /// How long a browser waits before reconnecting after the stream ends (ms).
@@ -39,6 +40,8 @@ pub(crate) struct SseStream {
     out: Vec<Delivery>,
     buf: BytesMut,
     tick: tokio::time::Interval,
+    /// When the application's login and resource answers are asked again.
+    recheck: tokio::time::Interval,
     /// What ends or changes the stream, heard without a lock per delivery.
     reloaded: Listener,
     stopping: Listener,
@@ -74,7 +77,11 @@ impl SseStream {
         let stopping = state.stopping.listen_from_start();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every = state.settings().checks.terms.recheck;
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         SseStream {
+            recheck,
             _gauge: Gauge::enter(&state.stats, |s| &s.sse),
             state,
             client,
@@ -159,6 +166,9 @@ impl SseStream {
                     self.session.drain(&mut self.out);
                 }
                 _ = self.tick.tick() => self.buf.put_slice(b": hb\n\n"),
+                _ = self.recheck.tick(), if needs_recheck(&self.client, &self.session) => {
+                    Box::pin(self.on_recheck()).await;
+                }
                 _ = self.reloaded.rung() => {
                     let settings = self.state.settings();
                     let gone = self.session.revoke_forbidden(&settings.rules, self.client.identity.as_ref());
@@ -174,6 +184,34 @@ impl SseStream {
                     }
                 }
             }
+        }
+    }
+
+    /// Ask the application again: a login that ended ends the stream with
+    /// `event: error` (`token_expired`) when something needed it, as an
+    /// expired token would; a channel it now refuses gets its own
+    /// `event: error` and is closed.
+    async fn on_recheck(&mut self) {
+        let settings = self.state.settings();
+        let found = recheck(&self.state, &settings, &mut self.client, &mut self.session).await;
+        if found.ended && !found.revoked.is_empty() {
+            let _ = write!(
+                self.buf,
+                "event: error\ndata: {{\"type\":\"error\",\"code\":\"token_expired\",\"message\":\"the login ended; log in again and reconnect\"}}\n\n"
+            );
+            self.done = true;
+            self.reason = "token_expired";
+            return;
+        }
+        for (channel, code) in &found.revoked {
+            let _ = write!(
+                self.buf,
+                "event: error\ndata: {{\"type\":\"error\",\"code\":\"{code}\",\"channel\":\"{channel}\",\"message\":\"subscription closed: the application no longer allows it\"}}\n\n"
+            );
+        }
+        if !found.revoked.is_empty() && self.session.channel_count() == 0 {
+            self.done = true;
+            self.reason = "forbidden";
         }
     }
 

@@ -20,7 +20,7 @@ use crate::hub::cursor::CursorError;
 use crate::limits::ClientKey;
 use crate::transport::ops::{self, Op};
 use crate::transport::session::SubscriptionPolicy;
-use crate::transport::{channel_full, publish, send};
+use crate::transport::{channel_full, login, publish, send};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 impl WsSession {
@@ -119,6 +119,8 @@ impl WsSession {
                 );
                 self.session.set_subject(Some(identity.subject.clone()));
                 self.client.identity = Some(identity);
+                // A token wins over the application's login.
+                self.client.by_session = false;
                 self.send_text(ack).await?;
                 // The new identity may follow less than the old one did.
                 self.revoke_forbidden("subscription closed: the new token does not allow it")
@@ -171,6 +173,42 @@ impl WsSession {
             return Err(Ending::Close(CloseCode::Policy, "token expired".into()));
         }
         Ok(self.send_text(text).await)
+    }
+
+    /// `recheck`: ask the application again. A login that ended closes the
+    /// session with `token_expired` and 1008 when something needed it, as
+    /// an expired token does; a subscription the application now refuses is
+    /// closed with its error.
+    pub(super) async fn on_recheck(&mut self) -> Result<Result<(), WsError>, Ending> {
+        let settings = self.settings.clone();
+        let found =
+            login::recheck(&self.state, &settings, &mut self.client, &mut self.session).await;
+        if found.ended {
+            let text = ops::error(
+                None,
+                "token_expired",
+                "the login ended; log in again, or send a fresh `auth` op",
+            );
+            if !found.revoked.is_empty() {
+                let _ = self.send_text(text).await;
+                return Err(Ending::Close(CloseCode::Policy, "login ended".into()));
+            }
+            if let Err(e) = self.send_text(text).await {
+                return Ok(Err(e));
+            }
+        }
+        for (channel, code) in &found.revoked {
+            let frame = json!({
+                "type": "error",
+                "code": code,
+                "channel": &**channel,
+                "message": "subscription closed: the application no longer allows it",
+            });
+            if let Err(e) = self.send_text(frame.to_string()).await {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
     }
 
     pub(super) async fn on_text(&mut self, text: &str) -> Result<(), WsError> {
@@ -236,15 +274,29 @@ impl WsSession {
             );
             return self.send_text(ops::error(r, "rate_limited", &msg)).await;
         }
-        let terms = match self
+        let verdict = match self
             .settings
             .rules
             .check_subscribe(&channel, self.client.identity.as_ref())
         {
-            Ok(rule) => SubscriptionPolicy::from(rule),
+            Ok(verdict) => verdict,
             Err(refusal) => {
                 return self
                     .send_text(ops::error(r, refusal.code(), &refusal.to_string()))
+                    .await;
+            }
+        };
+        let credential = self.client.credential.as_ref();
+        let terms = match login::allow(&self.state, &self.settings, credential, &channel, verdict)
+            .await
+        {
+            Ok((rule, checked)) => SubscriptionPolicy {
+                checked,
+                ..SubscriptionPolicy::from(rule)
+            },
+            Err(denied) => {
+                return self
+                    .send_text(ops::error(r, denied.code, &denied.message))
                     .await;
             }
         };
@@ -292,9 +344,8 @@ impl WsSession {
         event: Option<String>,
         data: Box<serde_json::value::RawValue>,
     ) -> Result<(), WsError> {
-        let who = self.client.identity.as_ref();
         let published =
-            publish::publish_as_client(&self.state, &self.settings, who, channel, event, &data)
+            publish::publish_as_client(&self.state, &self.settings, &self.client, channel, event, &data)
                 .await;
         let frame = match published {
             Ok(m) => ops::ack(

@@ -113,6 +113,10 @@ impl WsSession {
         // changes the token (not one timer per delivery).
         let mut expires = self.expires();
         let mut expiry = timer_at(self.expiry());
+        // The application's login and resource answers, asked again.
+        let every = self.settings.checks.terms.recheck;
+        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.expires() != expires {
                 expires = self.expires();
@@ -133,6 +137,12 @@ impl WsSession {
                     Ok(step) => step,
                     Err(ending) => return ending,
                 },
+                _ = recheck.tick(), if crate::transport::login::needs_recheck(&self.client, &self.session) => {
+                    match Box::pin(self.on_recheck()).await {
+                        Ok(step) => step,
+                        Err(ending) => return ending,
+                    }
+                }
                 // Deliveries before client frames: a client that floods
                 // cannot hold up its own deliveries or its eviction.
                 // Not while a replay is owed: it goes first (`drain` waits).

@@ -1,0 +1,190 @@
+//! The application's own login as the gateway asks it: `auth.session` (who a
+//! browser is, from `check: GET /api/me` and templates over the answer) and
+//! the resource checks of channel rules (`subscribe: { check: "GET
+//! /api/orders/{id}" }`, `publish: { check: … }`). Shape and defaults live
+//! here with the checks that need the whole file (a placeholder the pattern
+//! lacks, an upstream nobody defined); what asks the application is
+//! `session_auth`.
+
+use super::locate::KeyPath;
+use super::validate::Violation;
+use super::{Config, lenient, units};
+use crate::model::template::{Context, Template};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `auth.session`: ask the application who a browser is, with the browser's
+/// own `Cookie` and `Authorization` headers and nothing else of its request.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionAuth {
+    /// `METHOD /path`: an endpoint the application already has (`GET /api/me`).
+    pub check: String,
+    /// A template over the answer: `{body.id}`, `{body.user.id}`, `{header.X-User-Id}`.
+    pub subject: String,
+    /// Optional: a template yielding a JSON list of channel patterns, like a
+    /// token's `channels` claim.
+    #[serde(default)]
+    pub channels: Option<String>,
+    /// How long an answer is kept per credential (0: ask each time).
+    #[serde(default = "default_cache", deserialize_with = "units::duration")]
+    pub cache: Duration,
+    /// How often a live connection's session is asked again.
+    #[serde(default = "default_recheck", deserialize_with = "units::duration")]
+    pub recheck: Duration,
+    /// The upstream asked (`upstreams:`); `default` when absent.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// The longest wait for one answer (queueing for `concurrency` included).
+    #[serde(default = "default_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    /// Checks in flight at once; more wait (within `timeout`) or fail as 503.
+    #[serde(default = "default_concurrency", deserialize_with = "lenient::usize")]
+    pub concurrency: usize,
+}
+
+fn default_cache() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_recheck() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_concurrency() -> usize {
+    64
+}
+
+/// `subscribe: { check: "GET /api/orders/{id}" }`: the application's own
+/// resource URL decides, its `{placeholders}` filled from the channel name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceCheck {
+    pub check: String,
+}
+
+/// A `check` split into its method (uppercased) and path, or why it is not
+/// `METHOD /path`.
+pub fn split_check(check: &str) -> Result<(String, String), String> {
+    let mut parts = check.split_whitespace();
+    let (Some(method), Some(path), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!(
+            "{check:?} is not `METHOD /path`, e.g. \"GET /api/me\""
+        ));
+    };
+    let method = method.to_ascii_uppercase();
+    if http::Method::from_bytes(method.as_bytes()).is_err()
+        || !method.bytes().all(|b| b.is_ascii_uppercase())
+    {
+        return Err(format!("{method:?} is not an HTTP method"));
+    }
+    if !path.starts_with('/') || path.starts_with("//") {
+        return Err(format!("{path:?} must be a path starting with '/'"));
+    }
+    if path.contains('#') || http::uri::PathAndQuery::try_from(path.replace(['{', '}'], "")).is_err()
+    {
+        return Err(format!("{path:?} is not a valid request path"));
+    }
+    Ok((method, path.to_string()))
+}
+
+/// The `{names}` of a check path, or why its braces are malformed.
+pub fn check_placeholders(path: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut rest = path;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest.as_bytes()[open] == b'}' {
+            return Err(format!("{path:?} has a `}}` without its `{{`"));
+        }
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err(format!("{path:?} has a `{{` without its `}}`"));
+        };
+        let name = &after[..close];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!(
+                "{path:?} has a malformed placeholder; write `{{name}}` with letters, digits or `_`"
+            ));
+        }
+        names.push(name.to_string());
+        rest = &after[close + 1..];
+    }
+    Ok(names)
+}
+
+/// The problems of `auth.session` and of the channel rules' checks.
+pub(crate) fn check(c: &Config) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut add = |key: KeyPath, message: String| out.push(Violation { key, message });
+    let known = |name: &str| name == super::DEFAULT_UPSTREAM || c.upstreams.contains_key(name);
+    if let Some(s) = &c.auth.session {
+        let at = KeyPath::root().key("auth").key("session");
+        match split_check(&s.check) {
+            Err(message) => add(at.key("check"), message),
+            Ok((_, path)) => {
+                if path.contains(['{', '}']) {
+                    add(
+                        at.key("check"),
+                        "takes no placeholders: it asks about the browser, not a channel".into(),
+                    );
+                }
+            }
+        }
+        if let Err(e) = Template::parse(&s.subject, Context::Answer, &[]) {
+            add(at.key("subject"), e.to_string());
+        } else if s.subject.trim().is_empty() {
+            add(at.key("subject"), "must not be empty".into());
+        }
+        if let Some(channels) = &s.channels {
+            if let Err(e) = Template::parse(channels, Context::Answer, &[]) {
+                add(at.key("channels"), e.to_string());
+            }
+        }
+        if s.recheck.is_zero() {
+            add(at.key("recheck"), "must be greater than 0".into());
+        }
+        if s.timeout.is_zero() {
+            add(at.key("timeout"), "must be greater than 0".into());
+        }
+        if s.concurrency == 0 {
+            add(at.key("concurrency"), "must be at least 1".into());
+        }
+        if let Some(name) = s.upstream.as_deref().filter(|n| !known(n)) {
+            add(
+                at.key("upstream"),
+                format!("names no upstream: {name:?}"),
+            );
+        }
+    }
+    for (i, rule) in c.channels.iter().enumerate() {
+        let at = KeyPath::root().key("channels").index(i);
+        let captures = super::validate::check_pattern(&rule.pattern, true).unwrap_or_default();
+        let checks = [
+            ("subscribe", rule.subscribe.check()),
+            ("publish", rule.publish.check()),
+        ];
+        for (key, check) in checks {
+            let Some(check) = check else { continue };
+            let at = at.key(key).key("check");
+            match split_check(&check.check).and_then(|(_, path)| check_placeholders(&path)) {
+                Err(message) => add(at, message),
+                Ok(names) => {
+                    for name in names.iter().filter(|n| !captures.contains(n)) {
+                        add(
+                            at.clone(),
+                            format!(
+                                "`{{{name}}}` is not a placeholder of the pattern {:?}",
+                                rule.pattern
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}
