@@ -275,7 +275,12 @@ impl Checks {
         let method = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
         let nobody = [0; 32];
         let who = credential.map_or(&nobody, |c| &c.digest);
-        let key = digest_of(&[b"resource", method.as_str().as_bytes(), path.as_bytes(), who]);
+        let key = digest_of(&[
+            b"resource",
+            method.as_str().as_bytes(),
+            path.as_bytes(),
+            who,
+        ]);
         let ask = || async {
             let result = match credential {
                 Some(c) => ask(terms, upstream, &method, &path, c)
@@ -298,7 +303,9 @@ impl Checks {
             }
             result
         };
-        self.resources.get(key, terms.cache, Result::is_ok, ask).await
+        self.resources
+            .get(key, terms.cache, Result::is_ok, ask)
+            .await
     }
 
     /// Answers kept now, logins and resources.
@@ -352,7 +359,11 @@ async fn ask(
 }
 
 /// The identity in a 2xx answer to the login check.
-fn read_login(login: &LoginCheck, headers: &HeaderMap, body: &[u8]) -> Result<Identity, CheckError> {
+fn read_login(
+    login: &LoginCheck,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Identity, CheckError> {
     let input = template::Input {
         body: Some(template::Body::new(body, false)),
         headers: Some(headers),
@@ -423,12 +434,12 @@ mod tests {
 
     #[test]
     fn placeholders_are_filled_encoded() {
+        assert_eq!(fill("/api/orders/{id}", &[("id", "7")]), "/api/orders/7");
         assert_eq!(
-            fill("/api/orders/{id}", &[("id", "7")]),
-            "/api/orders/7"
-        );
-        assert_eq!(
-            fill("/t/{team}/c/{id}?x=1", &[("id", "a:b@c=d"), ("team", "x.y")]),
+            fill(
+                "/t/{team}/c/{id}?x=1",
+                &[("id", "a:b@c=d"), ("team", "x.y")]
+            ),
             "/t/x.y/c/a%3Ab%40c%3Dd?x=1"
         );
         assert_eq!(fill("/a/{id}", &[("id", "../admin")]), "/a/..%2Fadmin");

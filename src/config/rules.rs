@@ -69,23 +69,25 @@ impl PublishBy {
 impl<'de> Deserialize<'de> for Subscribe {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let words = ["anyone", "owner", "token"];
-        d.deserialize_any(WordOrCheck::new(&words)).map(|w| match w {
-            Word::Named("anyone") => Subscribe::Anyone,
-            Word::Named("owner") => Subscribe::Owner,
-            Word::Named(_) => Subscribe::Token,
-            Word::Check(c) => Subscribe::Check(c),
-        })
+        d.deserialize_any(WordOrCheck::new(&words))
+            .map(|w| match w {
+                Word::Named("anyone") => Subscribe::Anyone,
+                Word::Named("owner") => Subscribe::Owner,
+                Word::Named(_) => Subscribe::Token,
+                Word::Check(c) => Subscribe::Check(c),
+            })
     }
 }
 
 impl<'de> Deserialize<'de> for PublishBy {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let words = ["server", "clients"];
-        d.deserialize_any(WordOrCheck::new(&words)).map(|w| match w {
-            Word::Named("server") => PublishBy::Server,
-            Word::Named(_) => PublishBy::Clients,
-            Word::Check(c) => PublishBy::Check(c),
-        })
+        d.deserialize_any(WordOrCheck::new(&words))
+            .map(|w| match w {
+                Word::Named("server") => PublishBy::Server,
+                Word::Named(_) => PublishBy::Clients,
+                Word::Check(c) => PublishBy::Check(c),
+            })
     }
 }
 
@@ -125,7 +127,12 @@ impl<'de> serde::de::Visitor<'de> for WordOrCheck<'_> {
             .iter()
             .find(|w| **w == v)
             .map(|w| Word::Named(w))
-            .ok_or_else(|| E::custom(format!("unknown variant `{v}`, expected {}", self.expected())))
+            .ok_or_else(|| {
+                E::custom(format!(
+                    "unknown variant `{v}`, expected {}",
+                    self.expected()
+                ))
+            })
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Word, A::Error> {

@@ -85,7 +85,8 @@ pub fn split_check(check: &str) -> Result<(String, String), String> {
     if !path.starts_with('/') || path.starts_with("//") {
         return Err(format!("{path:?} must be a path starting with '/'"));
     }
-    if path.contains('#') || http::uri::PathAndQuery::try_from(path.replace(['{', '}'], "")).is_err()
+    if path.contains('#')
+        || http::uri::PathAndQuery::try_from(path.replace(['{', '}'], "")).is_err()
     {
         return Err(format!("{path:?} is not a valid request path"));
     }
@@ -154,10 +155,7 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
             add(at.key("concurrency"), "must be at least 1".into());
         }
         if let Some(name) = s.upstream.as_deref().filter(|n| !known(n)) {
-            add(
-                at.key("upstream"),
-                format!("names no upstream: {name:?}"),
-            );
+            add(at.key("upstream"), format!("names no upstream: {name:?}"));
         }
     }
     for (i, rule) in c.channels.iter().enumerate() {

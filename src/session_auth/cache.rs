@@ -218,11 +218,16 @@ mod tests {
                 let asked = asked.clone();
                 tokio::spawn(async move {
                     answers
-                        .get(key(7), Duration::from_secs(30), |_| true, || async {
-                            asked.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            42
-                        })
+                        .get(
+                            key(7),
+                            Duration::from_secs(30),
+                            |_| true,
+                            || async {
+                                asked.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                42
+                            },
+                        )
                         .await
                 })
             })
@@ -233,10 +238,15 @@ mod tests {
         assert_eq!(asked.load(Ordering::SeqCst), 1);
         // Kept: the next asks nobody.
         let v = answers
-            .get(key(7), Duration::from_secs(30), |_| true, || async {
-                asked.fetch_add(1, Ordering::SeqCst);
-                0
-            })
+            .get(
+                key(7),
+                Duration::from_secs(30),
+                |_| true,
+                || async {
+                    asked.fetch_add(1, Ordering::SeqCst);
+                    0
+                },
+            )
             .await;
         assert_eq!((v, asked.load(Ordering::SeqCst)), (42, 1));
     }
@@ -247,10 +257,15 @@ mod tests {
         let asked = AtomicUsize::new(0);
         for _ in 0..3 {
             answers
-                .get(key(1), Duration::from_secs(30), |v| *v != 503, || async {
-                    asked.fetch_add(1, Ordering::SeqCst);
-                    503
-                })
+                .get(
+                    key(1),
+                    Duration::from_secs(30),
+                    |v| *v != 503,
+                    || async {
+                        asked.fetch_add(1, Ordering::SeqCst);
+                        503
+                    },
+                )
                 .await;
         }
         assert_eq!(asked.load(Ordering::SeqCst), 3);

@@ -212,7 +212,14 @@ pub async fn recheck(
         }
     }
     for channel in session.revoke_forbidden(&settings.rules, client.identity.as_ref()) {
-        out.revoked.push((channel, if out.ended { "token_expired" } else { "forbidden" }));
+        out.revoked.push((
+            channel,
+            if out.ended {
+                "token_expired"
+            } else {
+                "forbidden"
+            },
+        ));
     }
     for channel in session.checked_channels() {
         let Ok(verdict) = settings
@@ -221,7 +228,14 @@ pub async fn recheck(
         else {
             continue;
         };
-        if let Err(denied) = allow(state, settings, client.credential.as_ref(), &channel, verdict).await
+        if let Err(denied) = allow(
+            state,
+            settings,
+            client.credential.as_ref(),
+            &channel,
+            verdict,
+        )
+        .await
         {
             session.unsubscribe(&channel);
             if denied.status == StatusCode::UNAUTHORIZED {

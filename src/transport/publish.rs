@@ -79,9 +79,15 @@ pub async fn publish_as_client(
     let verdict = settings
         .rules
         .check_client_publish(&channel, client.identity.as_ref())?;
-    let (rule, _) = login::allow(state, settings, client.credential.as_ref(), &channel, verdict)
-        .await
-        .map_err(ClientPublishError::Denied)?;
+    let (rule, _) = login::allow(
+        state,
+        settings,
+        client.credential.as_ref(),
+        &channel,
+        verdict,
+    )
+    .await
+    .map_err(ClientPublishError::Denied)?;
     let event = event.unwrap_or_else(|| "message".into());
     if !message::valid_event(&event) {
         return Err(ClientPublishError::BadEvent);

@@ -24,6 +24,7 @@ mod reload;
 mod reload_safety;
 mod replay;
 mod routes;
+mod session;
 mod shutdown;
 mod slow;
 mod sse;

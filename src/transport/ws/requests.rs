@@ -287,19 +287,18 @@ impl WsSession {
             }
         };
         let credential = self.client.credential.as_ref();
-        let terms = match login::allow(&self.state, &self.settings, credential, &channel, verdict)
-            .await
-        {
-            Ok((rule, checked)) => SubscriptionPolicy {
-                checked,
-                ..SubscriptionPolicy::from(rule)
-            },
-            Err(denied) => {
-                return self
-                    .send_text(ops::error(r, denied.code, &denied.message))
-                    .await;
-            }
-        };
+        let terms =
+            match login::allow(&self.state, &self.settings, credential, &channel, verdict).await {
+                Ok((rule, checked)) => SubscriptionPolicy {
+                    checked,
+                    ..SubscriptionPolicy::from(rule)
+                },
+                Err(denied) => {
+                    return self
+                        .send_text(ops::error(r, denied.code, &denied.message))
+                        .await;
+                }
+            };
         if self.session.channel_count() >= self.settings.config.limits.max_channels_per_connection
             && !self.session.is_subscribed(&channel)
         {
@@ -344,9 +343,15 @@ impl WsSession {
         event: Option<String>,
         data: Box<serde_json::value::RawValue>,
     ) -> Result<(), WsError> {
-        let published =
-            publish::publish_as_client(&self.state, &self.settings, &self.client, channel, event, &data)
-                .await;
+        let published = publish::publish_as_client(
+            &self.state,
+            &self.settings,
+            &self.client,
+            channel,
+            event,
+            &data,
+        )
+        .await;
         let frame = match published {
             Ok(m) => ops::ack(
                 r,

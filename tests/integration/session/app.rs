@@ -1,0 +1,185 @@
+//! A stand-in application with its own cookie login, as a Django, Rails or
+//! Laravel application has: `POST /login` (body: the user name) sets a
+//! `sessionid` cookie, `POST /logout` ends that session, `GET /api/me`
+//! answers the user as JSON or 401, `GET /api/orders/{id}` answers 200 only
+//! to the order's owner (403 to anyone else logged in, 401 to nobody, 404
+//! for no such order). It counts the checks it answers, records their
+//! headers, and can be made slow or broken.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+/// Who owns which order.
+const ORDERS: &[(&str, &str)] = &[("7", "alice"), ("8", "bob")];
+
+#[derive(Default)]
+pub(crate) struct LoginApp {
+    pub(crate) url: String,
+    sessions: Mutex<HashMap<String, String>>,
+    next: AtomicU64,
+    /// `GET /api/me` answered.
+    pub(crate) me_calls: AtomicUsize,
+    /// `GET /api/orders/…` answered.
+    pub(crate) order_calls: AtomicUsize,
+    /// The headers of every check received, names lowercased.
+    pub(crate) check_headers: Mutex<Vec<Vec<(String, String)>>>,
+    /// Checks being answered right now, and the most at once.
+    in_flight: AtomicUsize,
+    pub(crate) most_in_flight: AtomicUsize,
+    /// Answer checks with 500.
+    pub(crate) broken: AtomicBool,
+    /// Wait this long (ms) before answering a check.
+    pub(crate) delay_ms: AtomicU64,
+}
+
+impl LoginApp {
+    pub(crate) async fn start() -> Arc<LoginApp> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app = Arc::new(LoginApp {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            ..LoginApp::default()
+        });
+        let a = app.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let a = a.clone();
+                        async move { Ok::<_, Infallible>(a.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        app
+    }
+
+    /// Log `user` in directly: the cookie header value a browser would send.
+    pub(crate) fn login(&self, user: &str) -> String {
+        let sid = format!(
+            "s{}x{}",
+            self.next.fetch_add(1, Ordering::SeqCst),
+            user.len()
+        );
+        self.sessions
+            .lock()
+            .unwrap()
+            .insert(sid.clone(), user.to_string());
+        format!("theme=dark; sessionid={sid}")
+    }
+
+    /// End the session of a cookie header value.
+    pub(crate) fn logout(&self, cookie: &str) {
+        if let Some(sid) = sid_of(cookie) {
+            self.sessions.lock().unwrap().remove(&sid);
+        }
+    }
+
+    fn user_of(&self, req: &Request<Incoming>) -> Option<String> {
+        let cookie = req.headers().get("cookie")?.to_str().ok()?;
+        let sid = sid_of(cookie)?;
+        self.sessions.lock().unwrap().get(&sid).cloned()
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        if req.method() == hyper::Method::POST && path == "/login" {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let user = String::from_utf8_lossy(&body).trim().to_string();
+            let cookie = self.login(&user);
+            let sid = cookie.rsplit('=').next().unwrap().to_string();
+            return Response::builder()
+                .header("set-cookie", format!("sessionid={sid}; HttpOnly; Path=/"))
+                .body(Full::new(Bytes::from("ok")))
+                .unwrap();
+        }
+        if req.method() == hyper::Method::POST && path == "/logout" {
+            if let Some(c) = req.headers().get("cookie").and_then(|c| c.to_str().ok()) {
+                self.logout(c);
+            }
+            return status(200, "bye");
+        }
+        if !path.starts_with("/api/") {
+            return status(404, "not found");
+        }
+        self.check_headers.lock().unwrap().push(
+            req.headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+        );
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let resp = self.check(&req, &path);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        resp
+    }
+
+    fn check(&self, req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
+        if self.broken.load(Ordering::SeqCst) {
+            return status(500, "database is down");
+        }
+        let user = self.user_of(req);
+        if path == "/api/me" {
+            self.me_calls.fetch_add(1, Ordering::SeqCst);
+            return match user {
+                Some(u) => {
+                    let body = serde_json::json!({
+                        "id": u,
+                        "profile": { "team": "blue" },
+                        "channels": [format!("team.blue.*")],
+                    });
+                    Response::builder()
+                        .header("content-type", "application/json")
+                        .header("x-user-id", format!("h-{u}"))
+                        .body(Full::new(Bytes::from(body.to_string())))
+                        .unwrap()
+                }
+                None => status(401, "log in"),
+            };
+        }
+        if let Some(id) = path.strip_prefix("/api/orders/") {
+            self.order_calls.fetch_add(1, Ordering::SeqCst);
+            let Some(user) = user else {
+                return status(401, "log in");
+            };
+            return match ORDERS.iter().find(|(o, _)| *o == id) {
+                Some((_, owner)) if *owner == user => status(200, "{}"),
+                Some(_) => status(403, "not yours"),
+                None => status(404, "no such order"),
+            };
+        }
+        status(404, "not found")
+    }
+}
+
+fn sid_of(cookie: &str) -> Option<String> {
+    cookie
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == "sessionid")
+        .map(|(_, v)| v.to_string())
+}
+
+fn status(code: u16, body: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(code)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
