@@ -1,0 +1,86 @@
+//! `auth.session` and the channel rules' `check`s refused at load, each with
+//! file, line and key.
+
+use super::parse_str;
+use super::rejections::rejects;
+
+fn session(lines: &str) -> String {
+    format!("auth:\n  session:\n{lines}")
+}
+
+#[test]
+fn a_check_that_is_not_method_and_path() {
+    let text = session("    check: /api/me\n    subject: \"{body.id}\"\n");
+    rejects(&text, 3, "auth.session.check", "is not `METHOD /path`");
+    let text = session("    check: GET api/me\n    subject: \"{body.id}\"\n");
+    rejects(&text, 3, "auth.session.check", "must be a path starting with '/'");
+    let text = session("    check: \"G(T /api/me\"\n    subject: \"{body.id}\"\n");
+    rejects(&text, 3, "auth.session.check", "is not an HTTP method");
+}
+
+#[test]
+fn a_template_naming_an_unknown_source() {
+    let text = session("    check: GET /api/me\n    subject: \"{cookie.sessionid}\"\n");
+    rejects(
+        &text,
+        4,
+        "auth.session.subject",
+        "unknown placeholder `{cookie.sessionid}`; expected body, body.KEY… or header.NAME",
+    );
+    let text = session(
+        "    check: GET /api/me\n    subject: \"{body.id}\"\n    channels: \"{query.c}\"\n",
+    );
+    rejects(&text, 5, "auth.session.channels", "unknown placeholder");
+}
+
+#[test]
+fn a_login_check_takes_no_placeholders() {
+    let text = session("    check: GET /api/users/{id}\n    subject: \"{body.id}\"\n");
+    rejects(&text, 3, "auth.session.check", "takes no placeholders");
+}
+
+#[test]
+fn an_unknown_upstream_and_zero_bounds() {
+    let text = session("    check: GET /api/me\n    subject: \"{body.id}\"\n    upstream: auth\n");
+    rejects(&text, 5, "auth.session.upstream", "names no upstream: \"auth\"");
+    let text = session("    check: GET /api/me\n    subject: \"{body.id}\"\n    concurrency: 0\n");
+    rejects(&text, 5, "auth.session.concurrency", "at least 1");
+    let text = session("    check: GET /api/me\n    subject: \"{body.id}\"\n    recheck: 0s\n");
+    rejects(&text, 5, "auth.session.recheck", "greater than 0");
+}
+
+#[test]
+fn a_resource_check_placeholder_the_pattern_lacks() {
+    let text = "channels:\n  - pattern: \"orders.{id}\"\n    subscribe: { check: \"GET /api/orders/{order}\" }\n";
+    rejects(
+        text,
+        3,
+        "channels[0].subscribe.check",
+        "`{order}` is not a placeholder of the pattern \"orders.{id}\"",
+    );
+    let text = "channels:\n  - pattern: \"bids.{id}\"\n    subscribe: anyone\n    publish: { check: \"POST bids/{id}\" }\n";
+    rejects(text, 4, "channels[0].publish.check", "must be a path starting with '/'");
+    let text = "channels:\n  - pattern: \"o.{id}\"\n    subscribe: { check: \"GET /o/{id\" }\n";
+    rejects(text, 3, "channels[0].subscribe.check", "without its `}`");
+}
+
+#[test]
+fn a_check_rule_with_unknown_keys() {
+    let text = "channels:\n  - pattern: \"o.{id}\"\n    subscribe: { check: \"GET /o/{id}\", cache: 5s }\n";
+    rejects(text, 3, "channels[0].subscribe.cache", "unknown field `cache`, expected `check`");
+}
+
+#[test]
+fn a_valid_session_loads_with_its_defaults() {
+    let text = "auth:\n  session:\n    check: get /api/me\n    subject: \"{header.X-User-Id}\"\nchannels:\n  - { pattern: \"orders.{id}\", subscribe: { check: \"GET /api/orders/{id}?full=1\" } }\n";
+    let c = parse_str(text).unwrap();
+    let s = c.auth.session.unwrap();
+    assert_eq!(s.cache, std::time::Duration::from_secs(30));
+    assert_eq!(s.recheck, std::time::Duration::from_secs(300));
+    assert_eq!(s.concurrency, 64);
+    assert_eq!(
+        crate::config::split_check(&s.check).unwrap(),
+        ("GET".to_string(), "/api/me".to_string())
+    );
+    assert!(c.channels[0].subscribe.check().is_some());
+}
