@@ -5,6 +5,9 @@
 //! headers, queries, cookies and `auth` frames; admin keys; webhook secrets;
 //! bad signatures and refusals) and searches the capture.
 
+#[path = "integration/session/app.rs"]
+#[allow(dead_code)]
+mod app;
 #[path = "integration/common/mod.rs"]
 mod common;
 
@@ -14,11 +17,13 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const JWT_SECRET: &str = "jwt-secret-XYZZY-1";
 const ADMIN_KEY: &str = "admin-key-XYZZY-2";
 const HOOK_SECRET: &str = "hook-secret-XYZZY-3";
 const STATIC_TOKEN: &str = "static-token-XYZZY-4";
+const SESSION_ID: &str = "session-cookie-XYZZY-5";
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -119,6 +124,43 @@ webhooks:
         .send()
         .await;
 
+    // The application's own login: its cookie travels to the check, its
+    // answer comes back; neither is logged, whatever the check answered.
+    let login_app = app::LoginApp::start().await;
+    let session = r#"
+auth:
+  session: { check: GET /api/me, subject: "{body.id}", channels: "{body.channels}", cache: 0s }
+"#;
+    let sgw = TestGateway::with(&login_app.url, "  heartbeat: 15s", session).await;
+    let cookie = login_app.login_with("alice", SESSION_ID);
+    for broken in [false, true] {
+        login_app
+            .broken
+            .store(broken, std::sync::atomic::Ordering::SeqCst);
+        for path in [
+            "/realtime/poll?channels=user.alice&timeout=0",
+            "/realtime/sse?channels=user.alice",
+            "/app/page",
+        ] {
+            let _ = sgw
+                .http
+                .get(sgw.url(path))
+                .header("cookie", &cookie)
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await;
+        }
+        let mut req = format!(
+            "wss://localhost:{}/realtime/ws?channels=user.alice",
+            sgw.public.port()
+        )
+        .into_client_request()
+        .unwrap();
+        req.headers_mut().insert("cookie", cookie.parse().unwrap());
+        let _ = tokio_tungstenite::client_async(req, sgw.tls_stream().await).await;
+    }
+    assert!(login_app.me_calls.load(std::sync::atomic::Ordering::SeqCst) > 0);
+
     // A bad config on reload must not echo secrets either.
     let _ = pushgate::config::parse(
         &format!("auth: {{ jwt: {{ hs256_secret: \"{JWT_SECRET}\" }}, admin_keys: 5 }}\n"),
@@ -130,7 +172,8 @@ webhooks:
     let read = || String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !(read().contains("config refused")
-        && read().contains("webhook signature did not verify"))
+        && read().contains("webhook signature did not verify")
+        && read().contains("session check failed"))
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -149,6 +192,8 @@ webhooks:
         jwt.as_str(),
         "tampered",
         "wrong-admin-key",
+        SESSION_ID,
+        app::ANSWER_SECRET,
     ] {
         assert!(!logs.contains(secret), "{secret:.12}… appears in the logs");
     }

@@ -13,7 +13,12 @@ fn a_check_that_is_not_method_and_path() {
     let text = session("    check: /api/me\n    subject: \"{body.id}\"\n");
     rejects(&text, 3, "auth.session.check", "is not `METHOD /path`");
     let text = session("    check: GET api/me\n    subject: \"{body.id}\"\n");
-    rejects(&text, 3, "auth.session.check", "must be a path starting with '/'");
+    rejects(
+        &text,
+        3,
+        "auth.session.check",
+        "must be a path starting with '/'",
+    );
     let text = session("    check: \"G(T /api/me\"\n    subject: \"{body.id}\"\n");
     rejects(&text, 3, "auth.session.check", "is not an HTTP method");
 }
@@ -42,7 +47,12 @@ fn a_login_check_takes_no_placeholders() {
 #[test]
 fn an_unknown_upstream_and_zero_bounds() {
     let text = session("    check: GET /api/me\n    subject: \"{body.id}\"\n    upstream: auth\n");
-    rejects(&text, 5, "auth.session.upstream", "names no upstream: \"auth\"");
+    rejects(
+        &text,
+        5,
+        "auth.session.upstream",
+        "names no upstream: \"auth\"",
+    );
     let text = session("    check: GET /api/me\n    subject: \"{body.id}\"\n    concurrency: 0\n");
     rejects(&text, 5, "auth.session.concurrency", "at least 1");
     let text = session("    check: GET /api/me\n    subject: \"{body.id}\"\n    recheck: 0s\n");
@@ -59,7 +69,12 @@ fn a_resource_check_placeholder_the_pattern_lacks() {
         "`{order}` is not a placeholder of the pattern \"orders.{id}\"",
     );
     let text = "channels:\n  - pattern: \"bids.{id}\"\n    subscribe: anyone\n    publish: { check: \"POST bids/{id}\" }\n";
-    rejects(text, 4, "channels[0].publish.check", "must be a path starting with '/'");
+    rejects(
+        text,
+        4,
+        "channels[0].publish.check",
+        "must be a path starting with '/'",
+    );
     let text = "channels:\n  - pattern: \"o.{id}\"\n    subscribe: { check: \"GET /o/{id\" }\n";
     rejects(text, 3, "channels[0].subscribe.check", "without its `}`");
 }
@@ -67,7 +82,12 @@ fn a_resource_check_placeholder_the_pattern_lacks() {
 #[test]
 fn a_check_rule_with_unknown_keys() {
     let text = "channels:\n  - pattern: \"o.{id}\"\n    subscribe: { check: \"GET /o/{id}\", cache: 5s }\n";
-    rejects(text, 3, "channels[0].subscribe.cache", "unknown field `cache`, expected `check`");
+    rejects(
+        text,
+        3,
+        "channels[0].subscribe.cache",
+        "unknown field `cache`, expected `check`",
+    );
 }
 
 #[test]

@@ -18,6 +18,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+/// In every answer to `/api/me`: it must never reach a log.
+pub(crate) const ANSWER_SECRET: &str = "answer-secret-XYZZY-6";
+
 /// Who owns which order.
 const ORDERS: &[(&str, &str)] = &[("7", "alice"), ("8", "bob")];
 
@@ -73,10 +76,15 @@ impl LoginApp {
             self.next.fetch_add(1, Ordering::SeqCst),
             user.len()
         );
+        self.login_with(user, &sid)
+    }
+
+    /// [`login`](Self::login) with a session id of the caller's choosing.
+    pub(crate) fn login_with(&self, user: &str, sid: &str) -> String {
         self.sessions
             .lock()
             .unwrap()
-            .insert(sid.clone(), user.to_string());
+            .insert(sid.to_string(), user.to_string());
         format!("theme=dark; sessionid={sid}")
     }
 
@@ -144,6 +152,7 @@ impl LoginApp {
                         "id": u,
                         "profile": { "team": "blue" },
                         "channels": [format!("team.blue.*")],
+                        "csrf": ANSWER_SECRET,
                     });
                     Response::builder()
                         .header("content-type", "application/json")
