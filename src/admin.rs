@@ -82,6 +82,7 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/stats") => {
             let mut v = state.stats.snapshot();
             v["channels"] = state.hub.channel_count().into();
+            v["upstreams"] = state.settings().upstreams.snapshot();
             reply::json(StatusCode::OK, &v)
         }
         (_, "/publish" | "/healthz" | "/readyz" | "/stats" | "/metrics" | "/disconnect") => {

@@ -34,8 +34,8 @@ pub use rules::{
     Tap, TapMatch, Verify, Webhook, WebhookMatch,
 };
 pub use schema::{
-    Backend, Balance, BrokerConfig, BrokerKind, Config, History, Listen, Log, LogFormat, Realtime,
-    RedisConfig, SniCert, Tls,
+    Backend, Balance, BrokerConfig, BrokerKind, Config, Health, History, Listen, Log, LogFormat,
+    Realtime, RedisConfig, SniCert, Tls,
 };
 pub use sections::Sections;
 pub use session::{ResourceCheck, SessionAuth, check_placeholders, split_check};

@@ -134,12 +134,16 @@ impl AppState {
     pub fn new(settings: Settings, hub: Hub, broker: Arc<dyn Broker>) -> AppState {
         let presence_broker = broker.clone();
         let limits = Limits::new(&settings.config.limits);
+        let shutdown = CancellationToken::new();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            settings.upstreams.watch_health(&shutdown);
+        }
         AppState(Arc::new(Handles {
             limits,
             settings: ArcSwap::from_pointee(settings),
             hub,
             broker,
-            shutdown: CancellationToken::new(),
+            shutdown,
             stopping: crate::alarm::Alarm::new(),
             broker_stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -182,6 +186,7 @@ impl Handles {
                 was.connect_timeout == now.connect_timeout
             });
         drop(old);
+        settings.upstreams.watch_health(&self.shutdown);
         self.limits.set_policy(&settings.config.limits);
         self.settings.store(Arc::new(settings));
     }

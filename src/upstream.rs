@@ -25,6 +25,7 @@ use crate::reply::{self, Body};
 use server::{Server, Servers};
 
 pub(crate) mod framing;
+pub(crate) mod health;
 pub(crate) mod pool;
 pub(crate) mod registry;
 pub(crate) mod reuse;
@@ -40,6 +41,8 @@ pub struct Upstream {
     servers: Arc<Servers>,
     base_path: String,
     timeout: Duration,
+    /// Active checks of each server (`health:`).
+    health: Option<config::Health>,
 }
 
 impl Upstream {
@@ -56,7 +59,11 @@ impl Upstream {
         let servers = backend
             .servers()
             .iter()
-            .map(|url| Arc::new(Server::new(authority_of(url), backend.connect_timeout)))
+            .map(|url| {
+                let server = Server::new(authority_of(url), backend.connect_timeout);
+                server.health.set_terms(backend.health.clone());
+                Arc::new(server)
+            })
             .collect();
         let first = backend.servers().first().unwrap_or(&backend.url);
         Upstream {
@@ -65,6 +72,37 @@ impl Upstream {
             scheme: http::uri::Scheme::HTTP,
             base_path: first.path().trim_end_matches('/').to_string(),
             timeout: backend.timeout,
+            health: backend.health.clone(),
+        }
+    }
+
+    /// Start the health checks of servers no task checks yet (a new
+    /// upstream, a server a reload added); see `health.rs`.
+    pub(crate) fn watch_health(&self, name: &str, stop: &tokio_util::sync::CancellationToken) {
+        if self.health.is_none() {
+            return;
+        }
+        for server in &self.servers.list {
+            let (scheme, authority, base) = (
+                self.scheme.clone(),
+                server.authority.clone(),
+                self.base_path.clone(),
+            );
+            let uri = move |path: &str| {
+                Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(authority.clone())
+                    .path_and_query(format!("{base}{path}"))
+                    .build()
+                    .ok()
+            };
+            health::watch(
+                server,
+                self.client.clone(),
+                uri,
+                name.to_string(),
+                stop.clone(),
+            );
         }
     }
 
@@ -84,12 +122,16 @@ impl Upstream {
             .list
             .iter()
             .map(|new| {
-                old.servers
+                let kept = old
+                    .servers
                     .list
                     .iter()
                     .find(|was| was.authority == new.authority)
                     .unwrap_or(new)
-                    .clone()
+                    .clone();
+                // The new terms reach its running check task.
+                kept.health.set_terms(self.health.clone());
+                kept
             })
             .collect();
         self.servers = Arc::new(Servers::new(list, self.servers.balance()));

@@ -197,6 +197,7 @@ fn snapshot(state: &AppState, now: &Reading, prev: Option<&Reading>) -> Value {
             "tcp": s.connections.load(Relaxed),
         },
         "channels": state.hub.channel_count(),
+        "upstreams": state.settings().upstreams.snapshot(),
         "rates": {
             "published_per_s": rate(|r| r.published),
             "delivered_per_s": rate(|r| r.delivered),

@@ -105,6 +105,8 @@ pub struct Backend {
     #[serde(deserialize_with = "lenient::urls")]
     pub urls: Vec<url::Url>,
     pub balance: Balance,
+    /// Optional active checks of each server.
+    pub health: Option<Health>,
     #[serde(deserialize_with = "units::duration")]
     pub connect_timeout: Duration,
     /// Whole request; streaming responses are not cut while bytes flow.
@@ -119,6 +121,7 @@ impl Default for Backend {
             url: url::Url::parse("http://127.0.0.1:8080").expect("default backend URL parses"),
             urls: Vec::new(),
             balance: Balance::default(),
+            health: None,
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
         }
@@ -133,6 +136,38 @@ impl Backend {
         } else {
             &self.urls
         }
+    }
+}
+
+/// Active health checks: `GET path` on each server every `interval`; a
+/// server leaves the rotation after `fails` failures in a row (not 2xx
+/// within `timeout`) and comes back after `passes` good checks.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub path: String,
+    #[serde(default = "Health::interval", deserialize_with = "units::duration")]
+    pub interval: Duration,
+    #[serde(default = "Health::timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default = "Health::fails", deserialize_with = "lenient::u32")]
+    pub fails: u32,
+    #[serde(default = "Health::passes", deserialize_with = "lenient::u32")]
+    pub passes: u32,
+}
+
+impl Health {
+    fn interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    fn timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn fails() -> u32 {
+        3
+    }
+    fn passes() -> u32 {
+        2
     }
 }
 

@@ -144,6 +144,25 @@ fn backend(b: &super::Backend, key: &KeyPath, r: &mut Report) {
     }
     nonzero(r, &key.key("connect_timeout"), b.connect_timeout);
     nonzero(r, &key.key("timeout"), b.timeout);
+    if let Some(h) = &b.health {
+        let at = key.key("health");
+        if !h.path.starts_with('/') || h.path.contains([' ', '#']) {
+            r.add(
+                at.key("path"),
+                format!(
+                    "{:?} must be a path starting with '/', e.g. /healthz",
+                    h.path
+                ),
+            );
+        }
+        nonzero(r, &at.key("interval"), h.interval);
+        nonzero(r, &at.key("timeout"), h.timeout);
+        for (name, n) in [("fails", h.fails), ("passes", h.passes)] {
+            if n == 0 {
+                r.add(at.key(name), "must be at least 1");
+            }
+        }
+    }
 }
 
 fn server_url(url: &url::Url, at: &KeyPath, r: &mut Report) {

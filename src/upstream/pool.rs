@@ -39,6 +39,11 @@ impl BackendPool {
         }
     }
 
+    /// Idle connections kept now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// The most recently returned idle connection that is still young and
     /// still quiet.
     pub fn take(&self) -> Option<TcpStream> {

@@ -119,6 +119,45 @@ impl Upstreams {
         self.named.iter().find(|e| e.name == name)
     }
 
+    /// Start the health checks no task runs yet (at start, after a reload).
+    pub fn watch_health(&self, stop: &tokio_util::sync::CancellationToken) {
+        for entry in std::iter::once(&self.default).chain(self.named.iter()) {
+            entry.upstream.watch_health(&entry.name, stop);
+        }
+    }
+
+    /// Each upstream's servers as `/stats` shows them: health, whether a
+    /// failed connect has them skipped, requests in flight, idle
+    /// connections of the relay.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let upstreams: Vec<serde_json::Value> = std::iter::once(&self.default)
+            .chain(self.named.iter())
+            .map(|entry| {
+                let servers: Vec<serde_json::Value> = entry
+                    .upstream
+                    .servers()
+                    .list
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "server": s.authority.as_str(),
+                            "healthy": s.health.is_healthy(),
+                            "up": !s.is_down(),
+                            "in_flight": s.in_flight(),
+                            "idle": s.pool.idle_count(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": entry.name,
+                    "balance": format!("{:?}", entry.config.balance).to_ascii_lowercase(),
+                    "servers": servers,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(upstreams)
+    }
+
     /// Take over `old`'s connections, upstream by upstream, where a name
     /// stays and `same(was, now)` judges its configuration the same servers
     /// reached the same way.

@@ -1,7 +1,8 @@
 //! One server of an upstream, and how the next one is chosen (`balance`).
 //!
 //! A server whose connect failed is left out of the choice for
-//! [`DOWN_FOR`], then tried again; while every server is down they are all
+//! [`DOWN_FOR`], then tried again, and one that failed its health checks
+//! until it passes them again (`health.rs`); while every server is down they are all
 //! tried anyway (a refusal is better learnt from the server than assumed).
 //! The relay's idle connections live here, one pool per server; hyper's
 //! client pools by authority, so both engines keep one pool per server each.
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Balance;
 
+use super::health::Health;
 use super::pool::BackendPool;
 
 /// How long a server whose connect failed is skipped.
@@ -28,6 +30,8 @@ pub struct Server {
     /// Milliseconds after `epoch` until which it is skipped (0: up).
     down_until: AtomicU64,
     epoch: Instant,
+    /// What its active checks found (`health:`); always healthy without.
+    pub health: Health,
 }
 
 impl Server {
@@ -38,6 +42,7 @@ impl Server {
             in_flight: AtomicUsize::new(0),
             down_until: AtomicU64::new(0),
             epoch: Instant::now(),
+            health: Health::new(None),
         }
     }
 
@@ -45,9 +50,15 @@ impl Server {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Whether it is being skipped after a failed connect.
+    /// Whether it is being skipped: a connect failed lately, or it failed
+    /// its health checks.
     pub fn is_down(&self) -> bool {
-        self.now_ms() < self.down_until.load(Ordering::Relaxed)
+        !self.health.is_healthy() || self.now_ms() < self.down_until.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight on it from this gateway.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Its connect failed: skip it for [`DOWN_FOR`].

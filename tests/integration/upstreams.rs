@@ -22,12 +22,16 @@ async fn dead() -> String {
 }
 
 async fn gateway(urls: &[&str], balance: &str) -> TestGateway {
+    gateway_with(urls, balance, "").await
+}
+
+async fn gateway_with(urls: &[&str], balance: &str, more: &str) -> TestGateway {
     let list = urls.join(", ");
     let dir = temp_dir("upstreams");
     let text = yaml(&dir, "http://127.0.0.1:1", "  heartbeat: 15s", "").replace(
         "backend: { url: \"http://127.0.0.1:1\", connect_timeout: 500ms, timeout: 2s }",
         &format!(
-            "backend: {{ urls: [{list}], balance: {balance}, connect_timeout: 1s, timeout: 5s }}"
+            "backend: {{ urls: [{list}], balance: {balance}, connect_timeout: 1s, timeout: 5s{more} }}"
         ),
     );
     assert!(
@@ -130,4 +134,73 @@ async fn every_server_refusing_is_a_502() {
             .unwrap();
         assert_eq!(resp.status(), 502, "{method}");
     }
+}
+
+/// What `/stats` says of the default upstream's server at `url`.
+async fn server_stats(gw: &TestGateway, url: &str) -> Value {
+    let stats = gw.stats().await;
+    let authority = url.trim_start_matches("http://");
+    stats["upstreams"][0]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["server"] == authority)
+        .cloned()
+        .unwrap_or_else(|| panic!("{authority} in {stats}"))
+}
+
+#[tokio::test]
+async fn a_server_failing_its_health_checks_leaves_the_rotation_and_comes_back() {
+    let (a, b) = (app("a").await, app("b").await);
+    let list = urls(&[&a, &b]);
+    let health =
+        ", health: { path: /healthz, interval: 100ms, timeout: 500ms, fails: 2, passes: 2 }";
+    let gw = gateway_with(&[&list[0], &list[1]], "round_robin", health).await;
+    eventually(5, "b is checked", || async { b.has_seen("/healthz") }).await;
+    assert_eq!(server_stats(&gw, &b.url).await["healthy"], true);
+
+    b.sick.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually(5, "b out of the rotation", || async {
+        server_stats(&gw, &b.url).await["healthy"] == false
+    })
+    .await;
+    for method in [Method::GET, Method::POST] {
+        let count = spread(&gw, method.clone(), 10).await;
+        assert_eq!(count.get("a"), Some(&10), "{method}: {count:?}");
+    }
+
+    b.sick.store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually(5, "b back", || async {
+        server_stats(&gw, &b.url).await["healthy"] == true
+    })
+    .await;
+    let count = spread(&gw, Method::GET, 10).await;
+    assert_eq!(
+        (count.get("a"), count.get("b")),
+        (Some(&5), Some(&5)),
+        "{count:?}"
+    );
+}
+
+#[tokio::test]
+async fn health_checks_follow_a_reload() {
+    let (a, b) = (app("a").await, app("b").await);
+    let list = urls(&[&a, &b]);
+    let health =
+        ", health: { path: /healthz, interval: 100ms, timeout: 500ms, fails: 1, passes: 1 }";
+    let gw = gateway_with(&[&list[0], &list[1]], "round_robin", health).await;
+    b.sick.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually(5, "b out", || async {
+        server_stats(&gw, &b.url).await["healthy"] == false
+    })
+    .await;
+    // Checks taken out by a reload: b is in the rotation again.
+    let path = gw.dir.join("gateway.yaml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(health, "");
+    std::fs::write(&path, text).unwrap();
+    pushgate::reload::reload(gw.handle.as_ref().unwrap().state(), &path).unwrap();
+    eventually(10, "b back without checks", || async {
+        server_stats(&gw, &b.url).await["healthy"] == true
+    })
+    .await;
 }

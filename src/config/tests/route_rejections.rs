@@ -123,3 +123,21 @@ fn routes_and_upstreams_that_load() {
         "{summary}"
     );
 }
+
+#[test]
+fn health_checks_need_a_path_and_counts() {
+    let text = "backend:\n  url: http://127.0.0.1:8080\n  health: { path: healthz }\n";
+    rejects(
+        text,
+        3,
+        "backend.health.path",
+        "must be a path starting with '/'",
+    );
+    let text =
+        "upstreams:\n  api:\n    url: http://127.0.0.1:8080\n    health: { path: /h, fails: 0 }\n";
+    rejects(text, 4, "upstreams.api.health.fails", "at least 1");
+    let text = "backend:\n  url: http://127.0.0.1:8080\n  health: { path: /h, interval: 0s }\n";
+    rejects(text, 3, "backend.health.interval", "greater than 0");
+    let text = "backend:\n  url: http://127.0.0.1:8080\n  health: { interval: 5s }\n";
+    rejects(text, 3, "backend.health", "missing field `path`");
+}

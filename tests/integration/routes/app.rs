@@ -7,7 +7,7 @@
 //! with that case; the HTTP/1 relay forwards header names byte for byte,
 //! hyper (which parses and re-encodes them) sends them lowercase.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -25,6 +25,8 @@ pub(crate) struct App {
     pub(crate) seen: Arc<Mutex<Vec<String>>>,
     /// Requests for `/hold…` wait for a permit here before they are answered.
     pub(crate) release: Arc<Semaphore>,
+    /// While set, `/healthz` answers 503.
+    pub(crate) sick: Arc<AtomicBool>,
 }
 
 impl App {
@@ -39,11 +41,17 @@ pub(crate) async fn app(name: &'static str) -> App {
     let connections = Arc::new(AtomicUsize::new(0));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let release = Arc::new(Semaphore::new(0));
-    let (c, s, r) = (connections.clone(), seen.clone(), release.clone());
+    let sick = Arc::new(AtomicBool::new(false));
+    let (c, s, r, k) = (
+        connections.clone(),
+        seen.clone(),
+        release.clone(),
+        sick.clone(),
+    );
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve(name, stream, s.clone(), r.clone()));
+            tokio::spawn(serve(name, stream, s.clone(), r.clone(), k.clone()));
         }
     });
     App {
@@ -51,6 +59,7 @@ pub(crate) async fn app(name: &'static str) -> App {
         connections,
         seen,
         release,
+        sick,
     }
 }
 
@@ -59,6 +68,7 @@ async fn serve(
     mut stream: tokio::net::TcpStream,
     seen: Arc<Mutex<Vec<String>>>,
     release: Arc<Semaphore>,
+    sick: Arc<AtomicBool>,
 ) {
     let mut buf = Vec::new();
     loop {
@@ -100,8 +110,13 @@ async fn serve(
         };
         let answer =
             json!({ "app": name, "path": target, "engine": engine, "body": body }).to_string();
+        let status = if target == "/healthz" && sick.load(Ordering::SeqCst) {
+            "503 Service Unavailable"
+        } else {
+            "200 OK"
+        };
         let reply = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
             answer.len()
         );
         if stream.write_all(reply.as_bytes()).await.is_err() {

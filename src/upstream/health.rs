@@ -1,0 +1,222 @@
+//! Active health checks (`health: { path, interval, timeout, fails, passes }`).
+//!
+//! One task per server asks `GET {base}{path}` every `interval`; a server
+//! that fails `fails` checks in a row (not 2xx within `timeout`, or no
+//! connection) leaves the rotation, and comes back after `passes` good ones.
+//! The state lives on the [`Server`](super::server::Server), which a reload
+//! keeps while it lists the same server, so a reload neither forgets that a
+//! server is out nor starts a second task for it; the new terms reach the
+//! running task through [`Health::set_terms`]. The task ends when its
+//! server is dropped (a reload removed it) or the gateway stops.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::{Request, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::Connect;
+use tokio_util::sync::CancellationToken;
+
+use super::server::Server;
+use crate::config;
+use crate::reply::{self, Body};
+
+/// The most of a check's answer read (then the connection is not reused).
+const ANSWER_LIMIT: usize = 64 * 1024;
+
+/// A server's health as its checks found it.
+pub struct Health {
+    healthy: AtomicBool,
+    /// Failures in a row while healthy, passes in a row while not.
+    streak: AtomicU32,
+    terms: Mutex<Option<config::Health>>,
+    /// A task checks this server.
+    watched: AtomicBool,
+}
+
+impl Health {
+    pub fn new(terms: Option<config::Health>) -> Health {
+        Health {
+            healthy: AtomicBool::new(true),
+            streak: AtomicU32::new(0),
+            terms: Mutex::new(terms),
+            watched: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether it is in the rotation as far as its checks go (a server
+    /// without checks always is).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn terms(&self) -> Option<config::Health> {
+        self.terms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The checks a reload put in force; none: the server is in the
+    /// rotation again and its task stops.
+    pub fn set_terms(&self, terms: Option<config::Health>) {
+        if terms.is_none() {
+            self.healthy.store(true, Ordering::Relaxed);
+            self.streak.store(0, Ordering::Relaxed);
+        }
+        *self
+            .terms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = terms;
+    }
+
+    /// Count one check; returns the new state when it changed.
+    fn record(&self, ok: bool, terms: &config::Health) -> Option<bool> {
+        let healthy = self.is_healthy();
+        if ok == healthy {
+            self.streak.store(0, Ordering::Relaxed);
+            return None;
+        }
+        let streak = self.streak.fetch_add(1, Ordering::Relaxed) + 1;
+        let needed = if healthy { terms.fails } else { terms.passes };
+        if streak < needed.max(1) {
+            return None;
+        }
+        self.streak.store(0, Ordering::Relaxed);
+        self.healthy.store(ok, Ordering::Relaxed);
+        Some(ok)
+    }
+}
+
+/// Start checking `server` unless a task already does (or it has no
+/// checks); `uri` is where its check asks.
+pub fn watch<C>(
+    server: &Arc<Server>,
+    client: Client<C, Body>,
+    uri: impl Fn(&str) -> Option<Uri> + Send + Sync + 'static,
+    upstream: String,
+    stop: CancellationToken,
+) where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    if server.health.terms().is_none() || server.health.watched.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let weak = Arc::downgrade(server);
+    tokio::spawn(async move {
+        run(&weak, &client, &uri, &upstream, &stop).await;
+        if let Some(s) = weak.upgrade() {
+            s.health.watched.store(false, Ordering::SeqCst);
+        }
+    });
+}
+
+async fn run<C>(
+    weak: &Weak<Server>,
+    client: &Client<C, Body>,
+    uri: &(impl Fn(&str) -> Option<Uri> + Sync),
+    upstream: &str,
+    stop: &CancellationToken,
+) where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    loop {
+        // Held only for one check: a server a reload removed goes.
+        let Some(server) = weak.upgrade() else { return };
+        let Some(terms) = server.health.terms() else {
+            return;
+        };
+        let ok = match uri(&terms.path) {
+            Some(uri) => probe(client, uri, terms.timeout).await,
+            None => false,
+        };
+        match server.health.record(ok, &terms) {
+            Some(false) => tracing::warn!(
+                upstream,
+                server = %server.authority,
+                path = %terms.path,
+                fails = terms.fails,
+                "upstream server failed its health checks; out of the rotation"
+            ),
+            Some(true) => tracing::info!(
+                upstream,
+                server = %server.authority,
+                passes = terms.passes,
+                "upstream server passed its health checks; back in the rotation"
+            ),
+            None => {}
+        }
+        drop(server);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(terms.interval) => {}
+        }
+    }
+}
+
+/// One check: a 2xx answer, head and body, within `timeout`.
+async fn probe<C>(client: &Client<C, Body>, uri: Uri, timeout: Duration) -> bool
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let Ok(req) = Request::get(uri)
+        .header(http::header::USER_AGENT, "pushgate-health-check")
+        .body(reply::empty())
+    else {
+        return false;
+    };
+    let check = async {
+        let resp = client.request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        http_body_util::Limited::new(resp.into_body(), ANSWER_LIMIT)
+            .collect()
+            .await
+            .ok()?;
+        Some(ok)
+    };
+    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(fails: u32, passes: u32) -> config::Health {
+        config::Health {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fails,
+            passes,
+        }
+    }
+
+    #[test]
+    fn out_after_fails_in_a_row_back_after_passes() {
+        let t = terms(3, 2);
+        let h = Health::new(Some(t.clone()));
+        assert_eq!(h.record(false, &t), None);
+        assert_eq!(h.record(false, &t), None);
+        assert_eq!(h.record(true, &t), None, "a pass resets the count");
+        assert_eq!(h.record(false, &t), None);
+        assert_eq!(h.record(false, &t), None);
+        assert_eq!(h.record(false, &t), Some(false));
+        assert!(!h.is_healthy());
+        assert_eq!(h.record(true, &t), None);
+        assert_eq!(h.record(false, &t), None, "a failure resets the count");
+        assert_eq!(h.record(true, &t), None);
+        assert_eq!(h.record(true, &t), Some(true));
+        assert!(h.is_healthy());
+    }
+
+    #[test]
+    fn checks_taken_out_put_the_server_back() {
+        let t = terms(1, 5);
+        let h = Health::new(Some(t.clone()));
+        assert_eq!(h.record(false, &t), Some(false));
+        h.set_terms(None);
+        assert!(h.is_healthy());
+    }
+}
