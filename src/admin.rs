@@ -59,9 +59,15 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/publish") => publish(state, req).await,
         (&Method::GET, "/metrics") => {
-            let text = state
+            let mut text = state
                 .metrics
                 .encode(&state.stats, state.hub.channel_count());
+            // Per upstream server, from the servers in force, before the end marker.
+            let upstreams = state.settings().upstreams.encode_metrics();
+            match text.rfind("# EOF") {
+                Some(at) => text.insert_str(at, &upstreams),
+                None => text.push_str(&upstreams),
+            }
             let mut r = Response::new(reply::full(text));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -6,10 +6,9 @@
 //! time, so nothing is counted twice.
 
 mod atomic_histogram;
+pub use atomic_histogram::AtomicHistogram;
 pub mod stats;
 pub mod window;
-
-use atomic_histogram::AtomicHistogram;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -95,20 +95,24 @@ impl<'a> Proxy<'a> {
                 *req.uri_mut() = uri;
             }
             let conn = reuse::Connection::watch(&mut req);
-            let in_flight = server.start();
+            let mut in_flight = server.start();
             let result =
                 tokio::time::timeout(self.upstream.timeout(), self.upstream.client().request(req))
                     .await;
             match &result {
                 Ok(Err(error)) if error.is_connect() => {
                     warn!(server = %server.authority, %error, "upstream server unreachable");
+                    in_flight.not_connected();
                     server.mark_down();
                     if spare.is_some() {
                         next = spare;
                         continue;
                     }
                 }
-                Ok(Ok(_)) => server.mark_up(),
+                Ok(Ok(resp)) => {
+                    server.mark_up();
+                    in_flight.answered(resp.status().as_u16());
+                }
                 _ => {}
             }
             return Some((result, conn, in_flight));

@@ -31,6 +31,7 @@ pub(crate) mod registry;
 pub(crate) mod reuse;
 pub(crate) mod routes;
 pub(crate) mod server;
+pub(crate) mod stats;
 
 #[derive(Clone)]
 pub struct Upstream {
@@ -253,14 +254,16 @@ impl Upstream {
             *req.headers_mut() = headers.clone();
             // The same rules for reusing its connection as a proxied request's.
             let conn = reuse::Connection::watch(&mut req);
-            let _in_flight = server.start();
+            let mut in_flight = server.start();
             match tokio::time::timeout(self.timeout, self.client.request(req)).await {
                 Err(_) => return Err(BackendError::Timeout),
                 Ok(Ok(resp)) => {
                     server.mark_up();
+                    in_flight.answered(resp.status().as_u16());
                     break (resp, conn);
                 }
                 Ok(Err(e)) if e.is_connect() => {
+                    in_flight.not_connected();
                     server.mark_down();
                     tracing::warn!(server = %server.authority, error = %e, "upstream server unreachable");
                 }

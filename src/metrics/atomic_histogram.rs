@@ -62,6 +62,27 @@ impl AtomicHistogram {
     }
 }
 
+impl AtomicHistogram {
+    /// `(upper bound in seconds, cumulative count)` per bucket, `+Inf`
+    /// last, then the sum in seconds: what a text exposition writes.
+    pub fn cumulative(&self) -> (Vec<(f64, u64)>, f64) {
+        let mut total = 0;
+        let buckets = self
+            .0
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.0.counts.iter())
+            .map(|(bound, c)| {
+                total += c.load(Ordering::Relaxed);
+                (bound, total)
+            })
+            .collect();
+        (buckets, self.0.sum_us.load(Ordering::Relaxed) as f64 / 1e6)
+    }
+}
+
 impl EncodeMetric for AtomicHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let counts: Vec<u64> = self

@@ -277,14 +277,16 @@ async fn open_any(
         };
         tried.push(i);
         let server = servers.list[i].clone();
-        let in_flight = server.start();
+        let mut in_flight = server.start();
         match open(&server.pool, out, close, rbuf).await {
             Ok((conn, inbound)) => {
                 server.mark_up();
+                in_flight.answered(inbound.status);
                 return Ok((server, in_flight, conn, inbound));
             }
             Err(BackendFailure::Connect(error)) => {
                 warn!(server = %server.authority, %error, "upstream server unreachable");
+                in_flight.not_connected();
                 server.mark_down();
                 rbuf.clear();
             }

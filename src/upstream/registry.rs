@@ -158,6 +158,15 @@ impl Upstreams {
         serde_json::Value::Array(upstreams)
     }
 
+    /// Prometheus text for every upstream's servers (`stats.rs`).
+    pub fn encode_metrics(&self) -> String {
+        super::stats::encode(
+            std::iter::once(&self.default)
+                .chain(self.named.iter())
+                .map(|e| (e.name.as_str(), e.upstream.servers().list.as_slice())),
+        )
+    }
+
     /// Take over `old`'s connections, upstream by upstream, where a name
     /// stays and `same(was, now)` judges its configuration the same servers
     /// reached the same way.

@@ -16,6 +16,7 @@ use crate::config::Balance;
 
 use super::health::Health;
 use super::pool::BackendPool;
+use super::stats::{Failure, ServerStats};
 
 /// How long a server whose connect failed is skipped.
 pub const DOWN_FOR: Duration = Duration::from_secs(2);
@@ -32,6 +33,8 @@ pub struct Server {
     epoch: Instant,
     /// What its active checks found (`health:`); always healthy without.
     pub health: Health,
+    /// Its answers, failures and latency, for `/metrics`.
+    pub stats: ServerStats,
 }
 
 impl Server {
@@ -43,6 +46,7 @@ impl Server {
             down_until: AtomicU64::new(0),
             epoch: Instant::now(),
             health: Health::new(None),
+            stats: ServerStats::default(),
         }
     }
 
@@ -63,6 +67,7 @@ impl Server {
 
     /// Its connect failed: skip it for [`DOWN_FOR`].
     pub fn mark_down(&self) {
+        self.stats.failed(Failure::Connect);
         let until = self.now_ms().saturating_add(DOWN_FOR.as_millis() as u64);
         self.down_until.store(until, Ordering::Relaxed);
     }
@@ -77,16 +82,45 @@ impl Server {
     /// Count one request in flight until the guard drops.
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        InFlight {
+            server: self.clone(),
+            started: Instant::now(),
+            done: false,
+        }
     }
 }
 
-/// One request in flight on a server.
-pub struct InFlight(Arc<Server>);
+/// One request in flight on a server, from the attempt to its answer
+/// head. One that ends without [`InFlight::answered`] (a timeout, a reset,
+/// an unusable answer, a client that left) counts as `no_answer`, unless
+/// its connect failed (counted as that).
+pub struct InFlight {
+    server: Arc<Server>,
+    started: Instant,
+    done: bool,
+}
+
+impl InFlight {
+    /// The server answered with `status`.
+    pub fn answered(&mut self, status: u16) {
+        if !self.done {
+            self.done = true;
+            self.server.stats.answered(status, self.started.elapsed());
+        }
+    }
+
+    /// Its connect failed: counted by [`Server::mark_down`].
+    pub fn not_connected(&mut self) {
+        self.done = true;
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.done {
+            self.server.stats.failed(Failure::NoAnswer);
+        }
     }
 }
 

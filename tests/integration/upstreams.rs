@@ -204,3 +204,57 @@ async fn health_checks_follow_a_reload() {
     })
     .await;
 }
+
+/// The value of the `/metrics` line that starts with `series`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_per_upstream_server() {
+    let a = app("a").await;
+    let list = urls(&[&a]);
+    let down = dead().await;
+    let gw = gateway(&[&format!("\"{down}\""), &list[0]], "round_robin").await;
+    for method in [Method::GET, Method::POST] {
+        spread(&gw, method, 5).await;
+    }
+    let text = gw.metrics_text().await;
+    let (a_at, down_at) = (
+        a.url.trim_start_matches("http://"),
+        down.trim_start_matches("http://"),
+    );
+    let of = |server: &str, rest: &str| {
+        format!("pushgate_upstream_{rest}{{upstream=\"default\",server=\"{server}\"")
+    };
+    assert_eq!(
+        metric(&text, &(of(a_at, "requests_total") + ",class=\"2xx\"}")),
+        Some(10.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, &(of(a_at, "latency_seconds_count") + "}")),
+        Some(10.0)
+    );
+    assert!(metric(&text, &(of(down_at, "errors_total") + ",kind=\"connect\"}")).unwrap() >= 1.0);
+    assert_eq!(
+        metric(&text, &(of(down_at, "requests_total") + ",class=\"2xx\"}")),
+        Some(0.0)
+    );
+    assert_eq!(metric(&text, &(of(down_at, "server_up") + "}")), Some(0.0));
+    assert_eq!(
+        metric(&text, &(of(a_at, "server_healthy") + "}")),
+        Some(1.0)
+    );
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "the exposition still ends with its marker"
+    );
+    assert_eq!(
+        text.matches("# TYPE pushgate_upstream_requests ").count(),
+        1
+    );
+}
