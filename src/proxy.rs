@@ -69,11 +69,17 @@ type Sent = (
 
 impl<'a> Proxy<'a> {
     /// Send `req` to one of the upstream's servers in `balance` order. A
-    /// connect that failed reached no server: a request without a body is
-    /// sent again to the next server, until one takes it or every one was
-    /// tried (`None`: all unreachable). One with a body cannot be sent
-    /// again (its bytes are streamed, not kept), so its failure is its own.
-    async fn send(&self, req: Request<Body>, client: Option<std::net::IpAddr>) -> Option<Sent> {
+    /// connect that failed reached no server: a request without a body, or
+    /// an idempotent one whose body was kept (`replay`), is sent again to
+    /// the next server, until one takes it or every one was tried (`None`:
+    /// all unreachable). Any other body is streamed, not kept, so its
+    /// failure is its own.
+    async fn send(
+        &self,
+        req: Request<Body>,
+        client: Option<std::net::IpAddr>,
+        replay: Option<upload::Replay>,
+    ) -> Option<Sent> {
         let servers = self.upstream.servers();
         let mut tried = Vec::new();
         let mut next = Some(req);
@@ -86,9 +92,13 @@ impl<'a> Proxy<'a> {
             tried.push(i);
             let server = servers.list[i].clone();
             // Kept only where it could be sent: another server left to try.
-            let spare = (tried.len() < servers.list.len()
-                && http_body::Body::is_end_stream(req.body()))
-            .then(|| bodiless_copy(&req));
+            let spare = if tried.len() >= servers.list.len() {
+                None
+            } else if http_body::Body::is_end_stream(req.body()) {
+                Some(copy_with(&req, reply::empty()))
+            } else {
+                replay.as_ref().map(|r| copy_with(&req, r.body()))
+            };
             let mut parts = req.uri().clone().into_parts();
             parts.authority = Some(server.authority.clone());
             if let Ok(uri) = http::Uri::from_parts(parts) {
@@ -141,7 +151,8 @@ impl<'a> Proxy<'a> {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let (backend_req, upload) = match upload::read_ahead(backend_req).await {
+        let keep = is_idempotent(backend_req.method()) && !upgrade;
+        let (backend_req, upload, replay) = match upload::read_ahead(backend_req, keep).await {
             Ok(r) => r,
             Err(error) => {
                 debug!(%error, "request body refused before forwarding");
@@ -149,7 +160,7 @@ impl<'a> Proxy<'a> {
             }
         };
         let method = backend_req.method().clone();
-        let (result, conn, _in_flight) = match self.send(backend_req, client).await {
+        let (result, conn, _in_flight) = match self.send(backend_req, client, replay).await {
             Some(sent) => sent,
             None => return bad_gateway(),
         };
@@ -320,8 +331,23 @@ fn malformed_body(http1: bool) -> Response<Body> {
 }
 
 /// The same request with no body, to send again to another server.
-fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
-    let mut copy = Request::new(reply::empty());
+/// Methods that may be sent twice with the same effect (RFC 9110 §9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::TRACE,
+    ]
+    .contains(method)
+}
+
+/// `req`'s head again, with `body`.
+fn copy_with(req: &Request<Body>, body: Body) -> Request<Body> {
+    let mut copy = Request::new(body);
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();

@@ -17,7 +17,10 @@
 //!   client's connection is left: the status has gone.
 //!
 //! A body with a `Content-Length` cannot be malformed, only short, and
-//! streams from the start.
+//! streams from the start, unless the request may be sent again: an
+//! idempotent one (PUT, DELETE, OPTIONS…) whose whole body fits in
+//! [`READ_AHEAD`] is read first and kept ([`Replay`]), so that a connect
+//! that reached no server can go to the next one with it.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -55,15 +58,44 @@ impl Outcome {
 #[error("malformed request body: {0}")]
 pub(super) struct Malformed(BoxError);
 
-/// Read ahead of `req`'s body where its framing alone tells its end; the
-/// request with a body that replays what was read, and how it ends.
+/// A whole request body, kept to send again.
+pub(super) struct Replay(Vec<Frame<Bytes>>);
+
+impl Replay {
+    /// The body once more.
+    pub(super) fn body(&self) -> Body {
+        let frames: VecDeque<Frame<Bytes>> = self.0.iter().map(copy_frame).collect();
+        Upload {
+            ahead: frames,
+            rest: None,
+            outcome: Outcome::default(),
+        }
+        .boxed()
+    }
+}
+
+fn copy_frame(f: &Frame<Bytes>) -> Frame<Bytes> {
+    match (f.data_ref(), f.trailers_ref()) {
+        (Some(data), _) => Frame::data(data.clone()),
+        (None, Some(trailers)) => Frame::trailers(trailers.clone()),
+        (None, None) => Frame::data(Bytes::new()),
+    }
+}
+
+/// Read ahead of `req`'s body where its framing alone tells its end (and,
+/// with `keep`, a short body of known length too); the request with a body
+/// that replays what was read, how it ends, and — with `keep`, when the
+/// whole body was read — a copy to send again.
 pub(super) async fn read_ahead(
     req: http::Request<Body>,
-) -> Result<(http::Request<Body>, Outcome), Malformed> {
+    keep: bool,
+) -> Result<(http::Request<Body>, Outcome, Option<Replay>), Malformed> {
     let outcome = Outcome::default();
     let (parts, mut body) = req.into_parts();
     let mut ahead = VecDeque::new();
-    if !body.is_end_stream() && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+    let short =
+        keep && super::content_length(&parts.headers).is_some_and(|n| n <= READ_AHEAD as u64);
+    if !body.is_end_stream() && (short || !parts.headers.contains_key(header::CONTENT_LENGTH)) {
         let deadline = tokio::time::Instant::now() + READ_AHEAD_WAIT;
         let mut size = 0;
         while size < READ_AHEAD && !body.is_end_stream() {
@@ -77,12 +109,18 @@ pub(super) async fn read_ahead(
             }
         }
     }
+    let replay = (keep && !ahead.is_empty() && body.is_end_stream())
+        .then(|| Replay(ahead.iter().map(copy_frame).collect()));
     let upload = Upload {
         ahead,
         rest: Some(body),
         outcome: outcome.clone(),
     };
-    Ok((http::Request::from_parts(parts, upload.boxed()), outcome))
+    Ok((
+        http::Request::from_parts(parts, upload.boxed()),
+        outcome,
+        replay,
+    ))
 }
 
 /// What was read ahead, then the rest as it comes; an error is noted.
