@@ -81,6 +81,7 @@ impl<'a> Proxy<'a> {
         replay: Option<upload::Replay>,
     ) -> Option<Sent> {
         let servers = self.upstream.servers();
+        let idempotent = is_idempotent(req.method());
         let mut tried = Vec::new();
         let mut next = Some(req);
         loop {
@@ -118,6 +119,14 @@ impl<'a> Proxy<'a> {
                         next = spare;
                         continue;
                     }
+                }
+                // Failed without an answer on a connection that was made (a
+                // server killed mid-request): an idempotent request may be
+                // sent again (RFC 9110 §9.2.2); nothing reached the client.
+                Ok(Err(error)) if idempotent && spare.is_some() => {
+                    warn!(server = %server.authority, %error, "upstream server failed before answering; trying the next");
+                    next = spare;
+                    continue;
                 }
                 Ok(Ok(resp)) => {
                     server.mark_up();

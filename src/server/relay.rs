@@ -256,9 +256,10 @@ async fn client_gone<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> bo
 }
 
 /// [`open`] on the upstream's servers in `balance` order: a server whose
-/// connect fails is marked down and the next one asked (the relay carries
-/// only `GET` and `HEAD`, so nothing of the request was lost), until one
-/// answers or every one failed.
+/// connect fails is marked down and the next one asked, as is the next
+/// when a server drops the request before a byte of its answer (the relay
+/// carries only `GET` and `HEAD`, which may be repeated, and nothing has
+/// reached the client yet), until one answers or every one failed.
 async fn open_any(
     upstream: &Upstream,
     client: std::net::IpAddr,
@@ -288,6 +289,15 @@ async fn open_any(
                 warn!(server = %server.authority, %error, "upstream server unreachable");
                 in_flight.not_connected();
                 server.mark_down();
+                rbuf.clear();
+            }
+            // Gone before a byte of its answer (a server killed mid-request):
+            // nothing reached the client yet, and a GET or HEAD may be sent
+            // again (RFC 9110 §9.2.2), so the next server is asked.
+            Err(error @ (BackendFailure::ClosedEarly | BackendFailure::Io(_)))
+                if tried.len() < servers.list.len() =>
+            {
+                warn!(server = %server.authority, %error, "upstream server failed before answering; trying the next");
                 rbuf.clear();
             }
             Err(error) => return Err(error),

@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::common::*;
-use crate::routes::app::{App, PROBE, app, went};
+use crate::routes::app::{App, PROBE, app, killable, went};
 
 /// An address nothing listens on (bound, then let go).
 async fn dead() -> String {
@@ -298,4 +298,58 @@ async fn an_idempotent_request_with_a_body_goes_to_the_next_server_a_post_does_n
         v
     };
     assert!(statuses.contains(&502), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn killing_one_of_two_servers_under_steady_traffic_costs_no_get() {
+    let a = app("a").await;
+    let (b, kill_b) = killable("b").await;
+    let list = urls(&[&a, &b]);
+    let gw = std::sync::Arc::new(gateway(&[&list[0], &list[1]], "round_robin").await);
+    // HTTP/1.1 GETs go through the relay, HTTP/2 GETs through hyper: four
+    // keep-alive clients of each, asking without pause.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for http2 in [false, true] {
+        for w in 0..4 {
+            let (gw, stop) = (gw.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                let client = if http2 {
+                    gw.http.clone()
+                } else {
+                    gw.fresh_client()
+                };
+                let (mut ok, mut failed) = (0usize, Vec::new());
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    i += 1;
+                    let r = client.get(gw.url(&format!("/steady/{w}/{i}"))).send().await;
+                    match r {
+                        Ok(r) if r.status() == 200 => ok += 1,
+                        Ok(r) => failed.push(r.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            }));
+        }
+    }
+    eventually(10, "b takes traffic", || async {
+        b.seen.lock().unwrap().len() > 50
+    })
+    .await;
+    kill_b.now().await;
+    let before = a.seen.lock().unwrap().len();
+    eventually(10, "a takes the rest", || async {
+        a.seen.lock().unwrap().len() > before + 200
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for w in workers {
+        let (ok, failed) = w.await.unwrap();
+        assert!(failed.is_empty(), "failed GETs: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 250, "{total} GETs answered");
 }

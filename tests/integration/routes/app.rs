@@ -35,6 +35,44 @@ impl App {
     }
 }
 
+/// An app that [`Kill`] stops at once: its listener and every connection
+/// it has, closed, as when its process dies.
+pub(crate) async fn killable(name: &'static str) -> (App, Kill) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = App {
+        url,
+        connections: Arc::default(),
+        seen: Arc::default(),
+        release: Arc::new(Semaphore::new(0)),
+        sick: Arc::default(),
+    };
+    let (c, s, r, k) = (
+        app.connections.clone(),
+        app.seen.clone(),
+        app.release.clone(),
+        app.sick.clone(),
+    );
+    let task = tokio::spawn(async move {
+        // Dropped with this task: every connection ends with it.
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            conns.spawn(serve(name, stream, s.clone(), r.clone(), k.clone()));
+        }
+    });
+    (app, Kill(task))
+}
+
+pub(crate) struct Kill(tokio::task::JoinHandle<()>);
+
+impl Kill {
+    pub(crate) async fn now(self) {
+        self.0.abort();
+        let _ = self.0.await;
+    }
+}
+
 pub(crate) async fn app(name: &'static str) -> App {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
