@@ -258,6 +258,7 @@ impl ChannelRules {
 
     fn token_allows(&self, rule: &ChannelRule, channel: &str, who: &Identity) -> bool {
         match rule.subscribe {
+            // Never asked here: `check_subscribe` leaves those to the caller.
             Subscribe::Anyone | Subscribe::Check(_) => true,
             Subscribe::Owner => rule
                 .pattern
@@ -273,7 +274,7 @@ impl ChannelRules {
 
 /// A rule's answer for one channel: allowed, or allowed once the
 /// application's answers to these resource checks allow it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Verdict<'r> {
     Allowed(&'r ChannelRule),
     Ask(&'r ChannelRule, Vec<&'r config::ResourceCheck>),
@@ -286,6 +287,16 @@ impl<'r> Verdict<'r> {
             Verdict::Allowed(r) | Verdict::Ask(r, _) => r,
         }
     }
+}
+
+/// What a set of checks asks, as a number: a subscription the application
+/// allowed under other checks (a reload changed them) must be asked again.
+pub fn checks_id(checks: &[&config::ResourceCheck]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    checks.hash(&mut h);
+    // Never 0: that is "not checked".
+    h.finish() | 1
 }
 
 #[cfg(test)]

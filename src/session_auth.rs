@@ -38,6 +38,10 @@ use cache::{Answers, Key};
 
 /// The most of an answer read (a user as JSON is far smaller).
 const ANSWER_LIMIT: usize = 64 * 1024;
+/// The most channel patterns taken from one answer, and their longest
+/// length: what a kept answer may hold.
+const MAX_CHANNELS: usize = 100;
+const MAX_PATTERN: usize = 200;
 
 /// A browser's credentials as the application reads them: its `Cookie` and
 /// `Authorization` headers. Held by a connection for its rechecks; only a
@@ -91,11 +95,16 @@ impl Credential {
     /// The only headers of the browser's that a check carries.
     fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
+        let sensitive = |v: &HeaderValue| {
+            let mut v = v.clone();
+            v.set_sensitive(true);
+            v
+        };
         if let Some(c) = &self.cookie {
-            h.insert(header::COOKIE, c.clone());
+            h.insert(header::COOKIE, sensitive(c));
         }
         if let Some(a) = &self.authorization {
-            h.insert(header::AUTHORIZATION, a.clone());
+            h.insert(header::AUTHORIZATION, sensitive(a));
         }
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         h
@@ -234,7 +243,7 @@ impl Checks {
         credential: &Credential,
         metrics: &Metrics,
     ) -> Result<Option<Identity>, CheckError> {
-        let key = digest_of(&[&login.id, &credential.digest]);
+        let key = digest_of(&[&login.id, terms.upstream.as_bytes(), &credential.digest]);
         let ask = || async {
             let answer = ask(terms, upstream, &login.method, &login.path, credential).await;
             let result = answer.and_then(|(status, headers, body)| match status {
@@ -271,12 +280,18 @@ impl Checks {
     ) -> Result<Access, CheckError> {
         // Validated at load: `METHOD /path` with the pattern's placeholders.
         let (method, path) = config::split_check(&check.check).unwrap_or_default();
+        // A capture of `.` or `..` would name another resource once the
+        // application resolves the path: never asked, never allowed.
+        if captures.iter().any(|(_, v)| *v == "." || *v == "..") {
+            return Ok(Access::Forbidden);
+        }
         let path = fill(&path, captures);
         let method = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
         let nobody = [0; 32];
         let who = credential.map_or(&nobody, |c| &c.digest);
         let key = digest_of(&[
             b"resource",
+            terms.upstream.as_bytes(),
             method.as_str().as_bytes(),
             path.as_bytes(),
             who,
@@ -306,11 +321,6 @@ impl Checks {
         self.resources
             .get(key, terms.cache, Result::is_ok, ask)
             .await
-    }
-
-    /// Answers kept now, logins and resources.
-    pub fn kept(&self) -> usize {
-        self.logins.kept() + self.resources.kept()
     }
 }
 
@@ -391,6 +401,11 @@ fn read_login(
         },
         None => Vec::new(),
     };
+    let channels = channels
+        .into_iter()
+        .filter(|c: &String| c.len() <= MAX_PATTERN)
+        .take(MAX_CHANNELS)
+        .collect();
     Ok(Identity {
         subject,
         channels,

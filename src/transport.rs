@@ -118,24 +118,27 @@ pub async fn admit<B>(
     req: &Request<B>,
     q: &HashMap<String, String>,
 ) -> Result<Client, Response<Body>> {
-    let login::Identified {
-        identity,
-        by_session,
-        credential,
-    } = login::identify(state, settings, req.headers(), q).await?;
     let limited = |l: Limited| {
         state.metrics.limited(l.kind.label());
         limited(l)
     };
+    let info = req.extensions().get::<ConnInfo>();
+    let anonymous = ClientKey::Anonymous {
+        addr: info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
+        conn: info.map_or(0, |c| c.id),
+    };
+    // Asking the application is charged to the address first, as an
+    // anonymous subscribe (`per_ip.subscribes`): a flood of made-up cookies
+    // is refused here, not sent to the application.
+    let before_asking = || state.limits.subscribe(&anonymous, 1).map_err(limited);
+    let login::Identified {
+        identity,
+        by_session,
+        credential,
+    } = login::identify(state, settings, req.headers(), q, before_asking).await?;
     let key = match &identity {
         Some(id) => ClientKey::Subject(Arc::from(id.subject.as_str())),
-        None => {
-            let info = req.extensions().get::<ConnInfo>();
-            ClientKey::Anonymous {
-                addr: info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
-                conn: info.map_or(0, |c| c.id),
-            }
-        }
+        None => anonymous,
     };
     state.limits.message(&key).map_err(limited)?;
     let slot = Some(state.limits.open_connection(&key).map_err(limited)?);
@@ -258,18 +261,20 @@ pub async fn subscription<B>(
             limited(l)
         })?;
     }
-    let mut channels = Vec::with_capacity(names.len());
+    // The rules first, for every channel; then the application's checks,
+    // all at once (each bounded by `auth.session.timeout`), so that many
+    // checked channels cost one wait, not one each.
+    let mut verdicts = Vec::with_capacity(names.len());
     for name in names {
+        if verdicts.iter().any(|(c, _)| *c == name) {
+            continue;
+        }
         let verdict = settings.rules.check_subscribe(&name, who).map_err(|r| {
             if matches!(r, crate::rules::Refusal::TokenRequired(_)) {
                 state.metrics.auth_failed("missing");
             }
             reply::error(r.status(), r.code(), &r)
         })?;
-        let (rule, checked) =
-            login::allow(state, settings, client.credential.as_ref(), &name, verdict)
-                .await
-                .map_err(|d| d.response())?;
         if channel_full(state, settings, &name) {
             return Err(reply::error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -277,11 +282,20 @@ pub async fn subscription<B>(
                 format!("channel `{name}` has reached limits.max_subscribers_per_channel"),
             ));
         }
-        if !channels.iter().any(|(c, _)| *c == name) {
-            let mut policy = session::SubscriptionPolicy::from(rule);
-            policy.checked = checked;
-            channels.push((name, policy));
-        }
+        verdicts.push((name, verdict));
+    }
+    let credential = client.credential.as_ref();
+    let allowed =
+        futures_util::future::join_all(verdicts.iter().map(|(name, verdict)| {
+            login::allow(state, settings, credential, name, verdict.clone())
+        }))
+        .await;
+    let mut channels = Vec::with_capacity(verdicts.len());
+    for ((name, _), allowed) in verdicts.into_iter().zip(allowed) {
+        let (rule, checked) = allowed.map_err(|d| d.response())?;
+        let mut policy = session::SubscriptionPolicy::from(rule);
+        policy.checked = checked;
+        channels.push((name, policy));
     }
     Ok(Subscription { channels, cursor })
 }

@@ -22,7 +22,9 @@ const CAPACITY: usize = 50_000;
 
 struct Entry<V> {
     value: V,
-    until: Instant,
+    /// When it was asked: its age is judged by the `cache` in force when
+    /// it is read, so a reload that shortens `cache` shortens it too.
+    at: Instant,
     /// Matches the latest of this key's marks in `order`.
     stamp: u64,
 }
@@ -59,9 +61,9 @@ impl<V: Clone> Lru<V> {
         self.next
     }
 
-    fn get(&mut self, key: &Key, now: Instant) -> Option<V> {
+    fn get(&mut self, key: &Key, now: Instant, max_age: Duration) -> Option<V> {
         let entry = self.map.get(key)?;
-        if entry.until <= now {
+        if now.saturating_duration_since(entry.at) >= max_age {
             self.map.remove(key);
             return None;
         }
@@ -73,16 +75,9 @@ impl<V: Clone> Lru<V> {
         Some(value)
     }
 
-    fn insert(&mut self, key: Key, value: V, until: Instant) {
+    fn insert(&mut self, key: Key, value: V, at: Instant) {
         let stamp = self.mark(key);
-        self.map.insert(
-            key,
-            Entry {
-                value,
-                until,
-                stamp,
-            },
-        );
+        self.map.insert(key, Entry { value, at, stamp });
         while self.map.len() > self.capacity {
             let Some((k, s)) = self.order.pop_front() else {
                 break;
@@ -93,6 +88,7 @@ impl<V: Clone> Lru<V> {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.map.len()
     }
@@ -119,9 +115,11 @@ impl<V: Clone> Answers<V> {
     }
 
     /// The answer for `key`: a kept one younger than `keep`, else the one
-    /// being asked, else `ask`'s. What `keep_it` accepts is kept for `keep`
-    /// (a refusal of the application is an answer; its being down is not).
-    /// If the caller that asks goes away, a waiting one asks instead.
+    /// being asked, else `ask`'s. What `keep_it` accepts is kept (a
+    /// refusal of the application is an answer; its being down is not).
+    /// If the caller that asks goes away, a waiting one asks instead; when
+    /// every caller went away, the question is forgotten (nothing is left
+    /// behind for a key that never comes back).
     pub(crate) async fn get<F, Fut>(
         &self,
         key: Key,
@@ -134,28 +132,52 @@ impl<V: Clone> Answers<V> {
         Fut: Future<Output = V>,
     {
         if !keep.is_zero() {
-            if let Some(v) = lock(&self.kept).get(&key, Instant::now()) {
+            if let Some(v) = lock(&self.kept).get(&key, Instant::now(), keep) {
                 return v;
             }
         }
         let cell = lock(&self.asking).entry(key).or_default().clone();
-        let value = cell.get_or_init(ask).await.clone();
-        // Kept before it stops being the question in flight, so that no
-        // caller in between asks again.
+        let waiting = Waiting {
+            asking: &self.asking,
+            key,
+            cell,
+        };
+        let value = waiting.cell.get_or_init(ask).await.clone();
+        // Kept before it stops being the question in flight (`waiting`
+        // drops after), so that no caller in between asks again.
         if !keep.is_zero() && keep_it(&value) {
-            let until = Instant::now() + keep;
-            lock(&self.kept).insert(key, value.clone(), until);
+            lock(&self.kept).insert(key, value.clone(), Instant::now());
         }
-        let mut asking = lock(&self.asking);
-        if asking.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            asking.remove(&key);
-        }
+        drop(waiting);
         value
     }
 
-    /// Answers kept now (for tests and stats).
+    /// Answers kept now.
+    #[cfg(test)]
     pub(crate) fn kept(&self) -> usize {
         lock(&self.kept).len()
+    }
+}
+
+/// One caller's hold on a question in flight. The last one to let go —
+/// answered, or cancelled while it waited — takes the question out.
+struct Waiting<'a, V> {
+    asking: &'a Mutex<HashMap<Key, Arc<OnceCell<V>>>>,
+    key: Key,
+    cell: Arc<OnceCell<V>>,
+}
+
+impl<V> Drop for Waiting<'_, V> {
+    fn drop(&mut self) {
+        let mut asking = lock(self.asking);
+        // Every holder clones under this lock: the count is exact here.
+        // Two: the map's and ours.
+        if asking
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell) && Arc::strong_count(c) == 2)
+        {
+            asking.remove(&self.key);
+        }
     }
 }
 
@@ -176,24 +198,37 @@ mod tests {
     fn least_recently_used_goes_first() {
         let mut lru = Lru::new(2);
         let now = Instant::now();
-        let later = now + Duration::from_secs(60);
-        lru.insert(key(1), 1, later);
-        lru.insert(key(2), 2, later);
-        assert_eq!(lru.get(&key(1), now), Some(1));
-        lru.insert(key(3), 3, later);
-        assert_eq!(lru.get(&key(2), now), None, "2 was used least recently");
-        assert_eq!(lru.get(&key(1), now), Some(1));
-        assert_eq!(lru.get(&key(3), now), Some(3));
+        let age = Duration::from_secs(60);
+        lru.insert(key(1), 1, now);
+        lru.insert(key(2), 2, now);
+        assert_eq!(lru.get(&key(1), now, age), Some(1));
+        lru.insert(key(3), 3, now);
+        assert_eq!(
+            lru.get(&key(2), now, age),
+            None,
+            "2 was used least recently"
+        );
+        assert_eq!(lru.get(&key(1), now, age), Some(1));
+        assert_eq!(lru.get(&key(3), now, age), Some(3));
         assert_eq!(lru.len(), 2);
     }
 
     #[test]
-    fn expired_answers_are_not_given() {
+    fn old_answers_are_not_given() {
         let mut lru = Lru::new(4);
         let now = Instant::now();
-        lru.insert(key(1), 1, now + Duration::from_secs(1));
-        assert_eq!(lru.get(&key(1), now), Some(1));
-        assert_eq!(lru.get(&key(1), now + Duration::from_secs(2)), None);
+        lru.insert(key(1), 1, now);
+        let s = Duration::from_secs(1);
+        assert_eq!(lru.get(&key(1), now, s), Some(1));
+        // A shorter `cache` after a reload judges it by that.
+        assert_eq!(
+            lru.get(
+                &key(1),
+                now + Duration::from_millis(600),
+                Duration::from_millis(500)
+            ),
+            None
+        );
         assert_eq!(lru.len(), 0);
     }
 
@@ -201,9 +236,9 @@ mod tests {
     fn many_hits_keep_the_queue_bounded() {
         let mut lru = Lru::new(16);
         let now = Instant::now();
-        lru.insert(key(1), 1, now + Duration::from_secs(60));
+        lru.insert(key(1), 1, now);
         for _ in 0..10_000 {
-            lru.get(&key(1), now);
+            lru.get(&key(1), now, Duration::from_secs(60));
         }
         assert!(lru.order.len() <= 64, "{}", lru.order.len());
     }
@@ -249,6 +284,27 @@ mod tests {
             )
             .await;
         assert_eq!((v, asked.load(Ordering::SeqCst)), (42, 1));
+    }
+
+    #[tokio::test]
+    async fn a_question_everyone_gave_up_on_is_forgotten() {
+        let answers: Arc<Answers<u32>> = Arc::new(Answers::default());
+        for n in 0..100u8 {
+            let a = answers.clone();
+            let task = tokio::spawn(async move {
+                a.get(
+                    key(n),
+                    Duration::from_secs(30),
+                    |_| true,
+                    || async { std::future::pending::<u32>().await },
+                )
+                .await
+            });
+            tokio::task::yield_now().await;
+            task.abort();
+            let _ = task.await;
+        }
+        assert_eq!(lock(&answers.asking).len(), 0, "no question left behind");
     }
 
     #[tokio::test]

@@ -59,6 +59,7 @@ pub async fn identify(
     settings: &Settings,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
+    before_asking: impl FnOnce() -> Result<(), Response<Body>>,
 ) -> Result<Identified, Response<Body>> {
     let asks = settings.checks.login.is_some() || settings.rules.has_checks();
     let credential = asks.then(|| Credential::of(headers)).flatten();
@@ -88,6 +89,7 @@ pub async fn identify(
     let Some(upstream) = settings.upstreams.get(&settings.checks.terms.upstream) else {
         return Err(Denied::unavailable(&CheckError::Unreachable).response());
     };
+    before_asking()?;
     match state
         .app_checks
         .who(login, &settings.checks.terms, upstream, c, &state.metrics)
@@ -103,24 +105,24 @@ pub async fn identify(
 }
 
 /// The rule for `channel` once the application allowed it, when the rule
-/// asks; `checked` says the subscription was allowed by the application
-/// (and is asked again at `recheck`).
+/// asks; with the id of the checks that allowed it (`rules::checks_id`; 0
+/// when none did), which are asked again at `recheck`.
 pub async fn allow<'r>(
     state: &AppState,
     settings: &Settings,
     credential: Option<&Credential>,
     channel: &str,
     verdict: Verdict<'r>,
-) -> Result<(&'r ChannelRule, bool), Denied> {
+) -> Result<(&'r ChannelRule, u64), Denied> {
     let (rule, checks) = match verdict {
-        Verdict::Allowed(rule) => return Ok((rule, false)),
+        Verdict::Allowed(rule) => return Ok((rule, 0)),
         Verdict::Ask(rule, checks) => (rule, checks),
     };
     let Some(upstream) = settings.upstreams.get(&settings.checks.terms.upstream) else {
         return Err(Denied::unavailable(&CheckError::Unreachable));
     };
     let captures = rule.pattern.captures(channel).unwrap_or_default();
-    for check in checks {
+    for check in &checks {
         let access = state
             .app_checks
             .may(
@@ -151,17 +153,20 @@ pub async fn allow<'r>(
             Err(e) => return Err(Denied::unavailable(&e)),
         }
     }
-    Ok((rule, true))
+    Ok((rule, crate::rules::checks_id(&checks)))
 }
 
 /// What a recheck found.
 #[derive(Debug, Default)]
 pub struct Rechecked {
-    /// The login is gone (logged out, another user, or not confirmed): the
-    /// identity was dropped, as at a token's expiry.
+    /// The login is gone (logged out, or another user): the identity was
+    /// dropped, as at a token's expiry.
     pub ended: bool,
     /// Subscriptions closed, each with its error code.
     pub revoked: Vec<(Arc<str>, &'static str)>,
+    /// The application could not be asked (down, slow): nothing changed,
+    /// and it should be asked again soon rather than at the next `recheck`.
+    pub unconfirmed: bool,
 }
 
 /// Whether a connection has anything to ask again at `recheck`.
@@ -172,7 +177,9 @@ pub fn needs_recheck(client: &Client, session: &Session) -> bool {
 /// Ask the application again about a live connection: its login (when the
 /// identity came from it) and each subscription it allowed. A login that
 /// ended drops the identity and every subscription that needed it; a
-/// resource now refused, or that cannot be confirmed, is closed.
+/// resource now refused is closed. An application that cannot answer
+/// changes nothing (`unconfirmed`): a connection the application allowed is
+/// not cut for its outage, though nothing new is allowed meanwhile.
 pub async fn recheck(
     state: &AppState,
     settings: &Settings,
@@ -180,20 +187,17 @@ pub async fn recheck(
     session: &mut Session,
 ) -> Rechecked {
     let mut out = Rechecked::default();
+    let upstream = settings.upstreams.get(&settings.checks.terms.upstream);
     if client.by_session {
-        let still = match (&settings.checks.login, &client.credential) {
-            (Some(login), Some(c)) => match settings.upstreams.get(&settings.checks.terms.upstream)
-            {
-                Some(upstream) => state
+        let still = match (&settings.checks.login, &client.credential, upstream) {
+            (Some(login), Some(c), Some(upstream)) => {
+                state
                     .app_checks
                     .who(login, &settings.checks.terms, upstream, c, &state.metrics)
                     .await
-                    .ok()
-                    .flatten(),
-                None => None,
-            },
+            }
             // `auth.session` was taken out by a reload.
-            _ => None,
+            _ => Ok(None),
         };
         let same = |id: &Identity| {
             client
@@ -202,8 +206,9 @@ pub async fn recheck(
                 .is_some_and(|was| was.subject == id.subject)
         };
         match still {
-            Some(id) if same(&id) => client.identity = Some(id),
-            _ => {
+            Ok(Some(id)) if same(&id) => client.identity = Some(id),
+            Err(_) => out.unconfirmed = true,
+            Ok(_) => {
                 client.identity = None;
                 client.by_session = false;
                 session.set_subject(None);
@@ -221,28 +226,52 @@ pub async fn recheck(
             },
         ));
     }
-    for channel in session.checked_channels() {
-        let Ok(verdict) = settings
-            .rules
-            .check_subscribe(&channel, client.identity.as_ref())
-        else {
-            continue;
-        };
-        if let Err(denied) = allow(
-            state,
-            settings,
-            client.credential.as_ref(),
-            &channel,
-            verdict,
-        )
-        .await
-        {
-            session.unsubscribe(&channel);
-            if denied.status == StatusCode::UNAUTHORIZED {
-                out.ended = true;
+    // Every checked subscription at once.
+    let channels = session.checked_channels();
+    let verdicts: Vec<_> = channels
+        .iter()
+        .map(|c| settings.rules.check_subscribe(c, client.identity.as_ref()))
+        .collect();
+    let credential = client.credential.as_ref();
+    let answers = futures_util::future::join_all(channels.iter().zip(&verdicts).map(
+        |(channel, verdict)| async move {
+            match verdict {
+                Ok(v) => Some(allow(state, settings, credential, channel, v.clone()).await),
+                // Closed by `revoke_forbidden` above.
+                Err(_) => None,
             }
-            out.revoked.push((channel, denied.code));
+        },
+    ))
+    .await;
+    for (channel, answer) in channels.into_iter().zip(answers) {
+        match answer {
+            Some(Err(denied)) if denied.status == StatusCode::SERVICE_UNAVAILABLE => {
+                out.unconfirmed = true;
+            }
+            Some(Err(denied)) => {
+                session.unsubscribe(&channel);
+                if denied.status == StatusCode::UNAUTHORIZED {
+                    out.ended = true;
+                }
+                out.revoked.push((channel, denied.code));
+            }
+            _ => {}
         }
     }
     out
+}
+
+/// When the first recheck of a connection is due: within the last half of
+/// `every`, at random, so that connections opened together (a restart's
+/// reconnects) are not all asked again at the same moment.
+pub fn first_recheck(every: std::time::Duration) -> tokio::time::Instant {
+    use rand::Rng;
+    let half = every / 2;
+    let jitter = half.mul_f64(rand::rng().random::<f64>());
+    tokio::time::Instant::now() + half + jitter
+}
+
+/// How soon to ask again when the application could not answer.
+pub fn retry_after(every: std::time::Duration) -> std::time::Duration {
+    every.min(std::time::Duration::from_secs(15))
 }

@@ -45,8 +45,9 @@ pub struct SubscriptionPolicy {
     pub slow_client: SlowClient,
     pub presence: bool,
     pub history: HistoryPolicy,
-    /// The application allowed it (a `check` rule): asked again at `recheck`.
-    pub checked: bool,
+    /// The application allowed it under these checks (`rules::checks_id`;
+    /// 0: no check): asked again at `recheck`.
+    pub checked: u64,
 }
 
 impl From<&ChannelRule> for SubscriptionPolicy {
@@ -55,7 +56,7 @@ impl From<&ChannelRule> for SubscriptionPolicy {
             slow_client: rule.slow_client,
             presence: rule.presence,
             history: rule.history,
-            checked: false,
+            checked: 0,
         }
     }
 }
@@ -142,7 +143,7 @@ impl Session {
             .filter(|f| match rules.check_subscribe(&f.sub.channel, who) {
                 Err(_) => true,
                 Ok(Verdict::Allowed(_)) => false,
-                Ok(Verdict::Ask(..)) => !f.terms.checked,
+                Ok(Verdict::Ask(_, checks)) => f.terms.checked != crate::rules::checks_id(&checks),
             })
             .map(|f| f.sub.channel.clone())
             .collect();
@@ -154,14 +155,14 @@ impl Session {
 
     /// Whether a subscription was allowed by the application.
     pub fn has_checked(&self) -> bool {
-        self.subs.iter().any(|f| f.terms.checked)
+        self.subs.iter().any(|f| f.terms.checked != 0)
     }
 
     /// The channels the application allowed, to ask again.
     pub fn checked_channels(&self) -> Vec<Arc<str>> {
         self.subs
             .iter()
-            .filter(|f| f.terms.checked)
+            .filter(|f| f.terms.checked != 0)
             .map(|f| f.sub.channel.clone())
             .collect()
     }

@@ -422,3 +422,73 @@ async fn subject_and_channels_come_from_the_answer_by_template() {
     assert_eq!(poll(&gw, "user.h-alice", Some(&alice)).await.0, 200);
     assert_eq!(poll(&gw, "user.alice", Some(&alice)).await.0, 403);
 }
+
+#[tokio::test]
+async fn an_outage_at_recheck_keeps_live_connections_and_allows_nothing_new() {
+    let app = LoginApp::start().await;
+    let gw = gateway(
+        &app,
+        "    cache: 100ms\n    recheck: 1s\n    timeout: 500ms",
+    )
+    .await;
+    let alice = app.login("alice");
+    let mut socket = ws(&gw, "user.alice", Some(&alice)).await.unwrap();
+    app.broken.store(true, Ordering::SeqCst);
+    let asked = app.me_calls.load(Ordering::SeqCst);
+    eventually(5, "rechecks during the outage", || async {
+        app.check_headers.lock().unwrap().len() > asked + 1
+    })
+    .await;
+    // Still hers, still delivered; a new connection is refused meanwhile.
+    let id = gw
+        .publish_one("user.alice", json!({"during": "outage"}))
+        .await;
+    assert_eq!(next_reply(&mut socket).await["id"], id);
+    let (status, body) = poll(&gw, "user.alice", Some(&app.login("alice"))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("auth_unavailable"))
+    );
+    // Back, and logged out: the next recheck (soon after a failed one) closes it.
+    app.broken.store(false, Ordering::SeqCst);
+    app.logout(&alice);
+    let told = next_reply(&mut socket).await;
+    assert_eq!(told["code"], "token_expired", "{told}");
+}
+
+#[tokio::test]
+async fn made_up_cookies_are_charged_to_the_address_before_the_app_is_asked() {
+    let app = LoginApp::start().await;
+    let dir = temp_dir("session");
+    let text = config(&dir, &app, DEFAULTS).replace(
+        "limits:\n",
+        "limits:\n  per_ip: { subscribes: { rate: 1/m, burst: 5 } }\n",
+    );
+    let gw = TestGateway::start_yaml(&text, dir).await;
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        statuses.push(
+            poll(&gw, "public.x", Some(&format!("sessionid=forged{i}")))
+                .await
+                .0,
+        );
+    }
+    // Each poll is charged once for its check and once for its subscribe:
+    // the application is asked while the address has subscribes left.
+    assert!(app.me_calls.load(Ordering::SeqCst) <= 3, "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 9,
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dot_segment_from_a_channel_name_is_never_asked() {
+    let app = LoginApp::start().await;
+    let gw = gateway(&app, DEFAULTS).await;
+    let alice = app.login("alice");
+    for channel in ["orders..", "orders..."] {
+        assert_eq!(poll(&gw, channel, Some(&alice)).await.0, 403, "{channel}");
+    }
+    assert_eq!(app.order_calls.load(Ordering::SeqCst), 0);
+}

@@ -22,7 +22,7 @@ use crate::alarm::Listener;
 use crate::conn_info::ConnKill;
 use crate::state::{AppState, Gauge};
 use crate::transport::Client;
-use crate::transport::login::{needs_recheck, recheck};
+use crate::transport::login::{first_recheck, needs_recheck, recheck, retry_after};
 use crate::transport::session::{BATCH_BYTES, Delivery, Session, reset_json};
 
 /// How long a browser waits before reconnecting after the stream ends (ms).
@@ -78,7 +78,7 @@ impl SseStream {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let every = state.settings().checks.terms.recheck;
-        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut recheck = tokio::time::interval_at(first_recheck(every), every);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         SseStream {
             recheck,
@@ -194,6 +194,17 @@ impl SseStream {
     async fn on_recheck(&mut self) {
         let settings = self.state.settings();
         let found = recheck(&self.state, &settings, &mut self.client, &mut self.session).await;
+        if found.unconfirmed {
+            self.recheck
+                .reset_after(retry_after(settings.checks.terms.recheck));
+        }
+        if found.ended && found.revoked.is_empty() {
+            // Nothing it follows needed the login: it goes on, told.
+            let _ = write!(
+                self.buf,
+                "event: error\ndata: {{\"type\":\"error\",\"code\":\"token_expired\",\"message\":\"the login ended\"}}\n\n"
+            );
+        }
         if found.ended && !found.revoked.is_empty() {
             let _ = write!(
                 self.buf,

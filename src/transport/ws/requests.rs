@@ -178,8 +178,9 @@ impl WsSession {
     /// `recheck`: ask the application again. A login that ended closes the
     /// session with `token_expired` and 1008 when something needed it, as
     /// an expired token does; a subscription the application now refuses is
-    /// closed with its error.
-    pub(super) async fn on_recheck(&mut self) -> Result<Result<(), WsError>, Ending> {
+    /// closed with its error. `Ok(Ok(true))`: the application could not be
+    /// asked, and should be again soon.
+    pub(super) async fn on_recheck(&mut self) -> Result<Result<bool, WsError>, Ending> {
         let settings = self.settings.clone();
         let found =
             login::recheck(&self.state, &settings, &mut self.client, &mut self.session).await;
@@ -208,7 +209,7 @@ impl WsSession {
                 return Ok(Err(e));
             }
         }
-        Ok(Ok(()))
+        Ok(Ok(found.unconfirmed))
     }
 
     pub(super) async fn on_text(&mut self, text: &str) -> Result<(), WsError> {

@@ -115,7 +115,8 @@ impl WsSession {
         let mut expiry = timer_at(self.expiry());
         // The application's login and resource answers, asked again.
         let every = self.settings.checks.terms.recheck;
-        let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut recheck =
+            tokio::time::interval_at(crate::transport::login::first_recheck(every), every);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.expires() != expires {
@@ -139,7 +140,13 @@ impl WsSession {
                 },
                 _ = recheck.tick(), if crate::transport::login::needs_recheck(&self.client, &self.session) => {
                     match Box::pin(self.on_recheck()).await {
-                        Ok(step) => step,
+                        Ok(Ok(unconfirmed)) => {
+                            if unconfirmed {
+                                recheck.reset_after(crate::transport::login::retry_after(every));
+                            }
+                            Ok(())
+                        }
+                        Ok(Err(error)) => Err(error),
                         Err(ending) => return ending,
                     }
                 }
