@@ -50,13 +50,15 @@ pub enum SettingsError {
     Webhook(#[from] RuleError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::registry::UpstreamError),
 }
 
 impl Settings {
     /// Build everything a config implies; fails on unusable key files.
     pub fn new(config: Config) -> Result<Settings, SettingsError> {
         let rules = ChannelRules::new(&config.channels, &config.realtime.history);
-        let upstreams = Upstreams::new(&config);
+        let upstreams = Upstreams::new(&config)?;
         let auth = Authenticator::new(&config.auth)?;
         let taps = Taps::new(&config.taps)?;
         let webhooks = Webhooks::new(&config.webhooks)?;
@@ -167,7 +169,7 @@ impl Handles {
         settings
             .upstreams
             .keep_connections_of(&old.upstreams, |was, now| {
-                was.connect_timeout == now.connect_timeout
+                was.connect_timeout == now.connect_timeout && was.tls == now.tls
             });
         drop(old);
         self.limits.set_policy(&settings.config.limits);

@@ -6,8 +6,13 @@
 //! own requests (client messages forwarded to `client_messages.forward_to`)
 //! both go through here, so neither calls the other.
 //!
-//! It is live state: a reload that keeps the backend's address and connect
-//! timeout keeps these connections (`keep_connections_of`).
+//! Servers are `http://`, `https://` (TLS to the application, `tls.rs`) or
+//! `unix:` sockets; `connect.rs` reaches each. Only `http://` upstreams go
+//! through the relay (`relayable`), which speaks plain TCP; the rest take
+//! hyper's path.
+//!
+//! It is live state: a reload that keeps the backend's address, connect
+//! timeout and TLS settings keeps these connections (`keep_connections_of`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,23 +22,39 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config;
 use crate::reply::{self, Body};
+use connect::Connector;
 use server::{Server, Servers};
+use tls::{TlsClient, UpstreamTlsError};
 
+pub(crate) mod connect;
 pub(crate) mod framing;
 pub(crate) mod pool;
 pub(crate) mod registry;
 pub(crate) mod reuse;
 pub(crate) mod routes;
 pub(crate) mod server;
+pub(crate) mod tls;
+
+/// How an upstream's servers are reached: what a reload must keep for the
+/// old connections to still be the right ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Reach {
+    /// `http`, `https` or `unix`.
+    scheme: String,
+    /// What the TLS settings were built from (`TlsClient::fingerprint`).
+    tls: Option<u64>,
+    /// The socket of each `unix:` server, by its made-up authority's index.
+    sockets: Vec<std::path::PathBuf>,
+}
 
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<Connector, Body>,
+    reach: Reach,
     scheme: http::uri::Scheme,
     /// Its servers (`url`, or `urls` with `balance`), each with the relay's
     /// idle connections to it.
@@ -43,29 +64,70 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(backend: &config::Backend) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(backend.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
+    /// Fails when its `tls:` files cannot be used (they were checked at
+    /// load, but may have changed since).
+    pub fn new(backend: &config::Backend) -> Result<Upstream, UpstreamTlsError> {
+        let first = backend.servers().first().unwrap_or(&backend.url);
+        let scheme = first.scheme().to_owned();
+        let tls = match (&backend.tls, scheme.as_str()) {
+            (Some(tls), "https") => Some(TlsClient::new(tls)?),
+            (None, "https") => Some(TlsClient::new(&config::UpstreamTls::default())?),
+            _ => None,
+        };
+        let mut sockets = Vec::new();
+        let servers = backend
+            .servers()
+            .iter()
+            .map(|url| {
+                let authority = if url.scheme() == "unix" {
+                    sockets.push(std::path::PathBuf::from(url.path()));
+                    connect::unix_authority(sockets.len() - 1)
+                } else {
+                    authority_of(url)
+                };
+                Arc::new(Server::new(authority, backend.connect_timeout).with_name(name_of(url)))
+            })
+            .collect();
+        let unix = (sockets.iter().enumerate())
+            .map(|(i, path)| (connect::unix_authority(i), path.clone()))
+            .collect();
+        let connector = Connector::new(backend.connect_timeout, tls.clone(), unix);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(512)
             .build(connector);
-        let servers = backend
-            .servers()
-            .iter()
-            .map(|url| Arc::new(Server::new(authority_of(url), backend.connect_timeout)))
-            .collect();
-        let first = backend.servers().first().unwrap_or(&backend.url);
-        Upstream {
+        Ok(Upstream {
             client,
             servers: Arc::new(Servers::new(servers, backend.balance)),
-            scheme: http::uri::Scheme::HTTP,
-            base_path: first.path().trim_end_matches('/').to_string(),
+            scheme: if scheme == "https" {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
+            base_path: match scheme.as_str() {
+                // The path of a unix: URL is the socket's.
+                "unix" => String::new(),
+                _ => first.path().trim_end_matches('/').to_string(),
+            },
             timeout: backend.timeout,
-        }
+            reach: Reach {
+                scheme,
+                tls: tls.map(|t| t.fingerprint),
+                sockets,
+            },
+        })
+    }
+
+    /// Whether the HTTP/1 relay, which speaks plain TCP, may carry its
+    /// requests: `http://` servers only; TLS and unix sockets go by hyper.
+    pub(crate) fn relayable(&self) -> bool {
+        self.reach.scheme == "http"
+    }
+
+    /// Whether its servers are unix sockets (whose made-up authority must
+    /// never become a request's `Host`).
+    pub(crate) fn is_unix(&self) -> bool {
+        self.reach.scheme == "unix"
     }
 
     /// Take over `old`'s connections (both pools) server by server, when
@@ -74,8 +136,10 @@ impl Upstream {
     /// should outlive that. A server that stays keeps its idle connections
     /// and its down mark; a new one starts empty; a removed one is dropped
     /// once the requests holding it finish.
+    /// Servers are matched by what they are (`Server::name`), not by
+    /// authority: `unix-0.localhost` may be another socket after a reload.
     pub(crate) fn keep_connections_of(&mut self, old: &Upstream, same_settings: bool) {
-        if !same_settings {
+        if !same_settings || self.reach != old.reach {
             return;
         }
         self.client = old.client.clone();
@@ -87,12 +151,23 @@ impl Upstream {
                 old.servers
                     .list
                     .iter()
-                    .find(|was| was.authority == new.authority)
+                    .find(|was| was.authority == new.authority && was.name == new.name)
                     .unwrap_or(new)
                     .clone()
             })
             .collect();
         self.servers = Arc::new(Servers::new(list, self.servers.balance()));
+    }
+
+    /// Give a request without `Host` the one the application should see:
+    /// for a unix socket `localhost`, not the made-up authority hyper would
+    /// take from the URI. Elsewhere hyper's (the server's authority) stands.
+    pub(crate) fn default_host(&self, headers: &mut HeaderMap) {
+        if self.is_unix() {
+            headers
+                .entry(header::HOST)
+                .or_insert(HeaderValue::from_static("localhost"));
+        }
     }
 
     /// The backend URL's path, in front of every forwarded request's.
@@ -110,7 +185,7 @@ impl Upstream {
     }
 
     /// The hyper client that carries everything the relay does not.
-    pub(crate) fn client(&self) -> &Client<HttpConnector, Body> {
+    pub(crate) fn client(&self) -> &Client<Connector, Body> {
         &self.client
     }
 
@@ -135,6 +210,27 @@ impl Upstream {
             .authority(server.authority.clone())
             .path_and_query(path_and_query)
             .build()
+    }
+}
+
+/// An error with its causes, `outer: inner: …`: hyper's client errors say
+/// only their kind ("client error (Connect)") and keep the why as source.
+pub(crate) fn reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// A server as logs name it: `https://host:port`, `unix:/path`.
+fn name_of(url: &url::Url) -> String {
+    match url.scheme() {
+        "unix" => format!("unix:{}", url.path()),
+        scheme => format!("{scheme}://{}", authority_of(url)),
     }
 }
 
@@ -209,6 +305,7 @@ impl Upstream {
                 .body(reply::full(body.clone()))
                 .map_err(|e| BackendError::Request(e.to_string()))?;
             *req.headers_mut() = headers.clone();
+            self.default_host(req.headers_mut());
             // The same rules for reusing its connection as a proxied request's.
             let conn = reuse::Connection::watch(&mut req);
             let _in_flight = server.start();
@@ -220,9 +317,9 @@ impl Upstream {
                 }
                 Ok(Err(e)) if e.is_connect() => {
                     server.mark_down();
-                    tracing::warn!(server = %server.authority, error = %e, "upstream server unreachable");
+                    tracing::warn!(server = %server.name, error = %reason(&e), "upstream server unreachable");
                 }
-                Ok(Err(e)) => return Err(BackendError::Unavailable(e.to_string())),
+                Ok(Err(e)) => return Err(BackendError::Unavailable(reason(&e))),
             }
         };
         reuse::check(&method, false, &mut resp, &conn)

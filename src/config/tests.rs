@@ -7,6 +7,7 @@ use std::time::Duration;
 
 mod rejections;
 mod route_rejections;
+mod upstream_rejections;
 
 pub(super) fn env(name: &str) -> Option<String> {
     match name {

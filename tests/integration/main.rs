@@ -28,4 +28,5 @@ mod shutdown;
 mod slow;
 mod sse;
 mod upstreams;
+mod upstreams_tls;
 mod ws;

@@ -54,12 +54,15 @@ pub(crate) async fn app(name: &'static str) -> App {
     }
 }
 
-async fn serve(
+/// Answer the requests on one connection (a TCP, TLS or unix stream).
+pub(crate) async fn serve<S>(
     name: &'static str,
-    mut stream: tokio::net::TcpStream,
+    mut stream: S,
     seen: Arc<Mutex<Vec<String>>>,
     release: Arc<Semaphore>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::new();
     loop {
         let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -98,8 +101,13 @@ async fn serve(
         } else {
             "-"
         };
-        let answer =
-            json!({ "app": name, "path": target, "engine": engine, "body": body }).to_string();
+        let host = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.trim().to_owned());
+        let answer = json!({ "app": name, "path": target, "engine": engine, "body": body, "host": host })
+            .to_string();
         let reply = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
             answer.len()
