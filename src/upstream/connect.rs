@@ -26,7 +26,6 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use hyper::rt::{Read as _, Write as _};
 
 use super::tls::TlsClient;
 
