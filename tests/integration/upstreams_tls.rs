@@ -132,6 +132,7 @@ async fn unix_app(name: &'static str, path: &Path) -> Seen {
 
 /// A gateway whose `backend:` line is `backend`, with `extra` sections.
 async fn gateway(dir: PathBuf, backend: &str, extra: &str) -> TestGateway {
+    std::fs::create_dir_all(&dir).unwrap();
     let text = yaml(&dir, "http://127.0.0.1:1", "  heartbeat: 15s", extra).replace(
         "backend: { url: \"http://127.0.0.1:1\", connect_timeout: 500ms, timeout: 2s }",
         backend,
