@@ -89,3 +89,58 @@ impl TlsClient {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::Upstream;
+    use crate::config;
+
+    fn upstream(yaml: &str) -> Upstream {
+        let c = config::parse(yaml, Path::new("gateway.yaml")).unwrap();
+        Upstream::new(&c.backend).unwrap()
+    }
+
+    /// Whether `now` took over `was`'s servers (and so its connections).
+    fn kept(was: &Upstream, mut now: Upstream) -> bool {
+        now.keep_connections_of(was, true);
+        std::sync::Arc::ptr_eq(&now.servers.list[0], &was.servers.list[0])
+    }
+
+    #[test]
+    fn a_reload_keeps_connections_only_to_servers_reached_the_same_way() {
+        let dir = std::env::temp_dir().join(format!("pushgate-up-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        let write_ca = || {
+            let pair = rcgen::generate_simple_self_signed(vec!["api.internal".into()]).unwrap();
+            std::fs::write(&ca, pair.cert.pem()).unwrap();
+        };
+        write_ca();
+        let https = |extra: &str| {
+            format!(
+                "backend: {{ url: https://127.0.0.1:1, tls: {{ ca: {}{extra} }} }}\n",
+                ca.display()
+            )
+        };
+        let was = upstream(&https(""));
+        assert!(!was.relayable(), "TLS is hyper's");
+        assert!(kept(&was, upstream(&https(""))));
+        assert!(!kept(&was, upstream(&https(", server_name: api.internal"))));
+        // The same path with another CA in it: new connections verify by it.
+        write_ca();
+        assert!(!kept(&was, upstream(&https(""))));
+
+        // Both sockets are `unix-0.localhost` to hyper; they are not the same server.
+        let unix = |name: &str| format!("backend: {{ url: \"unix:{}/{name}\" }}\n", dir.display());
+        let was = upstream(&unix("a.sock"));
+        assert!(was.is_unix() && !was.relayable() && was.base_path().is_empty());
+        assert!(kept(&was, upstream(&unix("a.sock"))));
+        assert!(!kept(&was, upstream(&unix("b.sock"))));
+
+        let plain = upstream("backend: { url: http://127.0.0.1:1/app }\n");
+        assert!(plain.relayable() && plain.base_path() == "/app");
+        assert!(kept(&plain, upstream("backend: { url: http://127.0.0.1:1/app }\n")));
+    }
+}
