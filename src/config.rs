@@ -38,10 +38,10 @@ pub use schema::{
     RedisConfig, SniCert, Tls,
 };
 pub use sections::Sections;
+pub use units::{Rate, format_duration, parse_duration, parse_size};
 pub use upstream_tls::{
     TlsFileError, TlsMaterial, UpstreamTls, read as read_upstream_tls, system_roots_usable,
 };
-pub use units::{Rate, format_duration, parse_duration, parse_size};
 
 use interpolate::{Env, Problem, Substitution};
 use locate::{KeyPath, line_of};
@@ -60,7 +60,12 @@ pub fn load_with_sections(path: &Path) -> Result<(Config, Sections), ConfigError
         file: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    parse_document(&text, path, &|name| std::env::var(name).ok(), &system_roots_usable)
+    parse_document(
+        &text,
+        path,
+        &|name| std::env::var(name).ok(),
+        &system_roots_usable,
+    )
 }
 
 /// Like [`load`] from text already read; `file` names the source in messages and is

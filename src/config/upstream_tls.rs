@@ -82,8 +82,12 @@ pub fn read(tls: &UpstreamTls) -> Result<TlsMaterial, TlsFileError> {
         .server_name
         .as_deref()
         .map(|name| {
-            ServerName::try_from(name.to_owned())
-                .map_err(|_| fail("server_name", format!("{name:?} is not a DNS name or IP address")))
+            ServerName::try_from(name.to_owned()).map_err(|_| {
+                fail(
+                    "server_name",
+                    format!("{name:?} is not a DNS name or IP address"),
+                )
+            })
         })
         .transpose()?;
     Ok(TlsMaterial {
@@ -110,8 +114,12 @@ fn client_pair(
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsFileError> {
     let chain = certificates(cert).map_err(|m| fail("client_cert", m))?;
-    let der = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| fail("client_key", format!("no usable private key in {}: {e}", key.display())))?;
+    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        fail(
+            "client_key",
+            format!("no usable private key in {}: {e}", key.display()),
+        )
+    })?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let signer = provider
         .key_provider
@@ -119,7 +127,12 @@ fn client_pair(
         .map_err(|e| fail("client_key", format!("unsupported private key: {e}")))?;
     rustls::sign::CertifiedKey::new(chain.clone(), signer)
         .keys_match()
-        .map_err(|_| fail("client_key", format!("does not match client_cert {}", cert.display())))?;
+        .map_err(|_| {
+            fail(
+                "client_key",
+                format!("does not match client_cert {}", cert.display()),
+            )
+        })?;
     Ok((chain, der))
 }
 

@@ -149,7 +149,10 @@ fn server_url(url: &url::Url, at: &KeyPath, r: &mut Report) {
             // `unix:/run/app.sock`: a socket path, no host, no base path
             // (the whole path is the socket's).
             if url.host_str().is_some_and(|h| !h.is_empty()) || !url.path().starts_with('/') {
-                r.add(at.clone(), "a unix socket is written unix:/absolute/path.sock");
+                r.add(
+                    at.clone(),
+                    "a unix socket is written unix:/absolute/path.sock",
+                );
             } else if url.query().is_some() || url.fragment().is_some() {
                 r.add(at.clone(), "a unix socket path takes no query or fragment");
             }
@@ -175,7 +178,10 @@ fn server_schemes(b: &super::Backend, key: &KeyPath, r: &mut Report) {
         }
     }
     if b.tls.is_some() && !servers.iter().any(|(_, u)| u.scheme() == "https") {
-        r.add(key.key("tls"), "applies to https:// servers, and this upstream has none");
+        r.add(
+            key.key("tls"),
+            "applies to https:// servers, and this upstream has none",
+        );
     }
 }
 

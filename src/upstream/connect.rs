@@ -132,7 +132,7 @@ impl tower_service::Service<Uri> for Connector {
             };
             let handshake = TlsConnector::from(tls.config).connect(name, stream.into_inner());
             match tokio::time::timeout(timeout, handshake).await {
-                Ok(Ok(stream)) => Ok(Conn::Tls(TokioIo::new(stream))),
+                Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(TokioIo::new(stream)))),
                 Ok(Err(reason)) => Err(ConnectError::Tls { server, reason }),
                 Err(_) => Err(ConnectError::TlsTimeout { server }),
             }
@@ -164,7 +164,8 @@ async fn unix(path: PathBuf, _: Duration) -> Result<Conn, ConnectError> {
 /// One connection to a server, whichever way it was reached.
 pub enum Conn {
     Tcp(TokioIo<TcpStream>),
-    Tls(TokioIo<TlsStream<TcpStream>>),
+    /// Boxed: a TLS session is a kilobyte, the other streams a few words.
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
     #[cfg(unix)]
     Unix(TokioIo<tokio::net::UnixStream>),
 }
@@ -185,7 +186,10 @@ macro_rules! each {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {
             Conn::Tcp($s) => $e,
-            Conn::Tls($s) => $e,
+            Conn::Tls(boxed) => {
+                let $s = &mut **boxed;
+                $e
+            }
             #[cfg(unix)]
             Conn::Unix($s) => $e,
         }

@@ -55,8 +55,8 @@ impl TlsClient {
                 }
             }
             None => {
-                let (added, _) = roots
-                    .add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                let (added, _) =
+                    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
                 if added == 0 {
                     return Err(UpstreamTlsError::Ca(
                         "the system offers no root certificates".into(),
@@ -141,6 +141,9 @@ mod tests {
 
         let plain = upstream("backend: { url: http://127.0.0.1:1/app }\n");
         assert!(plain.relayable() && plain.base_path() == "/app");
-        assert!(kept(&plain, upstream("backend: { url: http://127.0.0.1:1/app }\n")));
+        assert!(kept(
+            &plain,
+            upstream("backend: { url: http://127.0.0.1:1/app }\n")
+        ));
     }
 }

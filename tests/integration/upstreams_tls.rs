@@ -53,7 +53,10 @@ fn leaf(ca: &Ca, dir: &Path, stem: &str, names: &[&str], purpose: ExtendedKeyUsa
     params.extended_key_usages = vec![purpose];
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let (cert_path, key_path) = (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")));
+    let (cert_path, key_path) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     Leaf {
@@ -78,10 +81,12 @@ fn server_tls(cert: &Leaf, clients: Option<&Ca>) -> Arc<rustls::ServerConfig> {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             roots.add(ca.issuer.der().clone()).unwrap();
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider())
-                    .build()
-                    .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                roots.into(),
+                provider(),
+            )
+            .build()
+            .unwrap();
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -155,7 +160,9 @@ fn client() -> reqwest::Client {
 /// `method path` through the gateway: the status, and the answer's JSON
 /// when the application answered.
 async fn ask(gw: &TestGateway, method: Method, path: &str) -> (u16, Value) {
-    let mut req = client().request(method.clone(), gw.url(path)).header(PROBE, "1");
+    let mut req = client()
+        .request(method.clone(), gw.url(path))
+        .header(PROBE, "1");
     if method == Method::POST {
         req = req.body("posted");
     }
@@ -168,7 +175,13 @@ async fn ask(gw: &TestGateway, method: Method, path: &str) -> (u16, Value) {
 async fn get_post_and_client_messages_reach_an_https_upstream() {
     let dir = temp_dir("up-tls");
     let ca = ca(&dir, "ca");
-    let cert = leaf(&ca, &dir, "app", &["127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+    let cert = leaf(
+        &ca,
+        &dir,
+        "app",
+        &["127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
     let (url, _) = https_app("tls", server_tls(&cert, None)).await;
     let backend = format!(
         "backend: {{ url: \"{url}/base\", tls: {{ ca: {} }}, connect_timeout: 1s, timeout: 5s }}",
@@ -184,7 +197,10 @@ async fn get_post_and_client_messages_reach_an_https_upstream() {
     );
     let (status, v) = ask(&gw, Method::POST, "/y").await;
     assert_eq!(status, 200);
-    assert_eq!((v["path"].as_str(), v["body"].as_str()), (Some("/base/y"), Some("posted")));
+    assert_eq!(
+        (v["path"].as_str(), v["body"].as_str()),
+        (Some("/base/y"), Some("posted"))
+    );
     // Client messages go through `Upstream::call`, over TLS too.
     let r = gw
         .http
@@ -204,10 +220,19 @@ async fn get_post_and_client_messages_reach_an_https_upstream() {
 async fn server_name_is_the_name_sent_and_verified() {
     let dir = temp_dir("up-tls-name");
     let ca = ca(&dir, "ca");
-    let cert = leaf(&ca, &dir, "api", &["api.internal"], ExtendedKeyUsagePurpose::ServerAuth);
+    let cert = leaf(
+        &ca,
+        &dir,
+        "api",
+        &["api.internal"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
     let (url, _) = https_app("api", server_tls(&cert, None)).await;
     let with = |tls: &str| {
-        format!("backend: {{ url: \"{url}\", tls: {{ ca: {}{tls} }}, connect_timeout: 1s, timeout: 5s }}", ca.pem.display())
+        format!(
+            "backend: {{ url: \"{url}\", tls: {{ ca: {}{tls} }}, connect_timeout: 1s, timeout: 5s }}",
+            ca.pem.display()
+        )
     };
     // The URL's host, 127.0.0.1, is not in the certificate.
     let gw = gateway(dir.join("a"), &with(""), "").await;
@@ -244,8 +269,20 @@ async fn a_certificate_of_another_ca_is_a_502_and_the_next_server_answers() {
 
     let dir = temp_dir("up-tls-ca");
     let (trusted, other) = (ca(&dir, "trusted"), ca(&dir, "other"));
-    let good = leaf(&trusted, &dir, "good", &["127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
-    let bad = leaf(&other, &dir, "bad", &["127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+    let good = leaf(
+        &trusted,
+        &dir,
+        "good",
+        &["127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let bad = leaf(
+        &other,
+        &dir,
+        "bad",
+        &["127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
     let (bad_url, bad_seen) = https_app("bad", server_tls(&bad, None)).await;
     let (good_url, _) = https_app("good", server_tls(&good, None)).await;
     let backend = |urls: &str| {
@@ -271,7 +308,11 @@ async fn a_certificate_of_another_ca_is_a_502_and_the_next_server_answers() {
     let gw = gateway(dir.join("two"), &backend(&urls), "").await;
     for i in 0..4 {
         let (status, v) = ask(&gw, Method::GET, &format!("/r{i}")).await;
-        assert_eq!((status, v["app"].as_str()), (200, Some("good")), "request {i}");
+        assert_eq!(
+            (status, v["app"].as_str()),
+            (200, Some("good")),
+            "request {i}"
+        );
     }
     assert!(bad_seen.lock().unwrap().is_empty());
 }
@@ -280,11 +321,26 @@ async fn a_certificate_of_another_ca_is_a_502_and_the_next_server_answers() {
 async fn mutual_tls_shows_the_client_certificate() {
     let dir = temp_dir("up-mtls");
     let ca = ca(&dir, "ca");
-    let cert = leaf(&ca, &dir, "app", &["127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
-    let client_cert = leaf(&ca, &dir, "gateway", &["gateway.internal"], ExtendedKeyUsagePurpose::ClientAuth);
+    let cert = leaf(
+        &ca,
+        &dir,
+        "app",
+        &["127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let client_cert = leaf(
+        &ca,
+        &dir,
+        "gateway",
+        &["gateway.internal"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
     let (url, seen) = https_app("mtls", server_tls(&cert, Some(&ca))).await;
     let with = |tls: &str| {
-        format!("backend: {{ url: \"{url}\", tls: {{ ca: {}{tls} }}, connect_timeout: 1s, timeout: 5s }}", ca.pem.display())
+        format!(
+            "backend: {{ url: \"{url}\", tls: {{ ca: {}{tls} }}, connect_timeout: 1s, timeout: 5s }}",
+            ca.pem.display()
+        )
     };
     let pair = format!(
         ", client_cert: {}, client_key: {}",
@@ -299,7 +355,10 @@ async fn mutual_tls_shows_the_client_certificate() {
     let gw = gateway(dir.join("without"), &with(""), "").await;
     seen.lock().unwrap().clear();
     assert_eq!(ask(&gw, Method::GET, "/x").await.0, 502);
-    assert!(seen.lock().unwrap().is_empty(), "no request without a certificate");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no request without a certificate"
+    );
 }
 
 #[tokio::test]

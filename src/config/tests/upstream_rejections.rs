@@ -35,8 +35,7 @@ fn https_without_ca_on_a_system_without_roots() {
     let errors = parse_without_roots("backend:\n  url: https://app.internal:8443\n").unwrap_err();
     let rendered = errors.to_string();
     assert!(
-        rendered.starts_with("gateway.yaml:2: backend.url: ")
-            && rendered.contains("needs tls.ca"),
+        rendered.starts_with("gateway.yaml:2: backend.url: ") && rendered.contains("needs tls.ca"),
         "{rendered}"
     );
     // With a CA of its own, no system roots are needed.
@@ -228,5 +227,8 @@ fn a_missing_socket_in_a_directory_that_exists_is_accepted() {
         d = dir.display()
     );
     let c = parse_str(&text).unwrap();
-    assert_eq!(c.backend.urls[1].path(), format!("{}/b.sock", dir.display()));
+    assert_eq!(
+        c.backend.urls[1].path(),
+        format!("{}/b.sock", dir.display())
+    );
 }

@@ -106,8 +106,9 @@ pub(crate) async fn serve<S>(
             .filter_map(|l| l.split_once(':'))
             .find(|(n, _)| n.eq_ignore_ascii_case("host"))
             .map(|(_, v)| v.trim().to_owned());
-        let answer = json!({ "app": name, "path": target, "engine": engine, "body": body, "host": host })
-            .to_string();
+        let answer =
+            json!({ "app": name, "path": target, "engine": engine, "body": body, "host": host })
+                .to_string();
         let reply = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
             answer.len()
