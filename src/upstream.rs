@@ -135,7 +135,10 @@ impl Upstream {
     /// rebuilds the settings, and the application's keep-alive connections
     /// should outlive that. A server that stays keeps its idle connections
     /// and its down mark; a new one starts empty; a removed one is dropped
-    /// once the requests holding it finish.
+    /// once the requests holding it finish. Nothing is kept when the way
+    /// servers are reached changed (scheme, TLS settings or their files'
+    /// contents, sockets: `Reach`).
+    ///
     /// Servers are matched by what they are (`Server::name`), not by
     /// authority: `unix-0.localhost` may be another socket after a reload.
     pub(crate) fn keep_connections_of(&mut self, old: &Upstream, same_settings: bool) {
