@@ -21,6 +21,7 @@ mod session;
 mod summary;
 mod units;
 pub use units::MAX_DURATION;
+mod upstream_tls;
 mod validate;
 
 #[cfg(test)]
@@ -40,6 +41,9 @@ pub use schema::{
 pub use sections::Sections;
 pub use session::{ResourceCheck, SessionAuth, check_placeholders, split_check};
 pub use units::{Rate, format_duration, parse_duration, parse_size};
+pub use upstream_tls::{
+    TlsFileError, TlsMaterial, UpstreamTls, read as read_upstream_tls, system_roots_usable,
+};
 
 use interpolate::{Env, Problem, Substitution};
 use locate::{KeyPath, line_of};
@@ -58,7 +62,12 @@ pub fn load_with_sections(path: &Path) -> Result<(Config, Sections), ConfigError
         file: path.display().to_string(),
         reason: e.to_string(),
     })?;
-    parse_document(&text, path, &|name| std::env::var(name).ok())
+    parse_document(
+        &text,
+        path,
+        &|name| std::env::var(name).ok(),
+        &system_roots_usable,
+    )
 }
 
 /// Like [`load`] from text already read; `file` names the source in messages and is
@@ -73,13 +82,26 @@ pub(crate) fn parse_with_env(
     file: &Path,
     env: Env<'_>,
 ) -> Result<Config, ConfigErrors> {
-    parse_document(text, file, env).map(|(config, _)| config)
+    parse_document(text, file, env, &system_roots_usable).map(|(config, _)| config)
+}
+
+/// [`parse_with_env`] on a system whose root certificates are `roots()`
+/// (tests of the `https://` checks must not depend on the host's store).
+#[cfg(test)]
+pub(crate) fn parse_with_roots(
+    text: &str,
+    file: &Path,
+    env: Env<'_>,
+    roots: &dyn Fn() -> bool,
+) -> Result<Config, ConfigErrors> {
+    parse_document(text, file, env, roots).map(|(config, _)| config)
 }
 
 fn parse_document(
     text: &str,
     file: &Path,
     env: Env<'_>,
+    system_roots: &dyn Fn() -> bool,
 ) -> Result<(Config, Sections), ConfigErrors> {
     let name = file.display().to_string();
 
@@ -132,8 +154,7 @@ fn parse_document(
         }
     })?;
 
-    let violations = validate::validate(&config);
-    if !violations.is_empty() {
+    let invalid = |violations: Vec<validate::Violation>| {
         let errors = violations
             .into_iter()
             .map(|v| ConfigError::Invalid {
@@ -143,10 +164,19 @@ fn parse_document(
                 key: v.key.to_string(),
             })
             .collect();
-        return Err(ConfigErrors(sorted(errors)));
+        ConfigErrors(sorted(errors))
+    };
+    let violations = validate::validate(&config);
+    if !violations.is_empty() {
+        return Err(invalid(violations));
     }
 
     normalize::normalize(&mut config, file);
+    // What needs the disk, with paths resolved: upstream certificates, sockets.
+    let violations = upstream_tls::check_files(&config, system_roots);
+    if !violations.is_empty() {
+        return Err(invalid(violations));
+    }
     Ok((config, sections))
 }
 

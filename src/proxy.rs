@@ -26,7 +26,7 @@ use crate::conn_info::ConnInfo;
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
 use crate::upstream::server::InFlight;
-use crate::upstream::{Upstream, framing::content_length, reuse};
+use crate::upstream::{Upstream, framing::content_length, reason, reuse};
 
 pub(crate) mod chunked;
 mod fields;
@@ -105,6 +105,7 @@ impl<'a> Proxy<'a> {
             if let Ok(uri) = http::Uri::from_parts(parts) {
                 *req.uri_mut() = uri;
             }
+            self.upstream.default_host(req.headers_mut());
             let conn = reuse::Connection::watch(&mut req);
             let mut in_flight = server.start();
             let result =
@@ -112,7 +113,7 @@ impl<'a> Proxy<'a> {
                     .await;
             match &result {
                 Ok(Err(error)) if error.is_connect() => {
-                    warn!(server = %server.authority, %error, "upstream server unreachable");
+                    warn!(server = %server.name, error = %reason(error), "upstream server unreachable");
                     in_flight.not_connected();
                     server.mark_down();
                     if spare.is_some() {
@@ -187,7 +188,7 @@ impl<'a> Proxy<'a> {
                 return malformed_body(http1);
             }
             Ok(Err(error)) => {
-                warn!(%error, connect = error.is_connect(), "backend request failed");
+                warn!(error = %reason(&error), connect = error.is_connect(), "backend request failed");
                 return bad_gateway();
             }
             Ok(Ok(mut resp)) => {

@@ -56,13 +56,15 @@ pub enum SettingsError {
     Tls(#[from] crate::tls::TlsError),
     #[error("auth.session: {0}")]
     Session(#[from] crate::model::template::TemplateError),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::registry::UpstreamError),
 }
 
 impl Settings {
     /// Build everything a config implies; fails on unusable key files.
     pub fn new(config: Config) -> Result<Settings, SettingsError> {
         let rules = ChannelRules::new(&config.channels, &config.realtime.history);
-        let upstreams = Upstreams::new(&config);
+        let upstreams = Upstreams::new(&config)?;
         let auth = Authenticator::new(&config.auth)?;
         let checks = CheckPolicy::new(&config.auth)?;
         let taps = Taps::new(&config.taps)?;
@@ -183,7 +185,7 @@ impl Handles {
         settings
             .upstreams
             .keep_connections_of(&old.upstreams, |was, now| {
-                was.connect_timeout == now.connect_timeout
+                was.connect_timeout == now.connect_timeout && was.tls == now.tls
             });
         drop(old);
         settings.upstreams.watch_health(&self.shutdown);

@@ -6,8 +6,13 @@
 //! own requests (client messages forwarded to `client_messages.forward_to`)
 //! both go through here, so neither calls the other.
 //!
-//! It is live state: a reload that keeps the backend's address and connect
-//! timeout keeps these connections (`keep_connections_of`).
+//! Servers are `http://`, `https://` (TLS to the application, `tls.rs`) or
+//! `unix:` sockets; `connect.rs` reaches each. Only `http://` upstreams go
+//! through the relay (`relayable`), which speaks plain TCP; the rest take
+//! hyper's path.
+//!
+//! It is live state: a reload that keeps the backend's address, connect
+//! timeout and TLS settings keeps these connections (`keep_connections_of`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +22,15 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config;
 use crate::reply::{self, Body};
+use connect::Connector;
 use server::{Server, Servers};
+use tls::{TlsClient, UpstreamTlsError};
 
+pub(crate) mod connect;
 pub(crate) mod framing;
 pub(crate) mod health;
 pub(crate) mod pool;
@@ -32,10 +39,24 @@ pub(crate) mod reuse;
 pub(crate) mod routes;
 pub(crate) mod server;
 pub(crate) mod stats;
+pub(crate) mod tls;
+
+/// How an upstream's servers are reached: what a reload must keep for the
+/// old connections to still be the right ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Reach {
+    /// `http`, `https` or `unix`.
+    scheme: String,
+    /// What the TLS settings were built from (`TlsClient::fingerprint`).
+    tls: Option<u64>,
+    /// The socket of each `unix:` server, by its made-up authority's index.
+    sockets: Vec<std::path::PathBuf>,
+}
 
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<Connector, Body>,
+    reach: Reach,
     scheme: http::uri::Scheme,
     /// Its servers (`url`, or `urls` with `balance`), each with the relay's
     /// idle connections to it.
@@ -47,34 +68,62 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(backend: &config::Backend) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(backend.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .build(connector);
+    /// Fails when its `tls:` files cannot be used (they were checked at
+    /// load, but may have changed since).
+    pub fn new(backend: &config::Backend) -> Result<Upstream, UpstreamTlsError> {
+        let first = backend.servers().first().unwrap_or(&backend.url);
+        let scheme = first.scheme().to_owned();
+        let tls = match (&backend.tls, scheme.as_str()) {
+            (Some(tls), "https") => Some(TlsClient::new(tls)?),
+            (None, "https") => Some(TlsClient::new(&config::UpstreamTls::default())?),
+            _ => None,
+        };
+        let mut sockets = Vec::new();
         let servers = backend
             .servers()
             .iter()
             .map(|url| {
-                let server = Server::new(authority_of(url), backend.connect_timeout);
+                let authority = if url.scheme() == "unix" {
+                    sockets.push(std::path::PathBuf::from(url.path()));
+                    connect::unix_authority(sockets.len() - 1)
+                } else {
+                    authority_of(url)
+                };
+                let server =
+                    Server::new(authority, backend.connect_timeout).with_name(name_of(url));
                 server.health.set_terms(backend.health.clone());
                 Arc::new(server)
             })
             .collect();
-        let first = backend.servers().first().unwrap_or(&backend.url);
-        Upstream {
+        let unix = (sockets.iter().enumerate())
+            .map(|(i, path)| (connect::unix_authority(i), path.clone()))
+            .collect();
+        let connector = Connector::new(backend.connect_timeout, tls.clone(), unix);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(512)
+            .build(connector);
+        Ok(Upstream {
             client,
             servers: Arc::new(Servers::new(servers, backend.balance)),
-            scheme: http::uri::Scheme::HTTP,
-            base_path: first.path().trim_end_matches('/').to_string(),
+            scheme: if scheme == "https" {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            },
+            base_path: match scheme.as_str() {
+                // The path of a unix: URL is the socket's.
+                "unix" => String::new(),
+                _ => first.path().trim_end_matches('/').to_string(),
+            },
             timeout: backend.timeout,
             health: backend.health.clone(),
-        }
+            reach: Reach {
+                scheme,
+                tls: tls.map(|t| t.fingerprint),
+                sockets,
+            },
+        })
     }
 
     /// Start the health checks of servers no task checks yet (a new
@@ -97,14 +146,30 @@ impl Upstream {
                     .build()
                     .ok()
             };
+            let host = self
+                .is_unix()
+                .then(|| HeaderValue::from_static("localhost"));
             health::watch(
                 server,
                 self.client.clone(),
                 uri,
+                host,
                 name.to_string(),
                 stop.clone(),
             );
         }
+    }
+
+    /// Whether the HTTP/1 relay, which speaks plain TCP, may carry its
+    /// requests: `http://` servers only; TLS and unix sockets go by hyper.
+    pub(crate) fn relayable(&self) -> bool {
+        self.reach.scheme == "http"
+    }
+
+    /// Whether its servers are unix sockets (whose made-up authority must
+    /// never become a request's `Host`).
+    pub(crate) fn is_unix(&self) -> bool {
+        self.reach.scheme == "unix"
     }
 
     /// Take over `old`'s connections (both pools) server by server, when
@@ -112,9 +177,14 @@ impl Upstream {
     /// rebuilds the settings, and the application's keep-alive connections
     /// should outlive that. A server that stays keeps its idle connections
     /// and its down mark; a new one starts empty; a removed one is dropped
-    /// once the requests holding it finish.
+    /// once the requests holding it finish. Nothing is kept when the way
+    /// servers are reached changed (scheme, TLS settings or their files'
+    /// contents, sockets: `Reach`).
+    ///
+    /// Servers are matched by what they are (`Server::name`), not by
+    /// authority: `unix-0.localhost` may be another socket after a reload.
     pub(crate) fn keep_connections_of(&mut self, old: &Upstream, same_settings: bool) {
-        if !same_settings {
+        if !same_settings || self.reach != old.reach {
             return;
         }
         self.client = old.client.clone();
@@ -127,7 +197,7 @@ impl Upstream {
                     .servers
                     .list
                     .iter()
-                    .find(|was| was.authority == new.authority)
+                    .find(|was| was.authority == new.authority && was.name == new.name)
                     .unwrap_or(new)
                     .clone();
                 // The new terms reach its running check task.
@@ -136,6 +206,17 @@ impl Upstream {
             })
             .collect();
         self.servers = Arc::new(Servers::new(list, self.servers.balance()));
+    }
+
+    /// Give a request without `Host` the one the application should see:
+    /// for a unix socket `localhost`, not the made-up authority hyper would
+    /// take from the URI. Elsewhere hyper's (the server's authority) stands.
+    pub(crate) fn default_host(&self, headers: &mut HeaderMap) {
+        if self.is_unix() {
+            headers
+                .entry(header::HOST)
+                .or_insert(HeaderValue::from_static("localhost"));
+        }
     }
 
     /// The backend URL's path, in front of every forwarded request's.
@@ -153,7 +234,7 @@ impl Upstream {
     }
 
     /// The hyper client that carries everything the relay does not.
-    pub(crate) fn client(&self) -> &Client<HttpConnector, Body> {
+    pub(crate) fn client(&self) -> &Client<Connector, Body> {
         &self.client
     }
 
@@ -178,6 +259,27 @@ impl Upstream {
             .authority(server.authority.clone())
             .path_and_query(path_and_query)
             .build()
+    }
+}
+
+/// An error with its causes, `outer: inner: …`: hyper's client errors say
+/// only their kind ("client error (Connect)") and keep the why as source.
+pub(crate) fn reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// A server as logs name it: `https://host:port`, `unix:/path`.
+fn name_of(url: &url::Url) -> String {
+    match url.scheme() {
+        "unix" => format!("unix:{}", url.path()),
+        scheme => format!("{scheme}://{}", authority_of(url)),
     }
 }
 
@@ -252,6 +354,7 @@ impl Upstream {
                 .body(reply::full(body.clone()))
                 .map_err(|e| BackendError::Request(e.to_string()))?;
             *req.headers_mut() = headers.clone();
+            self.default_host(req.headers_mut());
             // The same rules for reusing its connection as a proxied request's.
             let conn = reuse::Connection::watch(&mut req);
             let mut in_flight = server.start();
@@ -265,9 +368,9 @@ impl Upstream {
                 Ok(Err(e)) if e.is_connect() => {
                     in_flight.not_connected();
                     server.mark_down();
-                    tracing::warn!(server = %server.authority, error = %e, "upstream server unreachable");
+                    tracing::warn!(server = %server.name, error = %reason(&e), "upstream server unreachable");
                 }
-                Ok(Err(e)) => return Err(BackendError::Unavailable(e.to_string())),
+                Ok(Err(e)) => return Err(BackendError::Unavailable(reason(&e))),
             }
         };
         reuse::check(&method, false, &mut resp, &conn)

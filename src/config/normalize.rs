@@ -1,5 +1,5 @@
 //! Turns a parsed, validated config into the form the rest of the gateway relies on:
-//! file paths resolved against the config file's directory, realtime path without a
+//! file paths (TLS, JWT keys, upstream certificates) resolved against the config file's directory, realtime path without a
 //! trailing `/`, HTTP methods uppercased, and "unset" spellings (empty strings from
 //! `${X:-}`) removed so that no consumer can mistake an empty token or secret for a
 //! real one.
@@ -16,6 +16,18 @@ pub(crate) fn normalize(config: &mut Config, file: &Path) {
         for sni in &mut tls.sni {
             resolve(&base, &mut sni.cert);
             resolve(&base, &mut sni.key);
+        }
+    }
+    let backends = std::iter::once(&mut config.backend).chain(config.upstreams.values_mut());
+    for tls in backends.filter_map(|b| b.tls.as_mut()) {
+        for path in [&mut tls.ca, &mut tls.client_cert, &mut tls.client_key]
+            .into_iter()
+            .flatten()
+        {
+            resolve(&base, path);
+        }
+        if tls.server_name.as_deref() == Some("") {
+            tls.server_name = None;
         }
     }
     if let Some(jwt) = &mut config.auth.jwt {

@@ -6,8 +6,10 @@
 //! authentication and limits in `access.rs`; named upstreams' routes in `routes.rs`.
 
 use super::access::{Auth, Limits};
+use super::locate::KeyPath;
 use super::routes::Route;
 use super::rules::{ChannelRule, ClientMessages, Tap, Webhook};
+use super::upstream_tls::UpstreamTls;
 use super::{lenient, units};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -97,11 +99,12 @@ pub struct SniCert {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Backend {
-    /// The one server, when there is one: `http://host:port[/base]`.
+    /// The one server, when there is one: `http://host:port[/base]`,
+    /// `https://host:port[/base]` or `unix:/path/to.sock`.
     #[serde(deserialize_with = "lenient::url")]
     pub url: url::Url,
-    /// Several servers (instead of `url`), all `http://` with the same base
-    /// path; `balance` chooses among them.
+    /// Several servers (instead of `url`), all of one scheme with the same
+    /// base path; `balance` chooses among them.
     #[serde(deserialize_with = "lenient::urls")]
     pub urls: Vec<url::Url>,
     pub balance: Balance,
@@ -112,6 +115,8 @@ pub struct Backend {
     /// Whole request; streaming responses are not cut while bytes flow.
     #[serde(deserialize_with = "units::duration")]
     pub timeout: Duration,
+    /// How `https://` servers are verified, and the client certificate.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Default for Backend {
@@ -124,6 +129,7 @@ impl Default for Backend {
             health: None,
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -136,6 +142,19 @@ impl Backend {
         } else {
             &self.urls
         }
+    }
+
+    /// The servers with the key each is written at (`url`, or `urls[i]`).
+    pub(crate) fn server_keys(&self, key: &KeyPath) -> Vec<(KeyPath, &url::Url)> {
+        if self.urls.is_empty() {
+            return vec![(key.key("url"), &self.url)];
+        }
+        let at = key.key("urls");
+        self.urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (at.index(i), u))
+            .collect()
     }
 }
 

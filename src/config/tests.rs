@@ -8,6 +8,7 @@ use std::time::Duration;
 mod rejections;
 mod route_rejections;
 mod session_rejections;
+mod upstream_rejections;
 
 pub(super) fn env(name: &str) -> Option<String> {
     match name {

@@ -110,23 +110,15 @@ fn backend(b: &super::Backend, key: &KeyPath, r: &mut Report) {
             "give `url` (one server) or `urls`, not both",
         );
     }
-    let servers: Vec<(KeyPath, &url::Url)> = if b.urls.is_empty() {
-        vec![(key.key("url"), &b.url)]
-    } else {
-        let at = key.key("urls");
-        b.urls
-            .iter()
-            .enumerate()
-            .map(|(i, u)| (at.index(i), u))
-            .collect()
-    };
+    let servers = b.server_keys(key);
     for (at, url) in &servers {
         server_url(url, at, r);
     }
     let base = |u: &url::Url| u.path().trim_end_matches('/').to_string();
     if let Some((_, first)) = servers.first() {
         for (at, url) in &servers[1..] {
-            if base(url) != base(first) {
+            // A unix server's path is its socket's, not a base path.
+            if url.scheme() != "unix" && base(url) != base(first) {
                 r.add(
                     at.clone(),
                     "every server of an upstream must have the same base path",
@@ -142,6 +134,7 @@ fn backend(b: &super::Backend, key: &KeyPath, r: &mut Report) {
             }
         }
     }
+    server_schemes(b, key, r);
     nonzero(r, &key.key("connect_timeout"), b.connect_timeout);
     nonzero(r, &key.key("timeout"), b.timeout);
     if let Some(h) = &b.health {
@@ -167,15 +160,48 @@ fn backend(b: &super::Backend, key: &KeyPath, r: &mut Report) {
 
 fn server_url(url: &url::Url, at: &KeyPath, r: &mut Report) {
     match url.scheme() {
-        "http" => {}
-        "https" => r.add(
+        "http" | "https" => {
+            if url.host_str().is_none_or(str::is_empty) {
+                r.add(at.clone(), "must name a host, e.g. http://127.0.0.1:8080");
+            }
+        }
+        "unix" => {
+            // `unix:/run/app.sock`: a socket path, no host, no base path
+            // (the whole path is the socket's).
+            if url.host_str().is_some_and(|h| !h.is_empty()) || !url.path().starts_with('/') {
+                r.add(
+                    at.clone(),
+                    "a unix socket is written unix:/absolute/path.sock",
+                );
+            } else if url.query().is_some() || url.fragment().is_some() {
+                r.add(at.clone(), "a unix socket path takes no query or fragment");
+            }
+        }
+        other => r.add(
             at.clone(),
-            "an https:// server is not supported yet; use http:// (pushgate terminates TLS in front)",
+            format!("scheme `{other}` is not supported; use http://, https:// or unix:/path"),
         ),
-        other => r.add(at.clone(), format!("scheme `{other}` is not supported; use http://")),
     }
-    if url.host_str().is_none_or(str::is_empty) {
-        r.add(at.clone(), "must name a host, e.g. http://127.0.0.1:8080");
+}
+
+/// `tls:` applies to `https://` servers; all servers of one upstream are
+/// reached the same way, so they share one scheme.
+fn server_schemes(b: &super::Backend, key: &KeyPath, r: &mut Report) {
+    let servers = b.server_keys(key);
+    let first = servers.first().map(|(_, u)| u.scheme());
+    for (at, url) in &servers[1..] {
+        if Some(url.scheme()) != first {
+            r.add(
+                at.clone(),
+                "every server of an upstream must use the same scheme (http, https or unix)",
+            );
+        }
+    }
+    if b.tls.is_some() && !servers.iter().any(|(_, u)| u.scheme() == "https") {
+        r.add(
+            key.key("tls"),
+            "applies to https:// servers, and this upstream has none",
+        );
     }
 }
 

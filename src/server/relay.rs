@@ -12,7 +12,7 @@
 //! answers 502 or 504 itself (`relay/refusal.rs`).
 //!
 //! It takes only what it can forward exactly as the hyper path would (see
-//! `proxy/head.rs`). It lives with the server because it serves a client
+//! `proxy/head.rs`), and only to `http://` upstreams: it speaks plain TCP. It lives with the server because it serves a client
 //! connection; the rules it forwards by are the proxy's. The first request it does not take hands the connection, with
 //! the bytes already read, to hyper for the rest of its life.
 
@@ -99,8 +99,12 @@ where
                     return Relayed::HandOver(buf);
                 }
                 head::Request::Relay(mut out) => {
-                    buf.advance(out.len);
                     let routed = settings.upstreams.route(Some(out.host()), out.path());
+                    // TLS and unix sockets are hyper's to reach.
+                    if !routed.upstream.relayable() {
+                        return Relayed::HandOver(buf);
+                    }
+                    buf.advance(out.len);
                     let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name);
                     out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
                     let next = exchange(state, routed.upstream, info.peer.ip(), io, &mut buf, &out)

@@ -91,11 +91,13 @@ impl Health {
 }
 
 /// Start checking `server` unless a task already does (or it has no
-/// checks); `uri` is where its check asks.
+/// checks); `uri` is where its check asks, `host` the `Host` it sends when
+/// the URI's authority is not one (a unix socket's made-up name).
 pub fn watch<C>(
     server: &Arc<Server>,
     client: Client<C, Body>,
     uri: impl Fn(&str) -> Option<Uri> + Send + Sync + 'static,
+    host: Option<http::HeaderValue>,
     upstream: String,
     stop: CancellationToken,
 ) where
@@ -106,7 +108,7 @@ pub fn watch<C>(
     }
     let weak = Arc::downgrade(server);
     tokio::spawn(async move {
-        run(&weak, &client, &uri, &upstream, &stop).await;
+        run(&weak, &client, &uri, host.as_ref(), &upstream, &stop).await;
         if let Some(s) = weak.upgrade() {
             s.health.watched.store(false, Ordering::SeqCst);
         }
@@ -117,6 +119,7 @@ async fn run<C>(
     weak: &Weak<Server>,
     client: &Client<C, Body>,
     uri: &(impl Fn(&str) -> Option<Uri> + Sync),
+    host: Option<&http::HeaderValue>,
     upstream: &str,
     stop: &CancellationToken,
 ) where
@@ -129,20 +132,20 @@ async fn run<C>(
             return;
         };
         let ok = match uri(&terms.path) {
-            Some(uri) => probe(client, uri, terms.timeout).await,
+            Some(uri) => probe(client, uri, host, terms.timeout).await,
             None => false,
         };
         match server.health.record(ok, &terms) {
             Some(false) => tracing::warn!(
                 upstream,
-                server = %server.authority,
+                server = %server.name,
                 path = %terms.path,
                 fails = terms.fails,
                 "upstream server failed its health checks; out of the rotation"
             ),
             Some(true) => tracing::info!(
                 upstream,
-                server = %server.authority,
+                server = %server.name,
                 passes = terms.passes,
                 "upstream server passed its health checks; back in the rotation"
             ),
@@ -157,16 +160,24 @@ async fn run<C>(
 }
 
 /// One check: a 2xx answer, head and body, within `timeout`.
-async fn probe<C>(client: &Client<C, Body>, uri: Uri, timeout: Duration) -> bool
+async fn probe<C>(
+    client: &Client<C, Body>,
+    uri: Uri,
+    host: Option<&http::HeaderValue>,
+    timeout: Duration,
+) -> bool
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    let Ok(req) = Request::get(uri)
+    let Ok(mut req) = Request::get(uri)
         .header(http::header::USER_AGENT, "pushgate-health-check")
         .body(reply::empty())
     else {
         return false;
     };
+    if let Some(host) = host {
+        req.headers_mut().insert(http::header::HOST, host.clone());
+    }
     let check = async {
         let resp = client.request(req).await.ok()?;
         let ok = resp.status().is_success();

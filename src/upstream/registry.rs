@@ -18,13 +18,25 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(name: &str, config: &config::Backend) -> Entry {
-        Entry {
+    fn new(name: &str, config: &config::Backend) -> Result<Entry, UpstreamError> {
+        let upstream = Upstream::new(config).map_err(|source| UpstreamError {
+            name: name.to_owned(),
+            source,
+        })?;
+        Ok(Entry {
             name: name.to_owned(),
             config: config.clone(),
-            upstream: Upstream::new(config),
-        }
+            upstream,
+        })
     }
+}
+
+/// An upstream that cannot be put in force (its TLS files).
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {name}: {source}")]
+pub struct UpstreamError {
+    name: String,
+    source: super::tls::UpstreamTlsError,
 }
 
 /// Every upstream of one configuration, and its routes.
@@ -45,13 +57,13 @@ pub struct Routed<'a> {
 }
 
 impl Upstreams {
-    pub fn new(c: &config::Config) -> Upstreams {
+    pub fn new(c: &config::Config) -> Result<Upstreams, UpstreamError> {
         let named: Vec<Entry> = c
             .upstreams
             .iter()
             .filter(|(name, _)| name.as_str() != DEFAULT_UPSTREAM)
             .map(|(name, backend)| Entry::new(name, backend))
-            .collect();
+            .collect::<Result<_, _>>()?;
         let index = |name: &str| {
             if name == DEFAULT_UPSTREAM {
                 return Some(0);
@@ -59,11 +71,11 @@ impl Upstreams {
             named.iter().position(|e| e.name == name).map(|i| i + 1)
         };
         let routes = Routes::new(&c.routes, index);
-        Upstreams {
-            default: Entry::new(DEFAULT_UPSTREAM, &c.backend),
+        Ok(Upstreams {
+            default: Entry::new(DEFAULT_UPSTREAM, &c.backend)?,
             named,
             routes,
-        }
+        })
     }
 
     /// The upstream called `name` (`default` is `backend:`).
@@ -140,7 +152,7 @@ impl Upstreams {
                     .iter()
                     .map(|s| {
                         serde_json::json!({
-                            "server": s.authority.as_str(),
+                            "server": s.name,
                             "healthy": s.health.is_healthy(),
                             "up": !s.is_down(),
                             "in_flight": s.in_flight(),
@@ -190,7 +202,7 @@ mod tests {
 
     fn registry(yaml: &str) -> Upstreams {
         let c = config::parse(yaml, std::path::Path::new("gateway.yaml")).unwrap();
-        Upstreams::new(&c)
+        Upstreams::new(&c).unwrap()
     }
 
     #[test]

@@ -22,8 +22,11 @@ use super::stats::{Failure, ServerStats};
 pub const DOWN_FOR: Duration = Duration::from_secs(2);
 
 pub struct Server {
-    /// `host:port`, as in the request URI and the metrics.
+    /// `host:port`, as in the request URI and the metrics (for a unix
+    /// socket a made-up name, see `connect.rs`).
     pub authority: http::uri::Authority,
+    /// What it is, for logs: `http://host:port`, `https://…`, `unix:/path`.
+    pub name: String,
     /// Idle connections of the HTTP/1 relay.
     pub pool: BackendPool,
     /// Requests this gateway has in flight on it (`least_conn`).
@@ -41,6 +44,7 @@ impl Server {
     pub fn new(authority: http::uri::Authority, connect_timeout: Duration) -> Server {
         Server {
             pool: BackendPool::new(authority.to_string(), connect_timeout),
+            name: format!("http://{authority}"),
             authority,
             in_flight: AtomicUsize::new(0),
             down_until: AtomicU64::new(0),
@@ -48,6 +52,12 @@ impl Server {
             health: Health::new(None),
             stats: ServerStats::default(),
         }
+    }
+
+    /// Named by its URL rather than as `http://authority`.
+    pub fn with_name(mut self, name: String) -> Server {
+        self.name = name;
+        self
     }
 
     fn now_ms(&self) -> u64 {

@@ -59,13 +59,8 @@ pub fn encode<'a>(
     upstreams: impl Iterator<Item = (&'a str, &'a [std::sync::Arc<Server>])> + Clone,
 ) -> String {
     let mut out = String::new();
-    let labels = |u: &str, s: &Server| {
-        format!(
-            "upstream=\"{}\",server=\"{}\"",
-            escape(u),
-            escape(s.authority.as_str())
-        )
-    };
+    let labels =
+        |u: &str, s: &Server| format!("upstream=\"{}\",server=\"{}\"", escape(u), escape(&s.name));
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP pushgate_{name} {help}");
         let _ = writeln!(out, "# TYPE pushgate_{name} {kind}");

@@ -29,4 +29,5 @@ mod shutdown;
 mod slow;
 mod sse;
 mod upstreams;
+mod upstreams_tls;
 mod ws;

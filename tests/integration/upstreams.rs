@@ -139,7 +139,7 @@ async fn every_server_refusing_is_a_502() {
 /// What `/stats` says of the default upstream's server at `url`.
 async fn server_stats(gw: &TestGateway, url: &str) -> Value {
     let stats = gw.stats().await;
-    let authority = url.trim_start_matches("http://");
+    let authority = url;
     stats["upstreams"][0]["servers"]
         .as_array()
         .unwrap()
@@ -223,10 +223,7 @@ async fn metrics_per_upstream_server() {
         spread(&gw, method, 5).await;
     }
     let text = gw.metrics_text().await;
-    let (a_at, down_at) = (
-        a.url.trim_start_matches("http://"),
-        down.trim_start_matches("http://"),
-    );
+    let (a_at, down_at) = (a.url.as_str(), down.as_str());
     let of = |server: &str, rest: &str| {
         format!("pushgate_upstream_{rest}{{upstream=\"default\",server=\"{server}\"")
     };

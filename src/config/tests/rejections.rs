@@ -159,16 +159,6 @@ fn yaml_syntax_error() {
 }
 
 #[test]
-fn backend_https_is_not_supported() {
-    rejects(
-        "backend:\n  url: https://app.internal\n",
-        2,
-        "backend.url",
-        "https:// server is not supported",
-    );
-}
-
-#[test]
 fn backend_other_scheme() {
     rejects(
         "backend:\n  url: ftp://app.internal\n",
@@ -372,7 +362,7 @@ fn forward_to_must_be_a_path() {
 
 #[test]
 fn all_validation_errors_are_reported_in_file_order() {
-    let text = "realtime:\n  client_queue: 0\n  path: nope\nbackend:\n  url: https://x\nchannels:\n  - { pattern: \"\", subscribe: anyone }\n";
+    let text = "realtime:\n  client_queue: 0\n  path: nope\nbackend:\n  url: ftp://x\nchannels:\n  - { pattern: \"\", subscribe: anyone }\n";
     let errors = parse_str(text).unwrap_err();
     let lines: Vec<Option<usize>> = errors.iter().map(|e| e.line()).collect();
     assert_eq!(lines, [Some(2), Some(3), Some(5), Some(7)], "{errors}");

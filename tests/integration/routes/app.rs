@@ -101,13 +101,16 @@ pub(crate) async fn app(name: &'static str) -> App {
     }
 }
 
-async fn serve(
+/// Answer the requests on one connection (a TCP, TLS or unix stream).
+pub(crate) async fn serve<S>(
     name: &'static str,
-    mut stream: tokio::net::TcpStream,
+    mut stream: S,
     seen: Arc<Mutex<Vec<String>>>,
     release: Arc<Semaphore>,
     sick: Arc<AtomicBool>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::new();
     loop {
         let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -146,8 +149,14 @@ async fn serve(
         } else {
             "-"
         };
+        let host = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.trim().to_owned());
         let answer =
-            json!({ "app": name, "path": target, "engine": engine, "body": body }).to_string();
+            json!({ "app": name, "path": target, "engine": engine, "body": body, "host": host })
+                .to_string();
         let status = if target == "/healthz" && sick.load(Ordering::SeqCst) {
             "503 Service Unavailable"
         } else {

@@ -1,0 +1,234 @@
+//! One test per refusal of an upstream's `https://`, `tls:` and `unix:`
+//! settings, each naming file, line and key. The files they read are made
+//! in a temp directory; "the system has no roots" is told to the parser
+//! rather than read from this host's store.
+
+use std::path::PathBuf;
+
+use super::rejections::rejects;
+use super::{env, parse_str};
+use crate::config::{ConfigErrors, parse_with_roots};
+
+/// A fresh directory with a self-signed certificate (`cert.pem`, its key
+/// `key.pem`), another key (`other.key`) and a file of no PEM (`junk.pem`).
+fn files(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "pushgate-upstream-tls-{tag}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pair = rcgen::generate_simple_self_signed(vec!["api.internal".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), pair.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
+    std::fs::write(dir.join("junk.pem"), "not a certificate\n").unwrap();
+    dir
+}
+
+fn parse_without_roots(text: &str) -> Result<crate::config::Config, ConfigErrors> {
+    parse_with_roots(text, std::path::Path::new("gateway.yaml"), &env, &|| false)
+}
+
+#[test]
+fn https_without_ca_on_a_system_without_roots() {
+    let errors = parse_without_roots("backend:\n  url: https://app.internal:8443\n").unwrap_err();
+    let rendered = errors.to_string();
+    assert!(
+        rendered.starts_with("gateway.yaml:2: backend.url: ") && rendered.contains("needs tls.ca"),
+        "{rendered}"
+    );
+    // With a CA of its own, no system roots are needed.
+    let dir = files("roots");
+    let text = format!(
+        "backend:\n  url: https://app.internal:8443\n  tls: {{ ca: {}/cert.pem }}\n",
+        dir.display()
+    );
+    parse_without_roots(&text).unwrap();
+}
+
+#[test]
+fn ca_that_cannot_be_read() {
+    rejects(
+        "backend:\n  url: https://app.internal\n  tls:\n    ca: /nonexistent/ca.pem\n",
+        4,
+        "backend.tls.ca",
+        "cannot read /nonexistent/ca.pem",
+    );
+}
+
+#[test]
+fn ca_without_a_certificate() {
+    let dir = files("junk");
+    rejects(
+        &format!(
+            "backend:\n  url: https://app.internal\n  tls:\n    ca: {}/junk.pem\n",
+            dir.display()
+        ),
+        4,
+        "backend.tls.ca",
+        "contains no certificate",
+    );
+}
+
+#[test]
+fn client_cert_without_client_key() {
+    let dir = files("nokey");
+    rejects(
+        &format!(
+            "upstreams:\n  api:\n    url: https://app.internal\n    tls:\n      ca: {d}/cert.pem\n      client_cert: {d}/cert.pem\n",
+            d = dir.display()
+        ),
+        4,
+        "upstreams.api.tls.client_key",
+        "client_cert needs client_key",
+    );
+}
+
+#[test]
+fn client_key_without_client_cert() {
+    let dir = files("nocert");
+    rejects(
+        &format!(
+            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_key: {d}/key.pem\n",
+            d = dir.display()
+        ),
+        3,
+        "backend.tls.client_cert",
+        "client_key needs client_cert",
+    );
+}
+
+#[test]
+fn client_cert_that_cannot_be_read() {
+    let dir = files("certgone");
+    rejects(
+        &format!(
+            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_cert: {d}/gone.pem\n    client_key: {d}/key.pem\n",
+            d = dir.display()
+        ),
+        5,
+        "backend.tls.client_cert",
+        "cannot read",
+    );
+}
+
+#[test]
+fn client_key_that_is_no_key() {
+    let dir = files("keyjunk");
+    rejects(
+        &format!(
+            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_cert: {d}/cert.pem\n    client_key: {d}/junk.pem\n",
+            d = dir.display()
+        ),
+        6,
+        "backend.tls.client_key",
+        "no usable private key",
+    );
+}
+
+#[test]
+fn client_key_of_another_certificate() {
+    let dir = files("mismatch");
+    rejects(
+        &format!(
+            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_cert: {d}/cert.pem\n    client_key: {d}/other.key\n",
+            d = dir.display()
+        ),
+        6,
+        "backend.tls.client_key",
+        "does not match client_cert",
+    );
+}
+
+#[test]
+fn a_usable_client_pair_is_accepted() {
+    let dir = files("pair");
+    let text = format!(
+        "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    server_name: api.internal\n    client_cert: {d}/cert.pem\n    client_key: {d}/key.pem\n",
+        d = dir.display()
+    );
+    let c = parse_str(&text).unwrap();
+    let tls = c.backend.tls.unwrap();
+    assert_eq!(tls.server_name.as_deref(), Some("api.internal"));
+    assert_eq!(tls.client_key, Some(dir.join("key.pem")));
+}
+
+#[test]
+fn tls_on_an_upstream_without_https_servers() {
+    rejects(
+        "upstreams:\n  api:\n    url: http://10.0.0.7:8080\n    tls: { server_name: api.internal }\n",
+        4,
+        "upstreams.api.tls",
+        "has none",
+    );
+}
+
+#[test]
+fn server_name_that_is_no_name() {
+    let dir = files("badname");
+    rejects(
+        &format!(
+            "backend:\n  url: https://app.internal\n  tls:\n    ca: {}/cert.pem\n    server_name: \"not a name\"\n",
+            dir.display()
+        ),
+        5,
+        "backend.tls.server_name",
+        "not a DNS name",
+    );
+}
+
+#[test]
+fn servers_of_different_schemes() {
+    rejects(
+        "backend:\n  urls:\n    - http://10.0.0.5:8080\n    - https://10.0.0.6:8443\n",
+        4,
+        "backend.urls[1]",
+        "same scheme",
+    );
+}
+
+#[test]
+fn unix_path_that_is_not_a_socket() {
+    let dir = files("notsock");
+    rejects(
+        &format!("backend:\n  url: unix:{}/cert.pem\n", dir.display()),
+        2,
+        "backend.url",
+        "is not a socket",
+    );
+}
+
+#[test]
+fn unix_socket_in_a_directory_that_does_not_exist() {
+    rejects(
+        "backend:\n  url: unix:/nonexistent/dir/app.sock\n",
+        2,
+        "backend.url",
+        "directory of /nonexistent/dir/app.sock does not exist",
+    );
+}
+
+#[test]
+fn unix_socket_with_a_host() {
+    rejects(
+        "backend:\n  url: unix://app/run/app.sock\n",
+        2,
+        "backend.url",
+        "unix:/absolute/path.sock",
+    );
+}
+
+#[test]
+fn a_missing_socket_in_a_directory_that_exists_is_accepted() {
+    let dir = files("latersock");
+    let text = format!(
+        "backend:\n  urls: [\"unix:{d}/a.sock\", \"unix:{d}/b.sock\"]\n",
+        d = dir.display()
+    );
+    let c = parse_str(&text).unwrap();
+    assert_eq!(
+        c.backend.urls[1].path(),
+        format!("{}/b.sock", dir.display())
+    );
+}
