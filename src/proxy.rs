@@ -25,8 +25,9 @@ use tracing::{Instrument, debug, warn};
 use crate::conn_info::ConnInfo;
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
+use crate::upstream::framing::{MAX_RESPONSE_HEAD, content_length};
 use crate::upstream::server::InFlight;
-use crate::upstream::{Upstream, framing::content_length, reason, reuse};
+use crate::upstream::{Upstream, reason, reuse};
 
 pub(crate) mod chunked;
 mod fields;
@@ -191,6 +192,12 @@ impl<'a> Proxy<'a> {
                 warn!(error = %reason(&error), connect = error.is_connect(), "backend request failed");
                 return bad_gateway();
             }
+            Ok(Ok(resp)) if head_size(&resp) > MAX_RESPONSE_HEAD => {
+                // The relay's bound, so that one policy holds whichever
+                // engine carried the request.
+                warn!(size = head_size(&resp), "backend answer head too large");
+                return bad_gateway();
+            }
             Ok(Ok(mut resp)) => {
                 match reuse::check(&method, client_upgrade.is_some(), &mut resp, &conn) {
                     Ok(()) => resp,
@@ -341,6 +348,18 @@ fn malformed_body(http1: bool) -> Response<Body> {
 }
 
 /// The same request with no body, to send again to another server.
+/// The size of an answer head as HTTP/1.1 writes it: status line, each
+/// field as `name: value` and CRLF, the empty line.
+fn head_size<B>(resp: &Response<B>) -> usize {
+    let fields: usize = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let reason = resp.status().canonical_reason().map_or(0, str::len);
+    "HTTP/1.1 200 \r\n".len() + reason + fields + 2
+}
+
 /// Methods that may be sent twice with the same effect (RFC 9110 §9.2.2).
 fn is_idempotent(method: &http::Method) -> bool {
     use http::Method;

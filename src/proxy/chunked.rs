@@ -70,6 +70,31 @@ impl ChunkedEnd {
     /// first `n` bytes of `buf` (whatever follows is not part of it);
     /// `None`: all of `buf` belongs to the body and more is due.
     pub fn feed(&mut self, buf: &[u8]) -> Result<Option<usize>, Malformed> {
+        match self.scan(buf, false)? {
+            Scanned::Ends(n) => Ok(Some(n)),
+            Scanned::More | Scanned::Trailers(_) => Ok(None),
+        }
+    }
+
+    /// Whether the scan is inside the trailer section (after the last
+    /// chunk's size line, before the body's end).
+    pub fn in_trailers(&self) -> bool {
+        matches!(
+            self.state,
+            State::TrailerStart | State::Trailer | State::TrailerLf | State::FinalLf
+        )
+    }
+
+    /// [`feed`](Self::feed), telling where the trailer section starts:
+    /// `Trailers(n)`: the first `n` bytes are the chunks up to and including
+    /// the last chunk's size line; what follows is trailers and the final
+    /// empty line (fed on with `feed`). For a client that may not get
+    /// trailers, the body is then those `n` bytes and an empty line.
+    pub fn feed_to_trailers(&mut self, buf: &[u8]) -> Result<Scanned, Malformed> {
+        self.scan(buf, true)
+    }
+
+    fn scan(&mut self, buf: &[u8], stop_at_trailers: bool) -> Result<Scanned, Malformed> {
         let mut i = 0;
         while i < buf.len() {
             if let State::Data(left) = self.state {
@@ -109,6 +134,10 @@ impl ChunkedEnd {
                     b'\r',
                 ) => State::SizeLf { value },
                 (State::SizeLf { value }, b'\n') => match value {
+                    0 if stop_at_trailers => {
+                        self.state = State::TrailerStart;
+                        return Ok(Scanned::Trailers(i));
+                    }
                     0 => State::TrailerStart,
                     n => State::Data(n),
                 },
@@ -126,7 +155,7 @@ impl ChunkedEnd {
                 (State::TrailerStart, b'\r') => State::FinalLf,
                 (State::FinalLf, b'\n') => {
                     self.state = State::Done;
-                    return Ok(Some(i));
+                    return Ok(Scanned::Ends(i));
                 }
                 (State::FinalLf, _) => return Err(Malformed),
                 (State::Trailer, b'\r') => State::TrailerLf,
@@ -136,11 +165,22 @@ impl ChunkedEnd {
                     return Err(Malformed);
                 }
                 (State::TrailerStart | State::Trailer, _) => State::Trailer,
-                (State::Data(_), _) | (State::Done, _) => return Ok(Some(i - 1)),
+                (State::Data(_), _) | (State::Done, _) => return Ok(Scanned::Ends(i - 1)),
             };
         }
-        Ok(None)
+        Ok(Scanned::More)
     }
+}
+
+/// How far a scan got through the bytes fed to it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Scanned {
+    /// All of them belong to the body and more is due.
+    More,
+    /// The body ends after the first `n`.
+    Ends(usize),
+    /// The trailer section starts after the first `n`.
+    Trailers(usize),
 }
 
 /// A byte no chunk extension or trailer field may hold (RFC 9110 §5.5:
@@ -166,6 +206,23 @@ mod tests {
             assert_eq!(Ok(got), whole, "split at {split}");
         }
         whole
+    }
+
+    #[test]
+    fn tells_where_the_trailers_start() {
+        let body = b"5\r\nhello\r\n0;x=1\r\nExpires: never\r\nX-Sum: 1\r\n\r\n";
+        let last = body.windows(7).position(|w| w == b"0;x=1\r\n").unwrap() + 7;
+        let mut scan = ChunkedEnd::default();
+        assert_eq!(scan.feed_to_trailers(body), Ok(Scanned::Trailers(last)));
+        assert!(scan.in_trailers());
+        assert_eq!(scan.feed(&body[last..]), Ok(Some(body.len() - last)));
+        // Without trailers: only the final empty line follows.
+        let mut scan = ChunkedEnd::default();
+        assert_eq!(
+            scan.feed_to_trailers(b"0\r\n\r\n"),
+            Ok(Scanned::Trailers(3))
+        );
+        assert_eq!(scan.feed(b"\r\n"), Ok(Some(2)));
     }
 
     #[test]

@@ -23,8 +23,7 @@ const MAX_HEADERS: usize = 64;
 /// Header fields a backend's answer may have, as many as hyper's client
 /// takes; more is refused.
 const MAX_RESPONSE_HEADERS: usize = 100;
-/// A backend's answer head larger than this is refused as unusable.
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub use crate::upstream::framing::MAX_RESPONSE_HEAD;
 
 /// A request the relay forwards.
 #[derive(Debug)]
@@ -36,6 +35,9 @@ pub struct Outbound {
     pub method: Method,
     /// The client asked to close after this answer.
     pub close: bool,
+    /// The client takes trailers (`TE: trailers`); without, a chunked
+    /// answer's trailers are left out, as hyper leaves them out.
+    pub trailers: bool,
     /// Where the client's path (no query) stands in `head`, for the log.
     path: std::ops::Range<usize>,
     /// Where the `Host` value stands in `head`.
@@ -133,6 +135,7 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     let mut host = None;
     let mut cookies = 0;
     let mut close = false;
+    let mut trailers = false;
     let mut prev_xff = None;
     let mut prev_forwarded = None;
     for h in parsed.headers.iter() {
@@ -163,6 +166,12 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
             .any(|n| name.eq_ignore_ascii_case(n))
         {
             return Request::NotOurs;
+        } else if name.eq_ignore_ascii_case("te") {
+            trailers |= h.value.split(|&b| b == b',').any(|t| {
+                t.split(|&b| b == b';')
+                    .next()
+                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+            });
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             prev_xff = prev_xff.or(Some(h.value));
         } else if name.eq_ignore_ascii_case("forwarded") {
@@ -212,6 +221,7 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         head,
         method,
         close,
+        trailers,
         path: path_range,
         host: host_range,
     })

@@ -225,19 +225,26 @@ where
     let mut body = match inbound.framing {
         Framing::Empty => Body::Length(0),
         Framing::Length(n) => Body::Length(n),
-        Framing::Chunked => Body::Chunked(ChunkedEnd::default()),
+        Framing::Chunked => Body::Chunked {
+            scan: ChunkedEnd::default(),
+            trailers: out.trailers,
+        },
         Framing::UntilClose => Body::UntilClose,
     };
     // What has come of the body so far goes out with the head, in one write.
-    let Ok((n, done)) = body.take(&rbuf) else {
+    let Ok(taken) = body.take(&rbuf) else {
         warn!("backend sent a malformed chunked body");
         return refuse(state, io, Refusal::Unreachable, started, out, close).await;
     };
     debug!(status = inbound.status, elapsed = ?started.elapsed(), "proxied");
     state.metrics.proxied(status, started.elapsed());
     let mut first = inbound.head;
-    first.extend_from_slice(&rbuf[..n]);
-    rbuf.advance(n);
+    first.extend_from_slice(&rbuf[..taken.keep]);
+    if taken.end {
+        first.extend_from_slice(body.tail());
+    }
+    let done = taken.end;
+    rbuf.advance(taken.used);
     let answer = Answer {
         first,
         done,

@@ -54,6 +54,10 @@ pub(crate) fn normalize_length(headers: &mut HeaderMap) {
 
 /// The one length all `Content-Length` values agree on (RFC 9110 §8.6:
 /// `1*DIGIT`, a list of one value repeated).
+/// A backend's answer head larger than this is refused as unusable (a
+/// 502), by the relay and by hyper's client alike.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {

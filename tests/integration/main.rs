@@ -10,6 +10,7 @@ mod client_http;
 mod cluster;
 mod cors;
 mod delivered;
+mod differential;
 mod hardening;
 mod ingest;
 mod jwt_claims;

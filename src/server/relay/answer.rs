@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::Next;
-use crate::proxy::chunked::{ChunkedEnd, Malformed};
+use crate::proxy::chunked::{ChunkedEnd, Malformed, Scanned};
 use crate::upstream::pool::BackendPool;
 
 /// An answer whose head (and the body's start) is ready for the client.
@@ -36,24 +36,101 @@ pub(super) struct Answer {
 /// The part of a backend's answer still to come.
 pub(super) enum Body {
     Length(u64),
-    Chunked(ChunkedEnd),
+    /// Chunked; `trailers`: the client takes them (`TE: trailers`).
+    Chunked {
+        scan: ChunkedEnd,
+        trailers: bool,
+    },
     UntilClose,
 }
 
+/// What [`Body::take`] found in the bytes read.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Taken {
+    /// Bytes that belong to the body.
+    pub(super) used: usize,
+    /// The first `keep` of them go to the client.
+    pub(super) keep: usize,
+    /// The body ends within them.
+    pub(super) end: bool,
+}
+
+/// What ends a chunked body whose trailers were left out.
+pub(super) const NO_TRAILERS: &[u8] = b"\r\n";
+
 impl Body {
-    /// How many of `bytes` belong to the body, and whether it ends there.
-    pub(super) fn take(&mut self, bytes: &[u8]) -> Result<(usize, bool), Malformed> {
+    /// How many of `bytes` belong to the body, how many of those the client
+    /// gets (a client that did not ask for trailers gets none: the body's
+    /// last empty line, [`NO_TRAILERS`], is written once it `end`s), and
+    /// whether it ends there.
+    pub(super) fn take(&mut self, bytes: &[u8]) -> Result<Taken, Malformed> {
+        let all = |end| Taken {
+            used: bytes.len(),
+            keep: bytes.len(),
+            end,
+        };
         match self {
             Body::Length(left) => {
                 let n = (*left).min(bytes.len() as u64);
                 *left -= n;
-                Ok((n as usize, *left == 0))
+                let n = n as usize;
+                Ok(Taken {
+                    used: n,
+                    keep: n,
+                    end: *left == 0,
+                })
             }
-            Body::Chunked(scan) => Ok(match scan.feed(bytes)? {
-                Some(n) => (n, true),
-                None => (bytes.len(), false),
+            Body::Chunked {
+                scan,
+                trailers: true,
+            } => Ok(match scan.feed(bytes)? {
+                Some(n) => Taken {
+                    used: n,
+                    keep: n,
+                    end: true,
+                },
+                None => all(false),
             }),
-            Body::UntilClose => Ok((bytes.len(), false)),
+            Body::Chunked { scan, .. } => {
+                let start = if scan.in_trailers() {
+                    0
+                } else {
+                    match scan.feed_to_trailers(bytes)? {
+                        Scanned::More => return Ok(all(false)),
+                        Scanned::Ends(n) => {
+                            return Ok(Taken {
+                                used: n,
+                                keep: n,
+                                end: true,
+                            });
+                        }
+                        Scanned::Trailers(t) => t,
+                    }
+                };
+                Ok(match scan.feed(&bytes[start..])? {
+                    Some(n) => Taken {
+                        used: start + n,
+                        keep: start,
+                        end: true,
+                    },
+                    None => Taken {
+                        used: bytes.len(),
+                        keep: start,
+                        end: false,
+                    },
+                })
+            }
+            Body::UntilClose => Ok(all(false)),
+        }
+    }
+
+    /// What the client gets after the body's last byte.
+    pub(super) fn tail(&self) -> &'static [u8] {
+        match self {
+            Body::Chunked {
+                trailers: false, ..
+            } => NO_TRAILERS,
+            _ => b"",
         }
     }
 }
@@ -97,15 +174,21 @@ where
             }
             Ok(Ok(_)) => {}
         }
-        let Ok((n, end)) = body.take(&rbuf) else {
+        let Ok(taken) = body.take(&rbuf) else {
             warn!("backend sent a malformed chunked body");
             return Next::Abort;
         };
-        if write(io, &rbuf[..n]).await.is_err() {
+        if taken.end && !body.tail().is_empty() {
+            let mut last = rbuf[..taken.keep].to_vec();
+            last.extend_from_slice(body.tail());
+            if write(io, &last).await.is_err() {
+                return Next::Abort;
+            }
+        } else if taken.keep > 0 && write(io, &rbuf[..taken.keep]).await.is_err() {
             return Next::Abort;
         }
-        done = end;
-        surplus = n < rbuf.len();
+        done = taken.end;
+        surplus = taken.used < rbuf.len();
     }
     if matches!(body, Body::UntilClose) {
         return Next::Close;

@@ -1,0 +1,227 @@
+//! One proxy policy, whichever engine carries the bytes: the same requests
+//! through the HTTP/1 relay and through hyper (a request a tap watches goes
+//! by hyper), and what the application received and what the client got
+//! compared. Header names are compared without case: the relay keeps the
+//! client's and the application's spelling, hyper writes them lowercase.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::common::*;
+
+/// What the application answers for each path.
+fn answer(path: &str) -> Vec<u8> {
+    let tail = path.rsplit('/').next().unwrap_or("");
+    match tail {
+        "plain" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-App: yes\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+        "chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n".to_vec(),
+        "empty-chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        "nocontent" => b"HTTP/1.1 204 No Content\r\nX-App: yes\r\n\r\n".to_vec(),
+        "redirect" => b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        "bighead" => {
+            let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec();
+            for i in 0..40 {
+                a.extend_from_slice(format!("X-Big-{i}: {}\r\n", "v".repeat(2000)).as_bytes());
+            }
+            a.extend_from_slice(b"\r\nok");
+            a
+        }
+        "manyheaders" => {
+            let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec();
+            for i in 0..120 {
+                a.extend_from_slice(format!("X-H-{i}: {i}\r\n").as_bytes());
+            }
+            a.extend_from_slice(b"\r\nok");
+            a
+        }
+        _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    }
+}
+
+/// A raw HTTP/1.1 application: answers [`answer`], records each request head.
+async fn application() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let h = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    h.lock().unwrap().push(head.clone());
+                    let mut a = answer(&path);
+                    if head.starts_with("HEAD ") {
+                        // No body after the head of an answer to HEAD.
+                        let at = a.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        a.truncate(at);
+                    }
+                    if stream.write_all(&a).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, heads)
+}
+
+/// A response as a client sees it, normalised: status, header fields
+/// (lowercased names, `date` left out), the decoded body and trailers.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    status: u16,
+    headers: BTreeSet<(String, String)>,
+    body: Vec<u8>,
+    trailers: BTreeSet<(String, String)>,
+}
+
+fn fields(text: &str) -> BTreeSet<(String, String)> {
+    text.split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .filter(|(n, _)| n != "date")
+        .collect()
+}
+
+fn parse(raw: &[u8], head_only: bool) -> Seen {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = fields(head.split_once("\r\n").unwrap().1);
+    let mut rest = &raw[end..];
+    let (mut body, mut trailers) = (Vec::new(), BTreeSet::new());
+    let chunked = headers.contains(&("transfer-encoding".into(), "chunked".into()));
+    if head_only {
+    } else if chunked {
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size_text = String::from_utf8_lossy(&rest[..line_end]).into_owned();
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                let end = rest.windows(2).position(|w| w == b"\r\n").map_or(0, |_| {
+                    rest.windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(0, |p| p + 2)
+                });
+                trailers = fields(&String::from_utf8_lossy(&rest[..end]));
+                break;
+            }
+            body.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+    } else {
+        body = rest.to_vec();
+    }
+    Seen {
+        status,
+        headers,
+        body,
+        trailers,
+    }
+}
+
+/// Send one request on a fresh HTTP/1.1 TLS connection (`Connection:
+/// close`) and read the whole answer.
+async fn ask(gw: &TestGateway, method: &str, path: &str, extra: &str) -> Seen {
+    let mut tls = gw.tls_stream().await;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: diff/1\r\nAccept: */*\r\n{extra}Connection: close\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_to_end(&mut raw)).await;
+    parse(&raw, method == "HEAD")
+}
+
+/// What the application received: method, target made the same, fields.
+/// `Connection` is left out: how each engine manages its own connections
+/// to the application is its own (hyper closes after a HEAD, whose answer
+/// framing it cannot check; the relay can, and keeps the connection).
+fn received(head: &str) -> (String, BTreeSet<(String, String)>) {
+    let (line, rest) = head.split_once("\r\n").unwrap();
+    let line = line.replace("/h/", "/x/").replace("/r/", "/x/");
+    let mut f = fields(rest);
+    f.retain(|(n, _)| n != "connection");
+    (line, f)
+}
+
+#[tokio::test]
+async fn the_relay_and_hyper_forward_by_one_policy() {
+    let (url, heads) = application().await;
+    let extra = r#"
+taps:
+  - match: { path: "/h/{case}", status: "418" }
+    channel: public.never
+    data: "{response.status}"
+"#;
+    let gw = TestGateway::with(&url, "  heartbeat: 15s", extra).await;
+    let cases = [
+        ("GET", "plain", ""),
+        ("HEAD", "plain", ""),
+        ("GET", "chunked", ""),
+        ("GET", "chunked", "TE: trailers\r\n"),
+        ("GET", "empty-chunked", ""),
+        ("GET", "nocontent", ""),
+        ("GET", "redirect", ""),
+        ("GET", "bighead", ""),
+        ("GET", "manyheaders", ""),
+        (
+            "GET",
+            "plain",
+            "X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil\r\nCookie: a=1\r\nCookie: b=2\r\n",
+        ),
+    ];
+    for (method, case, extra) in cases {
+        heads.lock().unwrap().clear();
+        let relay = ask(&gw, method, &format!("/r/{case}"), extra).await;
+        let relay_got = heads.lock().unwrap().pop();
+        let hyper = ask(&gw, method, &format!("/h/{case}"), extra).await;
+        let hyper_got = heads.lock().unwrap().pop();
+        if relay != hyper {
+            let short = |s: &Seen| format!("{s:?}").chars().take(600).collect::<String>();
+            panic!(
+                "{method} {case} {extra:?}: what the client got differs:\nrelay {}\nhyper {}",
+                short(&relay),
+                short(&hyper)
+            );
+        }
+        assert_eq!(
+            relay_got.as_deref().map(received),
+            hyper_got.as_deref().map(received),
+            "{method} {case} {extra:?}: what the application received"
+        );
+    }
+    // The policy itself, on both: trailers only to a client that asked.
+    let with = ask(&gw, "GET", "/r/chunked", "TE: trailers\r\n").await;
+    assert!(
+        with.trailers.contains(&("x-sum".into(), "42".into())),
+        "{with:?}"
+    );
+    let without = ask(&gw, "GET", "/r/chunked", "").await;
+    assert!(without.trailers.is_empty(), "{without:?}");
+    assert_eq!(without.body, b"hello world");
+    assert_eq!(ask(&gw, "GET", "/r/bighead", "").await.status, 502);
+}
