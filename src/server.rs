@@ -340,6 +340,9 @@ async fn serve_hyper<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
+        // Header names reach the application, and answers the client, as
+        // spelled, as the relay passes them (one proxy policy).
+        .preserve_header_case(true)
         .header_read_timeout(header_timeout)
         .max_buf_size(max_header_size.max(8192));
     builder

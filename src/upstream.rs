@@ -102,6 +102,7 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(512)
+            .http1_preserve_header_case(true)
             .build(connector);
         Ok(Upstream {
             client,

@@ -1,8 +1,11 @@
 //! One proxy policy, whichever engine carries the bytes: the same requests
 //! through the HTTP/1 relay and through hyper (a request a tap watches goes
 //! by hyper), and what the application received and what the client got
-//! compared. Header names are compared without case: the relay keeps the
-//! client's and the application's spelling, hyper writes them lowercase.
+//! compared, header names as spelled (both engines keep the spelling they
+//! got). Written differently, and compared without case: `Host` on the way
+//! in (the relay writes its own `host`, hyper keeps the client's field),
+//! the framing fields each engine writes itself, and trailer names (hyper
+//! writes them lowercase).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -91,11 +94,21 @@ struct Seen {
     trailers: BTreeSet<(String, String)>,
 }
 
+/// The framing fields each engine writes itself, spelled its own way.
+const FRAMING: [&str; 3] = ["content-length", "transfer-encoding", "connection"];
+
 fn fields(text: &str) -> BTreeSet<(String, String)> {
     text.split("\r\n")
         .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .filter(|(n, _)| n != "date")
+        .map(|(n, v)| {
+            let n = n.trim();
+            let n = match FRAMING.iter().any(|f| n.eq_ignore_ascii_case(f)) {
+                true => n.to_ascii_lowercase(),
+                false => n.to_string(),
+            };
+            (n, v.trim().to_string())
+        })
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("date"))
         .collect()
 }
 
@@ -110,7 +123,9 @@ fn parse(raw: &[u8], head_only: bool) -> Seen {
     let headers = fields(head.split_once("\r\n").unwrap().1);
     let mut rest = &raw[end..];
     let (mut body, mut trailers) = (Vec::new(), BTreeSet::new());
-    let chunked = headers.contains(&("transfer-encoding".into(), "chunked".into()));
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
     if head_only {
     } else if chunked {
         loop {
@@ -125,7 +140,11 @@ fn parse(raw: &[u8], head_only: bool) -> Seen {
                         .position(|w| w == b"\r\n\r\n")
                         .map_or(0, |p| p + 2)
                 });
-                trailers = fields(&String::from_utf8_lossy(&rest[..end]));
+                // Names without case: hyper writes trailers lowercase.
+                trailers = fields(&String::from_utf8_lossy(&rest[..end]))
+                    .into_iter()
+                    .map(|(n, v)| (n.to_ascii_lowercase(), v))
+                    .collect();
                 break;
             }
             body.extend_from_slice(&rest[..size]);
@@ -163,8 +182,14 @@ async fn ask(gw: &TestGateway, method: &str, path: &str, extra: &str) -> Seen {
 fn received(head: &str) -> (String, BTreeSet<(String, String)>) {
     let (line, rest) = head.split_once("\r\n").unwrap();
     let line = line.replace("/h/", "/x/").replace("/r/", "/x/");
-    let mut f = fields(rest);
-    f.retain(|(n, _)| n != "connection");
+    let f = fields(rest)
+        .into_iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("connection"))
+        .map(|(n, v)| match n.eq_ignore_ascii_case("host") {
+            true => ("host".to_string(), v),
+            false => (n, v),
+        })
+        .collect();
     (line, f)
 }
 

@@ -3,9 +3,12 @@
 //! received and which of the gateway's engines sent it, so a test can tell
 //! where a request went, with which path, and by which road.
 //!
-//! The engine shows in a header's spelling: clients send `X-Route-Probe`
-//! with that case; the HTTP/1 relay forwards header names byte for byte,
-//! hyper (which parses and re-encodes them) sends them lowercase.
+//! The engine shows in where `Host` stands: both keep the client's header
+//! names as spelled, but the relay writes `host` itself, lowercase, right
+//! before the forwarding fields it adds (`host: …` then
+//! `x-forwarded-for: …`), where hyper leaves the client's `Host` in its
+//! place (or, for an HTTP/2 client, adds `host` after them). Clients send
+//! `X-Route-Probe` so that a request that carries it can be told apart.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -142,12 +145,15 @@ pub(crate) async fn serve<S>(
         if target.starts_with("/hold") {
             let _ = release.acquire().await.map(|p| p.forget());
         }
-        let engine = if head.contains(&format!("\r\n{PROBE}:")) {
-            "relay"
-        } else if head.contains(&format!("\r\n{}:", PROBE.to_ascii_lowercase())) {
-            "hyper"
-        } else {
+        let engine = if !head
+            .to_ascii_lowercase()
+            .contains(&PROBE.to_ascii_lowercase())
+        {
             "-"
+        } else if relayed(&head) {
+            "relay"
+        } else {
+            "hyper"
         };
         let host = head
             .lines()
@@ -170,6 +176,16 @@ pub(crate) async fn serve<S>(
             return;
         }
     }
+}
+
+/// Whether a request head was written by the relay: its own `host` line,
+/// lowercase, followed by the `x-forwarded-for` it adds.
+fn relayed(head: &str) -> bool {
+    head.match_indices("\r\nhost: ").any(|(at, _)| {
+        head[at + 2..]
+            .split_once("\r\n")
+            .is_some_and(|(_, rest)| rest.starts_with("x-forwarded-for:"))
+    })
 }
 
 /// Where an answer says the request went: (app, path it received, engine).
