@@ -7,8 +7,9 @@
 //! both go through here, so neither calls the other.
 //!
 //! Servers are `http://`, `https://` (TLS to the application, `tls.rs`) or
-//! `unix:` sockets; `connect.rs` reaches each. Only `http://` upstreams go
-//! through the relay (`relayable`), which speaks plain TCP; the rest take
+//! `unix:` sockets; `connect.rs` reaches each for hyper. `http://` and
+//! `https://` upstreams also go through the relay (`relayable`), whose
+//! connections are TCP or TLS over it (`backend_conn.rs`); unix sockets take
 //! hyper's path.
 //!
 //! It is live state: a reload that keeps the backend's address, connect
@@ -30,6 +31,7 @@ use connect::Connector;
 use server::{Server, Servers};
 use tls::{TlsClient, UpstreamTlsError};
 
+pub(crate) mod backend_conn;
 pub(crate) mod connect;
 pub(crate) mod framing;
 pub(crate) mod health;
@@ -89,8 +91,11 @@ impl Upstream {
                 } else {
                     authority_of(url)
                 };
-                let server =
+                let mut server =
                     Server::new(authority, backend.connect_timeout).with_name(name_of(url));
+                if let Some(relay_tls) = tls.as_ref().and_then(|t| relay_tls(t, url)) {
+                    server = server.with_tls(relay_tls);
+                }
                 server.health.set_terms(backend.health.clone());
                 Arc::new(server)
             })
@@ -161,10 +166,10 @@ impl Upstream {
         }
     }
 
-    /// Whether the HTTP/1 relay, which speaks plain TCP, may carry its
-    /// requests: `http://` servers only; TLS and unix sockets go by hyper.
+    /// Whether the HTTP/1 relay may carry its requests: `http://` and
+    /// `https://` servers (TCP, or TLS over it); unix sockets go by hyper.
     pub(crate) fn relayable(&self) -> bool {
-        self.reach.scheme == "http"
+        self.reach.scheme == "http" || self.reach.scheme == "https"
     }
 
     /// Whether its servers are unix sockets (whose made-up authority must
@@ -277,6 +282,27 @@ pub(crate) fn reason(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A server as logs name it: `https://host:port`, `unix:/path`.
+/// How the relay reaches an `https://` server: the upstream's TLS settings,
+/// and the name sent and verified (`tls.server_name`, else the URL's host).
+/// `None` when the host is no valid name (refused at load).
+fn relay_tls(tls: &TlsClient, url: &url::Url) -> Option<backend_conn::RelayTls> {
+    let name = match &tls.server_name {
+        Some(name) => name.clone(),
+        None => {
+            let host = url
+                .host_str()?
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            rustls_pki_types::ServerName::try_from(host.to_string()).ok()?
+        }
+    };
+    Some(backend_conn::RelayTls {
+        config: tls.config.clone(),
+        name,
+        shown: name_of(url),
+    })
+}
+
 fn name_of(url: &url::Url) -> String {
     match url.scheme() {
         "unix" => format!("unix:{}", url.path()),

@@ -12,7 +12,8 @@
 //! answers 502 or 504 itself (`relay/refusal.rs`).
 //!
 //! It takes only what it can forward exactly as the hyper path would (see
-//! `proxy/head.rs`), and only to `http://` upstreams: it speaks plain TCP. It lives with the server because it serves a client
+//! `proxy/head.rs`), and only to `http://` and `https://` upstreams (TCP, or
+//! TLS over it: `upstream/backend_conn.rs`). It lives with the server because it serves a client
 //! connection; the rules it forwards by are the proxy's. The first request it does not take hands the connection, with
 //! the bytes already read, to hyper for the rest of its life.
 
@@ -20,10 +21,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::upstream::backend_conn::BackendConn;
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::{Instrument, debug, warn};
 
 mod answer;
@@ -277,7 +278,7 @@ async fn open_any(
     out: &Outbound,
     close: bool,
     rbuf: &mut BytesMut,
-) -> Result<(Arc<Server>, InFlight, TcpStream, Inbound), BackendFailure> {
+) -> Result<(Arc<Server>, InFlight, BackendConn, Inbound), BackendFailure> {
     let servers = upstream.servers();
     let mut tried = Vec::new();
     loop {
@@ -297,7 +298,7 @@ async fn open_any(
                 return Ok((server, in_flight, conn, inbound));
             }
             Err(BackendFailure::Connect(error)) => {
-                warn!(server = %server.authority, %error, "upstream server unreachable");
+                warn!(server = %server.name, %error, "upstream server unreachable");
                 in_flight.not_connected();
                 server.mark_down();
                 rbuf.clear();
@@ -325,7 +326,7 @@ async fn open(
     out: &Outbound,
     close: bool,
     rbuf: &mut BytesMut,
-) -> Result<(TcpStream, Inbound), BackendFailure> {
+) -> Result<(BackendConn, Inbound), BackendFailure> {
     let mut reuse = true;
     loop {
         let (mut conn, reused) = match reuse.then(|| pool.take()).flatten() {
@@ -348,7 +349,7 @@ async fn open(
 }
 
 async fn ask(
-    conn: &mut TcpStream,
+    conn: &mut BackendConn,
     out: &Outbound,
     close: bool,
     rbuf: &mut BytesMut,

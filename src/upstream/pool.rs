@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+use super::backend_conn::{BackendConn, RelayTls};
+
 /// At most this many idle connections are kept (like the client pool's
 /// `pool_max_idle_per_host`).
 const MAX_IDLE: usize = 512;
@@ -26,8 +28,10 @@ pub struct BackendPool {
     /// `host:port` of the backend.
     authority: String,
     connect_timeout: Duration,
+    /// For an `https://` server: TLS over each connection.
+    tls: Option<RelayTls>,
     /// Oldest at the front, newest at the back.
-    idle: Mutex<VecDeque<(TcpStream, Instant)>>,
+    idle: Mutex<VecDeque<(BackendConn, Instant)>>,
 }
 
 impl BackendPool {
@@ -35,8 +39,15 @@ impl BackendPool {
         BackendPool {
             authority,
             connect_timeout,
+            tls: None,
             idle: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Connections of this pool speak TLS to the server.
+    pub fn with_tls(mut self, tls: RelayTls) -> BackendPool {
+        self.tls = Some(tls);
+        self
     }
 
     /// Idle connections kept now.
@@ -46,9 +57,9 @@ impl BackendPool {
 
     /// The most recently returned idle connection that is still young and
     /// still quiet.
-    pub fn take(&self) -> Option<TcpStream> {
+    pub fn take(&self) -> Option<BackendConn> {
         loop {
-            let stream = {
+            let mut stream = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 let (stream, since) = idle.pop_back()?;
                 if since.elapsed() >= KEEP_FOR {
@@ -67,18 +78,16 @@ impl BackendPool {
             // non-blocking socket), not through `try_read`: tokio answers
             // that from its readiness flag, which a short read cleared, so
             // bytes that arrived since would go unseen until its event loop
-            // next ran.
-            let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-            match socket2::SockRef::from(&stream).peek(&mut probe) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(stream),
-                _ => continue,
+            // next ran (and, for TLS, of what rustls holds: `backend_conn.rs`).
+            if stream.is_quiet() {
+                return Some(stream);
             }
         }
     }
 
     /// Keep `stream` for the next request, unless enough are kept already.
     /// Connections idle for too long are let go on the way.
-    pub fn give(&self, stream: TcpStream) {
+    pub fn give(&self, stream: BackendConn) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while idle
             .front()
@@ -91,9 +100,32 @@ impl BackendPool {
         }
     }
 
-    /// A new connection, within `backend.connect_timeout`. TCP keep-alive
-    /// (as the hyper path's connector sets it) finds backends that vanished.
-    pub async fn connect(&self) -> io::Result<TcpStream> {
+    /// A new connection, within `backend.connect_timeout` (the TLS
+    /// handshake within another). TCP keep-alive (as the hyper path's
+    /// connector sets it) finds backends that vanished. A certificate that
+    /// does not verify is an error like a refused connect: no server was
+    /// reached.
+    pub async fn connect(&self) -> io::Result<BackendConn> {
+        let tcp = self.connect_tcp().await?;
+        let Some(tls) = &self.tls else {
+            return Ok(BackendConn::Tcp(tcp));
+        };
+        let handshake =
+            tokio_rustls::TlsConnector::from(tls.config.clone()).connect(tls.name.clone(), tcp);
+        match tokio::time::timeout(self.connect_timeout, handshake).await {
+            Ok(Ok(stream)) => Ok(BackendConn::Tls(Box::new(stream))),
+            Ok(Err(reason)) => Err(io::Error::other(format!(
+                "TLS handshake with {} failed: {reason}",
+                tls.shown
+            ))),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("TLS handshake with {} timed out", tls.shown),
+            )),
+        }
+    }
+
+    async fn connect_tcp(&self) -> io::Result<TcpStream> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect(self.authority.as_str()),
@@ -128,7 +160,7 @@ mod tests {
     async fn a_quiet_connection_is_reused() {
         let pool = BackendPool::new("127.0.0.1:9".into(), Duration::from_secs(1));
         let (ours, _backend) = pair().await;
-        pool.give(ours);
+        pool.give(BackendConn::Tcp(ours));
         assert!(pool.take().is_some());
         assert!(pool.take().is_none());
     }
@@ -147,7 +179,7 @@ mod tests {
         // blocking pause gives the kernel time to queue them, nothing else.
         backend.write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        pool.give(ours);
+        pool.give(BackendConn::Tcp(ours));
         assert!(
             pool.take().is_none(),
             "a connection with unread bytes was reused"
@@ -160,7 +192,7 @@ mod tests {
         let (ours, backend) = pair().await;
         drop(backend);
         std::thread::sleep(Duration::from_millis(20));
-        pool.give(ours);
+        pool.give(BackendConn::Tcp(ours));
         assert!(pool.take().is_none());
     }
 }

@@ -54,6 +54,12 @@ impl Server {
         }
     }
 
+    /// The relay speaks TLS to it (an `https://` server).
+    pub fn with_tls(mut self, tls: super::backend_conn::RelayTls) -> Server {
+        self.pool = self.pool.with_tls(tls);
+        self
+    }
+
     /// Named by its URL rather than as `http://authority`.
     pub fn with_name(mut self, name: String) -> Server {
         self.name = name;

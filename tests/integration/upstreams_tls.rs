@@ -104,13 +104,25 @@ type Seen = Arc<Mutex<Vec<String>>>;
 
 /// An HTTPS application on port 0 answering as `name`: its `https://` URL.
 async fn https_app(name: &'static str, tls: Arc<rustls::ServerConfig>) -> (String, Seen) {
+    let (url, seen, _) = counted_https_app(name, tls).await;
+    (url, seen)
+}
+
+/// [`https_app`], also counting the TLS connections it accepted.
+async fn counted_https_app(
+    name: &'static str,
+    tls: Arc<rustls::ServerConfig>,
+) -> (String, Seen, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let seen: Seen = Arc::default();
     let s = seen.clone();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let (acceptor, s) = (acceptor.clone(), s.clone());
             tokio::spawn(async move {
                 if let Ok(stream) = acceptor.accept(stream).await {
@@ -119,7 +131,7 @@ async fn https_app(name: &'static str, tls: Arc<rustls::ServerConfig>) -> (Strin
             });
         }
     });
-    (url, seen)
+    (url, seen, accepted)
 }
 
 /// An application on the unix socket `path` answering as `name`.
@@ -188,7 +200,7 @@ async fn get_post_and_client_messages_reach_an_https_upstream() {
         &["127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
     );
-    let (url, _) = https_app("tls", server_tls(&cert, None)).await;
+    let (url, _, accepted) = counted_https_app("tls", server_tls(&cert, None)).await;
     let backend = format!(
         "backend: {{ url: \"{url}/base\", tls: {{ ca: {} }}, connect_timeout: 1s, timeout: 5s }}",
         ca.pem.display()
@@ -198,8 +210,20 @@ async fn get_post_and_client_messages_reach_an_https_upstream() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         (v["app"].as_str(), v["path"].as_str(), v["engine"].as_str()),
-        (Some("tls"), Some("/base/x?a=1"), Some("hyper")),
-        "a plain GET leaves the relay for hyper, which speaks TLS"
+        (Some("tls"), Some("/base/x?a=1"), Some("relay")),
+        "a plain GET goes by the relay, over TLS"
+    );
+    // The relay keeps its TLS connections: one after another, the GETs
+    // share one.
+    let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..20 {
+        let (status, v) = ask(&gw, Method::GET, &format!("/again{i}")).await;
+        assert_eq!((status, v["engine"].as_str()), (200, Some("relay")));
+    }
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) <= before + 1,
+        "{} new TLS connections for 20 GETs",
+        accepted.load(std::sync::atomic::Ordering::SeqCst) - before
     );
     let (status, v) = ask(&gw, Method::POST, "/y").await;
     assert_eq!(status, 200);

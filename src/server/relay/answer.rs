@@ -13,9 +13,9 @@
 use std::io;
 use std::time::Duration;
 
+use crate::upstream::backend_conn::BackendConn;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::Next;
@@ -139,7 +139,7 @@ impl Body {
 /// backend connection goes back to the pool if its answer ended cleanly.
 pub(super) async fn pass_on<I>(
     io: &mut I,
-    mut backend: TcpStream,
+    mut backend: BackendConn,
     answer: Answer,
     mut rbuf: BytesMut,
     idle: Duration,
