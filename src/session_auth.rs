@@ -77,18 +77,11 @@ impl Credential {
         if cookie.is_none() && authorization.is_none() {
             return None;
         }
-        let mut d = digest::Context::new(&digest::SHA256);
-        for part in [&cookie, &authorization] {
-            let bytes = part.as_ref().map_or(&b""[..], HeaderValue::as_bytes);
-            d.update(&(bytes.len() as u64).to_be_bytes());
-            d.update(bytes);
-        }
-        let mut key = [0; 32];
-        key.copy_from_slice(d.finish().as_ref());
+        let digest = digest_of(&[value_bytes(&cookie), value_bytes(&authorization)]);
         Some(Credential {
             cookie,
             authorization,
-            digest: key,
+            digest,
         })
     }
 
@@ -214,6 +207,12 @@ impl CheckPolicy {
     }
 }
 
+fn value_bytes(v: &Option<HeaderValue>) -> &[u8] {
+    v.as_ref().map_or(&b""[..], HeaderValue::as_bytes)
+}
+
+/// SHA-256 of `parts`, each prefixed with its length (no two lists of
+/// parts give the same input).
 fn digest_of(parts: &[&[u8]]) -> Key {
     let mut d = digest::Context::new(&digest::SHA256);
     for p in parts {

@@ -11,8 +11,6 @@ mod app;
 #[path = "integration/common/mod.rs"]
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -24,19 +22,6 @@ const ADMIN_KEY: &str = "admin-key-XYZZY-2";
 const HOOK_SECRET: &str = "hook-secret-XYZZY-3";
 const STATIC_TOKEN: &str = "static-token-XYZZY-4";
 const SESSION_ID: &str = "session-cookie-XYZZY-5";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn secrets_never_reach_the_logs() {
@@ -169,7 +154,7 @@ auth:
     .map_err(|e| tracing::error!(error = %e, "config refused"));
 
     // Wait (with a deadline) until the last things this test did are logged.
-    let read = || String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    let read = || capture.text();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !(read().contains("config refused")
         && read().contains("webhook signature did not verify")

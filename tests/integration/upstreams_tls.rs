@@ -272,28 +272,16 @@ async fn server_name_is_the_name_sent_and_verified() {
     assert_eq!((status, v["app"].as_str()), (200, Some("api")));
 }
 
-/// Warnings the gateway logs while `f` runs on this thread (the test's
-/// runtime runs the gateway's tasks here too).
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_certificate_of_another_ca_is_a_502_and_the_next_server_answers() {
-    let logs: Arc<Mutex<Vec<u8>>> = Arc::default();
+    // Warnings the gateway logs while this test runs on this thread (the
+    // test's runtime runs the gateway's tasks here too).
+    let logs = Capture::default();
     let sink = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
         .with_ansi(false)
-        .with_writer(move || Logs(sink.clone()))
+        .with_writer(move || sink.clone())
         .finish();
     let _logging = tracing::subscriber::set_default(subscriber);
 
@@ -326,7 +314,7 @@ async fn a_certificate_of_another_ca_is_a_502_and_the_next_server_answers() {
         assert_eq!(ask(&gw, method, "/x").await.0, 502);
     }
     assert!(bad_seen.lock().unwrap().is_empty(), "no request reached it");
-    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let text = logs.text();
     let line = text
         .lines()
         .find(|l| l.contains("WARN") && l.contains(&bad_url) && l.contains("TLS handshake"))
