@@ -25,9 +25,9 @@ use tracing::{Instrument, debug, warn};
 use crate::conn_info::ConnInfo;
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
+use crate::upstream::exchange::{self, Pooled, SendError};
 use crate::upstream::framing::{MAX_RESPONSE_HEAD, content_length};
-use crate::upstream::server::InFlight;
-use crate::upstream::{Upstream, reason, reuse};
+use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 
 pub(crate) mod chunked;
 mod fields;
@@ -60,12 +60,8 @@ pub struct Tunnels<'a> {
 }
 
 type Sent = (
-    Result<
-        Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
-        tokio::time::error::Elapsed,
-    >,
+    Result<Result<Response<Pooled>, SendError>, tokio::time::error::Elapsed>,
     reuse::Connection,
-    InFlight,
 );
 
 impl<'a> Proxy<'a> {
@@ -93,13 +89,19 @@ impl<'a> Proxy<'a> {
             };
             tried.push(i);
             let server = servers.list[i].clone();
-            // Kept only where it could be sent: another server left to try.
+            // Kept where it could be sent again: another server left to
+            // try, or the same one on a new connection (`again`).
+            let copy = |req: &Request<Body>| {
+                if http_body::Body::is_end_stream(req.body()) {
+                    Some(copy_with(req, reply::empty()))
+                } else {
+                    replay.as_ref().map(|r| copy_with(req, r.body()))
+                }
+            };
             let spare = if tried.len() >= servers.list.len() {
                 None
-            } else if http_body::Body::is_end_stream(req.body()) {
-                Some(copy_with(&req, reply::empty()))
             } else {
-                replay.as_ref().map(|r| copy_with(&req, r.body()))
+                copy(&req)
             };
             let mut parts = req.uri().clone().into_parts();
             parts.authority = Some(server.authority.clone());
@@ -108,11 +110,14 @@ impl<'a> Proxy<'a> {
             }
             self.upstream.default_host(req.headers_mut());
             let conn = reuse::Connection::watch(&mut req);
+            let again = idempotent.then(|| copy(&req)).flatten().map(|mut r| {
+                conn.watch_also(&mut r);
+                r
+            });
             let mut in_flight = server.start();
-            let result =
-                tokio::time::timeout(self.upstream.timeout(), self.upstream.client().request(req))
-                    .await;
-            match &result {
+            let sent = exchange::send(&server, req, again, &conn);
+            let mut result = tokio::time::timeout(self.upstream.timeout(), sent).await;
+            match &mut result {
                 Ok(Err(error)) if error.is_connect() => {
                     warn!(server = %server.name, error = %reason(error), "upstream server unreachable");
                     in_flight.not_connected();
@@ -133,10 +138,11 @@ impl<'a> Proxy<'a> {
                 Ok(Ok(resp)) => {
                     server.mark_up();
                     in_flight.answered(resp.status().as_u16());
+                    resp.body_mut().hold(in_flight);
                 }
                 _ => {}
             }
-            return Some((result, conn, in_flight));
+            return Some((result, conn));
         }
     }
 
@@ -171,7 +177,7 @@ impl<'a> Proxy<'a> {
             }
         };
         let method = backend_req.method().clone();
-        let (result, conn, _in_flight) = match self.send(backend_req, client, replay).await {
+        let (result, conn) = match self.send(backend_req, client, replay).await {
             Some(sent) => sent,
             None => return bad_gateway(),
         };
@@ -347,7 +353,6 @@ fn malformed_body(http1: bool) -> Response<Body> {
     resp
 }
 
-/// The same request with no body, to send again to another server.
 /// The size of an answer head as HTTP/1.1 writes it: status line, each
 /// field as `name: value` and CRLF, the empty line.
 fn head_size<B>(resp: &Response<B>) -> usize {
@@ -358,20 +363,6 @@ fn head_size<B>(resp: &Response<B>) -> usize {
         .sum();
     let reason = resp.status().canonical_reason().map_or(0, str::len);
     "HTTP/1.1 200 \r\n".len() + reason + fields + 2
-}
-
-/// Methods that may be sent twice with the same effect (RFC 9110 §9.2.2).
-fn is_idempotent(method: &http::Method) -> bool {
-    use http::Method;
-    [
-        Method::GET,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::PUT,
-        Method::DELETE,
-        Method::TRACE,
-    ]
-    .contains(method)
 }
 
 /// `req`'s head again, with `body`.

@@ -1,16 +1,15 @@
 //! The application's server as the gateway reaches it: where it is, the
-//! connections kept to it (hyper's client pool, and the relay's own pool in
-//! `pool.rs`), the timeouts, and how its answers' framing is read
-//! (`framing.rs`) and whether a connection may carry the next request
-//! (`reuse.rs`). The proxy (client requests passed on) and the transports'
+//! connections kept to it (one pool per server, `pool.rs`, which hyper's
+//! engine, `exchange.rs`, and the relay both use), the timeouts, and how its
+//! answers' framing is read (`framing.rs`) and whether a connection may
+//! carry the next request (`reuse.rs`). The proxy (client requests passed on) and the transports'
 //! own requests (client messages forwarded to `client_messages.forward_to`)
 //! both go through here, so neither calls the other.
 //!
 //! Servers are `http://`, `https://` (TLS to the application, `tls.rs`) or
-//! `unix:` sockets; `connect.rs` reaches each for hyper. `http://` and
-//! `https://` upstreams also go through the relay (`relayable`), whose
-//! connections are TCP or TLS over it (`backend_conn.rs`); unix sockets take
-//! hyper's path.
+//! `unix:` sockets; a connection is TCP, TLS over it, or a unix socket
+//! (`backend_conn.rs`). `http://` and `https://` upstreams also go through
+//! the relay (`relayable`); unix sockets take hyper's path.
 //!
 //! It is live state: a reload that keeps the backend's address, connect
 //! timeout and TLS settings keeps these connections (`keep_connections_of`).
@@ -22,17 +21,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::config;
-use crate::reply::{self, Body};
-use connect::Connector;
+use crate::reply;
 use server::{Server, Servers};
 use tls::{TlsClient, UpstreamTlsError};
 
 pub(crate) mod backend_conn;
-pub(crate) mod connect;
+pub(crate) mod exchange;
 pub(crate) mod framing;
 pub(crate) mod health;
 pub(crate) mod pool;
@@ -57,11 +53,10 @@ struct Reach {
 
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<Connector, Body>,
     reach: Reach,
     scheme: http::uri::Scheme,
-    /// Its servers (`url`, or `urls` with `balance`), each with the relay's
-    /// idle connections to it.
+    /// Its servers (`url`, or `urls` with `balance`), each with its pool of
+    /// idle connections.
     servers: Arc<Servers>,
     base_path: String,
     timeout: Duration,
@@ -87,12 +82,15 @@ impl Upstream {
             .map(|url| {
                 let authority = if url.scheme() == "unix" {
                     sockets.push(std::path::PathBuf::from(url.path()));
-                    connect::unix_authority(sockets.len() - 1)
+                    unix_authority(sockets.len() - 1)
                 } else {
                     authority_of(url)
                 };
                 let mut server =
                     Server::new(authority, backend.connect_timeout).with_name(name_of(url));
+                if url.scheme() == "unix" {
+                    server = server.with_unix(std::path::PathBuf::from(url.path()));
+                }
                 if let Some(relay_tls) = tls.as_ref().and_then(|t| relay_tls(t, url)) {
                     server = server.with_tls(relay_tls);
                 }
@@ -100,17 +98,7 @@ impl Upstream {
                 Arc::new(server)
             })
             .collect();
-        let unix = (sockets.iter().enumerate())
-            .map(|(i, path)| (connect::unix_authority(i), path.clone()))
-            .collect();
-        let connector = Connector::new(backend.connect_timeout, tls.clone(), unix);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .http1_preserve_header_case(true)
-            .build(connector);
         Ok(Upstream {
-            client,
             servers: Arc::new(Servers::new(servers, backend.balance)),
             scheme: if scheme == "https" {
                 http::uri::Scheme::HTTPS
@@ -155,14 +143,7 @@ impl Upstream {
             let host = self
                 .is_unix()
                 .then(|| HeaderValue::from_static("localhost"));
-            health::watch(
-                server,
-                self.client.clone(),
-                uri,
-                host,
-                name.to_string(),
-                stop.clone(),
-            );
+            health::watch(server, uri, host, name.to_string(), stop.clone());
         }
     }
 
@@ -178,7 +159,7 @@ impl Upstream {
         self.reach.scheme == "unix"
     }
 
-    /// Take over `old`'s connections (both pools) server by server, when
+    /// Take over `old`'s connections server by server, when
     /// both reach their servers the same way (`same_settings`): a reload
     /// rebuilds the settings, and the application's keep-alive connections
     /// should outlive that. A server that stays keeps its idle connections
@@ -193,7 +174,6 @@ impl Upstream {
         if !same_settings || self.reach != old.reach {
             return;
         }
-        self.client = old.client.clone();
         let list = self
             .servers
             .list
@@ -239,11 +219,6 @@ impl Upstream {
         &self.servers
     }
 
-    /// The hyper client that carries everything the relay does not.
-    pub(crate) fn client(&self) -> &Client<Connector, Body> {
-        &self.client
-    }
-
     /// The absolute URI of `path_and_query` on the first server: where a
     /// request is written before [`Servers::pick`] chooses its server.
     pub(crate) fn uri(&self, path_and_query: http::uri::PathAndQuery) -> Result<Uri, http::Error> {
@@ -281,7 +256,29 @@ pub(crate) fn reason(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// A server as logs name it: `https://host:port`, `unix:/path`.
+/// Methods that may be sent twice with the same effect (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::PUT,
+        Method::DELETE,
+        Method::TRACE,
+    ]
+    .contains(method)
+}
+
+/// A unix server's made-up authority, `unix-N.localhost`: a unix server has
+/// no host to put in a URI or in the metrics, and the `Host` an
+/// application sees is the one the proxy rules set, never this name.
+pub fn unix_authority(index: usize) -> http::uri::Authority {
+    format!("unix-{index}.localhost")
+        .parse()
+        .unwrap_or_else(|_| http::uri::Authority::from_static("unix.localhost"))
+}
+
 /// How the relay reaches an `https://` server: the upstream's TLS settings,
 /// and the name sent and verified (`tls.server_name`, else the URL's host).
 /// `None` when the host is no valid name (refused at load).
@@ -303,6 +300,7 @@ fn relay_tls(tls: &TlsClient, url: &url::Url) -> Option<backend_conn::RelayTls> 
     })
 }
 
+/// A server as logs name it: `https://host:port`, `unix:/path`.
 fn name_of(url: &url::Url) -> String {
     match url.scheme() {
         "unix" => format!("unix:{}", url.path()),
@@ -375,21 +373,37 @@ impl Upstream {
             let uri = self
                 .uri_on(server, pq.clone())
                 .map_err(|e| BackendError::Request(e.to_string()))?;
-            let mut req = Request::builder()
-                .method(method.clone())
-                .uri(uri)
-                .body(reply::full(body.clone()))
-                .map_err(|e| BackendError::Request(e.to_string()))?;
-            *req.headers_mut() = headers.clone();
-            self.default_host(req.headers_mut());
+            let build = || {
+                let mut req = Request::builder()
+                    .method(method.clone())
+                    .uri(uri.clone())
+                    .body(reply::full(body.clone()))
+                    .map_err(|e| BackendError::Request(e.to_string()))?;
+                *req.headers_mut() = headers.clone();
+                self.default_host(req.headers_mut());
+                Ok::<_, BackendError>(req)
+            };
+            let mut req = build()?;
             // The same rules for reusing its connection as a proxied request's.
             let conn = reuse::Connection::watch(&mut req);
+            // Its body is here: a pooled connection that turns out closed
+            // costs nothing but a new one (`exchange::send`), for a request
+            // that may be sent twice.
+            let again = match is_idempotent(&method) {
+                true => Some(build()?).map(|mut r| {
+                    conn.watch_also(&mut r);
+                    r
+                }),
+                false => None,
+            };
             let mut in_flight = server.start();
-            match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            let sent = exchange::send(server, req, again, &conn);
+            match tokio::time::timeout(self.timeout, sent).await {
                 Err(_) => return Err(BackendError::Timeout),
-                Ok(Ok(resp)) => {
+                Ok(Ok(mut resp)) => {
                     server.mark_up();
                     in_flight.answered(resp.status().as_u16());
+                    resp.body_mut().hold(in_flight);
                     break (resp, conn);
                 }
                 Ok(Err(e)) if e.is_connect() => {

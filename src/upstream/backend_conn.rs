@@ -1,6 +1,7 @@
-//! One connection of the HTTP/1 relay to a server: plain TCP, or TLS over
-//! it for an `https://` server (verified as hyper's connector verifies,
-//! with the upstream's `tls:` settings).
+//! One connection to a server, the unit of its pool (`pool.rs`) whichever
+//! engine carries the request: plain TCP, TLS over it for an `https://`
+//! server (verified with the upstream's `tls:` settings, `tls.rs`), or a
+//! unix socket for a `unix:` one.
 //!
 //! Whether an idle one may carry the next request ([`BackendConn::is_quiet`])
 //! is asked of both layers: the socket (bytes the kernel holds, seen with
@@ -35,13 +36,17 @@ pub enum BackendConn {
     Tcp(TcpStream),
     /// Boxed: a TLS session is a kilobyte, a socket a few words.
     Tls(Box<TlsStream<TcpStream>>),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixStream),
 }
 
 impl BackendConn {
-    fn socket(&self) -> &TcpStream {
+    fn socket(&self) -> socket2::SockRef<'_> {
         match self {
-            BackendConn::Tcp(s) => s,
-            BackendConn::Tls(s) => s.get_ref().0,
+            BackendConn::Tcp(s) => socket2::SockRef::from(s),
+            BackendConn::Tls(s) => socket2::SockRef::from(s.get_ref().0),
+            #[cfg(unix)]
+            BackendConn::Unix(s) => socket2::SockRef::from(s),
         }
     }
 
@@ -52,12 +57,11 @@ impl BackendConn {
         let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         // Asked of the socket itself, not through tokio's readiness flag,
         // which a short read cleared (see `pool.rs`).
-        match socket2::SockRef::from(self.socket()).peek(&mut probe) {
+        match self.socket().peek(&mut probe) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             _ => return false,
         }
         match self {
-            BackendConn::Tcp(_) => true,
             BackendConn::Tls(s) => {
                 let conn = s.get_mut().1;
                 if conn.process_new_packets().is_err() {
@@ -66,6 +70,7 @@ impl BackendConn {
                 let mut byte = [0u8; 1];
                 matches!(conn.reader().read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
+            _ => true,
         }
     }
 }
@@ -79,6 +84,8 @@ impl AsyncRead for BackendConn {
         match self.get_mut() {
             BackendConn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             BackendConn::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            #[cfg(unix)]
+            BackendConn::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -92,6 +99,8 @@ impl AsyncWrite for BackendConn {
         match self.get_mut() {
             BackendConn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             BackendConn::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            #[cfg(unix)]
+            BackendConn::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -99,6 +108,8 @@ impl AsyncWrite for BackendConn {
         match self.get_mut() {
             BackendConn::Tcp(s) => Pin::new(s).poll_flush(cx),
             BackendConn::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            #[cfg(unix)]
+            BackendConn::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -106,6 +117,30 @@ impl AsyncWrite for BackendConn {
         match self.get_mut() {
             BackendConn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             BackendConn::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+            #[cfg(unix)]
+            BackendConn::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendConn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            BackendConn::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+            #[cfg(unix)]
+            BackendConn::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            BackendConn::Tcp(s) => s.is_write_vectored(),
+            BackendConn::Tls(s) => s.is_write_vectored(),
+            #[cfg(unix)]
+            BackendConn::Unix(s) => s.is_write_vectored(),
         }
     }
 }

@@ -15,13 +15,12 @@ use std::time::Duration;
 
 use http::{Request, Uri};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::Connect;
 use tokio_util::sync::CancellationToken;
 
 use super::server::Server;
+use super::{exchange, reuse};
 use crate::config;
-use crate::reply::{self, Body};
+use crate::reply;
 
 /// The most of a check's answer read (then the connection is not reused).
 const ANSWER_LIMIT: usize = 64 * 1024;
@@ -93,38 +92,32 @@ impl Health {
 /// Start checking `server` unless a task already does (or it has no
 /// checks); `uri` is where its check asks, `host` the `Host` it sends when
 /// the URI's authority is not one (a unix socket's made-up name).
-pub fn watch<C>(
+pub fn watch(
     server: &Arc<Server>,
-    client: Client<C, Body>,
     uri: impl Fn(&str) -> Option<Uri> + Send + Sync + 'static,
     host: Option<http::HeaderValue>,
     upstream: String,
     stop: CancellationToken,
-) where
-    C: Connect + Clone + Send + Sync + 'static,
-{
+) {
     if server.health.terms().is_none() || server.health.watched.swap(true, Ordering::SeqCst) {
         return;
     }
     let weak = Arc::downgrade(server);
     tokio::spawn(async move {
-        run(&weak, &client, &uri, host.as_ref(), &upstream, &stop).await;
+        run(&weak, &uri, host.as_ref(), &upstream, &stop).await;
         if let Some(s) = weak.upgrade() {
             s.health.watched.store(false, Ordering::SeqCst);
         }
     });
 }
 
-async fn run<C>(
+async fn run(
     weak: &Weak<Server>,
-    client: &Client<C, Body>,
     uri: &(impl Fn(&str) -> Option<Uri> + Sync),
     host: Option<&http::HeaderValue>,
     upstream: &str,
     stop: &CancellationToken,
-) where
-    C: Connect + Clone + Send + Sync + 'static,
-{
+) {
     loop {
         // Held only for one check: a server a reload removed goes.
         let Some(server) = weak.upgrade() else { return };
@@ -132,7 +125,7 @@ async fn run<C>(
             return;
         };
         let ok = match uri(&terms.path) {
-            Some(uri) => probe(client, uri, host, terms.timeout).await,
+            Some(uri) => probe(&server, uri, host, terms.timeout).await,
             None => false,
         };
         match server.health.record(ok, &terms) {
@@ -159,16 +152,14 @@ async fn run<C>(
     }
 }
 
-/// One check: a 2xx answer, head and body, within `timeout`.
-async fn probe<C>(
-    client: &Client<C, Body>,
+/// One check: a 2xx answer, head and body, within `timeout`, on a
+/// connection of the server's pool like any request's.
+async fn probe(
+    server: &Arc<Server>,
     uri: Uri,
     host: Option<&http::HeaderValue>,
     timeout: Duration,
-) -> bool
-where
-    C: Connect + Clone + Send + Sync + 'static,
-{
+) -> bool {
     let Ok(mut req) = Request::get(uri)
         .header(http::header::USER_AGENT, "pushgate-health-check")
         .body(reply::empty())
@@ -179,7 +170,9 @@ where
         req.headers_mut().insert(http::header::HOST, host.clone());
     }
     let check = async {
-        let resp = client.request(req).await.ok()?;
+        let conn = reuse::Connection::watch(&mut req);
+        let mut resp = exchange::send(server, req, None, &conn).await.ok()?;
+        reuse::check(&http::Method::GET, false, &mut resp, &conn).ok()?;
         let ok = resp.status().is_success();
         http_body_util::Limited::new(resp.into_body(), ANSWER_LIMIT)
             .collect()

@@ -1,13 +1,16 @@
-//! Idle connections to the backend for the HTTP/1 relay (`relay.rs`), shared
-//! by every client connection: a request takes one and gives it back once
-//! its answer has been read to the end, the backend did not ask to close,
-//! and the answer was one whose end the backend cannot misjudge
-//! (`relay/answer.rs`). Bytes that reach an idle connection disqualify it
-//! when it is next taken ([`BackendPool::take`]).
+//! A server's idle connections: its one pool, shared by every client
+//! connection and by both engines (the HTTP/1 relay, `server/relay.rs`, and
+//! hyper's, `exchange.rs`), so a server sees one set of keep-alive
+//! connections from the gateway whichever engine carried a request. A
+//! request takes one and gives it back once its answer has been read to the
+//! end, the backend did not ask to close, and the answer was one whose end
+//! the backend cannot misjudge (`relay/answer.rs`, `reuse.rs`). Bytes that
+//! reach an idle connection disqualify it when it is next taken
+//! ([`BackendPool::take`]).
 //!
 //! Newest first: the connection used last is the one least likely to have
 //! been closed by the backend's own keep-alive timeout. A connection that was
-//! closed anyway is noticed by the relay, which retries once on a new one.
+//! closed anyway is noticed by the engine, which retries once on a new one.
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,8 +21,7 @@ use tokio::net::TcpStream;
 
 use super::backend_conn::{BackendConn, RelayTls};
 
-/// At most this many idle connections are kept (like the client pool's
-/// `pool_max_idle_per_host`).
+/// At most this many idle connections are kept per server.
 const MAX_IDLE: usize = 512;
 /// An idle connection older than this is closed rather than reused.
 const KEEP_FOR: Duration = Duration::from_secs(60);
@@ -30,6 +32,8 @@ pub struct BackendPool {
     connect_timeout: Duration,
     /// For an `https://` server: TLS over each connection.
     tls: Option<RelayTls>,
+    /// For a `unix:` server: its socket (`authority` is a made-up name).
+    unix: Option<std::path::PathBuf>,
     /// Oldest at the front, newest at the back.
     idle: Mutex<VecDeque<(BackendConn, Instant)>>,
 }
@@ -40,6 +44,7 @@ impl BackendPool {
             authority,
             connect_timeout,
             tls: None,
+            unix: None,
             idle: Mutex::new(VecDeque::new()),
         }
     }
@@ -47,6 +52,12 @@ impl BackendPool {
     /// Connections of this pool speak TLS to the server.
     pub fn with_tls(mut self, tls: RelayTls) -> BackendPool {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Connections of this pool go to a unix socket.
+    pub fn with_unix(mut self, path: std::path::PathBuf) -> BackendPool {
+        self.unix = Some(path);
         self
     }
 
@@ -106,6 +117,9 @@ impl BackendPool {
     /// does not verify is an error like a refused connect: no server was
     /// reached.
     pub async fn connect(&self) -> io::Result<BackendConn> {
+        if let Some(path) = &self.unix {
+            return self.connect_unix(path).await;
+        }
         let tcp = self.connect_tcp().await?;
         let Some(tls) = &self.tls else {
             return Ok(BackendConn::Tcp(tcp));
@@ -125,13 +139,40 @@ impl BackendPool {
         }
     }
 
+    #[cfg(unix)]
+    async fn connect_unix(&self, path: &std::path::Path) -> io::Result<BackendConn> {
+        let shown = path.display();
+        match tokio::time::timeout(self.connect_timeout, tokio::net::UnixStream::connect(path))
+            .await
+        {
+            Ok(Ok(stream)) => Ok(BackendConn::Unix(stream)),
+            Ok(Err(reason)) => Err(io::Error::new(
+                reason.kind(),
+                format!("cannot connect to unix socket {shown}: {reason}"),
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to unix socket {shown} timed out"),
+            )),
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn connect_unix(&self, path: &std::path::Path) -> io::Result<BackendConn> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("no unix sockets here: {}", path.display()),
+        ))
+    }
+
     async fn connect_tcp(&self) -> io::Result<TcpStream> {
         let stream = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect(self.authority.as_str()),
         )
         .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+        .map_err(|e| io::Error::new(e.kind(), format!("connect to {}: {e}", self.authority)))?;
         stream.set_nodelay(true)?;
         socket2::SockRef::from(&stream)
             .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(KEEP_FOR))?;

@@ -2,46 +2,54 @@
 //! passed on, and whether the connection it came on may carry another
 //! client's request.
 //!
-//! hyper's client pools a connection once an answer ended where its framing
-//! said. That is only as good as the backend's idea of the same end, and
-//! bytes a backend sends after it (a body after a `HEAD` answer, a second
-//! answer) would be read as the next request's answer, another client's.
-//! hyper drops an idle connection that receives anything, but bytes sent
-//! late can arrive after the connection was taken again. So a connection is
-//! retired (poisoned: the pool never hands it out again, and it closes)
+//! A connection goes back to its server's pool once an answer ended where
+//! its framing said (`exchange.rs`). That is only as good as the backend's
+//! idea of the same end, and bytes a backend sends after it (a body after a
+//! `HEAD` answer, a second answer) would be read as the next request's
+//! answer, another client's. The pool drops an idle connection that holds
+//! anything when it is taken, but bytes sent late can arrive after that. So
+//! a connection is retired (never given back to the pool; it closes)
 //! after every answer whose end the backend may misjudge: one to `HEAD`, a
 //! 204, a 304, one after an interim (1xx) answer, and one with both
 //! `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: a sign of
 //! response splitting). The relay keeps the same rule (`proxy/head.rs`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use http::header;
 use http::{Method, Response, StatusCode};
-use hyper_util::client::legacy::connect::{CaptureConnection, capture_connection};
 
 use super::framing::{normalize_length, unknown_transfer_coding};
 
-/// The backend connection a request goes out on, as hyper's pool knows it.
-pub(crate) struct Connection(CaptureConnection);
+/// The backend connection a request goes out on: whether it may go back to
+/// the pool once its answer ended (`exchange.rs` asks).
+#[derive(Clone, Default)]
+pub(crate) struct Connection(Arc<AtomicBool>);
 
 impl Connection {
     /// Follow the connection `req` will be sent on. An interim answer
     /// retires it as it arrives, before the final answer is read.
     pub(crate) fn watch<B>(req: &mut http::Request<B>) -> Connection {
-        let capture = capture_connection(req);
-        let on_interim = capture.clone();
-        hyper::ext::on_informational(req, move |_| retire(&on_interim));
-        Connection(capture)
+        let conn = Connection::default();
+        conn.watch_also(req);
+        conn
+    }
+
+    /// Follow `req` too: the same request again, sent instead of the first
+    /// on another connection when that one failed (`exchange::send`).
+    pub(crate) fn watch_also<B>(&self, req: &mut http::Request<B>) {
+        let on_interim = self.clone();
+        hyper::ext::on_informational(req, move |_| on_interim.retire());
     }
 
     /// Never hand this connection to another request.
     pub(crate) fn retire(&self) {
-        retire(&self.0);
+        self.0.store(true, Ordering::Release);
     }
-}
 
-fn retire(capture: &CaptureConnection) {
-    if let Some(connected) = &*capture.connection_metadata() {
-        connected.poison();
+    pub(crate) fn is_retired(&self) -> bool {
+        self.0.load(Ordering::Acquire)
     }
 }
 

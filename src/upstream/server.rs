@@ -4,8 +4,8 @@
 //! [`DOWN_FOR`], then tried again, and one that failed its health checks
 //! until it passes them again (`health.rs`); while every server is down they are all
 //! tried anyway (a refusal is better learnt from the server than assumed).
-//! The relay's idle connections live here, one pool per server; hyper's
-//! client pools by authority, so both engines keep one pool per server each.
+//! Its idle connections live here, one pool per server, which both engines
+//! take from and give back to (`pool.rs`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ pub struct Server {
     pub authority: http::uri::Authority,
     /// What it is, for logs: `http://host:port`, `https://…`, `unix:/path`.
     pub name: String,
-    /// Idle connections of the HTTP/1 relay.
+    /// Its idle connections, for whichever engine carries a request.
     pub pool: BackendPool,
     /// Requests this gateway has in flight on it (`least_conn`).
     in_flight: AtomicUsize,
@@ -54,9 +54,15 @@ impl Server {
         }
     }
 
-    /// The relay speaks TLS to it (an `https://` server).
+    /// Its connections speak TLS (an `https://` server).
     pub fn with_tls(mut self, tls: super::backend_conn::RelayTls) -> Server {
         self.pool = self.pool.with_tls(tls);
+        self
+    }
+
+    /// It is a unix socket (a `unix:` server; `authority` is made up).
+    pub fn with_unix(mut self, path: std::path::PathBuf) -> Server {
+        self.pool = self.pool.with_unix(path);
         self
     }
 
@@ -106,8 +112,8 @@ impl Server {
     }
 }
 
-/// One request in flight on a server, from the attempt to its answer
-/// head. One that ends without [`InFlight::answered`] (a timeout, a reset,
+/// One request in flight on a server, from the attempt to the end of its
+/// answer (the guard goes with the body, `exchange::Pooled::hold`). One that ends without [`InFlight::answered`] (a timeout, a reset,
 /// an unusable answer, a client that left) counts as `no_answer`, unless
 /// its connect failed (counted as that).
 pub struct InFlight {

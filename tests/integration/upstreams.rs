@@ -350,3 +350,52 @@ async fn killing_one_of_two_servers_under_steady_traffic_costs_no_get() {
     }
     assert!(total > 250, "{total} GETs answered");
 }
+
+/// Both engines take their connections to a server from its one pool: a
+/// relayed GET and a POST through hyper, three of each in turn, reach the
+/// server on one connection, and one idle connection is left.
+#[tokio::test]
+async fn both_engines_share_one_pool_per_server() {
+    let a = app("a").await;
+    let list = urls(&[&a]);
+    let gw = gateway(&[&list[0]], "round_robin").await;
+    // One client connection each: a connection that carried a request
+    // through hyper stays with hyper.
+    let http1 = || {
+        reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .http1_only()
+            .http1_title_case_headers()
+            .build()
+            .unwrap()
+    };
+    let (gets, posts) = (http1(), http1());
+    for i in 0..3 {
+        for (client, method, engine) in [
+            (&gets, Method::GET, "relay"),
+            (&posts, Method::POST, "hyper"),
+        ] {
+            let resp = client
+                .request(method.clone(), gw.url(&format!("/one/{i}")))
+                .header(PROBE, "1")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(went(&v).2, engine, "{method} went by the engine expected");
+        }
+    }
+    assert_eq!(
+        a.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "six requests in turn, one connection: the engines share the server's pool"
+    );
+    let text = gw.metrics_text().await;
+    let series = format!(
+        "pushgate_upstream_pool_idle{{upstream=\"default\",server=\"{}\"}}",
+        a.url
+    );
+    let idle = metric(&text, &series);
+    assert_eq!(idle, Some(1.0), "{text}");
+}
