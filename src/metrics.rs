@@ -89,6 +89,8 @@ pub struct Metrics {
     /// request counts in one, and a family lookup takes a lock and a hash.
     proxied_by_class: [Counter; 5],
     proxy_latency: AtomicHistogram,
+    /// Proxied requests the HTTP/1 relay carried; hyper carried the rest.
+    relayed: Counter,
     backend_errors: Family<KindLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
     pub tls_failures: Counter,
@@ -129,6 +131,7 @@ impl Metrics {
             proxied,
             proxied_by_class,
             proxy_latency: AtomicHistogram::exponential(0.0001, 2.0, 18),
+            relayed: Counter::default(),
             backend_errors: Family::default(),
             reloads: Family::default(),
             tls_failures: Counter::default(),
@@ -203,6 +206,11 @@ impl Metrics {
             m.proxied.clone(),
         );
         r.register(
+            "proxy_relayed",
+            "Proxied requests the HTTP/1 relay carried (the rest went through hyper)",
+            m.relayed.clone(),
+        );
+        r.register(
             "proxy_latency_seconds",
             "Proxied request time to response headers",
             m.proxy_latency.clone(),
@@ -249,6 +257,11 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// The HTTP/1 relay took a proxied request.
+    pub fn relayed(&self) {
+        self.relayed.inc();
     }
 
     /// A proxied request was answered with `status` after `elapsed`.

@@ -193,8 +193,15 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     head.extend_from_slice(target.as_bytes());
     let path_range = path_start..path_start + path.len();
     head.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut host_range = 0..0;
     for h in parsed.headers.iter() {
-        if !is_hop_by_hop(h.name)
+        if h.name.eq_ignore_ascii_case("host") {
+            // In its place and as the client spelled it, as hyper's path
+            // keeps it; the value in its checked form.
+            let at = head.len() + h.name.len() + ": ".len();
+            write_field(&mut head, h.name, host.as_bytes());
+            host_range = at..at + host.len();
+        } else if !is_hop_by_hop(h.name)
             && !replaced_on_the_way(h.name)
             && !forwarded::is_underscore_alias(h.name)
             && !forwarded::is_asserted(h.name)
@@ -208,12 +215,10 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         info,
         Some(host),
     );
-    let host_at = head.len() + "host: ".len();
-    let host_range = host_at..host_at + host.len();
     // Writes to a Vec cannot fail.
     let _ = write!(
         head,
-        "host: {host}\r\nx-forwarded-for: {}\r\nforwarded: {}\r\nx-forwarded-proto: {}\r\nx-forwarded-host: {host}\r\n\r\n",
+        "x-forwarded-for: {}\r\nforwarded: {}\r\nx-forwarded-proto: {}\r\nx-forwarded-host: {host}\r\n\r\n",
         values.xff, values.forwarded, values.proto
     );
     Request::Relay(Outbound {
@@ -483,10 +488,12 @@ mod tests {
         assert_eq!(out.len, raw.len() - "GET /next".len());
         assert_eq!(out.path(), "/a/b", "logged without the query");
         assert!(!out.close);
-        assert!(head.starts_with("GET /a/b?x=1 HTTP/1.1\r\n"), "{head}");
+        assert!(
+            head.starts_with("GET /a/b?x=1 HTTP/1.1\r\nHost: app.example\r\n"),
+            "Host in its place, as spelled: {head}"
+        );
         for expected in [
             "Accept: */*\r\n",
-            "host: app.example\r\n",
             "x-forwarded-for: 1.2.3.4, 10.0.0.7\r\n",
             "forwarded: for=10.0.0.7;proto=http;host=\"app.example\"\r\n",
             "x-forwarded-proto: http\r\n",
@@ -494,7 +501,7 @@ mod tests {
         ] {
             assert!(head.contains(expected), "{expected:?} missing in {head}");
         }
-        for gone in ["Connection", "TE:", "evil", "Host: app"] {
+        for gone in ["Connection", "TE:", "evil", "\nhost: app"] {
             assert!(!head.contains(gone), "{gone:?} kept in {head}");
         }
         assert!(head.ends_with("\r\n\r\n"));

@@ -106,6 +106,7 @@ where
                         return Relayed::HandOver(buf);
                     }
                     buf.advance(out.len);
+                    state.metrics.relayed();
                     let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name);
                     out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
                     let next = exchange(state, routed.upstream, info.peer.ip(), io, &mut buf, &out)

@@ -70,9 +70,11 @@ async fn ask(
     if method == Method::POST {
         req = req.body("posted");
     }
+    let before = gw.relayed().await;
     let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200, "{method} {host}{path}");
-    let v: Value = resp.json().await.unwrap();
+    let mut v: Value = resp.json().await.unwrap();
+    v["engine"] = gw.engine_since(before).await.into();
     went(&v)
 }
 

@@ -184,9 +184,14 @@ async fn ask(gw: &TestGateway, method: Method, path: &str) -> (u16, Value) {
     if method == Method::POST {
         req = req.body("posted");
     }
+    let before = gw.relayed().await;
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    let mut v = resp.json().await.unwrap_or(Value::Null);
+    if v.is_object() {
+        v["engine"] = gw.engine_since(before).await.into();
+    }
+    (status, v)
 }
 
 #[tokio::test]

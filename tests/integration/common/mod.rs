@@ -208,6 +208,26 @@ impl TestGateway {
             .unwrap()
     }
 
+    /// Requests the gateway's HTTP/1 relay has carried
+    /// (`pushgate_proxy_relayed_total`); hyper carried the other proxied ones.
+    pub async fn relayed(&self) -> u64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("pushgate_proxy_relayed_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no relay counter in {text}"))
+    }
+
+    /// Which engine carried the one proxied request made since the relay
+    /// counter read `before`: requests in turn, one at a time.
+    pub async fn engine_since(&self, before: u64) -> &'static str {
+        match self.relayed().await - before {
+            0 => "hyper",
+            1 => "relay",
+            n => panic!("{n} requests relayed where one was asked"),
+        }
+    }
+
     /// A new HTTP client (its own connections) that trusts the test certificate.
     pub fn fresh_client(&self) -> reqwest::Client {
         reqwest::Client::builder()
