@@ -149,7 +149,7 @@ pub fn encode<'a>(
         ),
         (
             "upstream_pool_idle",
-            "Idle connections to the server kept by the HTTP/1 relay",
+            "Idle connections to the server in its pool (shared by both engines)",
             |s| s.pool.idle_count(),
         ),
     ];

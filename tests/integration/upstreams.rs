@@ -405,3 +405,99 @@ async fn both_engines_share_one_pool_per_server() {
     let idle = metric(&text, &series);
     assert_eq!(idle, Some(1.0), "{text}");
 }
+
+/// A server whose `/stream…` answers send their head and a first chunk,
+/// then hold the body open; anything else is answered at once with its name.
+async fn streaming(name: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    if head.split(' ').nth(1).unwrap_or("").starts_with("/stream") {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+                            .await;
+                        std::future::pending::<()>().await;
+                    }
+                    let body = format!("{{\"app\":\"{name}\"}}");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// `least_conn` counts a request until its answer's body ended, on both
+/// engines: while one server streams an answer, the other takes the rest.
+#[tokio::test]
+async fn least_conn_counts_a_streaming_answer_until_its_end() {
+    let (a, b) = (streaming("a").await, streaming("b").await);
+    // HTTP/1.1 GETs go by the relay, HTTP/2 ones by hyper; a gateway each
+    // (a stream left behind counts until the gateway notices).
+    for engine in ["relay", "hyper"] {
+        let gw = gateway(&[&format!("\"{a}\""), &format!("\"{b}\"")], "least_conn").await;
+        let client = if engine == "relay" {
+            reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .http1_only()
+                .build()
+                .unwrap()
+        } else {
+            gw.http.clone()
+        };
+        let before = gw.relayed().await;
+        let mut stream = client.get(gw.url("/stream")).send().await.unwrap();
+        assert_eq!(stream.status(), 200);
+        assert_eq!(&stream.chunk().await.unwrap().unwrap()[..], b"first");
+        assert_eq!(gw.engine_since(before).await, engine);
+        let text = gw.metrics_text().await;
+        let busy: Vec<&str> = [&a, &b]
+            .into_iter()
+            .filter(|s| {
+                let series =
+                    format!("pushgate_upstream_in_flight{{upstream=\"default\",server=\"{s}\"}}");
+                metric(&text, &series) == Some(1.0)
+            })
+            .map(String::as_str)
+            .collect();
+        assert_eq!(busy.len(), 1, "{engine}: one server streams: {text}");
+        let idle_one = if busy[0] == a { "b" } else { "a" };
+        let plain = gw.fresh_client();
+        for i in 0..6 {
+            let v: Value = plain
+                .post(gw.url(&format!("/plain{i}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                v["app"], idle_one,
+                "{engine}: request {i} went to the streaming server"
+            );
+        }
+        drop(stream);
+    }
+}
