@@ -202,6 +202,8 @@ impl<'a> Proxy<'a> {
                 // The relay's bound, so that one policy holds whichever
                 // engine carried the request.
                 warn!(size = head_size(&resp), "backend answer head too large");
+                // Refused: its connection carries nothing more.
+                conn.retire();
                 return bad_gateway();
             }
             Ok(Ok(mut resp)) => {

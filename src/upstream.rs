@@ -91,13 +91,17 @@ impl Upstream {
                 if url.scheme() == "unix" {
                     server = server.with_unix(std::path::PathBuf::from(url.path()));
                 }
-                if let Some(relay_tls) = tls.as_ref().and_then(|t| relay_tls(t, url)) {
-                    server = server.with_tls(relay_tls);
+                if let Some(tls) = &tls {
+                    // Never plain TCP to an `https://` server.
+                    let Some(server_tls) = server_tls(tls, url) else {
+                        return Err(UpstreamTlsError::Name(name_of(url)));
+                    };
+                    server = server.with_tls(server_tls);
                 }
                 server.health.set_terms(backend.health.clone());
-                Arc::new(server)
+                Ok(Arc::new(server))
             })
-            .collect();
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Upstream {
             servers: Arc::new(Servers::new(servers, backend.balance)),
             scheme: if scheme == "https" {
@@ -279,10 +283,10 @@ pub fn unix_authority(index: usize) -> http::uri::Authority {
         .unwrap_or_else(|_| http::uri::Authority::from_static("unix.localhost"))
 }
 
-/// How the relay reaches an `https://` server: the upstream's TLS settings,
+/// How an `https://` server is reached: the upstream's TLS settings,
 /// and the name sent and verified (`tls.server_name`, else the URL's host).
 /// `None` when the host is no valid name (refused at load).
-fn relay_tls(tls: &TlsClient, url: &url::Url) -> Option<backend_conn::RelayTls> {
+fn server_tls(tls: &TlsClient, url: &url::Url) -> Option<backend_conn::ServerTls> {
     let name = match &tls.server_name {
         Some(name) => name.clone(),
         None => {
@@ -293,7 +297,7 @@ fn relay_tls(tls: &TlsClient, url: &url::Url) -> Option<backend_conn::RelayTls> 
             rustls_pki_types::ServerName::try_from(host.to_string()).ok()?
         }
     };
-    Some(backend_conn::RelayTls {
+    Some(backend_conn::ServerTls {
         config: tls.config.clone(),
         name,
         shown: name_of(url),

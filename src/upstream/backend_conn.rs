@@ -22,9 +22,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// How the relay reaches an `https://` server.
+/// How an `https://` server is reached (TLS over each pooled connection).
 #[derive(Clone)]
-pub struct RelayTls {
+pub struct ServerTls {
     pub config: Arc<ClientConfig>,
     /// Sent as SNI and verified: `tls.server_name`, else the URL's host.
     pub name: ServerName<'static>,

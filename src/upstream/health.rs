@@ -160,18 +160,25 @@ async fn probe(
     host: Option<&http::HeaderValue>,
     timeout: Duration,
 ) -> bool {
-    let Ok(mut req) = Request::get(uri)
-        .header(http::header::USER_AGENT, "pushgate-health-check")
-        .body(reply::empty())
-    else {
+    let build = || {
+        let mut req = Request::get(uri.clone())
+            .header(http::header::USER_AGENT, "pushgate-health-check")
+            .body(reply::empty())
+            .ok()?;
+        if let Some(host) = host {
+            req.headers_mut().insert(http::header::HOST, host.clone());
+        }
+        Some(req)
+    };
+    let (Some(mut req), Some(mut again)) = (build(), build()) else {
         return false;
     };
-    if let Some(host) = host {
-        req.headers_mut().insert(http::header::HOST, host.clone());
-    }
     let check = async {
         let conn = reuse::Connection::watch(&mut req);
-        let mut resp = exchange::send(server, req, None, &conn).await.ok()?;
+        conn.watch_also(&mut again);
+        // A pooled connection the server closed meanwhile is not the
+        // server failing its check: once more on a new one.
+        let mut resp = exchange::send(server, req, Some(again), &conn).await.ok()?;
         reuse::check(&http::Method::GET, false, &mut resp, &conn).ok()?;
         let ok = resp.status().is_success();
         http_body_util::Limited::new(resp.into_body(), ANSWER_LIMIT)

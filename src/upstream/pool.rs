@@ -17,9 +17,10 @@ use std::io;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::net::TcpStream;
 
-use super::backend_conn::{BackendConn, RelayTls};
+use super::backend_conn::{BackendConn, ServerTls};
 
 /// At most this many idle connections are kept per server.
 const MAX_IDLE: usize = 512;
@@ -31,16 +32,24 @@ pub struct BackendPool {
     authority: String,
     connect_timeout: Duration,
     /// For an `https://` server: TLS over each connection.
-    tls: Option<RelayTls>,
+    tls: Option<ServerTls>,
     /// For a `unix:` server: its socket (`authority` is a made-up name).
     unix: Option<std::path::PathBuf>,
+    /// How TCP connections are made (`connect_tcp`).
+    tcp: HttpConnector,
     /// Oldest at the front, newest at the back.
     idle: Mutex<VecDeque<(BackendConn, Instant)>>,
 }
 
 impl BackendPool {
     pub fn new(authority: String, connect_timeout: Duration) -> BackendPool {
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(connect_timeout));
+        tcp.set_nodelay(true);
+        // TCP keep-alive finds servers that vanished.
+        tcp.set_keepalive(Some(KEEP_FOR));
         BackendPool {
+            tcp,
             authority,
             connect_timeout,
             tls: None,
@@ -50,7 +59,7 @@ impl BackendPool {
     }
 
     /// Connections of this pool speak TLS to the server.
-    pub fn with_tls(mut self, tls: RelayTls) -> BackendPool {
+    pub fn with_tls(mut self, tls: ServerTls) -> BackendPool {
         self.tls = Some(tls);
         self
     }
@@ -112,8 +121,7 @@ impl BackendPool {
     }
 
     /// A new connection, within `backend.connect_timeout` (the TLS
-    /// handshake within another). TCP keep-alive (as the hyper path's
-    /// connector sets it) finds backends that vanished. A certificate that
+    /// handshake within another). A certificate that
     /// does not verify is an error like a refused connect: no server was
     /// reached.
     pub async fn connect(&self) -> io::Result<BackendConn> {
@@ -165,18 +173,24 @@ impl BackendPool {
         ))
     }
 
+    /// TCP to the server: each address its name resolves to, the next
+    /// one tried 300 ms after the last without waiting for it to fail
+    /// (hyper-util's connector: a first address that drops packets does
+    /// not cost the whole `connect_timeout`), within `connect_timeout`.
     async fn connect_tcp(&self) -> io::Result<TcpStream> {
-        let stream = tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect(self.authority.as_str()),
-        )
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
-        .map_err(|e| io::Error::new(e.kind(), format!("connect to {}: {e}", self.authority)))?;
-        stream.set_nodelay(true)?;
-        socket2::SockRef::from(&stream)
-            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(KEEP_FOR))?;
-        Ok(stream)
+        let uri = http::Uri::try_from(format!("http://{}/", self.authority))
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut connector = self.tcp.clone();
+        let stream = tower_service::Service::call(&mut connector, uri)
+            .await
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "connect to {}: {}",
+                    self.authority,
+                    super::reason(&e)
+                ))
+            })?;
+        Ok(stream.into_inner())
     }
 }
 

@@ -140,7 +140,7 @@ impl Upstreams {
 
     /// Each upstream's servers as `/stats` shows them: health, whether a
     /// failed connect has them skipped, requests in flight, idle
-    /// connections of the relay.
+    /// connections in its pool.
     pub fn snapshot(&self) -> serde_json::Value {
         let upstreams: Vec<serde_json::Value> = std::iter::once(&self.default)
             .chain(self.named.iter())

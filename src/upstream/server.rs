@@ -55,7 +55,7 @@ impl Server {
     }
 
     /// Its connections speak TLS (an `https://` server).
-    pub fn with_tls(mut self, tls: super::backend_conn::RelayTls) -> Server {
+    pub fn with_tls(mut self, tls: super::backend_conn::ServerTls) -> Server {
         self.pool = self.pool.with_tls(tls);
         self
     }

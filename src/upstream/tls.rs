@@ -21,6 +21,8 @@ pub enum UpstreamTlsError {
     Ca(String),
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("{0}: its host is no name TLS can verify; set tls.server_name")]
+    Name(String),
 }
 
 /// The client side of TLS to one upstream's servers.

@@ -34,6 +34,23 @@ async fn hostile() -> Scripted {
                 then_after: Duration::ZERO,
                 ..answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             },
+            (_, "/nocontent") => Answer {
+                then: STOLEN,
+                ..answer("HTTP/1.1 204 No Content\r\n\r\n")
+            },
+            (_, "/nocontent-big") => {
+                let mut bytes = b"HTTP/1.1 204 No Content\r\n".to_vec();
+                for i in 0..40 {
+                    bytes.extend_from_slice(
+                        format!("X-Big-{i}: {}\r\n", "v".repeat(2000)).as_bytes(),
+                    );
+                }
+                bytes.extend_from_slice(b"\r\n");
+                Answer {
+                    then: STOLEN,
+                    ..answer(bytes)
+                }
+            }
             (_, path) => sized(&format!("yours: {path}")),
         },
     )
@@ -111,6 +128,50 @@ async fn stray_bytes_never_reach_another_client_through_hyper() {
                 (200, "yours: /mine"),
                 "{method} {path}, try {i}"
             );
+        }
+    }
+}
+
+/// Answers without a body, and answers refused for their size, leave
+/// nothing on a connection for the next client: a 204 followed 100 ms
+/// later by a stray answer, and a 204 whose head is over 64 KiB (a 502)
+/// followed by one, on both engines. The next client asks at once, before
+/// the stray bytes come (as with `HEAD` above).
+#[tokio::test]
+async fn bodiless_and_refused_answers_never_pass_their_connection_on() {
+    let app = hostile().await;
+    let gw = gateway_for(&app.url).await;
+    let mut attacker = http1(&gw).await;
+    let mut victim = http1(&gw).await;
+    let mut late = 0;
+    for (path, status) in [("/nocontent", 204), ("/nocontent-big", 502)] {
+        for i in 0..10 {
+            for relay in [true, false] {
+                late += 1;
+                let got = if relay {
+                    get(&mut attacker, "GET", path).await.0
+                } else {
+                    let r = gw.http.get(gw.url(path)).send().await.unwrap();
+                    let s = r.status().as_u16();
+                    let _ = r.bytes().await;
+                    s
+                };
+                assert_eq!(got, status, "{path}, relay {relay}");
+                let (status, body) = if relay {
+                    let (s, _, b) = get(&mut victim, "GET", "/mine").await;
+                    (s, b)
+                } else {
+                    let r = gw.http.get(gw.url("/mine")).send().await.unwrap();
+                    (r.status().as_u16(), r.text().await.unwrap_or_default())
+                };
+                assert_eq!(
+                    (status, body.as_str()),
+                    (200, "yours: /mine"),
+                    "{path}, relay {relay}, try {i}"
+                );
+                // The next try starts once this one's stray bytes are out.
+                written(&app, late).await;
+            }
         }
     }
 }
