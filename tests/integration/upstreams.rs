@@ -44,12 +44,7 @@ async fn gateway_with(urls: &[&str], balance: &str, more: &str) -> TestGateway {
 /// `n` requests by `method` (GETs go through the relay, POSTs through
 /// hyper); which app answered each, and which engine carried it.
 async fn spread(gw: &TestGateway, method: Method, n: usize) -> HashMap<String, usize> {
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .http1_only()
-        .http1_title_case_headers()
-        .build()
-        .unwrap();
+    let client = http1_client();
     let mut count = HashMap::new();
     for i in 0..n {
         let before = gw.relayed().await;
@@ -72,6 +67,17 @@ async fn spread(gw: &TestGateway, method: Method, n: usize) -> HashMap<String, u
         *count.entry(app).or_default() += 1;
     }
     count
+}
+
+/// An HTTP/1.1-only client with its own connections: its plain GETs go by
+/// the relay.
+fn http1_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .http1_only()
+        .http1_title_case_headers()
+        .build()
+        .unwrap()
 }
 
 fn urls(apps: &[&App]) -> Vec<String> {
@@ -363,15 +369,7 @@ async fn both_engines_share_one_pool_per_server() {
     let gw = gateway(&[&list[0]], "round_robin").await;
     // One client connection each: a connection that carried a request
     // through hyper stays with hyper.
-    let http1 = || {
-        reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .http1_only()
-            .http1_title_case_headers()
-            .build()
-            .unwrap()
-    };
-    let (gets, posts) = (http1(), http1());
+    let (gets, posts) = (http1_client(), http1_client());
     for i in 0..3 {
         for (client, method, engine) in [
             (&gets, Method::GET, "relay"),
@@ -458,11 +456,7 @@ async fn least_conn_counts_a_streaming_answer_until_its_end() {
     for engine in ["relay", "hyper"] {
         let gw = gateway(&[&format!("\"{a}\""), &format!("\"{b}\"")], "least_conn").await;
         let client = if engine == "relay" {
-            reqwest::Client::builder()
-                .danger_accept_invalid_certs(true)
-                .http1_only()
-                .build()
-                .unwrap()
+            http1_client()
         } else {
             gw.http.clone()
         };
