@@ -31,20 +31,33 @@ impl Forwarded {
         // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
         let ip = info.peer.ip().to_canonical();
         let proto = if info.tls { "https" } else { "http" };
-        // Writes to a String cannot fail.
-        let mut xff = String::with_capacity(48);
+        // Written once and copied twice: this runs for every proxied
+        // request, and `Display` for an address is the slow part.
+        let shown = show_ip(ip);
+        let mut xff = String::with_capacity(shown.len() + prev_xff.map_or(0, |p| p.len() + 2));
         if let Some(prev) = prev_xff {
-            let _ = write!(xff, "{prev}, ");
+            xff.push_str(prev);
+            xff.push_str(", ");
         }
-        let _ = write!(xff, "{ip}");
+        xff.push_str(&shown);
         let mut forwarded = String::with_capacity(64);
         if let Some(prev) = prev_forwarded {
-            let _ = write!(forwarded, "{prev}, ");
+            forwarded.push_str(prev);
+            forwarded.push_str(", ");
         }
-        let _ = match ip {
-            IpAddr::V4(v4) => write!(forwarded, "for={v4};proto={proto}"),
-            IpAddr::V6(v6) => write!(forwarded, "for=\"[{v6}]\";proto={proto}"),
-        };
+        match ip {
+            IpAddr::V4(_) => {
+                forwarded.push_str("for=");
+                forwarded.push_str(&shown);
+            }
+            IpAddr::V6(_) => {
+                forwarded.push_str("for=\"[");
+                forwarded.push_str(&shown);
+                forwarded.push_str("]\"");
+            }
+        }
+        forwarded.push_str(";proto=");
+        forwarded.push_str(proto);
         if let Some(h) = host {
             forwarded.push_str(";host=\"");
             forwarded.extend(h.chars().filter(|&c| c != '"'));
@@ -54,6 +67,34 @@ impl Forwarded {
             xff,
             forwarded,
             proto,
+        }
+    }
+}
+
+/// An address as text: IPv4 by hand (digits, no formatting machinery),
+/// IPv6 by `Display` (its compression rules are not worth repeating).
+fn show_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+            text
+        }
+        IpAddr::V6(v6) => {
+            let mut text = String::with_capacity(39);
+            let _ = write!(text, "{v6}");
+            text
         }
     }
 }
@@ -151,7 +192,20 @@ fn same_field(ours: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{host, is_asserted, is_underscore_alias};
+    use super::{host, is_asserted, is_underscore_alias, show_ip};
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut ips: Vec<std::net::IpAddr> = [0u8, 7, 9, 10, 42, 99, 100, 199, 200, 255]
+            .iter()
+            .map(|&o| std::net::IpAddr::from([o, 255 - o, o / 2, 1]))
+            .collect();
+        ips.push("2001:db8::1".parse().unwrap());
+        ips.push("::".parse().unwrap());
+        for ip in ips {
+            assert_eq!(show_ip(ip), ip.to_string());
+        }
+    }
 
     #[test]
     fn a_host_is_a_name_or_address_and_a_port() {

@@ -215,12 +215,15 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         info,
         Some(host),
     );
-    // Writes to a Vec cannot fail.
-    let _ = write!(
-        head,
-        "x-forwarded-for: {}\r\nforwarded: {}\r\nx-forwarded-proto: {}\r\nx-forwarded-host: {host}\r\n\r\n",
-        values.xff, values.forwarded, values.proto
-    );
+    for (name, value) in [
+        ("x-forwarded-for", values.xff.as_str()),
+        ("forwarded", &values.forwarded),
+        ("x-forwarded-proto", values.proto),
+        ("x-forwarded-host", host),
+    ] {
+        write_field(&mut head, name, value.as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
     Request::Relay(Outbound {
         len,
         head,
