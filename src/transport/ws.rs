@@ -143,7 +143,19 @@ struct WsSession {
     replies: Option<(mpsc::Sender<String>, mpsc::Receiver<String>)>,
     /// `send` ops awaiting the backend.
     pending_sends: usize,
+    /// Answers of the application to `subscribe` ops that asked it, created
+    /// by the first such op (`requests.rs`).
+    checked: Option<(
+        mpsc::Sender<requests::Checked>,
+        mpsc::Receiver<requests::Checked>,
+    )>,
+    /// Channels whose subscribe awaits the application, with which ask.
+    pending_checks: std::collections::HashMap<String, u64>,
+    check_generation: u64,
 }
+
+/// Most `subscribe` ops one connection may have waiting on the application.
+const MAX_PENDING_CHECKS: usize = 16;
 
 /// Most `send` ops one connection may have waiting on the backend.
 const MAX_PENDING_SENDS: usize = 16;
@@ -233,6 +245,9 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         outgoing: Outgoing::default(),
         replies: None,
         pending_sends: 0,
+        checked: None,
+        pending_checks: std::collections::HashMap::new(),
+        check_generation: 0,
     };
     ws.state.metrics.connect("ws");
     let started = ws.start(sub).await;

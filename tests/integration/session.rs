@@ -492,3 +492,69 @@ async fn a_dot_segment_from_a_channel_name_is_never_asked() {
     }
     assert_eq!(app.order_calls.load(Ordering::SeqCst), 0);
 }
+
+/// A WebSocket `subscribe` that asks the application does not hold up the
+/// connection: while the slow answer is awaited, a ping is answered and a
+/// message on a channel already followed is delivered; the subscribe's ack
+/// comes after. A channel unsubscribed before its answer is not followed.
+#[tokio::test]
+async fn a_websocket_goes_on_while_the_application_is_asked() {
+    let app = LoginApp::start().await;
+    let gw = gateway(&app, "    cache: 30s\n    recheck: 10m\n    timeout: 5s").await;
+    let bob = app.login("bob");
+    let mut socket = ws(&gw, "public.x", Some(&bob)).await.unwrap();
+    // Connected (its login answered at once); now every check is slow.
+    app.delay_ms.store(1500, Ordering::SeqCst);
+    send_json(
+        &mut socket,
+        json!({"op": "subscribe", "channel": "orders.8", "ref": "slow"}),
+    )
+    .await;
+    send_json(&mut socket, json!({"op": "ping", "ref": "p"})).await;
+    let first = next_reply(&mut socket).await;
+    assert_eq!(
+        (&first["type"], &first["ref"]),
+        (&json!("ack"), &json!("p")),
+        "{first}"
+    );
+    gw.publish_one("public.x", json!({"n": 1})).await;
+    let message = next_reply(&mut socket).await;
+    assert_eq!(message["channel"], "public.x", "{message}");
+    let ack = next_reply(&mut socket).await;
+    assert_eq!(
+        (&ack["type"], &ack["ref"], &ack["channel"]),
+        (&json!("ack"), &json!("slow"), &json!("orders.8")),
+        "{ack}"
+    );
+    gw.publish_one("orders.8", json!({"n": 2})).await;
+    assert_eq!(next_reply(&mut socket).await["channel"], "orders.8");
+
+    // Unsubscribed before the answer: told so, and not followed. (A new
+    // login: its answer is not cached.)
+    let bob2 = app.login("bob");
+    let mut socket = ws(&gw, "public.x", Some(&bob2)).await.unwrap();
+    send_json(
+        &mut socket,
+        json!({"op": "subscribe", "channel": "orders.8", "ref": "s"}),
+    )
+    .await;
+    send_json(
+        &mut socket,
+        json!({"op": "unsubscribe", "channel": "orders.8", "ref": "u"}),
+    )
+    .await;
+    assert_eq!(next_reply(&mut socket).await["ref"], "u");
+    let called_off = next_reply(&mut socket).await;
+    assert_eq!(
+        (&called_off["ref"], &called_off["code"]),
+        (&json!("s"), &json!("cancelled")),
+        "{called_off}"
+    );
+    gw.publish_one("orders.8", json!({"n": 3})).await;
+    gw.publish_one("public.x", json!({"n": 4})).await;
+    let next = next_reply(&mut socket).await;
+    assert_eq!(
+        next["channel"], "public.x",
+        "orders.8 is not followed: {next}"
+    );
+}

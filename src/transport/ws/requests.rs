@@ -2,10 +2,15 @@
 //!
 //! Parsing is shared with the other transports (`transport/ops.rs`); what is
 //! WebSocket-specific is the answer: every op gets its ack or its error frame
-//! on the same connection, in the order the ops came, and a refused op is
+//! on the same connection, in the order the ops came (but for the two below),
+//! and a refused op is
 //! refused with an error frame, never by closing — only the session loop ends
-//! a session. A `send` waits on the backend, so it is forwarded without
-//! holding up the session, and its answer comes back through the loop.
+//! a session. Two ops wait on the application and are answered when it has:
+//! a `send` (forwarded to `client_messages.forward_to`) and a `subscribe` to
+//! a channel whose rule asks the application (`subscribe: { check }`). Both
+//! go on without holding up the session, so deliveries, pings and other ops
+//! carry on meanwhile, and their answers come back through the loop (match
+//! them by `ref`).
 
 use std::sync::Arc;
 
@@ -14,10 +19,13 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::ending::Ending;
-use super::{MAX_PENDING_SENDS, WsSession};
+use super::{MAX_PENDING_CHECKS, MAX_PENDING_SENDS, WsSession};
+use crate::auth::Identity;
 use crate::hub::Cursor;
 use crate::hub::cursor::CursorError;
 use crate::limits::ClientKey;
+use crate::rules::Verdict;
+use crate::state::Settings;
 use crate::transport::ops::{self, Op};
 use crate::transport::session::SubscriptionPolicy;
 use crate::transport::{channel_full, login, publish, send};
@@ -226,6 +234,8 @@ impl WsSession {
             Op::Ping => self.send_text(ops::ack(r, json!({"op": "ping"}))).await,
             Op::Subscribe { channel, cursor } => self.on_subscribe(r, channel, cursor).await,
             Op::Unsubscribe { channel } => {
+                // A subscribe still waiting on the application is called off.
+                self.pending_checks.remove(&channel);
                 self.session.unsubscribe(&channel);
                 self.send_text(ops::ack(
                     r,
@@ -275,6 +285,17 @@ impl WsSession {
             );
             return self.send_text(ops::error(r, "rate_limited", &msg)).await;
         }
+        self.judge(r, channel, cursor).await
+    }
+
+    /// Subscribe by the channel's rule: at once, or once the application
+    /// answered when the rule asks it (`ask_then_subscribe`).
+    async fn judge(
+        &mut self,
+        r: Option<&str>,
+        channel: String,
+        cursor: Option<Cursor>,
+    ) -> Result<(), WsError> {
         let verdict = match self
             .settings
             .rules
@@ -287,19 +308,123 @@ impl WsSession {
                     .await;
             }
         };
-        let credential = self.client.credential.as_ref();
-        let terms =
-            match login::allow(&self.state, &self.settings, credential, &channel, verdict).await {
-                Ok((rule, checked)) => SubscriptionPolicy {
-                    checked,
-                    ..SubscriptionPolicy::from(rule)
-                },
-                Err(denied) => {
-                    return self
-                        .send_text(ops::error(r, denied.code, &denied.message))
-                        .await;
+        match verdict {
+            Verdict::Allowed(rule) => {
+                let terms = SubscriptionPolicy::from(rule);
+                self.subscribe_with(r, channel, cursor, terms).await
+            }
+            Verdict::Ask(..) => self.ask_then_subscribe(r, channel, cursor).await,
+        }
+    }
+
+    /// Ask the application about `channel` on a task of its own; the answer
+    /// comes back through the session loop (`on_checked`). A channel
+    /// unsubscribed meanwhile is not subscribed when the answer comes.
+    async fn ask_then_subscribe(
+        &mut self,
+        r: Option<&str>,
+        channel: String,
+        cursor: Option<Cursor>,
+    ) -> Result<(), WsError> {
+        if self.pending_checks.len() >= MAX_PENDING_CHECKS
+            && !self.pending_checks.contains_key(&channel)
+        {
+            return self
+                .send_text(ops::error(
+                    r,
+                    "rate_limited",
+                    "too many subscribes awaiting the application",
+                ))
+                .await;
+        }
+        self.check_generation += 1;
+        let generation = self.check_generation;
+        self.pending_checks.insert(channel.clone(), generation);
+        let tx = self
+            .checked
+            .get_or_insert_with(|| mpsc::channel(MAX_PENDING_CHECKS))
+            .0
+            .clone();
+        let state = self.state.clone();
+        let settings = self.settings.clone();
+        let credential = self.client.credential.clone();
+        let identity = self.client.identity.clone();
+        let reference = r.map(str::to_string);
+        tokio::spawn(async move {
+            let answer = match settings.rules.check_subscribe(&channel, identity.as_ref()) {
+                Err(refusal) => Err((refusal.code(), refusal.to_string())),
+                Ok(verdict) => {
+                    login::allow(&state, &settings, credential.as_ref(), &channel, verdict)
+                        .await
+                        .map(|(rule, checked)| SubscriptionPolicy {
+                            checked,
+                            ..SubscriptionPolicy::from(rule)
+                        })
+                        .map_err(|denied| (denied.code, denied.message))
                 }
             };
+            let _ = tx
+                .send(Checked {
+                    reference,
+                    channel,
+                    cursor,
+                    generation,
+                    settings,
+                    identity,
+                    answer,
+                })
+                .await;
+        });
+        Ok(())
+    }
+
+    /// The application answered a subscribe (`ask_then_subscribe`).
+    pub(super) async fn on_checked(&mut self, checked: Checked) -> Result<(), WsError> {
+        let Checked {
+            reference,
+            channel,
+            cursor,
+            generation,
+            settings,
+            identity,
+            answer,
+        } = checked;
+        let r = reference.as_deref();
+        if self.pending_checks.get(&channel) != Some(&generation) {
+            // Unsubscribed while the application was asked (or asked
+            // again since: that answer is the one that counts).
+            if self.pending_checks.contains_key(&channel) {
+                return Ok(());
+            }
+            return self
+                .send_text(ops::error(
+                    r,
+                    "cancelled",
+                    "unsubscribed before the application answered",
+                ))
+                .await;
+        }
+        self.pending_checks.remove(&channel);
+        if !Arc::ptr_eq(&settings, &self.settings) || identity != self.client.identity {
+            // The rules or who the client is changed while it was asked:
+            // judged again by what is in force now.
+            return Box::pin(self.judge(r, channel, cursor)).await;
+        }
+        match answer {
+            Ok(terms) => self.subscribe_with(r, channel, cursor, terms).await,
+            Err((code, message)) => self.send_text(ops::error(r, code, &message)).await,
+        }
+    }
+
+    /// Subscribe to a channel its rule (and the application, if asked)
+    /// allowed, within the connection's and the channel's limits.
+    async fn subscribe_with(
+        &mut self,
+        r: Option<&str>,
+        channel: String,
+        cursor: Option<Cursor>,
+        terms: SubscriptionPolicy,
+    ) -> Result<(), WsError> {
         if self.session.channel_count() >= self.settings.config.limits.max_channels_per_connection
             && !self.session.is_subscribed(&channel)
         {
@@ -362,4 +487,18 @@ impl WsSession {
         };
         self.send_text(frame).await
     }
+}
+
+/// A subscribe's answer from the application, back to its session.
+pub(super) struct Checked {
+    reference: Option<String>,
+    channel: String,
+    cursor: Option<Cursor>,
+    /// Which ask of the channel this answers (a later subscribe or an
+    /// unsubscribe makes an earlier answer void).
+    generation: u64,
+    /// The settings and identity it was judged by.
+    settings: Arc<Settings>,
+    identity: Option<Identity>,
+    answer: Result<SubscriptionPolicy, (&'static str, String)>,
 }

@@ -167,6 +167,7 @@ impl WsSession {
                     self.pending_sends = self.pending_sends.saturating_sub(1);
                     self.send_text(reply).await
                 }
+                Some(checked) = next_reply(&mut self.checked) => Box::pin(self.on_checked(checked)).await,
                 // Only with nothing of ours owed: tungstenite writes its pong
                 // replies while reading, and they must not land inside a frame.
                 read = self.socket.next(), if self.outgoing.is_empty() => {
@@ -390,10 +391,9 @@ fn message_len(item: &Delivery) -> usize {
     }
 }
 
-/// The next backend answer to a `send` op, if any channel was made.
-async fn next_reply(
-    replies: &mut Option<(mpsc::Sender<String>, mpsc::Receiver<String>)>,
-) -> Option<String> {
+/// The next answer from the application (to a `send` op, or to a
+/// `subscribe` that asked it), if any channel was made.
+async fn next_reply<T>(replies: &mut Option<(mpsc::Sender<T>, mpsc::Receiver<T>)>) -> Option<T> {
     match replies {
         Some((_, rx)) => rx.recv().await,
         None => std::future::pending().await,
