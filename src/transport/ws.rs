@@ -149,12 +149,16 @@ struct WsSession {
         mpsc::Sender<requests::Checked>,
         mpsc::Receiver<requests::Checked>,
     )>,
-    /// Channels whose subscribe awaits the application, with which ask.
-    pending_checks: std::collections::HashMap<String, u64>,
+    /// Channels whose subscribe awaits the application: one ask each.
+    pending_checks: std::collections::HashMap<String, requests::Pending>,
     check_generation: u64,
+    /// Bumped whenever what the connection may follow was judged again
+    /// (recheck, revocation, expiry): an answer asked before is judged anew.
+    judged: u64,
 }
 
-/// Most `subscribe` ops one connection may have waiting on the application.
+/// Most channels one connection may have waiting on the application, and
+/// most subscribes waiting on one channel's answer.
 const MAX_PENDING_CHECKS: usize = 16;
 
 /// Most `send` ops one connection may have waiting on the backend.
@@ -248,6 +252,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         checked: None,
         pending_checks: std::collections::HashMap::new(),
         check_generation: 0,
+        judged: 0,
     };
     ws.state.metrics.connect("ws");
     let started = ws.start(sub).await;

@@ -529,27 +529,41 @@ async fn a_websocket_goes_on_while_the_application_is_asked() {
     gw.publish_one("orders.8", json!({"n": 2})).await;
     assert_eq!(next_reply(&mut socket).await["channel"], "orders.8");
 
-    // Unsubscribed before the answer: told so, and not followed. (A new
-    // login: its answer is not cached.)
+    // Unsubscribed before the answer: told so, and not followed; a
+    // subscribe after that is asked afresh and answered. (A new login: its
+    // answer is not cached.)
     let bob2 = app.login("bob");
     let mut socket = ws(&gw, "public.x", Some(&bob2)).await.unwrap();
-    send_json(
-        &mut socket,
-        json!({"op": "subscribe", "channel": "orders.8", "ref": "s"}),
-    )
-    .await;
-    send_json(
-        &mut socket,
-        json!({"op": "unsubscribe", "channel": "orders.8", "ref": "u"}),
-    )
-    .await;
-    assert_eq!(next_reply(&mut socket).await["ref"], "u");
+    for (op, r) in [
+        ("subscribe", "s1"),
+        ("unsubscribe", "u"),
+        ("subscribe", "s2"),
+    ] {
+        send_json(
+            &mut socket,
+            json!({"op": op, "channel": "orders.8", "ref": r}),
+        )
+        .await;
+    }
     let called_off = next_reply(&mut socket).await;
     assert_eq!(
         (&called_off["ref"], &called_off["code"]),
-        (&json!("s"), &json!("cancelled")),
+        (&json!("s1"), &json!("cancelled")),
         "{called_off}"
     );
+    assert_eq!(next_reply(&mut socket).await["ref"], "u");
+    let ack = next_reply(&mut socket).await;
+    assert_eq!(
+        (&ack["ref"], &ack["type"]),
+        (&json!("s2"), &json!("ack")),
+        "{ack}"
+    );
+    send_json(
+        &mut socket,
+        json!({"op": "unsubscribe", "channel": "orders.8", "ref": "u2"}),
+    )
+    .await;
+    assert_eq!(next_reply(&mut socket).await["ref"], "u2");
     gw.publish_one("orders.8", json!({"n": 3})).await;
     gw.publish_one("public.x", json!({"n": 4})).await;
     let next = next_reply(&mut socket).await;
@@ -557,4 +571,26 @@ async fn a_websocket_goes_on_while_the_application_is_asked() {
         next["channel"], "public.x",
         "orders.8 is not followed: {next}"
     );
+
+    // Two subscribes to one channel while it is asked about: one question
+    // to the application, an answer to each.
+    let bob3 = app.login("bob");
+    let mut socket = ws(&gw, "public.x", Some(&bob3)).await.unwrap();
+    let asked = app.order_calls.load(Ordering::SeqCst);
+    for r in ["a", "b"] {
+        send_json(
+            &mut socket,
+            json!({"op": "subscribe", "channel": "orders.8", "ref": r}),
+        )
+        .await;
+    }
+    for r in ["a", "b"] {
+        let ack = next_reply(&mut socket).await;
+        assert_eq!(
+            (&ack["ref"], &ack["type"]),
+            (&json!(r), &json!("ack")),
+            "{ack}"
+        );
+    }
+    assert_eq!(app.order_calls.load(Ordering::SeqCst), asked + 1);
 }

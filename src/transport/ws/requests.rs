@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -146,6 +147,7 @@ impl WsSession {
     /// allow, telling the client of each as `forbidden` with its channel;
     /// returns how many.
     pub(super) async fn revoke_forbidden(&mut self, why: &str) -> Result<usize, WsError> {
+        self.judged += 1;
         let gone = self
             .session
             .revoke_forbidden(&self.settings.rules, self.client.identity.as_ref());
@@ -170,6 +172,7 @@ impl WsSession {
             "token_expired",
             "the token expired; send a fresh `auth` op to continue",
         );
+        self.judged += 1;
         self.client.identity = None;
         self.session.set_subject(None);
         let needed_token = self
@@ -189,6 +192,7 @@ impl WsSession {
     /// closed with its error. `Ok(Ok(true))`: the application could not be
     /// asked, and should be again soon.
     pub(super) async fn on_recheck(&mut self) -> Result<Result<bool, WsError>, Ending> {
+        self.judged += 1;
         let settings = self.settings.clone();
         let found =
             login::recheck(&self.state, &settings, &mut self.client, &mut self.session).await;
@@ -235,7 +239,7 @@ impl WsSession {
             Op::Subscribe { channel, cursor } => self.on_subscribe(r, channel, cursor).await,
             Op::Unsubscribe { channel } => {
                 // A subscribe still waiting on the application is called off.
-                self.pending_checks.remove(&channel);
+                self.call_off(&channel).await?;
                 self.session.unsubscribe(&channel);
                 self.send_text(ops::ack(
                     r,
@@ -318,17 +322,32 @@ impl WsSession {
     }
 
     /// Ask the application about `channel` on a task of its own; the answer
-    /// comes back through the session loop (`on_checked`). A channel
-    /// unsubscribed meanwhile is not subscribed when the answer comes.
+    /// comes back through the session loop (`on_checked`). One ask per
+    /// channel: another subscribe to a channel being asked about waits for
+    /// the same answer. An unsubscribe calls the ask off (`call_off`).
     async fn ask_then_subscribe(
         &mut self,
         r: Option<&str>,
         channel: String,
         cursor: Option<Cursor>,
     ) -> Result<(), WsError> {
-        if self.pending_checks.len() >= MAX_PENDING_CHECKS
-            && !self.pending_checks.contains_key(&channel)
-        {
+        if let Some(pending) = self.pending_checks.get_mut(&channel) {
+            if pending.refs.len() >= MAX_PENDING_CHECKS {
+                return self
+                    .send_text(ops::error(
+                        r,
+                        "rate_limited",
+                        "too many subscribes awaiting the application",
+                    ))
+                    .await;
+            }
+            pending.refs.push(r.map(str::to_string));
+            if cursor.is_some() {
+                pending.cursor = cursor;
+            }
+            return Ok(());
+        }
+        if self.pending_checks.len() >= MAX_PENDING_CHECKS {
             return self
                 .send_text(ops::error(
                     r,
@@ -337,9 +356,18 @@ impl WsSession {
                 ))
                 .await;
         }
+        // Refused now rather than after the application was asked for it.
+        let max = self.settings.config.limits.max_channels_per_connection;
+        if self.session.channel_count() + self.pending_checks.len() >= max
+            && !self.session.is_subscribed(&channel)
+        {
+            let msg = format!("at most {max} channels per connection");
+            return self
+                .send_text(ops::error(r, "too_many_channels", &msg))
+                .await;
+        }
         self.check_generation += 1;
         let generation = self.check_generation;
-        self.pending_checks.insert(channel.clone(), generation);
         let tx = self
             .checked
             .get_or_insert_with(|| mpsc::channel(MAX_PENDING_CHECKS))
@@ -349,71 +377,108 @@ impl WsSession {
         let settings = self.settings.clone();
         let credential = self.client.credential.clone();
         let identity = self.client.identity.clone();
-        let reference = r.map(str::to_string);
-        tokio::spawn(async move {
-            let answer = match settings.rules.check_subscribe(&channel, identity.as_ref()) {
-                Err(refusal) => Err((refusal.code(), refusal.to_string())),
-                Ok(verdict) => {
-                    login::allow(&state, &settings, credential.as_ref(), &channel, verdict)
-                        .await
-                        .map(|(rule, checked)| SubscriptionPolicy {
-                            checked,
-                            ..SubscriptionPolicy::from(rule)
-                        })
-                        .map_err(|denied| (denied.code, denied.message))
+        let judged = self.judged;
+        let asked = channel.clone();
+        let task = tokio::spawn(async move {
+            let ask = async {
+                match settings.rules.check_subscribe(&asked, identity.as_ref()) {
+                    Err(refusal) => Err((refusal.code(), refusal.to_string())),
+                    Ok(verdict) => {
+                        login::allow(&state, &settings, credential.as_ref(), &asked, verdict)
+                            .await
+                            .map(|(rule, checked)| SubscriptionPolicy {
+                                checked,
+                                ..SubscriptionPolicy::from(rule)
+                            })
+                            .map_err(|denied| (denied.code, denied.message))
+                    }
                 }
             };
+            // A panic is an answer too: the subscribes waiting are told.
+            let answer = std::panic::AssertUnwindSafe(ask)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(("unavailable", "the check failed".to_string())));
             let _ = tx
                 .send(Checked {
-                    reference,
-                    channel,
-                    cursor,
+                    channel: asked,
                     generation,
                     settings,
                     identity,
+                    judged,
                     answer,
                 })
                 .await;
         });
+        self.pending_checks.insert(
+            channel,
+            Pending {
+                generation,
+                refs: vec![r.map(str::to_string)],
+                cursor,
+                task: task.abort_handle(),
+            },
+        );
         Ok(())
     }
 
-    /// The application answered a subscribe (`ask_then_subscribe`).
+    /// `channel` was unsubscribed: its ask, if any, is called off and the
+    /// subscribes that waited on it are told so.
+    async fn call_off(&mut self, channel: &str) -> Result<(), WsError> {
+        // Dropped at the end: that stops its task (`Pending`'s drop).
+        let Some(pending) = self.pending_checks.remove(channel) else {
+            return Ok(());
+        };
+        for r in &pending.refs {
+            self.send_text(ops::error(
+                r.as_deref(),
+                "cancelled",
+                "unsubscribed before the application answered",
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The application answered a subscribe (`ask_then_subscribe`): every
+    /// subscribe that waited on this ask gets its answer.
     pub(super) async fn on_checked(&mut self, checked: Checked) -> Result<(), WsError> {
         let Checked {
-            reference,
             channel,
-            cursor,
             generation,
             settings,
             identity,
+            judged,
             answer,
         } = checked;
-        let r = reference.as_deref();
-        if self.pending_checks.get(&channel) != Some(&generation) {
-            // Unsubscribed while the application was asked (or asked
-            // again since: that answer is the one that counts).
-            if self.pending_checks.contains_key(&channel) {
-                return Ok(());
+        if self
+            .pending_checks
+            .get(&channel)
+            .is_none_or(|p| p.generation != generation)
+        {
+            // Called off; those who waited were told.
+            return Ok(());
+        }
+        let Some(pending) = self.pending_checks.remove(&channel) else {
+            return Ok(());
+        };
+        // The rules, who the client is, or what it may follow changed while
+        // it was asked: judged again by what is in force now.
+        let stale = !Arc::ptr_eq(&settings, &self.settings)
+            || identity != self.client.identity
+            || judged != self.judged;
+        for r in &pending.refs {
+            let (r, channel, cursor) = (r.as_deref(), channel.clone(), pending.cursor.clone());
+            if stale {
+                Box::pin(self.judge(r, channel, cursor)).await?;
+                continue;
             }
-            return self
-                .send_text(ops::error(
-                    r,
-                    "cancelled",
-                    "unsubscribed before the application answered",
-                ))
-                .await;
+            match &answer {
+                Ok(terms) => self.subscribe_with(r, channel, cursor, *terms).await?,
+                Err((code, message)) => self.send_text(ops::error(r, code, message)).await?,
+            }
         }
-        self.pending_checks.remove(&channel);
-        if !Arc::ptr_eq(&settings, &self.settings) || identity != self.client.identity {
-            // The rules or who the client is changed while it was asked:
-            // judged again by what is in force now.
-            return Box::pin(self.judge(r, channel, cursor)).await;
-        }
-        match answer {
-            Ok(terms) => self.subscribe_with(r, channel, cursor, terms).await,
-            Err((code, message)) => self.send_text(ops::error(r, code, &message)).await,
-        }
+        Ok(())
     }
 
     /// Subscribe to a channel its rule (and the application, if asked)
@@ -491,14 +556,30 @@ impl WsSession {
 
 /// A subscribe's answer from the application, back to its session.
 pub(super) struct Checked {
-    reference: Option<String>,
     channel: String,
-    cursor: Option<Cursor>,
-    /// Which ask of the channel this answers (a later subscribe or an
-    /// unsubscribe makes an earlier answer void).
+    /// Which ask of the channel this answers (an ask called off and made
+    /// again is another).
     generation: u64,
-    /// The settings and identity it was judged by.
+    /// The settings, identity and revocations it was judged by.
     settings: Arc<Settings>,
     identity: Option<Identity>,
+    judged: u64,
     answer: Result<SubscriptionPolicy, (&'static str, String)>,
+}
+
+/// A channel's ask of the application, and the subscribes waiting on it.
+pub(super) struct Pending {
+    generation: u64,
+    refs: Vec<Option<String>>,
+    /// The last cursor one of them gave.
+    cursor: Option<Cursor>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Pending {
+    /// An ask nobody waits on any more (unsubscribed, the session over)
+    /// stops, giving back its place among the application's checks.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
