@@ -331,23 +331,11 @@ impl WsSession {
         channel: String,
         cursor: Option<Cursor>,
     ) -> Result<(), WsError> {
-        if let Some(pending) = self.pending_checks.get_mut(&channel) {
-            if pending.refs.len() >= MAX_PENDING_CHECKS {
-                return self
-                    .send_text(ops::error(
-                        r,
-                        "rate_limited",
-                        "too many subscribes awaiting the application",
-                    ))
-                    .await;
-            }
-            pending.refs.push(r.map(str::to_string));
-            if cursor.is_some() {
-                pending.cursor = cursor;
-            }
-            return Ok(());
-        }
-        if self.pending_checks.len() >= MAX_PENDING_CHECKS {
+        let full = match self.pending_checks.get(&channel) {
+            Some(pending) => pending.refs.len() >= MAX_PENDING_CHECKS,
+            None => self.pending_checks.len() >= MAX_PENDING_CHECKS,
+        };
+        if full {
             return self
                 .send_text(ops::error(
                     r,
@@ -355,6 +343,13 @@ impl WsSession {
                     "too many subscribes awaiting the application",
                 ))
                 .await;
+        }
+        if let Some(pending) = self.pending_checks.get_mut(&channel) {
+            pending.refs.push(r.map(str::to_string));
+            if cursor.is_some() {
+                pending.cursor = cursor;
+            }
+            return Ok(());
         }
         // Refused now rather than after the application was asked for it.
         let max = self.settings.config.limits.max_channels_per_connection;
