@@ -191,4 +191,11 @@ pub fn relay(data: &[u8]) {
         });
         assert_eq!(parts, whole, "the end does not depend on the split");
     }
+    // Lowering trailer names finds the same end and changes nothing but
+    // upper-case letters into their lower case.
+    let mut lowered = data.to_vec();
+    assert_eq!(ChunkedEnd::default().feed_lowering(&mut lowered), whole);
+    for (a, b) in data.iter().zip(&lowered) {
+        assert!(a == b || (a.is_ascii_uppercase() && *b == a.to_ascii_lowercase()));
+    }
 }

@@ -39,7 +39,9 @@ enum State {
     DataLf,
     /// The start of a trailer line, or of the final empty line.
     TrailerStart,
-    /// Inside a trailer field, skipped up to its CR.
+    /// Inside a trailer field's name, up to its `:`.
+    TrailerName,
+    /// Inside a trailer field's value, skipped up to its CR.
     Trailer,
     /// A trailer line's CR was seen; its LF is due.
     TrailerLf,
@@ -70,7 +72,24 @@ impl ChunkedEnd {
     /// first `n` bytes of `buf` (whatever follows is not part of it);
     /// `None`: all of `buf` belongs to the body and more is due.
     pub fn feed(&mut self, buf: &[u8]) -> Result<Option<usize>, Malformed> {
-        match self.scan(buf, false)? {
+        match self.scan(buf, false, &mut Vec::new())? {
+            Scanned::Ends(n) => Ok(Some(n)),
+            Scanned::More | Scanned::Trailers(_) => Ok(None),
+        }
+    }
+
+    /// [`feed`](Self::feed), writing trailer field names in lowercase as
+    /// it goes, as hyper writes them: whichever engine carries an answer,
+    /// a client gets its trailers alike.
+    pub fn feed_lowering(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Malformed> {
+        // Where the upper-case letters of names are; empty (no allocation)
+        // for a body without trailers, the common case.
+        let mut upper = Vec::new();
+        let scanned = self.scan(buf, false, &mut upper)?;
+        for i in upper {
+            buf[i] = buf[i].to_ascii_lowercase();
+        }
+        match scanned {
             Scanned::Ends(n) => Ok(Some(n)),
             Scanned::More | Scanned::Trailers(_) => Ok(None),
         }
@@ -81,7 +100,11 @@ impl ChunkedEnd {
     pub fn in_trailers(&self) -> bool {
         matches!(
             self.state,
-            State::TrailerStart | State::Trailer | State::TrailerLf | State::FinalLf
+            State::TrailerStart
+                | State::TrailerName
+                | State::Trailer
+                | State::TrailerLf
+                | State::FinalLf
         )
     }
 
@@ -91,10 +114,17 @@ impl ChunkedEnd {
     /// empty line (fed on with `feed`). For a client that may not get
     /// trailers, the body is then those `n` bytes and an empty line.
     pub fn feed_to_trailers(&mut self, buf: &[u8]) -> Result<Scanned, Malformed> {
-        self.scan(buf, true)
+        self.scan(buf, true, &mut Vec::new())
     }
 
-    fn scan(&mut self, buf: &[u8], stop_at_trailers: bool) -> Result<Scanned, Malformed> {
+    /// Follow `buf`; `upper` gets the index of every upper-case letter in
+    /// a trailer field's name.
+    fn scan(
+        &mut self,
+        buf: &[u8],
+        stop_at_trailers: bool,
+        upper: &mut Vec<usize>,
+    ) -> Result<Scanned, Malformed> {
         let mut i = 0;
         while i < buf.len() {
             if let State::Data(left) = self.state {
@@ -158,13 +188,20 @@ impl ChunkedEnd {
                     return Ok(Scanned::Ends(i));
                 }
                 (State::FinalLf, _) => return Err(Malformed),
-                (State::Trailer, b'\r') => State::TrailerLf,
+                (State::TrailerName | State::Trailer, b'\r') => State::TrailerLf,
                 (State::TrailerLf, b'\n') => State::TrailerStart,
                 (State::TrailerLf, _) => return Err(Malformed),
-                (State::TrailerStart | State::Trailer, _) if is_control(b) => {
+                (State::TrailerStart | State::TrailerName | State::Trailer, _) if is_control(b) => {
                     return Err(Malformed);
                 }
-                (State::TrailerStart | State::Trailer, _) => State::Trailer,
+                (State::TrailerStart | State::TrailerName, b':') => State::Trailer,
+                (State::TrailerStart | State::TrailerName, _) => {
+                    if b.is_ascii_uppercase() {
+                        upper.push(i - 1);
+                    }
+                    State::TrailerName
+                }
+                (State::Trailer, _) => State::Trailer,
                 (State::Data(_), _) | (State::Done, _) => return Ok(Scanned::Ends(i - 1)),
             };
         }
@@ -233,6 +270,27 @@ mod tests {
         let mut next = body.to_vec();
         next.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
         assert_eq!(end_of(&next), Ok(Some(body.len())));
+    }
+
+    #[test]
+    fn trailer_names_are_lowered_across_any_split() {
+        let body = b"5\r\nHELLO\r\n0\r\nX-Sum: Forty-Two\r\nETag: \"AbC\"\r\n\r\n";
+        for split in 0..=body.len() {
+            let mut bytes = body.to_vec();
+            let (a, b) = bytes.split_at_mut(split);
+            let mut scan = ChunkedEnd::default();
+            let first = scan.feed_lowering(a).unwrap();
+            let end = match first {
+                Some(n) => n,
+                None => split + scan.feed_lowering(b).unwrap().unwrap(),
+            };
+            assert_eq!(end, body.len(), "split at {split}");
+            assert_eq!(
+                &bytes[..],
+                &b"5\r\nHELLO\r\n0\r\nx-sum: Forty-Two\r\netag: \"AbC\"\r\n\r\n"[..],
+                "names only, values and data as sent (split at {split})"
+            );
+        }
     }
 
     #[test]

@@ -234,7 +234,7 @@ where
         Framing::UntilClose => Body::UntilClose,
     };
     // What has come of the body so far goes out with the head, in one write.
-    let Ok(taken) = body.take(&rbuf) else {
+    let Ok(taken) = body.take(&mut rbuf) else {
         warn!("backend sent a malformed chunked body");
         return refuse(state, io, Refusal::Unreachable, started, out, close).await;
     };

@@ -2,9 +2,10 @@
 //! through the HTTP/1 relay and through hyper (a request a tap watches goes
 //! by hyper), and what the application received and what the client got
 //! compared, header names as spelled (both engines keep the spelling they
-//! got, `Host` included). Written differently, and compared without case:
-//! the framing fields each engine writes itself, and trailer names (hyper
-//! writes them lowercase). Field order is not compared.
+//! got, `Host` included; trailer names both write lowercase, as hyper's
+//! trailer map holds them). Written differently, and compared without case:
+//! the framing fields each engine writes itself. Field order is not
+//! compared.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -139,11 +140,8 @@ fn parse(raw: &[u8], head_only: bool) -> Seen {
                         .position(|w| w == b"\r\n\r\n")
                         .map_or(0, |p| p + 2)
                 });
-                // Names without case: hyper writes trailers lowercase.
-                trailers = fields(&String::from_utf8_lossy(&rest[..end]))
-                    .into_iter()
-                    .map(|(n, v)| (n.to_ascii_lowercase(), v))
-                    .collect();
+                // Names as written: both engines write them lowercase.
+                trailers = fields(&String::from_utf8_lossy(&rest[..end]));
                 break;
             }
             body.extend_from_slice(&rest[..size]);

@@ -63,10 +63,13 @@ impl Body {
     /// gets (a client that did not ask for trailers gets none: the body's
     /// last empty line, [`NO_TRAILERS`], is written once it `end`s), and
     /// whether it ends there.
-    pub(super) fn take(&mut self, bytes: &[u8]) -> Result<Taken, Malformed> {
+    /// Trailers the client takes are passed with their names in lowercase
+    /// (`ChunkedEnd::feed_lowering`), as hyper's engine writes them.
+    pub(super) fn take(&mut self, bytes: &mut [u8]) -> Result<Taken, Malformed> {
+        let len = bytes.len();
         let all = |end| Taken {
-            used: bytes.len(),
-            keep: bytes.len(),
+            used: len,
+            keep: len,
             end,
         };
         match self {
@@ -83,7 +86,7 @@ impl Body {
             Body::Chunked {
                 scan,
                 trailers: true,
-            } => Ok(match scan.feed(bytes)? {
+            } => Ok(match scan.feed_lowering(bytes)? {
                 Some(n) => Taken {
                     used: n,
                     keep: n,
@@ -174,7 +177,7 @@ where
             }
             Ok(Ok(_)) => {}
         }
-        let Ok(taken) = body.take(&rbuf) else {
+        let Ok(taken) = body.take(&mut rbuf) else {
             warn!("backend sent a malformed chunked body");
             return Next::Abort;
         };
