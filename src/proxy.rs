@@ -89,50 +89,48 @@ impl<'a> Proxy<'a> {
             };
             tried.push(i);
             let server = servers.list[i].clone();
-            // Kept where it could be sent again: another server left to
-            // try, or the same one on a new connection (`again`).
-            let copy = |req: &Request<Body>| {
-                if http_body::Body::is_end_stream(req.body()) {
-                    Some(copy_with(req, reply::empty()))
-                } else {
-                    replay.as_ref().map(|r| copy_with(req, r.body()))
-                }
-            };
-            let spare = if tried.len() >= servers.list.len() {
-                None
-            } else {
-                copy(&req)
-            };
             let mut parts = req.uri().clone().into_parts();
             parts.authority = Some(server.authority.clone());
             if let Ok(uri) = http::Uri::from_parts(parts) {
                 *req.uri_mut() = uri;
             }
             self.upstream.default_host(req.headers_mut());
+            // What could be sent again: a request without a body, or one
+            // whose body was kept. Its head is copied once, for the next
+            // server (`spare`) or the same one on a new connection
+            // (`again`, only for an idempotent request).
+            let bodiless = http_body::Body::is_end_stream(req.body());
+            let body = || match bodiless {
+                true => Some(reply::empty()),
+                false => replay.as_ref().map(upload::Replay::body),
+            };
+            let more_servers = tried.len() < servers.list.len();
+            let head = ((more_servers || idempotent) && (bodiless || replay.is_some()))
+                .then(|| copy_with(&req, reply::empty()));
+            let again = || Some(copy_with(head.as_ref()?, body()?));
+            let again = idempotent.then_some(&again as &exchange::Again<'_>);
             let conn = reuse::Connection::watch(&mut req);
-            let again = idempotent.then(|| copy(&req)).flatten().map(|mut r| {
-                conn.watch_also(&mut r);
-                r
-            });
             let mut in_flight = server.start();
             let sent = exchange::send(&server, req, again, &conn);
+            let can_spare = more_servers && head.is_some();
+            let spare = || Some(copy_with(head.as_ref()?, body()?));
             let mut result = tokio::time::timeout(self.upstream.timeout(), sent).await;
             match &mut result {
                 Ok(Err(error)) if error.is_connect() => {
                     warn!(server = %server.name, error = %reason(error), "upstream server unreachable");
                     in_flight.not_connected();
                     server.mark_down();
-                    if spare.is_some() {
-                        next = spare;
+                    if can_spare {
+                        next = spare();
                         continue;
                     }
                 }
                 // Failed without an answer on a connection that was made (a
                 // server killed mid-request): an idempotent request may be
                 // sent again (RFC 9110 §9.2.2); nothing reached the client.
-                Ok(Err(error)) if idempotent && spare.is_some() => {
-                    warn!(server = %server.authority, %error, "upstream server failed before answering; trying the next");
-                    next = spare;
+                Ok(Err(error)) if idempotent && can_spare => {
+                    warn!(server = %server.name, %error, "upstream server failed before answering; trying the next");
+                    next = spare();
                     continue;
                 }
                 Ok(Ok(resp)) => {

@@ -1,9 +1,9 @@
 //! The application's server as the gateway reaches it: where it is, the
 //! connections kept to it (one pool per server, `pool.rs`, which hyper's
-//! engine, `exchange.rs`, and the relay both use), the timeouts, and how its
-//! answers' framing is read (`framing.rs`) and whether a connection may
-//! carry the next request (`reuse.rs`). The proxy (client requests passed on) and the transports'
-//! own requests (client messages forwarded to `client_messages.forward_to`)
+//! engine, `exchange.rs`, and the relay both use), the timeouts, and how
+//! its answers' framing is read (`framing.rs`) and whether a connection may
+//! carry the next request (`reuse.rs`). The proxy (client requests passed
+//! on) and the transports' own requests (client messages forwarded to `client_messages.forward_to`)
 //! both go through here, so neither calls the other.
 //!
 //! Servers are `http://`, `https://` (TLS to the application, `tls.rs`) or
@@ -393,13 +393,8 @@ impl Upstream {
             // Its body is here: a pooled connection that turns out closed
             // costs nothing but a new one (`exchange::send`), for a request
             // that may be sent twice.
-            let again = match is_idempotent(&method) {
-                true => Some(build()?).map(|mut r| {
-                    conn.watch_also(&mut r);
-                    r
-                }),
-                false => None,
-            };
+            let again = || build().ok();
+            let again = is_idempotent(&method).then_some(&again as &exchange::Again<'_>);
             let mut in_flight = server.start();
             let sent = exchange::send(server, req, again, &conn);
             match tokio::time::timeout(self.timeout, sent).await {

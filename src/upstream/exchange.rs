@@ -50,15 +50,17 @@ impl SendError {
 /// Send `req` to `server` and return its answer head; the body streams
 /// from the connection, which is given back to the pool when it ended.
 ///
-/// `again` is the same request once more, for a request that may be sent
-/// twice (idempotent, its body kept): a pooled connection the server closed
-/// while it sat idle fails before answering, and then `again` goes out on a
-/// new connection. Without it, such a failure is the request's own.
-/// `conn` is where the answer's judges (`reuse.rs`) retire the connection.
+/// `again` makes the same request once more, for a request that may be
+/// sent twice (idempotent, its body kept): a pooled connection the server
+/// closed while it sat idle fails before answering, and then what `again`
+/// makes goes out on a new connection. It is called only then, so the
+/// usual request costs no copy for it. Without it, such a failure is the
+/// request's own. `conn` is where the answer's judges (`reuse.rs`) retire
+/// the connection; it follows the copy too.
 pub(crate) async fn send(
     server: &Arc<Server>,
     mut req: Request<Body>,
-    mut again: Option<Request<Body>>,
+    again: Option<&Again<'_>>,
     conn: &Connection,
 ) -> Result<Response<Pooled>, SendError> {
     let upgrade = req.headers().contains_key(header::UPGRADE);
@@ -98,19 +100,29 @@ pub(crate) async fn send(
                 return Ok(resp.map(|body| Pooled::new(body, lease)));
             }
             Err(mut error) => {
-                let unsent = error.take_message();
-                match (unsent, again.take()) {
-                    // Nothing of it was written, or a pooled connection
-                    // failed before any answer: once more, on a new one.
-                    (Some(back), _) if reused => req = back,
-                    (None, Some(copy)) if reused => req = copy,
-                    _ => return Err(SendError::Http(error.into_error())),
-                }
+                // Nothing of it was written, or a pooled connection failed
+                // before any answer: once more, on a new one. Only once
+                // (`pooled` is then false).
+                let back = match error.take_message() {
+                    Some(back) if reused => Some(back),
+                    None if reused => again.and_then(|make| make()).map(|mut copy| {
+                        conn.watch_also(&mut copy);
+                        copy
+                    }),
+                    _ => None,
+                };
+                let Some(back) = back else {
+                    return Err(SendError::Http(error.into_error()));
+                };
+                req = back;
                 pooled = false;
             }
         }
     }
 }
+
+/// Makes a request again (see [`send`]); `None` when it cannot be.
+pub(crate) type Again<'a> = dyn Fn() -> Option<Request<Body>> + Send + Sync + 'a;
 
 /// Run the connection for one exchange, then give its socket back when
 /// the answer left it reusable (see the module's doc).

@@ -170,15 +170,16 @@ async fn probe(
         }
         Some(req)
     };
-    let (Some(mut req), Some(mut again)) = (build(), build()) else {
+    let Some(mut req) = build() else {
         return false;
     };
     let check = async {
         let conn = reuse::Connection::watch(&mut req);
-        conn.watch_also(&mut again);
         // A pooled connection the server closed meanwhile is not the
         // server failing its check: once more on a new one.
-        let mut resp = exchange::send(server, req, Some(again), &conn).await.ok()?;
+        let mut resp = exchange::send(server, req, Some(&build), &conn)
+            .await
+            .ok()?;
         reuse::check(&http::Method::GET, false, &mut resp, &conn).ok()?;
         let ok = resp.status().is_success();
         http_body_util::Limited::new(resp.into_body(), ANSWER_LIMIT)

@@ -22,8 +22,8 @@ use super::stats::{Failure, ServerStats};
 pub const DOWN_FOR: Duration = Duration::from_secs(2);
 
 pub struct Server {
-    /// `host:port`, as in the request URI and the metrics (for a unix
-    /// socket a made-up name, see `connect.rs`).
+    /// `host:port`, as in the request URI (for a unix socket a made-up
+    /// name, `upstream::unix_authority`).
     pub authority: http::uri::Authority,
     /// What it is, for logs: `http://host:port`, `https://…`, `unix:/path`.
     pub name: String,
@@ -113,9 +113,10 @@ impl Server {
 }
 
 /// One request in flight on a server, from the attempt to the end of its
-/// answer (the guard goes with the body, `exchange::Pooled::hold`). One that ends without [`InFlight::answered`] (a timeout, a reset,
-/// an unusable answer, a client that left) counts as `no_answer`, unless
-/// its connect failed (counted as that).
+/// answer (the guard goes with the body, `exchange::Pooled::hold`). One
+/// that ends without [`InFlight::answered`] (a timeout, a reset, an
+/// unusable answer, a client that left) counts as `no_answer`, unless its
+/// connect failed (counted as that).
 pub struct InFlight {
     server: Arc<Server>,
     started: Instant,

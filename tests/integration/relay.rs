@@ -117,6 +117,15 @@ async fn a_pooled_connection_the_backend_closed_is_retried() {
     // lost there, and sent again once on a new one.
     assert_eq!(app.hung_up.load(Ordering::SeqCst), 3);
     assert_eq!(app.connections.load(Ordering::SeqCst), 4);
+    // The same through hyper's engine (HTTP/2 from the client), which
+    // takes from the same pool: the idle connection left by the last GET
+    // is lost too, and each request is sent once more on a new one.
+    for i in 0..3 {
+        let resp = gw.http.get(gw.url(&format!("/h{i}"))).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "/h{i}");
+        assert_eq!(resp.text().await.unwrap(), format!("fresh /h{i}"));
+    }
+    assert_eq!(app.hung_up.load(Ordering::SeqCst), 6);
     let paths: Vec<String> = app
         .heads
         .lock()
@@ -126,7 +135,10 @@ async fn a_pooled_connection_the_backend_closed_is_retried() {
         .collect();
     assert_eq!(
         paths,
-        ["/r0", "/r1", "/r1", "/r2", "/r2", "/r3", "/r3"],
+        [
+            "/r0", "/r1", "/r1", "/r2", "/r2", "/r3", "/r3", "/h0", "/h0", "/h1", "/h1", "/h2",
+            "/h2"
+        ],
         "each lost request is repeated once"
     );
 }

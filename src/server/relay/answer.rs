@@ -63,6 +63,7 @@ impl Body {
     /// gets (a client that did not ask for trailers gets none: the body's
     /// last empty line, [`NO_TRAILERS`], is written once it `end`s), and
     /// whether it ends there.
+    ///
     /// Trailers the client takes are passed with their names in lowercase
     /// (`ChunkedEnd::feed_lowering`), as hyper's engine writes them.
     pub(super) fn take(&mut self, bytes: &mut [u8]) -> Result<Taken, Malformed> {

@@ -2,10 +2,9 @@
 //!
 //! Parsing is shared with the other transports (`transport/ops.rs`); what is
 //! WebSocket-specific is the answer: every op gets its ack or its error frame
-//! on the same connection, in the order the ops came (but for the two below),
-//! and a refused op is
-//! refused with an error frame, never by closing — only the session loop ends
-//! a session. Two ops wait on the application and are answered when it has:
+//! on the same connection, in the order the ops came (but for the two
+//! below), and a refused op is refused with an error frame, never by
+//! closing — only the session loop ends a session. Two ops wait on the application and are answered when it has:
 //! a `send` (forwarded to `client_messages.forward_to`) and a `subscribe` to
 //! a channel whose rule asks the application (`subscribe: { check }`). Both
 //! go on without holding up the session, so deliveries, pings and other ops
