@@ -194,7 +194,19 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     let path_range = path_start..path_start + path.len();
     head.extend_from_slice(b" HTTP/1.1\r\n");
     let mut host_range = 0..0;
+    // The forwarding fields the relay writes, as the client spelled them
+    // when it sent them too (hyper's path replaces the value and keeps the
+    // spelling), else in lowercase.
+    let mut spelled = FORWARDING;
     for h in parsed.headers.iter() {
+        if let Some(i) = FORWARDING
+            .iter()
+            .position(|n| h.name.eq_ignore_ascii_case(n))
+        {
+            if spelled[i] == FORWARDING[i] {
+                spelled[i] = h.name;
+            }
+        }
         if h.name.eq_ignore_ascii_case("host") {
             // In its place and as the client spelled it, as hyper's path
             // keeps it; the value in its checked form.
@@ -215,12 +227,8 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         info,
         Some(host),
     );
-    for (name, value) in [
-        ("x-forwarded-for", values.xff.as_str()),
-        ("forwarded", &values.forwarded),
-        ("x-forwarded-proto", values.proto),
-        ("x-forwarded-host", host),
-    ] {
+    let values = [values.xff.as_str(), &values.forwarded, values.proto, host];
+    for (name, value) in spelled.iter().zip(values) {
         write_field(&mut head, name, value.as_bytes());
     }
     head.extend_from_slice(b"\r\n");
@@ -235,17 +243,17 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     })
 }
 
+/// The forwarding fields the relay writes after the client's, in this order.
+const FORWARDING: [&str; 4] = [
+    "x-forwarded-for",
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
 /// Request headers the relay writes itself.
 fn replaced_on_the_way(name: &str) -> bool {
-    [
-        "host",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "forwarded",
-    ]
-    .iter()
-    .any(|n| name.eq_ignore_ascii_case(n))
+    name.eq_ignore_ascii_case("host") || FORWARDING.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 fn write_field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -497,10 +505,11 @@ mod tests {
         );
         for expected in [
             "Accept: */*\r\n",
-            "x-forwarded-for: 1.2.3.4, 10.0.0.7\r\n",
+            // As the client spelled those it sent; the rest lowercase.
+            "X-Forwarded-For: 1.2.3.4, 10.0.0.7\r\n",
             "forwarded: for=10.0.0.7;proto=http;host=\"app.example\"\r\n",
             "x-forwarded-proto: http\r\n",
-            "x-forwarded-host: app.example\r\n",
+            "X-Forwarded-Host: app.example\r\n",
         ] {
             assert!(head.contains(expected), "{expected:?} missing in {head}");
         }

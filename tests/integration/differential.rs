@@ -209,14 +209,35 @@ taps:
         (
             "GET",
             "plain",
-            "X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil\r\nCookie: a=1\r\nCookie: b=2\r\n",
+            "X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Host: evil\r\n",
         ),
+        // Two `Cookie` lines: the relay leaves those to hyper, which joins
+        // them (both roads are hyper's here, compared all the same).
+        ("GET", "plain", "Cookie: a=1\r\nCookie: b=2\r\n"),
     ];
     for (method, case, extra) in cases {
         heads.lock().unwrap().clear();
+        // Each by the engine it is meant for (the tap sends `/h/` to hyper).
+        let before = gw.relayed().await;
         let relay = ask(&gw, method, &format!("/r/{case}"), extra).await;
+        let relayed = if extra.contains("Cookie: b=2") {
+            "hyper"
+        } else {
+            "relay"
+        };
+        assert_eq!(
+            gw.engine_since(before).await,
+            relayed,
+            "{method} /r/{case} {extra:?}"
+        );
         let relay_got = heads.lock().unwrap().pop();
+        let before = gw.relayed().await;
         let hyper = ask(&gw, method, &format!("/h/{case}"), extra).await;
+        assert_eq!(
+            gw.engine_since(before).await,
+            "hyper",
+            "{method} /h/{case} {extra:?}"
+        );
         let hyper_got = heads.lock().unwrap().pop();
         if relay != hyper {
             let short = |s: &Seen| format!("{s:?}").chars().take(600).collect::<String>();
