@@ -12,9 +12,10 @@
 //! answers 502 or 504 itself (`relay/refusal.rs`).
 //!
 //! It takes only what it can forward exactly as the hyper path would (see
-//! `proxy/head.rs`), and only to `http://` and `https://` upstreams (TCP, or
-//! TLS over it: `upstream/backend_conn.rs`). It lives with the server because it serves a client
-//! connection; the rules it forwards by are the proxy's. The first request it does not take hands the connection, with
+//! `proxy/head.rs`), and only to `http://` and `https://` upstreams (TCP,
+//! or TLS over it: `upstream/backend_conn.rs`). It lives with the server
+//! because it serves a client connection; the rules it forwards by are the
+//! proxy's. The first request it does not take hands the connection, with
 //! the bytes already read, to hyper for the rest of its life.
 
 use std::io;
@@ -101,7 +102,7 @@ where
                 }
                 head::Request::Relay(mut out) => {
                     let routed = settings.upstreams.route(Some(out.host()), out.path());
-                    // TLS and unix sockets are hyper's to reach.
+                    // Unix sockets are hyper's to reach.
                     if !routed.upstream.relayable() {
                         return Relayed::HandOver(buf);
                     }

@@ -1,8 +1,8 @@
 //! Upstream servers over TLS and unix sockets: real HTTPS applications on
 //! port 0 with certificates from a test CA made here, and an application on
-//! a unix socket in a temp directory. Requests the relay would carry to an
-//! `http://` server go by hyper to these (`engine: hyper`), and arrive with
-//! the client's `Host`. A certificate that does not verify is a 502 and a
+//! a unix socket in a temp directory. Plain GETs to `https://` servers go by
+//! the relay, like those to `http://` ones; those to unix sockets by hyper.
+//! Both arrive with the client's `Host`. A certificate that does not verify is a 502 and a
 //! warning naming the server; it also counts as that server failing to
 //! connect, so the next server answers.
 

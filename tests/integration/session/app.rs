@@ -130,13 +130,21 @@ impl LoginApp {
         );
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        // Counted until answered, or until the gateway gave up on it and
+        // closed the connection (hyper then drops this future): what the
+        // gateway has outstanding, not what the app still works on.
+        struct Answering<'a>(&'a AtomicUsize);
+        impl Drop for Answering<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _answering = Answering(&self.in_flight);
         let delay = self.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let resp = self.check(&req, &path);
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        resp
+        self.check(&req, &path)
     }
 
     fn check(&self, req: &Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
