@@ -24,12 +24,19 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$work/san.ext"
 openssl x509 -req -in "$work/app.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
   -CAcreateserial -days 2 -extfile "$work/san.ext" -out "$work/app.crt" 2>/dev/null
 
+# The application servers: an nginx instance of their own (two workers),
+# as an application is a process of its own in front of which either proxy
+# sits. (Inside the proxy's own nginx they would share its event loops and
+# wake-ups, which favours nginx's figures and is no deployment.)
 hello='location / { return 200 "hello from the application\n"; }'
-nchan_conf "$work/nginx.conf" "
+nchan_conf "$work/apps.conf" "
   server { listen 127.0.0.1:18081; $hello }
   server { listen 127.0.0.1:18082; $hello }
   server { listen 127.0.0.1:18083 ssl; ssl_certificate $work/app.crt; ssl_certificate_key $work/app.key; $hello }
-  server { listen 127.0.0.1:18084 ssl; ssl_certificate $work/app.crt; ssl_certificate_key $work/app.key; $hello }
+  server { listen 127.0.0.1:18084 ssl; ssl_certificate $work/app.crt; ssl_certificate_key $work/app.key; $hello }"
+sed -i "s|listen 127.0.0.1:28080;|listen 127.0.0.1:28090;|; s|pid $work/nginx.pid|pid $work/apps.pid|" "$work/apps.conf"
+nginx -c "$work/apps.conf" -g 'daemon off;' & pids+=($!)
+nchan_conf "$work/nginx.conf" "
   upstream app { server 127.0.0.1:18081; server 127.0.0.1:18082; keepalive 64; }
   upstream app_tls { server 127.0.0.1:18083; server 127.0.0.1:18084; keepalive 64; }
   server { listen 127.0.0.1:28081; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }
@@ -57,7 +64,7 @@ out="$work/results.md"
   echo "## Proxy to two upstream servers, pushgate vs nginx, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "Machine: $(nproc) cores, $(uname -sr); load before: $(cut -d' ' -f1-3 /proc/loadavg). Command: \`ROUNDS=$ROUNDS bench/upstreams.sh\`; pushgate at $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with uncommitted changes')."
-  echo "wrk, 2 threads, 64 connections, 10 s per run; two nginx application servers per upstream, round robin on both proxies, HTTPS upstream verified against a test CA by both."
+  echo "wrk, 2 threads, 64 connections, 10 s per run; two nginx application servers per upstream (in an nginx instance of their own, two workers), round robin on both proxies (nginx: two workers), HTTPS upstream verified against a test CA by both."
   echo
   echo '| round | path | requests/s | p50 | p99 |'
   echo '|---|---|---|---|---|'

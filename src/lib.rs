@@ -35,6 +35,7 @@ pub(crate) mod hub;
 pub(crate) mod ingest;
 pub(crate) mod limits;
 pub mod logging;
+pub(crate) mod loops;
 pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod proxy;
@@ -73,6 +74,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Redis(#[from] crate::broker::redis::RedisSetupError),
+    #[error("starting the serving loops: {0}")]
+    Loops(std::io::Error),
 }
 
 /// The two listening sockets, bound by the caller (port 0 in tests).
@@ -170,15 +173,25 @@ impl Gateway {
             );
         }
         spawn_limit_eviction(&state);
+        let (loops, lifetime) = loops::Loops::start().map_err(StartError::Loops)?;
+        // The loops outlive the accept loop: they serve the connections
+        // that drain after it stopped, until the drain is over.
+        let drained = state.broker_stop.clone();
+        tokio::spawn(async move {
+            let _lifetime = lifetime;
+            drained.cancelled().await;
+        });
         tokio::spawn(server::accept_loop(
             state.clone(),
             listeners.public,
             ListenerRole::Public,
+            Some(loops),
         ));
         tokio::spawn(server::accept_loop(
             state.clone(),
             listeners.admin,
             ListenerRole::Admin,
+            None,
         ));
         tracing::info!(%public, %admin, "pushgate listening");
         Ok(Handle {

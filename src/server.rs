@@ -33,6 +33,7 @@ use send_timeout::SendTimeout;
 
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::limits::Limited;
+use crate::loops::Loops;
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge};
 use crate::transport::sse::http1::SseHandoff;
@@ -45,8 +46,15 @@ pub enum ListenerRole {
     Admin,
 }
 
-/// Accept connections until shutdown.
-pub async fn accept_loop(state: AppState, listener: TcpListener, surface: ListenerRole) {
+/// Accept connections until shutdown, each served on the next of `loops`
+/// (`loops.rs`), or on this runtime when there are none (the admin
+/// listener).
+pub async fn accept_loop(
+    state: AppState,
+    listener: TcpListener,
+    surface: ListenerRole,
+    loops: Option<Loops>,
+) {
     let shutdown = state.shutdown.clone();
     loop {
         let accepted = tokio::select! {
@@ -66,9 +74,17 @@ pub async fn accept_loop(state: AppState, listener: TcpListener, surface: Listen
                     ListenerRole::Public => state.settings().tls.clone().map(TlsAcceptor::from),
                     ListenerRole::Admin => None,
                 };
-                state
-                    .tasks
-                    .spawn(connection(state2, stream, peer, surface, acceptor, gate));
+                let serve = move |stream| connection(state2, stream, peer, surface, acceptor, gate);
+                match &loops {
+                    // Leaves this runtime's reactor for the loop's.
+                    Some(loops) => match stream.into_std() {
+                        Ok(stream) => loops.serve(&state.tasks, stream, serve),
+                        Err(error) => debug!(%error, "accepted connection failed at once"),
+                    },
+                    None => {
+                        state.tasks.spawn(serve(stream));
+                    }
+                }
             }
             Err(error) => {
                 // EMFILE/ENFILE and friends: back off rather than spin.

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("reply", 0),
     ("alarm", 0),
     ("conn_info", 0),
+    ("loops", 0),
     // 1 config: YAML to typed, validated data
     ("config", 1),
     // 2 policy: fan-out, who may do what, counters

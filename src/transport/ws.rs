@@ -26,8 +26,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{Instrument, debug};
 
 use super::session::{Delivery, Session};
-use super::{Client, Subscription, admit, query, subscription};
+use super::{Client, admit, query, subscription};
 use crate::alarm::Listener;
+use crate::broker::BrokerError;
 use crate::conn_info::ConnInfo;
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
@@ -94,6 +95,16 @@ pub async fn upgrade(
         conn = conn.as_ref().map(|c| c.id),
         subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );
+    // Subscribed before the 101: the client counts itself connected when
+    // it sees the socket open, and a message published from then on must
+    // reach it, however long the upgrade then takes to reach our task.
+    // What comes meanwhile waits in the session's inbox.
+    let mut session = Session::new(&state, settings.config.realtime.client_queue);
+    session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
+    let mut out = Vec::new();
+    let subscribed = session
+        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
+        .await;
     let tasks = state.tasks.clone();
     // One box for what the opening needs: the task's future then carries a
     // pointer for it, not copies of each part for the connection's life.
@@ -101,7 +112,9 @@ pub async fn upgrade(
         state,
         settings,
         client,
-        sub,
+        session,
+        out,
+        subscribed,
     });
     tasks.spawn(run(opening, on_upgrade).instrument(span));
     let mut resp = Response::new(reply::empty());
@@ -169,7 +182,11 @@ struct Opening {
     state: AppState,
     settings: Arc<Settings>,
     client: Client,
-    sub: Subscription,
+    /// Subscribed to the URL's channels already ([`upgrade`]).
+    session: Session,
+    /// The replay those subscriptions owe the client.
+    out: Vec<Delivery>,
+    subscribed: Result<(), BrokerError>,
 }
 
 /// A session ready to serve, with what it holds for its whole life.
@@ -211,7 +228,9 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         state,
         settings,
         client,
-        sub,
+        session,
+        out,
+        subscribed,
     } = *opening;
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
@@ -229,9 +248,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let gauge = Gauge::enter(&state.stats, |s| &s.ws);
     let connection = Gauge::enter(&state.stats, |s| &s.connections);
-    let mut session = Session::new(&state, rt.client_queue);
     let subject = client.identity.as_ref().map(|i| i.subject.clone());
-    session.set_subject(subject.clone());
     let id = state.stats.conn_id();
     let registration = state
         .connections
@@ -245,7 +262,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         refused: 0,
         session,
         socket,
-        out: Vec::new(),
+        out,
         outgoing: Outgoing::default(),
         replies: None,
         pending_sends: 0,
@@ -255,7 +272,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         judged: 0,
     };
     ws.state.metrics.connect("ws");
-    let started = ws.start(sub).await;
+    let started = ws.start(subscribed).await;
     Some(Opened {
         ws,
         started,

@@ -50,6 +50,25 @@ impl BackendConn {
         }
     }
 
+    /// Whether [`BackendConn::moved_here`] can take it to another loop.
+    pub fn can_move(&self) -> bool {
+        !matches!(self, BackendConn::Tls(_))
+    }
+
+    /// The same connection, registered with this thread's reactor instead
+    /// of the one it was opened on (`loops.rs`). Only for one that
+    /// [`BackendConn::can_move`].
+    pub fn moved_here(self) -> io::Result<BackendConn> {
+        match self {
+            BackendConn::Tcp(s) => Ok(BackendConn::Tcp(TcpStream::from_std(s.into_std()?)?)),
+            #[cfg(unix)]
+            BackendConn::Unix(s) => Ok(BackendConn::Unix(tokio::net::UnixStream::from_std(
+                s.into_std()?,
+            )?)),
+            tls => Ok(tls),
+        }
+    }
+
     /// Whether nothing has come that no request asked for (and the
     /// connection is not closed): the kernel holds no byte, and rustls no
     /// decrypted one.

@@ -11,6 +11,14 @@
 //! Newest first: the connection used last is the one least likely to have
 //! been closed by the backend's own keep-alive timeout. A connection that was
 //! closed anyway is noticed by the engine, which retries once on a new one.
+//!
+//! Each serving loop (`loops.rs`) keeps idle connections of its own: a
+//! socket is registered with the reactor of the loop that opened it, and a
+//! task on another loop would wait on that loop's turns for its answer. A
+//! connection is given back by the exchange that took or opened it, which
+//! runs on one loop from start to end (its tasks are spawned where it
+//! runs), so each loop's set holds only its own; the main runtime (health
+//! checks, and any caller off the loops) has a set of its own.
 
 use std::collections::VecDeque;
 use std::io;
@@ -22,7 +30,7 @@ use tokio::net::TcpStream;
 
 use super::backend_conn::{BackendConn, ServerTls};
 
-/// At most this many idle connections are kept per server.
+/// At most this many idle connections are kept per server and loop.
 const MAX_IDLE: usize = 512;
 /// An idle connection older than this is closed rather than reused.
 const KEEP_FOR: Duration = Duration::from_secs(60);
@@ -37,9 +45,12 @@ pub struct BackendPool {
     unix: Option<std::path::PathBuf>,
     /// How TCP connections are made (`connect_tcp`).
     tcp: HttpConnector,
-    /// Oldest at the front, newest at the back.
-    idle: Mutex<VecDeque<(BackendConn, Instant)>>,
+    /// Per loop (index 0: off the loops, then `loops::current()`), oldest
+    /// at the front, newest at the back.
+    idle: Box<[Mutex<Idle>]>,
 }
+
+type Idle = VecDeque<(BackendConn, Instant)>;
 
 impl BackendPool {
     pub fn new(authority: String, connect_timeout: Duration) -> BackendPool {
@@ -54,7 +65,9 @@ impl BackendPool {
             connect_timeout,
             tls: None,
             unix: None,
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..=crate::loops::count())
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
         }
     }
 
@@ -70,21 +83,57 @@ impl BackendPool {
         self
     }
 
-    /// Idle connections kept now.
+    /// Idle connections kept now, on every loop.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.idle
+            .iter()
+            .map(|idle| idle.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
-    /// The most recently returned idle connection that is still young and
-    /// still quiet.
+    /// This thread's idle connections.
+    fn idle_here(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle_at(self.here())
+    }
+
+    fn here(&self) -> usize {
+        crate::loops::current().min(self.idle.len() - 1)
+    }
+
+    fn idle_at(&self, slot: usize) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle[slot].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently returned idle connection of this loop that is
+    /// still young and still quiet; failing that, one another loop left
+    /// idle, moved to this loop's reactor (two `epoll_ctl` calls instead of
+    /// a new connection's handshake: a quiet gateway, or a loop busier than
+    /// the others, still reuses what the server has open). TLS connections
+    /// stay on their loop: rustls's stream cannot be taken apart and put
+    /// together again.
     pub fn take(&self) -> Option<BackendConn> {
+        let here = self.here();
+        if let Some(stream) = self.take_from(here, |_| true) {
+            return Some(stream);
+        }
+        (0..self.idle.len())
+            .filter(|&slot| slot != here)
+            .find_map(|slot| {
+                let stream = self.take_from(slot, BackendConn::can_move)?;
+                stream.moved_here().ok()
+            })
+    }
+
+    /// The newest idle connection of `slot` that `fits`, young and quiet.
+    fn take_from(&self, slot: usize, fits: fn(&BackendConn) -> bool) -> Option<BackendConn> {
         loop {
             let mut stream = {
-                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                let (stream, since) = idle.pop_back()?;
+                let mut idle = self.idle_at(slot);
+                let at = idle.iter().rposition(|(stream, _)| fits(stream))?;
+                let (stream, since) = idle.remove(at)?;
                 if since.elapsed() >= KEEP_FOR {
-                    // The newest is too old: all the others are older still.
-                    idle.clear();
+                    // The newest is too old: all the older ones too.
+                    idle.drain(..at);
                     return None;
                 }
                 stream
@@ -108,7 +157,7 @@ impl BackendPool {
     /// Keep `stream` for the next request, unless enough are kept already.
     /// Connections idle for too long are let go on the way.
     pub fn give(&self, stream: BackendConn) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle_here();
         while idle
             .front()
             .is_some_and(|(_, since)| since.elapsed() >= KEEP_FOR)

@@ -101,6 +101,12 @@ async fn publish_on_one_instance_reaches_every_transport_on_the_others() {
     .await;
 
     let publishing = async {
+        // Once the poll waits (it counts once subscribed): a message
+        // published before it came would not be its to answer with.
+        eventually(5, "the poll on C to wait", || async {
+            c.stats().await["transports"]["poll"] == 1
+        })
+        .await;
         let mut ids = Vec::new();
         for i in 0..20 {
             ids.push(a.publish_one("public.fan", json!({"n": i})).await);

@@ -279,17 +279,7 @@ async fn server_name_is_the_name_sent_and_verified() {
 
 #[tokio::test]
 async fn a_certificate_of_another_ca_is_a_502_and_the_next_server_answers() {
-    // Warnings the gateway logs while this test runs on this thread (the
-    // test's runtime runs the gateway's tasks here too).
-    let logs = Capture::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
-
+    let logs = warnings();
     let dir = temp_dir("up-tls-ca");
     let (trusted, other) = (ca(&dir, "trusted"), ca(&dir, "other"));
     let good = leaf(

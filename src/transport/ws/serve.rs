@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
 use super::ending::{Ending, Inbound};
 use super::outgoing::Outgoing;
 use super::{FLOOD_CLOSE_AFTER, Socket, WsSession};
-use crate::transport::Subscription;
+use crate::broker::BrokerError;
 use crate::transport::ops;
 use crate::transport::session::{BATCH_BYTES, Delivery, reset_json};
 
@@ -84,11 +84,13 @@ impl WsSession {
     }
 
     /// Subscribe to the channels asked for on the URL and send the replay.
-    pub(super) async fn start(&mut self, sub: Subscription) -> Result<(), Ending> {
-        self.session
-            .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut self.out)
-            .await
-            .map_err(|e| Ending::Close(CloseCode::Again, e.to_string()))?;
+    /// Begin with what subscribing to the URL's channels gave (`ws.rs`,
+    /// before the 101): its replay, or the broker's refusal.
+    pub(super) async fn start(
+        &mut self,
+        subscribed: Result<(), BrokerError>,
+    ) -> Result<(), Ending> {
+        subscribed.map_err(|e| Ending::Close(CloseCode::Again, e.to_string()))?;
         if self.flush_out().await.is_err() {
             // Evicted during a long replay: the notice still goes out.
             return Err(if self.session.inbox().is_evicted() {
@@ -155,6 +157,12 @@ impl WsSession {
                 // Not while a replay is owed: it goes first (`drain` waits).
                 _ = inbox.ready(), if !self.session.is_replaying() => {
                     if inbox.is_kicked() {
+                        // What was published before the operator's word
+                        // still goes out (within a second): the client's
+                        // cursor then covers it, and a client that comes
+                        // back resumes after it instead of losing it.
+                        self.session.drain(&mut self.out);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush_out()).await;
                         return Ending::Kicked;
                     }
                     if inbox.is_evicted() {

@@ -43,6 +43,27 @@ impl Capture {
     }
 }
 
+/// Warnings logged by every gateway of this test binary, from any thread:
+/// one global subscriber, installed by the first caller. A thread's default
+/// subscriber would not do: client connections are served on the gateway's
+/// own threads (`src/loops.rs`). Tests find their lines by what is theirs
+/// alone (a server's URL).
+pub fn warnings() -> &'static Capture {
+    static LOGS: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Capture::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the integration tests");
+        logs
+    })
+}
+
 /// A fresh temp directory per call.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);

@@ -1,0 +1,104 @@
+//! The event loops client connections are served on: one single-threaded
+//! runtime per core, each public connection on one of them for its whole
+//! life (nginx's worker model inside one process).
+//!
+//! Why: a proxied request is a few system calls on two sockets. On tokio's
+//! work-stealing runtime the task making them hops between threads, wakes
+//! parked workers (a futex and an inter-processor interrupt) and shares run
+//! queues and timer wheels, which costs CPU per request and milliseconds at
+//! the tail when the cores are busy (`bench/RESULTS.md`). On a loop of its
+//! own a connection's task, its timers, its sockets and the backend
+//! connections it uses stay on one thread.
+//!
+//! The accept loop stays on the main runtime and hands each accepted socket
+//! to the next loop in turn ([`Loops::serve`]); the socket is registered
+//! with that loop's reactor there. Everything else (the admin listener,
+//! brokers, health checks, reloads) runs on the main runtime. Backend pools
+//! keep each loop's idle connections apart ([`current`]), since a socket
+//! belongs to the reactor it was registered with.
+//!
+//! The loops run until their [`Lifetime`] is dropped: the gateway keeps it
+//! on a task of the main runtime until it has drained, so the loops end
+//! with the gateway, or with the runtime that started it.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+thread_local! {
+    /// Which loop this thread runs, counted from 1; 0 on any other thread.
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The loop this thread runs (1 to [`count`]), or 0 when it runs none
+/// (the main runtime, a test's runtime).
+pub fn current() -> usize {
+    CURRENT.with(Cell::get)
+}
+
+/// How many loops a gateway runs: one per core the process may use (read
+/// once: it is asked of cgroup files).
+pub fn count() -> usize {
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The running loops of one gateway.
+pub struct Loops {
+    handles: Vec<tokio::runtime::Handle>,
+    next: AtomicUsize,
+}
+
+/// The loops run until this is dropped. What still runs on them then is
+/// dropped with them (connections closed).
+pub struct Lifetime {
+    _alive: watch::Sender<()>,
+}
+
+impl Loops {
+    /// Start [`count`] loops, each on a thread of its own.
+    pub fn start() -> io::Result<(Loops, Lifetime)> {
+        let (alive, watching) = watch::channel(());
+        let mut handles = Vec::new();
+        for n in 1..=count() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            handles.push(runtime.handle().clone());
+            let mut watching = watching.clone();
+            std::thread::Builder::new()
+                .name(format!("pushgate-loop-{n}"))
+                .spawn(move || {
+                    CURRENT.with(|c| c.set(n));
+                    runtime.block_on(async move { while watching.changed().await.is_ok() {} });
+                    // Dropping the runtime here drops what still runs on it:
+                    // the gateway has drained, or its runtime is gone.
+                })?;
+        }
+        let loops = Loops {
+            handles,
+            next: AtomicUsize::new(0),
+        };
+        Ok((loops, Lifetime { _alive: alive }))
+    }
+
+    /// Serve `stream` on the next loop in turn: `serve` gets it registered
+    /// with that loop's reactor, and runs there as a task of `tasks`.
+    pub fn serve<F, Fut>(&self, tasks: &TaskTracker, stream: std::net::TcpStream, serve: F)
+    where
+        F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        self.handles[n].spawn(tasks.track_future(async move {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream).await,
+                Err(error) => tracing::warn!(%error, "could not take on a connection"),
+            }
+        }));
+    }
+}
