@@ -124,6 +124,9 @@ impl Gateway {
     /// Start serving on `listeners` with `config`. Must be called inside a Tokio runtime.
     pub fn start(config: Config, listeners: Listeners) -> Result<Handle, StartError> {
         tls::install_crypto_provider();
+        // First: nothing else is running yet if it fails, and the loops end
+        // with `lifetime` if a later step does.
+        let (loops, lifetime) = loops::Loops::start().map_err(StartError::Loops)?;
         let hub = Hub::new();
         let (broker, memory, redis): (Arc<dyn Broker>, _, _) = match config.broker.kind {
             BrokerKind::Memory => {
@@ -173,7 +176,6 @@ impl Gateway {
             );
         }
         spawn_limit_eviction(&state);
-        let (loops, lifetime) = loops::Loops::start().map_err(StartError::Loops)?;
         // The loops outlive the accept loop: they serve the connections
         // that drain after it stopped, until the drain is over.
         let drained = state.broker_stop.clone();

@@ -65,19 +65,31 @@ impl Loops {
         let (alive, watching) = watch::channel(());
         let mut handles = Vec::new();
         for n in 1..=count() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            handles.push(runtime.handle().clone());
+            // The runtime is made on its thread and only its handle comes
+            // back: a runtime dropped here, inside the caller's runtime,
+            // would panic.
+            let (made, handle) = std::sync::mpsc::channel();
             let mut watching = watching.clone();
             std::thread::Builder::new()
                 .name(format!("pushgate-loop-{n}"))
                 .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(error) => {
+                            let _ = made.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = made.send(Ok(runtime.handle().clone()));
                     CURRENT.with(|c| c.set(n));
                     runtime.block_on(async move { while watching.changed().await.is_ok() {} });
                     // Dropping the runtime here drops what still runs on it:
                     // the gateway has drained, or its runtime is gone.
                 })?;
+            handles.push(handle.recv().map_err(io::Error::other)??);
         }
         let loops = Loops {
             handles,

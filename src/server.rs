@@ -74,7 +74,12 @@ pub async fn accept_loop(
                     ListenerRole::Public => state.settings().tls.clone().map(TlsAcceptor::from),
                     ListenerRole::Admin => None,
                 };
-                let serve = move |stream| connection(state2, stream, peer, surface, acceptor, gate);
+                // Counted here, before the hand-off to a loop: the next
+                // accept's `max_connections` check sees this one.
+                let gauge = (surface == ListenerRole::Public)
+                    .then(|| Gauge::enter(&state.stats, |s| &s.connections));
+                let serve =
+                    move |stream| connection(state2, stream, peer, surface, acceptor, gate, gauge);
                 match &loops {
                     // Leaves this runtime's reactor for the loop's.
                     Some(loops) => match stream.into_std() {
@@ -144,10 +149,9 @@ async fn connection(
     surface: ListenerRole,
     acceptor: Option<TlsAcceptor>,
     gate: Option<ConnectionRefusal>,
-) {
     // `max_connections` is about client connections: the admin listener is not counted.
-    let gauge =
-        (surface == ListenerRole::Public).then(|| Gauge::enter(&state.stats, |s| &s.connections));
+    gauge: Option<Gauge>,
+) {
     let id = state.stats.conn_id();
     let span = tracing::debug_span!("conn", %peer, id, surface = ?surface);
     async move {
