@@ -6,7 +6,7 @@
 //! the backend connection's task and back, and a header map built and
 //! re-encoded twice: about 12 µs of CPU per request here, against nginx's 4.
 //! The relay parses the head once (`proxy/head.rs`), writes the rewritten
-//! head to a pooled backend connection (`proxy/pool.rs`), and passes the
+//! head to a pooled backend connection (`upstream/pool.rs`), and passes the
 //! answer on as it comes, framing included (`relay/answer.rs`;
 //! `proxy/chunked.rs` finds where a chunked body ends). When the backend gives nothing to pass on, the relay
 //! answers 502 or 504 itself (`relay/refusal.rs`).
