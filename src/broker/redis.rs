@@ -259,21 +259,22 @@ impl RedisBroker {
                 Some(rx)
             }
         };
+        // Counted from here: a failure, or a caller that stops waiting (a
+        // client gone mid-handshake drops the request's future), takes the
+        // count back, or the channel would stay subscribed for good.
+        let counted = Counted {
+            broker: self,
+            channel,
+        };
         if let Some(rx) = wait {
             self.wake.notify_one();
             let confirmed = matches!(tokio::time::timeout(FOLLOW_TIMEOUT, rx).await, Ok(Ok(())));
             if !confirmed {
-                self.unfollow(channel);
                 return Err(unavailable("channel subscription not confirmed"));
             }
         }
-        let head = match self.head_now().await {
-            Ok(head) => head,
-            Err(e) => {
-                self.unfollow(channel);
-                return Err(e);
-            }
-        };
+        let head = self.head_now().await?;
+        std::mem::forget(counted);
         if let Ok(mut follows) = self.follows.lock() {
             if let Some(f) = follows.get_mut(channel) {
                 if f.base == 0 {
@@ -429,5 +430,18 @@ impl Broker for RedisBroker {
 
     fn shared_presence(&self) -> Option<&dyn crate::broker::SharedPresence> {
         Some(self)
+    }
+}
+
+/// One follow's count on a channel, taken back when dropped before the
+/// follow completed ([`std::mem::forget`] keeps it).
+struct Counted<'a> {
+    broker: &'a RedisBroker,
+    channel: &'a str,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.broker.unfollow(self.channel);
     }
 }

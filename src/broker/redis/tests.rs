@@ -68,3 +68,21 @@ async fn a_failed_follow_leaves_other_followers_counted() {
         "a failed follow must not take the first follower's count"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_follow_its_caller_stopped_waiting_for_is_not_kept() {
+    let b = broker();
+    b.linked.store(true, Ordering::Release);
+    // A client gone mid-handshake: the request's future, and the follow in
+    // it, dropped while the link has not confirmed the channel.
+    for i in 0..3 {
+        let channel: Arc<str> = format!("public.gone{i}").into();
+        let follow = b.follow(&channel);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(10), follow)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(followed(&b), 0, "abandoned follows stayed counted");
+}
