@@ -99,30 +99,15 @@ pub async fn upgrade(
     // it sees the socket open, and a message published from then on must
     // reach it, however long the upgrade then takes to reach our task.
     // What comes meanwhile waits in the session's inbox.
-    //
-    // On a task of its own, awaited here: hyper drops this handler when the
-    // client leaves mid-handshake, and a subscription dropped half way
-    // (the broker asked to follow, no answer taken) would never be undone.
-    // Run to its end, the session is dropped whole, and unsubscribes.
+    // Dropped half way (hyper drops this handler when the client leaves
+    // mid-handshake), the session unsubscribes what it had, and the broker
+    // takes back a follow it was still confirming (`broker/redis.rs`).
     let mut session = Session::new(&state, settings.config.realtime.client_queue);
     session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
-    let subscribing = tokio::spawn(
-        async move {
-            let mut out = Vec::new();
-            let subscribed = session
-                .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
-                .await;
-            (session, out, subscribed)
-        }
-        .in_current_span(),
-    );
-    let Ok((session, out, subscribed)) = subscribing.await else {
-        return reply::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "subscribing failed; retry",
-        );
-    };
+    let mut out = Vec::new();
+    let subscribed = session
+        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
+        .await;
     let tasks = state.tasks.clone();
     // One box for what the opening needs: the task's future then carries a
     // pointer for it, not copies of each part for the connection's life.

@@ -50,14 +50,10 @@ impl BackendConn {
         }
     }
 
-    /// Whether [`BackendConn::moved_here`] can take it to another loop.
-    pub fn can_move(&self) -> bool {
-        !matches!(self, BackendConn::Tls(_))
-    }
-
     /// The same connection, registered with this thread's reactor instead
-    /// of the one it was opened on (`loops.rs`). Only for one that
-    /// [`BackendConn::can_move`].
+    /// of the one it was opened on (`loops.rs`). A TLS one is left as it
+    /// is: rustls's stream cannot be taken apart and put together again,
+    /// so the pool never moves one.
     pub fn moved_here(self) -> io::Result<BackendConn> {
         match self {
             BackendConn::Tcp(s) => Ok(BackendConn::Tcp(TcpStream::from_std(s.into_std()?)?)),

@@ -113,27 +113,26 @@ impl BackendPool {
     /// together again.
     pub fn take(&self) -> Option<BackendConn> {
         let here = self.here();
-        if let Some(stream) = self.take_from(here, |_| true) {
+        if let Some(stream) = self.take_from(here) {
             return Some(stream);
+        }
+        if self.tls.is_some() {
+            return None;
         }
         (0..self.idle.len())
             .filter(|&slot| slot != here)
-            .find_map(|slot| {
-                let stream = self.take_from(slot, BackendConn::can_move)?;
-                stream.moved_here().ok()
-            })
+            .find_map(|slot| self.take_from(slot)?.moved_here().ok())
     }
 
-    /// The newest idle connection of `slot` that `fits`, young and quiet.
-    fn take_from(&self, slot: usize, fits: fn(&BackendConn) -> bool) -> Option<BackendConn> {
+    /// The newest idle connection of `slot`, young and quiet.
+    fn take_from(&self, slot: usize) -> Option<BackendConn> {
         loop {
             let mut stream = {
                 let mut idle = self.idle_at(slot);
-                let at = idle.iter().rposition(|(stream, _)| fits(stream))?;
-                let (stream, since) = idle.remove(at)?;
+                let (stream, since) = idle.pop_back()?;
                 if since.elapsed() >= KEEP_FOR {
-                    // The newest is too old: all the older ones too.
-                    idle.drain(..at);
+                    // The newest is too old: all the others are older still.
+                    idle.clear();
                     return None;
                 }
                 stream
