@@ -110,12 +110,12 @@ pub fn relay(data: &[u8]) {
     use crate::proxy::head::{self, Request, Response, Route};
     use http::Method;
 
-    let info = ConnInfo {
-        peer: "10.0.0.7:5000".parse().expect("literal address"),
-        tls: false,
-        sni: None,
-        id: 1,
-    };
+    let info = ConnInfo::new(
+        "10.0.0.7:5000".parse().expect("literal address"),
+        false,
+        1,
+        &Default::default(),
+    );
     let never = |_: &Method, _: &str| false;
     let route = Route {
         realtime: "/realtime",

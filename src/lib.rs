@@ -39,6 +39,8 @@ pub(crate) mod loops;
 pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod proxy;
+pub(crate) mod proxy_protocol;
+pub(crate) mod real_ip;
 pub mod reload;
 pub(crate) mod reply;
 pub(crate) mod router;

@@ -94,6 +94,8 @@ pub struct Metrics {
     backend_errors: Family<KindLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
     pub tls_failures: Counter,
+    /// Public connections closed for want of a valid PROXY protocol header.
+    pub proxy_protocol_refused: Counter,
     /// The most bytes any realtime connection rendered in one batch (what
     /// it held at once before its socket took it).
     batch_peak: Gauge,
@@ -135,6 +137,7 @@ impl Metrics {
             backend_errors: Family::default(),
             reloads: Family::default(),
             tls_failures: Counter::default(),
+            proxy_protocol_refused: Counter::default(),
             batch_peak: Gauge::default(),
             delivery_window: window::LatencyWindow::default(),
             registry: Registry::default(),
@@ -229,6 +232,11 @@ impl Metrics {
             "tls_handshake_failures",
             "Failed TLS handshakes",
             m.tls_failures.clone(),
+        );
+        r.register(
+            "proxy_protocol_refused",
+            "Public connections closed without a valid PROXY protocol header (listen.proxy_protocol)",
+            m.proxy_protocol_refused.clone(),
         );
         r.register(
             "realtime_batch_peak_bytes",

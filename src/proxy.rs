@@ -152,13 +152,14 @@ impl<'a> Proxy<'a> {
     /// tunnel counts in `stats.connections` while it lasts: hyper's
     /// connection task, which counted the client, ends at the upgrade.
     pub async fn forward(&self, req: Request<Body>, tunnels: Tunnels<'_>) -> Response<Body> {
-        let span = tracing::debug_span!("proxy", method = %req.method(), path = %req.uri().path());
+        let client = req.extensions().get::<ConnInfo>().map(|c| c.client);
+        let span = tracing::debug_span!("proxy", method = %req.method(), path = %req.uri().path(), client = ?client);
         self.forward_inner(req, tunnels).instrument(span).await
     }
 
     async fn forward_inner(&self, mut req: Request<Body>, tunnels: Tunnels<'_>) -> Response<Body> {
         let started = std::time::Instant::now();
-        let client = req.extensions().get::<ConnInfo>().map(|c| c.peer.ip());
+        let client = req.extensions().get::<ConnInfo>().map(|c| c.client);
         let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
         let http1 = req.version() < Version::HTTP_2;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));

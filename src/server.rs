@@ -65,7 +65,7 @@ pub async fn accept_loop(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let gate = match surface {
-                    ListenerRole::Public => gate(&state, peer),
+                    ListenerRole::Public => gate(&state),
                     ListenerRole::Admin => None,
                 };
                 let state2 = state.clone();
@@ -108,17 +108,31 @@ pub enum ConnectionRefusal {
     Limited(Limited),
 }
 
-fn gate(state: &AppState, peer: SocketAddr) -> Option<ConnectionRefusal> {
+/// The refusal a new public connection gets at accept: only
+/// `max_connections`, which needs no address. `per_ip.connects` is judged
+/// once the client's address is known ([`connects`]).
+fn gate(state: &AppState) -> Option<ConnectionRefusal> {
     let open = state
         .stats
         .connections
         .load(std::sync::atomic::Ordering::Relaxed);
-    if state.limits.at_capacity(open + 1) {
-        return Some(ConnectionRefusal::Full);
+    state
+        .limits
+        .at_capacity(open + 1)
+        .then_some(ConnectionRefusal::Full)
+}
+
+/// `per_ip.connects` for a connection from `info`'s client. A trusted
+/// front's own connections are not counted: each carries many clients'
+/// requests (and is kept alive for them), whose own addresses are charged
+/// per request by the realtime limits.
+fn connects(state: &AppState, info: &ConnInfo) -> Option<ConnectionRefusal> {
+    if info.front.is_some() {
+        return None;
     }
     state
         .limits
-        .connect(peer.ip())
+        .connect(info.client)
         .err()
         .map(ConnectionRefusal::Limited)
 }
@@ -153,14 +167,37 @@ async fn connection(
     gauge: Option<Gauge>,
 ) {
     let id = state.stats.conn_id();
-    let span = tracing::debug_span!("conn", %peer, id, surface = ?surface);
+    let span = tracing::debug_span!("conn", %peer, id, surface = ?surface, client = tracing::field::Empty);
     async move {
-        let info = ConnInfo {
-            peer,
-            tls: acceptor.is_some(),
-            sni: None,
-            id,
-        };
+        let mut stream = stream;
+        let mut peer = peer;
+        let mut gate = gate;
+        let mut info = ConnInfo::new(peer, acceptor.is_some(), id, &Default::default());
+        if surface == ListenerRole::Public {
+            let (trusted, proxy_protocol, timeout) = {
+                let settings = state.settings();
+                let config = &settings.config;
+                (
+                    config.listen.trusted_proxies.clone(),
+                    config.listen.proxy_protocol,
+                    config.limits.handshake_timeout,
+                )
+            };
+            if proxy_protocol {
+                match proxy_source(&mut stream, peer, &trusted, timeout).await {
+                    Ok(Some(source)) => peer = source,
+                    Ok(None) => {}
+                    Err(why) => {
+                        state.metrics.proxy_protocol_refused.inc();
+                        debug!(why, "connection refused: no valid PROXY protocol header");
+                        return;
+                    }
+                }
+            }
+            info = ConnInfo::new(peer, acceptor.is_some(), id, &trusted);
+            tracing::Span::current().record("client", tracing::field::display(info.client));
+            gate = gate.or_else(|| connects(&state, &info));
+        }
         // Boxed: the opening (TLS handshake, first request, session setup,
         // or a whole hyper connection) takes several KiB that an idle SSE
         // subscriber, which outlives it, must not keep: its stream moves to
@@ -213,6 +250,51 @@ async fn serve_tls(
             None
         }
     }
+}
+
+/// Take the PROXY protocol header (`proxy_protocol.rs`) off the front of
+/// `stream`, leaving what follows it in the socket, and say whose
+/// connection it is: the source it names, or `None` for the front's own
+/// (a health check). Refused: no valid header within `timeout`, or a peer
+/// that is not one of the fronts when fronts are listed.
+async fn proxy_source(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    trusted: &crate::real_ip::TrustedProxies,
+    timeout: Duration,
+) -> Result<Option<SocketAddr>, &'static str> {
+    use crate::proxy_protocol::{Header, MAX_HEADER, parse};
+    use tokio::io::AsyncReadExt;
+    if !trusted.is_empty() && !trusted.contains(peer.ip()) {
+        return Err("peer is not one of listen.trusted_proxies");
+    }
+    let read = async {
+        let mut buf = [0u8; MAX_HEADER];
+        loop {
+            // Peeked, not read: the bytes after the header (a TLS
+            // ClientHello, a request) must stay for whoever reads next.
+            let n = stream.peek(&mut buf).await.map_err(|_| "read failed")?;
+            if n == 0 {
+                return Err("closed before a PROXY protocol header");
+            }
+            match parse(&buf[..n]) {
+                Header::Complete { len, source } => {
+                    stream
+                        .read_exact(&mut buf[..len])
+                        .await
+                        .map_err(|_| "read failed")?;
+                    return Ok(source);
+                }
+                Header::Invalid(why) => return Err(why),
+                // A front writes its header in one segment; a rest that is
+                // late is waited for briefly, the whole bounded by `timeout`.
+                Header::Incomplete => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err("no PROXY protocol header within the handshake timeout"))
 }
 
 type ServiceFuture = std::pin::Pin<
@@ -300,6 +382,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let kill = ConnKill::default();
+    let info = info.for_request(req.headers());
     req.extensions_mut().insert(info);
     req.extensions_mut().insert(kill.clone());
     let answer = Box::pin(crate::transport::sse::direct(state, req)).await;
@@ -326,7 +409,8 @@ async fn serve_hyper<I>(
         let seen_request = seen_request.clone();
         service_fn(move |mut req| {
             seen_request.store(true, Ordering::Relaxed);
-            req.extensions_mut().insert(info.clone());
+            let info = info.for_request(req.headers());
+            req.extensions_mut().insert(info);
             req.extensions_mut().insert(kill.clone());
             let state = state.clone();
             // Boxed: hyper keeps one in-flight slot per connection for the

@@ -124,7 +124,7 @@ pub async fn admit<B>(
     };
     let info = req.extensions().get::<ConnInfo>();
     let anonymous = ClientKey::Anonymous {
-        addr: info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
+        addr: info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.client),
         conn: info.map_or(0, |c| c.id),
     };
     // Asking the application is charged to the address first, as an

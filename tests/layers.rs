@@ -20,6 +20,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("alarm", 0),
     ("conn_info", 0),
     ("loops", 0),
+    ("real_ip", 0),
+    ("proxy_protocol", 0),
     // 1 config: YAML to typed, validated data
     ("config", 1),
     // 2 policy: fan-out, who may do what, counters

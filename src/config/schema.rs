@@ -62,6 +62,12 @@ pub struct Listen {
     pub public: SocketAddr,
     /// Publish, hooks, metrics, dashboard: plain HTTP, loopback by default.
     pub admin: SocketAddr,
+    /// Fronts whose `X-Forwarded-For`/`Forwarded` (and PROXY headers) name
+    /// the client (`real_ip.rs`); empty: nobody's are believed.
+    pub trusted_proxies: crate::real_ip::TrustedProxies,
+    /// Every public connection starts with a PROXY protocol header
+    /// (`proxy_protocol.rs`); one without it is refused.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Listen {
@@ -69,6 +75,8 @@ impl Default for Listen {
         Listen {
             public: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8443)),
             admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 9090)),
+            trusted_proxies: Default::default(),
+            proxy_protocol: false,
         }
     }
 }

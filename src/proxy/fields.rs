@@ -35,6 +35,7 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The host a request names: the URI's authority when it has one (HTTP/2's
 /// `:authority`, an absolute-form target: RFC 9113 §8.3.1, RFC 9112
@@ -149,7 +150,9 @@ pub(super) fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`.
+/// `X-Forwarded-For`, `Forwarded` (replaced, or appended to behind a
+/// trusted front: `forwarded.rs`), `X-Forwarded-Proto`, `X-Forwarded-Host`
+/// and `X-Real-IP`.
 pub(super) fn forwarded_headers(
     headers: &mut HeaderMap,
     info: &ConnInfo,
@@ -158,9 +161,23 @@ pub(super) fn forwarded_headers(
     fn text(v: Option<&HeaderValue>) -> Option<&str> {
         v.and_then(|v| forwarded::visible(v.as_bytes()))
     }
+    // Every line, in order, as one list: a front that adds a line of its
+    // own (HAProxy does) must not be read as the client's first one. Read
+    // only from a trusted front: a client's own lines are replaced.
+    let joined = |name: &HeaderName| -> Option<String> {
+        info.front.as_ref()?;
+        let lines: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| forwarded::visible(v.as_bytes()))
+            .collect();
+        (!lines.is_empty()).then(|| lines.join(", "))
+    };
+    let prev_xff = joined(&X_FORWARDED_FOR);
+    let prev_forwarded = joined(&header::FORWARDED);
     let values = Forwarded::new(
-        text(headers.get(&X_FORWARDED_FOR)),
-        text(headers.get(header::FORWARDED)),
+        prev_xff.as_deref(),
+        prev_forwarded.as_deref(),
         info,
         text(host),
     );
@@ -173,6 +190,7 @@ pub(super) fn forwarded_headers(
     };
     set(X_FORWARDED_FOR, values.xff);
     set(header::FORWARDED, values.forwarded);
+    set(X_REAL_IP, values.real_ip);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(values.proto));
     // The client's own `X-Forwarded-Host` never passes, host or not: the
     // relay drops it too.
@@ -207,12 +225,12 @@ mod tests {
         assert_eq!(h.get_all("cookie").iter().count(), 1);
         assert_eq!(h["cookie"], "a=1; b=2");
         let mut h = HeaderMap::new();
-        let info = ConnInfo {
-            peer: "[::ffff:10.1.2.3]:5000".parse().unwrap(),
-            tls: false,
-            sni: None,
-            id: 1,
-        };
+        let info = ConnInfo::new(
+            "[::ffff:10.1.2.3]:5000".parse().unwrap(),
+            false,
+            1,
+            &Default::default(),
+        );
         forwarded_headers(&mut h, &info, None);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
     }
@@ -221,18 +239,35 @@ mod tests {
     fn forwarded_for_ipv6_and_chain() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
-        let info = ConnInfo {
-            peer: "[::1]:5000".parse().unwrap(),
-            tls: true,
-            sni: None,
-            id: 1,
-        };
+        let info = ConnInfo::new(
+            "[::1]:5000".parse().unwrap(),
+            true,
+            1,
+            &Default::default(),
+        );
         h.insert("forwarded", "for=1.2.3.4".parse().unwrap());
         let host = HeaderValue::from_static("app.example.com");
         forwarded_headers(&mut h, &info, Some(&host));
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, ::1");
+        // From a client, its own lists are replaced.
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert_eq!(h["x-real-ip"], "::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[::1]\";proto=https;host=\"app.example.com\""
+        );
+        // From a trusted front, they are kept and the front appended; every
+        // line counts, in order.
+        let fronts: crate::real_ip::TrustedProxies = serde_json::from_str(r#"["::1"]"#).unwrap();
+        let info = ConnInfo::new("[::1]:5000".parse().unwrap(), true, 1, &fronts);
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.append("x-forwarded-for", "1.2.3.4".parse().unwrap());
+        h.insert("forwarded", "for=1.2.3.4".parse().unwrap());
+        forwarded_headers(&mut h, &info, Some(&host));
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 1.2.3.4, ::1");
+        assert_eq!(h["x-real-ip"], "1.2.3.4");
         assert_eq!(
             h["forwarded"],
             "for=1.2.3.4, for=\"[::1]\";proto=https;host=\"app.example.com\""

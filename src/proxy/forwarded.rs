@@ -11,29 +11,50 @@ use std::net::IpAddr;
 
 use crate::conn_info::ConnInfo;
 
-/// `X-Forwarded-For` (the previous value with the client appended),
-/// `Forwarded` (likewise) and `X-Forwarded-Proto`; `X-Forwarded-Host` is the
-/// request's host unchanged.
+/// The forwarding fields for one request. From a client, its own
+/// `X-Forwarded-For` and `Forwarded` are replaced by the gateway's, never
+/// appended to: an application that reads the left-most address would
+/// otherwise believe whatever the client wrote. From a trusted front
+/// (`ConnInfo::front`), what it sent is kept and the front is appended, as
+/// one more proxy in the chain does. `X-Real-IP` is the client;
+/// `X-Forwarded-Host` is the request's host unchanged.
 pub struct Forwarded {
     pub xff: String,
     pub forwarded: String,
     pub proto: &'static str,
+    /// The client's address as text (`X-Real-IP`).
+    pub real_ip: String,
+    /// Who the request is from (`real_ip.rs`).
+    pub client: IpAddr,
 }
 
 impl Forwarded {
-    /// `prev_*`: what the request brought, if anything usable.
+    /// `prev_*`: what the request brought, every line joined with `, `;
+    /// read only when the peer is a trusted front.
     pub fn new(
         prev_xff: Option<&str>,
         prev_forwarded: Option<&str>,
         info: &ConnInfo,
         host: Option<&str>,
     ) -> Forwarded {
-        // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
-        let ip = info.peer.ip().to_canonical();
         let proto = if info.tls { "https" } else { "http" };
-        // Written once and copied twice: this runs for every proxied
-        // request, and `Display` for an address is the slow part.
-        let shown = show_ip(ip);
+        let (client, prev_xff, prev_forwarded) = match &info.front {
+            Some(front) => (
+                front.client(info.peer.ip(), prev_xff, prev_forwarded),
+                prev_xff,
+                prev_forwarded,
+            ),
+            None => (info.client, None, None),
+        };
+        // Behind a front, the chain gets the hop we saw (the front); else
+        // the client, who is the peer.
+        let hop = match info.front {
+            Some(_) => info.peer.ip().to_canonical(),
+            None => client,
+        };
+        // Written once and copied: this runs for every proxied request,
+        // and `Display` for an address is the slow part.
+        let shown = show_ip(hop);
         let mut xff = String::with_capacity(shown.len() + prev_xff.map_or(0, |p| p.len() + 2));
         if let Some(prev) = prev_xff {
             xff.push_str(prev);
@@ -45,7 +66,7 @@ impl Forwarded {
             forwarded.push_str(prev);
             forwarded.push_str(", ");
         }
-        match ip {
+        match hop {
             IpAddr::V4(_) => {
                 forwarded.push_str("for=");
                 forwarded.push_str(&shown);
@@ -63,10 +84,13 @@ impl Forwarded {
             forwarded.extend(h.chars().filter(|&c| c != '"'));
             forwarded.push('"');
         }
+        let real_ip = if hop == client { shown } else { show_ip(client) };
         Forwarded {
             xff,
             forwarded,
             proto,
+            real_ip,
+            client,
         }
     }
 }
@@ -155,7 +179,15 @@ fn is_reg_name(b: u8) -> bool {
 /// application trusts them, so every one of them, in any case and with `_`
 /// for `-`, is dropped from client requests on both ways a request is
 /// forwarded. The one list: a field the gateway starts to assert goes here.
-pub const ASSERTED: [&str; 2] = ["x-pushgate-subject", "x-pushgate-connection"];
+/// The client's address is one of them: `X-Real-IP` is written by the
+/// gateway ([`Forwarded`]), and `True-Client-IP` (a CDN's name for it that
+/// applications read) is dropped, never passed on from a client.
+pub const ASSERTED: [&str; 4] = [
+    "x-pushgate-subject",
+    "x-pushgate-connection",
+    "x-real-ip",
+    "true-client-ip",
+];
 
 /// Whether a client's request field is one the gateway asserts
 /// ([`ASSERTED`]), or an underscore alias of one.

@@ -42,6 +42,8 @@ pub struct Outbound {
     path: std::ops::Range<usize>,
     /// Where the `Host` value stands in `head`.
     host: std::ops::Range<usize>,
+    /// Who the request is from (`real_ip.rs`): `ip_hash` and logs use it.
+    pub client: std::net::IpAddr,
 }
 
 impl Outbound {
@@ -136,8 +138,10 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     let mut cookies = 0;
     let mut close = false;
     let mut trailers = false;
-    let mut prev_xff = None;
-    let mut prev_forwarded = None;
+    // Read only from a trusted front (`forwarded.rs`): every line, in order.
+    let from_front = info.front.is_some();
+    let mut prev_xff: Vec<&[u8]> = Vec::new();
+    let mut prev_forwarded: Vec<&[u8]> = Vec::new();
     for h in parsed.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -172,10 +176,10 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
                     .next()
                     .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
             });
-        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-            prev_xff = prev_xff.or(Some(h.value));
-        } else if name.eq_ignore_ascii_case("forwarded") {
-            prev_forwarded = prev_forwarded.or(Some(h.value));
+        } else if from_front && name.eq_ignore_ascii_case("x-forwarded-for") {
+            prev_xff.push(h.value);
+        } else if from_front && name.eq_ignore_ascii_case("forwarded") {
+            prev_forwarded.push(h.value);
         }
     }
     let Some(host) = host else {
@@ -221,13 +225,21 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
             write_field(&mut head, h.name, h.value);
         }
     }
+    let (prev_xff, prev_forwarded) = (joined(&prev_xff), joined(&prev_forwarded));
     let values = Forwarded::new(
-        prev_xff.and_then(forwarded::visible),
-        prev_forwarded.and_then(forwarded::visible),
+        prev_xff.as_deref(),
+        prev_forwarded.as_deref(),
         info,
         Some(host),
     );
-    let values = [values.xff.as_str(), &values.forwarded, values.proto, host];
+    let client = values.client;
+    let values = [
+        values.xff.as_str(),
+        &values.forwarded,
+        values.proto,
+        host,
+        &values.real_ip,
+    ];
     for (name, value) in spelled.iter().zip(values) {
         write_field(&mut head, name, value.as_bytes());
     }
@@ -240,16 +252,30 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         trailers,
         path: path_range,
         host: host_range,
+        client,
     })
 }
 
 /// The forwarding fields the relay writes after the client's, in this order.
-const FORWARDING: [&str; 4] = [
+const FORWARDING: [&str; 5] = [
     "x-forwarded-for",
     "forwarded",
     "x-forwarded-proto",
     "x-forwarded-host",
+    "x-real-ip",
 ];
+
+/// A field's visible lines as one list, as hyper's path reads them.
+fn joined(lines: &[&[u8]]) -> Option<String> {
+    let mut text = String::new();
+    for line in lines.iter().filter_map(|l| forwarded::visible(l)) {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        text.push_str(line);
+    }
+    (!text.is_empty()).then_some(text)
+}
 
 /// Request headers the relay writes itself.
 fn replaced_on_the_way(name: &str) -> bool {
@@ -464,12 +490,12 @@ mod tests {
     use super::*;
 
     fn info() -> ConnInfo {
-        ConnInfo {
-            peer: "10.0.0.7:5000".parse().unwrap(),
-            tls: false,
-            sni: None,
-            id: 1,
-        }
+        ConnInfo::new(
+            "10.0.0.7:5000".parse().unwrap(),
+            false,
+            1,
+            &Default::default(),
+        )
     }
 
     fn classify(raw: &str) -> Request {
@@ -506,17 +532,43 @@ mod tests {
         for expected in [
             "Accept: */*\r\n",
             // As the client spelled those it sent; the rest lowercase.
-            "X-Forwarded-For: 1.2.3.4, 10.0.0.7\r\n",
+            // The client's own list is replaced, never appended to.
+            "X-Forwarded-For: 10.0.0.7\r\n",
+            "x-real-ip: 10.0.0.7\r\n",
             "forwarded: for=10.0.0.7;proto=http;host=\"app.example\"\r\n",
             "x-forwarded-proto: http\r\n",
             "X-Forwarded-Host: app.example\r\n",
         ] {
             assert!(head.contains(expected), "{expected:?} missing in {head}");
         }
-        for gone in ["Connection", "TE:", "evil", "\nhost: app"] {
+        for gone in ["Connection", "TE:", "evil", "\nhost: app", "1.2.3.4"] {
             assert!(!head.contains(gone), "{gone:?} kept in {head}");
         }
         assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_trusted_front_is_believed_and_appended_to() {
+        let never = |_: &Method, _: &str| false;
+        let route = Route {
+            realtime: "/realtime",
+            base_path: "",
+            tapped: &never,
+        };
+        let fronts: crate::real_ip::TrustedProxies =
+            serde_json::from_str(r#"["10.0.0.0/8"]"#).unwrap();
+        let info = ConnInfo::new("10.0.0.7:5000".parse().unwrap(), false, 1, &fronts);
+        // A forged line, then the one the front added (HAProxy adds a line).
+        let raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n";
+        let Request::Relay(out) = request(raw, &route, &info) else {
+            panic!("not relayed");
+        };
+        let head = String::from_utf8(out.head.clone()).unwrap();
+        assert_eq!(out.client, "203.0.113.9".parse::<std::net::IpAddr>().unwrap());
+        assert!(head.contains("X-Forwarded-For: 6.6.6.6, 203.0.113.9, 10.0.0.7\r\n"), "{head}");
+        assert!(head.contains("X-Real-IP: 203.0.113.9\r\n"), "{head}");
+        assert!(!head.contains("True-Client-IP"), "{head}");
+        assert_eq!(head.matches("6.6.6.6").count(), 1, "{head}");
     }
 
     #[test]

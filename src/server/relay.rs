@@ -108,9 +108,9 @@ where
                     }
                     buf.advance(out.len);
                     state.metrics.relayed();
-                    let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name);
+                    let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name, client = %out.client);
                     out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
-                    let next = exchange(state, routed.upstream, info.peer.ip(), io, &mut buf, &out)
+                    let next = exchange(state, routed.upstream, out.client, io, &mut buf, &out)
                         .instrument(span)
                         .await;
                     if next == Next::Abort {

@@ -117,7 +117,7 @@ async fn open<B: Sync>(
     let span = tracing::debug_span!(
         "session",
         transport = "sse",
-        peer = conn.as_ref().map(|c| c.peer.to_string()),
+        client = conn.as_ref().map(|c| c.client.to_string()),
         conn = conn.as_ref().map(|c| c.id),
         subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );

@@ -91,7 +91,7 @@ pub async fn upgrade(
     let span = tracing::debug_span!(
         "session",
         transport = "ws",
-        peer = conn.as_ref().map(|c| c.peer.to_string()),
+        client = conn.as_ref().map(|c| c.client.to_string()),
         conn = conn.as_ref().map(|c| c.id),
         subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );

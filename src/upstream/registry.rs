@@ -94,12 +94,14 @@ impl Upstreams {
         !self.routes.is_empty()
     }
 
-    /// Whether a request for `path` is refused (400) rather than routed:
-    /// with routes in force, a path that could resolve to another one than
-    /// the route matched (`routes::ambiguous`). Without routes every
-    /// request goes to `default` and the application resolves it as ever.
+    /// Whether a request for `path` is refused (400) rather than proxied:
+    /// a path that could resolve to another one than the one it was judged
+    /// by (`routes::ambiguous`). Refused with or without routes: an
+    /// upstream with a base path (`http://app:8080/app`) would otherwise
+    /// pass `/../admin` on as `/app/../admin`, outside the part of the
+    /// application the operator exposed.
     pub fn refuses(&self, path: &str) -> bool {
-        self.has_routes() && super::routes::ambiguous(path)
+        super::routes::ambiguous(path)
     }
 
     /// The upstream a proxied request for `host` (its `Host` or authority,

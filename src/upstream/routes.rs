@@ -156,6 +156,10 @@ impl Routes {
 /// upstream; nginx normalises before matching. Browsers never send these
 /// (they resolve dot segments themselves), so such a request is refused
 /// rather than normalised into a guess.
+///
+/// A segment is a dot segment also with path parameters after it (`..;`,
+/// `.;x=y`): Tomcat, Jetty and Spring strip `;…` from each segment before
+/// resolving, so `/public/..;/admin` reaches `/admin` there.
 pub fn ambiguous(path: &str) -> bool {
     let bytes = path.as_bytes();
     if bytes.contains(&b'\\') {
@@ -165,8 +169,10 @@ pub fn ambiguous(path: &str) -> bool {
     if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") {
         return true;
     }
-    path.split('/')
-        .any(|segment| segment == "." || segment == "..")
+    path.split('/').any(|segment| {
+        let name = segment.split_once(';').map_or(segment, |(name, _)| name);
+        name == "." || name == ".."
+    })
 }
 
 /// The name in a `Host` value or authority: without its port, its IPv6
@@ -214,6 +220,10 @@ mod tests {
             "/api%2fadmin",
             "/api/..%5cadmin",
             "/api\\..\\admin",
+            "/api/..;/admin",
+            "/api/..;jsessionid=x/admin",
+            "/api/.;/x",
+            "/api/..;",
         ] {
             assert!(ambiguous(p), "{p}");
         }
@@ -224,6 +234,8 @@ mod tests {
             "/.well-known/x",
             "/file.tar.gz",
             "/a/.b",
+            "/a;b/..c;d",
+            "/matrix;a=1/x",
         ] {
             assert!(!ambiguous(p), "{p}");
         }

@@ -337,9 +337,8 @@ async fn a_removed_upstream_finishes_its_requests_in_flight() {
 /// With routes in force, a path that an application would resolve to
 /// another one than the route matched (`/api/public/../admin`, or the same
 /// with encoded dots or slashes) is refused with 400 by both engines and
-/// reaches no application; the same path without routes is the
-/// application's to resolve, as before. Raw requests: an HTTP client would
-/// resolve the dot segments itself.
+/// reaches no application. Raw requests: an HTTP client would resolve the
+/// dot segments itself.
 #[tokio::test]
 async fn paths_that_could_escape_their_route_are_refused_by_both_engines() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -387,4 +386,51 @@ async fn paths_that_could_escape_their_route_are_refused_by_both_engines() {
     let _ = s.read_to_string(&mut answer).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(api.has_seen("/api/public/x"));
+}
+
+/// Without any route, an upstream with a base path (`url: …/app`) is the
+/// part of the application the operator exposed: `/../admin` would reach
+/// it as `/app/../admin`, and `..;` is a dot segment to Tomcat, Jetty and
+/// Spring. Every such path is 400 on both engines and reaches nothing.
+#[tokio::test]
+async fn dot_segments_are_refused_without_routes_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let default = app("default").await;
+    let gw = TestGateway::with(&format!("{}/app", default.url), "  heartbeat: 15s", "").await;
+    let targets = [
+        "/../admin",
+        "/x/%2e%2e/admin",
+        "/x/..;/admin",
+        "/x/..;jsessionid=1/admin",
+        "/x/.;/admin",
+        "/x/..%2fadmin",
+    ];
+    for method in ["GET", "POST"] {
+        for target in targets {
+            let mut s = gw.tls_stream().await;
+            let head = format!(
+                "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 400"),
+                "{method} {target}: {answer}"
+            );
+        }
+    }
+    assert!(
+        default.seen.lock().unwrap().is_empty(),
+        "nothing reached the app: {:?}",
+        default.seen.lock().unwrap()
+    );
+    let mut s = gw.tls_stream().await;
+    s.write_all(b"GET /x/y HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(default.has_seen("/app/x/y"), "{:?}", default.seen.lock().unwrap());
 }
