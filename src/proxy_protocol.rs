@@ -195,7 +195,11 @@ mod tests {
     #[test]
     fn every_prefix_of_a_header_asks_for_more() {
         let v1 = b"PROXY TCP4 192.0.2.1 198.51.100.1 56324 443\r\n".to_vec();
-        let v2 = v2_header(1, 0x11, &[192, 0, 2, 1, 198, 51, 100, 1, 0xdc, 0x04, 1, 187]);
+        let v2 = v2_header(
+            1,
+            0x11,
+            &[192, 0, 2, 1, 198, 51, 100, 1, 0xdc, 0x04, 1, 187],
+        );
         for whole in [v1, v2] {
             for cut in 0..whole.len() {
                 assert_eq!(parse(&whole[..cut]), Header::Incomplete, "cut at {cut}");

@@ -172,7 +172,10 @@ mod tests {
         // Nothing named: the front itself.
         assert_eq!(t.client(front, [], []), front);
         // An untrusted peer is the client whatever it writes.
-        assert_eq!(t.client(ip("198.51.100.9"), ["6.6.6.6"], []), ip("198.51.100.9"));
+        assert_eq!(
+            t.client(ip("198.51.100.9"), ["6.6.6.6"], []),
+            ip("198.51.100.9")
+        );
     }
 
     #[test]

@@ -167,7 +167,8 @@ async fn connection(
     gauge: Option<Gauge>,
 ) {
     let id = state.stats.conn_id();
-    let span = tracing::debug_span!("conn", %peer, id, surface = ?surface, client = tracing::field::Empty);
+    let span =
+        tracing::debug_span!("conn", %peer, id, surface = ?surface, client = tracing::field::Empty);
     async move {
         let mut stream = stream;
         let mut peer = peer;

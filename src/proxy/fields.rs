@@ -239,12 +239,7 @@ mod tests {
     fn forwarded_for_ipv6_and_chain() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.2.3.4".parse().unwrap());
-        let info = ConnInfo::new(
-            "[::1]:5000".parse().unwrap(),
-            true,
-            1,
-            &Default::default(),
-        );
+        let info = ConnInfo::new("[::1]:5000".parse().unwrap(), true, 1, &Default::default());
         h.insert("forwarded", "for=1.2.3.4".parse().unwrap());
         let host = HeaderValue::from_static("app.example.com");
         forwarded_headers(&mut h, &info, Some(&host));

@@ -84,7 +84,11 @@ impl Forwarded {
             forwarded.extend(h.chars().filter(|&c| c != '"'));
             forwarded.push('"');
         }
-        let real_ip = if hop == client { shown } else { show_ip(client) };
+        let real_ip = if hop == client {
+            shown
+        } else {
+            show_ip(client)
+        };
         Forwarded {
             xff,
             forwarded,

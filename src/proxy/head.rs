@@ -564,8 +564,14 @@ mod tests {
             panic!("not relayed");
         };
         let head = String::from_utf8(out.head.clone()).unwrap();
-        assert_eq!(out.client, "203.0.113.9".parse::<std::net::IpAddr>().unwrap());
-        assert!(head.contains("X-Forwarded-For: 6.6.6.6, 203.0.113.9, 10.0.0.7\r\n"), "{head}");
+        assert_eq!(
+            out.client,
+            "203.0.113.9".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert!(
+            head.contains("X-Forwarded-For: 6.6.6.6, 203.0.113.9, 10.0.0.7\r\n"),
+            "{head}"
+        );
         assert!(head.contains("X-Real-IP: 203.0.113.9\r\n"), "{head}");
         assert!(!head.contains("True-Client-IP"), "{head}");
         assert_eq!(head.matches("6.6.6.6").count(), 1, "{head}");

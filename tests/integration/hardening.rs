@@ -1,10 +1,11 @@
 //! Attacks on the proxy, kept as regression tests: what a client may not
-//! forge (`hardening/forged.rs`), what a broken or hostile backend may not
+//! forge (`hardening/forged.rs`, and who it is: `hardening/client_addr.rs`), what a broken or hostile backend may not
 //! do to another client's answer (`hardening/stray.rs`), and framing either
 //! side gets wrong (`hardening/framing.rs`). Each runs against the real
 //! gateway, on both ways a request is forwarded: the relay (plain HTTP/1.1
 //! `GET`/`HEAD`) and hyper (anything else, HTTP/2 included).
 
+mod client_addr;
 mod forged;
 mod framing;
 mod stray;

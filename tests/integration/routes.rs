@@ -432,5 +432,9 @@ async fn dot_segments_are_refused_without_routes_too() {
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(default.has_seen("/app/x/y"), "{:?}", default.seen.lock().unwrap());
+    assert!(
+        default.has_seen("/app/x/y"),
+        "{:?}",
+        default.seen.lock().unwrap()
+    );
 }

@@ -431,3 +431,27 @@ fn url_and_urls_together() {
         "not both",
     );
 }
+
+#[test]
+fn trusted_proxies_must_be_addresses_or_blocks() {
+    let text = r#"
+listen:
+  public: 0.0.0.0:8443
+  trusted_proxies:
+    - 10.0.0.0/8
+    - 10.1.2.3/16
+"#;
+    rejects(
+        text,
+        4,
+        "listen.trusted_proxies",
+        "`10.1.2.3/16` has host bits set; did you mean `10.1.0.0/16`?",
+    );
+    let text = "listen:\n  trusted_proxies: [my-balancer]\n";
+    rejects(
+        text,
+        2,
+        "listen.trusted_proxies",
+        "`my-balancer` is not an address or a CIDR block",
+    );
+}
