@@ -47,3 +47,8 @@ fn cursor_corpus() {
 fn relay_corpus() {
     replay("relay", pushgate::fuzzing::relay);
 }
+
+#[test]
+fn proxy_header_corpus() {
+    replay("proxy_header", pushgate::fuzzing::proxy_header);
+}

@@ -23,11 +23,23 @@ impl Config {
         } else {
             "plain HTTP"
         };
+        let front = if self.listen.proxy_protocol {
+            ", PROXY protocol required"
+        } else {
+            ""
+        };
         writeln!(
             out,
-            "listen: public {} ({tls_mode}), admin {} (plain HTTP)",
+            "listen: public {} ({tls_mode}{front}), admin {} (plain HTTP)",
             self.listen.public, self.listen.admin
         )?;
+        if !self.listen.trusted_proxies.is_empty() {
+            writeln!(
+                out,
+                "trusted proxies: {} (their X-Forwarded-For names the client)",
+                self.listen.trusted_proxies
+            )?;
+        }
         match &self.tls {
             None => writeln!(out, "tls: off")?,
             Some(tls) => {
