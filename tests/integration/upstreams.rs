@@ -370,6 +370,13 @@ async fn both_engines_share_one_pool_per_server() {
     // One client connection each: a connection that carried a request
     // through hyper stays with hyper.
     let (gets, posts) = (http1_client(), http1_client());
+    // A connection goes back to the pool from its own task, just after the
+    // answer reached the client: each request waits for it, so that what
+    // is measured is sharing, not how fast that task ran.
+    let series = format!(
+        "pushgate_upstream_pool_idle{{upstream=\"default\",server=\"{}\"}}",
+        a.url
+    );
     for i in 0..3 {
         for (client, method, engine) in [
             (&gets, Method::GET, "relay"),
@@ -389,6 +396,10 @@ async fn both_engines_share_one_pool_per_server() {
                 engine,
                 "{method} went by the engine expected"
             );
+            eventually(5, "the connection is idle in the pool", || async {
+                metric(&gw.metrics_text().await, &series) == Some(1.0)
+            })
+            .await;
         }
     }
     assert_eq!(
@@ -396,16 +407,6 @@ async fn both_engines_share_one_pool_per_server() {
         1,
         "six requests in turn, one connection: the engines share the server's pool"
     );
-    // The last connection goes back to the pool from its own task, just
-    // after the answer reached the client.
-    let series = format!(
-        "pushgate_upstream_pool_idle{{upstream=\"default\",server=\"{}\"}}",
-        a.url
-    );
-    eventually(5, "the connection is idle in the pool", || async {
-        metric(&gw.metrics_text().await, &series) == Some(1.0)
-    })
-    .await;
 }
 
 /// A server whose `/stream…` answers send their head and a first chunk,
