@@ -99,10 +99,12 @@ $APP_SERVER
   server { listen 127.0.0.1:28081; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 
 # One wrk run against local port $3, as a row (round $1, path $2) of the
-# table in "$out"; prints the requests/s.
+# table in "$out"; prints the requests/s. Optional: $4 the request path
+# (default /), $5 more wrk arguments (e.g. `-s post.lua`).
 wrk_row() {
   local res rps p50 p99
-  res=$(wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$3/" 2>&1)
+  # shellcheck disable=SC2086
+  res=$(wrk -t2 -c64 -d10s --latency ${5:-} "http://127.0.0.1:$3${4:-/}" 2>&1)
   rps=$(echo "$res" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$res" | awk '$1=="50%" {print $2}')
   p99=$(echo "$res" | awk '$1=="99%" {print $2}')
