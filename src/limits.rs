@@ -6,6 +6,10 @@
 //! So a reload changes quotas, never what was spent: a client at its
 //! connection cap stays refused, a drained bucket stays drained.
 //!
+//! The rates are governor's keyed GCRA limiters (`keyed`), one per kind of
+//! limit, each rebuilt with the new quota at a reload over a store that
+//! outlives it (`store`), on one time line (`clock`).
+//!
 //! Who is counted where ([`ClientKey`]):
 //! - an authenticated subject under `per_client` (`connections`, `messages`,
 //!   `subscribes`), wherever it connects from;
@@ -21,17 +25,20 @@
 //! the set. Checks never wait: over a limit is an immediate refusal with the
 //! time after which a retry can succeed.
 
-mod bucket;
+mod clock;
+mod keyed;
+mod store;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::config;
-use bucket::{Buckets, Verdict};
+use clock::Time;
+use keyed::{KeyedLimit, Refusal};
 
 /// Which limit refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,8 +80,8 @@ pub enum ClientKey {
     Anonymous { addr: IpAddr, conn: u64 },
 }
 
-/// A key in one of the tables; the variants keep a subject that looks like
-/// an address apart from the address.
+/// A key in the message limit or the connection counts; the variants keep a
+/// subject that looks like an address apart from the address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Key {
     Subject(Arc<str>),
@@ -91,7 +98,7 @@ impl ClientKey {
         }
     }
 
-    /// Whose subscribe bucket and connection count.
+    /// Whose connection count.
     fn holder(&self) -> Key {
         match self {
             ClientKey::Subject(s) => Key::Subject(s.clone()),
@@ -114,69 +121,58 @@ pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Where "now" comes from: the monotonic clock, or a hand-moved one in tests.
-enum Clock {
-    Real(Instant),
-    #[cfg(test)]
-    Manual(Arc<std::sync::atomic::AtomicU64>),
-}
-
-impl Clock {
-    fn now(&self) -> u64 {
-        match self {
-            Clock::Real(start) => u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            #[cfg(test)]
-            Clock::Manual(t) => t.load(std::sync::atomic::Ordering::Relaxed),
-        }
-    }
-}
-
 pub struct Limits {
     policy: ArcSwap<config::Limits>,
-    messages: Buckets<Key>,
-    subscribes: Buckets<Key>,
-    connects: Buckets<IpAddr>,
-    publish: Buckets<String>,
+    messages: KeyedLimit<Key>,
+    /// Subscribes of subjects (`per_client`) and of anonymous addresses
+    /// (`per_ip`): two quotas, so two limiters, each over its own store.
+    subject_subscribes: KeyedLimit<Arc<str>>,
+    address_subscribes: KeyedLimit<IpAddr>,
+    connects: KeyedLimit<IpAddr>,
+    publish: KeyedLimit<String>,
     open: Mutex<HashMap<Key, u32>>,
-    clock: Clock,
 }
 
 impl Limits {
     pub fn new(policy: &config::Limits) -> Arc<Limits> {
-        Arc::new(Self::with_clock(policy, Clock::Real(Instant::now())))
+        Arc::new(Self::with_time(policy, Time::real()))
     }
 
-    fn with_clock(policy: &config::Limits, clock: Clock) -> Limits {
+    fn with_time(policy: &config::Limits, time: Time) -> Limits {
         Limits {
             policy: ArcSwap::from_pointee(policy.clone()),
-            messages: Buckets::new(),
-            subscribes: Buckets::new(),
-            connects: Buckets::new(),
-            publish: Buckets::new(),
+            messages: KeyedLimit::new(&policy.per_client.messages, time.clone()),
+            subject_subscribes: KeyedLimit::new(&policy.per_client.subscribes, time.clone()),
+            address_subscribes: KeyedLimit::new(&policy.per_ip.subscribes, time.clone()),
+            connects: KeyedLimit::new(&policy.per_ip.connects, time.clone()),
+            publish: KeyedLimit::new(&policy.publish, time),
             open: Mutex::new(HashMap::new()),
-            clock,
         }
     }
 
     /// Put new quotas in force (on reload); what was spent stays spent.
     pub fn set_policy(&self, policy: &config::Limits) {
         self.policy.store(Arc::new(policy.clone()));
+        self.messages.set_quota(&policy.per_client.messages);
+        self.subject_subscribes
+            .set_quota(&policy.per_client.subscribes);
+        self.address_subscribes.set_quota(&policy.per_ip.subscribes);
+        self.connects.set_quota(&policy.per_ip.connects);
+        self.publish.set_quota(&policy.publish);
     }
 
     fn check<K: std::hash::Hash + Eq + Clone>(
-        &self,
-        buckets: &Buckets<K>,
+        limit: &KeyedLimit<K>,
         key: &K,
         n: usize,
-        quota: &config::RateLimit,
         kind: Kind,
     ) -> Result<(), Limited> {
-        let n = u32::try_from(n).unwrap_or(u32::MAX).max(1);
-        match buckets.check(key, n, quota, self.clock.now()) {
-            Verdict::Allowed => Ok(()),
-            Verdict::Wait(retry_after) => Err(Limited { kind, retry_after }),
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        match limit.check(key, n) {
+            Ok(()) => Ok(()),
+            Err(Refusal::Wait(retry_after)) => Err(Limited { kind, retry_after }),
             // More than the burst can ever allow at once.
-            Verdict::Never => Err(Limited {
+            Err(Refusal::Never) => Err(Limited {
                 kind,
                 retry_after: Duration::from_secs(1),
             }),
@@ -185,44 +181,30 @@ impl Limits {
 
     /// One frame or request from `client`.
     pub fn message(&self, client: &ClientKey) -> Result<(), Limited> {
-        let policy = self.policy.load();
-        let quota = &policy.per_client.messages;
-        self.check(&self.messages, &client.sender(), 1, quota, Kind::Messages)
+        Self::check(&self.messages, &client.sender(), 1, Kind::Messages)
     }
 
     /// `n` channel subscribes by `client`.
     pub fn subscribe(&self, client: &ClientKey, n: usize) -> Result<(), Limited> {
-        let policy = self.policy.load();
-        let quota = match client {
-            ClientKey::Subject(_) => &policy.per_client.subscribes,
-            ClientKey::Anonymous { .. } => &policy.per_ip.subscribes,
-        };
-        self.check(
-            &self.subscribes,
-            &client.holder(),
-            n,
-            quota,
-            Kind::Subscribes,
-        )
+        match client {
+            ClientKey::Subject(s) => Self::check(&self.subject_subscribes, s, n, Kind::Subscribes),
+            ClientKey::Anonymous { addr, .. } => Self::check(
+                &self.address_subscribes,
+                &address_key(*addr),
+                n,
+                Kind::Subscribes,
+            ),
+        }
     }
 
     /// A new TCP connection from `ip`.
     pub fn connect(&self, ip: IpAddr) -> Result<(), Limited> {
-        let policy = self.policy.load();
-        let quota = &policy.per_ip.connects;
-        self.check(&self.connects, &address_key(ip), 1, quota, Kind::Connects)
+        Self::check(&self.connects, &address_key(ip), 1, Kind::Connects)
     }
 
     /// `n` messages published with admin key `key`.
     pub fn publish(&self, key: &str, n: usize) -> Result<(), Limited> {
-        let policy = self.policy.load();
-        self.check(
-            &self.publish,
-            &key.to_string(),
-            n,
-            &policy.publish,
-            Kind::Publish,
-        )
+        Self::check(&self.publish, &key.to_string(), n, Kind::Publish)
     }
 
     /// Whether the gateway is over `max_connections` with `current` open.
@@ -264,24 +246,20 @@ impl Limits {
 
     /// Forget keys whose buckets have drained (bounded state).
     pub fn evict_idle(&self) {
-        let policy = self.policy.load();
-        let now = self.clock.now();
-        self.messages
-            .evict_idle(|_| policy.per_client.messages, now);
-        self.subscribes.evict_idle(
-            |key| match key {
-                Key::Addr(_) => policy.per_ip.subscribes,
-                Key::Subject(_) | Key::Conn(_) => policy.per_client.subscribes,
-            },
-            now,
-        );
-        self.connects.evict_idle(|_| policy.per_ip.connects, now);
-        self.publish.evict_idle(|_| policy.publish, now);
+        self.messages.evict_idle();
+        self.subject_subscribes.evict_idle();
+        self.address_subscribes.evict_idle();
+        self.connects.evict_idle();
+        self.publish.evict_idle();
     }
 
-    /// Number of keys held across buckets (for tests and stats).
+    /// Number of keys held across rate limits (for tests and stats).
     pub fn tracked_keys(&self) -> usize {
-        self.messages.len() + self.subscribes.len() + self.connects.len() + self.publish.len()
+        self.messages.len()
+            + self.subject_subscribes.len()
+            + self.address_subscribes.len()
+            + self.connects.len()
+            + self.publish.len()
     }
 }
 

@@ -93,6 +93,46 @@ async fn a_rate_limited_client_is_not_refreshed_by_a_reload() {
     assert_eq!(poll().await, 429, "the reload refunds nothing");
 }
 
+#[tokio::test]
+async fn a_new_rate_drains_what_was_spent_at_the_new_rate() {
+    let gw = gateway("  per_ip: { connects: { rate: 1/m, burst: 2 } }").await;
+    // A fresh client each time: a new TCP connection per request. The
+    // status, and the Retry-After in seconds of a refusal.
+    let poll = || async {
+        let r = gw
+            .fresh_client()
+            .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
+            .send()
+            .await
+            .unwrap();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        (r.status().as_u16(), retry)
+    };
+    for _ in 0..2 {
+        assert_eq!(poll().await, (200, None));
+    }
+    assert_eq!(poll().await, (429, Some(60)));
+    // Slower: both connects are still spent, one drains in an hour. (A
+    // bucket that kept the old rate's time would be nearly full again.)
+    reload_with(&gw, "rate: 1/m", "rate: 1/h");
+    let (status, retry) = poll().await;
+    assert_eq!(status, 429, "a slower rate refunds nothing");
+    let retry = retry.unwrap();
+    assert!((3590..=3600).contains(&retry), "Retry-After {retry}");
+    // Faster: what is left drains at once at the new rate, not over the
+    // old rate's hour.
+    reload_with(&gw, "rate: 1/h", "rate: 1/s");
+    let (status, retry) = poll().await;
+    assert_eq!((status, retry), (429, Some(1)), "one token at 1/s");
+    eventually(5, "a token came back at the new rate", || async {
+        poll().await.0 == 200
+    })
+    .await;
+}
+
 /// Subscribe to `public.q{i}`: whether it was acknowledged.
 async fn subscribe(ws: &mut Ws, i: usize) -> bool {
     send_json(
