@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::real_ip::TrustedProxies;
+use crate::real_ip::Fronts;
 
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
@@ -17,10 +17,11 @@ pub struct ConnInfo {
     /// request by [`ConnInfo::for_request`]). Limits, logs and the
     /// application's `X-Forwarded-For` use this.
     pub client: IpAddr,
-    /// The fronts in force when the peer is one of them: its forwarding
-    /// fields are believed and passed on, with the peer appended. `None`:
-    /// a client's own forwarding fields are replaced, never appended to.
-    pub front: Option<TrustedProxies>,
+    /// The fronts in force when the peer is one of them: the field they
+    /// name clients in is believed and passed on, with the peer appended.
+    /// `None`: a client's own forwarding fields are replaced, never
+    /// appended to.
+    pub front: Option<Fronts>,
     /// Whether the connection arrived over TLS (drives `X-Forwarded-Proto`).
     pub tls: bool,
     /// Server name the client asked for in SNI, if any (shared: every
@@ -37,11 +38,10 @@ pub struct ConnInfo {
 pub struct ConnKill(pub std::sync::Arc<crate::alarm::Alarm>);
 
 impl ConnInfo {
-    /// A connection's info before any request: the client is the peer.
-    /// `trusted` are the fronts in force; the peer is a front only when it
-    /// is among them.
-    pub fn new(peer: SocketAddr, tls: bool, id: u64, trusted: &TrustedProxies) -> ConnInfo {
-        let front = trusted.contains(peer.ip()).then(|| trusted.clone());
+    /// A connection's info before any request: the client is the peer,
+    /// which is a front when it is one of `fronts`.
+    pub fn new(peer: SocketAddr, tls: bool, id: u64, fronts: &Fronts) -> ConnInfo {
+        let front = fronts.proxies.contains(peer.ip()).then(|| fronts.clone());
         ConnInfo {
             peer,
             client: peer.ip().to_canonical(),
@@ -53,22 +53,12 @@ impl ConnInfo {
     }
 
     /// This connection's info for one request with `headers`: behind a
-    /// trusted front, the client its `X-Forwarded-For` (or `Forwarded`)
-    /// names.
+    /// trusted front, the client the front's field names.
     pub fn for_request(&self, headers: &http::HeaderMap) -> ConnInfo {
         let mut info = self.clone();
         if let Some(front) = &self.front {
-            let text = |name| {
-                headers
-                    .get_all(name)
-                    .into_iter()
-                    .filter_map(|v| v.to_str().ok())
-            };
-            info.client = front.client(
-                self.peer.ip(),
-                text(http::header::HeaderName::from_static("x-forwarded-for")),
-                text(http::header::FORWARDED),
-            );
+            let lines = headers.get_all(front.header.name()).into_iter();
+            info.client = front.client(self.peer.ip(), lines.map(|v| v.as_bytes()));
         }
         info
     }

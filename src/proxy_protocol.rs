@@ -4,10 +4,10 @@
 //! accepted. With `listen.proxy_protocol` every public connection must
 //! start with one; the source it names is the client from then on.
 //!
-//! Pure: bytes in, a verdict out. The reader in `server/` peeks until
-//! [`parse`] stops answering [`Header::Incomplete`], then takes exactly the
-//! header's bytes, so what follows (a TLS ClientHello, a request) is left
-//! in the socket untouched.
+//! Pure: bytes in, a verdict out. The reader in `server/front.rs` reads
+//! until [`parse`] stops answering [`Header::Incomplete`], and hands what
+//! followed the header (a TLS ClientHello, a request) to whoever reads
+//! next.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -18,17 +18,24 @@ pub const MAX_HEADER: usize = 16 + 512;
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 const V1_MAX: usize = 107;
 
+/// Whose connection a whole header says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A client's, from this address (TCP over IPv4 or IPv6).
+    Client(SocketAddr),
+    /// The front's own (v2 `LOCAL`: a health check).
+    Front,
+    /// Someone's the header does not name (v1 `UNKNOWN`, or another
+    /// address family): not the front's, so nothing on it is the front's
+    /// word either.
+    Unnamed,
+}
+
 /// What the first bytes of a connection say.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Header {
-    /// A whole header of `len` bytes. `source` is the client it names;
-    /// `None` for a front's own connection (v2 `LOCAL`, v1 `UNKNOWN`, or an
-    /// address family other than TCP over IPv4/IPv6), whose client is the
-    /// socket's peer.
-    Complete {
-        len: usize,
-        source: Option<SocketAddr>,
-    },
+    /// A whole header of `len` bytes, and whose connection it is.
+    Complete { len: usize, source: Source },
     /// Could still become a header: read more.
     Incomplete,
     /// Not a PROXY header, or a malformed one.
@@ -71,19 +78,22 @@ fn v1(buf: &[u8]) -> Header {
     };
     let fields: Vec<&str> = line.split(' ').collect();
     match fields.as_slice() {
-        ["PROXY", "UNKNOWN", ..] => Header::Complete { len, source: None },
+        ["PROXY", "UNKNOWN", ..] => Header::Complete {
+            len,
+            source: Source::Unnamed,
+        },
         ["PROXY", family @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
-            let (Ok(src), Ok(_dst)) = (src.parse::<IpAddr>(), dst.parse::<IpAddr>()) else {
+            let (Ok(src), Ok(dst)) = (src.parse::<IpAddr>(), dst.parse::<IpAddr>()) else {
                 return Header::Invalid("PROXY v1 address is not an address");
             };
             let v4 = *family == "TCP4";
-            if src.is_ipv4() != v4 {
+            if src.is_ipv4() != v4 || dst.is_ipv4() != v4 {
                 return Header::Invalid("PROXY v1 address does not match its family");
             }
             match (port(sport), port(dport)) {
                 (Some(sport), Some(_)) => Header::Complete {
                     len,
-                    source: Some(SocketAddr::new(src, sport)),
+                    source: Source::Client(SocketAddr::new(src, sport)),
                 },
                 _ => Header::Invalid("PROXY v1 port is not a port"),
             }
@@ -124,7 +134,12 @@ fn v2(buf: &[u8]) -> Header {
     let body = &buf[16..len];
     match ver_cmd & 0x0f {
         // LOCAL: the front's own connection (a health check).
-        0 => return Header::Complete { len, source: None },
+        0 => {
+            return Header::Complete {
+                len,
+                source: Source::Front,
+            };
+        }
         1 => {}
         _ => return Header::Invalid("PROXY v2 header with an unknown command"),
     }
@@ -137,7 +152,7 @@ fn v2(buf: &[u8]) -> Header {
             }
             let ip = Ipv4Addr::new(body[0], body[1], body[2], body[3]);
             let port = u16::from_be_bytes([body[8], body[9]]);
-            Some(SocketAddr::new(IpAddr::V4(ip), port))
+            Source::Client(SocketAddr::new(IpAddr::V4(ip), port))
         }
         // TCP over IPv6.
         0x21 => {
@@ -147,10 +162,10 @@ fn v2(buf: &[u8]) -> Header {
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&body[..16]);
             let port = u16::from_be_bytes([body[32], body[33]]);
-            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(octets)), port))
+            Source::Client(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(octets)), port))
         }
         // UNSPEC, UDP, unix sockets: nothing we can key a client by.
-        _ => None,
+        _ => Source::Unnamed,
     };
     Header::Complete { len, source }
 }
@@ -175,19 +190,19 @@ mod tests {
             parse(line),
             Header::Complete {
                 len: 45,
-                source: Some("192.0.2.1:56324".parse().unwrap())
+                source: Source::Client("192.0.2.1:56324".parse().unwrap())
             }
         );
         let line = b"PROXY TCP6 2001:db8::1 2001:db8::2 1 443\r\n";
         assert!(matches!(
             parse(line),
-            Header::Complete { source: Some(s), .. } if s.ip() == "2001:db8::1".parse::<IpAddr>().unwrap()
+            Header::Complete { source: Source::Client(s), .. } if s.ip() == "2001:db8::1".parse::<IpAddr>().unwrap()
         ));
         assert_eq!(
             parse(b"PROXY UNKNOWN\r\n"),
             Header::Complete {
                 len: 15,
-                source: None
+                source: Source::Unnamed
             }
         );
     }
@@ -217,7 +232,7 @@ mod tests {
             parse(&h),
             Header::Complete {
                 len: h.len(),
-                source: Some("192.0.2.1:56324".parse().unwrap())
+                source: Source::Client("192.0.2.1:56324".parse().unwrap())
             }
         );
         let mut six = [0u8; 36];
@@ -229,16 +244,22 @@ mod tests {
         let h = v2_header(1, 0x21, &six);
         assert!(matches!(
             parse(&h),
-            Header::Complete { source: Some(s), .. } if s == "[2001::7]:80".parse().unwrap()
+            Header::Complete { source: Source::Client(s), .. } if s == "[2001::7]:80".parse().unwrap()
         ));
-        // LOCAL and unix sockets name no client.
+        // LOCAL is the front's own; unix sockets name no client.
         assert!(matches!(
             parse(&v2_header(0, 0x00, &[])),
-            Header::Complete { source: None, .. }
+            Header::Complete {
+                source: Source::Front,
+                ..
+            }
         ));
         assert!(matches!(
             parse(&v2_header(1, 0x31, &[0; 216])),
-            Header::Complete { source: None, .. }
+            Header::Complete {
+                source: Source::Unnamed,
+                ..
+            }
         ));
     }
 
@@ -249,6 +270,7 @@ mod tests {
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\x00",
             b"PROXY TCP4 192.0.2.1 198.51.100.1 056324 443\r\n",
             b"PROXY TCP4 2001:db8::1 198.51.100.1 1 443\r\n",
+            b"PROXY TCP4 192.0.2.1 2001:db8::1 1 443\r\n",
             b"PROXY TCP4 192.0.2.1 198.51.100.1 99999 443\r\n",
             b"PROXY TCP4 192.0.2.1 198.51.100.1 1\r\n",
             b"PROXY HTTP 1 2 3 4\r\n",

@@ -1,6 +1,7 @@
-//! Listeners and connections: the accept loop, the per-connection task (TLS
-//! handshake under a timeout, then hyper HTTP/1.1 + HTTP/2 with upgrades), and
-//! the graceful end of both.
+//! Listeners and connections: the accept loop, the per-connection task
+//! (whose connection it is, `front.rs`; the TLS handshake under a timeout;
+//! then the relay or hyper HTTP/1.1 + HTTP/2 with upgrades), and the
+//! graceful end of both.
 //!
 //! The accept loop never waits on a client: it only accepts, sets
 //! `TCP_NODELAY` and spawns. Running out of file descriptors backs off instead
@@ -24,16 +25,19 @@ use tracing::{Instrument, debug, warn};
 use http::{HeaderValue, Response, StatusCode, header};
 
 mod first_request;
+mod front;
 mod relay;
 mod send_timeout;
 
 use bytes::Bytes;
 use first_request::{FirstRequest, Rewind};
+use front::Identified;
 use send_timeout::SendTimeout;
 
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::limits::Limited;
 use crate::loops::Loops;
+use crate::real_ip::Fronts;
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge};
 use crate::transport::sse::http1::SseHandoff;
@@ -171,34 +175,45 @@ async fn connection(
         tracing::debug_span!("conn", %peer, id, surface = ?surface, client = tracing::field::Empty);
     async move {
         let mut stream = stream;
-        let mut peer = peer;
-        let mut gate = gate;
-        let mut info = ConnInfo::new(peer, acceptor.is_some(), id, &Default::default());
-        if surface == ListenerRole::Public {
-            let (trusted, proxy_protocol, timeout) = {
-                let settings = state.settings();
-                let config = &settings.config;
-                (
-                    config.listen.trusted_proxies.clone(),
-                    config.listen.proxy_protocol,
-                    config.limits.handshake_timeout,
-                )
+        let (fronts, proxy_protocol, handshake) = {
+            let settings = state.settings();
+            let config = &settings.config;
+            let fronts = match surface {
+                ListenerRole::Public => Fronts {
+                    proxies: config.listen.trusted_proxies.clone(),
+                    header: config.listen.real_ip_header,
+                },
+                ListenerRole::Admin => Fronts::default(),
             };
-            if proxy_protocol {
-                match proxy_source(&mut stream, peer, &trusted, timeout).await {
-                    Ok(Some(source)) => peer = source,
-                    Ok(None) => {}
-                    Err(why) => {
-                        state.metrics.proxy_protocol_refused.inc();
-                        debug!(why, "connection refused: no valid PROXY protocol header");
-                        return;
-                    }
-                }
+            let proxy_protocol = surface == ListenerRole::Public && config.listen.proxy_protocol;
+            (fronts, proxy_protocol, config.limits.handshake_timeout)
+        };
+        // One deadline for the PROXY header and the TLS handshake.
+        let deadline = tokio::time::Instant::now() + handshake;
+        let tls = acceptor.is_some();
+        let identified = front::identify(
+            &mut stream,
+            peer,
+            tls,
+            id,
+            &fronts,
+            proxy_protocol,
+            deadline,
+        )
+        .await;
+        let Identified { info, early } = match identified {
+            Ok(identified) => identified,
+            Err(why) => {
+                state.metrics.proxy_protocol_refused.inc();
+                debug!(why, "connection refused: no valid PROXY protocol header");
+                return;
             }
-            info = ConnInfo::new(peer, acceptor.is_some(), id, &trusted);
-            tracing::Span::current().record("client", tracing::field::display(info.client));
-            gate = gate.or_else(|| connects(&state, &info));
-        }
+        };
+        tracing::Span::current().record("client", tracing::field::display(info.client));
+        let gate = match surface {
+            ListenerRole::Public => gate.or_else(|| connects(&state, &info)),
+            ListenerRole::Admin => gate,
+        };
         // Boxed: the opening (TLS handshake, first request, session setup,
         // or a whole hyper connection) takes several KiB that an idle SSE
         // subscriber, which outlives it, must not keep: its stream moves to
@@ -206,10 +221,16 @@ async fn connection(
         let tasks = state.tasks.clone();
         // Under TLS, so that it sees the bytes the socket takes: TLS may
         // still be writing out a record after our last write was accepted.
-        let stream = SendTimeout::new(stream, state.settings().config.backend.timeout);
+        let stream = SendTimeout::new(
+            Rewind::new(early, stream),
+            state.settings().config.backend.timeout,
+        );
         let handoff = match acceptor {
             Some(acceptor) => {
-                Box::pin(serve_tls(state, stream, info, surface, gate, acceptor)).await
+                Box::pin(serve_tls(
+                    state, stream, info, surface, gate, acceptor, deadline,
+                ))
+                .await
             }
             None => Box::pin(serve(state, stream, info, surface, gate, false)).await,
         };
@@ -224,17 +245,17 @@ async fn connection(
     .await
 }
 
-/// The TLS handshake, then [`serve`] over it.
+/// The TLS handshake, done by `deadline`, then [`serve`] over it.
 async fn serve_tls(
     state: AppState,
-    stream: SendTimeout<TcpStream>,
+    stream: SendTimeout<Rewind<TcpStream>>,
     mut info: ConnInfo,
     surface: ListenerRole,
     gate: Option<ConnectionRefusal>,
     acceptor: TlsAcceptor,
+    deadline: tokio::time::Instant,
 ) -> Option<SseHandoff> {
-    let timeout = state.settings().config.limits.handshake_timeout;
-    match tokio::time::timeout(timeout, Box::pin(acceptor.accept(stream))).await {
+    match tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
         Ok(Ok(tls)) => {
             info.sni = tls.get_ref().1.server_name().map(std::sync::Arc::from);
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -251,51 +272,6 @@ async fn serve_tls(
             None
         }
     }
-}
-
-/// Take the PROXY protocol header (`proxy_protocol.rs`) off the front of
-/// `stream`, leaving what follows it in the socket, and say whose
-/// connection it is: the source it names, or `None` for the front's own
-/// (a health check). Refused: no valid header within `timeout`, or a peer
-/// that is not one of the fronts when fronts are listed.
-async fn proxy_source(
-    stream: &mut TcpStream,
-    peer: SocketAddr,
-    trusted: &crate::real_ip::TrustedProxies,
-    timeout: Duration,
-) -> Result<Option<SocketAddr>, &'static str> {
-    use crate::proxy_protocol::{Header, MAX_HEADER, parse};
-    use tokio::io::AsyncReadExt;
-    if !trusted.is_empty() && !trusted.contains(peer.ip()) {
-        return Err("peer is not one of listen.trusted_proxies");
-    }
-    let read = async {
-        let mut buf = [0u8; MAX_HEADER];
-        loop {
-            // Peeked, not read: the bytes after the header (a TLS
-            // ClientHello, a request) must stay for whoever reads next.
-            let n = stream.peek(&mut buf).await.map_err(|_| "read failed")?;
-            if n == 0 {
-                return Err("closed before a PROXY protocol header");
-            }
-            match parse(&buf[..n]) {
-                Header::Complete { len, source } => {
-                    stream
-                        .read_exact(&mut buf[..len])
-                        .await
-                        .map_err(|_| "read failed")?;
-                    return Ok(source);
-                }
-                Header::Invalid(why) => return Err(why),
-                // A front writes its header in one segment; a rest that is
-                // late is waited for briefly, the whole bounded by `timeout`.
-                Header::Incomplete => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-    };
-    tokio::time::timeout(timeout, read)
-        .await
-        .unwrap_or(Err("no PROXY protocol header within the handshake timeout"))
 }
 
 type ServiceFuture = std::pin::Pin<

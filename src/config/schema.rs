@@ -65,6 +65,9 @@ pub struct Listen {
     /// Fronts whose `X-Forwarded-For`/`Forwarded` (and PROXY headers) name
     /// the client (`real_ip.rs`); empty: nobody's are believed.
     pub trusted_proxies: crate::real_ip::TrustedProxies,
+    /// The field the fronts name clients in: `x-forwarded-for` (default)
+    /// or `forwarded`; only that one is read.
+    pub real_ip_header: crate::real_ip::RealIpHeader,
     /// Every public connection starts with a PROXY protocol header
     /// (`proxy_protocol.rs`); one without it is refused.
     pub proxy_protocol: bool,
@@ -76,6 +79,7 @@ impl Default for Listen {
             public: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8443)),
             admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 9090)),
             trusted_proxies: Default::default(),
+            real_ip_header: Default::default(),
             proxy_protocol: false,
         }
     }

@@ -23,10 +23,15 @@ impl Config {
         } else {
             "plain HTTP"
         };
-        let front = if self.listen.proxy_protocol {
-            ", PROXY protocol required"
-        } else {
-            ""
+        let front = match (
+            self.listen.proxy_protocol,
+            self.listen.trusted_proxies.is_empty(),
+        ) {
+            (false, _) => "",
+            (true, false) => ", PROXY protocol required",
+            (true, true) => {
+                ", PROXY protocol required from ANY peer: list your fronts in listen.trusted_proxies"
+            }
         };
         writeln!(
             out,
@@ -36,8 +41,9 @@ impl Config {
         if !self.listen.trusted_proxies.is_empty() {
             writeln!(
                 out,
-                "trusted proxies: {} (their X-Forwarded-For names the client)",
-                self.listen.trusted_proxies
+                "trusted proxies: {} (their {} names the client)",
+                self.listen.trusted_proxies,
+                self.listen.real_ip_header.name()
             )?;
         }
         match &self.tls {

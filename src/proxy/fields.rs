@@ -161,26 +161,13 @@ pub(super) fn forwarded_headers(
     fn text(v: Option<&HeaderValue>) -> Option<&str> {
         v.and_then(|v| forwarded::visible(v.as_bytes()))
     }
-    // Every line, in order, as one list: a front that adds a line of its
-    // own (HAProxy does) must not be read as the client's first one. Read
-    // only from a trusted front: a client's own lines are replaced.
-    let joined = |name: &HeaderName| -> Option<String> {
-        info.front.as_ref()?;
-        let lines: Vec<&str> = headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| forwarded::visible(v.as_bytes()))
-            .collect();
-        (!lines.is_empty()).then(|| lines.join(", "))
-    };
-    let prev_xff = joined(&X_FORWARDED_FOR);
-    let prev_forwarded = joined(&header::FORWARDED);
-    let values = Forwarded::new(
-        prev_xff.as_deref(),
-        prev_forwarded.as_deref(),
-        info,
-        text(host),
-    );
+    // The front's field, every line in order, as it is passed on; read
+    // only from a trusted front (a client's own lines are replaced).
+    let kept = info.front.as_ref().and_then(|front| {
+        let lines = headers.get_all(front.header.name()).into_iter();
+        front.passed_on(lines.map(|v| v.as_bytes()))
+    });
+    let values = Forwarded::new(kept.as_deref(), info, info.client, text(host));
     // Each value was written once into its own string, which becomes the
     // header value without another copy.
     let mut set = |name: HeaderName, value: String| {
@@ -252,14 +239,18 @@ mod tests {
             h["forwarded"],
             "for=\"[::1]\";proto=https;host=\"app.example.com\""
         );
-        // From a trusted front, they are kept and the front appended; every
-        // line counts, in order.
-        let fronts: crate::real_ip::TrustedProxies = serde_json::from_str(r#"["::1"]"#).unwrap();
-        let info = ConnInfo::new("[::1]:5000".parse().unwrap(), true, 1, &fronts);
+        // From a trusted front, its field is kept and the front appended;
+        // every line counts, in order. The other field, which the front
+        // left as the client wrote it, names the client the front named.
+        let fronts = crate::real_ip::Fronts {
+            proxies: serde_json::from_str(r#"["::1"]"#).unwrap(),
+            header: Default::default(),
+        };
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
         h.append("x-forwarded-for", "1.2.3.4".parse().unwrap());
-        h.insert("forwarded", "for=1.2.3.4".parse().unwrap());
+        h.insert("forwarded", "for=7.7.7.7".parse().unwrap());
+        let info = ConnInfo::new("[::1]:5000".parse().unwrap(), true, 1, &fronts).for_request(&h);
         forwarded_headers(&mut h, &info, Some(&host));
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 1.2.3.4, ::1");
         assert_eq!(h["x-real-ip"], "1.2.3.4");
@@ -270,6 +261,7 @@ mod tests {
         // A quote in the host cannot break out of the quoted string.
         let mut h = HeaderMap::new();
         let host = HeaderValue::from_static("evil\";x=\"y");
+        let info = ConnInfo::new("[::1]:5000".parse().unwrap(), true, 1, &Default::default());
         forwarded_headers(&mut h, &info, Some(&host));
         assert_eq!(
             h["forwarded"],

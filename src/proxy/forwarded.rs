@@ -10,73 +10,79 @@ use std::fmt::Write;
 use std::net::IpAddr;
 
 use crate::conn_info::ConnInfo;
+use crate::real_ip::RealIpHeader;
 
 /// The forwarding fields for one request. From a client, its own
 /// `X-Forwarded-For` and `Forwarded` are replaced by the gateway's, never
 /// appended to: an application that reads the left-most address would
 /// otherwise believe whatever the client wrote. From a trusted front
-/// (`ConnInfo::front`), what it sent is kept and the front is appended, as
-/// one more proxy in the chain does. `X-Real-IP` is the client;
-/// `X-Forwarded-Host` is the request's host unchanged.
+/// (`ConnInfo::front`), the field it names clients in is kept (as
+/// `Fronts::passed_on` shows it) and the front appended, as one more proxy
+/// in the chain does; the other field, which the front leaves as the
+/// client wrote it, is replaced by the client the front named, then the
+/// front. `X-Real-IP` is the client; `X-Forwarded-Host` is the request's
+/// host unchanged.
 pub struct Forwarded {
     pub xff: String,
     pub forwarded: String,
     pub proto: &'static str,
     /// The client's address as text (`X-Real-IP`).
     pub real_ip: String,
-    /// Who the request is from (`real_ip.rs`).
-    pub client: IpAddr,
 }
 
 impl Forwarded {
-    /// `prev_*`: what the request brought, every line joined with `, `;
-    /// read only when the peer is a trusted front.
+    /// `kept`: the front's field as it is passed on (`Fronts::passed_on`),
+    /// when the peer is a trusted front that sent it; `client`: who the
+    /// request is from (`ConnInfo::client`, or `Fronts::client`).
     pub fn new(
-        prev_xff: Option<&str>,
-        prev_forwarded: Option<&str>,
+        kept: Option<&str>,
         info: &ConnInfo,
+        client: IpAddr,
         host: Option<&str>,
     ) -> Forwarded {
         let proto = if info.tls { "https" } else { "http" };
-        let (client, prev_xff, prev_forwarded) = match &info.front {
-            Some(front) => (
-                front.client(info.peer.ip(), prev_xff, prev_forwarded),
-                prev_xff,
-                prev_forwarded,
-            ),
-            None => (info.client, None, None),
-        };
-        // Behind a front, the chain gets the hop we saw (the front); else
-        // the client, who is the peer.
-        let hop = match info.front {
-            Some(_) => info.peer.ip().to_canonical(),
-            None => client,
+        // The hop we saw: behind a front the front, else the client (who
+        // is the peer).
+        let (hop, configured) = match &info.front {
+            Some(front) => (info.peer.ip().to_canonical(), Some(front.header)),
+            None => (client, None),
         };
         // Written once and copied: this runs for every proxied request,
         // and `Display` for an address is the slow part.
         let shown = show_ip(hop);
-        let mut xff = String::with_capacity(shown.len() + prev_xff.map_or(0, |p| p.len() + 2));
-        if let Some(prev) = prev_xff {
-            xff.push_str(prev);
+        let real_ip = if hop == client {
+            shown.clone()
+        } else {
+            show_ip(client)
+        };
+        // What goes before the hop in each field: the front's own list in
+        // the field it names clients in, else the client it named.
+        let before = |field: RealIpHeader| -> Option<std::borrow::Cow<'_, str>> {
+            match kept {
+                Some(kept) if configured == Some(field) => Some(kept.into()),
+                _ if hop != client => Some(match field {
+                    RealIpHeader::XForwardedFor => real_ip.as_str().into(),
+                    RealIpHeader::Forwarded => {
+                        let mut text = String::with_capacity(real_ip.len() + 8);
+                        push_for(&mut text, client, &real_ip);
+                        text.into()
+                    }
+                }),
+                _ => None,
+            }
+        };
+        let mut xff = String::with_capacity(shown.len() + kept.map_or(0, |p| p.len() + 2));
+        if let Some(prev) = before(RealIpHeader::XForwardedFor) {
+            xff.push_str(&prev);
             xff.push_str(", ");
         }
         xff.push_str(&shown);
         let mut forwarded = String::with_capacity(64);
-        if let Some(prev) = prev_forwarded {
-            forwarded.push_str(prev);
+        if let Some(prev) = before(RealIpHeader::Forwarded) {
+            forwarded.push_str(&prev);
             forwarded.push_str(", ");
         }
-        match hop {
-            IpAddr::V4(_) => {
-                forwarded.push_str("for=");
-                forwarded.push_str(&shown);
-            }
-            IpAddr::V6(_) => {
-                forwarded.push_str("for=\"[");
-                forwarded.push_str(&shown);
-                forwarded.push_str("]\"");
-            }
-        }
+        push_for(&mut forwarded, hop, &shown);
         forwarded.push_str(";proto=");
         forwarded.push_str(proto);
         if let Some(h) = host {
@@ -84,17 +90,26 @@ impl Forwarded {
             forwarded.extend(h.chars().filter(|&c| c != '"'));
             forwarded.push('"');
         }
-        let real_ip = if hop == client {
-            shown
-        } else {
-            show_ip(client)
-        };
         Forwarded {
             xff,
             forwarded,
             proto,
             real_ip,
-            client,
+        }
+    }
+}
+
+/// `for=` with an address (RFC 7239 §6: IPv6 quoted and bracketed).
+fn push_for(out: &mut String, ip: IpAddr, shown: &str) {
+    match ip {
+        IpAddr::V4(_) => {
+            out.push_str("for=");
+            out.push_str(shown);
+        }
+        IpAddr::V6(_) => {
+            out.push_str("for=\"[");
+            out.push_str(shown);
+            out.push_str("]\"");
         }
     }
 }
@@ -184,13 +199,19 @@ fn is_reg_name(b: u8) -> bool {
 /// for `-`, is dropped from client requests on both ways a request is
 /// forwarded. The one list: a field the gateway starts to assert goes here.
 /// The client's address is one of them: `X-Real-IP` is written by the
-/// gateway ([`Forwarded`]), and `True-Client-IP` (a CDN's name for it that
-/// applications read) is dropped, never passed on from a client.
-pub const ASSERTED: [&str; 4] = [
+/// gateway ([`Forwarded`]); the other names applications and frameworks
+/// read it under (`True-Client-IP` and `CF-Connecting-IP` of CDNs, Rails'
+/// and PHP's `Client-IP`, …) are dropped, never passed on from a client.
+pub const ASSERTED: [&str; 9] = [
     "x-pushgate-subject",
     "x-pushgate-connection",
     "x-real-ip",
     "true-client-ip",
+    "client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
 ];
 
 /// Whether a client's request field is one the gateway asserts

@@ -138,10 +138,10 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     let mut cookies = 0;
     let mut close = false;
     let mut trailers = false;
-    // Read only from a trusted front (`forwarded.rs`): every line, in order.
-    let from_front = info.front.is_some();
-    let mut prev_xff: Vec<&[u8]> = Vec::new();
-    let mut prev_forwarded: Vec<&[u8]> = Vec::new();
+    // The field a trusted front names clients in, every line in order;
+    // read only from a front (`forwarded.rs`).
+    let front_field = info.front.as_ref().map(|f| f.header.name());
+    let mut front_lines: Vec<&[u8]> = Vec::new();
     for h in parsed.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -176,10 +176,8 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
                     .next()
                     .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
             });
-        } else if from_front && name.eq_ignore_ascii_case("x-forwarded-for") {
-            prev_xff.push(h.value);
-        } else if from_front && name.eq_ignore_ascii_case("forwarded") {
-            prev_forwarded.push(h.value);
+        } else if front_field.is_some_and(|f| name.eq_ignore_ascii_case(f)) {
+            front_lines.push(h.value);
         }
     }
     let Some(host) = host else {
@@ -225,14 +223,14 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
             write_field(&mut head, h.name, h.value);
         }
     }
-    let (prev_xff, prev_forwarded) = (joined(&prev_xff), joined(&prev_forwarded));
-    let values = Forwarded::new(
-        prev_xff.as_deref(),
-        prev_forwarded.as_deref(),
-        info,
-        Some(host),
-    );
-    let client = values.client;
+    let (kept, client) = match &info.front {
+        Some(front) => (
+            front.passed_on(front_lines.iter().copied()),
+            front.client(info.peer.ip(), front_lines.iter().copied()),
+        ),
+        None => (None, info.client),
+    };
+    let values = Forwarded::new(kept.as_deref(), info, client, Some(host));
     let values = [
         values.xff.as_str(),
         &values.forwarded,
@@ -264,18 +262,6 @@ const FORWARDING: [&str; 5] = [
     "x-forwarded-host",
     "x-real-ip",
 ];
-
-/// A field's visible lines as one list, as hyper's path reads them.
-fn joined(lines: &[&[u8]]) -> Option<String> {
-    let mut text = String::new();
-    for line in lines.iter().filter_map(|l| forwarded::visible(l)) {
-        if !text.is_empty() {
-            text.push_str(", ");
-        }
-        text.push_str(line);
-    }
-    (!text.is_empty()).then_some(text)
-}
 
 /// Request headers the relay writes itself.
 fn replaced_on_the_way(name: &str) -> bool {
@@ -555,8 +541,10 @@ mod tests {
             base_path: "",
             tapped: &never,
         };
-        let fronts: crate::real_ip::TrustedProxies =
-            serde_json::from_str(r#"["10.0.0.0/8"]"#).unwrap();
+        let fronts = crate::real_ip::Fronts {
+            proxies: serde_json::from_str(r#"["10.0.0.0/8"]"#).unwrap(),
+            header: Default::default(),
+        };
         let info = ConnInfo::new("10.0.0.7:5000".parse().unwrap(), false, 1, &fronts);
         // A forged line, then the one the front added (HAProxy adds a line).
         let raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n";

@@ -27,14 +27,13 @@ pub async fn proxy_with_taps(
     settings: &Arc<Settings>,
     req: Request<ReplyBody>,
 ) -> Response<ReplyBody> {
-    if settings.upstreams.refuses(req.uri().path()) {
+    let Ok(routed) = settings.upstreams.route(host_of(&req), req.uri().path()) else {
         return reply::error(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "a path with dot segments or encoded slashes or dots cannot be routed",
         );
-    }
-    let routed = settings.upstreams.route(host_of(&req), req.uri().path());
+    };
     let taps = settings
         .taps
         .candidates(req.method(), req.uri().path(), routed.name);

@@ -95,13 +95,12 @@ where
             };
             match head::request(&buf, &route, info) {
                 head::Request::NotOurs => return Relayed::HandOver(buf),
-                // The hyper path answers it (400), as it answers any
-                // request the relay does not take.
-                head::Request::Relay(out) if settings.upstreams.refuses(out.path()) => {
-                    return Relayed::HandOver(buf);
-                }
                 head::Request::Relay(mut out) => {
-                    let routed = settings.upstreams.route(Some(out.host()), out.path());
+                    let Ok(routed) = settings.upstreams.route(Some(out.host()), out.path()) else {
+                        // The hyper path answers it (400), as it answers
+                        // any request the relay does not take.
+                        return Relayed::HandOver(buf);
+                    };
                     // Unix sockets are hyper's to reach.
                     if !routed.upstream.relayable() {
                         return Relayed::HandOver(buf);

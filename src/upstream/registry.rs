@@ -8,7 +8,7 @@
 //! lives on in the old settings until the requests holding them finish.
 
 use super::Upstream;
-use super::routes::{Choice, Rewrite, Routes};
+use super::routes::{Choice, Rewrite, Routes, ambiguous};
 use crate::config::{self, DEFAULT_UPSTREAM};
 
 struct Entry {
@@ -46,6 +46,11 @@ pub struct Upstreams {
     named: Vec<Entry>,
     routes: Routes,
 }
+
+/// A path refused rather than routed: it could mean another path to the
+/// application than the one it was judged by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AmbiguousPath;
 
 /// Where a routed request goes.
 #[derive(Clone, Copy)]
@@ -94,28 +99,34 @@ impl Upstreams {
         !self.routes.is_empty()
     }
 
-    /// Whether a request for `path` is refused (400) rather than proxied:
-    /// a path that could resolve to another one than the one it was judged
-    /// by (`routes::ambiguous`). Refused with or without routes: an
-    /// upstream with a base path (`http://app:8080/app`) would otherwise
-    /// pass `/../admin` on as `/app/../admin`, outside the part of the
-    /// application the operator exposed.
-    pub fn refuses(&self, path: &str) -> bool {
-        super::routes::ambiguous(path)
-    }
-
     /// The upstream a proxied request for `host` (its `Host` or authority,
     /// when it named one) and `path` (no query) goes to, and how its path
-    /// is rewritten.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Routed<'_> {
-        let Some(Choice { upstream, rewrite }) = self.routes.choose(host, path) else {
-            return self.routed(&self.default, Rewrite::default());
+    /// is rewritten; or the refusal (400) of a path that could resolve to
+    /// another one than the one it was routed by (`routes::ambiguous`):
+    /// as the client sent it, and as the upstream would get it once a
+    /// route's prefix is stripped (`/assets../admin` less `/assets` is
+    /// `/../admin`). Refused with or without routes: an upstream with a
+    /// base path (`http://app:8080/app`) would otherwise be asked for
+    /// `/app/../admin`, outside the part of the application the operator
+    /// exposed.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Result<Routed<'_>, AmbiguousPath> {
+        if ambiguous(path) {
+            return Err(AmbiguousPath);
+        }
+        let routed = match self.routes.choose(host, path) {
+            None => self.routed(&self.default, Rewrite::default()),
+            Some(Choice { upstream, rewrite }) => {
+                let entry = upstream
+                    .checked_sub(1)
+                    .and_then(|i| self.named.get(i))
+                    .unwrap_or(&self.default);
+                self.routed(entry, rewrite)
+            }
         };
-        let entry = upstream
-            .checked_sub(1)
-            .and_then(|i| self.named.get(i))
-            .unwrap_or(&self.default);
-        self.routed(entry, rewrite)
+        if routed.rewrite.strip() > 0 && ambiguous(&routed.rewrite.apply(path)) {
+            return Err(AmbiguousPath);
+        }
+        Ok(routed)
     }
 
     fn routed<'a>(&'a self, entry: &'a Entry, rewrite: Rewrite) -> Routed<'a> {
@@ -214,17 +225,40 @@ mod tests {
              upstreams:\n  api: { url: http://127.0.0.1:2/ }\n  web: { url: http://127.0.0.1:3/w }\n\
              routes:\n  - { host: api.example.com, upstream: api }\n  - { path: /w/, upstream: web, strip_prefix: true }\n",
         );
-        let r = u.route(Some("api.example.com:443"), "/w/x");
+        let r = u.route(Some("api.example.com:443"), "/w/x").unwrap();
         assert_eq!(r.name, "api");
         assert_eq!(r.rewrite, Rewrite::default());
-        let r = u.route(Some("other"), "/w/x");
+        let r = u.route(Some("other"), "/w/x").unwrap();
         assert_eq!((r.name, r.upstream.base_path()), ("web", "/w"));
         assert_eq!(r.rewrite.apply("/w/x"), "/x");
-        let r = u.route(None, "/x");
+        let r = u.route(None, "/x").unwrap();
         assert_eq!((r.name, r.upstream.base_path()), ("default", "/base"));
         assert!(u.get("web").is_some() && u.get("default").is_some());
         assert!(u.get("nope").is_none());
         assert_eq!(u.default().base_path(), "/base");
         assert!(u.has_routes());
+    }
+
+    #[test]
+    fn a_path_is_refused_as_sent_and_as_stripped() {
+        let u = registry(
+            "backend: { url: http://127.0.0.1:1/base }\n\
+             upstreams:\n  web: { url: http://127.0.0.1:3/static }\n\
+             routes:\n  - { path: /assets, upstream: web, strip_prefix: true }\n",
+        );
+        assert!(u.route(None, "/assets/app.js").is_ok());
+        assert!(u.route(None, "/assetsx/app.js").is_ok());
+        // Without routes in the way, and under a route.
+        assert_eq!(u.route(None, "/x/../admin").err(), Some(AmbiguousPath));
+        assert_eq!(u.route(None, "/assets/../admin").err(), Some(AmbiguousPath));
+        // Stripping `/assets` makes a dot segment of what followed it.
+        for path in [
+            "/assets../admin",
+            "/assets..;/admin",
+            "/assets./x",
+            "/assets..",
+        ] {
+            assert_eq!(u.route(None, path).err(), Some(AmbiguousPath), "{path}");
+        }
     }
 }

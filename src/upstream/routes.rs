@@ -166,11 +166,18 @@ pub fn ambiguous(path: &str) -> bool {
         return true;
     }
     let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") {
+    // Encoded dots, slashes and backslashes; the same encoded twice (an
+    // application that decodes again: `%252e`); and overlong UTF-8 forms
+    // (`%c0%ae` is `.` to a lax decoder; `%c0` and `%c1` start no valid
+    // UTF-8 sequence at all).
+    const ENCODED: [&str; 8] = ["%2e", "%2f", "%5c", "%252e", "%252f", "%255c", "%c0", "%c1"];
+    if ENCODED.iter().any(|e| lower.contains(e)) {
         return true;
     }
-    path.split('/').any(|segment| {
-        let name = segment.split_once(';').map_or(segment, |(name, _)| name);
+    lower.split('/').any(|segment| {
+        // Path parameters go before resolving, written `;` or `%3b`.
+        let name = segment.split(';').next().unwrap_or(segment);
+        let name = name.split("%3b").next().unwrap_or(name);
         name == "." || name == ".."
     })
 }
@@ -224,6 +231,10 @@ mod tests {
             "/api/..;jsessionid=x/admin",
             "/api/.;/x",
             "/api/..;",
+            "/api/..%3b/admin",
+            "/api/..%3B/admin",
+            "/api/%252e%252e/admin",
+            "/api/%c0%ae%c0%ae/admin",
         ] {
             assert!(ambiguous(p), "{p}");
         }

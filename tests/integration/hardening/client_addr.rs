@@ -58,11 +58,21 @@ fn requests(extra: &str) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// The application's view of `raw`'s headers, checking that the engine
+/// `way` names carried it.
+async fn seen(gw: &TestGateway, way: &str, raw: &str) -> Value {
+    let before = gw.relayed().await;
+    let h = headers_of(&exchange(gw, raw.as_bytes()).await);
+    let engine = if way == "relay" { "relay" } else { "hyper" };
+    assert_eq!(gw.engine_since(before).await, engine, "{way}");
+    h
+}
+
 #[tokio::test]
 async fn a_clients_own_forwarding_fields_are_replaced() {
     let gw = gateway("", "  per_client: {}").await;
     for (way, raw) in requests(FORGED) {
-        let h = headers_of(&exchange(&gw, raw.as_bytes()).await);
+        let h = seen(&gw, way, &raw).await;
         assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{way}: {h}");
         assert_eq!(h["x-real-ip"], "127.0.0.1", "{way}: {h}");
         let forwarded = h["forwarded"].as_str().unwrap();
@@ -93,13 +103,36 @@ async fn sse_as(gw: &TestGateway, xff: &str) -> (u16, Option<reqwest::Response>)
 async fn a_trusted_front_names_the_client_for_limits_and_the_application() {
     let limits = "  per_ip: { connections: 2 }";
     let gw = gateway(", trusted_proxies: [127.0.0.1/32, 10.0.0.0/8]", limits).await;
-    for (way, raw) in requests("X-Forwarded-For: 6.6.6.6, 203.0.113.7, 10.1.1.1\r\n") {
-        let h = headers_of(&exchange(&gw, raw.as_bytes()).await);
+    for (way, raw) in
+        requests("X-Forwarded-For: 6.6.6.6, 203.0.113.7, 10.1.1.1\r\nForwarded: for=9.9.9.9\r\n")
+    {
+        let h = seen(&gw, way, &raw).await;
         assert_eq!(
             h["x-forwarded-for"], "6.6.6.6, 203.0.113.7, 10.1.1.1, 127.0.0.1",
             "{way}: the front's list is kept and the front appended: {h}"
         );
         assert_eq!(h["x-real-ip"], "203.0.113.7", "{way}: {h}");
+        // `Forwarded` is not the field this front names clients in: what
+        // the client wrote there is replaced by the client the front named.
+        let forwarded = h["forwarded"].as_str().unwrap();
+        assert!(
+            forwarded.starts_with("for=203.0.113.7, for=127.0.0.1;proto=https"),
+            "{way}: {h}"
+        );
+    }
+    // A line the front wrote after bytes that are not text (nginx writes
+    // `<what the client sent>, <the client>` on one line) still names the
+    // client; the client's own `Forwarded` is no way around it.
+    for (way, raw) in
+        requests("X-Forwarded-For: \u{80}, 203.0.113.8\r\nForwarded: for=198.51.100.77\r\n")
+    {
+        let h = seen(&gw, way, &raw).await;
+        assert_eq!(h["x-real-ip"], "203.0.113.8", "{way}: {h}");
+        assert_eq!(
+            h["x-forwarded-for"], "unknown, 203.0.113.8, 127.0.0.1",
+            "{way}: {h}"
+        );
+        assert!(!h.to_string().contains("198.51.100.77"), "{way}: {h}");
     }
     // Each client behind the front has its own per_ip count: two streams
     // each, the third of one of them refused.
@@ -116,6 +149,22 @@ async fn a_trusted_front_names_the_client_for_limits_and_the_application() {
     }
     assert_eq!(sse_as(&gw, "198.51.100.1").await.0, 429);
     assert_eq!(sse_as(&gw, "198.51.100.3").await.0, 200);
+    // The same over HTTP/1, where an SSE subscriber is served without
+    // hyper: 198.51.100.2 is at its two, 198.51.100.4 is not.
+    let raw = |xff: &str| {
+        format!(
+            "GET /realtime/sse?channels=public.addr HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: {xff}\r\n\r\n"
+        )
+    };
+    let mut open = gw.tls_stream().await;
+    open.write_all(raw("198.51.100.4").as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    open.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let refused = exchange(&gw, raw("198.51.100.2").as_bytes()).await;
+    assert!(refused.starts_with("HTTP/1.1 429"), "{refused}");
 
     // Without the front trusted, the same header changes nothing: every
     // stream is the peer's.
@@ -218,6 +267,74 @@ async fn the_proxy_protocol_names_the_client_and_is_required() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no counter in {metrics}"));
     assert!(refused >= 2, "{refused}");
+}
+
+/// A front that names clients in `Forwarded` (`listen.real_ip_header`):
+/// only that field is read, so a client's own `X-Forwarded-For`, which
+/// such a front passes on untouched, names nobody.
+#[tokio::test]
+async fn only_the_configured_field_names_the_client() {
+    let gw = gateway(
+        ", trusted_proxies: [127.0.0.1], real_ip_header: forwarded",
+        "  per_client: {}",
+    )
+    .await;
+    for (way, raw) in requests(
+        "X-Forwarded-For: 6.6.6.6\r\nForwarded: for=1.1.1.1, for=203.0.113.9;proto=https\r\n",
+    ) {
+        let h = seen(&gw, way, &raw).await;
+        assert_eq!(h["x-real-ip"], "203.0.113.9", "{way}: {h}");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "{way}: {h}");
+        assert!(
+            h["forwarded"]
+                .as_str()
+                .unwrap()
+                .starts_with("for=1.1.1.1, for=203.0.113.9;proto=https, for=127.0.0.1;"),
+            "{way}: {h}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_header_in_pieces_local_and_unknown_are_read_right() {
+    let gw = gateway(
+        ", proxy_protocol: true, trusted_proxies: [127.0.0.1]",
+        "  per_client: {}",
+    )
+    .await;
+    // A header cut over two segments is waited for.
+    let header = b"PROXY TCP4 203.0.113.5 127.0.0.1 40000 443\r\n";
+    let mut tcp = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(&header[..20]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tcp.write_all(&header[20..]).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = gw
+        .tls_connector()
+        .connect(name, tcp)
+        .await
+        .expect("accepted");
+    tls.write_all(b"GET /who HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    let h = headers_of(&String::from_utf8_lossy(&answer));
+    assert_eq!(h["x-real-ip"], "203.0.113.5", "{h}");
+
+    // LOCAL: the front's own connection; its field is believed.
+    let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    let answer = ask_through(&gw, local, "/who")
+        .await
+        .expect("LOCAL accepted");
+    assert_eq!(headers_of(&answer)["x-real-ip"], "6.6.6.6");
+    // UNKNOWN: someone's the front does not name; what it writes is no
+    // front's word.
+    let answer = ask_through(&gw, b"PROXY UNKNOWN\r\n", "/who")
+        .await
+        .expect("UNKNOWN accepted");
+    assert_eq!(headers_of(&answer)["x-real-ip"], "127.0.0.1");
 }
 
 #[tokio::test]
