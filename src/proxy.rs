@@ -27,6 +27,7 @@ use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
 use crate::upstream::exchange::{self, Pooled, SendError};
 use crate::upstream::framing::{MAX_RESPONSE_HEAD, content_length};
+use crate::upstream::limit::Refused;
 use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 
 pub(crate) mod chunked;
@@ -68,24 +69,26 @@ impl<'a> Proxy<'a> {
     /// Send `req` to one of the upstream's servers in `balance` order. A
     /// connect that failed reached no server: a request without a body, or
     /// an idempotent one whose body was kept (`replay`), is sent again to
-    /// the next server, until one takes it or every one was tried (`None`:
-    /// all unreachable). Any other body is streamed, not kept, so its
-    /// failure is its own.
+    /// the next server, until one takes it or every one was tried (all
+    /// unreachable). Any other body is streamed, not kept, so its
+    /// failure is its own. Each attempt first takes a slot on its server
+    /// (`max_connections`), waiting in its queue if need be, and holds it
+    /// until the answer's end; `backend.timeout` starts once it has one.
     async fn send(
         &self,
         req: Request<Body>,
         client: Option<std::net::IpAddr>,
         replay: Option<upload::Replay>,
-    ) -> Option<Sent> {
+    ) -> Result<Sent, Unsent> {
         let servers = self.upstream.servers();
         let idempotent = is_idempotent(req.method());
         let mut tried = Vec::new();
         let mut next = Some(req);
         loop {
-            let mut req = next.take()?;
+            let mut req = next.take().ok_or(Unsent::Unreachable)?;
             let Some(i) = servers.pick(client, &tried) else {
                 warn!("no server of the upstream could be reached");
-                return None;
+                return Err(Unsent::Unreachable);
             };
             tried.push(i);
             let server = servers.list[i].clone();
@@ -110,7 +113,15 @@ impl<'a> Proxy<'a> {
             let again = || Some(copy_with(head.as_ref()?, body()?));
             let again = idempotent.then_some(&again as &exchange::Again<'_>);
             let conn = reuse::Connection::watch(&mut req);
-            let mut in_flight = server.start();
+            // Nothing is held while waiting: the last attempt's slot went
+            // with its guard.
+            let mut in_flight = match server.admit().await {
+                Ok(in_flight) => in_flight,
+                Err(refused) => {
+                    warn!(server = %server.name, %refused, "upstream server busy");
+                    return Err(Unsent::Busy(refused));
+                }
+            };
             let sent = exchange::send(&server, req, again, &conn);
             let can_spare = more_servers && head.is_some();
             let spare = || Some(copy_with(head.as_ref()?, body()?));
@@ -140,7 +151,7 @@ impl<'a> Proxy<'a> {
                 }
                 _ => {}
             }
-            return Some((result, conn));
+            return Ok((result, conn));
         }
     }
 
@@ -176,8 +187,9 @@ impl<'a> Proxy<'a> {
         };
         let method = backend_req.method().clone();
         let (result, conn) = match self.send(backend_req, client, replay).await {
-            Some(sent) => sent,
-            None => return bad_gateway(),
+            Ok(sent) => sent,
+            Err(Unsent::Unreachable) => return bad_gateway(),
+            Err(Unsent::Busy(refused)) => return busy(refused),
         };
         let mut resp = match result {
             Err(_) => {
@@ -326,6 +338,44 @@ impl<'a> Proxy<'a> {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
+    }
+}
+
+/// Why a request reached no server.
+enum Unsent {
+    /// Every server was tried and none could be reached.
+    Unreachable,
+    /// Its server's connections were all in use and no slot was had.
+    Busy(Refused),
+}
+
+/// The 503 for a request refused a slot (`max_connections`): the relay
+/// writes the same (`server/relay/refusal.rs`).
+pub(crate) fn busy(refused: Refused) -> Response<Body> {
+    let (code, message) = busy_reason(refused);
+    let mut resp = reply::error(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(BUSY_RETRY_AFTER),
+    );
+    resp
+}
+
+/// `Retry-After` of a busy refusal: the gateway answers it at once, so a
+/// retry soon costs the application nothing until a slot is free.
+pub(crate) const BUSY_RETRY_AFTER: &str = "1";
+
+/// The code and message of a busy refusal, for both engines.
+pub(crate) fn busy_reason(refused: Refused) -> (&'static str, &'static str) {
+    match refused {
+        Refused::Full => (
+            "upstream_busy",
+            "the application is at max_connections and its queue is full; retry shortly",
+        ),
+        Refused::TimedOut => (
+            "upstream_busy",
+            "the application had no free connection within queue.timeout; retry shortly",
+        ),
     }
 }
 
