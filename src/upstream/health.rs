@@ -167,9 +167,16 @@ async fn probe(
     host: Option<&http::HeaderValue>,
     timeout: Duration,
 ) -> Option<bool> {
-    let Ok(Ok(_slot)) = tokio::time::timeout(timeout, server.slot()).await else {
-        tracing::debug!(server = %server.name, "health check skipped: no free connection");
-        return None;
+    let _slot = match tokio::time::timeout(timeout, server.slot()).await {
+        Ok(Ok(slot)) => slot,
+        waited => {
+            // Given up before the queue's own timeout: counted here.
+            if waited.is_err() {
+                server.stats.refused(super::limit::Refused::TimedOut);
+            }
+            tracing::debug!(server = %server.name, "health check skipped: no free connection");
+            return None;
+        }
     };
     let build = || {
         let mut req = Request::get(uri.clone())
