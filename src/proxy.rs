@@ -118,7 +118,9 @@ impl<'a> Proxy<'a> {
             let mut in_flight = match server.admit().await {
                 Ok(in_flight) => in_flight,
                 Err(refused) => {
-                    warn!(server = %server.name, %refused, "upstream server busy");
+                    // Counted per server (`upstream_queue_refused_total`); a flood
+                    // of them is no news for the log.
+                    debug!(server = %server.name, %refused, "upstream server busy");
                     return Err(Unsent::Busy(refused));
                 }
             };

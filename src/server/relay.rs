@@ -307,7 +307,8 @@ async fn open_any(
         tried.push(i);
         let server = servers.list[i].clone();
         let mut in_flight = server.admit().await.map_err(|refused| {
-            warn!(server = %server.name, %refused, "upstream server busy");
+            // Counted per server (`upstream_queue_refused_total`).
+            debug!(server = %server.name, %refused, "upstream server busy");
             BackendFailure::Busy(refused)
         })?;
         let deadline =

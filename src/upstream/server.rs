@@ -338,6 +338,39 @@ mod tests {
         assert_eq!(s.pick(Some(a), &[]), Some(other));
     }
 
+    #[tokio::test]
+    async fn a_server_with_a_free_slot_is_taken_before_a_full_one_is_queued_for() {
+        let limit = crate::config::ConnLimit {
+            max_connections: 1,
+            queue: crate::config::Queue::default(),
+        };
+        for balance in [Balance::RoundRobin, Balance::LeastConn, Balance::IpHash] {
+            let s = servers(3, balance);
+            for server in &s.list {
+                server.limit.set_terms(Some(limit.clone()));
+            }
+            let client = Some(IpAddr::from([10, 0, 0, 1]));
+            // Each pick, admitted, fills one server: three in all, each
+            // on a server of its own.
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                let i = s.pick(client, &[]).unwrap();
+                held.push((i, s.list[i].admit().await.unwrap()));
+            }
+            let mut on: Vec<_> = held.iter().map(|(i, _)| *i).collect();
+            on.sort();
+            assert_eq!(on, [0, 1, 2], "{balance:?}");
+            // All full: still a server (whose queue the request joins).
+            assert!(s.pick(client, &[]).is_some());
+            // One frees: it is the one taken.
+            let (freed, _) = held.remove(1);
+            assert!(
+                (0..4).all(|_| s.pick(client, &[]) == Some(freed)),
+                "{balance:?}"
+            );
+        }
+    }
+
     #[test]
     fn least_conn_avoids_the_busy_server() {
         let s = servers(2, Balance::LeastConn);
