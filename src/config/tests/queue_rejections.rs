@@ -90,6 +90,11 @@ fn no_limit_unless_written_and_the_queue_defaults_with_one() {
             }
         })
     );
+    let summary = c.summary();
+    assert!(
+        summary.contains("max connections 32 per server, queue 1000 for up to 10s"),
+        "{summary}"
+    );
     let api = c.upstreams["api"].conn_limit().unwrap();
     assert_eq!((api.max_connections, api.queue.size), (2, 0));
     assert_eq!(api.queue.timeout, Duration::from_secs(10));
