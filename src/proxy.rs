@@ -11,6 +11,11 @@
 //! `backend.timeout` bounds the wait for response headers; once they arrive
 //! the body flows as long as the backend sends. Upgrades (WebSocket to the
 //! application's own paths) are tunnelled byte for byte.
+//!
+//! Each attempt takes a slot on its server first (`max_connections`,
+//! `upstream/limit.rs`), held until the answer's end; a request that gets
+//! none from the server's queue is a 503 with `Retry-After` (`busy.rs`),
+//! written the same by the relay.
 
 use std::sync::Arc;
 
@@ -30,6 +35,7 @@ use crate::upstream::framing::{MAX_RESPONSE_HEAD, content_length};
 use crate::upstream::limit::Refused;
 use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 
+pub(crate) mod busy;
 pub(crate) mod chunked;
 mod fields;
 pub(crate) mod forwarded;
@@ -191,7 +197,7 @@ impl<'a> Proxy<'a> {
         let (result, conn) = match self.send(backend_req, client, replay).await {
             Ok(sent) => sent,
             Err(Unsent::Unreachable) => return bad_gateway(),
-            Err(Unsent::Busy(refused)) => return busy(refused),
+            Err(Unsent::Busy(refused)) => return busy::refusal(refused),
         };
         let mut resp = match result {
             Err(_) => {
@@ -349,36 +355,6 @@ enum Unsent {
     Unreachable,
     /// Its server's connections were all in use and no slot was had.
     Busy(Refused),
-}
-
-/// The 503 for a request refused a slot (`max_connections`): the relay
-/// writes the same (`server/relay/refusal.rs`).
-pub(crate) fn busy(refused: Refused) -> Response<Body> {
-    let (code, message) = busy_reason(refused);
-    let mut resp = reply::error(StatusCode::SERVICE_UNAVAILABLE, code, message);
-    resp.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from_static(BUSY_RETRY_AFTER),
-    );
-    resp
-}
-
-/// `Retry-After` of a busy refusal: the gateway answers it at once, so a
-/// retry soon costs the application nothing until a slot is free.
-pub(crate) const BUSY_RETRY_AFTER: &str = "1";
-
-/// The code and message of a busy refusal, for both engines.
-pub(crate) fn busy_reason(refused: Refused) -> (&'static str, &'static str) {
-    match refused {
-        Refused::Full => (
-            "upstream_busy",
-            "the application is at max_connections and its queue is full; retry shortly",
-        ),
-        Refused::TimedOut => (
-            "upstream_busy",
-            "the application had no free connection within queue.timeout; retry shortly",
-        ),
-    }
 }
 
 fn bad_gateway() -> Response<Body> {

@@ -9,7 +9,8 @@
 //! head to a pooled backend connection (`upstream/pool.rs`), and passes the
 //! answer on as it comes, framing included (`relay/answer.rs`;
 //! `proxy/chunked.rs` finds where a chunked body ends). When the backend gives nothing to pass on, the relay
-//! answers 502 or 504 itself (`relay/refusal.rs`).
+//! answers 502 or 504 itself, and 503 when no connection to the server was
+//! free within its queue (`max_connections`; `relay/refusal.rs`).
 //!
 //! It takes only what it can forward exactly as the hyper path would (see
 //! `proxy/head.rs`), and only to `http://` and `https://` upstreams (TCP,

@@ -23,7 +23,7 @@ pub(super) enum Refusal {
     /// 504: no answer head within `backend.timeout`.
     TimedOut,
     /// 503: no slot on the server (`max_connections`); the same answer as
-    /// the hyper path's (`proxy::busy`).
+    /// the hyper path's (`proxy/busy.rs`).
     Busy(Refused),
 }
 
@@ -53,8 +53,8 @@ where
             "the application did not answer in time",
         ),
         Refusal::Busy(refused) => {
-            let (code, message) = crate::proxy::busy_reason(refused);
-            retry_after = crate::proxy::BUSY_RETRY_AFTER;
+            let (code, message) = crate::proxy::busy::reason(refused);
+            retry_after = crate::proxy::busy::RETRY_AFTER;
             (StatusCode::SERVICE_UNAVAILABLE, code, message)
         }
     };
