@@ -10,10 +10,11 @@
 //! server is dropped (a reload removed it) or the gateway stops.
 //!
 //! A check is a request like any other for the application's workers: it
-//! takes one of the server's slots (`max_connections`), waiting in its
-//! queue for at most the check's `timeout`. A check that gets no slot is
-//! not counted either way: the server is busy with the gateway's requests,
-//! whose own answers tell whether it works.
+//! takes one of the server's slots (`max_connections`), waiting at the head
+//! of its queue for at most the check's `timeout` (behind a line of
+//! requests it would never reach a hung server). A check that gets no slot
+//! is not counted either way: the server is busy with the gateway's
+//! requests, whose own answers tell whether it works.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -167,7 +168,7 @@ async fn probe(
     host: Option<&http::HeaderValue>,
     timeout: Duration,
 ) -> Option<bool> {
-    let _slot = match tokio::time::timeout(timeout, server.slot()).await {
+    let _slot = match tokio::time::timeout(timeout, server.slot(true)).await {
         Ok(Ok(slot)) => slot,
         waited => {
             // Given up before the queue's own timeout: counted here.

@@ -156,7 +156,11 @@ impl Limit {
     /// back). `Ok(true)` is a slot the caller gives back with
     /// [`Limit::release`]. Cancel-safe: a wait that is dropped leaves the
     /// line, or gives back the slot it was handed meanwhile.
-    pub async fn acquire(&self) -> Result<bool, Refused> {
+    ///
+    /// `ahead`: at the head of the line, even a full one (a health check:
+    /// one per server at a time, and one that waited behind a line of
+    /// requests on a hung server would never get to tell it is hung).
+    pub async fn acquire(&self, ahead: bool) -> Result<bool, Refused> {
         if self.max.load(Ordering::Relaxed) == 0 {
             return Ok(false);
         }
@@ -170,13 +174,18 @@ impl Limit {
                 state.held += 1;
                 return Ok(true);
             }
-            if state.waiters.len() >= terms.queue.size {
+            if !ahead && state.waiters.len() >= terms.queue.size {
                 return Err(Refused::Full);
             }
             let id = state.next_id;
             state.next_id += 1;
             let (wake, woken) = oneshot::channel();
-            state.waiters.push_back(Waiter { id, wake });
+            let waiter = Waiter { id, wake };
+            if ahead {
+                state.waiters.push_front(waiter);
+            } else {
+                state.waiters.push_back(waiter);
+            }
             (
                 Queued {
                     limit: self,
@@ -253,15 +262,19 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn beyond_the_limit_requests_wait_in_order_then_are_refused() {
         let l = std::sync::Arc::new(Limit::new(Some(limit(1, 2, 1000))));
-        assert_eq!(l.acquire().await, Ok(true));
+        assert_eq!(l.acquire(false).await, Ok(true));
         assert!(!l.has_room());
         let (a, b) = (l.clone(), l.clone());
-        let first = tokio::spawn(async move { a.acquire().await });
+        let first = tokio::spawn(async move { a.acquire(false).await });
         tokio::task::yield_now().await;
-        let second = tokio::spawn(async move { b.acquire().await });
+        let second = tokio::spawn(async move { b.acquire(false).await });
         tokio::task::yield_now().await;
         assert_eq!(l.queued(), 2);
-        assert_eq!(l.acquire().await, Err(Refused::Full), "the line is full");
+        assert_eq!(
+            l.acquire(false).await,
+            Err(Refused::Full),
+            "the line is full"
+        );
         l.release();
         assert_eq!(first.await.unwrap(), Ok(true), "first in line first");
         assert_eq!(l.queued(), 1);
@@ -270,12 +283,30 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_wait_ahead_goes_first_even_past_a_full_line() {
+        let l = std::sync::Arc::new(Limit::new(Some(limit(1, 1, 1000))));
+        assert_eq!(l.acquire(false).await, Ok(true));
+        let a = l.clone();
+        let request = tokio::spawn(async move { a.acquire(false).await });
+        tokio::task::yield_now().await;
+        let b = l.clone();
+        let check = tokio::spawn(async move { b.acquire(true).await });
+        tokio::task::yield_now().await;
+        assert_eq!(l.queued(), 2, "the line was full, the check joined it");
+        l.release();
+        assert_eq!(check.await.unwrap(), Ok(true), "the check first");
+        assert_eq!(l.queued(), 1);
+        l.release();
+        assert_eq!(request.await.unwrap(), Ok(true));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_dropped_wait_leaves_the_line_and_frees_what_it_was_given() {
         let l = Limit::new(Some(limit(1, 5, 1000)));
-        assert_eq!(l.acquire().await, Ok(true));
+        assert_eq!(l.acquire(false).await, Ok(true));
         {
             use futures_util::FutureExt;
-            let wait = l.acquire();
+            let wait = l.acquire(false);
             tokio::pin!(wait);
             assert!((&mut wait).now_or_never().is_none());
             assert_eq!(l.queued(), 1);
@@ -289,15 +320,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reload_that_lifts_the_limit_lets_waiters_in() {
         let l = std::sync::Arc::new(Limit::new(Some(limit(1, 5, 60_000))));
-        assert_eq!(l.acquire().await, Ok(true));
+        assert_eq!(l.acquire(false).await, Ok(true));
         let a = l.clone();
-        let waiting = tokio::spawn(async move { a.acquire().await });
+        let waiting = tokio::spawn(async move { a.acquire(false).await });
         tokio::task::yield_now().await;
         l.set_terms(Some(limit(2, 5, 60_000)));
         assert_eq!(waiting.await.unwrap(), Ok(true));
         assert_eq!(l.held(), 2);
         l.set_terms(None);
-        assert_eq!(l.acquire().await, Ok(false), "no limit: nothing held");
+        assert_eq!(l.acquire(false).await, Ok(false), "no limit: nothing held");
         l.release();
         l.release();
         assert_eq!(l.held(), 0);

@@ -121,11 +121,12 @@ impl Server {
     }
 
     /// Take one of its slots (`max_connections`), waiting in its queue when
-    /// none is free; the slot is given back when the [`Slot`] drops. `None`
-    /// when it has no limit. Refusals are counted here.
-    pub async fn slot(self: &Arc<Self>) -> Result<Option<Slot>, Refused> {
+    /// none is free (`ahead`: at its head, for a health check); the slot
+    /// is given back when the [`Slot`] drops. `None` when it has no limit.
+    /// Refusals are counted here.
+    pub async fn slot(self: &Arc<Self>, ahead: bool) -> Result<Option<Slot>, Refused> {
         let asked = Instant::now();
-        match self.limit.acquire().await {
+        match self.limit.acquire(ahead).await {
             Ok(false) => Ok(None),
             Ok(true) => {
                 self.stats.waited(asked.elapsed());
@@ -144,7 +145,7 @@ impl Server {
     /// flight; both last as long as the guard, which goes with the answer's
     /// body to its end. Take it before leasing or opening a connection.
     pub async fn admit(self: &Arc<Self>) -> Result<InFlight, Refused> {
-        let slot = self.slot().await?;
+        let slot = self.slot(false).await?;
         let mut in_flight = self.start();
         in_flight._slot = slot;
         Ok(in_flight)
