@@ -318,6 +318,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_reload_that_lowers_the_limit_applies_to_the_next_acquisition() {
+        let l = std::sync::Arc::new(Limit::new(Some(limit(2, 5, 60_000))));
+        assert_eq!(l.acquire(false).await, Ok(true));
+        assert_eq!(l.acquire(false).await, Ok(true));
+        l.set_terms(Some(limit(1, 5, 60_000)));
+        assert_eq!(l.held(), 2, "the requests at work keep their slots");
+        let a = l.clone();
+        let waiting = tokio::spawn(async move { a.acquire(false).await });
+        tokio::task::yield_now().await;
+        l.release();
+        tokio::task::yield_now().await;
+        assert_eq!((l.queued(), l.held()), (1, 1), "one at work: the new limit");
+        l.release();
+        assert_eq!(waiting.await.unwrap(), Ok(true));
+        assert_eq!(l.held(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_reload_that_lifts_the_limit_lets_waiters_in() {
         let l = std::sync::Arc::new(Limit::new(Some(limit(1, 5, 60_000))));
         assert_eq!(l.acquire(false).await, Ok(true));
