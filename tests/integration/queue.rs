@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 use crate::routes::app::{App, app};
 use crate::upstreams::{
-    gateway_with, gateway_with_extra, http1_client, metric, server_stats, urls,
+    dead, gateway_with, gateway_with_extra, http1_client, metric, server_stats, urls,
 };
 
 /// What a client got, and how long it took.
@@ -50,11 +50,13 @@ fn spawn_ask(gw: &TestGateway, method: Method, path: &str) -> tokio::task::JoinH
 /// The value of the default upstream's series `name` for `app`'s server
 /// (`rest`: more labels, e.g. `,reason="full"`).
 async fn series(gw: &TestGateway, app: &App, name: &str, rest: &str) -> f64 {
+    series_of(gw, &app.url, name, rest).await
+}
+
+/// [`series`] for the server at `url`.
+async fn series_of(gw: &TestGateway, url: &str, name: &str, rest: &str) -> f64 {
     let text = gw.metrics_text().await;
-    let at = format!(
-        "pushgate_upstream_{name}{{upstream=\"default\",server=\"{}\"{rest}}}",
-        app.url
-    );
+    let at = format!("pushgate_upstream_{name}{{upstream=\"default\",server=\"{url}\"{rest}}}");
     metric(&text, &at).unwrap_or_else(|| panic!("{at} in\n{text}"))
 }
 
@@ -309,4 +311,39 @@ async fn a_reload_that_raises_the_limit_lets_the_waiters_in() {
         assert_eq!(request.await.unwrap().status, 200);
     }
     assert_eq!(a.busy.peak(), 3);
+}
+
+#[tokio::test]
+async fn a_retry_gives_back_its_first_slot_before_it_waits_for_the_next() {
+    let b = app("b").await;
+    let down = dead().await;
+    let list = [format!("\"{down}\""), urls(&[&b]).remove(0)];
+    let limit = ", max_connections: 1, queue: { size: 10, timeout: 10s }";
+    for method in [Method::GET, Method::POST] {
+        // A fresh gateway each time: the dead server is not known dead yet.
+        let gw = gateway_with(&[&list[0], &list[1]], "round_robin", limit).await;
+        let held = spawn_ask(&gw, Method::GET, &format!("/hold/{method}"));
+        until_held(&gw, &b, 1, 0).await;
+        // The dead server has a free slot, so it is asked first; its
+        // connect fails and the request waits in b's line, holding nothing.
+        let retried = spawn_ask(&gw, method.clone(), "/retried");
+        eventually(5, "the retry waits for b", || async {
+            series(&gw, &b, "queued", "").await == 1.0
+        })
+        .await;
+        assert!(series_of(&gw, &down, "errors_total", ",kind=\"connect\"").await >= 1.0);
+        assert_eq!(
+            series_of(&gw, &down, "in_flight", "").await,
+            0.0,
+            "{method}: the dead server's slot was given back"
+        );
+        b.release.add_permits(1);
+        assert_eq!(held.await.unwrap().status, 200);
+        let got = retried.await.unwrap();
+        assert_eq!(
+            (got.status, got.body["app"].as_str()),
+            (200, Some("b")),
+            "{method}"
+        );
+    }
 }

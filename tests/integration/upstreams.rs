@@ -14,7 +14,7 @@ use crate::common::*;
 use crate::routes::app::{App, PROBE, app, killable, went};
 
 /// An address nothing listens on (bound, then let go).
-async fn dead() -> String {
+pub(crate) async fn dead() -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
