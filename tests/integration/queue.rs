@@ -317,7 +317,9 @@ async fn a_reload_that_raises_the_limit_lets_the_waiters_in() {
 async fn a_retry_gives_back_its_first_slot_before_it_waits_for_the_next() {
     let b = app("b").await;
     let down = dead().await;
-    let list = [format!("\"{down}\""), urls(&[&b]).remove(0)];
+    // b first: round robin gives it the first request (held there), and
+    // the dead server the second.
+    let list = [urls(&[&b]).remove(0), format!("\"{down}\"")];
     let limit = ", max_connections: 1, queue: { size: 10, timeout: 10s }";
     for method in [Method::GET, Method::POST] {
         // A fresh gateway each time: the dead server is not known dead yet.
