@@ -13,6 +13,7 @@ mod interpolate;
 mod lenient;
 mod locate;
 mod normalize;
+mod queue;
 mod routes;
 mod rules;
 mod schema;
@@ -29,6 +30,7 @@ mod tests;
 
 pub use access::{Auth, Jwt, Limits, PerClient, PerIp, RateLimit, StaticToken};
 pub use error::{ConfigError, ConfigErrors};
+pub use queue::{ConnLimit, Queue};
 pub use routes::{DEFAULT_UPSTREAM, Route};
 pub use rules::{
     ChannelRule, ClientMessages, HistoryOverride, HmacVerify, PublishBy, SlowClient, Subscribe,

@@ -11,6 +11,11 @@
 //! `backend.timeout` bounds the wait for response headers; once they arrive
 //! the body flows as long as the backend sends. Upgrades (WebSocket to the
 //! application's own paths) are tunnelled byte for byte.
+//!
+//! Each attempt takes a slot on its server first (`max_connections`,
+//! `upstream/limit.rs`), held until the answer's end; a request that gets
+//! none from the server's queue is a 503 with `Retry-After` (`busy.rs`),
+//! written the same by the relay.
 
 use std::sync::Arc;
 
@@ -27,8 +32,10 @@ use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
 use crate::upstream::exchange::{self, Pooled, SendError};
 use crate::upstream::framing::{MAX_RESPONSE_HEAD, content_length};
+use crate::upstream::limit::Refused;
 use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 
+pub(crate) mod busy;
 pub(crate) mod chunked;
 mod fields;
 pub(crate) mod forwarded;
@@ -68,24 +75,26 @@ impl<'a> Proxy<'a> {
     /// Send `req` to one of the upstream's servers in `balance` order. A
     /// connect that failed reached no server: a request without a body, or
     /// an idempotent one whose body was kept (`replay`), is sent again to
-    /// the next server, until one takes it or every one was tried (`None`:
-    /// all unreachable). Any other body is streamed, not kept, so its
-    /// failure is its own.
+    /// the next server, until one takes it or every one was tried (all
+    /// unreachable). Any other body is streamed, not kept, so its
+    /// failure is its own. Each attempt first takes a slot on its server
+    /// (`max_connections`), waiting in its queue if need be, and holds it
+    /// until the answer's end; `backend.timeout` starts once it has one.
     async fn send(
         &self,
         req: Request<Body>,
         client: Option<std::net::IpAddr>,
         replay: Option<upload::Replay>,
-    ) -> Option<Sent> {
+    ) -> Result<Sent, Unsent> {
         let servers = self.upstream.servers();
         let idempotent = is_idempotent(req.method());
         let mut tried = Vec::new();
         let mut next = Some(req);
         loop {
-            let mut req = next.take()?;
+            let mut req = next.take().ok_or(Unsent::Unreachable)?;
             let Some(i) = servers.pick(client, &tried) else {
                 warn!("no server of the upstream could be reached");
-                return None;
+                return Err(Unsent::Unreachable);
             };
             tried.push(i);
             let server = servers.list[i].clone();
@@ -110,7 +119,17 @@ impl<'a> Proxy<'a> {
             let again = || Some(copy_with(head.as_ref()?, body()?));
             let again = idempotent.then_some(&again as &exchange::Again<'_>);
             let conn = reuse::Connection::watch(&mut req);
-            let mut in_flight = server.start();
+            // Nothing is held while waiting: the last attempt's slot went
+            // with its guard.
+            let mut in_flight = match server.admit().await {
+                Ok(in_flight) => in_flight,
+                Err(refused) => {
+                    // Counted per server (`upstream_queue_refused_total`); a flood
+                    // of them is no news for the log.
+                    debug!(server = %server.name, %refused, "upstream server busy");
+                    return Err(Unsent::Busy(refused));
+                }
+            };
             let sent = exchange::send(&server, req, again, &conn);
             let can_spare = more_servers && head.is_some();
             let spare = || Some(copy_with(head.as_ref()?, body()?));
@@ -140,7 +159,7 @@ impl<'a> Proxy<'a> {
                 }
                 _ => {}
             }
-            return Some((result, conn));
+            return Ok((result, conn));
         }
     }
 
@@ -177,8 +196,9 @@ impl<'a> Proxy<'a> {
         };
         let method = backend_req.method().clone();
         let (result, conn) = match self.send(backend_req, client, replay).await {
-            Some(sent) => sent,
-            None => return bad_gateway(),
+            Ok(sent) => sent,
+            Err(Unsent::Unreachable) => return bad_gateway(),
+            Err(Unsent::Busy(refused)) => return busy::refusal(refused),
         };
         let mut resp = match result {
             Err(_) => {
@@ -328,6 +348,14 @@ impl<'a> Proxy<'a> {
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
     }
+}
+
+/// Why a request reached no server.
+enum Unsent {
+    /// Every server was tried and none could be reached.
+    Unreachable,
+    /// Its server's connections were all in use and no slot was had.
+    Busy(Refused),
 }
 
 fn bad_gateway() -> Response<Body> {

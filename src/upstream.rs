@@ -31,6 +31,7 @@ pub(crate) mod backend_conn;
 pub(crate) mod exchange;
 pub(crate) mod framing;
 pub(crate) mod health;
+pub(crate) mod limit;
 pub(crate) mod pool;
 pub(crate) mod registry;
 pub(crate) mod reuse;
@@ -62,6 +63,8 @@ pub struct Upstream {
     timeout: Duration,
     /// Active checks of each server (`health:`).
     health: Option<config::Health>,
+    /// `max_connections` and `queue:` of each server.
+    limit: Option<config::ConnLimit>,
 }
 
 impl Upstream {
@@ -99,6 +102,7 @@ impl Upstream {
                     server = server.with_tls(server_tls);
                 }
                 server.health.set_terms(backend.health.clone());
+                server.limit.set_terms(backend.conn_limit());
                 Ok(Arc::new(server))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -116,6 +120,7 @@ impl Upstream {
             },
             timeout: backend.timeout,
             health: backend.health.clone(),
+            limit: backend.conn_limit(),
             reach: Reach {
                 scheme,
                 tls: tls.map(|t| t.fingerprint),
@@ -167,7 +172,8 @@ impl Upstream {
     /// both reach their servers the same way (`same_settings`): a reload
     /// rebuilds the settings, and the application's keep-alive connections
     /// should outlive that. A server that stays keeps its idle connections
-    /// and its down mark; a new one starts empty; a removed one is dropped
+    /// and its down mark, the slots its requests hold and its queue; a new
+    /// one starts empty; a removed one is dropped
     /// once the requests holding it finish. Nothing is kept when the way
     /// servers are reached changed (scheme, TLS settings or their files'
     /// contents, sockets: `Reach`).
@@ -190,8 +196,10 @@ impl Upstream {
                     .find(|was| was.authority == new.authority && was.name == new.name)
                     .unwrap_or(new)
                     .clone();
-                // The new terms reach its running check task.
+                // The new terms reach its running check task, and its
+                // slots and queue (held and waiting requests stay).
                 kept.health.set_terms(self.health.clone());
+                kept.limit.set_terms(self.limit.clone());
                 kept
             })
             .collect();
@@ -395,7 +403,9 @@ impl Upstream {
             // that may be sent twice.
             let again = || build().ok();
             let again = is_idempotent(&method).then_some(&again as &exchange::Again<'_>);
-            let mut in_flight = server.start();
+            // A slot before a connection; nothing is held while waiting
+            // for it (the last server's slot went with its guard).
+            let mut in_flight = server.admit().await.map_err(BackendError::Busy)?;
             let sent = exchange::send(server, req, again, &conn);
             match tokio::time::timeout(self.timeout, sent).await {
                 Err(_) => return Err(BackendError::Timeout),
@@ -448,4 +458,8 @@ pub enum BackendError {
     Unavailable(String),
     #[error("bad request to the application: {0}")]
     Request(String),
+    /// Every connection to the chosen server is in use (`max_connections`)
+    /// and no queue place or slot was had.
+    #[error("the application is busy: {0}")]
+    Busy(limit::Refused),
 }

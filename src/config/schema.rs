@@ -129,6 +129,12 @@ pub struct Backend {
     pub timeout: Duration,
     /// How `https://` servers are verified, and the client certificate.
     pub tls: Option<UpstreamTls>,
+    /// Requests each server is asked at once; the rest wait in `queue`.
+    /// None: no limit.
+    #[serde(deserialize_with = "lenient::opt_usize")]
+    pub max_connections: Option<usize>,
+    /// Where requests beyond `max_connections` wait (`queue.rs`).
+    pub queue: Option<super::Queue>,
 }
 
 impl Default for Backend {
@@ -142,6 +148,8 @@ impl Default for Backend {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
             tls: None,
+            max_connections: None,
+            queue: None,
         }
     }
 }

@@ -70,9 +70,17 @@ impl Config {
             }
         }
         let b = &self.backend;
+        let limit = b.conn_limit().map_or(String::new(), |l| {
+            format!(
+                ", max connections {} per server, queue {} for up to {}",
+                l.max_connections,
+                l.queue.size,
+                format_duration(l.queue.timeout)
+            )
+        });
         writeln!(
             out,
-            "backend: {} (connect timeout {}, timeout {})",
+            "backend: {} (connect timeout {}, timeout {}{limit})",
             masked(b.url.as_str()),
             format_duration(b.connect_timeout),
             format_duration(b.timeout)

@@ -5,6 +5,7 @@ use super::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod queue_rejections;
 mod rejections;
 mod route_rejections;
 mod session_rejections;

@@ -137,6 +137,7 @@ fn backend(b: &super::Backend, key: &KeyPath, r: &mut Report) {
     server_schemes(b, key, r);
     nonzero(r, &key.key("connect_timeout"), b.connect_timeout);
     nonzero(r, &key.key("timeout"), b.timeout);
+    conn_limit(b, key, r);
     if let Some(h) = &b.health {
         let at = key.key("health");
         if !h.path.starts_with('/') || h.path.contains([' ', '#']) {
@@ -155,6 +156,30 @@ fn backend(b: &super::Backend, key: &KeyPath, r: &mut Report) {
                 r.add(at.key(name), "must be at least 1");
             }
         }
+    }
+}
+
+/// `max_connections` and `queue:`: a limit of at least one, and a queue
+/// only where there is a limit to wait for.
+fn conn_limit(b: &super::Backend, key: &KeyPath, r: &mut Report) {
+    if b.max_connections == Some(0) {
+        r.add(
+            key.key("max_connections"),
+            "must be at least 1 (leave it out for no limit)",
+        );
+    }
+    let Some(queue) = &b.queue else { return };
+    if b.max_connections.is_none() {
+        r.add(
+            key.key("queue"),
+            "needs max_connections: the queue holds the requests beyond it",
+        );
+    }
+    if queue.timeout.is_zero() {
+        r.add(
+            key.key("queue").key("timeout"),
+            "must be greater than 0 (size: 0 refuses at once instead of queueing)",
+        );
     }
 }
 

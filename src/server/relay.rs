@@ -9,7 +9,8 @@
 //! head to a pooled backend connection (`upstream/pool.rs`), and passes the
 //! answer on as it comes, framing included (`relay/answer.rs`;
 //! `proxy/chunked.rs` finds where a chunked body ends). When the backend gives nothing to pass on, the relay
-//! answers 502 or 504 itself (`relay/refusal.rs`).
+//! answers 502 or 504 itself, and 503 when no connection to the server was
+//! free within its queue (`max_connections`; `relay/refusal.rs`).
 //!
 //! It takes only what it can forward exactly as the hyper path would (see
 //! `proxy/head.rs`), and only to `http://` and `https://` upstreams (TCP,
@@ -39,6 +40,7 @@ use crate::proxy::chunked::ChunkedEnd;
 use crate::proxy::head::{self, Framing, Inbound, Outbound, Route};
 use crate::state::AppState;
 use crate::upstream::Upstream;
+use crate::upstream::limit::Refused;
 use crate::upstream::pool::BackendPool;
 use crate::upstream::server::{InFlight, Server};
 
@@ -172,6 +174,13 @@ enum BackendFailure {
     Io(io::Error),
     #[error("{0}")]
     Unusable(&'static str),
+    /// No answer head within `backend.timeout` of taking a slot.
+    #[error("no answer in time")]
+    TimedOut,
+    /// Every connection to the server was in use (`max_connections`) and
+    /// no slot was had.
+    #[error("{0}")]
+    Busy(Refused),
 }
 
 /// One request to the backend and its answer back to the client.
@@ -195,10 +204,7 @@ where
     let close = out.close || state.stopping.has_rung();
     let mut rbuf = BytesMut::with_capacity(8192);
     let asked = {
-        let asked = tokio::time::timeout(
-            upstream.timeout(),
-            open_any(upstream, client, out, close, &mut rbuf),
-        );
+        let asked = open_any(upstream, client, out, close, &mut rbuf);
         tokio::pin!(asked);
         loop {
             tokio::select! {
@@ -212,14 +218,17 @@ where
         }
     };
     let (server, _in_flight, backend, inbound) = match asked {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(error)) => {
-            warn!(%error, connect = matches!(error, BackendFailure::Connect(_)), "backend request failed");
-            return refuse(state, io, Refusal::Unreachable, started, out, close).await;
-        }
-        Err(_) => {
+        Ok(answer) => answer,
+        Err(BackendFailure::TimedOut) => {
             warn!(timeout = ?upstream.timeout(), "backend did not answer in time");
             return refuse(state, io, Refusal::TimedOut, started, out, close).await;
+        }
+        Err(BackendFailure::Busy(refused)) => {
+            return refuse(state, io, Refusal::Busy(refused), started, out, close).await;
+        }
+        Err(error) => {
+            warn!(%error, connect = matches!(error, BackendFailure::Connect(_)), "backend request failed");
+            return refuse(state, io, Refusal::Unreachable, started, out, close).await;
         }
     };
     let status = StatusCode::from_u16(inbound.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -273,6 +282,11 @@ async fn client_gone<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> bo
 /// when a server drops the request before a byte of its answer (the relay
 /// carries only `GET` and `HEAD`, which may be repeated, and nothing has
 /// reached the client yet), until one answers or every one failed.
+///
+/// Each attempt first takes a slot on its server (`max_connections`),
+/// waiting in its queue if need be, with nothing held meanwhile (the last
+/// attempt's slot went with its guard). `backend.timeout` bounds the
+/// attempts from the first slot on, not the wait in the queue.
 async fn open_any(
     upstream: &Upstream,
     client: std::net::IpAddr,
@@ -282,6 +296,7 @@ async fn open_any(
 ) -> Result<(Arc<Server>, InFlight, BackendConn, Inbound), BackendFailure> {
     let servers = upstream.servers();
     let mut tried = Vec::new();
+    let mut deadline = None;
     loop {
         let Some(i) = servers.pick(Some(client), &tried) else {
             return Err(BackendFailure::Connect(io::Error::new(
@@ -291,8 +306,17 @@ async fn open_any(
         };
         tried.push(i);
         let server = servers.list[i].clone();
-        let mut in_flight = server.start();
-        match open(&server.pool, out, close, rbuf).await {
+        let mut in_flight = server.admit().await.map_err(|refused| {
+            // Counted per server (`upstream_queue_refused_total`).
+            debug!(server = %server.name, %refused, "upstream server busy");
+            BackendFailure::Busy(refused)
+        })?;
+        let deadline =
+            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + upstream.timeout());
+        let opened = tokio::time::timeout_at(deadline, open(&server.pool, out, close, rbuf))
+            .await
+            .unwrap_or(Err(BackendFailure::TimedOut));
+        match opened {
             Ok((conn, inbound)) => {
                 server.mark_up();
                 in_flight.answered(inbound.status);

@@ -36,6 +36,7 @@ impl SendError {
     pub fn code(&self) -> &'static str {
         match self {
             SendError::NotConfigured => "not_configured",
+            SendError::Backend(BackendError::Busy(_)) => "upstream_busy",
             SendError::Status(_) | SendError::Backend(_) => "backend_error",
         }
     }
@@ -44,6 +45,7 @@ impl SendError {
         match self {
             SendError::NotConfigured => StatusCode::NOT_FOUND,
             SendError::Backend(BackendError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            SendError::Backend(BackendError::Busy(_)) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }

@@ -8,6 +8,13 @@
 //! server is out nor starts a second task for it; the new terms reach the
 //! running task through [`Health::set_terms`]. The task ends when its
 //! server is dropped (a reload removed it) or the gateway stops.
+//!
+//! A check is a request like any other for the application's workers: it
+//! takes one of the server's slots (`max_connections`), waiting at the head
+//! of its queue for at most the check's `timeout` (behind a line of
+//! requests it would never reach a hung server). A check that gets no slot
+//! is not counted either way: the server is busy with the gateway's
+//! requests, whose own answers tell whether it works.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -126,9 +133,9 @@ async fn run(
         };
         let ok = match uri(&terms.path) {
             Some(uri) => probe(&server, uri, host, terms.timeout).await,
-            None => false,
+            None => Some(false),
         };
-        match server.health.record(ok, &terms) {
+        match ok.and_then(|ok| server.health.record(ok, &terms)) {
             Some(false) => tracing::warn!(
                 upstream,
                 server = %server.name,
@@ -153,13 +160,25 @@ async fn run(
 }
 
 /// One check: a 2xx answer, head and body, within `timeout`, on a
-/// connection of the server's pool like any request's.
+/// connection of the server's pool like any request's, in one of its
+/// slots. `None`: no slot came free within `timeout` (not a verdict).
 async fn probe(
     server: &Arc<Server>,
     uri: Uri,
     host: Option<&http::HeaderValue>,
     timeout: Duration,
-) -> bool {
+) -> Option<bool> {
+    let _slot = match tokio::time::timeout(timeout, server.slot(true)).await {
+        Ok(Ok(slot)) => slot,
+        waited => {
+            // Given up before the queue's own timeout: counted here.
+            if waited.is_err() {
+                server.stats.refused(super::limit::Refused::TimedOut);
+            }
+            tracing::debug!(server = %server.name, "health check skipped: no free connection");
+            return None;
+        }
+    };
     let build = || {
         let mut req = Request::get(uri.clone())
             .header(http::header::USER_AGENT, "pushgate-health-check")
@@ -171,7 +190,7 @@ async fn probe(
         Some(req)
     };
     let Some(mut req) = build() else {
-        return false;
+        return Some(false);
     };
     let check = async {
         let conn = reuse::Connection::watch(&mut req);
@@ -188,7 +207,10 @@ async fn probe(
             .ok()?;
         Some(ok)
     };
-    matches!(tokio::time::timeout(timeout, check).await, Ok(Some(true)))
+    // Its own `timeout` from the moment it has a slot: a wait for one is
+    // the gateway's doing, not the server's.
+    let check = tokio::time::timeout(timeout, check).await;
+    Some(matches!(check, Ok(Some(true))))
 }
 
 #[cfg(test)]

@@ -152,8 +152,8 @@ impl Upstreams {
     }
 
     /// Each upstream's servers as `/stats` shows them: health, whether a
-    /// failed connect has them skipped, requests in flight, idle
-    /// connections in its pool.
+    /// failed connect has them skipped, requests in flight and waiting in
+    /// its queue, idle connections in its pool.
     pub fn snapshot(&self) -> serde_json::Value {
         let upstreams: Vec<serde_json::Value> = std::iter::once(&self.default)
             .chain(self.named.iter())
@@ -169,6 +169,7 @@ impl Upstreams {
                             "healthy": s.health.is_healthy(),
                             "up": !s.is_down(),
                             "in_flight": s.in_flight(),
+                            "queued": s.limit.queued(),
                             "idle": s.pool.idle_count(),
                         })
                     })

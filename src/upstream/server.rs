@@ -5,7 +5,10 @@
 //! until it passes them again (`health.rs`); while every server is down they are all
 //! tried anyway (a refusal is better learnt from the server than assumed).
 //! Its idle connections live here, one pool per server, which both engines
-//! take from and give back to (`pool.rs`).
+//! take from and give back to (`pool.rs`), and its connection limit with the
+//! queue in front of it (`limit.rs`): a request takes a slot before it takes
+//! a connection ([`Server::admit`]), and the balance prefers a server with a
+//! free slot to waiting for a full one.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::config::Balance;
 
 use super::health::Health;
+use super::limit::{Limit, Refused};
 use super::pool::BackendPool;
 use super::stats::{Failure, ServerStats};
 
@@ -38,6 +42,8 @@ pub struct Server {
     pub health: Health,
     /// Its answers, failures and latency, for `/metrics`.
     pub stats: ServerStats,
+    /// `max_connections` and the queue (none: no limit).
+    pub limit: Limit,
 }
 
 impl Server {
@@ -51,6 +57,7 @@ impl Server {
             epoch: Instant::now(),
             health: Health::new(None),
             stats: ServerStats::default(),
+            limit: Limit::new(None),
         }
     }
 
@@ -101,14 +108,58 @@ impl Server {
         }
     }
 
-    /// Count one request in flight until the guard drops.
+    /// Count one request in flight until the guard drops, without a slot
+    /// (see [`Server::admit`]).
     pub fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             server: self.clone(),
             started: Instant::now(),
             done: false,
+            _slot: None,
         }
+    }
+
+    /// Take one of its slots (`max_connections`), waiting in its queue when
+    /// none is free (`ahead`: at its head, for a health check); the slot
+    /// is given back when the [`Slot`] drops. `None` when it has no limit.
+    /// Refusals are counted here.
+    pub async fn slot(self: &Arc<Self>, ahead: bool) -> Result<Option<Slot>, Refused> {
+        let asked = Instant::now();
+        match self.limit.acquire(ahead).await {
+            Ok(false) => Ok(None),
+            Ok(true) => {
+                self.stats.waited(asked.elapsed());
+                Ok(Some(Slot {
+                    server: self.clone(),
+                }))
+            }
+            Err(refused) => {
+                self.stats.refused(refused);
+                Err(refused)
+            }
+        }
+    }
+
+    /// A request on it: a slot (see [`Server::slot`]), then counted in
+    /// flight; both last as long as the guard, which goes with the answer's
+    /// body to its end. Take it before leasing or opening a connection.
+    pub async fn admit(self: &Arc<Self>) -> Result<InFlight, Refused> {
+        let slot = self.slot(false).await?;
+        let mut in_flight = self.start();
+        in_flight._slot = slot;
+        Ok(in_flight)
+    }
+}
+
+/// One of a server's slots (`max_connections`), given back on drop.
+pub struct Slot {
+    server: Arc<Server>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.server.limit.release();
     }
 }
 
@@ -116,11 +167,14 @@ impl Server {
 /// answer (the guard goes with the body, `exchange::Pooled::hold`). One
 /// that ends without [`InFlight::answered`] (a timeout, a reset, an
 /// unusable answer, a client that left) counts as `no_answer`, unless its
-/// connect failed (counted as that).
+/// connect failed (counted as that). It holds the request's slot
+/// (`max_connections`) as long: whoever ends the answer early (the client
+/// gone, the answer taken off the upstream whole) frees the slot with it.
 pub struct InFlight {
     server: Arc<Server>,
     started: Instant,
     done: bool,
+    _slot: Option<Slot>,
 }
 
 impl InFlight {
@@ -187,16 +241,27 @@ impl Servers {
                 .map(move |k| (start + k) % n)
                 .filter(|i| !tried.contains(i))
         };
+        // A server with a free slot (`max_connections`) before one whose
+        // queue the request would join: it queues only when every server
+        // it may go to is full, and then on the first of them.
         let choose = |up: bool| {
-            let mut candidates = order().filter(move |&i| !up || !self.list[i].is_down());
-            match self.balance {
-                Balance::LeastConn => {
-                    candidates.min_by_key(|&i| self.list[i].in_flight.load(Ordering::Relaxed))
-                }
-                _ => candidates.next(),
-            }
+            let candidates = move || order().filter(move |&i| !up || !self.list[i].is_down());
+            self.best(candidates().filter(|&i| self.list[i].limit.has_room()))
+                .or_else(|| self.best(candidates()))
         };
         choose(true).or_else(|| choose(false))
+    }
+}
+
+impl Servers {
+    /// The balance's choice among `candidates` (in turn from the start).
+    fn best(&self, mut candidates: impl Iterator<Item = usize>) -> Option<usize> {
+        match self.balance {
+            Balance::LeastConn => {
+                candidates.min_by_key(|&i| self.list[i].in_flight.load(Ordering::Relaxed))
+            }
+            _ => candidates.next(),
+        }
     }
 }
 
@@ -272,6 +337,39 @@ mod tests {
         let other = s.pick(Some(a), &[]).unwrap();
         assert_ne!(other, first);
         assert_eq!(s.pick(Some(a), &[]), Some(other));
+    }
+
+    #[tokio::test]
+    async fn a_server_with_a_free_slot_is_taken_before_a_full_one_is_queued_for() {
+        let limit = crate::config::ConnLimit {
+            max_connections: 1,
+            queue: crate::config::Queue::default(),
+        };
+        for balance in [Balance::RoundRobin, Balance::LeastConn, Balance::IpHash] {
+            let s = servers(3, balance);
+            for server in &s.list {
+                server.limit.set_terms(Some(limit.clone()));
+            }
+            let client = Some(IpAddr::from([10, 0, 0, 1]));
+            // Each pick, admitted, fills one server: three in all, each
+            // on a server of its own.
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                let i = s.pick(client, &[]).unwrap();
+                held.push((i, s.list[i].admit().await.unwrap()));
+            }
+            let mut on: Vec<_> = held.iter().map(|(i, _)| *i).collect();
+            on.sort();
+            assert_eq!(on, [0, 1, 2], "{balance:?}");
+            // All full: still a server (whose queue the request joins).
+            assert!(s.pick(client, &[]).is_some());
+            // One frees: it is the one taken.
+            let (freed, _) = held.remove(1);
+            assert!(
+                (0..4).all(|_| s.pick(client, &[]) == Some(freed)),
+                "{balance:?}"
+            );
+        }
     }
 
     #[test]

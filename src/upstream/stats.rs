@@ -1,6 +1,7 @@
 //! What each upstream server did, for `/metrics`: answers by status class,
-//! failures by kind, the time to an answer head, and its state (health, up,
-//! requests in flight, idle connections). The counts live on the server, so
+//! failures by kind, the time to an answer head, the time requests waited
+//! for a slot (`max_connections`) and those refused one, and its state
+//! (health, up, requests in flight and queued, idle connections). The counts live on the server, so
 //! they last as long as a reload keeps it, and are written out per scrape
 //! under the labels `upstream` and `server`.
 
@@ -8,17 +9,24 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::limit::Refused;
 use super::server::Server;
 use crate::metrics::AtomicHistogram;
 
 /// Failure kinds, in `errors` order.
 const KINDS: [&str; 2] = ["connect", "no_answer"];
 
+/// Refusals of a slot, in `refused` order.
+const REFUSALS: [&str; 2] = ["full", "timeout"];
+
 /// One server's counts.
 pub struct ServerStats {
     by_class: [AtomicU64; 5],
     errors: [AtomicU64; 2],
     latency: AtomicHistogram,
+    /// How long requests waited for a slot (0 for a free one).
+    queue_wait: AtomicHistogram,
+    refused: [AtomicU64; 2],
 }
 
 /// Why a request to a server got no answer to pass on.
@@ -37,6 +45,9 @@ impl Default for ServerStats {
             errors: Default::default(),
             // 100µs .. ~13s, as the gateway-wide proxy latency.
             latency: AtomicHistogram::exponential(0.0001, 2.0, 18),
+            // 1ms .. ~33s: a queue's timeout is seconds.
+            queue_wait: AtomicHistogram::exponential(0.001, 2.0, 16),
+            refused: Default::default(),
         }
     }
 }
@@ -51,6 +62,20 @@ impl ServerStats {
 
     pub fn failed(&self, why: Failure) {
         self.errors[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A slot was had after `waited` (only on a server with a limit).
+    pub fn waited(&self, waited: Duration) {
+        self.queue_wait.observe(waited);
+    }
+
+    /// A slot was refused.
+    pub fn refused(&self, why: Refused) {
+        let at = match why {
+            Refused::Full => 0,
+            Refused::TimedOut => 1,
+        };
+        self.refused[at].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -110,28 +135,49 @@ pub fn encode<'a>(
     );
     for (u, servers) in upstreams.clone() {
         for s in servers {
-            let (buckets, sum) = s.stats.latency.cumulative();
-            let l = labels(u, s);
-            for (bound, n) in &buckets {
-                let le = if bound.is_infinite() {
-                    "+Inf".to_string()
-                } else {
-                    bound.to_string()
-                };
-                let _ = writeln!(
-                    out,
-                    "pushgate_upstream_latency_seconds_bucket{{{l},le=\"{le}\"}} {n}"
-                );
-            }
-            let count = buckets.last().map_or(0, |b| b.1);
-            let _ = writeln!(out, "pushgate_upstream_latency_seconds_sum{{{l}}} {sum}");
-            let _ = writeln!(
-                out,
-                "pushgate_upstream_latency_seconds_count{{{l}}} {count}"
+            histogram(
+                &mut out,
+                "upstream_latency_seconds",
+                &labels(u, s),
+                &s.stats.latency,
             );
         }
     }
-    let gauges: [Gauge; 4] = [
+    family(
+        &mut out,
+        "upstream_queue_seconds",
+        "histogram",
+        "Time requests waited for a free connection to a server with max_connections (0 when one was free)",
+    );
+    for (u, servers) in upstreams.clone() {
+        for s in servers {
+            histogram(
+                &mut out,
+                "upstream_queue_seconds",
+                &labels(u, s),
+                &s.stats.queue_wait,
+            );
+        }
+    }
+    family(
+        &mut out,
+        "upstream_queue_refused",
+        "counter",
+        "Requests refused a connection to a server (503): its queue full, or no connection free within queue.timeout",
+    );
+    for (u, servers) in upstreams.clone() {
+        for s in servers {
+            for (reason, c) in REFUSALS.iter().zip(&s.stats.refused) {
+                let _ = writeln!(
+                    out,
+                    "pushgate_upstream_queue_refused_total{{{},reason=\"{reason}\"}} {}",
+                    labels(u, s),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+    let gauges: [Gauge; 5] = [
         (
             "upstream_server_healthy",
             "1 while the server passes its health checks (always without checks)",
@@ -148,6 +194,11 @@ pub fn encode<'a>(
             Server::in_flight,
         ),
         (
+            "upstream_queued",
+            "Requests waiting for a free connection to the server (max_connections)",
+            |s| s.limit.queued(),
+        ),
+        (
             "upstream_pool_idle",
             "Idle connections to the server in its pool (shared by both engines)",
             |s| s.pool.idle_count(),
@@ -162,6 +213,22 @@ pub fn encode<'a>(
         }
     }
     out
+}
+
+/// The lines of one server's histogram `name`.
+fn histogram(out: &mut String, name: &str, l: &str, h: &AtomicHistogram) {
+    let (buckets, sum) = h.cumulative();
+    for (bound, n) in &buckets {
+        let le = if bound.is_infinite() {
+            "+Inf".to_string()
+        } else {
+            bound.to_string()
+        };
+        let _ = writeln!(out, "pushgate_{name}_bucket{{{l},le=\"{le}\"}} {n}");
+    }
+    let count = buckets.last().map_or(0, |b| b.1);
+    let _ = writeln!(out, "pushgate_{name}_sum{{{l}}} {sum}");
+    let _ = writeln!(out, "pushgate_{name}_count{{{l}}} {count}");
 }
 
 /// A gauge written per server: name, help, and its value.

@@ -264,3 +264,40 @@ taps:
     assert_eq!(without.body, b"hello world");
     assert_eq!(ask(&gw, "GET", "/r/bighead", "").await.status, 502);
 }
+
+#[tokio::test]
+async fn the_relay_and_hyper_refuse_a_busy_application_alike() {
+    let app = crate::routes::app::app("busy").await;
+    let dir = temp_dir("differential-busy");
+    let extra = r#"
+taps:
+  - match: { path: "/h/{case}", status: "418" }
+    channel: public.never
+    data: "{response.status}"
+"#;
+    let text = yaml(&dir, &app.url, "  heartbeat: 15s", extra).replace(
+        "timeout: 2s }",
+        "timeout: 2s, max_connections: 1, queue: { size: 0 } }",
+    );
+    assert!(text.contains("max_connections"), "{text}");
+    let gw = TestGateway::start_yaml(&text, dir).await;
+    // The one slot taken.
+    let held = tokio::spawn(gw.fresh_client().get(gw.url("/hold/1")).send());
+    eventually(5, "the slot taken", || async { app.busy.now() == 1 }).await;
+    for method in ["GET", "HEAD"] {
+        let before = gw.relayed().await;
+        let relay = ask(&gw, method, "/r/x", "").await;
+        assert_eq!(gw.engine_since(before).await, "relay", "{method}");
+        let before = gw.relayed().await;
+        let hyper = ask(&gw, method, "/h/x", "").await;
+        assert_eq!(gw.engine_since(before).await, "hyper", "{method}");
+        assert_eq!(relay.status, 503, "{method}: {relay:?}");
+        assert!(
+            relay.headers.contains(&("retry-after".into(), "1".into())),
+            "{relay:?}"
+        );
+        assert_eq!(relay, hyper, "{method}: both engines answer alike");
+    }
+    app.release.add_permits(1);
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+}

@@ -20,6 +20,7 @@ mod poll;
 mod presence;
 mod proxy;
 mod publish;
+mod queue;
 mod relay;
 mod reload;
 mod reload_safety;

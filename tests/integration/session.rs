@@ -594,3 +594,36 @@ async fn a_websocket_goes_on_while_the_application_is_asked() {
     }
     assert_eq!(app.order_calls.load(Ordering::SeqCst), asked + 1);
 }
+
+#[tokio::test]
+async fn session_checks_take_the_backends_connection_slots() {
+    let app = LoginApp::start().await;
+    app.delay_ms.store(50, Ordering::SeqCst);
+    let dir = temp_dir("session-slots");
+    let text = config(&dir, &app, DEFAULTS).replace(
+        "timeout: 2s }",
+        "timeout: 2s, max_connections: 1, queue: { size: 100, timeout: 5s } }",
+    );
+    assert!(text.contains("max_connections"), "{text}");
+    let gw = Arc::new(TestGateway::start_yaml(&text, dir).await);
+    // Five users at once: five checks (no answer cached), one at a time.
+    let users = ["u1", "u2", "u3", "u4", "u5"];
+    let asks: Vec<_> = users
+        .iter()
+        .map(|user| {
+            let (gw, cookie) = (gw.clone(), app.login(user));
+            let channel = format!("user.{user}");
+            tokio::spawn(async move { poll(&gw, &channel, Some(&cookie)).await })
+        })
+        .collect();
+    for ask in asks {
+        let (status, v) = ask.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+    }
+    assert_eq!(app.me_calls.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        app.most_in_flight.load(Ordering::SeqCst),
+        1,
+        "checks beyond max_connections waited for a slot"
+    );
+}

@@ -14,7 +14,7 @@ use crate::common::*;
 use crate::routes::app::{App, PROBE, app, killable, went};
 
 /// An address nothing listens on (bound, then let go).
-async fn dead() -> String {
+pub(crate) async fn dead() -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
@@ -25,10 +25,20 @@ async fn gateway(urls: &[&str], balance: &str) -> TestGateway {
     gateway_with(urls, balance, "").await
 }
 
-async fn gateway_with(urls: &[&str], balance: &str, more: &str) -> TestGateway {
+pub(crate) async fn gateway_with(urls: &[&str], balance: &str, more: &str) -> TestGateway {
+    gateway_with_extra(urls, balance, more, "").await
+}
+
+/// As [`gateway_with`], with `extra` top-level sections.
+pub(crate) async fn gateway_with_extra(
+    urls: &[&str],
+    balance: &str,
+    more: &str,
+    extra: &str,
+) -> TestGateway {
     let list = urls.join(", ");
     let dir = temp_dir("upstreams");
-    let text = yaml(&dir, "http://127.0.0.1:1", "  heartbeat: 15s", "").replace(
+    let text = yaml(&dir, "http://127.0.0.1:1", "  heartbeat: 15s", extra).replace(
         "backend: { url: \"http://127.0.0.1:1\", connect_timeout: 500ms, timeout: 2s }",
         &format!(
             "backend: {{ urls: [{list}], balance: {balance}, connect_timeout: 1s, timeout: 5s{more} }}"
@@ -71,7 +81,7 @@ async fn spread(gw: &TestGateway, method: Method, n: usize) -> HashMap<String, u
 
 /// An HTTP/1.1-only client with its own connections: its plain GETs go by
 /// the relay.
-fn http1_client() -> reqwest::Client {
+pub(crate) fn http1_client() -> reqwest::Client {
     reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .http1_only()
@@ -80,7 +90,7 @@ fn http1_client() -> reqwest::Client {
         .unwrap()
 }
 
-fn urls(apps: &[&App]) -> Vec<String> {
+pub(crate) fn urls(apps: &[&App]) -> Vec<String> {
     apps.iter().map(|a| format!("\"{}\"", a.url)).collect()
 }
 
@@ -145,7 +155,7 @@ async fn every_server_refusing_is_a_502() {
 }
 
 /// What `/stats` says of the default upstream's server at `url`.
-async fn server_stats(gw: &TestGateway, url: &str) -> Value {
+pub(crate) async fn server_stats(gw: &TestGateway, url: &str) -> Value {
     let stats = gw.stats().await;
     let authority = url;
     stats["upstreams"][0]["servers"]
@@ -214,7 +224,7 @@ async fn health_checks_follow_a_reload() {
 }
 
 /// The value of the `/metrics` line that starts with `series`.
-fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(series))
         .and_then(|l| l.rsplit(' ').next())

@@ -126,7 +126,15 @@ async fn counted_https_app(
             let (acceptor, s) = (acceptor.clone(), s.clone());
             tokio::spawn(async move {
                 if let Ok(stream) = acceptor.accept(stream).await {
-                    serve(name, stream, s, Arc::new(Semaphore::new(0)), Arc::default()).await;
+                    serve(
+                        name,
+                        stream,
+                        s,
+                        Arc::new(Semaphore::new(0)),
+                        Arc::default(),
+                        Arc::default(),
+                    )
+                    .await;
                 }
             });
         }
@@ -146,6 +154,7 @@ async fn unix_app(name: &'static str, path: &Path) -> Seen {
                 stream,
                 s.clone(),
                 Arc::new(Semaphore::new(0)),
+                Arc::default(),
                 Arc::default(),
             ));
         }

@@ -1,6 +1,8 @@
 //! The relay's own answers, when the backend gives none it can pass on:
-//! 502 and 504 in the documented shape (`{"error":code,"message":…}`),
-//! counted and dated as the hyper path's refusals are.
+//! 502, 504, and 503 with `Retry-After` when no connection to a server was
+//! free (`max_connections`), in the documented shape
+//! (`{"error":code,"message":…}`), counted and dated as the hyper path's
+//! refusals are.
 
 use std::time::Instant;
 
@@ -11,6 +13,7 @@ use super::answer::write;
 use super::{Next, http_date};
 use crate::proxy::head::Outbound;
 use crate::state::AppState;
+use crate::upstream::limit::Refused;
 
 /// Why the relay answers in the backend's stead.
 #[derive(Clone, Copy)]
@@ -19,6 +22,9 @@ pub(super) enum Refusal {
     Unreachable,
     /// 504: no answer head within `backend.timeout`.
     TimedOut,
+    /// 503: no slot on the server (`max_connections`); the same answer as
+    /// the hyper path's (`proxy/busy.rs`).
+    Busy(Refused),
 }
 
 /// Answer the client with the documented refusal shape
@@ -34,6 +40,7 @@ pub(super) async fn refuse<I>(
 where
     I: AsyncWrite + Unpin,
 {
+    let mut retry_after = "";
     let (status, code, message) = match refusal {
         Refusal::Unreachable => (
             StatusCode::BAD_GATEWAY,
@@ -45,13 +52,23 @@ where
             "gateway_timeout",
             "the application did not answer in time",
         ),
+        Refusal::Busy(refused) => {
+            let (code, message) = crate::proxy::busy::reason(refused);
+            retry_after = crate::proxy::busy::RETRY_AFTER;
+            (StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
     };
     state.metrics.proxied(status, started.elapsed());
     let body = crate::reply::error_json(code, message);
     let mut answer = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\ndate: {}\r\n{}\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n{}content-length: {}\r\ndate: {}\r\n{}\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
+        if retry_after.is_empty() {
+            String::new()
+        } else {
+            format!("retry-after: {retry_after}\r\n")
+        },
         body.len(),
         String::from_utf8_lossy(&http_date()),
         if close { "connection: close\r\n" } else { "" },

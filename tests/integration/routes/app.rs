@@ -28,6 +28,36 @@ pub(crate) struct App {
     pub(crate) release: Arc<Semaphore>,
     /// While set, `/healthz` answers 503.
     pub(crate) sick: Arc<AtomicBool>,
+    /// Requests it is working on now, and the most at once.
+    pub(crate) busy: Arc<Busy>,
+}
+
+/// Requests an app is working on: from its head read to the start of its
+/// answer, as a worker of a real application is taken.
+#[derive(Default)]
+pub(crate) struct Busy {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Busy {
+    pub(crate) fn now(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    /// The most requests it worked on at once.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    fn enter(&self) {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl App {
@@ -47,19 +77,28 @@ pub(crate) async fn killable(name: &'static str) -> (App, Kill) {
         seen: Arc::default(),
         release: Arc::new(Semaphore::new(0)),
         sick: Arc::default(),
+        busy: Arc::default(),
     };
-    let (c, s, r, k) = (
+    let (c, s, r, k, b) = (
         app.connections.clone(),
         app.seen.clone(),
         app.release.clone(),
         app.sick.clone(),
+        app.busy.clone(),
     );
     let task = tokio::spawn(async move {
         // Dropped with this task: every connection ends with it.
         let mut conns = tokio::task::JoinSet::new();
         while let Ok((stream, _)) = listener.accept().await {
             c.fetch_add(1, Ordering::SeqCst);
-            conns.spawn(serve(name, stream, s.clone(), r.clone(), k.clone()));
+            conns.spawn(serve(
+                name,
+                stream,
+                s.clone(),
+                r.clone(),
+                k.clone(),
+                b.clone(),
+            ));
         }
     });
     (app, Kill(task))
@@ -81,16 +120,25 @@ pub(crate) async fn app(name: &'static str) -> App {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let release = Arc::new(Semaphore::new(0));
     let sick = Arc::new(AtomicBool::new(false));
-    let (c, s, r, k) = (
+    let busy = Arc::new(Busy::default());
+    let (c, s, r, k, b) = (
         connections.clone(),
         seen.clone(),
         release.clone(),
         sick.clone(),
+        busy.clone(),
     );
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             c.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve(name, stream, s.clone(), r.clone(), k.clone()));
+            tokio::spawn(serve(
+                name,
+                stream,
+                s.clone(),
+                r.clone(),
+                k.clone(),
+                b.clone(),
+            ));
         }
     });
     App {
@@ -99,6 +147,7 @@ pub(crate) async fn app(name: &'static str) -> App {
         seen,
         release,
         sick,
+        busy,
     }
 }
 
@@ -109,6 +158,7 @@ pub(crate) async fn serve<S>(
     seen: Arc<Mutex<Vec<String>>>,
     release: Arc<Semaphore>,
     sick: Arc<AtomicBool>,
+    busy: Arc<Busy>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -139,6 +189,7 @@ pub(crate) async fn serve<S>(
         let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
         buf.drain(..end + 4 + length);
         let target = head.split(' ').nth(1).unwrap_or("").to_owned();
+        busy.enter();
         seen.lock().unwrap().push(target.clone());
         if target.starts_with("/hold") {
             let _ = release.acquire().await.map(|p| p.forget());
@@ -158,6 +209,9 @@ pub(crate) async fn serve<S>(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
             answer.len()
         );
+        // Done before the answer leaves: the gateway may pass on the next
+        // request as soon as it has read this one.
+        busy.leave();
         if stream.write_all(reply.as_bytes()).await.is_err() {
             return;
         }
