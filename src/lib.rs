@@ -20,7 +20,8 @@
 //! Ordinary requests go `server.rs -> server/relay.rs` (plain HTTP/1 `GET`
 //! and `HEAD`, without hyper) or `server.rs -> router.rs -> proxy.rs`
 //! (everything else); both reach the application through `upstream.rs`.
-//! The modules form the one-way layers of DESIGN.md, kept by `tests/layers.rs`.
+//! The modules form one-way layers (`docs/ARCHITECTURE.md`), kept by
+//! `tests/layers.rs`.
 
 pub(crate) mod admin;
 pub(crate) mod alarm;

@@ -1,4 +1,5 @@
-//! Keeps `src/` in the one-way order of its layers (DESIGN.md "Layers").
+//! Keeps `src/` in the one-way order of its layers (`docs/ARCHITECTURE.md`,
+//! "Layers").
 //!
 //! It reads every file under `src/` as text, drops comments, string literals
 //! and `#[cfg(test)]` items, collects the `crate::…` paths that remain, maps
@@ -58,7 +59,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("fuzzing", 8),
 ];
 
-/// Edges DESIGN.md rules out whatever the layers say.
+/// Edges ruled out whatever the layers say (`docs/ARCHITECTURE.md`).
 const NEVER: &[(&str, &str, &str)] = &[
     ("hub", "broker", "the hub knows no broker"),
     ("hub", "transport", "the hub knows no transport"),
@@ -86,7 +87,7 @@ fn modules_keep_their_layers() {
     let problems = check(&edges);
     assert!(
         problems.is_empty(),
-        "src/ breaks its layers (DESIGN.md \"Layers\"):\n{}",
+        "src/ breaks its layers (docs/ARCHITECTURE.md \"Layers\"):\n{}",
         problems.join("\n")
     );
 }
@@ -143,7 +144,7 @@ fn check(edges: &Edges) -> Vec<String> {
     for m in &modules {
         if layer(m).is_none() {
             problems.push(format!(
-                "module `{m}` has no layer: add it to LAYERS in tests/layers.rs as DESIGN.md places it"
+                "module `{m}` has no layer: add it to LAYERS in tests/layers.rs and to the table in docs/ARCHITECTURE.md"
             ));
         }
     }

@@ -1,4 +1,4 @@
-//! Tests of the whole pipeline: the DESIGN.md example, defaults, interpolation through
+//! Tests of the whole pipeline: the full example configuration, defaults, interpolation through
 //! YAML, path resolution and the summary. One test per rejection is in `rejections`.
 
 use super::*;
@@ -28,7 +28,7 @@ pub(super) fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
     parse_with_env(text, Path::new("gateway.yaml"), &env)
 }
 
-const DESIGN_EXAMPLE: &str = r#"listen:
+const FULL_EXAMPLE: &str = r#"listen:
   public: 0.0.0.0:8443          # browsers and proxied traffic (TLS when tls: is present)
   admin: 127.0.0.1:9090         # publish, hooks, metrics, dashboard; plain HTTP, loopback by default
 tls:                            # omit the whole section to serve plain HTTP (behind another terminator)
@@ -100,7 +100,7 @@ log: { format: pretty, level: info }   # pretty | json
 #[test]
 fn design_example_parses() {
     let file = Path::new("/etc/pushgate/gateway.yaml");
-    let c = match parse_with_env(DESIGN_EXAMPLE, file, &env) {
+    let c = match parse_with_env(FULL_EXAMPLE, file, &env) {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };
@@ -368,7 +368,7 @@ fn load_reads_files_and_reports_missing_ones() {
 #[test]
 fn summary_names_the_essentials_without_secrets() {
     let c = parse_with_env(
-        DESIGN_EXAMPLE,
+        FULL_EXAMPLE,
         Path::new("/etc/pushgate/gateway.yaml"),
         &env,
     )
