@@ -100,6 +100,9 @@ pub struct Client {
     /// The browser's `Cookie` and `Authorization`, when the application is
     /// asked about it (session and resource checks); never logged.
     pub credential: Option<crate::session_auth::Credential>,
+    /// Served anonymously so far, the application's login not asked: what
+    /// it asked for needed nobody. Asked when something first does.
+    pub login_deferred: bool,
 }
 
 /// The documented refusal for a rate limit: 429 with `Retry-After`.
@@ -110,13 +113,15 @@ pub fn limited(l: Limited) -> Response<Body> {
     )
 }
 
-/// Identify the client (its token, else the application's login) and
-/// charge it to its limits.
+/// Identify the client (its token, else — when `wants_login`, because what
+/// it asks for depends on who it is — the application's login) and charge
+/// it to its limits.
 pub async fn admit<B>(
     state: &AppState,
     settings: &Settings,
     req: &Request<B>,
     q: &HashMap<String, String>,
+    wants_login: bool,
 ) -> Result<Client, Response<Body>> {
     let limited = |l: Limited| {
         state.metrics.limited(l.kind.label());
@@ -135,7 +140,16 @@ pub async fn admit<B>(
         identity,
         by_session,
         credential,
-    } = login::identify(state, settings, req.headers(), q, before_asking).await?;
+        login_deferred,
+    } = login::identify(
+        state,
+        settings,
+        req.headers(),
+        q,
+        wants_login,
+        before_asking,
+    )
+    .await?;
     let key = match &identity {
         Some(id) => ClientKey::Subject(Arc::from(id.subject.as_str())),
         None => anonymous,
@@ -148,6 +162,7 @@ pub async fn admit<B>(
         slot,
         by_session,
         credential,
+        login_deferred,
     })
 }
 
@@ -167,8 +182,9 @@ pub async fn open_session<B: Sync>(
     req: &Request<B>,
     q: &HashMap<String, String>,
 ) -> Result<Opened, Response<Body>> {
-    let client = admit(state, settings, req, q).await?;
-    let sub = subscription(state, settings, req, q, &client, true).await?;
+    let asked = requested(settings, req, q, true)?;
+    let client = admit(state, settings, req, q, asked.needs_identity(settings)).await?;
+    let sub = subscription(state, settings, asked, &client).await?;
     let mut session = session::Session::new(state, settings.config.realtime.client_queue);
     session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
     let mut out = Vec::new();
@@ -189,18 +205,29 @@ pub struct Subscription {
     pub cursor: Option<Cursor>,
 }
 
-/// Parse and authorize `channels` and the resume cursor (`cursor`, or for SSE
-/// the `Last-Event-ID` header / `last_event_id` query). With no `channels`
+/// What a subscriber's request names, parsed but not yet judged.
+pub struct Requested {
+    names: Vec<Arc<str>>,
+    cursor: Option<Cursor>,
+}
+
+impl Requested {
+    /// Whether any channel asked for depends on who the client is, so the
+    /// application's login is worth asking (`ChannelRules::needs_identity`).
+    pub fn needs_identity(&self, settings: &Settings) -> bool {
+        self.names.iter().any(|n| settings.rules.needs_identity(n))
+    }
+}
+
+/// Parse `channels` and the resume cursor (`cursor`, or for SSE the
+/// `Last-Event-ID` header / `last_event_id` query). With no `channels`
 /// parameter, the channels named in the cursor are used.
-pub async fn subscription<B>(
-    state: &AppState,
+pub fn requested<B>(
     settings: &Settings,
     req: &Request<B>,
     q: &HashMap<String, String>,
-    client: &Client,
     require_channels: bool,
-) -> Result<Subscription, Response<Body>> {
-    let who = client.identity.as_ref();
+) -> Result<Requested, Response<Body>> {
     let text = req
         .headers()
         .get("last-event-id")
@@ -248,6 +275,19 @@ pub async fn subscription<B>(
             format!("at most {max} channels per connection"),
         ));
     }
+    Ok(Requested { names, cursor })
+}
+
+/// Authorize what was `requested` for `client`: its limits, the rules, and
+/// the application's checks.
+pub async fn subscription(
+    state: &AppState,
+    settings: &Settings,
+    requested: Requested,
+    client: &Client,
+) -> Result<Subscription, Response<Body>> {
+    let who = client.identity.as_ref();
+    let Requested { names, cursor } = requested;
     // Channels the cursor already covers are a resume (every long-poll, every
     // reconnect), not new subscriptions: only the others count against
     // `per_client.subscribes`, or a busy long-poll client would exhaust it.

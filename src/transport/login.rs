@@ -48,17 +48,25 @@ pub struct Identified {
     pub by_session: bool,
     /// The browser's credentials, for resource checks and rechecks.
     pub credential: Option<Credential>,
+    /// The application was not asked yet, though it could be: nothing the
+    /// request named needed an identity. A WebSocket asks when an op first
+    /// does.
+    pub login_deferred: bool,
 }
 
 /// A token wins when it verifies. Without one — or with one that is not a
 /// token of ours at all (an application's own bearer value) — and with
-/// `auth.session`, the application is asked. A token of ours that fails
-/// (expired, bad signature) is a 401 as always.
+/// `auth.session`, the application is asked, but only when `wanted`: a
+/// request for public channels is served anonymously whatever cookies it
+/// carries, so the application's login being down, slow or redirecting
+/// never refuses it. A token of ours that fails (expired, bad signature)
+/// is a 401 as always.
 pub async fn identify(
     state: &AppState,
     settings: &Settings,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
+    wanted: bool,
     before_asking: impl FnOnce() -> Result<(), Response<Body>>,
 ) -> Result<Identified, Response<Body>> {
     let asks = settings.checks.login.is_some() || settings.rules.has_checks();
@@ -73,35 +81,63 @@ pub async fn identify(
                 identity: Some(identity),
                 by_session: false,
                 credential,
+                login_deferred: false,
             });
         }
         Ok(None) => {}
         Err(AuthError::Unknown | AuthError::Malformed) if settings.checks.login.is_some() => {}
         Err(e) => return Err(refused(e)),
     }
-    let (Some(login), Some(c)) = (&settings.checks.login, &credential) else {
-        return Ok(Identified {
-            identity: None,
-            by_session: false,
-            credential,
-        });
+    let anonymous = |credential, login_deferred| Identified {
+        identity: None,
+        by_session: false,
+        credential,
+        login_deferred,
+    };
+    let Some(c) = credential
+        .as_ref()
+        .filter(|_| settings.checks.login.is_some())
+    else {
+        return Ok(anonymous(credential, false));
+    };
+    if !wanted {
+        return Ok(anonymous(credential, true));
+    }
+    before_asking()?;
+    let identity = login(state, settings, c).await.map_err(|d| d.response())?;
+    Ok(Identified {
+        by_session: identity.is_some(),
+        identity,
+        credential,
+        login_deferred: false,
+    })
+}
+
+/// Ask the application's login (`auth.session`) who `credential` is:
+/// `Ok(None)` when it says nobody is logged in, or when there is no
+/// `auth.session` (a reload took it out).
+pub async fn login(
+    state: &AppState,
+    settings: &Settings,
+    credential: &Credential,
+) -> Result<Option<Identity>, Denied> {
+    let Some(login) = &settings.checks.login else {
+        return Ok(None);
     };
     let Some(upstream) = settings.upstreams.get(&settings.checks.terms.upstream) else {
-        return Err(Denied::unavailable(&CheckError::Unreachable).response());
+        return Err(Denied::unavailable(&CheckError::Unreachable));
     };
-    before_asking()?;
-    match state
+    state
         .app_checks
-        .who(login, &settings.checks.terms, upstream, c, &state.metrics)
-        .await
-    {
-        Ok(identity) => Ok(Identified {
-            by_session: identity.is_some(),
-            identity,
+        .who(
+            login,
+            &settings.checks.terms,
+            upstream,
             credential,
-        }),
-        Err(e) => Err(Denied::unavailable(&e).response()),
-    }
+            &state.metrics,
+        )
+        .await
+        .map_err(|e| Denied::unavailable(&e))
 }
 
 /// The rule for `channel` once the application allowed it, when the rule

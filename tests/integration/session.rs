@@ -4,6 +4,8 @@
 
 #[path = "session/app.rs"]
 mod app;
+#[path = "session/public.rs"]
+mod public;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -228,7 +230,7 @@ async fn the_apps_own_resource_url_decides_a_channel() {
     // The application broken: nothing that needed it is allowed.
     app.broken.store(true, Ordering::SeqCst);
     let carol = app.login("carol");
-    let (status, body) = poll(&gw, "public.x", Some(&carol)).await;
+    let (status, body) = poll(&gw, "user.carol", Some(&carol)).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (503, Some("auth_unavailable")),
@@ -379,7 +381,7 @@ async fn a_slow_or_absent_application_cannot_pile_up_checks() {
     let answers: Vec<(u16, Value)> = futures_util::stream::iter(cookies)
         .map(|c| {
             let gw = gw.clone();
-            async move { poll(&gw, "public.x", Some(&c)).await }
+            async move { poll(&gw, "user.x", Some(&c)).await }
         })
         .buffer_unordered(12)
         .collect()
@@ -402,7 +404,7 @@ async fn a_slow_or_absent_application_cannot_pile_up_checks() {
     let text = config(&dir, &app, "    upstream: gone\n    timeout: 1s");
     let down = TestGateway::start_yaml(&text, dir).await;
     let alice = app.login("alice");
-    let (status, body) = poll(&down, "public.x", Some(&alice)).await;
+    let (status, body) = poll(&down, "user.alice", Some(&alice)).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (503, Some("auth_unavailable"))
@@ -468,7 +470,7 @@ async fn made_up_cookies_are_charged_to_the_address_before_the_app_is_asked() {
     let mut statuses = Vec::new();
     for i in 0..12 {
         statuses.push(
-            poll(&gw, "public.x", Some(&format!("sessionid=forged{i}")))
+            poll(&gw, "user.x", Some(&format!("sessionid=forged{i}")))
                 .await
                 .0,
         );
