@@ -29,6 +29,7 @@ use crate::hub::Cursor;
 use crate::hub::cursor::CursorError;
 use crate::limits::{ClientKey, ConnectionSlot, Limited};
 use crate::reply::{self, Body};
+use crate::session_auth::Asker;
 use crate::state::{AppState, Settings};
 
 /// Route a request whose path is under `realtime.path`; `rest` is what follows it.
@@ -103,6 +104,9 @@ pub struct Client {
     /// Served anonymously so far, the application's login not asked: what
     /// it asked for needed nobody. Asked when something first does.
     pub login_deferred: bool,
+    /// The peer's address: whose share of the application's checks its
+    /// own use (`session_auth::Asker`).
+    pub addr: std::net::IpAddr,
 }
 
 /// The documented refusal for a rate limit: 429 with `Retry-After`.
@@ -128,13 +132,17 @@ pub async fn admit<B>(
         limited(l)
     };
     let info = req.extensions().get::<ConnInfo>();
+    let addr = info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip());
     let anonymous = ClientKey::Anonymous {
-        addr: info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
+        addr,
         conn: info.map_or(0, |c| c.id),
     };
     // Asking the application is charged to the address first, as an
-    // anonymous subscribe (`per_ip.subscribes`): a flood of made-up cookies
-    // is refused here, not sent to the application.
+    // anonymous subscribe (`per_ip.subscribes`), then to its share of the
+    // checks (`auth.session.per_address`): past the share's low rate of
+    // unknown credentials a flood of made-up cookies is refused (429)
+    // without reaching the application, and it never holds the places
+    // another address's users are checked in.
     let before_asking = || state.limits.subscribe(&anonymous, 1).map_err(limited);
     let login::Identified {
         identity,
@@ -147,6 +155,7 @@ pub async fn admit<B>(
         req.headers(),
         q,
         wants_login,
+        Asker::new(addr),
         before_asking,
     )
     .await?;
@@ -163,6 +172,7 @@ pub async fn admit<B>(
         by_session,
         credential,
         login_deferred,
+        addr,
     })
 }
 
@@ -325,11 +335,11 @@ pub async fn subscription(
         verdicts.push((name, verdict));
     }
     let credential = client.credential.as_ref();
-    let allowed =
-        futures_util::future::join_all(verdicts.iter().map(|(name, verdict)| {
-            login::allow(state, settings, credential, name, verdict.clone())
-        }))
-        .await;
+    let asker = Asker::new(client.addr);
+    let allowed = futures_util::future::join_all(verdicts.iter().map(|(name, verdict)| {
+        login::allow(state, settings, credential, asker, name, verdict.clone())
+    }))
+    .await;
     let mut channels = Vec::with_capacity(verdicts.len());
     for ((name, _), allowed) in verdicts.into_iter().zip(allowed) {
         let (rule, checked) = allowed.map_err(|d| d.response())?;

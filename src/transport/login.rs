@@ -14,7 +14,7 @@ use super::session::Session;
 use crate::auth::{AuthError, Identity};
 use crate::reply::{self, Body};
 use crate::rules::{ChannelRule, Verdict};
-use crate::session_auth::{Access, CheckError, Credential};
+use crate::session_auth::{Access, Asker, CheckError, Credential};
 use crate::state::{AppState, Settings};
 
 /// A refusal of a channel: status, code and message, for an HTTP answer or
@@ -24,18 +24,42 @@ pub struct Denied {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// When a retry may succeed (429).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Denied {
     pub fn response(&self) -> Response<Body> {
-        reply::error(self.status, self.code, &self.message)
+        match self.retry_after {
+            Some(after) => reply::rate_limited(after, &self.message),
+            None => reply::error(self.status, self.code, &self.message),
+        }
     }
 
-    fn unavailable(e: &CheckError) -> Denied {
+    fn refused(status: StatusCode, code: &'static str, message: String) -> Denied {
         Denied {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "auth_unavailable",
-            message: format!("{e}; try again shortly"),
+            status,
+            code,
+            message,
+            retry_after: None,
+        }
+    }
+
+    /// The application gave no answer to act on: 503 `auth_unavailable`;
+    /// or it was not asked, the address being over its share: 429.
+    fn unavailable(e: &CheckError) -> Denied {
+        match e {
+            CheckError::Limited(after) => Denied {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "rate_limited",
+                message: format!("rate limit exceeded (session_checks): {e}"),
+                retry_after: Some(*after),
+            },
+            _ => Denied::refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                format!("{e}; try again shortly"),
+            ),
         }
     }
 }
@@ -67,6 +91,7 @@ pub async fn identify(
     headers: &HeaderMap,
     q: &HashMap<String, String>,
     wanted: bool,
+    asker: Asker,
     before_asking: impl FnOnce() -> Result<(), Response<Body>>,
 ) -> Result<Identified, Response<Body>> {
     let asks = settings.checks.login.is_some() || settings.rules.has_checks();
@@ -104,7 +129,9 @@ pub async fn identify(
         return Ok(anonymous(credential, true));
     }
     before_asking()?;
-    let identity = login(state, settings, c).await.map_err(|d| d.response())?;
+    let identity = login(state, settings, c, asker)
+        .await
+        .map_err(|d| d.response())?;
     Ok(Identified {
         by_session: identity.is_some(),
         identity,
@@ -120,6 +147,7 @@ pub async fn login(
     state: &AppState,
     settings: &Settings,
     credential: &Credential,
+    asker: Asker,
 ) -> Result<Option<Identity>, Denied> {
     let Some(login) = &settings.checks.login else {
         return Ok(None);
@@ -134,6 +162,7 @@ pub async fn login(
             &settings.checks.terms,
             upstream,
             credential,
+            asker,
             &state.metrics,
         )
         .await
@@ -147,6 +176,7 @@ pub async fn allow<'r>(
     state: &AppState,
     settings: &Settings,
     credential: Option<&Credential>,
+    asker: Asker,
     channel: &str,
     verdict: Verdict<'r>,
 ) -> Result<(&'r ChannelRule, u64), Denied> {
@@ -164,27 +194,26 @@ pub async fn allow<'r>(
             .may(
                 check,
                 &captures,
-                &settings.checks.terms,
-                upstream,
-                credential,
+                (&settings.checks.terms, upstream),
+                (credential, asker),
                 &state.metrics,
             )
             .await;
         match access {
             Ok(Access::Allowed) => {}
             Ok(Access::Unauthorized) => {
-                return Err(Denied {
-                    status: StatusCode::UNAUTHORIZED,
-                    code: "unauthorized",
-                    message: format!("channel `{channel}` needs a login"),
-                });
+                return Err(Denied::refused(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    format!("channel `{channel}` needs a login"),
+                ));
             }
             Ok(Access::Forbidden) => {
-                return Err(Denied {
-                    status: StatusCode::FORBIDDEN,
-                    code: "forbidden",
-                    message: format!("the application does not allow channel `{channel}`"),
-                });
+                return Err(Denied::refused(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("the application does not allow channel `{channel}`"),
+                ));
             }
             Err(e) => return Err(Denied::unavailable(&e)),
         }
@@ -227,9 +256,17 @@ pub async fn recheck(
     if client.by_session {
         let still = match (&settings.checks.login, &client.credential, upstream) {
             (Some(login), Some(c), Some(upstream)) => {
+                let asker = Asker::recheck(client.addr);
                 state
                     .app_checks
-                    .who(login, &settings.checks.terms, upstream, c, &state.metrics)
+                    .who(
+                        login,
+                        &settings.checks.terms,
+                        upstream,
+                        c,
+                        asker,
+                        &state.metrics,
+                    )
                     .await
             }
             // `auth.session` was taken out by a reload.
@@ -269,10 +306,11 @@ pub async fn recheck(
         .map(|c| settings.rules.check_subscribe(c, client.identity.as_ref()))
         .collect();
     let credential = client.credential.as_ref();
+    let asker = Asker::recheck(client.addr);
     let answers = futures_util::future::join_all(channels.iter().zip(&verdicts).map(
         |(channel, verdict)| async move {
             match verdict {
-                Ok(v) => Some(allow(state, settings, credential, channel, v.clone()).await),
+                Ok(v) => Some(allow(state, settings, credential, asker, channel, v.clone()).await),
                 // Closed by `revoke_forbidden` above.
                 Err(_) => None,
             }
@@ -281,7 +319,12 @@ pub async fn recheck(
     .await;
     for (channel, answer) in channels.into_iter().zip(answers) {
         match answer {
-            Some(Err(denied)) if denied.status == StatusCode::SERVICE_UNAVAILABLE => {
+            // Not answered (down, slow, or our own share refused asking):
+            // nothing changes.
+            Some(Err(denied))
+                if denied.status == StatusCode::SERVICE_UNAVAILABLE
+                    || denied.status == StatusCode::TOO_MANY_REQUESTS =>
+            {
                 out.unconfirmed = true;
             }
             Some(Err(denied)) => {

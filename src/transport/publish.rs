@@ -83,6 +83,7 @@ pub async fn publish_as_client(
         state,
         settings,
         client.credential.as_ref(),
+        crate::session_auth::Asker::new(client.addr),
         &channel,
         verdict,
     )

@@ -25,6 +25,7 @@ use crate::hub::Cursor;
 use crate::hub::cursor::CursorError;
 use crate::limits::ClientKey;
 use crate::rules::Verdict;
+use crate::session_auth::Asker;
 use crate::state::Settings;
 use crate::transport::ops::{self, Op};
 use crate::transport::session::SubscriptionPolicy;
@@ -382,6 +383,7 @@ impl WsSession {
         let credential = self.client.credential.clone();
         let identity = self.client.identity.clone();
         let login_first = self.client.login_deferred;
+        let asker = Asker::new(self.client.addr);
         let judged = self.judged;
         let asked = channel.clone();
         let task = tokio::spawn(async move {
@@ -391,7 +393,7 @@ impl WsSession {
                 let mut identity = identity;
                 let mut login = None;
                 if let (true, Some(c)) = (login_first, credential.as_ref()) {
-                    match login::login(&state, &settings, c).await {
+                    match login::login(&state, &settings, c, asker).await {
                         Ok(found) => {
                             identity = found.clone();
                             login = Some(found);
@@ -403,15 +405,20 @@ impl WsSession {
                 }
                 let answer = match settings.rules.check_subscribe(&asked, identity.as_ref()) {
                     Err(refusal) => Err((refusal.code(), refusal.to_string())),
-                    Ok(verdict) => {
-                        login::allow(&state, &settings, credential.as_ref(), &asked, verdict)
-                            .await
-                            .map(|(rule, checked)| SubscriptionPolicy {
-                                checked,
-                                ..SubscriptionPolicy::from(rule)
-                            })
-                            .map_err(|denied| (denied.code, denied.message))
-                    }
+                    Ok(verdict) => login::allow(
+                        &state,
+                        &settings,
+                        credential.as_ref(),
+                        asker,
+                        &asked,
+                        verdict,
+                    )
+                    .await
+                    .map(|(rule, checked)| SubscriptionPolicy {
+                        checked,
+                        ..SubscriptionPolicy::from(rule)
+                    })
+                    .map_err(|denied| (denied.code, denied.message)),
                 };
                 (identity, login, answer)
             };
@@ -599,7 +606,8 @@ impl WsSession {
             return Ok(());
         };
         let settings = self.settings.clone();
-        let found = login::login(&self.state, &settings, &credential)
+        let asker = Asker::new(self.client.addr);
+        let found = login::login(&self.state, &settings, &credential, asker)
             .await
             .map_err(|d| (d.code, d.message))?;
         self.adopt_login(found).map_err(|m| ("rate_limited", m))
