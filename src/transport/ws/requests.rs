@@ -131,6 +131,9 @@ impl WsSession {
                     json!({"op": "auth", "subject": &identity.subject, "expires": expires}),
                 );
                 self.session.set_subject(Some(identity.subject.clone()));
+                self.state
+                    .connections
+                    .set_subject(self.id, Some(&identity.subject));
                 self.client.identity = Some(identity);
                 // A token wins over the application's login.
                 self.client.by_session = false;
@@ -588,6 +591,9 @@ impl WsSession {
                 self.client.key = key;
             }
             self.session.set_subject(Some(identity.subject.clone()));
+            self.state
+                .connections
+                .set_subject(self.id, Some(&identity.subject));
         }
         self.client.by_session = found.is_some();
         self.client.identity = found;

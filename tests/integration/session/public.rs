@@ -145,6 +145,18 @@ async fn a_websocket_that_began_anonymous_asks_when_an_op_needs_it() {
         1,
         "one login for the socket"
     );
+    // Hers for the admin API too: disconnecting alice reaches it.
+    let kicked: Value = gw
+        .http
+        .post(gw.admin_url("/disconnect"))
+        .json(&json!({"subject": "alice"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kicked["disconnected"], 1, "{kicked}");
 
     // A publish op is the first to need the login on another socket.
     let bob = app.login("bob");
