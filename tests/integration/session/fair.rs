@@ -72,8 +72,8 @@ async fn a_flood_of_made_up_cookies_holds_only_its_own_share() {
     })
     .await;
     // Meanwhile a user on another address is asked about and served (were
-    // the flood holding every place, this check would wait out `timeout`
-    // behind it and answer 503).
+    // the flood holding every place, this check would queue behind it until
+    // the flood's checks timed out).
     let alice = app.login("alice");
     let (status, _, body) = poll_from(&user, &gw, "user.alice", &alice).await;
     assert_eq!(status, 200, "{body}");
