@@ -1,8 +1,13 @@
 //! The admin listener: where the application (or ops) talks to pushgate.
 //! Plain HTTP, bound to loopback by default: `POST /publish`, `GET /healthz`,
 //! `GET /readyz`, `GET /stats`, `GET /dashboard`.
+//!
+//! Every request but the health probes is judged first as a browser's
+//! (`browsers.rs`: Host, Origin, Sec-Fetch-Site), then by admin key or
+//! loopback peer; the JSON endpoints take JSON bodies only.
 
 mod body;
+mod browsers;
 pub mod dashboard;
 pub mod publish;
 pub mod webhook;
@@ -19,6 +24,9 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     // Health probes carry no secrets and must work for load balancers without a key.
     if path != "/healthz" && path != "/readyz" {
         let settings = state.settings();
+        if let Err(refused) = browsers::check(&req, settings.auth.admin_keyless()) {
+            return refused.response();
+        }
         let peer = req
             .extensions()
             .get::<crate::conn_info::ConnInfo>()
@@ -139,6 +147,9 @@ async fn disconnect(state: AppState, req: Request<Incoming>) -> Response<Body> {
         subject: Option<String>,
         connection: Option<u64>,
     }
+    if let Err(refused) = browsers::check_json(req.headers()) {
+        return refused.response();
+    }
     let (_, body) = match body::read(req, 64 * 1024).await {
         Ok(read) => read,
         Err(refused) => return refused,
@@ -204,6 +215,9 @@ fn readyz(state: &AppState) -> Response<Body> {
 
 async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let settings = state.settings();
+    if let Err(refused) = browsers::check_json(req.headers()) {
+        return refused.response();
+    }
     let limit = crate::ingest::body_limit(settings.config.realtime.max_message);
     let (parts, body) = match body::read(req, limit).await {
         Ok(read) => read,

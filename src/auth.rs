@@ -223,6 +223,11 @@ impl Authenticator {
         }
     }
 
+    /// No admin key is configured: the admin API trusts loopback peers.
+    pub fn admin_keyless(&self) -> bool {
+        self.admin_keys.is_empty()
+    }
+
     /// The admin key a request used (the publish rate-limit key).
     pub fn admin_key_of(headers: &HeaderMap) -> &str {
         bearer(headers).unwrap_or("")

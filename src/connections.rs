@@ -62,6 +62,17 @@ impl Connections {
         }
     }
 
+    /// The session `id` is now `subject`'s (a WebSocket that identified
+    /// after it opened: an `auth` op, or the application's login asked
+    /// late), so that disconnecting the subject reaches it.
+    pub fn set_subject(&self, id: u64, subject: Option<&str>) {
+        if let Ok(mut m) = self.inner.lock() {
+            if let Some(e) = m.get_mut(&id) {
+                e.subject = subject.map(str::to_string);
+            }
+        }
+    }
+
     /// Disconnect every session of `subject`; returns how many.
     pub fn disconnect_subject(&self, subject: &str) -> usize {
         let Ok(m) = self.inner.lock() else { return 0 };

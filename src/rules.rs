@@ -195,6 +195,26 @@ impl ChannelRules {
             .any(|r| r.subscribe.check().is_some() || r.publish.check().is_some())
     }
 
+    /// Whether following `channel` depends on who the client is, so that
+    /// the application's login must be asked first: its rule is `owner`,
+    /// `token` or a resource `check`, or it keeps presence (which lists
+    /// subjects). `anyone` channels, and names no rule allows (refused
+    /// anyway), need nobody: a browser's cookie is not sent to the
+    /// application for them.
+    pub fn needs_identity(&self, channel: &str) -> bool {
+        self.find(channel)
+            .is_some_and(|r| r.presence || !matches!(r.subscribe, Subscribe::Anyone))
+    }
+
+    /// Whether a client's publish into `channel` depends on who it is: as
+    /// for following it, or its rule's `publish` is a `check`.
+    pub fn needs_identity_to_publish(&self, channel: &str) -> bool {
+        self.needs_identity(channel)
+            || self
+                .find(channel)
+                .is_some_and(|r| r.publish.check().is_some())
+    }
+
     pub fn rules(&self) -> &[ChannelRule] {
         &self.rules
     }
@@ -342,6 +362,54 @@ mod tests {
             ],
             &history,
         )
+    }
+
+    #[test]
+    fn only_channels_that_depend_on_the_client_need_its_identity() {
+        let r = rules();
+        assert!(!r.needs_identity("public.x"));
+        assert!(!r.needs_identity("no-rule"));
+        assert!(r.needs_identity("user.alice"));
+        assert!(r.needs_identity("orders.1"));
+        let check = config::ResourceCheck {
+            check: "GET /api/orders/{id}".into(),
+        };
+        let history = config::History {
+            size: 10,
+            ttl: std::time::Duration::from_secs(5),
+        };
+        let rule = |pattern: &str, subscribe, publish, presence| config::ChannelRule {
+            pattern: pattern.into(),
+            subscribe,
+            publish,
+            presence,
+            history: None,
+            slow_client: SlowClient::Disconnect,
+        };
+        let r = ChannelRules::new(
+            &[
+                rule(
+                    "doc.{id}",
+                    Subscribe::Check(check.clone()),
+                    PublishBy::Server,
+                    false,
+                ),
+                rule("room.*", Subscribe::Anyone, PublishBy::Clients, true),
+                rule(
+                    "bids.{id}",
+                    Subscribe::Anyone,
+                    PublishBy::Check(check),
+                    false,
+                ),
+                rule("chat.*", Subscribe::Anyone, PublishBy::Clients, false),
+            ],
+            &history,
+        );
+        assert!(r.needs_identity("doc.1"));
+        assert!(r.needs_identity("room.1"), "presence lists subjects");
+        assert!(!r.needs_identity("bids.1"));
+        assert!(r.needs_identity_to_publish("bids.1"));
+        assert!(!r.needs_identity_to_publish("chat.1"));
     }
 
     #[test]

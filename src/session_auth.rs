@@ -14,11 +14,16 @@
 //!   (`cache.rs`), and one question per key is in flight at a time, so a
 //!   burst of connections with one cookie costs one check;
 //! - checks in flight are bounded (`concurrency`) and each has its own
-//!   `timeout`, so a slow application cannot pile up connections;
+//!   `timeout`, so a slow application cannot pile up connections; each
+//!   address has its share of them and a low rate of checks for unknown
+//!   credentials (`shares.rs`), so one address's flood of made-up cookies
+//!   neither reaches the application past that rate nor delays another
+//!   address's check;
 //! - credentials and answers are never logged, and [`Credential`]'s `Debug`
 //!   says nothing of them.
 
 mod cache;
+mod shares;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -35,6 +40,8 @@ use crate::metrics::Metrics;
 use crate::model::template::{self, Context, Template, TemplateError};
 use crate::upstream::Upstream;
 use cache::{Answers, Key};
+pub use shares::Asker;
+use shares::{ShareTerms, Shares};
 
 /// The most of an answer read (a user as JSON is far smaller).
 const ANSWER_LIMIT: usize = 64 * 1024;
@@ -115,6 +122,10 @@ pub enum CheckError {
     Status(u16),
     #[error("the application's answer has no {0}")]
     NoSubject(String),
+    /// The client's address is over its share (`per_address`): the
+    /// application was not asked (429 with `Retry-After`).
+    #[error("too many checks for this address")]
+    Limited(Duration),
 }
 
 impl CheckError {
@@ -123,7 +134,21 @@ impl CheckError {
             CheckError::Timeout => "timeout",
             CheckError::Unreachable => "unreachable",
             CheckError::Status(_) | CheckError::NoSubject(_) => "bad_answer",
+            CheckError::Limited(_) => "limited",
         }
+    }
+
+    /// Count and log a failed check: a refusal of ours by address is a
+    /// rate limit, not something the application did (and a flood of them
+    /// must not flood the log).
+    fn record(&self, kind: &'static str, check: &str, metrics: &Metrics) {
+        if let CheckError::Limited(_) = self {
+            metrics.limited("session_checks");
+            return;
+        }
+        metrics.app_check(kind, self.outcome());
+        // The status only: never the cookie, never the answer.
+        tracing::warn!(check = %check, error = %self, "{kind} check failed");
     }
 }
 
@@ -145,6 +170,8 @@ pub struct Terms {
     pub recheck: Duration,
     timeout: Duration,
     in_flight: Arc<Semaphore>,
+    /// One address's share of them (`per_address`).
+    share: ShareTerms,
     /// The upstream asked (`default` unless `auth.session.upstream`).
     pub upstream: String,
 }
@@ -174,6 +201,13 @@ impl CheckPolicy {
             recheck: s.map_or(Duration::from_secs(300), |s| s.recheck),
             timeout: s.map_or(Duration::from_secs(5), |s| s.timeout),
             in_flight: Arc::new(Semaphore::new(s.map_or(64, |s| s.concurrency.max(1)))),
+            share: {
+                let per = s.map(|s| s.per_address.clone()).unwrap_or_default();
+                ShareTerms {
+                    in_flight: per.share_of(s.map_or(64, |s| s.concurrency.max(1))),
+                    unknown: per.unknown,
+                }
+            },
             upstream: s
                 .and_then(|s| s.upstream.clone())
                 .unwrap_or_else(|| config::DEFAULT_UPSTREAM.to_string()),
@@ -229,6 +263,7 @@ fn digest_of(parts: &[&[u8]]) -> Key {
 pub struct Checks {
     logins: Answers<Result<Option<Identity>, CheckError>>,
     resources: Answers<Result<Access, CheckError>>,
+    shares: Shares,
 }
 
 impl Checks {
@@ -240,41 +275,45 @@ impl Checks {
         terms: &Terms,
         upstream: &Upstream,
         credential: &Credential,
+        asker: Asker,
         metrics: &Metrics,
     ) -> Result<Option<Identity>, CheckError> {
         let key = digest_of(&[&login.id, terms.upstream.as_bytes(), &credential.digest]);
         let ask = || async {
-            let answer = ask(terms, upstream, &login.method, &login.path, credential).await;
+            let place = (&self.shares, asker);
+            let answer = ask(
+                terms,
+                place,
+                upstream,
+                &login.method,
+                &login.path,
+                credential,
+            )
+            .await;
             let result = answer.and_then(|(status, headers, body)| match status {
                 200..=299 => read_login(login, &headers, &body).map(Some),
                 401 | 403 => Ok(None),
                 other => Err(CheckError::Status(other)),
             });
-            let outcome = match &result {
-                Ok(Some(_)) => "subject",
-                Ok(None) => "anonymous",
-                Err(e) => e.outcome(),
-            };
-            metrics.app_check("session", outcome);
-            if let Err(e) = &result {
-                // The status only: never the cookie, never the answer.
-                tracing::warn!(check = %login.path, error = %e, "session check failed");
+            match &result {
+                Ok(Some(_)) => metrics.app_check("session", "subject"),
+                Ok(None) => metrics.app_check("session", "anonymous"),
+                Err(e) => e.record("session", &login.path, metrics),
             }
             result
         };
         self.logins.get(key, terms.cache, Result::is_ok, ask).await
     }
 
-    /// Whether the application lets `credential` use a resource:
-    /// `check`'s path with `captures` (from the channel name) filled in,
-    /// URL-encoded.
+    /// Whether the application lets `credential` (of `asker`'s) use a
+    /// resource: `check`'s path with `captures` (from the channel name)
+    /// filled in, URL-encoded.
     pub async fn may(
         &self,
         check: &config::ResourceCheck,
         captures: &[(&str, &str)],
-        terms: &Terms,
-        upstream: &Upstream,
-        credential: Option<&Credential>,
+        (terms, upstream): (&Terms, &Upstream),
+        (credential, asker): (Option<&Credential>, Asker),
         metrics: &Metrics,
     ) -> Result<Access, CheckError> {
         // Validated at load: `METHOD /path` with the pattern's placeholders.
@@ -296,24 +335,25 @@ impl Checks {
             who,
         ]);
         let ask = || async {
+            let place = (&self.shares, asker);
             let result = match credential {
-                Some(c) => ask(terms, upstream, &method, &path, c)
+                Some(c) => ask(terms, place, upstream, &method, &path, c)
                     .await
                     .and_then(|(status, _, _)| access_of(status)),
                 // Nothing to ask with: not logged in.
                 None => Ok(Access::Unauthorized),
             };
-            let outcome = match &result {
-                Ok(Access::Allowed) => "allowed",
-                Ok(Access::Unauthorized) => "unauthorized",
-                Ok(Access::Forbidden) => "forbidden",
-                Err(e) => e.outcome(),
-            };
-            if credential.is_some() {
-                metrics.app_check("resource", outcome);
-            }
-            if let Err(e) = &result {
-                tracing::warn!(check = %check.check, error = %e, "resource check failed");
+            match (&result, credential) {
+                (Err(e), _) => e.record("resource", &check.check, metrics),
+                (Ok(access), Some(_)) => metrics.app_check(
+                    "resource",
+                    match access {
+                        Access::Allowed => "allowed",
+                        Access::Unauthorized => "unauthorized",
+                        Access::Forbidden => "forbidden",
+                    },
+                ),
+                (Ok(_), None) => {}
             }
             result
         };
@@ -332,15 +372,20 @@ fn access_of(status: u16) -> Result<Access, CheckError> {
     }
 }
 
-/// One check sent: within `timeout` (waiting for a free place among
-/// `concurrency` included), the browser's credentials and nothing else.
+/// One check sent: within the asker's share (refused at once past it),
+/// then within `timeout` (waiting for a free place among `concurrency`
+/// included), the browser's credentials and nothing else.
 async fn ask(
     terms: &Terms,
+    (shares, asker): (&Shares, Asker),
     upstream: &Upstream,
     method: &http::Method,
     path: &str,
     credential: &Credential,
 ) -> Result<(u16, HeaderMap, Bytes), CheckError> {
+    let _share = shares
+        .enter(asker, &terms.share)
+        .map_err(CheckError::Limited)?;
     let call = async {
         let _place = terms
             .in_flight

@@ -29,6 +29,7 @@ use crate::hub::Cursor;
 use crate::hub::cursor::CursorError;
 use crate::limits::{ClientKey, ConnectionSlot, Limited};
 use crate::reply::{self, Body};
+use crate::session_auth::Asker;
 use crate::state::{AppState, Settings};
 
 /// Route a request whose path is under `realtime.path`; `rest` is what follows it.
@@ -100,6 +101,12 @@ pub struct Client {
     /// The browser's `Cookie` and `Authorization`, when the application is
     /// asked about it (session and resource checks); never logged.
     pub credential: Option<crate::session_auth::Credential>,
+    /// Served anonymously so far, the application's login not asked: what
+    /// it asked for needed nobody. Asked when something first does.
+    pub login_deferred: bool,
+    /// The peer's address: whose share of the application's checks its
+    /// own use (`session_auth::Asker`).
+    pub addr: std::net::IpAddr,
 }
 
 /// The documented refusal for a rate limit: 429 with `Retry-After`.
@@ -110,32 +117,48 @@ pub fn limited(l: Limited) -> Response<Body> {
     )
 }
 
-/// Identify the client (its token, else the application's login) and
-/// charge it to its limits.
+/// Identify the client (its token, else — when `wants_login`, because what
+/// it asks for depends on who it is — the application's login) and charge
+/// it to its limits.
 pub async fn admit<B>(
     state: &AppState,
     settings: &Settings,
     req: &Request<B>,
     q: &HashMap<String, String>,
+    wants_login: bool,
 ) -> Result<Client, Response<Body>> {
     let limited = |l: Limited| {
         state.metrics.limited(l.kind.label());
         limited(l)
     };
     let info = req.extensions().get::<ConnInfo>();
+    let addr = info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.client);
     let anonymous = ClientKey::Anonymous {
-        addr: info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.client),
+        addr,
         conn: info.map_or(0, |c| c.id),
     };
     // Asking the application is charged to the address first, as an
-    // anonymous subscribe (`per_ip.subscribes`): a flood of made-up cookies
-    // is refused here, not sent to the application.
+    // anonymous subscribe (`per_ip.subscribes`), then to its share of the
+    // checks (`auth.session.per_address`): past the share's low rate of
+    // unknown credentials a flood of made-up cookies is refused (429)
+    // without reaching the application, and it never holds the places
+    // another address's users are checked in.
     let before_asking = || state.limits.subscribe(&anonymous, 1).map_err(limited);
     let login::Identified {
         identity,
         by_session,
         credential,
-    } = login::identify(state, settings, req.headers(), q, before_asking).await?;
+        login_deferred,
+    } = login::identify(
+        state,
+        settings,
+        req.headers(),
+        q,
+        wants_login,
+        Asker::new(addr),
+        before_asking,
+    )
+    .await?;
     let key = match &identity {
         Some(id) => ClientKey::Subject(Arc::from(id.subject.as_str())),
         None => anonymous,
@@ -148,6 +171,8 @@ pub async fn admit<B>(
         slot,
         by_session,
         credential,
+        login_deferred,
+        addr,
     })
 }
 
@@ -167,8 +192,9 @@ pub async fn open_session<B: Sync>(
     req: &Request<B>,
     q: &HashMap<String, String>,
 ) -> Result<Opened, Response<Body>> {
-    let client = admit(state, settings, req, q).await?;
-    let sub = subscription(state, settings, req, q, &client, true).await?;
+    let asked = requested(settings, req, q, true)?;
+    let client = admit(state, settings, req, q, asked.needs_identity(settings)).await?;
+    let sub = subscription(state, settings, asked, &client).await?;
     let mut session = session::Session::new(state, settings.config.realtime.client_queue);
     session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
     let mut out = Vec::new();
@@ -189,18 +215,29 @@ pub struct Subscription {
     pub cursor: Option<Cursor>,
 }
 
-/// Parse and authorize `channels` and the resume cursor (`cursor`, or for SSE
-/// the `Last-Event-ID` header / `last_event_id` query). With no `channels`
+/// What a subscriber's request names, parsed but not yet judged.
+pub struct Requested {
+    names: Vec<Arc<str>>,
+    cursor: Option<Cursor>,
+}
+
+impl Requested {
+    /// Whether any channel asked for depends on who the client is, so the
+    /// application's login is worth asking (`ChannelRules::needs_identity`).
+    pub fn needs_identity(&self, settings: &Settings) -> bool {
+        self.names.iter().any(|n| settings.rules.needs_identity(n))
+    }
+}
+
+/// Parse `channels` and the resume cursor (`cursor`, or for SSE the
+/// `Last-Event-ID` header / `last_event_id` query). With no `channels`
 /// parameter, the channels named in the cursor are used.
-pub async fn subscription<B>(
-    state: &AppState,
+pub fn requested<B>(
     settings: &Settings,
     req: &Request<B>,
     q: &HashMap<String, String>,
-    client: &Client,
     require_channels: bool,
-) -> Result<Subscription, Response<Body>> {
-    let who = client.identity.as_ref();
+) -> Result<Requested, Response<Body>> {
     let text = req
         .headers()
         .get("last-event-id")
@@ -248,6 +285,19 @@ pub async fn subscription<B>(
             format!("at most {max} channels per connection"),
         ));
     }
+    Ok(Requested { names, cursor })
+}
+
+/// Authorize what was `requested` for `client`: its limits, the rules, and
+/// the application's checks.
+pub async fn subscription(
+    state: &AppState,
+    settings: &Settings,
+    requested: Requested,
+    client: &Client,
+) -> Result<Subscription, Response<Body>> {
+    let who = client.identity.as_ref();
+    let Requested { names, cursor } = requested;
     // Channels the cursor already covers are a resume (every long-poll, every
     // reconnect), not new subscriptions: only the others count against
     // `per_client.subscribes`, or a busy long-poll client would exhaust it.
@@ -285,11 +335,11 @@ pub async fn subscription<B>(
         verdicts.push((name, verdict));
     }
     let credential = client.credential.as_ref();
-    let allowed =
-        futures_util::future::join_all(verdicts.iter().map(|(name, verdict)| {
-            login::allow(state, settings, credential, name, verdict.clone())
-        }))
-        .await;
+    let asker = Asker::new(client.addr);
+    let allowed = futures_util::future::join_all(verdicts.iter().map(|(name, verdict)| {
+        login::allow(state, settings, credential, asker, name, verdict.clone())
+    }))
+    .await;
     let mut channels = Vec::with_capacity(verdicts.len());
     for ((name, _), allowed) in verdicts.into_iter().zip(allowed) {
         let (rule, checked) = allowed.map_err(|d| d.response())?;

@@ -32,7 +32,7 @@ sleep 1
 cat <<TXT
 cluster up: https://localhost:8443 (nginx) -> pushgate on 8444, 8445, 8446; Redis on 6379
   curl -skN 'https://localhost:8443/realtime/sse?channels=public.news'      # any instance
-  curl -s localhost:9092/publish -d '{"channel":"public.news","data":"hi"}'  # publish on another
+  curl -s localhost:9092/publish -H 'Content-Type: application/json' -d '{"channel":"public.news","data":"hi"}'  # publish on another
   curl -sk https://localhost:8443/          # the app (backend:)
   curl -sk https://localhost:8443/api/      # the API, by route, as / (strip_prefix)
 TXT

@@ -26,13 +26,14 @@ const PERIOD: Duration = Duration::from_secs(1);
 const TOP_CHANNELS: usize = 8;
 
 /// Every rate-limit label the gateway counts refusals under.
-const LIMIT_KINDS: [&str; 6] = [
+const LIMIT_KINDS: [&str; 7] = [
     "messages",
     "subscribes",
     "connects",
     "publish",
     "connections",
     "max_connections",
+    "session_checks",
 ];
 
 /// The headers to check admin auth against. A browser opening the dashboard

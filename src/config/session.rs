@@ -8,7 +8,7 @@
 
 use super::locate::KeyPath;
 use super::validate::Violation;
-use super::{Config, lenient, units};
+use super::{Config, RateLimit, lenient, units};
 use crate::model::template::{Context, Template};
 use serde::Deserialize;
 use std::time::Duration;
@@ -41,6 +41,44 @@ pub struct SessionAuth {
     /// Checks in flight at once; more wait (within `timeout`) or fail as 503.
     #[serde(default = "default_concurrency", deserialize_with = "lenient::usize")]
     pub concurrency: usize,
+    /// What one address (IPv4, or IPv6 by /64) may take of the checks, so
+    /// that another address's flood never holds up a user's check.
+    #[serde(default)]
+    pub per_address: PerAddress,
+}
+
+/// `auth.session.per_address`: one address's share of the checks.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerAddress {
+    /// Checks one address may have in flight; more are refused (429) at
+    /// once. Unset: an eighth of `concurrency`, at least 1.
+    #[serde(default, deserialize_with = "lenient::opt_usize")]
+    pub concurrency: Option<usize>,
+    /// Checks of credentials the cache does not hold (each made-up cookie
+    /// is one) an address may cause; over it, 429 without asking.
+    #[serde(default = "default_unknown")]
+    pub unknown: RateLimit,
+}
+
+impl Default for PerAddress {
+    fn default() -> Self {
+        PerAddress {
+            concurrency: None,
+            unknown: default_unknown(),
+        }
+    }
+}
+
+impl PerAddress {
+    /// The checks one address may have in flight under `concurrency` in all.
+    pub fn share_of(&self, concurrency: usize) -> usize {
+        self.concurrency.unwrap_or(concurrency / 8).max(1)
+    }
+}
+
+fn default_unknown() -> RateLimit {
+    RateLimit::new(20, Duration::from_secs(1), 100)
 }
 
 fn default_cache() -> Duration {
@@ -153,6 +191,20 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
         }
         if s.concurrency == 0 {
             add(at.key("concurrency"), "must be at least 1".into());
+        }
+        match s.per_address.concurrency {
+            Some(0) => add(
+                at.key("per_address").key("concurrency"),
+                "must be at least 1".into(),
+            ),
+            Some(n) if n > s.concurrency => add(
+                at.key("per_address").key("concurrency"),
+                format!(
+                    "must be at most auth.session.concurrency ({})",
+                    s.concurrency
+                ),
+            ),
+            _ => {}
         }
         if let Some(name) = s.upstream.as_deref().filter(|n| !known(n)) {
             add(at.key("upstream"), format!("names no upstream: {name:?}"));

@@ -145,14 +145,15 @@ impl Config {
         if let Some(s) = &self.auth.session {
             writeln!(
                 out,
-                "auth.session: {} on upstream {}, subject {}, cache {}, recheck {}, timeout {}, {} at once",
+                "auth.session: {} on upstream {}, subject {}, cache {}, recheck {}, timeout {}, {} at once ({} per address)",
                 s.check,
                 s.upstream.as_deref().unwrap_or(super::DEFAULT_UPSTREAM),
                 s.subject,
                 format_duration(s.cache),
                 format_duration(s.recheck),
                 format_duration(s.timeout),
-                s.concurrency
+                s.concurrency,
+                s.per_address.share_of(s.concurrency)
             )?;
         }
         writeln!(

@@ -14,7 +14,7 @@ use super::session::Session;
 use crate::auth::{AuthError, Identity};
 use crate::reply::{self, Body};
 use crate::rules::{ChannelRule, Verdict};
-use crate::session_auth::{Access, CheckError, Credential};
+use crate::session_auth::{Access, Asker, CheckError, Credential};
 use crate::state::{AppState, Settings};
 
 /// A refusal of a channel: status, code and message, for an HTTP answer or
@@ -24,18 +24,42 @@ pub struct Denied {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// When a retry may succeed (429).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl Denied {
     pub fn response(&self) -> Response<Body> {
-        reply::error(self.status, self.code, &self.message)
+        match self.retry_after {
+            Some(after) => reply::rate_limited(after, &self.message),
+            None => reply::error(self.status, self.code, &self.message),
+        }
     }
 
-    fn unavailable(e: &CheckError) -> Denied {
+    fn refused(status: StatusCode, code: &'static str, message: String) -> Denied {
         Denied {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "auth_unavailable",
-            message: format!("{e}; try again shortly"),
+            status,
+            code,
+            message,
+            retry_after: None,
+        }
+    }
+
+    /// The application gave no answer to act on: 503 `auth_unavailable`;
+    /// or it was not asked, the address being over its share: 429.
+    fn unavailable(e: &CheckError) -> Denied {
+        match e {
+            CheckError::Limited(after) => Denied {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "rate_limited",
+                message: format!("rate limit exceeded (session_checks): {e}"),
+                retry_after: Some(*after),
+            },
+            _ => Denied::refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                format!("{e}; try again shortly"),
+            ),
         }
     }
 }
@@ -48,17 +72,26 @@ pub struct Identified {
     pub by_session: bool,
     /// The browser's credentials, for resource checks and rechecks.
     pub credential: Option<Credential>,
+    /// The application was not asked yet, though it could be: nothing the
+    /// request named needed an identity. A WebSocket asks when an op first
+    /// does.
+    pub login_deferred: bool,
 }
 
 /// A token wins when it verifies. Without one — or with one that is not a
 /// token of ours at all (an application's own bearer value) — and with
-/// `auth.session`, the application is asked. A token of ours that fails
-/// (expired, bad signature) is a 401 as always.
+/// `auth.session`, the application is asked, but only when `wanted`: a
+/// request for public channels is served anonymously whatever cookies it
+/// carries, so the application's login being down, slow or redirecting
+/// never refuses it. A token of ours that fails (expired, bad signature)
+/// is a 401 as always.
 pub async fn identify(
     state: &AppState,
     settings: &Settings,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
+    wanted: bool,
+    asker: Asker,
     before_asking: impl FnOnce() -> Result<(), Response<Body>>,
 ) -> Result<Identified, Response<Body>> {
     let asks = settings.checks.login.is_some() || settings.rules.has_checks();
@@ -73,35 +106,67 @@ pub async fn identify(
                 identity: Some(identity),
                 by_session: false,
                 credential,
+                login_deferred: false,
             });
         }
         Ok(None) => {}
         Err(AuthError::Unknown | AuthError::Malformed) if settings.checks.login.is_some() => {}
         Err(e) => return Err(refused(e)),
     }
-    let (Some(login), Some(c)) = (&settings.checks.login, &credential) else {
-        return Ok(Identified {
-            identity: None,
-            by_session: false,
-            credential,
-        });
+    let anonymous = |credential, login_deferred| Identified {
+        identity: None,
+        by_session: false,
+        credential,
+        login_deferred,
+    };
+    let Some(c) = credential
+        .as_ref()
+        .filter(|_| settings.checks.login.is_some())
+    else {
+        return Ok(anonymous(credential, false));
+    };
+    if !wanted {
+        return Ok(anonymous(credential, true));
+    }
+    before_asking()?;
+    let identity = login(state, settings, c, asker)
+        .await
+        .map_err(|d| d.response())?;
+    Ok(Identified {
+        by_session: identity.is_some(),
+        identity,
+        credential,
+        login_deferred: false,
+    })
+}
+
+/// Ask the application's login (`auth.session`) who `credential` is:
+/// `Ok(None)` when it says nobody is logged in, or when there is no
+/// `auth.session` (a reload took it out).
+pub async fn login(
+    state: &AppState,
+    settings: &Settings,
+    credential: &Credential,
+    asker: Asker,
+) -> Result<Option<Identity>, Denied> {
+    let Some(login) = &settings.checks.login else {
+        return Ok(None);
     };
     let Some(upstream) = settings.upstreams.get(&settings.checks.terms.upstream) else {
-        return Err(Denied::unavailable(&CheckError::Unreachable).response());
+        return Err(Denied::unavailable(&CheckError::Unreachable));
     };
-    before_asking()?;
-    match state
+    state
         .app_checks
-        .who(login, &settings.checks.terms, upstream, c, &state.metrics)
-        .await
-    {
-        Ok(identity) => Ok(Identified {
-            by_session: identity.is_some(),
-            identity,
+        .who(
+            login,
+            &settings.checks.terms,
+            upstream,
             credential,
-        }),
-        Err(e) => Err(Denied::unavailable(&e).response()),
-    }
+            asker,
+            &state.metrics,
+        )
+        .await
+        .map_err(|e| Denied::unavailable(&e))
 }
 
 /// The rule for `channel` once the application allowed it, when the rule
@@ -111,6 +176,7 @@ pub async fn allow<'r>(
     state: &AppState,
     settings: &Settings,
     credential: Option<&Credential>,
+    asker: Asker,
     channel: &str,
     verdict: Verdict<'r>,
 ) -> Result<(&'r ChannelRule, u64), Denied> {
@@ -128,27 +194,26 @@ pub async fn allow<'r>(
             .may(
                 check,
                 &captures,
-                &settings.checks.terms,
-                upstream,
-                credential,
+                (&settings.checks.terms, upstream),
+                (credential, asker),
                 &state.metrics,
             )
             .await;
         match access {
             Ok(Access::Allowed) => {}
             Ok(Access::Unauthorized) => {
-                return Err(Denied {
-                    status: StatusCode::UNAUTHORIZED,
-                    code: "unauthorized",
-                    message: format!("channel `{channel}` needs a login"),
-                });
+                return Err(Denied::refused(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    format!("channel `{channel}` needs a login"),
+                ));
             }
             Ok(Access::Forbidden) => {
-                return Err(Denied {
-                    status: StatusCode::FORBIDDEN,
-                    code: "forbidden",
-                    message: format!("the application does not allow channel `{channel}`"),
-                });
+                return Err(Denied::refused(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("the application does not allow channel `{channel}`"),
+                ));
             }
             Err(e) => return Err(Denied::unavailable(&e)),
         }
@@ -191,9 +256,17 @@ pub async fn recheck(
     if client.by_session {
         let still = match (&settings.checks.login, &client.credential, upstream) {
             (Some(login), Some(c), Some(upstream)) => {
+                let asker = Asker::recheck(client.addr);
                 state
                     .app_checks
-                    .who(login, &settings.checks.terms, upstream, c, &state.metrics)
+                    .who(
+                        login,
+                        &settings.checks.terms,
+                        upstream,
+                        c,
+                        asker,
+                        &state.metrics,
+                    )
                     .await
             }
             // `auth.session` was taken out by a reload.
@@ -233,10 +306,11 @@ pub async fn recheck(
         .map(|c| settings.rules.check_subscribe(c, client.identity.as_ref()))
         .collect();
     let credential = client.credential.as_ref();
+    let asker = Asker::recheck(client.addr);
     let answers = futures_util::future::join_all(channels.iter().zip(&verdicts).map(
         |(channel, verdict)| async move {
             match verdict {
-                Ok(v) => Some(allow(state, settings, credential, channel, v.clone()).await),
+                Ok(v) => Some(allow(state, settings, credential, asker, channel, v.clone()).await),
                 // Closed by `revoke_forbidden` above.
                 Err(_) => None,
             }
@@ -245,7 +319,12 @@ pub async fn recheck(
     .await;
     for (channel, answer) in channels.into_iter().zip(answers) {
         match answer {
-            Some(Err(denied)) if denied.status == StatusCode::SERVICE_UNAVAILABLE => {
+            // Not answered (down, slow, or our own share refused asking):
+            // nothing changes.
+            Some(Err(denied))
+                if denied.status == StatusCode::SERVICE_UNAVAILABLE
+                    || denied.status == StatusCode::TOO_MANY_REQUESTS =>
+            {
                 out.unconfirmed = true;
             }
             Some(Err(denied)) => {

@@ -83,6 +83,7 @@ pub async fn publish_as_client(
         state,
         settings,
         client.credential.as_ref(),
+        crate::session_auth::Asker::new(client.addr),
         &channel,
         verdict,
     )
@@ -116,14 +117,19 @@ pub async fn post(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let q = query(&req);
-    let client = match admit(&state, &settings, &req, &q).await {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
+    // The body first: whether the application's login is asked depends on
+    // the channel (bounded by `max_message`, like any realtime request).
+    let (parts, body) = req.into_parts();
     let limit = settings.config.realtime.max_message + 1024;
     let shape = "{\"channel\", \"event\"?, \"data\"}";
-    let parsed: PublishBody = match read_json(req.into_body(), limit, shape).await {
+    let parsed: PublishBody = match read_json(body, limit, shape).await {
         Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let req = Request::from_parts(parts, ());
+    let wants_login = settings.rules.needs_identity_to_publish(&parsed.channel);
+    let client = match admit(&state, &settings, &req, &q, wants_login).await {
+        Ok(c) => c,
         Err(resp) => return resp,
     };
     match publish_as_client(

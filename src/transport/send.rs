@@ -99,7 +99,8 @@ pub async fn post(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let q: HashMap<String, String> = query(&req);
-    let client = match admit(&state, &settings, &req, &q).await {
+    // The application is told who sends (`X-Pushgate-Subject`): always asked.
+    let client = match admit(&state, &settings, &req, &q, true).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };

@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{Instrument, debug};
 
 use super::session::{Delivery, Session};
-use super::{Client, admit, query, subscription};
+use super::{Client, admit, query, requested, subscription};
 use crate::alarm::Listener;
 use crate::broker::BrokerError;
 use crate::conn_info::ConnInfo;
@@ -78,11 +78,18 @@ pub async fn upgrade(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
     let q = query(&req);
-    let client = match admit(&state, &settings, &req, &q).await {
+    let asked = match requested(&settings, &req, &q, false) {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    // The login is asked now only for the URL's channels that need it; a
+    // later op that needs it asks then (`requests.rs`).
+    let wants_login = asked.needs_identity(&settings);
+    let client = match admit(&state, &settings, &req, &q, wants_login).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
-    let sub = match subscription(&state, &settings, &req, &q, &client, false).await {
+    let sub = match subscription(&state, &settings, asked, &client).await {
         Ok(s) => s,
         Err(resp) => return resp,
     };

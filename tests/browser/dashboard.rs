@@ -119,3 +119,56 @@ async fn dashboard_takes_the_admin_key_from_the_url() {
     assert!(b.client.source().await.unwrap().contains("unauthorized"));
     b.finish().await;
 }
+
+/// Another page on the same host (here the gateway's own public origin,
+/// another port) tries what any page could against a keyless admin: a
+/// `text/plain` POST that needs no preflight, a JSON one, and a read. None
+/// publishes or reads, while the dashboard's own feed still flows.
+#[tokio::test]
+async fn a_page_on_another_origin_cannot_drive_the_admin_api() {
+    let gw = TestGateway::start().await;
+    let b = Browser::start().await;
+    b.client.goto(&gw.url("/realtime/client.js")).await.unwrap();
+    let attempt = r#"
+const admin = arguments[0];
+window.out = {};
+const body = JSON.stringify({ channel: 'public.x', data: 'from a page' });
+fetch(admin + '/publish', { method: 'POST', mode: 'no-cors', headers: { 'Content-Type': 'text/plain' }, body })
+  .then(() => { out.plain = 'sent'; }, (e) => { out.plain = 'blocked: ' + e; });
+fetch(admin + '/publish', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body })
+  .then((r) => r.text().then((t) => { out.json = 'read: ' + t; }), (e) => { out.json = 'blocked: ' + e; });
+fetch(admin + '/stats').then((r) => r.text().then((t) => { out.stats = 'read: ' + t; }), (e) => { out.stats = 'blocked: ' + e; });
+"#;
+    b.client
+        .execute(attempt, vec![json!(gw.admin_url(""))])
+        .await
+        .unwrap();
+    b.until(
+        15,
+        "the three attempts ended",
+        "return !!(out.plain && out.json && out.stats)",
+    )
+    .await;
+    let out = b.js("return out").await;
+    // The no-cors POST reached the listener (its answer is opaque to the page).
+    assert_eq!(out["plain"], "sent", "{out}");
+    assert!(
+        !out["json"].as_str().unwrap_or("").contains("\"ids\""),
+        "{out}"
+    );
+    assert!(
+        !out["stats"].as_str().unwrap_or("").contains("messages"),
+        "{out}"
+    );
+    let stats = gw.stats().await;
+    assert_eq!(stats["messages"]["published"], 0, "{stats}");
+    // The dashboard on its own origin still reads its feed.
+    b.client.goto(&gw.admin_url("/dashboard")).await.unwrap();
+    b.until(
+        15,
+        "the live stream",
+        "return document.getElementById('live-text').textContent.startsWith('live')",
+    )
+    .await;
+    b.finish().await;
+}

@@ -248,7 +248,7 @@ async fn webhook_bodies_declared_too_large_are_refused_up_front() {
     for path in ["/hooks/notify/alice", "/publish"] {
         let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
         );
         s.write_all(head.as_bytes()).await.unwrap();
         // No body follows: the answer must come from the head alone.
@@ -263,7 +263,7 @@ async fn webhook_bodies_declared_too_large_are_refused_up_front() {
     }
     let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
     s.write_all(
-        b"POST /hooks/notify/alice HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"message\":",
+        b"POST /hooks/notify/alice HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n{\"message\":",
     )
     .await
     .unwrap();

@@ -4,6 +4,7 @@
 mod common;
 
 mod abuse;
+mod admin_browsers;
 mod auth;
 mod cli;
 mod client_http;

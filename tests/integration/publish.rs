@@ -6,6 +6,7 @@ async fn post(gw: &TestGateway, body: impl Into<reqwest::Body>) -> (u16, Value) 
     let r = gw
         .http
         .post(gw.admin_url("/publish"))
+        .header("content-type", "application/json")
         .body(body)
         .send()
         .await

@@ -4,6 +4,10 @@
 
 #[path = "session/app.rs"]
 mod app;
+#[path = "session/fair.rs"]
+mod fair;
+#[path = "session/public.rs"]
+mod public;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -104,6 +108,17 @@ async fn ws(gw: &TestGateway, channels: &str, cookie: Option<&str>) -> Result<Ws
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
         Err(e) => panic!("websocket: {e}"),
     }
+}
+
+/// A client of `gw` whose connections come from `from` (any 127/8 address
+/// is this host's): another address, as the gateway counts them.
+fn client_from(gw: &TestGateway, from: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&gw.cert_pem).unwrap())
+        .resolve("localhost", gw.public)
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
 }
 
 /// The next frame that is not a ping, pong or welcome.
@@ -228,7 +243,7 @@ async fn the_apps_own_resource_url_decides_a_channel() {
     // The application broken: nothing that needed it is allowed.
     app.broken.store(true, Ordering::SeqCst);
     let carol = app.login("carol");
-    let (status, body) = poll(&gw, "public.x", Some(&carol)).await;
+    let (status, body) = poll(&gw, "user.carol", Some(&carol)).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (503, Some("auth_unavailable")),
@@ -374,12 +389,35 @@ async fn a_slow_or_absent_application_cannot_pile_up_checks() {
     .await;
     app.delay_ms.store(2000, Ordering::SeqCst);
     let gw = Arc::new(gw);
-    let cookies: Vec<String> = (0..12).map(|i| app.login(&format!("u{i}"))).collect();
+    // Twelve users on twelve addresses: each within its share, so the bound
+    // in all is what holds them.
+    // Connected first (a public poll asks nothing), so that the twelve
+    // checks start together.
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let client = client_from(&gw, &format!("127.0.0.{}", 10 + i));
+        let r = client
+            .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        clients.push((client, app.login(&format!("u{i}"))));
+    }
     let started = std::time::Instant::now();
-    let answers: Vec<(u16, Value)> = futures_util::stream::iter(cookies)
-        .map(|c| {
+    let answers: Vec<(u16, Value)> = futures_util::stream::iter(clients)
+        .map(|(client, c)| {
             let gw = gw.clone();
-            async move { poll(&gw, "public.x", Some(&c)).await }
+            async move {
+                let r = client
+                    .get(gw.url("/realtime/poll?channels=user.x&timeout=0"))
+                    .header("cookie", c)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(Value::Null))
+            }
         })
         .buffer_unordered(12)
         .collect()
@@ -402,7 +440,7 @@ async fn a_slow_or_absent_application_cannot_pile_up_checks() {
     let text = config(&dir, &app, "    upstream: gone\n    timeout: 1s");
     let down = TestGateway::start_yaml(&text, dir).await;
     let alice = app.login("alice");
-    let (status, body) = poll(&down, "public.x", Some(&alice)).await;
+    let (status, body) = poll(&down, "user.alice", Some(&alice)).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (503, Some("auth_unavailable"))
@@ -468,7 +506,7 @@ async fn made_up_cookies_are_charged_to_the_address_before_the_app_is_asked() {
     let mut statuses = Vec::new();
     for i in 0..12 {
         statuses.push(
-            poll(&gw, "public.x", Some(&format!("sessionid=forged{i}")))
+            poll(&gw, "user.x", Some(&format!("sessionid=forged{i}")))
                 .await
                 .0,
         );

@@ -104,3 +104,47 @@ fn a_valid_session_loads_with_its_defaults() {
     );
     assert!(c.channels[0].subscribe.check().is_some());
 }
+
+#[test]
+fn a_share_per_address_that_is_zero_or_over_the_whole() {
+    let base = "    check: GET /api/me\n    subject: \"{body.id}\"\n    concurrency: 4\n";
+    let text = session(&format!("{base}    per_address: {{ concurrency: 0 }}\n"));
+    rejects(
+        &text,
+        6,
+        "auth.session.per_address.concurrency",
+        "at least 1",
+    );
+    let text = session(&format!("{base}    per_address: {{ concurrency: 5 }}\n"));
+    rejects(
+        &text,
+        6,
+        "auth.session.per_address.concurrency",
+        "at most auth.session.concurrency (4)",
+    );
+    let text = session(&format!("{base}    per_address: {{ unknown: 5/s }}\n"));
+    rejects(&text, 6, "auth.session.per_address.unknown", "");
+}
+
+#[test]
+fn a_share_per_address_by_default_and_as_written() {
+    let c = parse_str(&session(
+        "    check: GET /api/me\n    subject: \"{body.id}\"\n",
+    ))
+    .unwrap();
+    let s = c.auth.session.unwrap();
+    assert_eq!(s.per_address.share_of(s.concurrency), 8);
+    assert_eq!(s.per_address.share_of(3), 1);
+    assert_eq!(s.per_address.unknown.rate.count.get(), 20);
+    assert_eq!(s.per_address.unknown.burst.get(), 100);
+    let text = session(
+        "    check: GET /api/me\n    subject: \"{body.id}\"\n    per_address:\n      concurrency: 2\n      unknown: { rate: 1/m, burst: 3 }\n",
+    );
+    let s = parse_str(&text).unwrap().auth.session.unwrap();
+    assert_eq!(s.per_address.share_of(s.concurrency), 2);
+    assert_eq!(
+        s.per_address.unknown.rate.per,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(s.per_address.unknown.burst.get(), 3);
+}

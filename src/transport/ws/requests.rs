@@ -25,6 +25,7 @@ use crate::hub::Cursor;
 use crate::hub::cursor::CursorError;
 use crate::limits::ClientKey;
 use crate::rules::Verdict;
+use crate::session_auth::Asker;
 use crate::state::Settings;
 use crate::transport::ops::{self, Op};
 use crate::transport::session::SubscriptionPolicy;
@@ -56,6 +57,10 @@ impl WsSession {
                     "data exceeds realtime.max_message",
                 ))
                 .await;
+        }
+        // The application is told who sends (`X-Pushgate-Subject`).
+        if let Err((code, message)) = self.login_now().await {
+            return self.send_text(ops::error(r, code, &message)).await;
         }
         self.pending_sends += 1;
         let settings = self.settings.clone();
@@ -126,9 +131,13 @@ impl WsSession {
                     json!({"op": "auth", "subject": &identity.subject, "expires": expires}),
                 );
                 self.session.set_subject(Some(identity.subject.clone()));
+                self.state
+                    .connections
+                    .set_subject(self.id, Some(&identity.subject));
                 self.client.identity = Some(identity);
                 // A token wins over the application's login.
                 self.client.by_session = false;
+                self.client.login_deferred = false;
                 self.send_text(ack).await?;
                 // The new identity may follow less than the old one did.
                 self.revoke_forbidden("subscription closed: the new token does not allow it")
@@ -299,6 +308,11 @@ impl WsSession {
         channel: String,
         cursor: Option<Cursor>,
     ) -> Result<(), WsError> {
+        // The socket began anonymous with credentials the application was
+        // not asked about; this channel depends on who the client is.
+        if self.client.login_deferred && self.settings.rules.needs_identity(&channel) {
+            return self.ask_then_subscribe(r, channel, cursor).await;
+        }
         let verdict = match self
             .settings
             .rules
@@ -371,34 +385,61 @@ impl WsSession {
         let settings = self.settings.clone();
         let credential = self.client.credential.clone();
         let identity = self.client.identity.clone();
+        let login_first = self.client.login_deferred;
+        let asker = Asker::new(self.client.addr);
         let judged = self.judged;
         let asked = channel.clone();
         let task = tokio::spawn(async move {
             let ask = async {
-                match settings.rules.check_subscribe(&asked, identity.as_ref()) {
-                    Err(refusal) => Err((refusal.code(), refusal.to_string())),
-                    Ok(verdict) => {
-                        login::allow(&state, &settings, credential.as_ref(), &asked, verdict)
-                            .await
-                            .map(|(rule, checked)| SubscriptionPolicy {
-                                checked,
-                                ..SubscriptionPolicy::from(rule)
-                            })
-                            .map_err(|denied| (denied.code, denied.message))
+                // The login first, when it was deferred (one question per
+                // credential however many channels ask it at once).
+                let mut identity = identity;
+                let mut login = None;
+                if let (true, Some(c)) = (login_first, credential.as_ref()) {
+                    match login::login(&state, &settings, c, asker).await {
+                        Ok(found) => {
+                            identity = found.clone();
+                            login = Some(found);
+                        }
+                        Err(denied) => {
+                            return (identity, None, Err((denied.code, denied.message)));
+                        }
                     }
                 }
+                let answer = match settings.rules.check_subscribe(&asked, identity.as_ref()) {
+                    Err(refusal) => Err((refusal.code(), refusal.to_string())),
+                    Ok(verdict) => login::allow(
+                        &state,
+                        &settings,
+                        credential.as_ref(),
+                        asker,
+                        &asked,
+                        verdict,
+                    )
+                    .await
+                    .map(|(rule, checked)| SubscriptionPolicy {
+                        checked,
+                        ..SubscriptionPolicy::from(rule)
+                    })
+                    .map_err(|denied| (denied.code, denied.message)),
+                };
+                (identity, login, answer)
             };
             // A panic is an answer too: the subscribes waiting are told.
-            let answer = std::panic::AssertUnwindSafe(ask)
+            let (identity, login, answer) = std::panic::AssertUnwindSafe(ask)
                 .catch_unwind()
                 .await
-                .unwrap_or_else(|_| Err(("unavailable", "the check failed".to_string())));
+                .unwrap_or_else(|_| {
+                    let failed = Err(("unavailable", "the check failed".to_string()));
+                    (None, None, failed)
+                });
             let _ = tx
                 .send(Checked {
                     channel: asked,
                     generation,
                     settings,
                     identity,
+                    login,
                     judged,
                     answer,
                 })
@@ -442,6 +483,7 @@ impl WsSession {
             generation,
             settings,
             identity,
+            login,
             judged,
             answer,
         } = checked;
@@ -456,6 +498,18 @@ impl WsSession {
         let Some(pending) = self.pending_checks.remove(&channel) else {
             return Ok(());
         };
+        // The deferred login was answered: the connection is who the
+        // application says from now on (a later answer for the same
+        // credential finds it adopted already).
+        if let (Some(found), true) = (login, self.client.login_deferred) {
+            if let Err(message) = self.adopt_login(found) {
+                for r in &pending.refs {
+                    self.send_text(ops::error(r.as_deref(), "rate_limited", &message))
+                        .await?;
+                }
+                return Ok(());
+            }
+        }
         // The rules, who the client is, or what it may follow changed while
         // it was asked: judged again by what is in force now.
         let stale = !Arc::ptr_eq(&settings, &self.settings)
@@ -521,6 +575,50 @@ impl WsSession {
         self.flush_out().await
     }
 
+    /// Take the application's answer to the login deferred at connect:
+    /// a subject now counts under `per_client` (refused, with the message,
+    /// when that is full: the connection goes on anonymous, the login
+    /// still to ask) and is asked again at `recheck`.
+    fn adopt_login(&mut self, found: Option<Identity>) -> Result<(), String> {
+        if let Some(identity) = &found {
+            let key = ClientKey::Subject(Arc::from(identity.subject.as_str()));
+            if key != self.client.key {
+                let slot = self.state.limits.open_connection(&key).map_err(|l| {
+                    self.state.metrics.limited(l.kind.label());
+                    format!("rate limit exceeded ({})", l.kind.label())
+                })?;
+                self.client.slot = Some(slot);
+                self.client.key = key;
+            }
+            self.session.set_subject(Some(identity.subject.clone()));
+            self.state
+                .connections
+                .set_subject(self.id, Some(&identity.subject));
+        }
+        self.client.by_session = found.is_some();
+        self.client.identity = found;
+        self.client.login_deferred = false;
+        Ok(())
+    }
+
+    /// Ask the deferred login now, in line (an op answered in order:
+    /// `publish`, `send`); `Err` is the error frame's code and message.
+    async fn login_now(&mut self) -> Result<(), (&'static str, String)> {
+        if !self.client.login_deferred {
+            return Ok(());
+        }
+        let Some(credential) = self.client.credential.clone() else {
+            self.client.login_deferred = false;
+            return Ok(());
+        };
+        let settings = self.settings.clone();
+        let asker = Asker::new(self.client.addr);
+        let found = login::login(&self.state, &settings, &credential, asker)
+            .await
+            .map_err(|d| (d.code, d.message))?;
+        self.adopt_login(found).map_err(|m| ("rate_limited", m))
+    }
+
     async fn on_publish(
         &mut self,
         r: Option<&str>,
@@ -528,6 +626,11 @@ impl WsSession {
         event: Option<String>,
         data: Box<serde_json::value::RawValue>,
     ) -> Result<(), WsError> {
+        if self.settings.rules.needs_identity_to_publish(&channel) {
+            if let Err((code, message)) = self.login_now().await {
+                return self.send_text(ops::error(r, code, &message)).await;
+            }
+        }
         let published = publish::publish_as_client(
             &self.state,
             &self.settings,
@@ -557,6 +660,8 @@ pub(super) struct Checked {
     /// The settings, identity and revocations it was judged by.
     settings: Arc<Settings>,
     identity: Option<Identity>,
+    /// The application's answer to the deferred login, when it was asked.
+    login: Option<Option<Identity>>,
     judged: u64,
     answer: Result<SubscriptionPolicy, (&'static str, String)>,
 }

@@ -4,7 +4,8 @@
 //! answers the user as JSON or 401, `GET /api/orders/{id}` answers 200 only
 //! to the order's owner (403 to anyone else logged in, 401 to nobody, 404
 //! for no such order). It counts the checks it answers, records their
-//! headers, and can be made slow or broken.
+//! headers, and can be made slow or broken, or to hold the checks of
+//! cookies it does not know until released.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -42,6 +43,9 @@ pub(crate) struct LoginApp {
     pub(crate) broken: AtomicBool,
     /// Wait this long (ms) before answering a check.
     pub(crate) delay_ms: AtomicU64,
+    /// Hold checks whose cookie is no session of ours until [`release`]d.
+    pub(crate) hold_strangers: AtomicBool,
+    released: tokio::sync::Notify,
 }
 
 impl LoginApp {
@@ -86,6 +90,12 @@ impl LoginApp {
             .unwrap()
             .insert(sid.to_string(), user.to_string());
         format!("theme=dark; sessionid={sid}")
+    }
+
+    /// Answer the checks held by `hold_strangers`, and hold no more.
+    pub(crate) fn release(&self) {
+        self.hold_strangers.store(false, Ordering::SeqCst);
+        self.released.notify_waiters();
     }
 
     /// End the session of a cookie header value.
@@ -140,6 +150,17 @@ impl LoginApp {
             }
         }
         let _answering = Answering(&self.in_flight);
+        if self.user_of(&req).is_none() {
+            loop {
+                let released = self.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if !self.hold_strangers.load(Ordering::SeqCst) {
+                    break;
+                }
+                released.await;
+            }
+        }
         let delay = self.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
