@@ -367,12 +367,7 @@ fn load_reads_files_and_reports_missing_ones() {
 
 #[test]
 fn summary_names_the_essentials_without_secrets() {
-    let c = parse_with_env(
-        FULL_EXAMPLE,
-        Path::new("/etc/pushgate/gateway.yaml"),
-        &env,
-    )
-    .unwrap();
+    let c = parse_with_env(FULL_EXAMPLE, Path::new("/etc/pushgate/gateway.yaml"), &env).unwrap();
     let s = c.summary();
     assert!(s.contains("public 0.0.0.0:8443 (TLS)"), "{s}");
     assert!(s.contains("/etc/pushgate/certs/gateway.crt"), "{s}");
