@@ -8,6 +8,7 @@
 //! mid-write looks like. What a reload additionally requires is in `sections`.
 
 mod access;
+mod buffering;
 mod error;
 mod interpolate;
 mod lenient;
@@ -28,6 +29,7 @@ mod validate;
 mod tests;
 
 pub use access::{Auth, Jwt, Limits, PerClient, PerIp, RateLimit, StaticToken};
+pub use buffering::{BufferLimits, Buffering, RouteBuffering};
 pub use error::{ConfigError, ConfigErrors};
 pub use routes::{DEFAULT_UPSTREAM, Route};
 pub use rules::{

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, warn};
 
+use crate::config::Buffering;
 use crate::conn_info::ConnInfo;
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
@@ -29,11 +30,15 @@ use crate::upstream::exchange::{self, Pooled, SendError};
 use crate::upstream::framing::{MAX_RESPONSE_HEAD, content_length};
 use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 
+mod buffer_answer;
+mod buffer_request;
 pub(crate) mod chunked;
 mod fields;
 pub(crate) mod forwarded;
 pub(crate) mod head;
 mod idle;
+pub(crate) mod spool;
+pub(crate) mod streaming;
 mod upload;
 
 pub(crate) use fields::HOP_BY_HOP;
@@ -41,12 +46,16 @@ use fields::{
     drop_forged_fields, forwarded_headers, is_upgrade, join_cookies, request_host, strip_hop_by_hop,
 };
 use idle::IdleTimeout;
+use spool::Budget;
 
 /// Passes client requests on to the application's server: the request
 /// rewritten as a proxy owes it (`fields.rs`, `forwarded.rs`), the answer
 /// checked and streamed back.
 pub struct Proxy<'a> {
     upstream: &'a Upstream,
+    /// What is buffered of the exchange (`buffer_request.rs`,
+    /// `buffer_answer.rs`); `None`: both bodies stream.
+    buffering: Option<(Buffering, Budget)>,
 }
 
 /// What an upgraded tunnel (a WebSocket to the application's own paths)
@@ -145,7 +154,16 @@ impl<'a> Proxy<'a> {
     }
 
     pub fn new(upstream: &'a Upstream) -> Proxy<'a> {
-        Proxy { upstream }
+        Proxy {
+            upstream,
+            buffering: None,
+        }
+    }
+
+    /// Buffer the exchange's bodies as `policy` says, within `budget`.
+    pub(crate) fn buffered(mut self, policy: Buffering, budget: Budget) -> Proxy<'a> {
+        self.buffering = Some((policy, budget));
+        self
     }
 
     /// Forward `req` to the backend and stream its answer back. An upgraded
@@ -166,13 +184,10 @@ impl<'a> Proxy<'a> {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let keep = is_idempotent(backend_req.method()) && !upgrade;
-        let (backend_req, upload, replay) = match upload::read_ahead(backend_req, keep).await {
+        let (backend_req, upload, replay) = match self.take_body(backend_req, upgrade, http1).await
+        {
             Ok(r) => r,
-            Err(error) => {
-                debug!(%error, "request body refused before forwarding");
-                return malformed_body(http1);
-            }
+            Err(resp) => return resp,
         };
         let method = backend_req.method().clone();
         let (result, conn) = match self.send(backend_req, client, replay).await {
@@ -251,8 +266,70 @@ impl<'a> Proxy<'a> {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some((policy, budget)) = &self.buffering {
+            if policy.response
+                && !http_body::Body::is_end_stream(&body)
+                && !streaming::streams_by_fields(&parts.headers)
+            {
+                let body =
+                    buffer_answer::buffered(body, policy, budget.clone(), self.upstream.timeout());
+                return Response::from_parts(parts, body);
+            }
+        }
         let body = IdleTimeout::new(body, self.upstream.timeout());
         Response::from_parts(parts, body.boxed())
+    }
+
+    /// The request with the body it goes out with: read whole first under
+    /// request buffering (a refusal is the client's answer, and the
+    /// application never sees the request), else read ahead a little
+    /// (`upload.rs`); how the body ended up, and what can be sent again.
+    async fn take_body(
+        &self,
+        req: Request<Body>,
+        upgrade: bool,
+        http1: bool,
+    ) -> Result<(Request<Body>, upload::Outcome, Option<upload::Replay>), Response<Body>> {
+        let buffer = self
+            .buffering
+            .as_ref()
+            .filter(|(policy, _)| policy.request && !upgrade);
+        if let (Some((policy, budget)), false) =
+            (buffer, http_body::Body::is_end_stream(req.body()))
+        {
+            let (mut parts, body) = req.into_parts();
+            let declared = content_length(&parts.headers);
+            let stored =
+                match buffer_request::read_whole(body, declared, policy, budget.clone()).await {
+                    Ok(stored) => stored,
+                    Err(refused) => {
+                        debug!(error = %refused, "request body refused before forwarding");
+                        return Err(body_refused(&refused, http1));
+                    }
+                };
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            match stored.length() {
+                Some(n) => {
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+                }
+                None => {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                }
+            }
+            let req = Request::from_parts(parts, stored.body());
+            return Ok((
+                req,
+                upload::Outcome::default(),
+                Some(upload::Replay::Stored(stored)),
+            ));
+        }
+        let keep = is_idempotent(req.method()) && !upgrade;
+        upload::read_ahead(req, keep).await.map_err(|error| {
+            debug!(%error, "request body refused before forwarding");
+            malformed_body(http1)
+        })
     }
 
     fn backend_request(
@@ -335,6 +412,35 @@ fn bad_gateway() -> Response<Body> {
         "bad_gateway",
         "the application is unreachable",
     )
+}
+
+/// The answer to a request body that buffering refused. On HTTP/1 the
+/// connection closes after it: the rest of the body is not read.
+fn body_refused(refused: &buffer_request::Refused, http1: bool) -> Response<Body> {
+    use buffer_request::Refused;
+    let mut resp = match refused {
+        Refused::Malformed(_) => return malformed_body(http1),
+        Refused::TooLarge(max) => reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {max} bytes"),
+        ),
+        Refused::TimedOut => reply::error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body stalled",
+        ),
+        Refused::Storage(_) => reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "buffering_failed",
+            "the request body could not be held",
+        ),
+    };
+    if http1 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// A 400 for a client body that broke its own framing. On HTTP/1 the

@@ -6,6 +6,7 @@
 //! authentication and limits in `access.rs`; named upstreams' routes in `routes.rs`.
 
 use super::access::{Auth, Limits};
+use super::buffering::Buffering;
 use super::locate::KeyPath;
 use super::routes::Route;
 use super::rules::{ChannelRule, ClientMessages, Tap, Webhook};
@@ -117,6 +118,10 @@ pub struct Backend {
     pub timeout: Duration,
     /// How `https://` servers are verified, and the client certificate.
     pub tls: Option<UpstreamTls>,
+    /// What is held of an exchange so that a slow client does not hold the
+    /// application (`buffering.rs`).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub buffering: Buffering,
 }
 
 impl Default for Backend {
@@ -130,6 +135,7 @@ impl Default for Backend {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(60),
             tls: None,
+            buffering: Buffering::default(),
         }
     }
 }

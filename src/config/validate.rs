@@ -18,10 +18,10 @@ pub(crate) struct Violation {
 }
 
 #[derive(Default)]
-struct Report(Vec<Violation>);
+pub(crate) struct Report(Vec<Violation>);
 
 impl Report {
-    fn add(&mut self, key: KeyPath, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, key: KeyPath, message: impl Into<String>) {
         self.0.push(Violation {
             key,
             message: message.into(),
@@ -137,6 +137,7 @@ fn backend(b: &super::Backend, key: &KeyPath, r: &mut Report) {
     server_schemes(b, key, r);
     nonzero(r, &key.key("connect_timeout"), b.connect_timeout);
     nonzero(r, &key.key("timeout"), b.timeout);
+    super::buffering::check(&b.buffering, &key.key("buffering"), r);
     if let Some(h) = &b.health {
         let at = key.key("health");
         if !h.path.starts_with('/') || h.path.contains([' ', '#']) {
@@ -396,6 +397,7 @@ fn limits(c: &Config, r: &mut Report) {
     }
     nonzero(r, &key.key("handshake_timeout"), c.limits.handshake_timeout);
     nonzero(r, &key.key("header_timeout"), c.limits.header_timeout);
+    super::buffering::check_limits(&c.limits.buffers, &key.key("buffers"), r);
     if c.limits.max_header_size < 1024 {
         r.add(key.key("max_header_size"), "must be at least 1KiB");
     }

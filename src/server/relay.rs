@@ -30,13 +30,16 @@ use tracing::{Instrument, debug, warn};
 
 mod answer;
 mod refusal;
+mod spooled;
 
 use answer::{Answer, Body, pass_on};
 use refusal::{Refusal, refuse};
+use spooled::Holding;
 
 use crate::conn_info::ConnInfo;
 use crate::proxy::chunked::ChunkedEnd;
 use crate::proxy::head::{self, Framing, Inbound, Outbound, Route};
+use crate::proxy::spool::{Budget, Spool};
 use crate::state::AppState;
 use crate::upstream::Upstream;
 use crate::upstream::pool::BackendPool;
@@ -110,7 +113,11 @@ where
                     state.metrics.relayed();
                     let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name);
                     out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
-                    let next = exchange(state, routed.upstream, info.peer.ip(), io, &mut buf, &out)
+                    let to = To {
+                        upstream: routed.upstream,
+                        buffering: routed.buffering,
+                    };
+                    let next = exchange(state, to, info.peer.ip(), io, &mut buf, &out)
                         .instrument(span)
                         .await;
                     if next == Next::Abort {
@@ -175,6 +182,13 @@ enum BackendFailure {
     Unusable(&'static str),
 }
 
+/// Where a relayed request goes: its upstream, and what is buffered of
+/// the answer (its route's say over the upstream's `buffering:`).
+struct To<'a> {
+    upstream: &'a Upstream,
+    buffering: crate::config::Buffering,
+}
+
 /// One request to the backend and its answer back to the client.
 ///
 /// `buf` takes what the client sends meanwhile (the start of a pipelined
@@ -182,7 +196,7 @@ enum BackendFailure {
 /// backend connection at once, as hyper does, instead of at `backend.timeout`.
 async fn exchange<I>(
     state: &AppState,
-    upstream: &Upstream,
+    to: To<'_>,
     client: std::net::IpAddr,
     io: &mut I,
     buf: &mut BytesMut,
@@ -192,6 +206,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
+    let upstream = to.upstream;
     // The last answer before a shutdown says so, as hyper's would.
     let close = out.close || state.stopping.has_rung();
     let mut rbuf = BytesMut::with_capacity(8192);
@@ -212,7 +227,7 @@ where
             }
         }
     };
-    let (server, _in_flight, backend, inbound) = match asked {
+    let (server, in_flight, backend, inbound) = match asked {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             warn!(%error, connect = matches!(error, BackendFailure::Connect(_)), "backend request failed");
@@ -224,6 +239,7 @@ where
         }
     };
     let status = StatusCode::from_u16(inbound.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let buffered = to.buffering.response && !inbound.streams;
     rbuf.advance(inbound.len);
     let mut body = match inbound.framing {
         Framing::Empty => Body::Length(0),
@@ -254,7 +270,18 @@ where
         body,
         reusable: inbound.reusable,
     };
-    pass_on(io, backend, answer, rbuf, upstream.timeout(), &server.pool).await
+    if buffered {
+        let budget = Budget::new(&state.stats, &state.settings().config.limits.buffers);
+        let holding = Holding {
+            spool: Spool::new(budget, to.buffering.memory),
+            cap: to.buffering.max_body as u64,
+            idle: upstream.timeout(),
+        };
+        return spooled::pass_on(io, backend, in_flight, answer, rbuf, &server.pool, holding).await;
+    }
+    let next = pass_on(io, backend, answer, rbuf, upstream.timeout(), &server.pool).await;
+    drop(in_flight);
+    next
 }
 
 /// Watch the client while its answer is prepared: `true` once it has

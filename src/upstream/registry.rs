@@ -54,6 +54,8 @@ pub struct Routed<'a> {
     /// The upstream's name (`default` for `backend:`).
     pub name: &'a str,
     pub rewrite: Rewrite,
+    /// The upstream's `buffering:` with the route's switches applied.
+    pub buffering: config::Buffering,
 }
 
 impl Upstreams {
@@ -106,21 +108,32 @@ impl Upstreams {
     /// when it named one) and `path` (no query) goes to, and how its path
     /// is rewritten.
     pub fn route(&self, host: Option<&str>, path: &str) -> Routed<'_> {
-        let Some(Choice { upstream, rewrite }) = self.routes.choose(host, path) else {
-            return self.routed(&self.default, Rewrite::default());
+        let Some(Choice {
+            upstream,
+            rewrite,
+            buffering,
+        }) = self.routes.choose(host, path)
+        else {
+            return self.routed(&self.default, Rewrite::default(), Default::default());
         };
         let entry = upstream
             .checked_sub(1)
             .and_then(|i| self.named.get(i))
             .unwrap_or(&self.default);
-        self.routed(entry, rewrite)
+        self.routed(entry, rewrite, buffering)
     }
 
-    fn routed<'a>(&'a self, entry: &'a Entry, rewrite: Rewrite) -> Routed<'a> {
+    fn routed<'a>(
+        &'a self,
+        entry: &'a Entry,
+        rewrite: Rewrite,
+        route: config::RouteBuffering,
+    ) -> Routed<'a> {
         Routed {
             upstream: &entry.upstream,
             name: &entry.name,
             rewrite,
+            buffering: entry.config.buffering.with(route),
         }
     }
 

@@ -1,0 +1,215 @@
+//! Answer buffering on hyper's path (`buffering.response`, nginx
+//! `proxy_buffering`): a task takes the answer off the upstream as fast as
+//! the upstream sends it, into a spool (`spool.rs`), while the client is
+//! fed from the spool at its own pace. The upstream's connection goes back
+//! to its pool, and its request stops counting in flight on its server,
+//! when the answer is complete, not when the client has read it.
+//!
+//! The rules it keeps: at most `buffering.max_body` waits for the client;
+//! past it the task reads only as the client takes, as nginx passes an
+//! answer on once `proxy_max_temp_file_size` is reached. The spool is
+//! emptied each time the client has caught up, so its file never holds
+//! more than that. An upstream that goes quiet for `backend.timeout` ends
+//! the answer with an error (the client's connection is cut, never a short
+//! body passed for whole); a client that goes away stops the task, which
+//! drops the upstream's body (its connection closes) and the spool.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, warn};
+
+use super::spool::{Budget, CHUNK, Spool};
+use crate::config::Buffering;
+use crate::reply::{Body, BoxError};
+
+/// Between the task that reads the upstream and the body the client reads.
+struct Pipe {
+    state: Mutex<State>,
+    /// Rung when the client took bytes: room for more.
+    room: Notify,
+    /// Cancelled when the client's body is dropped.
+    gone: CancellationToken,
+}
+
+struct State {
+    spool: Spool,
+    /// Where the client's next byte is in `spool`.
+    read: u64,
+    /// How the upstream's answer ended, once it has.
+    end: Option<Result<Option<HeaderMap>, String>>,
+    reader: Option<Waker>,
+}
+
+impl Pipe {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `body` taken off the upstream by a task of its own, to be read by the
+/// client at its pace; `idle` bounds the upstream's silences.
+pub(super) fn buffered<B>(body: B, policy: &Buffering, budget: Budget, idle: Duration) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let hint = body.size_hint();
+    let pipe = Arc::new(Pipe {
+        state: Mutex::new(State {
+            spool: Spool::new(budget, policy.memory),
+            read: 0,
+            end: None,
+            reader: None,
+        }),
+        room: Notify::new(),
+        gone: CancellationToken::new(),
+    });
+    let cap = policy.max_body as u64;
+    tokio::spawn(take(body, pipe.clone(), cap, idle).in_current_span());
+    Buffered {
+        pipe,
+        exact: hint.exact(),
+        sent: 0,
+    }
+    .boxed()
+}
+
+/// Read `body` into the pipe until it ends, fails, stalls past `idle` or
+/// the client goes; keep at most `cap` bytes waiting for the client.
+async fn take<B>(mut body: B, pipe: Arc<Pipe>, cap: u64, idle: Duration)
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        // Room for more: the client has not fallen `cap` behind.
+        loop {
+            {
+                let state = pipe.lock();
+                if state.spool.len() - state.read < cap {
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = pipe.room.notified() => {}
+                _ = pipe.gone.cancelled() => return,
+            }
+        }
+        let frame = tokio::select! {
+            frame = tokio::time::timeout(idle, body.frame()) => frame,
+            _ = pipe.gone.cancelled() => {
+                debug!("client left during a buffered answer");
+                return;
+            }
+        };
+        let mut state = pipe.lock();
+        let ended = match frame {
+            Err(_) => {
+                warn!(?idle, "backend response stalled; closing it");
+                Some(Err("backend response idle past backend.timeout".to_owned()))
+            }
+            Ok(None) => Some(Ok(None)),
+            Ok(Some(Err(error))) => Some(Err(error.into().to_string())),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => match state.spool.push(data) {
+                    Ok(()) => None,
+                    Err(error) => {
+                        warn!(%error, "answer could not be buffered");
+                        Some(Err(format!("answer could not be buffered: {error}")))
+                    }
+                },
+                Err(frame) => Some(Ok(frame.into_trailers().ok())),
+            },
+        };
+        let done = ended.is_some();
+        if done {
+            state.end = ended;
+        }
+        if let Some(waker) = state.reader.take() {
+            waker.wake();
+        }
+        if done {
+            // `body` drops here: the connection goes back to its pool (a
+            // whole answer) or closes.
+            return;
+        }
+    }
+}
+
+/// The client's side: what the upstream sent, from the spool.
+struct Buffered {
+    pipe: Arc<Pipe>,
+    /// The answer's length, when its framing stated one.
+    exact: Option<u64>,
+    sent: u64,
+}
+
+impl HttpBody for Buffered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let pipe = self.pipe.clone();
+        let mut state = pipe.lock();
+        let held = state.spool.len();
+        if state.read < held {
+            let data = match state.spool.read_at(state.read, CHUNK) {
+                Ok(data) if !data.is_empty() => data,
+                Ok(_) => return Poll::Ready(Some(Err("buffered answer ended early".into()))),
+                Err(error) => return Poll::Ready(Some(Err(error.into()))),
+            };
+            state.read += data.len() as u64;
+            if state.read == held && state.end.is_none() {
+                // Caught up: what was held is let go, the file emptied.
+                if let Err(error) = state.spool.clear() {
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+                state.read = 0;
+            }
+            drop(state);
+            self.sent += data.len() as u64;
+            pipe.room.notify_one();
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        match state.end.take() {
+            None => {
+                state.reader = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            Some(Ok(trailers)) => {
+                // Ended: `None` from here on.
+                state.end = Some(Ok(None));
+                Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
+            }
+            Some(Err(error)) => {
+                state.end = Some(Ok(None));
+                Poll::Ready(Some(Err(error.into())))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.exact {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.sent)),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for Buffered {
+    fn drop(&mut self) {
+        self.pipe.gone.cancel();
+    }
+}
