@@ -5,6 +5,7 @@ mod common;
 
 mod abuse;
 mod auth;
+mod buffering;
 mod cli;
 mod client_http;
 mod cluster;
