@@ -12,7 +12,7 @@ use crate::common::*;
 
 mod worker;
 
-use worker::{BIG, Worker, one_worker, pattern};
+use worker::{BIG, Worker, big_body, one_worker};
 
 /// A gateway whose every proxied request goes to `worker` with the
 /// upstream keys `upstream` (`, key: value…`), after the routes `routes`
@@ -72,9 +72,7 @@ async fn read_answer<R: AsyncRead + Unpin>(io: &mut R) -> (u16, String) {
 
 fn assert_big(body: &[u8]) {
     assert_eq!(body.len(), BIG, "the whole answer");
-    if let Some(i) = (0..BIG).find(|&i| body[i] != pattern(i)) {
-        panic!("byte {i} of the answer differs");
-    }
+    assert!(body == &big_body()[..], "the answer arrived intact");
 }
 
 /// `GET /ping` from another client: the worker's answer, or the gateway's.
@@ -303,6 +301,25 @@ async fn a_route_with_buffering_off_passes_the_upload_as_it_comes_and_holds_the_
     assert_big(&body);
 }
 
+#[tokio::test]
+async fn marked_answers_are_not_held_for_a_paused_reader() {
+    // As nginx: what streams holds the worker while its reader pauses.
+    let worker = one_worker().await;
+    let gw = gateway(&worker, "", "", "").await;
+    let mut io = send_get(&gw, "/big?sse").await;
+    let (status, head, got) = read_head(&mut io).await;
+    assert_eq!(status, 200);
+    assert_eq!(ping(&gw).await.0, 504, "an event stream is never held");
+    assert_big(&read_body(&mut io, got, length_of(&head)).await);
+    let resp = gw.http.get(gw.url("/big?accel")).send().await.unwrap();
+    assert_eq!(
+        ping(&gw).await.0,
+        504,
+        "X-Accel-Buffering: no is never held"
+    );
+    assert_big(&resp.bytes().await.unwrap());
+}
+
 /// Open temporary files of the gateway under `dir`.
 fn temp_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -378,4 +395,6 @@ async fn temporary_files_are_gone_when_the_client_or_the_upstream_leaves() {
     let metrics = gw.metrics_text().await;
     assert_eq!(buffered_bytes(&metrics, "disk"), 0, "{metrics}");
     assert_eq!(buffered_bytes(&metrics, "memory"), 0, "{metrics}");
+    let named = std::fs::read_dir(&spill).unwrap().count();
+    assert_eq!(named, 0, "no file was ever left with a name");
 }

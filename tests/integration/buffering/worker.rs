@@ -5,7 +5,8 @@
 //! everybody.
 //!
 //! Paths: `/ping` answers `pong`; `/big` sends [`BIG`] bytes of
-//! [`pattern`] (with a length, or chunked with `?chunked`); `/upload`
+//! [`pattern`] (with a length, or chunked with `?chunked`; as an event
+//! stream with `?sse`, marked `X-Accel-Buffering: no` with `?accel`); `/upload`
 //! answers `{length}:{sum of the bytes}` of the body it read; `/events`
 //! (an event stream), `/drip` (`X-Accel-Buffering: no`) and `/plain-drip`
 //! send a first part, wait for a permit of `release`, then end; `/die`
@@ -23,8 +24,17 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 
-/// The size of `/big`.
-pub(crate) const BIG: usize = 8 * 1024 * 1024;
+/// The size of `/big`: more than every socket buffer between the worker
+/// and a client that stopped reading can take (loopback autotuning lets
+/// them take about 8 MiB), so that an unbuffered answer surely holds the
+/// worker.
+pub(crate) const BIG: usize = 32 * 1024 * 1024;
+
+/// The bytes of `/big`, made once.
+pub(crate) fn big_body() -> &'static Bytes {
+    static BODY: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| (0..BIG).map(pattern).collect::<Vec<u8>>().into())
+}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type B = BoxBody<Bytes, BoxError>;
@@ -50,7 +60,7 @@ impl Worker {
 }
 
 /// The byte at `i` of `/big`.
-pub(crate) fn pattern(i: usize) -> u8 {
+fn pattern(i: usize) -> u8 {
     (i % 251) as u8
 }
 
@@ -94,16 +104,26 @@ fn full(b: impl Into<Bytes>) -> B {
 }
 
 fn big(chunked: bool) -> Response<B> {
-    let chunks = (0..BIG / 65536).map(|k| {
-        let part: Vec<u8> = (k * 65536..(k + 1) * 65536).map(pattern).collect();
-        Ok::<_, BoxError>(Frame::data(Bytes::from(part)))
-    });
+    let chunks = (0..BIG / 65536)
+        .map(|k| Ok::<_, BoxError>(Frame::data(big_body().slice(k * 65536..(k + 1) * 65536))));
     let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed();
     let mut resp = Response::new(body);
     if !chunked {
         resp.headers_mut()
             .insert("content-length", BIG.to_string().parse().unwrap());
     }
+    resp
+}
+
+/// `/big` as an event stream (`?sse`) or marked `X-Accel-Buffering: no`
+/// (`?accel`).
+fn marked(query: &str) -> Response<B> {
+    let mut resp = big(false);
+    let (name, value) = match query {
+        "sse" => ("content-type", "text/event-stream"),
+        _ => ("x-accel-buffering", "no"),
+    };
+    resp.headers_mut().insert(name, value.parse().unwrap());
     resp
 }
 
@@ -133,7 +153,10 @@ async fn handle(s: Shared, req: Request<Incoming>) -> Result<Response<B>, Infall
     let path = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
     let resp = match path.as_str() {
         "ping" => Response::new(full("pong")),
-        "big" => big(chunked),
+        "big" => match req.uri().query() {
+            Some(q @ ("sse" | "accel")) => marked(q),
+            _ => big(chunked),
+        },
         "upload" => {
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
