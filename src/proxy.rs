@@ -3,9 +3,15 @@
 //! `X-Forwarded-*`/`Forwarded` headers a proxy owes it, and the fields only
 //! the gateway may assert (`forwarded.rs`), which a client cannot forge.
 //!
-//! Bodies stream both ways and are never collected, so a large upload or an
-//! endless SSE response from the backend costs a few buffers, not its size
-//! (a body without a length is read ahead a little first: `upload.rs`).
+//! Under `buffering:` (the default, as nginx's) a request body is read
+//! whole before an upstream connection is taken (`buffer_request.rs`) and
+//! an answer is taken off the upstream as fast as it comes
+//! (`buffer_answer.rs`), both into spools of bounded memory backed by
+//! temporary files (`spool.rs`), so that a slow client holds the gateway's
+//! buffers and never the application's worker. Streams stay streams
+//! (`streaming.rs`), and with buffering off, bodies stream both ways and
+//! are never collected (a body without a length is read ahead a little
+//! first: `upload.rs`).
 //! A backend connection carries another client's request only after an
 //! answer whose end its framing stated (`upstream/reuse.rs`).
 //! `backend.timeout` bounds the wait for response headers; once they arrive
@@ -184,8 +190,9 @@ impl<'a> Proxy<'a> {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let (backend_req, upload, replay) = match self.take_body(backend_req, upgrade, http1).await
-        {
+        let buffering = self.buffering.as_ref();
+        let taken = buffer_request::take(backend_req, buffering, upgrade, http1).await;
+        let (backend_req, upload, replay) = match taken {
             Ok(r) => r,
             Err(resp) => return resp,
         };
@@ -280,58 +287,6 @@ impl<'a> Proxy<'a> {
         Response::from_parts(parts, body.boxed())
     }
 
-    /// The request with the body it goes out with: read whole first under
-    /// request buffering (a refusal is the client's answer, and the
-    /// application never sees the request), else read ahead a little
-    /// (`upload.rs`); how the body ended up, and what can be sent again.
-    async fn take_body(
-        &self,
-        req: Request<Body>,
-        upgrade: bool,
-        http1: bool,
-    ) -> Result<(Request<Body>, upload::Outcome, Option<upload::Replay>), Response<Body>> {
-        let buffer = self
-            .buffering
-            .as_ref()
-            .filter(|(policy, _)| policy.request && !upgrade);
-        if let (Some((policy, budget)), false) =
-            (buffer, http_body::Body::is_end_stream(req.body()))
-        {
-            let (mut parts, body) = req.into_parts();
-            let declared = content_length(&parts.headers);
-            let stored =
-                match buffer_request::read_whole(body, declared, policy, budget.clone()).await {
-                    Ok(stored) => stored,
-                    Err(refused) => {
-                        debug!(error = %refused, "request body refused before forwarding");
-                        return Err(body_refused(&refused, http1));
-                    }
-                };
-            parts.headers.remove(header::TRANSFER_ENCODING);
-            match stored.length() {
-                Some(n) => {
-                    parts
-                        .headers
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-                }
-                None => {
-                    parts.headers.remove(header::CONTENT_LENGTH);
-                }
-            }
-            let req = Request::from_parts(parts, stored.body());
-            return Ok((
-                req,
-                upload::Outcome::default(),
-                Some(upload::Replay::Stored(stored)),
-            ));
-        }
-        let keep = is_idempotent(req.method()) && !upgrade;
-        upload::read_ahead(req, keep).await.map_err(|error| {
-            debug!(%error, "request body refused before forwarding");
-            malformed_body(http1)
-        })
-    }
-
     fn backend_request(
         &self,
         req: Request<Body>,
@@ -412,35 +367,6 @@ fn bad_gateway() -> Response<Body> {
         "bad_gateway",
         "the application is unreachable",
     )
-}
-
-/// The answer to a request body that buffering refused. On HTTP/1 the
-/// connection closes after it: the rest of the body is not read.
-fn body_refused(refused: &buffer_request::Refused, http1: bool) -> Response<Body> {
-    use buffer_request::Refused;
-    let mut resp = match refused {
-        Refused::Malformed(_) => return malformed_body(http1),
-        Refused::TooLarge(max) => reply::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is larger than {max} bytes"),
-        ),
-        Refused::TimedOut => reply::error(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "the request body stalled",
-        ),
-        Refused::Storage(_) => reply::error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "buffering_failed",
-            "the request body could not be held",
-        ),
-    };
-    if http1 {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
 }
 
 /// A 400 for a client body that broke its own framing. On HTTP/1 the

@@ -5,6 +5,7 @@ use super::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod buffering;
 mod rejections;
 mod route_rejections;
 mod session_rejections;

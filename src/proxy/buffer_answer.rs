@@ -200,6 +200,17 @@ impl HttpBody for Buffered {
         }
     }
 
+    /// hyper stops polling a body that says it has ended (and a tap's tee
+    /// fires then): once its stated length is sent, or the upstream's end
+    /// is in and everything before it.
+    fn is_end_stream(&self) -> bool {
+        if self.exact.is_some_and(|n| self.sent >= n) {
+            return true;
+        }
+        let state = self.pipe.lock();
+        state.read >= state.spool.len() && matches!(state.end, Some(Ok(None)))
+    }
+
     fn size_hint(&self) -> SizeHint {
         match self.exact {
             Some(n) => SizeHint::with_exact(n.saturating_sub(self.sent)),

@@ -17,13 +17,61 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
+use tracing::debug;
 
 use super::spool::{Budget, CHUNK, Spool};
+use super::upload::{self, Outcome, Replay};
+use super::{content_length, malformed_body};
 use crate::config::Buffering;
-use crate::reply::{Body, BoxError};
+use crate::reply::{self, Body, BoxError};
+use crate::upstream::is_idempotent;
+
+/// The request with the body it goes out with: read whole first under
+/// request buffering (a refusal is the client's answer, and the
+/// application never sees the request), else read ahead a little
+/// (`upload.rs`); how the body ended up, and what can be sent again.
+/// An upgrade's body is the tunnel's: never buffered.
+pub(super) async fn take(
+    req: Request<Body>,
+    buffering: Option<&(Buffering, Budget)>,
+    upgrade: bool,
+    http1: bool,
+) -> Result<(Request<Body>, Outcome, Option<Replay>), Response<Body>> {
+    let buffer = buffering.filter(|(policy, _)| policy.request && !upgrade);
+    if let (Some((policy, budget)), false) = (buffer, req.body().is_end_stream()) {
+        let (mut parts, body) = req.into_parts();
+        let declared = content_length(&parts.headers);
+        let stored = match read_whole(body, declared, policy, budget.clone()).await {
+            Ok(stored) => stored,
+            Err(refused) => {
+                debug!(error = %refused, "request body refused before forwarding");
+                return Err(refused.answer(http1));
+            }
+        };
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        match stored.length() {
+            Some(n) => {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+            None => {
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+        }
+        let req = Request::from_parts(parts, stored.body());
+        return Ok((req, Outcome::default(), Some(Replay::Stored(stored))));
+    }
+    let keep = is_idempotent(req.method()) && !upgrade;
+    upload::read_ahead(req, keep).await.map_err(|error| {
+        debug!(%error, "request body refused before forwarding");
+        malformed_body(http1)
+    })
+}
 
 /// Why a body was not taken.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +84,36 @@ pub(super) enum Refused {
     Malformed(BoxError),
     #[error("request body could not be buffered: {0}")]
     Storage(std::io::Error),
+}
+
+impl Refused {
+    /// The client's answer. On HTTP/1 the connection closes after it: the
+    /// rest of the body is not read.
+    fn answer(&self, http1: bool) -> Response<Body> {
+        let mut resp = match self {
+            Refused::Malformed(_) => return malformed_body(http1),
+            Refused::TooLarge(max) => reply::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the request body is larger than {max} bytes"),
+            ),
+            Refused::TimedOut => reply::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body stalled",
+            ),
+            Refused::Storage(_) => reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "buffering_failed",
+                "the request body could not be held",
+            ),
+        };
+        if http1 {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
 }
 
 /// A whole request body, held to be sent (and sent again).
@@ -65,7 +143,7 @@ impl Stored {
 }
 
 /// Read `body` whole under `policy`; `declared` is its `Content-Length`.
-pub(super) async fn read_whole(
+async fn read_whole(
     mut body: Body,
     declared: Option<u64>,
     policy: &Buffering,

@@ -7,7 +7,9 @@
 //! re-encoded twice: about 12 µs of CPU per request here, against nginx's 4.
 //! The relay parses the head once (`proxy/head.rs`), writes the rewritten
 //! head to a pooled backend connection (`upstream/pool.rs`), and passes the
-//! answer on as it comes, framing included (`relay/answer.rs`;
+//! answer on as it comes, framing included (`relay/answer.rs`; under
+//! `buffering.response`, the default, it is taken off the backend at once
+//! and fed to the client at its pace: `relay/spooled.rs`;
 //! `proxy/chunked.rs` finds where a chunked body ends). When the backend gives nothing to pass on, the relay
 //! answers 502 or 504 itself (`relay/refusal.rs`).
 //!
