@@ -175,7 +175,8 @@ fn parse_document(
 
     normalize::normalize(&mut config, file);
     // What needs the disk, with paths resolved: upstream certificates, sockets.
-    let violations = upstream_tls::check_files(&config, system_roots);
+    let mut violations = upstream_tls::check_files(&config, system_roots);
+    violations.extend(buffering::check_files(&config));
     if !violations.is_empty() {
         return Err(invalid(violations));
     }

@@ -15,7 +15,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::locate::KeyPath;
 use super::units;
-use super::validate::Report;
+use super::validate::{Report, Violation};
 
 /// `buffering:` of an upstream. The defaults are nginx's: both ways on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -83,9 +83,10 @@ pub struct BufferLimits {
     /// buffer spills to its temporary file at once.
     #[serde(deserialize_with = "units::size")]
     pub memory: usize,
-    /// Where temporary files are made (unset: the system's, `$TMPDIR` or
-    /// `/tmp`). Each is unlinked as it is made, so none outlives its
-    /// request, whatever ends it.
+    /// Where temporary files are made (unset or empty: the system's,
+    /// `$TMPDIR` or `/tmp`; relative to the config file's directory). Each
+    /// is unlinked as it is made, so none outlives its request, whatever
+    /// ends it.
     pub temp_dir: Option<PathBuf>,
 }
 
@@ -108,15 +109,19 @@ pub(crate) fn check(b: &Buffering, key: &KeyPath, r: &mut Report) {
     }
 }
 
-/// The problems of `limits.buffers`.
-pub(crate) fn check_limits(b: &BufferLimits, key: &KeyPath, r: &mut Report) {
-    if let Some(dir) = &b.temp_dir {
-        if dir.as_os_str().is_empty() {
-            r.add(
-                key.key("temp_dir"),
-                "must be a directory (omit it for the system's)",
-            );
-        }
+/// The problems of `limits.buffers` that need the disk, once paths are
+/// resolved: as nginx refuses a `proxy_temp_path` it cannot use, at load,
+/// not at the first large body.
+pub(crate) fn check_files(c: &super::Config) -> Vec<Violation> {
+    match &c.limits.buffers.temp_dir {
+        Some(dir) if !dir.is_dir() => vec![Violation {
+            key: KeyPath::root().key("limits").key("buffers").key("temp_dir"),
+            message: format!(
+                "{} must be an existing directory (omit it for the system's)",
+                dir.display()
+            ),
+        }],
+        _ => Vec::new(),
     }
 }
 

@@ -397,7 +397,6 @@ fn limits(c: &Config, r: &mut Report) {
     }
     nonzero(r, &key.key("handshake_timeout"), c.limits.handshake_timeout);
     nonzero(r, &key.key("header_timeout"), c.limits.header_timeout);
-    super::buffering::check_limits(&c.limits.buffers, &key.key("buffers"), r);
     if c.limits.max_header_size < 1024 {
         r.add(key.key("max_header_size"), "must be at least 1KiB");
     }

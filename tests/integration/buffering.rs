@@ -372,6 +372,26 @@ async fn temporary_files_are_gone_when_the_client_or_the_upstream_leaves() {
         temp_files(&spill) == 0
     })
     .await;
+    // A client that leaves half way through its upload: the part that
+    // spilled goes with it, and the application never saw it.
+    let mut io = gw.tls_stream().await;
+    io.write_all(
+        b"POST /upload?left HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1048576\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    io.write_all(&vec![b'u'; 256 * 1024]).await.unwrap();
+    io.flush().await.unwrap();
+    eventually(10, "the upload spilled to a file", || async {
+        temp_files(&spill) == 1
+    })
+    .await;
+    drop(io);
+    eventually(5, "the file is gone with the client", || async {
+        temp_files(&spill) == 0
+    })
+    .await;
+    assert!(!worker.has_seen("/upload?left"));
     // An upstream that dies half way: the client's answer is cut, and the
     // file goes.
     let mut io = send_get(&gw, "/die").await;
@@ -391,6 +411,15 @@ async fn temporary_files_are_gone_when_the_client_or_the_upstream_leaves() {
         }
     }
     assert!(got < BIG, "the answer is cut short, never passed for whole");
+    eventually(5, "no file left", || async { temp_files(&spill) == 0 }).await;
+    // The same on hyper's engine.
+    let resp = gw.http.get(gw.url("/die")).send().await.unwrap();
+    eventually(10, "the answer's start spilled to a file", || async {
+        temp_files(&spill) == 1
+    })
+    .await;
+    worker.release.add_permits(1);
+    assert!(resp.bytes().await.is_err(), "the answer is cut short");
     eventually(5, "no file left", || async { temp_files(&spill) == 0 }).await;
     let metrics = gw.metrics_text().await;
     assert_eq!(buffered_bytes(&metrics, "disk"), 0, "{metrics}");

@@ -19,7 +19,7 @@ fn on_and_off_as_nginx_writes_them_and_defaults_as_nginx_has_them() {
         "backend:\n  buffering: { request: off, response: On, memory: 64KiB, max_body: 2MiB, body_timeout: 5s }\n\
          upstreams:\n  api: { url: \"http://10.0.0.7:80\", buffering: { request: false, response: true } }\n\
          routes:\n  - { path: /live/, upstream: api, buffering: { response: off } }\n\
-         limits:\n  buffers: { memory: 8MiB, temp_dir: /var/tmp }\n",
+         limits:\n  buffers: { memory: 8MiB, temp_dir: /tmp }\n",
     )
     .unwrap();
     let b = c.backend.buffering;
@@ -43,7 +43,7 @@ fn on_and_off_as_nginx_writes_them_and_defaults_as_nginx_has_them() {
     assert_eq!(c.limits.buffers.memory, 8 * 1024 * 1024);
     assert_eq!(
         c.limits.buffers.temp_dir.as_deref(),
-        Some(std::path::Path::new("/var/tmp"))
+        Some(std::path::Path::new("/tmp"))
     );
 }
 
@@ -90,11 +90,14 @@ fn a_max_body_of_nothing_and_a_body_timeout_of_zero() {
 }
 
 #[test]
-fn an_empty_temp_dir() {
+fn a_temp_dir_that_is_not_a_directory() {
     rejects(
-        "limits:\n  buffers:\n    temp_dir: \"\"\n",
-        3,
+        "limits:\n  buffers: { temp_dir: /nonexistent/pushgate }\n",
+        2,
         "limits.buffers.temp_dir",
-        "must be a directory",
+        "/nonexistent/pushgate must be an existing directory",
     );
+    // Empty is unset: the system's.
+    let c = parse_str("limits:\n  buffers: { temp_dir: \"\" }\n").unwrap();
+    assert_eq!(c.limits.buffers.temp_dir, None);
 }
