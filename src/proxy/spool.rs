@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::config::BufferLimits;
 use crate::metrics::stats::Stats;
@@ -67,11 +67,22 @@ impl Budget {
 
 /// A body's bytes in order: the first ones in memory, the rest (once the
 /// memory bound is reached) in an unlinked temporary file.
+///
+/// Memory is taken in blocks of at most [`CHUNK`] bytes, each counted
+/// whole against both bounds, and what is pushed is copied into them: a
+/// pushed `Bytes` may be a small slice of a much larger read buffer, which
+/// kept as it is would hold memory the bounds never see.
 pub(crate) struct Spool {
     budget: Budget,
     /// This spool's memory bound.
     memory: usize,
-    chunks: Vec<Bytes>,
+    /// Filled blocks, in order.
+    full: Vec<Bytes>,
+    /// The block being filled, of `tail_size` bytes.
+    tail: BytesMut,
+    tail_size: usize,
+    /// Memory taken from the budget: the blocks' sizes.
+    reserved: usize,
     in_memory: usize,
     file: Option<File>,
     on_disk: u64,
@@ -82,7 +93,10 @@ impl Spool {
         Spool {
             budget,
             memory,
-            chunks: Vec::new(),
+            full: Vec::new(),
+            tail: BytesMut::new(),
+            tail_size: 0,
+            reserved: 0,
             in_memory: 0,
             file: None,
             on_disk: 0,
@@ -101,18 +115,22 @@ impl Spool {
     }
 
     /// Add `data` after what is held: to memory while nothing waits in the
-    /// file and both bounds allow it, else to the file.
-    pub(crate) fn push(&mut self, data: Bytes) -> io::Result<()> {
-        let n = data.len();
-        if n == 0 {
-            return Ok(());
+    /// file and both bounds allow it, the rest to the file.
+    pub(crate) fn push(&mut self, mut data: Bytes) -> io::Result<()> {
+        while self.on_disk == 0 && !data.is_empty() {
+            let room = self.tail_size - self.tail.len();
+            if room == 0 {
+                if !self.next_block() {
+                    break;
+                }
+                continue;
+            }
+            let take = room.min(data.len());
+            self.tail.extend_from_slice(&data[..take]);
+            data.advance(take);
+            self.in_memory += take;
         }
-        if self.on_disk == 0
-            && self.in_memory.saturating_add(n) <= self.memory
-            && self.budget.reserve(n)
-        {
-            self.in_memory += n;
-            self.chunks.push(data);
+        if data.is_empty() {
             return Ok(());
         }
         let file = match &mut self.file {
@@ -120,26 +138,47 @@ impl Spool {
             None => self.file.insert(self.budget.tempfile()?),
         };
         file.write_all_at(&data, self.on_disk)?;
-        self.on_disk += n as u64;
+        self.on_disk += data.len() as u64;
         self.budget
             .stats
             .buffered_disk
-            .fetch_add(n, Ordering::Relaxed);
+            .fetch_add(data.len(), Ordering::Relaxed);
         Ok(())
     }
 
-    /// Up to `max` bytes from `at` (fewer at a chunk's or the end's edge;
+    /// Start a new block of memory, when this spool's bound and the shared
+    /// one allow it.
+    fn next_block(&mut self) -> bool {
+        let size = CHUNK.min(self.memory.saturating_sub(self.reserved));
+        if size == 0 || !self.budget.reserve(size) {
+            return false;
+        }
+        self.reserved += size;
+        let filled = std::mem::replace(&mut self.tail, BytesMut::with_capacity(size));
+        if !filled.is_empty() {
+            self.full.push(filled.freeze());
+        }
+        self.tail_size = size;
+        true
+    }
+
+    /// Up to `max` bytes from `at` (fewer at a block's or the end's edge;
     /// none at or past the end).
     pub(crate) fn read_at(&self, at: u64, max: usize) -> io::Result<Bytes> {
         let mut start = 0u64;
-        for chunk in &self.chunks {
-            let end = start + chunk.len() as u64;
+        for block in &self.full {
+            let end = start + block.len() as u64;
             if at < end {
                 let from = (at - start) as usize;
-                let to = chunk.len().min(from.saturating_add(max));
-                return Ok(chunk.slice(from..to));
+                let to = block.len().min(from.saturating_add(max));
+                return Ok(block.slice(from..to));
             }
             start = end;
+        }
+        if at < start + self.tail.len() as u64 {
+            let from = (at - start) as usize;
+            let to = self.tail.len().min(from.saturating_add(max));
+            return Ok(Bytes::copy_from_slice(&self.tail[from..to]));
         }
         let off = at.saturating_sub(self.in_memory as u64);
         let Some(file) = self.file.as_ref().filter(|_| off < self.on_disk) else {
@@ -155,7 +194,10 @@ impl Spool {
     /// comes next).
     pub(crate) fn clear(&mut self) -> io::Result<()> {
         self.release();
-        self.chunks.clear();
+        self.full.clear();
+        self.tail = BytesMut::new();
+        self.tail_size = 0;
+        self.reserved = 0;
         self.in_memory = 0;
         if let Some(file) = &self.file {
             file.set_len(0)?;
@@ -168,7 +210,7 @@ impl Spool {
         let stats = &self.budget.stats;
         stats
             .buffered_memory
-            .fetch_sub(self.in_memory, Ordering::Relaxed);
+            .fetch_sub(self.reserved, Ordering::Relaxed);
         stats
             .buffered_disk
             .fetch_sub(self.on_disk as usize, Ordering::Relaxed);
@@ -232,14 +274,35 @@ mod tests {
 
     #[test]
     fn the_shared_bound_sends_a_spool_to_its_file() {
-        let (stats, budget) = budget(8);
+        // Room for one block in all.
+        let (stats, budget) = budget(CHUNK);
         let mut a = Spool::new(budget.clone(), 1 << 20);
         let mut b = Spool::new(budget, 1 << 20);
         a.push(Bytes::from_static(b"12345678")).unwrap();
         b.push(Bytes::from_static(b"9")).unwrap();
         assert_eq!((a.on_disk(), b.on_disk()), (0, 1));
+        assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), CHUNK);
         drop(a);
         assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), 0);
         assert_eq!(read_all(&b), b"9");
+    }
+
+    #[test]
+    fn memory_is_counted_as_taken_and_a_slice_holds_no_larger_buffer() {
+        let (stats, budget) = budget(1 << 20);
+        let mut s = Spool::new(budget, 100 * 1024);
+        let big = Bytes::from(vec![1u8; 70 * 1024]);
+        // A small slice of a large buffer: copied, the buffer not kept.
+        s.push(big.slice(..10)).unwrap();
+        assert!(big.is_unique(), "the spool holds a copy, not the buffer");
+        s.push(big.clone()).unwrap();
+        s.push(big).unwrap();
+        // A block of 64 KiB, then one of the 36 KiB left of the bound; the
+        // rest to the file.
+        assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), 100 * 1024);
+        assert_eq!(s.on_disk(), (140 * 1024 + 10 - 100 * 1024) as u64);
+        let all = read_all(&s);
+        assert_eq!(all.len(), 140 * 1024 + 10);
+        assert!(all.iter().all(|&b| b == 1));
     }
 }
