@@ -320,6 +320,24 @@ async fn marked_answers_are_not_held_for_a_paused_reader() {
     assert_big(&resp.bytes().await.unwrap());
 }
 
+#[tokio::test]
+async fn past_max_body_an_answer_is_read_at_the_clients_pace_and_still_whole() {
+    // As nginx past proxy_max_temp_file_size: at most 64 KiB waits for the
+    // client, so a reader that pauses holds the worker again; the answer
+    // still arrives whole once it reads on, after a pause longer than the
+    // upstream's timeout (the upstream was not idle: the client was).
+    let worker = one_worker().await;
+    let gw = gateway(&worker, ", buffering: { max_body: 64KiB }", "", "").await;
+    let mut io = send_get(&gw, "/big").await;
+    let (status, head, got) = read_head(&mut io).await;
+    assert_eq!(status, 200);
+    assert_eq!(ping(&gw).await.0, 504, "the worker is held past max_body");
+    assert_big(&read_body(&mut io, got, length_of(&head)).await);
+    let resp = gw.http.get(gw.url("/big?chunked")).send().await.unwrap();
+    assert_eq!(ping(&gw).await.0, 504, "the worker is held past max_body");
+    assert_big(&resp.bytes().await.unwrap());
+}
+
 /// Open temporary files of the gateway under `dir`.
 fn temp_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir("/proc/self/fd")

@@ -113,6 +113,11 @@ where
         }
         let room = spool.len() - read < cap;
         let reading = backend.is_some() && room;
+        if backend.is_some() && !room {
+            // Waiting on the client, not the backend: its silence starts
+            // counting when it is read again.
+            deadline = Instant::now() + idle;
+        }
         if rbuf.capacity() - rbuf.len() < READ_ROOM {
             rbuf.reserve(READ_ROOM);
         }
