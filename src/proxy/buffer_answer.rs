@@ -13,7 +13,12 @@
 //! the answer with an error (the client's connection is cut, never a short
 //! body passed for whole); a client that goes away stops the task, which
 //! drops the upstream's body (its connection closes) and the spool.
+//!
+//! An answer that has already arrived whole when its head is passed on
+//! (most small ones) needs neither: its frames are held as they came (at
+//! most [`READY_AT_ONCE`]) and its connection is given back at once.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -57,15 +62,43 @@ impl Pipe {
 
 /// `body` taken off the upstream by a task of its own, to be read by the
 /// client at its pace; `idle` bounds the upstream's silences.
-pub(super) fn buffered<B>(body: B, policy: &Buffering, budget: Budget, idle: Duration) -> Body
+pub(super) fn buffered<B>(mut body: B, policy: &Buffering, budget: Budget, idle: Duration) -> Body
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     let hint = body.size_hint();
+    let (taken, end) = take_ready(&mut body);
+    if let Some(end) = end {
+        // Already whole (most small answers): the connection is given back
+        // now, and nothing needs a task.
+        drop(body);
+        let framed = hint.exact().is_some();
+        return Ready {
+            frames: taken,
+            end,
+            framed,
+        }
+        .boxed();
+    }
+    let mut spool = Spool::new(budget, policy.memory);
+    for frame in taken {
+        if let Ok(data) = frame.into_data() {
+            if let Err(error) = spool.push(data) {
+                warn!(%error, "answer could not be buffered");
+                let end = Some(format!("answer could not be buffered: {error}").into());
+                return Ready {
+                    frames: VecDeque::new(),
+                    end,
+                    framed: false,
+                }
+                .boxed();
+            }
+        }
+    }
     let pipe = Arc::new(Pipe {
         state: Mutex::new(State {
-            spool: Spool::new(budget, policy.memory),
+            spool,
             read: 0,
             end: None,
             reader: None,
@@ -81,6 +114,92 @@ where
         sent: 0,
     }
     .boxed()
+}
+
+/// At most this much of an answer that has already arrived whole is held
+/// as it came, without a spool (and without counting in its bounds).
+const READY_AT_ONCE: usize = 16 * 1024;
+
+/// The frames of `body` that have already arrived, without waiting, up to
+/// about [`READY_AT_ONCE`] bytes; with how the body ended (`None`: it has
+/// not yet; `Some(None)`: whole; `Some(Some(error))`: failed).
+#[allow(clippy::type_complexity)]
+fn take_ready<B>(body: &mut B) -> (VecDeque<Frame<Bytes>>, Option<Option<BoxError>>)
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut frames = VecDeque::new();
+    let mut size = 0;
+    loop {
+        // The end first: trailers, the last frame, are never left out.
+        if body.is_end_stream() {
+            return (frames, Some(None));
+        }
+        if size > READY_AT_ONCE {
+            return (frames, None);
+        }
+        match Pin::new(&mut *body).poll_frame(&mut cx) {
+            Poll::Ready(None) => return (frames, Some(None)),
+            Poll::Ready(Some(Err(error))) => return (frames, Some(Some(error.into()))),
+            Poll::Ready(Some(Ok(frame))) => {
+                size += frame.data_ref().map_or(0, Bytes::len);
+                let last = frame.is_trailers();
+                frames.push_back(frame);
+                if last {
+                    return (frames, Some(None));
+                }
+            }
+            Poll::Pending => return (frames, None),
+        }
+    }
+}
+
+/// An answer that had arrived whole: its frames, then its end.
+struct Ready {
+    frames: VecDeque<Frame<Bytes>>,
+    /// `Some(error)`: how it failed, told after its frames.
+    end: Option<BoxError>,
+    /// The upstream stated its length: so does the client's answer (a
+    /// chunked one stays chunked, as the relay passes it).
+    framed: bool,
+}
+
+impl HttpBody for Ready {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.frames.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        Poll::Ready(self.end.take().map(Err))
+    }
+
+    /// Only for a stated length: an empty chunked answer told ended at
+    /// once would go out with a length of 0 instead, unlike the relay's.
+    fn is_end_stream(&self) -> bool {
+        self.framed && self.frames.is_empty() && self.end.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let n: u64 = self
+            .frames
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(|d| d.len() as u64)
+            .sum();
+        if self.framed && self.end.is_none() {
+            return SizeHint::with_exact(n);
+        }
+        let mut hint = SizeHint::new();
+        hint.set_lower(n);
+        hint
+    }
 }
 
 /// Read `body` into the pipe until it ends, fails, stalls past `idle` or
