@@ -378,6 +378,10 @@ fn summary_names_the_essentials_without_secrets() {
     assert!(s.contains("/etc/pushgate/certs/gateway.crt"), "{s}");
     assert!(s.contains("backend: http://127.0.0.1:8080/"), "{s}");
     assert!(
+        s.contains("backend buffering request on, response on, 1MiB in memory per body, bodies up to 100MiB"),
+        "{s}"
+    );
+    assert!(
         s.contains("/realtime/ws /realtime/sse /realtime/poll"),
         "{s}"
     );

@@ -35,6 +35,12 @@ fn on_and_off_as_nginx_writes_them_and_defaults_as_nginx_has_them() {
             response: Some(false)
         }
     );
+    let summary = c.summary();
+    assert!(
+        summary.contains("path /live/ -> api (response buffering off)")
+            && summary.contains("backend buffering request off, response on, 64KiB in memory per body, bodies up to 2MiB"),
+        "{summary}"
+    );
     let api = c.upstreams["api"].buffering.with(route);
     assert!(
         !api.request && !api.response,
