@@ -159,12 +159,12 @@ impl TapJob {
     }
 }
 
-/// Where a tunnel opened by a proxied upgrade counts and ends.
 /// What the exchange's buffers share with every other.
 fn budget(state: &AppState, settings: &Settings) -> Budget {
     Budget::new(&state.stats, &settings.config.limits.buffers)
 }
 
+/// Where a tunnel opened by a proxied upgrade counts and ends.
 fn tunnels(state: &AppState) -> Tunnels<'_> {
     Tunnels {
         stats: &state.stats,
