@@ -199,6 +199,23 @@ async fn a_body_over_max_body_is_413_and_never_reaches_the_app() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    // Chunked on HTTP/1, refused as it passes the bound: the client reads
+    // the 413 even when it was still sending (its write fails, the answer
+    // is there all the same).
+    for size in [4 * 1024usize, 4 * 1024 * 1024] {
+        let mut io = gw.tls_stream().await;
+        let head = "POST /upload?chunked HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut body = format!("{head}{size:x}\r\n").into_bytes();
+        body.extend(std::iter::repeat_n(b'x', size));
+        body.extend_from_slice(b"\r\n0\r\n\r\n");
+        let _ = io.write_all(&body).await;
+        let _ = io.flush().await;
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut raw)).await;
+        let raw = String::from_utf8_lossy(&raw);
+        assert!(raw.starts_with("HTTP/1.1 413"), "{size}: {raw}");
+        assert!(raw.contains("payload_too_large"), "{size}: {raw}");
+    }
     // Within the bound it goes through.
     let resp = gw
         .http
@@ -210,6 +227,7 @@ async fn a_body_over_max_body_is_413_and_never_reaches_the_app() {
     assert_eq!(resp.text().await.unwrap(), "1024:1024");
     assert!(!worker.has_seen("/upload?declared"));
     assert!(!worker.has_seen("/upload?streamed"));
+    assert!(!worker.has_seen("/upload?chunked"));
 }
 
 #[tokio::test]
