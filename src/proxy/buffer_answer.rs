@@ -69,11 +69,17 @@ where
 {
     let hint = body.size_hint();
     let (taken, end) = take_ready(&mut body);
-    if let Some(end) = end {
-        // Already whole (most small answers): the connection is given back
-        // now, and nothing needs a task.
+    let size: usize = taken
+        .iter()
+        .filter_map(Frame::data_ref)
+        .map(Bytes::len)
+        .sum();
+    let framed = hint.exact().is_some();
+    if let Some(end) = end.as_ref().filter(|_| size <= READY_AT_ONCE) {
+        // Already whole and small (most answers): the connection is given
+        // back now, and nothing needs a task or a spool.
         drop(body);
-        let framed = hint.exact().is_some();
+        let end = end.as_ref().map(|e| -> BoxError { e.to_string().into() });
         return Ready {
             frames: taken,
             end,
@@ -81,33 +87,48 @@ where
         }
         .boxed();
     }
+    // Into the spool, counted: what has come so far, and the end when it
+    // is in already (a large answer that arrived whole).
     let mut spool = Spool::new(budget, policy.memory);
+    let mut trailers = None;
     for frame in taken {
-        if let Ok(data) = frame.into_data() {
-            if let Err(error) = spool.push(data) {
-                warn!(%error, "answer could not be buffered");
-                let end = Some(format!("answer could not be buffered: {error}").into());
-                return Ready {
-                    frames: VecDeque::new(),
-                    end,
-                    framed: false,
+        match frame.into_data() {
+            Ok(data) => {
+                if let Err(error) = spool.push(data) {
+                    warn!(%error, "answer could not be buffered");
+                    let end = Some(format!("answer could not be buffered: {error}").into());
+                    return Ready {
+                        frames: VecDeque::new(),
+                        end,
+                        framed: false,
+                    }
+                    .boxed();
                 }
-                .boxed();
             }
+            Err(frame) => trailers = frame.into_trailers().ok(),
         }
     }
+    let end = end.map(|end| match end {
+        None => Ok(trailers),
+        Some(error) => Err(error.to_string()),
+    });
+    let whole = end.is_some();
     let pipe = Arc::new(Pipe {
         state: Mutex::new(State {
             spool,
             read: 0,
-            end: None,
+            end,
             reader: None,
         }),
         room: Notify::new(),
         gone: CancellationToken::new(),
     });
-    let cap = policy.max_body as u64;
-    tokio::spawn(take(body, pipe.clone(), cap, idle).in_current_span());
+    if whole {
+        drop(body);
+    } else {
+        let cap = policy.max_body as u64;
+        tokio::spawn(take(body, pipe.clone(), cap, idle).in_current_span());
+    }
     Buffered {
         pipe,
         exact: hint.exact(),
@@ -117,7 +138,8 @@ where
 }
 
 /// At most this much of an answer that has already arrived whole is held
-/// as it came, without a spool (and without counting in its bounds).
+/// as it came, without a spool (and without counting in its bounds: it is
+/// what hyper had read already).
 const READY_AT_ONCE: usize = 16 * 1024;
 
 /// The frames of `body` that have already arrived, without waiting, up to
