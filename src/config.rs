@@ -8,6 +8,7 @@
 //! mid-write looks like. What a reload additionally requires is in `sections`.
 
 mod access;
+mod buffering;
 mod error;
 mod interpolate;
 mod lenient;
@@ -29,6 +30,7 @@ mod validate;
 mod tests;
 
 pub use access::{Auth, Jwt, Limits, PerClient, PerIp, RateLimit, StaticToken};
+pub use buffering::{BufferLimits, Buffering, RouteBuffering};
 pub use error::{ConfigError, ConfigErrors};
 pub use queue::{ConnLimit, Queue};
 pub use routes::{DEFAULT_UPSTREAM, Route};
@@ -175,7 +177,8 @@ fn parse_document(
 
     normalize::normalize(&mut config, file);
     // What needs the disk, with paths resolved: upstream certificates, sockets.
-    let violations = upstream_tls::check_files(&config, system_roots);
+    let mut violations = upstream_tls::check_files(&config, system_roots);
+    violations.extend(buffering::check_files(&config));
     if !violations.is_empty() {
         return Err(invalid(violations));
     }

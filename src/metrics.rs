@@ -26,6 +26,12 @@ pub struct TransportLabel {
     pub transport: &'static str,
 }
 
+/// Where buffered bytes are held: `memory` or `disk`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabel {
+    pub store: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DisconnectLabels {
     pub transport: &'static str,
@@ -72,6 +78,8 @@ pub struct Metrics {
     connections: Family<TransportLabel, Gauge>,
     tcp_connections: Gauge,
     channels: Gauge,
+    /// Proxied bodies held by request and answer buffering, by where.
+    buffered: Family<StoreLabel, Gauge>,
     pub connects: Family<TransportLabel, Counter>,
     pub disconnects: Family<DisconnectLabels, Counter>,
     pub published: Counter,
@@ -119,6 +127,7 @@ impl Metrics {
             connections: Family::default(),
             tcp_connections: Gauge::default(),
             channels: Gauge::default(),
+            buffered: Family::default(),
             connects: Family::default(),
             disconnects: Family::default(),
             published: Counter::default(),
@@ -209,6 +218,11 @@ impl Metrics {
             m.proxied.clone(),
         );
         r.register(
+            "proxy_buffered_bytes",
+            "Bytes of proxied request and answer bodies held by buffering, in memory or on disk",
+            m.buffered.clone(),
+        );
+        r.register(
             "proxy_relayed",
             "Proxied requests the HTTP/1 relay carried (the rest went through hyper)",
             m.relayed.clone(),
@@ -260,6 +274,14 @@ impl Metrics {
         self.tcp_connections
             .set(stats.connections.load(Ordering::Relaxed) as i64);
         self.channels.set(channels as i64);
+        for (store, n) in [
+            ("memory", &stats.buffered_memory),
+            ("disk", &stats.buffered_disk),
+        ] {
+            self.buffered
+                .get_or_create(&StoreLabel { store })
+                .set(n.load(Ordering::Relaxed) as i64);
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

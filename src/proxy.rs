@@ -3,9 +3,15 @@
 //! `X-Forwarded-*`/`Forwarded` headers a proxy owes it, and the fields only
 //! the gateway may assert (`forwarded.rs`), which a client cannot forge.
 //!
-//! Bodies stream both ways and are never collected, so a large upload or an
-//! endless SSE response from the backend costs a few buffers, not its size
-//! (a body without a length is read ahead a little first: `upload.rs`).
+//! Under `buffering:` (the default, as nginx's) a request body is read
+//! whole before an upstream connection is taken (`buffer_request.rs`) and
+//! an answer is taken off the upstream as fast as it comes
+//! (`buffer_answer.rs`), both into spools of bounded memory backed by
+//! temporary files (`spool.rs`), so that a slow client holds the gateway's
+//! buffers and never the application's worker. Streams stay streams
+//! (`streaming.rs`), and with buffering off, bodies stream both ways and
+//! are never collected (a body without a length is read ahead a little
+//! first: `upload.rs`).
 //! A backend connection carries another client's request only after an
 //! answer whose end its framing stated (`upstream/reuse.rs`).
 //! `backend.timeout` bounds the wait for response headers; once they arrive
@@ -27,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, warn};
 
+use crate::config::Buffering;
 use crate::conn_info::ConnInfo;
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
@@ -35,12 +42,16 @@ use crate::upstream::framing::{MAX_RESPONSE_HEAD, content_length};
 use crate::upstream::limit::Refused;
 use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 
+mod buffer_answer;
+mod buffer_request;
 pub(crate) mod busy;
 pub(crate) mod chunked;
 mod fields;
 pub(crate) mod forwarded;
 pub(crate) mod head;
 mod idle;
+pub(crate) mod spool;
+pub(crate) mod streaming;
 mod upload;
 
 pub(crate) use fields::HOP_BY_HOP;
@@ -48,12 +59,16 @@ use fields::{
     drop_forged_fields, forwarded_headers, is_upgrade, join_cookies, request_host, strip_hop_by_hop,
 };
 use idle::IdleTimeout;
+use spool::Budget;
 
 /// Passes client requests on to the application's server: the request
 /// rewritten as a proxy owes it (`fields.rs`, `forwarded.rs`), the answer
 /// checked and streamed back.
 pub struct Proxy<'a> {
     upstream: &'a Upstream,
+    /// What is buffered of the exchange (`buffer_request.rs`,
+    /// `buffer_answer.rs`); `None`: both bodies stream.
+    buffering: Option<(Buffering, Budget)>,
 }
 
 /// What an upgraded tunnel (a WebSocket to the application's own paths)
@@ -164,7 +179,16 @@ impl<'a> Proxy<'a> {
     }
 
     pub fn new(upstream: &'a Upstream) -> Proxy<'a> {
-        Proxy { upstream }
+        Proxy {
+            upstream,
+            buffering: None,
+        }
+    }
+
+    /// Buffer the exchange's bodies as `policy` says, within `budget`.
+    pub(crate) fn buffered(mut self, policy: Buffering, budget: Budget) -> Proxy<'a> {
+        self.buffering = Some((policy, budget));
+        self
     }
 
     /// Forward `req` to the backend and stream its answer back. An upgraded
@@ -186,13 +210,11 @@ impl<'a> Proxy<'a> {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let keep = is_idempotent(backend_req.method()) && !upgrade;
-        let (backend_req, upload, replay) = match upload::read_ahead(backend_req, keep).await {
+        let buffering = self.buffering.as_ref();
+        let taken = buffer_request::take(backend_req, buffering, upgrade, http1).await;
+        let (backend_req, upload, replay) = match taken {
             Ok(r) => r,
-            Err(error) => {
-                debug!(%error, "request body refused before forwarding");
-                return malformed_body(http1);
-            }
+            Err(resp) => return resp,
         };
         let method = backend_req.method().clone();
         let (result, conn) = match self.send(backend_req, client, replay).await {
@@ -272,6 +294,16 @@ impl<'a> Proxy<'a> {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        if let Some((policy, budget)) = &self.buffering {
+            if policy.response
+                && !http_body::Body::is_end_stream(&body)
+                && !streaming::streams_by_fields(&parts.headers)
+            {
+                let body =
+                    buffer_answer::buffered(body, policy, budget.clone(), self.upstream.timeout());
+                return Response::from_parts(parts, body);
+            }
+        }
         let body = IdleTimeout::new(body, self.upstream.timeout());
         Response::from_parts(parts, body.boxed())
     }

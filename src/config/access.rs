@@ -90,6 +90,9 @@ pub struct Limits {
     /// Largest request head accepted (HTTP/1; 431 over it).
     #[serde(deserialize_with = "super::units::size")]
     pub max_header_size: usize,
+    /// What every request and answer buffer shares (`buffering.rs`).
+    #[serde(deserialize_with = "super::lenient::or_default")]
+    pub buffers: super::buffering::BufferLimits,
 }
 
 impl Default for Limits {
@@ -104,6 +107,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             max_header_size: 64 * 1024,
+            buffers: super::buffering::BufferLimits::default(),
         }
     }
 }

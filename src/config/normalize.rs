@@ -41,6 +41,18 @@ pub(crate) fn normalize(config: &mut Config, file: &Path) {
             jwt.hs256_secret = None;
         }
     }
+    // `temp_dir: ""` (an unset `${TMP:-}`, say) is the system's.
+    let buffers = &mut config.limits.buffers;
+    if buffers
+        .temp_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        buffers.temp_dir = None;
+    }
+    if let Some(dir) = &mut buffers.temp_dir {
+        resolve(&base, dir);
+    }
     config.auth.static_tokens.retain(|t| !t.token.is_empty());
     config.auth.admin_keys.retain(|k| !k.is_empty());
     if config.auth.cookie.as_deref() == Some("") {

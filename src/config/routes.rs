@@ -31,6 +31,9 @@ pub struct Route {
     /// Remove the matched `path` before forwarding (a leading `/` stays).
     #[serde(default, deserialize_with = "lenient::bool")]
     pub strip_prefix: bool,
+    /// Switches over the upstream's `buffering:` for this route alone.
+    #[serde(default, deserialize_with = "lenient::or_default")]
+    pub buffering: super::buffering::RouteBuffering,
 }
 
 /// The problems of `upstreams:`, `routes:` and the keys that name an

@@ -6,6 +6,7 @@
 //! authentication and limits in `access.rs`; named upstreams' routes in `routes.rs`.
 
 use super::access::{Auth, Limits};
+use super::buffering::Buffering;
 use super::locate::KeyPath;
 use super::routes::Route;
 use super::rules::{ChannelRule, ClientMessages, Tap, Webhook};
@@ -135,6 +136,10 @@ pub struct Backend {
     pub max_connections: Option<usize>,
     /// Where requests beyond `max_connections` wait (`queue.rs`).
     pub queue: Option<super::Queue>,
+    /// What is held of an exchange so that a slow client does not hold the
+    /// application (`buffering.rs`).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub buffering: Buffering,
 }
 
 impl Default for Backend {
@@ -150,6 +155,7 @@ impl Default for Backend {
             tls: None,
             max_connections: None,
             queue: None,
+            buffering: Buffering::default(),
         }
     }
 }

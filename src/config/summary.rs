@@ -85,13 +85,36 @@ impl Config {
             format_duration(b.connect_timeout),
             format_duration(b.timeout)
         )?;
+        let on = |yes: bool| if yes { "on" } else { "off" };
+        let buffering = |b: &super::Buffering| {
+            format!(
+                "buffering request {}, response {}, {} in memory per body, bodies up to {}",
+                on(b.request),
+                on(b.response),
+                size(b.memory),
+                size(b.max_body)
+            )
+        };
+        writeln!(out, "backend {}", buffering(&b.buffering))?;
         for (name, u) in &self.upstreams {
-            writeln!(out, "upstream {name}: {}", masked(u.url.as_str()))?;
-        }
-        for r in &self.routes {
             writeln!(
                 out,
-                "route: host {} path {} -> {}{}",
+                "upstream {name}: {} ({})",
+                masked(u.url.as_str()),
+                buffering(&u.buffering)
+            )?;
+        }
+        for r in &self.routes {
+            let switches: Vec<String> = [
+                ("request", r.buffering.request),
+                ("response", r.buffering.response),
+            ]
+            .into_iter()
+            .filter_map(|(way, set)| Some(format!("{way} buffering {}", on(set?))))
+            .collect();
+            writeln!(
+                out,
+                "route: host {} path {} -> {}{}{}",
                 r.host.as_deref().unwrap_or("*"),
                 r.path.as_deref().unwrap_or("/"),
                 r.upstream,
@@ -99,6 +122,11 @@ impl Config {
                     " (prefix stripped)"
                 } else {
                     ""
+                },
+                if switches.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", switches.join(", "))
                 }
             )?;
         }
@@ -238,5 +266,14 @@ fn masked(raw: &str) -> String {
         }
         Ok(url) => url.to_string(),
         Err(_) => "(invalid url)".to_owned(),
+    }
+}
+
+/// A byte size as it is usually written: `64KiB`, `1MiB`, or bytes.
+fn size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => format!("{n} bytes"),
     }
 }

@@ -5,6 +5,7 @@ use super::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod buffering;
 mod queue_rejections;
 mod rejections;
 mod route_rejections;
@@ -372,6 +373,10 @@ fn summary_names_the_essentials_without_secrets() {
     assert!(s.contains("public 0.0.0.0:8443 (TLS)"), "{s}");
     assert!(s.contains("/etc/pushgate/certs/gateway.crt"), "{s}");
     assert!(s.contains("backend: http://127.0.0.1:8080/"), "{s}");
+    assert!(
+        s.contains("backend buffering request on, response on, 1MiB in memory per body, bodies up to 100MiB"),
+        "{s}"
+    );
     assert!(
         s.contains("/realtime/ws /realtime/sse /realtime/poll"),
         "{s}"

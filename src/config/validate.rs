@@ -18,10 +18,10 @@ pub(crate) struct Violation {
 }
 
 #[derive(Default)]
-struct Report(Vec<Violation>);
+pub(crate) struct Report(Vec<Violation>);
 
 impl Report {
-    fn add(&mut self, key: KeyPath, message: impl Into<String>) {
+    pub(crate) fn add(&mut self, key: KeyPath, message: impl Into<String>) {
         self.0.push(Violation {
             key,
             message: message.into(),
@@ -138,6 +138,7 @@ fn backend(b: &super::Backend, key: &KeyPath, r: &mut Report) {
     nonzero(r, &key.key("connect_timeout"), b.connect_timeout);
     nonzero(r, &key.key("timeout"), b.timeout);
     conn_limit(b, key, r);
+    super::buffering::check(&b.buffering, &key.key("buffering"), r);
     if let Some(h) = &b.health {
         let at = key.key("health");
         if !h.path.starts_with('/') || h.path.contains([' ', '#']) {

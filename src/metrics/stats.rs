@@ -15,6 +15,10 @@ pub struct Stats {
     pub published: AtomicU64,
     pub delivered: AtomicU64,
     pub evicted: AtomicU64,
+    /// Bytes of proxied bodies held in memory and in temporary files
+    /// (request and answer buffering), gateway-wide.
+    pub buffered_memory: AtomicUsize,
+    pub buffered_disk: AtomicUsize,
     /// The last reload attempt was refused (shown by `/readyz`).
     pub reload_failed: std::sync::atomic::AtomicBool,
     pub next_conn_id: AtomicU64,

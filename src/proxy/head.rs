@@ -306,6 +306,8 @@ pub struct Inbound {
     pub reusable: bool,
     /// The head to send the client.
     pub head: Vec<u8>,
+    /// The answer passes through unbuffered (`streaming.rs`).
+    pub streams: bool,
 }
 
 #[derive(Debug)]
@@ -462,12 +464,21 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
         head.extend_from_slice(b"connection: close\r\n");
     }
     head.extend_from_slice(b"\r\n");
+    let field = |name: &str| {
+        parsed
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    let streams = super::streaming::streams(field("content-type"), field("x-accel-buffering"));
     Response::Final(Inbound {
         len,
         status,
         framing,
         reusable,
         head,
+        streams,
     })
 }
 

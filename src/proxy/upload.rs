@@ -58,13 +58,21 @@ impl Outcome {
 #[error("malformed request body: {0}")]
 pub(super) struct Malformed(BoxError);
 
-/// A whole request body, kept to send again.
-pub(super) struct Replay(Vec<Frame<Bytes>>);
+/// A whole request body, kept to send again: read ahead here, or held by
+/// request buffering (`buffer_request.rs`).
+pub(super) enum Replay {
+    Frames(Vec<Frame<Bytes>>),
+    Stored(super::buffer_request::Stored),
+}
 
 impl Replay {
     /// The body once more.
     pub(super) fn body(&self) -> Body {
-        let frames: VecDeque<Frame<Bytes>> = self.0.iter().map(copy_frame).collect();
+        let frames = match self {
+            Replay::Frames(frames) => frames,
+            Replay::Stored(stored) => return stored.body(),
+        };
+        let frames: VecDeque<Frame<Bytes>> = frames.iter().map(copy_frame).collect();
         Upload {
             ahead: frames,
             rest: None,
@@ -110,7 +118,7 @@ pub(super) async fn read_ahead(
         }
     }
     let replay = (keep && !ahead.is_empty() && body.is_end_stream())
-        .then(|| Replay(ahead.iter().map(copy_frame).collect()));
+        .then(|| Replay::Frames(ahead.iter().map(copy_frame).collect()));
     let upload = Upload {
         ahead,
         rest: Some(body),

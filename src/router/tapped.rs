@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::ingest::tap::{Captured, TapRule, tee};
 use crate::ingest::template::{Body, Input};
+use crate::proxy::spool::Budget;
 use crate::proxy::{Proxy, Tunnels};
 use crate::reply::{self, Body as ReplyBody};
 use crate::state::{AppState, Settings};
@@ -43,6 +44,7 @@ pub async fn proxy_with_taps(
             Err(resp) => return resp,
         };
         return Proxy::new(routed.upstream)
+            .buffered(routed.buffering, budget(state, settings))
             .forward(req, tunnels(state))
             .instrument(upstream_span(routed.name))
             .await;
@@ -67,6 +69,7 @@ pub async fn proxy_with_taps(
         Err(resp) => return resp,
     };
     let resp = Proxy::new(routed.upstream)
+        .buffered(routed.buffering, budget(state, settings))
         .forward(req, tunnels(state))
         .instrument(upstream_span(routed.name))
         .await;
@@ -153,6 +156,11 @@ impl TapJob {
             }
         });
     }
+}
+
+/// What the exchange's buffers share with every other.
+fn budget(state: &AppState, settings: &Settings) -> Budget {
+    Budget::new(&state.stats, &settings.config.limits.buffers)
 }
 
 /// Where a tunnel opened by a proxied upgrade counts and ends.

@@ -7,7 +7,9 @@
 //! re-encoded twice: about 12 µs of CPU per request here, against nginx's 4.
 //! The relay parses the head once (`proxy/head.rs`), writes the rewritten
 //! head to a pooled backend connection (`upstream/pool.rs`), and passes the
-//! answer on as it comes, framing included (`relay/answer.rs`;
+//! answer on as it comes, framing included (`relay/answer.rs`; under
+//! `buffering.response`, the default, it is taken off the backend at once
+//! and fed to the client at its pace: `relay/spooled.rs`;
 //! `proxy/chunked.rs` finds where a chunked body ends). When the backend gives nothing to pass on, the relay
 //! answers 502 or 504 itself, and 503 when no connection to the server was
 //! free within its queue (`max_connections`; `relay/refusal.rs`).
@@ -31,13 +33,16 @@ use tracing::{Instrument, debug, warn};
 
 mod answer;
 mod refusal;
+mod spooled;
 
 use answer::{Answer, Body, pass_on};
 use refusal::{Refusal, refuse};
+use spooled::Holding;
 
 use crate::conn_info::ConnInfo;
 use crate::proxy::chunked::ChunkedEnd;
 use crate::proxy::head::{self, Framing, Inbound, Outbound, Route};
+use crate::proxy::spool::{Budget, Spool};
 use crate::state::AppState;
 use crate::upstream::Upstream;
 use crate::upstream::limit::Refused;
@@ -111,7 +116,11 @@ where
                     state.metrics.relayed();
                     let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name, client = %out.client);
                     out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
-                    let next = exchange(state, routed.upstream, out.client, io, &mut buf, &out)
+                    let to = To {
+                        upstream: routed.upstream,
+                        buffering: routed.buffering,
+                    };
+                    let next = exchange(state, to, out.client, io, &mut buf, &out)
                         .instrument(span)
                         .await;
                     if next == Next::Abort {
@@ -183,6 +192,13 @@ enum BackendFailure {
     Busy(Refused),
 }
 
+/// Where a relayed request goes: its upstream, and what is buffered of
+/// the answer (its route's say over the upstream's `buffering:`).
+struct To<'a> {
+    upstream: &'a Upstream,
+    buffering: crate::config::Buffering,
+}
+
 /// One request to the backend and its answer back to the client.
 ///
 /// `buf` takes what the client sends meanwhile (the start of a pipelined
@@ -190,7 +206,7 @@ enum BackendFailure {
 /// backend connection at once, as hyper does, instead of at `backend.timeout`.
 async fn exchange<I>(
     state: &AppState,
-    upstream: &Upstream,
+    to: To<'_>,
     client: std::net::IpAddr,
     io: &mut I,
     buf: &mut BytesMut,
@@ -200,6 +216,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
+    let upstream = to.upstream;
     // The last answer before a shutdown says so, as hyper's would.
     let close = out.close || state.stopping.has_rung();
     let mut rbuf = BytesMut::with_capacity(8192);
@@ -217,7 +234,7 @@ where
             }
         }
     };
-    let (server, _in_flight, backend, inbound) = match asked {
+    let (server, in_flight, backend, inbound) = match asked {
         Ok(answer) => answer,
         Err(BackendFailure::TimedOut) => {
             warn!(timeout = ?upstream.timeout(), "backend did not answer in time");
@@ -232,6 +249,7 @@ where
         }
     };
     let status = StatusCode::from_u16(inbound.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let buffered = to.buffering.response && !inbound.streams;
     rbuf.advance(inbound.len);
     let mut body = match inbound.framing {
         Framing::Empty => Body::Length(0),
@@ -262,7 +280,18 @@ where
         body,
         reusable: inbound.reusable,
     };
-    pass_on(io, backend, answer, rbuf, upstream.timeout(), &server.pool).await
+    if buffered {
+        let budget = Budget::new(&state.stats, &state.settings().config.limits.buffers);
+        let holding = Holding {
+            spool: Spool::new(budget, to.buffering.memory),
+            cap: to.buffering.max_body as u64,
+            idle: upstream.timeout(),
+        };
+        return spooled::pass_on(io, backend, in_flight, answer, rbuf, &server.pool, holding).await;
+    }
+    let next = pass_on(io, backend, answer, rbuf, upstream.timeout(), &server.pool).await;
+    drop(in_flight);
+    next
 }
 
 /// Watch the client while its answer is prepared: `true` once it has

@@ -59,6 +59,8 @@ pub struct Routed<'a> {
     /// The upstream's name (`default` for `backend:`).
     pub name: &'a str,
     pub rewrite: Rewrite,
+    /// The upstream's `buffering:` with the route's switches applied.
+    pub buffering: config::Buffering,
 }
 
 impl Upstreams {
@@ -114,13 +116,17 @@ impl Upstreams {
             return Err(AmbiguousPath);
         }
         let routed = match self.routes.choose(host, path) {
-            None => self.routed(&self.default, Rewrite::default()),
-            Some(Choice { upstream, rewrite }) => {
+            None => self.routed(&self.default, Rewrite::default(), Default::default()),
+            Some(Choice {
+                upstream,
+                rewrite,
+                buffering,
+            }) => {
                 let entry = upstream
                     .checked_sub(1)
                     .and_then(|i| self.named.get(i))
                     .unwrap_or(&self.default);
-                self.routed(entry, rewrite)
+                self.routed(entry, rewrite, buffering)
             }
         };
         if routed.rewrite.strip() > 0 && ambiguous(&routed.rewrite.apply(path)) {
@@ -129,11 +135,17 @@ impl Upstreams {
         Ok(routed)
     }
 
-    fn routed<'a>(&'a self, entry: &'a Entry, rewrite: Rewrite) -> Routed<'a> {
+    fn routed<'a>(
+        &'a self,
+        entry: &'a Entry,
+        rewrite: Rewrite,
+        route: config::RouteBuffering,
+    ) -> Routed<'a> {
         Routed {
             upstream: &entry.upstream,
             name: &entry.name,
             rewrite,
+            buffering: entry.config.buffering.with(route),
         }
     }
 

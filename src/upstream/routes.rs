@@ -17,6 +17,8 @@ use crate::config;
 pub struct Choice {
     pub upstream: usize,
     pub rewrite: Rewrite,
+    /// The route's switches over its upstream's buffering.
+    pub buffering: config::RouteBuffering,
 }
 
 /// How a routed request's path changes on its way: `strip` bytes taken off
@@ -55,6 +57,7 @@ pub struct Route {
     path: Option<String>,
     strip_prefix: bool,
     upstream: usize,
+    buffering: config::RouteBuffering,
 }
 
 #[derive(Debug)]
@@ -127,6 +130,7 @@ impl Routes {
                 path: r.path.clone(),
                 strip_prefix: r.strip_prefix,
                 upstream: index(&r.upstream).unwrap_or(0),
+                buffering: r.buffering,
             })
             .collect();
         Routes { routes }
@@ -144,6 +148,7 @@ impl Routes {
             .map(|r| Choice {
                 upstream: r.upstream,
                 rewrite: r.rewrite(),
+                buffering: r.buffering,
             })
     }
 }
@@ -204,6 +209,7 @@ mod tests {
             path: path.map(str::to_owned),
             upstream: upstream.to_owned(),
             strip_prefix: strip,
+            buffering: config::RouteBuffering::default(),
         }
     }
 

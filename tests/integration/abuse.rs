@@ -115,7 +115,15 @@ async fn a_backend_that_never_reads_does_not_grow_memory() {
             conns.push(s);
         }
     });
-    let gw = TestGateway::with(&format!("http://{addr}"), "  heartbeat: 15s", "").await;
+    // Without request buffering, which would take the body whole first
+    // (to `buffering.max_body`, on disk past `buffering.memory`; the
+    // buffering tests have that): here back-pressure is what bounds it.
+    let gw = TestGateway::with_backend_keys(
+        &format!("http://{addr}"),
+        ", buffering: { request: off }",
+        "",
+    )
+    .await;
     let pulled = Arc::new(AtomicU64::new(0));
     let counter = pulled.clone();
     let chunk = bytes::Bytes::from(vec![b'u'; 64 * 1024]);

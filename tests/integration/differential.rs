@@ -22,6 +22,22 @@ fn answer(path: &str) -> Vec<u8> {
         "plain" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-App: yes\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
         "chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n".to_vec(),
         "empty-chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        // Larger than a spilling gateway's memory bound (see below).
+        "big" => {
+            let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+            a.extend((0..100_000u32).map(|i| (i % 251) as u8));
+            a
+        }
+        "bigchunked" => {
+            let mut a = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n".to_vec();
+            for i in 0..64u8 {
+                a.extend_from_slice(b"3e8\r\n");
+                a.extend(std::iter::repeat_n(b'a' + i % 26, 1000));
+                a.extend_from_slice(b"\r\n");
+            }
+            a.extend_from_slice(b"0\r\nX-Sum: 64000\r\n\r\n");
+            a
+        }
         "nocontent" => b"HTTP/1.1 204 No Content\r\nX-App: yes\r\n\r\n".to_vec(),
         "redirect" => b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n".to_vec(),
         "bighead" => {
@@ -188,6 +204,19 @@ fn received(head: &str) -> (String, BTreeSet<(String, String)>) {
 
 #[tokio::test]
 async fn the_relay_and_hyper_forward_by_one_policy() {
+    one_policy("").await;
+}
+
+/// The same with answers buffered past a memory bound of 1 KiB (the rest
+/// of each in a temporary file), and with answer buffering off.
+#[tokio::test]
+async fn the_relay_and_hyper_forward_by_one_policy_spilled_or_unbuffered() {
+    one_policy(", buffering: { memory: 1KiB }").await;
+    one_policy(", buffering: { response: off }").await;
+}
+
+/// Every case through both engines, to a backend with the keys `keys`.
+async fn one_policy(keys: &str) {
     let (url, heads) = application().await;
     let extra = r#"
 taps:
@@ -195,13 +224,17 @@ taps:
     channel: public.never
     data: "{response.status}"
 "#;
-    let gw = TestGateway::with(&url, "  heartbeat: 15s", extra).await;
+    let gw = TestGateway::with_backend_keys(&url, keys, extra).await;
     let cases = [
         ("GET", "plain", ""),
         ("HEAD", "plain", ""),
         ("GET", "chunked", ""),
         ("GET", "chunked", "TE: trailers\r\n"),
         ("GET", "empty-chunked", ""),
+        ("GET", "big", ""),
+        ("HEAD", "big", ""),
+        ("GET", "bigchunked", ""),
+        ("GET", "bigchunked", "TE: trailers\r\n"),
         ("GET", "nocontent", ""),
         ("GET", "redirect", ""),
         ("GET", "bighead", ""),
@@ -252,6 +285,17 @@ taps:
             hyper_got.as_deref().map(received),
             "{method} {case} {extra:?}: what the application received"
         );
+    }
+    // Whole and intact, not only alike (buffering holds them on both).
+    for road in ["r", "h"] {
+        let big = ask(&gw, "GET", &format!("/{road}/big"), "").await;
+        let want: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        assert!(big.body == want, "/{road}/big arrived intact");
+        let chunked = ask(&gw, "GET", &format!("/{road}/bigchunked"), "").await;
+        let want: Vec<u8> = (0..64u8)
+            .flat_map(|i| std::iter::repeat_n(b'a' + i % 26, 1000))
+            .collect();
+        assert!(chunked.body == want, "/{road}/bigchunked arrived intact");
     }
     // The policy itself, on both: trailers only to a client that asked.
     let with = ask(&gw, "GET", "/r/chunked", "TE: trailers\r\n").await;

@@ -128,6 +128,16 @@ impl TestGateway {
         Self::start_yaml(&yaml(&dir, backend, realtime, extra), dir).await
     }
 
+    /// [`TestGateway::with`] with more keys for `backend:` (`keys` is
+    /// `, key: value…`), such as `buffering:`.
+    pub async fn with_backend_keys(backend: &str, keys: &str, extra: &str) -> TestGateway {
+        let dir = temp_dir("gw");
+        let text = yaml(&dir, backend, "  heartbeat: 15s", extra)
+            .replace("timeout: 2s }", &format!("timeout: 2s{keys} }}"));
+        assert!(text.contains(keys), "the backend takes the keys: {text}");
+        Self::start_yaml(&text, dir).await
+    }
+
     pub async fn start_yaml(text: &str, dir: PathBuf) -> TestGateway {
         let path = dir.join("gateway.yaml");
         std::fs::write(&path, text).unwrap();

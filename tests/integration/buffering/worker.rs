@@ -1,0 +1,212 @@
+//! A stand-in application with ONE worker, as a gunicorn sync worker or a
+//! one-process PHP-FPM pool: it accepts a connection, serves its one
+//! request to the end (the whole answer written to the socket), closes it,
+//! and only then accepts the next. Whatever holds its request holds it for
+//! everybody.
+//!
+//! Paths: `/ping` answers `pong`; `/big` sends [`BIG`] bytes of
+//! [`pattern`] (with a length, or chunked with `?chunked`; as an event
+//! stream with `?sse`, marked `X-Accel-Buffering: no` with `?accel`); `/upload`
+//! answers `{length}:{sum of the bytes}` of the body it read; `/events`
+//! (an event stream), `/drip` (`X-Accel-Buffering: no`) and `/plain-drip`
+//! send a first part, wait for a permit of `release`, then end; `/die`
+//! promises [`BIG`] bytes, sends 1 MiB, and at a permit of `release`
+//! drops the connection.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::sync::Semaphore;
+
+/// The size of `/big`: more than every socket buffer between the worker
+/// and a client that stopped reading can take (loopback autotuning lets
+/// them take about 8 MiB), so that an unbuffered answer surely holds the
+/// worker.
+pub(crate) const BIG: usize = 32 * 1024 * 1024;
+
+/// The bytes of `/big`, made once.
+pub(crate) fn big_body() -> &'static Bytes {
+    static BODY: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    BODY.get_or_init(|| (0..BIG).map(pattern).collect::<Vec<u8>>().into())
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type B = BoxBody<Bytes, BoxError>;
+
+pub(crate) struct Worker {
+    pub(crate) url: String,
+    /// Every target it has read the head of.
+    seen: Arc<Mutex<Vec<String>>>,
+    /// Connections it has finished with (answer written, socket closed).
+    finished: Arc<AtomicUsize>,
+    /// `/events`, `/drip` and `/plain-drip` end after a permit of this.
+    pub(crate) release: Arc<Semaphore>,
+}
+
+impl Worker {
+    pub(crate) fn has_seen(&self, target: &str) -> bool {
+        self.seen.lock().unwrap().iter().any(|t| t == target)
+    }
+
+    pub(crate) fn finished(&self) -> usize {
+        self.finished.load(Ordering::SeqCst)
+    }
+}
+
+/// The byte at `i` of `/big`.
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+#[derive(Clone)]
+struct Shared {
+    seen: Arc<Mutex<Vec<String>>>,
+    release: Arc<Semaphore>,
+}
+
+pub(crate) async fn one_worker() -> Worker {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shared = Shared {
+        seen: Arc::default(),
+        release: Arc::new(Semaphore::new(0)),
+    };
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (s, f) = (shared.clone(), finished.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let s = s.clone();
+            let svc = hyper::service::service_fn(move |req| handle(s.clone(), req));
+            // Served here, not on a task of its own: one at a time.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            f.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    Worker {
+        url,
+        seen: shared.seen,
+        finished,
+        release: shared.release,
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> B {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+fn big(chunked: bool) -> Response<B> {
+    let chunks = (0..BIG / 65536)
+        .map(|k| Ok::<_, BoxError>(Frame::data(big_body().slice(k * 65536..(k + 1) * 65536))));
+    let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed();
+    let mut resp = Response::new(body);
+    if !chunked {
+        resp.headers_mut()
+            .insert("content-length", BIG.to_string().parse().unwrap());
+    }
+    resp
+}
+
+/// `/big` as an event stream (`?sse`) or marked `X-Accel-Buffering: no`
+/// (`?accel`).
+fn marked(query: &str) -> Response<B> {
+    let mut resp = big(false);
+    let (name, value) = match query {
+        "sse" => ("content-type", "text/event-stream"),
+        _ => ("x-accel-buffering", "no"),
+    };
+    resp.headers_mut().insert(name, value.parse().unwrap());
+    resp
+}
+
+/// A first part, then the end once a permit of `release` is given.
+fn drip(release: Arc<Semaphore>, first: &'static str, last: &'static str) -> B {
+    let stream = futures_util::stream::unfold(0u8, move |n| {
+        let release = release.clone();
+        async move {
+            match n {
+                0 => Some((Ok::<_, BoxError>(Frame::data(Bytes::from(first))), 1)),
+                1 => {
+                    release.acquire().await.ok()?.forget();
+                    Some((Ok(Frame::data(Bytes::from(last))), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    StreamBody::new(stream).boxed()
+}
+
+async fn handle(s: Shared, req: Request<Incoming>) -> Result<Response<B>, Infallible> {
+    if let Some(pq) = req.uri().path_and_query() {
+        s.seen.lock().unwrap().push(pq.to_string());
+    }
+    let chunked = req.uri().query() == Some("chunked");
+    let path = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+    let resp = match path.as_str() {
+        "ping" => Response::new(full("pong")),
+        "big" => match req.uri().query() {
+            Some(q @ ("sse" | "accel")) => marked(q),
+            _ => big(chunked),
+        },
+        "upload" => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return Ok(Response::new(full("broken"))),
+            };
+            let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+            Response::new(full(format!("{}:{sum}", body.len())))
+        }
+        "events" => {
+            let mut resp = Response::new(drip(s.release, "data: one\n\n", "data: two\n\n"));
+            resp.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            resp
+        }
+        "drip" | "plain-drip" => {
+            let mut resp = Response::new(drip(s.release, "first|", "last"));
+            if path == "drip" {
+                resp.headers_mut()
+                    .insert("x-accel-buffering", "no".parse().unwrap());
+            }
+            resp
+        }
+        "die" => {
+            let release = s.release.clone();
+            let stream = futures_util::stream::unfold(0u8, move |n| {
+                let release = release.clone();
+                async move {
+                    match n {
+                        0 => Some((Ok(Frame::data(Bytes::from(vec![7u8; 1024 * 1024]))), 1)),
+                        1 => {
+                            release.acquire().await.ok()?.forget();
+                            Some((
+                                Err::<Frame<Bytes>, BoxError>("the application died".into()),
+                                2,
+                            ))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let mut resp = Response::new(StreamBody::new(stream).boxed());
+            resp.headers_mut()
+                .insert("content-length", BIG.to_string().parse().unwrap());
+            resp
+        }
+        _ => {
+            let mut resp = Response::new(full("no such path"));
+            *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
+            resp
+        }
+    };
+    Ok(resp)
+}
