@@ -4,8 +4,10 @@
 //! This file parses what the three transports share (channels, cursor; the
 //! Origin in `cors.rs`) and dispatches; each transport then drives a [`session::Session`].
 //! Everything a subscriber may be refused is checked here, before a response
-//! or an upgrade is started, so refusals are plain HTTP answers.
+//! or an upgrade is started, so refusals are plain HTTP answers; what each
+//! refusal is (status, code, message) is decided in `admission.rs`.
 
+pub mod admission;
 pub mod assets;
 pub mod cors;
 pub mod login;
@@ -26,11 +28,11 @@ use hyper::body::Incoming;
 use crate::auth::Identity;
 use crate::conn_info::ConnInfo;
 use crate::hub::Cursor;
-use crate::hub::cursor::CursorError;
 use crate::limits::{ClientKey, ConnectionSlot, Limited};
 use crate::reply::{self, Body};
 use crate::session_auth::Asker;
 use crate::state::{AppState, Settings};
+use admission::{Refusal, Wire};
 
 /// Route a request whose path is under `realtime.path`; `rest` is what follows it.
 pub async fn handle(state: AppState, mut req: Request<Incoming>, rest: &str) -> Response<Body> {
@@ -111,10 +113,7 @@ pub struct Client {
 
 /// The documented refusal for a rate limit: 429 with `Retry-After`.
 pub fn limited(l: Limited) -> Response<Body> {
-    reply::rate_limited(
-        l.retry_after,
-        &format!("rate limit exceeded ({})", l.kind.label()),
-    )
+    admission::rate_limited(l).response()
 }
 
 /// Identify the client (its token, else — when `wants_login`, because what
@@ -126,10 +125,10 @@ pub async fn admit<B>(
     req: &Request<B>,
     q: &HashMap<String, String>,
     wants_login: bool,
-) -> Result<Client, Response<Body>> {
+) -> Result<Client, Refusal> {
     let limited = |l: Limited| {
         state.metrics.limited(l.kind.label());
-        limited(l)
+        admission::rate_limited(l)
     };
     let info = req.extensions().get::<ConnInfo>();
     let addr = info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.client);
@@ -191,7 +190,7 @@ pub async fn open_session<B: Sync>(
     settings: &Settings,
     req: &Request<B>,
     q: &HashMap<String, String>,
-) -> Result<Opened, Response<Body>> {
+) -> Result<Opened, Refusal> {
     let asked = requested(settings, req, q, true)?;
     let client = admit(state, settings, req, q, asked.needs_identity(settings)).await?;
     let sub = subscription(state, settings, asked, &client).await?;
@@ -201,7 +200,13 @@ pub async fn open_session<B: Sync>(
     session
         .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
         .await
-        .map_err(|e| reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e))?;
+        .map_err(|e| {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?;
     Ok(Opened {
         client,
         session,
@@ -237,7 +242,7 @@ pub fn requested<B>(
     req: &Request<B>,
     q: &HashMap<String, String>,
     require_channels: bool,
-) -> Result<Requested, Response<Body>> {
+) -> Result<Requested, Refusal> {
     let text = req
         .headers()
         .get("last-event-id")
@@ -248,21 +253,7 @@ pub fn requested<B>(
         .filter(|t| !t.is_empty());
     // Bounded by what one connection may follow before anything is kept.
     let max = settings.config.limits.max_channels_per_connection;
-    let cursor = match text {
-        Some(t) => Some(Cursor::decode_within(&t, max).map_err(|e| match e {
-            CursorError::TooLarge => reply::error(
-                StatusCode::BAD_REQUEST,
-                "too_many_channels",
-                format!("the cursor names more than {max} channels"),
-            ),
-            CursorError::Malformed => reply::error(
-                StatusCode::BAD_REQUEST,
-                "bad_cursor",
-                "the cursor is malformed; reconnect without it",
-            ),
-        })?),
-        None => None,
-    };
+    let cursor = admission::admit_cursor(text.as_deref(), max, Wire::Http)?;
     let names: Vec<Arc<str>> = match q.get("channels") {
         Some(list) => list
             .split(',')
@@ -271,20 +262,10 @@ pub fn requested<B>(
             .collect(),
         None => cursor.iter().flat_map(|c| c.channels().cloned()).collect(),
     };
-    if names.is_empty() && require_channels {
-        return Err(reply::error(
-            StatusCode::BAD_REQUEST,
-            "missing_channels",
-            "name at least one channel: ?channels=a,b",
-        ));
+    if require_channels {
+        admission::admit_any_channel(names.len())?;
     }
-    if names.len() > max {
-        return Err(reply::error(
-            StatusCode::BAD_REQUEST,
-            "too_many_channels",
-            format!("at most {max} channels per connection"),
-        ));
-    }
+    admission::admit_channel_count(names.len(), max)?;
     Ok(Requested { names, cursor })
 }
 
@@ -295,7 +276,7 @@ pub async fn subscription(
     settings: &Settings,
     requested: Requested,
     client: &Client,
-) -> Result<Subscription, Response<Body>> {
+) -> Result<Subscription, Refusal> {
     let who = client.identity.as_ref();
     let Requested { names, cursor } = requested;
     // Channels the cursor already covers are a resume (every long-poll, every
@@ -308,7 +289,7 @@ pub async fn subscription(
     if fresh > 0 {
         state.limits.subscribe(&client.key, fresh).map_err(|l| {
             state.metrics.limited(l.kind.label());
-            limited(l)
+            admission::subscribes_limited(l, Wire::Http)
         })?;
     }
     // The rules first, for every channel; then the application's checks,
@@ -319,19 +300,13 @@ pub async fn subscription(
         if verdicts.iter().any(|(c, _)| *c == name) {
             continue;
         }
-        let verdict = settings.rules.check_subscribe(&name, who).map_err(|r| {
-            if matches!(r, crate::rules::Refusal::TokenRequired(_)) {
+        let verdict = admission::admit_channel(&settings.rules, &name, who).inspect_err(|r| {
+            // The rules answer 401 only for a channel that needs a token.
+            if r.status == StatusCode::UNAUTHORIZED {
                 state.metrics.auth_failed("missing");
             }
-            reply::error(r.status(), r.code(), &r)
         })?;
-        if channel_full(state, settings, &name) {
-            return Err(reply::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "channel_full",
-                format!("channel `{name}` has reached limits.max_subscribers_per_channel"),
-            ));
-        }
+        admit_subscriber(state, settings, &name, Wire::Http)?;
         verdicts.push((name, verdict));
     }
     let credential = client.credential.as_ref();
@@ -342,7 +317,7 @@ pub async fn subscription(
     .await;
     let mut channels = Vec::with_capacity(verdicts.len());
     for ((name, _), allowed) in verdicts.into_iter().zip(allowed) {
-        let (rule, checked) = allowed.map_err(|d| d.response())?;
+        let (rule, checked) = allowed?;
         let mut policy = session::SubscriptionPolicy::from(rule);
         policy.checked = checked;
         channels.push((name, policy));
@@ -350,13 +325,18 @@ pub async fn subscription(
     Ok(Subscription { channels, cursor })
 }
 
-/// Whether `channel` is at `limits.max_subscribers_per_channel` on this instance.
-pub fn channel_full(state: &AppState, settings: &Settings, channel: &str) -> bool {
-    settings
-        .config
-        .limits
-        .max_subscribers_per_channel
-        .is_some_and(|max| state.hub.subscriber_count(channel) >= max)
+/// Whether `channel` takes one more subscriber on this instance
+/// (`limits.max_subscribers_per_channel`).
+pub(crate) fn admit_subscriber(
+    state: &AppState,
+    settings: &Settings,
+    channel: &str,
+    wire: Wire,
+) -> Result<(), admission::Refusal> {
+    let max = settings.config.limits.max_subscribers_per_channel;
+    // Counted only when bounded: the count takes the hub's lock.
+    let subscribers = max.map_or(0, |_| state.hub.subscriber_count(channel));
+    admission::admit_subscriber(channel, subscribers, max, wire)
 }
 
 /// Read a client's JSON request body of at most `limit` bytes into `T`;

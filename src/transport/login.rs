@@ -7,62 +7,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, StatusCode};
 
 use super::Client;
+use super::admission::{self, Refusal};
 use super::session::Session;
 use crate::auth::{AuthError, Identity};
-use crate::reply::{self, Body};
 use crate::rules::{ChannelRule, Verdict};
 use crate::session_auth::{Access, Asker, CheckError, Credential};
 use crate::state::{AppState, Settings};
-
-/// A refusal of a channel: status, code and message, for an HTTP answer or
-/// a WebSocket error frame alike.
-#[derive(Debug)]
-pub struct Denied {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    /// When a retry may succeed (429).
-    pub retry_after: Option<std::time::Duration>,
-}
-
-impl Denied {
-    pub fn response(&self) -> Response<Body> {
-        match self.retry_after {
-            Some(after) => reply::rate_limited(after, &self.message),
-            None => reply::error(self.status, self.code, &self.message),
-        }
-    }
-
-    fn refused(status: StatusCode, code: &'static str, message: String) -> Denied {
-        Denied {
-            status,
-            code,
-            message,
-            retry_after: None,
-        }
-    }
-
-    /// The application gave no answer to act on: 503 `auth_unavailable`;
-    /// or it was not asked, the address being over its share: 429.
-    fn unavailable(e: &CheckError) -> Denied {
-        match e {
-            CheckError::Limited(after) => Denied {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                code: "rate_limited",
-                message: format!("rate limit exceeded (session_checks): {e}"),
-                retry_after: Some(*after),
-            },
-            _ => Denied::refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "auth_unavailable",
-                format!("{e}; try again shortly"),
-            ),
-        }
-    }
-}
 
 /// Who a request is: its token's identity, else (with `auth.session`) the
 /// application's answer for its credentials.
@@ -92,13 +45,13 @@ pub async fn identify(
     q: &HashMap<String, String>,
     wanted: bool,
     asker: Asker,
-    before_asking: impl FnOnce() -> Result<(), Response<Body>>,
-) -> Result<Identified, Response<Body>> {
+    before_asking: impl FnOnce() -> Result<(), Refusal>,
+) -> Result<Identified, Refusal> {
     let asks = settings.checks.login.is_some() || settings.rules.has_checks();
     let credential = asks.then(|| Credential::of(headers)).flatten();
     let refused = |e: AuthError| {
         state.metrics.auth_failed(e.reason());
-        reply::error(StatusCode::UNAUTHORIZED, e.code(), &e)
+        admission::bad_token(&e)
     };
     match settings.auth.identify(headers, q) {
         Ok(Some(identity)) => {
@@ -129,9 +82,7 @@ pub async fn identify(
         return Ok(anonymous(credential, true));
     }
     before_asking()?;
-    let identity = login(state, settings, c, asker)
-        .await
-        .map_err(|d| d.response())?;
+    let identity = login(state, settings, c, asker).await?;
     Ok(Identified {
         by_session: identity.is_some(),
         identity,
@@ -148,12 +99,12 @@ pub async fn login(
     settings: &Settings,
     credential: &Credential,
     asker: Asker,
-) -> Result<Option<Identity>, Denied> {
+) -> Result<Option<Identity>, Refusal> {
     let Some(login) = &settings.checks.login else {
         return Ok(None);
     };
     let Some(upstream) = settings.upstreams.get(&settings.checks.terms.upstream) else {
-        return Err(Denied::unavailable(&CheckError::Unreachable));
+        return Err(admission::app_unavailable(&CheckError::Unreachable));
     };
     state
         .app_checks
@@ -166,7 +117,7 @@ pub async fn login(
             &state.metrics,
         )
         .await
-        .map_err(|e| Denied::unavailable(&e))
+        .map_err(|e| admission::app_unavailable(&e))
 }
 
 /// The rule for `channel` once the application allowed it, when the rule
@@ -179,13 +130,13 @@ pub async fn allow<'r>(
     asker: Asker,
     channel: &str,
     verdict: Verdict<'r>,
-) -> Result<(&'r ChannelRule, u64), Denied> {
+) -> Result<(&'r ChannelRule, u64), Refusal> {
     let (rule, checks) = match verdict {
         Verdict::Allowed(rule) => return Ok((rule, 0)),
         Verdict::Ask(rule, checks) => (rule, checks),
     };
     let Some(upstream) = settings.upstreams.get(&settings.checks.terms.upstream) else {
-        return Err(Denied::unavailable(&CheckError::Unreachable));
+        return Err(admission::app_unavailable(&CheckError::Unreachable));
     };
     let captures = rule.pattern.captures(channel).unwrap_or_default();
     for check in &checks {
@@ -201,21 +152,9 @@ pub async fn allow<'r>(
             .await;
         match access {
             Ok(Access::Allowed) => {}
-            Ok(Access::Unauthorized) => {
-                return Err(Denied::refused(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    format!("channel `{channel}` needs a login"),
-                ));
-            }
-            Ok(Access::Forbidden) => {
-                return Err(Denied::refused(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("the application does not allow channel `{channel}`"),
-                ));
-            }
-            Err(e) => return Err(Denied::unavailable(&e)),
+            Ok(Access::Unauthorized) => return Err(admission::app_denied(channel, true)),
+            Ok(Access::Forbidden) => return Err(admission::app_denied(channel, false)),
+            Err(e) => return Err(admission::app_unavailable(&e)),
         }
     }
     Ok((rule, crate::rules::checks_id(&checks)))

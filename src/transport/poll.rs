@@ -39,7 +39,7 @@ pub async fn poll(
         mut out,
     } = match open_session(&state, &settings, &req, &q).await {
         Ok(o) => o,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.response(),
     };
     let _gauge = Gauge::enter(&state.stats, |s| &s.poll);
     state.metrics.connect("poll");

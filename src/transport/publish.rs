@@ -8,7 +8,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::value::RawValue;
 
-use super::login::{self, Denied};
+use super::admission;
+use super::login;
 use super::{Client, admit, query, read_json};
 use crate::broker::{BrokerError, Publish};
 use crate::hub::{Message, message};
@@ -31,7 +32,7 @@ pub enum ClientPublishError {
     Refused(#[from] Refusal),
     /// The application's answer to the channel's `publish: { check }`.
     #[error("{}", .0.message)]
-    Denied(Denied),
+    Denied(admission::Refusal),
     #[error("invalid event name")]
     BadEvent,
     #[error("data exceeds realtime.max_message")]
@@ -130,7 +131,7 @@ pub async fn post(
     let wants_login = settings.rules.needs_identity_to_publish(&parsed.channel);
     let client = match admit(&state, &settings, &req, &q, wants_login).await {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.response(),
     };
     match publish_as_client(
         &state,

@@ -102,7 +102,7 @@ pub async fn post(
     // The application is told who sends (`X-Pushgate-Subject`): always asked.
     let client = match admit(&state, &settings, &req, &q, true).await {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.response(),
     };
     let connection = req.extensions().get::<ConnInfo>().map_or(0, |c| c.id);
     #[derive(serde::Deserialize)]

@@ -80,18 +80,18 @@ pub async fn upgrade(
     let q = query(&req);
     let asked = match requested(&settings, &req, &q, false) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.response(),
     };
     // The login is asked now only for the URL's channels that need it; a
     // later op that needs it asks then (`requests.rs`).
     let wants_login = asked.needs_identity(&settings);
     let client = match admit(&state, &settings, &req, &q, wants_login).await {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.response(),
     };
     let sub = match subscription(&state, &settings, asked, &client).await {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.response(),
     };
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -22,14 +22,14 @@ use super::ending::Ending;
 use super::{MAX_PENDING_CHECKS, MAX_PENDING_SENDS, WsSession};
 use crate::auth::Identity;
 use crate::hub::Cursor;
-use crate::hub::cursor::CursorError;
 use crate::limits::ClientKey;
 use crate::rules::Verdict;
 use crate::session_auth::Asker;
 use crate::state::Settings;
+use crate::transport::admission::{self, Refusal, Wire};
 use crate::transport::ops::{self, Op};
 use crate::transport::session::SubscriptionPolicy;
-use crate::transport::{channel_full, login, publish, send};
+use crate::transport::{admit_subscriber, login, publish, send};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 impl WsSession {
@@ -59,8 +59,8 @@ impl WsSession {
                 .await;
         }
         // The application is told who sends (`X-Pushgate-Subject`).
-        if let Err((code, message)) = self.login_now().await {
-            return self.send_text(ops::error(r, code, &message)).await;
+        if let Err(refusal) = self.login_now().await {
+            return self.send_text(refusal.op(r)).await;
         }
         self.pending_sends += 1;
         let settings = self.settings.clone();
@@ -115,10 +115,8 @@ impl WsSession {
                         }
                         Err(l) => {
                             self.state.metrics.limited(l.kind.label());
-                            let message = format!("rate limit exceeded ({})", l.kind.label());
-                            return self
-                                .send_text(ops::error(r, "rate_limited", &message))
-                                .await;
+                            let refusal = admission::rate_limited(l);
+                            return self.send_text(refusal.op(r)).await;
                         }
                     }
                 }
@@ -144,10 +142,7 @@ impl WsSession {
                     .await
                     .map(|_| ())
             }
-            Err(e) => {
-                self.send_text(ops::error(r, e.code(), &e.to_string()))
-                    .await
-            }
+            Err(e) => self.send_text(admission::bad_token(&e).op(r)).await,
         }
     }
 
@@ -272,30 +267,13 @@ impl WsSession {
         cursor: Option<String>,
     ) -> Result<(), WsError> {
         let max = self.settings.config.limits.max_channels_per_connection;
-        let cursor = match cursor
-            .filter(|c| !c.is_empty())
-            .map(|c| Cursor::decode_within(&c, max))
-        {
-            Some(Err(CursorError::TooLarge)) => {
-                let msg = format!("the cursor names more than {max} channels");
-                return self
-                    .send_text(ops::error(r, "too_many_channels", &msg))
-                    .await;
-            }
-            Some(Err(CursorError::Malformed)) => {
-                return self
-                    .send_text(ops::error(r, "bad_cursor", "the cursor is malformed"))
-                    .await;
-            }
-            Some(Ok(c)) => Some(c),
-            None => None,
+        let cursor = match admission::admit_cursor(cursor.as_deref(), max, Wire::WebSocket) {
+            Ok(cursor) => cursor,
+            Err(refusal) => return self.send_text(refusal.op(r)).await,
         };
         if let Err(l) = self.state.limits.subscribe(&self.client.key, 1) {
-            let msg = format!(
-                "too many subscribes; retry in {}ms",
-                l.retry_after.as_millis()
-            );
-            return self.send_text(ops::error(r, "rate_limited", &msg)).await;
+            let refusal = admission::subscribes_limited(l, Wire::WebSocket);
+            return self.send_text(refusal.op(r)).await;
         }
         self.judge(r, channel, cursor).await
     }
@@ -313,17 +291,10 @@ impl WsSession {
         if self.client.login_deferred && self.settings.rules.needs_identity(&channel) {
             return self.ask_then_subscribe(r, channel, cursor).await;
         }
-        let verdict = match self
-            .settings
-            .rules
-            .check_subscribe(&channel, self.client.identity.as_ref())
-        {
+        let who = self.client.identity.as_ref();
+        let verdict = match admission::admit_channel(&self.settings.rules, &channel, who) {
             Ok(verdict) => verdict,
-            Err(refusal) => {
-                return self
-                    .send_text(ops::error(r, refusal.code(), &refusal.to_string()))
-                    .await;
-            }
+            Err(refusal) => return self.send_text(refusal.op(r)).await,
         };
         match verdict {
             Verdict::Allowed(rule) => {
@@ -365,14 +336,12 @@ impl WsSession {
             return Ok(());
         }
         // Refused now rather than after the application was asked for it.
-        let max = self.settings.config.limits.max_channels_per_connection;
-        if self.session.channel_count() + self.pending_checks.len() >= max
-            && !self.session.is_subscribed(&channel)
-        {
-            let msg = format!("at most {max} channels per connection");
-            return self
-                .send_text(ops::error(r, "too_many_channels", &msg))
-                .await;
+        if !self.session.is_subscribed(&channel) {
+            let max = self.settings.config.limits.max_channels_per_connection;
+            let asked = self.session.channel_count() + self.pending_checks.len() + 1;
+            if let Err(refusal) = admission::admit_channel_count(asked, max) {
+                return self.send_text(refusal.op(r)).await;
+            }
         }
         self.check_generation += 1;
         let generation = self.check_generation;
@@ -401,28 +370,26 @@ impl WsSession {
                             identity = found.clone();
                             login = Some(found);
                         }
-                        Err(denied) => {
-                            return (identity, None, Err((denied.code, denied.message)));
-                        }
+                        Err(denied) => return (identity, None, Err(denied)),
                     }
                 }
-                let answer = match settings.rules.check_subscribe(&asked, identity.as_ref()) {
-                    Err(refusal) => Err((refusal.code(), refusal.to_string())),
-                    Ok(verdict) => login::allow(
-                        &state,
-                        &settings,
-                        credential.as_ref(),
-                        asker,
-                        &asked,
-                        verdict,
-                    )
-                    .await
-                    .map(|(rule, checked)| SubscriptionPolicy {
-                        checked,
-                        ..SubscriptionPolicy::from(rule)
-                    })
-                    .map_err(|denied| (denied.code, denied.message)),
-                };
+                let answer =
+                    match admission::admit_channel(&settings.rules, &asked, identity.as_ref()) {
+                        Err(refusal) => Err(refusal),
+                        Ok(verdict) => login::allow(
+                            &state,
+                            &settings,
+                            credential.as_ref(),
+                            asker,
+                            &asked,
+                            verdict,
+                        )
+                        .await
+                        .map(|(rule, checked)| SubscriptionPolicy {
+                            checked,
+                            ..SubscriptionPolicy::from(rule)
+                        }),
+                    };
                 (identity, login, answer)
             };
             // A panic is an answer too: the subscribes waiting are told.
@@ -430,7 +397,11 @@ impl WsSession {
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
-                    let failed = Err(("unavailable", "the check failed".to_string()));
+                    let failed = Err(Refusal::new(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the check failed",
+                    ));
                     (None, None, failed)
                 });
             let _ = tx
@@ -502,10 +473,9 @@ impl WsSession {
         // application says from now on (a later answer for the same
         // credential finds it adopted already).
         if let (Some(found), true) = (login, self.client.login_deferred) {
-            if let Err(message) = self.adopt_login(found) {
+            if let Err(refusal) = self.adopt_login(found) {
                 for r in &pending.refs {
-                    self.send_text(ops::error(r.as_deref(), "rate_limited", &message))
-                        .await?;
+                    self.send_text(refusal.op(r.as_deref())).await?;
                 }
                 return Ok(());
             }
@@ -523,7 +493,7 @@ impl WsSession {
             }
             match &answer {
                 Ok(terms) => self.subscribe_with(r, channel, cursor, *terms).await?,
-                Err((code, message)) => self.send_text(ops::error(r, code, message)).await?,
+                Err(refusal) => self.send_text(refusal.op(r)).await?,
             }
         }
         Ok(())
@@ -538,22 +508,15 @@ impl WsSession {
         cursor: Option<Cursor>,
         terms: SubscriptionPolicy,
     ) -> Result<(), WsError> {
-        if self.session.channel_count() >= self.settings.config.limits.max_channels_per_connection
-            && !self.session.is_subscribed(&channel)
-        {
-            let msg = format!(
-                "at most {} channels per connection",
-                self.settings.config.limits.max_channels_per_connection
-            );
-            return self
-                .send_text(ops::error(r, "too_many_channels", &msg))
-                .await;
-        }
-        if !self.session.is_subscribed(&channel)
-            && channel_full(&self.state, &self.settings, &channel)
-        {
-            let msg = "the channel has reached limits.max_subscribers_per_channel";
-            return self.send_text(ops::error(r, "channel_full", msg)).await;
+        if !self.session.is_subscribed(&channel) {
+            let max = self.settings.config.limits.max_channels_per_connection;
+            let admitted = admission::admit_channel_count(self.session.channel_count() + 1, max)
+                .and_then(|()| {
+                    admit_subscriber(&self.state, &self.settings, &channel, Wire::WebSocket)
+                });
+            if let Err(refusal) = admitted {
+                return self.send_text(refusal.op(r)).await;
+            }
         }
         let channel: Arc<str> = channel.into();
         let mut replay = Vec::new();
@@ -579,13 +542,13 @@ impl WsSession {
     /// a subject now counts under `per_client` (refused, with the message,
     /// when that is full: the connection goes on anonymous, the login
     /// still to ask) and is asked again at `recheck`.
-    fn adopt_login(&mut self, found: Option<Identity>) -> Result<(), String> {
+    fn adopt_login(&mut self, found: Option<Identity>) -> Result<(), Refusal> {
         if let Some(identity) = &found {
             let key = ClientKey::Subject(Arc::from(identity.subject.as_str()));
             if key != self.client.key {
                 let slot = self.state.limits.open_connection(&key).map_err(|l| {
                     self.state.metrics.limited(l.kind.label());
-                    format!("rate limit exceeded ({})", l.kind.label())
+                    admission::rate_limited(l)
                 })?;
                 self.client.slot = Some(slot);
                 self.client.key = key;
@@ -602,8 +565,8 @@ impl WsSession {
     }
 
     /// Ask the deferred login now, in line (an op answered in order:
-    /// `publish`, `send`); `Err` is the error frame's code and message.
-    async fn login_now(&mut self) -> Result<(), (&'static str, String)> {
+    /// `publish`, `send`); `Err` is what the error op says.
+    async fn login_now(&mut self) -> Result<(), Refusal> {
         if !self.client.login_deferred {
             return Ok(());
         }
@@ -613,10 +576,8 @@ impl WsSession {
         };
         let settings = self.settings.clone();
         let asker = Asker::new(self.client.addr);
-        let found = login::login(&self.state, &settings, &credential, asker)
-            .await
-            .map_err(|d| (d.code, d.message))?;
-        self.adopt_login(found).map_err(|m| ("rate_limited", m))
+        let found = login::login(&self.state, &settings, &credential, asker).await?;
+        self.adopt_login(found)
     }
 
     async fn on_publish(
@@ -627,8 +588,8 @@ impl WsSession {
         data: Box<serde_json::value::RawValue>,
     ) -> Result<(), WsError> {
         if self.settings.rules.needs_identity_to_publish(&channel) {
-            if let Err((code, message)) = self.login_now().await {
-                return self.send_text(ops::error(r, code, &message)).await;
+            if let Err(refusal) = self.login_now().await {
+                return self.send_text(refusal.op(r)).await;
             }
         }
         let published = publish::publish_as_client(
@@ -663,7 +624,7 @@ pub(super) struct Checked {
     /// The application's answer to the deferred login, when it was asked.
     login: Option<Option<Identity>>,
     judged: u64,
-    answer: Result<SubscriptionPolicy, (&'static str, String)>,
+    answer: Result<SubscriptionPolicy, Refusal>,
 }
 
 /// A channel's ask of the application, and the subscribes waiting on it.
