@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, KeyError};
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerError, Publish};
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::hub::{Hub, Message};
 use crate::ingest::tap::Taps;
 use crate::ingest::webhook::{RuleError, Webhooks};
 use crate::limits::Limits;
@@ -165,10 +165,15 @@ impl Handles {
         self.settings.load_full()
     }
 
-    /// Count messages accepted for publishing (stats and metrics alike).
-    pub fn count_published(&self, n: u64) {
-        self.stats.published.fetch_add(n, Ordering::Relaxed);
-        self.metrics.published.inc_by(n);
+    /// Publish one message through the broker and count it (stats and
+    /// metrics alike): every road a message comes in by — the publish API,
+    /// webhooks, response taps, a client's own publish — takes this one, so
+    /// none can publish without counting.
+    pub async fn publish(&self, msg: Publish) -> Result<Arc<Message>, BrokerError> {
+        let m = self.broker.publish(msg).await?;
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        self.metrics.published.inc();
+        Ok(m)
     }
 
     /// Count messages written to subscribers (stats and metrics alike):

@@ -139,7 +139,7 @@ pub async fn publish_all(
 ) -> Result<serde_json::Value, Rejected> {
     let mut published = Vec::with_capacity(batch.len());
     for p in batch {
-        match state.broker.publish(p).await {
+        match state.publish(p).await {
             Ok(m) => published.push(serde_json::json!({"channel": &*m.channel, "id": m.id()})),
             Err(e) => {
                 return Err(Rejected(
@@ -150,7 +150,6 @@ pub async fn publish_all(
             }
         }
     }
-    state.count_published(published.len() as u64);
     let ids: Vec<_> = published.iter().map(|p| p["id"].clone()).collect();
     Ok(serde_json::json!({ "published": published, "ids": ids }))
 }

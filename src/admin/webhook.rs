@@ -42,14 +42,11 @@ pub async fn handle(
         Ok(p) => p,
         Err((status, code, msg)) => return reply::error(status, code, msg),
     };
-    match state.broker.publish(publish).await {
-        Ok(m) => {
-            state.count_published(1);
-            reply::json(
-                StatusCode::OK,
-                &serde_json::json!({"published": [{"channel": &*m.channel, "id": m.id()}], "ids": [m.id()]}),
-            )
-        }
+    match state.publish(publish).await {
+        Ok(m) => reply::json(
+            StatusCode::OK,
+            &serde_json::json!({"published": [{"channel": &*m.channel, "id": m.id()}], "ids": [m.id()]}),
+        ),
         Err(e) => reply::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e),
     }
 }

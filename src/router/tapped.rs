@@ -143,14 +143,11 @@ impl TapJob {
                 .collect();
             for p in publishes {
                 match p {
-                    Ok(p) => match self.state.broker.publish(p).await {
-                        Ok(_) => {
-                            self.state.count_published(1);
-                        }
-                        Err(error) => {
+                    Ok(p) => {
+                        if let Err(error) = self.state.publish(p).await {
                             tracing::warn!(%error, path = %self.path, "tap could not publish")
                         }
-                    },
+                    }
                     Err(error) => tracing::warn!(%error, path = %self.path, "tap skipped"),
                 }
             }

@@ -106,9 +106,7 @@ pub async fn publish_as_client(
         key: None,
         history: rule.history,
     };
-    let m = state.broker.publish(publish).await?;
-    state.count_published(1);
-    Ok(m)
+    Ok(state.publish(publish).await?)
 }
 
 /// `POST /realtime/publish` with `{"channel", "event"?, "data"}`; answers `{"channel", "id"}`.

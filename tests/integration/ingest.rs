@@ -277,3 +277,64 @@ async fn webhook_bodies_declared_too_large_are_refused_up_front() {
     .expect("answered");
     assert!(!answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
+
+/// What the gateway reports as published, as the stats and the metrics say.
+async fn published(gw: &TestGateway) -> (u64, bool) {
+    let stats = gw.stats().await["messages"]["published"].as_u64().unwrap();
+    let text = gw.metrics_text().await;
+    let line = format!("pushgate_messages_published_total {stats}\n");
+    (stats, text.contains(&line))
+}
+
+#[tokio::test]
+async fn every_road_in_counts_what_it_published_and_nothing_it_refused() {
+    let gw = gateway().await;
+    // The publish API.
+    gw.publish_one("public.a", json!(1)).await;
+    // A webhook, and one that cannot be filled.
+    let hook = |body: Value| {
+        gw.http
+            .post(gw.admin_url("/hooks/notify/alice"))
+            .json(&body)
+            .send()
+    };
+    assert_eq!(hook(json!({"message": "hi"})).await.unwrap().status(), 200);
+    assert_eq!(hook(json!({"other": 1})).await.unwrap().status(), 422);
+    // A client over HTTP, where the rule lets clients publish and where not.
+    let post = |channel: &str| {
+        gw.http
+            .post(gw.url("/realtime/publish"))
+            .json(&json!({"channel": channel, "data": 1}))
+            .send()
+    };
+    assert_eq!(post("chat.x").await.unwrap().status(), 200);
+    assert_eq!(post("public.x").await.unwrap().status(), 403);
+    // A client over WebSocket, likewise.
+    let mut ws = gw.ws("/realtime/ws").await;
+    send_json(
+        &mut ws,
+        json!({"op": "publish", "channel": "chat.x", "data": 2, "ref": 1}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["type"], "ack");
+    send_json(
+        &mut ws,
+        json!({"op": "publish", "channel": "public.x", "data": 2, "ref": 2}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["code"], "forbidden");
+    assert_eq!(published(&gw).await, (4, true));
+    // A response tap publishes once the answer went back.
+    let r = gw
+        .http
+        .post(gw.url("/api/orders"))
+        .body("order #2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(5, "the tap's publish is counted", || async {
+        published(&gw).await == (5, true)
+    })
+    .await;
+}
