@@ -237,3 +237,64 @@ async fn channel_caps() {
     .await;
     assert_eq!(next_json(&mut ws).await["code"], "too_many_channels");
 }
+
+/// A refused connection is told how to come back; a refused op is not. The
+/// words of each, pinned where both transports refuse the same thing.
+#[tokio::test]
+async fn refusals_keep_their_words_on_each_transport() {
+    let gw = TestGateway::with(
+        "http://127.0.0.1:9",
+        "  heartbeat: 15s",
+        &roomy_limits("  max_subscribers_per_channel: 1\n  max_channels_per_connection: 2"),
+    )
+    .await;
+    let gw = &gw;
+    let refused = |query: &'static str| async move {
+        let r = gw.http.get(gw.url(query)).send().await.unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    let _holder = gw.sse("/realtime/sse?channels=public.cap", None).await;
+    assert_eq!(
+        refused("/realtime/sse?channels=public.cap").await,
+        (
+            503,
+            json!({"error": "channel_full", "message": "channel `public.cap` has reached limits.max_subscribers_per_channel"})
+        )
+    );
+    assert_eq!(
+        refused("/realtime/sse?channels=public.x&cursor=zz~").await,
+        (
+            400,
+            json!({"error": "bad_cursor", "message": "the cursor is malformed; reconnect without it"})
+        )
+    );
+    assert_eq!(
+        refused("/realtime/poll?channels=public.a,public.b,public.c").await,
+        (
+            400,
+            json!({"error": "too_many_channels", "message": "at most 2 channels per connection"})
+        )
+    );
+    let mut ws = gw.ws("/realtime/ws?channels=public.a").await;
+    let mut refused_op = async |op: Value| {
+        send_json(&mut ws, op).await;
+        next_json(&mut ws).await
+    };
+    assert_eq!(
+        refused_op(json!({"op": "subscribe", "channel": "public.cap", "ref": 1})).await,
+        json!({"type": "error", "ref": 1, "code": "channel_full", "message": "the channel has reached limits.max_subscribers_per_channel"})
+    );
+    assert_eq!(
+        refused_op(json!({"op": "subscribe", "channel": "public.x", "cursor": "zz~", "ref": 2}))
+            .await,
+        json!({"type": "error", "ref": 2, "code": "bad_cursor", "message": "the cursor is malformed"})
+    );
+    assert_eq!(
+        refused_op(json!({"op": "subscribe", "channel": "public.b", "ref": 3})).await["type"],
+        "ack"
+    );
+    assert_eq!(
+        refused_op(json!({"op": "subscribe", "channel": "public.c", "ref": 4})).await,
+        json!({"type": "error", "ref": 4, "code": "too_many_channels", "message": "at most 2 channels per connection"})
+    );
+}
