@@ -320,7 +320,7 @@ pub fn checks_id(checks: &[&config::ResourceCheck]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -341,7 +341,9 @@ mod tests {
         assert!(Pattern::new("*").matches("anything"));
     }
 
-    fn rules() -> ChannelRules {
+    /// Anyone on `public.*`, the owner on `user.{sub}`, a token on
+    /// `orders.*` (also what the transports' admission is tested with).
+    pub(crate) fn rules() -> ChannelRules {
         let rule = |pattern: &str, subscribe| config::ChannelRule {
             pattern: pattern.into(),
             subscribe,

@@ -7,7 +7,6 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 
 use super::*;
-use crate::config::{self, PublishBy, SlowClient, Subscribe};
 use crate::limits::Kind;
 
 fn refused<T: std::fmt::Debug>(r: Result<T, Refusal>) -> Refusal {
@@ -84,31 +83,9 @@ fn more_channels_than_a_connection_may_follow_is_too_many_channels() {
     assert_eq!(r.message, "at most 3 channels per connection");
 }
 
-fn rules() -> ChannelRules {
-    let rule = |pattern: &str, subscribe| config::ChannelRule {
-        pattern: pattern.into(),
-        subscribe,
-        publish: PublishBy::Server,
-        presence: false,
-        history: None,
-        slow_client: SlowClient::Disconnect,
-    };
-    let history = config::History {
-        size: 10,
-        ttl: Duration::from_secs(5),
-    };
-    ChannelRules::new(
-        &[
-            rule("public.*", Subscribe::Anyone),
-            rule("orders.*", Subscribe::Token),
-        ],
-        &history,
-    )
-}
-
 #[test]
 fn the_rule_allows_a_channel_or_refuses_it_with_its_own_status() {
-    let rules = rules();
+    let rules = crate::rules::tests::rules();
     assert!(matches!(
         admit_channel(&rules, "public.news", None),
         Ok(Verdict::Allowed(_))
@@ -225,61 +202,42 @@ fn websocket_renders_a_refusal_as_its_error_op() {
     );
 }
 
+/// What a refusal says: status, code and message.
+fn said(r: &Refusal) -> (u16, &'static str, &str) {
+    (r.status.as_u16(), r.code, r.message.as_str())
+}
+
 #[test]
 fn a_token_that_fails_is_401_with_its_own_code() {
     let expired = bad_token(&AuthError::Expired);
-    assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(expired.code, "token_expired");
-    assert_eq!(expired.message, "the token has expired");
-    let forged = bad_token(&AuthError::BadSignature);
     assert_eq!(
-        (forged.status, forged.code, forged.message.as_str()),
-        (
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "the token signature does not verify"
-        )
+        said(&expired),
+        (401, "token_expired", "the token has expired")
     );
+    let forged = bad_token(&AuthError::BadSignature);
+    let message = "the token signature does not verify";
+    assert_eq!(said(&forged), (401, "unauthorized", message));
 }
 
 #[test]
 fn the_applications_no_is_401_for_a_login_and_403_otherwise() {
     let login = app_denied("doc.1", true);
-    assert_eq!(
-        (login.status, login.code, login.message.as_str()),
-        (
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "channel `doc.1` needs a login"
-        )
-    );
+    let message = "channel `doc.1` needs a login";
+    assert_eq!(said(&login), (401, "unauthorized", message));
     let no = app_denied("doc.1", false);
-    assert_eq!(
-        (no.status, no.code, no.message.as_str()),
-        (
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the application does not allow channel `doc.1`"
-        )
-    );
+    let message = "the application does not allow channel `doc.1`";
+    assert_eq!(said(&no), (403, "forbidden", message));
 }
 
 #[test]
 fn no_answer_from_the_application_is_503_or_429_over_the_share() {
     let down = app_unavailable(&CheckError::Timeout);
-    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(down.code, "auth_unavailable");
-    assert_eq!(
-        down.message,
-        "the application did not answer the check in time; try again shortly"
-    );
+    let message = "the application did not answer the check in time; try again shortly";
+    assert_eq!(said(&down), (503, "auth_unavailable", message));
     assert_eq!(down.retry_after, None);
-    let over = app_unavailable(&CheckError::Limited(Duration::from_secs(3)));
-    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(over.code, "rate_limited");
-    assert_eq!(
-        over.message,
-        "rate limit exceeded (session_checks): too many checks for this address"
-    );
-    assert_eq!(over.retry_after, Some(Duration::from_secs(3)));
+    let after = Duration::from_secs(3);
+    let over = app_unavailable(&CheckError::Limited(after));
+    let message = "rate limit exceeded (session_checks): too many checks for this address";
+    assert_eq!(said(&over), (429, "rate_limited", message));
+    assert_eq!(over.retry_after, Some(after));
 }
