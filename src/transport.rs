@@ -7,7 +7,7 @@
 //! or an upgrade is started, so refusals are plain HTTP answers; what each
 //! refusal is (status, code, message) is decided in `admission.rs`.
 
-pub mod admission;
+pub(crate) mod admission;
 pub mod assets;
 pub mod cors;
 pub mod login;

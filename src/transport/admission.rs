@@ -1,6 +1,7 @@
 //! Where a subscriber's refusal is decided: the resume cursor, how many
-//! channels a connection may follow, the channel's rule, the channel's room
-//! and the rate limits. Each check returns a typed [`Refusal`] (status,
+//! channels a connection may follow, the channel's rule, the channel's room,
+//! the rate limits, a token that fails and the application's answer to its
+//! checks. Each check returns a typed [`Refusal`] (status,
 //! code, message); the transports only render it — HTTP as the JSON error
 //! answer ([`Refusal::response`]), WebSocket as its error op
 //! ([`Refusal::op`]) — so a new transport cannot word or number a refusal
@@ -27,12 +28,12 @@ use super::ops;
 /// Why a client is refused: status, code and message, for an HTTP answer
 /// or a WebSocket error op alike.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     /// When a retry may succeed: HTTP answers 429 with `Retry-After`.
-    pub retry_after: Option<Duration>,
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl Refusal {
@@ -55,7 +56,7 @@ impl Refusal {
 
     /// The refusal as an HTTP answer: the JSON error body, with
     /// `Retry-After` when a retry may succeed.
-    pub fn response(&self) -> Response<Body> {
+    pub(crate) fn response(&self) -> Response<Body> {
         match self.retry_after {
             Some(after) => reply::rate_limited(after, &self.message),
             None => reply::error(self.status, self.code, &self.message),
