@@ -200,13 +200,7 @@ pub async fn open_session<B: Sync>(
     session
         .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
         .await
-        .map_err(|e| {
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-        })?;
+        .map_err(admission::unavailable)?;
     Ok(Opened {
         client,
         session,

@@ -200,6 +200,16 @@ pub(crate) fn admit_subscriber(
     Ok(())
 }
 
+/// What a subscription needs could not be had now (the broker, a check
+/// that failed): 503 `unavailable`, worth a retry.
+pub(crate) fn unavailable(why: impl std::fmt::Display) -> Refusal {
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        why.to_string(),
+    )
+}
+
 /// A token of ours that does not verify (expired, bad signature, …): 401
 /// with the token's own code.
 pub(crate) fn bad_token(e: &AuthError) -> Refusal {

@@ -241,3 +241,10 @@ fn no_answer_from_the_application_is_503_or_429_over_the_share() {
     assert_eq!(said(&over), (429, "rate_limited", message));
     assert_eq!(over.retry_after, Some(after));
 }
+
+#[test]
+fn what_cannot_be_had_now_is_503_unavailable() {
+    let r = unavailable("the check failed");
+    assert_eq!(said(&r), (503, "unavailable", "the check failed"));
+    assert_eq!(r.retry_after, None);
+}

@@ -397,11 +397,7 @@ impl WsSession {
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
-                    let failed = Err(Refusal::new(
-                        http::StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the check failed",
-                    ));
+                    let failed = Err(admission::unavailable("the check failed"));
                     (None, None, failed)
                 });
             let _ = tx
@@ -525,9 +521,7 @@ impl WsSession {
             .subscribe(&channel, terms, cursor.as_ref(), &mut replay)
             .await
         {
-            return self
-                .send_text(ops::error(r, "unavailable", &e.to_string()))
-                .await;
+            return self.send_text(admission::unavailable(e).op(r)).await;
         }
         let ack = ops::ack(
             r,
