@@ -65,6 +65,15 @@ impl ClientPublishError {
     }
 }
 
+/// A refused publish as both transports render it: the same status, code
+/// and message as an HTTP answer or an error op. (No `Retry-After` on a
+/// 429 here: the answer has never carried one.)
+impl From<ClientPublishError> for admission::Refusal {
+    fn from(e: ClientPublishError) -> Self {
+        admission::Refusal::new(e.status(), e.code(), e.to_string())
+    }
+}
+
 /// Publish for a client (the WebSocket `publish` op and `POST <path>/publish`):
 /// the channel rule must say `publish: clients` for the client (or its
 /// `publish: { check }` must allow it), and the message obeys the same
@@ -145,6 +154,6 @@ pub async fn post(
             StatusCode::OK,
             &serde_json::json!({"channel": &*m.channel, "id": m.id()}),
         ),
-        Err(e) => reply::error(e.status(), e.code(), &e),
+        Err(e) => admission::Refusal::from(e).response(),
     }
 }

@@ -600,7 +600,7 @@ impl WsSession {
                 r,
                 json!({"op": "publish", "channel": &*m.channel, "id": m.id()}),
             ),
-            Err(e) => ops::error(r, e.code(), &e.to_string()),
+            Err(e) => Refusal::from(e).op(r),
         };
         self.send_text(frame).await
     }
