@@ -300,7 +300,8 @@ pub async fn subscription(
                 state.metrics.auth_failed("missing");
             }
         })?;
-        admit_subscriber(state, settings, &name, Wire::Http)?;
+        let max = settings.config.limits.max_subscribers_per_channel;
+        admission::admit_subscriber(&state.hub, max, &name, Wire::Http)?;
         verdicts.push((name, verdict));
     }
     let credential = client.credential.as_ref();
@@ -317,20 +318,6 @@ pub async fn subscription(
         channels.push((name, policy));
     }
     Ok(Subscription { channels, cursor })
-}
-
-/// Whether `channel` takes one more subscriber on this instance
-/// (`limits.max_subscribers_per_channel`).
-pub(crate) fn admit_subscriber(
-    state: &AppState,
-    settings: &Settings,
-    channel: &str,
-    wire: Wire,
-) -> Result<(), admission::Refusal> {
-    let max = settings.config.limits.max_subscribers_per_channel;
-    // Counted only when bounded: the count takes the hub's lock.
-    let subscribers = max.map_or(0, |_| state.hub.subscriber_count(channel));
-    admission::admit_subscriber(channel, subscribers, max, wire)
 }
 
 /// Read a client's JSON request body of at most `limit` bytes into `T`;

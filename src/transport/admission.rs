@@ -16,8 +16,8 @@ use std::time::Duration;
 use http::{Response, StatusCode};
 
 use crate::auth::{AuthError, Identity};
-use crate::hub::Cursor;
 use crate::hub::cursor::CursorError;
+use crate::hub::{Cursor, Hub};
 use crate::limits::Limited;
 use crate::reply::{self, Body};
 use crate::rules::{ChannelRules, Verdict};
@@ -174,9 +174,21 @@ pub(crate) fn admit_channel<'r>(
         .map_err(|r| Refusal::new(r.status(), r.code(), r.to_string()))
 }
 
-/// A channel with `subscribers` on this instance takes one more while under
-/// `limits.max_subscribers_per_channel` (`max`, none: no bound).
+/// `channel` takes one more subscriber on this instance while under
+/// `limits.max_subscribers_per_channel` (`max`; none: no bound, and the
+/// hub, whose count takes a lock, is not asked).
 pub(crate) fn admit_subscriber(
+    hub: &Hub,
+    max: Option<usize>,
+    channel: &str,
+    wire: Wire,
+) -> Result<(), Refusal> {
+    let subscribers = max.map_or(0, |_| hub.subscriber_count(channel));
+    room_for(channel, subscribers, max, wire)
+}
+
+/// A channel with `subscribers` has room for one more under `max`.
+fn room_for(
     channel: &str,
     subscribers: usize,
     max: Option<usize>,

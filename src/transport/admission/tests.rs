@@ -121,16 +121,18 @@ fn the_rule_allows_a_channel_or_refuses_it_with_its_own_status() {
 
 #[test]
 fn a_full_channel_is_channel_full_worded_for_its_wire() {
-    assert_eq!(admit_subscriber("c", 5, None, Wire::Http), Ok(()));
-    assert_eq!(admit_subscriber("c", 1, Some(2), Wire::Http), Ok(()));
-    let http = refused(admit_subscriber("c", 2, Some(2), Wire::Http));
+    assert_eq!(room_for("c", 5, None, Wire::Http), Ok(()));
+    let empty = Hub::new();
+    assert_eq!(admit_subscriber(&empty, Some(1), "c", Wire::Http), Ok(()));
+    assert_eq!(room_for("c", 1, Some(2), Wire::Http), Ok(()));
+    let http = refused(room_for("c", 2, Some(2), Wire::Http));
     assert_eq!(http.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(http.code, "channel_full");
     assert_eq!(
         http.message,
         "channel `c` has reached limits.max_subscribers_per_channel"
     );
-    let ws = refused(admit_subscriber("c", 3, Some(2), Wire::WebSocket));
+    let ws = refused(room_for("c", 3, Some(2), Wire::WebSocket));
     assert_eq!(ws.code, "channel_full");
     assert_eq!(
         ws.message,

@@ -29,7 +29,7 @@ use crate::state::Settings;
 use crate::transport::admission::{self, Refusal, Wire};
 use crate::transport::ops::{self, Op};
 use crate::transport::session::SubscriptionPolicy;
-use crate::transport::{admit_subscriber, login, publish, send};
+use crate::transport::{login, publish, send};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 impl WsSession {
@@ -508,7 +508,8 @@ impl WsSession {
             let max = self.settings.config.limits.max_channels_per_connection;
             let admitted = admission::admit_channel_count(self.session.channel_count() + 1, max)
                 .and_then(|()| {
-                    admit_subscriber(&self.state, &self.settings, &channel, Wire::WebSocket)
+                    let room = self.settings.config.limits.max_subscribers_per_channel;
+                    admission::admit_subscriber(&self.state.hub, room, &channel, Wire::WebSocket)
                 });
             if let Err(refusal) = admitted {
                 return self.send_text(refusal.op(r)).await;
