@@ -51,6 +51,7 @@ pub(crate) mod forwarded;
 pub(crate) mod head;
 mod idle;
 pub(crate) mod spool;
+mod stored;
 pub(crate) mod streaming;
 mod upload;
 
