@@ -29,8 +29,10 @@ use tls::{TlsClient, UpstreamTlsError};
 
 pub(crate) mod backend_conn;
 pub(crate) mod exchange;
+mod exposition;
 pub(crate) mod framing;
 pub(crate) mod health;
+mod health_check;
 pub(crate) mod limit;
 pub(crate) mod pool;
 pub(crate) mod registry;
@@ -130,7 +132,7 @@ impl Upstream {
     }
 
     /// Start the health checks of servers no task checks yet (a new
-    /// upstream, a server a reload added); see `health.rs`.
+    /// upstream, a server a reload added); see `health_check.rs`.
     pub(crate) fn watch_health(&self, name: &str, stop: &tokio_util::sync::CancellationToken) {
         if self.health.is_none() {
             return;
@@ -152,7 +154,7 @@ impl Upstream {
             let host = self
                 .is_unix()
                 .then(|| HeaderValue::from_static("localhost"));
-            health::watch(server, uri, host, name.to_string(), stop.clone());
+            health_check::watch(server, uri, host, name.to_string(), stop.clone());
         }
     }
 

@@ -196,9 +196,9 @@ impl Upstreams {
         serde_json::Value::Array(upstreams)
     }
 
-    /// Prometheus text for every upstream's servers (`stats.rs`).
+    /// Prometheus text for every upstream's servers (`exposition.rs`).
     pub fn encode_metrics(&self) -> String {
-        super::stats::encode(
+        super::exposition::encode(
             std::iter::once(&self.default)
                 .chain(self.named.iter())
                 .map(|e| (e.name.as_str(), e.upstream.servers().list.as_slice())),
