@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+use super::error::Report;
 use super::locate::KeyPath;
 use super::units;
-use super::validate::{Report, Violation};
 
 /// `buffering:` of an upstream. The defaults are nginx's: both ways on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -106,22 +106,6 @@ pub(crate) fn check(b: &Buffering, key: &KeyPath, r: &mut Report) {
     }
     if b.body_timeout.is_zero() {
         r.add(key.key("body_timeout"), "must be greater than 0");
-    }
-}
-
-/// The problems of `limits.buffers` that need the disk, once paths are
-/// resolved: as nginx refuses a `proxy_temp_path` it cannot use, at load,
-/// not at the first large body.
-pub(crate) fn check_files(c: &super::Config) -> Vec<Violation> {
-    match &c.limits.buffers.temp_dir {
-        Some(dir) if !dir.is_dir() => vec![Violation {
-            key: KeyPath::root().key("limits").key("buffers").key("temp_dir"),
-            message: format!(
-                "{} must be an existing directory (omit it for the system's)",
-                dir.display()
-            ),
-        }],
-        _ => Vec::new(),
     }
 }
 
