@@ -2,11 +2,12 @@
 //! the labels `upstream` and `server`: its counts (`stats.rs`) and its state
 //! (health, up, requests in flight and queued, idle connections).
 //!
-//! It is hand-written text appended to the registry's exposition rather
-//! than a prometheus-client collector because the servers are policy: the
-//! set in force changes with every reload, while the registry is built once
-//! and lives below the upstreams. It has a file of its own so that the
-//! counts, which a server holds, do not depend on the server.
+//! It is hand-written text inserted into the registry's exposition rather
+//! than a prometheus-client collector: the servers are policy (the set in
+//! force changes with every reload) while the registry is built once, below
+//! the upstreams, and a collector would also change the text scrapers see
+//! today (the families' order and number formats). It has a file of its own
+//! so that the counts, which a server holds, do not depend on the server.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
