@@ -335,7 +335,7 @@ pub async fn subscription(
         verdicts.push((name, verdict));
     }
     let credential = client.credential.as_ref();
-    let asker = Asker::new(client.addr);
+    let asker = Asker::for_resources(client.addr, client.by_session);
     let allowed = futures_util::future::join_all(verdicts.iter().map(|(name, verdict)| {
         login::allow(state, settings, credential, asker, name, verdict.clone())
     }))

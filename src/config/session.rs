@@ -51,10 +51,14 @@ pub struct SessionAuth {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PerAddress {
-    /// Checks one address may have in flight; more are refused (429) at
-    /// once. Unset: an eighth of `concurrency`, at least 1.
+    /// Checks one address may have in flight; more wait for one of them to
+    /// end (within `timeout`). Unset: an eighth of `concurrency`, at least 1.
     #[serde(default, deserialize_with = "lenient::opt_usize")]
     pub concurrency: Option<usize>,
+    /// Checks of one address that may wait for its share; more are
+    /// refused (429) at once.
+    #[serde(default = "default_queue", deserialize_with = "lenient::usize")]
+    pub queue: usize,
     /// Checks of credentials the cache does not hold (each made-up cookie
     /// is one) an address may cause; over it, 429 without asking.
     #[serde(default = "default_unknown")]
@@ -65,6 +69,7 @@ impl Default for PerAddress {
     fn default() -> Self {
         PerAddress {
             concurrency: None,
+            queue: default_queue(),
             unknown: default_unknown(),
         }
     }
@@ -75,6 +80,10 @@ impl PerAddress {
     pub fn share_of(&self, concurrency: usize) -> usize {
         self.concurrency.unwrap_or(concurrency / 8).max(1)
     }
+}
+
+fn default_queue() -> usize {
+    256
 }
 
 fn default_unknown() -> RateLimit {

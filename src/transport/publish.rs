@@ -83,7 +83,7 @@ pub async fn publish_as_client(
         state,
         settings,
         client.credential.as_ref(),
-        crate::session_auth::Asker::new(client.addr),
+        crate::session_auth::Asker::for_resources(client.addr, client.by_session),
         &channel,
         verdict,
     )

@@ -386,7 +386,7 @@ impl WsSession {
         let credential = self.client.credential.clone();
         let identity = self.client.identity.clone();
         let login_first = self.client.login_deferred;
-        let asker = Asker::new(self.client.addr);
+        let (addr, by_session) = (self.client.addr, self.client.by_session);
         let judged = self.judged;
         let asked = channel.clone();
         let task = tokio::spawn(async move {
@@ -395,9 +395,11 @@ impl WsSession {
                 // credential however many channels ask it at once).
                 let mut identity = identity;
                 let mut login = None;
+                let mut logged_in = by_session;
                 if let (true, Some(c)) = (login_first, credential.as_ref()) {
-                    match login::login(&state, &settings, c, asker).await {
+                    match login::login(&state, &settings, c, Asker::new(addr)).await {
                         Ok(found) => {
+                            logged_in = found.is_some();
                             identity = found.clone();
                             login = Some(found);
                         }
@@ -412,7 +414,7 @@ impl WsSession {
                         &state,
                         &settings,
                         credential.as_ref(),
-                        asker,
+                        Asker::for_resources(addr, logged_in),
                         &asked,
                         verdict,
                     )
