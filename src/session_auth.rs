@@ -206,6 +206,7 @@ impl CheckPolicy {
                 let per = s.map(|s| s.per_address.clone()).unwrap_or_default();
                 ShareTerms {
                     in_flight: per.share_of(s.map_or(64, |s| s.concurrency.max(1))),
+                    network: per.network_share_of(s.map_or(64, |s| s.concurrency.max(1))),
                     queue: per.queue,
                     unknown: per.unknown,
                 }

@@ -55,6 +55,12 @@ pub struct PerAddress {
     /// end (within `timeout`). Unset: an eighth of `concurrency`, at least 1.
     #[serde(default, deserialize_with = "lenient::opt_usize")]
     pub concurrency: Option<usize>,
+    /// Checks one IPv6 /48 (a customer's whole prefix, 65,536 /64s) may
+    /// have in flight, so that one customer cannot take every place with
+    /// many /64s. Unset: a quarter of `concurrency`, at least the
+    /// address's share. IPv4 addresses have no second level.
+    #[serde(default, deserialize_with = "lenient::opt_usize")]
+    pub network: Option<usize>,
     /// Checks of one address that may wait for its share; more are
     /// refused (429) at once.
     #[serde(default = "default_queue", deserialize_with = "lenient::usize")]
@@ -69,6 +75,7 @@ impl Default for PerAddress {
     fn default() -> Self {
         PerAddress {
             concurrency: None,
+            network: None,
             queue: default_queue(),
             unknown: default_unknown(),
         }
@@ -79,6 +86,13 @@ impl PerAddress {
     /// The checks one address may have in flight under `concurrency` in all.
     pub fn share_of(&self, concurrency: usize) -> usize {
         self.concurrency.unwrap_or(concurrency / 8).max(1)
+    }
+
+    /// The checks one IPv6 /48 may have in flight under `concurrency`.
+    pub fn network_share_of(&self, concurrency: usize) -> usize {
+        self.network
+            .unwrap_or(concurrency / 4)
+            .max(self.share_of(concurrency))
     }
 }
 
@@ -208,6 +222,20 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
             ),
             Some(n) if n > s.concurrency => add(
                 at.key("per_address").key("concurrency"),
+                format!(
+                    "must be at most auth.session.concurrency ({})",
+                    s.concurrency
+                ),
+            ),
+            _ => {}
+        }
+        match s.per_address.network {
+            Some(0) => add(
+                at.key("per_address").key("network"),
+                "must be at least 1".into(),
+            ),
+            Some(n) if n > s.concurrency => add(
+                at.key("per_address").key("network"),
                 format!(
                     "must be at most auth.session.concurrency ({})",
                     s.concurrency

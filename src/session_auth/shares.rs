@@ -11,7 +11,10 @@
 //!   while a user whose page names twenty checked channels at once is
 //!   served in turns rather than refused. The caller bounds the wait (the
 //!   check's `timeout`);
-//! - at most `per_address.queue` checks waiting in that line; more are
+//! - for IPv6, a second line per /48 (a customer's prefix holds 65,536
+//!   /64s): at most `per_address.network` checks of all its /64s in flight,
+//!   so one customer cannot take every place with many /64s;
+//! - at most `per_address.queue` checks waiting in a line; more are
 //!   refused at once, so waiting costs bounded memory;
 //! - at most `per_address.unknown` checks of credentials nobody has an
 //!   answer for (a rate, governor's GCRA through `limits::AddressRate`;
@@ -24,7 +27,7 @@
 //! line as its checks end).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,12 +79,35 @@ impl Asker {
 #[derive(Clone, Copy, Debug)]
 pub struct ShareTerms {
     pub in_flight: usize,
+    /// What one IPv6 /48 may have in flight (all its /64s together).
+    pub network: usize,
     pub queue: usize,
     pub unknown: RateLimit,
 }
 
-/// One address's line: its places, how many there are, and how many checks
-/// hold or wait for one.
+/// Whose line: an address (IPv4, or IPv6 by /64), or an IPv6 /48 that
+/// holds many of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum LineKey {
+    Address(IpAddr),
+    Network(Ipv6Addr),
+}
+
+impl LineKey {
+    /// The /48 an IPv6 address is in; IPv4 has no second level.
+    fn network_of(addr: IpAddr) -> Option<LineKey> {
+        match addr.to_canonical() {
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 80) - 1);
+                Some(LineKey::Network(Ipv6Addr::from(prefix)))
+            }
+            IpAddr::V4(_) => None,
+        }
+    }
+}
+
+/// One line: its places, how many there are, and how many checks hold or
+/// wait for one.
 struct Line {
     places: Arc<Semaphore>,
     /// Places there are (held or free), and how many there should be: a
@@ -93,7 +119,7 @@ struct Line {
 
 /// The lines and unknown-credential rates, per address.
 pub struct Shares {
-    lines: Mutex<HashMap<IpAddr, Line>>,
+    lines: Mutex<HashMap<LineKey, Line>>,
     unknown: AddressRate,
 }
 
@@ -106,36 +132,36 @@ impl Default for Shares {
     }
 }
 
-/// A check's place in its address's line (holding or waiting); leaves it
-/// on drop, and the line goes when nobody is in it.
+/// A check's place in a line (holding or waiting); leaves it on drop, and
+/// the line goes when nobody is in it.
 struct InLine<'a> {
     shares: &'a Shares,
-    addr: IpAddr,
+    key: LineKey,
 }
 
 impl Drop for InLine<'_> {
     fn drop(&mut self) {
         let mut lines = lock(&self.shares.lines);
-        if let Some(line) = lines.get_mut(&self.addr) {
+        if let Some(line) = lines.get_mut(&self.key) {
             line.users = line.users.saturating_sub(1);
             if line.users == 0 {
-                lines.remove(&self.addr);
+                lines.remove(&self.key);
             }
         }
     }
 }
 
-/// A place among the address's checks in flight, given back on drop (or
-/// taken out, when the share has shrunk since).
-pub struct Place<'a> {
+/// A place held in one line, given back on drop (or taken out, when the
+/// share has shrunk since).
+struct Held<'a> {
     permit: Option<OwnedSemaphorePermit>,
     in_line: InLine<'a>,
 }
 
-impl Drop for Place<'_> {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         let mut lines = lock(&self.in_line.shares.lines);
-        if let Some(line) = lines.get_mut(&self.in_line.addr) {
+        if let Some(line) = lines.get_mut(&self.in_line.key) {
             if line.size > line.target {
                 if let Some(permit) = self.permit.take() {
                     permit.forget();
@@ -146,55 +172,83 @@ impl Drop for Place<'_> {
     }
 }
 
+/// A place among the address's checks in flight (and its /48's), given
+/// back on drop.
+pub struct Place<'a> {
+    _network: Option<Held<'a>>,
+    _address: Held<'a>,
+}
+
 impl Shares {
     /// A place for one check of `asker`'s, waiting behind the address's
-    /// own checks for one (the caller bounds the wait); `Err` is a refusal
-    /// (a full line, or over the unknown rate) with when to try again.
+    /// own checks for one, then (IPv6) behind its /48's (the caller bounds
+    /// the wait); `Err` is a refusal (a full line, or over the unknown
+    /// rate) with when to try again.
     pub async fn enter(&self, asker: Asker, terms: &ShareTerms) -> Result<Place<'_>, Duration> {
         let addr = crate::limits::address_key(asker.addr);
-        let (in_line, places) = self.line_up(addr, terms)?;
+        let address = self.line_up(LineKey::Address(addr), terms.in_flight, terms.queue)?;
+        let network = match LineKey::network_of(asker.addr) {
+            Some(key) => Some(self.line_up(key, terms.network, terms.queue)?),
+            None => None,
+        };
         if asker.fresh {
             self.unknown.check(addr, &terms.unknown)?;
         }
-        let permit = places.acquire_owned().await.map_err(|_| FULL_RETRY)?;
+        let address = Self::hold(address).await?;
+        let network = match network {
+            Some(line) => Some(Self::hold(line).await?),
+            None => None,
+        };
         Ok(Place {
+            _network: network,
+            _address: address,
+        })
+    }
+
+    /// Wait in line for a place.
+    async fn hold<'a>(
+        (in_line, places): (InLine<'a>, Arc<Semaphore>),
+    ) -> Result<Held<'a>, Duration> {
+        let permit = places.acquire_owned().await.map_err(|_| FULL_RETRY)?;
+        Ok(Held {
             permit: Some(permit),
             in_line,
         })
     }
 
-    /// Join `addr`'s line (its size set to the terms in force), unless
-    /// `in_flight + queue` checks are in it already.
+    /// Join `key`'s line (of `size` places, the terms in force), unless
+    /// `size + queue` checks are in it already.
     fn line_up(
         &self,
-        addr: IpAddr,
-        terms: &ShareTerms,
+        key: LineKey,
+        size: usize,
+        queue: usize,
     ) -> Result<(InLine<'_>, Arc<Semaphore>), Duration> {
         let mut lines = lock(&self.lines);
-        let line = lines.entry(addr).or_insert_with(|| Line {
-            places: Arc::new(Semaphore::new(terms.in_flight)),
-            size: terms.in_flight,
-            target: terms.in_flight,
+        let line = lines.entry(key).or_insert_with(|| Line {
+            places: Arc::new(Semaphore::new(size)),
+            size,
+            target: size,
             users: 0,
         });
         // A reload changed the share: more places at once; fewer now as
         // far as free ones go, the rest as the held ones are given back.
-        line.target = terms.in_flight;
-        if line.size < terms.in_flight {
-            line.places.add_permits(terms.in_flight - line.size);
-            line.size = terms.in_flight;
-        } else if line.size > terms.in_flight {
-            line.size -= line.places.forget_permits(line.size - terms.in_flight);
+        line.target = size;
+        if line.size < size {
+            line.places.add_permits(size - line.size);
+            line.size = size;
+        } else if line.size > size {
+            line.size -= line.places.forget_permits(line.size - size);
         }
-        if line.users >= terms.in_flight.saturating_add(terms.queue) {
+        if line.users >= size.saturating_add(queue) {
             if line.users == 0 {
-                lines.remove(&addr);
+                lines.remove(&key);
             }
             return Err(FULL_RETRY);
         }
         line.users += 1;
         let places = line.places.clone();
-        Ok((InLine { shares: self, addr }, places))
+        Ok((InLine { shares: self, key }, places))
     }
 
     /// Forget addresses whose unknown-credential rate has refilled.
@@ -215,6 +269,7 @@ mod tests {
     fn terms(in_flight: usize, queue: usize, count: u32, per: Duration, burst: u32) -> ShareTerms {
         ShareTerms {
             in_flight,
+            network: 1000,
             queue,
             unknown: RateLimit::new(count, per, burst),
         }
@@ -283,6 +338,32 @@ mod tests {
         let _held = now(&shares, Asker::new(one), &t).await.unwrap();
         assert!(shares.enter(Asker::new(same_64), &t).await.is_err());
         assert!(now(&shares, Asker::new(other_64), &t).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn the_64s_of_one_48_share_its_places() {
+        let shares = Shares::default();
+        let t = ShareTerms {
+            network: 3,
+            ..ample(2, 10)
+        };
+        // Two /64s of one /48 hold its three places between them ...
+        let a: IpAddr = "2001:db8:1:1::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let _a1 = now(&shares, Asker::new(a), &t).await.unwrap();
+        let a2 = now(&shares, Asker::new(a), &t).await.unwrap();
+        let _b1 = now(&shares, Asker::new(b), &t).await.unwrap();
+        // ... so a third /64 of it waits, though its own share is free ...
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let mut waiting = Box::pin(shares.enter(Asker::new(c), &t));
+        assert!(pending(waiting.as_mut()));
+        // ... while another /48, and an IPv4 address, are served.
+        let other: IpAddr = "2001:db8:2:1::1".parse().unwrap();
+        assert!(now(&shares, Asker::new(other), &t).await.is_some());
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(now(&shares, Asker::new(v4), &t).await.is_some());
+        drop(a2);
+        assert!(waiting.await.is_ok());
     }
 
     #[tokio::test]
