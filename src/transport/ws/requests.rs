@@ -605,6 +605,10 @@ impl WsSession {
 
     /// Ask the deferred login now, in line (an op answered in order:
     /// `publish`, `send`); `Err` is the error frame's code and message.
+    /// The session loop (deliveries, pings) waits on it at most a third of
+    /// the heartbeat: past that the op is answered `auth_unavailable`,
+    /// while the check goes on, on a task of its own, within its timeout,
+    /// so its answer is kept for the client's next try.
     async fn login_now(&mut self) -> Result<(), (&'static str, String)> {
         if !self.client.login_deferred {
             return Ok(());
@@ -613,11 +617,24 @@ impl WsSession {
             self.client.login_deferred = false;
             return Ok(());
         };
-        let settings = self.settings.clone();
+        let (state, settings) = (self.state.clone(), self.settings.clone());
         let asker = Asker::new(self.client.addr);
-        let found = login::login(&self.state, &settings, &credential, asker)
-            .await
-            .map_err(|d| (d.code, d.message))?;
+        let bound = settings.config.realtime.heartbeat / 3;
+        let asking = tokio::spawn(async move {
+            login::login(&state, &settings, &credential, asker)
+                .await
+                .map_err(|d| (d.code, d.message))
+        });
+        let found = match tokio::time::timeout(bound, asking).await {
+            Ok(Ok(answer)) => answer?,
+            Ok(Err(_)) => return Err(("auth_unavailable", "the check failed".to_string())),
+            Err(_) => {
+                return Err((
+                    "auth_unavailable",
+                    "the application is slow to answer the check; try again shortly".to_string(),
+                ));
+            }
+        };
         self.adopt_login(found).map_err(|m| ("rate_limited", m))
     }
 
