@@ -123,8 +123,9 @@ pub enum CheckError {
     Status(u16),
     #[error("the application's answer has no {0}")]
     NoSubject(String),
-    /// The client's address is over its share (`per_address`): the
-    /// application was not asked (429 with `Retry-After`).
+    /// The client's address is past its share (`per_address`: its line
+    /// full, its unknown-credential rate spent, or its turn not come within
+    /// `timeout`): the application was not asked (429 with `Retry-After`).
     #[error("too many checks for this address")]
     Limited(Duration),
 }
