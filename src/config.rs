@@ -45,7 +45,7 @@ pub use schema::{
     Realtime, RedisConfig, SniCert, Tls,
 };
 pub use sections::Sections;
-pub use session::{ResourceCheck, SessionAuth, check_placeholders, split_check};
+pub use session::{PerAddress, ResourceCheck, SessionAuth, check_placeholders, split_check};
 pub use units::{Rate, RateLimit, format_duration, parse_duration, parse_size};
 pub use upstream_tls::{
     TlsFileError, TlsMaterial, UpstreamTls, read as read_upstream_tls, system_roots_usable,

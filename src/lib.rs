@@ -215,7 +215,10 @@ fn spawn_limit_eviction(state: &AppState) {
         loop {
             tokio::select! {
                 _ = state.shutdown.cancelled() => return,
-                _ = tick.tick() => state.limits.evict_idle(),
+                _ = tick.tick() => {
+                    state.limits.evict_idle();
+                    state.app_checks.evict_idle();
+                }
             }
         }
     });

@@ -25,6 +25,7 @@
 //! the set. Checks never wait: over a limit is an immediate refusal with the
 //! time after which a retry can succeed.
 
+mod address_rate;
 mod clock;
 mod keyed;
 mod store;
@@ -37,6 +38,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::config;
+pub(crate) use address_rate::AddressRate;
 use clock::Time;
 use keyed::{KeyedLimit, Refusal};
 

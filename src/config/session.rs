@@ -49,10 +49,20 @@ pub struct SessionAuth {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PerAddress {
-    /// Checks one address may have in flight; more are refused (429) at
-    /// once. Unset: an eighth of `concurrency`, at least 1.
+    /// Checks one address may have in flight; more wait for one of them to
+    /// end (within `timeout`). Unset: an eighth of `concurrency`, at least 1.
     #[serde(default, deserialize_with = "lenient::opt_usize")]
     pub concurrency: Option<usize>,
+    /// Checks one IPv6 /48 (a customer's whole prefix, 65,536 /64s) may
+    /// have in flight, so that one customer cannot take every place with
+    /// many /64s. Unset: a quarter of `concurrency`, at least the
+    /// address's share. IPv4 addresses have no second level.
+    #[serde(default, deserialize_with = "lenient::opt_usize")]
+    pub network: Option<usize>,
+    /// Checks of one address that may wait for its share; more are
+    /// refused (429) at once.
+    #[serde(default = "default_queue", deserialize_with = "lenient::usize")]
+    pub queue: usize,
     /// Checks of credentials the cache does not hold (each made-up cookie
     /// is one) an address may cause; over it, 429 without asking.
     #[serde(default = "default_unknown")]
@@ -63,6 +73,8 @@ impl Default for PerAddress {
     fn default() -> Self {
         PerAddress {
             concurrency: None,
+            network: None,
+            queue: default_queue(),
             unknown: default_unknown(),
         }
     }
@@ -73,6 +85,17 @@ impl PerAddress {
     pub fn share_of(&self, concurrency: usize) -> usize {
         self.concurrency.unwrap_or(concurrency / 8).max(1)
     }
+
+    /// The checks one IPv6 /48 may have in flight under `concurrency`.
+    pub fn network_share_of(&self, concurrency: usize) -> usize {
+        self.network
+            .unwrap_or(concurrency / 4)
+            .max(self.share_of(concurrency))
+    }
+}
+
+fn default_queue() -> usize {
+    256
 }
 
 fn default_unknown() -> RateLimit {

@@ -58,6 +58,20 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
             ),
             _ => {}
         }
+        match s.per_address.network {
+            Some(0) => add(
+                at.key("per_address").key("network"),
+                "must be at least 1".into(),
+            ),
+            Some(n) if n > s.concurrency => add(
+                at.key("per_address").key("network"),
+                format!(
+                    "must be at most auth.session.concurrency ({})",
+                    s.concurrency
+                ),
+            ),
+            _ => {}
+        }
         if let Some(name) = s.upstream.as_deref().filter(|n| !known(n)) {
             add(at.key("upstream"), format!("names no upstream: {name:?}"));
         }

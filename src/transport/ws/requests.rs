@@ -386,7 +386,7 @@ impl WsSession {
         let credential = self.client.credential.clone();
         let identity = self.client.identity.clone();
         let login_first = self.client.login_deferred;
-        let asker = Asker::new(self.client.addr);
+        let (addr, by_session) = (self.client.addr, self.client.by_session);
         let judged = self.judged;
         let asked = channel.clone();
         let task = tokio::spawn(async move {
@@ -395,9 +395,11 @@ impl WsSession {
                 // credential however many channels ask it at once).
                 let mut identity = identity;
                 let mut login = None;
+                let mut logged_in = by_session;
                 if let (true, Some(c)) = (login_first, credential.as_ref()) {
-                    match login::login(&state, &settings, c, asker).await {
+                    match login::login(&state, &settings, c, Asker::new(addr)).await {
                         Ok(found) => {
+                            logged_in = found.is_some();
                             identity = found.clone();
                             login = Some(found);
                         }
@@ -412,7 +414,7 @@ impl WsSession {
                         &state,
                         &settings,
                         credential.as_ref(),
-                        asker,
+                        Asker::for_resources(addr, logged_in),
                         &asked,
                         verdict,
                     )
@@ -603,6 +605,10 @@ impl WsSession {
 
     /// Ask the deferred login now, in line (an op answered in order:
     /// `publish`, `send`); `Err` is the error frame's code and message.
+    /// The session loop (deliveries, pings) waits on it at most a third of
+    /// the heartbeat: past that the op is answered `auth_unavailable`,
+    /// while the check goes on, on a task of its own, within its timeout,
+    /// so its answer is kept for the client's next try.
     async fn login_now(&mut self) -> Result<(), (&'static str, String)> {
         if !self.client.login_deferred {
             return Ok(());
@@ -611,11 +617,24 @@ impl WsSession {
             self.client.login_deferred = false;
             return Ok(());
         };
-        let settings = self.settings.clone();
+        let (state, settings) = (self.state.clone(), self.settings.clone());
         let asker = Asker::new(self.client.addr);
-        let found = login::login(&self.state, &settings, &credential, asker)
-            .await
-            .map_err(|d| (d.code, d.message))?;
+        let bound = settings.config.realtime.heartbeat / 3;
+        let asking = tokio::spawn(async move {
+            login::login(&state, &settings, &credential, asker)
+                .await
+                .map_err(|d| (d.code, d.message))
+        });
+        let found = match tokio::time::timeout(bound, asking).await {
+            Ok(Ok(answer)) => answer?,
+            Ok(Err(_)) => return Err(("auth_unavailable", "the check failed".to_string())),
+            Err(_) => {
+                return Err((
+                    "auth_unavailable",
+                    "the application is slow to answer the check; try again shortly".to_string(),
+                ));
+            }
+        };
         self.adopt_login(found).map_err(|m| ("rate_limited", m))
     }
 
