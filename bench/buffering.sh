@@ -18,6 +18,8 @@ bench_start
 ROUNDS=${ROUNDS:-3}
 
 head -c 196608 /dev/urandom | base64 -w 0 > "$work/big.txt"   # 256 KiB of text
+# nginx's workers read it as their own user.
+chmod 755 "$work"; chmod 644 "$work/big.txt"
 # The application: an nginx instance of its own (see bench/upstreams.sh).
 nchan_conf "$work/apps.conf" "
   server { listen 127.0.0.1:18081;
