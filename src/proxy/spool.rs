@@ -1,7 +1,9 @@
 //! Where a buffered body waits: in memory up to a bound per body, then in a
 //! temporary file, with the memory of every spool of the gateway bounded
 //! together (`limits.buffers.memory`; past it a spool goes to its file at
-//! once) and counted for `/metrics`.
+//! once), their files bounded together too (`limits.buffers.disk`; past
+//! it [`Spool::fits`] says no and the caller waits or refuses), and both
+//! counted for `/metrics`.
 //!
 //! The rule it keeps: no temporary file outlives its body. A file is made
 //! with `tempfile::tempfile_in`, which unlinks it as it is made (`O_TMPFILE`
@@ -34,6 +36,7 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 pub(crate) struct Budget {
     stats: Arc<Stats>,
     memory: usize,
+    disk: usize,
     dir: Option<PathBuf>,
 }
 
@@ -42,6 +45,7 @@ impl Budget {
         Budget {
             stats: stats.clone(),
             memory: limits.memory,
+            disk: limits.disk,
             dir: limits.temp_dir.clone(),
         }
     }
@@ -57,11 +61,47 @@ impl Budget {
         true
     }
 
+    /// Shared memory not yet taken.
+    fn memory_free(&self) -> usize {
+        let held = self.stats.buffered_memory.load(Ordering::Relaxed);
+        self.memory.saturating_sub(held)
+    }
+
+    /// Room left in the temporary files of all spools together.
+    fn disk_free(&self) -> usize {
+        let held = self.stats.buffered_disk.load(Ordering::Relaxed);
+        self.disk.saturating_sub(held)
+    }
+
+    /// `n` bytes of the shared memory for a buffer that is not a spool,
+    /// held until the guard drops; `None` when they are not free.
+    pub(crate) fn hold(&self, n: usize) -> Option<Held> {
+        self.reserve(n).then(|| Held {
+            stats: self.stats.clone(),
+            n,
+        })
+    }
+
     fn tempfile(&self) -> io::Result<File> {
         match &self.dir {
             Some(dir) => tempfile::tempfile_in(dir),
             None => tempfile::tempfile(),
         }
+    }
+}
+
+/// Memory taken from the shared bound by [`Budget::hold`], given back when
+/// dropped.
+pub(crate) struct Held {
+    stats: Arc<Stats>,
+    n: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.stats
+            .buffered_memory
+            .fetch_sub(self.n, Ordering::Relaxed);
     }
 }
 
@@ -112,6 +152,25 @@ impl Spool {
     #[cfg(test)]
     pub(crate) fn on_disk(&self) -> u64 {
         self.on_disk
+    }
+
+    /// Whether `n` more bytes can be held within the bounds: in this
+    /// spool's memory, or else in the room left under the shared disk
+    /// bound. Callers ask before they push (an answer's reader waits, an
+    /// upload is refused); the check and the push are not one step, so
+    /// spools pushing at once may pass the disk bound by a read each.
+    pub(crate) fn fits(&self, n: usize) -> bool {
+        if self.on_disk == 0 {
+            let in_tail = self.tail_size - self.tail.len();
+            let more = self
+                .memory
+                .saturating_sub(self.reserved)
+                .min(self.budget.memory_free());
+            if in_tail.saturating_add(more) >= n {
+                return true;
+            }
+        }
+        self.budget.disk_free() >= n
     }
 
     /// Add `data` after what is held: to memory while nothing waits in the
@@ -206,6 +265,19 @@ impl Spool {
         Ok(())
     }
 
+    /// Let go of everything held and of the file itself (its descriptor
+    /// closes): for a spool that will not be read again.
+    pub(crate) fn discard(&mut self) {
+        self.release();
+        self.full.clear();
+        self.tail = BytesMut::new();
+        self.tail_size = 0;
+        self.reserved = 0;
+        self.in_memory = 0;
+        self.file = None;
+        self.on_disk = 0;
+    }
+
     fn release(&self) {
         let stats = &self.budget.stats;
         stats
@@ -231,6 +303,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let limits = BufferLimits {
             memory,
+            disk: 1 << 20,
             temp_dir: None,
         };
         (stats.clone(), Budget::new(&stats, &limits))

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 
+mod bounds;
 mod spill;
 mod worker;
 
