@@ -346,6 +346,34 @@ mod tests {
     }
 
     #[test]
+    fn fits_says_no_past_the_shared_disk_bound() {
+        // Disk bound of the test budget: 1 MiB.
+        let (stats, budget) = budget(CHUNK);
+        let mut a = Spool::new(budget.clone(), 16);
+        let b = Spool::new(budget.clone(), 16);
+        assert!(a.fits(16), "in its memory");
+        a.push(Bytes::from(vec![0u8; 16 + (1 << 20) - 10])).unwrap();
+        assert!(a.fits(10) && !a.fits(11), "10 bytes left on disk");
+        assert!(b.fits(11), "b's own memory still takes it");
+        assert!(!b.fits(17 + 10), "past b's memory, the disk is full");
+        assert_eq!(stats.buffered_disk.load(Ordering::Relaxed), (1 << 20) - 10);
+        a.discard();
+        assert_eq!(stats.buffered_disk.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), 0);
+        assert!(a.fits(1 << 20), "all free again");
+    }
+
+    #[test]
+    fn a_held_reservation_counts_until_dropped() {
+        let (stats, budget) = budget(100);
+        let held = budget.hold(60).expect("free");
+        assert!(budget.hold(41).is_none(), "past the shared bound");
+        assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), 60);
+        drop(held);
+        assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn the_shared_bound_sends_a_spool_to_its_file() {
         // Room for one block in all.
         let (stats, budget) = budget(CHUNK);
