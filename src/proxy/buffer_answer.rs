@@ -40,7 +40,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
-use super::spool::{Budget, CHUNK, Held, Spool};
+use super::spool::{Budget, CHUNK, Held, Planned, Spool};
 use crate::config::Buffering;
 use crate::reply::{Body, BoxError};
 
@@ -342,7 +342,6 @@ where
             }
             () = pipe.client_stalled() => return,
         };
-        let mut state = pipe.lock();
         let ended = match frame {
             Err(_) => {
                 warn!(?idle, "backend response stalled; closing it");
@@ -351,7 +350,7 @@ where
             Ok(None) => Some(Ok(None)),
             Ok(Some(Err(error))) => Some(Err(error.into().to_string())),
             Ok(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => match state.spool.push(data) {
+                Ok(data) => match push(&pipe, data) {
                     Ok(()) => None,
                     Err(error) => {
                         warn!(%error, "answer could not be buffered");
@@ -361,6 +360,7 @@ where
                 Err(frame) => Some(Ok(frame.into_trailers().ok())),
             },
         };
+        let mut state = pipe.lock();
         let done = ended.is_some();
         if done {
             state.end = ended;
@@ -376,6 +376,17 @@ where
     // answer) or closes.
     drop(body);
     watch(pipe).await;
+}
+
+/// Add `data` to the pipe's spool, writing what goes to its file outside
+/// the lock (the client reads on meanwhile).
+fn push(pipe: &Pipe, data: Bytes) -> std::io::Result<()> {
+    let write = pipe.lock().spool.push_memory(data)?;
+    let Some(write) = write else {
+        return Ok(());
+    };
+    let done = write.run();
+    pipe.lock().spool.written(write, done)
 }
 
 /// Once the upstream's answer is in: end it if the client takes nothing
@@ -418,16 +429,31 @@ impl HttpBody for Buffered {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let pipe = self.pipe.clone();
         let mut state = pipe.lock();
-        let held = state.spool.len();
-        if state.read < held {
-            let data = match state.spool.read_at(state.read, CHUNK) {
+        if state.read < state.spool.len() {
+            let data = match state.spool.read_plan(state.read, CHUNK) {
+                Planned::Ready(data) => Ok(data),
+                Planned::File(read) => {
+                    // Read outside the lock; it counts only if the spool
+                    // was not let go meanwhile (the answer was ended).
+                    drop(state);
+                    let data = read.run();
+                    state = pipe.lock();
+                    if !state.spool.still(&read) {
+                        return Poll::Ready(Some(Err("buffered answer ended".into())));
+                    }
+                    data
+                }
+            };
+            let data = match data {
                 Ok(data) if !data.is_empty() => data,
                 Ok(_) => return Poll::Ready(Some(Err("buffered answer ended early".into()))),
                 Err(error) => return Poll::Ready(Some(Err(error.into()))),
             };
+            let held = state.spool.len();
             state.read += data.len() as u64;
             state.taken_at = Instant::now();
-            if state.read == held && state.end.is_none() {
+            // Not while a write is out: it would land in an emptied file.
+            if state.read == held && state.end.is_none() && !state.spool.writing() {
                 // Caught up: what was held is let go, the file emptied.
                 if let Err(error) = state.spool.clear() {
                     return Poll::Ready(Some(Err(error.into())));

@@ -13,7 +13,11 @@
 //! File reads and writes are plain positioned calls on the serving thread,
 //! as nginx makes them without its thread pool: they are page-cache copies
 //! of at most [`CHUNK`] bytes, and a spool only writes what the memory
-//! bound sent there.
+//! bound sent there. A spool shared behind a lock (an answer's, read by
+//! the client while its task writes) makes them outside the lock: the
+//! lock hands out a [`FileRead`] or [`FileWrite`] to run, and takes back
+//! the result; `generation` tells a result that came back too late (the
+//! spool was emptied or let go meanwhile) from one that counts.
 
 use std::fs::File;
 use std::io;
@@ -124,8 +128,51 @@ pub(crate) struct Spool {
     /// Memory taken from the budget: the blocks' sizes.
     reserved: usize,
     in_memory: usize,
-    file: Option<File>,
+    file: Option<Arc<File>>,
     on_disk: u64,
+    /// A [`FileWrite`] is out: the spool is not emptied meanwhile.
+    writing: bool,
+    /// Counts the times the spool was emptied or let go.
+    generation: u64,
+}
+
+/// A read of the temporary file to make outside the spool's lock.
+pub(crate) struct FileRead {
+    file: Arc<File>,
+    off: u64,
+    n: usize,
+    generation: u64,
+}
+
+impl FileRead {
+    pub(crate) fn run(&self) -> io::Result<Bytes> {
+        let mut buf = vec![0; self.n];
+        self.file.read_exact_at(&mut buf, self.off)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// A write to the temporary file to make outside the spool's lock, then
+/// to hand back with [`Spool::written`].
+pub(crate) struct FileWrite {
+    file: Arc<File>,
+    off: u64,
+    data: Bytes,
+    generation: u64,
+}
+
+impl FileWrite {
+    pub(crate) fn run(&self) -> io::Result<()> {
+        self.file.write_all_at(&self.data, self.off)
+    }
+}
+
+/// What [`Spool::read_plan`] found at a place.
+pub(crate) enum Planned {
+    /// Bytes from memory, or none at or past the end.
+    Ready(Bytes),
+    /// Bytes to read from the file.
+    File(FileRead),
 }
 
 impl Spool {
@@ -140,7 +187,14 @@ impl Spool {
             in_memory: 0,
             file: None,
             on_disk: 0,
+            writing: false,
+            generation: 0,
         }
+    }
+
+    /// A [`FileWrite`] is out.
+    pub(crate) fn writing(&self) -> bool {
+        self.writing
     }
 
     /// Bytes held.
@@ -175,7 +229,20 @@ impl Spool {
 
     /// Add `data` after what is held: to memory while nothing waits in the
     /// file and both bounds allow it, the rest to the file.
-    pub(crate) fn push(&mut self, mut data: Bytes) -> io::Result<()> {
+    pub(crate) fn push(&mut self, data: Bytes) -> io::Result<()> {
+        match self.push_memory(data)? {
+            None => Ok(()),
+            Some(write) => {
+                let done = write.run();
+                self.written(write, done)
+            }
+        }
+    }
+
+    /// [`Spool::push`] up to the file: what goes there is handed back as
+    /// a write to make (outside a lock), then to give to [`Spool::written`].
+    /// One at a time.
+    pub(crate) fn push_memory(&mut self, mut data: Bytes) -> io::Result<Option<FileWrite>> {
         while self.on_disk == 0 && !data.is_empty() {
             let room = self.tail_size - self.tail.len();
             if room == 0 {
@@ -190,18 +257,35 @@ impl Spool {
             self.in_memory += take;
         }
         if data.is_empty() {
+            return Ok(None);
+        }
+        let file = match &self.file {
+            Some(file) => file.clone(),
+            None => self.file.insert(Arc::new(self.budget.tempfile()?)).clone(),
+        };
+        self.writing = true;
+        Ok(Some(FileWrite {
+            file,
+            off: self.on_disk,
+            data,
+            generation: self.generation,
+        }))
+    }
+
+    /// Take back a write from [`Spool::push_memory`] and how it went: its
+    /// bytes count from now on, unless the spool was let go meanwhile.
+    pub(crate) fn written(&mut self, write: FileWrite, done: io::Result<()>) -> io::Result<()> {
+        self.writing = false;
+        done?;
+        if write.generation != self.generation {
             return Ok(());
         }
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => self.file.insert(self.budget.tempfile()?),
-        };
-        file.write_all_at(&data, self.on_disk)?;
-        self.on_disk += data.len() as u64;
+        let n = write.data.len();
+        self.on_disk += n as u64;
         self.budget
             .stats
             .buffered_disk
-            .fetch_add(data.len(), Ordering::Relaxed);
+            .fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -224,29 +308,46 @@ impl Spool {
     /// Up to `max` bytes from `at` (fewer at a block's or the end's edge;
     /// none at or past the end).
     pub(crate) fn read_at(&self, at: u64, max: usize) -> io::Result<Bytes> {
+        match self.read_plan(at, max) {
+            Planned::Ready(data) => Ok(data),
+            Planned::File(read) => read.run(),
+        }
+    }
+
+    /// [`Spool::read_at`], with a read of the file handed back to make
+    /// (outside a lock) instead of made.
+    pub(crate) fn read_plan(&self, at: u64, max: usize) -> Planned {
         let mut start = 0u64;
         for block in &self.full {
             let end = start + block.len() as u64;
             if at < end {
                 let from = (at - start) as usize;
                 let to = block.len().min(from.saturating_add(max));
-                return Ok(block.slice(from..to));
+                return Planned::Ready(block.slice(from..to));
             }
             start = end;
         }
         if at < start + self.tail.len() as u64 {
             let from = (at - start) as usize;
             let to = self.tail.len().min(from.saturating_add(max));
-            return Ok(Bytes::copy_from_slice(&self.tail[from..to]));
+            return Planned::Ready(Bytes::copy_from_slice(&self.tail[from..to]));
         }
         let off = at.saturating_sub(self.in_memory as u64);
         let Some(file) = self.file.as_ref().filter(|_| off < self.on_disk) else {
-            return Ok(Bytes::new());
+            return Planned::Ready(Bytes::new());
         };
         let n = usize::try_from(self.on_disk - off).map_or(max, |left| left.min(max));
-        let mut buf = vec![0; n];
-        file.read_exact_at(&mut buf, off)?;
-        Ok(Bytes::from(buf))
+        Planned::File(FileRead {
+            file: file.clone(),
+            off,
+            n,
+            generation: self.generation,
+        })
+    }
+
+    /// Whether `read`, made from this spool, still counts.
+    pub(crate) fn still(&self, read: &FileRead) -> bool {
+        read.generation == self.generation
     }
 
     /// Let go of everything held (the file is kept, emptied, for what
@@ -258,6 +359,7 @@ impl Spool {
         self.tail_size = 0;
         self.reserved = 0;
         self.in_memory = 0;
+        self.generation += 1;
         if let Some(file) = &self.file {
             file.set_len(0)?;
         }
@@ -276,6 +378,7 @@ impl Spool {
         self.in_memory = 0;
         self.file = None;
         self.on_disk = 0;
+        self.generation += 1;
     }
 
     fn release(&self) {
@@ -361,6 +464,33 @@ mod tests {
         assert_eq!(stats.buffered_disk.load(Ordering::Relaxed), 0);
         assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), 0);
         assert!(a.fits(1 << 20), "all free again");
+    }
+
+    #[test]
+    fn file_work_done_outside_a_lock_counts_only_if_the_spool_was_kept() {
+        let (stats, budget) = budget(CHUNK);
+        let mut s = Spool::new(budget, 4);
+        let write = s.push_memory(Bytes::from_static(b"memfile")).unwrap();
+        let write = write.expect("the rest goes to the file");
+        assert!(s.writing(), "not to be emptied while the write is out");
+        assert_eq!(s.len(), 4, "the file's part counts once written");
+        let done = write.run();
+        s.written(write, done).unwrap();
+        assert_eq!((s.len(), s.writing()), (7, false));
+        let Planned::File(read) = s.read_plan(4, 10) else {
+            panic!("the file's part is read from the file");
+        };
+        assert_eq!(read.run().unwrap(), Bytes::from_static(b"ile"));
+        assert!(s.still(&read));
+        // Let go meanwhile: a late read or write does not count.
+        let late = s.push_memory(Bytes::from_static(b"late")).unwrap().unwrap();
+        s.discard();
+        assert!(!s.still(&read));
+        let done = late.run();
+        s.written(late, done).unwrap();
+        assert_eq!(s.len(), 0);
+        drop(s);
+        assert_eq!(stats.buffered_disk.load(Ordering::Relaxed), 0);
     }
 
     #[test]
