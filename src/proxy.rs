@@ -294,12 +294,14 @@ impl<'a> Proxy<'a> {
             return Response::from_parts(parts, reply::empty());
         }
         let (mut parts, body) = resp.into_parts();
+        // Judged on the fields as the application sent them, as the relay
+        // judges them, whatever `Connection` names; then the switch is
+        // hidden from the client, as nginx hides it.
+        let streams = streaming::streams_by_fields(&parts.headers);
         strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(streaming::ACCEL_BUFFERING);
         if let Some((policy, budget)) = &self.buffering {
-            if policy.response
-                && !http_body::Body::is_end_stream(&body)
-                && !streaming::streams_by_fields(&parts.headers)
-            {
+            if policy.response && !http_body::Body::is_end_stream(&body) && !streams {
                 let body =
                     buffer_answer::buffered(body, policy, budget.clone(), self.upstream.timeout());
                 return Response::from_parts(parts, body);

@@ -7,8 +7,12 @@
 //! The rules it keeps: a body over `buffering.max_body` is refused with 413
 //! (at once when its `Content-Length` says so, else as soon as it passes
 //! the bound), a client that leaves its body without a byte for
-//! `buffering.body_timeout` is answered 408, a body that breaks its framing
-//! 400 — and in none of these cases has the application seen the request.
+//! `buffering.body_timeout` is answered 408 (the bound is per read, as
+//! nginx's `client_body_timeout`: a client sending a byte now and then is
+//! bounded by `max_body` instead), a body that would pass the gateway's
+//! disk bound (`limits.buffers.disk`) 503 with `Retry-After`, a body that
+//! breaks its framing 400 — and in none of these cases has the application
+//! seen the request.
 //! A buffered body has a known length (it goes with `Content-Length`) and
 //! can be sent again: to the next server when a connect fails.
 
@@ -80,6 +84,8 @@ pub(super) enum Refused {
     Malformed(BoxError),
     #[error("request body could not be buffered: {0}")]
     Storage(std::io::Error),
+    #[error("temporary files hold limits.buffers.disk already")]
+    DiskFull,
 }
 
 impl Refused {
@@ -103,6 +109,18 @@ impl Refused {
                 "buffering_failed",
                 "the request body could not be held",
             ),
+            Refused::DiskFull => {
+                let mut resp = reply::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "buffers_full",
+                    "the gateway holds too many request bodies; try again",
+                );
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(super::busy::RETRY_AFTER),
+                );
+                resp
+            }
         };
         if http1 {
             resp.headers_mut()
@@ -136,6 +154,9 @@ async fn read_whole(
             Ok(data) => {
                 if spool.len().saturating_add(data.len() as u64) > max as u64 {
                     return Err(Refused::TooLarge(max));
+                }
+                if !spool.fits(data.len()) {
+                    return Err(Refused::DiskFull);
                 }
                 spool.push(data).map_err(Refused::Storage)?;
             }

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 
+mod bounds;
 mod spill;
 mod worker;
 
@@ -355,4 +356,34 @@ async fn past_max_body_an_answer_is_read_at_the_clients_pace_and_still_whole() {
     let resp = gw.http.get(gw.url("/big?chunked")).send().await.unwrap();
     assert_eq!(ping(&gw).await.0, 504, "the worker is held past max_body");
     assert_big(&resp.bytes().await.unwrap());
+}
+
+#[tokio::test]
+async fn x_accel_buffering_is_judged_alike_on_both_engines_and_hidden() {
+    // As nginx: the application's switch is heeded even when its
+    // `Connection` names it, and the client never sees it.
+    let worker = one_worker().await;
+    let gw = gateway(&worker, "", "", "").await;
+    for q in ["accel", "accel-named"] {
+        let before = gw.relayed().await;
+        let mut io = send_get(&gw, &format!("/big?{q}")).await;
+        let (status, head, got) = read_head(&mut io).await;
+        assert_eq!(status, 200);
+        let lower = head.to_ascii_lowercase();
+        assert!(!lower.contains("x-accel-buffering"), "{q}: {head}");
+        assert_eq!(ping(&gw).await.0, 504, "{q}: streamed on the relay");
+        assert_big(&read_body(&mut io, got, length_of(&head)).await);
+        assert_eq!(gw.engine_since(before).await, "relay");
+        let resp = gw
+            .http
+            .get(gw.url(&format!("/big?{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        let fields = resp.headers();
+        assert!(fields.get("x-accel-buffering").is_none(), "{q}: {fields:?}");
+        assert_eq!(ping(&gw).await.0, 504, "{q}: streamed on hyper");
+        assert_big(&resp.bytes().await.unwrap());
+    }
 }
