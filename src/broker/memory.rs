@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::lifecycle::Lifecycle;
 use futures_util::future::{self, BoxFuture};
-use tokio_util::sync::CancellationToken;
 
 use super::{Broker, BrokerError, HistoryPolicy, Publish, Replay};
 use crate::hub::{Hub, Message};
@@ -160,17 +160,14 @@ impl MemoryBroker {
         }
     }
 
-    /// Sweep periodically until `shutdown`.
-    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration, shutdown: CancellationToken) {
+    /// Sweep periodically until the gateway drains.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration, lifecycle: &Lifecycle) {
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
+        lifecycle.spawn_until_drain(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+                tick.tick().await;
                 match weak.upgrade() {
                     Some(b) => b.sweep(),
                     None => return,

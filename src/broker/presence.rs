@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::broker::{Broker, HistoryPolicy, Publish};
+use crate::lifecycle::Lifecycle;
 
 #[derive(Default)]
 struct Member {
@@ -32,14 +33,18 @@ pub struct Presence {
     /// the broker's life, so asked once).
     shared: bool,
     members: Mutex<HashMap<Arc<str>, HashMap<String, Member>>>,
+    /// Joins, leave timers and announcements run in its last stage: the
+    /// connections that drain still join and leave.
+    lifecycle: Lifecycle,
 }
 
 impl Presence {
-    pub fn new(broker: Arc<dyn Broker>) -> Arc<Presence> {
+    pub fn new(broker: Arc<dyn Broker>, lifecycle: Lifecycle) -> Arc<Presence> {
         Arc::new(Presence {
             shared: broker.shared_presence().is_some(),
             broker,
             members: Mutex::new(HashMap::new()),
+            lifecycle,
         })
     }
 
@@ -58,7 +63,7 @@ impl Presence {
             if connections == 1 {
                 let this = self.clone();
                 let (channel, subject) = (channel.clone(), subject.to_string());
-                tokio::spawn(async move {
+                self.lifecycle.spawn_until_stopped(async move {
                     let Some(shared) = this.broker.shared_presence() else {
                         return;
                     };
@@ -135,7 +140,7 @@ impl Presence {
         let this = self.clone();
         let channel = channel.clone();
         let subject = subject.to_string();
-        tokio::spawn(async move {
+        self.lifecycle.spawn_until_stopped(async move {
             tokio::time::sleep(grace).await;
             let gone = {
                 let Ok(mut all) = this.members.lock() else {
@@ -173,26 +178,22 @@ impl Presence {
     }
 
     /// Keep shared entries alive and announce the leaves that expired, every
-    /// third of `grace()` until `stop`; `history` gives a channel's policy for
+    /// third of `grace()` until the gateway stops; `history` gives a channel's policy for
     /// the leave events. Does nothing when membership is local.
     pub fn spawn_refresh(
         self: &Arc<Self>,
         grace: impl Fn() -> Duration + Send + 'static,
         history: impl Fn(&str) -> HistoryPolicy + Send + 'static,
-        stop: tokio_util::sync::CancellationToken,
     ) {
         if !self.shared {
             return;
         }
         let this = self.clone();
-        tokio::spawn(async move {
+        self.lifecycle.spawn_until_stopped(async move {
             loop {
                 let grace = grace();
                 let every = (grace / 3).max(Duration::from_millis(50));
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
+                tokio::time::sleep(every).await;
                 let local: Vec<(String, String)> = match this.members.lock() {
                     Ok(all) => all
                         .iter()
@@ -241,7 +242,7 @@ impl Presence {
             history,
         };
         let broker = self.broker.clone();
-        tokio::spawn(async move {
+        self.lifecycle.spawn_until_stopped(async move {
             if let Err(error) = broker.publish(publish).await {
                 tracing::warn!(%error, "presence event not published");
             }

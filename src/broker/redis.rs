@@ -31,11 +31,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::lifecycle::Lifecycle;
 use arc_swap::ArcSwapOption;
 use futures_util::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use keys::Keys;
 use scripts::{Published, ReplayAnswer};
@@ -119,11 +119,13 @@ impl RedisBroker {
         Ok(broker)
     }
 
-    /// Start the link to Redis in the background until `shutdown`. Redis need
+    /// Start the link to Redis in the background until the gateway has
+    /// drained (it carries the draining connections' publishes). Redis need
     /// not be up yet: the link retries with backoff, and until it is up the
     /// broker reports not ready and refuses publishes.
-    pub fn spawn_link(self: &Arc<Self>, shutdown: CancellationToken) {
-        tokio::spawn(link::run(Arc::downgrade(self), shutdown));
+    pub fn spawn_link(self: &Arc<Self>, lifecycle: &Lifecycle) {
+        let stopped = lifecycle.stopped().clone();
+        lifecycle.spawn_until_stopped(link::run(Arc::downgrade(self), stopped));
     }
 
     fn connection(&self) -> Result<ConnectionManager, BrokerError> {

@@ -30,6 +30,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, warn};
 
 use super::spool::{Budget, CHUNK, Spool};
@@ -62,7 +63,13 @@ impl Pipe {
 
 /// `body` taken off the upstream by a task of its own, to be read by the
 /// client at its pace; `idle` bounds the upstream's silences.
-pub(super) fn buffered<B>(mut body: B, policy: &Buffering, budget: Budget, idle: Duration) -> Body
+pub(super) fn buffered<B>(
+    mut body: B,
+    policy: &Buffering,
+    budget: Budget,
+    idle: Duration,
+    tasks: &TaskTracker,
+) -> Body
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -127,7 +134,7 @@ where
         drop(body);
     } else {
         let cap = policy.max_body as u64;
-        tokio::spawn(take(body, pipe.clone(), cap, idle).in_current_span());
+        tasks.spawn(take(body, pipe.clone(), cap, idle).in_current_span());
     }
     Buffered {
         pipe,

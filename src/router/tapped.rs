@@ -111,8 +111,11 @@ struct TapJob {
 }
 
 impl TapJob {
+    /// On the drained stage: a tap fired by a request that was answered
+    /// still publishes while the gateway drains.
     fn spawn(mut self, response_body: Option<Captured>) {
-        tokio::spawn(async move {
+        let lifecycle = self.state.lifecycle.clone();
+        lifecycle.spawn(async move {
             let request = self
                 .request_body
                 .lock()
@@ -167,8 +170,8 @@ fn budget(state: &AppState, settings: &Settings) -> Budget {
 fn tunnels(state: &AppState) -> Tunnels<'_> {
     Tunnels {
         stats: &state.stats,
-        tasks: &state.tasks,
-        stop: &state.shutdown,
+        tasks: state.lifecycle.tasks(),
+        stop: state.lifecycle.draining(),
     }
 }
 

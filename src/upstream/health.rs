@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use http::{Request, Uri};
 use http_body_util::BodyExt;
-use tokio_util::sync::CancellationToken;
 
 use super::server::Server;
 use super::{exchange, reuse};
 use crate::config;
+use crate::lifecycle::Lifecycle;
 use crate::reply;
 
 /// The most of a check's answer read (then the connection is not reused).
@@ -104,18 +104,28 @@ pub fn watch(
     uri: impl Fn(&str) -> Option<Uri> + Send + Sync + 'static,
     host: Option<http::HeaderValue>,
     upstream: String,
-    stop: CancellationToken,
+    lifecycle: &Lifecycle,
 ) {
     if server.health.terms().is_none() || server.health.watched.swap(true, Ordering::SeqCst) {
         return;
     }
     let weak = Arc::downgrade(server);
-    tokio::spawn(async move {
-        run(&weak, &uri, host.as_ref(), &upstream, &stop).await;
-        if let Some(s) = weak.upgrade() {
+    lifecycle.spawn_until_drain(async move {
+        let _watching = Watching(weak.clone());
+        run(&weak, &uri, host.as_ref(), &upstream).await;
+    });
+}
+
+/// The mark that a task checks the server, taken back however its task
+/// ends (returned, or dropped when the gateway drains).
+struct Watching(Weak<Server>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.upgrade() {
             s.health.watched.store(false, Ordering::SeqCst);
         }
-    });
+    }
 }
 
 async fn run(
@@ -123,7 +133,6 @@ async fn run(
     uri: &(impl Fn(&str) -> Option<Uri> + Sync),
     host: Option<&http::HeaderValue>,
     upstream: &str,
-    stop: &CancellationToken,
 ) {
     loop {
         // Held only for one check: a server a reload removed goes.
@@ -152,10 +161,7 @@ async fn run(
             None => {}
         }
         drop(server);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(terms.interval) => {}
-        }
+        tokio::time::sleep(terms.interval).await;
     }
 }
 
