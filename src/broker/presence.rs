@@ -14,7 +14,9 @@
 //! entries' expiry, so a crashed instance's members disappear within it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use crate::broker::{Broker, HistoryPolicy, Publish};
@@ -85,7 +87,7 @@ impl Presence {
     /// Count one more local connection of `subject` in `channel`; returns the
     /// member's connections and generation after the change.
     fn count_in(&self, channel: &Arc<str>, subject: &str) -> Option<(u32, u64)> {
-        let mut all = self.members.lock().ok()?;
+        let mut all = self.members.lock();
         let member = all
             .entry(channel.clone())
             .or_default()
@@ -108,7 +110,8 @@ impl Presence {
         if self.shared {
             // Stop refreshing: the shared entry expires after `grace` unless
             // this or another instance still holds the subject.
-            if let Ok(mut all) = self.members.lock() {
+            {
+                let mut all = self.members.lock();
                 if let Some(members) = all.get_mut(channel) {
                     if let Some(m) = members.get_mut(subject) {
                         m.connections = m.connections.saturating_sub(1);
@@ -124,9 +127,7 @@ impl Presence {
             return;
         }
         let generation = {
-            let Ok(mut all) = self.members.lock() else {
-                return;
-            };
+            let mut all = self.members.lock();
             let Some(member) = all.get_mut(channel).and_then(|m| m.get_mut(subject)) else {
                 return;
             };
@@ -143,9 +144,7 @@ impl Presence {
         self.lifecycle.spawn_until_stopped(async move {
             tokio::time::sleep(grace).await;
             let gone = {
-                let Ok(mut all) = this.members.lock() else {
-                    return;
-                };
+                let mut all = this.members.lock();
                 let Some(members) = all.get_mut(&channel) else {
                     return;
                 };
@@ -194,13 +193,12 @@ impl Presence {
                 let grace = grace();
                 let every = (grace / 3).max(Duration::from_millis(50));
                 tokio::time::sleep(every).await;
-                let local: Vec<(String, String)> = match this.members.lock() {
-                    Ok(all) => all
-                        .iter()
-                        .flat_map(|(c, m)| m.keys().map(move |s| (c.to_string(), s.clone())))
-                        .collect(),
-                    Err(_) => continue,
-                };
+                let local: Vec<(String, String)> = this
+                    .members
+                    .lock()
+                    .iter()
+                    .flat_map(|(c, m)| m.keys().map(move |s| (c.to_string(), s.clone())))
+                    .collect();
                 let Some(shared) = this.broker.shared_presence() else {
                     return;
                 };
@@ -222,8 +220,8 @@ impl Presence {
         let mut out: Vec<String> = self
             .members
             .lock()
-            .ok()
-            .and_then(|all| all.get(channel).map(|m| m.keys().cloned().collect()))
+            .get(channel)
+            .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         out.sort();
         out

@@ -15,9 +15,9 @@
 //! Both refusals are 429 with `Retry-After`. The counts live across
 //! reloads; the quotas are read at each check.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -72,7 +72,7 @@ pub struct Place<'a> {
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        let mut map = lock(&self.shares.in_flight);
+        let mut map = self.shares.in_flight.lock();
         if let Some(n) = map.get_mut(&self.addr) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -87,7 +87,7 @@ impl Shares {
     pub fn enter(&self, asker: Asker, terms: &ShareTerms) -> Result<Place<'_>, Duration> {
         let addr = crate::limits::address_key(asker.addr);
         {
-            let mut map = lock(&self.in_flight);
+            let mut map = self.in_flight.lock();
             let n = map.entry(addr).or_insert(0);
             if *n >= terms.in_flight {
                 // Checks last up to `timeout`; a second is a fair guess.
@@ -113,7 +113,7 @@ impl Shares {
     ) -> Result<(), Duration> {
         let interval = quota.rate.per / quota.rate.count.get();
         let tolerance = interval * (quota.burst.get() - 1);
-        let mut map = lock(&self.unknown);
+        let mut map = self.unknown.lock();
         if map.len() >= SWEEP_AT {
             map.retain(|_, tat| *tat > now);
         }
@@ -125,10 +125,6 @@ impl Shares {
         map.insert(addr, tat + interval);
         Ok(())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

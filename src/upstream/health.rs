@@ -17,7 +17,9 @@
 //! requests, whose own answers tell whether it works.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use http::{Request, Uri};
@@ -59,10 +61,7 @@ impl Health {
     }
 
     fn terms(&self) -> Option<config::Health> {
-        self.terms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.terms.lock().clone()
     }
 
     /// The checks a reload put in force; none: the server is in the
@@ -72,10 +71,7 @@ impl Health {
             self.healthy.store(true, Ordering::Relaxed);
             self.streak.store(0, Ordering::Relaxed);
         }
-        *self
-            .terms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = terms;
+        *self.terms.lock() = terms;
     }
 
     /// Count one check; returns the new state when it changed.
