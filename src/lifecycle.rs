@@ -118,9 +118,7 @@ impl Lifecycle {
     /// the last stage and wait for the background jobs to be dropped.
     /// Whether every drained task ended within `grace`.
     pub async fn drain(&self, grace: Duration) -> bool {
-        self.draining.cancel();
-        self.stopping.ring();
-        self.tasks.close();
+        self.begin_drain();
         let clean = tokio::time::timeout(grace, self.tasks.wait()).await.is_ok();
         if !clean {
             tracing::warn!(
@@ -143,11 +141,16 @@ impl Lifecycle {
         if self.stopped.is_cancelled() {
             return;
         }
+        self.begin_drain();
+        self.stopped.cancel();
+        self.background.close();
+    }
+
+    /// Stop taking new work and tell every drained task to end.
+    fn begin_drain(&self) {
         self.draining.cancel();
         self.stopping.ring();
         self.tasks.close();
-        self.stopped.cancel();
-        self.background.close();
     }
 
     /// Whether the last stage has ended.
