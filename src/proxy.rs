@@ -72,9 +72,10 @@ pub struct Proxy<'a> {
     buffering: Option<(Buffering, Budget)>,
 }
 
-/// What an upgraded tunnel (a WebSocket to the application's own paths)
-/// lives by once the request that opened it is done: the gauge it counts
-/// in, the tracker shutdown waits on, and the signal that ends it.
+/// What the tasks a proxied exchange leaves behind live by once its
+/// request is done (an upgraded tunnel, a WebSocket to the application's
+/// own paths; the reader of a buffered answer): the gauge a tunnel counts
+/// in, the tracker shutdown waits on, and the signal that ends a tunnel.
 #[derive(Clone, Copy)]
 pub struct Tunnels<'a> {
     pub stats: &'a Arc<Stats>,
@@ -302,8 +303,13 @@ impl<'a> Proxy<'a> {
         parts.headers.remove(streaming::ACCEL_BUFFERING);
         if let Some((policy, budget)) = &self.buffering {
             if policy.response && !http_body::Body::is_end_stream(&body) && !streams {
-                let body =
-                    buffer_answer::buffered(body, policy, budget.clone(), self.upstream.timeout());
+                let body = buffer_answer::buffered(
+                    body,
+                    policy,
+                    budget.clone(),
+                    self.upstream.timeout(),
+                    tunnels.tasks,
+                );
                 return Response::from_parts(parts, body);
             }
         }

@@ -39,6 +39,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("model", 0),
     ("reply", 0),
     ("alarm", 0),
+    ("lifecycle", 0),
     ("conn_info", 0),
     ("loops", 0),
     ("real_ip", 0),

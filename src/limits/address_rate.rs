@@ -8,8 +8,8 @@
 //! addresses with governor's `retain_recent` rather than a sweep on the
 //! checking path.
 
+use parking_lot::Mutex;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use super::address_key;
@@ -46,7 +46,7 @@ impl AddressRate {
     /// would be allowed.
     pub(crate) fn check(&self, addr: IpAddr, quota: &RateLimit) -> Result<(), Duration> {
         {
-            let mut in_force = self.quota.lock().unwrap_or_else(|p| p.into_inner());
+            let mut in_force = self.quota.lock();
             if *in_force != *quota {
                 self.limit.set_quota(quota);
                 *in_force = *quota;

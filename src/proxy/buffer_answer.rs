@@ -26,7 +26,9 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, warn};
 
 use super::spool::{Budget, CHUNK, Held, Planned, Spool};
@@ -83,7 +86,7 @@ impl State {
 
 impl Pipe {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// End the answer when the client has taken nothing for `client_idle` while
@@ -128,7 +131,13 @@ impl Pipe {
 
 /// `body` taken off the upstream by a task of its own, to be read by the
 /// client at its pace; `idle` bounds the upstream's silences.
-pub(super) fn buffered<B>(mut body: B, policy: &Buffering, budget: Budget, idle: Duration) -> Body
+pub(super) fn buffered<B>(
+    mut body: B,
+    policy: &Buffering,
+    budget: Budget,
+    idle: Duration,
+    tasks: &TaskTracker,
+) -> Body
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -207,7 +216,7 @@ where
         tokio::spawn(watch(pipe.clone()).in_current_span());
     } else {
         let cap = policy.max_body as u64;
-        tokio::spawn(take(body, pipe.clone(), cap, idle).in_current_span());
+        tasks.spawn(take(body, pipe.clone(), cap, idle).in_current_span());
     }
     Buffered {
         pipe,

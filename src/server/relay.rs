@@ -85,7 +85,7 @@ pub async fn serve<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut stopping = state.stopping.listen_from_start();
+    let mut stopping = state.lifecycle.stopping().listen_from_start();
     // Waiting for a head is bounded like hyper bounds it: from the moment
     // the connection is idle (`limits.header_timeout`).
     let mut head_deadline = Some(first_deadline);
@@ -126,7 +126,7 @@ where
                     if next == Next::Abort {
                         return Relayed::Aborted;
                     }
-                    if next == Next::Close || out.close || state.stopping.has_rung() {
+                    if next == Next::Close || out.close || state.lifecycle.stopping().has_rung() {
                         return Relayed::Closed;
                     }
                     head_deadline = None;
@@ -218,7 +218,7 @@ where
     let started = Instant::now();
     let upstream = to.upstream;
     // The last answer before a shutdown says so, as hyper's would.
-    let close = out.close || state.stopping.has_rung();
+    let close = out.close || state.lifecycle.stopping().has_rung();
     let mut rbuf = BytesMut::with_capacity(8192);
     let asked = {
         let asked = open_any(upstream, client, out, close, &mut rbuf);

@@ -26,9 +26,10 @@
 //! terms are read at each check (a changed share resizes the address's
 //! line as its checks end).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -141,7 +142,7 @@ struct InLine<'a> {
 
 impl Drop for InLine<'_> {
     fn drop(&mut self) {
-        let mut lines = lock(&self.shares.lines);
+        let mut lines = self.shares.lines.lock();
         if let Some(line) = lines.get_mut(&self.key) {
             line.users = line.users.saturating_sub(1);
             if line.users == 0 {
@@ -160,7 +161,7 @@ struct Held<'a> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        let mut lines = lock(&self.in_line.shares.lines);
+        let mut lines = self.in_line.shares.lines.lock();
         if let Some(line) = lines.get_mut(&self.in_line.key) {
             if line.size > line.target {
                 if let Some(permit) = self.permit.take() {
@@ -224,7 +225,7 @@ impl Shares {
         size: usize,
         queue: usize,
     ) -> Result<(InLine<'_>, Arc<Semaphore>), Duration> {
-        let mut lines = lock(&self.lines);
+        let mut lines = self.lines.lock();
         let line = lines.entry(key).or_insert_with(|| Line {
             places: Arc::new(Semaphore::new(size)),
             size,
@@ -255,10 +256,6 @@ impl Shares {
     pub fn evict_idle(&self) {
         self.unknown.evict_idle();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -325,7 +322,7 @@ mod tests {
         assert!(pending(again.as_mut()));
         drop(held);
         assert!(again.await.is_ok());
-        assert!(lock(&shares.lines).is_empty(), "an idle line is forgotten");
+        assert!(shares.lines.lock().is_empty(), "an idle line is forgotten");
     }
 
     #[tokio::test]

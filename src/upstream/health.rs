@@ -11,7 +11,7 @@
 //! `health_check.rs`: this file is the passive state the server holds, so
 //! the server does not depend on the code that sends requests to it.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::config;
@@ -43,10 +43,7 @@ impl Health {
     }
 
     pub(super) fn terms(&self) -> Option<config::Health> {
-        self.terms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.terms.lock().clone()
     }
 
     /// The checks a reload put in force; none: the server is in the
@@ -56,10 +53,7 @@ impl Health {
             self.healthy.store(true, Ordering::Relaxed);
             self.streak.store(0, Ordering::Relaxed);
         }
-        *self
-            .terms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = terms;
+        *self.terms.lock() = terms;
     }
 
     /// Count one check; returns the new state when it changed.

@@ -19,11 +19,11 @@ use std::time::Duration;
 
 use http::{Request, Uri};
 use http_body_util::BodyExt;
-use tokio_util::sync::CancellationToken;
 
 use super::limit::Refused;
 use super::server::Server;
 use super::{exchange, reuse};
+use crate::lifecycle::Lifecycle;
 use crate::reply;
 
 /// The most of a check's answer read (then the connection is not reused).
@@ -37,18 +37,29 @@ pub fn watch(
     uri: impl Fn(&str) -> Option<Uri> + Send + Sync + 'static,
     host: Option<http::HeaderValue>,
     upstream: String,
-    stop: CancellationToken,
+    lifecycle: &Lifecycle,
 ) {
     if server.health.terms().is_none() || server.health.claim_watch() {
         return;
     }
     let weak = Arc::downgrade(server);
-    tokio::spawn(async move {
-        run(&weak, &uri, host.as_ref(), &upstream, &stop).await;
-        if let Some(s) = weak.upgrade() {
+    lifecycle.spawn_until_drain(async move {
+        let _watching = Watching(weak.clone());
+        run(&weak, &uri, host.as_ref(), &upstream).await;
+    });
+}
+
+/// Gives the server's watch back however its task ends (the server gone,
+/// its checks turned off, or the drain cancelling the task), so a server a
+/// reload keeps can be watched again.
+struct Watching(Weak<Server>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.upgrade() {
             s.health.release_watch();
         }
-    });
+    }
 }
 
 async fn run(
@@ -56,7 +67,6 @@ async fn run(
     uri: &(impl Fn(&str) -> Option<Uri> + Sync),
     host: Option<&http::HeaderValue>,
     upstream: &str,
-    stop: &CancellationToken,
 ) {
     loop {
         // Held only for one check: a server a reload removed goes.
@@ -85,10 +95,7 @@ async fn run(
             None => {}
         }
         drop(server);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(terms.interval) => {}
-        }
+        tokio::time::sleep(terms.interval).await;
     }
 }
 

@@ -72,7 +72,7 @@ impl WsSession {
             .0
             .clone();
         let reference = r.map(str::to_string);
-        tokio::spawn(async move {
+        self.state.lifecycle.spawn(async move {
             let r = reference.as_deref();
             let reply = match send::forward(&settings, subject.as_deref(), connection, &data).await
             {
@@ -389,7 +389,7 @@ impl WsSession {
         let (addr, by_session) = (self.client.addr, self.client.by_session);
         let judged = self.judged;
         let asked = channel.clone();
-        let task = tokio::spawn(async move {
+        let task = self.state.lifecycle.spawn(async move {
             let ask = async {
                 // The login first, when it was deferred (one question per
                 // credential however many channels ask it at once).
