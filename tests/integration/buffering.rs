@@ -16,15 +16,30 @@ mod worker;
 
 use worker::{BIG, Worker, big_body, one_worker};
 
+/// How long a request waits for the one worker before the gateway answers
+/// 504: what a request stuck behind a held worker gets. Long enough that a
+/// loaded test machine (the suite runs its tests side by side on two
+/// cores) does not make an answer that is merely slow look held.
+const UPSTREAM_TIMEOUT: &str = "2s";
+
 /// A gateway whose every proxied request goes to `worker` with the
 /// upstream keys `upstream` (`, key: value…`), after the routes `routes`
 /// (YAML list items); `extra` is more top-level YAML.
 async fn gateway(worker: &Worker, upstream: &str, routes: &str, extra: &str) -> TestGateway {
     let text = format!(
-        "upstreams:\n  worker: {{ url: \"{}\", timeout: 1s{upstream} }}\nroutes:\n{routes}  - {{ path: /, upstream: worker }}\n{extra}",
+        "upstreams:\n  worker: {{ url: \"{}\", timeout: {UPSTREAM_TIMEOUT}{upstream} }}\nroutes:\n{routes}  - {{ path: /, upstream: worker }}\n{extra}",
         worker.url
     );
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &text).await
+    // The default upstream's timeout is also the longest a client may
+    // leave the gateway's writes untaken: longer than the worker's, so a
+    // paused reader is still reading when a request behind it times out.
+    let dir = temp_dir("buffering");
+    let yaml = yaml(&dir, "http://127.0.0.1:9", "  heartbeat: 15s", &text).replace(
+        "connect_timeout: 500ms, timeout: 2s }",
+        "connect_timeout: 500ms, timeout: 6s }",
+    );
+    assert!(yaml.contains("timeout: 6s }"), "{yaml}");
+    TestGateway::start_yaml(&yaml, dir).await
 }
 
 /// Read an answer head off `io`: its status, its head, and the body bytes
@@ -103,13 +118,13 @@ async fn a_trickled_upload_does_not_hold_the_one_worker() {
         .await
         .unwrap();
     io.flush().await.unwrap();
-    // One byte every 50 ms: 1.5 s in all, longer than the upstream's
-    // timeout (1 s) that a waiting request would get.
+    // One byte every 100 ms: 3 s in all, longer than the upstream's
+    // timeout (2 s) that a waiting request would get.
     let trickle = tokio::spawn(async move {
         for b in 1..=30u8 {
             io.write_all(&[b]).await.unwrap();
             io.flush().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         io
     });

@@ -73,7 +73,7 @@ struct Shared {
 
 pub(crate) async fn one_worker() -> Worker {
     // Made before the first request: making 32 MiB in an unoptimised test
-    // build on a loaded machine can take longer than the upstream's 1 s
+    // build on a loaded machine can take longer than the upstream's 2 s
     // timeout, which turned the first `/big` into a 504.
     big_body();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
