@@ -17,7 +17,9 @@ bench_need nginx libnginx-mod-nchan wrk
 bench_start
 ROUNDS=${ROUNDS:-3}
 
-head -c 262144 /dev/urandom | base64 -w 0 | head -c 262144 > "$work/big.txt"
+head -c 196608 /dev/urandom | base64 -w 0 > "$work/big.txt"   # 256 KiB of text
+# nginx's workers read it as their own user.
+chmod 755 "$work"; chmod 644 "$work/big.txt"
 # The application: an nginx instance of its own (see bench/upstreams.sh).
 nchan_conf "$work/apps.conf" "
   server { listen 127.0.0.1:18081;

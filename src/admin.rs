@@ -194,7 +194,7 @@ async fn webhook(state: AppState, req: Request<Incoming>) -> Response<Body> {
 }
 
 fn readyz(state: &AppState) -> Response<Body> {
-    let draining = state.shutdown.is_cancelled();
+    let draining = state.lifecycle.draining().is_cancelled();
     let broker = state.broker.is_ready();
     let reload_failed = state
         .stats

@@ -12,8 +12,10 @@
 //! comparison. Ringing takes the lock once and wakes every listener.
 
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use parking_lot::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 #[derive(Default)]
@@ -79,10 +81,10 @@ impl Alarm {
         }
     }
 
-    /// The waiter list; a panic elsewhere while it was held leaves it usable
-    /// (it is only wakers), so no wake-up is ever lost to poisoning.
+    /// The waiter list (parking_lot's lock does not poison: a panic
+    /// elsewhere while it was held loses no wake-up).
     fn waiters(&self) -> MutexGuard<'_, Waiters> {
-        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+        self.waiters.lock()
     }
 
     /// Whether it ever rang (for one-shot alarms: shutdown, a kick).
@@ -226,7 +228,7 @@ mod tests {
         assert!(alarm.has_rung());
         drop(late);
         drop(from_start);
-        let w = alarm.waiters.lock().unwrap();
+        let w = alarm.waiters.lock();
         assert!(w.slots.iter().all(Option::is_none));
         assert_eq!(w.free.len(), w.slots.len(), "every slot is reusable");
     }

@@ -8,6 +8,9 @@
 //! - `replay` either returns the retained messages after a position (the
 //!   oldest `limit` of them, so a long replay is read page by page), or says
 //!   [`Replay::Gap`] — it never returns a partial answer silently.
+//!
+//! A session follows a channel through [`follow`], whose [`Following`]
+//! guard unfollows when dropped: the pairing is not left to each caller.
 
 pub mod memory;
 pub mod presence;
@@ -24,6 +27,35 @@ pub use memory::MemoryBroker;
 pub use redis::RedisBroker;
 
 pub use crate::model::{HistoryPolicy, Publish};
+
+/// A session's follow of one channel: while it lives the broker routes the
+/// channel's messages to this instance's hub; dropping it unfollows.
+#[must_use = "dropping a follow ends it at once"]
+pub struct Following {
+    broker: Arc<dyn Broker>,
+    channel: Arc<str>,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.broker.unfollow(&self.channel);
+    }
+}
+
+/// Follow `channel` on `broker` ([`Broker::follow`]): the guard that
+/// unfollows, and the newest id assigned so far. A failed follow holds
+/// nothing (the broker took back its own count).
+pub async fn follow(
+    broker: &Arc<dyn Broker>,
+    channel: &Arc<str>,
+) -> Result<(Following, u64), BrokerError> {
+    let head = broker.follow(channel).await?;
+    let following = Following {
+        broker: broker.clone(),
+        channel: channel.clone(),
+    };
+    Ok((following, head))
+}
 
 /// Answer to a resume request.
 #[derive(Debug)]
@@ -48,7 +80,8 @@ pub trait Broker: Send + Sync + 'static {
     /// A local session starts following `channel`: from when this resolves,
     /// every message published to it reaches the hub. Returns the newest id
     /// assigned so far ("now", where a subscriber starting live begins).
-    /// Pair every successful call with one [`Broker::unfollow`].
+    /// Pair every successful call with one [`Broker::unfollow`]; sessions
+    /// call [`follow`], whose guard does.
     fn follow<'a>(&'a self, channel: &'a Arc<str>) -> BoxFuture<'a, Result<u64, BrokerError>>;
 
     /// A local session stopped following `channel`.

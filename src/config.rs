@@ -1,5 +1,6 @@
 //! Configuration: `gateway.yaml` read, `${ENV}`-interpolated, parsed into typed
-//! sections and validated, in that order (`load` → `parse` → validate → `Config`).
+//! sections, validated, and the files it names checked, in that order (`load` →
+//! `parse` → `validate` → `files` → `Config`).
 //! The rule it keeps: a bad file never half-loads. Every problem comes back as a
 //! `ConfigError` naming the file, the 1-based line and the dotted key path, all
 //! validation problems at once, and no message ever contains a secret or a value
@@ -10,6 +11,7 @@
 mod access;
 mod buffering;
 mod error;
+mod files;
 mod interpolate;
 mod lenient;
 mod locate;
@@ -29,7 +31,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-pub use access::{Auth, Jwt, Limits, PerClient, PerIp, RateLimit, StaticToken};
+pub use access::{Auth, Jwt, Limits, PerClient, PerIp, StaticToken};
 pub use buffering::{BufferLimits, Buffering, RouteBuffering};
 pub use error::{ConfigError, ConfigErrors};
 pub use queue::{ConnLimit, Queue};
@@ -43,8 +45,8 @@ pub use schema::{
     Realtime, RedisConfig, SniCert, Tls,
 };
 pub use sections::Sections;
-pub use session::{ResourceCheck, SessionAuth, check_placeholders, split_check};
-pub use units::{Rate, format_duration, parse_duration, parse_size};
+pub use session::{PerAddress, ResourceCheck, SessionAuth, check_placeholders, split_check};
+pub use units::{Rate, RateLimit, format_duration, parse_duration, parse_size};
 pub use upstream_tls::{
     TlsFileError, TlsMaterial, UpstreamTls, read as read_upstream_tls, system_roots_usable,
 };
@@ -158,7 +160,7 @@ fn parse_document(
         }
     })?;
 
-    let invalid = |violations: Vec<validate::Violation>| {
+    let invalid = |violations: Vec<error::Violation>| {
         let errors = violations
             .into_iter()
             .map(|v| ConfigError::Invalid {
@@ -177,8 +179,7 @@ fn parse_document(
 
     normalize::normalize(&mut config, file);
     // What needs the disk, with paths resolved: upstream certificates, sockets.
-    let mut violations = upstream_tls::check_files(&config, system_roots);
-    violations.extend(buffering::check_files(&config));
+    let violations = files::check(&config, system_roots);
     if !violations.is_empty() {
         return Err(invalid(violations));
     }

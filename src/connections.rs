@@ -3,7 +3,9 @@
 //! wherever it is. Each session's entry goes when its registration drops.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::hub::inbox::Inbox;
 
@@ -27,10 +29,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let entry = match self.registry.inner.lock() {
-            Ok(mut m) => m.remove(&self.id),
-            Err(_) => None,
-        };
+        let entry = self.registry.inner.lock().remove(&self.id);
         // Often the inbox's last holder: its queue is freed outside the
         // lock every session's opening and ending takes.
         drop(entry);
@@ -46,7 +45,8 @@ impl Connections {
         transport: &'static str,
         inbox: &Inbox,
     ) -> Registration {
-        if let Ok(mut m) = self.inner.lock() {
+        {
+            let mut m = self.inner.lock();
             m.insert(
                 id,
                 Entry {
@@ -66,7 +66,8 @@ impl Connections {
     /// after it opened: an `auth` op, or the application's login asked
     /// late), so that disconnecting the subject reaches it.
     pub fn set_subject(&self, id: u64, subject: Option<&str>) {
-        if let Ok(mut m) = self.inner.lock() {
+        {
+            let mut m = self.inner.lock();
             if let Some(e) = m.get_mut(&id) {
                 e.subject = subject.map(str::to_string);
             }
@@ -75,7 +76,7 @@ impl Connections {
 
     /// Disconnect every session of `subject`; returns how many.
     pub fn disconnect_subject(&self, subject: &str) -> usize {
-        let Ok(m) = self.inner.lock() else { return 0 };
+        let m = self.inner.lock();
         let mut n = 0;
         for e in m.values().filter(|e| e.subject.as_deref() == Some(subject)) {
             e.inbox.kick();
@@ -86,16 +87,15 @@ impl Connections {
 
     /// Disconnect the session with this id.
     pub fn disconnect_id(&self, id: u64) -> bool {
-        let Ok(m) = self.inner.lock() else {
-            return false;
-        };
+        let m = self.inner.lock();
         m.get(&id).map(|e| e.inbox.kick()).is_some()
     }
 
     /// Number of sessions per transport.
     pub fn count_by_transport(&self) -> HashMap<&'static str, usize> {
         let mut out = HashMap::new();
-        if let Ok(m) = self.inner.lock() {
+        {
+            let m = self.inner.lock();
             for e in m.values() {
                 *out.entry(e.transport).or_default() += 1;
             }
@@ -104,7 +104,7 @@ impl Connections {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|m| m.len()).unwrap_or(0)
+        self.inner.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {

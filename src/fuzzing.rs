@@ -51,9 +51,11 @@ pub fn template(data: &[u8]) {
 
 fn settings() -> &'static Settings {
     static SETTINGS: OnceLock<Settings> = OnceLock::new();
-    SETTINGS.get_or_init(|| match Settings::new(Config::default()) {
-        Ok(s) => s,
-        Err(e) => panic!("default settings: {e}"),
+    SETTINGS.get_or_init(|| {
+        match Settings::new(Config::default(), &crate::lifecycle::Lifecycle::new()) {
+            Ok(s) => s,
+            Err(e) => panic!("default settings: {e}"),
+        }
     })
 }
 

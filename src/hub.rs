@@ -4,13 +4,20 @@
 //! The hub knows nothing about transports or history: the broker hands it each
 //! message once, in channel order, and it pushes an `Arc` of that message into
 //! every subscriber's [`Inbox`] without waiting on any of them.
+//!
+//! A subscription is a [`Subscription`] guard: dropping it takes the inbox
+//! off its channel, so a session cannot forget to. The locks are
+//! `parking_lot`'s, which do not poison: a panic elsewhere never leaves a
+//! subscription half made or a channel that cannot be left.
 
 pub mod inbox;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+
+use parking_lot::{Mutex, RwLock};
 
 pub use crate::model::{Cursor, Message, cursor, message};
 pub use inbox::{Drained, Inbox};
@@ -41,11 +48,28 @@ struct Subscriber {
     policy: SlowClient,
 }
 
-/// Proof of one subscription; give it back to [`Hub::unsubscribe`].
-#[derive(Debug)]
-pub struct SubscriptionId {
+/// One inbox on one channel: while it lives the channel's messages reach
+/// the inbox, and dropping it takes the inbox off the channel.
+#[must_use = "dropping a subscription ends it at once"]
+pub struct Subscription {
+    hub: Hub,
     pub channel: Arc<str>,
     id: u64,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("channel", &self.channel)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(&self.channel, self.id);
+    }
 }
 
 impl Default for Hub {
@@ -70,54 +94,46 @@ impl Hub {
         &self.inner.shards[i]
     }
 
-    /// Add `inbox` to `channel`'s subscribers.
-    pub fn subscribe(
-        &self,
-        channel: &Arc<str>,
-        inbox: &Inbox,
-        policy: SlowClient,
-    ) -> SubscriptionId {
+    /// Add `inbox` to `channel`'s subscribers until the returned guard is
+    /// dropped. The inbox is registered when this returns.
+    pub fn subscribe(&self, channel: &Arc<str>, inbox: &Inbox, policy: SlowClient) -> Subscription {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut map) = self.shard(channel).lock() {
-            let subs = map.entry(channel.clone()).or_default();
-            if let Ok(mut list) = subs.list.write() {
-                list.push(Subscriber {
-                    id,
-                    inbox: inbox.clone(),
-                    policy,
-                });
-            }
-        }
-        SubscriptionId {
+        self.shard(channel)
+            .lock()
+            .entry(channel.clone())
+            .or_default()
+            .list
+            .write()
+            .push(Subscriber {
+                id,
+                inbox: inbox.clone(),
+                policy,
+            });
+        Subscription {
+            hub: self.clone(),
             channel: channel.clone(),
             id,
         }
     }
 
-    pub fn unsubscribe(&self, sub: &SubscriptionId) {
-        let Ok(mut map) = self.shard(&sub.channel).lock() else {
-            return;
-        };
-        let empty = match map.get(&sub.channel) {
-            Some(subs) => match subs.list.write() {
-                Ok(mut list) => {
-                    list.retain(|s| s.id != sub.id);
-                    list.is_empty()
-                }
-                Err(_) => false,
-            },
-            None => false,
-        };
+    /// What dropping a [`Subscription`] does.
+    fn unsubscribe(&self, channel: &Arc<str>, id: u64) {
+        let mut map = self.shard(channel).lock();
+        let empty = map.get(channel).is_some_and(|subs| {
+            let mut list = subs.list.write();
+            list.retain(|s| s.id != id);
+            list.is_empty()
+        });
         if empty {
-            map.remove(&sub.channel);
+            map.remove(channel);
         }
     }
 
     /// Run `f` over `channel`'s local subscribers (none: `f` is not called);
     /// the shard lock is released first, only the channel's list is held.
     fn with_subscribers<R>(&self, channel: &str, f: impl FnOnce(&[Subscriber]) -> R) -> Option<R> {
-        let subs = self.shard(channel).lock().ok()?.get(channel).cloned()?;
-        let list = subs.list.read().ok()?;
+        let subs = self.shard(channel).lock().get(channel).cloned()?;
+        let list = subs.list.read();
         Some(f(&list))
     }
 
@@ -156,11 +172,7 @@ impl Hub {
 
     /// Number of channels with at least one local subscriber.
     pub fn channel_count(&self) -> usize {
-        self.inner
-            .shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
+        self.inner.shards.iter().map(|s| s.lock().len()).sum()
     }
 
     /// The `n` channels with the most local subscribers, most first (for the
@@ -168,10 +180,11 @@ impl Hub {
     pub fn busiest(&self, n: usize) -> Vec<(Arc<str>, usize)> {
         let mut all: Vec<(Arc<str>, usize)> = Vec::new();
         for shard in &self.inner.shards {
-            let Ok(map) = shard.lock() else { continue };
-            all.extend(map.iter().map(|(name, subs)| {
-                (name.clone(), subs.list.read().map(|l| l.len()).unwrap_or(0))
-            }));
+            let map = shard.lock();
+            all.extend(
+                map.iter()
+                    .map(|(name, subs)| (name.clone(), subs.list.read().len())),
+            );
         }
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
@@ -196,10 +209,35 @@ mod tests {
         let m = Arc::new(Message::new(a.clone(), "message".into(), &data, 1, None, 1));
         assert_eq!(hub.fanout(&m), 2);
         assert_eq!(i1.len(), 1);
-        hub.unsubscribe(&s1);
+        drop(s1);
         assert_eq!(hub.subscriber_count("a"), 1);
-        hub.unsubscribe(&s2);
+        drop(s2);
         assert_eq!(hub.channel_count(), 0);
         assert_eq!(hub.fanout(&m), 0);
+    }
+
+    #[test]
+    fn a_subscription_is_registered_even_after_a_panic_under_the_lock() {
+        let hub = Hub::new();
+        let a: Arc<str> = "a".into();
+        // A panic while a shard's lock is held (a std lock would be
+        // poisoned and the subscription skipped).
+        let h = hub.clone();
+        let ch = a.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = h.shard(&ch).lock();
+            panic!("while holding the shard");
+        })
+        .join();
+        assert!(panicked.is_err());
+        let inbox = Inbox::new(8);
+        let sub = hub.subscribe(&a, &inbox, SlowClient::Disconnect);
+        assert_eq!(
+            hub.subscriber_count("a"),
+            1,
+            "the id returned is registered"
+        );
+        drop(sub);
+        assert_eq!(hub.channel_count(), 0, "and taken back");
     }
 }

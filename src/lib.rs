@@ -34,6 +34,7 @@ pub(crate) mod connections;
 pub mod fuzzing;
 pub(crate) mod hub;
 pub(crate) mod ingest;
+pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub mod logging;
 pub(crate) mod loops;
@@ -62,6 +63,7 @@ use tokio::net::TcpListener;
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::{BrokerKind, Config};
 use crate::hub::Hub;
+use crate::lifecycle::Lifecycle;
 use crate::server::ListenerRole;
 use crate::state::{AppState, Settings};
 
@@ -116,11 +118,17 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 
 pub struct Gateway;
 
-/// A running gateway.
+/// A running gateway. Dropped without [`Handle::shutdown`], it stops at
+/// once: its background tasks end and its event loops' threads exit,
+/// closing the connections they served.
 pub struct Handle {
     state: AppState,
     public: SocketAddr,
     admin: SocketAddr,
+    /// The event loops outlive the accept loop: they serve the connections
+    /// that drain after it stopped, until the drain is over and this handle
+    /// goes (`loops.rs`).
+    _loops: loops::Lifetime,
 }
 
 impl Gateway {
@@ -156,12 +164,18 @@ impl Gateway {
                 addr: config.listen.admin,
                 source,
             })?;
-        let state = AppState::new(Settings::new(config)?, hub, broker);
+        let lifecycle = Lifecycle::new();
+        let state = AppState::new(
+            Settings::new(config, &lifecycle)?,
+            hub,
+            broker,
+            lifecycle.clone(),
+        );
         if let Some(memory) = memory {
-            memory.spawn_sweeper(Duration::from_secs(5), state.shutdown.clone());
+            memory.spawn_sweeper(Duration::from_secs(5), &lifecycle);
         }
         if let Some(redis) = redis {
-            redis.spawn_link(state.broker_stop.clone());
+            redis.spawn_link(&lifecycle);
             let (a, b) = (state.clone(), state.clone());
             state.presence.spawn_refresh(
                 move || a.settings().config.realtime.presence_grace,
@@ -175,24 +189,16 @@ impl Gateway {
                         },
                     }
                 },
-                state.broker_stop.clone(),
             );
         }
         spawn_limit_eviction(&state);
-        // The loops outlive the accept loop: they serve the connections
-        // that drain after it stopped, until the drain is over.
-        let drained = state.broker_stop.clone();
-        tokio::spawn(async move {
-            let _lifetime = lifetime;
-            drained.cancelled().await;
-        });
-        tokio::spawn(server::accept_loop(
+        lifecycle.spawn_until_drain(server::accept_loop(
             state.clone(),
             listeners.public,
             ListenerRole::Public,
             Some(loops),
         ));
-        tokio::spawn(server::accept_loop(
+        lifecycle.spawn_until_drain(server::accept_loop(
             state.clone(),
             listeners.admin,
             ListenerRole::Admin,
@@ -203,20 +209,20 @@ impl Gateway {
             state,
             public,
             admin,
+            _loops: lifetime,
         })
     }
 }
 
 /// Keep rate-limiter state bounded: forget idle keys every minute.
 fn spawn_limit_eviction(state: &AppState) {
-    let state = state.clone();
-    tokio::spawn(async move {
+    let held = state.clone();
+    state.lifecycle.spawn_until_drain(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
-            tokio::select! {
-                _ = state.shutdown.cancelled() => return,
-                _ = tick.tick() => state.limits.evict_idle(),
-            }
+            tick.tick().await;
+            held.limits.evict_idle();
+            held.app_checks.evict_idle();
         }
     });
 }
@@ -236,20 +242,63 @@ impl Handle {
 
     /// Drain: stop accepting, tell realtime clients to reconnect elsewhere,
     /// let in-flight requests finish, and give up after `grace`.
+    /// Returns once every task of the gateway has ended; whether the
+    /// connections ended within `grace`.
     pub async fn shutdown(self, grace: Duration) -> bool {
-        self.state.shutdown.cancel();
-        self.state.stopping.ring();
-        self.state.tasks.close();
-        let clean = tokio::time::timeout(grace, self.state.tasks.wait())
-            .await
-            .is_ok();
-        if !clean {
-            tracing::warn!(
-                ?grace,
-                "grace period over; closing the remaining connections"
+        self.state.lifecycle.drain(grace).await
+    }
+}
+
+impl Drop for Handle {
+    /// After [`Handle::shutdown`] this finds every stage over; otherwise it
+    /// ends them without waiting. The event loops stop with `_loops`.
+    fn drop(&mut self) {
+        self.state.lifecycle.stop_now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The threads of this process whose name says they run an event loop.
+    /// No other test of this binary starts a gateway, so they are this
+    /// test's.
+    fn loop_threads() -> usize {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("pushgate-loop-"))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_gateway_dropped_without_shutdown_leaves_no_loop_threads() {
+        let listeners = Listeners {
+            public: bind(([127, 0, 0, 1], 0).into()).unwrap(),
+            admin: bind(([127, 0, 0, 1], 0).into()).unwrap(),
+        };
+        let handle = Gateway::start(Config::default(), listeners).unwrap();
+        assert_eq!(loop_threads(), loops::count(), "one thread per loop");
+        let lifecycle = handle.state().lifecycle.clone();
+        drop(handle);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while loop_threads() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "loop threads outlived the gateway"
             );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.state.broker_stop.cancel();
-        clean
+        // The background tasks went too: the accept loops, the sweeper.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !lifecycle.has_stopped() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("every background task ended");
     }
 }

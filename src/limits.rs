@@ -25,18 +25,22 @@
 //! the set. Checks never wait: over a limit is an immediate refusal with the
 //! time after which a retry can succeed.
 
+mod address_rate;
 mod clock;
 mod keyed;
 mod store;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::config;
+pub(crate) use address_rate::AddressRate;
 use clock::Time;
 use keyed::{KeyedLimit, Refusal};
 
@@ -226,7 +230,7 @@ impl Limits {
         };
         let key = client.holder();
         // Plain counts: a panic elsewhere cannot leave them torn.
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.open.lock();
         let n = open.entry(key.clone()).or_insert(0);
         if *n >= max {
             if *n == 0 {
@@ -278,7 +282,7 @@ impl std::fmt::Debug for ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = self.limits.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.limits.open.lock();
         if let Some(n) = open.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {

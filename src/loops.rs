@@ -17,9 +17,9 @@
 //! keep each loop's idle connections apart ([`current`]), since a socket
 //! belongs to the reactor it was registered with.
 //!
-//! The loops run until their [`Lifetime`] is dropped: the gateway keeps it
-//! on a task of the main runtime until it has drained, so the loops end
-//! with the gateway, or with the runtime that started it.
+//! The loops run until their [`Lifetime`] is dropped: the gateway's handle
+//! keeps it, so the loops end after the drain, or as soon as the handle is
+//! dropped without one; their threads never outlive the gateway.
 
 use std::cell::Cell;
 use std::future::Future;

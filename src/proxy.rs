@@ -51,6 +51,7 @@ pub(crate) mod forwarded;
 pub(crate) mod head;
 mod idle;
 pub(crate) mod spool;
+mod stored;
 pub(crate) mod streaming;
 mod upload;
 
@@ -71,9 +72,10 @@ pub struct Proxy<'a> {
     buffering: Option<(Buffering, Budget)>,
 }
 
-/// What an upgraded tunnel (a WebSocket to the application's own paths)
-/// lives by once the request that opened it is done: the gauge it counts
-/// in, the tracker shutdown waits on, and the signal that ends it.
+/// What the tasks a proxied exchange leaves behind live by once its
+/// request is done (an upgraded tunnel, a WebSocket to the application's
+/// own paths; the reader of a buffered answer): the gauge a tunnel counts
+/// in, the tracker shutdown waits on, and the signal that ends a tunnel.
 #[derive(Clone, Copy)]
 pub struct Tunnels<'a> {
     pub stats: &'a Arc<Stats>,
@@ -293,14 +295,21 @@ impl<'a> Proxy<'a> {
             return Response::from_parts(parts, reply::empty());
         }
         let (mut parts, body) = resp.into_parts();
+        // Judged on the fields as the application sent them, as the relay
+        // judges them, whatever `Connection` names; then the switch is
+        // hidden from the client, as nginx hides it.
+        let streams = streaming::streams_by_fields(&parts.headers);
         strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(streaming::ACCEL_BUFFERING);
         if let Some((policy, budget)) = &self.buffering {
-            if policy.response
-                && !http_body::Body::is_end_stream(&body)
-                && !streaming::streams_by_fields(&parts.headers)
-            {
-                let body =
-                    buffer_answer::buffered(body, policy, budget.clone(), self.upstream.timeout());
+            if policy.response && !http_body::Body::is_end_stream(&body) && !streams {
+                let body = buffer_answer::buffered(
+                    body,
+                    policy,
+                    budget.clone(),
+                    self.upstream.timeout(),
+                    tunnels.tasks,
+                );
                 return Response::from_parts(parts, body);
             }
         }

@@ -50,7 +50,7 @@ pub fn reload(state: &AppState, path: &Path) -> Result<(), ReloadError> {
             }
         })
         .map_err(ReloadError::Config)
-        .and_then(|cfg| Settings::new(cfg).map_err(ReloadError::from));
+        .and_then(|cfg| Settings::new(cfg, &state.lifecycle).map_err(ReloadError::from));
     let label = |result| ResultLabel { result };
     match result {
         Err(e) => {
@@ -95,43 +95,35 @@ enum Trigger {
 }
 
 /// Reload on SIGHUP and whenever the file changes (once it has settled), until
-/// shutdown. The watch is registered before this returns.
+/// the gateway drains. The watch is registered before this returns.
 pub fn spawn(state: AppState, path: PathBuf) {
     let (tx, mut rx) = mpsc::channel::<Trigger>(8);
     let watcher = watch::watch_file(&path, tx.clone(), Trigger::FileChanged);
+    let lifecycle = state.lifecycle.clone();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let tx = tx.clone();
-        let shutdown = state.shutdown.clone();
         // Registered before returning, so a SIGHUP right after start reloads
         // instead of taking the default action (terminate).
         let hup = signal(SignalKind::hangup());
         if let Err(error) = &hup {
             warn!(%error, "cannot listen for SIGHUP; reload by editing the file");
         }
-        tokio::spawn(async move {
+        lifecycle.spawn_until_drain(async move {
             let Ok(mut hup) = hup else { return };
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    r = hup.recv() => if r.is_none() || tx.send(Trigger::Signal).await.is_err() { return },
+            while hup.recv().await.is_some() {
+                if tx.send(Trigger::Signal).await.is_err() {
+                    return;
                 }
             }
         });
     }
-    tokio::spawn(async move {
+    lifecycle.spawn_until_drain(async move {
         let _watcher = watcher; // dropping it stops the watch
-        loop {
-            let trigger = tokio::select! {
-                _ = state.shutdown.cancelled() => return,
-                r = rx.recv() => match r { Some(t) => t, None => return },
-            };
+        while let Some(trigger) = rx.recv().await {
             if trigger == Trigger::FileChanged {
-                let settled = tokio::select! {
-                    _ = state.shutdown.cancelled() => return,
-                    s = watch::settle(&path, watch::SETTLE_INTERVAL, &mut rx) => s,
-                };
+                let settled = watch::settle(&path, watch::SETTLE_INTERVAL, &mut rx).await;
                 if settled == watch::Settled::Unreadable {
                     // Empty or gone: a writer is mid-way (truncate, then
                     // write); its next write is another change event.

@@ -59,7 +59,7 @@ pub async fn accept_loop(
     surface: ListenerRole,
     loops: Option<Loops>,
 ) {
-    let shutdown = state.shutdown.clone();
+    let shutdown = state.lifecycle.draining().clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -87,11 +87,11 @@ pub async fn accept_loop(
                 match &loops {
                     // Leaves this runtime's reactor for the loop's.
                     Some(loops) => match stream.into_std() {
-                        Ok(stream) => loops.serve(&state.tasks, stream, serve),
+                        Ok(stream) => loops.serve(state.lifecycle.tasks(), stream, serve),
                         Err(error) => debug!(%error, "accepted connection failed at once"),
                     },
                     None => {
-                        state.tasks.spawn(serve(stream));
+                        state.lifecycle.tasks().spawn(serve(stream));
                     }
                 }
             }
@@ -218,7 +218,7 @@ async fn connection(
         // or a whole hyper connection) takes several KiB that an idle SSE
         // subscriber, which outlives it, must not keep: its stream moves to
         // a task of its own and this one ends.
-        let tasks = state.tasks.clone();
+        let tasks = state.lifecycle.tasks().clone();
         // Under TLS, so that it sees the bytes the socket takes: TLS may
         // still be writing out a record after our last write was accepted.
         let stream = SendTimeout::new(
@@ -435,7 +435,7 @@ async fn serve_hyper<I>(
     tokio::pin!(conn);
     // Listeners, not token futures: this select is polled on every wake of
     // the connection (see `alarm.rs`).
-    let mut stopping = state.stopping.listen_from_start();
+    let mut stopping = state.lifecycle.stopping().listen_from_start();
     let mut killed = kill.0.listen_from_start();
     let silent = async {
         tokio::time::sleep(header_timeout).await;

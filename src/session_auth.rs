@@ -15,10 +15,11 @@
 //!   burst of connections with one cookie costs one check;
 //! - checks in flight are bounded (`concurrency`) and each has its own
 //!   `timeout`, so a slow application cannot pile up connections; each
-//!   address has its share of them and a low rate of checks for unknown
-//!   credentials (`shares.rs`), so one address's flood of made-up cookies
-//!   neither reaches the application past that rate nor delays another
-//!   address's check;
+//!   address has its share of them (its checks past it wait their turn in
+//!   its own line) and a low rate of checks for unknown credentials
+//!   (`shares.rs`), so one address's flood of made-up cookies neither
+//!   reaches the application past that rate nor delays another address's
+//!   check;
 //! - credentials and answers are never logged, and [`Credential`]'s `Debug`
 //!   says nothing of them.
 
@@ -122,8 +123,9 @@ pub enum CheckError {
     Status(u16),
     #[error("the application's answer has no {0}")]
     NoSubject(String),
-    /// The client's address is over its share (`per_address`): the
-    /// application was not asked (429 with `Retry-After`).
+    /// The client's address is past its share (`per_address`: its line
+    /// full, its unknown-credential rate spent, or its turn not come within
+    /// `timeout`): the application was not asked (429 with `Retry-After`).
     #[error("too many checks for this address")]
     Limited(Duration),
 }
@@ -205,6 +207,8 @@ impl CheckPolicy {
                 let per = s.map(|s| s.per_address.clone()).unwrap_or_default();
                 ShareTerms {
                     in_flight: per.share_of(s.map_or(64, |s| s.concurrency.max(1))),
+                    network: per.network_share_of(s.map_or(64, |s| s.concurrency.max(1))),
+                    queue: per.queue,
                     unknown: per.unknown,
                 }
             },
@@ -267,6 +271,11 @@ pub struct Checks {
 }
 
 impl Checks {
+    /// Forget what idle addresses spent (called with the limits' eviction).
+    pub fn evict_idle(&self) {
+        self.shares.evict_idle();
+    }
+
     /// Who the browser with `credential` is: `Ok(None)` when the
     /// application says nobody is logged in (401/403).
     pub async fn who(
@@ -372,9 +381,11 @@ fn access_of(status: u16) -> Result<Access, CheckError> {
     }
 }
 
-/// One check sent: within the asker's share (refused at once past it),
-/// then within `timeout` (waiting for a free place among `concurrency`
-/// included), the browser's credentials and nothing else.
+/// One check sent within `timeout`: first a place in the asker's share
+/// (waiting behind its address's own checks; a wait that outlasts the
+/// timeout is the address's limit, 429, not the application's fault), then
+/// a place among `concurrency`, then the call with the browser's
+/// credentials and nothing else.
 async fn ask(
     terms: &Terms,
     (shares, asker): (&Shares, Asker),
@@ -383,9 +394,12 @@ async fn ask(
     path: &str,
     credential: &Credential,
 ) -> Result<(u16, HeaderMap, Bytes), CheckError> {
-    let _share = shares
-        .enter(asker, &terms.share)
-        .map_err(CheckError::Limited)?;
+    let deadline = tokio::time::Instant::now() + terms.timeout;
+    let _share = match tokio::time::timeout_at(deadline, shares.enter(asker, &terms.share)).await {
+        Ok(Ok(place)) => place,
+        Ok(Err(after)) => return Err(CheckError::Limited(after)),
+        Err(_) => return Err(CheckError::Limited(Duration::from_secs(1))),
+    };
     let call = async {
         let _place = terms
             .in_flight
@@ -407,7 +421,7 @@ async fn ask(
                 _ => CheckError::Unreachable,
             })
     };
-    tokio::time::timeout(terms.timeout, call)
+    tokio::time::timeout_at(deadline, call)
         .await
         .unwrap_or(Err(CheckError::Timeout))
 }

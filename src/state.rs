@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, KeyError};
 use crate::broker::{Broker, BrokerError, Publish};
@@ -23,6 +21,7 @@ use crate::config::Config;
 use crate::hub::{Hub, Message};
 use crate::ingest::tap::Taps;
 use crate::ingest::webhook::{RuleError, Webhooks};
+use crate::lifecycle::Lifecycle;
 use crate::limits::Limits;
 pub use crate::metrics::stats::{Gauge, Stats};
 use crate::rules::ChannelRules;
@@ -62,9 +61,11 @@ pub enum SettingsError {
 
 impl Settings {
     /// Build everything a config implies; fails on unusable key files.
-    pub fn new(config: Config) -> Result<Settings, SettingsError> {
+    /// The tasks its parts spawn (a backend connection's) belong to
+    /// `lifecycle`.
+    pub fn new(config: Config, lifecycle: &Lifecycle) -> Result<Settings, SettingsError> {
         let rules = ChannelRules::new(&config.channels, &config.realtime.history);
-        let upstreams = Upstreams::new(&config)?;
+        let upstreams = Upstreams::new(&config, lifecycle)?;
         let auth = Authenticator::new(&config.auth)?;
         let checks = CheckPolicy::new(&config.auth)?;
         let taps = Taps::new(&config.taps)?;
@@ -106,18 +107,9 @@ pub struct Handles {
     settings: ArcSwap<Settings>,
     pub hub: Hub,
     pub broker: Arc<dyn Broker>,
-    /// Cancelled once, when the gateway starts draining (for background tasks).
-    pub shutdown: CancellationToken,
-    /// Rung at the same moment as `shutdown` is cancelled: what the SSE,
-    /// WebSocket and hyper connection loops listen to, since polling the
-    /// token locks on every wake-up (see `alarm.rs`). Long-poll requests,
-    /// which wait once, use the token.
-    pub stopping: Arc<crate::alarm::Alarm>,
-    /// Cancelled after the drain: background broker links stop last, so
-    /// publishes keep working while connections drain.
-    pub broker_stop: CancellationToken,
-    /// Every connection and session task, so shutdown can wait for them.
-    pub tasks: TaskTracker,
+    /// The gateway's stages (draining, drained tasks, stopped) and every
+    /// task it spawns; `Lifecycle::drain` ends them in order.
+    pub lifecycle: Lifecycle,
     pub stats: Arc<Stats>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Rung on every successful reload; live sessions re-check their
@@ -133,27 +125,30 @@ pub struct Handles {
 }
 
 impl AppState {
-    pub fn new(settings: Settings, hub: Hub, broker: Arc<dyn Broker>) -> AppState {
+    /// `lifecycle` is the one the broker was started under, so that its
+    /// tasks end with the gateway's.
+    pub fn new(
+        settings: Settings,
+        hub: Hub,
+        broker: Arc<dyn Broker>,
+        lifecycle: Lifecycle,
+    ) -> AppState {
         let presence_broker = broker.clone();
         let limits = Limits::new(&settings.config.limits);
-        let shutdown = CancellationToken::new();
         if tokio::runtime::Handle::try_current().is_ok() {
-            settings.upstreams.watch_health(&shutdown);
+            settings.upstreams.watch_health(&lifecycle);
         }
         AppState(Arc::new(Handles {
             limits,
             settings: ArcSwap::from_pointee(settings),
             hub,
             broker,
-            shutdown,
-            stopping: crate::alarm::Alarm::new(),
-            broker_stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            presence: crate::broker::presence::Presence::new(presence_broker, lifecycle.clone()),
+            lifecycle,
             stats: Arc::new(Stats::default()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             reloaded: crate::alarm::Alarm::new(),
             connections: Arc::default(),
-            presence: crate::broker::presence::Presence::new(presence_broker),
             app_checks: Checks::default(),
         }))
     }
@@ -193,7 +188,7 @@ impl Handles {
                 was.connect_timeout == now.connect_timeout && was.tls == now.tls
             });
         drop(old);
-        settings.upstreams.watch_health(&self.shutdown);
+        settings.upstreams.watch_health(&self.lifecycle);
         self.limits.set_policy(&settings.config.limits);
         self.settings.store(Arc::new(settings));
     }

@@ -175,6 +175,46 @@ pub async fn admit<B>(
     })
 }
 
+/// Ask the login `admit` deferred (the request's body named what needs it):
+/// charged to the address as in `admit`, and a subject the application
+/// names is then charged and counted under `per_client` like one of a
+/// token.
+pub async fn login_deferred<B>(
+    state: &AppState,
+    settings: &Settings,
+    req: &Request<B>,
+    client: &mut Client,
+) -> Result<(), Response<Body>> {
+    if !client.login_deferred {
+        return Ok(());
+    }
+    client.login_deferred = false;
+    let Some(credential) = client.credential.clone() else {
+        return Ok(());
+    };
+    let limited = |l: Limited| {
+        state.metrics.limited(l.kind.label());
+        limited(l)
+    };
+    let anonymous = ClientKey::Anonymous {
+        addr: client.addr,
+        conn: req.extensions().get::<ConnInfo>().map_or(0, |c| c.id),
+    };
+    state.limits.subscribe(&anonymous, 1).map_err(limited)?;
+    let found = login::login(state, settings, &credential, Asker::new(client.addr))
+        .await
+        .map_err(|d| d.response())?;
+    if let Some(identity) = &found {
+        let key = ClientKey::Subject(Arc::from(identity.subject.as_str()));
+        state.limits.message(&key).map_err(limited)?;
+        client.slot = Some(state.limits.open_connection(&key).map_err(limited)?);
+        client.key = key;
+    }
+    client.by_session = found.is_some();
+    client.identity = found;
+    Ok(())
+}
+
 /// A streaming request admitted and subscribed: what SSE and long-poll start from.
 pub struct Opened {
     pub client: Client,
@@ -305,7 +345,7 @@ pub async fn subscription(
         verdicts.push((name, verdict));
     }
     let credential = client.credential.as_ref();
-    let asker = Asker::new(client.addr);
+    let asker = Asker::for_resources(client.addr, client.by_session);
     let allowed = futures_util::future::join_all(verdicts.iter().map(|(name, verdict)| {
         login::allow(state, settings, credential, asker, name, verdict.clone())
     }))

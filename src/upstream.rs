@@ -23,14 +23,17 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 
 use crate::config;
+use crate::lifecycle::Lifecycle;
 use crate::reply;
 use server::{Server, Servers};
 use tls::{TlsClient, UpstreamTlsError};
 
 pub(crate) mod backend_conn;
 pub(crate) mod exchange;
+mod exposition;
 pub(crate) mod framing;
 pub(crate) mod health;
+mod health_check;
 pub(crate) mod limit;
 pub(crate) mod pool;
 pub(crate) mod registry;
@@ -70,7 +73,11 @@ pub struct Upstream {
 impl Upstream {
     /// Fails when its `tls:` files cannot be used (they were checked at
     /// load, but may have changed since).
-    pub fn new(backend: &config::Backend) -> Result<Upstream, UpstreamTlsError> {
+    /// Its servers' connection tasks belong to `lifecycle`.
+    pub fn new(
+        backend: &config::Backend,
+        lifecycle: &Lifecycle,
+    ) -> Result<Upstream, UpstreamTlsError> {
         let first = backend.servers().first().unwrap_or(&backend.url);
         let scheme = first.scheme().to_owned();
         let tls = match (&backend.tls, scheme.as_str()) {
@@ -89,8 +96,9 @@ impl Upstream {
                 } else {
                     authority_of(url)
                 };
-                let mut server =
-                    Server::new(authority, backend.connect_timeout).with_name(name_of(url));
+                let mut server = Server::new(authority, backend.connect_timeout)
+                    .with_name(name_of(url))
+                    .with_tasks(lifecycle.tasks().clone());
                 if url.scheme() == "unix" {
                     server = server.with_unix(std::path::PathBuf::from(url.path()));
                 }
@@ -130,8 +138,8 @@ impl Upstream {
     }
 
     /// Start the health checks of servers no task checks yet (a new
-    /// upstream, a server a reload added); see `health.rs`.
-    pub(crate) fn watch_health(&self, name: &str, stop: &tokio_util::sync::CancellationToken) {
+    /// upstream, a server a reload added); see `health_check.rs`.
+    pub(crate) fn watch_health(&self, name: &str, lifecycle: &Lifecycle) {
         if self.health.is_none() {
             return;
         }
@@ -152,7 +160,7 @@ impl Upstream {
             let host = self
                 .is_unix()
                 .then(|| HeaderValue::from_static("localhost"));
-            health::watch(server, uri, host, name.to_string(), stop.clone());
+            health_check::watch(server, uri, host, name.to_string(), lifecycle);
         }
     }
 

@@ -1,12 +1,32 @@
 //! Keeps `src/` in the one-way order of its layers (`docs/ARCHITECTURE.md`,
-//! "Layers").
+//! "Layers"), and the files of each folder free of circles.
 //!
 //! It reads every file under `src/` as text, drops comments, string literals
-//! and `#[cfg(test)]` items, collects the `crate::…` paths that remain, maps
-//! each file to its top-level module and checks the graph of top-level
-//! modules: every module has a layer, no edge goes to a higher layer, no
-//! "never" edge is present, and there is no cycle. A failure names the edge
-//! and the file it is in.
+//! and `#[cfg(test)]` items (and files only tests declare), and resolves the
+//! paths that remain (`crate::…`, `super::…`, `self::…`, and in a file with
+//! children a path that starts with one of them) from the module the file
+//! defines. Two graphs come out of them; a failure names each edge and the
+//! files it is in.
+//!
+//! **Top-level modules.** Each file counts as its top-level module, and an
+//! edge goes to the module a path names first. Every module has a layer, no
+//! edge goes to a higher layer, no "never" edge is present, and there is no
+//! cycle.
+//!
+//! **Files of one folder.** The children of a module are the files of its
+//! folder: `src/a/b.rs` and `src/a/c.rs` are children of `a` (`src/a.rs`),
+//! and a child with children of its own (`src/a/b.rs` beside `src/a/b/`)
+//! counts with all of them as one. Among the children of one module no
+//! circle is allowed: if `b` names `c`, nothing under `c` names `b`, directly
+//! or through other children. A parent and its descendants are not edges:
+//! the parent declares its children (`mod b;`, not an import), calls them
+//! and re-exports what they define, and a child names what its parent
+//! defines (`use super::Upstream`), the usual shape of a Rust module. A
+//! path through the parent to a child's item is an edge to that child,
+//! though: `super::Config`, where the parent has `pub use schema::Config`
+//! (or a private `use`), names `schema`. So two siblings cannot meet through
+//! their parent, and what they share gets a file of its own. The top-level
+//! modules (the children of `lib.rs`) are the first graph's business.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -19,6 +39,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("model", 0),
     ("reply", 0),
     ("alarm", 0),
+    ("lifecycle", 0),
     ("conn_info", 0),
     ("loops", 0),
     ("real_ip", 0),
@@ -83,11 +104,22 @@ fn layer(module: &str) -> Option<u8> {
 #[test]
 fn modules_keep_their_layers() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let edges = module_edges(&src);
+    let edges = Crate::new(&read_sources(&src)).top_level_edges();
     let problems = check(&edges);
     assert!(
         problems.is_empty(),
         "src/ breaks its layers (docs/ARCHITECTURE.md \"Layers\"):\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn files_of_one_folder_form_no_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let problems = sibling_cycles(&Crate::new(&read_sources(&src)).sibling_edges());
+    assert!(
+        problems.is_empty(),
+        "files of one folder of src/ name each other in a circle: give what they share a home of its own\n{}",
         problems.join("\n")
     );
 }
@@ -128,6 +160,55 @@ fn the_checker_sees_each_kind_of_break() {
         .or_default()
         .insert("src/transport.rs".into());
     assert!(check(&clean).is_empty());
+}
+
+/// The file check sees a circle between two children, also one that goes
+/// through what the parent re-exports and one a grandchild closes, and
+/// leaves a parent and its children free to name each other.
+#[test]
+fn the_file_checker_sees_a_circle_of_siblings() {
+    let sources = |files: &[(&str, &str)]| -> BTreeMap<PathBuf, String> {
+        files
+            .iter()
+            .map(|(path, code)| (PathBuf::from(path), code.to_string()))
+            .collect()
+    };
+    let problems = |files: &[(&str, &str)]| {
+        let problems = sibling_cycles(&Crate::new(&sources(files)).sibling_edges());
+        problems.join("\n")
+    };
+    let lib = ("lib.rs", "mod a;");
+    // The parent names its children and they name what it defines: no edge.
+    let parent_and_children = [
+        lib,
+        (
+            "a.rs",
+            "mod b; mod c; pub(crate) use b::B; struct Own; fn f() { c::g(); }",
+        ),
+        ("a/b.rs", "use super::Own; pub struct B;"),
+        ("a/c.rs", "use super::{B, Own}; pub fn g() {}"),
+    ];
+    assert_eq!(problems(&parent_and_children), "");
+    // b -> c by name, c -> b through the parent's re-export.
+    let through_parent = [
+        lib,
+        ("a.rs", "mod b; mod c; pub(crate) use b::B;"),
+        ("a/b.rs", "use super::c::C; pub struct B;"),
+        ("a/c.rs", "pub struct C; fn f(_: super::B) {}"),
+    ];
+    let found = problems(&through_parent);
+    assert!(found.contains("{a::b, a::c}"), "{found}");
+    assert!(found.contains("a::c -> a::b in src/a/c.rs"), "{found}");
+    // A grandchild of c (`a/c/d.rs`) closes the circle for c.
+    let by_grandchild = [
+        lib,
+        ("a.rs", "mod b; mod c;"),
+        ("a/b.rs", "use crate::a::c::C;"),
+        ("a/c.rs", "mod d; pub struct C;"),
+        ("a/c/d.rs", "use super::super::b;"),
+    ];
+    let found = problems(&by_grandchild);
+    assert!(found.contains("a::c -> a::b in src/a/c/d.rs"), "{found}");
 }
 
 /// (from, to) -> the files where `from` names `to`.
@@ -219,43 +300,332 @@ fn find_cycles(edges: &Edges) -> Vec<Vec<String>> {
     cycles
 }
 
-fn module_edges(src: &Path) -> Edges {
+/// Every file under `src/` except those that exist only for tests, by path
+/// relative to `src/`, as code without comments, strings and `#[cfg(test)]`
+/// items.
+fn read_sources(src: &Path) -> BTreeMap<PathBuf, String> {
     let mut files = Vec::new();
     collect_rs(src, &mut files);
-    files.sort();
     let texts: BTreeMap<PathBuf, String> = files
         .iter()
-        .map(|f| (f.clone(), fs::read_to_string(f).unwrap_or_default()))
+        .map(|f| {
+            let rel = f.strip_prefix(src).unwrap_or(f).to_path_buf();
+            let text = fs::read_to_string(f).unwrap_or_default();
+            (rel, strip_comments_and_strings(&text))
+        })
         .collect();
     // Files that only exist for tests: `#[cfg(test)] mod name;` declarations.
     let mut test_only: Vec<PathBuf> = Vec::new();
-    for (file, text) in &texts {
-        let code = strip_comments_and_strings(text);
-        for name in cfg_test_mod_decls(&code) {
+    for (file, code) in &texts {
+        for name in cfg_test_mod_decls(code) {
             let dir = module_dir(file);
             test_only.push(dir.join(format!("{name}.rs")));
             test_only.push(dir.join(&name));
         }
     }
-    let mut edges = Edges::new();
-    for (file, text) in &texts {
-        if test_only.iter().any(|t| file.starts_with(t)) {
-            continue;
+    texts
+        .into_iter()
+        .filter(|(file, _)| !test_only.iter().any(|t| file.starts_with(t)))
+        .map(|(file, code)| (file, drop_cfg_test_items(&code)))
+        .collect()
+}
+
+/// A module's path from the crate root: `config::validate` is
+/// `["config", "validate"]`, the root is `[]`.
+type ModPath = Vec<String>;
+
+/// The code of each file, by the module it defines, with what resolving a
+/// path needs to know about it.
+struct Crate {
+    files: BTreeMap<ModPath, (PathBuf, String)>,
+    /// Each module's `use` declarations: the name they bring into scope and
+    /// the absolute path it stands for. A parent's re-export of a child's
+    /// item is followed through this.
+    imports: BTreeMap<ModPath, BTreeMap<String, ModPath>>,
+}
+
+impl Crate {
+    fn new(sources: &BTreeMap<PathBuf, String>) -> Crate {
+        let files: BTreeMap<ModPath, (PathBuf, String)> = sources
+            .iter()
+            .map(|(rel, code)| (module_of(rel), (rel.clone(), code.clone())))
+            .collect();
+        let imports = files
+            .iter()
+            .map(|(module, (_, code))| {
+                let children = child_decls(code);
+                let named = use_trees(code)
+                    .into_iter()
+                    .filter_map(|(path, name)| Some((name?, resolve(&path, module, &children)?)))
+                    .collect();
+                (module.clone(), named)
+            })
+            .collect();
+        Crate { files, imports }
+    }
+
+    /// Each absolute path `module`'s code names (`crate::…`, `super::…`,
+    /// `self::…`, and a path starting with one of its declared children),
+    /// as written.
+    fn paths_named(&self, module: &ModPath) -> BTreeSet<ModPath> {
+        let Some((_, code)) = self.files.get(module) else {
+            return BTreeSet::new();
+        };
+        let children = child_decls(code);
+        path_trees(code, &children)
+            .into_iter()
+            .filter_map(|(path, _)| resolve(&path, module, &children))
+            .collect()
+    }
+
+    /// `path` with each step through a module's `use` replaced by what
+    /// that `use` names: `super::Config`, where the parent has
+    /// `pub use schema::Config`, is `config::schema::Config`.
+    fn follow_imports(&self, mut path: ModPath) -> ModPath {
+        // A re-export of a re-export is followed too; the bound keeps two
+        // `use`s naming each other from looping.
+        for _ in 0..8 {
+            let file = self.file_module(&path);
+            let Some(name) = path.get(file.len()) else {
+                break;
+            };
+            let Some(target) = self.imports.get(&file).and_then(|i| i.get(name)) else {
+                break;
+            };
+            let mut next = target.clone();
+            next.extend(path[file.len() + 1..].iter().cloned());
+            if next == path {
+                break;
+            }
+            path = next;
         }
-        let rel = file.strip_prefix(src).unwrap_or(file);
-        let from = top_module(rel);
-        let code = drop_cfg_test_items(&strip_comments_and_strings(text));
-        let top_level_file = rel.components().count() == 1;
-        for to in crate_paths(&code, top_level_file) {
-            if to != from && to != "self" && to != "super" {
+        path
+    }
+
+    /// The longest prefix of `path` that is a file of `src/`.
+    fn file_module(&self, path: &[String]) -> ModPath {
+        (0..=path.len())
+            .rev()
+            .map(|n| path[..n].to_vec())
+            .find(|m| self.files.contains_key(m))
+            .unwrap_or_default()
+    }
+
+    /// (parent::child, parent::sibling) -> the files where the subtree of
+    /// `child` names something in the subtree of `sibling`.
+    fn sibling_edges(&self) -> Edges {
+        let mut edges = Edges::new();
+        for (module, (rel, _)) in &self.files {
+            for path in self.paths_named(module) {
+                let target = self.file_module(&self.follow_imports(path));
+                let common = module
+                    .iter()
+                    .zip(&target)
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                // The root's children are the top-level modules, whose graph
+                // the layers check; a parent and its descendants may name
+                // each other.
+                if common == 0 || common == module.len() || common == target.len() {
+                    continue;
+                }
                 edges
-                    .entry((from.clone(), to))
+                    .entry((module[..=common].join("::"), target[..=common].join("::")))
                     .or_default()
                     .insert(format!("src/{}", rel.display()));
             }
         }
+        edges
     }
-    edges
+
+    /// (top-level module, top-level module) -> the files where the first
+    /// names the second.
+    fn top_level_edges(&self) -> Edges {
+        let mut edges = Edges::new();
+        for (module, (rel, _)) in &self.files {
+            let from = top_module(rel);
+            for path in self.paths_named(module) {
+                let Some(to) = path.first() else {
+                    continue;
+                };
+                if *to != from {
+                    edges
+                        .entry((from.clone(), to.clone()))
+                        .or_default()
+                        .insert(format!("src/{}", rel.display()));
+                }
+            }
+        }
+        edges
+    }
+}
+
+/// The files of one folder that reach each other, with the edges between
+/// them and the files those are in.
+fn sibling_cycles(edges: &Edges) -> Vec<String> {
+    find_cycles(edges)
+        .into_iter()
+        .map(|members| {
+            let inside = edges
+                .iter()
+                .filter(|((f, t), _)| members.contains(f) && members.contains(t))
+                .map(|((f, t), files)| {
+                    let files = files.iter().cloned().collect::<Vec<_>>().join(", ");
+                    format!("  {f} -> {t} in {files}")
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            format!(
+                "cycle among the files of one folder {{{}}}:\n{inside}",
+                members.join(", ")
+            )
+        })
+        .collect()
+}
+
+/// The module a file defines: `config/validate.rs` is `config::validate`,
+/// `config.rs` and `config/mod.rs` are `config`, `lib.rs` is the root.
+fn module_of(rel: &Path) -> ModPath {
+    let mut parts: ModPath = rel
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .map(|c| c.trim_end_matches(".rs").to_owned())
+        .collect();
+    if matches!(parts.last().map(String::as_str), Some("mod") | Some("lib")) {
+        parts.pop();
+    }
+    parts
+}
+
+/// `path` (as written in `module`) from the crate root, or `None` when it
+/// names nothing of this crate.
+fn resolve(path: &[String], module: &[String], children: &BTreeSet<String>) -> Option<ModPath> {
+    let (first, rest) = path.split_first()?;
+    let mut base: ModPath = match first.as_str() {
+        "crate" => Vec::new(),
+        "self" => module.to_vec(),
+        "super" => module[..module.len().checked_sub(1)?].to_vec(),
+        child if children.contains(child) => [module, &[child.to_owned()][..]].concat(),
+        _ => return None,
+    };
+    let mut rest = rest.iter().peekable();
+    while rest.peek().is_some_and(|s| *s == "super") {
+        base.pop()?;
+        rest.next();
+    }
+    base.extend(rest.cloned());
+    Some(base)
+}
+
+/// Names in `mod name;` declarations: the file's children.
+fn child_decls(code: &str) -> BTreeSet<String> {
+    starts_of(code, "mod ")
+        .filter_map(|at| {
+            let decl = code[at + "mod ".len()..].trim_start();
+            let name = ident_at(decl);
+            let declared = decl[name.len()..].trim_start().starts_with(';');
+            (declared && !name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// Every path in `code` that starts with `crate`, `super`, `self` or one of
+/// `children`, expanded (`crate::a::{b, c::d}` is `crate::a::b` and
+/// `crate::a::c::d`), with the name each brings into scope when it is in a
+/// `use`.
+fn path_trees(code: &str, children: &BTreeSet<String>) -> Vec<(ModPath, Option<String>)> {
+    let heads = ["crate", "super", "self"]
+        .into_iter()
+        .chain(children.iter().map(String::as_str));
+    let mut trees = Vec::new();
+    for head in heads {
+        for at in starts_of(code, &format!("{head}::")) {
+            if code[..at].ends_with(':') {
+                continue;
+            }
+            expand_tree(&code[at..], &mut 0, Vec::new(), &mut trees);
+        }
+    }
+    trees
+}
+
+/// Every `use` tree in `code`, expanded, with the name each path brings
+/// into scope (its last segment or its `as` name; none for a glob).
+fn use_trees(code: &str) -> Vec<(ModPath, Option<String>)> {
+    let mut trees = Vec::new();
+    for at in starts_of(code, "use ") {
+        expand_tree(&code[at + "use ".len()..], &mut 0, Vec::new(), &mut trees);
+    }
+    trees
+}
+
+/// Offsets of `word` in `code` where it starts an identifier.
+fn starts_of<'a>(code: &'a str, word: &'a str) -> impl Iterator<Item = usize> + 'a {
+    code.match_indices(word)
+        .map(|(at, _)| at)
+        .filter(move |&at| {
+            at == 0
+                || !matches!(code.as_bytes()[at - 1], b'$') && !is_ident(code.as_bytes()[at - 1])
+        })
+}
+
+/// Reads one use tree (or one path) at `s[*i..]` after `path`, pushing
+/// each path it spells and the name it binds.
+fn expand_tree(
+    s: &str,
+    i: &mut usize,
+    mut path: ModPath,
+    out: &mut Vec<(ModPath, Option<String>)>,
+) {
+    let rest = |i: &usize| s.get(*i..).unwrap_or("");
+    let skip_ws = |i: &mut usize| *i += rest(i).len() - rest(i).trim_start().len();
+    loop {
+        skip_ws(i);
+        if rest(i).starts_with('{') {
+            *i += 1;
+            loop {
+                skip_ws(i);
+                if rest(i).is_empty() || rest(i).starts_with('}') {
+                    *i += 1;
+                    return;
+                }
+                expand_tree(s, i, path.clone(), out);
+                skip_ws(i);
+                if !rest(i).starts_with(',') {
+                    *i += usize::from(rest(i).starts_with('}'));
+                    return;
+                }
+                *i += 1;
+            }
+        }
+        if rest(i).starts_with('*') {
+            *i += 1;
+            out.push((path, None));
+            return;
+        }
+        let name = ident_at(rest(i));
+        *i += name.len();
+        if name.is_empty() {
+            out.push((path, None));
+            return;
+        }
+        if name != "self" || path.is_empty() {
+            path.push(name);
+        }
+        skip_ws(i);
+        if rest(i).starts_with("::") {
+            *i += 2;
+            continue;
+        }
+        let mut bound = path.last().cloned();
+        if let Some(after) = rest(i).strip_prefix("as ") {
+            let alias = ident_at(after.trim_start());
+            *i += "as ".len() + after.len() - after.trim_start().len() + alias.len();
+            bound = Some(alias);
+        }
+        out.push((path, bound));
+        return;
+    }
 }
 
 fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -467,61 +837,6 @@ fn drop_cfg_test_items(code: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// The top-level modules named by `crate::…` paths (and, in a file directly
-/// under `src/`, by `super::…`, which is the crate root there).
-fn crate_paths(code: &str, top_level_file: bool) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    let b = code.as_bytes();
-    let mut prefixes = vec!["crate::"];
-    if top_level_file {
-        prefixes.push("super::");
-    }
-    for prefix in prefixes {
-        let mut from = 0;
-        while let Some(pos) = code[from..].find(prefix) {
-            let at = from + pos;
-            from = at + prefix.len();
-            if at > 0 && (is_ident(b[at - 1]) || b[at - 1] == b'$') {
-                continue;
-            }
-            let rest = code[from..].trim_start();
-            if let Some(group) = rest.strip_prefix('{') {
-                for name in group_heads(group) {
-                    found.insert(name);
-                }
-            } else {
-                let name = ident_at(rest);
-                if !name.is_empty() {
-                    found.insert(name);
-                }
-            }
-        }
-    }
-    found
-}
-
-/// The first identifier of each element of a `{a, b::c, d::{e}}` group.
-fn group_heads(group: &str) -> Vec<String> {
-    let mut heads = Vec::new();
-    let mut depth = 0usize;
-    let mut start = true;
-    for (i, c) in group.char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' if depth == 0 => break,
-            '}' => depth -= 1,
-            ',' if depth == 0 => start = true,
-            c if start && (c.is_alphanumeric() || c == '_') => {
-                heads.push(ident_at(&group[i..]));
-                start = false;
-            }
-            _ => {}
-        }
-    }
-    heads.retain(|h| h != "self");
-    heads
 }
 
 fn ident_at(s: &str) -> String {

@@ -80,8 +80,8 @@ pub fn page() -> Response<Body> {
 /// the watcher leaves or the gateway drains.
 pub fn events(state: AppState) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-    let shutdown = state.shutdown.clone();
-    state.tasks.clone().spawn(async move {
+    let shutdown = state.lifecycle.draining().clone();
+    state.lifecycle.tasks().clone().spawn(async move {
         let mut sampler = Sampler::default();
         let mut tick = tokio::time::interval(PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

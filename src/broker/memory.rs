@@ -10,12 +10,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::lifecycle::Lifecycle;
 use futures_util::future::{self, BoxFuture};
-use tokio_util::sync::CancellationToken;
 
 use super::{Broker, BrokerError, HistoryPolicy, Publish, Replay};
 use crate::hub::{Hub, Message};
@@ -74,8 +76,8 @@ impl MemoryBroker {
         &self.shards[self.hasher.hash_one(channel) as usize % SHARDS]
     }
 
-    fn log(&self, channel: &Arc<str>, policy: HistoryPolicy) -> Option<Arc<Mutex<ChannelLog>>> {
-        let mut map = self.shard(channel).lock().ok()?;
+    fn log(&self, channel: &Arc<str>, policy: HistoryPolicy) -> Arc<Mutex<ChannelLog>> {
+        let mut map = self.shard(channel).lock();
         let log = map.entry(channel.clone()).or_insert_with(|| {
             Arc::new(Mutex::new(ChannelLog {
                 ring: VecDeque::new(),
@@ -84,14 +86,13 @@ impl MemoryBroker {
                 dead: false,
             }))
         });
-        Some(log.clone())
+        log.clone()
     }
 
     fn publish_now(&self, p: Publish) -> Result<Arc<Message>, BrokerError> {
-        let poisoned = || BrokerError::Unavailable("history lock poisoned".into());
         loop {
-            let log = self.log(&p.channel, p.history).ok_or_else(poisoned)?;
-            let mut log = log.lock().map_err(|_| poisoned())?;
+            let log = self.log(&p.channel, p.history);
+            let mut log = log.lock();
             if log.dead {
                 continue;
             }
@@ -116,11 +117,7 @@ impl MemoryBroker {
         if after > self.seq.load(Ordering::Acquire) {
             return Replay::Gap;
         }
-        let log = self
-            .shard(channel)
-            .lock()
-            .ok()
-            .and_then(|m| m.get(channel).cloned());
+        let log = self.shard(channel).lock().get(channel).cloned();
         let Some(log) = log else {
             return if after >= self.dropped_floor.load(Ordering::Acquire) {
                 Replay::Messages(Vec::new())
@@ -128,9 +125,7 @@ impl MemoryBroker {
                 Replay::Gap
             };
         };
-        let Ok(mut log) = log.lock() else {
-            return Replay::Gap;
-        };
+        let mut log = log.lock();
         log.expire(Instant::now());
         if after < log.floor {
             return Replay::Gap;
@@ -143,11 +138,9 @@ impl MemoryBroker {
     pub fn sweep(&self) {
         let now = Instant::now();
         for shard in &self.shards {
-            let Ok(mut map) = shard.lock() else { continue };
+            let mut map = shard.lock();
             map.retain(|_, log| {
-                let Ok(mut log) = log.lock() else {
-                    return false;
-                };
+                let mut log = log.lock();
                 log.expire(now);
                 if log.ring.is_empty() {
                     log.dead = true;
@@ -160,17 +153,14 @@ impl MemoryBroker {
         }
     }
 
-    /// Sweep periodically until `shutdown`.
-    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration, shutdown: CancellationToken) {
+    /// Sweep periodically until the gateway drains.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration, lifecycle: &Lifecycle) {
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
+        lifecycle.spawn_until_drain(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+                tick.tick().await;
                 match weak.upgrade() {
                     Some(b) => b.sweep(),
                     None => return,
@@ -218,17 +208,9 @@ impl Broker for MemoryBroker {
 
 impl MemoryBroker {
     fn history_now(&self, channel: &str) -> (usize, Option<u64>) {
-        let log = self
-            .shard(channel)
-            .lock()
-            .ok()
-            .and_then(|m| m.get(channel).cloned());
-        log.and_then(|l| {
-            l.lock()
-                .ok()
-                .map(|l| (l.ring.len(), l.ring.front().map(|m| m.seq)))
-        })
-        .unwrap_or((0, None))
+        let log = self.shard(channel).lock().get(channel).cloned();
+        log.and_then(|l| Some(l.lock()).map(|l| (l.ring.len(), l.ring.front().map(|m| m.seq))))
+            .unwrap_or((0, None))
     }
 }
 

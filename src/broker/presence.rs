@@ -14,10 +14,13 @@
 //! entries' expiry, so a crashed instance's members disappear within it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use crate::broker::{Broker, HistoryPolicy, Publish};
+use crate::lifecycle::Lifecycle;
 
 #[derive(Default)]
 struct Member {
@@ -32,14 +35,18 @@ pub struct Presence {
     /// the broker's life, so asked once).
     shared: bool,
     members: Mutex<HashMap<Arc<str>, HashMap<String, Member>>>,
+    /// Joins, leave timers and announcements run in its last stage: the
+    /// connections that drain still join and leave.
+    lifecycle: Lifecycle,
 }
 
 impl Presence {
-    pub fn new(broker: Arc<dyn Broker>) -> Arc<Presence> {
+    pub fn new(broker: Arc<dyn Broker>, lifecycle: Lifecycle) -> Arc<Presence> {
         Arc::new(Presence {
             shared: broker.shared_presence().is_some(),
             broker,
             members: Mutex::new(HashMap::new()),
+            lifecycle,
         })
     }
 
@@ -58,7 +65,7 @@ impl Presence {
             if connections == 1 {
                 let this = self.clone();
                 let (channel, subject) = (channel.clone(), subject.to_string());
-                tokio::spawn(async move {
+                self.lifecycle.spawn_until_stopped(async move {
                     let Some(shared) = this.broker.shared_presence() else {
                         return;
                     };
@@ -80,7 +87,7 @@ impl Presence {
     /// Count one more local connection of `subject` in `channel`; returns the
     /// member's connections and generation after the change.
     fn count_in(&self, channel: &Arc<str>, subject: &str) -> Option<(u32, u64)> {
-        let mut all = self.members.lock().ok()?;
+        let mut all = self.members.lock();
         let member = all
             .entry(channel.clone())
             .or_default()
@@ -103,7 +110,8 @@ impl Presence {
         if self.shared {
             // Stop refreshing: the shared entry expires after `grace` unless
             // this or another instance still holds the subject.
-            if let Ok(mut all) = self.members.lock() {
+            {
+                let mut all = self.members.lock();
                 if let Some(members) = all.get_mut(channel) {
                     if let Some(m) = members.get_mut(subject) {
                         m.connections = m.connections.saturating_sub(1);
@@ -119,9 +127,7 @@ impl Presence {
             return;
         }
         let generation = {
-            let Ok(mut all) = self.members.lock() else {
-                return;
-            };
+            let mut all = self.members.lock();
             let Some(member) = all.get_mut(channel).and_then(|m| m.get_mut(subject)) else {
                 return;
             };
@@ -135,12 +141,10 @@ impl Presence {
         let this = self.clone();
         let channel = channel.clone();
         let subject = subject.to_string();
-        tokio::spawn(async move {
+        self.lifecycle.spawn_until_stopped(async move {
             tokio::time::sleep(grace).await;
             let gone = {
-                let Ok(mut all) = this.members.lock() else {
-                    return;
-                };
+                let mut all = this.members.lock();
                 let Some(members) = all.get_mut(&channel) else {
                     return;
                 };
@@ -173,33 +177,28 @@ impl Presence {
     }
 
     /// Keep shared entries alive and announce the leaves that expired, every
-    /// third of `grace()` until `stop`; `history` gives a channel's policy for
+    /// third of `grace()` until the gateway stops; `history` gives a channel's policy for
     /// the leave events. Does nothing when membership is local.
     pub fn spawn_refresh(
         self: &Arc<Self>,
         grace: impl Fn() -> Duration + Send + 'static,
         history: impl Fn(&str) -> HistoryPolicy + Send + 'static,
-        stop: tokio_util::sync::CancellationToken,
     ) {
         if !self.shared {
             return;
         }
         let this = self.clone();
-        tokio::spawn(async move {
+        self.lifecycle.spawn_until_stopped(async move {
             loop {
                 let grace = grace();
                 let every = (grace / 3).max(Duration::from_millis(50));
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(every) => {}
-                }
-                let local: Vec<(String, String)> = match this.members.lock() {
-                    Ok(all) => all
-                        .iter()
-                        .flat_map(|(c, m)| m.keys().map(move |s| (c.to_string(), s.clone())))
-                        .collect(),
-                    Err(_) => continue,
-                };
+                tokio::time::sleep(every).await;
+                let local: Vec<(String, String)> = this
+                    .members
+                    .lock()
+                    .iter()
+                    .flat_map(|(c, m)| m.keys().map(move |s| (c.to_string(), s.clone())))
+                    .collect();
                 let Some(shared) = this.broker.shared_presence() else {
                     return;
                 };
@@ -221,8 +220,8 @@ impl Presence {
         let mut out: Vec<String> = self
             .members
             .lock()
-            .ok()
-            .and_then(|all| all.get(channel).map(|m| m.keys().cloned().collect()))
+            .get(channel)
+            .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         out.sort();
         out
@@ -241,7 +240,7 @@ impl Presence {
             history,
         };
         let broker = self.broker.clone();
-        tokio::spawn(async move {
+        self.lifecycle.spawn_until_stopped(async move {
             if let Err(error) = broker.publish(publish).await {
                 tracing::warn!(%error, "presence event not published");
             }

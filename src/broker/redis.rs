@@ -27,15 +27,17 @@ mod stored;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::lifecycle::Lifecycle;
 use arc_swap::ArcSwapOption;
 use futures_util::future::BoxFuture;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use keys::Keys;
 use scripts::{Published, ReplayAnswer};
@@ -119,11 +121,13 @@ impl RedisBroker {
         Ok(broker)
     }
 
-    /// Start the link to Redis in the background until `shutdown`. Redis need
+    /// Start the link to Redis in the background until the gateway has
+    /// drained (it carries the draining connections' publishes). Redis need
     /// not be up yet: the link retries with backoff, and until it is up the
     /// broker reports not ready and refuses publishes.
-    pub fn spawn_link(self: &Arc<Self>, shutdown: CancellationToken) {
-        tokio::spawn(link::run(Arc::downgrade(self), shutdown));
+    pub fn spawn_link(self: &Arc<Self>, lifecycle: &Lifecycle) {
+        let stopped = lifecycle.stopped().clone();
+        lifecycle.spawn_until_stopped(link::run(Arc::downgrade(self), stopped));
     }
 
     fn connection(&self) -> Result<ConnectionManager, BrokerError> {
@@ -185,18 +189,17 @@ impl RedisBroker {
             new = format_args!("{epoch:x}"),
             "redis epoch changed (redis lost its data): clients resume with a reset"
         );
-        let channels: Vec<Arc<str>> = match self.follows.lock() {
-            Ok(mut follows) => follows
-                .iter_mut()
-                .map(|(name, f)| {
-                    f.last = 0;
-                    f.base = 0;
-                    f.catch_up = false;
-                    name.clone()
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let channels: Vec<Arc<str>> = self
+            .follows
+            .lock()
+            .iter_mut()
+            .map(|(name, f)| {
+                f.last = 0;
+                f.base = 0;
+                f.catch_up = false;
+                name.clone()
+            })
+            .collect();
         for c in &channels {
             self.hub.lost(c);
         }
@@ -247,7 +250,7 @@ impl RedisBroker {
             return Err(unavailable("not connected"));
         }
         let wait = {
-            let mut follows = self.follows.lock().map_err(|_| unavailable("poisoned"))?;
+            let mut follows = self.follows.lock();
             let f = follows.entry(channel.clone()).or_default();
             f.count += 1;
             f.idle_since = None;
@@ -275,7 +278,8 @@ impl RedisBroker {
         }
         let head = self.head_now().await?;
         std::mem::forget(counted);
-        if let Ok(mut follows) = self.follows.lock() {
+        {
+            let mut follows = self.follows.lock();
             if let Some(f) = follows.get_mut(channel) {
                 if f.base == 0 {
                     f.base = head;
@@ -303,9 +307,7 @@ impl RedisBroker {
         // delivers in order: a new epoch here means Redis lost its data.
         self.adopt_epoch(epoch);
         let (channel, seq) = {
-            let Ok(mut follows) = self.follows.lock() else {
-                return;
-            };
+            let mut follows = self.follows.lock();
             let Some(name) = follows.get_key_value(channel).map(|(k, _)| k.clone()) else {
                 return;
             };
@@ -343,8 +345,9 @@ impl Broker for RedisBroker {
     }
 
     fn unfollow(&self, channel: &str) {
-        let idle = match self.follows.lock() {
-            Ok(mut follows) => match follows.get_mut(channel) {
+        let idle = {
+            let mut follows = self.follows.lock();
+            match follows.get_mut(channel) {
                 Some(f) => {
                     f.count = f.count.saturating_sub(1);
                     f.waiters.retain(|w| !w.is_closed());
@@ -362,8 +365,7 @@ impl Broker for RedisBroker {
                     }
                 }
                 None => false,
-            },
-            Err(_) => false,
+            }
         };
         if idle {
             self.wake.notify_one();

@@ -5,9 +5,8 @@
 //! authenticate anyone.
 
 use super::lenient;
-use super::units::{self, Rate};
+use super::units::{self, RateLimit};
 use serde::Deserialize;
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -154,49 +153,6 @@ impl Default for PerIp {
             connections: 5000,
             connects: RateLimit::new(500, Duration::from_secs(1), 2000),
             subscribes: RateLimit::new(1000, Duration::from_secs(1), 5000),
-        }
-    }
-}
-
-/// A token bucket: `rate` refill, up to `burst` at once. `burst` defaults to the
-/// rate's count when omitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(from = "RawRateLimit")]
-pub struct RateLimit {
-    pub rate: Rate,
-    pub burst: NonZeroU32,
-}
-
-impl RateLimit {
-    /// A limit from plain numbers; zero counts are raised to 1.
-    pub fn new(count: u32, per: Duration, burst: u32) -> Self {
-        RateLimit {
-            rate: Rate {
-                count: nonzero(count),
-                per,
-            },
-            burst: nonzero(burst),
-        }
-    }
-}
-
-fn nonzero(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRateLimit {
-    rate: Rate,
-    #[serde(default, deserialize_with = "lenient::opt_nonzero_u32")]
-    burst: Option<NonZeroU32>,
-}
-
-impl From<RawRateLimit> for RateLimit {
-    fn from(raw: RawRateLimit) -> Self {
-        RateLimit {
-            rate: raw.rate,
-            burst: raw.burst.unwrap_or(raw.rate.count),
         }
     }
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+use super::error::Report;
 use super::locate::KeyPath;
 use super::units;
-use super::validate::{Report, Violation};
 
 /// `buffering:` of an upstream. The defaults are nginx's: both ways on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -39,7 +39,12 @@ pub struct Buffering {
     #[serde(deserialize_with = "units::size")]
     pub max_body: usize,
     /// The longest a client may leave a buffered request body without a
-    /// byte before it is answered 408 (nginx `client_body_timeout`).
+    /// byte before it is answered 408 (nginx `client_body_timeout`), and
+    /// an HTTP/2 stream may take nothing of a buffered answer while bytes
+    /// wait for it before that answer is cut off and its buffer let go (a
+    /// stream whose window is never opened blocks no socket, so the send
+    /// timeout on the socket never sees it). Per read, as nginx's: not a
+    /// bound on the whole transfer.
     #[serde(deserialize_with = "units::duration")]
     pub body_timeout: Duration,
 }
@@ -83,6 +88,14 @@ pub struct BufferLimits {
     /// buffer spills to its temporary file at once.
     #[serde(deserialize_with = "units::size")]
     pub memory: usize,
+    /// Bytes all temporary files may hold together (nginx has no such
+    /// bound; its `proxy_max_temp_file_size` is per answer). Past it an
+    /// answer is passed at the client's pace, as past `max_body`, and an
+    /// upload that would need the disk is refused with 503 and
+    /// `Retry-After`: a flood of large bodies fills neither the disk nor
+    /// the file table.
+    #[serde(deserialize_with = "units::size")]
+    pub disk: usize,
     /// Where temporary files are made (unset or empty: the system's,
     /// `$TMPDIR` or `/tmp`; relative to the config file's directory). Each
     /// is unlinked as it is made, so none outlives its request, whatever
@@ -94,6 +107,7 @@ impl Default for BufferLimits {
     fn default() -> Self {
         BufferLimits {
             memory: 256 * 1024 * 1024,
+            disk: 10 * 1024 * 1024 * 1024,
             temp_dir: None,
         }
     }
@@ -106,22 +120,6 @@ pub(crate) fn check(b: &Buffering, key: &KeyPath, r: &mut Report) {
     }
     if b.body_timeout.is_zero() {
         r.add(key.key("body_timeout"), "must be greater than 0");
-    }
-}
-
-/// The problems of `limits.buffers` that need the disk, once paths are
-/// resolved: as nginx refuses a `proxy_temp_path` it cannot use, at load,
-/// not at the first large body.
-pub(crate) fn check_files(c: &super::Config) -> Vec<Violation> {
-    match &c.limits.buffers.temp_dir {
-        Some(dir) if !dir.is_dir() => vec![Violation {
-            key: KeyPath::root().key("limits").key("buffers").key("temp_dir"),
-            message: format!(
-                "{} must be an existing directory (omit it for the system's)",
-                dir.display()
-            ),
-        }],
-        _ => Vec::new(),
     }
 }
 

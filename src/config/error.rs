@@ -4,6 +4,30 @@
 
 use std::fmt;
 
+use super::locate::KeyPath;
+
+/// One broken rule: where, and what is wrong (never the value of a secret).
+/// Loading places it in the file (`ConfigError::Invalid`), once all checks
+/// have run.
+#[derive(Clone, Debug)]
+pub(crate) struct Violation {
+    pub key: KeyPath,
+    pub message: String,
+}
+
+/// The violations found so far, so that one run reports them all.
+#[derive(Default)]
+pub(crate) struct Report(pub(super) Vec<Violation>);
+
+impl Report {
+    pub(crate) fn add(&mut self, key: KeyPath, message: impl Into<String>) {
+        self.0.push(Violation {
+            key,
+            message: message.into(),
+        });
+    }
+}
+
 /// One problem found in a configuration file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

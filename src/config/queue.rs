@@ -40,14 +40,3 @@ pub struct ConnLimit {
     pub max_connections: usize,
     pub queue: Queue,
 }
-
-impl super::Backend {
-    /// The limit on each of its servers; `None` without `max_connections`
-    /// (no limit, as before the key existed).
-    pub fn conn_limit(&self) -> Option<ConnLimit> {
-        Some(ConnLimit {
-            max_connections: self.max_connections?,
-            queue: self.queue.clone().unwrap_or_default(),
-        })
-    }
-}

@@ -8,6 +8,7 @@
 use super::access::{Auth, Limits};
 use super::buffering::Buffering;
 use super::locate::KeyPath;
+use super::queue::{ConnLimit, Queue};
 use super::routes::Route;
 use super::rules::{ChannelRule, ClientMessages, Tap, Webhook};
 use super::upstream_tls::UpstreamTls;
@@ -135,7 +136,7 @@ pub struct Backend {
     #[serde(deserialize_with = "lenient::opt_usize")]
     pub max_connections: Option<usize>,
     /// Where requests beyond `max_connections` wait (`queue.rs`).
-    pub queue: Option<super::Queue>,
+    pub queue: Option<Queue>,
     /// What is held of an exchange so that a slow client does not hold the
     /// application (`buffering.rs`).
     #[serde(deserialize_with = "lenient::or_default")]
@@ -161,6 +162,15 @@ impl Default for Backend {
 }
 
 impl Backend {
+    /// The limit on each of its servers; `None` without `max_connections`
+    /// (no limit, as before the key existed).
+    pub fn conn_limit(&self) -> Option<ConnLimit> {
+        Some(ConnLimit {
+            max_connections: self.max_connections?,
+            queue: self.queue.clone().unwrap_or_default(),
+        })
+    }
+
     /// The servers: `urls`, or `url` alone.
     pub fn servers(&self) -> &[url::Url] {
         if self.urls.is_empty() {

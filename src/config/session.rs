@@ -1,15 +1,13 @@
 //! The application's own login as the gateway asks it: `auth.session` (who a
 //! browser is, from `check: GET /api/me` and templates over the answer) and
 //! the resource checks of channel rules (`subscribe: { check: "GET
-//! /api/orders/{id}" }`, `publish: { check: … }`). Shape and defaults live
-//! here with the checks that need the whole file (a placeholder the pattern
-//! lacks, an upstream nobody defined); what asks the application is
-//! `session_auth`.
+//! /api/orders/{id}" }`, `publish: { check: … }`). Shape, defaults and the
+//! syntax of a check live here; the checks that need the whole file (a
+//! placeholder the pattern lacks, an upstream nobody defined) are in
+//! `validate/session.rs`; what asks the application is `session_auth`.
 
-use super::locate::KeyPath;
-use super::validate::Violation;
-use super::{Config, RateLimit, lenient, units};
-use crate::model::template::{Context, Template};
+use super::lenient;
+use super::units::{self, RateLimit};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -51,10 +49,20 @@ pub struct SessionAuth {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PerAddress {
-    /// Checks one address may have in flight; more are refused (429) at
-    /// once. Unset: an eighth of `concurrency`, at least 1.
+    /// Checks one address may have in flight; more wait for one of them to
+    /// end (within `timeout`). Unset: an eighth of `concurrency`, at least 1.
     #[serde(default, deserialize_with = "lenient::opt_usize")]
     pub concurrency: Option<usize>,
+    /// Checks one IPv6 /48 (a customer's whole prefix, 65,536 /64s) may
+    /// have in flight, so that one customer cannot take every place with
+    /// many /64s. Unset: a quarter of `concurrency`, at least the
+    /// address's share. IPv4 addresses have no second level.
+    #[serde(default, deserialize_with = "lenient::opt_usize")]
+    pub network: Option<usize>,
+    /// Checks of one address that may wait for its share; more are
+    /// refused (429) at once.
+    #[serde(default = "default_queue", deserialize_with = "lenient::usize")]
+    pub queue: usize,
     /// Checks of credentials the cache does not hold (each made-up cookie
     /// is one) an address may cause; over it, 429 without asking.
     #[serde(default = "default_unknown")]
@@ -65,6 +73,8 @@ impl Default for PerAddress {
     fn default() -> Self {
         PerAddress {
             concurrency: None,
+            network: None,
+            queue: default_queue(),
             unknown: default_unknown(),
         }
     }
@@ -75,6 +85,17 @@ impl PerAddress {
     pub fn share_of(&self, concurrency: usize) -> usize {
         self.concurrency.unwrap_or(concurrency / 8).max(1)
     }
+
+    /// The checks one IPv6 /48 may have in flight under `concurrency`.
+    pub fn network_share_of(&self, concurrency: usize) -> usize {
+        self.network
+            .unwrap_or(concurrency / 4)
+            .max(self.share_of(concurrency))
+    }
+}
+
+fn default_queue() -> usize {
+    256
 }
 
 fn default_unknown() -> RateLimit {
@@ -153,88 +174,4 @@ pub fn check_placeholders(path: &str) -> Result<Vec<String>, String> {
         rest = &after[close + 1..];
     }
     Ok(names)
-}
-
-/// The problems of `auth.session` and of the channel rules' checks.
-pub(crate) fn check(c: &Config) -> Vec<Violation> {
-    let mut out = Vec::new();
-    let mut add = |key: KeyPath, message: String| out.push(Violation { key, message });
-    let known = |name: &str| name == super::DEFAULT_UPSTREAM || c.upstreams.contains_key(name);
-    if let Some(s) = &c.auth.session {
-        let at = KeyPath::root().key("auth").key("session");
-        match split_check(&s.check) {
-            Err(message) => add(at.key("check"), message),
-            Ok((_, path)) => {
-                if path.contains(['{', '}']) {
-                    add(
-                        at.key("check"),
-                        "takes no placeholders: it asks about the browser, not a channel".into(),
-                    );
-                }
-            }
-        }
-        if let Err(e) = Template::parse(&s.subject, Context::Answer, &[]) {
-            add(at.key("subject"), e.to_string());
-        } else if s.subject.trim().is_empty() {
-            add(at.key("subject"), "must not be empty".into());
-        }
-        if let Some(channels) = &s.channels {
-            if let Err(e) = Template::parse(channels, Context::Answer, &[]) {
-                add(at.key("channels"), e.to_string());
-            }
-        }
-        if s.recheck.is_zero() {
-            add(at.key("recheck"), "must be greater than 0".into());
-        }
-        if s.timeout.is_zero() {
-            add(at.key("timeout"), "must be greater than 0".into());
-        }
-        if s.concurrency == 0 {
-            add(at.key("concurrency"), "must be at least 1".into());
-        }
-        match s.per_address.concurrency {
-            Some(0) => add(
-                at.key("per_address").key("concurrency"),
-                "must be at least 1".into(),
-            ),
-            Some(n) if n > s.concurrency => add(
-                at.key("per_address").key("concurrency"),
-                format!(
-                    "must be at most auth.session.concurrency ({})",
-                    s.concurrency
-                ),
-            ),
-            _ => {}
-        }
-        if let Some(name) = s.upstream.as_deref().filter(|n| !known(n)) {
-            add(at.key("upstream"), format!("names no upstream: {name:?}"));
-        }
-    }
-    for (i, rule) in c.channels.iter().enumerate() {
-        let at = KeyPath::root().key("channels").index(i);
-        let captures = super::validate::check_pattern(&rule.pattern, true).unwrap_or_default();
-        let checks = [
-            ("subscribe", rule.subscribe.check()),
-            ("publish", rule.publish.check()),
-        ];
-        for (key, check) in checks {
-            let Some(check) = check else { continue };
-            let at = at.key(key).key("check");
-            match split_check(&check.check).and_then(|(_, path)| check_placeholders(&path)) {
-                Err(message) => add(at, message),
-                Ok(names) => {
-                    for name in names.iter().filter(|n| !captures.contains(n)) {
-                        add(
-                            at.clone(),
-                            format!(
-                                "`{{{name}}}` is not a placeholder of the pattern {:?}",
-                                rule.pattern
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-    }
-    out
 }

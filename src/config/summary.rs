@@ -173,7 +173,7 @@ impl Config {
         if let Some(s) = &self.auth.session {
             writeln!(
                 out,
-                "auth.session: {} on upstream {}, subject {}, cache {}, recheck {}, timeout {}, {} at once ({} per address)",
+                "auth.session: {} on upstream {}, subject {}, cache {}, recheck {}, timeout {}, {} at once ({} per address, {} per IPv6 /48, {} more waiting)",
                 s.check,
                 s.upstream.as_deref().unwrap_or(super::DEFAULT_UPSTREAM),
                 s.subject,
@@ -181,7 +181,9 @@ impl Config {
                 format_duration(s.recheck),
                 format_duration(s.timeout),
                 s.concurrency,
-                s.per_address.share_of(s.concurrency)
+                s.per_address.share_of(s.concurrency),
+                s.per_address.network_share_of(s.concurrency),
+                s.per_address.queue
             )?;
         }
         writeln!(

@@ -1,6 +1,6 @@
 //! Units in the configuration: durations (`250ms`, `15s`, `10m`, `2h`, `1d`), byte
-//! sizes (`65536`, `512B`, `64KiB`, `1MiB`, `1GiB`, `1KB`, `1MB`) and rates (`20/s`,
-//! `60/m`, `5/10s`). A duration always needs its unit: a bare `15` is refused rather
+//! sizes (`65536`, `512B`, `64KiB`, `1MiB`, `1GiB`, `1KB`, `1MB`), rates (`20/s`,
+//! `60/m`, `5/10s`) and the token buckets made of a rate and a burst (`RateLimit`). A duration always needs its unit: a bare `15` is refused rather
 //! than guessed. Error messages quote the offending text with `{:?}` so that a value
 //! that came from the environment can be recognised and hidden by the caller.
 
@@ -250,6 +250,49 @@ pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         }
     }
     d.deserialize_any(SizeVisitor)
+}
+
+/// A token bucket: `rate` refill, up to `burst` at once. `burst` defaults to the
+/// rate's count when omitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(from = "RawRateLimit")]
+pub struct RateLimit {
+    pub rate: Rate,
+    pub burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// A limit from plain numbers; zero counts are raised to 1.
+    pub fn new(count: u32, per: Duration, burst: u32) -> Self {
+        RateLimit {
+            rate: Rate {
+                count: nonzero(count),
+                per,
+            },
+            burst: nonzero(burst),
+        }
+    }
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    rate: Rate,
+    #[serde(default, deserialize_with = "super::lenient::opt_nonzero_u32")]
+    burst: Option<NonZeroU32>,
+}
+
+impl From<RawRateLimit> for RateLimit {
+    fn from(raw: RawRateLimit) -> Self {
+        RateLimit {
+            rate: raw.rate,
+            burst: raw.burst.unwrap_or(raw.rate.count),
+        }
+    }
 }
 
 #[cfg(test)]

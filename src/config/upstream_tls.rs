@@ -1,25 +1,14 @@
 //! An upstream's `tls:` (how the gateway verifies its `https://` servers and
-//! which certificate it shows them) and the load-time checks of every
-//! server address that names a file: the PEM files are read and parsed here,
-//! once at load to refuse a file that cannot work and again for each
-//! configuration put in force (`read`), so a certificate rotated on disk is
-//! what the next reload uses. A `unix:` socket may be missing (the
-//! application may start later) but its directory must exist, and a path
-//! that exists must be a socket.
-//!
-//! Runs on the normalised config: paths are resolved against the config
-//! file's directory by then.
+//! which certificate it shows them): the PEM files are read and parsed here,
+//! once at load to refuse a file that cannot work (`files.rs`) and again for
+//! each configuration put in force (`read`), so a certificate rotated on
+//! disk is what the next reload uses.
 
 use std::path::{Path, PathBuf};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Deserialize;
-
-use super::Config;
-use super::locate::KeyPath;
-use super::schema::Backend;
-use super::validate::Violation;
 
 /// `tls:` of an upstream with `https://` servers. Paths are resolved
 /// against the config file's directory.
@@ -139,85 +128,4 @@ fn client_pair(
 /// Whether the system offers roots to verify servers by.
 pub fn system_roots_usable() -> bool {
     !rustls_native_certs::load_native_certs().certs.is_empty()
-}
-
-/// The checks that read the disk, for every upstream: `tls:` files, the
-/// system's roots when an `https://` server has no `tls.ca`, `unix:`
-/// sockets. `system_roots` is asked at most once.
-pub(crate) fn check_files(c: &Config, system_roots: &dyn Fn() -> bool) -> Vec<Violation> {
-    let mut out = Vec::new();
-    let mut roots: Option<bool> = None;
-    let mut has_roots = || *roots.get_or_insert_with(system_roots);
-    let root = KeyPath::root();
-    let upstreams = std::iter::once((root.key("backend"), &c.backend)).chain(
-        c.upstreams
-            .iter()
-            .map(|(name, b)| (root.key("upstreams").key(name), b)),
-    );
-    for (key, b) in upstreams {
-        check_upstream(b, &key, &mut has_roots, &mut out);
-    }
-    out
-}
-
-fn check_upstream(
-    b: &Backend,
-    key: &KeyPath,
-    has_roots: &mut dyn FnMut() -> bool,
-    out: &mut Vec<Violation>,
-) {
-    let mut add = |key: KeyPath, message: String| out.push(Violation { key, message });
-    for (at, url) in b.server_keys(key) {
-        if url.scheme() == "unix" {
-            if let Err(message) = check_socket(Path::new(url.path())) {
-                add(at, message);
-            }
-        }
-    }
-    let https = b.servers().iter().any(|u| u.scheme() == "https");
-    if !https {
-        return;
-    }
-    let tls = b.tls.clone().unwrap_or_default();
-    if let Err(e) = read(&tls) {
-        add(key.key("tls").key(e.key), e.message);
-    }
-    if tls.ca.is_none() && !has_roots() {
-        let at = match &b.tls {
-            Some(_) => key.key("tls"),
-            None => b.server_keys(key).remove(0).0,
-        };
-        add(
-            at,
-            "an https:// server needs tls.ca: the system offers no root certificates".into(),
-        );
-    }
-}
-
-/// A `unix:` path: absent in a directory that exists, or a socket.
-fn check_socket(path: &Path) -> Result<(), String> {
-    let shown = path.display();
-    match std::fs::metadata(path) {
-        Ok(meta) if is_socket(&meta) => Ok(()),
-        Ok(_) => Err(format!("{shown} exists and is not a socket")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let dir = path.parent().unwrap_or(Path::new("/"));
-            if dir.is_dir() {
-                Ok(())
-            } else {
-                Err(format!("the directory of {shown} does not exist"))
-            }
-        }
-        Err(e) => Err(format!("cannot inspect {shown}: {e}")),
-    }
-}
-
-#[cfg(unix)]
-fn is_socket(meta: &std::fs::Metadata) -> bool {
-    std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
-}
-
-#[cfg(not(unix))]
-fn is_socket(_: &std::fs::Metadata) -> bool {
-    false
 }

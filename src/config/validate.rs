@@ -1,33 +1,21 @@
 //! Rules that span fields or need more than a type: URL schemes, path shapes, channel
 //! pattern syntax, duplicate names, listener clashes. Runs on the freshly parsed
 //! (not yet normalised) config and reports every problem, each with the key path it
-//! belongs to, so the operator fixes the whole file in one round.
+//! belongs to, so the operator fixes the whole file in one round. The checks of
+//! routes and upstream names (`validate/routes.rs`) and of `auth.session` and
+//! resource checks (`validate/session.rs`) are children of this file: they
+//! read the whole file, so the sections they check do not depend on `Config`.
+
+mod routes;
+mod session;
 
 use super::Config;
+use super::error::{Report, Violation};
 use super::locate::KeyPath;
 use super::rules::Subscribe;
 use crate::model::template::{Context, Template};
 use std::collections::HashMap;
 use std::time::Duration;
-
-/// One broken rule: where, and what is wrong (never the value of a secret).
-#[derive(Clone, Debug)]
-pub(crate) struct Violation {
-    pub key: KeyPath,
-    pub message: String,
-}
-
-#[derive(Default)]
-pub(crate) struct Report(Vec<Violation>);
-
-impl Report {
-    pub(crate) fn add(&mut self, key: KeyPath, message: impl Into<String>) {
-        self.0.push(Violation {
-            key,
-            message: message.into(),
-        });
-    }
-}
 
 pub(crate) fn validate(c: &Config) -> Vec<Violation> {
     let mut r = Report::default();
@@ -38,8 +26,8 @@ pub(crate) fn validate(c: &Config) -> Vec<Violation> {
     for (name, upstream) in &c.upstreams {
         backend(upstream, &root.key("upstreams").key(name), &mut r);
     }
-    r.0.extend(super::routes::check(c));
-    r.0.extend(super::session::check(c));
+    r.0.extend(routes::check(c));
+    r.0.extend(session::check(c));
     realtime(c, &mut r);
     auth(c, &mut r);
     channels(c, &mut r);

@@ -9,8 +9,10 @@
 //! channel with the newer one.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use tokio::sync::Notify;
 
@@ -82,9 +84,7 @@ impl Inbox {
             return;
         }
         {
-            let Ok(mut q) = self.shared.queue.lock() else {
-                return;
-            };
+            let mut q = self.shared.queue.lock();
             if q.items.len() >= self.shared.capacity {
                 match policy {
                     SlowClient::Disconnect => {
@@ -125,7 +125,8 @@ impl Inbox {
 
     /// Take everything queued.
     pub fn drain(&self, out: &mut Drained) {
-        if let Ok(mut q) = self.shared.queue.lock() {
+        {
+            let mut q = self.shared.queue.lock();
             out.messages.extend(q.items.drain(..));
             out.gaps.append(&mut q.gaps);
             out.lost.append(&mut q.lost);
@@ -134,14 +135,15 @@ impl Inbox {
 
     /// Record that `channel` lost messages before they reached the hub.
     pub fn mark_lost(&self, channel: &Arc<str>) {
-        if let Ok(mut q) = self.shared.queue.lock() {
+        {
+            let mut q = self.shared.queue.lock();
             note_gap(&mut q.lost, channel);
         }
         self.shared.ready.notify_one();
     }
 
     pub fn len(&self) -> usize {
-        self.shared.queue.lock().map(|q| q.items.len()).unwrap_or(0)
+        self.shared.queue.lock().items.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -15,6 +15,13 @@ use std::time::Instant;
 use governor::clock::Clock;
 use governor::nanos::Nanos;
 
+/// The longest a bucket may take to fill from empty, in nanoseconds: 100
+/// years. A slower quota (a huge period or burst in a config file) has its
+/// token weight lowered to fit (`keyed`), and a converted debt is capped at
+/// it (`store`), so that governor's sums of times can never overflow,
+/// however long the gateway runs.
+pub(super) const MAX_FILL: u64 = 100 * 365 * 86_400 * 1_000_000_000;
+
 /// Where "now" comes from: the monotonic clock since an origin, or a clock
 /// a test moves by hand.
 #[derive(Clone, Debug)]

@@ -20,15 +20,9 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::{InsufficientCapacity, Quota, RateLimiter};
 
-use super::clock::{LimiterClock, Time};
+use super::clock::{LimiterClock, MAX_FILL, Time};
 use super::store::{SharedStore, StoreView};
 use crate::config::RateLimit;
-
-/// The longest a bucket may take to fill from empty, in nanoseconds: 100
-/// years. A slower quota (a huge period or burst in a config file) has its
-/// token weight lowered to fit, so that governor's sums of times can never
-/// overflow, however long the gateway runs.
-pub(super) const MAX_FILL: u64 = 100 * 365 * 86_400 * 1_000_000_000;
 
 /// Why a check was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,12 +27,12 @@ use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 
-use super::clock::Time;
+use super::clock::{MAX_FILL, Time};
 
 /// The most a converted debt may come to, in nanoseconds: what the largest
-/// bucket a quota may have takes to drain (see `keyed::MAX_FILL`), so that
+/// bucket a quota may have takes to drain (see `clock::MAX_FILL`), so that
 /// governor's sums of times stay far from `u64` overflow.
-pub(super) const MAX_DEBT: u64 = super::keyed::MAX_FILL;
+pub(super) const MAX_DEBT: u64 = MAX_FILL;
 
 /// One key's state: governor's TAT, and the token weight it was written under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,24 +5,34 @@
 //! to its pool, and its request stops counting in flight on its server,
 //! when the answer is complete, not when the client has read it.
 //!
-//! The rules it keeps: at most `buffering.max_body` waits for the client;
-//! past it the task reads only as the client takes, as nginx passes an
-//! answer on once `proxy_max_temp_file_size` is reached. The spool is
-//! emptied each time the client has caught up, so its file never holds
-//! more than that. An upstream that goes quiet for `backend.timeout` ends
-//! the answer with an error (the client's connection is cut, never a short
-//! body passed for whole); a client that goes away stops the task, which
-//! drops the upstream's body (its connection closes) and the spool.
+//! The rules it keeps: at most `buffering.max_body` is held for the
+//! client, counted in all (read or not), as nginx passes an answer on
+//! once `proxy_max_temp_file_size` is reached; at that bound, or when the
+//! gateway's disk bound (`limits.buffers.disk`) is spent, the task reads
+//! only as the client takes, and the spool is emptied when the client has
+//! caught up, so its file never holds more than `max_body` and a read. An
+//! upstream that goes quiet for `backend.timeout` ends the answer with an
+//! error (the client's connection is cut, never a short body passed for
+//! whole); so does a client that takes nothing for `buffering.body_timeout`
+//! while bytes wait for it: its spool is let go at once, so an HTTP/2
+//! stream whose window is never opened (which blocks no socket, so the
+//! socket's send timeout never sees it) holds neither memory nor a file. A client that goes away stops the task, which drops
+//! the upstream's body (its connection closes) and the spool.
 //!
 //! An answer that has already arrived whole when its head is passed on
-//! (most small ones) needs neither: its frames are held as they came (at
-//! most [`READY_AT_ONCE`]) and its connection is given back at once.
+//! (most small ones) needs neither: its frames are copied out of hyper's
+//! read buffer (at most [`READY_AT_ONCE`], counted against
+//! `limits.buffers.memory`) and its connection is given back at once.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -30,9 +40,10 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, warn};
 
-use super::spool::{Budget, CHUNK, Spool};
+use super::spool::{Budget, CHUNK, Held, Planned, Spool};
 use crate::config::Buffering;
 use crate::reply::{Body, BoxError};
 
@@ -43,6 +54,9 @@ struct Pipe {
     room: Notify,
     /// Cancelled when the client's body is dropped.
     gone: CancellationToken,
+    /// The longest the client may take nothing while bytes wait for it
+    /// (`buffering.body_timeout`).
+    client_idle: Duration,
 }
 
 struct State {
@@ -52,17 +66,78 @@ struct State {
     /// How the upstream's answer ended, once it has.
     end: Option<Result<Option<HeaderMap>, String>>,
     reader: Option<Waker>,
+    /// When the client last took bytes (or the answer began).
+    taken_at: Instant,
+}
+
+impl State {
+    /// Bytes wait for the client.
+    fn waiting(&self) -> bool {
+        self.read < self.spool.len()
+    }
+
+    /// The upstream may be read: less than `cap` held in all, and room
+    /// under the disk bound (or nothing waits: then one read goes on at
+    /// the client's pace).
+    fn may_take(&self, cap: u64) -> bool {
+        self.spool.len() < cap && (!self.waiting() || self.spool.fits(1))
+    }
 }
 
 impl Pipe {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
+    }
+
+    /// End the answer when the client has taken nothing for `client_idle` while
+    /// bytes wait: the spool is let go and the client's next read fails.
+    /// `true` when it was ended.
+    fn end_if_stalled(&self) -> bool {
+        let idle = self.client_idle;
+        let mut state = self.lock();
+        if !state.waiting() || state.taken_at.elapsed() < idle {
+            return false;
+        }
+        warn!(?idle, "client took nothing of a buffered answer; ending it");
+        state.spool.discard();
+        state.read = 0;
+        state.end = Some(Err("client idle past buffering.body_timeout".to_owned()));
+        if let Some(waker) = state.reader.take() {
+            waker.wake();
+        }
+        true
+    }
+
+    /// When the client will have been idle too long, while bytes wait for
+    /// it: returns once the answer was ended for that.
+    async fn client_stalled(&self) {
+        loop {
+            let since = {
+                let state = self.lock();
+                state.waiting().then_some(state.taken_at)
+            };
+            // Nothing waits: only the caller's push can change that, and
+            // it is not running meanwhile.
+            let Some(since) = since else {
+                return std::future::pending().await;
+            };
+            tokio::time::sleep_until(since + self.client_idle).await;
+            if self.end_if_stalled() {
+                return;
+            }
+        }
     }
 }
 
 /// `body` taken off the upstream by a task of its own, to be read by the
 /// client at its pace; `idle` bounds the upstream's silences.
-pub(super) fn buffered<B>(mut body: B, policy: &Buffering, budget: Budget, idle: Duration) -> Body
+pub(super) fn buffered<B>(
+    mut body: B,
+    policy: &Buffering,
+    budget: Budget,
+    idle: Duration,
+    tasks: &TaskTracker,
+) -> Body
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -75,15 +150,25 @@ where
         .map(Bytes::len)
         .sum();
     let framed = hint.exact().is_some();
-    if let Some(end) = end.as_ref().filter(|_| size <= READY_AT_ONCE) {
+    let held = end
+        .as_ref()
+        .filter(|_| size <= READY_AT_ONCE)
+        .and_then(|_| budget.hold(size));
+    if let (Some(end), Some(held)) = (end.as_ref(), held) {
         // Already whole and small (most answers): the connection is given
-        // back now, and nothing needs a task or a spool.
+        // back now, and nothing needs a task or a spool. The bytes are
+        // copied, counted, so as not to pin hyper's larger read buffer.
         drop(body);
         let end = end.as_ref().map(|e| -> BoxError { e.to_string().into() });
+        let frames = taken
+            .into_iter()
+            .map(|frame| frame.map_data(|d| Bytes::copy_from_slice(&d)))
+            .collect();
         return Ready {
-            frames: taken,
+            frames,
             end,
             framed,
+            _held: Some(held),
         }
         .boxed();
     }
@@ -101,6 +186,7 @@ where
                         frames: VecDeque::new(),
                         end,
                         framed: false,
+                        _held: None,
                     }
                     .boxed();
                 }
@@ -119,15 +205,18 @@ where
             read: 0,
             end,
             reader: None,
+            taken_at: Instant::now(),
         }),
         room: Notify::new(),
         gone: CancellationToken::new(),
+        client_idle: policy.body_timeout,
     });
     if whole {
         drop(body);
+        tokio::spawn(watch(pipe.clone()).in_current_span());
     } else {
         let cap = policy.max_body as u64;
-        tokio::spawn(take(body, pipe.clone(), cap, idle).in_current_span());
+        tasks.spawn(take(body, pipe.clone(), cap, idle).in_current_span());
     }
     Buffered {
         pipe,
@@ -138,8 +227,8 @@ where
 }
 
 /// At most this much of an answer that has already arrived whole is held
-/// as it came, without a spool (and without counting in its bounds: it is
-/// what hyper had read already).
+/// as its frames came, without a spool (copied, and counted against the
+/// shared memory bound).
 const READY_AT_ONCE: usize = 16 * 1024;
 
 /// The frames of `body` that have already arrived, without waiting, up to
@@ -186,6 +275,8 @@ struct Ready {
     /// The upstream stated its length: so does the client's answer (a
     /// chunked one stays chunked, as the relay passes it).
     framed: bool,
+    /// The frames' memory, counted until they are dropped.
+    _held: Option<Held>,
 }
 
 impl HttpBody for Ready {
@@ -224,25 +315,32 @@ impl HttpBody for Ready {
     }
 }
 
-/// Read `body` into the pipe until it ends, fails, stalls past `idle` or
-/// the client goes; keep at most `cap` bytes waiting for the client.
+/// Read `body` into the pipe until it ends, fails or stalls past `idle`,
+/// or the client goes or stalls (`client_idle`); hold at most `cap` bytes
+/// in all.
 async fn take<B>(mut body: B, pipe: Arc<Pipe>, cap: u64, idle: Duration)
 where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     loop {
-        // Room for more: the client has not fallen `cap` behind.
+        // Room for more: see `State::may_take`.
         loop {
-            {
+            let since = {
                 let state = pipe.lock();
-                if state.spool.len() - state.read < cap {
+                if state.may_take(cap) {
                     break;
                 }
-            }
+                state.taken_at
+            };
             tokio::select! {
                 _ = pipe.room.notified() => {}
                 _ = pipe.gone.cancelled() => return,
+                () = tokio::time::sleep_until(since + pipe.client_idle) => {
+                    if pipe.end_if_stalled() {
+                        return;
+                    }
+                }
             }
         }
         let frame = tokio::select! {
@@ -251,8 +349,8 @@ where
                 debug!("client left during a buffered answer");
                 return;
             }
+            () = pipe.client_stalled() => return,
         };
-        let mut state = pipe.lock();
         let ended = match frame {
             Err(_) => {
                 warn!(?idle, "backend response stalled; closing it");
@@ -261,7 +359,7 @@ where
             Ok(None) => Some(Ok(None)),
             Ok(Some(Err(error))) => Some(Err(error.into().to_string())),
             Ok(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => match state.spool.push(data) {
+                Ok(data) => match push(&pipe, data) {
                     Ok(()) => None,
                     Err(error) => {
                         warn!(%error, "answer could not be buffered");
@@ -271,6 +369,7 @@ where
                 Err(frame) => Some(Ok(frame.into_trailers().ok())),
             },
         };
+        let mut state = pipe.lock();
         let done = ended.is_some();
         if done {
             state.end = ended;
@@ -279,10 +378,45 @@ where
             waker.wake();
         }
         if done {
-            // `body` drops here: the connection goes back to its pool (a
-            // whole answer) or closes.
+            break;
+        }
+    }
+    // `body` drops here: the connection goes back to its pool (a whole
+    // answer) or closes.
+    drop(body);
+    watch(pipe).await;
+}
+
+/// Add `data` to the pipe's spool, writing what goes to its file outside
+/// the lock (the client reads on meanwhile).
+fn push(pipe: &Pipe, data: Bytes) -> std::io::Result<()> {
+    let write = pipe.lock().spool.push_memory(data)?;
+    let Some(write) = write else {
+        return Ok(());
+    };
+    let done = write.run();
+    pipe.lock().spool.written(write, done)
+}
+
+/// Once the upstream's answer is in: end it if the client takes nothing
+/// for `client_idle` while bytes wait, until it has taken everything or
+/// gone.
+async fn watch(pipe: Arc<Pipe>) {
+    tokio::select! {
+        () = pipe.client_stalled() => {}
+        _ = pipe.gone.cancelled() => {}
+        () = taken_all(&pipe) => {}
+    }
+}
+
+/// Returns once the client has taken every byte held.
+async fn taken_all(pipe: &Pipe) {
+    loop {
+        let waiting = pipe.lock().waiting();
+        if !waiting {
             return;
         }
+        pipe.room.notified().await;
     }
 }
 
@@ -304,15 +438,31 @@ impl HttpBody for Buffered {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let pipe = self.pipe.clone();
         let mut state = pipe.lock();
-        let held = state.spool.len();
-        if state.read < held {
-            let data = match state.spool.read_at(state.read, CHUNK) {
+        if state.read < state.spool.len() {
+            let data = match state.spool.read_plan(state.read, CHUNK) {
+                Planned::Ready(data) => Ok(data),
+                Planned::File(read) => {
+                    // Read outside the lock; it counts only if the spool
+                    // was not let go meanwhile (the answer was ended).
+                    drop(state);
+                    let data = read.run();
+                    state = pipe.lock();
+                    if !state.spool.still(&read) {
+                        return Poll::Ready(Some(Err("buffered answer ended".into())));
+                    }
+                    data
+                }
+            };
+            let data = match data {
                 Ok(data) if !data.is_empty() => data,
                 Ok(_) => return Poll::Ready(Some(Err("buffered answer ended early".into()))),
                 Err(error) => return Poll::Ready(Some(Err(error.into()))),
             };
+            let held = state.spool.len();
             state.read += data.len() as u64;
-            if state.read == held && state.end.is_none() {
+            state.taken_at = Instant::now();
+            // Not while a write is out: it would land in an emptied file.
+            if state.read == held && state.end.is_none() && !state.spool.writing() {
                 // Caught up: what was held is let go, the file emptied.
                 if let Err(error) = state.spool.clear() {
                     return Poll::Ready(Some(Err(error.into())));

@@ -7,23 +7,23 @@
 //! The rules it keeps: a body over `buffering.max_body` is refused with 413
 //! (at once when its `Content-Length` says so, else as soon as it passes
 //! the bound), a client that leaves its body without a byte for
-//! `buffering.body_timeout` is answered 408, a body that breaks its framing
-//! 400 — and in none of these cases has the application seen the request.
+//! `buffering.body_timeout` is answered 408 (the bound is per read, as
+//! nginx's `client_body_timeout`: a client sending a byte now and then is
+//! bounded by `max_body` instead), a body that would pass the gateway's
+//! disk bound (`limits.buffers.disk`) 503 with `Retry-After`, a body that
+//! breaks its framing 400 — and in none of these cases has the application
+//! seen the request.
 //! A buffered body has a known length (it goes with `Content-Length`) and
 //! can be sent again: to the next server when a connect fails.
 
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http::{Request, Response, StatusCode};
+use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use tracing::debug;
 
-use super::spool::{Budget, CHUNK, Spool};
+use super::spool::{Budget, Spool};
+use super::stored::Stored;
 use super::upload::{self, Outcome, Replay};
 use super::{content_length, malformed_body};
 use crate::config::Buffering;
@@ -84,6 +84,8 @@ pub(super) enum Refused {
     Malformed(BoxError),
     #[error("request body could not be buffered: {0}")]
     Storage(std::io::Error),
+    #[error("temporary files hold limits.buffers.disk already")]
+    DiskFull,
 }
 
 impl Refused {
@@ -107,38 +109,24 @@ impl Refused {
                 "buffering_failed",
                 "the request body could not be held",
             ),
+            Refused::DiskFull => {
+                let mut resp = reply::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "buffers_full",
+                    "the gateway holds too many request bodies; try again",
+                );
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(super::busy::RETRY_AFTER),
+                );
+                resp
+            }
         };
         if http1 {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
-    }
-}
-
-/// A whole request body, held to be sent (and sent again).
-#[derive(Clone)]
-pub(super) struct Stored(Arc<Whole>);
-
-struct Whole {
-    spool: Spool,
-    trailers: Option<HeaderMap>,
-}
-
-impl Stored {
-    /// Its length, when it goes with one (no trailers).
-    pub(super) fn length(&self) -> Option<u64> {
-        self.0.trailers.is_none().then(|| self.0.spool.len())
-    }
-
-    /// The body, from its start.
-    pub(super) fn body(&self) -> Body {
-        StoredBody {
-            whole: self.0.clone(),
-            at: 0,
-            trailers_sent: false,
-        }
-        .boxed()
     }
 }
 
@@ -167,6 +155,9 @@ async fn read_whole(
                 if spool.len().saturating_add(data.len() as u64) > max as u64 {
                     return Err(Refused::TooLarge(max));
                 }
+                if !spool.fits(data.len()) {
+                    return Err(Refused::DiskFull);
+                }
                 spool.push(data).map_err(Refused::Storage)?;
             }
             Err(frame) => {
@@ -176,52 +167,5 @@ async fn read_whole(
             }
         }
     }
-    Ok(Stored(Arc::new(Whole { spool, trailers })))
-}
-
-/// A stored body read from its start.
-struct StoredBody {
-    whole: Arc<Whole>,
-    at: u64,
-    trailers_sent: bool,
-}
-
-impl HttpBody for StoredBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.at < self.whole.spool.len() {
-            let data = match self.whole.spool.read_at(self.at, CHUNK) {
-                Ok(data) if !data.is_empty() => data,
-                Ok(_) => return Poll::Ready(Some(Err("buffered body ended early".into()))),
-                Err(error) => return Poll::Ready(Some(Err(error.into()))),
-            };
-            self.at += data.len() as u64;
-            return Poll::Ready(Some(Ok(Frame::data(data))));
-        }
-        if self.trailers_sent {
-            return Poll::Ready(None);
-        }
-        self.trailers_sent = true;
-        Poll::Ready(self.whole.trailers.clone().map(|t| Ok(Frame::trailers(t))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.at >= self.whole.spool.len() && (self.trailers_sent || self.whole.trailers.is_none())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let left = self.whole.spool.len().saturating_sub(self.at);
-        if self.whole.trailers.is_some() {
-            // Trailers need the chunked framing: no exact size.
-            let mut hint = SizeHint::new();
-            hint.set_lower(left);
-            return hint;
-        }
-        SizeHint::with_exact(left)
-    }
+    Ok(Stored::new(spool, trailers))
 }

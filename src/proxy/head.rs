@@ -440,7 +440,11 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
         let named_hop = named
             .iter()
             .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()));
-        if !is_hop_by_hop(h.name) && !named_hop {
+        // The application's word to the proxy, judged below: not passed on.
+        let accel = h
+            .name
+            .eq_ignore_ascii_case(super::streaming::ACCEL_BUFFERING);
+        if !is_hop_by_hop(h.name) && !named_hop && !accel {
             write_field(&mut head, h.name, h.value);
             // A `Date` that `Connection` named is gone: one is added below.
             has_date |= h.name.eq_ignore_ascii_case("date");
@@ -471,7 +475,10 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
     };
-    let streams = super::streaming::streams(field("content-type"), field("x-accel-buffering"));
+    let streams = super::streaming::streams(
+        field("content-type"),
+        field(super::streaming::ACCEL_BUFFERING),
+    );
     Response::Final(Inbound {
         len,
         status,

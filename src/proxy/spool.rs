@@ -1,7 +1,9 @@
 //! Where a buffered body waits: in memory up to a bound per body, then in a
 //! temporary file, with the memory of every spool of the gateway bounded
 //! together (`limits.buffers.memory`; past it a spool goes to its file at
-//! once) and counted for `/metrics`.
+//! once), their files bounded together too (`limits.buffers.disk`; past
+//! it [`Spool::fits`] says no and the caller waits or refuses), and both
+//! counted for `/metrics`.
 //!
 //! The rule it keeps: no temporary file outlives its body. A file is made
 //! with `tempfile::tempfile_in`, which unlinks it as it is made (`O_TMPFILE`
@@ -11,7 +13,11 @@
 //! File reads and writes are plain positioned calls on the serving thread,
 //! as nginx makes them without its thread pool: they are page-cache copies
 //! of at most [`CHUNK`] bytes, and a spool only writes what the memory
-//! bound sent there.
+//! bound sent there. A spool shared behind a lock (an answer's, read by
+//! the client while its task writes) makes them outside the lock: the
+//! lock hands out a [`FileRead`] or [`FileWrite`] to run, and takes back
+//! the result; `generation` tells a result that came back too late (the
+//! spool was emptied or let go meanwhile) from one that counts.
 
 use std::fs::File;
 use std::io;
@@ -34,6 +40,7 @@ pub(crate) const CHUNK: usize = 64 * 1024;
 pub(crate) struct Budget {
     stats: Arc<Stats>,
     memory: usize,
+    disk: usize,
     dir: Option<PathBuf>,
 }
 
@@ -42,6 +49,7 @@ impl Budget {
         Budget {
             stats: stats.clone(),
             memory: limits.memory,
+            disk: limits.disk,
             dir: limits.temp_dir.clone(),
         }
     }
@@ -57,11 +65,47 @@ impl Budget {
         true
     }
 
+    /// Shared memory not yet taken.
+    fn memory_free(&self) -> usize {
+        let held = self.stats.buffered_memory.load(Ordering::Relaxed);
+        self.memory.saturating_sub(held)
+    }
+
+    /// Room left in the temporary files of all spools together.
+    fn disk_free(&self) -> usize {
+        let held = self.stats.buffered_disk.load(Ordering::Relaxed);
+        self.disk.saturating_sub(held)
+    }
+
+    /// `n` bytes of the shared memory for a buffer that is not a spool,
+    /// held until the guard drops; `None` when they are not free.
+    pub(crate) fn hold(&self, n: usize) -> Option<Held> {
+        self.reserve(n).then(|| Held {
+            stats: self.stats.clone(),
+            n,
+        })
+    }
+
     fn tempfile(&self) -> io::Result<File> {
         match &self.dir {
             Some(dir) => tempfile::tempfile_in(dir),
             None => tempfile::tempfile(),
         }
+    }
+}
+
+/// Memory taken from the shared bound by [`Budget::hold`], given back when
+/// dropped.
+pub(crate) struct Held {
+    stats: Arc<Stats>,
+    n: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.stats
+            .buffered_memory
+            .fetch_sub(self.n, Ordering::Relaxed);
     }
 }
 
@@ -84,8 +128,51 @@ pub(crate) struct Spool {
     /// Memory taken from the budget: the blocks' sizes.
     reserved: usize,
     in_memory: usize,
-    file: Option<File>,
+    file: Option<Arc<File>>,
     on_disk: u64,
+    /// A [`FileWrite`] is out: the spool is not emptied meanwhile.
+    writing: bool,
+    /// Counts the times the spool was emptied or let go.
+    generation: u64,
+}
+
+/// A read of the temporary file to make outside the spool's lock.
+pub(crate) struct FileRead {
+    file: Arc<File>,
+    off: u64,
+    n: usize,
+    generation: u64,
+}
+
+impl FileRead {
+    pub(crate) fn run(&self) -> io::Result<Bytes> {
+        let mut buf = vec![0; self.n];
+        self.file.read_exact_at(&mut buf, self.off)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// A write to the temporary file to make outside the spool's lock, then
+/// to hand back with [`Spool::written`].
+pub(crate) struct FileWrite {
+    file: Arc<File>,
+    off: u64,
+    data: Bytes,
+    generation: u64,
+}
+
+impl FileWrite {
+    pub(crate) fn run(&self) -> io::Result<()> {
+        self.file.write_all_at(&self.data, self.off)
+    }
+}
+
+/// What [`Spool::read_plan`] found at a place.
+pub(crate) enum Planned {
+    /// Bytes from memory, or none at or past the end.
+    Ready(Bytes),
+    /// Bytes to read from the file.
+    File(FileRead),
 }
 
 impl Spool {
@@ -100,7 +187,14 @@ impl Spool {
             in_memory: 0,
             file: None,
             on_disk: 0,
+            writing: false,
+            generation: 0,
         }
+    }
+
+    /// A [`FileWrite`] is out.
+    pub(crate) fn writing(&self) -> bool {
+        self.writing
     }
 
     /// Bytes held.
@@ -114,9 +208,41 @@ impl Spool {
         self.on_disk
     }
 
+    /// Whether `n` more bytes can be held within the bounds: in this
+    /// spool's memory, or else in the room left under the shared disk
+    /// bound. Callers ask before they push (an answer's reader waits, an
+    /// upload is refused); the check and the push are not one step, so
+    /// spools pushing at once may pass the disk bound by a read each.
+    pub(crate) fn fits(&self, n: usize) -> bool {
+        if self.on_disk == 0 {
+            let in_tail = self.tail_size - self.tail.len();
+            let more = self
+                .memory
+                .saturating_sub(self.reserved)
+                .min(self.budget.memory_free());
+            if in_tail.saturating_add(more) >= n {
+                return true;
+            }
+        }
+        self.budget.disk_free() >= n
+    }
+
     /// Add `data` after what is held: to memory while nothing waits in the
     /// file and both bounds allow it, the rest to the file.
-    pub(crate) fn push(&mut self, mut data: Bytes) -> io::Result<()> {
+    pub(crate) fn push(&mut self, data: Bytes) -> io::Result<()> {
+        match self.push_memory(data)? {
+            None => Ok(()),
+            Some(write) => {
+                let done = write.run();
+                self.written(write, done)
+            }
+        }
+    }
+
+    /// [`Spool::push`] up to the file: what goes there is handed back as
+    /// a write to make (outside a lock), then to give to [`Spool::written`].
+    /// One at a time.
+    pub(crate) fn push_memory(&mut self, mut data: Bytes) -> io::Result<Option<FileWrite>> {
         while self.on_disk == 0 && !data.is_empty() {
             let room = self.tail_size - self.tail.len();
             if room == 0 {
@@ -131,18 +257,35 @@ impl Spool {
             self.in_memory += take;
         }
         if data.is_empty() {
+            return Ok(None);
+        }
+        let file = match &self.file {
+            Some(file) => file.clone(),
+            None => self.file.insert(Arc::new(self.budget.tempfile()?)).clone(),
+        };
+        self.writing = true;
+        Ok(Some(FileWrite {
+            file,
+            off: self.on_disk,
+            data,
+            generation: self.generation,
+        }))
+    }
+
+    /// Take back a write from [`Spool::push_memory`] and how it went: its
+    /// bytes count from now on, unless the spool was let go meanwhile.
+    pub(crate) fn written(&mut self, write: FileWrite, done: io::Result<()>) -> io::Result<()> {
+        self.writing = false;
+        done?;
+        if write.generation != self.generation {
             return Ok(());
         }
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => self.file.insert(self.budget.tempfile()?),
-        };
-        file.write_all_at(&data, self.on_disk)?;
-        self.on_disk += data.len() as u64;
+        let n = write.data.len();
+        self.on_disk += n as u64;
         self.budget
             .stats
             .buffered_disk
-            .fetch_add(data.len(), Ordering::Relaxed);
+            .fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -165,29 +308,46 @@ impl Spool {
     /// Up to `max` bytes from `at` (fewer at a block's or the end's edge;
     /// none at or past the end).
     pub(crate) fn read_at(&self, at: u64, max: usize) -> io::Result<Bytes> {
+        match self.read_plan(at, max) {
+            Planned::Ready(data) => Ok(data),
+            Planned::File(read) => read.run(),
+        }
+    }
+
+    /// [`Spool::read_at`], with a read of the file handed back to make
+    /// (outside a lock) instead of made.
+    pub(crate) fn read_plan(&self, at: u64, max: usize) -> Planned {
         let mut start = 0u64;
         for block in &self.full {
             let end = start + block.len() as u64;
             if at < end {
                 let from = (at - start) as usize;
                 let to = block.len().min(from.saturating_add(max));
-                return Ok(block.slice(from..to));
+                return Planned::Ready(block.slice(from..to));
             }
             start = end;
         }
         if at < start + self.tail.len() as u64 {
             let from = (at - start) as usize;
             let to = self.tail.len().min(from.saturating_add(max));
-            return Ok(Bytes::copy_from_slice(&self.tail[from..to]));
+            return Planned::Ready(Bytes::copy_from_slice(&self.tail[from..to]));
         }
         let off = at.saturating_sub(self.in_memory as u64);
         let Some(file) = self.file.as_ref().filter(|_| off < self.on_disk) else {
-            return Ok(Bytes::new());
+            return Planned::Ready(Bytes::new());
         };
         let n = usize::try_from(self.on_disk - off).map_or(max, |left| left.min(max));
-        let mut buf = vec![0; n];
-        file.read_exact_at(&mut buf, off)?;
-        Ok(Bytes::from(buf))
+        Planned::File(FileRead {
+            file: file.clone(),
+            off,
+            n,
+            generation: self.generation,
+        })
+    }
+
+    /// Whether `read`, made from this spool, still counts.
+    pub(crate) fn still(&self, read: &FileRead) -> bool {
+        read.generation == self.generation
     }
 
     /// Let go of everything held (the file is kept, emptied, for what
@@ -199,11 +359,26 @@ impl Spool {
         self.tail_size = 0;
         self.reserved = 0;
         self.in_memory = 0;
+        self.generation += 1;
         if let Some(file) = &self.file {
             file.set_len(0)?;
         }
         self.on_disk = 0;
         Ok(())
+    }
+
+    /// Let go of everything held and of the file itself (its descriptor
+    /// closes): for a spool that will not be read again.
+    pub(crate) fn discard(&mut self) {
+        self.release();
+        self.full.clear();
+        self.tail = BytesMut::new();
+        self.tail_size = 0;
+        self.reserved = 0;
+        self.in_memory = 0;
+        self.file = None;
+        self.on_disk = 0;
+        self.generation += 1;
     }
 
     fn release(&self) {
@@ -231,6 +406,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let limits = BufferLimits {
             memory,
+            disk: 1 << 20,
             temp_dir: None,
         };
         (stats.clone(), Budget::new(&stats, &limits))
@@ -270,6 +446,61 @@ mod tests {
         drop(s);
         assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), 0);
         assert_eq!(stats.buffered_disk.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn fits_says_no_past_the_shared_disk_bound() {
+        // Disk bound of the test budget: 1 MiB.
+        let (stats, budget) = budget(CHUNK);
+        let mut a = Spool::new(budget.clone(), 16);
+        let b = Spool::new(budget.clone(), 16);
+        assert!(a.fits(16), "in its memory");
+        a.push(Bytes::from(vec![0u8; 16 + (1 << 20) - 10])).unwrap();
+        assert!(a.fits(10) && !a.fits(11), "10 bytes left on disk");
+        assert!(b.fits(11), "b's own memory still takes it");
+        assert!(!b.fits(17 + 10), "past b's memory, the disk is full");
+        assert_eq!(stats.buffered_disk.load(Ordering::Relaxed), (1 << 20) - 10);
+        a.discard();
+        assert_eq!(stats.buffered_disk.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), 0);
+        assert!(a.fits(1 << 20), "all free again");
+    }
+
+    #[test]
+    fn file_work_done_outside_a_lock_counts_only_if_the_spool_was_kept() {
+        let (stats, budget) = budget(CHUNK);
+        let mut s = Spool::new(budget, 4);
+        let write = s.push_memory(Bytes::from_static(b"memfile")).unwrap();
+        let write = write.expect("the rest goes to the file");
+        assert!(s.writing(), "not to be emptied while the write is out");
+        assert_eq!(s.len(), 4, "the file's part counts once written");
+        let done = write.run();
+        s.written(write, done).unwrap();
+        assert_eq!((s.len(), s.writing()), (7, false));
+        let Planned::File(read) = s.read_plan(4, 10) else {
+            panic!("the file's part is read from the file");
+        };
+        assert_eq!(read.run().unwrap(), Bytes::from_static(b"ile"));
+        assert!(s.still(&read));
+        // Let go meanwhile: a late read or write does not count.
+        let late = s.push_memory(Bytes::from_static(b"late")).unwrap().unwrap();
+        s.discard();
+        assert!(!s.still(&read));
+        let done = late.run();
+        s.written(late, done).unwrap();
+        assert_eq!(s.len(), 0);
+        drop(s);
+        assert_eq!(stats.buffered_disk.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_held_reservation_counts_until_dropped() {
+        let (stats, budget) = budget(100);
+        let held = budget.hold(60).expect("free");
+        assert!(budget.hold(41).is_none(), "past the shared bound");
+        assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), 60);
+        drop(held);
+        assert_eq!(stats.buffered_memory.load(Ordering::Relaxed), 0);
     }
 
     #[test]

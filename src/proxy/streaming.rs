@@ -6,7 +6,13 @@
 //! As nginx: `X-Accel-Buffering: no` from the application turns buffering
 //! off for its answer (`yes` changes nothing here); an event stream
 //! (`Content-Type: text/event-stream`) is never held, since each event is
-//! worth something only when it arrives.
+//! worth something only when it arrives. The switch is judged on the
+//! fields as the application sent them (before those `Connection` names
+//! are dropped) and never reaches the client: it is a word to the proxy,
+//! which nginx hides too.
+
+/// The application's switch for its answer's buffering.
+pub(crate) const ACCEL_BUFFERING: &str = "x-accel-buffering";
 
 /// Whether an answer with these `Content-Type` and `X-Accel-Buffering`
 /// values streams.
@@ -25,7 +31,7 @@ pub(crate) fn streams_by_fields(headers: &http::HeaderMap) -> bool {
             .get(http::header::CONTENT_TYPE)
             .map(http::HeaderValue::as_bytes),
         headers
-            .get("x-accel-buffering")
+            .get(ACCEL_BUFFERING)
             .map(http::HeaderValue::as_bytes),
     )
 }

@@ -62,7 +62,7 @@ pub(super) struct Malformed(BoxError);
 /// request buffering (`buffer_request.rs`).
 pub(super) enum Replay {
     Frames(Vec<Frame<Bytes>>),
-    Stored(super::buffer_request::Stored),
+    Stored(super::stored::Stored),
 }
 
 impl Replay {

@@ -6,7 +6,9 @@
 //! strips its path.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use tracing::Instrument;
@@ -56,11 +58,7 @@ pub async fn proxy_with_taps(
     let request_body: Slot = Arc::default();
     let req = if taps.iter().any(|t| t.reads_request()) {
         let slot = request_body.clone();
-        req.map(|b| {
-            tee(b, cap, move |c| {
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(c)
-            })
-        })
+        req.map(|b| tee(b, cap, move |c| *slot.lock() = Some(c)))
     } else {
         req
     };
@@ -111,13 +109,12 @@ struct TapJob {
 }
 
 impl TapJob {
+    /// On the drained stage: a tap fired by a request that was answered
+    /// still publishes while the gateway drains.
     fn spawn(mut self, response_body: Option<Captured>) {
-        tokio::spawn(async move {
-            let request = self
-                .request_body
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+        let lifecycle = self.state.lifecycle.clone();
+        lifecycle.spawn(async move {
+            let request = self.request_body.lock().take();
             let input = Input {
                 body: request.as_ref().map(|c| Body::new(&c.bytes, c.truncated)),
                 headers: Some(&self.request_headers),
@@ -164,8 +161,8 @@ fn budget(state: &AppState, settings: &Settings) -> Budget {
 fn tunnels(state: &AppState) -> Tunnels<'_> {
     Tunnels {
         stats: &state.stats,
-        tasks: &state.tasks,
-        stop: &state.shutdown,
+        tasks: state.lifecycle.tasks(),
+        stop: state.lifecycle.draining(),
     }
 }
 

@@ -85,7 +85,7 @@ pub async fn serve<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut stopping = state.stopping.listen_from_start();
+    let mut stopping = state.lifecycle.stopping().listen_from_start();
     // Waiting for a head is bounded like hyper bounds it: from the moment
     // the connection is idle (`limits.header_timeout`).
     let mut head_deadline = Some(first_deadline);
@@ -126,7 +126,7 @@ where
                     if next == Next::Abort {
                         return Relayed::Aborted;
                     }
-                    if next == Next::Close || out.close || state.stopping.has_rung() {
+                    if next == Next::Close || out.close || state.lifecycle.stopping().has_rung() {
                         return Relayed::Closed;
                     }
                     head_deadline = None;
@@ -218,7 +218,7 @@ where
     let started = Instant::now();
     let upstream = to.upstream;
     // The last answer before a shutdown says so, as hyper's would.
-    let close = out.close || state.stopping.has_rung();
+    let close = out.close || state.lifecycle.stopping().has_rung();
     let mut rbuf = BytesMut::with_capacity(8192);
     let asked = {
         let asked = open_any(upstream, client, out, close, &mut rbuf);
@@ -314,8 +314,8 @@ async fn client_gone<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> bo
 ///
 /// Each attempt first takes a slot on its server (`max_connections`),
 /// waiting in its queue if need be, with nothing held meanwhile (the last
-/// attempt's slot went with its guard). `backend.timeout` bounds the
-/// attempts from the first slot on, not the wait in the queue.
+/// attempt's slot went with its guard). `backend.timeout` bounds each
+/// attempt from its slot on, not the wait in the queue.
 async fn open_any(
     upstream: &Upstream,
     client: std::net::IpAddr,
@@ -325,7 +325,6 @@ async fn open_any(
 ) -> Result<(Arc<Server>, InFlight, BackendConn, Inbound), BackendFailure> {
     let servers = upstream.servers();
     let mut tried = Vec::new();
-    let mut deadline = None;
     loop {
         let Some(i) = servers.pick(Some(client), &tried) else {
             return Err(BackendFailure::Connect(io::Error::new(
@@ -340,8 +339,10 @@ async fn open_any(
             debug!(server = %server.name, %refused, "upstream server busy");
             BackendFailure::Busy(refused)
         })?;
-        let deadline =
-            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + upstream.timeout());
+        // Each slot gets its own `backend.timeout`, as hyper's path gives
+        // each attempt: the wait in the next server's queue is not taken
+        // out of it.
+        let deadline = tokio::time::Instant::now() + upstream.timeout();
         let opened = tokio::time::timeout_at(deadline, open(&server.pool, out, close, rbuf))
             .await
             .unwrap_or(Err(BackendFailure::TimedOut));

@@ -8,7 +8,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use tokio::sync::OnceCell;
@@ -132,11 +134,11 @@ impl<V: Clone> Answers<V> {
         Fut: Future<Output = V>,
     {
         if !keep.is_zero() {
-            if let Some(v) = lock(&self.kept).get(&key, Instant::now(), keep) {
+            if let Some(v) = self.kept.lock().get(&key, Instant::now(), keep) {
                 return v;
             }
         }
-        let cell = lock(&self.asking).entry(key).or_default().clone();
+        let cell = self.asking.lock().entry(key).or_default().clone();
         let waiting = Waiting {
             asking: &self.asking,
             key,
@@ -146,7 +148,7 @@ impl<V: Clone> Answers<V> {
         // Kept before it stops being the question in flight (`waiting`
         // drops after), so that no caller in between asks again.
         if !keep.is_zero() && keep_it(&value) {
-            lock(&self.kept).insert(key, value.clone(), Instant::now());
+            self.kept.lock().insert(key, value.clone(), Instant::now());
         }
         drop(waiting);
         value
@@ -155,7 +157,7 @@ impl<V: Clone> Answers<V> {
     /// Answers kept now.
     #[cfg(test)]
     pub(crate) fn kept(&self) -> usize {
-        lock(&self.kept).len()
+        self.kept.lock().len()
     }
 }
 
@@ -169,7 +171,7 @@ struct Waiting<'a, V> {
 
 impl<V> Drop for Waiting<'_, V> {
     fn drop(&mut self) {
-        let mut asking = lock(self.asking);
+        let mut asking = self.asking.lock();
         // Every holder clones under this lock: the count is exact here.
         // Two: the map's and ours.
         if asking
@@ -179,10 +181,6 @@ impl<V> Drop for Waiting<'_, V> {
             asking.remove(&self.key);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -304,7 +302,7 @@ mod tests {
             task.abort();
             let _ = task.await;
         }
-        assert_eq!(lock(&answers.asking).len(), 0, "no question left behind");
+        assert_eq!(answers.asking.lock().len(), 0, "no question left behind");
     }
 
     #[tokio::test]

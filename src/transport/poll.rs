@@ -64,7 +64,7 @@ pub async fn poll(
                 tokio::time::sleep(LINGER).await;
             }
             _ = tokio::time::sleep(timeout) => {}
-            _ = state.shutdown.cancelled() => {}
+            _ = state.lifecycle.draining().cancelled() => {}
         }
         session.drain(&mut out);
     }

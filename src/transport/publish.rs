@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use super::admission;
 use super::login;
-use super::{Client, admit, query, read_json};
+use super::{Client, admit, login_deferred, query, read_json};
 use crate::broker::{BrokerError, Publish};
 use crate::hub::{Message, message};
 use crate::reply::{self, Body};
@@ -93,7 +93,7 @@ pub async fn publish_as_client(
         state,
         settings,
         client.credential.as_ref(),
-        crate::session_auth::Asker::new(client.addr),
+        crate::session_auth::Asker::for_resources(client.addr, client.by_session),
         &channel,
         verdict,
     )
@@ -125,8 +125,15 @@ pub async fn post(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let q = query(&req);
-    // The body first: whether the application's login is asked depends on
-    // the channel (bounded by `max_message`, like any realtime request).
+    // The cheap refusals before the body is read: a token of ours that
+    // fails, the client's message rate and its connection slot (held while
+    // the body arrives, so one client cannot keep many slow uploads open).
+    // The application's login waits for the body: whether it is asked
+    // depends on the channel.
+    let mut client = match admit(&state, &settings, &req, &q, false).await {
+        Ok(c) => c,
+        Err(refusal) => return refusal.response(),
+    };
     let (parts, body) = req.into_parts();
     let limit = settings.config.realtime.max_message + 1024;
     let shape = "{\"channel\", \"event\"?, \"data\"}";
@@ -135,11 +142,11 @@ pub async fn post(
         Err(resp) => return resp,
     };
     let req = Request::from_parts(parts, ());
-    let wants_login = settings.rules.needs_identity_to_publish(&parsed.channel);
-    let client = match admit(&state, &settings, &req, &q, wants_login).await {
-        Ok(c) => c,
-        Err(refusal) => return refusal.response(),
-    };
+    if settings.rules.needs_identity_to_publish(&parsed.channel) {
+        if let Err(resp) = login_deferred(&state, &settings, &req, &mut client).await {
+            return resp;
+        }
+    }
     match publish_as_client(
         &state,
         &settings,

@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::broker::HistoryPolicy;
 use crate::broker::presence::Presence;
 use crate::config::SlowClient;
-use crate::hub::{Cursor, Drained, Hub, Inbox, Message, SubscriptionId};
+use crate::hub::{Cursor, Drained, Hub, Inbox, Message, Subscription};
 use crate::metrics::Metrics;
 use crate::rules::ChannelRule;
 use crate::state::AppState;
@@ -61,14 +61,15 @@ impl From<&ChannelRule> for SubscriptionPolicy {
     }
 }
 
-/// One followed channel: the hub registration and, on presence channels,
+/// One followed channel: the hub registration and the broker's follow,
+/// each undone when dropped (in that order), and, on presence channels,
 /// the member it counts as.
 struct Followed {
-    sub: SubscriptionId,
+    sub: Subscription,
+    /// The broker confirmed it routes this channel here.
+    follow: Option<crate::broker::Following>,
     terms: SubscriptionPolicy,
     member: Option<String>,
-    /// The broker confirmed it routes this channel here (paired with unfollow).
-    followed: bool,
 }
 
 pub struct Session {
@@ -189,12 +190,12 @@ impl Session {
         let sub = self.hub.subscribe(channel, &self.inbox, terms.slow_client);
         self.subs.push(Followed {
             sub,
+            follow: None,
             terms,
             member: None,
-            followed: false,
         });
-        let head = match self.broker.follow(channel).await {
-            Ok(head) => head,
+        let (following, head) = match crate::broker::follow(&self.broker, channel).await {
+            Ok(followed) => followed,
             Err(e) => {
                 self.unsubscribe(channel);
                 return Err(e);
@@ -203,7 +204,7 @@ impl Session {
         let epoch = self.broker.epoch();
         self.rebase(epoch, out);
         if let Some(f) = self.subs.last_mut() {
-            f.followed = true;
+            f.follow = Some(following);
             f.member = self.subject.clone().filter(|_| terms.presence);
             if let Some(m) = &f.member {
                 self.presence
@@ -408,14 +409,21 @@ impl Session {
 }
 
 impl Session {
+    /// Undo a followed channel: the guards take it off the hub and the
+    /// broker; presence is told it left.
     fn forget(&self, f: Followed) {
-        self.hub.unsubscribe(&f.sub);
-        if f.followed {
-            self.broker.unfollow(&f.sub.channel);
-        }
-        if let Some(m) = &f.member {
+        let Followed {
+            sub,
+            follow,
+            terms,
+            member,
+        } = f;
+        let channel = sub.channel.clone();
+        drop(sub);
+        drop(follow);
+        if let Some(m) = &member {
             self.presence
-                .leave(&f.sub.channel, m, self.presence_grace, f.terms.history);
+                .leave(&channel, m, self.presence_grace, terms.history);
         }
     }
 }

@@ -115,7 +115,7 @@ pub async fn upgrade(
     let subscribed = session
         .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
         .await;
-    let tasks = state.tasks.clone();
+    let tasks = state.lifecycle.tasks().clone();
     // One box for what the opening needs: the task's future then carries a
     // pointer for it, not copies of each part for the connection's life.
     let opening = Box::new(Opening {

@@ -133,6 +133,7 @@ fn drive(
     conn: Connection,
     ended: Arc<AtomicBool>,
 ) {
+    let tasks = server.tasks.clone();
     let task = async move {
         if upgrade {
             if let Err(error) = connection.with_upgrades().await {
@@ -152,7 +153,7 @@ fn drive(
             Err(error) => tracing::debug!(%error, "upstream connection ended"),
         }
     };
-    tokio::spawn(task.in_current_span());
+    tasks.spawn(task.in_current_span());
 }
 
 /// Whether the connection may carry another request after this answer, as

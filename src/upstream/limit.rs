@@ -17,8 +17,8 @@
 //! waiters in at once, one that lowers it applies to the next acquisition,
 //! and a waiter always ends admitted or refused, never forgotten.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -109,10 +109,8 @@ impl Limit {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     /// The terms a reload put in force. Slots held stay held; waiters the

@@ -20,9 +20,9 @@
 //! runs), so each loop's set holds only its own; the main runtime (health
 //! checks, and any caller off the loops) has a set of its own.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::io;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -85,14 +85,11 @@ impl BackendPool {
 
     /// Idle connections kept now, on every loop.
     pub fn idle_count(&self) -> usize {
-        self.idle
-            .iter()
-            .map(|idle| idle.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.idle.iter().map(|idle| idle.lock().len()).sum()
     }
 
     /// This thread's idle connections.
-    fn idle_here(&self) -> std::sync::MutexGuard<'_, Idle> {
+    fn idle_here(&self) -> MutexGuard<'_, Idle> {
         self.idle_at(self.here())
     }
 
@@ -100,8 +97,8 @@ impl BackendPool {
         crate::loops::current().min(self.idle.len() - 1)
     }
 
-    fn idle_at(&self, slot: usize) -> std::sync::MutexGuard<'_, Idle> {
-        self.idle[slot].lock().unwrap_or_else(|p| p.into_inner())
+    fn idle_at(&self, slot: usize) -> MutexGuard<'_, Idle> {
+        self.idle[slot].lock()
     }
 
     /// The most recently returned idle connection of this loop that is

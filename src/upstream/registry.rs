@@ -10,6 +10,7 @@
 use super::Upstream;
 use super::routes::{Choice, Rewrite, Routes, ambiguous};
 use crate::config::{self, DEFAULT_UPSTREAM};
+use crate::lifecycle::Lifecycle;
 
 struct Entry {
     name: String,
@@ -18,8 +19,12 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(name: &str, config: &config::Backend) -> Result<Entry, UpstreamError> {
-        let upstream = Upstream::new(config).map_err(|source| UpstreamError {
+    fn new(
+        name: &str,
+        config: &config::Backend,
+        lifecycle: &Lifecycle,
+    ) -> Result<Entry, UpstreamError> {
+        let upstream = Upstream::new(config, lifecycle).map_err(|source| UpstreamError {
             name: name.to_owned(),
             source,
         })?;
@@ -64,12 +69,13 @@ pub struct Routed<'a> {
 }
 
 impl Upstreams {
-    pub fn new(c: &config::Config) -> Result<Upstreams, UpstreamError> {
+    /// The upstreams `c` names; their tasks belong to `lifecycle`.
+    pub fn new(c: &config::Config, lifecycle: &Lifecycle) -> Result<Upstreams, UpstreamError> {
         let named: Vec<Entry> = c
             .upstreams
             .iter()
             .filter(|(name, _)| name.as_str() != DEFAULT_UPSTREAM)
-            .map(|(name, backend)| Entry::new(name, backend))
+            .map(|(name, backend)| Entry::new(name, backend, lifecycle))
             .collect::<Result<_, _>>()?;
         let index = |name: &str| {
             if name == DEFAULT_UPSTREAM {
@@ -79,7 +85,7 @@ impl Upstreams {
         };
         let routes = Routes::new(&c.routes, index);
         Ok(Upstreams {
-            default: Entry::new(DEFAULT_UPSTREAM, &c.backend)?,
+            default: Entry::new(DEFAULT_UPSTREAM, &c.backend, lifecycle)?,
             named,
             routes,
         })
@@ -157,9 +163,9 @@ impl Upstreams {
     }
 
     /// Start the health checks no task runs yet (at start, after a reload).
-    pub fn watch_health(&self, stop: &tokio_util::sync::CancellationToken) {
+    pub fn watch_health(&self, lifecycle: &Lifecycle) {
         for entry in std::iter::once(&self.default).chain(self.named.iter()) {
-            entry.upstream.watch_health(&entry.name, stop);
+            entry.upstream.watch_health(&entry.name, lifecycle);
         }
     }
 
@@ -196,9 +202,9 @@ impl Upstreams {
         serde_json::Value::Array(upstreams)
     }
 
-    /// Prometheus text for every upstream's servers (`stats.rs`).
+    /// Prometheus text for every upstream's servers (`exposition.rs`).
     pub fn encode_metrics(&self) -> String {
-        super::stats::encode(
+        super::exposition::encode(
             std::iter::once(&self.default)
                 .chain(self.named.iter())
                 .map(|e| (e.name.as_str(), e.upstream.servers().list.as_slice())),
@@ -228,7 +234,7 @@ mod tests {
 
     fn registry(yaml: &str) -> Upstreams {
         let c = config::parse(yaml, std::path::Path::new("gateway.yaml")).unwrap();
-        Upstreams::new(&c).unwrap()
+        Upstreams::new(&c, &Lifecycle::new()).unwrap()
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio_util::task::TaskTracker;
+
 use crate::config::Balance;
 
 use super::health::Health;
@@ -44,6 +46,10 @@ pub struct Server {
     pub stats: ServerStats,
     /// `max_connections` and the queue (none: no limit).
     pub limit: Limit,
+    /// Where the task driving each of its connections through an exchange
+    /// runs: the gateway's drained stage (`with_tasks`), so shutdown waits
+    /// for it; a tracker of its own for a server built outside a gateway.
+    pub tasks: TaskTracker,
 }
 
 impl Server {
@@ -58,7 +64,14 @@ impl Server {
             health: Health::new(None),
             stats: ServerStats::default(),
             limit: Limit::new(None),
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// Its exchanges' connection tasks run on `tasks`.
+    pub fn with_tasks(mut self, tasks: TaskTracker) -> Server {
+        self.tasks = tasks;
+        self
     }
 
     /// Its connections speak TLS (an `https://` server).

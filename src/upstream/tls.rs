@@ -101,7 +101,7 @@ mod tests {
 
     fn upstream(yaml: &str) -> Upstream {
         let c = config::parse(yaml, Path::new("gateway.yaml")).unwrap();
-        Upstream::new(&c.backend).unwrap()
+        Upstream::new(&c.backend, &crate::lifecycle::Lifecycle::new()).unwrap()
     }
 
     /// Whether `now` took over `was`'s servers (and so its connections).

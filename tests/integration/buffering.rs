@@ -10,20 +10,36 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 
+mod bounds;
 mod spill;
 mod worker;
 
 use worker::{BIG, Worker, big_body, one_worker};
+
+/// How long a request waits for the one worker before the gateway answers
+/// 504: what a request stuck behind a held worker gets. Long enough that a
+/// loaded test machine (the suite runs its tests side by side on two
+/// cores) does not make an answer that is merely slow look held.
+const UPSTREAM_TIMEOUT: &str = "2s";
 
 /// A gateway whose every proxied request goes to `worker` with the
 /// upstream keys `upstream` (`, key: value…`), after the routes `routes`
 /// (YAML list items); `extra` is more top-level YAML.
 async fn gateway(worker: &Worker, upstream: &str, routes: &str, extra: &str) -> TestGateway {
     let text = format!(
-        "upstreams:\n  worker: {{ url: \"{}\", timeout: 1s{upstream} }}\nroutes:\n{routes}  - {{ path: /, upstream: worker }}\n{extra}",
+        "upstreams:\n  worker: {{ url: \"{}\", timeout: {UPSTREAM_TIMEOUT}{upstream} }}\nroutes:\n{routes}  - {{ path: /, upstream: worker }}\n{extra}",
         worker.url
     );
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &text).await
+    // The default upstream's timeout is also the longest a client may
+    // leave the gateway's writes untaken: longer than the worker's, so a
+    // paused reader is still reading when a request behind it times out.
+    let dir = temp_dir("buffering");
+    let yaml = yaml(&dir, "http://127.0.0.1:9", "  heartbeat: 15s", &text).replace(
+        "connect_timeout: 500ms, timeout: 2s }",
+        "connect_timeout: 500ms, timeout: 6s }",
+    );
+    assert!(yaml.contains("timeout: 6s }"), "{yaml}");
+    TestGateway::start_yaml(&yaml, dir).await
 }
 
 /// Read an answer head off `io`: its status, its head, and the body bytes
@@ -102,13 +118,13 @@ async fn a_trickled_upload_does_not_hold_the_one_worker() {
         .await
         .unwrap();
     io.flush().await.unwrap();
-    // One byte every 50 ms: 1.5 s in all, longer than the upstream's
-    // timeout (1 s) that a waiting request would get.
+    // One byte every 100 ms: 3 s in all, longer than the upstream's
+    // timeout (2 s) that a waiting request would get.
     let trickle = tokio::spawn(async move {
         for b in 1..=30u8 {
             io.write_all(&[b]).await.unwrap();
             io.flush().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         io
     });
@@ -355,4 +371,34 @@ async fn past_max_body_an_answer_is_read_at_the_clients_pace_and_still_whole() {
     let resp = gw.http.get(gw.url("/big?chunked")).send().await.unwrap();
     assert_eq!(ping(&gw).await.0, 504, "the worker is held past max_body");
     assert_big(&resp.bytes().await.unwrap());
+}
+
+#[tokio::test]
+async fn x_accel_buffering_is_judged_alike_on_both_engines_and_hidden() {
+    // As nginx: the application's switch is heeded even when its
+    // `Connection` names it, and the client never sees it.
+    let worker = one_worker().await;
+    let gw = gateway(&worker, "", "", "").await;
+    for q in ["accel", "accel-named"] {
+        let before = gw.relayed().await;
+        let mut io = send_get(&gw, &format!("/big?{q}")).await;
+        let (status, head, got) = read_head(&mut io).await;
+        assert_eq!(status, 200);
+        let lower = head.to_ascii_lowercase();
+        assert!(!lower.contains("x-accel-buffering"), "{q}: {head}");
+        assert_eq!(ping(&gw).await.0, 504, "{q}: streamed on the relay");
+        assert_big(&read_body(&mut io, got, length_of(&head)).await);
+        assert_eq!(gw.engine_since(before).await, "relay");
+        let resp = gw
+            .http
+            .get(gw.url(&format!("/big?{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        let fields = resp.headers();
+        assert!(fields.get("x-accel-buffering").is_none(), "{q}: {fields:?}");
+        assert_eq!(ping(&gw).await.0, 504, "{q}: streamed on hyper");
+        assert_big(&resp.bytes().await.unwrap());
+    }
 }

@@ -349,3 +349,43 @@ async fn a_retry_gives_back_its_first_slot_before_it_waits_for_the_next() {
         );
     }
 }
+
+#[tokio::test]
+async fn each_attempt_gets_its_own_backend_timeout_on_the_relay() {
+    // The first server's connect fails and the retry waits in the next
+    // server's line until the request there times out (backend.timeout,
+    // 2 s): the wait does not come out of the retry's own timeout, which
+    // starts at its slot, as on hyper's path. (When one deadline covered
+    // both, the retry had none left when its slot came: a 504.)
+    let b = app("b").await;
+    let down = dead().await;
+    let list = [urls(&[&b]).remove(0), format!("\"{down}\"")];
+    let limit = ", max_connections: 1, queue: { size: 10, timeout: 10s }";
+    let gw = gateway_with(&[&list[0], &list[1]], "round_robin", limit).await;
+    let held = spawn_ask(&gw, Method::GET, "/hold/first");
+    until_held(&gw, &b, 1, 0).await;
+    let before = gw.relayed().await;
+    let retried = spawn_ask(&gw, Method::GET, "/hold/retried");
+    eventually(5, "the retry waits for b", || async {
+        series(&gw, &b, "queued", "").await == 1.0
+    })
+    .await;
+    assert_eq!(
+        held.await.unwrap().status,
+        504,
+        "the first request timed out"
+    );
+    eventually(5, "the retry reached b once its slot came", || async {
+        b.has_seen("/hold/retried")
+    })
+    .await;
+    // The application takes a second over the retry (not a wait for
+    // anything: the scenario), well within its own 2 s, well past what a
+    // deadline started at the first slot left it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // One permit for the abandoned first request, one for the retry.
+    b.release.add_permits(2);
+    let got = retried.await.unwrap();
+    assert_eq!((got.status, got.body["app"].as_str()), (200, Some("b")));
+    assert_eq!(gw.relayed().await - before, 1, "carried by the relay");
+}

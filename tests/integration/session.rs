@@ -665,3 +665,53 @@ async fn session_checks_take_the_backends_connection_slots() {
         "checks beyond max_connections waited for a slot"
     );
 }
+
+#[tokio::test]
+async fn a_publish_with_a_failing_token_is_refused_before_its_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = LoginApp::start().await;
+    let gw = gateway(&app, DEFAULTS).await;
+    // Signed with another secret: a token of ours that fails.
+    let forged = pushgate::auth::mint_hs256(
+        "not-the-secret",
+        "bob",
+        &[],
+        Duration::from_secs(60),
+        None,
+        None,
+    )
+    .unwrap();
+    let mut tls = gw.tls_stream().await;
+    // A body announced large and never sent: the answer must not wait on it.
+    let head = format!(
+        "POST /realtime/publish HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {forged}\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\r\n{{\"channel\":"
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tls.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the gateway waited for the body");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    // The same token with a whole body: 401 as before.
+    let r = gw
+        .http
+        .post(gw.url("/realtime/publish"))
+        .bearer_auth(&forged)
+        .json(&json!({"channel": "public.x", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(app.me_calls.load(Ordering::SeqCst), 0);
+}

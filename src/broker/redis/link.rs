@@ -88,7 +88,8 @@ impl RedisBroker {
         relink: bool,
         shutdown: &CancellationToken,
     ) {
-        if let Ok(mut follows) = self.follows.lock() {
+        {
+            let mut follows = self.follows.lock();
             for f in follows.values_mut() {
                 f.subscribed = false;
                 f.catch_up = relink && (f.last > 0 || f.base > 0);
@@ -122,7 +123,7 @@ impl RedisBroker {
     /// Bring Redis subscriptions in line with what local sessions follow.
     async fn reconcile(&self, sink: &mut PubSubSink) -> Result<(), BrokerError> {
         let (add, remove) = {
-            let mut follows = self.follows.lock().map_err(|_| unavailable("poisoned"))?;
+            let mut follows = self.follows.lock();
             follows.retain(|_, f| {
                 f.waiters.retain(|w| !w.is_closed());
                 f.count > 0 || f.subscribed || !f.waiters.is_empty()
@@ -147,7 +148,8 @@ impl RedisBroker {
         if !remove.is_empty() {
             let topics: Vec<String> = remove.iter().map(|c| self.keys.topic(c)).collect();
             self.call(sink.unsubscribe(topics)).await?;
-            if let Ok(mut follows) = self.follows.lock() {
+            {
+                let mut follows = self.follows.lock();
                 for name in &remove {
                     if let Some(f) = follows.get(name) {
                         if f.count == 0 && !f.subscribed && f.waiters.is_empty() {
@@ -165,7 +167,8 @@ impl RedisBroker {
         let topics: Vec<String> = add.iter().map(|c| self.keys.topic(c)).collect();
         self.call(sink.subscribe(topics)).await?;
         let mut catch_up = Vec::new();
-        if let Ok(mut follows) = self.follows.lock() {
+        {
+            let mut follows = self.follows.lock();
             for name in &add {
                 // A follow that failed meanwhile may have removed its entry:
                 // keep one, idle, so the lingering subscription is undone.
@@ -195,15 +198,12 @@ impl RedisBroker {
             Replay::Messages(msgs) => {
                 tracing::debug!(%channel, count = msgs.len(), "caught up after relink");
                 for m in msgs {
-                    let fresh = match self.follows.lock() {
-                        Ok(mut follows) => match follows.get_mut(channel) {
-                            Some(f) if m.seq > f.last => {
-                                f.last = m.seq;
-                                true
-                            }
-                            _ => false,
-                        },
-                        Err(_) => false,
+                    let fresh = match self.follows.lock().get_mut(channel) {
+                        Some(f) if m.seq > f.last => {
+                            f.last = m.seq;
+                            true
+                        }
+                        _ => false,
                     };
                     if fresh {
                         self.hub.fanout(&m);

@@ -124,6 +124,15 @@ fn a_share_per_address_that_is_zero_or_over_the_whole() {
     );
     let text = session(&format!("{base}    per_address: {{ unknown: 5/s }}\n"));
     rejects(&text, 6, "auth.session.per_address.unknown", "");
+    let text = session(&format!("{base}    per_address: {{ network: 0 }}\n"));
+    rejects(&text, 6, "auth.session.per_address.network", "at least 1");
+    let text = session(&format!("{base}    per_address: {{ network: 5 }}\n"));
+    rejects(
+        &text,
+        6,
+        "auth.session.per_address.network",
+        "at most auth.session.concurrency (4)",
+    );
 }
 
 #[test]
@@ -137,11 +146,16 @@ fn a_share_per_address_by_default_and_as_written() {
     assert_eq!(s.per_address.share_of(3), 1);
     assert_eq!(s.per_address.unknown.rate.count.get(), 20);
     assert_eq!(s.per_address.unknown.burst.get(), 100);
+    assert_eq!(s.per_address.queue, 256);
+    assert_eq!(s.per_address.network_share_of(s.concurrency), 16);
+    assert_eq!(s.per_address.network_share_of(3), 1);
     let text = session(
-        "    check: GET /api/me\n    subject: \"{body.id}\"\n    per_address:\n      concurrency: 2\n      unknown: { rate: 1/m, burst: 3 }\n",
+        "    check: GET /api/me\n    subject: \"{body.id}\"\n    per_address:\n      concurrency: 2\n      network: 5\n      queue: 7\n      unknown: { rate: 1/m, burst: 3 }\n",
     );
     let s = parse_str(&text).unwrap().auth.session.unwrap();
     assert_eq!(s.per_address.share_of(s.concurrency), 2);
+    assert_eq!(s.per_address.network_share_of(s.concurrency), 5);
+    assert_eq!(s.per_address.queue, 7);
     assert_eq!(
         s.per_address.unknown.rate.per,
         std::time::Duration::from_secs(60)

@@ -9,9 +9,13 @@
 //! byte for byte what the unbuffered relay would write (framing, trailers
 //! or their absence), a backend that breaks off, turns malformed or stalls
 //! past `backend.timeout` ends the client's connection without a clean
-//! close, and at most `buffering.max_body` waits for the client before the
-//! backend is read only as fast as the client takes (the spool is emptied
-//! each time the client catches up, so its file never holds more).
+//! close, and at most `buffering.max_body` is held in all (read by the
+//! client or not) before the backend is read only as fast as the client
+//! takes, as it is once the gateway's disk bound (`limits.buffers.disk`)
+//! is spent; the spool is emptied each time the client catches up, so its
+//! file never holds more than `max_body` and a read. A client that takes
+//! nothing while bytes wait for it is cut off by the send timeout on its
+//! socket (`server/send_timeout.rs`), and its spool goes with it.
 
 use std::time::Duration;
 
@@ -111,7 +115,7 @@ where
         if pending.is_empty() && !unflushed && done {
             break;
         }
-        let room = spool.len() - read < cap;
+        let room = spool.len() < cap && (read == spool.len() || spool.fits(1));
         let reading = backend.is_some() && room;
         if backend.is_some() && !room {
             // Waiting on the client, not the backend: its silence starts

@@ -19,7 +19,7 @@ impl SseOpening {
     pub fn into_response(self) -> Response<Body> {
         let SseOpening { head, stream, span } = self;
         let body = SseBody {
-            chunks: std::sync::Mutex::new(stream.into_chunks()),
+            chunks: parking_lot::Mutex::new(stream.into_chunks()),
             span,
         };
         let mut resp = Response::new(body.boxed());
@@ -35,7 +35,7 @@ impl SseOpening {
 /// The response body: the stream's chunks as data frames.
 struct SseBody {
     /// `Mutex` only to make the body `Sync`; `get_mut` never locks.
-    chunks: std::sync::Mutex<Chunks>,
+    chunks: parking_lot::Mutex<Chunks>,
     span: tracing::Span,
 }
 
@@ -49,7 +49,7 @@ impl http_body::Body for SseBody {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, reply::BoxError>>> {
         let this = self.get_mut();
         let _enter = this.span.enter();
-        let chunks = this.chunks.get_mut().unwrap_or_else(|e| e.into_inner());
+        let chunks = this.chunks.get_mut();
         chunks
             .as_mut()
             .poll_next(cx)

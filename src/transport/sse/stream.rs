@@ -74,7 +74,7 @@ impl SseStream {
         );
         state.metrics.connect("sse");
         let reloaded = state.reloaded.listen();
-        let stopping = state.stopping.listen_from_start();
+        let stopping = state.lifecycle.stopping().listen_from_start();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let every = state.settings().checks.terms.recheck;
@@ -133,7 +133,7 @@ impl SseStream {
             if self.done {
                 return None;
             }
-            if self.session.is_replaying() && !self.state.stopping.has_rung() {
+            if self.session.is_replaying() && !self.state.lifecycle.stopping().has_rung() {
                 if inbox.is_kicked() {
                     self.reason = "operator";
                     return None;

@@ -72,7 +72,7 @@ impl WsSession {
             .0
             .clone();
         let reference = r.map(str::to_string);
-        tokio::spawn(async move {
+        self.state.lifecycle.spawn(async move {
             let r = reference.as_deref();
             let reply = match send::forward(&settings, subject.as_deref(), connection, &data).await
             {
@@ -355,18 +355,20 @@ impl WsSession {
         let credential = self.client.credential.clone();
         let identity = self.client.identity.clone();
         let login_first = self.client.login_deferred;
-        let asker = Asker::new(self.client.addr);
+        let (addr, by_session) = (self.client.addr, self.client.by_session);
         let judged = self.judged;
         let asked = channel.clone();
-        let task = tokio::spawn(async move {
+        let task = self.state.lifecycle.spawn(async move {
             let ask = async {
                 // The login first, when it was deferred (one question per
                 // credential however many channels ask it at once).
                 let mut identity = identity;
                 let mut login = None;
+                let mut logged_in = by_session;
                 if let (true, Some(c)) = (login_first, credential.as_ref()) {
-                    match login::login(&state, &settings, c, asker).await {
+                    match login::login(&state, &settings, c, Asker::new(addr)).await {
                         Ok(found) => {
+                            logged_in = found.is_some();
                             identity = found.clone();
                             login = Some(found);
                         }
@@ -380,7 +382,7 @@ impl WsSession {
                             &state,
                             &settings,
                             credential.as_ref(),
-                            asker,
+                            Asker::for_resources(addr, logged_in),
                             &asked,
                             verdict,
                         )
@@ -560,7 +562,11 @@ impl WsSession {
     }
 
     /// Ask the deferred login now, in line (an op answered in order:
-    /// `publish`, `send`); `Err` is what the error op says.
+    /// `publish`, `send`); `Err` is what the error op says. The session
+    /// loop (deliveries, pings) waits on it at most a third of the
+    /// heartbeat: past that the op is answered `auth_unavailable`, while
+    /// the check goes on, on a task of its own, within its timeout, so its
+    /// answer is kept for the client's next try.
     async fn login_now(&mut self) -> Result<(), Refusal> {
         if !self.client.login_deferred {
             return Ok(());
@@ -569,9 +575,30 @@ impl WsSession {
             self.client.login_deferred = false;
             return Ok(());
         };
-        let settings = self.settings.clone();
+        let (state, settings) = (self.state.clone(), self.settings.clone());
         let asker = Asker::new(self.client.addr);
-        let found = login::login(&self.state, &settings, &credential, asker).await?;
+        let bound = settings.config.realtime.heartbeat / 3;
+        let tasks = state.lifecycle.clone();
+        let asking =
+            tasks.spawn(async move { login::login(&state, &settings, &credential, asker).await });
+        let slow = || {
+            Refusal::new(
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                "the application is slow to answer the check; try again shortly",
+            )
+        };
+        let found = match tokio::time::timeout(bound, asking).await {
+            Ok(Ok(answer)) => answer?,
+            Ok(Err(_)) => {
+                return Err(Refusal::new(
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    "auth_unavailable",
+                    "the check failed",
+                ));
+            }
+            Err(_) => return Err(slow()),
+        };
         self.adopt_login(found)
     }
 

@@ -109,7 +109,7 @@ impl WsSession {
         let inbox = self.session.inbox().clone();
         // Listeners, not token futures: this select runs once per delivery
         // (see `alarm.rs`).
-        let mut stopping = self.state.stopping.listen_from_start();
+        let mut stopping = self.state.lifecycle.stopping().listen_from_start();
         let mut reloaded = self.state.reloaded.listen();
         // One timer for the token's expiry, re-armed only when an `auth` op
         // changes the token (not one timer per delivery).

@@ -21,7 +21,7 @@ fn temp_files(dir: &std::path::Path) -> usize {
         .count()
 }
 
-fn buffered_bytes(metrics: &str, store: &str) -> u64 {
+pub(super) fn buffered_bytes(metrics: &str, store: &str) -> u64 {
     let name = format!("pushgate_proxy_buffered_bytes{{store=\"{store}\"}} ");
     metrics
         .lines()

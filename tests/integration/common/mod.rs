@@ -273,13 +273,19 @@ impl TestGateway {
     }
 
     pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
+        self.tls_connector_alpn(Vec::new())
+    }
+
+    /// A connector that offers `alpn` (e.g. `b"h2"`) in its handshake.
+    pub fn tls_connector_alpn(&self, alpn: Vec<Vec<u8>>) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pki_types_certs(&self.cert_pem) {
             roots.add(cert).unwrap();
         }
-        let config = rustls::ClientConfig::builder()
+        let mut config = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        config.alpn_protocols = alpn;
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 

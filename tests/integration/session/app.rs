@@ -3,7 +3,7 @@
 //! `sessionid` cookie, `POST /logout` ends that session, `GET /api/me`
 //! answers the user as JSON or 401, `GET /api/orders/{id}` answers 200 only
 //! to the order's owner (403 to anyone else logged in, 401 to nobody, 404
-//! for no such order). It counts the checks it answers, records their
+//! for no such order; order `of-{user}-{n}` is `user`'s, for any n). It counts the checks it answers, records their
 //! headers, and can be made slow or broken, or to hold the checks of
 //! cookies it does not know until released.
 
@@ -197,8 +197,16 @@ impl LoginApp {
             let Some(user) = user else {
                 return status(401, "log in");
             };
-            return match ORDERS.iter().find(|(o, _)| *o == id) {
-                Some((_, owner)) if *owner == user => status(200, "{}"),
+            let owner = ORDERS
+                .iter()
+                .find(|(o, _)| *o == id)
+                .map(|(_, owner)| owner.to_string())
+                .or_else(|| {
+                    let (owner, _) = id.strip_prefix("of-")?.rsplit_once('-')?;
+                    Some(owner.to_string())
+                });
+            return match owner {
+                Some(owner) if owner == user => status(200, "{}"),
                 Some(_) => status(403, "not yours"),
                 None => status(404, "no such order"),
             };

@@ -174,3 +174,64 @@ async fn a_websocket_that_began_anonymous_asks_when_an_op_needs_it() {
     );
     assert_eq!(app.me_calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_slow_login_for_a_publish_op_does_not_stall_the_socket() {
+    let app = LoginApp::start().await;
+    let dir = temp_dir("session");
+    // Heartbeat 900ms: the socket waits on the login 300ms at most, while
+    // the application takes 1.5s (within the check's 5s).
+    let text = config(
+        &dir,
+        &app,
+        "    cache: 30s\n    recheck: 10m\n    timeout: 5s",
+    )
+    .replace("heartbeat: 15s", "heartbeat: 900ms");
+    let gw = TestGateway::start_yaml(&text, dir).await;
+    app.delay_ms.store(1500, Ordering::SeqCst);
+    let bob = app.login("bob");
+    let mut socket = ws(&gw, "public.a", Some(&bob)).await.unwrap();
+    let asked = std::time::Instant::now();
+    send_json(
+        &mut socket,
+        json!({"op": "publish", "channel": "notes.bob", "data": 1, "ref": "p"}),
+    )
+    .await;
+    let refused = next_reply(&mut socket).await;
+    assert_eq!(
+        (&refused["ref"], &refused["code"]),
+        (&json!("p"), &json!("auth_unavailable")),
+        "{refused}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_millis(1200),
+        "the socket waited for the application: {:?}",
+        asked.elapsed()
+    );
+    // The socket goes on meanwhile: a delivery arrives.
+    let id = gw.publish_one("public.a", json!({"still": "here"})).await;
+    let m = next_reply(&mut socket).await;
+    assert_eq!(
+        (&m["channel"], &m["id"]),
+        (&json!("public.a"), &json!(id)),
+        "{m}"
+    );
+    // The check went on and its answer was kept: the retry is served
+    // without asking again.
+    eventually(10, "the login answered", || async {
+        app.me_calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    send_json(
+        &mut socket,
+        json!({"op": "publish", "channel": "notes.bob", "data": 2, "ref": "q"}),
+    )
+    .await;
+    let ack = next_reply(&mut socket).await;
+    assert_eq!(
+        (&ack["ref"], &ack["type"]),
+        (&json!("q"), &json!("ack")),
+        "{ack}"
+    );
+    assert_eq!(app.me_calls.load(Ordering::SeqCst), 1);
+}
