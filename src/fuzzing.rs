@@ -121,7 +121,6 @@ pub fn relay(data: &[u8]) {
     let never = |_: &Method, _: &str| false;
     let route = Route {
         realtime: "/realtime",
-        base_path: "",
         tapped: &never,
     };
     if let Request::Relay(out) = head::request(data, &route, &info) {

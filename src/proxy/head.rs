@@ -18,8 +18,10 @@ use super::forwarded::{self, Forwarded};
 use crate::conn_info::ConnInfo;
 use crate::upstream::framing::transfer_codings;
 
-/// Header fields a request head may have; more goes to hyper.
-const MAX_HEADERS: usize = 64;
+/// Header fields a request head may have; more goes to hyper. The one
+/// bound for every first look at a request head (the SSE classifier in
+/// `server/first_request.rs` too), so that a head is judged alike.
+pub(crate) const MAX_HEADERS: usize = 64;
 /// Header fields a backend's answer may have, as many as hyper's client
 /// takes; more is refused.
 const MAX_RESPONSE_HEADERS: usize = 100;
@@ -94,8 +96,6 @@ pub enum Request {
 pub struct Route<'a> {
     /// `realtime.path`: requests under it are realtime endpoints.
     pub realtime: &'a str,
-    /// The backend URL's path, put in front of every request's.
-    pub base_path: &'a str,
     /// Whether a tap watches this method and path.
     pub tapped: &'a (dyn Fn(&Method, &str) -> bool + Sync),
 }
@@ -190,7 +190,6 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
     let mut head = Vec::with_capacity(len + 160);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
-    head.extend_from_slice(route.base_path.as_bytes());
     let path_start = head.len();
     head.extend_from_slice(target.as_bytes());
     let path_range = path_start..path_start + path.len();
@@ -506,7 +505,6 @@ mod tests {
         let never = |_: &Method, _: &str| false;
         let route = Route {
             realtime: "/realtime",
-            base_path: "",
             tapped: &never,
         };
         request(raw.as_bytes(), &route, &info())
@@ -556,7 +554,6 @@ mod tests {
         let never = |_: &Method, _: &str| false;
         let route = Route {
             realtime: "/realtime",
-            base_path: "",
             tapped: &never,
         };
         let fronts = crate::real_ip::Fronts {
@@ -588,13 +585,13 @@ mod tests {
         let never = |_: &Method, _: &str| false;
         let route = Route {
             realtime: "/realtime",
-            base_path: "/app",
             tapped: &never,
         };
         let raw = b"HEAD /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
-        let Request::Relay(out) = request(raw, &route, &info()) else {
+        let Request::Relay(mut out) = request(raw, &route, &info()) else {
             panic!("not relayed");
         };
+        out.retarget("/app", 0);
         assert!(out.close);
         assert_eq!(out.method, Method::HEAD);
         assert!(out.head.starts_with(b"HEAD /app/x HTTP/1.1\r\n"));
@@ -659,7 +656,6 @@ mod tests {
         let tapped = |m: &Method, p: &str| *m == Method::GET && p == "/orders";
         let route = Route {
             realtime: "/realtime",
-            base_path: "",
             tapped: &tapped,
         };
         let raw = b"GET /orders?page=2 HTTP/1.1\r\nHost: h\r\n\r\n";

@@ -18,6 +18,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Request, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
+use crate::proxy::head::MAX_HEADERS;
+
 /// What the first bytes of a connection are.
 pub enum FirstRequest {
     /// `GET <realtime.path>/sse`, complete, nothing after it.
@@ -27,8 +29,6 @@ pub enum FirstRequest {
     /// The client closed before sending a whole head.
     Closed,
 }
-
-const MAX_HEADERS: usize = 64;
 
 /// Read until a complete request head (or what is clearly not one for us).
 pub async fn read<I: AsyncRead + Unpin>(

@@ -97,7 +97,6 @@ where
             let route = Route {
                 realtime: &settings.config.realtime.path,
                 // The routed upstream's, put in by `retarget` below.
-                base_path: "",
                 tapped: &tapped,
             };
             match head::request(&buf, &route, info) {
