@@ -199,12 +199,18 @@ impl<'a> Proxy<'a> {
     pub async fn forward(&self, req: Request<Body>, tunnels: Tunnels<'_>) -> Response<Body> {
         let client = req.extensions().get::<ConnInfo>().map(|c| c.client);
         let span = tracing::debug_span!("proxy", method = %req.method(), path = %req.uri().path(), client = ?client);
-        self.forward_inner(req, tunnels).instrument(span).await
+        self.forward_inner(req, client, tunnels)
+            .instrument(span)
+            .await
     }
 
-    async fn forward_inner(&self, mut req: Request<Body>, tunnels: Tunnels<'_>) -> Response<Body> {
+    async fn forward_inner(
+        &self,
+        mut req: Request<Body>,
+        client: Option<std::net::IpAddr>,
+        tunnels: Tunnels<'_>,
+    ) -> Response<Body> {
         let started = std::time::Instant::now();
-        let client = req.extensions().get::<ConnInfo>().map(|c| c.client);
         let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
         let http1 = req.version() < Version::HTTP_2;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));

@@ -198,16 +198,17 @@ pub struct CheckPolicy {
 impl CheckPolicy {
     pub fn new(auth: &config::Auth) -> Result<CheckPolicy, TemplateError> {
         let s = auth.session.as_ref();
+        let concurrency = s.map_or(64, |s| s.concurrency.max(1));
         let terms = Terms {
             cache: s.map_or(Duration::from_secs(30), |s| s.cache),
             recheck: s.map_or(Duration::from_secs(300), |s| s.recheck),
             timeout: s.map_or(Duration::from_secs(5), |s| s.timeout),
-            in_flight: Arc::new(Semaphore::new(s.map_or(64, |s| s.concurrency.max(1)))),
+            in_flight: Arc::new(Semaphore::new(concurrency)),
             share: {
                 let per = s.map(|s| s.per_address.clone()).unwrap_or_default();
                 ShareTerms {
-                    in_flight: per.share_of(s.map_or(64, |s| s.concurrency.max(1))),
-                    network: per.network_share_of(s.map_or(64, |s| s.concurrency.max(1))),
+                    in_flight: per.share_of(concurrency),
+                    network: per.network_share_of(concurrency),
                     queue: per.queue,
                     unknown: per.unknown,
                 }
@@ -398,7 +399,7 @@ async fn ask(
     let _share = match tokio::time::timeout_at(deadline, shares.enter(asker, &terms.share)).await {
         Ok(Ok(place)) => place,
         Ok(Err(after)) => return Err(CheckError::Limited(after)),
-        Err(_) => return Err(CheckError::Limited(Duration::from_secs(1))),
+        Err(_) => return Err(CheckError::Limited(shares::FULL_RETRY)),
     };
     let call = async {
         let _place = terms

@@ -213,7 +213,7 @@ where
     });
     if whole {
         drop(body);
-        tokio::spawn(watch(pipe.clone()).in_current_span());
+        tasks.spawn(watch(pipe.clone()).in_current_span());
     } else {
         let cap = policy.max_body as u64;
         tasks.spawn(take(body, pipe.clone(), cap, idle).in_current_span());

@@ -142,16 +142,7 @@ fn show_ip(ip: IpAddr) -> String {
     }
 }
 
-/// A header value's text, unless it is empty or not visible ASCII (the
-/// rule of `HeaderValue::to_str`).
-pub fn visible(value: &[u8]) -> Option<&str> {
-    let ok = !value.is_empty()
-        && value
-            .iter()
-            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
-    // All ASCII, so always UTF-8.
-    ok.then(|| std::str::from_utf8(value).ok()).flatten()
-}
+pub(crate) use crate::real_ip::visible;
 
 /// `value` as a request's host, when it is `uri-host [":" port]` (RFC 9112
 /// §3.2, RFC 3986 §3.2.2): a registered name or IPv4 address of unreserved,

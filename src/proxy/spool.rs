@@ -353,30 +353,29 @@ impl Spool {
     /// Let go of everything held (the file is kept, emptied, for what
     /// comes next).
     pub(crate) fn clear(&mut self) -> io::Result<()> {
-        self.release();
-        self.full.clear();
-        self.tail = BytesMut::new();
-        self.tail_size = 0;
-        self.reserved = 0;
-        self.in_memory = 0;
-        self.generation += 1;
+        self.reset();
         if let Some(file) = &self.file {
             file.set_len(0)?;
         }
-        self.on_disk = 0;
         Ok(())
     }
 
     /// Let go of everything held and of the file itself (its descriptor
     /// closes): for a spool that will not be read again.
     pub(crate) fn discard(&mut self) {
+        self.reset();
+        self.file = None;
+    }
+
+    /// Nothing held any more, counted back to the budget; reads planned
+    /// before (an older generation) are stale.
+    fn reset(&mut self) {
         self.release();
         self.full.clear();
         self.tail = BytesMut::new();
         self.tail_size = 0;
         self.reserved = 0;
         self.in_memory = 0;
-        self.file = None;
         self.on_disk = 0;
         self.generation += 1;
     }

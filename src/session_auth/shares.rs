@@ -39,7 +39,7 @@ use crate::limits::AddressRate;
 
 /// The `Retry-After` of a refusal for a full line: checks last up to
 /// `timeout`, and a second is a fair guess.
-const FULL_RETRY: Duration = Duration::from_secs(1);
+pub(super) const FULL_RETRY: Duration = Duration::from_secs(1);
 
 /// Who a check is asked for: the client's address (any form; keyed by
 /// `limits::address_key` here) and whether its credential is one nobody

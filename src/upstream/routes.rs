@@ -170,21 +170,29 @@ pub fn ambiguous(path: &str) -> bool {
     if bytes.contains(&b'\\') {
         return true;
     }
-    let lower = path.to_ascii_lowercase();
     // Encoded dots, slashes and backslashes; the same encoded twice (an
     // application that decodes again: `%252e`); and overlong UTF-8 forms
     // (`%c0%ae` is `.` to a lax decoder; `%c0` and `%c1` start no valid
-    // UTF-8 sequence at all).
-    const ENCODED: [&str; 8] = ["%2e", "%2f", "%5c", "%252e", "%252f", "%255c", "%c0", "%c1"];
-    if ENCODED.iter().any(|e| lower.contains(e)) {
+    // UTF-8 sequence at all). Compared in place: this runs for every
+    // proxied request, and most paths have no `%` at all.
+    const ENCODED: [&[u8]; 8] = [
+        b"%2e", b"%2f", b"%5c", b"%252e", b"%252f", b"%255c", b"%c0", b"%c1",
+    ];
+    if bytes.contains(&b'%') && ENCODED.iter().any(|e| find_ignore_case(bytes, e).is_some()) {
         return true;
     }
-    lower.split('/').any(|segment| {
+    bytes.split(|&b| b == b'/').any(|segment| {
         // Path parameters go before resolving, written `;` or `%3b`.
-        let name = segment.split(';').next().unwrap_or(segment);
-        let name = name.split("%3b").next().unwrap_or(name);
-        name == "." || name == ".."
+        let name = segment.split(|&b| b == b';').next().unwrap_or(segment);
+        let name = find_ignore_case(name, b"%3b").map_or(name, |at| &name[..at]);
+        name == b"." || name == b".."
     })
+}
+
+/// Where `needle` (lowercase) starts in `hay`, in any case.
+fn find_ignore_case(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The name in a `Host` value or authority: without its port, its IPv6

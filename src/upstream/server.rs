@@ -123,7 +123,7 @@ impl Server {
 
     /// Count one request in flight until the guard drops, without a slot
     /// (see [`Server::admit`]).
-    pub fn start(self: &Arc<Self>) -> InFlight {
+    fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             server: self.clone(),
