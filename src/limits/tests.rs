@@ -395,8 +395,12 @@ fn an_entry_is_converted_once_whoever_reaches_it_first() {
     // The walk then leaves it alone: it is already at the new weight.
     store.reweigh(10, 200);
     assert_eq!(store.slot(&"k"), Some(store::Slot::new(300, 10)));
-    // An entry the walk reaches first is converted at the reload's instant.
-    write(&old, 1200);
+    // A check still under the old weight converts it back (10 tokens are
+    // 1000ns at 100ns a token) and writes under that weight; the reload's
+    // walk then converts what it finds at the reload's instant: 1300ns left
+    // at 100ns a token is 13 tokens, 130ns at the new weight.
+    assert_eq!(write(&old, 1500), Some(Nanos::from(1200)));
+    assert_eq!(store.slot(&"k"), Some(store::Slot::new(1500, 100)));
     store.reweigh(10, 200);
-    assert_eq!(store.slot(&"k"), Some(store::Slot::new(300, 10)));
+    assert_eq!(store.slot(&"k"), Some(store::Slot::new(330, 10)));
 }

@@ -455,3 +455,13 @@ listen:
         "`my-balancer` is not an address or a CIDR block",
     );
 }
+
+#[test]
+fn real_ip_header_is_one_of_the_two_fields() {
+    rejects(
+        "listen:\n  real_ip_header: x-real-ip\n",
+        2,
+        "listen.real_ip_header",
+        "unknown variant `x-real-ip`, expected `x-forwarded-for` or `forwarded`",
+    );
+}

@@ -95,13 +95,20 @@ async fn temporary_files_are_gone_when_the_client_or_the_upstream_leaves() {
     .await;
     worker.release.add_permits(1);
     let mut got = got.len();
-    loop {
-        let mut chunk = vec![0u8; 64 * 1024];
-        match io.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
+    let cut = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut chunk = vec![0u8; 64 * 1024];
+            match io.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
         }
-    }
+    })
+    .await;
+    assert!(
+        cut.is_ok(),
+        "the gateway ends the answer, not the test's patience"
+    );
     assert!(got < BIG, "the answer is cut short, never passed for whole");
     eventually(5, "no file left", || async { temp_files(&spill) == 0 }).await;
     // The same on hyper's engine.
