@@ -16,6 +16,7 @@ mod interpolate;
 mod lenient;
 mod locate;
 mod normalize;
+mod pusher;
 mod queue;
 mod routes;
 mod rules;
@@ -34,6 +35,7 @@ mod tests;
 pub use access::{Auth, Jwt, Limits, PerClient, PerIp, StaticToken};
 pub use buffering::{BufferLimits, Buffering, RouteBuffering};
 pub use error::{ConfigError, ConfigErrors};
+pub use pusher::{Pusher, PusherApp, PusherWebhook, WEBHOOK_EVENTS};
 pub use queue::{ConnLimit, Queue};
 pub use routes::{DEFAULT_UPSTREAM, Route};
 pub use rules::{

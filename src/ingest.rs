@@ -77,6 +77,7 @@ impl MessageTemplates {
             event: event.into(),
             data,
             key: None,
+            origin: None,
         })
     }
 }

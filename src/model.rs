@@ -15,5 +15,5 @@ pub mod template;
 pub use cursor::Cursor;
 pub use message::{Message, valid_channel, valid_event};
 pub use path_pattern::PathPattern;
-pub use publish::{HistoryPolicy, Publish};
+pub use publish::{HistoryPolicy, Origin, Publish};
 pub use slow_client::SlowClient;

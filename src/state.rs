@@ -42,6 +42,8 @@ pub struct Settings {
     pub taps: Taps,
     /// Certificates, re-read from disk on every reload.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The Pusher apps of `pusher:` (none when the section is absent).
+    pub pusher: crate::pusher::Apps,
 }
 
 /// A config that parsed but cannot be put in force.
@@ -76,6 +78,7 @@ impl Settings {
             .map(crate::tls::server_config)
             .transpose()?;
         Ok(Settings {
+            pusher: crate::pusher::Apps::new(config.pusher.as_ref()),
             tls,
             webhooks,
             taps,
@@ -122,6 +125,10 @@ pub struct Handles {
     /// The application's answers to session and resource checks, kept for
     /// `auth.session.cache` across reloads.
     pub app_checks: Checks,
+    /// Pusher socket ids, unique across instances.
+    pub socket_ids: crate::pusher::SocketIds,
+    /// What Pusher connections report for the apps' webhooks.
+    pub app_events: crate::pusher::AppEvents,
 }
 
 impl AppState {
@@ -150,6 +157,8 @@ impl AppState {
             reloaded: crate::alarm::Alarm::new(),
             connections: Arc::default(),
             app_checks: Checks::default(),
+            socket_ids: Default::default(),
+            app_events: Default::default(),
         }))
     }
 }

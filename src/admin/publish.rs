@@ -126,6 +126,7 @@ pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected>
                 event: event.clone(),
                 data: data.clone(),
                 key: e.id.as_deref().map(Box::from),
+                origin: None,
             });
         }
     }

@@ -103,9 +103,9 @@ impl MemoryBroker {
                 }
             }
             let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-            let msg = Arc::new(Message::new(
-                p.channel, p.event, &p.data, seq, p.key, self.epoch,
-            ));
+            let mut msg = Message::new(p.channel, p.event, &p.data, seq, p.key, self.epoch);
+            msg.origin = p.origin.map(Box::new);
+            let msg = Arc::new(msg);
             log.ring.push_back(msg.clone());
             log.expire(msg.published_at);
             self.hub.fanout(&msg);
@@ -225,6 +225,7 @@ mod tests {
             data: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
             key: None,
             history: HistoryPolicy { size, ttl },
+            origin: None,
         };
         b.publish_now(p).unwrap().seq
     }
@@ -294,6 +295,7 @@ mod tests {
                 size: 10,
                 ttl: Duration::from_secs(60),
             },
+            origin: None,
         };
         let a = b.publish_now(mk()).unwrap().seq;
         let c = b.publish_now(mk()).unwrap().seq;

@@ -238,6 +238,7 @@ impl Presence {
             data,
             key: None,
             history,
+            origin: None,
         };
         let broker = self.broker.clone();
         self.lifecycle.spawn_until_stopped(async move {

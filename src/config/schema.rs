@@ -47,6 +47,8 @@ pub struct Config {
     #[serde(deserialize_with = "lenient::or_default")]
     pub taps: Vec<Tap>,
     pub client_messages: Option<ClientMessages>,
+    /// Apps that speak the Pusher Channels protocol (`pusher.rs`).
+    pub pusher: Option<super::pusher::Pusher>,
     #[serde(deserialize_with = "lenient::or_default")]
     pub broker: BrokerConfig,
     #[serde(deserialize_with = "lenient::or_default")]

@@ -128,6 +128,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("webhooks", "[]"),
     ("taps", "[]"),
     ("client_messages", "~"),
+    ("pusher", "~"),
     ("broker", "{}"),
     ("log", "{}"),
 ];
@@ -150,6 +151,7 @@ fn in_force(config: &Config, key: &str) -> bool {
         "webhooks" => !config.webhooks.is_empty(),
         "taps" => !config.taps.is_empty(),
         "client_messages" => config.client_messages.is_some(),
+        "pusher" => config.pusher.is_some(),
         "broker" => config.broker != d.broker,
         "log" => config.log != d.log,
         _ => false,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod buffering;
+mod pusher;
 mod queue_rejections;
 mod rejections;
 mod route_rejections;

@@ -6,6 +6,7 @@
 //! resource checks (`validate/session.rs`) are children of this file: they
 //! read the whole file, so the sections they check do not depend on `Config`.
 
+mod pusher;
 mod routes;
 mod session;
 
@@ -39,6 +40,7 @@ pub(crate) fn validate(c: &Config) -> Vec<Violation> {
             r.add(key, "must be a backend path starting with '/'");
         }
     }
+    r.0.extend(pusher::check(c));
     broker(c, &mut r);
     r.0
 }

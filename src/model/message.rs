@@ -22,14 +22,17 @@ pub fn valid_channel(name: &str) -> bool {
         })
 }
 
-/// Event names: 1–64 printable ASCII characters other than `"` and `\`, so they
-/// are safe in an SSE `event:` line and need no JSON escaping.
+/// The longest event name: Pusher's limit, so a Laravel event class name
+/// (`App\Events\OrderShipped`) fits.
+pub const MAX_EVENT_LEN: usize = 200;
+
+/// Event names: 1–200 printable ASCII characters other than `"`, so they are
+/// safe in an SSE `event:` line; a `\` (Laravel's class names) is escaped
+/// once, where the message's JSON is written.
 pub fn valid_event(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| (0x21..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        && name.len() <= MAX_EVENT_LEN
+        && name.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'"')
 }
 
 /// One message on one channel.
@@ -50,6 +53,8 @@ pub struct Message {
     wire: Bytes,
     /// Compact JSON of `data` alone.
     data_len: usize,
+    /// The client that sent it, when one did (see [`crate::model::Origin`]).
+    pub origin: Option<Box<crate::model::Origin>>,
 }
 
 impl Message {
@@ -66,7 +71,12 @@ impl Message {
         wire.put_slice(b"{\"type\":\"message\",\"channel\":\"");
         wire.put_slice(channel.as_bytes());
         wire.put_slice(b"\",\"event\":\"");
-        wire.put_slice(event.as_bytes());
+        for part in event.split_inclusive('\\') {
+            wire.put_slice(part.as_bytes());
+            if part.ends_with('\\') {
+                wire.put_u8(b'\\');
+            }
+        }
         wire.put_slice(b"\",\"id\":\"");
         wire.put_slice(seq.to_string().as_bytes());
         wire.put_slice(b"\",\"data\":");
@@ -80,6 +90,7 @@ impl Message {
             published_at: Instant::now(),
             wire: wire.freeze(),
             data_len: data.len(),
+            origin: None,
         }
     }
 
@@ -151,5 +162,18 @@ mod tests {
         assert!(valid_event("created"));
         assert!(!valid_event("a\nb"));
         assert!(!valid_event("a\"b"));
+        assert!(valid_event(r"App\Events\OrderShipped"));
+        assert!(valid_event(&"e".repeat(MAX_EVENT_LEN)));
+        assert!(!valid_event(&"e".repeat(MAX_EVENT_LEN + 1)));
+    }
+
+    #[test]
+    fn a_backslash_in_an_event_name_is_escaped_in_the_json() {
+        let data = RawValue::from_string("1".into()).unwrap();
+        let m = Message::new("c".into(), r"App\Events\X".into(), &data, 1, None, 1);
+        let mut out = BytesMut::new();
+        m.write_json(None, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["event"], r"App\Events\X");
     }
 }

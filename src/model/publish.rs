@@ -23,6 +23,21 @@ pub struct Publish {
     /// first message is still in history returns the first message's id.
     pub key: Option<Box<str>>,
     pub history: HistoryPolicy,
+    /// The client that sent it, when one did.
+    pub origin: Option<Origin>,
+}
+
+/// Who sent a message, when a client did (a Pusher client event) or when
+/// the publisher named a connection to leave out (the Pusher API's
+/// `socket_id`): Pusher never delivers a message back to that socket, and
+/// names the sender's user on presence channels. It travels with the
+/// message through every broker, so the exclusion holds across instances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The Pusher socket id (`123.456`) not to deliver to.
+    pub socket_id: Box<str>,
+    /// The sender's `user_id` on a presence channel.
+    pub user_id: Option<Box<str>>,
 }
 
 /// Re-serialize JSON compactly (no raw newlines can reach an SSE data line).

@@ -114,6 +114,7 @@ pub async fn publish_as_client(
         data,
         key: None,
         history: rule.history,
+        origin: None,
     };
     Ok(state.publish(publish).await?)
 }

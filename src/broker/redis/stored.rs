@@ -1,4 +1,5 @@
-//! The stored form of a message, `seq:unix_ms:{"e":event,"k":key,"d":data}`:
+//! The stored form of a message, `seq:unix_ms:{"e":event,"k":key,"d":data}`
+//! (plus `"o":socket_id,"u":user_id` for a message a client sent):
 //! one string that is both a history entry (a sorted-set member scored by
 //! its id) and the pub/sub payload, so every instance decodes a live message
 //! and a replayed one the same way.
@@ -11,6 +12,7 @@ use serde_json::value::RawValue;
 use super::unavailable;
 use crate::broker::{BrokerError, Publish};
 use crate::hub::Message;
+use crate::model::Origin;
 
 /// The stored form of a message: `seq:unix_ms:{"e":event,"k":key,"d":data}`.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -21,6 +23,10 @@ struct Body<'a> {
     k: Option<&'a str>,
     #[serde(borrow)]
     d: &'a RawValue,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    o: Option<&'a str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    u: Option<&'a str>,
 }
 
 pub(super) fn encode_body(p: &Publish) -> Result<String, BrokerError> {
@@ -28,6 +34,8 @@ pub(super) fn encode_body(p: &Publish) -> Result<String, BrokerError> {
         e: &p.event,
         k: p.key.as_deref(),
         d: &p.data,
+        o: p.origin.as_ref().map(|o| &*o.socket_id),
+        u: p.origin.as_ref().and_then(|o| o.user_id.as_deref()),
     })
     .map_err(unavailable)
 }
@@ -56,6 +64,12 @@ pub(super) fn decode_member(
         body.k.map(Into::into),
         epoch,
     );
+    msg.origin = body.o.map(|socket_id| {
+        Box::new(Origin {
+            socket_id: socket_id.into(),
+            user_id: body.u.map(Into::into),
+        })
+    });
     // Latency and age count from the publish, on whichever instance it was.
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -81,7 +95,24 @@ mod tests {
                 size: 10,
                 ttl: Duration::from_secs(60),
             },
+            origin: None,
         }
+    }
+
+    #[test]
+    fn a_senders_socket_and_user_travel_with_the_message() {
+        let mut p = publish("client-typing", None, r#""hi""#);
+        p.origin = Some(Origin {
+            socket_id: "12.34".into(),
+            user_id: Some("u-1".into()),
+        });
+        let member = format!("7:{}:{}", 1_700_000_000_000u64, encode_body(&p).unwrap());
+        let msg = decode_member("orders.7".into(), 1, &member).unwrap();
+        assert_eq!(msg.origin.as_deref(), p.origin.as_ref());
+        let bare = encode_body(&publish("e", None, "1")).unwrap();
+        assert!(!bare.contains("\"o\""), "no origin, no field: {bare}");
+        let msg = decode_member("c".into(), 1, &format!("8:1:{bare}")).unwrap();
+        assert_eq!(msg.origin, None);
     }
 
     #[test]

@@ -167,6 +167,7 @@ mod tests {
                 size: 100,
                 ttl: Duration::from_secs(60),
             },
+            origin: None,
         };
         b.publish(p).await.unwrap().seq
     }

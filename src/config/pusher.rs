@@ -1,0 +1,128 @@
+//! The `pusher:` section: apps that speak the Pusher Channels protocol.
+//!
+//! An app is what a Pusher server library or pusher-js is configured with:
+//! an id (the HTTP API's `/apps/{id}/…`), a key (the WebSocket's
+//! `{path}/{key}` and the `auth_key` of signed requests) and a secret (every
+//! signature). Only shape and defaults live here; uniqueness of ids and keys,
+//! path shapes and webhook event names are checked in `validate/pusher.rs`.
+
+use super::{lenient, units};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `pusher:`; absent, no Pusher endpoint exists.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pusher {
+    /// Where the WebSocket lives on the public listener: `{path}/{key}`.
+    pub path: String,
+    /// What `pusher:connection_established` tells clients: how long they may
+    /// stay silent before they ping. A socket silent for this plus
+    /// `pong_timeout` is closed with 4201.
+    #[serde(deserialize_with = "units::duration")]
+    pub activity_timeout: Duration,
+    /// How long a `pusher:ping` the server sent may go unanswered.
+    #[serde(deserialize_with = "units::duration")]
+    pub pong_timeout: Duration,
+    /// On shutdown, Pusher sockets are closed with 4200 (reconnect) spread
+    /// over this window, so a restart is not a thundering herd.
+    #[serde(deserialize_with = "units::duration")]
+    pub reconnect_spread: Duration,
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub apps: Vec<PusherApp>,
+}
+
+impl Default for Pusher {
+    fn default() -> Self {
+        Pusher {
+            path: "/app".into(),
+            activity_timeout: Duration::from_secs(120),
+            pong_timeout: Duration::from_secs(30),
+            reconnect_spread: Duration::from_secs(5),
+            apps: Vec::new(),
+        }
+    }
+}
+
+/// One entry of `pusher.apps`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PusherApp {
+    /// The app id of the HTTP API (`/apps/{id}/events`); `1001` or `"1001"`.
+    #[serde(deserialize_with = "string_or_int")]
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    /// `client-*` events on private- and presence- channels.
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub client_events: bool,
+    /// Events to the application, signed as Pusher signs them.
+    #[serde(default)]
+    pub webhook: Option<PusherWebhook>,
+    /// Put in front of every channel name of this app in pushgate's hub
+    /// (and taken off toward its clients), to keep several apps apart.
+    #[serde(default)]
+    pub channel_prefix: String,
+    /// `pusher_internal:subscription_count` events to subscribers.
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub subscription_count: bool,
+    /// The largest event `data` the HTTP API and client events accept
+    /// (Pusher's limit is 10 KB); over it: 413 / `pusher:error` 4301.
+    #[serde(default = "default_max_message", deserialize_with = "units::size")]
+    pub max_message: usize,
+    /// Open sockets of this app on this instance; over it a new socket is
+    /// closed with 4100 (over capacity, reconnect later). None: no cap.
+    #[serde(default, deserialize_with = "lenient::opt_usize")]
+    pub max_connections: Option<usize>,
+    /// Client events a socket may send per second; over it `pusher:error`
+    /// 4301 and the event is dropped (the socket stays open).
+    #[serde(
+        default = "default_client_event_rate",
+        deserialize_with = "lenient::u32"
+    )]
+    pub client_event_rate: u32,
+}
+
+fn default_max_message() -> usize {
+    10 * 1024
+}
+
+fn default_client_event_rate() -> u32 {
+    10
+}
+
+/// `webhook:` of an app: where its events go and which ones.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PusherWebhook {
+    /// A path on the application (`/pusher/webhook`), sent through the
+    /// upstream layer like any request to it.
+    pub url: String,
+    /// A named upstream (`upstreams:`) instead of the default backend.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default = "all_webhook_events")]
+    pub events: Vec<String>,
+}
+
+/// The webhook events pushgate sends, by Pusher's names.
+pub const WEBHOOK_EVENTS: [&str; 6] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "subscription_count",
+];
+
+fn all_webhook_events() -> Vec<String> {
+    WEBHOOK_EVENTS[..5]
+        .iter()
+        .map(|e| (*e).to_owned())
+        .collect()
+}
+
+fn string_or_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    lenient::opt_string_or_int(d)?
+        .ok_or_else(|| serde::de::Error::custom("expected a string or an integer"))
+}

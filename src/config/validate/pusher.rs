@@ -1,0 +1,136 @@
+//! The checks of `pusher:`: the WebSocket path, unique app ids and keys that
+//! fit a URL path segment, webhook targets and event names, and bounds.
+
+use super::{MAX_MESSAGE, check_mount_path};
+use crate::config::error::Violation;
+use crate::config::locate::KeyPath;
+use crate::config::{Config, DEFAULT_UPSTREAM, WEBHOOK_EVENTS};
+use std::collections::HashMap;
+
+/// The problems of `pusher:`.
+pub(crate) fn check(c: &Config) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let Some(p) = &c.pusher else {
+        return out;
+    };
+    let mut add = |key: KeyPath, message: String| out.push(Violation { key, message });
+    let at = KeyPath::root().key("pusher");
+    match check_mount_path(&p.path) {
+        Err(message) => add(at.key("path"), message),
+        Ok(()) => {
+            let ours = p.path.trim_end_matches('/');
+            let realtime = c.realtime.path.trim_end_matches('/');
+            if overlaps(ours, realtime) {
+                add(
+                    at.key("path"),
+                    format!("{:?} overlaps realtime.path {:?}", p.path, c.realtime.path),
+                );
+            }
+        }
+    }
+    for (key, d) in [
+        ("activity_timeout", p.activity_timeout),
+        ("pong_timeout", p.pong_timeout),
+    ] {
+        if d.is_zero() {
+            add(at.key(key), "must be greater than 0".into());
+        }
+    }
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut keys: HashMap<&str, usize> = HashMap::new();
+    for (i, app) in p.apps.iter().enumerate() {
+        let at = at.key("apps").index(i);
+        if !is_segment(&app.id) {
+            add(
+                at.key("id"),
+                format!("{:?} must be 1-64 letters, digits, '-' or '_'", app.id),
+            );
+        } else if let Some(first) = ids.get(app.id.as_str()) {
+            add(
+                at.key("id"),
+                format!("duplicate app id {:?} (also pusher.apps[{first}])", app.id),
+            );
+        } else {
+            ids.insert(&app.id, i);
+        }
+        if !is_segment(&app.key) {
+            add(
+                at.key("key"),
+                format!("{:?} must be 1-64 letters, digits, '-' or '_'", app.key),
+            );
+        } else if let Some(first) = keys.get(app.key.as_str()) {
+            add(
+                at.key("key"),
+                format!(
+                    "duplicate app key {:?} (also pusher.apps[{first}])",
+                    app.key
+                ),
+            );
+        } else {
+            keys.insert(&app.key, i);
+        }
+        if app.secret.is_empty() {
+            add(at.key("secret"), "must not be empty".into());
+        }
+        if !app.channel_prefix.is_empty() && !crate::model::valid_channel(&app.channel_prefix) {
+            add(
+                at.key("channel_prefix"),
+                format!(
+                    "{:?} may hold only letters, digits and . _ - : @ =",
+                    app.channel_prefix
+                ),
+            );
+        }
+        if app.max_message == 0 {
+            add(at.key("max_message"), "must be at least 1 byte".into());
+        } else if app.max_message > MAX_MESSAGE {
+            add(at.key("max_message"), "must be at most 16MiB".into());
+        }
+        if app.max_connections == Some(0) {
+            add(at.key("max_connections"), "must be at least 1".into());
+        }
+        if app.client_event_rate == 0 {
+            add(at.key("client_event_rate"), "must be at least 1".into());
+        }
+        if let Some(hook) = &app.webhook {
+            let at = at.key("webhook");
+            if !hook.url.starts_with('/') || hook.url.contains(['#', ' ']) {
+                add(
+                    at.key("url"),
+                    format!(
+                        "{:?} must be a path on the application, like \"/pusher/webhook\"",
+                        hook.url
+                    ),
+                );
+            }
+            if let Some(name) = &hook.upstream {
+                if name != DEFAULT_UPSTREAM && !c.upstreams.contains_key(name) {
+                    add(at.key("upstream"), format!("no upstream named {name:?}"));
+                }
+            }
+            for (j, event) in hook.events.iter().enumerate() {
+                if !WEBHOOK_EVENTS.contains(&event.as_str()) {
+                    add(
+                        at.key("events").index(j),
+                        format!("{event:?} is not one of {}", WEBHOOK_EVENTS.join(", ")),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether one mount path is the other or lies under it.
+fn overlaps(a: &str, b: &str) -> bool {
+    let under = |x: &str, y: &str| x == y || x.strip_prefix(y).is_some_and(|r| r.starts_with('/'));
+    under(a, b) || under(b, a)
+}
+
+/// An app id or key: safe in a URL path segment and a log line.
+fn is_segment(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
