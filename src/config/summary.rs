@@ -18,6 +18,20 @@ impl Config {
     }
 
     fn write_summary(&self, out: &mut String) -> std::fmt::Result {
+        self.summarize_listen(out)?;
+        self.summarize_tls(out)?;
+        self.summarize_upstreams(out)?;
+        self.summarize_realtime(out)?;
+        self.summarize_auth(out)?;
+        self.summarize_channels(out)?;
+        self.summarize_pusher(out)?;
+        self.summarize_limits(out)?;
+        self.summarize_broker(out)?;
+        Ok(())
+    }
+
+    /// Where it listens and who fronts it.
+    fn summarize_listen(&self, out: &mut String) -> std::fmt::Result {
         let tls_mode = if self.tls.is_some() {
             "TLS"
         } else {
@@ -46,6 +60,11 @@ impl Config {
                 self.listen.real_ip_header.name()
             )?;
         }
+        Ok(())
+    }
+
+    /// Certificates.
+    fn summarize_tls(&self, out: &mut String) -> std::fmt::Result {
         match &self.tls {
             None => writeln!(out, "tls: off")?,
             Some(tls) => {
@@ -69,6 +88,11 @@ impl Config {
                 writeln!(out)?;
             }
         }
+        Ok(())
+    }
+
+    /// The backend, named upstreams, their buffering and the routes.
+    fn summarize_upstreams(&self, out: &mut String) -> std::fmt::Result {
         let b = &self.backend;
         let limit = b.conn_limit().map_or(String::new(), |l| {
             format!(
@@ -130,6 +154,11 @@ impl Config {
                 }
             )?;
         }
+        Ok(())
+    }
+
+    /// The realtime endpoints.
+    fn summarize_realtime(&self, out: &mut String) -> std::fmt::Result {
         let rt = &self.realtime;
         let p = &rt.path;
         writeln!(
@@ -143,6 +172,11 @@ impl Config {
             rt.max_message,
             rt.client_queue
         )?;
+        Ok(())
+    }
+
+    /// Tokens, admin keys and the application's session check.
+    fn summarize_auth(&self, out: &mut String) -> std::fmt::Result {
         let jwt = match &self.auth.jwt {
             None => "off".to_owned(),
             Some(j) => {
@@ -186,6 +220,11 @@ impl Config {
                 s.per_address.queue
             )?;
         }
+        Ok(())
+    }
+
+    /// Channel rules, in order.
+    fn summarize_channels(&self, out: &mut String) -> std::fmt::Result {
         writeln!(
             out,
             "channels: {} rule(s), first match wins",
@@ -223,6 +262,11 @@ impl Config {
             };
             writeln!(out, ", slow clients: {slow}")?;
         }
+        Ok(())
+    }
+
+    /// Rate and connection limits, webhooks and taps.
+    fn summarize_limits(&self, out: &mut String) -> std::fmt::Result {
         let l = &self.limits;
         let rate = |r: &super::RateLimit| format!("{} burst {}", r.rate, r.burst);
         writeln!(
@@ -245,6 +289,11 @@ impl Config {
             self.webhooks.len(),
             self.taps.len()
         )?;
+        Ok(())
+    }
+
+    /// Which broker carries messages.
+    fn summarize_broker(&self, out: &mut String) -> std::fmt::Result {
         match (&self.broker.kind, &self.broker.redis) {
             (BrokerKind::Redis, Some(redis)) => writeln!(
                 out,
@@ -254,6 +303,34 @@ impl Config {
             )?,
             (BrokerKind::Redis, None) => writeln!(out, "broker: redis")?,
             (BrokerKind::Memory, _) => writeln!(out, "broker: memory")?,
+        }
+        Ok(())
+    }
+
+    /// The Pusher apps, by id and key (never their secrets).
+    fn summarize_pusher(&self, out: &mut String) -> std::fmt::Result {
+        let Some(p) = &self.pusher else {
+            return Ok(());
+        };
+        writeln!(
+            out,
+            "pusher: {}/{{key}}, {} app(s), activity timeout {}",
+            p.path.trim_end_matches('/'),
+            p.apps.len(),
+            format_duration(p.activity_timeout)
+        )?;
+        for app in &p.apps {
+            write!(out, "  app {} key {}", app.id, app.key)?;
+            if !app.channel_prefix.is_empty() {
+                write!(out, ", channels prefixed {:?}", app.channel_prefix)?;
+            }
+            if app.client_events {
+                write!(out, ", client events {}/s", app.client_event_rate)?;
+            }
+            if let Some(hook) = &app.webhook {
+                write!(out, ", webhook {} ({})", hook.url, hook.events.join(","))?;
+            }
+            writeln!(out, ", max message {} bytes", app.max_message)?;
         }
         Ok(())
     }

@@ -214,3 +214,20 @@ fn an_unknown_app_key() {
         "unknown field",
     );
 }
+
+#[test]
+fn the_summary_names_apps_but_never_their_secrets() {
+    let c = parse_str(
+        r#"
+pusher:
+  apps:
+    - { id: 1001, key: app-key, secret: topsecret-42, webhook: { url: /hook } }
+"#,
+    )
+    .unwrap();
+    let s = c.summary();
+    assert!(s.contains("pusher: /app/{key}, 1 app(s)"), "{s}");
+    assert!(s.contains("app 1001 key app-key"), "{s}");
+    assert!(s.contains("webhook /hook"), "{s}");
+    assert!(!s.contains("topsecret"), "{s}");
+}

@@ -4,7 +4,7 @@
 use super::{MAX_MESSAGE, check_mount_path};
 use crate::config::error::Violation;
 use crate::config::locate::KeyPath;
-use crate::config::{Config, DEFAULT_UPSTREAM, WEBHOOK_EVENTS};
+use crate::config::{Config, DEFAULT_UPSTREAM, PusherApp, WEBHOOK_EVENTS};
 use std::collections::HashMap;
 
 /// The problems of `pusher:`.
@@ -40,85 +40,76 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
     let mut keys: HashMap<&str, usize> = HashMap::new();
     for (i, app) in p.apps.iter().enumerate() {
         let at = at.key("apps").index(i);
-        if !is_segment(&app.id) {
-            add(
-                at.key("id"),
-                format!("{:?} must be 1-64 letters, digits, '-' or '_'", app.id),
-            );
-        } else if let Some(first) = ids.get(app.id.as_str()) {
-            add(
-                at.key("id"),
-                format!("duplicate app id {:?} (also pusher.apps[{first}])", app.id),
-            );
-        } else {
-            ids.insert(&app.id, i);
-        }
-        if !is_segment(&app.key) {
-            add(
-                at.key("key"),
-                format!("{:?} must be 1-64 letters, digits, '-' or '_'", app.key),
-            );
-        } else if let Some(first) = keys.get(app.key.as_str()) {
-            add(
-                at.key("key"),
-                format!(
-                    "duplicate app key {:?} (also pusher.apps[{first}])",
-                    app.key
-                ),
-            );
-        } else {
-            keys.insert(&app.key, i);
-        }
-        if app.secret.is_empty() {
-            add(at.key("secret"), "must not be empty".into());
-        }
-        if !app.channel_prefix.is_empty() && !crate::model::valid_channel(&app.channel_prefix) {
-            add(
-                at.key("channel_prefix"),
-                format!(
-                    "{:?} may hold only letters, digits and . _ - : @ =",
-                    app.channel_prefix
-                ),
-            );
-        }
-        if app.max_message == 0 {
-            add(at.key("max_message"), "must be at least 1 byte".into());
-        } else if app.max_message > MAX_MESSAGE {
-            add(at.key("max_message"), "must be at most 16MiB".into());
-        }
-        if app.max_connections == Some(0) {
-            add(at.key("max_connections"), "must be at least 1".into());
-        }
-        if app.client_event_rate == 0 {
-            add(at.key("client_event_rate"), "must be at least 1".into());
-        }
-        if let Some(hook) = &app.webhook {
-            let at = at.key("webhook");
-            if !hook.url.starts_with('/') || hook.url.contains(['#', ' ']) {
+        for (name, value, seen) in [("id", &app.id, &mut ids), ("key", &app.key, &mut keys)] {
+            if !is_segment(value) {
                 add(
-                    at.key("url"),
-                    format!(
-                        "{:?} must be a path on the application, like \"/pusher/webhook\"",
-                        hook.url
-                    ),
+                    at.key(name),
+                    format!("{value:?} must be 1-64 letters, digits, '-' or '_'"),
                 );
+            } else if let Some(first) = seen.get(value.as_str()) {
+                add(
+                    at.key(name),
+                    format!("duplicate app {name} {value:?} (also pusher.apps[{first}])"),
+                );
+            } else {
+                seen.insert(value, i);
             }
-            if let Some(name) = &hook.upstream {
-                if name != DEFAULT_UPSTREAM && !c.upstreams.contains_key(name) {
-                    add(at.key("upstream"), format!("no upstream named {name:?}"));
-                }
+        }
+        app_settings(c, app, &at, &mut add);
+    }
+    out
+}
+
+/// The keys of one app besides its id and key.
+fn app_settings(c: &Config, app: &PusherApp, at: &KeyPath, add: &mut impl FnMut(KeyPath, String)) {
+    if app.secret.is_empty() {
+        add(at.key("secret"), "must not be empty".into());
+    }
+    if !app.channel_prefix.is_empty() && !crate::model::valid_channel(&app.channel_prefix) {
+        add(
+            at.key("channel_prefix"),
+            format!(
+                "{:?} may hold only letters, digits and . _ - : @ =",
+                app.channel_prefix
+            ),
+        );
+    }
+    if app.max_message == 0 {
+        add(at.key("max_message"), "must be at least 1 byte".into());
+    } else if app.max_message > MAX_MESSAGE {
+        add(at.key("max_message"), "must be at most 16MiB".into());
+    }
+    if app.max_connections == Some(0) {
+        add(at.key("max_connections"), "must be at least 1".into());
+    }
+    if app.client_event_rate == 0 {
+        add(at.key("client_event_rate"), "must be at least 1".into());
+    }
+    if let Some(hook) = &app.webhook {
+        let at = at.key("webhook");
+        if !hook.url.starts_with('/') || hook.url.contains(['#', ' ']) {
+            add(
+                at.key("url"),
+                format!(
+                    "{:?} must be a path on the application, like \"/pusher/webhook\"",
+                    hook.url
+                ),
+            );
+        }
+        if let Some(name) = &hook.upstream {
+            if name != DEFAULT_UPSTREAM && !c.upstreams.contains_key(name) {
+                add(at.key("upstream"), format!("no upstream named {name:?}"));
             }
-            for (j, event) in hook.events.iter().enumerate() {
-                if !WEBHOOK_EVENTS.contains(&event.as_str()) {
-                    add(
-                        at.key("events").index(j),
-                        format!("{event:?} is not one of {}", WEBHOOK_EVENTS.join(", ")),
-                    );
-                }
+        }
+        for (j, event) in hook.events.iter().enumerate() {
+            if !WEBHOOK_EVENTS.contains(&event.as_str()) {
+                add(
+                    at.key("events").index(j),
+                    format!("{event:?} is not one of {}", WEBHOOK_EVENTS.join(", ")),
+                );
             }
         }
     }
-    out
 }
 
 /// Whether one mount path is the other or lies under it.
