@@ -20,135 +20,127 @@ use crate::metrics::AtomicHistogram;
 /// Prometheus text for the servers of every upstream: `(name, servers)`.
 pub fn encode<'a>(upstreams: impl Iterator<Item = (&'a str, &'a [Arc<Server>])> + Clone) -> String {
     let mut out = String::new();
-    let labels =
-        |u: &str, s: &Server| format!("upstream=\"{}\",server=\"{}\"", escape(u), escape(&s.name));
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP pushgate_{name} {help}");
-        let _ = writeln!(out, "# TYPE pushgate_{name} {kind}");
-    };
+    let out = &mut out;
     family(
-        &mut out,
+        out,
         "upstream_requests",
         "counter",
         "Answers from upstream servers by status class",
     );
-    for (u, servers) in upstreams.clone() {
-        for s in servers {
-            for (i, c) in s.stats.by_class.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "pushgate_upstream_requests_total{{{},class=\"{}xx\"}} {}",
-                    labels(u, s),
-                    i + 1,
-                    c.load(Ordering::Relaxed)
-                );
-            }
+    each_server(upstreams.clone(), out, |out, l, s| {
+        for (i, c) in s.stats.by_class.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "pushgate_upstream_requests_total{{{l},class=\"{}xx\"}} {n}",
+                i + 1
+            );
         }
-    }
+    });
     family(
-        &mut out,
+        out,
         "upstream_errors",
         "counter",
         "Requests to upstream servers that got no answer, by kind",
     );
-    for (u, servers) in upstreams.clone() {
-        for s in servers {
-            for (kind, c) in KINDS.iter().zip(&s.stats.errors) {
-                let _ = writeln!(
-                    out,
-                    "pushgate_upstream_errors_total{{{},kind=\"{kind}\"}} {}",
-                    labels(u, s),
-                    c.load(Ordering::Relaxed)
-                );
-            }
+    each_server(upstreams.clone(), out, |out, l, s| {
+        for (kind, c) in KINDS.iter().zip(&s.stats.errors) {
+            let n = c.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "pushgate_upstream_errors_total{{{l},kind=\"{kind}\"}} {n}"
+            );
         }
-    }
+    });
     family(
-        &mut out,
+        out,
         "upstream_latency_seconds",
         "histogram",
         "Time from sending a request to an upstream server to its answer head",
     );
-    for (u, servers) in upstreams.clone() {
-        for s in servers {
-            histogram(
-                &mut out,
-                "upstream_latency_seconds",
-                &labels(u, s),
-                &s.stats.latency,
-            );
-        }
-    }
+    each_server(upstreams.clone(), out, |out, l, s| {
+        histogram(out, "upstream_latency_seconds", l, &s.stats.latency);
+    });
     family(
-        &mut out,
+        out,
         "upstream_queue_seconds",
         "histogram",
         "Time requests waited for a free connection to a server with max_connections (0 when one was free)",
     );
-    for (u, servers) in upstreams.clone() {
-        for s in servers {
-            histogram(
-                &mut out,
-                "upstream_queue_seconds",
-                &labels(u, s),
-                &s.stats.queue_wait,
-            );
-        }
-    }
+    each_server(upstreams.clone(), out, |out, l, s| {
+        histogram(out, "upstream_queue_seconds", l, &s.stats.queue_wait);
+    });
     family(
-        &mut out,
+        out,
         "upstream_queue_refused",
         "counter",
         "Requests refused a connection to a server (503): its queue full, or no connection free within queue.timeout",
     );
-    for (u, servers) in upstreams.clone() {
+    each_server(upstreams.clone(), out, |out, l, s| {
+        for (reason, c) in REFUSALS.iter().zip(&s.stats.refused) {
+            let n = c.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "pushgate_upstream_queue_refused_total{{{l},reason=\"{reason}\"}} {n}"
+            );
+        }
+    });
+    for (name, help, value) in GAUGES {
+        family(out, name, "gauge", help);
+        each_server(upstreams.clone(), out, |out, l, s| {
+            let _ = writeln!(out, "pushgate_{name}{{{l}}} {}", value(s));
+        });
+    }
+    std::mem::take(out)
+}
+
+/// The gauges of a server's state, read at scrape time.
+const GAUGES: [Gauge; 5] = [
+    (
+        "upstream_server_healthy",
+        "1 while the server passes its health checks (always without checks)",
+        |s| usize::from(s.health.is_healthy()),
+    ),
+    (
+        "upstream_server_up",
+        "1 while the server is in the rotation (healthy, no failed connect lately)",
+        |s| usize::from(!s.is_down()),
+    ),
+    (
+        "upstream_in_flight",
+        "Requests in flight on the server from this gateway",
+        Server::in_flight,
+    ),
+    (
+        "upstream_queued",
+        "Requests waiting for a free connection to the server (max_connections)",
+        |s| s.limit.queued(),
+    ),
+    (
+        "upstream_pool_idle",
+        "Idle connections to the server in its pool (shared by both engines)",
+        |s| s.pool.idle_count(),
+    ),
+];
+
+/// The `# HELP` and `# TYPE` lines of one family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP pushgate_{name} {help}");
+    let _ = writeln!(out, "# TYPE pushgate_{name} {kind}");
+}
+
+/// Calls `write` for every server with its labels, formatted once per server.
+fn each_server<'a>(
+    upstreams: impl Iterator<Item = (&'a str, &'a [Arc<Server>])>,
+    out: &mut String,
+    mut write: impl FnMut(&mut String, &str, &Server),
+) {
+    for (u, servers) in upstreams {
         for s in servers {
-            for (reason, c) in REFUSALS.iter().zip(&s.stats.refused) {
-                let _ = writeln!(
-                    out,
-                    "pushgate_upstream_queue_refused_total{{{},reason=\"{reason}\"}} {}",
-                    labels(u, s),
-                    c.load(Ordering::Relaxed)
-                );
-            }
+            let labels = format!("upstream=\"{}\",server=\"{}\"", escape(u), escape(&s.name));
+            write(out, &labels, s);
         }
     }
-    let gauges: [Gauge; 5] = [
-        (
-            "upstream_server_healthy",
-            "1 while the server passes its health checks (always without checks)",
-            |s| usize::from(s.health.is_healthy()),
-        ),
-        (
-            "upstream_server_up",
-            "1 while the server is in the rotation (healthy, no failed connect lately)",
-            |s| usize::from(!s.is_down()),
-        ),
-        (
-            "upstream_in_flight",
-            "Requests in flight on the server from this gateway",
-            Server::in_flight,
-        ),
-        (
-            "upstream_queued",
-            "Requests waiting for a free connection to the server (max_connections)",
-            |s| s.limit.queued(),
-        ),
-        (
-            "upstream_pool_idle",
-            "Idle connections to the server in its pool (shared by both engines)",
-            |s| s.pool.idle_count(),
-        ),
-    ];
-    for (name, help, value) in gauges {
-        family(&mut out, name, "gauge", help);
-        for (u, servers) in upstreams.clone() {
-            for s in servers {
-                let _ = writeln!(out, "pushgate_{name}{{{}}} {}", labels(u, s), value(s));
-            }
-        }
-    }
-    out
 }
 
 /// The lines of one server's histogram `name`.
