@@ -99,8 +99,8 @@ fn endpoint(plan: &Plan, i: usize) -> Endpoint {
     }
 }
 
-/// Run one plan to completion.
-pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
+/// One dialer per `--url`, subscribers spread over them in turn.
+fn dialers(plan: &Plan) -> Result<Vec<std::sync::Arc<Dialer>>, String> {
     let mut dialers = Vec::with_capacity(plan.urls.len());
     for url in &plan.urls {
         let host = url.host_str().ok_or("the URL has no host")?.to_string();
@@ -119,10 +119,18 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
     if dialers.is_empty() {
         return Err("no --url given".into());
     }
-    let epoch = Instant::now();
-    let stop = CancellationToken::new();
-    let rss_before = plan.pid.and_then(rss_kib);
+    Ok(dialers)
+}
 
+/// Starts every subscriber and waits (30 s each at most) until each has
+/// connected or failed; returns their tasks and how many connected.
+async fn connect_all(
+    plan: &Plan,
+    dialers: &[std::sync::Arc<Dialer>],
+    epoch: Instant,
+    stop: &CancellationToken,
+    progress: bool,
+) -> (tokio::task::JoinSet<Tally>, usize) {
     let mut ready = Vec::with_capacity(plan.subscribers);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..plan.subscribers {
@@ -152,6 +160,43 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
     if progress {
         eprintln!("\rconnected {connected}/{}", plan.subscribers);
     }
+    (tasks, connected)
+}
+
+/// What every subscriber saw, merged: latencies, deliveries, duplicates and
+/// the last delivery's time.
+struct Seen {
+    latency: Histogram<u64>,
+    delivered: u64,
+    duplicates: u64,
+    last: Option<Instant>,
+}
+
+async fn collect(mut tasks: tokio::task::JoinSet<Tally>) -> Result<Seen, String> {
+    let mut seen = Seen {
+        latency: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
+        delivered: 0,
+        duplicates: 0,
+        last: None,
+    };
+    while let Some(done) = tasks.join_next().await {
+        let t: Tally = done.map_err(|e| e.to_string())?;
+        seen.delivered += t.received;
+        seen.duplicates += t.duplicates;
+        let _ = seen.latency.add(&t.latency);
+        seen.last = seen.last.max(t.last_at);
+    }
+    Ok(seen)
+}
+
+/// Run one plan to completion.
+pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
+    let dialers = dialers(plan)?;
+    let epoch = Instant::now();
+    let stop = CancellationToken::new();
+    let rss_before = plan.pid.and_then(rss_kib);
+
+    let (tasks, connected) = connect_all(plan, &dialers, epoch, &stop, progress).await;
     // Let subscriptions settle (poll clients are between requests).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let memory_per_connection_kib = match (rss_before, plan.pid.and_then(rss_kib)) {
@@ -169,17 +214,12 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
     // Drain: wait until deliveries stop growing (or 5 s).
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
-    let mut merged =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
-    let (mut delivered, mut duplicates) = (0, 0);
-    let mut last: Option<Instant> = None;
-    while let Some(done) = tasks.join_next().await {
-        let t: Tally = done.map_err(|e| e.to_string())?;
-        delivered += t.received;
-        duplicates += t.duplicates;
-        let _ = merged.add(&t.latency);
-        last = last.max(t.last_at);
-    }
+    let Seen {
+        latency: merged,
+        delivered,
+        duplicates,
+        last,
+    } = collect(tasks).await?;
     let server_latency_ms = match server_before {
         Some(before) => server_side::scrape(&plan.publish)
             .await
