@@ -253,9 +253,8 @@ pub(crate) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 }
 
 /// A token bucket: `rate` refill, up to `burst` at once. `burst` defaults to the
-/// rate's count when omitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(from = "RawRateLimit")]
+/// rate's count when omitted, so `{ rate: 20/s }` may be written `20/s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RateLimit {
     pub rate: Rate,
     pub burst: NonZeroU32,
@@ -295,9 +294,51 @@ impl From<RawRateLimit> for RateLimit {
     }
 }
 
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct LimitVisitor;
+        impl<'de> Visitor<'de> for LimitVisitor {
+            type Value = RateLimit;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rate limit like \"20/s\" or { rate: 20/s, burst: 40 }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RateLimit, E> {
+                let rate: Rate = v.parse().map_err(E::custom)?;
+                Ok(RateLimit {
+                    rate,
+                    burst: rate.count,
+                })
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RateLimit, A::Error> {
+                RawRateLimit::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(Into::into)
+            }
+        }
+        d.deserialize_any(LimitVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_limit_is_a_map_or_its_rate_alone() {
+        let full: RateLimit = serde_yaml::from_str("{ rate: 20/s, burst: 40 }").unwrap();
+        assert_eq!((full.rate.count.get(), full.burst.get()), (20, 40));
+        let short: RateLimit = serde_yaml::from_str("20/s").unwrap();
+        assert_eq!(short, RateLimit::new(20, Duration::from_secs(1), 20));
+        let bare = serde_yaml::from_str::<RateLimit>("5")
+            .unwrap_err()
+            .to_string();
+        assert!(bare.contains("a rate limit like \"20/s\""), "{bare}");
+        assert!(!bare.contains("Raw"), "no internal type is named: {bare}");
+        let unknown = serde_yaml::from_str::<RateLimit>("{ rate: 1/s, bogus: 1 }").unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown field `bogus`"),
+            "{unknown}"
+        );
+    }
 
     #[test]
     fn durations() {

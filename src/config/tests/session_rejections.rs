@@ -122,12 +122,12 @@ fn a_share_per_address_that_is_zero_or_over_the_whole() {
         "auth.session.per_address.concurrency",
         "at most auth.session.concurrency (4)",
     );
-    let text = session(&format!("{base}    per_address: {{ unknown: 5/s }}\n"));
+    let text = session(&format!("{base}    per_address: {{ unknown: 5 }}\n"));
     rejects(
         &text,
         6,
         "auth.session.per_address.unknown",
-        "invalid type: string \"5/s\"",
+        "invalid type: integer `5`, expected a rate limit like \"20/s\"",
     );
     let text = session(&format!("{base}    per_address: {{ network: 0 }}\n"));
     rejects(&text, 6, "auth.session.per_address.network", "at least 1");
