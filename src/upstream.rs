@@ -19,15 +19,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 
 use crate::config;
 use crate::lifecycle::Lifecycle;
 use crate::reply;
+use attempt::{Tried, Unreached};
+use exchange::Pooled;
 use server::{Server, Servers};
 use tls::{TlsClient, UpstreamTlsError};
 
+pub(crate) mod attempt;
 pub(crate) mod backend_conn;
 pub(crate) mod exchange;
 mod exposition;
@@ -381,54 +384,30 @@ impl Upstream {
             .map_err(|e| BackendError::Request(e.to_string()))?;
         // A connect that failed reached no server: the next one is asked,
         // whatever the method, as the body is still here to send again.
-        let mut tried = Vec::new();
-        let (mut resp, conn) = loop {
-            let Some(i) = self.servers.pick(None, &tried) else {
+        let reached = self
+            .servers
+            .attempt(None, self.timeout, |server, _| {
+                self.call_on(server, &method, &pq, &headers, &body)
+            })
+            .await;
+        let (mut resp, conn) = match reached {
+            Ok(reached) => {
+                let (mut resp, conn) = reached.value;
+                resp.body_mut().hold(reached.in_flight);
+                (resp, conn)
+            }
+            Err(Unreached::Exhausted) => {
                 return Err(BackendError::Unavailable(
                     "no server could be reached".into(),
                 ));
-            };
-            tried.push(i);
-            let server = &self.servers.list[i];
-            let uri = self
-                .uri_on(server, pq.clone())
-                .map_err(|e| BackendError::Request(e.to_string()))?;
-            let build = || {
-                let mut req = Request::builder()
-                    .method(method.clone())
-                    .uri(uri.clone())
-                    .body(reply::full(body.clone()))
-                    .map_err(|e| BackendError::Request(e.to_string()))?;
-                *req.headers_mut() = headers.clone();
-                self.default_host(req.headers_mut());
-                Ok::<_, BackendError>(req)
-            };
-            let mut req = build()?;
-            // The same rules for reusing its connection as a proxied request's.
-            let conn = reuse::Connection::watch(&mut req);
-            // Its body is here: a pooled connection that turns out closed
-            // costs nothing but a new one (`exchange::send`), for a request
-            // that may be sent twice.
-            let again = || build().ok();
-            let again = is_idempotent(&method).then_some(&again as &exchange::Again<'_>);
-            // A slot before a connection; nothing is held while waiting
-            // for it (the last server's slot went with its guard).
-            let mut in_flight = server.admit().await.map_err(BackendError::Busy)?;
-            let sent = exchange::send(server, req, again, &conn);
-            match tokio::time::timeout(self.timeout, sent).await {
-                Err(_) => return Err(BackendError::Timeout),
-                Ok(Ok(mut resp)) => {
-                    server.mark_up();
-                    in_flight.answered(resp.status().as_u16());
-                    resp.body_mut().hold(in_flight);
-                    break (resp, conn);
-                }
-                Ok(Err(e)) if e.is_connect() => {
-                    in_flight.not_connected();
-                    server.mark_down();
-                    tracing::warn!(server = %server.name, error = %reason(&e), "upstream server unreachable");
-                }
-                Ok(Err(e)) => return Err(BackendError::Unavailable(reason(&e))),
+            }
+            Err(Unreached::Busy(refused)) => return Err(BackendError::Busy(refused)),
+            Err(Unreached::TimedOut) => return Err(BackendError::Timeout),
+            Err(Unreached::Failed(CallFailure::Request(why))) => {
+                return Err(BackendError::Request(why));
+            }
+            Err(Unreached::Failed(CallFailure::Send(e))) => {
+                return Err(BackendError::Unavailable(reason(&e)));
             }
         };
         reuse::check(&method, false, &mut resp, &conn)
@@ -448,6 +427,70 @@ impl Upstream {
             body,
         })
     }
+}
+
+impl Upstream {
+    /// One turn of [`Upstream::call`] on `server`: the request built for
+    /// it and sent. Only a failed connect may go on to the next server.
+    async fn call_on(
+        &self,
+        server: &Arc<Server>,
+        method: &http::Method,
+        pq: &http::uri::PathAndQuery,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Tried<(Response<Pooled>, reuse::Connection), CallFailure> {
+        let build = || {
+            let uri = self.uri_on(server, pq.clone())?;
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .body(reply::full(body.clone()))?;
+            *req.headers_mut() = headers.clone();
+            self.default_host(req.headers_mut());
+            Ok::<_, http::Error>(req)
+        };
+        let mut req = match build() {
+            Ok(req) => req,
+            Err(e) => {
+                let error = CallFailure::Request(e.to_string());
+                return Tried::Failed {
+                    error,
+                    retry: false,
+                };
+            }
+        };
+        // The same rules for reusing its connection as a proxied request's.
+        let conn = reuse::Connection::watch(&mut req);
+        // Its body is here: a pooled connection that turns out closed
+        // costs nothing but a new one (`exchange::send`), for a request
+        // that may be sent twice.
+        let again = || build().ok();
+        let again = is_idempotent(method).then_some(&again as &exchange::Again<'_>);
+        match exchange::send(server, req, again, &conn).await {
+            Ok(resp) => Tried::Answered {
+                status: resp.status().as_u16(),
+                value: (resp, conn),
+            },
+            Err(e) if e.is_connect() => Tried::Unreachable {
+                error: CallFailure::Send(e),
+                retry: true,
+            },
+            Err(e) => Tried::Failed {
+                error: CallFailure::Send(e),
+                retry: false,
+            },
+        }
+    }
+}
+
+/// Why one turn of [`Upstream::call`] got no answer.
+#[derive(Debug, thiserror::Error)]
+enum CallFailure {
+    #[error("{0}")]
+    Request(String),
+    #[error("{}", reason(.0))]
+    Send(exchange::SendError),
 }
 
 /// A whole answer to [`Upstream::call`].
