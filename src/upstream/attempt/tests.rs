@@ -147,15 +147,21 @@ async fn a_retried_failure_asks_the_next_server_and_an_answer_marks_it_up() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn slots_are_given_back_on_a_timeout_and_a_dropped_future() {
+async fn a_turn_past_the_timeout_gives_its_slot_back() {
     let s = servers(2, 1, 10);
     let never = |_, _| std::future::pending::<Tried<(), &str>>();
     let tried = s.attempt(None, Duration::from_secs(5), never).await;
     assert!(matches!(tried, Err(Unreached::TimedOut)));
     assert!(all_given_back(&s));
     assert!(!s.list.iter().any(|server| server.is_down()));
+}
 
-    // Dropped while its try is under way: the slot goes with it.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_dropped_midway_gives_its_slot_back() {
+    let s = servers(2, 1, 10);
+    let never = |_, _| std::future::pending::<Tried<(), &str>>();
+    // Dropped while its try is under way (a client that left): the slot
+    // goes with it.
     let attempt = s.attempt(None, LONG, never);
     let cut = tokio::time::timeout(Duration::from_secs(1), attempt).await;
     assert!(cut.is_err());
