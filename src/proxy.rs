@@ -276,34 +276,7 @@ impl<'a> Proxy<'a> {
         if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
             (client_upgrade, resp.status())
         {
-            let backend_upgrade = hyper::upgrade::on(&mut resp);
-            let stats = tunnels.stats.clone();
-            let stop = tunnels.stop.clone();
-            // On the gateway's task tracker, so shutdown waits for the
-            // tunnel, and ended by the shutdown signal: a byte tunnel has no
-            // way to ask its client to reconnect but closing.
-            tunnels.tasks.spawn(
-                async move {
-                    match tokio::try_join!(client_upgrade, backend_upgrade) {
-                        Ok((client, backend)) => {
-                            // Counted from the hand-over, when hyper's
-                            // connection task stops counting the client.
-                            let _counted = Gauge::enter(&stats, |s| &s.connections);
-                            let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
-                            tokio::select! {
-                                ended = tokio::io::copy_bidirectional(&mut c, &mut b) => {
-                                    if let Err(error) = ended {
-                                        debug!(%error, "upgraded tunnel ended");
-                                    }
-                                }
-                                _ = stop.cancelled() => debug!("upgraded tunnel closed for shutdown"),
-                            }
-                        }
-                        Err(error) => debug!(%error, "upgrade failed"),
-                    }
-                }
-                .in_current_span(),
-            );
+            tunnel(client_upgrade, &mut resp, tunnels);
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, reply::empty());
         }
@@ -402,6 +375,42 @@ impl<'a> Proxy<'a> {
         parts.version = Version::HTTP_11;
         Ok(Request::from_parts(parts, body))
     }
+}
+
+/// Join the client's upgraded connection to the application's, byte for
+/// byte, once both sides have switched. On the gateway's task tracker, so
+/// shutdown waits for the tunnel, and ended by the shutdown signal: a byte
+/// tunnel has no way to ask its client to reconnect but closing.
+fn tunnel(
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    resp: &mut Response<Pooled>,
+    tunnels: Tunnels<'_>,
+) {
+    let backend_upgrade = hyper::upgrade::on(resp);
+    let stats = tunnels.stats.clone();
+    let stop = tunnels.stop.clone();
+    tunnels.tasks.spawn(
+        async move {
+            match tokio::try_join!(client_upgrade, backend_upgrade) {
+                Ok((client, backend)) => {
+                    // Counted from the hand-over, when hyper's
+                    // connection task stops counting the client.
+                    let _counted = Gauge::enter(&stats, |s| &s.connections);
+                    let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
+                    tokio::select! {
+                        ended = tokio::io::copy_bidirectional(&mut c, &mut b) => {
+                            if let Err(error) = ended {
+                                debug!(%error, "upgraded tunnel ended");
+                            }
+                        }
+                        _ = stop.cancelled() => debug!("upgraded tunnel closed for shutdown"),
+                    }
+                }
+                Err(error) => debug!(%error, "upgrade failed"),
+            }
+        }
+        .in_current_span(),
+    );
 }
 
 /// What a turn after the first sends: a copy of the request, made only
