@@ -161,23 +161,17 @@ impl<'a> Proxy<'a> {
         let same_again = again.idempotent.then_some(&copy as &exchange::Again<'_>);
         let conn = reuse::Connection::watch(&mut req);
         let can_spare = turn.more && again.kept;
-        match exchange::send(server, req, same_again, &conn).await {
-            Ok(resp) => Tried::Answered {
-                status: resp.status().as_u16(),
-                value: (resp, conn),
-            },
-            Err(error) if error.is_connect() => Tried::Unreachable {
-                error: SendError::Sent(error),
-                retry: can_spare,
-            },
-            // Failed without an answer on a connection that was made (a
-            // server killed mid-request): an idempotent request may be
-            // sent again (RFC 9110 §9.2.2); nothing reached the client.
-            Err(error) => Tried::Failed {
-                error: SendError::Sent(error),
-                retry: again.idempotent && can_spare,
-            },
-        }
+        // A failed connect reached no server; a failure without an answer
+        // on a connection that was made (a server killed mid-request) may
+        // be sent again when idempotent (RFC 9110 §9.2.2). Nothing reached
+        // the client either way.
+        let retry = exchange::Retry {
+            unreachable: can_spare,
+            failed: again.idempotent && can_spare,
+        };
+        exchange::turn(server, req, same_again, conn, retry)
+            .await
+            .map_error(SendError::Sent)
     }
 
     /// Point `req` at `server`, with the `Host` a unix socket's request needs.

@@ -45,6 +45,23 @@ pub(crate) enum Tried<T, E> {
     Failed { error: E, retry: bool },
 }
 
+impl<T, E> Tried<T, E> {
+    /// The same outcome with its error as `wrap` makes it.
+    pub(crate) fn map_error<F>(self, wrap: impl FnOnce(E) -> F) -> Tried<T, F> {
+        match self {
+            Tried::Answered { value, status } => Tried::Answered { value, status },
+            Tried::Unreachable { error, retry } => Tried::Unreachable {
+                error: wrap(error),
+                retry,
+            },
+            Tried::Failed { error, retry } => Tried::Failed {
+                error: wrap(error),
+                retry,
+            },
+        }
+    }
+}
+
 /// A server that answered, and the guard of its slot: it is to be held
 /// until the answer's body ends.
 pub(crate) struct Reached<'s, T> {

@@ -137,20 +137,13 @@ impl Upstream {
         // that may be sent twice.
         let again = || build().ok();
         let again = is_idempotent(method).then_some(&again as &exchange::Again<'_>);
-        match exchange::send(server, req, again, &conn).await {
-            Ok(resp) => Tried::Answered {
-                status: resp.status().as_u16(),
-                value: (resp, conn),
-            },
-            Err(e) if e.is_connect() => Tried::Unreachable {
-                error: CallFailure::Send(e),
-                retry: true,
-            },
-            Err(e) => Tried::Failed {
-                error: CallFailure::Send(e),
-                retry: false,
-            },
-        }
+        let retry = exchange::Retry {
+            unreachable: true,
+            failed: false,
+        };
+        exchange::turn(server, req, again, conn, retry)
+            .await
+            .map_error(CallFailure::Send)
     }
 }
 
