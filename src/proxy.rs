@@ -236,17 +236,7 @@ impl<'a> Proxy<'a> {
                 return malformed_body(http1);
             }
             Err(unreached) => {
-                match &unreached {
-                    Unreached::TimedOut => {
-                        warn!(timeout = ?self.upstream.timeout(), "backend did not answer in time");
-                    }
-                    Unreached::Failed(error) => {
-                        warn!(%error, connect = error.is_connect(), "backend request failed");
-                    }
-                    Unreached::Exhausted => warn!("no server of the upstream could be reached"),
-                    Unreached::Busy(_) => {}
-                }
-                return Refusal::of(&unreached).response();
+                return Refusal::of(&unreached, self.upstream.timeout()).response();
             }
         };
         let mut resp = match resp {
@@ -424,12 +414,6 @@ enum SendError {
     Sent(exchange::SendError),
     #[error("no copy of the request to send again")]
     NotCopied,
-}
-
-impl SendError {
-    fn is_connect(&self) -> bool {
-        matches!(self, SendError::Sent(error) if error.is_connect())
-    }
 }
 
 /// A 400 for a client body that broke its own framing. On HTTP/1 the

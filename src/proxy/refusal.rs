@@ -8,7 +8,10 @@
 //! the relay writes [`Refusal::answer`] itself (`server/relay/refusal.rs`),
 //! so status, code, message and fields are the same by construction.
 
+use std::time::Duration;
+
 use http::{Response, StatusCode};
+use tracing::warn;
 
 use crate::reply::{self, Body};
 use crate::upstream::attempt::Unreached;
@@ -26,11 +29,20 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    /// The refusal for a request no server answered.
-    pub(crate) fn of<E>(unreached: &Unreached<E>) -> Refusal {
+    /// The refusal for a request no server answered within `timeout`
+    /// (`backend.timeout`), logged here for both engines.
+    pub(crate) fn of<E: std::fmt::Display>(unreached: &Unreached<E>, timeout: Duration) -> Refusal {
         match unreached {
-            Unreached::Exhausted | Unreached::Failed(_) => Refusal::Unreachable,
-            Unreached::TimedOut => Refusal::TimedOut,
+            Unreached::Exhausted | Unreached::Failed(_) => {
+                warn!(error = %unreached, "backend request failed");
+                Refusal::Unreachable
+            }
+            Unreached::TimedOut => {
+                warn!(?timeout, "backend did not answer in time");
+                Refusal::TimedOut
+            }
+            // Counted per server (`upstream_queue_refused_total`); a flood
+            // of them is no news for the log.
             Unreached::Busy(refused) => Refusal::Busy(*refused),
         }
     }

@@ -228,16 +228,8 @@ where
     let (server, in_flight, (backend, inbound, mut rbuf)) = match asked {
         Ok(reached) => (reached.server, reached.in_flight, reached.value),
         Err(unreached) => {
-            match &unreached {
-                Unreached::TimedOut => {
-                    warn!(timeout = ?upstream.timeout(), "backend did not answer in time");
-                }
-                Unreached::Busy(_) => {}
-                error => {
-                    warn!(%error, connect = matches!(error, Unreached::Failed(BackendFailure::Connect(_)) | Unreached::Exhausted), "backend request failed");
-                }
-            }
-            return refuse(state, io, Refusal::of(&unreached), started, out, close).await;
+            let refusal = Refusal::of(&unreached, upstream.timeout());
+            return refuse(state, io, refusal, started, out, close).await;
         }
     };
     let status = StatusCode::from_u16(inbound.status).unwrap_or(StatusCode::BAD_GATEWAY);
