@@ -76,3 +76,28 @@ impl Refusal {
         self.answer().map(reply::full)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_way_of_reaching_no_server_has_its_refusal() {
+        let timeout = Duration::from_secs(1);
+        let cases: [(Unreached<&str>, u16, &str); 5] = [
+            (Unreached::Exhausted, 502, "bad_gateway"),
+            (Unreached::Failed("reset"), 502, "bad_gateway"),
+            (Unreached::TimedOut, 504, "gateway_timeout"),
+            (Unreached::Busy(Refused::Full), 503, "upstream_busy"),
+            (Unreached::Busy(Refused::TimedOut), 503, "upstream_busy"),
+        ];
+        for (unreached, status, code) in cases {
+            let answer = Refusal::of(&unreached, timeout).answer();
+            assert_eq!(answer.status().as_u16(), status, "{unreached:?}");
+            let body: serde_json::Value = serde_json::from_slice(answer.body()).unwrap();
+            assert_eq!(body["error"], code, "{unreached:?}");
+            let retry = answer.headers().get(http::header::RETRY_AFTER);
+            assert_eq!(retry.is_some(), status == 503, "{unreached:?}");
+        }
+    }
+}
