@@ -18,10 +18,12 @@
 //! the body flows as long as the backend sends. Upgrades (WebSocket to the
 //! application's own paths) are tunnelled byte for byte.
 //!
-//! Each attempt takes a slot on its server first (`max_connections`,
-//! `upstream/limit.rs`), held until the answer's end; a request that gets
-//! none from the server's queue is a 503 with `Retry-After` (`busy.rs`),
-//! written the same by the relay.
+//! A server is chosen, and the next one tried, by the upstream's one
+//! failover loop (`upstream/attempt.rs`): each attempt takes a slot on its
+//! server first (`max_connections`, `upstream/limit.rs`), held until the
+//! answer's end. When no answer comes, the refusal (502, 504, or 503 with
+//! `Retry-After` for a request that got no slot) is one type for both
+//! engines (`refusal.rs`).
 
 use std::sync::Arc;
 
@@ -37,19 +39,20 @@ use crate::config::Buffering;
 use crate::conn_info::ConnInfo;
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
-use crate::upstream::exchange::{self, Pooled, SendError};
+use crate::upstream::attempt::{Tried, Turn, Unreached};
+use crate::upstream::exchange::{self, Pooled};
 use crate::upstream::framing::{MAX_RESPONSE_HEAD, content_length};
-use crate::upstream::limit::Refused;
+use crate::upstream::server::Server;
 use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 
 mod buffer_answer;
 mod buffer_request;
-pub(crate) mod busy;
 pub(crate) mod chunked;
 mod fields;
 pub(crate) mod forwarded;
 pub(crate) mod head;
 mod idle;
+pub(crate) mod refusal;
 pub(crate) mod spool;
 mod stored;
 pub(crate) mod streaming;
@@ -60,6 +63,7 @@ use fields::{
     drop_forged_fields, forwarded_headers, is_upgrade, join_cookies, request_host, strip_hop_by_hop,
 };
 use idle::IdleTimeout;
+use refusal::Refusal;
 use spool::Budget;
 
 /// Passes client requests on to the application's server: the request
@@ -83,101 +87,101 @@ pub struct Tunnels<'a> {
     pub stop: &'a CancellationToken,
 }
 
-type Sent = (
-    Result<Result<Response<Pooled>, SendError>, tokio::time::error::Elapsed>,
-    reuse::Connection,
-);
+/// An answer head, and the judge of its connection's reuse.
+type Sent = (Response<Pooled>, reuse::Connection);
 
 impl<'a> Proxy<'a> {
-    /// Send `req` to one of the upstream's servers in `balance` order. A
+    /// Send `req` to one of the upstream's servers (`Servers::attempt`). A
     /// connect that failed reached no server: a request without a body, or
     /// an idempotent one whose body was kept (`replay`), is sent again to
     /// the next server, until one takes it or every one was tried (all
     /// unreachable). Any other body is streamed, not kept, so its
-    /// failure is its own. Each attempt first takes a slot on its server
-    /// (`max_connections`), waiting in its queue if need be, and holds it
-    /// until the answer's end; `backend.timeout` starts once it has one.
+    /// failure is its own. Each attempt holds its slot on its server
+    /// until the answer's end.
     async fn send(
         &self,
         req: Request<Body>,
         client: Option<std::net::IpAddr>,
         replay: Option<upload::Replay>,
-    ) -> Result<Sent, Unsent> {
+    ) -> Result<Sent, Unreached<SendError>> {
         let servers = self.upstream.servers();
         let idempotent = is_idempotent(req.method());
-        let mut tried = Vec::new();
-        let mut next = Some(req);
-        loop {
-            let mut req = next.take().ok_or(Unsent::Unreachable)?;
-            let Some(i) = servers.pick(client, &tried) else {
-                warn!("no server of the upstream could be reached");
-                return Err(Unsent::Unreachable);
+        // What could be sent again: a request without a body, or one
+        // whose body was kept. Its head is copied once, for the next
+        // server or the same one on a new connection (only for an
+        // idempotent request).
+        let bodiless = http_body::Body::is_end_stream(req.body());
+        let body = || match bodiless {
+            true => Some(reply::empty()),
+            false => replay.as_ref().map(upload::Replay::body),
+        };
+        let head = ((servers.list.len() > 1 || idempotent) && (bodiless || replay.is_some()))
+            .then(|| copy_with(&req, reply::empty()));
+        let copy = || Some(copy_with(head.as_ref()?, body()?));
+        let mut first = Some(req);
+        let again = Again {
+            idempotent,
+            kept: head.is_some(),
+            copy: &copy,
+        };
+        let reached = servers
+            .attempt(client, self.upstream.timeout(), |server, turn| {
+                // The request itself on the first turn, a copy after.
+                let req = first.take().or_else(copy);
+                self.send_to(server, turn, req, again)
+            })
+            .await?;
+        let (mut resp, conn) = reached.value;
+        resp.body_mut().hold(reached.in_flight);
+        Ok((resp, conn))
+    }
+
+    /// One turn of [`Proxy::send`]: `req` aimed at `server` and sent.
+    async fn send_to(
+        &self,
+        server: &Arc<Server>,
+        turn: Turn,
+        req: Option<Request<Body>>,
+        again: Again<'_>,
+    ) -> Tried<Sent, SendError> {
+        let Some(mut req) = req else {
+            // Never: a turn after the first is had only with a copy.
+            let error = SendError::NotCopied;
+            return Tried::Failed {
+                error,
+                retry: false,
             };
-            tried.push(i);
-            let server = servers.list[i].clone();
-            let mut parts = req.uri().clone().into_parts();
-            parts.authority = Some(server.authority.clone());
-            if let Ok(uri) = http::Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-            self.upstream.default_host(req.headers_mut());
-            // What could be sent again: a request without a body, or one
-            // whose body was kept. Its head is copied once, for the next
-            // server (`spare`) or the same one on a new connection
-            // (`again`, only for an idempotent request).
-            let bodiless = http_body::Body::is_end_stream(req.body());
-            let body = || match bodiless {
-                true => Some(reply::empty()),
-                false => replay.as_ref().map(upload::Replay::body),
-            };
-            let more_servers = tried.len() < servers.list.len();
-            let head = ((more_servers || idempotent) && (bodiless || replay.is_some()))
-                .then(|| copy_with(&req, reply::empty()));
-            let again = || Some(copy_with(head.as_ref()?, body()?));
-            let again = idempotent.then_some(&again as &exchange::Again<'_>);
-            let conn = reuse::Connection::watch(&mut req);
-            // Nothing is held while waiting: the last attempt's slot went
-            // with its guard.
-            let mut in_flight = match server.admit().await {
-                Ok(in_flight) => in_flight,
-                Err(refused) => {
-                    // Counted per server (`upstream_queue_refused_total`); a flood
-                    // of them is no news for the log.
-                    debug!(server = %server.name, %refused, "upstream server busy");
-                    return Err(Unsent::Busy(refused));
-                }
-            };
-            let sent = exchange::send(&server, req, again, &conn);
-            let can_spare = more_servers && head.is_some();
-            let spare = || Some(copy_with(head.as_ref()?, body()?));
-            let mut result = tokio::time::timeout(self.upstream.timeout(), sent).await;
-            match &mut result {
-                Ok(Err(error)) if error.is_connect() => {
-                    warn!(server = %server.name, error = %reason(error), "upstream server unreachable");
-                    in_flight.not_connected();
-                    server.mark_down();
-                    if can_spare {
-                        next = spare();
-                        continue;
-                    }
-                }
-                // Failed without an answer on a connection that was made (a
-                // server killed mid-request): an idempotent request may be
-                // sent again (RFC 9110 §9.2.2); nothing reached the client.
-                Ok(Err(error)) if idempotent && can_spare => {
-                    warn!(server = %server.name, %error, "upstream server failed before answering; trying the next");
-                    next = spare();
-                    continue;
-                }
-                Ok(Ok(resp)) => {
-                    server.mark_up();
-                    in_flight.answered(resp.status().as_u16());
-                    resp.body_mut().hold(in_flight);
-                }
-                _ => {}
-            }
-            return Ok((result, conn));
+        };
+        self.aim(&mut req, server);
+        let copy = || {
+            let mut req = (again.copy)()?;
+            self.aim(&mut req, server);
+            Some(req)
+        };
+        let same_again = again.idempotent.then_some(&copy as &exchange::Again<'_>);
+        let conn = reuse::Connection::watch(&mut req);
+        let can_spare = turn.more && again.kept;
+        // A failed connect reached no server; a failure without an answer
+        // on a connection that was made (a server killed mid-request) may
+        // be sent again when idempotent (RFC 9110 §9.2.2). Nothing reached
+        // the client either way.
+        let retry = exchange::Retry {
+            unreachable: can_spare,
+            failed: again.idempotent && can_spare,
+        };
+        exchange::turn(server, req, same_again, conn, retry)
+            .await
+            .map_error(SendError::Sent)
+    }
+
+    /// Point `req` at `server`, with the `Host` a unix socket's request needs.
+    fn aim(&self, req: &mut Request<Body>, server: &Server) {
+        let mut parts = req.uri().clone().into_parts();
+        parts.authority = Some(server.authority.clone());
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
         }
+        self.upstream.default_host(req.headers_mut());
     }
 
     pub fn new(upstream: &'a Upstream) -> Proxy<'a> {
@@ -225,78 +229,38 @@ impl<'a> Proxy<'a> {
             Err(resp) => return resp,
         };
         let method = backend_req.method().clone();
-        let (result, conn) = match self.send(backend_req, client, replay).await {
+        let (resp, conn) = match self.send(backend_req, client, replay).await {
             Ok(sent) => sent,
-            Err(Unsent::Unreachable) => return bad_gateway(),
-            Err(Unsent::Busy(refused)) => return busy::refusal(refused),
-        };
-        let mut resp = match result {
-            Err(_) => {
-                warn!(timeout = ?self.upstream.timeout(), "backend did not answer in time");
-                return reply::error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "gateway_timeout",
-                    "the application did not answer in time",
-                );
-            }
-            Ok(Err(error)) if upload.failed() => {
+            Err(Unreached::Failed(error)) if upload.failed() => {
                 debug!(%error, "request body failed while forwarding");
                 return malformed_body(http1);
             }
-            Ok(Err(error)) => {
-                warn!(error = %reason(&error), connect = error.is_connect(), "backend request failed");
-                return bad_gateway();
+            Err(unreached) => {
+                return Refusal::of(&unreached, self.upstream.timeout()).response();
             }
-            Ok(Ok(resp)) if head_size(&resp) > MAX_RESPONSE_HEAD => {
+        };
+        let mut resp = match resp {
+            resp if head_size(&resp) > MAX_RESPONSE_HEAD => {
                 // The relay's bound, so that one policy holds whichever
                 // engine carried the request.
                 warn!(size = head_size(&resp), "backend answer head too large");
                 // Refused: its connection carries nothing more.
                 conn.retire();
-                return bad_gateway();
+                return Refusal::Unreachable.response();
             }
-            Ok(Ok(mut resp)) => {
-                match reuse::check(&method, client_upgrade.is_some(), &mut resp, &conn) {
-                    Ok(()) => resp,
-                    Err(error) => {
-                        warn!(%error, "backend answer refused");
-                        return bad_gateway();
-                    }
+            mut resp => match reuse::check(&method, client_upgrade.is_some(), &mut resp, &conn) {
+                Ok(()) => resp,
+                Err(error) => {
+                    warn!(%error, "backend answer refused");
+                    return Refusal::Unreachable.response();
                 }
-            }
+            },
         };
         debug!(status = resp.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
         if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
             (client_upgrade, resp.status())
         {
-            let backend_upgrade = hyper::upgrade::on(&mut resp);
-            let stats = tunnels.stats.clone();
-            let stop = tunnels.stop.clone();
-            // On the gateway's task tracker, so shutdown waits for the
-            // tunnel, and ended by the shutdown signal: a byte tunnel has no
-            // way to ask its client to reconnect but closing.
-            tunnels.tasks.spawn(
-                async move {
-                    match tokio::try_join!(client_upgrade, backend_upgrade) {
-                        Ok((client, backend)) => {
-                            // Counted from the hand-over, when hyper's
-                            // connection task stops counting the client.
-                            let _counted = Gauge::enter(&stats, |s| &s.connections);
-                            let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
-                            tokio::select! {
-                                ended = tokio::io::copy_bidirectional(&mut c, &mut b) => {
-                                    if let Err(error) = ended {
-                                        debug!(%error, "upgraded tunnel ended");
-                                    }
-                                }
-                                _ = stop.cancelled() => debug!("upgraded tunnel closed for shutdown"),
-                            }
-                        }
-                        Err(error) => debug!(%error, "upgrade failed"),
-                    }
-                }
-                .in_current_span(),
-            );
+            tunnel(client_upgrade, &mut resp, tunnels);
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, reply::empty());
         }
@@ -397,20 +361,59 @@ impl<'a> Proxy<'a> {
     }
 }
 
-/// Why a request reached no server.
-enum Unsent {
-    /// Every server was tried and none could be reached.
-    Unreachable,
-    /// Its server's connections were all in use and no slot was had.
-    Busy(Refused),
+/// Join the client's upgraded connection to the application's, byte for
+/// byte, once both sides have switched. On the gateway's task tracker, so
+/// shutdown waits for the tunnel, and ended by the shutdown signal: a byte
+/// tunnel has no way to ask its client to reconnect but closing.
+fn tunnel(
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    resp: &mut Response<Pooled>,
+    tunnels: Tunnels<'_>,
+) {
+    let backend_upgrade = hyper::upgrade::on(resp);
+    let stats = tunnels.stats.clone();
+    let stop = tunnels.stop.clone();
+    tunnels.tasks.spawn(
+        async move {
+            match tokio::try_join!(client_upgrade, backend_upgrade) {
+                Ok((client, backend)) => {
+                    // Counted from the hand-over, when hyper's
+                    // connection task stops counting the client.
+                    let _counted = Gauge::enter(&stats, |s| &s.connections);
+                    let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
+                    tokio::select! {
+                        ended = tokio::io::copy_bidirectional(&mut c, &mut b) => {
+                            if let Err(error) = ended {
+                                debug!(%error, "upgraded tunnel ended");
+                            }
+                        }
+                        _ = stop.cancelled() => debug!("upgraded tunnel closed for shutdown"),
+                    }
+                }
+                Err(error) => debug!(%error, "upgrade failed"),
+            }
+        }
+        .in_current_span(),
+    );
 }
 
-fn bad_gateway() -> Response<Body> {
-    reply::error(
-        StatusCode::BAD_GATEWAY,
-        "bad_gateway",
-        "the application is unreachable",
-    )
+/// What a turn after the first sends: a copy of the request, made only
+/// when one is needed, and whether it may go twice to one server.
+#[derive(Clone, Copy)]
+struct Again<'c> {
+    idempotent: bool,
+    /// A copy can be made: the request has no body, or its body was kept.
+    kept: bool,
+    copy: &'c exchange::Again<'c>,
+}
+
+/// Why a turn of [`Proxy::send`] got no answer head.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("{}", reason(.0))]
+    Sent(exchange::SendError),
+    #[error("no copy of the request to send again")]
+    NotCopied,
 }
 
 /// A 400 for a client body that broke its own framing. On HTTP/1 the

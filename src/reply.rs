@@ -28,7 +28,13 @@ pub fn empty() -> Body {
 /// A JSON response with the given status.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut resp = Response::new(full(bytes));
+    json_answer(status, bytes).map(full)
+}
+
+/// A JSON answer whose body is still bytes: the fields every JSON answer
+/// carries, written here once for hyper's answers and the relay's.
+fn json_answer(status: StatusCode, bytes: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(bytes);
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -51,6 +57,29 @@ pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) ->
 pub fn error_json(code: &str, message: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "error": code, "message": message }))
         .unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// [`error`] with its body as bytes, for an engine that writes its answers
+/// itself (the relay) and hyper's alike.
+pub fn error_answer(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8>> {
+    json_answer(status, error_json(code, message))
+}
+
+/// `Retry-After` of a 503 the gateway answers at once (at its connection
+/// limit, an upstream server at `max_connections`, request buffers full):
+/// a retry soon costs nothing until room frees.
+const RETRY_SOON: HeaderValue = HeaderValue::from_static("1");
+
+/// The 503 for a refusal a retry soon may get past, with `Retry-After`.
+pub fn unavailable(code: &str, message: &str) -> Response<Body> {
+    unavailable_answer(code, message).map(full)
+}
+
+/// [`unavailable`] with its body as bytes (see [`error_answer`]).
+pub fn unavailable_answer(code: &str, message: &str) -> Response<Vec<u8>> {
+    let mut resp = error_answer(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    resp.headers_mut().insert(header::RETRY_AFTER, RETRY_SOON);
+    resp
 }
 
 /// A 429 with `Retry-After` (whole seconds, at least 1).

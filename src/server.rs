@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, warn};
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Response, header};
 
 mod first_request;
 mod front;
@@ -143,16 +143,10 @@ fn connects(state: &AppState, info: &ConnInfo) -> Option<ConnectionRefusal> {
 
 fn refusal(gate: ConnectionRefusal) -> Response<Body> {
     let mut resp = match gate {
-        ConnectionRefusal::Full => {
-            let mut r = reply::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "at_capacity",
-                "the gateway is at max_connections; retry shortly",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
+        ConnectionRefusal::Full => reply::unavailable(
+            "at_capacity",
+            "the gateway is at max_connections; retry shortly",
+        ),
         ConnectionRefusal::Limited(l) => crate::transport::limited(l),
     };
     resp.headers_mut()

@@ -3,8 +3,10 @@
 //! engine, `exchange.rs`, and the relay both use), the timeouts, and how
 //! its answers' framing is read (`framing.rs`) and whether a connection may
 //! carry the next request (`reuse.rs`). The proxy (client requests passed
-//! on) and the transports' own requests (client messages forwarded to `client_messages.forward_to`)
-//! both go through here, so neither calls the other.
+//! on) and the gateway's own requests (client messages forwarded to
+//! `client_messages.forward_to`, session checks, webhooks: `call.rs`) both
+//! go through here, so neither calls the other, and both reach a server by
+//! one failover loop (`attempt.rs`).
 //!
 //! Servers are `http://`, `https://` (TLS to the application, `tls.rs`) or
 //! `unix:` sockets; a connection is TCP, TLS over it, or a unix socket
@@ -17,18 +19,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use http::Uri;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, StatusCode, Uri};
-use http_body_util::BodyExt;
 
 use crate::config;
 use crate::lifecycle::Lifecycle;
-use crate::reply;
+pub use call::BackendError;
 use server::{Server, Servers};
 use tls::{TlsClient, UpstreamTlsError};
 
+pub(crate) mod attempt;
 pub(crate) mod backend_conn;
+mod call;
 pub(crate) mod exchange;
 mod exposition;
 pub(crate) mod framing;
@@ -342,132 +344,4 @@ fn authority_of(url: &url::Url) -> http::uri::Authority {
     };
     text.parse()
         .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1:8080"))
-}
-
-/// What the gateway itself asks of the application (client messages
-/// forwarded to `client_messages.forward_to`, session and resource checks):
-/// small requests whose whole answer is read, bounded by `limit` bytes.
-impl Upstream {
-    /// POST a small JSON body to a backend path (client messages).
-    pub async fn post(
-        &self,
-        path: &str,
-        mut headers: HeaderMap,
-        body: Bytes,
-        limit: usize,
-    ) -> Result<(StatusCode, Bytes), BackendError> {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let answer = self
-            .call(http::Method::POST, path, headers, body, limit)
-            .await?;
-        Ok((answer.status, answer.body))
-    }
-
-    /// Send one request to `path` (the upstream's base path in front) and
-    /// read its whole answer: status, head and at most `limit` bytes of body.
-    /// `headers` are sent as given; nothing of a client's is added here.
-    pub async fn call(
-        &self,
-        method: http::Method,
-        path: &str,
-        headers: HeaderMap,
-        body: Bytes,
-        limit: usize,
-    ) -> Result<Answer, BackendError> {
-        let pq = http::uri::PathAndQuery::try_from(format!("{}{}", self.base_path, path))
-            .map_err(|e| BackendError::Request(e.to_string()))?;
-        // A connect that failed reached no server: the next one is asked,
-        // whatever the method, as the body is still here to send again.
-        let mut tried = Vec::new();
-        let (mut resp, conn) = loop {
-            let Some(i) = self.servers.pick(None, &tried) else {
-                return Err(BackendError::Unavailable(
-                    "no server could be reached".into(),
-                ));
-            };
-            tried.push(i);
-            let server = &self.servers.list[i];
-            let uri = self
-                .uri_on(server, pq.clone())
-                .map_err(|e| BackendError::Request(e.to_string()))?;
-            let build = || {
-                let mut req = Request::builder()
-                    .method(method.clone())
-                    .uri(uri.clone())
-                    .body(reply::full(body.clone()))
-                    .map_err(|e| BackendError::Request(e.to_string()))?;
-                *req.headers_mut() = headers.clone();
-                self.default_host(req.headers_mut());
-                Ok::<_, BackendError>(req)
-            };
-            let mut req = build()?;
-            // The same rules for reusing its connection as a proxied request's.
-            let conn = reuse::Connection::watch(&mut req);
-            // Its body is here: a pooled connection that turns out closed
-            // costs nothing but a new one (`exchange::send`), for a request
-            // that may be sent twice.
-            let again = || build().ok();
-            let again = is_idempotent(&method).then_some(&again as &exchange::Again<'_>);
-            // A slot before a connection; nothing is held while waiting
-            // for it (the last server's slot went with its guard).
-            let mut in_flight = server.admit().await.map_err(BackendError::Busy)?;
-            let sent = exchange::send(server, req, again, &conn);
-            match tokio::time::timeout(self.timeout, sent).await {
-                Err(_) => return Err(BackendError::Timeout),
-                Ok(Ok(mut resp)) => {
-                    server.mark_up();
-                    in_flight.answered(resp.status().as_u16());
-                    resp.body_mut().hold(in_flight);
-                    break (resp, conn);
-                }
-                Ok(Err(e)) if e.is_connect() => {
-                    in_flight.not_connected();
-                    server.mark_down();
-                    tracing::warn!(server = %server.name, error = %reason(&e), "upstream server unreachable");
-                }
-                Ok(Err(e)) => return Err(BackendError::Unavailable(reason(&e))),
-            }
-        };
-        reuse::check(&method, false, &mut resp, &conn)
-            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
-        let (parts, body) = resp.into_parts();
-        let body = tokio::time::timeout(
-            self.timeout,
-            http_body_util::Limited::new(body, limit).collect(),
-        )
-        .await
-        .map_err(|_| BackendError::Timeout)?
-        .map_err(|e| BackendError::Unavailable(e.to_string()))?
-        .to_bytes();
-        Ok(Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
-    }
-}
-
-/// A whole answer to [`Upstream::call`].
-#[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("the application did not answer in time")]
-    Timeout,
-    #[error("the application is unreachable: {0}")]
-    Unavailable(String),
-    #[error("bad request to the application: {0}")]
-    Request(String),
-    /// Every connection to the chosen server is in use (`max_connections`)
-    /// and no queue place or slot was had.
-    #[error("the application is busy: {0}")]
-    Busy(limit::Refused),
 }

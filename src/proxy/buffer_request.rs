@@ -109,18 +109,10 @@ impl Refused {
                 "buffering_failed",
                 "the request body could not be held",
             ),
-            Refused::DiskFull => {
-                let mut resp = reply::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "buffers_full",
-                    "the gateway holds too many request bodies; try again",
-                );
-                resp.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(super::busy::RETRY_AFTER),
-                );
-                resp
-            }
+            Refused::DiskFull => reply::unavailable(
+                "buffers_full",
+                "the gateway holds too many request bodies; try again",
+            ),
         };
         if http1 {
             resp.headers_mut()

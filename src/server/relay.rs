@@ -12,7 +12,8 @@
 //! and fed to the client at its pace: `relay/spooled.rs`;
 //! `proxy/chunked.rs` finds where a chunked body ends). When the backend gives nothing to pass on, the relay
 //! answers 502 or 504 itself, and 503 when no connection to the server was
-//! free within its queue (`max_connections`; `relay/refusal.rs`).
+//! free within its queue (`max_connections`), with the proxy's refusal
+//! (`proxy/refusal.rs`, written by `relay/refusal.rs`).
 //!
 //! It takes only what it can forward exactly as the hyper path would (see
 //! `proxy/head.rs`), and only to `http://` and `https://` upstreams (TCP,
@@ -22,7 +23,6 @@
 //! the bytes already read, to hyper for the rest of its life.
 
 use std::io;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::upstream::backend_conn::BackendConn;
@@ -36,18 +36,18 @@ mod refusal;
 mod spooled;
 
 use answer::{Answer, Body, pass_on};
-use refusal::{Refusal, refuse};
+use refusal::refuse;
 use spooled::Holding;
 
 use crate::conn_info::ConnInfo;
 use crate::proxy::chunked::ChunkedEnd;
 use crate::proxy::head::{self, Framing, Inbound, Outbound, Route};
+use crate::proxy::refusal::Refusal;
 use crate::proxy::spool::{Budget, Spool};
 use crate::state::AppState;
 use crate::upstream::Upstream;
-use crate::upstream::limit::Refused;
+use crate::upstream::attempt::{Reached, Tried, Unreached};
 use crate::upstream::pool::BackendPool;
-use crate::upstream::server::{InFlight, Server};
 
 /// How the relay left a connection.
 pub enum Relayed {
@@ -182,13 +182,6 @@ enum BackendFailure {
     Io(io::Error),
     #[error("{0}")]
     Unusable(&'static str),
-    /// No answer head within `backend.timeout` of taking a slot.
-    #[error("no answer in time")]
-    TimedOut,
-    /// Every connection to the server was in use (`max_connections`) and
-    /// no slot was had.
-    #[error("{0}")]
-    Busy(Refused),
 }
 
 /// Where a relayed request goes: its upstream, and what is buffered of
@@ -218,9 +211,8 @@ where
     let upstream = to.upstream;
     // The last answer before a shutdown says so, as hyper's would.
     let close = out.close || state.lifecycle.stopping().has_rung();
-    let mut rbuf = BytesMut::with_capacity(8192);
     let asked = {
-        let asked = open_any(upstream, client, out, close, &mut rbuf);
+        let asked = open_any(upstream, client, out, close);
         tokio::pin!(asked);
         loop {
             tokio::select! {
@@ -233,18 +225,11 @@ where
             }
         }
     };
-    let (server, in_flight, backend, inbound) = match asked {
-        Ok(answer) => answer,
-        Err(BackendFailure::TimedOut) => {
-            warn!(timeout = ?upstream.timeout(), "backend did not answer in time");
-            return refuse(state, io, Refusal::TimedOut, started, out, close).await;
-        }
-        Err(BackendFailure::Busy(refused)) => {
-            return refuse(state, io, Refusal::Busy(refused), started, out, close).await;
-        }
-        Err(error) => {
-            warn!(%error, connect = matches!(error, BackendFailure::Connect(_)), "backend request failed");
-            return refuse(state, io, Refusal::Unreachable, started, out, close).await;
+    let (server, in_flight, (backend, inbound, mut rbuf)) = match asked {
+        Ok(reached) => (reached.server, reached.in_flight, reached.value),
+        Err(unreached) => {
+            let refusal = Refusal::of(&unreached, upstream.timeout());
+            return refuse(state, io, refusal, started, out, close).await;
         }
     };
     let status = StatusCode::from_u16(inbound.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -305,70 +290,45 @@ async fn client_gone<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> bo
     !matches!(io.read_buf(buf).await, Ok(n) if n > 0)
 }
 
-/// [`open`] on the upstream's servers in `balance` order: a server whose
-/// connect fails is marked down and the next one asked, as is the next
-/// when a server drops the request before a byte of its answer (the relay
-/// carries only `GET` and `HEAD`, which may be repeated, and nothing has
-/// reached the client yet), until one answers or every one failed.
-///
-/// Each attempt first takes a slot on its server (`max_connections`),
-/// waiting in its queue if need be, with nothing held meanwhile (the last
-/// attempt's slot went with its guard). `backend.timeout` bounds each
-/// attempt from its slot on, not the wait in the queue.
-async fn open_any(
-    upstream: &Upstream,
+/// [`open`] on the upstream's servers, by its failover loop
+/// (`Servers::attempt`): a server whose connect fails is marked down and
+/// the next one asked, as is the next when a server drops the request
+/// before a byte of its answer (the relay carries only `GET` and `HEAD`,
+/// which may be repeated, and nothing has reached the client yet), until
+/// one answers or every one failed. The answer comes with the bytes read
+/// past its head.
+async fn open_any<'u>(
+    upstream: &'u Upstream,
     client: std::net::IpAddr,
     out: &Outbound,
     close: bool,
-    rbuf: &mut BytesMut,
-) -> Result<(Arc<Server>, InFlight, BackendConn, Inbound), BackendFailure> {
+) -> Result<Reached<'u, (BackendConn, Inbound, BytesMut)>, Unreached<BackendFailure>> {
     let servers = upstream.servers();
-    let mut tried = Vec::new();
-    loop {
-        let Some(i) = servers.pick(Some(client), &tried) else {
-            return Err(BackendFailure::Connect(io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                "no server of the upstream could be reached",
-            )));
-        };
-        tried.push(i);
-        let server = servers.list[i].clone();
-        let mut in_flight = server.admit().await.map_err(|refused| {
-            // Counted per server (`upstream_queue_refused_total`).
-            debug!(server = %server.name, %refused, "upstream server busy");
-            BackendFailure::Busy(refused)
-        })?;
-        // Each slot gets its own `backend.timeout`, as hyper's path gives
-        // each attempt: the wait in the next server's queue is not taken
-        // out of it.
-        let deadline = tokio::time::Instant::now() + upstream.timeout();
-        let opened = tokio::time::timeout_at(deadline, open(&server.pool, out, close, rbuf))
-            .await
-            .unwrap_or(Err(BackendFailure::TimedOut));
-        match opened {
-            Ok((conn, inbound)) => {
-                server.mark_up();
-                in_flight.answered(inbound.status);
-                return Ok((server, in_flight, conn, inbound));
+    let timeout = upstream.timeout();
+    servers
+        .attempt(Some(client), timeout, |server, turn| async move {
+            let mut rbuf = BytesMut::with_capacity(8192);
+            match open(&server.pool, out, close, &mut rbuf).await {
+                Ok((conn, inbound)) => Tried::Answered {
+                    status: inbound.status,
+                    value: (conn, inbound, rbuf),
+                },
+                Err(error @ BackendFailure::Connect(_)) => {
+                    Tried::Unreachable { error, retry: true }
+                }
+                Err(error @ (BackendFailure::ClosedEarly | BackendFailure::Io(_))) => {
+                    Tried::Failed {
+                        error,
+                        retry: turn.more,
+                    }
+                }
+                Err(error) => Tried::Failed {
+                    error,
+                    retry: false,
+                },
             }
-            Err(BackendFailure::Connect(error)) => {
-                warn!(server = %server.name, %error, "upstream server unreachable");
-                in_flight.not_connected();
-                server.mark_down();
-                rbuf.clear();
-            }
-            // Gone before a byte of its answer (a server killed mid-request):
-            // nothing reached the client yet, and a GET or HEAD may be sent
-            // again (RFC 9110 §9.2.2), so the next server is asked.
-            Err(error @ (BackendFailure::ClosedEarly | BackendFailure::Io(_)))
-                if tried.len() < servers.list.len() =>
-            {
-                warn!(server = %server.authority, %error, "upstream server failed before answering; trying the next");
-                rbuf.clear();
-            }
-            Err(error) => return Err(error),
-        }
-    }
+        })
+        .await
 }
 
 /// Send the request and read the answer head, on a pooled connection when

@@ -25,6 +25,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 
+use super::attempt::Tried;
 use super::backend_conn::BackendConn;
 use super::reuse::Connection;
 use super::server::{InFlight, Server};
@@ -118,6 +119,41 @@ pub(crate) async fn send(
                 pooled = false;
             }
         }
+    }
+}
+
+/// Which failures of a [`turn`] may go on to the next server.
+#[derive(Clone, Copy)]
+pub(crate) struct Retry {
+    /// After a connect that failed (no byte of the request left).
+    pub(crate) unreachable: bool,
+    /// After a connection was made but gave no answer head.
+    pub(crate) failed: bool,
+}
+
+/// [`send`] as one turn of the failover loop (`attempt.rs`): the answer
+/// head with its status, or the failure and whether `retry` lets the next
+/// server be asked.
+pub(crate) async fn turn(
+    server: &Arc<Server>,
+    req: Request<Body>,
+    again: Option<&Again<'_>>,
+    conn: Connection,
+    retry: Retry,
+) -> Tried<(Response<Pooled>, Connection), SendError> {
+    match send(server, req, again, &conn).await {
+        Ok(resp) => Tried::Answered {
+            status: resp.status().as_u16(),
+            value: (resp, conn),
+        },
+        Err(error) if error.is_connect() => Tried::Unreachable {
+            error,
+            retry: retry.unreachable,
+        },
+        Err(error) => Tried::Failed {
+            error,
+            retry: retry.failed,
+        },
     }
 }
 
