@@ -108,8 +108,8 @@ pub fn cursor(data: &[u8]) {
 /// however its bytes arrive, and never past them.
 pub fn relay(data: &[u8]) {
     use crate::conn_info::ConnInfo;
-    use crate::proxy::chunked::ChunkedEnd;
-    use crate::proxy::head::{self, Request, Response, Route};
+    use crate::h1::chunked::ChunkedEnd;
+    use crate::h1::head::{self, Request, Response, Route};
     use http::Method;
 
     let info = ConnInfo::new(
@@ -146,7 +146,7 @@ pub fn relay(data: &[u8]) {
         let asserted: Vec<_> = again
             .headers
             .iter()
-            .filter(|h| crate::proxy::forwarded::is_asserted(h.name))
+            .filter(|h| crate::h1::forwarded::is_asserted(h.name))
             .collect();
         assert!(
             asserted.len() == 1

@@ -35,27 +35,23 @@ use tracing::{Instrument, debug, warn};
 
 use crate::config::Buffering;
 use crate::conn_info::ConnInfo;
+use crate::h1::framing::{MAX_RESPONSE_HEAD, content_length};
+use crate::h1::streaming;
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
 use crate::upstream::exchange::{self, Pooled, SendError};
-use crate::upstream::framing::{MAX_RESPONSE_HEAD, content_length};
 use crate::upstream::limit::Refused;
 use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 
 mod buffer_answer;
 mod buffer_request;
 pub(crate) mod busy;
-pub(crate) mod chunked;
 mod fields;
-pub(crate) mod forwarded;
-pub(crate) mod head;
 mod idle;
 pub(crate) mod spool;
 mod stored;
-pub(crate) mod streaming;
 mod upload;
 
-pub(crate) use fields::HOP_BY_HOP;
 use fields::{
     drop_forged_fields, forwarded_headers, is_upgrade, join_cookies, request_host, strip_hop_by_hop,
 };

@@ -26,7 +26,6 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 mod first_request;
 mod front;
-mod relay;
 mod send_timeout;
 
 use bytes::Bytes;
@@ -38,10 +37,10 @@ use crate::conn_info::{ConnInfo, ConnKill};
 use crate::limits::Limited;
 use crate::loops::Loops;
 use crate::real_ip::Fronts;
+use crate::relay::{self, Relayed};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge};
 use crate::transport::sse::http1::SseHandoff;
-use relay::Relayed;
 
 /// Which listener a connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -31,7 +31,6 @@ use tls::{TlsClient, UpstreamTlsError};
 pub(crate) mod backend_conn;
 pub(crate) mod exchange;
 mod exposition;
-pub(crate) mod framing;
 pub(crate) mod health;
 mod health_check;
 pub(crate) mod limit;

@@ -44,6 +44,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("loops", 0),
     ("real_ip", 0),
     ("proxy_protocol", 0),
+    ("h1", 0),
     // 1 config: YAML to typed, validated data
     ("config", 1),
     // 2 policy: fan-out, who may do what, counters
@@ -69,6 +70,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("transport", 6),
     ("admin", 6),
     ("router", 6),
+    ("relay", 6),
     // 7 server: listeners, engines, shutdown
     ("server", 7),
     // 8 entry: setup, CLI, tools

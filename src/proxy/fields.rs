@@ -10,27 +10,11 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::forwarded::{self, Forwarded};
 use crate::conn_info::ConnInfo;
+use crate::h1::HOP_BY_HOP;
+use crate::h1::forwarded::{self, Forwarded};
 #[cfg(test)]
-use crate::upstream::framing::{content_length, normalize_length};
-
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-/// Names, not strings: every proxied request and answer is stripped of them,
-/// and a string would be parsed into a name each time.
-pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    // Not `Trailer`: it is end to end (RFC 9110 §6.6.2), and hyper sends
-    // only the trailers it declares.
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    // Only meaningful with `Upgrade: h2c`, which is never passed on.
-    HeaderName::from_static("http2-settings"),
-];
+use crate::h1::framing::{content_length, normalize_length};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http::header;
 use http::{Method, Response, StatusCode};
 
-use super::framing::{normalize_length, unknown_transfer_coding};
+use crate::h1::framing::{normalize_length, unknown_transfer_coding};
 
 /// The backend connection a request goes out on: whether it may go back to
 /// the pool once its answer ended (`exchange.rs` asks).

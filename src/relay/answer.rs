@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use super::Next;
-use crate::proxy::chunked::{ChunkedEnd, Malformed, Scanned};
+use crate::h1::chunked::{ChunkedEnd, Malformed, Scanned};
 use crate::upstream::pool::BackendPool;
 
 /// An answer whose head (and the body's start) is ready for the client.

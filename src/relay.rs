@@ -40,8 +40,8 @@ use refusal::{Refusal, refuse};
 use spooled::Holding;
 
 use crate::conn_info::ConnInfo;
-use crate::proxy::chunked::ChunkedEnd;
-use crate::proxy::head::{self, Framing, Inbound, Outbound, Route};
+use crate::h1::chunked::ChunkedEnd;
+use crate::h1::head::{self, Framing, Inbound, Outbound, Route};
 use crate::proxy::spool::{Budget, Spool};
 use crate::state::AppState;
 use crate::upstream::Upstream;

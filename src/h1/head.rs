@@ -15,8 +15,8 @@ use std::io::Write;
 use http::Method;
 
 use super::forwarded::{self, Forwarded};
+use super::framing::transfer_codings;
 use crate::conn_info::ConnInfo;
-use crate::upstream::framing::transfer_codings;
 
 /// Header fields a request head may have; more goes to hyper. The one
 /// bound for every first look at a request head (the SSE classifier in
@@ -25,7 +25,7 @@ pub(crate) const MAX_HEADERS: usize = 64;
 /// Header fields a backend's answer may have, as many as hyper's client
 /// takes; more is refused.
 const MAX_RESPONSE_HEADERS: usize = 100;
-pub use crate::upstream::framing::MAX_RESPONSE_HEAD;
+pub use super::framing::MAX_RESPONSE_HEAD;
 
 /// A request the relay forwards.
 #[derive(Debug)]

@@ -1,0 +1,32 @@
+//! The HTTP/1 wire code, pure: request and response heads (`head.rs`),
+//! chunked framing (`chunked.rs`), the body-length rules (`framing.rs`), the
+//! forwarding fields a proxy writes (`forwarded.rs`) and which answers
+//! stream (`streaming.rs`). No I/O, no tokio, no configuration: bytes in,
+//! a verdict out, so that every rule here is a unit test and a fuzz target
+//! (`fuzzing.rs`) away. The driver that moves the bytes is `relay/`; hyper's
+//! engine (`proxy.rs`) reads the same rules, so both engines forward alike.
+
+use http::header::{self, HeaderName};
+
+pub(crate) mod chunked;
+pub(crate) mod forwarded;
+pub(crate) mod framing;
+pub(crate) mod head;
+pub(crate) mod streaming;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+/// Names, not strings: every proxied request and answer is stripped of them,
+/// and a string would be parsed into a name each time.
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    // Not `Trailer`: it is end to end (RFC 9110 §6.6.2), and hyper sends
+    // only the trailers it declares.
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    // Only meaningful with `Upgrade: h2c`, which is never passed on.
+    HeaderName::from_static("http2-settings"),
+];
