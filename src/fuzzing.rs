@@ -109,7 +109,8 @@ pub fn cursor(data: &[u8]) {
 pub fn relay(data: &[u8]) {
     use crate::conn_info::ConnInfo;
     use crate::h1::chunked::ChunkedEnd;
-    use crate::h1::head::{self, Request, Response, Route};
+    use crate::h1::request::{self, Request, Route};
+    use crate::h1::response::{self, Framing, Response};
     use http::Method;
 
     let info = ConnInfo::new(
@@ -123,7 +124,7 @@ pub fn relay(data: &[u8]) {
         realtime: "/realtime",
         tapped: &never,
     };
-    if let Request::Relay(out) = head::request(data, &route, &info) {
+    if let Request::Relay(out) = request::request(data, &route, &info) {
         assert!(out.len <= data.len());
         let mut headers = [httparse::EMPTY_HEADER; 80];
         let mut again = httparse::Request::new(&mut headers);
@@ -136,7 +137,7 @@ pub fn relay(data: &[u8]) {
         // header count (such a request is still fine for the backend).
         if again.headers.len() <= 64 {
             assert!(matches!(
-                head::request(&out.head, &route, &info),
+                request::request(&out.head, &route, &info),
                 Request::Relay(_)
             ));
         }
@@ -156,7 +157,7 @@ pub fn relay(data: &[u8]) {
         );
     }
     for method in [Method::GET, Method::HEAD] {
-        match head::response(data, &method, false, b"Mon, 23 Nov 2026 18:00:00 GMT") {
+        match response::response(data, &method, false, b"Mon, 23 Nov 2026 18:00:00 GMT") {
             Response::Final(answer) => {
                 assert!(answer.len <= data.len());
                 let mut headers = [httparse::EMPTY_HEADER; 110];
@@ -172,10 +173,10 @@ pub fn relay(data: &[u8]) {
                     .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
                     .count();
                 assert!(lengths <= 1, "one length at most");
-                if answer.framing == head::Framing::Chunked {
+                if answer.framing == Framing::Chunked {
                     assert_eq!(lengths, 0, "no length beside chunked framing");
                 }
-                if answer.framing == head::Framing::Empty {
+                if answer.framing == Framing::Empty {
                     assert!(!answer.reusable, "a bodiless answer's connection is pooled");
                 }
             }

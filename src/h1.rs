@@ -11,7 +11,8 @@ use http::header::{self, HeaderName};
 pub(crate) mod chunked;
 pub(crate) mod forwarded;
 pub(crate) mod framing;
-pub(crate) mod head;
+pub(crate) mod request;
+pub(crate) mod response;
 pub(crate) mod streaming;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
@@ -30,3 +31,19 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     // Only meaningful with `Upgrade: h2c`, which is never passed on.
     HeaderName::from_static("http2-settings"),
 ];
+
+/// One field line of a head: `name: value` and its CRLF.
+pub(crate) fn write_field(head: &mut Vec<u8>, name: &str, value: &[u8]) {
+    head.extend_from_slice(name.as_bytes());
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1); the
+/// same list as the hyper path's.
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+}

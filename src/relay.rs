@@ -41,7 +41,8 @@ use spooled::Holding;
 
 use crate::conn_info::ConnInfo;
 use crate::h1::chunked::ChunkedEnd;
-use crate::h1::head::{self, Framing, Inbound, Outbound, Route};
+use crate::h1::request::{self, Outbound, Route};
+use crate::h1::response::{self, Framing, Inbound};
 use crate::proxy::spool::{Budget, Spool};
 use crate::state::AppState;
 use crate::upstream::Upstream;
@@ -99,9 +100,9 @@ where
                 // The routed upstream's, put in by `retarget` below.
                 tapped: &tapped,
             };
-            match head::request(&buf, &route, info) {
-                head::Request::NotOurs => return Relayed::HandOver(buf),
-                head::Request::Relay(mut out) => {
+            match request::request(&buf, &route, info) {
+                request::Request::NotOurs => return Relayed::HandOver(buf),
+                request::Request::Relay(mut out) => {
                     let Ok(routed) = settings.upstreams.route(Some(out.host()), out.path()) else {
                         // The hyper path answers it (400), as it answers
                         // any request the relay does not take.
@@ -131,7 +132,7 @@ where
                     head_deadline = None;
                     continue;
                 }
-                head::Request::Partial => {}
+                request::Request::Partial => {}
             }
             // Not kept while the connection waits: a reload must be able
             // to let the old settings (and their backend pool) go.
@@ -434,17 +435,17 @@ async fn ask(
             });
         }
         loop {
-            match head::response(rbuf, &out.method, close, &date) {
-                head::Response::Final(mut inbound) => {
+            match response::response(rbuf, &out.method, close, &date) {
+                response::Response::Final(mut inbound) => {
                     inbound.reusable &= !interim;
                     return Ok(inbound);
                 }
-                head::Response::Interim(len) => {
+                response::Response::Interim(len) => {
                     interim = true;
                     rbuf.advance(len);
                 }
-                head::Response::Partial => break,
-                head::Response::Unusable(why) => return Err(BackendFailure::Unusable(why)),
+                response::Response::Partial => break,
+                response::Response::Unusable(why) => return Err(BackendFailure::Unusable(why)),
             }
         }
         if rbuf.capacity() == rbuf.len() {

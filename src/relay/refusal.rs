@@ -11,7 +11,7 @@ use tokio::io::AsyncWrite;
 
 use super::answer::write;
 use super::{Next, http_date};
-use crate::h1::head::Outbound;
+use crate::h1::request::Outbound;
 use crate::state::AppState;
 use crate::upstream::limit::Refused;
 

@@ -18,7 +18,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method, Request, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-use crate::h1::head::MAX_HEADERS;
+use crate::h1::request::MAX_HEADERS;
 
 /// What the first bytes of a connection are.
 pub enum FirstRequest {
