@@ -98,9 +98,11 @@ pub fn cursor(data: &[u8]) {
     }
 }
 
-/// The relay's reading of raw HTTP/1 bytes (`server/relay.rs`), from a
-/// client or a backend: never a panic; a request it takes is rewritten into
-/// one complete request it would take again; an answer head it accepts is
+/// The relay's reading of raw HTTP/1 bytes (`relay.rs`, by the rules of
+/// `h1/`), from a client or a backend: never a panic; a request it takes is
+/// rewritten into one complete request it would take again; an SSE
+/// subscription is taken only as one whole head with nothing after it, and
+/// looking for one changes nothing about any other request; an answer head it accepts is
 /// rewritten into one complete answer, states one length at most, and
 /// leaves its connection out of the pool when its end is the backend's
 /// guess (a bodiless answer, or both framings); a field only the gateway
@@ -109,7 +111,8 @@ pub fn cursor(data: &[u8]) {
 pub fn relay(data: &[u8]) {
     use crate::conn_info::ConnInfo;
     use crate::h1::chunked::ChunkedEnd;
-    use crate::h1::request::{self, Request, Route};
+    use crate::h1::classify::{Classified, classify};
+    use crate::h1::request::Route;
     use crate::h1::response::{self, Framing, Response};
     use http::Method;
 
@@ -124,7 +127,7 @@ pub fn relay(data: &[u8]) {
         realtime: "/realtime",
         tapped: &never,
     };
-    if let Request::Relay(out) = request::request(data, &route, &info) {
+    if let Classified::Relay(out) = classify(data, &route, None, &info) {
         assert!(out.len <= data.len());
         let mut headers = [httparse::EMPTY_HEADER; 80];
         let mut again = httparse::Request::new(&mut headers);
@@ -137,8 +140,8 @@ pub fn relay(data: &[u8]) {
         // header count (such a request is still fine for the backend).
         if again.headers.len() <= 64 {
             assert!(matches!(
-                request::request(&out.head, &route, &info),
-                Request::Relay(_)
+                classify(&out.head, &route, None, &info),
+                Classified::Relay(_)
             ));
         }
         assert!(out.path().starts_with('/'));
@@ -155,6 +158,22 @@ pub fn relay(data: &[u8]) {
                 && asserted[0].value == out.client.to_string().as_bytes(),
             "a field only the gateway asserts was forwarded"
         );
+    }
+    match classify(data, &route, Some("/realtime/sse"), &info) {
+        Classified::Sse(req) => {
+            assert_eq!(req.uri().path(), "/realtime/sse");
+            let mut headers = [httparse::EMPTY_HEADER; 80];
+            assert_eq!(
+                httparse::Request::new(&mut headers).parse(data),
+                Ok(httparse::Status::Complete(data.len())),
+                "an SSE subscription is one whole head"
+            );
+        }
+        first => assert_eq!(
+            std::mem::discriminant(&first),
+            std::mem::discriminant(&classify(data, &route, None, &info)),
+            "a first request is judged as a later one"
+        ),
     }
     for method in [Method::GET, Method::HEAD] {
         match response::response(data, &method, false, b"Mon, 23 Nov 2026 18:00:00 GMT") {

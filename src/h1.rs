@@ -1,7 +1,8 @@
-//! The HTTP/1 wire code, pure: request and response heads (`head.rs`),
-//! chunked framing (`chunked.rs`), the body-length rules (`framing.rs`), the
-//! forwarding fields a proxy writes (`forwarded.rs`) and which answers
-//! stream (`streaming.rs`). No I/O, no tokio, no configuration: bytes in,
+//! The HTTP/1 wire code, pure: which engine a request head goes to
+//! (`classify.rs`, the one look at it), request and response heads
+//! (`request.rs`, `response.rs`), chunked framing (`chunked.rs`), the
+//! body-length rules (`framing.rs`), the forwarding fields a proxy writes
+//! (`forwarded.rs`) and which answers stream (`streaming.rs`). No I/O, no tokio, no configuration: bytes in,
 //! a verdict out, so that every rule here is a unit test and a fuzz target
 //! (`fuzzing.rs`) away. The driver that moves the bytes is `relay/`; hyper's
 //! engine (`proxy.rs`) reads the same rules, so both engines forward alike.
@@ -9,6 +10,7 @@
 use http::header::{self, HeaderName};
 
 pub(crate) mod chunked;
+pub(crate) mod classify;
 pub(crate) mod forwarded;
 pub(crate) mod framing;
 pub(crate) mod request;

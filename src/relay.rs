@@ -41,10 +41,11 @@ use spooled::Holding;
 
 use crate::conn_info::ConnInfo;
 use crate::h1::chunked::ChunkedEnd;
-use crate::h1::request::{self, Outbound, Route};
+use crate::h1::classify::{Classified, classify};
+use crate::h1::request::{Outbound, Route};
 use crate::h1::response::{self, Framing, Inbound};
 use crate::proxy::spool::{Budget, Spool};
-use crate::state::AppState;
+use crate::state::{AppState, Settings};
 use crate::upstream::Upstream;
 use crate::upstream::limit::Refused;
 use crate::upstream::pool::BackendPool;
@@ -52,9 +53,13 @@ use crate::upstream::server::{InFlight, Server};
 
 /// How the relay left a connection.
 pub enum Relayed {
+    /// The connection's first request is an SSE subscription
+    /// (`h1/classify.rs`): the SSE transport serves it without hyper.
+    Sse(http::Request<()>),
     /// To be closed cleanly (`shutdown`, a TLS `close_notify`).
     Closed,
-    /// To be dropped: an answer was cut short.
+    /// To be dropped: an answer was cut short, or the connection ended,
+    /// failed or stayed silent before its first request.
     Aborted,
     /// A request the relay does not take: hyper serves the connection from
     /// these bytes on.
@@ -73,14 +78,14 @@ enum Next {
     Abort,
 }
 
-/// Serve the requests in `buf` and after it, until the connection ends or a
-/// request is not the relay's to take. `first_deadline` bounds the rest of
-/// the first head, whose start the caller read.
+/// Read the requests of a public HTTP/1 connection and serve those the
+/// relay takes, until the connection ends or a request is not the relay's
+/// (`h1/classify.rs` decides, once per head). `first_deadline` bounds the
+/// first head.
 pub async fn serve<I>(
     state: &AppState,
     io: &mut I,
     info: &ConnInfo,
-    mut buf: BytesMut,
     first_deadline: tokio::time::Instant,
 ) -> Relayed
 where
@@ -90,6 +95,10 @@ where
     // Waiting for a head is bounded like hyper bounds it: from the moment
     // the connection is idle (`limits.header_timeout`).
     let mut head_deadline = Some(first_deadline);
+    // Looked for in the connection's first request only.
+    let sse_path = format!("{}/sse", state.settings().config.realtime.path);
+    let mut first = true;
+    let mut buf = BytesMut::with_capacity(1024);
     loop {
         let (max_head, header_timeout) = {
             let settings = state.settings();
@@ -100,39 +109,22 @@ where
                 // The routed upstream's, put in by `retarget` below.
                 tapped: &tapped,
             };
-            match request::request(&buf, &route, info) {
-                request::Request::NotOurs => return Relayed::HandOver(buf),
-                request::Request::Relay(mut out) => {
-                    let Ok(routed) = settings.upstreams.route(Some(out.host()), out.path()) else {
-                        // The hyper path answers it (400), as it answers
-                        // any request the relay does not take.
-                        return Relayed::HandOver(buf);
-                    };
-                    // Unix sockets are hyper's to reach.
-                    if !routed.upstream.relayable() {
-                        return Relayed::HandOver(buf);
+            let sse = first.then_some(sse_path.as_str());
+            match classify(&buf, &route, sse, info) {
+                Classified::Sse(req) => return Relayed::Sse(req),
+                Classified::Hyper => return Relayed::HandOver(buf),
+                Classified::Relay(out) => {
+                    match relay_one(state, &settings, io, &mut buf, out).await {
+                        Some(Next::KeepAlive) => {}
+                        Some(Next::Close) => return Relayed::Closed,
+                        Some(Next::Abort) => return Relayed::Aborted,
+                        None => return Relayed::HandOver(buf),
                     }
-                    buf.advance(out.len);
-                    state.metrics.relayed();
-                    let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name, client = %out.client);
-                    out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
-                    let to = To {
-                        upstream: routed.upstream,
-                        buffering: routed.buffering,
-                    };
-                    let next = exchange(state, to, out.client, io, &mut buf, &out)
-                        .instrument(span)
-                        .await;
-                    if next == Next::Abort {
-                        return Relayed::Aborted;
-                    }
-                    if next == Next::Close || out.close || state.lifecycle.stopping().has_rung() {
-                        return Relayed::Closed;
-                    }
+                    first = false;
                     head_deadline = None;
                     continue;
                 }
-                request::Request::Partial => {}
+                Classified::NeedMore => {}
             }
             // Not kept while the connection waits: a reload must be able
             // to let the old settings (and their backend pool) go.
@@ -146,28 +138,76 @@ where
         if buf.capacity() == buf.len() {
             buf.reserve(1024);
         }
+        // Before its first request a connection is nobody's to close
+        // cleanly: it is dropped, and it is not closed for a shutdown.
+        let ended = if first {
+            Relayed::Aborted
+        } else {
+            Relayed::Closed
+        };
         let read = tokio::select! {
             r = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)) => r,
-            _ = stopping.rung() => {
+            _ = stopping.rung(), if !first => {
                 // Idle: close. Half a head: hyper's graceful shutdown decides.
                 return if buf.is_empty() { Relayed::Closed } else { Relayed::HandOver(buf) };
             }
         };
         match read {
-            Ok(Ok(0)) if buf.is_empty() => return Relayed::Closed,
+            Ok(Ok(0)) if buf.is_empty() => return ended,
             // Half a head, then the end: hyper answers it as it would.
             Ok(Ok(0)) => return Relayed::HandOver(buf),
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
                 debug!(%error, "connection failed between requests");
-                return Relayed::Closed;
+                return ended;
             }
             Err(_) => {
                 debug!("no request within the header timeout");
-                return Relayed::Closed;
+                return ended;
             }
         }
     }
+}
+
+/// Relay one request whose head is at the front of `buf`, if its route
+/// lets the relay take it (`None`: hyper must, from these bytes on), and
+/// say whether the connection carries on.
+async fn relay_one<I>(
+    state: &AppState,
+    settings: &Settings,
+    io: &mut I,
+    buf: &mut BytesMut,
+    mut out: Outbound,
+) -> Option<Next>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    // The hyper path answers a route's refusal (400), as it answers any
+    // request the relay does not take.
+    let routed = settings
+        .upstreams
+        .route(Some(out.host()), out.path())
+        .ok()?;
+    // Unix sockets are hyper's to reach.
+    if !routed.upstream.relayable() {
+        return None;
+    }
+    buf.advance(out.len);
+    state.metrics.relayed();
+    let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name, client = %out.client);
+    out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
+    let to = To {
+        upstream: routed.upstream,
+        buffering: routed.buffering,
+    };
+    let next = exchange(state, to, out.client, io, buf, &out)
+        .instrument(span)
+        .await;
+    let close = out.close || state.lifecycle.stopping().has_rung();
+    Some(match next {
+        Next::KeepAlive if close => Next::Close,
+        next => next,
+    })
 }
 
 /// Why the backend gave no usable answer head.

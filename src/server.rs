@@ -24,13 +24,13 @@ use tracing::{Instrument, debug, warn};
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-mod first_request;
 mod front;
+mod rewind;
 mod send_timeout;
 
 use bytes::Bytes;
-use first_request::{FirstRequest, Rewind};
 use front::Identified;
+use rewind::Rewind;
 use send_timeout::SendTimeout;
 
 use crate::conn_info::{ConnInfo, ConnKill};
@@ -280,9 +280,10 @@ type ServiceFuture = std::pin::Pin<
     >,
 >;
 
-/// Serve one connection: SSE subscribers on HTTP/1 directly (see
-/// `server/first_request.rs` for why: they come back as a handoff to
-/// stream), everything else through hyper.
+/// Serve one connection: on a public HTTP/1 connection the relay first
+/// (`relay.rs`), which hands back SSE subscribers (`h1/classify.rs` says
+/// why: they come back as a handoff to stream); everything else through
+/// hyper.
 async fn serve<I>(
     state: AppState,
     mut io: I,
@@ -296,34 +297,15 @@ where
 {
     let mut prefix = Bytes::new();
     if surface == ListenerRole::Public && gate.is_none() && !h2 {
-        let settings = state.settings();
-        let limits = &settings.config.limits;
-        let sse_path = format!("{}/sse", settings.config.realtime.path);
-        let max_head = limits.max_header_size.max(8192);
         // One deadline for the first head, whoever reads the rest of it.
-        let head_deadline = tokio::time::Instant::now() + limits.header_timeout;
-        let first = tokio::time::timeout_at(
-            head_deadline,
-            Box::pin(first_request::read(&mut io, &sse_path, max_head)),
-        )
-        .await;
-        let bytes = match first {
-            Ok(Ok(FirstRequest::Other(bytes))) => bytes,
-            Ok(Ok(FirstRequest::Sse(req))) => return Some(open_sse(state, io, req, info).await),
-            Ok(Ok(FirstRequest::Closed)) => return None,
-            Ok(Err(error)) => {
-                debug!(%error, "connection failed before a request");
-                return None;
-            }
-            Err(_) => {
-                debug!("no request within the header timeout");
-                return None;
-            }
-        };
-        drop(settings);
-        // Plain proxied requests need no hyper (`server/relay.rs`); the first
-        // one that does gets the connection from there on.
-        prefix = match Box::pin(relay::serve(&state, &mut io, &info, bytes, head_deadline)).await {
+        let head_deadline =
+            tokio::time::Instant::now() + state.settings().config.limits.header_timeout;
+        // The relay reads the heads (`h1/classify.rs` picks the engine):
+        // plain proxied requests need no hyper, an SSE subscriber is served
+        // without it, and the first request that needs hyper gets it the
+        // connection from there on.
+        prefix = match Box::pin(relay::serve(&state, &mut io, &info, head_deadline)).await {
+            Relayed::Sse(req) => return Some(open_sse(state, io, req, info).await),
             Relayed::HandOver(bytes) => bytes.freeze(),
             Relayed::Closed => {
                 // A clean end (TLS close_notify, FIN), as hyper ends its

@@ -16,11 +16,6 @@ use super::forwarded::{self, Forwarded};
 use super::{is_hop_by_hop, write_field};
 use crate::conn_info::ConnInfo;
 
-/// Header fields a request head may have; more goes to hyper. The one
-/// bound for every first look at a request head (the SSE classifier in
-/// `server/first_request.rs` too), so that a head is judged alike.
-pub(crate) const MAX_HEADERS: usize = 64;
-
 /// A request the relay forwards.
 #[derive(Debug)]
 pub struct Outbound {
@@ -76,16 +71,6 @@ impl Outbound {
     }
 }
 
-/// What the bytes at the front of a client's buffer are.
-#[derive(Debug)]
-pub enum Request {
-    Relay(Outbound),
-    /// Complete or not, hyper must handle it.
-    NotOurs,
-    /// Not a whole head yet.
-    Partial,
-}
-
 /// What the relay needs to know about the gateway to classify a request.
 pub struct Route<'a> {
     /// `realtime.path`: requests under it are realtime endpoints.
@@ -94,23 +79,22 @@ pub struct Route<'a> {
     pub tapped: &'a (dyn Fn(&Method, &str) -> bool + Sync),
 }
 
-/// Classify the head at the front of `buf` and, if the relay takes it,
-/// write the head for the backend.
-pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Request::Partial,
-        Err(_) => return Request::NotOurs,
-    };
+/// The head the relay sends the backend for a parsed request head of `len`
+/// bytes, if the relay takes it (`None`: hyper must handle it). Called by
+/// the one classifier (`classify.rs`), which parsed the head.
+pub(crate) fn outbound(
+    parsed: &httparse::Request<'_, '_>,
+    len: usize,
+    route: &Route<'_>,
+    info: &ConnInfo,
+) -> Option<Outbound> {
     let method = match parsed.method {
         Some("GET") => Method::GET,
         Some("HEAD") => Method::HEAD,
-        _ => return Request::NotOurs,
+        _ => return None,
     };
     let (Some(1), Some(target)) = (parsed.version, parsed.path) else {
-        return Request::NotOurs;
+        return None;
     };
     // Origin form only, and a target hyper would accept too. A fragment
     // (which hyper's URI parsing cuts off) goes to hyper as well.
@@ -118,14 +102,14 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         || target.contains('#')
         || http::uri::PathAndQuery::try_from(target).is_err()
     {
-        return Request::NotOurs;
+        return None;
     }
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let realtime = path
         .strip_prefix(route.realtime)
         .is_some_and(|rest| rest.starts_with('/'));
     if realtime || (route.tapped)(&method, path) {
-        return Request::NotOurs;
+        return None;
     }
 
     let mut host = None;
@@ -140,13 +124,10 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
             if host.is_some() {
-                return Request::NotOurs;
+                return None;
             }
             // hyper's path refuses a Host that is not host[:port].
-            let Some(value) = forwarded::host(h.value) else {
-                return Request::NotOurs;
-            };
-            host = Some(value);
+            host = Some(forwarded::host(h.value)?);
         } else if name.eq_ignore_ascii_case("cookie") {
             cookies += 1;
         } else if name.eq_ignore_ascii_case("connection") {
@@ -156,14 +137,14 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
                     close = true;
                 } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
                     // It names hop-by-hop headers of its own.
-                    return Request::NotOurs;
+                    return None;
                 }
             }
         } else if ["content-length", "transfer-encoding", "upgrade", "expect"]
             .iter()
             .any(|n| name.eq_ignore_ascii_case(n))
         {
-            return Request::NotOurs;
+            return None;
         } else if name.eq_ignore_ascii_case("te") {
             trailers |= h.value.split(|&b| b == b',').any(|t| {
                 t.split(|&b| b == b';')
@@ -174,11 +155,9 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
             front_lines.push(h.value);
         }
     }
-    let Some(host) = host else {
-        return Request::NotOurs;
-    };
+    let host = host?;
     if cookies > 1 {
-        return Request::NotOurs;
+        return None;
     }
 
     let mut head = Vec::with_capacity(len + 160);
@@ -235,7 +214,7 @@ pub fn request(buf: &[u8], route: &Route<'_>, info: &ConnInfo) -> Request {
         write_field(&mut head, name, value.as_bytes());
     }
     head.extend_from_slice(b"\r\n");
-    Request::Relay(Outbound {
+    Some(Outbound {
         len,
         head,
         method,
@@ -264,6 +243,7 @@ fn replaced_on_the_way(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::h1::classify::{Classified, classify};
 
     fn info() -> ConnInfo {
         ConnInfo::new(
@@ -274,18 +254,18 @@ mod tests {
         )
     }
 
-    fn classify(raw: &str) -> Request {
+    fn judge(raw: &str) -> Classified {
         let never = |_: &Method, _: &str| false;
         let route = Route {
             realtime: "/realtime",
             tapped: &never,
         };
-        request(raw.as_bytes(), &route, &info())
+        classify(raw.as_bytes(), &route, None, &info())
     }
 
     fn relayed(raw: &str) -> (Outbound, String) {
-        match classify(raw) {
-            Request::Relay(out) => {
+        match judge(raw) {
+            Classified::Relay(out) => {
                 let head = String::from_utf8(out.head.clone()).unwrap();
                 (out, head)
             }
@@ -336,7 +316,7 @@ mod tests {
         let info = ConnInfo::new("10.0.0.7:5000".parse().unwrap(), false, 1, &fronts);
         // A forged line, then the one the front added (HAProxy adds a line).
         let raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n";
-        let Request::Relay(out) = request(raw, &route, &info) else {
+        let Classified::Relay(out) = classify(raw, &route, None, &info) else {
             panic!("not relayed");
         };
         let head = String::from_utf8(out.head.clone()).unwrap();
@@ -361,7 +341,7 @@ mod tests {
             tapped: &never,
         };
         let raw = b"HEAD /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
-        let Request::Relay(mut out) = request(raw, &route, &info()) else {
+        let Classified::Relay(mut out) = classify(raw, &route, None, &info()) else {
             panic!("not relayed");
         };
         out.retarget("/app", 0);
@@ -413,14 +393,14 @@ mod tests {
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "GET /x HTTP/1.1\r\nBad Header: 1\r\n\r\n",
         ] {
-            assert!(matches!(classify(raw), Request::NotOurs), "{raw:?}");
+            assert!(matches!(judge(raw), Classified::Hyper), "{raw:?}");
         }
         // A path that only starts like the realtime path is the application's.
         relayed("GET /realtimex HTTP/1.1\r\nHost: h\r\n\r\n");
         relayed("GET /realtime HTTP/1.1\r\nHost: h\r\n\r\n");
         assert!(matches!(
-            classify("GET /x HTTP/1.1\r\nHost: h\r\n"),
-            Request::Partial
+            judge("GET /x HTTP/1.1\r\nHost: h\r\n"),
+            Classified::NeedMore
         ));
     }
 
@@ -432,6 +412,9 @@ mod tests {
             tapped: &tapped,
         };
         let raw = b"GET /orders?page=2 HTTP/1.1\r\nHost: h\r\n\r\n";
-        assert!(matches!(request(raw, &route, &info()), Request::NotOurs));
+        assert!(matches!(
+            classify(raw, &route, None, &info()),
+            Classified::Hyper
+        ));
     }
 }
