@@ -2,10 +2,13 @@
 //! (`classify.rs`, the one look at it), request and response heads
 //! (`request.rs`, `response.rs`), chunked framing (`chunked.rs`), the
 //! body-length rules (`framing.rs`), the forwarding fields a proxy writes
-//! (`forwarded.rs`) and which answers stream (`streaming.rs`). No I/O, no tokio, no configuration: bytes in,
-//! a verdict out, so that every rule here is a unit test and a fuzz target
-//! (`fuzzing.rs`) away. The driver that moves the bytes is `relay/`; hyper's
-//! engine (`proxy.rs`) reads the same rules, so both engines forward alike.
+//! (`forwarded.rs`) and which answers stream (`streaming.rs`).
+//!
+//! No I/O, no tokio, no configuration: bytes in, a verdict out, so that
+//! every rule here is a unit test and a fuzz target (`fuzzing.rs`) away.
+//! The driver that moves the bytes is `relay.rs`; hyper's engine
+//! (`proxy.rs`) reads the length rules, the forwarding fields and the
+//! streaming judgement from here too, so both engines forward alike.
 
 use http::header::{self, HeaderName};
 

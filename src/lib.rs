@@ -17,9 +17,11 @@
 //!   is made in `transport/sse/stream.rs` and written either by hyper,
 //!   `sse/body.rs`, or straight onto an HTTP/1 connection, `sse/http1.rs`).
 //!
-//! Ordinary requests go `server.rs -> server/relay.rs` (plain HTTP/1 `GET`
-//! and `HEAD`, without hyper) or `server.rs -> router.rs -> proxy.rs`
-//! (everything else); both reach the application through `upstream.rs`.
+//! Ordinary requests go `server.rs -> relay.rs` (plain HTTP/1 `GET` and
+//! `HEAD`, without hyper; the pure HTTP/1 rules are `h1/`, and
+//! `h1/classify.rs` picks the engine for each head) or
+//! `server.rs -> router.rs -> proxy.rs` (everything else); both reach the
+//! application through `upstream.rs`.
 //! The modules form one-way layers (`docs/ARCHITECTURE.md`), kept by
 //! `tests/layers.rs`.
 

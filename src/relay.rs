@@ -5,21 +5,24 @@
 //! hyper each costs a server dispatch, a client pool checkout, a hand-off to
 //! the backend connection's task and back, and a header map built and
 //! re-encoded twice: about 12 µs of CPU per request here, against nginx's 4.
-//! The relay parses the head once (`proxy/head.rs`), writes the rewritten
-//! head to a pooled backend connection (`upstream/pool.rs`), and passes the
-//! answer on as it comes, framing included (`relay/answer.rs`; under
-//! `buffering.response`, the default, it is taken off the backend at once
-//! and fed to the client at its pace: `relay/spooled.rs`;
-//! `proxy/chunked.rs` finds where a chunked body ends). When the backend gives nothing to pass on, the relay
-//! answers 502 or 504 itself, and 503 when no connection to the server was
-//! free within its queue (`max_connections`; `relay/refusal.rs`).
+//! The relay reads each head and has it classified once (`h1/classify.rs`,
+//! which also picks out a connection's first request when it is an SSE
+//! subscription, handed back to the server), writes the rewritten head
+//! (`h1/request.rs`) to a pooled backend connection (`upstream/pool.rs`),
+//! reads the answer head (`h1/response.rs`) and passes the answer on as it
+//! comes, framing included (`relay/answer.rs`; under `buffering.response`,
+//! the default, it is taken off the backend at once and fed to the client
+//! at its pace: `relay/spooled.rs`; `h1/chunked.rs` finds where a chunked
+//! body ends). When the backend gives nothing to pass on, the relay answers
+//! 502 or 504 itself, and 503 when no connection to the server was free
+//! within its queue (`max_connections`; `relay/refusal.rs`).
 //!
 //! It takes only what it can forward exactly as the hyper path would (see
-//! `proxy/head.rs`), and only to `http://` and `https://` upstreams (TCP,
-//! or TLS over it: `upstream/backend_conn.rs`). It lives with the server
-//! because it serves a client connection; the rules it forwards by are the
-//! proxy's. The first request it does not take hands the connection, with
-//! the bytes already read, to hyper for the rest of its life.
+//! `h1/request.rs`), and only to `http://` and `https://` upstreams (TCP,
+//! or TLS over it: `upstream/backend_conn.rs`). This module is the driver
+//! that moves bytes, at the handlers' layer; the wire rules are `h1/`'s,
+//! with no I/O. The first request it does not take hands the connection,
+//! with the bytes already read, to hyper for the rest of its life.
 
 use std::io;
 use std::sync::Arc;

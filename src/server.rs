@@ -1,7 +1,9 @@
 //! Listeners and connections: the accept loop, the per-connection task
 //! (whose connection it is, `front.rs`; the TLS handshake under a timeout;
-//! then the relay or hyper HTTP/1.1 + HTTP/2 with upgrades), and the
-//! graceful end of both.
+//! then the engine: on a public HTTP/1 connection the relay's driver,
+//! `relay.rs`, reads the heads and hands back an SSE subscriber or the
+//! connection for hyper, HTTP/1.1 + HTTP/2 with upgrades), and the graceful
+//! end of both. The HTTP/1 wire rules are `h1/`'s, not this module's.
 //!
 //! The accept loop never waits on a client: it only accepts, sets
 //! `TCP_NODELAY` and spawns. Running out of file descriptors backs off instead

@@ -2,7 +2,7 @@
 //! (`max_connections`, `upstream/limit.rs`): 503 with `Retry-After`, in the
 //! documented refusal shape. Both engines answer it alike: hyper's path
 //! with [`refusal`], the relay writing the same code, message and field
-//! (`server/relay/refusal.rs`).
+//! (`relay/refusal.rs`).
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};

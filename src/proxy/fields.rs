@@ -2,8 +2,8 @@
 //! names, the hop-by-hop fields that stop here, the `Cookie` fields HTTP/2
 //! may split, the aliases that could pass for ours, and the
 //! `X-Forwarded-*`/`Forwarded` values the application is owed. The relay
-//! (`server/relay.rs`, `head.rs`) writes the same values from the same rules
-//! (`forwarded.rs`). What the two paths still pass on differently: the relay
+//! (`relay.rs`, `h1/request.rs`) writes the same values from the same rules
+//! (`h1/forwarded.rs`). What the two paths still pass on differently: the relay
 //! keeps the case of field names and passes trailers to every client, while
 //! hyper lowercases names and sends trailers only to a client that asked
 //! with `TE: trailers`.
@@ -135,7 +135,7 @@ pub(super) fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// `X-Forwarded-For`, `Forwarded` (replaced, or appended to behind a
-/// trusted front: `forwarded.rs`), `X-Forwarded-Proto`, `X-Forwarded-Host`
+/// trusted front: `h1/forwarded.rs`), `X-Forwarded-Proto`, `X-Forwarded-Host`
 /// and `X-Real-IP`.
 pub(super) fn forwarded_headers(
     headers: &mut HeaderMap,
