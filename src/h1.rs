@@ -52,3 +52,19 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
         .iter()
         .any(|h| name.eq_ignore_ascii_case(h.as_str()))
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::conn_info::ConnInfo;
+
+    /// A plain connection from 10.0.0.7, no front before it: the client
+    /// the heads' tests are about.
+    pub(crate) fn info() -> ConnInfo {
+        ConnInfo::new(
+            "10.0.0.7:5000".parse().unwrap(),
+            false,
+            1,
+            &Default::default(),
+        )
+    }
+}

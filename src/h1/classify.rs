@@ -100,15 +100,7 @@ fn sse_request(parsed: &httparse::Request<'_, '_>) -> Option<http::Request<()>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn info() -> ConnInfo {
-        ConnInfo::new(
-            "10.0.0.7:5000".parse().unwrap(),
-            false,
-            1,
-            &Default::default(),
-        )
-    }
+    use crate::h1::tests::info;
 
     /// As a connection's first request (`first`) or a later one.
     fn judge(raw: &str, first: bool) -> Classified {

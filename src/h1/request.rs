@@ -244,15 +244,7 @@ fn replaced_on_the_way(name: &str) -> bool {
 mod tests {
     use super::*;
     use crate::h1::classify::{Classified, classify};
-
-    fn info() -> ConnInfo {
-        ConnInfo::new(
-            "10.0.0.7:5000".parse().unwrap(),
-            false,
-            1,
-            &Default::default(),
-        )
-    }
+    use crate::h1::tests::info;
 
     fn judge(raw: &str) -> Classified {
         let never = |_: &Method, _: &str| false;
