@@ -102,18 +102,24 @@ pub fn cursor(data: &[u8]) {
 /// `h1/`), from a client or a backend: never a panic; a request it takes is
 /// rewritten into one complete request it would take again; an SSE
 /// subscription is taken only as one whole head with nothing after it, and
-/// looking for one changes nothing about any other request; an answer head it accepts is
-/// rewritten into one complete answer, states one length at most, and
-/// leaves its connection out of the pool when its end is the backend's
-/// guess (a bodiless answer, or both framings); a field only the gateway
-/// asserts never reaches the backend; a chunked body ends at the same byte
-/// however its bytes arrive, and never past them.
+/// looking for one changes nothing about any other request; an answer head
+/// it accepts is rewritten into one complete answer, states one length at
+/// most, and leaves its connection out of the pool when its end is the
+/// backend's guess (a bodiless answer, or both framings); a field only the
+/// gateway asserts never reaches the backend; a chunked body ends at the
+/// same byte however its bytes arrive, and never past them.
 pub fn relay(data: &[u8]) {
+    relay_request(data);
+    relay_answer(data);
+    relay_chunked(data);
+}
+
+/// [`relay`] on a client's request head: classified, and rewritten when the
+/// relay takes it.
+fn relay_request(data: &[u8]) {
     use crate::conn_info::ConnInfo;
-    use crate::h1::chunked::ChunkedEnd;
     use crate::h1::classify::{Classified, classify};
     use crate::h1::request::Route;
-    use crate::h1::response::{self, Framing, Response};
     use http::Method;
 
     let info = ConnInfo::new(
@@ -175,6 +181,13 @@ pub fn relay(data: &[u8]) {
             "a first request is judged as a later one"
         ),
     }
+}
+
+/// [`relay`] on a backend's answer head, to `GET` and to `HEAD`.
+fn relay_answer(data: &[u8]) {
+    use crate::h1::response::{self, Framing, Response};
+    use http::Method;
+
     for method in [Method::GET, Method::HEAD] {
         match response::response(data, &method, false, b"Mon, 23 Nov 2026 18:00:00 GMT") {
             Response::Final(answer) => {
@@ -203,6 +216,12 @@ pub fn relay(data: &[u8]) {
             Response::Partial | Response::Unusable(_) => {}
         }
     }
+}
+
+/// [`relay`] on a chunked body, whole and in two parts.
+fn relay_chunked(data: &[u8]) {
+    use crate::h1::chunked::ChunkedEnd;
+
     let whole = ChunkedEnd::default().feed(data);
     if let Ok(Some(n)) = whole {
         assert!(n <= data.len());

@@ -10,6 +10,9 @@
 //! hop-by-hop headers go, the same `Host` and `X-Forwarded-*`/`Forwarded`
 //! values are set (`forwarded.rs`).
 
+use std::net::IpAddr;
+use std::ops::Range;
+
 use http::Method;
 
 use super::forwarded::{self, Forwarded};
@@ -112,60 +115,110 @@ pub(crate) fn outbound(
         return None;
     }
 
-    let mut host = None;
-    let mut cookies = 0;
-    let mut close = false;
-    let mut trailers = false;
-    // The field a trusted front names clients in, every line in order;
-    // read only from a front (`forwarded.rs`).
-    let front_field = info.front.as_ref().map(|f| f.header.name());
-    let mut front_lines: Vec<&[u8]> = Vec::new();
-    for h in parsed.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
-                return None;
-            }
-            // hyper's path refuses a Host that is not host[:port].
-            host = Some(forwarded::host(h.value)?);
-        } else if name.eq_ignore_ascii_case("cookie") {
-            cookies += 1;
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                    // It names hop-by-hop headers of its own.
+    let fields = Fields::read(parsed.headers, info)?;
+    let (head, path, host, client) =
+        write_head(&method, target, path.len(), len, parsed, &fields, info);
+    Some(Outbound {
+        len,
+        head,
+        method,
+        close: fields.close,
+        trailers: fields.trailers,
+        path,
+        host,
+        client,
+    })
+}
+
+/// What the relay reads in a request's fields, and the judgement whether it
+/// may take the request at all.
+struct Fields<'h> {
+    /// The one `Host`, in its checked form.
+    host: &'h str,
+    close: bool,
+    trailers: bool,
+    /// The field a trusted front names clients in, every line in order;
+    /// read only from a front (`forwarded.rs`).
+    front_lines: Vec<&'h [u8]>,
+}
+
+impl<'h> Fields<'h> {
+    /// `None`: a field the relay does not forward as hyper's path would.
+    fn read(headers: &[httparse::Header<'h>], info: &ConnInfo) -> Option<Fields<'h>> {
+        let mut host = None;
+        let mut cookies = 0;
+        let mut close = false;
+        let mut trailers = false;
+        let front_field = info.front.as_ref().map(|f| f.header.name());
+        let mut front_lines: Vec<&[u8]> = Vec::new();
+        for h in headers {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("host") {
+                if host.is_some() {
                     return None;
                 }
+                // hyper's path refuses a Host that is not host[:port].
+                host = Some(forwarded::host(h.value)?);
+            } else if name.eq_ignore_ascii_case("cookie") {
+                cookies += 1;
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        // It names hop-by-hop headers of its own.
+                        return None;
+                    }
+                }
+            } else if ["content-length", "transfer-encoding", "upgrade", "expect"]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
+            {
+                return None;
+            } else if name.eq_ignore_ascii_case("te") {
+                trailers |= h.value.split(|&b| b == b',').any(|t| {
+                    t.split(|&b| b == b';')
+                        .next()
+                        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+                });
+            } else if front_field.is_some_and(|f| name.eq_ignore_ascii_case(f)) {
+                front_lines.push(h.value);
             }
-        } else if ["content-length", "transfer-encoding", "upgrade", "expect"]
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n))
-        {
-            return None;
-        } else if name.eq_ignore_ascii_case("te") {
-            trailers |= h.value.split(|&b| b == b',').any(|t| {
-                t.split(|&b| b == b';')
-                    .next()
-                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
-            });
-        } else if front_field.is_some_and(|f| name.eq_ignore_ascii_case(f)) {
-            front_lines.push(h.value);
         }
+        if cookies > 1 {
+            return None;
+        }
+        Some(Fields {
+            host: host?,
+            close,
+            trailers,
+            front_lines,
+        })
     }
-    let host = host?;
-    if cookies > 1 {
-        return None;
-    }
+}
 
+/// The head for the backend: the client's fields in order but for those
+/// that stop here or are the gateway's to write, then the forwarding
+/// fields (`len`: the client's head's length, which sizes it). Also where
+/// the path (`path_len` bytes of `target`) and the `Host` value stand in
+/// it, and who the request is from.
+fn write_head(
+    method: &Method,
+    target: &str,
+    path_len: usize,
+    len: usize,
+    parsed: &httparse::Request<'_, '_>,
+    fields: &Fields<'_>,
+    info: &ConnInfo,
+) -> (Vec<u8>, Range<usize>, Range<usize>, IpAddr) {
+    let host = fields.host;
     let mut head = Vec::with_capacity(len + 160);
     head.extend_from_slice(method.as_str().as_bytes());
     head.push(b' ');
     let path_start = head.len();
     head.extend_from_slice(target.as_bytes());
-    let path_range = path_start..path_start + path.len();
+    let path_range = path_start..path_start + path_len;
     head.extend_from_slice(b" HTTP/1.1\r\n");
     let mut host_range = 0..0;
     // The forwarding fields the relay writes, as the client spelled them
@@ -195,10 +248,11 @@ pub(crate) fn outbound(
             write_field(&mut head, h.name, h.value);
         }
     }
+    let front_lines = || fields.front_lines.iter().copied();
     let (kept, client) = match &info.front {
         Some(front) => (
-            front.passed_on(front_lines.iter().copied()),
-            front.client(info.peer.ip(), front_lines.iter().copied()),
+            front.passed_on(front_lines()),
+            front.client(info.peer.ip(), front_lines()),
         ),
         None => (None, info.client),
     };
@@ -214,16 +268,7 @@ pub(crate) fn outbound(
         write_field(&mut head, name, value.as_bytes());
     }
     head.extend_from_slice(b"\r\n");
-    Some(Outbound {
-        len,
-        head,
-        method,
-        close,
-        trailers,
-        path: path_range,
-        host: host_range,
-        client,
-    })
+    (head, path_range, host_range, client)
 }
 
 /// The forwarding fields the relay writes after the client's, in this order.

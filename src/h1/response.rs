@@ -71,135 +71,11 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
         100..=199 => return Response::Interim(len),
         _ => {}
     }
-    let mut reusable = parsed.version == Some(1);
-    let mut length: Option<u64> = None;
-    let mut named: Vec<&[u8]> = Vec::new();
-    for h in parsed.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    reusable = false;
-                } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                    named.push(token);
-                }
-            }
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            for v in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                let n = std::str::from_utf8(v)
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse::<u64>().ok());
-                match (n, length) {
-                    (Some(n), None) => length = Some(n),
-                    (Some(n), Some(l)) if n == l => {}
-                    _ => return Response::Unusable("invalid Content-Length"),
-                }
-            }
-        }
-    }
-    let (coding_last, chunked_codings) = transfer_codings(
-        parsed
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
-            .map(|h| h.value),
-    );
-    if coding_last.is_some() && parsed.version != Some(1) {
-        // RFC 9112 §6.1: faulty framing, as hyper's client also judges it.
-        return Response::Unusable("Transfer-Encoding in an HTTP/1.0 answer");
-    }
-    if chunked_codings > 1 {
-        // RFC 9112 §6.1: chunked is applied at most once; which of two
-        // chunked layers ends the body is a guess no answer should need.
-        return Response::Unusable("chunked applied more than once");
-    }
-    if coding_last.is_some() && length.is_some() {
-        // RFC 9112 §6.3: Transfer-Encoding wins and Content-Length goes, but
-        // such an answer may be an attempt at response splitting: this one
-        // is passed on, and the connection is not trusted with another.
-        reusable = false;
-    }
-    let chunked = coding_last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-    if coding_last.is_some() && !chunked {
-        // A body coded with something else last (gzip, say) could only be
-        // read until the close and passed on as coded bytes the client was
-        // never told of: refused, as nginx refuses it.
-        return Response::Unusable("a transfer coding other than chunked");
-    }
-    let framing = if *method == Method::HEAD || status == 204 || status == 304 {
-        Framing::Empty
-    } else if chunked {
-        Framing::Chunked
-    } else {
-        match length {
-            Some(n) => Framing::Length(n),
-            None => Framing::UntilClose,
-        }
+    let judged = match Judged::read(&parsed, method, status) {
+        Ok(judged) => judged,
+        Err(why) => return Response::Unusable(why),
     };
-    if framing == Framing::UntilClose {
-        reusable = false;
-    }
-    if framing == Framing::Empty {
-        // Where a bodiless answer ends is a rule the backend may not keep:
-        // one that sends a body after a HEAD answer, a 204 or a 304 sends
-        // it at a time of its choosing, perhaps after the connection's
-        // last check, where it would be read as the next client's answer.
-        // Not trusted with another request.
-        reusable = false;
-    }
-
-    let mut head = Vec::with_capacity(len + 64);
-    let reason = http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .or(parsed.reason)
-        .unwrap_or("");
-    let _ = write!(head, "HTTP/1.1 {status} {reason}\r\n");
-    // The framing fields are the relay's to write, whatever `Connection`
-    // names: a single `Content-Length`, or the `Transfer-Encoding` of a
-    // chunked body passed on as it is.
-    let mut has_date = false;
-    for h in parsed.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            continue;
-        }
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            if framing == Framing::Chunked {
-                write_field(&mut head, h.name, h.value);
-            }
-            continue;
-        }
-        let named_hop = named
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()));
-        // The application's word to the proxy, judged below: not passed on.
-        let accel = h
-            .name
-            .eq_ignore_ascii_case(super::streaming::ACCEL_BUFFERING);
-        if !is_hop_by_hop(h.name) && !named_hop && !accel {
-            write_field(&mut head, h.name, h.value);
-            // A `Date` that `Connection` named is gone: one is added below.
-            has_date |= h.name.eq_ignore_ascii_case("date");
-        }
-    }
-    let length = match framing {
-        Framing::Length(n) => Some(n),
-        // What a GET would have had: meaningful for HEAD and 304, not 204.
-        Framing::Empty if status != 204 => length,
-        _ => None,
-    };
-    if let Some(n) = length {
-        let _ = write!(head, "content-length: {n}\r\n");
-    }
-    if !has_date {
-        head.extend_from_slice(b"date: ");
-        head.extend_from_slice(date);
-        head.extend_from_slice(b"\r\n");
-    }
-    if close || framing == Framing::UntilClose {
-        head.extend_from_slice(b"connection: close\r\n");
-    }
-    head.extend_from_slice(b"\r\n");
+    let head = judged.write_head(&parsed, len, status, close, date);
     let field = |name: &str| {
         parsed
             .headers
@@ -214,11 +90,182 @@ pub fn response(buf: &[u8], method: &Method, close: bool, date: &[u8]) -> Respon
     Response::Final(Inbound {
         len,
         status,
-        framing,
-        reusable,
+        framing: judged.framing,
+        reusable: judged.reusable,
         head,
         streams,
     })
+}
+
+/// What an answer's fields say about its framing and its connection.
+struct Judged<'h> {
+    framing: Framing,
+    reusable: bool,
+    /// The one `Content-Length` the answer states.
+    length: Option<u64>,
+    /// The fields `Connection` names: hop-by-hop, not passed on.
+    named: Vec<&'h [u8]>,
+}
+
+impl<'h> Judged<'h> {
+    /// Read the framing fields of a final answer (`status` 200 and up) to
+    /// `method`; `Err`: why the relay cannot pass the answer on.
+    fn read(
+        parsed: &httparse::Response<'_, 'h>,
+        method: &Method,
+        status: u16,
+    ) -> Result<Judged<'h>, &'static str> {
+        let mut reusable = parsed.version == Some(1);
+        let mut length: Option<u64> = None;
+        let mut named: Vec<&[u8]> = Vec::new();
+        for h in parsed.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        reusable = false;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        named.push(token);
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                for v in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    let n = std::str::from_utf8(v)
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok());
+                    match (n, length) {
+                        (Some(n), None) => length = Some(n),
+                        (Some(n), Some(l)) if n == l => {}
+                        _ => return Err("invalid Content-Length"),
+                    }
+                }
+            }
+        }
+        let (coding_last, chunked_codings) = transfer_codings(
+            parsed
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+                .map(|h| h.value),
+        );
+        if coding_last.is_some() && parsed.version != Some(1) {
+            // RFC 9112 §6.1: faulty framing, as hyper's client also judges it.
+            return Err("Transfer-Encoding in an HTTP/1.0 answer");
+        }
+        if chunked_codings > 1 {
+            // RFC 9112 §6.1: chunked is applied at most once; which of two
+            // chunked layers ends the body is a guess no answer should need.
+            return Err("chunked applied more than once");
+        }
+        if coding_last.is_some() && length.is_some() {
+            // RFC 9112 §6.3: Transfer-Encoding wins and Content-Length goes, but
+            // such an answer may be an attempt at response splitting: this one
+            // is passed on, and the connection is not trusted with another.
+            reusable = false;
+        }
+        let chunked = coding_last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        if coding_last.is_some() && !chunked {
+            // A body coded with something else last (gzip, say) could only be
+            // read until the close and passed on as coded bytes the client was
+            // never told of: refused, as nginx refuses it.
+            return Err("a transfer coding other than chunked");
+        }
+        let framing = if *method == Method::HEAD || status == 204 || status == 304 {
+            Framing::Empty
+        } else if chunked {
+            Framing::Chunked
+        } else {
+            match length {
+                Some(n) => Framing::Length(n),
+                None => Framing::UntilClose,
+            }
+        };
+        if framing == Framing::UntilClose {
+            reusable = false;
+        }
+        if framing == Framing::Empty {
+            // Where a bodiless answer ends is a rule the backend may not keep:
+            // one that sends a body after a HEAD answer, a 204 or a 304 sends
+            // it at a time of its choosing, perhaps after the connection's
+            // last check, where it would be read as the next client's answer.
+            // Not trusted with another request.
+            reusable = false;
+        }
+        Ok(Judged {
+            framing,
+            reusable,
+            length,
+            named,
+        })
+    }
+
+    /// The head for the client: the status line, the backend's fields but
+    /// the framing ones and those that stop here, then the relay's own
+    /// framing field, a `Date` if the backend sent none, and `Connection:
+    /// close` when this answer ends the connection.
+    fn write_head(
+        &self,
+        parsed: &httparse::Response<'_, 'h>,
+        len: usize,
+        status: u16,
+        close: bool,
+        date: &[u8],
+    ) -> Vec<u8> {
+        let (framing, named) = (self.framing, &self.named);
+        let mut head = Vec::with_capacity(len + 64);
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .or(parsed.reason)
+            .unwrap_or("");
+        let _ = write!(head, "HTTP/1.1 {status} {reason}\r\n");
+        // The framing fields are the relay's to write, whatever `Connection`
+        // names: a single `Content-Length`, or the `Transfer-Encoding` of a
+        // chunked body passed on as it is.
+        let mut has_date = false;
+        for h in parsed.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                if framing == Framing::Chunked {
+                    write_field(&mut head, h.name, h.value);
+                }
+                continue;
+            }
+            let named_hop = named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()));
+            // The application's word to the proxy, judged below: not passed on.
+            let accel = h
+                .name
+                .eq_ignore_ascii_case(super::streaming::ACCEL_BUFFERING);
+            if !is_hop_by_hop(h.name) && !named_hop && !accel {
+                write_field(&mut head, h.name, h.value);
+                // A `Date` that `Connection` named is gone: one is added below.
+                has_date |= h.name.eq_ignore_ascii_case("date");
+            }
+        }
+        let length = match framing {
+            Framing::Length(n) => Some(n),
+            // What a GET would have had: meaningful for HEAD and 304, not 204.
+            Framing::Empty if status != 204 => self.length,
+            _ => None,
+        };
+        if let Some(n) = length {
+            let _ = write!(head, "content-length: {n}\r\n");
+        }
+        if !has_date {
+            head.extend_from_slice(b"date: ");
+            head.extend_from_slice(date);
+            head.extend_from_slice(b"\r\n");
+        }
+        if close || framing == Framing::UntilClose {
+            head.extend_from_slice(b"connection: close\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    }
 }
 
 #[cfg(test)]
