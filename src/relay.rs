@@ -161,11 +161,11 @@ where
             Ok(Ok(0)) => return Relayed::HandOver(buf),
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
-                debug!(%error, "connection failed between requests");
+                debug!(%error, first, "connection failed while waiting for a request");
                 return ended;
             }
             Err(_) => {
-                debug!("no request within the header timeout");
+                debug!(first, "no request within the header timeout");
                 return ended;
             }
         }
