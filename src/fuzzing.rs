@@ -98,18 +98,28 @@ pub fn cursor(data: &[u8]) {
     }
 }
 
-/// The relay's reading of raw HTTP/1 bytes (`server/relay.rs`), from a
-/// client or a backend: never a panic; a request it takes is rewritten into
-/// one complete request it would take again; an answer head it accepts is
-/// rewritten into one complete answer, states one length at most, and
-/// leaves its connection out of the pool when its end is the backend's
-/// guess (a bodiless answer, or both framings); a field only the gateway
-/// asserts never reaches the backend; a chunked body ends at the same byte
-/// however its bytes arrive, and never past them.
+/// The relay's reading of raw HTTP/1 bytes (`relay.rs`, by the rules of
+/// `h1/`), from a client or a backend: never a panic; a request it takes is
+/// rewritten into one complete request it would take again; an SSE
+/// subscription is taken only as one whole head with nothing after it, and
+/// looking for one changes nothing about any other request; an answer head
+/// it accepts is rewritten into one complete answer, states one length at
+/// most, and leaves its connection out of the pool when its end is the
+/// backend's guess (a bodiless answer, or both framings); a field only the
+/// gateway asserts never reaches the backend; a chunked body ends at the
+/// same byte however its bytes arrive, and never past them.
 pub fn relay(data: &[u8]) {
+    relay_request(data);
+    relay_answer(data);
+    relay_chunked(data);
+}
+
+/// [`relay`] on a client's request head: classified, and rewritten when the
+/// relay takes it.
+fn relay_request(data: &[u8]) {
     use crate::conn_info::ConnInfo;
-    use crate::proxy::chunked::ChunkedEnd;
-    use crate::proxy::head::{self, Request, Response, Route};
+    use crate::h1::classify::{Classified, classify};
+    use crate::h1::request::Route;
     use http::Method;
 
     let info = ConnInfo::new(
@@ -123,7 +133,7 @@ pub fn relay(data: &[u8]) {
         realtime: "/realtime",
         tapped: &never,
     };
-    if let Request::Relay(out) = head::request(data, &route, &info) {
+    if let Classified::Relay(out) = classify(data, &route, None, &info) {
         assert!(out.len <= data.len());
         let mut headers = [httparse::EMPTY_HEADER; 80];
         let mut again = httparse::Request::new(&mut headers);
@@ -136,8 +146,8 @@ pub fn relay(data: &[u8]) {
         // header count (such a request is still fine for the backend).
         if again.headers.len() <= 64 {
             assert!(matches!(
-                head::request(&out.head, &route, &info),
-                Request::Relay(_)
+                classify(&out.head, &route, None, &info),
+                Classified::Relay(_)
             ));
         }
         assert!(out.path().starts_with('/'));
@@ -146,7 +156,7 @@ pub fn relay(data: &[u8]) {
         let asserted: Vec<_> = again
             .headers
             .iter()
-            .filter(|h| crate::proxy::forwarded::is_asserted(h.name))
+            .filter(|h| crate::h1::forwarded::is_asserted(h.name))
             .collect();
         assert!(
             asserted.len() == 1
@@ -155,8 +165,31 @@ pub fn relay(data: &[u8]) {
             "a field only the gateway asserts was forwarded"
         );
     }
+    match classify(data, &route, Some("/realtime/sse"), &info) {
+        Classified::Sse(req) => {
+            assert_eq!(req.uri().path(), "/realtime/sse");
+            let mut headers = [httparse::EMPTY_HEADER; 80];
+            assert_eq!(
+                httparse::Request::new(&mut headers).parse(data),
+                Ok(httparse::Status::Complete(data.len())),
+                "an SSE subscription is one whole head"
+            );
+        }
+        first => assert_eq!(
+            std::mem::discriminant(&first),
+            std::mem::discriminant(&classify(data, &route, None, &info)),
+            "a first request is judged as a later one"
+        ),
+    }
+}
+
+/// [`relay`] on a backend's answer head, to `GET` and to `HEAD`.
+fn relay_answer(data: &[u8]) {
+    use crate::h1::response::{self, Framing, Response};
+    use http::Method;
+
     for method in [Method::GET, Method::HEAD] {
-        match head::response(data, &method, false, b"Mon, 23 Nov 2026 18:00:00 GMT") {
+        match response::response(data, &method, false, b"Mon, 23 Nov 2026 18:00:00 GMT") {
             Response::Final(answer) => {
                 assert!(answer.len <= data.len());
                 let mut headers = [httparse::EMPTY_HEADER; 110];
@@ -172,10 +205,10 @@ pub fn relay(data: &[u8]) {
                     .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
                     .count();
                 assert!(lengths <= 1, "one length at most");
-                if answer.framing == head::Framing::Chunked {
+                if answer.framing == Framing::Chunked {
                     assert_eq!(lengths, 0, "no length beside chunked framing");
                 }
-                if answer.framing == head::Framing::Empty {
+                if answer.framing == Framing::Empty {
                     assert!(!answer.reusable, "a bodiless answer's connection is pooled");
                 }
             }
@@ -183,6 +216,12 @@ pub fn relay(data: &[u8]) {
             Response::Partial | Response::Unusable(_) => {}
         }
     }
+}
+
+/// [`relay`] on a chunked body, whole and in two parts.
+fn relay_chunked(data: &[u8]) {
+    use crate::h1::chunked::ChunkedEnd;
+
     let whole = ChunkedEnd::default().feed(data);
     if let Ok(Some(n)) = whole {
         assert!(n <= data.len());

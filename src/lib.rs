@@ -17,9 +17,11 @@
 //!   is made in `transport/sse/stream.rs` and written either by hyper,
 //!   `sse/body.rs`, or straight onto an HTTP/1 connection, `sse/http1.rs`).
 //!
-//! Ordinary requests go `server.rs -> server/relay.rs` (plain HTTP/1 `GET`
-//! and `HEAD`, without hyper) or `server.rs -> router.rs -> proxy.rs`
-//! (everything else); both reach the application through `upstream.rs`.
+//! Ordinary requests go `server.rs -> relay.rs` (plain HTTP/1 `GET` and
+//! `HEAD`, without hyper; the pure HTTP/1 rules are `h1/`, and
+//! `h1/classify.rs` picks the engine for each head) or
+//! `server.rs -> router.rs -> proxy.rs` (everything else); both reach the
+//! application through `upstream.rs`.
 //! The modules form one-way layers (`docs/ARCHITECTURE.md`), kept by
 //! `tests/layers.rs`.
 
@@ -32,6 +34,7 @@ pub mod config;
 pub(crate) mod conn_info;
 pub(crate) mod connections;
 pub mod fuzzing;
+pub(crate) mod h1;
 pub(crate) mod hub;
 pub(crate) mod ingest;
 pub(crate) mod lifecycle;
@@ -46,6 +49,7 @@ pub(crate) mod proxy_protocol;
 #[allow(dead_code)]
 pub(crate) mod pusher;
 pub(crate) mod real_ip;
+pub(crate) mod relay;
 pub mod reload;
 pub(crate) mod reply;
 pub(crate) mod router;

@@ -1,7 +1,7 @@
 //! The reverse proxy: every request that is not a realtime endpoint goes to
 //! the application, unchanged apart from hop-by-hop headers, the
 //! `X-Forwarded-*`/`Forwarded` headers a proxy owes it, and the fields only
-//! the gateway may assert (`forwarded.rs`), which a client cannot forge.
+//! the gateway may assert (`h1/forwarded.rs`), which a client cannot forge.
 //!
 //! Under `buffering:` (the default, as nginx's) a request body is read
 //! whole before an upstream connection is taken (`buffer_request.rs`) and
@@ -9,7 +9,7 @@
 //! (`buffer_answer.rs`), both into spools of bounded memory backed by
 //! temporary files (`spool.rs`), so that a slow client holds the gateway's
 //! buffers and never the application's worker. Streams stay streams
-//! (`streaming.rs`), and with buffering off, bodies stream both ways and
+//! (`h1/streaming.rs`), and with buffering off, bodies stream both ways and
 //! are never collected (a body without a length is read ahead a little
 //! first: `upload.rs`).
 //! A backend connection carries another client's request only after an
@@ -37,28 +37,24 @@ use tracing::{Instrument, debug, warn};
 
 use crate::config::Buffering;
 use crate::conn_info::ConnInfo;
+use crate::h1::framing::{MAX_RESPONSE_HEAD, content_length};
+use crate::h1::streaming;
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
 use crate::upstream::attempt::{Tried, Turn, Unreached};
 use crate::upstream::exchange::{self, Pooled};
-use crate::upstream::framing::{MAX_RESPONSE_HEAD, content_length};
 use crate::upstream::server::Server;
 use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 
 mod buffer_answer;
 mod buffer_request;
-pub(crate) mod chunked;
 mod fields;
-pub(crate) mod forwarded;
-pub(crate) mod head;
 mod idle;
 pub(crate) mod refusal;
 pub(crate) mod spool;
 mod stored;
-pub(crate) mod streaming;
 mod upload;
 
-pub(crate) use fields::HOP_BY_HOP;
 use fields::{
     drop_forged_fields, forwarded_headers, is_upgrade, join_cookies, request_host, strip_hop_by_hop,
 };
@@ -67,7 +63,7 @@ use refusal::Refusal;
 use spool::Budget;
 
 /// Passes client requests on to the application's server: the request
-/// rewritten as a proxy owes it (`fields.rs`, `forwarded.rs`), the answer
+/// rewritten as a proxy owes it (`fields.rs`, `h1/forwarded.rs`), the answer
 /// checked and streamed back.
 pub struct Proxy<'a> {
     upstream: &'a Upstream,

@@ -134,7 +134,7 @@ impl Fronts {
 /// `bytes` as text, when they are non-empty visible ASCII (spaces and tabs
 /// included): what may be passed on in a field value as it is (the rule of
 /// `HeaderValue::to_str`). The proxy's one judgement of a forwarding
-/// field's text (`proxy/forwarded.rs` uses it too).
+/// field's text (`h1/forwarded.rs` uses it too).
 pub(crate) fn visible(bytes: &[u8]) -> Option<&str> {
     let ok = !bytes.is_empty()
         && bytes

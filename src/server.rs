@@ -1,7 +1,9 @@
 //! Listeners and connections: the accept loop, the per-connection task
 //! (whose connection it is, `front.rs`; the TLS handshake under a timeout;
-//! then the relay or hyper HTTP/1.1 + HTTP/2 with upgrades), and the
-//! graceful end of both.
+//! then the engine: on a public HTTP/1 connection the relay's driver,
+//! `relay.rs`, reads the heads and hands back an SSE subscriber or the
+//! connection for hyper, HTTP/1.1 + HTTP/2 with upgrades), and the graceful
+//! end of both. The HTTP/1 wire rules are `h1/`'s, not this module's.
 //!
 //! The accept loop never waits on a client: it only accepts, sets
 //! `TCP_NODELAY` and spawns. Running out of file descriptors backs off instead
@@ -24,24 +26,23 @@ use tracing::{Instrument, debug, warn};
 
 use http::{HeaderValue, Response, header};
 
-mod first_request;
 mod front;
-mod relay;
+mod rewind;
 mod send_timeout;
 
 use bytes::Bytes;
-use first_request::{FirstRequest, Rewind};
 use front::Identified;
+use rewind::Rewind;
 use send_timeout::SendTimeout;
 
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::limits::Limited;
 use crate::loops::Loops;
 use crate::real_ip::Fronts;
+use crate::relay::{self, Relayed};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge};
 use crate::transport::sse::http1::SseHandoff;
-use relay::Relayed;
 
 /// Which listener a connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,9 +276,10 @@ type ServiceFuture = std::pin::Pin<
     >,
 >;
 
-/// Serve one connection: SSE subscribers on HTTP/1 directly (see
-/// `server/first_request.rs` for why: they come back as a handoff to
-/// stream), everything else through hyper.
+/// Serve one connection: on a public HTTP/1 connection the relay first
+/// (`relay.rs`), which hands back SSE subscribers (`h1/classify.rs` says
+/// why: they come back as a handoff to stream); everything else through
+/// hyper.
 async fn serve<I>(
     state: AppState,
     mut io: I,
@@ -291,34 +293,15 @@ where
 {
     let mut prefix = Bytes::new();
     if surface == ListenerRole::Public && gate.is_none() && !h2 {
-        let settings = state.settings();
-        let limits = &settings.config.limits;
-        let sse_path = format!("{}/sse", settings.config.realtime.path);
-        let max_head = limits.max_header_size.max(8192);
         // One deadline for the first head, whoever reads the rest of it.
-        let head_deadline = tokio::time::Instant::now() + limits.header_timeout;
-        let first = tokio::time::timeout_at(
-            head_deadline,
-            Box::pin(first_request::read(&mut io, &sse_path, max_head)),
-        )
-        .await;
-        let bytes = match first {
-            Ok(Ok(FirstRequest::Other(bytes))) => bytes,
-            Ok(Ok(FirstRequest::Sse(req))) => return Some(open_sse(state, io, req, info).await),
-            Ok(Ok(FirstRequest::Closed)) => return None,
-            Ok(Err(error)) => {
-                debug!(%error, "connection failed before a request");
-                return None;
-            }
-            Err(_) => {
-                debug!("no request within the header timeout");
-                return None;
-            }
-        };
-        drop(settings);
-        // Plain proxied requests need no hyper (`server/relay.rs`); the first
-        // one that does gets the connection from there on.
-        prefix = match Box::pin(relay::serve(&state, &mut io, &info, bytes, head_deadline)).await {
+        let head_deadline =
+            tokio::time::Instant::now() + state.settings().config.limits.header_timeout;
+        // The relay reads the heads (`h1/classify.rs` picks the engine):
+        // plain proxied requests need no hyper, an SSE subscriber is served
+        // without it, and the first request that needs hyper gets it the
+        // connection from there on.
+        prefix = match Box::pin(relay::serve(&state, &mut io, &info, head_deadline)).await {
+            Relayed::Sse(req) => return Some(open_sse(state, io, req, info).await),
             Relayed::HandOver(bytes) => bytes.freeze(),
             Relayed::Closed => {
                 // A clean end (TLS close_notify, FIN), as hyper ends its

@@ -1,7 +1,7 @@
 //! The application's server as the gateway reaches it: where it is, the
 //! connections kept to it (one pool per server, `pool.rs`, which hyper's
 //! engine, `exchange.rs`, and the relay both use), the timeouts, and how
-//! its answers' framing is read (`framing.rs`) and whether a connection may
+//! its answers' framing is read (`h1/framing.rs`) and whether a connection may
 //! carry the next request (`reuse.rs`). The proxy (client requests passed
 //! on) and the gateway's own requests (client messages forwarded to
 //! `client_messages.forward_to`, session checks, webhooks: `call.rs`) both
@@ -33,7 +33,6 @@ pub(crate) mod backend_conn;
 mod call;
 pub(crate) mod exchange;
 mod exposition;
-pub(crate) mod framing;
 pub(crate) mod health;
 mod health_check;
 pub(crate) mod limit;

@@ -27,6 +27,9 @@
 //! (or a private `use`), names `schema`. So two siblings cannot meet through
 //! their parent, and what they share gets a file of its own. The top-level
 //! modules (the children of `lib.rs`) are the first graph's business.
+//!
+//! **Modules without I/O.** The HTTP/1 wire code (`src/h1/`) names no
+//! runtime, socket, file or reader: its driver (`src/relay/`) does the I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -44,6 +47,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("loops", 0),
     ("real_ip", 0),
     ("proxy_protocol", 0),
+    ("h1", 0),
     // 1 config: YAML to typed, validated data
     ("config", 1),
     // 2 policy: fan-out, who may do what, counters
@@ -69,6 +73,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("transport", 6),
     ("admin", 6),
     ("router", 6),
+    ("relay", 6),
     // 7 server: listeners, engines, shutdown
     ("server", 7),
     // 8 entry: setup, CLI, tools
@@ -122,6 +127,87 @@ fn files_of_one_folder_form_no_cycle() {
         "files of one folder of src/ name each other in a circle: give what they share a home of its own\n{}",
         problems.join("\n")
     );
+}
+
+/// Top-level modules that do no I/O, and what they may not name: the
+/// HTTP/1 wire code (`src/h1/`) is bytes in, a verdict out, so each of its
+/// rules is a unit test and a fuzz target away, and the driver that moves
+/// the bytes (`src/relay/`) is the one place its I/O lives.
+const PURE: &[&str] = &["h1"];
+const IO: &[&str] = &[
+    "tokio",
+    "hyper",
+    "mio",
+    "socket2",
+    "AsyncRead",
+    "AsyncWrite",
+    "std::fs",
+    "std::net::Tcp",
+    "std::net::Udp",
+    "std::io::Read",
+    "std::io::BufRead",
+];
+
+#[test]
+fn the_http1_wire_code_does_no_io() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let problems = io_in_pure_modules(&read_sources(&src));
+    assert!(
+        problems.is_empty(),
+        "a module without I/O names I/O (the driver, relay/, is where it goes):\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Each file of a [`PURE`] module that names one of [`IO`] in its code
+/// (comments and strings are gone by now), with what it names.
+fn io_in_pure_modules(sources: &BTreeMap<PathBuf, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (file, code) in sources {
+        let top = file.iter().next().and_then(|c| c.to_str()).unwrap_or("");
+        let module = top.strip_suffix(".rs").unwrap_or(top);
+        if !PURE.contains(&module) {
+            continue;
+        }
+        for word in IO.iter().filter(|w| code.contains(*w)) {
+            problems.push(format!("src/{}: {word}", file.display()));
+        }
+    }
+    problems
+}
+
+/// The I/O check sees a runtime or a socket named in a pure module, and
+/// leaves other modules and comments alone.
+#[test]
+fn the_io_checker_sees_io_in_a_pure_module() {
+    let sources: BTreeMap<PathBuf, String> = [
+        ("h1.rs", "mod a; use std::io::Write;"),
+        (
+            "h1/a.rs",
+            "use tokio::io::AsyncReadExt; fn f(s: std::net::TcpStream) {}",
+        ),
+        ("relay.rs", "use tokio::io::AsyncRead;"),
+    ]
+    .iter()
+    .map(|(path, code)| (PathBuf::from(path), code.to_string()))
+    .collect();
+    let problems = io_in_pure_modules(&sources).join("\n");
+    for expected in ["src/h1/a.rs: tokio", "src/h1/a.rs: std::net::Tcp"] {
+        assert!(
+            problems.contains(expected),
+            "missing {expected:?} in:\n{problems}"
+        );
+    }
+    assert!(
+        !problems.contains("relay") && !problems.contains("src/h1.rs"),
+        "{problems}"
+    );
+    let comment = [(PathBuf::from("h1.rs"), "//! no tokio here\n".to_string())];
+    let stripped: BTreeMap<PathBuf, String> = comment
+        .into_iter()
+        .map(|(p, c)| (p, strip_comments_and_strings(&c)))
+        .collect();
+    assert!(io_in_pure_modules(&stripped).is_empty());
 }
 
 /// The checker itself fails on a graph that breaks each rule.

@@ -2,35 +2,19 @@
 //! names, the hop-by-hop fields that stop here, the `Cookie` fields HTTP/2
 //! may split, the aliases that could pass for ours, and the
 //! `X-Forwarded-*`/`Forwarded` values the application is owed. The relay
-//! (`server/relay.rs`, `head.rs`) writes the same values from the same rules
-//! (`forwarded.rs`). What the two paths still pass on differently: the relay
+//! (`relay.rs`, `h1/request.rs`) writes the same values from the same rules
+//! (`h1/forwarded.rs`). What the two paths still pass on differently: the relay
 //! keeps the case of field names and passes trailers to every client, while
 //! hyper lowercases names and sends trailers only to a client that asked
 //! with `TE: trailers`.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::forwarded::{self, Forwarded};
 use crate::conn_info::ConnInfo;
+use crate::h1::HOP_BY_HOP;
+use crate::h1::forwarded::{self, Forwarded};
 #[cfg(test)]
-use crate::upstream::framing::{content_length, normalize_length};
-
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-/// Names, not strings: every proxied request and answer is stripped of them,
-/// and a string would be parsed into a name each time.
-pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::TE,
-    // Not `Trailer`: it is end to end (RFC 9110 §6.6.2), and hyper sends
-    // only the trailers it declares.
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    // Only meaningful with `Upgrade: h2c`, which is never passed on.
-    HeaderName::from_static("http2-settings"),
-];
+use crate::h1::framing::{content_length, normalize_length};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -151,7 +135,7 @@ pub(super) fn join_cookies(headers: &mut HeaderMap) {
 }
 
 /// `X-Forwarded-For`, `Forwarded` (replaced, or appended to behind a
-/// trusted front: `forwarded.rs`), `X-Forwarded-Proto`, `X-Forwarded-Host`
+/// trusted front: `h1/forwarded.rs`), `X-Forwarded-Proto`, `X-Forwarded-Host`
 /// and `X-Real-IP`.
 pub(super) fn forwarded_headers(
     headers: &mut HeaderMap,

@@ -5,7 +5,7 @@
 //! `upstream/limit.rs`), in the documented refusal shape.
 //!
 //! One type for both engines: hyper's path answers [`Refusal::response`],
-//! the relay writes [`Refusal::answer`] itself (`server/relay/refusal.rs`),
+//! the relay writes [`Refusal::answer`] itself (`relay/refusal.rs`),
 //! so status, code, message and fields are the same by construction.
 
 use std::time::Duration;

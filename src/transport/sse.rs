@@ -66,8 +66,8 @@ impl SseOpening {
     }
 }
 
-/// `GET <path>/sse` read by the server's own HTTP/1.1 reader (see
-/// `server/first_request.rs`): the same checks and answer as through hyper,
+/// `GET <path>/sse` read by the relay's HTTP/1.1 reader (see
+/// `h1/classify.rs`): the same checks and answer as through hyper,
 /// for `http1` to write.
 pub async fn direct(state: AppState, mut req: Request<()>) -> Result<SseOpening, Response<Body>> {
     let settings = state.settings();

@@ -1,5 +1,5 @@
 //! A server's idle connections: its one pool, shared by every client
-//! connection and by both engines (the HTTP/1 relay, `server/relay.rs`, and
+//! connection and by both engines (the HTTP/1 relay, `relay.rs`, and
 //! hyper's, `exchange.rs`), so a server sees one set of keep-alive
 //! connections from the gateway whichever engine carried a request. A
 //! request takes one and gives it back once its answer has been read to the

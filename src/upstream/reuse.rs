@@ -12,7 +12,7 @@
 //! after every answer whose end the backend may misjudge: one to `HEAD`, a
 //! 204, a 304, one after an interim (1xx) answer, and one with both
 //! `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: a sign of
-//! response splitting). The relay keeps the same rule (`proxy/head.rs`).
+//! response splitting). The relay keeps the same rule (`h1/response.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use http::header;
 use http::{Method, Response, StatusCode};
 
-use super::framing::{normalize_length, unknown_transfer_coding};
+use crate::h1::framing::{normalize_length, unknown_transfer_coding};
 
 /// The backend connection a request goes out on: whether it may go back to
 /// the pool once its answer ended (`exchange.rs` asks).

@@ -270,6 +270,69 @@ async fn http1_sse_is_framed_by_close_and_other_first_requests_still_work() {
     }
 }
 
+/// Only a connection's first request is looked at for the direct SSE path:
+/// after a relayed request, an SSE request on the same connection goes
+/// where every later realtime request goes, to hyper (which frames the
+/// stream in chunks on HTTP/1.1, where the direct path frames it by close).
+#[tokio::test]
+async fn sse_after_a_relayed_request_on_one_connection_is_hypers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = backend::start().await;
+    let gw = TestGateway::with(&format!("http://{app}"), "  heartbeat: 15s", "").await;
+    let before = gw.relayed().await;
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(b"GET /echo?sse-after-relay HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    // The whole answer: its head, then as many bytes as it states.
+    let answered = |got: &[u8]| {
+        let text = String::from_utf8_lossy(got);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let length = head.lines().find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())
+                .flatten()
+        })?;
+        (body.len() >= length).then(|| head.to_string())
+    };
+    let head = loop {
+        if let Some(head) = answered(&got) {
+            break head;
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    };
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(gw.engine_since(before).await, "relay");
+
+    tls.write_all(b"GET /realtime/sse?channels=public.later HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = String::new();
+    while !got.contains("\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("an SSE head in time")
+            .unwrap();
+        assert!(n > 0, "closed after {got:?}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let lower = got.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200 ok\r\n"), "{got}");
+    assert!(
+        lower.contains("content-type: text/event-stream")
+            && lower.contains("transfer-encoding: chunked"),
+        "served by hyper, framed in chunks: {got}"
+    );
+}
+
 #[tokio::test]
 async fn sse_answers_carry_cors_for_allowed_origins_on_both_paths() {
     let gw = TestGateway::with(

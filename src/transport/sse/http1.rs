@@ -1,6 +1,6 @@
 //! An SSE answer written straight onto an HTTP/1 connection, without hyper:
 //! for subscribers whose request the server read itself
-//! (`server/first_request.rs`), so an idle one keeps only its session.
+//! (`h1/classify.rs`), so an idle one keeps only its session.
 //!
 //! HTTP/1.1 with the body delimited by closing the connection (no chunked
 //! framing, no keep-alive: an SSE stream is the connection's last response).

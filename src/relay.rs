@@ -5,22 +5,25 @@
 //! hyper each costs a server dispatch, a client pool checkout, a hand-off to
 //! the backend connection's task and back, and a header map built and
 //! re-encoded twice: about 12 µs of CPU per request here, against nginx's 4.
-//! The relay parses the head once (`proxy/head.rs`), writes the rewritten
-//! head to a pooled backend connection (`upstream/pool.rs`), and passes the
-//! answer on as it comes, framing included (`relay/answer.rs`; under
-//! `buffering.response`, the default, it is taken off the backend at once
-//! and fed to the client at its pace: `relay/spooled.rs`;
-//! `proxy/chunked.rs` finds where a chunked body ends). When the backend gives nothing to pass on, the relay
-//! answers 502 or 504 itself, and 503 when no connection to the server was
-//! free within its queue (`max_connections`), with the proxy's refusal
+//! The relay reads each head and has it classified once (`h1/classify.rs`,
+//! which also picks out a connection's first request when it is an SSE
+//! subscription, handed back to the server), writes the rewritten head
+//! (`h1/request.rs`) to a pooled backend connection (`upstream/pool.rs`),
+//! reads the answer head (`h1/response.rs`) and passes the answer on as it
+//! comes, framing included (`relay/answer.rs`; under `buffering.response`,
+//! the default, it is taken off the backend at once and fed to the client
+//! at its pace: `relay/spooled.rs`; `h1/chunked.rs` finds where a chunked
+//! body ends). When the backend gives nothing to pass on, the relay answers
+//! 502 or 504 itself, and 503 when no connection to the server was free
+//! within its queue (`max_connections`), with the proxy's refusal
 //! (`proxy/refusal.rs`, written by `relay/refusal.rs`).
 //!
 //! It takes only what it can forward exactly as the hyper path would (see
-//! `proxy/head.rs`), and only to `http://` and `https://` upstreams (TCP,
-//! or TLS over it: `upstream/backend_conn.rs`). It lives with the server
-//! because it serves a client connection; the rules it forwards by are the
-//! proxy's. The first request it does not take hands the connection, with
-//! the bytes already read, to hyper for the rest of its life.
+//! `h1/request.rs`), and only to `http://` and `https://` upstreams (TCP,
+//! or TLS over it: `upstream/backend_conn.rs`). This module is the driver
+//! that moves bytes, at the handlers' layer; the wire rules are `h1/`'s,
+//! with no I/O. The first request it does not take hands the connection,
+//! with the bytes already read, to hyper for the rest of its life.
 
 use std::io;
 use std::time::Instant;
@@ -40,20 +43,26 @@ use refusal::refuse;
 use spooled::Holding;
 
 use crate::conn_info::ConnInfo;
-use crate::proxy::chunked::ChunkedEnd;
-use crate::proxy::head::{self, Framing, Inbound, Outbound, Route};
+use crate::h1::chunked::ChunkedEnd;
+use crate::h1::classify::{Classified, classify};
+use crate::h1::request::{Outbound, Route};
+use crate::h1::response::{self, Framing, Inbound};
 use crate::proxy::refusal::Refusal;
 use crate::proxy::spool::{Budget, Spool};
-use crate::state::AppState;
+use crate::state::{AppState, Settings};
 use crate::upstream::Upstream;
 use crate::upstream::attempt::{Reached, Tried, Unreached};
 use crate::upstream::pool::BackendPool;
 
 /// How the relay left a connection.
 pub enum Relayed {
+    /// The connection's first request is an SSE subscription
+    /// (`h1/classify.rs`): the SSE transport serves it without hyper.
+    Sse(http::Request<()>),
     /// To be closed cleanly (`shutdown`, a TLS `close_notify`).
     Closed,
-    /// To be dropped: an answer was cut short.
+    /// To be dropped: an answer was cut short, or the connection ended,
+    /// failed or stayed silent before its first request.
     Aborted,
     /// A request the relay does not take: hyper serves the connection from
     /// these bytes on.
@@ -72,14 +81,14 @@ enum Next {
     Abort,
 }
 
-/// Serve the requests in `buf` and after it, until the connection ends or a
-/// request is not the relay's to take. `first_deadline` bounds the rest of
-/// the first head, whose start the caller read.
+/// Read the requests of a public HTTP/1 connection and serve those the
+/// relay takes, until the connection ends or a request is not the relay's
+/// (`h1/classify.rs` decides, once per head). `first_deadline` bounds the
+/// first head.
 pub async fn serve<I>(
     state: &AppState,
     io: &mut I,
     info: &ConnInfo,
-    mut buf: BytesMut,
     first_deadline: tokio::time::Instant,
 ) -> Relayed
 where
@@ -89,6 +98,10 @@ where
     // Waiting for a head is bounded like hyper bounds it: from the moment
     // the connection is idle (`limits.header_timeout`).
     let mut head_deadline = Some(first_deadline);
+    // Looked for in the connection's first request only.
+    let sse_path = format!("{}/sse", state.settings().config.realtime.path);
+    let mut first = true;
+    let mut buf = BytesMut::with_capacity(1024);
     loop {
         let (max_head, header_timeout) = {
             let settings = state.settings();
@@ -99,39 +112,22 @@ where
                 // The routed upstream's, put in by `retarget` below.
                 tapped: &tapped,
             };
-            match head::request(&buf, &route, info) {
-                head::Request::NotOurs => return Relayed::HandOver(buf),
-                head::Request::Relay(mut out) => {
-                    let Ok(routed) = settings.upstreams.route(Some(out.host()), out.path()) else {
-                        // The hyper path answers it (400), as it answers
-                        // any request the relay does not take.
-                        return Relayed::HandOver(buf);
-                    };
-                    // Unix sockets are hyper's to reach.
-                    if !routed.upstream.relayable() {
-                        return Relayed::HandOver(buf);
+            let sse = first.then_some(sse_path.as_str());
+            match classify(&buf, &route, sse, info) {
+                Classified::Sse(req) => return Relayed::Sse(req),
+                Classified::Hyper => return Relayed::HandOver(buf),
+                Classified::Relay(out) => {
+                    match relay_one(state, &settings, io, &mut buf, out).await {
+                        Some(Next::KeepAlive) => {}
+                        Some(Next::Close) => return Relayed::Closed,
+                        Some(Next::Abort) => return Relayed::Aborted,
+                        None => return Relayed::HandOver(buf),
                     }
-                    buf.advance(out.len);
-                    state.metrics.relayed();
-                    let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name, client = %out.client);
-                    out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
-                    let to = To {
-                        upstream: routed.upstream,
-                        buffering: routed.buffering,
-                    };
-                    let next = exchange(state, to, out.client, io, &mut buf, &out)
-                        .instrument(span)
-                        .await;
-                    if next == Next::Abort {
-                        return Relayed::Aborted;
-                    }
-                    if next == Next::Close || out.close || state.lifecycle.stopping().has_rung() {
-                        return Relayed::Closed;
-                    }
+                    first = false;
                     head_deadline = None;
                     continue;
                 }
-                head::Request::Partial => {}
+                Classified::NeedMore => {}
             }
             // Not kept while the connection waits: a reload must be able
             // to let the old settings (and their backend pool) go.
@@ -145,28 +141,76 @@ where
         if buf.capacity() == buf.len() {
             buf.reserve(1024);
         }
+        // Before its first request a connection is nobody's to close
+        // cleanly: it is dropped, and it is not closed for a shutdown.
+        let ended = if first {
+            Relayed::Aborted
+        } else {
+            Relayed::Closed
+        };
         let read = tokio::select! {
             r = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)) => r,
-            _ = stopping.rung() => {
+            _ = stopping.rung(), if !first => {
                 // Idle: close. Half a head: hyper's graceful shutdown decides.
                 return if buf.is_empty() { Relayed::Closed } else { Relayed::HandOver(buf) };
             }
         };
         match read {
-            Ok(Ok(0)) if buf.is_empty() => return Relayed::Closed,
+            Ok(Ok(0)) if buf.is_empty() => return ended,
             // Half a head, then the end: hyper answers it as it would.
             Ok(Ok(0)) => return Relayed::HandOver(buf),
             Ok(Ok(_)) => {}
             Ok(Err(error)) => {
-                debug!(%error, "connection failed between requests");
-                return Relayed::Closed;
+                debug!(%error, first, "connection failed while waiting for a request");
+                return ended;
             }
             Err(_) => {
-                debug!("no request within the header timeout");
-                return Relayed::Closed;
+                debug!(first, "no request within the header timeout");
+                return ended;
             }
         }
     }
+}
+
+/// Relay one request whose head is at the front of `buf`, if its route
+/// lets the relay take it (`None`: hyper must, from these bytes on), and
+/// say whether the connection carries on.
+async fn relay_one<I>(
+    state: &AppState,
+    settings: &Settings,
+    io: &mut I,
+    buf: &mut BytesMut,
+    mut out: Outbound,
+) -> Option<Next>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    // The hyper path answers a route's refusal (400), as it answers any
+    // request the relay does not take.
+    let routed = settings
+        .upstreams
+        .route(Some(out.host()), out.path())
+        .ok()?;
+    // Unix sockets are hyper's to reach.
+    if !routed.upstream.relayable() {
+        return None;
+    }
+    buf.advance(out.len);
+    state.metrics.relayed();
+    let span = tracing::debug_span!("proxy", method = %out.method, path = out.path(), upstream = routed.name, client = %out.client);
+    out.retarget(routed.upstream.base_path(), routed.rewrite.strip());
+    let to = To {
+        upstream: routed.upstream,
+        buffering: routed.buffering,
+    };
+    let next = exchange(state, to, out.client, io, buf, &out)
+        .instrument(span)
+        .await;
+    let close = out.close || state.lifecycle.stopping().has_rung();
+    Some(match next {
+        Next::KeepAlive if close => Next::Close,
+        next => next,
+    })
 }
 
 /// Why the backend gave no usable answer head.
@@ -394,17 +438,17 @@ async fn ask(
             });
         }
         loop {
-            match head::response(rbuf, &out.method, close, &date) {
-                head::Response::Final(mut inbound) => {
+            match response::response(rbuf, &out.method, close, &date) {
+                response::Response::Final(mut inbound) => {
                     inbound.reusable &= !interim;
                     return Ok(inbound);
                 }
-                head::Response::Interim(len) => {
+                response::Response::Interim(len) => {
                     interim = true;
                     rbuf.advance(len);
                 }
-                head::Response::Partial => break,
-                head::Response::Unusable(why) => return Err(BackendFailure::Unusable(why)),
+                response::Response::Partial => break,
+                response::Response::Unusable(why) => return Err(BackendFailure::Unusable(why)),
             }
         }
         if rbuf.capacity() == rbuf.len() {

@@ -3,7 +3,7 @@
 //!
 //! The rule: the backend connection goes back to the pool only when its
 //! answer ended exactly where its framing said, nothing followed it, and
-//! that end was not the backend's guess (`head.rs` marks answers to `HEAD`,
+//! that end was not the backend's guess (`h1/response.rs` marks answers to `HEAD`,
 //! 204s, 304s, answers after a 1xx and those with both framings as not
 //! reusable);
 //! a body that stalls past `backend.timeout`, breaks off or turns malformed
@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
 use super::Next;
-use crate::proxy::chunked::{ChunkedEnd, Malformed, Scanned};
+use crate::h1::chunked::{ChunkedEnd, Malformed, Scanned};
 use crate::upstream::pool::BackendPool;
 
 /// An answer whose head (and the body's start) is ready for the client.

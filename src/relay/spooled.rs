@@ -93,24 +93,8 @@ where
                 }
             }
         }
-        if pending.is_empty() && read < spool.len() {
-            match spool.read_at(read, CHUNK) {
-                Ok(data) if !data.is_empty() => {
-                    read += data.len() as u64;
-                    pending = data;
-                }
-                Ok(_) | Err(_) => {
-                    warn!("buffered answer could not be read back");
-                    return Next::Abort;
-                }
-            }
-            if read == spool.len() {
-                // Caught up: what was held is let go, the file emptied.
-                if spool.clear().is_err() {
-                    return Next::Abort;
-                }
-                read = 0;
-            }
+        if read_back(&mut spool, &mut read, &mut pending).is_err() {
+            return Next::Abort;
         }
         if pending.is_empty() && !unflushed && done {
             break;
@@ -142,21 +126,10 @@ where
                     }
                     Ok(Ok(_)) => deadline = Instant::now() + idle,
                 }
-                let Ok(taken) = body.take(&mut rbuf) else {
-                    warn!("backend sent a malformed chunked body");
-                    return Next::Abort;
-                };
-                surplus = taken.used < rbuf.len();
-                let kept = rbuf.split_to(taken.keep).freeze();
-                rbuf.clear();
-                let tail = if taken.end { body.tail() } else { b"" };
-                for part in [kept, Bytes::from_static(tail)] {
-                    if let Err(error) = spool.push(part) {
-                        warn!(%error, "answer could not be buffered");
-                        return Next::Abort;
-                    }
+                match hold(&mut body, &mut rbuf, &mut spool) {
+                    Ok((end, more)) => (done, surplus) = (end, more),
+                    Err(Lost) => return Next::Abort,
                 }
-                done = taken.end;
             }
             sent = send_some(io, &pending), if !pending.is_empty() || unflushed => match sent {
                 // Flushed.
@@ -178,6 +151,55 @@ where
         return Next::Close;
     }
     Next::KeepAlive
+}
+
+/// The answer could not be held or given back whole: the client's
+/// connection is aborted.
+struct Lost;
+
+/// Once the client has taken what was `pending`, the next part of what is
+/// held, from where it stands (`read`); when the client has caught up, what
+/// was held is let go and the file emptied.
+fn read_back(spool: &mut Spool, read: &mut u64, pending: &mut Bytes) -> Result<(), Lost> {
+    if !pending.is_empty() || *read >= spool.len() {
+        return Ok(());
+    }
+    match spool.read_at(*read, CHUNK) {
+        Ok(data) if !data.is_empty() => {
+            *read += data.len() as u64;
+            *pending = data;
+        }
+        Ok(_) | Err(_) => {
+            warn!("buffered answer could not be read back");
+            return Err(Lost);
+        }
+    }
+    if *read == spool.len() {
+        spool.clear().map_err(|_| Lost)?;
+        *read = 0;
+    }
+    Ok(())
+}
+
+/// Hold what the backend just sent of the body (in `rbuf`, emptied here):
+/// whether the body ended, and whether bytes followed its end (the
+/// backend is then out of step).
+fn hold(body: &mut Body, rbuf: &mut BytesMut, spool: &mut Spool) -> Result<(bool, bool), Lost> {
+    let Ok(taken) = body.take(rbuf) else {
+        warn!("backend sent a malformed chunked body");
+        return Err(Lost);
+    };
+    let surplus = taken.used < rbuf.len();
+    let kept = rbuf.split_to(taken.keep).freeze();
+    rbuf.clear();
+    let tail = if taken.end { body.tail() } else { b"" };
+    for part in [kept, Bytes::from_static(tail)] {
+        if let Err(error) = spool.push(part) {
+            warn!(%error, "answer could not be buffered");
+            return Err(Lost);
+        }
+    }
+    Ok((taken.end, surplus))
 }
 
 /// Write some of `pending` to the client (how much went), or, with

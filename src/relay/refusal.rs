@@ -12,7 +12,7 @@ use tokio::io::AsyncWrite;
 
 use super::answer::write;
 use super::{Next, http_date};
-use crate::proxy::head::Outbound;
+use crate::h1::request::Outbound;
 use crate::proxy::refusal::Refusal;
 use crate::state::AppState;
 
