@@ -15,8 +15,15 @@ use pushgate::{Gateway, Handle, Listeners};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
+pub mod app;
 pub mod backend;
+pub mod gateway;
 pub mod redis;
+
+#[allow(unused_imports)]
+pub use app::TestApp;
+#[allow(unused_imports)]
+pub use gateway::GatewayBuilder;
 
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -89,53 +96,48 @@ pub struct TestGateway {
     pub cert_pem: Vec<u8>,
 }
 
-/// Minimal config: TLS with a generated cert, permissive channel rules. `extra`
-/// is appended (top-level YAML sections), `realtime` replaces the realtime block.
+/// The default config ([`GatewayBuilder`]) with `backend` as the
+/// application's URL, `realtime` as the realtime lines after `path` and
+/// `extra` appended (top-level YAML sections).
 pub fn yaml(dir: &std::path::Path, backend: &str, realtime: &str, extra: &str) -> String {
-    format!(
-        r#"
-listen: {{ public: "127.0.0.1:0", admin: "127.0.0.1:0" }}
-tls:
-  cert: {dir}/gw.crt
-  key: {dir}/gw.key
-  self_signed_if_missing: true
-backend: {{ url: "{backend}", connect_timeout: 500ms, timeout: 2s }}
-realtime:
-  path: /realtime
-{realtime}
-channels:
-  - {{ pattern: "public.*", subscribe: anyone }}
-  - {{ pattern: "small.*", subscribe: anyone, history: {{ size: 2 }} }}
-  - {{ pattern: "chat.*", subscribe: anyone, publish: clients }}
-  - {{ pattern: "room.*", subscribe: anyone, presence: true }}
-  - {{ pattern: "orders.*", subscribe: token }}
-  - {{ pattern: "user.{{sub}}", subscribe: owner }}
-  - {{ pattern: "lossy.*", subscribe: anyone, slow_client: drop_oldest, history: {{ size: 10 }} }}
-  - {{ pattern: "latest.*", subscribe: anyone, slow_client: conflate, history: {{ size: 10 }} }}
-{extra}
-"#,
-        dir = dir.display()
-    )
+    TestGateway::builder()
+        .backend(backend)
+        .realtime(realtime)
+        .section(extra)
+        .yaml(dir)
 }
 
 impl TestGateway {
+    /// A gateway described part by part: see [`GatewayBuilder`].
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    /// The default gateway: no application behind it.
     pub async fn start() -> TestGateway {
-        Self::with("http://127.0.0.1:9", "  heartbeat: 15s", "").await
+        Self::builder().start().await
     }
 
+    /// Shorthand for the builder with a backend URL, realtime lines and
+    /// top-level sections.
     pub async fn with(backend: &str, realtime: &str, extra: &str) -> TestGateway {
-        let dir = temp_dir("gw");
-        Self::start_yaml(&yaml(&dir, backend, realtime, extra), dir).await
+        Self::builder()
+            .backend(backend)
+            .realtime(realtime)
+            .section(extra)
+            .start()
+            .await
     }
 
-    /// [`TestGateway::with`] with more keys for `backend:` (`keys` is
+    /// Shorthand for the builder with more keys for `backend:` (`keys` is
     /// `, key: value…`), such as `buffering:`.
     pub async fn with_backend_keys(backend: &str, keys: &str, extra: &str) -> TestGateway {
-        let dir = temp_dir("gw");
-        let text = yaml(&dir, backend, "  heartbeat: 15s", extra)
-            .replace("timeout: 2s }", &format!("timeout: 2s{keys} }}"));
-        assert!(text.contains(keys), "the backend takes the keys: {text}");
-        Self::start_yaml(&text, dir).await
+        Self::builder()
+            .backend(backend)
+            .backend_keys(keys)
+            .section(extra)
+            .start()
+            .await
     }
 
     pub async fn start_yaml(text: &str, dir: PathBuf) -> TestGateway {
