@@ -116,7 +116,7 @@ webhooks:
 auth:
   session: { check: GET /api/me, subject: "{body.id}", channels: "{body.channels}", cache: 0s }
 "#;
-    let sgw = TestGateway::with(&login_app.url, "  heartbeat: 15s", session).await;
+    let sgw = TestGateway::with(login_app.url(), "  heartbeat: 15s", session).await;
     let cookie = login_app.login_with("alice", SESSION_ID);
     for broken in [false, true] {
         login_app

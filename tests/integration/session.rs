@@ -52,7 +52,7 @@ channels:
   - {{ pattern: "bids.{{id}}", subscribe: anyone, publish: {{ check: "GET /api/orders/{{id}}" }} }}
 "#,
         dir = dir.display(),
-        url = app.url,
+        url = app.url(),
     )
 }
 

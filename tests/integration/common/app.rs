@@ -1,114 +1,38 @@
-//! The one configurable stand-in application behind the gateway: a raw
-//! HTTP/1.1 server on port 0 (plain TCP, TLS or a unix socket) that reads
-//! each request head and its `Content-Length` body, records what it
-//! received, and writes exactly the bytes its script answers, so a test can
-//! play a well-behaved application or a broken one (a malformed head, a cut
-//! body, a close at the wrong moment) with the same server.
+//! The one configurable stand-in application behind the gateway, on port 0
+//! over plain TCP, TLS or a unix socket, counting its connections and
+//! recording every request target it received. It answers in one of two
+//! ways:
 //!
-//! Without a script it answers every request as JSON with its name, the
-//! target and body it received and the `Host` it saw, so a test can tell
-//! where a request went; `/hold…` waits for a [`TestApp::release`] permit
-//! and `/healthz` answers 503 while [`TestApp::sick`] is set.
+//! - **HTTP** ([`TestApp::http`]): hyper parses each request and a handler
+//!   answers it, as a real application framework does (an echo, a login
+//!   application, a one-worker server, a site of test pages); upgrades
+//!   (WebSocket) work.
+//! - **Raw bytes** ([`TestApp::script`], [`TestApp::named`]): the
+//!   application reads each head and its `Content-Length` body and writes
+//!   exactly the bytes its script answers, so a test can play a broken
+//!   application (a malformed head, a cut body, a close at the wrong
+//!   moment); see [`raw`].
 //!
-//! Built as `TestApp::named("api").tls(config).start().await` or
-//! `TestApp::script(|req| sized("hi")).start().await`; the hyper-based
-//! applications (`backend.rs`, the login application) stay apart because
-//! they speak WebSocket and cookie sessions rather than bytes.
+//! Built as `TestApp::named("api").tls(config).start().await`,
+//! `TestApp::script(|req| sized("hi")).start().await` or
+//! `TestApp::http(handler).start().await`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
-/// One request as the application read it.
-pub struct Request {
-    /// The head, request line to blank line, as received.
-    pub head: String,
-    /// The body, as long as `Content-Length` said (none without one).
-    pub body: Vec<u8>,
-}
+pub mod http;
+pub mod raw;
 
-impl Request {
-    pub fn method(&self) -> &str {
-        self.head.split(' ').next().unwrap_or("")
-    }
-
-    /// The request target (path and query).
-    pub fn target(&self) -> &str {
-        path_of(&self.head)
-    }
-
-    /// The value of the first header field `name` (any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        header(&self.head, name)
-    }
-}
-
-/// The target of a request head.
-pub fn path_of(head: &str) -> &str {
-    head.split(' ').nth(1).unwrap_or("")
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-}
-
-/// What the application does with one request.
-pub struct Answer {
-    pub bytes: Vec<u8>,
-    /// Close the connection once the answer is written.
-    pub close: bool,
-    /// Written `then_after` after `bytes`, in a write of its own.
-    pub then: &'static [u8],
-    pub then_after: Duration,
-    /// Keep the connection after this answer, but close it unanswered as
-    /// soon as the next request arrives on it: an application whose
-    /// keep-alive timeout fires just as a request comes in. The connection
-    /// looks alive until then, so the request is written before the close
-    /// is seen.
-    pub hang_up_next: bool,
-    /// Wait for a [`TestApp::release`] permit before answering.
-    pub hold: bool,
-    /// After `bytes`, keep the connection open and silent for good: an
-    /// answer that streams and never ends.
-    pub stall: bool,
-}
-
-/// An answer of exactly `bytes`.
-pub fn answer(bytes: impl Into<Vec<u8>>) -> Answer {
-    Answer {
-        bytes: bytes.into(),
-        close: false,
-        then: b"",
-        then_after: Duration::from_millis(100),
-        hang_up_next: false,
-        hold: false,
-        stall: false,
-    }
-}
-
-/// A 200 with `body`, its length and `X-App: yes`.
-pub fn sized(body: &str) -> Answer {
-    answer(format!(
-        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nX-App: yes\r\n\r\n{body}",
-        body.len()
-    ))
-}
-
-/// A `status` (e.g. `"200 OK"`) with a JSON `body`.
-pub fn json_answer(status: &str, body: &str) -> Answer {
-    answer(format!(
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    ))
-}
+// Not every test binary that shares this module uses each name.
+#[allow(unused_imports)]
+pub use http::{Body, BoxError, Context, body};
+#[allow(unused_imports)]
+pub use raw::{Answer, Request, answer, json_answer, path_of, sized};
 
 /// Requests an application is working on: from its head read to the start
 /// of its answer, as a worker of a real application is taken.
@@ -128,17 +52,24 @@ impl Busy {
         self.peak.load(Ordering::SeqCst)
     }
 
-    fn enter(&self) {
+    pub(crate) fn enter(&self) {
         let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
     }
 
-    fn leave(&self) {
+    pub(crate) fn leave(&self) {
         self.now.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-type Script = Arc<dyn Fn(&Request) -> Answer + Send + Sync>;
+/// How the application answers.
+#[derive(Clone)]
+enum Engine {
+    /// Raw bytes: a script, or the named answer without one.
+    Raw(Option<raw::Script>),
+    /// hyper and a handler.
+    Http(http::Handler),
+}
 
 enum Listen {
     Tcp,
@@ -149,8 +80,9 @@ enum Listen {
 /// How to build a [`TestApp`].
 pub struct AppBuilder {
     name: &'static str,
-    script: Option<Script>,
+    engine: Engine,
     listen: Listen,
+    one_at_a_time: bool,
 }
 
 impl AppBuilder {
@@ -166,54 +98,89 @@ impl AppBuilder {
         self
     }
 
+    /// One worker, as a gunicorn sync worker or a one-process PHP-FPM pool:
+    /// accept a connection, serve its one request to the end, close it, and
+    /// only then accept the next.
+    pub fn one_at_a_time(mut self) -> AppBuilder {
+        self.one_at_a_time = true;
+        self
+    }
+
     pub async fn start(self) -> TestApp {
         let shared = Shared {
             name: self.name,
-            script: self.script,
+            engine: self.engine,
+            one_at_a_time: self.one_at_a_time,
+            record: Record::default(),
+        };
+        let record = shared.record.clone();
+        let (url, addr, task) = match self.listen {
+            Listen::Tcp => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let task = tokio::spawn(accept_tcp(listener, None, shared));
+                (format!("http://{addr}"), Some(addr), task)
+            }
+            Listen::Tls(config) => {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                let task = tokio::spawn(accept_tcp(listener, Some(acceptor), shared));
+                (format!("https://{addr}"), Some(addr), task)
+            }
+            Listen::Unix(path) => {
+                let listener = tokio::net::UnixListener::bind(&path).unwrap();
+                let task = tokio::spawn(accept_unix(listener, shared));
+                (format!("unix:{}", path.display()), None, task)
+            }
+        };
+        TestApp {
+            url,
+            addr,
+            heads: record.heads,
+            seen: record.seen,
+            connections: record.connections,
+            finished: record.finished,
+            closed: record.closed,
+            hung_up: record.hung_up,
+            late: record.late,
+            release: record.release,
+            sick: record.sick,
+            busy: record.busy,
+            task,
+        }
+    }
+}
+
+/// What the application has received and done, shared with its
+/// connections.
+#[derive(Clone)]
+pub(crate) struct Record {
+    pub(crate) heads: Arc<Mutex<Vec<String>>>,
+    pub(crate) seen: Arc<Mutex<Vec<String>>>,
+    pub(crate) connections: Arc<AtomicUsize>,
+    pub(crate) finished: Arc<AtomicUsize>,
+    pub(crate) closed: Arc<AtomicUsize>,
+    pub(crate) hung_up: Arc<AtomicUsize>,
+    pub(crate) late: Arc<AtomicUsize>,
+    pub(crate) release: Arc<Semaphore>,
+    pub(crate) sick: Arc<AtomicBool>,
+    pub(crate) busy: Arc<Busy>,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
             heads: Arc::default(),
             seen: Arc::default(),
             connections: Arc::default(),
+            finished: Arc::default(),
             closed: Arc::default(),
             hung_up: Arc::default(),
             late: Arc::default(),
             release: Arc::new(Semaphore::new(0)),
             sick: Arc::default(),
             busy: Arc::default(),
-        };
-        let (url, task) = match self.listen {
-            Listen::Tcp => {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let url = format!("http://{}", listener.local_addr().unwrap());
-                (
-                    url,
-                    tokio::spawn(accept_tcp(listener, None, shared.clone())),
-                )
-            }
-            Listen::Tls(config) => {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let url = format!("https://{}", listener.local_addr().unwrap());
-                let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                let task = tokio::spawn(accept_tcp(listener, Some(acceptor), shared.clone()));
-                (url, task)
-            }
-            Listen::Unix(path) => {
-                let listener = tokio::net::UnixListener::bind(&path).unwrap();
-                let url = format!("unix:{}", path.display());
-                (url, tokio::spawn(accept_unix(listener, shared.clone())))
-            }
-        };
-        TestApp {
-            url,
-            heads: shared.heads,
-            seen: shared.seen,
-            connections: shared.connections,
-            closed: shared.closed,
-            hung_up: shared.hung_up,
-            late: shared.late,
-            release: shared.release,
-            sick: shared.sick,
-            busy: shared.busy,
-            task,
         }
     }
 }
@@ -222,14 +189,16 @@ impl AppBuilder {
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`, `https://…` or `unix:/path`.
     pub url: String,
-    /// Every request head received, in order.
+    addr: Option<SocketAddr>,
+    /// Every request head received, in order (raw mode).
     pub heads: Arc<Mutex<Vec<String>>>,
     /// Every request target received, in order.
     pub seen: Arc<Mutex<Vec<String>>>,
     /// Connections accepted (before any TLS handshake).
     pub connections: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
     /// Connections the gateway has closed (or reset while the application
-    /// was writing to them).
+    /// was writing to them; raw mode).
     pub closed: Arc<AtomicUsize>,
     /// Requests whose connection the application closed unanswered
     /// ([`Answer::hang_up_next`]).
@@ -237,33 +206,62 @@ pub struct TestApp {
     /// [`Answer::then`] writes done: delivered to the gateway's socket,
     /// unless the gateway had closed the connection.
     pub late: Arc<AtomicUsize>,
-    /// Held answers ([`Answer::hold`], `/hold…`) wait for a permit here.
+    /// Held answers ([`Answer::hold`], `/hold…`, a handler's wait) wait for
+    /// a permit here.
     pub release: Arc<Semaphore>,
     /// While set, the named application's `/healthz` answers 503.
     pub sick: Arc<AtomicBool>,
-    /// Requests it is working on now, and the most at once.
+    /// Requests it is working on now, and the most at once (raw mode).
     pub busy: Arc<Busy>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TestApp {
-    /// An application answering every request as JSON with `name`, the
-    /// target, body and `Host` it received.
-    pub fn named(name: &'static str) -> AppBuilder {
+    fn builder(name: &'static str, engine: Engine) -> AppBuilder {
         AppBuilder {
             name,
-            script: None,
+            engine,
             listen: Listen::Tcp,
+            one_at_a_time: false,
         }
     }
 
-    /// An application answering each request with `script(request)`.
+    /// An application answering every request as JSON with `name`, the
+    /// target, body and `Host` it received; `/hold…` waits for a
+    /// [`release`](Self::release) permit and `/healthz` answers 503 while
+    /// [`sick`](Self::sick) is set.
+    pub fn named(name: &'static str) -> AppBuilder {
+        Self::builder(name, Engine::Raw(None))
+    }
+
+    /// An application answering each request with the bytes of
+    /// `script(request)`.
     pub fn script(script: impl Fn(&Request) -> Answer + Send + Sync + 'static) -> AppBuilder {
-        AppBuilder {
-            name: "scripted",
-            script: Some(Arc::new(script)),
-            listen: Listen::Tcp,
-        }
+        Self::builder("scripted", Engine::Raw(Some(Arc::new(script))))
+    }
+
+    /// An application whose requests hyper parses and `handler` answers;
+    /// the handler is given the application's [`Record`]-backed
+    /// [`http::Context`] (its `release` semaphore).
+    pub fn http<F, Fut, B>(handler: F) -> AppBuilder
+    where
+        F: Fn(http::Context, hyper::Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = hyper::Response<B>> + Send + 'static,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self::builder("http", Engine::Http(http::handler(handler)))
+    }
+
+    /// The TCP address it listens on (none on a unix socket).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("a TCP application")
+    }
+
+    /// Connections it has finished with (answered and closed, or closed by
+    /// the gateway).
+    pub fn finished(&self) -> usize {
+        self.finished.load(Ordering::SeqCst)
     }
 
     /// Whether a request for exactly `target` has arrived.
@@ -282,202 +280,69 @@ impl TestApp {
 #[derive(Clone)]
 struct Shared {
     name: &'static str,
-    script: Option<Script>,
-    heads: Arc<Mutex<Vec<String>>>,
-    seen: Arc<Mutex<Vec<String>>>,
-    connections: Arc<AtomicUsize>,
-    closed: Arc<AtomicUsize>,
-    hung_up: Arc<AtomicUsize>,
-    late: Arc<AtomicUsize>,
-    release: Arc<Semaphore>,
-    sick: Arc<AtomicBool>,
-    busy: Arc<Busy>,
+    engine: Engine,
+    one_at_a_time: bool,
+    record: Record,
+}
+
+/// Answer the requests of one connection (a TCP, TLS or unix stream).
+async fn serve<S>(stream: S, peer: Option<raw::Peer>, app: Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match &app.engine {
+        Engine::Raw(script) => {
+            raw::serve(stream, peer, app.name, script.as_ref(), &app.record).await
+        }
+        Engine::Http(handler) => {
+            http::serve(stream, handler, !app.one_at_a_time, &app.record).await
+        }
+    }
+    app.record.finished.fetch_add(1, Ordering::SeqCst);
 }
 
 async fn accept_tcp(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Shared,
+    app: Shared,
 ) {
     // Dropped with this task: every connection ends with it (`kill`).
     let mut conns = tokio::task::JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
-        shared.connections.fetch_add(1, Ordering::SeqCst);
-        let shared = shared.clone();
-        match &tls {
-            None => {
-                conns.spawn(async move {
-                    let peer = Peer::of(&stream);
-                    serve(stream, peer, shared).await
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                conns.spawn(async move {
+        app.record.connections.fetch_add(1, Ordering::SeqCst);
+        let (tls, app) = (tls.clone(), app.clone());
+        let one_at_a_time = app.one_at_a_time;
+        let conn = async move {
+            match tls {
+                None => {
+                    let peer = raw::Peer::of(&stream);
+                    serve(stream, peer, app).await;
+                }
+                Some(acceptor) => {
                     if let Ok(stream) = acceptor.accept(stream).await {
-                        serve(stream, None, shared).await;
+                        serve(stream, None, app).await;
                     }
-                });
+                }
             }
+        };
+        if one_at_a_time {
+            conn.await;
+        } else {
+            conns.spawn(conn);
         }
     }
 }
 
-async fn accept_unix(listener: tokio::net::UnixListener, shared: Shared) {
+async fn accept_unix(listener: tokio::net::UnixListener, app: Shared) {
     let mut conns = tokio::task::JoinSet::new();
     while let Ok((stream, _)) = listener.accept().await {
-        shared.connections.fetch_add(1, Ordering::SeqCst);
-        conns.spawn(serve(stream, None, shared.clone()));
-    }
-}
-
-/// Read until `buf` holds more than `len` bytes; false when the peer is gone.
-async fn fill<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>, len: usize) -> bool {
-    while buf.len() < len {
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    true
-}
-
-/// Answer the requests on one connection (a TCP, TLS or unix stream).
-async fn serve<S>(mut stream: S, peer: Option<Peer>, app: Shared)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut buf = Vec::new();
-    let mut hang_up = false;
-    loop {
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            let more = buf.len() + 1;
-            if !fill(&mut stream, &mut buf, more).await {
-                app.closed.fetch_add(1, Ordering::SeqCst);
-                return;
-            }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-        if hang_up {
-            app.heads.lock().unwrap().push(head);
-            app.hung_up.fetch_add(1, Ordering::SeqCst);
-            return;
-        }
-        let length = header(&head, "content-length")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        if !fill(&mut stream, &mut buf, end + 4 + length).await {
-            app.closed.fetch_add(1, Ordering::SeqCst);
-            return;
-        }
-        let body = buf[end + 4..end + 4 + length].to_vec();
-        buf.drain(..end + 4 + length);
-        let request = Request { head, body };
-        app.busy.enter();
-        app.seen.lock().unwrap().push(request.target().to_owned());
-        let reply = match &app.script {
-            Some(script) => script(&request),
-            None => named(&app, &request),
-        };
-        app.heads.lock().unwrap().push(request.head);
-        if reply.hold {
-            let _ = app.release.acquire().await.map(|p| p.forget());
-        }
-        // Done before the answer leaves: the gateway may pass on the next
-        // request as soon as it has read this one.
-        app.busy.leave();
-        hang_up = reply.hang_up_next;
-        if stream.write_all(&reply.bytes).await.is_err() {
-            app.closed.fetch_add(1, Ordering::SeqCst);
-            return;
-        }
-        if reply.stall {
-            std::future::pending::<()>().await;
-        }
-        if !reply.then.is_empty() {
-            tokio::time::sleep(reply.then_after).await;
-            if stream.write_all(reply.then).await.is_ok()
-                && let Some(peer) = &peer
-            {
-                peer.delivered().await;
-            }
-            app.late.fetch_add(1, Ordering::SeqCst);
-        }
-        if reply.close {
-            return;
-        }
-    }
-}
-
-/// The named application's answer: where the request went, as JSON.
-fn named(app: &Shared, request: &Request) -> Answer {
-    let target = request.target();
-    let body = json!({
-        "app": app.name,
-        "path": target,
-        "body": String::from_utf8_lossy(&request.body),
-        "host": request.header("host"),
-    })
-    .to_string();
-    let status = if target == "/healthz" && app.sick.load(Ordering::SeqCst) {
-        "503 Service Unavailable"
-    } else {
-        "200 OK"
-    };
-    Answer {
-        hold: target.starts_with("/hold"),
-        ..json_answer(status, &body)
-    }
-}
-
-/// A TCP connection's two ends, to tell when what was written to it has
-/// reached the peer.
-struct Peer {
-    local: String,
-    remote: String,
-}
-
-impl Peer {
-    fn of(stream: &tokio::net::TcpStream) -> Option<Peer> {
-        let hex = |a: std::net::SocketAddr| match a.ip() {
-            std::net::IpAddr::V4(ip) => Some(format!(
-                "{:08X}:{:04X}",
-                u32::from_le_bytes(ip.octets()),
-                a.port()
-            )),
-            std::net::IpAddr::V6(_) => None,
-        };
-        Some(Peer {
-            local: hex(stream.local_addr().ok()?)?,
-            remote: hex(stream.peer_addr().ok()?)?,
-        })
-    }
-
-    /// Wait (up to 5 s) until the peer's kernel has acknowledged everything
-    /// written: the bytes are then in its receive queue, whatever its
-    /// process has made of them yet. Read from the socket table
-    /// (`/proc/net/tcp`: the send queue of this connection is empty).
-    async fn delivered(&self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while tokio::time::Instant::now() < deadline {
-            let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-            let queued = table.lines().find_map(|line| {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                (f.get(1) == Some(&self.local.as_str()) && f.get(2) == Some(&self.remote.as_str()))
-                    .then(|| {
-                        f.get(4)
-                            .and_then(|q| q.split(':').next())
-                            .map(str::to_owned)
-                    })
-                    .flatten()
-            });
-            match queued {
-                Some(q) if q.trim_start_matches('0').is_empty() => return,
-                None => return,
-                Some(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-            }
+        app.record.connections.fetch_add(1, Ordering::SeqCst);
+        let one_at_a_time = app.one_at_a_time;
+        let conn = serve(stream, None, app.clone());
+        if one_at_a_time {
+            conn.await;
+        } else {
+            conns.spawn(conn);
         }
     }
 }
