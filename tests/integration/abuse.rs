@@ -106,24 +106,12 @@ async fn idle_and_oversize_requests_are_cut_off() {
 
 #[tokio::test]
 async fn a_backend_that_never_reads_does_not_grow_memory() {
-    // A "backend" that accepts connections and never reads a byte.
-    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = blackhole.local_addr().unwrap();
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((s, _)) = blackhole.accept().await {
-            conns.push(s);
-        }
-    });
+    let mut blackhole = TestApp::never_reads().start().await;
     // Without request buffering, which would take the body whole first
     // (to `buffering.max_body`, on disk past `buffering.memory`; the
     // buffering tests have that): here back-pressure is what bounds it.
-    let gw = TestGateway::with_backend_keys(
-        &format!("http://{addr}"),
-        ", buffering: { request: off }",
-        "",
-    )
-    .await;
+    let gw =
+        TestGateway::with_backend_keys(&blackhole.url, ", buffering: { request: off }", "").await;
     let pulled = Arc::new(AtomicU64::new(0));
     let counter = pulled.clone();
     let chunk = bytes::Bytes::from(vec![b'u'; 64 * 1024]);
@@ -164,7 +152,7 @@ async fn a_backend_that_never_reads_does_not_grow_memory() {
         "the upload is stalled by back-pressure ({a} -> {b})"
     );
     upload.abort();
-    held.abort();
+    blackhole.kill().await;
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! connection serves what the new configuration says.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -198,35 +198,15 @@ async fn a_long_lived_http2_connection_serves_a_new_rule_after_a_reload() {
     );
 }
 
-/// A stand-in application that answers `ok` and counts the TCP connections
-/// it has accepted.
-async fn counting_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, accepted)
-}
-
 #[tokio::test]
 async fn backend_connections_outlive_a_reload() {
-    let (backend, accepted) = counting_backend().await;
-    let gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await;
+    // Answers `ok` and counts the TCP connections it has accepted.
+    let backend =
+        TestApp::script(|_| app::answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"))
+            .start()
+            .await;
+    let accepted = &backend.connections;
+    let gw = TestGateway::builder().backend(&backend.url).start().await;
     for (client, name) in [(&gw.http1, "HTTP/1 relay"), (&gw.http, "HTTP/2 proxy")] {
         let get = || async {
             let r = client.get(gw.url("/app")).send().await.unwrap();

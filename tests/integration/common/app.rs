@@ -69,6 +69,8 @@ enum Engine {
     Raw(Option<raw::Script>),
     /// hyper and a handler.
     Http(http::Handler),
+    /// Accept, hold the connection, never read a byte.
+    NeverReads,
 }
 
 enum Listen {
@@ -253,6 +255,12 @@ impl TestApp {
         Self::builder("http", Engine::Http(http::handler(handler)))
     }
 
+    /// An application that accepts connections and never reads a byte
+    /// from them: what it is sent fills the socket buffers and stops.
+    pub fn never_reads() -> AppBuilder {
+        Self::builder("never-reads", Engine::NeverReads)
+    }
+
     /// The TCP address it listens on (none on a unix socket).
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("a TCP application")
@@ -296,6 +304,10 @@ where
         }
         Engine::Http(handler) => {
             http::serve(stream, handler, !app.one_at_a_time, &app.record).await
+        }
+        Engine::NeverReads => {
+            let _held = stream;
+            std::future::pending::<()>().await;
         }
     }
     app.record.finished.fetch_add(1, Ordering::SeqCst);
