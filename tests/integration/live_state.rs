@@ -23,15 +23,6 @@ async fn gateway(limits: &str) -> TestGateway {
     TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
 }
 
-/// Replace `from` with `to` in the gateway's file and reload it.
-fn reload_with(gw: &TestGateway, from: &str, to: &str) {
-    let path = gw.dir.join("gateway.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(from), "{from} not in config");
-    std::fs::write(&path, text.replace(from, to)).unwrap();
-    pushgate::reload::reload(gw.handle.as_ref().unwrap().state(), &path).unwrap();
-}
-
 /// The HTTP status a refused WebSocket handshake got.
 fn refused_status(r: Result<Ws, tungstenite::Error>) -> u16 {
     match r {
@@ -50,7 +41,7 @@ async fn a_client_at_its_connection_limit_stays_refused_across_a_reload() {
     assert_eq!(refused_status(gw.try_ws(&path).await), 429);
 
     // A reload that changes nothing about this client.
-    reload_with(&gw, "heartbeat: 15s", "heartbeat: 14s");
+    gw.reload_with("heartbeat: 15s", "heartbeat: 14s");
     assert_eq!(
         refused_status(gw.try_ws(&path).await),
         429,
@@ -66,7 +57,7 @@ async fn a_client_at_its_connection_limit_stays_refused_across_a_reload() {
     .await;
 
     // A raised quota gives exactly the difference.
-    reload_with(&gw, "connections: 2", "connections: 3");
+    gw.reload_with("connections: 2", "connections: 3");
     let _c = gw.ws(&path).await;
     let _d = gw.ws(&path).await;
     assert_eq!(refused_status(gw.try_ws(&path).await), 429);
@@ -89,7 +80,7 @@ async fn a_rate_limited_client_is_not_refreshed_by_a_reload() {
         assert_eq!(poll().await, 200);
     }
     assert_eq!(poll().await, 429);
-    reload_with(&gw, "heartbeat: 15s", "heartbeat: 14s");
+    gw.reload_with("heartbeat: 15s", "heartbeat: 14s");
     assert_eq!(poll().await, 429, "the reload refunds nothing");
 }
 
@@ -117,14 +108,14 @@ async fn a_new_rate_drains_what_was_spent_at_the_new_rate() {
     assert_eq!(poll().await, (429, Some(60)));
     // Slower: both connects are still spent, one drains in an hour. (A
     // bucket that kept the old rate's time would be nearly full again.)
-    reload_with(&gw, "rate: 1/m", "rate: 1/h");
+    gw.reload_with("rate: 1/m", "rate: 1/h");
     let (status, retry) = poll().await;
     assert_eq!(status, 429, "a slower rate refunds nothing");
     let retry = retry.unwrap();
     assert!((3590..=3600).contains(&retry), "Retry-After {retry}");
     // Faster: what is left drains at once at the new rate, not over the
     // old rate's hour.
-    reload_with(&gw, "rate: 1/h", "rate: 1/s");
+    gw.reload_with("rate: 1/h", "rate: 1/s");
     let (status, retry) = poll().await;
     assert_eq!((status, retry), (429, Some(1)), "one token at 1/s");
     eventually(5, "a token came back at the new rate", || async {
@@ -155,7 +146,7 @@ async fn a_reload_changes_quotas_without_refunding_what_was_spent() {
     }
     assert_eq!(acks, [true, true, true, false]);
     // Two more in the burst: two more subscribes, not five.
-    reload_with(&gw, "burst: 3", "burst: 5");
+    gw.reload_with("burst: 3", "burst: 5");
     let mut acks = Vec::new();
     for i in 4..7 {
         acks.push(subscribe(&mut ws, i).await);
@@ -180,8 +171,7 @@ async fn a_long_lived_http2_connection_serves_a_new_rule_after_a_reload() {
     let state = gw.handle.as_ref().unwrap().state();
     let before = Arc::downgrade(&state.settings());
 
-    reload_with(
-        &gw,
+    gw.reload_with(
         "channels:\n",
         "channels:\n  - { pattern: \"later.*\", subscribe: anyone }\n",
     );
@@ -215,13 +205,13 @@ async fn backend_connections_outlive_a_reload() {
         };
         assert_eq!(get().await, "ok");
         let before = accepted.load(Ordering::SeqCst);
-        reload_with(&gw, "heartbeat: 15s", "heartbeat: 14s");
+        gw.reload_with("heartbeat: 15s", "heartbeat: 14s");
         assert_eq!(get().await, "ok");
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             before,
             "{name}: the backend connection is reused after a reload"
         );
-        reload_with(&gw, "heartbeat: 14s", "heartbeat: 15s");
+        gw.reload_with("heartbeat: 14s", "heartbeat: 15s");
     }
 }

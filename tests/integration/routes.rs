@@ -244,12 +244,8 @@ async fn taps_fire_on_routed_requests_and_may_name_the_upstream() {
 }
 
 fn reload(gw: &TestGateway, text: &str) -> Result<(), String> {
-    let path = gw.dir.join("gateway.yaml");
-    std::fs::write(&path, text).unwrap();
-    let state = gw.handle.as_ref().unwrap().state();
-    pushgate::reload::reload(state, &path)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    std::fs::write(gw.config_path(), text).unwrap();
+    gw.reload().map_err(|e| e.to_string())
 }
 
 #[tokio::test]

@@ -210,10 +210,7 @@ async fn health_checks_follow_a_reload() {
     })
     .await;
     // Checks taken out by a reload: b is in the rotation again.
-    let path = gw.dir.join("gateway.yaml");
-    let text = std::fs::read_to_string(&path).unwrap().replace(health, "");
-    std::fs::write(&path, text).unwrap();
-    pushgate::reload::reload(gw.handle.as_ref().unwrap().state(), &path).unwrap();
+    gw.reload_with(health, "");
     eventually(10, "b back without checks", || async {
         server_stats(&gw, &b.url).await["healthy"] == true
     })

@@ -172,6 +172,35 @@ impl TestGateway {
         }
     }
 
+    /// The config file the gateway was started from (and reloads).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("gateway.yaml")
+    }
+
+    /// The running gateway's state.
+    pub fn state(&self) -> &pushgate::state::AppState {
+        self.handle.as_ref().expect("a running gateway").state()
+    }
+
+    /// Replace `from` (which must be there) with `to` in the config file.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from} not in config:\n{text}");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    }
+
+    /// Reload the config file, as `SIGHUP` does.
+    pub fn reload(&self) -> Result<(), pushgate::reload::ReloadError> {
+        pushgate::reload::reload(self.state(), &self.config_path())
+    }
+
+    /// [`edit_config`](Self::edit_config), then a reload that must succeed.
+    pub fn reload_with(&self, from: &str, to: &str) {
+        self.edit_config(from, to);
+        self.reload().unwrap_or_else(|e| panic!("reload: {e}"));
+    }
+
     /// `https://localhost:PORT{path}` (the certificate is for localhost).
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{}", self.public.port(), path)
