@@ -32,7 +32,12 @@ fn parse_without_roots(text: &str) -> Result<crate::config::Config, ConfigErrors
 
 #[test]
 fn https_without_ca_on_a_system_without_roots() {
-    let errors = parse_without_roots("backend:\n  url: https://app.internal:8443\n").unwrap_err();
+    let errors = parse_without_roots(
+        r#"backend:
+  url: https://app.internal:8443
+"#,
+    )
+    .unwrap_err();
     let rendered = errors.to_string();
     assert!(
         rendered.starts_with("gateway.yaml:2: backend.url: ") && rendered.contains("needs tls.ca"),
@@ -41,7 +46,10 @@ fn https_without_ca_on_a_system_without_roots() {
     // With a CA of its own, no system roots are needed.
     let dir = files("roots");
     let text = format!(
-        "backend:\n  url: https://app.internal:8443\n  tls: {{ ca: {}/cert.pem }}\n",
+        r#"backend:
+  url: https://app.internal:8443
+  tls: {{ ca: {}/cert.pem }}
+"#,
         dir.display()
     );
     parse_without_roots(&text).unwrap();
@@ -50,7 +58,11 @@ fn https_without_ca_on_a_system_without_roots() {
 #[test]
 fn ca_that_cannot_be_read() {
     rejects(
-        "backend:\n  url: https://app.internal\n  tls:\n    ca: /nonexistent/ca.pem\n",
+        r#"backend:
+  url: https://app.internal
+  tls:
+    ca: /nonexistent/ca.pem
+"#,
         4,
         "backend.tls.ca",
         "cannot read /nonexistent/ca.pem",
@@ -62,7 +74,11 @@ fn ca_without_a_certificate() {
     let dir = files("junk");
     rejects(
         &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {}/junk.pem\n",
+            r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {}/junk.pem
+"#,
             dir.display()
         ),
         4,
@@ -76,7 +92,13 @@ fn client_cert_without_client_key() {
     let dir = files("nokey");
     rejects(
         &format!(
-            "upstreams:\n  api:\n    url: https://app.internal\n    tls:\n      ca: {d}/cert.pem\n      client_cert: {d}/cert.pem\n",
+            r#"upstreams:
+  api:
+    url: https://app.internal
+    tls:
+      ca: {d}/cert.pem
+      client_cert: {d}/cert.pem
+"#,
             d = dir.display()
         ),
         4,
@@ -90,7 +112,12 @@ fn client_key_without_client_cert() {
     let dir = files("nocert");
     rejects(
         &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_key: {d}/key.pem\n",
+            r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {d}/cert.pem
+    client_key: {d}/key.pem
+"#,
             d = dir.display()
         ),
         3,
@@ -104,7 +131,13 @@ fn client_cert_that_cannot_be_read() {
     let dir = files("certgone");
     rejects(
         &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_cert: {d}/gone.pem\n    client_key: {d}/key.pem\n",
+            r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {d}/cert.pem
+    client_cert: {d}/gone.pem
+    client_key: {d}/key.pem
+"#,
             d = dir.display()
         ),
         5,
@@ -118,7 +151,13 @@ fn client_key_that_is_no_key() {
     let dir = files("keyjunk");
     rejects(
         &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_cert: {d}/cert.pem\n    client_key: {d}/junk.pem\n",
+            r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {d}/cert.pem
+    client_cert: {d}/cert.pem
+    client_key: {d}/junk.pem
+"#,
             d = dir.display()
         ),
         6,
@@ -132,7 +171,13 @@ fn client_key_of_another_certificate() {
     let dir = files("mismatch");
     rejects(
         &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_cert: {d}/cert.pem\n    client_key: {d}/other.key\n",
+            r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {d}/cert.pem
+    client_cert: {d}/cert.pem
+    client_key: {d}/other.key
+"#,
             d = dir.display()
         ),
         6,
@@ -145,7 +190,14 @@ fn client_key_of_another_certificate() {
 fn a_usable_client_pair_is_accepted() {
     let dir = files("pair");
     let text = format!(
-        "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    server_name: api.internal\n    client_cert: {d}/cert.pem\n    client_key: {d}/key.pem\n",
+        r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {d}/cert.pem
+    server_name: api.internal
+    client_cert: {d}/cert.pem
+    client_key: {d}/key.pem
+"#,
         d = dir.display()
     );
     let c = parse_str(&text).unwrap();
@@ -157,7 +209,11 @@ fn a_usable_client_pair_is_accepted() {
 #[test]
 fn tls_on_an_upstream_without_https_servers() {
     rejects(
-        "upstreams:\n  api:\n    url: http://10.0.0.7:8080\n    tls: { server_name: api.internal }\n",
+        r#"upstreams:
+  api:
+    url: http://10.0.0.7:8080
+    tls: { server_name: api.internal }
+"#,
         4,
         "upstreams.api.tls",
         "has none",
@@ -169,7 +225,12 @@ fn server_name_that_is_no_name() {
     let dir = files("badname");
     rejects(
         &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {}/cert.pem\n    server_name: \"not a name\"\n",
+            r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {}/cert.pem
+    server_name: "not a name"
+"#,
             dir.display()
         ),
         5,
@@ -181,7 +242,11 @@ fn server_name_that_is_no_name() {
 #[test]
 fn servers_of_different_schemes() {
     rejects(
-        "backend:\n  urls:\n    - http://10.0.0.5:8080\n    - https://10.0.0.6:8443\n",
+        r#"backend:
+  urls:
+    - http://10.0.0.5:8080
+    - https://10.0.0.6:8443
+"#,
         4,
         "backend.urls[1]",
         "same scheme",
@@ -192,7 +257,12 @@ fn servers_of_different_schemes() {
 fn unix_path_that_is_not_a_socket() {
     let dir = files("notsock");
     rejects(
-        &format!("backend:\n  url: unix:{}/cert.pem\n", dir.display()),
+        &format!(
+            r#"backend:
+  url: unix:{}/cert.pem
+"#,
+            dir.display()
+        ),
         2,
         "backend.url",
         "is not a socket",
@@ -202,7 +272,9 @@ fn unix_path_that_is_not_a_socket() {
 #[test]
 fn unix_socket_in_a_directory_that_does_not_exist() {
     rejects(
-        "backend:\n  url: unix:/nonexistent/dir/app.sock\n",
+        r#"backend:
+  url: unix:/nonexistent/dir/app.sock
+"#,
         2,
         "backend.url",
         "directory of /nonexistent/dir/app.sock does not exist",
@@ -212,7 +284,9 @@ fn unix_socket_in_a_directory_that_does_not_exist() {
 #[test]
 fn unix_socket_with_a_host() {
     rejects(
-        "backend:\n  url: unix://app/run/app.sock\n",
+        r#"backend:
+  url: unix://app/run/app.sock
+"#,
         2,
         "backend.url",
         "unix:/absolute/path.sock",
@@ -223,7 +297,9 @@ fn unix_socket_with_a_host() {
 fn a_missing_socket_in_a_directory_that_exists_is_accepted() {
     let dir = files("latersock");
     let text = format!(
-        "backend:\n  urls: [\"unix:{d}/a.sock\", \"unix:{d}/b.sock\"]\n",
+        r#"backend:
+  urls: ["unix:{d}/a.sock", "unix:{d}/b.sock"]
+"#,
         d = dir.display()
     );
     let c = parse_str(&text).unwrap();
