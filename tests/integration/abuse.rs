@@ -13,7 +13,10 @@ use crate::common::*;
 
 fn roomy_limits(extra: &str) -> String {
     format!(
-        "limits:\n  per_ip: {{ connects: {{ rate: 10000/s, burst: 10000 }} }}\n  per_client: {{ messages: {{ rate: 10000/s, burst: 10000 }} }}\n{extra}"
+        r#"limits:
+  per_ip: {{ connects: {{ rate: 10000/s, burst: 10000 }} }}
+  per_client: {{ messages: {{ rate: 10000/s, burst: 10000 }} }}
+{extra}"#
     )
 }
 
@@ -25,7 +28,10 @@ async fn slowloris_connections_do_not_stop_normal_clients() {
     let gw = TestGateway::with(
         "http://127.0.0.1:9",
         "  heartbeat: 15s",
-        &roomy_limits("  handshake_timeout: 2s\n  header_timeout: 2s"),
+        &roomy_limits(
+            r#"  handshake_timeout: 2s
+  header_timeout: 2s"#,
+        ),
     )
     .await;
     // 1,000 connections that dribble a byte a second into the TLS handshake.
@@ -75,7 +81,10 @@ async fn idle_and_oversize_requests_are_cut_off() {
     let gw = TestGateway::with(
         "http://127.0.0.1:9",
         "  heartbeat: 15s",
-        &roomy_limits("  header_timeout: 1s\n  max_header_size: 16KiB"),
+        &roomy_limits(
+            r#"  header_timeout: 1s
+  max_header_size: 16KiB"#,
+        ),
     )
     .await;
     // A TLS connection that never sends a request is closed.
@@ -195,7 +204,10 @@ async fn channel_caps() {
     let gw = TestGateway::with(
         "http://127.0.0.1:9",
         "  heartbeat: 15s",
-        &roomy_limits("  max_subscribers_per_channel: 2\n  max_channels_per_connection: 3"),
+        &roomy_limits(
+            r#"  max_subscribers_per_channel: 2
+  max_channels_per_connection: 3"#,
+        ),
     )
     .await;
     let _a = gw.sse("/realtime/sse?channels=public.cap", None).await;
@@ -233,7 +245,10 @@ async fn refusals_keep_their_words_on_each_transport() {
     let gw = TestGateway::with(
         "http://127.0.0.1:9",
         "  heartbeat: 15s",
-        &roomy_limits("  max_subscribers_per_channel: 1\n  max_channels_per_connection: 2"),
+        &roomy_limits(
+            r#"  max_subscribers_per_channel: 1
+  max_channels_per_connection: 2"#,
+        ),
     )
     .await;
     let gw = &gw;

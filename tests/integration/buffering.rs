@@ -27,7 +27,11 @@ const UPSTREAM_TIMEOUT: &str = "2s";
 /// (YAML list items); `extra` is more top-level YAML.
 async fn gateway(worker: &Worker, upstream: &str, routes: &str, extra: &str) -> TestGateway {
     let text = format!(
-        "upstreams:\n  worker: {{ url: \"{}\", timeout: {UPSTREAM_TIMEOUT}{upstream} }}\nroutes:\n{routes}  - {{ path: /, upstream: worker }}\n{extra}",
+        r#"upstreams:
+  worker: {{ url: "{}", timeout: {UPSTREAM_TIMEOUT}{upstream} }}
+routes:
+{routes}  - {{ path: /, upstream: worker }}
+{extra}"#,
         worker.url
     );
     // The default upstream's timeout is also the longest a client may

@@ -412,7 +412,8 @@ async fn presence_is_shared_and_a_dead_instance_members_leave_once() {
     let redis = RedisServer::start().await;
     let prefix = format!("p{}", rand_suffix());
     let extra = format!(
-        "auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}\n{}",
+        r#"auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}
+{}"#,
         redis.broker_yaml(&prefix)
     );
     let mut gws = Vec::new();

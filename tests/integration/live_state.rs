@@ -19,7 +19,11 @@ fn token(sub: &str) -> String {
 }
 
 async fn gateway(limits: &str) -> TestGateway {
-    let extra = format!("auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}\nlimits:\n{limits}");
+    let extra = format!(
+        r#"auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}
+limits:
+{limits}"#
+    );
     TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
 }
 
@@ -173,7 +177,9 @@ async fn a_long_lived_http2_connection_serves_a_new_rule_after_a_reload() {
 
     gw.reload_with(
         "channels:\n",
-        "channels:\n  - { pattern: \"later.*\", subscribe: anyone }\n",
+        r#"channels:
+  - { pattern: "later.*", subscribe: anyone }
+"#,
     );
     // The open connection holds no old configuration.
     eventually(5, "the old settings are let go", || async {

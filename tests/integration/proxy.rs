@@ -226,7 +226,8 @@ async fn tunnelled_websockets_count_against_max_connections() {
     let gw = TestGateway::with(
         &format!("http://{backend}"),
         "  heartbeat: 15s",
-        "limits:\n  max_connections: 2",
+        r#"limits:
+  max_connections: 2"#,
     )
     .await;
     let mut a = gw.try_ws_with("/ws", None).await.expect("first tunnel");

@@ -363,7 +363,8 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
     let gw = TestGateway::with(
         &app.url,
         "  heartbeat: 15s",
-        "limits:\n  header_timeout: 1s",
+        r#"limits:
+  header_timeout: 1s"#,
     )
     .await;
     let mut tls = gw.tls_stream().await;
@@ -451,7 +452,8 @@ async fn a_slow_head_gets_one_header_timeout_in_all() {
     let gw = TestGateway::with(
         &app.url,
         "  heartbeat: 15s",
-        "limits:\n  header_timeout: 1s",
+        r#"limits:
+  header_timeout: 1s"#,
     )
     .await;
     let mut tls = gw.tls_stream().await;

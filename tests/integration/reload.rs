@@ -59,7 +59,8 @@ async fn an_invalid_file_is_refused_and_the_old_config_stays() {
     let mut ws = gw.ws("/realtime/ws?channels=public.a").await;
     gw.edit_config(
         "  path: /realtime",
-        "  path: /realtime\n  histroy: { size: 1 }",
+        r#"  path: /realtime
+  histroy: { size: 1 }"#,
     );
     let err = gw.reload().unwrap_err();
     assert!(err.to_string().contains("gateway.yaml:"), "{err}");

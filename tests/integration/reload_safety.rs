@@ -11,7 +11,11 @@ use crate::common::*;
 const KEY: &str = "reload-admin-key";
 
 async fn gateway() -> TestGateway {
-    let extra = format!("auth:\n  admin_keys: [\"{KEY}\"]\n");
+    let extra = format!(
+        r#"auth:
+  admin_keys: ["{KEY}"]
+"#
+    );
     TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
 }
 
@@ -158,7 +162,9 @@ async fn truncate_then_write_keeps_subscriptions_and_applies_the_finished_file()
     // The writer finishes, with one new rule.
     let finished = good.replace(
         "channels:\n",
-        "channels:\n  - { pattern: \"news.*\", subscribe: anyone }\n",
+        r#"channels:
+  - { pattern: "news.*", subscribe: anyone }
+"#,
     );
     std::fs::write(gw.config_path(), finished).unwrap();
     eventually(10, "the finished file is applied", || async {

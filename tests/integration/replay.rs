@@ -26,8 +26,13 @@ const BOUND: u64 = 160 * 1024;
 async fn gateway() -> TestGateway {
     TestGateway::with(
         "http://127.0.0.1:9",
-        "  heartbeat: 15s\n  client_queue: 64\n  history: { size: 2000, ttl: 10m }",
-        "limits:\n  per_ip: { connects: { rate: 10000/s, burst: 10000 } }\n  per_client: { messages: { rate: 10000/s, burst: 10000 } }\n",
+        r#"  heartbeat: 15s
+  client_queue: 64
+  history: { size: 2000, ttl: 10m }"#,
+        r#"limits:
+  per_ip: { connects: { rate: 10000/s, burst: 10000 } }
+  per_client: { messages: { rate: 10000/s, burst: 10000 } }
+"#,
     )
     .await
 }
@@ -183,7 +188,9 @@ async fn a_cursor_larger_than_a_connection_may_follow_is_refused() {
     let gw = TestGateway::with(
         "http://127.0.0.1:9",
         "  heartbeat: 15s",
-        "limits:\n  max_channels_per_connection: 5\n",
+        r#"limits:
+  max_channels_per_connection: 5
+"#,
     )
     .await;
     let six: String = (0..6).map(|i| format!("~public.c{i}~0")).collect();

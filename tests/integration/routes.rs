@@ -260,7 +260,11 @@ async fn routes_change_by_reload_and_kept_upstreams_keep_their_connections() {
     assert_eq!(get("/v2/a").await.0, "default");
 
     let upstreams = upstreams_yaml(&[("api", &api, "")]);
-    let with_route = format!("{base}{upstreams}routes:\n  - {{ path: /v2/, upstream: api }}\n");
+    let with_route = format!(
+        r#"{base}{upstreams}routes:
+  - {{ path: /v2/, upstream: api }}
+"#
+    );
     reload(&gw, &with_route).unwrap();
     assert_eq!(
         get("/v2/b").await,
@@ -280,14 +284,22 @@ async fn routes_change_by_reload_and_kept_upstreams_keep_their_connections() {
     );
 
     // An invalid route is refused, naming where; the old routes stay.
-    let bad = format!("{base}{upstreams}routes:\n  - {{ path: /v2/, upstream: nope }}\n");
+    let bad = format!(
+        r#"{base}{upstreams}routes:
+  - {{ path: /v2/, upstream: nope }}
+"#
+    );
     let error = reload(&gw, &bad).unwrap_err();
     assert!(error.contains("routes[0].upstream"), "{error}");
     assert!(error.contains("names no upstream"), "{error}");
     assert_eq!(get("/v2/d").await.0, "api", "the routes in force stay");
 
     // Removing the route (written out, as a reload requires) restores default.
-    let without = format!("{base}upstreams: {{}}\nroutes: []\n");
+    let without = format!(
+        r#"{base}upstreams: {{}}
+routes: []
+"#
+    );
     reload(&gw, &without).unwrap();
     assert_eq!(get("/v2/e").await.0, "default");
 }
@@ -298,7 +310,9 @@ async fn a_removed_upstream_finishes_its_requests_in_flight() {
     let dir = temp_dir("routes-inflight");
     let base = yaml(&dir, &default.url, "  heartbeat: 15s", "");
     let routed = format!(
-        "{base}{}routes:\n  - {{ path: /hold, upstream: slow }}\n",
+        r#"{base}{}routes:
+  - {{ path: /hold, upstream: slow }}
+"#,
         upstreams_yaml(&[("slow", &slow, "")])
     );
     let gw = TestGateway::start_yaml(&routed, dir).await;
@@ -310,7 +324,15 @@ async fn a_removed_upstream_finishes_its_requests_in_flight() {
         slow.has_seen("/hold/1") && slow.has_seen("/hold/2")
     })
     .await;
-    reload(&gw, &format!("{base}upstreams: {{}}\nroutes: []\n")).unwrap();
+    reload(
+        &gw,
+        &format!(
+            r#"{base}upstreams: {{}}
+routes: []
+"#
+        ),
+    )
+    .unwrap();
     slow.release.add_permits(2);
     for pending in [by_relay, by_hyper] {
         let resp = pending.await.unwrap().unwrap();
@@ -363,7 +385,10 @@ async fn paths_that_could_escape_their_route_are_refused_by_both_engines() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (default, api) = (app("default").await, app("api").await);
     let extra = format!(
-        "{}routes:\n  - {{ path: /api/public/, upstream: api }}\n  - {{ path: /assets, upstream: api, strip_prefix: true }}\n",
+        r#"{}routes:
+  - {{ path: /api/public/, upstream: api }}
+  - {{ path: /assets, upstream: api, strip_prefix: true }}
+"#,
         upstreams_yaml(&[("api", &api, "")])
     );
     let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
