@@ -16,12 +16,11 @@ fn token(sub: &str) -> String {
 }
 
 async fn gateway(limits: &str) -> TestGateway {
-    let extra = format!(
-        r#"auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}
-limits:
-{limits}"#
-    );
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
+    TestGateway::builder()
+        .jwt_secret(SECRET)
+        .limits(limits)
+        .start()
+        .await
 }
 
 /// Send up to 5,000 frames made by `frame` while reading the answers, until

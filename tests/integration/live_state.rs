@@ -19,12 +19,11 @@ fn token(sub: &str) -> String {
 }
 
 async fn gateway(limits: &str) -> TestGateway {
-    let extra = format!(
-        r#"auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}
-limits:
-{limits}"#
-    );
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
+    TestGateway::builder()
+        .jwt_secret(SECRET)
+        .limits(limits)
+        .start()
+        .await
 }
 
 /// The HTTP status a refused WebSocket handshake got.

@@ -10,7 +10,10 @@ use crate::common::*;
 
 async fn gateway() -> TestGateway {
     let backend = backend::start().await;
-    TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await
+    TestGateway::builder()
+        .backend(&format!("http://{backend}"))
+        .start()
+        .await
 }
 
 #[tokio::test]

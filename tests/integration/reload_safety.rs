@@ -11,12 +11,7 @@ use crate::common::*;
 const KEY: &str = "reload-admin-key";
 
 async fn gateway() -> TestGateway {
-    let extra = format!(
-        r#"auth:
-  admin_keys: ["{KEY}"]
-"#
-    );
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
+    TestGateway::builder().admin_key(KEY).start().await
 }
 
 /// The running file with its `channels:` section (and every rule under it) cut out.

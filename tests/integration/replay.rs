@@ -24,17 +24,18 @@ const CHANNELS: usize = 78;
 const BOUND: u64 = 160 * 1024;
 
 async fn gateway() -> TestGateway {
-    TestGateway::with(
-        "http://127.0.0.1:9",
-        r#"  heartbeat: 15s
+    TestGateway::builder()
+        .realtime(
+            r#"  heartbeat: 15s
   client_queue: 64
   history: { size: 2000, ttl: 10m }"#,
-        r#"limits:
-  per_ip: { connects: { rate: 10000/s, burst: 10000 } }
-  per_client: { messages: { rate: 10000/s, burst: 10000 } }
-"#,
-    )
-    .await
+        )
+        .limits(
+            r#"  per_ip: { connects: { rate: 10000/s, burst: 10000 } }
+  per_client: { messages: { rate: 10000/s, burst: 10000 } }"#,
+        )
+        .start()
+        .await
 }
 
 /// Fill `public.hist` and return a cursor that resumes it from the start

@@ -28,6 +28,9 @@ pub struct GatewayBuilder {
     backend_keys: String,
     backend_line: Option<String>,
     realtime: String,
+    auth: String,
+    limits: Option<String>,
+    admin_key: Option<String>,
     sections: String,
     tag: &'static str,
 }
@@ -41,6 +44,9 @@ impl Default for GatewayBuilder {
             backend_keys: "connect_timeout: 500ms, timeout: 2s".into(),
             backend_line: None,
             realtime: "  heartbeat: 15s".into(),
+            auth: String::new(),
+            limits: None,
+            admin_key: None,
             sections: String::new(),
             tag: "gw",
         }
@@ -86,6 +92,27 @@ impl GatewayBuilder {
         self
     }
 
+    /// Client tokens are HS256 JWTs signed with `secret` (`auth.jwt`).
+    pub fn jwt_secret(mut self, secret: &str) -> Self {
+        self.auth
+            .push_str(&format!("  jwt: {{ hs256_secret: \"{secret}\" }}\n"));
+        self
+    }
+
+    /// The admin API wants `key` (`auth.admin_keys`); the gateway's
+    /// [`admin_key`](TestGateway::admin_key) is it.
+    pub fn admin_key(mut self, key: &str) -> Self {
+        self.auth.push_str(&format!("  admin_keys: [\"{key}\"]\n"));
+        self.admin_key = Some(key.to_owned());
+        self
+    }
+
+    /// The lines of the `limits:` section, indented two spaces.
+    pub fn limits(mut self, lines: &str) -> Self {
+        self.limits = Some(lines.to_owned());
+        self
+    }
+
     /// Top-level sections appended to the file (`auth:`, `limits:`, …).
     pub fn section(mut self, text: &str) -> Self {
         self.sections.push('\n');
@@ -107,6 +134,14 @@ impl GatewayBuilder {
                 self.backend_url, self.backend_keys
             )
         });
+        let mut sections = String::new();
+        if !self.auth.is_empty() {
+            sections.push_str(&format!("auth:\n{}", self.auth));
+        }
+        if let Some(limits) = &self.limits {
+            sections.push_str(&format!("limits:\n{limits}\n"));
+        }
+        sections.push_str(&self.sections);
         format!(
             r#"
 listen: {{ public: "127.0.0.1:0", admin: "127.0.0.1:0"{listen} }}
@@ -124,7 +159,6 @@ realtime:
             listen = self.listen_keys,
             dir = dir.display(),
             realtime = self.realtime,
-            sections = self.sections,
         )
     }
 
@@ -138,6 +172,8 @@ realtime:
     /// that puts its own files (certificates, sockets) beside the config.
     pub async fn start_in(self, dir: PathBuf) -> TestGateway {
         std::fs::create_dir_all(&dir).unwrap();
-        TestGateway::start_yaml(&self.yaml(&dir), dir).await
+        let mut gw = TestGateway::start_yaml(&self.yaml(&dir), dir).await;
+        gw.admin_key = self.admin_key;
+        gw
     }
 }

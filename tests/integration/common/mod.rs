@@ -94,6 +94,8 @@ pub struct TestGateway {
     /// HTTP/1.1 only: SSE through it takes the gateway's direct HTTP/1 path.
     pub http1: reqwest::Client,
     pub cert_pem: Vec<u8>,
+    /// The admin API's key, when the builder set one.
+    pub admin_key: Option<String>,
 }
 
 /// The default config ([`GatewayBuilder`]) with `backend` as the
@@ -162,6 +164,7 @@ impl TestGateway {
             .build()
             .unwrap();
         TestGateway {
+            admin_key: None,
             http1,
             public: handle.public_addr(),
             admin: handle.admin_addr(),
@@ -221,10 +224,18 @@ impl TestGateway {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// A request to the admin API, with the admin key when there is one.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.admin_url(path));
+        match &self.admin_key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
+    }
+
     pub async fn publish(&self, body: Value) -> Value {
         let resp = self
-            .http
-            .post(self.admin_url("/publish"))
+            .admin(reqwest::Method::POST, "/publish")
             .json(&body)
             .send()
             .await
@@ -248,8 +259,7 @@ impl TestGateway {
 
     /// GET an admin endpoint and parse its JSON answer.
     pub async fn admin_get(&self, path: &str) -> Value {
-        self.http
-            .get(self.admin_url(path))
+        self.admin(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap()
@@ -260,8 +270,7 @@ impl TestGateway {
 
     /// The Prometheus exposition from `/metrics`.
     pub async fn metrics_text(&self) -> String {
-        self.http
-            .get(self.admin_url("/metrics"))
+        self.admin(reqwest::Method::GET, "/metrics")
             .send()
             .await
             .unwrap()

@@ -21,7 +21,7 @@ pub(crate) async fn scripted(script: fn(&str) -> Answer) -> TestApp {
 }
 
 pub(crate) async fn gateway_for(backend: &str) -> TestGateway {
-    TestGateway::with(backend, "  heartbeat: 15s", "").await
+    TestGateway::builder().backend(backend).start().await
 }
 
 /// An HTTP/1.1 client on one TLS connection (no ALPN: no HTTP/2).
