@@ -25,15 +25,13 @@ async fn slowloris_connections_do_not_stop_normal_clients() {
     // Both ends of every connection live in this process: size to the limit.
     let limit = rlimit::increase_nofile_limit(65_536).unwrap_or(1024) as usize;
     let slow_count = 1000.min(limit.saturating_sub(400) / 2);
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        &roomy_limits(
+    let gw = TestGateway::builder()
+        .section(&roomy_limits(
             r#"  handshake_timeout: 2s
   header_timeout: 2s"#,
-        ),
-    )
-    .await;
+        ))
+        .start()
+        .await;
     // 1,000 connections that dribble a byte a second into the TLS handshake.
     let mut slow = Vec::new();
     for _ in 0..slow_count {
@@ -78,15 +76,13 @@ async fn slowloris_connections_do_not_stop_normal_clients() {
 
 #[tokio::test]
 async fn idle_and_oversize_requests_are_cut_off() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        &roomy_limits(
+    let gw = TestGateway::builder()
+        .section(&roomy_limits(
             r#"  header_timeout: 1s
   max_header_size: 16KiB"#,
-        ),
-    )
-    .await;
+        ))
+        .start()
+        .await;
     // A TLS connection that never sends a request is closed.
     let mut idle = gw.tls_stream().await;
     let started = Instant::now();
@@ -119,8 +115,11 @@ async fn a_backend_that_never_reads_does_not_grow_memory() {
     // Without request buffering, which would take the body whole first
     // (to `buffering.max_body`, on disk past `buffering.memory`; the
     // buffering tests have that): here back-pressure is what bounds it.
-    let gw =
-        TestGateway::with_backend_keys(&blackhole.url, ", buffering: { request: off }", "").await;
+    let gw = TestGateway::builder()
+        .backend(&blackhole.url)
+        .backend_keys(", buffering: { request: off }")
+        .start()
+        .await;
     let pulled = Arc::new(AtomicU64::new(0));
     let counter = pulled.clone();
     let chunk = bytes::Bytes::from(vec![b'u'; 64 * 1024]);
@@ -166,7 +165,10 @@ async fn a_backend_that_never_reads_does_not_grow_memory() {
 
 #[tokio::test]
 async fn connect_loops_garbage_and_huge_publishes_stay_bounded() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &roomy_limits("")).await;
+    let gw = TestGateway::builder()
+        .section(&roomy_limits(""))
+        .start()
+        .await;
     // Open and close connections in a tight loop.
     for _ in 0..300 {
         let s = gw.tls_stream().await;
@@ -201,15 +203,13 @@ async fn connect_loops_garbage_and_huge_publishes_stay_bounded() {
 
 #[tokio::test]
 async fn channel_caps() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        &roomy_limits(
+    let gw = TestGateway::builder()
+        .section(&roomy_limits(
             r#"  max_subscribers_per_channel: 2
   max_channels_per_connection: 3"#,
-        ),
-    )
-    .await;
+        ))
+        .start()
+        .await;
     let _a = gw.sse("/realtime/sse?channels=public.cap", None).await;
     let _b = gw.sse("/realtime/sse?channels=public.cap", None).await;
     let r = gw
@@ -242,15 +242,13 @@ async fn channel_caps() {
 /// words of each, pinned where both transports refuse the same thing.
 #[tokio::test]
 async fn refusals_keep_their_words_on_each_transport() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        &roomy_limits(
+    let gw = TestGateway::builder()
+        .section(&roomy_limits(
             r#"  max_subscribers_per_channel: 1
   max_channels_per_connection: 2"#,
-        ),
-    )
-    .await;
+        ))
+        .start()
+        .await;
     let gw = &gw;
     let refused = |query: &'static str| async move {
         let r = gw.http.get(gw.url(query)).send().await.unwrap();

@@ -198,7 +198,12 @@ taps:
     channel: public.never
     data: "{response.status}"
 "#;
-    let gw = TestGateway::with_backend_keys(url, keys, extra).await;
+    let gw = TestGateway::builder()
+        .backend(url)
+        .backend_keys(keys)
+        .section(extra)
+        .start()
+        .await;
     let cases = [
         ("GET", "plain", ""),
         ("HEAD", "plain", ""),

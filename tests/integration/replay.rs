@@ -186,14 +186,14 @@ async fn a_long_poll_replay_comes_in_capped_answers() {
 
 #[tokio::test]
 async fn a_cursor_larger_than_a_connection_may_follow_is_refused() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        r#"limits:
+    let gw = TestGateway::builder()
+        .section(
+            r#"limits:
   max_channels_per_connection: 5
 "#,
-    )
-    .await;
+        )
+        .start()
+        .await;
     let six: String = (0..6).map(|i| format!("~public.c{i}~0")).collect();
     let five: String = (0..5).map(|i| format!("~public.c{i}~0")).collect();
     let epoch = "1";

@@ -136,7 +136,11 @@ async fn host_path_order_strip_and_default_route_alike_in_both_engines() {
             ("files", &files, "/files")
         ])
     );
-    let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
+    let gw = TestGateway::builder()
+        .backend(&default.url)
+        .section(&extra)
+        .start()
+        .await;
     let c = roads(&gw);
     let cases = [
         // Exact host and path prefix; the query goes along.
@@ -178,7 +182,11 @@ async fn client_send_goes_to_the_upstream_client_messages_names() {
         "{}client_messages: {{ forward_to: /inbound, upstream: api }}\n",
         upstreams_yaml(&[("api", &api, "/base")])
     );
-    let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
+    let gw = TestGateway::builder()
+        .backend(&default.url)
+        .section(&extra)
+        .start()
+        .await;
     let r = gw
         .http
         .post(gw.url("/realtime/send"))
@@ -208,7 +216,11 @@ async fn taps_fire_on_routed_requests_and_may_name_the_upstream() {
          \x20   channel: public.routed\n    event: listed\n    data: \"{{response.body}}\"\n",
         upstreams_yaml(&[("api", &api, "")])
     );
-    let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
+    let gw = TestGateway::builder()
+        .backend(&default.url)
+        .section(&extra)
+        .start()
+        .await;
     let mut sse = gw.sse("/realtime/sse?channels=public.routed", None).await;
     let r = gw
         .http1
@@ -391,7 +403,11 @@ async fn paths_that_could_escape_their_route_are_refused_by_both_engines() {
 "#,
         upstreams_yaml(&[("api", &api, "")])
     );
-    let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
+    let gw = TestGateway::builder()
+        .backend(&default.url)
+        .section(&extra)
+        .start()
+        .await;
     let targets = [
         // Fine as sent; `/../admin` once `/assets` is stripped.
         "/assets../admin",
@@ -429,7 +445,10 @@ async fn paths_that_could_escape_their_route_are_refused_by_both_engines() {
 async fn dot_segments_are_refused_without_routes_too() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let default = app("default").await;
-    let gw = TestGateway::with(&format!("{}/app", default.url), "  heartbeat: 15s", "").await;
+    let gw = TestGateway::builder()
+        .backend(&format!("{}/app", default.url))
+        .start()
+        .await;
     let targets = [
         "/x/..%3b/admin",
         "/x/%252e%252e/admin",

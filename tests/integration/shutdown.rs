@@ -78,7 +78,10 @@ async fn shutdown_drains_every_kind_of_client() {
 #[tokio::test]
 async fn shutdown_ends_websocket_tunnels_to_the_application() {
     let backend = backend::start().await;
-    let mut gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await;
+    let mut gw = TestGateway::builder()
+        .backend(&format!("http://{backend}"))
+        .start()
+        .await;
     let mut ws = gw
         .try_ws_with("/ws", None)
         .await
