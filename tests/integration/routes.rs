@@ -263,9 +263,8 @@ fn reload(gw: &TestGateway, text: &str) -> Result<(), String> {
 #[tokio::test]
 async fn routes_change_by_reload_and_kept_upstreams_keep_their_connections() {
     let (default, api) = (app("default").await, app("api").await);
-    let dir = temp_dir("routes-reload");
-    let base = yaml(&dir, &default.url, "  heartbeat: 15s", "");
-    let gw = TestGateway::start_yaml(&base, dir).await;
+    let gw = TestGateway::builder().backend(&default.url).start().await;
+    let base = std::fs::read_to_string(gw.config_path()).unwrap();
     // One keep-alive client connection throughout: routes are read per request.
     let http1 = client(&gw, true);
     let get = |path: &'static str| ask(&gw, &http1, Method::GET, "localhost", path);
@@ -319,15 +318,15 @@ routes: []
 #[tokio::test]
 async fn a_removed_upstream_finishes_its_requests_in_flight() {
     let (default, slow) = (app("default").await, app("slow").await);
-    let dir = temp_dir("routes-inflight");
-    let base = yaml(&dir, &default.url, "  heartbeat: 15s", "");
-    let routed = format!(
-        r#"{base}{}routes:
+    let config = TestGateway::builder().backend(&default.url);
+    let routes = format!(
+        r#"{}routes:
   - {{ path: /hold, upstream: slow }}
 "#,
         upstreams_yaml(&[("slow", &slow, "")])
     );
-    let gw = TestGateway::start_yaml(&routed, dir).await;
+    let gw = config.clone().section(&routes).start().await;
+    let base = config.yaml(&gw.dir);
     let (http1, http2) = (client(&gw, true), client(&gw, false));
     let url = |path: &str| format!("https://localhost:{}{path}", gw.public.port());
     let by_relay = tokio::spawn(http1.get(url("/hold/1")).send());
