@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::{TestGateway, temp_dir};
 
-/// The channel rules every test gateway has.
+/// The channel rules a test gateway has unless it sets its own.
 const CHANNELS: &str = r#"channels:
   - { pattern: "public.*", subscribe: anyone }
   - { pattern: "small.*", subscribe: anyone, history: { size: 2 } }
@@ -29,6 +29,7 @@ pub struct GatewayBuilder {
     backend_line: Option<String>,
     realtime: String,
     auth: String,
+    channels: String,
     limits: Option<String>,
     admin_key: Option<String>,
     sections: String,
@@ -45,6 +46,7 @@ impl Default for GatewayBuilder {
             backend_line: None,
             realtime: "  heartbeat: 15s".into(),
             auth: String::new(),
+            channels: CHANNELS.into(),
             limits: None,
             admin_key: None,
             sections: String::new(),
@@ -107,6 +109,22 @@ impl GatewayBuilder {
         self
     }
 
+    /// More lines of the `auth:` section, indented two spaces.
+    pub fn auth(mut self, lines: &str) -> Self {
+        self.auth.push_str(lines);
+        if !lines.ends_with('\n') {
+            self.auth.push('\n');
+        }
+        self
+    }
+
+    /// The whole `channels:` section, in place of the permissive rules
+    /// every other test has.
+    pub fn channels(mut self, section: &str) -> Self {
+        self.channels = section.to_owned();
+        self
+    }
+
     /// The lines of the `limits:` section, indented two spaces.
     pub fn limits(mut self, lines: &str) -> Self {
         self.limits = Some(lines.to_owned());
@@ -153,12 +171,13 @@ tls:
 realtime:
   path: /realtime
 {realtime}
-{CHANNELS}
+{channels}
 {sections}
 "#,
             listen = self.listen_keys,
             dir = dir.display(),
             realtime = self.realtime,
+            channels = self.channels,
         )
     }
 
