@@ -11,10 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 
+/// Limits roomy enough for many connections from one address, with
+/// `extra` lines.
 fn roomy_limits(extra: &str) -> String {
     format!(
-        r#"limits:
-  per_ip: {{ connects: {{ rate: 10000/s, burst: 10000 }} }}
+        r#"  per_ip: {{ connects: {{ rate: 10000/s, burst: 10000 }} }}
   per_client: {{ messages: {{ rate: 10000/s, burst: 10000 }} }}
 {extra}"#
     )
@@ -26,9 +27,8 @@ async fn slowloris_connections_do_not_stop_normal_clients() {
     let limit = rlimit::increase_nofile_limit(65_536).unwrap_or(1024) as usize;
     let slow_count = 1000.min(limit.saturating_sub(400) / 2);
     let gw = TestGateway::builder()
-        .section(&roomy_limits(
-            r#"  handshake_timeout: 2s
-  header_timeout: 2s"#,
+        .limits(&roomy_limits(
+            "  handshake_timeout: 2s\n  header_timeout: 2s",
         ))
         .start()
         .await;
@@ -77,9 +77,8 @@ async fn slowloris_connections_do_not_stop_normal_clients() {
 #[tokio::test]
 async fn idle_and_oversize_requests_are_cut_off() {
     let gw = TestGateway::builder()
-        .section(&roomy_limits(
-            r#"  header_timeout: 1s
-  max_header_size: 16KiB"#,
+        .limits(&roomy_limits(
+            "  header_timeout: 1s\n  max_header_size: 16KiB",
         ))
         .start()
         .await;
@@ -166,7 +165,7 @@ async fn a_backend_that_never_reads_does_not_grow_memory() {
 #[tokio::test]
 async fn connect_loops_garbage_and_huge_publishes_stay_bounded() {
     let gw = TestGateway::builder()
-        .section(&roomy_limits(""))
+        .limits(&roomy_limits(""))
         .start()
         .await;
     // Open and close connections in a tight loop.
@@ -204,9 +203,8 @@ async fn connect_loops_garbage_and_huge_publishes_stay_bounded() {
 #[tokio::test]
 async fn channel_caps() {
     let gw = TestGateway::builder()
-        .section(&roomy_limits(
-            r#"  max_subscribers_per_channel: 2
-  max_channels_per_connection: 3"#,
+        .limits(&roomy_limits(
+            "  max_subscribers_per_channel: 2\n  max_channels_per_connection: 3",
         ))
         .start()
         .await;
@@ -243,9 +241,8 @@ async fn channel_caps() {
 #[tokio::test]
 async fn refusals_keep_their_words_on_each_transport() {
     let gw = TestGateway::builder()
-        .section(&roomy_limits(
-            r#"  max_subscribers_per_channel: 1
-  max_channels_per_connection: 2"#,
+        .limits(&roomy_limits(
+            "  max_subscribers_per_channel: 1\n  max_channels_per_connection: 2",
         ))
         .start()
         .await;

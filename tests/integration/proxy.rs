@@ -228,10 +228,7 @@ async fn tunnelled_websockets_count_against_max_connections() {
     let backend = backend::start().await;
     let gw = TestGateway::builder()
         .backend(&format!("http://{backend}"))
-        .section(
-            r#"limits:
-  max_connections: 2"#,
-        )
+        .limits("  max_connections: 2")
         .start()
         .await;
     let mut a = gw.try_ws_with("/ws", None).await.expect("first tunnel");

@@ -366,10 +366,7 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
     let app = scripted(|_| sized("hi")).await;
     let gw = TestGateway::builder()
         .backend(&app.url)
-        .section(
-            r#"limits:
-  header_timeout: 1s"#,
-        )
+        .limits("  header_timeout: 1s")
         .start()
         .await;
     let mut tls = gw.tls_stream().await;
@@ -456,10 +453,7 @@ async fn a_slow_head_gets_one_header_timeout_in_all() {
     let app = scripted(|_| sized("never")).await;
     let gw = TestGateway::builder()
         .backend(&app.url)
-        .section(
-            r#"limits:
-  header_timeout: 1s"#,
-        )
+        .limits("  header_timeout: 1s")
         .start()
         .await;
     let mut tls = gw.tls_stream().await;

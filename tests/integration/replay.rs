@@ -187,11 +187,7 @@ async fn a_long_poll_replay_comes_in_capped_answers() {
 #[tokio::test]
 async fn a_cursor_larger_than_a_connection_may_follow_is_refused() {
     let gw = TestGateway::builder()
-        .section(
-            r#"limits:
-  max_channels_per_connection: 5
-"#,
-        )
+        .limits("  max_channels_per_connection: 5")
         .start()
         .await;
     let six: String = (0..6).map(|i| format!("~public.c{i}~0")).collect();

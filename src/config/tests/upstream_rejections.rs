@@ -26,6 +26,22 @@ fn files(tag: &str) -> PathBuf {
     dir
 }
 
+/// A backend over TLS with the files of `dir` ([`files`]) as its CA
+/// and the client pair `cert`, `key`: `client_cert` on line 5, `client_key`
+/// on line 6.
+fn client_pair(dir: &std::path::Path, cert: &str, key: &str) -> String {
+    format!(
+        r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {d}/cert.pem
+    client_cert: {d}/{cert}
+    client_key: {d}/{key}
+"#,
+        d = dir.display()
+    )
+}
+
 fn parse_without_roots(text: &str) -> Result<crate::config::Config, ConfigErrors> {
     parse_with_roots(text, std::path::Path::new("gateway.yaml"), &env, &|| false)
 }
@@ -128,18 +144,8 @@ fn client_key_without_client_cert() {
 
 #[test]
 fn client_cert_that_cannot_be_read() {
-    let dir = files("certgone");
     rejects(
-        &format!(
-            r#"backend:
-  url: https://app.internal
-  tls:
-    ca: {d}/cert.pem
-    client_cert: {d}/gone.pem
-    client_key: {d}/key.pem
-"#,
-            d = dir.display()
-        ),
+        &client_pair(&files("certgone"), "gone.pem", "key.pem"),
         5,
         "backend.tls.client_cert",
         "cannot read",
@@ -148,18 +154,8 @@ fn client_cert_that_cannot_be_read() {
 
 #[test]
 fn client_key_that_is_no_key() {
-    let dir = files("keyjunk");
     rejects(
-        &format!(
-            r#"backend:
-  url: https://app.internal
-  tls:
-    ca: {d}/cert.pem
-    client_cert: {d}/cert.pem
-    client_key: {d}/junk.pem
-"#,
-            d = dir.display()
-        ),
+        &client_pair(&files("keyjunk"), "cert.pem", "junk.pem"),
         6,
         "backend.tls.client_key",
         "no usable private key",
@@ -168,18 +164,8 @@ fn client_key_that_is_no_key() {
 
 #[test]
 fn client_key_of_another_certificate() {
-    let dir = files("mismatch");
     rejects(
-        &format!(
-            r#"backend:
-  url: https://app.internal
-  tls:
-    ca: {d}/cert.pem
-    client_cert: {d}/cert.pem
-    client_key: {d}/other.key
-"#,
-            d = dir.display()
-        ),
+        &client_pair(&files("mismatch"), "cert.pem", "other.key"),
         6,
         "backend.tls.client_key",
         "does not match client_cert",

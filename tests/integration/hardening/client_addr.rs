@@ -22,7 +22,7 @@ async fn gateway(listen: &str, limits: &str) -> TestGateway {
         .tag("client-addr")
         .backend(&format!("http://{backend}"))
         .listen_keys(listen)
-        .section(&format!("limits:\n{limits}"))
+        .limits(limits)
         .start()
         .await
 }
