@@ -47,7 +47,7 @@ webhooks:
     channel: public.hooks
 "#
     );
-    let gw = TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await;
+    let gw = TestGateway::builder().section(&extra).start().await;
     let jwt = pushgate::auth::mint_hs256(
         JWT_SECRET,
         "alice",
@@ -116,7 +116,11 @@ webhooks:
 auth:
   session: { check: GET /api/me, subject: "{body.id}", channels: "{body.channels}", cache: 0s }
 "#;
-    let sgw = TestGateway::with(&login_app.url, "  heartbeat: 15s", session).await;
+    let sgw = TestGateway::builder()
+        .backend(login_app.url())
+        .section(session)
+        .start()
+        .await;
     let cookie = login_app.login_with("alice", SESSION_ID);
     for broken in [false, true] {
         login_app

@@ -214,15 +214,29 @@ fn defaults() {
 
 #[test]
 fn empty_sections_mean_defaults() {
-    let c = parse_str("listen:\nrealtime:\nlimits:\n  per_client:\nchannels:\n").unwrap();
+    let c = parse_str(
+        r#"listen:
+realtime:
+limits:
+  per_client:
+channels:
+"#,
+    )
+    .unwrap();
     assert_eq!(c.realtime, Realtime::default());
     assert_eq!(c.limits, Limits::default());
 }
 
 #[test]
 fn relative_paths_resolve_against_the_config_dir() {
-    let text = "tls:\n  cert: certs/a.crt\n  key: /abs/a.key\n  sni:\n    - { hosts: [x.example], cert: ../b.crt, key: b.key }\n\
-                auth:\n  jwt: { rs256_public_key: keys/jwt.pem, es256_public_key: /k/es.pem }\n";
+    let text = r#"tls:
+  cert: certs/a.crt
+  key: /abs/a.key
+  sni:
+    - { hosts: [x.example], cert: ../b.crt, key: b.key }
+auth:
+  jwt: { rs256_public_key: keys/jwt.pem, es256_public_key: /k/es.pem }
+"#;
     let c = parse_with_env(text, Path::new("/srv/gw/gateway.yaml"), &env).unwrap();
     let tls = c.tls.unwrap();
     assert_eq!(tls.cert, PathBuf::from("/srv/gw/certs/a.crt"));
@@ -245,11 +259,19 @@ fn relative_paths_resolve_against_the_config_dir() {
 
 #[test]
 fn interpolation_through_yaml_keeps_types_and_specials() {
-    let text = "listen:\n  public: 127.0.0.1:${PORT}\n  admin: \"127.0.0.1:${MISSING:-9191}\"\n\
-                realtime:\n  client_queue: ${QUEUE}\n  path: $${literal}\n\
-                auth:\n  jwt: { hs256_secret: \"${JWT}\" }\n  cookie: ${EMPTY:-session}\n\
-                channels:\n  - { pattern: a, subscribe: anyone, presence: \"${ON}\" }\n\
-                broker: { kind: \"${KIND}\" }\n";
+    let text = r#"listen:
+  public: 127.0.0.1:${PORT}
+  admin: "127.0.0.1:${MISSING:-9191}"
+realtime:
+  client_queue: ${QUEUE}
+  path: $${literal}
+auth:
+  jwt: { hs256_secret: "${JWT}" }
+  cookie: ${EMPTY:-session}
+channels:
+  - { pattern: a, subscribe: anyone, presence: "${ON}" }
+broker: { kind: "${KIND}" }
+"#;
     // `$${literal}` yields "${literal}", which then fails path validation: that shows
     // the escape produced the literal text.
     let errors = parse_str(text).unwrap_err().to_string();
@@ -275,7 +297,13 @@ fn interpolation_through_yaml_keeps_types_and_specials() {
 
 #[test]
 fn unset_variables_are_reported_with_line_and_name_only() {
-    let text = "backend:\n  url: http://127.0.0.1:8080\nauth:\n  admin_keys:\n    - ${ADMIN_KEY}\n    - \"${JWT}-${OTHER}\"\n";
+    let text = r#"backend:
+  url: http://127.0.0.1:8080
+auth:
+  admin_keys:
+    - ${ADMIN_KEY}
+    - "${JWT}-${OTHER}"
+"#;
     let errors = parse_str(text).unwrap_err();
     let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
@@ -290,9 +318,13 @@ fn unset_variables_are_reported_with_line_and_name_only() {
 
 #[test]
 fn malformed_interpolation_is_an_error() {
-    let errors = parse_str("log:\n  level: \"${LEVEL\"\n")
-        .unwrap_err()
-        .to_string();
+    let errors = parse_str(
+        r#"log:
+  level: "${LEVEL"
+"#,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         errors.starts_with("gateway.yaml:2: log.level: unterminated `${`"),
         "{errors}"
@@ -301,9 +333,13 @@ fn malformed_interpolation_is_an_error() {
 
 #[test]
 fn environment_values_never_reach_messages() {
-    let errors = parse_str("broker:\n  kind: ${BAD_KIND}\n")
-        .unwrap_err()
-        .to_string();
+    let errors = parse_str(
+        r#"broker:
+  kind: ${BAD_KIND}
+"#,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         errors.starts_with("gateway.yaml:2: broker.kind: unknown variant"),
         "{errors}"
@@ -311,9 +347,14 @@ fn environment_values_never_reach_messages() {
     assert!(!errors.contains("hunter2"), "{errors}");
     assert!(errors.contains("${BAD_KIND}"), "{errors}");
 
-    let errors = parse_str("auth:\n  static_tokens:\n    - { token: 12345678, subject: x }\n")
-        .unwrap_err()
-        .to_string();
+    let errors = parse_str(
+        r#"auth:
+  static_tokens:
+    - { token: 12345678, subject: x }
+"#,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         errors.starts_with("gateway.yaml:3: auth.static_tokens[0].token:"),
         "{errors}"
@@ -323,7 +364,12 @@ fn environment_values_never_reach_messages() {
 
 #[test]
 fn empty_tokens_are_unset_not_errors() {
-    let text = "auth:\n  static_tokens:\n    - { token: \"${EMPTY:-}\", subject: \"\" }\n    - { token: t1, subject: s }\n  admin_keys: [\"${NOPE:-}\", k1]\n";
+    let text = r#"auth:
+  static_tokens:
+    - { token: "${EMPTY:-}", subject: "" }
+    - { token: t1, subject: s }
+  admin_keys: ["${NOPE:-}", k1]
+"#;
     let c = parse_str(text).unwrap();
     assert_eq!(c.auth.static_tokens.len(), 1);
     assert_eq!(c.auth.static_tokens[0].token, "t1");
@@ -332,10 +378,20 @@ fn empty_tokens_are_unset_not_errors() {
 
 #[test]
 fn units_and_lenient_scalars_in_context() {
-    let text = "realtime:\n  max_message: 1MiB\n  heartbeat: 250ms\n  history: { size: \"20\", ttl: 1d }\n\
-                limits:\n  per_client:\n    messages: { rate: 5/10s }\n  publish: { rate: 100/h, burst: \"7\" }\n\
-                taps:\n  - match: { method: put, path: /x, status: 201 }\n    channel: c\n\
-                webhooks:\n  - { name: a, match: { method: patch, path: /a }, channel: c }\n";
+    let text = r#"realtime:
+  max_message: 1MiB
+  heartbeat: 250ms
+  history: { size: "20", ttl: 1d }
+limits:
+  per_client:
+    messages: { rate: 5/10s }
+  publish: { rate: 100/h, burst: "7" }
+taps:
+  - match: { method: put, path: /x, status: 201 }
+    channel: c
+webhooks:
+  - { name: a, match: { method: patch, path: /a }, channel: c }
+"#;
     let c = parse_str(text).unwrap();
     assert_eq!(c.realtime.max_message, 1 << 20);
     assert_eq!(c.realtime.heartbeat, Duration::from_millis(250));
@@ -403,9 +459,13 @@ fn summary_names_the_essentials_without_secrets() {
 }
 #[test]
 fn flow_context_interpolation_gets_a_quoting_hint() {
-    let errors = parse_str("auth:\n  admin_keys: [${K}]\n")
-        .unwrap_err()
-        .to_string();
+    let errors = parse_str(
+        r#"auth:
+  admin_keys: [${K}]
+"#,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         errors.starts_with("gateway.yaml:2: yaml syntax:"),
         "{errors}"
@@ -415,12 +475,24 @@ fn flow_context_interpolation_gets_a_quoting_hint() {
 
 #[test]
 fn jwt_leeway_is_bounded() {
-    let errors = parse_str("auth:\n  jwt: { hs256_secret: s, leeway: 2h }\n").unwrap_err();
+    let errors = parse_str(
+        r#"auth:
+  jwt: { hs256_secret: s, leeway: 2h }
+"#,
+    )
+    .unwrap_err();
     assert!(
         errors
             .to_string()
             .starts_with("gateway.yaml:2: auth.jwt.leeway: must be at most 1h"),
         "{errors}"
     );
-    assert!(parse_str("auth:\n  jwt: { hs256_secret: s, leeway: 1h }\n").is_ok());
+    assert!(
+        parse_str(
+            r#"auth:
+  jwt: { hs256_secret: s, leeway: 1h }
+"#
+        )
+        .is_ok()
+    );
 }

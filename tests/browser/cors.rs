@@ -79,7 +79,11 @@ async fn a_foreign_page_cannot_read_a_private_channel_with_the_users_cookie() {
         allowed.url("")
     );
     let auth = format!("auth:\n  jwt: {{ hs256_secret: \"{SECRET}\" }}\n  cookie: pg_token\n");
-    let gw = TestGateway::with("http://127.0.0.1:9", &realtime, &auth).await;
+    let gw = TestGateway::builder()
+        .realtime(&realtime)
+        .section(&auth)
+        .start()
+        .await;
 
     let b = Browser::start().await;
     // The user is logged in: their token is a cookie on the gateway's origin.

@@ -87,12 +87,10 @@ async fn dashboard_shows_live_figures() {
 /// With admin keys configured the page works when opened with `?key=`.
 #[tokio::test]
 async fn dashboard_takes_the_admin_key_from_the_url() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        "auth:\n  admin_keys: [\"dash-key-1\"]",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .section("auth:\n  admin_keys: [\"dash-key-1\"]")
+        .start()
+        .await;
     let refused = gw
         .http
         .get(gw.admin_url("/dashboard"))

@@ -18,10 +18,9 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use crate::common::TestGateway;
+use crate::common::{TestApp, TestGateway};
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -37,33 +36,21 @@ pub async fn gateway(extra: &str) -> TestGateway {
     let auth = format!(
         "auth:\n  jwt: {{ hs256_secret: \"{SECRET}\", leeway: 0s }}\nclient_messages: {{ forward_to: /inbound }}\n{extra}"
     );
-    TestGateway::with(
-        &format!("http://{site}"),
-        "  heartbeat: 15s\n  poll_timeout: 10s",
-        &auth,
-    )
-    .await
+    TestGateway::builder()
+        .backend(&format!("http://{site}"))
+        .realtime("  heartbeat: 15s\n  poll_timeout: 10s")
+        .section(&auth)
+        .start()
+        .await
 }
 
 /// The site: `/page.html` (the test page), `/token` (mints a JWT), `/inbound`
 /// (answers client `send`s).
 pub async fn site() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(serve);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    TestApp::http(|_, req| async move { serve(req).await.unwrap_or_else(|e| match e {}) })
+        .start()
+        .await
+        .addr()
 }
 
 async fn serve(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

@@ -11,9 +11,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 
+/// Limits roomy enough for many connections from one address, with
+/// `extra` lines.
 fn roomy_limits(extra: &str) -> String {
     format!(
-        "limits:\n  per_ip: {{ connects: {{ rate: 10000/s, burst: 10000 }} }}\n  per_client: {{ messages: {{ rate: 10000/s, burst: 10000 }} }}\n{extra}"
+        r#"  per_ip: {{ connects: {{ rate: 10000/s, burst: 10000 }} }}
+  per_client: {{ messages: {{ rate: 10000/s, burst: 10000 }} }}
+{extra}"#
     )
 }
 
@@ -22,12 +26,12 @@ async fn slowloris_connections_do_not_stop_normal_clients() {
     // Both ends of every connection live in this process: size to the limit.
     let limit = rlimit::increase_nofile_limit(65_536).unwrap_or(1024) as usize;
     let slow_count = 1000.min(limit.saturating_sub(400) / 2);
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        &roomy_limits("  handshake_timeout: 2s\n  header_timeout: 2s"),
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .limits(&roomy_limits(
+            "  handshake_timeout: 2s\n  header_timeout: 2s",
+        ))
+        .start()
+        .await;
     // 1,000 connections that dribble a byte a second into the TLS handshake.
     let mut slow = Vec::new();
     for _ in 0..slow_count {
@@ -72,12 +76,12 @@ async fn slowloris_connections_do_not_stop_normal_clients() {
 
 #[tokio::test]
 async fn idle_and_oversize_requests_are_cut_off() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        &roomy_limits("  header_timeout: 1s\n  max_header_size: 16KiB"),
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .limits(&roomy_limits(
+            "  header_timeout: 1s\n  max_header_size: 16KiB",
+        ))
+        .start()
+        .await;
     // A TLS connection that never sends a request is closed.
     let mut idle = gw.tls_stream().await;
     let started = Instant::now();
@@ -106,24 +110,15 @@ async fn idle_and_oversize_requests_are_cut_off() {
 
 #[tokio::test]
 async fn a_backend_that_never_reads_does_not_grow_memory() {
-    // A "backend" that accepts connections and never reads a byte.
-    let blackhole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = blackhole.local_addr().unwrap();
-    let held = tokio::spawn(async move {
-        let mut conns = Vec::new();
-        while let Ok((s, _)) = blackhole.accept().await {
-            conns.push(s);
-        }
-    });
+    let mut blackhole = TestApp::never_reads().start().await;
     // Without request buffering, which would take the body whole first
     // (to `buffering.max_body`, on disk past `buffering.memory`; the
     // buffering tests have that): here back-pressure is what bounds it.
-    let gw = TestGateway::with_backend_keys(
-        &format!("http://{addr}"),
-        ", buffering: { request: off }",
-        "",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .backend(&blackhole.url)
+        .backend_keys(", buffering: { request: off }")
+        .start()
+        .await;
     let pulled = Arc::new(AtomicU64::new(0));
     let counter = pulled.clone();
     let chunk = bytes::Bytes::from(vec![b'u'; 64 * 1024]);
@@ -164,12 +159,15 @@ async fn a_backend_that_never_reads_does_not_grow_memory() {
         "the upload is stalled by back-pressure ({a} -> {b})"
     );
     upload.abort();
-    held.abort();
+    blackhole.kill().await;
 }
 
 #[tokio::test]
 async fn connect_loops_garbage_and_huge_publishes_stay_bounded() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &roomy_limits("")).await;
+    let gw = TestGateway::builder()
+        .limits(&roomy_limits(""))
+        .start()
+        .await;
     // Open and close connections in a tight loop.
     for _ in 0..300 {
         let s = gw.tls_stream().await;
@@ -204,12 +202,12 @@ async fn connect_loops_garbage_and_huge_publishes_stay_bounded() {
 
 #[tokio::test]
 async fn channel_caps() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        &roomy_limits("  max_subscribers_per_channel: 2\n  max_channels_per_connection: 3"),
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .limits(&roomy_limits(
+            "  max_subscribers_per_channel: 2\n  max_channels_per_connection: 3",
+        ))
+        .start()
+        .await;
     let _a = gw.sse("/realtime/sse?channels=public.cap", None).await;
     let _b = gw.sse("/realtime/sse?channels=public.cap", None).await;
     let r = gw
@@ -242,12 +240,12 @@ async fn channel_caps() {
 /// words of each, pinned where both transports refuse the same thing.
 #[tokio::test]
 async fn refusals_keep_their_words_on_each_transport() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        &roomy_limits("  max_subscribers_per_channel: 1\n  max_channels_per_connection: 2"),
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .limits(&roomy_limits(
+            "  max_subscribers_per_channel: 1\n  max_channels_per_connection: 2",
+        ))
+        .start()
+        .await;
     let gw = &gw;
     let refused = |query: &'static str| async move {
         let r = gw.http.get(gw.url(query)).send().await.unwrap();

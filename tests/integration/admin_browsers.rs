@@ -31,7 +31,7 @@ fn published(stats: &Value) -> u64 {
 
 #[tokio::test]
 async fn a_cross_site_page_cannot_publish_or_disconnect() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", HOOK).await;
+    let gw = TestGateway::builder().section(HOOK).start().await;
     let own = format!("http://{}", gw.admin);
     let body = r#"{"channel":"public.x","data":1}"#;
     let post = |path: &str| gw.http.post(gw.admin_url(path));
@@ -172,7 +172,7 @@ async fn a_rebinding_page_cannot_read_the_admin_api() {
 #[tokio::test]
 async fn with_admin_keys_names_work_and_browsers_are_still_refused() {
     let extra = r#"auth: { admin_keys: ["k-1"] }"#;
-    let gw = TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", extra).await;
+    let gw = TestGateway::builder().section(extra).start().await;
     // A Prometheus target by name, with its key.
     let (s, _, v) = answer(
         gw.http

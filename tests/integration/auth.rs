@@ -38,7 +38,7 @@ fn mint(sub: &str, channels: &[&str], ttl: u64) -> String {
 }
 
 async fn gateway() -> TestGateway {
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &auth_yaml("")).await
+    TestGateway::builder().section(&auth_yaml("")).start().await
 }
 
 async fn publish_with_key(gw: &TestGateway, body: Value) {
@@ -266,12 +266,10 @@ async fn admin_needs_the_key_when_keys_are_configured() {
 
 #[tokio::test]
 async fn foreign_origins_are_refused_and_allowed_ones_get_cors() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  allowed_origins: [\"https://app.example.com\"]",
-        "",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .realtime("  allowed_origins: [\"https://app.example.com\"]")
+        .start()
+        .await;
     let r = gw
         .http
         .get(gw.url("/realtime/sse?channels=public.o"))

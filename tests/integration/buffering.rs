@@ -27,19 +27,22 @@ const UPSTREAM_TIMEOUT: &str = "2s";
 /// (YAML list items); `extra` is more top-level YAML.
 async fn gateway(worker: &Worker, upstream: &str, routes: &str, extra: &str) -> TestGateway {
     let text = format!(
-        "upstreams:\n  worker: {{ url: \"{}\", timeout: {UPSTREAM_TIMEOUT}{upstream} }}\nroutes:\n{routes}  - {{ path: /, upstream: worker }}\n{extra}",
+        r#"upstreams:
+  worker: {{ url: "{}", timeout: {UPSTREAM_TIMEOUT}{upstream} }}
+routes:
+{routes}  - {{ path: /, upstream: worker }}
+{extra}"#,
         worker.url
     );
     // The default upstream's timeout is also the longest a client may
     // leave the gateway's writes untaken: longer than the worker's, so a
     // paused reader is still reading when a request behind it times out.
-    let dir = temp_dir("buffering");
-    let yaml = yaml(&dir, "http://127.0.0.1:9", "  heartbeat: 15s", &text).replace(
-        "connect_timeout: 500ms, timeout: 2s }",
-        "connect_timeout: 500ms, timeout: 6s }",
-    );
-    assert!(yaml.contains("timeout: 6s }"), "{yaml}");
-    TestGateway::start_yaml(&yaml, dir).await
+    TestGateway::builder()
+        .tag("buffering")
+        .backend_timeouts("500ms", "6s")
+        .section(&text)
+        .start()
+        .await
 }
 
 /// Read an answer head off `io`: its status, its head, and the body bytes

@@ -32,7 +32,14 @@ fn check_accepts_the_shipped_config() {
 fn check_names_file_line_and_key() {
     let dir = temp_dir("cli");
     let path = dir.join("bad.yaml");
-    std::fs::write(&path, "realtime:\n  path: /rt\n  histroy: { size: 1 }\n").unwrap();
+    std::fs::write(
+        &path,
+        r#"realtime:
+  path: /rt
+  histroy: { size: 1 }
+"#,
+    )
+    .unwrap();
     let out = pushgate(&["check", "-c", path.to_str().unwrap()]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -122,13 +122,13 @@ async fn http_publish_follows_the_channel_rules() {
 
 #[tokio::test]
 async fn resumes_are_not_charged_as_subscribes() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        // Anonymous: its subscribes count per address.
-        "limits: { per_ip: { subscribes: { rate: 1/m, burst: 2 } } }",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .section(
+            // Anonymous: its subscribes count per address.
+            "limits: { per_ip: { subscribes: { rate: 1/m, burst: 2 } } }",
+        )
+        .start()
+        .await;
     let http = &gw.http;
     let poll = |q: String| {
         let url = gw.url(&format!("/realtime/poll?timeout=0&{q}"));
@@ -199,12 +199,10 @@ async fn dashboard_streams_snapshots() {
 
 #[tokio::test]
 async fn dashboard_counts_refusals() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        "limits: { per_client: { messages: { rate: 1/m, burst: 1 } } }",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .section("limits: { per_client: { messages: { rate: 1/m, burst: 1 } } }")
+        .start()
+        .await;
     let resp = gw
         .http
         .get(gw.admin_url("/dashboard/events"))

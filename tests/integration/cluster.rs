@@ -9,12 +9,10 @@ use crate::common::redis::RedisServer;
 use crate::common::*;
 
 async fn instance(redis: &RedisServer, prefix: &str) -> TestGateway {
-    TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        &redis.broker_yaml(prefix),
-    )
-    .await
+    TestGateway::builder()
+        .section(&redis.broker_yaml(prefix))
+        .start()
+        .await
 }
 
 async fn ready(gw: &TestGateway) -> bool {
@@ -412,12 +410,17 @@ async fn presence_is_shared_and_a_dead_instance_members_leave_once() {
     let redis = RedisServer::start().await;
     let prefix = format!("p{}", rand_suffix());
     let extra = format!(
-        "auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}\n{}",
+        r#"auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}
+{}"#,
         redis.broker_yaml(&prefix)
     );
     let mut gws = Vec::new();
     for _ in 0..3 {
-        let gw = TestGateway::with("http://127.0.0.1:9", "  presence_grace: 600ms", &extra).await;
+        let gw = TestGateway::builder()
+            .realtime("  presence_grace: 600ms")
+            .section(&extra)
+            .start()
+            .await;
         eventually(10, "ready", || ready(&gw)).await;
         gws.push(gw);
     }

@@ -12,9 +12,16 @@ use crate::common::*;
 const SECRET: &str = "cors-secret-5e21";
 
 async fn gateway(origins: &str) -> TestGateway {
-    let realtime = format!("  heartbeat: 15s\n  allowed_origins: {origins}");
-    let extra = format!("auth:\n  jwt: {{ hs256_secret: \"{SECRET}\" }}\n  cookie: pg_token\n");
-    TestGateway::with("http://127.0.0.1:9", &realtime, &extra).await
+    TestGateway::builder()
+        .realtime(&format!("  heartbeat: 15s\n  allowed_origins: {origins}"))
+        .section(&format!(
+            r#"auth:
+  jwt: {{ hs256_secret: "{SECRET}" }}
+  cookie: pg_token
+"#
+        ))
+        .start()
+        .await
 }
 
 fn alice() -> String {

@@ -8,15 +8,13 @@
 //! compared.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::common::*;
 
 /// What the application answers for each path.
-fn answer(path: &str) -> Vec<u8> {
+fn reply(path: &str) -> Vec<u8> {
     let tail = path.rsplit('/').next().unwrap_or("");
     match tail {
         "plain" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-App: yes\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
@@ -60,44 +58,19 @@ fn answer(path: &str) -> Vec<u8> {
     }
 }
 
-/// A raw HTTP/1.1 application: answers [`answer`], records each request head.
-async fn application() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let h = heads.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let h = h.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end);
-                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                    h.lock().unwrap().push(head.clone());
-                    let mut a = answer(&path);
-                    if head.starts_with("HEAD ") {
-                        // No body after the head of an answer to HEAD.
-                        let at = a.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                        a.truncate(at);
-                    }
-                    if stream.write_all(&a).await.is_err() {
-                        return;
-                    }
-                }
-            });
+/// A raw HTTP/1.1 application: answers [`reply`], records each request head.
+async fn application() -> TestApp {
+    TestApp::script(|req| {
+        let mut a = reply(req.target());
+        if req.method() == "HEAD" {
+            // No body after the head of an answer to HEAD.
+            let at = a.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            a.truncate(at);
         }
-    });
-    (url, heads)
+        app::answer(a)
+    })
+    .start()
+    .await
 }
 
 /// A response as a client sees it, normalised: status, header fields
@@ -217,14 +190,20 @@ async fn the_relay_and_hyper_forward_by_one_policy_spilled_or_unbuffered() {
 
 /// Every case through both engines, to a backend with the keys `keys`.
 async fn one_policy(keys: &str) {
-    let (url, heads) = application().await;
+    let app = application().await;
+    let (url, heads) = (&app.url, &app.heads);
     let extra = r#"
 taps:
   - match: { path: "/h/{case}", status: "418" }
     channel: public.never
     data: "{response.status}"
 "#;
-    let gw = TestGateway::with_backend_keys(&url, keys, extra).await;
+    let gw = TestGateway::builder()
+        .backend(url)
+        .backend_keys(keys)
+        .section(extra)
+        .start()
+        .await;
     let cases = [
         ("GET", "plain", ""),
         ("HEAD", "plain", ""),
@@ -311,20 +290,20 @@ taps:
 
 #[tokio::test]
 async fn the_relay_and_hyper_refuse_a_busy_application_alike() {
-    let app = crate::routes::app::app("busy").await;
-    let dir = temp_dir("differential-busy");
-    let extra = r#"
+    let app = TestApp::named("busy").start().await;
+    let gw = TestGateway::builder()
+        .backend(&app.url)
+        .backend_keys(", max_connections: 1, queue: { size: 0 }")
+        .section(
+            r#"
 taps:
   - match: { path: "/h/{case}", status: "418" }
     channel: public.never
     data: "{response.status}"
-"#;
-    let text = yaml(&dir, &app.url, "  heartbeat: 15s", extra).replace(
-        "timeout: 2s }",
-        "timeout: 2s, max_connections: 1, queue: { size: 0 } }",
-    );
-    assert!(text.contains("max_connections"), "{text}");
-    let gw = TestGateway::start_yaml(&text, dir).await;
+"#,
+        )
+        .start()
+        .await;
     // The one slot taken.
     let held = tokio::spawn(gw.fresh_client().get(gw.url("/hold/1")).send());
     eventually(5, "the slot taken", || async { app.busy.now() == 1 }).await;

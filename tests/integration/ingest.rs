@@ -36,7 +36,11 @@ client_messages:
   forward_to: /realtime/inbound
 "#
     );
-    TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", &extra).await
+    TestGateway::builder()
+        .backend(&format!("http://{backend}"))
+        .section(&extra)
+        .start()
+        .await
 }
 
 fn sign(body: &[u8]) -> String {
@@ -206,12 +210,11 @@ async fn client_messages_reach_the_backend_and_its_answer_comes_back() {
 #[tokio::test]
 async fn backend_errors_on_send_are_replies_not_disconnects() {
     let backend = backend::start().await;
-    let gw = TestGateway::with(
-        &format!("http://{backend}"),
-        "  heartbeat: 15s",
-        "client_messages: { forward_to: /fail }",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .backend(&format!("http://{backend}"))
+        .section("client_messages: { forward_to: /fail }")
+        .start()
+        .await;
     let r = gw
         .http
         .post(gw.url("/realtime/send"))

@@ -9,8 +9,7 @@ use crate::common::*;
 const SECRET: &str = "claims-secret-31c7";
 
 async fn gateway() -> TestGateway {
-    let extra = format!("auth:\n  jwt: {{ hs256_secret: \"{SECRET}\" }}\n");
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
+    TestGateway::builder().jwt_secret(SECRET).start().await
 }
 
 fn now() -> u64 {

@@ -16,8 +16,11 @@ fn token(sub: &str) -> String {
 }
 
 async fn gateway(limits: &str) -> TestGateway {
-    let extra = format!("auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}\nlimits:\n{limits}");
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
+    TestGateway::builder()
+        .jwt_secret(SECRET)
+        .limits(limits)
+        .start()
+        .await
 }
 
 /// Send up to 5,000 frames made by `frame` while reading the answers, until
@@ -188,7 +191,8 @@ async fn max_connections_counts_websockets() {
 #[tokio::test]
 async fn publish_and_subscribe_limits() {
     let gw = gateway(
-        "  publish: { rate: 5/s, burst: 5 }\n  per_client: { subscribes: { rate: 1/m, burst: 3 } }",
+        r#"  publish: { rate: 5/s, burst: 5 }
+  per_client: { subscribes: { rate: 1/m, burst: 3 } }"#,
     )
     .await;
     let batch: Vec<_> = (0..6)

@@ -3,7 +3,7 @@
 //! connection serves what the new configuration says.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,17 +19,11 @@ fn token(sub: &str) -> String {
 }
 
 async fn gateway(limits: &str) -> TestGateway {
-    let extra = format!("auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}\nlimits:\n{limits}");
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
-}
-
-/// Replace `from` with `to` in the gateway's file and reload it.
-fn reload_with(gw: &TestGateway, from: &str, to: &str) {
-    let path = gw.dir.join("gateway.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(from), "{from} not in config");
-    std::fs::write(&path, text.replace(from, to)).unwrap();
-    pushgate::reload::reload(gw.handle.as_ref().unwrap().state(), &path).unwrap();
+    TestGateway::builder()
+        .jwt_secret(SECRET)
+        .limits(limits)
+        .start()
+        .await
 }
 
 /// The HTTP status a refused WebSocket handshake got.
@@ -50,7 +44,7 @@ async fn a_client_at_its_connection_limit_stays_refused_across_a_reload() {
     assert_eq!(refused_status(gw.try_ws(&path).await), 429);
 
     // A reload that changes nothing about this client.
-    reload_with(&gw, "heartbeat: 15s", "heartbeat: 14s");
+    gw.reload_with("heartbeat: 15s", "heartbeat: 14s");
     assert_eq!(
         refused_status(gw.try_ws(&path).await),
         429,
@@ -66,7 +60,7 @@ async fn a_client_at_its_connection_limit_stays_refused_across_a_reload() {
     .await;
 
     // A raised quota gives exactly the difference.
-    reload_with(&gw, "connections: 2", "connections: 3");
+    gw.reload_with("connections: 2", "connections: 3");
     let _c = gw.ws(&path).await;
     let _d = gw.ws(&path).await;
     assert_eq!(refused_status(gw.try_ws(&path).await), 429);
@@ -89,7 +83,7 @@ async fn a_rate_limited_client_is_not_refreshed_by_a_reload() {
         assert_eq!(poll().await, 200);
     }
     assert_eq!(poll().await, 429);
-    reload_with(&gw, "heartbeat: 15s", "heartbeat: 14s");
+    gw.reload_with("heartbeat: 15s", "heartbeat: 14s");
     assert_eq!(poll().await, 429, "the reload refunds nothing");
 }
 
@@ -117,14 +111,14 @@ async fn a_new_rate_drains_what_was_spent_at_the_new_rate() {
     assert_eq!(poll().await, (429, Some(60)));
     // Slower: both connects are still spent, one drains in an hour. (A
     // bucket that kept the old rate's time would be nearly full again.)
-    reload_with(&gw, "rate: 1/m", "rate: 1/h");
+    gw.reload_with("rate: 1/m", "rate: 1/h");
     let (status, retry) = poll().await;
     assert_eq!(status, 429, "a slower rate refunds nothing");
     let retry = retry.unwrap();
     assert!((3590..=3600).contains(&retry), "Retry-After {retry}");
     // Faster: what is left drains at once at the new rate, not over the
     // old rate's hour.
-    reload_with(&gw, "rate: 1/h", "rate: 1/s");
+    gw.reload_with("rate: 1/h", "rate: 1/s");
     let (status, retry) = poll().await;
     assert_eq!((status, retry), (429, Some(1)), "one token at 1/s");
     eventually(5, "a token came back at the new rate", || async {
@@ -155,7 +149,7 @@ async fn a_reload_changes_quotas_without_refunding_what_was_spent() {
     }
     assert_eq!(acks, [true, true, true, false]);
     // Two more in the burst: two more subscribes, not five.
-    reload_with(&gw, "burst: 3", "burst: 5");
+    gw.reload_with("burst: 3", "burst: 5");
     let mut acks = Vec::new();
     for i in 4..7 {
         acks.push(subscribe(&mut ws, i).await);
@@ -180,10 +174,11 @@ async fn a_long_lived_http2_connection_serves_a_new_rule_after_a_reload() {
     let state = gw.handle.as_ref().unwrap().state();
     let before = Arc::downgrade(&state.settings());
 
-    reload_with(
-        &gw,
+    gw.reload_with(
         "channels:\n",
-        "channels:\n  - { pattern: \"later.*\", subscribe: anyone }\n",
+        r#"channels:
+  - { pattern: "later.*", subscribe: anyone }
+"#,
     );
     // The open connection holds no old configuration.
     eventually(5, "the old settings are let go", || async {
@@ -198,35 +193,15 @@ async fn a_long_lived_http2_connection_serves_a_new_rule_after_a_reload() {
     );
 }
 
-/// A stand-in application that answers `ok` and counts the TCP connections
-/// it has accepted.
-async fn counting_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, accepted)
-}
-
 #[tokio::test]
 async fn backend_connections_outlive_a_reload() {
-    let (backend, accepted) = counting_backend().await;
-    let gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await;
+    // Answers `ok` and counts the TCP connections it has accepted.
+    let backend =
+        TestApp::script(|_| app::answer("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"))
+            .start()
+            .await;
+    let accepted = &backend.connections;
+    let gw = TestGateway::builder().backend(&backend.url).start().await;
     for (client, name) in [(&gw.http1, "HTTP/1 relay"), (&gw.http, "HTTP/2 proxy")] {
         let get = || async {
             let r = client.get(gw.url("/app")).send().await.unwrap();
@@ -235,13 +210,13 @@ async fn backend_connections_outlive_a_reload() {
         };
         assert_eq!(get().await, "ok");
         let before = accepted.load(Ordering::SeqCst);
-        reload_with(&gw, "heartbeat: 15s", "heartbeat: 14s");
+        gw.reload_with("heartbeat: 15s", "heartbeat: 14s");
         assert_eq!(get().await, "ok");
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             before,
             "{name}: the backend connection is reused after a reload"
         );
-        reload_with(&gw, "heartbeat: 14s", "heartbeat: 15s");
+        gw.reload_with("heartbeat: 14s", "heartbeat: 15s");
     }
 }

@@ -54,7 +54,10 @@ async fn poll_holds_until_a_message_then_resumes_by_cursor() {
 
 #[tokio::test]
 async fn poll_timeout_is_bounded_by_config() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  poll_timeout: 300ms", "").await;
+    let gw = TestGateway::builder()
+        .realtime("  poll_timeout: 300ms")
+        .start()
+        .await;
     let started = Instant::now();
     let (status, body) = poll(&gw, "channels=public.t").await;
     assert_eq!(status, 200);

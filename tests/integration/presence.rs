@@ -20,12 +20,11 @@ async fn members(gw: &TestGateway, channel: &str) -> Value {
 
 #[tokio::test]
 async fn join_leave_and_no_ghosts() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  presence_grace: 300ms",
-        &format!("auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}"),
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .realtime("  presence_grace: 300ms")
+        .section(&format!("auth: {{ jwt: {{ hs256_secret: {SECRET} }} }}"))
+        .start()
+        .await;
     let mut watcher = gw
         .ws(&format!(
             "/realtime/ws?channels=room.1&token={}",

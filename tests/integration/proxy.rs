@@ -10,7 +10,10 @@ use crate::common::*;
 
 async fn gateway() -> TestGateway {
     let backend = backend::start().await;
-    TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await
+    TestGateway::builder()
+        .backend(&format!("http://{backend}"))
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -223,12 +226,11 @@ async fn websocket_to_a_backend_path_is_tunnelled() {
 #[tokio::test]
 async fn tunnelled_websockets_count_against_max_connections() {
     let backend = backend::start().await;
-    let gw = TestGateway::with(
-        &format!("http://{backend}"),
-        "  heartbeat: 15s",
-        "limits:\n  max_connections: 2",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .backend(&format!("http://{backend}"))
+        .limits("  max_connections: 2")
+        .start()
+        .await;
     let mut a = gw.try_ws_with("/ws", None).await.expect("first tunnel");
     let _b = gw.try_ws_with("/ws", None).await.expect("second tunnel");
     eventually(5, "two tunnels counted", || async {
@@ -253,7 +255,10 @@ async fn tunnelled_websockets_count_against_max_connections() {
 #[tokio::test]
 async fn a_stalled_backend_stream_is_cut_after_the_timeout() {
     let backend = backend::start().await;
-    let gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await;
+    let gw = TestGateway::builder()
+        .backend(&format!("http://{backend}"))
+        .start()
+        .await;
     // The test config's backend.timeout is 2s; /events keeps sending and survives it.
     let r = gw.http.get(gw.url("/stall")).send().await.unwrap();
     assert_eq!(r.status(), 200);

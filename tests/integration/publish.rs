@@ -53,7 +53,10 @@ async fn publish_idempotency_key() {
 
 #[tokio::test]
 async fn publish_rejects_bad_input_and_publishes_nothing() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  max_message: 100", "").await;
+    let gw = TestGateway::builder()
+        .realtime("  max_message: 100")
+        .start()
+        .await;
     let mut sse = gw.sse("/realtime/sse?channels=public.bad", None).await;
     let cases: Vec<(String, u16, &str)> = vec![
         ("{\"channel\":".into(), 400, "bad_json"),
@@ -129,12 +132,10 @@ async fn admin_health_ready_stats() {
 #[tokio::test]
 async fn operators_can_disconnect_by_subject_or_connection() {
     let secret = "disconnect-secret";
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        &format!("auth: {{ jwt: {{ hs256_secret: {secret} }} }}"),
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .section(&format!("auth: {{ jwt: {{ hs256_secret: {secret} }} }}"))
+        .start()
+        .await;
     let token = |sub: &str| {
         pushgate::auth::mint_hs256(
             secret,

@@ -298,12 +298,7 @@ async fn a_reload_that_raises_the_limit_lets_the_waiters_in() {
         .map(|i| spawn_ask(&gw, Method::GET, &format!("/hold/{i}")))
         .collect();
     until_held(&gw, &a, 1, 3).await;
-    let path = gw.dir.join("gateway.yaml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("max_connections: 1,", "max_connections: 3,");
-    std::fs::write(&path, text).unwrap();
-    pushgate::reload::reload(gw.handle.as_ref().unwrap().state(), &path).unwrap();
+    gw.reload_with("max_connections: 1,", "max_connections: 3,");
     // Two of the waiters are let in at once; the held request stays held.
     until_held(&gw, &a, 3, 1).await;
     a.release.add_permits(4);

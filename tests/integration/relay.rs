@@ -337,7 +337,11 @@ taps:
     channel: public.tapped
     data: "{response.body.id}"
 "#;
-    let gw = TestGateway::with(&app.url, "  heartbeat: 15s", extra).await;
+    let gw = TestGateway::builder()
+        .backend(&app.url)
+        .section(extra)
+        .start()
+        .await;
     let mut client = http1(&gw).await;
     for path in [
         "/watched",
@@ -360,12 +364,11 @@ taps:
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_at_the_header_timeout() {
     let app = scripted(|_| sized("hi")).await;
-    let gw = TestGateway::with(
-        &app.url,
-        "  heartbeat: 15s",
-        "limits:\n  header_timeout: 1s",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .backend(&app.url)
+        .limits("  header_timeout: 1s")
+        .start()
+        .await;
     let mut tls = gw.tls_stream().await;
     tls.write_all(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
         .await
@@ -448,12 +451,11 @@ async fn a_half_close_after_pipelined_requests_still_gets_the_first_answer() {
 #[tokio::test]
 async fn a_slow_head_gets_one_header_timeout_in_all() {
     let app = scripted(|_| sized("never")).await;
-    let gw = TestGateway::with(
-        &app.url,
-        "  heartbeat: 15s",
-        "limits:\n  header_timeout: 1s",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .backend(&app.url)
+        .limits("  header_timeout: 1s")
+        .start()
+        .await;
     let mut tls = gw.tls_stream().await;
     let started = std::time::Instant::now();
     // The first bytes slowly (read before the relay sees the connection),

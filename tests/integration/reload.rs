@@ -7,17 +7,6 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 
-fn rewrite(gw: &TestGateway, from: &str, to: &str) {
-    let path = gw.dir.join("gateway.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(from), "{from} not in config");
-    std::fs::write(&path, text.replace(from, to)).unwrap();
-}
-
-fn state(gw: &TestGateway) -> &pushgate::state::AppState {
-    gw.handle.as_ref().unwrap().state()
-}
-
 #[tokio::test]
 async fn reload_revokes_only_forbidden_subscriptions_and_keeps_connections() {
     let gw = TestGateway::start().await;
@@ -27,12 +16,11 @@ async fn reload_revokes_only_forbidden_subscriptions_and_keeps_connections() {
         .sse("/realtime/sse?channels=public.keep,chat.gone3", None)
         .await;
     // chat.* disappears from the rules.
-    rewrite(
-        &gw,
+    gw.edit_config(
         r#"  - { pattern: "chat.*", subscribe: anyone, publish: clients }"#,
         "",
     );
-    pushgate::reload::reload(state(&gw), &gw.dir.join("gateway.yaml")).unwrap();
+    gw.reload().unwrap();
 
     let e = next_json(&mut ws).await;
     assert_eq!(
@@ -69,12 +57,12 @@ async fn reload_revokes_only_forbidden_subscriptions_and_keeps_connections() {
 async fn an_invalid_file_is_refused_and_the_old_config_stays() {
     let gw = TestGateway::start().await;
     let mut ws = gw.ws("/realtime/ws?channels=public.a").await;
-    rewrite(
-        &gw,
+    gw.edit_config(
         "  path: /realtime",
-        "  path: /realtime\n  histroy: { size: 1 }",
+        r#"  path: /realtime
+  histroy: { size: 1 }"#,
     );
-    let err = pushgate::reload::reload(state(&gw), &gw.dir.join("gateway.yaml")).unwrap_err();
+    let err = gw.reload().unwrap_err();
     assert!(err.to_string().contains("gateway.yaml:"), "{err}");
     assert!(err.to_string().contains("realtime.histroy"), "{err}");
     let ready: Value = gw.admin_get("/readyz").await;
@@ -92,8 +80,8 @@ async fn an_invalid_file_is_refused_and_the_old_config_stays() {
 async fn file_changes_and_sighup_trigger_reloads() {
     let gw = TestGateway::start().await;
     // `spawn` returns with the watch registered.
-    pushgate::reload::spawn(state(&gw).clone(), gw.dir.join("gateway.yaml"));
-    rewrite(&gw, r#"pattern: "public.*""#, r#"pattern: "news.*""#);
+    pushgate::reload::spawn(gw.state().clone(), gw.config_path());
+    gw.edit_config(r#"pattern: "public.*""#, r#"pattern: "news.*""#);
     eventually(10, "the file change is applied", || async {
         gw.poll_status("channels=news.a").await == 200
     })
@@ -134,7 +122,7 @@ async fn renewed_certificates_serve_the_next_handshake() {
         first,
         "nothing changes before a reload"
     );
-    pushgate::reload::reload(state(&gw), &gw.dir.join("gateway.yaml")).unwrap();
+    gw.reload().unwrap();
     let second = peer_cert(&gw).await;
     assert_ne!(second, first);
     assert_eq!(
@@ -209,10 +197,10 @@ async fn a_symlinked_config_reloads_when_its_target_changes() {
     // config-management tool or a mounted volume arranges it.
     let real_dir = temp_dir("reload-target");
     let real = real_dir.join("pushgate-real.yaml");
-    std::fs::copy(gw.dir.join("gateway.yaml"), &real).unwrap();
+    std::fs::copy(gw.config_path(), &real).unwrap();
     let link = gw.dir.join("linked.yaml");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    pushgate::reload::spawn(state(&gw).clone(), link);
+    pushgate::reload::spawn(gw.state().clone(), link);
     let text = std::fs::read_to_string(&real).unwrap();
     std::fs::write(
         &real,

@@ -11,16 +11,7 @@ use crate::common::*;
 const KEY: &str = "reload-admin-key";
 
 async fn gateway() -> TestGateway {
-    let extra = format!("auth:\n  admin_keys: [\"{KEY}\"]\n");
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &extra).await
-}
-
-fn config_path(gw: &TestGateway) -> std::path::PathBuf {
-    gw.dir.join("gateway.yaml")
-}
-
-fn state(gw: &TestGateway) -> &pushgate::state::AppState {
-    gw.handle.as_ref().unwrap().state()
+    TestGateway::builder().admin_key(KEY).start().await
 }
 
 /// The running file with its `channels:` section (and every rule under it) cut out.
@@ -81,10 +72,10 @@ async fn keyless_admin_status(gw: &TestGateway) -> u16 {
 async fn an_empty_file_is_refused_and_the_admin_key_stays_required() {
     let gw = gateway().await;
     let mut sse = gw.sse("/realtime/sse?channels=public.keep", None).await;
-    let good = std::fs::read_to_string(config_path(&gw)).unwrap();
+    let good = std::fs::read_to_string(gw.config_path()).unwrap();
     for empty in ["", "\n  \n", "# being written\n"] {
-        std::fs::write(config_path(&gw), empty).unwrap();
-        let err = pushgate::reload::reload(state(&gw), &config_path(&gw)).unwrap_err();
+        std::fs::write(gw.config_path(), empty).unwrap();
+        let err = gw.reload().unwrap_err();
         assert!(
             err.to_string().contains("gateway.yaml: the file is empty"),
             "{err}"
@@ -92,8 +83,8 @@ async fn an_empty_file_is_refused_and_the_admin_key_stays_required() {
     }
     // Keys that vanish through an unset variable are refused too.
     let unset = good.replace(&format!("\"{KEY}\""), "\"${PUSHGATE_TEST_UNSET_KEY:-}\"");
-    std::fs::write(config_path(&gw), unset).unwrap();
-    let err = pushgate::reload::reload(state(&gw), &config_path(&gw)).unwrap_err();
+    std::fs::write(gw.config_path(), unset).unwrap();
+    let err = gw.reload().unwrap_err();
     assert!(err.to_string().contains("auth.admin_keys"), "{err}");
 
     assert_eq!(
@@ -105,8 +96,8 @@ async fn an_empty_file_is_refused_and_the_admin_key_stays_required() {
     assert_eq!(sse.expect().await.json()["data"], "still subscribed");
 
     // Opening the admin listener is possible, but only when written out.
-    std::fs::write(config_path(&gw), good.replace(&format!("\"{KEY}\""), "")).unwrap();
-    pushgate::reload::reload(state(&gw), &config_path(&gw)).unwrap();
+    std::fs::write(gw.config_path(), good.replace(&format!("\"{KEY}\""), "")).unwrap();
+    gw.reload().unwrap();
     assert_eq!(keyless_admin_status(&gw).await, 200);
 }
 
@@ -114,11 +105,11 @@ async fn an_empty_file_is_refused_and_the_admin_key_stays_required() {
 async fn a_lost_channels_section_is_refused_and_an_explicit_empty_list_applies() {
     let gw = gateway().await;
     let mut sse = gw.sse("/realtime/sse?channels=public.keep", None).await;
-    let good = std::fs::read_to_string(config_path(&gw)).unwrap();
+    let good = std::fs::read_to_string(gw.config_path()).unwrap();
     let lost = without_channels(&good);
     assert!(!lost.contains("channels:") && !lost.contains("public.*"));
-    std::fs::write(config_path(&gw), &lost).unwrap();
-    let err = pushgate::reload::reload(state(&gw), &config_path(&gw)).unwrap_err();
+    std::fs::write(gw.config_path(), &lost).unwrap();
+    let err = gw.reload().unwrap_err();
     assert!(err.to_string().contains("gateway.yaml: channels:"), "{err}");
     assert!(
         err.to_string().contains("channels: []"),
@@ -129,8 +120,8 @@ async fn a_lost_channels_section_is_refused_and_an_explicit_empty_list_applies()
     publish(&gw, "public.keep", json!("kept")).await;
     assert_eq!(sse.expect().await.json()["data"], "kept");
 
-    std::fs::write(config_path(&gw), format!("{lost}channels: []\n")).unwrap();
-    pushgate::reload::reload(state(&gw), &config_path(&gw)).unwrap();
+    std::fs::write(gw.config_path(), format!("{lost}channels: []\n")).unwrap();
+    gw.reload().unwrap();
     let ev = sse.expect().await;
     assert_eq!(ev.event, "error", "the operator removed every rule: {ev:?}");
     let r = gw
@@ -145,12 +136,12 @@ async fn a_lost_channels_section_is_refused_and_an_explicit_empty_list_applies()
 #[tokio::test]
 async fn truncate_then_write_keeps_subscriptions_and_applies_the_finished_file() {
     let gw = gateway().await;
-    pushgate::reload::spawn(state(&gw).clone(), config_path(&gw));
+    pushgate::reload::spawn(gw.state().clone(), gw.config_path());
     let mut sse = gw.sse("/realtime/sse?channels=public.keep", None).await;
-    let good = std::fs::read_to_string(config_path(&gw)).unwrap();
+    let good = std::fs::read_to_string(gw.config_path()).unwrap();
 
     // `> gateway.yaml`: the file is empty until its writer comes back.
-    std::fs::File::create(config_path(&gw)).unwrap();
+    std::fs::File::create(gw.config_path()).unwrap();
     // The watcher waits ("deferred"); a SIGHUP meanwhile (the signal test in
     // this process sends them) loads at once and is refused ("failed").
     // Either way nothing is applied.
@@ -166,9 +157,11 @@ async fn truncate_then_write_keeps_subscriptions_and_applies_the_finished_file()
     // The writer finishes, with one new rule.
     let finished = good.replace(
         "channels:\n",
-        "channels:\n  - { pattern: \"news.*\", subscribe: anyone }\n",
+        r#"channels:
+  - { pattern: "news.*", subscribe: anyone }
+"#,
     );
-    std::fs::write(config_path(&gw), finished).unwrap();
+    std::fs::write(gw.config_path(), finished).unwrap();
     eventually(10, "the finished file is applied", || async {
         gw.poll_status("channels=news.a").await == 200
     })

@@ -24,12 +24,18 @@ const CHANNELS: usize = 78;
 const BOUND: u64 = 160 * 1024;
 
 async fn gateway() -> TestGateway {
-    TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s\n  client_queue: 64\n  history: { size: 2000, ttl: 10m }",
-        "limits:\n  per_ip: { connects: { rate: 10000/s, burst: 10000 } }\n  per_client: { messages: { rate: 10000/s, burst: 10000 } }\n",
-    )
-    .await
+    TestGateway::builder()
+        .realtime(
+            r#"  heartbeat: 15s
+  client_queue: 64
+  history: { size: 2000, ttl: 10m }"#,
+        )
+        .limits(
+            r#"  per_ip: { connects: { rate: 10000/s, burst: 10000 } }
+  per_client: { messages: { rate: 10000/s, burst: 10000 } }"#,
+        )
+        .start()
+        .await
 }
 
 /// Fill `public.hist` and return a cursor that resumes it from the start
@@ -180,12 +186,10 @@ async fn a_long_poll_replay_comes_in_capped_answers() {
 
 #[tokio::test]
 async fn a_cursor_larger_than_a_connection_may_follow_is_refused() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  heartbeat: 15s",
-        "limits:\n  max_channels_per_connection: 5\n",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .limits("  max_channels_per_connection: 5")
+        .start()
+        .await;
     let six: String = (0..6).map(|i| format!("~public.c{i}~0")).collect();
     let five: String = (0..5).map(|i| format!("~public.c{i}~0")).collect();
     let epoch = "1";

@@ -136,7 +136,11 @@ async fn host_path_order_strip_and_default_route_alike_in_both_engines() {
             ("files", &files, "/files")
         ])
     );
-    let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
+    let gw = TestGateway::builder()
+        .backend(&default.url)
+        .section(&extra)
+        .start()
+        .await;
     let c = roads(&gw);
     let cases = [
         // Exact host and path prefix; the query goes along.
@@ -178,7 +182,11 @@ async fn client_send_goes_to_the_upstream_client_messages_names() {
         "{}client_messages: {{ forward_to: /inbound, upstream: api }}\n",
         upstreams_yaml(&[("api", &api, "/base")])
     );
-    let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
+    let gw = TestGateway::builder()
+        .backend(&default.url)
+        .section(&extra)
+        .start()
+        .await;
     let r = gw
         .http
         .post(gw.url("/realtime/send"))
@@ -208,7 +216,11 @@ async fn taps_fire_on_routed_requests_and_may_name_the_upstream() {
          \x20   channel: public.routed\n    event: listed\n    data: \"{{response.body}}\"\n",
         upstreams_yaml(&[("api", &api, "")])
     );
-    let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
+    let gw = TestGateway::builder()
+        .backend(&default.url)
+        .section(&extra)
+        .start()
+        .await;
     let mut sse = gw.sse("/realtime/sse?channels=public.routed", None).await;
     let r = gw
         .http1
@@ -244,27 +256,26 @@ async fn taps_fire_on_routed_requests_and_may_name_the_upstream() {
 }
 
 fn reload(gw: &TestGateway, text: &str) -> Result<(), String> {
-    let path = gw.dir.join("gateway.yaml");
-    std::fs::write(&path, text).unwrap();
-    let state = gw.handle.as_ref().unwrap().state();
-    pushgate::reload::reload(state, &path)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    std::fs::write(gw.config_path(), text).unwrap();
+    gw.reload().map_err(|e| e.to_string())
 }
 
 #[tokio::test]
 async fn routes_change_by_reload_and_kept_upstreams_keep_their_connections() {
     let (default, api) = (app("default").await, app("api").await);
-    let dir = temp_dir("routes-reload");
-    let base = yaml(&dir, &default.url, "  heartbeat: 15s", "");
-    let gw = TestGateway::start_yaml(&base, dir).await;
+    let gw = TestGateway::builder().backend(&default.url).start().await;
+    let base = std::fs::read_to_string(gw.config_path()).unwrap();
     // One keep-alive client connection throughout: routes are read per request.
     let http1 = client(&gw, true);
     let get = |path: &'static str| ask(&gw, &http1, Method::GET, "localhost", path);
     assert_eq!(get("/v2/a").await.0, "default");
 
     let upstreams = upstreams_yaml(&[("api", &api, "")]);
-    let with_route = format!("{base}{upstreams}routes:\n  - {{ path: /v2/, upstream: api }}\n");
+    let with_route = format!(
+        r#"{base}{upstreams}routes:
+  - {{ path: /v2/, upstream: api }}
+"#
+    );
     reload(&gw, &with_route).unwrap();
     assert_eq!(
         get("/v2/b").await,
@@ -284,14 +295,22 @@ async fn routes_change_by_reload_and_kept_upstreams_keep_their_connections() {
     );
 
     // An invalid route is refused, naming where; the old routes stay.
-    let bad = format!("{base}{upstreams}routes:\n  - {{ path: /v2/, upstream: nope }}\n");
+    let bad = format!(
+        r#"{base}{upstreams}routes:
+  - {{ path: /v2/, upstream: nope }}
+"#
+    );
     let error = reload(&gw, &bad).unwrap_err();
     assert!(error.contains("routes[0].upstream"), "{error}");
     assert!(error.contains("names no upstream"), "{error}");
     assert_eq!(get("/v2/d").await.0, "api", "the routes in force stay");
 
     // Removing the route (written out, as a reload requires) restores default.
-    let without = format!("{base}upstreams: {{}}\nroutes: []\n");
+    let without = format!(
+        r#"{base}upstreams: {{}}
+routes: []
+"#
+    );
     reload(&gw, &without).unwrap();
     assert_eq!(get("/v2/e").await.0, "default");
 }
@@ -299,13 +318,15 @@ async fn routes_change_by_reload_and_kept_upstreams_keep_their_connections() {
 #[tokio::test]
 async fn a_removed_upstream_finishes_its_requests_in_flight() {
     let (default, slow) = (app("default").await, app("slow").await);
-    let dir = temp_dir("routes-inflight");
-    let base = yaml(&dir, &default.url, "  heartbeat: 15s", "");
-    let routed = format!(
-        "{base}{}routes:\n  - {{ path: /hold, upstream: slow }}\n",
+    let config = TestGateway::builder().backend(&default.url);
+    let routes = format!(
+        r#"{}routes:
+  - {{ path: /hold, upstream: slow }}
+"#,
         upstreams_yaml(&[("slow", &slow, "")])
     );
-    let gw = TestGateway::start_yaml(&routed, dir).await;
+    let gw = config.clone().section(&routes).start().await;
+    let base = config.yaml(&gw.dir);
     let (http1, http2) = (client(&gw, true), client(&gw, false));
     let url = |path: &str| format!("https://localhost:{}{path}", gw.public.port());
     let by_relay = tokio::spawn(http1.get(url("/hold/1")).send());
@@ -314,7 +335,15 @@ async fn a_removed_upstream_finishes_its_requests_in_flight() {
         slow.has_seen("/hold/1") && slow.has_seen("/hold/2")
     })
     .await;
-    reload(&gw, &format!("{base}upstreams: {{}}\nroutes: []\n")).unwrap();
+    reload(
+        &gw,
+        &format!(
+            r#"{base}upstreams: {{}}
+routes: []
+"#
+        ),
+    )
+    .unwrap();
     slow.release.add_permits(2);
     for pending in [by_relay, by_hyper] {
         let resp = pending.await.unwrap().unwrap();
@@ -367,10 +396,17 @@ async fn paths_that_could_escape_their_route_are_refused_by_both_engines() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (default, api) = (app("default").await, app("api").await);
     let extra = format!(
-        "{}routes:\n  - {{ path: /api/public/, upstream: api }}\n  - {{ path: /assets, upstream: api, strip_prefix: true }}\n",
+        r#"{}routes:
+  - {{ path: /api/public/, upstream: api }}
+  - {{ path: /assets, upstream: api, strip_prefix: true }}
+"#,
         upstreams_yaml(&[("api", &api, "")])
     );
-    let gw = TestGateway::with(&default.url, "  heartbeat: 15s", &extra).await;
+    let gw = TestGateway::builder()
+        .backend(&default.url)
+        .section(&extra)
+        .start()
+        .await;
     let targets = [
         // Fine as sent; `/../admin` once `/assets` is stripped.
         "/assets../admin",
@@ -408,7 +444,10 @@ async fn paths_that_could_escape_their_route_are_refused_by_both_engines() {
 async fn dot_segments_are_refused_without_routes_too() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let default = app("default").await;
-    let gw = TestGateway::with(&format!("{}/app", default.url), "  heartbeat: 15s", "").await;
+    let gw = TestGateway::builder()
+        .backend(&format!("{}/app", default.url))
+        .start()
+        .await;
     let targets = [
         "/x/..%3b/admin",
         "/x/%252e%252e/admin",

@@ -22,43 +22,49 @@ use app::LoginApp;
 
 const SECRET: &str = "session-test-secret";
 
-fn config(dir: &std::path::Path, app: &LoginApp, session: &str) -> String {
-    format!(
-        r#"
-listen: {{ public: "127.0.0.1:0", admin: "127.0.0.1:0" }}
-tls: {{ cert: {dir}/gw.crt, key: {dir}/gw.key, self_signed_if_missing: true }}
-backend: {{ url: "{url}", connect_timeout: 500ms, timeout: 2s }}
-upstreams:
-  gone: {{ url: "http://127.0.0.1:9", connect_timeout: 200ms }}
-realtime: {{ path: /realtime, heartbeat: 15s }}
-auth:
-  jwt: {{ hs256_secret: "{SECRET}" }}
-  session:
-    check: GET /api/me
-    subject: "{{body.id}}"
-    channels: "{{body.channels}}"
-{session}
-limits:
-  per_client:
+/// The per-client limits of every session test: roomy.
+const LIMITS: &str = r#"  per_client:
     connections: 5000
-    messages: {{ rate: 100000/s, burst: 100000 }}
-    subscribes: {{ rate: 100000/s, burst: 100000 }}
-channels:
-  - {{ pattern: "public.*", subscribe: anyone }}
-  - {{ pattern: "user.{{sub}}", subscribe: owner }}
-  - {{ pattern: "notes.{{sub}}", subscribe: owner, publish: clients }}
-  - {{ pattern: "team.*", subscribe: token }}
-  - {{ pattern: "orders.{{id}}", subscribe: {{ check: "GET /api/orders/{{id}}" }} }}
-  - {{ pattern: "bids.{{id}}", subscribe: anyone, publish: {{ check: "GET /api/orders/{{id}}" }} }}
-"#,
-        dir = dir.display(),
-        url = app.url,
-    )
+    messages: { rate: 100000/s, burst: 100000 }
+    subscribes: { rate: 100000/s, burst: 100000 }"#;
+
+/// A gateway in front of `app` that logs clients in with its cookie
+/// session (`GET /api/me`); `session` is more `auth.session` lines.
+fn config(app: &LoginApp, session: &str) -> GatewayBuilder {
+    with_subject(app, "{body.id}", session)
+}
+
+/// [`config`] taking the subject from the template `subject`.
+fn with_subject(app: &LoginApp, subject: &str, session: &str) -> GatewayBuilder {
+    TestGateway::builder()
+        .tag("session")
+        .backend(app.url())
+        .section(
+            r#"upstreams:
+  gone: { url: "http://127.0.0.1:9", connect_timeout: 200ms }"#,
+        )
+        .jwt_secret(SECRET)
+        .auth(&format!(
+            r#"  session:
+    check: GET /api/me
+    subject: "{subject}"
+    channels: "{{body.channels}}"
+{session}"#
+        ))
+        .limits(LIMITS)
+        .channels(
+            r#"channels:
+  - { pattern: "public.*", subscribe: anyone }
+  - { pattern: "user.{sub}", subscribe: owner }
+  - { pattern: "notes.{sub}", subscribe: owner, publish: clients }
+  - { pattern: "team.*", subscribe: token }
+  - { pattern: "orders.{id}", subscribe: { check: "GET /api/orders/{id}" } }
+  - { pattern: "bids.{id}", subscribe: anyone, publish: { check: "GET /api/orders/{id}" } }"#,
+        )
 }
 
 async fn gateway(app: &LoginApp, session: &str) -> TestGateway {
-    let dir = temp_dir("session");
-    TestGateway::start_yaml(&config(&dir, app, session), dir).await
+    config(app, session).start().await
 }
 
 /// Cache and recheck as most tests want them: answers kept, no rechecks.
@@ -436,9 +442,7 @@ async fn a_slow_or_absent_application_cannot_pile_up_checks() {
     assert!(app.most_in_flight.load(Ordering::SeqCst) <= 2);
 
     // Unreachable: the session upstream is a closed port.
-    let dir = temp_dir("session");
-    let text = config(&dir, &app, "    upstream: gone\n    timeout: 1s");
-    let down = TestGateway::start_yaml(&text, dir).await;
+    let down = gateway(&app, "    upstream: gone\n    timeout: 1s").await;
     let alice = app.login("alice");
     let (status, body) = poll(&down, "user.alice", Some(&alice)).await;
     assert_eq!(
@@ -453,9 +457,9 @@ async fn a_slow_or_absent_application_cannot_pile_up_checks() {
 async fn subject_and_channels_come_from_the_answer_by_template() {
     let app = LoginApp::start().await;
     // `{header.X-User-Id}`: the answer's header names the subject.
-    let dir = temp_dir("session");
-    let text = config(&dir, &app, DEFAULTS).replace("\"{body.id}\"", "\"{header.X-User-Id}\"");
-    let gw = TestGateway::start_yaml(&text, dir).await;
+    let gw = with_subject(&app, "{header.X-User-Id}", DEFAULTS)
+        .start()
+        .await;
     let alice = app.login("alice");
     assert_eq!(poll(&gw, "user.h-alice", Some(&alice)).await.0, 200);
     assert_eq!(poll(&gw, "user.alice", Some(&alice)).await.0, 403);
@@ -497,12 +501,12 @@ async fn an_outage_at_recheck_keeps_live_connections_and_allows_nothing_new() {
 #[tokio::test]
 async fn made_up_cookies_are_charged_to_the_address_before_the_app_is_asked() {
     let app = LoginApp::start().await;
-    let dir = temp_dir("session");
-    let text = config(&dir, &app, DEFAULTS).replace(
-        "limits:\n",
-        "limits:\n  per_ip: { subscribes: { rate: 1/m, burst: 5 } }\n",
-    );
-    let gw = TestGateway::start_yaml(&text, dir).await;
+    let gw = config(&app, DEFAULTS)
+        .limits(&format!(
+            "  per_ip: {{ subscribes: {{ rate: 1/m, burst: 5 }} }}\n{LIMITS}"
+        ))
+        .start()
+        .await;
     let mut statuses = Vec::new();
     for i in 0..12 {
         statuses.push(
@@ -637,13 +641,11 @@ async fn a_websocket_goes_on_while_the_application_is_asked() {
 async fn session_checks_take_the_backends_connection_slots() {
     let app = LoginApp::start().await;
     app.delay_ms.store(50, Ordering::SeqCst);
-    let dir = temp_dir("session-slots");
-    let text = config(&dir, &app, DEFAULTS).replace(
-        "timeout: 2s }",
-        "timeout: 2s, max_connections: 1, queue: { size: 100, timeout: 5s } }",
-    );
-    assert!(text.contains("max_connections"), "{text}");
-    let gw = Arc::new(TestGateway::start_yaml(&text, dir).await);
+    let gw = config(&app, DEFAULTS)
+        .backend_keys(", max_connections: 1, queue: { size: 100, timeout: 5s }")
+        .start()
+        .await;
+    let gw = Arc::new(gw);
     // Five users at once: five checks (no answer cached), one at a time.
     let users = ["u1", "u2", "u3", "u4", "u5"];
     let asks: Vec<_> = users

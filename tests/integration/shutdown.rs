@@ -11,8 +11,8 @@ use crate::common::*;
 
 #[tokio::test]
 async fn shutdown_drains_every_kind_of_client() {
-    let backend = backend::start().await;
-    let mut gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await;
+    let backend = backend::app().await;
+    let mut gw = TestGateway::builder().backend(&backend.url).start().await;
     let mut ws = gw.ws("/realtime/ws?channels=public.d").await;
     let mut sse = gw.sse("/realtime/sse?channels=public.d", None).await;
     gw.publish_one("public.d", json!(1)).await;
@@ -40,7 +40,7 @@ async fn shutdown_drains_every_kind_of_client() {
     })
     .await;
     eventually(5, "the proxied request reached the application", || async {
-        backend::seen("/delay?shutdown-drains")
+        backend.has_seen("/delay?shutdown-drains")
     })
     .await;
 
@@ -78,7 +78,10 @@ async fn shutdown_drains_every_kind_of_client() {
 #[tokio::test]
 async fn shutdown_ends_websocket_tunnels_to_the_application() {
     let backend = backend::start().await;
-    let mut gw = TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await;
+    let mut gw = TestGateway::builder()
+        .backend(&format!("http://{backend}"))
+        .start()
+        .await;
     let mut ws = gw
         .try_ws_with("/ws", None)
         .await

@@ -9,12 +9,10 @@ const N: usize = 2000;
 
 #[tokio::test]
 async fn stuck_clients_are_evicted_and_others_get_everything() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  client_queue: 64\n  max_message: 64KiB",
-        "",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .realtime("  client_queue: 64\n  max_message: 64KiB")
+        .start()
+        .await;
     // A WebSocket client that never reads after the handshake.
     let stuck_ws = gw.ws("/realtime/ws?channels=public.flood").await;
     // An SSE client that never reads: raw request over TLS, response never consumed.
@@ -77,12 +75,10 @@ async fn stuck_clients_are_evicted_and_others_get_everything() {
 
 #[tokio::test]
 async fn evicted_websocket_gets_its_cursor_and_resumes_without_loss() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  client_queue: 4\n  history: { size: 100000, ttl: 10m }",
-        "",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .realtime("  client_queue: 4\n  history: { size: 100000, ttl: 10m }")
+        .start()
+        .await;
     let mut ws = gw.ws("/realtime/ws?channels=public.lag").await;
     // Publish a burst far larger than queue + socket buffers while not reading.
     let payload = "y".repeat(16 * 1024);
@@ -171,7 +167,10 @@ async fn read_until(
 
 #[tokio::test]
 async fn drop_oldest_keeps_the_connection_and_reports_the_gap() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  client_queue: 8", "").await;
+    let gw = TestGateway::builder()
+        .realtime("  client_queue: 8")
+        .start()
+        .await;
     let mut ws = gw.ws("/realtime/ws?channels=lossy.feed").await;
     let most = flood(&gw, "lossy.feed", 1500, 8 * 1024).await;
     assert!(most <= 8, "queue stayed bounded: {most}");
@@ -201,7 +200,10 @@ async fn drop_oldest_keeps_the_connection_and_reports_the_gap() {
 
 #[tokio::test]
 async fn conflate_delivers_the_newest_value() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  client_queue: 8", "").await;
+    let gw = TestGateway::builder()
+        .realtime("  client_queue: 8")
+        .start()
+        .await;
     let mut ws = gw.ws("/realtime/ws?channels=latest.cpu").await;
     let most = flood(&gw, "latest.cpu", 1500, 8 * 1024).await;
     assert!(most <= 8, "queue stayed bounded: {most}");
@@ -225,7 +227,10 @@ async fn conflate_delivers_the_newest_value() {
 
 #[tokio::test]
 async fn disconnect_policy_bounds_the_queue_too() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  client_queue: 8", "").await;
+    let gw = TestGateway::builder()
+        .realtime("  client_queue: 8")
+        .start()
+        .await;
     let _ws = gw.ws("/realtime/ws?channels=public.bounded").await;
     let most = flood(&gw, "public.bounded", 1500, 8 * 1024).await;
     assert!(most <= 8, "queue stayed bounded: {most}");

@@ -168,7 +168,10 @@ async fn refusals(gw: &TestGateway, client: &reqwest::Client) {
 
 #[tokio::test]
 async fn sse_heartbeat_comments_flow() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  heartbeat: 100ms", "").await;
+    let gw = TestGateway::builder()
+        .realtime("  heartbeat: 100ms")
+        .start()
+        .await;
     let mut sse = gw.sse("/realtime/sse?channels=public.hb", None).await;
     // Nothing is published until the stream has carried three heartbeats
     // (after the opening comment); a message still gets through after them.
@@ -335,12 +338,10 @@ async fn sse_after_a_relayed_request_on_one_connection_is_hypers() {
 
 #[tokio::test]
 async fn sse_answers_carry_cors_for_allowed_origins_on_both_paths() {
-    let gw = TestGateway::with(
-        "http://127.0.0.1:9",
-        "  allowed_origins: [\"https://app.example.com\"]",
-        "",
-    )
-    .await;
+    let gw = TestGateway::builder()
+        .realtime("  allowed_origins: [\"https://app.example.com\"]")
+        .start()
+        .await;
     let origin = "https://app.example.com";
     // HTTP/1.1 takes the direct path; HTTP/2 goes through hyper.
     for (client, version) in [

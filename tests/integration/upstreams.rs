@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::common::app::{Answer, TestApp, json_answer};
 use crate::common::*;
-use crate::routes::app::{App, PROBE, app, killable, went};
+use crate::routes::app::{App, PROBE, app, went};
 
 /// An address nothing listens on (bound, then let go).
 pub(crate) async fn dead() -> String {
@@ -37,18 +38,14 @@ pub(crate) async fn gateway_with_extra(
     extra: &str,
 ) -> TestGateway {
     let list = urls.join(", ");
-    let dir = temp_dir("upstreams");
-    let text = yaml(&dir, "http://127.0.0.1:1", "  heartbeat: 15s", extra).replace(
-        "backend: { url: \"http://127.0.0.1:1\", connect_timeout: 500ms, timeout: 2s }",
-        &format!(
+    TestGateway::builder()
+        .tag("upstreams")
+        .backend_yaml(&format!(
             "backend: {{ urls: [{list}], balance: {balance}, connect_timeout: 1s, timeout: 5s{more} }}"
-        ),
-    );
-    assert!(
-        text.contains("urls:"),
-        "the test config names the servers: {text}"
-    );
-    TestGateway::start_yaml(&text, dir).await
+        ))
+        .section(extra)
+        .start()
+        .await
 }
 
 /// `n` requests by `method` (GETs go through the relay, POSTs through
@@ -213,10 +210,7 @@ async fn health_checks_follow_a_reload() {
     })
     .await;
     // Checks taken out by a reload: b is in the rotation again.
-    let path = gw.dir.join("gateway.yaml");
-    let text = std::fs::read_to_string(&path).unwrap().replace(health, "");
-    std::fs::write(&path, text).unwrap();
-    pushgate::reload::reload(gw.handle.as_ref().unwrap().state(), &path).unwrap();
+    gw.reload_with(health, "");
     eventually(10, "b back without checks", || async {
         server_stats(&gw, &b.url).await["healthy"] == true
     })
@@ -323,7 +317,7 @@ async fn an_idempotent_request_with_a_body_goes_to_the_next_server_a_post_only_w
 #[tokio::test]
 async fn killing_one_of_two_servers_under_steady_traffic_costs_no_get() {
     let a = app("a").await;
-    let (b, kill_b) = killable("b").await;
+    let mut b = app("b").await;
     let list = urls(&[&a, &b]);
     let gw = std::sync::Arc::new(gateway(&[&list[0], &list[1]], "round_robin").await);
     // HTTP/1.1 GETs go through the relay, HTTP/2 GETs through hyper: four
@@ -358,7 +352,7 @@ async fn killing_one_of_two_servers_under_steady_traffic_costs_no_get() {
         b.seen.lock().unwrap().len() > 50
     })
     .await;
-    kill_b.now().await;
+    b.kill().await;
     let before = a.seen.lock().unwrap().len();
     eventually(10, "a takes the rest", || async {
         a.seen.lock().unwrap().len() > before + 200
@@ -427,43 +421,21 @@ async fn both_engines_share_one_pool_per_server() {
 /// A server whose `/stream…` answers send their head and a first chunk,
 /// then hold the body open; anything else is answered at once with its name.
 async fn streaming(name: &'static str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end + 4);
-                    if head.split(' ').nth(1).unwrap_or("").starts_with("/stream") {
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-                            .await;
-                        std::future::pending::<()>().await;
-                    }
-                    let body = format!("{{\"app\":\"{name}\"}}");
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if stream.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let app = TestApp::script(move |req| {
+        if req.target().starts_with("/stream") {
+            Answer {
+                stall: true,
+                ..crate::common::app::answer(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+                )
+            }
+        } else {
+            json_answer("200 OK", &format!("{{\"app\":\"{name}\"}}"))
         }
-    });
-    url
+    })
+    .start()
+    .await;
+    app.url.clone()
 }
 
 /// `least_conn` counts a request until its answer's body ended, on both

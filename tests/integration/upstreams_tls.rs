@@ -7,7 +7,7 @@
 //! connect, so the next server answers.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -16,10 +16,9 @@ use rcgen::{
 use reqwest::Method;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
 use crate::common::*;
-use crate::routes::app::{PROBE, serve};
+use crate::routes::app::PROBE;
 
 /// A test certificate authority, its certificate written to `{dir}/{name}.pem`.
 struct Ca {
@@ -99,78 +98,14 @@ fn server_tls(cert: &Leaf, clients: Option<&Ca>) -> Arc<rustls::ServerConfig> {
     Arc::new(config)
 }
 
-/// The targets an application received.
-type Seen = Arc<Mutex<Vec<String>>>;
-
-/// An HTTPS application on port 0 answering as `name`: its `https://` URL.
-async fn https_app(name: &'static str, tls: Arc<rustls::ServerConfig>) -> (String, Seen) {
-    let (url, seen, _) = counted_https_app(name, tls).await;
-    (url, seen)
-}
-
-/// [`https_app`], also counting the TLS connections it accepted.
-async fn counted_https_app(
-    name: &'static str,
-    tls: Arc<rustls::ServerConfig>,
-) -> (String, Seen, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}", listener.local_addr().unwrap());
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = accepted.clone();
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let (acceptor, s) = (acceptor.clone(), s.clone());
-            tokio::spawn(async move {
-                if let Ok(stream) = acceptor.accept(stream).await {
-                    serve(
-                        name,
-                        stream,
-                        s,
-                        Arc::new(Semaphore::new(0)),
-                        Arc::default(),
-                        Arc::default(),
-                    )
-                    .await;
-                }
-            });
-        }
-    });
-    (url, seen, accepted)
-}
-
-/// An application on the unix socket `path` answering as `name`.
-async fn unix_app(name: &'static str, path: &Path) -> Seen {
-    let listener = tokio::net::UnixListener::bind(path).unwrap();
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(serve(
-                name,
-                stream,
-                s.clone(),
-                Arc::new(Semaphore::new(0)),
-                Arc::default(),
-                Arc::default(),
-            ));
-        }
-    });
-    seen
-}
-
-/// A gateway whose `backend:` line is `backend`, with `extra` sections.
+/// A gateway whose `backend:` section is `backend`, with `extra` sections,
+/// its files in `dir`.
 async fn gateway(dir: PathBuf, backend: &str, extra: &str) -> TestGateway {
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = yaml(&dir, "http://127.0.0.1:1", "  heartbeat: 15s", extra).replace(
-        "backend: { url: \"http://127.0.0.1:1\", connect_timeout: 500ms, timeout: 2s }",
-        backend,
-    );
-    assert!(text.contains(backend), "the test config names the backend");
-    TestGateway::start_yaml(&text, dir).await
+    TestGateway::builder()
+        .backend_yaml(backend)
+        .section(extra)
+        .start_in(dir)
+        .await
 }
 
 /// An HTTP/1.1 client sending `PROBE` in its case: its GETs are ones the
@@ -214,7 +149,11 @@ async fn get_post_and_client_messages_reach_an_https_upstream() {
         &["127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
     );
-    let (url, _, accepted) = counted_https_app("tls", server_tls(&cert, None)).await;
+    let app = TestApp::named("tls")
+        .tls(server_tls(&cert, None))
+        .start()
+        .await;
+    let (url, accepted) = (&app.url, &app.connections);
     let backend = format!(
         "backend: {{ url: \"{url}/base\", tls: {{ ca: {} }}, connect_timeout: 1s, timeout: 5s }}",
         ca.pem.display()
@@ -271,7 +210,11 @@ async fn server_name_is_the_name_sent_and_verified() {
         &["api.internal"],
         ExtendedKeyUsagePurpose::ServerAuth,
     );
-    let (url, _) = https_app("api", server_tls(&cert, None)).await;
+    let url = TestApp::named("api")
+        .tls(server_tls(&cert, None))
+        .start()
+        .await
+        .url;
     let with = |tls: &str| {
         format!(
             "backend: {{ url: \"{url}\", tls: {{ ca: {}{tls} }}, connect_timeout: 1s, timeout: 5s }}",
@@ -305,8 +248,16 @@ async fn a_certificate_of_another_ca_is_a_502_and_the_next_server_answers() {
         &["127.0.0.1"],
         ExtendedKeyUsagePurpose::ServerAuth,
     );
-    let (bad_url, bad_seen) = https_app("bad", server_tls(&bad, None)).await;
-    let (good_url, _) = https_app("good", server_tls(&good, None)).await;
+    let bad_app = TestApp::named("bad")
+        .tls(server_tls(&bad, None))
+        .start()
+        .await;
+    let (bad_url, bad_seen) = (bad_app.url.clone(), bad_app.seen.clone());
+    let good_url = TestApp::named("good")
+        .tls(server_tls(&good, None))
+        .start()
+        .await
+        .url;
     let backend = |urls: &str| {
         format!(
             "backend: {{ urls: [{urls}], tls: {{ ca: {} }}, connect_timeout: 1s, timeout: 5s }}",
@@ -357,7 +308,11 @@ async fn mutual_tls_shows_the_client_certificate() {
         &["gateway.internal"],
         ExtendedKeyUsagePurpose::ClientAuth,
     );
-    let (url, seen) = https_app("mtls", server_tls(&cert, Some(&ca))).await;
+    let app = TestApp::named("mtls")
+        .tls(server_tls(&cert, Some(&ca)))
+        .start()
+        .await;
+    let (url, seen) = (&app.url, &app.seen);
     let with = |tls: &str| {
         format!(
             "backend: {{ url: \"{url}\", tls: {{ ca: {}{tls} }}, connect_timeout: 1s, timeout: 5s }}",
@@ -387,7 +342,7 @@ async fn mutual_tls_shows_the_client_certificate() {
 async fn a_unix_socket_backend_answers_with_the_clients_host() {
     let dir = temp_dir("up-unix");
     let socket = dir.join("app.sock");
-    let seen = unix_app("unix", &socket).await;
+    let seen = TestApp::named("unix").unix(&socket).start().await.seen;
     let backend = format!(
         "backend: {{ url: \"unix:{}\", connect_timeout: 1s, timeout: 5s }}",
         socket.display()
@@ -411,8 +366,8 @@ async fn a_unix_socket_backend_answers_with_the_clients_host() {
 async fn a_route_to_a_unix_upstream_beside_an_http_default() {
     let dir = temp_dir("up-unix-route");
     let socket = dir.join("static.sock");
-    unix_app("static", &socket).await;
-    let default = crate::routes::app::app("default").await;
+    TestApp::named("static").unix(&socket).start().await;
+    let default = TestApp::named("default").start().await;
     let backend = format!(
         "backend: {{ url: \"{}\", connect_timeout: 1s, timeout: 5s }}",
         default.url

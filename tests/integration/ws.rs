@@ -207,7 +207,10 @@ async fn expect_close(ws: &mut Ws) -> CloseCode {
 
 #[tokio::test]
 async fn ws_oversize_and_invalid_utf8_frames_close_with_codes() {
-    let gw = TestGateway::with("http://127.0.0.1:9", "  max_message: 1KiB", "").await;
+    let gw = TestGateway::builder()
+        .realtime("  max_message: 1KiB")
+        .start()
+        .await;
     let mut ws = gw.ws("/realtime/ws").await;
     ws.send(Frame::Text("x".repeat(64 * 1024).into()))
         .await
@@ -318,7 +321,7 @@ fn token_for(sub: &str, ttl_secs: u64) -> String {
 
 async fn jwt_gateway() -> TestGateway {
     let auth = format!("auth:\n  jwt: {{ hs256_secret: \"{REAUTH_SECRET}\", leeway: 0s }}\n");
-    TestGateway::with("http://127.0.0.1:9", "  heartbeat: 15s", &auth).await
+    TestGateway::builder().section(&auth).start().await
 }
 
 /// Subscribe to `channel` and expect the ack.

@@ -10,16 +10,26 @@ use crate::config::{Buffering, RouteBuffering};
 
 #[test]
 fn on_and_off_as_nginx_writes_them_and_defaults_as_nginx_has_them() {
-    let c = parse_str("backend:\n  url: http://127.0.0.1:8080\n").unwrap();
+    let c = parse_str(
+        r#"backend:
+  url: http://127.0.0.1:8080
+"#,
+    )
+    .unwrap();
     assert_eq!(c.backend.buffering, Buffering::default());
     assert!(c.backend.buffering.request && c.backend.buffering.response);
     assert_eq!(c.backend.buffering.memory, 1024 * 1024);
     assert_eq!(c.backend.buffering.max_body, 100 * 1024 * 1024);
     let c = parse_str(
-        "backend:\n  buffering: { request: off, response: On, memory: 64KiB, max_body: 2MiB, body_timeout: 5s }\n\
-         upstreams:\n  api: { url: \"http://10.0.0.7:80\", buffering: { request: false, response: true } }\n\
-         routes:\n  - { path: /live/, upstream: api, buffering: { response: off } }\n\
-         limits:\n  buffers: { memory: 8MiB, temp_dir: /tmp }\n",
+        r#"backend:
+  buffering: { request: off, response: On, memory: 64KiB, max_body: 2MiB, body_timeout: 5s }
+upstreams:
+  api: { url: "http://10.0.0.7:80", buffering: { request: false, response: true } }
+routes:
+  - { path: /live/, upstream: api, buffering: { response: off } }
+limits:
+  buffers: { memory: 8MiB, temp_dir: /tmp }
+"#,
     )
     .unwrap();
     let b = c.backend.buffering;
@@ -56,13 +66,18 @@ fn on_and_off_as_nginx_writes_them_and_defaults_as_nginx_has_them() {
 #[test]
 fn a_switch_that_is_neither_on_nor_off() {
     rejects(
-        "backend:\n  buffering:\n    request: maybe\n",
+        r#"backend:
+  buffering:
+    request: maybe
+"#,
         3,
         "backend.buffering.request",
         "expected on, off, true or false",
     );
     rejects(
-        "routes:\n  - { path: /a/, upstream: default, buffering: { response: 1 } }\n",
+        r#"routes:
+  - { path: /a/, upstream: default, buffering: { response: 1 } }
+"#,
         2,
         "routes[0].buffering.response",
         "on, off, true or false",
@@ -72,7 +87,10 @@ fn a_switch_that_is_neither_on_nor_off() {
 #[test]
 fn an_unknown_buffering_key() {
     rejects(
-        "backend:\n  buffering:\n    proxy_buffers: 8\n",
+        r#"backend:
+  buffering:
+    proxy_buffers: 8
+"#,
         3,
         "backend.buffering.proxy_buffers",
         "unknown field",
@@ -82,13 +100,20 @@ fn an_unknown_buffering_key() {
 #[test]
 fn a_max_body_of_nothing_and_a_body_timeout_of_zero() {
     rejects(
-        "upstreams:\n  api:\n    url: http://10.0.0.7:80\n    buffering: { max_body: 0 }\n",
+        r#"upstreams:
+  api:
+    url: http://10.0.0.7:80
+    buffering: { max_body: 0 }
+"#,
         4,
         "upstreams.api.buffering.max_body",
         "at least 1 byte",
     );
     rejects(
-        "backend:\n  buffering:\n    body_timeout: 0s\n",
+        r#"backend:
+  buffering:
+    body_timeout: 0s
+"#,
         3,
         "backend.buffering.body_timeout",
         "greater than 0",
@@ -98,12 +123,19 @@ fn a_max_body_of_nothing_and_a_body_timeout_of_zero() {
 #[test]
 fn a_temp_dir_that_is_not_a_directory() {
     rejects(
-        "limits:\n  buffers: { temp_dir: /nonexistent/pushgate }\n",
+        r#"limits:
+  buffers: { temp_dir: /nonexistent/pushgate }
+"#,
         2,
         "limits.buffers.temp_dir",
         "/nonexistent/pushgate must be an existing directory",
     );
     // Empty is unset: the system's.
-    let c = parse_str("limits:\n  buffers: { temp_dir: \"\" }\n").unwrap();
+    let c = parse_str(
+        r#"limits:
+  buffers: { temp_dir: "" }
+"#,
+    )
+    .unwrap();
     assert_eq!(c.limits.buffers.temp_dir, None);
 }

@@ -10,7 +10,10 @@ use crate::config::{ConnLimit, Queue};
 #[test]
 fn a_limit_of_zero() {
     rejects(
-        "backend:\n  url: http://127.0.0.1:8080\n  max_connections: 0\n",
+        r#"backend:
+  url: http://127.0.0.1:8080
+  max_connections: 0
+"#,
         3,
         "backend.max_connections",
         "must be at least 1",
@@ -20,7 +23,10 @@ fn a_limit_of_zero() {
 #[test]
 fn a_limit_that_is_no_number() {
     rejects(
-        "backend:\n  url: http://127.0.0.1:8080\n  max_connections: many\n",
+        r#"backend:
+  url: http://127.0.0.1:8080
+  max_connections: many
+"#,
         3,
         "backend.max_connections",
         "many",
@@ -30,7 +36,11 @@ fn a_limit_that_is_no_number() {
 #[test]
 fn a_queue_without_a_limit() {
     rejects(
-        "upstreams:\n  api:\n    url: http://127.0.0.1:8081\n    queue: { size: 10, timeout: 1s }\n",
+        r#"upstreams:
+  api:
+    url: http://127.0.0.1:8081
+    queue: { size: 10, timeout: 1s }
+"#,
         4,
         "upstreams.api.queue",
         "needs max_connections",
@@ -40,7 +50,13 @@ fn a_queue_without_a_limit() {
 #[test]
 fn a_queue_timeout_of_zero() {
     rejects(
-        "backend:\n  url: http://127.0.0.1:8080\n  max_connections: 4\n  queue:\n    size: 10\n    timeout: 0s\n",
+        r#"backend:
+  url: http://127.0.0.1:8080
+  max_connections: 4
+  queue:
+    size: 10
+    timeout: 0s
+"#,
         6,
         "backend.queue.timeout",
         "must be greater than 0",
@@ -50,7 +66,11 @@ fn a_queue_timeout_of_zero() {
 #[test]
 fn an_unknown_queue_key() {
     rejects(
-        "backend:\n  url: http://127.0.0.1:8080\n  max_connections: 4\n  queue: { size: 10, wait: 1s }\n",
+        r#"backend:
+  url: http://127.0.0.1:8080
+  max_connections: 4
+  queue: { size: 10, wait: 1s }
+"#,
         4,
         "backend.queue.wait",
         "unknown field `wait`",
@@ -60,7 +80,11 @@ fn an_unknown_queue_key() {
 #[test]
 fn a_negative_queue_size() {
     rejects(
-        "backend:\n  url: http://127.0.0.1:8080\n  max_connections: 4\n  queue: { size: -1 }\n",
+        r#"backend:
+  url: http://127.0.0.1:8080
+  max_connections: 4
+  queue: { size: -1 }
+"#,
         4,
         "backend.queue.size",
         "-1",
@@ -69,15 +93,27 @@ fn a_negative_queue_size() {
 
 #[test]
 fn no_limit_unless_written_and_the_queue_defaults_with_one() {
-    let c = parse_str("backend:\n  url: http://127.0.0.1:8080\n").unwrap();
+    let c = parse_str(
+        r#"backend:
+  url: http://127.0.0.1:8080
+"#,
+    )
+    .unwrap();
     assert_eq!(
         c.backend.conn_limit(),
         None,
         "existing configs keep no limit"
     );
     let c = parse_str(
-        "backend:\n  url: http://127.0.0.1:8080\n  max_connections: 32\n\
-         upstreams:\n  api:\n    url: http://127.0.0.1:8081\n    max_connections: 2\n    queue: { size: 0 }\n",
+        r#"backend:
+  url: http://127.0.0.1:8080
+  max_connections: 32
+upstreams:
+  api:
+    url: http://127.0.0.1:8081
+    max_connections: 2
+    queue: { size: 0 }
+"#,
     )
     .unwrap();
     assert_eq!(

@@ -26,8 +26,13 @@ pub(super) fn rejects(text: &str, line: usize, key: &str, fragment: &str) {
 
 #[test]
 fn unknown_field() {
-    let text =
-        "listen:\n  public: 0.0.0.0:8443\nrealtime:\n  path: /rt\n\n  histroy: { size: 5 }\n";
+    let text = r#"listen:
+  public: 0.0.0.0:8443
+realtime:
+  path: /rt
+
+  histroy: { size: 5 }
+"#;
     rejects(
         text,
         6,
@@ -38,14 +43,19 @@ fn unknown_field() {
 
 #[test]
 fn unknown_field_in_flow_mapping_inside_a_list() {
-    let text = "channels:\n  - { pattern: a, subscribe: anyone }\n  - { pattern: b, subscribe: anyone, presense: true }\n";
+    let text = r#"channels:
+  - { pattern: a, subscribe: anyone }
+  - { pattern: b, subscribe: anyone, presense: true }
+"#;
     rejects(text, 3, "channels[1].presense", "unknown field `presense`");
 }
 
 #[test]
 fn unknown_top_level_section() {
     rejects(
-        "listen: {}\nlisten_extra: 1\n",
+        r#"listen: {}
+listen_extra: 1
+"#,
         2,
         "listen_extra",
         "unknown field `listen_extra`",
@@ -54,14 +64,20 @@ fn unknown_top_level_section() {
 
 #[test]
 fn missing_required_key() {
-    let text =
-        "channels:\n  - { pattern: a, subscribe: anyone }\n  - pattern: b\n    presence: true\n";
+    let text = r#"channels:
+  - { pattern: a, subscribe: anyone }
+  - pattern: b
+    presence: true
+"#;
     rejects(text, 3, "channels[1]", "missing field `subscribe`");
 }
 
 #[test]
 fn unknown_enum_variant() {
-    let text = "channels:\n  - pattern: a\n    subscribe: everyone\n";
+    let text = r#"channels:
+  - pattern: a
+    subscribe: everyone
+"#;
     rejects(
         text,
         3,
@@ -73,7 +89,9 @@ fn unknown_enum_variant() {
 #[test]
 fn wrong_type() {
     rejects(
-        "realtime:\n  client_queue: many\n",
+        r#"realtime:
+  client_queue: many
+"#,
         2,
         "realtime.client_queue",
         "non-negative integer",
@@ -83,7 +101,9 @@ fn wrong_type() {
 #[test]
 fn bad_socket_address() {
     rejects(
-        "listen:\n  admin: localhost\n",
+        r#"listen:
+  admin: localhost
+"#,
         2,
         "listen.admin",
         "invalid socket address",
@@ -93,7 +113,9 @@ fn bad_socket_address() {
 #[test]
 fn duration_without_unit() {
     rejects(
-        "realtime:\n  heartbeat: 15\n",
+        r#"realtime:
+  heartbeat: 15
+"#,
         2,
         "realtime.heartbeat",
         "has no unit",
@@ -103,7 +125,9 @@ fn duration_without_unit() {
 #[test]
 fn duration_with_unknown_unit() {
     rejects(
-        "backend:\n  timeout: 3 weeks\n",
+        r#"backend:
+  timeout: 3 weeks
+"#,
         2,
         "backend.timeout",
         "unknown unit",
@@ -113,7 +137,9 @@ fn duration_with_unknown_unit() {
 #[test]
 fn bad_size() {
     rejects(
-        "realtime:\n  max_message: 64 parsecs\n",
+        r#"realtime:
+  max_message: 64 parsecs
+"#,
         2,
         "realtime.max_message",
         "invalid size",
@@ -123,7 +149,9 @@ fn bad_size() {
 #[test]
 fn message_bound_past_reason() {
     rejects(
-        "realtime:\n  max_message: 64GiB\n",
+        r#"realtime:
+  max_message: 64GiB
+"#,
         2,
         "realtime.max_message",
         "at most 16MiB",
@@ -132,27 +160,42 @@ fn message_bound_past_reason() {
 
 #[test]
 fn bad_rate() {
-    let text = "limits:\n  per_ip:\n    connects: { rate: 10 per second, burst: 5 }\n";
+    let text = r#"limits:
+  per_ip:
+    connects: { rate: 10 per second, burst: 5 }
+"#;
     rejects(text, 3, "limits.per_ip.connects.rate", "invalid rate");
 }
 
 #[test]
 fn zero_burst() {
-    let text = "limits:\n  publish:\n    rate: 5/s\n    burst: 0\n";
+    let text = r#"limits:
+  publish:
+    rate: 5/s
+    burst: 0
+"#;
     rejects(text, 4, "limits.publish.burst", "at least 1");
 }
 
 #[test]
 fn per_ip_connections_zero() {
-    let text = "limits:\n  per_ip:\n    connections: 0\n";
+    let text = r#"limits:
+  per_ip:
+    connections: 0
+"#;
     rejects(text, 3, "limits.per_ip.connections", "at least 1");
 }
 
 #[test]
 fn yaml_syntax_error() {
-    let errors = parse_str("listen:\n  public: [0.0.0.0\nbackend: {}\n")
-        .unwrap_err()
-        .to_string();
+    let errors = parse_str(
+        r#"listen:
+  public: [0.0.0.0
+backend: {}
+"#,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(errors.starts_with("gateway.yaml:"), "{errors}");
     assert!(errors.contains("yaml syntax:"), "{errors}");
     assert!(!errors.contains(" at line "), "{errors}");
@@ -161,7 +204,9 @@ fn yaml_syntax_error() {
 #[test]
 fn backend_other_scheme() {
     rejects(
-        "backend:\n  url: ftp://app.internal\n",
+        r#"backend:
+  url: ftp://app.internal
+"#,
         2,
         "backend.url",
         "scheme `ftp`",
@@ -171,7 +216,9 @@ fn backend_other_scheme() {
 #[test]
 fn backend_url_unparsable() {
     rejects(
-        "backend:\n  url: not a url\n",
+        r#"backend:
+  url: not a url
+"#,
         2,
         "backend.url",
         "invalid URL",
@@ -181,7 +228,9 @@ fn backend_url_unparsable() {
 #[test]
 fn realtime_path_without_leading_slash() {
     rejects(
-        "realtime:\n  path: realtime\n",
+        r#"realtime:
+  path: realtime
+"#,
         2,
         "realtime.path",
         "must start with '/'",
@@ -191,7 +240,10 @@ fn realtime_path_without_leading_slash() {
 #[test]
 fn realtime_path_root() {
     rejects(
-        "realtime:\n  heartbeat: 5s\n  path: /\n",
+        r#"realtime:
+  heartbeat: 5s
+  path: /
+"#,
         3,
         "realtime.path",
         "root path",
@@ -207,7 +259,9 @@ fn realtime_path_trailing_slash_is_normalised() {
 #[test]
 fn client_queue_zero() {
     rejects(
-        "realtime:\n  client_queue: 0\n",
+        r#"realtime:
+  client_queue: 0
+"#,
         2,
         "realtime.client_queue",
         "at least 1",
@@ -217,7 +271,9 @@ fn client_queue_zero() {
 #[test]
 fn history_size_zero() {
     rejects(
-        "realtime:\n  history: { size: 0, ttl: 1m }\n",
+        r#"realtime:
+  history: { size: 0, ttl: 1m }
+"#,
         2,
         "realtime.history.size",
         "at least 1",
@@ -226,14 +282,21 @@ fn history_size_zero() {
 
 #[test]
 fn channel_history_size_zero() {
-    let text = "channels:\n  - pattern: a\n    subscribe: token\n    history:\n      size: 0\n";
+    let text = r#"channels:
+  - pattern: a
+    subscribe: token
+    history:
+      size: 0
+"#;
     rejects(text, 5, "channels[0].history.size", "at least 1");
 }
 
 #[test]
 fn channel_pattern_empty() {
     rejects(
-        "channels:\n  - { pattern: \"\", subscribe: anyone }\n",
+        r#"channels:
+  - { pattern: "", subscribe: anyone }
+"#,
         2,
         "channels[0].pattern",
         "must not be empty",
@@ -242,14 +305,19 @@ fn channel_pattern_empty() {
 
 #[test]
 fn channel_pattern_invalid_character() {
-    let text = "channels:\n  - { pattern: ok, subscribe: anyone }\n  - { pattern: \"bad name/x\", subscribe: anyone }\n";
+    let text = r#"channels:
+  - { pattern: ok, subscribe: anyone }
+  - { pattern: "bad name/x", subscribe: anyone }
+"#;
     rejects(text, 3, "channels[1].pattern", "contains ' '");
 }
 
 #[test]
 fn channel_pattern_malformed_placeholder() {
     rejects(
-        "channels:\n  - { pattern: \"user.{sub\", subscribe: owner }\n",
+        r#"channels:
+  - { pattern: "user.{sub", subscribe: owner }
+"#,
         2,
         "channels[0].pattern",
         "malformed placeholder",
@@ -258,7 +326,10 @@ fn channel_pattern_malformed_placeholder() {
 
 #[test]
 fn owner_rule_without_sub_placeholder() {
-    let text = "channels:\n  - pattern: \"user.{id}\"\n    subscribe: owner\n";
+    let text = r#"channels:
+  - pattern: "user.{id}"
+    subscribe: owner
+"#;
     rejects(
         text,
         3,
@@ -269,19 +340,34 @@ fn owner_rule_without_sub_placeholder() {
 
 #[test]
 fn allowed_patterns_pass() {
-    let text = "channels:\n  - { pattern: \"a-b_c.d:e@f=g.*\", subscribe: anyone }\n  - { pattern: \"u.{sub}.x\", subscribe: owner }\n";
+    let text = r#"channels:
+  - { pattern: "a-b_c.d:e@f=g.*", subscribe: anyone }
+  - { pattern: "u.{sub}.x", subscribe: owner }
+"#;
     assert!(parse_str(text).is_ok());
 }
 
 #[test]
 fn static_token_channel_pattern() {
-    let text = "auth:\n  static_tokens:\n    - token: t\n      subject: s\n      channels: [\"ok.*\", \"no way\"]\n";
+    let text = r#"auth:
+  static_tokens:
+    - token: t
+      subject: s
+      channels: ["ok.*", "no way"]
+"#;
     rejects(text, 5, "auth.static_tokens[0].channels[1]", "contains ' '");
 }
 
 #[test]
 fn duplicate_webhook_names() {
-    let text = "webhooks:\n  - name: orders\n    match: { path: /a }\n    channel: c\n  - name: orders\n    match: { path: /b }\n    channel: c\n";
+    let text = r#"webhooks:
+  - name: orders
+    match: { path: /a }
+    channel: c
+  - name: orders
+    match: { path: /b }
+    channel: c
+"#;
     rejects(
         text,
         5,
@@ -292,34 +378,59 @@ fn duplicate_webhook_names() {
 
 #[test]
 fn webhook_path_without_slash() {
-    let text = "webhooks:\n  - name: orders\n    match: { method: POST, path: hooks/orders }\n    channel: c\n";
+    let text = r#"webhooks:
+  - name: orders
+    match: { method: POST, path: hooks/orders }
+    channel: c
+"#;
     rejects(text, 3, "webhooks[0].match.path", "must start with '/'");
 }
 
 #[test]
 fn webhook_bad_method() {
-    let text = "webhooks:\n  - name: orders\n    match:\n      method: \"PO ST\"\n      path: /h\n    channel: c\n";
+    let text = r#"webhooks:
+  - name: orders
+    match:
+      method: "PO ST"
+      path: /h
+    channel: c
+"#;
     rejects(text, 4, "webhooks[0].match.method", "not an HTTP method");
 }
 
 #[test]
 fn tap_status_pattern() {
-    let text = "taps:\n  - match: { path: /api, status: 2x1 }\n    channel: c\n";
+    let text = r#"taps:
+  - match: { path: /api, status: 2x1 }
+    channel: c
+"#;
     rejects(text, 2, "taps[0].match.status", "not a status like");
     for ok in ["2xx", "20x", "201", "5XX"] {
-        let text = format!("taps:\n  - match: {{ path: /api, status: {ok} }}\n    channel: c\n");
+        let text = format!(
+            r#"taps:
+  - match: {{ path: /api, status: {ok} }}
+    channel: c
+"#
+        );
         assert!(parse_str(&text).is_ok(), "{ok}");
     }
     for bad in ["2", "600", "x01", "2xxx", "ok"] {
-        let text =
-            format!("taps:\n  - match: {{ path: /api, status: \"{bad}\" }}\n    channel: c\n");
+        let text = format!(
+            r#"taps:
+  - match: {{ path: /api, status: "{bad}" }}
+    channel: c
+"#
+        );
         assert!(parse_str(&text).is_err(), "{bad}");
     }
 }
 
 #[test]
 fn listen_public_equals_admin() {
-    let text = "listen:\n  public: 127.0.0.1:9000\n  admin: 127.0.0.1:9000\n";
+    let text = r#"listen:
+  public: 127.0.0.1:9000
+  admin: 127.0.0.1:9000
+"#;
     rejects(text, 3, "listen.admin", "must differ from listen.public");
     // Port 0 (tests) never clashes.
     assert!(parse_str("listen: { public: 127.0.0.1:0, admin: 127.0.0.1:0 }\n").is_ok());
@@ -327,33 +438,51 @@ fn listen_public_equals_admin() {
 
 #[test]
 fn sni_with_empty_hosts() {
-    let text =
-        "tls:\n  cert: a.pem\n  key: a.key\n  sni:\n    - { hosts: [], cert: b.pem, key: b.key }\n";
+    let text = r#"tls:
+  cert: a.pem
+  key: a.key
+  sni:
+    - { hosts: [], cert: b.pem, key: b.key }
+"#;
     rejects(text, 5, "tls.sni[0].hosts", "at least one host");
 }
 
 #[test]
 fn jwt_without_key() {
-    let text = "auth:\n  jwt:\n    hs256_secret: \"${EMPTY:-}\"\n    issuer: me\n";
+    let text = r#"auth:
+  jwt:
+    hs256_secret: "${EMPTY:-}"
+    issuer: me
+"#;
     rejects(text, 2, "auth.jwt", "needs a key");
 }
 
 #[test]
 fn bad_origin() {
-    let text = "realtime:\n  allowed_origins:\n    - \"*\"\n    - app.example.com\n";
+    let text = r#"realtime:
+  allowed_origins:
+    - "*"
+    - app.example.com
+"#;
     rejects(text, 4, "realtime.allowed_origins[1]", "is not an origin");
 }
 
 #[test]
 fn bad_redis_url() {
-    let text = "broker:\n  kind: redis\n  redis:\n    url: http://x\n";
+    let text = r#"broker:
+  kind: redis
+  redis:
+    url: http://x
+"#;
     rejects(text, 4, "broker.redis.url", "redis://");
 }
 
 #[test]
 fn forward_to_must_be_a_path() {
     rejects(
-        "client_messages:\n  forward_to: inbound\n",
+        r#"client_messages:
+  forward_to: inbound
+"#,
         2,
         "client_messages.forward_to",
         "starting with '/'",
@@ -362,7 +491,14 @@ fn forward_to_must_be_a_path() {
 
 #[test]
 fn all_validation_errors_are_reported_in_file_order() {
-    let text = "realtime:\n  client_queue: 0\n  path: nope\nbackend:\n  url: ftp://x\nchannels:\n  - { pattern: \"\", subscribe: anyone }\n";
+    let text = r#"realtime:
+  client_queue: 0
+  path: nope
+backend:
+  url: ftp://x
+channels:
+  - { pattern: "", subscribe: anyone }
+"#;
     let errors = parse_str(text).unwrap_err();
     let lines: Vec<Option<usize>> = errors.iter().map(|e| e.line()).collect();
     assert_eq!(lines, [Some(2), Some(3), Some(5), Some(7)], "{errors}");
@@ -377,13 +513,20 @@ fn all_validation_errors_are_reported_in_file_order() {
 #[test]
 fn defaults_absent_from_the_file_point_at_their_section() {
     // admin is a default here, so the error points at the nearest present key.
-    let text = "log: { level: debug }\nlisten:\n  public: 127.0.0.1:9090\n";
+    let text = r#"log: { level: debug }
+listen:
+  public: 127.0.0.1:9090
+"#;
     rejects(text, 2, "listen.admin", "must differ");
 }
 
 #[test]
 fn unknown_template_placeholder_in_a_webhook() {
-    let text = "webhooks:\n  - name: orders\n    match: { path: /hooks/orders }\n    channel: \"orders.{bdy.id}\"\n";
+    let text = r#"webhooks:
+  - name: orders
+    match: { path: /hooks/orders }
+    channel: "orders.{bdy.id}"
+"#;
     rejects(
         text,
         4,
@@ -394,28 +537,40 @@ fn unknown_template_placeholder_in_a_webhook() {
 
 #[test]
 fn webhook_path_placeholder_not_in_match_path() {
-    let text = "webhooks:\n  - name: n\n    match: { path: \"/hooks/{user}\" }\n    channel: \"user.{path.usr}\"\n";
+    let text = r#"webhooks:
+  - name: n
+    match: { path: "/hooks/{user}" }
+    channel: "user.{path.usr}"
+"#;
     rejects(text, 4, "webhooks[0].channel", "`{path.usr}`");
 }
 
 #[test]
 fn unknown_template_placeholder_in_a_tap() {
-    let text =
-        "taps:\n  - match: { path: /api/orders }\n    channel: orders.all\n    data: \"{body}\"\n";
+    let text = r#"taps:
+  - match: { path: /api/orders }
+    channel: orders.all
+    data: "{body}"
+"#;
     rejects(text, 4, "taps[0].data", "unknown placeholder `{body}`");
 }
 
 #[test]
 fn a_duration_past_what_a_clock_can_take() {
     // Accepted before, this overflowed the clock at the first connection.
-    let text = "limits:\n  header_timeout: 18446744073709551615s\n";
+    let text = r#"limits:
+  header_timeout: 18446744073709551615s
+"#;
     rejects(text, 2, "limits.header_timeout", "at most 3650d");
 }
 
 #[test]
 fn unknown_balance() {
     rejects(
-        "backend:\n  urls: [http://10.0.0.5:8080, http://10.0.0.6:8080]\n  balance: random\n",
+        r#"backend:
+  urls: [http://10.0.0.5:8080, http://10.0.0.6:8080]
+  balance: random
+"#,
         3,
         "backend.balance",
         "unknown variant",
@@ -425,7 +580,10 @@ fn unknown_balance() {
 #[test]
 fn url_and_urls_together() {
     rejects(
-        "backend:\n  url: http://10.0.0.5:8080\n  urls: [http://10.0.0.6:8080]\n",
+        r#"backend:
+  url: http://10.0.0.5:8080
+  urls: [http://10.0.0.6:8080]
+"#,
         3,
         "backend.urls",
         "not both",
@@ -447,7 +605,9 @@ listen:
         "listen.trusted_proxies",
         "`10.1.2.3/16` has host bits set; did you mean `10.1.0.0/16`?",
     );
-    let text = "listen:\n  trusted_proxies: [my-balancer]\n";
+    let text = r#"listen:
+  trusted_proxies: [my-balancer]
+"#;
     rejects(
         text,
         2,
@@ -459,7 +619,9 @@ listen:
 #[test]
 fn real_ip_header_is_one_of_the_two_fields() {
     rejects(
-        "listen:\n  real_ip_header: x-real-ip\n",
+        r#"listen:
+  real_ip_header: x-real-ip
+"#,
         2,
         "listen.real_ip_header",
         "unknown variant `x-real-ip`, expected `x-forwarded-for` or `forwarded`",

@@ -4,11 +4,17 @@
 use super::parse_str;
 use super::rejections::rejects;
 
-const UPSTREAMS: &str = "upstreams:\n  api: { url: http://10.0.0.7:8080 }\n";
+const UPSTREAMS: &str = r#"upstreams:
+  api: { url: http://10.0.0.7:8080 }
+"#;
 
 #[test]
 fn a_route_to_an_unknown_upstream() {
-    let text = format!("{UPSTREAMS}routes:\n  - {{ path: /v2/, upstream: apii }}\n");
+    let text = format!(
+        r#"{UPSTREAMS}routes:
+  - {{ path: /v2/, upstream: apii }}
+"#
+    );
     rejects(
         &text,
         4,
@@ -20,20 +26,32 @@ fn a_route_to_an_unknown_upstream() {
 #[test]
 fn a_duplicate_route() {
     let text = format!(
-        "{UPSTREAMS}routes:\n  - {{ host: api.example.com, path: /v2/, upstream: api }}\n  - {{ host: API.example.com, path: /v2/, upstream: default }}\n"
+        r#"{UPSTREAMS}routes:
+  - {{ host: api.example.com, path: /v2/, upstream: api }}
+  - {{ host: API.example.com, path: /v2/, upstream: default }}
+"#
     );
     rejects(&text, 5, "routes[1]", "same host and path as routes[0]");
 }
 
 #[test]
 fn a_route_with_neither_host_nor_path() {
-    let text = format!("{UPSTREAMS}routes:\n  - upstream: api\n");
+    let text = format!(
+        r#"{UPSTREAMS}routes:
+  - upstream: api
+"#
+    );
     rejects(&text, 4, "routes[0]", "needs a `host` or a `path`");
 }
 
 #[test]
 fn a_route_path_not_starting_with_a_slash() {
-    let text = format!("{UPSTREAMS}routes:\n  - upstream: api\n    path: v2/\n");
+    let text = format!(
+        r#"{UPSTREAMS}routes:
+  - upstream: api
+    path: v2/
+"#
+    );
     rejects(&text, 5, "routes[0].path", "must start with '/'");
 }
 
@@ -45,14 +63,22 @@ fn malformed_host_patterns() {
         ("https://api.example.com", "no scheme"),
         ("api.example.com:8443", "no port"),
     ] {
-        let text = format!("{UPSTREAMS}routes:\n  - upstream: api\n    host: {host}\n");
+        let text = format!(
+            r#"{UPSTREAMS}routes:
+  - upstream: api
+    host: {host}
+"#
+        );
         rejects(&text, 5, "routes[0].host", why);
     }
 }
 
 #[test]
 fn an_upstream_named_default() {
-    let text = "upstreams:\n  api: { url: http://10.0.0.7:8080 }\n  default: { url: http://10.0.0.8:8080 }\n";
+    let text = r#"upstreams:
+  api: { url: http://10.0.0.7:8080 }
+  default: { url: http://10.0.0.8:8080 }
+"#;
     rejects(
         text,
         3,
@@ -64,13 +90,20 @@ fn an_upstream_named_default() {
 #[test]
 fn an_upstream_takes_the_keys_of_backend() {
     rejects(
-        "upstreams:\n  api:\n    url: ftp://10.0.0.7\n",
+        r#"upstreams:
+  api:
+    url: ftp://10.0.0.7
+"#,
         3,
         "upstreams.api.url",
         "scheme `ftp` is not supported",
     );
     rejects(
-        "upstreams:\n  api:\n    url: http://10.0.0.7\n    timeuot: 1s\n",
+        r#"upstreams:
+  api:
+    url: http://10.0.0.7
+    timeuot: 1s
+"#,
         4,
         "upstreams.api.timeuot",
         "unknown field `timeuot`",
@@ -80,14 +113,21 @@ fn an_upstream_takes_the_keys_of_backend() {
 #[test]
 fn strip_prefix_without_a_path() {
     let text = format!(
-        "{UPSTREAMS}routes:\n  - {{ host: api.example.com, upstream: api, strip_prefix: true }}\n"
+        r#"{UPSTREAMS}routes:
+  - {{ host: api.example.com, upstream: api, strip_prefix: true }}
+"#
     );
     rejects(&text, 4, "routes[0].strip_prefix", "needs a `path`");
 }
 
 #[test]
 fn client_messages_to_an_unknown_upstream() {
-    let text = format!("{UPSTREAMS}client_messages:\n  forward_to: /inbound\n  upstream: nope\n");
+    let text = format!(
+        r#"{UPSTREAMS}client_messages:
+  forward_to: /inbound
+  upstream: nope
+"#
+    );
     rejects(
         &text,
         5,
@@ -99,7 +139,10 @@ fn client_messages_to_an_unknown_upstream() {
 #[test]
 fn a_tap_on_an_unknown_upstream() {
     let text = format!(
-        "{UPSTREAMS}taps:\n  - match: {{ path: /orders, upstream: nope }}\n    channel: orders.all\n"
+        r#"{UPSTREAMS}taps:
+  - match: {{ path: /orders, upstream: nope }}
+    channel: orders.all
+"#
     );
     rejects(&text, 4, "taps[0].match.upstream", "names no upstream");
 }
@@ -107,7 +150,12 @@ fn a_tap_on_an_unknown_upstream() {
 #[test]
 fn routes_and_upstreams_that_load() {
     let text = format!(
-        "{UPSTREAMS}routes:\n  - {{ host: api.example.com, path: /v2/, upstream: api }}\n  - {{ host: \"*.example.com\", upstream: api }}\n  - {{ path: /assets/, upstream: default, strip_prefix: \"true\" }}\nclient_messages: {{ forward_to: /in, upstream: api }}\n"
+        r#"{UPSTREAMS}routes:
+  - {{ host: api.example.com, path: /v2/, upstream: api }}
+  - {{ host: "*.example.com", upstream: api }}
+  - {{ path: /assets/, upstream: default, strip_prefix: "true" }}
+client_messages: {{ forward_to: /in, upstream: api }}
+"#
     );
     let c = parse_str(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.routes.len(), 3);
@@ -126,18 +174,30 @@ fn routes_and_upstreams_that_load() {
 
 #[test]
 fn health_checks_need_a_path_and_counts() {
-    let text = "backend:\n  url: http://127.0.0.1:8080\n  health: { path: healthz }\n";
+    let text = r#"backend:
+  url: http://127.0.0.1:8080
+  health: { path: healthz }
+"#;
     rejects(
         text,
         3,
         "backend.health.path",
         "must be a path starting with '/'",
     );
-    let text =
-        "upstreams:\n  api:\n    url: http://127.0.0.1:8080\n    health: { path: /h, fails: 0 }\n";
+    let text = r#"upstreams:
+  api:
+    url: http://127.0.0.1:8080
+    health: { path: /h, fails: 0 }
+"#;
     rejects(text, 4, "upstreams.api.health.fails", "at least 1");
-    let text = "backend:\n  url: http://127.0.0.1:8080\n  health: { path: /h, interval: 0s }\n";
+    let text = r#"backend:
+  url: http://127.0.0.1:8080
+  health: { path: /h, interval: 0s }
+"#;
     rejects(text, 3, "backend.health.interval", "greater than 0");
-    let text = "backend:\n  url: http://127.0.0.1:8080\n  health: { interval: 5s }\n";
+    let text = r#"backend:
+  url: http://127.0.0.1:8080
+  health: { interval: 5s }
+"#;
     rejects(text, 3, "backend.health", "missing field `path`");
 }

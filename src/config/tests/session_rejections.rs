@@ -5,27 +5,47 @@ use super::parse_str;
 use super::rejections::rejects;
 
 fn session(lines: &str) -> String {
-    format!("auth:\n  session:\n{lines}")
+    format!(
+        r#"auth:
+  session:
+{lines}"#
+    )
 }
 
 #[test]
 fn a_check_that_is_not_method_and_path() {
-    let text = session("    check: /api/me\n    subject: \"{body.id}\"\n");
+    let text = session(
+        r#"    check: /api/me
+    subject: "{body.id}"
+"#,
+    );
     rejects(&text, 3, "auth.session.check", "is not `METHOD /path`");
-    let text = session("    check: GET api/me\n    subject: \"{body.id}\"\n");
+    let text = session(
+        r#"    check: GET api/me
+    subject: "{body.id}"
+"#,
+    );
     rejects(
         &text,
         3,
         "auth.session.check",
         "must be a path starting with '/'",
     );
-    let text = session("    check: \"G(T /api/me\"\n    subject: \"{body.id}\"\n");
+    let text = session(
+        r#"    check: "G(T /api/me"
+    subject: "{body.id}"
+"#,
+    );
     rejects(&text, 3, "auth.session.check", "is not an HTTP method");
 }
 
 #[test]
 fn a_template_naming_an_unknown_source() {
-    let text = session("    check: GET /api/me\n    subject: \"{cookie.sessionid}\"\n");
+    let text = session(
+        r#"    check: GET /api/me
+    subject: "{cookie.sessionid}"
+"#,
+    );
     rejects(
         &text,
         4,
@@ -33,55 +53,90 @@ fn a_template_naming_an_unknown_source() {
         "unknown placeholder `{cookie.sessionid}`; expected body, body.KEY… or header.NAME",
     );
     let text = session(
-        "    check: GET /api/me\n    subject: \"{body.id}\"\n    channels: \"{query.c}\"\n",
+        r#"    check: GET /api/me
+    subject: "{body.id}"
+    channels: "{query.c}"
+"#,
     );
     rejects(&text, 5, "auth.session.channels", "unknown placeholder");
 }
 
 #[test]
 fn a_login_check_takes_no_placeholders() {
-    let text = session("    check: GET /api/users/{id}\n    subject: \"{body.id}\"\n");
+    let text = session(
+        r#"    check: GET /api/users/{id}
+    subject: "{body.id}"
+"#,
+    );
     rejects(&text, 3, "auth.session.check", "takes no placeholders");
 }
 
 #[test]
 fn an_unknown_upstream_and_zero_bounds() {
-    let text = session("    check: GET /api/me\n    subject: \"{body.id}\"\n    upstream: auth\n");
+    let text = session(
+        r#"    check: GET /api/me
+    subject: "{body.id}"
+    upstream: auth
+"#,
+    );
     rejects(
         &text,
         5,
         "auth.session.upstream",
         "names no upstream: \"auth\"",
     );
-    let text = session("    check: GET /api/me\n    subject: \"{body.id}\"\n    concurrency: 0\n");
+    let text = session(
+        r#"    check: GET /api/me
+    subject: "{body.id}"
+    concurrency: 0
+"#,
+    );
     rejects(&text, 5, "auth.session.concurrency", "at least 1");
-    let text = session("    check: GET /api/me\n    subject: \"{body.id}\"\n    recheck: 0s\n");
+    let text = session(
+        r#"    check: GET /api/me
+    subject: "{body.id}"
+    recheck: 0s
+"#,
+    );
     rejects(&text, 5, "auth.session.recheck", "greater than 0");
 }
 
 #[test]
 fn a_resource_check_placeholder_the_pattern_lacks() {
-    let text = "channels:\n  - pattern: \"orders.{id}\"\n    subscribe: { check: \"GET /api/orders/{order}\" }\n";
+    let text = r#"channels:
+  - pattern: "orders.{id}"
+    subscribe: { check: "GET /api/orders/{order}" }
+"#;
     rejects(
         text,
         3,
         "channels[0].subscribe.check",
         "`{order}` is not a placeholder of the pattern \"orders.{id}\"",
     );
-    let text = "channels:\n  - pattern: \"bids.{id}\"\n    subscribe: anyone\n    publish: { check: \"POST bids/{id}\" }\n";
+    let text = r#"channels:
+  - pattern: "bids.{id}"
+    subscribe: anyone
+    publish: { check: "POST bids/{id}" }
+"#;
     rejects(
         text,
         4,
         "channels[0].publish.check",
         "must be a path starting with '/'",
     );
-    let text = "channels:\n  - pattern: \"o.{id}\"\n    subscribe: { check: \"GET /o/{id\" }\n";
+    let text = r#"channels:
+  - pattern: "o.{id}"
+    subscribe: { check: "GET /o/{id" }
+"#;
     rejects(text, 3, "channels[0].subscribe.check", "without its `}`");
 }
 
 #[test]
 fn a_check_rule_with_unknown_keys() {
-    let text = "channels:\n  - pattern: \"o.{id}\"\n    subscribe: { check: \"GET /o/{id}\", cache: 5s }\n";
+    let text = r#"channels:
+  - pattern: "o.{id}"
+    subscribe: { check: "GET /o/{id}", cache: 5s }
+"#;
     rejects(
         text,
         3,
@@ -92,7 +147,13 @@ fn a_check_rule_with_unknown_keys() {
 
 #[test]
 fn a_valid_session_loads_with_its_defaults() {
-    let text = "auth:\n  session:\n    check: get /api/me\n    subject: \"{header.X-User-Id}\"\nchannels:\n  - { pattern: \"orders.{id}\", subscribe: { check: \"GET /api/orders/{id}?full=1\" } }\n";
+    let text = r#"auth:
+  session:
+    check: get /api/me
+    subject: "{header.X-User-Id}"
+channels:
+  - { pattern: "orders.{id}", subscribe: { check: "GET /api/orders/{id}?full=1" } }
+"#;
     let c = parse_str(text).unwrap();
     let s = c.auth.session.unwrap();
     assert_eq!(s.cache, std::time::Duration::from_secs(30));
@@ -107,7 +168,10 @@ fn a_valid_session_loads_with_its_defaults() {
 
 #[test]
 fn a_share_per_address_that_is_zero_or_over_the_whole() {
-    let base = "    check: GET /api/me\n    subject: \"{body.id}\"\n    concurrency: 4\n";
+    let base = r#"    check: GET /api/me
+    subject: "{body.id}"
+    concurrency: 4
+"#;
     let text = session(&format!("{base}    per_address: {{ concurrency: 0 }}\n"));
     rejects(
         &text,
@@ -143,7 +207,9 @@ fn a_share_per_address_that_is_zero_or_over_the_whole() {
 #[test]
 fn a_share_per_address_by_default_and_as_written() {
     let c = parse_str(&session(
-        "    check: GET /api/me\n    subject: \"{body.id}\"\n",
+        r#"    check: GET /api/me
+    subject: "{body.id}"
+"#,
     ))
     .unwrap();
     let s = c.auth.session.unwrap();
@@ -155,7 +221,14 @@ fn a_share_per_address_by_default_and_as_written() {
     assert_eq!(s.per_address.network_share_of(s.concurrency), 16);
     assert_eq!(s.per_address.network_share_of(3), 1);
     let text = session(
-        "    check: GET /api/me\n    subject: \"{body.id}\"\n    per_address:\n      concurrency: 2\n      network: 5\n      queue: 7\n      unknown: { rate: 1/m, burst: 3 }\n",
+        r#"    check: GET /api/me
+    subject: "{body.id}"
+    per_address:
+      concurrency: 2
+      network: 5
+      queue: 7
+      unknown: { rate: 1/m, burst: 3 }
+"#,
     );
     let s = parse_str(&text).unwrap().auth.session.unwrap();
     assert_eq!(s.per_address.share_of(s.concurrency), 2);

@@ -26,13 +26,34 @@ fn files(tag: &str) -> PathBuf {
     dir
 }
 
+/// A backend over TLS with the files of `dir` ([`files`]) as its CA
+/// and the client pair `cert`, `key`: `client_cert` on line 5, `client_key`
+/// on line 6.
+fn client_pair(dir: &std::path::Path, cert: &str, key: &str) -> String {
+    format!(
+        r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {d}/cert.pem
+    client_cert: {d}/{cert}
+    client_key: {d}/{key}
+"#,
+        d = dir.display()
+    )
+}
+
 fn parse_without_roots(text: &str) -> Result<crate::config::Config, ConfigErrors> {
     parse_with_roots(text, std::path::Path::new("gateway.yaml"), &env, &|| false)
 }
 
 #[test]
 fn https_without_ca_on_a_system_without_roots() {
-    let errors = parse_without_roots("backend:\n  url: https://app.internal:8443\n").unwrap_err();
+    let errors = parse_without_roots(
+        r#"backend:
+  url: https://app.internal:8443
+"#,
+    )
+    .unwrap_err();
     let rendered = errors.to_string();
     assert!(
         rendered.starts_with("gateway.yaml:2: backend.url: ") && rendered.contains("needs tls.ca"),
@@ -41,7 +62,10 @@ fn https_without_ca_on_a_system_without_roots() {
     // With a CA of its own, no system roots are needed.
     let dir = files("roots");
     let text = format!(
-        "backend:\n  url: https://app.internal:8443\n  tls: {{ ca: {}/cert.pem }}\n",
+        r#"backend:
+  url: https://app.internal:8443
+  tls: {{ ca: {}/cert.pem }}
+"#,
         dir.display()
     );
     parse_without_roots(&text).unwrap();
@@ -50,7 +74,11 @@ fn https_without_ca_on_a_system_without_roots() {
 #[test]
 fn ca_that_cannot_be_read() {
     rejects(
-        "backend:\n  url: https://app.internal\n  tls:\n    ca: /nonexistent/ca.pem\n",
+        r#"backend:
+  url: https://app.internal
+  tls:
+    ca: /nonexistent/ca.pem
+"#,
         4,
         "backend.tls.ca",
         "cannot read /nonexistent/ca.pem",
@@ -62,7 +90,11 @@ fn ca_without_a_certificate() {
     let dir = files("junk");
     rejects(
         &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {}/junk.pem\n",
+            r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {}/junk.pem
+"#,
             dir.display()
         ),
         4,
@@ -76,7 +108,13 @@ fn client_cert_without_client_key() {
     let dir = files("nokey");
     rejects(
         &format!(
-            "upstreams:\n  api:\n    url: https://app.internal\n    tls:\n      ca: {d}/cert.pem\n      client_cert: {d}/cert.pem\n",
+            r#"upstreams:
+  api:
+    url: https://app.internal
+    tls:
+      ca: {d}/cert.pem
+      client_cert: {d}/cert.pem
+"#,
             d = dir.display()
         ),
         4,
@@ -90,7 +128,12 @@ fn client_key_without_client_cert() {
     let dir = files("nocert");
     rejects(
         &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_key: {d}/key.pem\n",
+            r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {d}/cert.pem
+    client_key: {d}/key.pem
+"#,
             d = dir.display()
         ),
         3,
@@ -101,12 +144,8 @@ fn client_key_without_client_cert() {
 
 #[test]
 fn client_cert_that_cannot_be_read() {
-    let dir = files("certgone");
     rejects(
-        &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_cert: {d}/gone.pem\n    client_key: {d}/key.pem\n",
-            d = dir.display()
-        ),
+        &client_pair(&files("certgone"), "gone.pem", "key.pem"),
         5,
         "backend.tls.client_cert",
         "cannot read",
@@ -115,12 +154,8 @@ fn client_cert_that_cannot_be_read() {
 
 #[test]
 fn client_key_that_is_no_key() {
-    let dir = files("keyjunk");
     rejects(
-        &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_cert: {d}/cert.pem\n    client_key: {d}/junk.pem\n",
-            d = dir.display()
-        ),
+        &client_pair(&files("keyjunk"), "cert.pem", "junk.pem"),
         6,
         "backend.tls.client_key",
         "no usable private key",
@@ -129,12 +164,8 @@ fn client_key_that_is_no_key() {
 
 #[test]
 fn client_key_of_another_certificate() {
-    let dir = files("mismatch");
     rejects(
-        &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    client_cert: {d}/cert.pem\n    client_key: {d}/other.key\n",
-            d = dir.display()
-        ),
+        &client_pair(&files("mismatch"), "cert.pem", "other.key"),
         6,
         "backend.tls.client_key",
         "does not match client_cert",
@@ -145,7 +176,14 @@ fn client_key_of_another_certificate() {
 fn a_usable_client_pair_is_accepted() {
     let dir = files("pair");
     let text = format!(
-        "backend:\n  url: https://app.internal\n  tls:\n    ca: {d}/cert.pem\n    server_name: api.internal\n    client_cert: {d}/cert.pem\n    client_key: {d}/key.pem\n",
+        r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {d}/cert.pem
+    server_name: api.internal
+    client_cert: {d}/cert.pem
+    client_key: {d}/key.pem
+"#,
         d = dir.display()
     );
     let c = parse_str(&text).unwrap();
@@ -157,7 +195,11 @@ fn a_usable_client_pair_is_accepted() {
 #[test]
 fn tls_on_an_upstream_without_https_servers() {
     rejects(
-        "upstreams:\n  api:\n    url: http://10.0.0.7:8080\n    tls: { server_name: api.internal }\n",
+        r#"upstreams:
+  api:
+    url: http://10.0.0.7:8080
+    tls: { server_name: api.internal }
+"#,
         4,
         "upstreams.api.tls",
         "has none",
@@ -169,7 +211,12 @@ fn server_name_that_is_no_name() {
     let dir = files("badname");
     rejects(
         &format!(
-            "backend:\n  url: https://app.internal\n  tls:\n    ca: {}/cert.pem\n    server_name: \"not a name\"\n",
+            r#"backend:
+  url: https://app.internal
+  tls:
+    ca: {}/cert.pem
+    server_name: "not a name"
+"#,
             dir.display()
         ),
         5,
@@ -181,7 +228,11 @@ fn server_name_that_is_no_name() {
 #[test]
 fn servers_of_different_schemes() {
     rejects(
-        "backend:\n  urls:\n    - http://10.0.0.5:8080\n    - https://10.0.0.6:8443\n",
+        r#"backend:
+  urls:
+    - http://10.0.0.5:8080
+    - https://10.0.0.6:8443
+"#,
         4,
         "backend.urls[1]",
         "same scheme",
@@ -192,7 +243,12 @@ fn servers_of_different_schemes() {
 fn unix_path_that_is_not_a_socket() {
     let dir = files("notsock");
     rejects(
-        &format!("backend:\n  url: unix:{}/cert.pem\n", dir.display()),
+        &format!(
+            r#"backend:
+  url: unix:{}/cert.pem
+"#,
+            dir.display()
+        ),
         2,
         "backend.url",
         "is not a socket",
@@ -202,7 +258,9 @@ fn unix_path_that_is_not_a_socket() {
 #[test]
 fn unix_socket_in_a_directory_that_does_not_exist() {
     rejects(
-        "backend:\n  url: unix:/nonexistent/dir/app.sock\n",
+        r#"backend:
+  url: unix:/nonexistent/dir/app.sock
+"#,
         2,
         "backend.url",
         "directory of /nonexistent/dir/app.sock does not exist",
@@ -212,7 +270,9 @@ fn unix_socket_in_a_directory_that_does_not_exist() {
 #[test]
 fn unix_socket_with_a_host() {
     rejects(
-        "backend:\n  url: unix://app/run/app.sock\n",
+        r#"backend:
+  url: unix://app/run/app.sock
+"#,
         2,
         "backend.url",
         "unix:/absolute/path.sock",
@@ -223,7 +283,9 @@ fn unix_socket_with_a_host() {
 fn a_missing_socket_in_a_directory_that_exists_is_accepted() {
     let dir = files("latersock");
     let text = format!(
-        "backend:\n  urls: [\"unix:{d}/a.sock\", \"unix:{d}/b.sock\"]\n",
+        r#"backend:
+  urls: ["unix:{d}/a.sock", "unix:{d}/b.sock"]
+"#,
         d = dir.display()
     );
     let c = parse_str(&text).unwrap();

@@ -14,16 +14,21 @@
 //! promises [`BIG`] bytes, sends 1 MiB, and at a permit of `release`
 //! drops the connection.
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
+
+use crate::common::TestApp;
+use crate::common::app::{Body, BoxError, Context};
+
+/// The one-worker application: a [`TestApp`] whose `finished()` counts the
+/// connections it has finished with (answer written, socket closed) and
+/// whose `release` ends `/events`, `/drip` and `/plain-drip`.
+pub(crate) type Worker = TestApp;
 
 /// The size of `/big`: more than every socket buffer between the worker
 /// and a client that stopped reading can take (loopback autotuning lets
@@ -37,71 +42,21 @@ pub(crate) fn big_body() -> &'static Bytes {
     BODY.get_or_init(|| (0..BIG).map(pattern).collect::<Vec<u8>>().into())
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type B = BoxBody<Bytes, BoxError>;
-
-pub(crate) struct Worker {
-    pub(crate) url: String,
-    /// Every target it has read the head of.
-    seen: Arc<Mutex<Vec<String>>>,
-    /// Connections it has finished with (answer written, socket closed).
-    finished: Arc<AtomicUsize>,
-    /// `/events`, `/drip` and `/plain-drip` end after a permit of this.
-    pub(crate) release: Arc<Semaphore>,
-}
-
-impl Worker {
-    pub(crate) fn has_seen(&self, target: &str) -> bool {
-        self.seen.lock().unwrap().iter().any(|t| t == target)
-    }
-
-    pub(crate) fn finished(&self) -> usize {
-        self.finished.load(Ordering::SeqCst)
-    }
-}
+type B = Body;
 
 /// The byte at `i` of `/big`.
 fn pattern(i: usize) -> u8 {
     (i % 251) as u8
 }
 
-#[derive(Clone)]
-struct Shared {
-    seen: Arc<Mutex<Vec<String>>>,
-    release: Arc<Semaphore>,
-}
-
-pub(crate) async fn one_worker() -> Worker {
+/// The one-worker application: the common [`TestApp`] in HTTP mode, one
+/// connection at a time.
+pub(crate) async fn one_worker() -> TestApp {
     // Made before the first request: making 32 MiB in an unoptimised test
     // build on a loaded machine can take longer than the upstream's 2 s
     // timeout, which turned the first `/big` into a 504.
     big_body();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shared = Shared {
-        seen: Arc::default(),
-        release: Arc::new(Semaphore::new(0)),
-    };
-    let finished = Arc::new(AtomicUsize::new(0));
-    let (s, f) = (shared.clone(), finished.clone());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let s = s.clone();
-            let svc = hyper::service::service_fn(move |req| handle(s.clone(), req));
-            // Served here, not on a task of its own: one at a time.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-            f.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    Worker {
-        url,
-        seen: shared.seen,
-        finished,
-        release: shared.release,
-    }
+    TestApp::http(handle).one_at_a_time().start().await
 }
 
 fn full(b: impl Into<Bytes>) -> B {
@@ -156,13 +111,10 @@ fn drip(release: Arc<Semaphore>, first: &'static str, last: &'static str) -> B {
     StreamBody::new(stream).boxed()
 }
 
-async fn handle(s: Shared, req: Request<Incoming>) -> Result<Response<B>, Infallible> {
-    if let Some(pq) = req.uri().path_and_query() {
-        s.seen.lock().unwrap().push(pq.to_string());
-    }
+async fn handle(s: Context, req: Request<Incoming>) -> Response<B> {
     let chunked = req.uri().query() == Some("chunked");
     let path = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
-    let resp = match path.as_str() {
+    match path.as_str() {
         "ping" => Response::new(full("pong")),
         "big" => match req.uri().query() {
             Some(q @ ("sse" | "accel" | "accel-named")) => marked(q),
@@ -171,7 +123,7 @@ async fn handle(s: Shared, req: Request<Incoming>) -> Result<Response<B>, Infall
         "upload" => {
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(_) => return Ok(Response::new(full("broken"))),
+                Err(_) => return Response::new(full("broken")),
             };
             let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
             Response::new(full(format!("{}:{sum}", body.len())))
@@ -218,6 +170,5 @@ async fn handle(s: Shared, req: Request<Incoming>) -> Result<Response<B>, Infall
             *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
             resp
         }
-    };
-    Ok(resp)
+    }
 }

@@ -1,4 +1,5 @@
-//! Stand-in application behind the gateway, one behaviour per path:
+//! The echo application behind the gateway, the common [`TestApp`] in HTTP
+//! mode with one behaviour per path:
 //! `/echo` answers with what it received, `/slow` never answers in time,
 //! `/events` streams SSE itself, `/ws` is a WebSocket echo, `/big` sends a
 //! large body.
@@ -14,38 +15,20 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+use super::TestApp;
+
 type B = BoxBody<Bytes, Infallible>;
 
-/// Every path and query the stand-in application has received, so a test can
-/// wait until a request has reached it instead of sleeping.
-static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-
-/// Whether a request for exactly `path_and_query` has reached a stand-in
-/// application (give each test its own query to tell them apart).
-pub fn seen(path_and_query: &str) -> bool {
-    SEEN.lock()
-        .map(|s| s.iter().any(|p| p == path_and_query))
-        .unwrap_or(false)
+/// The echo application (see the top of this file).
+pub async fn app() -> TestApp {
+    TestApp::http(|_, req| async move { handle(req).await.unwrap_or_else(|e| match e {}) })
+        .start()
+        .await
 }
 
+/// [`app`]'s address.
 pub async fn start() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(handle);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
+    app().await.addr()
 }
 
 fn full(b: impl Into<Bytes>) -> B {
@@ -54,9 +37,6 @@ fn full(b: impl Into<Bytes>) -> B {
 
 async fn handle(mut req: Request<Incoming>) -> Result<Response<B>, Infallible> {
     let path = req.uri().path().to_string();
-    if let (Ok(mut seen), Some(pq)) = (SEEN.lock(), req.uri().path_and_query()) {
-        seen.push(pq.to_string());
-    }
     match path.as_str() {
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(30)).await;

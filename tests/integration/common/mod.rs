@@ -15,8 +15,15 @@ use pushgate::{Gateway, Handle, Listeners};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
+pub mod app;
 pub mod backend;
+pub mod gateway;
 pub mod redis;
+
+#[allow(unused_imports)]
+pub use app::TestApp;
+#[allow(unused_imports)]
+pub use gateway::GatewayBuilder;
 
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -87,55 +94,52 @@ pub struct TestGateway {
     /// HTTP/1.1 only: SSE through it takes the gateway's direct HTTP/1 path.
     pub http1: reqwest::Client,
     pub cert_pem: Vec<u8>,
+    /// The admin API's key, when the builder set one.
+    pub admin_key: Option<String>,
 }
 
-/// Minimal config: TLS with a generated cert, permissive channel rules. `extra`
-/// is appended (top-level YAML sections), `realtime` replaces the realtime block.
+/// The default config ([`GatewayBuilder`]) with `backend` as the
+/// application's URL, `realtime` as the realtime lines after `path` and
+/// `extra` appended (top-level YAML sections).
 pub fn yaml(dir: &std::path::Path, backend: &str, realtime: &str, extra: &str) -> String {
-    format!(
-        r#"
-listen: {{ public: "127.0.0.1:0", admin: "127.0.0.1:0" }}
-tls:
-  cert: {dir}/gw.crt
-  key: {dir}/gw.key
-  self_signed_if_missing: true
-backend: {{ url: "{backend}", connect_timeout: 500ms, timeout: 2s }}
-realtime:
-  path: /realtime
-{realtime}
-channels:
-  - {{ pattern: "public.*", subscribe: anyone }}
-  - {{ pattern: "small.*", subscribe: anyone, history: {{ size: 2 }} }}
-  - {{ pattern: "chat.*", subscribe: anyone, publish: clients }}
-  - {{ pattern: "room.*", subscribe: anyone, presence: true }}
-  - {{ pattern: "orders.*", subscribe: token }}
-  - {{ pattern: "user.{{sub}}", subscribe: owner }}
-  - {{ pattern: "lossy.*", subscribe: anyone, slow_client: drop_oldest, history: {{ size: 10 }} }}
-  - {{ pattern: "latest.*", subscribe: anyone, slow_client: conflate, history: {{ size: 10 }} }}
-{extra}
-"#,
-        dir = dir.display()
-    )
+    TestGateway::builder()
+        .backend(backend)
+        .realtime(realtime)
+        .section(extra)
+        .yaml(dir)
 }
 
 impl TestGateway {
+    /// A gateway described part by part: see [`GatewayBuilder`].
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    /// The default gateway: no application behind it.
     pub async fn start() -> TestGateway {
-        Self::with("http://127.0.0.1:9", "  heartbeat: 15s", "").await
+        Self::builder().start().await
     }
 
+    /// Shorthand for the builder with a backend URL, realtime lines and
+    /// top-level sections.
     pub async fn with(backend: &str, realtime: &str, extra: &str) -> TestGateway {
-        let dir = temp_dir("gw");
-        Self::start_yaml(&yaml(&dir, backend, realtime, extra), dir).await
+        Self::builder()
+            .backend(backend)
+            .realtime(realtime)
+            .section(extra)
+            .start()
+            .await
     }
 
-    /// [`TestGateway::with`] with more keys for `backend:` (`keys` is
+    /// Shorthand for the builder with more keys for `backend:` (`keys` is
     /// `, key: value…`), such as `buffering:`.
     pub async fn with_backend_keys(backend: &str, keys: &str, extra: &str) -> TestGateway {
-        let dir = temp_dir("gw");
-        let text = yaml(&dir, backend, "  heartbeat: 15s", extra)
-            .replace("timeout: 2s }", &format!("timeout: 2s{keys} }}"));
-        assert!(text.contains(keys), "the backend takes the keys: {text}");
-        Self::start_yaml(&text, dir).await
+        Self::builder()
+            .backend(backend)
+            .backend_keys(keys)
+            .section(extra)
+            .start()
+            .await
     }
 
     pub async fn start_yaml(text: &str, dir: PathBuf) -> TestGateway {
@@ -160,6 +164,7 @@ impl TestGateway {
             .build()
             .unwrap();
         TestGateway {
+            admin_key: None,
             http1,
             public: handle.public_addr(),
             admin: handle.admin_addr(),
@@ -168,6 +173,35 @@ impl TestGateway {
             http,
             cert_pem,
         }
+    }
+
+    /// The config file the gateway was started from (and reloads).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("gateway.yaml")
+    }
+
+    /// The running gateway's state.
+    pub fn state(&self) -> &pushgate::state::AppState {
+        self.handle.as_ref().expect("a running gateway").state()
+    }
+
+    /// Replace `from` (which must be there) with `to` in the config file.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from} not in config:\n{text}");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    }
+
+    /// Reload the config file, as `SIGHUP` does.
+    pub fn reload(&self) -> Result<(), pushgate::reload::ReloadError> {
+        pushgate::reload::reload(self.state(), &self.config_path())
+    }
+
+    /// [`edit_config`](Self::edit_config), then a reload that must succeed.
+    pub fn reload_with(&self, from: &str, to: &str) {
+        self.edit_config(from, to);
+        self.reload().unwrap_or_else(|e| panic!("reload: {e}"));
     }
 
     /// `https://localhost:PORT{path}` (the certificate is for localhost).
@@ -190,10 +224,18 @@ impl TestGateway {
         format!("http://{}{}", self.admin, path)
     }
 
+    /// A request to the admin API, with the admin key when there is one.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, self.admin_url(path));
+        match &self.admin_key {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
+    }
+
     pub async fn publish(&self, body: Value) -> Value {
         let resp = self
-            .http
-            .post(self.admin_url("/publish"))
+            .admin(reqwest::Method::POST, "/publish")
             .json(&body)
             .send()
             .await
@@ -217,8 +259,7 @@ impl TestGateway {
 
     /// GET an admin endpoint and parse its JSON answer.
     pub async fn admin_get(&self, path: &str) -> Value {
-        self.http
-            .get(self.admin_url(path))
+        self.admin(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap()
@@ -229,8 +270,7 @@ impl TestGateway {
 
     /// The Prometheus exposition from `/metrics`.
     pub async fn metrics_text(&self) -> String {
-        self.http
-            .get(self.admin_url("/metrics"))
+        self.admin(reqwest::Method::GET, "/metrics")
             .send()
             .await
             .unwrap()

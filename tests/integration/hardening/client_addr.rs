@@ -14,24 +14,17 @@ use crate::common::*;
 
 const FORGED: &str = "X-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nX_Real_IP: 6.6.6.6\r\n";
 
-const LISTEN: &str = r#"listen: { public: "127.0.0.1:0", admin: "127.0.0.1:0" }"#;
-
 /// A gateway in front of the echo backend, with `listen` keys added and
 /// `limits` set.
 async fn gateway(listen: &str, limits: &str) -> TestGateway {
     let backend = backend::start().await;
-    let dir = temp_dir("client-addr");
-    let text = yaml(
-        &dir,
-        &format!("http://{backend}"),
-        "  heartbeat: 15s",
-        &format!("limits:\n{limits}"),
-    )
-    .replace(
-        LISTEN,
-        &format!(r#"listen: {{ public: "127.0.0.1:0", admin: "127.0.0.1:0"{listen} }}"#),
-    );
-    TestGateway::start_yaml(&text, dir).await
+    TestGateway::builder()
+        .tag("client-addr")
+        .backend(&format!("http://{backend}"))
+        .listen_keys(listen)
+        .limits(limits)
+        .start()
+        .await
 }
 
 /// The echo backend's view of the request headers.

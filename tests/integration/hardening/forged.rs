@@ -17,7 +17,10 @@ use crate::relay::scripted::{scripted, sized};
 
 async fn echo_gateway() -> TestGateway {
     let backend = backend::start().await;
-    TestGateway::with(&format!("http://{backend}"), "  heartbeat: 15s", "").await
+    TestGateway::builder()
+        .backend(&format!("http://{backend}"))
+        .start()
+        .await
 }
 
 /// The echo backend's JSON about the request it received.
@@ -81,7 +84,7 @@ async fn identity_fields_the_gateway_asserts_cannot_be_forged() {
 #[tokio::test]
 async fn a_request_without_a_host_is_400_and_never_forwarded() {
     let app = scripted(|_| sized("fine")).await;
-    let gw = TestGateway::with(&app.url, "  heartbeat: 15s", "").await;
+    let gw = TestGateway::builder().backend(&app.url).start().await;
     for head in [
         "GET /no-host HTTP/1.1\r\nConnection: close\r\n\r\n".to_string(),
         format!("GET /no-host HTTP/1.1\r\n{VIA_HYPER}Connection: close\r\n\r\n"),

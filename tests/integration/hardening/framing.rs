@@ -101,7 +101,11 @@ async fn a_chunk_gone_bad_after_forwarding_is_400_while_the_backend_has_not_answ
     .await;
     // Without request buffering (which reads a body whole first, so that a
     // fault anywhere in it is a 400 the application never sees).
-    let gw = TestGateway::with_backend_keys(&app.url, ", buffering: { request: off }", "").await;
+    let gw = TestGateway::builder()
+        .backend(&app.url)
+        .backend_keys(", buffering: { request: off }")
+        .start()
+        .await;
     let mut tls = gw.tls_stream().await;
     tls.write_all(b"POST /slow-upload HTTP/1.1\r\nHost: app.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
         .await

@@ -17,7 +17,7 @@ const STOLEN: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nSTOLEN";
 /// `HEAD` answers honestly, then 100 ms later sends a body that reads as
 /// an answer of its own; `/extra` is followed by a second answer in the
 /// same write, `/extra-next` by one in a write of its own.
-async fn hostile() -> Scripted {
+async fn hostile() -> TestApp {
     scripted(
         |head| match (head.split(' ').next().unwrap_or(""), path_of(head)) {
             ("HEAD", _) => Answer {
@@ -67,7 +67,7 @@ const ATTACKS: [(&str, &str, bool, bool); 3] = [
 ];
 
 /// Wait until the backend has written `n` late parts.
-async fn written(app: &Scripted, n: usize) {
+async fn written(app: &TestApp, n: usize) {
     let late = app.late.clone();
     eventually(5, "the stray bytes were written", || {
         let late = late.clone();

@@ -8,7 +8,6 @@
 //! cookies it does not know until released.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +16,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+
+use crate::common::TestApp;
 
 /// In every answer to `/api/me`: it must never reach a log.
 pub(crate) const ANSWER_SECRET: &str = "answer-secret-XYZZY-6";
@@ -27,7 +27,7 @@ const ORDERS: &[(&str, &str)] = &[("7", "alice"), ("8", "bob")];
 
 #[derive(Default)]
 pub(crate) struct LoginApp {
-    pub(crate) url: String,
+    url: std::sync::OnceLock<String>,
     sessions: Mutex<HashMap<String, String>>,
     next: AtomicU64,
     /// `GET /api/me` answered.
@@ -49,28 +49,24 @@ pub(crate) struct LoginApp {
 }
 
 impl LoginApp {
+    /// The application on port 0: the common [`TestApp`] in HTTP mode,
+    /// answering with [`LoginApp::answer`].
     pub(crate) async fn start() -> Arc<LoginApp> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let app = Arc::new(LoginApp {
-            url: format!("http://{}", listener.local_addr().unwrap()),
-            ..LoginApp::default()
-        });
+        let app = Arc::new(LoginApp::default());
         let a = app.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let a = a.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let a = a.clone();
-                        async move { Ok::<_, Infallible>(a.answer(req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let server = TestApp::http(move |_, req| {
+            let a = a.clone();
+            async move { a.answer(req).await }
+        })
+        .start()
+        .await;
+        let _ = app.url.set(server.url.clone());
         app
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) fn url(&self) -> &str {
+        self.url.get().map(String::as_str).unwrap_or("")
     }
 
     /// Log `user` in directly: the cookie header value a browser would send.

@@ -178,16 +178,12 @@ async fn a_websocket_that_began_anonymous_asks_when_an_op_needs_it() {
 #[tokio::test]
 async fn a_slow_login_for_a_publish_op_does_not_stall_the_socket() {
     let app = LoginApp::start().await;
-    let dir = temp_dir("session");
     // Heartbeat 900ms: the socket waits on the login 300ms at most, while
     // the application takes 1.5s (within the check's 5s).
-    let text = config(
-        &dir,
-        &app,
-        "    cache: 30s\n    recheck: 10m\n    timeout: 5s",
-    )
-    .replace("heartbeat: 15s", "heartbeat: 900ms");
-    let gw = TestGateway::start_yaml(&text, dir).await;
+    let gw = config(&app, "    cache: 30s\n    recheck: 10m\n    timeout: 5s")
+        .realtime("  heartbeat: 900ms")
+        .start()
+        .await;
     app.delay_ms.store(1500, Ordering::SeqCst);
     let bob = app.login("bob");
     let mut socket = ws(&gw, "public.a", Some(&bob)).await.unwrap();
