@@ -393,7 +393,9 @@ async fn a_slow_or_absent_application_cannot_pile_up_checks() {
         "    cache: 30s\n    recheck: 10m\n    timeout: 400ms\n    concurrency: 2",
     )
     .await;
-    app.delay_ms.store(2000, Ordering::SeqCst);
+    // Far slower than the check's timeout: a check that waited its turn
+    // behind another would take at least this long.
+    app.delay_ms.store(6000, Ordering::SeqCst);
     let gw = Arc::new(gw);
     // Twelve users on twelve addresses: each within its share, so the bound
     // in all is what holds them.
@@ -436,8 +438,8 @@ async fn a_slow_or_absent_application_cannot_pile_up_checks() {
         );
     }
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "each waits its timeout, not its turn"
+        started.elapsed() < Duration::from_secs(5),
+        "each waits its timeout (400ms), not its turn (6s)"
     );
     assert!(app.most_in_flight.load(Ordering::SeqCst) <= 2);
 
