@@ -1,15 +1,19 @@
 //! The admin listener: where the application (or ops) talks to pushgate.
 //! Plain HTTP, bound to loopback by default: `POST /publish`, `GET /healthz`,
-//! `GET /readyz`, `GET /stats`, `GET /dashboard`.
+//! `GET /readyz`, `GET /stats`, `GET /dashboard`, and the Pusher HTTP API
+//! (`/apps/{id}/…`, `pusher.rs`) when Pusher apps are configured.
 //!
 //! Every request but the health probes is judged first as a browser's
 //! (`browsers.rs`: Host, Origin, Sec-Fetch-Site), then by admin key or
-//! loopback peer; the JSON endpoints take JSON bodies only.
+//! loopback peer; the JSON endpoints take JSON bodies only. Pusher API
+//! requests are judged as a browser's too, but their app's signature takes
+//! the place of the admin key.
 
 mod body;
 mod browsers;
 pub mod dashboard;
 pub mod publish;
+mod pusher;
 pub mod webhook;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -21,6 +25,10 @@ use crate::state::AppState;
 
 pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
+    // Signed by the app's secret instead of an admin key (`pusher.rs`).
+    if path.starts_with("/apps/") && !state.settings().pusher.is_empty() {
+        return pusher::serve(state, req).await;
+    }
     // Health probes carry no secrets and must work for load balancers without a key.
     if path != "/healthz" && path != "/readyz" {
         let settings = state.settings();

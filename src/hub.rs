@@ -175,6 +175,24 @@ impl Hub {
         self.inner.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    /// The channels whose names start with `prefix` and that have local
+    /// subscribers, with how many, sorted by name (the Pusher API's channel
+    /// list). Walks every shard, as [`Hub::busiest`] does.
+    pub fn occupied(&self, prefix: &str) -> Vec<(Arc<str>, usize)> {
+        let mut all: Vec<(Arc<str>, usize)> = Vec::new();
+        for shard in &self.inner.shards {
+            let map = shard.lock();
+            all.extend(
+                map.iter()
+                    .filter(|(name, _)| name.starts_with(prefix))
+                    .map(|(name, subs)| (name.clone(), subs.list.read().len()))
+                    .filter(|(_, n)| *n > 0),
+            );
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// The `n` channels with the most local subscribers, most first (for the
     /// dashboard). Walks every shard, so call it about once a second, not per message.
     pub fn busiest(&self, n: usize) -> Vec<(Arc<str>, usize)> {
@@ -214,6 +232,26 @@ mod tests {
         drop(s2);
         assert_eq!(hub.channel_count(), 0);
         assert_eq!(hub.fanout(&m), 0);
+    }
+
+    #[test]
+    fn occupied_lists_channels_by_prefix_and_name() {
+        let hub = Hub::new();
+        let inbox = Inbox::new(8);
+        let names: Vec<Arc<str>> = ["p:b", "p:a", "q:a"].map(Arc::from).to_vec();
+        let subs: Vec<Subscription> = names
+            .iter()
+            .map(|n| hub.subscribe(n, &inbox, SlowClient::Disconnect))
+            .collect();
+        let twice = hub.subscribe(&names[0], &Inbox::new(8), SlowClient::Disconnect);
+        assert_eq!(
+            hub.occupied("p:"),
+            vec![(names[1].clone(), 1), (names[0].clone(), 2)]
+        );
+        assert_eq!(hub.occupied("").len(), 3);
+        drop(subs);
+        drop(twice);
+        assert!(hub.occupied("").is_empty());
     }
 
     #[test]
