@@ -7,6 +7,7 @@
 
 mod atomic_histogram;
 pub use atomic_histogram::AtomicHistogram;
+pub mod pusher_webhook;
 pub mod stats;
 pub mod window;
 
@@ -109,6 +110,8 @@ pub struct Metrics {
     batch_peak: Gauge,
     /// Delivery latency again, in buckets the dashboard can read back.
     pub delivery_window: window::LatencyWindow,
+    /// What the Pusher apps' webhooks sent, failed and gave up.
+    pub pusher_webhook: pusher_webhook::WebhookCounters,
 }
 
 impl Default for Metrics {
@@ -149,8 +152,10 @@ impl Metrics {
             proxy_protocol_refused: Counter::default(),
             batch_peak: Gauge::default(),
             delivery_window: window::LatencyWindow::default(),
+            pusher_webhook: Default::default(),
             registry: Registry::default(),
         };
+        m.pusher_webhook.register(&mut r);
         r.register(
             "realtime_connections",
             "Open realtime connections by transport",

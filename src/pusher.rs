@@ -11,6 +11,7 @@
 
 pub mod data;
 pub mod sign;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
