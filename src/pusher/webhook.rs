@@ -416,3 +416,5 @@ pub async fn post_through(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod validated_tests;
