@@ -10,6 +10,7 @@ mod body;
 mod browsers;
 pub mod dashboard;
 pub mod publish;
+mod pusher;
 pub mod webhook;
 
 use http::{Method, Request, Response, StatusCode, header};
@@ -21,6 +22,10 @@ use crate::state::AppState;
 
 pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
+    // Signed by the app's secret instead of an admin key (`pusher.rs`).
+    if path.starts_with("/apps/") && !state.settings().pusher.is_empty() {
+        return pusher::serve(state, req).await;
+    }
     // Health probes carry no secrets and must work for load balancers without a key.
     if path != "/healthz" && path != "/readyz" {
         let settings = state.settings();

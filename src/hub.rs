@@ -175,6 +175,24 @@ impl Hub {
         self.inner.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    /// The channels whose names start with `prefix` and that have local
+    /// subscribers, with how many, sorted by name (the Pusher API's channel
+    /// list). Walks every shard, as [`Hub::busiest`] does.
+    pub fn occupied(&self, prefix: &str) -> Vec<(Arc<str>, usize)> {
+        let mut all: Vec<(Arc<str>, usize)> = Vec::new();
+        for shard in &self.inner.shards {
+            let map = shard.lock();
+            all.extend(
+                map.iter()
+                    .filter(|(name, _)| name.starts_with(prefix))
+                    .map(|(name, subs)| (name.clone(), subs.list.read().len()))
+                    .filter(|(_, n)| *n > 0),
+            );
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// The `n` channels with the most local subscribers, most first (for the
     /// dashboard). Walks every shard, so call it about once a second, not per message.
     pub fn busiest(&self, n: usize) -> Vec<(Arc<str>, usize)> {

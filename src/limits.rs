@@ -134,6 +134,8 @@ pub struct Limits {
     address_subscribes: KeyedLimit<IpAddr>,
     connects: KeyedLimit<IpAddr>,
     publish: KeyedLimit<String>,
+    /// Signed Pusher API requests per app id, on the `publish` quota.
+    pusher_api: KeyedLimit<Arc<str>>,
     open: Mutex<HashMap<Key, u32>>,
 }
 
@@ -149,7 +151,8 @@ impl Limits {
             subject_subscribes: KeyedLimit::new(&policy.per_client.subscribes, time.clone()),
             address_subscribes: KeyedLimit::new(&policy.per_ip.subscribes, time.clone()),
             connects: KeyedLimit::new(&policy.per_ip.connects, time.clone()),
-            publish: KeyedLimit::new(&policy.publish, time),
+            publish: KeyedLimit::new(&policy.publish, time.clone()),
+            pusher_api: KeyedLimit::new(&policy.publish, time),
             open: Mutex::new(HashMap::new()),
         }
     }
@@ -163,6 +166,7 @@ impl Limits {
         self.address_subscribes.set_quota(&policy.per_ip.subscribes);
         self.connects.set_quota(&policy.per_ip.connects);
         self.publish.set_quota(&policy.publish);
+        self.pusher_api.set_quota(&policy.publish);
     }
 
     fn check<K: std::hash::Hash + Eq + Clone>(
@@ -211,6 +215,12 @@ impl Limits {
         Self::check(&self.publish, &key.to_string(), n, Kind::Publish)
     }
 
+    /// `n` messages (or one query) of Pusher app `app`'s HTTP API: the
+    /// `publish` quota, per app instead of per admin key.
+    pub fn pusher_api(&self, app: &Arc<str>, n: usize) -> Result<(), Limited> {
+        Self::check(&self.pusher_api, app, n.max(1), Kind::Publish)
+    }
+
     /// Whether the gateway is over `max_connections` with `current` open.
     pub fn at_capacity(&self, current: usize) -> bool {
         current > self.policy.load().max_connections
@@ -255,6 +265,7 @@ impl Limits {
         self.address_subscribes.evict_idle();
         self.connects.evict_idle();
         self.publish.evict_idle();
+        self.pusher_api.evict_idle();
     }
 
     /// Number of keys held across rate limits (for tests and stats).
@@ -264,6 +275,7 @@ impl Limits {
             + self.address_subscribes.len()
             + self.connects.len()
             + self.publish.len()
+            + self.pusher_api.len()
     }
 }
 

@@ -60,6 +60,13 @@ pub struct ClassLabel {
     pub class: &'static str,
 }
 
+/// A Pusher HTTP API answer: the app (its id, or `unknown`) and the status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PusherApiLabels {
+    pub app: String,
+    pub status: u16,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
@@ -102,6 +109,8 @@ pub struct Metrics {
     relayed: Counter,
     backend_errors: Family<KindLabel, Counter>,
     pub reloads: Family<ResultLabel, Counter>,
+    /// Pusher HTTP API requests by app and status.
+    pusher_api: Family<PusherApiLabels, Counter>,
     pub tls_failures: Counter,
     /// Public connections closed for want of a valid PROXY protocol header.
     pub proxy_protocol_refused: Counter,
@@ -148,6 +157,7 @@ impl Metrics {
             relayed: Counter::default(),
             backend_errors: Family::default(),
             reloads: Family::default(),
+            pusher_api: Family::default(),
             tls_failures: Counter::default(),
             proxy_protocol_refused: Counter::default(),
             batch_peak: Gauge::default(),
@@ -246,6 +256,11 @@ impl Metrics {
             "reloads",
             "Configuration reloads by result",
             m.reloads.clone(),
+        );
+        r.register(
+            "pusher_api_requests",
+            "Pusher HTTP API requests by app and answer status",
+            m.pusher_api.clone(),
         );
         r.register(
             "tls_handshake_failures",
@@ -357,6 +372,15 @@ impl Metrics {
         if bytes > peak.load(Ordering::Relaxed) {
             peak.fetch_max(bytes, Ordering::Relaxed);
         }
+    }
+
+    /// A Pusher HTTP API request of `app` (None: no such app) was answered
+    /// with `status`.
+    pub fn pusher_api(&self, app: Option<&str>, status: u16) {
+        let app = app.unwrap_or("unknown").to_owned();
+        self.pusher_api
+            .get_or_create(&PusherApiLabels { app, status })
+            .inc();
     }
 
     pub fn replay(&self, result: &'static str) {

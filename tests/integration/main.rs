@@ -22,6 +22,7 @@ mod poll;
 mod presence;
 mod proxy;
 mod publish;
+mod pusher_api;
 mod pusher_e2e;
 mod queue;
 mod relay;
