@@ -7,6 +7,7 @@
 
 mod atomic_histogram;
 pub use atomic_histogram::AtomicHistogram;
+pub mod pusher;
 pub mod stats;
 pub mod window;
 
@@ -109,6 +110,8 @@ pub struct Metrics {
     batch_peak: Gauge,
     /// Delivery latency again, in buckets the dashboard can read back.
     pub delivery_window: window::LatencyWindow,
+    /// Per Pusher app: sockets, events sent and received.
+    pub pusher: pusher::PusherMetrics,
 }
 
 impl Default for Metrics {
@@ -149,8 +152,10 @@ impl Metrics {
             proxy_protocol_refused: Counter::default(),
             batch_peak: Gauge::default(),
             delivery_window: window::LatencyWindow::default(),
+            pusher: pusher::PusherMetrics::default(),
             registry: Registry::default(),
         };
+        m.pusher.register(&mut r);
         r.register(
             "realtime_connections",
             "Open realtime connections by transport",

@@ -22,6 +22,7 @@ mod poll;
 mod presence;
 mod proxy;
 mod publish;
+mod pusher_ws;
 mod queue;
 mod relay;
 mod reload;
