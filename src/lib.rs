@@ -43,7 +43,6 @@ pub(crate) mod model;
 pub(crate) mod proxy;
 pub(crate) mod proxy_protocol;
 // Until the Pusher endpoints that use all of it land.
-#[allow(dead_code)]
 pub(crate) mod pusher;
 pub(crate) mod real_ip;
 pub mod reload;

@@ -7,6 +7,7 @@
 
 mod atomic_histogram;
 pub use atomic_histogram::AtomicHistogram;
+pub mod pusher;
 pub mod pusher_webhook;
 pub mod stats;
 pub mod window;
@@ -119,6 +120,8 @@ pub struct Metrics {
     batch_peak: Gauge,
     /// Delivery latency again, in buckets the dashboard can read back.
     pub delivery_window: window::LatencyWindow,
+    /// Per Pusher app: sockets, events sent and received.
+    pub pusher: pusher::PusherMetrics,
     /// What the Pusher apps' webhooks sent, failed and gave up.
     pub pusher_webhook: pusher_webhook::WebhookCounters,
 }
@@ -162,9 +165,11 @@ impl Metrics {
             proxy_protocol_refused: Counter::default(),
             batch_peak: Gauge::default(),
             delivery_window: window::LatencyWindow::default(),
+            pusher: pusher::PusherMetrics::default(),
             pusher_webhook: Default::default(),
             registry: Registry::default(),
         };
+        m.pusher.register(&mut r);
         m.pusher_webhook.register(&mut r);
         r.register(
             "realtime_connections",
