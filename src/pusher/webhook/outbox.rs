@@ -130,6 +130,7 @@ impl Held {
     }
 
     /// Leave events held now.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.waiting.len()
     }
