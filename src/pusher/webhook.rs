@@ -4,9 +4,9 @@
 //! It keeps Pusher's promises to the application: events in batches
 //! (`{"time_ms":…,"events":[…]}`, a short window, bounded in count and
 //! bytes), signed with `X-Pusher-Key` / `X-Pusher-Signature` so the official
-//! libraries' validators accept them, `channel_vacated` and `member_removed`
-//! held three seconds and forgotten if the channel (the member) is back
-//! within them (`outbox.rs`), and a refused or unanswered request retried
+//! libraries' validators accept them, `channel_vacated` held three seconds
+//! and forgotten if the channel is occupied again within them
+//! (`outbox.rs`), and a refused or unanswered request retried
 //! with a growing backoff, a bounded number of times, with a bounded number
 //! of bytes waiting. It never blocks delivery: connections only put events
 //! on a queue that drops (and counts) when this task falls behind.
@@ -54,7 +54,7 @@ pub trait Destination: Send + Sync + 'static {
 /// How much is held and for how long.
 #[derive(Clone, Copy, Debug)]
 pub struct Terms {
-    /// How long a leave event waits for the join that cancels it.
+    /// How long a `channel_vacated` waits for the occupied that cancels it.
     pub hold: Duration,
     pub batch: BatchTerms,
     /// Attempts of one request before its events are given up.

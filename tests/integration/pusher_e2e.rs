@@ -7,6 +7,7 @@ use crate::common::*;
 
 mod auth_road;
 mod standin;
+mod webhooks;
 
 use standin::StandIn;
 
@@ -31,6 +32,7 @@ backend: {{ url: "http://127.0.0.1:{port}", connect_timeout: 500ms, timeout: 5s 
 realtime:
   path: /realtime
   allowed_origins: ["*"]
+  presence_grace: 1s
 channels:
   - {{ pattern: "*", subscribe: anyone }}
 pusher:

@@ -1,11 +1,13 @@
 //! What the webhook sender holds before a request exists: leave events kept
 //! back for Pusher's three seconds, and each app's open batch.
 //!
-//! A `channel_vacated` (or a `member_removed`) is not sent at once: a page
-//! reload or a dropped connection that comes back within the hold would
-//! otherwise tell the application the channel emptied and filled again. The
-//! matching `channel_occupied` (`member_added` of the same user) within the
-//! hold cancels both: the channel never looked vacated. Everything here is
+//! A `channel_vacated` is not sent at once: a page reload or a dropped
+//! connection that comes back within the hold would otherwise tell the
+//! application the channel emptied and filled again. The `channel_occupied`
+//! of the channel within the hold cancels both: the channel never looked
+//! vacated. (Members need no hold here: presence keeps a member who lost
+//! every connection for `realtime.presence_grace` before it reports the
+//! leave, so a reload never reaches this sender as a leave and a join.) Everything here is
 //! pure bookkeeping over the times the caller passes in, so the windows are
 //! tested without a clock.
 
@@ -17,13 +19,11 @@ use tokio::time::Instant;
 
 use crate::pusher::AppEvent;
 
-/// What a held leave event is matched by: its app, its channel and, for a
-/// member, the user.
+/// What a held leave event is matched by: its app and its channel.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct LeaveKey {
     app: Arc<str>,
     channel: String,
-    user: Option<String>,
 }
 
 /// Leave events kept back until their hold ends.
@@ -62,16 +62,6 @@ impl Held {
                 let key = LeaveKey {
                     app,
                     channel: channel.clone(),
-                    user: None,
-                };
-                self.hold(key, event, now);
-                None
-            }
-            AppEvent::MemberRemoved { channel, user_id } => {
-                let key = LeaveKey {
-                    app,
-                    channel: channel.clone(),
-                    user: Some(user_id.clone()),
                 };
                 self.hold(key, event, now);
                 None
@@ -80,15 +70,6 @@ impl Held {
                 let key = LeaveKey {
                     app,
                     channel: channel.clone(),
-                    user: None,
-                };
-                self.waiting.remove(&key).is_none().then_some(event)
-            }
-            AppEvent::MemberAdded { channel, user_id } => {
-                let key = LeaveKey {
-                    app,
-                    channel: channel.clone(),
-                    user: Some(user_id.clone()),
                 };
                 self.waiting.remove(&key).is_none().then_some(event)
             }
@@ -295,24 +276,21 @@ mod tests {
     }
 
     #[test]
-    fn a_member_who_comes_back_within_the_hold_never_left() {
+    fn members_pass_straight_through() {
         let t0 = Instant::now();
         let mut held = Held::new(HOLD);
         let app: Arc<str> = "1".into();
-        let removed = |u: &str| AppEvent::MemberRemoved {
+        let removed = AppEvent::MemberRemoved {
             channel: "presence-c".into(),
-            user_id: u.into(),
+            user_id: "u1".into(),
         };
-        let added = |u: &str| AppEvent::MemberAdded {
+        let added = AppEvent::MemberAdded {
             channel: "presence-c".into(),
-            user_id: u.into(),
+            user_id: "u1".into(),
         };
-        held.report(app.clone(), removed("u1"), t0);
-        held.report(app.clone(), removed("u2"), t0);
-        assert!(held.report(app.clone(), added("u1"), t0).is_none());
-        assert!(held.report(app.clone(), added("u3"), t0).is_some());
-        let out = held.release(t0 + HOLD);
-        assert_eq!(names(&out), [format!("1:{:?}", removed("u2"))]);
+        assert!(held.report(app.clone(), removed, t0).is_some());
+        assert!(held.report(app, added, t0).is_some());
+        assert_eq!(held.next_due(), None);
     }
 
     #[test]

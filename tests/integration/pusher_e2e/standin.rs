@@ -1,12 +1,14 @@
-//! The stand-in application `tests/pusher/app.js` as a child process: it
-//! prints one JSON record a line (`{"listening":…}`, then `{"auth":…}` and
-//! `{"webhook":…}` per request), which a test reads with a deadline.
+//! Node and Python children of a test: the stand-in application
+//! `tests/pusher/app.js` and the client scripts beside it. Each prints one
+//! JSON record a line (the application `{"listening":…}` first, then
+//! `{"auth":…}` and `{"webhook":…}` per request), which a test reads with a
+//! deadline; a child is killed when its handle is dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -22,52 +24,45 @@ pub fn pusher_dir() -> PathBuf {
     dir
 }
 
-pub struct StandIn {
+/// A running child and the JSON lines it prints.
+pub struct Script {
     _child: Child,
     lines: Lines<BufReader<ChildStdout>>,
-    port: u16,
 }
 
-impl StandIn {
-    /// The application, answering its first `webhook_failures` webhooks 500.
-    pub async fn start(webhook_failures: u32) -> StandIn {
-        let mut child = Command::new("node")
-            .arg(pusher_dir().join("app.js"))
-            .env("APP_ID", APP_ID)
-            .env("APP_KEY", APP_KEY)
-            .env("APP_SECRET", APP_SECRET)
-            .env("WEBHOOK_FAILURES", webhook_failures.to_string())
+impl Script {
+    pub fn spawn(mut cmd: Command) -> Script {
+        let mut child = cmd
+            .current_dir(pusher_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("node runs");
+            .expect("the script starts");
         let stdout = child.stdout.take().expect("piped");
-        let mut app = StandIn {
+        Script {
             _child: child,
             lines: BufReader::new(stdout).lines(),
-            port: 0,
-        };
-        let first = app.next().await;
-        app.port = first["listening"].as_u64().expect("its port") as u16;
-        app
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
+        }
     }
 
     /// The next record, within a deadline.
     pub async fn next(&mut self) -> Value {
-        let line = tokio::time::timeout(Duration::from_secs(15), self.lines.next_line())
+        let line = tokio::time::timeout(Duration::from_secs(25), self.lines.next_line())
             .await
-            .expect("the stand-in application printed in time")
+            .expect("the script printed in time")
             .expect("its output reads")
             .expect("it is still running");
-        serde_json::from_str(&line).expect("one JSON record a line")
+        let record: Value = serde_json::from_str(&line).expect("one JSON record a line");
+        assert!(
+            record.get("failed").is_none(),
+            "the script failed: {record}"
+        );
+        record
     }
 
-    /// The next record of `kind` (`auth`, `webhook`), skipping others.
+    /// The next record of `kind` (`auth`, `webhook`, `ready`…), skipping
+    /// others.
     pub async fn next_of(&mut self, kind: &str) -> Value {
         loop {
             if let Some(record) = self.next().await.get(kind) {
@@ -75,4 +70,57 @@ impl StandIn {
             }
         }
     }
+}
+
+/// The stand-in application.
+pub struct StandIn {
+    out: Script,
+    port: u16,
+}
+
+impl StandIn {
+    /// The application, answering its first `webhook_failures` webhooks 500.
+    pub async fn start(webhook_failures: u32) -> StandIn {
+        let mut cmd = Command::new("node");
+        cmd.arg("app.js")
+            .env("APP_ID", APP_ID)
+            .env("APP_KEY", APP_KEY)
+            .env("APP_SECRET", APP_SECRET)
+            .env("WEBHOOK_FAILURES", webhook_failures.to_string());
+        let mut out = Script::spawn(cmd);
+        let port = out.next_of("listening").await.as_u64().expect("its port") as u16;
+        StandIn { out, port }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        self.out.next_of(kind).await
+    }
+}
+
+/// Triggers `event` on `channels` with the official Python library through
+/// the gateway's HTTP API (`api.py`); what the library returned.
+pub async fn python_trigger(
+    admin: std::net::SocketAddr,
+    channels: &[&str],
+    event: &str,
+    data: Value,
+) -> Value {
+    let config = json!({
+        "host": admin.ip().to_string(), "port": admin.port(),
+        "app_id": APP_ID, "key": APP_KEY, "secret": APP_SECRET,
+        "steps": [{"op": "trigger", "args": [channels, event, data]}],
+    });
+    let mut cmd = Command::new(pusher_dir().join(".venv/bin/python"));
+    cmd.arg("api.py").arg(config.to_string());
+    let mut out = Script::spawn(cmd);
+    let answer = out.next().await;
+    assert!(
+        answer.get("error").is_none(),
+        "the trigger raised: {answer}"
+    );
+    answer
 }
