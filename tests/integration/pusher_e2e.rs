@@ -6,6 +6,7 @@
 use crate::common::*;
 
 mod auth_road;
+mod cluster;
 mod standin;
 mod webhooks;
 
@@ -20,7 +21,17 @@ pub const APP_SECRET: &str = "app-secret";
 /// `app_keys` is more keys of that app (`, webhook: {…}`), `extra` more
 /// top-level YAML.
 pub async fn gateway(app: &StandIn, app_keys: &str, extra: &str) -> TestGateway {
-    let dir = temp_dir("pusher");
+    gateway_in(temp_dir("pusher"), app, app_keys, extra).await
+}
+
+/// [`gateway`] with its files in `dir` (a certificate already there is
+/// used, so several gateways can share one).
+pub async fn gateway_in(
+    dir: std::path::PathBuf,
+    app: &StandIn,
+    app_keys: &str,
+    extra: &str,
+) -> TestGateway {
     let text = format!(
         r#"
 listen: {{ public: "127.0.0.1:0", admin: "127.0.0.1:0" }}
