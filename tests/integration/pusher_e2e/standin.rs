@@ -2,7 +2,8 @@
 //! `tests/pusher/app.js` and the client scripts beside it. Each prints one
 //! JSON record a line (the application `{"listening":…}` first, then
 //! `{"auth":…}` and `{"webhook":…}` per request), which a test reads with a
-//! deadline; a child is killed when its handle is dropped.
+//! deadline; a child is killed when its handle is dropped. And a gateway in
+//! front of the application. (The browser tests use this file too.)
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use super::{APP_ID, APP_KEY, APP_SECRET};
+use crate::common::{TestGateway, temp_dir};
 
 /// Where the Pusher test clients live (installed by `scripts/test`).
 pub fn pusher_dir() -> PathBuf {
@@ -123,4 +124,49 @@ pub async fn python_trigger(
         "the trigger raised: {answer}"
     );
     answer
+}
+
+/// The app every test uses, as the stand-in application knows it.
+pub const APP_ID: &str = "1001";
+pub const APP_KEY: &str = "app-key";
+pub const APP_SECRET: &str = "app-secret";
+
+/// A gateway (TLS, memory broker) in front of `app`, with one Pusher app;
+/// `app_keys` is more keys of that app (`, webhook: {…}`), `extra` more
+/// top-level YAML.
+pub async fn gateway(app: &StandIn, app_keys: &str, extra: &str) -> TestGateway {
+    gateway_in(temp_dir("pusher"), app, app_keys, extra).await
+}
+
+/// [`gateway`] with its files in `dir` (a certificate already there is
+/// used, so several gateways can share one).
+pub async fn gateway_in(
+    dir: std::path::PathBuf,
+    app: &StandIn,
+    app_keys: &str,
+    extra: &str,
+) -> TestGateway {
+    let text = format!(
+        r#"
+listen: {{ public: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+tls:
+  cert: {dir}/gw.crt
+  key: {dir}/gw.key
+  self_signed_if_missing: true
+backend: {{ url: "http://127.0.0.1:{port}", connect_timeout: 500ms, timeout: 5s }}
+realtime:
+  path: /realtime
+  allowed_origins: ["*"]
+  presence_grace: 1s
+channels:
+  - {{ pattern: "*", subscribe: anyone }}
+pusher:
+  apps:
+    - {{ id: "{APP_ID}", key: {APP_KEY}, secret: {APP_SECRET}, client_events: true{app_keys} }}
+{extra}
+"#,
+        dir = dir.display(),
+        port = app.port(),
+    );
+    TestGateway::start_yaml(&text, dir).await
 }
