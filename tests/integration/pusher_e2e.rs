@@ -5,6 +5,7 @@
 
 mod auth_road;
 mod cluster;
+mod cross;
 mod standin;
 mod webhooks;
 
