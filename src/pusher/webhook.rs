@@ -416,5 +416,3 @@ pub async fn post_through(
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod validated_tests;

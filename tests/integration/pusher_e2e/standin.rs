@@ -82,11 +82,16 @@ pub struct StandIn {
 impl StandIn {
     /// The application, answering its first `webhook_failures` webhooks 500.
     pub async fn start(webhook_failures: u32) -> StandIn {
+        StandIn::with_secret(APP_SECRET, webhook_failures).await
+    }
+
+    /// The application, knowing the app by another `secret`.
+    pub async fn with_secret(secret: &str, webhook_failures: u32) -> StandIn {
         let mut cmd = Command::new("node");
         cmd.arg("app.js")
             .env("APP_ID", APP_ID)
             .env("APP_KEY", APP_KEY)
-            .env("APP_SECRET", APP_SECRET)
+            .env("APP_SECRET", secret)
             .env("WEBHOOK_FAILURES", webhook_failures.to_string());
         let mut out = Script::spawn(cmd);
         let port = out.next_of("listening").await.as_u64().expect("its port") as u16;

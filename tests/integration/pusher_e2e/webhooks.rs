@@ -99,3 +99,63 @@ async fn an_echo_page_subscribes_through_the_app_and_its_webhooks_follow() {
         "{counters}"
     );
 }
+
+/// A raw Pusher socket subscribed to public `channel`.
+async fn subscribed_socket(gw: &TestGateway, channel: &str) -> Ws {
+    let path = format!("/app/{APP_KEY}?protocol=7&client=js&version=8.4.0");
+    let mut ws = gw
+        .try_ws_with(&path, None)
+        .await
+        .expect("websocket handshake");
+    assert_eq!(
+        next_json(&mut ws).await["event"],
+        "pusher:connection_established"
+    );
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": channel}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    ws
+}
+
+#[tokio::test]
+async fn a_refused_webhook_is_sent_again_and_a_wrong_secret_never_validates() {
+    // The application answers its first webhook 500: the same events again.
+    let mut app = StandIn::start(1).await;
+    let gw = gateway(&app, ", webhook: { url: /pusher/webhook }", "").await;
+    let _ws = subscribed_socket(&gw, "news-hook").await;
+    let occupied = json!([{"name": "channel_occupied", "channel": "news-hook"}]);
+    let first = app.next_of("webhook").await;
+    assert_eq!(
+        (&first["valid"], &first["answered"]),
+        (&json!(true), &json!(500))
+    );
+    assert_eq!(first["events"], occupied);
+    let again = app.next_of("webhook").await;
+    assert_eq!(
+        (&again["valid"], &again["answered"]),
+        (&json!(true), &json!(200))
+    );
+    assert_eq!(again["events"], occupied);
+    eventually(5, "one failure and one event sent are counted", || async {
+        let m = gw.metrics_text().await;
+        m.contains("pushgate_pusher_webhook_failures_total{app=\"1001\"} 1")
+            && m.contains("pushgate_pusher_webhook_events_sent_total{app=\"1001\"} 1")
+    })
+    .await;
+
+    // An application that knows another secret: the validator refuses.
+    let mut other = StandIn::with_secret("not-the-secret", 0).await;
+    let gw = gateway(&other, ", webhook: { url: /pusher/webhook }", "").await;
+    let _ws = subscribed_socket(&gw, "news-hook").await;
+    let hook = other.next_of("webhook").await;
+    assert_eq!(
+        (&hook["valid"], &hook["answered"]),
+        (&json!(false), &json!(401))
+    );
+}
