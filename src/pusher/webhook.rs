@@ -135,8 +135,8 @@ pub async fn run<D: Destination>(
         let now = Instant::now();
         sender.step(now);
         let wake = sender.next_wake();
+        // Not biased: a flood of reports must not starve the answers.
         tokio::select! {
-            biased;
             got = events.recv() => match got {
                 Some((app, event)) => sender.take(app, event, Instant::now()),
                 None => return,
