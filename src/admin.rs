@@ -1,10 +1,13 @@
 //! The admin listener: where the application (or ops) talks to pushgate.
 //! Plain HTTP, bound to loopback by default: `POST /publish`, `GET /healthz`,
-//! `GET /readyz`, `GET /stats`, `GET /dashboard`.
+//! `GET /readyz`, `GET /stats`, `GET /dashboard`, and the Pusher HTTP API
+//! (`/apps/{id}/…`, `pusher.rs`) when Pusher apps are configured.
 //!
 //! Every request but the health probes is judged first as a browser's
 //! (`browsers.rs`: Host, Origin, Sec-Fetch-Site), then by admin key or
-//! loopback peer; the JSON endpoints take JSON bodies only.
+//! loopback peer; the JSON endpoints take JSON bodies only. Pusher API
+//! requests are judged as a browser's too, but their app's signature takes
+//! the place of the admin key.
 
 mod body;
 mod browsers;

@@ -235,6 +235,26 @@ mod tests {
     }
 
     #[test]
+    fn occupied_lists_channels_by_prefix_and_name() {
+        let hub = Hub::new();
+        let inbox = Inbox::new(8);
+        let names: Vec<Arc<str>> = ["p:b", "p:a", "q:a"].map(Arc::from).to_vec();
+        let subs: Vec<Subscription> = names
+            .iter()
+            .map(|n| hub.subscribe(n, &inbox, SlowClient::Disconnect))
+            .collect();
+        let twice = hub.subscribe(&names[0], &Inbox::new(8), SlowClient::Disconnect);
+        assert_eq!(
+            hub.occupied("p:"),
+            vec![(names[1].clone(), 1), (names[0].clone(), 2)]
+        );
+        assert_eq!(hub.occupied("").len(), 3);
+        drop(subs);
+        drop(twice);
+        assert!(hub.occupied("").is_empty());
+    }
+
+    #[test]
     fn a_subscription_is_registered_even_after_a_panic_under_the_lock() {
         let hub = Hub::new();
         let a: Arc<str> = "a".into();

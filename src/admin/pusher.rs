@@ -181,7 +181,7 @@ async fn handle(
             match &endpoint {
                 Endpoint::Channel(name) => channels::one(state, &app, name, &query).await?,
                 Endpoint::Users(name) => channels::users(state, &app, name).await?,
-                _ => channels::list(state, &app, &query).await?,
+                _ => channels::list(state, &settings.pusher, &app, &query).await?,
             }
         }
     };

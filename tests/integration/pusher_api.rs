@@ -175,8 +175,13 @@ async fn the_node_library_triggers_into_the_hub_and_queries_it() {
                 {"channel": "presence-lobby", "name": "three", "data": "3", "info": "user_count"},
             ]},
             {"op": "get", "path": "/channels", "params": {"filter_by_prefix": "public."}},
+            {"op": "get", "path": "/channels"},
             {"op": "get", "path": "/channels/presence-lobby", "params": {"info": "user_count,subscription_count"}},
             {"op": "get", "path": "/channels/presence-lobby/users"},
+            // pusher-php's shape for one channel; a socket_id leaves only
+            // that Pusher socket out, so pushgate's subscriber still gets it.
+            {"op": "post", "path": "/events", "body":
+                {"name": "four", "data": "[4]", "channel": "public.news", "socket_id": "123.456"}},
         ]),
     )
     .await;
@@ -201,10 +206,18 @@ async fn the_node_library_triggers_into_the_hub_and_queries_it() {
         answers[3],
         (
             200,
+            json!({"channels": {"presence-lobby": {}, "public.news": {}}})
+        ),
+        "the prefixed app's b:public.news is not this app's"
+    );
+    assert_eq!(
+        answers[4],
+        (
+            200,
             json!({"occupied": true, "user_count": 1, "subscription_count": 1})
         )
     );
-    assert_eq!(answers[4], (200, json!({"users": [{"id": "alice"}]})));
+    assert_eq!(answers[5], (200, json!({"users": [{"id": "alice"}]})));
     let ev = next_message(&mut news).await;
     assert_eq!(
         (ev.event.as_str(), &ev.json()["data"]),
@@ -212,6 +225,12 @@ async fn the_node_library_triggers_into_the_hub_and_queries_it() {
     );
     let ev = next_message(&mut news).await;
     assert_eq!((ev.event.as_str(), &ev.json()["data"]), ("two", &json!(2)));
+    assert_eq!(answers[6], (200, json!({})));
+    let ev = next_message(&mut news).await;
+    assert_eq!(
+        (ev.event.as_str(), &ev.json()["data"]),
+        ("four", &json!([4]))
+    );
 
     // The prefixed app's channel is `b:` + its name in the hub, and its
     // channel list names it without the prefix.

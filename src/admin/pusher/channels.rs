@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::info::{Counts, Info};
 use super::refusal::{Refused, bad};
-use crate::pusher::{App, ChannelKind};
+use crate::pusher::{App, Apps, ChannelKind};
 use crate::state::AppState;
 
 /// The first value of query parameter `name`.
@@ -30,12 +30,21 @@ fn hub_channel(app: &App, name: &str) -> Result<Arc<str>, Refused> {
         .ok_or_else(|| bad("Invalid channel name"))
 }
 
-/// `GET /channels`: the app's occupied channels (here), by prefix.
+/// `GET /channels`: the app's occupied channels (here), by prefix. The
+/// channels of another app whose `channel_prefix` extends this app's (an
+/// app without one and an app with `b:`) are that app's, not this one's.
 pub(crate) async fn list(
     state: &AppState,
+    apps: &Apps,
     app: &App,
     query: &[(String, String)],
 ) -> Result<Value, Refused> {
+    let own = app.config.channel_prefix.as_str();
+    let others: Vec<&str> = apps
+        .iter()
+        .map(|a| a.config.channel_prefix.as_str())
+        .filter(|p| p.len() > own.len() && p.starts_with(own))
+        .collect();
     let filter = param(query, "filter_by_prefix").unwrap_or("");
     let info = Info::parse(param(query, "info"));
     if info.user_count && !filter.starts_with("presence-") {
@@ -47,6 +56,9 @@ pub(crate) async fn list(
     let prefix = format!("{}{filter}", app.config.channel_prefix);
     let mut channels = Map::new();
     for (hub, _) in state.hub.occupied(&prefix) {
+        if others.iter().any(|p| hub.starts_with(p)) {
+            continue;
+        }
         let Some(name) = app.pusher_channel(&hub) else {
             continue;
         };
