@@ -10,6 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
+use crate::common::redis::RedisServer;
 use crate::common::*;
 
 const KEY: &str = "app-key";
@@ -292,17 +293,112 @@ async fn bad_frames_get_pusher_errors_and_the_socket_stays() {
     assert_eq!(next_json(&mut other).await["event"], "pusher:pong");
 }
 
+/// `key:signature` as an application's auth endpoint signs a subscription.
+fn sign(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
+    let text = match channel_data {
+        Some(d) => format!("{socket_id}:{channel}:{d}"),
+        None => format!("{socket_id}:{channel}"),
+    };
+    format!(
+        "{KEY}:{}",
+        hex::encode(hmac::sign(&key, text.as_bytes()).as_ref())
+    )
+}
+
+/// Join `channel` as `user_id` showing `info`; the subscription_succeeded
+/// data.
+async fn join_presence(
+    ws: &mut Ws,
+    socket_id: &str,
+    channel: &str,
+    user_id: &str,
+    info: Value,
+) -> Value {
+    // Sent as a number: Pusher accepts a numeric user_id, and the
+    // signature covers this exact text.
+    let data = format!("{{\"user_id\": \"{user_id}\", \"user_info\": {info}}}");
+    let auth = sign(socket_id, channel, Some(&data));
+    send_json(
+        ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth, "channel_data": data}}),
+    )
+    .await;
+    let ok = next_json(ws).await;
+    assert_eq!(
+        ok["event"], "pusher_internal:subscription_succeeded",
+        "{ok}"
+    );
+    serde_json::from_str(ok["data"].as_str().unwrap()).unwrap()
+}
+
+/// The next frame that is not a server ping (answered).
+async fn next_event(ws: &mut Ws) -> Value {
+    loop {
+        let v = next_json(ws).await;
+        if v["event"] != "pusher:ping" {
+            return v;
+        }
+        send_json(ws, json!({"event": "pusher:pong", "data": {}})).await;
+    }
+}
+
+#[tokio::test]
+async fn presence_spans_two_gateways_on_one_redis() {
+    let redis = RedisServer::start().await;
+    let start = || async {
+        let dir = temp_dir("pusher-ws-redis");
+        let text = format!("{}{}", config(&dir, true), redis.broker_yaml("pwsredis"));
+        let gw = TestGateway::start_yaml(&text, dir).await;
+        eventually(10, "redis connected", || async {
+            let r = gw.http.get(gw.admin_url("/readyz")).send().await;
+            r.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        gw
+    };
+    let (a, b) = (start().await, start().await);
+    let path = format!("/app/{KEY}?protocol=7");
+    let (mut watcher, wid) = raw(&a, &path).await;
+    let seen = join_presence(&mut watcher, &wid, "presence-r", "w", json!({"n": "w"})).await;
+    assert_eq!(seen["presence"]["count"], 1, "{seen}");
+
+    // A user on the other gateway sees the watcher with its user_info.
+    let (mut tab1, id1) = raw(&b, &path).await;
+    let seen = join_presence(&mut tab1, &id1, "presence-r", "u1", json!({"n": 1})).await;
+    assert_eq!(seen["presence"]["ids"], json!(["u1", "w"]), "{seen}");
+    assert_eq!(seen["presence"]["hash"]["w"], json!({"n": "w"}), "{seen}");
+    let added = next_event(&mut watcher).await;
+    assert_eq!(added["event"], "pusher_internal:member_added", "{added}");
+    let data: Value = serde_json::from_str(added["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data, json!({"user_id": "u1", "user_info": {"n": 1}}));
+
+    // The same user again, on the watcher's gateway: no second member.
+    let (mut tab2, id2) = raw(&a, &path).await;
+    let seen = join_presence(&mut tab2, &id2, "presence-r", "u1", json!({"n": 1})).await;
+    assert_eq!(seen["presence"]["count"], 2, "{seen}");
+    drop(tab1);
+    send_json(&mut watcher, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        next_event(&mut watcher).await["event"],
+        "pusher:pong",
+        "no member event yet"
+    );
+    drop(tab2);
+    let removed = next_event(&mut watcher).await;
+    assert_eq!(
+        removed["event"], "pusher_internal:member_removed",
+        "{removed}"
+    );
+    assert_eq!(removed["data"], r#"{"user_id":"u1"}"#);
+}
+
 #[tokio::test]
 async fn oversize_client_events_get_4301() {
     let gw = gateway().await;
     let (mut ws, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
-    // Signed here as an application's auth endpoint signs.
-    let signer = |channel: &str| {
-        use aws_lc_rs::hmac;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
-        let sig = hmac::sign(&key, format!("{id}:{channel}").as_bytes());
-        format!("{KEY}:{}", hex::encode(sig.as_ref()))
-    };
+    let signer = |channel: &str| sign(&id, channel, None);
     send_json(
         &mut ws,
         json!({"event": "pusher:subscribe", "data": {"channel": "private-big", "auth": signer("private-big")}}),
@@ -342,4 +438,38 @@ async fn shutdown_closes_4200_and_capacity_4100() {
     });
     assert_eq!(next_or_close(&mut first).await, Err(4200));
     stop.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_operator_disconnects_a_pusher_user() {
+    let gw = gateway().await;
+    let path = format!("/app/{KEY}?protocol=7");
+    let (mut ws, id) = raw(&gw, &path).await;
+    join_presence(&mut ws, &id, "presence-ops", "u9", json!({})).await;
+    let (mut other, other_id) = raw(&gw, &path).await;
+    join_presence(&mut other, &other_id, "presence-ops", "u8", json!({})).await;
+    let answer: Value = gw
+        .http
+        .post(gw.admin_url("/disconnect"))
+        .json(&json!({"subject": "u9"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["disconnected"], 1, "{answer}");
+    // After u8's member_added, the close.
+    let code = loop {
+        if let Err(code) = next_or_close(&mut ws).await {
+            break code;
+        }
+    };
+    assert_eq!(code, 4009);
+    let removed = next_event(&mut other).await;
+    assert_eq!(
+        removed["event"], "pusher_internal:member_removed",
+        "{removed}"
+    );
+    assert_eq!(removed["data"], r#"{"user_id":"u9"}"#);
 }

@@ -89,6 +89,8 @@ pub(super) struct PusherSocket {
     pub(super) app: Arc<App>,
     pub(super) key: String,
     pub(super) socket_id: Box<str>,
+    /// The session id of `POST /disconnect`.
+    pub(super) conn_id: u64,
     pub(super) client: Client,
     pub(super) session: Session,
     pub(super) socket: Socket,
@@ -164,6 +166,7 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         app,
         key,
         socket_id,
+        conn_id: id,
         client,
         session,
         socket,
