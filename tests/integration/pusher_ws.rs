@@ -221,6 +221,24 @@ async fn pings_both_ways_and_silence_closes_4201() {
     let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7&client=raw&version=1")).await;
     send_json(&mut ws, json!({"event": "pusher:ping", "data": {}})).await;
     assert_eq!(next_json(&mut ws).await["event"], "pusher:pong");
+    // Counted per app, and on the dashboard as a WebSocket.
+    let metrics = gw.metrics_text().await;
+    assert!(
+        metrics.contains("pushgate_pusher_connections{app=\"1001\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pushgate_pusher_messages_received_total{app=\"1001\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pushgate_pusher_messages_sent_total{app=\"1001\"}"),
+        "{metrics}"
+    );
+    assert_eq!(gw.stats().await["transports"]["ws"], 1);
+    // Without a protocol version pusher-js speaks: 4007.
+    let mut old = gw.try_ws_with(&format!("/app/{KEY}"), None).await.unwrap();
+    assert_eq!(next_or_close(&mut old).await, Err(4007));
     // Silent past activity_timeout: the server pings.
     let ping = next_or_close(&mut ws).await.unwrap();
     assert_eq!(ping["event"], "pusher:ping");
@@ -472,4 +490,48 @@ async fn the_operator_disconnects_a_pusher_user() {
         "{removed}"
     );
     assert_eq!(removed["data"], r#"{"user_id":"u9"}"#);
+}
+
+#[tokio::test]
+async fn the_app_hears_of_occupied_vacated_members_and_client_events() {
+    let gw = gateway().await;
+    let state = gw.handle.as_ref().unwrap().state();
+    let mut events = state.app_events.take_receiver().unwrap();
+    let path = format!("/app/{KEY}?protocol=7");
+    let (mut ws, id) = raw(&gw, &path).await;
+    join_presence(&mut ws, &id, "presence-hooks", "u5", json!({"a": 1})).await;
+    send_json(
+        &mut ws,
+        json!({"event": "client-typing", "channel": "presence-hooks", "data": {"t": 1}}),
+    )
+    .await;
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-hooks"}}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let (app, event) = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("five events, got {seen:?}"))
+            .unwrap();
+        assert_eq!(&*app, "1001");
+        seen.push(format!("{event:?}"));
+    }
+    let expected = [
+        r#"MemberAdded { channel: "presence-hooks", user_id: "u5" }"#,
+        r#"ChannelOccupied { channel: "presence-hooks" }"#,
+        r#"ClientEvent { channel: "presence-hooks", event: "client-typing", data: RawValue({"t":1}), socket_id: "#,
+        r#"ChannelVacated { channel: "presence-hooks" }"#,
+        r#"MemberRemoved { channel: "presence-hooks", user_id: "u5" }"#,
+    ];
+    for e in expected {
+        assert!(seen.iter().any(|s| s.starts_with(e)), "{e} in {seen:?}");
+    }
+    let client_event = seen.iter().find(|s| s.starts_with("ClientEvent")).unwrap();
+    assert!(
+        client_event.contains(&format!("socket_id: \"{id}\", user_id: Some(\"u5\")")),
+        "{client_event}"
+    );
 }
