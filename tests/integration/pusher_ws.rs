@@ -6,19 +6,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-use crate::common::redis::RedisServer;
 use crate::common::*;
 
-const KEY: &str = "app-key";
-const SECRET: &str = "app-secret";
+mod hooks;
+mod raw;
+
+pub(crate) const KEY: &str = "app-key";
+pub(crate) const SECRET: &str = "app-secret";
 
 /// The `pusher:` section and the rules the scenarios' channels fall under:
 /// `private-*` asks a pushgate token, which the app's signature stands in for.
-fn config(dir: &std::path::Path, tls: bool) -> String {
+pub(crate) fn config(dir: &std::path::Path, tls: bool) -> String {
     let pusher = format!(
         "pusher:\n  activity_timeout: 1s\n  pong_timeout: 500ms\n  reconnect_spread: 200ms\n  apps:\n    - {{ id: \"1001\", key: {KEY}, secret: {SECRET}, client_events: true, max_message: 1KiB }}\n"
     );
@@ -34,7 +36,7 @@ fn config(dir: &std::path::Path, tls: bool) -> String {
     format!("{}{}", &text[..start], &text[end..])
 }
 
-async fn gateway() -> TestGateway {
+pub(crate) async fn gateway() -> TestGateway {
     let dir = temp_dir("pusher-ws");
     TestGateway::start_yaml(&config(&dir, true), dir).await
 }
@@ -189,7 +191,7 @@ async fn an_unknown_key_is_closed_4001_and_not_retried() {
     );
 }
 
-async fn raw(gw: &TestGateway, path: &str) -> (Ws, String) {
+pub(crate) async fn raw(gw: &TestGateway, path: &str) -> (Ws, String) {
     let mut ws = gw.try_ws_with(path, None).await.unwrap();
     let hello = next_json(&mut ws).await;
     assert_eq!(hello["event"], "pusher:connection_established");
@@ -201,7 +203,7 @@ async fn raw(gw: &TestGateway, path: &str) -> (Ws, String) {
 }
 
 /// The next frame, or the close code.
-async fn next_or_close(ws: &mut Ws) -> Result<Value, u16> {
+pub(crate) async fn next_or_close(ws: &mut Ws) -> Result<Value, u16> {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -215,104 +217,8 @@ async fn next_or_close(ws: &mut Ws) -> Result<Value, u16> {
     }
 }
 
-#[tokio::test]
-async fn pings_both_ways_and_silence_closes_4201() {
-    let gw = gateway().await;
-    let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7&client=raw&version=1")).await;
-    send_json(&mut ws, json!({"event": "pusher:ping", "data": {}})).await;
-    assert_eq!(next_json(&mut ws).await["event"], "pusher:pong");
-    // Counted per app, and on the dashboard as a WebSocket.
-    let metrics = gw.metrics_text().await;
-    assert!(
-        metrics.contains("pushgate_pusher_connections{app=\"1001\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("pushgate_pusher_messages_received_total{app=\"1001\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("pushgate_pusher_messages_sent_total{app=\"1001\"}"),
-        "{metrics}"
-    );
-    assert_eq!(gw.stats().await["transports"]["ws"], 1);
-    // Without a protocol version pusher-js speaks: 4007.
-    let mut old = gw.try_ws_with(&format!("/app/{KEY}"), None).await.unwrap();
-    assert_eq!(next_or_close(&mut old).await, Err(4007));
-    // Silent past activity_timeout: the server pings.
-    let ping = next_or_close(&mut ws).await.unwrap();
-    assert_eq!(ping["event"], "pusher:ping");
-    assert_eq!(ping["data"], "{}");
-    // Answered: still open, and pinged again later.
-    send_json(&mut ws, json!({"event": "pusher:pong", "data": {}})).await;
-    assert_eq!(
-        next_or_close(&mut ws).await.unwrap()["event"],
-        "pusher:ping"
-    );
-    // Not answered: closed with 4201 (pusher-js reconnects at once).
-    assert_eq!(next_or_close(&mut ws).await, Err(4201));
-}
-
-#[tokio::test]
-async fn bad_frames_get_pusher_errors_and_the_socket_stays() {
-    let gw = gateway().await;
-    let (mut other, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
-    let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
-    let error = |v: &Value| v["data"]["code"].clone();
-    ws.send(Frame::text("not json")).await.unwrap();
-    let e = next_json(&mut ws).await;
-    assert_eq!(
-        (e["event"].as_str(), error(&e)),
-        (Some("pusher:error"), Value::Null)
-    );
-    send_json(&mut ws, json!({"event": "pusher:nope", "data": {}})).await;
-    assert_eq!(next_json(&mut ws).await["event"], "pusher:error");
-    // Private without auth: 4009 and the channel's subscription_error.
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:subscribe", "data": {"channel": "private-a"}}),
-    )
-    .await;
-    assert_eq!(error(&next_json(&mut ws).await), 4009);
-    let refused = next_json(&mut ws).await;
-    assert_eq!(refused["event"], "pusher:subscription_error");
-    assert_eq!(refused["channel"], "private-a");
-    // A 100 KB channel_data: refused unread.
-    let big = format!("{{\"user_id\":\"{}\"}}", "x".repeat(100_000));
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:subscribe", "data": {"channel": "presence-a", "auth": "k:s", "channel_data": big}}),
-    )
-    .await;
-    assert_eq!(error(&next_json(&mut ws).await), 4009);
-    assert_eq!(
-        next_json(&mut ws).await["event"],
-        "pusher:subscription_error"
-    );
-    // A client event on a public channel, and one over max_message (1 KiB).
-    send_json(
-        &mut ws,
-        json!({"event": "client-x", "channel": "news-1", "data": {}}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["event"], "pusher:error");
-    // Still served, and so is the other socket.
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:subscribe", "data": {"channel": "news-9"}}),
-    )
-    .await;
-    let ok = next_json(&mut ws).await;
-    assert_eq!(
-        (ok["event"].as_str(), ok["data"].as_str()),
-        (Some("pusher_internal:subscription_succeeded"), Some("{}"))
-    );
-    send_json(&mut other, json!({"event": "pusher:ping"})).await;
-    assert_eq!(next_json(&mut other).await["event"], "pusher:pong");
-}
-
 /// `key:signature` as an application's auth endpoint signs a subscription.
-fn sign(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
+pub(crate) fn sign(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
     use aws_lc_rs::hmac;
     let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
     let text = match channel_data {
@@ -327,7 +233,7 @@ fn sign(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
 
 /// Join `channel` as `user_id` showing `info`; the subscription_succeeded
 /// data.
-async fn join_presence(
+pub(crate) async fn join_presence(
     ws: &mut Ws,
     socket_id: &str,
     channel: &str,
@@ -352,7 +258,7 @@ async fn join_presence(
 }
 
 /// The next frame that is not a server ping (answered).
-async fn next_event(ws: &mut Ws) -> Value {
+pub(crate) async fn next_event(ws: &mut Ws) -> Value {
     loop {
         let v = next_json(ws).await;
         if v["event"] != "pusher:ping" {
@@ -360,178 +266,4 @@ async fn next_event(ws: &mut Ws) -> Value {
         }
         send_json(ws, json!({"event": "pusher:pong", "data": {}})).await;
     }
-}
-
-#[tokio::test]
-async fn presence_spans_two_gateways_on_one_redis() {
-    let redis = RedisServer::start().await;
-    let start = || async {
-        let dir = temp_dir("pusher-ws-redis");
-        let text = format!("{}{}", config(&dir, true), redis.broker_yaml("pwsredis"));
-        let gw = TestGateway::start_yaml(&text, dir).await;
-        eventually(10, "redis connected", || async {
-            let r = gw.http.get(gw.admin_url("/readyz")).send().await;
-            r.is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-        gw
-    };
-    let (a, b) = (start().await, start().await);
-    let path = format!("/app/{KEY}?protocol=7");
-    let (mut watcher, wid) = raw(&a, &path).await;
-    let seen = join_presence(&mut watcher, &wid, "presence-r", "w", json!({"n": "w"})).await;
-    assert_eq!(seen["presence"]["count"], 1, "{seen}");
-
-    // A user on the other gateway sees the watcher with its user_info.
-    let (mut tab1, id1) = raw(&b, &path).await;
-    let seen = join_presence(&mut tab1, &id1, "presence-r", "u1", json!({"n": 1})).await;
-    assert_eq!(seen["presence"]["ids"], json!(["u1", "w"]), "{seen}");
-    assert_eq!(seen["presence"]["hash"]["w"], json!({"n": "w"}), "{seen}");
-    let added = next_event(&mut watcher).await;
-    assert_eq!(added["event"], "pusher_internal:member_added", "{added}");
-    let data: Value = serde_json::from_str(added["data"].as_str().unwrap()).unwrap();
-    assert_eq!(data, json!({"user_id": "u1", "user_info": {"n": 1}}));
-
-    // The same user again, on the watcher's gateway: no second member.
-    let (mut tab2, id2) = raw(&a, &path).await;
-    let seen = join_presence(&mut tab2, &id2, "presence-r", "u1", json!({"n": 1})).await;
-    assert_eq!(seen["presence"]["count"], 2, "{seen}");
-    drop(tab1);
-    send_json(&mut watcher, json!({"event": "pusher:ping", "data": {}})).await;
-    assert_eq!(
-        next_event(&mut watcher).await["event"],
-        "pusher:pong",
-        "no member event yet"
-    );
-    drop(tab2);
-    let removed = next_event(&mut watcher).await;
-    assert_eq!(
-        removed["event"], "pusher_internal:member_removed",
-        "{removed}"
-    );
-    assert_eq!(removed["data"], r#"{"user_id":"u1"}"#);
-}
-
-#[tokio::test]
-async fn oversize_client_events_get_4301() {
-    let gw = gateway().await;
-    let (mut ws, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
-    let signer = |channel: &str| sign(&id, channel, None);
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:subscribe", "data": {"channel": "private-big", "auth": signer("private-big")}}),
-    )
-    .await;
-    assert_eq!(
-        next_json(&mut ws).await["event"],
-        "pusher_internal:subscription_succeeded"
-    );
-    let data = "x".repeat(2000);
-    send_json(
-        &mut ws,
-        json!({"event": "client-big", "channel": "private-big", "data": data}),
-    )
-    .await;
-    let e = next_json(&mut ws).await;
-    assert_eq!(
-        (e["event"].as_str(), e["data"]["code"].as_u64()),
-        (Some("pusher:error"), Some(4301))
-    );
-}
-
-#[tokio::test]
-async fn shutdown_closes_4200_and_capacity_4100() {
-    let dir = temp_dir("pusher-ws-cap");
-    let text =
-        config(&dir, true).replace("max_message: 1KiB", "max_message: 1KiB, max_connections: 1");
-    let mut gw = TestGateway::start_yaml(&text, dir).await;
-    let (mut first, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
-    let mut second = gw
-        .try_ws_with(&format!("/app/{KEY}?protocol=7"), None)
-        .await
-        .unwrap();
-    assert_eq!(next_or_close(&mut second).await, Err(4100));
-    let stop = tokio::spawn(async move {
-        gw.stop().await;
-    });
-    assert_eq!(next_or_close(&mut first).await, Err(4200));
-    stop.await.unwrap();
-}
-
-#[tokio::test]
-async fn the_operator_disconnects_a_pusher_user() {
-    let gw = gateway().await;
-    let path = format!("/app/{KEY}?protocol=7");
-    let (mut ws, id) = raw(&gw, &path).await;
-    join_presence(&mut ws, &id, "presence-ops", "u9", json!({})).await;
-    let (mut other, other_id) = raw(&gw, &path).await;
-    join_presence(&mut other, &other_id, "presence-ops", "u8", json!({})).await;
-    let answer: Value = gw
-        .http
-        .post(gw.admin_url("/disconnect"))
-        .json(&json!({"subject": "u9"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(answer["disconnected"], 1, "{answer}");
-    // After u8's member_added, the close.
-    let code = loop {
-        if let Err(code) = next_or_close(&mut ws).await {
-            break code;
-        }
-    };
-    assert_eq!(code, 4009);
-    let removed = next_event(&mut other).await;
-    assert_eq!(
-        removed["event"], "pusher_internal:member_removed",
-        "{removed}"
-    );
-    assert_eq!(removed["data"], r#"{"user_id":"u9"}"#);
-}
-
-#[tokio::test]
-async fn the_app_hears_of_occupied_vacated_members_and_client_events() {
-    let gw = gateway().await;
-    let state = gw.handle.as_ref().unwrap().state();
-    let mut events = state.app_events.take_receiver().unwrap();
-    let path = format!("/app/{KEY}?protocol=7");
-    let (mut ws, id) = raw(&gw, &path).await;
-    join_presence(&mut ws, &id, "presence-hooks", "u5", json!({"a": 1})).await;
-    send_json(
-        &mut ws,
-        json!({"event": "client-typing", "channel": "presence-hooks", "data": {"t": 1}}),
-    )
-    .await;
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-hooks"}}),
-    )
-    .await;
-    let mut seen = Vec::new();
-    while seen.len() < 5 {
-        let (app, event) = tokio::time::timeout(Duration::from_secs(5), events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("five events, got {seen:?}"))
-            .unwrap();
-        assert_eq!(&*app, "1001");
-        seen.push(format!("{event:?}"));
-    }
-    let expected = [
-        r#"MemberAdded { channel: "presence-hooks", user_id: "u5" }"#,
-        r#"ChannelOccupied { channel: "presence-hooks" }"#,
-        r#"ClientEvent { channel: "presence-hooks", event: "client-typing", data: RawValue({"t":1}), socket_id: "#,
-        r#"ChannelVacated { channel: "presence-hooks" }"#,
-        r#"MemberRemoved { channel: "presence-hooks", user_id: "u5" }"#,
-    ];
-    for e in expected {
-        assert!(seen.iter().any(|s| s.starts_with(e)), "{e} in {seen:?}");
-    }
-    let client_event = seen.iter().find(|s| s.starts_with("ClientEvent")).unwrap();
-    assert!(
-        client_event.contains(&format!("socket_id: \"{id}\", user_id: Some(\"u5\")")),
-        "{client_event}"
-    );
 }
