@@ -88,6 +88,19 @@ async fn bad_frames_get_pusher_errors_and_the_socket_stays() {
     )
     .await;
     assert_eq!(next_json(&mut ws).await["event"], "pusher:error");
+    // Public channels follow their rule as anonymous clients: a channel
+    // under `subscribe: token` is refused (401), one no rule names too (403).
+    for (channel, status) in [("orders.5", 401), ("nowhere-1", 403)] {
+        send_json(
+            &mut ws,
+            json!({"event": "pusher:subscribe", "data": {"channel": channel}}),
+        )
+        .await;
+        let refused = next_json(&mut ws).await;
+        assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+        let data: Value = serde_json::from_str(refused["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["status"], status, "{channel}: {data}");
+    }
     // Still served, and so is the other socket.
     send_json(
         &mut ws,
