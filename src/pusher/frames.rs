@@ -17,7 +17,10 @@ use serde_json::{Value, json};
 pub mod code {
     /// Close: the app key is unknown (pusher-js does not retry 4000–4099).
     pub const UNKNOWN_APP: u16 = 4001;
+    /// Close: `protocol` missing or not one this server speaks (5–7).
+    pub const UNSUPPORTED_PROTOCOL: u16 = 4007;
     /// `pusher:error`: a subscription's signature is missing or wrong.
+    /// Close: disconnected by the operator (pusher-js does not retry).
     pub const UNAUTHORIZED: u16 = 4009;
     /// Close: over the app's `max_connections` (retry after backing off).
     pub const OVER_CAPACITY: u16 = 4100;

@@ -6,18 +6,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::common::*;
 
-const KEY: &str = "app-key";
-const SECRET: &str = "app-secret";
+mod hooks;
+mod raw;
+
+pub(crate) const KEY: &str = "app-key";
+pub(crate) const SECRET: &str = "app-secret";
 
 /// The `pusher:` section and the rules the scenarios' channels fall under:
 /// `private-*` asks a pushgate token, which the app's signature stands in for.
-fn config(dir: &std::path::Path, tls: bool) -> String {
+pub(crate) fn config(dir: &std::path::Path, tls: bool) -> String {
     let pusher = format!(
         "pusher:\n  activity_timeout: 1s\n  pong_timeout: 500ms\n  reconnect_spread: 200ms\n  apps:\n    - {{ id: \"1001\", key: {KEY}, secret: {SECRET}, client_events: true, max_message: 1KiB }}\n"
     );
@@ -33,7 +36,7 @@ fn config(dir: &std::path::Path, tls: bool) -> String {
     format!("{}{}", &text[..start], &text[end..])
 }
 
-async fn gateway() -> TestGateway {
+pub(crate) async fn gateway() -> TestGateway {
     let dir = temp_dir("pusher-ws");
     TestGateway::start_yaml(&config(&dir, true), dir).await
 }
@@ -188,7 +191,7 @@ async fn an_unknown_key_is_closed_4001_and_not_retried() {
     );
 }
 
-async fn raw(gw: &TestGateway, path: &str) -> (Ws, String) {
+pub(crate) async fn raw(gw: &TestGateway, path: &str) -> (Ws, String) {
     let mut ws = gw.try_ws_with(path, None).await.unwrap();
     let hello = next_json(&mut ws).await;
     assert_eq!(hello["event"], "pusher:connection_established");
@@ -200,7 +203,7 @@ async fn raw(gw: &TestGateway, path: &str) -> (Ws, String) {
 }
 
 /// The next frame, or the close code.
-async fn next_or_close(ws: &mut Ws) -> Result<Value, u16> {
+pub(crate) async fn next_or_close(ws: &mut Ws) -> Result<Value, u16> {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -214,132 +217,53 @@ async fn next_or_close(ws: &mut Ws) -> Result<Value, u16> {
     }
 }
 
-#[tokio::test]
-async fn pings_both_ways_and_silence_closes_4201() {
-    let gw = gateway().await;
-    let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7&client=raw&version=1")).await;
-    send_json(&mut ws, json!({"event": "pusher:ping", "data": {}})).await;
-    assert_eq!(next_json(&mut ws).await["event"], "pusher:pong");
-    // Silent past activity_timeout: the server pings.
-    let ping = next_or_close(&mut ws).await.unwrap();
-    assert_eq!(ping["event"], "pusher:ping");
-    assert_eq!(ping["data"], "{}");
-    // Answered: still open, and pinged again later.
-    send_json(&mut ws, json!({"event": "pusher:pong", "data": {}})).await;
-    assert_eq!(
-        next_or_close(&mut ws).await.unwrap()["event"],
-        "pusher:ping"
-    );
-    // Not answered: closed with 4201 (pusher-js reconnects at once).
-    assert_eq!(next_or_close(&mut ws).await, Err(4201));
-}
-
-#[tokio::test]
-async fn bad_frames_get_pusher_errors_and_the_socket_stays() {
-    let gw = gateway().await;
-    let (mut other, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
-    let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
-    let error = |v: &Value| v["data"]["code"].clone();
-    ws.send(Frame::text("not json")).await.unwrap();
-    let e = next_json(&mut ws).await;
-    assert_eq!(
-        (e["event"].as_str(), error(&e)),
-        (Some("pusher:error"), Value::Null)
-    );
-    send_json(&mut ws, json!({"event": "pusher:nope", "data": {}})).await;
-    assert_eq!(next_json(&mut ws).await["event"], "pusher:error");
-    // Private without auth: 4009 and the channel's subscription_error.
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:subscribe", "data": {"channel": "private-a"}}),
-    )
-    .await;
-    assert_eq!(error(&next_json(&mut ws).await), 4009);
-    let refused = next_json(&mut ws).await;
-    assert_eq!(refused["event"], "pusher:subscription_error");
-    assert_eq!(refused["channel"], "private-a");
-    // A 100 KB channel_data: refused unread.
-    let big = format!("{{\"user_id\":\"{}\"}}", "x".repeat(100_000));
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:subscribe", "data": {"channel": "presence-a", "auth": "k:s", "channel_data": big}}),
-    )
-    .await;
-    assert_eq!(error(&next_json(&mut ws).await), 4009);
-    assert_eq!(
-        next_json(&mut ws).await["event"],
-        "pusher:subscription_error"
-    );
-    // A client event on a public channel, and one over max_message (1 KiB).
-    send_json(
-        &mut ws,
-        json!({"event": "client-x", "channel": "news-1", "data": {}}),
-    )
-    .await;
-    assert_eq!(next_json(&mut ws).await["event"], "pusher:error");
-    // Still served, and so is the other socket.
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:subscribe", "data": {"channel": "news-9"}}),
-    )
-    .await;
-    let ok = next_json(&mut ws).await;
-    assert_eq!(
-        (ok["event"].as_str(), ok["data"].as_str()),
-        (Some("pusher_internal:subscription_succeeded"), Some("{}"))
-    );
-    send_json(&mut other, json!({"event": "pusher:ping"})).await;
-    assert_eq!(next_json(&mut other).await["event"], "pusher:pong");
-}
-
-#[tokio::test]
-async fn oversize_client_events_get_4301() {
-    let gw = gateway().await;
-    let (mut ws, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
-    // Signed here as an application's auth endpoint signs.
-    let signer = |channel: &str| {
-        use aws_lc_rs::hmac;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
-        let sig = hmac::sign(&key, format!("{id}:{channel}").as_bytes());
-        format!("{KEY}:{}", hex::encode(sig.as_ref()))
+/// `key:signature` as an application's auth endpoint signs a subscription.
+pub(crate) fn sign(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
+    let text = match channel_data {
+        Some(d) => format!("{socket_id}:{channel}:{d}"),
+        None => format!("{socket_id}:{channel}"),
     };
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:subscribe", "data": {"channel": "private-big", "auth": signer("private-big")}}),
+    format!(
+        "{KEY}:{}",
+        hex::encode(hmac::sign(&key, text.as_bytes()).as_ref())
     )
-    .await;
-    assert_eq!(
-        next_json(&mut ws).await["event"],
-        "pusher_internal:subscription_succeeded"
-    );
-    let data = "x".repeat(2000);
-    send_json(
-        &mut ws,
-        json!({"event": "client-big", "channel": "private-big", "data": data}),
-    )
-    .await;
-    let e = next_json(&mut ws).await;
-    assert_eq!(
-        (e["event"].as_str(), e["data"]["code"].as_u64()),
-        (Some("pusher:error"), Some(4301))
-    );
 }
 
-#[tokio::test]
-async fn shutdown_closes_4200_and_capacity_4100() {
-    let dir = temp_dir("pusher-ws-cap");
-    let text =
-        config(&dir, true).replace("max_message: 1KiB", "max_message: 1KiB, max_connections: 1");
-    let mut gw = TestGateway::start_yaml(&text, dir).await;
-    let (mut first, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
-    let mut second = gw
-        .try_ws_with(&format!("/app/{KEY}?protocol=7"), None)
-        .await
-        .unwrap();
-    assert_eq!(next_or_close(&mut second).await, Err(4100));
-    let stop = tokio::spawn(async move {
-        gw.stop().await;
-    });
-    assert_eq!(next_or_close(&mut first).await, Err(4200));
-    stop.await.unwrap();
+/// Join `channel` as `user_id` showing `info`; the subscription_succeeded
+/// data.
+pub(crate) async fn join_presence(
+    ws: &mut Ws,
+    socket_id: &str,
+    channel: &str,
+    user_id: &str,
+    info: Value,
+) -> Value {
+    // Sent as a number: Pusher accepts a numeric user_id, and the
+    // signature covers this exact text.
+    let data = format!("{{\"user_id\": \"{user_id}\", \"user_info\": {info}}}");
+    let auth = sign(socket_id, channel, Some(&data));
+    send_json(
+        ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth, "channel_data": data}}),
+    )
+    .await;
+    let ok = next_json(ws).await;
+    assert_eq!(
+        ok["event"], "pusher_internal:subscription_succeeded",
+        "{ok}"
+    );
+    serde_json::from_str(ok["data"].as_str().unwrap()).unwrap()
+}
+
+/// The next frame that is not a server ping (answered).
+pub(crate) async fn next_event(ws: &mut Ws) -> Value {
+    loop {
+        let v = next_json(ws).await;
+        if v["event"] != "pusher:ping" {
+            return v;
+        }
+        send_json(ws, json!({"event": "pusher:pong", "data": {}})).await;
+    }
 }

@@ -66,7 +66,7 @@ impl Ending {
                 code::PONG_TIMEOUT => "timeout",
                 code::UNKNOWN_APP => "unknown_app",
                 code::OVER_CAPACITY => "over_capacity",
-                4009 => "operator",
+                code::UNAUTHORIZED => "operator",
                 _ => "protocol",
             },
         }
@@ -89,6 +89,8 @@ pub(super) struct PusherSocket {
     pub(super) app: Arc<App>,
     pub(super) key: String,
     pub(super) socket_id: Box<str>,
+    /// The session id of `POST /disconnect`.
+    pub(super) conn_id: u64,
     pub(super) client: Client,
     pub(super) session: Session,
     pub(super) socket: Socket,
@@ -138,7 +140,13 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         .await;
     };
     if !protocol.is_some_and(|p| (5..=7).contains(&p)) {
-        return refuse(&state, &mut socket, 4007, "Unsupported protocol version").await;
+        return refuse(
+            &state,
+            &mut socket,
+            code::UNSUPPORTED_PROTOCOL,
+            "Unsupported protocol version",
+        )
+        .await;
     }
     let Some(_counted) = state
         .metrics
@@ -164,6 +172,7 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         app,
         key,
         socket_id,
+        conn_id: id,
         client,
         session,
         socket,
@@ -257,7 +266,7 @@ impl PusherSocket {
                 }
                 _ = inbox.ready() => {
                     if inbox.is_kicked() {
-                        return Ending::Close(4009, "disconnected by the operator".into());
+                        return Ending::Close(code::UNAUTHORIZED, "disconnected by the operator".into());
                     }
                     self.session.drain(&mut self.out);
                     self.deliver().await

@@ -128,10 +128,15 @@ impl PusherSocket {
             Joined {
                 name: name.to_owned(),
                 kind,
-                user_id,
+                user_id: user_id.clone(),
                 user_info: info,
             },
         );
+        // Without a token of ours, the socket is its presence user's for
+        // `POST /disconnect` (the user id the app signed).
+        if let (None, Some(user)) = (&self.client.identity, &user_id) {
+            self.state.connections.set_subject(self.conn_id, Some(user));
+        }
         if vacant {
             self.report(AppEvent::ChannelOccupied {
                 channel: name.to_owned(),
@@ -218,6 +223,7 @@ impl PusherSocket {
             if !members.iter().any(|(id, _)| id == me) {
                 let info = joined.user_info.as_deref().map(str::to_owned);
                 members.push((me.clone(), info));
+                members.sort();
             }
         }
         let members: Vec<_> = members
