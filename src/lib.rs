@@ -42,7 +42,6 @@ pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod proxy;
 pub(crate) mod proxy_protocol;
-// Until the Pusher endpoints that use all of it land.
 pub(crate) mod pusher;
 pub(crate) mod real_ip;
 pub mod reload;
@@ -194,7 +193,7 @@ impl Gateway {
             );
         }
         spawn_limit_eviction(&state);
-        spawn_pusher_webhooks(&state);
+        state.start_pusher_webhooks();
         lifecycle.spawn_until_drain(server::accept_loop(
             state.clone(),
             listeners.public,
@@ -228,61 +227,6 @@ fn spawn_limit_eviction(state: &AppState) {
             held.app_checks.evict_idle();
         }
     });
-}
-
-/// The one Pusher webhook sender. It runs until the drain is over, so the
-/// leaves that closing sockets report are still sent while connections
-/// drain; what is held or waiting after that is given up with the process.
-fn spawn_pusher_webhooks(state: &AppState) {
-    let Some(events) = state.app_events.take_receiver() else {
-        return;
-    };
-    let counters = state.metrics.pusher_webhook.clone();
-    state.lifecycle.spawn_until_stopped(pusher::webhook::run(
-        events,
-        PusherWebhooks(state.clone()),
-        counters,
-        pusher::webhook::Terms::default(),
-    ));
-}
-
-/// The apps and upstreams of the settings in force, for the webhook sender.
-struct PusherWebhooks(AppState);
-
-impl pusher::webhook::Destination for PusherWebhooks {
-    fn app(&self, id: &str) -> Option<Arc<pusher::App>> {
-        let settings = self.0.settings();
-        settings
-            .pusher
-            .by_id(id)
-            .filter(|app| app.config.webhook.is_some())
-            .cloned()
-    }
-
-    fn post(
-        &self,
-        app: &pusher::App,
-        headers: http::HeaderMap,
-        body: bytes::Bytes,
-    ) -> futures_util::future::BoxFuture<'static, Result<http::StatusCode, String>> {
-        let settings = self.0.settings();
-        let hook = app.config.webhook.as_ref();
-        let url = hook.map(|h| h.url.clone()).unwrap_or_default();
-        let name = hook
-            .and_then(|h| h.upstream.clone())
-            .unwrap_or_else(|| "default".to_owned());
-        let upstream = settings.upstreams.get(&name).cloned();
-        Box::pin(async move {
-            match upstream {
-                Some(upstream) => pusher::webhook::post_through(upstream, url, headers, body).await,
-                None => Err(format!("no upstream named {name:?}")),
-            }
-        })
-    }
-
-    fn unqueued(&self) -> u64 {
-        self.0.app_events.dropped()
-    }
 }
 
 impl Handle {

@@ -28,6 +28,8 @@ use crate::rules::ChannelRules;
 use crate::session_auth::{CheckPolicy, Checks};
 use crate::upstream::registry::Upstreams;
 
+mod pusher_webhooks;
+
 /// Everything derived from one version of the configuration.
 pub struct Settings {
     pub config: Config,

@@ -115,6 +115,9 @@ pub async fn run<D: Destination>(
     counters: WebhookCounters,
     terms: Terms,
 ) {
+    // What was reported before any app had a webhook was for nobody, and
+    // what could not be queued then is no webhook's loss.
+    while events.try_recv().is_ok() {}
     let mut sender = Sender {
         held: Held::new(terms.hold),
         batches: Batches::new(BatchLimits {
@@ -126,7 +129,7 @@ pub async fn run<D: Destination>(
         waiting_bytes: 0,
         next_seq: 0,
         in_flight: FuturesUnordered::new(),
-        unqueued_seen: 0,
+        unqueued_seen: destination.unqueued(),
         destination,
         counters,
         terms,

@@ -124,7 +124,8 @@ struct Running {
 }
 
 impl Running {
-    fn start(recorder: Recorder, terms: Terms) -> Running {
+    /// Returns once the sender runs (it drops what was reported before).
+    async fn start(recorder: Recorder, terms: Terms) -> Running {
         let events = AppEvents::default();
         let counters = WebhookCounters::default();
         tokio::spawn(run(
@@ -133,6 +134,7 @@ impl Running {
             counters.clone(),
             terms,
         ));
+        tokio::task::yield_now().await;
         Running {
             events,
             recorder,
@@ -167,7 +169,8 @@ async fn events_within_the_window_are_one_signed_request() {
     let run = Running::start(
         Recorder::new(ONE_APP, Answer::Status(200)),
         Terms::default(),
-    );
+    )
+    .await;
     let t0 = Instant::now();
     run.report(occupied("a"));
     run.report(AppEvent::MemberAdded {
@@ -217,7 +220,7 @@ async fn events_within_the_window_are_one_signed_request() {
 async fn a_full_batch_goes_before_its_window() {
     let mut terms = Terms::default();
     terms.batch.events = 2;
-    let run = Running::start(Recorder::new(ONE_APP, Answer::Status(204)), terms);
+    let run = Running::start(Recorder::new(ONE_APP, Answer::Status(204)), terms).await;
     for c in ["a", "b", "c"] {
         run.report(occupied(c));
     }
@@ -234,7 +237,8 @@ async fn vacated_is_held_three_seconds_and_cancelled_by_occupied() {
     let run = Running::start(
         Recorder::new(ONE_APP, Answer::Status(200)),
         Terms::default(),
-    );
+    )
+    .await;
     let t0 = Instant::now();
     run.report(vacated("gone"));
     run.report(vacated("back"));
@@ -255,7 +259,7 @@ async fn vacated_is_held_three_seconds_and_cancelled_by_occupied() {
 #[tokio::test(start_paused = true)]
 async fn only_the_events_an_app_selects_are_sent() {
     let yaml = "apps:\n  - { id: 1, key: k1, secret: s1, webhook: { url: /hook, events: [member_removed] } }\n  - { id: 2, key: k2, secret: s2 }\n";
-    let run = Running::start(Recorder::new(yaml, Answer::Status(200)), Terms::default());
+    let run = Running::start(Recorder::new(yaml, Answer::Status(200)), Terms::default()).await;
     run.report(occupied("a"));
     run.report(AppEvent::MemberRemoved {
         channel: "presence-a".into(),
@@ -275,7 +279,7 @@ async fn a_refused_request_is_retried_with_backoff_then_given_up() {
         attempts: 4,
         ..Terms::default()
     };
-    let run = Running::start(recorder, terms);
+    let run = Running::start(recorder, terms).await;
     run.report(occupied("a"));
     run.report(occupied("b"));
     wait(60_000).await;
@@ -304,7 +308,7 @@ async fn a_retry_that_succeeds_counts_as_sent() {
         .script
         .lock()
         .extend([Answer::Status(503), Answer::Status(404)]);
-    let run = Running::start(recorder, Terms::default());
+    let run = Running::start(recorder, Terms::default()).await;
     run.report(occupied("a"));
     wait(10_000).await;
     assert_eq!(run.recorder.posted(), 3);
@@ -324,7 +328,7 @@ async fn an_application_that_never_answers_holds_a_bounded_backlog() {
         },
         ..Terms::default()
     };
-    let run = Running::start(Recorder::new(ONE_APP, Answer::Never), terms);
+    let run = Running::start(Recorder::new(ONE_APP, Answer::Never), terms).await;
     for i in 0..20 {
         run.report(occupied(&format!("channel-{i}")));
     }
@@ -345,7 +349,7 @@ async fn an_application_that_never_answers_holds_a_bounded_backlog() {
 async fn a_reload_applies_to_requests_on_their_way() {
     let recorder = Recorder::new(ONE_APP, Answer::Status(200));
     recorder.script.lock().push_back(Answer::Status(500));
-    let run = Running::start(recorder, Terms::default());
+    let run = Running::start(recorder, Terms::default()).await;
     run.report(occupied("a"));
     wait(200).await;
     assert_eq!(run.recorder.posted(), 1);
@@ -378,14 +382,37 @@ async fn a_reload_applies_to_requests_on_their_way() {
 
 #[tokio::test(start_paused = true)]
 async fn events_the_connections_could_not_queue_are_counted() {
-    let run = Running::start(
-        Recorder::new(ONE_APP, Answer::Status(200)),
-        Terms::default(),
-    );
+    let recorder = Recorder::new(ONE_APP, Answer::Status(200));
+    // Lost before the sender started (no app had a webhook): nobody's loss.
+    recorder
+        .unqueued
+        .store(2, std::sync::atomic::Ordering::Relaxed);
+    let run = Running::start(recorder, Terms::default()).await;
+    wait(1).await;
     run.recorder
         .unqueued
-        .store(5, std::sync::atomic::Ordering::Relaxed);
+        .store(7, std::sync::atomic::Ordering::Relaxed);
     run.report(occupied("a"));
     wait(200).await;
     assert_eq!(run.counters.dropped_of(Dropped::QueueFull), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_was_reported_before_the_sender_started_is_not_sent() {
+    let events = AppEvents::default();
+    let app: Arc<str> = "1".into();
+    events.send(&app, occupied("stale"));
+    let recorder = Recorder::new(ONE_APP, Answer::Status(200));
+    tokio::spawn(run(
+        events.take_receiver().unwrap(),
+        recorder.clone(),
+        WebhookCounters::default(),
+        Terms::default(),
+    ));
+    wait(1).await;
+    events.send(&app, occupied("fresh"));
+    wait(200).await;
+    let posted = recorder.posted.lock();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].json()["events"][0]["channel"], "fresh");
 }
