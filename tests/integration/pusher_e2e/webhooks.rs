@@ -159,3 +159,26 @@ async fn a_refused_webhook_is_sent_again_and_a_wrong_secret_never_validates() {
         (&json!(false), &json!(401))
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_adds_the_first_webhook_starts_sending() {
+    let mut app = StandIn::start(0).await;
+    let gw = gateway(&app, "", "").await;
+    let _before = subscribed_socket(&gw, "news-before").await;
+    let path = gw.dir.join("gateway.yaml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "client_events: true }",
+        "client_events: true, webhook: { url: /pusher/webhook } }",
+    );
+    assert!(text.contains("webhook:"), "{text}");
+    std::fs::write(&path, text).unwrap();
+    pushgate::reload::reload(gw.handle.as_ref().unwrap().state(), &path).unwrap();
+    let _after = subscribed_socket(&gw, "news-after").await;
+    let hook = app.next_of("webhook").await;
+    assert_eq!(hook["valid"], true);
+    assert_eq!(
+        hook["events"],
+        json!([{"name": "channel_occupied", "channel": "news-after"}]),
+        "only what happened once the app had a webhook"
+    );
+}
