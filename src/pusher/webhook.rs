@@ -16,6 +16,7 @@
 //! ([`Destination`]), so a reload applies to events already on their way.
 
 mod outbox;
+mod render;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,11 +30,11 @@ use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 
-use super::data::to_pusher;
 use super::{App, AppEvent, AppEventReceiver};
 use crate::metrics::pusher_webhook::{Dropped, WebhookCounters};
 use crate::upstream::Upstream;
 use outbox::{Batch, BatchLimits, Batches, Held};
+use render::render;
 
 /// Where the sender's requests go, as the settings in force say.
 pub trait Destination: Send + Sync + 'static {
@@ -344,58 +345,6 @@ fn unix_ms() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0)
-}
-
-/// An event as Pusher's webhook body writes it, with its name.
-fn render(event: &AppEvent) -> (&'static str, String) {
-    use serde_json::json;
-    let (name, value) = match event {
-        AppEvent::ChannelOccupied { channel } => (
-            "channel_occupied",
-            json!({"name": "channel_occupied", "channel": channel}),
-        ),
-        AppEvent::ChannelVacated { channel } => (
-            "channel_vacated",
-            json!({"name": "channel_vacated", "channel": channel}),
-        ),
-        AppEvent::MemberAdded { channel, user_id } => (
-            "member_added",
-            json!({"name": "member_added", "channel": channel, "user_id": user_id}),
-        ),
-        AppEvent::MemberRemoved { channel, user_id } => (
-            "member_removed",
-            json!({"name": "member_removed", "channel": channel, "user_id": user_id}),
-        ),
-        AppEvent::ClientEvent {
-            channel,
-            event,
-            data,
-            socket_id,
-            user_id,
-        } => {
-            // `data` is a string, as the HTTP API's is: a client's object
-            // travels as its JSON text.
-            let mut value = json!({
-                "name": "client_event",
-                "channel": channel,
-                "event": event,
-                "data": to_pusher(data),
-                "socket_id": socket_id,
-            });
-            if let (Some(user), Some(map)) = (user_id, value.as_object_mut()) {
-                map.insert("user_id".into(), user.as_str().into());
-            }
-            ("client_event", value)
-        }
-        AppEvent::SubscriptionCount {
-            channel,
-            subscription_count,
-        } => (
-            "subscription_count",
-            json!({"name": "subscription_count", "channel": channel, "subscription_count": subscription_count}),
-        ),
-    };
-    (name, value.to_string())
 }
 
 /// The most of a webhook answer's body read (it is not used; a larger one
