@@ -182,3 +182,26 @@ async fn a_reload_that_adds_the_first_webhook_starts_sending() {
         "only what happened once the app had a webhook"
     );
 }
+
+#[tokio::test]
+async fn a_webhook_goes_to_its_named_upstream() {
+    let backend = StandIn::start(0).await;
+    let mut hooks = StandIn::start(0).await;
+    let upstreams = format!(
+        "upstreams:\n  hooks: {{ url: \"http://127.0.0.1:{}\" }}\n",
+        hooks.port()
+    );
+    let gw = gateway(
+        &backend,
+        ", webhook: { url: /pusher/webhook, upstream: hooks }",
+        &upstreams,
+    )
+    .await;
+    let _ws = subscribed_socket(&gw, "news-routed").await;
+    let hook = hooks.next_of("webhook").await;
+    assert_eq!(hook["valid"], true);
+    assert_eq!(
+        hook["events"],
+        json!([{"name": "channel_occupied", "channel": "news-routed"}])
+    );
+}
