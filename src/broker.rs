@@ -115,12 +115,14 @@ pub trait Broker: Send + Sync + 'static {
 /// Presence membership kept where every instance sees it. Entries expire
 /// unless refreshed, so a crashed instance's members disappear by themselves.
 pub trait SharedPresence: Send + Sync {
-    /// Mark `subject` present in `channel` for `ttl`; true when it is new to
-    /// the channel across all instances (a join to announce).
+    /// Mark `subject` present in `channel` for `ttl`, showing `info` (JSON
+    /// text); true when it is new to the channel across all instances (a
+    /// join to announce).
     fn join<'a>(
         &'a self,
         channel: &'a str,
         subject: &'a str,
+        info: Option<&'a str>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, BrokerError>>;
 
@@ -134,4 +136,10 @@ pub trait SharedPresence: Send + Sync {
 
     /// Current members of `channel` on every instance, sorted.
     fn list<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<String>, BrokerError>>;
+
+    /// Current members of `channel` with what each shows, sorted.
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<presence::MemberInfo>, BrokerError>>;
 }

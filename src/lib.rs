@@ -45,8 +45,6 @@ pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod proxy;
 pub(crate) mod proxy_protocol;
-// Until the Pusher endpoints that use all of it land.
-#[allow(dead_code)]
 pub(crate) mod pusher;
 pub(crate) mod real_ip;
 pub(crate) mod relay;
@@ -199,6 +197,7 @@ impl Gateway {
             );
         }
         spawn_limit_eviction(&state);
+        state.start_pusher_webhooks();
         lifecycle.spawn_until_drain(server::accept_loop(
             state.clone(),
             listeners.public,

@@ -7,6 +7,8 @@
 
 mod atomic_histogram;
 pub use atomic_histogram::AtomicHistogram;
+pub mod pusher;
+pub mod pusher_webhook;
 pub mod stats;
 pub mod window;
 
@@ -118,6 +120,10 @@ pub struct Metrics {
     batch_peak: Gauge,
     /// Delivery latency again, in buckets the dashboard can read back.
     pub delivery_window: window::LatencyWindow,
+    /// Per Pusher app: sockets, events sent and received.
+    pub pusher: pusher::PusherMetrics,
+    /// What the Pusher apps' webhooks sent, failed and gave up.
+    pub pusher_webhook: pusher_webhook::WebhookCounters,
 }
 
 impl Default for Metrics {
@@ -159,8 +165,12 @@ impl Metrics {
             proxy_protocol_refused: Counter::default(),
             batch_peak: Gauge::default(),
             delivery_window: window::LatencyWindow::default(),
+            pusher: pusher::PusherMetrics::default(),
+            pusher_webhook: Default::default(),
             registry: Registry::default(),
         };
+        m.pusher.register(&mut r);
+        m.pusher_webhook.register(&mut r);
         r.register(
             "realtime_connections",
             "Open realtime connections by transport",

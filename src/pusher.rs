@@ -10,7 +10,9 @@
 //! pushgate publishes reach each other's subscribers.
 
 pub mod data;
+pub mod frames;
 pub mod sign;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -150,6 +152,8 @@ impl SocketIds {
 }
 
 /// Whether `s` has the shape of a socket id (`123.456`).
+// Used by the HTTP API's `socket_id`; the socket endpoint mints ids.
+#[allow(dead_code)]
 pub fn valid_socket_id(s: &str) -> bool {
     match s.split_once('.') {
         Some((a, b)) => {
@@ -191,6 +195,30 @@ pub enum AppEvent {
         channel: String,
         subscription_count: usize,
     },
+}
+
+/// The member events of a presence join or leave announced on hub channel
+/// `hub`: one per app whose presence channel it is.
+pub fn member_events(
+    apps: &Apps,
+    hub: &str,
+    user_id: &str,
+    joined: bool,
+) -> Vec<(Arc<str>, AppEvent)> {
+    apps.iter()
+        .filter_map(|app| {
+            let channel = app.pusher_channel(hub)?;
+            (ChannelKind::of(channel) == ChannelKind::Presence).then(|| {
+                let (channel, user_id) = (channel.to_owned(), user_id.to_owned());
+                let event = if joined {
+                    AppEvent::MemberAdded { channel, user_id }
+                } else {
+                    AppEvent::MemberRemoved { channel, user_id }
+                };
+                (app.id.clone(), event)
+            })
+        })
+        .collect()
 }
 
 /// The webhook sender's end: events with their app's id.
@@ -282,6 +310,28 @@ mod tests {
         assert_eq!(ChannelKind::of("presence-x"), ChannelKind::Presence);
         assert_eq!(ChannelKind::of("x-private-"), ChannelKind::Public);
         assert!(!ChannelKind::Public.needs_auth() && ChannelKind::Encrypted.needs_auth());
+    }
+
+    #[test]
+    fn members_are_reported_to_the_apps_whose_presence_channel_it_is() {
+        let apps = apps();
+        let events = member_events(&apps, "b:presence-x", "7", true);
+        assert_eq!(
+            events.len(),
+            1,
+            "app 1 sees `b:presence-x`, not a presence name"
+        );
+        assert!(
+            matches!(&events[0], (id, AppEvent::MemberAdded { channel, .. })
+            if &**id == "2" && channel == "presence-x")
+        );
+        let events = member_events(&apps, "presence-x", "7", false);
+        assert_eq!(events.len(), 1);
+        assert!(
+            matches!(&events[0], (id, AppEvent::MemberRemoved { channel, user_id })
+            if &**id == "1" && channel == "presence-x" && user_id == "7")
+        );
+        assert!(member_events(&apps, "private-x", "7", true).is_empty());
     }
 
     #[test]

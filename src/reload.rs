@@ -76,6 +76,8 @@ pub fn reload(state: &AppState, path: &Path) -> Result<(), ReloadError> {
                 );
             }
             state.replace_settings(new);
+            // The first app with a webhook may have come with this reload.
+            state.start_pusher_webhooks();
             state.reloaded.ring();
             state.metrics.reloads.get_or_create(&label("ok")).inc();
             state.stats.reload_failed.store(false, Ordering::Relaxed);

@@ -14,6 +14,9 @@ use crate::transport;
 
 pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let settings = state.settings();
+    if let Some(key) = transport::pusher::endpoint(&settings, req.uri().path()) {
+        return transport::pusher::upgrade(state.clone(), settings, req, key).await;
+    }
     let prefix = settings.config.realtime.path.as_str();
     if let Some(rest) = req.uri().path().strip_prefix(prefix) {
         if rest.starts_with('/') {

@@ -28,6 +28,8 @@ use crate::rules::ChannelRules;
 use crate::session_auth::{CheckPolicy, Checks};
 use crate::upstream::registry::Upstreams;
 
+mod pusher_webhooks;
+
 /// Everything derived from one version of the configuration.
 pub struct Settings {
     pub config: Config,
@@ -145,7 +147,7 @@ impl AppState {
         if tokio::runtime::Handle::try_current().is_ok() {
             settings.upstreams.watch_health(&lifecycle);
         }
-        AppState(Arc::new(Handles {
+        let state = AppState(Arc::new(Handles {
             limits,
             settings: ArcSwap::from_pointee(settings),
             hub,
@@ -159,7 +161,22 @@ impl AppState {
             app_checks: Checks::default(),
             socket_ids: Default::default(),
             app_events: Default::default(),
-        }))
+        }));
+        // Members of Pusher apps' presence channels reach their webhooks.
+        let weak = Arc::downgrade(&state.0);
+        state
+            .presence
+            .observe(Box::new(move |channel, subject, joined| {
+                if let Some(handles) = weak.upgrade() {
+                    let settings = handles.settings();
+                    for (app, event) in
+                        crate::pusher::member_events(&settings.pusher, channel, subject, joined)
+                    {
+                        handles.app_events.send(&app, event);
+                    }
+                }
+            }));
+        state
     }
 }
 

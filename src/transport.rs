@@ -14,6 +14,7 @@ pub mod login;
 pub mod ops;
 pub mod poll;
 pub mod publish;
+pub mod pusher;
 pub mod send;
 pub mod session;
 pub mod sse;

@@ -3,8 +3,9 @@
 //! A member is a token subject with at least one connection subscribed to
 //! the channel. Joining (first connection) and leaving (last connection gone,
 //! after `realtime.presence_grace`) are published into the channel as
-//! `presence` events, `{"action":"join"|"leave","subject":…}`, through the
-//! broker like any message. The grace period means a reconnect does not make
+//! `presence` events, `{"action":"join"|"leave","subject":…}` (with
+//! `"info"` when the member has some: a Pusher presence member's
+//! `user_info`), through the broker like any message. The grace period means a reconnect does not make
 //! a member flap, and a vanished client is gone once it expires: no ghosts.
 //!
 //! With a broker that spans instances ([`Broker::shared_presence`], the
@@ -27,10 +28,22 @@ struct Member {
     connections: u32,
     /// Bumped on every change, so a stale leave timer knows it lost the race.
     generation: u64,
+    /// What the member shows others (a Pusher member's `user_info` JSON).
+    info: Option<Arc<str>>,
 }
+
+/// A member and what it shows others (JSON text), for protocols that list
+/// members with their details (Pusher's presence channels).
+pub type MemberInfo = (String, Option<String>);
+
+/// Told of every join and leave this instance announces (`true`: joined),
+/// once per member across instances: what reports members to an app's
+/// webhook (`state.rs`).
+pub type Observer = Box<dyn Fn(&Arc<str>, &str, bool) + Send + Sync>;
 
 pub struct Presence {
     broker: Arc<dyn Broker>,
+    observer: std::sync::OnceLock<Observer>,
     /// Whether the broker shares membership across instances (fixed for
     /// the broker's life, so asked once).
     shared: bool,
@@ -43,6 +56,7 @@ pub struct Presence {
 impl Presence {
     pub fn new(broker: Arc<dyn Broker>, lifecycle: Lifecycle) -> Arc<Presence> {
         Arc::new(Presence {
+            observer: std::sync::OnceLock::new(),
             shared: broker.shared_presence().is_some(),
             broker,
             members: Mutex::new(HashMap::new()),
@@ -50,17 +64,26 @@ impl Presence {
         })
     }
 
-    /// A connection of `subject` joined `channel`.
+    /// Set the one observer of announced joins and leaves (later calls are
+    /// ignored).
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// A connection of `subject` joined `channel`, showing `info` (JSON
+    /// text) to the other members.
     pub fn join(
         self: &Arc<Self>,
         channel: &Arc<str>,
         subject: &str,
+        info: Option<&Arc<str>>,
         history: HistoryPolicy,
         grace: Duration,
     ) {
-        let Some((connections, generation)) = self.count_in(channel, subject) else {
+        let Some((connections, generation)) = self.count_in(channel, subject, info) else {
             return;
         };
+        let info = info.cloned();
         if self.shared {
             if connections == 1 {
                 let this = self.clone();
@@ -69,8 +92,13 @@ impl Presence {
                     let Some(shared) = this.broker.shared_presence() else {
                         return;
                     };
-                    match shared.join(&channel, &subject, grace).await {
-                        Ok(true) => this.announce(&channel, &subject, "join", history),
+                    match shared
+                        .join(&channel, &subject, info.as_deref(), grace)
+                        .await
+                    {
+                        Ok(true) => {
+                            this.announce(&channel, &subject, info.as_deref(), "join", history)
+                        }
                         Ok(false) => {}
                         Err(error) => tracing::warn!(%error, "presence join not shared"),
                     }
@@ -80,13 +108,18 @@ impl Presence {
         }
         // A member still in its grace period (connections 0, kept) is not new.
         if connections == 1 && generation == 1 {
-            self.announce(channel, subject, "join", history);
+            self.announce(channel, subject, info.as_deref(), "join", history);
         }
     }
 
     /// Count one more local connection of `subject` in `channel`; returns the
     /// member's connections and generation after the change.
-    fn count_in(&self, channel: &Arc<str>, subject: &str) -> Option<(u32, u64)> {
+    fn count_in(
+        &self,
+        channel: &Arc<str>,
+        subject: &str,
+        info: Option<&Arc<str>>,
+    ) -> Option<(u32, u64)> {
         let mut all = self.members.lock();
         let member = all
             .entry(channel.clone())
@@ -95,6 +128,9 @@ impl Presence {
             .or_default();
         member.connections += 1;
         member.generation += 1;
+        if info.is_some() {
+            member.info = info.cloned();
+        }
         Some((member.connections, member.generation))
     }
 
@@ -160,7 +196,7 @@ impl Presence {
                 still_gone
             };
             if gone {
-                this.announce(&channel, &subject, "leave", history);
+                this.announce(&channel, &subject, None, "leave", history);
             }
         });
     }
@@ -207,13 +243,36 @@ impl Presence {
                         for (channel, subject) in gone {
                             let channel: Arc<str> = channel.into();
                             let policy = history(&channel);
-                            this.announce(&channel, &subject, "leave", policy);
+                            this.announce(&channel, &subject, None, "leave", policy);
                         }
                     }
                     Err(error) => tracing::debug!(%error, "presence refresh failed"),
                 }
             }
         });
+    }
+
+    /// Current members of `channel` with what each shows (on every
+    /// instance when shared), sorted by subject.
+    pub async fn members(&self, channel: &str) -> Vec<MemberInfo> {
+        if let Some(shared) = self.broker.shared_presence() {
+            return shared.members(channel).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "presence members unavailable");
+                Vec::new()
+            });
+        }
+        let mut out: Vec<MemberInfo> = self
+            .members
+            .lock()
+            .get(channel)
+            .map(|m| {
+                m.iter()
+                    .map(|(s, m)| (s.clone(), m.info.as_deref().map(str::to_owned)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
     }
 
     fn list_local(&self, channel: &str) -> Vec<String> {
@@ -227,8 +286,21 @@ impl Presence {
         out
     }
 
-    fn announce(&self, channel: &Arc<str>, subject: &str, action: &str, history: HistoryPolicy) {
-        let data = serde_json::json!({"action": action, "subject": subject});
+    fn announce(
+        &self,
+        channel: &Arc<str>,
+        subject: &str,
+        info: Option<&str>,
+        action: &str,
+        history: HistoryPolicy,
+    ) {
+        if let Some(observer) = self.observer.get() {
+            observer(channel, subject, action == "join");
+        }
+        let mut data = serde_json::json!({"action": action, "subject": subject});
+        if let Some(info) = info.and_then(|i| serde_json::from_str::<serde_json::Value>(i).ok()) {
+            data["info"] = info;
+        }
         let Ok(data) = serde_json::value::to_raw_value(&data) else {
             return;
         };

@@ -104,6 +104,13 @@ impl Message {
         self.data_len
     }
 
+    /// The JSON `data` alone (the end of the shared JSON), for transports
+    /// that speak another wire format (Pusher).
+    pub fn data_text(&self) -> &str {
+        let at = self.wire.len() - self.data_len;
+        std::str::from_utf8(&self.wire[at..]).unwrap_or("null")
+    }
+
     /// The shared JSON prefix (an object missing its closing brace).
     pub fn wire_prefix(&self) -> &Bytes {
         &self.wire
@@ -149,6 +156,7 @@ mod tests {
         m.write_json(None, &mut bare);
         let v: serde_json::Value = serde_json::from_slice(&bare).unwrap();
         assert_eq!((v["id"].as_str(), v.get("cursor")), (Some("42"), None));
+        assert_eq!(m.data_text(), r#"{"a":[1,"x\ny"]}"#);
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub struct Session {
     presence_grace: Duration,
     /// The token subject, for presence.
     subject: Option<String>,
+    /// What the member shows others on presence channels (a Pusher
+    /// member's `user_info` JSON).
+    member_info: Option<Arc<str>>,
     inbox: Inbox,
     subs: Vec<Followed>,
     cursor: Cursor,
@@ -108,6 +111,7 @@ impl Session {
             presence: state.presence.clone(),
             presence_grace: settings.config.realtime.presence_grace,
             subject: None,
+            member_info: None,
             inbox: Inbox::new(queue),
             subs: Vec::new(),
             cursor: Cursor::new(epoch),
@@ -118,6 +122,14 @@ impl Session {
     /// Who this connection is (presence counts subjects, not connections).
     pub fn set_subject(&mut self, subject: Option<String>) {
         self.subject = subject;
+    }
+
+    /// Who this connection is on the presence channels it subscribes from
+    /// now on, and what it shows the other members (a Pusher socket names
+    /// its member per subscription, in the signed `channel_data`).
+    pub fn set_member(&mut self, subject: Option<String>, info: Option<Arc<str>>) {
+        self.subject = subject;
+        self.member_info = info;
     }
 
     pub fn inbox(&self) -> &Inbox {
@@ -207,8 +219,13 @@ impl Session {
             f.follow = Some(following);
             f.member = self.subject.clone().filter(|_| terms.presence);
             if let Some(m) = &f.member {
-                self.presence
-                    .join(channel, m, terms.history, self.presence_grace);
+                self.presence.join(
+                    channel,
+                    m,
+                    self.member_info.as_ref(),
+                    terms.history,
+                    self.presence_grace,
+                );
             }
         }
         match resume {

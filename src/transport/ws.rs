@@ -8,8 +8,8 @@
 //! the inbox's eviction signal: a client that stops reading is cut off
 //! instead of stalling anyone.
 
-mod ending;
-mod outgoing;
+pub(crate) mod ending;
+pub(crate) mod outgoing;
 mod requests;
 mod serve;
 
@@ -41,7 +41,7 @@ pub const SUBPROTOCOL: &str = "pushgate.v1";
 /// closed with 1013.
 const FLOOD_CLOSE_AFTER: u32 = 20;
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Validate the handshake and the requested channels, answer 101, and run the
 /// session on the upgraded connection.
@@ -50,27 +50,11 @@ pub async fn upgrade(
     settings: Arc<Settings>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let headers = req.headers();
-    let is_upgrade = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = headers.get("sec-websocket-key").cloned();
-    let version_ok = headers
-        .get("sec-websocket-version")
-        .is_some_and(|v| v == "13");
-    let (true, Some(key), true, http::Version::HTTP_11) =
-        (is_upgrade, key, version_ok, req.version())
-    else {
-        let mut r = reply::error(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
-            "this endpoint speaks WebSocket (HTTP/1.1 Upgrade, version 13)",
-        );
-        r.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return r;
+    let key = match handshake_key(&req) {
+        Ok(key) => key,
+        Err(refused) => return refused,
     };
+    let headers = req.headers();
     let offers_ours = headers
         .get_all("sec-websocket-protocol")
         .iter()
@@ -127,6 +111,46 @@ pub async fn upgrade(
         subscribed,
     });
     tasks.spawn(run(opening, on_upgrade).instrument(span));
+    let mut resp = switching_protocols(&key);
+    let h = resp.headers_mut();
+    if offers_ours {
+        h.insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    resp
+}
+
+/// The client's `Sec-WebSocket-Key` when the request is a WebSocket
+/// handshake we accept (HTTP/1.1 Upgrade, version 13); else the 426 answer.
+pub(crate) fn handshake_key<B>(req: &Request<B>) -> Result<HeaderValue, Response<Body>> {
+    let headers = req.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = headers.get("sec-websocket-key").cloned();
+    let version_ok = headers
+        .get("sec-websocket-version")
+        .is_some_and(|v| v == "13");
+    let (true, Some(key), true, http::Version::HTTP_11) =
+        (is_upgrade, key, version_ok, req.version())
+    else {
+        let mut r = reply::error(
+            StatusCode::UPGRADE_REQUIRED,
+            "upgrade_required",
+            "this endpoint speaks WebSocket (HTTP/1.1 Upgrade, version 13)",
+        );
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return Err(r);
+    };
+    Ok(key)
+}
+
+/// The 101 answer to a handshake whose key is `key`.
+pub(crate) fn switching_protocols(key: &HeaderValue) -> Response<Body> {
     let mut resp = Response::new(reply::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -134,12 +158,6 @@ pub async fn upgrade(
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         h.insert("sec-websocket-accept", accept);
-    }
-    if offers_ours {
-        h.insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
     }
     resp
 }

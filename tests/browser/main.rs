@@ -13,4 +13,5 @@ mod client;
 mod cors;
 mod dashboard;
 mod demo;
+mod pusher;
 mod tabs;

@@ -23,6 +23,8 @@ mod presence;
 mod proxy;
 mod publish;
 mod pusher_api;
+mod pusher_e2e;
+mod pusher_ws;
 mod queue;
 mod relay;
 mod reload;

@@ -20,21 +20,32 @@ impl RedisBroker {
         format!("{}:pidx", self.keys.prefix)
     }
 
-    /// Mark `subject` present in `channel` for `ttl`; true when it is new to
-    /// the channel across all instances (a join to announce).
+    /// What members of `channel` show (subject → JSON text): beside the
+    /// member set, under a name no channel can have (`#` is not allowed in
+    /// channel names), so the sweep finds it from the set's key.
+    fn presence_info_key(&self, channel: &str) -> String {
+        format!("{}#i", self.presence_key(channel))
+    }
+
+    /// Mark `subject` present in `channel` for `ttl`, showing `info`; true
+    /// when it is new to the channel across all instances (a join to
+    /// announce).
     pub async fn presence_join(
         &self,
         channel: &str,
         subject: &str,
+        info: Option<&str>,
         ttl: Duration,
     ) -> Result<bool, BrokerError> {
         let mut conn = self.connection()?;
         let mut inv = self.presence_join_script.prepare_invoke();
         inv.key(self.presence_key(channel))
             .key(self.presence_index())
+            .key(self.presence_info_key(channel))
             .arg(subject)
             .arg(ttl.as_millis() as u64)
-            .arg(channel);
+            .arg(channel)
+            .arg(info.unwrap_or_default());
         let fresh: i64 = self.call(inv.invoke_async(&mut conn)).await?;
         Ok(fresh == 1)
     }
@@ -82,6 +93,32 @@ impl RedisBroker {
         members.sort();
         Ok(members)
     }
+
+    /// Current members of `channel` on every instance with what each
+    /// shows, sorted.
+    pub async fn presence_members(
+        &self,
+        channel: &str,
+    ) -> Result<Vec<crate::broker::presence::MemberInfo>, BrokerError> {
+        let ids = self.presence_list(channel).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.connection()?;
+        let infos: Vec<Option<String>> = self
+            .call(
+                redis::cmd("HMGET")
+                    .arg(self.presence_info_key(channel))
+                    .arg(&ids)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(ids
+            .into_iter()
+            .zip(infos.into_iter().chain(std::iter::repeat(None)))
+            .map(|(id, info)| (id, info.filter(|i| !i.is_empty())))
+            .collect())
+    }
 }
 
 impl SharedPresence for RedisBroker {
@@ -89,9 +126,10 @@ impl SharedPresence for RedisBroker {
         &'a self,
         channel: &'a str,
         subject: &'a str,
+        info: Option<&'a str>,
         ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, BrokerError>> {
-        Box::pin(self.presence_join(channel, subject, ttl))
+        Box::pin(self.presence_join(channel, subject, info, ttl))
     }
 
     fn refresh<'a>(
@@ -104,5 +142,12 @@ impl SharedPresence for RedisBroker {
 
     fn list<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<String>, BrokerError>> {
         Box::pin(self.presence_list(channel))
+    }
+
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<crate::broker::presence::MemberInfo>, BrokerError>> {
+        Box::pin(self.presence_members(channel))
     }
 }

@@ -16,6 +16,7 @@ for _, channel in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if #expired > 0 then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
     for _, subject in ipairs(expired) do
+      redis.call('HDEL', key .. '#i', subject)
       table.insert(gone, channel)
       table.insert(gone, subject)
     end

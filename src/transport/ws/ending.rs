@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame, Utf8Bytes};
 
 /// A frame read from the client, as the session sees it.
-pub(super) enum Inbound {
+pub(crate) enum Inbound {
     Text(Utf8Bytes),
     Binary,
     /// Ping or pong (tungstenite answers pings itself); proves the peer alive.
@@ -22,7 +22,7 @@ pub(super) enum Inbound {
 
 impl Inbound {
     /// What a read produced.
-    pub(super) fn from_read(item: Option<Result<Frame, WsError>>) -> Inbound {
+    pub(crate) fn from_read(item: Option<Result<Frame, WsError>>) -> Inbound {
         match item {
             Some(Ok(Frame::Text(t))) => Inbound::Text(t),
             Some(Ok(Frame::Binary(_))) => Inbound::Binary,

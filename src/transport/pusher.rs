@@ -1,0 +1,101 @@
+//! The Pusher Channels WebSocket endpoint, `{pusher.path}/{key}?protocol=7`
+//! on the public listener: pusher-js, Laravel Echo and the mobile libraries
+//! connect here unchanged.
+//!
+//! A Pusher socket is one more transport over the one hub: its
+//! subscriptions are hub subscriptions of the app's channel names (with the
+//! app's `channel_prefix`), admitted by the same path as pushgate's own
+//! sockets (per-address and per-client limits, `max_connections`, channel
+//! rules, per-channel room), and it receives pushgate publishes as Pusher
+//! events. What is Pusher's alone lives here: the app key, socket ids,
+//! signed private and presence subscriptions, client events, Pusher's
+//! activity check and close codes. The frames themselves are rendered and
+//! parsed in `pusher/frames.rs`.
+
+mod deliver;
+mod events;
+mod socket;
+mod subscribe;
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::{admit, query, ws};
+use crate::conn_info::ConnInfo;
+use crate::pusher::App;
+use crate::reply::Body;
+use crate::state::{AppState, Settings};
+
+/// The app key of a path under `pusher.path` (`/app/{key}`), when the
+/// `pusher:` section has apps.
+pub fn endpoint(settings: &Settings, path: &str) -> Option<String> {
+    let pusher = settings.config.pusher.as_ref()?;
+    if settings.pusher.is_empty() {
+        return None;
+    }
+    let key = path.strip_prefix(pusher.path.as_str())?.strip_prefix('/')?;
+    (!key.is_empty() && !key.contains('/')).then(|| key.to_owned())
+}
+
+/// What a socket starts with, once upgraded.
+struct Opening {
+    state: AppState,
+    settings: Arc<Settings>,
+    client: super::Client,
+    /// None: the key is unknown (closed with 4001 after the upgrade, so
+    /// pusher-js reads the code and does not retry).
+    app: Option<Arc<App>>,
+    key: String,
+    /// The `protocol` the client asked for (pusher-js sends 7).
+    protocol: Option<u32>,
+    socket_id: Box<str>,
+}
+
+/// Accept the handshake of a Pusher socket for app `key`. A refusal the
+/// admission path decides before the upgrade (rate limits, capacity) is
+/// its HTTP answer; an unknown key or an app at its `max_connections` is a
+/// Pusher close code after it.
+pub async fn upgrade(
+    state: AppState,
+    settings: Arc<Settings>,
+    mut req: Request<Incoming>,
+    key: String,
+) -> Response<Body> {
+    let accept = match ws::handshake_key(&req) {
+        Ok(accept) => accept,
+        Err(refused) => return refused,
+    };
+    let q = query(&req);
+    let client = match admit(&state, &settings, &req, &q, false).await {
+        Ok(client) => client,
+        Err(refusal) => return refusal.response(),
+    };
+    let app = settings.pusher.by_key(&key).cloned();
+    let conn = req.extensions().get::<ConnInfo>().cloned();
+    let socket_id = state.socket_ids.next();
+    let span = tracing::debug_span!(
+        "pusher",
+        app = app.as_ref().map(|a| &*a.id),
+        socket_id = &*socket_id,
+        client = conn.as_ref().map(|c| c.client.to_string()),
+        conn = conn.as_ref().map(|c| c.id),
+    );
+    let opening = Opening {
+        protocol: q.get("protocol").and_then(|p| p.parse().ok()),
+        state: state.clone(),
+        settings,
+        client,
+        app,
+        key,
+        socket_id,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    state
+        .lifecycle
+        .tasks()
+        .spawn(socket::run(Box::new(opening), on_upgrade).instrument(span));
+    ws::switching_protocols(&accept)
+}

@@ -1,0 +1,177 @@
+//! Hub messages to a Pusher socket: each as a Pusher event on the channel's
+//! name as the app knows it, its data double-encoded (`pusher::data`).
+//!
+//! A message whose origin is this socket (its own client event, or an API
+//! trigger that named it in `socket_id`) is skipped. On presence channels,
+//! the hub's `presence` join and leave announcements become
+//! `pusher_internal:member_added` / `member_removed` (each member is
+//! announced once, on its first connection and after its last), except
+//! the socket's own member, which it already knows from
+//! `subscription_succeeded`. Pusher has no resume, so resets are not sent.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+use super::socket::{Joined, PusherSocket};
+use crate::hub::Message;
+use crate::pusher::ChannelKind;
+use crate::pusher::frames;
+use crate::transport::session::{BATCH_BYTES, Delivery};
+
+/// A presence announcement's data (`broker/presence.rs`).
+#[derive(Deserialize)]
+struct Announcement<'a> {
+    action: &'a str,
+    subject: String,
+    #[serde(default, borrow)]
+    info: Option<&'a RawValue>,
+}
+
+impl PusherSocket {
+    /// Write what the session drained, a batch of about [`BATCH_BYTES`] at
+    /// a time.
+    pub(super) async fn deliver(&mut self) -> Result<(), WsError> {
+        while !self.out.is_empty() {
+            let mut taken = 0;
+            let mut delivered = 0u64;
+            for item in &self.out {
+                if self.outgoing.len() >= BATCH_BYTES {
+                    break;
+                }
+                taken += 1;
+                if !self.session.advance(item) {
+                    continue;
+                }
+                if let Delivery::Message(m) = item {
+                    let joined = self.joined.get(&m.channel);
+                    if let Some(frame) = render(m, &self.socket_id, joined) {
+                        self.outgoing.text(&frame);
+                        delivered += 1;
+                    }
+                }
+            }
+            self.out.drain(..taken);
+            self.state.count_delivered(delivered);
+            self.sent.inc_by(delivered);
+            self.write().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The Pusher frame for `m` on the channel this socket `joined` as, or None
+/// when socket `socket_id` does not get it.
+fn render(m: &Message, socket_id: &str, joined: Option<&Joined>) -> Option<String> {
+    if m.origin
+        .as_ref()
+        .is_some_and(|o| &*o.socket_id == socket_id)
+    {
+        return None;
+    }
+    let joined = joined?;
+    let data: &RawValue = serde_json::from_str(m.data_text()).ok()?;
+    if joined.kind == ChannelKind::Presence && &*m.event == "presence" {
+        if let Ok(a) = serde_json::from_str::<Announcement<'_>>(data.get()) {
+            if joined.user_id.as_deref() == Some(a.subject.as_str()) {
+                return None;
+            }
+            return match a.action {
+                "join" => Some(frames::member_added(&joined.name, &a.subject, a.info)),
+                "leave" => Some(frames::member_removed(&joined.name, &a.subject)),
+                _ => None,
+            };
+        }
+    }
+    let user_id = m
+        .origin
+        .as_ref()
+        .and_then(|o| o.user_id.as_deref())
+        .filter(|_| joined.kind == ChannelKind::Presence);
+    Some(frames::channel_event(&m.event, &joined.name, data, user_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Origin;
+    use serde_json::{Value, json};
+
+    fn message(channel: &str, event: &str, data: Value, from: Option<(&str, &str)>) -> Message {
+        let raw = serde_json::value::to_raw_value(&data).unwrap();
+        let mut m = Message::new(channel.into(), event.into(), &raw, 1, None, 1);
+        m.origin = from.map(|(socket_id, user_id)| {
+            Box::new(Origin {
+                socket_id: socket_id.into(),
+                user_id: Some(user_id.into()),
+            })
+        });
+        m
+    }
+
+    fn joined(name: &str, kind: ChannelKind, user_id: Option<&str>) -> Joined {
+        Joined {
+            name: name.into(),
+            kind,
+            user_id: user_id.map(String::from),
+            user_info: None,
+        }
+    }
+
+    fn parse(frame: Option<String>) -> Value {
+        serde_json::from_str(&frame.expect("a frame")).unwrap()
+    }
+
+    #[test]
+    fn a_message_from_this_socket_never_comes_back() {
+        // An API trigger naming `socket_id`, or this socket's client event.
+        let m = message("b:news", "e", json!({"a": 1}), Some(("1.2", "u")));
+        let j = joined("news", ChannelKind::Public, None);
+        assert!(render(&m, "1.2", Some(&j)).is_none());
+        let f = parse(render(&m, "1.3", Some(&j)));
+        assert_eq!(
+            f,
+            json!({"event": "e", "channel": "news", "data": "{\"a\":1}"})
+        );
+        assert!(render(&m, "1.3", None).is_none(), "not joined: nothing");
+    }
+
+    #[test]
+    fn presence_channels_name_the_sender_and_turn_announcements_into_members() {
+        let j = joined("presence-r", ChannelKind::Presence, Some("me"));
+        let m = message("presence-r", "client-x", json!("hi"), Some(("9.9", "u1")));
+        let f = parse(render(&m, "1.1", Some(&j)));
+        assert_eq!(
+            (f["data"].as_str(), f["user_id"].as_str()),
+            (Some("hi"), Some("u1"))
+        );
+        let join = message(
+            "presence-r",
+            "presence",
+            json!({"action": "join", "subject": "u2", "info": {"n": 2}}),
+            None,
+        );
+        let f = parse(render(&join, "1.1", Some(&j)));
+        assert_eq!(f["event"], "pusher_internal:member_added");
+        let mine = message(
+            "presence-r",
+            "presence",
+            json!({"action": "leave", "subject": "me"}),
+            None,
+        );
+        assert!(
+            render(&mine, "1.1", Some(&j)).is_none(),
+            "its own member is known"
+        );
+        let left = message(
+            "presence-r",
+            "presence",
+            json!({"action": "leave", "subject": "u2"}),
+            None,
+        );
+        assert_eq!(
+            parse(render(&left, "1.1", Some(&j)))["event"],
+            "pusher_internal:member_removed"
+        );
+    }
+}

@@ -1,0 +1,409 @@
+//! One Pusher socket's life: the opening (app, protocol, capacity), the loop,
+//! and the close with Pusher's code.
+//!
+//! One task owns the socket and the session, as pushgate's own WebSocket
+//! does: one `select` waits on shutdown, reloads, deliveries, client frames
+//! and the activity check, biased in that order, so a flooding client
+//! cannot hold up a shutdown or its own deliveries. The activity check is
+//! Pusher's: silent for `activity_timeout`, the socket is sent a
+//! `pusher:ping`; silent `pong_timeout` more, it is closed with 4201. Every
+//! way out is a [`Ending`] with the code pusher-js acts on: 4001 (unknown
+//! key, no retry), 4100 (over capacity, back off), 4200 (reconnect now:
+//! graceful shutdown, spread over `reconnect_spread`), 4201 (no pong).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
+use tracing::debug;
+
+use super::Opening;
+use crate::pusher::frames::{self, code};
+use crate::pusher::{App, AppEvent, ChannelKind};
+use crate::state::{AppState, Gauge, Settings};
+use crate::transport::Client;
+use crate::transport::session::{Delivery, Session};
+use crate::transport::ws::Socket;
+use crate::transport::ws::ending::Inbound;
+use crate::transport::ws::outgoing::Outgoing;
+
+/// The largest frame read at all; past it tungstenite closes 1009. Frames
+/// under it but over what they may carry (an app's `max_message`, a
+/// `channel_data`) are parsed and refused with `pusher:error`, the socket
+/// kept open.
+const FRAME_CAP: usize = 256 * 1024;
+
+/// A client that keeps sending after this many rate-limited frames in a
+/// row is closed with 4100 (back off, then reconnect).
+const FLOOD_CLOSE_AFTER: u32 = 20;
+
+/// Why a Pusher socket ends, and what it is told.
+pub(super) enum Ending {
+    /// Closed by us with a Pusher (or RFC 6455) code.
+    Close(u16, String),
+    /// The peer closed or vanished.
+    Gone,
+    /// The socket took nothing while we owed it bytes.
+    Stuck,
+}
+
+impl Ending {
+    /// Label for the disconnect metric.
+    fn reason(&self) -> &'static str {
+        match self {
+            Ending::Gone => "client",
+            Ending::Stuck => "slow_client",
+            Ending::Close(c, _) => match *c {
+                code::RECONNECT => "shutdown",
+                code::PONG_TIMEOUT => "timeout",
+                code::UNKNOWN_APP => "unknown_app",
+                code::OVER_CAPACITY => "over_capacity",
+                code::UNAUTHORIZED => "operator",
+                _ => "protocol",
+            },
+        }
+    }
+}
+
+/// A subscribed channel, by its hub name.
+pub(super) struct Joined {
+    /// The name the app knows it by.
+    pub(super) name: String,
+    pub(super) kind: ChannelKind,
+    /// This socket's member on a presence channel, and what it shows.
+    pub(super) user_id: Option<String>,
+    pub(super) user_info: Option<Arc<str>>,
+}
+
+pub(super) struct PusherSocket {
+    pub(super) state: AppState,
+    pub(super) settings: Arc<Settings>,
+    pub(super) app: Arc<App>,
+    pub(super) key: String,
+    pub(super) socket_id: Box<str>,
+    /// The session id of `POST /disconnect`.
+    pub(super) conn_id: u64,
+    pub(super) client: Client,
+    pub(super) session: Session,
+    pub(super) socket: Socket,
+    pub(super) outgoing: Outgoing,
+    pub(super) joined: HashMap<Arc<str>, Joined>,
+    pub(super) out: Vec<Delivery>,
+    /// Client events in the current one-second window.
+    pub(super) window: (Instant, u32),
+    /// Frames refused by the rate limit since the last accepted one.
+    refused: u32,
+    pub(super) sent: Counter,
+    received: Counter,
+}
+
+/// Run the socket of `opening` once upgraded.
+pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            debug!(%error, "pusher upgrade failed");
+            return;
+        }
+    };
+    let Opening {
+        state,
+        settings,
+        client,
+        app,
+        key,
+        protocol,
+        socket_id,
+    } = *opening;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_message_size(Some(FRAME_CAP))
+        .max_frame_size(Some(FRAME_CAP));
+    let mut socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    state.metrics.connect("pusher");
+    let Some(app) = app else {
+        return refuse(
+            &state,
+            &mut socket,
+            code::UNKNOWN_APP,
+            "Application does not exist",
+        )
+        .await;
+    };
+    if !protocol.is_some_and(|p| (5..=7).contains(&p)) {
+        return refuse(
+            &state,
+            &mut socket,
+            code::UNSUPPORTED_PROTOCOL,
+            "Unsupported protocol version",
+        )
+        .await;
+    }
+    let Some(_counted) = state
+        .metrics
+        .pusher
+        .open(&app.id, app.config.max_connections)
+    else {
+        return refuse(&state, &mut socket, code::OVER_CAPACITY, "Over capacity").await;
+    };
+    let _gauge = Gauge::enter(&state.stats, |s| &s.ws);
+    let _connection = Gauge::enter(&state.stats, |s| &s.connections);
+    let session = Session::new(&state, settings.config.realtime.client_queue);
+    let id = state.stats.conn_id();
+    let _registration = state.connections.register(
+        id,
+        client.identity.as_ref().map(|i| i.subject.as_str()),
+        "pusher",
+        session.inbox(),
+    );
+    let (sent, received) = state.metrics.pusher.counters(&app.id);
+    let mut this = PusherSocket {
+        state,
+        settings,
+        app,
+        key,
+        socket_id,
+        conn_id: id,
+        client,
+        session,
+        socket,
+        outgoing: Outgoing::default(),
+        joined: HashMap::new(),
+        out: Vec::new(),
+        window: (Instant::now(), 0),
+        refused: 0,
+        sent,
+        received,
+    };
+    let ending = this.serve().await;
+    this.state.metrics.disconnect("pusher", ending.reason());
+    this.close(ending).await;
+    this.leave_all();
+}
+
+/// Close a socket that never served with `code`.
+async fn refuse(state: &AppState, socket: &mut Socket, code: u16, reason: &str) {
+    state
+        .metrics
+        .disconnect("pusher", Ending::Close(code, String::new()).reason());
+    close_socket(socket, code, reason).await;
+}
+
+/// Send a close frame with `code` and wait (bounded) for the peer's.
+async fn close_socket(socket: &mut Socket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    };
+    let sent = tokio::time::timeout(
+        Duration::from_secs(2),
+        socket.send(Frame::Close(Some(frame))),
+    )
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
+        let drain = async {
+            while let Some(Ok(frame)) = socket.next().await {
+                if matches!(frame, Frame::Close(_)) {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+}
+
+impl PusherSocket {
+    async fn serve(&mut self) -> Ending {
+        let pusher = self.settings.config.pusher.clone().unwrap_or_default();
+        let activity = pusher.activity_timeout.max(Duration::from_millis(100));
+        let established =
+            frames::connection_established(&self.socket_id, activity.as_secs().max(1));
+        if self.send(established).await.is_err() {
+            return Ending::Gone;
+        }
+        let inbox = self.session.inbox().clone();
+        let mut evicted = inbox.eviction().listen_from_start();
+        let mut stopping = self.state.lifecycle.stopping().listen_from_start();
+        let mut reloaded = self.state.reloaded.listen();
+        // Silent for `activity`: a ping; silent `pong_timeout` more: 4201.
+        let check = tokio::time::sleep(activity);
+        tokio::pin!(check);
+        let mut pinged = false;
+        let mut shutdown: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = stopping.rung(), if shutdown.is_none() => {
+                    // Spread over the window: a restart is not a herd.
+                    let spread = pusher.reconnect_spread.as_millis() as u64;
+                    let after = Duration::from_millis(rand::random::<u64>() % spread.max(1));
+                    shutdown = Some(Box::pin(tokio::time::sleep(after)));
+                    Ok(())
+                }
+                _ = async { if let Some(s) = shutdown.as_mut() { s.await } }, if shutdown.is_some() => {
+                    return Ending::Close(code::RECONNECT, "server restart: reconnect".into());
+                }
+                _ = reloaded.rung() => {
+                    self.settings = self.state.settings();
+                    match self.settings.pusher.by_key(&self.key) {
+                        Some(app) => self.app = app.clone(),
+                        None => return Ending::Close(code::UNKNOWN_APP, "Application does not exist".into()),
+                    }
+                    Ok(())
+                }
+                _ = evicted.rung() => {
+                    self.state.stats.evicted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ending::Close(code::RECONNECT, "too far behind: reconnect".into());
+                }
+                _ = inbox.ready() => {
+                    if inbox.is_kicked() {
+                        return Ending::Close(code::UNAUTHORIZED, "disconnected by the operator".into());
+                    }
+                    self.session.drain(&mut self.out);
+                    self.deliver().await
+                }
+                read = self.socket.next(), if self.outgoing.is_empty() => {
+                    pinged = false;
+                    check.as_mut().reset(Instant::now() + activity);
+                    match Inbound::from_read(read) {
+                        Inbound::Text(text) => {
+                            self.received.inc();
+                            if !self.allow_frame() {
+                                if self.refused > FLOOD_CLOSE_AFTER {
+                                    return Ending::Close(code::OVER_CAPACITY, "too many frames".into());
+                                }
+                                self.send(frames::error(None, "too many frames; slow down")).await
+                            } else {
+                                self.on_text(&text).await
+                            }
+                        }
+                        Inbound::Binary => self.send(frames::error(None, "binary frames are not supported")).await,
+                        Inbound::Control => Ok(()),
+                        Inbound::End(Some((code, why))) => return Ending::Close(code.into(), why.into()),
+                        Inbound::End(None) => return Ending::Gone,
+                    }
+                }
+                _ = check.as_mut() => {
+                    if pinged {
+                        return Ending::Close(code::PONG_TIMEOUT, "Pong reply not received".into());
+                    }
+                    pinged = true;
+                    check.as_mut().reset(Instant::now() + pusher.pong_timeout);
+                    self.send(frames::ping()).await
+                }
+            };
+            if let Err(error) = step {
+                if inbox.is_evicted() {
+                    return Ending::Close(code::RECONNECT, "too far behind: reconnect".into());
+                }
+                if matches!(&error, WsError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+                    return Ending::Stuck;
+                }
+                return Ending::Gone;
+            }
+        }
+    }
+
+    /// Whether a frame is within the client's rate (`limits`, as for
+    /// pushgate's own sockets).
+    fn allow_frame(&mut self) -> bool {
+        match self.state.limits.message(&self.client.key) {
+            Ok(()) => {
+                self.refused = 0;
+                true
+            }
+            Err(l) => {
+                self.state.metrics.limited(l.kind.label());
+                self.refused += 1;
+                false
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), WsError> {
+        match frames::parse(text) {
+            Ok(frames::ClientFrame::Ping) => self.send(frames::pong()).await,
+            Ok(frames::ClientFrame::Pong) => Ok(()),
+            Ok(frames::ClientFrame::Subscribe(sub)) => Box::pin(self.subscribe(sub)).await,
+            Ok(frames::ClientFrame::Unsubscribe { channel }) => {
+                self.unsubscribe(&channel);
+                Ok(())
+            }
+            Ok(frames::ClientFrame::ClientEvent {
+                event,
+                channel,
+                data,
+            }) => Box::pin(self.client_event(event, channel, data)).await,
+            Err(error) => self.send(frames::error(None, &error.to_string())).await,
+        }
+    }
+
+    /// Queue one frame and write what is owed.
+    pub(super) async fn send(&mut self, text: String) -> Result<(), WsError> {
+        self.outgoing.text(&text);
+        self.write().await
+    }
+
+    /// Write what is owed, unless the connection is evicted first.
+    pub(super) async fn write(&mut self) -> Result<(), WsError> {
+        if self.outgoing.is_empty() {
+            return Ok(());
+        }
+        let mut evicted = self.session.inbox().eviction().listen_from_start();
+        tokio::select! {
+            biased;
+            r = write_owed(&mut self.socket, &mut self.outgoing) => r,
+            _ = evicted.rung() => Err(WsError::ConnectionClosed),
+        }
+    }
+
+    async fn close(&mut self, ending: Ending) {
+        let (code, reason) = match ending {
+            Ending::Close(code, reason) => (code, reason),
+            Ending::Gone => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.flush()).await;
+                return;
+            }
+            Ending::Stuck => return,
+        };
+        let owed = tokio::time::timeout(
+            Duration::from_secs(2),
+            write_owed(&mut self.socket, &mut self.outgoing),
+        )
+        .await;
+        if matches!(owed, Ok(Ok(()))) {
+            close_socket(&mut self.socket, code, &reason).await;
+        }
+    }
+
+    /// Leave every channel (the socket ended): the app hears of channels
+    /// this left empty.
+    fn leave_all(&mut self) {
+        let channels: Vec<Arc<str>> = self.joined.keys().cloned().collect();
+        for hub in channels {
+            self.unsubscribe_hub(&hub);
+        }
+    }
+
+    /// Tell the app's webhook of `event`.
+    pub(super) fn report(&self, event: AppEvent) {
+        self.state.app_events.send(&self.app.id, event);
+    }
+}
+
+/// Let tungstenite write what it queued (pong and close replies), then our
+/// frames.
+async fn write_owed(socket: &mut Socket, outgoing: &mut Outgoing) -> Result<(), WsError> {
+    socket.flush().await?;
+    outgoing.write_to(socket.get_mut()).await?;
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! `pusher:subscribe` and `pusher:unsubscribe`: a Pusher subscription is a
+//! hub subscription of the app's channel, judged by the admission path.
+//!
+//! Who may subscribe: a private-, private-encrypted- or presence- channel
+//! needs the app's signature over the socket id, the channel and the exact
+//! `channel_data` text received; that signature is the app's word, and
+//! stands in for the token or application check a pushgate rule may ask
+//! (`owner`, `token`, `check`). A public channel follows its rule's
+//! `subscribe` as an anonymous client: `anyone` is allowed, anything else
+//! refused. A channel no rule matches is refused, as for any client. Then
+//! the limits: `per_client.subscribes` (or the address's), the
+//! connection's channel count and the channel's room. A refusal answers
+//! `pusher:subscription_error` (and `pusher:error` 4009 for a missing or
+//! wrong signature); the socket stays open.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+use super::socket::{Joined, PusherSocket};
+use crate::pusher::frames::{self, Subscribe, code};
+use crate::pusher::{AppEvent, ChannelKind};
+use crate::rules::Refusal as RuleRefusal;
+use crate::transport::admission::{self, Refusal, Wire};
+use crate::transport::session::SubscriptionPolicy;
+
+/// The longest `channel_data` accepted: Pusher's own limit on a member's
+/// data is far below it.
+const MAX_CHANNEL_DATA: usize = 10 * 1024;
+
+/// Why a subscribe is refused, as the client is told.
+struct Refused {
+    status: u16,
+    message: String,
+    /// Also a `pusher:error` 4009: the signature was missing or wrong.
+    unauthorized: bool,
+}
+
+impl Refused {
+    fn unauthorized(message: impl Into<String>) -> Refused {
+        Refused {
+            status: 401,
+            message: message.into(),
+            unauthorized: true,
+        }
+    }
+}
+
+impl From<Refusal> for Refused {
+    fn from(r: Refusal) -> Refused {
+        Refused {
+            status: r.status.as_u16(),
+            message: r.message,
+            unauthorized: false,
+        }
+    }
+}
+
+impl PusherSocket {
+    pub(super) async fn subscribe(&mut self, sub: Subscribe) -> Result<(), WsError> {
+        let name = sub.channel.clone();
+        match self.admit(&sub).await {
+            Ok(reply) => self.send(reply).await,
+            Err(refused) => {
+                if refused.unauthorized {
+                    self.outgoing
+                        .text(&frames::error(Some(code::UNAUTHORIZED), &refused.message));
+                }
+                self.send(frames::subscription_error(
+                    &name,
+                    refused.status,
+                    &refused.message,
+                ))
+                .await
+            }
+        }
+    }
+
+    /// Judge and make the subscription; its success frame.
+    async fn admit(&mut self, sub: &Subscribe) -> Result<String, Refused> {
+        let name = sub.channel.as_str();
+        let hub = self.app.hub_channel(name).ok_or_else(|| Refused {
+            status: 400,
+            message: format!("invalid channel name `{}`", truncated(name)),
+            unauthorized: false,
+        })?;
+        let kind = ChannelKind::of(name);
+        if self.joined.contains_key(&hub) {
+            return self.succeeded(&hub).await.ok_or_else(|| {
+                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "").into()
+            });
+        }
+        let member = self.authorize(sub, kind)?;
+        let mut terms = SubscriptionPolicy::from(self.rule_for(&hub, kind)?);
+        terms.presence = kind == ChannelKind::Presence;
+        self.state
+            .limits
+            .subscribe(&self.client.key, 1)
+            .map_err(|l| {
+                self.state.metrics.limited(l.kind.label());
+                admission::subscribes_limited(l, Wire::WebSocket)
+            })?;
+        let limits = &self.settings.config.limits;
+        admission::admit_channel_count(
+            self.session.channel_count() + 1,
+            limits.max_channels_per_connection,
+        )?;
+        admission::admit_subscriber(
+            &self.state.hub,
+            limits.max_subscribers_per_channel,
+            &hub,
+            Wire::WebSocket,
+        )?;
+        let vacant = self.state.hub.subscriber_count(&hub) == 0;
+        let user_id = member.as_ref().map(|m| m.user_id.clone());
+        let info = member
+            .and_then(|m| m.user_info)
+            .map(|i| Arc::<str>::from(i.get()));
+        self.session.set_member(user_id.clone(), info.clone());
+        let mut replay = Vec::new();
+        self.session
+            .subscribe(&hub, terms, None, &mut replay)
+            .await
+            .map_err(admission::unavailable)?;
+        self.joined.insert(
+            hub.clone(),
+            Joined {
+                name: name.to_owned(),
+                kind,
+                user_id: user_id.clone(),
+                user_info: info,
+            },
+        );
+        // Without a token of ours, the socket is its presence user's for
+        // `POST /disconnect` (the user id the app signed).
+        if let (None, Some(user)) = (&self.client.identity, &user_id) {
+            self.state.connections.set_subject(self.conn_id, Some(user));
+        }
+        if vacant {
+            self.report(AppEvent::ChannelOccupied {
+                channel: name.to_owned(),
+            });
+        }
+        self.succeeded(&hub)
+            .await
+            .ok_or_else(|| admission::unavailable("subscription lost").into())
+    }
+
+    /// The app's signature for a channel that needs one; the presence
+    /// member it names.
+    fn authorize(
+        &self,
+        sub: &Subscribe,
+        kind: ChannelKind,
+    ) -> Result<Option<frames::Member>, Refused> {
+        if !kind.needs_auth() {
+            return Ok(None);
+        }
+        let auth = sub
+            .auth
+            .as_deref()
+            .ok_or_else(|| Refused::unauthorized("this channel needs an auth signature"))?;
+        let data = sub.channel_data.as_deref();
+        if data.is_some_and(|d| d.len() > MAX_CHANNEL_DATA) {
+            return Err(Refused {
+                status: 413,
+                message: format!("channel_data over {MAX_CHANNEL_DATA} bytes"),
+                unauthorized: true,
+            });
+        }
+        let data = data.filter(|_| kind == ChannelKind::Presence);
+        if !self
+            .app
+            .signer
+            .channel_auth_valid(&self.socket_id, &sub.channel, data, auth)
+        {
+            self.state.metrics.auth_failed("pusher_signature");
+            return Err(Refused::unauthorized("invalid signature"));
+        }
+        if kind != ChannelKind::Presence {
+            return Ok(None);
+        }
+        data.and_then(frames::member)
+            .map(Some)
+            .ok_or_else(|| Refused::unauthorized("channel_data needs a user_id"))
+    }
+
+    /// The channel rule over `hub`, as the module doc says.
+    fn rule_for(
+        &self,
+        hub: &str,
+        kind: ChannelKind,
+    ) -> Result<&crate::rules::ChannelRule, Refused> {
+        let rules = &self.settings.rules;
+        match rules.check_subscribe(hub, self.client.identity.as_ref()) {
+            Ok(crate::rules::Verdict::Allowed(rule)) => Ok(rule),
+            Ok(crate::rules::Verdict::Ask(rule, _)) if kind.needs_auth() => Ok(rule),
+            Err(RuleRefusal::TokenRequired(_) | RuleRefusal::Forbidden(_)) if kind.needs_auth() => {
+                rules
+                    .find(hub)
+                    .ok_or_else(|| admission_refusal(RuleRefusal::NoRule(hub.into())))
+            }
+            Ok(crate::rules::Verdict::Ask(..)) => Err(Refused {
+                status: 403,
+                message: "this channel is not public".into(),
+                unauthorized: false,
+            }),
+            Err(r) => Err(admission_refusal(r)),
+        }
+    }
+
+    /// `pusher_internal:subscription_succeeded` for a joined channel; None
+    /// when it is not joined.
+    async fn succeeded(&mut self, hub: &Arc<str>) -> Option<String> {
+        let joined = self.joined.get(hub)?;
+        if joined.kind != ChannelKind::Presence {
+            return Some(frames::subscribed(&joined.name));
+        }
+        let mut members = self.state.presence.members(hub).await;
+        // The shared list may not show this join yet; it is a member.
+        if let Some(me) = &joined.user_id {
+            if !members.iter().any(|(id, _)| id == me) {
+                let info = joined.user_info.as_deref().map(str::to_owned);
+                members.push((me.clone(), info));
+                members.sort();
+            }
+        }
+        let members: Vec<_> = members
+            .into_iter()
+            .map(|(id, info)| {
+                let info = info.and_then(|i| serde_json::value::RawValue::from_string(i).ok());
+                (id, info)
+            })
+            .collect();
+        Some(frames::presence_subscribed(&joined.name, &members))
+    }
+
+    pub(super) fn unsubscribe(&mut self, name: &str) {
+        if let Some(hub) = self.app.hub_channel(name) {
+            self.unsubscribe_hub(&hub);
+        }
+    }
+
+    /// Leave `hub`; the app hears when that left it empty here.
+    pub(super) fn unsubscribe_hub(&mut self, hub: &Arc<str>) {
+        let Some(joined) = self.joined.remove(hub) else {
+            return;
+        };
+        self.session.unsubscribe(hub);
+        if self.state.hub.subscriber_count(hub) == 0 {
+            self.report(AppEvent::ChannelVacated {
+                channel: joined.name,
+            });
+        }
+    }
+}
+
+fn admission_refusal(r: RuleRefusal) -> Refused {
+    Refused {
+        status: r.status().as_u16(),
+        message: r.to_string(),
+        unauthorized: false,
+    }
+}
+
+/// At most 64 characters of a name the client sent, for messages.
+fn truncated(name: &str) -> String {
+    name.chars().take(64).collect()
+}

@@ -1,0 +1,77 @@
+//! pusher-js's unmodified browser build (`dist/web/pusher.min.js`) in real
+//! headless Chromium, against the gateway over TLS: the page comes from the
+//! stand-in application (`tests/pusher/app.js`) through the gateway, the
+//! browser logs in there (a session cookie), pusher-js authorizes its
+//! private and presence channels at the application's `/broadcasting/auth`
+//! with that cookie and Echo's `X-CSRF-TOKEN` header, and a trigger of the
+//! official Python library reaches the page.
+
+use serde_json::{Value, json};
+
+use crate::harness::Browser;
+
+#[path = "../integration/pusher_e2e/standin.rs"]
+mod standin;
+
+use standin::{APP_KEY, StandIn, gateway, python_trigger};
+
+#[tokio::test]
+async fn pusher_js_in_chromium_subscribes_through_the_app_and_gets_a_python_trigger() {
+    let mut app = StandIn::start(0).await;
+    let gw = gateway(&app, "", "").await;
+    let b = Browser::start().await;
+    b.client.goto(&gw.url("/login?user=7")).await.unwrap();
+    let event = r"App\Events\OrderShipped";
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("key", APP_KEY)
+        .append_pair("user", "7")
+        .append_pair("event", event)
+        .finish();
+    b.client
+        .goto(&gw.url(&format!("/page.html?{query}")))
+        .await
+        .unwrap();
+    b.until(
+        20,
+        "three channels subscribed and one refused",
+        "return window.seen && seen.subscribed.length === 3 && seen.refused.length === 1",
+    )
+    .await;
+    let seen = b.js("return window.seen").await;
+    let mut subscribed: Vec<String> = serde_json::from_value(seen["subscribed"].clone()).unwrap();
+    subscribed.sort();
+    assert_eq!(subscribed, ["news", "presence-room.web", "private-user.7"]);
+    assert_eq!(seen["refused"], json!([["private-user.nobody", 403]]));
+    assert_eq!(seen["members"], json!({"count": 1, "me": "7"}));
+    // pusher-js's own request, with the browser's cookie and Echo's header.
+    let mut auths = Vec::new();
+    while auths.len() < 3 {
+        auths.push(app.next_of("auth").await);
+    }
+    for auth in &auths {
+        let cookie = auth["cookie"].as_str().unwrap_or_default();
+        assert!(cookie.contains("laravel_session="), "{auth}");
+        assert_eq!(
+            auth["content_type"], "application/x-www-form-urlencoded",
+            "{auth}"
+        );
+        assert!(
+            auth["csrf"].as_str().is_some_and(|c| c.len() == 32),
+            "{auth}"
+        );
+    }
+
+    let data = json!({"order": 42, "note": "ü"});
+    python_trigger(gw.admin, &["private-user.7", "news"], event, data.clone()).await;
+    b.until(
+        10,
+        "the trigger reached both channels",
+        "return seen.received.length === 2",
+    )
+    .await;
+    let received: Vec<Value> = serde_json::from_value(b.js("return seen.received").await).unwrap();
+    for channel in ["news", "private-user.7"] {
+        assert!(received.contains(&json!([channel, data])), "{received:?}");
+    }
+    b.finish().await;
+}

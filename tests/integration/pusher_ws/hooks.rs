@@ -1,0 +1,137 @@
+//! Presence across gateways, the operator's disconnect and what an app's
+//! webhook hears from Pusher sockets.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::common::redis::RedisServer;
+
+#[tokio::test]
+async fn presence_spans_two_gateways_on_one_redis() {
+    let redis = RedisServer::start().await;
+    let start = || async {
+        let dir = temp_dir("pusher-ws-redis");
+        let text = format!("{}{}", config(&dir, true), redis.broker_yaml("pwsredis"));
+        let gw = TestGateway::start_yaml(&text, dir).await;
+        eventually(10, "redis connected", || async {
+            let r = gw.http.get(gw.admin_url("/readyz")).send().await;
+            r.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        gw
+    };
+    let (a, b) = (start().await, start().await);
+    let path = format!("/app/{KEY}?protocol=7");
+    let (mut watcher, wid) = raw(&a, &path).await;
+    let seen = join_presence(&mut watcher, &wid, "presence-r", "w", json!({"n": "w"})).await;
+    assert_eq!(seen["presence"]["count"], 1, "{seen}");
+
+    // A user on the other gateway sees the watcher with its user_info.
+    let (mut tab1, id1) = raw(&b, &path).await;
+    let seen = join_presence(&mut tab1, &id1, "presence-r", "u1", json!({"n": 1})).await;
+    assert_eq!(seen["presence"]["ids"], json!(["u1", "w"]), "{seen}");
+    assert_eq!(seen["presence"]["hash"]["w"], json!({"n": "w"}), "{seen}");
+    let added = next_event(&mut watcher).await;
+    assert_eq!(added["event"], "pusher_internal:member_added", "{added}");
+    let data: Value = serde_json::from_str(added["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data, json!({"user_id": "u1", "user_info": {"n": 1}}));
+
+    // The same user again, on the watcher's gateway: no second member.
+    let (mut tab2, id2) = raw(&a, &path).await;
+    let seen = join_presence(&mut tab2, &id2, "presence-r", "u1", json!({"n": 1})).await;
+    assert_eq!(seen["presence"]["count"], 2, "{seen}");
+    drop(tab1);
+    send_json(&mut watcher, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        next_event(&mut watcher).await["event"],
+        "pusher:pong",
+        "no member event yet"
+    );
+    drop(tab2);
+    let removed = next_event(&mut watcher).await;
+    assert_eq!(
+        removed["event"], "pusher_internal:member_removed",
+        "{removed}"
+    );
+    assert_eq!(removed["data"], r#"{"user_id":"u1"}"#);
+}
+
+#[tokio::test]
+async fn the_operator_disconnects_a_pusher_user() {
+    let gw = gateway().await;
+    let path = format!("/app/{KEY}?protocol=7");
+    let (mut ws, id) = raw(&gw, &path).await;
+    join_presence(&mut ws, &id, "presence-ops", "u9", json!({})).await;
+    let (mut other, other_id) = raw(&gw, &path).await;
+    join_presence(&mut other, &other_id, "presence-ops", "u8", json!({})).await;
+    let answer: Value = gw
+        .http
+        .post(gw.admin_url("/disconnect"))
+        .json(&json!({"subject": "u9"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["disconnected"], 1, "{answer}");
+    // After u8's member_added, the close.
+    let code = loop {
+        if let Err(code) = next_or_close(&mut ws).await {
+            break code;
+        }
+    };
+    assert_eq!(code, 4009);
+    let removed = next_event(&mut other).await;
+    assert_eq!(
+        removed["event"], "pusher_internal:member_removed",
+        "{removed}"
+    );
+    assert_eq!(removed["data"], r#"{"user_id":"u9"}"#);
+}
+
+#[tokio::test]
+async fn the_app_hears_of_occupied_vacated_members_and_client_events() {
+    let gw = gateway().await;
+    let state = gw.handle.as_ref().unwrap().state();
+    let mut events = state.app_events.take_receiver().unwrap();
+    let path = format!("/app/{KEY}?protocol=7");
+    let (mut ws, id) = raw(&gw, &path).await;
+    join_presence(&mut ws, &id, "presence-hooks", "u5", json!({"a": 1})).await;
+    send_json(
+        &mut ws,
+        json!({"event": "client-typing", "channel": "presence-hooks", "data": {"t": 1}}),
+    )
+    .await;
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-hooks"}}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let (app, event) = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("five events, got {seen:?}"))
+            .unwrap();
+        assert_eq!(&*app, "1001");
+        seen.push(format!("{event:?}"));
+    }
+    let expected = [
+        r#"MemberAdded { channel: "presence-hooks", user_id: "u5" }"#,
+        r#"ChannelOccupied { channel: "presence-hooks" }"#,
+        r#"ClientEvent { channel: "presence-hooks", event: "client-typing", data: RawValue({"t":1}), socket_id: "#,
+        r#"ChannelVacated { channel: "presence-hooks" }"#,
+        r#"MemberRemoved { channel: "presence-hooks", user_id: "u5" }"#,
+    ];
+    for e in expected {
+        assert!(seen.iter().any(|s| s.starts_with(e)), "{e} in {seen:?}");
+    }
+    let client_event = seen.iter().find(|s| s.starts_with("ClientEvent")).unwrap();
+    assert!(
+        client_event.contains(&format!("socket_id: \"{id}\", user_id: Some(\"u5\")")),
+        "{client_event}"
+    );
+}

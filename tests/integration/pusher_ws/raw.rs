@@ -1,0 +1,163 @@
+//! Raw frames against the Pusher endpoint: the activity check, bad input,
+//! client-event size, capacity and shutdown codes.
+
+use futures_util::SinkExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use super::*;
+
+#[tokio::test]
+async fn pings_both_ways_and_silence_closes_4201() {
+    let gw = gateway().await;
+    let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7&client=raw&version=1")).await;
+    send_json(&mut ws, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(next_json(&mut ws).await["event"], "pusher:pong");
+    // Counted per app, and on the dashboard as a WebSocket.
+    let metrics = gw.metrics_text().await;
+    assert!(
+        metrics.contains("pushgate_pusher_connections{app=\"1001\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pushgate_pusher_messages_received_total{app=\"1001\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pushgate_pusher_messages_sent_total{app=\"1001\"}"),
+        "{metrics}"
+    );
+    assert_eq!(gw.stats().await["transports"]["ws"], 1);
+    // Without a protocol version pusher-js speaks: 4007.
+    let mut old = gw.try_ws_with(&format!("/app/{KEY}"), None).await.unwrap();
+    assert_eq!(next_or_close(&mut old).await, Err(4007));
+    // Silent past activity_timeout: the server pings.
+    let ping = next_or_close(&mut ws).await.unwrap();
+    assert_eq!(ping["event"], "pusher:ping");
+    assert_eq!(ping["data"], "{}");
+    // Answered: still open, and pinged again later.
+    send_json(&mut ws, json!({"event": "pusher:pong", "data": {}})).await;
+    assert_eq!(
+        next_or_close(&mut ws).await.unwrap()["event"],
+        "pusher:ping"
+    );
+    // Not answered: closed with 4201 (pusher-js reconnects at once).
+    assert_eq!(next_or_close(&mut ws).await, Err(4201));
+}
+
+#[tokio::test]
+async fn bad_frames_get_pusher_errors_and_the_socket_stays() {
+    let gw = gateway().await;
+    let (mut other, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let error = |v: &Value| v["data"]["code"].clone();
+    ws.send(Frame::text("not json")).await.unwrap();
+    let e = next_json(&mut ws).await;
+    assert_eq!(
+        (e["event"].as_str(), error(&e)),
+        (Some("pusher:error"), Value::Null)
+    );
+    send_json(&mut ws, json!({"event": "pusher:nope", "data": {}})).await;
+    assert_eq!(next_json(&mut ws).await["event"], "pusher:error");
+    // Private without auth: 4009 and the channel's subscription_error.
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "private-a"}}),
+    )
+    .await;
+    assert_eq!(error(&next_json(&mut ws).await), 4009);
+    let refused = next_json(&mut ws).await;
+    assert_eq!(refused["event"], "pusher:subscription_error");
+    assert_eq!(refused["channel"], "private-a");
+    // A 100 KB channel_data: refused unread.
+    let big = format!("{{\"user_id\":\"{}\"}}", "x".repeat(100_000));
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "presence-a", "auth": "k:s", "channel_data": big}}),
+    )
+    .await;
+    assert_eq!(error(&next_json(&mut ws).await), 4009);
+    assert_eq!(
+        next_json(&mut ws).await["event"],
+        "pusher:subscription_error"
+    );
+    // A client event on a public channel, and one over max_message (1 KiB).
+    send_json(
+        &mut ws,
+        json!({"event": "client-x", "channel": "news-1", "data": {}}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["event"], "pusher:error");
+    // Public channels follow their rule as anonymous clients: a channel
+    // under `subscribe: token` is refused (401), one no rule names too (403).
+    for (channel, status) in [("orders.5", 401), ("nowhere-1", 403)] {
+        send_json(
+            &mut ws,
+            json!({"event": "pusher:subscribe", "data": {"channel": channel}}),
+        )
+        .await;
+        let refused = next_json(&mut ws).await;
+        assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+        let data: Value = serde_json::from_str(refused["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["status"], status, "{channel}: {data}");
+    }
+    // Still served, and so is the other socket.
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "news-9"}}),
+    )
+    .await;
+    let ok = next_json(&mut ws).await;
+    assert_eq!(
+        (ok["event"].as_str(), ok["data"].as_str()),
+        (Some("pusher_internal:subscription_succeeded"), Some("{}"))
+    );
+    send_json(&mut other, json!({"event": "pusher:ping"})).await;
+    assert_eq!(next_json(&mut other).await["event"], "pusher:pong");
+}
+
+#[tokio::test]
+async fn oversize_client_events_get_4301() {
+    let gw = gateway().await;
+    let (mut ws, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let signer = |channel: &str| sign(&id, channel, None);
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "private-big", "auth": signer("private-big")}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let data = "x".repeat(2000);
+    send_json(
+        &mut ws,
+        json!({"event": "client-big", "channel": "private-big", "data": data}),
+    )
+    .await;
+    let e = next_json(&mut ws).await;
+    assert_eq!(
+        (e["event"].as_str(), e["data"]["code"].as_u64()),
+        (Some("pusher:error"), Some(4301))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_closes_4200_and_capacity_4100() {
+    let dir = temp_dir("pusher-ws-cap");
+    let text =
+        config(&dir, true).replace("max_message: 1KiB", "max_message: 1KiB, max_connections: 1");
+    let mut gw = TestGateway::start_yaml(&text, dir).await;
+    let (mut first, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let mut second = gw
+        .try_ws_with(&format!("/app/{KEY}?protocol=7"), None)
+        .await
+        .unwrap();
+    assert_eq!(next_or_close(&mut second).await, Err(4100));
+    let stop = tokio::spawn(async move {
+        gw.stop().await;
+    });
+    assert_eq!(next_or_close(&mut first).await, Err(4200));
+    stop.await.unwrap();
+}
