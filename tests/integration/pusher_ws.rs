@@ -259,11 +259,16 @@ pub(crate) async fn join_presence(
 
 /// The next frame that is not a server ping (answered).
 pub(crate) async fn next_event(ws: &mut Ws) -> Value {
-    loop {
-        let v = next_json(ws).await;
-        if v["event"] != "pusher:ping" {
-            return v;
+    let next = async {
+        loop {
+            let v = next_json(ws).await;
+            if v["event"] != "pusher:ping" {
+                return v;
+            }
+            send_json(ws, json!({"event": "pusher:pong", "data": {}})).await;
         }
-        send_json(ws, json!({"event": "pusher:pong", "data": {}})).await;
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("an event other than a ping within 5s")
 }

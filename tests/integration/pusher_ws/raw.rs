@@ -161,3 +161,43 @@ async fn shutdown_closes_4200_and_capacity_4100() {
     assert_eq!(next_or_close(&mut first).await, Err(4200));
     stop.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_reload_keeps_sockets_on_the_new_app_settings_and_closes_a_removed_app() {
+    let gw = gateway().await;
+    let (mut ws, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let auth = sign(&id, "private-r", None);
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "private-r", "auth": auth}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let path = gw.dir.join("gateway.yaml");
+    let reload = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        pushgate::reload::reload(gw.handle.as_ref().unwrap().state(), &path).unwrap();
+    };
+    // Client events switched off: the open socket is refused them now.
+    reload("client_events: true", "client_events: false");
+    // The socket takes the reload before its next frame.
+    let event = json!({"event": "client-x", "channel": "private-r", "data": {}});
+    send_json(&mut ws, event).await;
+    let e = next_event(&mut ws).await;
+    assert_eq!(e["event"], "pusher:error", "{e}");
+    assert!(
+        e["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not enabled"),
+        "{e}"
+    );
+    // The app's key gone: its sockets are closed as an unknown app.
+    reload(&format!("key: {KEY}"), "key: another-key");
+    assert_eq!(next_or_close(&mut ws).await, Err(4001));
+}
