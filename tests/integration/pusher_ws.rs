@@ -119,6 +119,18 @@ async fn pusher_js_receives_a_pushgate_publish_over_tls_and_plain() {
 }
 
 #[tokio::test]
+async fn an_api_trigger_with_a_socket_id_leaves_that_socket_out() {
+    let gw = gateway().await;
+    let v = tls_scenario(&gw, "excluded").await;
+    assert_eq!(v["a"], json!(["all"]), "the named socket is left out: {v}");
+    assert_eq!(
+        v["b"],
+        json!(["skip", "all"]),
+        "every other socket gets both: {v}"
+    );
+}
+
+#[tokio::test]
 async fn private_channels_need_the_apps_signature() {
     let gw = gateway().await;
     let v = tls_scenario(&gw, "private").await;

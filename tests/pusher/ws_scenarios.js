@@ -146,6 +146,39 @@ const scenarios = {
     });
   },
 
+  // A trigger of the official server library through the HTTP API with a
+  // socket_id reaches every subscriber but that socket; the next trigger
+  // without one reaches both (one channel keeps order, so `a` seeing
+  // `all` without `skip` before it means `skip` was left out, not late).
+  async excluded() {
+    const [adminHost, adminPort] = s.admin.split(':');
+    const api = new PusherServer({
+      appId: s.appId, key: s.key, secret: s.secret,
+      host: adminHost, port: Number(adminPort), useTLS: false,
+    });
+    const a = client();
+    const b = client();
+    const got = { a: [], b: [] };
+    const finish = () => {
+      if (got.a.includes('all') && got.b.includes('all')) done(got);
+    };
+    let ready = 0;
+    const subscribed = async () => {
+      if (++ready < 2) return;
+      const r1 = await api.trigger('news-3', 'skip', { n: 1 }, { socket_id: a.connection.socket_id });
+      if (r1.status !== 200) fail(`trigger answered ${r1.status}`);
+      const r2 = await api.trigger('news-3', 'all', { n: 2 });
+      if (r2.status !== 200) fail(`trigger answered ${r2.status}`);
+    };
+    for (const [name, p] of [['a', a], ['b', b]]) {
+      const ch = p.subscribe('news-3');
+      for (const event of ['skip', 'all']) {
+        ch.bind(event, () => { got[name].push(event); finish(); });
+      }
+      ch.bind('pusher:subscription_succeeded', subscribed);
+    }
+  },
+
   // An unknown key is closed with 4001 and pusher-js does not come back.
   async unknown_key() {
     const p = new Pusher('no-such-key', {

@@ -231,3 +231,31 @@ pusher:
     assert!(s.contains("webhook /hook"), "{s}");
     assert!(!s.contains("topsecret"), "{s}");
 }
+
+#[test]
+fn subscription_count_events_are_refused_until_they_exist() {
+    rejects(
+        r#"pusher:
+  apps:
+    - id: 1
+      key: k
+      secret: s
+      subscription_count: true
+"#,
+        6,
+        "pusher.apps[0].subscription_count",
+        "not supported yet",
+    );
+    rejects(
+        r#"pusher:
+  apps:
+    - id: 1
+      key: k
+      secret: s
+      webhook: { url: /hook, events: [subscription_count] }
+"#,
+        6,
+        "pusher.apps[0].webhook.events[0]",
+        "not supported yet",
+    );
+}
