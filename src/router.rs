@@ -14,7 +14,7 @@ use crate::transport;
 
 pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let settings = state.settings();
-    if let Some(key) = transport::pusher::endpoint(&settings, req.uri().path()) {
+    if let Some(key) = transport::pusher::endpoint(&settings, &req) {
         return transport::pusher::upgrade(state.clone(), settings, req, key).await;
     }
     let prefix = settings.config.realtime.path.as_str();

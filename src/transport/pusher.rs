@@ -29,15 +29,28 @@ use crate::pusher::App;
 use crate::reply::Body;
 use crate::state::{AppState, Settings};
 
-/// The app key of a path under `pusher.path` (`/app/{key}`), when the
-/// `pusher:` section has apps.
-pub fn endpoint(settings: &Settings, path: &str) -> Option<String> {
+/// The app key of a WebSocket upgrade to a path under `pusher.path`
+/// (`/app/{key}`), when the `pusher:` section has apps. Anything else there
+/// (the application's own `GET /app/dashboard`, a form POST) is not a
+/// Pusher socket and goes to the application, as the relay sends it.
+pub fn endpoint<B>(settings: &Settings, req: &Request<B>) -> Option<String> {
     let pusher = settings.config.pusher.as_ref()?;
-    if settings.pusher.is_empty() {
+    if settings.pusher.is_empty() || !asks_websocket(req) {
         return None;
     }
+    let path = req.uri().path();
     let key = path.strip_prefix(pusher.path.as_str())?.strip_prefix('/')?;
     (!key.is_empty() && !key.contains('/')).then(|| key.to_owned())
+}
+
+/// Whether the request asks to become a WebSocket (`Upgrade: websocket`).
+fn asks_websocket<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// What a socket starts with, once upgraded.

@@ -118,6 +118,41 @@ async fn pusher_js_receives_a_pushgate_publish_over_tls_and_plain() {
     assert_eq!(v["data"], json!({"x": 1}), "{v}");
 }
 
+/// Laravel apps serve pages under `/app/…` too: only a WebSocket upgrade
+/// to `{pusher.path}/{key}` is a Pusher socket; the rest reaches the app,
+/// whichever engine carries it (a GET goes by the relay, a POST with a
+/// body by hyper).
+#[tokio::test]
+async fn the_applications_own_pages_under_the_pusher_path_reach_it() {
+    let backend = backend::start().await;
+    let dir = temp_dir("pusher-ws-pages");
+    let text = config(&dir, true).replace("http://127.0.0.1:9", &format!("http://{backend}"));
+    let gw = TestGateway::start_yaml(&text, dir).await;
+    for (method, path) in [
+        ("GET", "/app/dashboard"),
+        ("POST", "/app/app-key"),
+        ("GET", "/app/app-key"),
+    ] {
+        let r = gw
+            .http
+            .request(method.parse().unwrap(), gw.url(path))
+            .body(if method == "POST" { "form=1" } else { "" })
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{method} {path}");
+        assert_eq!(r.headers()["x-backend"], "yes", "{method} {path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            (v["method"].as_str(), v["uri"].as_str()),
+            (Some(method), Some(path))
+        );
+    }
+    // The upgrade is still a Pusher socket (`raw` asserts its greeting).
+    let (_ws, socket_id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    assert!(is_socket_id(&socket_id));
+}
+
 #[tokio::test]
 async fn an_api_trigger_with_a_socket_id_leaves_that_socket_out() {
     let gw = gateway().await;
