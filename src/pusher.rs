@@ -68,6 +68,26 @@ impl Apps {
         self.by_key.get(key).map(|&i| &self.apps[i])
     }
 
+    /// The app whose channel `hub` is, with the channel's Pusher name: the
+    /// app whose prefix is `hub` up to its first `:`, or the app without a
+    /// prefix for a name without one.
+    pub fn owner<'h>(&self, hub: &'h str) -> Option<(&Arc<App>, &'h str)> {
+        let prefix_len = hub.find(':').map_or(0, |i| i + 1);
+        let (prefix, name) = hub.split_at(prefix_len);
+        let app = self
+            .apps
+            .iter()
+            .find(|a| a.config.channel_prefix == prefix)?;
+        (!name.is_empty()).then_some((app, name))
+    }
+
+    /// Whether `hub` is a private-, private-encrypted- or presence- channel
+    /// of an app: only the app's signature opens it, over a Pusher socket.
+    pub fn needs_signature(&self, hub: &str) -> bool {
+        self.owner(hub)
+            .is_some_and(|(_, name)| ChannelKind::of(name).needs_auth())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
         self.apps.iter()
     }
@@ -82,9 +102,11 @@ pub const MAX_CHANNEL_LEN: usize = 164;
 
 impl App {
     /// The hub channel of this app's Pusher channel `name`, or None when the
-    /// name is not one Pusher or pushgate accepts.
+    /// name is not one Pusher and pushgate both accept. A `:` is refused:
+    /// it is not in Pusher's channel alphabet, and a prefix ends with one
+    /// (`validate/pusher.rs`), so no app can name another app's channel.
     pub fn hub_channel(&self, name: &str) -> Option<Arc<str>> {
-        if name.is_empty() || name.len() > MAX_CHANNEL_LEN {
+        if name.is_empty() || name.len() > MAX_CHANNEL_LEN || name.contains(':') {
             return None;
         }
         let full = format!("{}{name}", self.config.channel_prefix);
@@ -296,8 +318,23 @@ mod tests {
         assert_eq!(b.pusher_channel("b:private-x"), Some("private-x"));
         assert_eq!(b.pusher_channel("private-x"), None);
         assert_eq!(a.hub_channel("a b"), None);
+        assert_eq!(a.hub_channel("b:private-x"), None, "no app names another's");
         assert_eq!(a.hub_channel(""), None);
         assert_eq!(a.hub_channel(&"c".repeat(MAX_CHANNEL_LEN + 1)), None);
+    }
+
+    #[test]
+    fn a_hub_channel_belongs_to_the_app_of_its_prefix() {
+        let apps = apps();
+        let (a, b) = (apps.by_id("1").unwrap(), apps.by_id("2").unwrap());
+        let owner = |hub| apps.owner(hub).map(|(app, name)| (app.id.clone(), name));
+        assert_eq!(owner("private-x"), Some((a.id.clone(), "private-x")));
+        assert_eq!(owner("b:private-x"), Some((b.id.clone(), "private-x")));
+        assert_eq!(owner("c:private-x"), None);
+        assert_eq!(owner("b:"), None);
+        assert!(apps.needs_signature("presence-room") && apps.needs_signature("b:private-x"));
+        assert!(!apps.needs_signature("b:news") && !apps.needs_signature("c:private-x"));
+        assert!(!Apps::new(None).needs_signature("private-x"));
     }
 
     #[test]

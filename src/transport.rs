@@ -335,12 +335,13 @@ pub async fn subscription(
         if verdicts.iter().any(|(c, _)| *c == name) {
             continue;
         }
-        let verdict = admission::admit_channel(&settings.rules, &name, who).inspect_err(|r| {
-            // The rules answer 401 only for a channel that needs a token.
-            if r.status == StatusCode::UNAUTHORIZED {
-                state.metrics.auth_failed("missing");
-            }
-        })?;
+        let verdict = admission::admit_channel(&settings.rules, &settings.pusher, &name, who)
+            .inspect_err(|r| {
+                // The rules answer 401 only for a channel that needs a token.
+                if r.status == StatusCode::UNAUTHORIZED {
+                    state.metrics.auth_failed("missing");
+                }
+            })?;
         let max = settings.config.limits.max_subscribers_per_channel;
         admission::admit_subscriber(&state.hub, max, &name, Wire::Http)?;
         verdicts.push((name, verdict));

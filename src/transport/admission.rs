@@ -16,6 +16,7 @@ use std::time::Duration;
 use http::{Response, StatusCode};
 
 use crate::auth::{AuthError, Identity};
+use crate::config::Subscribe;
 use crate::hub::cursor::CursorError;
 use crate::hub::{Cursor, Hub};
 use crate::limits::Limited;
@@ -163,15 +164,31 @@ pub(crate) fn admit_channel_count(count: usize, max: usize) -> Result<(), Refusa
 }
 
 /// The channel's rule for `who`: its verdict (allowed, or ask the
-/// application), or the rule's refusal.
+/// application), or the rule's refusal. A Pusher app's private-,
+/// private-encrypted- or presence- channel is opened by the app's signature
+/// over a Pusher socket; through pushgate's own endpoints only a rule that
+/// asks who the client is (`owner`, `token`, a check) opens it, never one
+/// that lets anyone in, so a `*: anyone` rule written for Pusher's public
+/// channels does not hand out a user's private events.
 pub(crate) fn admit_channel<'r>(
     rules: &'r ChannelRules,
+    pusher: &crate::pusher::Apps,
     channel: &str,
     who: Option<&Identity>,
 ) -> Result<Verdict<'r>, Refusal> {
-    rules
+    let verdict = rules
         .check_subscribe(channel, who)
-        .map_err(|r| Refusal::new(r.status(), r.code(), r.to_string()))
+        .map_err(|r| Refusal::new(r.status(), r.code(), r.to_string()))?;
+    if verdict.rule().subscribe == Subscribe::Anyone && pusher.needs_signature(channel) {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "`{channel}` is a Pusher app's private or presence channel: it opens with the app's signature on a Pusher socket, or by a rule that is not `subscribe: anyone`"
+            ),
+        ));
+    }
+    Ok(verdict)
 }
 
 /// `channel` takes one more subscriber on this instance while under

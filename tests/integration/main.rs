@@ -23,6 +23,7 @@ mod presence;
 mod proxy;
 mod publish;
 mod pusher_api;
+mod pusher_channels;
 mod pusher_e2e;
 mod pusher_ws;
 mod queue;

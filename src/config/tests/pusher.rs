@@ -52,7 +52,7 @@ fn a_duplicate_key() {
         r#"pusher:
   apps:
     - { id: 1, key: k, secret: s }
-    - { id: 2, key: k, secret: s }
+    - { id: 2, key: k, secret: s, channel_prefix: "b:" }
 "#,
         4,
         "pusher.apps[1].key",
@@ -66,7 +66,7 @@ fn a_duplicate_id() {
         r#"pusher:
   apps:
     - { id: 1, key: a, secret: s }
-    - { id: "1", key: b, secret: s }
+    - { id: "1", key: b, secret: s, channel_prefix: "b:" }
 "#,
         4,
         "pusher.apps[1].id",
@@ -257,5 +257,38 @@ fn subscription_count_events_are_refused_until_they_exist() {
         6,
         "pusher.apps[0].webhook.events[0]",
         "not supported yet",
+    );
+}
+
+#[test]
+fn each_app_has_a_namespace_of_its_own() {
+    rejects(
+        r#"pusher:
+  apps:
+    - { id: 1, key: a, secret: s }
+    - { id: 2, key: b, secret: s }
+"#,
+        4,
+        "pusher.apps[1].channel_prefix",
+        "\"\" is also the prefix of pusher.apps[0]",
+    );
+    for bad in ["b", "b:c:", ":", "a b:"] {
+        rejects(
+            &format!(
+                "pusher:\n  apps:\n    - {{ id: 1, key: a, secret: s, channel_prefix: \"{bad}\" }}\n"
+            ),
+            3,
+            "pusher.apps[0].channel_prefix",
+            "ending in one ':'",
+        );
+    }
+    let long = format!("{}:", "p".repeat(36));
+    rejects(
+        &format!(
+            "pusher:\n  apps:\n    - {{ id: 1, key: a, secret: s, channel_prefix: \"{long}\" }}\n"
+        ),
+        3,
+        "pusher.apps[0].channel_prefix",
+        "must be 1-36",
     );
 }

@@ -38,6 +38,7 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
     }
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut keys: HashMap<&str, usize> = HashMap::new();
+    let mut prefixes: HashMap<&str, usize> = HashMap::new();
     for (i, app) in p.apps.iter().enumerate() {
         let at = at.key("apps").index(i);
         for (name, value, seen) in [("id", &app.id, &mut ids), ("key", &app.key, &mut keys)] {
@@ -54,6 +55,17 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
             } else {
                 seen.insert(value, i);
             }
+        }
+        // One namespace per app: its hub channels are its prefix plus a
+        // Pusher name (which has no `:`), so two apps never share one.
+        if let Some(first) = prefixes.insert(&app.channel_prefix, i) {
+            add(
+                at.key("channel_prefix"),
+                format!(
+                    "{:?} is also the prefix of pusher.apps[{first}]: each app needs its own (one may have none)",
+                    app.channel_prefix
+                ),
+            );
         }
         app_settings(c, app, &at, &mut add);
     }
@@ -73,11 +85,11 @@ fn app_settings(c: &Config, app: &PusherApp, at: &KeyPath, add: &mut impl FnMut(
     if app.secret.is_empty() {
         add(at.key("secret"), "must not be empty".into());
     }
-    if !app.channel_prefix.is_empty() && !crate::model::valid_channel(&app.channel_prefix) {
+    if !app.channel_prefix.is_empty() && !is_prefix(&app.channel_prefix) {
         add(
             at.key("channel_prefix"),
             format!(
-                "{:?} may hold only letters, digits and . _ - : @ =",
+                "{:?} must be 1-{MAX_PREFIX} letters, digits, '.', '_', '-', '=' or '@' ending in one ':' (like \"app1:\")",
                 app.channel_prefix
             ),
         );
@@ -123,6 +135,21 @@ fn app_settings(c: &Config, app: &PusherApp, at: &KeyPath, add: &mut impl FnMut(
             }
         }
     }
+}
+
+/// The longest `channel_prefix`: room for Pusher's longest channel name
+/// (164) within pushgate's (200).
+const MAX_PREFIX: usize = 36;
+
+/// `app1:`: channel characters other than `:`, then one `:`.
+fn is_prefix(p: &str) -> bool {
+    p.len() <= MAX_PREFIX
+        && p.strip_suffix(':').is_some_and(|head| {
+            !head.is_empty()
+                && head.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'=' | b'@')
+                })
+        })
 }
 
 /// Whether one mount path is the other or lies under it.

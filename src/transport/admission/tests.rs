@@ -87,7 +87,7 @@ fn more_channels_than_a_connection_may_follow_is_too_many_channels() {
 fn the_rule_allows_a_channel_or_refuses_it_with_its_own_status() {
     let rules = crate::rules::tests::rules();
     assert!(matches!(
-        admit_channel(&rules, "public.news", None),
+        admit_channel(&rules, &crate::pusher::Apps::default(), "public.news", None),
         Ok(Verdict::Allowed(_))
     ));
     let cases = [
@@ -111,7 +111,12 @@ fn the_rule_allows_a_channel_or_refuses_it_with_its_own_status() {
         ),
     ];
     for (channel, status, code, message) in cases {
-        let r = refused(admit_channel(&rules, channel, None));
+        let r = refused(admit_channel(
+            &rules,
+            &crate::pusher::Apps::default(),
+            channel,
+            None,
+        ));
         assert_eq!(
             (r.status, r.code, r.message.as_str()),
             (status, code, message)

@@ -292,7 +292,12 @@ impl WsSession {
             return self.ask_then_subscribe(r, channel, cursor).await;
         }
         let who = self.client.identity.as_ref();
-        let verdict = match admission::admit_channel(&self.settings.rules, &channel, who) {
+        let verdict = match admission::admit_channel(
+            &self.settings.rules,
+            &self.settings.pusher,
+            &channel,
+            who,
+        ) {
             Ok(verdict) => verdict,
             Err(refusal) => return self.send_text(refusal.op(r)).await,
         };
@@ -375,23 +380,27 @@ impl WsSession {
                         Err(denied) => return (identity, None, Err(denied)),
                     }
                 }
-                let answer =
-                    match admission::admit_channel(&settings.rules, &asked, identity.as_ref()) {
-                        Err(refusal) => Err(refusal),
-                        Ok(verdict) => login::allow(
-                            &state,
-                            &settings,
-                            credential.as_ref(),
-                            Asker::for_resources(addr, logged_in),
-                            &asked,
-                            verdict,
-                        )
-                        .await
-                        .map(|(rule, checked)| SubscriptionPolicy {
-                            checked,
-                            ..SubscriptionPolicy::from(rule)
-                        }),
-                    };
+                let answer = match admission::admit_channel(
+                    &settings.rules,
+                    &settings.pusher,
+                    &asked,
+                    identity.as_ref(),
+                ) {
+                    Err(refusal) => Err(refusal),
+                    Ok(verdict) => login::allow(
+                        &state,
+                        &settings,
+                        credential.as_ref(),
+                        Asker::for_resources(addr, logged_in),
+                        &asked,
+                        verdict,
+                    )
+                    .await
+                    .map(|(rule, checked)| SubscriptionPolicy {
+                        checked,
+                        ..SubscriptionPolicy::from(rule)
+                    }),
+                };
                 (identity, login, answer)
             };
             // A panic is an answer too: the subscribes waiting are told.
