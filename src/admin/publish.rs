@@ -90,7 +90,10 @@ pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected>
         if !valid_event(&event) {
             return Err(bad(
                 "bad_request",
-                format!("message {n}: invalid event name"),
+                format!(
+                    "message {n}: invalid event name (1-200 printable characters, no '\"'; \
+                     presence, pusher:* and pusher_internal:* are the gateway's own)"
+                ),
             ));
         }
         let data = match e.data {

@@ -28,11 +28,21 @@ pub const MAX_EVENT_LEN: usize = 200;
 
 /// Event names: 1–200 printable ASCII characters other than `"`, so they are
 /// safe in an SSE `event:` line; a `\` (Laravel's class names) is escaped
-/// once, where the message's JSON is written.
+/// once, where the message's JSON is written. Names the gateway itself
+/// speaks with are not a publisher's to use ([`reserved_event`]).
 pub fn valid_event(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_EVENT_LEN
         && name.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'"')
+        && !reserved_event(name)
+}
+
+/// Event names only the gateway publishes: `presence` (its join and leave
+/// announcements, which Pusher sockets turn into member events) and
+/// Pusher's `pusher:` and `pusher_internal:` protocol events. A publisher
+/// that could send them could add a member or fake a subscription.
+pub fn reserved_event(name: &str) -> bool {
+    name == "presence" || name.starts_with("pusher:") || name.starts_with("pusher_internal:")
 }
 
 /// One message on one channel.
@@ -171,6 +181,14 @@ mod tests {
         assert!(!valid_event("a\nb"));
         assert!(!valid_event("a\"b"));
         assert!(valid_event(r"App\Events\OrderShipped"));
+        for reserved in [
+            "presence",
+            "pusher:member_added",
+            "pusher_internal:subscription_succeeded",
+        ] {
+            assert!(!valid_event(reserved), "{reserved}");
+        }
+        assert!(valid_event("presence.changed") && valid_event("my-pusher:x"));
         assert!(valid_event(&"e".repeat(MAX_EVENT_LEN)));
         assert!(!valid_event(&"e".repeat(MAX_EVENT_LEN + 1)));
     }

@@ -33,7 +33,7 @@ pub enum ClientPublishError {
     /// The application's answer to the channel's `publish: { check }`.
     #[error("{}", .0.message)]
     Denied(admission::Refusal),
-    #[error("invalid event name")]
+    #[error("invalid event name (presence, pusher:* and pusher_internal:* are the gateway's own)")]
     BadEvent,
     #[error("data exceeds realtime.max_message")]
     TooLarge,

@@ -99,3 +99,55 @@ async fn without_pusher_apps_such_names_are_ordinary_channels() {
         200
     );
 }
+
+/// `presence`, `pusher:*` and `pusher_internal:*` are the gateway's own
+/// events (presence announcements become Pusher member events): no
+/// publisher may send them, or it could add a member or fake a
+/// subscription.
+#[tokio::test]
+async fn no_publisher_may_send_the_gateways_own_events() {
+    let gw = TestGateway::builder()
+        .channels(
+            r#"channels:
+  - { pattern: "chat.*", subscribe: anyone, publish: clients }
+  - { pattern: "*", subscribe: anyone }"#,
+        )
+        .section(APPS)
+        .start()
+        .await;
+    for event in [
+        "presence",
+        "pusher:member_added",
+        "pusher_internal:subscription_succeeded",
+    ] {
+        let r = gw
+            .admin(reqwest::Method::POST, "/publish")
+            .json(&json!({"channel": "presence-room", "event": event,
+                "data": {"action": "join", "subject": "mallory"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{event}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains("gateway's own"),
+            "{body}"
+        );
+        // A client's own publish is refused alike.
+        let r = gw
+            .http
+            .post(gw.url("/realtime/publish"))
+            .json(&json!({"channel": "chat.1", "event": event, "data": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "client publish {event}");
+    }
+    let r = gw
+        .admin(reqwest::Method::POST, "/publish")
+        .json(&json!({"channel": "news", "event": "presence.changed", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a name that only starts like one is fine");
+}
