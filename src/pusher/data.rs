@@ -4,9 +4,11 @@
 //! travels as that JSON, so pushgate's own subscribers see an object, not a
 //! quoted string; any other text travels as a JSON string of itself. Toward
 //! Pusher clients the mapping is undone, so a Pusher trigger reaches Pusher
-//! clients as the same value (compacted: whitespace between JSON tokens is
-//! not kept, as no JSON reader sees it), and a pushgate publish reaches them
-//! as its JSON text.
+//! clients as the same text, byte for byte but for the whitespace between
+//! JSON tokens (dropped: a raw line break must not reach an SSE data line,
+//! and no JSON reader sees it); key order, number spelling and escapes are
+//! kept (an encrypted channel's payload, a big integer). A pushgate publish
+//! reaches them as its JSON text.
 
 use std::borrow::Cow;
 
@@ -14,15 +16,36 @@ use serde_json::value::RawValue;
 
 /// The JSON a pushgate message carries for a Pusher `data` string.
 pub fn to_hub(data: &str) -> Box<RawValue> {
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(data) {
-        if !value.is_string() {
-            if let Ok(raw) = serde_json::value::to_raw_value(&value) {
-                return raw;
-            }
+    let text = data.trim_start();
+    if !text.starts_with('"') && serde_json::from_str::<&RawValue>(data).is_ok() {
+        if let Ok(raw) = RawValue::from_string(compact(data)) {
+            return raw;
         }
     }
     // A string always serialises; null only to have no panic path.
     serde_json::value::to_raw_value(data).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// Valid JSON text without the whitespace between its tokens; everything
+/// inside strings (escapes included) as it was.
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The `data` string Pusher clients receive for a message's JSON.
@@ -52,6 +75,17 @@ mod tests {
             r#"{"a":1,"b":[true,null]}"#
         );
         assert_eq!(round_trip("42"), "42");
+    }
+
+    #[test]
+    fn json_keeps_its_key_order_numbers_and_escapes() {
+        let sent = "{ \"z\": 1.50,\n \"a\": 123456789012345678901234567890, \"s\": \"a \\\" b\\n\" }";
+        let kept = r#"{"z":1.50,"a":123456789012345678901234567890,"s":"a \" b\n"}"#;
+        assert_eq!(to_hub(sent).get(), kept);
+        assert_eq!(round_trip(sent), kept);
+        let encrypted = r#"{"nonce":"q+/=","ciphertext":"AbC/+=="}"#;
+        assert_eq!(round_trip(encrypted), encrypted, "relayed untouched");
+        assert!(!to_hub("[1,\n2]").get().contains('\n'), "no raw line break reaches SSE");
     }
 
     #[test]
