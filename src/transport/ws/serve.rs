@@ -127,12 +127,7 @@ impl WsSession {
             }
             let step = tokio::select! {
                 biased;
-                _ = stopping.rung() => {
-                    let frame = json!({"type": "reconnect", "reason": "restart", "cursor": self.session.cursor_text()});
-                    self.outgoing.text(&frame.to_string());
-                    let _ = tokio::time::timeout(Duration::from_secs(1), self.write_owed()).await;
-                    return Ending::Close(CloseCode::Restart, "server restart: reconnect and resume".into());
-                }
+                _ = stopping.rung() => return Box::pin(self.restart()).await,
                 // Rare handlers are boxed: their state would otherwise
                 // size the session's future for its whole life.
                 _ = reloaded.rung() => Box::pin(self.on_reload()).await,
@@ -155,22 +150,10 @@ impl WsSession {
                 // Deliveries before client frames: a client that floods
                 // cannot hold up its own deliveries or its eviction.
                 // Not while a replay is owed: it goes first (`drain` waits).
-                _ = inbox.ready(), if !self.session.is_replaying() => {
-                    if inbox.is_kicked() {
-                        // What was published before the operator's word
-                        // still goes out (within a second): the client's
-                        // cursor then covers it, and a client that comes
-                        // back resumes after it instead of losing it.
-                        self.session.drain(&mut self.out);
-                        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush_out()).await;
-                        return Ending::Kicked;
-                    }
-                    if inbox.is_evicted() {
-                        return Box::pin(self.slow_consumer()).await;
-                    }
-                    self.session.drain(&mut self.out);
-                    self.flush_out().await
-                }
+                _ = inbox.ready(), if !self.session.is_replaying() => match self.on_delivery(&inbox).await {
+                    Ok(step) => step,
+                    Err(ending) => return ending,
+                },
                 Some(reply) = next_reply(&mut self.replies) => {
                     self.pending_sends = self.pending_sends.saturating_sub(1);
                     self.send_text(reply).await
@@ -180,22 +163,9 @@ impl WsSession {
                 // replies while reading, and they must not land inside a frame.
                 read = self.socket.next(), if self.outgoing.is_empty() => {
                     last_seen = Instant::now();
-                    match Inbound::from_read(read) {
-                        // Every frame counts against the client's rate, control
-                        // frames too: a ping flood is a flood.
-                        Inbound::Text(_) | Inbound::Binary | Inbound::Control if !self.allow_frame() => {
-                            if self.refused > FLOOD_CLOSE_AFTER {
-                                return Ending::Close(CloseCode::Again, "rate limited".into());
-                            }
-                            self.send_text(ops::error(None, "rate_limited", "too many frames; slow down")).await
-                        }
-                        Inbound::Text(t) => Box::pin(self.on_text(&t)).await,
-                        Inbound::Control => Ok(()),
-                        Inbound::Binary => {
-                            self.send_text(ops::error(None, "bad_request", "binary frames are not supported; send JSON text")).await
-                        }
-                        Inbound::End(Some((code, why))) => return Ending::Close(code, why.into()),
-                        Inbound::End(None) => return Ending::Gone,
+                    match self.on_read(read).await {
+                        Ok(step) => step,
+                        Err(ending) => return ending,
                     }
                 }
                 // Last: a frame waiting to be read proves the peer alive.
@@ -224,19 +194,90 @@ impl WsSession {
                 }
             };
             if let Err(error) = step {
-                if inbox.is_evicted() {
-                    // Cut off mid-write: the notice still goes out if the
-                    // socket takes it within a second.
-                    return Box::pin(self.slow_consumer()).await;
-                }
-                if matches!(&error, WsError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut) {
-                    // The socket took nothing for the send timeout
-                    // (`server/send_timeout.rs`): as stuck as an eviction.
-                    return Ending::Stuck;
-                }
-                return Ending::Gone;
+                return self.failed(error, &inbox).await;
             }
         }
+    }
+
+    /// The gateway is stopping: say so with the cursor to resume from.
+    async fn restart(&mut self) -> Ending {
+        let frame =
+            json!({"type": "reconnect", "reason": "restart", "cursor": self.session.cursor_text()});
+        self.outgoing.text(&frame.to_string());
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.write_owed()).await;
+        Ending::Close(
+            CloseCode::Restart,
+            "server restart: reconnect and resume".into(),
+        )
+    }
+
+    /// Messages are waiting in the inbox (or the operator's word is).
+    async fn on_delivery(
+        &mut self,
+        inbox: &crate::hub::Inbox,
+    ) -> Result<Result<(), WsError>, Ending> {
+        if inbox.is_kicked() {
+            // What was published before the operator's word still goes
+            // out (within a second): the client's cursor then covers it,
+            // and a client that comes back resumes after it instead of
+            // losing it.
+            self.session.drain(&mut self.out);
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush_out()).await;
+            return Err(Ending::Kicked);
+        }
+        if inbox.is_evicted() {
+            return Err(Box::pin(self.slow_consumer()).await);
+        }
+        self.session.drain(&mut self.out);
+        Ok(self.flush_out().await)
+    }
+
+    /// One frame (or the end) from the client. Every frame counts against
+    /// the client's rate, control frames too: a ping flood is a flood.
+    async fn on_read(
+        &mut self,
+        read: Option<Result<tokio_tungstenite::tungstenite::Message, WsError>>,
+    ) -> Result<Result<(), WsError>, Ending> {
+        Ok(match Inbound::from_read(read) {
+            Inbound::Text(_) | Inbound::Binary | Inbound::Control if !self.allow_frame() => {
+                if self.refused > FLOOD_CLOSE_AFTER {
+                    return Err(Ending::Close(CloseCode::Again, "rate limited".into()));
+                }
+                self.send_text(ops::error(
+                    None,
+                    "rate_limited",
+                    "too many frames; slow down",
+                ))
+                .await
+            }
+            Inbound::Text(t) => Box::pin(self.on_text(&t)).await,
+            Inbound::Control => Ok(()),
+            Inbound::Binary => {
+                self.send_text(ops::error(
+                    None,
+                    "bad_request",
+                    "binary frames are not supported; send JSON text",
+                ))
+                .await
+            }
+            Inbound::End(Some((code, why))) => return Err(Ending::Close(code, why.into())),
+            Inbound::End(None) => return Err(Ending::Gone),
+        })
+    }
+
+    /// How a session whose write or read failed ends.
+    async fn failed(&mut self, error: WsError, inbox: &crate::hub::Inbox) -> Ending {
+        if inbox.is_evicted() {
+            // Cut off mid-write: the notice still goes out if the
+            // socket takes it within a second.
+            return Box::pin(self.slow_consumer()).await;
+        }
+        if matches!(&error, WsError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut) {
+            // The socket took nothing for the send timeout
+            // (`server/send_timeout.rs`): as stuck as an eviction.
+            return Ending::Stuck;
+        }
+        Ending::Gone
     }
 
     /// Send the next part of the replay; a broker failure ends the session
