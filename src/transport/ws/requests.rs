@@ -355,56 +355,22 @@ impl WsSession {
             .get_or_insert_with(|| mpsc::channel(MAX_PENDING_CHECKS))
             .0
             .clone();
-        let state = self.state.clone();
-        let settings = self.settings.clone();
-        let credential = self.client.credential.clone();
-        let identity = self.client.identity.clone();
-        let login_first = self.client.login_deferred;
-        let (addr, by_session) = (self.client.addr, self.client.by_session);
+        let question = Question {
+            state: self.state.clone(),
+            settings: self.settings.clone(),
+            credential: self.client.credential.clone(),
+            identity: self.client.identity.clone(),
+            login_first: self.client.login_deferred,
+            addr: self.client.addr,
+            by_session: self.client.by_session,
+            channel: channel.clone(),
+        };
         let judged = self.judged;
-        let asked = channel.clone();
         let task = self.state.lifecycle.spawn(async move {
-            let ask = async {
-                // The login first, when it was deferred (one question per
-                // credential however many channels ask it at once).
-                let mut identity = identity;
-                let mut login = None;
-                let mut logged_in = by_session;
-                if let (true, Some(c)) = (login_first, credential.as_ref()) {
-                    match login::login(&state, &settings, c, Asker::new(addr)).await {
-                        Ok(found) => {
-                            logged_in = found.is_some();
-                            identity = found.clone();
-                            login = Some(found);
-                        }
-                        Err(denied) => return (identity, None, Err(denied)),
-                    }
-                }
-                let answer = match admission::admit_channel(
-                    &settings.rules,
-                    &settings.pusher,
-                    &asked,
-                    identity.as_ref(),
-                ) {
-                    Err(refusal) => Err(refusal),
-                    Ok(verdict) => login::allow(
-                        &state,
-                        &settings,
-                        credential.as_ref(),
-                        Asker::for_resources(addr, logged_in),
-                        &asked,
-                        verdict,
-                    )
-                    .await
-                    .map(|(rule, checked)| SubscriptionPolicy {
-                        checked,
-                        ..SubscriptionPolicy::from(rule)
-                    }),
-                };
-                (identity, login, answer)
-            };
+            let settings = question.settings.clone();
+            let asked = question.channel.clone();
             // A panic is an answer too: the subscribes waiting are told.
-            let (identity, login, answer) = std::panic::AssertUnwindSafe(ask)
+            let (identity, login, answer) = std::panic::AssertUnwindSafe(question.ask())
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|_| {
@@ -656,6 +622,78 @@ pub(super) struct Checked {
     login: Option<Option<Identity>>,
     judged: u64,
     answer: Result<SubscriptionPolicy, Refusal>,
+}
+
+/// What a subscribe asks the application, on a task of its own: who the
+/// client is (when its login was deferred) and whether it may have the
+/// channel.
+struct Question {
+    state: crate::state::AppState,
+    settings: Arc<Settings>,
+    credential: Option<crate::session_auth::Credential>,
+    identity: Option<Identity>,
+    login_first: bool,
+    addr: std::net::IpAddr,
+    by_session: bool,
+    channel: String,
+}
+
+type Answer = (
+    Option<Identity>,
+    Option<Option<Identity>>,
+    Result<SubscriptionPolicy, Refusal>,
+);
+
+impl Question {
+    /// The login first, when it was deferred (one question per credential
+    /// however many channels ask it at once), then the channel's rule and
+    /// the application's checks.
+    async fn ask(self) -> Answer {
+        let Question {
+            state,
+            settings,
+            credential,
+            mut identity,
+            login_first,
+            addr,
+            by_session,
+            channel,
+        } = self;
+        let mut login = None;
+        let mut logged_in = by_session;
+        if let (true, Some(c)) = (login_first, credential.as_ref()) {
+            match login::login(&state, &settings, c, Asker::new(addr)).await {
+                Ok(found) => {
+                    logged_in = found.is_some();
+                    identity = found.clone();
+                    login = Some(found);
+                }
+                Err(denied) => return (identity, None, Err(denied)),
+            }
+        }
+        let answer = match admission::admit_channel(
+            &settings.rules,
+            &settings.pusher,
+            &channel,
+            identity.as_ref(),
+        ) {
+            Err(refusal) => Err(refusal),
+            Ok(verdict) => login::allow(
+                &state,
+                &settings,
+                credential.as_ref(),
+                Asker::for_resources(addr, logged_in),
+                &channel,
+                verdict,
+            )
+            .await
+            .map(|(rule, checked)| SubscriptionPolicy {
+                checked,
+                ..SubscriptionPolicy::from(rule)
+            }),
+        };
+        (identity, login, answer)
+    }
 }
 
 /// A channel's ask of the application, and the subscribes waiting on it.
