@@ -169,17 +169,19 @@ impl Metrics {
             pusher_webhook: Default::default(),
             registry: Registry::default(),
         };
-        m.pusher.register(&mut r);
-        m.pusher_webhook.register(&mut r);
+        m.register_realtime(&mut r);
+        m.register_proxy(&mut r);
+        m.register_gateway(&mut r);
+        Metrics { registry: r, ..m }
+    }
+
+    /// Realtime delivery: connections, messages, latency, refusals.
+    fn register_realtime(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "realtime_connections",
             "Open realtime connections by transport",
             m.connections.clone(),
-        );
-        r.register(
-            "tcp_connections",
-            "Open client TCP connections (public and admin)",
-            m.tcp_connections.clone(),
         );
         r.register(
             "channels",
@@ -228,6 +230,16 @@ impl Metrics {
             m.auth_failures.clone(),
         );
         r.register(
+            "realtime_batch_peak_bytes",
+            "Largest batch of frames one realtime connection rendered before writing it",
+            m.batch_peak.clone(),
+        );
+    }
+
+    /// The proxied road and the application's checks.
+    fn register_proxy(&self, r: &mut Registry) {
+        let m = self;
+        r.register(
             "app_checks",
             "Session and resource checks sent to the application, by outcome",
             m.app_checks.clone(),
@@ -258,6 +270,23 @@ impl Metrics {
             m.backend_errors.clone(),
         );
         r.register(
+            "proxy_protocol_refused",
+            "Public connections closed without a valid PROXY protocol header (listen.proxy_protocol)",
+            m.proxy_protocol_refused.clone(),
+        );
+    }
+
+    /// The gateway itself: connections, reloads, TLS, fronts, the Pusher parts.
+    fn register_gateway(&self, r: &mut Registry) {
+        let m = self;
+        m.pusher.register(r);
+        m.pusher_webhook.register(r);
+        r.register(
+            "tcp_connections",
+            "Open client TCP connections (public and admin)",
+            m.tcp_connections.clone(),
+        );
+        r.register(
             "reloads",
             "Configuration reloads by result",
             m.reloads.clone(),
@@ -272,17 +301,6 @@ impl Metrics {
             "Failed TLS handshakes",
             m.tls_failures.clone(),
         );
-        r.register(
-            "proxy_protocol_refused",
-            "Public connections closed without a valid PROXY protocol header (listen.proxy_protocol)",
-            m.proxy_protocol_refused.clone(),
-        );
-        r.register(
-            "realtime_batch_peak_bytes",
-            "Largest batch of frames one realtime connection rendered before writing it",
-            m.batch_peak.clone(),
-        );
-        Metrics { registry: r, ..m }
     }
 
     /// Prometheus text exposition, with live gauges refreshed from `stats`.
