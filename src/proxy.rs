@@ -142,10 +142,8 @@ impl<'a> Proxy<'a> {
     ) -> Tried<Sent, SendError> {
         let Some(mut req) = req else {
             // Never: a turn after the first is had only with a copy.
-            let error = SendError::NotCopied;
-            return Tried::Failed {
-                error,
-                retry: false,
+            return Tried::Unsent {
+                error: SendError::NotCopied,
             };
         };
         self.aim(&mut req, server);

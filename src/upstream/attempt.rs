@@ -43,6 +43,10 @@ pub(crate) enum Tried<T, E> {
     /// A connection was made but gave no answer head. `retry`: nothing
     /// reached the client, and the request may be sent again.
     Failed { error: E, retry: bool },
+    /// The request could not be made for this server (a URI or header it
+    /// cannot carry): nothing was sent, nothing is the server's fault, and
+    /// no other server is asked.
+    Unsent { error: E },
 }
 
 impl<T, E> Tried<T, E> {
@@ -58,6 +62,7 @@ impl<T, E> Tried<T, E> {
                 error: wrap(error),
                 retry,
             },
+            Tried::Unsent { error } => Tried::Unsent { error: wrap(error) },
         }
     }
 }
@@ -139,6 +144,10 @@ impl Servers {
                     if !retry {
                         return Err(Unreached::Failed(error));
                     }
+                }
+                Tried::Unsent { error } => {
+                    in_flight.unsent();
+                    return Err(Unreached::Failed(error));
                 }
                 // Failed without an answer on a connection that was made
                 // (a server killed mid-request).

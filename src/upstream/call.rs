@@ -123,10 +123,8 @@ impl Upstream {
         let mut req = match build() {
             Ok(req) => req,
             Err(e) => {
-                let error = CallFailure::Request(e.to_string());
-                return Tried::Failed {
-                    error,
-                    retry: false,
+                return Tried::Unsent {
+                    error: CallFailure::Request(e.to_string()),
                 };
             }
         };

@@ -203,6 +203,12 @@ impl InFlight {
     pub fn not_connected(&mut self) {
         self.done = true;
     }
+
+    /// Nothing was sent (the request could not be made for this server):
+    /// no failure of the server's to count.
+    pub fn unsent(&mut self) {
+        self.done = true;
+    }
 }
 
 impl Drop for InFlight {

@@ -189,3 +189,28 @@ async fn a_full_server_without_a_queue_is_busy_and_not_tried() {
     drop(held);
     assert!(all_given_back(&s));
 }
+
+#[tokio::test]
+async fn a_request_that_could_not_be_made_counts_nothing_against_the_server() {
+    let s = servers(2, 1, 0);
+    let mut turns = 0;
+    let tried = s
+        .attempt(None, LONG, |_, _| {
+            turns += 1;
+            async { Tried::<(), _>::Unsent { error: "bad uri" } }
+        })
+        .await;
+    assert!(matches!(tried, Err(Unreached::Failed("bad uri"))));
+    assert_eq!(turns, 1, "no other server is asked");
+    assert!(all_given_back(&s));
+    for server in &s.list {
+        let errors: Vec<u64> = server
+            .stats
+            .errors
+            .iter()
+            .map(|e| e.load(std::sync::atomic::Ordering::Relaxed))
+            .collect();
+        assert_eq!(errors, [0, 0], "no failure of the server's");
+        assert!(!server.is_down());
+    }
+}
