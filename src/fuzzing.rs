@@ -144,7 +144,7 @@ fn relay_request(data: &[u8]) {
         );
         // Taken again, unless the six fields it adds pass the relay's
         // header count (such a request is still fine for the backend).
-        if again.headers.len() <= 64 {
+        if again.headers.len() <= crate::h1::classify::MAX_HEADERS {
             assert!(matches!(
                 classify(&out.head, &route, None, &info),
                 Classified::Relay(_)

@@ -53,8 +53,8 @@ pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) ->
     )
 }
 
-/// The body of [`error`], for answers written without hyper.
-pub fn error_json(code: &str, message: &str) -> Vec<u8> {
+/// The body of [`error`].
+fn error_json(code: &str, message: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "error": code, "message": message }))
         .unwrap_or_else(|_| b"{}".to_vec())
 }

@@ -23,7 +23,7 @@ use crate::conn_info::ConnInfo;
 /// Header fields a request head may have; more goes to hyper. The one
 /// bound for every look at a request head, SSE or relayed, so that a head
 /// is judged alike.
-const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 
 /// What the bytes at the front of a client's buffer are.
 #[derive(Debug)]
