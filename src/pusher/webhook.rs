@@ -11,14 +11,21 @@
 //! of bytes waiting. It never blocks delivery: connections only put events
 //! on a queue that drops (and counts) when this task falls behind.
 //!
+//! Each app's requests go in order, one at a time: a request being retried
+//! holds the app's later ones, so a `channel_occupied` retried can never
+//! land after the `channel_vacated` that followed it. Every attempt writes
+//! the body again with its own `time_ms` and signs it (the libraries'
+//! validators refuse a body minutes old).
+//!
 //! Which events an app wants, its key and secret, its URL and upstream are
 //! read from the settings in force each time they are needed
-//! ([`Destination`]), so a reload applies to events already on their way.
+//! ([`Destination`]): when an event happens and again at each attempt, so
+//! a reload applies to events already on their way.
 
 mod outbox;
 mod render;
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -34,7 +41,7 @@ use super::{App, AppEvent, AppEventReceiver};
 use crate::metrics::pusher_webhook::{Dropped, WebhookCounters};
 use crate::upstream::Upstream;
 use outbox::{Batch, BatchLimits, Batches, Held};
-use render::render;
+use render::{Rendered, render};
 
 /// Where the sender's requests go, as the settings in force say.
 pub trait Destination: Send + Sync + 'static {
@@ -50,6 +57,10 @@ pub trait Destination: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<StatusCode, String>>;
     /// Events connections could not queue so far (`AppEvents::dropped`).
     fn unqueued(&self) -> u64;
+    /// Milliseconds since the Unix epoch, for a body's `time_ms`.
+    fn unix_ms(&self) -> u128 {
+        unix_ms()
+    }
 }
 
 /// How much is held and for how long.
@@ -97,13 +108,37 @@ impl Default for Terms {
     }
 }
 
-/// One request's body and what it carries, across its attempts.
+/// One request's events, across its attempts (its body is written at each).
 struct Request {
     app: Arc<str>,
-    body: Bytes,
-    events: u64,
+    events: Vec<Rendered>,
+    /// What it weighs in the backlog: about its body's bytes.
+    bytes: usize,
     /// Attempts made so far.
     attempts: u32,
+    /// Its place in the order requests were made, over all apps.
+    seq: u64,
+}
+
+/// One app's requests, sent in order, one at a time.
+#[derive(Default)]
+struct Line {
+    queue: VecDeque<Request>,
+    /// The front request is in flight.
+    busy: bool,
+    /// When the front request, which failed, may be tried again.
+    not_before: Option<Instant>,
+}
+
+impl Line {
+    /// When the front request may go, if it is not in flight.
+    fn ready_at(&self, now: Instant) -> Option<(Instant, u64)> {
+        if self.busy {
+            return None;
+        }
+        let front = self.queue.front()?;
+        Some((self.not_before.unwrap_or(now), front.seq))
+    }
 }
 
 type Sending = BoxFuture<'static, (Request, Result<StatusCode, String>)>;
@@ -126,7 +161,7 @@ pub async fn run<D: Destination>(
             events: terms.batch.events,
             bytes: terms.batch.bytes,
         }),
-        waiting: BTreeMap::new(),
+        lines: HashMap::new(),
         waiting_bytes: 0,
         next_seq: 0,
         in_flight: FuturesUnordered::new(),
@@ -166,8 +201,9 @@ struct Sender<D> {
     terms: Terms,
     held: Held,
     batches: Batches,
-    /// Requests to send at or after their time, by (time, order).
-    waiting: BTreeMap<(Instant, u64), Request>,
+    /// Each app's requests waiting to be sent, retried or answered.
+    lines: HashMap<Arc<str>, Line>,
+    /// Bytes of the requests waiting (not those in flight).
     waiting_bytes: usize,
     next_seq: u64,
     in_flight: FuturesUnordered<Sending>,
@@ -190,17 +226,12 @@ impl<D: Destination> Sender<D> {
         let Some(config) = self.destination.app(app) else {
             return;
         };
-        let (name, rendered) = render(&event);
-        let wanted = config
-            .config
-            .webhook
-            .as_ref()
-            .is_some_and(|hook| hook.events.iter().any(|e| e == name));
-        if !wanted {
+        let rendered = render(&event);
+        if !wants(&config, rendered.name) {
             return;
         }
         if let Some(full) = self.batches.add(app, rendered, now) {
-            self.enqueue(full, now);
+            self.enqueue(full);
         }
     }
 
@@ -211,18 +242,24 @@ impl<D: Destination> Sender<D> {
             self.admit(&app, event, now);
         }
         for batch in self.batches.due(now) {
-            self.enqueue(batch, now);
+            self.enqueue(batch);
         }
         while self.in_flight.len() < self.terms.in_flight {
-            let Some(entry) = self.waiting.first_entry() else {
+            let Some(app) = self.next_ready(now) else {
                 break;
             };
-            if entry.key().0 > now {
+            let Some(line) = self.lines.get_mut(&app) else {
                 break;
+            };
+            let Some(request) = line.queue.pop_front() else {
+                break;
+            };
+            line.busy = true;
+            line.not_before = None;
+            self.waiting_bytes -= request.bytes;
+            if !self.send(request) {
+                self.free(&app);
             }
-            let request = entry.remove();
-            self.waiting_bytes -= request.body.len();
-            self.send(request);
         }
         let unqueued = self.destination.unqueued();
         if unqueued > self.unqueued_seen {
@@ -232,9 +269,25 @@ impl<D: Destination> Sender<D> {
         }
     }
 
+    /// The app whose front request may go now, the oldest first.
+    fn next_ready(&self, now: Instant) -> Option<Arc<str>> {
+        self.lines
+            .iter()
+            .filter_map(|(app, line)| line.ready_at(now).map(|at| (at, app)))
+            .filter(|((at, _), _)| *at <= now)
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, app)| app.clone())
+    }
+
     fn next_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
         let next_request = (self.in_flight.len() < self.terms.in_flight)
-            .then(|| self.waiting.keys().next().map(|(at, _)| *at))
+            .then(|| {
+                self.lines
+                    .values()
+                    .filter_map(|line| line.ready_at(now).map(|(at, _)| at))
+                    .min()
+            })
             .flatten();
         [self.held.next_due(), self.batches.next_due(), next_request]
             .into_iter()
@@ -242,53 +295,89 @@ impl<D: Destination> Sender<D> {
             .min()
     }
 
-    fn enqueue(&mut self, batch: Batch, now: Instant) {
-        let events = batch.events.len() as u64;
-        let body = Bytes::from(batch.body(unix_ms()));
+    fn enqueue(&mut self, batch: Batch) {
+        // About its body: the events, their commas and the frame around
+        // them with a 13-digit `time_ms`.
+        let bytes = batch.bytes + batch.events.len() + 37;
         let request = Request {
             app: batch.app,
-            body,
-            events,
+            events: batch.events,
+            bytes,
             attempts: 0,
+            seq: self.next_seq,
         };
-        self.wait(request, now);
+        self.next_seq += 1;
+        let line = self.lines.entry(request.app.clone()).or_default();
+        self.waiting_bytes += request.bytes;
+        line.queue.push_back(request);
+        self.trim();
     }
 
-    /// Puts a request in line for `at`, giving up the oldest ones while the
-    /// line holds more than the backlog allows.
-    fn wait(&mut self, request: Request, at: Instant) {
-        self.waiting_bytes += request.body.len();
-        self.waiting.insert((at, self.next_seq), request);
-        self.next_seq += 1;
-        while self.waiting_bytes > self.terms.backlog && self.waiting.len() > 1 {
-            let Some(oldest) = self.oldest() else { break };
-            if let Some(gone) = self.waiting.remove(&oldest) {
-                self.waiting_bytes -= gone.body.len();
-                self.counters.dropped(Dropped::Backlog, gone.events);
-                tracing::warn!(app = %gone.app, events = gone.events, "pusher webhook backlog full; oldest events dropped");
+    /// Gives up the oldest waiting requests while the waiting ones hold
+    /// more than the backlog allows (the last one always stays).
+    fn trim(&mut self) {
+        while self.waiting_bytes > self.terms.backlog && self.waiting() > 1 {
+            let oldest = self
+                .lines
+                .iter()
+                .filter_map(|(app, line)| line.queue.front().map(|r| (r.seq, app)))
+                .min_by_key(|(seq, _)| *seq)
+                .map(|(_, app)| app.clone());
+            let Some(app) = oldest else { break };
+            let Some(line) = self.lines.get_mut(&app) else {
+                break;
+            };
+            if let Some(gone) = line.queue.pop_front() {
+                // The next one has not failed: it need not wait.
+                line.not_before = None;
+                self.waiting_bytes -= gone.bytes;
+                self.counters
+                    .dropped(Dropped::Backlog, gone.events.len() as u64);
+                tracing::warn!(app = %gone.app, events = gone.events.len(), "pusher webhook backlog full; oldest events dropped");
+            }
+            if line.queue.is_empty() && !line.busy {
+                self.lines.remove(&app);
             }
         }
     }
 
-    /// The key of the request that entered the line first.
-    fn oldest(&self) -> Option<(Instant, u64)> {
-        self.waiting.keys().min_by_key(|(_, seq)| *seq).copied()
+    /// Requests waiting, over all apps.
+    fn waiting(&self) -> usize {
+        self.lines.values().map(|l| l.queue.len()).sum()
     }
 
-    /// Signs the body with the app's key as it is now and sends it.
-    fn send(&mut self, mut request: Request) {
+    /// The app's request is done: its next one may go.
+    fn free(&mut self, app: &Arc<str>) {
+        if let Some(line) = self.lines.get_mut(app) {
+            line.busy = false;
+            if line.queue.is_empty() {
+                self.lines.remove(app);
+            }
+        }
+    }
+
+    /// Writes the body of the events the app still wants with this
+    /// attempt's `time_ms`, signs it with the app's key as it is now and
+    /// sends it; false when nothing was sent.
+    fn send(&mut self, mut request: Request) -> bool {
         let Some(app) = self.destination.app(&request.app) else {
-            self.counters.dropped(Dropped::Unconfigured, request.events);
-            return;
+            self.counters
+                .dropped(Dropped::Unconfigured, request.events.len() as u64);
+            return false;
         };
+        request.events.retain(|e| wants(&app, e.name));
+        if request.events.is_empty() {
+            return false;
+        }
+        let body = Bytes::from(render::body(
+            self.destination.unix_ms(),
+            request.events.iter(),
+        ));
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let signed = [
             ("x-pusher-key", app.signer.key().to_owned()),
-            (
-                "x-pusher-signature",
-                app.signer.webhook_signature(&request.body),
-            ),
+            ("x-pusher-signature", app.signer.webhook_signature(&body)),
         ];
         for (name, value) in signed {
             match HeaderValue::from_str(&value) {
@@ -296,37 +385,49 @@ impl<D: Destination> Sender<D> {
                     headers.insert(HeaderName::from_static(name), value);
                 }
                 Err(_) => {
-                    self.counters.dropped(Dropped::Unconfigured, request.events);
-                    return;
+                    self.counters
+                        .dropped(Dropped::Unconfigured, request.events.len() as u64);
+                    return false;
                 }
             }
         }
         request.attempts += 1;
-        let post = self.destination.post(&app, headers, request.body.clone());
+        let post = self.destination.post(&app, headers, body);
         self.in_flight
             .push(Box::pin(async move { (request, post.await) }));
+        true
     }
 
-    /// A 2xx counts the events sent; anything else is tried again later,
-    /// until the attempts run out.
+    /// A 2xx counts the events sent and lets the app's next request go;
+    /// anything else keeps the request at the front of its app's line, to
+    /// be tried again later, until the attempts run out.
     fn answered(&mut self, request: Request, answer: Result<StatusCode, String>, now: Instant) {
+        let app = request.app.clone();
+        let events = request.events.len() as u64;
         let why = match answer {
             Ok(status) if status.is_success() => {
-                self.counters.sent(&request.app, request.events);
+                self.counters.sent(&app, events);
+                self.free(&app);
                 return;
             }
             Ok(status) => status.to_string(),
             Err(e) => e,
         };
-        self.counters.failed(&request.app);
+        self.counters.failed(&app);
         if request.attempts >= self.terms.attempts {
-            self.counters.dropped(Dropped::Retries, request.events);
-            tracing::warn!(app = %request.app, events = request.events, attempts = request.attempts, answer = %why, "pusher webhook given up");
+            self.counters.dropped(Dropped::Retries, events);
+            tracing::warn!(%app, events, attempts = request.attempts, answer = %why, "pusher webhook given up");
+            self.free(&app);
             return;
         }
-        tracing::debug!(app = %request.app, attempts = request.attempts, answer = %why, "pusher webhook failed; retrying");
+        tracing::debug!(%app, attempts = request.attempts, answer = %why, "pusher webhook failed; retrying");
         let at = now + self.backoff(request.attempts);
-        self.wait(request, at);
+        let line = self.lines.entry(app).or_default();
+        line.busy = false;
+        line.not_before = Some(at);
+        self.waiting_bytes += request.bytes;
+        line.queue.push_front(request);
+        self.trim();
     }
 
     /// The wait after the `attempts`th failed attempt.
@@ -337,6 +438,14 @@ impl<D: Destination> Sender<D> {
             .saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
         doubled.min(self.terms.max_backoff)
     }
+}
+
+/// Whether `app` wants events named `name` sent to its webhook.
+fn wants(app: &App, name: &str) -> bool {
+    app.config
+        .webhook
+        .as_ref()
+        .is_some_and(|hook| hook.events.iter().any(|e| e == name))
 }
 
 /// Milliseconds since the Unix epoch, for `time_ms`.
