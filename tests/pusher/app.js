@@ -7,6 +7,10 @@
 //                                 `socket_id` and `channel_name`, the session
 //                                 cookie and the `X-CSRF-TOKEN` header;
 //                                 answered with `pusher.authorizeChannel`
+//   POST /orders                  an action of the app's own, as a page's
+//                                 axios calls it: records the session's user
+//                                 and Echo's `X-Socket-ID` (what Laravel's
+//                                 `broadcast(…)->toOthers()` reads)
 //   POST /pusher/webhook          webhooks, checked with the library's own
 //                                 `pusher.webhook(req).isValid()`
 //   GET  /pusher.min.js           pusher-js's unmodified browser build
@@ -15,7 +19,8 @@
 // Settings come from the environment: APP_ID, APP_KEY, APP_SECRET,
 // WEBHOOK_FAILURES (answer the first N webhooks 500). Every request it
 // handles is printed on stdout as one JSON line, for the test to read:
-// first {"listening":PORT}, then {"webhook":…} and {"auth":…} records.
+// first {"listening":PORT}, then {"webhook":…}, {"auth":…} and {"order":…}
+// records.
 
 const http = require("http");
 const fs = require("fs");
@@ -137,6 +142,16 @@ const server = http.createServer((req, res) => {
       });
     } else if (req.method === "POST" && url.pathname === "/broadcasting/auth") {
       authorize(req, res, body);
+    } else if (req.method === "POST" && url.pathname === "/orders") {
+      const session = sessions.get(cookies(req).laravel_session);
+      say({
+        order: {
+          user: session ? session.user : null,
+          csrf_ok: !!session && req.headers["x-csrf-token"] === session.csrf,
+          socket_id: req.headers["x-socket-id"] || null,
+        },
+      });
+      send(res, 201, "application/json", "{}");
     } else if (req.method === "POST" && url.pathname === "/pusher/webhook") {
       webhook(req, res, body);
     } else if (req.method === "GET" && url.pathname === "/pusher.min.js") {
