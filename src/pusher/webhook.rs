@@ -11,21 +11,21 @@
 //! of bytes waiting. It never blocks delivery: connections only put events
 //! on a queue that drops (and counts) when this task falls behind.
 //!
-//! Each app's requests go in order, one at a time: a request being retried
-//! holds the app's later ones, so a `channel_occupied` retried can never
-//! land after the `channel_vacated` that followed it. Every attempt writes
-//! the body again with its own `time_ms` and signs it (the libraries'
-//! validators refuse a body minutes old).
+//! Each app's requests go in order, one at a time (`lines.rs`): a request
+//! being retried holds the app's later ones, so a `channel_occupied`
+//! retried can never land after the `channel_vacated` that followed it.
+//! Every attempt writes the body again with its own `time_ms` and signs it
+//! (the libraries' validators refuse a body minutes old).
 //!
 //! Which events an app wants, its key and secret, its URL and upstream are
 //! read from the settings in force each time they are needed
 //! ([`Destination`]): when an event happens and again at each attempt, so
 //! a reload applies to events already on their way.
 
+mod lines;
 mod outbox;
 mod render;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,8 +40,9 @@ use tokio::time::Instant;
 use super::{App, AppEvent, AppEventReceiver};
 use crate::metrics::pusher_webhook::{Dropped, WebhookCounters};
 use crate::upstream::Upstream;
+use lines::{Lines, Request};
 use outbox::{Batch, BatchLimits, Batches, Held};
-use render::{Rendered, render};
+use render::render;
 
 /// Where the sender's requests go, as the settings in force say.
 pub trait Destination: Send + Sync + 'static {
@@ -108,39 +109,6 @@ impl Default for Terms {
     }
 }
 
-/// One request's events, across its attempts (its body is written at each).
-struct Request {
-    app: Arc<str>,
-    events: Vec<Rendered>,
-    /// What it weighs in the backlog: about its body's bytes.
-    bytes: usize,
-    /// Attempts made so far.
-    attempts: u32,
-    /// Its place in the order requests were made, over all apps.
-    seq: u64,
-}
-
-/// One app's requests, sent in order, one at a time.
-#[derive(Default)]
-struct Line {
-    queue: VecDeque<Request>,
-    /// The front request is in flight.
-    busy: bool,
-    /// When the front request, which failed, may be tried again.
-    not_before: Option<Instant>,
-}
-
-impl Line {
-    /// When the front request may go, if it is not in flight.
-    fn ready_at(&self, now: Instant) -> Option<(Instant, u64)> {
-        if self.busy {
-            return None;
-        }
-        let front = self.queue.front()?;
-        Some((self.not_before.unwrap_or(now), front.seq))
-    }
-}
-
 type Sending = BoxFuture<'static, (Request, Result<StatusCode, String>)>;
 
 /// Runs until the app events' senders are gone (the gateway's state is
@@ -161,9 +129,7 @@ pub async fn run<D: Destination>(
             events: terms.batch.events,
             bytes: terms.batch.bytes,
         }),
-        lines: HashMap::new(),
-        waiting_bytes: 0,
-        next_seq: 0,
+        lines: Lines::new(terms.backlog),
         in_flight: FuturesUnordered::new(),
         unqueued_seen: destination.unqueued(),
         destination,
@@ -202,10 +168,7 @@ struct Sender<D> {
     held: Held,
     batches: Batches,
     /// Each app's requests waiting to be sent, retried or answered.
-    lines: HashMap<Arc<str>, Line>,
-    /// Bytes of the requests waiting (not those in flight).
-    waiting_bytes: usize,
-    next_seq: u64,
+    lines: Lines,
     in_flight: FuturesUnordered<Sending>,
     unqueued_seen: u64,
 }
@@ -245,20 +208,12 @@ impl<D: Destination> Sender<D> {
             self.enqueue(batch);
         }
         while self.in_flight.len() < self.terms.in_flight {
-            let Some(app) = self.next_ready(now) else {
+            let Some(request) = self.lines.next(now) else {
                 break;
             };
-            let Some(line) = self.lines.get_mut(&app) else {
-                break;
-            };
-            let Some(request) = line.queue.pop_front() else {
-                break;
-            };
-            line.busy = true;
-            line.not_before = None;
-            self.waiting_bytes -= request.bytes;
+            let app = request.app.clone();
             if !self.send(request) {
-                self.free(&app);
+                self.lines.done(&app);
             }
         }
         let unqueued = self.destination.unqueued();
@@ -269,25 +224,9 @@ impl<D: Destination> Sender<D> {
         }
     }
 
-    /// The app whose front request may go now, the oldest first.
-    fn next_ready(&self, now: Instant) -> Option<Arc<str>> {
-        self.lines
-            .iter()
-            .filter_map(|(app, line)| line.ready_at(now).map(|at| (at, app)))
-            .filter(|((at, _), _)| *at <= now)
-            .min_by_key(|(at, _)| *at)
-            .map(|(_, app)| app.clone())
-    }
-
     fn next_wake(&self) -> Option<Instant> {
-        let now = Instant::now();
         let next_request = (self.in_flight.len() < self.terms.in_flight)
-            .then(|| {
-                self.lines
-                    .values()
-                    .filter_map(|line| line.ready_at(now).map(|(at, _)| at))
-                    .min()
-            })
+            .then(|| self.lines.next_due(Instant::now()))
             .flatten();
         [self.held.next_due(), self.batches.next_due(), next_request]
             .into_iter()
@@ -296,63 +235,16 @@ impl<D: Destination> Sender<D> {
     }
 
     fn enqueue(&mut self, batch: Batch) {
-        // About its body: the events, their commas and the frame around
-        // them with a 13-digit `time_ms`.
-        let bytes = batch.bytes + batch.events.len() + 37;
-        let request = Request {
-            app: batch.app,
-            events: batch.events,
-            bytes,
-            attempts: 0,
-            seq: self.next_seq,
-        };
-        self.next_seq += 1;
-        let line = self.lines.entry(request.app.clone()).or_default();
-        self.waiting_bytes += request.bytes;
-        line.queue.push_back(request);
-        self.trim();
+        let gone = self.lines.push(batch.app, batch.events);
+        self.given_up(gone);
     }
 
-    /// Gives up the oldest waiting requests while the waiting ones hold
-    /// more than the backlog allows (the last one always stays).
-    fn trim(&mut self) {
-        while self.waiting_bytes > self.terms.backlog && self.waiting() > 1 {
-            let oldest = self
-                .lines
-                .iter()
-                .filter_map(|(app, line)| line.queue.front().map(|r| (r.seq, app)))
-                .min_by_key(|(seq, _)| *seq)
-                .map(|(_, app)| app.clone());
-            let Some(app) = oldest else { break };
-            let Some(line) = self.lines.get_mut(&app) else {
-                break;
-            };
-            if let Some(gone) = line.queue.pop_front() {
-                // The next one has not failed: it need not wait.
-                line.not_before = None;
-                self.waiting_bytes -= gone.bytes;
-                self.counters
-                    .dropped(Dropped::Backlog, gone.events.len() as u64);
-                tracing::warn!(app = %gone.app, events = gone.events.len(), "pusher webhook backlog full; oldest events dropped");
-            }
-            if line.queue.is_empty() && !line.busy {
-                self.lines.remove(&app);
-            }
-        }
-    }
-
-    /// Requests waiting, over all apps.
-    fn waiting(&self) -> usize {
-        self.lines.values().map(|l| l.queue.len()).sum()
-    }
-
-    /// The app's request is done: its next one may go.
-    fn free(&mut self, app: &Arc<str>) {
-        if let Some(line) = self.lines.get_mut(app) {
-            line.busy = false;
-            if line.queue.is_empty() {
-                self.lines.remove(app);
-            }
+    /// Counts and logs the requests the backlog could not keep.
+    fn given_up(&mut self, gone: Vec<Request>) {
+        for request in gone {
+            let events = request.events.len();
+            self.counters.dropped(Dropped::Backlog, events as u64);
+            tracing::warn!(app = %request.app, events, "pusher webhook backlog full; oldest events dropped");
         }
     }
 
@@ -407,7 +299,7 @@ impl<D: Destination> Sender<D> {
         let why = match answer {
             Ok(status) if status.is_success() => {
                 self.counters.sent(&app, events);
-                self.free(&app);
+                self.lines.done(&app);
                 return;
             }
             Ok(status) => status.to_string(),
@@ -417,17 +309,13 @@ impl<D: Destination> Sender<D> {
         if request.attempts >= self.terms.attempts {
             self.counters.dropped(Dropped::Retries, events);
             tracing::warn!(%app, events, attempts = request.attempts, answer = %why, "pusher webhook given up");
-            self.free(&app);
+            self.lines.done(&app);
             return;
         }
         tracing::debug!(%app, attempts = request.attempts, answer = %why, "pusher webhook failed; retrying");
         let at = now + self.backoff(request.attempts);
-        let line = self.lines.entry(app).or_default();
-        line.busy = false;
-        line.not_before = Some(at);
-        self.waiting_bytes += request.bytes;
-        line.queue.push_front(request);
-        self.trim();
+        let gone = self.lines.retry(request, at);
+        self.given_up(gone);
     }
 
     /// The wait after the `attempts`th failed attempt.

@@ -132,7 +132,7 @@ pub(super) struct Batch {
     pub app: Arc<str>,
     pub events: Vec<Rendered>,
     opened: Instant,
-    pub bytes: usize,
+    bytes: usize,
 }
 
 /// Each app's open batch.
