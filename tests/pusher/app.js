@@ -14,6 +14,7 @@
 //   POST /pusher/webhook          webhooks, checked with the library's own
 //                                 `pusher.webhook(req).isValid()`
 //   GET  /pusher.min.js           pusher-js's unmodified browser build
+//   GET  /echo.iife.js            laravel-echo's, and /axios.min.js axios's
 //   GET  /page.html               tests/pusher/page.html
 //
 // Settings come from the environment: APP_ID, APP_KEY, APP_SECRET,
@@ -156,6 +157,12 @@ const server = http.createServer((req, res) => {
       webhook(req, res, body);
     } else if (req.method === "GET" && url.pathname === "/pusher.min.js") {
       const file = path.join(__dirname, "node_modules/pusher-js/dist/web/pusher.min.js");
+      send(res, 200, "application/javascript", fs.readFileSync(file));
+    } else if (req.method === "GET" && url.pathname === "/echo.iife.js") {
+      const file = path.join(__dirname, "node_modules/laravel-echo/dist/echo.iife.js");
+      send(res, 200, "application/javascript", fs.readFileSync(file));
+    } else if (req.method === "GET" && url.pathname === "/axios.min.js") {
+      const file = path.join(__dirname, "node_modules/axios/dist/axios.min.js");
       send(res, 200, "application/javascript", fs.readFileSync(file));
     } else if (req.method === "GET" && url.pathname === "/page.html") {
       send(res, 200, "text/html; charset=utf-8", fs.readFileSync(path.join(__dirname, "page.html")));
