@@ -118,16 +118,18 @@ impl Signer {
         self.hex(body)
     }
 
-    /// Checks a signed HTTP API request. `query` is the decoded query
-    /// string (keys as sent); `now` is Unix seconds.
-    pub fn verify_request(
+    /// Checks a signed HTTP API request's method, path and query, before a
+    /// byte of its body is read: only a request signed with the secret may
+    /// make the gateway buffer a body. `query` is the decoded query string
+    /// (keys as sent); `now` is Unix seconds. The signature covers
+    /// `body_md5`, so the answer is the digest the body must then match.
+    pub fn verify_query(
         &self,
         method: &str,
         path: &str,
         query: &[(String, String)],
-        body: &[u8],
         now: u64,
-    ) -> Result<(), RequestError> {
+    ) -> Result<BodyDigest, RequestError> {
         let get = |name: &str| {
             query
                 .iter()
@@ -154,21 +156,24 @@ impl Signer {
                 window: TIMESTAMP_WINDOW_SECS,
             });
         }
-        // A body must be bound by its digest; a digest sent with no body (the
-        // Python library sends one on every GET) must match the empty body.
-        match get("body_md5") {
-            Some(md5) if !md5.eq_ignore_ascii_case(&hex::encode(Md5::digest(body))) => {
-                return Err(RequestError::BodyMd5);
-            }
-            None if !body.is_empty() => return Err(RequestError::Missing("body_md5")),
-            _ => {}
-        }
         let to_sign = string_to_sign(method, path, query);
-        if self.verify_hex(to_sign.as_bytes(), signature) {
-            Ok(())
-        } else {
-            Err(RequestError::Signature { to_sign })
+        if !self.verify_hex(to_sign.as_bytes(), signature) {
+            return Err(RequestError::Signature { to_sign });
         }
+        Ok(BodyDigest(get("body_md5").map(str::to_ascii_lowercase)))
+    }
+
+    /// Checks a whole signed HTTP API request: [`Self::verify_query`], then
+    /// the body against its digest.
+    pub fn verify_request(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(String, String)],
+        body: &[u8],
+        now: u64,
+    ) -> Result<(), RequestError> {
+        self.verify_query(method, path, query, now)?.check(body)
     }
 
     /// The query a client library sends: what [`verify_request`] accepts
@@ -190,6 +195,24 @@ impl Signer {
         let signature = self.hex(string_to_sign(method, path, &query).as_bytes());
         query.push(("auth_signature".into(), signature));
         query
+    }
+}
+
+/// The `body_md5` a signed query carries: what the body, read after the
+/// signature passed, must hash to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "the body is bound only once its digest is checked"]
+pub struct BodyDigest(Option<String>);
+
+impl BodyDigest {
+    /// A body must be bound by its digest; a digest sent with no body (the
+    /// Python library sends one on every GET) must match the empty body.
+    pub fn check(&self, body: &[u8]) -> Result<(), RequestError> {
+        match &self.0 {
+            Some(md5) if *md5 != hex::encode(Md5::digest(body)) => Err(RequestError::BodyMd5),
+            None if !body.is_empty() => Err(RequestError::Missing("body_md5")),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -316,8 +339,16 @@ mod tests {
         assert_eq!(verify(&doc_query(), b"{}", now), Err(RequestError::BodyMd5));
         let mut q = doc_query();
         q.retain(|(k, _)| k != "body_md5");
+        assert!(
+            matches!(
+                verify(&q, DOC_BODY, now),
+                Err(RequestError::Signature { .. })
+            ),
+            "body_md5 is part of what is signed"
+        );
+        let unbound = doc().sign_request("POST", "/apps/3/events", Vec::new(), b"", now);
         assert_eq!(
-            verify(&q, DOC_BODY, now),
+            verify(&unbound, DOC_BODY, now),
             Err(RequestError::Missing("body_md5"))
         );
         let mut q = doc_query();
@@ -343,6 +374,32 @@ mod tests {
         assert_eq!(
             verify(&q, DOC_BODY, now),
             Err(RequestError::Missing("auth_timestamp"))
+        );
+    }
+
+    #[test]
+    fn the_query_is_checked_without_the_body_and_names_the_digest_to_match() {
+        let now = 1353088179;
+        let digest = doc()
+            .verify_query("POST", "/apps/3/events", &doc_query(), now)
+            .expect("the published example's query is valid");
+        assert_eq!(digest.check(DOC_BODY), Ok(()));
+        assert_eq!(digest.check(b"{}"), Err(RequestError::BodyMd5));
+        let mut q = doc_query();
+        q[4].1.replace_range(0..1, "e");
+        assert!(matches!(
+            doc().verify_query("POST", "/apps/3/events", &q, now),
+            Err(RequestError::Signature { .. })
+        ));
+        let mut q = doc_query();
+        q.truncate(4);
+        q[3].1 = q[3].1.to_ascii_uppercase();
+        let signature = doc().hex(string_to_sign("POST", "/apps/3/events", &q).as_bytes());
+        q.push(("auth_signature".into(), signature));
+        assert_eq!(
+            doc().verify_request("POST", "/apps/3/events", &q, DOC_BODY, now),
+            Ok(()),
+            "an upper-case digest is the same digest"
         );
     }
 

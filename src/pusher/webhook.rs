@@ -11,14 +11,21 @@
 //! of bytes waiting. It never blocks delivery: connections only put events
 //! on a queue that drops (and counts) when this task falls behind.
 //!
+//! Each app's requests go in order, one at a time (`lines.rs`): a request
+//! being retried holds the app's later ones, so a `channel_occupied`
+//! retried can never land after the `channel_vacated` that followed it.
+//! Every attempt writes the body again with its own `time_ms` and signs it
+//! (the libraries' validators refuse a body minutes old).
+//!
 //! Which events an app wants, its key and secret, its URL and upstream are
 //! read from the settings in force each time they are needed
-//! ([`Destination`]), so a reload applies to events already on their way.
+//! ([`Destination`]): when an event happens and again at each attempt, so
+//! a reload applies to events already on their way.
 
+mod lines;
 mod outbox;
 mod render;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +40,7 @@ use tokio::time::Instant;
 use super::{App, AppEvent, AppEventReceiver};
 use crate::metrics::pusher_webhook::{Dropped, WebhookCounters};
 use crate::upstream::Upstream;
+use lines::{Lines, Request};
 use outbox::{Batch, BatchLimits, Batches, Held};
 use render::render;
 
@@ -50,6 +58,10 @@ pub trait Destination: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<StatusCode, String>>;
     /// Events connections could not queue so far (`AppEvents::dropped`).
     fn unqueued(&self) -> u64;
+    /// Milliseconds since the Unix epoch, for a body's `time_ms`.
+    fn unix_ms(&self) -> u128 {
+        unix_ms()
+    }
 }
 
 /// How much is held and for how long.
@@ -97,15 +109,6 @@ impl Default for Terms {
     }
 }
 
-/// One request's body and what it carries, across its attempts.
-struct Request {
-    app: Arc<str>,
-    body: Bytes,
-    events: u64,
-    /// Attempts made so far.
-    attempts: u32,
-}
-
 type Sending = BoxFuture<'static, (Request, Result<StatusCode, String>)>;
 
 /// Runs until the app events' senders are gone (the gateway's state is
@@ -126,9 +129,7 @@ pub async fn run<D: Destination>(
             events: terms.batch.events,
             bytes: terms.batch.bytes,
         }),
-        waiting: BTreeMap::new(),
-        waiting_bytes: 0,
-        next_seq: 0,
+        lines: Lines::new(terms.backlog),
         in_flight: FuturesUnordered::new(),
         unqueued_seen: destination.unqueued(),
         destination,
@@ -166,10 +167,8 @@ struct Sender<D> {
     terms: Terms,
     held: Held,
     batches: Batches,
-    /// Requests to send at or after their time, by (time, order).
-    waiting: BTreeMap<(Instant, u64), Request>,
-    waiting_bytes: usize,
-    next_seq: u64,
+    /// Each app's requests waiting to be sent, retried or answered.
+    lines: Lines,
     in_flight: FuturesUnordered<Sending>,
     unqueued_seen: u64,
 }
@@ -190,17 +189,12 @@ impl<D: Destination> Sender<D> {
         let Some(config) = self.destination.app(app) else {
             return;
         };
-        let (name, rendered) = render(&event);
-        let wanted = config
-            .config
-            .webhook
-            .as_ref()
-            .is_some_and(|hook| hook.events.iter().any(|e| e == name));
-        if !wanted {
+        let rendered = render(&event);
+        if !wants(&config, rendered.name) {
             return;
         }
         if let Some(full) = self.batches.add(app, rendered, now) {
-            self.enqueue(full, now);
+            self.enqueue(full);
         }
     }
 
@@ -211,18 +205,16 @@ impl<D: Destination> Sender<D> {
             self.admit(&app, event, now);
         }
         for batch in self.batches.due(now) {
-            self.enqueue(batch, now);
+            self.enqueue(batch);
         }
         while self.in_flight.len() < self.terms.in_flight {
-            let Some(entry) = self.waiting.first_entry() else {
+            let Some(request) = self.lines.next(now) else {
                 break;
             };
-            if entry.key().0 > now {
-                break;
+            let app = request.app.clone();
+            if !self.send(request) {
+                self.lines.done(&app);
             }
-            let request = entry.remove();
-            self.waiting_bytes -= request.body.len();
-            self.send(request);
         }
         let unqueued = self.destination.unqueued();
         if unqueued > self.unqueued_seen {
@@ -234,7 +226,7 @@ impl<D: Destination> Sender<D> {
 
     fn next_wake(&self) -> Option<Instant> {
         let next_request = (self.in_flight.len() < self.terms.in_flight)
-            .then(|| self.waiting.keys().next().map(|(at, _)| *at))
+            .then(|| self.lines.next_due(Instant::now()))
             .flatten();
         [self.held.next_due(), self.batches.next_due(), next_request]
             .into_iter()
@@ -242,53 +234,42 @@ impl<D: Destination> Sender<D> {
             .min()
     }
 
-    fn enqueue(&mut self, batch: Batch, now: Instant) {
-        let events = batch.events.len() as u64;
-        let body = Bytes::from(batch.body(unix_ms()));
-        let request = Request {
-            app: batch.app,
-            body,
-            events,
-            attempts: 0,
-        };
-        self.wait(request, now);
+    fn enqueue(&mut self, batch: Batch) {
+        let gone = self.lines.push(batch.app, batch.events);
+        self.given_up(gone);
     }
 
-    /// Puts a request in line for `at`, giving up the oldest ones while the
-    /// line holds more than the backlog allows.
-    fn wait(&mut self, request: Request, at: Instant) {
-        self.waiting_bytes += request.body.len();
-        self.waiting.insert((at, self.next_seq), request);
-        self.next_seq += 1;
-        while self.waiting_bytes > self.terms.backlog && self.waiting.len() > 1 {
-            let Some(oldest) = self.oldest() else { break };
-            if let Some(gone) = self.waiting.remove(&oldest) {
-                self.waiting_bytes -= gone.body.len();
-                self.counters.dropped(Dropped::Backlog, gone.events);
-                tracing::warn!(app = %gone.app, events = gone.events, "pusher webhook backlog full; oldest events dropped");
-            }
+    /// Counts and logs the requests the backlog could not keep.
+    fn given_up(&mut self, gone: Vec<Request>) {
+        for request in gone {
+            let events = request.events.len();
+            self.counters.dropped(Dropped::Backlog, events as u64);
+            tracing::warn!(app = %request.app, events, "pusher webhook backlog full; oldest events dropped");
         }
     }
 
-    /// The key of the request that entered the line first.
-    fn oldest(&self) -> Option<(Instant, u64)> {
-        self.waiting.keys().min_by_key(|(_, seq)| *seq).copied()
-    }
-
-    /// Signs the body with the app's key as it is now and sends it.
-    fn send(&mut self, mut request: Request) {
+    /// Writes the body of the events the app still wants with this
+    /// attempt's `time_ms`, signs it with the app's key as it is now and
+    /// sends it; false when nothing was sent.
+    fn send(&mut self, mut request: Request) -> bool {
         let Some(app) = self.destination.app(&request.app) else {
-            self.counters.dropped(Dropped::Unconfigured, request.events);
-            return;
+            self.counters
+                .dropped(Dropped::Unconfigured, request.events.len() as u64);
+            return false;
         };
+        request.events.retain(|e| wants(&app, e.name));
+        if request.events.is_empty() {
+            return false;
+        }
+        let body = Bytes::from(render::body(
+            self.destination.unix_ms(),
+            request.events.iter(),
+        ));
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let signed = [
             ("x-pusher-key", app.signer.key().to_owned()),
-            (
-                "x-pusher-signature",
-                app.signer.webhook_signature(&request.body),
-            ),
+            ("x-pusher-signature", app.signer.webhook_signature(&body)),
         ];
         for (name, value) in signed {
             match HeaderValue::from_str(&value) {
@@ -296,37 +277,45 @@ impl<D: Destination> Sender<D> {
                     headers.insert(HeaderName::from_static(name), value);
                 }
                 Err(_) => {
-                    self.counters.dropped(Dropped::Unconfigured, request.events);
-                    return;
+                    self.counters
+                        .dropped(Dropped::Unconfigured, request.events.len() as u64);
+                    return false;
                 }
             }
         }
         request.attempts += 1;
-        let post = self.destination.post(&app, headers, request.body.clone());
+        let post = self.destination.post(&app, headers, body);
         self.in_flight
             .push(Box::pin(async move { (request, post.await) }));
+        true
     }
 
-    /// A 2xx counts the events sent; anything else is tried again later,
-    /// until the attempts run out.
+    /// A 2xx counts the events sent and lets the app's next request go;
+    /// anything else keeps the request at the front of its app's line, to
+    /// be tried again later, until the attempts run out.
     fn answered(&mut self, request: Request, answer: Result<StatusCode, String>, now: Instant) {
+        let app = request.app.clone();
+        let events = request.events.len() as u64;
         let why = match answer {
             Ok(status) if status.is_success() => {
-                self.counters.sent(&request.app, request.events);
+                self.counters.sent(&app, events);
+                self.lines.done(&app);
                 return;
             }
             Ok(status) => status.to_string(),
             Err(e) => e,
         };
-        self.counters.failed(&request.app);
+        self.counters.failed(&app);
         if request.attempts >= self.terms.attempts {
-            self.counters.dropped(Dropped::Retries, request.events);
-            tracing::warn!(app = %request.app, events = request.events, attempts = request.attempts, answer = %why, "pusher webhook given up");
+            self.counters.dropped(Dropped::Retries, events);
+            tracing::warn!(%app, events, attempts = request.attempts, answer = %why, "pusher webhook given up");
+            self.lines.done(&app);
             return;
         }
-        tracing::debug!(app = %request.app, attempts = request.attempts, answer = %why, "pusher webhook failed; retrying");
+        tracing::debug!(%app, attempts = request.attempts, answer = %why, "pusher webhook failed; retrying");
         let at = now + self.backoff(request.attempts);
-        self.wait(request, at);
+        let gone = self.lines.retry(request, at);
+        self.given_up(gone);
     }
 
     /// The wait after the `attempts`th failed attempt.
@@ -339,6 +328,14 @@ impl<D: Destination> Sender<D> {
     }
 }
 
+/// Whether `app` wants events named `name` sent to its webhook.
+fn wants(app: &App, name: &str) -> bool {
+    app.config
+        .webhook
+        .as_ref()
+        .is_some_and(|hook| hook.events.iter().any(|e| e == name))
+}
+
 /// Milliseconds since the Unix epoch, for `time_ms`.
 fn unix_ms() -> u128 {
     SystemTime::now()
@@ -347,12 +344,15 @@ fn unix_ms() -> u128 {
         .unwrap_or(0)
 }
 
-/// The most of a webhook answer's body read (it is not used; a larger one
-/// fails the request as an answer the gateway could not take).
-const ANSWER_LIMIT: usize = 64 * 1024;
+/// The most of a webhook answer's body read, and only what has already
+/// arrived with its head: it is not used, and read only so a short answer
+/// leaves its connection reusable.
+const ANSWER_DRAIN: usize = 64 * 1024;
 
 /// How a webhook body reaches the application: a POST to `url` on
-/// `upstream`, whose answer's body is not needed beyond a few bytes.
+/// `upstream`, decided on its status line alone. Pusher's contract is the
+/// status: a 2xx whose body is large or slow is still a success, and its
+/// events are not sent again.
 pub async fn post_through(
     upstream: Upstream,
     url: String,
@@ -360,9 +360,8 @@ pub async fn post_through(
     body: Bytes,
 ) -> Result<StatusCode, String> {
     upstream
-        .call(http::Method::POST, &url, headers, body, ANSWER_LIMIT)
+        .call_status(http::Method::POST, &url, headers, body, ANSWER_DRAIN)
         .await
-        .map(|answer| answer.status)
         .map_err(|e| e.to_string())
 }
 

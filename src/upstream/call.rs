@@ -1,6 +1,7 @@
 //! What the gateway itself asks of the application (client messages
 //! forwarded to `client_messages.forward_to`, session and resource checks,
-//! webhooks): small requests whose whole answer is read, bounded in size,
+//! webhooks): small requests whose whole answer is read, bounded in size
+//! (or only its status line, for a sender that needs no more),
 //! sent through the same failover loop as a proxied request
 //! (`attempt.rs`) but with nothing of a client's added.
 
@@ -50,6 +51,59 @@ impl Upstream {
         body: Bytes,
         limit: usize,
     ) -> Result<Answer, BackendError> {
+        let resp = self.call_head(&method, path, headers, body).await?;
+        let (parts, body) = resp.into_parts();
+        let body = tokio::time::timeout(
+            self.timeout,
+            http_body_util::Limited::new(body, limit).collect(),
+        )
+        .await
+        .map_err(|_| BackendError::Timeout)?
+        .map_err(|e| BackendError::Unavailable(e.to_string()))?
+        .to_bytes();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// [`Upstream::call`] for a sender that needs only the status line
+    /// (webhooks): the body is never waited for. What of it has already
+    /// arrived, up to `drain` bytes, is read so a short answer leaves its
+    /// connection reusable; the rest goes with the connection, closed.
+    pub async fn call_status(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        drain: usize,
+    ) -> Result<StatusCode, BackendError> {
+        use futures_util::FutureExt;
+        let resp = self.call_head(&method, path, headers, body).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut read = 0;
+        while read <= drain {
+            match body.frame().now_or_never() {
+                Some(Some(Ok(frame))) => {
+                    read += frame.data_ref().map_or(0, Bytes::len);
+                }
+                _ => break,
+            }
+        }
+        Ok(status)
+    }
+
+    /// Sends the request and returns the answer's head with its body unread.
+    async fn call_head(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Pooled>, BackendError> {
         let pq = http::uri::PathAndQuery::try_from(format!("{}{}", self.base_path, path))
             .map_err(|e| BackendError::Request(e.to_string()))?;
         // A connect that failed reached no server: the next one is asked,
@@ -57,7 +111,7 @@ impl Upstream {
         let reached = self
             .servers
             .attempt(None, self.timeout, |server, _| {
-                self.call_on(server, &method, &pq, &headers, &body)
+                self.call_on(server, method, &pq, &headers, &body)
             })
             .await;
         let (mut resp, conn) = match reached {
@@ -80,22 +134,9 @@ impl Upstream {
                 return Err(BackendError::Unavailable(reason(&e)));
             }
         };
-        reuse::check(&method, false, &mut resp, &conn)
+        reuse::check(method, false, &mut resp, &conn)
             .map_err(|e| BackendError::Unavailable(e.to_string()))?;
-        let (parts, body) = resp.into_parts();
-        let body = tokio::time::timeout(
-            self.timeout,
-            http_body_util::Limited::new(body, limit).collect(),
-        )
-        .await
-        .map_err(|_| BackendError::Timeout)?
-        .map_err(|e| BackendError::Unavailable(e.to_string()))?
-        .to_bytes();
-        Ok(Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        Ok(resp)
     }
 }
 

@@ -4,7 +4,8 @@
 //! browser logs in there (a session cookie), pusher-js authorizes its
 //! private and presence channels at the application's `/broadcasting/auth`
 //! with that cookie and Echo's `X-CSRF-TOKEN` header, and a trigger of the
-//! official Python library reaches the page.
+//! official Python library reaches the page; and the same page configured
+//! as a Laravel app configures it, with the real laravel-echo build.
 
 use serde_json::{Value, json};
 
@@ -72,6 +73,88 @@ async fn pusher_js_in_chromium_subscribes_through_the_app_and_gets_a_python_trig
     let received: Vec<Value> = serde_json::from_value(b.js("return seen.received").await).unwrap();
     for channel in ["news", "private-user.7"] {
         assert!(received.contains(&json!([channel, data])), "{received:?}");
+    }
+    b.finish().await;
+}
+
+/// The real `laravel-echo` browser build in Chromium, configured as a
+/// Laravel app configures it (`broadcaster: 'pusher'`, then `'reverb'`;
+/// axios on the window): Echo's own authorization with the page's cookie
+/// and CSRF token, presence, a refused channel, Echo's `X-Socket-ID` on the
+/// page's axios request, and a Python-library trigger as Echo's event.
+#[tokio::test]
+async fn laravel_echo_in_chromium_as_the_pusher_and_the_reverb_broadcaster() {
+    let mut app = StandIn::start(0).await;
+    let gw = gateway(&app, "", "").await;
+    let b = Browser::start().await;
+    b.client.goto(&gw.url("/login?user=7")).await.unwrap();
+    for broadcaster in ["pusher", "reverb"] {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("key", APP_KEY)
+            .append_pair("user", "7")
+            .append_pair("echo", broadcaster)
+            .finish();
+        b.client
+            .goto(&gw.url(&format!("/page.html?{query}")))
+            .await
+            .unwrap();
+        b.until(
+            20,
+            "two channels subscribed, one refused, the page's request answered",
+            "return window.seen && seen.subscribed.length === 2 && seen.refused.length === 1 && seen.order === 201",
+        )
+        .await;
+        let seen = b.js("return window.seen").await;
+        assert_eq!(
+            seen["refused"],
+            json!([["private-user.nobody", 403]]),
+            "{broadcaster}"
+        );
+        assert_eq!(seen["members"]["count"], 1, "{broadcaster}: {seen}");
+        let socket_id = seen["socket_id"].as_str().unwrap_or_default().to_owned();
+        let mut statuses = Vec::new();
+        while statuses.len() < 3 {
+            let auth = app.next_of("auth").await;
+            assert!(
+                auth["cookie"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("laravel_session=")),
+                "{auth}"
+            );
+            assert_eq!(auth["socket_id"], socket_id.as_str(), "{auth}");
+            statuses.push(auth["status"].as_u64().unwrap_or_default());
+        }
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [200, 200, 403],
+            "Echo's X-CSRF-TOKEN was accepted"
+        );
+        let order = app.next_of("order").await;
+        assert_eq!(
+            order["socket_id"],
+            socket_id.as_str(),
+            "{broadcaster}: Echo's X-Socket-ID on axios's request"
+        );
+
+        let data = json!({"order": 42});
+        python_trigger(
+            gw.admin,
+            &["private-user.7"],
+            r"App\Events\OrderShipped",
+            data.clone(),
+        )
+        .await;
+        b.until(
+            10,
+            "the trigger reached Echo's listener",
+            "return seen.received.length === 1",
+        )
+        .await;
+        assert_eq!(
+            b.js("return seen.received").await,
+            json!([["private-user.7", data]])
+        );
     }
     b.finish().await;
 }

@@ -19,17 +19,24 @@ const JWT_SECRET: &str = "pusher-api-secret";
 /// "b:"` and `max_message: 100`), presence on `presence-*` and `extra`
 /// appended (a `limits:` section).
 async fn gateway(extra: &str) -> TestGateway {
+    gateway_with("", None, extra).await
+}
+
+/// [`gateway`] with `more_apps` (lines of the `apps:` list) and an admin key.
+async fn gateway_with(more_apps: &str, admin_key: Option<&str>, extra: &str) -> TestGateway {
+    let admin_keys = admin_key.map_or(String::new(), |k| format!(", admin_keys: [\"{k}\"]"));
     let dir = temp_dir("pusher-api");
     let text = yaml(
         &dir,
         "http://127.0.0.1:9",
         "  heartbeat: 15s",
         &format!(
-            r#"auth: {{ jwt: {{ hs256_secret: {JWT_SECRET} }} }}
+            r#"auth: {{ jwt: {{ hs256_secret: {JWT_SECRET} }}{admin_keys} }}
 pusher:
   apps:
     - {{ id: "1001", key: app-key, secret: app-secret }}
     - {{ id: 2002, key: small-key, secret: small-secret, channel_prefix: "b:", max_message: 100 }}
+{more_apps}
 {extra}"#
         ),
     )
@@ -38,7 +45,9 @@ pusher:
         "channels:\n  - { pattern: \"presence-*\", subscribe: token, presence: true }\n  - { pattern: \"b:*\", subscribe: anyone }\n",
         1,
     );
-    TestGateway::start_yaml(&text, dir).await
+    let mut gw = TestGateway::start_yaml(&text, dir).await;
+    gw.admin_key = admin_key.map(str::to_owned);
+    gw
 }
 
 /// An SSE subscriber of `channel`, once the hub counts it.
@@ -402,7 +411,7 @@ async fn refusals_have_pushers_status_and_body_and_publish_nothing() {
 
 #[tokio::test]
 async fn a_signed_request_still_meets_the_admin_listeners_refusals() {
-    let gw = gateway("").await;
+    let gw = gateway_with("", Some("the-admin-key"), "").await;
     let body = r#"{"name":"e","data":"x","channel":"public.news"}"#;
     let url = clients::signed_url(gw.admin, &APP, "POST", "/apps/1001/events", body).await;
     let send = |origin: Option<&'static str>, site: Option<&'static str>, ctype: &'static str| {
@@ -459,10 +468,10 @@ async fn a_signed_request_still_meets_the_admin_listeners_refusals() {
             .starts_with("Request body too large")
     );
 
-    // An admin key does not stand in for the signature.
+    // An admin key does not stand in for the signature: the configured key,
+    // sent as the admin API wants it, still meets Pusher's 401.
     let r = gw
-        .http
-        .get(gw.admin_url("/apps/1001/channels"))
+        .admin(reqwest::Method::GET, "/apps/1001/channels")
         .send()
         .await
         .unwrap();
@@ -472,6 +481,91 @@ async fn a_signed_request_still_meets_the_admin_listeners_refusals() {
             .await
             .unwrap()
             .starts_with("Missing parameter: auth_key")
+    );
+    let body = r#"{"name":"e","data":"x","channel":"public.news"}"#;
+    let r = gw
+        .admin(reqwest::Method::POST, "/apps/1001/events")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "not published on the admin key alone");
+    let r = gw
+        .admin(reqwest::Method::GET, "/stats")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the key sent is the admin API's own");
+}
+
+/// An unsigned peer never makes the gateway wait for, or buffer, a body:
+/// the signature over method, path and query is checked on the head alone.
+#[tokio::test]
+async fn an_unsigned_request_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = gateway("").await;
+    let url = clients::signed_url(gw.admin, &APP, "POST", "/apps/1001/events", "{}").await;
+    let signed_query = url.split_once('?').map(|(_, q)| q.to_owned()).unwrap();
+    let wrong = signed_query.replace("auth_signature=", "auth_signature=0");
+    for query in ["".to_owned(), format!("?{wrong}")] {
+        let mut s = tokio::net::TcpStream::connect(gw.admin).await.unwrap();
+        // Under the default app's body bound (about 800 KB), and never sent.
+        let head = format!(
+            "POST /apps/1001/events{query} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 500000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut answer))
+            .await
+            .expect("answered without waiting for the body")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 401"), "{query}: {text}");
+    }
+
+    // The body is still bound by its digest once it is read.
+    let r = gw
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(r#"{"name":"e","data":"x","channel":"public.news"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.text().await.unwrap(), "Invalid body_md5");
+}
+
+/// A signed body is read under a fixed cap of 1 MiB, however large the
+/// app's `max_message`: a signed query stays valid for ten minutes and its
+/// `body_md5` is checked only once the body is in.
+#[tokio::test]
+async fn a_signed_body_is_capped_whatever_the_apps_max_message() {
+    let gw = gateway_with(
+        "    - { id: \"3003\", key: big-key, secret: big-secret, max_message: 16MiB }",
+        None,
+        "",
+    )
+    .await;
+    let big = clients::Creds {
+        id: "3003",
+        key: "big-key",
+        secret: "big-secret",
+    };
+    let url = clients::signed_url(gw.admin, &big, "POST", "/apps/3003/events", "").await;
+    let r = gw
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "Request body too large: over 1048576 bytes"
     );
 }
 

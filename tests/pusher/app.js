@@ -7,15 +7,21 @@
 //                                 `socket_id` and `channel_name`, the session
 //                                 cookie and the `X-CSRF-TOKEN` header;
 //                                 answered with `pusher.authorizeChannel`
+//   POST /orders                  an action of the app's own, as a page's
+//                                 axios calls it: records the session's user
+//                                 and Echo's `X-Socket-ID` (what Laravel's
+//                                 `broadcast(…)->toOthers()` reads)
 //   POST /pusher/webhook          webhooks, checked with the library's own
 //                                 `pusher.webhook(req).isValid()`
 //   GET  /pusher.min.js           pusher-js's unmodified browser build
+//   GET  /echo.iife.js            laravel-echo's, and /axios.min.js axios's
 //   GET  /page.html               tests/pusher/page.html
 //
 // Settings come from the environment: APP_ID, APP_KEY, APP_SECRET,
 // WEBHOOK_FAILURES (answer the first N webhooks 500). Every request it
 // handles is printed on stdout as one JSON line, for the test to read:
-// first {"listening":PORT}, then {"webhook":…} and {"auth":…} records.
+// first {"listening":PORT}, then {"webhook":…}, {"auth":…} and {"order":…}
+// records.
 
 const http = require("http");
 const fs = require("fs");
@@ -137,10 +143,26 @@ const server = http.createServer((req, res) => {
       });
     } else if (req.method === "POST" && url.pathname === "/broadcasting/auth") {
       authorize(req, res, body);
+    } else if (req.method === "POST" && url.pathname === "/orders") {
+      const session = sessions.get(cookies(req).laravel_session);
+      say({
+        order: {
+          user: session ? session.user : null,
+          csrf_ok: !!session && req.headers["x-csrf-token"] === session.csrf,
+          socket_id: req.headers["x-socket-id"] || null,
+        },
+      });
+      send(res, 201, "application/json", "{}");
     } else if (req.method === "POST" && url.pathname === "/pusher/webhook") {
       webhook(req, res, body);
     } else if (req.method === "GET" && url.pathname === "/pusher.min.js") {
       const file = path.join(__dirname, "node_modules/pusher-js/dist/web/pusher.min.js");
+      send(res, 200, "application/javascript", fs.readFileSync(file));
+    } else if (req.method === "GET" && url.pathname === "/echo.iife.js") {
+      const file = path.join(__dirname, "node_modules/laravel-echo/dist/echo.iife.js");
+      send(res, 200, "application/javascript", fs.readFileSync(file));
+    } else if (req.method === "GET" && url.pathname === "/axios.min.js") {
+      const file = path.join(__dirname, "node_modules/axios/dist/axios.min.js");
       send(res, 200, "application/javascript", fs.readFileSync(file));
     } else if (req.method === "GET" && url.pathname === "/page.html") {
       send(res, 200, "text/html; charset=utf-8", fs.readFileSync(path.join(__dirname, "page.html")));

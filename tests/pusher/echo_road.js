@@ -74,4 +74,4 @@ function subscribed(channel) {
   });
 }
 
-module.exports = { say, fail, connect, subscribed };
+module.exports = { say, fail, base, login, connect, subscribed };

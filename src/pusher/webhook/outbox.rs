@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::render::Rendered;
 use crate::pusher::AppEvent;
 
 /// What a held leave event is matched by: its app and its channel.
@@ -125,31 +126,13 @@ pub(super) struct BatchLimits {
     pub bytes: usize,
 }
 
-/// One app's events on their way into one request (each rendered JSON).
+/// One app's events on their way into one request.
 #[derive(Debug)]
 pub(super) struct Batch {
     pub app: Arc<str>,
-    pub events: Vec<String>,
+    pub events: Vec<Rendered>,
     opened: Instant,
     bytes: usize,
-}
-
-impl Batch {
-    /// The webhook body: `{"time_ms":…,"events":[…]}`.
-    pub(super) fn body(&self, time_ms: u128) -> String {
-        let mut body = String::with_capacity(self.bytes + self.events.len() + 32);
-        body.push_str("{\"time_ms\":");
-        body.push_str(&time_ms.to_string());
-        body.push_str(",\"events\":[");
-        for (i, event) in self.events.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            body.push_str(event);
-        }
-        body.push_str("]}");
-        body
-    }
 }
 
 /// Each app's open batch.
@@ -170,12 +153,12 @@ impl Batches {
     /// Adds a rendered event to its app's batch; the batch when this filled
     /// it (by count, or because the event would take it past the byte
     /// bound, in which case the event opens the next one).
-    pub(super) fn add(&mut self, app: &Arc<str>, event: String, now: Instant) -> Option<Batch> {
+    pub(super) fn add(&mut self, app: &Arc<str>, event: Rendered, now: Instant) -> Option<Batch> {
         let mut full = None;
         if self
             .open
             .get(app)
-            .is_some_and(|b| b.bytes + event.len() > self.limits.bytes)
+            .is_some_and(|b| b.bytes + event.json.len() > self.limits.bytes)
         {
             full = self.open.remove(app);
         }
@@ -185,7 +168,7 @@ impl Batches {
             opened: now,
             bytes: 0,
         });
-        batch.bytes += event.len();
+        batch.bytes += event.json.len();
         batch.events.push(event);
         if full.is_none() && batch.events.len() >= self.limits.events {
             full = self.open.remove(app);
@@ -232,6 +215,17 @@ mod tests {
         AppEvent::ChannelOccupied {
             channel: channel.into(),
         }
+    }
+
+    fn ev(json: &str) -> Rendered {
+        Rendered {
+            name: "e",
+            json: json.to_owned(),
+        }
+    }
+
+    fn jsons(batch: &Batch) -> Vec<&str> {
+        batch.events.iter().map(|e| e.json.as_str()).collect()
     }
 
     fn names(events: &[(Arc<str>, AppEvent)]) -> Vec<String> {
@@ -314,31 +308,32 @@ mod tests {
         };
         let mut batches = Batches::new(limits);
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        assert!(batches.add(&a, "1".into(), t0).is_none());
+        assert!(batches.add(&a, ev("1"), t0).is_none());
         assert!(
             batches
-                .add(&b, "x".into(), t0 + Duration::from_millis(50))
+                .add(&b, ev("x"), t0 + Duration::from_millis(50))
                 .is_none()
         );
-        assert!(batches.add(&a, "2".into(), t0).is_none());
-        let full = batches
-            .add(&a, "3".into(), t0)
-            .expect("three events fill it");
-        assert_eq!(full.events, ["1", "2", "3"]);
-        assert_eq!(full.body(7), r#"{"time_ms":7,"events":[1,2,3]}"#);
+        assert!(batches.add(&a, ev("2"), t0).is_none());
+        let full = batches.add(&a, ev("3"), t0).expect("three events fill it");
+        assert_eq!(jsons(&full), ["1", "2", "3"]);
+        assert_eq!(
+            super::super::render::body(7, full.events.iter()),
+            r#"{"time_ms":7,"events":[1,2,3]}"#
+        );
         // The byte bound: the event that would pass it opens the next batch.
-        batches.add(&a, "0123456789".into(), t0);
+        batches.add(&a, ev("0123456789"), t0);
         let full = batches
-            .add(&a, "0123456789A".into(), t0)
+            .add(&a, ev("0123456789A"), t0)
             .expect("bytes fill it");
-        assert_eq!(full.events, ["0123456789"]);
+        assert_eq!(jsons(&full), ["0123456789"]);
         assert_eq!(batches.next_due(), Some(t0 + Duration::from_millis(100)));
         let due = batches.due(t0 + Duration::from_millis(100));
         assert_eq!(due.len(), 1);
-        assert_eq!(due[0].events, ["0123456789A"]);
+        assert_eq!(jsons(&due[0]), ["0123456789A"]);
         assert!(batches.due(t0 + Duration::from_millis(149)).is_empty());
         assert_eq!(
-            batches.due(t0 + Duration::from_millis(150))[0].events,
+            jsons(&batches.due(t0 + Duration::from_millis(150))[0]),
             ["x"]
         );
         assert_eq!(batches.next_due(), None);

@@ -1,11 +1,36 @@
 //! An app event as Pusher's webhook body writes it: `{"name":…,"channel":…}`
-//! and the fields of its kind, rendered once when it enters a batch.
+//! and the fields of its kind, rendered once when it enters a batch; and the
+//! body around a request's events, written again at each attempt so its
+//! `time_ms` is the attempt's (the libraries' validators refuse old bodies).
 
 use crate::pusher::AppEvent;
 use crate::pusher::data::to_pusher;
 
+/// One event as the body writes it, with its name (what an app's
+/// `webhook.events` selects by).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Rendered {
+    pub name: &'static str,
+    pub json: String,
+}
+
+/// The webhook body: `{"time_ms":…,"events":[…]}`.
+pub(super) fn body<'a>(time_ms: u128, events: impl Iterator<Item = &'a Rendered>) -> String {
+    let mut body = String::from("{\"time_ms\":");
+    body.push_str(&time_ms.to_string());
+    body.push_str(",\"events\":[");
+    for (i, event) in events.enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&event.json);
+    }
+    body.push_str("]}");
+    body
+}
+
 /// An event as Pusher's webhook body writes it, with its name.
-pub(super) fn render(event: &AppEvent) -> (&'static str, String) {
+pub(super) fn render(event: &AppEvent) -> Rendered {
     use serde_json::json;
     let (name, value) = match event {
         AppEvent::ChannelOccupied { channel } => (
@@ -53,5 +78,8 @@ pub(super) fn render(event: &AppEvent) -> (&'static str, String) {
             json!({"name": "subscription_count", "channel": channel, "subscription_count": subscription_count}),
         ),
     };
-    (name, value.to_string())
+    Rendered {
+        name,
+        json: value.to_string(),
+    }
 }

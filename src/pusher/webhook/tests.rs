@@ -57,7 +57,12 @@ struct Recorder {
     /// The answer once the script is used up.
     then: Answer,
     unqueued: Arc<std::sync::atomic::AtomicU64>,
+    /// The wall clock it tells: `EPOCH_MS` at its creation, then moving
+    /// with the (paused) test clock.
+    created: Instant,
 }
+
+const EPOCH_MS: u128 = 1_700_000_000_000;
 
 impl Recorder {
     fn new(apps_yaml: &str, then: Answer) -> Recorder {
@@ -67,6 +72,7 @@ impl Recorder {
             script: Arc::default(),
             then,
             unqueued: Arc::default(),
+            created: Instant::now(),
         }
     }
 
@@ -105,6 +111,10 @@ impl Destination for Recorder {
 
     fn unqueued(&self) -> u64 {
         self.unqueued.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn unix_ms(&self) -> u128 {
+        EPOCH_MS + (Instant::now() - self.created).as_millis()
     }
 }
 
@@ -292,9 +302,28 @@ async fn a_refused_request_is_retried_with_backoff_then_given_up() {
         "each wait doubles"
     );
     assert!(
-        posted.iter().all(|p| p.body == posted[0].body),
-        "the same body each time"
+        posted
+            .iter()
+            .all(|p| p.json()["events"] == posted[0].json()["events"]),
+        "the same events each time"
     );
+    let times: Vec<u64> = posted
+        .iter()
+        .map(|p| p.json()["time_ms"].as_u64().unwrap())
+        .collect();
+    let sent_at: Vec<u64> = posted
+        .iter()
+        .map(|p| EPOCH_MS as u64 + (p.at - posted[0].at).as_millis() as u64 + 100)
+        .collect();
+    assert_eq!(times, sent_at, "each attempt carries its own time_ms");
+    let signer = crate::pusher::Signer::new("k1", "s1");
+    for p in posted.iter() {
+        assert_eq!(
+            p.headers["x-pusher-signature"].to_str().unwrap(),
+            signer.webhook_signature(&p.body),
+            "each attempt signed over its own body"
+        );
+    }
     drop(posted);
     assert_eq!(run.counters.failed_of("1"), 4);
     assert_eq!(run.counters.dropped_of(Dropped::Retries), 2);
@@ -415,4 +444,69 @@ async fn what_was_reported_before_the_sender_started_is_not_sent() {
     let posted = recorder.posted.lock();
     assert_eq!(posted.len(), 1);
     assert_eq!(posted[0].json()["events"][0]["channel"], "fresh");
+}
+
+/// A failing request holds its app's later ones: the application sees
+/// the events in the order they happened, however many attempts it took.
+/// Another app's requests do not wait for it.
+#[tokio::test(start_paused = true)]
+async fn a_retried_request_keeps_its_place_before_the_apps_later_ones() {
+    let yaml = "apps:\n  - { id: 1, key: k1, secret: s1, webhook: { url: /hook } }\n  - { id: 2, key: k2, secret: s2, webhook: { url: /hook } }\n";
+    let recorder = Recorder::new(yaml, Answer::Status(200));
+    recorder.script.lock().push_back(Answer::Status(500));
+    let run = Running::start(recorder, Terms::default()).await;
+    let t0 = Instant::now();
+    run.report(occupied("a"));
+    wait(150).await;
+    run.report(AppEvent::MemberAdded {
+        channel: "presence-a".into(),
+        user_id: "u".into(),
+    });
+    run.events.send(&"2".into(), occupied("other"));
+    wait(10_000).await;
+    let posted = run.recorder.posted.lock();
+    let seen: Vec<(String, Vec<String>, Duration)> = posted
+        .iter()
+        .map(|p| {
+            (
+                p.headers["x-pusher-key"].to_str().unwrap().to_owned(),
+                p.names(),
+                p.at - t0,
+            )
+        })
+        .collect();
+    let ms = Duration::from_millis;
+    let occupied_ = || vec!["channel_occupied".to_owned()];
+    let expected: Vec<(String, Vec<String>, Duration)> = vec![
+        ("k1".into(), occupied_(), ms(100)),
+        ("k2".into(), occupied_(), ms(250)),
+        ("k1".into(), occupied_(), ms(1100)),
+        ("k1".into(), vec!["member_added".into()], ms(1100)),
+    ];
+    assert_eq!(seen, expected);
+}
+
+/// `webhook.events` is read again at each attempt: a reload that stops an
+/// event type stops the waiting events of that type too.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_request_sends_only_what_the_app_still_wants() {
+    let recorder = Recorder::new(ONE_APP, Answer::Status(200));
+    recorder.script.lock().push_back(Answer::Status(500));
+    let run = Running::start(recorder, Terms::default()).await;
+    run.report(occupied("a"));
+    run.report(AppEvent::MemberAdded {
+        channel: "presence-a".into(),
+        user_id: "u".into(),
+    });
+    wait(200).await;
+    *run.recorder.apps.lock() = Arc::new(apps(
+        "apps:\n  - { id: 1, key: k1, secret: s1, webhook: { url: /hook, events: [member_added] } }\n",
+    ));
+    wait(2000).await;
+    let posted = run.recorder.posted.lock();
+    assert_eq!(posted.len(), 2);
+    assert_eq!(posted[0].names(), ["channel_occupied", "member_added"]);
+    assert_eq!(posted[1].names(), ["member_added"]);
+    drop(posted);
+    assert_eq!(run.counters.sent_of("1"), 1);
 }

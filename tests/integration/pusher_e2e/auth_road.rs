@@ -154,3 +154,86 @@ async fn the_apps_refusals_come_back_as_it_wrote_them() {
     assert!(body.get("auth").is_none());
     assert_eq!(app.next_of("auth").await["status"], 403);
 }
+
+/// The real `laravel-echo` package, configured as a Laravel app configures
+/// it (`broadcaster: 'pusher'`, then `'reverb'`, pusher-js as its
+/// `Pusher`, axios as the page's client), against the gateway: Echo's
+/// authorization reaches the app with its CSRF header and the cookie,
+/// a channel the app refuses is refused, presence and whispers work, the
+/// page's own axios request carries Echo's `X-Socket-ID` of the gateway's
+/// socket, and a trigger of the Python library arrives as Echo's event.
+#[tokio::test]
+async fn laravel_echo_works_as_the_pusher_and_the_reverb_broadcaster() {
+    use super::standin::{Script, python_trigger};
+    use tokio::process::Command;
+    let mut app = StandIn::start(0).await;
+    let gw = gateway(&app, "", "").await;
+    for broadcaster in ["pusher", "reverb"] {
+        let user = if broadcaster == "pusher" { "7" } else { "9" };
+        let settings = serde_json::json!({
+            "host": "localhost", "port": gw.public.port(), "key": APP_KEY, "user": user,
+            "broadcaster": broadcaster, "private": format!("user.{user}"),
+            "refused": "user.8", "presence": format!("room.{broadcaster}"),
+        });
+        let mut cmd = Command::new("node");
+        cmd.arg("echo_laravel.mjs")
+            .arg(settings.to_string())
+            .env("NODE_EXTRA_CA_CERTS", gw.dir.join("gw.crt"));
+        let mut page = Script::spawn(cmd);
+        let ready = page.next_of("ready").await;
+        let socket_id = ready["socket_id"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            socket_id.split_once('.').is_some(),
+            "{broadcaster}: {ready}"
+        );
+        assert_eq!(ready["status"], "connected", "{broadcaster}: {ready}");
+        assert_eq!(
+            (
+                ready["refused"]["type"].as_str(),
+                ready["refused"]["error"].as_str()
+            ),
+            (Some("AuthError"), Some("auth answered 403")),
+            "{broadcaster}: {ready}"
+        );
+        assert_eq!(
+            ready["here"],
+            serde_json::json!([{"name": format!("User {user}")}]),
+            "{broadcaster}: {ready}"
+        );
+        assert_eq!(ready["order"], 201);
+
+        let private = format!("private-user.{user}");
+        let seen = app.next_of("auth").await;
+        assert_eq!(
+            (seen["channel"].as_str(), seen["socket_id"].as_str()),
+            (Some(private.as_str()), Some(socket_id.as_str()))
+        );
+        assert_eq!(seen["user"], user, "the session cookie reached the app");
+        assert_eq!(seen["status"], 200, "Echo's X-CSRF-TOKEN reached the app");
+        assert_eq!(app.next_of("auth").await["status"], 403);
+        assert_eq!(
+            app.next_of("auth").await["channel"],
+            format!("presence-room.{broadcaster}")
+        );
+        let order = app.next_of("order").await;
+        assert_eq!(
+            (order["socket_id"].as_str(), order["csrf_ok"].as_bool()),
+            (Some(socket_id.as_str()), Some(true)),
+            "{broadcaster}: Echo's X-Socket-ID on the page's request: {order}"
+        );
+
+        python_trigger(
+            gw.admin,
+            &[&private],
+            r"App\Events\OrderShipped",
+            serde_json::json!({"order": 42}),
+        )
+        .await;
+        let done = page.next_of("done").await;
+        assert_eq!(
+            done["data"],
+            serde_json::json!({"order": 42}),
+            "{broadcaster}"
+        );
+    }
+}

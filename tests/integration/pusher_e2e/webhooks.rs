@@ -205,3 +205,70 @@ async fn a_webhook_goes_to_its_named_upstream() {
         json!([{"name": "channel_occupied", "channel": "news-routed"}])
     );
 }
+
+/// Pusher's contract is the status line: a 2xx is a success whatever its
+/// body, so an application whose 200 carries a large body, or a body that
+/// never ends, is not sent the same events again, and the app's next
+/// request is not held behind it.
+#[tokio::test]
+async fn a_2xx_is_success_however_large_or_slow_its_body() {
+    use crate::common::app::raw::{Answer, answer, sized};
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = bodies.clone();
+    let hooks = TestApp::script(move |req| {
+        let body = String::from_utf8_lossy(&req.body).into_owned();
+        seen.lock().unwrap().push(body.clone());
+        if body.contains("news-large") {
+            sized(&"x".repeat(200 * 1024))
+        } else if body.contains("news-slow") {
+            Answer {
+                stall: true,
+                ..answer("HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nstarted")
+            }
+        } else {
+            sized("ok")
+        }
+    })
+    .start()
+    .await;
+    let backend = StandIn::start(0).await;
+    let upstreams = format!("upstreams:\n  hooks: {{ url: \"{}\" }}\n", hooks.url);
+    let gw = gateway(
+        &backend,
+        ", webhook: { url: /pusher/webhook, upstream: hooks }",
+        &upstreams,
+    )
+    .await;
+    let mut sockets = Vec::new();
+    for channel in ["news-large", "news-slow", "news-after"] {
+        sockets.push(subscribed_socket(&gw, channel).await);
+        let n = sockets.len();
+        eventually(10, "the application got the webhook", || async {
+            bodies.lock().unwrap().len() >= n
+        })
+        .await;
+    }
+    let channels: Vec<String> = bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let body: Value = serde_json::from_str(b).expect("a JSON body");
+            body["events"][0]["channel"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        channels,
+        ["news-large", "news-slow", "news-after"],
+        "each sent once, in order"
+    );
+    eventually(5, "three events sent, no failure", || async {
+        let m = gw.metrics_text().await;
+        m.contains("pushgate_pusher_webhook_events_sent_total{app=\"1001\"} 3")
+            && !m.contains("pushgate_pusher_webhook_failures_total{app=\"1001\"}")
+    })
+    .await;
+}
