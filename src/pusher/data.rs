@@ -79,13 +79,17 @@ mod tests {
 
     #[test]
     fn json_keeps_its_key_order_numbers_and_escapes() {
-        let sent = "{ \"z\": 1.50,\n \"a\": 123456789012345678901234567890, \"s\": \"a \\\" b\\n\" }";
+        let sent =
+            "{ \"z\": 1.50,\n \"a\": 123456789012345678901234567890, \"s\": \"a \\\" b\\n\" }";
         let kept = r#"{"z":1.50,"a":123456789012345678901234567890,"s":"a \" b\n"}"#;
         assert_eq!(to_hub(sent).get(), kept);
         assert_eq!(round_trip(sent), kept);
         let encrypted = r#"{"nonce":"q+/=","ciphertext":"AbC/+=="}"#;
         assert_eq!(round_trip(encrypted), encrypted, "relayed untouched");
-        assert!(!to_hub("[1,\n2]").get().contains('\n'), "no raw line break reaches SSE");
+        assert!(
+            !to_hub("[1,\n2]").get().contains('\n'),
+            "no raw line break reaches SSE"
+        );
     }
 
     #[test]
