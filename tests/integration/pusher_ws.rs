@@ -13,6 +13,7 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 use crate::common::*;
 
 mod hooks;
+mod limits;
 mod raw;
 
 pub(crate) const KEY: &str = "app-key";

@@ -77,6 +77,16 @@ async fn the_operator_disconnects_a_pusher_user() {
         .await
         .unwrap();
     assert_eq!(answer["disconnected"], 1, "{answer}");
+    // The kicked socket is no member while its close is unanswered (it
+    // reads nothing here; the gateway waits 2 s for its close frame).
+    let removed = tokio::time::timeout(Duration::from_millis(1500), next_event(&mut other))
+        .await
+        .expect("member_removed before the closing handshake ends");
+    assert_eq!(
+        removed["event"], "pusher_internal:member_removed",
+        "{removed}"
+    );
+    assert_eq!(removed["data"], r#"{"user_id":"u9"}"#);
     // After u8's member_added, the close.
     let code = loop {
         if let Err(code) = next_or_close(&mut ws).await {
@@ -84,41 +94,84 @@ async fn the_operator_disconnects_a_pusher_user() {
         }
     };
     assert_eq!(code, 4009);
-    let removed = next_event(&mut other).await;
-    assert_eq!(
-        removed["event"], "pusher_internal:member_removed",
-        "{removed}"
-    );
-    assert_eq!(removed["data"], r#"{"user_id":"u9"}"#);
+}
+
+/// Join presence `channel` as u5, send a client event and leave.
+async fn hooked_round(ws: &mut Ws, id: &str, channel: &str) {
+    join_presence(ws, id, channel, "u5", json!({"a": 1})).await;
+    send_json(
+        ws,
+        json!({"event": "client-typing", "channel": channel, "data": {"t": 1}}),
+    )
+    .await;
+    send_json(
+        ws,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": channel}}),
+    )
+    .await;
+    // A round trip: the frames before it are handled.
+    send_json(ws, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(next_event(ws).await["event"], "pusher:pong");
+}
+
+/// The next `n` app events, as their debug text.
+async fn app_events<E: std::fmt::Debug>(
+    events: &mut tokio::sync::mpsc::Receiver<(std::sync::Arc<str>, E)>,
+    n: usize,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let (app, event) = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{n} events, got {seen:?}"))
+            .unwrap();
+        assert_eq!(&*app, "1001");
+        seen.push(format!("{event:?}"));
+    }
+    seen
 }
 
 #[tokio::test]
 async fn the_app_hears_of_occupied_vacated_members_and_client_events() {
     let gw = gateway().await;
     let state = gw.handle.as_ref().unwrap().state();
+    // Read here in the webhook sender's place (taken before any app has a
+    // webhook, so the sender never starts).
     let mut events = state.app_events.take_receiver().unwrap();
     let path = format!("/app/{KEY}?protocol=7");
     let (mut ws, id) = raw(&gw, &path).await;
-    join_presence(&mut ws, &id, "presence-hooks", "u5", json!({"a": 1})).await;
-    send_json(
-        &mut ws,
-        json!({"event": "client-typing", "channel": "presence-hooks", "data": {"t": 1}}),
-    )
+
+    // Without a webhook nothing is queued for the app.
+    hooked_round(&mut ws, &id, "presence-unhooked").await;
+    eventually(5, "u5 left presence-unhooked", || async {
+        state.presence.members("presence-unhooked").await.is_empty()
+    })
     .await;
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-hooks"}}),
-    )
+    // A webhook that takes client events only: the first event queued is
+    // the next client event.
+    let app = "max_message: 1KiB";
+    gw.reload_with(
+        app,
+        &format!("{app}, webhook: {{ url: /hook, events: [client_event] }}"),
+    );
+    hooked_round(&mut ws, &id, "presence-some").await;
+    let seen = app_events(&mut events, 1).await;
+    assert!(
+        seen[0].starts_with(r#"ClientEvent { channel: "presence-some""#),
+        "{seen:?}"
+    );
+    eventually(5, "u5 left presence-some", || async {
+        state.presence.members("presence-some").await.is_empty()
+    })
     .await;
-    let mut seen = Vec::new();
-    while seen.len() < 5 {
-        let (app, event) = tokio::time::timeout(Duration::from_secs(5), events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("five events, got {seen:?}"))
-            .unwrap();
-        assert_eq!(&*app, "1001");
-        seen.push(format!("{event:?}"));
-    }
+
+    // All of them.
+    gw.reload_with(
+        "events: [client_event]",
+        "events: [channel_occupied, channel_vacated, member_added, member_removed, client_event]",
+    );
+    hooked_round(&mut ws, &id, "presence-hooks").await;
+    let seen = app_events(&mut events, 5).await;
     let expected = [
         r#"MemberAdded { channel: "presence-hooks", user_id: "u5" }"#,
         r#"ChannelOccupied { channel: "presence-hooks" }"#,
@@ -133,5 +186,42 @@ async fn the_app_hears_of_occupied_vacated_members_and_client_events() {
     assert!(
         client_event.contains(&format!("socket_id: \"{id}\", user_id: Some(\"u5\")")),
         "{client_event}"
+    );
+
+    // Occupied and vacated count this instance's Pusher subscriptions: a
+    // pushgate SSE subscriber there first neither hides the occupied nor,
+    // staying on, the vacated; two sockets make one of each.
+    let _sse = gw.sse("/realtime/sse?channels=news-occ", None).await;
+    let (mut other, _) = raw(&gw, &path).await;
+    for socket in [&mut ws, &mut other] {
+        send_json(
+            socket,
+            json!({"event": "pusher:subscribe", "data": {"channel": "news-occ"}}),
+        )
+        .await;
+        let ok = next_event(socket).await;
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    }
+    for socket in [&mut ws, &mut other] {
+        send_json(
+            socket,
+            json!({"event": "pusher:unsubscribe", "data": {"channel": "news-occ"}}),
+        )
+        .await;
+    }
+    // Then one more round: whatever came for news-occ came before it.
+    hooked_round(&mut ws, &id, "presence-after").await;
+    let seen = app_events(&mut events, 7).await;
+    assert_eq!(
+        seen[..2],
+        [
+            r#"ChannelOccupied { channel: "news-occ" }"#,
+            r#"ChannelVacated { channel: "news-occ" }"#
+        ],
+        "{seen:?}"
+    );
+    assert!(
+        seen[2..].iter().all(|s| s.contains("presence-after")),
+        "{seen:?}"
     );
 }
