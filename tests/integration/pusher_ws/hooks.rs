@@ -42,12 +42,23 @@ async fn presence_spans_two_gateways_on_one_redis() {
     let (mut tab2, id2) = raw(&a, &path).await;
     let seen = join_presence(&mut tab2, &id2, "presence-r", "u1", json!({"n": 1})).await;
     assert_eq!(seen["presence"]["count"], 2, "{seen}");
-    drop(tab1);
-    send_json(&mut watcher, json!({"event": "pusher:ping", "data": {}})).await;
-    assert_eq!(
-        next_event(&mut watcher).await["event"],
-        "pusher:pong",
-        "no member event yet"
+    tab1.close(None).await.unwrap();
+    // More than twice presence_grace and a refresh (a third of it) later,
+    // still no member event: u1 is on the other gateway too.
+    let quiet = Duration::from_millis(3 * PRESENCE_GRACE_MS);
+    let early = tokio::time::timeout(quiet, async {
+        loop {
+            let v = next_json(&mut watcher).await;
+            if v["event"] != "pusher:ping" {
+                return v;
+            }
+            send_json(&mut watcher, json!({"event": "pusher:pong", "data": {}})).await;
+        }
+    })
+    .await;
+    assert!(
+        early.is_err(),
+        "no member event while a tab stays: {early:?}"
     );
     drop(tab2);
     let removed = next_event(&mut watcher).await;
