@@ -28,6 +28,13 @@ async fn presence_spans_two_gateways_on_one_redis() {
     let seen = join_presence(&mut watcher, &wid, "presence-r", "w", json!({"n": "w"})).await;
     assert_eq!(seen["presence"]["count"], 1, "{seen}");
 
+    // The watcher's join reaches Redis after its answer (a later joiner
+    // hears of it by member_added): wait until the other gateway sees it.
+    let b_state = b.handle.as_ref().unwrap().state();
+    eventually(5, "w shared", || async {
+        b_state.presence.members("presence-r").await.len() == 1
+    })
+    .await;
     // A user on the other gateway sees the watcher with its user_info.
     let (mut tab1, id1) = raw(&b, &path).await;
     let seen = join_presence(&mut tab1, &id1, "presence-r", "u1", json!({"n": 1})).await;
