@@ -243,3 +243,51 @@ async fn the_app_hears_of_occupied_vacated_members_and_client_events() {
         "{seen:?}"
     );
 }
+
+#[tokio::test]
+async fn a_member_swept_from_redis_while_still_here_is_joined_again() {
+    let redis = RedisServer::start().await;
+    let dir = temp_dir("pusher-ws-swept");
+    let text = format!("{}{}", config(&dir, true), redis.broker_yaml("pwsswept"));
+    let gw = TestGateway::start_yaml(&text, dir).await;
+    eventually(10, "redis connected", || async {
+        let r = gw.http.get(gw.admin_url("/readyz")).send().await;
+        r.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let path = format!("/app/{KEY}?protocol=7");
+    let (mut watcher, wid) = raw(&gw, &path).await;
+    join_presence(&mut watcher, &wid, "presence-s", "w", json!({})).await;
+    let (mut member, mid) = raw(&gw, &path).await;
+    join_presence(&mut member, &mid, "presence-s", "u1", json!({"n": 1})).await;
+    let added = next_event(&mut watcher).await;
+    assert_eq!(added["event"], "pusher_internal:member_added", "{added}");
+
+    // u1's entry and what it shows gone from Redis, as a sweep by another
+    // instance leaves it while this one could not refresh (Redis away).
+    let mut conn = redis.client().await;
+    let key = "pwsswept:p:presence-s";
+    let _: () = ::redis::cmd("ZREM")
+        .arg(key)
+        .arg("u1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("HDEL")
+        .arg(format!("{key}#i"))
+        .arg("u1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The next refresh joins it again: announced, with its user_info.
+    let again = next_event(&mut watcher).await;
+    assert_eq!(again["event"], "pusher_internal:member_added", "{again}");
+    let data: Value = serde_json::from_str(again["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data, json!({"user_id": "u1", "user_info": {"n": 1}}));
+    let state = gw.handle.as_ref().unwrap().state();
+    let members = state.presence.members("presence-s").await;
+    assert!(
+        members.contains(&("u1".to_owned(), Some(r#"{"n":1}"#.to_owned()))),
+        "{members:?}"
+    );
+}
