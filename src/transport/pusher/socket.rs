@@ -277,9 +277,10 @@ impl PusherSocket {
                 _ = reloaded.rung() => {
                     self.settings = self.state.settings();
                     match self.settings.pusher.by_key(&self.key) {
-                        // Its channels are other hub channels now: the
-                        // client subscribes again under the new names.
-                        Some(app) if app.config.channel_prefix != self.app.config.channel_prefix => {
+                        // Its channels are other hub channels (or counted
+                        // under another app id) now: the client subscribes
+                        // again under the new names.
+                        Some(app) if app.config.channel_prefix != self.app.config.channel_prefix || app.id != self.app.id => {
                             return Ending::Close(code::RECONNECT, "channel prefix changed: reconnect".into());
                         }
                         Some(app) => self.app = app.clone(),

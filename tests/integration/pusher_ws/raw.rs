@@ -235,6 +235,10 @@ async fn a_reload_keeps_sockets_on_the_new_app_settings_and_closes_a_removed_app
     );
     reload("key: another-key", "key: another-key, channel_prefix: 'p-'");
     assert_eq!(next_or_close(&mut ws).await, Err(4200));
+    // So does a changed app id: its occupied channels are counted by id.
+    let (mut ws, _) = raw(&gw, "/app/another-key?protocol=7").await;
+    reload("id: \"1001\"", "id: \"1002\"");
+    assert_eq!(next_or_close(&mut ws).await, Err(4200));
 }
 
 #[tokio::test]
