@@ -94,14 +94,10 @@ impl PusherSocket {
     /// Judge and make the subscription; its success frame.
     async fn admit(&mut self, sub: &Subscribe) -> Result<String, Refused> {
         let name = sub.channel.as_str();
-        let hub = self.app.hub_channel(name).ok_or_else(|| Refused {
-            status: 400,
-            message: format!("invalid channel name `{}`", truncated(name)),
-            unauthorized: false,
-        })?;
-        let kind = ChannelKind::of(name);
-        // Charged before anything is read: a repeated subscribe costs what
-        // a new one does, so it cannot make members be read for free.
+        // Charged before anything is judged or read: a repeated or refused
+        // subscribe costs what a new one does (subscribes pass the frame
+        // limit, so this is what bounds them), and a repeated one cannot
+        // make members be read for free.
         self.state
             .limits
             .subscribe(&self.client.key, 1)
@@ -109,6 +105,12 @@ impl PusherSocket {
                 self.state.metrics.limited(l.kind.label());
                 admission::subscribes_limited(l, Wire::WebSocket)
             })?;
+        let hub = self.app.hub_channel(name).ok_or_else(|| Refused {
+            status: 400,
+            message: format!("invalid channel name `{}`", truncated(name)),
+            unauthorized: false,
+        })?;
+        let kind = ChannelKind::of(name);
         if self.joined.contains_key(&hub) {
             let members = members_of(&self.state.presence, &hub, kind).await;
             return self.succeeded(&hub, members).ok_or_else(|| {

@@ -80,16 +80,20 @@ async fn a_reconnects_subscribes_pass_the_frame_limit_and_a_limited_one_is_answe
 }
 
 #[tokio::test]
-async fn a_repeated_subscribe_is_charged_to_the_subscribe_limit() {
+async fn repeated_and_refused_subscribes_are_charged_to_the_subscribe_limit() {
     let gw = limited("  per_ip: { subscribes: { rate: 1/m, burst: 3 } }").await;
     let (mut ws, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
     let data = r#"{"user_id":"u1"}"#;
     let ok = presence_subscribe(&mut ws, &id, "presence-again", data).await;
     assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
-    for _ in 0..2 {
-        let again = presence_subscribe(&mut ws, &id, "presence-again", data).await;
-        assert_eq!(again["event"], "pusher_internal:subscription_succeeded");
-    }
+    // A refused one costs a subscribe too.
+    subscribe_public(&mut ws, "no such name").await;
+    assert_eq!(
+        refused_status(&next_event(&mut ws).await, "no such name"),
+        400
+    );
+    let again = presence_subscribe(&mut ws, &id, "presence-again", data).await;
+    assert_eq!(again["event"], "pusher_internal:subscription_succeeded");
     let over = presence_subscribe(&mut ws, &id, "presence-again", data).await;
     assert_eq!(refused_status(&over, "presence-again"), 429);
 }
