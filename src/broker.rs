@@ -114,6 +114,16 @@ pub trait Broker: Send + Sync + 'static {
 
 /// Presence membership kept where every instance sees it. Entries expire
 /// unless refreshed, so a crashed instance's members disappear by themselves.
+/// What a presence refresh found: (channel, subject) pairs.
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    /// Expired entries it swept: their leave is to be announced.
+    pub gone: Vec<(String, String)>,
+    /// Local members that had no entry (swept while this instance could not
+    /// refresh them): to be joined again, with what they show.
+    pub missing: Vec<(String, String)>,
+}
+
 pub trait SharedPresence: Send + Sync {
     /// Mark `subject` present in `channel` for `ttl`, showing `info` (JSON
     /// text); true when it is new to the channel across all instances (a
@@ -127,12 +137,12 @@ pub trait SharedPresence: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, BrokerError>>;
 
     /// Refresh this instance's `members` (channel, subject) for another
-    /// `ttl` and sweep expired entries everywhere; returns the pairs that left.
+    /// `ttl` and sweep expired entries everywhere.
     fn refresh<'a>(
         &'a self,
         members: &'a [(String, String)],
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<Vec<(String, String)>, BrokerError>>;
+    ) -> BoxFuture<'a, Result<Refreshed, BrokerError>>;
 
     /// Current members of `channel` on every instance, sorted.
     fn list<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<String>, BrokerError>>;

@@ -28,7 +28,10 @@ use crate::rules::ChannelRules;
 use crate::session_auth::{CheckPolicy, Checks};
 use crate::upstream::registry::Upstreams;
 
+mod pusher_occupancy;
 mod pusher_webhooks;
+
+pub use pusher_occupancy::Occupancy;
 
 /// Everything derived from one version of the configuration.
 pub struct Settings {
@@ -131,6 +134,9 @@ pub struct Handles {
     pub socket_ids: crate::pusher::SocketIds,
     /// What Pusher connections report for the apps' webhooks.
     pub app_events: crate::pusher::AppEvents,
+    /// This instance's Pusher subscriptions per channel: when a channel is
+    /// occupied or vacated.
+    pub pusher_occupancy: Occupancy,
 }
 
 impl AppState {
@@ -161,6 +167,7 @@ impl AppState {
             app_checks: Checks::default(),
             socket_ids: Default::default(),
             app_events: Default::default(),
+            pusher_occupancy: Default::default(),
         }));
         // Members of Pusher apps' presence channels reach their webhooks.
         let weak = Arc::downgrade(&state.0);
@@ -172,7 +179,21 @@ impl AppState {
                     for (app, event) in
                         crate::pusher::member_events(&settings.pusher, channel, subject, joined)
                     {
-                        handles.app_events.send(&app, event);
+                        // Queued only for a webhook that takes it.
+                        let name = if joined {
+                            "member_added"
+                        } else {
+                            "member_removed"
+                        };
+                        let wanted = settings.pusher.by_id(&app).is_some_and(|a| {
+                            a.config
+                                .webhook
+                                .as_ref()
+                                .is_some_and(|hook| hook.events.iter().any(|e| e == name))
+                        });
+                        if wanted {
+                            handles.app_events.send(&app, event);
+                        }
                     }
                 }
             }));

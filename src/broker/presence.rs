@@ -239,11 +239,35 @@ impl Presence {
                     return;
                 };
                 match shared.refresh(&local, grace).await {
-                    Ok(gone) => {
-                        for (channel, subject) in gone {
+                    Ok(found) => {
+                        for (channel, subject) in found.gone {
                             let channel: Arc<str> = channel.into();
                             let policy = history(&channel);
                             this.announce(&channel, &subject, None, "leave", policy);
+                        }
+                        // Swept while this instance could not refresh them
+                        // (Redis away): joined again as on a first
+                        // connection, with what they show and a join.
+                        for (channel, subject) in found.missing {
+                            let channel: Arc<str> = channel.into();
+                            let info = this.local_info(&channel, &subject);
+                            match shared
+                                .join(&channel, &subject, info.as_deref(), grace)
+                                .await
+                            {
+                                Ok(true) => {
+                                    let policy = history(&channel);
+                                    this.announce(
+                                        &channel,
+                                        &subject,
+                                        info.as_deref(),
+                                        "join",
+                                        policy,
+                                    );
+                                }
+                                Ok(false) => {}
+                                Err(error) => tracing::debug!(%error, "presence rejoin failed"),
+                            }
                         }
                     }
                     Err(error) => tracing::debug!(%error, "presence refresh failed"),
@@ -273,6 +297,15 @@ impl Presence {
             .unwrap_or_default();
         out.sort();
         out
+    }
+
+    /// What local member `subject` of `channel` shows.
+    fn local_info(&self, channel: &str, subject: &str) -> Option<Arc<str>> {
+        self.members
+            .lock()
+            .get(channel)
+            .and_then(|m| m.get(subject))
+            .and_then(|m| m.info.clone())
     }
 
     fn list_local(&self, channel: &str) -> Vec<String> {

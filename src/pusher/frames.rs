@@ -17,8 +17,10 @@ use serde_json::{Value, json};
 pub mod code {
     /// Close: the app key is unknown (pusher-js does not retry 4000–4099).
     pub const UNKNOWN_APP: u16 = 4001;
-    /// Close: `protocol` missing or not one this server speaks (5–7).
+    /// Close: `protocol` not one this server speaks (5–7).
     pub const UNSUPPORTED_PROTOCOL: u16 = 4007;
+    /// Close: no `protocol` sent.
+    pub const NO_PROTOCOL: u16 = 4008;
     /// `pusher:error`: a subscription's signature is missing or wrong.
     /// Close: disconnected by the operator (pusher-js does not retry).
     pub const UNAUTHORIZED: u16 = 4009;

@@ -62,7 +62,8 @@ struct Opening {
     /// pusher-js reads the code and does not retry).
     app: Option<Arc<App>>,
     key: String,
-    /// The `protocol` the client asked for (pusher-js sends 7).
+    /// The `protocol` the client asked for (pusher-js sends 7); None when
+    /// it sent none.
     protocol: Option<u32>,
     socket_id: Box<str>,
 }
@@ -97,7 +98,8 @@ pub async fn upgrade(
         conn = conn.as_ref().map(|c| c.id),
     );
     let opening = Opening {
-        protocol: q.get("protocol").and_then(|p| p.parse().ok()),
+        // Sent but no number: 0, an unsupported version.
+        protocol: q.get("protocol").map(|p| p.parse().unwrap_or(0)),
         state: state.clone(),
         settings,
         client,

@@ -13,10 +13,14 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 use crate::common::*;
 
 mod hooks;
+mod limits;
 mod raw;
 
 pub(crate) const KEY: &str = "app-key";
 pub(crate) const SECRET: &str = "app-secret";
+/// `realtime.presence_grace` of [`config`]: a leave is announced this long
+/// after the last connection of a member goes.
+pub(crate) const PRESENCE_GRACE_MS: u64 = 100;
 
 /// The `pusher:` section and the rules the scenarios' channels fall under:
 /// `private-*` asks a pushgate token, which the app's signature stands in for.
@@ -24,7 +28,12 @@ pub(crate) fn config(dir: &std::path::Path, tls: bool) -> String {
     let pusher = format!(
         "pusher:\n  activity_timeout: 1s\n  pong_timeout: 500ms\n  reconnect_spread: 200ms\n  apps:\n    - {{ id: \"1001\", key: {KEY}, secret: {SECRET}, client_events: true, max_message: 1KiB }}\n"
     );
-    let text = yaml(dir, "http://127.0.0.1:9", "  presence_grace: 100ms", &pusher).replace(
+    let text = yaml(
+        dir,
+        "http://127.0.0.1:9",
+        &format!("  presence_grace: {PRESENCE_GRACE_MS}ms"),
+        &pusher,
+    ).replace(
         "channels:\n",
         "channels:\n  - { pattern: \"news-*\", subscribe: anyone }\n  - { pattern: \"private-*\", subscribe: token }\n  - { pattern: \"presence-*\", subscribe: anyone }\n",
     );
@@ -69,7 +78,7 @@ async fn scenario(
     let settings = json!({
         "host": if tls.is_some() { "localhost" } else { "127.0.0.1" },
         "port": port, "tls": tls.is_some(), "key": KEY, "secret": SECRET,
-        "appId": "1001", "admin": admin.to_string(),
+        "appId": "1001", "admin": admin.to_string(), "presenceGraceMs": PRESENCE_GRACE_MS,
     });
     let mut cmd = std::process::Command::new("node");
     cmd.arg(script()).arg(name).arg(settings.to_string());

@@ -114,11 +114,14 @@ const scenarios = {
           log.push(['tab2 sees', m2.count, wch.members.count]);
           tab1.disconnect();
           log.push(['tab1 gone']);
-          // A round trip through the gateway after tab1's close: a
-          // member_removed owed for it would be here before the answer.
+          // A round trip through the gateway after tab1's close, then more
+          // than twice the gateway's presence_grace: a member_removed owed
+          // for tab1 would be here before tab2 leaves.
           watcher.subscribe('news-3').bind('pusher:subscription_succeeded', () => {
-            log.push(['tab2 leaves']);
-            tab2.disconnect();
+            setTimeout(() => {
+              log.push(['tab2 leaves']);
+              tab2.disconnect();
+            }, 3 * s.presenceGraceMs);
           });
         });
       });

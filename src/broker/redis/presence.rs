@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{RedisBroker, unavailable};
 use futures_util::future::BoxFuture;
 
-use crate::broker::{BrokerError, SharedPresence};
+use crate::broker::{BrokerError, Refreshed, SharedPresence};
 
 impl RedisBroker {
     fn presence_key(&self, channel: &str) -> String {
@@ -50,13 +50,13 @@ impl RedisBroker {
         Ok(fresh == 1)
     }
 
-    /// Refresh the local `members` for another `ttl` and sweep expired
-    /// entries everywhere; returns the (channel, subject) pairs that left.
+    /// Refresh the local `members` for another `ttl` (never re-adding one
+    /// whose entry is gone) and sweep expired entries everywhere.
     pub async fn presence_refresh(
         &self,
         members: &[(String, String)],
         ttl: Duration,
-    ) -> Result<Vec<(String, String)>, BrokerError> {
+    ) -> Result<Refreshed, BrokerError> {
         let mut conn = self.connection()?;
         let mut inv = self.presence_refresh_script.prepare_invoke();
         inv.key(self.presence_index())
@@ -65,13 +65,12 @@ impl RedisBroker {
         for (channel, subject) in members {
             inv.arg(channel).arg(subject);
         }
-        let gone: Vec<String> = self.call(inv.invoke_async(&mut conn)).await?;
-        let mut out = Vec::with_capacity(gone.len() / 2);
-        let mut it = gone.into_iter();
-        while let (Some(c), Some(s)) = (it.next(), it.next()) {
-            out.push((c, s));
-        }
-        Ok(out)
+        let (gone, missing): (Vec<String>, Vec<String>) =
+            self.call(inv.invoke_async(&mut conn)).await?;
+        Ok(Refreshed {
+            gone: pairs(gone),
+            missing: pairs(missing),
+        })
     }
 
     /// Current members of `channel` on every instance, sorted.
@@ -121,6 +120,16 @@ impl RedisBroker {
     }
 }
 
+/// `[channel, subject, channel, subject, …]` as pairs.
+fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(c), Some(s)) = (it.next(), it.next()) {
+        out.push((c, s));
+    }
+    out
+}
+
 impl SharedPresence for RedisBroker {
     fn join<'a>(
         &'a self,
@@ -136,7 +145,7 @@ impl SharedPresence for RedisBroker {
         &'a self,
         members: &'a [(String, String)],
         ttl: Duration,
-    ) -> BoxFuture<'a, Result<Vec<(String, String)>, BrokerError>> {
+    ) -> BoxFuture<'a, Result<Refreshed, BrokerError>> {
         Box::pin(self.presence_refresh(members, ttl))
     }
 

@@ -35,11 +35,21 @@ use crate::transport::ws::Socket;
 use crate::transport::ws::ending::Inbound;
 use crate::transport::ws::outgoing::Outgoing;
 
-/// The largest frame read at all; past it tungstenite closes 1009. Frames
-/// under it but over what they may carry (an app's `max_message`, a
-/// `channel_data`) are parsed and refused with `pusher:error`, the socket
-/// kept open.
-const FRAME_CAP: usize = 256 * 1024;
+/// The least of the largest frame read at all; past the cap tungstenite
+/// closes 1009. Frames under it but over what they may carry (an app's
+/// `max_message`, a `channel_data`) are parsed and refused with
+/// `pusher:error`, the socket kept open.
+const MIN_FRAME_CAP: usize = 256 * 1024;
+
+/// The largest frame a socket of an app with `max_message` reads: a client
+/// event whose data is at its limit fits even with every byte escaped
+/// (`\u00XX`, six bytes for one), so it is refused with 4301, not 1009.
+fn frame_cap(max_message: usize) -> usize {
+    max_message
+        .saturating_mul(6)
+        .saturating_add(16 * 1024)
+        .max(MIN_FRAME_CAP)
+}
 
 /// A client that keeps sending after this many rate-limited frames in a
 /// row is closed with 4100 (back off, then reconnect).
@@ -101,6 +111,9 @@ pub(super) struct PusherSocket {
     pub(super) window: (Instant, u32),
     /// Frames refused by the rate limit since the last accepted one.
     refused: u32,
+    /// The protocol version the client speaks; under 6 a close is preceded
+    /// by a `pusher:error` with its code.
+    protocol: u32,
     pub(super) sent: Counter,
     received: Counter,
 }
@@ -123,37 +136,38 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         protocol,
         socket_id,
     } = *opening;
+    let cap = frame_cap(app.as_ref().map_or(0, |a| a.config.max_message));
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
-        .max_message_size(Some(FRAME_CAP))
-        .max_frame_size(Some(FRAME_CAP));
+        .max_message_size(Some(cap))
+        .max_frame_size(Some(cap));
     let mut socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     state.metrics.connect("pusher");
-    let Some(app) = app else {
-        return refuse(
-            &state,
-            &mut socket,
-            code::UNKNOWN_APP,
-            "Application does not exist",
-        )
-        .await;
+    // Pusher's order: the protocol first (4008 when not sent, 4007 when
+    // not one spoken here), then the app.
+    let protocol = match protocol {
+        None => {
+            let why = "No protocol version supplied";
+            return refuse(&state, &mut socket, 7, code::NO_PROTOCOL, why).await;
+        }
+        Some(p) if !(5..=7).contains(&p) => {
+            let why = "Unsupported protocol version";
+            return refuse(&state, &mut socket, 7, code::UNSUPPORTED_PROTOCOL, why).await;
+        }
+        Some(p) => p,
     };
-    if !protocol.is_some_and(|p| (5..=7).contains(&p)) {
-        return refuse(
-            &state,
-            &mut socket,
-            code::UNSUPPORTED_PROTOCOL,
-            "Unsupported protocol version",
-        )
-        .await;
-    }
+    let Some(app) = app else {
+        let why = "Application does not exist";
+        return refuse(&state, &mut socket, protocol, code::UNKNOWN_APP, why).await;
+    };
     let Some(_counted) = state
         .metrics
         .pusher
         .open(&app.id, app.config.max_connections)
     else {
-        return refuse(&state, &mut socket, code::OVER_CAPACITY, "Over capacity").await;
+        let why = "Over capacity";
+        return refuse(&state, &mut socket, protocol, code::OVER_CAPACITY, why).await;
     };
     let _gauge = Gauge::enter(&state.stats, |s| &s.ws);
     let _connection = Gauge::enter(&state.stats, |s| &s.connections);
@@ -181,20 +195,28 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         out: Vec::new(),
         window: (Instant::now(), 0),
         refused: 0,
+        protocol,
         sent,
         received,
     };
     let ending = this.serve().await;
     this.state.metrics.disconnect("pusher", ending.reason());
-    this.close(ending).await;
+    // Its channels left before the closing handshake: a kicked or timed
+    // out socket is no member while the peer takes its time to answer.
     this.leave_all();
+    this.close(ending).await;
 }
 
-/// Close a socket that never served with `code`.
-async fn refuse(state: &AppState, socket: &mut Socket, code: u16, reason: &str) {
+/// Close a socket that never served with `code` (after a `pusher:error`
+/// saying it, for a client of a protocol under 6).
+async fn refuse(state: &AppState, socket: &mut Socket, protocol: u32, code: u16, reason: &str) {
     state
         .metrics
         .disconnect("pusher", Ending::Close(code, String::new()).reason());
+    if protocol < 6 {
+        let error = Frame::text(frames::error(Some(code), reason));
+        let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(error)).await;
+    }
     close_socket(socket, code, reason).await;
 }
 
@@ -255,6 +277,12 @@ impl PusherSocket {
                 _ = reloaded.rung() => {
                     self.settings = self.state.settings();
                     match self.settings.pusher.by_key(&self.key) {
+                        // Its channels are other hub channels (or counted
+                        // under another app id) now: the client subscribes
+                        // again under the new names.
+                        Some(app) if app.config.channel_prefix != self.app.config.channel_prefix || app.id != self.app.id => {
+                            return Ending::Close(code::RECONNECT, "channel prefix changed: reconnect".into());
+                        }
                         Some(app) => self.app = app.clone(),
                         None => return Ending::Close(code::UNKNOWN_APP, "Application does not exist".into()),
                     }
@@ -277,14 +305,21 @@ impl PusherSocket {
                     match Inbound::from_read(read) {
                         Inbound::Text(text) => {
                             self.received.inc();
-                            if !self.allow_frame() {
-                                if self.refused > FLOOD_CLOSE_AFTER {
-                                    return Ending::Close(code::OVER_CAPACITY, "too many frames".into());
-                                }
-                                self.send(frames::error(None, "too many frames; slow down")).await
+                            let frame = frames::parse(&text);
+                            if self.subscribe_is_free(&frame) || self.allow_frame() {
+                                self.on_frame(frame).await
+                            } else if self.refused > FLOOD_CLOSE_AFTER {
+                                return Ending::Close(code::OVER_CAPACITY, "too many frames".into());
+                            } else if let Ok(frames::ClientFrame::Subscribe(sub)) = frame {
+                                // pusher-js waits for an answer per channel.
+                                self.send(frames::subscription_error(&sub.channel, 429, "too many frames; slow down")).await
                             } else {
-                                self.on_text(&text).await
+                                self.send(frames::error(None, "too many frames; slow down")).await
                             }
+                        }
+                        // Binary and control frames cost what text does.
+                        Inbound::Binary | Inbound::Control if !self.allow_frame() && self.refused > FLOOD_CLOSE_AFTER => {
+                            return Ending::Close(code::OVER_CAPACITY, "too many frames".into());
                         }
                         Inbound::Binary => self.send(frames::error(None, "binary frames are not supported")).await,
                         Inbound::Control => Ok(()),
@@ -329,8 +364,20 @@ impl PusherSocket {
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Result<(), WsError> {
-        match frames::parse(text) {
+    /// Whether `frame` is a subscribe the frame limit lets through: a
+    /// reconnecting pusher-js subscribes to all its channels at once, so
+    /// up to the connection's channel limit they are charged to the
+    /// subscribe limit only.
+    fn subscribe_is_free(&self, frame: &Result<frames::ClientFrame, frames::FrameError>) -> bool {
+        matches!(frame, Ok(frames::ClientFrame::Subscribe(_)))
+            && self.joined.len() < self.settings.config.limits.max_channels_per_connection
+    }
+
+    async fn on_frame(
+        &mut self,
+        frame: Result<frames::ClientFrame, frames::FrameError>,
+    ) -> Result<(), WsError> {
+        match frame {
             Ok(frames::ClientFrame::Ping) => self.send(frames::pong()).await,
             Ok(frames::ClientFrame::Pong) => Ok(()),
             Ok(frames::ClientFrame::Subscribe(sub)) => Box::pin(self.subscribe(sub)).await,
@@ -375,6 +422,9 @@ impl PusherSocket {
             }
             Ending::Stuck => return,
         };
+        if self.protocol < 6 {
+            self.outgoing.text(&frames::error(Some(code), &reason));
+        }
         let owed = tokio::time::timeout(
             Duration::from_secs(2),
             write_owed(&mut self.socket, &mut self.outgoing),
@@ -394,10 +444,32 @@ impl PusherSocket {
         }
     }
 
-    /// Tell the app's webhook of `event`.
+    /// Tell the app's webhook of `event`, when it has one that takes it:
+    /// nothing waits in the queue for a webhook that will never read it.
     pub(super) fn report(&self, event: AppEvent) {
-        self.state.app_events.send(&self.app.id, event);
+        if webhook_wants(&self.app, &event) {
+            self.state.app_events.send(&self.app.id, event);
+        }
     }
+}
+
+/// Whether `app`'s webhook (in the settings in force) takes `event`. An
+/// occupied goes with a vacated either way: the sender holds a vacated back
+/// and drops it when the channel is occupied again.
+fn webhook_wants(app: &App, event: &AppEvent) -> bool {
+    let names: &[&str] = match event {
+        AppEvent::ChannelOccupied { .. } | AppEvent::ChannelVacated { .. } => {
+            &["channel_occupied", "channel_vacated"]
+        }
+        AppEvent::MemberAdded { .. } => &["member_added"],
+        AppEvent::MemberRemoved { .. } => &["member_removed"],
+        AppEvent::ClientEvent { .. } => &["client_event"],
+        AppEvent::SubscriptionCount { .. } => &["subscription_count"],
+    };
+    app.config
+        .webhook
+        .as_ref()
+        .is_some_and(|hook| hook.events.iter().any(|e| names.contains(&e.as_str())))
 }
 
 /// Let tungstenite write what it queued (pong and close replies), then our

@@ -8,10 +8,16 @@
 //! (`owner`, `token`, `check`). A public channel follows its rule's
 //! `subscribe` as an anonymous client: `anyone` is allowed, anything else
 //! refused. A channel no rule matches is refused, as for any client. Then
-//! the limits: `per_client.subscribes` (or the address's), the
-//! connection's channel count and the channel's room. A refusal answers
+//! the limits: `per_client.subscribes` (or the address's; a repeated
+//! subscribe is charged too), the connection's channel count, the
+//! channel's room, and on presence channels Pusher's own: at most 100
+//! members and a `user_info` of at most 1 KB. A refusal answers
 //! `pusher:subscription_error` (and `pusher:error` 4009 for a missing or
 //! wrong signature); the socket stays open.
+//!
+//! `channel_occupied` / `channel_vacated` follow this instance's count of
+//! Pusher subscriptions (`state::Occupancy`), never the hub's subscriber
+//! count, which pushgate's own subscribers share.
 
 use std::sync::Arc;
 
@@ -19,6 +25,7 @@ use http::StatusCode;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::socket::{Joined, PusherSocket};
+use crate::broker::presence::{MemberInfo, Presence};
 use crate::pusher::frames::{self, Subscribe, code};
 use crate::pusher::{AppEvent, ChannelKind};
 use crate::rules::Refusal as RuleRefusal;
@@ -28,6 +35,13 @@ use crate::transport::session::SubscriptionPolicy;
 /// The longest `channel_data` accepted: Pusher's own limit on a member's
 /// data is far below it.
 const MAX_CHANNEL_DATA: usize = 10 * 1024;
+
+/// The longest `user_info` a presence member may show (Pusher's limit).
+const MAX_USER_INFO: usize = 1024;
+
+/// The most members a presence channel has (Pusher's limit): a further
+/// user is refused; one more connection of a member is not.
+const MAX_PRESENCE_MEMBERS: usize = 100;
 
 /// Why a subscribe is refused, as the client is told.
 struct Refused {
@@ -80,20 +94,10 @@ impl PusherSocket {
     /// Judge and make the subscription; its success frame.
     async fn admit(&mut self, sub: &Subscribe) -> Result<String, Refused> {
         let name = sub.channel.as_str();
-        let hub = self.app.hub_channel(name).ok_or_else(|| Refused {
-            status: 400,
-            message: format!("invalid channel name `{}`", truncated(name)),
-            unauthorized: false,
-        })?;
-        let kind = ChannelKind::of(name);
-        if self.joined.contains_key(&hub) {
-            return self.succeeded(&hub).await.ok_or_else(|| {
-                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "").into()
-            });
-        }
-        let member = self.authorize(sub, kind)?;
-        let mut terms = SubscriptionPolicy::from(self.rule_for(&hub, kind)?);
-        terms.presence = kind == ChannelKind::Presence;
+        // Charged before anything is judged or read: a repeated or refused
+        // subscribe costs what a new one does (subscribes pass the frame
+        // limit, so this is what bounds them), and a repeated one cannot
+        // make members be read for free.
         self.state
             .limits
             .subscribe(&self.client.key, 1)
@@ -101,6 +105,21 @@ impl PusherSocket {
                 self.state.metrics.limited(l.kind.label());
                 admission::subscribes_limited(l, Wire::WebSocket)
             })?;
+        let hub = self.app.hub_channel(name).ok_or_else(|| Refused {
+            status: 400,
+            message: format!("invalid channel name `{}`", truncated(name)),
+            unauthorized: false,
+        })?;
+        let kind = ChannelKind::of(name);
+        if self.joined.contains_key(&hub) {
+            let members = members_of(&self.state.presence, &hub, kind).await;
+            return self.succeeded(&hub, members).ok_or_else(|| {
+                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "").into()
+            });
+        }
+        let member = self.authorize(sub, kind)?;
+        let mut terms = SubscriptionPolicy::from(self.rule_for(&hub, kind)?);
+        terms.presence = kind == ChannelKind::Presence;
         let limits = &self.settings.config.limits;
         admission::admit_channel_count(
             self.session.channel_count() + 1,
@@ -112,7 +131,17 @@ impl PusherSocket {
             &hub,
             Wire::WebSocket,
         )?;
-        let vacant = self.state.hub.subscriber_count(&hub) == 0;
+        let members = members_of(&self.state.presence, &hub, kind).await;
+        if let (Some(members), Some(member)) = (&members, &member) {
+            let known = members.iter().any(|(id, _)| *id == member.user_id);
+            if !known && members.len() >= MAX_PRESENCE_MEMBERS {
+                return Err(Refused {
+                    status: 403,
+                    message: format!("presence channel full ({MAX_PRESENCE_MEMBERS} members)"),
+                    unauthorized: false,
+                });
+            }
+        }
         let user_id = member.as_ref().map(|m| m.user_id.clone());
         let info = member
             .and_then(|m| m.user_info)
@@ -137,13 +166,12 @@ impl PusherSocket {
         if let (None, Some(user)) = (&self.client.identity, &user_id) {
             self.state.connections.set_subject(self.conn_id, Some(user));
         }
-        if vacant {
+        if self.state.pusher_occupancy.enter(&self.app.id, &hub) {
             self.report(AppEvent::ChannelOccupied {
                 channel: name.to_owned(),
             });
         }
-        self.succeeded(&hub)
-            .await
+        self.succeeded(&hub, members)
             .ok_or_else(|| admission::unavailable("subscription lost").into())
     }
 
@@ -166,7 +194,7 @@ impl PusherSocket {
             return Err(Refused {
                 status: 413,
                 message: format!("channel_data over {MAX_CHANNEL_DATA} bytes"),
-                unauthorized: true,
+                unauthorized: false,
             });
         }
         let data = data.filter(|_| kind == ChannelKind::Presence);
@@ -181,9 +209,21 @@ impl PusherSocket {
         if kind != ChannelKind::Presence {
             return Ok(None);
         }
-        data.and_then(frames::member)
-            .map(Some)
-            .ok_or_else(|| Refused::unauthorized("channel_data needs a user_id"))
+        let member = data
+            .and_then(frames::member)
+            .ok_or_else(|| Refused::unauthorized("channel_data needs a user_id"))?;
+        if member
+            .user_info
+            .as_ref()
+            .is_some_and(|i| i.get().len() > MAX_USER_INFO)
+        {
+            return Err(Refused {
+                status: 413,
+                message: format!("user_info over {MAX_USER_INFO} bytes"),
+                unauthorized: false,
+            });
+        }
+        Ok(Some(member))
     }
 
     /// The channel rule over `hub`, as the module doc says.
@@ -210,15 +250,16 @@ impl PusherSocket {
         }
     }
 
-    /// `pusher_internal:subscription_succeeded` for a joined channel; None
-    /// when it is not joined.
-    async fn succeeded(&mut self, hub: &Arc<str>) -> Option<String> {
+    /// `pusher_internal:subscription_succeeded` for a joined channel, a
+    /// presence channel's from `members` as read; None when it is not
+    /// joined.
+    fn succeeded(&self, hub: &Arc<str>, members: Option<Vec<MemberInfo>>) -> Option<String> {
         let joined = self.joined.get(hub)?;
         if joined.kind != ChannelKind::Presence {
             return Some(frames::subscribed(&joined.name));
         }
-        let mut members = self.state.presence.members(hub).await;
-        // The shared list may not show this join yet; it is a member.
+        let mut members = members.unwrap_or_default();
+        // The list read may not show this join yet; it is a member.
         if let Some(me) = &joined.user_id {
             if !members.iter().any(|(id, _)| id == me) {
                 let info = joined.user_info.as_deref().map(str::to_owned);
@@ -248,11 +289,20 @@ impl PusherSocket {
             return;
         };
         self.session.unsubscribe(hub);
-        if self.state.hub.subscriber_count(hub) == 0 {
+        if self.state.pusher_occupancy.leave(&self.app.id, hub) {
             self.report(AppEvent::ChannelVacated {
                 channel: joined.name,
             });
         }
+    }
+}
+
+/// The members of a presence channel (on every instance when shared),
+/// read once per subscribe; None on other channels.
+async fn members_of(presence: &Presence, hub: &str, kind: ChannelKind) -> Option<Vec<MemberInfo>> {
+    match kind {
+        ChannelKind::Presence => Some(presence.members(hub).await),
+        _ => None,
     }
 }
 

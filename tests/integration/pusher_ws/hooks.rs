@@ -28,6 +28,13 @@ async fn presence_spans_two_gateways_on_one_redis() {
     let seen = join_presence(&mut watcher, &wid, "presence-r", "w", json!({"n": "w"})).await;
     assert_eq!(seen["presence"]["count"], 1, "{seen}");
 
+    // The watcher's join reaches Redis after its answer (a later joiner
+    // hears of it by member_added): wait until the other gateway sees it.
+    let b_state = b.handle.as_ref().unwrap().state();
+    eventually(5, "w shared", || async {
+        b_state.presence.members("presence-r").await.len() == 1
+    })
+    .await;
     // A user on the other gateway sees the watcher with its user_info.
     let (mut tab1, id1) = raw(&b, &path).await;
     let seen = join_presence(&mut tab1, &id1, "presence-r", "u1", json!({"n": 1})).await;
@@ -42,12 +49,23 @@ async fn presence_spans_two_gateways_on_one_redis() {
     let (mut tab2, id2) = raw(&a, &path).await;
     let seen = join_presence(&mut tab2, &id2, "presence-r", "u1", json!({"n": 1})).await;
     assert_eq!(seen["presence"]["count"], 2, "{seen}");
-    drop(tab1);
-    send_json(&mut watcher, json!({"event": "pusher:ping", "data": {}})).await;
-    assert_eq!(
-        next_event(&mut watcher).await["event"],
-        "pusher:pong",
-        "no member event yet"
+    tab1.close(None).await.unwrap();
+    // More than twice presence_grace and a refresh (a third of it) later,
+    // still no member event: u1 is on the other gateway too.
+    let quiet = Duration::from_millis(3 * PRESENCE_GRACE_MS);
+    let early = tokio::time::timeout(quiet, async {
+        loop {
+            let v = next_json(&mut watcher).await;
+            if v["event"] != "pusher:ping" {
+                return v;
+            }
+            send_json(&mut watcher, json!({"event": "pusher:pong", "data": {}})).await;
+        }
+    })
+    .await;
+    assert!(
+        early.is_err(),
+        "no member event while a tab stays: {early:?}"
     );
     drop(tab2);
     let removed = next_event(&mut watcher).await;
@@ -77,6 +95,16 @@ async fn the_operator_disconnects_a_pusher_user() {
         .await
         .unwrap();
     assert_eq!(answer["disconnected"], 1, "{answer}");
+    // The kicked socket is no member while its close is unanswered (it
+    // reads nothing here; the gateway waits 2 s for its close frame).
+    let removed = tokio::time::timeout(Duration::from_millis(1500), next_event(&mut other))
+        .await
+        .expect("member_removed before the closing handshake ends");
+    assert_eq!(
+        removed["event"], "pusher_internal:member_removed",
+        "{removed}"
+    );
+    assert_eq!(removed["data"], r#"{"user_id":"u9"}"#);
     // After u8's member_added, the close.
     let code = loop {
         if let Err(code) = next_or_close(&mut ws).await {
@@ -84,41 +112,84 @@ async fn the_operator_disconnects_a_pusher_user() {
         }
     };
     assert_eq!(code, 4009);
-    let removed = next_event(&mut other).await;
-    assert_eq!(
-        removed["event"], "pusher_internal:member_removed",
-        "{removed}"
-    );
-    assert_eq!(removed["data"], r#"{"user_id":"u9"}"#);
+}
+
+/// Join presence `channel` as u5, send a client event and leave.
+async fn hooked_round(ws: &mut Ws, id: &str, channel: &str) {
+    join_presence(ws, id, channel, "u5", json!({"a": 1})).await;
+    send_json(
+        ws,
+        json!({"event": "client-typing", "channel": channel, "data": {"t": 1}}),
+    )
+    .await;
+    send_json(
+        ws,
+        json!({"event": "pusher:unsubscribe", "data": {"channel": channel}}),
+    )
+    .await;
+    // A round trip: the frames before it are handled.
+    send_json(ws, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(next_event(ws).await["event"], "pusher:pong");
+}
+
+/// The next `n` app events, as their debug text.
+async fn app_events<E: std::fmt::Debug>(
+    events: &mut tokio::sync::mpsc::Receiver<(std::sync::Arc<str>, E)>,
+    n: usize,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let (app, event) = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{n} events, got {seen:?}"))
+            .unwrap();
+        assert_eq!(&*app, "1001");
+        seen.push(format!("{event:?}"));
+    }
+    seen
 }
 
 #[tokio::test]
 async fn the_app_hears_of_occupied_vacated_members_and_client_events() {
     let gw = gateway().await;
     let state = gw.handle.as_ref().unwrap().state();
+    // Read here in the webhook sender's place (taken before any app has a
+    // webhook, so the sender never starts).
     let mut events = state.app_events.take_receiver().unwrap();
     let path = format!("/app/{KEY}?protocol=7");
     let (mut ws, id) = raw(&gw, &path).await;
-    join_presence(&mut ws, &id, "presence-hooks", "u5", json!({"a": 1})).await;
-    send_json(
-        &mut ws,
-        json!({"event": "client-typing", "channel": "presence-hooks", "data": {"t": 1}}),
-    )
+
+    // Without a webhook nothing is queued for the app.
+    hooked_round(&mut ws, &id, "presence-unhooked").await;
+    eventually(5, "u5 left presence-unhooked", || async {
+        state.presence.members("presence-unhooked").await.is_empty()
+    })
     .await;
-    send_json(
-        &mut ws,
-        json!({"event": "pusher:unsubscribe", "data": {"channel": "presence-hooks"}}),
-    )
+    // A webhook that takes client events only: the first event queued is
+    // the next client event.
+    let app = "max_message: 1KiB";
+    gw.reload_with(
+        app,
+        &format!("{app}, webhook: {{ url: /hook, events: [client_event] }}"),
+    );
+    hooked_round(&mut ws, &id, "presence-some").await;
+    let seen = app_events(&mut events, 1).await;
+    assert!(
+        seen[0].starts_with(r#"ClientEvent { channel: "presence-some""#),
+        "{seen:?}"
+    );
+    eventually(5, "u5 left presence-some", || async {
+        state.presence.members("presence-some").await.is_empty()
+    })
     .await;
-    let mut seen = Vec::new();
-    while seen.len() < 5 {
-        let (app, event) = tokio::time::timeout(Duration::from_secs(5), events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("five events, got {seen:?}"))
-            .unwrap();
-        assert_eq!(&*app, "1001");
-        seen.push(format!("{event:?}"));
-    }
+
+    // All of them.
+    gw.reload_with(
+        "events: [client_event]",
+        "events: [channel_occupied, channel_vacated, member_added, member_removed, client_event]",
+    );
+    hooked_round(&mut ws, &id, "presence-hooks").await;
+    let seen = app_events(&mut events, 5).await;
     let expected = [
         r#"MemberAdded { channel: "presence-hooks", user_id: "u5" }"#,
         r#"ChannelOccupied { channel: "presence-hooks" }"#,
@@ -133,5 +204,90 @@ async fn the_app_hears_of_occupied_vacated_members_and_client_events() {
     assert!(
         client_event.contains(&format!("socket_id: \"{id}\", user_id: Some(\"u5\")")),
         "{client_event}"
+    );
+
+    // Occupied and vacated count this instance's Pusher subscriptions: a
+    // pushgate SSE subscriber there first neither hides the occupied nor,
+    // staying on, the vacated; two sockets make one of each.
+    let _sse = gw.sse("/realtime/sse?channels=news-occ", None).await;
+    let (mut other, _) = raw(&gw, &path).await;
+    for socket in [&mut ws, &mut other] {
+        send_json(
+            socket,
+            json!({"event": "pusher:subscribe", "data": {"channel": "news-occ"}}),
+        )
+        .await;
+        let ok = next_event(socket).await;
+        assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    }
+    for socket in [&mut ws, &mut other] {
+        send_json(
+            socket,
+            json!({"event": "pusher:unsubscribe", "data": {"channel": "news-occ"}}),
+        )
+        .await;
+    }
+    // Then one more round: whatever came for news-occ came before it.
+    hooked_round(&mut ws, &id, "presence-after").await;
+    let seen = app_events(&mut events, 7).await;
+    assert_eq!(
+        seen[..2],
+        [
+            r#"ChannelOccupied { channel: "news-occ" }"#,
+            r#"ChannelVacated { channel: "news-occ" }"#
+        ],
+        "{seen:?}"
+    );
+    assert!(
+        seen[2..].iter().all(|s| s.contains("presence-after")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_member_swept_from_redis_while_still_here_is_joined_again() {
+    let redis = RedisServer::start().await;
+    let dir = temp_dir("pusher-ws-swept");
+    let text = format!("{}{}", config(&dir, true), redis.broker_yaml("pwsswept"));
+    let gw = TestGateway::start_yaml(&text, dir).await;
+    eventually(10, "redis connected", || async {
+        let r = gw.http.get(gw.admin_url("/readyz")).send().await;
+        r.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let path = format!("/app/{KEY}?protocol=7");
+    let (mut watcher, wid) = raw(&gw, &path).await;
+    join_presence(&mut watcher, &wid, "presence-s", "w", json!({})).await;
+    let (mut member, mid) = raw(&gw, &path).await;
+    join_presence(&mut member, &mid, "presence-s", "u1", json!({"n": 1})).await;
+    let added = next_event(&mut watcher).await;
+    assert_eq!(added["event"], "pusher_internal:member_added", "{added}");
+
+    // u1's entry and what it shows gone from Redis, as a sweep by another
+    // instance leaves it while this one could not refresh (Redis away).
+    let mut conn = redis.client().await;
+    let key = "pwsswept:p:presence-s";
+    let _: () = ::redis::cmd("ZREM")
+        .arg(key)
+        .arg("u1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("HDEL")
+        .arg(format!("{key}#i"))
+        .arg("u1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The next refresh joins it again: announced, with its user_info.
+    let again = next_event(&mut watcher).await;
+    assert_eq!(again["event"], "pusher_internal:member_added", "{again}");
+    let data: Value = serde_json::from_str(again["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data, json!({"user_id": "u1", "user_info": {"n": 1}}));
+    let state = gw.handle.as_ref().unwrap().state();
+    let members = state.presence.members("presence-s").await;
+    assert!(
+        members.contains(&("u1".to_owned(), Some(r#"{"n":1}"#.to_owned()))),
+        "{members:?}"
     );
 }

@@ -28,9 +28,30 @@ async fn pings_both_ways_and_silence_closes_4201() {
         "{metrics}"
     );
     assert_eq!(gw.stats().await["transports"]["ws"], 1);
-    // Without a protocol version pusher-js speaks: 4007.
+    // Without a protocol version: 4008; one not spoken here: 4007.
     let mut old = gw.try_ws_with(&format!("/app/{KEY}"), None).await.unwrap();
-    assert_eq!(next_or_close(&mut old).await, Err(4007));
+    assert_eq!(next_or_close(&mut old).await, Err(4008));
+    for version in ["4", "8", "seven"] {
+        let path = format!("/app/{KEY}?protocol={version}");
+        let mut old = gw.try_ws_with(&path, None).await.unwrap();
+        assert_eq!(next_or_close(&mut old).await, Err(4007), "{version}");
+    }
+    // Protocol 5 reads a pusher:error with the code before the close.
+    let path = "/app/nobody?protocol=5";
+    let mut five = gw.try_ws_with(path, None).await.unwrap();
+    let e = next_or_close(&mut five).await.unwrap();
+    assert_eq!(
+        (e["event"].as_str(), e["data"]["code"].as_u64()),
+        (Some("pusher:error"), Some(4001)),
+        "{e}"
+    );
+    assert_eq!(next_or_close(&mut five).await, Err(4001));
+    // Protocol 7 gets the close code only.
+    let mut seven = gw
+        .try_ws_with("/app/nobody?protocol=7", None)
+        .await
+        .unwrap();
+    assert_eq!(next_or_close(&mut seven).await, Err(4001));
     // Silent past activity_timeout: the server pings.
     let ping = next_or_close(&mut ws).await.unwrap();
     assert_eq!(ping["event"], "pusher:ping");
@@ -49,7 +70,7 @@ async fn pings_both_ways_and_silence_closes_4201() {
 async fn bad_frames_get_pusher_errors_and_the_socket_stays() {
     let gw = gateway().await;
     let (mut other, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
-    let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let (mut ws, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
     let error = |v: &Value| v["data"]["code"].clone();
     ws.send(Frame::text("not json")).await.unwrap();
     let e = next_json(&mut ws).await;
@@ -69,18 +90,18 @@ async fn bad_frames_get_pusher_errors_and_the_socket_stays() {
     let refused = next_json(&mut ws).await;
     assert_eq!(refused["event"], "pusher:subscription_error");
     assert_eq!(refused["channel"], "private-a");
-    // A 100 KB channel_data: refused unread.
+    // A 100 KB channel_data, signed by the app: refused as too large.
     let big = format!("{{\"user_id\":\"{}\"}}", "x".repeat(100_000));
+    let auth = sign(&id, "presence-a", Some(&big));
     send_json(
         &mut ws,
-        json!({"event": "pusher:subscribe", "data": {"channel": "presence-a", "auth": "k:s", "channel_data": big}}),
+        json!({"event": "pusher:subscribe", "data": {"channel": "presence-a", "auth": auth, "channel_data": big}}),
     )
     .await;
-    assert_eq!(error(&next_json(&mut ws).await), 4009);
-    assert_eq!(
-        next_json(&mut ws).await["event"],
-        "pusher:subscription_error"
-    );
+    let refused = next_json(&mut ws).await;
+    assert_eq!(refused["event"], "pusher:subscription_error", "{refused}");
+    let data: Value = serde_json::from_str(refused["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["status"], 413, "{data}");
     // A client event on a public channel, and one over max_message (1 KiB).
     send_json(
         &mut ws,
@@ -200,4 +221,54 @@ async fn a_reload_keeps_sockets_on_the_new_app_settings_and_closes_a_removed_app
     // The app's key gone: its sockets are closed as an unknown app.
     reload(&format!("key: {KEY}"), "key: another-key");
     assert_eq!(next_or_close(&mut ws).await, Err(4001));
+    // Its channel_prefix changed: its channels are other hub channels, so
+    // its sockets reconnect (4200) and subscribe under the new names.
+    let (mut ws, _) = raw(&gw, "/app/another-key?protocol=7").await;
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "news-1"}}),
+    )
+    .await;
+    assert_eq!(
+        next_event(&mut ws).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    reload("key: another-key", "key: another-key, channel_prefix: 'p-'");
+    assert_eq!(next_or_close(&mut ws).await, Err(4200));
+    // So does a changed app id: its occupied channels are counted by id.
+    let (mut ws, _) = raw(&gw, "/app/another-key?protocol=7").await;
+    reload("id: \"1001\"", "id: \"1002\"");
+    assert_eq!(next_or_close(&mut ws).await, Err(4200));
+}
+
+#[tokio::test]
+async fn a_client_event_within_a_large_max_message_is_not_closed_1009() {
+    let dir = temp_dir("pusher-ws-large");
+    let text = config(&dir, true).replace("max_message: 1KiB", "max_message: 400KiB");
+    let gw = TestGateway::start_yaml(&text, dir).await;
+    let (mut ws, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let auth = sign(&id, "private-large", None);
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "private-large", "auth": auth}}),
+    )
+    .await;
+    assert_eq!(
+        next_event(&mut ws).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    // 300 KB, over the least frame cap and within max_message: taken.
+    let event = |n: usize| json!({"event": "client-big", "channel": "private-large", "data": "x".repeat(n)});
+    send_json(&mut ws, event(300_000)).await;
+    send_json(&mut ws, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        next_or_close(&mut ws).await.map(|v| v["event"].clone()),
+        Ok(json!("pusher:pong"))
+    );
+    // Over max_message: 4301, and the socket stays.
+    send_json(&mut ws, event(500_000)).await;
+    let e = next_or_close(&mut ws).await.unwrap();
+    assert_eq!(e["data"]["code"], 4301, "{e}");
+    send_json(&mut ws, json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(next_event(&mut ws).await["event"], "pusher:pong");
 }

@@ -1,0 +1,164 @@
+//! What a Pusher socket may ask for: a reconnect's burst of subscribes,
+//! subscribes refused by the frame or subscribe limits (each answered on
+//! its channel), and Pusher's presence limits (members, `user_info`).
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A gateway with the test apps and `limits` as the `limits:` section.
+async fn limited(limits: &str) -> TestGateway {
+    let dir = temp_dir("pusher-ws-limits");
+    let text = format!("{}\nlimits:\n{limits}\n", config(&dir, true));
+    TestGateway::start_yaml(&text, dir).await
+}
+
+async fn subscribe_public(ws: &mut Ws, channel: &str) {
+    send_json(
+        ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": channel}}),
+    )
+    .await;
+}
+
+/// The status of a `pusher:subscription_error` on `channel`.
+fn refused_status(frame: &Value, channel: &str) -> u64 {
+    assert_eq!(frame["event"], "pusher:subscription_error", "{frame}");
+    assert_eq!(frame["channel"], channel, "{frame}");
+    let data: Value = serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+    data["status"].as_u64().unwrap()
+}
+
+/// Subscribe to presence `channel` with `channel_data` as this exact text,
+/// signed as the app would; the answer.
+async fn presence_subscribe(ws: &mut Ws, socket_id: &str, channel: &str, data: &str) -> Value {
+    let auth = sign(socket_id, channel, Some(data));
+    send_json(
+        ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth, "channel_data": data}}),
+    )
+    .await;
+    next_event(ws).await
+}
+
+#[tokio::test]
+async fn a_reconnects_subscribes_pass_the_frame_limit_and_a_limited_one_is_answered() {
+    // Five frames a minute, thirty channels a connection.
+    let gw = limited(
+        "  max_channels_per_connection: 30\n  per_client: { messages: { rate: 1/m, burst: 5 } }",
+    )
+    .await;
+    let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    // All at once, as pusher-js resubscribes after a reconnect.
+    for n in 1..=30 {
+        subscribe_public(&mut ws, &format!("news-{n}")).await;
+    }
+    for n in 1..=30 {
+        let ok = next_event(&mut ws).await;
+        assert_eq!(
+            ok["event"], "pusher_internal:subscription_succeeded",
+            "news-{n}: {ok}"
+        );
+        assert_eq!(ok["channel"], format!("news-{n}"));
+    }
+    // The frame limit still holds for everything else: within the five
+    // (the opening took one), pings are answered, then refused...
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        send_json(&mut ws, json!({"event": "pusher:ping", "data": {}})).await;
+        answers.push(next_event(&mut ws).await["event"].clone());
+    }
+    assert!(
+        answers[..4].iter().all(|a| a == "pusher:pong"),
+        "{answers:?}"
+    );
+    assert_eq!(answers[5], "pusher:error", "{answers:?}");
+    // ...and a subscribe past the connection's channels that it refuses is
+    // answered on its channel, so pusher-js does not wait forever.
+    subscribe_public(&mut ws, "news-31").await;
+    assert_eq!(refused_status(&next_event(&mut ws).await, "news-31"), 429);
+}
+
+#[tokio::test]
+async fn repeated_and_refused_subscribes_are_charged_to_the_subscribe_limit() {
+    let gw = limited("  per_ip: { subscribes: { rate: 1/m, burst: 3 } }").await;
+    let (mut ws, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let data = r#"{"user_id":"u1"}"#;
+    let ok = presence_subscribe(&mut ws, &id, "presence-again", data).await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded");
+    // A refused one costs a subscribe too.
+    subscribe_public(&mut ws, "no such name").await;
+    assert_eq!(
+        refused_status(&next_event(&mut ws).await, "no such name"),
+        400
+    );
+    let again = presence_subscribe(&mut ws, &id, "presence-again", data).await;
+    assert_eq!(again["event"], "pusher_internal:subscription_succeeded");
+    let over = presence_subscribe(&mut ws, &id, "presence-again", data).await;
+    assert_eq!(refused_status(&over, "presence-again"), 429);
+}
+
+#[tokio::test]
+async fn presence_channels_keep_pushers_member_and_user_info_limits() {
+    let gw = gateway().await;
+    // A numeric user_id, signed as sent.
+    let (mut first, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let data = r#"{"user_id":42,"user_info":{"n":1}}"#;
+    let ok = presence_subscribe(&mut first, &id, "presence-full", data).await;
+    let members: Value = serde_json::from_str(ok["data"].as_str().unwrap()).unwrap();
+    assert_eq!(members["presence"]["ids"], json!(["42"]), "{ok}");
+    assert_eq!(members["presence"]["hash"]["42"], json!({"n": 1}), "{ok}");
+
+    // user_info over 1 KB: 413, the socket stays.
+    let (mut big, big_id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let info = "x".repeat(1100);
+    let data = format!(r#"{{"user_id":"big","user_info":{{"n":"{info}"}}}}"#);
+    let refused = presence_subscribe(&mut big, &big_id, "presence-full", &data).await;
+    assert_eq!(refused_status(&refused, "presence-full"), 413);
+
+    // 99 more users fill the channel to Pusher's 100 members.
+    let mut sockets = Vec::new();
+    for n in 1..100 {
+        let (mut ws, id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+        let data = format!(r#"{{"user_id":"u{n}"}}"#);
+        let ok = presence_subscribe(&mut ws, &id, "presence-full", &data).await;
+        assert_eq!(
+            ok["event"], "pusher_internal:subscription_succeeded",
+            "u{n}: {ok}"
+        );
+        sockets.push(ws);
+    }
+    // A 101st user is refused; another tab of a member is not.
+    let data = r#"{"user_id":"late"}"#;
+    let refused = presence_subscribe(&mut big, &big_id, "presence-full", data).await;
+    assert_eq!(refused_status(&refused, "presence-full"), 403);
+    let (mut tab, tab_id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let ok = presence_subscribe(&mut tab, &tab_id, "presence-full", r#"{"user_id":"u7"}"#).await;
+    let members: Value = serde_json::from_str(ok["data"].as_str().unwrap()).unwrap();
+    assert_eq!(members["presence"]["count"], 100, "{ok}");
+}
+
+#[tokio::test]
+async fn binary_and_ping_frames_count_against_the_frame_limit() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    let gw = limited("  per_client: { messages: { rate: 1/m, burst: 5 } }").await;
+    for frame in [Frame::binary(vec![1u8; 8]), Frame::Ping(vec![1u8].into())] {
+        let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+        // Sent until the gateway closes: a flood is closed 4100 whatever
+        // frames it is made of.
+        let mut code = None;
+        for _ in 0..100 {
+            if ws.send(frame.clone()).await.is_err() {
+                break;
+            }
+        }
+        while code.is_none() {
+            match next_or_close(&mut ws).await {
+                Ok(v) => assert_eq!(v["event"], "pusher:error", "{v}"),
+                Err(c) => code = Some(c),
+            }
+        }
+        assert_eq!(code, Some(4100), "{frame:?}");
+    }
+}
