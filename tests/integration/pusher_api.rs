@@ -543,7 +543,7 @@ async fn an_unsigned_request_is_refused_before_its_body_is_read() {
 #[tokio::test]
 async fn a_signed_body_is_capped_whatever_the_apps_max_message() {
     let gw = gateway_with(
-        "    - { id: \"3003\", key: big-key, secret: big-secret, max_message: 16MiB }",
+        "    - { id: \"3003\", key: big-key, secret: big-secret, max_message: 16MiB, channel_prefix: \"big:\" }",
         None,
         "",
     )

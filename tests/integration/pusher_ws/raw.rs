@@ -233,7 +233,7 @@ async fn a_reload_keeps_sockets_on_the_new_app_settings_and_closes_a_removed_app
         next_event(&mut ws).await["event"],
         "pusher_internal:subscription_succeeded"
     );
-    reload("key: another-key", "key: another-key, channel_prefix: 'p-'");
+    reload("key: another-key", "key: another-key, channel_prefix: 'p:'");
     assert_eq!(next_or_close(&mut ws).await, Err(4200));
     // So does a changed app id: its occupied channels are counted by id.
     let (mut ws, _) = raw(&gw, "/app/another-key?protocol=7").await;
