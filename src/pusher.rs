@@ -173,9 +173,8 @@ impl SocketIds {
     }
 }
 
-/// Whether `s` has the shape of a socket id (`123.456`).
-// Used by the HTTP API's `socket_id`; the socket endpoint mints ids.
-#[allow(dead_code)]
+/// Whether `s` has the shape of a socket id (`123.456`): the HTTP API's
+/// `socket_id` is checked by it (the socket endpoint mints ids).
 pub fn valid_socket_id(s: &str) -> bool {
     match s.split_once('.') {
         Some((a, b)) => {
