@@ -280,3 +280,24 @@ pub(crate) fn app_unavailable(e: &CheckError) -> Refusal {
 
 #[cfg(test)]
 mod tests;
+
+/// Charge one inbound frame of a socket to its client's message limit
+/// (`limits.per_client.messages`, or the address's); `refused` counts the
+/// refusals in a row, which a socket closes on past its bound.
+pub(crate) fn allow_frame(
+    state: &crate::state::AppState,
+    client: &crate::limits::ClientKey,
+    refused: &mut u32,
+) -> bool {
+    match state.limits.message(client) {
+        Ok(()) => {
+            *refused = 0;
+            true
+        }
+        Err(l) => {
+            state.metrics.limited(l.kind.label());
+            *refused += 1;
+            false
+        }
+    }
+}

@@ -351,17 +351,7 @@ impl PusherSocket {
     /// Whether a frame is within the client's rate (`limits`, as for
     /// pushgate's own sockets).
     fn allow_frame(&mut self) -> bool {
-        match self.state.limits.message(&self.client.key) {
-            Ok(()) => {
-                self.refused = 0;
-                true
-            }
-            Err(l) => {
-                self.state.metrics.limited(l.kind.label());
-                self.refused += 1;
-                false
-            }
-        }
+        crate::transport::admission::allow_frame(&self.state, &self.client.key, &mut self.refused)
     }
 
     /// Whether `frame` is a subscribe the frame limit lets through: a

@@ -86,17 +86,7 @@ impl WsSession {
 
     /// Charge one inbound frame to the client's message limit.
     pub(super) fn allow_frame(&mut self) -> bool {
-        match self.state.limits.message(&self.client.key) {
-            Ok(()) => {
-                self.refused = 0;
-                true
-            }
-            Err(l) => {
-                self.state.metrics.limited(l.kind.label());
-                self.refused += 1;
-                false
-            }
-        }
+        crate::transport::admission::allow_frame(&self.state, &self.client.key, &mut self.refused)
     }
 
     async fn on_auth(&mut self, r: Option<&str>, token: String) -> Result<(), WsError> {
