@@ -65,6 +65,11 @@ pub struct Message {
     data_len: usize,
     /// The client that sent it, when one did (see [`crate::model::Origin`]).
     pub origin: Option<Box<crate::model::Origin>>,
+    /// The message as a Pusher event, rendered by the first Pusher socket
+    /// that delivers it and shared by the rest (every socket of this
+    /// instance on the channel gets the same frame); None when the message
+    /// has no Pusher form.
+    pub pusher_frame: std::sync::OnceLock<Option<Box<str>>>,
 }
 
 impl Message {
@@ -101,6 +106,7 @@ impl Message {
             wire: wire.freeze(),
             data_len: data.len(),
             origin: None,
+            pusher_frame: std::sync::OnceLock::new(),
         }
     }
 

@@ -61,8 +61,15 @@ impl PusherSocket {
 }
 
 /// The Pusher frame for `m` on the channel this socket `joined` as, or None
-/// when socket `socket_id` does not get it.
-fn render(m: &Message, socket_id: &str, joined: Option<&Joined>) -> Option<String> {
+/// when socket `socket_id` does not get it. An ordinary event is the same
+/// frame for every socket here (one app owns the channel, so one name), so
+/// it is rendered once per message (`Message::pusher_frame`), not once per
+/// socket; presence announcements depend on who the socket is.
+fn render<'m>(
+    m: &'m Message,
+    socket_id: &str,
+    joined: Option<&Joined>,
+) -> Option<std::borrow::Cow<'m, str>> {
     if m.origin
         .as_ref()
         .is_some_and(|o| &*o.socket_id == socket_id)
@@ -70,25 +77,29 @@ fn render(m: &Message, socket_id: &str, joined: Option<&Joined>) -> Option<Strin
         return None;
     }
     let joined = joined?;
-    let data: &RawValue = serde_json::from_str(m.data_text()).ok()?;
     if joined.kind == ChannelKind::Presence && &*m.event == "presence" {
+        let data: &RawValue = serde_json::from_str(m.data_text()).ok()?;
         if let Ok(a) = serde_json::from_str::<Announcement<'_>>(data.get()) {
             if joined.user_id.as_deref() == Some(a.subject.as_str()) {
                 return None;
             }
             return match a.action {
-                "join" => Some(frames::member_added(&joined.name, &a.subject, a.info)),
-                "leave" => Some(frames::member_removed(&joined.name, &a.subject)),
+                "join" => Some(frames::member_added(&joined.name, &a.subject, a.info).into()),
+                "leave" => Some(frames::member_removed(&joined.name, &a.subject).into()),
                 _ => None,
             };
         }
     }
-    let user_id = m
-        .origin
-        .as_ref()
-        .and_then(|o| o.user_id.as_deref())
-        .filter(|_| joined.kind == ChannelKind::Presence);
-    Some(frames::channel_event(&m.event, &joined.name, data, user_id))
+    let frame = m.pusher_frame.get_or_init(|| {
+        let data: &RawValue = serde_json::from_str(m.data_text()).ok()?;
+        let user_id = m
+            .origin
+            .as_ref()
+            .and_then(|o| o.user_id.as_deref())
+            .filter(|_| joined.kind == ChannelKind::Presence);
+        Some(frames::channel_event(&m.event, &joined.name, data, user_id).into())
+    });
+    frame.as_deref().map(std::borrow::Cow::Borrowed)
 }
 
 #[cfg(test)]
@@ -96,6 +107,7 @@ mod tests {
     use super::*;
     use crate::model::Origin;
     use serde_json::{Value, json};
+    use std::borrow::Cow;
 
     fn message(channel: &str, event: &str, data: Value, from: Option<(&str, &str)>) -> Message {
         let raw = serde_json::value::to_raw_value(&data).unwrap();
@@ -118,8 +130,23 @@ mod tests {
         }
     }
 
-    fn parse(frame: Option<String>) -> Value {
+    fn parse(frame: Option<std::borrow::Cow<'_, str>>) -> Value {
         serde_json::from_str(&frame.expect("a frame")).unwrap()
+    }
+
+    #[test]
+    fn an_event_is_rendered_once_for_every_socket() {
+        let m = message("news", "e", json!({"a": 1}), None);
+        let j = joined("news", ChannelKind::Public, None);
+        let (a, b) = (render(&m, "1.1", Some(&j)), render(&m, "1.2", Some(&j)));
+        let (Some(Cow::Borrowed(a)), Some(Cow::Borrowed(b))) = (a, b) else {
+            panic!("both sockets share the message's one frame");
+        };
+        assert!(std::ptr::eq(a, b), "one rendering, not one per socket");
+        assert_eq!(
+            serde_json::from_str::<Value>(a).unwrap(),
+            json!({"event": "e", "channel": "news", "data": "{\"a\":1}"})
+        );
     }
 
     #[test]
