@@ -173,10 +173,12 @@ pub fn generate_dev_cert(cert: &Path, key: &Path) -> Result<(), TlsError> {
 mod tests {
     use super::*;
 
-    fn dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("pushgate-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    /// A fresh directory, removed when the guard drops.
+    fn dir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("pushgate-tls-{tag}-"))
+            .tempdir()
+            .unwrap()
     }
 
     fn tls(d: &Path, sni: Vec<config::SniCert>) -> config::Tls {
@@ -192,6 +194,7 @@ mod tests {
     fn generates_then_loads_and_refuses_bad_files() {
         install_crypto_provider();
         let d = dir("gen");
+        let d = d.path();
         let cfg = server_config(&tls(&d, vec![])).unwrap();
         assert_eq!(cfg.alpn_protocols[0], b"h2");
         #[cfg(unix)]
@@ -219,6 +222,7 @@ mod tests {
     fn sni_picks_by_name_and_wildcard() {
         install_crypto_provider();
         let d = dir("sni");
+        let d = d.path();
         generate_dev_cert(&d.join("b.crt"), &d.join("b.key")).unwrap();
         generate_dev_cert(&d.join("a.crt"), &d.join("a.key")).unwrap();
         let p = provider();

@@ -117,8 +117,11 @@ fn token_sources_and_admin() {
 
 #[test]
 fn rs256_and_es256_public_keys_from_pem() {
-    let dir = std::env::temp_dir().join(format!("pushgate-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let guard = tempfile::Builder::new()
+        .prefix("pushgate-auth-")
+        .tempdir()
+        .unwrap();
+    let dir = guard.path();
     let cases = [
         (&rcgen::PKCS_RSA_SHA256, Algorithm::RS256, "rs.pem"),
         (&rcgen::PKCS_ECDSA_P256_SHA256, Algorithm::ES256, "es.pem"),

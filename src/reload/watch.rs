@@ -152,17 +152,21 @@ mod tests {
     use std::io::Write;
     use tokio::time::Instant;
 
-    fn temp_file(tag: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("pushgate-watch-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("gateway.yaml");
+    /// A `gateway.yaml` holding `text` in a fresh directory, removed when
+    /// the guard drops.
+    fn temp_file(tag: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pushgate-watch-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("gateway.yaml");
         std::fs::write(&path, text).unwrap();
-        path
+        (dir, path)
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_still_file_is_ready_after_one_interval() {
-        let path = temp_file("still", "listen: {}\n");
+        let (_dir, path) = temp_file("still", "listen: {}\n");
         let (_tx, mut rx) = mpsc::channel(8);
         let start = Instant::now();
         assert_eq!(
@@ -174,7 +178,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_growing_file_is_waited_for() {
-        let path = temp_file("growing", "listen: {}\n");
+        let (_dir, path) = temp_file("growing", "listen: {}\n");
         let (_tx, mut rx) = mpsc::channel(8);
         let start = Instant::now();
         let task = {
@@ -195,7 +199,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn empty_or_missing_files_are_not_read_and_sighup_cuts_the_wait() {
         let (tx, mut rx) = mpsc::channel(8);
-        let empty = temp_file("empty", "");
+        let (_dir, empty) = temp_file("empty", "");
         assert_eq!(
             settle(&empty, SETTLE_INTERVAL, &mut rx).await,
             Settled::Unreadable

@@ -112,8 +112,11 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_connections_only_to_servers_reached_the_same_way() {
-        let dir = std::env::temp_dir().join(format!("pushgate-up-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let guard = tempfile::Builder::new()
+            .prefix("pushgate-up-tls-")
+            .tempdir()
+            .unwrap();
+        let dir = guard.path();
         let ca = dir.join("ca.pem");
         let write_ca = || {
             let pair = rcgen::generate_simple_self_signed(vec!["api.internal".into()]).unwrap();

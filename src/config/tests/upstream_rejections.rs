@@ -3,27 +3,25 @@
 //! in a temp directory; "the system has no roots" is told to the parser
 //! rather than read from this host's store.
 
-use std::path::PathBuf;
-
 use super::rejections::rejects;
 use super::{env, parse_str};
 use crate::config::{ConfigErrors, parse_with_roots};
 
 /// A fresh directory with a self-signed certificate (`cert.pem`, its key
 /// `key.pem`), another key (`other.key`) and a file of no PEM (`junk.pem`).
-fn files(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "pushgate-upstream-tls-{tag}-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+fn files(tag: &str) -> tempfile::TempDir {
+    let guard = tempfile::Builder::new()
+        .prefix(&format!("pushgate-upstream-tls-{tag}-"))
+        .tempdir()
+        .unwrap();
+    let dir = guard.path();
     let pair = rcgen::generate_simple_self_signed(vec!["api.internal".into()]).unwrap();
     std::fs::write(dir.join("cert.pem"), pair.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
     let other = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
     std::fs::write(dir.join("junk.pem"), "not a certificate\n").unwrap();
-    dir
+    guard
 }
 
 /// A backend over TLS with the files of `dir` ([`files`]) as its CA
@@ -60,7 +58,8 @@ fn https_without_ca_on_a_system_without_roots() {
         "{rendered}"
     );
     // With a CA of its own, no system roots are needed.
-    let dir = files("roots");
+    let guard = files("roots");
+    let dir = guard.path();
     let text = format!(
         r#"backend:
   url: https://app.internal:8443
@@ -87,7 +86,8 @@ fn ca_that_cannot_be_read() {
 
 #[test]
 fn ca_without_a_certificate() {
-    let dir = files("junk");
+    let guard = files("junk");
+    let dir = guard.path();
     rejects(
         &format!(
             r#"backend:
@@ -105,7 +105,8 @@ fn ca_without_a_certificate() {
 
 #[test]
 fn client_cert_without_client_key() {
-    let dir = files("nokey");
+    let guard = files("nokey");
+    let dir = guard.path();
     rejects(
         &format!(
             r#"upstreams:
@@ -125,7 +126,8 @@ fn client_cert_without_client_key() {
 
 #[test]
 fn client_key_without_client_cert() {
-    let dir = files("nocert");
+    let guard = files("nocert");
+    let dir = guard.path();
     rejects(
         &format!(
             r#"backend:
@@ -145,7 +147,7 @@ fn client_key_without_client_cert() {
 #[test]
 fn client_cert_that_cannot_be_read() {
     rejects(
-        &client_pair(&files("certgone"), "gone.pem", "key.pem"),
+        &client_pair(files("certgone").path(), "gone.pem", "key.pem"),
         5,
         "backend.tls.client_cert",
         "cannot read",
@@ -155,7 +157,7 @@ fn client_cert_that_cannot_be_read() {
 #[test]
 fn client_key_that_is_no_key() {
     rejects(
-        &client_pair(&files("keyjunk"), "cert.pem", "junk.pem"),
+        &client_pair(files("keyjunk").path(), "cert.pem", "junk.pem"),
         6,
         "backend.tls.client_key",
         "no usable private key",
@@ -165,7 +167,7 @@ fn client_key_that_is_no_key() {
 #[test]
 fn client_key_of_another_certificate() {
     rejects(
-        &client_pair(&files("mismatch"), "cert.pem", "other.key"),
+        &client_pair(files("mismatch").path(), "cert.pem", "other.key"),
         6,
         "backend.tls.client_key",
         "does not match client_cert",
@@ -174,7 +176,8 @@ fn client_key_of_another_certificate() {
 
 #[test]
 fn a_usable_client_pair_is_accepted() {
-    let dir = files("pair");
+    let guard = files("pair");
+    let dir = guard.path();
     let text = format!(
         r#"backend:
   url: https://app.internal
@@ -208,7 +211,8 @@ fn tls_on_an_upstream_without_https_servers() {
 
 #[test]
 fn server_name_that_is_no_name() {
-    let dir = files("badname");
+    let guard = files("badname");
+    let dir = guard.path();
     rejects(
         &format!(
             r#"backend:
@@ -241,7 +245,8 @@ fn servers_of_different_schemes() {
 
 #[test]
 fn unix_path_that_is_not_a_socket() {
-    let dir = files("notsock");
+    let guard = files("notsock");
+    let dir = guard.path();
     rejects(
         &format!(
             r#"backend:
@@ -281,7 +286,8 @@ fn unix_socket_with_a_host() {
 
 #[test]
 fn a_missing_socket_in_a_directory_that_exists_is_accepted() {
-    let dir = files("latersock");
+    let guard = files("latersock");
+    let dir = guard.path();
     let text = format!(
         r#"backend:
   urls: ["unix:{d}/a.sock", "unix:{d}/b.sock"]

@@ -72,8 +72,15 @@ pub fn warnings() -> &'static Capture {
 }
 
 /// A fresh temp directory per call.
+///
+/// A test run's directories outlive it (tests hand paths around, and a
+/// failed test's files are worth reading), so the first call of a run removes
+/// the directories of earlier runs whose process is gone: the temp directory
+/// holds at most one finished run's worth.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_finished_runs);
     let dir = std::env::temp_dir().join(format!(
         "pushgate-test-{}-{}-{}",
         tag,
@@ -82,6 +89,30 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes `pushgate-test-{tag}-{pid}-{n}` directories whose process no
+/// longer runs.
+fn remove_finished_runs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("pushgate-test-")) else {
+            continue;
+        };
+        let mut parts = rest.rsplit('-');
+        let (Some(_n), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 pub struct TestGateway {
