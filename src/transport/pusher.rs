@@ -12,10 +12,12 @@
 //! activity check and close codes. The frames themselves are rendered and
 //! parsed in `pusher/frames.rs`.
 
+mod carrier;
 mod deliver;
 mod events;
 mod socket;
 mod subscribe;
+pub mod xhr;
 
 use std::sync::Arc;
 
