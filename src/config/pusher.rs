@@ -6,7 +6,7 @@
 //! signature). Only shape and defaults live here; uniqueness of ids and keys,
 //! path shapes and webhook event names are checked in `validate/pusher.rs`.
 
-use super::{lenient, units};
+use super::{RateLimit, lenient, units};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -92,6 +92,10 @@ pub struct PusherApp {
         deserialize_with = "lenient::u32"
     )]
     pub client_event_rate: u32,
+    /// Messages (and queries) this app's HTTP API takes, on this instance:
+    /// over it 429 with Pusher's body. None: the shared `limits.publish`.
+    #[serde(default)]
+    pub api_rate: Option<RateLimit>,
 }
 
 fn default_max_message() -> usize {

@@ -224,6 +224,8 @@ async fn receive(
         Kind::Streaming => streaming(&state, receiver, opened, rt.heartbeat),
         _ if opened => answer(Bytes::from_static(sockjs::OPEN)),
         _ => match receiver.next(rt.poll_timeout).await {
+            // At shutdown the session's task closes it (4200, within
+            // `reconnect_spread`): the waiting poll answers with that.
             Chunk::Lines(lines) => answer(lines),
             Chunk::Quiet => answer(Bytes::from_static(sockjs::HEARTBEAT)),
             Chunk::End => no_session(),
