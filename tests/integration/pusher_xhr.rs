@@ -415,3 +415,34 @@ async fn websocket(gw: &TestGateway) -> (Ws, String) {
     let data: Value = serde_json::from_str(hello["data"].as_str().unwrap()).unwrap();
     (ws, data["socket_id"].as_str().unwrap().to_owned())
 }
+
+/// The dashboard's app column: each app's connections of both carriers
+/// against its cap, the frames they sent and the events they were sent.
+#[tokio::test]
+async fn the_dashboard_shows_each_apps_connections_and_messages() {
+    let gw = gateway_with(", max_connections: 5", "").await;
+    let mut x = Xhr::new(&gw, "dash");
+    x.streaming().await;
+    x.subscribe(json!({"channel": "news-d"})).await;
+    let (_ws, _) = websocket(&gw).await;
+    gw.publish(json!({"channel": "news-d", "event": "e", "data": 1}))
+        .await;
+    x.event("e").await;
+    let resp = gw
+        .http
+        .get(gw.admin_url("/dashboard/events"))
+        .send()
+        .await
+        .unwrap();
+    let mut events = SseReader::new(resp);
+    let apps = events.expect().await.json()["apps"].clone();
+    assert_eq!(
+        apps,
+        json!([{
+            "app": "1001", "connections": 2, "max_connections": 5,
+            "messages_in": 1, "messages_out": 1,
+            "webhooks_sent": 0, "webhooks_failed": 0,
+        }]),
+        "the subscribe in, the event out"
+    );
+}
