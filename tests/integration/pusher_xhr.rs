@@ -446,3 +446,24 @@ async fn the_dashboard_shows_each_apps_connections_and_messages() {
         "the subscribe in, the event out"
     );
 }
+
+/// A new session is admitted as a socket upgrade is: over the address's
+/// `per_ip.connections` its first receive request is refused (429), and
+/// the place comes free when the session ends.
+#[tokio::test]
+async fn a_new_session_is_admitted_like_a_socket() {
+    let gw = gateway_with("", "  per_ip: { connections: 1 }").await;
+    let mut first = Xhr::new(&gw, "adm1");
+    first.streaming().await;
+    let second = Xhr::new(&gw, "adm2");
+    let refused = second.post("xhr_streaming", "").await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(second.send(&[json!({"event": "pusher:ping"})]).await, 404);
+    drop(first.stream.take());
+    let third = Xhr::new(&gw, "adm3");
+    eventually(5, "the first session's place came free", || async {
+        third.post("xhr", "").await.status() == 200
+    })
+    .await;
+}

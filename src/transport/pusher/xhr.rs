@@ -29,6 +29,7 @@ use tracing::Instrument;
 use super::carrier::{HttpLink, Link};
 use super::{Opening, socket};
 use crate::conn_info::ConnInfo;
+use crate::pusher::frames::code;
 use crate::pusher::http_session::{Chunk, Found, Receiver, Refused};
 use crate::pusher::sockjs;
 use crate::reply::{self, Body};
@@ -201,10 +202,14 @@ async fn receive(
         Some(Found::Existing(session)) => (session, false),
         Some(Found::Created(session, inbound, registered)) => {
             let q = query(&req);
-            // As a socket upgrade: refused here, the session goes with it.
+            // As a socket upgrade: refused here, the session goes with it
+            // (and a request that joined it meanwhile is told).
             let client = match admit(&state, &settings, &req, &q, false).await {
                 Ok(client) => client,
-                Err(refusal) => return refusal.response(),
+                Err(refusal) => {
+                    session.close(code::OVER_CAPACITY, "refused: retry later");
+                    return refusal.response();
+                }
             };
             let pusher = settings.config.pusher.clone().unwrap_or_default();
             let link = Link::Http(HttpLink {
