@@ -42,16 +42,17 @@ impl Frames {
         let _ = serde_json::to_writer((&mut self.items).writer(), frame);
     }
 
-    /// Append the `a[…]` line of what was gathered to `out`, and start over.
+    /// Append the `a[…]` line of what was gathered to `out`, and start over
+    /// with no memory held (an idle session keeps none).
     pub fn take_line(&mut self, out: &mut BytesMut) {
         if self.items.is_empty() {
             return;
         }
-        out.reserve(self.items.len() + 4);
+        let items = std::mem::take(&mut self.items);
+        out.reserve(items.len() + 4);
         out.put_slice(b"a[");
-        out.put_slice(&self.items);
+        out.put_slice(&items);
         out.put_slice(b"]\n");
-        self.items.clear();
     }
 }
 

@@ -233,8 +233,9 @@ async fn a_streaming_session_speaks_the_socket_protocol() {
     let e = x.event("pusher:error").await;
     assert_eq!(e["data"]["code"], 4009, "{e}");
     // A second stream of the session (pusher-js reopens one past 256 KB)
-    // takes over without a second `o`.
+    // takes over without a second `o`; over HTTP/1.1 this time.
     let mut again = Xhr::new(&gw, "stream1");
+    again.client = gw.http1.clone();
     let resp = again.post("xhr_streaming", "").await;
     again.stream = Some(resp);
     gw.publish(json!({"channel": "news-x", "event": "e2", "data": 2}))

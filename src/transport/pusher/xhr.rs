@@ -154,7 +154,6 @@ async fn send(
         state.pusher_http.get(&x.id, addr),
         settings.pusher.by_key(&x.key),
     ) else {
-        state.metrics.limited("pusher_unknown_session");
         return no_session();
     };
     let limit = socket::frame_cap(app.config.max_message);
