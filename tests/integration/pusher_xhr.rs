@@ -468,3 +468,23 @@ async fn a_new_session_is_admitted_like_a_socket() {
     })
     .await;
 }
+
+/// An unknown app key is Pusher's 4001 on the session's first answer, and
+/// a shutdown tells an open session 4200 (reconnect), as it tells sockets.
+#[tokio::test]
+async fn an_unknown_key_is_4001_and_a_shutdown_4200() {
+    let mut gw = gateway_with("", "").await;
+    let mut unknown = Xhr::new(&gw, "nokey");
+    unknown.base = gw.url("/pusher/app/no-such-key/123/nokey");
+    let resp = unknown.post("xhr_streaming", "").await;
+    unknown.stream = Some(resp);
+    assert_eq!(unknown.line().await, Line::Open);
+    assert_eq!(unknown.frame().await, Err(4001));
+    let mut x = Xhr::new(&gw, "bye");
+    x.streaming().await;
+    let stop = tokio::spawn(async move {
+        gw.stop().await;
+    });
+    assert_eq!(x.frame().await, Err(4200));
+    stop.await.unwrap();
+}
