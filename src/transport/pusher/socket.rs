@@ -1,5 +1,6 @@
 //! One Pusher socket's life: the opening (app, protocol, capacity), the loop,
-//! and the close with Pusher's code.
+//! and the close with Pusher's code, whichever carrier (`carrier.rs`: a
+//! WebSocket or an HTTP fallback session) moves its frames.
 //!
 //! One task owns the socket and the session, as pushgate's own WebSocket
 //! does: one `select` waits on shutdown, reloads, deliveries, client frames
@@ -8,7 +9,8 @@
 //! Pusher's: silent for `activity_timeout`, the socket is sent a
 //! `pusher:ping`; silent `pong_timeout` more, it is closed with 4201. Every
 //! way out is a [`Ending`] with the code pusher-js acts on: 4001 (unknown
-//! key, no retry), 4100 (over capacity, back off), 4200 (reconnect now:
+//! key, no retry), 4004 (the app's connection quota, no retry), 4100 (the
+//! gateway over capacity or a flood, back off), 4200 (reconnect now:
 //! graceful shutdown, spread over `reconnect_spread`), 4201 (no pong).
 
 use std::collections::HashMap;
