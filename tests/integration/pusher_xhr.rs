@@ -14,7 +14,8 @@ use crate::common::*;
 use crate::pusher_ws::{KEY, config, join_presence, next_or_close, sign};
 
 /// The gateway of the Pusher WebSocket tests, with a short HTTP session
-/// timeout and poll timeout, and `extra` app keys (`, max_connections: 1`).
+/// timeout, poll timeout and heartbeat, `app_keys` more keys of the app
+/// (`, max_connections: 1`) and `limits` lines.
 async fn gateway_with(app_keys: &str, limits: &str) -> TestGateway {
     let dir = temp_dir("pusher-xhr");
     let text = config(&dir, true)
@@ -23,7 +24,10 @@ async fn gateway_with(app_keys: &str, limits: &str) -> TestGateway {
         // not pinged out.
         .replace("activity_timeout: 1s", "activity_timeout: 30s")
         .replace("max_message: 1KiB", &format!("max_message: 1KiB{app_keys}"))
-        .replace("realtime:\n", "realtime:\n  poll_timeout: 1s\n");
+        .replace(
+            "realtime:\n",
+            "realtime:\n  poll_timeout: 1s\n  heartbeat: 1s\n",
+        );
     let text = if limits.is_empty() {
         text
     } else {
@@ -189,6 +193,9 @@ async fn a_streaming_session_speaks_the_socket_protocol() {
     let mut x = Xhr::new(&gw, "stream1");
     let id = x.streaming().await;
     assert!(id.contains('.'), "{id}");
+    // Quiet for `realtime.heartbeat`: an `h` line keeps proxies from
+    // cutting the stream.
+    assert_eq!(x.line().await, Line::Heartbeat);
 
     // Public: a publish of pushgate's reaches it as a Pusher event.
     let ok = x.subscribe(json!({"channel": "news-x"})).await;
