@@ -26,6 +26,7 @@
 //! time after which a retry can succeed.
 
 mod address_rate;
+mod app_rate;
 mod clock;
 mod keyed;
 mod store;
@@ -136,6 +137,8 @@ pub struct Limits {
     publish: KeyedLimit<String>,
     /// Signed Pusher API requests per app id, on the `publish` quota.
     pusher_api: KeyedLimit<Arc<str>>,
+    /// … or on the app's own `api_rate`.
+    app_api: app_rate::AppRates,
     open: Mutex<HashMap<Key, u32>>,
 }
 
@@ -152,7 +155,8 @@ impl Limits {
             address_subscribes: KeyedLimit::new(&policy.per_ip.subscribes, time.clone()),
             connects: KeyedLimit::new(&policy.per_ip.connects, time.clone()),
             publish: KeyedLimit::new(&policy.publish, time.clone()),
-            pusher_api: KeyedLimit::new(&policy.publish, time),
+            pusher_api: KeyedLimit::new(&policy.publish, time.clone()),
+            app_api: app_rate::AppRates::new(time),
             open: Mutex::new(HashMap::new()),
         }
     }
@@ -215,10 +219,26 @@ impl Limits {
         Self::check(&self.publish, &key.to_string(), n, Kind::Publish)
     }
 
-    /// `n` messages (or one query) of Pusher app `app`'s HTTP API: the
-    /// `publish` quota, per app instead of per admin key.
-    pub fn pusher_api(&self, app: &Arc<str>, n: usize) -> Result<(), Limited> {
-        Self::check(&self.pusher_api, app, n.max(1), Kind::Publish)
+    /// `n` messages (or one query) of Pusher app `app`'s HTTP API: its own
+    /// `quota` (`api_rate`) when it has one, else the `publish` quota, per
+    /// app instead of per admin key.
+    pub fn pusher_api(
+        &self,
+        app: &Arc<str>,
+        quota: Option<&config::RateLimit>,
+        n: usize,
+    ) -> Result<(), Limited> {
+        let Some(quota) = quota else {
+            return Self::check(&self.pusher_api, app, n.max(1), Kind::Publish);
+        };
+        let n = u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        self.app_api.check(app, quota, n).map_err(|r| Limited {
+            kind: Kind::Publish,
+            retry_after: match r {
+                Refusal::Wait(after) => after,
+                Refusal::Never => Duration::from_secs(1),
+            },
+        })
     }
 
     /// Whether the gateway is over `max_connections` with `current` open.

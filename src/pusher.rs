@@ -11,7 +11,9 @@
 
 pub mod data;
 pub mod frames;
+pub mod http_session;
 pub mod sign;
+pub mod sockjs;
 pub mod webhook;
 
 use std::collections::HashMap;

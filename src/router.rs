@@ -17,6 +17,9 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     if let Some(key) = transport::pusher::endpoint(&settings, &req) {
         return transport::pusher::upgrade(state.clone(), settings, req, key).await;
     }
+    if let Some(x) = transport::pusher::xhr::endpoint(&settings, &req) {
+        return transport::pusher::xhr::handle(state.clone(), settings, req, x).await;
+    }
     let prefix = settings.config.realtime.path.as_str();
     if let Some(rest) = req.uri().path().strip_prefix(prefix) {
         if rest.starts_with('/') {

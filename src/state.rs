@@ -137,6 +137,8 @@ pub struct Handles {
     /// This instance's Pusher subscriptions per channel: when a channel is
     /// occupied or vacated.
     pub pusher_occupancy: Occupancy,
+    /// pusher-js's HTTP fallback sessions of this instance.
+    pub pusher_http: crate::pusher::http_session::HttpSessions,
 }
 
 impl AppState {
@@ -168,6 +170,7 @@ impl AppState {
             socket_ids: Default::default(),
             app_events: Default::default(),
             pusher_occupancy: Default::default(),
+            pusher_http: Default::default(),
         }));
         // Members of Pusher apps' presence channels reach their webhooks.
         let weak = Arc::downgrade(&state.0);

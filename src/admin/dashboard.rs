@@ -164,6 +164,29 @@ impl Sampler {
     }
 }
 
+/// Each Pusher app's connections (and cap), events in and out, and webhook
+/// events sent and failed.
+fn apps(state: &AppState) -> Vec<Value> {
+    let settings = state.settings();
+    settings
+        .pusher
+        .iter()
+        .map(|app| {
+            let (connections, sent, received) = state.metrics.pusher.reading(&app.id);
+            let (hooks_sent, hooks_failed) = state.metrics.pusher_webhook.reading(&app.id);
+            json!({
+                "app": &*app.id,
+                "connections": connections,
+                "max_connections": app.config.max_connections,
+                "messages_in": received,
+                "messages_out": sent,
+                "webhooks_sent": hooks_sent,
+                "webhooks_failed": hooks_failed,
+            })
+        })
+        .collect()
+}
+
 /// One dashboard frame. Rates are over the interval since `prev` (zero for
 /// the first frame, which has nothing to compare with).
 fn snapshot(state: &AppState, now: &Reading, prev: Option<&Reading>) -> Value {
@@ -199,6 +222,7 @@ fn snapshot(state: &AppState, now: &Reading, prev: Option<&Reading>) -> Value {
         },
         "channels": state.hub.channel_count(),
         "upstreams": state.settings().upstreams.snapshot(),
+        "apps": apps(state),
         "rates": {
             "published_per_s": rate(|r| r.published),
             "delivered_per_s": rate(|r| r.delivered),

@@ -176,14 +176,14 @@ async fn handle(
             let n = triggers.iter().map(events::Trigger::len).sum();
             state
                 .limits
-                .pusher_api(&app.id, n)
+                .pusher_api(&app.id, app.config.api_rate.as_ref(), n)
                 .map_err(Refused::Limited)?;
             events::publish(state, &settings.rules, &triggers, batch).await?
         }
         Endpoint::Channels | Endpoint::Channel(_) | Endpoint::Users(_) => {
             state
                 .limits
-                .pusher_api(&app.id, 1)
+                .pusher_api(&app.id, app.config.api_rate.as_ref(), 1)
                 .map_err(Refused::Limited)?;
             match &endpoint {
                 Endpoint::Channel(name) => channels::one(state, &app, name, &query).await?,

@@ -6,7 +6,7 @@
 //! signature). Only shape and defaults live here; uniqueness of ids and keys,
 //! path shapes and webhook event names are checked in `validate/pusher.rs`.
 
-use super::{lenient, units};
+use super::{RateLimit, lenient, units};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -28,6 +28,14 @@ pub struct Pusher {
     /// over this window, so a restart is not a thundering herd.
     #[serde(deserialize_with = "units::duration")]
     pub reconnect_spread: Duration,
+    /// Where pusher-js's HTTP fallback lives on the public listener:
+    /// `{http_path}/app/{key}/{server}/{session}/xhr_streaming|xhr|xhr_send`
+    /// (pusher-js's `httpPath`, `/pusher` unless the page sets another).
+    pub http_path: String,
+    /// An HTTP fallback session with no receive request open this long has
+    /// lost its client and ends (its channels left).
+    #[serde(deserialize_with = "units::duration")]
+    pub http_session_timeout: Duration,
     #[serde(deserialize_with = "lenient::or_default")]
     pub apps: Vec<PusherApp>,
 }
@@ -39,6 +47,8 @@ impl Default for Pusher {
             activity_timeout: Duration::from_secs(120),
             pong_timeout: Duration::from_secs(30),
             reconnect_spread: Duration::from_secs(5),
+            http_path: "/pusher".into(),
+            http_session_timeout: Duration::from_secs(10),
             apps: Vec::new(),
         }
     }
@@ -70,8 +80,9 @@ pub struct PusherApp {
     /// (Pusher's limit is 10 KB); over it: 413 / `pusher:error` 4301.
     #[serde(default = "default_max_message", deserialize_with = "units::size")]
     pub max_message: usize,
-    /// Open sockets of this app on this instance; over it a new socket is
-    /// closed with 4100 (over capacity, reconnect later). None: no cap.
+    /// Open connections (WebSocket and HTTP fallback) of this app on this
+    /// instance; over it a new one is closed with 4004 (over connection
+    /// quota). None: no cap.
     #[serde(default, deserialize_with = "lenient::opt_usize")]
     pub max_connections: Option<usize>,
     /// Client events a socket may send per second; over it `pusher:error`
@@ -81,6 +92,10 @@ pub struct PusherApp {
         deserialize_with = "lenient::u32"
     )]
     pub client_event_rate: u32,
+    /// Messages (and queries) this app's HTTP API takes, on this instance:
+    /// over it 429 with Pusher's body. None: the shared `limits.publish`.
+    #[serde(default)]
+    pub api_rate: Option<RateLimit>,
 }
 
 fn default_max_message() -> usize {

@@ -64,6 +64,17 @@ impl PusherMetrics {
         }
     }
 
+    /// `app`'s open connections, events sent and frames received, for the
+    /// dashboard.
+    pub fn reading(&self, app: &Arc<str>) -> (i64, u64, u64) {
+        let label = AppLabel { app: app.clone() };
+        (
+            self.connections.get_or_create(&label).get(),
+            self.sent.get_or_create(&label).get(),
+            self.received.get_or_create(&label).get(),
+        )
+    }
+
     /// The counters of `app`, looked up once per socket.
     pub fn counters(&self, app: &Arc<str>) -> (Counter, Counter) {
         let label = AppLabel { app: app.clone() };

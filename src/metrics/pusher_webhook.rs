@@ -80,6 +80,15 @@ impl WebhookCounters {
         self.sent.get_or_create(&Self::label(app)).inc_by(events);
     }
 
+    /// `app`'s webhook events sent and requests failed, for the dashboard.
+    pub fn reading(&self, app: &str) -> (u64, u64) {
+        let label = Self::label(app);
+        (
+            self.sent.get_or_create(&label).get(),
+            self.failed.get_or_create(&label).get(),
+        )
+    }
+
     pub fn failed(&self, app: &str) {
         self.failed.get_or_create(&Self::label(app)).inc();
     }

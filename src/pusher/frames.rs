@@ -24,7 +24,10 @@ pub mod code {
     /// `pusher:error`: a subscription's signature is missing or wrong.
     /// Close: disconnected by the operator (pusher-js does not retry).
     pub const UNAUTHORIZED: u16 = 4009;
-    /// Close: over the app's `max_connections` (retry after backing off).
+    /// Close: over the app's `max_connections`, Pusher's "over connection
+    /// quota" (pusher-js does not retry).
+    pub const OVER_QUOTA: u16 = 4004;
+    /// Close: over the gateway's `max_connections` (retry after backing off).
     pub const OVER_CAPACITY: u16 = 4100;
     /// Close: reconnect at once (graceful shutdown, a slow client).
     pub const RECONNECT: u16 = 4200;

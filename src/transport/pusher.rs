@@ -10,12 +10,15 @@
 //! events. What is Pusher's alone lives here: the app key, socket ids,
 //! signed private and presence subscriptions, client events, Pusher's
 //! activity check and close codes. The frames themselves are rendered and
-//! parsed in `pusher/frames.rs`.
+//! parsed in `pusher/frames.rs`. pusher-js's HTTP fallback (`xhr.rs`) is
+//! the same socket over another carrier.
 
+mod carrier;
 mod deliver;
 mod events;
 mod socket;
 mod subscribe;
+pub mod xhr;
 
 use std::sync::Arc;
 

@@ -26,6 +26,7 @@ mod pusher_api;
 mod pusher_channels;
 mod pusher_e2e;
 mod pusher_ws;
+mod pusher_xhr;
 mod queue;
 mod relay;
 mod reload;

@@ -628,3 +628,48 @@ async fn without_pusher_apps_the_path_is_an_ordinary_admin_path() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
 }
+
+/// `api_rate` of an app is its own quota instead of `limits.publish`,
+/// put in force by a reload over what the app already spent.
+#[tokio::test]
+async fn an_apps_api_rate_is_its_quota_and_a_reload_keeps_what_was_spent() {
+    let gw = gateway("").await;
+    let plain = r#"{ id: "1001", key: app-key, secret: app-secret }"#;
+    let rated = |burst: u32| {
+        format!(
+            r#"{{ id: "1001", key: app-key, secret: app-secret, api_rate: {{ rate: 1/m, burst: {burst} }} }}"#
+        )
+    };
+    gw.reload_with(plain, &rated(2));
+    let trigger =
+        |channels: Value| json!({"op": "trigger", "channels": channels, "event": "e", "data": "x"});
+    let out = clients::node(
+        gw.admin,
+        &APP,
+        0,
+        json!([
+            trigger(json!(["public.a", "public.b"])),
+            trigger(json!("public.a"))
+        ]),
+    )
+    .await;
+    assert_eq!(answer(&out[0]).0, 200, "two messages fit the burst");
+    assert_eq!(
+        answer(&out[1]),
+        (429, json!("Rate limit exceeded for this app"))
+    );
+    // The other app is on the shared `limits.publish` (5000/s).
+    let other = clients::node(gw.admin, &SMALL, 0, json!([trigger(json!("public.a"))])).await;
+    assert_eq!(answer(&other[0]).0, 200);
+    // A burst of 3 over the 2 spent: exactly one more.
+    gw.reload_with(&rated(2), &rated(3));
+    let out = clients::node(
+        gw.admin,
+        &APP,
+        0,
+        json!([trigger(json!("public.a")), trigger(json!("public.a"))]),
+    )
+    .await;
+    assert_eq!(answer(&out[0]).0, 200, "{out:?}");
+    assert_eq!(answer(&out[1]).0, 429, "{out:?}");
+}

@@ -292,3 +292,46 @@ fn each_app_has_a_namespace_of_its_own() {
         "must be 1-36",
     );
 }
+
+#[test]
+fn the_http_fallback_and_api_rate_keys() {
+    let c = parse_str(
+        r#"
+pusher:
+  apps:
+    - { id: 1, key: k, secret: s, api_rate: { rate: 100/s, burst: 200 } }
+    - { id: 2, key: l, secret: s, channel_prefix: "b:" }
+"#,
+    )
+    .unwrap();
+    let p = c.pusher.unwrap();
+    assert_eq!(p.http_path, "/pusher", "pusher-js's default httpPath");
+    assert_eq!(p.http_session_timeout, Duration::from_secs(10));
+    let rate = p.apps[0].api_rate.unwrap();
+    assert_eq!((rate.rate.count.get(), rate.burst.get()), (100, 200));
+    assert_eq!(p.apps[1].api_rate, None, "the shared limits.publish");
+    let c = parse_str("pusher:\n  http_path: /ws-fallback\n  http_session_timeout: 30s\n").unwrap();
+    assert_eq!(c.pusher.unwrap().http_path, "/ws-fallback");
+}
+
+#[test]
+fn an_http_path_over_the_realtime_endpoints() {
+    rejects(
+        "realtime:\n  path: /realtime\npusher:\n  http_path: /realtime/pusher\n",
+        4,
+        "pusher.http_path",
+        "overlaps realtime.path",
+    );
+    rejects(
+        "pusher:\n  http_path: pusher\n",
+        2,
+        "pusher.http_path",
+        "must start with '/'",
+    );
+    rejects(
+        "pusher:\n  http_session_timeout: 0s\n",
+        2,
+        "pusher.http_session_timeout",
+        "must be greater than 0",
+    );
+}

@@ -28,9 +28,24 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
             }
         }
     }
+    if let Err(message) = check_mount_path(&p.http_path) {
+        add(at.key("http_path"), message);
+    } else if overlaps(
+        p.http_path.trim_end_matches('/'),
+        c.realtime.path.trim_end_matches('/'),
+    ) {
+        add(
+            at.key("http_path"),
+            format!(
+                "{:?} overlaps realtime.path {:?}",
+                p.http_path, c.realtime.path
+            ),
+        );
+    }
     for (key, d) in [
         ("activity_timeout", p.activity_timeout),
         ("pong_timeout", p.pong_timeout),
+        ("http_session_timeout", p.http_session_timeout),
     ] {
         if d.is_zero() {
             add(at.key(key), "must be greater than 0".into());

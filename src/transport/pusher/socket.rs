@@ -1,5 +1,6 @@
 //! One Pusher socket's life: the opening (app, protocol, capacity), the loop,
-//! and the close with Pusher's code.
+//! and the close with Pusher's code, whichever carrier (`carrier.rs`: a
+//! WebSocket or an HTTP fallback session) moves its frames.
 //!
 //! One task owns the socket and the session, as pushgate's own WebSocket
 //! does: one `select` waits on shutdown, reloads, deliveries, client frames
@@ -8,32 +9,30 @@
 //! Pusher's: silent for `activity_timeout`, the socket is sent a
 //! `pusher:ping`; silent `pong_timeout` more, it is closed with 4201. Every
 //! way out is a [`Ending`] with the code pusher-js acts on: 4001 (unknown
-//! key, no retry), 4100 (over capacity, back off), 4200 (reconnect now:
+//! key, no retry), 4004 (the app's connection quota, no retry), 4100 (the
+//! gateway over capacity or a flood, back off), 4200 (reconnect now:
 //! graceful shutdown, spread over `reconnect_spread`), 4201 (no pong).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::debug;
 
 use super::Opening;
+use super::carrier::{Link, Owed};
 use crate::pusher::frames::{self, code};
 use crate::pusher::{App, AppEvent, ChannelKind};
 use crate::state::{AppState, Gauge, Settings};
 use crate::transport::Client;
 use crate::transport::session::{Delivery, Session};
-use crate::transport::ws::Socket;
 use crate::transport::ws::ending::Inbound;
-use crate::transport::ws::outgoing::Outgoing;
 
 /// The least of the largest frame read at all; past the cap tungstenite
 /// closes 1009. Frames under it but over what they may carry (an app's
@@ -44,7 +43,7 @@ const MIN_FRAME_CAP: usize = 256 * 1024;
 /// The largest frame a socket of an app with `max_message` reads: a client
 /// event whose data is at its limit fits even with every byte escaped
 /// (`\u00XX`, six bytes for one), so it is refused with 4301, not 1009.
-fn frame_cap(max_message: usize) -> usize {
+pub(super) fn frame_cap(max_message: usize) -> usize {
     max_message
         .saturating_mul(6)
         .saturating_add(16 * 1024)
@@ -76,6 +75,7 @@ impl Ending {
                 code::PONG_TIMEOUT => "timeout",
                 code::UNKNOWN_APP => "unknown_app",
                 code::OVER_CAPACITY => "over_capacity",
+                code::OVER_QUOTA => "over_quota",
                 code::UNAUTHORIZED => "operator",
                 _ => "protocol",
             },
@@ -103,8 +103,9 @@ pub(super) struct PusherSocket {
     pub(super) conn_id: u64,
     pub(super) client: Client,
     pub(super) session: Session,
-    pub(super) socket: Socket,
-    pub(super) outgoing: Outgoing,
+    /// The WebSocket or HTTP session the frames go over.
+    pub(super) socket: Link,
+    pub(super) outgoing: Owed,
     pub(super) joined: HashMap<Arc<str>, Joined>,
     pub(super) out: Vec<Delivery>,
     /// Client events in the current one-second window.
@@ -127,6 +128,19 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
             return;
         }
     };
+    let cap = frame_cap(opening.app.as_ref().map_or(0, |a| a.config.max_message));
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_message_size(Some(cap))
+        .max_frame_size(Some(cap));
+    let socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    open(opening, Link::WebSocket(Box::new(socket))).await;
+}
+
+/// Serve the Pusher connection of `opening` over `socket`, whichever
+/// carrier it is, until it ends.
+pub(super) async fn open(opening: Box<Opening>, mut socket: Link) {
     let Opening {
         state,
         settings,
@@ -136,14 +150,8 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         protocol,
         socket_id,
     } = *opening;
-    let cap = frame_cap(app.as_ref().map_or(0, |a| a.config.max_message));
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .max_message_size(Some(cap))
-        .max_frame_size(Some(cap));
-    let mut socket =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    state.metrics.connect("pusher");
+    let transport = socket.label();
+    state.metrics.connect(transport);
     // Pusher's order: the protocol first (4008 when not sent, 4007 when
     // not one spoken here), then the app.
     let protocol = match protocol {
@@ -161,22 +169,40 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         let why = "Application does not exist";
         return refuse(&state, &mut socket, protocol, code::UNKNOWN_APP, why).await;
     };
+    // The gateway's `max_connections` (as in force now: a reload that
+    // lowers it turns new connections away at once). A WebSocket was
+    // counted when its TCP connection was accepted; an HTTP session is one
+    // connection more than the requests that carry it.
+    let open_now = state
+        .stats
+        .connections
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let counting = usize::from(matches!(socket, Link::Http(_)));
+    if state.limits.at_capacity(open_now + counting) {
+        state.metrics.limited("max_connections");
+        let why = "Over capacity";
+        return refuse(&state, &mut socket, protocol, code::OVER_CAPACITY, why).await;
+    }
+    // The app's own cap, Pusher's "over connection quota".
     let Some(_counted) = state
         .metrics
         .pusher
         .open(&app.id, app.config.max_connections)
     else {
-        let why = "Over capacity";
-        return refuse(&state, &mut socket, protocol, code::OVER_CAPACITY, why).await;
+        let why = "Over connection quota";
+        return refuse(&state, &mut socket, protocol, code::OVER_QUOTA, why).await;
     };
-    let _gauge = Gauge::enter(&state.stats, |s| &s.ws);
+    let _gauge = match socket {
+        Link::WebSocket(_) => Gauge::enter(&state.stats, |s| &s.ws),
+        Link::Http(_) => Gauge::enter(&state.stats, |s| &s.poll),
+    };
     let _connection = Gauge::enter(&state.stats, |s| &s.connections);
     let session = Session::new(&state, settings.config.realtime.client_queue);
     let id = state.stats.conn_id();
     let _registration = state.connections.register(
         id,
         client.identity.as_ref().map(|i| i.subject.as_str()),
-        "pusher",
+        transport,
         session.inbox(),
     );
     let (sent, received) = state.metrics.pusher.counters(&app.id);
@@ -189,8 +215,8 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         conn_id: id,
         client,
         session,
+        outgoing: socket.owed(),
         socket,
-        outgoing: Outgoing::default(),
         joined: HashMap::new(),
         out: Vec::new(),
         window: (Instant::now(), 0),
@@ -200,7 +226,7 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         received,
     };
     let ending = this.serve().await;
-    this.state.metrics.disconnect("pusher", ending.reason());
+    this.state.metrics.disconnect(transport, ending.reason());
     // Its channels left before the closing handshake: a kicked or timed
     // out socket is no member while the peer takes its time to answer.
     this.leave_all();
@@ -209,38 +235,14 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
 
 /// Close a socket that never served with `code` (after a `pusher:error`
 /// saying it, for a client of a protocol under 6).
-async fn refuse(state: &AppState, socket: &mut Socket, protocol: u32, code: u16, reason: &str) {
+async fn refuse(state: &AppState, socket: &mut Link, protocol: u32, code: u16, reason: &str) {
     state
         .metrics
-        .disconnect("pusher", Ending::Close(code, String::new()).reason());
+        .disconnect(socket.label(), Ending::Close(code, String::new()).reason());
     if protocol < 6 {
-        let error = Frame::text(frames::error(Some(code), reason));
-        let _ = tokio::time::timeout(Duration::from_secs(2), socket.send(error)).await;
+        socket.send_now(&frames::error(Some(code), reason)).await;
     }
-    close_socket(socket, code, reason).await;
-}
-
-/// Send a close frame with `code` and wait (bounded) for the peer's.
-async fn close_socket(socket: &mut Socket, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.to_owned().into(),
-    };
-    let sent = tokio::time::timeout(
-        Duration::from_secs(2),
-        socket.send(Frame::Close(Some(frame))),
-    )
-    .await;
-    if matches!(sent, Ok(Ok(()))) {
-        let drain = async {
-            while let Some(Ok(frame)) = socket.next().await {
-                if matches!(frame, Frame::Close(_)) {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-    }
+    socket.close(code, reason).await;
 }
 
 impl PusherSocket {
@@ -398,7 +400,7 @@ impl PusherSocket {
         let mut evicted = self.session.inbox().eviction().listen_from_start();
         tokio::select! {
             biased;
-            r = write_owed(&mut self.socket, &mut self.outgoing) => r,
+            r = self.socket.write_owed(&mut self.outgoing) => r,
             _ = evicted.rung() => Err(WsError::ConnectionClosed),
         }
     }
@@ -406,10 +408,7 @@ impl PusherSocket {
     async fn close(&mut self, ending: Ending) {
         let (code, reason) = match ending {
             Ending::Close(code, reason) => (code, reason),
-            Ending::Gone => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.flush()).await;
-                return;
-            }
+            Ending::Gone => return self.socket.flush().await,
             Ending::Stuck => return,
         };
         if self.protocol < 6 {
@@ -417,11 +416,11 @@ impl PusherSocket {
         }
         let owed = tokio::time::timeout(
             Duration::from_secs(2),
-            write_owed(&mut self.socket, &mut self.outgoing),
+            self.socket.write_owed(&mut self.outgoing),
         )
         .await;
         if matches!(owed, Ok(Ok(()))) {
-            close_socket(&mut self.socket, code, &reason).await;
+            self.socket.close(code, &reason).await;
         }
     }
 
@@ -460,12 +459,4 @@ fn webhook_wants(app: &App, event: &AppEvent) -> bool {
         .webhook
         .as_ref()
         .is_some_and(|hook| hook.events.iter().any(|e| names.contains(&e.as_str())))
-}
-
-/// Let tungstenite write what it queued (pong and close replies), then our
-/// frames.
-async fn write_owed(socket: &mut Socket, outgoing: &mut Outgoing) -> Result<(), WsError> {
-    socket.flush().await?;
-    outgoing.write_to(socket.get_mut()).await?;
-    Ok(())
 }

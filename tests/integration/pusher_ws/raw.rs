@@ -165,7 +165,7 @@ async fn oversize_client_events_get_4301() {
 }
 
 #[tokio::test]
-async fn shutdown_closes_4200_and_capacity_4100() {
+async fn shutdown_closes_4200_and_the_app_quota_4004() {
     let dir = temp_dir("pusher-ws-cap");
     let text =
         config(&dir, true).replace("max_message: 1KiB", "max_message: 1KiB, max_connections: 1");
@@ -175,7 +175,7 @@ async fn shutdown_closes_4200_and_capacity_4100() {
         .try_ws_with(&format!("/app/{KEY}?protocol=7"), None)
         .await
         .unwrap();
-    assert_eq!(next_or_close(&mut second).await, Err(4100));
+    assert_eq!(next_or_close(&mut second).await, Err(4004));
     let stop = tokio::spawn(async move {
         gw.stop().await;
     });
