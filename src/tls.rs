@@ -195,7 +195,7 @@ mod tests {
         install_crypto_provider();
         let d = dir("gen");
         let d = d.path();
-        let cfg = server_config(&tls(&d, vec![])).unwrap();
+        let cfg = server_config(&tls(d, vec![])).unwrap();
         assert_eq!(cfg.alpn_protocols[0], b"h2");
         #[cfg(unix)]
         {
@@ -206,13 +206,13 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let mut missing = tls(&d, vec![]);
+        let mut missing = tls(d, vec![]);
         missing.self_signed_if_missing = false;
         missing.cert = d.join("nope.crt");
         let e = server_config(&missing).unwrap_err().to_string();
         assert!(e.contains("nope.crt"), "{e}");
         std::fs::write(d.join("bad.key"), "not a key").unwrap();
-        let mut bad = tls(&d, vec![]);
+        let mut bad = tls(d, vec![]);
         bad.key = d.join("bad.key");
         let e = server_config(&bad).unwrap_err().to_string();
         assert!(e.contains("bad.key"), "{e}");
