@@ -12,6 +12,7 @@
 pub mod data;
 pub mod frames;
 pub mod sign;
+pub mod users;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -83,9 +84,12 @@ impl Apps {
 
     /// Whether `hub` is a private-, private-encrypted- or presence- channel
     /// of an app: only the app's signature opens it, over a Pusher socket.
+    /// A user's hub channel (`users.rs`) is never opened but by signing in.
     pub fn needs_signature(&self, hub: &str) -> bool {
-        self.owner(hub)
-            .is_some_and(|(_, name)| ChannelKind::of(name).needs_auth())
+        (!self.is_empty() && users::is_user_hub(hub))
+            || self
+                .owner(hub)
+                .is_some_and(|(_, name)| ChannelKind::of(name).needs_auth())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {

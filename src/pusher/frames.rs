@@ -43,6 +43,11 @@ pub enum ClientFrame {
     Unsubscribe {
         channel: String,
     },
+    /// `pusher:signin`: `user_data` as the exact text the app signed.
+    Signin {
+        auth: String,
+        user_data: String,
+    },
     /// A `client-*` event (not yet judged: the driver checks the channel).
     ClientEvent {
         event: String,
@@ -104,6 +109,18 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             }
             let u: Unsubscribe = object_of(data.as_deref(), "pusher:unsubscribe")?;
             Ok(ClientFrame::Unsubscribe { channel: u.channel })
+        }
+        "pusher:signin" => {
+            #[derive(Deserialize)]
+            struct Signin {
+                auth: String,
+                user_data: String,
+            }
+            let s: Signin = object_of(data.as_deref(), "pusher:signin")?;
+            Ok(ClientFrame::Signin {
+                auth: s.auth,
+                user_data: s.user_data,
+            })
         }
         event if event.starts_with("client-") => {
             let channel = envelope
@@ -263,6 +280,28 @@ pub fn member_removed(channel: &str, user_id: &str) -> String {
     event(
         "pusher_internal:member_removed",
         Some(channel),
+        &data.to_string(),
+        None,
+    )
+}
+
+/// `pusher:signin_success` with the `user_data` text the app signed.
+pub fn signin_success(user_data: &str) -> String {
+    let data = json!({ "user_data": user_data });
+    event("pusher:signin_success", None, &data.to_string(), None)
+}
+
+/// `pusher_internal:watchlist_events`: each event's name (`online` or
+/// `offline`) with its user ids.
+pub fn watchlist_events(events: &[(&str, Vec<&str>)]) -> String {
+    let events: Vec<Value> = events
+        .iter()
+        .map(|(name, ids)| json!({ "name": name, "user_ids": ids }))
+        .collect();
+    let data = json!({ "events": events });
+    event(
+        "pusher_internal:watchlist_events",
+        None,
         &data.to_string(),
         None,
     )

@@ -16,6 +16,7 @@ mod deliver;
 mod events;
 mod socket;
 mod subscribe;
+mod user;
 
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@ mod auth_road;
 mod cluster;
 mod cross;
 mod standin;
+mod users;
 mod webhooks;
 
 pub use crate::common::*;

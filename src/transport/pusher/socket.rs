@@ -116,6 +116,10 @@ pub(super) struct PusherSocket {
     protocol: u32,
     pub(super) sent: Counter,
     received: Counter,
+    /// The user this socket signed in as (`pusher:signin`).
+    pub(super) user: Option<crate::pusher::users::SignedIn>,
+    /// The app terminated this socket's user: it closes with 4009.
+    pub(super) terminated: bool,
 }
 
 /// Run the socket of `opening` once upgraded.
@@ -198,6 +202,8 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         protocol,
         sent,
         received,
+        user: None,
+        terminated: false,
     };
     let ending = this.serve().await;
     this.state.metrics.disconnect("pusher", ending.reason());
@@ -261,7 +267,15 @@ impl PusherSocket {
         tokio::pin!(check);
         let mut pinged = false;
         let mut shutdown: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // An app that requires signing in gives a socket this long.
+        let signin_by = self.app.config.user_authentication_timeout;
+        let signin_deadline =
+            tokio::time::sleep(signin_by.unwrap_or(Duration::from_secs(365 * 86_400)));
+        tokio::pin!(signin_deadline);
         loop {
+            if self.terminated {
+                return Ending::Close(code::UNAUTHORIZED, "terminated by the app".into());
+            }
             let step = tokio::select! {
                 biased;
                 _ = stopping.rung(), if shutdown.is_none() => {
@@ -327,6 +341,9 @@ impl PusherSocket {
                         Inbound::End(None) => return Ending::Gone,
                     }
                 }
+                _ = signin_deadline.as_mut(), if signin_by.is_some() && self.user.is_none() => {
+                    return Ending::Close(code::UNAUTHORIZED, "Connection is unauthorized: sign in required".into());
+                }
                 _ = check.as_mut() => {
                     if pinged {
                         return Ending::Close(code::PONG_TIMEOUT, "Pong reply not received".into());
@@ -371,6 +388,9 @@ impl PusherSocket {
             Ok(frames::ClientFrame::Ping) => self.send(frames::pong()).await,
             Ok(frames::ClientFrame::Pong) => Ok(()),
             Ok(frames::ClientFrame::Subscribe(sub)) => Box::pin(self.subscribe(sub)).await,
+            Ok(frames::ClientFrame::Signin { auth, user_data }) => {
+                Box::pin(self.signin(&auth, &user_data)).await
+            }
             Ok(frames::ClientFrame::Unsubscribe { channel }) => {
                 self.unsubscribe(&channel);
                 Ok(())

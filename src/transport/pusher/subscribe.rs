@@ -73,6 +73,12 @@ impl From<Refusal> for Refused {
 
 impl PusherSocket {
     pub(super) async fn subscribe(&mut self, sub: Subscribe) -> Result<(), WsError> {
+        if sub
+            .channel
+            .starts_with(crate::pusher::users::SERVER_TO_USER)
+        {
+            return self.subscribe_server_to_user(&sub.channel).await;
+        }
         let name = sub.channel.clone();
         match self.admit(&sub).await {
             Ok(reply) => self.send(reply).await,
@@ -121,10 +127,8 @@ impl PusherSocket {
         let mut terms = SubscriptionPolicy::from(self.rule_for(&hub, kind)?);
         terms.presence = kind == ChannelKind::Presence;
         let limits = &self.settings.config.limits;
-        admission::admit_channel_count(
-            self.session.channel_count() + 1,
-            limits.max_channels_per_connection,
-        )?;
+        // The socket's own user follows (`user.rs`) are not counted.
+        admission::admit_channel_count(self.joined.len() + 1, limits.max_channels_per_connection)?;
         admission::admit_subscriber(
             &self.state.hub,
             limits.max_subscribers_per_channel,
