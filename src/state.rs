@@ -28,9 +28,11 @@ use crate::rules::ChannelRules;
 use crate::session_auth::{CheckPolicy, Checks};
 use crate::upstream::registry::Upstreams;
 
+mod pusher_cache_misses;
 mod pusher_occupancy;
 mod pusher_webhooks;
 
+pub use pusher_cache_misses::CacheMisses;
 pub use pusher_occupancy::Occupancy;
 
 /// Everything derived from one version of the configuration.
@@ -137,6 +139,8 @@ pub struct Handles {
     /// This instance's Pusher subscriptions per channel: when a channel is
     /// occupied or vacated.
     pub pusher_occupancy: Occupancy,
+    /// When each cache channel last reported an empty cache.
+    pub pusher_cache_misses: CacheMisses,
 }
 
 impl AppState {
@@ -168,6 +172,7 @@ impl AppState {
             socket_ids: Default::default(),
             app_events: Default::default(),
             pusher_occupancy: Default::default(),
+            pusher_cache_misses: Default::default(),
         }));
         // Members of Pusher apps' presence channels reach their webhooks.
         let weak = Arc::downgrade(&state.0);

@@ -307,6 +307,22 @@ pub fn watchlist_events(events: &[(&str, Vec<&str>)]) -> String {
     )
 }
 
+/// `pusher_internal:subscription_count` on a channel.
+pub fn subscription_count(channel: &str, count: usize) -> String {
+    let data = json!({ "subscription_count": count });
+    event(
+        "pusher_internal:subscription_count",
+        Some(channel),
+        &data.to_string(),
+        None,
+    )
+}
+
+/// `pusher:cache_miss`: a cache channel had no event to send on subscribe.
+pub fn cache_miss(channel: &str) -> String {
+    event("pusher:cache_miss", Some(channel), "{}", None)
+}
+
 /// A channel event: a hub message's JSON as Pusher's data string
 /// (`data::to_pusher`), with the sender's `user_id` on presence channels.
 pub fn channel_event(name: &str, channel: &str, data: &RawValue, user_id: Option<&str>) -> String {

@@ -12,6 +12,8 @@
 //! activity check and close codes. The frames themselves are rendered and
 //! parsed in `pusher/frames.rs`.
 
+mod cache;
+mod counts;
 mod deliver;
 mod events;
 mod socket;

@@ -5,6 +5,7 @@
 
 mod auth_road;
 mod cluster;
+mod counts;
 mod cross;
 mod standin;
 mod users;

@@ -120,6 +120,8 @@ pub(super) struct PusherSocket {
     pub(super) user: Option<crate::pusher::users::SignedIn>,
     /// The app terminated this socket's user: it closes with 4009.
     pub(super) terminated: bool,
+    /// The `subscription_count` each channel's subscriber was last told.
+    pub(super) counts_sent: HashMap<Arc<str>, usize>,
 }
 
 /// Run the socket of `opening` once upgraded.
@@ -204,6 +206,7 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         received,
         user: None,
         terminated: false,
+        counts_sent: HashMap::new(),
     };
     let ending = this.serve().await;
     this.state.metrics.disconnect("pusher", ending.reason());
@@ -272,6 +275,8 @@ impl PusherSocket {
         let signin_deadline =
             tokio::time::sleep(signin_by.unwrap_or(Duration::from_secs(365 * 86_400)));
         tokio::pin!(signin_deadline);
+        let mut counts = tokio::time::interval(crate::pusher::SUBSCRIPTION_COUNT_EVERY);
+        counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.terminated {
                 return Ending::Close(code::UNAUTHORIZED, "terminated by the app".into());
@@ -343,6 +348,9 @@ impl PusherSocket {
                 }
                 _ = signin_deadline.as_mut(), if signin_by.is_some() && self.user.is_none() => {
                     return Ending::Close(code::UNAUTHORIZED, "Connection is unauthorized: sign in required".into());
+                }
+                _ = counts.tick(), if self.app.config.subscription_count => {
+                    self.send_counts().await
                 }
                 _ = check.as_mut() => {
                     if pinged {
@@ -466,7 +474,7 @@ impl PusherSocket {
 /// Whether `app`'s webhook (in the settings in force) takes `event`. An
 /// occupied goes with a vacated either way: the sender holds a vacated back
 /// and drops it when the channel is occupied again.
-fn webhook_wants(app: &App, event: &AppEvent) -> bool {
+pub(super) fn webhook_wants(app: &App, event: &AppEvent) -> bool {
     let names: &[&str] = match event {
         AppEvent::ChannelOccupied { .. } | AppEvent::ChannelVacated { .. } => {
             &["channel_occupied", "channel_vacated"]
@@ -475,6 +483,7 @@ fn webhook_wants(app: &App, event: &AppEvent) -> bool {
         AppEvent::MemberRemoved { .. } => &["member_removed"],
         AppEvent::ClientEvent { .. } => &["client_event"],
         AppEvent::SubscriptionCount { .. } => &["subscription_count"],
+        AppEvent::CacheMiss { .. } => &["cache_miss"],
     };
     app.config
         .webhook

@@ -81,7 +81,18 @@ impl PusherSocket {
         }
         let name = sub.channel.clone();
         match self.admit(&sub).await {
-            Ok(reply) => self.send(reply).await,
+            Ok(reply) => {
+                self.outgoing.text(&reply);
+                if let Some(hub) = self.app.hub_channel(&name) {
+                    if let Some(count) = self.count_frame(&hub) {
+                        self.outgoing.text(&count);
+                    }
+                    if let Some(cached) = self.cache_frame(&hub).await {
+                        self.outgoing.text(&cached);
+                    }
+                }
+                self.write().await
+            }
             Err(refused) => {
                 if refused.unauthorized {
                     self.outgoing
@@ -175,6 +186,7 @@ impl PusherSocket {
                 channel: name.to_owned(),
             });
         }
+        self.count_changed(&hub, kind);
         self.succeeded(&hub, members)
             .ok_or_else(|| admission::unavailable("subscription lost").into())
     }
@@ -293,7 +305,9 @@ impl PusherSocket {
             return;
         };
         self.session.unsubscribe(hub);
-        if self.state.pusher_occupancy.leave(&self.app.id, hub) {
+        let vacated = self.state.pusher_occupancy.leave(&self.app.id, hub);
+        self.count_changed(hub, joined.kind);
+        if vacated {
             self.report(AppEvent::ChannelVacated {
                 channel: joined.name,
             });
