@@ -6,7 +6,8 @@
 //
 // alice signs in on A (watching bob) and on B; carol on B; anon on A never
 // signs in and tries `#server-to-user-alice`. bob signs in on B, then leaves.
-// Then alice's connections are terminated.
+// carol subscribes on B to a cache channel triggered through A. Then
+// alice's connections are terminated.
 //
 // Usage: node users.js '<json settings>'
 // settings: { host, a, b (public ports), admin (host:port of A's admin), appId, key, secret }
@@ -126,6 +127,16 @@ async function main() {
   bob.disconnect();
   await until(() => log.filter((e) => e[0] === "alice" && e[1] === "offline").length === 2);
 
+  // A cache channel's last event, triggered on A, is kept in the shared
+  // history: a subscriber on B gets it first.
+  await server.trigger("cache-room", "state", { v: 7 });
+  const cached = [];
+  const room = carol.subscribe("cache-room");
+  room.bind_global((event, data) => {
+    if (!event.startsWith("pusher:subscription_")) cached.push([event, data]);
+  });
+  await until(() => cached.length > 0);
+
   const answer = await server.terminateUserConnections("alice");
   await until(() => alice1.connection.state !== "connected" && alice2.connection.state !== "connected");
   say({
@@ -133,6 +144,7 @@ async function main() {
       log,
       got: { alice1: alice1.got, alice2: alice2.got, carol: carol.got, anon: stolen },
       refused,
+      cached,
       terminate_status: answer.status,
       codes: { alice1: alice1.codes, alice2: alice2.codes },
       states: {

@@ -3,8 +3,9 @@
 //! server library's `sendToUser` and `terminateUserConnections` sent to
 //! gateway A only (`tests/pusher/users.js`): a user's messages reach its
 //! sockets on both gateways and no one else's, a watchlist sees a user on
-//! the other gateway come online and go offline, and terminating closes
-//! the user's sockets everywhere while others stay.
+//! the other gateway come online and go offline, a cache channel's last
+//! event is the same on both, and terminating closes the user's sockets
+//! everywhere while others stay.
 
 use serde_json::json;
 use tokio::process::Command;
@@ -52,6 +53,7 @@ async fn a_users_messages_watchlist_and_termination_span_gateways() {
         ]),
         "{done}"
     );
+    assert_eq!(done["cached"], json!([["state", {"v": 7}]]), "{done}");
     assert_eq!(done["terminate_status"], 200, "{done}");
     for tab in ["alice1", "alice2"] {
         assert!(
