@@ -438,4 +438,37 @@ mod tests {
         assert!(member(r#"{"user_info":{}}"#).is_none());
         assert!(member("nope").is_none());
     }
+
+    #[test]
+    fn signin_and_user_frames() {
+        let f = parse(
+            r#"{"event":"pusher:signin","data":{"auth":"k:s","user_data":"{\"id\":\"1\"}"}}"#,
+        );
+        assert!(matches!(f, Ok(ClientFrame::Signin { auth, user_data })
+            if auth == "k:s" && user_data == r#"{"id":"1"}"#));
+        assert!(matches!(
+            parse(r#"{"event":"pusher:signin","data":{"auth":"k:s"}}"#),
+            Err(FrameError::BadData("pusher:signin"))
+        ));
+        let ok = v(&signin_success(r#"{"id":"1"}"#));
+        assert_eq!(
+            v(ok["data"].as_str().unwrap()),
+            json!({"user_data": "{\"id\":\"1\"}"})
+        );
+        let w = v(&watchlist_events(&[
+            ("online", vec!["a"]),
+            ("offline", vec!["b", "c"]),
+        ]));
+        assert_eq!(w["event"], "pusher_internal:watchlist_events");
+        assert_eq!(
+            v(w["data"].as_str().unwrap()),
+            json!({"events": [{"name": "online", "user_ids": ["a"]}, {"name": "offline", "user_ids": ["b", "c"]}]})
+        );
+        let c = v(&subscription_count("news", 3));
+        assert_eq!(
+            (c["channel"].as_str(), v(c["data"].as_str().unwrap())),
+            (Some("news"), json!({"subscription_count": 3}))
+        );
+        assert_eq!(v(&cache_miss("cache-x"))["event"], "pusher:cache_miss");
+    }
 }
