@@ -29,10 +29,12 @@ use crate::session_auth::{CheckPolicy, Checks};
 use crate::upstream::registry::Upstreams;
 
 mod pusher_cache_misses;
+mod pusher_counts;
 mod pusher_occupancy;
 mod pusher_webhooks;
 
 pub use pusher_cache_misses::CacheMisses;
+pub use pusher_counts::ClusterCounts;
 pub use pusher_occupancy::Occupancy;
 
 /// Everything derived from one version of the configuration.
@@ -141,6 +143,8 @@ pub struct Handles {
     pub pusher_occupancy: Occupancy,
     /// When each cache channel last reported an empty cache.
     pub pusher_cache_misses: CacheMisses,
+    /// The other instances' subscription counts of the channels counted here.
+    pub pusher_counts: ClusterCounts,
 }
 
 impl AppState {
@@ -173,6 +177,7 @@ impl AppState {
             app_events: Default::default(),
             pusher_occupancy: Default::default(),
             pusher_cache_misses: Default::default(),
+            pusher_counts: Default::default(),
         }));
         // Members of Pusher apps' presence channels reach their webhooks.
         let weak = Arc::downgrade(&state.0);

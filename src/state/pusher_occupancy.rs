@@ -10,10 +10,10 @@
 //! instance reports its own occupied and vacated. It lives in the live
 //! state, so a reload never resets it.
 //!
-//! The same counts are the `subscription_count` an app may ask for: the
-//! sockets read them, and the channels whose count changed are kept (a
-//! bounded set) for the one task that reports them to the webhook,
-//! coalesced.
+//! The same counts are this instance's part of the `subscription_count` an
+//! app may ask for: the channels whose count changed are kept (a bounded
+//! set) for the one task that shares them with the other instances and
+//! reports them to the webhook, coalesced (`pusher_counts.rs`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -66,6 +66,14 @@ impl Occupancy {
         self.counts
             .get(&(app.clone(), hub.clone()))
             .map_or(0, |c| *c)
+    }
+
+    /// Every channel with Pusher subscriptions here, with its count.
+    pub fn entries(&self) -> Vec<(AppChannel, usize)> {
+        self.counts
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect()
     }
 
     /// Note that the count of `hub` changed, for [`Occupancy::take_changed`].

@@ -2,10 +2,8 @@
 //! it starts once, when some app first has a `webhook:` (at start or after
 //! the reload that adds it), and it reads the apps and upstreams of the
 //! settings in force each time it needs them, so it never pins a
-//! configuration. Beside it runs the reporter of `subscription_count`
-//! webhooks: every `SUBSCRIPTION_COUNT_EVERY`, one event per channel whose
-//! count changed (`Occupancy::take_changed`), so a crowd joining a channel
-//! is one webhook, not one per join.
+//! configuration. The subscription count task (`pusher_counts.rs`) is
+//! started from here too, at start and after each reload.
 
 use std::sync::Arc;
 
@@ -15,14 +13,15 @@ use http::{HeaderMap, StatusCode};
 
 use super::AppState;
 use crate::config::DEFAULT_UPSTREAM;
+use crate::pusher::App;
 use crate::pusher::webhook::{Destination, Terms, post_through, run};
-use crate::pusher::{App, AppEvent};
 
 impl AppState {
     /// Starts the one webhook sender if some app has a webhook and it is not
     /// running yet. It runs until the drain is over, so the leaves that
     /// closing sockets report are still sent while connections drain.
     pub fn start_pusher_webhooks(&self) {
+        self.start_pusher_counts();
         let wanted = self
             .settings()
             .pusher
@@ -34,41 +33,12 @@ impl AppState {
         let Some(events) = self.app_events.take_receiver() else {
             return;
         };
-        self.lifecycle
-            .spawn_until_stopped(report_subscription_counts(self.clone()));
         self.lifecycle.spawn_until_stopped(run(
             events,
             Webhooks(self.clone()),
             self.metrics.pusher_webhook.clone(),
             Terms::default(),
         ));
-    }
-}
-
-/// Report the channels whose Pusher subscription count changed, coalesced
-/// per period.
-async fn report_subscription_counts(state: AppState) {
-    let mut every = tokio::time::interval(crate::pusher::SUBSCRIPTION_COUNT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        let changed = state.pusher_occupancy.take_changed();
-        if changed.is_empty() {
-            continue;
-        }
-        let settings = state.settings();
-        for ((app_id, hub), n) in changed {
-            let Some(app) = settings.pusher.by_id(&app_id) else {
-                continue;
-            };
-            if let Some(channel) = app.pusher_channel(&hub) {
-                let event = AppEvent::SubscriptionCount {
-                    channel: channel.to_owned(),
-                    subscription_count: n,
-                };
-                state.app_events.send(&app.id, event);
-            }
-        }
     }
 }
 

@@ -2,13 +2,14 @@
 // (tests/integration/pusher_e2e/counts.rs), triggers by the official Node
 // server library through the gateway's HTTP API.
 //
-// c1 and c2 subscribe to `news-count` and read `pusher:subscription_count`;
+// c1 (on gateway A) and c2 (on B, both on one Redis) subscribe to
+// `news-count` and read `pusher:subscription_count`;
 // the library triggers twice on `cache-prices`, then c3 subscribes to it
 // (the last event comes first) and c3 and c4 to the empty `cache-empty`
 // (`pusher:cache_miss` each); then c2 leaves and c1 reads the count fall.
 //
 // Usage: node counts.js '<json settings>'
-// settings: { host, port, admin (host:port), appId, key, secret }
+// settings: { host, port, port_b, admin (host:port of A), appId, key, secret }
 // Prints {"done":{…}} and exits 0.
 
 const Pusher = require("pusher-js");
@@ -18,11 +19,11 @@ const { say, fail } = require("./echo_road");
 const s = JSON.parse(process.argv[2]);
 setTimeout(() => fail("timed out"), 30000);
 
-function client() {
+function client(port = s.port) {
   return new Pusher(s.key, {
     wsHost: s.host,
-    wsPort: s.port,
-    wssPort: s.port,
+    wsPort: port,
+    wssPort: port,
     forceTLS: true,
     enabledTransports: ["ws"],
     disableStats: true,
@@ -60,7 +61,7 @@ async function main() {
   const c1 = client();
   const a = watch(c1, "news-count");
   await until(() => counts(a).length && last(counts(a)) === 1);
-  const c2 = client();
+  const c2 = client(s.port_b);
   const b = watch(c2, "news-count");
   await until(() => last(counts(a)) === 2 && last(counts(b)) === 2);
 

@@ -5,16 +5,17 @@
 //! changed, so a crowd joining at once costs each socket one frame a
 //! period, not one per join. Presence channels have their member count instead, as on Pusher.
 //!
-//! The count is this instance's (`state::Occupancy`): with the Redis broker
-//! each instance counts its own sockets.
+//! The count is this instance's sockets (`state::Occupancy`) plus the other
+//! instances' as last shared (`state::ClusterCounts`, with the Redis
+//! broker), so it is the channel's count across instances within a period.
 
 use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::socket::PusherSocket;
+use crate::pusher::ChannelKind;
 use crate::pusher::frames;
-use crate::pusher::{AppEvent, ChannelKind};
 
 impl PusherSocket {
     /// Whether this app counts subscriptions of a channel of `kind`.
@@ -22,14 +23,10 @@ impl PusherSocket {
         self.app.config.subscription_count && kind != ChannelKind::Presence
     }
 
-    /// The count of `hub` changed: remembered for the webhook's report,
-    /// when the app's webhook takes it.
+    /// The count of `hub` changed here: remembered for the count task,
+    /// which shares it with the other instances and reports it.
     pub(super) fn count_changed(&self, hub: &Arc<str>, kind: ChannelKind) {
-        let probe = AppEvent::SubscriptionCount {
-            channel: String::new(),
-            subscription_count: 0,
-        };
-        if self.counts(kind) && super::socket::webhook_wants(&self.app, &probe) {
+        if self.counts(kind) {
             self.state.pusher_occupancy.mark_changed(&self.app.id, hub);
         }
     }
@@ -41,7 +38,8 @@ impl PusherSocket {
         if !self.counts(joined.kind) {
             return None;
         }
-        let n = self.state.pusher_occupancy.count(&self.app.id, hub);
+        let n = self.state.pusher_occupancy.count(&self.app.id, hub)
+            + self.state.pusher_counts.others(&self.app.id, hub);
         if self.counts_sent.get(hub) == Some(&n) {
             return None;
         }
