@@ -25,8 +25,11 @@ use crate::state::AppState;
 
 pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
-    // Signed by the app's secret instead of an admin key (`pusher.rs`).
-    if path.starts_with("/apps/") && !state.settings().pusher.is_empty() {
+    // Signed by the app's secret instead of an admin key (`pusher.rs`);
+    // `/users/…` is a Pusher library's path without the app prefix.
+    if (path.starts_with("/apps/") || path.starts_with("/users/"))
+        && !state.settings().pusher.is_empty()
+    {
         return pusher::serve(state, req).await;
     }
     // Health probes carry no secrets and must work for load balancers without a key.

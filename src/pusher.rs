@@ -14,6 +14,7 @@ pub mod frames;
 pub mod http_session;
 pub mod sign;
 pub mod sockjs;
+pub mod users;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -85,9 +86,12 @@ impl Apps {
 
     /// Whether `hub` is a private-, private-encrypted- or presence- channel
     /// of an app: only the app's signature opens it, over a Pusher socket.
+    /// A user's hub channel (`users.rs`) is never opened but by signing in.
     pub fn needs_signature(&self, hub: &str) -> bool {
-        self.owner(hub)
-            .is_some_and(|(_, name)| ChannelKind::of(name).needs_auth())
+        (!self.is_empty() && users::is_user_hub(hub))
+            || self
+                .owner(hub)
+                .is_some_and(|(_, name)| ChannelKind::of(name).needs_auth())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
@@ -218,6 +222,28 @@ pub enum AppEvent {
         channel: String,
         subscription_count: usize,
     },
+    /// A socket subscribed to a cache channel with nothing cached.
+    CacheMiss {
+        channel: String,
+    },
+}
+
+/// How often a changed `subscription_count` is sent to a channel's
+/// subscribers and reported to the app's webhook: coalesced, so a crowd
+/// joining a channel costs one frame a socket and one webhook a period.
+pub const SUBSCRIPTION_COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a Pusher channel name is a cache channel: its last event is
+/// sent to each new subscriber.
+pub fn is_cache_channel(name: &str) -> bool {
+    [
+        "cache-",
+        "private-cache-",
+        "private-encrypted-cache-",
+        "presence-cache-",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// The member events of a presence join or leave announced on hub channel
@@ -348,6 +374,9 @@ mod tests {
         assert_eq!(ChannelKind::of("presence-x"), ChannelKind::Presence);
         assert_eq!(ChannelKind::of("x-private-"), ChannelKind::Public);
         assert!(!ChannelKind::Public.needs_auth() && ChannelKind::Encrypted.needs_auth());
+        assert!(is_cache_channel("cache-x") && is_cache_channel("presence-cache-x"));
+        assert!(is_cache_channel("private-encrypted-cache-x"));
+        assert!(!is_cache_channel("private-x") && !is_cache_channel("x-cache-"));
     }
 
     #[test]

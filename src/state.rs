@@ -28,9 +28,13 @@ use crate::rules::ChannelRules;
 use crate::session_auth::{CheckPolicy, Checks};
 use crate::upstream::registry::Upstreams;
 
+mod pusher_cache_misses;
+mod pusher_counts;
 mod pusher_occupancy;
 mod pusher_webhooks;
 
+pub use pusher_cache_misses::CacheMisses;
+pub use pusher_counts::ClusterCounts;
 pub use pusher_occupancy::Occupancy;
 
 /// Everything derived from one version of the configuration.
@@ -139,6 +143,10 @@ pub struct Handles {
     pub pusher_occupancy: Occupancy,
     /// pusher-js's HTTP fallback sessions of this instance.
     pub pusher_http: crate::pusher::http_session::HttpSessions,
+    /// When each cache channel last reported an empty cache.
+    pub pusher_cache_misses: CacheMisses,
+    /// The other instances' subscription counts of the channels counted here.
+    pub pusher_counts: ClusterCounts,
 }
 
 impl AppState {
@@ -171,6 +179,8 @@ impl AppState {
             app_events: Default::default(),
             pusher_occupancy: Default::default(),
             pusher_http: Default::default(),
+            pusher_cache_misses: Default::default(),
+            pusher_counts: Default::default(),
         }));
         // Members of Pusher apps' presence channels reach their webhooks.
         let weak = Arc::downgrade(&state.0);

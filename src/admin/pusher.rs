@@ -19,6 +19,7 @@ mod channels;
 mod events;
 mod info;
 mod refusal;
+mod users;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -71,6 +72,8 @@ enum Endpoint {
     Channels,
     Channel(String),
     Users(String),
+    /// `users/{user_id}/terminate_connections`.
+    Terminate(String),
 }
 
 impl Endpoint {
@@ -86,6 +89,9 @@ impl Endpoint {
             }
             ["channels", name, "users"] if !name.is_empty() => {
                 (Endpoint::Users(decode(name)), Method::GET)
+            }
+            ["users", user, "terminate_connections"] if !user.is_empty() => {
+                (Endpoint::Terminate(decode(user)), Method::POST)
             }
             _ => return Err(Refused::NotFound),
         };
@@ -132,24 +138,29 @@ async fn handle(
 ) -> Result<Response<Body>, Failure> {
     let settings = state.settings();
     let path = req.uri().path();
-    let (id, rest) = path
-        .strip_prefix("/apps/")
-        .and_then(|p| p.split_once('/'))
-        .ok_or(Refused::UnknownApp)?;
-    let app: std::sync::Arc<App> = settings
-        .pusher
-        .by_id(&decode(id))
-        .ok_or(Refused::UnknownApp)?
-        .clone();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+    let (app, rest) = match path.strip_prefix("/apps/") {
+        Some(p) => {
+            let (id, rest) = p.split_once('/').ok_or(Refused::UnknownApp)?;
+            (settings.pusher.by_id(&decode(id)), rest)
+        }
+        // `/users/{id}/terminate_connections` as the Python library sends
+        // it: the app is the one whose key signed it.
+        None => {
+            let key = query.iter().find(|(k, _)| k == "auth_key");
+            let app = key.and_then(|(_, key)| settings.pusher.by_key(key));
+            (app, path.strip_prefix('/').unwrap_or(path))
+        }
+    };
+    let app: std::sync::Arc<App> = app.ok_or(Refused::UnknownApp)?.clone();
     *app_id = Some(app.id.clone());
     let endpoint = Endpoint::of(req.method(), rest)?;
     if *req.method() == Method::POST {
         super::browsers::check_json(req.headers()).map_err(Browser)?;
     }
-    let query: Vec<(String, String)> =
-        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
     let digest = app
         .signer
         .verify_query(req.method().as_str(), req.uri().path(), &query, unix_now())
@@ -179,6 +190,13 @@ async fn handle(
                 .pusher_api(&app.id, app.config.api_rate.as_ref(), n)
                 .map_err(Refused::Limited)?;
             events::publish(state, &settings.rules, &triggers, batch).await?
+        }
+        Endpoint::Terminate(user) => {
+            state
+                .limits
+                .pusher_api(&app.id, app.config.api_rate.as_ref(), 1)
+                .map_err(Refused::Limited)?;
+            users::terminate(state, &app, &user).await?
         }
         Endpoint::Channels | Endpoint::Channel(_) | Endpoint::Users(_) => {
             state
@@ -225,6 +243,14 @@ mod tests {
         assert!(matches!(
             Endpoint::of(&post, "users/1/x"),
             Err(Refused::NotFound)
+        ));
+        assert_eq!(
+            Endpoint::of(&post, "users/u%201/terminate_connections"),
+            Ok(Endpoint::Terminate("u 1".into()))
+        );
+        assert!(matches!(
+            Endpoint::of(&get, "users/1/terminate_connections"),
+            Err(Refused::Method)
         ));
     }
 

@@ -73,9 +73,15 @@ pub struct PusherApp {
     /// (and taken off toward its clients), to keep several apps apart.
     #[serde(default)]
     pub channel_prefix: String,
-    /// `pusher_internal:subscription_count` events to subscribers.
+    /// `pusher_internal:subscription_count` events to the subscribers of
+    /// public and private channels when their count changes (coalesced),
+    /// and the `subscription_count` webhook.
     #[serde(default, deserialize_with = "lenient::bool")]
     pub subscription_count: bool,
+    /// When set, a socket must sign in (`pusher:signin`) within this time
+    /// or it is closed with 4009; absent, signing in is optional.
+    #[serde(default, deserialize_with = "units::opt_duration")]
+    pub user_authentication_timeout: Option<Duration>,
     /// The largest event `data` the HTTP API and client events accept
     /// (Pusher's limit is 10 KB); over it: 413 / `pusher:error` 4301.
     #[serde(default = "default_max_message", deserialize_with = "units::size")]
@@ -121,13 +127,14 @@ pub struct PusherWebhook {
 }
 
 /// The webhook events pushgate sends, by Pusher's names.
-pub const WEBHOOK_EVENTS: [&str; 6] = [
+pub const WEBHOOK_EVENTS: [&str; 7] = [
     "channel_occupied",
     "channel_vacated",
     "member_added",
     "member_removed",
     "client_event",
     "subscription_count",
+    "cache_miss",
 ];
 
 fn all_webhook_events() -> Vec<String> {

@@ -31,6 +31,8 @@ pub enum Dropped {
     /// Their app, or its webhook, was gone from the configuration when
     /// they were due.
     Unconfigured,
+    /// Too many `channel_vacated` were held back at once; the oldest went.
+    Held,
 }
 
 impl Dropped {
@@ -40,6 +42,7 @@ impl Dropped {
             Dropped::Retries => "retries",
             Dropped::Backlog => "backlog",
             Dropped::Unconfigured => "unconfigured",
+            Dropped::Held => "held",
         }
     }
 }

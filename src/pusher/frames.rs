@@ -46,6 +46,11 @@ pub enum ClientFrame {
     Unsubscribe {
         channel: String,
     },
+    /// `pusher:signin`: `user_data` as the exact text the app signed.
+    Signin {
+        auth: String,
+        user_data: String,
+    },
     /// A `client-*` event (not yet judged: the driver checks the channel).
     ClientEvent {
         event: String,
@@ -107,6 +112,18 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
             }
             let u: Unsubscribe = object_of(data.as_deref(), "pusher:unsubscribe")?;
             Ok(ClientFrame::Unsubscribe { channel: u.channel })
+        }
+        "pusher:signin" => {
+            #[derive(Deserialize)]
+            struct Signin {
+                auth: String,
+                user_data: String,
+            }
+            let s: Signin = object_of(data.as_deref(), "pusher:signin")?;
+            Ok(ClientFrame::Signin {
+                auth: s.auth,
+                user_data: s.user_data,
+            })
         }
         event if event.starts_with("client-") => {
             let channel = envelope
@@ -271,6 +288,44 @@ pub fn member_removed(channel: &str, user_id: &str) -> String {
     )
 }
 
+/// `pusher:signin_success` with the `user_data` text the app signed.
+pub fn signin_success(user_data: &str) -> String {
+    let data = json!({ "user_data": user_data });
+    event("pusher:signin_success", None, &data.to_string(), None)
+}
+
+/// `pusher_internal:watchlist_events`: each event's name (`online` or
+/// `offline`) with its user ids.
+pub fn watchlist_events(events: &[(&str, Vec<&str>)]) -> String {
+    let events: Vec<Value> = events
+        .iter()
+        .map(|(name, ids)| json!({ "name": name, "user_ids": ids }))
+        .collect();
+    let data = json!({ "events": events });
+    event(
+        "pusher_internal:watchlist_events",
+        None,
+        &data.to_string(),
+        None,
+    )
+}
+
+/// `pusher_internal:subscription_count` on a channel.
+pub fn subscription_count(channel: &str, count: usize) -> String {
+    let data = json!({ "subscription_count": count });
+    event(
+        "pusher_internal:subscription_count",
+        Some(channel),
+        &data.to_string(),
+        None,
+    )
+}
+
+/// `pusher:cache_miss`: a cache channel had no event to send on subscribe.
+pub fn cache_miss(channel: &str) -> String {
+    event("pusher:cache_miss", Some(channel), "{}", None)
+}
+
 /// A channel event: a hub message's JSON as Pusher's data string
 /// (`data::to_pusher`), with the sender's `user_id` on presence channels.
 pub fn channel_event(name: &str, channel: &str, data: &RawValue, user_id: Option<&str>) -> String {
@@ -385,5 +440,38 @@ mod tests {
         assert!(member(r#"{"user_id":""}"#).is_none());
         assert!(member(r#"{"user_info":{}}"#).is_none());
         assert!(member("nope").is_none());
+    }
+
+    #[test]
+    fn signin_and_user_frames() {
+        let f = parse(
+            r#"{"event":"pusher:signin","data":{"auth":"k:s","user_data":"{\"id\":\"1\"}"}}"#,
+        );
+        assert!(matches!(f, Ok(ClientFrame::Signin { auth, user_data })
+            if auth == "k:s" && user_data == r#"{"id":"1"}"#));
+        assert!(matches!(
+            parse(r#"{"event":"pusher:signin","data":{"auth":"k:s"}}"#),
+            Err(FrameError::BadData("pusher:signin"))
+        ));
+        let ok = v(&signin_success(r#"{"id":"1"}"#));
+        assert_eq!(
+            v(ok["data"].as_str().unwrap()),
+            json!({"user_data": "{\"id\":\"1\"}"})
+        );
+        let w = v(&watchlist_events(&[
+            ("online", vec!["a"]),
+            ("offline", vec!["b", "c"]),
+        ]));
+        assert_eq!(w["event"], "pusher_internal:watchlist_events");
+        assert_eq!(
+            v(w["data"].as_str().unwrap()),
+            json!({"events": [{"name": "online", "user_ids": ["a"]}, {"name": "offline", "user_ids": ["b", "c"]}]})
+        );
+        let c = v(&subscription_count("news", 3));
+        assert_eq!(
+            (c["channel"].as_str(), v(c["data"].as_str().unwrap())),
+            (Some("news"), json!({"subscription_count": 3}))
+        );
+        assert_eq!(v(&cache_miss("cache-x"))["event"], "pusher:cache_miss");
     }
 }

@@ -113,6 +113,19 @@ impl Signer {
             )
     }
 
+    /// Whether `auth` is `key:HMAC(secret, "socket_id::user::user_data")`
+    /// over the exact `user_data` text received (`pusher:signin`).
+    pub fn user_auth_valid(&self, socket_id: &str, user_data: &str, auth: &str) -> bool {
+        let Some((key, signature)) = auth.split_once(':') else {
+            return false;
+        };
+        key == self.key
+            && self.verify_hex(
+                format!("{socket_id}::user::{user_data}").as_bytes(),
+                signature,
+            )
+    }
+
     /// `X-Pusher-Signature` of a webhook body.
     pub fn webhook_signature(&self, body: &[u8]) -> String {
         self.hex(body)

@@ -182,6 +182,10 @@ impl<D: Destination> Sender<D> {
         if let Some(event) = self.held.report(app.clone(), event, now) {
             self.admit(&app, event, now);
         }
+        let dropped = self.held.take_dropped();
+        if dropped > 0 {
+            self.counters.dropped(Dropped::Held, dropped);
+        }
     }
 
     /// An event to send: into its app's batch when the app still wants it.

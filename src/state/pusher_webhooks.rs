@@ -2,7 +2,8 @@
 //! it starts once, when some app first has a `webhook:` (at start or after
 //! the reload that adds it), and it reads the apps and upstreams of the
 //! settings in force each time it needs them, so it never pins a
-//! configuration.
+//! configuration. The subscription count task (`pusher_counts.rs`) is
+//! started from here too, at start and after each reload.
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ impl AppState {
     /// running yet. It runs until the drain is over, so the leaves that
     /// closing sockets report are still sent while connections drain.
     pub fn start_pusher_webhooks(&self) {
+        self.start_pusher_counts();
         let wanted = self
             .settings()
             .pusher

@@ -13,11 +13,14 @@
 //! parsed in `pusher/frames.rs`. pusher-js's HTTP fallback (`xhr.rs`) is
 //! the same socket over another carrier.
 
+mod cache;
 mod carrier;
+mod counts;
 mod deliver;
 mod events;
 mod socket;
 mod subscribe;
+mod user;
 pub mod xhr;
 
 use std::sync::Arc;

@@ -51,6 +51,9 @@ async fn an_anyone_rule_does_not_open_a_pusher_apps_private_channels() {
         "presence-room.1",
         "b:private-orders",
         "b:presence-room",
+        // A signed-in user's messages, terminate command and presence.
+        "pusher-user:alice",
+        "b:pusher-user:alice",
     ] {
         assert_eq!(sse_status(&gw, channel, None).await, 403, "{channel}");
         let r = gw

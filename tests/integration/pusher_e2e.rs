@@ -5,8 +5,10 @@
 
 mod auth_road;
 mod cluster;
+mod counts;
 mod cross;
 mod standin;
+mod users;
 mod webhooks;
 
 pub use crate::common::*;

@@ -7,6 +7,12 @@
 //                                 `socket_id` and `channel_name`, the session
 //                                 cookie and the `X-CSRF-TOKEN` header;
 //                                 answered with `pusher.authorizeChannel`
+//   POST /broadcasting/user-auth  Laravel's user authentication (pusher-js's
+//                                 `signin`): form-encoded `socket_id`, the
+//                                 session cookie and the CSRF header; answered
+//                                 with `pusher.authenticateUser` for the
+//                                 session's user and the `watch` list it
+//                                 logged in with (`/login?user=ID&watch=a,b`)
 //   POST /orders                  an action of the app's own, as a page's
 //                                 axios calls it: records the session's user
 //                                 and Echo's `X-Socket-ID` (what Laravel's
@@ -132,9 +138,10 @@ const server = http.createServer((req, res) => {
     const url = new URL(req.url, "http://app");
     if (req.method === "GET" && url.pathname === "/login") {
       const user = url.searchParams.get("user") || "1";
+      const watch = (url.searchParams.get("watch") || "").split(",").filter((w) => w);
       const id = crypto.randomBytes(16).toString("hex");
       const csrf = crypto.randomBytes(16).toString("hex");
-      sessions.set(id, { user, csrf });
+      sessions.set(id, { user, csrf, watch });
       send(res, 200, "text/plain", csrf, {
         "set-cookie": [
           `laravel_session=${id}; Path=/; HttpOnly; SameSite=Lax`,
@@ -143,6 +150,16 @@ const server = http.createServer((req, res) => {
       });
     } else if (req.method === "POST" && url.pathname === "/broadcasting/auth") {
       authorize(req, res, body);
+    } else if (req.method === "POST" && url.pathname === "/broadcasting/user-auth") {
+      const session = sessions.get(cookies(req).laravel_session);
+      const socketId = new URLSearchParams(body).get("socket_id");
+      say({ user_auth: { user: session ? session.user : null, socket_id: socketId } });
+      if (!session || req.headers["x-csrf-token"] !== session.csrf || !socketId) {
+        send(res, session ? 419 : 401, "application/json", "{}");
+      } else {
+        const user = { id: session.user, watchlist: session.watch };
+        send(res, 200, "application/json", JSON.stringify(pusher.authenticateUser(socketId, user)));
+      }
     } else if (req.method === "POST" && url.pathname === "/orders") {
       const session = sessions.get(cookies(req).laravel_session);
       say({

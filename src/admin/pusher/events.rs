@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use super::info::{Counts, Info};
 use super::refusal::{Refused, bad};
 use crate::model::{Origin, Publish, valid_event};
-use crate::pusher::{App, data, valid_socket_id};
+use crate::pusher::{App, data, users, valid_socket_id};
 use crate::rules::ChannelRules;
 use crate::state::AppState;
 
@@ -71,7 +71,11 @@ impl Trigger {
             event: self.event.clone(),
             data: self.data.clone(),
             key: None,
-            history: rules.history_for(hub),
+            history: if users::is_user_hub(hub) {
+                users::NO_HISTORY
+            } else {
+                rules.history_for(hub)
+            },
             origin: self.origin.clone(),
         })
     }
@@ -157,7 +161,7 @@ fn check(f: Fields, app: &App, at: Option<usize>) -> Result<Trigger, Refused> {
     let mut seen = HashSet::new();
     let mut channels = Vec::with_capacity(names.len());
     for name in names {
-        let Some(hub) = app.hub_channel(&name) else {
+        let Some(hub) = users::trigger_hub(app, &name) else {
             return Err(bad(whose(&format!(
                 "Invalid channel name {:?}: 1-164 of A-Z a-z 0-9 _ - = @ . :",
                 name.chars().take(200).collect::<String>()

@@ -36,7 +36,11 @@ pusher:
     assert_eq!(a.client_event_rate, 10);
     let hook = a.webhook.as_ref().unwrap();
     assert_eq!(hook.url, "/pusher/webhook");
-    assert_eq!(hook.events.len(), 5, "every event but subscription_count");
+    assert_eq!(
+        hook.events.len(),
+        5,
+        "every event but subscription_count and cache_miss"
+    );
     assert_eq!(b.channel_prefix, "b:");
     assert_eq!((b.max_message, b.max_connections), (20 * 1024, Some(500)));
 }
@@ -233,18 +237,24 @@ pusher:
 }
 
 #[test]
-fn subscription_count_events_are_refused_until_they_exist() {
-    rejects(
+fn subscription_counts_and_user_authentication_are_per_app_keys() {
+    let c = parse_str(
         r#"pusher:
   apps:
     - id: 1
       key: k
       secret: s
       subscription_count: true
+      user_authentication_timeout: 30s
+      webhook: { url: /hook, events: [subscription_count, cache_miss] }
 "#,
-        6,
-        "pusher.apps[0].subscription_count",
-        "not supported yet",
+    )
+    .unwrap();
+    let app = &c.pusher.as_ref().unwrap().apps[0];
+    assert!(app.subscription_count);
+    assert_eq!(
+        app.user_authentication_timeout,
+        Some(Duration::from_secs(30))
     );
     rejects(
         r#"pusher:
@@ -252,11 +262,11 @@ fn subscription_count_events_are_refused_until_they_exist() {
     - id: 1
       key: k
       secret: s
-      webhook: { url: /hook, events: [subscription_count] }
+      user_authentication_timeout: 0s
 "#,
         6,
-        "pusher.apps[0].webhook.events[0]",
-        "not supported yet",
+        "pusher.apps[0].user_authentication_timeout",
+        "must be greater than 0",
     );
 }
 

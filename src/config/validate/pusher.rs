@@ -89,12 +89,10 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
 
 /// The keys of one app besides its id and key.
 fn app_settings(c: &Config, app: &PusherApp, at: &KeyPath, add: &mut impl FnMut(KeyPath, String)) {
-    if app.subscription_count {
+    if app.user_authentication_timeout.is_some_and(|t| t.is_zero()) {
         add(
-            at.key("subscription_count"),
-            "not supported yet: pushgate sends no pusher_internal:subscription_count events; \
-             remove the key (GET /apps/{id}/channels/{name}?info=subscription_count answers)"
-                .into(),
+            at.key("user_authentication_timeout"),
+            "must be greater than 0 (leave it out to make signing in optional)".into(),
         );
     }
     if app.secret.is_empty() {
@@ -137,12 +135,7 @@ fn app_settings(c: &Config, app: &PusherApp, at: &KeyPath, add: &mut impl FnMut(
             }
         }
         for (j, event) in hook.events.iter().enumerate() {
-            if event == "subscription_count" {
-                add(
-                    at.key("events").index(j),
-                    "subscription_count webhooks are not supported yet".into(),
-                );
-            } else if !WEBHOOK_EVENTS.contains(&event.as_str()) {
+            if !WEBHOOK_EVENTS.contains(&event.as_str()) {
                 add(
                     at.key("events").index(j),
                     format!("{event:?} is not one of {}", WEBHOOK_EVENTS.join(", ")),

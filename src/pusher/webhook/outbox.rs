@@ -20,6 +20,10 @@ use tokio::time::Instant;
 use super::render::Rendered;
 use crate::pusher::AppEvent;
 
+/// The most leave events held at once: past it the oldest is dropped (and
+/// counted), so a flood of vacated channels cannot grow the sender.
+const MAX_HELD: usize = 100_000;
+
 /// What a held leave event is matched by: its app and its channel.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct LeaveKey {
@@ -38,6 +42,10 @@ pub(super) struct Held {
     /// order is their ends' order).
     order: VecDeque<(Instant, LeaveKey, u64)>,
     next_ticket: u64,
+    /// The most leave events held at once.
+    cap: usize,
+    /// Held leave events dropped to keep under the cap, not yet counted.
+    dropped: u64,
 }
 
 impl Held {
@@ -47,6 +55,8 @@ impl Held {
             waiting: HashMap::new(),
             order: VecDeque::new(),
             next_ticket: 0,
+            cap: MAX_HELD,
+            dropped: 0,
         }
     }
 
@@ -79,10 +89,33 @@ impl Held {
     }
 
     fn hold(&mut self, key: LeaveKey, event: AppEvent, now: Instant) {
+        if !self.waiting.contains_key(&key) {
+            while self.waiting.len() >= self.cap {
+                self.drop_oldest();
+            }
+        }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.order.push_back((now + self.hold, key.clone(), ticket));
         self.waiting.insert(key, (ticket, event));
+    }
+
+    /// Drop the oldest held leave (and the stale places before it).
+    fn drop_oldest(&mut self) {
+        while let Some((_, key, ticket)) = self.order.pop_front() {
+            if self.waiting.get(&key).is_some_and(|(t, _)| *t == ticket) {
+                self.waiting.remove(&key);
+                self.dropped += 1;
+                return;
+            }
+        }
+        // No place left: nothing is held.
+        self.waiting.clear();
+    }
+
+    /// Held leave events dropped for the cap since the last call.
+    pub(super) fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 
     /// The leave events whose hold has ended by `now`, oldest first.
@@ -285,6 +318,35 @@ mod tests {
         assert!(held.report(app.clone(), removed, t0).is_some());
         assert!(held.report(app, added, t0).is_some());
         assert_eq!(held.next_due(), None);
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_held_leave_is_dropped_and_counted() {
+        let t0 = Instant::now();
+        let mut held = Held::new(HOLD);
+        held.cap = 2;
+        let app: Arc<str> = "1".into();
+        held.report(app.clone(), vacated("a"), t0);
+        held.report(app.clone(), vacated("b"), t0);
+        held.report(app.clone(), vacated("b"), t0 + Duration::from_millis(1));
+        assert_eq!(
+            held.take_dropped(),
+            0,
+            "a leave reported again is no new one"
+        );
+        held.report(app.clone(), vacated("c"), t0 + Duration::from_millis(2));
+        assert_eq!(held.len(), 2);
+        assert_eq!(held.take_dropped(), 1);
+        assert_eq!(held.take_dropped(), 0, "counted once");
+        let out = held.release(t0 + HOLD + Duration::from_secs(1));
+        let channels: Vec<_> = out
+            .iter()
+            .map(|(_, e)| match e {
+                AppEvent::ChannelVacated { channel } => channel.as_str(),
+                _ => "",
+            })
+            .collect();
+        assert_eq!(channels, ["b", "c"], "the oldest, a, went");
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub(super) fn render(event: &AppEvent) -> Rendered {
             "subscription_count",
             json!({"name": "subscription_count", "channel": channel, "subscription_count": subscription_count}),
         ),
+        AppEvent::CacheMiss { channel } => (
+            "cache_miss",
+            json!({"name": "cache_miss", "channel": channel}),
+        ),
     };
     Rendered {
         name,

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::socket::{Joined, PusherSocket};
+use super::user::UserDelivery;
 use crate::hub::Message;
 use crate::pusher::ChannelKind;
 use crate::pusher::frames;
@@ -44,6 +45,16 @@ impl PusherSocket {
                     continue;
                 }
                 if let Delivery::Message(m) = item {
+                    match self.user_delivery(m) {
+                        Some(UserDelivery::Frame(frame)) => {
+                            self.outgoing.text(&frame);
+                            delivered += 1;
+                            continue;
+                        }
+                        Some(UserDelivery::Terminate) => self.terminated = true,
+                        Some(UserDelivery::Skip) => continue,
+                        None => {}
+                    }
                     let joined = self.joined.get(&m.channel);
                     if let Some(frame) = render(m, &self.socket_id, joined) {
                         self.outgoing.text(&frame);

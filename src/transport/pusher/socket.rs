@@ -117,6 +117,12 @@ pub(super) struct PusherSocket {
     protocol: u32,
     pub(super) sent: Counter,
     received: Counter,
+    /// The user this socket signed in as (`pusher:signin`).
+    pub(super) user: Option<crate::pusher::users::SignedIn>,
+    /// The app terminated this socket's user: it closes with 4009.
+    pub(super) terminated: bool,
+    /// The `subscription_count` each channel's subscriber was last told.
+    pub(super) counts_sent: HashMap<Arc<str>, usize>,
 }
 
 /// Run the socket of `opening` once upgraded.
@@ -224,6 +230,9 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link) {
         protocol,
         sent,
         received,
+        user: None,
+        terminated: false,
+        counts_sent: HashMap::new(),
     };
     let ending = this.serve().await;
     this.state.metrics.disconnect(transport, ending.reason());
@@ -263,7 +272,17 @@ impl PusherSocket {
         tokio::pin!(check);
         let mut pinged = false;
         let mut shutdown: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // An app that requires signing in gives a socket this long.
+        let signin_by = self.app.config.user_authentication_timeout;
+        let signin_deadline =
+            tokio::time::sleep(signin_by.unwrap_or(Duration::from_secs(365 * 86_400)));
+        tokio::pin!(signin_deadline);
+        let mut counts = tokio::time::interval(crate::pusher::SUBSCRIPTION_COUNT_EVERY);
+        counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if self.terminated {
+                return Ending::Close(code::UNAUTHORIZED, "terminated by the app".into());
+            }
             let step = tokio::select! {
                 biased;
                 _ = stopping.rung(), if shutdown.is_none() => {
@@ -329,6 +348,12 @@ impl PusherSocket {
                         Inbound::End(None) => return Ending::Gone,
                     }
                 }
+                _ = signin_deadline.as_mut(), if signin_by.is_some() && self.user.is_none() => {
+                    return Ending::Close(code::UNAUTHORIZED, "Connection is unauthorized: sign in required".into());
+                }
+                _ = counts.tick(), if self.app.config.subscription_count => {
+                    self.send_counts().await
+                }
                 _ = check.as_mut() => {
                     if pinged {
                         return Ending::Close(code::PONG_TIMEOUT, "Pong reply not received".into());
@@ -373,6 +398,9 @@ impl PusherSocket {
             Ok(frames::ClientFrame::Ping) => self.send(frames::pong()).await,
             Ok(frames::ClientFrame::Pong) => Ok(()),
             Ok(frames::ClientFrame::Subscribe(sub)) => Box::pin(self.subscribe(sub)).await,
+            Ok(frames::ClientFrame::Signin { auth, user_data }) => {
+                Box::pin(self.signin(&auth, &user_data)).await
+            }
             Ok(frames::ClientFrame::Unsubscribe { channel }) => {
                 self.unsubscribe(&channel);
                 Ok(())
@@ -445,7 +473,7 @@ impl PusherSocket {
 /// Whether `app`'s webhook (in the settings in force) takes `event`. An
 /// occupied goes with a vacated either way: the sender holds a vacated back
 /// and drops it when the channel is occupied again.
-fn webhook_wants(app: &App, event: &AppEvent) -> bool {
+pub(super) fn webhook_wants(app: &App, event: &AppEvent) -> bool {
     let names: &[&str] = match event {
         AppEvent::ChannelOccupied { .. } | AppEvent::ChannelVacated { .. } => {
             &["channel_occupied", "channel_vacated"]
@@ -454,6 +482,7 @@ fn webhook_wants(app: &App, event: &AppEvent) -> bool {
         AppEvent::MemberRemoved { .. } => &["member_removed"],
         AppEvent::ClientEvent { .. } => &["client_event"],
         AppEvent::SubscriptionCount { .. } => &["subscription_count"],
+        AppEvent::CacheMiss { .. } => &["cache_miss"],
     };
     app.config
         .webhook

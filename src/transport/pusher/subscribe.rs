@@ -73,9 +73,26 @@ impl From<Refusal> for Refused {
 
 impl PusherSocket {
     pub(super) async fn subscribe(&mut self, sub: Subscribe) -> Result<(), WsError> {
+        if sub
+            .channel
+            .starts_with(crate::pusher::users::SERVER_TO_USER)
+        {
+            return self.subscribe_server_to_user(&sub.channel).await;
+        }
         let name = sub.channel.clone();
         match self.admit(&sub).await {
-            Ok(reply) => self.send(reply).await,
+            Ok(reply) => {
+                self.outgoing.text(&reply);
+                if let Some(hub) = self.app.hub_channel(&name) {
+                    if let Some(count) = self.count_frame(&hub) {
+                        self.outgoing.text(&count);
+                    }
+                    if let Some(cached) = self.cache_frame(&hub).await {
+                        self.outgoing.text(&cached);
+                    }
+                }
+                self.write().await
+            }
             Err(refused) => {
                 if refused.unauthorized {
                     self.outgoing
@@ -121,10 +138,8 @@ impl PusherSocket {
         let mut terms = SubscriptionPolicy::from(self.rule_for(&hub, kind)?);
         terms.presence = kind == ChannelKind::Presence;
         let limits = &self.settings.config.limits;
-        admission::admit_channel_count(
-            self.session.channel_count() + 1,
-            limits.max_channels_per_connection,
-        )?;
+        // The socket's own user follows (`user.rs`) are not counted.
+        admission::admit_channel_count(self.joined.len() + 1, limits.max_channels_per_connection)?;
         admission::admit_subscriber(
             &self.state.hub,
             limits.max_subscribers_per_channel,
@@ -171,6 +186,7 @@ impl PusherSocket {
                 channel: name.to_owned(),
             });
         }
+        self.count_changed(&hub, kind);
         self.succeeded(&hub, members)
             .ok_or_else(|| admission::unavailable("subscription lost").into())
     }
@@ -289,7 +305,9 @@ impl PusherSocket {
             return;
         };
         self.session.unsubscribe(hub);
-        if self.state.pusher_occupancy.leave(&self.app.id, hub) {
+        let vacated = self.state.pusher_occupancy.leave(&self.app.id, hub);
+        self.count_changed(hub, joined.kind);
+        if vacated {
             self.report(AppEvent::ChannelVacated {
                 channel: joined.name,
             });

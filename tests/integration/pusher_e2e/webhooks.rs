@@ -12,7 +12,10 @@ use super::*;
 
 /// The events of the webhooks the application gets until `enough` holds;
 /// every request must pass the library's validator.
-async fn webhook_events(app: &mut StandIn, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(super) async fn webhook_events(
+    app: &mut StandIn,
+    enough: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let mut events = Vec::new();
     while !enough(&events) {
         let hook = app.next_of("webhook").await;

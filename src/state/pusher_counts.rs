@@ -1,0 +1,169 @@
+//! Subscription counts across instances, for apps with
+//! `subscription_count: true`: one task per instance that, every
+//! `SUBSCRIPTION_COUNT_EVERY`, writes this instance's count of each counted
+//! channel where every instance reads it, reads the other instances'
+//! counts, and reports the channels whose count changed here to the app's
+//! webhook.
+//!
+//! The shared place is the broker's shared presence (Redis): the count
+//! channel of a hub channel has one member per instance, the instance's id,
+//! showing its count; entries expire after [`ENTRY_TTL`] unless written
+//! again, so a crashed instance's sockets stop counting by themselves. A
+//! socket reads the other instances' sum ([`ClusterCounts::others`]) plus
+//! this instance's own count at that moment, so its own subscribe is
+//! counted at once. Without shared presence (the memory broker) the others
+//! are none.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::AppState;
+use super::pusher_occupancy::AppChannel;
+use crate::pusher::{AppEvent, ChannelKind, SUBSCRIPTION_COUNT_EVERY};
+
+/// How long an instance's written count stands without being written again.
+const ENTRY_TTL: Duration = Duration::from_secs(10);
+
+/// What the count channel of a hub channel is called in shared presence.
+const COUNT_CHANNEL: &str = "pusher-count:";
+
+/// The other instances' counts of the channels counted here.
+pub struct ClusterCounts {
+    /// This instance, as a member of each count channel.
+    node: String,
+    others: DashMap<AppChannel, usize>,
+    started: AtomicBool,
+}
+
+impl Default for ClusterCounts {
+    fn default() -> Self {
+        ClusterCounts {
+            node: format!("{:016x}", rand::random::<u64>()),
+            others: DashMap::new(),
+            started: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ClusterCounts {
+    /// The sum of the other instances' counts of `hub` (0 when unknown).
+    pub fn others(&self, app: &Arc<str>, hub: &Arc<str>) -> usize {
+        self.others
+            .get(&(app.clone(), hub.clone()))
+            .map_or(0, |n| *n)
+    }
+}
+
+impl AppState {
+    /// Starts the one count task once some app counts subscriptions.
+    pub(super) fn start_pusher_counts(&self) {
+        let wanted = self
+            .settings()
+            .pusher
+            .iter()
+            .any(|app| app.config.subscription_count);
+        if !wanted || self.pusher_counts.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.lifecycle.spawn_until_stopped(run(self.clone()));
+    }
+}
+
+async fn run(state: AppState) {
+    let mut every = tokio::time::interval(SUBSCRIPTION_COUNT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let changed = state.pusher_occupancy.take_changed();
+        let counted = counted_channels(&state, &changed);
+        share(&state, &counted).await;
+        report(&state, &changed);
+    }
+}
+
+/// This instance's counted channels with their local counts: those with
+/// subscribers here, and those that changed (to 0, maybe) since last time.
+fn counted_channels(state: &AppState, changed: &[(AppChannel, usize)]) -> Vec<(AppChannel, usize)> {
+    let settings = state.settings();
+    let counts = |app: &str, hub: &str| {
+        settings.pusher.by_id(app).is_some_and(|a| {
+            a.config.subscription_count
+                && a.pusher_channel(hub)
+                    .is_some_and(|name| ChannelKind::of(name) != ChannelKind::Presence)
+        })
+    };
+    let mut seen: HashSet<AppChannel> = HashSet::new();
+    let mut out = Vec::new();
+    for (key, n) in changed
+        .iter()
+        .cloned()
+        .chain(state.pusher_occupancy.entries())
+    {
+        if counts(&key.0, &key.1) && seen.insert(key.clone()) {
+            out.push((key, n));
+        }
+    }
+    out
+}
+
+/// Write this instance's counts and read the others'.
+async fn share(state: &AppState, counted: &[(AppChannel, usize)]) {
+    let counts = &state.pusher_counts;
+    let Some(shared) = state.broker.shared_presence() else {
+        counts.others.clear();
+        return;
+    };
+    let mut keep = HashSet::new();
+    for ((app, hub), n) in counted {
+        let channel = format!("{COUNT_CHANNEL}{app}:{hub}");
+        let written = shared
+            .join(&channel, &counts.node, Some(&n.to_string()), ENTRY_TTL)
+            .await;
+        if let Err(error) = written {
+            tracing::debug!(%error, "subscription count not shared");
+            continue;
+        }
+        let Ok(members) = shared.members(&channel).await else {
+            continue;
+        };
+        let others: usize = members
+            .iter()
+            .filter(|(node, _)| *node != counts.node)
+            .filter_map(|(_, info)| info.as_deref()?.parse::<usize>().ok())
+            .sum();
+        let key = (app.clone(), hub.clone());
+        counts.others.insert(key.clone(), others);
+        keep.insert(key);
+    }
+    counts.others.retain(|key, _| keep.contains(key));
+}
+
+/// Report the channels whose count changed here, with the count across
+/// instances, to the apps whose webhook takes `subscription_count`.
+fn report(state: &AppState, changed: &[(AppChannel, usize)]) {
+    let settings = state.settings();
+    for ((app_id, hub), n) in changed {
+        let Some(app) = settings.pusher.by_id(app_id) else {
+            continue;
+        };
+        let wants = app
+            .config
+            .webhook
+            .as_ref()
+            .is_some_and(|hook| hook.events.iter().any(|e| e == "subscription_count"));
+        if !app.config.subscription_count || !wants {
+            continue;
+        }
+        if let Some(channel) = app.pusher_channel(hub) {
+            let event = AppEvent::SubscriptionCount {
+                channel: channel.to_owned(),
+                subscription_count: n + state.pusher_counts.others(app_id, hub),
+            };
+            state.app_events.send(&app.id, event);
+        }
+    }
+}
