@@ -135,6 +135,7 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         key,
         protocol,
         socket_id,
+        http,
     } = *opening;
     let cap = frame_cap(app.as_ref().map_or(0, |a| a.config.max_message));
     let config = WebSocketConfig::default()
@@ -144,6 +145,7 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
     let mut socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     state.metrics.connect("pusher");
+    state.metrics.websocket_connect("pusher", http);
     // Pusher's order: the protocol first (4008 when not sent, 4007 when
     // not one spoken here), then the app.
     let protocol = match protocol {
@@ -170,7 +172,9 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         return refuse(&state, &mut socket, protocol, code::OVER_CAPACITY, why).await;
     };
     let _gauge = Gauge::enter(&state.stats, |s| &s.ws);
-    let _connection = Gauge::enter(&state.stats, |s| &s.connections);
+    // hyper's HTTP/1 connection task, which counted it, ended at the
+    // upgrade; an HTTP/2 connection goes on, and counts, beside the socket.
+    let _connection = (http != "2").then(|| Gauge::enter(&state.stats, |s| &s.connections));
     let session = Session::new(&state, settings.config.realtime.client_queue);
     let id = state.stats.conn_id();
     let _registration = state.connections.register(
