@@ -1,0 +1,59 @@
+//! Chromium's WebSocket over HTTP/2 (RFC 8441): a page served over h2 by
+//! the TLS listener opens its WebSocket on the same connection, and the
+//! gateway's `http` label on `pushgate_websocket_connects_total` shows which
+//! HTTP version carried it; with HTTP/2 switched off in the browser the same
+//! page's socket is an HTTP/1.1 upgrade.
+
+use serde_json::json;
+
+use crate::common::TestGateway;
+use crate::harness::*;
+
+/// The count of `pushgate.v1` WebSockets opened over HTTP `http`.
+async fn ws_connects(gw: &TestGateway, http: &str) -> u64 {
+    let line = format!("pushgate_websocket_connects_total{{transport=\"ws\",http=\"{http}\"}} ");
+    gw.metrics_text()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Open the page over `switches`, receive a publish over WebSocket; the
+/// number of sockets opened over HTTP/1.1 and over HTTP/2.
+async fn page_receives(switches: &[&str], channel: &str) -> (u64, u64) {
+    let gw = gateway("").await;
+    let b = Browser::start_with(switches).await;
+    b.open_page(&gw, &format!("channels={channel}&transports=websocket"))
+        .await;
+    b.until_transport("websocket", 15).await;
+    let ids = publish_range(&gw, channel, 0..3).await;
+    b.until_count(3, 15).await;
+    assert_received(&b, &lines(channel, &ids, (0..3).map(|i| json!(i)))).await;
+    // What the page itself says it loaded over.
+    let protocol = b
+        .js("return performance.getEntriesByType('navigation')[0].nextHopProtocol")
+        .await;
+    let counts = (ws_connects(&gw, "1.1").await, ws_connects(&gw, "2").await);
+    b.finish().await;
+    let expected = if switches.contains(&"--disable-http2") {
+        "http/1.1"
+    } else {
+        "h2"
+    };
+    assert_eq!(protocol, json!(expected), "the page's own protocol");
+    counts
+}
+
+#[tokio::test]
+async fn a_page_served_over_h2_opens_its_websocket_on_http2() {
+    assert_eq!(page_receives(&[], "public.h2page").await, (0, 1));
+}
+
+#[tokio::test]
+async fn without_http2_the_same_page_upgrades_over_http1() {
+    assert_eq!(
+        page_receives(&["--disable-http2"], "public.h1page").await,
+        (1, 0)
+    );
+}
