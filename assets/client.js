@@ -77,6 +77,27 @@
     return exp !== null && exp < Date.now() + 3000;
   }
 
+  /** The bytes of base64 `text` as an ArrayBuffer. */
+  function base64Bytes(text) {
+    const s = atob(text);
+    const bytes = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) bytes[i] = s.charCodeAt(i);
+    return bytes.buffer;
+  }
+
+  /**
+   * A binary WebSocket frame as a message: its JSON head up to the first
+   * newline, then the bytes, handed on as an ArrayBuffer.
+   */
+  function binaryFrame(buffer) {
+    const all = new Uint8Array(buffer);
+    const at = all.indexOf(10);
+    if (at < 0) return null;
+    const f = JSON.parse(new TextDecoder().decode(all.subarray(0, at)));
+    f.data = buffer.slice(at + 1);
+    return f;
+  }
+
   /** Is message id `a` after `b`? Ids are decimal sequence numbers; others compare as strings. */
   function after(a, b) {
     if (/^\d+$/.test(a) && /^\d+$/.test(b)) {
@@ -392,6 +413,9 @@
       if (last !== undefined && !after(m.id, last)) return false;
       this._lastIds.set(m.channel, m.id);
       if (m.cursor) this._cursor = m.cursor;
+      // Bytes reach the page as an ArrayBuffer whatever the transport:
+      // SSE and long-poll carry them in base64 (`encoding` still says so).
+      if (m.encoding === 'base64' && typeof m.data === 'string') m.data = base64Bytes(m.data);
       if (this._relay) this._relay('msg', m);
       for (const h of this._handlers.get(m.channel) || []) {
         try { h(m.data, m); } catch (e) { setTimeout(() => { throw e; }); }
@@ -510,10 +534,12 @@
     constructor(client) { this.c = client; this.open = false; this.received = false; }
 
     start() {
-      const extra = this.c._token ? { token: this.c._token } : {};
+      // Messages of bytes come as binary frames, not base64.
+      const extra = this.c._token ? { token: this.c._token, binary: 1 } : { binary: 1 };
       let ws;
       try {
         ws = new WebSocket(`${this.c._ws}/ws?${this.c._query(extra)}`, 'pushgate.v1');
+        ws.binaryType = 'arraybuffer';
       } catch (e) {
         return setTimeout(() => this._end({ code: 0, reason: String(e && e.message) }));
       }
@@ -530,7 +556,10 @@
         this.received = true;
         this.lastSeen = Date.now();
         let f;
-        try { f = JSON.parse(ev.data); } catch (_) { return; }
+        try {
+          f = typeof ev.data === 'string' ? JSON.parse(ev.data) : binaryFrame(ev.data);
+        } catch (_) { return; }
+        if (!f) return;
         if (f.type === 'error' && f.code === 'token_expired') this.expired = true;
         if (f.type === 'ack' && f.op === 'ping' && f.ref === this.pingRef) {
           this.c._latency = Date.now() - this.pingAt;

@@ -25,6 +25,10 @@ pub struct Publish {
     pub history: HistoryPolicy,
     /// The client that sent it, when one did.
     pub origin: Option<Origin>,
+    /// `data` is a JSON string holding bytes in base64 (a binary publish):
+    /// JSON clients get it with `"encoding":"base64"`, binary WebSocket
+    /// clients get the bytes (`model/message.rs`).
+    pub binary: bool,
 }
 
 /// Who sent a message, when a client did (a Pusher client event) or when

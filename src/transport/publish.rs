@@ -115,6 +115,7 @@ pub async fn publish_as_client(
         key: None,
         history: rule.history,
         origin: None,
+        binary: false,
     };
     Ok(state.publish(publish).await?)
 }

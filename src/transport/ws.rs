@@ -111,6 +111,7 @@ pub async fn upgrade(
         out,
         subscribed,
         http: handshake.http(),
+        binary: q.get("binary").is_some_and(|v| v == "1"),
     });
     tasks.spawn(run(opening, on_upgrade).instrument(span));
     let mut resp = handshake.accept();
@@ -135,6 +136,9 @@ struct WsSession {
     /// Frames refused by the rate limit since the last accepted one.
     refused: u32,
     session: Session,
+    /// Messages of bytes go as binary frames (`?binary=1`), else as JSON
+    /// with their base64.
+    binary: bool,
     /// Unsplit: one task reads and writes, and a split would put the stream
     /// behind a lock in an `Arc`.
     socket: Socket,
@@ -179,6 +183,8 @@ struct Opening {
     subscribed: Result<(), BrokerError>,
     /// Which HTTP version carried the handshake (`Handshake::http`).
     http: &'static str,
+    /// The client asked for messages of bytes as binary frames (`?binary=1`).
+    binary: bool,
 }
 
 /// A session ready to serve, with what it holds for its whole life.
@@ -225,6 +231,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         out,
         subscribed,
         http,
+        binary,
     } = *opening;
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
@@ -255,6 +262,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         evicted: session.inbox().eviction().listen_from_start(),
         refused: 0,
         session,
+        binary,
         socket,
         out,
         outgoing: Outgoing::default(),

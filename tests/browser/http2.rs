@@ -57,3 +57,52 @@ async fn without_http2_the_same_page_upgrades_over_http1() {
         (1, 0)
     );
 }
+
+/// `client.js` hands bytes to the page as an `ArrayBuffer` on every
+/// transport: binary frames on WebSocket (over HTTP/2 here), base64 on SSE
+/// and long-poll.
+#[tokio::test]
+async fn client_js_hands_bytes_to_the_page_as_an_array_buffer() {
+    let gw = gateway("").await;
+    let b = Browser::start().await;
+    let bytes: Vec<u8> = vec![0, 10, 34, 92, 127, 128, 200, 255];
+    for transport in ["websocket", "sse", "poll"] {
+        let channel = format!("public.bytes-{transport}");
+        b.open_page(&gw, &format!("channels={channel}&transports={transport}"))
+            .await;
+        b.until_transport(transport, 15).await;
+        b.js(&format!(
+            "window.got = []; window.rt.subscribe('{channel}', (d, m) => window.got.push({{ \
+             buffer: d instanceof ArrayBuffer, bytes: Array.from(new Uint8Array(d)), \
+             encoding: m.encoding, event: m.event }}))"
+        ))
+        .await;
+        let resp = gw
+            .admin(
+                reqwest::Method::POST,
+                &format!("/publish/{channel}?event=blob"),
+            )
+            .header("content-type", "application/octet-stream")
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        b.until(15, "bytes received", "return window.got.length >= 1")
+            .await;
+        let got = b.js("return window.got[0]").await;
+        // How they travelled: a binary frame, or base64 in JSON.
+        let encoding = if transport == "websocket" {
+            "binary"
+        } else {
+            "base64"
+        };
+        assert_eq!(
+            got,
+            json!({"buffer": true, "bytes": bytes, "encoding": encoding, "event": "blob"}),
+            "{transport}"
+        );
+    }
+    assert_eq!(ws_connects(&gw, "2").await, 1);
+    b.finish().await;
+}

@@ -6,6 +6,7 @@ mod common;
 mod abuse;
 mod admin_browsers;
 mod auth;
+mod binary;
 mod buffering;
 mod cli;
 mod client_http;

@@ -73,6 +73,7 @@ impl Trigger {
             key: None,
             history: rules.history_for(hub),
             origin: self.origin.clone(),
+            binary: false,
         })
     }
 }

@@ -354,7 +354,7 @@ impl WsSession {
             if short {
                 let cursor = self.session.cursor_text();
                 self.outgoing.reserve(message_len(item) + cursor_len);
-                render(&mut self.outgoing, item, Some(cursor));
+                render(&mut self.outgoing, item, Some(cursor), self.binary);
                 continue;
             }
             held.push(i);
@@ -366,10 +366,15 @@ impl WsSession {
         if let Some((&last, rest)) = held.split_last() {
             self.outgoing.reserve(held_bytes + cursor_len);
             for &i in rest {
-                render(&mut self.outgoing, &self.out[i], None);
+                render(&mut self.outgoing, &self.out[i], None, self.binary);
             }
             let cursor = self.session.cursor_text();
-            render(&mut self.outgoing, &self.out[last], Some(cursor));
+            render(
+                &mut self.outgoing,
+                &self.out[last],
+                Some(cursor),
+                self.binary,
+            );
         }
         self.out.drain(..taken);
         self.state
@@ -422,9 +427,14 @@ impl WsSession {
     }
 }
 
-/// Encode one item as a text frame.
-fn render(outgoing: &mut Outgoing, item: &Delivery, cursor: Option<&str>) {
+/// Encode one item as a frame: text (JSON), or, for a connection that
+/// asked for them (`?binary=1`), a binary frame for a message of bytes
+/// (`Message::write_binary`).
+fn render(outgoing: &mut Outgoing, item: &Delivery, cursor: Option<&str>, binary: bool) {
     match item {
+        Delivery::Message(m) if binary && m.bytes().is_some() => outgoing.binary_with(|b| {
+            m.write_binary(cursor, b);
+        }),
         Delivery::Message(m) => outgoing.text_with(|b| m.write_json(cursor, b)),
         Delivery::Reset { channels, reason } => {
             outgoing.text_with(|b| reset_json(channels, reason, cursor.unwrap_or_default(), b))
