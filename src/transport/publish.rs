@@ -85,6 +85,9 @@ pub async fn publish_as_client(
     channel: String,
     event: Option<String>,
     data: &RawValue,
+    // `data` is bytes in base64 (a binary frame), their size checked by
+    // the caller, which had them.
+    binary: bool,
 ) -> Result<Arc<Message>, ClientPublishError> {
     let verdict = settings
         .rules
@@ -104,7 +107,7 @@ pub async fn publish_as_client(
         return Err(ClientPublishError::BadEvent);
     }
     let data = match crate::model::publish::compact(data) {
-        Some(d) if d.get().len() <= settings.config.realtime.max_message => d,
+        Some(d) if binary || d.get().len() <= settings.config.realtime.max_message => d,
         Some(_) => return Err(ClientPublishError::TooLarge),
         None => return Err(ClientPublishError::BadData),
     };
@@ -115,7 +118,7 @@ pub async fn publish_as_client(
         key: None,
         history: rule.history,
         origin: None,
-        binary: false,
+        binary,
     };
     Ok(state.publish(publish).await?)
 }
@@ -156,6 +159,7 @@ pub async fn post(
         parsed.channel,
         parsed.event,
         &parsed.data,
+        false,
     )
     .await
     {

@@ -51,13 +51,30 @@ impl SendError {
     }
 }
 
+/// What a client sends the application: JSON, or bytes (a binary
+/// WebSocket frame), which go as `application/octet-stream`.
+pub enum Payload {
+    Json(Box<RawValue>),
+    Bytes(Bytes),
+}
+
+impl Payload {
+    /// Its size, as `max_message` bounds it.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(data) => data.get().len(),
+            Payload::Bytes(bytes) => bytes.len(),
+        }
+    }
+}
+
 /// Forward `data` to the backend; returns the backend's JSON answer (or
 /// `null` for an empty 2xx body, or the body as a string when not JSON).
 pub async fn forward(
     settings: &Settings,
     subject: Option<&str>,
     connection: u64,
-    data: &RawValue,
+    data: &Payload,
 ) -> Result<Value, SendError> {
     let target = settings
         .config
@@ -80,7 +97,16 @@ pub async fn forward(
         headers.insert("x-pushgate-connection", v);
     }
     let limit = settings.config.realtime.max_message;
-    let body = Bytes::copy_from_slice(data.get().as_bytes());
+    let body = match data {
+        Payload::Json(data) => Bytes::copy_from_slice(data.get().as_bytes()),
+        Payload::Bytes(bytes) => {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            bytes.clone()
+        }
+    };
     let (status, answer) = upstream.post(path, headers, body, limit).await?;
     if !status.is_success() {
         return Err(SendError::Status(status.as_u16()));
@@ -116,7 +142,7 @@ pub async fn post(
         Err(resp) => return resp,
     };
     let subject = client.identity.as_ref().map(|i| i.subject.as_str());
-    match forward(&settings, subject, connection, &parsed.data).await {
+    match forward(&settings, subject, connection, &Payload::Json(parsed.data)).await {
         Ok(answer) => reply::json(StatusCode::OK, &serde_json::json!({ "data": answer })),
         Err(e) => reply::error(e.status(), e.code(), &e),
     }

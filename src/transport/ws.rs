@@ -8,6 +8,7 @@
 //! the inbox's eviction signal: a client that stops reading is cut off
 //! instead of stalling anyone.
 
+mod binary;
 pub(crate) mod ending;
 pub(crate) mod handshake;
 pub(crate) mod outgoing;

@@ -350,3 +350,100 @@ async fn an_h2_websocket_gets_binary_frames_too() {
     .await;
     assert_eq!(next_binary(&mut ws).await.1, bytes);
 }
+
+/// A client's binary frame: `head`, a newline, `bytes`.
+fn client_frame(head: Value, bytes: &[u8]) -> Frame {
+    let mut frame = head.to_string().into_bytes();
+    frame.push(b'\n');
+    frame.extend_from_slice(bytes);
+    Frame::Binary(frame.into())
+}
+
+#[tokio::test]
+async fn a_clients_binary_publish_and_send() {
+    use futures_util::SinkExt;
+    let app = backend::app().await;
+    let gw = TestGateway::builder()
+        .backend(&format!("http://{}", app.addr()))
+        .realtime("  heartbeat: 15s\n  max_message: 1KiB")
+        .section("client_messages: { forward_to: /inbound }")
+        .start()
+        .await;
+    let mut sender = gw.ws("/realtime/ws").await;
+    let mut bin = gw.ws("/realtime/ws?channels=chat.b&binary=1").await;
+    let mut text = gw.ws("/realtime/ws?channels=chat.b").await;
+    let bytes = payload();
+    // On a channel that takes client publishes, bytes as bytes.
+    sender
+        .send(client_frame(
+            json!({"op": "publish", "channel": "chat.b", "event": "pic", "ref": 1}),
+            &bytes,
+        ))
+        .await
+        .unwrap();
+    let ack = next_json(&mut sender).await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["ref"].as_i64()),
+        (Some("ack"), Some(1)),
+        "{ack}"
+    );
+    let (head, got) = next_binary(&mut bin).await;
+    assert_eq!((head["event"].as_str(), got), (Some("pic"), bytes.clone()));
+    assert_base64(&next_json(&mut text).await, &bytes);
+    // `send`: the application gets the bytes as application/octet-stream.
+    sender
+        .send(client_frame(json!({"op": "send", "ref": 2}), &bytes))
+        .await
+        .unwrap();
+    let ack = next_json(&mut sender).await;
+    assert_eq!(ack["ref"], 2, "{ack}");
+    let seen = &ack["data"];
+    assert_eq!(
+        seen["headers"]["content-type"], "application/octet-stream",
+        "{seen}"
+    );
+    assert_eq!(seen["body_len"], bytes.len());
+    // Refusals, each answered on the socket, which stays open.
+    let refusals = [
+        (
+            client_frame(
+                json!({"op": "publish", "channel": "public.no", "ref": 3}),
+                b"x",
+            ),
+            "forbidden",
+        ),
+        (
+            client_frame(
+                json!({"op": "publish", "channel": "chat.b", "ref": 4}),
+                &[0; 1025],
+            ),
+            "too_large",
+        ),
+        (
+            client_frame(json!({"op": "send", "data": 1, "ref": 5}), b"x"),
+            "bad_request",
+        ),
+        (
+            client_frame(
+                json!({"op": "subscribe", "channel": "chat.b", "ref": 6}),
+                b"",
+            ),
+            "unknown_op",
+        ),
+        (
+            Frame::Binary(b"no head line".to_vec().into()),
+            "bad_request",
+        ),
+    ];
+    for (frame, code) in refusals {
+        sender.send(frame).await.unwrap();
+        let error = next_json(&mut sender).await;
+        assert_eq!(
+            (error["type"].as_str(), error["code"].as_str()),
+            (Some("error"), Some(code)),
+            "{error}"
+        );
+    }
+    send_json(&mut sender, json!({"op": "ping", "ref": 7})).await;
+    assert_eq!(next_json(&mut sender).await["ref"], 7);
+}

@@ -322,10 +322,10 @@ impl PusherSocket {
                             }
                         }
                         // Binary and control frames cost what text does.
-                        Inbound::Binary | Inbound::Control if !self.allow_frame() && self.refused > FLOOD_CLOSE_AFTER => {
+                        Inbound::Binary(_) | Inbound::Control if !self.allow_frame() && self.refused > FLOOD_CLOSE_AFTER => {
                             return Ending::Close(code::OVER_CAPACITY, "too many frames".into());
                         }
-                        Inbound::Binary => self.send(frames::error(None, "binary frames are not supported")).await,
+                        Inbound::Binary(_) => self.send(frames::error(None, "binary frames are not supported")).await,
                         Inbound::Control => Ok(()),
                         Inbound::End(Some((code, why))) => return Ending::Close(code.into(), why.into()),
                         Inbound::End(None) => return Ending::Gone,

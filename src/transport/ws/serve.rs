@@ -239,7 +239,7 @@ impl WsSession {
         read: Option<Result<tokio_tungstenite::tungstenite::Message, WsError>>,
     ) -> Result<Result<(), WsError>, Ending> {
         Ok(match Inbound::from_read(read) {
-            Inbound::Text(_) | Inbound::Binary | Inbound::Control if !self.allow_frame() => {
+            Inbound::Text(_) | Inbound::Binary(_) | Inbound::Control if !self.allow_frame() => {
                 if self.refused > FLOOD_CLOSE_AFTER {
                     return Err(Ending::Close(CloseCode::Again, "rate limited".into()));
                 }
@@ -252,14 +252,7 @@ impl WsSession {
             }
             Inbound::Text(t) => Box::pin(self.on_text(&t)).await,
             Inbound::Control => Ok(()),
-            Inbound::Binary => {
-                self.send_text(ops::error(
-                    None,
-                    "bad_request",
-                    "binary frames are not supported; send JSON text",
-                ))
-                .await
-            }
+            Inbound::Binary(frame) => Box::pin(self.on_binary(frame)).await,
             Inbound::End(Some((code, why))) => return Err(Ending::Close(code, why.into())),
             Inbound::End(None) => return Err(Ending::Gone),
         })
