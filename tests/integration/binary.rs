@@ -447,3 +447,69 @@ async fn a_clients_binary_publish_and_send() {
     send_json(&mut sender, json!({"op": "ping", "ref": 7})).await;
     assert_eq!(next_json(&mut sender).await["ref"], 7);
 }
+
+/// Node's `ws` and Python's `websockets`, both directions: each receives a
+/// binary publish as a binary frame and publishes the bytes back reversed
+/// as a binary frame of its own, which a JSON socket sees in base64.
+#[tokio::test]
+async fn node_ws_and_python_websockets_both_directions() {
+    use crate::pusher_e2e::standin::{Script, pusher_dir};
+    let gw = TestGateway::start().await;
+    let ca = gw.dir.join("gw.crt");
+    for client in ["node", "python"] {
+        let channel = format!("chat.{client}");
+        let url = format!(
+            "wss://localhost:{}/realtime/ws?channels={channel}&binary=1",
+            gw.public.port()
+        );
+        let settings = json!({"url": url, "channel": channel, "ca": ca});
+        let mut cmd = match client {
+            "node" => {
+                let mut cmd = tokio::process::Command::new("node");
+                cmd.arg("binary_ws.js").env("NODE_EXTRA_CA_CERTS", &ca);
+                cmd
+            }
+            _ => {
+                let mut cmd = tokio::process::Command::new(pusher_dir().join(".venv/bin/python"));
+                cmd.arg("binary_ws.py");
+                cmd
+            }
+        };
+        cmd.arg(settings.to_string());
+        let mut script = Script::spawn(cmd);
+        script.next_of("ready").await;
+        let mut watcher = gw.ws(&format!("/realtime/ws?channels={channel}")).await;
+        let bytes = payload();
+        let (status, _) = publish_raw(
+            &gw,
+            &channel,
+            "?event=to",
+            "application/octet-stream",
+            &[],
+            bytes.clone(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let result = script.next_of("result").await;
+        assert_eq!(
+            result["received"].as_str(),
+            Some(hex(&bytes).as_str()),
+            "{client}: {result}"
+        );
+        assert_eq!(result["head"]["event"], "to", "{client}");
+        assert_eq!(result["ack"]["type"], "ack", "{client}: {result}");
+        let reversed: Vec<u8> = bytes.iter().rev().copied().collect();
+        assert_eq!(
+            result["echoed"].as_str(),
+            Some(hex(&reversed).as_str()),
+            "{client}"
+        );
+        // What it published is bytes for everyone: base64 to a JSON socket.
+        assert_base64(&next_json(&mut watcher).await, &bytes);
+        assert_base64(&next_json(&mut watcher).await, &reversed);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

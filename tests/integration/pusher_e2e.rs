@@ -6,7 +6,7 @@
 mod auth_road;
 mod cluster;
 mod cross;
-mod standin;
+pub(crate) mod standin;
 mod webhooks;
 
 pub use crate::common::*;
