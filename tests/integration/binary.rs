@@ -513,3 +513,43 @@ async fn node_ws_and_python_websockets_both_directions() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Pusher has no binary frames: a binary publish reaches a Pusher socket
+/// with its base64 text as the event's `data`.
+#[tokio::test]
+async fn pusher_sockets_get_bytes_as_base64_text() {
+    let gw = crate::pusher_ws::gateway().await;
+    let path = format!("/app/{}?protocol=7", crate::pusher_ws::KEY);
+    let (mut ws, _) = crate::pusher_ws::raw(&gw, &path).await;
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "news-bin"}}),
+    )
+    .await;
+    let ok = next_json(&mut ws).await;
+    assert_eq!(
+        ok["event"], "pusher_internal:subscription_succeeded",
+        "{ok}"
+    );
+    let bytes = payload();
+    let (status, _) = publish_raw(
+        &gw,
+        "news-bin",
+        "?event=blob",
+        "application/octet-stream",
+        &[],
+        bytes.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let event = next_json(&mut ws).await;
+    assert_eq!(
+        (event["event"].as_str(), event["channel"].as_str()),
+        (Some("blob"), Some("news-bin"))
+    );
+    assert_eq!(
+        event["data"].as_str(),
+        Some(b64(&bytes).as_str()),
+        "{event}"
+    );
+}
