@@ -98,6 +98,20 @@
     return f;
   }
 
+  /** `data` as bytes when it is an ArrayBuffer or a typed array / DataView; else null. */
+  function bytesOf(data) {
+    if (data instanceof ArrayBuffer) return new Uint8Array(data);
+    if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    return null;
+  }
+
+  /** `bytes` in base64. */
+  function base64Of(bytes) {
+    let s = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    return btoa(s);
+  }
+
   /** Is message id `a` after `b`? Ids are decimal sequence numbers; others compare as strings. */
   function after(a, b) {
     if (/^\d+$/.test(a) && /^\d+$/.test(b)) {
@@ -190,12 +204,18 @@
       };
     }
 
-    /** Publish to a channel whose rule allows clients; resolves `{channel, id}`. */
+    /**
+     * Publish to a channel whose rule allows clients; resolves `{channel, id}`.
+     * `data` may be an ArrayBuffer or a typed array: subscribers get bytes.
+     */
     publish(channel, data, event) {
       return this._request('publish', { channel, event: event || 'message', data });
     }
 
-    /** Send `data` to the application (`client_messages.forward_to`); resolves to its answer. */
+    /**
+     * Send `data` to the application (`client_messages.forward_to`); resolves to its answer.
+     * Bytes (an ArrayBuffer or a typed array) reach it as `application/octet-stream`.
+     */
     send(data) {
       return this._request('send', { data });
     }
@@ -474,7 +494,14 @@
         }, this.options.requestTimeout);
         const settle = (fn) => (v) => { clearTimeout(timer); fn(v); };
         this._pending.set(ref, { resolve: settle(resolve), reject: settle(reject) });
-        this._t.send(Object.assign({ op: kind, ref }, body));
+        const bytes = bytesOf(body.data);
+        if (!bytes) return this._t.send(Object.assign({ op: kind, ref }, body));
+        // Bytes go as a binary frame: the op's JSON head, a newline, the bytes.
+        const head = new TextEncoder().encode(`${JSON.stringify(Object.assign({ op: kind, ref }, body, { data: undefined }))}\n`);
+        const frame = new Uint8Array(head.length + bytes.length);
+        frame.set(head);
+        frame.set(bytes, head.length);
+        this._t.sendBytes(frame);
       }).then((ack) => (kind === 'send' ? ack.data : { channel: ack.channel, id: ack.id }));
     }
 
@@ -486,7 +513,9 @@
         resp = await fetch(`${this._http}/${kind}`, {
           method: 'POST',
           headers: Object.assign({ 'content-type': 'application/json' }, this._authHeader()),
-          body: JSON.stringify(body),
+          body: JSON.stringify(bytesOf(body.data)
+            ? Object.assign({}, body, { data: undefined, data_base64: base64Of(bytesOf(body.data)) })
+            : body),
           signal: ctl.signal,
           credentials: 'same-origin',
         });
@@ -604,6 +633,8 @@
     }
 
     send(obj) { if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(obj)); }
+
+    sendBytes(frame) { if (this.ws && this.ws.readyState === 1) this.ws.send(frame); }
 
     update(added, removed) {
       for (const channel of added) this.send({ op: 'subscribe', channel, cursor: this.c._cursor || undefined, ref: `s${++this.c._ref}` });

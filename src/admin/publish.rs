@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::broker::Publish;
 use crate::hub::message::{valid_channel, valid_event};
-use crate::model::publish::compact;
+use crate::model::publish::{base64_data, compact};
 use crate::state::{AppState, Settings};
 
 /// Most messages one request may carry.
@@ -142,7 +142,7 @@ fn validate(entries: Vec<Entry>, settings: &Settings) -> Result<Vec<Publish>, Re
                 let size = data.get().len();
                 (data, size)
             }
-            (None, Some(b64)) => bytes_data(&b64)
+            (None, Some(b64)) => base64_data(&b64)
                 .ok_or_else(|| bad("bad_base64", format!("message {n}: invalid `data_base64`")))?,
             (None, None) => (
                 serde_json::value::to_raw_value(&serde_json::Value::Null)
@@ -180,17 +180,6 @@ fn validate(entries: Vec<Entry>, settings: &Settings) -> Result<Vec<Publish>, Re
         }
     }
     Ok(out)
-}
-
-/// The `data` of a binary message given in base64: a JSON string of the
-/// bytes re-encoded in the canonical form, and how many bytes they are
-/// (what `max_message` bounds). None for text that is not base64.
-fn bytes_data(b64: &str) -> Option<(Box<RawValue>, usize)> {
-    use base64::Engine;
-    let engine = base64::engine::general_purpose::STANDARD;
-    let bytes = engine.decode(b64.trim()).ok()?;
-    let data = serde_json::value::to_raw_value(&engine.encode(&bytes)).ok()?;
-    Some((data, bytes.len()))
 }
 
 /// Publish validated messages; returns `[{channel, id}]` in request order.

@@ -44,6 +44,17 @@ pub struct Origin {
     pub user_id: Option<Box<str>>,
 }
 
+/// The `data` of a binary message given in base64 (`data_base64`): a JSON
+/// string of the bytes re-encoded in the canonical form, and how many bytes
+/// they are (what `max_message` bounds). None for text that is not base64.
+pub fn base64_data(b64: &str) -> Option<(Box<RawValue>, usize)> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let bytes = engine.decode(b64.trim()).ok()?;
+    let data = serde_json::value::to_raw_value(&engine.encode(&bytes)).ok()?;
+    Some((data, bytes.len()))
+}
+
 /// Re-serialize JSON compactly (no raw newlines can reach an SSE data line).
 pub fn compact(raw: &RawValue) -> Option<Box<RawValue>> {
     let value: serde_json::Value = serde_json::from_str(raw.get()).ok()?;

@@ -134,15 +134,39 @@ pub async fn post(
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct SendBody {
-        data: Box<RawValue>,
+        data: Option<Box<RawValue>>,
+        /// Bytes in base64, sent on as `application/octet-stream`.
+        data_base64: Option<String>,
     }
-    let limit = settings.config.realtime.max_message + 64;
+    // Room for `max_message` bytes in base64.
+    let limit = settings.config.realtime.max_message / 3 * 4 + 1024;
     let parsed: SendBody = match read_json(req.into_body(), limit, "{\"data\": …}").await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    let payload = match (parsed.data, parsed.data_base64) {
+        (Some(data), None) => Payload::Json(data),
+        (None, Some(b64)) => {
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+                Ok(bytes) => Payload::Bytes(bytes.into()),
+                Err(_) => {
+                    let why = "`data_base64` is not base64";
+                    return reply::error(StatusCode::BAD_REQUEST, "bad_base64", why);
+                }
+            }
+        }
+        _ => {
+            let why = "give `data` or `data_base64`";
+            return reply::error(StatusCode::BAD_REQUEST, "bad_request", why);
+        }
+    };
+    if payload.len() > settings.config.realtime.max_message {
+        let why = "data exceeds realtime.max_message";
+        return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", why);
+    }
     let subject = client.identity.as_ref().map(|i| i.subject.as_str());
-    match forward(&settings, subject, connection, &Payload::Json(parsed.data)).await {
+    match forward(&settings, subject, connection, &payload).await {
         Ok(answer) => reply::json(StatusCode::OK, &serde_json::json!({ "data": answer })),
         Err(e) => reply::error(e.status(), e.code(), &e),
     }

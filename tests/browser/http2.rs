@@ -67,7 +67,7 @@ async fn client_js_hands_bytes_to_the_page_as_an_array_buffer() {
     let b = Browser::start().await;
     let bytes: Vec<u8> = vec![0, 10, 34, 92, 127, 128, 200, 255];
     for transport in ["websocket", "sse", "poll"] {
-        let channel = format!("public.bytes-{transport}");
+        let channel = format!("chat.bytes-{transport}");
         b.open_page(&gw, &format!("channels={channel}&transports={transport}"))
             .await;
         b.until_transport(transport, 15).await;
@@ -100,6 +100,23 @@ async fn client_js_hands_bytes_to_the_page_as_an_array_buffer() {
         assert_eq!(
             got,
             json!({"buffer": true, "bytes": bytes, "encoding": encoding, "event": "blob"}),
+            "{transport}"
+        );
+        // And back: the page publishes bytes (a binary frame on WebSocket,
+        // `data_base64` over HTTP) and gets them as bytes.
+        let reversed: Vec<u8> = bytes.iter().rev().copied().collect();
+        let answer = b
+            .js(&format!(
+                "return window.rt.publish('{channel}', new Uint8Array({reversed:?}), 'up').then((a) => a.channel)"
+            ))
+            .await;
+        assert_eq!(answer, json!(channel), "{transport}");
+        b.until(15, "own bytes back", "return window.got.length >= 2")
+            .await;
+        let back = b.js("return window.got[1]").await;
+        assert_eq!(
+            (&back["bytes"], &back["event"], &back["buffer"]),
+            (&json!(reversed), &json!("up"), &json!(true)),
             "{transport}"
         );
     }

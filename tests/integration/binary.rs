@@ -553,3 +553,63 @@ async fn pusher_sockets_get_bytes_as_base64_text() {
         "{event}"
     );
 }
+
+/// The HTTP forms of a client's publish and send (what SSE and long-poll
+/// clients use) take `data_base64` too.
+#[tokio::test]
+async fn http_publish_and_send_take_data_base64() {
+    let app = backend::app().await;
+    let gw = TestGateway::builder()
+        .backend(&format!("http://{}", app.addr()))
+        .realtime("  heartbeat: 15s\n  max_message: 1KiB")
+        .section("client_messages: { forward_to: /inbound }")
+        .start()
+        .await;
+    let mut bin = gw.ws("/realtime/ws?channels=chat.hp&binary=1").await;
+    let bytes = payload();
+    let post = |path: &'static str, body: Value| {
+        let gw = &gw;
+        async move {
+            let r = gw.http.post(gw.url(path)).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(
+        "/realtime/publish",
+        json!({"channel": "chat.hp", "event": "up", "data_base64": b64(&bytes)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (head, got) = next_binary(&mut bin).await;
+    assert_eq!((head["event"].as_str(), got), (Some("up"), bytes.clone()));
+    let (status, body) = post("/realtime/send", json!({"data_base64": b64(&bytes)})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["headers"]["content-type"],
+        "application/octet-stream"
+    );
+    assert_eq!(body["data"]["body_len"], bytes.len());
+    // Refusals: not base64, both forms, over max_message bytes.
+    for path in ["/realtime/publish", "/realtime/send"] {
+        let body = |mut v: Value| {
+            if path == "/realtime/publish" {
+                v["channel"] = json!("chat.hp");
+            }
+            v
+        };
+        let (status, got) = post(path, body(json!({"data_base64": "!!"}))).await;
+        assert_eq!(
+            (status, got["error"].as_str()),
+            (400, Some("bad_base64")),
+            "{path}"
+        );
+        let (status, _) = post(path, body(json!({"data": 1, "data_base64": "AA=="}))).await;
+        assert_eq!(status, 400, "{path}");
+        let (status, got) = post(path, body(json!({"data_base64": b64(&[1; 1025])}))).await;
+        assert_eq!(
+            (status, got["error"].as_str()),
+            (413, Some("too_large")),
+            "{path}"
+        );
+    }
+}
