@@ -77,6 +77,41 @@
     return exp !== null && exp < Date.now() + 3000;
   }
 
+  /** The bytes of base64 `text` as an ArrayBuffer. */
+  function base64Bytes(text) {
+    const s = atob(text);
+    const bytes = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) bytes[i] = s.charCodeAt(i);
+    return bytes.buffer;
+  }
+
+  /**
+   * A binary WebSocket frame as a message: its JSON head up to the first
+   * newline, then the bytes, handed on as an ArrayBuffer.
+   */
+  function binaryFrame(buffer) {
+    const all = new Uint8Array(buffer);
+    const at = all.indexOf(10);
+    if (at < 0) return null;
+    const f = JSON.parse(new TextDecoder().decode(all.subarray(0, at)));
+    f.data = buffer.slice(at + 1);
+    return f;
+  }
+
+  /** `data` as bytes when it is an ArrayBuffer or a typed array / DataView; else null. */
+  function bytesOf(data) {
+    if (data instanceof ArrayBuffer) return new Uint8Array(data);
+    if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    return null;
+  }
+
+  /** `bytes` in base64. */
+  function base64Of(bytes) {
+    let s = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    return btoa(s);
+  }
+
   /** Is message id `a` after `b`? Ids are decimal sequence numbers; others compare as strings. */
   function after(a, b) {
     if (/^\d+$/.test(a) && /^\d+$/.test(b)) {
@@ -169,12 +204,18 @@
       };
     }
 
-    /** Publish to a channel whose rule allows clients; resolves `{channel, id}`. */
+    /**
+     * Publish to a channel whose rule allows clients; resolves `{channel, id}`.
+     * `data` may be an ArrayBuffer or a typed array: subscribers get bytes.
+     */
     publish(channel, data, event) {
       return this._request('publish', { channel, event: event || 'message', data });
     }
 
-    /** Send `data` to the application (`client_messages.forward_to`); resolves to its answer. */
+    /**
+     * Send `data` to the application (`client_messages.forward_to`); resolves to its answer.
+     * Bytes (an ArrayBuffer or a typed array) reach it as `application/octet-stream`.
+     */
     send(data) {
       return this._request('send', { data });
     }
@@ -392,6 +433,9 @@
       if (last !== undefined && !after(m.id, last)) return false;
       this._lastIds.set(m.channel, m.id);
       if (m.cursor) this._cursor = m.cursor;
+      // Bytes reach the page as an ArrayBuffer whatever the transport:
+      // SSE and long-poll carry them in base64 (`encoding` still says so).
+      if (m.encoding === 'base64' && typeof m.data === 'string') m.data = base64Bytes(m.data);
       if (this._relay) this._relay('msg', m);
       for (const h of this._handlers.get(m.channel) || []) {
         try { h(m.data, m); } catch (e) { setTimeout(() => { throw e; }); }
@@ -450,7 +494,14 @@
         }, this.options.requestTimeout);
         const settle = (fn) => (v) => { clearTimeout(timer); fn(v); };
         this._pending.set(ref, { resolve: settle(resolve), reject: settle(reject) });
-        this._t.send(Object.assign({ op: kind, ref }, body));
+        const bytes = bytesOf(body.data);
+        if (!bytes) return this._t.send(Object.assign({ op: kind, ref }, body));
+        // Bytes go as a binary frame: the op's JSON head, a newline, the bytes.
+        const head = new TextEncoder().encode(`${JSON.stringify(Object.assign({ op: kind, ref }, body, { data: undefined }))}\n`);
+        const frame = new Uint8Array(head.length + bytes.length);
+        frame.set(head);
+        frame.set(bytes, head.length);
+        this._t.sendBytes(frame);
       }).then((ack) => (kind === 'send' ? ack.data : { channel: ack.channel, id: ack.id }));
     }
 
@@ -462,7 +513,9 @@
         resp = await fetch(`${this._http}/${kind}`, {
           method: 'POST',
           headers: Object.assign({ 'content-type': 'application/json' }, this._authHeader()),
-          body: JSON.stringify(body),
+          body: JSON.stringify(bytesOf(body.data)
+            ? Object.assign({}, body, { data: undefined, data_base64: base64Of(bytesOf(body.data)) })
+            : body),
           signal: ctl.signal,
           credentials: 'same-origin',
         });
@@ -510,10 +563,12 @@
     constructor(client) { this.c = client; this.open = false; this.received = false; }
 
     start() {
-      const extra = this.c._token ? { token: this.c._token } : {};
+      // Messages of bytes come as binary frames, not base64.
+      const extra = this.c._token ? { token: this.c._token, binary: 1 } : { binary: 1 };
       let ws;
       try {
         ws = new WebSocket(`${this.c._ws}/ws?${this.c._query(extra)}`, 'pushgate.v1');
+        ws.binaryType = 'arraybuffer';
       } catch (e) {
         return setTimeout(() => this._end({ code: 0, reason: String(e && e.message) }));
       }
@@ -530,7 +585,10 @@
         this.received = true;
         this.lastSeen = Date.now();
         let f;
-        try { f = JSON.parse(ev.data); } catch (_) { return; }
+        try {
+          f = typeof ev.data === 'string' ? JSON.parse(ev.data) : binaryFrame(ev.data);
+        } catch (_) { return; }
+        if (!f) return;
         if (f.type === 'error' && f.code === 'token_expired') this.expired = true;
         if (f.type === 'ack' && f.op === 'ping' && f.ref === this.pingRef) {
           this.c._latency = Date.now() - this.pingAt;
@@ -575,6 +633,8 @@
     }
 
     send(obj) { if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(obj)); }
+
+    sendBytes(frame) { if (this.ws && this.ws.readyState === 1) this.ws.send(frame); }
 
     update(added, removed) {
       for (const channel of added) this.send({ op: 'subscribe', channel, cursor: this.c._cursor || undefined, ref: `s${++this.c._ref}` });

@@ -77,6 +77,10 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/publish") => publish(state, req).await,
+        (&Method::POST, p) if p.starts_with("/publish/") => {
+            let channel = p["/publish/".len()..].to_owned();
+            publish_bytes(state, req, &channel).await
+        }
         (&Method::GET, "/metrics") => {
             let mut text = state
                 .metrics
@@ -222,6 +226,58 @@ fn readyz(state: &AppState) -> Response<Body> {
         status,
         &serde_json::json!({"ready": ready, "draining": draining, "broker": broker, "last_reload_failed": reload_failed}),
     )
+}
+
+/// `POST /publish/{channel}`: the body, `application/octet-stream`, is
+/// one binary message's bytes (`publish::raw`).
+async fn publish_bytes(state: AppState, req: Request<Incoming>, channel: &str) -> Response<Body> {
+    let settings = state.settings();
+    let octets = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/octet-stream"));
+    if !octets {
+        return reply::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the bytes as Content-Type: application/octet-stream (or JSON to POST /publish)",
+        );
+    }
+    let q = crate::model::template::query_of(req.uri());
+    let named = |query: &str, field: &str| {
+        q.get(query).cloned().or_else(|| {
+            req.headers()
+                .get(field)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+    };
+    let (event, id) = (
+        named("event", "x-pushgate-event"),
+        named("id", "x-pushgate-id"),
+    );
+    let max = settings.config.realtime.max_message;
+    let (parts, body) = match body::read(req, max).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
+    let batch = match publish::raw(channel, event, id, &body, &settings) {
+        Ok(batch) => batch,
+        Err(publish::Rejected(status, code, msg)) => return reply::error(status, code, msg),
+    };
+    let key = Authenticator::admin_key_of(&parts.headers);
+    if let Err(l) = state.limits.publish(key, batch.len()) {
+        return reply::rate_limited(
+            l.retry_after,
+            &format!("rate limit exceeded ({})", l.kind.label()),
+        );
+    }
+    match publish::publish_all(&state, batch).await {
+        Ok(v) => reply::json(StatusCode::OK, &v),
+        Err(publish::Rejected(status, code, msg)) => reply::error(status, code, msg),
+    }
 }
 
 async fn publish(state: AppState, req: Request<Incoming>) -> Response<Body> {

@@ -66,7 +66,17 @@ pub fn publish(data: &[u8]) {
         for p in batch {
             assert!(crate::hub::message::valid_channel(&p.channel));
             assert!(crate::hub::message::valid_event(&p.event));
-            assert!(p.data.get().len() <= s.config.realtime.max_message);
+            // A binary message's limit is on its bytes, not their base64.
+            let size = match p.binary {
+                true => {
+                    use base64::Engine;
+                    let text: String = serde_json::from_str(p.data.get()).expect("a JSON string");
+                    let engine = base64::engine::general_purpose::STANDARD;
+                    engine.decode(text).expect("canonical base64").len()
+                }
+                false => p.data.get().len(),
+            };
+            assert!(size <= s.config.realtime.max_message);
             assert!(!p.data.get().contains('\n'), "data must be compact for SSE");
         }
     }
@@ -74,6 +84,14 @@ pub fn publish(data: &[u8]) {
 
 /// WebSocket op frames: parse or a coded error; echoed refs stay small.
 pub fn ws_op(data: &[u8]) {
+    // The same bytes as a binary frame: a head line and bytes, or a coded error.
+    match crate::transport::ops::parse_binary(data) {
+        Ok((_, r, bytes)) => {
+            assert!(r.is_none_or(|r| r.len() <= 128));
+            assert!(bytes.len() < data.len());
+        }
+        Err(e) => assert!(!e.code.is_empty()),
+    }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -78,6 +78,7 @@ impl MessageTemplates {
             data,
             key: None,
             origin: None,
+            binary: false,
         })
     }
 }

@@ -33,6 +33,7 @@ pub(crate) mod broker;
 pub mod config;
 pub(crate) mod conn_info;
 pub(crate) mod connections;
+pub(crate) mod extended_connect;
 pub mod fuzzing;
 pub(crate) mod h1;
 pub(crate) mod hub;

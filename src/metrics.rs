@@ -34,6 +34,14 @@ pub struct StoreLabel {
     pub store: &'static str,
 }
 
+/// A WebSocket's endpoint (`ws`, `pusher`, `proxied`) and the HTTP version
+/// that carried its handshake (`1.1`, `2`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebSocketLabels {
+    pub transport: &'static str,
+    pub http: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DisconnectLabels {
     pub transport: &'static str,
@@ -90,6 +98,7 @@ pub struct Metrics {
     /// Proxied bodies held by request and answer buffering, by where.
     buffered: Family<StoreLabel, Gauge>,
     pub connects: Family<TransportLabel, Counter>,
+    websocket_connects: Family<WebSocketLabels, Counter>,
     pub disconnects: Family<DisconnectLabels, Counter>,
     pub published: Counter,
     pub delivered: Counter,
@@ -144,6 +153,7 @@ impl Metrics {
             channels: Gauge::default(),
             buffered: Family::default(),
             connects: Family::default(),
+            websocket_connects: Family::default(),
             disconnects: Family::default(),
             published: Counter::default(),
             delivered: Counter::default(),
@@ -192,6 +202,11 @@ impl Metrics {
             "connects",
             "Realtime connections opened",
             m.connects.clone(),
+        );
+        r.register(
+            "websocket_connects",
+            "WebSockets opened, by endpoint and the HTTP version that carried them",
+            m.websocket_connects.clone(),
         );
         r.register(
             "disconnects",
@@ -360,6 +375,13 @@ impl Metrics {
     pub fn connect(&self, transport: &'static str) {
         self.connects
             .get_or_create(&TransportLabel { transport })
+            .inc();
+    }
+
+    /// A WebSocket opened on `transport` over HTTP `http` (`1.1` or `2`).
+    pub fn websocket_connect(&self, transport: &'static str, http: &'static str) {
+        self.websocket_connects
+            .get_or_create(&WebSocketLabels { transport, http })
             .inc();
     }
 

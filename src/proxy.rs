@@ -49,6 +49,7 @@ use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 mod buffer_answer;
 mod buffer_request;
 mod fields;
+mod h2_websocket;
 mod idle;
 pub(crate) mod refusal;
 pub(crate) mod spool;
@@ -81,6 +82,8 @@ pub struct Tunnels<'a> {
     pub stats: &'a Arc<Stats>,
     pub tasks: &'a TaskTracker,
     pub stop: &'a CancellationToken,
+    /// Where an opened tunnel counts as a WebSocket, by HTTP version.
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 /// An answer head, and the judge of its connection's reuse.
@@ -209,8 +212,11 @@ impl<'a> Proxy<'a> {
         tunnels: Tunnels<'_>,
     ) -> Response<Body> {
         let started = std::time::Instant::now();
-        let upgrade = is_upgrade(req.headers()) && req.version() == Version::HTTP_11;
         let http1 = req.version() < Version::HTTP_2;
+        // An extended CONNECT (RFC 8441) goes as the HTTP/1.1 Upgrade.
+        let h2_key = h2_websocket::as_upgrade(&mut req);
+        let upgrade =
+            is_upgrade(req.headers()) && (req.version() == Version::HTTP_11 || h2_key.is_some());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let backend_req = match self.backend_request(req, upgrade) {
             Ok(r) => r,
@@ -251,10 +257,18 @@ impl<'a> Proxy<'a> {
             },
         };
         debug!(status = resp.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
+        if let (Some(key), true) = (&h2_key, resp.status().is_success() || resp.status() == 101) {
+            // Over HTTP/2 the stream opens with a 200, once the switch is proven.
+            let open = h2_websocket::opened(key, &resp);
+            if let (Ok(_), Some(client_upgrade)) = (&open, client_upgrade) {
+                tunnel(client_upgrade, &mut resp, tunnels, "2");
+            }
+            return open.unwrap_or_else(|refused| refused);
+        }
         if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
             (client_upgrade, resp.status())
         {
-            tunnel(client_upgrade, &mut resp, tunnels);
+            tunnel(client_upgrade, &mut resp, tunnels, "1.1");
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, reply::empty());
         }
@@ -363,17 +377,21 @@ fn tunnel(
     client_upgrade: hyper::upgrade::OnUpgrade,
     resp: &mut Response<Pooled>,
     tunnels: Tunnels<'_>,
+    http: &'static str,
 ) {
     let backend_upgrade = hyper::upgrade::on(resp);
+    // Only WebSockets are passed on as upgrades (`fields::is_upgrade`).
+    tunnels.metrics.websocket_connect("proxied", http);
     let stats = tunnels.stats.clone();
     let stop = tunnels.stop.clone();
     tunnels.tasks.spawn(
         async move {
             match tokio::try_join!(client_upgrade, backend_upgrade) {
                 Ok((client, backend)) => {
-                    // Counted from the hand-over, when hyper's
-                    // connection task stops counting the client.
-                    let _counted = Gauge::enter(&stats, |s| &s.connections);
+                    // Counted from the hand-over, when hyper's HTTP/1
+                    // connection task stops counting the client (an
+                    // HTTP/2 connection goes on, and counts, beside it).
+                    let _counted = (http != "2").then(|| Gauge::enter(&stats, |s| &s.connections));
                     let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
                     tokio::select! {
                         ended = tokio::io::copy_bidirectional(&mut c, &mut b) => {

@@ -14,6 +14,9 @@ use crate::transport;
 
 pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let settings = state.settings();
+    if crate::extended_connect::ask(&req) == Some(crate::extended_connect::Ask::Other) {
+        return crate::extended_connect::unsupported();
+    }
     if let Some(key) = transport::pusher::endpoint(&settings, &req) {
         return transport::pusher::upgrade(state.clone(), settings, req, key).await;
     }

@@ -319,6 +319,7 @@ where
         info,
         surface,
         gate,
+        h2,
     ))
     .await;
     None
@@ -349,6 +350,8 @@ async fn serve_hyper<I>(
     info: ConnInfo,
     surface: ListenerRole,
     gate: Option<ConnectionRefusal>,
+    // TLS negotiated h2 (ALPN): WebSockets may ride it (RFC 8441).
+    alpn_h2: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -408,6 +411,13 @@ async fn serve_hyper<I>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    if alpn_h2 && surface == ListenerRole::Public {
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL: a browser holding this
+        // connection opens its WebSockets on it as extended CONNECT
+        // streams. Only where h2 was negotiated, as browsers only look for
+        // it there; h2 spoken without ALPN (prior knowledge) goes without.
+        builder.http2().enable_connect_protocol();
+    }
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     // Listeners, not token futures: this select is polled on every wake of

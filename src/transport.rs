@@ -38,7 +38,7 @@ use admission::{Refusal, Wire};
 /// Route a request whose path is under `realtime.path`; `rest` is what follows it.
 pub async fn handle(state: AppState, mut req: Request<Incoming>, rest: &str) -> Response<Body> {
     // The client script is public code: served to any page, before the Origin check.
-    if let Some(asset) = assets::find(rest) {
+    if let Some(asset) = assets::find(rest).filter(|_| req.method() != http::Method::CONNECT) {
         return asset.respond(req.method(), req.headers());
     }
     let settings = state.settings();
@@ -50,6 +50,13 @@ pub async fn handle(state: AppState, mut req: Request<Incoming>, rest: &str) -> 
     let mut resp = match (req.method(), rest) {
         (&http::Method::OPTIONS, "/poll" | "/send" | "/sse" | "/publish") => cors::preflight(),
         (&http::Method::GET, "/ws") => ws::upgrade(state, settings, req).await,
+        // RFC 8441: a WebSocket on a stream of an HTTP/2 connection.
+        (&http::Method::CONNECT, "/ws") => ws::upgrade(state, settings, req).await,
+        (&http::Method::CONNECT, _) => reply::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no WebSocket endpoint here",
+        ),
         (&http::Method::GET, "/sse") => {
             return match sse::answer(state, settings, req, origin).await {
                 Ok(opening) => opening.into_response(),

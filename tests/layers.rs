@@ -48,6 +48,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("real_ip", 0),
     ("proxy_protocol", 0),
     ("h1", 0),
+    ("extended_connect", 0),
     // 1 config: YAML to typed, validated data
     ("config", 1),
     // 2 policy: fan-out, who may do what, counters

@@ -1,9 +1,11 @@
 //! `POST /publish`: the admin API's way in for messages.
 //!
-//! Accepts one message or an array: `{"channel"|"channels", "event", "data",
-//! "id"?}`. The whole request is validated before anything is published, so
-//! a bad entry in a batch publishes nothing; the answer lists the id each
-//! message got, in order.
+//! Accepts one message or an array: `{"channel"|"channels", "event", "data"
+//! | "data_base64", "id"?}`. The whole request is validated before anything
+//! is published, so a bad entry in a batch publishes nothing; the answer
+//! lists the id each message got, in order. `POST /publish/{channel}` with
+//! an `application/octet-stream` body is one binary message ([`raw`]),
+//! validated by the same code as a JSON entry with `data_base64`.
 
 use std::sync::Arc;
 
@@ -13,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::broker::Publish;
 use crate::hub::message::{valid_channel, valid_event};
-use crate::model::publish::compact;
+use crate::model::publish::{base64_data, compact};
 use crate::state::{AppState, Settings};
 
 /// Most messages one request may carry.
@@ -26,6 +28,8 @@ struct Entry {
     channels: Option<Vec<String>>,
     event: Option<String>,
     data: Option<Box<RawValue>>,
+    /// Bytes, in base64 (RFC 4648 with padding), in place of `data`.
+    data_base64: Option<String>,
     /// Idempotency key: a retried publish with the same id is not repeated.
     id: Option<String>,
 }
@@ -58,6 +62,34 @@ pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected>
             format!("at most {MAX_BATCH} messages per request"),
         ));
     }
+    validate(entries, settings)
+}
+
+/// One binary message for `POST /publish/{channel}`: `bytes` as the data,
+/// the event and idempotency key from the query (`?event=…&id=…`) or the
+/// `X-Pushgate-Event` / `X-Pushgate-Id` headers.
+pub fn raw(
+    channel: &str,
+    event: Option<String>,
+    id: Option<String>,
+    bytes: &[u8],
+    settings: &Settings,
+) -> Result<Vec<Publish>, Rejected> {
+    use base64::Engine;
+    let entry = Entry {
+        channel: Some(channel.to_owned()),
+        channels: None,
+        event,
+        data: None,
+        data_base64: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        id,
+    };
+    validate(vec![entry], settings)
+}
+
+/// The checks every entry passes, however it came.
+fn validate(entries: Vec<Entry>, settings: &Settings) -> Result<Vec<Publish>, Rejected> {
+    let bad = |code, msg: String| Rejected(StatusCode::BAD_REQUEST, code, msg);
     let max = settings.config.realtime.max_message;
     let mut out = Vec::with_capacity(entries.len());
     for (i, e) in entries.into_iter().enumerate() {
@@ -96,20 +128,33 @@ pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected>
                 ),
             ));
         }
-        let data = match e.data {
-            Some(raw) => compact(&raw)
-                .ok_or_else(|| bad("bad_json", format!("message {n}: invalid `data`")))?,
-            None => serde_json::value::to_raw_value(&serde_json::Value::Null)
-                .map_err(|e| bad("bad_json", e.to_string()))?,
+        let binary = e.data_base64.is_some();
+        let (data, size) = match (e.data, e.data_base64) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "bad_request",
+                    format!("message {n}: give `data` or `data_base64`, not both"),
+                ));
+            }
+            (Some(raw), None) => {
+                let data = compact(&raw)
+                    .ok_or_else(|| bad("bad_json", format!("message {n}: invalid `data`")))?;
+                let size = data.get().len();
+                (data, size)
+            }
+            (None, Some(b64)) => base64_data(&b64)
+                .ok_or_else(|| bad("bad_base64", format!("message {n}: invalid `data_base64`")))?,
+            (None, None) => (
+                serde_json::value::to_raw_value(&serde_json::Value::Null)
+                    .map_err(|e| bad("bad_json", e.to_string()))?,
+                4,
+            ),
         };
-        if data.get().len() > max {
+        if size > max {
             return Err(Rejected(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
-                format!(
-                    "message {n}: data is {} bytes, over realtime.max_message ({max})",
-                    data.get().len()
-                ),
+                format!("message {n}: data is {size} bytes, over realtime.max_message ({max})"),
             ));
         }
         if e.id
@@ -130,6 +175,7 @@ pub fn parse(body: &[u8], settings: &Settings) -> Result<Vec<Publish>, Rejected>
                 data: data.clone(),
                 key: e.id.as_deref().map(Box::from),
                 origin: None,
+                binary,
             });
         }
     }

@@ -103,7 +103,9 @@ impl MemoryBroker {
                 }
             }
             let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-            let mut msg = Message::new(p.channel, p.event, &p.data, seq, p.key, self.epoch);
+            let mut msg = Message::encoded(
+                p.channel, p.event, &p.data, seq, p.key, self.epoch, p.binary,
+            );
             msg.origin = p.origin.map(Box::new);
             let msg = Arc::new(msg);
             log.ring.push_back(msg.clone());
@@ -226,6 +228,7 @@ mod tests {
             key: None,
             history: HistoryPolicy { size, ttl },
             origin: None,
+            binary: false,
         };
         b.publish_now(p).unwrap().seq
     }
@@ -296,6 +299,7 @@ mod tests {
                 ttl: Duration::from_secs(60),
             },
             origin: None,
+            binary: false,
         };
         let a = b.publish_now(mk()).unwrap().seq;
         let c = b.publish_now(mk()).unwrap().seq;

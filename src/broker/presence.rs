@@ -344,6 +344,7 @@ impl Presence {
             key: None,
             history,
             origin: None,
+            binary: false,
         };
         let broker = self.broker.clone();
         self.lifecycle.spawn_until_stopped(async move {

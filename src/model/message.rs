@@ -60,9 +60,19 @@ pub struct Message {
     pub published_at: Instant,
     /// `{"type":"message","channel":…,"event":…,"id":…,"data":…` — the shared
     /// JSON object without its closing brace; transports add `,"cursor":…}`.
+    /// A binary message's `data` is its bytes in base64, followed by
+    /// `,"encoding":"base64"`.
     wire: Bytes,
+    /// Where `,"data":` starts in `wire`: what precedes it is the head of a
+    /// binary frame ([`Message::write_binary`]).
+    head_len: usize,
     /// Compact JSON of `data` alone.
     data_len: usize,
+    /// `data` holds bytes (a JSON string of their base64).
+    binary: bool,
+    /// The bytes of a binary message, decoded once by the first binary
+    /// WebSocket that delivers it and shared by the rest.
+    bytes: std::sync::OnceLock<Option<Bytes>>,
     /// The client that sent it, when one did (see [`crate::model::Origin`]).
     pub origin: Option<Box<crate::model::Origin>>,
     /// The message as a Pusher event, rendered by the first Pusher socket
@@ -81,6 +91,20 @@ impl Message {
         key: Option<Box<str>>,
         epoch: u64,
     ) -> Message {
+        Self::encoded(channel, event, data, seq, key, epoch, false)
+    }
+
+    /// [`Message::new`], saying whether `data` is bytes in base64 (a JSON
+    /// string), as a binary publish carries them.
+    pub fn encoded(
+        channel: Arc<str>,
+        event: Arc<str>,
+        data: &RawValue,
+        seq: u64,
+        key: Option<Box<str>>,
+        epoch: u64,
+        binary: bool,
+    ) -> Message {
         let data = data.get();
         let mut wire = BytesMut::with_capacity(64 + channel.len() + event.len() + data.len());
         wire.put_slice(b"{\"type\":\"message\",\"channel\":\"");
@@ -94,8 +118,13 @@ impl Message {
         }
         wire.put_slice(b"\",\"id\":\"");
         wire.put_slice(seq.to_string().as_bytes());
-        wire.put_slice(b"\",\"data\":");
+        wire.put_u8(b'"');
+        let head_len = wire.len();
+        wire.put_slice(b",\"data\":");
         wire.put_slice(data.as_bytes());
+        if binary {
+            wire.put_slice(b",\"encoding\":\"base64\"");
+        }
         Message {
             channel,
             event,
@@ -104,7 +133,10 @@ impl Message {
             key,
             published_at: Instant::now(),
             wire: wire.freeze(),
+            head_len,
             data_len: data.len(),
+            binary,
+            bytes: std::sync::OnceLock::new(),
             origin: None,
             pusher_frame: std::sync::OnceLock::new(),
         }
@@ -123,8 +155,55 @@ impl Message {
     /// The JSON `data` alone (the end of the shared JSON), for transports
     /// that speak another wire format (Pusher).
     pub fn data_text(&self) -> &str {
-        let at = self.wire.len() - self.data_len;
-        std::str::from_utf8(&self.wire[at..]).unwrap_or("null")
+        let at = self.head_len + b",\"data\":".len();
+        std::str::from_utf8(&self.wire[at..at + self.data_len]).unwrap_or("null")
+    }
+
+    /// Whether `data` holds bytes (sent as base64 to JSON clients).
+    pub fn is_binary(&self) -> bool {
+        self.binary
+    }
+
+    /// The bytes of a binary message, decoded once and shared; None for a
+    /// JSON message (or bytes that came in broken from another instance,
+    /// which then travel as their JSON form).
+    pub fn bytes(&self) -> Option<&Bytes> {
+        use base64::Engine;
+        if !self.binary {
+            return None;
+        }
+        self.bytes
+            .get_or_init(|| {
+                let text: &str = serde_json::from_str(self.data_text()).ok()?;
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .ok()
+                    .map(Bytes::from)
+            })
+            .as_ref()
+    }
+
+    /// Append the payload of a binary WebSocket frame to `out`: the
+    /// message's JSON without `data`, with `"encoding":"binary"` and
+    /// `cursor` when given, a `\n`, then the bytes. The JSON never holds a
+    /// raw newline, so the first one ends it. False (and nothing written)
+    /// when the message has no bytes.
+    pub fn write_binary(&self, cursor: Option<&str>, out: &mut BytesMut) -> bool {
+        let Some(bytes) = self.bytes() else {
+            return false;
+        };
+        let cursor_len = cursor.map_or(0, |c| c.len() + 12);
+        out.reserve(self.head_len + cursor_len + 24 + bytes.len());
+        out.put_slice(&self.wire[..self.head_len]);
+        out.put_slice(b",\"encoding\":\"binary\"");
+        if let Some(cursor) = cursor {
+            out.put_slice(b",\"cursor\":\"");
+            out.put_slice(cursor.as_bytes());
+            out.put_u8(b'"');
+        }
+        out.put_slice(b"}\n");
+        out.put_slice(bytes);
+        true
     }
 
     /// The shared JSON prefix (an object missing its closing brace).
@@ -173,6 +252,48 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&bare).unwrap();
         assert_eq!((v["id"].as_str(), v.get("cursor")), (Some("42"), None));
         assert_eq!(m.data_text(), r#"{"a":[1,"x\ny"]}"#);
+    }
+
+    #[test]
+    fn binary_data_is_base64_to_json_clients_and_bytes_in_a_binary_frame() {
+        let bytes: &[u8] = &[0, 0xff, b'\n', 0x80, b'"'];
+        let b64 = serde_json::value::to_raw_value("AP8KgCI=").unwrap();
+        let m = Message::encoded("bin.1".into(), "blob".into(), &b64, 9, None, 1, true);
+        assert!(m.is_binary());
+        let mut json = BytesMut::new();
+        m.write_json(Some("c9"), &mut json);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            (v["data"].as_str(), v["encoding"].as_str()),
+            (Some("AP8KgCI="), Some("base64"))
+        );
+        assert_eq!(
+            (v["id"].as_str(), v["cursor"].as_str()),
+            (Some("9"), Some("c9"))
+        );
+        assert_eq!(m.data_text(), "\"AP8KgCI=\"");
+        let mut frame = BytesMut::new();
+        assert!(m.write_binary(Some("c9"), &mut frame));
+        let at = frame.iter().position(|&b| b == b'\n').unwrap();
+        let head: serde_json::Value = serde_json::from_slice(&frame[..at]).unwrap();
+        assert_eq!(head["encoding"], "binary");
+        assert_eq!(
+            (head["channel"].as_str(), head["event"].as_str()),
+            (Some("bin.1"), Some("blob"))
+        );
+        assert_eq!(
+            (head["id"].as_str(), head["cursor"].as_str()),
+            (Some("9"), Some("c9"))
+        );
+        assert!(head.get("data").is_none());
+        assert_eq!(&frame[at + 1..], bytes);
+        // A JSON message has no bytes and no binary frame.
+        let data = serde_json::value::to_raw_value("AP8KgCI=").unwrap();
+        let text = Message::new("bin.1".into(), "blob".into(), &data, 10, None, 1);
+        assert!(!text.write_binary(None, &mut BytesMut::new()));
+        let mut json = BytesMut::new();
+        text.write_json(None, &mut json);
+        assert!(!json.windows(8).any(|w| w == b"encoding"));
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Publish {
     pub history: HistoryPolicy,
     /// The client that sent it, when one did.
     pub origin: Option<Origin>,
+    /// `data` is a JSON string holding bytes in base64 (a binary publish):
+    /// JSON clients get it with `"encoding":"base64"`, binary WebSocket
+    /// clients get the bytes (`model/message.rs`).
+    pub binary: bool,
 }
 
 /// Who sent a message, when a client did (a Pusher client event) or when
@@ -38,6 +42,17 @@ pub struct Origin {
     pub socket_id: Box<str>,
     /// The sender's `user_id` on a presence channel.
     pub user_id: Option<Box<str>>,
+}
+
+/// The `data` of a binary message given in base64 (`data_base64`): a JSON
+/// string of the bytes re-encoded in the canonical form, and how many bytes
+/// they are (what `max_message` bounds). None for text that is not base64.
+pub fn base64_data(b64: &str) -> Option<(Box<RawValue>, usize)> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let bytes = engine.decode(b64.trim()).ok()?;
+    let data = serde_json::value::to_raw_value(&engine.encode(&bytes)).ok()?;
+    Some((data, bytes.len()))
 }
 
 /// Re-serialize JSON compactly (no raw newlines can reach an SSE data line).

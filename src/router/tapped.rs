@@ -163,6 +163,7 @@ fn tunnels(state: &AppState) -> Tunnels<'_> {
         stats: &state.stats,
         tasks: state.lifecycle.tasks(),
         stop: state.lifecycle.draining(),
+        metrics: &state.metrics,
     }
 }
 

@@ -114,6 +114,62 @@ pub fn parse(text: &str) -> Result<(Op, Option<String>), OpError> {
     Ok((op, reference))
 }
 
+/// An op a client sends as a binary frame: its JSON head, `\n`, then the
+/// bytes, which are the op's `data`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Publish {
+        channel: String,
+        event: Option<String>,
+    },
+    Send,
+}
+
+/// Parse one binary frame: the op, its `ref`, and the bytes after the head.
+pub fn parse_binary(frame: &[u8]) -> Result<(BinaryOp, Option<String>, &[u8]), OpError> {
+    let bad = |reference, message: &str| OpError {
+        reference,
+        code: "bad_request",
+        message: message.to_string(),
+    };
+    let Some(at) = frame.iter().position(|&b| b == b'\n') else {
+        return Err(bad(
+            None,
+            "a binary frame is a JSON op, a newline, then the bytes",
+        ));
+    };
+    let head = std::str::from_utf8(&frame[..at]).map_err(|_| bad(None, "the head is not UTF-8"))?;
+    let env: Envelope =
+        serde_json::from_str(head).map_err(|e| bad(None, &format!("invalid JSON op: {e}")))?;
+    let reference = env
+        .reference
+        .as_ref()
+        .map(|r| r.get().to_string())
+        .filter(|r| r.len() <= MAX_REF_LEN);
+    if env.data.is_some() {
+        return Err(bad(
+            reference,
+            "the bytes are the data: no `data` in the head",
+        ));
+    }
+    let op = match (env.op.as_str(), env.channel) {
+        ("publish", Some(channel)) => BinaryOp::Publish {
+            channel,
+            event: env.event,
+        },
+        ("publish", None) => return Err(bad(reference, "missing `channel`")),
+        ("send", _) => BinaryOp::Send,
+        _ => {
+            return Err(OpError {
+                reference,
+                code: "unknown_op",
+                message: "a binary frame carries publish or send".into(),
+            });
+        }
+    };
+    Ok((op, reference, &frame[at + 1..]))
+}
+
 /// `{"type":"ack","ref":…,…extra}`
 pub fn ack(reference: Option<&str>, extra: serde_json::Value) -> String {
     let mut obj = serde_json::Map::new();

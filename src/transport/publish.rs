@@ -22,7 +22,9 @@ use crate::state::{AppState, Settings};
 struct PublishBody {
     channel: String,
     event: Option<String>,
-    data: Box<RawValue>,
+    data: Option<Box<RawValue>>,
+    /// Bytes in base64, in place of `data` (a binary message).
+    data_base64: Option<String>,
 }
 
 /// Why a client's publish was not accepted; one status and code each.
@@ -85,6 +87,9 @@ pub async fn publish_as_client(
     channel: String,
     event: Option<String>,
     data: &RawValue,
+    // `data` is bytes in base64 (a binary frame), their size checked by
+    // the caller, which had them.
+    binary: bool,
 ) -> Result<Arc<Message>, ClientPublishError> {
     let verdict = settings
         .rules
@@ -104,7 +109,7 @@ pub async fn publish_as_client(
         return Err(ClientPublishError::BadEvent);
     }
     let data = match crate::model::publish::compact(data) {
-        Some(d) if d.get().len() <= settings.config.realtime.max_message => d,
+        Some(d) if binary || d.get().len() <= settings.config.realtime.max_message => d,
         Some(_) => return Err(ClientPublishError::TooLarge),
         None => return Err(ClientPublishError::BadData),
     };
@@ -115,6 +120,7 @@ pub async fn publish_as_client(
         key: None,
         history: rule.history,
         origin: None,
+        binary,
     };
     Ok(state.publish(publish).await?)
 }
@@ -136,13 +142,31 @@ pub async fn post(
         Err(refusal) => return refusal.response(),
     };
     let (parts, body) = req.into_parts();
-    let limit = settings.config.realtime.max_message + 1024;
-    let shape = "{\"channel\", \"event\"?, \"data\"}";
+    // Room for `max_message` bytes in base64.
+    let limit = settings.config.realtime.max_message / 3 * 4 + 1024;
+    let shape = "{\"channel\", \"event\"?, \"data\" | \"data_base64\"}";
     let parsed: PublishBody = match read_json(body, limit, shape).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
     let req = Request::from_parts(parts, ());
+    let (data, binary) = match (parsed.data, parsed.data_base64) {
+        (Some(data), None) => (data, false),
+        (None, Some(b64)) => match crate::model::publish::base64_data(&b64) {
+            Some((_, size)) if size > settings.config.realtime.max_message => {
+                return admission::Refusal::from(ClientPublishError::TooLarge).response();
+            }
+            Some((data, _)) => (data, true),
+            None => {
+                let why = "`data_base64` is not base64";
+                return reply::error(StatusCode::BAD_REQUEST, "bad_base64", why);
+            }
+        },
+        _ => {
+            let why = "give `data` or `data_base64`";
+            return reply::error(StatusCode::BAD_REQUEST, "bad_request", why);
+        }
+    };
     if settings.rules.needs_identity_to_publish(&parsed.channel) {
         if let Err(resp) = login_deferred(&state, &settings, &req, &mut client).await {
             return resp;
@@ -154,7 +178,8 @@ pub async fn post(
         &client,
         parsed.channel,
         parsed.event,
-        &parsed.data,
+        &data,
+        binary,
     )
     .await
     {

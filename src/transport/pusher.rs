@@ -41,7 +41,8 @@ use crate::state::{AppState, Settings};
 /// Pusher socket and goes to the application, as the relay sends it.
 pub fn endpoint<B>(settings: &Settings, req: &Request<B>) -> Option<String> {
     let pusher = settings.config.pusher.as_ref()?;
-    if settings.pusher.is_empty() || !asks_websocket(req) {
+    let asks = asks_websocket(req) || crate::extended_connect::ask(req).is_some();
+    if settings.pusher.is_empty() || !asks {
         return None;
     }
     let path = req.uri().path();
@@ -72,6 +73,8 @@ struct Opening {
     /// it sent none.
     protocol: Option<u32>,
     socket_id: Box<str>,
+    /// Which HTTP version carried the handshake.
+    http: &'static str,
 }
 
 /// Accept the handshake of a Pusher socket for app `key`. A refusal the
@@ -84,8 +87,8 @@ pub async fn upgrade(
     mut req: Request<Incoming>,
     key: String,
 ) -> Response<Body> {
-    let accept = match ws::handshake_key(&req) {
-        Ok(accept) => accept,
+    let handshake = match ws::handshake::Handshake::of(&req) {
+        Ok(handshake) => handshake,
         Err(refused) => return refused,
     };
     let q = query(&req);
@@ -112,11 +115,12 @@ pub async fn upgrade(
         app,
         key,
         socket_id,
+        http: handshake.http(),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     state
         .lifecycle
         .tasks()
         .spawn(socket::run(Box::new(opening), on_upgrade).instrument(span));
-    ws::switching_protocols(&accept)
+    handshake.accept()
 }

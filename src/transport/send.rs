@@ -51,13 +51,30 @@ impl SendError {
     }
 }
 
+/// What a client sends the application: JSON, or bytes (a binary
+/// WebSocket frame), which go as `application/octet-stream`.
+pub enum Payload {
+    Json(Box<RawValue>),
+    Bytes(Bytes),
+}
+
+impl Payload {
+    /// Its size, as `max_message` bounds it.
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(data) => data.get().len(),
+            Payload::Bytes(bytes) => bytes.len(),
+        }
+    }
+}
+
 /// Forward `data` to the backend; returns the backend's JSON answer (or
 /// `null` for an empty 2xx body, or the body as a string when not JSON).
 pub async fn forward(
     settings: &Settings,
     subject: Option<&str>,
     connection: u64,
-    data: &RawValue,
+    data: &Payload,
 ) -> Result<Value, SendError> {
     let target = settings
         .config
@@ -80,7 +97,16 @@ pub async fn forward(
         headers.insert("x-pushgate-connection", v);
     }
     let limit = settings.config.realtime.max_message;
-    let body = Bytes::copy_from_slice(data.get().as_bytes());
+    let body = match data {
+        Payload::Json(data) => Bytes::copy_from_slice(data.get().as_bytes()),
+        Payload::Bytes(bytes) => {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            bytes.clone()
+        }
+    };
     let (status, answer) = upstream.post(path, headers, body, limit).await?;
     if !status.is_success() {
         return Err(SendError::Status(status.as_u16()));
@@ -108,15 +134,39 @@ pub async fn post(
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct SendBody {
-        data: Box<RawValue>,
+        data: Option<Box<RawValue>>,
+        /// Bytes in base64, sent on as `application/octet-stream`.
+        data_base64: Option<String>,
     }
-    let limit = settings.config.realtime.max_message + 64;
+    // Room for `max_message` bytes in base64.
+    let limit = settings.config.realtime.max_message / 3 * 4 + 1024;
     let parsed: SendBody = match read_json(req.into_body(), limit, "{\"data\": …}").await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
+    let payload = match (parsed.data, parsed.data_base64) {
+        (Some(data), None) => Payload::Json(data),
+        (None, Some(b64)) => {
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
+                Ok(bytes) => Payload::Bytes(bytes.into()),
+                Err(_) => {
+                    let why = "`data_base64` is not base64";
+                    return reply::error(StatusCode::BAD_REQUEST, "bad_base64", why);
+                }
+            }
+        }
+        _ => {
+            let why = "give `data` or `data_base64`";
+            return reply::error(StatusCode::BAD_REQUEST, "bad_request", why);
+        }
+    };
+    if payload.len() > settings.config.realtime.max_message {
+        let why = "data exceeds realtime.max_message";
+        return reply::error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", why);
+    }
     let subject = client.identity.as_ref().map(|i| i.subject.as_str());
-    match forward(&settings, subject, connection, &parsed.data).await {
+    match forward(&settings, subject, connection, &payload).await {
         Ok(answer) => reply::json(StatusCode::OK, &serde_json::json!({ "data": answer })),
         Err(e) => reply::error(e.status(), e.code(), &e),
     }

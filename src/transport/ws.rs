@@ -8,20 +8,21 @@
 //! the inbox's eviction signal: a client that stops reading is cut off
 //! instead of stalling anyone.
 
+mod binary;
 pub(crate) mod ending;
+pub(crate) mod handshake;
 pub(crate) mod outgoing;
 mod requests;
 mod serve;
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{Instrument, debug};
 
@@ -30,9 +31,10 @@ use super::{Client, admit, query, requested, subscription};
 use crate::alarm::Listener;
 use crate::broker::BrokerError;
 use crate::conn_info::ConnInfo;
-use crate::reply::{self, Body};
+use crate::reply::Body;
 use crate::state::{AppState, Gauge, Settings};
 use ending::Ending;
+use handshake::Handshake;
 use outgoing::Outgoing;
 
 pub const SUBPROTOCOL: &str = "pushgate.v1";
@@ -50,8 +52,8 @@ pub async fn upgrade(
     settings: Arc<Settings>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let key = match handshake_key(&req) {
-        Ok(key) => key,
+    let handshake = match Handshake::of(&req) {
+        Ok(handshake) => handshake,
         Err(refused) => return refused,
     };
     let headers = req.headers();
@@ -109,55 +111,17 @@ pub async fn upgrade(
         session,
         out,
         subscribed,
+        http: handshake.http(),
+        binary: q.get("binary").is_some_and(|v| v == "1"),
     });
     tasks.spawn(run(opening, on_upgrade).instrument(span));
-    let mut resp = switching_protocols(&key);
+    let mut resp = handshake.accept();
     let h = resp.headers_mut();
     if offers_ours {
         h.insert(
             "sec-websocket-protocol",
             HeaderValue::from_static(SUBPROTOCOL),
         );
-    }
-    resp
-}
-
-/// The client's `Sec-WebSocket-Key` when the request is a WebSocket
-/// handshake we accept (HTTP/1.1 Upgrade, version 13); else the 426 answer.
-pub(crate) fn handshake_key<B>(req: &Request<B>) -> Result<HeaderValue, Response<Body>> {
-    let headers = req.headers();
-    let is_upgrade = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = headers.get("sec-websocket-key").cloned();
-    let version_ok = headers
-        .get("sec-websocket-version")
-        .is_some_and(|v| v == "13");
-    let (true, Some(key), true, http::Version::HTTP_11) =
-        (is_upgrade, key, version_ok, req.version())
-    else {
-        let mut r = reply::error(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
-            "this endpoint speaks WebSocket (HTTP/1.1 Upgrade, version 13)",
-        );
-        r.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return Err(r);
-    };
-    Ok(key)
-}
-
-/// The 101 answer to a handshake whose key is `key`.
-pub(crate) fn switching_protocols(key: &HeaderValue) -> Response<Body> {
-    let mut resp = Response::new(reply::empty());
-    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = resp.headers_mut();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        h.insert("sec-websocket-accept", accept);
     }
     resp
 }
@@ -173,6 +137,9 @@ struct WsSession {
     /// Frames refused by the rate limit since the last accepted one.
     refused: u32,
     session: Session,
+    /// Messages of bytes go as binary frames (`?binary=1`), else as JSON
+    /// with their base64.
+    binary: bool,
     /// Unsplit: one task reads and writes, and a split would put the stream
     /// behind a lock in an `Arc`.
     socket: Socket,
@@ -215,6 +182,10 @@ struct Opening {
     /// The replay those subscriptions owe the client.
     out: Vec<Delivery>,
     subscribed: Result<(), BrokerError>,
+    /// Which HTTP version carried the handshake (`Handshake::http`).
+    http: &'static str,
+    /// The client asked for messages of bytes as binary frames (`?binary=1`).
+    binary: bool,
 }
 
 /// A session ready to serve, with what it holds for its whole life.
@@ -227,7 +198,8 @@ struct Opened {
     _gauge: Gauge,
     /// The upgraded connection still counts against `max_connections`:
     /// hyper's connection task, which counted it, ended at the upgrade.
-    _connection: Gauge,
+    /// Not over HTTP/2, whose connection goes on (and counts) beside it.
+    _connection: Option<Gauge>,
 }
 
 /// The connection task: the upgrade and the opening in a box freed once the
@@ -259,6 +231,8 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         session,
         out,
         subscribed,
+        http,
+        binary,
     } = *opening;
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
@@ -275,7 +249,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     let gauge = Gauge::enter(&state.stats, |s| &s.ws);
-    let connection = Gauge::enter(&state.stats, |s| &s.connections);
+    let connection = (http != "2").then(|| Gauge::enter(&state.stats, |s| &s.connections));
     let subject = client.identity.as_ref().map(|i| i.subject.clone());
     let id = state.stats.conn_id();
     let registration = state
@@ -289,6 +263,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         evicted: session.inbox().eviction().listen_from_start(),
         refused: 0,
         session,
+        binary,
         socket,
         out,
         outgoing: Outgoing::default(),
@@ -300,6 +275,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         judged: 0,
     };
     ws.state.metrics.connect("ws");
+    ws.state.metrics.websocket_connect("ws", http);
     let started = ws.start(subscribed).await;
     Some(Opened {
         ws,

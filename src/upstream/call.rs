@@ -22,7 +22,8 @@ use crate::reply;
 /// forwarded to `client_messages.forward_to`, session and resource checks):
 /// small requests whose whole answer is read, bounded by `limit` bytes.
 impl Upstream {
-    /// POST a small JSON body to a backend path (client messages).
+    /// POST a small body to a backend path (client messages): JSON unless
+    /// `headers` name another type (a binary message's bytes).
     pub async fn post(
         &self,
         path: &str,
@@ -30,10 +31,9 @@ impl Upstream {
         body: Bytes,
         limit: usize,
     ) -> Result<(StatusCode, Bytes), BackendError> {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers
+            .entry(header::CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static("application/json"));
         let answer = self
             .call(http::Method::POST, path, headers, body, limit)
             .await?;

@@ -120,6 +120,11 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Browser {
+        Self::start_with(&[]).await
+    }
+
+    /// [`start`](Self::start) with more Chromium switches (`--disable-http2`).
+    pub async fn start_with(switches: &[&str]) -> Browser {
         for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
             assert!(
                 Path::new(path).exists(),
@@ -140,6 +145,21 @@ impl Browser {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {CHROMEDRIVER}: {e}"));
+        let mut args = vec![
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+            "--no-first-run",
+            "--disable-extensions",
+            "--disable-background-timer-throttling",
+            "--disable-renderer-backgrounding",
+            "--disable-backgrounding-occluded-windows",
+            "--disable-crash-reporter",
+            "--disable-breakpad",
+        ];
+        args.extend_from_slice(switches);
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));
         caps.insert("acceptInsecureCerts".into(), json!(true));
@@ -147,13 +167,7 @@ impl Browser {
             "goog:chromeOptions".into(),
             json!({
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--window-size=1280,900", "--no-first-run", "--disable-extensions",
-                    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
-                    "--disable-backgrounding-occluded-windows", "--disable-crash-reporter",
-                    "--disable-breakpad",
-                ],
+                "args": args,
             }),
         );
         let url = format!("http://127.0.0.1:{port}");

@@ -13,5 +13,6 @@ mod client;
 mod cors;
 mod dashboard;
 mod demo;
+mod http2;
 mod pusher;
 mod tabs;

@@ -7,7 +7,7 @@ mod auth_road;
 mod cluster;
 mod counts;
 mod cross;
-mod standin;
+pub(crate) mod standin;
 mod users;
 mod webhooks;
 

@@ -77,6 +77,7 @@ impl Trigger {
                 rules.history_for(hub)
             },
             origin: self.origin.clone(),
+            binary: false,
         })
     }
 }

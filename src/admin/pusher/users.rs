@@ -28,6 +28,7 @@ pub(crate) async fn terminate(state: &AppState, app: &App, user: &str) -> Result
         key: None,
         history: NO_HISTORY,
         origin: None,
+        binary: false,
     };
     state
         .publish(publish)

@@ -1,5 +1,7 @@
 //! The stored form of a message, `seq:unix_ms:{"e":event,"k":key,"d":data}`
-//! (plus `"o":socket_id,"u":user_id` for a message a client sent):
+//! (plus `"o":socket_id,"u":user_id` for a message a client sent, and
+//! `"b":true` when `d` is bytes in base64, so they stay bytes on every
+//! instance and in every replay):
 //! one string that is both a history entry (a sorted-set member scored by
 //! its id) and the pub/sub payload, so every instance decodes a live message
 //! and a replayed one the same way.
@@ -27,6 +29,8 @@ struct Body<'a> {
     o: Option<&'a str>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     u: Option<&'a str>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    b: bool,
 }
 
 pub(super) fn encode_body(p: &Publish) -> Result<String, BrokerError> {
@@ -36,6 +40,7 @@ pub(super) fn encode_body(p: &Publish) -> Result<String, BrokerError> {
         d: &p.data,
         o: p.origin.as_ref().map(|o| &*o.socket_id),
         u: p.origin.as_ref().and_then(|o| o.user_id.as_deref()),
+        b: p.binary,
     })
     .map_err(unavailable)
 }
@@ -56,13 +61,14 @@ pub(super) fn decode_member(
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(bad)?;
     let body: Body<'_> = serde_json::from_str(parts.next().ok_or_else(bad)?).map_err(|_| bad())?;
-    let mut msg = Message::new(
+    let mut msg = Message::encoded(
         channel,
         body.e.into(),
         body.d,
         seq,
         body.k.map(Into::into),
         epoch,
+        body.b,
     );
     msg.origin = body.o.map(|socket_id| {
         Box::new(Origin {
@@ -96,7 +102,25 @@ mod tests {
                 ttl: Duration::from_secs(60),
             },
             origin: None,
+            binary: false,
         }
+    }
+
+    #[test]
+    fn bytes_stay_bytes_through_the_stored_form() {
+        let mut p = publish("blob", None, r#""AP8KgCI=""#);
+        p.binary = true;
+        let member = format!("8:{}:{}", 1_700_000_000_000u64, encode_body(&p).unwrap());
+        let msg = decode_member("orders.7".into(), 1, &member).unwrap();
+        assert_eq!(
+            msg.bytes().map(|b| b.to_vec()),
+            Some(vec![0, 0xff, b'\n', 0x80, b'"'])
+        );
+        // A JSON message's stored form is as before: no flag.
+        let text = encode_body(&publish("e", None, r#""AP8KgCI=""#)).unwrap();
+        assert!(!text.contains("\"b\""), "{text}");
+        let msg = decode_member("orders.7".into(), 1, &format!("9:1:{text}")).unwrap();
+        assert!(!msg.is_binary());
     }
 
     #[test]

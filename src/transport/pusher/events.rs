@@ -107,6 +107,7 @@ impl PusherSocket {
                 socket_id: self.socket_id.clone(),
                 user_id,
             }),
+            binary: false,
         })
     }
 

@@ -155,9 +155,13 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link) {
         key,
         protocol,
         socket_id,
+        http,
     } = *opening;
     let transport = socket.label();
     state.metrics.connect(transport);
+    if let Link::WebSocket(_) = socket {
+        state.metrics.websocket_connect("pusher", http);
+    }
     // Pusher's order: the protocol first (4008 when not sent, 4007 when
     // not one spoken here), then the app.
     let protocol = match protocol {
@@ -202,7 +206,12 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link) {
         Link::WebSocket(_) => Gauge::enter(&state.stats, |s| &s.ws),
         Link::Http(_) => Gauge::enter(&state.stats, |s| &s.poll),
     };
-    let _connection = Gauge::enter(&state.stats, |s| &s.connections);
+    // hyper's HTTP/1 connection task, which counted it, ended at the
+    // upgrade; an HTTP/2 connection goes on, and counts, beside the socket.
+    let _connection = match socket {
+        Link::WebSocket(_) if http == "2" => None,
+        _ => Some(Gauge::enter(&state.stats, |s| &s.connections)),
+    };
     let session = Session::new(&state, settings.config.realtime.client_queue);
     let id = state.stats.conn_id();
     let _registration = state.connections.register(
@@ -339,10 +348,10 @@ impl PusherSocket {
                             }
                         }
                         // Binary and control frames cost what text does.
-                        Inbound::Binary | Inbound::Control if !self.allow_frame() && self.refused > FLOOD_CLOSE_AFTER => {
+                        Inbound::Binary(_) | Inbound::Control if !self.allow_frame() && self.refused > FLOOD_CLOSE_AFTER => {
                             return Ending::Close(code::OVER_CAPACITY, "too many frames".into());
                         }
-                        Inbound::Binary => self.send(frames::error(None, "binary frames are not supported")).await,
+                        Inbound::Binary(_) => self.send(frames::error(None, "binary frames are not supported")).await,
                         Inbound::Control => Ok(()),
                         Inbound::End(Some((code, why))) => return Ending::Close(code.into(), why.into()),
                         Inbound::End(None) => return Ending::Gone,

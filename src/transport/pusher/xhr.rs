@@ -264,6 +264,11 @@ fn start(
         app,
         key: x.key.clone(),
         socket_id,
+        http: if req.version() == http::Version::HTTP_2 {
+            "2"
+        } else {
+            "1.1"
+        },
     };
     state
         .lifecycle

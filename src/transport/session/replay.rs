@@ -168,6 +168,7 @@ mod tests {
                 ttl: Duration::from_secs(60),
             },
             origin: None,
+            binary: false,
         };
         b.publish(p).await.unwrap().seq
     }

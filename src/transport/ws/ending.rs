@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame, Utf8Byt
 /// A frame read from the client, as the session sees it.
 pub(crate) enum Inbound {
     Text(Utf8Bytes),
-    Binary,
+    Binary(bytes::Bytes),
     /// Ping or pong (tungstenite answers pings itself); proves the peer alive.
     Control,
     /// Reading stopped: peer closed, I/O error, or a protocol violation
@@ -25,7 +25,7 @@ impl Inbound {
     pub(crate) fn from_read(item: Option<Result<Frame, WsError>>) -> Inbound {
         match item {
             Some(Ok(Frame::Text(t))) => Inbound::Text(t),
-            Some(Ok(Frame::Binary(_))) => Inbound::Binary,
+            Some(Ok(Frame::Binary(b))) => Inbound::Binary(b),
             Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => Inbound::Control,
             Some(Ok(Frame::Close(_))) | None => Inbound::End(None),
             Some(Err(e)) => Inbound::End(close_for(&e)),

@@ -14,6 +14,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
 const OP_PING: u8 = 0x9;
 const FIN: u8 = 0x80;
 /// The longest header an unmasked frame has: 2 bytes and a 64-bit length.
@@ -43,6 +44,15 @@ impl Outgoing {
     /// Append a text frame whose payload `render` appends (valid UTF-8: the
     /// session only renders JSON).
     pub fn text_with(&mut self, render: impl FnOnce(&mut BytesMut)) {
+        self.frame_with(OP_TEXT, render);
+    }
+
+    /// Append a binary frame whose payload `render` appends.
+    pub fn binary_with(&mut self, render: impl FnOnce(&mut BytesMut)) {
+        self.frame_with(OP_BINARY, render);
+    }
+
+    fn frame_with(&mut self, opcode: u8, render: impl FnOnce(&mut BytesMut)) {
         let start = self.bytes.len();
         // Rendered after room for the longest header; the gap left by a
         // shorter one is closed by moving the payload down.
@@ -50,7 +60,7 @@ impl Outgoing {
         render(&mut self.bytes);
         let len = self.bytes.len() - start - MAX_HEAD;
         let mut head = [0u8; MAX_HEAD];
-        let n = encode_head(&mut head, OP_TEXT, len);
+        let n = encode_head(&mut head, opcode, len);
         let gap = MAX_HEAD - n;
         self.bytes[start + gap..start + MAX_HEAD].copy_from_slice(&head[..n]);
         if gap > 0 {
@@ -144,6 +154,14 @@ mod tests {
             assert_eq!(frame.1, p.as_bytes());
         }
         assert_eq!(frames[payloads.len()], (OP_PING, Vec::new()));
+    }
+
+    #[test]
+    fn binary_frames_carry_any_bytes() {
+        let mut out = Outgoing::default();
+        let payload: Vec<u8> = (0..=255u8).cycle().take(300).collect();
+        out.binary_with(|b| b.extend_from_slice(&payload));
+        assert_eq!(decode(&out.bytes), vec![(OP_BINARY, payload)]);
     }
 
     #[test]

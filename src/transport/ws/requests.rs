@@ -35,10 +35,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 impl WsSession {
     /// Forward a `send` op to the backend without holding up this session:
     /// the answer arrives later through `replies`.
-    async fn on_send(
+    pub(super) async fn on_send(
         &mut self,
         r: Option<&str>,
-        data: Box<serde_json::value::RawValue>,
+        data: send::Payload,
     ) -> Result<(), WsError> {
         if self.pending_sends >= MAX_PENDING_SENDS {
             return self
@@ -49,7 +49,7 @@ impl WsSession {
                 ))
                 .await;
         }
-        if data.get().len() > self.settings.config.realtime.max_message {
+        if data.len() > self.settings.config.realtime.max_message {
             return self
                 .send_text(ops::error(
                     r,
@@ -244,8 +244,8 @@ impl WsSession {
                 channel,
                 event,
                 data,
-            } => self.on_publish(r, channel, event, data).await,
-            Op::Send { data } => self.on_send(r, data).await,
+            } => self.on_publish(r, channel, event, data, false).await,
+            Op::Send { data } => self.on_send(r, send::Payload::Json(data)).await,
             Op::Auth { token } => self.on_auth(r, token).await,
         }
     }
@@ -567,12 +567,15 @@ impl WsSession {
         self.adopt_login(found)
     }
 
-    async fn on_publish(
+    /// A `publish` op; `binary`: `data` is the base64 of a binary frame's
+    /// bytes (`binary.rs`).
+    pub(super) async fn on_publish(
         &mut self,
         r: Option<&str>,
         channel: String,
         event: Option<String>,
         data: Box<serde_json::value::RawValue>,
+        binary: bool,
     ) -> Result<(), WsError> {
         if self.settings.rules.needs_identity_to_publish(&channel) {
             if let Err(refusal) = self.login_now().await {
@@ -586,6 +589,7 @@ impl WsSession {
             channel,
             event,
             &data,
+            binary,
         )
         .await;
         let frame = match published {

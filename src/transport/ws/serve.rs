@@ -239,7 +239,7 @@ impl WsSession {
         read: Option<Result<tokio_tungstenite::tungstenite::Message, WsError>>,
     ) -> Result<Result<(), WsError>, Ending> {
         Ok(match Inbound::from_read(read) {
-            Inbound::Text(_) | Inbound::Binary | Inbound::Control if !self.allow_frame() => {
+            Inbound::Text(_) | Inbound::Binary(_) | Inbound::Control if !self.allow_frame() => {
                 if self.refused > FLOOD_CLOSE_AFTER {
                     return Err(Ending::Close(CloseCode::Again, "rate limited".into()));
                 }
@@ -252,14 +252,7 @@ impl WsSession {
             }
             Inbound::Text(t) => Box::pin(self.on_text(&t)).await,
             Inbound::Control => Ok(()),
-            Inbound::Binary => {
-                self.send_text(ops::error(
-                    None,
-                    "bad_request",
-                    "binary frames are not supported; send JSON text",
-                ))
-                .await
-            }
+            Inbound::Binary(frame) => Box::pin(self.on_binary(frame)).await,
             Inbound::End(Some((code, why))) => return Err(Ending::Close(code, why.into())),
             Inbound::End(None) => return Err(Ending::Gone),
         })
@@ -354,7 +347,7 @@ impl WsSession {
             if short {
                 let cursor = self.session.cursor_text();
                 self.outgoing.reserve(message_len(item) + cursor_len);
-                render(&mut self.outgoing, item, Some(cursor));
+                render(&mut self.outgoing, item, Some(cursor), self.binary);
                 continue;
             }
             held.push(i);
@@ -366,10 +359,15 @@ impl WsSession {
         if let Some((&last, rest)) = held.split_last() {
             self.outgoing.reserve(held_bytes + cursor_len);
             for &i in rest {
-                render(&mut self.outgoing, &self.out[i], None);
+                render(&mut self.outgoing, &self.out[i], None, self.binary);
             }
             let cursor = self.session.cursor_text();
-            render(&mut self.outgoing, &self.out[last], Some(cursor));
+            render(
+                &mut self.outgoing,
+                &self.out[last],
+                Some(cursor),
+                self.binary,
+            );
         }
         self.out.drain(..taken);
         self.state
@@ -422,9 +420,14 @@ impl WsSession {
     }
 }
 
-/// Encode one item as a text frame.
-fn render(outgoing: &mut Outgoing, item: &Delivery, cursor: Option<&str>) {
+/// Encode one item as a frame: text (JSON), or, for a connection that
+/// asked for them (`?binary=1`), a binary frame for a message of bytes
+/// (`Message::write_binary`).
+fn render(outgoing: &mut Outgoing, item: &Delivery, cursor: Option<&str>, binary: bool) {
     match item {
+        Delivery::Message(m) if binary && m.bytes().is_some() => outgoing.binary_with(|b| {
+            m.write_binary(cursor, b);
+        }),
         Delivery::Message(m) => outgoing.text_with(|b| m.write_json(cursor, b)),
         Delivery::Reset { channels, reason } => {
             outgoing.text_with(|b| reset_json(channels, reason, cursor.unwrap_or_default(), b))

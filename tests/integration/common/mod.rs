@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 pub mod app;
 pub mod backend;
 pub mod gateway;
+pub mod h2_client;
 pub mod redis;
 
 #[allow(unused_imports)]
@@ -432,8 +433,12 @@ fn rustls_pki_types_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'
         .collect()
 }
 
-/// Read the next JSON text frame (skipping pings), within a deadline.
-pub async fn next_json(ws: &mut Ws) -> Value {
+/// Read the next JSON text frame (skipping pings), within a deadline, on
+/// any WebSocket (over TLS, or on an h2 stream: `h2_client.rs`).
+pub async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -448,7 +453,10 @@ pub async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
-pub async fn send_json(ws: &mut Ws, v: Value) {
+pub async fn send_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, v: Value)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(Frame::Text(v.to_string().into())).await.unwrap();
 }
 
