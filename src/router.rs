@@ -17,6 +17,9 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     if let Some(key) = transport::pusher::endpoint(&settings, &req) {
         return transport::pusher::upgrade(state.clone(), settings, req, key).await;
     }
+    if transport::mercure::is_hub(&settings, req.uri().path()) {
+        return transport::mercure::handle(state, req).await;
+    }
     let prefix = settings.config.realtime.path.as_str();
     if let Some(rest) = req.uri().path().strip_prefix(prefix) {
         if rest.starts_with('/') {
@@ -25,8 +28,11 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         }
     }
     let started = std::time::Instant::now();
+    let path = req.uri().path().to_string();
     let req = req.map(|b| b.map_err(BoxError::from).boxed());
     let resp = tapped::proxy_with_taps(&state, &settings, req).await;
+    let mut resp = resp;
+    transport::mercure::advertise(&settings, &path, &mut resp);
     state.metrics.proxied(resp.status(), started.elapsed());
     resp
 }

@@ -49,6 +49,8 @@ pub struct Settings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The Pusher apps of `pusher:` (none when the section is absent).
     pub pusher: crate::pusher::Apps,
+    /// The Mercure hub's token keys (none without `mercure:`).
+    pub mercure: Option<crate::mercure::token::Keys>,
 }
 
 /// A config that parsed but cannot be put in force.
@@ -62,6 +64,8 @@ pub enum SettingsError {
     Tls(#[from] crate::tls::TlsError),
     #[error("auth.session: {0}")]
     Session(#[from] crate::model::template::TemplateError),
+    #[error("mercure: {0}")]
+    Mercure(#[from] crate::mercure::KeyFileError),
     #[error(transparent)]
     Upstream(#[from] crate::upstream::registry::UpstreamError),
 }
@@ -83,6 +87,7 @@ impl Settings {
             .map(crate::tls::server_config)
             .transpose()?;
         Ok(Settings {
+            mercure: crate::mercure::token::Keys::new(config.mercure.as_ref())?,
             pusher: crate::pusher::Apps::new(config.pusher.as_ref()),
             tls,
             webhooks,

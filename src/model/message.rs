@@ -70,6 +70,10 @@ pub struct Message {
     /// instance on the channel gets the same frame); None when the message
     /// has no Pusher form.
     pub pusher_frame: std::sync::OnceLock<Option<Box<str>>>,
+    /// The message as a Mercure update, parsed and rendered by the first
+    /// Mercure subscriber that looks at it and shared by the rest; None
+    /// when the message is not one.
+    pub topic_update: std::sync::OnceLock<Option<Box<crate::model::TopicUpdate>>>,
 }
 
 impl Message {
@@ -107,6 +111,7 @@ impl Message {
             data_len: data.len(),
             origin: None,
             pusher_frame: std::sync::OnceLock::new(),
+            topic_update: std::sync::OnceLock::new(),
         }
     }
 
