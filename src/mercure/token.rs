@@ -126,7 +126,15 @@ impl Verifier {
         let expires = match claims.get("exp") {
             None => None,
             Some(exp) => {
-                let secs = exp.as_u64().ok_or(TokenError::Invalid)?;
+                // Integer or not (some JWT libraries write fractions).
+                let secs = exp
+                    .as_u64()
+                    .or_else(|| {
+                        exp.as_f64()
+                            .filter(|f| f.is_finite() && *f >= 0.0)
+                            .map(|f| f as u64)
+                    })
+                    .ok_or(TokenError::Invalid)?;
                 Some(
                     UNIX_EPOCH
                         .checked_add(Duration::from_secs(secs))

@@ -16,7 +16,7 @@ async fn hub() -> TestGateway {
     TestGateway::builder()
         .tag("mercure")
         .section(&format!(
-            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  subscriber_jwt: {{ hs256_secret: {SUB_SECRET} }}\n  anonymous: true\n  publish_origins: [https://app.example.com]\n  discovery: [{{ path: /api/ }}]\n"
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  subscriber_jwt: {{ hs256_secret: {SUB_SECRET} }}\n  anonymous: true\n  cors_origins: [https://app.example.com]\n  publish_origins: [https://app.example.com]\n  discovery: [{{ path: /api/ }}]\n"
         ))
         .start()
         .await
@@ -512,4 +512,120 @@ async fn discovery_and_cors() {
         r.headers().get("link").is_none(),
         "only under discovery routes"
     );
+
+    let hub = gw.url("/.well-known/mercure");
+    let r = gw
+        .http1
+        .request(reqwest::Method::OPTIONS, &hub)
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+    assert!(
+        r.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    let sub = gw
+        .http1
+        .get(format!("{hub}?match=a"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        sub.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let foreign = gw
+        .http1
+        .get(format!("{hub}?match=a"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "a foreign origin is not reflected"
+    );
+}
+
+/// What `symfony/mercure`'s `Hub::publish` sends (its `QueryBuilder`: PHP's
+/// `urlencode`, so spaces are `+`, one `topic=` per topic, `private=on`)
+/// with a token as its `LcobucciFactory` signs it (`typ: JWT`, HS256,
+/// `mercure: {publish, subscribe: []}`, a fractional `exp`). The PHP
+/// library itself cannot be installed here (no route to Packagist), so
+/// this is the same request made by hand.
+#[tokio::test]
+async fn a_publisher_signing_as_symfony_mercure_does() {
+    let gw = hub().await;
+    let reader = sign(
+        json!({"mercure": {"subscribe": ["https://example.com/books/{id}"]}}),
+        SUB_SECRET,
+    );
+    let mut sub = subscribe(
+        &gw,
+        &q(&[("topic", "https://example.com/books/{id}")]),
+        Some(&reader),
+        None,
+    )
+    .await;
+
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = Some("JWT".into());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        + 3600.5;
+    let token = encode(
+        &header,
+        &json!({"mercure": {"publish": ["https://example.com/books/{id}"], "subscribe": []}, "exp": exp}),
+        &EncodingKey::from_secret(PUB_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let body = "topic=https%3A%2F%2Fexample.com%2Fbooks%2F1&topic=https%3A%2F%2Fexample.com%2Fusers%2Fdunglas%2Fbooks%2F1\
+                &data=%7B%22status%22%3A+%22OutOfStock%22%7D&private=on&id=urn%3Auuid%3Aabc&type=stock&retry=1000";
+    let r = gw
+        .http1
+        .post(gw.url("/.well-known/mercure"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    // The second topic is outside the token's publish rights.
+    assert_eq!(r.status(), 403);
+    let body = body.replace(
+        "&topic=https%3A%2F%2Fexample.com%2Fusers%2Fdunglas%2Fbooks%2F1",
+        "",
+    );
+    let r = gw
+        .http1
+        .post(gw.url("/.well-known/mercure"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "urn:uuid:abc");
+    let ev = sub.expect().await;
+    assert_eq!(ev.id.as_deref(), Some("urn:uuid:abc"));
+    assert_eq!(ev.event, "stock");
+    assert_eq!(ev.data, "{\"status\": \"OutOfStock\"}");
 }
