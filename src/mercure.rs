@@ -7,6 +7,7 @@
 pub(crate) mod claims;
 pub(crate) mod form;
 pub(crate) mod selector;
+pub(crate) mod subscriptions;
 pub(crate) mod token;
 pub(crate) mod update;
 pub(crate) mod uri_template;

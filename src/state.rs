@@ -142,6 +142,8 @@ pub struct Handles {
     /// This instance's Pusher subscriptions per channel: when a channel is
     /// occupied or vacated.
     pub pusher_occupancy: Occupancy,
+    /// The Mercure hub's active subscriptions on this instance.
+    pub mercure_subscriptions: crate::mercure::subscriptions::Registry,
 }
 
 impl AppState {
@@ -173,6 +175,7 @@ impl AppState {
             socket_ids: Default::default(),
             app_events: Default::default(),
             pusher_occupancy: Default::default(),
+            mercure_subscriptions: Default::default(),
         }));
         // Members of Pusher apps' presence channels reach their webhooks.
         let weak = Arc::downgrade(&state.0);

@@ -25,6 +25,9 @@ pub(crate) struct Rights {
     pub(crate) subscribe: Selectors,
     /// The token's `sub`, when it names one.
     pub(crate) subject: Option<String>,
+    /// What the subscriber's subscriptions show others (`payload` of the
+    /// 0.x claim or of the first 1.0 subscribe detail that has one).
+    pub(crate) payload: Option<Value>,
 }
 
 /// The claims do not describe rights this hub understands.
@@ -82,6 +85,9 @@ pub(crate) fn rights(claims: &Value, base: &Url) -> Result<Rights, ClaimsError> 
                 .and_then(Value::as_array)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| bad("a detail has no topics"))?;
+            if subscribe && rights.payload.is_none() {
+                rights.payload = detail.get("payload").cloned();
+            }
             for topic in topics {
                 counted()?;
                 let selector = matcher(topic, base)?;
@@ -99,6 +105,9 @@ pub(crate) fn rights(claims: &Value, base: &Url) -> Result<Rights, ClaimsError> 
         let legacy = legacy
             .as_object()
             .ok_or_else(|| bad("the mercure claim is not an object"))?;
+        if rights.payload.is_none() {
+            rights.payload = legacy.get("payload").cloned();
+        }
         for (action, into) in [
             ("publish", &mut rights.publish),
             ("subscribe", &mut rights.subscribe),

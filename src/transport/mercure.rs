@@ -13,6 +13,7 @@ mod cors;
 mod publish;
 mod stream;
 mod subscribe;
+mod subscriptions;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -83,10 +84,20 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
             );
             r
         }
-        (_, false) => text(
-            StatusCode::NOT_FOUND,
-            "not found (the subscriptions API is not served)",
-        ),
+        (&Method::GET, false) => {
+            let rest = req.uri().path()[config.path.len()..].to_string();
+            match rest.strip_prefix("/subscriptions") {
+                Some(rest)
+                    if config.subscriptions && (rest.is_empty() || rest.starts_with('/')) =>
+                {
+                    subscriptions::api(&state, &config, &req, rest)
+                        .await
+                        .unwrap_or_else(Refused::response)
+                }
+                _ => Refused::NotFound.response(),
+            }
+        }
+        (_, false) => Refused::NotFound.response(),
     };
     origin.apply(resp.headers_mut());
     resp
@@ -105,6 +116,9 @@ pub(crate) enum Refused {
     Forbidden(String),
     /// 413.
     TooLarge(String),
+    /// 404: nothing at this path (the subscriptions API is off, or no
+    /// such subscription).
+    NotFound,
     /// 429, from the gateway's limits.
     Limited(Response<Body>),
     /// 503: the broker is unavailable.
@@ -131,6 +145,7 @@ impl Refused {
                 m,
             ),
             Refused::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, None, m),
+            Refused::NotFound => (StatusCode::NOT_FOUND, None, "not found".into()),
             Refused::Limited(resp) => return resp,
             Refused::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, None, m),
         };

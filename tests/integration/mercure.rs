@@ -629,3 +629,135 @@ async fn a_publisher_signing_as_symfony_mercure_does() {
     assert_eq!(ev.event, "stock");
     assert_eq!(ev.data, "{\"status\": \"OutOfStock\"}");
 }
+
+#[tokio::test]
+async fn active_subscriptions_are_announced_and_listed() {
+    let gw = TestGateway::builder()
+        .tag("mercure-subs")
+        .realtime("  heartbeat: 1s")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  subscriber_jwt: {{ hs256_secret: {SUB_SECRET} }}\n  anonymous: true\n  subscriptions: true\n"
+        ))
+        .start()
+        .await;
+    let template = "/.well-known/mercure/subscriptions/{topic}/{subscriber}";
+    let watcher_token = sign(
+        json!({"mercure": {"subscribe": [template, "/.well-known/mercure/subscriptions"], "payload": {"role": "admin"}}}),
+        SUB_SECRET,
+    );
+    let mut watcher = subscribe(&gw, &q(&[("topic", template)]), Some(&watcher_token), None).await;
+    let mut anonymous = subscribe(
+        &gw,
+        &q(&[("topic", template), ("match", "urn:sentinel")]),
+        None,
+        None,
+    )
+    .await;
+
+    let books = subscribe(
+        &gw,
+        &q(&[("match", "https://example.com/books/1")]),
+        None,
+        None,
+    )
+    .await;
+    // The watcher's own subscription and the anonymous one's come first.
+    let mut doc = Value::Null;
+    for _ in 0..4 {
+        let ev = watcher.expect().await;
+        doc = serde_json::from_str(&ev.data).unwrap();
+        if doc["topic"] == "https://example.com/books/1" {
+            break;
+        }
+        assert_eq!(doc["active"], true, "{doc}");
+    }
+    assert_eq!(doc["@context"], "https://mercure.rocks/");
+    assert_eq!(doc["type"], "Subscription");
+    assert_eq!(doc["topic"], "https://example.com/books/1");
+    assert_eq!(doc["active"], true);
+    let subscriber = doc["subscriber"].as_str().unwrap().to_string();
+    assert!(subscriber.starts_with("urn:uuid:"));
+    let id = doc["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        id,
+        format!(
+            "/.well-known/mercure/subscriptions/https%3A%2F%2Fexample.com%2Fbooks%2F1/{}",
+            subscriber.replace(':', "%3A")
+        )
+    );
+
+    // The API, under the same rights.
+    let get = |path: String, token: Option<String>| {
+        let mut r = gw.http1.get(gw.url(&path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let r = get(
+        "/.well-known/mercure/subscriptions".into(),
+        Some(watcher_token.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/ld+json");
+    let all: Value = r.json().await.unwrap();
+    assert_eq!(all["type"], "Subscriptions");
+    let listed: Vec<&str> = all["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["topic"].as_str().unwrap())
+        .collect();
+    assert!(listed.contains(&"https://example.com/books/1"), "{all}");
+    assert!(listed.contains(&template), "{all}");
+    let payloads = all["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["topic"] == template)
+        .map(|s| s["payload"]["role"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(payloads.len(), 2, "the watcher's and the anonymous one's");
+    assert!(
+        payloads.contains(&json!("admin")),
+        "the token's payload: {all}"
+    );
+    let one: Value = get(id.clone(), Some(watcher_token.clone()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["subscriber"], subscriber.as_str());
+    assert_eq!(
+        get(format!("{id}x"), Some(watcher_token.clone()))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(get(id.clone(), None).await.unwrap().status(), 401);
+    let stranger = sign(
+        json!({"mercure": {"subscribe": ["https://example.com/books/1"]}}),
+        SUB_SECRET,
+    );
+    assert_eq!(get(id.clone(), Some(stranger)).await.unwrap().status(), 403);
+
+    // Leaving is announced too.
+    drop(books);
+    // Heartbeats keep the reader's own timeout from firing: bound the wait.
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), watcher.expect())
+        .await
+        .expect("the departure was announced within 10s");
+    let doc: Value = serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(
+        (doc["id"].as_str(), doc["active"].as_bool()),
+        (Some(id.as_str()), Some(false))
+    );
+
+    // Subscription events are private: the anonymous watcher saw none of them.
+    let sentinel = publish(&gw, &[("topic", "urn:sentinel"), ("data", "s")]).await;
+    assert_eq!(anonymous.expect().await.id, Some(sentinel));
+}

@@ -69,6 +69,8 @@ pub(super) struct MercureStream {
     _registration: crate::connections::Registration,
     _slot: ConnectionSlot,
     _gauge: Gauge,
+    /// Its subscriptions, listed and announced (`mercure.subscriptions`).
+    _announced: Option<super::subscriptions::Announced>,
 }
 
 impl MercureStream {
@@ -112,7 +114,14 @@ impl MercureStream {
             reason: "client",
             _registration: registration,
             _slot: slot,
+            _announced: None,
         }
+    }
+
+    /// Keep `announced` for the stream's life.
+    pub(super) fn announced(mut self, announced: Option<super::subscriptions::Announced>) -> Self {
+        self._announced = announced;
+        self
     }
 
     /// The stream as a `text/event-stream` response.

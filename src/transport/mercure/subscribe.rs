@@ -41,7 +41,8 @@ pub(super) async fn open<B>(
     req: &Request<B>,
 ) -> Result<Response<Body>, Refused> {
     let base = hub_url(config, req)?;
-    let (selectors, last_event_id) = parse_query(req.uri().query().unwrap_or_default(), &base)?;
+    let (selectors, raw, last_event_id) =
+        parse_query(req.uri().query().unwrap_or_default(), &base)?;
     let last_event_id = req
         .headers()
         .get("last-event-id")
@@ -111,12 +112,20 @@ pub(super) async fn open<B>(
         client = %addr,
         subject = rights.as_ref().and_then(|r| r.subject.as_deref()),
     );
+    // Announced once the stream is sure to start; ended when it is dropped.
+    let announced = if config.subscriptions {
+        let payload = rights.as_ref().and_then(|r| r.payload.clone());
+        Some(super::subscriptions::arrive(&state, config, raw, payload).await)
+    } else {
+        None
+    };
     let filter = Filter {
         selectors,
         rights,
         base,
     };
-    let stream = MercureStream::new(state.clone(), session, out, filter, expires, kill, slot);
+    let stream = MercureStream::new(state.clone(), session, out, filter, expires, kill, slot)
+        .announced(announced);
     let mut resp = stream.into_response(span);
     if let Ok(v) = HeaderValue::from_str(&answered) {
         resp.headers_mut().insert("last-event-id", v.clone());
@@ -128,8 +137,12 @@ pub(super) async fn open<B>(
 }
 
 /// The selectors and `last_event_id` of a query.
-fn parse_query(query: &str, base: &Url) -> Result<(Selectors, Option<String>), Refused> {
+fn parse_query(
+    query: &str,
+    base: &Url,
+) -> Result<(Selectors, Vec<String>, Option<String>), Refused> {
     let mut selectors = Selectors::default();
+    let mut raw = Vec::new();
     let mut count = 0;
     let mut last_event_id = None;
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -159,13 +172,14 @@ fn parse_query(query: &str, base: &Url) -> Result<(Selectors, Option<String>), R
             )));
         }
         selectors.push(selector.map_err(|e| Refused::BadRequest(e.to_string()))?);
+        raw.push(value.into_owned());
     }
     if count == 0 {
         return Err(Refused::BadRequest(
             "missing topic selector (match=, match_urlpattern= or topic=)".into(),
         ));
     }
-    Ok((selectors, last_event_id))
+    Ok((selectors, raw, last_event_id))
 }
 
 /// Where to start: the cursor to resume from (None: live) and the id the
