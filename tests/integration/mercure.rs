@@ -761,3 +761,39 @@ async fn active_subscriptions_are_announced_and_listed() {
     let sentinel = publish(&gw, &[("topic", "urn:sentinel"), ("data", "s")]).await;
     assert_eq!(anonymous.expect().await.id, Some(sentinel));
 }
+
+/// Without `anonymous`, a subscriber needs a token; a reload swaps the
+/// keys for the requests that follow while a live subscriber goes on.
+#[tokio::test]
+async fn tokens_are_required_without_anonymous_and_keys_follow_a_reload() {
+    let gw = TestGateway::builder()
+        .tag("mercure-closed")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  subscriber_jwt: {{ hs256_secret: {SUB_SECRET} }}\n"
+        ))
+        .start()
+        .await;
+    let r = gw
+        .http1
+        .get(gw.url("/.well-known/mercure?match=urn:a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let token = sign(json!({"mercure": {"subscribe": []}}), SUB_SECRET);
+    let mut live = subscribe(&gw, &q(&[("match", "urn:a")]), Some(&token), None).await;
+
+    gw.reload_with(PUB_SECRET, "a-new-publisher-secret-0123456789");
+    let r = publish_with(&gw, &legacy_publisher(), &[("topic", "urn:a")]).await;
+    assert_eq!(r.status(), 401, "the old key no longer signs");
+    let fresh = sign(
+        json!({"mercure": {"publish": ["*"]}}),
+        "a-new-publisher-secret-0123456789",
+    );
+    let r = publish_with(&gw, &fresh, &[("topic", "urn:a"), ("data", "after")]).await;
+    assert_eq!(r.status(), 200);
+    let id = r.text().await.unwrap();
+    let ev = live.expect().await;
+    assert_eq!((ev.id, ev.data.as_str()), (Some(id), "after"));
+}
