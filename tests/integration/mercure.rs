@@ -797,3 +797,28 @@ async fn tokens_are_required_without_anonymous_and_keys_follow_a_reload() {
     let ev = live.expect().await;
     assert_eq!((ev.id, ev.data.as_str()), (Some(id), "after"));
 }
+
+/// A hub id older than what history keeps is answered as `earliest`, and
+/// the stream starts from the oldest update kept.
+#[tokio::test]
+async fn an_id_history_dropped_starts_at_the_earliest_kept() {
+    let gw = TestGateway::builder()
+        .tag("mercure-history")
+        .realtime("  history: { size: 2, ttl: 10m }")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  anonymous: true\n"
+        ))
+        .start()
+        .await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(publish(&gw, &[("topic", "urn:t"), ("data", &n.to_string())]).await);
+    }
+    let mut s = subscribe(&gw, &q(&[("match", "urn:t")]), None, Some(&ids[0])).await;
+    assert_eq!(
+        s.resp_headers["last-event-id"].to_str().unwrap(),
+        "earliest"
+    );
+    assert_eq!(s.expect().await.id.as_ref(), Some(&ids[2]));
+    assert_eq!(s.expect().await.id.as_ref(), Some(&ids[3]));
+}

@@ -199,8 +199,11 @@ async fn resume_point(
         c.set(channel, seq);
         Some(c)
     };
+    let (_, oldest) = state.broker.history_info(channel).await;
     if let Some((e, seq)) = update::parse_hub_id(&requested) {
-        if e == epoch {
+        // Still in history (or nothing was dropped after it): resumed exactly.
+        let kept = oldest.is_none_or(|o| seq.saturating_add(1) >= o);
+        if e == epoch && kept {
             return Ok((at(seq), Some(requested)));
         }
     } else if requested != "earliest" {
@@ -209,7 +212,6 @@ async fn resume_point(
         }
     }
     // The earliest update kept.
-    let (_, oldest) = state.broker.history_info(channel).await;
     let cursor = oldest.and_then(|o| at(o.saturating_sub(1)));
     Ok((cursor, Some("earliest".into())))
 }
