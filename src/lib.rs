@@ -42,6 +42,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub mod logging;
 pub(crate) mod loops;
+pub(crate) mod mercure;
 pub(crate) mod metrics;
 pub(crate) mod model;
 pub(crate) mod proxy;

@@ -106,7 +106,13 @@ where
         let (max_head, header_timeout) = {
             let settings = state.settings();
             let limits = &settings.config.limits;
-            let tapped = |m: &http::Method, p: &str| settings.taps.watches(m, p);
+            // The Mercure hub's path and its discovery routes are not relayed
+            // either: the hub answers the one, the router adds a header to
+            // the other.
+            let tapped = |m: &http::Method, p: &str| {
+                settings.taps.watches(m, p)
+                    || crate::transport::mercure::wants_request(&settings, p)
+            };
             let route = Route {
                 realtime: &settings.config.realtime.path,
                 // The routed upstream's, put in by `retarget` below.

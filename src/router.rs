@@ -23,6 +23,9 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
     if let Some(x) = transport::pusher::xhr::endpoint(&settings, &req) {
         return transport::pusher::xhr::handle(state.clone(), settings, req, x).await;
     }
+    if transport::mercure::is_hub(&settings, req.uri().path()) {
+        return transport::mercure::handle(state, req).await;
+    }
     let prefix = settings.config.realtime.path.as_str();
     if let Some(rest) = req.uri().path().strip_prefix(prefix) {
         if rest.starts_with('/') {
@@ -31,8 +34,11 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         }
     }
     let started = std::time::Instant::now();
+    let path = req.uri().path().to_string();
     let req = req.map(|b| b.map_err(BoxError::from).boxed());
     let resp = tapped::proxy_with_taps(&state, &settings, req).await;
+    let mut resp = resp;
+    transport::mercure::advertise(&settings, &path, &mut resp);
     state.metrics.proxied(resp.status(), started.elapsed());
     resp
 }

@@ -53,6 +53,8 @@ pub struct Settings {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The Pusher apps of `pusher:` (none when the section is absent).
     pub pusher: crate::pusher::Apps,
+    /// The Mercure hub's token keys (none without `mercure:`).
+    pub mercure: Option<crate::mercure::token::Keys>,
 }
 
 /// A config that parsed but cannot be put in force.
@@ -66,6 +68,8 @@ pub enum SettingsError {
     Tls(#[from] crate::tls::TlsError),
     #[error("auth.session: {0}")]
     Session(#[from] crate::model::template::TemplateError),
+    #[error("mercure: {0}")]
+    Mercure(#[from] crate::mercure::KeyFileError),
     #[error(transparent)]
     Upstream(#[from] crate::upstream::registry::UpstreamError),
 }
@@ -87,6 +91,7 @@ impl Settings {
             .map(crate::tls::server_config)
             .transpose()?;
         Ok(Settings {
+            mercure: crate::mercure::token::Keys::new(config.mercure.as_ref())?,
             pusher: crate::pusher::Apps::new(config.pusher.as_ref()),
             tls,
             webhooks,
@@ -147,6 +152,8 @@ pub struct Handles {
     pub pusher_cache_misses: CacheMisses,
     /// The other instances' subscription counts of the channels counted here.
     pub pusher_counts: ClusterCounts,
+    /// The Mercure hub's active subscriptions on this instance.
+    pub mercure_subscriptions: crate::mercure::subscriptions::Registry,
 }
 
 impl AppState {
@@ -181,6 +188,7 @@ impl AppState {
             pusher_http: Default::default(),
             pusher_cache_misses: Default::default(),
             pusher_counts: Default::default(),
+            mercure_subscriptions: Default::default(),
         }));
         // Members of Pusher apps' presence channels reach their webhooks.
         let weak = Arc::downgrade(&state.0);

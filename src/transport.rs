@@ -11,6 +11,7 @@ pub(crate) mod admission;
 pub mod assets;
 pub mod cors;
 pub mod login;
+pub mod mercure;
 pub mod ops;
 pub mod poll;
 pub mod publish;

@@ -67,6 +67,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ingest", 4),
     ("session_auth", 4),
     ("pusher", 4),
+    ("mercure", 4),
     // 5 state: the bag of handles; reload swaps policy
     ("state", 5),
     ("reload", 5),

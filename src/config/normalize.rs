@@ -41,6 +41,22 @@ pub(crate) fn normalize(config: &mut Config, file: &Path) {
             jwt.hs256_secret = None;
         }
     }
+    if let Some(m) = &mut config.mercure {
+        for key in [&mut m.publisher_jwt, &mut m.subscriber_jwt]
+            .into_iter()
+            .flatten()
+        {
+            for p in [&mut key.rs256_public_key, &mut key.es256_public_key]
+                .into_iter()
+                .flatten()
+            {
+                resolve(&base, p);
+            }
+            if key.hs256_secret.as_deref() == Some("") {
+                key.hs256_secret = None;
+            }
+        }
+    }
     // `temp_dir: ""` (an unset `${TMP:-}`, say) is the system's.
     let buffers = &mut config.limits.buffers;
     if buffers

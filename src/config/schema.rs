@@ -49,6 +49,8 @@ pub struct Config {
     pub client_messages: Option<ClientMessages>,
     /// Apps that speak the Pusher Channels protocol (`pusher.rs`).
     pub pusher: Option<super::pusher::Pusher>,
+    /// The Mercure hub (`mercure.rs`).
+    pub mercure: Option<super::mercure::Mercure>,
     #[serde(deserialize_with = "lenient::or_default")]
     pub broker: BrokerConfig,
     #[serde(deserialize_with = "lenient::or_default")]

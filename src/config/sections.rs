@@ -129,6 +129,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("taps", "[]"),
     ("client_messages", "~"),
     ("pusher", "~"),
+    ("mercure", "~"),
     ("broker", "{}"),
     ("log", "{}"),
 ];
@@ -152,6 +153,7 @@ fn in_force(config: &Config, key: &str) -> bool {
         "taps" => !config.taps.is_empty(),
         "client_messages" => config.client_messages.is_some(),
         "pusher" => config.pusher.is_some(),
+        "mercure" => config.mercure.is_some(),
         "broker" => config.broker != d.broker,
         "log" => config.log != d.log,
         _ => false,

@@ -6,6 +6,7 @@
 //! resource checks (`validate/session.rs`) are children of this file: they
 //! read the whole file, so the sections they check do not depend on `Config`.
 
+mod mercure;
 mod pusher;
 mod routes;
 mod session;
@@ -41,6 +42,7 @@ pub(crate) fn validate(c: &Config) -> Vec<Violation> {
         }
     }
     r.0.extend(pusher::check(c));
+    r.0.extend(mercure::check(c));
     broker(c, &mut r);
     r.0
 }

@@ -80,6 +80,10 @@ pub struct Message {
     /// instance on the channel gets the same frame); None when the message
     /// has no Pusher form.
     pub pusher_frame: std::sync::OnceLock<Option<Box<str>>>,
+    /// The message as a Mercure update, parsed and rendered by the first
+    /// Mercure subscriber that looks at it and shared by the rest; None
+    /// when the message is not one.
+    pub topic_update: std::sync::OnceLock<Option<Box<crate::model::TopicUpdate>>>,
 }
 
 impl Message {
@@ -139,6 +143,7 @@ impl Message {
             bytes: std::sync::OnceLock::new(),
             origin: None,
             pusher_frame: std::sync::OnceLock::new(),
+            topic_update: std::sync::OnceLock::new(),
         }
     }
 

@@ -23,6 +23,8 @@ use super::{Opened, open_session, query};
 use crate::conn_info::{ConnInfo, ConnKill};
 use crate::reply::Body;
 use crate::state::{AppState, Settings};
+pub(crate) use body::stream_response;
+pub(crate) use stream::Chunks;
 use stream::SseStream;
 
 /// An opened SSE stream and the head to send it under.

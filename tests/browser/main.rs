@@ -8,6 +8,7 @@
 mod common;
 
 mod harness;
+mod mercure;
 
 mod client;
 mod cors;

@@ -19,6 +19,7 @@ mod ingest;
 mod jwt_claims;
 mod limits;
 mod live_state;
+mod mercure;
 mod poll;
 mod presence;
 mod proxy;

@@ -32,6 +32,24 @@ impl SseOpening {
     }
 }
 
+/// Any event stream's chunks as a 200 response with `headers` (the
+/// Mercure hub's streams take this road too).
+pub(crate) fn stream_response(
+    chunks: Chunks,
+    span: tracing::Span,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+) -> Response<Body> {
+    let body = SseBody {
+        chunks: parking_lot::Mutex::new(chunks),
+        span,
+    };
+    let mut resp = Response::new(body.boxed());
+    for (name, value) in headers {
+        resp.headers_mut().append(name, value);
+    }
+    resp
+}
+
 /// The response body: the stream's chunks as data frames.
 struct SseBody {
     /// `Mutex` only to make the body `Sync`; `get_mut` never locks.

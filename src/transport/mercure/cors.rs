@@ -1,0 +1,58 @@
+//! CORS for the hub (`mercure.cors_origins`): a listed page may subscribe
+//! (EventSource `withCredentials`, so with its cookie) and publish. The
+//! origin is reflected only when listed, never from any request, since the
+//! answers are credentialed.
+
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+
+use crate::config::Mercure;
+use crate::reply::{self, Body};
+
+/// What a request's `Origin` earns it.
+pub(super) struct Cors(Option<HeaderValue>);
+
+impl Cors {
+    pub(super) fn of(config: &Mercure, headers: &HeaderMap) -> Cors {
+        let origin = headers.get(header::ORIGIN).filter(|o| {
+            o.to_str()
+                .is_ok_and(|o| config.cors_origins.iter().any(|c| c == "*" || c == o))
+        });
+        Cors(origin.cloned())
+    }
+
+    pub(super) fn apply(&self, h: &mut HeaderMap) {
+        let Some(origin) = &self.0 else {
+            return;
+        };
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("last-event-id, mercure-last-event-id, www-authenticate"),
+        );
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+}
+
+/// The answer to a preflight; the origin headers are added by the caller.
+pub(super) fn preflight() -> Response<Body> {
+    let mut r = Response::new(reply::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, last-event-id, cache-control"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
