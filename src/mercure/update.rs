@@ -71,6 +71,7 @@ pub(crate) fn to_publish(form: &UpdateForm, history: HistoryPolicy) -> Option<Pu
         key: None,
         history,
         origin: None,
+        binary: false,
     })
 }
 
