@@ -6,6 +6,7 @@
 //! rest of the crate. Anything here can be used from any layer.
 
 pub mod cursor;
+pub mod deflated;
 pub mod message;
 pub mod path_pattern;
 pub mod publish;
@@ -13,6 +14,7 @@ pub mod slow_client;
 pub mod template;
 
 pub use cursor::Cursor;
+pub use deflated::Deflated;
 pub use message::{Message, valid_channel, valid_event};
 pub use path_pattern::PathPattern;
 pub use publish::{HistoryPolicy, Origin, Publish};

@@ -70,6 +70,12 @@ pub struct Message {
     /// instance on the channel gets the same frame); None when the message
     /// has no Pusher form.
     pub pusher_frame: std::sync::OnceLock<Option<Box<str>>>,
+    /// The message object without a cursor (`write_json(None)`),
+    /// permessage-deflated by the first WebSocket that sends it so, and
+    /// shared by the rest (`model/deflated.rs`).
+    pub deflated: crate::model::Deflated,
+    /// `pusher_frame`, deflated once in the same way.
+    pub pusher_deflated: crate::model::Deflated,
 }
 
 impl Message {
@@ -107,6 +113,8 @@ impl Message {
             data_len: data.len(),
             origin: None,
             pusher_frame: std::sync::OnceLock::new(),
+            deflated: Default::default(),
+            pusher_deflated: Default::default(),
         }
     }
 

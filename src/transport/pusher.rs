@@ -66,6 +66,8 @@ struct Opening {
     /// it sent none.
     protocol: Option<u32>,
     socket_id: Box<str>,
+    /// permessage-deflate, when the handshake agreed on it.
+    agreed: Option<ws::deflate::Agreed>,
 }
 
 /// Accept the handshake of a Pusher socket for app `key`. A refusal the
@@ -97,7 +99,9 @@ pub async fn upgrade(
         client = conn.as_ref().map(|c| c.client.to_string()),
         conn = conn.as_ref().map(|c| c.id),
     );
+    let agreed = ws::deflate::negotiate(req.headers(), &settings.config.realtime.compression);
     let opening = Opening {
+        agreed,
         // Sent but no number: 0, an unsupported version.
         protocol: q.get("protocol").map(|p| p.parse().unwrap_or(0)),
         state: state.clone(),
@@ -112,5 +116,10 @@ pub async fn upgrade(
         .lifecycle
         .tasks()
         .spawn(socket::run(Box::new(opening), on_upgrade).instrument(span));
-    ws::switching_protocols(&accept)
+    let mut resp = ws::switching_protocols(&accept);
+    if let Some(agreed) = agreed {
+        resp.headers_mut()
+            .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, agreed.header());
+    }
+    resp
 }

@@ -8,7 +8,9 @@
 //! the inbox's eviction signal: a client that stops reading is cut off
 //! instead of stalling anyone.
 
+pub(crate) mod deflate;
 pub(crate) mod ending;
+pub(crate) mod inflate;
 pub(crate) mod outgoing;
 mod requests;
 mod serve;
@@ -33,6 +35,7 @@ use crate::conn_info::ConnInfo;
 use crate::reply::{self, Body};
 use crate::state::{AppState, Gauge, Settings};
 use ending::Ending;
+use inflate::Inflating;
 use outgoing::Outgoing;
 
 pub const SUBPROTOCOL: &str = "pushgate.v1";
@@ -41,7 +44,35 @@ pub const SUBPROTOCOL: &str = "pushgate.v1";
 /// closed with 1013.
 const FLOOD_CLOSE_AFTER: u32 = 20;
 
-pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type Socket = WebSocketStream<Inflating<TokioIo<Upgraded>>>;
+
+/// The socket of an upgraded connection, and the writer of its frames,
+/// both set for the permessage-deflate the handshake `agreed` (if any):
+/// client messages inflate up to `limit` bytes, the limit `config` sets
+/// for plain ones.
+pub(crate) async fn accept_socket(
+    upgraded: Upgraded,
+    agreed: Option<deflate::Agreed>,
+    config: WebSocketConfig,
+    limit: usize,
+    state: &AppState,
+    settings: &Settings,
+) -> (Socket, Outgoing) {
+    let io = Inflating::new(TokioIo::new(upgraded), agreed.map(|a| a.inflate(limit)));
+    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let outgoing = match agreed {
+        Some(a) => {
+            state.metrics.deflate.negotiated();
+            let compression = &settings.config.realtime.compression;
+            Outgoing::deflating(
+                deflate::Deflating::new(&a, compression),
+                state.metrics.deflate.clone(),
+            )
+        }
+        None => Outgoing::default(),
+    };
+    (socket, outgoing)
+}
 
 /// Validate the handshake and the requested channels, answer 101, and run the
 /// session on the upgraded connection.
@@ -77,6 +108,7 @@ pub async fn upgrade(
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };
+    let agreed = deflate::negotiate(req.headers(), &settings.config.realtime.compression);
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::debug_span!(
@@ -109,6 +141,7 @@ pub async fn upgrade(
         session,
         out,
         subscribed,
+        agreed,
     });
     tasks.spawn(run(opening, on_upgrade).instrument(span));
     let mut resp = switching_protocols(&key);
@@ -118,6 +151,9 @@ pub async fn upgrade(
             "sec-websocket-protocol",
             HeaderValue::from_static(SUBPROTOCOL),
         );
+    }
+    if let Some(agreed) = agreed {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, agreed.header());
     }
     resp
 }
@@ -215,6 +251,8 @@ struct Opening {
     /// The replay those subscriptions owe the client.
     out: Vec<Delivery>,
     subscribed: Result<(), BrokerError>,
+    /// permessage-deflate, when the handshake agreed on it.
+    agreed: Option<deflate::Agreed>,
 }
 
 /// A session ready to serve, with what it holds for its whole life.
@@ -259,6 +297,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         session,
         out,
         subscribed,
+        agreed,
     } = *opening;
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
@@ -272,8 +311,9 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         // buffer limits to set.
         .max_message_size(Some(rt.max_message + 4096))
         .max_frame_size(Some(rt.max_message + 4096));
-    let socket =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let limit = rt.max_message + 4096;
+    let (socket, outgoing) =
+        accept_socket(upgraded, agreed, config, limit, &state, &settings).await;
     let gauge = Gauge::enter(&state.stats, |s| &s.ws);
     let connection = Gauge::enter(&state.stats, |s| &s.connections);
     let subject = client.identity.as_ref().map(|i| i.subject.clone());
@@ -291,7 +331,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         session,
         socket,
         out,
-        outgoing: Outgoing::default(),
+        outgoing,
         replies: None,
         pending_sends: 0,
         checked: None,

@@ -39,3 +39,4 @@ mod sse;
 mod upstreams;
 mod upstreams_tls;
 mod ws;
+mod ws_deflate;

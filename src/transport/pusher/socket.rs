@@ -16,12 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
 use tracing::debug;
 
@@ -31,9 +29,9 @@ use crate::pusher::{App, AppEvent, ChannelKind};
 use crate::state::{AppState, Gauge, Settings};
 use crate::transport::Client;
 use crate::transport::session::{Delivery, Session};
-use crate::transport::ws::Socket;
 use crate::transport::ws::ending::Inbound;
 use crate::transport::ws::outgoing::Outgoing;
+use crate::transport::ws::{self, Socket};
 
 /// The least of the largest frame read at all; past the cap tungstenite
 /// closes 1009. Frames under it but over what they may carry (an app's
@@ -135,14 +133,15 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         key,
         protocol,
         socket_id,
+        agreed,
     } = *opening;
     let cap = frame_cap(app.as_ref().map_or(0, |a| a.config.max_message));
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .max_message_size(Some(cap))
         .max_frame_size(Some(cap));
-    let mut socket =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let (mut socket, outgoing) =
+        ws::accept_socket(upgraded, agreed, config, cap, &state, &settings).await;
     state.metrics.connect("pusher");
     // Pusher's order: the protocol first (4008 when not sent, 4007 when
     // not one spoken here), then the app.
@@ -190,7 +189,7 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         client,
         session,
         socket,
-        outgoing: Outgoing::default(),
+        outgoing,
         joined: HashMap::new(),
         out: Vec::new(),
         window: (Instant::now(), 0),
