@@ -153,20 +153,30 @@ impl Deflating {
     /// plain payload then) and shared by the rest; None when the message
     /// goes plain (under the threshold, past the client's window, or not
     /// made smaller). Counts what it sends compressed.
-    pub(crate) fn shared<'a>(
+    ///
+    /// Built with the `bench-deflate-per-connection` feature, every
+    /// connection compresses the message again instead (what a gateway that
+    /// keeps a compression context per connection must do): a baseline for
+    /// the benchmark, never for production.
+    pub(crate) fn shared(
         &self,
-        deflated: &'a Deflated,
+        deflated: &Deflated,
         plain_len: usize,
         render: impl FnOnce() -> Bytes,
         counters: &DeflateCounters,
-    ) -> Option<&'a Bytes> {
+    ) -> Option<Bytes> {
         if plain_len < self.threshold || plain_len > self.max_plain {
             return None;
         }
-        let compressed = deflated.get_or_init(|| {
+        let compress = || {
             counters.compressed_once();
             crate::model::deflated::deflate(&render(), self.level)
-        })?;
+        };
+        let compressed = if cfg!(feature = "bench-deflate-per-connection") {
+            compress()?
+        } else {
+            deflated.get_or_init(compress)?.clone()
+        };
         counters.sent(plain_len, compressed.len());
         Some(compressed)
     }

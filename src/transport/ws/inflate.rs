@@ -445,3 +445,129 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Inflating<S> {
         self.io.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{Compress, Compression, FlushCompress};
+    use tokio::io::AsyncReadExt;
+
+    /// A masked client frame.
+    fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![first];
+        let len = payload.len();
+        if len < 126 {
+            f.push(MASKED | len as u8);
+        } else if len <= 0xffff {
+            f.push(MASKED | 126);
+            f.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            f.push(MASKED | 127);
+            f.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let mask = [1, 2, 3, 4];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    fn deflate(plain: &[u8]) -> Vec<u8> {
+        let mut z = Compress::new(Compression::new(6), false);
+        let mut out = Vec::with_capacity(plain.len() + 1024);
+        z.compress_vec(plain, &mut out, FlushCompress::Sync)
+            .unwrap();
+        assert!(out.ends_with(&SYNC_TAIL));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    /// What tungstenite would read from `wire` through an [`Inflating`]:
+    /// every byte until the end, or the error.
+    async fn through(wire: Vec<u8>, limit: usize) -> (Vec<u8>, Option<InflateError>) {
+        let params = InflateParams {
+            limit,
+            no_context_takeover: true,
+        };
+        let mut io = Inflating::new(std::io::Cursor::new(wire), Some(params));
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            match io.read(&mut chunk).await {
+                Ok(0) => return (out, None),
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+                Err(e) => return (out, InflateError::of(&e).copied()),
+            }
+        }
+    }
+
+    /// The payloads of the (zero-masked) frames in `bytes`, with their
+    /// first bytes.
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (len, at) = frame_len(bytes).unwrap();
+            let start = at + 4;
+            let mask = &bytes[at..start];
+            let payload = bytes[start..start + len as usize]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            out.push((bytes[0], payload));
+            bytes = &bytes[start + len as usize..];
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_compressed_message_comes_out_as_plain_fragments() {
+        let plain = "{\"op\":\"ping\"}".repeat(3000);
+        let z = deflate(plain.as_bytes());
+        let mut wire = frame(RSV1 | 0x1, &z[..z.len() / 2]);
+        wire.extend(frame(FIN | 0x9, b"p"));
+        wire.extend(frame(FIN, &z[z.len() / 2..]));
+        wire.extend(frame(FIN | 0x1, b"plain"));
+        let (out, error) = through(wire, 1 << 20).await;
+        assert_eq!(error, None);
+        let frames = frames(&out);
+        let ping = frames.iter().position(|f| f.0 == FIN | 0x9).unwrap();
+        assert_eq!(
+            frames[ping].1, b"p",
+            "control frames pass between fragments"
+        );
+        assert_eq!(
+            frames[0].0 & 0x0f,
+            0x1,
+            "the first fragment keeps the opcode"
+        );
+        let message: Vec<u8> = frames[..frames.len() - 1]
+            .iter()
+            .filter(|f| f.0 & 0x0f != 0x9)
+            .flat_map(|f| f.1.clone())
+            .collect();
+        assert_eq!(message, plain.as_bytes());
+        assert!(frames.iter().all(|f| f.0 & RSV_ALL == 0), "RSV1 cleared");
+        assert!(frames.iter().all(|f| f.1.len() <= FRAGMENT));
+        assert_eq!(frames[frames.len() - 2].0 & FIN, FIN);
+        assert_eq!(frames.last().unwrap(), &(FIN | 0x1, b"plain".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_bomb_fails_at_the_limit_having_produced_no_more() {
+        let z = deflate(&vec![b'a'; 8 << 20]);
+        let (out, error) = through(frame(FIN | RSV1 | 0x1, &z), 64 * 1024).await;
+        assert_eq!(error, Some(InflateError::TooBig(64 * 1024)));
+        assert!(out.len() <= 64 * 1024 + 4 * 14, "{} bytes out", out.len());
+    }
+
+    #[tokio::test]
+    async fn reserved_bits_without_meaning_pass_to_tungstenite() {
+        // RSV1 on a ping, and on a continuation: unchanged.
+        for wire in [frame(FIN | RSV1 | 0x9, b""), frame(FIN | RSV1, b"x")] {
+            let (out, error) = through(wire.clone(), 1024).await;
+            assert_eq!((out, error), (wire, None));
+        }
+        let (_, error) = through(frame(FIN | RSV1 | 0x1, &[0xff; 16]), 1024).await;
+        assert_eq!(error, Some(InflateError::Corrupt));
+    }
+}

@@ -67,7 +67,7 @@ impl Outgoing {
             m.write_json(None, &mut b);
             b.freeze()
         };
-        let Some(z) = d.0.shared(&m.deflated, plain_len, render, &d.1).cloned() else {
+        let Some(z) = d.0.shared(&m.deflated, plain_len, render, &d.1) else {
             return false;
         };
         self.compressed_text(&z);
@@ -81,7 +81,6 @@ impl Outgoing {
         if let Some(d) = self.deflate.as_deref() {
             let render = || Bytes::copy_from_slice(payload.as_bytes());
             if let Some(z) = d.0.shared(deflated, payload.len(), render, &d.1) {
-                let z = z.clone();
                 self.compressed_text(&z);
                 return;
             }
