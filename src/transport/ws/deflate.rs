@@ -15,6 +15,16 @@
 //! An offer the gateway cannot read (an unknown or repeated parameter, a
 //! window outside 8–15) is declined, and the next offer tried: the
 //! handshake never fails over an extension.
+//!
+//! pushgate's own message frames carry the connection's cursor, which no
+//! two subscribers share. So a message that goes compressed is its shared
+//! object without the cursor (which still holds its `id`), and the batch it
+//! came in ends with the cursor: in the last message when that one goes
+//! plain, else in a `{"type":"cursor"}` frame of the connection's own
+//! (`serve.rs`). The cursor a client holds after a batch is the one it would
+//! have held without compression, so resuming is exactly as before; one
+//! that resumes from mid-batch sees again messages it had, which it drops
+//! by `id`, as with cursors too long to repeat in every message.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -187,6 +197,7 @@ impl Deflating {
         if plain.len() < self.threshold || plain.len() > self.max_plain {
             return None;
         }
+        counters.compressed_once();
         let compressed = crate::model::deflated::deflate(plain, self.level)?;
         counters.sent(plain.len(), compressed.len());
         Some(compressed)
