@@ -12,6 +12,7 @@ mod harness;
 mod client;
 mod cors;
 mod dashboard;
+mod deflate;
 mod demo;
 mod pusher;
 mod tabs;
