@@ -47,17 +47,18 @@ const FLOOD_CLOSE_AFTER: u32 = 20;
 pub(crate) type Socket = WebSocketStream<Inflating<TokioIo<Upgraded>>>;
 
 /// The socket of an upgraded connection, and the writer of its frames,
-/// both set for the permessage-deflate the handshake `agreed` (if any):
-/// client messages inflate up to `limit` bytes, the limit `config` sets
-/// for plain ones.
+/// both set for the permessage-deflate the handshake `agreed` (if any),
+/// for every kind of WebSocket the gateway serves. A compressed client
+/// message inflates up to the limit `config` sets for plain ones: the same
+/// message is accepted or refused (1009) however it was sent.
 pub(crate) async fn accept_socket(
     upgraded: Upgraded,
     agreed: Option<deflate::Agreed>,
     config: WebSocketConfig,
-    limit: usize,
     state: &AppState,
     settings: &Settings,
 ) -> (Socket, Outgoing) {
+    let limit = config.max_message_size.unwrap_or(usize::MAX);
     let io = Inflating::new(TokioIo::new(upgraded), agreed.map(|a| a.inflate(limit)));
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let outgoing = match agreed {
@@ -311,9 +312,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         // buffer limits to set.
         .max_message_size(Some(rt.max_message + 4096))
         .max_frame_size(Some(rt.max_message + 4096));
-    let limit = rt.max_message + 4096;
-    let (socket, outgoing) =
-        accept_socket(upgraded, agreed, config, limit, &state, &settings).await;
+    let (socket, outgoing) = accept_socket(upgraded, agreed, config, &state, &settings).await;
     let gauge = Gauge::enter(&state.stats, |s| &s.ws);
     let connection = Gauge::enter(&state.stats, |s| &s.connections);
     let subject = client.identity.as_ref().map(|i| i.subject.clone());

@@ -141,7 +141,7 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         .max_message_size(Some(cap))
         .max_frame_size(Some(cap));
     let (mut socket, outgoing) =
-        ws::accept_socket(upgraded, agreed, config, cap, &state, &settings).await;
+        ws::accept_socket(upgraded, agreed, config, &state, &settings).await;
     state.metrics.connect("pusher");
     // Pusher's order: the protocol first (4008 when not sent, 4007 when
     // not one spoken here), then the app.
