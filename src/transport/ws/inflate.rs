@@ -125,6 +125,8 @@ struct Inflate {
     message: Message,
     /// Inflated bytes of the message in progress.
     inflated: usize,
+    /// Compressed payload bytes of the message in progress.
+    compressed: u64,
     /// The client's deflate stream; dropped between messages when it
     /// keeps no context.
     z: Option<Decompress>,
@@ -147,6 +149,7 @@ impl Inflate {
             state: State::Head,
             message: Message::None,
             inflated: 0,
+            compressed: 0,
             z: None,
             ended: false,
             tail: 0,
@@ -203,6 +206,14 @@ impl Inflate {
             if starts_compressed {
                 self.message = Message::Compressed { opcode };
                 self.inflated = 0;
+                self.compressed = 0;
+            }
+            // The compressed bytes are bounded too (tungstenite, which
+            // would cut a long frame, never sees these): a stream of empty
+            // blocks inflates to nothing but must not go on forever.
+            self.compressed = self.compressed.saturating_add(len);
+            if self.compressed > compressed_cap(self.params.limit) {
+                return Err(InflateError::TooBig(self.params.limit));
             }
             self.state = State::Inflate {
                 remaining: len,
@@ -222,7 +233,8 @@ impl Inflate {
                 _ => self.message,
             };
         }
-        self.state = State::Pass(len + head_len as u64);
+        // A length near 2^64 is tungstenite's to refuse (1009): no overflow here.
+        self.state = State::Pass(len.saturating_add(head_len as u64));
         Ok(true)
     }
 
@@ -356,6 +368,15 @@ impl Inflate {
         self.output.put_slice(&[0; 4]);
         self.output.put_slice(payload);
     }
+}
+
+/// The most compressed bytes a message whose inflated form is at most
+/// `limit` bytes may take: deflate's stored blocks add 5 bytes per 64 KiB,
+/// and a sync flush a few bytes each; anything beyond is not a message.
+fn compressed_cap(limit: usize) -> u64 {
+    (limit as u64)
+        .saturating_add(limit as u64 / 64)
+        .saturating_add(4096)
 }
 
 /// The payload length of the frame `buf` starts with, and where its mask
@@ -558,6 +579,31 @@ mod tests {
         let (out, error) = through(frame(FIN | RSV1 | 0x1, &z), 64 * 1024).await;
         assert_eq!(error, Some(InflateError::TooBig(64 * 1024)));
         assert!(out.len() <= 64 * 1024 + 4 * 14, "{} bytes out", out.len());
+    }
+
+    #[tokio::test]
+    async fn compressed_input_is_bounded_even_when_it_inflates_to_nothing() {
+        // Empty stored blocks (`00 00 00 ff ff`), one frame after another.
+        let mut wire = frame(RSV1 | 0x1, &[0, 0, 0, 0xff, 0xff]);
+        for _ in 0..400 {
+            wire.extend(frame(0, &[0, 0, 0, 0xff, 0xff].repeat(4)));
+        }
+        let (out, error) = through(wire, 1024).await;
+        assert_eq!(error, Some(InflateError::TooBig(1024)));
+        assert!(out.is_empty());
+        // A frame claiming 2^64-1 bytes passes to tungstenite (which
+        // refuses it) without overflowing here.
+        let mut huge = vec![FIN | 0x1, MASKED | 127];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        huge.extend_from_slice(&[1, 2, 3, 4, b'x']);
+        let (out, error) = through(huge.clone(), 1024).await;
+        assert_eq!((out, error), (huge, None));
+        let (_, error) = through(frame(FIN | RSV1 | 0x1, &vec![0; 8192]), 1024).await;
+        assert_eq!(
+            error,
+            Some(InflateError::TooBig(1024)),
+            "one long frame too"
+        );
     }
 
     #[tokio::test]
