@@ -72,6 +72,24 @@ pub fn publish(data: &[u8]) {
     }
 }
 
+/// Client WebSocket frames through the permessage-deflate reader: never a
+/// panic, and never more out than the frames passed through plus, per
+/// compressed message (at least 6 bytes of header each), the limit and its
+/// fragments' headers.
+pub fn ws_inflate(data: &[u8]) {
+    use crate::transport::ws::inflate::{InflateParams, rewrite};
+    let limit = 4096;
+    for no_context_takeover in [true, false] {
+        let params = InflateParams {
+            limit,
+            no_context_takeover,
+        };
+        let (out, _) = rewrite(data, params);
+        let messages = data.len() / 6 + 1;
+        assert!(out.len() <= data.len() + messages * (limit + 1 + 14 * 3));
+    }
+}
+
 /// WebSocket op frames: parse or a coded error; echoed refs stay small.
 pub fn ws_op(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -370,6 +370,25 @@ impl Inflate {
     }
 }
 
+/// Run the reader's frame machine over `wire` at once, as if one read had
+/// brought it all: the bytes tungstenite would get, and the error that
+/// stopped them. The fuzz target's entry (`fuzzing.rs`).
+pub(crate) fn rewrite(wire: &[u8], params: InflateParams) -> (Vec<u8>, Option<InflateError>) {
+    let mut z = Inflate::new(params);
+    z.input.extend_from_slice(wire);
+    let mut out = Vec::new();
+    loop {
+        let step = z.step();
+        out.extend_from_slice(&z.output);
+        z.output.clear();
+        match step {
+            Ok(true) => {}
+            Ok(false) => return (out, None),
+            Err(error) => return (out, Some(error)),
+        }
+    }
+}
+
 /// The most compressed bytes a message whose inflated form is at most
 /// `limit` bytes may take: deflate's stored blocks add 5 bytes per 64 KiB,
 /// and a sync flush a few bytes each; anything beyond is not a message.
