@@ -83,6 +83,7 @@ pub fn ws_inflate(data: &[u8]) {
         let params = InflateParams {
             limit,
             no_context_takeover,
+            window_bits: if no_context_takeover { 15 } else { 10 },
         };
         let (out, _) = rewrite(data, params);
         let messages = data.len() / 6 + 1;

@@ -75,7 +75,7 @@ async fn a_message_is_compressed_once_for_every_subscriber_and_resumes_exactly()
     let mut plain = tls_raw(&gw, path, None).await;
     assert_eq!(
         a.extensions.as_deref(),
-        Some("permessage-deflate; server_no_context_takeover")
+        Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
     );
     assert_eq!(
         b.extensions.as_deref(),
@@ -238,6 +238,33 @@ async fn a_bomb_closes_1009_and_bad_reserved_bits_close_1002() {
     let mut c = tls_raw(&gw, path, None).await;
     c.send(true, true, TEXT, &msg).await;
     assert_eq!(c.close_code().await, Some(1002));
+    // A client that offered to take a window limit is told 1 KiB (its
+    // inflater here keeps no more) and is read within it.
+    let noise: Vec<u8> = (0u32..2000)
+        .map(|i| b'a' + ((i.wrapping_mul(2_654_435_761) >> 24) % 26) as u8)
+        .collect();
+    let far = [&b"\""[..], &noise, &noise, b"\""].concat();
+    let op = |pad: &[u8]| {
+        let mut v = br#"{"op":"publish","channel":"chat.w","ref":3,"data":"#.to_vec();
+        v.extend_from_slice(pad);
+        v.push(b'}');
+        v
+    };
+    let mut c = tls_raw(
+        &gw,
+        path,
+        Some("permessage-deflate; client_max_window_bits"),
+    )
+    .await;
+    assert!(
+        c.extensions
+            .as_deref()
+            .unwrap()
+            .ends_with("client_max_window_bits=10")
+    );
+    let near = raw::Deflater::with_window(10).message(&op(&far));
+    c.send(true, true, TEXT, &near).await;
+    assert_eq!(raw::json(&c.next_data().await)["type"], "ack");
     // Not deflate data at all: 1007.
     let mut c = tls_raw(&gw, path, offer).await;
     c.send(true, true, TEXT, &[0xff; 64]).await;
@@ -264,7 +291,7 @@ async fn disabled_negotiates_nothing_and_a_reload_applies_to_new_connections() {
     let mut new = tls_raw(&gw, path, Some(OFFER)).await;
     assert_eq!(
         new.extensions.as_deref(),
-        Some("permessage-deflate; server_no_context_takeover")
+        Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
     );
     // Over the new threshold (1 KiB): compressed for the new connection.
     let big = rows(1500);

@@ -12,6 +12,9 @@
 //! shared form only for messages of at most 2^N bytes: a stream that starts
 //! from an empty window never refers further back than the message is long,
 //! so the same bytes are valid for it; longer messages go uncompressed.
+//! A client that offers `client_max_window_bits` (browsers do) is asked to
+//! compress with a 1 KiB window, so one that keeps its context costs a
+//! small inflater, not a 32 KiB one.
 //! An offer the gateway cannot read (an unknown or repeated parameter, a
 //! window outside 8–15) is declined, and the next offer tried: the
 //! handshake never fails over an extension.
@@ -36,6 +39,12 @@ use crate::model::Deflated;
 
 pub(crate) const EXTENSION: &str = "permessage-deflate";
 
+/// The largest window (2^10 = 1 KiB) asked of a client that lets the server
+/// choose (`client_max_window_bits`, as browsers offer it): a client that
+/// keeps its context costs the connection one inflater with this window
+/// instead of 32 KiB, and client messages are small ops.
+const CLIENT_WINDOW_BITS: u8 = 10;
+
 /// The parameters agreed for one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Agreed {
@@ -43,6 +52,9 @@ pub(crate) struct Agreed {
     client_no_context_takeover: bool,
     /// The window the client allows our messages, when it limited it.
     server_max_window_bits: Option<u8>,
+    /// The window the client is told to compress with, when it offered
+    /// to take one.
+    client_max_window_bits: Option<u8>,
 }
 
 impl Agreed {
@@ -55,6 +67,9 @@ impl Agreed {
         if let Some(bits) = self.server_max_window_bits {
             v.push_str(&format!("; server_max_window_bits={bits}"));
         }
+        if let Some(bits) = self.client_max_window_bits {
+            v.push_str(&format!("; client_max_window_bits={bits}"));
+        }
         HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(EXTENSION))
     }
 
@@ -64,6 +79,7 @@ impl Agreed {
         InflateParams {
             limit,
             no_context_takeover: self.client_no_context_takeover,
+            window_bits: self.client_max_window_bits.unwrap_or(15),
         }
     }
 
@@ -101,6 +117,7 @@ fn read_offer(offer: &str) -> Option<Agreed> {
     let mut agreed = Agreed {
         client_no_context_takeover: false,
         server_max_window_bits: None,
+        client_max_window_bits: None,
     };
     for param in parts {
         let (name, value) = match param.split_once('=') {
@@ -117,10 +134,13 @@ fn read_offer(offer: &str) -> Option<Agreed> {
                 agreed.server_max_window_bits = Some(window_bits(v)?);
                 2
             }
-            // Without a value: the client could take a limit; we set none.
-            ("client_max_window_bits", None) => 3,
+            // The client takes a limit: at most ours, at most its own.
+            ("client_max_window_bits", None) => {
+                agreed.client_max_window_bits = Some(CLIENT_WINDOW_BITS);
+                3
+            }
             ("client_max_window_bits", Some(v)) => {
-                window_bits(v)?;
+                agreed.client_max_window_bits = Some(window_bits(v)?.min(CLIENT_WINDOW_BITS));
                 3
             }
             _ => return None,
@@ -225,7 +245,15 @@ mod tests {
     fn a_browser_offer_is_accepted_with_no_context_takeover() {
         assert_eq!(
             answer("permessage-deflate; client_max_window_bits").as_deref(),
-            Some("permessage-deflate; server_no_context_takeover")
+            Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
+        );
+        assert_eq!(
+            answer("permessage-deflate; client_max_window_bits=9").as_deref(),
+            Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=9")
+        );
+        assert_eq!(
+            answer("permessage-deflate; client_max_window_bits=15").as_deref(),
+            Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
         );
         assert_eq!(
             answer("permessage-deflate; client_no_context_takeover").as_deref(),

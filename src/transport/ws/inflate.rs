@@ -18,8 +18,8 @@
 //! the read fails with [`InflateError::TooBig`], which the session answers
 //! with 1009. A client that agreed to `client_no_context_takeover` gets a
 //! fresh inflater per message, dropped when the message ends; one that keeps
-//! its context keeps one inflater (window at most 32 KiB) for the
-//! connection's life.
+//! its context keeps one inflater for the connection's life, with the window
+//! agreed (1 KiB when the client offered to take a limit, else 32 KiB).
 
 use std::io;
 use std::pin::Pin;
@@ -66,6 +66,8 @@ pub(crate) struct InflateParams {
     /// The client compresses each message from an empty window
     /// (`client_no_context_takeover` agreed).
     pub(crate) no_context_takeover: bool,
+    /// The client's window, 8 to 15 (`client_max_window_bits` agreed, or 15).
+    pub(crate) window_bits: u8,
 }
 
 /// A socket whose incoming compressed messages are inflated (see the
@@ -321,7 +323,12 @@ impl Inflate {
         }
         let cap = self.room().min(FRAGMENT);
         let mut chunk = vec![0u8; cap];
-        let z = self.z.get_or_insert_with(|| Decompress::new(false));
+        // zlib's smallest window is 2^9; a stream made with 2^8 inflates
+        // with it all the same.
+        let bits = self.params.window_bits.clamp(9, 15);
+        let z = self
+            .z
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
         let (before_in, before_out) = (z.total_in(), z.total_out());
         let input = if tail {
             &SYNC_TAIL[self.tail..]
@@ -527,6 +534,7 @@ mod tests {
         let params = InflateParams {
             limit,
             no_context_takeover: true,
+            window_bits: 15,
         };
         let mut io = Inflating::new(std::io::Cursor::new(wire), Some(params));
         let mut out = Vec::new();

@@ -89,11 +89,12 @@ async fn python_websockets_negotiates_and_inflates_both_ways_plain_and_tls() {
         ));
     let lines = drive_client(cmd, publish(handle.admin_addr(), "chat.py", big.clone())).await;
     check(&lines, "chat.py", &big);
-    // Its default offer keeps the client's context: one inflater for the
-    // connection's life, which the two-way exchange above went through.
+    // Its default offer keeps the client's context (one inflater for the
+    // connection's life, with the 1 KiB window it was told to use), which
+    // the two-way exchange above went through.
     assert_eq!(
         lines[0]["extensions"],
-        "permessage-deflate; server_no_context_takeover"
+        "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
     );
     handle.shutdown(Duration::from_secs(2)).await;
     // TLS.

@@ -181,6 +181,15 @@ impl Deflater {
         Deflater(Compress::new(Compression::new(6), false))
     }
 
+    /// One that keeps to a window of 2^`bits` bytes.
+    pub fn with_window(bits: u8) -> Self {
+        Deflater(Compress::new_with_window_bits(
+            Compression::new(6),
+            false,
+            bits,
+        ))
+    }
+
     /// `plain` as a message payload (sync flush, tail removed).
     pub fn message(&mut self, plain: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plain.len() + 1024);
