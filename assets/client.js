@@ -423,6 +423,8 @@
           return;
         }
         case 'reconnect': if (f.cursor) this._cursor = f.cursor; return;
+        // After compressed messages, which carry no cursor (permessage-deflate).
+        case 'cursor': if (f.cursor) this._cursor = f.cursor; return;
         default: return;
       }
     }

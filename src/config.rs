@@ -45,8 +45,8 @@ pub use rules::{
     Tap, TapMatch, Verify, Webhook, WebhookMatch,
 };
 pub use schema::{
-    Backend, Balance, BrokerConfig, BrokerKind, Config, Health, History, Listen, Log, LogFormat,
-    Realtime, RedisConfig, SniCert, Tls,
+    Backend, Balance, BrokerConfig, BrokerKind, Compression, Config, Health, History, Listen, Log,
+    LogFormat, Realtime, RedisConfig, SniCert, Tls,
 };
 pub use sections::Sections;
 pub use session::{PerAddress, ResourceCheck, SessionAuth, check_placeholders, split_check};

@@ -82,6 +82,25 @@ pub fn publish(data: &[u8]) {
     }
 }
 
+/// Client WebSocket frames through the permessage-deflate reader: never a
+/// panic, and never more out than the frames passed through plus, per
+/// compressed message (at least 6 bytes of header each), the limit and its
+/// fragments' headers.
+pub fn ws_inflate(data: &[u8]) {
+    use crate::transport::ws::inflate::{InflateParams, rewrite};
+    let limit = 4096;
+    for no_context_takeover in [true, false] {
+        let params = InflateParams {
+            limit,
+            no_context_takeover,
+            window_bits: if no_context_takeover { 15 } else { 10 },
+        };
+        let (out, _) = rewrite(data, params);
+        let messages = data.len() / 6 + 1;
+        assert!(out.len() <= data.len() + messages * (limit + 1 + 14 * 3));
+    }
+}
+
 /// WebSocket op frames: parse or a coded error; echoed refs stay small.
 pub fn ws_op(data: &[u8]) {
     // The same bytes as a binary frame: a head line and bytes, or a coded error.

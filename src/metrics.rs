@@ -7,6 +7,7 @@
 
 mod atomic_histogram;
 pub use atomic_histogram::AtomicHistogram;
+pub mod deflate;
 pub mod pusher;
 pub mod pusher_webhook;
 pub mod stats;
@@ -133,6 +134,8 @@ pub struct Metrics {
     pub pusher: pusher::PusherMetrics,
     /// What the Pusher apps' webhooks sent, failed and gave up.
     pub pusher_webhook: pusher_webhook::WebhookCounters,
+    /// WebSocket compression.
+    pub deflate: deflate::DeflateCounters,
 }
 
 impl Default for Metrics {
@@ -177,6 +180,7 @@ impl Metrics {
             delivery_window: window::LatencyWindow::default(),
             pusher: pusher::PusherMetrics::default(),
             pusher_webhook: Default::default(),
+            deflate: Default::default(),
             registry: Registry::default(),
         };
         m.register_realtime(&mut r);
@@ -296,6 +300,7 @@ impl Metrics {
         let m = self;
         m.pusher.register(r);
         m.pusher_webhook.register(r);
+        m.deflate.register(r);
         r.register(
             "tcp_connections",
             "Open client TCP connections (public and admin)",

@@ -6,6 +6,7 @@
 //! rest of the crate. Anything here can be used from any layer.
 
 pub mod cursor;
+pub mod deflated;
 pub mod message;
 pub mod path_pattern;
 pub mod publish;
@@ -14,6 +15,7 @@ pub mod template;
 pub mod topic_update;
 
 pub use cursor::Cursor;
+pub use deflated::Deflated;
 pub use message::{Message, valid_channel, valid_event};
 pub use path_pattern::PathPattern;
 pub use publish::{HistoryPolicy, Origin, Publish};

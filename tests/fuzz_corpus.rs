@@ -39,6 +39,11 @@ fn ws_op_corpus() {
 }
 
 #[test]
+fn ws_inflate_corpus() {
+    replay("ws_inflate", pushgate::fuzzing::ws_inflate);
+}
+
+#[test]
 fn cursor_corpus() {
     replay("cursor", pushgate::fuzzing::cursor);
 }

@@ -267,6 +267,9 @@ pub struct Realtime {
     /// a reconnect does not flap leave/join.
     #[serde(deserialize_with = "units::duration")]
     pub presence_grace: Duration,
+    /// permessage-deflate on WebSockets (RFC 7692).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub compression: Compression,
 }
 
 impl Default for Realtime {
@@ -280,6 +283,32 @@ impl Default for Realtime {
             client_queue: 1024,
             allowed_origins: vec!["*".to_owned()],
             presence_grace: Duration::from_secs(5),
+            compression: Compression::default(),
+        }
+    }
+}
+
+/// `realtime.compression`: permessage-deflate when a WebSocket client offers it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Compression {
+    #[serde(deserialize_with = "lenient::bool")]
+    pub enabled: bool,
+    /// Messages shorter than this go uncompressed: deflate's header and
+    /// Huffman tables outweigh what a short JSON object saves.
+    #[serde(deserialize_with = "units::size")]
+    pub threshold: usize,
+    /// The deflate level, 0 (store) to 9 (smallest, slowest).
+    #[serde(deserialize_with = "lenient::u32")]
+    pub level: u32,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            enabled: true,
+            threshold: 256,
+            level: 3,
         }
     }
 }

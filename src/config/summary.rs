@@ -172,6 +172,16 @@ impl Config {
             rt.max_message,
             rt.client_queue
         )?;
+        let z = &rt.compression;
+        if z.enabled {
+            writeln!(
+                out,
+                "websocket compression: permessage-deflate from {} bytes, level {}",
+                z.threshold, z.level
+            )?;
+        } else {
+            writeln!(out, "websocket compression: off")?;
+        }
         Ok(())
     }
 

@@ -194,6 +194,8 @@ fn defaults() {
     );
     assert_eq!(d.realtime.client_queue, 1024);
     assert_eq!(d.realtime.allowed_origins, ["*"]);
+    let z = &d.realtime.compression;
+    assert_eq!((z.enabled, z.threshold, z.level), (true, 256, 3));
     assert_eq!(d.limits.per_client.subscribes.rate.to_string(), "60/m");
     assert_eq!(d.limits.per_client.subscribes.burst.get(), 20);
     let ip = &d.limits.per_ip;
@@ -225,6 +227,18 @@ channels:
     .unwrap();
     assert_eq!(c.realtime, Realtime::default());
     assert_eq!(c.limits, Limits::default());
+}
+
+#[test]
+fn compression_reads_every_key() {
+    let c = parse_str(
+        r#"realtime:
+  compression: { enabled: false, threshold: 1KiB, level: 6 }
+"#,
+    )
+    .unwrap();
+    let z = &c.realtime.compression;
+    assert_eq!((z.enabled, z.threshold, z.level), (false, 1024, 6));
 }
 
 #[test]

@@ -246,6 +246,12 @@ fn realtime(c: &Config, r: &mut Report) {
     if rt.client_queue == 0 {
         r.add(key.key("client_queue"), "must be at least 1");
     }
+    if rt.compression.level > 9 {
+        r.add(
+            key.key("compression").key("level"),
+            "must be a deflate level from 0 to 9",
+        );
+    }
     for (i, origin) in rt.allowed_origins.iter().enumerate() {
         // "null" (sandboxed frames, file: pages) only when written literally.
         if origin != "*" && origin != "null" && !is_origin(origin) {

@@ -84,6 +84,12 @@ pub struct Message {
     /// Mercure subscriber that looks at it and shared by the rest; None
     /// when the message is not one.
     pub topic_update: std::sync::OnceLock<Option<Box<crate::model::TopicUpdate>>>,
+    /// The message object without a cursor (`write_json(None)`),
+    /// permessage-deflated by the first WebSocket that sends it so, and
+    /// shared by the rest (`model/deflated.rs`).
+    pub deflated: crate::model::Deflated,
+    /// `pusher_frame`, deflated once in the same way.
+    pub pusher_deflated: crate::model::Deflated,
 }
 
 impl Message {
@@ -144,6 +150,8 @@ impl Message {
             origin: None,
             pusher_frame: std::sync::OnceLock::new(),
             topic_update: std::sync::OnceLock::new(),
+            deflated: Default::default(),
+            pusher_deflated: Default::default(),
         }
     }
 

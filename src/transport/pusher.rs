@@ -75,6 +75,8 @@ struct Opening {
     socket_id: Box<str>,
     /// Which HTTP version carried the handshake.
     http: &'static str,
+    /// permessage-deflate, when the handshake agreed on it.
+    agreed: Option<ws::deflate::Agreed>,
 }
 
 /// Accept the handshake of a Pusher socket for app `key`. A refusal the
@@ -106,7 +108,9 @@ pub async fn upgrade(
         client = conn.as_ref().map(|c| c.client.to_string()),
         conn = conn.as_ref().map(|c| c.id),
     );
+    let agreed = ws::deflate::negotiate(req.headers(), &settings.config.realtime.compression);
     let opening = Opening {
+        agreed,
         // Sent but no number: 0, an unsupported version.
         protocol: q.get("protocol").map(|p| p.parse().unwrap_or(0)),
         state: state.clone(),
@@ -122,5 +126,10 @@ pub async fn upgrade(
         .lifecycle
         .tasks()
         .spawn(socket::run(Box::new(opening), on_upgrade).instrument(span));
-    handshake.accept()
+    let mut resp = handshake.accept();
+    if let Some(agreed) = agreed {
+        resp.headers_mut()
+            .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, agreed.header());
+    }
+    resp
 }

@@ -9,8 +9,10 @@
 //! instead of stalling anyone.
 
 mod binary;
+pub(crate) mod deflate;
 pub(crate) mod ending;
 pub(crate) mod handshake;
+pub(crate) mod inflate;
 pub(crate) mod outgoing;
 mod requests;
 mod serve;
@@ -35,6 +37,7 @@ use crate::reply::Body;
 use crate::state::{AppState, Gauge, Settings};
 use ending::Ending;
 use handshake::Handshake;
+use inflate::Inflating;
 use outgoing::Outgoing;
 
 pub const SUBPROTOCOL: &str = "pushgate.v1";
@@ -43,7 +46,36 @@ pub const SUBPROTOCOL: &str = "pushgate.v1";
 /// closed with 1013.
 const FLOOD_CLOSE_AFTER: u32 = 20;
 
-pub(crate) type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub(crate) type Socket = WebSocketStream<Inflating<TokioIo<Upgraded>>>;
+
+/// The socket of an upgraded connection, and the writer of its frames,
+/// both set for the permessage-deflate the handshake `agreed` (if any),
+/// for every kind of WebSocket the gateway serves. A compressed client
+/// message inflates up to the limit `config` sets for plain ones: the same
+/// message is accepted or refused (1009) however it was sent.
+pub(crate) async fn accept_socket(
+    upgraded: Upgraded,
+    agreed: Option<deflate::Agreed>,
+    config: WebSocketConfig,
+    state: &AppState,
+    settings: &Settings,
+) -> (Socket, Outgoing) {
+    let limit = config.max_message_size.unwrap_or(usize::MAX);
+    let io = Inflating::new(TokioIo::new(upgraded), agreed.map(|a| a.inflate(limit)));
+    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let outgoing = match agreed {
+        Some(a) => {
+            state.metrics.deflate.negotiated();
+            let compression = &settings.config.realtime.compression;
+            Outgoing::deflating(
+                deflate::Deflating::new(&a, compression),
+                state.metrics.deflate.clone(),
+            )
+        }
+        None => Outgoing::default(),
+    };
+    (socket, outgoing)
+}
 
 /// Validate the handshake and the requested channels, answer 101, and run the
 /// session on the upgraded connection.
@@ -79,6 +111,7 @@ pub async fn upgrade(
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };
+    let agreed = deflate::negotiate(req.headers(), &settings.config.realtime.compression);
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let span = tracing::debug_span!(
@@ -113,6 +146,7 @@ pub async fn upgrade(
         subscribed,
         http: handshake.http(),
         binary: q.get("binary").is_some_and(|v| v == "1"),
+        agreed,
     });
     tasks.spawn(run(opening, on_upgrade).instrument(span));
     let mut resp = handshake.accept();
@@ -122,6 +156,9 @@ pub async fn upgrade(
             "sec-websocket-protocol",
             HeaderValue::from_static(SUBPROTOCOL),
         );
+    }
+    if let Some(agreed) = agreed {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, agreed.header());
     }
     resp
 }
@@ -186,6 +223,8 @@ struct Opening {
     http: &'static str,
     /// The client asked for messages of bytes as binary frames (`?binary=1`).
     binary: bool,
+    /// permessage-deflate, when the handshake agreed on it.
+    agreed: Option<deflate::Agreed>,
 }
 
 /// A session ready to serve, with what it holds for its whole life.
@@ -233,6 +272,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         subscribed,
         http,
         binary,
+        agreed,
     } = *opening;
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
@@ -246,8 +286,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         // buffer limits to set.
         .max_message_size(Some(rt.max_message + 4096))
         .max_frame_size(Some(rt.max_message + 4096));
-    let socket =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let (socket, outgoing) = accept_socket(upgraded, agreed, config, &state, &settings).await;
     let gauge = Gauge::enter(&state.stats, |s| &s.ws);
     let connection = (http != "2").then(|| Gauge::enter(&state.stats, |s| &s.connections));
     let subject = client.identity.as_ref().map(|i| i.subject.clone());
@@ -266,7 +305,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         binary,
         socket,
         out,
-        outgoing: Outgoing::default(),
+        outgoing,
         replies: None,
         pending_sends: 0,
         checked: None,

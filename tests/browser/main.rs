@@ -13,6 +13,7 @@ mod mercure;
 mod client;
 mod cors;
 mod dashboard;
+mod deflate;
 mod demo;
 mod http2;
 mod pusher;

@@ -26,6 +26,10 @@ fn check_accepts_the_shipped_config() {
         stdout.contains("/realtime"),
         "summary names the realtime endpoints: {stdout}"
     );
+    assert!(
+        stdout.contains("websocket compression: permessage-deflate from 256 bytes, level 3"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -43,3 +43,4 @@ mod upstreams;
 mod upstreams_tls;
 mod ws;
 mod ws_h2;
+mod ws_deflate;

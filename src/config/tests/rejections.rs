@@ -627,3 +627,15 @@ fn real_ip_header_is_one_of_the_two_fields() {
         "unknown variant `x-real-ip`, expected `x-forwarded-for` or `forwarded`",
     );
 }
+
+#[test]
+fn compression_level_is_a_deflate_level() {
+    rejects(
+        r#"realtime:
+  compression: { level: 10 }
+"#,
+        2,
+        "realtime.compression.level",
+        "must be a deflate level from 0 to 9",
+    );
+}

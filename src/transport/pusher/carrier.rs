@@ -51,6 +51,16 @@ impl Owed {
         }
     }
 
+    /// A frame every socket of the channel shares (a Pusher event): a
+    /// WebSocket sends the form compressed once in `deflated` when it
+    /// negotiated permessage-deflate.
+    pub(crate) fn shared_text(&mut self, frame: &str, deflated: &crate::model::Deflated) {
+        match self {
+            Owed::WebSocket(o) => o.shared_text(frame, deflated),
+            Owed::Http(f) => f.push(frame),
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         match self {
             Owed::WebSocket(o) => o.is_empty(),

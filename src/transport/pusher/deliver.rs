@@ -9,6 +9,8 @@
 //! the socket's own member, which it already knows from
 //! `subscription_succeeded`. Pusher has no resume, so resets are not sent.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -56,10 +58,15 @@ impl PusherSocket {
                         None => {}
                     }
                     let joined = self.joined.get(&m.channel);
-                    if let Some(frame) = render(m, &self.socket_id, joined) {
-                        self.outgoing.text(&frame);
-                        delivered += 1;
+                    match render(m, &self.socket_id, joined) {
+                        // Shared by every socket: compressed once too.
+                        Some(Cow::Borrowed(frame)) => {
+                            self.outgoing.shared_text(frame, &m.pusher_deflated)
+                        }
+                        Some(Cow::Owned(frame)) => self.outgoing.text(&frame),
+                        None => continue,
                     }
+                    delivered += 1;
                 }
             }
             self.out.drain(..taken);
@@ -118,7 +125,6 @@ mod tests {
     use super::*;
     use crate::model::Origin;
     use serde_json::{Value, json};
-    use std::borrow::Cow;
 
     fn message(channel: &str, event: &str, data: Value, from: Option<(&str, &str)>) -> Message {
         let raw = serde_json::value::to_raw_value(&data).unwrap();

@@ -17,12 +17,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::debug;
 
 use super::Opening;
@@ -33,6 +31,7 @@ use crate::state::{AppState, Gauge, Settings};
 use crate::transport::Client;
 use crate::transport::session::{Delivery, Session};
 use crate::transport::ws::ending::Inbound;
+use crate::transport::ws;
 
 /// The least of the largest frame read at all; past the cap tungstenite
 /// closes 1009. Frames under it but over what they may carry (an app's
@@ -139,14 +138,21 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         .read_buffer_size(4096)
         .max_message_size(Some(cap))
         .max_frame_size(Some(cap));
-    let socket =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    open(opening, Link::WebSocket(Box::new(socket))).await;
+    let (socket, outgoing) =
+        ws::accept_socket(upgraded, opening.agreed, config, &opening.state, &opening.settings)
+            .await;
+    open(
+        opening,
+        Link::WebSocket(Box::new(socket)),
+        Owed::WebSocket(outgoing),
+    )
+    .await;
 }
 
 /// Serve the Pusher connection of `opening` over `socket`, whichever
-/// carrier it is, until it ends.
-pub(super) async fn open(opening: Box<Opening>, mut socket: Link) {
+/// carrier it is, until it ends; `outgoing` encodes for that carrier (a
+/// WebSocket's with the permessage-deflate its handshake agreed on).
+pub(super) async fn open(opening: Box<Opening>, mut socket: Link, outgoing: Owed) {
     let Opening {
         state,
         settings,
@@ -156,6 +162,7 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link) {
         protocol,
         socket_id,
         http,
+        agreed: _,
     } = *opening;
     let transport = socket.label();
     state.metrics.connect(transport);
@@ -230,7 +237,7 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link) {
         conn_id: id,
         client,
         session,
-        outgoing: socket.owed(),
+        outgoing,
         socket,
         joined: HashMap::new(),
         out: Vec::new(),

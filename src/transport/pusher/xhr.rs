@@ -256,6 +256,7 @@ fn start(
         socket_id = &*socket_id,
         client = conn.map(|c| c.client.to_string()),
     );
+    let owed = link.owed();
     let opening = Opening {
         protocol: q.get("protocol").map(|p| p.parse().unwrap_or(0)),
         state: state.clone(),
@@ -269,11 +270,12 @@ fn start(
         } else {
             "1.1"
         },
+        agreed: None,
     };
     state
         .lifecycle
         .tasks()
-        .spawn(socket::open(Box::new(opening), link).instrument(span));
+        .spawn(socket::open(Box::new(opening), link, owed).instrument(span));
 }
 
 /// The answer of a receive request: SockJS lines, never cached or buffered.

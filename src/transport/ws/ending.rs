@@ -68,6 +68,13 @@ fn close_for(e: &WsError) -> Option<(CloseCode, &'static str)> {
         WsError::Capacity(_) => Some((CloseCode::Size, "message too big")),
         WsError::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8")),
         WsError::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+        // A compressed message refused while inflating (`inflate.rs`).
+        WsError::Io(io) => super::inflate::InflateError::of(io).map(|e| match e {
+            super::inflate::InflateError::TooBig(_) => (CloseCode::Size, "message too big"),
+            super::inflate::InflateError::Corrupt => {
+                (CloseCode::Invalid, "invalid compressed data")
+            }
+        }),
         _ => None,
     }
 }

@@ -9,14 +9,27 @@
 //! into an [`Outgoing`] that holds memory only while bytes are owed.
 //! tungstenite still reads, answers the client's pings and runs the closing
 //! handshake; the session lets it flush what it queued before writing here.
+//!
+//! This is the one place frames are written, for every WebSocket kind: on a
+//! connection that negotiated permessage-deflate (`deflate.rs`), a shared
+//! payload goes out as its once-compressed form with RSV1 set
+//! ([`Outgoing::shared_text`], [`Outgoing::message`]), and a frame of the
+//! connection's own ([`Outgoing::text`]) is compressed for it alone when it
+//! is at the threshold.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::deflate::Deflating;
+use crate::metrics::deflate::DeflateCounters;
+use crate::model::{Deflated, Message};
 
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
 const OP_PING: u8 = 0x9;
 const FIN: u8 = 0x80;
+/// RFC 7692: the first frame of a compressed message.
+const RSV1: u8 = 0x40;
 /// The longest header an unmasked frame has: 2 bytes and a 64-bit length.
 const MAX_HEAD: usize = 10;
 
@@ -24,9 +37,66 @@ const MAX_HEAD: usize = 10;
 #[derive(Default)]
 pub struct Outgoing {
     bytes: BytesMut,
+    /// What this connection compresses, when it negotiated deflate.
+    deflate: Option<Box<(Deflating, DeflateCounters)>>,
 }
 
 impl Outgoing {
+    /// Frames for a connection that negotiated permessage-deflate.
+    pub(crate) fn deflating(deflate: Deflating, counters: DeflateCounters) -> Outgoing {
+        Outgoing {
+            bytes: BytesMut::new(),
+            deflate: Some(Box::new((deflate, counters))),
+        }
+    }
+
+    /// Whether frames may go compressed on this connection.
+    pub fn deflates(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// Append `m`'s shared object without a cursor, compressed once for
+    /// every connection, when this one deflates and the message qualifies;
+    /// whether it did (else nothing is appended).
+    pub fn compressed_message(&mut self, m: &Message) -> bool {
+        let Some(d) = self.deflate.as_deref() else {
+            return false;
+        };
+        let plain_len = m.wire_prefix().len() + 1;
+        let render = || {
+            let mut b = BytesMut::with_capacity(plain_len);
+            m.write_json(None, &mut b);
+            b.freeze()
+        };
+        let Some(z) = d.0.shared(&m.deflated, plain_len, render, &d.1) else {
+            return false;
+        };
+        self.compressed_text(&z);
+        true
+    }
+
+    /// Append a text frame whose payload every connection shares (a Pusher
+    /// event): its compressed form, made once in `deflated`, when this
+    /// connection deflates and the payload qualifies.
+    pub fn shared_text(&mut self, payload: &str, deflated: &Deflated) {
+        if let Some(d) = self.deflate.as_deref() {
+            let render = || Bytes::copy_from_slice(payload.as_bytes());
+            if let Some(z) = d.0.shared(deflated, payload.len(), render, &d.1) {
+                self.compressed_text(&z);
+                return;
+            }
+        }
+        self.plain_text(payload);
+    }
+
+    /// Append a text frame whose payload is permessage-deflated (RSV1 set).
+    fn compressed_text(&mut self, payload: &[u8]) {
+        let mut head = [0u8; MAX_HEAD];
+        let n = encode_head(&mut head, RSV1 | OP_TEXT, payload.len());
+        self.bytes.reserve(n + payload.len());
+        self.bytes.put_slice(&head[..n]);
+        self.bytes.put_slice(payload);
+    }
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
@@ -69,7 +139,19 @@ impl Outgoing {
         }
     }
 
+    /// Append a text frame of this connection's own (a reply, an error):
+    /// compressed for it alone when it deflates and the payload qualifies.
     pub fn text(&mut self, payload: &str) {
+        if let Some(d) = self.deflate.as_deref() {
+            if let Some(z) = d.0.own(payload.as_bytes(), &d.1) {
+                self.compressed_text(&z);
+                return;
+            }
+        }
+        self.plain_text(payload);
+    }
+
+    fn plain_text(&mut self, payload: &str) {
         self.reserve(MAX_HEAD + payload.len());
         self.text_with(|b| b.extend_from_slice(payload.as_bytes()));
     }
@@ -95,6 +177,7 @@ impl Outgoing {
 }
 
 /// Write the header of an unmasked final frame into `head`; its length.
+/// `opcode` may carry RSV1.
 fn encode_head(head: &mut [u8; MAX_HEAD], opcode: u8, len: usize) -> usize {
     head[0] = FIN | opcode;
     if len < 126 {

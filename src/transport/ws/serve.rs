@@ -325,8 +325,13 @@ impl WsSession {
     /// (a reset ends a batch, so its cursor is exact), so a client that
     /// resumes mid-batch sees again the messages after its cursor, which
     /// carry their ids.
+    ///
+    /// On a connection that negotiated permessage-deflate, every message
+    /// that goes compressed is the message's one shared payload, without a
+    /// cursor, and the batch ends with the cursor: in its last message when
+    /// that one goes plain, else in a `{"type":"cursor"}` frame of its own.
     fn render_batch(&mut self) {
-        let short = self.session.cursor_is_short();
+        let short = self.session.cursor_is_short() && !self.outgoing.deflates();
         let cursor_len = self.session.cursor().encoded_len_hint();
         let start = self.outgoing.len();
         let mut held = Vec::new();
@@ -428,6 +433,11 @@ fn render(outgoing: &mut Outgoing, item: &Delivery, cursor: Option<&str>, binary
         Delivery::Message(m) if binary && m.bytes().is_some() => outgoing.binary_with(|b| {
             m.write_binary(cursor, b);
         }),
+        Delivery::Message(m) if outgoing.compressed_message(m) => {
+            if let Some(cursor) = cursor {
+                outgoing.text(&json!({"type": "cursor", "cursor": cursor}).to_string());
+            }
+        }
         Delivery::Message(m) => outgoing.text_with(|b| m.write_json(cursor, b)),
         Delivery::Reset { channels, reason } => {
             outgoing.text_with(|b| reset_json(channels, reason, cursor.unwrap_or_default(), b))
