@@ -158,7 +158,7 @@ pub async fn upgrade(
         );
     }
     if let Some(agreed) = agreed {
-        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, agreed.header());
+        h.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, agreed.header());
     }
     resp
 }

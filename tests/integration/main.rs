@@ -42,5 +42,5 @@ mod sse;
 mod upstreams;
 mod upstreams_tls;
 mod ws;
-mod ws_h2;
 mod ws_deflate;
+mod ws_h2;

@@ -30,8 +30,8 @@ use crate::pusher::{App, AppEvent, ChannelKind};
 use crate::state::{AppState, Gauge, Settings};
 use crate::transport::Client;
 use crate::transport::session::{Delivery, Session};
-use crate::transport::ws::ending::Inbound;
 use crate::transport::ws;
+use crate::transport::ws::ending::Inbound;
 
 /// The least of the largest frame read at all; past the cap tungstenite
 /// closes 1009. Frames under it but over what they may carry (an app's
@@ -138,9 +138,14 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         .read_buffer_size(4096)
         .max_message_size(Some(cap))
         .max_frame_size(Some(cap));
-    let (socket, outgoing) =
-        ws::accept_socket(upgraded, opening.agreed, config, &opening.state, &opening.settings)
-            .await;
+    let (socket, outgoing) = ws::accept_socket(
+        upgraded,
+        opening.agreed,
+        config,
+        &opening.state,
+        &opening.settings,
+    )
+    .await;
     open(
         opening,
         Link::WebSocket(Box::new(socket)),
