@@ -39,6 +39,7 @@ use crate::config::Buffering;
 use crate::conn_info::ConnInfo;
 use crate::h1::framing::{MAX_RESPONSE_HEAD, content_length};
 use crate::h1::streaming;
+use crate::limits::{ClientKey, ConnectionSlot, Limits};
 use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
 use crate::upstream::attempt::{Tried, Turn, Unreached};
@@ -84,6 +85,9 @@ pub struct Tunnels<'a> {
     pub stop: &'a CancellationToken,
     /// Where an opened tunnel counts as a WebSocket, by HTTP version.
     pub metrics: &'a crate::metrics::Metrics,
+    /// `per_ip.connections`, which a tunnel holds one of for its client's
+    /// address while it lasts, as a realtime socket does.
+    pub limits: &'a Arc<Limits>,
 }
 
 /// An answer head, and the judge of its connection's reuse.
@@ -217,6 +221,13 @@ impl<'a> Proxy<'a> {
         let h2_key = h2_websocket::as_upgrade(&mut req);
         let upgrade =
             is_upgrade(req.headers()) && (req.version() == Version::HTTP_11 || h2_key.is_some());
+        // Taken before the application is asked: a client at its address's
+        // cap opens no backend socket either.
+        let slot = match upgrade.then(|| held_by(tunnels, client)) {
+            Some(Err(refused)) => return refused,
+            Some(Ok(slot)) => Some(slot),
+            None => None,
+        };
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let backend_req = match self.backend_request(req, upgrade) {
             Ok(r) => r,
@@ -261,14 +272,14 @@ impl<'a> Proxy<'a> {
             // Over HTTP/2 the stream opens with a 200, once the switch is proven.
             let open = h2_websocket::opened(key, &resp);
             if let (Ok(_), Some(client_upgrade)) = (&open, client_upgrade) {
-                tunnel(client_upgrade, &mut resp, tunnels, "2");
+                tunnel(client_upgrade, &mut resp, tunnels, "2", slot);
             }
             return open.unwrap_or_else(|refused| refused);
         }
         if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
             (client_upgrade, resp.status())
         {
-            tunnel(client_upgrade, &mut resp, tunnels, "1.1");
+            tunnel(client_upgrade, &mut resp, tunnels, "1.1", slot);
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, reply::empty());
         }
@@ -378,6 +389,7 @@ fn tunnel(
     resp: &mut Response<Pooled>,
     tunnels: Tunnels<'_>,
     http: &'static str,
+    slot: Option<ConnectionSlot>,
 ) {
     let backend_upgrade = hyper::upgrade::on(resp);
     // Only WebSockets are passed on as upgrades (`fields::is_upgrade`).
@@ -389,9 +401,11 @@ fn tunnel(
             match tokio::try_join!(client_upgrade, backend_upgrade) {
                 Ok((client, backend)) => {
                     // Counted from the hand-over, when hyper's HTTP/1
-                    // connection task stops counting the client (an
-                    // HTTP/2 connection goes on, and counts, beside it).
-                    let _counted = (http != "2").then(|| Gauge::enter(&stats, |s| &s.connections));
+                    // connection task stops counting the client; on
+                    // HTTP/2 a tunnel is one connection more than the h2
+                    // connection carrying it (`router.rs` checks the cap).
+                    let _counted = Gauge::enter(&stats, |s| &s.connections);
+                    let _slot = slot;
                     let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
                     tokio::select! {
                         ended = tokio::io::copy_bidirectional(&mut c, &mut b) => {
@@ -407,6 +421,23 @@ fn tunnel(
         }
         .in_current_span(),
     );
+}
+
+/// One of `per_ip.connections` for the tunnel of `client`'s upgrade, or the
+/// 429 its address is over the cap with. The application's own users are
+/// not known here: a tunnel is counted by its address, as an anonymous
+/// realtime connection is.
+fn held_by(
+    tunnels: Tunnels<'_>,
+    client: Option<std::net::IpAddr>,
+) -> Result<ConnectionSlot, Response<Body>> {
+    let addr = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let key = ClientKey::Anonymous { addr, conn: 0 };
+    tunnels.limits.open_connection(&key).map_err(|l| {
+        tunnels.metrics.limited(l.kind.label());
+        let message = format!("rate limit exceeded ({})", l.kind.label());
+        reply::rate_limited(l.retry_after, &message)
+    })
 }
 
 /// What a turn after the first sends: a copy of the request, made only

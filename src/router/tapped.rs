@@ -164,6 +164,7 @@ fn tunnels(state: &AppState) -> Tunnels<'_> {
         tasks: state.lifecycle.tasks(),
         stop: state.lifecycle.draining(),
         metrics: &state.metrics,
+        limits: &state.limits,
     }
 }
 

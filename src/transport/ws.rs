@@ -235,10 +235,11 @@ struct Opened {
     started: Result<(), Ending>,
     _registration: crate::connections::Registration,
     _gauge: Gauge,
-    /// The upgraded connection still counts against `max_connections`:
-    /// hyper's connection task, which counted it, ended at the upgrade.
-    /// Not over HTTP/2, whose connection goes on (and counts) beside it.
-    _connection: Option<Gauge>,
+    /// The socket counts against `max_connections`: over HTTP/1.1 hyper's
+    /// connection task, which counted it, ended at the upgrade; over
+    /// HTTP/2 each socket is one connection more than the h2 connection
+    /// that carries it (`router.rs` checks the cap before the 200).
+    _connection: Gauge,
 }
 
 /// The connection task: the upgrade and the opening in a box freed once the
@@ -288,7 +289,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         .max_frame_size(Some(rt.max_message + 4096));
     let (socket, outgoing) = accept_socket(upgraded, agreed, config, &state, &settings).await;
     let gauge = Gauge::enter(&state.stats, |s| &s.ws);
-    let connection = (http != "2").then(|| Gauge::enter(&state.stats, |s| &s.connections));
+    let connection = Gauge::enter(&state.stats, |s| &s.connections);
     let subject = client.identity.as_ref().map(|i| i.subject.clone());
     let id = state.stats.conn_id();
     let registration = state

@@ -44,3 +44,4 @@ mod upstreams_tls;
 mod ws;
 mod ws_deflate;
 mod ws_h2;
+mod ws_h2_limits;

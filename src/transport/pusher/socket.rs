@@ -193,13 +193,14 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link, outgoing: Owed
     };
     // The gateway's `max_connections` (as in force now: a reload that
     // lowers it turns new connections away at once). A WebSocket was
-    // counted when its TCP connection was accepted; an HTTP session is one
-    // connection more than the requests that carry it.
+    // counted when its TCP connection was accepted; an HTTP session, and a
+    // WebSocket on an HTTP/2 stream, are one connection more than the
+    // requests or the h2 connection that carry them.
     let open_now = state
         .stats
         .connections
         .load(std::sync::atomic::Ordering::Relaxed);
-    let counting = usize::from(matches!(socket, Link::Http(_)));
+    let counting = usize::from(matches!(socket, Link::Http(_)) || http == "2");
     if state.limits.at_capacity(open_now + counting) {
         state.metrics.limited("max_connections");
         let why = "Over capacity";
@@ -220,10 +221,9 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link, outgoing: Owed
     };
     // hyper's HTTP/1 connection task, which counted it, ended at the
     // upgrade; an HTTP/2 connection goes on, and counts, beside the socket.
-    let _connection = match socket {
-        Link::WebSocket(_) if http == "2" => None,
-        _ => Some(Gauge::enter(&state.stats, |s| &s.connections)),
-    };
+    // Every socket and session counts: an HTTP/2 socket is one connection
+    // more than the h2 connection that carries it.
+    let _connection = Gauge::enter(&state.stats, |s| &s.connections);
     let session = Session::new(&state, settings.config.realtime.client_queue);
     let id = state.stats.conn_id();
     let _registration = state.connections.register(

@@ -1,0 +1,119 @@
+//! WebSockets and tunnels on HTTP/2 streams count as connections of their
+//! own: `max_connections` refuses the stream that would pass it (503
+//! before the 200), and `per_ip.connections` caps the tunnels one address
+//! holds to the application, however many streams its connection has.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::common::h2_client::{self, body, extended_connect, websocket};
+use crate::common::*;
+
+const WS13: (&str, &str) = ("sec-websocket-version", "13");
+
+#[tokio::test]
+async fn h2_sockets_count_against_max_connections() {
+    let gw = TestGateway::builder()
+        .limits("  max_connections: 2")
+        .start()
+        .await;
+    let mut h2 = h2_client::connect(&gw, true).await;
+    let path = "/realtime/ws?channels=public.cap";
+    let (resp, stream) = extended_connect(&mut h2, &gw, path, "websocket", &[WS13])
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut first = websocket(resp, stream).await;
+    // The h2 connection and its one socket: two connections.
+    eventually(5, "the socket counted beside its connection", || async {
+        gw.stats().await["connections"] == 2
+    })
+    .await;
+    for _ in 0..2 {
+        let (resp, _) = extended_connect(&mut h2, &gw, path, "websocket", &[WS13])
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503, "a stream past max_connections");
+        assert!(resp.headers().contains_key("retry-after"));
+        assert_eq!(body(resp).await["error"], "at_capacity");
+    }
+    // The open socket is untouched by the refusals.
+    send_json(&mut first, json!({"op": "ping", "ref": 1})).await;
+    assert_eq!(next_json(&mut first).await["ref"], 1);
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    eventually(5, "the closed socket no longer counted", || async {
+        gw.stats().await["connections"] == 1
+    })
+    .await;
+    let (resp, _) = extended_connect(&mut h2, &gw, path, "websocket", &[WS13])
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "its place is free again");
+}
+
+#[tokio::test]
+async fn a_tunnel_flood_from_one_address_is_capped() {
+    let app = backend::app().await;
+    let gw = TestGateway::builder()
+        .backend(&format!("http://{}", app.addr()))
+        .limits("  per_ip: { connections: 3 }")
+        .start()
+        .await;
+    let mut h2 = h2_client::connect(&gw, true).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let (resp, stream) = extended_connect(&mut h2, &gw, "/ws", "websocket", &[WS13])
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        open.push(websocket(resp, stream).await);
+    }
+    // Every further stream, on this connection or another, is refused
+    // before the application is asked.
+    let other = h2_client::connect(&gw, true).await;
+    for mut h2 in [h2.clone(), other, h2.clone()] {
+        let (resp, _) = extended_connect(&mut h2, &gw, "/ws", "websocket", &[WS13])
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 429, "a tunnel past per_ip.connections");
+        assert!(resp.headers().contains_key("retry-after"));
+        assert_eq!(body(resp).await["error"], "rate_limited");
+    }
+    // HTTP/1.1 upgrades to the application are the same tunnels.
+    match gw.try_ws_with("/ws", None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429)
+        }
+        other => panic!("an HTTP/1.1 tunnel past the cap: {:?}", other.map(|_| ())),
+    }
+    // Each open tunnel still works, and counts as a connection.
+    for ws in &mut open {
+        ws.send(Frame::text("still here")).await.unwrap();
+        let echoed = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .expect("an echo in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, Frame::text("still here"));
+    }
+    // The first h2 connection (the other one is gone) and three tunnels.
+    eventually(5, "each tunnel counted as a connection", || async {
+        gw.stats().await["connections"] == 1 + 3
+    })
+    .await;
+    // One closes: its address may open one again.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    drop(first);
+    eventually(5, "the closed tunnel's slot given back", || async {
+        let mut h2 = h2.clone();
+        let (resp, _) = extended_connect(&mut h2, &gw, "/ws", "websocket", &[WS13])
+            .await
+            .unwrap();
+        resp.status() == 200
+    })
+    .await;
+}
