@@ -143,7 +143,7 @@ pub async fn admit<B>(
     let addr = info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.client);
     let anonymous = ClientKey::Anonymous {
         addr,
-        conn: info.map_or(0, |c| c.id),
+        conn: message_bucket(state, req),
     };
     // Asking the application is charged to the address first, as an
     // anonymous subscribe (`per_ip.subscribes`), then to its share of the
@@ -184,6 +184,18 @@ pub async fn admit<B>(
     })
 }
 
+/// Whose message bucket an anonymous request is charged to: its
+/// connection's, except for a WebSocket opened on an HTTP/2 stream, which
+/// is a connection of its own (a fresh id): every tab's socket on a
+/// browser's one h2 connection would otherwise share one budget, and each
+/// handshake spend the others' tokens.
+fn message_bucket<B>(state: &AppState, req: &Request<B>) -> u64 {
+    match crate::extended_connect::ask(req) {
+        Some(_) => state.stats.conn_id(),
+        None => req.extensions().get::<ConnInfo>().map_or(0, |c| c.id),
+    }
+}
+
 /// Ask the login `admit` deferred (the request's body named what needs it):
 /// charged to the address as in `admit`, and a subject the application
 /// names is then charged and counted under `per_client` like one of a
@@ -207,7 +219,7 @@ pub async fn login_deferred<B>(
     };
     let anonymous = ClientKey::Anonymous {
         addr: client.addr,
-        conn: req.extensions().get::<ConnInfo>().map_or(0, |c| c.id),
+        conn: message_bucket(state, req),
     };
     state.limits.subscribe(&anonymous, 1).map_err(limited)?;
     let found = login::login(state, settings, &credential, Asker::new(client.addr))

@@ -1,7 +1,8 @@
 //! WebSockets and tunnels on HTTP/2 streams count as connections of their
 //! own: `max_connections` refuses the stream that would pass it (503
 //! before the 200), and `per_ip.connections` caps the tunnels one address
-//! holds to the application, however many streams its connection has.
+//! holds to the application, however many streams its connection has; an
+//! anonymous socket has a message budget of its own.
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -116,4 +117,32 @@ async fn a_tunnel_flood_from_one_address_is_capped() {
         resp.status() == 200
     })
     .await;
+}
+
+#[tokio::test]
+async fn anonymous_h2_sockets_have_a_message_budget_each() {
+    // Two frames per minute per connection: the handshake spends one.
+    let gw = TestGateway::builder()
+        .limits("  per_client: { messages: { rate: 2/m, burst: 2 } }")
+        .start()
+        .await;
+    let mut h2 = h2_client::connect(&gw, true).await;
+    let mut tabs = Vec::new();
+    for _ in 0..4 {
+        let (resp, stream) = extended_connect(&mut h2, &gw, "/realtime/ws", "websocket", &[WS13])
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "each tab's socket has its own budget");
+        tabs.push(websocket(resp, stream).await);
+    }
+    for (i, ws) in tabs.iter_mut().enumerate() {
+        send_json(ws, json!({"op": "ping", "ref": i})).await;
+        let answer = next_json(ws).await;
+        assert_eq!(answer["ref"], i);
+        assert_ne!(answer["op"], "error", "{answer}");
+    }
+    // The budget is still enforced per socket.
+    let ws = &mut tabs[0];
+    send_json(ws, json!({"op": "ping", "ref": 9})).await;
+    assert_eq!(next_json(ws).await["code"], "rate_limited");
 }
