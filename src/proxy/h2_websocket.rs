@@ -5,7 +5,8 @@
 //! The application sees what it would see from a browser on HTTP/1.1: a
 //! `GET` with `Upgrade: websocket`, version 13 and a key of the gateway's
 //! own (the browser sent none); subprotocol and extension offers pass
-//! unchanged, and so do their answers. Its 101 is checked against that key
+//! unchanged, and the 101's fields come back on the 200 (`Set-Cookie` and
+//! the application's own included) less those of the HTTP/1.1 switch. Its 101 is checked against that key
 //! before the stream opens: an answer that does not prove the application
 //! speaks WebSocket is a 502, never a tunnel. A 2xx that is not a switch
 //! would open the stream (a 2xx to CONNECT does) to a peer that switched
@@ -17,6 +18,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::fields::strip_hop_by_hop;
 use crate::extended_connect::{self, Ask};
 use crate::reply::{self, Body};
 
@@ -66,12 +68,17 @@ pub(super) fn opened<B>(key: &Key, resp: &Response<B>) -> Result<Response<Body>,
     if !accepted {
         return Err(not_websocket());
     }
+    // The application's answer as it sent it (`Set-Cookie`, its own
+    // fields, the subprotocol and extensions), as an HTTP/1.1 client would
+    // see it, less what belongs to the HTTP/1.1 switch: hop-by-hop fields,
+    // `Upgrade`, the accept of a key the client never sent, and a length
+    // a 2xx to CONNECT must not carry (RFC 9110 §9.3.6).
     let mut open = Response::new(reply::empty());
-    for name in ["sec-websocket-protocol", "sec-websocket-extensions"] {
-        for value in resp.headers().get_all(name) {
-            open.headers_mut().append(name, value.clone());
-        }
-    }
+    let mut fields = resp.headers().clone();
+    strip_hop_by_hop(&mut fields);
+    fields.remove("sec-websocket-accept");
+    fields.remove(header::CONTENT_LENGTH);
+    *open.headers_mut() = fields;
     Ok(open)
 }
 
@@ -101,6 +108,9 @@ mod tests {
             .header("connection", "upgrade")
             .header("sec-websocket-accept", accept)
             .header("sec-websocket-protocol", "chat")
+            .header("set-cookie", "a=1; Secure")
+            .header("set-cookie", "b=2")
+            .header("x-app", "yes")
             .body(())
             .unwrap()
     }
@@ -129,8 +139,12 @@ mod tests {
         let open = opened(&key, &switched(&good)).unwrap();
         assert_eq!(open.status(), StatusCode::OK);
         assert_eq!(open.headers()["sec-websocket-protocol"], "chat");
+        let cookies: Vec<_> = open.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; Secure", "b=2"]);
+        assert_eq!(open.headers()["x-app"], "yes");
         assert!(open.headers().get("sec-websocket-accept").is_none());
         assert!(open.headers().get("upgrade").is_none());
+        assert!(open.headers().get("connection").is_none());
     }
 
     #[test]
