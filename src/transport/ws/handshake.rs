@@ -38,11 +38,13 @@ impl Handshake {
             Some(Ask::Other) => return Err(extended_connect::unsupported()),
             Some(Ask::WebSocket) if version_ok => return Ok(Handshake::Http2),
             Some(Ask::WebSocket) => {
-                return Err(reply::error(
+                let mut r = reply::error(
                     StatusCode::BAD_REQUEST,
                     "bad_handshake",
                     "a WebSocket over HTTP/2 needs sec-websocket-version 13",
-                ));
+                );
+                says_version(&mut r);
+                return Err(r);
             }
             None => {}
         }
@@ -62,6 +64,7 @@ impl Handshake {
             );
             r.headers_mut()
                 .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            says_version(&mut r);
             return Err(r);
         };
         Ok(Handshake::Http1 { key })
@@ -94,6 +97,13 @@ impl Handshake {
             Handshake::Http2 => "2",
         }
     }
+}
+
+/// A refused opening names the version spoken here, so a client that
+/// offered another may retry with it (RFC 6455 §4.2.2, §4.4).
+fn says_version(resp: &mut Response<Body>) {
+    resp.headers_mut()
+        .insert("sec-websocket-version", HeaderValue::from_static("13"));
 }
 
 #[cfg(test)]
@@ -136,10 +146,9 @@ mod tests {
             resp.headers()["sec-websocket-accept"],
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
-        assert_eq!(
-            Handshake::of(&h1("8")).unwrap_err().status(),
-            StatusCode::UPGRADE_REQUIRED
-        );
+        let refused = Handshake::of(&h1("8")).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::UPGRADE_REQUIRED);
+        assert_eq!(refused.headers()["sec-websocket-version"], "13");
     }
 
     #[test]
@@ -157,5 +166,7 @@ mod tests {
         for req in [h2("webtransport", Some("13")), h2("websocket", None)] {
             assert_eq!(Handshake::of(&req).unwrap_err().status(), 400);
         }
+        let refused = Handshake::of(&h2("websocket", Some("8"))).unwrap_err();
+        assert_eq!(refused.headers()["sec-websocket-version"], "13");
     }
 }
