@@ -49,10 +49,32 @@ pub struct Origin {
 /// they are (what `max_message` bounds). None for text that is not base64.
 pub fn base64_data(b64: &str) -> Option<(Box<RawValue>, usize)> {
     use base64::Engine;
-    let engine = base64::engine::general_purpose::STANDARD;
-    let bytes = engine.decode(b64.trim()).ok()?;
-    let data = serde_json::value::to_raw_value(&engine.encode(&bytes)).ok()?;
+    let bytes = base64_bytes(b64)?;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let data = serde_json::value::to_raw_value(&encoded).ok()?;
     Some((data, bytes.len()))
+}
+
+/// The bytes of a `data_base64` field (standard alphabet, padded; spaces
+/// around it ignored), `None` when it is not base64: the one reading of
+/// the field for publishes and a client's `send`.
+pub fn base64_bytes(b64: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()
+}
+
+/// The largest JSON body that must be read to find `max_message` bytes in
+/// its `data_base64`: the base64 (4 characters per 3 bytes) twice over,
+/// since JSON encoders may escape every `/` of it as `\/` (PHP's
+/// `json_encode` does), and room for the other fields.
+pub fn base64_body_limit(max_message: usize) -> usize {
+    max_message
+        .div_ceil(3)
+        .saturating_mul(4)
+        .saturating_mul(2)
+        .saturating_add(1024)
 }
 
 /// Re-serialize JSON compactly (no raw newlines can reach an SSE data line).

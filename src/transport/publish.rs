@@ -142,8 +142,8 @@ pub async fn post(
         Err(refusal) => return refusal.response(),
     };
     let (parts, body) = req.into_parts();
-    // Room for `max_message` bytes in base64.
-    let limit = settings.config.realtime.max_message / 3 * 4 + 1024;
+    // Room for `max_message` bytes in base64, escaped as some encoders do.
+    let limit = crate::model::publish::base64_body_limit(settings.config.realtime.max_message);
     let shape = "{\"channel\", \"event\"?, \"data\" | \"data_base64\"}";
     let parsed: PublishBody = match read_json(body, limit, shape).await {
         Ok(b) => b,

@@ -138,24 +138,21 @@ pub async fn post(
         /// Bytes in base64, sent on as `application/octet-stream`.
         data_base64: Option<String>,
     }
-    // Room for `max_message` bytes in base64.
-    let limit = settings.config.realtime.max_message / 3 * 4 + 1024;
+    // Room for `max_message` bytes in base64, escaped as some encoders do.
+    let limit = crate::model::publish::base64_body_limit(settings.config.realtime.max_message);
     let parsed: SendBody = match read_json(req.into_body(), limit, "{\"data\": …}").await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
     let payload = match (parsed.data, parsed.data_base64) {
         (Some(data), None) => Payload::Json(data),
-        (None, Some(b64)) => {
-            use base64::Engine;
-            match base64::engine::general_purpose::STANDARD.decode(b64.trim()) {
-                Ok(bytes) => Payload::Bytes(bytes.into()),
-                Err(_) => {
-                    let why = "`data_base64` is not base64";
-                    return reply::error(StatusCode::BAD_REQUEST, "bad_base64", why);
-                }
+        (None, Some(b64)) => match crate::model::publish::base64_bytes(&b64) {
+            Some(bytes) => Payload::Bytes(bytes.into()),
+            None => {
+                let why = "`data_base64` is not base64";
+                return reply::error(StatusCode::BAD_REQUEST, "bad_base64", why);
             }
-        }
+        },
         _ => {
             let why = "give `data` or `data_base64`";
             return reply::error(StatusCode::BAD_REQUEST, "bad_request", why);
