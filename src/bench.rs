@@ -417,6 +417,16 @@ pub fn table(reports: &[Report]) -> String {
             r.latency_ms.avg, r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99, r.latency_ms.max, mem
         ));
     }
+    if reports
+        .iter()
+        .filter(|r| r.memory_per_connection_kib.is_some())
+        .count()
+        > 1
+    {
+        // The server's allocator keeps what the earlier runs' connections
+        // freed and hands it to the later ones: their RSS growth is low.
+        out.push_str("\nKiB/conn after the first run is a lower bound: the server reuses memory the earlier connections freed. For memory, run one transport against a freshly started server.\n");
+    }
     out
 }
 
