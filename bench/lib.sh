@@ -31,8 +31,8 @@ bench_ports_free() {
 bench_start() {
   bench_ports_free
   ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-  cargo build --release --quiet
-  PG=target/release/pushgate
+  # PG= names a prebuilt binary (e.g. another worktree's release build).
+  if [ -z "${PG:-}" ]; then cargo build --release --quiet; PG=target/release/pushgate; fi
   work=$(mktemp -d)
   pids=()
   trap bench_cleanup EXIT

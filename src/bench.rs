@@ -8,7 +8,10 @@
 //!
 //! It shares no code path with the gateway: only the crate's dependencies.
 
+pub mod h2;
 pub mod net;
+pub mod plot;
+pub mod progress;
 pub mod publisher;
 pub mod server_side;
 pub mod subscriber;
@@ -21,8 +24,12 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
 use net::Dialer;
-use subscriber::{Endpoint, Tally, Transport};
+use progress::{Progress, Reporter};
+use subscriber::{Endpoint, Outcome, Tally, Transport};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -47,14 +54,21 @@ pub struct Plan {
     pub prefix: String,
     /// Hold the connections this long before publishing (to sample memory).
     pub hold: Duration,
+    /// Certificates accepted for `https://`/`wss://` URLs.
+    pub trust: net::Trust,
+    /// `--h2 --streams N`: SSE over HTTP/2, N streams per connection.
+    pub h2_streams: Option<usize>,
 }
 
 /// What a run measured.
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
+    /// `ws`, `sse`, `poll`, or `sse-h2` for SSE streams over HTTP/2.
     pub transport: &'static str,
     pub subscribers: usize,
     pub connected: usize,
+    /// Connections the subscribers used (fewer than them over HTTP/2).
+    pub sockets: usize,
     pub messages: usize,
     pub expected: u64,
     pub delivered: u64,
@@ -66,7 +80,12 @@ pub struct Report {
     /// pushgate only: publish accepted → written, from its own histogram.
     pub server_latency_ms: Option<server_side::ServerLatency>,
     pub publish_errors: u64,
+    /// Subscribers the server answered with an error status, by status.
+    pub refused: Vec<(u16, usize)>,
     pub seconds: f64,
+    /// Every delivery's latency in µs, for the plot.
+    #[serde(skip)]
+    pub histogram: Histogram<u64>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -78,7 +97,7 @@ pub struct Latency {
     pub max: f64,
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -110,16 +129,24 @@ fn dialers(plan: &Plan) -> Result<Vec<std::sync::Arc<Dialer>>, String> {
             .into_iter()
             .next()
             .ok_or("the URL does not resolve")?;
-        dialers.push(std::sync::Arc::new(Dialer::new(
-            addr,
-            host,
-            url.scheme() == "https",
-        )));
+        let tls = match url.scheme() {
+            "https" | "wss" => Some(net::client_config(&plan.trust, plan.h2_streams.is_some())?),
+            "http" | "ws" => None,
+            other => return Err(format!("--url {url}: unknown scheme {other}")),
+        };
+        dialers.push(std::sync::Arc::new(Dialer::new(addr, host, tls)));
     }
     if dialers.is_empty() {
         return Err("no --url given".into());
     }
     Ok(dialers)
+}
+
+/// What the connect phase ended with.
+struct Connected {
+    tasks: tokio::task::JoinSet<Vec<Tally>>,
+    connected: usize,
+    refused: Vec<(u16, usize)>,
 }
 
 /// Starts every subscriber and waits (30 s each at most) until each has
@@ -129,38 +156,114 @@ async fn connect_all(
     dialers: &[std::sync::Arc<Dialer>],
     epoch: Instant,
     stop: &CancellationToken,
-    progress: bool,
-) -> (tokio::task::JoinSet<Tally>, usize) {
+    progress: &Arc<Progress>,
+) -> Connected {
     let mut ready = Vec::with_capacity(plan.subscribers);
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..plan.subscribers {
-        let (tx, rx) = oneshot::channel();
-        ready.push(rx);
-        let dialer = dialers[i % dialers.len()].clone();
+    let per_conn = plan.h2_streams.unwrap_or(1).max(1);
+    let mut i = 0;
+    while i < plan.subscribers {
+        let group = (i..(i + per_conn).min(plan.subscribers)).collect::<Vec<_>>();
+        let mut readies = Vec::with_capacity(group.len());
+        for _ in &group {
+            let (tx, rx) = oneshot::channel();
+            ready.push(rx);
+            readies.push(tx);
+        }
+        let dialer = dialers[(i / per_conn) % dialers.len()].clone();
         // A child token each: a subscriber polls it after every read, and a
         // shared token's lock would make the generator contend with itself.
-        let (ep, stop) = (endpoint(plan, i), stop.child_token());
-        tasks.spawn(async move { subscriber::run(&dialer, i, ep, epoch, tx, stop).await });
-        if i % 500 == 499 {
+        let (stop, progress) = (stop.child_token(), progress.clone());
+        if plan.h2_streams.is_some() {
+            let paths = group.iter().map(|k| endpoint(plan, *k).path).collect();
+            tasks.spawn(h2::connection(
+                dialer, i, paths, readies, epoch, stop, progress,
+            ));
+        } else if let Some(tx) = readies.pop() {
+            let ep = endpoint(plan, i);
+            tasks.spawn(async move {
+                vec![subscriber::run(&dialer, i, ep, epoch, tx, stop, progress).await]
+            });
+        }
+        if (i / per_conn) % 500 == 499 {
             tokio::task::yield_now().await;
         }
+        i += per_conn;
     }
     let mut connected = 0;
-    for (k, rx) in ready.into_iter().enumerate() {
-        if matches!(
-            tokio::time::timeout(Duration::from_secs(30), rx).await,
-            Ok(Ok(true))
-        ) {
-            connected += 1;
+    let mut refused: Vec<(u16, usize)> = Vec::new();
+    for rx in ready {
+        match tokio::time::timeout(Duration::from_secs(30), rx).await {
+            Ok(Ok(Outcome::Connected)) => {
+                connected += 1;
+                progress.connected.fetch_add(1, Relaxed);
+                continue;
+            }
+            Ok(Ok(Outcome::Status(code))) => match refused.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                None => refused.push((code, 1)),
+            },
+            _ => {}
         }
-        if progress && k % 1000 == 999 {
-            eprint!("\rconnected {connected}/{}", plan.subscribers);
-        }
+        progress.failed.fetch_add(1, Relaxed);
     }
-    if progress {
-        eprintln!("\rconnected {connected}/{}", plan.subscribers);
+    Connected {
+        tasks,
+        connected,
+        refused,
     }
-    (tasks, connected)
+}
+
+/// What to tell a person whose subscribers were refused: pushgate answers
+/// 429 when a per-address or per-client limit is spent (every subscriber of
+/// a benchmark comes from one address, or a few loopback ones).
+pub fn refusal_hint(r: &Report) -> Option<String> {
+    if r.refused.is_empty() {
+        return None;
+    }
+    let codes: Vec<String> = r
+        .refused
+        .iter()
+        .map(|(c, n)| format!("{n} × {c}"))
+        .collect();
+    let mut hint = format!(
+        "{}: {} of {} subscribers refused ({}).",
+        r.transport,
+        r.refused.iter().map(|(_, n)| n).sum::<usize>(),
+        r.subscribers,
+        codes.join(", ")
+    );
+    if r.refused.iter().any(|(c, _)| *c == 429 || *c == 503) {
+        hint.push_str(
+            " Against pushgate, raise in its config: limits.per_ip.connections, \
+limits.per_ip.connects { rate, burst } and limits.per_ip.subscribes { rate, burst } \
+(anonymous subscribers), or limits.per_client.connections and \
+limits.per_client.subscribes (token subscribers); bench/pushgate.yaml has benchmark values.",
+        );
+    }
+    Some(hint)
+}
+
+/// Wait until the server's memory stops moving (at most 5 s): the previous
+/// transport's connections close after its subscribers are gone, and a
+/// baseline taken while they still hold memory reads their release as this
+/// run's connections costing nothing.
+async fn settled_rss(pid: Option<u32>) -> Option<u64> {
+    let pid = pid?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = rss_kib(pid)?;
+    let mut steady = 0;
+    while Instant::now() < deadline && steady < 3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = rss_kib(pid)?;
+        steady = if now.abs_diff(last) <= 64 {
+            steady + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    Some(last)
 }
 
 /// What every subscriber saw, merged: latencies, deliveries, duplicates and
@@ -172,7 +275,7 @@ struct Seen {
     last: Option<Instant>,
 }
 
-async fn collect(mut tasks: tokio::task::JoinSet<Tally>) -> Result<Seen, String> {
+async fn collect(mut tasks: tokio::task::JoinSet<Vec<Tally>>) -> Result<Seen, String> {
     let mut seen = Seen {
         latency: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
         delivered: 0,
@@ -180,11 +283,12 @@ async fn collect(mut tasks: tokio::task::JoinSet<Tally>) -> Result<Seen, String>
         last: None,
     };
     while let Some(done) = tasks.join_next().await {
-        let t: Tally = done.map_err(|e| e.to_string())?;
-        seen.delivered += t.received;
-        seen.duplicates += t.duplicates;
-        let _ = seen.latency.add(&t.latency);
-        seen.last = seen.last.max(t.last_at);
+        for t in done.map_err(|e| e.to_string())? {
+            seen.delivered += t.received;
+            seen.duplicates += t.duplicates;
+            let _ = seen.latency.add(&t.latency);
+            seen.last = seen.last.max(t.last_at);
+        }
     }
     Ok(seen)
 }
@@ -194,9 +298,22 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
     let dialers = dialers(plan)?;
     let epoch = Instant::now();
     let stop = CancellationToken::new();
-    let rss_before = plan.pid.and_then(rss_kib);
+    // Right before this transport connects, once the last one's are gone.
+    let rss_before = settled_rss(plan.pid).await;
+    let counters = Arc::new(Progress::default());
+    let reporter = Reporter::start(
+        counters.clone(),
+        name(plan).to_string(),
+        plan.subscribers,
+        plan.messages,
+        progress,
+    );
 
-    let (tasks, connected) = connect_all(plan, &dialers, epoch, &stop, progress).await;
+    let Connected {
+        tasks,
+        connected,
+        refused,
+    } = connect_all(plan, &dialers, epoch, &stop, &counters).await;
     // Let subscriptions settle (poll clients are between requests).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let memory_per_connection_kib = match (rss_before, plan.pid.and_then(rss_kib)) {
@@ -210,7 +327,7 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
         _ => None,
     };
     let started = Instant::now();
-    let publish_errors = publisher::publish(plan, epoch, progress).await;
+    let publish_errors = publisher::publish(plan, epoch, &counters).await;
     // Drain: wait until deliveries stop growing (or 5 s).
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
@@ -220,6 +337,7 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
         duplicates,
         last,
     } = collect(tasks).await?;
+    reporter.finish().await;
     let server_latency_ms = match server_before {
         Some(before) => server_side::scrape(&plan.publish)
             .await
@@ -231,9 +349,10 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
     let seconds = last.map_or(0.0, |l| l.saturating_duration_since(started).as_secs_f64());
     let ms = |v: u64| v as f64 / 1000.0;
     Ok(Report {
-        transport: plan.transport.name(),
+        transport: name(plan),
         subscribers: plan.subscribers,
         connected,
+        sockets: counters.sockets.load(Relaxed),
         messages: plan.messages,
         expected,
         delivered,
@@ -254,8 +373,17 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
         memory_per_connection_kib,
         server_latency_ms,
         publish_errors,
+        refused,
         seconds,
+        histogram: merged,
     })
+}
+
+fn name(plan: &Plan) -> &'static str {
+    match (plan.transport, plan.h2_streams) {
+        (Transport::Sse, Some(_)) => "sse-h2",
+        (t, _) => t.name(),
+    }
 }
 
 /// The comparison table teams ask for, after a line per run with the
@@ -288,6 +416,16 @@ pub fn table(reports: &[Report]) -> String {
             r.transport, r.subscribers, r.connected, r.delivered, r.lost, r.duplicates, r.msgs_per_sec,
             r.latency_ms.avg, r.latency_ms.p50, r.latency_ms.p95, r.latency_ms.p99, r.latency_ms.max, mem
         ));
+    }
+    if reports
+        .iter()
+        .filter(|r| r.memory_per_connection_kib.is_some())
+        .count()
+        > 1
+    {
+        // The server's allocator keeps what the earlier runs' connections
+        // freed and hands it to the later ones: their RSS growth is low.
+        out.push_str("\nKiB/conn after the first run is a lower bound: the server reuses memory the earlier connections freed. For memory, run one transport against a freshly started server.\n");
     }
     out
 }

@@ -159,6 +159,23 @@ struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// https:// and wss:// URLs: trust the certificates of this PEM file (a
+    /// CA, or the server's self-signed certificate itself).
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+    /// https:// and wss:// URLs: accept any certificate. For benchmarks
+    /// against a local development certificate only.
+    #[arg(long)]
+    insecure: bool,
+    /// SSE over HTTP/2 (TLS with ALPN h2, or h2c on http://).
+    #[arg(long)]
+    h2: bool,
+    /// With --h2: SSE streams per HTTP/2 connection.
+    #[arg(long, default_value = "1")]
+    streams: usize,
+    /// Write an SVG plot of the latency distribution per transport here.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
 }
 
 fn bench(a: BenchArgs) -> ExitCode {
@@ -192,6 +209,19 @@ fn bench(a: BenchArgs) -> ExitCode {
             }
         }
     };
+    if a.h2 && transports.iter().any(|t| *t != Transport::Sse) {
+        eprintln!("pushgate bench: --h2 carries SSE streams: use it with --transport sse");
+        return ExitCode::from(2);
+    }
+    let trust = match (&a.ca, a.insecure) {
+        (Some(_), true) => {
+            eprintln!("pushgate bench: --ca and --insecure exclude each other");
+            return ExitCode::from(2);
+        }
+        (Some(ca), false) => bench::net::Trust::CaFile(ca.clone()),
+        (None, true) => bench::net::Trust::Insecure,
+        (None, false) => bench::net::Trust::System,
+    };
     pushgate::tls::install_crypto_provider();
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -222,13 +252,26 @@ fn bench(a: BenchArgs) -> ExitCode {
             // message buffer) must not replay an earlier run's messages.
             prefix: format!("{}.r{:x}", a.prefix, rand::random::<u32>()),
             hold: std::time::Duration::from_secs(a.hold),
+            trust: trust.clone(),
+            h2_streams: a.h2.then_some(a.streams.max(1)),
         };
         match rt.block_on(bench::run(&plan, !a.json)) {
-            Ok(r) => reports.push(r),
+            Ok(r) => {
+                if let Some(hint) = bench::refusal_hint(&r) {
+                    eprintln!("{hint}");
+                }
+                reports.push(r)
+            }
             Err(e) => {
                 eprintln!("pushgate bench: {e}");
                 return ExitCode::FAILURE;
             }
+        }
+    }
+    if let Some(path) = &a.plot {
+        if let Err(e) = std::fs::write(path, bench::plot::svg(&reports)) {
+            eprintln!("pushgate bench: --plot {}: {e}", path.display());
+            return ExitCode::FAILURE;
         }
     }
     if a.json {

@@ -1,6 +1,7 @@
 //! A short run of `pushgate bench` against a gateway started here: the
 //! command works end to end and reports zero loss and zero duplicates.
-//! (Numbers are for `bench/`; nothing here is timed.)
+//! (Numbers are for `bench/`; nothing here is timed.) The TLS and HTTP/2
+//! cases run against the gateway's self-signed development certificate.
 
 #[path = "integration/common/mod.rs"]
 mod common;
@@ -70,5 +71,141 @@ limits:
         assert_eq!(r["server_latency_ms"]["deliveries"], 1000, "{r}");
         assert!(r["server_latency_ms"]["p50_at_most"].as_f64().unwrap() > 0.0);
     }
+    handle.shutdown(std::time::Duration::from_secs(2)).await;
+}
+
+/// A gateway serving TLS with a self-signed certificate generated in `dir`,
+/// on benchmark limits.
+fn tls_gateway(dir: &std::path::Path) -> (pushgate::Handle, std::path::PathBuf) {
+    let text = format!(
+        r#"
+listen: {{ public: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+tls: {{ cert: {d}/gw.crt, key: {d}/gw.key, self_signed_if_missing: true }}
+channels: [{{ pattern: "public.*", subscribe: anyone }}]
+limits:
+  per_ip: {{ connects: {{ rate: 10000/s, burst: 10000 }} }}
+"#,
+        d = dir.display()
+    );
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = pushgate::config::load(&path).unwrap();
+    let listeners = pushgate::Listeners {
+        public: pushgate::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+        admin: pushgate::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+    };
+    (
+        pushgate::Gateway::start(config, listeners).unwrap(),
+        dir.join("gw.crt"),
+    )
+}
+
+/// Runs `pushgate bench` with `args`; its JSON runs.
+async fn bench_json(args: Vec<String>) -> Vec<serde_json::Value> {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["runs"].as_array().unwrap().clone()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn bench_over_tls_verifies_the_certificate_and_delivers_everything() {
+    let dir = common::temp_dir("bench-tls");
+    let (handle, cert) = tls_gateway(&dir);
+    let (public, admin) = (handle.public_addr(), handle.admin_addr());
+    let (url, publish) = (
+        format!("https://127.0.0.1:{}", public.port()),
+        format!("http://{admin}"),
+    );
+    let cert = cert.display().to_string();
+    let plot = dir.join("latency.svg");
+    let plot_arg = plot.display().to_string();
+    // SSE over HTTPS/1.1 and WebSocket over wss://, the dev certificate as the CA.
+    let mut base = args(&["--json", "-n", "10", "-m", "20", "-r", "200", "--ca", &cert]);
+    base.extend(args(&["--publish", &publish, "--plot", &plot_arg]));
+    for (transport, scheme_url) in [("sse", url.clone()), ("ws", url.replace("https", "wss"))] {
+        let mut a = base.clone();
+        a.extend(args(&["--transport", transport, "--url", &scheme_url]));
+        let runs = bench_json(a).await;
+        assert_eq!(runs.len(), 1);
+        let r = &runs[0];
+        assert_eq!(r["transport"], transport, "{r}");
+        assert_eq!(r["connected"], 10, "{r}");
+        assert_eq!(r["sockets"], 10, "{r}");
+        assert_eq!(r["delivered"], 200, "{r}");
+        assert_eq!(r["lost"], 0, "{r}");
+        assert_eq!(r["duplicates"], 0, "{r}");
+        let svg = std::fs::read_to_string(&plot).unwrap();
+        assert_eq!(svg.matches("<polyline").count(), 1, "{svg}");
+    }
+    // A certificate the bench does not trust: nobody connects.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    pushgate::tls::generate_dev_cert(&other.join("o.crt"), &other.join("o.key")).unwrap();
+    let mut a = args(&["--json", "-n", "3", "-m", "1", "-r", "100", "--url", &url]);
+    a.extend(args(&[
+        "--publish",
+        &publish,
+        "--ca",
+        &other.join("o.crt").display().to_string(),
+    ]));
+    let runs = bench_json(a).await;
+    assert_eq!(runs[0]["connected"], 0, "{}", runs[0]);
+    handle.shutdown(std::time::Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn bench_sse_over_h2_shares_connections_and_delivers_everything() {
+    let dir = common::temp_dir("bench-h2");
+    let (handle, _) = tls_gateway(&dir);
+    let (public, admin) = (handle.public_addr(), handle.admin_addr());
+    let url = format!("https://127.0.0.1:{}", public.port());
+    let publish = format!("http://{admin}");
+    let mut a = args(&[
+        "--json",
+        "-n",
+        "12",
+        "-m",
+        "20",
+        "-r",
+        "200",
+        "--channels",
+        "2",
+    ]);
+    a.extend(args(&[
+        "--insecure",
+        "--h2",
+        "--streams",
+        "5",
+        "--transport",
+        "sse",
+    ]));
+    a.extend(args(&["--url", &url, "--publish", &publish]));
+    let runs = bench_json(a).await;
+    let r = &runs[0];
+    assert_eq!(r["transport"], "sse-h2", "{r}");
+    assert_eq!(r["connected"], 12, "{r}");
+    // 2 channels, 10 messages each, 12 subscribers.
+    assert_eq!(r["delivered"], 120, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    // 12 streams, 5 per connection: 3 connections.
+    assert_eq!(r["sockets"], 3, "{r}");
     handle.shutdown(std::time::Duration::from_secs(2)).await;
 }

@@ -1,17 +1,64 @@
 //! Client-side connections for the load generator: TCP from a chosen
 //! loopback source address (one address has ~28k ephemeral ports), optionally
-//! wrapped in TLS that trusts a given CA or, for local benchmarks, anything.
+//! wrapped in TLS that trusts a given CA file or, with `--insecure` and for
+//! benchmarks only, any certificate.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// A byte stream to the server, plain or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Which server certificates an `https://`/`wss://` run accepts.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// The system's roots (a real certificate).
+    System,
+    /// The certificates of a PEM file (a test CA, or a self-signed
+    /// development certificate itself).
+    CaFile(PathBuf),
+    /// Anything: a local benchmark against a development certificate.
+    /// Never for a server reached over a network one does not own.
+    Insecure,
+}
+
+/// The rustls client for a run: ALPN offers `h2` only when the run asks for
+/// HTTP/2 (so an HTTP/1.1 run is never upgraded behind its back).
+pub fn client_config(trust: &Trust, h2: bool) -> Result<Arc<rustls::ClientConfig>, String> {
+    let builder = rustls::ClientConfig::builder();
+    let mut config = match trust {
+        Trust::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_no_client_auth(),
+        Trust::System | Trust::CaFile(_) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let certs: Vec<CertificateDer<'static>> = match trust {
+                Trust::CaFile(path) => CertificateDer::pem_file_iter(path)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("--ca {}: {e}", path.display()))?,
+                _ => rustls_native_certs::load_native_certs().certs,
+            };
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err("no usable CA certificate (give --ca FILE, or --insecure for a local benchmark)".into());
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+    };
+    config.alpn_protocols = if h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(Arc::new(config))
+}
 
 pub struct Dialer {
     pub addr: SocketAddr,
@@ -25,15 +72,14 @@ pub struct Dialer {
 const SOURCES: usize = 16;
 
 impl Dialer {
-    pub fn new(addr: SocketAddr, host: String, tls: bool) -> Dialer {
-        let tls = tls.then(|| {
-            let config = rustls::ClientConfig::builder()
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCert))
-                .with_no_client_auth();
-            tokio_rustls::TlsConnector::from(Arc::new(config))
-        });
+    /// `tls`: `None` for `http://`/`ws://`.
+    pub fn new(addr: SocketAddr, host: String, tls: Option<Arc<rustls::ClientConfig>>) -> Dialer {
+        let tls = tls.map(tokio_rustls::TlsConnector::from);
         Dialer { addr, host, tls }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Connect subscriber number `i`, spreading sources over 127.0.0.x.
@@ -62,7 +108,8 @@ impl Dialer {
     }
 }
 
-/// Benchmarks run against local servers with development certificates.
+/// `--insecure`: benchmarks run against local servers with development
+/// certificates.
 #[derive(Debug)]
 struct AnyCert;
 
@@ -97,5 +144,21 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         rustls::crypto::aws_lc_rs::default_provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_follows_the_run_and_a_bad_ca_file_is_an_error() {
+        crate::tls::install_crypto_provider();
+        let h2 = client_config(&Trust::Insecure, true).unwrap();
+        assert_eq!(h2.alpn_protocols, vec![b"h2".to_vec()]);
+        let h1 = client_config(&Trust::Insecure, false).unwrap();
+        assert_eq!(h1.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let missing = Trust::CaFile("/nonexistent/ca.pem".into());
+        assert!(client_config(&missing, false).is_err());
     }
 }

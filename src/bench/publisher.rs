@@ -9,7 +9,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::Plan;
+use super::progress::Progress;
 
 /// The server under test decides the publish format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +41,7 @@ fn payload(n: usize, epoch: Instant, size: usize) -> String {
 }
 
 /// Publish `plan.messages` at `plan.rate`; returns the number of failed requests.
-pub async fn publish(plan: &Plan, epoch: Instant, progress: bool) -> u64 {
+pub async fn publish(plan: &Plan, epoch: Instant, progress: &Progress) -> u64 {
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let started = Instant::now();
@@ -63,12 +66,7 @@ pub async fn publish(plan: &Plan, epoch: Instant, progress: bool) -> u64 {
             .collect();
         sent = due;
         errors += send(&client, plan, batch).await;
-        if progress && (sent == plan.messages || sent % plan.rate.max(1) as usize == 0) {
-            eprint!("\rpublished {sent}/{}", plan.messages);
-        }
-    }
-    if progress {
-        eprintln!();
+        progress.published.store(sent, Relaxed);
     }
     errors
 }

@@ -11,7 +11,21 @@ use http_body_util::{BodyExt, Empty};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::net::{Dialer, Io};
+use super::progress::Progress;
+
+/// How a subscriber's connection attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Connected,
+    /// The server answered with this status instead (429: a limit).
+    Status(u16),
+    /// No answer: refused, reset, timed out, bad TLS.
+    Failed,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -37,10 +51,12 @@ pub struct Tally {
     pub duplicates: u64,
     pub last_at: Option<Instant>,
     last_n: Option<u64>,
+    /// The run's live counters (deliveries, for the progress line).
+    progress: Arc<Progress>,
 }
 
 impl Tally {
-    fn new() -> Tally {
+    pub fn new(progress: Arc<Progress>) -> Tally {
         Tally {
             // 1µs .. 60s, 3 significant digits.
             latency: Histogram::new_with_bounds(1, 60_000_000, 3)
@@ -49,11 +65,12 @@ impl Tally {
             duplicates: 0,
             last_at: None,
             last_n: None,
+            progress,
         }
     }
 
     /// Record every `"n":…,"t":…` pair in `frame`.
-    fn record(&mut self, frame: &[u8], epoch: Instant) {
+    pub fn record(&mut self, frame: &[u8], epoch: Instant) {
         let mut rest = frame;
         while let Some((n, t, after)) = next_stamp(rest) {
             rest = after;
@@ -64,6 +81,7 @@ impl Tally {
             }
             self.last_n = Some(n);
             self.received += 1;
+            self.progress.delivered.fetch_add(1, Relaxed);
             self.last_at = Some(Instant::now());
             let _ = self.latency.record(now.saturating_sub(t).max(1));
         }
@@ -94,6 +112,12 @@ fn digits(s: &[u8]) -> Option<(u64, &[u8])> {
     Some((v, &s[end..]))
 }
 
+/// The status of an HTTP/1.x status line (`HTTP/1.1 429 Too Many…`).
+fn status_code(line: &[u8]) -> Option<u16> {
+    let rest = line.strip_prefix(b"HTTP/1.")?;
+    std::str::from_utf8(rest.get(2..5)?).ok()?.parse().ok()
+}
+
 /// Where a subscriber connects, for each target server.
 pub struct Endpoint {
     pub transport: Transport,
@@ -107,14 +131,18 @@ pub async fn run(
     i: usize,
     endpoint: Endpoint,
     epoch: Instant,
-    ready: tokio::sync::oneshot::Sender<bool>,
+    ready: Ready,
     stop: tokio_util::sync::CancellationToken,
+    progress: Arc<Progress>,
 ) -> Tally {
-    let mut tally = Tally::new();
+    let mut tally = Tally::new(progress.clone());
     let io = match dialer.dial(i).await {
-        Ok(io) => io,
+        Ok(io) => {
+            progress.sockets.fetch_add(1, Relaxed);
+            io
+        }
         Err(_) => {
-            let _ = ready.send(false);
+            let _ = ready.send(Outcome::Failed);
             return tally;
         }
     };
@@ -128,7 +156,7 @@ pub async fn run(
     tally
 }
 
-type Ready = tokio::sync::oneshot::Sender<bool>;
+pub type Ready = tokio::sync::oneshot::Sender<Outcome>;
 
 async fn ws(
     io: Box<dyn Io>,
@@ -140,11 +168,18 @@ async fn ws(
     stop: &tokio_util::sync::CancellationToken,
 ) -> Option<()> {
     let url = format!("ws://{host}{path}");
-    let Ok((mut ws, _)) = tokio_tungstenite::client_async(url, io).await else {
-        let _ = ready.send(false);
-        return None;
+    let mut ws = match tokio_tungstenite::client_async(url, io).await {
+        Ok((ws, _)) => ws,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let _ = ready.send(Outcome::Status(resp.status().as_u16()));
+            return None;
+        }
+        Err(_) => {
+            let _ = ready.send(Outcome::Failed);
+            return None;
+        }
     };
-    let _ = ready.send(true);
+    let _ = ready.send(Outcome::Connected);
     // Pinned once and polled after the read: a delivery costs no registration.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
@@ -171,27 +206,34 @@ async fn sse(
 ) -> Option<()> {
     let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n");
     if io.write_all(head.as_bytes()).await.is_err() {
-        let _ = ready.send(false);
+        let _ = ready.send(Outcome::Failed);
         return None;
     }
     let mut reader = BufReader::with_capacity(16 * 1024, io);
     let mut line = Vec::with_capacity(1024);
-    let mut status_ok = false;
+    let mut status = Outcome::Failed;
     // Response head.
     loop {
         line.clear();
         if reader.read_until(b'\n', &mut line).await.ok()? == 0 {
-            let _ = ready.send(false);
+            let _ = ready.send(Outcome::Failed);
             return None;
         }
-        if line.starts_with(b"HTTP/1.1 200") {
-            status_ok = true;
+        if let Some(code) = status_code(&line) {
+            status = if code == 200 {
+                Outcome::Connected
+            } else {
+                Outcome::Status(code)
+            };
         }
         if line == b"\r\n" {
             break;
         }
     }
-    let _ = ready.send(status_ok);
+    let _ = ready.send(status);
+    if status != Outcome::Connected {
+        return None;
+    }
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     loop {
@@ -225,7 +267,7 @@ async fn poll(
     )
     .await
     else {
-        let _ = ready.send(false);
+        let _ = ready.send(Outcome::Failed);
         return None;
     };
     tokio::spawn(conn);
@@ -247,7 +289,11 @@ async fn poll(
             r = sender.send_request(req) => r.ok()?,
         };
         if let Some(r) = first.take() {
-            let _ = r.send(resp.status().is_success());
+            let _ = r.send(if resp.status().is_success() {
+                Outcome::Connected
+            } else {
+                Outcome::Status(resp.status().as_u16())
+            });
         }
         let body = resp.into_body().collect().await.ok()?.to_bytes();
         tally.record(&body, epoch);
@@ -273,10 +319,20 @@ mod tests {
         let (n, t, _) = next_stamp(f).unwrap();
         assert_eq!((n, t), (41, 1234));
         let poll = br#"{"cursor":"c","messages":[{"data":{"n":1,"t":5}},{"data":{"n":2,"t":6}}]}"#;
-        let mut tally = Tally::new();
+        let mut tally = Tally::new(Arc::new(Progress::default()));
         tally.record(poll, Instant::now());
         assert_eq!(tally.received, 2);
         tally.record(poll, Instant::now());
         assert_eq!(tally.duplicates, 2);
+    }
+
+    #[test]
+    fn status_lines_are_read() {
+        assert_eq!(
+            status_code(b"HTTP/1.1 429 Too Many Requests\r\n"),
+            Some(429)
+        );
+        assert_eq!(status_code(b"HTTP/1.0 200 OK\r\n"), Some(200));
+        assert_eq!(status_code(b"data: x\n"), None);
     }
 }
