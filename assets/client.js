@@ -565,8 +565,12 @@
     constructor(client) { this.c = client; this.open = false; this.received = false; }
 
     start() {
-      // Messages of bytes come as binary frames, not base64.
-      const extra = this.c._token ? { token: this.c._token, binary: 1 } : { binary: 1 };
+      // Messages of bytes come as binary frames, not base64; cursors may
+      // come in their own frames (`case 'cursor'`), which lets compressed
+      // messages be shared by every subscriber.
+      const extra = this.c._token
+        ? { token: this.c._token, binary: 1, cursor_frames: 1 }
+        : { binary: 1, cursor_frames: 1 };
       let ws;
       try {
         ws = new WebSocket(`${this.c._ws}/ws?${this.c._query(extra)}`, 'pushgate.v1');
