@@ -424,7 +424,13 @@
         }
         case 'reconnect': if (f.cursor) this._cursor = f.cursor; return;
         // After compressed messages, which carry no cursor (permessage-deflate).
-        case 'cursor': if (f.cursor) this._cursor = f.cursor; return;
+        // Relayed: a follower that becomes leader resumes from it.
+        case 'cursor':
+          if (f.cursor) {
+            this._cursor = f.cursor;
+            if (this._relay) this._relay('cursor', { cursor: f.cursor });
+          }
+          return;
         default: return;
       }
     }
@@ -889,6 +895,7 @@
 
     const follow = (m) => {
       if (m.t === 'msg') return c._deliver(m.m);
+      if (m.t === 'cursor') { if (m.cursor) c._cursor = m.cursor; return; }
       if (m.t === 'reset') {
         for (const ch of m.f.channels || []) c._lastIds.delete(ch);
         if (m.f.cursor) c._cursor = m.f.cursor;
