@@ -178,10 +178,11 @@ impl Deflating {
     /// goes plain (under the threshold, past the client's window, or not
     /// made smaller). Counts what it sends compressed.
     ///
-    /// Built with the `bench-deflate-per-connection` feature, every
-    /// connection compresses the message again instead (what a gateway that
-    /// keeps a compression context per connection must do): a baseline for
-    /// the benchmark, never for production.
+    /// Built with `--cfg pushgate_bench_deflate_per_connection` (by
+    /// `bench/deflate.sh` only: a cfg, not a feature, so `--all-features`
+    /// leaves production behaviour alone), every connection compresses the
+    /// message again instead (what a gateway that keeps a compression context
+    /// per connection must do): a baseline for the benchmark.
     pub(crate) fn shared(
         &self,
         deflated: &Deflated,
@@ -196,7 +197,7 @@ impl Deflating {
             counters.compressed_once();
             crate::model::deflated::deflate(&render(), self.level)
         };
-        let compressed = if cfg!(feature = "bench-deflate-per-connection") {
+        let compressed = if cfg!(pushgate_bench_deflate_per_connection) {
             compress()?
         } else {
             deflated.get_or_init(compress)?.clone()
@@ -310,6 +311,14 @@ mod tests {
             HeaderValue::from_static("permessage-deflate"),
         );
         assert!(negotiate(&h, &Compression::default()).is_some());
+    }
+
+    #[test]
+    fn no_feature_build_compresses_per_connection() {
+        // The baseline is a cfg only the benchmark sets: `cargo test
+        // --all-features` runs this too.
+        let baseline = std::hint::black_box(cfg!(pushgate_bench_deflate_per_connection));
+        assert!(!baseline);
     }
 
     #[test]
