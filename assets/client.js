@@ -424,7 +424,13 @@
         }
         case 'reconnect': if (f.cursor) this._cursor = f.cursor; return;
         // After compressed messages, which carry no cursor (permessage-deflate).
-        case 'cursor': if (f.cursor) this._cursor = f.cursor; return;
+        // Relayed: a follower that becomes leader resumes from it.
+        case 'cursor':
+          if (f.cursor) {
+            this._cursor = f.cursor;
+            if (this._relay) this._relay('cursor', { cursor: f.cursor });
+          }
+          return;
         default: return;
       }
     }
@@ -565,8 +571,12 @@
     constructor(client) { this.c = client; this.open = false; this.received = false; }
 
     start() {
-      // Messages of bytes come as binary frames, not base64.
-      const extra = this.c._token ? { token: this.c._token, binary: 1 } : { binary: 1 };
+      // Messages of bytes come as binary frames, not base64; cursors may
+      // come in their own frames (`case 'cursor'`), which lets compressed
+      // messages be shared by every subscriber.
+      const extra = this.c._token
+        ? { token: this.c._token, binary: 1, cursor_frames: 1 }
+        : { binary: 1, cursor_frames: 1 };
       let ws;
       try {
         ws = new WebSocket(`${this.c._ws}/ws?${this.c._query(extra)}`, 'pushgate.v1');
@@ -885,6 +895,7 @@
 
     const follow = (m) => {
       if (m.t === 'msg') return c._deliver(m.m);
+      if (m.t === 'cursor') { if (m.cursor) c._cursor = m.cursor; return; }
       if (m.t === 'reset') {
         for (const ch of m.f.channels || []) c._lastIds.delete(ch);
         if (m.f.cursor) c._cursor = m.f.cursor;

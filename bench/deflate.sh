@@ -3,7 +3,7 @@
 # server CPU per delivery with compression off, compressed once per message
 # (what pushgate does), and compressed per connection (the baseline: what a
 # server with a compression context per socket does, as Pushpin and Nchan;
-# built with the `bench-deflate-per-connection` feature, never shipped), for
+# built with `--cfg pushgate_bench_deflate_per_connection`, never shipped), for
 # 512 B and 4 KiB JSON messages to N subscribers of one channel. Appends a
 # dated section to bench/RESULTS.md.
 #
@@ -38,8 +38,11 @@ if [ -z "${ONCE:-}" ]; then
   ONCE=$work/pushgate-once
 fi
 if [ -z "${PERCONN:-}" ]; then
-  cargo build --release --quiet --features bench-deflate-per-connection
-  cp target/release/pushgate "$work/pushgate-perconn"
+  # A cfg, not a feature (`--all-features` must not build it); its own
+  # target directory, so the flag does not rebuild the shipped build's.
+  RUSTFLAGS="--cfg pushgate_bench_deflate_per_connection" \
+    cargo build --release --quiet --target-dir target/bench-perconn
+  cp target/bench-perconn/release/pushgate "$work/pushgate-perconn"
   PERCONN=$work/pushgate-perconn
 fi
 tck=$(getconf CLK_TCK)

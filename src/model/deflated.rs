@@ -9,6 +9,7 @@
 //!
 //! [`Message`]: crate::model::Message
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -37,12 +38,49 @@ impl Deflated {
     }
 }
 
+thread_local! {
+    /// One compressor per thread and level, reset between messages: making
+    /// one allocates and zeroes ~256 KiB, which a frame compressed for one
+    /// connection (a reply, a presence list) would otherwise pay each time.
+    static COMPRESSORS: RefCell<Vec<(u32, Compress)>> = const { RefCell::new(Vec::new()) };
+}
+
 /// `plain` as one permessage-deflate message payload: a raw deflate stream
-/// of a fresh compressor at `level` (0–9), sync-flushed, without the
+/// from an empty window at `level` (0–9), sync-flushed, without the
 /// trailing `00 00 ff ff`. `None` when that is not shorter than `plain`
 /// (the message then goes uncompressed, as RFC 7692 allows per message).
 pub fn deflate(plain: &[u8], level: u32) -> Option<Bytes> {
-    let mut z = Compress::new(Compression::new(level.min(9)), false);
+    let level = level.min(9);
+    COMPRESSORS.with(|cell| {
+        let Ok(mut all) = cell.try_borrow_mut() else {
+            // Not re-entered in practice; a fresh one is still correct.
+            return deflate_with(&mut fresh(level), plain);
+        };
+        let at = match all.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                all.push((level, fresh(level)));
+                all.len() - 1
+            }
+        };
+        let z = &mut all[at].1;
+        // From an empty window, whatever the last use left.
+        z.reset();
+        deflate_with(z, plain)
+    })
+}
+
+fn fresh(level: u32) -> Compress {
+    Compress::new(Compression::new(level), false)
+}
+
+/// How many compressors this thread made (one per level used).
+#[cfg(test)]
+fn compressors_made() -> usize {
+    COMPRESSORS.with(|cell| cell.borrow().len())
+}
+
+fn deflate_with(z: &mut Compress, plain: &[u8]) -> Option<Bytes> {
     let mut out = Vec::with_capacity(plain.len() / 2 + 64);
     loop {
         let consumed = usize::try_from(z.total_in()).ok()?;
@@ -108,6 +146,20 @@ mod tests {
                 None => assert_eq!(level, 0, "only storing may not shrink it"),
             }
         }
+    }
+
+    #[test]
+    fn one_compressor_per_level_is_reused_and_starts_empty() {
+        let plain = "{\"k\":\"a fairly repetitive value\"}".repeat(20);
+        let first = deflate(plain.as_bytes(), 4).unwrap();
+        let made = compressors_made();
+        for _ in 0..10 {
+            // Reset between uses: the same bytes, not back-references
+            // into the previous message.
+            assert_eq!(deflate(plain.as_bytes(), 4).unwrap(), first);
+        }
+        assert_eq!(compressors_made(), made, "no compressor made per call");
+        assert_eq!(inflate(&first), plain.as_bytes());
     }
 
     #[test]

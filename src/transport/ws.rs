@@ -146,6 +146,7 @@ pub async fn upgrade(
         subscribed,
         http: handshake.http(),
         binary: q.get("binary").is_some_and(|v| v == "1"),
+        cursor_frames: q.get("cursor_frames").is_some_and(|v| v == "1"),
         agreed,
     });
     tasks.spawn(run(opening, on_upgrade).instrument(span));
@@ -177,6 +178,10 @@ struct WsSession {
     /// Messages of bytes go as binary frames (`?binary=1`), else as JSON
     /// with their base64.
     binary: bool,
+    /// The client reads `{"type":"cursor"}` frames (`?cursor_frames=1`):
+    /// messages may then go as their shared compressed form, without a
+    /// cursor (`serve.rs`). Other clients get every cursor inline.
+    cursor_frames: bool,
     /// Unsplit: one task reads and writes, and a split would put the stream
     /// behind a lock in an `Arc`.
     socket: Socket,
@@ -223,6 +228,8 @@ struct Opening {
     http: &'static str,
     /// The client asked for messages of bytes as binary frames (`?binary=1`).
     binary: bool,
+    /// The client reads cursor frames (`?cursor_frames=1`).
+    cursor_frames: bool,
     /// permessage-deflate, when the handshake agreed on it.
     agreed: Option<deflate::Agreed>,
 }
@@ -273,6 +280,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         subscribed,
         http,
         binary,
+        cursor_frames,
         agreed,
     } = *opening;
     let rt = &settings.config.realtime;
@@ -304,6 +312,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         refused: 0,
         session,
         binary,
+        cursor_frames,
         socket,
         out,
         outgoing,

@@ -71,3 +71,44 @@ async fn chromium_gets_compressed_messages_and_resumes_from_cursor_frames() {
     assert!(counter(&metrics, "pushgate_ws_deflate_frames_total") >= 40);
     b.finish().await;
 }
+
+#[tokio::test]
+async fn a_follower_tab_keeps_the_cursor_frames_and_resumes_from_them_as_leader() {
+    let gw = gateway("").await;
+    let b = Browser::start().await;
+    let query = "channels=public.dzt&share=1&transports=websocket";
+    b.open_page(&gw, query).await;
+    b.until_transport("websocket", 15).await;
+    let first = b.client.window().await.unwrap();
+    let second = b.client.new_window(true).await.unwrap().handle;
+    b.client.switch_to_window(second.clone()).await.unwrap();
+    b.open_page(&gw, query).await;
+    b.until(15, "the second tab follows", "return document.getElementById('role').textContent === 'follower' && document.getElementById('state').textContent === 'connected'").await;
+    let (mut ids, mut data) = publish_padded(&gw, "public.dzt", 0..20).await;
+    b.until_count(20, 20).await;
+    // Compressed messages reach the follower without a cursor: the leader
+    // relays the cursor frame after them.
+    let want = format!("~public.dzt~{}", ids[19]);
+    b.until(
+        10,
+        "the follower holds the last cursor frame's cursor",
+        &format!("return (window.rt.status().cursor || '').endsWith('{want}')"),
+    )
+    .await;
+    // Close the leader: the follower takes over and resumes from it.
+    b.client.switch_to_window(first).await.unwrap();
+    b.client.close_window().await.unwrap();
+    b.client.switch_to_window(second).await.unwrap();
+    b.until(
+        15,
+        "the second tab leads",
+        "return document.getElementById('role').textContent === 'leader'",
+    )
+    .await;
+    let (more_ids, more) = publish_padded(&gw, "public.dzt", 20..40).await;
+    ids.extend(more_ids);
+    data.extend(more);
+    b.until_count(40, 20).await;
+    assert_received(&b, &lines("public.dzt", &ids, data.into_iter())).await;
+    b.finish().await;
+}

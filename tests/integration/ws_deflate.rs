@@ -64,7 +64,7 @@ const OFFER: &str = "permessage-deflate; client_max_window_bits";
 #[tokio::test]
 async fn a_message_is_compressed_once_for_every_subscriber_and_resumes_exactly() {
     let (gw, _dir) = gateway("").await;
-    let path = "/realtime/ws?channels=public.z";
+    let path = "/realtime/ws?channels=public.z&cursor_frames=1";
     let mut a = tls_raw(&gw, path, Some(OFFER)).await;
     let mut b = tls_raw(
         &gw,
@@ -75,7 +75,9 @@ async fn a_message_is_compressed_once_for_every_subscriber_and_resumes_exactly()
     let mut plain = tls_raw(&gw, path, None).await;
     assert_eq!(
         a.extensions.as_deref(),
-        Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
+        Some(
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10"
+        )
     );
     assert_eq!(
         b.extensions.as_deref(),
@@ -146,22 +148,26 @@ async fn a_message_is_compressed_once_for_every_subscriber_and_resumes_exactly()
 }
 
 #[tokio::test]
-async fn compressed_client_frames_inflate_fragmented_mixed_and_with_context() {
+async fn compressed_client_frames_inflate_fragmented_and_mixed() {
     let (gw, _dir) = gateway("").await;
     let mut sub = tls_raw(&gw, "/realtime/ws?channels=chat.d", None).await;
-    // No client_no_context_takeover offered: the client keeps its window.
+    // No client_no_context_takeover offered: it is asked all the same, so
+    // the gateway keeps no inflater between messages.
     let mut c = tls_raw(&gw, "/realtime/ws", Some("permessage-deflate")).await;
+    assert_eq!(
+        c.extensions.as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+    );
     let op = |n: u64| {
         json!({"op": "publish", "channel": "chat.d", "event": "e", "data": {"n": n, "pad": rows(600)}, "ref": n})
             .to_string()
     };
-    let mut z = raw::Deflater::new();
+    let z = || raw::Deflater::new();
     // 1: one compressed frame.
-    c.send(true, true, TEXT, &z.message(op(1).as_bytes())).await;
-    // 2: the same stream, referring back to message 1 (context kept),
-    // fragmented in three with RSV1 on the first only, a ping between.
-    let two = z.message(op(2).as_bytes());
-    assert!(two.len() < op(2).len() / 4, "refers back to message 1");
+    c.send(true, true, TEXT, &z().message(op(1).as_bytes()))
+        .await;
+    // 2: fragmented in three with RSV1 on the first only, a ping between.
+    let two = z().message(op(2).as_bytes());
     let third = two.len() / 3;
     c.send(false, true, TEXT, &two[..third]).await;
     c.send(false, false, CONT, &two[third..2 * third]).await;
@@ -173,7 +179,8 @@ async fn compressed_client_frames_inflate_fragmented_mixed_and_with_context() {
     let four = op(4);
     c.send(false, false, TEXT, &four.as_bytes()[..10]).await;
     c.send(true, false, CONT, &four.as_bytes()[10..]).await;
-    c.send(true, true, TEXT, &z.message(op(5).as_bytes())).await;
+    c.send(true, true, TEXT, &z().message(op(5).as_bytes()))
+        .await;
     let mut acks = Vec::new();
     let mut pong = false;
     while acks.len() < 5 {
@@ -288,10 +295,12 @@ async fn disabled_negotiates_nothing_and_a_reload_applies_to_new_connections() {
     let mut old = tls_raw(&gw, path, Some(OFFER)).await;
     assert_eq!(old.extensions, None);
     gw.reload_with("enabled: false", "enabled: true");
-    let mut new = tls_raw(&gw, path, Some(OFFER)).await;
+    let mut new = tls_raw(&gw, &format!("{path}&cursor_frames=1"), Some(OFFER)).await;
     assert_eq!(
         new.extensions.as_deref(),
-        Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
+        Some(
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10"
+        )
     );
     // Over the new threshold (1 KiB): compressed for the new connection.
     let big = rows(1500);
@@ -321,7 +330,7 @@ async fn disabled_negotiates_nothing_and_a_reload_applies_to_new_connections() {
 #[tokio::test]
 async fn a_small_server_window_gets_only_messages_that_fit_it_compressed() {
     let (gw, _dir) = gateway("").await;
-    let path = "/realtime/ws?channels=public.w";
+    let path = "/realtime/ws?channels=public.w&cursor_frames=1";
     let mut c = tls_raw(
         &gw,
         path,
@@ -330,7 +339,9 @@ async fn a_small_server_window_gets_only_messages_that_fit_it_compressed() {
     .await;
     assert_eq!(
         c.extensions.as_deref(),
-        Some("permessage-deflate; server_no_context_takeover; server_max_window_bits=10")
+        Some(
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10"
+        )
     );
     // Malformed first offer: declined, the second taken.
     let c2 = tls_raw(
@@ -349,13 +360,84 @@ async fn a_small_server_window_gets_only_messages_that_fit_it_compressed() {
     gw.publish_one("public.w", within.clone()).await;
     let f = c.next_data().await;
     assert!(f.rsv1, "under 1 KiB fits a 2^10 window");
-    assert_eq!(raw::json(&f)["data"], within);
+    // Inflated with the window the client asked for: what a client that
+    // keeps only 1 KiB can read.
+    let m: Value = serde_json::from_slice(&raw::inflate_with(&f.payload, 10)).unwrap();
+    assert_eq!(m["data"], within);
     let _cursor = c.next_data().await;
     let beyond = rows(3000);
     gw.publish_one("public.w", beyond.clone()).await;
     let f = c.next_data().await;
     assert!(!f.rsv1, "longer than the client's window: plain");
     assert_eq!(raw::json(&f)["data"], beyond);
+}
+
+#[tokio::test]
+async fn a_client_that_did_not_ask_for_cursor_frames_gets_its_cursor_inline() {
+    let (gw, _dir) = gateway("").await;
+    let path = "/realtime/ws?channels=public.i";
+    // Negotiates deflate (as Node's `ws` and Python's `websockets` do by
+    // default) but knows nothing of cursor frames.
+    let mut c = tls_raw(&gw, path, Some(OFFER)).await;
+    assert!(c.extensions.is_some());
+    let big = rows(2000);
+    gw.publish_one("public.i", big.clone()).await;
+    gw.publish_one("public.i", json!({"n": 1})).await;
+    let f = c.next_data().await;
+    assert!(!f.rsv1, "sent plain: its cursor is its own");
+    let m = raw::json(&f);
+    assert_eq!(m["data"], big);
+    let cursor = m["cursor"].as_str().expect("the cursor inline").to_owned();
+    let next = raw::json(&c.next_data().await);
+    assert_eq!(next["type"], "message", "no cursor frame between: {next}");
+    assert_eq!(next["data"], json!({"n": 1}));
+    let metrics = gw.metrics_text().await;
+    assert_eq!(
+        counter(&metrics, "pushgate_ws_deflate_messages_compressed_total"),
+        0,
+        "nothing compressed per connection"
+    );
+    // Its cursor resumes after the big message.
+    let mut r = tls_raw(&gw, &format!("/realtime/ws?cursor={cursor}"), Some(OFFER)).await;
+    assert_eq!(raw::json(&r.next_data().await)["data"], json!({"n": 1}));
+}
+
+#[tokio::test]
+async fn a_long_cursor_goes_plain_and_the_message_is_compressed_once() {
+    let (gw, _dir) = gateway("").await;
+    // Twenty channels with long names: a cursor far over the threshold.
+    let channels: Vec<String> = (0..20)
+        .map(|i| format!("public.a-rather-long-channel-name-{i:02}"))
+        .collect();
+    let path = format!(
+        "/realtime/ws?channels={}&cursor_frames=1",
+        channels.join(",")
+    );
+    let mut socks = Vec::new();
+    for _ in 0..3 {
+        socks.push(tls_raw(&gw, &path, Some(OFFER)).await);
+    }
+    let big = rows(2000);
+    for channel in &channels[..2] {
+        gw.publish_one(channel, big.clone()).await;
+        for s in &mut socks {
+            let f = s.next_data().await;
+            assert!(f.rsv1);
+            assert_eq!(raw::json(&f)["channel"], *channel);
+            let c = s.next_data().await;
+            assert!(!c.rsv1, "the cursor frame goes plain");
+            let c = raw::json(&c);
+            assert_eq!(c["type"], "cursor");
+            assert!(c["cursor"].as_str().unwrap().len() > 256, "{c}");
+        }
+    }
+    let metrics = gw.metrics_text().await;
+    assert_eq!(
+        counter(&metrics, "pushgate_ws_deflate_messages_compressed_total"),
+        2,
+        "once per message, not once per socket and batch"
+    );
+    assert_eq!(counter(&metrics, "pushgate_ws_deflate_frames_total"), 6);
 }
 
 /// Run `cmd` (a client script), run `publish` once it reports the socket

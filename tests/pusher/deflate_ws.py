@@ -1,7 +1,8 @@
 """A pushgate.v1 WebSocket through Python's `websockets`, which offers
 permessage-deflate by default and compresses every frame it sends; driven by
 tests/integration/ws_deflate.rs.  Usage: python deflate_ws.py <url> [cafile]
-Prints one JSON line per step, as deflate_ws.js does."""
+Prints one JSON line per step, as deflate_ws.js does (the ack with the
+number of cursor frames seen before it)."""
 
 import asyncio
 import json
@@ -19,6 +20,7 @@ async def main(url, cafile):
     context = ssl.create_default_context(cafile=cafile) if cafile else None
     async with connect(url, subprotocols=["pushgate.v1"], ssl=context) as ws:
         out({"extensions": ws.response.headers.get("Sec-WebSocket-Extensions")})
+        cursor_frames = 0
         while True:
             f = json.loads(await ws.recv())
             if f.get("type") == "message":
@@ -28,9 +30,11 @@ async def main(url, cafile):
         await ws.send(json.dumps({"op": "publish", "channel": f["channel"], "event": "up", "data": {"rows": rows}, "ref": 8}))
         while True:
             f = json.loads(await ws.recv())
+            if f.get("type") == "cursor":
+                cursor_frames += 1
             if f.get("type") in ("ack", "error"):
                 break
-        out(f)
+        out({**f, "cursor_frames": cursor_frames})
 
 
 asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None), 15))

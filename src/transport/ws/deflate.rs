@@ -6,21 +6,23 @@
 //! is compressed on its own from an empty window, so one compressed payload
 //! (made once per message, `model/deflated.rs`) is valid for every
 //! subscriber, whatever else each negotiated. `client_no_context_takeover`
-//! is asked for when the client offers it (its inflater is then made per
-//! message and dropped, `inflate.rs`). A client that limits our window
+//! is always answered, offered or not (RFC 7692 §7.1.1.2 lets the server
+//! ask it of any client): the client's inflater is then made per message
+//! and dropped (`inflate.rs`), so an idle connection holds none. A client that limits our window
 //! (`server_max_window_bits=N`) gets the answer with its own N, and the
 //! shared form only for messages of at most 2^N bytes: a stream that starts
 //! from an empty window never refers further back than the message is long,
 //! so the same bytes are valid for it; longer messages go uncompressed.
 //! A client that offers `client_max_window_bits` (browsers do) is asked to
-//! compress with a 1 KiB window, so one that keeps its context costs a
-//! small inflater, not a 32 KiB one.
+//! compress with a 1 KiB window, so the inflater of one of its messages is
+//! small.
 //! An offer the gateway cannot read (an unknown or repeated parameter, a
 //! window outside 8–15) is declined, and the next offer tried: the
 //! handshake never fails over an extension.
 //!
 //! pushgate's own message frames carry the connection's cursor, which no
-//! two subscribers share. So a message that goes compressed is its shared
+//! two subscribers share. So, for a client that reads cursor frames
+//! (`?cursor_frames=1`), a message that goes compressed is its shared
 //! object without the cursor (which still holds its `id`), and the batch it
 //! came in ends with the cursor: in the last message when that one goes
 //! plain, else in a `{"type":"cursor"}` frame of the connection's own
@@ -48,8 +50,6 @@ const CLIENT_WINDOW_BITS: u8 = 10;
 /// The parameters agreed for one connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Agreed {
-    /// The client offered, and so is told, `client_no_context_takeover`.
-    client_no_context_takeover: bool,
     /// The window the client allows our messages, when it limited it.
     server_max_window_bits: Option<u8>,
     /// The window the client is told to compress with, when it offered
@@ -60,10 +60,7 @@ pub(crate) struct Agreed {
 impl Agreed {
     /// The `Sec-WebSocket-Extensions` answer.
     pub(crate) fn header(&self) -> HeaderValue {
-        let mut v = format!("{EXTENSION}; server_no_context_takeover");
-        if self.client_no_context_takeover {
-            v.push_str("; client_no_context_takeover");
-        }
+        let mut v = format!("{EXTENSION}; server_no_context_takeover; client_no_context_takeover");
         if let Some(bits) = self.server_max_window_bits {
             v.push_str(&format!("; server_max_window_bits={bits}"));
         }
@@ -78,7 +75,8 @@ impl Agreed {
     pub(crate) fn inflate(&self, limit: usize) -> InflateParams {
         InflateParams {
             limit,
-            no_context_takeover: self.client_no_context_takeover,
+            // Always answered (see the module doc).
+            no_context_takeover: true,
             window_bits: self.client_max_window_bits.unwrap_or(15),
         }
     }
@@ -115,7 +113,6 @@ fn read_offer(offer: &str) -> Option<Agreed> {
     }
     let mut seen = [false; 4];
     let mut agreed = Agreed {
-        client_no_context_takeover: false,
         server_max_window_bits: None,
         client_max_window_bits: None,
     };
@@ -126,10 +123,7 @@ fn read_offer(offer: &str) -> Option<Agreed> {
         };
         let slot = match (name.to_ascii_lowercase().as_str(), value) {
             ("server_no_context_takeover", None) => 0,
-            ("client_no_context_takeover", None) => {
-                agreed.client_no_context_takeover = true;
-                1
-            }
+            ("client_no_context_takeover", None) => 1,
             ("server_max_window_bits", Some(v)) => {
                 agreed.server_max_window_bits = Some(window_bits(v)?);
                 2
@@ -184,10 +178,11 @@ impl Deflating {
     /// goes plain (under the threshold, past the client's window, or not
     /// made smaller). Counts what it sends compressed.
     ///
-    /// Built with the `bench-deflate-per-connection` feature, every
-    /// connection compresses the message again instead (what a gateway that
-    /// keeps a compression context per connection must do): a baseline for
-    /// the benchmark, never for production.
+    /// Built with `--cfg pushgate_bench_deflate_per_connection` (by
+    /// `bench/deflate.sh` only: a cfg, not a feature, so `--all-features`
+    /// leaves production behaviour alone), every connection compresses the
+    /// message again instead (what a gateway that keeps a compression context
+    /// per connection must do): a baseline for the benchmark.
     pub(crate) fn shared(
         &self,
         deflated: &Deflated,
@@ -202,7 +197,7 @@ impl Deflating {
             counters.compressed_once();
             crate::model::deflated::deflate(&render(), self.level)
         };
-        let compressed = if cfg!(feature = "bench-deflate-per-connection") {
+        let compressed = if cfg!(pushgate_bench_deflate_per_connection) {
             compress()?
         } else {
             deflated.get_or_init(compress)?.clone()
@@ -243,17 +238,26 @@ mod tests {
 
     #[test]
     fn a_browser_offer_is_accepted_with_no_context_takeover() {
+        // Asked of every client, offered or not: no inflater kept for life.
+        let plain = offer("permessage-deflate").unwrap();
+        assert!(plain.inflate(1024).no_context_takeover);
         assert_eq!(
             answer("permessage-deflate; client_max_window_bits").as_deref(),
-            Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
+            Some(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10"
+            )
         );
         assert_eq!(
             answer("permessage-deflate; client_max_window_bits=9").as_deref(),
-            Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=9")
+            Some(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=9"
+            )
         );
         assert_eq!(
             answer("permessage-deflate; client_max_window_bits=15").as_deref(),
-            Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
+            Some(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10"
+            )
         );
         assert_eq!(
             answer("permessage-deflate; client_no_context_takeover").as_deref(),
@@ -261,7 +265,7 @@ mod tests {
         );
         assert_eq!(
             answer("Permessage-Deflate").as_deref(),
-            Some("permessage-deflate; server_no_context_takeover")
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
         );
     }
 
@@ -270,7 +274,7 @@ mod tests {
         let a = offer("permessage-deflate; server_max_window_bits=10").unwrap();
         assert_eq!(
             a.header().to_str().unwrap(),
-            "permessage-deflate; server_no_context_takeover; server_max_window_bits=10"
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10"
         );
         assert_eq!(a.max_plain(), 1024);
         let q = offer("permessage-deflate; server_max_window_bits=\"9\"").unwrap();
@@ -307,6 +311,14 @@ mod tests {
             HeaderValue::from_static("permessage-deflate"),
         );
         assert!(negotiate(&h, &Compression::default()).is_some());
+    }
+
+    #[test]
+    fn no_feature_build_compresses_per_connection() {
+        // The baseline is a cfg only the benchmark sets: `cargo test
+        // --all-features` runs this too.
+        let baseline = std::hint::black_box(cfg!(pushgate_bench_deflate_per_connection));
+        assert!(!baseline);
     }
 
     #[test]

@@ -31,6 +31,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Largest inflated fragment handed to tungstenite at once.
 const FRAGMENT: usize = 16 * 1024;
+
+thread_local! {
+    /// Where each inflate step writes before its fragment is framed: one
+    /// per thread, so no connection holds it between reads.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 /// Bytes read from the socket at once.
 const READ: usize = 4096;
 /// What RFC 7692 §7.2.2 appends to a message before inflating it.
@@ -172,6 +178,10 @@ impl Inflate {
                 }
                 self.output.extend_from_slice(&self.input[..take]);
                 self.input.advance(take);
+                if self.input.is_empty() {
+                    // An idle connection holds no buffer (as for `output`).
+                    self.input = BytesMut::new();
+                }
                 self.state = match n - take as u64 {
                     0 => State::Head,
                     left => State::Pass(left),
@@ -283,7 +293,11 @@ impl Inflate {
 
     /// Inflate the sync tail, then end the message with a final fragment.
     fn inflate_tail(&mut self) -> Result<bool, InflateError> {
-        let (taken, _, full) = self.inflate(0, true)?;
+        let (taken, produced, full) = self.inflate(0, true)?;
+        if taken == 0 && produced == 0 && self.tail < SYNC_TAIL.len() {
+            // zlib neither took the tail nor gave output with room to give.
+            return Err(InflateError::Corrupt);
+        }
         self.tail += taken;
         if self.tail < SYNC_TAIL.len() || full {
             // More of the tail to take, or output the full fragment held back.
@@ -322,7 +336,6 @@ impl Inflate {
             return Ok((rest, 0, false));
         }
         let cap = self.room().min(FRAGMENT);
-        let mut chunk = vec![0u8; cap];
         // zlib's smallest window is 2^9; a stream made with 2^8 inflates
         // with it all the same.
         let bits = self.params.window_bits.clamp(9, 15);
@@ -335,8 +348,15 @@ impl Inflate {
         } else {
             &self.input[..avail]
         };
+        // Zeroed once per thread, not once per step: a client sending a
+        // byte at a time does not cost 16 KiB of zeroing per byte. Taken
+        // out and put back; an error drops it, and the next step makes one.
+        let mut scratch = SCRATCH.take();
+        if scratch.len() < FRAGMENT {
+            scratch.resize(FRAGMENT, 0);
+        }
         let status = z
-            .decompress(input, &mut chunk, FlushDecompress::Sync)
+            .decompress(input, &mut scratch[..cap], FlushDecompress::Sync)
             .map_err(|_| InflateError::Corrupt)?;
         let taken = usize::try_from(z.total_in() - before_in).unwrap_or(usize::MAX);
         let produced = usize::try_from(z.total_out() - before_out).unwrap_or(usize::MAX);
@@ -348,8 +368,9 @@ impl Inflate {
             return Err(InflateError::TooBig(self.params.limit));
         }
         if produced > 0 {
-            self.emit(&chunk[..produced], false);
+            self.emit(&scratch[..produced], false);
         }
+        SCRATCH.set(scratch);
         Ok((taken, produced, produced == cap))
     }
 
@@ -631,6 +652,37 @@ mod tests {
             Some(InflateError::TooBig(1024)),
             "one long frame too"
         );
+    }
+
+    #[test]
+    fn buffers_are_released_once_a_frame_passed_through() {
+        let params = InflateParams {
+            limit: 1 << 20,
+            no_context_takeover: true,
+            window_bits: 15,
+        };
+        let mut z = Inflate::new(params);
+        // As a read leaves it: room for more than the frame.
+        z.input = BytesMut::with_capacity(16 * 1024);
+        z.input.extend_from_slice(&frame(FIN | 0x1, &[b'x'; 3000]));
+        while z.step().unwrap() {}
+        assert_eq!(z.output.len(), 3000 + 8);
+        assert_eq!(z.input.capacity(), 0, "an idle connection holds no input");
+        // A compressed message fed a byte at a time inflates the same.
+        let plain = "{\"op\":\"ping\"}".repeat(50);
+        let wire = frame(FIN | RSV1 | 0x1, &deflate(plain.as_bytes()));
+        let mut z = Inflate::new(params);
+        let mut out = Vec::new();
+        for b in wire {
+            z.input.extend_from_slice(&[b]);
+            while z.step().unwrap() {}
+            out.extend_from_slice(&z.output);
+            z.output.clear();
+        }
+        let message: Vec<u8> = frames(&out).into_iter().flat_map(|f| f.1).collect();
+        assert_eq!(message, plain.as_bytes());
+        assert!(z.z.is_none(), "no inflater kept between messages");
+        assert_eq!(z.input.capacity(), 0);
     }
 
     #[tokio::test]

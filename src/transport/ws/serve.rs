@@ -326,12 +326,16 @@ impl WsSession {
     /// resumes mid-batch sees again the messages after its cursor, which
     /// carry their ids.
     ///
-    /// On a connection that negotiated permessage-deflate, every message
-    /// that goes compressed is the message's one shared payload, without a
-    /// cursor, and the batch ends with the cursor: in its last message when
-    /// that one goes plain, else in a `{"type":"cursor"}` frame of its own.
+    /// On a connection that negotiated permessage-deflate and reads cursor
+    /// frames (`?cursor_frames=1`), every message that goes compressed is
+    /// the message's one shared payload, without a cursor, and the batch
+    /// ends with the cursor: in its last message when that one goes plain,
+    /// else in a `{"type":"cursor"}` frame of its own. A client that did not
+    /// ask for cursor frames gets its cursors inline, so its messages go
+    /// plain: compressing them per connection would cost every delivery.
     fn render_batch(&mut self) {
-        let short = self.session.cursor_is_short() && !self.outgoing.deflates();
+        let shared = self.outgoing.deflates() && self.cursor_frames;
+        let short = self.session.cursor_is_short() && !shared;
         let cursor_len = self.session.cursor().encoded_len_hint();
         let start = self.outgoing.len();
         let mut held = Vec::new();
@@ -352,7 +356,7 @@ impl WsSession {
             if short {
                 let cursor = self.session.cursor_text();
                 self.outgoing.reserve(message_len(item) + cursor_len);
-                render(&mut self.outgoing, item, Some(cursor), self.binary);
+                render(&mut self.outgoing, item, Some(cursor), self.binary, shared);
                 continue;
             }
             held.push(i);
@@ -364,7 +368,7 @@ impl WsSession {
         if let Some((&last, rest)) = held.split_last() {
             self.outgoing.reserve(held_bytes + cursor_len);
             for &i in rest {
-                render(&mut self.outgoing, &self.out[i], None, self.binary);
+                render(&mut self.outgoing, &self.out[i], None, self.binary, shared);
             }
             let cursor = self.session.cursor_text();
             render(
@@ -372,6 +376,7 @@ impl WsSession {
                 &self.out[last],
                 Some(cursor),
                 self.binary,
+                shared,
             );
         }
         self.out.drain(..taken);
@@ -427,15 +432,26 @@ impl WsSession {
 
 /// Encode one item as a frame: text (JSON), or, for a connection that
 /// asked for them (`?binary=1`), a binary frame for a message of bytes
-/// (`Message::write_binary`).
-fn render(outgoing: &mut Outgoing, item: &Delivery, cursor: Option<&str>, binary: bool) {
+/// (`Message::write_binary`). With `shared`, a message may go as its shared
+/// compressed form, its cursor (when it carries one) in a frame after it.
+fn render(
+    outgoing: &mut Outgoing,
+    item: &Delivery,
+    cursor: Option<&str>,
+    binary: bool,
+    shared: bool,
+) {
     match item {
         Delivery::Message(m) if binary && m.bytes().is_some() => outgoing.binary_with(|b| {
             m.write_binary(cursor, b);
         }),
-        Delivery::Message(m) if outgoing.compressed_message(m) => {
+        Delivery::Message(m) if shared && outgoing.compressed_message(m) => {
             if let Some(cursor) = cursor {
-                outgoing.text(&json!({"type": "cursor", "cursor": cursor}).to_string());
+                // Plain: a frame of this connection's own, small, and one
+                // per batch; compressing it would cost every socket a
+                // compressor once cursors grow long.
+                let frame = json!({"type": "cursor", "cursor": cursor}).to_string();
+                outgoing.text_with(|b| b.extend_from_slice(frame.as_bytes()));
             }
         }
         Delivery::Message(m) => outgoing.text_with(|b| m.write_json(cursor, b)),

@@ -36,14 +36,20 @@ pub(crate) async fn publish(admin: std::net::SocketAddr, channel: &str, data: Va
 }
 
 /// What every client must have seen: the extension, the published rows
-/// inflated, and the ack of its own compressed publish.
-fn check(lines: &[Value], channel: &str, big: &Value) {
+/// inflated, and the ack of its own compressed publish. A client that asked
+/// for cursor frames (`opted`) gets the message without its cursor and a
+/// cursor frame after it; one that did not, the cursor inline and no
+/// cursor frame.
+fn check(lines: &[Value], channel: &str, big: &Value, opted: bool) {
     // Node's `ws` reports the extension's name, `websockets` the header.
     let ext = lines[0]["extensions"].as_str().unwrap_or_default();
     assert!(ext.starts_with("permessage-deflate"), "{}", lines[0]);
     assert_eq!(lines[1]["channel"], channel, "{}", lines[1]["channel"]);
     assert_eq!(lines[1]["data"], *big);
     assert_eq!(lines[2]["type"], "ack", "{}", lines[2]);
+    assert_eq!(lines[1]["cursor"].is_string(), !opted, "{}", lines[1]);
+    let frames = lines[2]["cursor_frames"].as_u64().unwrap();
+    assert_eq!(frames > 0, opted, "{}", lines[2]);
 }
 
 #[tokio::test]
@@ -55,12 +61,12 @@ async fn node_ws_negotiates_and_inflates_both_ways_over_tls() {
     cmd.current_dir(pusher_dir())
         .arg("deflate_ws.js")
         .arg(format!(
-            "wss://localhost:{}/realtime/ws?channels=chat.node",
+            "wss://localhost:{}/realtime/ws?channels=chat.node&cursor_frames=1",
             gw.public.port()
         ))
         .env("NODE_EXTRA_CA_CERTS", gw.dir.join("gw.crt"));
     let lines = drive_client(cmd, gw.publish_one("chat.node", big.clone())).await;
-    check(&lines, "chat.node", &big);
+    check(&lines, "chat.node", &big, true);
     // What node sent (compressed by `ws`, over its 1 KiB threshold) reached
     // the channel whole.
     let _first = sub.next_data().await;
@@ -76,7 +82,7 @@ async fn node_ws_negotiates_and_inflates_both_ways_over_tls() {
 #[tokio::test]
 async fn python_websockets_negotiates_and_inflates_both_ways_plain_and_tls() {
     let python = pusher_dir().join(".venv/bin/python");
-    // Plain HTTP.
+    // Plain HTTP, without cursor frames: messages come plain, cursor inline.
     let dir = DirGuard(temp_dir("deflate-plain"));
     let handle = plain_gateway(&dir.0).await;
     let big = rows(3000);
@@ -88,13 +94,13 @@ async fn python_websockets_negotiates_and_inflates_both_ways_plain_and_tls() {
             handle.public_addr().port()
         ));
     let lines = drive_client(cmd, publish(handle.admin_addr(), "chat.py", big.clone())).await;
-    check(&lines, "chat.py", &big);
-    // Its default offer keeps the client's context (one inflater for the
-    // connection's life, with the 1 KiB window it was told to use), which
-    // the two-way exchange above went through.
+    check(&lines, "chat.py", &big, false);
+    // Its default offer would keep the client's context; it is told not to
+    // (no inflater kept for the connection's life), and its two-way
+    // exchange above went through so.
     assert_eq!(
         lines[0]["extensions"],
-        "permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10"
     );
     handle.shutdown(Duration::from_secs(2)).await;
     // TLS.
@@ -103,12 +109,12 @@ async fn python_websockets_negotiates_and_inflates_both_ways_plain_and_tls() {
     cmd.current_dir(pusher_dir())
         .arg("deflate_ws.py")
         .arg(format!(
-            "wss://localhost:{}/realtime/ws?channels=chat.py",
+            "wss://localhost:{}/realtime/ws?channels=chat.py&cursor_frames=1",
             gw.public.port()
         ))
         .arg(gw.dir.join("gw.crt"));
     let lines = drive_client(cmd, gw.publish_one("chat.py", big.clone())).await;
-    check(&lines, "chat.py", &big);
+    check(&lines, "chat.py", &big, true);
     let metrics = gw.metrics_text().await;
     assert_eq!(counter(&metrics, "pushgate_ws_deflate_negotiated_total"), 1);
     assert!(counter(&metrics, "pushgate_ws_deflate_frames_total") >= 1);

@@ -36,7 +36,9 @@ where
 {
     assert_eq!(
         a.extensions.as_deref(),
-        Some("permessage-deflate; server_no_context_takeover; client_max_window_bits=10")
+        Some(
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=10"
+        )
     );
     assert_eq!(plain.extensions, None);
     for s in [&mut a, &mut b, &mut plain] {

@@ -213,7 +213,13 @@ impl Deflater {
 /// Inflate one server message (no context kept: the server promised
 /// `server_no_context_takeover`).
 pub fn inflate(payload: &[u8]) -> Vec<u8> {
-    let mut z = Decompress::new(false);
+    inflate_with(payload, 15)
+}
+
+/// Inflate one server message with a window of 2^`bits` bytes, as a client
+/// that asked for `server_max_window_bits=bits` does.
+pub fn inflate_with(payload: &[u8], bits: u8) -> Vec<u8> {
+    let mut z = Decompress::new_with_window_bits(false, bits);
     let mut input = payload.to_vec();
     input.extend_from_slice(&[0, 0, 0xff, 0xff]);
     let mut out = Vec::with_capacity(payload.len() * 50 + 1024);
