@@ -822,3 +822,64 @@ async fn an_id_history_dropped_starts_at_the_earliest_kept() {
     assert_eq!(s.expect().await.id.as_ref(), Some(&ids[2]));
     assert_eq!(s.expect().await.id.as_ref(), Some(&ids[3]));
 }
+
+/// A subscriber's own regular-expression groups and a flood of patterns
+/// are refused before they cost the gateway: each URL Pattern compiles
+/// under a small size limit, patterns and templates are capped per
+/// subscription, and without a token nothing is compiled at all.
+#[tokio::test]
+async fn hostile_patterns_are_refused_and_the_hub_keeps_serving() {
+    let gw = hub().await;
+    let get = |query: String| {
+        gw.http1
+            .get(gw.url(&format!("/.well-known/mercure?{query}")))
+            .send()
+    };
+    // A heavy group, alone and repeated to fill a query.
+    let heavy = "https://example.com/:a(\\w{200})";
+    let r = get(q(&[("match_urlpattern", heavy)])).await.unwrap();
+    assert_eq!(r.status(), 400, "a group too large to compile");
+    assert!(r.text().await.unwrap().contains("URL Pattern"));
+    let flood: Vec<(&str, &str)> = (0..600).map(|_| ("match_urlpattern", heavy)).collect();
+    assert_eq!(get(q(&flood)).await.unwrap().status(), 400);
+
+    // Plain patterns and templates: 64 are fine, 65 are one too many.
+    let pats: Vec<String> = (0..65)
+        .map(|i| format!("https://example.com/p{i}/:id"))
+        .collect();
+    let mut pairs: Vec<(&str, &str)> = pats[..64]
+        .iter()
+        .map(|p| ("match_urlpattern", p.as_str()))
+        .collect();
+    let mut ok = subscribe(&gw, &q(&pairs), None, None).await;
+    pairs.pop();
+    pairs.push(("topic", "https://example.com/t/{id}"));
+    pairs.push(("topic", "https://example.com/u/{id}"));
+    let r = get(q(&pairs)).await.unwrap();
+    assert_eq!(r.status(), 400, "65 patterns and templates");
+    assert!(r.text().await.unwrap().contains("at most 64"));
+
+    // The hub still serves: the subscriber of 64 patterns gets its update.
+    let id = publish(
+        &gw,
+        &[("topic", "https://example.com/p63/9"), ("data", "x")],
+    )
+    .await;
+    assert_eq!(ok.expect().await.id, Some(id));
+
+    // Without anonymous access, no token: 401 before any selector is read.
+    let closed = TestGateway::builder()
+        .tag("mercure-closed-hostile")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  subscriber_jwt: {{ hs256_secret: {SUB_SECRET} }}\n"
+        ))
+        .start()
+        .await;
+    let r = closed
+        .http1
+        .get(closed.url(&format!("/.well-known/mercure?{}", q(&flood))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "admission comes first");
+}

@@ -30,6 +30,11 @@ use crate::transport::session::{Session, SubscriptionPolicy};
 /// Most selectors one subscription may name.
 pub(crate) const MAX_SELECTORS: usize = 2000;
 
+/// Most URL Patterns and URI Templates one subscription may name: each is
+/// tried one by one against every update (exact selectors are one hash
+/// lookup), and each costs a compiled matcher.
+pub(crate) const MAX_PATTERNS: usize = 64;
+
 /// History read at a time while looking for a publisher's id.
 const SEARCH_PAGE: usize = 256;
 
@@ -41,15 +46,8 @@ pub(super) async fn open<B>(
     req: &Request<B>,
 ) -> Result<Response<Body>, Refused> {
     let base = hub_url(config, req)?;
-    let (selectors, raw, last_event_id) =
-        parse_query(req.uri().query().unwrap_or_default(), &base)?;
-    let last_event_id = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(last_event_id)
-        .filter(|id| !id.is_empty());
+    // Admission (token, limits) before a selector is compiled: compiling
+    // costs, and the rate limits are what bound an anonymous client.
     let keys = settings.mercure.as_ref();
     let (rights, expires) = match (
         presented(req.headers()),
@@ -79,6 +77,15 @@ pub(super) async fn open<B>(
     };
     state.limits.subscribe(&key, 1).map_err(limited)?;
     let slot = state.limits.open_connection(&key).map_err(limited)?;
+    let (selectors, raw, last_event_id) =
+        parse_query(req.uri().query().unwrap_or_default(), &base)?;
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(last_event_id)
+        .filter(|id| !id.is_empty());
 
     let channel: Arc<str> = Arc::from(HUB_CHANNEL);
     let history = settings.rules.history_for(HUB_CHANNEL);
@@ -144,8 +151,23 @@ fn parse_query(
     let mut selectors = Selectors::default();
     let mut raw = Vec::new();
     let mut count = 0;
+    let mut patterns = 0;
     let mut last_event_id = None;
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let costly = match &*name {
+            "match_urlpattern" => &*value != "*",
+            "topic" => value.contains('{'),
+            _ => false,
+        };
+        if costly {
+            patterns += 1;
+            if patterns > MAX_PATTERNS {
+                return Err(Refused::BadRequest(format!(
+                    "at most {MAX_PATTERNS} URL Patterns and URI Templates per subscription \
+                     (exact selectors are not counted)"
+                )));
+            }
+        }
         let selector = match &*name {
             "match" | "match_exact" => Selector::exact(&value),
             "match_urlpattern" => Selector::url_pattern(&value, base),
