@@ -242,8 +242,12 @@ async fn last_event_id_resumes_and_unknown_ids_start_at_the_earliest() {
     );
     assert_eq!(s.expect().await.id, Some(third.clone()));
 
-    // Unknown: everything kept, and the answer says so.
-    for asked in ["urn:never-published", "earliest", "#1-1"] {
+    // Unknown: everything kept, and the answer says so. A hub id of this
+    // epoch past the newest update is unknown too (resuming there would
+    // hide every live update up to it).
+    let epoch = first.trim_start_matches('#').split('-').next().unwrap();
+    let future = format!("#{epoch}-999999");
+    for asked in ["urn:never-published", "earliest", "#1-1", future.as_str()] {
         let mut s = subscribe(
             &gw,
             &format!(
@@ -310,6 +314,8 @@ async fn refusals_are_clear() {
                 .unwrap()
                 .contains("invalid_token")
         );
+        // One fixed answer: which check failed is logged, not told.
+        assert_eq!(r.text().await.unwrap(), "invalid token\n");
     }
 
     let r = publish_with(&gw, &publisher(&["https://example.com/b"]), &form).await;
@@ -686,7 +692,24 @@ async fn active_subscriptions_are_announced_and_listed() {
         )
     );
 
-    // The API, under the same rights.
+    // The API, under the same rights; its preflight is the hub's.
+    let r = gw
+        .http1
+        .request(
+            reqwest::Method::OPTIONS,
+            gw.url("/.well-known/mercure/subscriptions/x"),
+        )
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "a preflight under /subscriptions");
+    assert!(
+        r.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("GET")
+    );
     let get = |path: String, token: Option<String>| {
         let mut r = gw.http1.get(gw.url(&path));
         if let Some(t) = token {

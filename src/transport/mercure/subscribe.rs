@@ -223,8 +223,13 @@ async fn resume_point(
     };
     let (_, oldest) = state.broker.history_info(channel).await;
     if let Some((e, seq)) = update::parse_hub_id(&requested) {
-        // Still in history (or nothing was dropped after it): resumed exactly.
-        let kept = oldest.is_none_or(|o| seq.saturating_add(1) >= o);
+        // Still in history (or nothing was dropped after it), and not past
+        // the newest update (a place never reached would hide every live
+        // update up to it): resumed exactly.
+        let (_following, head) = crate::broker::follow(&state.broker, channel)
+            .await
+            .map_err(|e| Refused::Unavailable(e.to_string()))?;
+        let kept = oldest.is_none_or(|o| seq.saturating_add(1) >= o) && seq <= head;
         if e == epoch && kept {
             return Ok((at(seq), Some(requested)));
         }
