@@ -906,3 +906,45 @@ async fn hostile_patterns_are_refused_and_the_hub_keeps_serving() {
         .unwrap();
     assert_eq!(r.status(), 401, "admission comes first");
 }
+
+/// Looking up a publisher's id reads only the newest 1,024 updates: an id
+/// published before them is answered as unknown (`earliest`), one within
+/// them resumes exactly.
+#[tokio::test]
+async fn the_search_for_a_publisher_id_is_bounded() {
+    let gw = TestGateway::builder()
+        .tag("mercure-search")
+        .realtime("  history: { size: 3000, ttl: 10m }")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  anonymous: true\n"
+        ))
+        .start()
+        .await;
+    publish(
+        &gw,
+        &[("topic", "urn:t"), ("id", "urn:old"), ("data", "old")],
+    )
+    .await;
+    publish(
+        &gw,
+        &[("topic", "urn:t"), ("id", "urn:recent"), ("data", "r")],
+    )
+    .await;
+    for n in 0..1022 {
+        publish(&gw, &[("topic", "urn:filler"), ("data", &n.to_string())]).await;
+    }
+    let last = publish(&gw, &[("topic", "urn:t"), ("data", "last")]).await;
+    let sel = q(&[("match", "urn:t")]);
+    let s = subscribe(&gw, &sel, None, Some("urn:old")).await;
+    assert_eq!(
+        s.resp_headers["last-event-id"].to_str().unwrap(),
+        "earliest",
+        "older than the searched window"
+    );
+    let mut s = subscribe(&gw, &sel, None, Some("urn:recent")).await;
+    assert_eq!(
+        s.resp_headers["last-event-id"].to_str().unwrap(),
+        "urn:recent"
+    );
+    assert_eq!(s.expect().await.id, Some(last));
+}

@@ -38,6 +38,11 @@ pub(crate) const MAX_PATTERNS: usize = 64;
 /// History read at a time while looking for a publisher's id.
 const SEARCH_PAGE: usize = 256;
 
+/// The newest updates searched for a publisher's id: anyone may ask for an
+/// id that was never published, so the search is bounded; an id older than
+/// these is answered as unknown (`earliest`).
+pub(crate) const SEARCH_LIMIT: usize = 1024;
+
 /// Open a subscriber's stream, or say why not.
 pub(super) async fn open<B>(
     state: AppState,
@@ -250,12 +255,15 @@ async fn find(
     ttl: std::time::Duration,
     id: &str,
 ) -> Result<Option<u64>, Refused> {
-    let (_, oldest) = state.broker.history_info(channel).await;
+    let (len, oldest) = state.broker.history_info(channel).await;
     let Some(oldest) = oldest else {
         return Ok(None);
     };
-    let mut after = oldest.saturating_sub(1);
-    loop {
+    // The newest SEARCH_LIMIT updates kept, at most SEARCH_LIMIT read.
+    let skipped = len.saturating_sub(SEARCH_LIMIT) as u64;
+    let mut after = oldest.saturating_sub(1).saturating_add(skipped);
+    let mut read = 0;
+    while read < SEARCH_LIMIT {
         let page = state
             .broker
             .replay(channel, after, ttl, SEARCH_PAGE)
@@ -268,8 +276,10 @@ async fn find(
             return Ok(None);
         };
         after = last.seq;
+        read += page.len();
         if let Some(m) = page.iter().find(|m| update::id_of(m) == Some(id)) {
             return Ok(Some(m.seq));
         }
     }
+    Ok(None)
 }
