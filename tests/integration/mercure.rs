@@ -948,3 +948,34 @@ async fn the_search_for_a_publisher_id_is_bounded() {
     );
     assert_eq!(s.expect().await.id, Some(last));
 }
+
+/// A subscriber's stream ends when its token expires, at `exp` itself (not
+/// after the clock-skew leeway that verification allows).
+#[tokio::test]
+async fn a_stream_ends_at_its_tokens_exp() {
+    let gw = TestGateway::builder()
+        .tag("mercure-exp")
+        .realtime("  heartbeat: 1s")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  subscriber_jwt: {{ hs256_secret: {SUB_SECRET} }}\n"
+        ))
+        .start()
+        .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3;
+    let token = sign(
+        json!({"mercure": {"subscribe": ["*"]}, "exp": exp}),
+        SUB_SECRET,
+    );
+    let mut s = subscribe(&gw, &q(&[("match", "urn:a")]), Some(&token), None).await;
+    // Heartbeats every second keep the reader going until the end; the
+    // leeway (30 s) would run far past this deadline.
+    tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        while s.next_event().await.is_some() {}
+    })
+    .await
+    .expect("the stream ended at exp");
+}
