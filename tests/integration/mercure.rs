@@ -979,3 +979,49 @@ async fn a_stream_ends_at_its_tokens_exp() {
     .await
     .expect("the stream ended at exp");
 }
+
+/// A subscriber of many selectors announces at most 64 of them, so its
+/// arrival does not push real updates out of the hub's history.
+#[tokio::test]
+async fn subscription_events_are_capped_per_connection() {
+    let gw = TestGateway::builder()
+        .tag("mercure-subs-cap")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  subscriber_jwt: {{ hs256_secret: {SUB_SECRET} }}\n  anonymous: true\n  subscriptions: true\n"
+        ))
+        .start()
+        .await;
+    let before = publish(&gw, &[("topic", "urn:real"), ("data", "kept")]).await;
+    let pairs: Vec<(String, String)> = (0..200)
+        .map(|i| ("match".to_string(), format!("t{i}")))
+        .collect();
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&pairs)
+        .finish();
+    let _many = subscribe(&gw, &query, None, None).await;
+    let sentinel = publish(&gw, &[("topic", "urn:sentinel"), ("data", "s")]).await;
+
+    let template = "/.well-known/mercure/subscriptions/{topic}/{subscriber}";
+    let watcher = sign(json!({"mercure": {"subscribe": [template]}}), SUB_SECRET);
+    let mut s = subscribe(
+        &gw,
+        &q(&[
+            ("topic", template),
+            ("match", "urn:sentinel"),
+            ("match", "urn:real"),
+        ]),
+        Some(&watcher),
+        Some("earliest"),
+    )
+    .await;
+    assert_eq!(s.expect().await.id, Some(before), "the real update is kept");
+    let mut announced = 0;
+    loop {
+        let ev = s.expect().await;
+        if ev.id.as_ref() == Some(&sentinel) {
+            break;
+        }
+        announced += 1;
+    }
+    assert_eq!(announced, 64, "one event per selector, at most 64");
+}
