@@ -7,6 +7,12 @@
 //! update; URI Templates and URL Patterns are tried one by one, each in
 //! linear time. A topic is resolved against the hub's URL once per update
 //! and selector set, only when a URL Pattern needs it.
+//!
+//! A URL Pattern compiles to a regular expression, and a subscriber may
+//! write its own groups (`/:a(\w{200})`), so each is compiled under a
+//! small size limit ([`BoundedRegex`]): a hostile pattern is refused at
+//! once instead of costing megabytes and a fraction of a second of the
+//! async worker that parses it.
 
 use std::collections::HashSet;
 
@@ -20,7 +26,7 @@ use super::uri_template::{MAX_TEMPLATE_LEN, UriTemplate};
 pub(crate) enum SelectorError {
     #[error("{0:?} is not a URI Template: {1}")]
     Template(String, super::uri_template::TemplateError),
-    #[error("{0:?} is not a URL Pattern")]
+    #[error("{0:?} is not a URL Pattern, or compiles to too large a matcher")]
     Pattern(String),
     #[error("a selector is longer than {MAX_TEMPLATE_LEN} characters")]
     TooLong,
@@ -36,7 +42,7 @@ pub(crate) enum Selector {
     /// 0.x: a selector with `{…}` is an RFC 6570 URI Template.
     Template(UriTemplate),
     /// 1.0: `match_urlpattern=` (WHATWG URL Pattern).
-    Pattern(Box<UrlPattern>),
+    Pattern(Box<UrlPattern<BoundedRegex>>),
 }
 
 impl Selector {
@@ -69,11 +75,43 @@ impl Selector {
         }
         let bad = || SelectorError::Pattern(text.to_string());
         let init =
-            UrlPatternInit::parse_constructor_string::<regex::Regex>(text, Some(base.clone()))
+            UrlPatternInit::parse_constructor_string::<BoundedRegex>(text, Some(base.clone()))
                 .map_err(|_| bad())?;
         let pattern =
-            UrlPattern::<regex::Regex>::parse(init, Default::default()).map_err(|_| bad())?;
+            UrlPattern::<BoundedRegex>::parse(init, Default::default()).map_err(|_| bad())?;
         Ok(Selector::Pattern(Box::new(pattern)))
+    }
+}
+
+/// Most memory one compiled component of a URL Pattern may take. The
+/// regular expressions of ordinary patterns (`/books/:id`, `/users/*`) are
+/// a few KiB; a subscriber's own groups with large repetitions are not.
+const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+
+/// A URL Pattern's regular expression, compiled under
+/// [`REGEX_SIZE_LIMIT`] (the `regex` crate's default allows 10 MB).
+pub(crate) struct BoundedRegex(regex::Regex);
+
+impl urlpattern::regexp::RegExp for BoundedRegex {
+    fn syntax() -> urlpattern::RegexSyntax {
+        <regex::Regex as urlpattern::regexp::RegExp>::syntax()
+    }
+
+    fn parse(pattern: &str, _flags: &str, _force_eval: bool) -> Result<Self, ()> {
+        regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map(BoundedRegex)
+            .map_err(|_| ())
+    }
+
+    fn matches<'a>(&self, text: &'a str) -> Option<Vec<Option<&'a str>>> {
+        urlpattern::regexp::RegExp::matches(&self.0, text)
+    }
+
+    fn pattern_string(&self) -> &str {
+        self.0.as_str()
     }
 }
 
@@ -106,7 +144,7 @@ pub(crate) struct Selectors {
     any: bool,
     exact: HashSet<String>,
     templates: Vec<UriTemplate>,
-    patterns: Vec<UrlPattern>,
+    patterns: Vec<UrlPattern<BoundedRegex>>,
 }
 
 impl Selectors {

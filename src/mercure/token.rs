@@ -135,10 +135,11 @@ impl Verifier {
                             .map(|f| f as u64)
                     })
                     .ok_or(TokenError::Invalid)?;
+                // The stream ends at `exp` itself, as the specification
+                // asks (the leeway is for clocks at the verification only).
                 Some(
                     UNIX_EPOCH
                         .checked_add(Duration::from_secs(secs))
-                        .and_then(|t| t.checked_add(LEEWAY))
                         .ok_or(TokenError::Invalid)?,
                 )
             }

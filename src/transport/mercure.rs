@@ -66,8 +66,15 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
     };
     let origin = cors::Cors::of(&config, req.headers());
     let exact = req.uri().path() == config.path;
+    let api = config.subscriptions
+        && req
+            .uri()
+            .path()
+            .get(config.path.len()..)
+            .and_then(|rest| rest.strip_prefix("/subscriptions"))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     let mut resp = match (req.method(), exact) {
-        (&Method::OPTIONS, true) => cors::preflight(),
+        (&Method::OPTIONS, _) if exact || api => cors::preflight(),
         (&Method::GET, true) => match subscribe::open(state, &settings, &config, &req).await {
             Ok(resp) => resp,
             Err(refused) => refused.response(),
@@ -110,7 +117,7 @@ pub(crate) enum Refused {
     BadRequest(String),
     /// 401 without an error code: a token is needed and none came.
     NoToken,
-    /// 401 `invalid_token`.
+    /// 401 `invalid_token`; the reason is logged, never sent.
     InvalidToken(String),
     /// 403 `insufficient_scope`.
     Forbidden(String),
@@ -134,11 +141,16 @@ impl Refused {
                 Some("Bearer"),
                 "a token is required".into(),
             ),
-            Refused::InvalidToken(m) => (
-                StatusCode::UNAUTHORIZED,
-                Some("Bearer error=\"invalid_token\""),
-                m,
-            ),
+            Refused::InvalidToken(reason) => {
+                // The reason is for the operator: told to the client it
+                // would say which check a forged token still has to pass.
+                tracing::debug!(%reason, "Mercure token refused");
+                (
+                    StatusCode::UNAUTHORIZED,
+                    Some("Bearer error=\"invalid_token\""),
+                    "invalid token".into(),
+                )
+            }
             Refused::Forbidden(m) => (
                 StatusCode::FORBIDDEN,
                 Some("Bearer error=\"insufficient_scope\""),

@@ -242,8 +242,12 @@ async fn last_event_id_resumes_and_unknown_ids_start_at_the_earliest() {
     );
     assert_eq!(s.expect().await.id, Some(third.clone()));
 
-    // Unknown: everything kept, and the answer says so.
-    for asked in ["urn:never-published", "earliest", "#1-1"] {
+    // Unknown: everything kept, and the answer says so. A hub id of this
+    // epoch past the newest update is unknown too (resuming there would
+    // hide every live update up to it).
+    let epoch = first.trim_start_matches('#').split('-').next().unwrap();
+    let future = format!("#{epoch}-999999");
+    for asked in ["urn:never-published", "earliest", "#1-1", future.as_str()] {
         let mut s = subscribe(
             &gw,
             &format!(
@@ -310,6 +314,8 @@ async fn refusals_are_clear() {
                 .unwrap()
                 .contains("invalid_token")
         );
+        // One fixed answer: which check failed is logged, not told.
+        assert_eq!(r.text().await.unwrap(), "invalid token\n");
     }
 
     let r = publish_with(&gw, &publisher(&["https://example.com/b"]), &form).await;
@@ -686,7 +692,24 @@ async fn active_subscriptions_are_announced_and_listed() {
         )
     );
 
-    // The API, under the same rights.
+    // The API, under the same rights; its preflight is the hub's.
+    let r = gw
+        .http1
+        .request(
+            reqwest::Method::OPTIONS,
+            gw.url("/.well-known/mercure/subscriptions/x"),
+        )
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "a preflight under /subscriptions");
+    assert!(
+        r.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("GET")
+    );
     let get = |path: String, token: Option<String>| {
         let mut r = gw.http1.get(gw.url(&path));
         if let Some(t) = token {
@@ -821,4 +844,184 @@ async fn an_id_history_dropped_starts_at_the_earliest_kept() {
     );
     assert_eq!(s.expect().await.id.as_ref(), Some(&ids[2]));
     assert_eq!(s.expect().await.id.as_ref(), Some(&ids[3]));
+}
+
+/// A subscriber's own regular-expression groups and a flood of patterns
+/// are refused before they cost the gateway: each URL Pattern compiles
+/// under a small size limit, patterns and templates are capped per
+/// subscription, and without a token nothing is compiled at all.
+#[tokio::test]
+async fn hostile_patterns_are_refused_and_the_hub_keeps_serving() {
+    let gw = hub().await;
+    let get = |query: String| {
+        gw.http1
+            .get(gw.url(&format!("/.well-known/mercure?{query}")))
+            .send()
+    };
+    // A heavy group, alone and repeated to fill a query.
+    let heavy = "https://example.com/:a(\\w{200})";
+    let r = get(q(&[("match_urlpattern", heavy)])).await.unwrap();
+    assert_eq!(r.status(), 400, "a group too large to compile");
+    assert!(r.text().await.unwrap().contains("URL Pattern"));
+    let flood: Vec<(&str, &str)> = (0..600).map(|_| ("match_urlpattern", heavy)).collect();
+    assert_eq!(get(q(&flood)).await.unwrap().status(), 400);
+
+    // Plain patterns and templates: 64 are fine, 65 are one too many.
+    let pats: Vec<String> = (0..65)
+        .map(|i| format!("https://example.com/p{i}/:id"))
+        .collect();
+    let mut pairs: Vec<(&str, &str)> = pats[..64]
+        .iter()
+        .map(|p| ("match_urlpattern", p.as_str()))
+        .collect();
+    let mut ok = subscribe(&gw, &q(&pairs), None, None).await;
+    pairs.pop();
+    pairs.push(("topic", "https://example.com/t/{id}"));
+    pairs.push(("topic", "https://example.com/u/{id}"));
+    let r = get(q(&pairs)).await.unwrap();
+    assert_eq!(r.status(), 400, "65 patterns and templates");
+    assert!(r.text().await.unwrap().contains("at most 64"));
+
+    // The hub still serves: the subscriber of 64 patterns gets its update.
+    let id = publish(
+        &gw,
+        &[("topic", "https://example.com/p63/9"), ("data", "x")],
+    )
+    .await;
+    assert_eq!(ok.expect().await.id, Some(id));
+
+    // Without anonymous access, no token: 401 before any selector is read.
+    let closed = TestGateway::builder()
+        .tag("mercure-closed-hostile")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  subscriber_jwt: {{ hs256_secret: {SUB_SECRET} }}\n"
+        ))
+        .start()
+        .await;
+    let r = closed
+        .http1
+        .get(closed.url(&format!("/.well-known/mercure?{}", q(&flood))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "admission comes first");
+}
+
+/// Looking up a publisher's id reads only the newest 1,024 updates: an id
+/// published before them is answered as unknown (`earliest`), one within
+/// them resumes exactly.
+#[tokio::test]
+async fn the_search_for_a_publisher_id_is_bounded() {
+    let gw = TestGateway::builder()
+        .tag("mercure-search")
+        .realtime("  history: { size: 3000, ttl: 10m }")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  anonymous: true\n"
+        ))
+        .start()
+        .await;
+    publish(
+        &gw,
+        &[("topic", "urn:t"), ("id", "urn:old"), ("data", "old")],
+    )
+    .await;
+    publish(
+        &gw,
+        &[("topic", "urn:t"), ("id", "urn:recent"), ("data", "r")],
+    )
+    .await;
+    for n in 0..1022 {
+        publish(&gw, &[("topic", "urn:filler"), ("data", &n.to_string())]).await;
+    }
+    let last = publish(&gw, &[("topic", "urn:t"), ("data", "last")]).await;
+    let sel = q(&[("match", "urn:t")]);
+    let s = subscribe(&gw, &sel, None, Some("urn:old")).await;
+    assert_eq!(
+        s.resp_headers["last-event-id"].to_str().unwrap(),
+        "earliest",
+        "older than the searched window"
+    );
+    let mut s = subscribe(&gw, &sel, None, Some("urn:recent")).await;
+    assert_eq!(
+        s.resp_headers["last-event-id"].to_str().unwrap(),
+        "urn:recent"
+    );
+    assert_eq!(s.expect().await.id, Some(last));
+}
+
+/// A subscriber's stream ends when its token expires, at `exp` itself (not
+/// after the clock-skew leeway that verification allows).
+#[tokio::test]
+async fn a_stream_ends_at_its_tokens_exp() {
+    let gw = TestGateway::builder()
+        .tag("mercure-exp")
+        .realtime("  heartbeat: 1s")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  subscriber_jwt: {{ hs256_secret: {SUB_SECRET} }}\n"
+        ))
+        .start()
+        .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3;
+    let token = sign(
+        json!({"mercure": {"subscribe": ["*"]}, "exp": exp}),
+        SUB_SECRET,
+    );
+    let mut s = subscribe(&gw, &q(&[("match", "urn:a")]), Some(&token), None).await;
+    // Heartbeats every second keep the reader going until the end; the
+    // leeway (30 s) would run far past this deadline.
+    tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        while s.next_event().await.is_some() {}
+    })
+    .await
+    .expect("the stream ended at exp");
+}
+
+/// A subscriber of many selectors announces at most 64 of them, so its
+/// arrival does not push real updates out of the hub's history.
+#[tokio::test]
+async fn subscription_events_are_capped_per_connection() {
+    let gw = TestGateway::builder()
+        .tag("mercure-subs-cap")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  subscriber_jwt: {{ hs256_secret: {SUB_SECRET} }}\n  anonymous: true\n  subscriptions: true\n"
+        ))
+        .start()
+        .await;
+    let before = publish(&gw, &[("topic", "urn:real"), ("data", "kept")]).await;
+    let pairs: Vec<(String, String)> = (0..200)
+        .map(|i| ("match".to_string(), format!("t{i}")))
+        .collect();
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&pairs)
+        .finish();
+    let _many = subscribe(&gw, &query, None, None).await;
+    let sentinel = publish(&gw, &[("topic", "urn:sentinel"), ("data", "s")]).await;
+
+    let template = "/.well-known/mercure/subscriptions/{topic}/{subscriber}";
+    let watcher = sign(json!({"mercure": {"subscribe": [template]}}), SUB_SECRET);
+    let mut s = subscribe(
+        &gw,
+        &q(&[
+            ("topic", template),
+            ("match", "urn:sentinel"),
+            ("match", "urn:real"),
+        ]),
+        Some(&watcher),
+        Some("earliest"),
+    )
+    .await;
+    assert_eq!(s.expect().await.id, Some(before), "the real update is kept");
+    let mut announced = 0;
+    loop {
+        let ev = s.expect().await;
+        if ev.id.as_ref() == Some(&sentinel) {
+            break;
+        }
+        announced += 1;
+    }
+    assert_eq!(announced, 64, "one event per selector, at most 64");
 }

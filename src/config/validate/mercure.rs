@@ -63,6 +63,13 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
             }
         }
     }
+    if m.cors_origins.iter().any(|o| o == "*") {
+        add(
+            at.key("cors_origins"),
+            "\"*\" would let any page read credentialed answers (the hub's are); name the origins"
+                .into(),
+        );
+    }
     if m.publish_origins.iter().any(|o| o == "*") {
         add(
             at.key("publish_origins"),
@@ -147,6 +154,10 @@ mod tests {
             (
                 "mercure: { anonymous: true, publisher_jwt: { hs256_secret: s }, publish_origins: ['*'] }",
                 "mercure.publish_origins",
+            ),
+            (
+                "mercure: { anonymous: true, publisher_jwt: { hs256_secret: s }, cors_origins: ['*'] }",
+                "mercure.cors_origins",
             ),
             (
                 "mercure: { anonymous: true, publisher_jwt: { hs256_secret: s }, discovery: [{ path: api }] }",

@@ -15,7 +15,7 @@ impl Cors {
     pub(super) fn of(config: &Mercure, headers: &HeaderMap) -> Cors {
         let origin = headers.get(header::ORIGIN).filter(|o| {
             o.to_str()
-                .is_ok_and(|o| config.cors_origins.iter().any(|c| c == "*" || c == o))
+                .is_ok_and(|o| config.cors_origins.iter().any(|c| c == o))
         });
         Cors(origin.cloned())
     }

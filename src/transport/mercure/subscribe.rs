@@ -30,8 +30,18 @@ use crate::transport::session::{Session, SubscriptionPolicy};
 /// Most selectors one subscription may name.
 pub(crate) const MAX_SELECTORS: usize = 2000;
 
+/// Most URL Patterns and URI Templates one subscription may name: each is
+/// tried one by one against every update (exact selectors are one hash
+/// lookup), and each costs a compiled matcher.
+pub(crate) const MAX_PATTERNS: usize = 64;
+
 /// History read at a time while looking for a publisher's id.
 const SEARCH_PAGE: usize = 256;
+
+/// The newest updates searched for a publisher's id: anyone may ask for an
+/// id that was never published, so the search is bounded; an id older than
+/// these is answered as unknown (`earliest`).
+pub(crate) const SEARCH_LIMIT: usize = 1024;
 
 /// Open a subscriber's stream, or say why not.
 pub(super) async fn open<B>(
@@ -41,15 +51,8 @@ pub(super) async fn open<B>(
     req: &Request<B>,
 ) -> Result<Response<Body>, Refused> {
     let base = hub_url(config, req)?;
-    let (selectors, raw, last_event_id) =
-        parse_query(req.uri().query().unwrap_or_default(), &base)?;
-    let last_event_id = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(last_event_id)
-        .filter(|id| !id.is_empty());
+    // Admission (token, limits) before a selector is compiled: compiling
+    // costs, and the rate limits are what bound an anonymous client.
     let keys = settings.mercure.as_ref();
     let (rights, expires) = match (
         presented(req.headers()),
@@ -79,6 +82,15 @@ pub(super) async fn open<B>(
     };
     state.limits.subscribe(&key, 1).map_err(limited)?;
     let slot = state.limits.open_connection(&key).map_err(limited)?;
+    let (selectors, raw, last_event_id) =
+        parse_query(req.uri().query().unwrap_or_default(), &base)?;
+    let last_event_id = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(last_event_id)
+        .filter(|id| !id.is_empty());
 
     let channel: Arc<str> = Arc::from(HUB_CHANNEL);
     let history = settings.rules.history_for(HUB_CHANNEL);
@@ -144,8 +156,23 @@ fn parse_query(
     let mut selectors = Selectors::default();
     let mut raw = Vec::new();
     let mut count = 0;
+    let mut patterns = 0;
     let mut last_event_id = None;
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let costly = match &*name {
+            "match_urlpattern" => &*value != "*",
+            "topic" => value.contains('{'),
+            _ => false,
+        };
+        if costly {
+            patterns += 1;
+            if patterns > MAX_PATTERNS {
+                return Err(Refused::BadRequest(format!(
+                    "at most {MAX_PATTERNS} URL Patterns and URI Templates per subscription \
+                     (exact selectors are not counted)"
+                )));
+            }
+        }
         let selector = match &*name {
             "match" | "match_exact" => Selector::exact(&value),
             "match_urlpattern" => Selector::url_pattern(&value, base),
@@ -201,8 +228,13 @@ async fn resume_point(
     };
     let (_, oldest) = state.broker.history_info(channel).await;
     if let Some((e, seq)) = update::parse_hub_id(&requested) {
-        // Still in history (or nothing was dropped after it): resumed exactly.
-        let kept = oldest.is_none_or(|o| seq.saturating_add(1) >= o);
+        // Still in history (or nothing was dropped after it), and not past
+        // the newest update (a place never reached would hide every live
+        // update up to it): resumed exactly.
+        let (_following, head) = crate::broker::follow(&state.broker, channel)
+            .await
+            .map_err(|e| Refused::Unavailable(e.to_string()))?;
+        let kept = oldest.is_none_or(|o| seq.saturating_add(1) >= o) && seq <= head;
         if e == epoch && kept {
             return Ok((at(seq), Some(requested)));
         }
@@ -223,12 +255,15 @@ async fn find(
     ttl: std::time::Duration,
     id: &str,
 ) -> Result<Option<u64>, Refused> {
-    let (_, oldest) = state.broker.history_info(channel).await;
+    let (len, oldest) = state.broker.history_info(channel).await;
     let Some(oldest) = oldest else {
         return Ok(None);
     };
-    let mut after = oldest.saturating_sub(1);
-    loop {
+    // The newest SEARCH_LIMIT updates kept, at most SEARCH_LIMIT read.
+    let skipped = len.saturating_sub(SEARCH_LIMIT) as u64;
+    let mut after = oldest.saturating_sub(1).saturating_add(skipped);
+    let mut read = 0;
+    while read < SEARCH_LIMIT {
         let page = state
             .broker
             .replay(channel, after, ttl, SEARCH_PAGE)
@@ -241,8 +276,10 @@ async fn find(
             return Ok(None);
         };
         after = last.seq;
+        read += page.len();
         if let Some(m) = page.iter().find(|m| update::id_of(m) == Some(id)) {
             return Ok(Some(m.seq));
         }
     }
+    Ok(None)
 }

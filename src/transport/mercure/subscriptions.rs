@@ -19,6 +19,12 @@ use crate::mercure::update::{self, HUB_CHANNEL};
 use crate::reply::{self, Body};
 use crate::state::AppState;
 
+/// Most subscription events one connection publishes when it arrives (and
+/// again when it leaves): the events go into the hub channel's history
+/// like any update, so a subscriber of a thousand selectors must not push
+/// the real updates out of it. Every selector is still listed by the API.
+pub(crate) const MAX_ANNOUNCED: usize = 64;
+
 /// A subscriber's subscriptions, listed and announced; when dropped, taken
 /// off the list and announced as ended.
 pub(super) struct Announced {
@@ -34,7 +40,7 @@ impl Drop for Announced {
         let hub_path = std::mem::take(&mut self.hub_path);
         let active = std::mem::take(&mut self.active);
         self.state.lifecycle.spawn(async move {
-            for a in &active {
+            for a in active.iter().take(MAX_ANNOUNCED) {
                 announce(&state, &hub_path, a, false).await;
             }
         });
@@ -60,7 +66,7 @@ pub(super) async fn arrive(
     let registration = state
         .mercure_subscriptions
         .register(subscriber, active.clone());
-    for a in &active {
+    for a in active.iter().take(MAX_ANNOUNCED) {
         announce(state, &config.path, a, true).await;
     }
     Announced {
