@@ -241,6 +241,23 @@ impl HttpSession {
         }
     }
 
+    /// Resolves once a receiver took every line written (the close line
+    /// among them), or the session had no receiver for `idle`.
+    pub async fn delivered(&self, idle: Duration) {
+        loop {
+            let notified = self.to_socket.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.lock().out.is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = notified => {}
+                Expired = self.expired(idle) => return,
+            }
+        }
+    }
+
     /// Put the close line last; nothing is written after it.
     pub fn close(&self, code: u16, reason: &str) {
         {
@@ -411,5 +428,31 @@ mod tests {
             late.next(Duration::from_secs(1)).await,
             Chunk::End
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_close_line_is_delivered_when_taken_or_nobody_came_for_idle() {
+        let sessions = HttpSessions::default();
+        let (s, _rx, _r) = created(&sessions, "k/1/a");
+        let idle = Duration::from_secs(5);
+        s.close(4001, "no app");
+        let waiting = tokio::time::timeout(Duration::from_secs(1), s.delivered(idle)).await;
+        assert!(waiting.is_err(), "the close line is still owed");
+        let poll = s.attach();
+        let Chunk::Lines(l) = poll.next(Duration::from_secs(1)).await else {
+            panic!("the close line");
+        };
+        assert!(l.starts_with(b"c[4001"));
+        tokio::time::timeout(Duration::from_millis(1), s.delivered(idle))
+            .await
+            .expect("taken: delivered at once");
+        let (s, _rx, _r) = created(&sessions, "k/1/b");
+        s.close(4009, "x");
+        let started = Instant::now();
+        s.delivered(idle).await;
+        assert!(
+            started.elapsed() >= idle,
+            "nobody came: given up after idle"
+        );
     }
 }

@@ -145,6 +145,16 @@ impl Link {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.write_owed(&mut owed)).await;
     }
 
+    /// Hold an HTTP session's registration until its receiver took what
+    /// is left (the close line) or nobody came for `idle`: a code written
+    /// between two polls is the next poll's answer, not lost to a new
+    /// session that pusher-js would read as a second `o` and retry.
+    pub(crate) async fn linger(self) {
+        if let Link::Http(link) = self {
+            link.session.delivered(link.idle).await;
+        }
+    }
+
     /// Close with `code`: a WebSocket close frame (and a bounded wait for
     /// the peer's), or an HTTP session's `c[code,"reason"]` line.
     pub(crate) async fn close(&mut self, code: u16, reason: &str) {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::*;
 
 /// `key:signature` as `pusher.authenticateUser` signs `user_data`.
-fn sign_user(socket_id: &str, user_data: &str) -> String {
+pub(crate) fn sign_user(socket_id: &str, user_data: &str) -> String {
     use aws_lc_rs::hmac;
     let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
     let text = format!("{socket_id}::user::{user_data}");
@@ -150,7 +150,7 @@ async fn the_python_library_terminates_a_users_sockets_only() {
 
 /// One step of the official Python library (`tests/pusher/api.py`): its
 /// one line of JSON.
-async fn python_api(config: Value) -> Value {
+pub(crate) async fn python_api(config: Value) -> Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pusher");
     let out = tokio::process::Command::new(dir.join(".venv/bin/python"))
         .arg(dir.join("api.py"))
