@@ -309,10 +309,13 @@ impl PusherSocket {
         tokio::pin!(check);
         let mut pinged = false;
         let mut shutdown: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        // An app that requires signing in gives a socket this long.
-        let signin_by = self.app.config.user_authentication_timeout;
-        let signin_deadline =
-            tokio::time::sleep(signin_by.unwrap_or(Duration::from_secs(365 * 86_400)));
+        // An app that requires signing in gives a socket this long from its
+        // start (as the settings in force say: a reload moves it).
+        let started = Instant::now();
+        let signin_at =
+            |by: Option<Duration>| started + by.unwrap_or(Duration::from_secs(365 * 86_400));
+        let mut signin_by = self.app.config.user_authentication_timeout;
+        let signin_deadline = tokio::time::sleep_until(signin_at(signin_by));
         tokio::pin!(signin_deadline);
         let mut counts = tokio::time::interval(crate::pusher::SUBSCRIPTION_COUNT_EVERY);
         counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -341,7 +344,11 @@ impl PusherSocket {
                         Some(app) if app.config.channel_prefix != self.app.config.channel_prefix || app.id != self.app.id => {
                             return Ending::Close(code::RECONNECT, "channel prefix changed: reconnect".into());
                         }
-                        Some(app) => self.app = app.clone(),
+                        Some(app) => {
+                            self.app = app.clone();
+                            signin_by = self.app.config.user_authentication_timeout;
+                            signin_deadline.as_mut().reset(signin_at(signin_by));
+                        }
                         None => return Ending::Close(code::UNKNOWN_APP, "Application does not exist".into()),
                     }
                     Ok(())

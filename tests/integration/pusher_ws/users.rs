@@ -181,3 +181,25 @@ async fn an_app_that_requires_signing_in_closes_a_silent_socket_4009() {
         send_json(&mut ws, json!({"event": "pusher:pong", "data": {}})).await;
     }
 }
+
+/// A reload that makes signing in required reaches the sockets already
+/// open: their deadline counts from their start, so one older than it
+/// closes 4009 at once.
+#[tokio::test]
+async fn a_reload_that_requires_signing_in_reaches_open_sockets() {
+    let gw = gateway().await;
+    let (mut quiet, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    gw.reload_with(
+        "max_message: 1KiB }",
+        "max_message: 1KiB, user_authentication_timeout: 300ms }",
+    );
+    loop {
+        match next_or_close(&mut quiet).await {
+            Ok(v) if v["event"] == "pusher:ping" => continue,
+            other => {
+                assert_eq!(other, Err(4009));
+                break;
+            }
+        }
+    }
+}
