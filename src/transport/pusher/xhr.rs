@@ -216,6 +216,7 @@ async fn receive(
                 inbound,
                 idle: pusher.http_session_timeout,
                 cap: SESSION_BUFFER,
+                stuck: pusher.pong_timeout,
                 _registered: registered,
             });
             start(&state, &settings, &req, &x, client, link);
