@@ -127,6 +127,12 @@ pub struct PusherWebhook {
 }
 
 /// The webhook events pushgate sends, by Pusher's names.
+/// What a user's hub channel is named after its app's `channel_prefix`
+/// (`{prefix}pusher-user:{id}`): the gateway's own name space, so no app
+/// may take it as its prefix (its public channel `42` would be another
+/// app's user `42`, its sendToUser messages and its presence).
+pub const USER_HUB_PREFIX: &str = "pusher-user:";
+
 pub const WEBHOOK_EVENTS: [&str; 7] = [
     "channel_occupied",
     "channel_vacated",

@@ -148,6 +148,16 @@ pub enum Refused {
 #[derive(Debug)]
 pub struct Expired;
 
+/// Why a write did not go into the session's buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotWritten {
+    /// No receiver for `idle`, or closed.
+    Expired,
+    /// A receiver holds the session but took nothing for `stuck` while the
+    /// buffer was full (a stream the client does not drain).
+    Stuck,
+}
+
 /// What a receive request is given next.
 pub enum Chunk {
     Lines(Bytes),
@@ -193,8 +203,16 @@ impl HttpSession {
     }
 
     /// Append `lines` once the buffer is under `cap` (past the point the
-    /// receiver took); Err once the session has no receiver for `idle`.
-    pub async fn write(&self, lines: &[u8], cap: usize, idle: Duration) -> Result<(), Expired> {
+    /// receiver took); Err once the session has no receiver for `idle`, or
+    /// the buffer stayed full for `stuck`.
+    pub async fn write(
+        &self,
+        lines: &[u8],
+        cap: usize,
+        idle: Duration,
+        stuck: Duration,
+    ) -> Result<(), NotWritten> {
+        let give_up = Instant::now() + stuck;
         loop {
             let notified = self.to_socket.notified();
             tokio::pin!(notified);
@@ -202,7 +220,7 @@ impl HttpSession {
             {
                 let mut inner = self.inner.lock();
                 if inner.closed {
-                    return Err(Expired);
+                    return Err(NotWritten::Expired);
                 }
                 if inner.out.len() < cap {
                     inner.out.extend_from_slice(lines);
@@ -213,7 +231,8 @@ impl HttpSession {
             }
             tokio::select! {
                 _ = notified => {}
-                Expired = self.expired(idle) => return Err(Expired),
+                Expired = self.expired(idle) => return Err(NotWritten::Expired),
+                _ = tokio::time::sleep_until(give_up) => return Err(NotWritten::Stuck),
             }
         }
     }
@@ -237,6 +256,23 @@ impl HttpSession {
                     }
                 }
                 None => notified.await,
+            }
+        }
+    }
+
+    /// Resolves once a receiver took every line written (the close line
+    /// among them), or the session had no receiver for `idle`.
+    pub async fn delivered(&self, idle: Duration) {
+        loop {
+            let notified = self.to_socket.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.lock().out.is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = notified => {}
+                Expired = self.expired(idle) => return,
             }
         }
     }
@@ -312,6 +348,9 @@ impl Drop for Receiver {
 mod tests {
     use super::*;
 
+    /// A bound on a stuck writer no test reaches.
+    const LONG: Duration = Duration::from_secs(3600);
+
     fn addr(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
     }
@@ -360,7 +399,7 @@ mod tests {
         let (s, _rx, _r) = created(&sessions, "k/1/a");
         let idle = Duration::from_secs(5);
         let first = s.attach();
-        s.write(b"a[\"x\"]\n", 1024, idle).await.unwrap();
+        s.write(b"a[\"x\"]\n", 1024, idle, LONG).await.unwrap();
         let Chunk::Lines(l) = first.next(Duration::from_secs(1)).await else {
             panic!("lines");
         };
@@ -390,15 +429,16 @@ mod tests {
         let (s, _rx, _r) = created(&sessions, "k/1/a");
         let idle = Duration::from_secs(5);
         let receiver = s.attach();
-        s.write(&[b'x'; 10], 10, idle).await.unwrap();
-        let blocked = tokio::time::timeout(Duration::from_secs(30), s.write(b"y", 10, idle)).await;
+        s.write(&[b'x'; 10], 10, idle, LONG).await.unwrap();
+        let blocked =
+            tokio::time::timeout(Duration::from_secs(30), s.write(b"y", 10, idle, LONG)).await;
         assert!(blocked.is_err(), "over the cap, a receiver there: it waits");
         let _ = receiver.next(Duration::from_secs(1)).await;
-        s.write(b"y", 10, idle).await.unwrap();
-        s.write(&[b'z'; 10], 10, idle).await.unwrap();
+        s.write(b"y", 10, idle, LONG).await.unwrap();
+        s.write(&[b'z'; 10], 10, idle, LONG).await.unwrap();
         drop(receiver);
         assert!(
-            s.write(b"w", 10, idle).await.is_err(),
+            s.write(b"w", 10, idle, LONG).await.is_err(),
             "no receiver for idle"
         );
         s.close(4009, "x");
@@ -411,5 +451,44 @@ mod tests {
             late.next(Duration::from_secs(1)).await,
             Chunk::End
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_close_line_is_delivered_when_taken_or_nobody_came_for_idle() {
+        let sessions = HttpSessions::default();
+        let (s, _rx, _r) = created(&sessions, "k/1/a");
+        let idle = Duration::from_secs(5);
+        s.close(4001, "no app");
+        let waiting = tokio::time::timeout(Duration::from_secs(1), s.delivered(idle)).await;
+        assert!(waiting.is_err(), "the close line is still owed");
+        let poll = s.attach();
+        let Chunk::Lines(l) = poll.next(Duration::from_secs(1)).await else {
+            panic!("the close line");
+        };
+        assert!(l.starts_with(b"c[4001"));
+        tokio::time::timeout(Duration::from_millis(1), s.delivered(idle))
+            .await
+            .expect("taken: delivered at once");
+        let (s, _rx, _r) = created(&sessions, "k/1/b");
+        s.close(4009, "x");
+        let started = Instant::now();
+        s.delivered(idle).await;
+        assert!(
+            started.elapsed() >= idle,
+            "nobody came: given up after idle"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receiver_that_takes_nothing_leaves_the_writer_stuck_after_the_bound() {
+        let sessions = HttpSessions::default();
+        let (s, _rx, _r) = created(&sessions, "k/1/a");
+        let (idle, stuck) = (Duration::from_secs(5), Duration::from_secs(30));
+        let _receiver = s.attach();
+        s.write(&[b'x'; 10], 10, idle, stuck).await.unwrap();
+        let started = Instant::now();
+        let wrote = tokio::time::timeout(stuck * 2, s.write(b"y", 10, idle, stuck)).await;
+        assert_eq!(wrote.ok(), Some(Err(NotWritten::Stuck)));
+        assert!(started.elapsed() >= stuck);
     }
 }

@@ -27,7 +27,7 @@ use crate::model::{HistoryPolicy, valid_channel};
 pub const SERVER_TO_USER: &str = "#server-to-user-";
 
 /// What a user's hub channel is named after its app's prefix.
-const USER_HUB: &str = "pusher-user:";
+const USER_HUB: &str = crate::config::USER_HUB_PREFIX;
 
 /// The event that closes a user's signed-in sockets: reserved, so only the
 /// gateway publishes it.

@@ -28,8 +28,15 @@ use crate::pusher::{AppEvent, ChannelKind, SUBSCRIPTION_COUNT_EVERY};
 /// How long an instance's written count stands without being written again.
 const ENTRY_TTL: Duration = Duration::from_secs(10);
 
-/// What the count channel of a hub channel is called in shared presence.
-const COUNT_CHANNEL: &str = "pusher-count:";
+/// What the count channel of a hub channel is called in shared presence:
+/// `#` is in no channel name, so no presence channel of pushgate's own
+/// clients is ever one (its members would add to the count).
+const COUNT_CHANNEL: &str = "pusher-count#";
+
+/// The shared presence channel of `app`'s hub channel `hub`.
+fn count_channel(app: &str, hub: &str) -> String {
+    format!("{COUNT_CHANNEL}{app}:{hub}")
+}
 
 /// The other instances' counts of the channels counted here.
 pub struct ClusterCounts {
@@ -119,7 +126,7 @@ async fn share(state: &AppState, counted: &[(AppChannel, usize)]) {
     };
     let mut keep = HashSet::new();
     for ((app, hub), n) in counted {
-        let channel = format!("{COUNT_CHANNEL}{app}:{hub}");
+        let channel = count_channel(app, hub);
         let written = shared
             .join(&channel, &counts.node, Some(&n.to_string()), ENTRY_TTL)
             .await;
@@ -165,5 +172,16 @@ fn report(state: &AppState, changed: &[(AppChannel, usize)]) {
             };
             state.app_events.send(&app.id, event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_channel_of_pushgates_own_clients_is_a_count_channel() {
+        let name = count_channel("1001", "news");
+        assert!(!crate::model::valid_channel(&name), "{name}");
     }
 }

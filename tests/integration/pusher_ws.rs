@@ -15,7 +15,7 @@ use crate::common::*;
 mod hooks;
 mod limits;
 mod raw;
-mod users;
+pub(crate) mod users;
 
 pub(crate) const KEY: &str = "app-key";
 pub(crate) const SECRET: &str = "app-secret";

@@ -17,9 +17,17 @@ use crate::pusher_ws::{KEY, config, join_presence, next_or_close, sign};
 /// timeout, poll timeout and heartbeat, `app_keys` more keys of the app
 /// (`, max_connections: 1`) and `limits` lines.
 async fn gateway_with(app_keys: &str, limits: &str) -> TestGateway {
+    gateway_idle("400ms", app_keys, limits).await
+}
+
+/// As [`gateway_with`], with an HTTP session timeout of `idle`.
+async fn gateway_idle(idle: &str, app_keys: &str, limits: &str) -> TestGateway {
     let dir = temp_dir("pusher-xhr");
     let text = config(&dir, true)
-        .replace("pusher:\n", "pusher:\n  http_session_timeout: 400ms\n")
+        .replace(
+            "pusher:\n",
+            &format!("pusher:\n  http_session_timeout: {idle}\n"),
+        )
         // Long enough that a session the test does not read meanwhile is
         // not pinged out.
         .replace("activity_timeout: 1s", "activity_timeout: 30s")
@@ -170,6 +178,14 @@ impl Xhr {
         let texts: Vec<String> = frames.iter().map(Value::to_string).collect();
         let body = serde_json::to_string(&texts).unwrap();
         self.post("xhr_send", body).await.status().as_u16()
+    }
+
+    /// One `xhr` poll: the lines of its answer.
+    async fn poll(&self) -> Vec<Line> {
+        let resp = self.post("xhr", "").await;
+        assert_eq!(resp.status(), 200);
+        let text = resp.text().await.unwrap();
+        text.lines().map(parse_line).collect()
     }
 
     async fn subscribe(&mut self, data: Value) -> Value {
@@ -494,4 +510,81 @@ async fn an_unknown_key_is_4001_and_a_shutdown_4200() {
     });
     assert_eq!(x.frame().await, Err(4200));
     stop.await.unwrap();
+}
+
+/// A refusal at opening reaches a polling client: the first poll opens,
+/// the next reads the code (as a WebSocket is upgraded, then closed), not a
+/// second `o` of a new session that pusher-js would retry forever.
+#[tokio::test]
+async fn a_polling_client_reads_4001_and_4004_at_opening() {
+    let gw = gateway_with(", max_connections: 1", "").await;
+    let mut unknown = Xhr::new(&gw, "pollkey");
+    unknown.base = gw.url("/pusher/app/no-such-key/123/pollkey");
+    assert_eq!(unknown.poll().await, vec![Line::Open]);
+    let closed = unknown.poll().await;
+    assert!(
+        matches!(closed.as_slice(), [Line::Close(4001, _)]),
+        "{closed:?}"
+    );
+    let mut first = Xhr::new(&gw, "pollq1");
+    first.streaming().await;
+    let over = Xhr::new(&gw, "pollq2");
+    assert_eq!(over.poll().await, vec![Line::Open]);
+    let closed = over.poll().await;
+    assert!(
+        matches!(closed.as_slice(), [Line::Close(4004, _)]),
+        "{closed:?}"
+    );
+    // Its code taken, the session is gone.
+    eventually(5, "the refused session ended", || async {
+        over.send(&[json!({"event": "pusher:ping"})]).await == 404
+    })
+    .await;
+}
+
+/// A close that happens while no poll is waiting (the app terminates the
+/// user) is the next poll's answer.
+#[tokio::test]
+async fn a_close_between_polls_is_the_next_polls_answer() {
+    let gw = gateway_idle("10s", "", "").await;
+    let x = Xhr::new(&gw, "pollterm");
+    assert_eq!(x.poll().await, vec![Line::Open]);
+    let answer = x.poll().await;
+    let [Line::Frames(hello)] = answer.as_slice() else {
+        panic!("the socket's first frame")
+    };
+    let hello: Value = serde_json::from_str(&hello[0]).unwrap();
+    let data: Value = serde_json::from_str(hello["data"].as_str().unwrap()).unwrap();
+    let socket_id = data["socket_id"].as_str().unwrap();
+    let user = json!({"id": "u1"}).to_string();
+    let auth = crate::pusher_ws::users::sign_user(socket_id, &user);
+    assert_eq!(
+        x.send(&[json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user}})])
+            .await,
+        204
+    );
+    let answer = x.poll().await;
+    let [Line::Frames(ok)] = answer.as_slice() else {
+        panic!("the sign-in's answer")
+    };
+    assert!(ok[0].contains("pusher:signin_success"), "{ok:?}");
+    let config = json!({
+        "host": gw.admin.ip().to_string(), "port": gw.admin.port(),
+        "app_id": "1001", "key": KEY, "secret": crate::pusher_ws::SECRET,
+        "steps": [{"op": "terminate_user_connections", "args": ["u1"]}],
+    });
+    let answer = crate::pusher_ws::users::python_api(config).await;
+    assert!(answer.get("error").is_none(), "{answer}");
+    // The socket task has ended (no poll was waiting for its close).
+    eventually(5, "the terminated socket ended", || async {
+        gw.metrics_text()
+            .await
+            .contains("pushgate_pusher_connections{app=\"1001\"} 0")
+    })
+    .await;
+    let closed = x.poll().await;
+    assert!(
+        matches!(closed.as_slice(), [Line::Close(4009, _)]),
+        "{closed:?}"
+    );
 }

@@ -292,6 +292,14 @@ fn each_app_has_a_namespace_of_its_own() {
             "ending in one ':'",
         );
     }
+    // The gateway's user channels: another app's public `42` would be this
+    // app's user `42`.
+    rejects(
+        "pusher:\n  apps:\n    - { id: 1, key: a, secret: s, channel_prefix: \"pusher-user:\" }\n",
+        3,
+        "pusher.apps[0].channel_prefix",
+        "kept for the gateway's user channels",
+    );
     let long = format!("{}:", "p".repeat(36));
     rejects(
         &format!(

@@ -107,6 +107,15 @@ fn app_settings(c: &Config, app: &PusherApp, at: &KeyPath, add: &mut impl FnMut(
             ),
         );
     }
+    if app.channel_prefix == crate::config::USER_HUB_PREFIX {
+        add(
+            at.key("channel_prefix"),
+            format!(
+                "{:?} is kept for the gateway's user channels (another app's users would share this app's channels): choose another",
+                app.channel_prefix
+            ),
+        );
+    }
     if app.max_message == 0 {
         add(at.key("max_message"), "must be at least 1 byte".into());
     } else if app.max_message > MAX_MESSAGE {

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
 
-use crate::pusher::http_session::{HttpSession, Registered};
+use crate::pusher::http_session::{HttpSession, NotWritten, Registered};
 use crate::pusher::sockjs;
 use crate::transport::ws::Socket;
 use crate::transport::ws::outgoing::Outgoing;
@@ -33,6 +33,10 @@ pub(crate) struct HttpLink {
     pub(crate) idle: Duration,
     /// Bytes the session's buffer may hold before the socket task waits.
     pub(crate) cap: usize,
+    /// How long the task waits on a full buffer that a receive request
+    /// holds but does not drain (HTTP/2 flow control) before it ends the
+    /// session as stuck.
+    pub(crate) stuck: Duration,
     /// The session's place in the registry, given up when the task ends.
     pub(crate) _registered: Registered,
 }
@@ -121,10 +125,16 @@ impl Link {
                 if line.is_empty() {
                     return Ok(());
                 }
-                link.session
-                    .write(&line, link.cap, link.idle)
+                match link
+                    .session
+                    .write(&line, link.cap, link.idle, link.stuck)
                     .await
-                    .map_err(|_| WsError::ConnectionClosed)
+                {
+                    Ok(()) => Ok(()),
+                    // Ends the socket as a WebSocket that took nothing does.
+                    Err(NotWritten::Stuck) => Err(WsError::Io(std::io::ErrorKind::TimedOut.into())),
+                    Err(NotWritten::Expired) => Err(WsError::ConnectionClosed),
+                }
             }
             // Made by `owed()` of the same link: never mixed.
             _ => Ok(()),
@@ -143,6 +153,17 @@ impl Link {
         let mut owed = self.owed();
         owed.text(frame);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.write_owed(&mut owed)).await;
+    }
+
+    /// Hold an HTTP session's registration until its receiver took what
+    /// is left (the close line) or nobody came for `idle`: a code written
+    /// between two polls is the next poll's answer, not lost to a new
+    /// session that pusher-js would read as a second `o` and retry.
+    pub(crate) async fn linger(self) {
+        if let Link::Http(link) = self {
+            // Bounded even when a receiver holds it and takes nothing.
+            let _ = tokio::time::timeout(link.idle, link.session.delivered(link.idle)).await;
+        }
     }
 
     /// Close with `code`: a WebSocket close frame (and a bounded wait for

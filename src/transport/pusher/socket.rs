@@ -157,7 +157,15 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
 /// Serve the Pusher connection of `opening` over `socket`, whichever
 /// carrier it is, until it ends; `outgoing` encodes for that carrier (a
 /// WebSocket's with the permessage-deflate its handshake agreed on).
-pub(super) async fn open(opening: Box<Opening>, mut socket: Link, outgoing: Owed) {
+pub(super) async fn open(opening: Box<Opening>, socket: Link, outgoing: Owed) {
+    let socket = serve_link(opening, socket, outgoing).await;
+    // Counted nowhere any more, but an HTTP session keeps its id until its
+    // close line was taken: the client's next poll reads the code.
+    socket.linger().await;
+}
+
+/// Serve until the connection ends and hand its carrier back.
+async fn serve_link(opening: Box<Opening>, socket: Link, outgoing: Owed) -> Link {
     let Opening {
         state,
         settings,
@@ -179,17 +187,17 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link, outgoing: Owed
     let protocol = match protocol {
         None => {
             let why = "No protocol version supplied";
-            return refuse(&state, &mut socket, 7, code::NO_PROTOCOL, why).await;
+            return refuse(&state, socket, 7, code::NO_PROTOCOL, why).await;
         }
         Some(p) if !(5..=7).contains(&p) => {
             let why = "Unsupported protocol version";
-            return refuse(&state, &mut socket, 7, code::UNSUPPORTED_PROTOCOL, why).await;
+            return refuse(&state, socket, 7, code::UNSUPPORTED_PROTOCOL, why).await;
         }
         Some(p) => p,
     };
     let Some(app) = app else {
         let why = "Application does not exist";
-        return refuse(&state, &mut socket, protocol, code::UNKNOWN_APP, why).await;
+        return refuse(&state, socket, protocol, code::UNKNOWN_APP, why).await;
     };
     // The gateway's `max_connections` (as in force now: a reload that
     // lowers it turns new connections away at once). A WebSocket was
@@ -204,7 +212,7 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link, outgoing: Owed
     if state.limits.at_capacity(open_now + counting) {
         state.metrics.limited("max_connections");
         let why = "Over capacity";
-        return refuse(&state, &mut socket, protocol, code::OVER_CAPACITY, why).await;
+        return refuse(&state, socket, protocol, code::OVER_CAPACITY, why).await;
     }
     // The app's own cap, Pusher's "over connection quota".
     let Some(_counted) = state
@@ -213,7 +221,7 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link, outgoing: Owed
         .open(&app.id, app.config.max_connections)
     else {
         let why = "Over connection quota";
-        return refuse(&state, &mut socket, protocol, code::OVER_QUOTA, why).await;
+        return refuse(&state, socket, protocol, code::OVER_QUOTA, why).await;
     };
     let _gauge = match socket {
         Link::WebSocket(_) => Gauge::enter(&state.stats, |s| &s.ws),
@@ -261,11 +269,18 @@ pub(super) async fn open(opening: Box<Opening>, mut socket: Link, outgoing: Owed
     // out socket is no member while the peer takes its time to answer.
     this.leave_all();
     this.close(ending).await;
+    this.socket
 }
 
 /// Close a socket that never served with `code` (after a `pusher:error`
 /// saying it, for a client of a protocol under 6).
-async fn refuse(state: &AppState, socket: &mut Link, protocol: u32, code: u16, reason: &str) {
+async fn refuse(
+    state: &AppState,
+    mut socket: Link,
+    protocol: u32,
+    code: u16,
+    reason: &str,
+) -> Link {
     state
         .metrics
         .disconnect(socket.label(), Ending::Close(code, String::new()).reason());
@@ -273,6 +288,7 @@ async fn refuse(state: &AppState, socket: &mut Link, protocol: u32, code: u16, r
         socket.send_now(&frames::error(Some(code), reason)).await;
     }
     socket.close(code, reason).await;
+    socket
 }
 
 impl PusherSocket {
@@ -293,10 +309,13 @@ impl PusherSocket {
         tokio::pin!(check);
         let mut pinged = false;
         let mut shutdown: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        // An app that requires signing in gives a socket this long.
-        let signin_by = self.app.config.user_authentication_timeout;
-        let signin_deadline =
-            tokio::time::sleep(signin_by.unwrap_or(Duration::from_secs(365 * 86_400)));
+        // An app that requires signing in gives a socket this long from its
+        // start (as the settings in force say: a reload moves it).
+        let started = Instant::now();
+        let signin_at =
+            |by: Option<Duration>| started + by.unwrap_or(Duration::from_secs(365 * 86_400));
+        let mut signin_by = self.app.config.user_authentication_timeout;
+        let signin_deadline = tokio::time::sleep_until(signin_at(signin_by));
         tokio::pin!(signin_deadline);
         let mut counts = tokio::time::interval(crate::pusher::SUBSCRIPTION_COUNT_EVERY);
         counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -325,7 +344,11 @@ impl PusherSocket {
                         Some(app) if app.config.channel_prefix != self.app.config.channel_prefix || app.id != self.app.id => {
                             return Ending::Close(code::RECONNECT, "channel prefix changed: reconnect".into());
                         }
-                        Some(app) => self.app = app.clone(),
+                        Some(app) => {
+                            self.app = app.clone();
+                            signin_by = self.app.config.user_authentication_timeout;
+                            signin_deadline.as_mut().reset(signin_at(signin_by));
+                        }
                         None => return Ending::Close(code::UNKNOWN_APP, "Application does not exist".into()),
                     }
                     Ok(())

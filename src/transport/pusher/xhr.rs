@@ -30,7 +30,7 @@ use super::carrier::{HttpLink, Link};
 use super::{Opening, socket};
 use crate::conn_info::ConnInfo;
 use crate::pusher::frames::code;
-use crate::pusher::http_session::{Chunk, Found, Receiver, Refused};
+use crate::pusher::http_session::{Chunk, Found, HttpSession, Receiver, Refused};
 use crate::pusher::sockjs;
 use crate::reply::{self, Body};
 use crate::state::{AppState, Settings};
@@ -201,21 +201,22 @@ async fn receive(
         Some(Found::Existing(session)) => (session, false),
         Some(Found::Created(session, inbound, registered)) => {
             let q = query(&req);
-            // As a socket upgrade: refused here, the session goes with it
-            // (and a request that joined it meanwhile is told).
+            // As a socket upgrade: refused here (or this request dropped
+            // while admitted), the session goes with it and a request that
+            // joined it meanwhile is told.
+            let unstarted = Unstarted(Some(session.clone()));
             let client = match admit(&state, &settings, &req, &q, false).await {
                 Ok(client) => client,
-                Err(refusal) => {
-                    session.close(code::OVER_CAPACITY, "refused: retry later");
-                    return refusal.response();
-                }
+                Err(refusal) => return refusal.response(),
             };
+            unstarted.started();
             let pusher = settings.config.pusher.clone().unwrap_or_default();
             let link = Link::Http(HttpLink {
                 session: session.clone(),
                 inbound,
                 idle: pusher.http_session_timeout,
                 cap: SESSION_BUFFER,
+                stuck: pusher.pong_timeout,
                 _registered: registered,
             });
             start(&state, &settings, &req, &x, client, link);
@@ -234,6 +235,25 @@ async fn receive(
             Chunk::Quiet => answer(Bytes::from_static(sockjs::HEARTBEAT)),
             Chunk::End => no_session(),
         },
+    }
+}
+
+/// A new session whose socket task has not started: dropped so (refused,
+/// or its first request cancelled while being admitted), it closes, so the
+/// requests that joined it read a code rather than heartbeats forever.
+struct Unstarted(Option<Arc<HttpSession>>);
+
+impl Unstarted {
+    fn started(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unstarted {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            session.close(code::OVER_CAPACITY, "refused: retry later");
+        }
     }
 }
 
@@ -331,6 +351,36 @@ fn streaming(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_session_whose_task_never_started_is_closed_for_its_joiners() {
+        let sessions = crate::pusher::http_session::HttpSessions::default();
+        let addr = std::net::IpAddr::from([10, 0, 0, 1]);
+        let mut made = Vec::new();
+        for (id, start) in [("k/1/a", false), ("k/1/b", true)] {
+            let Some(Found::Created(session, _rx, _reg)) = sessions.get_or_create(id, addr) else {
+                panic!("a new session");
+            };
+            let joined = session.attach();
+            let guard = Unstarted(Some(session.clone()));
+            if start {
+                guard.started();
+            } else {
+                // The first request is cancelled while being admitted.
+                drop(guard);
+            }
+            made.push(joined);
+        }
+        let quick = Duration::from_millis(50);
+        match made[0].next(quick).await {
+            Chunk::Lines(l) => assert!(l.starts_with(b"c[4100"), "{l:?}"),
+            _ => panic!("the joined request reads the close"),
+        }
+        assert!(
+            matches!(made[1].next(quick).await, Chunk::Quiet),
+            "a started session stays open"
+        );
+    }
 
     #[test]
     fn paths_of_the_three_requests() {

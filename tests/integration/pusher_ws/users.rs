@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::*;
 
 /// `key:signature` as `pusher.authenticateUser` signs `user_data`.
-fn sign_user(socket_id: &str, user_data: &str) -> String {
+pub(crate) fn sign_user(socket_id: &str, user_data: &str) -> String {
     use aws_lc_rs::hmac;
     let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
     let text = format!("{socket_id}::user::{user_data}");
@@ -150,7 +150,7 @@ async fn the_python_library_terminates_a_users_sockets_only() {
 
 /// One step of the official Python library (`tests/pusher/api.py`): its
 /// one line of JSON.
-async fn python_api(config: Value) -> Value {
+pub(crate) async fn python_api(config: Value) -> Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pusher");
     let out = tokio::process::Command::new(dir.join(".venv/bin/python"))
         .arg(dir.join("api.py"))
@@ -179,5 +179,27 @@ async fn an_app_that_requires_signing_in_closes_a_silent_socket_4009() {
         let v = next_or_close(&mut ws).await.unwrap();
         assert_eq!(v["event"], "pusher:ping", "{v}");
         send_json(&mut ws, json!({"event": "pusher:pong", "data": {}})).await;
+    }
+}
+
+/// A reload that makes signing in required reaches the sockets already
+/// open: their deadline counts from their start, so one older than it
+/// closes 4009 at once.
+#[tokio::test]
+async fn a_reload_that_requires_signing_in_reaches_open_sockets() {
+    let gw = gateway().await;
+    let (mut quiet, _) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    gw.reload_with(
+        "max_message: 1KiB }",
+        "max_message: 1KiB, user_authentication_timeout: 300ms }",
+    );
+    loop {
+        match next_or_close(&mut quiet).await {
+            Ok(v) if v["event"] == "pusher:ping" => continue,
+            other => {
+                assert_eq!(other, Err(4009));
+                break;
+            }
+        }
     }
 }
