@@ -90,6 +90,12 @@ impl<S> Inflating<S> {
             inflate: params.map(|p| Box::new(Inflate::new(p))),
         }
     }
+
+    /// The socket beneath, for discarding what a peer still sends after
+    /// the WebSocket reader gave up on it (`serve.rs`, the closing drain).
+    pub(crate) fn raw_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
 }
 
 /// Where the reader is in the client's frame stream.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -72,10 +73,25 @@ impl WsSession {
         if matches!(sent, Ok(Ok(()))) {
             // Closing handshake: keep reading (and discarding) until the peer's
             // Close, so unread frames do not turn our close into a reset.
+            // After a frame tungstenite refused (too big, not UTF-8) it reads
+            // no more: the rest of what the peer sent is discarded raw, up
+            // to a bound, for the same reason (the peer then reads our
+            // Close instead of a reset).
             let drain = async {
-                while let Some(Ok(frame)) = self.socket.next().await {
-                    if matches!(frame, Frame::Close(_)) {
-                        break;
+                loop {
+                    match self.socket.next().await {
+                        Some(Ok(Frame::Close(_))) => return,
+                        Some(Ok(_)) => continue,
+                        Some(Err(_)) | None => break,
+                    }
+                }
+                let raw = self.socket.get_mut().raw_mut();
+                let mut scrap = [0u8; 4096];
+                let mut left: usize = 1 << 20;
+                while left > 0 {
+                    match raw.read(&mut scrap).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => left = left.saturating_sub(n),
                     }
                 }
             };
