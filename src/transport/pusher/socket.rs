@@ -304,6 +304,9 @@ impl PusherSocket {
         let mut evicted = inbox.eviction().listen_from_start();
         let mut stopping = self.state.lifecycle.stopping().listen_from_start();
         let mut reloaded = self.state.reloaded.listen();
+        // A reload between the handshake and this listener went unheard:
+        // the first turn takes the settings in force, as a ring would.
+        let mut missed_reload = !Arc::ptr_eq(&self.settings, &self.state.settings());
         // Silent for `activity`: a ping; silent `pong_timeout` more: 4201.
         let check = tokio::time::sleep(activity);
         tokio::pin!(check);
@@ -335,7 +338,11 @@ impl PusherSocket {
                 _ = async { if let Some(s) = shutdown.as_mut() { s.await } }, if shutdown.is_some() => {
                     return Ending::Close(code::RECONNECT, "server restart: reconnect".into());
                 }
-                _ = reloaded.rung() => {
+                _ = async {
+                    if !std::mem::take(&mut missed_reload) {
+                        reloaded.rung().await
+                    }
+                } => {
                     self.settings = self.state.settings();
                     match self.settings.pusher.by_key(&self.key) {
                         // Its channels are other hub channels (or counted
