@@ -139,6 +139,12 @@ pub fn apply(resp: &mut Response<Body>, origin: &Origin) {
 
 /// CORS preflight for the endpoints a page calls with fetch.
 pub fn preflight() -> Response<Body> {
+    preflight_allowing("authorization, content-type, last-event-id")
+}
+
+/// A CORS preflight answer allowing `headers` (with GET, POST, OPTIONS,
+/// cached 10 minutes); the origin headers are added by the caller.
+pub fn preflight_allowing(headers: &'static str) -> Response<Body> {
     let mut r = Response::new(reply::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
@@ -148,7 +154,7 @@ pub fn preflight() -> Response<Body> {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type, last-event-id"),
+        HeaderValue::from_static(headers),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,

@@ -3,10 +3,10 @@
 //! origin is reflected only when listed, never from any request, since the
 //! answers are credentialed.
 
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, header};
 
 use crate::config::Mercure;
-use crate::reply::{self, Body};
+use crate::reply::Body;
 
 /// What a request's `Origin` earns it.
 pub(super) struct Cors(Option<HeaderValue>);
@@ -39,20 +39,7 @@ impl Cors {
 
 /// The answer to a preflight; the origin headers are added by the caller.
 pub(super) fn preflight() -> Response<Body> {
-    let mut r = Response::new(reply::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type, last-event-id, cache-control"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
-    );
-    r
+    crate::transport::cors::preflight_allowing(
+        "authorization, content-type, last-event-id, cache-control",
+    )
 }

@@ -466,8 +466,13 @@ fn render(
                 // Plain: a frame of this connection's own, small, and one
                 // per batch; compressing it would cost every socket a
                 // compressor once cursors grow long.
-                let frame = json!({"type": "cursor", "cursor": cursor}).to_string();
-                outgoing.text_with(|b| b.extend_from_slice(frame.as_bytes()));
+                // Written in place, as `Message::write_json` writes its
+                // cursor (the cursor's characters need no escaping).
+                outgoing.text_with(|b| {
+                    b.extend_from_slice(b"{\"type\":\"cursor\",\"cursor\":\"");
+                    b.extend_from_slice(cursor.as_bytes());
+                    b.extend_from_slice(b"\"}");
+                });
             }
         }
         Delivery::Message(m) => outgoing.text_with(|b| m.write_json(cursor, b)),
