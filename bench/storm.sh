@@ -15,6 +15,8 @@
 #
 #   bench/storm.sh                      # 10,000 clients from 100 addresses
 #   N=2000 bench/storm.sh               # fewer clients
+#   OFFICE=3000 (default; 0 skips): (c) that many clients from one address
+#   on the default per-address limits, restarted as in (a)
 #   RATE=1000 CHANNELS=100 ADDRS=100 BEFORE=5 AFTER=10 NOTE="…" bench/storm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,20 +64,34 @@ out="$work/results.md"
   echo
 } > "$out"
 
-# (a) SIGTERM, a new process on the same port.
-$PG run -c "$work/a.yaml" & echo $! > "$work/a1.pid"
-wait_ready 37190
-restart="kill -TERM $(cat "$work/a1.pid");
+# (a) SIGTERM, a new process on the same port: `restart CONFIG EXTRA-JSON`
+# prints the clients' report.
+restart() {
+  $PG run -c "$work/$1.yaml" & echo $! > "$work/a1.pid"
+  wait_ready 37190
+  local cmd="kill -TERM $(cat "$work/a1.pid");
   while ss -Hltn 'sport = :37180' | grep -q .; do sleep 0.01; done;
-  $PG run -c $work/a.yaml >/dev/null 2>&1 & echo \$! > $work/a2.pid;
+  $PG run -c $work/$1.yaml >/dev/null 2>&1 & echo \$! > $work/a2.pid;
   for _ in \$(seq 1 400); do ss -Hltn 'sport = :37180' | grep -q . && break; sleep 0.005; done;
   echo listening \$(date +%s%3N)"
+  clients "\"urls\":[\"http://127.0.0.1:37180\"],$2\"disrupt\":$(printf '%s' "$cmd" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')"
+  kill "$(cat "$work/a2.pid")" 2>/dev/null || true
+  wait "$(cat "$work/a1.pid")" 2>/dev/null || true
+  while ss -Hltn 'sport = :37180' | grep -q .; do sleep 0.1; done
+}
 echo "(a) restart: $N clients…" >&2
-a=$(clients "\"urls\":[\"http://127.0.0.1:37180\"],\"disrupt\":$(printf '%s' "$restart" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')")
+a=$(restart a "")
 echo "$a" >&2
-kill "$(cat "$work/a2.pid")" 2>/dev/null || true
-wait "$(cat "$work/a1.pid")" 2>/dev/null || true
-while ss -Hltn 'sport = :37180' | grep -q .; do sleep 0.1; done
+# (c) an office: OFFICE clients (default 3,000) from one address, on the
+# default per-address limits (`per_ip` left out of the config).
+OFFICE=${OFFICE:-3000}
+c=""
+if [ "$OFFICE" -gt 0 ]; then
+  grep -v '^  per_ip:' "$work/a.yaml" > "$work/office.yaml"
+  echo "(c) office: $OFFICE clients from one address…" >&2
+  c=$(restart office "\"n\":$OFFICE,\"addrs\":1,")
+  echo "$c" >&2
+fi
 
 # (b) two instances behind HAProxy, one killed with SIGKILL.
 # Two descriptors per client connection, under the open-files hard limit.
@@ -113,6 +129,7 @@ import json, sys
 t, r = sys.argv[1], json.loads(sys.argv[2])
 b, f = r["back_ms"], r["back_from_first_retry_ms"]
 ref = ", ".join(f"{k}: {v}" for k, v in sorted(r["refusals"].items())) or "none"
+ref += " (during the storm: " + (", ".join(f"{k}: {v}" for k, v in sorted(r["refusals_during_storm"].items())) or "none") + ")"
 print(f"| {t} | {r['connected_before']}/{r['clients']} | {r['disrupted']} (ws {r['disrupted_by_kind']['ws']}, sse {r['disrupted_by_kind']['sse']}) | {r['unresumed']} | "
       f"{b['p50']} / {b['p99']} / {b['max']} | {f['p50']} / {f['p99']} / {f['max']} | {r['published']} | {r['lost']} | {r['duplicated']} ({r['duplicated_ids']} by id) | {r['resets']} | {ref} | {r['publish_errors']} |")
 PY
@@ -122,11 +139,13 @@ PY
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   row "(a) SIGTERM, new process on the same port" "$a"
   row "(b) 2 behind HAProxy, one SIGKILLed" "$b"
+  [ -z "$c" ] || row "(c) office: $OFFICE from one address, default per_ip limits, SIGTERM + new process" "$c"
   echo
   echo "(a) new process listening $(echo "$a" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listening_after_disrupt_ms"])') ms after the SIGTERM. Raw: \`$a\`"
   echo
   echo "(b) raw: \`$b\`"
   echo
+  [ -z "$c" ] || { echo "(c) raw: \`$c\`"; echo; }
 } >> "$out"
 cat "$out"
 { echo; cat "$out"; } >> bench/RESULTS.md

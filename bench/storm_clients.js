@@ -23,7 +23,12 @@ const o = JSON.parse(process.argv[2]);
 const MAX_SEQ = o.rate * (o.before_s + o.after_s + 60) / o.channels + 100;
 const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
 const now = () => Date.now();
-const stats = { refusals: {}, resets: 0, connects: 0, errors: 0 };
+const stats = { refusals: {}, refusalsDuring: {}, resets: 0, connects: 0, errors: 0 };
+// A refusal, by status; those after the disruption apart.
+function refused(status) {
+  stats.refusals[status] = (stats.refusals[status] || 0) + 1;
+  if (armed) stats.refusalsDuring[status] = (stats.refusalsDuring[status] || 0) + 1;
+}
 
 class Client {
   constructor(i) {
@@ -85,7 +90,7 @@ class Client {
     ws.on('open', () => this.opened());
     ws.on('message', (d) => { try { this.message(JSON.parse(d)); } catch (_) { stats.errors++; } });
     ws.on('unexpected-response', (req, res) => {
-      stats.refusals[res.statusCode] = (stats.refusals[res.statusCode] || 0) + 1;
+      refused(res.statusCode);
       const ra = Number(res.headers['retry-after']);
       res.resume(); req.destroy();
       end(ra > 0 ? ra * 1000 : undefined);
@@ -103,7 +108,7 @@ class Client {
     req.on('error', () => end());
     req.on('response', (res) => {
       if (res.statusCode !== 200) {
-        stats.refusals[res.statusCode] = (stats.refusals[res.statusCode] || 0) + 1;
+        refused(res.statusCode);
         const ra = Number(res.headers['retry-after']);
         res.resume();
         res.on('end', () => end(ra > 0 ? ra * 1000 : undefined));
@@ -222,7 +227,7 @@ function pct(xs, p) {
     listening_after_disrupt_ms: listening !== null ? listening - disruptAt : null,
     back_ms: { p50: pct(back, 0.5), p99: pct(back, 0.99), max: pct(back, 1) },
     back_from_first_retry_ms: { p50: pct(fromRetry, 0.5), p99: pct(fromRetry, 0.99), max: pct(fromRetry, 1) },
-    lost, duplicated: dups, duplicated_ids: dupIds, resets: stats.resets, refusals: stats.refusals, connects: stats.connects,
+    lost, duplicated: dups, duplicated_ids: dupIds, resets: stats.resets, refusals: stats.refusals, refusals_during_storm: stats.refusalsDuring, connects: stats.connects,
   }));
   for (const c of clients) { try { c.sock.destroy ? c.sock.destroy() : c.sock.terminate(); } catch (_) {} }
   process.exit(0);
