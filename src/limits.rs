@@ -20,7 +20,8 @@
 //!   whole office, and what one address can send in all is already bounded
 //!   by `per_ip.connections` and `per_ip.connects`.
 //!
-//! New TCP connections per address (`per_ip.connects`), admin publishes per
+//! New TCP connections per address (`per_ip.connects`; past it, requests
+//! that resume with their cursor under `per_ip.resumes`), admin publishes per
 //! admin key (`publish`) and the gateway's total (`max_connections`) complete
 //! the set. Checks never wait: over a limit is an immediate refusal with the
 //! time after which a retry can succeed.
@@ -54,6 +55,7 @@ pub enum Kind {
     Publish,
     Connections,
     MaxConnections,
+    Resumes,
 }
 
 impl Kind {
@@ -65,6 +67,7 @@ impl Kind {
             Kind::Publish => "publish",
             Kind::Connections => "connections",
             Kind::MaxConnections => "max_connections",
+            Kind::Resumes => "resumes",
         }
     }
 }
@@ -134,6 +137,8 @@ pub struct Limits {
     subject_subscribes: KeyedLimit<Arc<str>>,
     address_subscribes: KeyedLimit<IpAddr>,
     connects: KeyedLimit<IpAddr>,
+    /// Resumes past `connects` (`per_ip.resumes`; `transport::resume`).
+    resumes: KeyedLimit<IpAddr>,
     publish: KeyedLimit<String>,
     /// Signed Pusher API requests per app id, on the `publish` quota.
     pusher_api: KeyedLimit<Arc<str>>,
@@ -154,6 +159,7 @@ impl Limits {
             subject_subscribes: KeyedLimit::new(&policy.per_client.subscribes, time.clone()),
             address_subscribes: KeyedLimit::new(&policy.per_ip.subscribes, time.clone()),
             connects: KeyedLimit::new(&policy.per_ip.connects, time.clone()),
+            resumes: KeyedLimit::new(&policy.per_ip.resumes, time.clone()),
             publish: KeyedLimit::new(&policy.publish, time.clone()),
             pusher_api: KeyedLimit::new(&policy.publish, time.clone()),
             app_api: app_rate::AppRates::new(time),
@@ -169,6 +175,7 @@ impl Limits {
             .set_quota(&policy.per_client.subscribes);
         self.address_subscribes.set_quota(&policy.per_ip.subscribes);
         self.connects.set_quota(&policy.per_ip.connects);
+        self.resumes.set_quota(&policy.per_ip.resumes);
         self.publish.set_quota(&policy.publish);
         self.pusher_api.set_quota(&policy.publish);
     }
@@ -212,6 +219,12 @@ impl Limits {
     /// A new TCP connection from `ip`.
     pub fn connect(&self, ip: IpAddr) -> Result<(), Limited> {
         Self::check(&self.connects, &address_key(ip), 1, Kind::Connects)
+    }
+
+    /// A connection from `ip` over `per_ip.connects` that resumes: charged
+    /// to the address's allowance for returning clients instead.
+    pub fn resume(&self, ip: IpAddr) -> Result<(), Limited> {
+        Self::check(&self.resumes, &address_key(ip), 1, Kind::Resumes)
     }
 
     /// `n` messages published with admin key `key`.
@@ -284,6 +297,7 @@ impl Limits {
         self.subject_subscribes.evict_idle();
         self.address_subscribes.evict_idle();
         self.connects.evict_idle();
+        self.resumes.evict_idle();
         self.publish.evict_idle();
         self.pusher_api.evict_idle();
     }
@@ -294,6 +308,7 @@ impl Limits {
             + self.subject_subscribes.len()
             + self.address_subscribes.len()
             + self.connects.len()
+            + self.resumes.len()
             + self.publish.len()
             + self.pusher_api.len()
     }

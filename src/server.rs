@@ -142,6 +142,34 @@ fn connects(state: &AppState, info: &ConnInfo) -> Option<ConnectionRefusal> {
         .map(ConnectionRefusal::Limited)
 }
 
+/// A request on a connection over `per_ip.connects` that resumes with its
+/// cursor (`transport::resume`) passes under the address's
+/// `per_ip.resumes` instead (`None`): a restart's returning clients are not
+/// a flood of strangers. Past that allowance it is refused under it; every
+/// other request keeps the connection's refusal.
+fn unless_resume<B>(
+    state: &AppState,
+    gate: ConnectionRefusal,
+    req: &http::Request<B>,
+) -> Option<ConnectionRefusal> {
+    let ConnectionRefusal::Limited(l) = gate else {
+        return Some(gate);
+    };
+    let Some(info) = req.extensions().get::<ConnInfo>() else {
+        return Some(gate);
+    };
+    if l.kind != crate::limits::Kind::Connects
+        || !crate::transport::resume::is_resume(&state.settings(), req)
+    {
+        return Some(gate);
+    }
+    state
+        .limits
+        .resume(info.client)
+        .err()
+        .map(ConnectionRefusal::Limited)
+}
+
 fn refusal(gate: ConnectionRefusal) -> Response<Body> {
     let mut resp = match gate {
         ConnectionRefusal::Full => reply::unavailable(
@@ -374,6 +402,7 @@ async fn serve_hyper<I>(
             // connection's whole life, sized like this future; a box makes
             // that slot a pointer and frees the request's state once answered.
             let answer: ServiceFuture = Box::pin(async move {
+                let gate = gate.and_then(|g| unless_resume(&state, g, &req));
                 let resp = match (gate, surface) {
                     (Some(gate), _) => {
                         match gate {

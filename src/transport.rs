@@ -16,6 +16,7 @@ pub mod ops;
 pub mod poll;
 pub mod publish;
 pub mod pusher;
+pub(crate) mod resume;
 pub mod send;
 pub mod session;
 pub mod sse;

@@ -145,6 +145,11 @@ pub struct PerIp {
     pub connects: RateLimit,
     /// Anonymous subscribes from one address.
     pub subscribes: RateLimit,
+    /// Connections past `connects` whose request resumes with a cursor
+    /// covering what it asks for: after a restart a whole office behind
+    /// one address comes back at once, and its returning clients are not
+    /// strangers. Fresh connections stay under `connects`.
+    pub resumes: RateLimit,
 }
 
 impl Default for PerIp {
@@ -153,6 +158,7 @@ impl Default for PerIp {
             connections: 5000,
             connects: RateLimit::new(500, Duration::from_secs(1), 2000),
             subscribes: RateLimit::new(1000, Duration::from_secs(1), 5000),
+            resumes: RateLimit::new(1000, Duration::from_secs(1), 5000),
         }
     }
 }

@@ -267,6 +267,10 @@ pub struct Realtime {
     /// a reconnect does not flap leave/join.
     #[serde(deserialize_with = "units::duration")]
     pub presence_grace: Duration,
+    /// On shutdown each WebSocket and SSE client is told to come back after
+    /// a random delay within this window, so a restart is not a herd.
+    #[serde(deserialize_with = "units::duration")]
+    pub reconnect_spread: Duration,
     /// permessage-deflate on WebSockets (RFC 7692).
     #[serde(deserialize_with = "lenient::or_default")]
     pub compression: Compression,
@@ -283,6 +287,7 @@ impl Default for Realtime {
             client_queue: 1024,
             allowed_origins: vec!["*".to_owned()],
             presence_grace: Duration::from_secs(5),
+            reconnect_spread: Duration::from_secs(1),
             compression: Compression::default(),
         }
     }

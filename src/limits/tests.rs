@@ -24,6 +24,7 @@ fn policy() -> config::Limits {
             connections: 3,
             connects: rl(1, Duration::from_secs(1), 2),
             subscribes: rl(1, Duration::from_secs(60), 8),
+            resumes: rl(1, Duration::from_secs(1), 3),
         },
         publish: rl(100, Duration::from_secs(1), 100),
         max_connections: 10,
@@ -403,4 +404,21 @@ fn an_entry_is_converted_once_whoever_reaches_it_first() {
     assert_eq!(store.slot(&"k"), Some(store::Slot::new(1500, 100)));
     store.reweigh(10, 200);
     assert_eq!(store.slot(&"k"), Some(store::Slot::new(330, 10)));
+}
+
+#[test]
+fn resumes_have_their_own_allowance_apart_from_connects() {
+    let (l, t) = limits();
+    let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
+    l.connect(ip).unwrap();
+    l.connect(ip).unwrap();
+    assert_eq!(l.connect(ip).unwrap_err().kind, Kind::Connects);
+    for _ in 0..3 {
+        l.resume(ip).expect("resumes pass once connects are spent");
+    }
+    let refused = l.resume(ip).unwrap_err();
+    assert_eq!(refused.kind, Kind::Resumes);
+    assert_eq!(l.connect(ip).unwrap_err().kind, Kind::Connects);
+    t.advance(ms(1000));
+    l.resume(ip).expect("the allowance refills");
 }

@@ -151,7 +151,9 @@ impl SseStream {
             tokio::select! {
                 biased;
                 _ = self.stopping.rung() => {
-                    let _ = write!(self.buf, "retry: 500\nevent: reconnect\ndata: {{\"type\":\"reconnect\",\"reason\":\"restart\"}}\n\n");
+                    // Each client its own delay: a restart is not a herd.
+                    let after = crate::transport::resume::come_back_in(self.state.settings().config.realtime.reconnect_spread);
+                    let _ = write!(self.buf, "retry: {after}\nevent: reconnect\ndata: {{\"type\":\"reconnect\",\"reason\":\"restart\",\"retry\":{after}}}\n\n");
                     self.done = true;
                     self.reason = "shutdown";
                 }

@@ -217,8 +217,11 @@ impl WsSession {
 
     /// The gateway is stopping: say so with the cursor to resume from.
     async fn restart(&mut self) -> Ending {
-        let frame =
-            json!({"type": "reconnect", "reason": "restart", "cursor": self.session.cursor_text()});
+        // Each client its own delay: a restart is not a herd.
+        let after = crate::transport::resume::come_back_in(
+            self.state.settings().config.realtime.reconnect_spread,
+        );
+        let frame = json!({"type": "reconnect", "reason": "restart", "cursor": self.session.cursor_text(), "retry": after});
         self.outgoing.text(&frame.to_string());
         let _ = tokio::time::timeout(Duration::from_secs(1), self.write_owed()).await;
         Ending::Close(

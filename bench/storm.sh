@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Reconnect storms on the Redis broker, with messages flowing throughout.
+#  (a) restart: WebSocket and SSE subscribers (half each) on one pushgate;
+#      SIGTERM, a new process on the same port; figures: time from the new
+#      process listening to every client streaming again, lost and
+#      duplicated messages, refusals.
+#  (b) node lost: two pushgate instances behind HAProxy (TCP mode); one is
+#      killed with SIGKILL; its clients come back through HAProxy to the
+#      other; figures: time from each client's first retry to streaming
+#      again, lost and duplicated messages.
+# Messages are published through a third instance sharing Redis, so the
+# publisher outlives both disruptions. The clients (bench/storm_clients.js)
+# resume with the cursor and count loss and duplicates per channel.
+# Appends a dated section to bench/RESULTS.md.
+#
+#   bench/storm.sh                      # 10,000 clients from 100 addresses
+#   N=2000 bench/storm.sh               # fewer clients
+#   OFFICE=3000 (default; 0 skips): (c) that many clients from one address
+#   on the default per-address limits, restarted as in (a)
+#   RATE=1000 CHANNELS=100 ADDRS=100 BEFORE=5 AFTER=10 NOTE="…" bench/storm.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+. bench/lib.sh
+bench_need redis-server haproxy
+# Ports of their own: other bench scripts may run on the usual ones.
+BENCH_PORTS="37180 37190 37280 37290 37380 37390 37480 37379"
+bench_start
+
+N=${N:-10000}; RATE=${RATE:-1000}; CHANNELS=${CHANNELS:-100}; ADDRS=${ADDRS:-100}
+BEFORE=${BEFORE:-5}; AFTER=${AFTER:-10}
+redis_port=37379
+broker="broker: { kind: redis, redis: { url: \"redis://127.0.0.1:$redis_port\", prefix: storm } }"
+instance() { # name public admin
+  sed -e "s/127.0.0.1:18080/127.0.0.1:$2/" -e "s/127.0.0.1:19090/127.0.0.1:$3/" bench/pushgate.yaml > "$work/$1.yaml"
+  echo "$broker" >> "$work/$1.yaml"
+}
+instance p 37380 37390
+instance a 37180 37190
+instance b 37280 37290
+wait_ready() { for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.05; done; echo "instance on $1 not ready" >&2; exit 1; }
+bench_cleanup_extra() { # processes the disruptions started
+  local f
+  for f in "$work"/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+  return 0
+}
+
+redis-server --port $redis_port --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null & pids+=($!)
+sleep 0.5
+$PG run -c "$work/p.yaml" & pids+=($!)
+wait_ready 37390
+
+clients() { # json options without the common ones
+  node bench/storm_clients.js "{\"n\":$N,\"channels\":$CHANNELS,\"addrs\":$ADDRS,\"rate\":$RATE,\"before_s\":$BEFORE,\"after_s\":$AFTER,\"publish\":\"http://127.0.0.1:37390\",$1}"
+}
+
+out="$work/results.md"
+{
+  echo "## Reconnect storm run of $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)${NOTE:+; $NOTE}. Versions: pushgate $($PG --version | cut -d' ' -f2), $(redis-server --version | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3)."
+  echo "Clients, every pushgate process, HAProxy and redis-server share the same cores. Command: \`N=$N RATE=$RATE CHANNELS=$CHANNELS ADDRS=$ADDRS BEFORE=$BEFORE AFTER=$AFTER bench/storm.sh\`."
+  echo "$N subscribers (half WebSocket, half SSE, each resuming with its cursor) on $CHANNELS channels from $ADDRS source addresses; $RATE messages/s published through a third instance sharing Redis, $BEFORE s before the disruption and $AFTER s after."
+  echo
+} > "$out"
+
+# (a) SIGTERM, a new process on the same port: `restart CONFIG EXTRA-JSON`
+# prints the clients' report.
+restart() {
+  $PG run -c "$work/$1.yaml" & echo $! > "$work/a1.pid"
+  wait_ready 37190
+  local cmd="kill -TERM $(cat "$work/a1.pid");
+  while ss -Hltn 'sport = :37180' | grep -q .; do sleep 0.01; done;
+  $PG run -c $work/$1.yaml >/dev/null 2>&1 & echo \$! > $work/a2.pid;
+  for _ in \$(seq 1 400); do ss -Hltn 'sport = :37180' | grep -q . && break; sleep 0.005; done;
+  echo listening \$(date +%s%3N)"
+  clients "\"urls\":[\"http://127.0.0.1:37180\"],$2\"disrupt\":$(printf '%s' "$cmd" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')"
+  kill "$(cat "$work/a2.pid")" 2>/dev/null || true
+  wait "$(cat "$work/a1.pid")" 2>/dev/null || true
+  while ss -Hltn 'sport = :37180' | grep -q .; do sleep 0.1; done
+}
+echo "(a) restart: $N clients…" >&2
+a=$(restart a "")
+echo "$a" >&2
+# (c) an office: OFFICE clients (default 3,000) from one address, on the
+# default per-address limits (`per_ip` left out of the config).
+OFFICE=${OFFICE:-3000}
+c=""
+if [ "$OFFICE" -gt 0 ]; then
+  grep -v '^  per_ip:' "$work/a.yaml" > "$work/office.yaml"
+  echo "(c) office: $OFFICE clients from one address…" >&2
+  c=$(restart office "\"n\":$OFFICE,\"addrs\":1,")
+  echo "$c" >&2
+fi
+
+# (b) two instances behind HAProxy, one killed with SIGKILL.
+# Two descriptors per client connection, under the open-files hard limit.
+hap_maxconn=$(( ($(ulimit -Hn) - 100) / 2 ))
+cat > "$work/haproxy.cfg" <<CFG
+global
+  maxconn $hap_maxconn
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 1h
+  timeout server 1h
+  retries 3
+  option redispatch
+frontend storm
+  bind 127.0.0.1:37480
+  default_backend pushgate
+backend pushgate
+  balance roundrobin
+  server a 127.0.0.1:37180 check inter 500ms fall 1 rise 2
+  server b 127.0.0.1:37280 check inter 500ms fall 1 rise 2
+CFG
+$PG run -c "$work/a.yaml" & echo $! > "$work/a3.pid"
+$PG run -c "$work/b.yaml" & pids+=($!)
+wait_ready 37190; wait_ready 37290
+haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
+for _ in $(seq 1 100); do ss -Hltn 'sport = :37480' | grep -q . && break; sleep 0.05; done
+echo "(b) node lost: $N clients…" >&2
+b=$(clients "\"urls\":[\"http://127.0.0.1:37480\"],\"disrupt\":\"kill -KILL $(cat "$work/a3.pid")\"")
+echo "$b" >&2
+
+row() { # title json
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+t, r = sys.argv[1], json.loads(sys.argv[2])
+b, f = r["back_ms"], r["back_from_first_retry_ms"]
+ref = ", ".join(f"{k}: {v}" for k, v in sorted(r["refusals"].items())) or "none"
+ref += " (during the storm: " + (", ".join(f"{k}: {v}" for k, v in sorted(r["refusals_during_storm"].items())) or "none") + ")"
+print(f"| {t} | {r['connected_before']}/{r['clients']} | {r['disrupted']} (ws {r['disrupted_by_kind']['ws']}, sse {r['disrupted_by_kind']['sse']}) | {r['unresumed']} | "
+      f"{b['p50']} / {b['p99']} / {b['max']} | {f['p50']} / {f['p99']} / {f['max']} | {r['published']} | {r['lost']} | {r['duplicated']} ({r['duplicated_ids']} by id) | {r['resets']} | {ref} | {r['publish_errors']} |")
+PY
+}
+{
+  echo "| scenario | streaming before | disrupted | not back | back after listening (a) / after loss (b), ms p50 / p99 / max | back after first retry, ms p50 / p99 / max | published | lost | duplicated | resets | refusals | publish errors |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  row "(a) SIGTERM, new process on the same port" "$a"
+  row "(b) 2 behind HAProxy, one SIGKILLed" "$b"
+  [ -z "$c" ] || row "(c) office: $OFFICE from one address, default per_ip limits, SIGTERM + new process" "$c"
+  echo
+  echo "(a) new process listening $(echo "$a" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listening_after_disrupt_ms"])') ms after the SIGTERM. Raw: \`$a\`"
+  echo
+  echo "(b) raw: \`$b\`"
+  echo
+  [ -z "$c" ] || { echo "(c) raw: \`$c\`"; echo; }
+} >> "$out"
+cat "$out"
+{ echo; cat "$out"; } >> bench/RESULTS.md

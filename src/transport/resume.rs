@@ -1,0 +1,119 @@
+//! Whether a realtime request is a resume: a client coming back with the
+//! cursor it was given, for channels that cursor already covers.
+//!
+//! After a deploy or a lost node every browser reconnects at once, and an
+//! office behind one NAT address would spend its address's
+//! `per_ip.connects` in the first second and be refused for the rest of the
+//! storm. A resume is not a stranger: it was admitted before, and what it
+//! asks for is what it had. The gateway gives such requests their own
+//! allowance per address (`per_ip.resumes`) once `per_ip.connects` is spent,
+//! while fresh connections stay limited. The request is then admitted like
+//! any other (token or session, the channels' rules, `per_ip.connections`):
+//! a cursor opens no door the client could not open without it.
+//!
+//! The other half of a storm is when clients come back: on shutdown each
+//! WebSocket and SSE client is told a delay drawn within
+//! `realtime.reconnect_spread` ([`come_back_in`]), so the returns are spread
+//! over the window rather than landing in one instant.
+
+use std::collections::HashMap;
+
+use http::Request;
+
+use crate::hub::Cursor;
+use crate::state::Settings;
+
+/// `req` resumes with a cursor that decodes and covers every channel it
+/// names (a resume that adds a channel is a new subscription, not a
+/// return). Only the realtime endpoints' requests (`realtime.path`) count.
+pub(crate) fn is_resume<B>(settings: &Settings, req: &Request<B>) -> bool {
+    let prefix = settings.config.realtime.path.as_str();
+    let Some(rest) = req.uri().path().strip_prefix(prefix) else {
+        return false;
+    };
+    if !matches!(rest, "/ws" | "/sse" | "/poll") {
+        return false;
+    }
+    let q = super::query(req);
+    let Some(text) = cursor_text(req, &q) else {
+        return false;
+    };
+    let max = settings.config.limits.max_channels_per_connection;
+    let Ok(cursor) = Cursor::decode_within(&text, max) else {
+        return false;
+    };
+    covers(&cursor, q.get("channels").map(String::as_str))
+}
+
+/// The cursor a request presents, where the transports read it from
+/// (`Last-Event-ID`, `last_event_id`, `cursor`).
+fn cursor_text<B>(req: &Request<B>, q: &HashMap<String, String>) -> Option<String> {
+    req.headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| q.get("last_event_id").cloned())
+        .or_else(|| q.get("cursor").cloned())
+        .filter(|t| !t.is_empty())
+}
+
+/// `cursor` names at least one channel and every one of `channels` (a
+/// comma list; none: the cursor's own channels are asked for).
+fn covers(cursor: &Cursor, channels: Option<&str>) -> bool {
+    if cursor.channels().next().is_none() {
+        return false;
+    }
+    channels.is_none_or(|list| {
+        list.split(',')
+            .filter(|c| !c.is_empty())
+            .all(|c| cursor.get(c).is_some())
+    })
+}
+
+/// How long a client told to reconnect at shutdown should wait, in
+/// milliseconds: uniform in `[0, spread)`.
+pub(crate) fn come_back_in(spread: std::time::Duration) -> u64 {
+    let spread = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+    if spread == 0 {
+        return 0;
+    }
+    rand::random::<u64>() % spread
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(pairs: &[(&str, u64)]) -> Cursor {
+        let mut c = Cursor::new(1);
+        for (ch, pos) in pairs {
+            c.set(&std::sync::Arc::from(*ch), *pos);
+        }
+        c
+    }
+
+    #[test]
+    fn a_cursor_covering_every_channel_asked_is_a_resume() {
+        let c = cursor(&[("public.a", 3), ("public.b", 9)]);
+        assert!(covers(&c, Some("public.a,public.b")));
+        assert!(covers(&c, Some("public.b")));
+        assert!(covers(&c, None));
+    }
+
+    #[test]
+    fn delays_fall_within_the_window_and_differ() {
+        let spread = std::time::Duration::from_millis(1000);
+        let delays: Vec<u64> = (0..200).map(|_| come_back_in(spread)).collect();
+        assert!(delays.iter().all(|d| *d < 1000));
+        let distinct: std::collections::HashSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 50, "spread, not one instant: {distinct:?}");
+        assert_eq!(come_back_in(std::time::Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn a_channel_the_cursor_does_not_cover_is_a_new_subscription() {
+        let c = cursor(&[("public.a", 3)]);
+        assert!(!covers(&c, Some("public.a,public.new")));
+        assert!(!covers(&Cursor::new(1), None));
+    }
+}
