@@ -123,8 +123,7 @@ async fn open<B: Sync>(
         conn = conn.as_ref().map(|c| c.id),
         subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );
-    let heartbeat = settings.config.realtime.heartbeat;
-    let stream = SseStream::new(state, client, session, kill, out, heartbeat);
+    let stream = SseStream::new(state, client, session, kill, out, &settings);
     Ok(SseOpening {
         head: SseHead::new(),
         stream,

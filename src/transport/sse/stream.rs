@@ -12,15 +12,15 @@
 
 use std::fmt::Write as _;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 use crate::alarm::Listener;
 use crate::conn_info::ConnKill;
-use crate::state::{AppState, Gauge};
+use crate::state::{AppState, Gauge, Settings};
 use crate::transport::Client;
 use crate::transport::login::{first_recheck, needs_recheck, recheck, retry_after};
 use crate::transport::session::{BATCH_BYTES, Delivery, Session, reset_json};
@@ -60,8 +60,9 @@ impl SseStream {
         session: Session,
         kill: ConnKill,
         out: Vec<Delivery>,
-        heartbeat: Duration,
+        settings: &Arc<Settings>,
     ) -> SseStream {
+        let heartbeat = settings.config.realtime.heartbeat;
         // A client too slow for its queue is cut at the connection: nothing
         // polls this body while its socket is full, so the inbox does it.
         session.inbox().link_eviction(kill.0);
@@ -73,11 +74,13 @@ impl SseStream {
             session.inbox(),
         );
         state.metrics.connect("sse");
-        let reloaded = state.reloaded.listen();
+        // A reload while the stream opened (its settings taken, the
+        // application asked, the replay read) is heard at once.
+        let reloaded = state.reload_listener(settings);
         let stopping = state.lifecycle.stopping().listen_from_start();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let every = state.settings().checks.terms.recheck;
+        let every = settings.checks.terms.recheck;
         let mut recheck = tokio::time::interval_at(first_recheck(every), every);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         SseStream {

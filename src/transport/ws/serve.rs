@@ -126,7 +126,8 @@ impl WsSession {
         // Listeners, not token futures: this select runs once per delivery
         // (see `alarm.rs`).
         let mut stopping = self.state.lifecycle.stopping().listen_from_start();
-        let mut reloaded = self.state.reloaded.listen();
+        // A reload since the handshake took its settings is heard at once.
+        let mut reloaded = self.state.reload_listener(&self.settings);
         // One timer for the token's expiry, re-armed only when an `auth` op
         // changes the token (not one timer per delivery).
         let mut expires = self.expires();
