@@ -45,3 +45,4 @@ mod ws;
 mod ws_deflate;
 mod ws_h2;
 mod ws_h2_limits;
+mod ws_h2_tunnels;
