@@ -459,7 +459,7 @@ fn render(
     shared: bool,
 ) {
     match item {
-        Delivery::Message(m) if binary && m.bytes().is_some() => outgoing.binary_with(|b| {
+        Delivery::Message(m) if binary && m.has_bytes() => outgoing.binary_with(|b| {
             m.write_binary(cursor, b);
         }),
         Delivery::Message(m) if shared && outgoing.compressed_message(m) => {
