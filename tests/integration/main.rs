@@ -39,6 +39,7 @@ mod session;
 mod shutdown;
 mod slow;
 mod sse;
+mod sse_h2;
 mod upstreams;
 mod upstreams_tls;
 mod ws;

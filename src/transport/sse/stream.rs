@@ -7,8 +7,9 @@
 //! made when the writer asks for the next chunk, after taking the last one,
 //! so a connection never holds more than one batch beyond what its writer
 //! buffers, however long its replay. When the client stops reading, its
-//! inbox fills and is evicted, which cuts the whole connection (nothing asks
-//! for chunks while its socket is full).
+//! inbox fills and is evicted, which cuts the whole connection on HTTP/1
+//! (nothing asks for chunks while its socket is full); on HTTP/2, whose
+//! connection carries other streams, only the stream ends (`sse.rs`).
 
 use std::fmt::Write as _;
 use std::pin::Pin;
@@ -64,7 +65,8 @@ impl SseStream {
     ) -> SseStream {
         let heartbeat = settings.config.realtime.heartbeat;
         // A client too slow for its queue is cut at the connection: nothing
-        // polls this body while its socket is full, so the inbox does it.
+        // polls this body while its socket is full, so the inbox does it
+        // (`kill` is the connection's own on HTTP/1 only: see `sse.rs`).
         session.inbox().link_eviction(kill.0);
         let subject = client.identity.as_ref().map(|i| i.subject.clone());
         let registration = state.connections.register(
