@@ -154,6 +154,13 @@ impl Listener {
         Poll::Pending
     }
 
+    /// Hear one ring at once, on top of those to come: for a listener made
+    /// after the event it must not miss may already have rung (a reload
+    /// between a connection's opening and its first turn).
+    pub fn owe_one(&mut self) {
+        self.seen = self.seen.wrapping_sub(1);
+    }
+
     /// Wait for the next ring.
     pub async fn rung(&mut self) {
         poll_fn(|cx| self.poll_rung(cx)).await

@@ -39,6 +39,27 @@ pub(crate) fn ask<B>(req: &Request<B>) -> Option<Ask> {
     })
 }
 
+/// The method the request would have had on HTTP/1.1: `GET` for an
+/// extended CONNECT for a WebSocket (the upgrade the application is sent),
+/// its own for any other. What watches requests by method (response taps)
+/// sees the same request whichever version carried it.
+pub(crate) fn http1_method<B>(req: &Request<B>) -> Method {
+    match ask(req) {
+        Some(Ask::WebSocket) => Method::GET,
+        _ => req.method().clone(),
+    }
+}
+
+/// The status an HTTP/1.1 client would have had for the answer `status` to
+/// a request whose ask was `asked`: the 200 that opens a WebSocket's h2
+/// stream is the 101 of the HTTP/1.1 switch (a refusal is the same on both).
+pub(crate) fn http1_status(asked: Option<Ask>, status: StatusCode) -> StatusCode {
+    match (asked, status) {
+        (Some(Ask::WebSocket), StatusCode::OK) => StatusCode::SWITCHING_PROTOCOLS,
+        _ => status,
+    }
+}
+
 /// The answer to an extended CONNECT for a protocol other than WebSocket.
 pub(crate) fn unsupported() -> Response<Body> {
     reply::error(
@@ -76,6 +97,18 @@ mod tests {
         get.extensions_mut()
             .insert(Protocol::from_static("websocket"));
         assert_eq!(ask(&get), None);
+    }
+
+    #[test]
+    fn reads_as_the_http1_upgrade_it_becomes() {
+        let ws = connect(Some("websocket"));
+        assert_eq!(http1_method(&ws), Method::GET);
+        assert_eq!(http1_method(&connect(None)), Method::CONNECT);
+        let opened = http1_status(ask(&ws), StatusCode::OK);
+        assert_eq!(opened, StatusCode::SWITCHING_PROTOCOLS);
+        let refused = http1_status(ask(&ws), StatusCode::FORBIDDEN);
+        assert_eq!(refused, StatusCode::FORBIDDEN);
+        assert_eq!(http1_status(None, StatusCode::OK), StatusCode::OK);
     }
 
     #[test]

@@ -44,7 +44,7 @@ use crate::metrics::stats::{Gauge, Stats};
 use crate::reply::{self, Body};
 use crate::upstream::attempt::{Tried, Turn, Unreached};
 use crate::upstream::exchange::{self, Pooled};
-use crate::upstream::server::Server;
+use crate::upstream::server::{InFlight, Server};
 use crate::upstream::{Upstream, is_idempotent, reason, reuse};
 
 mod buffer_answer;
@@ -60,7 +60,7 @@ mod upload;
 use fields::{
     drop_forged_fields, forwarded_headers, is_upgrade, join_cookies, request_host, strip_hop_by_hop,
 };
-use idle::IdleTimeout;
+use idle::{IdleTimeout, copy_until_idle};
 use refusal::Refusal;
 use spool::Budget;
 
@@ -93,6 +93,11 @@ pub struct Tunnels<'a> {
 /// An answer head, and the judge of its connection's reuse.
 type Sent = (Response<Pooled>, reuse::Connection);
 
+/// An answer head as [`Proxy::send`] hands it over: with the request's
+/// slot on its server when the server switched protocols (the tunnel
+/// holds it for its life, where a body would hold it to its end).
+type Reached = (Response<Pooled>, reuse::Connection, Option<InFlight>);
+
 impl<'a> Proxy<'a> {
     /// Send `req` to one of the upstream's servers (`Servers::attempt`). A
     /// connect that failed reached no server: a request without a body, or
@@ -106,7 +111,7 @@ impl<'a> Proxy<'a> {
         req: Request<Body>,
         client: Option<std::net::IpAddr>,
         replay: Option<upload::Replay>,
-    ) -> Result<Sent, Unreached<SendError>> {
+    ) -> Result<Reached, Unreached<SendError>> {
         let servers = self.upstream.servers();
         let idempotent = is_idempotent(req.method());
         // What could be sent again: a request without a body, or one
@@ -135,8 +140,13 @@ impl<'a> Proxy<'a> {
             })
             .await?;
         let (mut resp, conn) = reached.value;
+        // A switch's body is empty and ends at once: its tunnel, not its
+        // body, is what the server works on from now.
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok((resp, conn, Some(reached.in_flight)));
+        }
         resp.body_mut().hold(reached.in_flight);
-        Ok((resp, conn))
+        Ok((resp, conn, None))
     }
 
     /// One turn of [`Proxy::send`]: `req` aimed at `server` and sent.
@@ -240,7 +250,7 @@ impl<'a> Proxy<'a> {
             Err(resp) => return resp,
         };
         let method = backend_req.method().clone();
-        let (resp, conn) = match self.send(backend_req, client, replay).await {
+        let (resp, conn, switched) = match self.send(backend_req, client, replay).await {
             Ok(sent) => sent,
             Err(Unreached::Failed(error)) if upload.failed() => {
                 debug!(%error, "request body failed while forwarding");
@@ -268,18 +278,24 @@ impl<'a> Proxy<'a> {
             },
         };
         debug!(status = resp.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
+        // What a tunnel holds while it lasts, whichever HTTP version opened it.
+        let held = Held {
+            slot,
+            in_flight: switched,
+            idle: self.upstream.timeout(),
+        };
         if let (Some(key), true) = (&h2_key, resp.status().is_success() || resp.status() == 101) {
             // Over HTTP/2 the stream opens with a 200, once the switch is proven.
             let open = h2_websocket::opened(key, &resp);
             if let (Ok(_), Some(client_upgrade)) = (&open, client_upgrade) {
-                tunnel(client_upgrade, &mut resp, tunnels, "2", slot);
+                tunnel(client_upgrade, &mut resp, tunnels, "2", held);
             }
             return open.unwrap_or_else(|refused| refused);
         }
         if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
             (client_upgrade, resp.status())
         {
-            tunnel(client_upgrade, &mut resp, tunnels, "1.1", slot);
+            tunnel(client_upgrade, &mut resp, tunnels, "1.1", held);
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, reply::empty());
         }
@@ -380,6 +396,19 @@ impl<'a> Proxy<'a> {
     }
 }
 
+/// What an upgraded tunnel holds for its life, the same whether an
+/// HTTP/1.1 upgrade or an HTTP/2 extended CONNECT opened it.
+struct Held {
+    /// Its client address's place under `per_ip.connections`.
+    slot: Option<ConnectionSlot>,
+    /// Its request's slot on the server (`max_connections`), and its count
+    /// in flight there (`least_conn`): the server works on it while it lasts.
+    in_flight: Option<InFlight>,
+    /// `backend.timeout`: the tunnel ends after this long without a byte
+    /// either way, as a streamed answer does.
+    idle: std::time::Duration,
+}
+
 /// Join the client's upgraded connection to the application's, byte for
 /// byte, once both sides have switched. On the gateway's task tracker, so
 /// shutdown waits for the tunnel, and ended by the shutdown signal: a byte
@@ -389,7 +418,7 @@ fn tunnel(
     resp: &mut Response<Pooled>,
     tunnels: Tunnels<'_>,
     http: &'static str,
-    slot: Option<ConnectionSlot>,
+    held: Held,
 ) {
     let backend_upgrade = hyper::upgrade::on(resp);
     // Only WebSockets are passed on as upgrades (`fields::is_upgrade`).
@@ -405,10 +434,15 @@ fn tunnel(
                     // HTTP/2 a tunnel is one connection more than the h2
                     // connection carrying it (`router.rs` checks the cap).
                     let _counted = Gauge::enter(&stats, |s| &s.connections);
-                    let _slot = slot;
+                    let Held {
+                        slot,
+                        in_flight,
+                        idle,
+                    } = held;
+                    let (_slot, _in_flight) = (slot, in_flight);
                     let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
                     tokio::select! {
-                        ended = tokio::io::copy_bidirectional(&mut c, &mut b) => {
+                        ended = copy_until_idle(&mut c, &mut b, idle) => {
                             if let Err(error) = ended {
                                 debug!(%error, "upgraded tunnel ended");
                             }

@@ -228,6 +228,19 @@ impl Handles {
         self.settings.load_full()
     }
 
+    /// The reload listener of a connection that opened under `settings`: a
+    /// reload that swapped them before this call (between the handshake
+    /// and the connection's first turn) is heard at once, as a ring would
+    /// be; later ones ring as usual. Listening before comparing leaves no
+    /// window: a reload swaps the settings first, then rings.
+    pub(crate) fn reload_listener(&self, settings: &Arc<Settings>) -> crate::alarm::Listener {
+        let mut listener = self.reloaded.listen();
+        if !Arc::ptr_eq(settings, &self.settings()) {
+            listener.owe_one();
+        }
+        listener
+    }
+
     /// Publish one message through the broker and count it (stats and
     /// metrics alike): every road a message comes in by — the publish API,
     /// webhooks, response taps, a client's own publish — takes this one, so

@@ -45,6 +45,32 @@ pub fn reserved_event(name: &str) -> bool {
     name == "presence" || name.starts_with("pusher:") || name.starts_with("pusher_internal:")
 }
 
+/// The text of `data` when it is a JSON string that needs no unescaping
+/// (base64 never does).
+fn quoted(data: &str) -> Option<&str> {
+    let text = data.strip_prefix('"')?.strip_suffix('"')?;
+    (!text.contains('\\')).then_some(text)
+}
+
+/// The base64 text of `data`, checked to decode; `None` when a binary
+/// message's `data` has no bytes.
+fn base64_of(data: &str) -> Option<&str> {
+    use base64::Engine;
+    let text = quoted(data)?;
+    let mut scratch = [0u8; 3];
+    // Checked four characters at a time (padding only at the end), so that
+    // no buffer the size of the bytes is made for it.
+    let engine = base64::engine::general_purpose::STANDARD;
+    let body = text.len().saturating_sub(4);
+    let valid = text.len() % 4 == 0
+        && !text[..body].contains('=')
+        && text
+            .as_bytes()
+            .chunks(4)
+            .all(|group| engine.decode_slice(group, &mut scratch).is_ok());
+    valid.then_some(text)
+}
+
 /// One message on one channel.
 #[derive(Debug)]
 pub struct Message {
@@ -70,9 +96,12 @@ pub struct Message {
     data_len: usize,
     /// `data` holds bytes (a JSON string of their base64).
     binary: bool,
-    /// The bytes of a binary message, decoded once by the first binary
-    /// WebSocket that delivers it and shared by the rest.
-    bytes: std::sync::OnceLock<Option<Bytes>>,
+    /// `data` is base64 that decodes (checked once, when the message is
+    /// made). The bytes themselves are not kept: each binary frame decodes
+    /// them straight into its own buffer, as cheap as the copy it makes
+    /// anyway, where a decoded copy would stay beside the base64 (3/4 of
+    /// its size again) for as long as the message sits in history.
+    decodable: bool,
     /// The client that sent it, when one did (see [`crate::model::Origin`]).
     pub origin: Option<Box<crate::model::Origin>>,
     /// The message as a Pusher event, rendered by the first Pusher socket
@@ -146,7 +175,7 @@ impl Message {
             head_len,
             data_len: data.len(),
             binary,
-            bytes: std::sync::OnceLock::new(),
+            decodable: binary && base64_of(data).is_some(),
             origin: None,
             pusher_frame: std::sync::OnceLock::new(),
             topic_update: std::sync::OnceLock::new(),
@@ -177,23 +206,19 @@ impl Message {
         self.binary
     }
 
-    /// The bytes of a binary message, decoded once and shared; None for a
-    /// JSON message (or bytes that came in broken from another instance,
-    /// which then travel as their JSON form).
-    pub fn bytes(&self) -> Option<&Bytes> {
+    /// Whether the message has bytes to send as a binary frame: false for
+    /// a JSON message, and for bytes that came in broken from another
+    /// instance (they then travel as their JSON form).
+    pub fn has_bytes(&self) -> bool {
+        self.decodable
+    }
+
+    /// The bytes of a binary message, decoded afresh (not kept: see
+    /// `decodable`); None when it [has none](Message::has_bytes).
+    pub fn bytes(&self) -> Option<Vec<u8>> {
         use base64::Engine;
-        if !self.binary {
-            return None;
-        }
-        self.bytes
-            .get_or_init(|| {
-                let text: &str = serde_json::from_str(self.data_text()).ok()?;
-                base64::engine::general_purpose::STANDARD
-                    .decode(text)
-                    .ok()
-                    .map(Bytes::from)
-            })
-            .as_ref()
+        let text = quoted(self.data_text()).filter(|_| self.decodable)?;
+        base64::engine::general_purpose::STANDARD.decode(text).ok()
     }
 
     /// Append the payload of a binary WebSocket frame to `out`: the
@@ -202,11 +227,14 @@ impl Message {
     /// raw newline, so the first one ends it. False (and nothing written)
     /// when the message has no bytes.
     pub fn write_binary(&self, cursor: Option<&str>, out: &mut BytesMut) -> bool {
-        let Some(bytes) = self.bytes() else {
+        use base64::Engine;
+        let Some(text) = quoted(self.data_text()).filter(|_| self.decodable) else {
             return false;
         };
+        let most = base64::decoded_len_estimate(text.len());
         let cursor_len = cursor.map_or(0, |c| c.len() + 12);
-        out.reserve(self.head_len + cursor_len + 24 + bytes.len());
+        let start = out.len();
+        out.reserve(self.head_len + cursor_len + 24 + most);
         out.put_slice(&self.wire[..self.head_len]);
         out.put_slice(b",\"encoding\":\"binary\"");
         if let Some(cursor) = cursor {
@@ -215,8 +243,19 @@ impl Message {
             out.put_u8(b'"');
         }
         out.put_slice(b"}\n");
-        out.put_slice(bytes);
-        true
+        let at = out.len();
+        out.resize(at + most, 0);
+        match base64::engine::general_purpose::STANDARD.decode_slice(text, &mut out[at..]) {
+            Ok(n) => {
+                out.truncate(at + n);
+                true
+            }
+            // Checked when the message was made: never.
+            Err(_) => {
+                out.truncate(start);
+                false
+            }
+        }
     }
 
     /// The shared JSON prefix (an object missing its closing brace).
@@ -300,6 +339,23 @@ mod tests {
         );
         assert!(head.get("data").is_none());
         assert_eq!(&frame[at + 1..], bytes);
+        // Nothing decoded is kept: the message is its wire form alone.
+        assert_eq!(m.bytes().as_deref(), Some(bytes));
+        let mut again = BytesMut::new();
+        assert!(m.write_binary(Some("c9"), &mut again));
+        assert_eq!(again, frame, "each frame decodes the same bytes");
+        // Base64 that does not decode has no bytes: it travels as JSON.
+        for broken in [
+            r#""AP8K gCI=""#,
+            r#""AA==AP8K""#,
+            r#""AP8""#,
+            r#""A\u0041==""#,
+        ] {
+            let data = serde_json::value::RawValue::from_string(broken.into()).unwrap();
+            let m = Message::encoded("bin.1".into(), "blob".into(), &data, 9, None, 1, true);
+            assert!(!m.has_bytes() && m.bytes().is_none(), "{broken}");
+            assert!(!m.write_binary(None, &mut BytesMut::new()), "{broken}");
+        }
         // A JSON message has no bytes and no binary frame.
         let data = serde_json::value::to_raw_value("AP8KgCI=").unwrap();
         let text = Message::new("bin.1".into(), "blob".into(), &data, 10, None, 1);

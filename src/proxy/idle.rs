@@ -1,8 +1,14 @@
-//! The idle bound on a proxied answer's body: a streamed answer lives as
-//! long as bytes flow, and dies once the backend goes quiet for
-//! `backend.timeout`.
+//! The idle bound on what the proxy carries for the application: a
+//! streamed answer, and an upgraded tunnel (a WebSocket to the
+//! application's own paths, opened by HTTP/1.1 or HTTP/2), live as long as
+//! bytes flow, and die once nothing moved for `backend.timeout`.
 
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use bytes::Bytes;
 use tracing::warn;
@@ -79,5 +85,143 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Carry bytes both ways between `client` and `backend` until either side
+/// ends, or until neither sent a byte for `idle`: the tunnel's form of
+/// [`IdleTimeout`] (nginx closes an upgraded connection the same way, after
+/// `proxy_read_timeout` without a read on either side). `Ok(false)` when it
+/// was cut for idleness. A WebSocket kept open by pings never idles.
+pub(super) async fn copy_until_idle<C, B>(
+    client: &mut C,
+    backend: &mut B,
+    idle: Duration,
+) -> std::io::Result<bool>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Activity::new();
+    let mut c = Watched {
+        io: client,
+        activity: &activity,
+    };
+    let mut b = Watched {
+        io: backend,
+        activity: &activity,
+    };
+    tokio::select! {
+        ended = tokio::io::copy_bidirectional(&mut c, &mut b) => ended.map(|_| true),
+        () = activity.quiet_for(idle) => Ok(false),
+    }
+}
+
+/// When bytes last arrived on either side of a tunnel, in milliseconds
+/// from its start: one atomic store per read, no timer reset per read.
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis();
+        self.last_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Ready once nothing arrived for `idle`. The timer sleeps to the
+    /// deadline of the last activity it saw, and again from the newer one.
+    async fn quiet_for(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = self.start + last + idle;
+            tokio::time::sleep_until(deadline).await;
+            if Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) == last {
+                warn!(
+                    ?idle,
+                    "upgraded tunnel idle past backend.timeout; closing it"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// One side of a tunnel, noting each read that brought bytes.
+struct Watched<'a, T> {
+    io: &'a mut T,
+    activity: &'a Activity,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut *self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tunnel_lives_while_bytes_flow_and_ends_when_quiet() {
+        let (mut client, mut client_far) = tokio::io::duplex(64);
+        let (mut backend, mut backend_far) = tokio::io::duplex(64);
+        let tunnel = tokio::spawn(async move {
+            copy_until_idle(&mut client, &mut backend, Duration::from_secs(10)).await
+        });
+        // A byte every 6 s for a minute: never 10 s quiet.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            client_far.write_all(b"x").await.unwrap();
+            assert!(!tunnel.is_finished(), "cut while bytes flowed");
+        }
+        let mut got = [0u8; 10];
+        tokio::io::AsyncReadExt::read_exact(&mut backend_far, &mut got)
+            .await
+            .unwrap();
+        let quiet = tokio::time::Instant::now();
+        let idle = tunnel.await.unwrap().unwrap();
+        assert!(!idle, "ended for idleness");
+        let waited = quiet.elapsed();
+        assert!(waited >= Duration::from_secs(9), "{waited:?}");
+        assert!(waited <= Duration::from_secs(11), "{waited:?}");
     }
 }

@@ -3,7 +3,9 @@
 //! matching taps read are captured on the way through (`ingest/tap.rs`);
 //! once the answer has been passed on, the taps that fired publish in a task
 //! of their own. Taps see the request as the client sent it, before a route
-//! strips its path.
+//! strips its path, and as HTTP/1.1 would have carried it: a WebSocket
+//! opened by an extended CONNECT (RFC 8441) is the `GET` whose `101` an
+//! HTTP/1.1 upgrade gets, so one tap watches both.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,9 +39,11 @@ pub async fn proxy_with_taps(
             "a path with dot segments or encoded slashes or dots cannot be routed",
         );
     };
+    let asked = crate::extended_connect::ask(&req);
+    let method = crate::extended_connect::http1_method(&req);
     let taps = settings
         .taps
-        .candidates(req.method(), req.uri().path(), routed.name);
+        .candidates(&method, req.uri().path(), routed.name);
     if taps.is_empty() {
         let req = match rewritten(req, routed.rewrite) {
             Ok(req) => req,
@@ -71,7 +75,7 @@ pub async fn proxy_with_taps(
         .forward(req, tunnels(state))
         .instrument(upstream_span(routed.name))
         .await;
-    let status = resp.status();
+    let status = crate::extended_connect::http1_status(asked, resp.status());
     let fired: Vec<Arc<TapRule>> = taps.into_iter().filter(|t| t.fires(status)).collect();
     if fired.is_empty() {
         return resp;

@@ -110,11 +110,19 @@ async fn open<B: Sync>(
         session,
         out,
     } = open_session(&state, &settings, &req, &q).await?;
-    let kill = req
-        .extensions()
-        .get::<ConnKill>()
-        .cloned()
-        .unwrap_or_default();
+    // The connection is cut when this stream's client falls behind, where
+    // the connection is the stream's alone (HTTP/1). On HTTP/2 it carries
+    // other streams, which must go on: an evicted stream ends by itself
+    // (its body's next turn finds the eviction and ends it) and the
+    // connection's own bounds (flow control, keep-alive pings) hold the rest.
+    let kill = match req.version() {
+        http::Version::HTTP_2 => ConnKill::default(),
+        _ => req
+            .extensions()
+            .get::<ConnKill>()
+            .cloned()
+            .unwrap_or_default(),
+    };
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let span = tracing::debug_span!(
         "session",
@@ -123,8 +131,7 @@ async fn open<B: Sync>(
         conn = conn.as_ref().map(|c| c.id),
         subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );
-    let heartbeat = settings.config.realtime.heartbeat;
-    let stream = SseStream::new(state, client, session, kill, out, heartbeat);
+    let stream = SseStream::new(state, client, session, kill, out, &settings);
     Ok(SseOpening {
         head: SseHead::new(),
         stream,

@@ -8,6 +8,8 @@ mod app;
 mod fair;
 #[path = "session/public.rs"]
 mod public;
+#[path = "session/reload_window.rs"]
+mod reload_window;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -7,20 +7,21 @@
 //! made when the writer asks for the next chunk, after taking the last one,
 //! so a connection never holds more than one batch beyond what its writer
 //! buffers, however long its replay. When the client stops reading, its
-//! inbox fills and is evicted, which cuts the whole connection (nothing asks
-//! for chunks while its socket is full).
+//! inbox fills and is evicted, which cuts the whole connection on HTTP/1
+//! (nothing asks for chunks while its socket is full); on HTTP/2, whose
+//! connection carries other streams, only the stream ends (`sse.rs`).
 
 use std::fmt::Write as _;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
 use crate::alarm::Listener;
 use crate::conn_info::ConnKill;
-use crate::state::{AppState, Gauge};
+use crate::state::{AppState, Gauge, Settings};
 use crate::transport::Client;
 use crate::transport::login::{first_recheck, needs_recheck, recheck, retry_after};
 use crate::transport::session::{BATCH_BYTES, Delivery, Session, reset_json};
@@ -60,10 +61,12 @@ impl SseStream {
         session: Session,
         kill: ConnKill,
         out: Vec<Delivery>,
-        heartbeat: Duration,
+        settings: &Arc<Settings>,
     ) -> SseStream {
+        let heartbeat = settings.config.realtime.heartbeat;
         // A client too slow for its queue is cut at the connection: nothing
-        // polls this body while its socket is full, so the inbox does it.
+        // polls this body while its socket is full, so the inbox does it
+        // (`kill` is the connection's own on HTTP/1 only: see `sse.rs`).
         session.inbox().link_eviction(kill.0);
         let subject = client.identity.as_ref().map(|i| i.subject.clone());
         let registration = state.connections.register(
@@ -73,11 +76,13 @@ impl SseStream {
             session.inbox(),
         );
         state.metrics.connect("sse");
-        let reloaded = state.reloaded.listen();
+        // A reload while the stream opened (its settings taken, the
+        // application asked, the replay read) is heard at once.
+        let reloaded = state.reload_listener(settings);
         let stopping = state.lifecycle.stopping().listen_from_start();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let every = state.settings().checks.terms.recheck;
+        let every = settings.checks.terms.recheck;
         let mut recheck = tokio::time::interval_at(first_recheck(every), every);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         SseStream {

@@ -126,7 +126,8 @@ impl WsSession {
         // Listeners, not token futures: this select runs once per delivery
         // (see `alarm.rs`).
         let mut stopping = self.state.lifecycle.stopping().listen_from_start();
-        let mut reloaded = self.state.reloaded.listen();
+        // A reload since the handshake took its settings is heard at once.
+        let mut reloaded = self.state.reload_listener(&self.settings);
         // One timer for the token's expiry, re-armed only when an `auth` op
         // changes the token (not one timer per delivery).
         let mut expires = self.expires();
@@ -461,7 +462,7 @@ fn render(
     shared: bool,
 ) {
     match item {
-        Delivery::Message(m) if binary && m.bytes().is_some() => outgoing.binary_with(|b| {
+        Delivery::Message(m) if binary && m.has_bytes() => outgoing.binary_with(|b| {
             m.write_binary(cursor, b);
         }),
         Delivery::Message(m) if shared && outgoing.compressed_message(m) => {

@@ -22,6 +22,15 @@ pub type H2Ws = WebSocketStream<StreamIo>;
 /// handshake offers `h2` (as browsers do); without it, h2 is spoken with
 /// prior knowledge on a connection that negotiated nothing.
 pub async fn connect(gw: &TestGateway, alpn: bool) -> SendRequest<Bytes> {
+    connect_with(gw, alpn, &h2::client::Builder::new()).await
+}
+
+/// [`connect`] with the client's own settings (its flow-control windows).
+pub async fn connect_with(
+    gw: &TestGateway,
+    alpn: bool,
+    settings: &h2::client::Builder,
+) -> SendRequest<Bytes> {
     let protocols = if alpn {
         vec![b"h2".to_vec()]
     } else {
@@ -34,7 +43,7 @@ pub async fn connect(gw: &TestGateway, alpn: bool) -> SendRequest<Bytes> {
         .connect(name, tcp)
         .await
         .unwrap();
-    let (send, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+    let (send, conn) = settings.handshake(tls).await.expect("h2 handshake");
     tokio::spawn(async move {
         let _ = conn.await;
     });
