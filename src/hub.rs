@@ -5,17 +5,27 @@
 //! message once, in channel order, and it pushes an `Arc` of that message into
 //! every subscriber's [`Inbox`] without waiting on any of them.
 //!
+//! A connection subscribes from the serving loop it lives on, and the hub
+//! keeps that loop beside it: fan-out sends each loop with subscribers on
+//! the channel one job, and the loop pushes into its own connections'
+//! inboxes (`relay.rs`), so one message reaches the loops side by side and
+//! no subscriber costs the broker's thread a cross-thread wake-up. Each
+//! message starts its pushes one place further along the list, so no
+//! subscriber is always woken last.
+//!
 //! A subscription is a [`Subscription`] guard: dropping it takes the inbox
 //! off its channel, so a session cannot forget to. The locks are
 //! `parking_lot`'s, which do not poison: a panic elsewhere never leaves a
 //! subscription half made or a channel that cannot be left.
 
 pub mod inbox;
+mod relay;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -23,6 +33,7 @@ pub use crate::model::{Cursor, Message, cursor, message};
 pub use inbox::{Drained, Inbox};
 
 use crate::model::SlowClient;
+use relay::{Delivery, Relay};
 
 const SHARDS: usize = 32;
 
@@ -35,17 +46,69 @@ struct HubInner {
     shards: Vec<Mutex<HashMap<Arc<str>, Arc<Subscribers>>>>,
     hasher: RandomState,
     next_id: AtomicU64,
+    /// Each serving loop's relay, by loop number (`loops::current`); made
+    /// when the loop's first connection subscribes. Slot 0 stays empty: a
+    /// subscriber on no loop is pushed to by fan-out itself.
+    relays: Vec<OnceLock<Arc<Relay>>>,
 }
 
 #[derive(Default)]
 struct Subscribers {
-    list: RwLock<Vec<Subscriber>>,
+    list: RwLock<Members>,
+    /// Where the next message's pushes start (see [`rotated`]).
+    turn: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Members {
+    all: Vec<Subscriber>,
+    /// Bit `place % 64` is set when a subscriber lives on loop `place`:
+    /// fan-out sends no job to a loop with no subscriber on the channel.
+    places: u64,
 }
 
 struct Subscriber {
     id: u64,
     inbox: Inbox,
     policy: SlowClient,
+    /// The loop the subscriber's connection runs on (0: none).
+    place: usize,
+}
+
+impl Subscribers {
+    /// Push `msg` into the inboxes of the subscribers on loop `place`.
+    fn push(&self, place: usize, msg: &Arc<Message>) {
+        let list = self.list.read();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        for s in rotated(&list.all, start) {
+            if s.place == place {
+                s.inbox.push(msg, s.policy);
+            }
+        }
+    }
+
+    /// Tell the subscribers on loop `place` that `channel` lost messages.
+    fn mark_lost(&self, place: usize, channel: &Arc<str>) {
+        for s in self.list.read().all.iter().filter(|s| s.place == place) {
+            s.inbox.mark_lost(channel);
+        }
+    }
+}
+
+impl Members {
+    fn place_bit(place: usize) -> u64 {
+        1 << (place % 64)
+    }
+}
+
+/// `list` from index `start % len` to its end, then from its beginning: the
+/// order one message's pushes (hence wake-ups, hence writes) go in. A
+/// different start for each message keeps any one subscriber from always
+/// being served last.
+fn rotated<T>(list: &[T], start: usize) -> impl Iterator<Item = &T> {
+    let split = start.checked_rem(list.len()).unwrap_or(0);
+    let (head, tail) = list.split_at(split);
+    tail.iter().chain(head)
 }
 
 /// One inbox on one channel: while it lives the channel's messages reach
@@ -85,6 +148,9 @@ impl Hub {
                 shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
                 hasher: RandomState::new(),
                 next_id: AtomicU64::new(1),
+                relays: (0..=crate::loops::count())
+                    .map(|_| OnceLock::new())
+                    .collect(),
             }),
         }
     }
@@ -97,18 +163,31 @@ impl Hub {
     /// Add `inbox` to `channel`'s subscribers until the returned guard is
     /// dropped. The inbox is registered when this returns.
     pub fn subscribe(&self, channel: &Arc<str>, inbox: &Inbox, policy: SlowClient) -> Subscription {
+        self.subscribe_at(channel, inbox, policy, self.place(crate::loops::current()))
+    }
+
+    /// [`Hub::subscribe`] for a subscriber on loop `place` (see [`Hub::place`]).
+    fn subscribe_at(
+        &self,
+        channel: &Arc<str>,
+        inbox: &Inbox,
+        policy: SlowClient,
+        place: usize,
+    ) -> Subscription {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        self.shard(channel)
-            .lock()
-            .entry(channel.clone())
-            .or_default()
-            .list
-            .write()
-            .push(Subscriber {
-                id,
-                inbox: inbox.clone(),
-                policy,
-            });
+        // Under the shard's lock, as `unsubscribe` takes a list away: never
+        // into a list already gone from the map.
+        let mut map = self.shard(channel).lock();
+        let mut list = map.entry(channel.clone()).or_default().list.write();
+        list.places |= Members::place_bit(place);
+        list.all.push(Subscriber {
+            id,
+            inbox: inbox.clone(),
+            policy,
+            place,
+        });
+        drop(list);
+        drop(map);
         Subscription {
             hub: self.clone(),
             channel: channel.clone(),
@@ -116,13 +195,35 @@ impl Hub {
         }
     }
 
+    /// Where a subscriber on loop `place`, on this thread, is delivered
+    /// to: that loop, with its relay made if this is its first subscriber
+    /// (the runtime this thread is in is the loop's); 0, by fan-out itself,
+    /// when on no loop.
+    fn place(&self, place: usize) -> usize {
+        let Some(slot) = self.inner.relays.get(place).filter(|_| place > 0) else {
+            return 0;
+        };
+        if slot.get().is_none() {
+            let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                return 0;
+            };
+            let _ = slot.set(Relay::new(place, handle));
+        }
+        place
+    }
+
     /// What dropping a [`Subscription`] does.
     fn unsubscribe(&self, channel: &Arc<str>, id: u64) {
         let mut map = self.shard(channel).lock();
         let empty = map.get(channel).is_some_and(|subs| {
             let mut list = subs.list.write();
-            list.retain(|s| s.id != id);
-            list.is_empty()
+            let mut places = 0;
+            list.all.retain(|s| {
+                places |= Members::place_bit(s.place) * u64::from(s.id != id);
+                s.id != id
+            });
+            list.places = places;
+            list.all.is_empty()
         });
         if empty {
             map.remove(channel);
@@ -134,28 +235,44 @@ impl Hub {
     fn with_subscribers<R>(&self, channel: &str, f: impl FnOnce(&[Subscriber]) -> R) -> Option<R> {
         let subs = self.shard(channel).lock().get(channel).cloned()?;
         let list = subs.list.read();
-        Some(f(&list))
+        Some(f(&list.all))
     }
 
-    /// Deliver `msg` to every local subscriber of its channel; returns how many.
+    /// Deliver `msg` to every local subscriber of its channel; returns how
+    /// many. Subscribers on no loop have it when this returns; each loop's
+    /// have it once the loop has run its relay, in the order sent.
     pub fn fanout(&self, msg: &Arc<Message>) -> usize {
-        self.with_subscribers(&msg.channel, |list| {
-            for s in list {
-                s.inbox.push(msg, s.policy);
-            }
-            list.len()
-        })
-        .unwrap_or(0)
+        self.deliver(&msg.channel, || Delivery::Message(msg.clone()))
     }
 
     /// Tell every local subscriber of `channel` that messages were lost
-    /// before reaching the hub, so each client gets an explicit reset.
+    /// before reaching the hub, so each client gets an explicit reset (after
+    /// the messages fanned out before, by the same road).
     pub fn lost(&self, channel: &Arc<str>) {
-        self.with_subscribers(channel, |list| {
-            for s in list {
-                s.inbox.mark_lost(channel);
+        self.deliver(channel, || Delivery::Lost(channel.clone()));
+    }
+
+    /// Hand `delivery` to each loop with subscribers on `channel`, and do it
+    /// here for those on none; returns how many subscribers there are.
+    fn deliver(&self, channel: &str, delivery: impl Fn() -> Delivery) -> usize {
+        let Some(subs) = self.shard(channel).lock().get(channel).cloned() else {
+            return 0;
+        };
+        let (count, places) = {
+            let list = subs.list.read();
+            (list.all.len(), list.places)
+        };
+        for (place, slot) in self.inner.relays.iter().enumerate() {
+            if places & Members::place_bit(place) == 0 {
+                continue;
             }
-        });
+            match (slot.get(), delivery()) {
+                (Some(relay), delivery) => relay.send(&subs, delivery),
+                (None, Delivery::Message(msg)) => subs.push(place, &msg),
+                (None, Delivery::Lost(channel)) => subs.mark_lost(place, &channel),
+            }
+        }
+        count
     }
 
     /// Messages waiting in the inboxes of `channel`'s subscribers (all of
@@ -185,7 +302,7 @@ impl Hub {
             all.extend(
                 map.iter()
                     .filter(|(name, _)| name.starts_with(prefix))
-                    .map(|(name, subs)| (name.clone(), subs.list.read().len()))
+                    .map(|(name, subs)| (name.clone(), subs.list.read().all.len()))
                     .filter(|(_, n)| *n > 0),
             );
         }
@@ -201,7 +318,7 @@ impl Hub {
             let map = shard.lock();
             all.extend(
                 map.iter()
-                    .map(|(name, subs)| (name.clone(), subs.list.read().len())),
+                    .map(|(name, subs)| (name.clone(), subs.list.read().all.len())),
             );
         }
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -232,6 +349,37 @@ mod tests {
         drop(s2);
         assert_eq!(hub.channel_count(), 0);
         assert_eq!(hub.fanout(&m), 0);
+    }
+
+    #[test]
+    fn each_message_starts_its_pushes_one_place_further() {
+        let list = [0, 1, 2, 3];
+        let order = |start| rotated(&list, start).copied().collect::<Vec<_>>();
+        assert_eq!(order(0), vec![0, 1, 2, 3]);
+        assert_eq!(order(1), vec![1, 2, 3, 0]);
+        assert_eq!(order(3), vec![3, 0, 1, 2]);
+        assert_eq!(order(6), vec![2, 3, 0, 1]);
+        assert_eq!(rotated(&[] as &[u8], 5).count(), 0);
+        // Through the hub: the subscriber pushed to last changes each message.
+        let hub = Hub::new();
+        let a: Arc<str> = "a".into();
+        let inboxes: Vec<Inbox> = (0..3).map(|_| Inbox::new(8)).collect();
+        let _subs: Vec<Subscription> = inboxes
+            .iter()
+            .map(|i| hub.subscribe(&a, i, SlowClient::Disconnect))
+            .collect();
+        let data = serde_json::value::RawValue::from_string("1".into()).unwrap();
+        let m = Arc::new(Message::new(a.clone(), "message".into(), &data, 1, None, 1));
+        let subs = hub.shard(&a).lock().get(&a).cloned().unwrap();
+        let mut firsts = Vec::new();
+        for _ in 0..3 {
+            let start = subs.turn.load(Ordering::Relaxed);
+            hub.fanout(&m);
+            firsts.push(rotated(&subs.list.read().all, start).next().unwrap().id);
+        }
+        firsts.sort_unstable();
+        firsts.dedup();
+        assert_eq!(firsts.len(), 3, "every subscriber had a turn first");
     }
 
     #[test]
