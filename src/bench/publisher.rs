@@ -130,9 +130,12 @@ async fn send(
                 .sum()
         }
         Target::Mercure => {
+            // One after the other: the hub numbers updates in the order
+            // they arrive, and subscribers check the order.
             let uri = format!("{base}{}", plan.mercure_path);
             let token = plan.mercure_jwt.as_deref().unwrap_or_default();
-            let sends = batch.into_iter().map(|(c, data)| {
+            let mut errors = 0;
+            for (c, data) in batch {
                 let body = url::form_urlencoded::Serializer::new(String::new())
                     .append_pair("topic", &c)
                     .append_pair("data", &data)
@@ -141,20 +144,15 @@ async fn send(
                     .header("content-type", "application/x-www-form-urlencoded")
                     .header("authorization", format!("Bearer {token}"))
                     .body(Full::new(Bytes::from(body)));
-                async move {
-                    match req {
-                        Ok(req) => match client.request(req).await {
-                            Ok(resp) if resp.status().is_success() => 0,
-                            _ => 1,
-                        },
-                        Err(_) => 1,
-                    }
-                }
-            });
-            futures_util::future::join_all(sends)
-                .await
-                .into_iter()
-                .sum()
+                errors += match req {
+                    Ok(req) => match client.request(req).await {
+                        Ok(resp) if resp.status().is_success() => 0,
+                        _ => 1,
+                    },
+                    Err(_) => 1,
+                };
+            }
+            errors
         }
     }
 }
