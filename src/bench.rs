@@ -58,6 +58,11 @@ pub struct Plan {
     pub trust: net::Trust,
     /// `--h2 --streams N`: SSE over HTTP/2, N streams per connection.
     pub h2_streams: Option<usize>,
+    /// `--target mercure`: the hub's path, subscribed to with
+    /// `?topic={channel}` and published to on the `publish` base.
+    pub mercure_path: String,
+    /// `--target mercure`: the publisher's token.
+    pub mercure_jwt: Option<String>,
 }
 
 /// What a run measured.
@@ -108,6 +113,7 @@ fn endpoint(plan: &Plan, i: usize) -> Endpoint {
     let path = match (plan.target, plan.transport) {
         (publisher::Target::Nchan, _) => format!("/sub/{channel}"),
         (publisher::Target::Pushpin, _) => format!("/stream?channel={channel}"),
+        (publisher::Target::Mercure, _) => format!("{}?topic={channel}", plan.mercure_path),
         (publisher::Target::Pushgate, t) => {
             format!("{}/{}?channels={channel}", plan.realtime_path, t.name())
         }
@@ -380,6 +386,9 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
 }
 
 fn name(plan: &Plan) -> &'static str {
+    if plan.target == publisher::Target::Mercure {
+        return "mercure";
+    }
     match (plan.transport, plan.h2_streams) {
         (Transport::Sse, Some(_)) => "sse-h2",
         (t, _) => t.name(),

@@ -36,7 +36,7 @@ mod tests;
 pub use access::{Auth, Jwt, Limits, PerClient, PerIp, StaticToken};
 pub use buffering::{BufferLimits, Buffering, RouteBuffering};
 pub use error::{ConfigError, ConfigErrors};
-pub use mercure::{Discovery, Mercure, MercureKey};
+pub use mercure::{Discovery, Mercure, MercureKey, TopicChannel};
 pub use pusher::{Pusher, PusherApp, PusherWebhook, USER_HUB_PREFIX, WEBHOOK_EVENTS};
 pub use queue::{ConnLimit, Queue};
 pub use routes::{DEFAULT_UPSTREAM, Route};

@@ -142,6 +142,9 @@ pub struct Limits {
     publish: KeyedLimit<String>,
     /// Signed Pusher API requests per app id, on the `publish` quota.
     pusher_api: KeyedLimit<Arc<str>>,
+    /// Mercure publishes per token subject, else per address, on the
+    /// `publish` quota.
+    mercure_publish: KeyedLimit<Key>,
     /// … or on the app's own `api_rate`.
     app_api: app_rate::AppRates,
     open: Mutex<HashMap<Key, u32>>,
@@ -162,6 +165,7 @@ impl Limits {
             resumes: KeyedLimit::new(&policy.per_ip.resumes, time.clone()),
             publish: KeyedLimit::new(&policy.publish, time.clone()),
             pusher_api: KeyedLimit::new(&policy.publish, time.clone()),
+            mercure_publish: KeyedLimit::new(&policy.publish, time.clone()),
             app_api: app_rate::AppRates::new(time),
             open: Mutex::new(HashMap::new()),
         }
@@ -178,6 +182,7 @@ impl Limits {
         self.resumes.set_quota(&policy.per_ip.resumes);
         self.publish.set_quota(&policy.publish);
         self.pusher_api.set_quota(&policy.publish);
+        self.mercure_publish.set_quota(&policy.publish);
     }
 
     fn check<K: std::hash::Hash + Eq + Clone>(
@@ -230,6 +235,13 @@ impl Limits {
     /// `n` messages published with admin key `key`.
     pub fn publish(&self, key: &str, n: usize) -> Result<(), Limited> {
         Self::check(&self.publish, &key.to_string(), n, Kind::Publish)
+    }
+
+    /// One Mercure update from `client`: its subject's, else its
+    /// address's, share of the `publish` quota (a publisher is usually a
+    /// backend on one address, not a browser).
+    pub fn mercure_publish(&self, client: &ClientKey) -> Result<(), Limited> {
+        Self::check(&self.mercure_publish, &client.holder(), 1, Kind::Publish)
     }
 
     /// `n` messages (or one query) of Pusher app `app`'s HTTP API: its own

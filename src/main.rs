@@ -141,9 +141,18 @@ struct BenchArgs {
     /// Messages per second.
     #[arg(long, short = 'r', default_value = "50")]
     rate: u64,
-    /// pushgate | pushpin | nchan
+    /// pushgate | pushpin | nchan | mercure (pushgate's Mercure hub: SSE
+    /// subscribers on `--mercure-path?topic=…`, form publishes there on
+    /// `--publish`, the public listener)
     #[arg(long, default_value = "pushgate")]
     target: String,
+    /// With --target mercure: the hub's path.
+    #[arg(long, default_value = "/.well-known/mercure")]
+    mercure_path: String,
+    /// With --target mercure: the publisher's token (a JWT signed with
+    /// mercure.publisher_jwt allowing the topics).
+    #[arg(long)]
+    mercure_jwt: Option<String>,
     /// The server's pid: report its memory per connection.
     #[arg(long)]
     pid: Option<u32>,
@@ -190,8 +199,11 @@ fn bench(a: BenchArgs) -> ExitCode {
         "pushgate" => Target::Pushgate,
         "pushpin" => Target::Pushpin,
         "nchan" => Target::Nchan,
+        "mercure" => Target::Mercure,
         other => {
-            eprintln!("pushgate bench: unknown --target {other} (pushgate | pushpin | nchan)");
+            eprintln!(
+                "pushgate bench: unknown --target {other} (pushgate | pushpin | nchan | mercure)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -209,6 +221,10 @@ fn bench(a: BenchArgs) -> ExitCode {
             }
         }
     };
+    if target == Target::Mercure && transports.iter().any(|t| *t != Transport::Sse) {
+        eprintln!("pushgate bench: --target mercure subscribes over SSE: use --transport sse");
+        return ExitCode::from(2);
+    }
     if a.h2 && transports.iter().any(|t| *t != Transport::Sse) {
         eprintln!("pushgate bench: --h2 carries SSE streams: use it with --transport sse");
         return ExitCode::from(2);
@@ -254,6 +270,8 @@ fn bench(a: BenchArgs) -> ExitCode {
             hold: std::time::Duration::from_secs(a.hold),
             trust: trust.clone(),
             h2_streams: a.h2.then_some(a.streams.max(1)),
+            mercure_path: a.mercure_path.clone(),
+            mercure_jwt: a.mercure_jwt.clone(),
         };
         match rt.block_on(bench::run(&plan, !a.json)) {
             Ok(r) => {

@@ -4,6 +4,7 @@
 //! life as a pushgate message (`update.rs`: the hub channel, ids, the SSE
 //! event). The endpoints that use them are `transport/mercure`.
 
+pub(crate) mod channels;
 pub(crate) mod claims;
 pub(crate) mod form;
 pub(crate) mod selector;

@@ -12,6 +12,7 @@ pub mod path_pattern;
 pub mod publish;
 pub mod slow_client;
 pub mod template;
+pub mod topic_channel;
 pub mod topic_update;
 
 pub use cursor::Cursor;
@@ -20,4 +21,5 @@ pub use message::{Message, valid_channel, valid_event};
 pub use path_pattern::PathPattern;
 pub use publish::{HistoryPolicy, Origin, Publish};
 pub use slow_client::SlowClient;
+pub use topic_channel::TopicChannel;
 pub use topic_update::TopicUpdate;

@@ -55,6 +55,8 @@ pub struct Settings {
     pub pusher: crate::pusher::Apps,
     /// The Mercure hub's token keys (none without `mercure:`).
     pub mercure: Option<crate::mercure::token::Keys>,
+    /// `mercure.channels`, compiled.
+    pub mercure_channels: crate::mercure::channels::ChannelMap,
 }
 
 /// A config that parsed but cannot be put in force.
@@ -92,6 +94,9 @@ impl Settings {
             .transpose()?;
         Ok(Settings {
             mercure: crate::mercure::token::Keys::new(config.mercure.as_ref())?,
+            mercure_channels: crate::mercure::channels::ChannelMap::new(
+                config.mercure.as_ref().map_or(&[], |m| &m.channels),
+            ),
             pusher: crate::pusher::Apps::new(config.pusher.as_ref()),
             tls,
             webhooks,

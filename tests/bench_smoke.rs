@@ -209,3 +209,67 @@ async fn bench_sse_over_h2_shares_connections_and_delivers_everything() {
     assert_eq!(r["sockets"], 3, "{r}");
     handle.shutdown(std::time::Duration::from_secs(2)).await;
 }
+
+/// `--target mercure`: SSE subscribers on the hub's `?topic=` and form
+/// publishes with the publisher's token, everything delivered once.
+#[tokio::test]
+async fn bench_mercure_subscribes_and_publishes_through_the_hub() {
+    let dir = common::temp_dir("bench-mercure");
+    let secret = "bench-mercure-secret-0123456789";
+    let text = format!(
+        r#"
+listen: {{ public: "127.0.0.1:0", admin: "127.0.0.1:0" }}
+channels: [{{ pattern: "public.*", subscribe: anyone }}]
+limits:
+  per_ip: {{ connects: {{ rate: 10000/s, burst: 10000 }} }}
+mercure: {{ publisher_jwt: {{ hs256_secret: "{secret}" }}, anonymous: true }}
+"#
+    );
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = pushgate::config::load(&path).unwrap();
+    let listeners = pushgate::Listeners {
+        public: pushgate::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+        admin: pushgate::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+    };
+    let handle = pushgate::Gateway::start(config, listeners).unwrap();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"mercure": {"publish": ["*"]}}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let public = format!("http://{}", handle.public_addr());
+    let runs = bench_json(args(&[
+        "--target",
+        "mercure",
+        "--transport",
+        "sse",
+        "--json",
+        "-n",
+        "10",
+        "-m",
+        "20",
+        "-r",
+        "200",
+        "--url",
+        &public,
+        "--publish",
+        &public,
+        "--mercure-jwt",
+        &token,
+    ]))
+    .await;
+    assert_eq!(runs.len(), 1);
+    let r = &runs[0];
+    assert_eq!(r["transport"], "mercure", "{r}");
+    assert_eq!(r["connected"], 10, "{r}");
+    assert_eq!(r["publish_errors"], 0, "{r}");
+    assert_eq!(r["delivered"], 200, "{r}");
+    assert_eq!(
+        (r["lost"].as_u64(), r["duplicates"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+    handle.shutdown(std::time::Duration::from_secs(2)).await;
+}

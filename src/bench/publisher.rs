@@ -23,6 +23,10 @@ pub enum Target {
     Pushpin,
     /// nginx + Nchan: `POST /pub?id=<channel>` with the message as the body.
     Nchan,
+    /// pushgate's Mercure hub: `POST {mercure_path}` on the public listener,
+    /// one form (`topic`, `data`) per message with the publisher's token,
+    /// as `symfony/mercure` publishes.
+    Mercure,
 }
 
 /// How often a batch goes out.
@@ -124,6 +128,31 @@ async fn send(
                 .await
                 .into_iter()
                 .sum()
+        }
+        Target::Mercure => {
+            // One after the other: the hub numbers updates in the order
+            // they arrive, and subscribers check the order.
+            let uri = format!("{base}{}", plan.mercure_path);
+            let token = plan.mercure_jwt.as_deref().unwrap_or_default();
+            let mut errors = 0;
+            for (c, data) in batch {
+                let body = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("topic", &c)
+                    .append_pair("data", &data)
+                    .finish();
+                let req = http::Request::post(uri.as_str())
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Full::new(Bytes::from(body)));
+                errors += match req {
+                    Ok(req) => match client.request(req).await {
+                        Ok(resp) if resp.status().is_success() => 0,
+                        _ => 1,
+                    },
+                    Err(_) => 1,
+                };
+            }
+            errors
         }
     }
 }

@@ -5,9 +5,10 @@
 //! Only shape and defaults live here; the path, the keys and the origins
 //! are checked in `validate/mercure.rs`.
 
-use super::lenient;
+use super::{lenient, units};
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// `mercure:`; absent, no hub exists.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -42,6 +43,31 @@ pub struct Mercure {
     /// `Link: <path>; rel="mercure"`.
     #[serde(deserialize_with = "lenient::or_default")]
     pub discovery: Vec<Discovery>,
+    /// The longest a subscriber's stream stays open, with or without a
+    /// token `exp`: tokens Symfony apps were given for years carry no
+    /// `exp`, and a stream under such a token would otherwise outlive its
+    /// rights forever. The browser's `EventSource` reconnects by itself
+    /// with `Last-Event-ID`, so ending a stream loses no update.
+    #[serde(deserialize_with = "units::duration")]
+    pub max_stream_life: Duration,
+    /// Topics also published on pushgate channels, for pushgate's own
+    /// WebSocket, SSE and long-poll clients (under the channel rules).
+    #[serde(deserialize_with = "lenient::or_default")]
+    pub channels: Vec<TopicChannel>,
+}
+
+/// One entry of `mercure.channels`: updates whose topic matches `topic`
+/// (`{name}` stands for one path segment) are also published on
+/// `channel`, where `{name}` is replaced by what it matched.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicChannel {
+    pub topic: String,
+    pub channel: String,
+    /// Private updates are published too, and only to a channel whose rule
+    /// needs an identity (never one `anyone` may read).
+    #[serde(default, deserialize_with = "lenient::bool")]
+    pub private: bool,
 }
 
 impl Default for Mercure {
@@ -57,6 +83,8 @@ impl Default for Mercure {
             publish_origins: Vec::new(),
             subscriptions: false,
             discovery: Vec::new(),
+            max_stream_life: Duration::from_secs(3600),
+            channels: Vec::new(),
         }
     }
 }

@@ -5,8 +5,9 @@
 //! A [`Selectors`] keeps its exact selectors in a hash set, so a
 //! subscription of a thousand exact topics costs one lookup per topic of an
 //! update; URI Templates and URL Patterns are tried one by one, each in
-//! linear time. A topic is resolved against the hub's URL once per update
-//! and selector set, only when a URL Pattern needs it.
+//! linear time. An update's absolute topics are parsed as URLs once per
+//! update (`TopicUpdate::urls`); only a relative topic is resolved against
+//! each subscriber's hub URL, and only when a URL Pattern needs it.
 //!
 //! A URL Pattern compiles to a regular expression, and a subscriber may
 //! write its own groups (`/:a(\w{200})`), so each is compiled under a
@@ -20,6 +21,7 @@ use url::Url;
 use urlpattern::{UrlPattern, UrlPatternInit, UrlPatternMatchInput};
 
 use super::uri_template::{MAX_TEMPLATE_LEN, UriTemplate};
+use crate::model::TopicUpdate;
 
 /// Why a selector cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -166,6 +168,7 @@ impl Selectors {
 
     /// Whether one of `topics` matches one of the selectors; relative
     /// topics are resolved against `base` for URL Patterns.
+    #[cfg(test)]
     pub(crate) fn matches_any<'a>(
         &self,
         topics: impl IntoIterator<Item = &'a str>,
@@ -177,8 +180,24 @@ impl Selectors {
         topics.into_iter().any(|topic| self.matches(topic, base))
     }
 
+    /// Whether one of the update's topics matches one of the selectors,
+    /// with the URLs parsed once for the update.
+    pub(crate) fn matches_update(&self, u: &TopicUpdate, base: &Url) -> bool {
+        if self.any {
+            return true;
+        }
+        u.topics.iter().enumerate().any(|(i, topic)| {
+            self.matches_parsed(topic, u.urls.get(i).and_then(Option::as_ref), base)
+        })
+    }
+
     /// Whether `topic` matches one of the selectors.
     pub(crate) fn matches(&self, topic: &str, base: &Url) -> bool {
+        self.matches_parsed(topic, None, base)
+    }
+
+    /// Whether `topic` matches, `parsed` its absolute URL when already known.
+    fn matches_parsed(&self, topic: &str, parsed: Option<&Url>, base: &Url) -> bool {
         if self.any || self.exact.contains(topic) {
             return true;
         }
@@ -189,8 +208,12 @@ impl Selectors {
             return false;
         }
         // A topic that is no URL reference matches no pattern.
-        let Ok(url) = Url::options().base_url(Some(base)).parse(topic) else {
-            return false;
+        let url = match parsed {
+            Some(url) => url.clone(),
+            None => match Url::options().base_url(Some(base)).parse(topic) {
+                Ok(url) => url,
+                Err(_) => return false,
+            },
         };
         self.patterns.iter().any(|p| {
             p.test(UrlPatternMatchInput::Url(url.clone()))
@@ -264,6 +287,30 @@ mod tests {
         assert!(Selector::exact("a\u{202e}b").is_err());
         assert!(Selector::legacy("/a/{b").is_err());
         assert!(Selector::exact(&"a".repeat(MAX_TEMPLATE_LEN + 1)).is_err());
+    }
+
+    /// The URL parsed once for the update is the one matched: were each
+    /// subscriber to parse the topic again, this update (whose cached URL
+    /// says `b.example`) would not match a pattern for `b.example`.
+    #[test]
+    fn an_updates_urls_are_parsed_once_and_reused() {
+        let s = set(vec![
+            Selector::url_pattern("https://b.example/books/:id", &base()).unwrap(),
+        ]);
+        let update = |urls| TopicUpdate {
+            topics: vec!["https://a.example/books/1".into(), "/books/2".into()],
+            urls,
+            private: false,
+            id: "x".into(),
+            frame: "".into(),
+        };
+        let cached = update(vec![Url::parse("https://b.example/books/1").ok(), None]);
+        assert!(s.matches_update(&cached, &base()));
+        let plain = update(vec![Url::parse("https://a.example/books/1").ok(), None]);
+        assert!(!s.matches_update(&plain, &base()));
+        // A relative topic is resolved against the subscriber's hub URL.
+        let b = Url::parse("https://b.example/.well-known/mercure").unwrap();
+        assert!(s.matches_update(&plain, &b));
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub(crate) fn of(m: &Message) -> Option<&TopicUpdate> {
             let frame = render(&id, &c);
             Some(Box::new(TopicUpdate {
                 topics: c.topics.iter().map(|t| Box::from(&**t)).collect(),
+                urls: c.topics.iter().map(|t| url::Url::parse(t).ok()).collect(),
                 private: c.private,
                 id: id.into(),
                 frame: frame.into(),

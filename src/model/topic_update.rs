@@ -8,6 +8,10 @@
 pub struct TopicUpdate {
     /// The canonical topic first, then the alternates.
     pub topics: Vec<Box<str>>,
+    /// Each topic of `topics` parsed as an absolute URL, once per update
+    /// (not once per subscriber with a URL Pattern); None for a relative
+    /// topic, which each subscriber resolves against its own hub URL.
+    pub urls: Vec<Option<url::Url>>,
     /// Only subscribers whose token may read one of `topics` receive it.
     pub private: bool,
     /// The update's id: the publisher's, or the hub's own.

@@ -8,11 +8,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const PUB_SECRET: &str = "publisher-secret-for-tests-0123456789";
-const SUB_SECRET: &str = "subscriber-secret-for-tests-0123456789";
-const DETAIL: &str = "https://mercure.rocks/authorization-detail";
+pub(crate) const PUB_SECRET: &str = "publisher-secret-for-tests-0123456789";
+pub(crate) const SUB_SECRET: &str = "subscriber-secret-for-tests-0123456789";
+pub(crate) const DETAIL: &str = "https://mercure.rocks/authorization-detail";
 
-async fn hub() -> TestGateway {
+pub(crate) async fn hub() -> TestGateway {
     TestGateway::builder()
         .tag("mercure")
         .section(&format!(
@@ -22,7 +22,7 @@ async fn hub() -> TestGateway {
         .await
 }
 
-fn sign(claims: Value, secret: &str) -> String {
+pub(crate) fn sign(claims: Value, secret: &str) -> String {
     encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -32,12 +32,12 @@ fn sign(claims: Value, secret: &str) -> String {
 }
 
 /// A publisher token as `symfony/mercure`'s `LcobucciFactory` makes it (0.x claim).
-fn legacy_publisher() -> String {
+pub(crate) fn legacy_publisher() -> String {
     sign(json!({"mercure": {"publish": ["*"]}}), PUB_SECRET)
 }
 
 /// A 1.0 publisher token.
-fn publisher(topics: &[&str]) -> String {
+pub(crate) fn publisher(topics: &[&str]) -> String {
     let topics: Vec<Value> = topics.iter().map(|t| json!({"match": t})).collect();
     sign(
         json!({"authorization_details": [{"type": DETAIL, "actions": ["publish"], "topics": topics}]}),
@@ -45,7 +45,11 @@ fn publisher(topics: &[&str]) -> String {
     )
 }
 
-async fn publish_with(gw: &TestGateway, token: &str, form: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn publish_with(
+    gw: &TestGateway,
+    token: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
     gw.http1
         .post(gw.url("/.well-known/mercure"))
         .bearer_auth(token)
@@ -56,7 +60,7 @@ async fn publish_with(gw: &TestGateway, token: &str, form: &[(&str, &str)]) -> r
         .unwrap()
 }
 
-async fn publish(gw: &TestGateway, form: &[(&str, &str)]) -> String {
+pub(crate) async fn publish(gw: &TestGateway, form: &[(&str, &str)]) -> String {
     let r = publish_with(gw, &legacy_publisher(), form).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
@@ -66,7 +70,7 @@ async fn publish(gw: &TestGateway, form: &[(&str, &str)]) -> String {
     r.text().await.unwrap()
 }
 
-async fn subscribe(
+pub(crate) async fn subscribe(
     gw: &TestGateway,
     query: &str,
     token: Option<&str>,
@@ -87,7 +91,7 @@ async fn subscribe(
     SseReader::new(resp)
 }
 
-fn q(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn q(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()

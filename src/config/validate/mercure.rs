@@ -84,6 +84,20 @@ pub(crate) fn check(c: &Config) -> Vec<Violation> {
             );
         }
     }
+    for (i, c) in m.channels.iter().enumerate() {
+        if let Err(e) = crate::model::TopicChannel::parse(&c.topic, &c.channel) {
+            add(
+                at.key("channels").index(i).key("channel"),
+                format!("{:?} -> {:?}: {e}", c.topic, c.channel),
+            );
+        }
+    }
+    if m.max_stream_life.is_zero() {
+        add(
+            at.key("max_stream_life"),
+            "must be more than 0 (every stream would end at once)".into(),
+        );
+    }
     out
 }
 
@@ -162,6 +176,14 @@ mod tests {
             (
                 "mercure: { anonymous: true, publisher_jwt: { hs256_secret: s }, discovery: [{ path: api }] }",
                 "mercure.discovery[0].path",
+            ),
+            (
+                "mercure: { anonymous: true, publisher_jwt: { hs256_secret: s }, channels: [{ topic: 'https://e.com/{id}', channel: 'c.{x}' }] }",
+                "mercure.channels[0].channel",
+            ),
+            (
+                "mercure: { anonymous: true, publisher_jwt: { hs256_secret: s }, max_stream_life: 0s }",
+                "mercure.max_stream_life",
             ),
             (
                 "mercure: { anonymous: true, publisher_jwt: { hs256_secret: s }, nope: 1 }",

@@ -5,14 +5,18 @@
 //! (`mercure/update.rs`).
 //!
 //! Replayed updates pass the same filter as live ones, under the token of
-//! this connection. The stream ends when the token expires, when the
-//! gateway stops (with `retry:` so browsers come back soon), when an
-//! operator disconnects it, or when the client is too slow for its queue
-//! (its inbox is evicted and the connection cut, as for pushgate's SSE).
+//! this connection. The stream ends when the token expires, after
+//! `mercure.max_stream_life` (a token without `exp` would otherwise be
+//! good forever), when a reload leaves its token invalid or anonymous
+//! subscribers unwelcome (the token is verified again under the new keys,
+//! and its new rights apply from then on), when the gateway stops (with
+//! `retry:` so browsers come back soon), when an operator disconnects it,
+//! or when the client is too slow for its queue (its inbox is evicted and
+//! the connection cut, as for pushgate's SSE).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -36,21 +40,22 @@ pub(super) struct Filter {
     pub(super) selectors: Selectors,
     /// The token's rights; None for an anonymous subscriber.
     pub(super) rights: Option<Rights>,
+    /// The token the rights were read from, verified again at a reload.
+    pub(super) token: Option<String>,
     /// The hub's URL, for relative topics.
     pub(super) base: Url,
 }
 
 impl Filter {
     fn wants(&self, u: &TopicUpdate) -> bool {
-        let topics = || u.topics.iter().map(|t| &**t);
-        if !self.selectors.matches_any(topics(), &self.base) {
+        if !self.selectors.matches_update(u, &self.base) {
             return false;
         }
         !u.private
             || self
                 .rights
                 .as_ref()
-                .is_some_and(|r| r.subscribe.matches_any(topics(), &self.base))
+                .is_some_and(|r| r.subscribe.matches_update(u, &self.base))
     }
 }
 
@@ -59,10 +64,14 @@ pub(super) struct MercureStream {
     session: Session,
     out: Vec<Delivery>,
     filter: Filter,
-    expires: Option<tokio::time::Instant>,
+    /// The token's `exp`, as an instant.
+    token_exp: Option<tokio::time::Instant>,
+    /// When the stream opened, for `mercure.max_stream_life`.
+    opened: tokio::time::Instant,
     buf: BytesMut,
     tick: tokio::time::Interval,
     stopping: Listener,
+    reloaded: Listener,
     started: bool,
     done: bool,
     reason: &'static str,
@@ -95,18 +104,16 @@ impl MercureStream {
         let heartbeat = state.settings().config.realtime.heartbeat;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let expires = expires.map(|at| {
-            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::time::Instant::now() + left
-        });
         MercureStream {
             _gauge: Gauge::enter(&state.stats, |s| &s.sse),
             stopping: state.lifecycle.stopping().listen_from_start(),
+            reloaded: state.reloaded.listen(),
             state,
             session,
             out,
             filter,
-            expires,
+            token_exp: expires.map(instant_of),
+            opened: tokio::time::Instant::now(),
             buf: BytesMut::new(),
             tick,
             started: false,
@@ -149,6 +156,13 @@ impl MercureStream {
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if !self.started {
             self.started = true;
+            // A reload between the token's check and this stream's reload
+            // listener would go unheard: check once against what is in
+            // force now.
+            if !self.still_allowed() {
+                self.reason = "revoked";
+                return None;
+            }
             // Sent at once, so the browser's EventSource opens.
             self.buf.extend_from_slice(b":\n\n");
         }
@@ -174,12 +188,11 @@ impl MercureStream {
                 }
                 continue;
             }
-            let expiry = async {
-                match self.expires {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let life = self.max_life();
+            let ends_at = self.opened + life;
+            let token_ends = self.token_exp.is_some_and(|exp| exp <= ends_at);
+            let expiry =
+                tokio::time::sleep_until(self.token_exp.map_or(ends_at, |exp| exp.min(ends_at)));
             tokio::select! {
                 biased;
                 _ = self.stopping.rung() => {
@@ -189,10 +202,58 @@ impl MercureStream {
                 }
                 _ = expiry => {
                     self.done = true;
-                    self.reason = "token_expired";
+                    self.reason = if token_ends { "token_expired" } else { "max_life" };
+                }
+                _ = self.reloaded.rung() => {
+                    if !self.still_allowed() {
+                        self.done = true;
+                        self.reason = "revoked";
+                    }
                 }
                 _ = inbox.ready() => self.session.drain(&mut self.out),
                 _ = self.tick.tick() => self.buf.extend_from_slice(b":\n\n"),
+            }
+        }
+    }
+
+    /// `mercure.max_stream_life` in force now.
+    fn max_life(&self) -> Duration {
+        self.state
+            .settings()
+            .config
+            .mercure
+            .as_ref()
+            .map_or(Duration::ZERO, |m| m.max_stream_life)
+    }
+
+    /// Whether this stream may go on under the settings in force: the hub
+    /// still exists, an anonymous stream is still welcome, a token still
+    /// verifies under the subscriber key (its rights and `exp` are read
+    /// again, so a reload that narrows them applies at once).
+    fn still_allowed(&mut self) -> bool {
+        let settings = self.state.settings();
+        let Some(config) = settings.config.mercure.as_ref() else {
+            return false;
+        };
+        let Some(token) = self.filter.token.as_deref() else {
+            return config.anonymous;
+        };
+        let Some(verifier) = settings
+            .mercure
+            .as_ref()
+            .and_then(|k| k.subscriber.as_ref())
+        else {
+            return false;
+        };
+        match verifier.verify(token, &self.filter.base) {
+            Ok((rights, exp)) => {
+                self.filter.rights = Some(rights);
+                self.token_exp = exp.map(instant_of);
+                true
+            }
+            Err(error) => {
+                tracing::debug!(%error, "Mercure token no longer valid");
+                false
             }
         }
     }
@@ -227,4 +288,10 @@ impl Drop for MercureStream {
         }
         self.state.metrics.disconnect("mercure", self.reason);
     }
+}
+
+/// `at` on the runtime's clock.
+fn instant_of(at: SystemTime) -> tokio::time::Instant {
+    let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+    tokio::time::Instant::now() + left
 }

@@ -54,7 +54,7 @@ pub(super) async fn open<B>(
     // Admission (token, limits) before a selector is compiled: compiling
     // costs, and the rate limits are what bound an anonymous client.
     let keys = settings.mercure.as_ref();
-    let (rights, expires) = match (
+    let (rights, expires, token) = match (
         presented(req.headers()),
         keys.and_then(|k| k.subscriber.as_ref()),
     ) {
@@ -62,9 +62,9 @@ pub(super) async fn open<B>(
             let (rights, expires) = verifier
                 .verify(t, &base)
                 .map_err(|e| Refused::InvalidToken(e.to_string()))?;
-            (Some(rights), expires)
+            (Some(rights), expires, Some(t.to_string()))
         }
-        _ if config.anonymous => (None, None),
+        _ if config.anonymous => (None, None, None),
         _ => return Err(Refused::NoToken),
     };
     let info = req.extensions().get::<ConnInfo>();
@@ -134,6 +134,7 @@ pub(super) async fn open<B>(
     let filter = Filter {
         selectors,
         rights,
+        token,
         base,
     };
     let stream = MercureStream::new(state.clone(), session, out, filter, expires, kill, slot)
