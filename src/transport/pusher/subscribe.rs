@@ -174,6 +174,7 @@ impl PusherSocket {
                 kind,
                 user_id: user_id.clone(),
                 user_info: info,
+                cached: None,
             },
         );
         // Without a token of ours, the socket is its presence user's for
