@@ -15,6 +15,7 @@
 //! ([`super::Apps::needs_signature`]), so only a socket signed in as the
 //! user (or watching it) ever follows it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,8 +59,9 @@ pub struct SignedIn {
     pub id: String,
     /// The user's own hub channel.
     pub hub: Arc<str>,
-    /// The hub channels of the watched users, with their ids.
-    pub watched: Vec<(Arc<str>, String)>,
+    /// The hub channels of the watched users, with their ids: looked up
+    /// for every message this socket delivers, so a map, not a list.
+    pub watched: HashMap<Arc<str>, String>,
 }
 
 /// Why `user_data` is refused; each is a `pusher:error` to the socket.

@@ -12,6 +12,8 @@
 //! watcher. These follows are the socket's own, not Pusher channels: they
 //! do not count toward its channel limit or the app's occupancy.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
@@ -88,10 +90,12 @@ impl PusherSocket {
             .app
             .user_hub(&id)
             .ok_or_else(|| users::UserDataError::IdTooLong.to_string())?;
-        let mut watched = Vec::with_capacity(watchlist.len());
+        let mut watched = HashMap::with_capacity(watchlist.len());
         for other in watchlist {
             match self.app.user_hub(&other) {
-                Some(h) if h != hub => watched.push((h, other)),
+                Some(h) if h != hub => {
+                    watched.insert(h, other);
+                }
                 _ => {}
             }
         }
@@ -175,7 +179,7 @@ impl PusherSocket {
                 }
             });
         }
-        let (_, id) = user.watched.iter().find(|(h, _)| *h == m.channel)?;
+        let id = user.watched.get(&m.channel)?;
         if &*m.event != "presence" {
             return Some(UserDelivery::Skip);
         }
