@@ -18,6 +18,7 @@ mod carrier;
 mod counts;
 mod deliver;
 mod events;
+pub(crate) mod over_capacity;
 mod socket;
 mod subscribe;
 mod user;

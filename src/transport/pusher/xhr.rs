@@ -60,6 +60,17 @@ pub struct XhrRequest {
     kind: Kind,
 }
 
+impl XhrRequest {
+    /// `{key}/{server}/{session}`.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
 /// The request, when its path is one of pusher-js's HTTP transport's (any
 /// method: a wrong one is answered 405 here, not sent to the application).
 pub fn endpoint<B>(settings: &Settings, req: &Request<B>) -> Option<XhrRequest> {
@@ -132,7 +143,7 @@ pub async fn handle(
     resp
 }
 
-fn peer<B>(req: &Request<B>) -> std::net::IpAddr {
+pub(super) fn peer<B>(req: &Request<B>) -> std::net::IpAddr {
     req.extensions()
         .get::<ConnInfo>()
         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.client)
@@ -311,7 +322,7 @@ fn answer_with(body: Body) -> Response<Body> {
     r
 }
 
-fn answer(lines: Bytes) -> Response<Body> {
+pub(super) fn answer(lines: Bytes) -> Response<Body> {
     answer_with(reply::full(lines))
 }
 
