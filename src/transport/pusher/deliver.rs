@@ -24,13 +24,14 @@ use crate::pusher::ChannelKind;
 use crate::pusher::frames;
 use crate::transport::session::{BATCH_BYTES, Delivery};
 
-/// A presence announcement's data (`broker/presence.rs`).
+/// A presence announcement's data (`broker/presence.rs`): a member's join
+/// or leave here, a watched user's online or offline in `user.rs`.
 #[derive(Deserialize)]
-struct Announcement<'a> {
-    action: &'a str,
-    subject: String,
+pub(super) struct Announcement<'a> {
+    pub(super) action: &'a str,
+    pub(super) subject: String,
     #[serde(default, borrow)]
-    info: Option<&'a RawValue>,
+    pub(super) info: Option<&'a RawValue>,
 }
 
 impl PusherSocket {

@@ -16,9 +16,9 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
+use super::deliver::Announcement;
 use super::socket::PusherSocket;
 use crate::hub::Message;
 use crate::model::SlowClient;
@@ -34,13 +34,6 @@ pub(super) enum UserDelivery {
     Terminate,
     /// Nothing for this socket.
     Skip,
-}
-
-/// A presence announcement's action and subject.
-#[derive(Deserialize)]
-struct Announcement<'a> {
-    action: &'a str,
-    subject: String,
 }
 
 fn follow_terms(presence: bool) -> SubscriptionPolicy {

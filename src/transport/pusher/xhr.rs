@@ -277,36 +277,25 @@ fn start(
     client: crate::transport::Client,
     link: Link,
 ) {
-    let q = query(req);
-    let app = settings.pusher.by_key(&x.key).cloned();
-    let socket_id = state.socket_ids.next();
-    let conn = req.extensions().get::<ConnInfo>();
-    let span = tracing::debug_span!(
-        "pusher_http",
-        app = app.as_ref().map(|a| &*a.id),
-        socket_id = &*socket_id,
-        client = conn.map(|c| c.client.to_string()),
-    );
     let owed = link.owed();
-    let opening = Opening {
-        protocol: q.get("protocol").map(|p| p.parse().unwrap_or(0)),
-        state: state.clone(),
-        settings: settings.clone(),
-        client,
-        app,
-        key: x.key.clone(),
-        socket_id,
-        http: if req.version() == http::Version::HTTP_2 {
-            "2"
-        } else {
-            "1.1"
-        },
-        agreed: None,
+    let http = if req.version() == http::Version::HTTP_2 {
+        "2"
+    } else {
+        "1.1"
     };
+    let (opening, span) = Opening::new(
+        state,
+        settings.clone(),
+        req,
+        client,
+        x.key.clone(),
+        http,
+        None,
+    );
     state
         .lifecycle
         .tasks()
-        .spawn(socket::open(Box::new(opening), link, owed).instrument(span));
+        .spawn(socket::open(opening, link, owed).instrument(span));
 }
 
 /// The answer of a receive request: SockJS lines, never cached or buffered.
