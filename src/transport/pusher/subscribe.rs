@@ -84,7 +84,7 @@ impl PusherSocket {
             Ok(reply) => {
                 self.outgoing.text(&reply);
                 if let Some(hub) = self.app.hub_channel(&name) {
-                    if let Some(count) = self.count_frame(&hub) {
+                    if let Some(count) = self.first_count_frame(&hub).await {
                         self.outgoing.text(&count);
                     }
                     if let Some(cached) = self.cache_frame(&hub).await {
