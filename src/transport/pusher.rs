@@ -13,6 +13,7 @@
 //! parsed in `pusher/frames.rs`. pusher-js's HTTP fallback (`xhr.rs`) is
 //! the same socket over another carrier.
 
+mod announcement;
 mod cache;
 mod carrier;
 mod counts;

@@ -13,26 +13,16 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
+use super::announcement::Announcement;
 use super::socket::{Joined, PusherSocket};
 use super::user::UserDelivery;
 use crate::hub::Message;
 use crate::pusher::ChannelKind;
 use crate::pusher::frames;
 use crate::transport::session::{BATCH_BYTES, Delivery};
-
-/// A presence announcement's data (`broker/presence.rs`): a member's join
-/// or leave here, a watched user's online or offline in `user.rs`.
-#[derive(Deserialize)]
-pub(super) struct Announcement<'a> {
-    pub(super) action: &'a str,
-    pub(super) subject: String,
-    #[serde(default, borrow)]
-    pub(super) info: Option<&'a RawValue>,
-}
 
 impl PusherSocket {
     /// Write what the session drained, a batch of about [`BATCH_BYTES`] at

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use tokio_tungstenite::tungstenite::Error as WsError;
 
-use super::deliver::Announcement;
+use super::announcement::Announcement;
 use super::socket::PusherSocket;
 use crate::hub::Message;
 use crate::model::SlowClient;
