@@ -12,6 +12,7 @@
 pub mod data;
 pub mod frames;
 pub mod http_session;
+pub mod refusal_reserve;
 pub mod sign;
 pub mod sockjs;
 pub mod users;

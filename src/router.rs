@@ -12,7 +12,7 @@ use crate::reply::{Body, BoxError};
 use crate::state::AppState;
 use crate::transport;
 
-pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
+pub async fn route(state: AppState, mut req: Request<Incoming>) -> Response<Body> {
     let settings = state.settings();
     match crate::extended_connect::ask(&req) {
         Some(crate::extended_connect::Ask::Other) => {
@@ -20,6 +20,10 @@ pub async fn route(state: AppState, req: Request<Incoming>) -> Response<Body> {
         }
         Some(crate::extended_connect::Ask::WebSocket) if at_capacity(&state) => {
             state.metrics.limited("max_connections");
+            // A Pusher client reads 4100 where others read 503.
+            if let Some(resp) = transport::pusher::over_capacity::answer(&state, &mut req) {
+                return resp;
+            }
             return crate::reply::unavailable(
                 "at_capacity",
                 "the gateway is at max_connections; retry shortly",

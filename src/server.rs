@@ -404,12 +404,19 @@ async fn serve_hyper<I>(
             let answer: ServiceFuture = Box::pin(async move {
                 let gate = gate.and_then(|g| unless_resume(&state, g, &req));
                 let resp = match (gate, surface) {
-                    (Some(gate), _) => {
+                    (Some(gate), surface) => {
                         match gate {
                             ConnectionRefusal::Full => state.metrics.limited("max_connections"),
                             ConnectionRefusal::Limited(l) => state.metrics.limited(l.kind.label()),
                         }
-                        refusal(gate)
+                        // A Pusher client reads 4100 where others read 503.
+                        let pusher = match (gate, surface) {
+                            (ConnectionRefusal::Full, ListenerRole::Public) => {
+                                crate::transport::pusher::over_capacity::answer(&state, &mut req)
+                            }
+                            _ => None,
+                        };
+                        pusher.unwrap_or_else(|| refusal(gate))
                     }
                     (None, ListenerRole::Public) => crate::router::route(state, req).await,
                     (None, ListenerRole::Admin) => crate::admin::route(state, req).await,

@@ -153,6 +153,8 @@ pub struct Handles {
     pub pusher_occupancy: Occupancy,
     /// pusher-js's HTTP fallback sessions of this instance.
     pub pusher_http: crate::pusher::http_session::HttpSessions,
+    /// The slots for telling Pusher clients over `max_connections` 4100.
+    pub pusher_refusals: crate::pusher::refusal_reserve::RefusalReserve,
     /// When each cache channel last reported an empty cache.
     pub pusher_cache_misses: CacheMisses,
     /// The other instances' subscription counts of the channels counted here.
@@ -191,6 +193,7 @@ impl AppState {
             app_events: Default::default(),
             pusher_occupancy: Default::default(),
             pusher_http: Default::default(),
+            pusher_refusals: Default::default(),
             pusher_cache_misses: Default::default(),
             pusher_counts: Default::default(),
             mercure_subscriptions: Default::default(),

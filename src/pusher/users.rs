@@ -4,17 +4,23 @@
 //! A signed-in socket follows its user's hub channel (`{prefix}pusher-user:{id}`).
 //! That channel carries what the app sends to the user (`#server-to-user-{id}`
 //! triggers, `sendToUser`), the gateway's own `terminate_connections`
-//! command (an event name no publisher may use, `reserved_event`), and the
-//! user's presence (joined by every signed-in socket), which is how a
-//! watcher learns that a user came online or went offline. Because it is a
-//! hub channel, every one of those reaches every instance through the
-//! broker like any message: no second road between nodes.
+//! command (an event name no publisher may use, `reserved_event`). Because
+//! it is a hub channel, every one of those reaches every instance through
+//! the broker like any message: no second road between nodes.
+//!
+//! A user's presence has a hub channel of its own, `{prefix}pusher-user:{id}:online`,
+//! joined as a presence member by every signed-in socket of the user and
+//! followed by every socket that watches it: nothing but the presence
+//! layer's joins and leaves travels there, so a watcher is sent the
+//! online and offline it wants and none of the user's own messages. (An
+//! encoded id has no `:`, so no user's own channel is named so.)
 //!
 //! The hub name cannot be a Pusher channel's: a Pusher name has no `:`
 //! (`App::hub_channel`), and pushgate's own transports refuse it
 //! ([`super::Apps::needs_signature`]), so only a socket signed in as the
 //! user (or watching it) ever follows it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +34,9 @@ pub const SERVER_TO_USER: &str = "#server-to-user-";
 
 /// What a user's hub channel is named after its app's prefix.
 const USER_HUB: &str = crate::config::USER_HUB_PREFIX;
+
+/// What a user's presence channel is named after the user's own channel.
+const ONLINE: &str = ":online";
 
 /// The event that closes a user's signed-in sockets: reserved, so only the
 /// gateway publishes it.
@@ -58,8 +67,11 @@ pub struct SignedIn {
     pub id: String,
     /// The user's own hub channel.
     pub hub: Arc<str>,
-    /// The hub channels of the watched users, with their ids.
-    pub watched: Vec<(Arc<str>, String)>,
+    /// The user's presence channel, which this socket is a member of.
+    pub online: Arc<str>,
+    /// The hub channels of the watched users, with their ids: looked up
+    /// for every message this socket delivers, so a map, not a list.
+    pub watched: HashMap<Arc<str>, String>,
 }
 
 /// Why `user_data` is refused; each is a `pusher:error` to the socket.
@@ -156,6 +168,13 @@ impl App {
         valid_channel(&full).then(|| full.into())
     }
 
+    /// The presence channel of user `id` (see the module doc): what a
+    /// watcher follows. None when the id cannot make one.
+    pub fn online_hub(&self, id: &str) -> Option<Arc<str>> {
+        let full = format!("{}{ONLINE}", self.user_hub(id)?);
+        valid_channel(&full).then(|| full.into())
+    }
+
     /// The user id of one of this app's user hub channels.
     pub fn user_of_hub(&self, hub: &str) -> Option<String> {
         let encoded = hub
@@ -232,6 +251,10 @@ mod tests {
         assert!(apps.needs_signature(&hub) && apps.needs_signature(&odd));
         assert!(a.hub_channel("pusher-user:42").is_none());
         assert!(a.user_hub(&"x".repeat(300)).is_none());
+        let online = a.online_hub("42").unwrap();
+        assert_eq!(&*online, "pusher-user:42:online");
+        assert!(apps.needs_signature(&online), "only signing in opens it");
+        assert_ne!(b.online_hub("a b").unwrap(), b.user_hub("a b").unwrap());
         assert_eq!(server_to_user("#server-to-user-7"), Some("7"));
         assert_eq!(server_to_user("#server-to-user-"), None);
     }

@@ -11,7 +11,8 @@
 //! again, so a crashed instance's sockets stop counting by themselves. A
 //! socket reads the other instances' sum ([`ClusterCounts::others`]) plus
 //! this instance's own count at that moment, so its own subscribe is
-//! counted at once. Without shared presence (the memory broker) the others
+//! counted at once; the first subscriber of a channel here has the others'
+//! counts read for it ([`AppState::read_pusher_counts_of`]). Without shared presence (the memory broker) the others
 //! are none.
 
 use std::collections::HashSet;
@@ -65,7 +66,37 @@ impl ClusterCounts {
     }
 }
 
+impl ClusterCounts {
+    /// The sum of the counts other instances show in a count channel.
+    fn sum_of_others(&self, members: &[crate::broker::presence::MemberInfo]) -> usize {
+        members
+            .iter()
+            .filter(|(node, _)| *node != self.node)
+            .filter_map(|(_, info)| info.as_deref()?.parse::<usize>().ok())
+            .sum()
+    }
+}
+
 impl AppState {
+    /// Read the other instances' counts of `hub` now, unless known: a
+    /// channel with no subscriber here is not among those the count task
+    /// reads, so without this the first subscriber here would be told this
+    /// instance's count alone until the next period. Once per channel
+    /// while it has subscribers here; the task keeps it current after.
+    pub async fn read_pusher_counts_of(&self, app: &Arc<str>, hub: &Arc<str>) {
+        let key = (app.clone(), hub.clone());
+        if self.pusher_counts.others.contains_key(&key) {
+            return;
+        }
+        let Some(shared) = self.broker.shared_presence() else {
+            return;
+        };
+        if let Ok(members) = shared.members(&count_channel(app, hub)).await {
+            let others = self.pusher_counts.sum_of_others(&members);
+            self.pusher_counts.others.insert(key, others);
+        }
+    }
+
     /// Starts the one count task once some app counts subscriptions.
     pub(super) fn start_pusher_counts(&self) {
         let wanted = self
@@ -137,11 +168,7 @@ async fn share(state: &AppState, counted: &[(AppChannel, usize)]) {
         let Ok(members) = shared.members(&channel).await else {
             continue;
         };
-        let others: usize = members
-            .iter()
-            .filter(|(node, _)| *node != counts.node)
-            .filter_map(|(_, info)| info.as_deref()?.parse::<usize>().ok())
-            .sum();
+        let others = counts.sum_of_others(&members);
         let key = (app.clone(), hub.clone());
         counts.others.insert(key.clone(), others);
         keep.insert(key);

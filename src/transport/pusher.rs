@@ -13,11 +13,13 @@
 //! parsed in `pusher/frames.rs`. pusher-js's HTTP fallback (`xhr.rs`) is
 //! the same socket over another carrier.
 
+mod announcement;
 mod cache;
 mod carrier;
 mod counts;
 mod deliver;
 mod events;
+pub(crate) mod over_capacity;
 mod socket;
 mod subscribe;
 mod user;
@@ -79,6 +81,46 @@ struct Opening {
     agreed: Option<ws::deflate::Agreed>,
 }
 
+impl Opening {
+    /// What a connection to app `key` starts with, whichever carrier (a
+    /// WebSocket's handshake or an HTTP session's first request `req`):
+    /// its app, a new socket id, the protocol asked for; and the span its
+    /// task runs in.
+    fn new<B>(
+        state: &AppState,
+        settings: Arc<Settings>,
+        req: &Request<B>,
+        client: super::Client,
+        key: String,
+        http: &'static str,
+        agreed: Option<ws::deflate::Agreed>,
+    ) -> (Box<Opening>, tracing::Span) {
+        let app = settings.pusher.by_key(&key).cloned();
+        let conn = req.extensions().get::<ConnInfo>();
+        let socket_id = state.socket_ids.next();
+        let span = tracing::debug_span!(
+            "pusher",
+            app = app.as_ref().map(|a| &*a.id),
+            socket_id = &*socket_id,
+            client = conn.map(|c| c.client.to_string()),
+            conn = conn.map(|c| c.id),
+        );
+        let opening = Opening {
+            agreed,
+            // Sent but no number: 0, an unsupported version.
+            protocol: query(req).get("protocol").map(|p| p.parse().unwrap_or(0)),
+            state: state.clone(),
+            settings,
+            client,
+            app,
+            key,
+            socket_id,
+            http,
+        };
+        (Box::new(opening), span)
+    }
+}
+
 /// Accept the handshake of a Pusher socket for app `key`. A refusal the
 /// admission path decides before the upgrade (rate limits, capacity) is
 /// its HTTP answer; an unknown key or an app at its `max_connections` is a
@@ -98,34 +140,21 @@ pub async fn upgrade(
         Ok(client) => client,
         Err(refusal) => return refusal.response(),
     };
-    let app = settings.pusher.by_key(&key).cloned();
-    let conn = req.extensions().get::<ConnInfo>().cloned();
-    let socket_id = state.socket_ids.next();
-    let span = tracing::debug_span!(
-        "pusher",
-        app = app.as_ref().map(|a| &*a.id),
-        socket_id = &*socket_id,
-        client = conn.as_ref().map(|c| c.client.to_string()),
-        conn = conn.as_ref().map(|c| c.id),
-    );
     let agreed = ws::deflate::negotiate(req.headers(), &settings.config.realtime.compression);
-    let opening = Opening {
-        agreed,
-        // Sent but no number: 0, an unsupported version.
-        protocol: q.get("protocol").map(|p| p.parse().unwrap_or(0)),
-        state: state.clone(),
+    let (opening, span) = Opening::new(
+        &state,
         settings,
+        &req,
         client,
-        app,
         key,
-        socket_id,
-        http: handshake.http(),
-    };
+        handshake.http(),
+        agreed,
+    );
     let on_upgrade = hyper::upgrade::on(&mut req);
     state
         .lifecycle
         .tasks()
-        .spawn(socket::run(Box::new(opening), on_upgrade).instrument(span));
+        .spawn(socket::run(opening, on_upgrade).instrument(span));
     let mut resp = handshake.accept();
     if let Some(agreed) = agreed {
         resp.headers_mut()

@@ -2,7 +2,9 @@
 //! `presence-cache-`): a new subscriber gets the channel's last event
 //! first, read from the hub's history (the channel's `history` rule, in
 //! memory or Redis, so every instance sees the same last event), no older
-//! than [`CACHE_TTL`]. Client events and presence announcements are not
+//! than [`CACHE_TTL`]. The subscription starts before that read, so an
+//! event published in between is both read and queued: the live copy of
+//! the event sent, or of any older one, is skipped (`deliver.rs`). Client events and presence announcements are not
 //! cached, as on Pusher. With nothing to send, the subscriber gets
 //! `pusher:cache_miss` and the app's webhook a `cache_miss`, at most once
 //! per channel per window (`state::CacheMisses`).
@@ -58,6 +60,11 @@ impl PusherSocket {
                 && m.published_at.elapsed() <= ttl
         })?;
         let data = serde_json::from_str(last.data_text()).ok()?;
-        Some(frames::channel_event(&last.event, name, data, None))
+        let frame = frames::channel_event(&last.event, name, data, None);
+        // Subscribed before this read: the same event may be queued live.
+        if let Some(joined) = self.joined.get_mut(hub) {
+            joined.cached = Some((last.epoch, last.seq));
+        }
+        Some(frame)
     }
 }

@@ -31,6 +31,16 @@ impl PusherSocket {
         }
     }
 
+    /// The count frame of `hub` for a new subscriber, with the other
+    /// instances' counts read first when this instance does not know them.
+    pub(super) async fn first_count_frame(&mut self, hub: &Arc<str>) -> Option<String> {
+        let kind = self.joined.get(hub)?.kind;
+        if self.counts(kind) {
+            self.state.read_pusher_counts_of(&self.app.id, hub).await;
+        }
+        self.count_frame(hub)
+    }
+
     /// The count frame of `hub` if it differs from what this socket was
     /// last told (and now it has been told).
     pub(super) fn count_frame(&mut self, hub: &Arc<str>) -> Option<String> {

@@ -7,29 +7,22 @@
 //! `pusher_internal:member_added` / `member_removed` (each member is
 //! announced once, on its first connection and after its last), except
 //! the socket's own member, which it already knows from
-//! `subscription_succeeded`. Pusher has no resume, so resets are not sent.
+//! `subscription_succeeded`. On a cache channel, the event sent on
+//! subscribing (and anything older) is not sent again when it arrives
+//! live. Pusher has no resume, so resets are not sent.
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
+use super::announcement::Announcement;
 use super::socket::{Joined, PusherSocket};
 use super::user::UserDelivery;
 use crate::hub::Message;
 use crate::pusher::ChannelKind;
 use crate::pusher::frames;
 use crate::transport::session::{BATCH_BYTES, Delivery};
-
-/// A presence announcement's data (`broker/presence.rs`).
-#[derive(Deserialize)]
-struct Announcement<'a> {
-    action: &'a str,
-    subject: String,
-    #[serde(default, borrow)]
-    info: Option<&'a RawValue>,
-}
 
 impl PusherSocket {
     /// Write what the session drained, a batch of about [`BATCH_BYTES`] at
@@ -95,6 +88,13 @@ fn render<'m>(
         return None;
     }
     let joined = joined?;
+    if joined
+        .cached
+        .is_some_and(|(epoch, seq)| m.epoch == epoch && m.seq <= seq)
+    {
+        // Already sent as the cache channel's last event (`cache.rs`).
+        return None;
+    }
     if joined.kind == ChannelKind::Presence && &*m.event == "presence" {
         let data: &RawValue = serde_json::from_str(m.data_text()).ok()?;
         if let Ok(a) = serde_json::from_str::<Announcement<'_>>(data.get()) {
@@ -144,6 +144,7 @@ mod tests {
             kind,
             user_id: user_id.map(String::from),
             user_info: None,
+            cached: None,
         }
     }
 
@@ -178,6 +179,25 @@ mod tests {
             json!({"event": "e", "channel": "news", "data": "{\"a\":1}"})
         );
         assert!(render(&m, "1.3", None).is_none(), "not joined: nothing");
+    }
+
+    #[test]
+    fn a_cache_channels_event_sent_on_subscribing_is_not_sent_again_live() {
+        let mut j = joined("cache-news", ChannelKind::Public, None);
+        j.cached = Some((1, 5));
+        let at = |seq| {
+            let raw = serde_json::value::to_raw_value(&json!({"n": seq})).unwrap();
+            Message::new("cache-news".into(), "e".into(), &raw, seq, None, 1)
+        };
+        assert!(render(&at(5), "1.1", Some(&j)).is_none(), "the cached one");
+        assert!(render(&at(4), "1.1", Some(&j)).is_none(), "an older one");
+        assert_eq!(parse(render(&at(6), "1.1", Some(&j)))["data"], "{\"n\":6}");
+        let mut other_epoch = at(5);
+        other_epoch.epoch = 2;
+        assert!(
+            render(&other_epoch, "1.1", Some(&j)).is_some(),
+            "another epoch's numbers say nothing"
+        );
     }
 
     #[test]

@@ -90,6 +90,11 @@ pub(super) struct Joined {
     /// This socket's member on a presence channel, and what it shows.
     pub(super) user_id: Option<String>,
     pub(super) user_info: Option<Arc<str>>,
+    /// The `(epoch, seq)` of the cached event a cache channel's subscriber
+    /// was sent on subscribing: the hub subscription starts before the
+    /// history is read, so that event may also arrive live, and is then
+    /// not sent twice.
+    pub(super) cached: Option<(u64, u64)>,
 }
 
 pub(super) struct PusherSocket {

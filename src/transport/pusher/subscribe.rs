@@ -84,7 +84,7 @@ impl PusherSocket {
             Ok(reply) => {
                 self.outgoing.text(&reply);
                 if let Some(hub) = self.app.hub_channel(&name) {
-                    if let Some(count) = self.count_frame(&hub) {
+                    if let Some(count) = self.first_count_frame(&hub).await {
                         self.outgoing.text(&count);
                     }
                     if let Some(cached) = self.cache_frame(&hub).await {
@@ -174,6 +174,7 @@ impl PusherSocket {
                 kind,
                 user_id: user_id.clone(),
                 user_info: info,
+                cached: None,
             },
         );
         // Without a token of ours, the socket is its presence user's for

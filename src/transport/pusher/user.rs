@@ -4,17 +4,21 @@
 //!
 //! Signing in is checked like a subscription: the app's signature over
 //! `socket_id::user::user_data`, the exact text received. A signed-in
-//! socket follows its user's hub channel (`pusher/users.rs`) as a presence
-//! member, and the hub channel of each user it watches as a plain
-//! follower; a watched channel's presence joins and leaves, which the
-//! presence layer announces once across every instance, are the watchlist's
-//! `online` and `offline`. Nothing else on a watched channel reaches the
-//! watcher. These follows are the socket's own, not Pusher channels: they
+//! socket follows its user's hub channel (`pusher/users.rs`), is a
+//! presence member of its user's presence channel, and follows the
+//! presence channel of each user it watches; a watched presence channel's
+//! joins and leaves, which the presence layer announces once across every
+//! instance, are the watchlist's `online` and `offline`, and nothing else
+//! travels there, so the watched users' own messages never reach (or
+//! queue at) the watcher. Signing in again as the same user replaces the
+//! watchlist; as another user is refused. These follows are the socket's own, not Pusher channels: they
 //! do not count toward its channel limit or the app's occupancy.
 
-use serde::Deserialize;
+use std::collections::HashMap;
+
 use tokio_tungstenite::tungstenite::Error as WsError;
 
+use super::announcement::Announcement;
 use super::socket::PusherSocket;
 use crate::hub::Message;
 use crate::model::SlowClient;
@@ -30,13 +34,6 @@ pub(super) enum UserDelivery {
     Terminate,
     /// Nothing for this socket.
     Skip,
-}
-
-/// A presence announcement's action and subject.
-#[derive(Deserialize)]
-struct Announcement<'a> {
-    action: &'a str,
-    subject: String,
 }
 
 fn follow_terms(presence: bool) -> SubscriptionPolicy {
@@ -66,7 +63,10 @@ impl PusherSocket {
     }
 
     /// Check the signature and the user, follow its channels; the frames
-    /// to send (success, then the watchlist's current state).
+    /// to send (success, then the watchlist's current state). A repeated
+    /// sign-in as the same user takes its `user_data`'s watchlist in place
+    /// of the one before (pusher-js takes every `signin_success` as the
+    /// user's data); one as another user is refused.
     async fn sign_in(&mut self, auth: &str, user_data: &str) -> Result<Vec<String>, String> {
         if !self
             .app
@@ -78,62 +78,91 @@ impl PusherSocket {
         }
         let User { id, watchlist } =
             users::parse_user_data(user_data).map_err(|e| e.to_string())?;
-        if let Some(current) = &self.user {
-            if current.id != id {
+        let mut replay = Vec::new();
+        let (hub, online, before) = match self.user.take() {
+            Some(current) if current.id != id => {
+                self.user = Some(current);
                 return Err("this connection is signed in as another user".into());
             }
-            return Ok(vec![frames::signin_success(user_data)]);
-        }
-        let hub = self
-            .app
-            .user_hub(&id)
-            .ok_or_else(|| users::UserDataError::IdTooLong.to_string())?;
-        let mut watched = Vec::with_capacity(watchlist.len());
+            Some(current) => (current.hub, current.online, current.watched),
+            None => {
+                let too_long = || users::UserDataError::IdTooLong.to_string();
+                let hub = self.app.user_hub(&id).ok_or_else(too_long)?;
+                let online = self.app.online_hub(&id).ok_or_else(too_long)?;
+                self.session.set_member(Some(id.clone()), None);
+                self.session
+                    .subscribe(&hub, follow_terms(false), None, &mut replay)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Err(e) = self
+                    .session
+                    .subscribe(&online, follow_terms(true), None, &mut replay)
+                    .await
+                {
+                    self.session.unsubscribe(&hub);
+                    return Err(e.to_string());
+                }
+                if self.client.identity.is_none() {
+                    self.state.connections.set_subject(self.conn_id, Some(&id));
+                }
+                (hub, online, HashMap::new())
+            }
+        };
+        let mut wanted = HashMap::with_capacity(watchlist.len());
         for other in watchlist {
-            match self.app.user_hub(&other) {
-                Some(h) if h != hub => watched.push((h, other)),
+            match self.app.online_hub(&other) {
+                Some(h) if h != online => {
+                    wanted.insert(h, other);
+                }
                 _ => {}
             }
         }
-        let mut replay = Vec::new();
-        self.session.set_member(Some(id.clone()), None);
-        self.session
-            .subscribe(&hub, follow_terms(true), None, &mut replay)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut online = Vec::new();
-        let mut offline = Vec::new();
-        for (h, other) in &watched {
+        for h in before.keys().filter(|h| !wanted.contains_key(*h)) {
+            self.session.unsubscribe(h);
+        }
+        let mut watched = HashMap::with_capacity(wanted.len());
+        let mut states = Vec::with_capacity(wanted.len());
+        for (h, other) in wanted {
             // A watch that cannot follow is offline to this socket; the
             // sign-in itself stands.
-            if self
-                .session
-                .subscribe(h, follow_terms(false), None, &mut replay)
-                .await
-                .is_err()
+            if !before.contains_key(&h)
+                && self
+                    .session
+                    .subscribe(&h, follow_terms(false), None, &mut replay)
+                    .await
+                    .is_err()
             {
                 continue;
             }
-            if self.state.presence.list(h).await.is_empty() {
-                offline.push(other.as_str());
-            } else {
-                online.push(other.as_str());
-            }
+            let on = !self.state.presence.list(&h).await.is_empty();
+            states.push((other.clone(), on));
+            watched.insert(h, other);
         }
-        if self.client.identity.is_none() {
-            self.state.connections.set_subject(self.conn_id, Some(&id));
-        }
+        let ids = |on: bool| -> Vec<&str> {
+            let mut ids: Vec<&str> = states
+                .iter()
+                .filter(|(_, o)| *o == on)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let (online_ids, offline_ids) = (ids(true), ids(false));
         let mut out = vec![frames::signin_success(user_data)];
-        let events: Vec<(&str, Vec<&str>)> = [("online", online), ("offline", offline)]
+        let events: Vec<(&str, Vec<&str>)> = [("online", online_ids), ("offline", offline_ids)]
             .into_iter()
             .filter(|(_, ids)| !ids.is_empty())
             .collect();
         if !events.is_empty() {
             out.push(frames::watchlist_events(&events));
         }
-        let watched_ids = watched.len();
-        self.user = Some(SignedIn { id, hub, watched });
-        tracing::debug!(watched = watched_ids, "pusher user signed in");
+        tracing::debug!(watched = watched.len(), "pusher user signed in");
+        self.user = Some(SignedIn {
+            id,
+            hub,
+            online,
+            watched,
+        });
         Ok(out)
     }
 
@@ -162,10 +191,13 @@ impl PusherSocket {
     /// is on no user channel of this socket.
     pub(super) fn user_delivery(&self, m: &Message) -> Option<UserDelivery> {
         let user = self.user.as_ref()?;
+        if m.channel == user.online {
+            // Its own user's presence: known to it.
+            return Some(UserDelivery::Skip);
+        }
         if m.channel == user.hub {
             return Some(match &*m.event {
                 TERMINATE_EVENT => UserDelivery::Terminate,
-                "presence" => UserDelivery::Skip,
                 event => {
                     let Ok(data) = serde_json::from_str(m.data_text()) else {
                         return Some(UserDelivery::Skip);
@@ -175,7 +207,7 @@ impl PusherSocket {
                 }
             });
         }
-        let (_, id) = user.watched.iter().find(|(h, _)| *h == m.channel)?;
+        let id = user.watched.get(&m.channel)?;
         if &*m.event != "presence" {
             return Some(UserDelivery::Skip);
         }

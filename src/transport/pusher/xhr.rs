@@ -60,6 +60,17 @@ pub struct XhrRequest {
     kind: Kind,
 }
 
+impl XhrRequest {
+    /// `{key}/{server}/{session}`.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
 /// The request, when its path is one of pusher-js's HTTP transport's (any
 /// method: a wrong one is answered 405 here, not sent to the application).
 pub fn endpoint<B>(settings: &Settings, req: &Request<B>) -> Option<XhrRequest> {
@@ -132,7 +143,7 @@ pub async fn handle(
     resp
 }
 
-fn peer<B>(req: &Request<B>) -> std::net::IpAddr {
+pub(super) fn peer<B>(req: &Request<B>) -> std::net::IpAddr {
     req.extensions()
         .get::<ConnInfo>()
         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.client)
@@ -266,36 +277,25 @@ fn start(
     client: crate::transport::Client,
     link: Link,
 ) {
-    let q = query(req);
-    let app = settings.pusher.by_key(&x.key).cloned();
-    let socket_id = state.socket_ids.next();
-    let conn = req.extensions().get::<ConnInfo>();
-    let span = tracing::debug_span!(
-        "pusher_http",
-        app = app.as_ref().map(|a| &*a.id),
-        socket_id = &*socket_id,
-        client = conn.map(|c| c.client.to_string()),
-    );
     let owed = link.owed();
-    let opening = Opening {
-        protocol: q.get("protocol").map(|p| p.parse().unwrap_or(0)),
-        state: state.clone(),
-        settings: settings.clone(),
-        client,
-        app,
-        key: x.key.clone(),
-        socket_id,
-        http: if req.version() == http::Version::HTTP_2 {
-            "2"
-        } else {
-            "1.1"
-        },
-        agreed: None,
+    let http = if req.version() == http::Version::HTTP_2 {
+        "2"
+    } else {
+        "1.1"
     };
+    let (opening, span) = Opening::new(
+        state,
+        settings.clone(),
+        req,
+        client,
+        x.key.clone(),
+        http,
+        None,
+    );
     state
         .lifecycle
         .tasks()
-        .spawn(socket::open(Box::new(opening), link, owed).instrument(span));
+        .spawn(socket::open(opening, link, owed).instrument(span));
 }
 
 /// The answer of a receive request: SockJS lines, never cached or buffered.
@@ -311,7 +311,7 @@ fn answer_with(body: Body) -> Response<Body> {
     r
 }
 
-fn answer(lines: Bytes) -> Response<Body> {
+pub(super) fn answer(lines: Bytes) -> Response<Body> {
     answer_with(reply::full(lines))
 }
 

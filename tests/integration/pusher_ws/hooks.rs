@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::common::redis::RedisServer;
@@ -289,5 +289,70 @@ async fn a_member_swept_from_redis_while_still_here_is_joined_again() {
     assert!(
         members.contains(&("u1".to_owned(), Some(r#"{"n":1}"#.to_owned()))),
         "{members:?}"
+    );
+}
+
+/// With `subscription_count`, the first subscriber of a channel on a
+/// gateway is told the count across both gateways at once, not its own
+/// gateway's until the next period.
+#[tokio::test]
+async fn a_gateways_first_subscriber_is_told_the_count_across_gateways() {
+    let redis = RedisServer::start().await;
+    let start = || async {
+        let dir = temp_dir("pusher-ws-counts");
+        let text = format!("{}{}", config(&dir, true), redis.broker_yaml("pwscounts")).replace(
+            "max_message: 1KiB }",
+            "max_message: 1KiB, subscription_count: true }",
+        );
+        let gw = TestGateway::start_yaml(&text, dir).await;
+        eventually(10, "redis connected", || async {
+            let r = gw.http.get(gw.admin_url("/readyz")).send().await;
+            r.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        gw
+    };
+    let (a, b) = (start().await, start().await);
+    let path = format!("/app/{KEY}?protocol=7");
+    let subscribe = json!({"event": "pusher:subscribe", "data": {"channel": "news-count"}});
+    let count_of = |v: Value| -> u64 {
+        assert_eq!(v["event"], "pusher_internal:subscription_count", "{v}");
+        let data: Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+        data["subscription_count"].as_u64().unwrap()
+    };
+    let (mut first, _) = raw(&a, &path).await;
+    send_json(&mut first, subscribe.clone()).await;
+    assert_eq!(
+        next_event(&mut first).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    assert_eq!(count_of(next_event(&mut first).await), 1);
+    // Gateway a has shared its count (its count task's next period); the
+    // socket answers meanwhile, so the activity check keeps it.
+    let b_state = b.handle.as_ref().unwrap().state();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let members = b_state
+            .presence
+            .members("pusher-count#1001:news-count")
+            .await;
+        if members.iter().any(|(_, n)| n.as_deref() == Some("1")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a's count shared");
+        send_json(&mut first, json!({"event": "pusher:ping", "data": {}})).await;
+        assert_eq!(next_event(&mut first).await["event"], "pusher:pong");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut second, _) = raw(&b, &path).await;
+    send_json(&mut second, subscribe).await;
+    assert_eq!(
+        next_event(&mut second).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    assert_eq!(
+        count_of(next_event(&mut second).await),
+        2,
+        "a's subscriber counts at once"
     );
 }

@@ -162,3 +162,76 @@ async fn binary_and_ping_frames_count_against_the_frame_limit() {
         assert_eq!(code, Some(4100), "{frame:?}");
     }
 }
+
+/// The frames of a socket refused over capacity: `pusher:error` 4100, then
+/// the close 4100, which pusher-js reads as "back off, then reconnect".
+async fn told_over_capacity<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    let mut frames = Vec::new();
+    let code = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5s");
+        match frame {
+            Some(Ok(Frame::Text(t))) => frames.push(serde_json::from_str::<Value>(&t).unwrap()),
+            Some(Ok(Frame::Close(c))) => break c.map_or(0, |c| u16::from(c.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, 4100, "{frames:?}");
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert_eq!(frames[0]["event"], "pusher:error");
+    assert_eq!(frames[0]["data"]["code"], 4100, "{frames:?}");
+}
+
+/// Over the gateway's `max_connections`, a Pusher client is told 4100 in
+/// its own frames (over HTTP/1.1, HTTP/2 and the HTTP fallback), where any
+/// other request is answered 503.
+#[tokio::test]
+async fn over_the_gateways_capacity_a_pusher_client_reads_4100() {
+    use crate::common::h2_client::{self, extended_connect, websocket};
+    let gw = limited("  max_connections: 2").await;
+    let mut h2 = h2_client::connect(&gw, true).await;
+    let _held = gw.tls_stream().await;
+    eventually(5, "two connections counted", || async {
+        gw.stats().await["connections"] == 2
+    })
+    .await;
+    // A new connection: the refusal at accept.
+    let mut ws = gw
+        .try_ws_with(&format!("/app/{KEY}?protocol=7"), None)
+        .await
+        .expect("the upgrade is accepted to say why");
+    told_over_capacity(&mut ws).await;
+    let client = gw.fresh_client();
+    let r = client
+        .post(gw.url(&format!("/pusher/app/{KEY}/123/abcd/xhr_streaming")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "o\nc[4100,\"Over capacity\"]\n");
+    let r = client
+        .get(gw.url("/realtime/poll?channels=public.x&timeout=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "anything else is refused as before");
+    // A stream of an HTTP/2 connection already open: one socket more.
+    let (resp, stream) = extended_connect(
+        &mut h2,
+        &gw,
+        &format!("/app/{KEY}?protocol=7"),
+        "websocket",
+        &[("sec-websocket-version", "13")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200, "accepted to say why");
+    let mut ws = websocket(resp, stream).await;
+    told_over_capacity(&mut ws).await;
+}

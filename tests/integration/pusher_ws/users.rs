@@ -211,3 +211,89 @@ async fn a_reload_that_requires_signing_in_reaches_open_sockets() {
         .expect("the reload reaches the open socket");
     assert_eq!(closed, Err(4009));
 }
+
+/// Sign in `ws` as `id` watching `watchlist`; the frames after success
+/// (the watchlist's state), asserting success.
+async fn signed_in_watching(ws: &mut Ws, socket_id: &str, id: &str, watchlist: &[&str]) -> Value {
+    let data = json!({"id": id, "watchlist": watchlist}).to_string();
+    let ok = signin(ws, &sign_user(socket_id, &data), &data).await;
+    assert_eq!(ok["event"], "pusher:signin_success", "{ok}");
+    next_event(ws).await
+}
+
+/// Whose presence a watcher follows, and nothing else: a watched user's
+/// own channel (its `sendToUser` messages) has no watcher on it. Signing in
+/// again as the same user replaces the watchlist: the user dropped from it
+/// is no longer followed and its offline is not sent.
+#[tokio::test]
+async fn a_watcher_follows_only_presence_and_a_second_signin_replaces_its_watchlist() {
+    let gw = gateway().await;
+    let subscribers = |channel: &'static str| {
+        let gw = &gw;
+        async move { gw.admin_get(&format!("/channels/{channel}")).await["subscribers"].clone() }
+    };
+    let (mut alice, a_id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let state = signed_in_watching(&mut alice, &a_id, "alice", &["bob", "carol"]).await;
+    assert_eq!(
+        state["event"], "pusher_internal:watchlist_events",
+        "{state}"
+    );
+    let state: Value = serde_json::from_str(state["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        state,
+        json!({"events": [{"name": "offline", "user_ids": ["bob", "carol"]}]})
+    );
+    assert_eq!(
+        subscribers("pusher-user:bob").await,
+        0,
+        "not bob's messages"
+    );
+    assert_eq!(subscribers("pusher-user:bob:online").await, 1);
+    // A third socket watches bob throughout: it shows when bob's offline
+    // has been delivered.
+    let (mut carol, c_id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    signed_in_watching(&mut carol, &c_id, "carol", &["bob"]).await;
+    assert_eq!(subscribers("pusher-user:bob:online").await, 2);
+    let online = next_event(&mut alice).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(online["data"].as_str().unwrap()).unwrap(),
+        json!({"events": [{"name": "online", "user_ids": ["carol"]}]})
+    );
+    let (mut bob, b_id) = raw(&gw, &format!("/app/{KEY}?protocol=7")).await;
+    let data = json!({"id": "bob"}).to_string();
+    let ok = signin(&mut bob, &sign_user(&b_id, &data), &data).await;
+    assert_eq!(ok["event"], "pusher:signin_success", "{ok}");
+    for ws in [&mut alice, &mut carol] {
+        let online = next_event(ws).await;
+        assert_eq!(online["event"], "pusher_internal:watchlist_events");
+        let online: Value = serde_json::from_str(online["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            online,
+            json!({"events": [{"name": "online", "user_ids": ["bob"]}]})
+        );
+    }
+    // alice now watches carol only: carol is online, bob no longer watched.
+    let state = signed_in_watching(&mut alice, &a_id, "alice", &["carol"]).await;
+    let state: Value = serde_json::from_str(state["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        state,
+        json!({"events": [{"name": "online", "user_ids": ["carol"]}]})
+    );
+    assert_eq!(subscribers("pusher-user:bob:online").await, 2, "bob, carol");
+    assert_eq!(
+        subscribers("pusher-user:carol:online").await,
+        2,
+        "carol, alice"
+    );
+    drop(bob);
+    let offline = next_event(&mut carol).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(offline["data"].as_str().unwrap()).unwrap(),
+        json!({"events": [{"name": "offline", "user_ids": ["bob"]}]})
+    );
+    // carol has bob's offline; alice, whose inbox is served before her
+    // frames, answers the ping with nothing about bob before it.
+    send_json(&mut alice, json!({"event": "pusher:ping", "data": {}})).await;
+    let next = next_event(&mut alice).await;
+    assert_eq!(next["event"], "pusher:pong", "nothing about bob: {next}");
+}
