@@ -66,6 +66,27 @@ wait_established() {
   return 0
 }
 
+# Wait (up to 10 s) until something listens on local port $1.
+wait_listening() {
+  for _ in $(seq 1 100); do
+    ss -Hltn "sport = :$1" | grep -q . && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1 after 10 s" >&2
+  return 1
+}
+
+# Summed RSS and PSS (KiB) of every nginx process, from smaps_rollup.
+nginx_mem() {
+  local rss=0 pss=0 r p pid
+  for pid in $(pgrep -x nginx); do
+    r=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    p=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    rss=$((rss + ${r:-0})); pss=$((pss + ${p:-0}))
+  done
+  echo "$rss $pss"
+}
+
 # Write an nginx config to $1: Nchan on 127.0.0.1:28080 (publisher at
 # /pub?id=, subscribers at /sub/<channel>), two workers, temp files in
 # $work, and any extra `http` block lines from $2.
