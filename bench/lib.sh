@@ -13,7 +13,7 @@ bench_need() {
 # (a temporary directory) and pids (processes to stop on exit). A script
 # with more to stop defines `bench_cleanup_extra`.
 # The loopback ports the bench scripts' servers listen on.
-BENCH_PORTS="5561 17999 18080 18081 18082 18083 18084 18091 18180 18280 19090 19190 28080 28081 28082 28090"
+BENCH_PORTS="${BENCH_PORTS:-5561 17999 18080 18081 18082 18083 18084 18091 18180 18280 18443 18543 18580 18590 18591 19090 19190 28080 28081 28082 28090}"
 
 # A server left over from an earlier run would answer in place of the one
 # a script starts (whose bind then fails), and measure the wrong build.

@@ -8,6 +8,7 @@
 //!
 //! It shares no code path with the gateway: only the crate's dependencies.
 
+pub mod floor;
 pub mod h2;
 pub mod net;
 pub mod plot;

@@ -7,23 +7,24 @@
 //! per core, each connection on one of them for its whole life), takes
 //! messages from the same publish API (`POST /publish` with a JSON array of
 //! `{"channel", "data"}`), renders each message's SSE and WebSocket frames
-//! once, and writes the frame to each subscriber's socket: one write per
-//! delivery (with TLS, one rustls record), in subscription order, no queue,
-//! no cursor, no limits, no metrics, no logic. What pushgate spends above
+//! once, and writes the frame to each subscriber's socket from a task per
+//! subscriber: one write per delivery (with TLS, one rustls record), no
+//! batching, no cursor, no limits, no metrics, no logic. What pushgate spends above
 //! it is what its features cost.
 //!
-//! It is a benchmark's tool, not part of the gateway: it uses only the
-//! crate's dependencies, never the crate.
+//! It is a benchmark's tool, part of `pushgate bench` (which shares no code
+//! path with the gateway), not of the gateway: the floor runs none of the
+//! gateway's code, only the crate's dependencies.
 //!
 //! ```sh
-//! cargo build --release --example floor
-//! target/release/examples/floor --listen 127.0.0.1:18580 --publish 127.0.0.1:18590 \
+//! pushgate bench --floor 127.0.0.1:18580 --publish http://127.0.0.1:18590 \
 //!     [--cert gw.crt --key gw.key]
 //! ```
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -41,8 +42,29 @@ use tokio_rustls::TlsAcceptor;
 trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Socket for T {}
 
-/// A subscriber on a loop: what it reads, and its socket.
-type Subscriber = (Kind, Box<dyn Socket>);
+/// A subscriber on a loop: the queue of its writer task.
+type Subscriber = mpsc::UnboundedSender<Arc<Frames>>;
+
+/// A subscriber's writer, a task of the loop: one write (and, under TLS,
+/// one flush: one record) per delivery. A task per subscriber, so that a
+/// subscriber whose socket is full delays only itself: writing to every
+/// socket in turn from the loop's own task stalled them all behind the
+/// slowest reader, and on a loaded machine the floor lost messages.
+fn writer(kind: Kind, mut socket: Box<dyn Socket>) -> Subscriber {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Arc<Frames>>();
+    tokio::spawn(async move {
+        while let Some(frames) = rx.recv().await {
+            let frame = match kind {
+                Kind::Sse => &frames.sse,
+                Kind::Ws => &frames.ws,
+            };
+            if socket.write_all(frame).await.is_err() || socket.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -66,44 +88,12 @@ enum Event {
     Deliver(Arc<Frames>),
 }
 
-struct Args {
-    listen: SocketAddr,
-    publish: SocketAddr,
-    tls: Option<(String, String)>,
-}
-
-fn args() -> Result<Args, String> {
-    let mut listen = None;
-    let mut publish = None;
-    let (mut cert, mut key) = (None, None);
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--listen" => listen = Some(value.parse().map_err(|e| format!("--listen: {e}"))?),
-            "--publish" => publish = Some(value.parse().map_err(|e| format!("--publish: {e}"))?),
-            "--cert" => cert = Some(value),
-            "--key" => key = Some(value),
-            other => return Err(format!("unknown flag {other}")),
-        }
-    }
-    Ok(Args {
-        listen: listen.ok_or("--listen ADDR is required")?,
-        publish: publish.ok_or("--publish ADDR is required")?,
-        tls: match (cert, key) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            _ => return Err("--cert and --key go together".into()),
-        },
-    })
-}
-
-fn acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, String> {
+fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{cert}: {e}"))?
+        .map_err(|e| format!("{}: {e}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{cert}: {e}"))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -115,52 +105,35 @@ fn acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn main() -> std::process::ExitCode {
-    let args = match args() {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("floor: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let tls = match &args.tls {
-        Some((cert, key)) => match acceptor(cert, key) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                eprintln!("floor: {e}");
-                return std::process::ExitCode::from(2);
-            }
-        },
+/// Serve as the floor until killed: subscribers on `listen` (through
+/// rustls when `tls` names a certificate and key file), publishes on
+/// `publish`.
+pub fn run(
+    listen: SocketAddr,
+    publish: SocketAddr,
+    tls: Option<(&Path, &Path)>,
+) -> Result<(), String> {
+    let tls = match tls {
+        Some((cert, key)) => Some(acceptor(cert, key)?),
         None => None,
     };
-    let loops: Vec<mpsc::UnboundedSender<Event>> = (0..std::thread::available_parallelism()
-        .map_or(1, |n| n.get()))
-        .filter_map(|n| start_loop(n, tls.clone()).ok())
-        .collect();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let loops = (1..=std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .map(|n| start_loop(n, tls.clone()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("floor: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        let public = TcpListener::bind(args.listen).await?;
-        let admin = TcpListener::bind(args.publish).await?;
-        let loops = Arc::new(loops);
-        tokio::spawn(publish_listener(admin, loops.clone()));
-        accept(public, &loops).await
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("floor: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+        .map_err(|e| e.to_string())?;
+    runtime
+        .block_on(async move {
+            let public = TcpListener::bind(listen).await?;
+            let admin = TcpListener::bind(publish).await?;
+            let loops = Arc::new(loops);
+            tokio::spawn(publish_listener(admin, loops.clone()));
+            accept(public, &loops).await
+        })
+        .map_err(|e| e.to_string())
 }
 
 /// One loop: a thread with a single-threaded runtime, its subscribers by
@@ -199,26 +172,16 @@ fn start_loop(n: usize, tls: Option<TlsAcceptor>) -> std::io::Result<mpsc::Unbou
                             });
                         }
                         Event::Subscribed(channel, kind, socket) => {
-                            channels.entry(channel).or_default().push((kind, socket));
+                            channels
+                                .entry(channel)
+                                .or_default()
+                                .push(writer(kind, socket));
                         }
                         Event::Deliver(frames) => {
-                            let Some(subs) = channels.get_mut(&frames.channel) else {
-                                continue;
-                            };
-                            let mut gone = Vec::new();
-                            for (i, (kind, socket)) in subs.iter_mut().enumerate() {
-                                let frame = match kind {
-                                    Kind::Sse => &frames.sse,
-                                    Kind::Ws => &frames.ws,
-                                };
-                                if socket.write_all(frame).await.is_err()
-                                    || socket.flush().await.is_err()
-                                {
-                                    gone.push(i);
-                                }
-                            }
-                            for i in gone.into_iter().rev() {
-                                subs.swap_remove(i);
+                            if let Some(subs) = channels.get_mut(&frames.channel) {
+                                // A subscriber whose writer ended (the
+                                // socket failed) is dropped.
+                                subs.retain(|tx| tx.send(frames.clone()).is_ok());
                             }
                         }
                     }
