@@ -60,8 +60,8 @@ out="$work/results.md"
   echo "Machine: $(nproc) cores, $(uname -sr); load before: $(cut -d' ' -f1-3 /proc/loadavg)${NOTE:+; $NOTE}. Command: \`bench/cpu.sh\` (N=$N, R=$R msgs/s, SECS=$SECS, QUICK=${QUICK:-}). $N subscribers on one channel, $M messages of 512 B at $R/s; generator and server share the cores."
   echo "Server CPU = utime+stime of the server's processes from /proc (all nginx processes summed), from the moment every subscriber is connected to the end of the run, over the deliveries the generator counted."
   echo
-  echo '| server | transport | connected | delivered | lost | server CPU s | µs per delivery | write calls per delivery |'
-  echo '|---|---|---|---|---|---|---|---|'
+  echo '| server | transport | connected | delivered | lost | dup / reordered | server CPU s | µs per delivery | write calls per delivery |'
+  echo '|---|---|---|---|---|---|---|---|---|'
 } > "$out"
 
 # write(2)-family calls (syscw of /proc/PID/io) of the given pids summed.
@@ -78,7 +78,7 @@ writes() {
 # generator's arguments.
 measure() {
   local server=$1 road=$2 port=$3 pidlist=$4; shift 4
-  local t0 t1 w0 w1 gen conn delivered lost us cpu wpd
+  local t0 t1 w0 w1 gen conn delivered lost dup us cpu wpd
   # shellcheck disable=SC2086
   set -- "$@" -n "$N" -m "$M" -r "$R" --hold 6 --json
   $PG bench "$@" > "$work/run.json" 2>> "$work/bench.log" & gen=$!
@@ -107,10 +107,11 @@ measure() {
   conn=$(jq -r '.runs[0].connected // 0' "$work/run.json")
   delivered=$(jq -r '.runs[0].delivered // 0' "$work/run.json")
   lost=$(jq -r '.runs[0].lost // 0' "$work/run.json")
+  dup=$(jq -r '"\(.runs[0].duplicates // 0) / \(.runs[0].reordered // 0)"' "$work/run.json")
   cpu=$(awk -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN {printf "%.2f", t/k}')
   us=$(awk -v t=$((t1 - t0)) -v k="$TICK" -v d="$delivered" 'BEGIN {if (d > 0) printf "%.2f", t/k*1e6/d; else print "-"}')
   wpd=$(awk -v w=$((w1 - w0)) -v d="$delivered" 'BEGIN {if (d > 0) printf "%.2f", w/d; else print "-"}')
-  echo "| $server | $road | $conn | $delivered | $lost | $cpu | $us | $wpd |" >> "$out"
+  echo "| $server | $road | $conn | $delivered | $lost | $dup | $cpu | $us | $wpd |" >> "$out"
   echo "$server $road: $us µs per delivery" >&2
 }
 

@@ -47,7 +47,7 @@ out="$work/results.md"
   echo
   echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); load before: $(cut -d' ' -f1-3 /proc/loadavg)${NOTE:+; $NOTE}."
   echo "Versions: pushgate $($PG --version | cut -d' ' -f2), $(nginx -v 2>&1 | cut -d' ' -f3), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan). TLS: rustls (pushgate) and OpenSSL (nginx), same self-signed P-256 certificate."
-  echo "Command: \`bench/tls.sh\` (QUICK=${QUICK:-}). Generator, servers and publisher share the cores."
+  echo "Command: \`bench/tls.sh\` (QUICK=${QUICK:-}${ONLY:+, ONLY=$ONLY}). Generator, servers and publisher share the cores."
   echo
 } > "$out"
 
