@@ -21,17 +21,6 @@ bench_start
 N=$(fit_fd_limit "${N:-19000}")
 nchan_conf "$work/nginx.conf"
 
-# Summed RSS and PSS (KiB) of every nginx process.
-nginx_mem() {
-  local rss=0 pss=0 r p
-  for pid in $(pgrep -x nginx); do
-    r=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
-    p=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
-    rss=$((rss + r)); pss=$((pss + p))
-  done
-  echo "$rss $pss"
-}
-
 out=bench/RESULTS.md
 {
   echo

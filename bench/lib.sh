@@ -13,7 +13,7 @@ bench_need() {
 # (a temporary directory) and pids (processes to stop on exit). A script
 # with more to stop defines `bench_cleanup_extra`.
 # The loopback ports the bench scripts' servers listen on.
-BENCH_PORTS="5561 17999 18080 18081 18082 18083 18084 18091 18180 18280 19090 19190 28080 28081 28082 28090"
+BENCH_PORTS="${BENCH_PORTS:-5561 17999 18080 18081 18082 18083 18084 18091 18180 18280 18443 18543 18580 18590 18591 19090 19190 28080 28081 28082 28090}"
 
 # A server left over from an earlier run would answer in place of the one
 # a script starts (whose bind then fails), and measure the wrong build.
@@ -64,6 +64,27 @@ wait_established() {
   done
   # Not all open: measure what is (the report says how many connected).
   return 0
+}
+
+# Wait (up to 10 s) until something listens on local port $1.
+wait_listening() {
+  for _ in $(seq 1 100); do
+    ss -Hltn "sport = :$1" | grep -q . && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1 after 10 s" >&2
+  return 1
+}
+
+# Summed RSS and PSS (KiB) of every nginx process, from smaps_rollup.
+nginx_mem() {
+  local rss=0 pss=0 r p pid
+  for pid in $(pgrep -x nginx); do
+    r=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    p=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    rss=$((rss + ${r:-0})); pss=$((pss + ${p:-0}))
+  done
+  echo "$rss $pss"
 }
 
 # Write an nginx config to $1: Nchan on 127.0.0.1:28080 (publisher at

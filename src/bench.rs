@@ -8,6 +8,7 @@
 //!
 //! It shares no code path with the gateway: only the crate's dependencies.
 
+pub mod floor;
 pub mod h2;
 pub mod net;
 pub mod plot;
@@ -79,6 +80,10 @@ pub struct Report {
     pub delivered: u64,
     pub lost: u64,
     pub duplicates: u64,
+    /// Delivered after a message published later (counted in `delivered`):
+    /// publish requests sent concurrently (nginx+Nchan gets one per
+    /// message) may reach the server in another order.
+    pub reordered: u64,
     pub msgs_per_sec: f64,
     pub latency_ms: Latency,
     pub memory_per_connection_kib: Option<f64>,
@@ -278,6 +283,7 @@ struct Seen {
     latency: Histogram<u64>,
     delivered: u64,
     duplicates: u64,
+    reordered: u64,
     last: Option<Instant>,
 }
 
@@ -286,12 +292,14 @@ async fn collect(mut tasks: tokio::task::JoinSet<Vec<Tally>>) -> Result<Seen, St
         latency: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
         delivered: 0,
         duplicates: 0,
+        reordered: 0,
         last: None,
     };
     while let Some(done) = tasks.join_next().await {
         for t in done.map_err(|e| e.to_string())? {
             seen.delivered += t.received;
             seen.duplicates += t.duplicates;
+            seen.reordered += t.reordered;
             let _ = seen.latency.add(&t.latency);
             seen.last = seen.last.max(t.last_at);
         }
@@ -341,6 +349,7 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
         latency: merged,
         delivered,
         duplicates,
+        reordered,
         last,
     } = collect(tasks).await?;
     reporter.finish().await;
@@ -364,6 +373,7 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
         delivered,
         lost: expected.saturating_sub(delivered),
         duplicates,
+        reordered,
         msgs_per_sec: if seconds > 0.0 {
             delivered as f64 / seconds
         } else {
@@ -402,6 +412,12 @@ pub fn table(reports: &[Report]) -> String {
         |v: Option<f64>| v.map_or("(above the last bucket)".to_string(), |ms| format!("{ms}"));
     let mut out = String::new();
     for r in reports {
+        if r.reordered > 0 {
+            out.push_str(&format!(
+                "Out of order, {}: {} of the {} deliveries arrived after a message published later (counted as delivered, not as duplicates).\n\n",
+                r.transport, r.reordered, r.delivered
+            ));
+        }
         if let Some(s) = &r.server_latency_ms {
             out.push_str(&format!(
                 "Server side, {}: publish accepted → written, from pushgate's histogram over {} deliveries: p50 ≤ {} ms, p95 ≤ {} ms, p99 ≤ {} ms.\n\n",

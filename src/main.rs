@@ -185,10 +185,53 @@ struct BenchArgs {
     /// Write an SVG plot of the latency distribution per transport here.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// Serve as the floor on this address instead of measuring: a minimal
+    /// writer that CPU per delivery is measured against (`bench/cpu.sh`);
+    /// it takes publishes on --publish's address.
+    #[arg(long, value_name = "ADDR")]
+    floor: Option<std::net::SocketAddr>,
+    /// With --floor: serve subscribers over TLS with this PEM certificate.
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// With --floor: the PEM private key of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+}
+
+/// `pushgate bench --floor ADDR`: the floor, until killed.
+fn floor(listen: std::net::SocketAddr, a: &BenchArgs) -> ExitCode {
+    let publish = match a
+        .publish
+        .socket_addrs(|| None)
+        .ok()
+        .and_then(|v| v.into_iter().next())
+    {
+        Some(addr) => addr,
+        None => {
+            eprintln!(
+                "pushgate bench --floor: --publish {} has no address",
+                a.publish
+            );
+            return ExitCode::from(2);
+        }
+    };
+    pushgate::tls::install_crypto_provider();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let tls = a.cert.as_deref().zip(a.key.as_deref());
+    match pushgate::bench::floor::run(listen, publish, tls) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pushgate bench --floor: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn bench(a: BenchArgs) -> ExitCode {
     use pushgate::bench::{self, publisher::Target, subscriber::Transport};
+    if let Some(listen) = a.floor {
+        return floor(listen, &a);
+    }
     let parse_transport = |t: &str| match t {
         "ws" => Some(Transport::Ws),
         "sse" => Some(Transport::Sse),

@@ -198,7 +198,7 @@ async fn connection(
         tracing::debug_span!("conn", %peer, id, surface = ?surface, client = tracing::field::Empty);
     async move {
         let mut stream = stream;
-        let (fronts, proxy_protocol, handshake) = {
+        let (fronts, proxy_protocol, handshake, header_timeout) = {
             let settings = state.settings();
             let config = &settings.config;
             let fronts = match surface {
@@ -209,11 +209,35 @@ async fn connection(
                 ListenerRole::Admin => Fronts::default(),
             };
             let proxy_protocol = surface == ListenerRole::Public && config.listen.proxy_protocol;
-            (fronts, proxy_protocol, config.limits.handshake_timeout)
+            (
+                fronts,
+                proxy_protocol,
+                config.limits.handshake_timeout,
+                config.limits.header_timeout,
+            )
         };
         // One deadline for the PROXY header and the TLS handshake.
         let deadline = tokio::time::Instant::now() + handshake;
         let tls = acceptor.is_some();
+        // Nothing is allocated for the opening (TLS state, the relay's
+        // future and head buffer) until the client has sent something:
+        // after a connect burst, thousands of accepted connections whose
+        // first bytes had not arrived each held an opening's buffers at
+        // once, and the allocator kept that peak as idle memory. Waiting
+        // for readability costs no memory; a client that sends nothing is
+        // closed when its first deadline passes, as before.
+        let first_bytes = if tls || proxy_protocol {
+            deadline
+        } else {
+            tokio::time::Instant::now() + header_timeout
+        };
+        if !matches!(
+            tokio::time::timeout_at(first_bytes, stream.readable()).await,
+            Ok(Ok(()))
+        ) {
+            debug!("closed: nothing sent before the opening's deadline");
+            return;
+        }
         let identified = front::identify(
             &mut stream,
             peer,

@@ -148,6 +148,7 @@ mod tests {
             delivered: values_us.len() as u64,
             lost: 0,
             duplicates: 0,
+            reordered: 0,
             msgs_per_sec: 0.0,
             latency_ms: Latency {
                 avg: 0.0,

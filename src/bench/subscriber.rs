@@ -44,13 +44,89 @@ impl Transport {
     }
 }
 
+/// How many message numbers below the highest seen a subscriber remembers:
+/// a delivery that far behind is counted, but cannot be told from a repeat.
+const WINDOW: u64 = 4096;
+
+/// The message numbers one subscriber has seen, for telling a repeat from a
+/// late arrival. A server fed by concurrent publish requests (nginx+Nchan
+/// gets one request per message) may deliver them out of publish order;
+/// counting every out-of-order delivery as a duplicate, and not as
+/// delivered, made "lost" and "dup" come out equal for such a server.
+/// A ring of bits over the last [`WINDOW`] numbers: 512 B per subscriber
+/// whatever the run's length.
+struct Seen {
+    highest: Option<u64>,
+    bits: Box<[u64; (WINDOW / 64) as usize]>,
+}
+
+/// What [`Seen::note`] made of a message number.
+#[derive(Debug, PartialEq, Eq)]
+enum Arrival {
+    /// Above every number seen so far.
+    InOrder,
+    /// Below the highest seen, and not seen before (or too far below to tell).
+    Late,
+    /// Seen before.
+    Repeat,
+}
+
+impl Seen {
+    fn new() -> Seen {
+        Seen {
+            highest: None,
+            bits: Box::new([0; (WINDOW / 64) as usize]),
+        }
+    }
+
+    fn bit(n: u64) -> (usize, u64) {
+        let slot = n % WINDOW;
+        ((slot / 64) as usize, 1 << (slot % 64))
+    }
+
+    fn note(&mut self, n: u64) -> Arrival {
+        match self.highest {
+            Some(high) if n <= high => {
+                if high - n >= WINDOW {
+                    return Arrival::Late;
+                }
+                let (word, mask) = Seen::bit(n);
+                if self.bits[word] & mask != 0 {
+                    return Arrival::Repeat;
+                }
+                self.bits[word] |= mask;
+                Arrival::Late
+            }
+            _ => {
+                // The numbers between the old highest and `n` leave the
+                // window's far end: their slots are reused, cleared.
+                let from = self.highest.map_or(n, |high| high + 1);
+                if n - from >= WINDOW {
+                    self.bits.fill(0);
+                } else {
+                    for k in from..n {
+                        let (word, mask) = Seen::bit(k);
+                        self.bits[word] &= !mask;
+                    }
+                }
+                let (word, mask) = Seen::bit(n);
+                self.bits[word] |= mask;
+                self.highest = Some(n);
+                Arrival::InOrder
+            }
+        }
+    }
+}
+
 /// What one subscriber saw.
 pub struct Tally {
     pub latency: Histogram<u64>,
     pub received: u64,
     pub duplicates: u64,
+    /// Delivered, but after a message published later.
+    pub reordered: u64,
     pub last_at: Option<Instant>,
-    last_n: Option<u64>,
+    seen: Seen,
     /// The run's live counters (deliveries, for the progress line).
     progress: Arc<Progress>,
 }
@@ -63,8 +139,9 @@ impl Tally {
                 .expect("constant histogram bounds are valid"),
             received: 0,
             duplicates: 0,
+            reordered: 0,
             last_at: None,
-            last_n: None,
+            seen: Seen::new(),
             progress,
         }
     }
@@ -75,11 +152,14 @@ impl Tally {
         while let Some((n, t, after)) = next_stamp(rest) {
             rest = after;
             let now = epoch.elapsed().as_micros() as u64;
-            if self.last_n.is_some_and(|last| n <= last) {
-                self.duplicates += 1;
-                continue;
+            match self.seen.note(n) {
+                Arrival::Repeat => {
+                    self.duplicates += 1;
+                    continue;
+                }
+                Arrival::Late => self.reordered += 1,
+                Arrival::InOrder => {}
             }
-            self.last_n = Some(n);
             self.received += 1;
             self.progress.delivered.fetch_add(1, Relaxed);
             self.last_at = Some(Instant::now());
@@ -324,6 +404,43 @@ mod tests {
         assert_eq!(tally.received, 2);
         tally.record(poll, Instant::now());
         assert_eq!(tally.duplicates, 2);
+    }
+
+    fn stamp(n: u64) -> Vec<u8> {
+        format!("data: {{\"n\":{n},\"t\":1}}\n\n").into_bytes()
+    }
+
+    #[test]
+    fn late_deliveries_are_delivered_not_duplicates() {
+        // Published 0..6, delivered as a server fed by concurrent publish
+        // requests may deliver them: out of order, each once.
+        let mut tally = Tally::new(Arc::new(Progress::default()));
+        for n in [1, 0, 3, 2, 5, 4] {
+            tally.record(&stamp(n), Instant::now());
+        }
+        assert_eq!(tally.received, 6);
+        assert_eq!(tally.duplicates, 0);
+        assert_eq!(tally.reordered, 3);
+        // A real repeat, in order and late, is a duplicate and not delivered.
+        tally.record(&stamp(5), Instant::now());
+        tally.record(&stamp(2), Instant::now());
+        assert_eq!(tally.received, 6);
+        assert_eq!(tally.duplicates, 2);
+    }
+
+    #[test]
+    fn the_window_forgets_only_what_it_has_passed() {
+        let mut seen = Seen::new();
+        assert_eq!(seen.note(10), Arrival::InOrder);
+        // A jump clears the slots the numbers in between reuse.
+        assert_eq!(seen.note(10 + WINDOW), Arrival::InOrder);
+        assert_eq!(seen.note(11), Arrival::Late);
+        assert_eq!(seen.note(11), Arrival::Repeat);
+        // Beyond the window: counted late, not a repeat.
+        assert_eq!(seen.note(10), Arrival::Late);
+        assert_eq!(seen.note(3 * WINDOW), Arrival::InOrder);
+        assert_eq!(seen.note(3 * WINDOW - 1), Arrival::Late);
+        assert_eq!(seen.note(3 * WINDOW), Arrival::Repeat);
     }
 
     #[test]

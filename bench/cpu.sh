@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Server CPU per delivered message, in one run: pushgate, the floor
+# (`pushgate bench --floor`, src/bench/floor.rs: a minimal writer on the
+# same runtime layout, one write per delivery, no logic) and nginx+Nchan, each alone with the generator, SSE
+# and WebSocket, plain and over TLS (HTTP/1.1; the same self-signed
+# certificate for all three), the same subscribers and rate.
+#
+# CPU is the server's utime+stime from /proc/PID/stat (every nginx process
+# summed), sampled once every subscriber is connected (the handshakes are
+# not counted) and again after the run, divided by the deliveries the
+# generator saw; with the server's write calls per delivery (syscw of
+# /proc/PID/io), which says whether it wrote each delivery on its own or
+# several in one call. Appends a dated table to bench/RESULTS.md.
+#
+#   bench/cpu.sh                       # 2,000 subscribers x 20 msgs/s, 10 s
+#   N=1000 R=50 SECS=10 bench/cpu.sh
+#   QUICK=1 bench/cpu.sh               # 200 subscribers, 3 s
+#   PERF=1 bench/cpu.sh                # also `perf record -g` pushgate's runs
+#                                      # (perf data left in bench/perf-*.data)
+#   NOTE="two builds running" bench/cpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+. bench/lib.sh
+bench_need nginx libnginx-mod-nchan
+bench_start
+
+if [ -n "${QUICK:-}" ]; then N=${N:-200}; R=${R:-20}; SECS=${SECS:-3}; else N=${N:-2000}; R=${R:-20}; SECS=${SECS:-10}; fi
+N=$(fit_fd_limit "$N")
+M=$((R * SECS))
+TICK=$(getconf CLK_TCK)
+
+# The certificate all three serve: pushgate generates it on its first start.
+mkdir -p "$work/certs"
+sed -e 's/public: 127.0.0.1:18080/public: 127.0.0.1:18443/' bench/pushgate.yaml > "$work/pushgate-tls.yaml"
+printf 'tls: { cert: %s/certs/gw.crt, key: %s/certs/gw.key, self_signed_if_missing: true }\n' "$work" "$work" >> "$work/pushgate-tls.yaml"
+nchan_conf "$work/nginx.conf" "  server {
+    listen 127.0.0.1:28443 ssl;
+    ssl_certificate $work/certs/gw.crt; ssl_certificate_key $work/certs/gw.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location ~ ^/sub/(.+)\$ { nchan_subscriber; nchan_channel_id \$1; nchan_subscriber_first_message newest; }
+  }"
+
+# utime+stime, in clock ticks, of the given pids summed (field 14 and 15;
+# read after the ")" that ends the command name).
+ticks() {
+  local sum=0 pid t
+  for pid in "$@"; do
+    t=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}')
+    sum=$((sum + ${t:-0}))
+  done
+  echo "$sum"
+}
+
+out="$work/results.md"
+{
+  echo
+  echo "## CPU per delivery, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) cores, $(uname -sr); load before: $(cut -d' ' -f1-3 /proc/loadavg)${NOTE:+; $NOTE}. Command: \`bench/cpu.sh\` (N=$N, R=$R msgs/s, SECS=$SECS, QUICK=${QUICK:-}). $N subscribers on one channel, $M messages of 512 B at $R/s; generator and server share the cores."
+  echo "Server CPU = utime+stime of the server's processes from /proc (all nginx processes summed), from the moment every subscriber is connected to the end of the run, over the deliveries the generator counted."
+  echo
+  echo '| server | transport | connected | delivered | lost | dup / reordered | server CPU s | µs per delivery | write calls per delivery |'
+  echo '|---|---|---|---|---|---|---|---|---|'
+} > "$out"
+
+# write(2)-family calls (syscw of /proc/PID/io) of the given pids summed.
+writes() {
+  local sum=0 pid w
+  for pid in "$@"; do
+    w=$(awk '/^syscw:/ {print $2}' "/proc/$pid/io" 2>/dev/null)
+    sum=$((sum + ${w:-0}))
+  done
+  echo "$sum"
+}
+
+# One measurement: server name, road, local port, the pids to sum, then the
+# generator's arguments.
+measure() {
+  local server=$1 road=$2 port=$3 pidlist=$4; shift 4
+  local t0 t1 w0 w1 gen conn delivered lost dup us cpu wpd
+  # shellcheck disable=SC2086
+  set -- "$@" -n "$N" -m "$M" -r "$R" --hold 6 --json
+  $PG bench "$@" > "$work/run.json" 2>> "$work/bench.log" & gen=$!
+  wait_established "$port" "$N"
+  # TCP is established before the TLS handshake ends: wait (at most 4 s)
+  # until the server is idle, so that t0 follows every opening.
+  local prev now
+  # shellcheck disable=SC2086
+  prev=$(ticks $pidlist)
+  for _ in $(seq 1 8); do
+    sleep 0.5
+    # shellcheck disable=SC2086
+    now=$(ticks $pidlist)
+    [ $((now - prev)) -le 1 ] && break
+    prev=$now
+  done
+  # shellcheck disable=SC2086
+  t0=$(ticks $pidlist); w0=$(writes $pidlist)
+  if [ -n "${PERF:-}" ] && [ "$server" = pushgate ]; then
+    # shellcheck disable=SC2086
+    perf record -q -g -o "bench/perf-${road// /-}.data" -p "${pidlist%% *}" -- sleep $((SECS + 2)) >/dev/null 2>&1 || true
+  fi
+  wait $gen || true
+  # shellcheck disable=SC2086
+  t1=$(ticks $pidlist); w1=$(writes $pidlist)
+  conn=$(jq -r '.runs[0].connected // 0' "$work/run.json")
+  delivered=$(jq -r '.runs[0].delivered // 0' "$work/run.json")
+  lost=$(jq -r '.runs[0].lost // 0' "$work/run.json")
+  dup=$(jq -r '"\(.runs[0].duplicates // 0) / \(.runs[0].reordered // 0)"' "$work/run.json")
+  cpu=$(awk -v t=$((t1 - t0)) -v k="$TICK" 'BEGIN {printf "%.2f", t/k}')
+  us=$(awk -v t=$((t1 - t0)) -v k="$TICK" -v d="$delivered" 'BEGIN {if (d > 0) printf "%.2f", t/k*1e6/d; else print "-"}')
+  wpd=$(awk -v w=$((w1 - w0)) -v d="$delivered" 'BEGIN {if (d > 0) printf "%.2f", w/d; else print "-"}')
+  echo "| $server | $road | $conn | $delivered | $lost | $dup | $cpu | $us | $wpd |" >> "$out"
+  echo "$server $road: $us µs per delivery" >&2
+}
+
+# SIGTERM: a background job of a script ignores SIGINT unless it installs a
+# handler (pushgate does; the floor does not).
+stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+nginx_pids() { pgrep -x nginx | tr '\n' ' '; }
+
+# pushgate, plain then TLS (a fresh process each).
+$PG run -c bench/pushgate.yaml > "$work/pg.log" 2>&1 & pg=$!; pids+=($pg)
+wait_listening 18080; wait_listening 19090
+measure pushgate "SSE" 18080 "$pg" --transport sse --url http://127.0.0.1:18080
+measure pushgate "WS" 18080 "$pg" --transport ws --url http://127.0.0.1:18080
+stop $pg
+$PG run -c "$work/pushgate-tls.yaml" > "$work/pg.log" 2>&1 & pg=$!; pids+=($pg)
+wait_listening 18443; wait_listening 19090
+TLSU=(--ca "$work/certs/gw.crt")
+measure pushgate "SSE over TLS" 18443 "$pg" --transport sse --url https://127.0.0.1:18443 "${TLSU[@]}"
+measure pushgate "WSS" 18443 "$pg" --transport ws --url wss://127.0.0.1:18443 "${TLSU[@]}"
+stop $pg
+
+# The floor: plain on 18580, TLS on 18543; its publish API on 18590/18591.
+$PG bench --floor 127.0.0.1:18580 --publish http://127.0.0.1:18590 & fl=$!; pids+=($fl)
+wait_listening 18580
+measure floor "SSE" 18580 "$fl" --transport sse --url http://127.0.0.1:18580 --publish http://127.0.0.1:18590
+measure floor "WS" 18580 "$fl" --transport ws --url http://127.0.0.1:18580 --publish http://127.0.0.1:18590
+stop $fl
+$PG bench --floor 127.0.0.1:18543 --publish http://127.0.0.1:18591 --cert "$work/certs/gw.crt" --key "$work/certs/gw.key" & fl=$!; pids+=($fl)
+wait_listening 18543
+measure floor "SSE over TLS" 18543 "$fl" --transport sse --url https://127.0.0.1:18543 --publish http://127.0.0.1:18591 "${TLSU[@]}"
+measure floor "WSS" 18543 "$fl" --transport ws --url wss://127.0.0.1:18543 --publish http://127.0.0.1:18591 "${TLSU[@]}"
+stop $fl
+
+# nginx+Nchan: plain subscribers and the publisher on 28080, TLS on 28443.
+nginx -c "$work/nginx.conf" -g 'daemon off;' & ng=$!; pids+=($ng)
+wait_listening 28443
+NC=(--target nchan --publish http://127.0.0.1:28080)
+measure nginx+Nchan "SSE" 28080 "$(nginx_pids)" --transport sse --url http://127.0.0.1:28080 "${NC[@]}"
+measure nginx+Nchan "WS" 28080 "$(nginx_pids)" --transport ws --url http://127.0.0.1:28080 "${NC[@]}"
+measure nginx+Nchan "SSE over TLS" 28443 "$(nginx_pids)" --transport sse --url https://127.0.0.1:28443 "${NC[@]}" "${TLSU[@]}"
+measure nginx+Nchan "WSS" 28443 "$(nginx_pids)" --transport ws --url wss://127.0.0.1:28443 "${NC[@]}" "${TLSU[@]}"
+kill -QUIT $ng; wait $ng || true
+
+echo >> "$out"
+cat "$out"
+cat "$out" >> bench/RESULTS.md
+if [ -s "$work/bench.log" ]; then echo "generator errors:" >&2; grep -v '^connected\|^published\|delivered' "$work/bench.log" | tail -20 >&2; fi
