@@ -62,7 +62,8 @@ sed -i 's/^  - { pattern: "public\.\*", subscribe: anyone }$/&\n  - { pattern: "
 
 # sockudo on 28090: one app from the environment, its limits raised as
 # pushgate's are (the defaults allow 1,000 connections, 100 triggers/s and
-# 20 WebSocket connects a minute per address).
+# 20 WebSocket connects a minute per address); its per-socket buffer (1,000
+# messages) stays at its default, as pushgate keeps client_queue: 1024.
 sockudo_env=(
   HOST=127.0.0.1 PORT=28090 DEBUG_MODE=false LOG_LEVEL=warn
   ADAPTER_DRIVER=local CACHE_DRIVER=memory QUEUE_DRIVER=memory APP_MANAGER_DRIVER=memory
@@ -73,7 +74,6 @@ sockudo_env=(
   SOCKUDO_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND=1000000
   SOCKUDO_DEFAULT_APP_MAX_READ_REQUESTS_PER_SECOND=1000000
   SOCKUDO_DEFAULT_APP_MAX_PRESENCE_MEMBERS_PER_CHANNEL=100
-  WEBSOCKET_MAX_MESSAGES=100000 WEBSOCKET_MAX_BYTES=104857600
 )
 
 # Start a server; sets srvpid. $1: pushgate | sockudo.
