@@ -110,7 +110,7 @@ run() {
   echo "### $title" >> "$out"; echo >> "$out"
   echo "\`pushgate bench $*\`" >> "$out"; echo >> "$out"
   $PG bench --json "$@" > "$json" 2>> "$work/bench.log" || echo '{"runs":[]}' > "$json"
-  jq -r '.runs[] | "| \(.transport) | \(.subscribers) | \(.connected) | \(.delivered) | \(.lost) | \(.duplicates) | \(.msgs_per_sec|floor) | \(.latency_ms.p50) | \(.latency_ms.p99) | \(.latency_ms.max) | \(.memory_per_connection_kib // "-") |"' "$json" \
+  jq -r '.runs[] | "| \(.transport) | \(.subscribers) | \(.connected) | \(.delivered) | \(.lost) | \(.duplicates) | \(.msgs_per_sec // 0 | floor) | \(.latency_ms.p50) | \(.latency_ms.p99) | \(.latency_ms.max) | \(.memory_per_connection_kib // "-") |"' "$json" \
     | { echo "| transport | subscribers | connected | delivered | lost | dup | msgs/s | p50 ms | p99 ms | max ms | KiB/conn |"; echo "|---|---|---|---|---|---|---|---|---|---|---|"; cat; } >> "$out"
   echo >> "$out"
 }
@@ -163,7 +163,7 @@ for road in pg sk; do
   echo "$road: \`pushgate bench --presence ${u[*]} ${APP[*]} -n $MEMBERS --channels 11\`" >> "$out"; echo >> "$out"
   $PG bench --presence "${u[@]}" "${APP[@]}" -n "$MEMBERS" --channels 11 --json > "$work/presence-$road.json" 2>> "$work/bench.log" \
     || echo '{"presence":{}}' > "$work/presence-$road.json"
-  jq -r '.presence | "| \(.members) | \(.joined) | \(.added_seen) | \(.removed_seen) | \(.joins_per_sec|floor) | \(.leaves_per_sec|floor) |"' "$work/presence-$road.json" \
+  jq -r '.presence | "| \(.members) | \(.joined) | \(.added_seen) | \(.removed_seen) | \(.joins_per_sec // 0 | floor) | \(.leaves_per_sec // 0 | floor) |"' "$work/presence-$road.json" \
     | { echo "| members | joined | added seen | removed seen | joins/s | leaves/s |"; echo "|---|---|---|---|---|---|"; cat; } >> "$out"
   echo >> "$out"
   stop

@@ -251,7 +251,8 @@ fn bench(a: BenchArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    if target == Target::Pusher && (transports.iter().any(|t| *t != Transport::Pusher)) {
+    if target == Target::Pusher && !a.presence && transports.iter().any(|t| *t != Transport::Pusher)
+    {
         eprintln!(
             "pushgate bench: --target pusher speaks only the Pusher protocol: use --transport pusher"
         );
