@@ -14,6 +14,7 @@ pub mod net;
 pub mod plot;
 pub mod progress;
 pub mod publisher;
+pub mod pusher;
 pub mod server_side;
 pub mod subscriber;
 
@@ -64,6 +65,11 @@ pub struct Plan {
     pub mercure_path: String,
     /// `--target mercure`: the publisher's token.
     pub mercure_jwt: Option<String>,
+    /// The Pusher app the `pusher` transport subscribes to and publishes
+    /// through (its HTTP API under `publish`).
+    pub pusher: Option<pusher::App>,
+    /// Where Pusher sockets connect: `{pusher_path}/{key}`.
+    pub pusher_path: String,
 }
 
 /// What a run measured.
@@ -116,16 +122,21 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
 fn endpoint(plan: &Plan, i: usize) -> Endpoint {
     let channel = format!("{}.{}", plan.prefix, i % plan.channels.max(1));
     let path = match (plan.target, plan.transport) {
+        (_, Transport::Pusher) => match &plan.pusher {
+            Some(app) => app.socket_path(&plan.pusher_path),
+            None => String::new(),
+        },
         (publisher::Target::Nchan, _) => format!("/sub/{channel}"),
         (publisher::Target::Pushpin, _) => format!("/stream?channel={channel}"),
         (publisher::Target::Mercure, _) => format!("{}?topic={channel}", plan.mercure_path),
-        (publisher::Target::Pushgate, t) => {
+        (publisher::Target::Pushgate | publisher::Target::Pusher, t) => {
             format!("{}/{}?channels={channel}", plan.realtime_path, t.name())
         }
     };
     Endpoint {
         transport: plan.transport,
         path,
+        channel,
     }
 }
 
@@ -192,9 +203,18 @@ async fn connect_all(
             ));
         } else if let Some(tx) = readies.pop() {
             let ep = endpoint(plan, i);
-            tasks.spawn(async move {
-                vec![subscriber::run(&dialer, i, ep, epoch, tx, stop, progress).await]
-            });
+            match (plan.transport, plan.pusher.clone()) {
+                (Transport::Pusher, Some(app)) => tasks.spawn(async move {
+                    let (path, channel) = (&ep.path, &ep.channel);
+                    vec![
+                        pusher::run(&dialer, i, path, channel, &app, epoch, tx, stop, progress)
+                            .await,
+                    ]
+                }),
+                _ => tasks.spawn(async move {
+                    vec![subscriber::run(&dialer, i, ep, epoch, tx, stop, progress).await]
+                }),
+            };
         }
         if (i / per_conn) % 500 == 499 {
             tokio::task::yield_now().await;
@@ -393,6 +413,26 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
         seconds,
         histogram: merged,
     })
+}
+
+/// The presence step (`--presence`): `plan.subscribers` members of the
+/// Pusher app over `plan.channels` presence channels join, then leave.
+pub async fn presence(plan: &Plan) -> Result<pusher::PresenceReport, String> {
+    let app = plan
+        .pusher
+        .as_ref()
+        .ok_or("--presence needs --app-id, --app-key and --app-secret")?;
+    let dialers = dialers(plan)?;
+    let path = app.socket_path(&plan.pusher_path);
+    pusher::presence(
+        &dialers,
+        &path,
+        app,
+        plan.subscribers,
+        plan.channels,
+        &plan.prefix,
+    )
+    .await
 }
 
 fn name(plan: &Plan) -> &'static str {

@@ -121,10 +121,29 @@ struct BenchArgs {
     /// The publish API base (pushgate: the admin listener).
     #[arg(long, default_value = "http://127.0.0.1:19090")]
     publish: url::Url,
-    /// ws | sse | poll
+    /// ws | sse | poll | pusher (Pusher protocol 7; needs --app-id,
+    /// --app-key and --app-secret, and publishes through the Pusher HTTP API)
     #[arg(long, default_value = "sse")]
     transport: String,
-    /// Run ws, sse and poll one after the other and print the comparison.
+    /// The Pusher app's id (`--transport pusher`, `--presence`).
+    #[arg(long)]
+    app_id: Option<String>,
+    /// The Pusher app's key.
+    #[arg(long)]
+    app_key: Option<String>,
+    /// The Pusher app's secret: signs the HTTP API requests and the
+    /// private and presence subscriptions.
+    #[arg(long)]
+    app_secret: Option<String>,
+    /// Where Pusher sockets connect: `{path}/{key}?protocol=7`.
+    #[arg(long, default_value = "/app")]
+    pusher_path: String,
+    /// Instead of fan-out: -n presence members over --channels presence
+    /// channels join all at once, then leave; report joins and leaves per second.
+    #[arg(long)]
+    presence: bool,
+    /// Run ws, sse and poll (and pusher, given an app) one after the other
+    /// and print the comparison.
     #[arg(long)]
     compare_transports: bool,
     #[arg(long, short = 'n', default_value = "1000")]
@@ -236,6 +255,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         "ws" => Some(Transport::Ws),
         "sse" => Some(Transport::Sse),
         "poll" => Some(Transport::Poll),
+        "pusher" => Some(Transport::Pusher),
         _ => None,
     };
     let target = match a.target.as_str() {
@@ -243,21 +263,34 @@ fn bench(a: BenchArgs) -> ExitCode {
         "pushpin" => Target::Pushpin,
         "nchan" => Target::Nchan,
         "mercure" => Target::Mercure,
+        "pusher" => Target::Pusher,
         other => {
             eprintln!(
-                "pushgate bench: unknown --target {other} (pushgate | pushpin | nchan | mercure)"
+                "pushgate bench: unknown --target {other} (pushgate | pushpin | nchan | mercure | pusher)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let app = match (&a.app_id, &a.app_key, &a.app_secret) {
+        (Some(id), Some(key), Some(secret)) => Some(bench::pusher::App::new(id, key, secret)),
+        (None, None, None) => None,
+        _ => {
+            eprintln!(
+                "pushgate bench: a Pusher app needs all of --app-id, --app-key and --app-secret"
             );
             return ExitCode::from(2);
         }
     };
     let transports: Vec<Transport> = if a.compare_transports {
-        vec![Transport::Ws, Transport::Sse, Transport::Poll]
+        let mut all = vec![Transport::Ws, Transport::Sse, Transport::Poll];
+        all.extend(app.is_some().then_some(Transport::Pusher));
+        all
     } else {
         match parse_transport(&a.transport) {
             Some(t) => vec![t],
             None => {
                 eprintln!(
-                    "pushgate bench: unknown --transport {} (ws | sse | poll)",
+                    "pushgate bench: unknown --transport {} (ws | sse | poll | pusher)",
                     a.transport
                 );
                 return ExitCode::from(2);
@@ -266,6 +299,20 @@ fn bench(a: BenchArgs) -> ExitCode {
     };
     if target == Target::Mercure && transports.iter().any(|t| *t != Transport::Sse) {
         eprintln!("pushgate bench: --target mercure subscribes over SSE: use --transport sse");
+        return ExitCode::from(2);
+    }
+    let pusher_runs = a.presence || transports.contains(&Transport::Pusher);
+    if pusher_runs && app.is_none() {
+        eprintln!(
+            "pushgate bench: --transport pusher and --presence need --app-id, --app-key and --app-secret"
+        );
+        return ExitCode::from(2);
+    }
+    if target == Target::Pusher && !a.presence && transports.iter().any(|t| *t != Transport::Pusher)
+    {
+        eprintln!(
+            "pushgate bench: --target pusher speaks only the Pusher protocol: use --transport pusher"
+        );
         return ExitCode::from(2);
     }
     if a.h2 && transports.iter().any(|t| *t != Transport::Sse) {
@@ -315,7 +362,25 @@ fn bench(a: BenchArgs) -> ExitCode {
             h2_streams: a.h2.then_some(a.streams.max(1)),
             mercure_path: a.mercure_path.clone(),
             mercure_jwt: a.mercure_jwt.clone(),
+            pusher: app.clone(),
+            pusher_path: a.pusher_path.clone(),
         };
+        if a.presence {
+            return match rt.block_on(bench::presence(&plan)) {
+                Ok(r) if a.json => {
+                    println!("{}", serde_json::json!({ "presence": r }));
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    print!("{}", bench::pusher::presence_table(&r));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pushgate bench: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         match rt.block_on(bench::run(&plan, !a.json)) {
             Ok(r) => {
                 if let Some(hint) = bench::refusal_hint(&r) {

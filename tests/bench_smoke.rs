@@ -273,3 +273,141 @@ mercure: {{ publisher_jwt: {{ hs256_secret: "{secret}" }}, anonymous: true }}
     );
     handle.shutdown(std::time::Duration::from_secs(2)).await;
 }
+
+/// A gateway with a Pusher app (`bench-key`, secret `bench-secret`), public
+/// and presence channels, and no presence grace (a leave is told at once).
+fn pusher_gateway(dir: &std::path::Path) -> pushgate::Handle {
+    let text = r#"
+listen: { public: "127.0.0.1:0", admin: "127.0.0.1:0" }
+realtime: { presence_grace: 0s }
+channels:
+  - { pattern: "public.*", subscribe: anyone }
+  - { pattern: "presence-*", subscribe: anyone }
+pusher:
+  apps:
+    - { id: "1001", key: bench-key, secret: bench-secret }
+limits:
+  per_ip: { connects: { rate: 10000/s, burst: 10000 }, subscribes: { rate: 10000/s, burst: 10000 } }
+"#;
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, text).unwrap();
+    let config = pushgate::config::load(&path).unwrap();
+    let listeners = pushgate::Listeners {
+        public: pushgate::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+        admin: pushgate::bind("127.0.0.1:0".parse().unwrap()).unwrap(),
+    };
+    pushgate::Gateway::start(config, listeners).unwrap()
+}
+
+/// Runs `pushgate bench` with `args`; its exit status and JSON output.
+async fn bench_output(args: Vec<String>) -> (bool, serde_json::Value, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (
+        out.status.success(),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn bench_pusher_subscribers_get_every_trigger_and_presence_members_join_and_leave() {
+    let dir = common::temp_dir("bench-pusher");
+    let handle = pusher_gateway(&dir);
+    let (public, admin) = (handle.public_addr(), handle.admin_addr());
+    let app = |secret: &str| {
+        args(&[
+            "--json",
+            "--app-id",
+            "1001",
+            "--app-key",
+            "bench-key",
+            "--app-secret",
+            secret,
+            "--url",
+            &format!("http://{public}"),
+            "--publish",
+            &format!("http://{admin}"),
+        ])
+    };
+    // Fan-out over the Pusher road: subscribed over protocol 7, triggered
+    // through the signed HTTP API, 2 channels × 10 messages × 5 subscribers each.
+    let mut a = app("bench-secret");
+    a.extend(args(&[
+        "--transport",
+        "pusher",
+        "-n",
+        "10",
+        "-m",
+        "20",
+        "-r",
+        "200",
+        "--channels",
+        "2",
+    ]));
+    let runs = bench_json(a).await;
+    let r = &runs[0];
+    assert_eq!(r["transport"], "pusher", "{r}");
+    assert_eq!(r["connected"], 10, "{r}");
+    assert_eq!(r["delivered"], 100, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    assert_eq!(r["publish_errors"], 0, "{r}");
+    assert!(r["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{r}");
+    // The triggers went through pushgate's hub: its histogram saw them.
+    assert_eq!(r["server_latency_ms"]["deliveries"], 100, "{r}");
+
+    // A wrong secret: the public subscriptions need none, but every
+    // trigger is refused (401), and nothing is delivered.
+    let mut a = app("not-the-secret");
+    a.extend(args(&[
+        "--transport",
+        "pusher",
+        "-n",
+        "3",
+        "-m",
+        "5",
+        "-r",
+        "200",
+    ]));
+    let runs = bench_json(a).await;
+    let r = &runs[0];
+    assert_eq!(r["connected"], 3, "{r}");
+    assert_eq!(r["delivered"], 0, "{r}");
+    assert!(r["publish_errors"].as_u64().unwrap() > 0, "{r}");
+    // ... and presence subscriptions signed with it are refused.
+    let mut a = app("not-the-secret");
+    a.extend(args(&["--transport", "pusher", "-n", "3", "-m", "1"]));
+    a.extend(args(&["--prefix", "presence-bench"]));
+    let runs = bench_json(a).await;
+    assert_eq!(runs[0]["connected"], 0, "{}", runs[0]);
+    assert_ne!(runs[0]["refused"], serde_json::json!([]), "{}", runs[0]);
+
+    // Presence: 30 members over 3 channels join, then leave; the observers
+    // (one member per channel) are told of each.
+    let mut a = app("bench-secret");
+    a.extend(args(&["--presence", "-n", "30", "--channels", "3"]));
+    let (ok, v, stderr) = bench_output(a).await;
+    assert!(ok, "{stderr}");
+    let p = &v["presence"];
+    assert_eq!(p["connected"], 30, "{p}");
+    assert_eq!(p["joined"], 30, "{p}");
+    assert_eq!(p["added_seen"], 30, "{p}");
+    assert_eq!(p["removed_seen"], 30, "{p}");
+    assert!(p["joins_per_sec"].as_f64().unwrap() > 0.0, "{p}");
+    assert!(p["leaves_per_sec"].as_f64().unwrap() > 0.0, "{p}");
+
+    // A Pusher run without the app's secret is a usage error.
+    let (ok, _, stderr) = bench_output(args(&["--transport", "pusher", "--app-key", "k"])).await;
+    assert!(!ok);
+    assert!(stderr.contains("--app-secret"), "{stderr}");
+    handle.shutdown(std::time::Duration::from_secs(2)).await;
+}

@@ -27,6 +27,9 @@ pub enum Target {
     /// one form (`topic`, `data`) per message with the publisher's token,
     /// as `symfony/mercure` publishes.
     Mercure,
+    /// Another Pusher server (sockudo, soketi): subscribers and publisher
+    /// speak only the Pusher protocol and HTTP API.
+    Pusher,
 }
 
 /// How often a batch goes out.
@@ -95,8 +98,11 @@ async fn send(
             }
         }
     };
+    if let (Some(app), super::subscriber::Transport::Pusher) = (&plan.pusher, plan.transport) {
+        return pusher_batches(client, base, app, batch).await;
+    }
     match plan.target {
-        Target::Pushgate => {
+        Target::Pushgate | Target::Pusher => {
             let items: Vec<String> = batch
                 .iter()
                 .map(|(c, data)| format!("{{\"channel\":\"{c}\",\"data\":{data}}}"))
@@ -155,6 +161,49 @@ async fn send(
             errors
         }
     }
+}
+
+/// The Pusher HTTP API: `POST /apps/{id}/batch_events`, ten events a
+/// request (Pusher's batch limit), signed as the server libraries sign.
+/// `data` is the payload as a JSON string, as the libraries send it.
+async fn pusher_batches(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    base: &str,
+    app: &super::pusher::App,
+    batch: Vec<(String, String)>,
+) -> u64 {
+    let path = format!("/apps/{}/batch_events", app.id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // One request after the other: requests in flight together may be
+    // served out of order, which the subscribers' order check would count
+    // as duplicates and losses.
+    let mut errors = 0;
+    for chunk in batch.chunks(10) {
+        let events: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|(c, data)| {
+                serde_json::json!({ "name": super::pusher::EVENT, "channel": c, "data": data })
+            })
+            .collect();
+        let body = serde_json::json!({ "batch": events }).to_string();
+        let query = app
+            .signer
+            .sign_request("POST", &path, Vec::new(), body.as_bytes(), now);
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        let req = http::Request::post(format!("{base}{path}?{query}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)));
+        let ok = match req {
+            Ok(req) => matches!(client.request(req).await, Ok(resp) if resp.status().is_success()),
+            Err(_) => false,
+        };
+        errors += u64::from(!ok);
+    }
+    errors
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub enum Transport {
     Ws,
     Sse,
     Poll,
+    /// Pusher protocol 7 over WebSocket (`pusher.rs`, started by the parent).
+    Pusher,
 }
 
 impl Transport {
@@ -40,6 +42,7 @@ impl Transport {
             Transport::Ws => "ws",
             Transport::Sse => "sse",
             Transport::Poll => "poll",
+            Transport::Pusher => "pusher",
         }
     }
 }
@@ -148,8 +151,18 @@ impl Tally {
 
     /// Record every `"n":…,"t":…` pair in `frame`.
     pub fn record(&mut self, frame: &[u8], epoch: Instant) {
+        self.record_with(frame, epoch, PLAIN);
+    }
+
+    /// Record every `\"n\":…,\"t\":…` pair in `frame`: the stamps of a
+    /// payload carried as a JSON string, as Pusher's `data` always is.
+    pub fn record_escaped(&mut self, frame: &[u8], epoch: Instant) {
+        self.record_with(frame, epoch, ESCAPED);
+    }
+
+    fn record_with(&mut self, frame: &[u8], epoch: Instant, keys: Keys) {
         let mut rest = frame;
-        while let Some((n, t, after)) = next_stamp(rest) {
+        while let Some((n, t, after)) = next_stamp(rest, keys) {
             rest = after;
             let now = epoch.elapsed().as_micros() as u64;
             match self.seen.note(n) {
@@ -168,12 +181,17 @@ impl Tally {
     }
 }
 
-/// Find the next `"n":<digits>,"t":<digits>` in `s`.
-fn next_stamp(s: &[u8]) -> Option<(u64, u64, &[u8])> {
-    let i = find(s, b"\"n\":")?;
-    let (n, rest) = digits(&s[i + 4..])?;
-    let j = find(rest, b"\"t\":")?;
-    let (t, rest) = digits(&rest[j + 4..])?;
+/// The keys of a stamp as they appear in a frame: `(n, t)`.
+type Keys = (&'static [u8], &'static [u8]);
+const PLAIN: Keys = (b"\"n\":", b"\"t\":");
+const ESCAPED: Keys = (b"\\\"n\\\":", b"\\\"t\\\":");
+
+/// Find the next `"n":<digits>,"t":<digits>` in `s` (keys as `keys` spells them).
+fn next_stamp(s: &[u8], (n_key, t_key): Keys) -> Option<(u64, u64, &[u8])> {
+    let i = find(s, n_key)?;
+    let (n, rest) = digits(&s[i + n_key.len()..])?;
+    let j = find(rest, t_key)?;
+    let (t, rest) = digits(&rest[j + t_key.len()..])?;
     Some((n, t, rest))
 }
 
@@ -203,6 +221,8 @@ pub struct Endpoint {
     pub transport: Transport,
     /// Request path with query, e.g. `/realtime/sse?channels=bench.0`.
     pub path: String,
+    /// The channel, for protocols that subscribe after connecting (Pusher).
+    pub channel: String,
 }
 
 /// Connect; `ready` fires once connected (or failed). Records until `stop`.
@@ -231,6 +251,11 @@ pub async fn run(
         Transport::Ws => ws(io, &host, &endpoint.path, &mut tally, epoch, ready, &stop).await,
         Transport::Sse => sse(io, &host, &endpoint.path, &mut tally, epoch, ready, &stop).await,
         Transport::Poll => poll(io, &host, &endpoint.path, &mut tally, epoch, ready, &stop).await,
+        // The parent starts Pusher subscribers with `pusher::run` instead.
+        Transport::Pusher => {
+            let _ = ready.send(Outcome::Failed);
+            None
+        }
     };
     let _ = result;
     tally
@@ -396,8 +421,16 @@ mod tests {
     #[test]
     fn stamps_are_found_in_any_framing() {
         let f = br#"data: {"type":"message","channel":"bench.0","id":"9","data":{"n":41,"t":1234,"p":"xx"},"cursor":"a~b~9"}"#;
-        let (n, t, _) = next_stamp(f).unwrap();
+        let (n, t, _) = next_stamp(f, PLAIN).unwrap();
         assert_eq!((n, t), (41, 1234));
+        assert!(next_stamp(f, ESCAPED).is_none());
+        // Pusher's double encoding: the payload is a JSON string.
+        let p = br#"{"event":"bench","channel":"c","data":"{\"n\":7,\"t\":99,\"p\":\"x\"}"}"#;
+        assert_eq!(
+            next_stamp(p, ESCAPED).map(|(n, t, _)| (n, t)),
+            Some((7, 99))
+        );
+        assert!(next_stamp(p, PLAIN).is_none());
         let poll = br#"{"cursor":"c","messages":[{"data":{"n":1,"t":5}},{"data":{"n":2,"t":6}}]}"#;
         let mut tally = Tally::new(Arc::new(Progress::default()));
         tally.record(poll, Instant::now());
