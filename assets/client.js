@@ -7,7 +7,8 @@
  *
  * What it does for the page: picks the first transport that works (WebSocket,
  * then SSE, then long-polling) and probes the preferred one again later;
- * reconnects with exponential backoff and full jitter; resumes from the last
+ * reconnects with exponential backoff and full jitter (after the delay the
+ * gateway gives it when it restarts, `retry`, when it gave one); resumes from the last
  * cursor on every reconnect and transport switch, dropping anything seen twice
  * by message id; refreshes tokens; queues publish/send while offline; and,
  * with `shareAcrossTabs`, keeps one connection per browser for all tabs.
@@ -372,7 +373,9 @@
           this._emit('transport', { from, to: this._order[this._index] });
         } else {
           if (failed && this._index === this._order.length - 1 && this._order.length > 1) this._index = 0;
-          delay = info.retryAfter != null ? info.retryAfter : this._backoff();
+          // Told when to come back (a restart's `retry`): that long, plus the usual jitter.
+          const hinted = t.retryHint != null ? t.retryHint : 0;
+          delay = info.retryAfter != null ? info.retryAfter : hinted + this._backoff();
         }
       }
       this._waiting = true;
@@ -422,7 +425,13 @@
           if (f.type === 'error') this._emit('error', { code: f.code, message: f.message, channel: f.channel });
           return;
         }
-        case 'reconnect': if (f.cursor) this._cursor = f.cursor; return;
+        case 'reconnect':
+          if (f.cursor) this._cursor = f.cursor;
+          // The gateway is stopping and gives each client its own delay
+          // (`retry`, ms), so a restart's returns are spread rather than
+          // landing at once: the transport that heard it waits that long.
+          if (this._t && Number.isFinite(f.retry) && f.retry >= 0) this._t.retryHint = f.retry;
+          return;
         // After compressed messages, which carry no cursor (permessage-deflate).
         // Relayed: a follower that becomes leader resumes from it.
         case 'cursor':

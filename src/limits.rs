@@ -266,6 +266,11 @@ impl Limits {
         })
     }
 
+    /// `max_connections` in force.
+    pub fn max_connections(&self) -> usize {
+        self.policy.load().max_connections
+    }
+
     /// Whether the gateway is over `max_connections` with `current` open.
     pub fn at_capacity(&self, current: usize) -> bool {
         current > self.policy.load().max_connections

@@ -40,7 +40,7 @@ use crate::conn_info::ConnInfo;
 use crate::h1::framing::{MAX_RESPONSE_HEAD, content_length};
 use crate::h1::streaming;
 use crate::limits::{ClientKey, ConnectionSlot, Limits};
-use crate::metrics::stats::{Gauge, Stats};
+use crate::metrics::stats::{Seat, Stats};
 use crate::reply::{self, Body};
 use crate::upstream::attempt::{Tried, Turn, Unreached};
 use crate::upstream::exchange::{self, Pooled};
@@ -239,6 +239,11 @@ impl<'a> Proxy<'a> {
             None => None,
         };
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // The tunnel's place under `max_connections`: its HTTP/1.1
+        // connection's, or the one reserved for its HTTP/2 stream.
+        let seat = upgrade
+            .then(|| req.extensions().get::<Seat>().cloned())
+            .flatten();
         let backend_req = match self.backend_request(req, upgrade) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -280,6 +285,7 @@ impl<'a> Proxy<'a> {
         debug!(status = resp.status().as_u16(), elapsed = ?started.elapsed(), "proxied");
         // What a tunnel holds while it lasts, whichever HTTP version opened it.
         let held = Held {
+            seat,
             slot,
             in_flight: switched,
             idle: self.upstream.timeout(),
@@ -399,6 +405,8 @@ impl<'a> Proxy<'a> {
 /// What an upgraded tunnel holds for its life, the same whether an
 /// HTTP/1.1 upgrade or an HTTP/2 extended CONNECT opened it.
 struct Held {
+    /// Its place under `max_connections` (`stats.connections`).
+    seat: Option<Seat>,
     /// Its client address's place under `per_ip.connections`.
     slot: Option<ConnectionSlot>,
     /// Its request's slot on the server (`max_connections`), and its count
@@ -429,16 +437,17 @@ fn tunnel(
         async move {
             match tokio::try_join!(client_upgrade, backend_upgrade) {
                 Ok((client, backend)) => {
-                    // Counted from the hand-over, when hyper's HTTP/1
-                    // connection task stops counting the client; on
-                    // HTTP/2 a tunnel is one connection more than the h2
-                    // connection carrying it (`router.rs` checks the cap).
-                    let _counted = Gauge::enter(&stats, |s| &s.connections);
+                    // Counted with the place its request carried: its
+                    // HTTP/1.1 connection's, kept past the upgrade; on
+                    // HTTP/2 one more than the h2 connection carrying it
+                    // (`router.rs` reserves it).
                     let Held {
+                        seat,
                         slot,
                         in_flight,
                         idle,
                     } = held;
+                    let _counted = seat.unwrap_or_else(|| Seat::enter(&stats));
                     let (_slot, _in_flight) = (slot, in_flight);
                     let (mut c, mut b) = (TokioIo::new(client), TokioIo::new(backend));
                     tokio::select! {

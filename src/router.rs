@@ -18,18 +18,30 @@ pub async fn route(state: AppState, mut req: Request<Incoming>) -> Response<Body
         Some(crate::extended_connect::Ask::Other) => {
             return crate::extended_connect::unsupported();
         }
-        Some(crate::extended_connect::Ask::WebSocket) if at_capacity(&state) => {
-            state.metrics.limited("max_connections");
-            // A Pusher client reads 4100 where others read 503.
-            if let Some(resp) = transport::pusher::over_capacity::answer(&state, &mut req) {
-                return resp;
+        // A WebSocket on an HTTP/2 stream counts as a connection of its
+        // own, as one upgraded from HTTP/1.1 does, while its h2 connection
+        // goes on counting beside it: without this one TLS connection could
+        // hold as many sockets and backend tunnels as it has streams, for
+        // one connection's worth of the cap. Reserved here, in one step
+        // with the check, and carried on the request for the socket or
+        // tunnel to keep (it is given back if the stream never opens).
+        Some(crate::extended_connect::Ask::WebSocket) => match state.reserve_connection() {
+            Some(seat) => {
+                req.extensions_mut().insert(seat);
             }
-            return crate::reply::unavailable(
-                "at_capacity",
-                "the gateway is at max_connections; retry shortly",
-            );
-        }
-        _ => {}
+            None => {
+                state.metrics.limited("max_connections");
+                // A Pusher client reads 4100 where others read 503.
+                if let Some(resp) = transport::pusher::over_capacity::answer(&state, &mut req) {
+                    return resp;
+                }
+                return crate::reply::unavailable(
+                    "at_capacity",
+                    "the gateway is at max_connections; retry shortly",
+                );
+            }
+        },
+        None => {}
     }
     if let Some(key) = transport::pusher::endpoint(&settings, &req) {
         return transport::pusher::upgrade(state.clone(), settings, req, key).await;
@@ -55,17 +67,4 @@ pub async fn route(state: AppState, mut req: Request<Incoming>) -> Response<Body
     transport::mercure::advertise(&settings, &path, &mut resp);
     state.metrics.proxied(resp.status(), started.elapsed());
     resp
-}
-
-/// Whether one more connection would pass `max_connections`. A WebSocket
-/// on an HTTP/2 stream counts as a connection of its own, as one upgraded
-/// from HTTP/1.1 does, while its h2 connection goes on counting beside it:
-/// without this check one TLS connection could hold as many sockets and
-/// backend tunnels as it has streams, for one connection's worth of the cap.
-fn at_capacity(state: &AppState) -> bool {
-    let open = state
-        .stats
-        .connections
-        .load(std::sync::atomic::Ordering::Relaxed);
-    state.limits.at_capacity(open + 1)
 }

@@ -41,7 +41,7 @@ use crate::loops::Loops;
 use crate::real_ip::Fronts;
 use crate::relay::{self, Relayed};
 use crate::reply::{self, Body};
-use crate::state::{AppState, Gauge};
+use crate::state::{AppState, Seat};
 use crate::transport::sse::http1::SseHandoff;
 
 /// Which listener a connection came in on.
@@ -69,9 +69,17 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let gate = match surface {
-                    ListenerRole::Public => gate(&state),
-                    ListenerRole::Admin => None,
+                // `max_connections` is about client connections: the admin
+                // listener is not counted. Reserved here, before the
+                // hand-off to a loop, in one step with the check: the next
+                // accept sees this one. A connection refused at the cap
+                // holds no place (it is answered 503 and closed).
+                let (gate, seat) = match surface {
+                    ListenerRole::Public => match state.reserve_connection() {
+                        Some(seat) => (None, Some(seat)),
+                        None => (Some(ConnectionRefusal::Full), None),
+                    },
+                    ListenerRole::Admin => (None, None),
                 };
                 let state2 = state.clone();
                 // Read per connection: a reload may have brought new certificates.
@@ -79,12 +87,8 @@ pub async fn accept_loop(
                     ListenerRole::Public => state.settings().tls.clone().map(TlsAcceptor::from),
                     ListenerRole::Admin => None,
                 };
-                // Counted here, before the hand-off to a loop: the next
-                // accept's `max_connections` check sees this one.
-                let gauge = (surface == ListenerRole::Public)
-                    .then(|| Gauge::enter(&state.stats, |s| &s.connections));
                 let serve =
-                    move |stream| connection(state2, stream, peer, surface, acceptor, gate, gauge);
+                    move |stream| connection(state2, stream, peer, surface, acceptor, gate, seat);
                 match &loops {
                     // Leaves this runtime's reactor for the loop's.
                     Some(loops) => match stream.into_std() {
@@ -111,20 +115,6 @@ pub async fn accept_loop(
 pub enum ConnectionRefusal {
     Full,
     Limited(Limited),
-}
-
-/// The refusal a new public connection gets at accept: only
-/// `max_connections`, which needs no address. `per_ip.connects` is judged
-/// once the client's address is known ([`connects`]).
-fn gate(state: &AppState) -> Option<ConnectionRefusal> {
-    let open = state
-        .stats
-        .connections
-        .load(std::sync::atomic::Ordering::Relaxed);
-    state
-        .limits
-        .at_capacity(open + 1)
-        .then_some(ConnectionRefusal::Full)
 }
 
 /// `per_ip.connects` for a connection from `info`'s client. A trusted
@@ -190,8 +180,8 @@ async fn connection(
     surface: ListenerRole,
     acceptor: Option<TlsAcceptor>,
     gate: Option<ConnectionRefusal>,
-    // `max_connections` is about client connections: the admin listener is not counted.
-    gauge: Option<Gauge>,
+    // Its place under `max_connections` (none on the admin listener).
+    seat: Option<Seat>,
 ) {
     let id = state.stats.conn_id();
     let span =
@@ -275,17 +265,26 @@ async fn connection(
         let handoff = match acceptor {
             Some(acceptor) => {
                 Box::pin(serve_tls(
-                    state, stream, info, surface, gate, acceptor, deadline,
+                    state,
+                    stream,
+                    info,
+                    surface,
+                    gate,
+                    seat.clone(),
+                    (acceptor, deadline),
                 ))
                 .await
             }
-            None => Box::pin(serve(state, stream, info, surface, gate, false)).await,
+            None => {
+                let seat = seat.clone();
+                Box::pin(serve(state, stream, info, surface, gate, seat, false)).await
+            }
         };
         // A handed-off SSE stream keeps counting until it ends; an upgraded
-        // WebSocket counts again in its session once hyper hands it over.
+        // WebSocket or tunnel keeps the place from its request.
         match handoff {
-            Some(sse) => sse.spawn(&tasks, gauge),
-            None => drop(gauge),
+            Some(sse) => sse.spawn(&tasks, seat),
+            None => drop(seat),
         }
     }
     .instrument(span)
@@ -299,14 +298,15 @@ async fn serve_tls(
     mut info: ConnInfo,
     surface: ListenerRole,
     gate: Option<ConnectionRefusal>,
-    acceptor: TlsAcceptor,
-    deadline: tokio::time::Instant,
+    seat: Option<Seat>,
+    // The acceptor, and when its handshake must be done by.
+    (acceptor, deadline): (TlsAcceptor, tokio::time::Instant),
 ) -> Option<SseHandoff> {
     match tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))).await {
         Ok(Ok(tls)) => {
             info.sni = tls.get_ref().1.server_name().map(std::sync::Arc::from);
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve(state, tls, info, surface, gate, h2).await
+            serve(state, tls, info, surface, gate, seat, h2).await
         }
         Ok(Err(error)) => {
             state.metrics.tls_failures.inc();
@@ -338,6 +338,7 @@ async fn serve<I>(
     info: ConnInfo,
     surface: ListenerRole,
     gate: Option<ConnectionRefusal>,
+    seat: Option<Seat>,
     h2: bool,
 ) -> Option<SseHandoff>
 where
@@ -371,6 +372,7 @@ where
         info,
         surface,
         gate,
+        seat,
         h2,
     ))
     .await;
@@ -402,6 +404,7 @@ async fn serve_hyper<I>(
     info: ConnInfo,
     surface: ListenerRole,
     gate: Option<ConnectionRefusal>,
+    seat: Option<Seat>,
     // TLS negotiated h2 (ALPN): WebSockets may ride it (RFC 8441).
     alpn_h2: bool,
 ) where
@@ -421,6 +424,12 @@ async fn serve_hyper<I>(
             let info = info.for_request(req.headers());
             req.extensions_mut().insert(info);
             req.extensions_mut().insert(kill.clone());
+            // An HTTP/1.1 request carries its connection's place, for the
+            // WebSocket or tunnel an upgrade makes of the connection to keep.
+            // An HTTP/2 stream's socket reserves its own (`router.rs`).
+            if let (Some(seat), true) = (&seat, req.version() < http::Version::HTTP_2) {
+                req.extensions_mut().insert(seat.clone());
+            }
             let state = state.clone();
             // Boxed: hyper keeps one in-flight slot per connection for the
             // connection's whole life, sized like this future; a box makes

@@ -23,7 +23,7 @@ use crate::ingest::tap::Taps;
 use crate::ingest::webhook::{RuleError, Webhooks};
 use crate::lifecycle::Lifecycle;
 use crate::limits::Limits;
-pub use crate::metrics::stats::{Gauge, Stats};
+pub use crate::metrics::stats::{Gauge, Seat, Stats};
 use crate::rules::ChannelRules;
 use crate::session_auth::{CheckPolicy, Checks};
 use crate::upstream::registry::Upstreams;
@@ -232,6 +232,12 @@ impl AppState {
 
 impl Handles {
     /// The settings in force now.
+    /// One more connection's place under `max_connections` (as in force
+    /// now), or `None` at the cap: checked and counted in one step.
+    pub fn reserve_connection(&self) -> Option<Seat> {
+        Seat::reserve(&self.stats, self.limits.max_connections())
+    }
+
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.load_full()
     }

@@ -34,7 +34,7 @@ use crate::alarm::Listener;
 use crate::broker::BrokerError;
 use crate::conn_info::ConnInfo;
 use crate::reply::Body;
-use crate::state::{AppState, Gauge, Settings};
+use crate::state::{AppState, Gauge, Seat, Settings};
 use ending::Ending;
 use handshake::Handshake;
 use inflate::Inflating;
@@ -114,6 +114,7 @@ pub async fn upgrade(
     let agreed = deflate::negotiate(req.headers(), &settings.config.realtime.compression);
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let seat = req.extensions().get::<Seat>().cloned();
     let span = tracing::debug_span!(
         "session",
         transport = "ws",
@@ -148,6 +149,7 @@ pub async fn upgrade(
         binary: q.get("binary").is_some_and(|v| v == "1"),
         cursor_frames: q.get("cursor_frames").is_some_and(|v| v == "1"),
         agreed,
+        seat,
     });
     tasks.spawn(run(opening, on_upgrade).instrument(span));
     let mut resp = handshake.accept();
@@ -232,6 +234,9 @@ struct Opening {
     cursor_frames: bool,
     /// permessage-deflate, when the handshake agreed on it.
     agreed: Option<deflate::Agreed>,
+    /// Its place under `max_connections`, from its request: its HTTP/1.1
+    /// connection's, or the one reserved for its HTTP/2 stream.
+    seat: Option<Seat>,
 }
 
 /// A session ready to serve, with what it holds for its whole life.
@@ -242,11 +247,11 @@ struct Opened {
     started: Result<(), Ending>,
     _registration: crate::connections::Registration,
     _gauge: Gauge,
-    /// The socket counts against `max_connections`: over HTTP/1.1 hyper's
-    /// connection task, which counted it, ended at the upgrade; over
-    /// HTTP/2 each socket is one connection more than the h2 connection
-    /// that carries it (`router.rs` checks the cap before the 200).
-    _connection: Gauge,
+    /// The socket counts against `max_connections`: over HTTP/1.1 it keeps
+    /// its connection's place past the upgrade; over HTTP/2 each socket is
+    /// one connection more than the h2 connection that carries it
+    /// (`router.rs` reserves its place before the 200).
+    _connection: Seat,
 }
 
 /// The connection task: the upgrade and the opening in a box freed once the
@@ -282,6 +287,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         binary,
         cursor_frames,
         agreed,
+        seat,
     } = *opening;
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
@@ -297,7 +303,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         .max_frame_size(Some(rt.max_message + 4096));
     let (socket, outgoing) = accept_socket(upgraded, agreed, config, &state, &settings).await;
     let gauge = Gauge::enter(&state.stats, |s| &s.ws);
-    let connection = Gauge::enter(&state.stats, |s| &s.connections);
+    let connection = seat.unwrap_or_else(|| Seat::enter(&state.stats));
     let subject = client.identity.as_ref().map(|i| i.subject.clone());
     let id = state.stats.conn_id();
     let registration = state

@@ -378,3 +378,34 @@ async fn buffered_sse_falls_back_to_poll() {
     );
     b.finish().await;
 }
+
+/// On shutdown the gateway tells each client when to come back (`retry`,
+/// drawn within `realtime.reconnect_spread`): the client waits at least that
+/// long before its next attempt, on WebSocket (the reconnect frame before
+/// close 1012) and on SSE (`event: reconnect`).
+#[tokio::test]
+async fn waits_the_retry_the_gateway_gives_on_shutdown() {
+    for transport in ["websocket", "sse"] {
+        let mut gw = gateway_with_realtime("  reconnect_spread: 8s", "").await;
+        let b = Browser::start().await;
+        b.open_page(&gw, &format!("channels=public.bye&transports={transport}"))
+            .await;
+        b.until_transport(transport, 15).await;
+        gw.stop().await;
+        b.until(10, "the reconnect hint", "return window.hints.length >= 1")
+            .await;
+        b.until(15, "the next attempt", "return window.attempts.length >= 2")
+            .await;
+        let seen = b
+            .js("return [window.hints[0].kind, window.hints[0].retry, window.attempts[1].at - window.hints[0].at]")
+            .await;
+        assert_eq!(seen[0], transport);
+        let retry = seen[1].as_f64().expect("a retry in ms");
+        let waited = seen[2].as_f64().unwrap();
+        assert!(
+            waited >= retry,
+            "{transport}: came back after {waited} ms, told {retry} ms"
+        );
+        b.finish().await;
+    }
+}

@@ -32,13 +32,20 @@ const PAGE: &str = include_str!("page.html");
 
 /// A gateway in front of the test site, with JWT auth and client messages on.
 pub async fn gateway(extra: &str) -> TestGateway {
+    gateway_with_realtime("", extra).await
+}
+
+/// [`gateway`] with more `realtime:` keys (`realtime`, indented lines).
+pub async fn gateway_with_realtime(realtime: &str, extra: &str) -> TestGateway {
     let site = site().await;
     let auth = format!(
         "auth:\n  jwt: {{ hs256_secret: \"{SECRET}\", leeway: 0s }}\nclient_messages: {{ forward_to: /inbound }}\n{extra}"
     );
     TestGateway::builder()
         .backend(&format!("http://{site}"))
-        .realtime("  heartbeat: 15s\n  poll_timeout: 10s")
+        .realtime(&format!(
+            "  heartbeat: 15s\n  poll_timeout: 10s\n{realtime}"
+        ))
         .section(&auth)
         .start()
         .await

@@ -189,6 +189,41 @@ async fn max_connections_counts_websockets() {
 }
 
 #[tokio::test]
+async fn concurrent_upgrades_never_pass_max_connections() {
+    let gw = gateway("  max_connections: 3").await;
+    // Five handshakes at once: each connection reserves its place at accept
+    // and its WebSocket keeps it past the upgrade, so exactly three open.
+    let tries = (0..5).map(|_| gw.try_ws("/realtime/ws?channels=public.cap"));
+    let mut open = Vec::new();
+    for tried in futures_util::future::join_all(tries).await {
+        match tried {
+            Ok(ws) => open.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 503)
+            }
+            Err(other) => panic!("a handshake failed otherwise: {other}"),
+        }
+    }
+    assert_eq!(open.len(), 3, "exactly max_connections opened");
+    eventually(5, "three WebSockets counted", || async {
+        let stats = gw.stats().await;
+        stats["connections"] == 3 && stats["transports"]["ws"] == 3
+    })
+    .await;
+    // A further connection is refused and holds no place.
+    assert!(gw.try_ws("/realtime/ws").await.is_err());
+    assert_eq!(gw.stats().await["connections"], 3);
+    // One closes: its place is free for the next.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    eventually(5, "the closed WebSocket's place given back", || async {
+        gw.try_ws("/realtime/ws").await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn publish_and_subscribe_limits() {
     let gw = gateway(
         r#"  publish: { rate: 5/s, burst: 5 }

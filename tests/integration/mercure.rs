@@ -3,6 +3,8 @@
 //! as `symfony/mercure` does (HS256, a `mercure` or `authorization_details`
 //! claim, a form body), private updates, resume, and every refusal.
 
+mod h2;
+
 use crate::common::{SseReader, TestGateway};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};

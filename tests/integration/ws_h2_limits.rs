@@ -146,3 +146,86 @@ async fn anonymous_h2_sockets_have_a_message_budget_each() {
     send_json(ws, json!({"op": "ping", "ref": 9})).await;
     assert_eq!(next_json(ws).await["code"], "rate_limited");
 }
+
+/// Open `n` extended CONNECTs to `path` at once on one h2 connection of a
+/// gateway with `max_connections: 3`, sampling the connection gauge the
+/// while: the cap is one reservation, so no two streams can both take the
+/// last place. Returns how many were answered 200 (their streams kept
+/// open) and the highest gauge seen.
+async fn race_for_places(gw: &TestGateway, path: &str, n: usize) -> (usize, u64, Vec<H2Open>) {
+    let h2 = h2_client::connect(gw, true).await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sampler = async {
+        let mut highest = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            highest = highest.max(gw.stats().await["connections"].as_u64().unwrap());
+            tokio::task::yield_now().await;
+        }
+        highest
+    };
+    let asks = (0..n).map(|_| {
+        let mut h2 = h2.clone();
+        async move {
+            extended_connect(&mut h2, gw, path, "websocket", &[WS13])
+                .await
+                .unwrap()
+        }
+    });
+    let opening = async {
+        let answers = futures_util::future::join_all(asks).await;
+        let mut opened = Vec::new();
+        for (resp, stream) in answers {
+            match resp.status().as_u16() {
+                200 => opened.push(websocket(resp, stream).await),
+                503 => assert_eq!(body(resp).await["error"], "at_capacity"),
+                other => panic!("a stream answered {other}"),
+            }
+        }
+        // Settled: every opened socket counted beside the h2 connection.
+        eventually(5, "the opened sockets counted", || async {
+            gw.stats().await["connections"] == 1 + opened.len() as u64
+        })
+        .await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        opened
+    };
+    let (highest, opened) = tokio::join!(sampler, opening);
+    (opened.len(), highest, opened)
+}
+
+type H2Open = h2_client::H2Ws;
+
+#[tokio::test]
+async fn concurrent_h2_sockets_never_pass_max_connections() {
+    let gw = TestGateway::builder()
+        .limits("  max_connections: 3")
+        .start()
+        .await;
+    let (opened, highest, _open) =
+        race_for_places(&gw, "/realtime/ws?channels=public.cap", 5).await;
+    // The h2 connection holds one place: two sockets fill the rest.
+    assert_eq!(opened, 2, "exactly the free places opened");
+    assert!(highest <= 3, "the gauge passed the cap: {highest}");
+}
+
+#[tokio::test]
+async fn concurrent_h2_tunnels_never_pass_max_connections() {
+    let app = backend::app().await;
+    let gw = TestGateway::builder()
+        .backend(&format!("http://{}", app.addr()))
+        .limits("  max_connections: 3")
+        .start()
+        .await;
+    let (opened, highest, mut open) = race_for_places(&gw, "/ws", 5).await;
+    assert_eq!(opened, 2, "exactly the free places opened");
+    assert!(highest <= 3, "the gauge passed the cap: {highest}");
+    // A tunnel that ends gives its place back.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    drop(first);
+    eventually(5, "the closed tunnel's place given back", || async {
+        gw.stats().await["connections"] == 2
+    })
+    .await;
+}

@@ -12,7 +12,8 @@
 //! and its new rights apply from then on), when the gateway stops (with
 //! `retry:` so browsers come back soon), when an operator disconnects it,
 //! or when the client is too slow for its queue (its inbox is evicted and
-//! the connection cut, as for pushgate's SSE).
+//! on HTTP/1, the connection cut, as for
+//! pushgate's SSE; on HTTP/2 only the stream ends: `subscribe.rs`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;

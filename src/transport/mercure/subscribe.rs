@@ -113,11 +113,18 @@ pub(super) async fn open<B>(
         let head = session.cursor().get(HUB_CHANNEL).unwrap_or(0);
         update::hub_id(session.cursor().epoch, head)
     });
-    let kill = req
-        .extensions()
-        .get::<ConnKill>()
-        .cloned()
-        .unwrap_or_default();
+    // The connection is cut when this stream falls behind only where it is
+    // the stream's alone (HTTP/1); an HTTP/2 connection carries other
+    // streams, which go on: there the evicted stream ends by itself (its
+    // body's next turn finds the eviction), as pushgate's SSE does.
+    let kill = match req.version() {
+        http::Version::HTTP_2 => ConnKill::default(),
+        _ => req
+            .extensions()
+            .get::<ConnKill>()
+            .cloned()
+            .unwrap_or_default(),
+    };
     let span = tracing::debug_span!(
         "session",
         transport = "mercure",
