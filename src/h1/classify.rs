@@ -28,8 +28,9 @@ pub(crate) const MAX_HEADERS: usize = 64;
 /// What the bytes at the front of a client's buffer are.
 #[derive(Debug)]
 pub(crate) enum Classified {
-    /// `GET <realtime.path>/sse` as a connection's first request, complete,
-    /// nothing after it: served without hyper.
+    /// `GET <realtime.path>/sse` (or the Mercure hub's `GET mercure.path`)
+    /// as a connection's first request, complete, nothing after it: served
+    /// without hyper.
     Sse(http::Request<()>),
     /// A request the relay takes, with the head it sends the backend.
     Relay(Outbound),
@@ -39,15 +40,10 @@ pub(crate) enum Classified {
     NeedMore,
 }
 
-/// Classify the head at the front of `buf`. `sse`: the SSE endpoint's path
-/// (`<realtime.path>/sse`) when the head is a connection's first, else
-/// `None`.
-pub(crate) fn classify(
-    buf: &[u8],
-    route: &Route<'_>,
-    sse: Option<&str>,
-    info: &ConnInfo,
-) -> Classified {
+/// Classify the head at the front of `buf`. `sse`: the paths of the event
+/// streams served without hyper (`<realtime.path>/sse`, the Mercure hub's
+/// path) when the head is a connection's first, else empty.
+pub(crate) fn classify(buf: &[u8], route: &Route<'_>, sse: &[&str], info: &ConnInfo) -> Classified {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {
@@ -55,10 +51,12 @@ pub(crate) fn classify(
         Ok(httparse::Status::Partial) => return Classified::NeedMore,
         Err(_) => return Classified::Hyper,
     };
-    if let (Some(sse), Some("GET"), Some(target)) = (sse, parsed.method, parsed.path) {
-        let ours = target
-            .strip_prefix(sse)
-            .is_some_and(|after| after.is_empty() || after.starts_with('?'));
+    if let (Some("GET"), Some(target)) = (parsed.method, parsed.path) {
+        let ours = sse.iter().any(|sse| {
+            target
+                .strip_prefix(sse)
+                .is_some_and(|after| after.is_empty() || after.starts_with('?'))
+        });
         if ours {
             // Pipelined bytes: hyper handles sequences.
             let alone = len == buf.len();
@@ -109,7 +107,7 @@ mod tests {
             realtime: "/realtime",
             tapped: &never,
         };
-        let sse = first.then_some("/realtime/sse");
+        let sse: &[&str] = if first { &["/realtime/sse"] } else { &[] };
         classify(raw.as_bytes(), &route, sse, &info())
     }
 
