@@ -129,6 +129,39 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_stream_path_is_served_without_hyper_and_only_it() {
+        let never = |_: &http::Method, _: &str| false;
+        let route = Route {
+            realtime: "/realtime",
+            tapped: &never,
+        };
+        let streams = ["/realtime/sse", "/.well-known/mercure"];
+        let judged = |raw: &str| classify(raw.as_bytes(), &route, &streams, &info());
+        let raw = "GET /.well-known/mercure?topic=urn%3Aa HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n";
+        let Classified::Sse(req) = judged(raw) else {
+            panic!("not a stream");
+        };
+        assert_eq!(req.uri().query(), Some("topic=urn%3Aa"));
+        assert_eq!(req.headers()["authorization"], "Bearer t");
+        assert!(matches!(
+            judged("GET /realtime/sse?channels=a HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Classified::Sse(_)
+        ));
+        // A path under the hub's (its subscriptions API), a longer name, or
+        // a publish are not streams.
+        for raw in [
+            "GET /.well-known/mercure/subscriptions HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercurex HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert!(
+                !matches!(judged(raw), Classified::Sse(_)),
+                "{raw:?} is not a stream"
+            );
+        }
+    }
+
+    #[test]
     fn a_plain_get_is_relayed_with_its_head_written() {
         let raw = "GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n";
         for first in [true, false] {
