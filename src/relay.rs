@@ -118,7 +118,10 @@ where
                 // The routed upstream's, put in by `retarget` below.
                 tapped: &tapped,
             };
-            let sse = first.then_some(sse_path.as_str());
+            // The Mercure hub's subscribers are event streams too.
+            let mercure = settings.config.mercure.as_ref().map(|m| m.path.as_str());
+            let streams = [sse_path.as_str(), mercure.unwrap_or(&sse_path)];
+            let sse: &[&str] = if first { &streams } else { &[] };
             match classify(&buf, &route, sse, info) {
                 Classified::Sse(req) => return Relayed::Sse(req),
                 Classified::Hyper => return Relayed::HandOver(buf),

@@ -379,8 +379,8 @@ where
     None
 }
 
-/// Answer an SSE subscriber on HTTP/1 without hyper: open its session and
-/// hand back what streaming needs.
+/// Answer an SSE subscriber (pushgate's own or the Mercure hub's) on
+/// HTTP/1 without hyper: open its session and hand back what streaming needs.
 async fn open_sse<I>(
     state: AppState,
     io: I,
@@ -394,7 +394,11 @@ where
     let info = info.for_request(req.headers());
     req.extensions_mut().insert(info);
     req.extensions_mut().insert(kill.clone());
-    let answer = Box::pin(crate::transport::sse::direct(state, req)).await;
+    let answer = if crate::transport::mercure::is_stream(&state.settings(), req.uri().path()) {
+        Box::pin(crate::transport::mercure::direct(state, req)).await
+    } else {
+        Box::pin(crate::transport::sse::direct(state, req)).await
+    };
     SseHandoff::new(Box::new(io), answer, kill)
 }
 

@@ -28,8 +28,9 @@ pub(crate) const MAX_HEADERS: usize = 64;
 /// What the bytes at the front of a client's buffer are.
 #[derive(Debug)]
 pub(crate) enum Classified {
-    /// `GET <realtime.path>/sse` as a connection's first request, complete,
-    /// nothing after it: served without hyper.
+    /// `GET <realtime.path>/sse` (or the Mercure hub's `GET mercure.path`)
+    /// as a connection's first request, complete, nothing after it: served
+    /// without hyper.
     Sse(http::Request<()>),
     /// A request the relay takes, with the head it sends the backend.
     Relay(Outbound),
@@ -39,15 +40,10 @@ pub(crate) enum Classified {
     NeedMore,
 }
 
-/// Classify the head at the front of `buf`. `sse`: the SSE endpoint's path
-/// (`<realtime.path>/sse`) when the head is a connection's first, else
-/// `None`.
-pub(crate) fn classify(
-    buf: &[u8],
-    route: &Route<'_>,
-    sse: Option<&str>,
-    info: &ConnInfo,
-) -> Classified {
+/// Classify the head at the front of `buf`. `sse`: the paths of the event
+/// streams served without hyper (`<realtime.path>/sse`, the Mercure hub's
+/// path) when the head is a connection's first, else empty.
+pub(crate) fn classify(buf: &[u8], route: &Route<'_>, sse: &[&str], info: &ConnInfo) -> Classified {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {
@@ -55,10 +51,12 @@ pub(crate) fn classify(
         Ok(httparse::Status::Partial) => return Classified::NeedMore,
         Err(_) => return Classified::Hyper,
     };
-    if let (Some(sse), Some("GET"), Some(target)) = (sse, parsed.method, parsed.path) {
-        let ours = target
-            .strip_prefix(sse)
-            .is_some_and(|after| after.is_empty() || after.starts_with('?'));
+    if let (Some("GET"), Some(target)) = (parsed.method, parsed.path) {
+        let ours = sse.iter().any(|sse| {
+            target
+                .strip_prefix(sse)
+                .is_some_and(|after| after.is_empty() || after.starts_with('?'))
+        });
         if ours {
             // Pipelined bytes: hyper handles sequences.
             let alone = len == buf.len();
@@ -109,7 +107,7 @@ mod tests {
             realtime: "/realtime",
             tapped: &never,
         };
-        let sse = first.then_some("/realtime/sse");
+        let sse: &[&str] = if first { &["/realtime/sse"] } else { &[] };
         classify(raw.as_bytes(), &route, sse, &info())
     }
 
@@ -128,6 +126,39 @@ mod tests {
         assert!(matches!(judge(raw, true), Classified::Sse(_)));
         // Only as a connection's first request.
         assert!(matches!(judge(raw, false), Classified::Hyper));
+    }
+
+    #[test]
+    fn every_listed_stream_path_is_served_without_hyper_and_only_it() {
+        let never = |_: &http::Method, _: &str| false;
+        let route = Route {
+            realtime: "/realtime",
+            tapped: &never,
+        };
+        let streams = ["/realtime/sse", "/.well-known/mercure"];
+        let judged = |raw: &str| classify(raw.as_bytes(), &route, &streams, &info());
+        let raw = "GET /.well-known/mercure?topic=urn%3Aa HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n";
+        let Classified::Sse(req) = judged(raw) else {
+            panic!("not a stream");
+        };
+        assert_eq!(req.uri().query(), Some("topic=urn%3Aa"));
+        assert_eq!(req.headers()["authorization"], "Bearer t");
+        assert!(matches!(
+            judged("GET /realtime/sse?channels=a HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Classified::Sse(_)
+        ));
+        // A path under the hub's (its subscriptions API), a longer name, or
+        // a publish are not streams.
+        for raw in [
+            "GET /.well-known/mercure/subscriptions HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /.well-known/mercurex HTTP/1.1\r\nHost: x\r\n\r\n",
+            "POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            assert!(
+                !matches!(judged(raw), Classified::Sse(_)),
+                "{raw:?} is not a stream"
+            );
+        }
     }
 
     #[test]

@@ -76,7 +76,11 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
     let mut resp = match (req.method(), exact) {
         (&Method::OPTIONS, _) if exact || api => cors::preflight(),
         (&Method::GET, true) => match subscribe::open(state, &settings, &config, &req).await {
-            Ok(resp) => resp,
+            Ok(opened) => crate::transport::sse::stream_response(
+                opened.chunks,
+                opened.span,
+                header_list(&opened.headers),
+            ),
             Err(refused) => refused.response(),
         },
         (&Method::POST, true) => match publish::post(&state, &settings, &config, req).await {
@@ -108,6 +112,58 @@ pub async fn handle(state: AppState, req: Request<Incoming>) -> Response<Body> {
     };
     origin.apply(resp.headers_mut());
     resp
+}
+
+/// Whether `path` is the hub's own (where subscribers open streams), not
+/// one under it.
+pub fn is_stream(settings: &Settings, path: &str) -> bool {
+    settings
+        .config
+        .mercure
+        .as_ref()
+        .is_some_and(|m| m.path == path)
+}
+
+/// `GET {mercure.path}` read by the server's own HTTP/1 reader
+/// (`h1/classify.rs`): the same answer as through hyper, written straight
+/// onto the connection like pushgate's own SSE streams, which spares each
+/// delivery hyper's chunked framing and connection machinery.
+pub async fn direct(
+    state: AppState,
+    req: Request<()>,
+) -> Result<crate::transport::sse::SseOpening, Response<Body>> {
+    let settings = state.settings();
+    let Some(config) = settings.config.mercure.clone() else {
+        return Err(reply::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no Mercure hub",
+        ));
+    };
+    let origin = cors::Cors::of(&config, req.headers());
+    match subscribe::open(state, &settings, &config, &req).await {
+        Ok(mut opened) => {
+            origin.apply(&mut opened.headers);
+            Ok(crate::transport::sse::SseOpening::of_chunks(
+                header_list(&opened.headers),
+                opened.chunks,
+                opened.span,
+            ))
+        }
+        Err(refused) => {
+            let mut resp = refused.response();
+            origin.apply(resp.headers_mut());
+            Err(resp)
+        }
+    }
+}
+
+/// `headers` as the list a stream's head is written from.
+fn header_list(headers: &HeaderMap) -> Vec<(http::HeaderName, HeaderValue)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
 }
 
 /// Why the hub refuses a request; each maps to one status.

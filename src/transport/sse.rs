@@ -30,7 +30,8 @@ use stream::SseStream;
 /// An opened SSE stream and the head to send it under.
 pub struct SseOpening {
     head: SseHead,
-    stream: SseStream,
+    /// The stream's text: an [`SseStream`]'s, or a Mercure subscriber's.
+    stream: Chunks,
     /// The session's span, entered whenever the stream makes text.
     span: tracing::Span,
 }
@@ -62,6 +63,20 @@ impl SseHead {
 }
 
 impl SseOpening {
+    /// Another event stream (the Mercure hub's) under `headers`, so that
+    /// it takes the same ways out, the direct HTTP/1 writer included.
+    pub(crate) fn of_chunks(
+        headers: Vec<(HeaderName, HeaderValue)>,
+        stream: Chunks,
+        span: tracing::Span,
+    ) -> SseOpening {
+        SseOpening {
+            head: SseHead { headers },
+            stream,
+            span,
+        }
+    }
+
     /// Add the CORS headers that let a page of `origin` read the stream.
     pub fn allow_origin(&mut self, origin: &Origin) {
         self.head.headers.extend(cors::headers(origin));
@@ -131,7 +146,7 @@ async fn open<B: Sync>(
         conn = conn.as_ref().map(|c| c.id),
         subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );
-    let stream = SseStream::new(state, client, session, kill, out, &settings);
+    let stream = SseStream::new(state, client, session, kill, out, &settings).into_chunks();
     Ok(SseOpening {
         head: SseHead::new(),
         stream,

@@ -1031,3 +1031,75 @@ async fn subscription_events_are_capped_per_connection() {
     }
     assert_eq!(announced, 64, "one event per selector, at most 64");
 }
+
+/// Read from `tls` into `got` until it holds `what`, within a deadline.
+async fn read_until(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    got: &mut String,
+    what: &str,
+) {
+    let mut buf = vec![0u8; 4096];
+    while !got.contains(what) {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{what:?} in time, got {got:?}"))
+            .unwrap();
+        assert!(n > 0, "closed before {what:?}: {got:?}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// A subscriber whose request is its connection's first is served like
+/// pushgate's own SSE streams, straight onto the HTTP/1.1 connection
+/// (delimited by the close, no chunked framing), with the hub's headers,
+/// CORS included; a refusal there is a whole answer with its length.
+#[tokio::test]
+async fn a_first_request_subscriber_is_streamed_without_chunked_framing() {
+    let gw = hub().await;
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(
+        b"GET /.well-known/mercure?topic=urn:direct HTTP/1.1\r\nHost: localhost\r\n\
+          Origin: https://app.example.com\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = String::new();
+    read_until(&mut tls, &mut got, "\r\n\r\n:\n\n").await;
+    let lower = got.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 200 ok\r\n"), "{got}");
+    for want in [
+        "content-type: text/event-stream\r\n",
+        "cache-control: no-cache\r\n",
+        "last-event-id: #",
+        "mercure-last-event-id: #",
+        "access-control-allow-origin: https://app.example.com\r\n",
+        "connection: close\r\n",
+    ] {
+        assert!(lower.contains(want), "{want:?} in {got}");
+    }
+    assert!(!lower.contains("transfer-encoding"), "{got}");
+    let id = publish(&gw, &[("topic", "urn:direct"), ("data", "straight")]).await;
+    read_until(&mut tls, &mut got, "data: straight\n\n").await;
+    assert!(
+        got.ends_with(&format!("\r\n\r\n:\n\nid: {id}\ndata: straight\n\n")),
+        "the event as it is, unframed: {got:?}"
+    );
+
+    // Refused on the same path: a whole answer, then the close.
+    let mut tls = gw.tls_stream().await;
+    tls.write_all(
+        b"GET /.well-known/mercure?topic=urn:direct HTTP/1.1\r\nHost: localhost\r\n\
+          Authorization: Bearer not.a.token\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = String::new();
+    read_until(&mut tls, &mut got, "invalid token\n").await;
+    let lower = got.to_ascii_lowercase();
+    assert!(lower.starts_with("http/1.1 401 "), "{got}");
+    assert!(
+        lower.contains("www-authenticate: bearer error=\"invalid_token\"")
+            && lower.contains("content-length: 14\r\n"),
+        "{got}"
+    );
+}

@@ -1,7 +1,8 @@
 //! How long a Mercure subscriber's stream lives and what a publisher may
 //! spend: a reload that changes the subscriber key (or turns `anonymous`
 //! off) ends the streams it no longer allows, `mercure.max_stream_life`
-//! ends a stream whose token has no `exp`, and publishing spends the
+//! ends a stream whose token has no `exp` (a reload that shortens it
+//! applies to open streams), and publishing spends the
 //! gateway's rate limits.
 
 use std::time::Duration;
@@ -98,6 +99,29 @@ async fn a_stream_ends_after_max_stream_life_without_exp() {
         started.elapsed() >= Duration::from_secs(2),
         "not before its time: {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_shortens_max_stream_life_ends_older_streams() {
+    let gw = TestGateway::builder()
+        .tag("mercure-life-reload")
+        .realtime("  heartbeat: 1s")
+        .section(&format!(
+            "mercure:\n  publisher_jwt: {{ hs256_secret: {PUB_SECRET} }}\n  anonymous: true\n  max_stream_life: 1h\n"
+        ))
+        .start()
+        .await;
+    let sel = q(&[("match", "urn:a")]);
+    let mut s = subscribe(&gw, &sel, None, None).await;
+    let id = publish(&gw, &[("topic", "urn:a"), ("data", "x")]).await;
+    assert_eq!(s.expect().await.id.as_ref(), Some(&id), "open at first");
+    // The stream's end was set for an hour from its opening; the reload
+    // moves it to a second after, which has passed.
+    gw.reload_with("max_stream_life: 1h", "max_stream_life: 1s");
+    assert!(
+        ends_within(&mut s, Duration::from_secs(10)).await,
+        "the stream ended at the reloaded max_stream_life"
     );
 }
 

@@ -16,12 +16,12 @@
 //! pushgate's SSE; on HTTP/2 only the stream ends: `subscribe.rs`).
 
 use std::fmt::Write as _;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{HeaderName, HeaderValue, Response, header};
 use url::Url;
 
 use crate::alarm::Listener;
@@ -31,10 +31,9 @@ use crate::mercure::claims::Rights;
 use crate::mercure::selector::Selectors;
 use crate::mercure::update;
 use crate::model::TopicUpdate;
-use crate::reply::Body;
 use crate::state::{AppState, Gauge};
 use crate::transport::session::{Delivery, Session};
-use crate::transport::sse::{Chunks, stream_response};
+use crate::transport::sse::Chunks;
 
 /// What a subscriber receives.
 pub(super) struct Filter {
@@ -69,6 +68,11 @@ pub(super) struct MercureStream {
     token_exp: Option<tokio::time::Instant>,
     /// When the stream opened, for `mercure.max_stream_life`.
     opened: tokio::time::Instant,
+    /// When the stream ends (the token's `exp` or `mercure.max_stream_life`,
+    /// whichever comes first): one timer for the stream's life, moved only
+    /// when a reload changes either. Made afresh on every wake-up, it cost
+    /// a timer-wheel insert and removal (and a settings load) per delivery.
+    expiry: Pin<Box<tokio::time::Sleep>>,
     buf: BytesMut,
     tick: tokio::time::Interval,
     stopping: Listener,
@@ -105,6 +109,9 @@ impl MercureStream {
         let heartbeat = state.settings().config.realtime.heartbeat;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let opened = tokio::time::Instant::now();
+        let token_exp = expires.map(instant_of);
+        let (ends, _) = ends_at(opened, max_life(&state), token_exp);
         MercureStream {
             _gauge: Gauge::enter(&state.stats, |s| &s.sse),
             stopping: state.lifecycle.stopping().listen_from_start(),
@@ -113,8 +120,9 @@ impl MercureStream {
             session,
             out,
             filter,
-            token_exp: expires.map(instant_of),
-            opened: tokio::time::Instant::now(),
+            token_exp,
+            opened,
+            expiry: Box::pin(tokio::time::sleep_until(ends)),
             buf: BytesMut::new(),
             tick,
             started: false,
@@ -132,26 +140,16 @@ impl MercureStream {
         self
     }
 
-    /// The stream as a `text/event-stream` response.
-    pub(super) fn into_response(self, span: tracing::Span) -> Response<Body> {
-        let chunks: Chunks = Box::pin(
+    /// The stream's text, chunk by chunk, for either writer: hyper's
+    /// (HTTP/2, and HTTP/1 that hyper serves) or the direct HTTP/1 one.
+    pub(super) fn into_chunks(self) -> Chunks {
+        Box::pin(
             futures_util::stream::unfold(self, |mut s| async move {
                 let chunk = s.next_chunk().await?;
                 Some((chunk, s))
             })
             .fuse(),
-        );
-        let headers: Vec<(HeaderName, HeaderValue)> = vec![
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (
-                HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            ),
-        ];
-        stream_response(chunks, span, headers)
+        )
     }
 
     async fn next_chunk(&mut self) -> Option<Bytes> {
@@ -189,11 +187,6 @@ impl MercureStream {
                 }
                 continue;
             }
-            let life = self.max_life();
-            let ends_at = self.opened + life;
-            let token_ends = self.token_exp.is_some_and(|exp| exp <= ends_at);
-            let expiry =
-                tokio::time::sleep_until(self.token_exp.map_or(ends_at, |exp| exp.min(ends_at)));
             tokio::select! {
                 biased;
                 _ = self.stopping.rung() => {
@@ -201,12 +194,18 @@ impl MercureStream {
                     self.done = true;
                     self.reason = "shutdown";
                 }
-                _ = expiry => {
+                _ = self.expiry.as_mut() => {
+                    let (_, token_ends) = self.ends_at();
                     self.done = true;
                     self.reason = if token_ends { "token_expired" } else { "max_life" };
                 }
                 _ = self.reloaded.rung() => {
-                    if !self.still_allowed() {
+                    if self.still_allowed() {
+                        // The token's `exp` and `mercure.max_stream_life`
+                        // may have changed.
+                        let (ends, _) = self.ends_at();
+                        self.expiry.as_mut().reset(ends);
+                    } else {
                         self.done = true;
                         self.reason = "revoked";
                     }
@@ -217,14 +216,10 @@ impl MercureStream {
         }
     }
 
-    /// `mercure.max_stream_life` in force now.
-    fn max_life(&self) -> Duration {
-        self.state
-            .settings()
-            .config
-            .mercure
-            .as_ref()
-            .map_or(Duration::ZERO, |m| m.max_stream_life)
+    /// When the stream ends under the settings in force now, and whether
+    /// the token's `exp` is what ends it.
+    fn ends_at(&self) -> (tokio::time::Instant, bool) {
+        ends_at(self.opened, max_life(&self.state), self.token_exp)
     }
 
     /// Whether this stream may go on under the settings in force: the hub
@@ -291,8 +286,48 @@ impl Drop for MercureStream {
     }
 }
 
+/// `mercure.max_stream_life` in force now.
+fn max_life(state: &AppState) -> Duration {
+    state
+        .settings()
+        .config
+        .mercure
+        .as_ref()
+        .map_or(Duration::ZERO, |m| m.max_stream_life)
+}
+
+/// When a stream opened at `opened` ends: after `life`, or at the token's
+/// `exp` when that comes first (then also `true`).
+fn ends_at(
+    opened: tokio::time::Instant,
+    life: Duration,
+    token_exp: Option<tokio::time::Instant>,
+) -> (tokio::time::Instant, bool) {
+    let life_ends = opened + life;
+    match token_exp {
+        Some(exp) if exp <= life_ends => (exp, true),
+        _ => (life_ends, false),
+    }
+}
+
 /// `at` on the runtime's clock.
 fn instant_of(at: SystemTime) -> tokio::time::Instant {
     let left = at.duration_since(SystemTime::now()).unwrap_or_default();
     tokio::time::Instant::now() + left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_ends_at_its_life_or_its_tokens_exp_whichever_is_first() {
+        let opened = tokio::time::Instant::now();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(ends_at(opened, hour, None), (opened + hour, false));
+        let soon = opened + Duration::from_secs(5);
+        assert_eq!(ends_at(opened, hour, Some(soon)), (soon, true));
+        let later = opened + 2 * hour;
+        assert_eq!(ends_at(opened, hour, Some(later)), (opened + hour, false));
+    }
 }

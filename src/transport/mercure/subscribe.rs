@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, header};
 use url::Url;
 
 use super::stream::{Filter, MercureStream};
@@ -23,9 +23,9 @@ use crate::hub::Cursor;
 use crate::limits::ClientKey;
 use crate::mercure::selector::{Selector, Selectors};
 use crate::mercure::update::{self, HUB_CHANNEL};
-use crate::reply::Body;
 use crate::state::{AppState, Settings};
 use crate::transport::session::{Session, SubscriptionPolicy};
+use crate::transport::sse::Chunks;
 
 /// Most selectors one subscription may name.
 pub(crate) const MAX_SELECTORS: usize = 2000;
@@ -43,13 +43,20 @@ const SEARCH_PAGE: usize = 256;
 /// these is answered as unknown (`earliest`).
 pub(crate) const SEARCH_LIMIT: usize = 1024;
 
+/// An opened subscriber's stream and the headers of its answer (200).
+pub(super) struct Opened {
+    pub(super) headers: HeaderMap,
+    pub(super) chunks: Chunks,
+    pub(super) span: tracing::Span,
+}
+
 /// Open a subscriber's stream, or say why not.
 pub(super) async fn open<B>(
     state: AppState,
     settings: &Settings,
     config: &Mercure,
     req: &Request<B>,
-) -> Result<Response<Body>, Refused> {
+) -> Result<Opened, Refused> {
     let base = hub_url(config, req)?;
     // Admission (token, limits) before a selector is compiled: compiling
     // costs, and the rate limits are what bound an anonymous client.
@@ -144,16 +151,25 @@ pub(super) async fn open<B>(
         token,
         base,
     };
-    let stream = MercureStream::new(state.clone(), session, out, filter, expires, kill, slot)
-        .announced(announced);
-    let mut resp = stream.into_response(span);
+    let chunks = MercureStream::new(state.clone(), session, out, filter, expires, kill, slot)
+        .announced(announced)
+        .into_chunks();
+    let mut headers = HeaderMap::with_capacity(6);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     if let Ok(v) = HeaderValue::from_str(&answered) {
-        resp.headers_mut().insert("last-event-id", v.clone());
-        resp.headers_mut().insert("mercure-last-event-id", v);
+        headers.insert("last-event-id", v.clone());
+        headers.insert("mercure-last-event-id", v);
     }
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(resp)
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(Opened {
+        headers,
+        chunks,
+        span,
+    })
 }
 
 /// The selectors and `last_event_id` of a query.

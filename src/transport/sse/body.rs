@@ -19,7 +19,7 @@ impl SseOpening {
     pub fn into_response(self) -> Response<Body> {
         let SseOpening { head, stream, span } = self;
         let body = SseBody {
-            chunks: parking_lot::Mutex::new(stream.into_chunks()),
+            chunks: parking_lot::Mutex::new(stream),
             span,
         };
         let mut resp = Response::new(body.boxed());

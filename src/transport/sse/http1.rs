@@ -59,7 +59,7 @@ impl SseHandoff {
         let answer = match answer {
             Ok(SseOpening { head, stream, span }) => {
                 let bytes = head_bytes(SseHead::STATUS, &head.headers, None).freeze();
-                Ok((bytes, stream.into_chunks(), span))
+                Ok((bytes, stream, span))
             }
             Err(refusal) => Err(Box::new(refusal)),
         };
