@@ -4,9 +4,9 @@
 //! `model/topic_channel.rs`).
 //!
 //! Rights: a private update is published only by an entry marked
-//! `private: true`, and only to a channel whose rule needs an identity
-//! (`owner`, `token`, a `check`, presence): the channel rules then decide
-//! who reads it, never `anyone`.
+//! `private: true`, and only to a channel whose `subscribe` rule restricts
+//! its readers (`owner`, `token`, a `check`; presence alone does not): the
+//! channel rules then decide who reads it, never `anyone`.
 
 use crate::config::TopicChannel as Entry;
 use crate::model::TopicChannel;
@@ -31,13 +31,14 @@ impl ChannelMap {
 
     /// The channels an update on `topics` is published on, each once:
     /// per entry, the first of its topics (canonical, then alternates)
-    /// that matches. `needs_identity` says whether a channel's rule needs
-    /// an identity to read it; a private update goes only there.
+    /// that matches. `restricts_readers` says whether a channel's
+    /// `subscribe` rule restricts who reads it; a private update goes only
+    /// there.
     pub(crate) fn channels<'a>(
         &self,
         topics: impl Iterator<Item = &'a str> + Clone,
         private: bool,
-        needs_identity: impl Fn(&str) -> bool,
+        restricts_readers: impl Fn(&str) -> bool,
     ) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for (template, for_private) in &self.entries {
@@ -47,7 +48,7 @@ impl ChannelMap {
             let Some(channel) = topics.clone().find_map(|t| template.channel_of(t)) else {
                 continue;
             };
-            if private && !needs_identity(&channel) {
+            if private && !restricts_readers(&channel) {
                 tracing::debug!(%channel, "a private Mercure update is not published on a channel anyone may read");
                 continue;
             }

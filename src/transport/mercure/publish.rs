@@ -133,7 +133,7 @@ async fn mirror(state: &AppState, settings: &Settings, form: &UpdateForm, id: &s
     let channels = settings.mercure_channels.channels(
         form.topics.iter().map(String::as_str),
         form.private,
-        |c| settings.rules.needs_identity(c),
+        |c| settings.rules.restricts_readers(c),
     );
     if channels.is_empty() {
         return;
