@@ -311,6 +311,7 @@ impl Limits {
         self.connects.evict_idle();
         self.resumes.evict_idle();
         self.publish.evict_idle();
+        self.mercure_publish.evict_idle();
         self.pusher_api.evict_idle();
     }
 
@@ -322,6 +323,7 @@ impl Limits {
             + self.connects.len()
             + self.resumes.len()
             + self.publish.len()
+            + self.mercure_publish.len()
             + self.pusher_api.len()
     }
 }
