@@ -88,6 +88,28 @@ async fn a_mercure_update_reaches_pushgate_websocket_and_sse_clients() {
         (id3.clone(), Some("mercure"))
     );
     assert_eq!(body(&sse.expect().await.json()).1, id3);
+
+    // A value with a dot maps to no channel (it would add segments to
+    // the name: public.books.1.x); an alternate topic that matches names
+    // itself.
+    send_json(
+        &mut ws,
+        json!({"op": "subscribe", "channel": "public.books.1.x", "ref": 2}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["type"], "ack");
+    publish(
+        &gw,
+        &[("topic", "https://example.com/books/1.x"), ("data", "dot")],
+    )
+    .await;
+    let id4 = publish(
+        &gw,
+        &[("topic", "urn:isbn:1"), ("topic", topic), ("data", "alt")],
+    )
+    .await;
+    let m = next_json(&mut ws).await;
+    assert_eq!(body(&m), (topic.to_string(), id4, "alt".to_string()));
 }
 
 #[tokio::test]
