@@ -316,6 +316,7 @@ impl Limits {
         self.connects.evict_idle();
         self.resumes.evict_idle();
         self.publish.evict_idle();
+        self.mercure_publish.evict_idle();
         self.pusher_api.evict_idle();
     }
 
@@ -327,6 +328,7 @@ impl Limits {
             + self.connects.len()
             + self.resumes.len()
             + self.publish.len()
+            + self.mercure_publish.len()
             + self.pusher_api.len()
     }
 }

@@ -206,6 +206,15 @@ impl ChannelRules {
             .is_some_and(|r| r.presence || !matches!(r.subscribe, Subscribe::Anyone))
     }
 
+    /// Whether reading `channel` is restricted by its rule's `subscribe`
+    /// (`owner`, `token` or a `check`): what decides if an update not
+    /// everyone may read can be published there. Presence does not count:
+    /// a presence channel open to `anyone` is read by anyone.
+    pub fn restricts_readers(&self, channel: &str) -> bool {
+        self.find(channel)
+            .is_some_and(|r| !matches!(r.subscribe, Subscribe::Anyone))
+    }
+
     /// Whether a client's publish into `channel` depends on who it is: as
     /// for following it, or its rule's `publish` is a `check`.
     pub fn needs_identity_to_publish(&self, channel: &str) -> bool {

@@ -335,6 +335,21 @@ fn retry_after_is_governors_wait() {
 }
 
 #[test]
+fn mercure_publishers_are_counted_and_forgotten_once_drained() {
+    let (l, t) = limits();
+    for i in 0..50 {
+        l.mercure_publish(&subject(&format!("publisher-{i}")))
+            .unwrap();
+    }
+    assert_eq!(l.tracked_keys(), 50);
+    l.evict_idle();
+    assert_eq!(l.tracked_keys(), 50, "nothing has drained yet");
+    t.advance(Duration::from_secs(1));
+    l.evict_idle();
+    assert_eq!(l.tracked_keys(), 0);
+}
+
+#[test]
 fn more_than_the_burst_is_refused_and_stores_nothing() {
     let (l, _) = limits();
     let refused = l.publish("k", 101).unwrap_err();

@@ -4,9 +4,9 @@
 //! `model/topic_channel.rs`).
 //!
 //! Rights: a private update is published only by an entry marked
-//! `private: true`, and only to a channel whose rule needs an identity
-//! (`owner`, `token`, a `check`, presence): the channel rules then decide
-//! who reads it, never `anyone`.
+//! `private: true`, and only to a channel whose `subscribe` rule restricts
+//! its readers (`owner`, `token`, a `check`; presence alone does not): the
+//! channel rules then decide who reads it, never `anyone`.
 
 use crate::config::TopicChannel as Entry;
 use crate::model::TopicChannel;
@@ -29,30 +29,34 @@ impl ChannelMap {
         }
     }
 
-    /// The channels an update on `topics` is published on, each once:
-    /// per entry, the first of its topics (canonical, then alternates)
-    /// that matches. `needs_identity` says whether a channel's rule needs
-    /// an identity to read it; a private update goes only there.
+    /// The channels an update on `topics` is published on, each once with
+    /// the topic that mapped to it: per entry, the first of its topics
+    /// (canonical, then alternates) that matches. `restricts_readers` says whether a channel's
+    /// `subscribe` rule restricts who reads it; a private update goes only
+    /// there.
     pub(crate) fn channels<'a>(
         &self,
         topics: impl Iterator<Item = &'a str> + Clone,
         private: bool,
-        needs_identity: impl Fn(&str) -> bool,
-    ) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+        restricts_readers: impl Fn(&str) -> bool,
+    ) -> Vec<(String, &'a str)> {
+        let mut out: Vec<(String, &'a str)> = Vec::new();
         for (template, for_private) in &self.entries {
             if private && !for_private {
                 continue;
             }
-            let Some(channel) = topics.clone().find_map(|t| template.channel_of(t)) else {
+            let Some((channel, topic)) = topics
+                .clone()
+                .find_map(|t| Some((template.channel_of(t)?, t)))
+            else {
                 continue;
             };
-            if private && !needs_identity(&channel) {
+            if private && !restricts_readers(&channel) {
                 tracing::debug!(%channel, "a private Mercure update is not published on a channel anyone may read");
                 continue;
             }
-            if !out.contains(&channel) {
-                out.push(channel);
+            if !out.iter().any(|(c, _)| *c == channel) {
+                out.push((channel, topic));
             }
         }
         out
@@ -77,8 +81,11 @@ mod tests {
             entry("https://example.com/books/{id}", "books.{id}", false),
             entry("https://example.com/users/{u}/orders", "user.{u}", true),
         ]);
-        let one = |t: &'static str, private| {
+        let one = |t: &'static str, private| -> Vec<String> {
             map.channels([t].into_iter(), private, |c| c.starts_with("user."))
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect()
         };
         assert_eq!(one("https://example.com/books/1", false), ["books.1"]);
         assert!(
@@ -100,7 +107,11 @@ mod tests {
             false,
             |_| false,
         );
-        assert_eq!(both, ["books.2"]);
+        // With the topic that matched, not the update's first.
+        assert_eq!(
+            both,
+            [("books.2".to_string(), "https://example.com/books/2")]
+        );
     }
 
     #[test]
@@ -110,7 +121,7 @@ mod tests {
         assert!(map.channels(topics.into_iter(), true, |_| false).is_empty());
         assert_eq!(
             map.channels(topics.into_iter(), false, |_| false),
-            ["public.s.1"]
+            [("public.s.1".to_string(), "https://example.com/s/1")]
         );
     }
 }

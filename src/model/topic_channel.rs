@@ -1,9 +1,11 @@
 //! A topic-to-channel template of `mercure.channels`, parsed: a Mercure
 //! topic is a URL and a channel name is not, so the mapping is written out
 //! (`https://example.com/books/{id}` to `books.{id}`). In the topic,
-//! `{name}` matches one non-empty path segment (no `/`, `?`, `#`); in the
-//! channel it is replaced by what it matched, and a name that comes out
-//! invalid (a value with `%` or `+`) maps to no channel.
+//! `{name}` matches one non-empty path segment without a dot (no `/`,
+//! `?`, `#`, `.`: a dot would add segments to the channel name, and a
+//! channel rule's pattern would read them as such); in the channel it is
+//! replaced by what it matched, and a name that comes out invalid (a
+//! value with `%` or `+`) maps to no channel.
 
 use regex::Regex;
 
@@ -70,7 +72,7 @@ impl TopicChannel {
             match p {
                 Piece::Literal(l) => re.push_str(&regex::escape(l)),
                 Piece::Var(name) => {
-                    re.push_str(&format!("(?P<{name}>[^/?#]+)"));
+                    re.push_str(&format!("(?P<{name}>[^/?#.]+)"));
                     names.push(name.as_str());
                 }
             }
@@ -132,6 +134,11 @@ mod tests {
             t.channel_of("https://example.com/books/a%20b"),
             None,
             "invalid name"
+        );
+        assert_eq!(
+            t.channel_of("https://example.com/books/1.secret"),
+            None,
+            "a dot would add a segment to the channel"
         );
         let two = TopicChannel::parse("https://e.com/{a}/{b}", "c.{b}-{a}").unwrap();
         assert_eq!(

@@ -16,6 +16,7 @@ mod stream;
 
 use super::cors::{self, Origin};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 
@@ -125,19 +126,7 @@ async fn open<B: Sync>(
         session,
         out,
     } = open_session(&state, &settings, &req, &q).await?;
-    // The connection is cut when this stream's client falls behind, where
-    // the connection is the stream's alone (HTTP/1). On HTTP/2 it carries
-    // other streams, which must go on: an evicted stream ends by itself
-    // (its body's next turn finds the eviction and ends it) and the
-    // connection's own bounds (flow control, keep-alive pings) hold the rest.
-    let kill = match req.version() {
-        http::Version::HTTP_2 => ConnKill::default(),
-        _ => req
-            .extensions()
-            .get::<ConnKill>()
-            .cloned()
-            .unwrap_or_default(),
-    };
+    let kill = EvictionKill::for_request(&req, settings.config.backend.timeout);
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let span = tracing::debug_span!(
         "session",
@@ -152,4 +141,71 @@ async fn open<B: Sync>(
         stream,
         span,
     })
+}
+
+/// What a stream's eviction rings (link it with `Inbox::link_eviction`),
+/// kept by the stream for its whole life. Shared by the SSE and Mercure
+/// streams, whose bodies hyper polls alike.
+///
+/// On HTTP/1 the connection is the stream's alone: an eviction cuts it at
+/// once. On HTTP/2 it carries other streams, which must go on, so an
+/// evicted stream ends by itself on its body's next turn. But hyper does
+/// not poll a body whose stream has no send window: a client that never
+/// gives that window back would keep the stream, its slot, its
+/// registration and its subscriptions forever, out of reach of kicks and
+/// shutdown. So if the body has not ended `grace` after the eviction (the
+/// bound a stuck socket write gets), the whole connection is cut after all.
+pub(crate) struct EvictionKill {
+    alarm: ConnKill,
+    /// Dropped with the stream: tells the watcher the body took its turn.
+    _alive: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl EvictionKill {
+    /// The eviction alarm for a stream answering `req`.
+    pub(crate) fn for_request<B>(req: &Request<B>, grace: Duration) -> EvictionKill {
+        let conn = req.extensions().get::<ConnKill>().cloned();
+        match (req.version(), conn) {
+            (http::Version::HTTP_2, Some(conn)) => {
+                let alarm = ConnKill::default();
+                let (alive, ended) = tokio::sync::oneshot::channel::<()>();
+                tokio::spawn(cut_if_stuck(alarm.clone(), conn, ended, grace));
+                EvictionKill {
+                    alarm,
+                    _alive: Some(alive),
+                }
+            }
+            (_, conn) => EvictionKill {
+                alarm: conn.unwrap_or_default(),
+                _alive: None,
+            },
+        }
+    }
+
+    /// The alarm the stream's inbox rings when it evicts the client.
+    pub(crate) fn alarm(&self) -> std::sync::Arc<crate::alarm::Alarm> {
+        self.alarm.0.clone()
+    }
+}
+
+/// Wait for the stream's eviction, then give its body `grace` to end
+/// before cutting the connection; nothing once the stream is gone.
+async fn cut_if_stuck(
+    evicted: ConnKill,
+    conn: ConnKill,
+    mut ended: tokio::sync::oneshot::Receiver<()>,
+    grace: Duration,
+) {
+    let mut evicted = evicted.0.listen_from_start();
+    tokio::select! {
+        _ = evicted.rung() => {}
+        _ = &mut ended => return,
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(grace) => {
+            tracing::debug!(?grace, "an evicted HTTP/2 stream was not read; cutting its connection");
+            conn.0.ring();
+        }
+        _ = ended => {}
+    }
 }

@@ -24,6 +24,7 @@ async fn gateway() -> TestGateway {
     - {{ topic: "https://example.com/books/{{id}}", channel: "public.books.{{id}}" }}
     - {{ topic: "https://example.com/users/{{id}}/orders", channel: "user.{{id}}", private: true }}
     - {{ topic: "https://example.com/leak/{{id}}", channel: "public.leak.{{id}}", private: true }}
+    - {{ topic: "https://example.com/rooms/{{id}}", channel: "room.{{id}}", private: true }}
 "#
         ))
         .start()
@@ -87,6 +88,28 @@ async fn a_mercure_update_reaches_pushgate_websocket_and_sse_clients() {
         (id3.clone(), Some("mercure"))
     );
     assert_eq!(body(&sse.expect().await.json()).1, id3);
+
+    // A value with a dot maps to no channel (it would add segments to
+    // the name: public.books.1.x); an alternate topic that matches names
+    // itself.
+    send_json(
+        &mut ws,
+        json!({"op": "subscribe", "channel": "public.books.1.x", "ref": 2}),
+    )
+    .await;
+    assert_eq!(next_json(&mut ws).await["type"], "ack");
+    publish(
+        &gw,
+        &[("topic", "https://example.com/books/1.x"), ("data", "dot")],
+    )
+    .await;
+    let id4 = publish(
+        &gw,
+        &[("topic", "urn:isbn:1"), ("topic", topic), ("data", "alt")],
+    )
+    .await;
+    let m = next_json(&mut ws).await;
+    assert_eq!(body(&m), (topic.to_string(), id4, "alt".to_string()));
 }
 
 #[tokio::test]
@@ -120,6 +143,8 @@ async fn a_private_update_reaches_only_clients_the_channel_rule_allows() {
     );
     // public.* is `anyone`: a private update is never published there.
     let mut anonymous = gw.sse("/realtime/sse?channels=public.leak.1", None).await;
+    // Nor on room.* (`anyone` with presence): presence is no read right.
+    let mut in_room = gw.sse("/realtime/sse?channels=room.1", None).await;
 
     let orders = "https://example.com/users/42/orders";
     let secret = publish(
@@ -136,9 +161,23 @@ async fn a_private_update_reaches_only_clients_the_channel_rule_allows() {
         ],
     )
     .await;
+    publish(
+        &gw,
+        &[
+            ("topic", "https://example.com/rooms/1"),
+            ("data", "secret"),
+            ("private", "on"),
+        ],
+    )
+    .await;
     let public = publish(
         &gw,
         &[("topic", "https://example.com/leak/1"), ("data", "public")],
+    )
+    .await;
+    let room = publish(
+        &gw,
+        &[("topic", "https://example.com/rooms/1"), ("data", "public")],
     )
     .await;
 
@@ -151,5 +190,11 @@ async fn a_private_update_reaches_only_clients_the_channel_rule_allows() {
         (body(&m).1, body(&m).2.as_str()),
         (public, "public"),
         "the private update was not published on the public channel"
+    );
+    let m = in_room.expect().await.json();
+    assert_eq!(
+        (body(&m).1, body(&m).2.as_str()),
+        (room, "public"),
+        "the private update was not published on the presence channel anyone reads"
     );
 }

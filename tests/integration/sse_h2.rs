@@ -1,6 +1,8 @@
 //! SSE streams on one HTTP/2 connection are apart: a stream whose client
 //! stopped reading it is evicted and ends alone, while the other streams on
-//! the connection go on.
+//! the connection go on. A stream whose window never comes back is never
+//! polled, so it cannot end by itself: `backend.timeout` after its
+//! eviction, its connection is cut.
 
 use std::time::Duration;
 
@@ -101,4 +103,44 @@ async fn an_evicted_sse_stream_ends_alone_on_its_h2_connection() {
     .await;
     gw.publish_one("public.live", json!("after")).await;
     read_until(&mut live, "after").await;
+}
+
+#[tokio::test]
+async fn an_evicted_h2_stream_never_read_cuts_its_connection() {
+    let gw = TestGateway::builder()
+        .realtime("  client_queue: 8\n  max_message: 64KiB")
+        .backend_timeouts("500ms", "1s")
+        .start()
+        .await;
+    // No stream window at all: the gateway can send the stream nothing,
+    // and hyper never polls its body.
+    let mut settings = h2::client::Builder::new();
+    settings
+        .initial_window_size(0)
+        .initial_connection_window_size(16 * 1024 * 1024);
+    let mut h2 = h2_client::connect_with(&gw, true, &settings).await;
+    let mut stuck = subscribe(&mut h2, &gw, "public.stuck").await;
+    eventually(5, "subscribed", || async {
+        gw.stats().await["transports"]["sse"] == 1
+    })
+    .await;
+    let pad = "x".repeat(4 * 1024);
+    for n in 0..100 {
+        gw.publish(json!({"channel": "public.stuck", "data": {"n": n, "pad": pad}}))
+            .await;
+    }
+    // Never read, it is cut with its connection: its slot, registration
+    // and subscription go.
+    eventually(10, "the stuck stream's connection cut", || async {
+        gw.stats().await["transports"]["sse"] == 0
+    })
+    .await;
+    eventually(5, "the eviction counted", || async {
+        gw.stats().await["evicted"].as_u64() >= Some(1)
+    })
+    .await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), stuck.data())
+        .await
+        .expect("the stream ends");
+    assert!(!matches!(ended, Some(Ok(_))), "{ended:?}");
 }

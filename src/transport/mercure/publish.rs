@@ -125,15 +125,16 @@ pub(super) async fn post(
 }
 
 /// Publish the update on the pushgate channels `mercure.channels` maps its
-/// topics to (a private one only where the channel rule needs an
-/// identity), as `{"topic","id","data"}` with the update's `type` as the
-/// event name (else `mercure`). The hub already has the update: a channel
+/// topics to (a private one only where the channel's `subscribe` rule
+/// restricts its readers), as `{"topic","id","data"}` (the topic that
+/// mapped to that channel) with the update's `type` as the event name
+/// (else `mercure`). The hub already has the update: a channel
 /// that cannot take it is logged, and the publisher still gets its id.
 async fn mirror(state: &AppState, settings: &Settings, form: &UpdateForm, id: &str) {
     let channels = settings.mercure_channels.channels(
         form.topics.iter().map(String::as_str),
         form.private,
-        |c| settings.rules.needs_identity(c),
+        |c| settings.rules.restricts_readers(c),
     );
     if channels.is_empty() {
         return;
@@ -143,20 +144,22 @@ async fn mirror(state: &AppState, settings: &Settings, form: &UpdateForm, id: &s
         .as_deref()
         .filter(|k| valid_event(k))
         .unwrap_or(update::EVENT);
-    let body = serde_json::json!({
-        "topic": form.topics.first(),
-        "id": id,
-        "data": form.data,
-    });
-    let Ok(data) = serde_json::value::to_raw_value(&body) else {
-        return;
-    };
-    for channel in channels {
+    for (channel, topic) in channels {
+        // The topic that mapped to this channel, which need not be the
+        // update's first.
+        let body = serde_json::json!({
+            "topic": topic,
+            "id": id,
+            "data": form.data,
+        });
+        let Ok(data) = serde_json::value::to_raw_value(&body) else {
+            continue;
+        };
         let publish = Publish {
             history: settings.rules.history_for(&channel),
             channel: Arc::from(channel.as_str()),
             event: Arc::from(event),
-            data: data.clone(),
+            data,
             key: None,
             origin: None,
             binary: false,

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use url::Url;
 
 use crate::alarm::Listener;
-use crate::conn_info::ConnKill;
+use crate::transport::sse::EvictionKill;
 use crate::limits::ConnectionSlot;
 use crate::mercure::claims::Rights;
 use crate::mercure::selector::Selectors;
@@ -83,6 +83,9 @@ pub(super) struct MercureStream {
     _registration: crate::connections::Registration,
     _slot: ConnectionSlot,
     _gauge: Gauge,
+    /// Rung when the stream is evicted; on HTTP/2 it also cuts the
+    /// connection if the stream is not read again in time.
+    _kill: EvictionKill,
     /// Its subscriptions, listed and announced (`mercure.subscriptions`).
     _announced: Option<super::subscriptions::Announced>,
 }
@@ -94,10 +97,10 @@ impl MercureStream {
         out: Vec<Delivery>,
         filter: Filter,
         expires: Option<SystemTime>,
-        kill: ConnKill,
+        kill: EvictionKill,
         slot: ConnectionSlot,
     ) -> MercureStream {
-        session.inbox().link_eviction(kill.0);
+        session.inbox().link_eviction(kill.alarm());
         let subject = filter.rights.as_ref().and_then(|r| r.subject.clone());
         let registration = state.connections.register(
             state.stats.conn_id(),
@@ -114,6 +117,7 @@ impl MercureStream {
         let (ends, _) = ends_at(opened, max_life(&state), token_exp);
         MercureStream {
             _gauge: Gauge::enter(&state.stats, |s| &s.sse),
+            _kill: kill,
             stopping: state.lifecycle.stopping().listen_from_start(),
             reloaded: state.reloaded.listen(),
             state,

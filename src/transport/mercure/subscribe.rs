@@ -18,7 +18,7 @@ use super::stream::{Filter, MercureStream};
 use super::{Presented, Refused, hub_url, presented};
 use crate::broker::Replay;
 use crate::config::Mercure;
-use crate::conn_info::{ConnInfo, ConnKill};
+use crate::conn_info::ConnInfo;
 use crate::hub::Cursor;
 use crate::limits::ClientKey;
 use crate::mercure::selector::{Selector, Selectors};
@@ -123,15 +123,12 @@ pub(super) async fn open<B>(
     // The connection is cut when this stream falls behind only where it is
     // the stream's alone (HTTP/1); an HTTP/2 connection carries other
     // streams, which go on: there the evicted stream ends by itself (its
-    // body's next turn finds the eviction), as pushgate's SSE does.
-    let kill = match req.version() {
-        http::Version::HTTP_2 => ConnKill::default(),
-        _ => req
-            .extensions()
-            .get::<ConnKill>()
-            .cloned()
-            .unwrap_or_default(),
-    };
+    // body's next turn finds the eviction), or, never read again, its
+    // connection is cut `backend.timeout` later, as pushgate's SSE does.
+    let kill = crate::transport::sse::EvictionKill::for_request(
+        req,
+        state.settings().config.backend.timeout,
+    );
     let span = tracing::debug_span!(
         "session",
         transport = "mercure",

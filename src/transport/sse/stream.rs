@@ -19,8 +19,8 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 
+use super::EvictionKill;
 use crate::alarm::Listener;
-use crate::conn_info::ConnKill;
 use crate::state::{AppState, Gauge, Settings};
 use crate::transport::Client;
 use crate::transport::login::{first_recheck, needs_recheck, recheck, retry_after};
@@ -48,6 +48,8 @@ pub(crate) struct SseStream {
     stopping: Listener,
     /// Keeps this session listed for `POST /disconnect`.
     _registration: crate::connections::Registration,
+    /// Cuts a stuck HTTP/2 connection if the stream outlives its eviction.
+    _kill: EvictionKill,
     started: bool,
     done: bool,
     reason: &'static str,
@@ -59,7 +61,7 @@ impl SseStream {
         state: AppState,
         client: Client,
         session: Session,
-        kill: ConnKill,
+        kill: EvictionKill,
         out: Vec<Delivery>,
         settings: &Arc<Settings>,
     ) -> SseStream {
@@ -67,7 +69,7 @@ impl SseStream {
         // A client too slow for its queue is cut at the connection: nothing
         // polls this body while its socket is full, so the inbox does it
         // (`kill` is the connection's own on HTTP/1 only: see `sse.rs`).
-        session.inbox().link_eviction(kill.0);
+        session.inbox().link_eviction(kill.alarm());
         let subject = client.identity.as_ref().map(|i| i.subject.clone());
         let registration = state.connections.register(
             state.stats.conn_id(),
@@ -97,6 +99,7 @@ impl SseStream {
             reloaded,
             stopping,
             _registration: registration,
+            _kill: kill,
             started: false,
             done: false,
             reason: "client",
