@@ -23,10 +23,16 @@ use http::Request;
 use crate::hub::Cursor;
 use crate::state::Settings;
 
-/// `req` resumes with a cursor that decodes and covers every channel it
-/// names (a resume that adds a channel is a new subscription, not a
-/// return). Only the realtime endpoints' requests (`realtime.path`) count.
-pub(crate) fn is_resume<B>(settings: &Settings, req: &Request<B>) -> bool {
+/// `req` resumes with a cursor of the broker's current `epoch` that
+/// decodes and covers every channel it names (a resume that adds a channel
+/// is a new subscription, not a return). Only the realtime endpoints'
+/// requests (`realtime.path`) count.
+///
+/// The epoch is a random 64-bit number each broker draws: a cursor made up
+/// without ever having been admitted (`0~channel~0`) names another epoch
+/// and is a stranger. The epoch is not a secret from a client that was
+/// admitted once; `per_ip.resumes` bounds what such a client can replay.
+pub(crate) fn is_resume<B>(settings: &Settings, epoch: u64, req: &Request<B>) -> bool {
     let prefix = settings.config.realtime.path.as_str();
     let Some(rest) = req.uri().path().strip_prefix(prefix) else {
         return false;
@@ -42,7 +48,7 @@ pub(crate) fn is_resume<B>(settings: &Settings, req: &Request<B>) -> bool {
     let Ok(cursor) = Cursor::decode_within(&text, max) else {
         return false;
     };
-    covers(&cursor, q.get("channels").map(String::as_str))
+    cursor.epoch == epoch && covers(&cursor, q.get("channels").map(String::as_str))
 }
 
 /// The cursor a request presents, where the transports read it from
