@@ -149,7 +149,7 @@ fn unless_resume<B>(
         return Some(gate);
     };
     if l.kind != crate::limits::Kind::Connects
-        || !crate::transport::resume::is_resume(&state.settings(), req)
+        || !crate::transport::resume::is_resume(&state.settings(), state.broker.epoch(), req)
     {
         return Some(gate);
     }

@@ -158,7 +158,9 @@ impl Default for PerIp {
             connections: 5000,
             connects: RateLimit::new(500, Duration::from_secs(1), 2000),
             subscribes: RateLimit::new(1000, Duration::from_secs(1), 5000),
-            resumes: RateLimit::new(1000, Duration::from_secs(1), 5000),
+            // No more than `connects`: a forged cursor must not widen
+            // what a stranger gets.
+            resumes: RateLimit::new(500, Duration::from_secs(1), 2000),
         }
     }
 }

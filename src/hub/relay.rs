@@ -11,10 +11,17 @@
 //! does the pushes; the loops fan out side by side.
 //!
 //! Order is kept: jobs run in the order they were sent, by one drain task at
-//! a time per loop. A loop that is gone (its runtime shut down) cannot run
+//! a time per loop. The drain runs at most [`BATCH`] jobs, then yields, so a
+//! steady publisher cannot starve the loop's writers, timers and heartbeats
+//! (inboxes would fill before anything is written and clients be evicted as
+//! slow). The queue holds at most [`CAP`] jobs: past it, the queued messages
+//! are replaced by one lost mark per channel, so a loop that cannot keep up
+//! holds no messages history has dropped, and its clients resume from
+//! history instead. A loop that is gone (its runtime shut down) cannot run
 //! its drain; the drain's guard then delivers on the thread that dropped it,
 //! so nothing sent is lost however the gateway stops.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,16 +29,39 @@ use parking_lot::Mutex;
 use super::Subscribers;
 use crate::model::Message;
 
+/// Jobs one drain runs before it yields to the loop's other tasks.
+const BATCH: usize = 64;
+
+/// Jobs a loop's queue holds before they become lost marks.
+const CAP: usize = 4096;
+
+/// Spare room a queue keeps once drained; more is given back after a peak.
+const KEEP: usize = 64;
+
 /// What one job delivers to a loop's subscribers of one channel.
 pub(super) enum Delivery {
     Message(Arc<Message>),
-    /// Messages were lost before the hub (`Hub::lost`).
+    /// Messages were lost before the hub (`Hub::lost`), or in this queue.
     Lost(Arc<str>),
 }
 
 struct Job {
     subscribers: Arc<Subscribers>,
     delivery: Delivery,
+}
+
+impl Job {
+    fn channel(&self) -> &Arc<str> {
+        match &self.delivery {
+            Delivery::Message(msg) => &msg.channel,
+            Delivery::Lost(channel) => channel,
+        }
+    }
+
+    /// Which channel's subscribers the job is for (the list's address).
+    fn key(&self) -> usize {
+        Arc::as_ptr(&self.subscribers) as usize
+    }
 }
 
 /// One loop's queue of fan-out jobs.
@@ -44,10 +74,74 @@ pub(super) struct Relay {
 
 #[derive(Default)]
 struct Queue {
-    jobs: Vec<Job>,
+    jobs: VecDeque<Job>,
+    /// Channels (by [`Job::key`]) with a lost mark queued by the cap: their
+    /// next messages are covered by it (the client resumes from history).
+    lost: HashSet<usize>,
     /// A drain task is spawned and has not yet found the queue empty: the
     /// next job joins its queue instead of spawning another.
     draining: bool,
+}
+
+impl Queue {
+    /// Add `job`, keeping the queue under [`CAP`].
+    fn push(&mut self, job: Job) {
+        if self.lost.contains(&job.key()) {
+            return;
+        }
+        if self.jobs.len() >= CAP {
+            self.collapse();
+            if self.lost.contains(&job.key()) {
+                return;
+            }
+        }
+        if self.jobs.len() >= CAP {
+            // More channels than the cap have jobs queued: this one's
+            // message becomes its mark.
+            self.lost.insert(job.key());
+            let channel = job.channel().clone();
+            self.jobs.push_back(Job {
+                subscribers: job.subscribers,
+                delivery: Delivery::Lost(channel),
+            });
+            return;
+        }
+        self.jobs.push_back(job);
+    }
+
+    /// Replace the queued jobs by one lost mark per channel, in the order
+    /// the channels first appear.
+    fn collapse(&mut self) {
+        let jobs = std::mem::take(&mut self.jobs);
+        for job in jobs {
+            if self.lost.insert(job.key()) {
+                let channel = job.channel().clone();
+                self.jobs.push_back(Job {
+                    subscribers: job.subscribers,
+                    delivery: Delivery::Lost(channel),
+                });
+            }
+        }
+    }
+
+    /// Take up to [`BATCH`] jobs into `batch`; false when there were none,
+    /// and the drain ends (giving back what a peak left allocated).
+    fn take(&mut self, batch: &mut Vec<Job>) -> bool {
+        let n = self.jobs.len().min(BATCH);
+        for job in self.jobs.drain(..n) {
+            if matches!(job.delivery, Delivery::Lost(_)) {
+                self.lost.remove(&job.key());
+            }
+            batch.push(job);
+        }
+        if n > 0 {
+            return true;
+        }
+        self.draining = false;
+        self.jobs.shrink_to(KEEP);
+        self.lost.shrink_to(KEEP);
+        false
+    }
 }
 
 impl Relay {
@@ -65,7 +159,7 @@ impl Relay {
     pub(super) fn send(self: &Arc<Self>, subscribers: &Arc<Subscribers>, delivery: Delivery) {
         let spawn = {
             let mut queue = self.queue.lock();
-            queue.jobs.push(Job {
+            queue.push(Job {
                 subscribers: subscribers.clone(),
                 delivery,
             });
@@ -74,49 +168,57 @@ impl Relay {
         if spawn {
             let drain = Drain {
                 relay: self.clone(),
+                done: false,
             };
             // Not awaited: the drain ends by itself when the queue is empty.
-            drop(self.handle.spawn(async move { drain.run() }));
+            drop(self.handle.spawn(drain.run()));
         }
     }
 
-    /// Deliver every queued job, in order, until the queue is empty.
-    fn drain(&self) {
-        let mut jobs = Vec::new();
-        loop {
-            {
-                let mut queue = self.queue.lock();
-                std::mem::swap(&mut jobs, &mut queue.jobs);
-                if jobs.is_empty() {
-                    queue.draining = false;
-                    return;
-                }
-            }
-            for job in jobs.drain(..) {
-                match &job.delivery {
-                    Delivery::Message(msg) => job.subscribers.push(self.place, msg),
-                    Delivery::Lost(channel) => job.subscribers.mark_lost(self.place, channel),
-                }
+    /// Deliver `batch`'s jobs, in order.
+    fn deliver(&self, batch: &mut Vec<Job>) {
+        for job in batch.drain(..) {
+            match &job.delivery {
+                Delivery::Message(msg) => job.subscribers.push(self.place, msg),
+                Delivery::Lost(channel) => job.subscribers.mark_lost(self.place, channel),
             }
         }
     }
 }
 
-/// The spawned drain. Dropped without running (its loop shut down), it
-/// delivers what is queued where it is dropped.
+/// The spawned drain. Dropped before it found the queue empty (its loop
+/// shut down), it delivers what is queued where it is dropped; dropped by
+/// a panic, it only lets the next job spawn a new drain.
 struct Drain {
     relay: Arc<Relay>,
+    /// The drain found the queue empty and cleared `draining` itself.
+    done: bool,
 }
 
 impl Drain {
-    fn run(self) {
-        // `Drop` does the work: run or dropped, the queue is emptied once.
+    async fn run(mut self) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while self.relay.queue.lock().take(&mut batch) {
+            self.relay.deliver(&mut batch);
+            tokio::task::yield_now().await;
+        }
+        self.done = true;
     }
 }
 
 impl Drop for Drain {
     fn drop(&mut self) {
-        self.relay.drain();
+        if self.done {
+            return;
+        }
+        if std::thread::panicking() {
+            self.relay.queue.lock().draining = false;
+            return;
+        }
+        let mut batch = Vec::with_capacity(BATCH);
+        while self.relay.queue.lock().take(&mut batch) {
+            self.relay.deliver(&mut batch);
+        }
     }
 }
 
@@ -289,5 +391,72 @@ mod tests {
         // Sent after the loop is gone.
         hub.fanout(&msg(&a, 2));
         assert_eq!(seqs(&inbox).0, vec![2]);
+    }
+
+    #[test]
+    fn a_drain_yields_to_the_loops_other_tasks_between_batches() {
+        let hub = Hub::new();
+        let a: Arc<str> = "a".into();
+        let mut lp = TestLoop::start();
+        let inbox = Inbox::new(10 * BATCH);
+        let _sub = lp.subscribe(&hub, 1, &a, &inbox);
+        let total = 3 * BATCH as u64;
+        for seq in 1..=total {
+            hub.fanout(&msg(&a, seq));
+        }
+        // Queued behind the drain: it runs when the drain first yields.
+        let (seen, saw) = mpsc::channel();
+        let probe = inbox.clone();
+        drop(lp.handle.spawn(async move {
+            let _ = seen.send(probe.len());
+        }));
+        lp.open();
+        let at_probe = saw.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(
+            at_probe < total as usize,
+            "the loop's other tasks waited for all {total} pushes (saw {at_probe})"
+        );
+        wait_for("every push", || inbox.len() == total as usize);
+        assert_eq!(seqs(&inbox).0, (1..=total).collect::<Vec<_>>());
+        lp.end();
+    }
+
+    #[test]
+    fn past_the_cap_a_loops_queued_messages_become_one_lost_mark_per_channel() {
+        let hub = Hub::new();
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let mut lp = TestLoop::start();
+        let inbox = Inbox::new(2 * CAP);
+        let _on_a = lp.subscribe(&hub, 1, &a, &inbox);
+        let _on_b = lp.subscribe(&hub, 1, &b, &inbox);
+        let relay = hub.inner.relays[1].get().unwrap().clone();
+        hub.fanout(&msg(&b, 1));
+        for seq in 1..=(CAP as u64 + 10) {
+            hub.fanout(&msg(&a, seq));
+        }
+        {
+            let queue = relay.queue.lock();
+            assert!(queue.jobs.len() <= 2, "{} jobs held", queue.jobs.len());
+        }
+        lp.open();
+        // Gathered across drains: the marks may come in two turns.
+        let mut d = Drained::default();
+        wait_for("the lost marks", || {
+            inbox.drain(&mut d);
+            d.lost.len() == 2
+        });
+        assert!(
+            d.messages.is_empty() && inbox.is_empty(),
+            "messages past the mark were delivered"
+        );
+        // The next message after the marks arrives as usual.
+        hub.fanout(&msg(&a, CAP as u64 + 11));
+        wait_for("the next message", || inbox.len() == 1);
+        wait_for("the drain's end", || !relay.queue.lock().draining);
+        assert!(
+            relay.queue.lock().jobs.capacity() < CAP,
+            "the queue kept its peak"
+        );
+        lp.end();
     }
 }

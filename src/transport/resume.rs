@@ -23,10 +23,16 @@ use http::Request;
 use crate::hub::Cursor;
 use crate::state::Settings;
 
-/// `req` resumes with a cursor that decodes and covers every channel it
-/// names (a resume that adds a channel is a new subscription, not a
-/// return). Only the realtime endpoints' requests (`realtime.path`) count.
-pub(crate) fn is_resume<B>(settings: &Settings, req: &Request<B>) -> bool {
+/// `req` resumes with a cursor of the broker's current `epoch` that
+/// decodes and covers every channel it names (a resume that adds a channel
+/// is a new subscription, not a return). Only the realtime endpoints'
+/// requests (`realtime.path`) count.
+///
+/// The epoch is a random 64-bit number each broker draws: a cursor made up
+/// without ever having been admitted (`0~channel~0`) names another epoch
+/// and is a stranger. The epoch is not a secret from a client that was
+/// admitted once; `per_ip.resumes` bounds what such a client can replay.
+pub(crate) fn is_resume<B>(settings: &Settings, epoch: u64, req: &Request<B>) -> bool {
     let prefix = settings.config.realtime.path.as_str();
     let Some(rest) = req.uri().path().strip_prefix(prefix) else {
         return false;
@@ -42,7 +48,7 @@ pub(crate) fn is_resume<B>(settings: &Settings, req: &Request<B>) -> bool {
     let Ok(cursor) = Cursor::decode_within(&text, max) else {
         return false;
     };
-    covers(&cursor, q.get("channels").map(String::as_str))
+    cursor.epoch == epoch && covers(&cursor, q.get("channels").map(String::as_str))
 }
 
 /// The cursor a request presents, where the transports read it from
@@ -70,14 +76,20 @@ fn covers(cursor: &Cursor, channels: Option<&str>) -> bool {
     })
 }
 
+/// The shortest delay a client is told at shutdown, in milliseconds: an
+/// EventSource told `retry: 0` reconnects in a tight loop against a
+/// gateway that is still going away.
+pub(crate) const COME_BACK_FLOOR_MS: u64 = 250;
+
 /// How long a client told to reconnect at shutdown should wait, in
-/// milliseconds: uniform in `[0, spread)`.
+/// milliseconds: uniform in `[floor, floor + spread)` (the floor alone when
+/// `spread` is zero).
 pub(crate) fn come_back_in(spread: std::time::Duration) -> u64 {
     let spread = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
     if spread == 0 {
-        return 0;
+        return COME_BACK_FLOOR_MS;
     }
-    rand::random::<u64>() % spread
+    COME_BACK_FLOOR_MS.saturating_add(rand::random::<u64>() % spread)
 }
 
 #[cfg(test)]
@@ -104,10 +116,16 @@ mod tests {
     fn delays_fall_within_the_window_and_differ() {
         let spread = std::time::Duration::from_millis(1000);
         let delays: Vec<u64> = (0..200).map(|_| come_back_in(spread)).collect();
-        assert!(delays.iter().all(|d| *d < 1000));
+        // The documented floor, spelled out: never `retry: 0`.
+        let window = 250..1250;
+        assert!(delays.iter().all(|d| window.contains(d)), "{delays:?}");
         let distinct: std::collections::HashSet<_> = delays.iter().collect();
         assert!(distinct.len() > 50, "spread, not one instant: {distinct:?}");
-        assert_eq!(come_back_in(std::time::Duration::ZERO), 0);
+        assert_eq!(
+            come_back_in(std::time::Duration::ZERO),
+            250,
+            "never retry: 0"
+        );
     }
 
     #[test]

@@ -194,7 +194,9 @@ impl MercureStream {
             tokio::select! {
                 biased;
                 _ = self.stopping.rung() => {
-                    let _ = write!(self.buf, "retry: 500\n\n");
+                    // Each client its own delay, as the SSE stream's.
+                    let after = crate::transport::resume::come_back_in(self.state.settings().config.realtime.reconnect_spread);
+                    let _ = write!(self.buf, "retry: {after}\n\n");
                     self.done = true;
                     self.reason = "shutdown";
                 }
