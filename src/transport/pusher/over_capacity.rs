@@ -4,8 +4,9 @@
 //!
 //! A WebSocket upgrade (HTTP/1.1 or an HTTP/2 extended CONNECT) is
 //! accepted only when a slot of the reserve is free
-//! (`pusher/refusal_reserve.rs`); its task sends `pusher:error` 4100 and
-//! closes 4100, all within [`REFUSAL_TIMEOUT`], and gives the slot back.
+//! (`pusher/refusal_reserve.rs`; one per connection at a time); its task
+//! sends `pusher:error` 4100 and closes 4100, all within
+//! [`REFUSAL_TIMEOUT`], and gives the slot back.
 //! An HTTP fallback receive request (`xhr_streaming`, `xhr`) is answered
 //! at once with the SockJS open line (for a session it does not know) and
 //! `c[4100,…]`: nothing is kept. Anything else, and an upgrade with the
@@ -62,7 +63,8 @@ fn refuse_socket(state: &AppState, req: &mut Request<Incoming>) -> Option<Respon
         Ok(handshake) => handshake,
         Err(refused) => return Some(refused),
     };
-    let slot = state.pusher_refusals.take()?;
+    let conn = req.extensions().get::<crate::conn_info::ConnInfo>()?.id;
+    let slot = state.pusher_refusals.take(conn)?;
     let on_upgrade = hyper::upgrade::on(req);
     let (state2, settings) = (state.clone(), state.settings());
     let refusal = async move {

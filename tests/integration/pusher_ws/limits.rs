@@ -310,3 +310,54 @@ async fn a_connection_refused_over_capacity_is_closed_after_its_answer() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The reserve of refusals over `max_connections` is shared fairly: 32
+/// sockets being told 4100 at once each hold a slot, the 33rd is answered
+/// 503; and one HTTP/2 connection holds one slot at a time, however many
+/// extended CONNECT streams it opens.
+#[tokio::test]
+async fn the_refusal_reserve_holds_32_and_one_per_connection() {
+    use crate::common::h2_client::{self, extended_connect};
+    let gw = limited("  max_connections: 2").await;
+    let mut h2 = h2_client::connect(&gw, true).await;
+    let _held = gw.tls_stream().await;
+    eventually(5, "two connections counted", || async {
+        gw.stats().await["connections"] == 2
+    })
+    .await;
+    let path = format!("/app/{KEY}?protocol=7");
+    // Held unread: each refusal waits for the client's close, keeping its
+    // slot (for up to 5s).
+    let refused =
+        futures_util::future::join_all((0..32).map(|_| gw.try_ws_with(&path, None))).await;
+    let refused: Vec<_> = refused
+        .into_iter()
+        .map(|r| r.expect("accepted to be told 4100"))
+        .collect();
+    match gw.try_ws_with(&path, None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503)
+        }
+        other => panic!("the 33rd: {:?}", other.map(|_| ())),
+    }
+    drop(refused);
+    // A stream of an open h2 connection takes a slot once the others are
+    // back; a second stream of the same connection, while the first is
+    // held, is answered 503.
+    let headers = [("sec-websocket-version", "13")];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let _first = loop {
+        let (resp, stream) = extended_connect(&mut h2, &gw, &path, "websocket", &headers)
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            break (resp, stream);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slots back in 5s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (resp, _) = extended_connect(&mut h2, &gw, &path, "websocket", &headers)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "one slot per connection");
+}
