@@ -173,6 +173,27 @@ fn refusal(gate: ConnectionRefusal) -> Response<Body> {
     resp
 }
 
+/// A connection refused over a limit ends after its answer: over
+/// HTTP/1.1 with `Connection: close` (a client's retry on the pooled
+/// connection would be refused again, and the connection, counted over
+/// the cap and past the per-address connect limit, would stay open for as
+/// long as the client likes); over HTTP/2 with a GOAWAY once the stream is
+/// answered. A WebSocket accepted to be told why (101) ends with its
+/// closing handshake instead.
+fn end_after_refusal(
+    mut resp: Response<Body>,
+    version: http::Version,
+    drain: &crate::alarm::Alarm,
+) -> Response<Body> {
+    if version == http::Version::HTTP_2 {
+        drain.ring();
+    } else if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 async fn connection(
     state: AppState,
     stream: TcpStream,
@@ -419,9 +440,13 @@ async fn serve_hyper<I>(
     // Protocol detection waits for the first bytes with no timer of its own:
     // a connection that never sends a request is dropped at `header_timeout`.
     let seen_request = Arc::new(AtomicBool::new(false));
+    // Rung by a refused HTTP/2 stream: the connection is over a limit, so
+    // it is sent GOAWAY rather than kept for more refusals.
+    let drain = crate::alarm::Alarm::new();
     let service = {
         let state = state.clone();
         let kill = kill.clone();
+        let drain = drain.clone();
         let seen_request = seen_request.clone();
         service_fn(move |mut req| {
             seen_request.store(true, Ordering::Relaxed);
@@ -438,7 +463,9 @@ async fn serve_hyper<I>(
             // Boxed: hyper keeps one in-flight slot per connection for the
             // connection's whole life, sized like this future; a box makes
             // that slot a pointer and frees the request's state once answered.
+            let drain = drain.clone();
             let answer: ServiceFuture = Box::pin(async move {
+                let version = req.version();
                 let gate = gate.and_then(|g| unless_resume(&state, g, &req));
                 let resp = match (gate, surface) {
                     (Some(gate), surface) => {
@@ -453,7 +480,8 @@ async fn serve_hyper<I>(
                             }
                             _ => None,
                         };
-                        pusher.unwrap_or_else(|| refusal(gate))
+                        let resp = pusher.unwrap_or_else(|| refusal(gate));
+                        end_after_refusal(resp, version, &drain)
                     }
                     (None, ListenerRole::Public) => crate::router::route(state, req).await,
                     (None, ListenerRole::Admin) => crate::admin::route(state, req).await,
@@ -497,6 +525,7 @@ async fn serve_hyper<I>(
     // the connection (see `alarm.rs`).
     let mut stopping = state.lifecycle.stopping().listen_from_start();
     let mut killed = kill.0.listen_from_start();
+    let mut drained = drain.listen_from_start();
     let silent = async {
         tokio::time::sleep(header_timeout).await;
         if seen_request.load(Ordering::Relaxed) {
@@ -516,6 +545,7 @@ async fn serve_hyper<I>(
         }
         _ = killed.rung() => return,
         _ = stopping.rung() => {}
+        _ = drained.rung() => debug!("refused over a limit: GOAWAY"),
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {

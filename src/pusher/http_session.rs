@@ -260,6 +260,21 @@ impl HttpSession {
         }
     }
 
+    /// Resolves once the session is closed: closed from outside its task
+    /// (a request told 4100 over capacity), the task ends as for a
+    /// vanished peer, and its presence and counts go with it.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.to_socket.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.lock().closed {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Resolves once a receiver took every line written (the close line
     /// among them), or the session had no receiver for `idle`.
     pub async fn delivered(&self, idle: Duration) {

@@ -155,6 +155,9 @@ async fn share(state: &AppState, counted: &[(AppChannel, usize)]) {
         counts.others.clear();
         return;
     };
+    // Entries added while this runs (a first subscriber's read) are not
+    // among these, and are kept.
+    let before: Vec<AppChannel> = counts.others.iter().map(|e| e.key().clone()).collect();
     let mut keep = HashSet::new();
     for ((app, hub), n) in counted {
         let channel = count_channel(app, hub);
@@ -173,7 +176,21 @@ async fn share(state: &AppState, counted: &[(AppChannel, usize)]) {
         counts.others.insert(key.clone(), others);
         keep.insert(key);
     }
-    counts.others.retain(|key, _| keep.contains(key));
+    forget_stale(&counts.others, &before, &keep);
+}
+
+/// Remove the entries of `before` not in `keep`: channels no longer
+/// counted here. Only those: an entry added by
+/// [`AppState::read_pusher_counts_of`] during the Redis round-trips must
+/// survive, or its first subscriber's count loses the other instances.
+fn forget_stale(
+    others: &DashMap<AppChannel, usize>,
+    before: &[AppChannel],
+    keep: &HashSet<AppChannel>,
+) {
+    for key in before.iter().filter(|key| !keep.contains(*key)) {
+        others.remove(key);
+    }
 }
 
 /// Report the channels whose count changed here, with the count across
@@ -210,5 +227,21 @@ mod tests {
     fn no_channel_of_pushgates_own_clients_is_a_count_channel() {
         let name = count_channel("1001", "news");
         assert!(!crate::model::valid_channel(&name), "{name}");
+    }
+
+    #[test]
+    fn a_share_forgets_only_stale_entries_it_started_with() {
+        let key = |hub: &str| -> AppChannel { (Arc::from("1001"), Arc::from(hub)) };
+        let others = DashMap::new();
+        others.insert(key("kept"), 1);
+        others.insert(key("stale"), 2);
+        let before = vec![key("kept"), key("stale")];
+        // Read for a first subscriber while the share was under way.
+        others.insert(key("new"), 3);
+        let keep = HashSet::from([key("kept")]);
+        forget_stale(&others, &before, &keep);
+        assert_eq!(others.get(&key("kept")).map(|n| *n), Some(1));
+        assert!(others.get(&key("stale")).is_none(), "no longer counted");
+        assert_eq!(others.get(&key("new")).map(|n| *n), Some(3), "kept");
     }
 }

@@ -588,3 +588,27 @@ async fn a_close_between_polls_is_the_next_polls_answer() {
         "{closed:?}"
     );
 }
+
+/// A receive request over the gateway's capacity for a session this
+/// instance holds: the session is told 4100 on its own stream and ends
+/// (no longer counted, its sends refused), not kept alive unseen.
+#[tokio::test]
+async fn a_held_session_told_4100_over_capacity_ends() {
+    // Idle sessions kept long: the session must end because it is closed.
+    let gw = gateway_idle("30s", ", max_connections: 5", "  max_connections: 1000").await;
+    let mut x = Xhr::new(&gw, "held");
+    x.streaming().await;
+    let open = gw.stats().await["connections"].as_u64().unwrap();
+    gw.reload_with("max_connections: 1000", &format!("max_connections: {open}"));
+    // pusher-js's next poll of the session, on a new connection.
+    let poll = Xhr::new(&gw, "held");
+    let resp = poll.post("xhr", "").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "c[4100,\"Over capacity\"]\n");
+    assert_eq!(x.frame().await, Err(4100), "told on its stream too");
+    eventually(5, "the session ended", || async {
+        let metrics = gw.metrics_text().await;
+        metrics.contains("pushgate_pusher_connections{app=\"1001\"} 0")
+    })
+    .await;
+}

@@ -4,7 +4,8 @@
 //! memory or Redis, so every instance sees the same last event), no older
 //! than [`CACHE_TTL`]. The subscription starts before that read, so an
 //! event published in between is both read and queued: the live copy of
-//! the event sent, or of any older one, is skipped (`deliver.rs`). Client events and presence announcements are not
+//! the event sent, or of any older cacheable one, is skipped
+//! (`deliver.rs`). Client events and presence announcements are not
 //! cached, as on Pusher. With nothing to send, the subscriber gets
 //! `pusher:cache_miss` and the app's webhook a `cache_miss`, at most once
 //! per channel per window (`state::CacheMisses`).
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::Replay;
+use crate::hub::Message;
 use crate::pusher::frames;
 use crate::pusher::{AppEvent, is_cache_channel};
 
@@ -54,11 +56,10 @@ impl PusherSocket {
         let Ok(Replay::Messages(messages)) = replay else {
             return None;
         };
-        let last = messages.iter().rev().find(|m| {
-            &*m.event != "presence"
-                && !m.event.starts_with("client-")
-                && m.published_at.elapsed() <= ttl
-        })?;
+        let last = messages
+            .iter()
+            .rev()
+            .find(|m| is_cacheable(m) && m.published_at.elapsed() <= ttl)?;
         let data = serde_json::from_str(last.data_text()).ok()?;
         let frame = frames::channel_event(&last.event, name, data, None);
         // Subscribed before this read: the same event may be queued live.
@@ -67,4 +68,10 @@ impl PusherSocket {
         }
         Some(frame)
     }
+}
+
+/// Whether `m` may be a cache channel's last event: client events and
+/// presence announcements never are, as on Pusher.
+pub(super) fn is_cacheable(m: &Message) -> bool {
+    &*m.event != "presence" && !m.event.starts_with("client-")
 }

@@ -107,6 +107,7 @@ impl Link {
             Link::Http(link) => tokio::select! {
                 frame = link.inbound.recv() => frame.map(|f| Ok(Frame::text(f))),
                 _ = link.session.expired(link.idle) => None,
+                _ = link.session.closed() => None,
             },
         }
     }

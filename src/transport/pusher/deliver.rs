@@ -91,8 +91,11 @@ fn render<'m>(
     if joined
         .cached
         .is_some_and(|(epoch, seq)| m.epoch == epoch && m.seq <= seq)
+        && super::cache::is_cacheable(m)
     {
-        // Already sent as the cache channel's last event (`cache.rs`).
+        // Already sent as the cache channel's last event (`cache.rs`), or
+        // older than it. Presence announcements and client events share
+        // the history's numbers but are never cached: they still go out.
         return None;
     }
     if joined.kind == ChannelKind::Presence && &*m.event == "presence" {
@@ -191,6 +194,13 @@ mod tests {
         };
         assert!(render(&at(5), "1.1", Some(&j)).is_none(), "the cached one");
         assert!(render(&at(4), "1.1", Some(&j)).is_none(), "an older one");
+        let raw = serde_json::value::to_raw_value(&json!({"n": 4})).unwrap();
+        let client = Message::new("cache-news".into(), "client-e".into(), &raw, 4, None, 1);
+        assert_eq!(
+            parse(render(&client, "1.1", Some(&j)))["event"],
+            "client-e",
+            "a client event is never cached, so never sent already"
+        );
         assert_eq!(parse(render(&at(6), "1.1", Some(&j)))["data"], "{\"n\":6}");
         let mut other_epoch = at(5);
         other_epoch.epoch = 2;

@@ -4,12 +4,14 @@
 //!
 //! A WebSocket upgrade (HTTP/1.1 or an HTTP/2 extended CONNECT) is
 //! accepted only when a slot of the reserve is free
-//! (`pusher/refusal_reserve.rs`); its task sends `pusher:error` 4100 and
-//! closes 4100, all within [`REFUSAL_TIMEOUT`], and gives the slot back.
+//! (`pusher/refusal_reserve.rs`; one per connection at a time); its task
+//! sends `pusher:error` 4100 and closes 4100, all within
+//! [`REFUSAL_TIMEOUT`], and gives the slot back.
 //! An HTTP fallback receive request (`xhr_streaming`, `xhr`) is answered
 //! at once with the SockJS open line (for a session it does not know) and
-//! `c[4100,…]`: nothing is kept. Anything else, and an upgrade with the
-//! reserve used up, is left to the caller's 503.
+//! `c[4100,…]`: nothing is kept, and a session it knows is closed 4100.
+//! Anything else, and an upgrade with the reserve used up, is left to the
+//! caller's 503.
 
 use std::time::Duration;
 
@@ -45,10 +47,13 @@ pub(crate) fn answer(state: &AppState, req: &mut Request<Incoming>) -> Option<Re
         return None;
     }
     let origin = crate::transport::cors::check(&settings, req).ok()?;
-    let known = state.pusher_http.get(x.id(), xhr::peer(req)).is_some();
     let mut lines = Vec::new();
-    if !known {
-        lines.extend_from_slice(sockjs::OPEN);
+    match state.pusher_http.get(x.id(), xhr::peer(req)) {
+        // A session held here: told 4100 on its own stream too, and ended
+        // (its presence, occupancy and counts with it), as the client
+        // backs off and reconnects.
+        Some(session) => session.close(code::OVER_CAPACITY, REASON),
+        None => lines.extend_from_slice(sockjs::OPEN),
     }
     lines.extend_from_slice(&sockjs::close(code::OVER_CAPACITY, REASON));
     let mut resp = xhr::answer(Bytes::from(lines));
@@ -62,7 +67,8 @@ fn refuse_socket(state: &AppState, req: &mut Request<Incoming>) -> Option<Respon
         Ok(handshake) => handshake,
         Err(refused) => return Some(refused),
     };
-    let slot = state.pusher_refusals.take()?;
+    let conn = req.extensions().get::<crate::conn_info::ConnInfo>()?.id;
+    let slot = state.pusher_refusals.take(conn)?;
     let on_upgrade = hyper::upgrade::on(req);
     let (state2, settings) = (state.clone(), state.settings());
     let refusal = async move {

@@ -235,3 +235,129 @@ async fn over_the_gateways_capacity_a_pusher_client_reads_4100() {
     let mut ws = websocket(resp, stream).await;
     told_over_capacity(&mut ws).await;
 }
+
+/// Whatever the Pusher answer over `max_connections` (the HTTP fallback's
+/// 4100, a bad handshake's 4xx, anyone's 503), the connection ends with it:
+/// a client retrying on its pooled connection, or a hostile one, cannot
+/// keep a refused connection open past the cap. Over HTTP/2 the refused
+/// connection is sent GOAWAY.
+#[tokio::test]
+async fn a_connection_refused_over_capacity_is_closed_after_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = limited("  max_connections: 2").await;
+    let _held = (gw.tls_stream().await, gw.tls_stream().await);
+    eventually(5, "two connections counted", || async {
+        gw.stats().await["connections"] == 2
+    })
+    .await;
+    let xhr = format!(
+        "POST /pusher/app/{KEY}/123/abcd/xhr_streaming HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+    );
+    let no_key = format!(
+        "GET /app/{KEY}?protocol=7 HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let other = "GET /realtime/poll?channels=a&timeout=0 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for (request, expect) in [
+        (xhr.as_str(), "c[4100,"),
+        (no_key.as_str(), "HTTP/1.1 4"),
+        (other, "503 "),
+    ] {
+        let mut tls = gw.tls_stream().await;
+        // Two requests back to back, as a keep-alive client may send them:
+        // only the first is answered, then the connection ends.
+        tls.write_all(format!("{request}{request}").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(read.is_ok(), "the connection is closed: {answer}");
+        assert!(answer.contains(expect), "{answer}");
+        assert!(answer.contains("connection: close"), "{answer}");
+        assert_eq!(
+            answer.matches("\r\nconnection: close").count(),
+            1,
+            "{answer}"
+        );
+    }
+    // HTTP/2: the refused stream is answered, then GOAWAY: no request
+    // after it reaches the gateway.
+    let mut h2 = crate::common::h2_client::connect(&gw, true).await;
+    let req = http::Request::get(gw.url("/realtime/poll?channels=a&timeout=0"))
+        .body(())
+        .unwrap();
+    let (resp, _) = h2.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 503);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no GOAWAY within 5s"
+        );
+        let req = http::Request::get(gw.url("/realtime/poll?channels=a&timeout=0"))
+            .body(())
+            .unwrap();
+        let refused = match h2.clone().ready().await {
+            Ok(mut ready) => match ready.send_request(req, true) {
+                Ok((resp, _)) => resp.await.is_err(),
+                Err(_) => true,
+            },
+            Err(_) => true,
+        };
+        if refused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The reserve of refusals over `max_connections` is shared fairly: 32
+/// sockets being told 4100 at once each hold a slot, the 33rd is answered
+/// 503; and one HTTP/2 connection holds one slot at a time, however many
+/// extended CONNECT streams it opens.
+#[tokio::test]
+async fn the_refusal_reserve_holds_32_and_one_per_connection() {
+    use crate::common::h2_client::{self, extended_connect};
+    let gw = limited("  max_connections: 2").await;
+    let mut h2 = h2_client::connect(&gw, true).await;
+    let _held = gw.tls_stream().await;
+    eventually(5, "two connections counted", || async {
+        gw.stats().await["connections"] == 2
+    })
+    .await;
+    let path = format!("/app/{KEY}?protocol=7");
+    // Held unread: each refusal waits for the client's close, keeping its
+    // slot (for up to 5s).
+    let refused =
+        futures_util::future::join_all((0..32).map(|_| gw.try_ws_with(&path, None))).await;
+    let refused: Vec<_> = refused
+        .into_iter()
+        .map(|r| r.expect("accepted to be told 4100"))
+        .collect();
+    match gw.try_ws_with(&path, None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503)
+        }
+        other => panic!("the 33rd: {:?}", other.map(|_| ())),
+    }
+    drop(refused);
+    // A stream of an open h2 connection takes a slot once the others are
+    // back; a second stream of the same connection, while the first is
+    // held, is answered 503.
+    let headers = [("sec-websocket-version", "13")];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let _first = loop {
+        let (resp, stream) = extended_connect(&mut h2, &gw, &path, "websocket", &headers)
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            break (resp, stream);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slots back in 5s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (resp, _) = extended_connect(&mut h2, &gw, &path, "websocket", &headers)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "one slot per connection");
+}
