@@ -61,7 +61,7 @@ measure() {
     curl -fs "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  coproc SUB { node bench/deflate_subscribers.js "ws://127.0.0.1:$PUB/realtime/ws?channels=public.deflate" "127.0.0.1:$ADMIN" "$N" "$M" "$size" "$RATE"; }
+  coproc SUB { node bench/deflate_subscribers.js "ws://127.0.0.1:$PUB/realtime/ws?channels=public.deflate&cursor_frames=1" "127.0.0.1:$ADMIN" "$N" "$M" "$size" "$RATE"; }
   local line t0 t1 result
   read -r line <&"${SUB[0]}"
   [ "$line" = ready ] || { echo "subscribers: $line" >&2; exit 1; }
