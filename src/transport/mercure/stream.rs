@@ -25,7 +25,6 @@ use futures_util::StreamExt;
 use url::Url;
 
 use crate::alarm::Listener;
-use crate::transport::sse::EvictionKill;
 use crate::limits::ConnectionSlot;
 use crate::mercure::claims::Rights;
 use crate::mercure::selector::Selectors;
@@ -34,6 +33,7 @@ use crate::model::TopicUpdate;
 use crate::state::{AppState, Gauge};
 use crate::transport::session::{Delivery, Session};
 use crate::transport::sse::Chunks;
+use crate::transport::sse::EvictionKill;
 
 /// What a subscriber receives.
 pub(super) struct Filter {
