@@ -444,6 +444,19 @@ async fn wait_for(phase: &mut tokio::sync::watch::Receiver<Phase>, want: Phase) 
         .is_ok_and(|p| *p == want)
 }
 
+/// A Pusher socket opened and past `pusher:connection_established`: the
+/// socket and its id, or the outcome that stopped it.
+async fn open_established(
+    dialer: &Dialer,
+    i: usize,
+    path: &str,
+    progress: &Progress,
+) -> Result<(Socket, String), Outcome> {
+    let mut ws = open(dialer, i, path, progress).await?;
+    let id = established(&mut ws).await?;
+    Ok((ws, id))
+}
+
 /// A member: connects, subscribes on `Join`, unsubscribes on `Leave`.
 #[allow(clippy::too_many_arguments)]
 async fn member(
@@ -457,15 +470,8 @@ async fn member(
     mut phase: tokio::sync::watch::Receiver<Phase>,
     progress: &Progress,
 ) {
-    let mut ws = match open(dialer, i, path, progress).await {
-        Ok(ws) => ws,
-        Err(o) => {
-            let _ = ready.send(o);
-            return;
-        }
-    };
-    let socket_id = match established(&mut ws).await {
-        Ok(id) => id,
+    let (mut ws, socket_id) = match open_established(dialer, i, path, progress).await {
+        Ok(opened) => opened,
         Err(o) => {
             let _ = ready.send(o);
             return;
@@ -513,17 +519,14 @@ async fn observer(
     mut phase: tokio::sync::watch::Receiver<Phase>,
     progress: &Progress,
 ) {
-    let mut ws = match open(dialer, i, path, progress).await {
-        Ok(ws) => ws,
+    let (mut ws, id) = match open_established(dialer, i, path, progress).await {
+        Ok(opened) => opened,
         Err(o) => {
             let _ = ready.send(o);
             return;
         }
     };
-    let outcome = match established(&mut ws).await {
-        Ok(id) => subscribe(&mut ws, app, &id, channel, &format!("observer-{i}")).await,
-        Err(o) => o,
-    };
+    let outcome = subscribe(&mut ws, app, &id, channel, &format!("observer-{i}")).await;
     let _ = ready.send(outcome);
     if outcome != Outcome::Connected {
         return;
