@@ -27,6 +27,7 @@ use tracing::{Instrument, debug, warn};
 use http::{HeaderValue, Response, header};
 
 mod front;
+mod one_record;
 mod rewind;
 mod send_timeout;
 
@@ -327,6 +328,19 @@ async fn serve_tls(
         Ok(Ok(tls)) => {
             info.sni = tls.get_ref().1.server_name().map(std::sync::Arc::from);
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 {
+                // Many streams' frames in one record and one write (`one_record.rs`).
+                return serve(
+                    state,
+                    one_record::OneRecord(tls),
+                    info,
+                    surface,
+                    gate,
+                    seat,
+                    h2,
+                )
+                .await;
+            }
             serve(state, tls, info, surface, gate, seat, h2).await
         }
         Ok(Err(error)) => {

@@ -149,3 +149,111 @@ async fn an_evicted_h2_stream_never_read_cuts_its_connection() {
         .expect("the stream ends");
     assert!(!matches!(ended, Some(Ok(_))), "{ended:?}");
 }
+
+/// A connection's bytes as the client reads them, counting the TLS records
+/// that start in them (a record's 5-byte header gives its length).
+struct RecordCounter {
+    tcp: tokio::net::TcpStream,
+    records: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Header bytes of the record being read so far, then its body left.
+    header: Vec<u8>,
+    body_left: usize,
+}
+
+impl RecordCounter {
+    fn count(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 5 {
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                self.header.clear();
+                self.records
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for RecordCounter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let fresh = buf.filled()[before..].to_vec();
+        self.count(&fresh);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for RecordCounter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[tokio::test]
+async fn one_message_to_many_streams_of_a_connection_shares_tls_records() {
+    // A message to 20 SSE streams of one h2 connection: 20 DATA frames of
+    // over 256 bytes each, which went out as 20 records in 20 writes.
+    const STREAMS: usize = 20;
+    let gw = TestGateway::builder().start().await;
+    let records = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tcp = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    let counter = RecordCounter {
+        tcp,
+        records: records.clone(),
+        header: Vec::new(),
+        body_left: 0,
+    };
+    let mut h2 = h2_client::connect_over(&gw, counter, true, &h2::client::Builder::new()).await;
+    let mut bodies = Vec::new();
+    for _ in 0..STREAMS {
+        let mut body = subscribe(&mut h2, &gw, "public.many").await;
+        read_until(&mut body, ": pushgate").await;
+        bodies.push(body);
+    }
+    eventually(5, "every stream subscribed", || async {
+        gw.stats().await["transports"]["sse"] == STREAMS
+    })
+    .await;
+    let before = records.load(std::sync::atomic::Ordering::Relaxed);
+    let pad = "x".repeat(400);
+    gw.publish_one("public.many", json!({"shared": pad})).await;
+    for body in &mut bodies {
+        read_until(body, "shared").await;
+    }
+    let used = records.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(
+        used < STREAMS / 2,
+        "{used} TLS records carried one message to {STREAMS} streams"
+    );
+}

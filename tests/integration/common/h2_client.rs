@@ -31,12 +31,26 @@ pub async fn connect_with(
     alpn: bool,
     settings: &h2::client::Builder,
 ) -> SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    connect_over(gw, tcp, alpn, settings).await
+}
+
+/// [`connect_with`] over `tcp`, a connection to the public listener (or a
+/// wrapper of one that watches its bytes).
+pub async fn connect_over<T>(
+    gw: &TestGateway,
+    tcp: T,
+    alpn: bool,
+    settings: &h2::client::Builder,
+) -> SendRequest<Bytes>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let protocols = if alpn {
         vec![b"h2".to_vec()]
     } else {
         Vec::new()
     };
-    let tcp = tokio::net::TcpStream::connect(gw.public).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tls = gw
         .tls_connector_alpn(protocols)
