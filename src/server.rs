@@ -332,7 +332,7 @@ async fn serve_tls(
                 // Many streams' frames in one record and one write (`one_record.rs`).
                 return serve(
                     state,
-                    one_record::OneRecord(tls),
+                    one_record::OneRecord::new(tls),
                     info,
                     surface,
                     gate,

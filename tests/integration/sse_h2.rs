@@ -256,4 +256,17 @@ async fn one_message_to_many_streams_of_a_connection_shares_tls_records() {
         used < STREAMS / 2,
         "{used} TLS records carried one message to {STREAMS} streams"
     );
+    // A payload over 1 KiB goes out frame by frame, each frame whole in
+    // one record (h2 writes its head and the rest in two pieces).
+    let before = records.load(std::sync::atomic::Ordering::Relaxed);
+    let pad = "y".repeat(3000);
+    gw.publish_one("public.many", json!({"large": pad})).await;
+    for body in &mut bodies {
+        read_until(body, "large").await;
+    }
+    let used = records.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(
+        used <= STREAMS + STREAMS / 4,
+        "{used} TLS records carried a 3 KiB message to {STREAMS} streams"
+    );
 }
