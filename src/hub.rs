@@ -10,8 +10,9 @@
 //! the channel one job, and the loop pushes into its own connections'
 //! inboxes (`relay.rs`), so one message reaches the loops side by side and
 //! no subscriber costs the broker's thread a cross-thread wake-up. Each
-//! message starts its pushes one place further along the list, so no
-//! subscriber is always woken last.
+//! message starts its pushes one place further along each loop's list
+//! (a channel's subscribers are listed per loop), so no subscriber is
+//! always woken last and a loop walks only its own.
 //!
 //! A subscription is a [`Subscription`] guard: dropping it takes the inbox
 //! off its channel, so a session cannot forget to. The locks are
