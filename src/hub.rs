@@ -10,8 +10,9 @@
 //! the channel one job, and the loop pushes into its own connections'
 //! inboxes (`relay.rs`), so one message reaches the loops side by side and
 //! no subscriber costs the broker's thread a cross-thread wake-up. Each
-//! message starts its pushes one place further along the list, so no
-//! subscriber is always woken last.
+//! message starts its pushes one place further along each loop's list
+//! (a channel's subscribers are listed per loop), so no subscriber is
+//! always woken last and a loop walks only its own.
 //!
 //! A subscription is a [`Subscription`] guard: dropping it takes the inbox
 //! off its channel, so a session cannot forget to. The locks are
@@ -55,41 +56,54 @@ struct HubInner {
 #[derive(Default)]
 struct Subscribers {
     list: RwLock<Members>,
-    /// Where the next message's pushes start (see [`rotated`]).
-    turn: AtomicUsize,
 }
 
+/// A channel's subscribers, kept apart by the loop they live on: a loop's
+/// job touches only its own connections, so one message costs each loop
+/// its own subscribers, not a walk of the whole channel (with one list,
+/// every loop read every subscriber to find its own).
 #[derive(Default)]
 struct Members {
+    /// One list per loop with subscribers on the channel, by loop number
+    /// (0: on no loop) ascending; a list that empties is taken away.
+    places: Vec<Place>,
+    /// Subscribers over every list.
+    count: usize,
+    /// Bit `place % 64` is set when some list is loop `place`'s: fan-out
+    /// sends no job to a loop with no subscriber on the channel (two loops
+    /// sharing a bit at worst get a job that finds no list).
+    bits: u64,
+}
+
+/// The subscribers of one channel on one loop.
+struct Place {
+    place: usize,
     all: Vec<Subscriber>,
-    /// Bit `place % 64` is set when a subscriber lives on loop `place`:
-    /// fan-out sends no job to a loop with no subscriber on the channel.
-    places: u64,
+    /// Where the next message's pushes start (see [`rotated`]).
+    turn: AtomicUsize,
 }
 
 struct Subscriber {
     id: u64,
     inbox: Inbox,
     policy: SlowClient,
-    /// The loop the subscriber's connection runs on (0: none).
-    place: usize,
 }
 
 impl Subscribers {
     /// Push `msg` into the inboxes of the subscribers on loop `place`.
     fn push(&self, place: usize, msg: &Arc<Message>) {
         let list = self.list.read();
-        let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        for s in rotated(&list.all, start) {
-            if s.place == place {
-                s.inbox.push(msg, s.policy);
-            }
+        let Some(own) = list.of(place) else { return };
+        let start = own.turn.fetch_add(1, Ordering::Relaxed);
+        for s in rotated(&own.all, start) {
+            s.inbox.push(msg, s.policy);
         }
     }
 
     /// Tell the subscribers on loop `place` that `channel` lost messages.
     fn mark_lost(&self, place: usize, channel: &Arc<str>) {
-        for s in self.list.read().all.iter().filter(|s| s.place == place) {
+        let list = self.list.read();
+        for s in list.of(place).map_or(&[][..], |own| &own.all) {
             s.inbox.mark_lost(channel);
         }
     }
@@ -98,6 +112,58 @@ impl Subscribers {
 impl Members {
     fn place_bit(place: usize) -> u64 {
         1 << (place % 64)
+    }
+
+    /// Loop `place`'s list, if it has subscribers.
+    fn of(&self, place: usize) -> Option<&Place> {
+        self.places.iter().find(|p| p.place == place)
+    }
+
+    fn add(&mut self, place: usize, subscriber: Subscriber) {
+        let at = self.places.partition_point(|p| p.place < place);
+        if self.places.get(at).is_none_or(|p| p.place != place) {
+            self.places.insert(
+                at,
+                Place {
+                    place,
+                    all: Vec::new(),
+                    turn: AtomicUsize::new(0),
+                },
+            );
+            self.bits |= Members::place_bit(place);
+        }
+        if let Some(own) = self.places.get_mut(at) {
+            own.all.push(subscriber);
+            self.count += 1;
+        }
+    }
+
+    /// Take subscriber `id` off loop `place`'s list; whether it was there.
+    /// The order of a list is not kept: each message starts elsewhere in
+    /// it anyway.
+    fn remove(&mut self, place: usize, id: u64) -> bool {
+        let Some(at) = self.places.iter().position(|p| p.place == place) else {
+            return false;
+        };
+        let own = &mut self.places[at];
+        let Some(i) = own.all.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        own.all.swap_remove(i);
+        self.count -= 1;
+        if own.all.is_empty() {
+            self.places.remove(at);
+            self.bits = self
+                .places
+                .iter()
+                .fold(0, |bits, p| bits | Members::place_bit(p.place));
+        }
+        true
+    }
+
+    /// Every subscriber, loop by loop.
+    fn iter(&self) -> impl Iterator<Item = &Subscriber> {
+        self.places.iter().flat_map(|p| &p.all)
     }
 }
 
@@ -118,6 +184,8 @@ pub struct Subscription {
     hub: Hub,
     pub channel: Arc<str>,
     id: u64,
+    /// The loop the subscriber was listed under.
+    place: usize,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -131,7 +199,7 @@ impl std::fmt::Debug for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.unsubscribe(&self.channel, self.id);
+        self.hub.unsubscribe(&self.channel, self.place, self.id);
     }
 }
 
@@ -179,19 +247,21 @@ impl Hub {
         // into a list already gone from the map.
         let mut map = self.shard(channel).lock();
         let mut list = map.entry(channel.clone()).or_default().list.write();
-        list.places |= Members::place_bit(place);
-        list.all.push(Subscriber {
-            id,
-            inbox: inbox.clone(),
-            policy,
+        list.add(
             place,
-        });
+            Subscriber {
+                id,
+                inbox: inbox.clone(),
+                policy,
+            },
+        );
         drop(list);
         drop(map);
         Subscription {
             hub: self.clone(),
             channel: channel.clone(),
             id,
+            place,
         }
     }
 
@@ -213,17 +283,12 @@ impl Hub {
     }
 
     /// What dropping a [`Subscription`] does.
-    fn unsubscribe(&self, channel: &Arc<str>, id: u64) {
+    fn unsubscribe(&self, channel: &Arc<str>, place: usize, id: u64) {
         let mut map = self.shard(channel).lock();
         let empty = map.get(channel).is_some_and(|subs| {
             let mut list = subs.list.write();
-            let mut places = 0;
-            list.all.retain(|s| {
-                places |= Members::place_bit(s.place) * u64::from(s.id != id);
-                s.id != id
-            });
-            list.places = places;
-            list.all.is_empty()
+            list.remove(place, id);
+            list.count == 0
         });
         if empty {
             map.remove(channel);
@@ -232,10 +297,10 @@ impl Hub {
 
     /// Run `f` over `channel`'s local subscribers (none: `f` is not called);
     /// the shard lock is released first, only the channel's list is held.
-    fn with_subscribers<R>(&self, channel: &str, f: impl FnOnce(&[Subscriber]) -> R) -> Option<R> {
+    fn with_subscribers<R>(&self, channel: &str, f: impl FnOnce(&Members) -> R) -> Option<R> {
         let subs = self.shard(channel).lock().get(channel).cloned()?;
         let list = subs.list.read();
-        Some(f(&list.all))
+        Some(f(&list))
     }
 
     /// Deliver `msg` to every local subscriber of its channel; returns how
@@ -260,7 +325,7 @@ impl Hub {
         };
         let (count, places) = {
             let list = subs.list.read();
-            (list.all.len(), list.places)
+            (list.count, list.bits)
         };
         for (place, slot) in self.inner.relays.iter().enumerate() {
             if places & Members::place_bit(place) == 0 {
@@ -283,7 +348,7 @@ impl Hub {
     }
 
     pub fn subscriber_count(&self, channel: &str) -> usize {
-        self.with_subscribers(channel, <[Subscriber]>::len)
+        self.with_subscribers(channel, |list| list.count)
             .unwrap_or(0)
     }
 
@@ -302,7 +367,7 @@ impl Hub {
             all.extend(
                 map.iter()
                     .filter(|(name, _)| name.starts_with(prefix))
-                    .map(|(name, subs)| (name.clone(), subs.list.read().all.len()))
+                    .map(|(name, subs)| (name.clone(), subs.list.read().count))
                     .filter(|(_, n)| *n > 0),
             );
         }
@@ -318,7 +383,7 @@ impl Hub {
             let map = shard.lock();
             all.extend(
                 map.iter()
-                    .map(|(name, subs)| (name.clone(), subs.list.read().all.len())),
+                    .map(|(name, subs)| (name.clone(), subs.list.read().count)),
             );
         }
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -373,9 +438,13 @@ mod tests {
         let subs = hub.shard(&a).lock().get(&a).cloned().unwrap();
         let mut firsts = Vec::new();
         for _ in 0..3 {
-            let start = subs.turn.load(Ordering::Relaxed);
+            let list = subs.list.read();
+            let own = list.of(0).unwrap();
+            let start = own.turn.load(Ordering::Relaxed);
+            let first = rotated(&own.all, start).next().unwrap().id;
+            drop(list);
             hub.fanout(&m);
-            firsts.push(rotated(&subs.list.read().all, start).next().unwrap().id);
+            firsts.push(first);
         }
         firsts.sort_unstable();
         firsts.dedup();
@@ -400,6 +469,140 @@ mod tests {
         drop(subs);
         drop(twice);
         assert!(hub.occupied("").is_empty());
+    }
+
+    fn message(channel: &Arc<str>, seq: u64) -> Arc<Message> {
+        let data = serde_json::value::RawValue::from_string(seq.to_string()).unwrap();
+        Arc::new(Message::new(
+            channel.clone(),
+            "message".into(),
+            &data,
+            seq,
+            None,
+            1,
+        ))
+    }
+
+    #[test]
+    fn a_loops_job_touches_only_its_own_subscribers() {
+        let hub = Hub::new();
+        let a: Arc<str> = "a".into();
+        // Three subscribers on loop 1, two on loop 2, one on none; the
+        // lists are the hub's own (no relay: the pushes are made here).
+        let on = |place: usize, n: usize| -> Vec<(Inbox, Subscription)> {
+            (0..n)
+                .map(|_| {
+                    let inbox = Inbox::new(8);
+                    let sub = hub.subscribe_at(&a, &inbox, SlowClient::Disconnect, place);
+                    (inbox, sub)
+                })
+                .collect()
+        };
+        let (one, two, none) = (on(1, 3), on(2, 2), on(0, 1));
+        let subs = hub.shard(&a).lock().get(&a).cloned().unwrap();
+        {
+            let list = subs.list.read();
+            let sizes: Vec<(usize, usize)> =
+                list.places.iter().map(|p| (p.place, p.all.len())).collect();
+            assert_eq!(sizes, vec![(0, 1), (1, 3), (2, 2)]);
+            assert_eq!(list.count, 6);
+            assert_eq!(list.bits, 0b111);
+        }
+        assert_eq!(hub.subscriber_count("a"), 6);
+        subs.push(1, &message(&a, 1));
+        subs.mark_lost(2, &a);
+        let lens = |list: &[(Inbox, Subscription)]| -> Vec<usize> {
+            list.iter().map(|(i, _)| i.len()).collect()
+        };
+        assert_eq!(lens(&one), vec![1, 1, 1]);
+        assert_eq!(lens(&two), vec![0, 0], "loop 1's job reached loop 2");
+        assert_eq!(lens(&none), vec![0]);
+        assert_eq!(hub.queued("a"), 3);
+        for (inbox, _) in &two {
+            let mut d = Drained::default();
+            inbox.drain(&mut d);
+            assert_eq!(d.lost, vec![a.clone()]);
+        }
+        for (inbox, _) in &one {
+            let mut d = Drained::default();
+            inbox.drain(&mut d);
+            assert!(d.lost.is_empty(), "loop 2's lost mark reached loop 1");
+        }
+        // A job for a loop with no list here is no work and no panic.
+        subs.push(7, &message(&a, 2));
+        subs.mark_lost(7, &a);
+        assert_eq!(hub.queued("a"), 0);
+    }
+
+    #[test]
+    fn leaving_takes_the_subscriber_off_its_own_loops_list_only() {
+        let hub = Hub::new();
+        let a: Arc<str> = "a".into();
+        let i1 = Inbox::new(8);
+        let i2 = Inbox::new(8);
+        let i3 = Inbox::new(8);
+        let s1 = hub.subscribe_at(&a, &i1, SlowClient::Disconnect, 1);
+        let s2 = hub.subscribe_at(&a, &i2, SlowClient::DropOldest, 1);
+        let s3 = hub.subscribe_at(&a, &i3, SlowClient::Disconnect, 2);
+        let subs = hub.shard(&a).lock().get(&a).cloned().unwrap();
+        // An id listed under another loop is not taken from this one.
+        assert!(!subs.list.write().remove(2, s1.id));
+        assert_eq!(subs.list.read().count, 3);
+        drop(s1);
+        {
+            let list = subs.list.read();
+            let ids: Vec<u64> = list.iter().map(|s| s.id).collect();
+            assert_eq!(ids, vec![s2.id, s3.id]);
+            assert_eq!(list.bits, 0b110);
+        }
+        // Loop 2's list empties and goes: its bit with it.
+        drop(s3);
+        {
+            let list = subs.list.read();
+            assert_eq!(list.places.len(), 1);
+            assert_eq!(list.bits, 0b010);
+            assert_eq!(list.count, 1);
+        }
+        // The remaining subscriber keeps its policy: drop_oldest, not eviction.
+        for seq in 1..=10 {
+            subs.push(1, &message(&a, seq));
+        }
+        assert!(!i2.is_evicted());
+        assert_eq!(i2.len(), 8);
+        drop(s2);
+        assert_eq!(hub.channel_count(), 0);
+    }
+
+    #[test]
+    fn each_loops_list_starts_each_message_one_place_further() {
+        let hub = Hub::new();
+        let a: Arc<str> = "a".into();
+        let inboxes: Vec<Inbox> = (0..5).map(|_| Inbox::new(8)).collect();
+        // Two on loop 1, three on loop 2.
+        let _subs: Vec<Subscription> = inboxes
+            .iter()
+            .enumerate()
+            .map(|(n, i)| hub.subscribe_at(&a, i, SlowClient::Disconnect, 1 + usize::from(n >= 2)))
+            .collect();
+        let subs = hub.shard(&a).lock().get(&a).cloned().unwrap();
+        for (place, size) in [(1, 2), (2, 3)] {
+            let mut firsts = Vec::new();
+            for seq in 0..size as u64 {
+                let list = subs.list.read();
+                let own = list.of(place).unwrap();
+                let start = own.turn.load(Ordering::Relaxed);
+                firsts.push(rotated(&own.all, start).next().unwrap().id);
+                drop(list);
+                subs.push(place, &message(&a, seq));
+            }
+            firsts.sort_unstable();
+            firsts.dedup();
+            assert_eq!(
+                firsts.len(),
+                size,
+                "loop {place}: every subscriber had a turn first"
+            );
+        }
     }
 
     #[test]

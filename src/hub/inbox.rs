@@ -133,6 +133,20 @@ impl Inbox {
         }
     }
 
+    /// Take everything queued: each message, in order, handed to `each`
+    /// (under the inbox's lock: `each` must not touch the inbox), the
+    /// channel marks appended to `marks` (whose messages stay untouched).
+    /// For a delivery path that has its own list to put messages in: no
+    /// list is made per drain (one allocation per delivery, measured).
+    pub fn drain_each(&self, marks: &mut Drained, mut each: impl FnMut(Arc<Message>)) {
+        let mut q = self.shared.queue.lock();
+        for m in q.items.drain(..) {
+            each(m);
+        }
+        marks.gaps.append(&mut q.gaps);
+        marks.lost.append(&mut q.lost);
+    }
+
     /// Record that `channel` lost messages before they reached the hub.
     pub fn mark_lost(&self, channel: &Arc<str>) {
         {
@@ -238,6 +252,27 @@ mod tests {
         assert_eq!(seqs, vec![4, 5]);
         assert_eq!(d.gaps, vec![Arc::<str>::from("a")]);
         assert!(!inbox.is_evicted());
+    }
+
+    #[test]
+    fn drain_each_hands_over_messages_in_order_and_the_marks_apart() {
+        let inbox = Inbox::new(2);
+        for i in 1..=3 {
+            inbox.push(&msg("a", i), SlowClient::DropOldest);
+        }
+        inbox.mark_lost(&Arc::from("b"));
+        let mut marks = Drained::default();
+        let mut seqs = Vec::new();
+        inbox.drain_each(&mut marks, |m| seqs.push(m.seq));
+        assert_eq!(seqs, vec![2, 3]);
+        assert!(marks.messages.is_empty());
+        assert_eq!(marks.gaps, vec![Arc::<str>::from("a")]);
+        assert_eq!(marks.lost, vec![Arc::<str>::from("b")]);
+        assert!(inbox.is_empty());
+        // Nothing is handed over twice.
+        let mut again = Drained::default();
+        inbox.drain_each(&mut again, |_| panic!("drained twice"));
+        assert!(again.gaps.is_empty() && again.lost.is_empty());
     }
 
     #[test]

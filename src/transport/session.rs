@@ -329,10 +329,15 @@ impl Session {
         if self.is_replaying() {
             return;
         }
+        // Messages go straight into `out` (no list of their own per
+        // drain); any reset found below is put before them.
         let mut d = Drained::default();
-        self.inbox.drain(&mut d);
+        let first = out.len();
+        self.inbox
+            .drain_each(&mut d, |m| out.push(Delivery::Message(m)));
+        let mut resets = Vec::new();
         // A rebase already resets every channel; a loss is then old news.
-        let rebased = self.rebase(self.broker.epoch(), out);
+        let rebased = self.rebase(self.broker.epoch(), &mut resets);
         let lost: Vec<_> = d
             .lost
             .into_iter()
@@ -340,7 +345,7 @@ impl Session {
             .collect();
         if !lost.is_empty() {
             self.metrics.replay("reset");
-            out.push(Delivery::Reset {
+            resets.push(Delivery::Reset {
                 channels: lost,
                 reason: "history",
             });
@@ -358,13 +363,15 @@ impl Session {
                         reason: "slow_client",
                     })
                     .inc();
-                out.push(Delivery::Reset {
+                resets.push(Delivery::Reset {
                     channels,
                     reason: "slow_client",
                 });
             }
         }
-        out.extend(d.messages.into_iter().map(Delivery::Message));
+        if !resets.is_empty() {
+            out.splice(first..first, resets);
+        }
     }
 
     /// Account for `out` being sent: advances the cursor and observes the

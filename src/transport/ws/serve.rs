@@ -179,6 +179,7 @@ impl WsSession {
                 // Only with nothing of ours owed: tungstenite writes its pong
                 // replies while reading, and they must not land inside a frame.
                 read = self.socket.next(), if self.outgoing.is_empty() => {
+                    self.replies_owed = true;
                     last_seen = Instant::now();
                     match self.on_read(read).await {
                         Ok(step) => step,
@@ -419,14 +420,14 @@ impl WsSession {
         let evicted = &mut self.evicted;
         tokio::select! {
             biased;
-            r = write_owed(&mut self.socket, &mut self.outgoing) => r,
+            r = write_owed(&mut self.socket, &mut self.outgoing, &mut self.replies_owed) => r,
             _ = evicted.rung() => Err(WsError::ConnectionClosed),
         }
     }
 
     /// Write what is owed, however long the socket takes (callers bound it).
     async fn write_owed(&mut self) -> Result<(), WsError> {
-        write_owed(&mut self.socket, &mut self.outgoing).await
+        write_owed(&mut self.socket, &mut self.outgoing, &mut self.replies_owed).await
     }
 
     /// The connection fell too far behind: tell it where to resume, then close.
@@ -503,10 +504,19 @@ async fn next_reply<T>(replies: &mut Option<(mpsc::Sender<T>, mpsc::Receiver<T>)
     }
 }
 
-/// Let tungstenite write what it queued (pong and close replies), then write
-/// our frames straight to the socket.
-async fn write_owed(socket: &mut Socket, outgoing: &mut Outgoing) -> Result<(), WsError> {
-    socket.flush().await?;
+/// Let tungstenite write what it queued (pong and close replies) when a
+/// read since its last flush may have queued some (`replies_owed`), then
+/// write our frames straight to the socket. Cancel-safe: the flag is
+/// cleared only once tungstenite's flush is done.
+async fn write_owed(
+    socket: &mut Socket,
+    outgoing: &mut Outgoing,
+    replies_owed: &mut bool,
+) -> Result<(), WsError> {
+    if *replies_owed {
+        socket.flush().await?;
+        *replies_owed = false;
+    }
     outgoing.write_to(socket.get_mut()).await?;
     Ok(())
 }
