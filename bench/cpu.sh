@@ -118,7 +118,13 @@ measure() {
 # SIGTERM: a background job of a script ignores SIGINT unless it installs a
 # handler (pushgate does; the floor does not).
 stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-nginx_pids() { pgrep -x nginx | tr '\n' ' '; }
+# Only this run's nginx (its master and workers), never another nginx on the machine.
+nginx_pids() { echo "$ng $(pgrep -P "$ng" | tr '\n' ' ')"; }
+# A port still held by another process would pass wait_listening at once and
+# the run would measure that process: refuse to start instead.
+for port in 18080 19090 18443 18580 18590 18543 18591 28080 28443; do
+  if ss -Hltn "sport = :$port" | grep -q .; then echo "port $port is in use: stop what listens there first" >&2; exit 1; fi
+done
 
 # pushgate, plain then TLS (a fresh process each).
 $PG run -c bench/pushgate.yaml > "$work/pg.log" 2>&1 & pg=$!; pids+=($pg)
