@@ -148,3 +148,45 @@ impl Loops {
         let _ = self.queues[n].send(job);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::sync::oneshot;
+
+    /// The accept loop drops its `Loops` (closing the queues) when it stops
+    /// accepting, at the start of a drain: the connections the loops
+    /// already serve must go on until the `Lifetime` ends, or a drain
+    /// would cut every connection instead of letting it finish.
+    #[tokio::test]
+    async fn connections_outlive_the_accept_loop_until_the_lifetime_ends() {
+        let (loops, lifetime) = Loops::start().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        // As the accept loop hands it over (`into_std` keeps it so).
+        stream.set_nonblocking(true).unwrap();
+        let tasks = TaskTracker::new();
+        let (go_on, told) = oneshot::channel::<()>();
+        let (served, done) = oneshot::channel::<usize>();
+        loops.serve(&tasks, stream, move |_stream| async move {
+            let _ = told.await;
+            let _ = served.send(current());
+        });
+        drop(loops);
+        // The queued socket is counted before the loop takes it.
+        assert_eq!(tasks.len(), 1);
+        let _ = go_on.send(());
+        let on = tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("the connection finished")
+            .expect("the connection was not dropped with the queue");
+        assert!(on >= 1, "served on a loop, not on the caller's runtime");
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .expect("the tracker saw the task end");
+        drop(lifetime);
+    }
+}
