@@ -28,6 +28,15 @@ BENCH_PORTS="37180 37190 37280 37290 37380 37390 37480 37379"
 bench_start
 
 N=${N:-10000}; RATE=${RATE:-1000}; CHANNELS=${CHANNELS:-100}; ADDRS=${ADDRS:-100}
+# One pushgate holds every client in (a), and in (b) once the other is
+# killed: one descriptor each, under this shell's open-files limit (which
+# every process started here inherits).
+if [ "$N" -gt $(( $(ulimit -n) - 1000 )) ]; then
+  echo "N=$N does not fit the open-files limit $(ulimit -n) of one pushgate process" >&2; exit 1
+fi
+# HAProxy processes for (b): see there.
+hap_maxconn=$(( ($(ulimit -Hn) - 100) / 2 ))
+hap_procs=$(( (N * 10 / 9 + hap_maxconn - 1) / hap_maxconn ))
 BEFORE=${BEFORE:-5}; AFTER=${AFTER:-10}
 redis_port=37379
 broker="broker: { kind: redis, redis: { url: \"redis://127.0.0.1:$redis_port\", prefix: storm } }"
@@ -59,6 +68,7 @@ out="$work/results.md"
   echo "## Reconnect storm run of $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)${NOTE:+; $NOTE}. Versions: pushgate $($PG --version | cut -d' ' -f2), $(redis-server --version | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3)."
+  echo "Load before: $(cut -d' ' -f1-3 /proc/loadavg). Open files per process: soft $(ulimit -n), hard $(ulimit -Hn). Clients spread over $(( (N + 2499) / 2500 )) Node processes (2,500 each at most), the publisher a process of its own; (b) through $hap_procs HAProxy process(es) of maxconn $hap_maxconn sharing the port (two descriptors per client each)."
   echo "Clients, every pushgate process, HAProxy and redis-server share the same cores. Command: \`N=$N RATE=$RATE CHANNELS=$CHANNELS ADDRS=$ADDRS BEFORE=$BEFORE AFTER=$AFTER bench/storm.sh\`."
   echo "$N subscribers (half WebSocket, half SSE, each resuming with its cursor) on $CHANNELS channels from $ADDRS source addresses; $RATE messages/s published through a third instance sharing Redis, $BEFORE s before the disruption and $AFTER s after."
   echo
@@ -74,7 +84,10 @@ restart() {
   $PG run -c $work/$1.yaml >/dev/null 2>&1 & echo \$! > $work/a2.pid;
   for _ in \$(seq 1 400); do ss -Hltn 'sport = :37180' | grep -q . && break; sleep 0.005; done;
   echo listening \$(date +%s%3N)"
-  clients "\"urls\":[\"http://127.0.0.1:37180\"],$2\"disrupt\":$(printf '%s' "$cmd" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')"
+  # Clients that fail never run the disruption: stop the first process
+  # too, or the wait below would hold the script forever.
+  clients "\"urls\":[\"http://127.0.0.1:37180\"],$2\"disrupt\":$(printf '%s' "$cmd" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')" \
+    || { kill "$(cat "$work/a1.pid")" 2>/dev/null; exit 1; }
   kill "$(cat "$work/a2.pid")" 2>/dev/null || true
   wait "$(cat "$work/a1.pid")" 2>/dev/null || true
   while ss -Hltn 'sport = :37180' | grep -q .; do sleep 0.1; done
@@ -94,8 +107,11 @@ if [ "$OFFICE" -gt 0 ]; then
 fi
 
 # (b) two instances behind HAProxy, one killed with SIGKILL.
-# Two descriptors per client connection, under the open-files hard limit.
-hap_maxconn=$(( ($(ulimit -Hn) - 100) / 2 ))
+# HAProxy holds two descriptors per client connection, and one process may
+# not open more than the open-files hard limit: past it, several HAProxy
+# processes bind the same port (HAProxy sets SO_REUSEPORT, so the kernel
+# spreads the connections over them by address hash), each with a maxconn
+# under the limit and 10% headroom for an uneven spread.
 cat > "$work/haproxy.cfg" <<CFG
 global
   maxconn $hap_maxconn
@@ -117,8 +133,10 @@ CFG
 $PG run -c "$work/a.yaml" & echo $! > "$work/a3.pid"
 $PG run -c "$work/b.yaml" & pids+=($!)
 wait_ready 37190; wait_ready 37290
-haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
-for _ in $(seq 1 100); do ss -Hltn 'sport = :37480' | grep -q . && break; sleep 0.05; done
+for _ in $(seq 1 "$hap_procs"); do
+  haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
+done
+for _ in $(seq 1 100); do [ "$(ss -Hltn 'sport = :37480' | wc -l)" -ge "$hap_procs" ] && break; sleep 0.05; done
 echo "(b) node lost: $N clients…" >&2
 b=$(clients "\"urls\":[\"http://127.0.0.1:37480\"],\"disrupt\":\"kill -KILL $(cat "$work/a3.pid")\"")
 echo "$b" >&2
@@ -131,7 +149,7 @@ b, f = r["back_ms"], r["back_from_first_retry_ms"]
 ref = ", ".join(f"{k}: {v}" for k, v in sorted(r["refusals"].items())) or "none"
 ref += " (during the storm: " + (", ".join(f"{k}: {v}" for k, v in sorted(r["refusals_during_storm"].items())) or "none") + ")"
 print(f"| {t} | {r['connected_before']}/{r['clients']} | {r['disrupted']} (ws {r['disrupted_by_kind']['ws']}, sse {r['disrupted_by_kind']['sse']}) | {r['unresumed']} | "
-      f"{b['p50']} / {b['p99']} / {b['max']} | {f['p50']} / {f['p99']} / {f['max']} | {r['published']} | {r['lost']} | {r['duplicated']} ({r['duplicated_ids']} by id) | {r['resets']} | {ref} | {r['publish_errors']} |")
+      f"{b['p50']} / {b['p99']} / {b['max']} | {f['p50']} / {f['p99']} / {f['max']} | {r['published']} ({r['published_per_s']}/s) | {r['lost']} | {r['duplicated']} ({r['duplicated_ids']} by id) | {r['resets']} | {ref} | {r['publish_errors']} |")
 PY
 }
 {
