@@ -51,12 +51,17 @@ function onRequest(q, f) {
 
 if (role === 'clients') {
   const WebSocket = require(path.join(__dirname, '../tests/pusher/node_modules/ws'));
-  const stats = { refusals: {}, refusalsDuring: {}, resets: 0, connects: 0, errors: 0 };
+  const stats = { refusals: {}, refusalsDuring: {}, why: {}, resets: 0, connects: 0, errors: 0 };
   let armed = false;
-  // A refusal, by status; those after the disruption apart.
-  const refused = (status) => {
+  // A refusal, by status; those after the disruption apart; and why, by
+  // the answer's body (the gateway's error message), to tell them apart.
+  const refused = (status, res) => {
     stats.refusals[status] = (stats.refusals[status] || 0) + 1;
     if (armed) stats.refusalsDuring[status] = (stats.refusalsDuring[status] || 0) + 1;
+    let body = '';
+    res.setEncoding('utf8');
+    res.on('data', (t) => { if (body.length < 200) body += t; });
+    res.on('end', () => { const k = `${status} ${body.slice(0, 120)}`; stats.why[k] = (stats.why[k] || 0) + 1; });
   };
   // A contiguous block of indices: half WebSocket, half SSE, every channel
   // and address represented in each process.
@@ -126,9 +131,9 @@ if (role === 'clients') {
       ws.on('open', () => this.opened());
       ws.on('message', (d) => { try { this.message(JSON.parse(d)); } catch (_) { stats.errors++; } });
       ws.on('unexpected-response', (req, res) => {
-        refused(res.statusCode);
+        refused(res.statusCode, res);
         const ra = Number(res.headers['retry-after']);
-        res.resume(); req.destroy();
+        res.on('end', () => req.destroy());
         end(ra > 0 ? ra * 1000 : undefined);
       });
       ws.on('error', () => end());
@@ -144,9 +149,8 @@ if (role === 'clients') {
       req.on('error', () => end());
       req.on('response', (res) => {
         if (res.statusCode !== 200) {
-          refused(res.statusCode);
+          refused(res.statusCode, res);
           const ra = Number(res.headers['retry-after']);
-          res.resume();
           res.on('end', () => end(ra > 0 ? ra * 1000 : undefined));
           return;
         }
@@ -193,7 +197,7 @@ if (role === 'clients') {
   onRequest('drain', async (m) => {
     const lastSeq = m.lastSeq;
     await waitFor(() => clients.every((c) => c.last >= lastSeq[c.i % o.channels]), 15000);
-    const r = { lost: 0, dups: 0, dupIds: 0, hit: 0, short: 0, back: [], fromRetry: [], kinds: { ws: 0, sse: 0 }, refusals: stats.refusals, refusalsDuring: stats.refusalsDuring, resets: stats.resets, connects: stats.connects, errors: stats.errors };
+    const r = { lost: 0, dups: 0, dupIds: 0, hit: 0, short: 0, back: [], fromRetry: [], kinds: { ws: 0, sse: 0 }, refusals: stats.refusals, refusalsDuring: stats.refusalsDuring, why: stats.why, resets: stats.resets, connects: stats.connects, errors: stats.errors };
     for (const c of clients) {
       c.done = true;
       const ch = c.i % o.channels;
@@ -279,23 +283,25 @@ if (role === 'coordinator') (async () => {
   await pub.ask('start');
   await sleep(o.before_s * 1000);
   await Promise.all(ws.map((w) => w.ask('arm')));
-  let listening = null;
+  let listening = null, closed = null;
   const disruptAt = now();
   const d = spawn('bash', ['-c', o.disrupt], { stdio: ['ignore', 'pipe', 'inherit'] });
   d.stdout.setEncoding('utf8');
   d.stdout.on('data', (t) => {
     const m = /listening (\d+)/.exec(t);
     if (m && listening === null) listening = Number(m[1]);
+    const c = /closed (\d+)/.exec(t);
+    if (c && closed === null) closed = Number(c[1]);
   });
   await sleep(o.after_s * 1000);
   const p = await pub.ask('stop');
   const parts = await Promise.all(ws.map((w) => w.ask('drain', { lastSeq: p.lastSeq, listening })));
   const t = { lost: 0, dups: 0, dupIds: 0, hit: 0, short: 0, resets: 0, connects: 0, errors: 0 };
-  const back = [], fromRetry = [], kinds = { ws: 0, sse: 0 }, refusals = {}, refusalsDuring = {};
+  const back = [], fromRetry = [], kinds = { ws: 0, sse: 0 }, refusals = {}, refusalsDuring = {}, why = {};
   for (const r of parts) {
     for (const k of Object.keys(t)) t[k] += r[k];
     back.push(...r.back); fromRetry.push(...r.fromRetry);
-    add(kinds, r.kinds); add(refusals, r.refusals); add(refusalsDuring, r.refusalsDuring);
+    add(kinds, r.kinds); add(refusals, r.refusals); add(refusalsDuring, r.refusalsDuring); add(why, r.why);
   }
   done = true;
   console.log(JSON.stringify({
@@ -303,10 +309,11 @@ if (role === 'coordinator') (async () => {
     connected_before: connected, all_connected: all, addrs: o.addrs, channels: o.channels, rate: o.rate,
     published: p.published, published_per_s: p.rate, publish_errors: p.publishErrors,
     disrupted: t.hit, disrupted_by_kind: kinds, unresumed: t.hit - back.length, never_received: t.short,
+    closed_after_disrupt_ms: closed !== null ? closed - disruptAt : null,
     listening_after_disrupt_ms: listening !== null ? listening - disruptAt : null,
     back_ms: { p50: pct(back, 0.5), p99: pct(back, 0.99), max: pct(back, 1) },
     back_from_first_retry_ms: { p50: pct(fromRetry, 0.5), p99: pct(fromRetry, 0.99), max: pct(fromRetry, 1) },
-    lost: t.lost, duplicated: t.dups, duplicated_ids: t.dupIds, resets: t.resets, refusals, refusals_during_storm: refusalsDuring, connects: t.connects,
+    lost: t.lost, duplicated: t.dups, duplicated_ids: t.dupIds, resets: t.resets, refusals, refusals_during_storm: refusalsDuring, refusal_reasons: why, connects: t.connects,
   }));
   for (const w of [...ws, pub]) w.kill();
   process.exit(0);
