@@ -155,16 +155,16 @@ row() { # title json
   python3 - "$1" "$2" <<'PY'
 import json, sys
 t, r = sys.argv[1], json.loads(sys.argv[2])
-b, f = r["back_ms"], r["back_from_first_retry_ms"]
+b, f, g = r["back_ms"], r["back_from_first_retry_ms"], r["back_from_last_attempt_ms"]
 ref = ", ".join(f"{k}: {v}" for k, v in sorted(r["refusals"].items())) or "none"
 ref += " (during the storm: " + (", ".join(f"{k}: {v}" for k, v in sorted(r["refusals_during_storm"].items())) or "none") + ")"
 print(f"| {t} | {r['connected_before']}/{r['clients']} | {r['disrupted']} (ws {r['disrupted_by_kind']['ws']}, sse {r['disrupted_by_kind']['sse']}) | {r['unresumed']} | "
-      f"{b['p50']} / {b['p99']} / {b['max']} | {f['p50']} / {f['p99']} / {f['max']} | {r['published']} ({r['published_per_s']}/s) | {r['lost']} | {r['duplicated']} ({r['duplicated_ids']} by id) | {r['resets']} | {ref} | {r['publish_errors']} |")
+      f"{b['p50']} / {b['p99']} / {b['max']} | {f['p50']} / {f['p99']} / {f['max']} | {g['p50']} / {g['p99']} / {g['max']} | {r['connections_refused_during_storm']} | {r['published']} ({r['published_per_s']}/s) | {r['lost']} | {r['duplicated']} ({r['duplicated_ids']} by id) | {r['resets']} | {ref} | {r['publish_errors']} |")
 PY
 }
 {
-  echo "| scenario | streaming before | disrupted | not back | back after listening (a) / after loss (b), ms p50 / p99 / max | back after first retry, ms p50 / p99 / max | published | lost | duplicated | resets | refusals | publish errors |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| scenario | streaming before | disrupted | not back | back after listening (a) / after loss (b), ms p50 / p99 / max | back after first retry, ms p50 / p99 / max | the attempt that succeeded, ms p50 / p99 / max | connects refused (port closed) | published | lost | duplicated | resets | refusals | publish errors |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   row "(a) SIGTERM, new process on the same port" "$a"
   row "(b) 2 behind HAProxy, one SIGKILLed" "$b"
   [ -z "$c" ] || row "(c) office: $OFFICE from one address, default per_ip limits, SIGTERM + new process" "$c"

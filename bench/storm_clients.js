@@ -51,7 +51,7 @@ function onRequest(q, f) {
 
 if (role === 'clients') {
   const WebSocket = require(path.join(__dirname, '../tests/pusher/node_modules/ws'));
-  const stats = { refusals: {}, refusalsDuring: {}, why: {}, resets: 0, connects: 0, errors: 0 };
+  const stats = { refusals: {}, refusalsDuring: {}, why: {}, resets: 0, connects: 0, errors: 0, connRefused: 0 };
   let armed = false;
   // A refusal, by status; those after the disruption apart; and why, by
   // the answer's body (the gateway's error message), to tell them apart.
@@ -84,16 +84,22 @@ if (role === 'clients') {
       this.first = -1; this.last = -1; this.dups = 0; this.dupIds = 0;
       this.attempt = 0; this.hint = null; this.streaming = false;
       this.lostAt = null; this.firstRetryAt = null; this.backAt = null; this.storms = 0;
+      this.attemptAt = null; this.lastAttemptMs = null;
     }
     start() {
       if (this.lostAt !== null && this.firstRetryAt === null) this.firstRetryAt = now();
+      this.attemptAt = now();
       stats.connects++;
       if (this.kind === 'ws') this.ws(); else this.sse();
     }
     opened() {
       this.streaming = true;
       this.attempt = 0;
-      if (this.lostAt !== null && this.backAt === null) this.backAt = now();
+      if (this.lostAt !== null && this.backAt === null) {
+        this.backAt = now();
+        // The gateway's part: from the attempt that succeeded to streaming.
+        this.lastAttemptMs = this.backAt - this.attemptAt;
+      }
     }
     lost(retryAfterMs) {
       if (this.done) return;
@@ -136,7 +142,7 @@ if (role === 'clients') {
         res.on('end', () => req.destroy());
         end(ra > 0 ? ra * 1000 : undefined);
       });
-      ws.on('error', () => end());
+      ws.on('error', (e) => { if (e.code === 'ECONNREFUSED' && armed) stats.connRefused++; end(); });
       ws.on('close', () => end());
     }
     sse() {
@@ -146,7 +152,7 @@ if (role === 'clients') {
       this.sock = req;
       let ended = false;
       const end = (ra) => { if (!ended) { ended = true; this.lost(ra); } };
-      req.on('error', () => end());
+      req.on('error', (e) => { if (e.code === 'ECONNREFUSED' && armed) stats.connRefused++; end(); });
       req.on('response', (res) => {
         if (res.statusCode !== 200) {
           refused(res.statusCode, res);
@@ -197,7 +203,7 @@ if (role === 'clients') {
   onRequest('drain', async (m) => {
     const lastSeq = m.lastSeq;
     await waitFor(() => clients.every((c) => c.last >= lastSeq[c.i % o.channels]), 15000);
-    const r = { lost: 0, dups: 0, dupIds: 0, hit: 0, short: 0, back: [], fromRetry: [], kinds: { ws: 0, sse: 0 }, refusals: stats.refusals, refusalsDuring: stats.refusalsDuring, why: stats.why, resets: stats.resets, connects: stats.connects, errors: stats.errors };
+    const r = { lost: 0, dups: 0, dupIds: 0, hit: 0, short: 0, back: [], fromRetry: [], kinds: { ws: 0, sse: 0 }, refusals: stats.refusals, refusalsDuring: stats.refusalsDuring, why: stats.why, connRefused: stats.connRefused, lastAttempt: [], resets: stats.resets, connects: stats.connects, errors: stats.errors };
     for (const c of clients) {
       c.done = true;
       const ch = c.i % o.channels;
@@ -210,6 +216,7 @@ if (role === 'clients') {
         if (c.backAt !== null) {
           r.back.push(c.backAt - (m.listening !== null ? Math.max(m.listening, c.lostAt) : c.lostAt));
           if (c.firstRetryAt !== null) r.fromRetry.push(c.backAt - c.firstRetryAt);
+          if (c.lastAttemptMs !== null) r.lastAttempt.push(c.lastAttemptMs);
         }
       }
     }
@@ -296,11 +303,11 @@ if (role === 'coordinator') (async () => {
   await sleep(o.after_s * 1000);
   const p = await pub.ask('stop');
   const parts = await Promise.all(ws.map((w) => w.ask('drain', { lastSeq: p.lastSeq, listening })));
-  const t = { lost: 0, dups: 0, dupIds: 0, hit: 0, short: 0, resets: 0, connects: 0, errors: 0 };
-  const back = [], fromRetry = [], kinds = { ws: 0, sse: 0 }, refusals = {}, refusalsDuring = {}, why = {};
+  const t = { lost: 0, dups: 0, dupIds: 0, hit: 0, short: 0, resets: 0, connects: 0, errors: 0, connRefused: 0 };
+  const back = [], fromRetry = [], lastAttempt = [], kinds = { ws: 0, sse: 0 }, refusals = {}, refusalsDuring = {}, why = {};
   for (const r of parts) {
     for (const k of Object.keys(t)) t[k] += r[k];
-    back.push(...r.back); fromRetry.push(...r.fromRetry);
+    back.push(...r.back); fromRetry.push(...r.fromRetry); lastAttempt.push(...r.lastAttempt);
     add(kinds, r.kinds); add(refusals, r.refusals); add(refusalsDuring, r.refusalsDuring); add(why, r.why);
   }
   done = true;
@@ -313,6 +320,10 @@ if (role === 'coordinator') (async () => {
     listening_after_disrupt_ms: listening !== null ? listening - disruptAt : null,
     back_ms: { p50: pct(back, 0.5), p99: pct(back, 0.99), max: pct(back, 1) },
     back_from_first_retry_ms: { p50: pct(fromRetry, 0.5), p99: pct(fromRetry, 0.99), max: pct(fromRetry, 1) },
+    // The successful attempt alone (connect, handshake, resume), without
+    // the waits and refused attempts before it: what the gateway took.
+    back_from_last_attempt_ms: { p50: pct(lastAttempt, 0.5), p99: pct(lastAttempt, 0.99), max: pct(lastAttempt, 1) },
+    connections_refused_during_storm: t.connRefused,
     lost: t.lost, duplicated: t.dups, duplicated_ids: t.dupIds, resets: t.resets, refusals, refusals_during_storm: refusalsDuring, refusal_reasons: why, connects: t.connects,
   }));
   for (const w of [...ws, pub]) w.kill();
