@@ -159,7 +159,7 @@ b, f, g = r["back_ms"], r["back_from_first_retry_ms"], r["back_from_last_attempt
 ref = ", ".join(f"{k}: {v}" for k, v in sorted(r["refusals"].items())) or "none"
 ref += " (during the storm: " + (", ".join(f"{k}: {v}" for k, v in sorted(r["refusals_during_storm"].items())) or "none") + ")"
 print(f"| {t} | {r['connected_before']}/{r['clients']} | {r['disrupted']} (ws {r['disrupted_by_kind']['ws']}, sse {r['disrupted_by_kind']['sse']}) | {r['unresumed']} | "
-      f"{b['p50']} / {b['p99']} / {b['max']} | {f['p50']} / {f['p99']} / {f['max']} | {g['p50']} / {g['p99']} / {g['max']} | {r['connections_refused_during_storm']} | {r['published']} ({r['published_per_s']}/s) | {r['lost']} | {r['duplicated']} ({r['duplicated_ids']} by id) | {r['resets']} | {ref} | {r['publish_errors']} |")
+      f"{b['p50']} / {b['p99']} / {b['max']} | {f['p50']} / {f['p99']} / {f['max']} | {g['p50']} / {g['p99']} / {g['max']} | {r['connections_refused_during_storm']} | {r['published']} ({r['published_per_s']}/s) | {r['lost']}{'' if r.get('drained', True) else ' (not drained: late ones too)'} | {r['duplicated']} ({r['duplicated_ids']} by id) | {r['resets']} | {ref} | {r['publish_errors']} |")
 PY
 }
 {
