@@ -51,7 +51,7 @@ instance b 37280 37290
 wait_ready() { for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.05; done; echo "instance on $1 not ready" >&2; exit 1; }
 bench_cleanup_extra() { # processes the disruptions started
   local f
-  for f in "$work"/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+  for f in "$work"/*.pid; do [ -e "$f" ] && { kill "$(cat "$f")" 2>/dev/null || true; }; done
   return 0
 }
 
