@@ -52,14 +52,17 @@ use crate::hub::{Hub, Message};
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on any single Redis command, so an outage answers instead of hanging.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
-/// Sessions' Redis reads (a follow's head, a replay's page) in progress at
+/// Sessions' replays (a page of a channel's history each) in progress at
 /// once in one process. A reconnect storm brings thousands at once; all of
 /// them written to the one command connection queue there, each one's
 /// timeout running while it waits behind the others, until they answer 503
-/// and delay the link's own commands. Beyond this bound a read waits its
+/// and delay the link's own commands. Redis answers a page in tens of
+/// microseconds, so 256 waiting there cost milliseconds; the bound must not
+/// be much lower, for each place is also held while the session's task
+/// waits for its turn to run on a busy process. Beyond it a replay waits its
 /// turn in arrival order, its timeout not yet running; a client that leaves
 /// while waiting gives its place up.
-const SESSION_READS: usize = 32;
+const SESSION_READS: usize = 256;
 
 /// One channel this instance follows because local clients subscribe to it.
 #[derive(Default)]
@@ -299,10 +302,9 @@ impl RedisBroker {
                 return Err(unavailable("channel subscription not confirmed"));
             }
         }
-        let head = {
-            let _place = self.session_read().await?;
-            self.head_now().await?
-        };
+        // Not gated: the reads of the counter are shared (at most one
+        // in flight), so they cannot flood the command connection.
+        let head = self.head_now().await?;
         std::mem::forget(counted);
         {
             let mut follows = self.follows.lock();
