@@ -17,6 +17,7 @@
 #   N=2000 bench/storm.sh               # fewer clients
 #   OFFICE=3000 (default; 0 skips): (c) that many clients from one address
 #   on the default per-address limits, restarted as in (a)
+#   SCENARIOS=a N=10000 bench/storm.sh  # only (a); RESULTS.md untouched
 #   RATE=1000 CHANNELS=100 ADDRS=100 BEFORE=5 AFTER=10 NOTE="…" bench/storm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,15 @@ BENCH_PORTS="37180 37190 37280 37290 37380 37390 37480 37379"
 bench_start
 
 N=${N:-10000}; RATE=${RATE:-1000}; CHANNELS=${CHANNELS:-100}; ADDRS=${ADDRS:-100}
+# One pushgate holds every client in (a), and in (b) once the other is
+# killed: one descriptor each, under this shell's open-files limit (which
+# every process started here inherits).
+if [ "$N" -gt $(( $(ulimit -n) - 1000 )) ]; then
+  echo "N=$N does not fit the open-files limit $(ulimit -n) of one pushgate process" >&2; exit 1
+fi
+# HAProxy processes for (b): see there.
+hap_maxconn=$(( ($(ulimit -Hn) - 100) / 2 ))
+hap_procs=$(( (N * 10 / 9 + hap_maxconn - 1) / hap_maxconn ))
 BEFORE=${BEFORE:-5}; AFTER=${AFTER:-10}
 redis_port=37379
 broker="broker: { kind: redis, redis: { url: \"redis://127.0.0.1:$redis_port\", prefix: storm } }"
@@ -41,7 +51,7 @@ instance b 37280 37290
 wait_ready() { for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.05; done; echo "instance on $1 not ready" >&2; exit 1; }
 bench_cleanup_extra() { # processes the disruptions started
   local f
-  for f in "$work"/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+  for f in "$work"/*.pid; do [ -e "$f" ] && { kill "$(cat "$f")" 2>/dev/null || true; }; done
   return 0
 }
 
@@ -59,6 +69,7 @@ out="$work/results.md"
   echo "## Reconnect storm run of $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)${NOTE:+; $NOTE}. Versions: pushgate $($PG --version | cut -d' ' -f2), $(redis-server --version | cut -d' ' -f3), $(haproxy -v | head -1 | cut -d' ' -f1-3)."
+  echo "Load before: $(cut -d' ' -f1-3 /proc/loadavg). Open files per process: soft $(ulimit -n), hard $(ulimit -Hn). Clients spread over $(( (N + 2499) / 2500 )) Node processes (2,500 each at most), the publisher a process of its own; (b) through $hap_procs HAProxy process(es) of maxconn $hap_maxconn sharing the port (two descriptors per client each)."
   echo "Clients, every pushgate process, HAProxy and redis-server share the same cores. Command: \`N=$N RATE=$RATE CHANNELS=$CHANNELS ADDRS=$ADDRS BEFORE=$BEFORE AFTER=$AFTER bench/storm.sh\`."
   echo "$N subscribers (half WebSocket, half SSE, each resuming with its cursor) on $CHANNELS channels from $ADDRS source addresses; $RATE messages/s published through a third instance sharing Redis, $BEFORE s before the disruption and $AFTER s after."
   echo
@@ -71,31 +82,45 @@ restart() {
   wait_ready 37190
   local cmd="kill -TERM $(cat "$work/a1.pid");
   while ss -Hltn 'sport = :37180' | grep -q .; do sleep 0.01; done;
+  echo closed \$(date +%s%3N);
   $PG run -c $work/$1.yaml >/dev/null 2>&1 & echo \$! > $work/a2.pid;
   for _ in \$(seq 1 400); do ss -Hltn 'sport = :37180' | grep -q . && break; sleep 0.005; done;
   echo listening \$(date +%s%3N)"
-  clients "\"urls\":[\"http://127.0.0.1:37180\"],$2\"disrupt\":$(printf '%s' "$cmd" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')"
+  # Clients that fail never run the disruption: stop the first process
+  # too, or the wait below would hold the script forever.
+  clients "\"urls\":[\"http://127.0.0.1:37180\"],$2\"disrupt\":$(printf '%s' "$cmd" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')" \
+    || { kill "$(cat "$work/a1.pid")" 2>/dev/null; exit 1; }
   kill "$(cat "$work/a2.pid")" 2>/dev/null || true
   wait "$(cat "$work/a1.pid")" 2>/dev/null || true
   while ss -Hltn 'sport = :37180' | grep -q .; do sleep 0.1; done
 }
-echo "(a) restart: $N clients…" >&2
-a=$(restart a "")
-echo "$a" >&2
+# SCENARIOS picks which to run (default all: "abc"); a partial run
+# prints its figures and leaves bench/RESULTS.md alone.
+SCENARIOS=${SCENARIOS:-abc}
+a=""
+if [[ $SCENARIOS == *a* ]]; then
+  echo "(a) restart: $N clients…" >&2
+  a=$(restart a "")
+  echo "$a" >&2
+fi
 # (c) an office: OFFICE clients (default 3,000) from one address, on the
 # default per-address limits (`per_ip` left out of the config).
 OFFICE=${OFFICE:-3000}
 c=""
-if [ "$OFFICE" -gt 0 ]; then
+if [ "$OFFICE" -gt 0 ] && [[ $SCENARIOS == *c* ]]; then
   grep -v '^  per_ip:' "$work/a.yaml" > "$work/office.yaml"
   echo "(c) office: $OFFICE clients from one address…" >&2
   c=$(restart office "\"n\":$OFFICE,\"addrs\":1,")
   echo "$c" >&2
 fi
 
+[[ $SCENARIOS == *b* ]] || exit 0
 # (b) two instances behind HAProxy, one killed with SIGKILL.
-# Two descriptors per client connection, under the open-files hard limit.
-hap_maxconn=$(( ($(ulimit -Hn) - 100) / 2 ))
+# HAProxy holds two descriptors per client connection, and one process may
+# not open more than the open-files hard limit: past it, several HAProxy
+# processes bind the same port (HAProxy sets SO_REUSEPORT, so the kernel
+# spreads the connections over them by address hash), each with a maxconn
+# under the limit and 10% headroom for an uneven spread.
 cat > "$work/haproxy.cfg" <<CFG
 global
   maxconn $hap_maxconn
@@ -117,31 +142,34 @@ CFG
 $PG run -c "$work/a.yaml" & echo $! > "$work/a3.pid"
 $PG run -c "$work/b.yaml" & pids+=($!)
 wait_ready 37190; wait_ready 37290
-haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
-for _ in $(seq 1 100); do ss -Hltn 'sport = :37480' | grep -q . && break; sleep 0.05; done
+for _ in $(seq 1 "$hap_procs"); do
+  haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 & pids+=($!)
+done
+for _ in $(seq 1 100); do [ "$(ss -Hltn 'sport = :37480' | wc -l)" -ge "$hap_procs" ] && break; sleep 0.05; done
 echo "(b) node lost: $N clients…" >&2
 b=$(clients "\"urls\":[\"http://127.0.0.1:37480\"],\"disrupt\":\"kill -KILL $(cat "$work/a3.pid")\"")
 echo "$b" >&2
 
+[ "$SCENARIOS" = abc ] || exit 0
 row() { # title json
   python3 - "$1" "$2" <<'PY'
 import json, sys
 t, r = sys.argv[1], json.loads(sys.argv[2])
-b, f = r["back_ms"], r["back_from_first_retry_ms"]
+b, f, g = r["back_ms"], r["back_from_first_retry_ms"], r["back_from_last_attempt_ms"]
 ref = ", ".join(f"{k}: {v}" for k, v in sorted(r["refusals"].items())) or "none"
 ref += " (during the storm: " + (", ".join(f"{k}: {v}" for k, v in sorted(r["refusals_during_storm"].items())) or "none") + ")"
 print(f"| {t} | {r['connected_before']}/{r['clients']} | {r['disrupted']} (ws {r['disrupted_by_kind']['ws']}, sse {r['disrupted_by_kind']['sse']}) | {r['unresumed']} | "
-      f"{b['p50']} / {b['p99']} / {b['max']} | {f['p50']} / {f['p99']} / {f['max']} | {r['published']} | {r['lost']} | {r['duplicated']} ({r['duplicated_ids']} by id) | {r['resets']} | {ref} | {r['publish_errors']} |")
+      f"{b['p50']} / {b['p99']} / {b['max']} | {f['p50']} / {f['p99']} / {f['max']} | {g['p50']} / {g['p99']} / {g['max']} | {r['connections_refused_during_storm']} | {r['published']} ({r['published_per_s']}/s) | {r['lost']}{'' if r.get('drained', True) else ' (not drained: late ones too)'} | {r['duplicated']} ({r['duplicated_ids']} by id) | {r['resets']} | {ref} | {r['publish_errors']} |")
 PY
 }
 {
-  echo "| scenario | streaming before | disrupted | not back | back after listening (a) / after loss (b), ms p50 / p99 / max | back after first retry, ms p50 / p99 / max | published | lost | duplicated | resets | refusals | publish errors |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| scenario | streaming before | disrupted | not back | back after listening (a) / after loss (b), ms p50 / p99 / max | back after first retry, ms p50 / p99 / max | the attempt that succeeded, ms p50 / p99 / max | connects refused (port closed) | published | lost | duplicated | resets | refusals | publish errors |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   row "(a) SIGTERM, new process on the same port" "$a"
   row "(b) 2 behind HAProxy, one SIGKILLed" "$b"
   [ -z "$c" ] || row "(c) office: $OFFICE from one address, default per_ip limits, SIGTERM + new process" "$c"
   echo
-  echo "(a) new process listening $(echo "$a" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listening_after_disrupt_ms"])') ms after the SIGTERM. Raw: \`$a\`"
+  echo "(a) old process's listener closed $(echo "$a" | python3 -c 'import json,sys; print(json.load(sys.stdin)["closed_after_disrupt_ms"])') ms and new process listening $(echo "$a" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listening_after_disrupt_ms"])') ms after the SIGTERM. Raw: \`$a\`"
   echo
   echo "(b) raw: \`$b\`"
   echo

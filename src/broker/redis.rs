@@ -18,6 +18,7 @@
 //!   live connections stay open, and after the link returns every followed
 //!   channel is caught up from history before live delivery resumes.
 
+mod head;
 mod keys;
 mod link;
 mod presence;
@@ -51,6 +52,17 @@ use crate::hub::{Hub, Message};
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on any single Redis command, so an outage answers instead of hanging.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Sessions' replays (a page of a channel's history each) in progress at
+/// once in one process. A reconnect storm brings thousands at once; all of
+/// them written to the one command connection queue there, each one's
+/// timeout running while it waits behind the others, until they answer 503
+/// and delay the link's own commands. Redis answers a page in tens of
+/// microseconds, so 256 waiting there cost milliseconds; the bound must not
+/// be much lower, for each place is also held while the session's task
+/// waits for its turn to run on a busy process. Beyond it a replay waits its
+/// turn in arrival order, its timeout not yet running; a client that leaves
+/// while waiting gives its place up.
+const SESSION_READS: usize = 256;
 
 /// One channel this instance follows because local clients subscribe to it.
 #[derive(Default)]
@@ -82,6 +94,10 @@ pub struct RedisBroker {
     /// The pub/sub link is up (drives `/readyz`).
     linked: AtomicBool,
     follows: Mutex<HashMap<Arc<str>, Follow>>,
+    /// Bound on sessions' reads in progress ([`SESSION_READS`]).
+    session_reads: tokio::sync::Semaphore,
+    /// Follows' reads of the id counter, shared while one is queued.
+    heads: head::HeadReads,
     /// Wakes the link task to reconcile subscriptions with `follows`.
     wake: Notify,
     publish_script: redis::Script,
@@ -112,6 +128,8 @@ impl RedisBroker {
             epoch: AtomicU64::new(0),
             linked: AtomicBool::new(false),
             follows: Mutex::new(HashMap::new()),
+            session_reads: tokio::sync::Semaphore::new(SESSION_READS),
+            heads: head::HeadReads::default(),
             wake: Notify::new(),
             publish_script: redis::Script::new(include_str!("redis/publish.lua")),
             replay_script: redis::Script::new(include_str!("redis/replay.lua")),
@@ -206,15 +224,23 @@ impl RedisBroker {
     }
 
     async fn head_now(&self) -> Result<u64, BrokerError> {
-        let mut conn = self.connection()?;
-        let head: Option<u64> = self
-            .call(
-                redis::cmd("GET")
-                    .arg(self.keys.seq())
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(head.unwrap_or(0))
+        let conn = self.connection()?;
+        self.heads.read(conn, self.keys.seq()).await
+    }
+
+    /// Wait for a place among the sessions' reads in progress. Fails at
+    /// once, rather than after waiting, when the link is down: a client
+    /// then hears 503 as soon as it would have without the wait.
+    async fn session_read(&self) -> Result<tokio::sync::SemaphorePermit<'_>, BrokerError> {
+        let permit = self
+            .session_reads
+            .acquire()
+            .await
+            .map_err(|_| unavailable("closed"))?;
+        if !self.linked.load(Ordering::Acquire) {
+            return Err(unavailable("not connected"));
+        }
+        Ok(permit)
     }
 
     fn epoch_hex(&self) -> String {
@@ -276,6 +302,8 @@ impl RedisBroker {
                 return Err(unavailable("channel subscription not confirmed"));
             }
         }
+        // Not gated: the reads of the counter are shared (at most one
+        // in flight), so they cannot flood the command connection.
         let head = self.head_now().await?;
         std::mem::forget(counted);
         {
@@ -397,7 +425,10 @@ impl Broker for RedisBroker {
         ttl: Duration,
         limit: usize,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
-        Box::pin(self.replay_checked(channel, after, ttl, limit))
+        Box::pin(async move {
+            let _place = self.session_read().await?;
+            self.replay_checked(channel, after, ttl, limit).await
+        })
     }
 
     fn history_info<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, (usize, Option<u64>)> {

@@ -540,3 +540,69 @@ async fn redis_losing_its_data_resets_clients_instead_of_skipping_messages() {
     let next = a.publish_one("public.e", json!("next")).await;
     assert_eq!(again.expect().await.json()["id"], next);
 }
+
+/// Calls of `cmd` Redis has served so far (its own and its scripts').
+async fn calls(redis: &RedisServer, cmd: &str) -> u64 {
+    let mut c = redis.client().await;
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{cmd}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_storm_of_resumes_shares_its_reads_of_the_id_counter_and_loses_nothing() {
+    let redis = RedisServer::start().await;
+    let a = &cluster(&redis, 1).await[0];
+    // The storm arrives over many connections of one test client.
+    let b = &TestGateway::builder()
+        .section(&redis.broker_yaml(&prefix_of(a).await))
+        .limits("  per_client: { messages: { rate: 1000/s, burst: 1000 } }")
+        .start()
+        .await;
+    eventually(10, "instance ready", || ready(b)).await;
+    let start = poll(a, "channels=public.storm&timeout=0").await;
+    let cursor = start["cursor"].as_str().unwrap().to_string();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(a.publish_one("public.storm", json!(i)).await);
+    }
+    let before = calls(&redis, "get").await;
+    // Redis holds every command for a moment, so the storm's follows all
+    // wait on the channel's subscription together, as they do behind a
+    // lost node's reconnects.
+    let mut c = redis.client().await;
+    let () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(800)
+        .arg("ALL")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let n = 100;
+    let query = format!("channels=public.storm&cursor={cursor}");
+    let answers = futures_util::future::join_all((0..n).map(|_| b.poll(&query))).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        let got: Vec<&str> = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, ids, "each resume gets every message once, in order");
+    }
+    // Each replay script reads two keys with GET; each follow read the id
+    // counter once more before it was shared.
+    let gets = calls(&redis, "get").await - before;
+    assert!(
+        gets < 2 * n + n / 2,
+        "{gets} GETs for {n} resumes: the follows' reads of the counter were not shared"
+    );
+}

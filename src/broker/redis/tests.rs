@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::RedisBroker;
 use crate::broker::Broker;
@@ -85,4 +86,75 @@ async fn a_follow_its_caller_stopped_waiting_for_is_not_kept() {
         );
     }
     assert_eq!(followed(&b), 0, "abandoned follows stayed counted");
+}
+
+/// Every place among the sessions' reads, taken: what a storm looks like.
+fn fill(b: &RedisBroker) -> tokio::sync::SemaphorePermit<'_> {
+    b.session_reads
+        .try_acquire_many(super::SESSION_READS as u32)
+        .expect("no read in progress yet")
+}
+
+async fn replay(b: &RedisBroker) -> Result<crate::broker::Replay, crate::broker::BrokerError> {
+    b.replay("public.r", 0, Duration::from_secs(60), 10).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_beyond_the_bound_waits_its_turn_instead_of_failing() {
+    let b = broker();
+    b.linked.store(true, Ordering::Release);
+    let full = fill(&b);
+    // Not refused, not timed out: it waits, however long the others take.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(30), replay(&b))
+            .await
+            .is_err(),
+        "a replay past the bound did not wait"
+    );
+    drop(full);
+    // Its turn: it reaches Redis (here: no command connection yet).
+    let answer = tokio::time::timeout(Duration::from_secs(1), replay(&b)).await;
+    assert!(
+        matches!(&answer, Ok(Err(e)) if e.to_string().contains("not connected yet")),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_client_that_leaves_gives_its_place_up() {
+    let b = broker();
+    b.linked.store(true, Ordering::Release);
+    let mut full = fill(&b);
+    // A client gone while waiting: its future is dropped.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), replay(&b))
+            .await
+            .is_err()
+    );
+    // One place frees: the next client gets it, not the one that left.
+    drop(full.split(1));
+    let answer = tokio::time::timeout(Duration::from_secs(1), replay(&b)).await;
+    assert!(answer.is_ok(), "the freed place went to a client that left");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_fail_at_once_when_the_link_goes_down() {
+    let b = broker();
+    b.linked.store(true, Ordering::Release);
+    let full = fill(&b);
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { replay(&b).await.map(|_| ()) }
+    });
+    tokio::task::yield_now().await;
+    b.linked.store(false, Ordering::Release);
+    drop(full);
+    let answer = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("answered at once")
+        .expect("no panic");
+    assert!(
+        matches!(&answer, Err(e) if e.to_string() == "broker unavailable: redis: not connected"),
+        "{answer:?}"
+    );
 }
