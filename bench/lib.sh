@@ -215,11 +215,18 @@ bench_table() {
 
 # One `pushgate bench` run: title $1, its JSON report kept in $2, then the
 # generator's arguments. Appends the title, the command and the table to
-# "$out". A run that fails leaves an empty report ({"runs": []}).
+# "$out". A run that fails leaves an empty report ({"runs": []}); one that
+# has not ended after $BENCH_TIMEOUT seconds (default 240: a server that
+# stopped answering publishes holds the generator forever) is stopped, said
+# so, and leaves an empty report too.
 bench_run() {
-  local title=$1 json=$2; shift 2
+  local title=$1 json=$2 rc=0; shift 2
   { echo "### $title"; echo; echo "\`pushgate bench $*\`"; echo; } >> "$out"
-  $PG bench --json "$@" > "$json" 2>> "$work/bench.log" || echo '{"runs":[]}' > "$json"
+  timeout -k 5 "${BENCH_TIMEOUT:-240}" $PG bench --json "$@" > "$json" 2>> "$work/bench.log" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo '{"runs":[]}' > "$json"
+    [ "$rc" -eq 124 ] && echo "The generator had not finished after ${BENCH_TIMEOUT:-240} s (the server stopped answering): stopped, no figure." >> "$out" && echo >> "$out"
+  fi
   bench_table "$json" >> "$out"
   echo >> "$out"
 }

@@ -100,6 +100,18 @@ sat_road() { # the saturation road's arguments over TLS: SSE over HTTPS/1.1 or W
   if [ "$SAT_TRANSPORT" = ws ]; then echo "$1W"; else echo "$1U"; fi
 }
 
+# Fresh servers for the next phase: a phase must not inherit a server that
+# the one before overloaded (a first full run's nginx+Nchan, after the
+# 5,000 x 20/s rows over TLS, held every publish to a channel with
+# subscribers unanswered). $1: the pushgate config, $2: its port.
+fresh_servers() {
+  kill -INT "$pgpid" 2>/dev/null || true; wait "$pgpid" 2>/dev/null || true
+  nchan_stop
+  $PG run -c "$1" & pgpid=$!; pids+=($pgpid)
+  wait_listening "$2"
+  nchan_start "$work/nginx.conf" 28080 28443
+}
+
 if [ "${ONLY:-}" != idle ]; then
   # 1. Fan-out over TLS.
   for load in "$((S / 5)) 5" "$S 20"; do
@@ -111,17 +123,18 @@ if [ "${ONLY:-}" != idle ]; then
   pair wss "WSS" $((S / 5)) 100 PGW NCW --transport ws
   pair h2 "SSE over h2 (50 streams per connection)" $((S / 5)) 100 PGU NCU --transport sse --h2 --streams 50
 
-  # 2. Saturation over TLS.
+  # 2. Saturation over TLS, on fresh servers.
+  fresh_servers "$work/pushgate.yaml" 18443
   saturation_pair tls "$SAT_TRANSPORT over TLS" "$(sat_road PG)" "$(sat_road NC)"
 
-  # 3. The plain-HTTP rows, pushgate restarted on its plain config.
+  # 3. The plain-HTTP rows, on fresh servers (pushgate on its plain
+  # config), the saturation steps on fresh ones again.
   if [ "$PLAIN" != 0 ]; then
-    kill -INT "$pgpid"; wait "$pgpid" || true
-    $PG run -c bench/pushgate.yaml & pgpid=$!; pids+=($pgpid)
-    wait_listening 18080
+    fresh_servers bench/pushgate.yaml 18080
     pair sse "SSE, plain HTTP" "$S" 20 PGP NCP --transport sse
     pair sse "SSE, plain HTTP" $((S / 5)) 5 PGP NCP --transport sse
     pair ws "WebSocket, plain HTTP" $((S / 5)) 100 PGP NCP --transport ws
+    fresh_servers bench/pushgate.yaml 18080
     saturation_pair plain "$SAT_TRANSPORT, plain HTTP" PGP NCP
   fi
 fi
