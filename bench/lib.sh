@@ -157,7 +157,10 @@ nchan_start() {
   nginx -c "$conf" -g 'daemon off;' & ngpid=$!; pids+=($ngpid)
   for port in "$@"; do wait_listening "$port"; done
 }
-nchan_stop() { kill -QUIT "$ngpid" 2>/dev/null || true; wait "$ngpid" 2>/dev/null || true; }
+# Fast shutdown (TERM): a graceful one (QUIT) waits for every open
+# connection, and an nginx+Nchan left behind by an overload held one phase
+# of a run that way for minutes.
+nchan_stop() { kill -TERM "$ngpid" 2>/dev/null || true; wait "$ngpid" 2>/dev/null || true; }
 
 # Summed RSS and PSS (KiB) of the nginx started by nchan_start: its master
 # and workers only, so that another nginx on the machine does not count.
