@@ -14,9 +14,9 @@ bench_start
 
 # nginx: a static "application", a plain reverse proxy to it, and Nchan.
 nchan_conf "$work/nginx.conf" "$NGINX_PROXY"
-nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+nchan_start "$work/nginx.conf" 28080 28081
 $PG run -c bench/pushgate.yaml & pgpid=$!; pids+=($pgpid)
-sleep 1
+wait_listening 18080
 nginx_rss() { ps -o rss= -C nginx | awk '{s+=$1} END {print s}'; }
 
 if [ -n "${QUICK:-}" ]; then S=500; M=200; SECS=4; C=1000; CH=100; IDLE=2000; else S=5000; M=1000; SECS=20; C=10000; CH=1000; IDLE=20000; fi

@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . bench/lib.sh
-bench_need nginx libnginx-mod-nchan
+bench_need nginx libnginx-mod-nchan jq
 bench_start
 N=$(fit_fd_limit "${N:-19000}")
 nchan_conf "$work/nginx.conf"
@@ -33,27 +33,13 @@ out=bench/RESULTS.md
 } >> "$out"
 
 for t in sse ws; do
-  $PG run -c bench/pushgate.yaml > "$work/pg.log" 2>&1 & pg=$!; pids+=($pg)
-  sleep 1
-  line=$($PG bench --transport $t -n "$N" -m 1 -r 1 --hold 2 --pid $pg 2>/dev/null | tail -1)
-  kill -INT $pg; wait $pg || true
-  connected=$(echo "$line" | awk -F'|' '{gsub(/ /,"",$4); print $4}')
-  kib=$(echo "$line" | awk -F'|' '{gsub(/ /,"",$14); print $14}')
-  echo "| pushgate | $t | $connected | $kib (RSS) |" >> "$out"
+  pushgate_idle bench/pushgate.yaml 18080 "$work/pg-$t.json" --transport $t -n "$N"
+  echo "| pushgate | $t | $(report_field "$work/pg-$t.json" connected) | $(pushgate_idle_kib "$work/pg-$t.json" connected) (RSS) |" >> "$out"
 
-  nginx -c "$work/nginx.conf" -g 'daemon off;' & ng=$!; pids+=($ng)
-  sleep 1
-  read -r rss0 pss0 < <(nginx_mem)
-  $PG bench --target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080 \
-    --transport $t -n "$N" -m 1 -r 1 --hold 20 --json > "$work/nchan.json" 2>/dev/null & gen=$!
-  # Sample while the generator holds every connection open.
-  wait_established 28080 "$N"
-  sleep 2
-  read -r rss1 pss1 < <(nginx_mem)
-  wait $gen || true
-  kill -QUIT $ng; wait $ng || true
-  connected=$(sed -n 's/.*"connected": *\([0-9]*\).*/\1/p' "$work/nchan.json" | head -1)
-  echo "| nginx+Nchan | $t | ${connected:-?} | $(awk -v a=$rss1 -v b=$rss0 -v n=$N 'BEGIN {printf "%.1f", (a-b)/n}') (RSS), $(awk -v a=$pss1 -v b=$pss0 -v n=$N 'BEGIN {printf "%.1f", (a-b)/n}') (PSS) |" >> "$out"
+  nchan_idle "$work/nginx.conf" 28080 "$N" "$work/nc-$t.json" --target nchan --url http://127.0.0.1:28080 \
+    --publish http://127.0.0.1:28080 --transport $t -n "$N"
+  rss=$(jq -r '.rss_kib' "$work/nc-$t.mem.json")
+  echo "| nginx+Nchan | $t | $(report_field "$work/nc-$t.json" connected) | $(awk -v g="$rss" -v n="$N" 'BEGIN {printf "%.1f", g / n}') (RSS), $(awk -v g="$(jq -r '.pss_kib' "$work/nc-$t.mem.json")" -v n="$N" 'BEGIN {printf "%.1f", g / n}') (PSS) |" >> "$out"
 done
 echo >> "$out"
 tail -8 "$out"
