@@ -53,13 +53,20 @@ async fn counts_reach_subscribers_and_cache_channels_answer_first() {
 
     // The webhooks (from both gateways): counts as they settle, one
     // cache_miss for two misses on one gateway.
+    // Wait for the miss and for news-count to have settled back to 1 after
+    // the subscriber on B: another channel's count of 1 (cache-prices) can
+    // arrive first, and is no sign that news-count has settled.
     let events = webhook_events(&mut app, |events: &[Value]| {
-        let miss = events.iter().position(|e| e["name"] == "cache_miss");
-        miss.is_some_and(|at| {
-            events[at..]
-                .iter()
-                .any(|e| e["name"] == "subscription_count" && e["subscription_count"] == 1)
-        })
+        let news = |e: &&Value| e["name"] == "subscription_count" && e["channel"] == "news-count";
+        let two = events
+            .iter()
+            .position(|e| news(&e) && e["subscription_count"] == 2);
+        events.iter().any(|e| e["name"] == "cache_miss")
+            && two.is_some_and(|at| {
+                events[at..]
+                    .iter()
+                    .any(|e| news(&e) && e["subscription_count"] == 1)
+            })
     })
     .await;
     let misses: Vec<_> = events
