@@ -407,24 +407,6 @@ async fn token_expiry_after_reauth_rechecks_every_subscription() {
     assert_eq!(next_json(&mut public).await["data"], "still here");
 }
 
-/// Read until the Pong carrying `payload`, counting the messages that
-/// arrive first; `None` when it does not come within 5 s.
-async fn pong_amid_messages(ws: &mut Ws, payload: &[u8]) -> Option<usize> {
-    let mut messages = 0;
-    let found = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Frame::Pong(p))) if p.as_ref() == payload => return true,
-                Some(Ok(Frame::Text(_))) => messages += 1,
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return false,
-            }
-        }
-    })
-    .await;
-    matches!(found, Ok(true)).then_some(messages)
-}
-
 /// tungstenite answers a ping by queueing a pong as it reads; our frames
 /// go straight to the socket. While deliveries flow, every pong must still
 /// go out promptly, and the client's Close still gets its Close back.
@@ -448,7 +430,7 @@ async fn ws_pongs_and_the_close_reply_go_out_while_messages_flow() {
         for i in 0u8..20 {
             let payload = [b'p', i];
             ws.send(Frame::Ping(payload.to_vec().into())).await.unwrap();
-            let seen = pong_amid_messages(&mut ws, &payload).await;
+            let seen = pong_amid_texts(&mut ws, &payload).await;
             assert!(seen.is_some(), "pong {i} within 5 s");
             during += seen.unwrap_or(0);
         }
