@@ -1,6 +1,7 @@
 //! An HTTP/2 connection's TLS stream that turns everything the h2 engine
 //! writes between two flushes into one TLS record (more past 16 KiB) and
-//! one write syscall, so that the frames of many streams share records.
+//! one write syscall (more past [`LIMIT`]), so that the frames of many
+//! streams share records.
 //!
 //! The h2 codec picks its write strategy from `is_write_vectored`: with
 //! vectored I/O it keeps any DATA payload over 256 bytes out of its buffer,
@@ -12,7 +13,9 @@
 //! buffer and writes the frames queued together at once; a larger payload
 //! it still writes in two pieces (its head with the first KiB, then the
 //! rest), which would be two records: so the pieces are gathered here and
-//! handed to TLS together when h2 flushes, which it does after every batch.
+//! handed to TLS together when h2 flushes, which it does after every batch
+//! and after every such larger frame (so each stream's copy of a message
+//! of 1 KiB or more is a write of its own).
 //!
 //! Back-pressure is kept: at most [`LIMIT`] bytes ever wait here. A write
 //! that finds the buffer full first pushes it out and waits on the socket
