@@ -122,11 +122,17 @@ impl Members {
     fn add(&mut self, place: usize, subscriber: Subscriber) {
         let at = self.places.partition_point(|p| p.place < place);
         if self.places.get(at).is_none_or(|p| p.place != place) {
+            // Most channels (a user's private one) have one subscriber, on
+            // one loop: sized for exactly that, not the 4 a first push
+            // would reserve. A list that grows past it grows as usual.
+            if self.places.is_empty() {
+                self.places.reserve_exact(1);
+            }
             self.places.insert(
                 at,
                 Place {
                     place,
-                    all: Vec::new(),
+                    all: Vec::with_capacity(1),
                     turn: AtomicUsize::new(0),
                 },
             );
@@ -570,6 +576,31 @@ mod tests {
         assert!(!i2.is_evicted());
         assert_eq!(i2.len(), 8);
         drop(s2);
+        assert_eq!(hub.channel_count(), 0);
+    }
+
+    #[test]
+    fn a_channel_with_one_subscriber_allocates_room_for_one() {
+        let hub = Hub::new();
+        let a: Arc<str> = "a".into();
+        let inboxes: Vec<Inbox> = (0..3).map(|_| Inbox::new(8)).collect();
+        let first = hub.subscribe_at(&a, &inboxes[0], SlowClient::Disconnect, 1);
+        let subs = hub.shard(&a).lock().get(&a).cloned().unwrap();
+        {
+            let list = subs.list.read();
+            assert_eq!(list.places.capacity(), 1);
+            assert_eq!(list.places[0].all.capacity(), 1);
+        }
+        // More subscribers and loops still fit, growing as any list does.
+        let second = hub.subscribe_at(&a, &inboxes[1], SlowClient::Disconnect, 1);
+        let third = hub.subscribe_at(&a, &inboxes[2], SlowClient::Disconnect, 2);
+        {
+            let list = subs.list.read();
+            assert_eq!(list.places.len(), 2);
+            assert_eq!(list.places[0].all.len(), 2);
+            assert_eq!(list.count, 3);
+        }
+        drop((first, second, third));
         assert_eq!(hub.channel_count(), 0);
     }
 

@@ -1,6 +1,7 @@
 //! An HTTP/2 connection's TLS stream that turns everything the h2 engine
 //! writes between two flushes into one TLS record (more past 16 KiB) and
-//! one write syscall, so that the frames of many streams share records.
+//! one write syscall (more past [`LIMIT`]), so that the frames of many
+//! streams share records.
 //!
 //! The h2 codec picks its write strategy from `is_write_vectored`: with
 //! vectored I/O it keeps any DATA payload over 256 bytes out of its buffer,
@@ -12,12 +13,19 @@
 //! buffer and writes the frames queued together at once; a larger payload
 //! it still writes in two pieces (its head with the first KiB, then the
 //! rest), which would be two records: so the pieces are gathered here and
-//! handed to TLS together when h2 flushes, which it does after every batch.
+//! handed to TLS together when h2 flushes, which it does after every batch
+//! and after every such larger frame (so each stream's copy of a message
+//! of 1 KiB or more is a write of its own).
 //!
-//! Back-pressure is kept: at most [`LIMIT`] bytes wait here; past that a
-//! write first pushes them out and waits on the socket like any write, under
-//! the same send timeout (it wraps the socket below TLS). The gathering
-//! buffer is let go once written, so an idle connection holds none.
+//! Back-pressure is kept: at most [`LIMIT`] bytes ever wait here. A write
+//! that finds the buffer full first pushes it out and waits on the socket
+//! like any write, under the same send timeout (it wraps the socket below
+//! TLS); a write larger than the room left is taken in part, as `AsyncWrite`
+//! allows (h2 writes the rest on its next call), so a peer advertising a
+//! large SETTINGS_MAX_FRAME_SIZE and not reading cannot make a whole frame
+//! land here. The buffer's allocation is kept while traffic flows and let
+//! go by a flush that finds nothing to write, so an idle connection holds
+//! none.
 
 use std::io;
 use std::pin::Pin;
@@ -25,9 +33,18 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Bytes gathered before a write must first push them out: a full h2
-/// buffer (16 KiB) and a whole chained DATA payload (16 KiB by default).
+/// Most bytes gathered at once: a full h2 buffer (16 KiB) and a whole
+/// chained DATA payload at the default frame size (16 KiB). A write past
+/// it is taken only up to it.
 const LIMIT: usize = 32 * 1024;
+
+/// Largest allocation kept across flushes. Up to this the buffer is
+/// cleared and reused, so a connection with traffic flowing does not
+/// regrow it from empty (through 4 reallocations) on every flush; a larger
+/// one (a burst near [`LIMIT`]) is let go, so a busy moment does not pin
+/// 32 KiB for the connection's life. Either way an idle connection frees
+/// it: see [`OneRecord::poll_flush`].
+const KEEP: usize = 8 * 1024;
 
 /// An HTTP/2 connection's TLS stream, written a flush at a time.
 pub(crate) struct OneRecord<I> {
@@ -60,8 +77,11 @@ impl<I: AsyncWrite + Unpin> OneRecord<I> {
             }
             self.taken += n;
         }
-        // Let the buffer go: an idle connection keeps no allocation.
-        self.pending = Vec::new();
+        if self.pending.capacity() > KEEP {
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
+        }
         self.taken = 0;
         Poll::Ready(Ok(()))
     }
@@ -87,8 +107,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for OneRecord<I> {
         if this.pending.len() >= LIMIT {
             ready!(this.poll_drain(cx))?;
         }
-        this.pending.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        // Only what fits: h2 (`poll_write_buf`) writes the rest next call.
+        let n = buf.len().min(LIMIT - this.pending.len());
+        this.pending.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
 
     // `poll_write_vectored` is left to its default (the first non-empty
@@ -97,8 +119,14 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for OneRecord<I> {
         false
     }
 
+    /// h2 flushes after every batch, and also when it has nothing queued
+    /// (a connection gone idle): a flush that finds the buffer already
+    /// empty frees it.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.pending.is_empty() {
+            this.pending = Vec::new();
+        }
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.io).poll_flush(cx)
     }
@@ -162,12 +190,136 @@ mod tests {
         );
         io.flush().await.unwrap();
         assert_eq!(*sink.0.lock().unwrap(), vec![9 + 1015 + 3081]);
-        assert_eq!(io.pending.capacity(), 0, "the buffer is let go");
+        let kept = io.pending.capacity();
+        assert!(
+            (4105..=KEEP).contains(&kept),
+            "kept for the next batch: {kept}"
+        );
+        io.write_all(&[5; 100]).await.unwrap();
+        io.flush().await.unwrap();
+        assert_eq!(io.pending.capacity(), kept, "reused, not regrown");
+        // A flush with nothing gathered: the connection is idle.
+        io.flush().await.unwrap();
+        assert_eq!(io.pending.capacity(), 0, "an idle connection holds none");
         // Past the limit, a write first pushes out what waits.
         io.write_all(&[3; LIMIT]).await.unwrap();
         io.write_all(&[4; 10]).await.unwrap();
-        assert_eq!(*sink.0.lock().unwrap(), vec![4105, LIMIT]);
+        assert_eq!(*sink.0.lock().unwrap(), vec![4105, 100, LIMIT]);
+        assert!(io.pending.capacity() < 1024, "a burst's buffer is not kept");
         io.shutdown().await.unwrap();
-        assert_eq!(*sink.0.lock().unwrap(), vec![4105, LIMIT, 10]);
+        assert_eq!(*sink.0.lock().unwrap(), vec![4105, 100, LIMIT, 10]);
+    }
+
+    /// A socket that never takes anything: a peer that does not read.
+    struct Stalled;
+
+    impl AsyncWrite for Stalled {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_peer_that_does_not_read_leaves_at_most_the_limit_gathered() {
+        let mut io = OneRecord::new(Stalled);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // A whole DATA frame at a 16 MiB SETTINGS_MAX_FRAME_SIZE, as h2 hands it over.
+        let frame = vec![7; 64 * 1024 + 9];
+        let mut taken = 0;
+        while let Poll::Ready(n) = Pin::new(&mut io).poll_write(&mut cx, &frame[taken..]) {
+            taken += n.unwrap();
+        }
+        assert_eq!(taken, LIMIT);
+        assert_eq!(io.pending.len(), LIMIT);
+        assert!(io.pending.capacity() < 2 * LIMIT);
+    }
+
+    /// A socket that alternates: not ready (waking at once), then takes at
+    /// most 100 bytes. Records every byte taken.
+    #[derive(Default)]
+    struct Trickle {
+        out: Vec<u8>,
+        ready: bool,
+    }
+
+    impl Trickle {
+        fn turn(&mut self, cx: &mut Context<'_>) -> bool {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+            }
+            self.ready
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            if !self.turn(cx) {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(100);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if !self.turn(cx) {
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn short_and_refused_writes_lose_reorder_and_repeat_nothing() {
+        let mut io = OneRecord::new(Trickle::default());
+        let mut sent = Vec::new();
+        // Sizes around the limit and the socket's 100 bytes, each piece distinct.
+        let sizes = [
+            1,
+            99,
+            100,
+            101,
+            4105,
+            LIMIT - 1,
+            2,
+            LIMIT + 7,
+            3 * LIMIT,
+            50,
+        ];
+        for (i, &size) in sizes.iter().enumerate() {
+            let piece: Vec<u8> = (0..size).map(|j| (i * 31 + j * 7 % 251) as u8).collect();
+            io.write_all(&piece).await.unwrap();
+            sent.extend_from_slice(&piece);
+            if i % 3 == 2 {
+                io.flush().await.unwrap();
+                assert!(io.get_out() == &sent[..], "all of it after flush {i}");
+            }
+        }
+        io.shutdown().await.unwrap();
+        assert_eq!(io.get_out().len(), sent.len());
+        assert!(io.get_out() == &sent[..], "byte for byte");
+    }
+
+    impl OneRecord<Trickle> {
+        fn get_out(&self) -> &[u8] {
+            &self.io.out
+        }
     }
 }

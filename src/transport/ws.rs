@@ -184,11 +184,6 @@ struct WsSession {
     /// messages may then go as their shared compressed form, without a
     /// cursor (`serve.rs`). Other clients get every cursor inline.
     cursor_frames: bool,
-    /// tungstenite may hold bytes of its own (a pong or close reply queued
-    /// by a read that found the socket full): set by every read, cleared
-    /// once it was flushed. Our writes flush it first only then; flushing
-    /// it before every delivery cost ~3% of the CPU per delivery.
-    replies_owed: bool,
     /// Unsplit: one task reads and writes, and a split would put the stream
     /// behind a lock in an `Arc`.
     socket: Socket,
@@ -328,7 +323,6 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         session,
         binary,
         cursor_frames,
-        replies_owed: true,
         socket,
         out,
         outgoing,

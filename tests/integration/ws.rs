@@ -406,3 +406,52 @@ async fn token_expiry_after_reauth_rechecks_every_subscription() {
     gw.publish_one("public.after", json!("still here")).await;
     assert_eq!(next_json(&mut public).await["data"], "still here");
 }
+
+/// tungstenite answers a ping by queueing a pong as it reads; our frames
+/// go straight to the socket. While deliveries flow, every pong must still
+/// go out promptly, and the client's Close still gets its Close back.
+#[tokio::test]
+async fn ws_pongs_and_the_close_reply_go_out_while_messages_flow() {
+    let gw = TestGateway::start().await;
+    let mut ws = gw.ws("/realtime/ws?channels=public.flowing").await;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let publisher = async {
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            gw.publish_one("public.flowing", json!({"n": n})).await;
+            n += 1;
+        }
+        n
+    };
+    let client = async {
+        // Deliveries flow before the first ping.
+        assert_eq!(next_json(&mut ws).await["type"], "message");
+        let mut during = 0;
+        for i in 0u8..20 {
+            let payload = [b'p', i];
+            ws.send(Frame::Ping(payload.to_vec().into())).await.unwrap();
+            let seen = pong_amid_texts(&mut ws, &payload).await;
+            assert!(seen.is_some(), "pong {i} within 5 s");
+            during += seen.unwrap_or(0);
+        }
+        ws.close(None).await.expect("close frame sent");
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Frame::Close(_))) => return true,
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return false,
+                }
+            }
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (during, closed)
+    };
+    let (published, (during, closed)) = tokio::join!(publisher, client);
+    assert!(matches!(closed, Ok(true)), "the Close reply within 5 s");
+    assert!(
+        during > 0,
+        "messages flowed while pinging: {published} published, {during} read between pings and pongs"
+    );
+}

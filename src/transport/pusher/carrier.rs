@@ -48,6 +48,13 @@ pub(crate) enum Owed {
 }
 
 impl Owed {
+    /// A frame was read from the link: see [`Outgoing::after_read`].
+    pub(crate) fn after_read(&mut self) {
+        if let Owed::WebSocket(o) = self {
+            o.after_read();
+        }
+    }
+
     pub(crate) fn text(&mut self, frame: &str) {
         match self {
             Owed::WebSocket(o) => o.text(frame),
@@ -116,9 +123,7 @@ impl Link {
     pub(crate) async fn write_owed(&mut self, owed: &mut Owed) -> Result<(), WsError> {
         match (self, owed) {
             (Link::WebSocket(socket), Owed::WebSocket(outgoing)) => {
-                socket.flush().await?;
-                outgoing.write_to(socket.get_mut()).await?;
-                Ok(())
+                outgoing.write_after_replies(socket).await
             }
             (Link::Http(link), Owed::Http(frames)) => {
                 let mut line = bytes::BytesMut::new();

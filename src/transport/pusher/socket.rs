@@ -377,6 +377,7 @@ impl PusherSocket {
                     self.deliver().await
                 }
                 read = self.socket.next(), if self.outgoing.is_empty() => {
+                    self.outgoing.after_read();
                     pinged = false;
                     check.as_mut().reset(Instant::now() + activity);
                     match Inbound::from_read(read) {

@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame};
 
 use super::ending::{Ending, Inbound};
 use super::outgoing::Outgoing;
-use super::{FLOOD_CLOSE_AFTER, Socket, WsSession};
+use super::{FLOOD_CLOSE_AFTER, WsSession};
 use crate::broker::BrokerError;
 use crate::transport::ops;
 use crate::transport::session::{BATCH_BYTES, Delivery, reset_json};
@@ -179,7 +179,7 @@ impl WsSession {
                 // Only with nothing of ours owed: tungstenite writes its pong
                 // replies while reading, and they must not land inside a frame.
                 read = self.socket.next(), if self.outgoing.is_empty() => {
-                    self.replies_owed = true;
+                    self.outgoing.after_read();
                     last_seen = Instant::now();
                     match self.on_read(read).await {
                         Ok(step) => step,
@@ -420,14 +420,14 @@ impl WsSession {
         let evicted = &mut self.evicted;
         tokio::select! {
             biased;
-            r = write_owed(&mut self.socket, &mut self.outgoing, &mut self.replies_owed) => r,
+            r = self.outgoing.write_after_replies(&mut self.socket) => r,
             _ = evicted.rung() => Err(WsError::ConnectionClosed),
         }
     }
 
     /// Write what is owed, however long the socket takes (callers bound it).
     async fn write_owed(&mut self) -> Result<(), WsError> {
-        write_owed(&mut self.socket, &mut self.outgoing, &mut self.replies_owed).await
+        self.outgoing.write_after_replies(&mut self.socket).await
     }
 
     /// The connection fell too far behind: tell it where to resume, then close.
@@ -502,21 +502,4 @@ async fn next_reply<T>(replies: &mut Option<(mpsc::Sender<T>, mpsc::Receiver<T>)
         Some((_, rx)) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// Let tungstenite write what it queued (pong and close replies) when a
-/// read since its last flush may have queued some (`replies_owed`), then
-/// write our frames straight to the socket. Cancel-safe: the flag is
-/// cleared only once tungstenite's flush is done.
-async fn write_owed(
-    socket: &mut Socket,
-    outgoing: &mut Outgoing,
-    replies_owed: &mut bool,
-) -> Result<(), WsError> {
-    if *replies_owed {
-        socket.flush().await?;
-        *replies_owed = false;
-    }
-    outgoing.write_to(socket.get_mut()).await?;
-    Ok(())
 }

@@ -453,6 +453,24 @@ where
     }
 }
 
+/// Read until the Pong carrying `payload`, counting the text frames that
+/// arrive first; `None` when it does not come within 5 s.
+pub async fn pong_amid_texts(ws: &mut Ws, payload: &[u8]) -> Option<usize> {
+    let mut texts = 0;
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Frame::Pong(p))) if p.as_ref() == payload => return true,
+                Some(Ok(Frame::Text(_))) => texts += 1,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return false,
+            }
+        }
+    })
+    .await;
+    matches!(found, Ok(true)).then_some(texts)
+}
+
 pub async fn send_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, v: Value)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

@@ -272,3 +272,57 @@ async fn a_client_event_within_a_large_max_message_is_not_closed_1009() {
     send_json(&mut ws, json!({"event": "pusher:ping", "data": {}})).await;
     assert_eq!(next_event(&mut ws).await["event"], "pusher:pong");
 }
+
+/// The Pusher socket writes its frames straight to the socket as the
+/// WebSocket endpoint does: a ping's pong, queued by tungstenite, still
+/// goes out while events flow, and a Close gets its Close back.
+#[tokio::test]
+async fn pongs_and_the_close_reply_go_out_while_events_flow() {
+    let gw = gateway().await;
+    let (mut ws, _) = raw(&gw, &format!("/app/{KEY}?protocol=7&client=raw&version=1")).await;
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "news-flow"}}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let publisher = async {
+        let mut n = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            gw.publish_one("news-flow", json!({"n": n})).await;
+            n += 1;
+        }
+    };
+    let client = async {
+        // Events flow before the first ping.
+        assert_eq!(next_json(&mut ws).await["channel"], "news-flow");
+        let mut during = 0;
+        for i in 0u8..20 {
+            let payload = [b'p', i];
+            ws.send(Frame::Ping(payload.to_vec().into())).await.unwrap();
+            let seen = pong_amid_texts(&mut ws, &payload).await;
+            assert!(seen.is_some(), "pong {i} within 5 s");
+            during += seen.unwrap_or(0);
+        }
+        ws.send(Frame::Close(None)).await.expect("close frame sent");
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match futures_util::StreamExt::next(&mut ws).await {
+                    Some(Ok(Frame::Close(_))) => return true,
+                    Some(Ok(_)) => continue,
+                    Some(Err(_)) | None => return false,
+                }
+            }
+        })
+        .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (during, closed)
+    };
+    let ((), (during, closed)) = tokio::join!(publisher, client);
+    assert!(matches!(closed, Ok(true)), "the Close reply within 5 s");
+    assert!(during > 0, "events flowed while pinging");
+}
