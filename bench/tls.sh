@@ -27,6 +27,7 @@
 #   RATES="100 200 400" SAT_TRANSPORT=ws bench/tls.sh   # other saturation steps
 #   NOTE="two builds running" bench/tls.sh   # adds the load to the machine line
 #   KEEP=/some/dir bench/tls.sh  # keeps the JSON reports there
+#   SECS=10 bench/tls.sh         # shorter fan-out rows (default 20 s each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +44,7 @@ bench/summary_check.sh > /dev/null
 if [ -n "${QUICK:-}" ]; then
   S=200; SECS=3; IDLE=500; N=200; STEP=3; RATES=${RATES:-50 200 800}
 else
-  S=5000; SECS=20; IDLE=5000; N=1000; STEP=5; RATES=${RATES:-50 100 200 400 800 1600 3200}
+  S=5000; SECS=${SECS:-20}; IDLE=5000; N=1000; STEP=5; RATES=${RATES:-50 100 200 400 800 1600 3200}
 fi
 IDLE=$(fit_fd_limit "$IDLE")
 PLAIN=${PLAIN:-1}
