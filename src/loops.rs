@@ -144,8 +144,16 @@ impl Loops {
                 }
             });
         });
-        // A loop gone (the gateway ending) drops the socket: closed.
-        let _ = self.queues[n].send(job);
+        // The queues close only when `Loops` is dropped, which takes this
+        // sender with it: a send that fails means the loop's thread died
+        // (its runtime could not run on). The socket is dropped (closed);
+        // say so, or connections would vanish without a trace.
+        if self.queues[n].send(job).is_err() {
+            tracing::error!(
+                serving_loop = n + 1,
+                "serving loop gone: connection dropped"
+            );
+        }
     }
 }
 

@@ -95,6 +95,7 @@ pub struct Metrics {
     registry: Registry,
     connections: Family<TransportLabel, Gauge>,
     tcp_connections: Gauge,
+    tcp_connections_queued: Gauge,
     channels: Gauge,
     /// Proxied bodies held by request and answer buffering, by where.
     buffered: Family<StoreLabel, Gauge>,
@@ -153,6 +154,7 @@ impl Metrics {
         let m = Metrics {
             connections: Family::default(),
             tcp_connections: Gauge::default(),
+            tcp_connections_queued: Gauge::default(),
             channels: Gauge::default(),
             buffered: Family::default(),
             connects: Family::default(),
@@ -307,6 +309,11 @@ impl Metrics {
             m.tcp_connections.clone(),
         );
         r.register(
+            "tcp_connections_queued",
+            "Accepted client TCP connections waiting for a serving loop to take them on",
+            m.tcp_connections_queued.clone(),
+        );
+        r.register(
             "reloads",
             "Configuration reloads by result",
             m.reloads.clone(),
@@ -336,6 +343,8 @@ impl Metrics {
         }
         self.tcp_connections
             .set(stats.connections.load(Ordering::Relaxed) as i64);
+        self.tcp_connections_queued
+            .set(stats.queued.load(Ordering::Relaxed) as i64);
         self.channels.set(channels as i64);
         for (store, n) in [
             ("memory", &stats.buffered_memory),

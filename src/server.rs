@@ -76,7 +76,13 @@ pub async fn accept_loop(
                     ListenerRole::Public => state.settings().tls.clone().map(TlsAcceptor::from),
                     ListenerRole::Admin => None,
                 };
+                // Counted from here until its loop takes it on (or drops
+                // it, the gateway ending): sockets in the loops' queues.
+                let queued = loops
+                    .as_ref()
+                    .map(|_| crate::state::Gauge::enter(&state.stats, |s| &s.queued));
                 let serve = move |stream| {
+                    drop(queued);
                     // `max_connections` is about client connections: the
                     // admin listener is not counted. The check and the count
                     // are one step (the cap is never passed); a connection

@@ -60,8 +60,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
 /// microseconds, so 256 waiting there cost milliseconds; the bound must not
 /// be much lower, for each place is also held while the session's task
 /// waits for its turn to run on a busy process. Beyond it a replay waits its
-/// turn in arrival order, its timeout not yet running; a client that leaves
-/// while waiting gives its place up.
+/// turn in arrival order, within one [`COMMAND_TIMEOUT`] for the wait and
+/// the command together; a client that leaves while waiting gives its place
+/// up.
 const SESSION_READS: usize = 256;
 
 /// One channel this instance follows because local clients subscribe to it.
@@ -228,19 +229,46 @@ impl RedisBroker {
         self.heads.read(conn, self.keys.seq()).await
     }
 
-    /// Wait for a place among the sessions' reads in progress. Fails at
-    /// once, rather than after waiting, when the link is down: a client
-    /// then hears 503 as soon as it would have without the wait.
-    async fn session_read(&self) -> Result<tokio::sync::SemaphorePermit<'_>, BrokerError> {
-        let permit = self
-            .session_reads
-            .acquire()
-            .await
-            .map_err(|_| unavailable("closed"))?;
+    /// A session's replay, within the bound on reads in progress. One that
+    /// gets a place at once runs as if there were no bound: its command's
+    /// own timeout, and no look at the pub/sub link (replays use the command
+    /// connection, which may well work while the link is away). One that
+    /// must wait is refused at once when the link is down, and otherwise
+    /// has one deadline, [`COMMAND_TIMEOUT`] from its arrival, for the wait
+    /// and the command together: it runs inside the session's own serving
+    /// loop, which reads nothing and sends no heartbeat meanwhile, so a
+    /// storm delays a session by at most what a slow Redis did before the
+    /// bound, and the client hears the usual "unavailable" answer.
+    async fn session_replay(
+        &self,
+        channel: &str,
+        after: u64,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Replay, BrokerError> {
+        if let Ok(_place) = self.session_reads.try_acquire() {
+            return self.replay_checked(channel, after, ttl, limit).await;
+        }
         if !self.linked.load(Ordering::Acquire) {
             return Err(unavailable("not connected"));
         }
-        Ok(permit)
+        let waited = async {
+            let _place = self
+                .session_reads
+                .acquire()
+                .await
+                .map_err(|_| unavailable("closed"))?;
+            // The link went down while this replay waited: answer now, as
+            // a replay that could not wait would have been.
+            if !self.linked.load(Ordering::Acquire) {
+                return Err(unavailable("not connected"));
+            }
+            self.replay_checked(channel, after, ttl, limit).await
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, waited).await {
+            Ok(answer) => answer,
+            Err(_) => Err(unavailable("replay timed out waiting for its turn")),
+        }
     }
 
     fn epoch_hex(&self) -> String {
@@ -425,10 +453,7 @@ impl Broker for RedisBroker {
         ttl: Duration,
         limit: usize,
     ) -> BoxFuture<'a, Result<Replay, BrokerError>> {
-        Box::pin(async move {
-            let _place = self.session_read().await?;
-            self.replay_checked(channel, after, ttl, limit).await
-        })
+        Box::pin(self.session_replay(channel, after, ttl, limit))
     }
 
     fn history_info<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, (usize, Option<u64>)> {

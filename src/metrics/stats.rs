@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[derive(Default, Debug)]
 pub struct Stats {
     pub connections: AtomicUsize,
+    /// Accepted client connections handed to a serving loop and not yet
+    /// taken on by it (neither counted in `connections` yet nor refused).
+    pub queued: AtomicUsize,
     pub ws: AtomicUsize,
     pub sse: AtomicUsize,
     pub poll: AtomicUsize,

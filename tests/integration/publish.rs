@@ -231,6 +231,8 @@ async fn metrics_count_what_happened() {
         "pushgate_auth_failures_total",
         "pushgate_delivery_latency_seconds_count 1",
         "pushgate_proxy_requests_total{class=\"5xx\"} 1",
+        // Every accepted connection was taken on by its loop.
+        "pushgate_tcp_connections_queued 0",
         "pushgate_backend_errors_total{kind=\"unavailable\"} 1",
     ] {
         assert!(text.contains(line), "missing {line}:\n{text}");

@@ -104,18 +104,67 @@ async fn a_replay_beyond_the_bound_waits_its_turn_instead_of_failing() {
     let b = broker();
     b.linked.store(true, Ordering::Release);
     let full = fill(&b);
-    // Not refused, not timed out: it waits, however long the others take.
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { replay(&b).await.map(|_| ()) }
+    });
+    // Not refused: it waits for a place.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        tokio::time::timeout(Duration::from_secs(30), replay(&b))
-            .await
-            .is_err(),
+        !waiting.is_finished(),
         "a replay past the bound did not wait"
     );
     drop(full);
-    // Its turn: it reaches Redis (here: no command connection yet).
-    let answer = tokio::time::timeout(Duration::from_secs(1), replay(&b)).await;
+    // Its turn, within its deadline: it reaches Redis (here: no command
+    // connection yet).
+    let answer = tokio::time::timeout(Duration::from_millis(500), waiting)
+        .await
+        .expect("answered once a place freed")
+        .expect("no panic");
     assert!(
-        matches!(&answer, Ok(Err(e)) if e.to_string().contains("not connected yet")),
+        matches!(&answer, Err(e) if e.to_string().contains("not connected yet")),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_waits_no_longer_than_a_command_could_take() {
+    let b = broker();
+    b.linked.store(true, Ordering::Release);
+    let _full = fill(&b);
+    let started = tokio::time::Instant::now();
+    // The others never finish: it is answered as a slow Redis is, 503.
+    let answer = tokio::time::timeout(Duration::from_secs(30), replay(&b))
+        .await
+        .expect("a replay past the bound waited without a limit");
+    assert!(
+        matches!(&answer, Err(crate::broker::BrokerError::Unavailable(_))),
+        "{answer:?}"
+    );
+    assert_eq!(started.elapsed(), super::COMMAND_TIMEOUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_with_a_place_does_not_depend_on_the_pubsub_link() {
+    let b = broker();
+    // Link down, places free: the replay goes to the command connection
+    // (here absent, hence its error), not refused for the link's sake.
+    let answer = replay(&b).await;
+    assert!(
+        matches!(&answer, Err(e) if e.to_string().contains("not connected yet")),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_that_would_wait_fails_at_once_when_the_link_is_down() {
+    let b = broker();
+    let _full = fill(&b);
+    let answer = tokio::time::timeout(Duration::from_millis(1), replay(&b))
+        .await
+        .expect("answered at once");
+    assert!(
+        matches!(&answer, Err(e) if e.to_string() == "broker unavailable: redis: not connected"),
         "{answer:?}"
     );
 }

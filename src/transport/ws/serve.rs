@@ -86,7 +86,10 @@ impl WsSession {
                     }
                 }
                 let raw = self.socket.get_mut().raw_mut();
-                let mut scrap = [0u8; 4096];
+                // On the heap, and only here: in the future it would make
+                // every close (boxed by the connection task) allocate 4 KiB
+                // more, even the ones that return at once.
+                let mut scrap = vec![0u8; 4096];
                 let mut left: usize = 1 << 20;
                 while left > 0 {
                     match raw.read(&mut scrap).await {
