@@ -57,7 +57,12 @@ impl HeadReads {
             match &*newest {
                 Some(q) if !q.started.load(Ordering::Acquire) => q.read.clone(),
                 _ => {
-                    let previous = newest.take().map(|q| q.read);
+                    // Only a read still going is waited for: one that has
+                    // answered (or failed) long ago says nothing of Redis now.
+                    let previous = newest
+                        .take()
+                        .map(|q| q.read)
+                        .filter(|read| read.peek().is_none());
                     let started = Arc::new(AtomicBool::new(false));
                     let read = issue(
                         previous,
@@ -92,22 +97,26 @@ fn issue(
     key: String,
 ) -> Read {
     async move {
-        if let Some(previous) = previous {
-            if let Err(e) = previous.await {
-                // Ours or the connection's own response timeout.
-                if e.contains("timed out") {
-                    return Err(e);
-                }
-            }
-        }
+        let before = match previous {
+            Some(previous) => previous.await.err(),
+            None => None,
+        };
         // Under the lock: a follow that sees it unset joins a read not yet
         // written, whose answer is newer than that follow's subscription.
+        // Marked whatever the read before it answered: a read left unmarked
+        // would be joined by every later follow and hand each its failure.
         match newest.upgrade() {
             Some(newest) => {
                 let _held = newest.lock();
                 started.store(true, Ordering::Release);
             }
             None => return Err("broker gone".to_owned()),
+        }
+        // Ours or the connection's own response timeout: the followers that
+        // joined this read fail with it rather than ask a Redis that just
+        // hung; the next follow starts a read of its own.
+        if let Some(e) = before.filter(|e| e.contains("timed out")) {
+            return Err(e);
         }
         let mut get = redis::cmd("GET");
         get.arg(key);
@@ -131,8 +140,9 @@ mod tests {
 
     use super::*;
 
-    /// A Redis that answers every command `+OK` but never answers a `GET`
-    /// (hung), counting the `GET`s it was sent.
+    /// A Redis that answers every command `+OK` and hangs on its first `GET`
+    /// until a second one comes (then answers both, in order); every `GET`
+    /// reads 7. Counts the `GET`s it was sent.
     async fn hung_redis() -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("redis://{}/", listener.local_addr().unwrap());
@@ -156,7 +166,16 @@ mod tests {
                             }
                         }
                         if args.first().is_some_and(|a| a.eq_ignore_ascii_case("GET")) {
-                            gets.fetch_add(1, Ordering::SeqCst);
+                            // The second GET finds Redis back: it answers
+                            // the hung one late, in order, then this one.
+                            let answers: &[u8] = match gets.fetch_add(1, Ordering::SeqCst) {
+                                0 => b"",
+                                1 => b"$1\r\n7\r\n$1\r\n7\r\n",
+                                _ => b"$1\r\n7\r\n",
+                            };
+                            if write.write_all(answers).await.is_err() {
+                                return;
+                            }
                         } else if write.write_all(b"+OK\r\n").await.is_err() {
                             return;
                         }
@@ -197,7 +216,7 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let began = tokio::time::Instant::now();
-        let second = reads.read(conn, "seq".into()).await;
+        let second = reads.read(conn.clone(), "seq".into()).await;
         let took = began.elapsed();
         assert!(second.is_err(), "{second:?}");
         let first = first.await.unwrap();
@@ -211,5 +230,16 @@ mod tests {
             1,
             "a GET went to a Redis that had just hung"
         );
+        // Redis answers again: the next follow asks it, and is not handed the
+        // old timeout by a failed read left waiting to be joined.
+        let third = tokio::time::timeout(Duration::from_secs(2), reads.read(conn, "seq".into()))
+            .await
+            .expect("a read after the stall answers");
+        assert_eq!(
+            third.ok(),
+            Some(7),
+            "the instance stayed wedged after one timeout"
+        );
+        assert_eq!(gets.load(Ordering::SeqCst), 2);
     }
 }
