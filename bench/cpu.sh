@@ -134,6 +134,9 @@ measure pushgate "WS" 18080 "$pg" --transport ws --url http://127.0.0.1:18080
 stop $pg
 $PG run -c "$work/pushgate-tls.yaml" > "$work/pg.log" 2>&1 & pg=$!; pids+=($pg)
 wait_listening 18443; wait_listening 19090
+# pushgate binds its listeners before it writes the certificate it generates:
+# wait for the file, or the first TLS generator reads none.
+for _ in $(seq 1 100); do [ -s "$work/certs/gw.crt" ] && break; sleep 0.1; done
 TLSU=(--ca "$work/certs/gw.crt")
 measure pushgate "SSE over TLS" 18443 "$pg" --transport sse --url https://127.0.0.1:18443 "${TLSU[@]}"
 measure pushgate "WSS" 18443 "$pg" --transport ws --url wss://127.0.0.1:18443 "${TLSU[@]}"
