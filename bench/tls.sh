@@ -58,6 +58,9 @@ sed -e 's/public: 127.0.0.1:18080/public: 127.0.0.1:18443/' bench/pushgate.yaml 
 printf 'tls: { cert: %s/certs/gw.crt, key: %s/certs/gw.key, self_signed_if_missing: true }\n' "$work" "$work" >> "$work/pushgate.yaml"
 $PG run -c "$work/pushgate.yaml" & pgpid=$!; pids+=($pgpid)
 wait_listening 18443
+# pushgate binds its listeners before it writes the certificate it
+# generates; nginx and the generators read that file.
+for _ in $(seq 1 100); do [ -s "$work/certs/gw.crt" ] && break; sleep 0.1; done
 
 # nginx+Nchan: plain publisher and subscribers on 28080, TLS subscribers on
 # 28443 (pushgate wrote the certificate on its first start).
