@@ -477,7 +477,8 @@ mod tests {
         assert!(hub.occupied("").is_empty());
     }
 
-    fn message(channel: &Arc<str>, seq: u64) -> Arc<Message> {
+    /// A message numbered `seq` on `channel` (the relay's tests use it too).
+    pub(super) fn message(channel: &Arc<str>, seq: u64) -> Arc<Message> {
         let data = serde_json::value::RawValue::from_string(seq.to_string()).unwrap();
         Arc::new(Message::new(
             channel.clone(),

@@ -227,8 +227,9 @@ mod tests {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
+    use super::super::tests::message;
     use super::super::{Drained, Hub, Inbox, Subscription};
-    use crate::model::{Message, SlowClient};
+    use crate::model::SlowClient;
 
     use super::*;
 
@@ -295,18 +296,6 @@ mod tests {
         }
     }
 
-    fn msg(channel: &Arc<str>, seq: u64) -> Arc<Message> {
-        let data = serde_json::value::RawValue::from_string(seq.to_string()).unwrap();
-        Arc::new(Message::new(
-            channel.clone(),
-            "message".into(),
-            &data,
-            seq,
-            None,
-            1,
-        ))
-    }
-
     fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !done() {
@@ -331,7 +320,7 @@ mod tests {
         let _s1 = lp.subscribe(&hub, 1, &a, &on_loop);
         let _s2 = hub.subscribe_at(&a, &on_none, SlowClient::Disconnect, 0);
         for seq in 1..=3 {
-            assert_eq!(hub.fanout(&msg(&a, seq)), 2);
+            assert_eq!(hub.fanout(&message(&a, seq)), 2);
         }
         hub.lost(&a);
         // The loop is held: its subscriber has nothing yet; the other one
@@ -360,10 +349,10 @@ mod tests {
         let elsewhere = Inbox::new(16);
         let _direct = hub.subscribe_at(&a, &elsewhere, SlowClient::Disconnect, 0);
         let relay = hub.inner.relays[1].get().unwrap().clone();
-        hub.fanout(&msg(&a, 1));
+        hub.fanout(&message(&a, 1));
         assert_eq!(relay.queue.lock().jobs.len(), 1);
         drop(on_a);
-        hub.fanout(&msg(&a, 2));
+        hub.fanout(&message(&a, 2));
         assert_eq!(
             relay.queue.lock().jobs.len(),
             1,
@@ -385,11 +374,11 @@ mod tests {
         let inbox = Inbox::new(16);
         let _sub = lp.subscribe(&hub, 1, &a, &inbox);
         // Queued while the loop is held, then the loop ends without running it.
-        hub.fanout(&msg(&a, 1));
+        hub.fanout(&message(&a, 1));
         lp.end();
         assert_eq!(seqs(&inbox).0, vec![1]);
         // Sent after the loop is gone.
-        hub.fanout(&msg(&a, 2));
+        hub.fanout(&message(&a, 2));
         assert_eq!(seqs(&inbox).0, vec![2]);
     }
 
@@ -402,7 +391,7 @@ mod tests {
         let _sub = lp.subscribe(&hub, 1, &a, &inbox);
         let total = 3 * BATCH as u64;
         for seq in 1..=total {
-            hub.fanout(&msg(&a, seq));
+            hub.fanout(&message(&a, seq));
         }
         // Queued behind the drain: it runs when the drain first yields.
         let (seen, saw) = mpsc::channel();
@@ -430,9 +419,9 @@ mod tests {
         let _on_a = lp.subscribe(&hub, 1, &a, &inbox);
         let _on_b = lp.subscribe(&hub, 1, &b, &inbox);
         let relay = hub.inner.relays[1].get().unwrap().clone();
-        hub.fanout(&msg(&b, 1));
+        hub.fanout(&message(&b, 1));
         for seq in 1..=(CAP as u64 + 10) {
-            hub.fanout(&msg(&a, seq));
+            hub.fanout(&message(&a, seq));
         }
         {
             let queue = relay.queue.lock();
@@ -450,7 +439,7 @@ mod tests {
             "messages past the mark were delivered"
         );
         // The next message after the marks arrives as usual.
-        hub.fanout(&msg(&a, CAP as u64 + 11));
+        hub.fanout(&message(&a, CAP as u64 + 11));
         wait_for("the next message", || inbox.len() == 1);
         wait_for("the drain's end", || !relay.queue.lock().draining);
         assert!(

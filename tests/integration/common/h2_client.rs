@@ -35,6 +35,17 @@ pub async fn connect_with(
     connect_over(gw, tcp, alpn, settings).await
 }
 
+/// [`connect`] (with ALPN) where each stream's window is small (16 KiB) and
+/// the connection's large (16 MiB): a stream the client does not read
+/// blocks itself, not its neighbours.
+pub async fn connect_small_stream_windows(gw: &TestGateway) -> SendRequest<Bytes> {
+    let mut settings = h2::client::Builder::new();
+    settings
+        .initial_window_size(16 * 1024)
+        .initial_connection_window_size(16 * 1024 * 1024);
+    connect_with(gw, true, &settings).await
+}
+
 /// [`connect_with`] over `tcp`, a connection to the public listener (or a
 /// wrapper of one that watches its bytes).
 pub async fn connect_over<T>(

@@ -471,6 +471,33 @@ pub async fn pong_amid_texts(ws: &mut Ws, payload: &[u8]) -> Option<usize> {
     matches!(found, Ok(true)).then_some(texts)
 }
 
+/// Send 20 pings while messages flow, each Pong due within 5 s, then a
+/// Close whose reply is due within 5 s. Returns the text frames read
+/// between the pings and their pongs, and whether the Close reply came.
+/// Panics (the test's assertion) on a pong that does not come.
+pub async fn pings_then_close_amid_texts(ws: &mut Ws) -> (usize, bool) {
+    let mut during = 0;
+    for i in 0u8..20 {
+        let payload = [b'p', i];
+        ws.send(Frame::Ping(payload.to_vec().into())).await.unwrap();
+        let seen = pong_amid_texts(ws, &payload).await;
+        assert!(seen.is_some(), "pong {i} within 5 s");
+        during += seen.unwrap_or(0);
+    }
+    ws.send(Frame::Close(None)).await.expect("close frame sent");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Frame::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return false,
+            }
+        }
+    })
+    .await;
+    (during, matches!(closed, Ok(true)))
+}
+
 pub async fn send_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, v: Value)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

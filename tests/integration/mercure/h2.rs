@@ -48,13 +48,7 @@ async fn an_evicted_mercure_stream_ends_alone_on_its_h2_connection() {
         ))
         .start()
         .await;
-    // Small stream windows and a large connection window: a stream the
-    // client does not read blocks itself, not its neighbours.
-    let mut settings = h2::client::Builder::new();
-    settings
-        .initial_window_size(16 * 1024)
-        .initial_connection_window_size(16 * 1024 * 1024);
-    let mut h2 = h2_client::connect_with(&gw, true, &settings).await;
+    let mut h2 = h2_client::connect_small_stream_windows(&gw).await;
     let mut stuck = subscribe(&mut h2, &gw, "https://example.com/stuck").await;
     let mut live = subscribe(&mut h2, &gw, "https://example.com/live").await;
     eventually(5, "both streams subscribed", || async {
