@@ -99,15 +99,27 @@ async fn replay(b: &RedisBroker) -> Result<crate::broker::Replay, crate::broker:
     b.replay("public.r", 0, Duration::from_secs(60), 10).await
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_replay_beyond_the_bound_waits_its_turn_instead_of_failing() {
+/// The stand-in for a storm's Redis: a broker whose pub/sub link is up
+/// (no link task runs; the command connection is absent).
+fn linked() -> Arc<RedisBroker> {
     let b = broker();
     b.linked.store(true, Ordering::Release);
+    b
+}
+
+/// A client's replay, run beside the test so that it can wait for a place.
+fn replay_beside(
+    b: &Arc<RedisBroker>,
+) -> tokio::task::JoinHandle<Result<(), crate::broker::BrokerError>> {
+    let b = b.clone();
+    tokio::spawn(async move { replay(&b).await.map(|_| ()) })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_beyond_the_bound_waits_its_turn_instead_of_failing() {
+    let b = linked();
     let full = fill(&b);
-    let waiting = tokio::spawn({
-        let b = b.clone();
-        async move { replay(&b).await.map(|_| ()) }
-    });
+    let waiting = replay_beside(&b);
     // Not refused: it waits for a place.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
@@ -129,8 +141,7 @@ async fn a_replay_beyond_the_bound_waits_its_turn_instead_of_failing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_replay_waits_no_longer_than_a_command_could_take() {
-    let b = broker();
-    b.linked.store(true, Ordering::Release);
+    let b = linked();
     let _full = fill(&b);
     let started = tokio::time::Instant::now();
     // The others never finish: it is answered as a slow Redis is, 503.
@@ -171,8 +182,7 @@ async fn a_replay_that_would_wait_fails_at_once_when_the_link_is_down() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiting_client_that_leaves_gives_its_place_up() {
-    let b = broker();
-    b.linked.store(true, Ordering::Release);
+    let b = linked();
     let mut full = fill(&b);
     // A client gone while waiting: its future is dropped.
     assert!(
@@ -188,13 +198,9 @@ async fn a_waiting_client_that_leaves_gives_its_place_up() {
 
 #[tokio::test(start_paused = true)]
 async fn waiters_fail_at_once_when_the_link_goes_down() {
-    let b = broker();
-    b.linked.store(true, Ordering::Release);
+    let b = linked();
     let full = fill(&b);
-    let waiting = tokio::spawn({
-        let b = b.clone();
-        async move { replay(&b).await.map(|_| ()) }
-    });
+    let waiting = replay_beside(&b);
     tokio::task::yield_now().await;
     b.linked.store(false, Ordering::Release);
     drop(full);
