@@ -201,51 +201,66 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_tunnel_lives_while_bytes_flow_and_ends_when_quiet() {
+    /// What a tunnel with a 10 s idle timeout did while one end sent a byte
+    /// every 6 s for a minute and the other said nothing.
+    struct Flowed {
+        /// The ten bytes the far end read.
+        got: [u8; 10],
+        /// Whether the tunnel ended for idleness.
+        idle: bool,
+        /// How long it lasted once the last byte had been read.
+        waited: Duration,
+    }
+
+    /// Run that minute with `byte` sent by the client (`from_client`) or by
+    /// the backend, each 6 s, never 10 s quiet: the tunnel must not be cut
+    /// meanwhile.
+    async fn a_byte_every_6s_for_a_minute(from_client: bool, byte: u8) -> Flowed {
         let (mut client, mut client_far) = tokio::io::duplex(64);
         let (mut backend, mut backend_far) = tokio::io::duplex(64);
         let tunnel = tokio::spawn(async move {
             copy_until_idle(&mut client, &mut backend, Duration::from_secs(10)).await
         });
-        // A byte every 6 s for a minute: never 10 s quiet.
+        let (sender, reader, cut) = if from_client {
+            (&mut client_far, &mut backend_far, "cut while bytes flowed")
+        } else {
+            (
+                &mut backend_far,
+                &mut client_far,
+                "cut while the backend sent",
+            )
+        };
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_secs(6)).await;
-            client_far.write_all(b"x").await.unwrap();
-            assert!(!tunnel.is_finished(), "cut while bytes flowed");
+            sender.write_all(&[byte]).await.unwrap();
+            assert!(!tunnel.is_finished(), "{cut}");
         }
         let mut got = [0u8; 10];
-        tokio::io::AsyncReadExt::read_exact(&mut backend_far, &mut got)
+        tokio::io::AsyncReadExt::read_exact(reader, &mut got)
             .await
             .unwrap();
         let quiet = tokio::time::Instant::now();
         let idle = tunnel.await.unwrap().unwrap();
-        assert!(!idle, "ended for idleness");
-        let waited = quiet.elapsed();
+        Flowed {
+            got,
+            idle,
+            waited: quiet.elapsed(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tunnel_lives_while_bytes_flow_and_ends_when_quiet() {
+        let flowed = a_byte_every_6s_for_a_minute(true, b'x').await;
+        assert!(!flowed.idle, "ended for idleness");
+        let waited = flowed.waited;
         assert!(waited >= Duration::from_secs(9), "{waited:?}");
         assert!(waited <= Duration::from_secs(11), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_tunnel_lives_while_only_the_backend_sends() {
-        let (mut client, mut client_far) = tokio::io::duplex(64);
-        let (mut backend, mut backend_far) = tokio::io::duplex(64);
-        let tunnel = tokio::spawn(async move {
-            copy_until_idle(&mut client, &mut backend, Duration::from_secs(10)).await
-        });
-        // The backend pushes a byte every 6 s for a minute; the client says
-        // nothing.
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_secs(6)).await;
-            backend_far.write_all(b"y").await.unwrap();
-            assert!(!tunnel.is_finished(), "cut while the backend sent");
-        }
-        let mut got = [0u8; 10];
-        tokio::io::AsyncReadExt::read_exact(&mut client_far, &mut got)
-            .await
-            .unwrap();
-        assert_eq!(&got, b"yyyyyyyyyy");
-        let idle = tunnel.await.unwrap().unwrap();
-        assert!(!idle, "ended for idleness");
+        let flowed = a_byte_every_6s_for_a_minute(false, b'y').await;
+        assert_eq!(&flowed.got, b"yyyyyyyyyy");
+        assert!(!flowed.idle, "ended for idleness");
     }
 }

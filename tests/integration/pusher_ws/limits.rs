@@ -188,19 +188,30 @@ where
     assert_eq!(frames[0]["data"]["code"], 4100, "{frames:?}");
 }
 
+/// A gateway at its capacity (`max_connections: 2`), both places held: by
+/// an HTTP/2 connection (open for more streams) and by a TLS connection.
+async fn at_capacity() -> (
+    TestGateway,
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    let gw = limited("  max_connections: 2").await;
+    let h2 = crate::common::h2_client::connect(&gw, true).await;
+    let held = gw.tls_stream().await;
+    eventually(5, "two connections counted", || async {
+        gw.stats().await["connections"] == 2
+    })
+    .await;
+    (gw, h2, held)
+}
+
 /// Over the gateway's `max_connections`, a Pusher client is told 4100 in
 /// its own frames (over HTTP/1.1, HTTP/2 and the HTTP fallback), where any
 /// other request is answered 503.
 #[tokio::test]
 async fn over_the_gateways_capacity_a_pusher_client_reads_4100() {
-    use crate::common::h2_client::{self, extended_connect, websocket};
-    let gw = limited("  max_connections: 2").await;
-    let mut h2 = h2_client::connect(&gw, true).await;
-    let _held = gw.tls_stream().await;
-    eventually(5, "two connections counted", || async {
-        gw.stats().await["connections"] == 2
-    })
-    .await;
+    use crate::common::h2_client::{extended_connect, websocket};
+    let (gw, mut h2, _held) = at_capacity().await;
     // A new connection: the refusal at accept.
     let mut ws = gw
         .try_ws_with(&format!("/app/{KEY}?protocol=7"), None)
@@ -317,14 +328,8 @@ async fn a_connection_refused_over_capacity_is_closed_after_its_answer() {
 /// extended CONNECT streams it opens.
 #[tokio::test]
 async fn the_refusal_reserve_holds_32_and_one_per_connection() {
-    use crate::common::h2_client::{self, extended_connect};
-    let gw = limited("  max_connections: 2").await;
-    let mut h2 = h2_client::connect(&gw, true).await;
-    let _held = gw.tls_stream().await;
-    eventually(5, "two connections counted", || async {
-        gw.stats().await["connections"] == 2
-    })
-    .await;
+    use crate::common::h2_client::extended_connect;
+    let (gw, mut h2, _held) = at_capacity().await;
     let path = format!("/app/{KEY}?protocol=7");
     // Held unread: each refusal waits for the client's close, keeping its
     // slot (for up to 5s).
