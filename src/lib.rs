@@ -268,22 +268,13 @@ impl Drop for Handle {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The threads of this process whose name says they run an event loop.
-    /// No other test of this binary starts a gateway, so they are this
-    /// test's.
-    fn loop_threads() -> usize {
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return 0;
-        };
-        tasks
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|name| name.starts_with("pushgate-loop-"))
-            .count()
-    }
+    // The loop threads counted are this test's: the tests that start loops
+    // take turns (`one_at_a_time`).
+    use loops::tests::loop_threads;
 
     #[tokio::test]
     async fn a_gateway_dropped_without_shutdown_leaves_no_loop_threads() {
+        let _turn = loops::tests::one_at_a_time().await;
         let listeners = Listeners {
             public: bind(([127, 0, 0, 1], 0).into()).unwrap(),
             admin: bind(([127, 0, 0, 1], 0).into()).unwrap(),

@@ -11,7 +11,9 @@
 //! connections it uses stay on one thread.
 //!
 //! The accept loop stays on the main runtime and hands each accepted socket
-//! to the next loop in turn ([`Loops::serve`]); the socket is registered
+//! to the next loop in turn ([`Loops::serve`]), through a queue per loop
+//! that is bounded ([`Loops::room`]) and outlives a loop that dies
+//! (`lane.rs`); the socket is registered
 //! with that loop's reactor there, and its task is made there too: a task
 //! spawned from the accept loop's thread is allocated in that thread's
 //! allocator arena, which a connect burst then leaves holding thousands of
@@ -28,10 +30,17 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
+
+mod lane;
+#[cfg(test)]
+pub(crate) mod tests;
+
+use lane::{Job, Lane, Taker};
 
 thread_local! {
     /// Which loop this thread runs, counted from 1; 0 on any other thread.
@@ -51,16 +60,29 @@ pub fn count() -> usize {
     *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// How many accepted sockets may wait in one loop's queue before the
+/// accept loop stops accepting ([`Loops::room`]). A loop takes a queued
+/// socket on in a few microseconds (one spawn), so its queue is near empty
+/// unless its thread is held up; past this many, more sockets would only
+/// wait behind it, each holding a file descriptor and a place in memory,
+/// while the listener's kernel backlog (4096 deep) holds them for nothing
+/// and hands them to whichever loop frees first. 256 is far above what a
+/// loop that keeps up ever has queued, even in a connect burst, and far
+/// below any file-descriptor limit a server runs with.
+pub(crate) const QUEUED_PER_LOOP: usize = 256;
+
 /// The running loops of one gateway.
 pub struct Loops {
     /// Each loop's queue of sockets to take on (see [`Loops::serve`]).
-    queues: Vec<mpsc::UnboundedSender<Job>>,
+    lanes: Vec<Lane>,
     next: AtomicUsize,
+    /// Sockets one queue may hold before accepting pauses.
+    bound: usize,
+    /// Rung when a full queue takes a socket, or a loop dies.
+    freed: Arc<Notify>,
+    /// Every loop has died: said once.
+    orphaned: AtomicBool,
 }
-
-/// A socket handed to a loop: run on the loop's thread, it spawns the
-/// connection's task there.
-type Job = Box<dyn FnOnce() + Send>;
 
 /// The loops run until this is dropped. What still runs on them then is
 /// dropped with them (connections closed).
@@ -69,73 +91,79 @@ pub struct Lifetime {
 }
 
 impl Loops {
-    /// Start [`count`] loops, each on a thread of its own.
+    /// Start [`count`] loops, each on a thread of its own, each queue
+    /// bounded at [`QUEUED_PER_LOOP`].
     pub fn start() -> io::Result<(Loops, Lifetime)> {
+        Loops::start_with(count(), QUEUED_PER_LOOP)
+    }
+
+    /// Start `count` loops whose queues hold `bound` sockets each.
+    pub(crate) fn start_with(count: usize, bound: usize) -> io::Result<(Loops, Lifetime)> {
         let (alive, watching) = watch::channel(());
-        let mut queues = Vec::new();
-        for n in 1..=count() {
-            // The runtime is made on its thread and only its queue comes
-            // back: a runtime dropped here, inside the caller's runtime,
-            // would panic.
-            let (made, handle) = std::sync::mpsc::channel();
-            let mut watching = watching.clone();
+        let freed = Arc::new(Notify::new());
+        let (lanes, takers) = lane::queues(count.max(1), bound, &freed);
+        for (n, taker) in (1..).zip(takers) {
+            // The runtime is made on its thread and only whether it could
+            // be comes back: a runtime dropped here, inside the caller's
+            // runtime, would panic.
+            let (made, told) = std::sync::mpsc::channel();
+            let watching = watching.clone();
             std::thread::Builder::new()
                 .name(format!("pushgate-loop-{n}"))
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(runtime) => runtime,
-                        Err(error) => {
-                            let _ = made.send(Err(error));
-                            return;
-                        }
-                    };
-                    let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
-                    let _ = made.send(Ok(queue));
-                    CURRENT.with(|c| c.set(n));
-                    runtime.block_on(async move {
-                        // The queue closes when the accept loop ends (at
-                        // shutdown): the loop goes on serving its
-                        // connections through the drain, until `Lifetime`.
-                        let mut taking = true;
-                        loop {
-                            tokio::select! {
-                                changed = watching.changed() => if changed.is_err() { break },
-                                job = jobs.recv(), if taking => match job {
-                                    Some(job) => job(),
-                                    None => taking = false,
-                                },
-                            }
-                        }
-                    });
-                    // Dropping the runtime here drops what still runs on it:
-                    // the gateway has drained, or its runtime is gone.
-                })?;
-            queues.push(handle.recv().map_err(io::Error::other)??);
+                .spawn(move || run(n, taker, watching, made))?;
+            told.recv().map_err(io::Error::other)??;
         }
         let loops = Loops {
-            queues,
+            lanes,
             next: AtomicUsize::new(0),
+            bound,
+            freed,
+            orphaned: AtomicBool::new(false),
         };
         Ok((loops, Lifetime { _alive: alive }))
     }
 
-    /// Serve `stream` on the next loop in turn: `serve` gets it registered
-    /// with that loop's reactor, and runs there as a task of `tasks`.
+    /// Ready once a loop's queue has room for one more socket, or when
+    /// every loop has died ([`Loops::serve`] then serves on the caller's
+    /// runtime). The accept loop waits for it before each accept: while
+    /// every queue is full, new connections wait in the kernel's backlog,
+    /// not in ours, and accepting resumes as soon as one queue drains.
+    pub async fn room(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before looking, so a loop freeing a place between
+            // the look and the wait is not missed.
+            freed.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Whether a live loop's queue has room, or no loop lives.
+    fn has_room(&self) -> bool {
+        let mut live = self.lanes.iter().filter(|lane| !lane.died()).peekable();
+        live.peek().is_none() || live.any(|lane| lane.has_room(self.bound))
+    }
+
+    /// Serve `stream` on the next loop in turn whose queue has room (the
+    /// next live one when none has): `serve` gets it registered with that
+    /// loop's reactor, and runs there as a task of `tasks`. A loop whose
+    /// thread died is skipped; a socket sent to it as it died is sent to
+    /// the next one. When every loop has died, this runtime serves it.
     pub fn serve<F, Fut>(&self, tasks: &TaskTracker, stream: std::net::TcpStream, serve: F)
     where
         F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
         // Counted by `tasks` from now, as a task spawned here would be: a
         // drain that starts while the socket waits in the queue waits for it.
         let tracked = tasks.token();
         // Only this small box is allocated on the accept loop's thread, and
         // freed as soon as the loop takes it; the task is made on the loop.
-        let job: Job = Box::new(move || {
+        let mut job: Job = Box::new(move || {
             tokio::spawn(async move {
                 let _tracked = tracked;
                 match tokio::net::TcpStream::from_std(stream) {
@@ -144,57 +172,80 @@ impl Loops {
                 }
             });
         });
-        // The queues close only when `Loops` is dropped, which takes this
-        // sender with it: a send that fails means the loop's thread died
-        // (its runtime could not run on). The socket is dropped (closed);
-        // say so, or connections would vanish without a trace.
-        if self.queues[n].send(job).is_err() {
+        while let Some(n) = self.choose() {
+            match self.lanes[n].push(job) {
+                Ok(()) => return,
+                // It died as the socket was sent (it says so once, as it
+                // dies): the next loop.
+                Err(back) if self.lanes[n].died() => job = back,
+                // Its loop ended with the gateway (the handle was dropped
+                // while this accept was under way): nobody serves it now.
+                Err(_) => {
+                    tracing::debug!("serving loops ended: connection closed");
+                    return;
+                }
+            }
+        }
+        if !self.orphaned.swap(true, Ordering::Relaxed) {
             tracing::error!(
-                serving_loop = n + 1,
-                "serving loop gone: connection dropped"
+                "every serving loop died: connections are served on the accept loop's runtime"
             );
         }
+        // On this runtime, as the admin listener's connections are.
+        job();
+    }
+
+    /// The next live loop in turn whose queue has room, else the next live
+    /// one; `None` when every loop has died.
+    fn choose(&self) -> Option<usize> {
+        let count = self.lanes.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let turn = (0..count).map(|i| first.wrapping_add(i) % count);
+        let live = |n: &usize| !self.lanes[*n].died();
+        (turn.clone().filter(live))
+            .find(|&n| self.lanes[n].has_room(self.bound))
+            .or_else(|| turn.clone().find(live))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-    use tokio::sync::oneshot;
-
-    /// The accept loop drops its `Loops` (closing the queues) when it stops
-    /// accepting, at the start of a drain: the connections the loops
-    /// already serve must go on until the `Lifetime` ends, or a drain
-    /// would cut every connection instead of letting it finish.
-    #[tokio::test]
-    async fn connections_outlive_the_accept_loop_until_the_lifetime_ends() {
-        let (loops, lifetime) = Loops::start().unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (stream, _) = listener.accept().unwrap();
-        // As the accept loop hands it over (`into_std` keeps it so).
-        stream.set_nonblocking(true).unwrap();
-        let tasks = TaskTracker::new();
-        let (go_on, told) = oneshot::channel::<()>();
-        let (served, done) = oneshot::channel::<usize>();
-        loops.serve(&tasks, stream, move |_stream| async move {
-            let _ = told.await;
-            let _ = served.send(current());
-        });
-        drop(loops);
-        // The queued socket is counted before the loop takes it.
-        assert_eq!(tasks.len(), 1);
-        let _ = go_on.send(());
-        let on = tokio::time::timeout(Duration::from_secs(5), done)
-            .await
-            .expect("the connection finished")
-            .expect("the connection was not dropped with the queue");
-        assert!(on >= 1, "served on a loop, not on the caller's runtime");
-        tasks.close();
-        tokio::time::timeout(Duration::from_secs(5), tasks.wait())
-            .await
-            .expect("the tracker saw the task end");
-        drop(lifetime);
-    }
+/// Loop `n`'s thread: its runtime takes the sockets of its queue on, and
+/// serves them until the [`Lifetime`] ends.
+fn run(
+    n: usize,
+    taker: Taker,
+    mut watching: watch::Receiver<()>,
+    made: std::sync::mpsc::Sender<io::Result<()>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = made.send(Err(error));
+            return;
+        }
+    };
+    let _ = made.send(Ok(()));
+    CURRENT.with(|c| c.set(n));
+    // After the runtime: dropped before it when the thread unwinds, so a
+    // loop that dies hands its queue on (`lane.rs`).
+    let mut taker = taker;
+    runtime.block_on(async {
+        // The queue closes when the accept loop ends (at shutdown): the loop
+        // goes on serving its connections through the drain, until
+        // `Lifetime`.
+        let mut taking = true;
+        loop {
+            tokio::select! {
+                changed = watching.changed() => if changed.is_err() { break },
+                job = taker.next(), if taking => match job {
+                    Some(job) => job(),
+                    None => taking = false,
+                },
+            }
+        }
+    });
+    // Dropping the runtime here drops what still runs on it: the gateway
+    // has drained, or its runtime is gone.
 }

@@ -7,8 +7,10 @@
 //!
 //! The accept loop never waits on a client: it only accepts, sets
 //! `TCP_NODELAY` and spawns. Running out of file descriptors backs off instead
-//! of spinning. On shutdown every connection is asked to finish its in-flight
-//! requests; the gateway's grace period bounds how long that may take.
+//! of spinning, and accepting pauses while every serving loop's queue is
+//! full (`loops.rs`). On shutdown every connection is asked to finish its
+//! in-flight requests; the gateway's grace period bounds how long that may
+//! take.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,6 +32,8 @@ mod front;
 mod one_record;
 mod rewind;
 mod send_timeout;
+#[cfg(test)]
+mod tests;
 
 use bytes::Bytes;
 use front::Identified;
@@ -65,7 +69,7 @@ pub async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => r,
+            r = accept(&listener, loops.as_ref()) => r,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -120,6 +124,22 @@ pub async fn accept_loop(
             }
         }
     }
+}
+
+/// The next connection, once a serving loop's queue has room for it
+/// (`Loops::room`): while every queue is full, new connections wait in the
+/// kernel's listen backlog, which costs no file descriptor, instead of in
+/// ours. A queue place is given back when the loop takes the socket on,
+/// before anything is read from it, so clients that send nothing hold none
+/// (their openings end at `handshake_timeout` / `header_timeout`).
+async fn accept(
+    listener: &TcpListener,
+    loops: Option<&Loops>,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    if let Some(loops) = loops {
+        loops.room().await;
+    }
+    listener.accept().await
 }
 
 /// A connection admitted only to be told no: every request on it gets this
