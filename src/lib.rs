@@ -283,14 +283,7 @@ mod tests {
         assert_eq!(loop_threads(), loops::count(), "one thread per loop");
         let lifecycle = handle.state().lifecycle.clone();
         drop(handle);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while loop_threads() > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "loop threads outlived the gateway"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        loops::tests::until_no_loop_threads("loop threads outlived the gateway").await;
         // The background tasks went too: the accept loops, the sweeper.
         tokio::time::timeout(Duration::from_secs(10), async {
             while !lifecycle.has_stopped() {

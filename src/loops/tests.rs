@@ -24,15 +24,17 @@ pub(crate) fn loop_threads() -> usize {
 pub(crate) async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let turn = ONE.lock().await;
+    until_no_loop_threads("another test's loop threads outlived it").await;
+    turn
+}
+
+/// Wait up to 10 s for every loop thread to end; `what` went wrong if not.
+pub(crate) async fn until_no_loop_threads(what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while loop_threads() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "another test's loop threads outlived it"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    turn
 }
 
 /// Loop `i` (counted from 0) held busy until this is dropped: what a loop
