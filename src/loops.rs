@@ -67,8 +67,9 @@ pub fn count() -> usize {
 /// wait behind it, each holding a file descriptor and a place in memory,
 /// while the listener's kernel backlog (4096 deep) holds them for nothing
 /// and hands them to whichever loop frees first. 256 is far above what a
-/// loop that keeps up ever has queued, even in a connect burst, and far
-/// below any file-descriptor limit a server runs with.
+/// loop that keeps up holds (it takes each socket on with one spawn), so
+/// only a stuck or badly overloaded loop meets it, and far below any
+/// file-descriptor limit a server runs with.
 pub(crate) const QUEUED_PER_LOOP: usize = 256;
 
 /// The running loops of one gateway.
@@ -129,11 +130,12 @@ impl Loops {
     /// every queue is full, new connections wait in the kernel's backlog,
     /// not in ours, and accepting resumes as soon as one queue drains.
     pub async fn room(&self) {
-        loop {
+        // The usual case, room at once, takes no lock.
+        while !self.has_room() {
             let freed = self.freed.notified();
             tokio::pin!(freed);
-            // Registered before looking, so a loop freeing a place between
-            // the look and the wait is not missed.
+            // Registered before looking again, so a loop freeing a place
+            // between the look and the wait is not missed.
             freed.as_mut().enable();
             if self.has_room() {
                 return;
