@@ -93,7 +93,8 @@ out="$work/results.md"
   echo
   echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); load before: $(cut -d' ' -f1-3 /proc/loadavg)${NOTE:+; $NOTE}."
   echo "Versions: pushgate $($PG --version | cut -d' ' -f2), $(nginx -v 2>&1 | cut -d' ' -f3), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan). TLS: rustls (pushgate) and OpenSSL (nginx), same self-signed P-256 certificate."
-  echo "Command: \`bench/tls.sh\` (QUICK=${QUICK:-}, PLAIN=$PLAIN${ONLY:+, ONLY=$ONLY}; saturation: $SAT_TRANSPORT, steps $RATES msgs/s × $N, ${STEP}s each). Generator, servers and publisher share the cores; 512-byte messages."
+  sat="saturation: $SAT_TRANSPORT, steps $RATES msgs/s × $N, ${STEP}s each"; [ -n "${ONLY:-}" ] && sat="no saturation steps"
+  echo "Command: \`bench/tls.sh\` (QUICK=${QUICK:-}, PLAIN=$PLAIN, SECS=$SECS${ONLY:+, ONLY=$ONLY}; $sat). Generator, servers and publisher share the cores; 512-byte messages."
   echo
 } > "$out"
 
