@@ -162,6 +162,9 @@ if part low || part h2; then
     fi
   done
   if [ -n "$flpid" ]; then kill -TERM "$flpid" 2>/dev/null || true; wait "$flpid" 2>/dev/null || true; flpid=""; fi
+  # Fresh servers for the 100 msgs/s rows: an nginx+Nchan the 5,000 x 20
+  # rows overloaded left an ONLY=h2 run's next row without a figure.
+  if part h2; then fresh_servers "$work/pushgate.yaml" 18443; fi
   if [ -z "${ONLY:-}" ]; then pair wss "WSS" $((S / 5)) 100 PGW NCW --transport ws; fi
   if part h2; then pair h2 "SSE over h2 (50 streams per connection)" $((S / 5)) 100 PGU NCU --transport sse --h2 --streams 50; fi
 fi
