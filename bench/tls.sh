@@ -18,12 +18,22 @@
 #   5. the summary: each figure against nginx+Nchan's and the target,
 #      computed from the run's JSON reports.
 #
+# The 1,000 x 5 msgs/s rows over HTTPS/1.1 and WSS run a third server
+# between the two: the floor (`pushgate bench --floor`, src/bench/floor.rs:
+# pre-rendered frames, one write and one TLS record per delivery, no logic)
+# on the same certificate, so that each of those rows reads pushgate /
+# floor / Nchan. A floor whose p99 is above the target's share of Nchan's
+# says that no server writing once per delivery meets it on this machine.
+#
 # Appends everything to bench/RESULTS.md.
 #
 #   bench/tls.sh                 # full numbers
 #   QUICK=1 bench/tls.sh         # 200 subscribers, a few seconds each
 #   PLAIN=0 bench/tls.sh         # TLS only
 #   ONLY=idle bench/tls.sh       # the idle-memory steps alone
+#   ONLY=low bench/tls.sh        # the 1,000 x 5 msgs/s rows alone (floor included)
+#   ONLY=h2 bench/tls.sh         # the rows over h2 alone, at every load
+#   ONLY="low h2" bench/tls.sh   # both (no saturation, plain or idle steps)
 #   RATES="100 200 400" SAT_TRANSPORT=ws bench/tls.sh   # other saturation steps
 #   NOTE="two builds running" bench/tls.sh   # adds the load to the machine line
 #   KEEP=/some/dir bench/tls.sh  # keeps the JSON reports there
@@ -33,7 +43,7 @@ cd "$(dirname "$0")/.."
 
 # The ports this script's servers listen on (a bench of another kind may
 # run on its own ports meanwhile).
-BENCH_PORTS="18080 18443 19090 28080 28443"
+BENCH_PORTS="18080 18443 18543 18591 19090 28080 28443"
 . bench/lib.sh
 bench_need nginx libnginx-mod-nchan jq
 bench_start
@@ -72,6 +82,9 @@ NCU=(--target nchan --url https://127.0.0.1:28443 --publish http://127.0.0.1:280
 PGW=(--url wss://127.0.0.1:18443 --ca "$work/certs/gw.crt")
 NCW=(--target nchan --url wss://127.0.0.1:28443 --publish http://127.0.0.1:28080 --ca "$work/certs/gw.crt")
 PGP=(--url http://127.0.0.1:18080)
+# The floor: TLS subscribers on 18543, its publish API on 18591.
+FLU=(--url https://127.0.0.1:18543 --publish http://127.0.0.1:18591 --ca "$work/certs/gw.crt")
+FLW=(--url wss://127.0.0.1:18543 --publish http://127.0.0.1:18591 --ca "$work/certs/gw.crt")
 NCP=(--target nchan --url http://127.0.0.1:28080 --publish http://127.0.0.1:28080)
 
 out="$work/results.md"
@@ -80,17 +93,37 @@ out="$work/results.md"
   echo
   echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); load before: $(cut -d' ' -f1-3 /proc/loadavg)${NOTE:+; $NOTE}."
   echo "Versions: pushgate $($PG --version | cut -d' ' -f2), $(nginx -v 2>&1 | cut -d' ' -f3), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan). TLS: rustls (pushgate) and OpenSSL (nginx), same self-signed P-256 certificate."
-  echo "Command: \`bench/tls.sh\` (QUICK=${QUICK:-}, PLAIN=$PLAIN${ONLY:+, ONLY=$ONLY}; saturation: $SAT_TRANSPORT, steps $RATES msgs/s × $N, ${STEP}s each). Generator, servers and publisher share the cores; 512-byte messages."
+  sat="saturation: $SAT_TRANSPORT, steps $RATES msgs/s × $N, ${STEP}s each"; [ -n "${ONLY:-}" ] && sat="no saturation steps"
+  echo "Command: \`bench/tls.sh\` (QUICK=${QUICK:-}, PLAIN=$PLAIN, SECS=$SECS${ONLY:+, ONLY=$ONLY}; $sat). Generator, servers and publisher share the cores; 512-byte messages."
   echo
 } > "$out"
 
+# Which parts of the run ONLY names: none named runs them all.
+part() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
+# The floor over TLS, started on first use (its HTTP/1.1 subscribers only:
+# it speaks no h2), stopped with the script.
+flpid=""
+floor_start() {
+  [ -n "$flpid" ] && return 0
+  $PG bench --floor 127.0.0.1:18543 --publish http://127.0.0.1:18591 \
+    --cert "$work/certs/gw.crt" --key "$work/certs/gw.key" 2>> "$work/bench.log" & flpid=$!; pids+=($flpid)
+  wait_listening 18543; wait_listening 18591
+}
+
 # A fan-out pair, pushgate then nginx+Nchan: road key (names the reports),
 # label, subscribers, rate, then the arguments both share. The arguments
-# that name each server come from the arrays named by $5 and $6.
+# that name each server come from the arrays named by $5 and $6. At 5
+# msgs/s or less over HTTPS/1.1 and WSS the floor runs between the two, on
+# the array named FL plus the road's last letter (FLU, FLW).
 pair() {
-  local key=$1 label=$2 n=$3 r=$4 pgargs ncargs; shift 4
-  pgargs="$1[@]"; ncargs="$2[@]"; shift 2
+  local key=$1 label=$2 n=$3 r=$4 pgargs ncargs flargs; shift 4
+  pgargs="$1[@]"; ncargs="$2[@]"; flargs="FL${2: -1}[@]"; shift 2
   bench_run "pushgate: $n $label, $r msgs/s" "$J/pg-$key-${n}x$r.json" "${!pgargs}" "$@" -n "$n" -m $((r * SECS)) -r "$r"
+  if [ "$r" -le 5 ] && { [ "$key" = https ] || [ "$key" = wss ]; }; then
+    floor_start
+    bench_run "floor: $n $label, $r msgs/s" "$J/fl-$key-${n}x$r.json" "${!flargs}" "$@" -n "$n" -m $((r * SECS)) -r "$r"
+  fi
   bench_run "nginx+Nchan: $n $label, $r msgs/s" "$J/nc-$key-${n}x$r.json" "${!ncargs}" "$@" -n "$n" -m $((r * SECS)) -r "$r"
 }
 # The saturation steps on both servers: key (tls or plain), label, the
@@ -116,16 +149,26 @@ fresh_servers() {
   nchan_start "$work/nginx.conf" 28080 28443
 }
 
-if [ "${ONLY:-}" != idle ]; then
-  # 1. Fan-out over TLS.
+if part low || part h2; then
+  # 1. Fan-out over TLS (ONLY=low: the 1,000 x 5 rows; ONLY=h2: the h2 rows).
   for load in "$((S / 5)) 5" "$S 20"; do
     read -r n r <<< "$load"
-    pair https "SSE over HTTPS/1.1" "$n" "$r" PGU NCU --transport sse
-    pair h2 "SSE over h2 (50 streams per connection)" "$n" "$r" PGU NCU --transport sse --h2 --streams 50
-    pair wss "WSS" "$n" "$r" PGW NCW --transport ws
+    if [ -z "${ONLY:-}" ] || { [ "$r" -le 5 ] && part low; }; then
+      pair https "SSE over HTTPS/1.1" "$n" "$r" PGU NCU --transport sse
+      pair h2 "SSE over h2 (50 streams per connection)" "$n" "$r" PGU NCU --transport sse --h2 --streams 50
+      pair wss "WSS" "$n" "$r" PGW NCW --transport ws
+    elif part h2; then
+      pair h2 "SSE over h2 (50 streams per connection)" "$n" "$r" PGU NCU --transport sse --h2 --streams 50
+    fi
   done
-  pair wss "WSS" $((S / 5)) 100 PGW NCW --transport ws
-  pair h2 "SSE over h2 (50 streams per connection)" $((S / 5)) 100 PGU NCU --transport sse --h2 --streams 50
+  if [ -n "$flpid" ]; then kill -TERM "$flpid" 2>/dev/null || true; wait "$flpid" 2>/dev/null || true; flpid=""; fi
+  # Fresh servers for the 100 msgs/s rows: an nginx+Nchan the 5,000 x 20
+  # rows overloaded left an ONLY=h2 run's next row without a figure.
+  if part h2; then fresh_servers "$work/pushgate.yaml" 18443; fi
+  if [ -z "${ONLY:-}" ]; then pair wss "WSS" $((S / 5)) 100 PGW NCW --transport ws; fi
+  if part h2; then pair h2 "SSE over h2 (50 streams per connection)" $((S / 5)) 100 PGU NCU --transport sse --h2 --streams 50; fi
+fi
+if [ -z "${ONLY:-}" ]; then
 
   # 2. Saturation over TLS, on fresh servers.
   fresh_servers "$work/pushgate.yaml" 18443
@@ -148,6 +191,7 @@ fi
 # and hand it to the idle ones, so their growth read about nothing.
 kill -INT "$pgpid" 2>/dev/null || true; wait "$pgpid" 2>/dev/null || true
 nchan_stop
+if part idle; then
 {
   echo "### Idle memory: $IDLE SSE subscribers, fresh servers"
   echo
@@ -173,6 +217,7 @@ if [ "$PLAIN" != 0 ]; then
   idle_rows sse "SSE, plain HTTP" 18080 bench/pushgate.yaml PGP NCP --transport sse
 fi
 echo >> "$out"
+fi
 
 # 5. The summary, from the reports.
 {
@@ -180,6 +225,12 @@ echo >> "$out"
   echo
   tls_summary "$J"
   echo
+  if ls "$J"/fl-*.json > /dev/null 2>&1; then
+    echo "Latency distribution of the rows the floor ran in (ms, from the generator's reports):"
+    echo
+    latency_distribution "$J"
+    echo
+  fi
   echo "Ratios are pushgate / nginx+Nchan from this run's JSON reports; a p99 row counts as met only when pushgate's run was clean (every subscriber connected, nothing lost or twice). Saturation: the offered deliveries/s (rate × subscribers) of the highest step that was clean (also p99 under 1 s), every lower step clean too; \"lower bound\" when no step failed. Idle memory: pushgate's RSS growth, nginx's PSS growth (lower than its RSS). Run time: $(( ($(date +%s) - started) / 60 )) min."
   echo
 } >> "$out"

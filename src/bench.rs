@@ -108,6 +108,8 @@ pub struct Report {
 pub struct Latency {
     pub avg: f64,
     pub p50: f64,
+    /// For comparing a distribution's shoulder, not only its tail.
+    pub p90: f64,
     pub p95: f64,
     pub p99: f64,
     pub max: f64,
@@ -402,6 +404,7 @@ pub async fn run(plan: &Plan, progress: bool) -> Result<Report, String> {
         latency_ms: Latency {
             avg: merged.mean() / 1000.0,
             p50: ms(merged.value_at_quantile(0.50)),
+            p90: ms(merged.value_at_quantile(0.90)),
             p95: ms(merged.value_at_quantile(0.95)),
             p99: ms(merged.value_at_quantile(0.99)),
             max: ms(merged.max()),

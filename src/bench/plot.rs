@@ -153,6 +153,7 @@ mod tests {
             latency_ms: Latency {
                 avg: 0.0,
                 p50: 0.0,
+                p90: 0.0,
                 p95: 0.0,
                 p99: 0.0,
                 max: 0.0,
