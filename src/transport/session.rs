@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::broker::{Broker, BrokerError, Replay};
 use std::time::Duration;
 
+use super::resume::{self, ResumeClock};
 use crate::broker::HistoryPolicy;
 use crate::broker::presence::Presence;
 use crate::config::SlowClient;
@@ -193,6 +194,20 @@ impl Session {
         from: Option<&Cursor>,
         out: &mut Vec<Delivery>,
     ) -> Result<(), BrokerError> {
+        self.subscribe_clocked(channel, terms, from, out, None)
+            .await
+    }
+
+    /// [`Session::subscribe`], marking the history read's stages on a
+    /// resume's `clock`.
+    async fn subscribe_clocked(
+        &mut self,
+        channel: &Arc<str>,
+        terms: SubscriptionPolicy,
+        from: Option<&Cursor>,
+        out: &mut Vec<Delivery>,
+        clock: Option<&ResumeClock>,
+    ) -> Result<(), BrokerError> {
         if self.is_subscribed(channel) {
             return Ok(());
         }
@@ -238,11 +253,15 @@ impl Session {
                     reason: "history",
                 });
             }
-            Some((_, pos)) => match self
-                .broker
-                .replay(channel, pos, terms.history.ttl, self.page)
-                .await
-            {
+            Some((_, pos)) => match {
+                resume::mark(clock, resume::stage::REPLAY_STARTED);
+                let read = self
+                    .broker
+                    .replay(channel, pos, terms.history.ttl, self.page)
+                    .await;
+                resume::mark(clock, resume::stage::REPLAY_READ);
+                read
+            } {
                 Ok(Replay::Messages(first)) => {
                     self.metrics.replay("hit");
                     self.cursor.set(channel, pos);
@@ -269,16 +288,19 @@ impl Session {
     /// Subscribe to several channels at once (a connect URL's `channels=`):
     /// resets go to `out` at once, what each missed follows through
     /// [`Session::replay_next`], merged into one publication order.
+    /// A resume's `clock` hears when each channel's history read starts and answers.
     pub async fn subscribe_all(
         &mut self,
         channels: &[(Arc<str>, SubscriptionPolicy)],
         from: Option<&Cursor>,
         out: &mut Vec<Delivery>,
+        clock: Option<&ResumeClock>,
     ) -> Result<(), BrokerError> {
         // Sized once: a connection keeps this list for its whole life.
         self.subs.reserve_exact(channels.len());
         for (channel, terms) in channels {
-            self.subscribe(channel, *terms, from, out).await?;
+            self.subscribe_clocked(channel, *terms, from, out, clock)
+                .await?;
         }
         Ok(())
     }
