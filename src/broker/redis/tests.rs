@@ -207,3 +207,32 @@ async fn waiters_fail_at_once_when_the_link_goes_down() {
         "{answer:?}"
     );
 }
+
+/// A follow of a channel already subscribed, whose head was read once,
+/// takes the newest position the hub has from the follow itself: no round
+/// trip (this broker has no Redis connection, so any ask would fail).
+#[tokio::test]
+async fn a_follow_of_a_subscribed_channel_asks_redis_nothing() {
+    let b = broker();
+    let channel: Arc<str> = "public.followed".into();
+    b.linked.store(true, Ordering::Release);
+    {
+        let mut follows = b.follows.lock();
+        let f = follows.entry(channel.clone()).or_default();
+        f.count = 1;
+        f.subscribed = true;
+        f.base = 5;
+    }
+    assert_eq!(b.follow(&channel).await.unwrap(), 5, "the head read before");
+    b.follows.lock().get_mut(&channel).unwrap().last = 9;
+    assert_eq!(b.follow(&channel).await.unwrap(), 9, "the newest delivered");
+    assert_eq!(b.follows.lock()[&channel].count, 3, "each follow counted");
+
+    // Never a head read yet (the first follow's, or since Redis lost its
+    // data): the counter is asked, and without Redis the follow fails and
+    // takes its count back.
+    b.follows.lock().get_mut(&channel).unwrap().base = 0;
+    b.follows.lock().get_mut(&channel).unwrap().last = 0;
+    assert!(b.follow(&channel).await.is_err());
+    assert_eq!(b.follows.lock()[&channel].count, 3);
+}
