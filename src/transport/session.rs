@@ -301,19 +301,10 @@ impl Session {
                     reason: "history",
                 });
             }
-            Some((_, pos)) => match {
-                resume::mark(clock, resume::stage::REPLAY_STARTED);
-                let read = self
-                    .broker
-                    .replay(channel, pos, terms.history.ttl, self.page);
-                let read = until_ended(&self.inbox, &self.stopping, read)
-                    .await
-                    .unwrap_or_else(|| {
-                        Err(BrokerError::Unavailable("the gateway is stopping".into()))
-                    });
-                resume::mark(clock, resume::stage::REPLAY_READ);
-                read
-            } {
+            Some((_, pos)) => match self
+                .first_page(channel, pos, terms.history.ttl, clock)
+                .await
+            {
                 Ok(Replay::Messages(first)) => {
                     self.metrics.replay("hit");
                     self.cursor.set(channel, pos);
@@ -335,6 +326,24 @@ impl Session {
             },
         }
         Ok(())
+    }
+
+    /// A resume's first page of `channel` after `pos`, its read's start and
+    /// answer marked on `clock`; given up when the session ends first.
+    async fn first_page(
+        &self,
+        channel: &str,
+        pos: u64,
+        ttl: Duration,
+        clock: Option<&ResumeClock>,
+    ) -> Result<Replay, BrokerError> {
+        resume::mark(clock, resume::stage::REPLAY_STARTED);
+        let read = self.broker.replay(channel, pos, ttl, self.page);
+        let read = until_ended(&self.inbox, &self.stopping, read)
+            .await
+            .unwrap_or_else(|| Err(BrokerError::Unavailable("the gateway is stopping".into())));
+        resume::mark(clock, resume::stage::REPLAY_READ);
+        read
     }
 
     /// Subscribe to several channels at once (a connect URL's `channels=`):
