@@ -90,9 +90,37 @@ restart() {
   # too, or the wait below would hold the script forever.
   clients "\"urls\":[\"http://127.0.0.1:37180\"],$2\"disrupt\":$(printf '%s' "$cmd" | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read()))')" \
     || { kill "$(cat "$work/a1.pid")" 2>/dev/null; exit 1; }
+  curl -sf http://127.0.0.1:37190/metrics > "$work/a_metrics.txt" || true
   kill "$(cat "$work/a2.pid")" 2>/dev/null || true
   wait "$(cat "$work/a1.pid")" 2>/dev/null || true
   while ss -Hltn 'sport = :37180' | grep -q .; do sleep 0.1; done
+}
+# Where a resume's time goes: the survivor's stage histogram
+# (`pushgate_resume_seconds`, seconds from accept, in its /metrics saved
+# in file $1) and the clients' own stages (from `$2`, their report).
+# Prints one line per side.
+stages() { # metrics-file clients-json
+  [ -e "$1" ] || : > "$1"
+  python3 - "$1" "$2" <<'PY'
+import json, re, sys
+text, r = open(sys.argv[1]).read(), json.loads(sys.argv[2])
+buckets = {}
+for m in re.finditer(r'^pushgate_resume_seconds_bucket\{(.*?)\} (\S+)$', text, re.M):
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+    buckets.setdefault(labels["stage"], []).append((float(labels["le"]), float(m.group(2))))
+def q(bs, p):
+    # the bucket bound the p-th resume falls under: an upper estimate
+    bs.sort(); total = bs[-1][1]
+    if total == 0: return None
+    for le, c in bs:
+        if c >= p * total: return le
+order = ["request", "admitted", "replay_started", "replay_read", "first_write"]
+gw = [f"{s} {q(buckets[s], .5)*1000:.0f} / {q(buckets[s], .99)*1000:.0f} ms (n={buckets[s][-1][1]:.0f})" for s in order if s in buckets and q(buckets[s], .5) is not None]
+print("survivor, from accept (p50 / p99, bucket bounds): " + ("; ".join(gw) or "no pushgate_resume_seconds (an older build)"))
+cs = r.get("client_stages_ms", {})
+cl = [f"{k} {v['p50']} / {v['p99']} ms" for k, v in cs.items() if v.get("n")]
+print("clients, from the attempt's start (p50 / p99): " + "; ".join(cl) + "; event loop late p99 / max per process: " + ", ".join(f"{d['p99']} / {d['max']} ms" for d in r.get("client_loop_delay_ms", [])))
+PY
 }
 # SCENARIOS picks which to run (default all: "abc"); a partial run
 # prints its figures and leaves bench/RESULTS.md alone.
@@ -102,6 +130,8 @@ if [[ $SCENARIOS == *a* ]]; then
   echo "(a) restart: $N clients…" >&2
   a=$(restart a "")
   echo "$a" >&2
+  a_stages=$(stages "$work/a_metrics.txt" "$a")
+  echo "$a_stages" >&2
 fi
 # (c) an office: OFFICE clients (default 3,000) from one address, on the
 # default per-address limits (`per_ip` left out of the config).
@@ -149,6 +179,9 @@ for _ in $(seq 1 100); do [ "$(ss -Hltn 'sport = :37480' | wc -l)" -ge "$hap_pro
 echo "(b) node lost: $N clients…" >&2
 b=$(clients "\"urls\":[\"http://127.0.0.1:37480\"],\"disrupt\":\"kill -KILL $(cat "$work/a3.pid")\"")
 echo "$b" >&2
+curl -sf http://127.0.0.1:37290/metrics > "$work/b_metrics.txt" || true
+b_stages=$(stages "$work/b_metrics.txt" "$b")
+echo "$b_stages" >&2
 
 [ "$SCENARIOS" = abc ] || exit 0
 row() { # title json
@@ -169,7 +202,11 @@ PY
   row "(b) 2 behind HAProxy, one SIGKILLed" "$b"
   [ -z "$c" ] || row "(c) office: $OFFICE from one address, default per_ip limits, SIGTERM + new process" "$c"
   echo
+  echo "(a) where a resume's time went: $a_stages"
+  echo
   echo "(a) old process's listener closed $(echo "$a" | python3 -c 'import json,sys; print(json.load(sys.stdin)["closed_after_disrupt_ms"])') ms and new process listening $(echo "$a" | python3 -c 'import json,sys; print(json.load(sys.stdin)["listening_after_disrupt_ms"])') ms after the SIGTERM. Raw: \`$a\`"
+  echo
+  echo "(b) where a resume's time went: $b_stages"
   echo
   echo "(b) raw: \`$b\`"
   echo

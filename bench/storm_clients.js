@@ -85,10 +85,14 @@ if (role === 'clients') {
       this.attempt = 0; this.hint = null; this.streaming = false;
       this.lostAt = null; this.firstRetryAt = null; this.backAt = null; this.storms = 0;
       this.attemptAt = null; this.lastAttemptMs = null;
+      // The successful attempt's stages, from its start: TCP connected,
+      // answer head (101 or 200), first frame or chunk after the head.
+      this.connectAt = null; this.frameAt = null; this.stages = null;
     }
     start() {
       if (this.lostAt !== null && this.firstRetryAt === null) this.firstRetryAt = now();
       this.attemptAt = now();
+      this.connectAt = null; this.frameAt = null;
       stats.connects++;
       if (this.kind === 'ws') this.ws(); else this.sse();
     }
@@ -99,6 +103,18 @@ if (role === 'clients') {
         this.backAt = now();
         // The gateway's part: from the attempt that succeeded to streaming.
         this.lastAttemptMs = this.backAt - this.attemptAt;
+        this.resumed = true;
+      }
+    }
+    // Socket connected (to the balancer in (b)): the kernel's and the
+    // balancer's part, and this process's own turn to hear it.
+    connected() { if (this.connectAt === null) this.connectAt = now(); }
+    // The first frame or chunk after the head: the gateway wrote it.
+    framed() {
+      if (this.frameAt !== null) return;
+      this.frameAt = now();
+      if (this.resumed && this.stages === null) {
+        this.stages = { connect: this.connectAt !== null ? this.connectAt - this.attemptAt : null, head: this.backAt - this.attemptAt, frame: this.frameAt - this.attemptAt };
       }
     }
     lost(retryAfterMs) {
@@ -132,10 +148,11 @@ if (role === 'clients') {
       if (this.cursor) q += `&cursor=${encodeURIComponent(this.cursor)}`;
       const ws = new WebSocket(`${this.url.replace(/^http/, 'ws')}/realtime/ws?${q}`, 'pushgate.v1', { localAddress: this.local, perMessageDeflate: false });
       this.sock = ws;
+      if (ws._req) ws._req.on('socket', (s) => s.once('connect', () => this.connected()));
       let ended = false;
       const end = (ra) => { if (!ended) { ended = true; this.lost(ra); } };
       ws.on('open', () => this.opened());
-      ws.on('message', (d) => { try { this.message(JSON.parse(d)); } catch (_) { stats.errors++; } });
+      ws.on('message', (d) => { this.framed(); try { this.message(JSON.parse(d)); } catch (_) { stats.errors++; } });
       ws.on('unexpected-response', (req, res) => {
         refused(res.statusCode, res);
         const ra = Number(res.headers['retry-after']);
@@ -150,6 +167,7 @@ if (role === 'clients') {
       const u = new URL(`${this.url}/realtime/sse?channels=${this.channel}`);
       const req = http.get({ host: u.hostname, port: u.port, path: u.pathname + u.search, headers, localAddress: this.local, agent: false });
       this.sock = req;
+      req.on('socket', (s) => s.once('connect', () => this.connected()));
       let ended = false;
       const end = (ra) => { if (!ended) { ended = true; this.lost(ra); } };
       req.on('error', (e) => { if (e.code === 'ECONNREFUSED' && armed) stats.connRefused++; end(); });
@@ -165,6 +183,7 @@ if (role === 'clients') {
         let buf = '';
         let id = null, data = '', event = '';
         res.on('data', (chunk) => {
+          this.framed();
           buf += chunk;
           let nl;
           while ((nl = buf.indexOf('\n')) >= 0) {
@@ -186,6 +205,9 @@ if (role === 'clients') {
     }
   }
 
+  // How late this process's event loop runs: a client's times include its
+  // process's turn on the cores, which the storm shares with the gateway.
+  const loopDelay = require('perf_hooks').monitorEventLoopDelay({ resolution: 10 });
   const clients = [];
   onRequest('start', async () => {
     for (let k = 0; k < mine.length; k++) {
@@ -197,13 +219,14 @@ if (role === 'clients') {
     const all = await waitFor(() => clients.every((c) => c.streaming), 60000);
     return { all, connected: clients.filter((c) => c.streaming).length, fd_limit: fdLimit(), clients: clients.length };
   });
-  onRequest('arm', () => { armed = true; return true; });
+  onRequest('arm', () => { armed = true; loopDelay.reset(); loopDelay.enable(); return true; });
   // `lastSeq` per channel: wait (15 s at most) until every client holds its
   // channel's last message, then report raw times and counts.
   onRequest('drain', async (m) => {
     const lastSeq = m.lastSeq;
     const drained = await waitFor(() => clients.every((c) => c.last >= lastSeq[c.i % o.channels]), 15000);
-    const r = { drained, lost: 0, dups: 0, dupIds: 0, hit: 0, short: 0, back: [], fromRetry: [], kinds: { ws: 0, sse: 0 }, refusals: stats.refusals, refusalsDuring: stats.refusalsDuring, why: stats.why, connRefused: stats.connRefused, lastAttempt: [], resets: stats.resets, connects: stats.connects, errors: stats.errors };
+    loopDelay.disable();
+    const r = { loopDelay: { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 }, stages: { connect: [], head: [], frame: [], retryWait: [] }, drained, lost: 0, dups: 0, dupIds: 0, hit: 0, short: 0, back: [], fromRetry: [], kinds: { ws: 0, sse: 0 }, refusals: stats.refusals, refusalsDuring: stats.refusalsDuring, why: stats.why, connRefused: stats.connRefused, lastAttempt: [], resets: stats.resets, connects: stats.connects, errors: stats.errors };
     for (const c of clients) {
       c.done = true;
       const ch = c.i % o.channels;
@@ -217,6 +240,8 @@ if (role === 'clients') {
           r.back.push(c.backAt - (m.listening !== null ? Math.max(m.listening, c.lostAt) : c.lostAt));
           if (c.firstRetryAt !== null) r.fromRetry.push(c.backAt - c.firstRetryAt);
           if (c.lastAttemptMs !== null) r.lastAttempt.push(c.lastAttemptMs);
+          if (c.firstRetryAt !== null) r.stages.retryWait.push(c.firstRetryAt - c.lostAt);
+          if (c.stages) for (const k of ['connect', 'head', 'frame']) if (c.stages[k] !== null) r.stages[k].push(c.stages[k]);
         }
       }
     }
@@ -304,9 +329,11 @@ if (role === 'coordinator') (async () => {
   const p = await pub.ask('stop');
   const parts = await Promise.all(ws.map((w) => w.ask('drain', { lastSeq: p.lastSeq, listening })));
   const t = { lost: 0, dups: 0, dupIds: 0, hit: 0, short: 0, resets: 0, connects: 0, errors: 0, connRefused: 0 };
+  const stages = { connect: [], head: [], frame: [], retryWait: [] };
   const back = [], fromRetry = [], lastAttempt = [], kinds = { ws: 0, sse: 0 }, refusals = {}, refusalsDuring = {}, why = {};
   for (const r of parts) {
     for (const k of Object.keys(t)) t[k] += r[k];
+    for (const k of Object.keys(stages)) stages[k].push(...r.stages[k]);
     back.push(...r.back); fromRetry.push(...r.fromRetry); lastAttempt.push(...r.lastAttempt);
     add(kinds, r.kinds); add(refusals, r.refusals); add(refusalsDuring, r.refusalsDuring); add(why, r.why);
   }
@@ -328,6 +355,12 @@ if (role === 'coordinator') (async () => {
     // the waits and refused attempts before it: what the gateway took.
     back_from_last_attempt_ms: { p50: pct(lastAttempt, 0.5), p99: pct(lastAttempt, 0.99), max: pct(lastAttempt, 1) },
     connections_refused_during_storm: t.connRefused,
+    // The successful attempt of each resumed client, from its start, ms:
+    // socket connected, answer head, first frame; and the wait from the
+    // loss to the first retry. How late each client process's event loop
+    // ran during the storm (ms, per process).
+    client_stages_ms: Object.fromEntries(Object.entries(stages).map(([k, xs]) => [k, { p50: pct(xs, 0.5), p99: pct(xs, 0.99), max: pct(xs, 1), n: xs.length }])),
+    client_loop_delay_ms: parts.map((r) => ({ p50: Math.round(r.loopDelay.p50), p99: Math.round(r.loopDelay.p99), max: Math.round(r.loopDelay.max) })),
     lost: t.lost, duplicated: t.dups, duplicated_ids: t.dupIds, resets: t.resets, refusals, refusals_during_storm: refusalsDuring, refusal_reasons: why, connects: t.connects,
   }));
   for (const w of [...ws, pub]) w.kill();

@@ -29,6 +29,9 @@ pub struct ConnInfo {
     pub sni: Option<std::sync::Arc<str>>,
     /// A process-unique connection id, used in logs and `X-Pushgate-Connection`.
     pub id: u64,
+    /// When the connection was accepted (or its PROXY header read): where
+    /// a resume's stage times start (`pushgate_resume_seconds`).
+    pub accepted: std::time::Instant,
 }
 
 /// Ringing this drops the client's whole connection at once. A streaming
@@ -49,6 +52,7 @@ impl ConnInfo {
             tls,
             sni: None,
             id,
+            accepted: std::time::Instant::now(),
         }
     }
 

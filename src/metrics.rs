@@ -82,6 +82,20 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// Where a resume had got to (`pushgate_resume_seconds`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    pub stage: &'static str,
+}
+
+/// A histogram of resume stages: 1 ms .. ~190 s in steps of 1.5x, fine
+/// enough to read a storm's percentiles back from the buckets.
+fn resume_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(
+        prometheus_client::metrics::histogram::exponential_buckets(0.001, 1.5, 31),
+    )
+}
+
 /// Delivery latency buckets, 50 µs to 5 s, 1-1.5-2-3-5-7 per decade: each
 /// bound at most 1.5x the one before, so a quantile read from them (as
 /// `pushgate bench` does for a run) is bounded within that factor.
@@ -107,6 +121,13 @@ pub struct Metrics {
     pub dropped: Family<ReasonLabel, Counter>,
     delivery_latency: AtomicHistogram,
     pub history: Family<ResultLabel, Counter>,
+    /// Seconds from a resuming connection's accept to each stage of its
+    /// resume (observed once per resume and stage: a mutex is cheap here).
+    resume: Family<
+        StageLabel,
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
     pub rate_limited: Family<KindLabel, Counter>,
     pub auth_failures: Family<ReasonLabel, Counter>,
     /// Questions sent to the application's login (`session`) and resource
@@ -166,6 +187,7 @@ impl Metrics {
             // 50µs .. ~3.3s
             delivery_latency: AtomicHistogram::with_bounds(&DELIVERY_BOUNDS),
             history: Family::default(),
+            resume: Family::new_with_constructor(resume_histogram),
             rate_limited: Family::default(),
             auth_failures: Family::default(),
             app_checks: Family::default(),
@@ -243,6 +265,11 @@ impl Metrics {
             "history_replays",
             "Resumes by result (hit: replayed, reset: history gone)",
             m.history.clone(),
+        );
+        r.register(
+            "resume_seconds",
+            "Seconds from a resuming connection's accept to each stage of its resume",
+            m.resume.clone(),
         );
         r.register("rate_limited", "Refusals by limit", m.rate_limited.clone());
         r.register(
@@ -440,6 +467,13 @@ impl Metrics {
         self.pusher_api
             .get_or_create(&PusherApiLabels { app, status })
             .inc();
+    }
+
+    /// A resume reached `stage` `since_accept` after its connection was accepted.
+    pub fn resume_stage(&self, stage: &'static str, since_accept: Duration) {
+        self.resume
+            .get_or_create(&StageLabel { stage })
+            .observe(since_accept.as_secs_f64());
     }
 
     pub fn replay(&self, result: &'static str) {

@@ -243,6 +243,8 @@ pub struct Opened {
     pub session: session::Session,
     /// Replayed messages and resets, to send first.
     pub out: Vec<session::Delivery>,
+    /// A resume's stopwatch, for its first write.
+    pub(crate) clock: Option<resume::ResumeClock>,
 }
 
 /// Admit the client, authorize its channels, and open a session subscribed
@@ -253,20 +255,23 @@ pub async fn open_session<B: Sync>(
     req: &Request<B>,
     q: &HashMap<String, String>,
 ) -> Result<Opened, Refusal> {
+    let clock = resume::ResumeClock::start(state, req, q);
     let asked = requested(settings, req, q, true)?;
     let client = admit(state, settings, req, q, asked.needs_identity(settings)).await?;
     let sub = subscription(state, settings, asked, &client).await?;
+    resume::mark(clock.as_ref(), resume::stage::ADMITTED);
     let mut session = session::Session::new(state, settings.config.realtime.client_queue);
     session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
     let mut out = Vec::new();
     session
-        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
+        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out, clock.as_ref())
         .await
         .map_err(admission::unavailable)?;
     Ok(Opened {
         client,
         session,
         out,
+        clock,
     })
 }
 

@@ -185,6 +185,12 @@ impl Inbox {
         self.shared.ready.notify_one();
     }
 
+    /// Wake the next [`Inbox::ready`] (a wake-up taken by a wait that
+    /// did not use it, given back).
+    pub fn wake(&self) {
+        self.shared.ready.notify_one();
+    }
+
     /// Whether an operator disconnected the connection (check when
     /// [`Inbox::ready`] returns).
     pub fn is_kicked(&self) -> bool {

@@ -37,6 +37,7 @@ pub async fn poll(
         client: _client,
         mut session,
         mut out,
+        clock: _,
     } = match open_session(&state, &settings, &req, &q).await {
         Ok(o) => o,
         Err(refusal) => return refusal.response(),

@@ -15,6 +15,12 @@
 //! WebSocket and SSE client is told a delay drawn within
 //! `realtime.reconnect_spread` ([`come_back_in`]), so the returns are spread
 //! over the window rather than landing in one instant.
+//!
+//! Where a resume's time goes during a storm is measured here too
+//! ([`ResumeClock`]): each resuming connection's stages, in seconds from its
+//! accept, in `pushgate_resume_seconds`, so a slow storm can be told apart
+//! into the gateway's turn (parsing, admission, the history read, the first
+//! write) and what came before the gateway saw the connection.
 
 use std::collections::HashMap;
 
@@ -74,6 +80,60 @@ fn covers(cursor: &Cursor, channels: Option<&str>) -> bool {
             .filter(|c| !c.is_empty())
             .all(|c| cursor.get(c).is_some())
     })
+}
+
+/// One resuming connection's stopwatch, started at its accept: each stage
+/// it reaches is observed once in `pushgate_resume_seconds{stage}`.
+/// Only resumes carry one (a request with a cursor): fresh connects are not
+/// what a storm is made of, and cost nothing here.
+pub(crate) struct ResumeClock {
+    accepted: std::time::Instant,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+/// The stages, in the order a resume passes them.
+pub(crate) mod stage {
+    /// The request was parsed and reached its handler.
+    pub(crate) const REQUEST: &str = "request";
+    /// Admitted: limits, login and channel rules passed.
+    pub(crate) const ADMITTED: &str = "admitted";
+    /// A channel's history read was asked of the broker.
+    pub(crate) const REPLAY_STARTED: &str = "replay_started";
+    /// That read answered (its wait for a turn included).
+    pub(crate) const REPLAY_READ: &str = "replay_read";
+    /// The first frame (WebSocket) or chunk (SSE) was handed to the socket.
+    pub(crate) const FIRST_WRITE: &str = "first_write";
+}
+
+impl ResumeClock {
+    /// A clock for `req` when it resumes with a cursor and its connection's
+    /// accept time is known, reached its handler now.
+    pub(crate) fn start<B>(
+        state: &crate::state::AppState,
+        req: &Request<B>,
+        q: &HashMap<String, String>,
+    ) -> Option<ResumeClock> {
+        cursor_text(req, q)?;
+        let conn = req.extensions().get::<crate::conn_info::ConnInfo>()?;
+        let clock = ResumeClock {
+            accepted: conn.accepted,
+            metrics: state.metrics.clone(),
+        };
+        clock.mark(stage::REQUEST);
+        Some(clock)
+    }
+
+    /// The resume reached `stage` now.
+    pub(crate) fn mark(&self, stage: &'static str) {
+        self.metrics.resume_stage(stage, self.accepted.elapsed());
+    }
+}
+
+/// Mark `stage` on `clock` when there is one.
+pub(crate) fn mark(clock: Option<&ResumeClock>, stage: &'static str) {
+    if let Some(c) = clock {
+        c.mark(stage);
+    }
 }
 
 /// The shortest delay a client is told at shutdown, in milliseconds: an

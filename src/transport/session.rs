@@ -10,6 +10,8 @@
 //! not drained until it is over, so replayed and live messages never cross.
 
 mod replay;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use crate::broker::{Broker, BrokerError, Replay};
 use std::time::Duration;
 
+use super::resume::{self, ResumeClock};
 use crate::broker::HistoryPolicy;
 use crate::broker::presence::Presence;
 use crate::config::SlowClient;
@@ -37,6 +40,48 @@ pub enum Delivery {
         channels: Vec<Arc<str>>,
         reason: &'static str,
     },
+}
+
+/// `read` (a history read), unless the session ends first: `None` when the
+/// gateway began stopping or the inbox was kicked or evicted before it
+/// answered. Without this a read waiting its turn held a shutdown or a
+/// kick for up to the broker's timeout.
+///
+/// The inbox's wake-ups are how a kick is heard; one taken here for a
+/// message is given back, or the message would wait for the next one.
+async fn until_ended<T>(
+    inbox: &Inbox,
+    stopping: &Arc<crate::alarm::Alarm>,
+    read: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if stopping.has_rung() || inbox.is_kicked() || inbox.is_evicted() {
+        return None;
+    }
+    let woke = AtomicBool::new(false);
+    let ended = async {
+        let mut stop = stopping.listen_from_start();
+        loop {
+            tokio::select! {
+                () = stop.rung() => return,
+                () = inbox.ready() => {
+                    if inbox.is_kicked() || inbox.is_evicted() {
+                        return;
+                    }
+                    woke.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    let answer = tokio::select! {
+        biased;
+        answer = read => Some(answer),
+        () = ended => None,
+    };
+    if woke.load(Ordering::Relaxed) {
+        inbox.wake();
+    }
+    answer
 }
 
 /// What a channel's rule asks of a subscription.
@@ -84,6 +129,9 @@ pub struct Session {
     /// member's `user_info` JSON).
     member_info: Option<Arc<str>>,
     inbox: Inbox,
+    /// The gateway's shutdown: a history read in progress gives way to it
+    /// ([`until_ended`]).
+    stopping: Arc<crate::alarm::Alarm>,
     subs: Vec<Followed>,
     cursor: Cursor,
     scratch: String,
@@ -113,6 +161,7 @@ impl Session {
             subject: None,
             member_info: None,
             inbox: Inbox::new(queue),
+            stopping: state.lifecycle.stopping().clone(),
             subs: Vec::new(),
             cursor: Cursor::new(epoch),
             scratch: String::new(),
@@ -193,6 +242,20 @@ impl Session {
         from: Option<&Cursor>,
         out: &mut Vec<Delivery>,
     ) -> Result<(), BrokerError> {
+        self.subscribe_clocked(channel, terms, from, out, None)
+            .await
+    }
+
+    /// [`Session::subscribe`], marking the history read's stages on a
+    /// resume's `clock`.
+    async fn subscribe_clocked(
+        &mut self,
+        channel: &Arc<str>,
+        terms: SubscriptionPolicy,
+        from: Option<&Cursor>,
+        out: &mut Vec<Delivery>,
+        clock: Option<&ResumeClock>,
+    ) -> Result<(), BrokerError> {
         if self.is_subscribed(channel) {
             return Ok(());
         }
@@ -239,8 +302,7 @@ impl Session {
                 });
             }
             Some((_, pos)) => match self
-                .broker
-                .replay(channel, pos, terms.history.ttl, self.page)
+                .first_page(channel, pos, terms.history.ttl, clock)
                 .await
             {
                 Ok(Replay::Messages(first)) => {
@@ -266,19 +328,40 @@ impl Session {
         Ok(())
     }
 
+    /// A resume's first page of `channel` after `pos`, its read's start and
+    /// answer marked on `clock`; given up when the session ends first.
+    async fn first_page(
+        &self,
+        channel: &str,
+        pos: u64,
+        ttl: Duration,
+        clock: Option<&ResumeClock>,
+    ) -> Result<Replay, BrokerError> {
+        resume::mark(clock, resume::stage::REPLAY_STARTED);
+        let read = self.broker.replay(channel, pos, ttl, self.page);
+        let read = until_ended(&self.inbox, &self.stopping, read)
+            .await
+            .unwrap_or_else(|| Err(BrokerError::Unavailable("the gateway is stopping".into())));
+        resume::mark(clock, resume::stage::REPLAY_READ);
+        read
+    }
+
     /// Subscribe to several channels at once (a connect URL's `channels=`):
     /// resets go to `out` at once, what each missed follows through
     /// [`Session::replay_next`], merged into one publication order.
+    /// A resume's `clock` hears when each channel's history read starts and answers.
     pub async fn subscribe_all(
         &mut self,
         channels: &[(Arc<str>, SubscriptionPolicy)],
         from: Option<&Cursor>,
         out: &mut Vec<Delivery>,
+        clock: Option<&ResumeClock>,
     ) -> Result<(), BrokerError> {
         // Sized once: a connection keeps this list for its whole life.
         self.subs.reserve_exact(channels.len());
         for (channel, terms) in channels {
-            self.subscribe(channel, *terms, from, out).await?;
+            self.subscribe_clocked(channel, *terms, from, out, clock)
+                .await?;
         }
         Ok(())
     }
@@ -292,11 +375,18 @@ impl Session {
     /// Append the next replayed messages (about `client_queue` of them) to
     /// `out`, reading history a page at a time; a channel whose history
     /// stopped reaching back meanwhile gets a reset and continues live.
+    ///
+    /// A read that waits (on a busy broker, or for its turn among a storm's
+    /// replays) gives way when the session ends: the gateway stopping, an
+    /// operator's kick, an eviction. It then returns at once with what it
+    /// had, the session still replaying, and the caller's own checks of
+    /// those alarms end the stream (a shutdown with its reconnect notice).
     pub async fn replay_next(&mut self, out: &mut Vec<Delivery>) -> Result<(), BrokerError> {
-        let gaps = self
-            .replays
-            .next(&*self.broker, self.queue, self.page, out)
-            .await?;
+        let read = self.replays.next(&*self.broker, self.queue, self.page, out);
+        let Some(gaps) = until_ended(&self.inbox, &self.stopping, read).await else {
+            return Ok(());
+        };
+        let gaps = gaps?;
         for gap in gaps {
             if self.cursor.get(&gap.channel).is_some() {
                 self.metrics.replay("reset");

@@ -125,6 +125,7 @@ async fn open<B: Sync>(
         client,
         session,
         out,
+        clock,
     } = open_session(&state, &settings, &req, &q).await?;
     let kill = EvictionKill::for_request(&req, settings.config.backend.timeout);
     let conn = req.extensions().get::<ConnInfo>().cloned();
@@ -136,6 +137,10 @@ async fn open<B: Sync>(
         subject = client.identity.as_ref().map(|i| i.subject.as_str()),
     );
     let stream = SseStream::new(state, client, session, kill, out, &settings).into_chunks();
+    let stream = match clock {
+        Some(clock) => first_write_marked(stream, clock),
+        None => stream,
+    };
     Ok(SseOpening {
         head: SseHead::new(),
         stream,
@@ -155,6 +160,19 @@ async fn open<B: Sync>(
 /// registration and its subscriptions forever, out of reach of kicks and
 /// shutdown. So if the body has not ended `grace` after the eviction (the
 /// bound a stuck socket write gets), the whole connection is cut after all.
+/// `stream`, marking a resume's first write when its first chunk is taken
+/// by the writer (only resumes pay for the wrapper).
+fn first_write_marked(stream: Chunks, clock: super::resume::ResumeClock) -> Chunks {
+    use futures_util::StreamExt;
+    let mut clock = Some(clock);
+    Box::pin(stream.map(move |chunk| {
+        if let Some(c) = clock.take() {
+            c.mark(super::resume::stage::FIRST_WRITE);
+        }
+        chunk
+    }))
+}
+
 pub(crate) struct EvictionKill {
     alarm: ConnKill,
     /// Dropped with the stream: tells the watcher the body took its turn.

@@ -28,6 +28,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tracing::{Instrument, debug};
 
+use super::resume::{self, ResumeClock};
 use super::session::{Delivery, Session};
 use super::{Client, admit, query, requested, subscription};
 use crate::alarm::Listener;
@@ -96,6 +97,7 @@ pub async fn upgrade(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
     let q = query(&req);
+    let clock = ResumeClock::start(&state, &req, &q);
     let asked = match requested(&settings, &req, &q, false) {
         Ok(a) => a,
         Err(refusal) => return refusal.response(),
@@ -111,6 +113,7 @@ pub async fn upgrade(
         Ok(s) => s,
         Err(refusal) => return refusal.response(),
     };
+    resume::mark(clock.as_ref(), resume::stage::ADMITTED);
     let agreed = deflate::negotiate(req.headers(), &settings.config.realtime.compression);
     let conn = req.extensions().get::<ConnInfo>().cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -133,7 +136,7 @@ pub async fn upgrade(
     session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
     let mut out = Vec::new();
     let subscribed = session
-        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out)
+        .subscribe_all(&sub.channels, sub.cursor.as_ref(), &mut out, clock.as_ref())
         .await;
     let tasks = state.lifecycle.tasks().clone();
     // One box for what the opening needs: the task's future then carries a
@@ -150,6 +153,7 @@ pub async fn upgrade(
         cursor_frames: q.get("cursor_frames").is_some_and(|v| v == "1"),
         agreed,
         seat,
+        clock,
     });
     tasks.spawn(run(opening, on_upgrade).instrument(span));
     let mut resp = handshake.accept();
@@ -237,6 +241,8 @@ struct Opening {
     /// Its place under `max_connections`, from its request: its HTTP/1.1
     /// connection's, or the one reserved for its HTTP/2 stream.
     seat: Option<Seat>,
+    /// A resume's stopwatch, for its first frame.
+    clock: Option<ResumeClock>,
 }
 
 /// A session ready to serve, with what it holds for its whole life.
@@ -292,6 +298,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         cursor_frames,
         agreed,
         seat,
+        clock,
     } = *opening;
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
@@ -336,6 +343,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
     ws.state.metrics.connect("ws");
     ws.state.metrics.websocket_connect("ws", http);
     let started = ws.start(subscribed).await;
+    resume::mark(clock.as_ref(), resume::stage::FIRST_WRITE);
     Some(Opened {
         ws,
         started,

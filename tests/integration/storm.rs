@@ -157,3 +157,70 @@ async fn shutdown_tells_each_client_its_own_moment_within_the_window() {
     let distinct: std::collections::HashSet<_> = delays.iter().collect();
     assert!(distinct.len() >= 6, "spread over the window: {delays:?}");
 }
+
+/// `pushgate_resume_seconds_count{stage}` in a `/metrics` text (0 when absent).
+fn resume_count(metrics: &str, stage: &str) -> u64 {
+    let series = format!("pushgate_resume_seconds_count{{stage=\"{stage}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn each_resume_times_its_stages_from_accept_and_fresh_connects_do_not() {
+    let gw = TestGateway::builder().start().await;
+    let (status, first) = poll_fresh(&gw, &[("channels", "public.t")]).await;
+    assert_eq!(status, 200);
+    let cursor = first["cursor"].as_str().expect("a cursor").to_string();
+    gw.publish_one("public.t", json!("missed")).await;
+    // A fresh SSE and a fresh WebSocket: no stage of theirs is timed.
+    let mut fresh_sse = gw.sse("/realtime/sse?channels=public.t", None).await;
+    let mut fresh_ws = gw.ws("/realtime/ws?channels=public.t").await;
+    gw.publish_one("public.t", json!("live")).await;
+    assert_eq!(fresh_sse.expect().await.json()["data"], "live");
+    assert_eq!(next_json(&mut fresh_ws).await["data"], "live");
+    let stages = [
+        "request",
+        "admitted",
+        "replay_started",
+        "replay_read",
+        "first_write",
+    ];
+    let metrics = gw.metrics_text().await;
+    for stage in stages {
+        assert_eq!(resume_count(&metrics, stage), 0, "{stage}: {metrics}");
+    }
+
+    // One resume on each: every stage is timed once per resume.
+    let mut sse = gw
+        .sse("/realtime/sse?channels=public.t", Some(&cursor))
+        .await;
+    assert_eq!(sse.expect().await.json()["data"], "missed");
+    let ws_path = with_query(
+        "/realtime/ws",
+        &[("channels", "public.t"), ("cursor", &cursor)],
+    );
+    let mut ws = gw.ws(&ws_path).await;
+    eventually(5, "the resumed socket's first frame", || async {
+        resume_count(&gw.metrics_text().await, "first_write") == 2
+    })
+    .await;
+    assert_eq!(next_json(&mut ws).await["data"], "missed");
+    let metrics = gw.metrics_text().await;
+    for stage in stages {
+        assert_eq!(resume_count(&metrics, stage), 2, "{stage}: {metrics}");
+    }
+    // Times from accept, each stage no earlier than the one before it.
+    let sum = |stage: &str| -> f64 {
+        let series = format!("pushgate_resume_seconds_sum{{stage=\"{stage}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap()
+    };
+    for pair in stages.windows(2) {
+        assert!(sum(pair[0]) <= sum(pair[1]), "{pair:?}: {metrics}");
+    }
+}

@@ -213,3 +213,166 @@ async fn waiters_fail_at_once_when_the_link_goes_down() {
         "{answer:?}"
     );
 }
+
+/// A follow of a channel already subscribed, whose head was read once,
+/// takes the newest position the hub has from the follow itself: no round
+/// trip (this broker has no Redis connection, so any ask would fail).
+#[tokio::test]
+async fn a_follow_of_a_subscribed_channel_asks_redis_nothing() {
+    let b = broker();
+    let channel: Arc<str> = "public.followed".into();
+    b.linked.store(true, Ordering::Release);
+    {
+        let mut follows = b.follows.lock();
+        let f = follows.entry(channel.clone()).or_default();
+        f.count = 1;
+        f.subscribed = true;
+        f.base = 5;
+    }
+    assert_eq!(b.follow(&channel).await.unwrap(), 5, "the head read before");
+    b.follows.lock().get_mut(&channel).unwrap().last = 9;
+    assert_eq!(b.follow(&channel).await.unwrap(), 9, "the newest delivered");
+    assert_eq!(b.follows.lock()[&channel].count, 3, "each follow counted");
+
+    // Never a head read yet (the first follow's, or since Redis lost its
+    // data): the counter is asked, and without Redis the follow fails and
+    // takes its count back.
+    b.follows.lock().get_mut(&channel).unwrap().base = 0;
+    b.follows.lock().get_mut(&channel).unwrap().last = 0;
+    assert!(b.follow(&channel).await.is_err());
+    assert_eq!(b.follows.lock()[&channel].count, 3);
+}
+
+/// A stand-in Redis: `+OK` to everything but the replay script, which it
+/// counts and answers (a gap: `*1 :0`) only once `release` is notified, one
+/// answer per notification.
+async fn held_redis() -> (
+    String,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<tokio::sync::Notify>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}/", listener.local_addr().unwrap());
+    let scripts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (counted, released) = (scripts.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (scripts, release) = (counted.clone(), released.clone());
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(head)) = lines.next_line().await {
+                    let n: usize = head.trim_start_matches('*').parse().unwrap_or(0);
+                    let mut args = Vec::new();
+                    for _ in 0..n {
+                        let _len = lines.next_line().await;
+                        if let Ok(Some(arg)) = lines.next_line().await {
+                            args.push(arg);
+                        }
+                    }
+                    let script = args
+                        .first()
+                        .is_some_and(|a| a.to_ascii_uppercase().starts_with("EVAL"));
+                    let answer: &[u8] = if script {
+                        scripts.fetch_add(1, Ordering::SeqCst);
+                        release.notified().await;
+                        b"*1\r\n:0\r\n"
+                    } else {
+                        b"+OK\r\n"
+                    };
+                    if write.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, scripts, release)
+}
+
+/// Replays of the same page waiting for a place share one read: with one
+/// place free, one script reaches Redis and its answer serves all ten. A
+/// replay of another page is not joined: it waits for a place of its own.
+#[tokio::test]
+async fn replays_of_the_same_page_waiting_for_a_place_share_one_read() {
+    let (url, scripts, release) = held_redis().await;
+    let b = RedisBroker::new(
+        Hub::default(),
+        &RedisConfig {
+            url,
+            ..RedisConfig::default()
+        },
+    )
+    .unwrap();
+    let connect = redis::aio::ConnectionManager::new(b.client.clone());
+    let conn = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .expect("connected to the stand-in")
+        .expect("connected to the stand-in");
+    b.commands.store(Some(Arc::new(conn)));
+    b.epoch.store(1, Ordering::Release);
+    b.linked.store(true, Ordering::Release);
+    let mut full = fill(&b);
+    let same: Vec<_> = (0..10)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move { replay(&b).await })
+        })
+        .collect();
+    let other = tokio::spawn({
+        let b = b.clone();
+        async move { b.replay("public.r", 7, Duration::from_secs(60), 10).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while b.queued_replays.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "replays not queued");
+        tokio::task::yield_now().await;
+    }
+    // One place: the read queued first (the ten's) takes it.
+    drop(full.split(1));
+    while scripts.load(Ordering::SeqCst) < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no script reached Redis"
+        );
+        tokio::task::yield_now().await;
+    }
+    release.notify_one();
+    for waiting in same {
+        let answer = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("answered by the one shared read")
+            .expect("no panic");
+        assert!(
+            matches!(answer, Ok(crate::broker::Replay::Gap)),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(
+        scripts.load(Ordering::SeqCst),
+        1,
+        "one script answered the ten"
+    );
+    // The place came back: the other page's read takes it and asks Redis.
+    while scripts.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other page never asked"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert!(!other.is_finished(), "another page joined the first read");
+    release.notify_one();
+    let answer = tokio::time::timeout(Duration::from_secs(2), other)
+        .await
+        .expect("its own read answered")
+        .expect("no panic");
+    assert!(
+        matches!(answer, Ok(crate::broker::Replay::Gap)),
+        "{answer:?}"
+    );
+    assert_eq!(b.queued_replays.len(), 0, "started reads leave the queue");
+    drop(full);
+}
