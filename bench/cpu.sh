@@ -18,9 +18,21 @@
 #   PERF=1 bench/cpu.sh                # also `perf record -g` pushgate's runs
 #                                      # (perf data left in bench/perf-*.data)
 #   NOTE="two builds running" bench/cpu.sh
+#   PORT_OFFSET=1000 bench/cpu.sh      # every port below moved up by 1000
+#                                      # (another benchmark holds the defaults)
+#   BEFORE=path/to/older/pushgate bench/cpu.sh
+#                                      # also measures that build's rows
+#                                      # ("pushgate before"), in the same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The ports: pushgate public/admin, over TLS; the floor plain/publish, TLS/publish; nginx plain, TLS.
+O=${PORT_OFFSET:-0}
+P_PG=$((18080 + O)) P_ADM=$((19090 + O)) P_PGS=$((18443 + O))
+P_FL=$((18580 + O)) P_FLPUB=$((18590 + O)) P_FLS=$((18543 + O)) P_FLSPUB=$((18591 + O))
+P_NG=$((28080 + O)) P_NGS=$((28443 + O))
+ALL_PORTS="$P_PG $P_ADM $P_PGS $P_FL $P_FLPUB $P_FLS $P_FLSPUB $P_NG $P_NGS"
+if [ "$O" != 0 ]; then BENCH_PORTS="$ALL_PORTS"; fi
 . bench/lib.sh
 bench_need nginx libnginx-mod-nchan
 bench_start
@@ -32,14 +44,16 @@ TICK=$(getconf CLK_TCK)
 
 # The certificate all three serve: pushgate generates it on its first start.
 mkdir -p "$work/certs"
-sed -e 's/public: 127.0.0.1:18080/public: 127.0.0.1:18443/' bench/pushgate.yaml > "$work/pushgate-tls.yaml"
+sed -e "s/127.0.0.1:18080/127.0.0.1:$P_PG/; s/127.0.0.1:19090/127.0.0.1:$P_ADM/" bench/pushgate.yaml > "$work/pushgate.yaml"
+sed -e "s/public: 127.0.0.1:$P_PG/public: 127.0.0.1:$P_PGS/" "$work/pushgate.yaml" > "$work/pushgate-tls.yaml"
 printf 'tls: { cert: %s/certs/gw.crt, key: %s/certs/gw.key, self_signed_if_missing: true }\n' "$work" "$work" >> "$work/pushgate-tls.yaml"
 nchan_conf "$work/nginx.conf" "  server {
-    listen 127.0.0.1:28443 ssl;
+    listen 127.0.0.1:$P_NGS ssl;
     ssl_certificate $work/certs/gw.crt; ssl_certificate_key $work/certs/gw.key;
     ssl_protocols TLSv1.2 TLSv1.3;
     location ~ ^/sub/(.+)\$ { nchan_subscriber; nchan_channel_id \$1; nchan_subscriber_first_message newest; }
   }"
+sed -i "s/127.0.0.1:28080;/127.0.0.1:$P_NG;/" "$work/nginx.conf"
 
 # utime+stime, in clock ticks, of the given pids summed (field 14 and 15;
 # read after the ")" that ends the command name).
@@ -97,9 +111,9 @@ measure() {
   done
   # shellcheck disable=SC2086
   t0=$(ticks $pidlist); w0=$(writes $pidlist)
-  if [ -n "${PERF:-}" ] && [ "$server" = pushgate ]; then
+  if [ -n "${PERF:-}" ] && [ "${server%% *}" = pushgate ]; then
     # shellcheck disable=SC2086
-    perf record -q -g -o "bench/perf-${road// /-}.data" -p "${pidlist%% *}" -- sleep $((SECS + 2)) >/dev/null 2>&1 || true
+    perf record -q -g -o "bench/perf-${server// /-}-${road// /-}.data" -p "${pidlist%% *}" -- sleep $((SECS + 2)) >/dev/null 2>&1 || true
   fi
   wait $gen || true
   # shellcheck disable=SC2086
@@ -122,46 +136,53 @@ stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 nginx_pids() { echo "$ng $(pgrep -P "$ng" | tr '\n' ' ')"; }
 # A port still held by another process would pass wait_listening at once and
 # the run would measure that process: refuse to start instead.
-for port in 18080 19090 18443 18580 18590 18543 18591 28080 28443; do
+for port in $ALL_PORTS; do
   if ss -Hltn "sport = :$port" | grep -q .; then echo "port $port is in use: stop what listens there first" >&2; exit 1; fi
 done
 
-# pushgate, plain then TLS (a fresh process each).
-$PG run -c bench/pushgate.yaml > "$work/pg.log" 2>&1 & pg=$!; pids+=($pg)
-wait_listening 18080; wait_listening 19090
-measure pushgate "SSE" 18080 "$pg" --transport sse --url http://127.0.0.1:18080
-measure pushgate "WS" 18080 "$pg" --transport ws --url http://127.0.0.1:18080
-stop $pg
-$PG run -c "$work/pushgate-tls.yaml" > "$work/pg.log" 2>&1 & pg=$!; pids+=($pg)
-wait_listening 18443; wait_listening 19090
-# pushgate binds its listeners before it writes the certificate it generates:
-# wait for the file, or the first TLS generator reads none.
-for _ in $(seq 1 100); do [ -s "$work/certs/gw.crt" ] && break; sleep 0.1; done
+# pushgate, plain then TLS (a fresh process each): the rows of one build,
+# named $1, run from binary $2.
+pushgate_rows() {
+  local name=$1 bin=$2
+  local pub=(--publish "http://127.0.0.1:$P_ADM")
+  $bin run -c "$work/pushgate.yaml" > "$work/pg.log" 2>&1 & pg=$!; pids+=($pg)
+  wait_listening $P_PG; wait_listening $P_ADM
+  measure "$name" "SSE" $P_PG "$pg" --transport sse --url http://127.0.0.1:$P_PG "${pub[@]}"
+  measure "$name" "WS" $P_PG "$pg" --transport ws --url http://127.0.0.1:$P_PG "${pub[@]}"
+  stop $pg
+  $bin run -c "$work/pushgate-tls.yaml" > "$work/pg.log" 2>&1 & pg=$!; pids+=($pg)
+  wait_listening $P_PGS; wait_listening $P_ADM
+  # pushgate binds its listeners before it writes the certificate it generates:
+  # wait for the file, or the first TLS generator reads none.
+  for _ in $(seq 1 100); do [ -s "$work/certs/gw.crt" ] && break; sleep 0.1; done
+  measure "$name" "SSE over TLS" $P_PGS "$pg" --transport sse --url https://127.0.0.1:$P_PGS "${pub[@]}" "${TLSU[@]}"
+  measure "$name" "WSS" $P_PGS "$pg" --transport ws --url wss://127.0.0.1:$P_PGS "${pub[@]}" "${TLSU[@]}"
+  stop $pg
+}
 TLSU=(--ca "$work/certs/gw.crt")
-measure pushgate "SSE over TLS" 18443 "$pg" --transport sse --url https://127.0.0.1:18443 "${TLSU[@]}"
-measure pushgate "WSS" 18443 "$pg" --transport ws --url wss://127.0.0.1:18443 "${TLSU[@]}"
-stop $pg
+if [ -n "${BEFORE:-}" ]; then pushgate_rows "pushgate before" "$BEFORE"; fi
+pushgate_rows pushgate "$PG"
 
-# The floor: plain on 18580, TLS on 18543; its publish API on 18590/18591.
-$PG bench --floor 127.0.0.1:18580 --publish http://127.0.0.1:18590 & fl=$!; pids+=($fl)
-wait_listening 18580
-measure floor "SSE" 18580 "$fl" --transport sse --url http://127.0.0.1:18580 --publish http://127.0.0.1:18590
-measure floor "WS" 18580 "$fl" --transport ws --url http://127.0.0.1:18580 --publish http://127.0.0.1:18590
+# The floor: plain on 18580, TLS on 18543; its publish API on 18590/18591 (plus PORT_OFFSET).
+$PG bench --floor 127.0.0.1:$P_FL --publish http://127.0.0.1:$P_FLPUB & fl=$!; pids+=($fl)
+wait_listening $P_FL
+measure floor "SSE" $P_FL "$fl" --transport sse --url http://127.0.0.1:$P_FL --publish http://127.0.0.1:$P_FLPUB
+measure floor "WS" $P_FL "$fl" --transport ws --url http://127.0.0.1:$P_FL --publish http://127.0.0.1:$P_FLPUB
 stop $fl
-$PG bench --floor 127.0.0.1:18543 --publish http://127.0.0.1:18591 --cert "$work/certs/gw.crt" --key "$work/certs/gw.key" & fl=$!; pids+=($fl)
-wait_listening 18543
-measure floor "SSE over TLS" 18543 "$fl" --transport sse --url https://127.0.0.1:18543 --publish http://127.0.0.1:18591 "${TLSU[@]}"
-measure floor "WSS" 18543 "$fl" --transport ws --url wss://127.0.0.1:18543 --publish http://127.0.0.1:18591 "${TLSU[@]}"
+$PG bench --floor 127.0.0.1:$P_FLS --publish http://127.0.0.1:$P_FLSPUB --cert "$work/certs/gw.crt" --key "$work/certs/gw.key" & fl=$!; pids+=($fl)
+wait_listening $P_FLS
+measure floor "SSE over TLS" $P_FLS "$fl" --transport sse --url https://127.0.0.1:$P_FLS --publish http://127.0.0.1:$P_FLSPUB "${TLSU[@]}"
+measure floor "WSS" $P_FLS "$fl" --transport ws --url wss://127.0.0.1:$P_FLS --publish http://127.0.0.1:$P_FLSPUB "${TLSU[@]}"
 stop $fl
 
-# nginx+Nchan: plain subscribers and the publisher on 28080, TLS on 28443.
+# nginx+Nchan: plain subscribers and the publisher on 28080, TLS on 28443 (plus PORT_OFFSET).
 nginx -c "$work/nginx.conf" -g 'daemon off;' & ng=$!; pids+=($ng)
-wait_listening 28443
-NC=(--target nchan --publish http://127.0.0.1:28080)
-measure nginx+Nchan "SSE" 28080 "$(nginx_pids)" --transport sse --url http://127.0.0.1:28080 "${NC[@]}"
-measure nginx+Nchan "WS" 28080 "$(nginx_pids)" --transport ws --url http://127.0.0.1:28080 "${NC[@]}"
-measure nginx+Nchan "SSE over TLS" 28443 "$(nginx_pids)" --transport sse --url https://127.0.0.1:28443 "${NC[@]}" "${TLSU[@]}"
-measure nginx+Nchan "WSS" 28443 "$(nginx_pids)" --transport ws --url wss://127.0.0.1:28443 "${NC[@]}" "${TLSU[@]}"
+wait_listening $P_NGS
+NC=(--target nchan --publish http://127.0.0.1:$P_NG)
+measure nginx+Nchan "SSE" $P_NG "$(nginx_pids)" --transport sse --url http://127.0.0.1:$P_NG "${NC[@]}"
+measure nginx+Nchan "WS" $P_NG "$(nginx_pids)" --transport ws --url http://127.0.0.1:$P_NG "${NC[@]}"
+measure nginx+Nchan "SSE over TLS" $P_NGS "$(nginx_pids)" --transport sse --url https://127.0.0.1:$P_NGS "${NC[@]}" "${TLSU[@]}"
+measure nginx+Nchan "WSS" $P_NGS "$(nginx_pids)" --transport ws --url wss://127.0.0.1:$P_NGS "${NC[@]}" "${TLSU[@]}"
 kill -QUIT $ng; wait $ng || true
 
 echo >> "$out"

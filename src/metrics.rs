@@ -10,6 +10,7 @@ pub use atomic_histogram::AtomicHistogram;
 pub mod deflate;
 pub mod pusher;
 pub mod pusher_webhook;
+mod shards;
 pub mod stats;
 pub mod window;
 

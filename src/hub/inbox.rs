@@ -7,14 +7,19 @@
 //! resume cursor), `drop_oldest` discards the oldest queued message and records
 //! a gap for its channel, `conflate` replaces the queued message of the same
 //! channel with the newer one.
+//!
+//! The wake-up is one readiness flag and one registered waker ([`Ready`]):
+//! an inbox has one reader (the connection's task), so a `Notify`'s list of
+//! waiters, locked on every registration and every push, bought nothing.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-
-use tokio::sync::Notify;
 
 use crate::alarm::Alarm;
 
@@ -28,7 +33,7 @@ pub struct Inbox {
 
 struct InboxState {
     queue: Mutex<Queue>,
-    ready: Notify,
+    ready: Ready,
     /// Rung once, when the connection fell too far behind under `disconnect`
     /// (a alarm, not a token: it is checked on every push, and a token's
     /// check takes a lock). `ready` fires too.
@@ -69,7 +74,7 @@ impl Inbox {
         Inbox {
             shared: Arc::new(InboxState {
                 queue: Mutex::new(Queue::default()),
-                ready: Notify::new(),
+                ready: Ready::default(),
                 evicted: Alarm::new(),
                 linked: std::sync::OnceLock::new(),
                 kicked: AtomicBool::new(false),
@@ -96,7 +101,7 @@ impl Inbox {
                         if let Some(linked) = linked {
                             linked.ring();
                         }
-                        self.shared.ready.notify_one();
+                        self.shared.ready.set();
                         return;
                     }
                     SlowClient::Conflate => {
@@ -113,14 +118,16 @@ impl Inbox {
             }
             q.items.push_back(msg.clone());
         }
-        self.shared.ready.notify_one();
+        self.shared.ready.set();
     }
 
     /// Wait until something was pushed, or the inbox was kicked or evicted:
     /// every caller checks [`Inbox::is_kicked`] and [`Inbox::is_evicted`]
-    /// when it returns (the wake-up is consumed here).
+    /// when it returns (the wake-up is consumed here). One task waits on an
+    /// inbox at a time (its connection's); a wake-up that comes while
+    /// nobody waits is kept for the next wait, as `Notify`'s permit was.
     pub async fn ready(&self) {
-        self.shared.ready.notified().await
+        self.shared.ready.wait().await
     }
 
     /// Take everything queued.
@@ -153,7 +160,7 @@ impl Inbox {
             let mut q = self.shared.queue.lock();
             note_gap(&mut q.lost, channel);
         }
-        self.shared.ready.notify_one();
+        self.shared.ready.set();
     }
 
     pub fn len(&self) -> usize {
@@ -182,13 +189,13 @@ impl Inbox {
     /// Ask the connection to end: an operator disconnected it.
     pub fn kick(&self) {
         self.shared.kicked.store(true, Ordering::Release);
-        self.shared.ready.notify_one();
+        self.shared.ready.set();
     }
 
     /// Wake the next [`Inbox::ready`] (a wake-up taken by a wait that
     /// did not use it, given back).
     pub fn wake(&self) {
-        self.shared.ready.notify_one();
+        self.shared.ready.set();
     }
 
     /// Whether an operator disconnected the connection (check when
@@ -205,6 +212,44 @@ impl Inbox {
     /// Rung on eviction, for transports that must notice it mid-write.
     pub fn eviction(&self) -> &Arc<Alarm> {
         &self.shared.evicted
+    }
+}
+
+/// A readiness flag and the one waker to call when it is set: what a
+/// single reader needs from `Notify`, with no list to lock. `set` after the
+/// change it announces (made under the queue's lock); `wait` consumes the
+/// flag, so the reader drains after it and sees every change made before.
+#[derive(Default)]
+struct Ready {
+    set: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Ready {
+    fn set(&self) {
+        // Already set: the reader has not consumed the last wake-up yet, and
+        // when it does it sees this change too (the swap orders them); its
+        // waker was (or is being) called by whoever set the flag first.
+        if !self.set.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Set between the check and the registration: its `wake` may
+            // have found no waker, so look again.
+            if self.set.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 }
 
@@ -234,6 +279,68 @@ mod tests {
             None,
             1,
         ))
+    }
+
+    /// A waker that counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting() -> (Arc<Count>, std::task::Waker) {
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        (count.clone(), std::task::Waker::from(count))
+    }
+
+    fn poll_ready(inbox: &Inbox, waker: &std::task::Waker) -> Poll<()> {
+        use std::future::Future;
+        let fut = std::pin::pin!(inbox.ready());
+        fut.poll(&mut std::task::Context::from_waker(waker))
+    }
+
+    #[test]
+    fn a_push_wakes_the_waiting_reader_once_and_the_wake_up_is_consumed() {
+        let inbox = Inbox::new(8);
+        let (count, waker) = counting();
+        assert!(poll_ready(&inbox, &waker).is_pending());
+        inbox.push(&msg("a", 1), SlowClient::Disconnect);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // More pushes before the reader runs: no further wake-up, the one
+        // pending covers them.
+        inbox.push(&msg("a", 2), SlowClient::Disconnect);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(poll_ready(&inbox, &waker).is_ready());
+        // Consumed: the next wait waits, and the next push wakes it again.
+        assert!(poll_ready(&inbox, &waker).is_pending());
+        inbox.push(&msg("a", 3), SlowClient::Disconnect);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(poll_ready(&inbox, &waker).is_ready());
+    }
+
+    #[test]
+    fn a_wake_up_with_nobody_waiting_is_kept_for_the_next_wait() {
+        let (count, waker) = counting();
+        let inbox = Inbox::new(8);
+        inbox.push(&msg("a", 1), SlowClient::Disconnect);
+        assert!(poll_ready(&inbox, &waker).is_ready());
+        let kicked = Inbox::new(8);
+        kicked.kick();
+        assert!(poll_ready(&kicked, &waker).is_ready() && kicked.is_kicked());
+        let lost = Inbox::new(8);
+        lost.mark_lost(&Arc::from("a"));
+        assert!(poll_ready(&lost, &waker).is_ready());
+        let evicted = Inbox::new(1);
+        assert!(poll_ready(&evicted, &waker).is_pending());
+        evicted.push(&msg("a", 1), SlowClient::Disconnect);
+        assert!(poll_ready(&evicted, &waker).is_ready());
+        assert!(poll_ready(&evicted, &waker).is_pending());
+        evicted.push(&msg("a", 2), SlowClient::Disconnect);
+        assert!(evicted.is_evicted());
+        assert!(poll_ready(&evicted, &waker).is_ready());
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -5,14 +5,17 @@
 //! runtime thread at once (250,000 times a second in the fan-out benchmark),
 //! so it counts into atomic buckets instead and is summed only when
 //! `/metrics` is scraped. Buckets are non-cumulative here, as the encoder
-//! expects; the exposition is the usual cumulative `le` series.
+//! expects; the exposition is the usual cumulative `le` series. The counts
+//! are kept per thread group ([`Sharded`]): one shared copy made the serving
+//! loops take its cache lines from each other on every delivery.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
+
+use super::shards::Sharded;
 
 #[derive(Clone, Debug)]
 pub struct AtomicHistogram(Arc<Inner>);
@@ -23,11 +26,11 @@ struct Inner {
     bounds: Box<[f64]>,
     /// The same bounds in nanoseconds, to place an observation.
     bounds_ns: Box<[u64]>,
-    /// One count per bound, then the `+Inf` bucket.
-    counts: Box<[AtomicU64]>,
-    /// In microseconds: room for ~580,000 years of summed latency (history
-    /// replays observe ages of minutes), where nanoseconds would wrap.
-    sum_us: AtomicU64,
+    /// One count per bound, then the `+Inf` bucket, then the sum of the
+    /// observations in microseconds (room for ~580,000 years of summed
+    /// latency: history replays observe ages of minutes, where nanoseconds
+    /// would wrap).
+    counts: Sharded,
 }
 
 impl AtomicHistogram {
@@ -43,12 +46,11 @@ impl AtomicHistogram {
     pub fn with_bounds(bounds: &[f64]) -> AtomicHistogram {
         let bounds: Box<[f64]> = bounds.into();
         let bounds_ns = bounds.iter().map(|b| (b * 1e9).round() as u64).collect();
-        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        let counts = Sharded::new(bounds.len() + 2);
         AtomicHistogram(Arc::new(Inner {
             bounds,
             bounds_ns,
             counts,
-            sum_us: AtomicU64::new(0),
         }))
     }
 
@@ -56,9 +58,23 @@ impl AtomicHistogram {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         // The first bucket whose bound is not below the value (`le`).
         let i = self.0.bounds_ns.partition_point(|&b| b < ns);
-        self.0.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.0.counts.add(i, 1);
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.0.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.0.counts.add(self.sum_at(), us);
+    }
+
+    /// Where the sum is kept, after the buckets.
+    fn sum_at(&self) -> usize {
+        self.0.counts.len() - 1
+    }
+
+    /// Each bucket's count (not cumulative), `+Inf` last.
+    fn counts(&self) -> Vec<u64> {
+        (0..self.sum_at()).map(|i| self.0.counts.get(i)).collect()
+    }
+
+    fn sum_seconds(&self) -> f64 {
+        self.0.counts.get(self.sum_at()) as f64 / 1e6
     }
 }
 
@@ -73,24 +89,19 @@ impl AtomicHistogram {
             .iter()
             .copied()
             .chain(std::iter::once(f64::INFINITY))
-            .zip(self.0.counts.iter())
+            .zip(self.counts())
             .map(|(bound, c)| {
-                total += c.load(Ordering::Relaxed);
+                total += c;
                 (bound, total)
             })
             .collect();
-        (buckets, self.0.sum_us.load(Ordering::Relaxed) as f64 / 1e6)
+        (buckets, self.sum_seconds())
     }
 }
 
 impl EncodeMetric for AtomicHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let counts: Vec<u64> = self
-            .0
-            .counts
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
+        let counts = self.counts();
         let buckets: Vec<(f64, u64)> = self
             .0
             .bounds
@@ -99,7 +110,7 @@ impl EncodeMetric for AtomicHistogram {
             .chain(std::iter::once(f64::INFINITY))
             .zip(counts.iter().copied())
             .collect();
-        let sum = self.0.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.sum_seconds();
         encoder.encode_histogram::<NoLabelSet>(sum, counts.iter().sum(), &buckets, None)
     }
 

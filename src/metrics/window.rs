@@ -4,11 +4,13 @@
 //! The Prometheus histogram only exposes its sum and count, so quantiles over
 //! "the last second" need their own buckets. These are log-linear (four per
 //! power of two of microseconds, so a quantile is within ~19% of the true
-//! value), one relaxed atomic add per observation. A reader takes two
+//! value), one relaxed atomic add per observation (into its thread's copy of
+//! the counts, [`Sharded`], summed when read). A reader takes two
 //! [`Snapshot`]s and asks for quantiles of what happened in between.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use super::shards::Sharded;
 
 /// Sub-buckets per power of two.
 const SUB: u32 = 4;
@@ -17,13 +19,13 @@ const OCTAVES: u32 = 31;
 const BUCKETS: usize = (OCTAVES * SUB) as usize;
 
 pub struct LatencyWindow {
-    counts: Box<[AtomicU64]>,
+    counts: Sharded,
 }
 
 impl Default for LatencyWindow {
     fn default() -> Self {
         LatencyWindow {
-            counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            counts: Sharded::new(BUCKETS),
         }
     }
 }
@@ -64,16 +66,11 @@ fn value(i: usize) -> f64 {
 impl LatencyWindow {
     pub fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.counts[index(us)].fetch_add(1, Ordering::Relaxed);
+        self.counts.add(index(us), 1);
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot(
-            self.counts
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .collect(),
-        )
+        Snapshot((0..BUCKETS).map(|i| self.counts.get(i)).collect())
     }
 }
 

@@ -119,6 +119,12 @@ pub struct Message {
     pub deflated: crate::model::Deflated,
     /// `pusher_frame`, deflated once in the same way.
     pub pusher_deflated: crate::model::Deflated,
+    /// The message as one whole SSE event (`id:` line with the cursor
+    /// after it, then `event:` and `data:`), rendered by the first SSE
+    /// subscriber that sends it alone and shared by every other whose
+    /// cursor reads the same after it: subscribers of the same channels
+    /// differ in nothing else (`transport/sse/stream.rs`).
+    pub sse_event: std::sync::OnceLock<Bytes>,
 }
 
 impl Message {
@@ -181,6 +187,7 @@ impl Message {
             topic_update: std::sync::OnceLock::new(),
             deflated: Default::default(),
             pusher_deflated: Default::default(),
+            sse_event: std::sync::OnceLock::new(),
         }
     }
 

@@ -372,3 +372,34 @@ async fn sse_answers_carry_cors_for_allowed_origins_on_both_paths() {
         }
     }
 }
+
+/// One message's event text is rendered once and shared by the
+/// subscribers whose cursor reads the same after it; a subscriber that
+/// follows other channels too gets its own, with its own cursor.
+#[tokio::test]
+async fn a_shared_event_goes_only_to_subscribers_with_the_same_cursor() {
+    let gw = TestGateway::start().await;
+    let mut only_a = gw.sse("/realtime/sse?channels=public.a", None).await;
+    let mut also_a = gw.sse("/realtime/sse?channels=public.a", None).await;
+    let mut a_and_b = gw
+        .sse("/realtime/sse?channels=public.a,public.b", None)
+        .await;
+    for round in 0..3 {
+        gw.publish_one("public.a", json!(round)).await;
+        let one = only_a.expect().await;
+        let two = also_a.expect().await;
+        let both = a_and_b.expect().await;
+        for ev in [&one, &two, &both] {
+            assert_eq!(ev.json()["data"], round);
+            assert_eq!(ev.json()["cursor"].as_str(), ev.id.as_deref());
+        }
+        assert_eq!(one.id, two.id, "the same channels, the same cursor");
+        let both_id = both.id.as_deref().unwrap_or_default();
+        assert!(
+            both_id.contains("public.b") && Some(both_id) != one.id.as_deref(),
+            "a subscriber of two channels keeps its own cursor: {both_id} vs {:?}",
+            one.id
+        );
+        assert!(!one.id.as_deref().unwrap_or_default().contains("public.b"));
+    }
+}

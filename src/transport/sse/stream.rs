@@ -21,6 +21,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::EvictionKill;
 use crate::alarm::Listener;
+use crate::model::Message;
 use crate::state::{AppState, Gauge, Settings};
 use crate::transport::Client;
 use crate::transport::login::{first_recheck, needs_recheck, recheck, retry_after};
@@ -132,6 +133,9 @@ impl SseStream {
         }
         let inbox = self.session.inbox().clone();
         loop {
+            if let Some(event) = self.shared_event() {
+                return Some(event);
+            }
             if !self.out.is_empty() {
                 self.render();
             }
@@ -243,6 +247,49 @@ impl SseStream {
         std::mem::take(&mut self.buf).freeze()
     }
 
+    /// When exactly one message is owed and nothing else is written yet
+    /// (every live delivery at a publish rate the socket keeps up with),
+    /// its whole event, shared: the message keeps the event text of the
+    /// first subscriber that sent it alone ([`Message::sse_event`]), and a
+    /// subscriber whose cursor reads the same after it (one that follows
+    /// the same channels) sends those bytes instead of rendering and
+    /// copying its own. `None` leaves `self.out` to [`SseStream::render`],
+    /// untouched, unless the message was consumed without text (already
+    /// delivered: the cursor is past it).
+    ///
+    /// [`Message::sse_event`]: crate::model::Message::sse_event
+    fn shared_event(&mut self) -> Option<Bytes> {
+        if !self.buf.is_empty()
+            || self.out.len() != 1
+            || !matches!(self.out.first(), Some(Delivery::Message(_)))
+        {
+            return None;
+        }
+        let item = self.out.pop()?;
+        if !self.session.advance(&item) {
+            return None;
+        }
+        let Delivery::Message(m) = item else {
+            return None;
+        };
+        let short = self.session.cursor_is_short();
+        let cursor = self.session.cursor_text();
+        let event = match m.sse_event.get() {
+            Some(event) if names_cursor(event, cursor) => event.clone(),
+            _ => {
+                write_event(&mut self.buf, &m, cursor, short);
+                let event = self.take_chunk();
+                // The first one alone is kept: a subscriber of other
+                // channels renders its own each time, as before.
+                let _ = m.sse_event.set(event.clone());
+                event
+            }
+        };
+        self.state.metrics.observe_batch(event.len());
+        self.state.count_delivered(1);
+        Some(event)
+    }
+
     /// Append SSE text for the next batch of `self.out` (about
     /// [`BATCH_BYTES`]) to the buffer; the rest stays owed. Every event's
     /// `id:` is the cursor, so EventSource resumes from any of them; the JSON
@@ -278,27 +325,48 @@ impl SseStream {
                 continue;
             }
             let cursor = self.session.cursor_text();
-            self.buf.put_slice(b"id: ");
-            self.buf.put_slice(cursor.as_bytes());
             match item {
                 Delivery::Message(m) => {
-                    self.buf.put_slice(b"\nevent: ");
-                    self.buf.put_slice(m.event.as_bytes());
-                    self.buf.put_slice(b"\ndata: ");
-                    m.write_json(short.then_some(cursor), &mut self.buf);
+                    write_event(&mut self.buf, m, cursor, short);
                     delivered += 1;
                 }
                 Delivery::Reset { channels, reason } => {
+                    self.buf.put_slice(b"id: ");
+                    self.buf.put_slice(cursor.as_bytes());
                     self.buf.put_slice(b"\nevent: reset\ndata: ");
                     reset_json(channels, reason, cursor, &mut self.buf);
+                    self.buf.put_slice(b"\n\n");
                 }
             }
-            self.buf.put_slice(b"\n\n");
         }
         self.out.drain(..taken);
         self.state.metrics.observe_batch(self.buf.len() - start);
         self.state.count_delivered(delivered);
     }
+}
+
+/// One message's SSE event: its `id:` is `cursor` (the subscriber's cursor
+/// after it), which its JSON repeats when `short`.
+fn write_event(buf: &mut BytesMut, m: &Message, cursor: &str, short: bool) {
+    buf.put_slice(b"id: ");
+    buf.put_slice(cursor.as_bytes());
+    buf.put_slice(b"\nevent: ");
+    buf.put_slice(m.event.as_bytes());
+    buf.put_slice(b"\ndata: ");
+    m.write_json(short.then_some(cursor), buf);
+    buf.put_slice(b"\n\n");
+}
+
+/// Whether `event` (written by [`write_event`]) carries `cursor` as its
+/// `id:`: then it is, byte for byte, the event this subscriber would
+/// write (whether the JSON repeats the cursor depends on the cursor alone,
+/// and a cursor's text says which channels it follows, `~` being no
+/// channel name's character).
+fn names_cursor(event: &[u8], cursor: &str) -> bool {
+    event
+        .strip_prefix(b"id: ")
+        .and_then(|rest| rest.strip_prefix(cursor.as_bytes()))
+        .is_some_and(|rest| rest.first() == Some(&b'\n'))
 }
 
 impl Drop for SseStream {
@@ -310,5 +378,37 @@ impl Drop for SseStream {
             tracing::debug!("slow SSE client cut off");
         }
         self.state.metrics.disconnect("sse", self.reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Message {
+        let data = serde_json::value::RawValue::from_string("{\"n\":1}".into()).unwrap();
+        Message::new("public.a".into(), "created".into(), &data, 5, None, 1)
+    }
+
+    #[test]
+    fn an_event_is_shared_only_with_the_cursor_it_was_written_for() {
+        let m = message();
+        let mut buf = BytesMut::new();
+        write_event(&mut buf, &m, "1~public.a~5", true);
+        let mut other = BytesMut::new();
+        write_event(&mut other, &m, "1~public.a~5~public.b~2", true);
+        assert!(names_cursor(&buf, "1~public.a~5"));
+        // A cursor the written one begins with, or one it begins with, is
+        // another cursor.
+        assert!(!names_cursor(&buf, "1~public.a~50"));
+        assert!(!names_cursor(&buf, "1~public.a~"));
+        assert!(!names_cursor(&other, "1~public.a~5"));
+        assert!(!names_cursor(b"", "1"));
+        assert_eq!(
+            std::str::from_utf8(&buf).unwrap(),
+            "id: 1~public.a~5\nevent: created\ndata: \
+             {\"type\":\"message\",\"channel\":\"public.a\",\"event\":\"created\",\
+             \"id\":\"5\",\"data\":{\"n\":1},\"cursor\":\"1~public.a~5\"}\n\n"
+        );
     }
 }
