@@ -244,7 +244,7 @@ pub async fn recheck(
         .iter()
         .map(|c| settings.rules.check_subscribe(c, client.identity.as_ref()))
         .collect();
-    let credential = client.credential.as_ref();
+    let credential = client.credential.as_deref();
     let asker = Asker::recheck(client.addr);
     let answers = futures_util::future::join_all(channels.iter().zip(&verdicts).map(
         |(channel, verdict)| async move {
@@ -289,7 +289,119 @@ pub fn first_recheck(every: std::time::Duration) -> tokio::time::Instant {
     tokio::time::Instant::now() + half + jitter
 }
 
+/// A live connection's recheck timer, armed only when first waited on.
+/// Most connections never need a recheck (nothing they follow asked the
+/// application), and an armed interval keeps a timer entry on the heap
+/// (~110 B) for the connection's whole life; until then this holds only
+/// when the first recheck falls due. Armed late, it ticks as one armed at
+/// the start would have: at once if that time has passed, then every
+/// `every`, a late tick delaying the next.
+pub enum RecheckTimer {
+    Due {
+        at: tokio::time::Instant,
+        every: std::time::Duration,
+    },
+    Armed(tokio::time::Interval),
+}
+
+impl RecheckTimer {
+    /// First due within the last half of `every` ([`first_recheck`]).
+    pub fn new(every: std::time::Duration) -> RecheckTimer {
+        RecheckTimer::Due {
+            at: first_recheck(every),
+            every,
+        }
+    }
+
+    /// Wait for the next recheck.
+    pub async fn tick(&mut self) {
+        loop {
+            match self {
+                RecheckTimer::Armed(interval) => {
+                    interval.tick().await;
+                    return;
+                }
+                RecheckTimer::Due { at, every } => {
+                    let mut interval = tokio::time::interval_at(*at, *every);
+                    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    *self = RecheckTimer::Armed(interval);
+                }
+            }
+        }
+    }
+
+    /// Ask again `after` from now (an application that could not answer),
+    /// then every `every` again.
+    pub fn reset_after(&mut self, after: std::time::Duration) {
+        match self {
+            RecheckTimer::Armed(interval) => interval.reset_after(after),
+            RecheckTimer::Due { at, .. } => *at = tokio::time::Instant::now() + after,
+        }
+    }
+}
+
 /// How soon to ask again when the application could not answer.
 pub fn retry_after(every: std::time::Duration) -> std::time::Duration {
     every.min(std::time::Duration::from_secs(15))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// Now is `at`, to the timer's millisecond.
+    fn now_is(at: Instant) {
+        let now = Instant::now();
+        assert!(
+            now >= at && now <= at + Duration::from_millis(1),
+            "now {now:?}, expected {at:?}"
+        );
+    }
+
+    /// Unarmed, the timer holds no timer entry; armed late, it ticks as
+    /// one armed at the start: at once when its first time has passed,
+    /// then a period after each tick.
+    #[tokio::test(start_paused = true)]
+    async fn the_recheck_timer_is_armed_on_first_use_and_keeps_its_times() {
+        let every = Duration::from_secs(60);
+        let start = Instant::now();
+        let mut timer = RecheckTimer::new(every);
+        let RecheckTimer::Due { at, .. } = timer else {
+            panic!("armed before it was waited on");
+        };
+        assert!(at >= start + every / 2 && at <= start + every);
+        // Nothing needed a recheck until long after the first was due.
+        tokio::time::advance(Duration::from_secs(200)).await;
+        timer.tick().await;
+        assert!(matches!(timer, RecheckTimer::Armed(_)));
+        assert_eq!(
+            Instant::now(),
+            start + Duration::from_secs(200),
+            "due already: at once"
+        );
+        timer.tick().await;
+        now_is(start + Duration::from_secs(260));
+        timer.reset_after(Duration::from_secs(15));
+        timer.tick().await;
+        now_is(start + Duration::from_secs(275));
+    }
+
+    /// Waited on in time, the first tick comes when it was due.
+    #[tokio::test(start_paused = true)]
+    async fn an_unarmed_recheck_timer_ticks_when_due() {
+        let every = Duration::from_secs(60);
+        let mut timer = RecheckTimer::new(every);
+        let RecheckTimer::Due { at, .. } = timer else {
+            panic!("armed before it was waited on");
+        };
+        timer.tick().await;
+        now_is(at);
+        let mut fresh = RecheckTimer::new(every);
+        fresh.reset_after(Duration::from_secs(5));
+        let due = Instant::now() + Duration::from_secs(5);
+        fresh.tick().await;
+        now_is(due);
+    }
 }

@@ -97,7 +97,7 @@ pub async fn publish_as_client(
     let (rule, _) = login::allow(
         state,
         settings,
-        client.credential.as_ref(),
+        client.credential.as_deref(),
         crate::session_auth::Asker::for_resources(client.addr, client.by_session),
         &channel,
         verdict,

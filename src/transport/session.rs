@@ -16,15 +16,13 @@ mod wire;
 
 use std::sync::Arc;
 
-use crate::broker::{Broker, BrokerError, Replay};
+use crate::broker::{BrokerError, Replay};
 use std::time::Duration;
 
 use super::resume::{self, ResumeClock};
 use crate::broker::HistoryPolicy;
-use crate::broker::presence::Presence;
 use crate::config::SlowClient;
-use crate::hub::{Cursor, Drained, Hub, Inbox, Message, Subscription};
-use crate::metrics::Metrics;
+use crate::hub::{Cursor, Drained, Inbox, Message, Subscription};
 use crate::rules::ChannelRule;
 use crate::state::AppState;
 use replay::Replays;
@@ -118,10 +116,9 @@ struct Followed {
 }
 
 pub struct Session {
-    metrics: Arc<Metrics>,
-    hub: Hub,
-    broker: Arc<dyn Broker>,
-    presence: Arc<Presence>,
+    /// The hub, broker, presence and metrics, through one handle: four
+    /// clones of their own cost every open connection 32 B more.
+    state: AppState,
     presence_grace: Duration,
     /// The token subject, for presence.
     subject: Option<String>,
@@ -144,8 +141,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(state: &AppState, queue: usize) -> Session {
-        let broker = state.broker.clone();
-        let epoch = broker.epoch();
+        let epoch = state.broker.epoch();
         let settings = state.settings();
         // Pages of all channels together hold about `client_queue` messages.
         let channels = settings.config.limits.max_channels_per_connection.max(1);
@@ -153,10 +149,7 @@ impl Session {
             replays: Replays::default(),
             page: (queue / channels).clamp(8, 64),
             queue: queue.max(1),
-            metrics: state.metrics.clone(),
-            hub: state.hub.clone(),
-            broker,
-            presence: state.presence.clone(),
+            state: state.clone(),
             presence_grace: settings.config.realtime.presence_grace,
             subject: None,
             member_info: None,
@@ -262,27 +255,30 @@ impl Session {
         let resume = from.and_then(|c| c.get(channel).map(|pos| (c.epoch, pos)));
         // Hub first, then the broker: once `follow` resolves, every message
         // after `head` reaches this inbox, and history covers what came before.
-        let sub = self.hub.subscribe(channel, &self.inbox, terms.slow_client);
+        let sub = self
+            .state
+            .hub
+            .subscribe(channel, &self.inbox, terms.slow_client);
         self.subs.push(Followed {
             sub,
             follow: None,
             terms,
             member: None,
         });
-        let (following, head) = match crate::broker::follow(&self.broker, channel).await {
+        let (following, head) = match crate::broker::follow(&self.state.broker, channel).await {
             Ok(followed) => followed,
             Err(e) => {
                 self.unsubscribe(channel);
                 return Err(e);
             }
         };
-        let epoch = self.broker.epoch();
+        let epoch = self.state.broker.epoch();
         self.rebase(epoch, out);
         if let Some(f) = self.subs.last_mut() {
             f.follow = Some(following);
             f.member = self.subject.clone().filter(|_| terms.presence);
             if let Some(m) = &f.member {
-                self.presence.join(
+                self.state.presence.join(
                     channel,
                     m,
                     self.member_info.as_ref(),
@@ -294,7 +290,7 @@ impl Session {
         match resume {
             None => self.cursor.set(channel, head),
             Some((from_epoch, _)) if from_epoch != epoch => {
-                self.metrics.replay("reset");
+                self.state.metrics.replay("reset");
                 self.cursor.set(channel, head);
                 out.push(Delivery::Reset {
                     channels: vec![channel.clone()],
@@ -306,13 +302,13 @@ impl Session {
                 .await
             {
                 Ok(Replay::Messages(first)) => {
-                    self.metrics.replay("hit");
+                    self.state.metrics.replay("hit");
                     self.cursor.set(channel, pos);
                     self.replays
                         .add(channel, terms.history.ttl, pos, head, first, self.page);
                 }
                 Ok(Replay::Gap) => {
-                    self.metrics.replay("reset");
+                    self.state.metrics.replay("reset");
                     self.cursor.set(channel, head);
                     out.push(Delivery::Reset {
                         channels: vec![channel.clone()],
@@ -338,7 +334,7 @@ impl Session {
         clock: Option<&ResumeClock>,
     ) -> Result<Replay, BrokerError> {
         resume::mark(clock, resume::stage::REPLAY_STARTED);
-        let read = self.broker.replay(channel, pos, ttl, self.page);
+        let read = self.state.broker.replay(channel, pos, ttl, self.page);
         let read = until_ended(&self.inbox, &self.stopping, read)
             .await
             .unwrap_or_else(|| Err(BrokerError::Unavailable("the gateway is stopping".into())));
@@ -382,14 +378,16 @@ impl Session {
     /// had, the session still replaying, and the caller's own checks of
     /// those alarms end the stream (a shutdown with its reconnect notice).
     pub async fn replay_next(&mut self, out: &mut Vec<Delivery>) -> Result<(), BrokerError> {
-        let read = self.replays.next(&*self.broker, self.queue, self.page, out);
+        let read = self
+            .replays
+            .next(&*self.state.broker, self.queue, self.page, out);
         let Some(gaps) = until_ended(&self.inbox, &self.stopping, read).await else {
             return Ok(());
         };
         let gaps = gaps?;
         for gap in gaps {
             if self.cursor.get(&gap.channel).is_some() {
-                self.metrics.replay("reset");
+                self.state.metrics.replay("reset");
                 self.cursor.set(&gap.channel, gap.head);
                 out.push(Delivery::Reset {
                     channels: vec![gap.channel],
@@ -427,14 +425,14 @@ impl Session {
             .drain_each(&mut d, |m| out.push(Delivery::Message(m)));
         let mut resets = Vec::new();
         // A rebase already resets every channel; a loss is then old news.
-        let rebased = self.rebase(self.broker.epoch(), &mut resets);
+        let rebased = self.rebase(self.state.broker.epoch(), &mut resets);
         let lost: Vec<_> = d
             .lost
             .into_iter()
             .filter(|c| !rebased && self.is_subscribed(c))
             .collect();
         if !lost.is_empty() {
-            self.metrics.replay("reset");
+            self.state.metrics.replay("reset");
             resets.push(Delivery::Reset {
                 channels: lost,
                 reason: "history",
@@ -447,7 +445,8 @@ impl Session {
                 .filter(|c| self.is_subscribed(c))
                 .collect();
             if !channels.is_empty() {
-                self.metrics
+                self.state
+                    .metrics
                     .dropped
                     .get_or_create(&crate::metrics::ReasonLabel {
                         reason: "slow_client",
@@ -473,7 +472,9 @@ impl Session {
             Delivery::Message(m) => match self.cursor.get(&m.channel) {
                 Some(pos) if m.seq > pos && m.epoch == self.cursor.epoch => {
                     self.cursor.set(&m.channel, m.seq);
-                    self.metrics.observe_delivery(m.published_at.elapsed());
+                    self.state
+                        .metrics
+                        .observe_delivery(m.published_at.elapsed());
                     true
                 }
                 _ => false,
@@ -512,7 +513,7 @@ impl Session {
             self.cursor.set(c, 0);
         }
         if !channels.is_empty() {
-            self.metrics.replay("reset");
+            self.state.metrics.replay("reset");
             out.push(Delivery::Reset {
                 channels,
                 reason: "history",
@@ -536,7 +537,8 @@ impl Session {
         drop(sub);
         drop(follow);
         if let Some(m) = &member {
-            self.presence
+            self.state
+                .presence
                 .leave(&channel, m, self.presence_grace, terms.history);
         }
     }

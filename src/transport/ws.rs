@@ -14,6 +14,7 @@ pub(crate) mod ending;
 pub(crate) mod handshake;
 pub(crate) mod inflate;
 pub(crate) mod outgoing;
+mod read_ahead;
 mod requests;
 mod serve;
 
@@ -40,6 +41,7 @@ use ending::Ending;
 use handshake::Handshake;
 use inflate::Inflating;
 use outgoing::Outgoing;
+use read_ahead::ReadAhead;
 
 pub const SUBPROTOCOL: &str = "pushgate.v1";
 
@@ -47,7 +49,7 @@ pub const SUBPROTOCOL: &str = "pushgate.v1";
 /// closed with 1013.
 const FLOOD_CLOSE_AFTER: u32 = 20;
 
-pub(crate) type Socket = WebSocketStream<Inflating<TokioIo<Upgraded>>>;
+pub(crate) type Socket = WebSocketStream<Inflating<ReadAhead<TokioIo<Upgraded>>>>;
 
 /// The socket of an upgraded connection, and the writer of its frames,
 /// both set for the permessage-deflate the handshake `agreed` (if any),
@@ -62,7 +64,13 @@ pub(crate) async fn accept_socket(
     settings: &Settings,
 ) -> (Socket, Outgoing) {
     let limit = config.max_message_size.unwrap_or(usize::MAX);
-    let io = Inflating::new(TokioIo::new(upgraded), agreed.map(|a| a.inflate(limit)));
+    // Beneath the inflater and tungstenite: their small reads come from
+    // one socket read (`read_ahead.rs`), so tungstenite's read buffer,
+    // held for the connection's life, can be small.
+    let io = Inflating::new(
+        ReadAhead::new(TokioIo::new(upgraded)),
+        agreed.map(|a| a.inflate(limit)),
+    );
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let outgoing = match agreed {
         Some(a) => {
@@ -201,17 +209,22 @@ struct WsSession {
     pending_sends: usize,
     /// Answers of the application to `subscribe` ops that asked it, created
     /// by the first such op (`requests.rs`).
-    checked: Option<(
-        mpsc::Sender<requests::Checked>,
-        mpsc::Receiver<requests::Checked>,
-    )>,
+    /// Boxed: an answer inline would size the session loop's `select!`
+    /// result (~240 B), which every idle WebSocket's future holds.
+    checked: Option<CheckedChannel>,
     /// Channels whose subscribe awaits the application: one ask each.
-    pending_checks: std::collections::HashMap<String, requests::Pending>,
+    pending_checks: requests::PendingChecks,
     check_generation: u64,
     /// Bumped whenever what the connection may follow was judged again
     /// (recheck, revocation, expiry): an answer asked before is judged anew.
     judged: u64,
 }
+
+/// Where the application's answers to `subscribe` ops come back.
+type CheckedChannel = (
+    mpsc::Sender<Box<requests::Checked>>,
+    mpsc::Receiver<Box<requests::Checked>>,
+);
 
 /// Most channels one connection may have waiting on the application, and
 /// most subscribes waiting on one channel's answer.
@@ -219,6 +232,9 @@ const MAX_PENDING_CHECKS: usize = 16;
 
 /// Most `send` ops one connection may have waiting on the backend.
 const MAX_PENDING_SENDS: usize = 16;
+
+/// tungstenite's read buffer for a pushgate WebSocket (see `open`).
+const WS_READ_BUFFER: usize = 64;
 
 /// What an accepted upgrade needs to become a session.
 struct Opening {
@@ -302,11 +318,12 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
     } = *opening;
     let rt = &settings.config.realtime;
     let config = WebSocketConfig::default()
-        // Read in 512 B chunks: the buffer is held for the connection's
-        // whole life (each 512 B is ~12% of an idle WebSocket's memory) and
-        // client frames are small ops. A large one takes several reads
-        // (128 for a 64 KiB `publish`), a fair price for a rare op.
-        .read_buffer_size(512)
+        // tungstenite holds this buffer for the connection's whole life
+        // (at 512 B it was ~10% of an idle WebSocket's memory) and reads at
+        // most this much at a time. Its reads are served from memory by
+        // `ReadAhead`, one socket read of up to 4 KiB feeding many, so a
+        // small buffer costs a copy per 64 B, not a system call.
+        .read_buffer_size(WS_READ_BUFFER)
         // tungstenite writes only pong and close replies (our frames go
         // through `Outgoing`), and queues at most one of each: no write
         // buffer limits to set.
@@ -336,7 +353,7 @@ async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> O
         replies: None,
         pending_sends: 0,
         checked: None,
-        pending_checks: std::collections::HashMap::new(),
+        pending_checks: requests::PendingChecks::default(),
         check_generation: 0,
         judged: 0,
     };
@@ -371,8 +388,50 @@ mod tests {
     fn an_idle_websocket_task_stays_small() {
         let task = future_size(&run);
         assert!(
-            task <= 3 * 1024,
+            task <= 1800,
             "the WebSocket task's future is {task} B; box what only the opening or the closing needs"
+        );
+    }
+
+    fn future_size1<A, Fut>(_: &impl FnOnce(A) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// The serving loop's future is the larger part of the task: the
+    /// `select!` it waits in, its result, and the handlers of the common
+    /// paths. A rare path's handler (or a large answer, such as the
+    /// application's to a `subscribe`) left inline sizes it, and every
+    /// idle WebSocket pays for it (bounds measured on a debug build).
+    #[test]
+    fn an_idle_websockets_serving_loop_stays_small() {
+        let serve = future_size1(&WsSession::serve);
+        assert!(
+            serve <= 720,
+            "the WebSocket serving loop's future is {serve} B; box the handlers and answers of rare paths"
+        );
+    }
+
+    /// What every open WebSocket keeps for its whole life: its session
+    /// state, the transport-neutral session and who the client is.
+    #[test]
+    fn an_idle_websockets_state_stays_small() {
+        use std::mem::size_of;
+        let (ws, session, client) = (
+            size_of::<WsSession>(),
+            size_of::<Session>(),
+            size_of::<Client>(),
+        );
+        assert!(
+            ws <= 944,
+            "WsSession is {ws} B; keep what rare ops need behind a box"
+        );
+        assert!(
+            session <= 192,
+            "Session is {session} B; reach shared handles through the state"
+        );
+        assert!(
+            client <= 160,
+            "Client is {client} B; keep what most clients lack behind a box"
         );
     }
 

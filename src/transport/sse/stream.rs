@@ -24,7 +24,7 @@ use crate::alarm::Listener;
 use crate::model::Message;
 use crate::state::{AppState, Gauge, Settings};
 use crate::transport::Client;
-use crate::transport::login::{first_recheck, needs_recheck, recheck, retry_after};
+use crate::transport::login::{RecheckTimer, needs_recheck, recheck, retry_after};
 use crate::transport::session::{BATCH_BYTES, Delivery, Session, reset_json};
 
 /// How long a browser waits before reconnecting after the stream ends (ms).
@@ -43,7 +43,7 @@ pub(crate) struct SseStream {
     buf: BytesMut,
     tick: tokio::time::Interval,
     /// When the application's login and resource answers are asked again.
-    recheck: tokio::time::Interval,
+    recheck: RecheckTimer,
     /// What ends or changes the stream, heard without a lock per delivery.
     reloaded: Listener,
     stopping: Listener,
@@ -85,9 +85,8 @@ impl SseStream {
         let stopping = state.lifecycle.stopping().listen_from_start();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let every = settings.checks.terms.recheck;
-        let mut recheck = tokio::time::interval_at(first_recheck(every), every);
-        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Armed only once a recheck is needed (most streams never).
+        let recheck = RecheckTimer::new(settings.checks.terms.recheck);
         SseStream {
             recheck,
             _gauge: Gauge::enter(&state.stats, |s| &s.sse),
@@ -409,6 +408,27 @@ mod tests {
             "id: 1~public.a~5\nevent: created\ndata: \
              {\"type\":\"message\",\"channel\":\"public.a\",\"event\":\"created\",\
              \"id\":\"5\",\"data\":{\"n\":1},\"cursor\":\"1~public.a~5\"}\n\n"
+        );
+    }
+
+    fn future_size1<A, Fut>(_: &impl FnOnce(A) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every open SSE stream keeps its `SseStream` and, while it waits for
+    /// something to send, the future of its next chunk, both in one box
+    /// for its whole life (bounds measured on a debug build).
+    #[test]
+    fn an_idle_sse_stream_stays_small() {
+        let stream = std::mem::size_of::<SseStream>();
+        let waiting = future_size1(&SseStream::next_chunk);
+        assert!(
+            stream <= 664,
+            "SseStream is {stream} B; keep what rare paths need behind a box or make it when first used"
+        );
+        assert!(
+            waiting <= 240,
+            "the SSE stream's next-chunk future is {waiting} B; box the handlers of rare paths"
         );
     }
 }

@@ -137,9 +137,8 @@ impl WsSession {
         let mut expiry = timer_at(self.expiry());
         // The application's login and resource answers, asked again.
         let every = self.settings.checks.terms.recheck;
-        let mut recheck =
-            tokio::time::interval_at(crate::transport::login::first_recheck(every), every);
-        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Armed only once a recheck is needed (most sessions never).
+        let mut recheck = crate::transport::login::RecheckTimer::new(every);
         loop {
             if self.expires() != expires {
                 expires = self.expires();
@@ -176,9 +175,11 @@ impl WsSession {
                 },
                 Some(reply) = next_reply(&mut self.replies) => {
                     self.pending_sends = self.pending_sends.saturating_sub(1);
-                    self.send_text(reply).await
+                    // Boxed, as the rare handlers above: only `send` ops
+                    // have answers.
+                    Box::pin(self.send_text(reply)).await
                 }
-                Some(checked) = next_reply(&mut self.checked) => Box::pin(self.on_checked(checked)).await,
+                Some(checked) = next_reply(&mut self.checked) => Box::pin(self.on_checked(*checked)).await,
                 // Only with nothing of ours owed: tungstenite writes its pong
                 // replies while reading, and they must not land inside a frame.
                 read = self.socket.next(), if self.outgoing.is_empty() => {
@@ -241,19 +242,25 @@ impl WsSession {
         inbox: &crate::hub::Inbox,
     ) -> Result<Result<(), WsError>, Ending> {
         if inbox.is_kicked() {
-            // What was published before the operator's word still goes
-            // out (within a second): the client's cursor then covers it,
-            // and a client that comes back resumes after it instead of
-            // losing it.
-            self.session.drain(&mut self.out);
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.flush_out()).await;
-            return Err(Ending::Kicked);
+            // Boxed: its timer would otherwise size the session's future
+            // (every idle WebSocket's) for a path taken once, at the end.
+            return Err(Box::pin(self.kicked()).await);
         }
         if inbox.is_evicted() {
             return Err(Box::pin(self.slow_consumer()).await);
         }
         self.session.drain(&mut self.out);
         Ok(self.flush_out().await)
+    }
+
+    /// An operator disconnected the session: what was published before
+    /// the operator's word still goes out (within a second), so the
+    /// client's cursor covers it, and a client that comes back resumes
+    /// after it instead of losing it.
+    async fn kicked(&mut self) -> Ending {
+        self.session.drain(&mut self.out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush_out()).await;
+        Ending::Kicked
     }
 
     /// One frame (or the end) from the client. Every frame counts against
@@ -267,11 +274,13 @@ impl WsSession {
                 if self.refused > FLOOD_CLOSE_AFTER {
                     return Err(Ending::Close(CloseCode::Again, "rate limited".into()));
                 }
-                self.send_text(ops::error(
+                // Boxed: a flooding client's refusal would otherwise size
+                // the session's future (every idle WebSocket's).
+                Box::pin(self.send_text(ops::error(
                     None,
                     "rate_limited",
                     "too many frames; slow down",
-                ))
+                )))
                 .await
             }
             Inbound::Text(t) => Box::pin(self.on_text(&t)).await,
