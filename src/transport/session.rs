@@ -126,9 +126,6 @@ pub struct Session {
     /// member's `user_info` JSON).
     member_info: Option<Arc<str>>,
     inbox: Inbox,
-    /// The gateway's shutdown: a history read in progress gives way to it
-    /// ([`until_ended`]).
-    stopping: Arc<crate::alarm::Alarm>,
     subs: Vec<Followed>,
     cursor: Cursor,
     scratch: String,
@@ -154,7 +151,6 @@ impl Session {
             subject: None,
             member_info: None,
             inbox: Inbox::new(queue),
-            stopping: state.lifecycle.stopping().clone(),
             subs: Vec::new(),
             cursor: Cursor::new(epoch),
             scratch: String::new(),
@@ -335,7 +331,7 @@ impl Session {
     ) -> Result<Replay, BrokerError> {
         resume::mark(clock, resume::stage::REPLAY_STARTED);
         let read = self.state.broker.replay(channel, pos, ttl, self.page);
-        let read = until_ended(&self.inbox, &self.stopping, read)
+        let read = until_ended(&self.inbox, self.state.lifecycle.stopping(), read)
             .await
             .unwrap_or_else(|| Err(BrokerError::Unavailable("the gateway is stopping".into())));
         resume::mark(clock, resume::stage::REPLAY_READ);
@@ -381,7 +377,8 @@ impl Session {
         let read = self
             .replays
             .next(&*self.state.broker, self.queue, self.page, out);
-        let Some(gaps) = until_ended(&self.inbox, &self.stopping, read).await else {
+        let Some(gaps) = until_ended(&self.inbox, self.state.lifecycle.stopping(), read).await
+        else {
             return Ok(());
         };
         let gaps = gaps?;

@@ -152,7 +152,9 @@ impl SseStream {
                 if inbox.is_evicted() {
                     return None;
                 }
-                if let Err(error) = self.session.replay_next(&mut self.out).await {
+                // Boxed: a resume's history read (and the alarms it gives
+                // way to) would otherwise size every idle stream's future.
+                if let Err(error) = Box::pin(self.session.replay_next(&mut self.out)).await {
                     tracing::debug!(%error, "replay failed");
                     self.reason = "unavailable";
                     return None;
