@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
 
 /// A socket handed to a loop: run on the loop's thread, it spawns the
@@ -164,7 +165,23 @@ impl Drop for Taker {
         self.shared.died.store(true, Ordering::Release);
         self.jobs.close();
         let (mut moved, mut lost) = (0usize, 0usize);
-        while let Ok(job) = self.jobs.try_recv() {
+        // Until `Disconnected`, not the first `Empty`: a send counts its
+        // job before it queues it, and tokio's `try_recv` says `Empty`
+        // while one is counted and not yet queued (a send under way as the
+        // queue closed), `Disconnected` only once the queue is closed and
+        // nothing is under way. Stopping at `Empty` stranded that socket in
+        // a queue nobody reads (the others' weak ends keep it open).
+        loop {
+            let job = match self.jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty) => {
+                    std::thread::yield_now();
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+            };
+            // Gone from this queue, whatever becomes of it.
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             match self.rehome(job) {
                 Ok(()) => moved += 1,
                 // No loop left: closed, as the accept side then serves
