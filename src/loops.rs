@@ -37,10 +37,13 @@ use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
 mod lane;
+mod pulse;
 #[cfg(test)]
 pub(crate) mod tests;
 
 use lane::{Job, Lane, Taker};
+use pulse::Clock;
+pub use pulse::Health;
 
 thread_local! {
     /// Which loop this thread runs, counted from 1; 0 on any other thread.
@@ -83,6 +86,11 @@ pub struct Loops {
     freed: Arc<Notify>,
     /// Every loop has died: said once.
     orphaned: AtomicBool,
+    /// What the loops' heartbeats are stamped in (`pulse.rs`).
+    clock: Clock,
+    /// A loop whose heartbeat is older gets no new socket while another
+    /// runs ([`pulse::STALE_AFTER`]; shorter or longer in tests).
+    stale_after: std::time::Duration,
 }
 
 /// The loops run until this is dropped. What still runs on them then is
@@ -103,6 +111,7 @@ impl Loops {
         let (alive, watching) = watch::channel(());
         let freed = Arc::new(Notify::new());
         let (lanes, takers) = lane::queues(count.max(1), bound, &freed);
+        let clock = Clock::start();
         for (n, taker) in (1..).zip(takers) {
             // The runtime is made on its thread and only whether it could
             // be comes back: a runtime dropped here, inside the caller's
@@ -111,7 +120,7 @@ impl Loops {
             let watching = watching.clone();
             std::thread::Builder::new()
                 .name(format!("pushgate-loop-{n}"))
-                .spawn(move || run(n, taker, watching, made))?;
+                .spawn(move || run(n, taker, clock, watching, made))?;
             told.recv().map_err(io::Error::other)??;
         }
         let loops = Loops {
@@ -120,6 +129,8 @@ impl Loops {
             bound,
             freed,
             orphaned: AtomicBool::new(false),
+            clock,
+            stale_after: pulse::STALE_AFTER,
         };
         Ok((loops, Lifetime { _alive: alive }))
     }
@@ -144,17 +155,31 @@ impl Loops {
         }
     }
 
+    /// The loops' states as they are now, readable from anywhere.
+    pub fn health(&self) -> Health {
+        Health {
+            loops: self
+                .lanes
+                .iter()
+                .map(|lane| lane.shared().clone())
+                .collect(),
+            clock: self.clock,
+            stale_after: self.stale_after,
+        }
+    }
+
     /// Whether a live loop's queue has room, or no loop lives.
     fn has_room(&self) -> bool {
         let mut live = self.lanes.iter().filter(|lane| !lane.died()).peekable();
         live.peek().is_none() || live.any(|lane| lane.has_room(self.bound))
     }
 
-    /// Serve `stream` on the next loop in turn whose queue has room (the
-    /// next live one when none has): `serve` gets it registered with that
-    /// loop's reactor, and runs there as a task of `tasks`. A loop whose
-    /// thread died is skipped; a socket sent to it as it died is sent to
-    /// the next one. When every loop has died, this runtime serves it.
+    /// Serve `stream` on the next running loop in turn whose queue has room
+    /// (see [`Loops::choose`] when none has): `serve` gets it registered
+    /// with that loop's reactor, and runs there as a task of `tasks`. A
+    /// loop whose thread died is skipped; a socket sent to it as it died is
+    /// sent to the next one. When every loop has died, this runtime serves
+    /// it.
     pub fn serve<F, Fut>(&self, tasks: &TaskTracker, stream: std::net::TcpStream, serve: F)
     where
         F: FnOnce(tokio::net::TcpStream) -> Fut + Send + 'static,
@@ -197,16 +222,31 @@ impl Loops {
         job();
     }
 
-    /// The next live loop in turn whose queue has room, else the next live
-    /// one; `None` when every loop has died.
+    /// The next loop in turn that runs (its heartbeat is recent,
+    /// `pulse.rs`) and whose queue has room; else the next live one with
+    /// room (every one with room is stalled: it may run again), else the
+    /// next live one; `None` when every loop has died. Sockets already
+    /// queued on a loop that stalls wait for it.
     fn choose(&self) -> Option<usize> {
         let count = self.lanes.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let turn = (0..count).map(|i| first.wrapping_add(i) % count);
         let live = |n: &usize| !self.lanes[*n].died();
-        (turn.clone().filter(live))
-            .find(|&n| self.lanes[n].has_room(self.bound))
+        let room = |n: &usize| self.lanes[*n].has_room(self.bound);
+        let now = self.clock.now();
+        let running = |n: &usize| {
+            let pulse = self.lanes[*n].shared().pulse();
+            pulse.running(n + 1, now, self.stale_after)
+        };
+        (turn.clone().filter(live).filter(room).find(running))
+            .or_else(|| turn.clone().filter(live).find(room))
             .or_else(|| turn.clone().find(live))
+    }
+
+    /// How old a heartbeat may be before its loop is passed over.
+    #[cfg(test)]
+    pub(crate) fn set_stale_after(&mut self, after: std::time::Duration) {
+        self.stale_after = after;
     }
 }
 
@@ -215,6 +255,7 @@ impl Loops {
 fn run(
     n: usize,
     taker: Taker,
+    clock: Clock,
     mut watching: watch::Receiver<()>,
     made: std::sync::mpsc::Sender<io::Result<()>>,
 ) {
@@ -234,6 +275,7 @@ fn run(
     // loop that dies hands its queue on (`lane.rs`).
     let mut taker = taker;
     runtime.block_on(async {
+        tokio::spawn(pulse::beating(taker.shared().clone(), clock));
         // The queue closes when the accept loop ends (at shutdown): the loop
         // goes on serving its connections through the drain, until
         // `Lifetime`.

@@ -61,6 +61,12 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// A serving loop's state: `running`, `stalled` or `dead`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
@@ -111,6 +117,8 @@ pub struct Metrics {
     connections: Family<TransportLabel, Gauge>,
     tcp_connections: Gauge,
     tcp_connections_queued: Gauge,
+    /// The public listener's serving loops by state.
+    serving_loops: Family<StateLabel, Gauge>,
     channels: Gauge,
     /// Proxied bodies held by request and answer buffering, by where.
     buffered: Family<StoreLabel, Gauge>,
@@ -177,6 +185,7 @@ impl Metrics {
             connections: Family::default(),
             tcp_connections: Gauge::default(),
             tcp_connections_queued: Gauge::default(),
+            serving_loops: Family::default(),
             channels: Gauge::default(),
             buffered: Family::default(),
             connects: Family::default(),
@@ -342,6 +351,11 @@ impl Metrics {
             m.tcp_connections_queued.clone(),
         );
         r.register(
+            "serving_loops",
+            "Serving loops of the public listener by state: running, stalled (no heartbeat for over 1 s: passed over for new connections) or dead (its thread panicked; not restarted)",
+            m.serving_loops.clone(),
+        );
+        r.register(
             "reloads",
             "Configuration reloads by result",
             m.reloads.clone(),
@@ -373,6 +387,18 @@ impl Metrics {
             .set(stats.connections.load(Ordering::Relaxed) as i64);
         self.tcp_connections_queued
             .set(stats.queued.load(Ordering::Relaxed) as i64);
+        if let Some(loops) = stats.serving_loops.get() {
+            let states = loops.states();
+            for (state, n) in [
+                ("running", states.running),
+                ("stalled", states.stalled),
+                ("dead", states.dead),
+            ] {
+                self.serving_loops
+                    .get_or_create(&StateLabel { state })
+                    .set(n as i64);
+            }
+        }
         self.channels.set(channels as i64);
         for (store, n) in [
             ("memory", &stats.buffered_memory),

@@ -66,6 +66,9 @@ pub async fn accept_loop(
     loops: Option<Loops>,
 ) {
     let shutdown = state.lifecycle.draining().clone();
+    if let Some(loops) = &loops {
+        let _ = state.stats.serving_loops.set(loops.health());
+    }
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -16,18 +16,32 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
 
+use super::pulse::Pulse;
+
 /// A socket handed to a loop: run on the loop's thread, it spawns the
 /// connection's task there. It holds nothing of the loop it was sent to,
 /// so any loop may run it.
 pub(super) type Job = Box<dyn FnOnce() + Send>;
 
-/// What both ends know of one queue.
-#[derive(Default)]
-struct Shared {
+/// What both ends know of one queue and its loop.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
     /// Sockets sent and not yet taken by the loop.
     queued: AtomicUsize,
     /// The loop's thread ended by a panic: nothing is sent to it any more.
     died: AtomicBool,
+    /// The loop's heartbeat (`pulse.rs`).
+    pulse: Pulse,
+}
+
+impl Shared {
+    pub(super) fn died(&self) -> bool {
+        self.died.load(Ordering::Acquire)
+    }
+
+    pub(super) fn pulse(&self) -> &Pulse {
+        &self.pulse
+    }
 }
 
 /// The accept side's end of one loop's queue.
@@ -100,7 +114,12 @@ fn send(jobs: &UnboundedSender<Job>, shared: &Shared, job: Job) -> Result<(), Jo
 impl Lane {
     /// Whether the loop's thread died (it is not chosen any more).
     pub(super) fn died(&self) -> bool {
-        self.shared.died.load(Ordering::Acquire)
+        self.shared.died()
+    }
+
+    /// What both ends know, for the loops' [`Health`](super::Health).
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Whether fewer than `bound` sockets wait in this queue.
@@ -122,6 +141,11 @@ impl Lane {
 }
 
 impl Taker {
+    /// What both ends know, for the loop's heartbeat.
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The next socket to take on; `None` once the accept side has let go
     /// of the queue (the gateway drains) and it is empty.
     pub(super) async fn next(&mut self) -> Option<Job> {
@@ -195,6 +219,8 @@ impl Drop for Taker {
             lost,
             "serving loop died: its connections are lost; queued and new ones go to the other loops"
         );
+        // Its full queue, now gone, may be what the accept loop waits on
+        // (`Loops::room`): nothing was taken from it, so nothing woke it.
         self.freed.notify_one();
     }
 }

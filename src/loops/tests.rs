@@ -39,7 +39,15 @@ pub(crate) async fn until_no_loop_threads(what: &str) {
 
 /// Loop `i` (counted from 0) held busy until this is dropped: what a loop
 /// whose thread is stuck in a long job looks like.
-pub(crate) struct Held(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+pub(crate) struct Held(std::sync::mpsc::Sender<()>);
+
+impl Held {
+    /// End the held loop's thread by a panic, from inside the holding job:
+    /// it dies without taking anything more from its queue.
+    pub(crate) fn die(self) {
+        let _ = self.0.send(());
+    }
+}
 
 /// Hold loop `i` busy; returns once its thread runs the holding job.
 pub(crate) fn hold(loops: &Loops, i: usize) -> Held {
@@ -47,8 +55,10 @@ pub(crate) fn hold(loops: &Loops, i: usize) -> Held {
     let (started, start) = std::sync::mpsc::channel::<()>();
     let job: Job = Box::new(move || {
         let _ = started.send(());
-        // Returns when `Held` is dropped.
-        let _ = held.recv();
+        // Returns when `Held` is dropped; panics when it says `die`.
+        if held.recv().is_ok() {
+            panic!("a held serving loop dies, on purpose, in a test");
+        }
     });
     assert!(loops.lanes[i].push(job).is_ok(), "loop {i} is live");
     start
@@ -66,11 +76,28 @@ pub(crate) fn kill(loops: &Loops, i: usize) {
 
 /// Wait up to 5 s for loop `i` to be marked dead.
 async fn until_dead(loops: &Loops, i: usize) {
+    until("loop died", || loops.lanes[i].died()).await;
+}
+
+/// Wait up to 5 s for `condition`; `what` did not happen if not.
+async fn until(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !loops.lanes[i].died() {
-        assert!(tokio::time::Instant::now() < deadline, "loop {i} died");
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within 5s: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Loops whose heartbeats are never too old within a test: for the tests
+/// that hold a loop on purpose and are not about its heartbeat (a slow
+/// machine must not turn the hold into a stall).
+fn start_never_stalled(count: usize, bound: usize) -> (Loops, Lifetime) {
+    let (mut loops, lifetime) = Loops::start_with(count, bound).unwrap();
+    loops.set_stale_after(Duration::from_secs(3600));
+    (loops, lifetime)
 }
 
 /// A real connection through `listener`, given to `loops`; its server side
@@ -145,7 +172,7 @@ async fn connections_outlive_the_accept_loop_until_the_lifetime_ends() {
 #[tokio::test]
 async fn a_dead_loops_queued_and_new_connections_are_served_by_the_others() {
     let _turn = one_at_a_time().await;
-    let (loops, _lifetime) = Loops::start_with(3, 64).unwrap();
+    let (loops, _lifetime) = start_never_stalled(3, 64);
     let tasks = TaskTracker::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     // Loop 1 busy, its death queued next, then its turn of nine sockets
@@ -191,7 +218,7 @@ async fn with_every_loop_dead_the_callers_runtime_serves() {
 async fn room_waits_while_every_queue_is_full() {
     use futures_util::FutureExt;
     let _turn = one_at_a_time().await;
-    let (loops, _lifetime) = Loops::start_with(2, 2).unwrap();
+    let (loops, _lifetime) = start_never_stalled(2, 2);
     let tasks = TaskTracker::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (first, second) = (hold(&loops, 0), hold(&loops, 1));
@@ -217,4 +244,111 @@ async fn room_waits_while_every_queue_is_full() {
     for i in [0, 2] {
         assert_eq!(served_on(&mut clients[i]).await, 1);
     }
+}
+
+/// The last loop dies while its queue is full and the accept loop waits for
+/// room: the death itself must wake it (nothing was taken from the full
+/// queue), its queued sockets are closed (no loop is left to take them),
+/// and the next socket is served on the caller's runtime.
+#[tokio::test]
+async fn the_last_loops_death_wakes_the_accept_loop_waiting_for_room() {
+    use futures_util::FutureExt;
+    let _turn = one_at_a_time().await;
+    let (loops, _lifetime) = start_never_stalled(1, 2);
+    let loops = Arc::new(loops);
+    let tasks = TaskTracker::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = hold(&loops, 0);
+    let mut queued = Vec::new();
+    for _ in 0..2 {
+        queued.push(serve_one(&loops, &tasks, &listener).await);
+    }
+    assert!(loops.room().now_or_never().is_none(), "its queue is full");
+    let waiting = tokio::spawn({
+        let loops = loops.clone();
+        async move { loops.room().await }
+    });
+    held.die();
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("room once the last loop died")
+        .unwrap();
+    for client in &mut queued {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut byte))
+            .await
+            .expect("closed within 5s");
+        assert!(matches!(read, Ok(0) | Err(_)), "closed unserved: {read:?}");
+    }
+    let mut client = serve_one(&loops, &tasks, &listener).await;
+    assert_eq!(served_on(&mut client).await, 0, "on the caller's runtime");
+}
+
+/// A dead loop's empty queue is no room: with loop 1 dead (its sockets
+/// moved to loop 2) and loop 2's queue full, `room` waits, until loop 2
+/// takes its sockets on.
+#[tokio::test]
+async fn a_dead_loops_queue_is_no_room() {
+    use futures_util::FutureExt;
+    let _turn = one_at_a_time().await;
+    let (loops, _lifetime) = start_never_stalled(2, 2);
+    let tasks = TaskTracker::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (first, second) = (hold(&loops, 0), hold(&loops, 1));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(serve_one(&loops, &tasks, &listener).await);
+    }
+    first.die();
+    until("loop 1's sockets moved to loop 2", || {
+        loops.lanes[0].died() && loops.lanes[0].queued() == 0 && loops.lanes[1].queued() == 4
+    })
+    .await;
+    assert!(
+        loops.room().now_or_never().is_none(),
+        "loop 2's queue is full"
+    );
+    drop(second);
+    tokio::time::timeout(Duration::from_secs(5), loops.room())
+        .await
+        .expect("room once loop 2 took its sockets");
+    for client in &mut clients {
+        assert_eq!(served_on(client).await, 2);
+    }
+}
+
+/// A loop that stops running its tasks (held by a long job) gets no new
+/// socket once its heartbeat is over a second old, and gets its turn again
+/// once it runs.
+#[tokio::test]
+async fn a_stalled_loop_gets_no_new_connections_until_it_runs_again() {
+    let _turn = one_at_a_time().await;
+    let (loops, _lifetime) = Loops::start_with(2, 64).unwrap();
+    let tasks = TaskTracker::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let health = loops.health();
+    until("both loops running", || health.states().running == 2).await;
+    let held = hold(&loops, 0);
+    until("loop 1 stalled", || health.states().stalled == 1).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(serve_one(&loops, &tasks, &listener).await);
+    }
+    assert_eq!(
+        loops.lanes[0].queued(),
+        0,
+        "nothing queued on the stalled loop"
+    );
+    for client in &mut clients {
+        assert_eq!(served_on(client).await, 2);
+    }
+    drop(held);
+    until("loop 1 runs again", || health.states().running == 2).await;
+    let mut on = Vec::new();
+    for _ in 0..2 {
+        let mut client = serve_one(&loops, &tasks, &listener).await;
+        on.push(served_on(&mut client).await);
+    }
+    on.sort_unstable();
+    assert_eq!(on, [1, 2], "turns alternate again");
 }

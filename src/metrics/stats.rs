@@ -25,6 +25,9 @@ pub struct Stats {
     /// The last reload attempt was refused (shown by `/readyz`).
     pub reload_failed: std::sync::atomic::AtomicBool,
     pub next_conn_id: AtomicU64,
+    /// The public listener's serving loops, set by its accept loop: how
+    /// many run, are stalled or are dead (`/metrics`).
+    pub(crate) serving_loops: std::sync::OnceLock<crate::loops::Health>,
 }
 
 impl Stats {

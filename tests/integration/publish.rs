@@ -233,8 +233,23 @@ async fn metrics_count_what_happened() {
         "pushgate_proxy_requests_total{class=\"5xx\"} 1",
         // Every accepted connection was taken on by its loop.
         "pushgate_tcp_connections_queued 0",
+        // No loop died (a stall needs a second without a heartbeat, which
+        // a loaded test machine may see, so it is not asserted).
+        "pushgate_serving_loops{state=\"dead\"} 0",
         "pushgate_backend_errors_total{kind=\"unavailable\"} 1",
     ] {
         assert!(text.contains(line), "missing {line}:\n{text}");
     }
+    let running = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pushgate_serving_loops{state=\"running\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    let stalled = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pushgate_serving_loops{state=\"stalled\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        matches!((running, stalled), (Some(r), Some(s)) if r + s >= 1),
+        "serving loops counted by state:\n{text}"
+    );
 }
