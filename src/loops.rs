@@ -43,7 +43,6 @@ pub(crate) mod tests;
 
 use lane::{Job, Lane, Taker};
 use pulse::Clock;
-pub use pulse::Health;
 
 thread_local! {
     /// Which loop this thread runs, counted from 1; 0 on any other thread.
@@ -292,4 +291,40 @@ fn run(
     });
     // Dropping the runtime here drops what still runs on it: the gateway
     // has drained, or its runtime is gone.
+}
+
+/// How many serving loops are in each state (`/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct States {
+    pub running: usize,
+    /// Alive, but no heartbeat for over [`pulse::STALE_AFTER`].
+    pub stalled: usize,
+    /// Its thread ended by a panic; it is not restarted.
+    pub dead: usize,
+}
+
+/// The serving loops' states, read at any time from anywhere (the metrics
+/// scrape), without the accept side's handle.
+#[derive(Clone, Debug)]
+pub struct Health {
+    loops: Vec<Arc<lane::Shared>>,
+    clock: Clock,
+    stale_after: std::time::Duration,
+}
+
+impl Health {
+    pub fn states(&self) -> States {
+        let now = self.clock.now();
+        let mut states = States::default();
+        for shared in &self.loops {
+            if shared.died() {
+                states.dead += 1;
+            } else if shared.pulse().stale(now, self.stale_after) {
+                states.stalled += 1;
+            } else {
+                states.running += 1;
+            }
+        }
+        states
+    }
 }

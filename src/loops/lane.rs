@@ -44,6 +44,12 @@ impl Shared {
     }
 }
 
+impl AsRef<Pulse> for Shared {
+    fn as_ref(&self) -> &Pulse {
+        &self.pulse
+    }
+}
+
 /// The accept side's end of one loop's queue.
 pub(super) struct Lane {
     jobs: UnboundedSender<Job>,

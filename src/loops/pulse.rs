@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::lane::Shared;
-
 /// How often a loop stamps its heartbeat.
 pub(super) const BEAT: Duration = Duration::from_millis(250);
 
@@ -53,7 +51,7 @@ pub(super) struct Pulse {
 }
 
 impl Pulse {
-    fn stale(&self, now: u64, after: Duration) -> bool {
+    pub(super) fn stale(&self, now: u64, after: Duration) -> bool {
         let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
         now.saturating_sub(self.beat.load(Ordering::Relaxed)) > after
     }
@@ -81,47 +79,14 @@ impl Pulse {
 
 /// Runs on loop's own runtime until it ends: stamps its heartbeat every
 /// [`BEAT`], which it can only do while the loop runs its tasks.
-pub(super) async fn beating(shared: Arc<Shared>, clock: Clock) {
+pub(super) async fn beating(shared: Arc<impl AsRef<Pulse>>, clock: Clock) {
     let mut ticks = tokio::time::interval(BEAT);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        shared.pulse().beat.store(clock.now(), Ordering::Relaxed);
-    }
-}
-
-/// How many serving loops are in each state (`/metrics`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct States {
-    pub running: usize,
-    /// Alive, but no heartbeat for over [`STALE_AFTER`].
-    pub stalled: usize,
-    /// Its thread ended by a panic; it is not restarted.
-    pub dead: usize,
-}
-
-/// The serving loops' states, read at any time from anywhere (the metrics
-/// scrape), without the accept side's handle.
-#[derive(Clone, Debug)]
-pub struct Health {
-    pub(super) loops: Vec<Arc<Shared>>,
-    pub(super) clock: Clock,
-    pub(super) stale_after: Duration,
-}
-
-impl Health {
-    pub fn states(&self) -> States {
-        let now = self.clock.now();
-        let mut states = States::default();
-        for shared in &self.loops {
-            if shared.died() {
-                states.dead += 1;
-            } else if shared.pulse().stale(now, self.stale_after) {
-                states.stalled += 1;
-            } else {
-                states.running += 1;
-            }
-        }
-        states
+        (*shared)
+            .as_ref()
+            .beat
+            .store(clock.now(), Ordering::Relaxed);
     }
 }
