@@ -170,7 +170,7 @@ fn relay_request(data: &[u8]) {
         realtime: "/realtime",
         tapped: &never,
     };
-    if let Classified::Relay(out) = classify(data, &route, &[], &info) {
+    if let Classified::Relay(out) = classify(data, &route, &[], None, &info) {
         assert!(out.len <= data.len());
         let mut headers = [httparse::EMPTY_HEADER; 80];
         let mut again = httparse::Request::new(&mut headers);
@@ -183,7 +183,7 @@ fn relay_request(data: &[u8]) {
         // header count (such a request is still fine for the backend).
         if again.headers.len() <= crate::h1::classify::MAX_HEADERS {
             assert!(matches!(
-                classify(&out.head, &route, &[], &info),
+                classify(&out.head, &route, &[], None, &info),
                 Classified::Relay(_)
             ));
         }
@@ -202,7 +202,7 @@ fn relay_request(data: &[u8]) {
             "a field only the gateway asserts was forwarded"
         );
     }
-    match classify(data, &route, &["/realtime/sse"], &info) {
+    match classify(data, &route, &["/realtime/sse"], None, &info) {
         Classified::Sse(req) => {
             assert_eq!(req.uri().path(), "/realtime/sse");
             let mut headers = [httparse::EMPTY_HEADER; 80];
@@ -214,7 +214,7 @@ fn relay_request(data: &[u8]) {
         }
         first => assert_eq!(
             std::mem::discriminant(&first),
-            std::mem::discriminant(&classify(data, &route, &[], &info)),
+            std::mem::discriminant(&classify(data, &route, &[], None, &info)),
             "a first request is judged as a later one"
         ),
     }

@@ -59,6 +59,9 @@ pub enum Relayed {
     /// The connection's first request is an SSE subscription
     /// (`h1/classify.rs`): the SSE transport serves it without hyper.
     Sse(http::Request<()>),
+    /// The connection's first request is a WebSocket handshake on
+    /// `<realtime.path>/ws` (`h1/classify.rs`): answered without hyper.
+    WebSocket(http::Request<()>),
     /// To be closed cleanly (`shutdown`, a TLS `close_notify`).
     Closed,
     /// To be dropped: an answer was cut short, or the connection ended,
@@ -99,7 +102,10 @@ where
     // the connection is idle (`limits.header_timeout`).
     let mut head_deadline = Some(first_deadline);
     // Looked for in the connection's first request only.
-    let sse_path = format!("{}/sse", state.settings().config.realtime.path);
+    let (sse_path, ws_path) = {
+        let path = &state.settings().config.realtime.path;
+        (format!("{path}/sse"), format!("{path}/ws"))
+    };
     let mut first = true;
     let mut buf = BytesMut::with_capacity(1024);
     loop {
@@ -122,8 +128,10 @@ where
             let mercure = settings.config.mercure.as_ref().map(|m| m.path.as_str());
             let streams = [sse_path.as_str(), mercure.unwrap_or(&sse_path)];
             let sse: &[&str] = if first { &streams } else { &[] };
-            match classify(&buf, &route, sse, info) {
+            let ws = first.then_some(ws_path.as_str());
+            match classify(&buf, &route, sse, ws, info) {
                 Classified::Sse(req) => return Relayed::Sse(req),
+                Classified::WebSocket(req) => return Relayed::WebSocket(req),
                 Classified::Hyper => return Relayed::HandOver(buf),
                 Classified::Relay(out) => {
                     // Boxed: the exchange's state (backend connect, TLS,

@@ -425,6 +425,10 @@ where
         // connection from there on.
         prefix = match Box::pin(relay::serve(&state, &mut io, &info, head_deadline)).await {
             Relayed::Sse(req) => return Some(open_sse(state, io, req, info).await),
+            Relayed::WebSocket(req) => {
+                Box::pin(open_ws(state, io, req, info, seat)).await;
+                return None;
+            }
             Relayed::HandOver(bytes) => bytes.freeze(),
             Relayed::Closed => {
                 // A clean end (TLS close_notify, FIN), as hyper ends its
@@ -470,6 +474,31 @@ where
         Box::pin(crate::transport::sse::direct(state, req)).await
     };
     SseHandoff::new(Box::new(io), answer, kill)
+}
+
+/// Answer a WebSocket handshake on HTTP/1 without hyper: the session's
+/// checks and 101 as through hyper, the 101 written here and the
+/// connection handed to the session (`transport/ws/http1.rs`). The request
+/// carries the connection's place for the socket to keep, as hyper's does.
+async fn open_ws<I>(
+    state: AppState,
+    io: I,
+    mut req: http::Request<()>,
+    info: ConnInfo,
+    seat: Option<Seat>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = info.for_request(req.headers());
+    req.extensions_mut().insert(info);
+    if let Some(seat) = seat {
+        req.extensions_mut().insert(seat);
+    }
+    let (wire, taken) = tokio::sync::oneshot::channel();
+    let resp = crate::transport::ws::direct(state, req, taken).await;
+    if let Err(error) = crate::transport::ws::http1::answer(Box::new(io), resp, wire).await {
+        debug!(%error, "WebSocket handshake answer not written");
+    }
 }
 
 async fn serve_hyper<I>(

@@ -93,6 +93,11 @@ pub async fn handle(state: AppState, mut req: Request<Incoming>, rest: &str) -> 
     resp
 }
 
+/// A client connection's byte stream, plain or TLS, as the transports that
+/// write on it without hyper take it (`sse/http1.rs`, `ws/http1.rs`).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// Query parameters as a map (last value wins).
 pub fn query<B>(req: &Request<B>) -> HashMap<String, String> {
     crate::model::template::query_of(req.uri())

@@ -32,6 +32,10 @@ pub(crate) enum Classified {
     /// as a connection's first request, complete, nothing after it: served
     /// without hyper.
     Sse(http::Request<()>),
+    /// `GET <realtime.path>/ws` with an `Upgrade` field as a connection's
+    /// first request, complete, nothing after it: the WebSocket handshake
+    /// is answered without hyper (`transport/ws/http1.rs`).
+    WebSocket(http::Request<()>),
     /// A request the relay takes, with the head it sends the backend.
     Relay(Outbound),
     /// Complete or not, hyper must handle it (and the connection from here on).
@@ -42,8 +46,23 @@ pub(crate) enum Classified {
 
 /// Classify the head at the front of `buf`. `sse`: the paths of the event
 /// streams served without hyper (`<realtime.path>/sse`, the Mercure hub's
-/// path) when the head is a connection's first, else empty.
-pub(crate) fn classify(buf: &[u8], route: &Route<'_>, sse: &[&str], info: &ConnInfo) -> Classified {
+/// path) when the head is a connection's first, else empty; `ws`: the
+/// WebSocket path whose handshake is answered without hyper
+/// (`<realtime.path>/ws`), likewise only for a first head.
+///
+/// Why a WebSocket's opening is picked out too: through hyper each one
+/// allocated a connection's read buffer and header write buffer (8 KiB
+/// each) for the few milliseconds of its handshake; in a connect burst
+/// thousands were in progress at once, and the holes they left between the
+/// sockets' long-lived state stayed resident (about 1.5 KiB per idle
+/// WebSocket after 10,000).
+pub(crate) fn classify(
+    buf: &[u8],
+    route: &Route<'_>,
+    sse: &[&str],
+    ws: Option<&str>,
+    info: &ConnInfo,
+) -> Classified {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let len = match parsed.parse(buf) {
@@ -52,26 +71,45 @@ pub(crate) fn classify(buf: &[u8], route: &Route<'_>, sse: &[&str], info: &ConnI
         Err(_) => return Classified::Hyper,
     };
     if let (Some("GET"), Some(target)) = (parsed.method, parsed.path) {
-        let ours = sse.iter().any(|sse| {
-            target
-                .strip_prefix(sse)
-                .is_some_and(|after| after.is_empty() || after.starts_with('?'))
-        });
+        let ours = sse.iter().any(|sse| is_path(target, sse));
         if ours {
             // Pipelined bytes: hyper handles sequences.
             let alone = len == buf.len();
             return alone
-                .then(|| sse_request(&parsed))
+                .then(|| direct_request(&parsed, false))
                 .flatten()
                 .map_or(Classified::Hyper, Classified::Sse);
+        }
+        let upgrade = || {
+            parsed
+                .headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        };
+        if ws.is_some_and(|ws| is_path(target, ws)) && upgrade() {
+            // Bytes after the head (frames sent before the 101 was read)
+            // or anything odd about it: hyper's, as before.
+            let alone = len == buf.len();
+            return alone
+                .then(|| direct_request(&parsed, true))
+                .flatten()
+                .map_or(Classified::Hyper, Classified::WebSocket);
         }
     }
     outbound(&parsed, len, route, info).map_or(Classified::Hyper, Classified::Relay)
 }
 
-/// The SSE request hyper would have made of a head, or `None` when the
-/// head is one hyper should judge (a body, an upgrade, an odd field).
-fn sse_request(parsed: &httparse::Request<'_, '_>) -> Option<http::Request<()>> {
+/// Whether the request target is `path`, with or without a query.
+fn is_path(target: &str, path: &str) -> bool {
+    target
+        .strip_prefix(path)
+        .is_some_and(|after| after.is_empty() || after.starts_with('?'))
+}
+
+/// The request hyper would have made of a head, or `None` when the head is
+/// one hyper should judge (a body, an odd field, or an upgrade unless
+/// `upgrade`: a WebSocket handshake's).
+fn direct_request(parsed: &httparse::Request<'_, '_>, upgrade: bool) -> Option<http::Request<()>> {
     let version = match parsed.version {
         Some(1) => Version::HTTP_11,
         Some(0) => Version::HTTP_10,
@@ -86,7 +124,7 @@ fn sse_request(parsed: &httparse::Request<'_, '_>) -> Option<http::Request<()>> 
         let value = HeaderValue::from_bytes(h.value).ok()?;
         let body_or_upgrade = name == http::header::CONTENT_LENGTH && value != "0"
             || name == http::header::TRANSFER_ENCODING
-            || name == http::header::UPGRADE;
+            || (name == http::header::UPGRADE && !upgrade);
         if body_or_upgrade {
             return None;
         }
@@ -108,7 +146,35 @@ mod tests {
             tapped: &never,
         };
         let sse: &[&str] = if first { &["/realtime/sse"] } else { &[] };
-        classify(raw.as_bytes(), &route, sse, &info())
+        let ws = first.then_some("/realtime/ws");
+        classify(raw.as_bytes(), &route, sse, ws, &info())
+    }
+
+    #[test]
+    fn a_websocket_handshake_as_the_first_request_is_answered_without_hyper() {
+        let raw = "GET /realtime/ws?channels=a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                   Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                   Sec-WebSocket-Version: 13\r\n\r\n";
+        let Classified::WebSocket(req) = judge(raw, true) else {
+            panic!("not a direct WebSocket");
+        };
+        assert_eq!(req.uri().query(), Some("channels=a"));
+        assert_eq!(req.headers()["upgrade"], "websocket");
+        assert_eq!(
+            req.headers()["sec-websocket-key"],
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        );
+        // Not the first request, bytes after the head, a body, no upgrade,
+        // another path: hyper's.
+        assert!(matches!(judge(raw, false), Classified::Hyper));
+        let early = format!("{raw}\u{81}\u{0}");
+        assert!(matches!(judge(&early, true), Classified::Hyper));
+        let body = raw.replace("Host: x", "Host: x\r\nContent-Length: 2");
+        assert!(matches!(judge(&body, true), Classified::Hyper));
+        let plain = "GET /realtime/ws HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(!matches!(judge(plain, true), Classified::WebSocket(_)));
+        let other = raw.replace("/realtime/ws?", "/realtime/wsx?");
+        assert!(!matches!(judge(&other, true), Classified::WebSocket(_)));
     }
 
     #[test]
@@ -136,7 +202,7 @@ mod tests {
             tapped: &never,
         };
         let streams = ["/realtime/sse", "/.well-known/mercure"];
-        let judged = |raw: &str| classify(raw.as_bytes(), &route, &streams, &info());
+        let judged = |raw: &str| classify(raw.as_bytes(), &route, &streams, None, &info());
         let raw = "GET /.well-known/mercure?topic=urn%3Aa HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n";
         let Classified::Sse(req) = judged(raw) else {
             panic!("not a stream");

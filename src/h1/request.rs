@@ -297,7 +297,7 @@ mod tests {
             realtime: "/realtime",
             tapped: &never,
         };
-        classify(raw.as_bytes(), &route, &[], &info())
+        classify(raw.as_bytes(), &route, &[], None, &info())
     }
 
     fn relayed(raw: &str) -> (Outbound, String) {
@@ -353,7 +353,7 @@ mod tests {
         let info = ConnInfo::new("10.0.0.7:5000".parse().unwrap(), false, 1, &fronts);
         // A forged line, then the one the front added (HAProxy adds a line).
         let raw = b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nTrue-Client-IP: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n";
-        let Classified::Relay(out) = classify(raw, &route, &[], &info) else {
+        let Classified::Relay(out) = classify(raw, &route, &[], None, &info) else {
             panic!("not relayed");
         };
         let head = String::from_utf8(out.head.clone()).unwrap();
@@ -378,7 +378,7 @@ mod tests {
             tapped: &never,
         };
         let raw = b"HEAD /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
-        let Classified::Relay(mut out) = classify(raw, &route, &[], &info()) else {
+        let Classified::Relay(mut out) = classify(raw, &route, &[], None, &info()) else {
             panic!("not relayed");
         };
         out.retarget("/app", 0);
@@ -450,7 +450,7 @@ mod tests {
         };
         let raw = b"GET /orders?page=2 HTTP/1.1\r\nHost: h\r\n\r\n";
         assert!(matches!(
-            classify(raw, &route, &[], &info()),
+            classify(raw, &route, &[], None, &info()),
             Classified::Hyper
         ));
     }

@@ -12,6 +12,7 @@ mod binary;
 pub(crate) mod deflate;
 pub(crate) mod ending;
 pub(crate) mod handshake;
+pub(crate) mod http1;
 pub(crate) mod inflate;
 pub(crate) mod outgoing;
 mod read_ahead;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
@@ -31,7 +31,7 @@ use tracing::{Instrument, debug};
 
 use super::resume::{self, ResumeClock};
 use super::session::{Delivery, Session};
-use super::{Client, admit, query, requested, subscription};
+use super::{Client, Io, admit, query, requested, subscription};
 use crate::alarm::Listener;
 use crate::broker::BrokerError;
 use crate::conn_info::ConnInfo;
@@ -49,7 +49,33 @@ pub const SUBPROTOCOL: &str = "pushgate.v1";
 /// closed with 1013.
 const FLOOD_CLOSE_AFTER: u32 = 20;
 
-pub(crate) type Socket = WebSocketStream<Inflating<ReadAhead<TokioIo<Upgraded>>>>;
+pub(crate) type Socket = WebSocketStream<Inflating<ReadAhead<Box<dyn Io>>>>;
+
+/// Where an accepted handshake's connection comes from.
+pub(crate) enum Wire {
+    /// hyper answered the handshake (HTTP/2, or an HTTP/1 connection hyper
+    /// serves): its upgrade hands the connection over.
+    Hyper(hyper::upgrade::OnUpgrade),
+    /// The server read the handshake itself (`h1/classify.rs`) and sends
+    /// the connection once it has written the 101 (`http1.rs`); dropped
+    /// unsent when the answer could not be written.
+    Direct(tokio::sync::oneshot::Receiver<Box<dyn Io>>),
+}
+
+impl Wire {
+    /// The upgraded connection, or why there is none.
+    pub(crate) async fn connection(self) -> Result<Box<dyn Io>, String> {
+        match self {
+            Wire::Hyper(on_upgrade) => match on_upgrade.await {
+                Ok(upgraded) => Ok(Box::new(TokioIo::new(upgraded))),
+                Err(error) => Err(error.to_string()),
+            },
+            Wire::Direct(taken) => taken
+                .await
+                .map_err(|_| "the 101 was not written".to_string()),
+        }
+    }
+}
 
 /// The socket of an upgraded connection, and the writer of its frames,
 /// both set for the permessage-deflate the handshake `agreed` (if any),
@@ -57,7 +83,7 @@ pub(crate) type Socket = WebSocketStream<Inflating<ReadAhead<TokioIo<Upgraded>>>
 /// message inflates up to the limit `config` sets for plain ones: the same
 /// message is accepted or refused (1009) however it was sent.
 pub(crate) async fn accept_socket(
-    upgraded: Upgraded,
+    upgraded: Box<dyn Io>,
     agreed: Option<deflate::Agreed>,
     config: WebSocketConfig,
     state: &AppState,
@@ -67,10 +93,7 @@ pub(crate) async fn accept_socket(
     // Beneath the inflater and tungstenite: their small reads come from
     // one socket read (`read_ahead.rs`), so tungstenite's read buffer,
     // held for the connection's life, can be small.
-    let io = Inflating::new(
-        ReadAhead::new(TokioIo::new(upgraded)),
-        agreed.map(|a| a.inflate(limit)),
-    );
+    let io = Inflating::new(ReadAhead::new(upgraded), agreed.map(|a| a.inflate(limit)));
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let outgoing = match agreed {
         Some(a) => {
@@ -87,11 +110,43 @@ pub(crate) async fn accept_socket(
 }
 
 /// Validate the handshake and the requested channels, answer 101, and run the
-/// session on the upgraded connection.
+/// session on the connection hyper upgrades.
 pub async fn upgrade(
     state: AppState,
     settings: Arc<Settings>,
     mut req: Request<Incoming>,
+) -> Response<Body> {
+    let wire = Wire::Hyper(hyper::upgrade::on(&mut req));
+    answer(state, settings, req, wire).await
+}
+
+/// `GET <path>/ws` read by the relay's HTTP/1.1 reader (see
+/// `h1/classify.rs`): the same checks and answer as through hyper (the
+/// Origin check and CORS headers included), for `http1.rs` to write; the
+/// session starts on the connection it then sends through `wire`.
+pub async fn direct(
+    state: AppState,
+    mut req: Request<()>,
+    wire: tokio::sync::oneshot::Receiver<Box<dyn Io>>,
+) -> Response<Body> {
+    let settings = state.settings();
+    let origin = match super::cors::check(&settings, &req) {
+        Ok(origin) => origin,
+        Err(resp) => return resp,
+    };
+    super::cors::strip_credentials(&origin, &mut req);
+    let mut resp = answer(state, settings, req, Wire::Direct(wire)).await;
+    super::cors::apply(&mut resp, &origin);
+    resp
+}
+
+/// Validate the handshake and the requested channels, answer 101, and run
+/// the session on the connection `wire` brings.
+async fn answer<B>(
+    state: AppState,
+    settings: Arc<Settings>,
+    req: Request<B>,
+    wire: Wire,
 ) -> Response<Body> {
     let handshake = match Handshake::of(&req) {
         Ok(handshake) => handshake,
@@ -124,7 +179,6 @@ pub async fn upgrade(
     resume::mark(clock.as_ref(), resume::stage::ADMITTED);
     let agreed = deflate::negotiate(req.headers(), &settings.config.realtime.compression);
     let conn = req.extensions().get::<ConnInfo>().cloned();
-    let on_upgrade = hyper::upgrade::on(&mut req);
     let seat = req.extensions().get::<Seat>().cloned();
     let span = tracing::debug_span!(
         "session",
@@ -163,7 +217,7 @@ pub async fn upgrade(
         seat,
         clock,
     });
-    tasks.spawn(run(opening, on_upgrade).instrument(span));
+    tasks.spawn(run(opening, wire).instrument(span));
     let mut resp = handshake.accept();
     let h = resp.headers_mut();
     if offers_ours {
@@ -279,8 +333,8 @@ struct Opened {
 /// The connection task: the upgrade and the opening in a box freed once the
 /// session runs (what they hold would otherwise size this task's future,
 /// which every open WebSocket keeps), then the session.
-async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) {
-    let Some(mut opened) = Box::pin(open(opening, on_upgrade)).await else {
+async fn run(opening: Box<Opening>, wire: Wire) {
+    let Some(mut opened) = Box::pin(open(opening, wire)).await else {
         return;
     };
     let ending = match std::mem::replace(&mut opened.started, Ok(())) {
@@ -294,8 +348,8 @@ async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) {
     Box::pin(opened.ws.close(ending)).await;
 }
 
-async fn open(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpgrade) -> Option<Opened> {
-    let upgraded = match on_upgrade.await {
+async fn open(opening: Box<Opening>, wire: Wire) -> Option<Opened> {
+    let upgraded = match wire.connection().await {
         Ok(upgraded) => upgraded,
         Err(error) => {
             debug!(%error, "websocket upgrade failed");

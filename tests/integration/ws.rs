@@ -437,3 +437,111 @@ async fn ws_pongs_and_the_close_reply_go_out_while_messages_flow() {
         "messages flowed while pinging: {published} published, {during} read between pings and pongs"
     );
 }
+
+/// A handshake on a raw TLS connection, `extra` bytes sent right behind it;
+/// the answer's head as text, and the connection.
+async fn raw_handshake(
+    gw: &TestGateway,
+    query: &str,
+    extra: &[u8],
+) -> (
+    String,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = gw.tls_stream().await;
+    let mut out = format!(
+        "GET /realtime/ws{query} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: pushgate.v1\r\n\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(extra);
+    tls.write_all(&out).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut byte))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert_eq!(n, 1, "closed mid-head: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    (String::from_utf8(head).unwrap().to_ascii_lowercase(), tls)
+}
+
+/// A connection's first request, when it is a WebSocket handshake on
+/// `<realtime.path>/ws` and nothing follows it, is answered by the gateway
+/// itself, without hyper (`h1/classify.rs`, `transport/ws/http1.rs`; hyper's
+/// answers carry a `date` field, these do not): the socket then works as
+/// one hyper upgraded; a refusal is answered and the connection closed; a
+/// handshake with a frame right behind it goes to hyper, frame kept.
+#[tokio::test]
+async fn a_first_request_handshake_is_answered_without_hyper_and_serves_the_same() {
+    use tokio::io::AsyncReadExt;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let gw = TestGateway::start().await;
+    let (head, tls) = raw_handshake(&gw, "?channels=public.direct", b"").await;
+    assert!(
+        head.starts_with("http/1.1 101 switching protocols\r\n"),
+        "{head}"
+    );
+    // RFC 6455 §1.3's sample key and answer.
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("sec-websocket-protocol: pushgate.v1\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("date:"), "answered by hyper: {head}");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(tls, Role::Client, None).await;
+    gw.publish_one("public.direct", json!({"n": 7})).await;
+    let message = loop {
+        let frame = next_json(&mut ws).await;
+        if frame["type"] == "message" {
+            break frame;
+        }
+    };
+    assert_eq!(message["channel"], "public.direct");
+    assert_eq!(message["data"], json!({"n": 7}));
+    ws.send(Frame::Ping(b"p".to_vec().into())).await.unwrap();
+    let pong = loop {
+        match ws.next().await {
+            Some(Ok(Frame::Pong(p))) => break p,
+            Some(Ok(_)) => continue,
+            other => panic!("no pong: {other:?}"),
+        }
+    };
+    assert_eq!(&pong[..], b"p");
+
+    // Refused (the channel needs a token): answered, then closed.
+    let (head, mut tls) = raw_handshake(&gw, "?channels=orders.1", b"").await;
+    assert!(head.starts_with("http/1.1 401 "), "{head}");
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut rest),
+    )
+    .await
+    .expect("closed within 10 s");
+    assert!(read.is_ok() || !rest.is_empty(), "{read:?}");
+
+    // A masked ping right behind the handshake: hyper's, and answered.
+    let ping = [0x89, 0x81, 1, 2, 3, 4, b'q' ^ 1];
+    let (head, tls) = raw_handshake(&gw, "?channels=public.direct", &ping).await;
+    assert!(head.starts_with("http/1.1 101 "), "{head}");
+    assert!(head.contains("date:"), "hyper answers this one: {head}");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(tls, Role::Client, None).await;
+    let pong = loop {
+        match ws.next().await {
+            Some(Ok(Frame::Pong(p))) => break p,
+            Some(Ok(_)) => continue,
+            other => panic!("no pong: {other:?}"),
+        }
+    };
+    assert_eq!(&pong[..], b"q");
+}

@@ -81,7 +81,14 @@ fn refuse_socket(state: &AppState, req: &mut Request<Incoming>) -> Option<Respon
                 .read_buffer_size(4096)
                 .max_message_size(Some(4096))
                 .max_frame_size(Some(4096));
-            let (socket, _) = ws::accept_socket(upgraded, None, config, &state2, &settings).await;
+            let (socket, _) = ws::accept_socket(
+                Box::new(hyper_util::rt::TokioIo::new(upgraded)),
+                None,
+                config,
+                &state2,
+                &settings,
+            )
+            .await;
             let mut link = Link::WebSocket(Box::new(socket));
             link.send_now(&frames::error(Some(code::OVER_CAPACITY), REASON))
                 .await;

@@ -144,7 +144,7 @@ pub(super) async fn run(opening: Box<Opening>, on_upgrade: hyper::upgrade::OnUpg
         .max_message_size(Some(cap))
         .max_frame_size(Some(cap));
     let (socket, outgoing) = ws::accept_socket(
-        upgraded,
+        Box::new(hyper_util::rt::TokioIo::new(upgraded)),
         opening.agreed,
         config,
         &opening.state,

@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug};
 
@@ -23,9 +23,7 @@ use super::{SseHead, SseOpening};
 use crate::conn_info::ConnKill;
 use crate::reply::Body;
 
-/// A connection's byte stream, plain or TLS.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub use crate::transport::Io;
 
 /// An answered SSE request and its connection, handed from the opening to a
 /// task of its own that only writes: an idle subscriber then holds a few
@@ -121,7 +119,7 @@ async fn stream(
 }
 
 /// Write a refusal (a short, whole answer) and close.
-async fn refuse(mut io: Box<dyn Io>, resp: Response<Body>) -> io::Result<()> {
+pub(crate) async fn refuse(mut io: Box<dyn Io>, resp: Response<Body>) -> io::Result<()> {
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
     let len = u64::try_from(body.len()).unwrap_or(u64::MAX);
