@@ -202,7 +202,13 @@ fn relay_request(data: &[u8]) {
             "a field only the gateway asserts was forwarded"
         );
     }
-    match classify(data, &route, &["/realtime/sse"], None, &info) {
+    match classify(
+        data,
+        &route,
+        &["/realtime/sse"],
+        Some("/realtime/ws"),
+        &info,
+    ) {
         Classified::Sse(req) => {
             assert_eq!(req.uri().path(), "/realtime/sse");
             let mut headers = [httparse::EMPTY_HEADER; 80];
@@ -210,6 +216,23 @@ fn relay_request(data: &[u8]) {
                 httparse::Request::new(&mut headers).parse(data),
                 Ok(httparse::Status::Complete(data.len())),
                 "an SSE subscription is one whole head"
+            );
+        }
+        Classified::WebSocket(req) => {
+            assert_eq!(req.uri().path(), "/realtime/ws");
+            assert_eq!(req.version(), http::Version::HTTP_11);
+            assert!(req.headers().contains_key(http::header::UPGRADE));
+            let body = req.headers().contains_key(http::header::TRANSFER_ENCODING)
+                || req
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .is_some_and(|v| v != "0");
+            assert!(!body, "a direct WebSocket handshake has no body");
+            let mut headers = [httparse::EMPTY_HEADER; 80];
+            assert_eq!(
+                httparse::Request::new(&mut headers).parse(data),
+                Ok(httparse::Status::Complete(data.len())),
+                "a direct WebSocket handshake is one whole head"
             );
         }
         first => assert_eq!(

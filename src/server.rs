@@ -21,7 +21,7 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, warn};
@@ -47,6 +47,7 @@ use crate::real_ip::Fronts;
 use crate::relay::{self, Relayed};
 use crate::reply::{self, Body};
 use crate::state::{AppState, Seat};
+use crate::transport::Io;
 use crate::transport::sse::http1::SseHandoff;
 
 /// Which listener a connection came in on.
@@ -399,9 +400,9 @@ type ServiceFuture = std::pin::Pin<
 >;
 
 /// Serve one connection: on a public HTTP/1 connection the relay first
-/// (`relay.rs`), which hands back SSE subscribers (`h1/classify.rs` says
-/// why: they come back as a handoff to stream); everything else through
-/// hyper.
+/// (`relay.rs`), which hands back SSE subscribers and WebSocket handshakes
+/// (`h1/classify.rs` says why: an SSE stream comes back as a handoff to
+/// stream, a handshake is answered here); everything else through hyper.
 async fn serve<I>(
     state: AppState,
     mut io: I,
@@ -495,9 +496,44 @@ async fn open_ws<I>(
         req.extensions_mut().insert(seat);
     }
     let (wire, taken) = tokio::sync::oneshot::channel();
-    let resp = crate::transport::ws::direct(state, req, taken).await;
-    if let Err(error) = crate::transport::ws::http1::answer(Box::new(io), resp, wire).await {
+    let answer = Box::pin(crate::transport::ws::direct(state, req, taken));
+    let (resp, io) = match while_present(answer, io).await {
+        Some(answered) => answered,
+        None => {
+            debug!("client left during its WebSocket handshake");
+            return;
+        }
+    };
+    if let Err(error) = crate::transport::ws::http1::answer(io, resp, wire).await {
         debug!(%error, "WebSocket handshake answer not written");
+    }
+}
+
+/// Run `answer` while the client is there. Through hyper a client leaving
+/// mid-handshake ended the connection and dropped the handler, its login
+/// check, subscriptions and replay with it; here the socket is watched the
+/// same way: an end or an error drops `answer` (`None`). Bytes the client
+/// sends before its answer (frames ahead of the 101) are kept for the
+/// session, in front of the connection.
+async fn while_present<I, F>(answer: F, mut io: I) -> Option<(Response<Body>, Box<dyn Io>)>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future<Output = Response<Body>> + Unpin,
+{
+    let mut answer = answer;
+    let mut early = [0u8; 64];
+    let first = tokio::select! {
+        resp = &mut answer => Ok(resp),
+        read = io.read(&mut early) => Err(read),
+    };
+    match first {
+        Ok(resp) => Some((resp, Box::new(io))),
+        Err(Ok(0) | Err(_)) => None,
+        Err(Ok(n)) => {
+            let resp = answer.await;
+            let kept = Rewind::new(Bytes::copy_from_slice(&early[..n]), io);
+            Some((resp, Box::new(kept)))
+        }
     }
 }
 

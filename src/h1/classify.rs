@@ -1,7 +1,8 @@
 //! The one look at a request head of a public HTTP/1 connection: which
 //! engine carries it. Each head is parsed here once, and what the parse
 //! found travels on: an SSE subscription as the request the SSE transport
-//! serves, a plain proxied request as the head the relay sends on
+//! serves, a WebSocket handshake on `<realtime.path>/ws` as the request the
+//! WebSocket transport answers (see [`classify`]), a plain proxied request as the head the relay sends on
 //! (`request.rs`), anything else as "hyper's", with the bytes left as they
 //! came so that hyper answers exactly as it would have.
 //!
@@ -112,7 +113,8 @@ fn is_path(target: &str, path: &str) -> bool {
 fn direct_request(parsed: &httparse::Request<'_, '_>, upgrade: bool) -> Option<http::Request<()>> {
     let version = match parsed.version {
         Some(1) => Version::HTTP_11,
-        Some(0) => Version::HTTP_10,
+        // A WebSocket opening needs HTTP/1.1: hyper refuses the others.
+        Some(0) if !upgrade => Version::HTTP_10,
         _ => return None,
     };
     let mut req = http::Request::builder()

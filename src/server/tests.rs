@@ -164,3 +164,59 @@ async fn clients_that_send_nothing_hold_no_place_in_the_queues() {
     assert_eq!(state.stats.queued.load(Ordering::Relaxed), 0);
     state.lifecycle.stop_now();
 }
+
+/// A direct WebSocket handshake's answer runs only while its client is
+/// there: a client that leaves drops it (as hyper dropped its handler), and
+/// bytes a client sends ahead of the 101 reach the session first.
+#[tokio::test]
+async fn a_direct_handshake_is_dropped_when_its_client_leaves_and_keeps_early_bytes() {
+    use super::while_present;
+    struct Dropped(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let answer = || {
+        let mut resp = http::Response::new(crate::reply::empty());
+        *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        resp
+    };
+
+    // The client leaves while the answer is still being made.
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ours, theirs) = tokio::io::duplex(1024);
+    let guard = Dropped(dropped.clone());
+    let pending = Box::pin(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+        answer()
+    });
+    drop(theirs);
+    let left = tokio::time::timeout(Duration::from_secs(5), while_present(pending, ours))
+        .await
+        .expect("noticed within 5 s");
+    assert!(left.is_none(), "no answer for a client that left");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the answer's work was dropped"
+    );
+
+    // Bytes ahead of the answer: kept, in front of the connection.
+    let (ours, mut theirs) = tokio::io::duplex(1024);
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let later = Box::pin(async move {
+        let _ = wait.await;
+        answer()
+    });
+    theirs.write_all(b"early").await.unwrap();
+    let running = tokio::spawn(while_present(later, ours));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = go.send(());
+    let (resp, mut conn) = running.await.unwrap().expect("answered");
+    assert_eq!(resp.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+    theirs.write_all(b" then more").await.unwrap();
+    let mut got = vec![0u8; 15];
+    conn.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"early then more");
+}

@@ -192,7 +192,8 @@ async fn answer<B>(
     // reach it, however long the upgrade then takes to reach our task.
     // What comes meanwhile waits in the session's inbox.
     // Dropped half way (hyper drops this handler when the client leaves
-    // mid-handshake), the session unsubscribes what it had, and the broker
+    // mid-handshake, and so does the direct road, `server.rs`
+    // `while_present`), the session unsubscribes what it had, and the broker
     // takes back a follow it was still confirming (`broker/redis.rs`).
     let mut session = Session::new(&state, settings.config.realtime.client_queue);
     session.set_subject(client.identity.as_ref().map(|i| i.subject.clone()));
@@ -476,7 +477,7 @@ mod tests {
             size_of::<Client>(),
         );
         assert!(
-            ws <= 944,
+            ws <= 904,
             "WsSession is {ws} B; keep what rare ops need behind a box"
         );
         assert!(

@@ -4,9 +4,11 @@
 //! HTTP/1.1 (RFC 6455): `GET` with `Upgrade: websocket`, a key, answered
 //! 101 with the key's accept value. HTTP/2 (RFC 8441): an extended CONNECT
 //! (`extended_connect.rs`), no key, answered 200 on the stream. After the
-//! answer both give hyper's `Upgraded` and the same session code serves
-//! it: what differs is only this opening, and the `http` label metrics
-//! tell the two apart by. Subprotocol and extension fields mean the same
+//! answer both hand over the connection (hyper's `Upgraded`, or the
+//! connection itself when the gateway answered an HTTP/1.1 handshake
+//! without hyper, `ws/http1.rs`) and the same session code serves it: what
+//! differs is only this opening, and the `http` label metrics tell the two
+//! apart by. Subprotocol and extension fields mean the same
 //! in both, so the endpoint adds them to [`Handshake::accept`]'s answer.
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
