@@ -508,14 +508,7 @@ async fn a_first_request_handshake_is_answered_without_hyper_and_serves_the_same
     assert_eq!(message["channel"], "public.direct");
     assert_eq!(message["data"], json!({"n": 7}));
     ws.send(Frame::Ping(b"p".to_vec().into())).await.unwrap();
-    let pong = loop {
-        match ws.next().await {
-            Some(Ok(Frame::Pong(p))) => break p,
-            Some(Ok(_)) => continue,
-            other => panic!("no pong: {other:?}"),
-        }
-    };
-    assert_eq!(&pong[..], b"p");
+    assert_eq!(&next_pong(&mut ws).await[..], b"p");
 
     // Refused (the channel needs a token): answered, then closed.
     let (head, mut tls) = raw_handshake(&gw, "?channels=orders.1", b"").await;
@@ -536,12 +529,19 @@ async fn a_first_request_handshake_is_answered_without_hyper_and_serves_the_same
     assert!(head.starts_with("http/1.1 101 "), "{head}");
     assert!(head.contains("date:"), "hyper answers this one: {head}");
     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(tls, Role::Client, None).await;
-    let pong = loop {
+    assert_eq!(&next_pong(&mut ws).await[..], b"q");
+}
+
+/// The next pong, past any other frames.
+async fn next_pong<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
         match ws.next().await {
-            Some(Ok(Frame::Pong(p))) => break p,
+            Some(Ok(Frame::Pong(p))) => return p.to_vec(),
             Some(Ok(_)) => continue,
             other => panic!("no pong: {other:?}"),
         }
-    };
-    assert_eq!(&pong[..], b"q");
+    }
 }
