@@ -29,8 +29,10 @@ pub struct ConnInfo {
     pub sni: Option<std::sync::Arc<str>>,
     /// A process-unique connection id, used in logs and `X-Pushgate-Connection`.
     pub id: u64,
-    /// When the connection was accepted (or its PROXY header read): where
-    /// a resume's stage times start (`pushgate_resume_seconds`).
+    /// When the accept loop took the connection (`server.rs`; the time its
+    /// info was made, where there is no accept loop): where a resume's
+    /// stage times start (`pushgate_resume_seconds`), so that its wait for
+    /// a serving loop and for its first bytes is counted.
     pub accepted: std::time::Instant,
 }
 

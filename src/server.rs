@@ -89,6 +89,9 @@ pub async fn accept_loop(
                 let queued = loops
                     .as_ref()
                     .map(|_| crate::state::Gauge::enter(&state.stats, |s| &s.queued));
+                // Where a resume's stage times start: the wait for a loop
+                // and for the first bytes counts, as the client lives it.
+                let accepted = std::time::Instant::now();
                 let serve = move |stream| {
                     drop(queued);
                     // `max_connections` is about client connections: the
@@ -108,7 +111,15 @@ pub async fn accept_loop(
                         },
                         ListenerRole::Admin => (None, None),
                     };
-                    connection(state2, stream, peer, surface, acceptor, gate, seat)
+                    connection(
+                        state2,
+                        stream,
+                        (peer, accepted),
+                        surface,
+                        acceptor,
+                        gate,
+                        seat,
+                    )
                 };
                 match &loops {
                     // Leaves this runtime's reactor for the loop's.
@@ -234,7 +245,8 @@ fn end_after_refusal(
 async fn connection(
     state: AppState,
     stream: TcpStream,
-    peer: SocketAddr,
+    // The client's address, and when the accept loop took the connection.
+    (peer, accepted): (SocketAddr, std::time::Instant),
     surface: ListenerRole,
     acceptor: Option<TlsAcceptor>,
     gate: Option<ConnectionRefusal>,
@@ -296,7 +308,7 @@ async fn connection(
             deadline,
         )
         .await;
-        let Identified { info, early } = match identified {
+        let Identified { mut info, early } = match identified {
             Ok(identified) => identified,
             Err(why) => {
                 state.metrics.proxy_protocol_refused.inc();
@@ -304,6 +316,7 @@ async fn connection(
                 return;
             }
         };
+        info.accepted = accepted;
         tracing::Span::current().record("client", tracing::field::display(info.client));
         let gate = match surface {
             ListenerRole::Public => gate.or_else(|| connects(&state, &info)),
