@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::net::{Dialer, Io};
 use super::progress::Progress;
-use super::subscriber::{Outcome, Ready, Tally};
+use super::subscriber::{Outcome, Ready, Tally, ws_config};
 use crate::pusher::sign::Signer;
 
 /// The event name the publisher triggers; a frame carrying it is a delivery.
@@ -154,7 +154,9 @@ async fn open(
     let io = dialer.dial(i).await.map_err(|_| Outcome::Failed)?;
     progress.sockets.fetch_add(1, Relaxed);
     let url = format!("ws://{}{path}", dialer.host);
-    match tokio_tungstenite::client_async(url, io).await {
+    // The small read buffer of the pushgate subscribers (`ws_config`):
+    // tungstenite's default zero-fills 128 KiB before every read.
+    match tokio_tungstenite::client_async_with_config(url, io, Some(ws_config())).await {
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             Err(Outcome::Status(resp.status().as_u16()))

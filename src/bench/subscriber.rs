@@ -304,14 +304,15 @@ async fn ws(
 /// Bytes a WebSocket subscriber asks of its socket per read.
 const WS_READ_BUFFER: usize = 4 * 1024;
 
-/// The WebSocket subscribers' configuration: tungstenite's default read
-/// buffer (128 KiB) is zero-filled to its whole length before every read,
-/// so each delivery of a 600-byte message cost the generator a 128 KiB
-/// memset (its CPU per WSS delivery was twice its SSE one's, 17 against
-/// 9 µs), and 1,000 subscribers held 128 MiB: that time was counted in
-/// every server's WebSocket latency. Larger frames still arrive whole:
-/// the buffer grows for a frame that needs it.
-fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+/// The WebSocket subscribers' configuration, pushgate's and Pusher's
+/// (`pusher.rs`): tungstenite's default read buffer (128 KiB) is
+/// zero-filled to its whole length before every read, so each delivery of
+/// a 600-byte message cost the generator a 128 KiB memset (its CPU per WSS
+/// delivery was twice its SSE one's, 17 against 9 µs), and 1,000
+/// subscribers held 128 MiB: that time was counted in every server's
+/// WebSocket latency. Larger frames still arrive whole: the buffer grows
+/// for a frame that needs it.
+pub(super) fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(WS_READ_BUFFER)
 }
