@@ -103,12 +103,7 @@ async fn resumed_and_held() -> (AppState, Arc<Held>, Session) {
     let channel: Arc<str> = Arc::from("a");
     let mut cursor = Cursor::new(held.epoch());
     cursor.set(&channel, 0);
-    let policy = SubscriptionPolicy {
-        slow_client: SlowClient::DropOldest,
-        presence: false,
-        history: HISTORY,
-        checked: 0,
-    };
+    let policy = policy();
     let mut out = Vec::new();
     session
         .subscribe_all(&[(channel, policy)], Some(&cursor), &mut out, None)
@@ -118,6 +113,16 @@ async fn resumed_and_held() -> (AppState, Arc<Held>, Session) {
     assert_eq!(count(&out), 8, "the first page, from the subscribe's read");
     assert!(session.is_replaying());
     (state, held, session)
+}
+
+/// A plain channel's policy, with the history the tests' broker keeps.
+fn policy() -> SubscriptionPolicy {
+    SubscriptionPolicy {
+        slow_client: SlowClient::DropOldest,
+        presence: false,
+        history: HISTORY,
+        checked: 0,
+    }
 }
 
 fn count(out: &[Delivery]) -> usize {
@@ -164,12 +169,7 @@ async fn the_gateway_stopping_ends_a_held_history_read() {
     let mut cursor = Cursor::new(held.epoch());
     let channel: Arc<str> = Arc::from("b");
     cursor.set(&channel, 0);
-    let policy = SubscriptionPolicy {
-        slow_client: SlowClient::DropOldest,
-        presence: false,
-        history: HISTORY,
-        checked: 0,
-    };
+    let policy = policy();
     let refused = tokio::time::timeout(
         Duration::from_secs(5),
         session.subscribe_all(&[(channel, policy)], Some(&cursor), &mut out, None),
